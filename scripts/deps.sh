@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package x2sec needs to build, test and benchmark (run as root).
+set -euo pipefail
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git clang-14 libclang-rt-14-dev lld-14
+  libssl-dev openssl libboost1.81-dev libspdlog-dev libfmt-dev libcli11-dev
+  libtomlplusplus-dev nlohmann-json3-dev libsqlite3-dev sqlite3 libpq-dev postgresql-15
+  libgtest-dev libgmock-dev libbenchmark-dev
+  strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
+  libstrongswan-extra-plugins iproute2 iputils-ping iperf3 tcpdump netcat-openbsd procps
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "x2sec: installing ${#missing[@]} packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# strongSwan's packages may start charon as a service; the tests run their own instances.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet strongswan-starter 2>/dev/null; then
+  systemctl stop strongswan-starter || true
+fi

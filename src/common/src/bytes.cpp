@@ -1,0 +1,87 @@
+#include <cstdlib>
+#include <cstdio>
+#include <openssl/crypto.h>
+#include <x2sec/common/bytes.hpp>
+
+namespace x2sec {
+
+std::string to_hex(BytesView data) {
+    static const char digits[] = "0123456789abcdef";
+    std::string s;
+    s.resize(data.size() * 2);
+    for (size_t i = 0; i < data.size(); ++i) {
+        s[2 * i] = digits[data[i] >> 4];
+        s[2 * i + 1] = digits[data[i] & 0xf];
+    }
+    return s;
+}
+
+static int nibble(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+std::optional<Bytes> from_hex(std::string_view hex) {
+    Bytes out;
+    out.reserve(hex.size() / 2);
+    int hi = -1;
+    for (char c : hex) {
+        if (c == ' ' || c == ':' || c == '\n' || c == '\r' || c == '\t') continue;
+        int n = nibble(c);
+        if (n < 0) return std::nullopt;
+        if (hi < 0) {
+            hi = n;
+        } else {
+            out.push_back(static_cast<uint8_t>((hi << 4) | n));
+            hi = -1;
+        }
+    }
+    if (hi >= 0) return std::nullopt;
+    return out;
+}
+
+Bytes hex(std::string_view h) {
+    auto r = from_hex(h);
+    if (!r) {
+        std::fprintf(stderr, "x2sec::hex: invalid hex literal\n");
+        std::abort();
+    }
+    return *r;
+}
+
+bool ct_equal(BytesView a, BytesView b) {
+    if (a.size() != b.size()) return false;
+    if (a.empty()) return true;
+    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+void secure_zero(void* p, size_t n) { OPENSSL_cleanse(p, n); }
+
+void SecureBytes::resize(size_t n) {
+    if (n <= m_data.capacity()) {
+        if (n < m_data.size()) secure_zero(m_data.data() + n, m_data.size() - n);
+        m_data.resize(n, 0);
+        return;
+    }
+    std::vector<uint8_t> bigger;
+    bigger.reserve(n);
+    bigger.assign(m_data.begin(), m_data.end());
+    bigger.resize(n, 0);
+    wipe();
+    m_data = std::move(bigger);
+}
+
+SecureBytes SecureBytes::slice(size_t off, size_t len) const {
+    if (off > m_data.size() || len > m_data.size() - off) std::abort();
+    return SecureBytes(BytesView(m_data.data() + off, len));
+}
+
+void SecureBytes::append(BytesView v) {
+    size_t old = m_data.size();
+    resize(old + v.size());
+    std::copy(v.begin(), v.end(), m_data.begin() + static_cast<std::ptrdiff_t>(old));
+}
+
+}  // namespace x2sec
