@@ -1,0 +1,233 @@
+// x2sec::ike — the sans-I/O IKEv2 engine facade (RFC 7296).  The engine never opens a socket
+// or reads a clock: the runtime (or a test, or the simulator) hands it datagrams and the
+// current time, and takes back datagrams to send, the next deadline and events.  Child SAs go
+// to a ChildSaBackend (ESP data plane, or MemoryChildSaBackend in tests).
+//
+//   runtime loop:  engine.handle_datagram(d, now); engine.tick(now);
+//                  for (auto& out : engine.take_outgoing()) send(out);
+//                  for (auto& ev : engine.take_events()) ...;
+//                  poll(timeout = engine.next_deadline() - now)
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+#include <x2sec/common/bytes.hpp>
+#include <x2sec/common/child_sa.hpp>
+#include <x2sec/common/counters.hpp>
+#include <x2sec/common/result.hpp>
+#include <x2sec/common/rng.hpp>
+#include <x2sec/common/time.hpp>
+#include <x2sec/crypto/crypto.hpp>
+#include <x2sec/x509/x509.hpp>
+
+namespace x2sec::ike {
+
+// ---------------------------------------------------------------- configuration
+// An IKE proposal; each list holds acceptable choices in preference order.
+// Text form (strongSwan style): "aes128gcm16-prfsha256-ecp256", "aes256-sha256-modp2048",
+// several algorithms joined with '-': "aes128gcm16-aes256gcm16-prfsha256-prfsha384-ecp256-x25519".
+struct EncrAlg {
+    crypto::EncrId id;
+    unsigned key_bits;  // 128/192/256
+    auto operator<=>(const EncrAlg&) const = default;
+};
+struct IkeProposal {
+    std::vector<EncrAlg> encr;
+    std::vector<crypto::IntegId> integ;  // empty for AEAD
+    std::vector<crypto::PrfId> prf;
+    std::vector<crypto::DhGroup> dh;
+};
+Result<IkeProposal> parse_ike_proposal(const std::string& text);
+std::string to_string(const IkeProposal& p);
+
+// ESP proposal: "aes128gcm16", "aes256gcm16-esn", "aes128-sha256", "aes128gcm16-ecp256" (PFS).
+struct ChildProposal {
+    std::vector<EspCipher> ciphers;
+    std::vector<bool> esn;                 // acceptable ESN choices, default {false}
+    std::vector<crypto::DhGroup> pfs;      // empty: no PFS
+};
+Result<ChildProposal> parse_child_proposal(const std::string& text);
+std::string to_string(const ChildProposal& p);
+
+// An IKE identity (RFC 7296 3.5).  parse(): "fqdn:x", "ipv4:a.b.c.d", "ipv6:..", "dn:CN=..",
+// "email:..", or auto: an IP address -> IPv4/IPv6, contains '=' -> DN, else FQDN.
+struct Identity {
+    x509::IdType type = x509::IdType::Fqdn;
+    Bytes data;
+    static Result<Identity> parse(const std::string& text);
+    std::string to_string() const;
+    bool operator==(const Identity&) const = default;
+};
+
+enum class AuthMethod : uint8_t { Certificate, Psk };
+const char* to_string(AuthMethod m);
+
+struct ChildConfig {
+    std::string name;
+    std::vector<TrafficSelector> local_ts, remote_ts;
+    std::vector<ChildProposal> proposals;
+    IpsecMode mode = IpsecMode::Tunnel;
+    Lifetime lifetime;            // data plane lifetimes (soft triggers rekey)
+    uint64_t rekey_seconds = 3600;   // engine-side rekey timer, 0 = none
+    uint32_t replay_window = 1024;
+};
+
+struct PeerConfig {
+    std::string name;
+    IpAddress local_addr, remote_addr;
+    uint16_t local_port = 500, remote_port = 500;  // IKE ports; NAT-T floats to 4500 (or +4000 of a custom port pair, configurable below)
+    uint16_t local_natt_port = 4500, remote_natt_port = 4500;
+    Identity local_id;
+    std::optional<Identity> remote_id;  // nullopt: any identity the credentials allow
+    AuthMethod local_auth = AuthMethod::Certificate;
+    AuthMethod remote_auth = AuthMethod::Certificate;
+    SecureBytes psk;  // for AuthMethod::Psk (either direction)
+    std::shared_ptr<const crypto::Signer> private_key;
+    std::vector<x509::Certificate> cert_chain;  // leaf first, then intermediates
+    std::shared_ptr<const x509::TrustStore> trust;  // anchors for the peer's certificate
+    bool send_certreq = true;
+    std::vector<IkeProposal> ike_proposals;
+    std::vector<ChildConfig> children;   // the first is created in IKE_AUTH
+    uint64_t ike_rekey_seconds = 14400;  // 0 = none
+    uint64_t dpd_interval_ms = 30000;    // 0 = none
+    bool fragmentation = true;
+    size_t fragment_size = 1280;         // path MTU the fragments must fit (IP datagram)
+    bool force_encap = false;            // behave as if behind NAT (float to 4500)
+    bool auto_initiate = false;          // runtime initiates at start
+};
+
+struct RetransmitConfig {
+    Millis timeout_ms = 4000;  // first retransmission
+    double backoff = 1.8;      // multiplier per try
+    unsigned tries = 5;        // then the SA is deleted and an event raised
+};
+
+struct EngineConfig {
+    std::vector<PeerConfig> peers;
+    RetransmitConfig retransmit;
+    uint32_t cookie_threshold = 50;     // half-open IKE SAs before the responder demands COOKIEs
+    size_t max_message_size = 64 * 1024;
+    Millis half_open_timeout_ms = 30000;
+};
+
+// ---------------------------------------------------------------- I/O types
+struct Endpoint {
+    IpAddress addr;
+    uint16_t port = 0;
+    bool operator==(const Endpoint&) const = default;
+    std::string to_string() const;
+};
+
+// An IKE message as it goes over UDP.  `data` never includes the non-ESP marker: the runtime
+// strips it on receive and adds it on send when non_esp_marker is set (port 4500 sockets).
+struct Datagram {
+    Endpoint local, remote;
+    Bytes data;
+    bool non_esp_marker = false;
+};
+
+// ---------------------------------------------------------------- events and status
+struct Event {
+    enum class Kind {
+        IkeSaUp,
+        IkeSaDown,
+        IkeSaRekeyed,
+        ChildSaUp,
+        ChildSaDown,
+        ChildSaRekeyed,
+        AuthFailed,     // detail says which check failed (untrusted CA, ID/SAN mismatch, ...)
+        PeerNotify,     // the peer sent an error notify; code = notify type
+        PeerDead,       // DPD or retransmission timeout
+        NegotiationFailed,
+    };
+    Kind kind;
+    std::string peer;      // PeerConfig::name
+    uint64_t ike_sa_id = 0;
+    int code = 0;          // notify type, x509::VerifyFailure, ...
+    std::string detail;
+};
+const char* to_string(Event::Kind k);
+
+struct ChildSaInfo {
+    std::string name;
+    uint32_t reqid = 0;
+    uint32_t spi_in = 0, spi_out = 0;
+    std::string cipher;          // "AES_GCM_16_128"
+    bool esn = false;
+    std::string pfs;             // DH group name or ""
+    std::vector<TrafficSelector> ts_local, ts_remote;
+    Millis established_at = 0;
+    std::string state;           // "INSTALLED", "REKEYING", "DELETING"
+};
+
+struct IkeSaInfo {
+    uint64_t id = 0;
+    std::string peer;
+    std::string state;           // "CONNECTING", "ESTABLISHED", "REKEYING", "DELETING"
+    bool initiator = false;
+    uint64_t spi_i = 0, spi_r = 0;
+    Endpoint local, remote;
+    std::string local_id, remote_id;
+    std::string local_auth, remote_auth;   // "ECDSA-SHA256 certificate", "pre-shared key"
+    std::string encr, integ, prf, dh;      // algorithm names
+    bool nat_local = false, nat_remote = false, encap = false;
+    Millis established_at = 0;
+    std::string peer_cert_subject;  // and the anchor it chained to
+    std::string peer_cert_anchor;
+    std::vector<ChildSaInfo> children;
+};
+
+// Keys for Wireshark's IKEv2 decryption table (opt-in debug only; never logged).
+struct IkeSaKeys {
+    uint64_t spi_i = 0, spi_r = 0;
+    SecureBytes sk_ei, sk_er, sk_ai, sk_ar;
+    std::string encr_name;   // Wireshark's names, e.g. "AES-GCM-128 with 16 octet ICV [RFC5282]"
+    std::string integ_name;  // e.g. "HMAC_SHA2_256_128 [RFC4868]" or "NONE [RFC4306]"
+};
+
+// ---------------------------------------------------------------- the engine
+class Engine {
+public:
+    // rng supplies SPIs, nonces, IVs and cookie secrets (a DeterministicRng in tests).
+    Engine(EngineConfig config, ChildSaBackend& backend, Rng& rng);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    // Start an IKE SA (and the first Child SA) with the named peer.
+    Status initiate(const std::string& peer, Millis now);
+    // Feed one received datagram (any peer, any state).  Never throws, never crashes: bad
+    // input is dropped or answered with a notify, counted and logged.
+    void handle_datagram(const Datagram& d, Millis now);
+    // Run due timers (retransmissions, rekeys, DPD, half-open expiry).
+    void tick(Millis now);
+    std::optional<Millis> next_deadline() const;
+    std::vector<Datagram> take_outgoing();
+    std::vector<Event> take_events();
+
+    // Operations on established SAs.
+    Status rekey_ike(uint64_t ike_sa_id, Millis now);
+    Status rekey_child(uint64_t ike_sa_id, uint32_t spi_in, Millis now);
+    Status create_child(uint64_t ike_sa_id, const std::string& child_name, Millis now);
+    Status delete_child(uint64_t ike_sa_id, uint32_t spi_in, Millis now);
+    Status delete_ike(uint64_t ike_sa_id, Millis now);
+    Status send_dpd(uint64_t ike_sa_id, Millis now);
+
+    std::vector<IkeSaInfo> list_sas() const;
+    const Counters& counters() const;
+    // Opt-in key export for Wireshark (the runtime writes the files, with a warning).
+    void set_key_logger(std::function<void(const IkeSaKeys&)> on_ike_keys,
+                        std::function<void(const ChildSaParams&)> on_child_keys);
+    // Replace a peer's credentials (e.g. after CMP enrolment of an operator certificate).
+    Status update_peer(const PeerConfig& peer);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+}  // namespace x2sec::ike

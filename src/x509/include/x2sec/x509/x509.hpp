@@ -1,0 +1,118 @@
+// x2sec::x509 — certificates, CRLs and path validation against several trust anchors at once
+// (vendor roots and operator roots side by side), over OpenSSL's X509/X509_STORE.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+#include <x2sec/common/bytes.hpp>
+#include <x2sec/common/child_sa.hpp>
+#include <x2sec/common/result.hpp>
+
+typedef struct x509_st X509;
+typedef struct X509_crl_st X509_CRL;
+typedef struct evp_pkey_st EVP_PKEY;
+
+namespace x2sec::x509 {
+
+class Certificate {
+public:
+    static Result<Certificate> from_der(BytesView der);
+    static Result<Certificate> from_pem(BytesView pem);
+    // Every certificate of a PEM bundle, in file order.
+    static Result<std::vector<Certificate>> load_pem_chain(const std::string& path);
+    static Certificate adopt(X509* x);  // takes ownership
+    Status save_pem(const std::string& path) const;  // atomic
+
+    Bytes der() const;
+    std::string pem() const;
+    Bytes subject_der() const;       // DER Name, for ID_DER_ASN1_DN
+    std::string subject() const;     // RFC 2253 "CN=...,O=..."
+    std::string issuer() const;
+    std::vector<std::string> san_dns() const;
+    std::vector<IpAddress> san_ip() const;
+    std::vector<std::string> san_email() const;
+    Bytes serial() const;            // big-endian
+    std::string serial_hex() const;
+    int64_t not_before() const;      // unix seconds
+    int64_t not_after() const;
+    bool is_ca() const;
+    bool self_signed() const;
+    // SHA-1 of the DER SubjectPublicKeyInfo: what CERTREQ carries (RFC 7296 3.7).
+    Bytes spki_sha1() const;
+    Bytes subject_key_id() const;    // empty when absent
+    std::vector<std::string> crl_distribution_points() const;
+    EVP_PKEY* public_key() const;    // owned by the certificate
+    X509* get() const { return m_x.get(); }
+
+private:
+    struct Free { void operator()(X509* x) const; };
+    std::shared_ptr<X509> m_x;
+};
+
+class Crl {
+public:
+    static Result<Crl> from_der(BytesView der);
+    static Result<Crl> from_pem(BytesView pem);
+    static Result<Crl> load(const std::string& path);  // PEM or DER
+    X509_CRL* get() const { return m_crl.get(); }
+    std::string issuer() const;
+    int64_t next_update() const;
+
+private:
+    std::shared_ptr<X509_CRL> m_crl;
+};
+
+// Why a certificate was not accepted; AuthFailure::code() values.
+enum class VerifyFailure : int {
+    UntrustedCa = 1,    // no path to any configured anchor
+    Expired = 2,        // leaf or chain outside its validity at the given time
+    NotYetValid = 3,
+    Revoked = 4,
+    BadSignature = 5,   // a certificate signature in the chain does not verify
+    CrlUnavailable = 6, // CRL checking required but no CRL for an issuer
+    IdMismatch = 7,     // the peer's IKE ID is not in the certificate
+    BadUsage = 8,       // missing keyUsage digitalSignature / not an end-entity
+    Other = 9,
+};
+const char* to_string(VerifyFailure f);
+
+struct VerifiedChain {
+    std::vector<Certificate> chain;  // leaf first, anchor last
+    Certificate anchor;
+    std::string anchor_label;        // the name the anchor was added with ("vendor-a", "operator")
+};
+
+// A set of trust anchors with labels, optional intermediates and CRLs.  verify() tries all
+// anchors at once and says which one the leaf chains to.
+class TrustStore {
+public:
+    void add_anchor(const Certificate& root, std::string label);
+    void add_crl(const Crl& crl);
+    void set_crl_check(bool on) { m_crl_check = on; }  // leaf + chain, fail if a CRL is missing
+    // Errors: ErrorDomain::Pki with code = VerifyFailure, detail names the certificate.
+    Result<VerifiedChain> verify(const Certificate& leaf,
+                                 const std::vector<Certificate>& intermediates,
+                                 int64_t unix_time) const;
+    // SHA-1 SPKI hashes of the anchors (for CERTREQ) and lookup by such a hash.
+    std::vector<Bytes> anchor_spki_sha1s() const;
+    std::optional<Certificate> anchor_by_spki_sha1(BytesView hash) const;
+    std::vector<std::pair<std::string, Certificate>> anchors() const { return m_anchors; }
+    bool empty() const { return m_anchors.empty(); }
+
+private:
+    std::vector<std::pair<std::string, Certificate>> m_anchors;
+    std::vector<Crl> m_crls;
+    bool m_crl_check = false;
+};
+
+// IKEv2 identification types (RFC 7296 3.5).
+enum class IdType : uint8_t { Ipv4Addr = 1, Fqdn = 2, Rfc822Addr = 3, Ipv6Addr = 5, DerAsn1Dn = 9, KeyId = 11 };
+// Checks that an IKE ID names this certificate: FQDN against SAN dNSName (case-insensitive),
+// IP against SAN iPAddress, RFC822 against SAN email, DN against the subject (DER equality).
+// Error code VerifyFailure::IdMismatch with a detail quoting the ID and the SANs.
+Status match_identity(const Certificate& cert, IdType type, BytesView id_data);
+
+}  // namespace x2sec::x509
