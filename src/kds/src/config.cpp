@@ -1,0 +1,116 @@
+#include <filesystem>
+#include <set>
+#include <toml++/toml.h>
+#include <x2sec/common/file.hpp>
+#include <x2sec/kds/config.hpp>
+
+namespace x2sec::kds {
+
+namespace {
+
+Error at(const std::string& file, const toml::source_region& r, const std::string& what) {
+    return Error(ErrorDomain::Config, 0,
+                 file + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column) + ": " + what);
+}
+
+Result<std::string> read_rel(const std::string& base, const std::string& p) {
+    std::filesystem::path path(p);
+    if (path.is_relative()) path = std::filesystem::path(base) / path;
+    return read_text_file(path.string());
+}
+
+}  // namespace
+
+Result<ServeConfig> parse_serve_config(std::string_view text, const std::string& file, const std::string& base) {
+    toml::table root;
+    try {
+        root = toml::parse(text, file);
+    } catch (const toml::parse_error& e) {
+        return at(file, e.source(), std::string(e.description()));
+    }
+    ServeConfig c;
+    auto* kds = root["kds"].as_table();
+    if (!kds) return Error(ErrorDomain::Config, 0, file + ": missing [kds] table");
+    for (auto& [k, v] : *kds) {
+        static const std::set<std::string> known = {"listen", "port", "certificate", "private_key",
+                                                    "client_anchors", "key_lifetime", "node", "relation",
+                                                    "wipe_after_delivery"};
+        if (!known.count(std::string(k.str()))) return at(file, k.source(), "unknown key 'kds." + std::string(k.str()) + "'");
+    }
+    auto str = [&](const char* key, std::string& out, bool required) -> Status {
+        auto n = kds->get(key);
+        if (!n) {
+            if (required) return at(file, kds->source(), std::string("missing kds.") + key);
+            return {};
+        }
+        auto s = n->value<std::string>();
+        if (!s) return at(file, n->source(), std::string("kds.") + key + " must be a string");
+        out = *s;
+        return {};
+    };
+    X2SEC_TRY_STATUS(str("listen", c.listen, false));
+    if (auto n = kds->get("port")) {
+        auto v = n->value<int64_t>();
+        if (!v || *v < 1 || *v > 65535) return at(file, n->source(), "kds.port must be an integer 1..65535");
+        c.port = uint16_t(*v);
+    }
+    if (auto n = kds->get("key_lifetime")) {
+        auto v = n->value<int64_t>();
+        if (!v || *v < 1 || *v > 7 * 86400) return at(file, n->source(), "kds.key_lifetime must be 1..604800 seconds");
+        c.server.key_lifetime_s = uint32_t(*v);
+    }
+    if (auto n = kds->get("wipe_after_delivery")) {
+        auto v = n->value<bool>();
+        if (!v) return at(file, n->source(), "kds.wipe_after_delivery must be a boolean");
+        c.server.wipe_after_delivery = *v;
+    }
+    std::string cert, key;
+    X2SEC_TRY_STATUS(str("certificate", cert, true));
+    X2SEC_TRY_STATUS(str("private_key", key, true));
+    auto cert_text = read_rel(base, cert);
+    if (!cert_text.ok()) return at(file, kds->get("certificate")->source(), "cannot read certificate: " + cert_text.error().detail());
+    c.tls.cert_pem = *cert_text;
+    auto key_text = read_rel(base, key);
+    if (!key_text.ok()) return at(file, kds->get("private_key")->source(), "cannot read private key: " + key_text.error().detail());
+    c.tls.key_pem = SecureBytes(as_bytes(*key_text));
+    secure_zero(key_text->data(), key_text->size());
+    auto* anchors = kds->get("client_anchors") ? kds->get("client_anchors")->as_array() : nullptr;
+    if (!anchors || anchors->empty()) return at(file, kds->source(), "kds.client_anchors must be a non-empty array of PEM files");
+    for (auto& a : *anchors) {
+        auto s = a.value<std::string>();
+        if (!s) return at(file, a.source(), "kds.client_anchors entries must be strings");
+        auto t = read_rel(base, *s);
+        if (!t.ok()) return at(file, a.source(), "cannot read anchor: " + t.error().detail());
+        c.tls.anchors_pem += *t;
+    }
+    if (auto* nodes = kds->get("node") ? kds->get("node")->as_array() : nullptr) {
+        for (auto& n : *nodes) {
+            auto* t = n.as_table();
+            if (!t) return at(file, n.source(), "[[kds.node]] must be a table");
+            auto name = (*t)["name"].value<std::string>();
+            auto id = (*t)["identity"].value<std::string>();
+            if (!name || !id) return at(file, n.source(), "[[kds.node]] needs name and identity strings");
+            c.server.nodes.push_back({*name, *id});
+        }
+    }
+    if (auto* rels = kds->get("relation") ? kds->get("relation")->as_array() : nullptr) {
+        for (auto& r : *rels) {
+            auto* t = r.as_table();
+            auto* nodes = t ? (*t)["nodes"].as_array() : nullptr;
+            if (!nodes || nodes->size() != 2 || !(*nodes)[0].value<std::string>() || !(*nodes)[1].value<std::string>())
+                return at(file, r.source(), "[[kds.relation]] needs nodes = [\"a\", \"b\"]");
+            c.server.relations.emplace_back(*(*nodes)[0].value<std::string>(), *(*nodes)[1].value<std::string>());
+        }
+    }
+    auto st = validate(c.server);
+    if (!st.ok()) return Error(ErrorDomain::Config, 0, file + ": " + st.error().detail());
+    return c;
+}
+
+Result<ServeConfig> load_serve_config(const std::string& path) {
+    X2SEC_TRY(std::string text, read_text_file(path));
+    auto base = std::filesystem::path(path).parent_path().string();
+    return parse_serve_config(text, path, base.empty() ? "." : base);
+}
+
+}  // namespace x2sec::kds

@@ -1,0 +1,47 @@
+// Minimal certificate minting for the loopback demo, the lab and tests: a root CA per vendor
+// (or per operator) and end-entity certificates with the H(e)NB's EUI-48 FQDN in
+// subjectAltName dNSName.  EC P-256, SHA-256.  The operator certificates of Scenario 2 are not
+// minted here: they come from the operator RA/CA over CMPv2.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+#include <x2sec/common/bytes.hpp>
+#include <x2sec/common/result.hpp>
+
+namespace x2sec::node {
+
+struct LabCredential {
+    std::string cert_pem;   // leaf only
+    std::string chain_pem;  // leaf then issuer chain (without the root)
+    SecureBytes key_pem;    // PKCS#8 private key
+    std::string identity;   // SAN dNSName
+};
+
+class LabCa {
+public:
+    static Result<LabCa> create(const std::string& common_name, const std::string& organisation,
+                                int64_t not_before_unix, int days);
+    const std::string& root_pem() const { return m_root_pem; }
+    const std::string& name() const { return m_cn; }
+    // End-entity certificate (keyUsage digitalSignature, SAN dNSName = fqdn, CN = fqdn).
+    Result<LabCredential> issue(const std::string& fqdn, int64_t not_before_unix, int days,
+                                bool server_auth = true);
+
+    LabCa(LabCa&&) noexcept;
+    LabCa& operator=(LabCa&&) noexcept;
+    ~LabCa();
+
+private:
+    LabCa();
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+    std::string m_root_pem;
+    std::string m_cn;
+};
+
+// EUI-48 FQDN per TS 23.003 4.10: "<12 hex digits>.<realm>".
+std::string eui48_fqdn(uint64_t eui48, const std::string& realm);
+
+}  // namespace x2sec::node
