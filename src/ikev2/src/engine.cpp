@@ -579,8 +579,8 @@ void EngineImpl::process_response(IkeSa& sa, const Header&, const std::vector<Pa
         if (!cur || cur->state == SaState::Destroyed) break;
         auto st = t->process(*this, *cur, pl, now);
         if (!st.ok()) {
-            m_log->warn("IKE SA #{}: task {} failed: {}", id, t->name(), st.error().to_string());
             if (st.error().domain() == ErrorDomain::Ike && st.error().code() == -1) break;  // SA gone
+            m_log->warn("IKE SA #{}: task {} failed: {}", id, t->name(), st.error().to_string());
         }
     }
     if (IkeSa* cur = find_sa(id)) start_next(*cur, now);
