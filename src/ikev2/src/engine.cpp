@@ -62,6 +62,20 @@ uint64_t EngineImpl::new_ike_spi() {
     }
 }
 
+Result<crypto::DhKeyPair> EngineImpl::make_dh(crypto::DhGroup g) {
+    size_t len = 32;
+    if (g == crypto::DhGroup::Ecp384) len = 48;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        SecureBytes priv(len);
+        m_rng.fill(priv.span());
+        if (g == crypto::DhGroup::Ecp256 || g == crypto::DhGroup::Ecp384) priv[0] &= 0x7f;  // below the group order
+        if (g == crypto::DhGroup::Modp2048) priv[0] |= 0x80;  // a full 256-bit exponent
+        auto kp = crypto::DhKeyPair::from_private(g, priv);
+        if (kp.ok()) return kp;
+    }
+    return crypto::DhKeyPair::generate(g);
+}
+
 uint32_t EngineImpl::new_child_spi() {
     for (;;) {
         uint32_t s = m_rng.u32();

@@ -215,7 +215,7 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             sa.nr = make_nonce();
             sa.init_req = d.data;
             transition(sa, SaState::Connecting);
-            auto dh = crypto::DhKeyPair::generate(algs->dh);
+            auto dh = make_dh(algs->dh);
             if (!dh.ok()) {
                 m_log->error("IKE SA #{}: DH generation failed: {}", sa.id, dh.error().to_string());
                 destroy(sa, now, false, "internal error");

@@ -203,7 +203,7 @@ struct IkeInitTask final : Task {
         const auto& p = e.peer(sa);
         crypto::DhGroup g = sa.dh ? sa.dh->group() : (sa.init_attempts ? sa.algs.dh : p.ike_proposals[0].dh[0]);
         if (!sa.dh || sa.dh->group() != g) {
-            X2SEC_TRY(auto dh, crypto::DhKeyPair::generate(g));
+            X2SEC_TRY(auto dh, e.make_dh(g));
             sa.dh = std::move(dh);
         }
         if (sa.ni.empty()) sa.ni = e.make_nonce();
@@ -371,7 +371,7 @@ struct ChildCreateTask final : Task {
             std::optional<crypto::DhGroup> g = group_override;
             if (!g && !c.proposals.empty() && !c.proposals[0].pfs.empty()) g = c.proposals[0].pfs[0];
             if (g) {
-                X2SEC_TRY(auto kp, crypto::DhKeyPair::generate(*g));
+                X2SEC_TRY(auto kp, e.make_dh(*g));
                 dh = std::move(kp);
                 out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(*g), dh->public_value()}});
             }
@@ -516,7 +516,7 @@ struct IkeRekeyTask final : Task {
         const auto& p = e.peer(sa);
         sa.rekey.new_spi = e.new_ike_spi();
         sa.rekey.ni = e.make_nonce();
-        X2SEC_TRY(auto dh, crypto::DhKeyPair::generate(sa.algs.dh));
+        X2SEC_TRY(auto dh, e.make_dh(sa.algs.dh));
         sa.rekey.dh = std::move(dh);
         SaPayload s;
         uint8_t n = 1;
@@ -883,7 +883,7 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         for (const auto& prop : sa_p->proposals)
             if (prop.number == number) their_spi = read_spi8(prop.spi);
         if (!their_spi) return reply_error(notify::InvalidSyntax);
-        auto dh = crypto::DhKeyPair::generate(algs->dh);
+        auto dh = make_dh(algs->dh);
         if (!dh.ok()) return reply_error(notify::TemporaryFailure);
         auto g_ir = dh->derive(ke->data);
         if (!g_ir.ok()) return reply_error(notify::InvalidSyntax);
@@ -971,7 +971,7 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         std::optional<crypto::DhKeyPair> dh;
         std::optional<SecureBytes> g_ir;
         if (choice->dh) {
-            auto kp = crypto::DhKeyPair::generate(*choice->dh);
+            auto kp = make_dh(*choice->dh);
             if (!kp.ok()) return reply_error(notify::TemporaryFailure);
             auto s = kp->derive(ke->data);
             if (!s.ok()) return reply_error(notify::InvalidSyntax);
