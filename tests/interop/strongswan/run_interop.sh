@@ -337,6 +337,8 @@ engine_cannot establish && engine_limit establish
 do_initiate || { cat $BASE/op.log; fail "initiate by $WHO"; }
 S1=$(wait_consistent "" "establish") || exit 1
 log "established ($MODE, initiated by $WHO): IKE SPIs + Child in-SPI at x2sec side: $S1"
+echo "---- swanctl --list-sas (charon, 192.0.2.2):"; sw C --list-sas 2>/dev/null | sed 's/^/  /'
+if [ "$CASE" != fixture ]; then echo "---- x2sec ike list-sas (192.0.2.1):"; x2 list-sas 2>/dev/null | sed 's/^/  /'; fi
 if [ "$MODE" = cert ]; then
   grep -q "authentication of 'x2sec.example.org' with ECDSA" $BASE/C/charon.log || \
   grep -q "authentication of 'x2sec.example.org' with .*successful" $BASE/C/charon.log || fail "charon did not log a successful certificate authentication of x2sec.example.org"
