@@ -89,6 +89,9 @@ struct StackFree {
 
 void TrustStore::add_anchor(const Certificate& root, std::string label) {
     m_anchors.emplace_back(std::move(label), root);
+    // Hashed once here: i2d_PUBKEY goes through OpenSSL 3's encoder framework, which made the
+    // CERTREQ of every IKE_SA_INIT response cost about as much as an ECDSA sign.
+    m_anchor_spki_sha1s.push_back(root.spki_sha1());
 }
 
 void TrustStore::add_crl(const Crl& crl) { m_crls.push_back(crl); }
@@ -168,16 +171,15 @@ Result<VerifiedChain> TrustStore::verify(const Certificate& leaf,
 
 std::vector<Bytes> TrustStore::anchor_spki_sha1s() const {
     std::vector<Bytes> out;
-    for (const auto& a : m_anchors) {
-        Bytes h = a.second.spki_sha1();
-        if (std::find(out.begin(), out.end(), h) == out.end()) out.push_back(std::move(h));
+    for (const auto& h : m_anchor_spki_sha1s) {
+        if (std::find(out.begin(), out.end(), h) == out.end()) out.push_back(h);
     }
     return out;
 }
 
 std::optional<Certificate> TrustStore::anchor_by_spki_sha1(BytesView hash) const {
-    for (const auto& a : m_anchors) {
-        if (ct_equal(a.second.spki_sha1(), hash)) return a.second;
+    for (size_t i = 0; i < m_anchors.size(); ++i) {
+        if (ct_equal(m_anchor_spki_sha1s[i], hash)) return m_anchors[i].second;
     }
     return std::nullopt;
 }

@@ -302,6 +302,12 @@ TEST(TrustStore, AnchorHashesForCertreq) {
     EXPECT_FALSE(ts.empty());
     EXPECT_EQ(ts.anchors().size(), 2u);
     EXPECT_TRUE(TrustStore{}.empty());
+    // The same anchor under a second label: still one hash per distinct key, lookups unchanged.
+    TrustStore twice = ts;
+    twice.add_anchor(pki().root_a.cert, "root-a-again");
+    EXPECT_EQ(twice.anchor_spki_sha1s(), hashes);
+    EXPECT_EQ(twice.anchor_by_spki_sha1(hashes[1])->der(), pki().root_b.cert.der());
+    EXPECT_TRUE(TrustStore{}.anchor_spki_sha1s().empty());
 }
 
 TEST(Identity, FqdnIsCaseInsensitive) {

@@ -107,6 +107,7 @@ public:
 
 private:
     std::vector<std::pair<std::string, Certificate>> m_anchors;
+    std::vector<Bytes> m_anchor_spki_sha1s;  // one per m_anchors entry, computed in add_anchor
     std::vector<Crl> m_crls;
     bool m_crl_check = false;
 };
