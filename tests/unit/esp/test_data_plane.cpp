@@ -405,7 +405,9 @@ TEST(DataPlane, GcmExplicitIvIsAPerSaCounter) {
         ASSERT_TRUE(t.ea.send(pkt));
         const Bytes& w = t.ea.last_datagram();
         uint64_t iv = (uint64_t(load_be32(w.data() + 8)) << 32) | load_be32(w.data() + 12);
-        if (i > 0) EXPECT_EQ(iv, prev + 1) << "RFC 4106: unique IV per packet under one key";
+        if (i > 0) {
+            EXPECT_EQ(iv, prev + 1) << "RFC 4106: unique IV per packet under one key";
+        }
         prev = iv;
     }
     EXPECT_EQ(t.at_b.size(), 5u);
