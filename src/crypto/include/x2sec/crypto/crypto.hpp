@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <x2sec/common/bytes.hpp>
 #include <x2sec/common/result.hpp>
@@ -162,6 +163,8 @@ public:
     static Result<PrivateKey> generate(KeyType t);
     static Result<PrivateKey> from_pem(BytesView pem);
     static Result<PrivateKey> load(const std::string& path);
+    // Takes ownership of an OpenSSL key (e.g. one made by the test PKI helper).
+    static PrivateKey adopt(EVP_PKEY* key);
     // PKCS#8 PEM, written atomically with mode 0600.
     Status save(const std::string& path) const;
     SecureBytes to_pem() const;
@@ -177,6 +180,12 @@ private:
     PrivateKey() = default;
     EVP_PKEY* m_key = nullptr;
 };
+
+// The KeyType of a key (nullopt for other curves / sizes).
+std::optional<KeyType> key_type_of(const EVP_PKEY* key);
+// DER SubjectPublicKeyInfo of a key (i2d_PUBKEY), and back (caller owns the EVP_PKEY).
+Result<Bytes> public_key_der(const EVP_PKEY* key);
+Result<EVP_PKEY*> public_key_from_der(BytesView der);
 
 // Verify a signature with a public key (from a certificate).  Detail names the scheme on
 // failure ("ECDSA-SHA256 signature does not verify").

@@ -57,6 +57,9 @@ public:
     static Result<Crl> from_der(BytesView der);
     static Result<Crl> from_pem(BytesView pem);
     static Result<Crl> load(const std::string& path);  // PEM or DER
+    static Crl adopt(X509_CRL* crl);  // takes ownership
+    Bytes der() const;
+    std::string pem() const;
     X509_CRL* get() const { return m_crl.get(); }
     std::string issuer() const;
     int64_t next_update() const;

@@ -1,0 +1,323 @@
+// `x2sec ike`: the IKEv2 daemon and the commands that talk to it over its control socket.
+//
+//   x2sec ike run --config FILE [--control SOCK] [--debug-keylog DIR]
+//   x2sec ike check-config --config FILE
+//   x2sec ike list-sas [--control SOCK] [--json]
+//   x2sec ike initiate --peer NAME [--timeout S]
+//   x2sec ike terminate (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
+//   x2sec ike rekey (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+#include <x2sec/common/log.hpp>
+#include <x2sec/runtime/control.hpp>
+
+#include "registry.hpp"
+
+#ifdef X2SEC_IKE_HAVE_CONFIG
+#include <x2sec/config/engine_config.hpp>
+#endif
+#ifdef X2SEC_IKE_HAVE_ENGINE
+#include <x2sec/runtime/ike_runtime.hpp>
+#endif
+
+namespace {
+
+using nlohmann::json;
+using x2sec::runtime::control_request;
+
+const char* kDefaultControl = "/run/x2sec/ike.sock";
+
+struct Options {
+    std::string config, control = kDefaultControl, keylog, peer, child;
+    uint64_t ike_sa = 0;
+    bool json_out = false;
+    int timeout_s = 30;
+    int grace_ms = 3000;
+};
+
+bool failed_event(const json& e) {
+    std::string k = e.value("kind", "");
+    return k == x2sec::ike::to_string(x2sec::ike::Event::Kind::AuthFailed) ||
+           k == x2sec::ike::to_string(x2sec::ike::Event::Kind::NegotiationFailed) ||
+           k == x2sec::ike::to_string(x2sec::ike::Event::Kind::PeerNotify) ||
+           k == x2sec::ike::to_string(x2sec::ike::Event::Kind::PeerDead);
+}
+
+// Request + error printing; nullopt on failure (already reported).
+std::optional<json> request(const Options& o, const json& req) {
+    auto r = control_request(o.control, req);
+    if (!r) {
+        std::cerr << "x2sec ike " << req.value("cmd", "") << ": " << r.error().detail() << "\n";
+        return std::nullopt;
+    }
+    return *r;
+}
+
+json sas_of(const Options& o) {
+    auto r = request(o, {{"cmd", "list-sas"}});
+    return r ? (*r)["sas"] : json::array();
+}
+
+json selector(const Options& o) {
+    json j = json::object();
+    if (o.ike_sa) j["ike_sa_id"] = o.ike_sa;
+    else j["peer"] = o.peer;
+    if (!o.child.empty()) j["child"] = o.child;
+    return j;
+}
+
+const json* find_sa(const json& sas, const Options& o) {
+    for (const auto& s : sas) {
+        if (o.ike_sa ? s.value("id", uint64_t(0)) == o.ike_sa : s.value("peer", "") == o.peer) return &s;
+    }
+    return nullptr;
+}
+
+// Polls until pred(sas) is true, a failure event for the peer arrives, or the timeout.
+int wait_for(const Options& o, uint64_t events_since, const std::function<bool(const json&)>& pred, const std::string& what) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.timeout_s);
+    for (;;) {
+        auto sas = request(o, {{"cmd", "list-sas"}});
+        if (!sas) return 1;
+        if (pred((*sas)["sas"])) return 0;
+        if (auto ev = request(o, {{"cmd", "events"}, {"since", events_since}})) {
+            for (const auto& e : (*ev)["events"]) {
+                if ((o.peer.empty() || e.value("peer", "") == o.peer) && failed_event(e)) {
+                    std::cerr << "x2sec ike: " << what << " failed: " << e.value("kind", "") << " (" << e.value("code", 0)
+                              << ") " << e.value("detail", "") << "\n";
+                    return 1;
+                }
+            }
+        }
+        if (std::chrono::steady_clock::now() > deadline) {
+            std::cerr << "x2sec ike: " << what << " did not complete within " << o.timeout_s << " s\n";
+            return 1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
+uint64_t events_next(const Options& o) {
+    auto r = request(o, {{"cmd", "events"}, {"since", UINT64_MAX}});
+    return r ? r->value("next", uint64_t(0)) : 0;
+}
+
+int cmd_list(const Options& o) {
+    auto sas = request(o, {{"cmd", "list-sas"}});
+    if (!sas) return 1;
+    if (o.json_out) std::cout << (*sas)["sas"].dump(2) << "\n";
+    else std::cout << x2sec::runtime::format_sas((*sas)["sas"]);
+    return 0;
+}
+
+int cmd_initiate(const Options& o) {
+    uint64_t since = events_next(o);
+    if (!request(o, {{"cmd", "initiate"}, {"peer", o.peer}})) return 1;
+    int rc = wait_for(o, since, [&](const json& sas) {
+        const json* s = find_sa(sas, o);
+        return s && (*s)["state"] == "ESTABLISHED" && !(*s)["children"].empty();
+    }, "initiate '" + o.peer + "'");
+    if (rc == 0) {
+        json sas = sas_of(o);
+        json one = json::array();
+        if (const json* s = find_sa(sas, o)) one.push_back(*s);
+        std::cout << x2sec::runtime::format_sas(one);
+    }
+    return rc;
+}
+
+int cmd_terminate(const Options& o) {
+    json sas = sas_of(o);
+    const json* s = find_sa(sas, o);
+    if (!s) {
+        std::cerr << "x2sec ike terminate: no such IKE SA\n";
+        return 1;
+    }
+    uint64_t id = s->value("id", uint64_t(0));
+    std::string spi;
+    if (!o.child.empty())
+        for (const auto& c : (*s)["children"])
+            if (c["name"] == o.child) spi = c["spi_in"];
+    json req = selector(o);
+    req["cmd"] = "terminate";
+    uint64_t since = events_next(o);
+    if (!request(o, req)) return 1;
+    int rc = wait_for(o, since, [&](const json& now) {
+        for (const auto& x : now) {
+            if (x.value("id", uint64_t(0)) != id) continue;
+            if (o.child.empty()) return false;
+            for (const auto& c : x["children"])
+                if (c["spi_in"] == spi) return false;
+        }
+        return true;
+    }, "terminate");
+    if (rc == 0) std::cout << (o.child.empty() ? "IKE SA #" + std::to_string(id) : "Child SA '" + o.child + "'") << " deleted\n";
+    return rc;
+}
+
+int cmd_rekey(const Options& o) {
+    json sas = sas_of(o);
+    const json* s = find_sa(sas, o);
+    if (!s) {
+        std::cerr << "x2sec ike rekey: no such IKE SA\n";
+        return 1;
+    }
+    std::string old_spi = s->value("spi_i", "") + s->value("spi_r", "");
+    if (!o.child.empty()) {
+        old_spi.clear();
+        for (const auto& c : (*s)["children"])
+            if (c["name"] == o.child) old_spi = c["spi_in"];
+    }
+    std::string peer = s->value("peer", "");
+    json req = selector(o);
+    req["cmd"] = "rekey";
+    uint64_t since = events_next(o);
+    if (!request(o, req)) return 1;
+    std::string new_spi;
+    Options by_peer = o;
+    by_peer.ike_sa = 0;  // the rekeyed IKE SA has a new id
+    by_peer.peer = peer;
+    int rc = wait_for(by_peer, since, [&](const json& now) {
+        for (const auto& x : now) {
+            if (x.value("peer", "") != peer || x["state"] != "ESTABLISHED") continue;
+            if (o.child.empty()) {
+                std::string spi = x.value("spi_i", "") + x.value("spi_r", "");
+                if (spi != old_spi) { new_spi = spi; return true; }
+                continue;
+            }
+            bool old_gone = true;
+            std::string cand;
+            for (const auto& c : x["children"]) {
+                if (c["name"] != o.child) continue;
+                if (c["spi_in"] == old_spi) old_gone = false;
+                else if (c["state"] == "INSTALLED") cand = c["spi_in"];
+            }
+            if (old_gone && !cand.empty()) { new_spi = cand; return true; }
+        }
+        return false;
+    }, "rekey");
+    if (rc == 0) std::cout << (o.child.empty() ? "IKE SA" : "Child SA '" + o.child + "'") << " rekeyed: " << old_spi << " -> " << new_spi << "\n";
+    return rc;
+}
+
+#ifdef X2SEC_IKE_HAVE_CONFIG
+x2sec::Result<x2sec::config::LoadedConfig> load_config(const Options& o) {
+    auto cfg = x2sec::config::load(o.config);
+    if (!cfg) std::cerr << cfg.error().detail() << "\n";
+    return cfg;
+}
+#endif
+
+int cmd_check(const Options& o) {
+#ifdef X2SEC_IKE_HAVE_CONFIG
+    auto cfg = load_config(o);
+    if (!cfg) return 1;
+    std::cout << o.config << ": OK, " << cfg->engine.peers.size() << " peer(s)\n";
+    for (const auto& p : cfg->engine.peers) {
+        std::cout << "  " << p.name << ": " << p.local_addr.to_string() << "[" << p.local_port << "] -> "
+                  << p.remote_addr.to_string() << "[" << p.remote_port << "], local " << x2sec::ike::to_string(p.local_auth)
+                  << " '" << p.local_id.to_string() << "', remote " << x2sec::ike::to_string(p.remote_auth);
+        if (p.trust) std::cout << ", " << p.trust->anchors().size() << " trust anchor(s)";
+        std::cout << ", " << p.children.size() << " child(ren)\n";
+    }
+    return 0;
+#else
+    (void)o;
+    std::cerr << "x2sec ike check-config: this build has no crypto/x509 libraries yet\n";
+    return 1;
+#endif
+}
+
+int cmd_run(const Options& o) {
+#ifdef X2SEC_IKE_HAVE_ENGINE
+    auto cfg = load_config(o);
+    if (!cfg) return 1;
+    if (cfg->runtime.log_level != "info") x2sec::log::set_level(cfg->runtime.log_level);
+    if (!cfg->runtime.log_file.empty()) x2sec::log::to_file(cfg->runtime.log_file);
+    auto lg = x2sec::log::get("runtime");
+    x2sec::runtime::RuntimeOptions ro;
+    ro.listen = cfg->runtime.listen;
+    ro.ike_port = cfg->runtime.ike_port;
+    ro.natt_port = cfg->runtime.natt_port;
+    ro.control_socket = o.control != kDefaultControl || cfg->runtime.control_socket.empty() ? o.control : cfg->runtime.control_socket;
+    ro.keylog_dir = o.keylog;
+    ro.handle_signals = true;
+    ro.shutdown_grace_ms = o.grace_ms;
+    std::error_code ec;
+    auto dir = std::filesystem::path(ro.control_socket).parent_path();
+    if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
+        std::filesystem::create_directories(dir, ec);
+        std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
+    }
+    // Until the ESP data plane is wired in, Child SAs are negotiated and recorded in memory.
+    static x2sec::MemoryChildSaBackend backend;
+    lg->info("Child SAs are recorded in memory (no ESP data plane in this daemon yet)");
+    x2sec::SystemClock clock;
+    auto engine = std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, backend, x2sec::os_rng());
+    auto rt = x2sec::runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
+    if (!rt) {
+        std::cerr << "x2sec ike run: " << rt.error().detail() << "\n";
+        return 1;
+    }
+    lg->info("x2sec IKE daemon running with {} peer(s), control socket {}", cfg->engine.peers.size(), ro.control_socket);
+    return (*rt)->run();
+#else
+    (void)o;
+    std::cerr << "x2sec ike run: the IKEv2 engine is not implemented in this build yet (src/ikev2 has no Engine)\n";
+    return 1;
+#endif
+}
+
+x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (list-sas, initiate, terminate, rekey)",
+                        [](CLI::App& app) -> x2sec::app::Runner {
+    auto o = std::make_shared<Options>();
+    app.require_subcommand(1);
+    auto add_control = [&](CLI::App* s) {
+        s->add_option("--control", o->control, "control socket of the daemon")->capture_default_str();
+    };
+    auto add_target = [&](CLI::App* s) {
+        auto* peer = s->add_option("--peer", o->peer, "peer name from the configuration");
+        auto* id = s->add_option("--ike-sa", o->ike_sa, "IKE SA number (as list-sas prints after '#')");
+        peer->excludes(id);
+        s->add_option("--child", o->child, "Child SA name (only this Child SA)");
+        s->add_option("--timeout", o->timeout_s, "seconds to wait for completion")->capture_default_str();
+    };
+    auto* run = app.add_subcommand("run", "run the IKE daemon in the foreground (SIGINT/SIGTERM: delete SAs, exit)");
+    run->add_option("--config", o->config, "configuration file (TOML)")->required()->check(CLI::ExistingFile);
+    add_control(run);
+    run->add_option("--debug-keylog", o->keylog,
+                    "DEBUG ONLY: write IKE/ESP keys to Wireshark's ikev2_decryption_table and esp_sa in DIR");
+    run->add_option("--shutdown-grace", o->grace_ms, "ms to wait for peers to answer deletes on exit")->capture_default_str();
+    auto* check = app.add_subcommand("check-config", "load and validate a configuration file, then exit");
+    check->add_option("--config", o->config, "configuration file (TOML)")->required();
+    auto* list = app.add_subcommand("list-sas", "list IKE and Child SAs (like swanctl --list-sas)");
+    add_control(list);
+    list->add_flag("--json", o->json_out, "print JSON");
+    auto* init = app.add_subcommand("initiate", "establish the IKE SA and first Child SA with a peer");
+    add_control(init);
+    init->add_option("--peer", o->peer, "peer name")->required();
+    init->add_option("--timeout", o->timeout_s, "seconds to wait")->capture_default_str();
+    auto* term = app.add_subcommand("terminate", "delete an IKE SA (with its Child SAs) or one Child SA");
+    add_control(term);
+    add_target(term);
+    auto* rekey = app.add_subcommand("rekey", "rekey an IKE SA or one Child SA");
+    add_control(rekey);
+    add_target(rekey);
+    return [=]() -> int {
+        if (run->parsed()) return cmd_run(*o);
+        if (check->parsed()) return cmd_check(*o);
+        if (list->parsed()) return cmd_list(*o);
+        if (init->parsed()) return cmd_initiate(*o);
+        if ((term->parsed() || rekey->parsed()) && o->peer.empty() && !o->ike_sa) {
+            std::cerr << "x2sec ike: give --peer or --ike-sa\n";
+            return 2;
+        }
+        if (term->parsed()) return cmd_terminate(*o);
+        if (rekey->parsed()) return cmd_rekey(*o);
+        return 2;
+    };
+});
+
+}  // namespace

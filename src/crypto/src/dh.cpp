@@ -1,0 +1,298 @@
+#include <openssl/core_names.h>
+#include <openssl/dh.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/obj_mac.h>
+#include <x2sec/crypto/crypto.hpp>
+
+#include "ossl.hpp"
+
+namespace x2sec::crypto {
+
+using namespace detail;
+
+const char* dh_group_name(DhGroup g) {
+    switch (g) {
+        case DhGroup::Modp2048: return "MODP_2048";
+        case DhGroup::Ecp256: return "ECP_256";
+        case DhGroup::Ecp384: return "ECP_384";
+        case DhGroup::Curve25519: return "CURVE_25519";
+    }
+    return "?";
+}
+
+size_t dh_public_size(DhGroup g) {
+    switch (g) {
+        case DhGroup::Modp2048: return 256;
+        case DhGroup::Ecp256: return 64;
+        case DhGroup::Ecp384: return 96;
+        case DhGroup::Curve25519: return 32;
+    }
+    return 0;
+}
+
+bool dh_group_supported(uint16_t iana_id) {
+    return iana_id == 14 || iana_id == 19 || iana_id == 20 || iana_id == 31;
+}
+
+namespace {
+
+bool is_ecp(DhGroup g) { return g == DhGroup::Ecp256 || g == DhGroup::Ecp384; }
+
+const char* ec_curve(DhGroup g) { return g == DhGroup::Ecp256 ? "prime256v1" : "secp384r1"; }
+int ec_nid(DhGroup g) { return g == DhGroup::Ecp256 ? NID_X9_62_prime256v1 : NID_secp384r1; }
+size_t ec_coord(DhGroup g) { return dh_public_size(g) / 2; }
+
+Error dh_error(DhGroup g, const std::string& what) {
+    return crypto_error(std::string(dh_group_name(g)) + ": " + what);
+}
+
+Error dh_invalid(DhGroup g, const std::string& what) {
+    openssl_errors();  // drop whatever OpenSSL queued while rejecting the value
+    return Error(ErrorDomain::Crypto, 0,
+                 std::string(dh_group_name(g)) + ": invalid peer public value: " + what);
+}
+
+BnPtr rfc3526_prime() { return BnPtr(BN_get_rfc3526_prime_2048(nullptr)); }
+
+// Builds an EVP_PKEY from OSSL params (KEYPAIR or PUBLIC_KEY selection).
+PkeyPtr from_params(const char* alg, OSSL_PARAM* params, int selection) {
+    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, alg, nullptr));
+    if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1) return nullptr;
+    EVP_PKEY* pkey = nullptr;
+    if (EVP_PKEY_fromdata(ctx.get(), &pkey, selection, params) != 1) return nullptr;
+    return PkeyPtr(pkey);
+}
+
+PkeyPtr modp_key(const BIGNUM* priv, const BIGNUM* pub) {
+    ParamBldPtr bld(OSSL_PARAM_BLD_new());
+    if (!bld) return nullptr;
+    if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "modp_2048", 0) != 1 ||
+        OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, pub) != 1)
+        return nullptr;
+    if (priv != nullptr && OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1)
+        return nullptr;
+    ParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
+    if (!params) return nullptr;
+    return from_params("DH", params.get(), priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY);
+}
+
+PkeyPtr ec_key(DhGroup g, const BIGNUM* priv, BytesView uncompressed_point) {
+    ParamBldPtr bld(OSSL_PARAM_BLD_new());
+    if (!bld) return nullptr;
+    if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, ec_curve(g), 0) != 1 ||
+        OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY,
+                                         uncompressed_point.data(), uncompressed_point.size()) != 1)
+        return nullptr;
+    if (priv != nullptr && OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1)
+        return nullptr;
+    ParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
+    if (!params) return nullptr;
+    return from_params("EC", params.get(), priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY);
+}
+
+// The KE payload encoding of our own public key.
+Result<Bytes> encode_public(DhGroup g, EVP_PKEY* key) {
+    if (g == DhGroup::Modp2048) {
+        BIGNUM* pub = nullptr;
+        if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PUB_KEY, &pub) != 1)
+            return dh_error(g, "reading public key");
+        BnPtr owned(pub);
+        Bytes out(256);
+        if (BN_bn2binpad(pub, out.data(), static_cast<int>(out.size())) != 256)
+            return dh_error(g, "encoding public key");
+        return out;
+    }
+    if (is_ecp(g)) {
+        uint8_t buf[1 + 2 * 66];
+        size_t len = 0;
+        if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, buf, sizeof(buf),
+                                            &len) != 1)
+            return dh_error(g, "reading public key");
+        if (len != 1 + dh_public_size(g) || buf[0] != 0x04)
+            return Error(ErrorDomain::Crypto, 0,
+                         std::string(dh_group_name(g)) + ": public key is not an uncompressed point");
+        return Bytes(buf + 1, buf + len);
+    }
+    Bytes out(32);
+    size_t len = out.size();
+    if (EVP_PKEY_get_raw_public_key(key, out.data(), &len) != 1 || len != 32)
+        return dh_error(g, "reading public key");
+    return out;
+}
+
+}  // namespace
+
+DhKeyPair::DhKeyPair(DhKeyPair&& o) noexcept
+    : m_group(o.m_group), m_key(o.m_key), m_public(std::move(o.m_public)) {
+    o.m_key = nullptr;
+}
+
+DhKeyPair& DhKeyPair::operator=(DhKeyPair&& o) noexcept {
+    if (this != &o) {
+        EVP_PKEY_free(m_key);
+        m_group = o.m_group;
+        m_key = o.m_key;
+        m_public = std::move(o.m_public);
+        o.m_key = nullptr;
+    }
+    return *this;
+}
+
+DhKeyPair::~DhKeyPair() { EVP_PKEY_free(m_key); }
+
+Result<DhKeyPair> DhKeyPair::generate(DhGroup g) {
+    PkeyPtr key;
+    switch (g) {
+        case DhGroup::Modp2048: {
+            PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "DH", nullptr));
+            if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1) return dh_error(g, "keygen init");
+            OSSL_PARAM params[2] = {
+                OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
+                                                 const_cast<char*>("modp_2048"), 0),
+                OSSL_PARAM_construct_end()};
+            if (EVP_PKEY_CTX_set_params(ctx.get(), params) != 1) return dh_error(g, "setting group");
+            EVP_PKEY* k = nullptr;
+            if (EVP_PKEY_generate(ctx.get(), &k) != 1) return dh_error(g, "keygen");
+            key.reset(k);
+            break;
+        }
+        case DhGroup::Ecp256:
+        case DhGroup::Ecp384:
+            key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", ec_curve(g)));
+            break;
+        case DhGroup::Curve25519:
+            key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519"));
+            break;
+        default:
+            return Error(ErrorDomain::Crypto, 0,
+                         "unsupported DH group " + std::to_string(static_cast<unsigned>(g)));
+    }
+    if (!key) return dh_error(g, "keygen");
+    X2SEC_TRY(Bytes pub, encode_public(g, key.get()));
+    DhKeyPair kp;
+    kp.m_group = g;
+    kp.m_key = key.release();
+    kp.m_public = std::move(pub);
+    return kp;
+}
+
+Result<DhKeyPair> DhKeyPair::from_private(DhGroup g, BytesView priv) {
+    PkeyPtr key;
+    switch (g) {
+        case DhGroup::Modp2048: {
+            BnPtr x(BN_bin2bn(priv.data(), static_cast<int>(priv.size()), nullptr));
+            BnPtr p = rfc3526_prime();
+            BnPtr two(BN_new());
+            BnPtr y(BN_new());
+            BnCtxPtr bctx(BN_CTX_secure_new());
+            if (!x || !p || !two || !y || !bctx || BN_set_word(two.get(), 2) != 1)
+                return dh_error(g, "allocating");
+            if (BN_is_zero(x.get()) || BN_cmp(x.get(), p.get()) >= 0)
+                return Error(ErrorDomain::Crypto, 0, "MODP_2048: private value out of range");
+            BN_set_flags(x.get(), BN_FLG_CONSTTIME);
+            if (BN_mod_exp_mont_consttime(y.get(), two.get(), x.get(), p.get(), bctx.get(), nullptr) != 1)
+                return dh_error(g, "computing public value");
+            key = modp_key(x.get(), y.get());
+            break;
+        }
+        case DhGroup::Ecp256:
+        case DhGroup::Ecp384: {
+            EcGroupPtr grp(EC_GROUP_new_by_curve_name(ec_nid(g)));
+            BnPtr d(BN_bin2bn(priv.data(), static_cast<int>(priv.size()), nullptr));
+            BnCtxPtr bctx(BN_CTX_secure_new());
+            if (!grp || !d || !bctx) return dh_error(g, "allocating");
+            if (BN_is_zero(d.get()) || BN_cmp(d.get(), EC_GROUP_get0_order(grp.get())) >= 0)
+                return Error(ErrorDomain::Crypto, 0,
+                             std::string(dh_group_name(g)) + ": private value out of range");
+            EcPointPtr q(EC_POINT_new(grp.get()));
+            if (!q || EC_POINT_mul(grp.get(), q.get(), d.get(), nullptr, nullptr, bctx.get()) != 1)
+                return dh_error(g, "computing public value");
+            uint8_t buf[1 + 2 * 66];
+            size_t len = EC_POINT_point2oct(grp.get(), q.get(), POINT_CONVERSION_UNCOMPRESSED, buf,
+                                            sizeof(buf), bctx.get());
+            if (len == 0) return dh_error(g, "encoding public value");
+            key = ec_key(g, d.get(), BytesView(buf, len));
+            break;
+        }
+        case DhGroup::Curve25519:
+            if (priv.size() != 32)
+                return Error(ErrorDomain::Crypto, 0, "CURVE_25519: private value must be 32 octets");
+            key.reset(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, priv.data(), priv.size()));
+            break;
+        default:
+            return Error(ErrorDomain::Crypto, 0,
+                         "unsupported DH group " + std::to_string(static_cast<unsigned>(g)));
+    }
+    if (!key) return dh_error(g, "importing private value");
+    X2SEC_TRY(Bytes pub, encode_public(g, key.get()));
+    DhKeyPair kp;
+    kp.m_group = g;
+    kp.m_key = key.release();
+    kp.m_public = std::move(pub);
+    return kp;
+}
+
+Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
+    const DhGroup g = m_group;
+    if (m_key == nullptr) return Error(ErrorDomain::Crypto, 0, "DH: key pair is empty (moved from)");
+    if (peer.size() != dh_public_size(g))
+        return dh_invalid(g, "length " + std::to_string(peer.size()) + ", expected " +
+                                 std::to_string(dh_public_size(g)));
+    PkeyPtr peer_key;
+    switch (g) {
+        case DhGroup::Modp2048: {
+            BnPtr y(BN_bin2bn(peer.data(), static_cast<int>(peer.size()), nullptr));
+            BnPtr p = rfc3526_prime();
+            BnPtr pm1(BN_new());
+            if (!y || !p || !pm1 || BN_copy(pm1.get(), p.get()) == nullptr ||
+                BN_sub_word(pm1.get(), 1) != 1)
+                return dh_error(g, "allocating");
+            // 1 < y < p-1 (RFC 7296 / NIST SP 800-56A partial validation).
+            if (BN_cmp(y.get(), BN_value_one()) <= 0 || BN_cmp(y.get(), pm1.get()) >= 0)
+                return dh_invalid(g, "not in 1 < y < p-1");
+            peer_key = modp_key(nullptr, y.get());
+            if (!peer_key) return dh_invalid(g, "rejected by OpenSSL: " + openssl_errors());
+            break;
+        }
+        case DhGroup::Ecp256:
+        case DhGroup::Ecp384: {
+            Bytes point;
+            point.reserve(peer.size() + 1);
+            point.push_back(0x04);
+            point.insert(point.end(), peer.begin(), peer.end());
+            peer_key = ec_key(g, nullptr, point);
+            if (!peer_key) return dh_invalid(g, "not a point on the curve");
+            break;
+        }
+        case DhGroup::Curve25519:
+            peer_key.reset(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, peer.data(), peer.size()));
+            if (!peer_key) return dh_invalid(g, "rejected by OpenSSL: " + openssl_errors());
+            break;
+    }
+    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, m_key, nullptr));
+    if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1) return dh_error(g, "derive init");
+    if (g == DhGroup::Modp2048 && EVP_PKEY_CTX_set_dh_pad(ctx.get(), 1) != 1)
+        return dh_error(g, "setting padding");
+    // validate = 1: OpenSSL's public-key check on top of ours (MODP: y^q = 1 mod p; ECP: on
+    // the curve and not at infinity).
+    if (EVP_PKEY_derive_set_peer_ex(ctx.get(), peer_key.get(), 1) != 1)
+        return dh_invalid(g, "public key check failed");
+    size_t len = 0;
+    if (EVP_PKEY_derive(ctx.get(), nullptr, &len) != 1) return dh_error(g, "derive (length)");
+    SecureBytes secret(len);
+    if (EVP_PKEY_derive(ctx.get(), secret.data(), &len) != 1) {
+        if (g == DhGroup::Curve25519) return dh_invalid(g, "shared secret is all-zero");
+        return dh_error(g, "derive");
+    }
+    secret.resize(len);
+    const size_t want = g == DhGroup::Modp2048 ? 256 : is_ecp(g) ? ec_coord(g) : 32;
+    if (secret.size() != want) return Error(ErrorDomain::Crypto, 0, std::string(dh_group_name(g)) +
+                                                                        ": unexpected shared secret length");
+    uint8_t acc = 0;
+    for (size_t i = 0; i < secret.size(); ++i) acc |= secret[i];
+    if (acc == 0) return dh_invalid(g, "shared secret is all-zero");
+    return secret;
+}
+
+}  // namespace x2sec::crypto

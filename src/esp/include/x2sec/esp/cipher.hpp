@@ -1,0 +1,59 @@
+// Per-SA, per-direction ESP transforms on OpenSSL EVP.  The contexts are created and keyed
+// once at install time; sealing or opening a packet only sets the IV and runs the cipher,
+// with no allocation (RFC 4106 AES-GCM-16, RFC 3602 + RFC 4868 AES-CBC + HMAC-SHA2-256-128).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <x2sec/common/child_sa.hpp>
+#include <x2sec/common/result.hpp>
+
+typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+typedef struct evp_mac_ctx_st EVP_MAC_CTX;
+
+namespace x2sec::esp {
+
+class SaCipher {
+public:
+    // encrypt: true for an outbound SA, false for an inbound one.
+    static Result<std::unique_ptr<SaCipher>> create(EspCipher cipher, const DirectionKeys& keys,
+                                                    bool encrypt);
+    ~SaCipher();
+    SaCipher(const SaCipher&) = delete;
+    SaCipher& operator=(const SaCipher&) = delete;
+
+    EspCipher cipher() const { return m_cipher; }
+    bool aead() const { return m_aead; }
+    size_t iv_len() const { return m_aead ? 8 : 16; }
+    size_t icv_len() const { return 16; }
+    // Alignment of payload||padding||pad length||next header (4 for GCM, the AES block for CBC).
+    size_t align() const { return m_aead ? 4 : 16; }
+
+    // AEAD (GCM): nonce = salt || iv(8); encrypts/decrypts data in place; the AAD is
+    // SPI || seq (8 octets) or SPI || ESN (12 octets).
+    bool gcm_seal(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data,
+                  size_t len, uint8_t* icv);
+    bool gcm_open(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data,
+                  size_t len, const uint8_t* icv);
+    // CBC + HMAC: encrypt/decrypt in place with the given 16-octet IV; the ICV is computed
+    // separately over the authenticated region (ESP header, IV, ciphertext, then the
+    // high-order ESN octets if ESN is on).
+    bool cbc_crypt(const uint8_t* iv, uint8_t* data, size_t len);
+    bool hmac(const uint8_t* a, size_t a_len, const uint8_t* b, size_t b_len, uint8_t* icv16);
+
+private:
+    SaCipher() = default;
+    EspCipher m_cipher = EspCipher::AesGcm16_128;
+    bool m_aead = true;
+    bool m_encrypt = true;
+    uint8_t m_salt[4] = {};
+    EVP_CIPHER_CTX* m_ctx = nullptr;
+    EVP_MAC_CTX* m_mac = nullptr;
+};
+
+// Key lengths (enc_key includes the 4-octet salt for GCM).
+size_t enc_key_len(EspCipher c);
+size_t integ_key_len(EspCipher c);
+
+}  // namespace x2sec::esp

@@ -1,0 +1,146 @@
+// The ESP data plane proper: the SAD (inbound SAs by SPI), the SPD (outbound policies by
+// traffic selectors, one per Child SA reqid), lifetimes and the anti-replay window.  It is
+// sans-I/O: backends (in-memory, TUN) feed it IP packets and UDP payloads with the current
+// time and send what it returns.  It implements ChildSaBackend, so the IKE engine installs,
+// switches and removes Child SAs directly.
+//
+// Threading: install/remove/set_outbound/tick may run on any thread (exclusive lock).
+// protect() may run on one thread at a time and unprotect() on one thread at a time (they
+// touch disjoint state: outbound vs inbound SAs), concurrently with each other.
+// ChildSaEvents callbacks are called from tick() and from the packet paths.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+#include <x2sec/common/child_sa.hpp>
+#include <x2sec/common/counters.hpp>
+#include <x2sec/common/time.hpp>
+#include <x2sec/esp/cipher.hpp>
+#include <x2sec/esp/packet.hpp>
+#include <x2sec/esp/replay.hpp>
+
+namespace x2sec::esp {
+
+// Per-direction lifetime accounting.
+struct SaUsage {
+    std::atomic<uint64_t> bytes{0}, packets{0};
+};
+
+struct OutboundSa {
+    uint32_t spi = 0;
+    uint32_t spi_in = 0;  // the Child SA's inbound SPI (its handle)
+    std::atomic<uint64_t> seq{0};  // last sequence number sent (written by the TX thread only)
+    bool esn = false;
+    IpsecMode mode = IpsecMode::Tunnel;
+    IpAddress local_addr, remote_addr;
+    uint16_t local_port = 4500, remote_port = 4500;
+    std::unique_ptr<SaCipher> cipher;
+    SaUsage usage;
+};
+
+struct InboundSa {
+    uint32_t spi = 0;
+    uint32_t reqid = 0;
+    IpsecMode mode = IpsecMode::Tunnel;
+    IpAddress local_addr, remote_addr;
+    std::unique_ptr<SaCipher> cipher;
+    ReplayWindow replay;
+    std::vector<TrafficSelector> ts_local, ts_remote;
+    SaUsage usage;
+    InboundSa(uint32_t window, bool esn) : replay(window, esn) {}
+};
+
+struct DataPlaneOptions {
+    // Ask for a rekey when this many outbound sequence numbers are left (soft expiry).
+    uint64_t seq_soft_margin = 1u << 20;
+};
+
+// Status of one Child SA, for `x2sec status` style output and tests.
+struct ChildSaStatus {
+    uint32_t spi_in = 0, spi_out = 0, reqid = 0;
+    std::string name;
+    bool outbound_active = false;  // this SA carries the policy's outbound traffic
+    uint64_t in_bytes = 0, in_packets = 0, out_bytes = 0, out_packets = 0;
+    uint64_t out_seq = 0, replay_top = 0;
+    bool soft_fired = false, hard_expired = false;
+};
+
+class DataPlane final : public ChildSaBackend {
+public:
+    explicit DataPlane(Counters& counters, DataPlaneOptions options = {});
+    ~DataPlane() override;
+
+    Status install(const ChildSaParams& params) override;
+    Status remove(uint32_t spi_in) override;
+    Status set_outbound(uint32_t old_spi_in, uint32_t new_spi_in) override;
+    void set_events(ChildSaEvents events) override;
+
+    struct ProtectResult {
+        bool ok = false;
+        DropReason reason = DropReason::NoPolicy;
+        size_t esp_off = 0, esp_len = 0;  // the UDP payload to send
+        IpAddress local_addr, remote_addr;
+        uint16_t local_port = 0, remote_port = 0;
+        uint32_t spi = 0;
+    };
+    // Outbound.  buf[kMaxHeadroom .. kMaxHeadroom+ip_len) holds an IP packet read from the
+    // TUN side; buf must have kMaxTailroom octets after it.  Selects the policy, encrypts in
+    // place and returns where the ESP packet is.  Drops are counted.
+    ProtectResult protect(std::span<uint8_t> buf, size_t ip_len, Millis now);
+
+    struct UnprotectResult {
+        bool ok = false;
+        DropReason reason = DropReason::Truncated;
+        size_t ip_off = 0, ip_len = 0;  // the inner IP packet for the TUN side
+        uint32_t spi = 0;
+        bool dummy = false;  // next header 59: valid, nothing to deliver
+    };
+    // Inbound.  buf[off .. off+len) holds an ESP packet (UDP payload after classification).
+    // For transport mode off must be >= 40 so the IP header can be rebuilt in front.
+    UnprotectResult unprotect(std::span<uint8_t> buf, size_t off, size_t len, Millis now);
+
+    // Time-based lifetimes and deferred hard expiry; call every few hundred ms.
+    void tick(Millis now);
+
+    // Set the last outbound sequence number of a Child SA (tests of sequence exhaustion, and
+    // restoring state); the next packet uses seq + 1.
+    Status set_outbound_seq(uint32_t spi_in, uint64_t seq);
+
+    std::vector<ChildSaStatus> status() const;
+    size_t sa_count() const;
+    Counters& counters() { return m_counters; }
+
+private:
+    struct Child;  // both directions of one installed Child SA
+    struct Policy {
+        uint32_t key = 0;  // reqid, or spi_in of the first SA when reqid is 0
+        std::vector<TrafficSelector> ts_local, ts_remote;
+        std::shared_ptr<Child> active;  // outbound SA in use
+    };
+    void drop(DropReason r) { m_drop[static_cast<size_t>(r)]->fetch_add(1, std::memory_order_relaxed); }
+    void expire_locked(Millis now, std::vector<uint32_t>& soft, std::vector<uint32_t>& hard);
+    Status remove_locked(uint32_t spi_in);
+    void check_soft(Child& c, bool outbound);
+
+    Counters& m_counters;
+    DataPlaneOptions m_options;
+    mutable std::shared_mutex m_mutex;
+    std::unordered_map<uint32_t, std::shared_ptr<Child>> m_sad;  // by inbound SPI
+    std::vector<Policy> m_spd;
+    std::atomic<uint64_t>* m_drop[static_cast<size_t>(DropReason::Count)] = {};
+    std::atomic<uint64_t>& m_tx_packets;
+    std::atomic<uint64_t>& m_tx_bytes;
+    std::atomic<uint64_t>& m_rx_packets;
+    std::atomic<uint64_t>& m_rx_bytes;
+    std::atomic<uint64_t>& m_rx_dummy;
+    std::mutex m_events_mutex;
+};
+
+}  // namespace x2sec::esp

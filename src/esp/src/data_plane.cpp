@@ -1,0 +1,410 @@
+#include <openssl/rand.h>
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <x2sec/common/log.hpp>
+#include <x2sec/esp/data_plane.hpp>
+
+namespace x2sec::esp {
+
+struct DataPlane::Child {
+    uint32_t reqid = 0, policy_key = 0;
+    uint64_t install_order = 0;
+    std::string name;
+    Lifetime lifetime;
+    std::vector<TrafficSelector> ts_local, ts_remote;
+    InboundSa in;
+    OutboundSa out;
+    uint64_t seq_limit = 0;
+    Millis installed_at = -1;
+    std::atomic<bool> soft_pending{false}, soft_fired{false}, hard_pending{false};
+    Child(uint32_t window, bool esn) : in(window, esn) {}
+};
+
+namespace {
+
+bool ts_match(const std::vector<TrafficSelector>& list, const IpAddress& a, uint8_t proto,
+              uint16_t port) {
+    for (const auto& ts : list)
+        if (ts.contains(a, proto, port)) return true;
+    return false;
+}
+
+uint16_t ip_checksum(const uint8_t* p, size_t n) {
+    uint32_t sum = 0;
+    for (size_t i = 0; i + 1 < n; i += 2) sum += (uint32_t(p[i]) << 8) | p[i + 1];
+    if (n & 1) sum += uint32_t(p[n - 1]) << 8;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return static_cast<uint16_t>(~sum);
+}
+
+
+}  // namespace
+
+DataPlane::DataPlane(Counters& counters, DataPlaneOptions options)
+    : m_counters(counters),
+      m_options(options),
+      m_tx_packets(counters.counter("esp.tx.packets")),
+      m_tx_bytes(counters.counter("esp.tx.bytes")),
+      m_rx_packets(counters.counter("esp.rx.packets")),
+      m_rx_bytes(counters.counter("esp.rx.bytes")),
+      m_rx_dummy(counters.counter("esp.rx.dummy")) {
+    for (size_t i = 0; i < static_cast<size_t>(DropReason::Count); ++i)
+        m_drop[i] = &counters.counter(std::string("esp.drop.") + to_string(static_cast<DropReason>(i)));
+}
+
+DataPlane::~DataPlane() = default;
+
+void DataPlane::set_events(ChildSaEvents events) {
+    std::lock_guard lock(m_events_mutex);
+    m_events = std::move(events);
+}
+
+Status DataPlane::install(const ChildSaParams& p) {
+    if (p.spi_in == 0 || p.spi_out == 0)
+        return Error(ErrorDomain::Esp, 0, "SPI 0 is reserved (RFC 4303 2.1)");
+    if (p.mode == IpsecMode::Tunnel && (p.ts_local.empty() || p.ts_remote.empty()))
+        return Error(ErrorDomain::Esp, 0, "tunnel-mode Child SA needs local and remote traffic selectors");
+    if (p.local_addr.v6 != p.remote_addr.v6)
+        return Error(ErrorDomain::Esp, 0, "outer addresses of different families");
+    X2SEC_TRY(auto enc, SaCipher::create(p.cipher, p.keys_out, true));
+    X2SEC_TRY(auto dec, SaCipher::create(p.cipher, p.keys_in, false));
+    auto c = std::make_shared<Child>(p.replay_window, p.esn);
+    c->reqid = p.reqid;
+    c->policy_key = p.reqid ? p.reqid : p.spi_in;
+    c->name = p.name;
+    c->lifetime = p.lifetime;
+    c->ts_local = p.ts_local;
+    c->ts_remote = p.ts_remote;
+    c->in.spi = p.spi_in;
+    c->in.reqid = p.reqid;
+    c->in.mode = p.mode;
+    c->in.local_addr = p.local_addr;
+    c->in.remote_addr = p.remote_addr;
+    c->in.cipher = std::move(dec);
+    c->in.ts_local = p.ts_local;
+    c->in.ts_remote = p.ts_remote;
+    c->out.spi = p.spi_out;
+    c->out.spi_in = p.spi_in;
+    c->out.esn = p.esn;
+    c->out.mode = p.mode;
+    c->out.local_addr = p.local_addr;
+    c->out.remote_addr = p.remote_addr;
+    c->out.local_port = p.local_port;
+    c->out.remote_port = p.remote_port;
+    c->out.cipher = std::move(enc);
+    c->seq_limit = p.esn ? UINT64_MAX : UINT32_MAX;
+
+    std::unique_lock lock(m_mutex);
+    if (m_sad.count(p.spi_in))
+        return Error(ErrorDomain::Esp, 0, "inbound SPI already installed: " + std::to_string(p.spi_in));
+    static std::atomic<uint64_t> order{0};
+    c->install_order = ++order;
+    m_sad.emplace(p.spi_in, c);
+    auto it = std::find_if(m_spd.begin(), m_spd.end(),
+                           [&](const Policy& pol) { return pol.key == c->policy_key; });
+    if (it == m_spd.end()) {
+        Policy pol;
+        pol.key = c->policy_key;
+        pol.ts_local = p.ts_local;
+        pol.ts_remote = p.ts_remote;
+        if (p.mode == IpsecMode::Transport && pol.ts_local.empty()) {
+            pol.ts_local.push_back(TrafficSelector::from_prefix(p.local_addr, p.local_addr.v6 ? 128 : 32));
+            pol.ts_remote.push_back(TrafficSelector::from_prefix(p.remote_addr, p.remote_addr.v6 ? 128 : 32));
+        }
+        pol.active = c;
+        m_spd.push_back(std::move(pol));
+    }
+    // else: a rekey; outbound stays on the old SA until set_outbound() or its removal.
+    log::get("esp")->info("installed Child SA {} in {:08x} out {:08x} {} reqid {}", p.name,
+                          p.spi_in, p.spi_out, to_string(p.cipher), p.reqid);
+    return {};
+}
+
+Status DataPlane::remove_locked(uint32_t spi_in) {
+    auto it = m_sad.find(spi_in);
+    if (it == m_sad.end())
+        return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
+    std::shared_ptr<Child> c = it->second;
+    m_sad.erase(it);
+    for (auto p = m_spd.begin(); p != m_spd.end(); ++p) {
+        if (p->active != c) continue;
+        std::shared_ptr<Child> next;
+        for (auto& [spi, other] : m_sad)
+            if (other->policy_key == c->policy_key &&
+                (!next || other->install_order > next->install_order))
+                next = other;
+        if (next) {
+            p->active = next;
+        } else {
+            m_spd.erase(p);
+        }
+        break;
+    }
+    log::get("esp")->info("removed Child SA in {:08x} out {:08x}", c->in.spi, c->out.spi);
+    return {};
+}
+
+Status DataPlane::remove(uint32_t spi_in) {
+    std::unique_lock lock(m_mutex);
+    return remove_locked(spi_in);
+}
+
+Status DataPlane::set_outbound(uint32_t old_spi_in, uint32_t new_spi_in) {
+    std::unique_lock lock(m_mutex);
+    auto it = m_sad.find(new_spi_in);
+    if (it == m_sad.end())
+        return Error(ErrorDomain::Esp, 0, "set_outbound: no such inbound SPI: " + std::to_string(new_spi_in));
+    for (auto& p : m_spd) {
+        if (p.key == it->second->policy_key) {
+            p.active = it->second;
+            log::get("esp")->info("outbound switched from Child SA {:08x} to {:08x}", old_spi_in, new_spi_in);
+            return {};
+        }
+    }
+    return Error(ErrorDomain::Esp, 0, "set_outbound: no policy for SPI " + std::to_string(new_spi_in));
+}
+
+void DataPlane::check_soft(Child& c, bool outbound) {
+    const Lifetime& l = c.lifetime;
+    const SaUsage& u = outbound ? c.out.usage : c.in.usage;
+    uint64_t bytes = u.bytes.load(std::memory_order_relaxed);
+    uint64_t packets = u.packets.load(std::memory_order_relaxed);
+    if ((l.hard_bytes && bytes >= l.hard_bytes) || (l.hard_packets && packets >= l.hard_packets))
+        c.hard_pending.store(true, std::memory_order_relaxed);
+    else if (!c.soft_fired.load(std::memory_order_relaxed) &&
+             ((l.soft_bytes && bytes >= l.soft_bytes) || (l.soft_packets && packets >= l.soft_packets)))
+        c.soft_pending.store(true, std::memory_order_relaxed);
+}
+
+DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_len, Millis) {
+    ProtectResult r;
+    auto fail = [&](DropReason why) {
+        drop(why);
+        r.reason = why;
+        return r;
+    };
+    if (buf.size() < kMaxHeadroom + ip_len + kMaxTailroom) return fail(DropReason::TooBig);
+    uint8_t* ip = buf.data() + kMaxHeadroom;
+    IpFlow f;
+    if (!parse_ip(ip, ip_len, f)) return fail(DropReason::Malformed);
+    std::shared_lock lock(m_mutex);
+    const Policy* pol = nullptr;
+    for (const auto& p : m_spd) {
+        if (ts_match(p.ts_local, f.src, f.proto, f.src_port) &&
+            ts_match(p.ts_remote, f.dst, f.proto, f.dst_port)) {
+            pol = &p;
+            break;
+        }
+    }
+    if (!pol) return fail(DropReason::NoPolicy);
+    Child& c = *pol->active;
+    OutboundSa& o = c.out;
+    if (c.hard_pending.load(std::memory_order_relaxed)) return fail(DropReason::Expired);
+    uint64_t last = o.seq.load(std::memory_order_relaxed);
+    if (last >= c.seq_limit) {
+        c.soft_pending.store(true, std::memory_order_relaxed);
+        return fail(DropReason::SeqExhausted);
+    }
+    size_t payload_off = kMaxHeadroom, payload_len = f.total_len;
+    uint8_t nh = f.src.v6 ? kNextIpv6 : kNextIpv4;
+    if (o.mode == IpsecMode::Transport) {
+        payload_off += f.header_len;
+        payload_len -= f.header_len;
+        nh = f.proto;
+    }
+    uint64_t seq = last + 1;
+    uint8_t iv[16];
+    if (o.cipher->aead()) {
+        // RFC 4106 3.1: the IV must be unique per key; the sequence number is.
+        for (int i = 0; i < 8; ++i) iv[i] = static_cast<uint8_t>(seq >> (56 - 8 * i));
+    } else if (RAND_bytes(iv, 16) != 1) {
+        return fail(DropReason::Crypto);
+    }
+    size_t n = seal(*o.cipher, o.spi, seq, o.esn, iv, nh, buf, payload_off, payload_len);
+    if (n == 0) return fail(DropReason::Crypto);
+    o.seq.store(seq, std::memory_order_relaxed);
+    o.usage.bytes.fetch_add(payload_len, std::memory_order_relaxed);
+    o.usage.packets.fetch_add(1, std::memory_order_relaxed);
+    if (c.seq_limit - seq <= m_options.seq_soft_margin && !c.soft_fired.load(std::memory_order_relaxed))
+        c.soft_pending.store(true, std::memory_order_relaxed);
+    if (c.lifetime.soft_bytes | c.lifetime.hard_bytes | c.lifetime.soft_packets | c.lifetime.hard_packets)
+        check_soft(c, true);
+    m_tx_packets.fetch_add(1, std::memory_order_relaxed);
+    m_tx_bytes.fetch_add(n, std::memory_order_relaxed);
+    r.ok = true;
+    r.esp_off = payload_off - 8 - o.cipher->iv_len();
+    r.esp_len = n;
+    r.local_addr = o.local_addr;
+    r.remote_addr = o.remote_addr;
+    r.local_port = o.local_port;
+    r.remote_port = o.remote_port;
+    r.spi = o.spi;
+    return r;
+}
+
+DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t off, size_t len, Millis) {
+    UnprotectResult r;
+    auto fail = [&](DropReason why) {
+        drop(why);
+        r.reason = why;
+        return r;
+    };
+    if (off > buf.size() || len > buf.size() - off) return fail(DropReason::TooBig);
+    if (len < 8) return fail(DropReason::Truncated);
+    uint8_t* esp = buf.data() + off;
+    uint32_t spi = load_be32(esp);
+    r.spi = spi;
+    std::shared_lock lock(m_mutex);
+    auto it = m_sad.find(spi);
+    if (it == m_sad.end()) return fail(DropReason::UnknownSpi);
+    Child& c = *it->second;
+    InboundSa& in = c.in;
+    if (c.hard_pending.load(std::memory_order_relaxed)) return fail(DropReason::Expired);
+    uint64_t seq = 0;
+    switch (in.replay.check(load_be32(esp + 4), &seq)) {
+        case ReplayWindow::Verdict::Ok: break;
+        case ReplayWindow::Verdict::Replayed: return fail(DropReason::Replay);
+        case ReplayWindow::Verdict::TooOld: return fail(DropReason::ReplayOld);
+        case ReplayWindow::Verdict::Zero: return fail(DropReason::SeqZero);
+    }
+    OpenResult o = open(*in.cipher, in.replay.esn(), seq, std::span<uint8_t>(esp, len));
+    if (!o.ok) return fail(o.reason);
+    // Authenticated: only now may the window move (RFC 4303 3.4.3).
+    in.replay.update(seq);
+    in.usage.bytes.fetch_add(o.payload_len, std::memory_order_relaxed);
+    in.usage.packets.fetch_add(1, std::memory_order_relaxed);
+    if (c.lifetime.soft_bytes | c.lifetime.hard_bytes | c.lifetime.soft_packets | c.lifetime.hard_packets)
+        check_soft(c, false);
+    m_rx_packets.fetch_add(1, std::memory_order_relaxed);
+    m_rx_bytes.fetch_add(len, std::memory_order_relaxed);
+    if (o.next_header == kNextNone) {
+        m_rx_dummy.fetch_add(1, std::memory_order_relaxed);
+        r.ok = true;
+        r.dummy = true;
+        return r;
+    }
+    size_t ip_off = off + o.payload_off, ip_len = o.payload_len;
+    if (in.mode == IpsecMode::Tunnel) {
+        if (o.next_header != kNextIpv4 && o.next_header != kNextIpv6) return fail(DropReason::BadNextHeader);
+    } else {
+        // Transport: rebuild the IP header from the outer addresses in front of the payload.
+        size_t h = in.remote_addr.v6 ? 40 : 20;
+        if (ip_off < h || ip_len + h > 65535) return fail(DropReason::TooBig);
+        ip_off -= h;
+        uint8_t* p = buf.data() + ip_off;
+        std::memset(p, 0, h);
+        if (!in.remote_addr.v6) {
+            size_t total = ip_len + 20;
+            p[0] = 0x45;
+            p[2] = uint8_t(total >> 8);
+            p[3] = uint8_t(total);
+            p[8] = 64;
+            p[9] = o.next_header;
+            std::memcpy(p + 12, in.remote_addr.bytes.data(), 4);
+            std::memcpy(p + 16, in.local_addr.bytes.data(), 4);
+            uint16_t sum = ip_checksum(p, 20);
+            p[10] = uint8_t(sum >> 8);
+            p[11] = uint8_t(sum);
+        } else {
+            p[0] = 0x60;
+            p[4] = uint8_t(ip_len >> 8);
+            p[5] = uint8_t(ip_len);
+            p[6] = o.next_header;
+            p[7] = 64;
+            std::memcpy(p + 8, in.remote_addr.bytes.data(), 16);
+            std::memcpy(p + 24, in.local_addr.bytes.data(), 16);
+        }
+        ip_len += h;
+    }
+    IpFlow f;
+    if (!parse_ip(buf.data() + ip_off, ip_len, f)) return fail(DropReason::Malformed);
+    if (in.mode == IpsecMode::Tunnel && (f.src.v6 != (o.next_header == kNextIpv6)))
+        return fail(DropReason::BadNextHeader);
+    // RFC 4301 5.2: the inner packet must match the SA's selectors.
+    if (in.mode == IpsecMode::Tunnel || !in.ts_local.empty()) {
+        if (!ts_match(in.ts_remote, f.src, f.proto, f.src_port) ||
+            !ts_match(in.ts_local, f.dst, f.proto, f.dst_port))
+            return fail(DropReason::Policy);
+    }
+    r.ok = true;
+    r.ip_off = ip_off;
+    r.ip_len = f.total_len;
+    return r;
+}
+
+void DataPlane::tick(Millis now) {
+    std::vector<uint32_t> soft, hard;
+    {
+        std::unique_lock lock(m_mutex);
+        for (auto& [spi, c] : m_sad) {
+            if (c->installed_at < 0) c->installed_at = now;
+            Millis age = now - c->installed_at;
+            const Lifetime& l = c->lifetime;
+            if (l.hard_seconds && age >= Millis(l.hard_seconds) * 1000) c->hard_pending = true;
+            if (l.soft_seconds && age >= Millis(l.soft_seconds) * 1000) c->soft_pending = true;
+            if (c->hard_pending) {
+                hard.push_back(spi);
+            } else if (c->soft_pending && !c->soft_fired) {
+                c->soft_fired = true;
+                soft.push_back(spi);
+            }
+        }
+        for (uint32_t spi : hard) (void)remove_locked(spi);
+    }
+    if (soft.empty() && hard.empty()) return;
+    ChildSaEvents ev;
+    {
+        std::lock_guard lock(m_events_mutex);
+        ev = m_events;
+    }
+    for (uint32_t spi : soft) {
+        log::get("esp")->info("Child SA {:08x} reached a soft limit: asking for a rekey", spi);
+        if (ev.soft_expired) ev.soft_expired(spi);
+    }
+    for (uint32_t spi : hard) {
+        log::get("esp")->info("Child SA {:08x} reached a hard limit: removed", spi);
+        if (ev.hard_expired) ev.hard_expired(spi);
+    }
+}
+
+Status DataPlane::set_outbound_seq(uint32_t spi_in, uint64_t seq) {
+    std::unique_lock lock(m_mutex);
+    auto it = m_sad.find(spi_in);
+    if (it == m_sad.end())
+        return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
+    it->second->out.seq.store(seq);
+    return {};
+}
+
+std::vector<ChildSaStatus> DataPlane::status() const {
+    std::shared_lock lock(m_mutex);
+    std::vector<ChildSaStatus> out;
+    for (const auto& [spi, c] : m_sad) {
+        ChildSaStatus s;
+        s.spi_in = spi;
+        s.spi_out = c->out.spi;
+        s.reqid = c->reqid;
+        s.name = c->name;
+        for (const auto& p : m_spd)
+            if (p.active == c) s.outbound_active = true;
+        s.in_bytes = c->in.usage.bytes;
+        s.in_packets = c->in.usage.packets;
+        s.out_bytes = c->out.usage.bytes;
+        s.out_packets = c->out.usage.packets;
+        s.out_seq = c->out.seq;
+        s.replay_top = c->in.replay.top();
+        s.soft_fired = c->soft_fired;
+        s.hard_expired = c->hard_pending;
+        out.push_back(s);
+    }
+    std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.spi_in < b.spi_in; });
+    return out;
+}
+
+size_t DataPlane::sa_count() const {
+    std::shared_lock lock(m_mutex);
+    return m_sad.size();
+}
+
+}  // namespace x2sec::esp

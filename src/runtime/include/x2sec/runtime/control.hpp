@@ -1,0 +1,40 @@
+// The IKE daemon's control socket: a unix stream socket; each connection carries one request
+// and one response, each a 4-octet big-endian length followed by that many octets of JSON.
+//
+//   {"cmd":"list-sas"}                                  -> {"ok":true,"sas":[...]}
+//   {"cmd":"initiate","peer":"henb-b"}                  -> {"ok":true}
+//   {"cmd":"terminate","peer":"henb-b"}                 (or "ike_sa_id":N; "child":"x2" deletes
+//                                                        only that Child SA)
+//   {"cmd":"rekey","peer":"henb-b"}                     (IKE SA; "child":"x2" rekeys the Child SA)
+//   {"cmd":"events","since":0}                          -> {"ok":true,"events":[...],"next":N}
+//   {"cmd":"counters"}                                  -> {"ok":true,"counters":{...}}
+//   {"cmd":"stop"}                                      delete all SAs, then exit
+// Errors: {"ok":false,"error":"what went wrong"}.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+#include <x2sec/common/result.hpp>
+#include <x2sec/common/time.hpp>
+#include <x2sec/ikev2/engine.hpp>
+
+namespace x2sec::runtime {
+
+constexpr size_t kMaxControlFrame = 4 * 1024 * 1024;
+
+Status write_frame(int fd, const std::string& payload);
+Result<std::string> read_frame(int fd, size_t max_size = kMaxControlFrame);
+
+// Connects, sends the request, returns the response (Error when the daemon is unreachable,
+// the reply is malformed, or the reply says ok=false).
+Result<nlohmann::json> control_request(const std::string& socket_path, const nlohmann::json& request,
+                                       int timeout_ms = 10000);
+
+// SA list <-> JSON; `now` turns established_at into an age in seconds.
+nlohmann::json sas_to_json(const std::vector<ike::IkeSaInfo>& sas, Millis now);
+// `swanctl --list-sas` style text from the JSON above.
+std::string format_sas(const nlohmann::json& sas);
+nlohmann::json event_to_json(const ike::Event& e, uint64_t seq);
+
+}  // namespace x2sec::runtime

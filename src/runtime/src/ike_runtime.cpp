@@ -1,0 +1,445 @@
+#include <x2sec/runtime/ike_runtime.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <poll.h>
+#include <set>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <x2sec/common/log.hpp>
+#include <x2sec/runtime/control.hpp>
+
+namespace x2sec::runtime {
+
+namespace {
+
+constexpr size_t kMaxEvents = 512;
+constexpr Millis kMaxPollMs = 1000;
+
+auto logger() { return log::get("runtime"); }
+
+std::optional<uint64_t> find_sa(const EngineApi& e, const nlohmann::json& req, std::string& err) {
+    auto sas = e.list_sas();
+    if (req.contains("ike_sa_id")) {
+        uint64_t id = req["ike_sa_id"].get<uint64_t>();
+        for (const auto& s : sas)
+            if (s.id == id) return id;
+        err = "no IKE SA #" + std::to_string(id);
+        return std::nullopt;
+    }
+    std::string peer = req.value("peer", std::string());
+    if (peer.empty()) {
+        err = "give 'peer' or 'ike_sa_id'";
+        return std::nullopt;
+    }
+    std::optional<uint64_t> best;
+    for (const auto& s : sas) {
+        if (s.peer != peer) continue;
+        if (s.state == "ESTABLISHED") return s.id;
+        if (!best) best = s.id;
+    }
+    if (!best) err = "no IKE SA with peer '" + peer + "'";
+    return best;
+}
+
+}  // namespace
+
+IkeRuntime::IkeRuntime(const ike::EngineConfig& config, std::unique_ptr<EngineApi> engine, RuntimeOptions options,
+                       const Clock& clock)
+    : m_peers(config.peers), m_opts(std::move(options)), m_clock(clock), m_engine_ptr(std::move(engine)),
+      m_engine(*m_engine_ptr) {}
+
+IkeRuntime::~IkeRuntime() {
+    for (int fd : {m_wake_fd, m_signal_fd, m_control_fd})
+        if (fd >= 0) ::close(fd);
+    if (m_control_fd >= 0 && !m_opts.control_socket.empty()) ::unlink(m_opts.control_socket.c_str());
+}
+
+Result<std::unique_ptr<IkeRuntime>> IkeRuntime::create(const ike::EngineConfig& config,
+                                                        std::unique_ptr<EngineApi> engine, RuntimeOptions options,
+                                                        const Clock& clock) {
+    std::unique_ptr<IkeRuntime> rt(new IkeRuntime(config, std::move(engine), std::move(options), clock));
+    X2SEC_TRY_STATUS(rt->open_sockets());
+    return rt;
+}
+
+Status IkeRuntime::open_sockets() {
+    if (!m_opts.natt_factory)
+        m_opts.natt_factory = [](const ike::Endpoint& local, Counters* c) -> Result<std::unique_ptr<NattTransport>> {
+            auto t = PlainNattTransport::bind(local, c);
+            if (!t) return std::move(t).error();
+            return std::unique_ptr<NattTransport>(std::move(*t));
+        };
+    std::set<std::pair<IpAddress, uint16_t>> plain, natt;
+    for (const auto& p : m_peers) {
+        plain.insert({p.local_addr, p.local_port});
+        natt.insert({p.local_addr, p.local_natt_port});
+    }
+    for (const auto& a : m_opts.listen) {
+        plain.insert({a, m_opts.ike_port});
+        natt.insert({a, m_opts.natt_port});
+    }
+    for (const auto& [addr, port] : plain) {
+        auto s = UdpSocket::bind(ike::Endpoint{addr, port});
+        if (!s) return std::move(s).error();
+        logger()->info("listening for IKE on {}", s->local().to_string());
+        m_ike_sockets.push_back(std::move(*s));
+    }
+    for (const auto& [addr, port] : natt) {
+        auto t = m_opts.natt_factory(ike::Endpoint{addr, port}, &m_counters);
+        if (!t) return std::move(t).error();
+        logger()->info("listening for IKE (non-ESP marker) and ESP on {}", (*t)->local().to_string());
+        (*t)->set_ike_receiver([this](ike::Datagram d) { enqueue_rx(std::move(d)); });
+        m_natt.push_back(std::move(*t));
+    }
+    m_wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (m_wake_fd < 0) return Error(ErrorDomain::Io, errno, std::string("eventfd: ") + std::strerror(errno));
+    if (m_opts.handle_signals) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &set, nullptr);
+        m_signal_fd = ::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (m_signal_fd < 0) return Error(ErrorDomain::Io, errno, std::string("signalfd: ") + std::strerror(errno));
+    }
+    if (!m_opts.control_socket.empty()) {
+        const std::string& path = m_opts.control_socket;
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        if (path.size() >= sizeof sa.sun_path) return Error(ErrorDomain::Io, 0, "control socket path too long: " + path);
+        std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+        // A stale socket from a crashed daemon: remove it, but never a live one.
+        int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0) {
+            if (::connect(probe, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+                ::close(probe);
+                return Error(ErrorDomain::Io, 0, "another daemon is listening on " + path);
+            }
+            ::close(probe);
+        }
+        ::unlink(path.c_str());
+        m_control_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (m_control_fd < 0) return Error(ErrorDomain::Io, errno, std::string("socket: ") + std::strerror(errno));
+        mode_t old = ::umask(0077);  // the control socket is for root (or the daemon's user) only
+        int rc = ::bind(m_control_fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+        ::umask(old);
+        if (rc != 0 || ::listen(m_control_fd, 16) != 0)
+            return Error(ErrorDomain::Io, errno, "control socket " + path + ": " + std::strerror(errno));
+        logger()->info("control socket {}", path);
+    }
+    if (!m_opts.keylog_dir.empty()) {
+        auto kl = KeyLogWriter::open(m_opts.keylog_dir);
+        if (!kl) return std::move(kl).error();
+        m_keylog = std::move(*kl);
+        m_engine.set_key_logger(
+            [this](const ike::IkeSaKeys& k) {
+                if (auto st = m_keylog->add_ike_sa(k); !st) logger()->error("debug key log: {}", st.error().detail());
+            },
+            [this](const ChildSaParams& p) {
+                if (auto st = m_keylog->add_child_sa(p); !st) logger()->error("debug key log: {}", st.error().detail());
+            });
+    }
+    return {};
+}
+
+std::vector<ike::Endpoint> IkeRuntime::ike_endpoints() const {
+    std::vector<ike::Endpoint> v;
+    for (const auto& s : m_ike_sockets) v.push_back(s.local());
+    return v;
+}
+
+std::vector<ike::Endpoint> IkeRuntime::natt_endpoints() const {
+    std::vector<ike::Endpoint> v;
+    for (const auto& t : m_natt) v.push_back(t->local());
+    return v;
+}
+
+void IkeRuntime::wake() {
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(m_wake_fd, &one, sizeof one);
+}
+
+void IkeRuntime::enqueue_rx(ike::Datagram d) {
+    {
+        std::lock_guard lock(m_mutex);
+        if (m_rx.size() >= 4096) {
+            m_counters.inc("runtime.rx.queue_full");
+            return;
+        }
+        m_rx.push_back(std::move(d));
+    }
+    wake();
+}
+
+void IkeRuntime::stop() {
+    m_stop_requested = true;
+    wake();
+}
+
+void IkeRuntime::call(const std::function<void(EngineApi&, Millis)>& fn) {
+    auto done = std::make_shared<std::promise<void>>();
+    auto fut = done->get_future();
+    {
+        std::lock_guard lock(m_mutex);
+        m_calls.push_back({fn, done});
+    }
+    wake();
+    fut.wait();
+}
+
+void IkeRuntime::send(const ike::Datagram& d) {
+    auto matches = [&](const ike::Endpoint& bound) {
+        return bound.port == d.local.port && bound.addr.v6 == d.local.addr.v6 &&
+               (bound.addr == d.local.addr || bound.addr == IpAddress{bound.addr.v6, {}});
+    };
+    if (d.non_esp_marker) {
+        for (auto& t : m_natt) {
+            if (!matches(t->local())) continue;
+            if (auto st = t->send_ike(d); !st) {
+                m_counters.inc("runtime.tx.error");
+                logger()->warn("sending IKE to {}: {}", d.remote.to_string(), st.error().detail());
+            } else {
+                m_counters.inc("runtime.tx.ike_natt");
+            }
+            return;
+        }
+    } else {
+        for (auto& s : m_ike_sockets) {
+            if (!matches(s.local())) continue;
+            if (auto st = s.send(d.local, d.remote, d.data); !st) {
+                m_counters.inc("runtime.tx.error");
+                logger()->warn("sending IKE to {}: {}", d.remote.to_string(), st.error().detail());
+            } else {
+                m_counters.inc("runtime.tx.ike");
+            }
+            return;
+        }
+    }
+    m_counters.inc("runtime.tx.no_socket");
+    logger()->warn("no socket bound to {}{} for a message to {}; dropped", d.local.to_string(),
+                   d.non_esp_marker ? " (NAT-T)" : "", d.remote.to_string());
+}
+
+void IkeRuntime::flush_engine(Millis now) {
+    (void)now;
+    for (const auto& d : m_engine.take_outgoing()) send(d);
+    for (auto& e : m_engine.take_events()) {
+        auto lg = logger();
+        switch (e.kind) {
+            case ike::Event::Kind::AuthFailed:
+            case ike::Event::Kind::NegotiationFailed:
+            case ike::Event::Kind::PeerDead:
+            case ike::Event::Kind::PeerNotify:
+                lg->warn("peer '{}' IKE SA #{}: {} {} {}", e.peer, e.ike_sa_id, ike::to_string(e.kind), e.code, e.detail);
+                break;
+            default:
+                lg->info("peer '{}' IKE SA #{}: {} {}", e.peer, e.ike_sa_id, ike::to_string(e.kind), e.detail);
+        }
+        m_events.emplace_back(++m_event_seq, std::move(e));
+        if (m_events.size() > kMaxEvents) m_events.pop_front();
+    }
+}
+
+void IkeRuntime::begin_shutdown(Millis now) {
+    if (m_stopping) return;
+    m_stopping = true;
+    m_stop_deadline = now + m_opts.shutdown_grace_ms;
+    auto sas = m_engine.list_sas();
+    logger()->info("shutting down: deleting {} IKE SA(s)", sas.size());
+    for (const auto& s : sas) {
+        if (auto st = m_engine.delete_ike(s.id, now); !st)
+            logger()->warn("deleting IKE SA #{} with '{}': {}", s.id, s.peer, st.error().detail());
+    }
+}
+
+nlohmann::json IkeRuntime::handle_control(const nlohmann::json& req) {
+    Millis now = m_clock.now();
+    std::string cmd = req.is_object() ? req.value("cmd", std::string()) : std::string();
+    auto fail = [](const std::string& msg) { return nlohmann::json{{"ok", false}, {"error", msg}}; };
+    auto status_reply = [&](const Status& st) {
+        return st ? nlohmann::json{{"ok", true}} : fail(st.error().detail());
+    };
+    try {
+        if (cmd == "list-sas") return {{"ok", true}, {"sas", sas_to_json(m_engine.list_sas(), now)}};
+        if (cmd == "initiate") {
+            std::string peer = req.value("peer", std::string());
+            if (peer.empty()) return fail("initiate needs 'peer'");
+            return status_reply(m_engine.initiate(peer, now));
+        }
+        if (cmd == "terminate" || cmd == "rekey") {
+            std::string err;
+            auto id = find_sa(m_engine, req, err);
+            if (!id) return fail(err);
+            std::string child = req.value("child", std::string());
+            if (child.empty()) return status_reply(cmd == "terminate" ? m_engine.delete_ike(*id, now) : m_engine.rekey_ike(*id, now));
+            for (const auto& s : m_engine.list_sas()) {
+                if (s.id != *id) continue;
+                for (const auto& c : s.children) {
+                    if (c.name != child) continue;
+                    return status_reply(cmd == "terminate" ? m_engine.delete_child(*id, c.spi_in, now)
+                                                           : m_engine.rekey_child(*id, c.spi_in, now));
+                }
+            }
+            return fail("IKE SA #" + std::to_string(*id) + " has no Child SA named '" + child + "'");
+        }
+        if (cmd == "events") {
+            uint64_t since = req.value("since", uint64_t(0));
+            nlohmann::json ev = nlohmann::json::array();
+            for (const auto& [seq, e] : m_events)
+                if (seq > since) ev.push_back(event_to_json(e, seq));
+            return {{"ok", true}, {"events", ev}, {"next", m_event_seq}};
+        }
+        if (cmd == "counters") {
+            nlohmann::json c = nlohmann::json::object();
+            for (const auto& [k, v] : m_engine.counters().snapshot()) c[k] = v;
+            for (const auto& [k, v] : m_counters.snapshot()) c[k] = v;
+            return {{"ok", true}, {"counters", c}};
+        }
+        if (cmd == "stop") {
+            m_stop_requested = true;
+            return {{"ok", true}};
+        }
+    } catch (const nlohmann::json::exception& e) {
+        return fail(std::string("bad request: ") + e.what());
+    }
+    return fail("unknown command '" + cmd + "' (list-sas, initiate, terminate, rekey, events, counters, stop)");
+}
+
+void IkeRuntime::serve_control(int fd) {
+    // Clients are local tools sending one small request: serve synchronously, bounded by timeouts.
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    auto req = read_frame(fd, 64 * 1024);
+    if (!req) {
+        m_counters.inc("runtime.control.bad_request");
+        logger()->debug("control request: {}", req.error().detail());
+        return;
+    }
+    auto j = nlohmann::json::parse(*req, nullptr, false);
+    nlohmann::json reply = j.is_discarded() ? nlohmann::json{{"ok", false}, {"error", "request is not JSON"}} : handle_control(j);
+    if (auto st = write_frame(fd, reply.dump()); !st) logger()->debug("control reply: {}", st.error().detail());
+}
+
+void IkeRuntime::accept_control() {
+    for (;;) {
+        int fd = ::accept4(m_control_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) return;
+        int fl = ::fcntl(fd, F_GETFL);
+        ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+        serve_control(fd);
+        ::close(fd);
+    }
+}
+
+int IkeRuntime::run() {
+    Millis now = m_clock.now();
+    for (const auto& p : m_peers) {
+        if (!p.auto_initiate) continue;
+        if (auto st = m_engine.initiate(p.name, now); !st)
+            logger()->error("initiating '{}': {}", p.name, st.error().detail());
+    }
+    std::vector<pollfd> fds;
+    for (;;) {
+        now = m_clock.now();
+        // Queued datagrams and calls from other threads.
+        std::deque<ike::Datagram> rx;
+        std::deque<PendingCall> calls;
+        {
+            std::lock_guard lock(m_mutex);
+            rx.swap(m_rx);
+            calls.swap(m_calls);
+        }
+        for (auto& d : rx) {
+            m_counters.inc(d.non_esp_marker ? "runtime.rx.ike_natt" : "runtime.rx.ike");
+            m_engine.handle_datagram(d, now);
+        }
+        for (auto& c : calls) {
+            c.fn(m_engine, now);
+            c.done->set_value();
+        }
+        if (m_stop_requested && !m_stopping) begin_shutdown(now);
+        m_engine.tick(now);
+        flush_engine(now);
+        if (m_stopping) {
+            if (m_engine.list_sas().empty()) break;
+            if (now >= m_stop_deadline) {
+                logger()->warn("shutdown: peers did not answer the deletes within {} ms; exiting anyway",
+                               m_opts.shutdown_grace_ms);
+                break;
+            }
+        }
+        Millis timeout = kMaxPollMs;
+        if (auto dl = m_engine.next_deadline()) timeout = std::clamp<Millis>(*dl - now, 0, kMaxPollMs);
+        if (m_stopping) timeout = std::min<Millis>(timeout, std::max<Millis>(0, m_stop_deadline - now));
+
+        fds.clear();
+        fds.push_back({m_wake_fd, POLLIN, 0});
+        if (m_signal_fd >= 0) fds.push_back({m_signal_fd, POLLIN, 0});
+        if (m_control_fd >= 0) fds.push_back({m_control_fd, POLLIN, 0});
+        size_t first_ike = fds.size();
+        for (const auto& s : m_ike_sockets) fds.push_back({s.fd(), POLLIN, 0});
+        size_t first_natt = fds.size();
+        std::vector<NattTransport*> polled_natt;
+        for (auto& t : m_natt)
+            if (t->poll_fd() >= 0) {
+                fds.push_back({t->poll_fd(), POLLIN, 0});
+                polled_natt.push_back(t.get());
+            }
+        int n = ::poll(fds.data(), fds.size(), static_cast<int>(timeout));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            logger()->error("poll: {}", std::strerror(errno));
+            return 1;
+        }
+        if (n == 0) continue;
+        size_t i = 0;
+        if (fds[i++].revents & POLLIN) {
+            uint64_t v;
+            [[maybe_unused]] auto r = ::read(m_wake_fd, &v, sizeof v);
+        }
+        if (m_signal_fd >= 0 && (fds[i++].revents & POLLIN)) {
+            signalfd_siginfo si;
+            if (::read(m_signal_fd, &si, sizeof si) == sizeof si) {
+                logger()->info("signal {} received", si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+                if (m_stopping) {
+                    logger()->warn("second signal: exiting without waiting for the peers");
+                    return 0;
+                }
+                m_stop_requested = true;
+            }
+        }
+        if (m_control_fd >= 0 && (fds[i++].revents & POLLIN)) accept_control();
+        for (size_t k = 0; k < m_ike_sockets.size(); ++k) {
+            if (!(fds[first_ike + k].revents & POLLIN)) continue;
+            for (int burst = 0; burst < 64; ++burst) {
+                auto r = m_ike_sockets[k].receive();
+                if (!r) {
+                    logger()->warn("IKE socket {}: {}", m_ike_sockets[k].local().to_string(), r.error().detail());
+                    break;
+                }
+                if (!r->has_value()) break;
+                auto& rx1 = **r;
+                ike::Datagram d;
+                d.local = rx1.local;
+                d.remote = rx1.remote;
+                d.data = std::move(rx1.data);
+                m_counters.inc("runtime.rx.ike");
+                m_engine.handle_datagram(d, m_clock.now());
+            }
+        }
+        for (size_t k = 0; k < polled_natt.size(); ++k)
+            if (fds[first_natt + k].revents & POLLIN) polled_natt[k]->service();
+    }
+    logger()->info("stopped");
+    return 0;
+}
+
+}  // namespace x2sec::runtime

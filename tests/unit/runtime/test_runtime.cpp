@@ -1,0 +1,528 @@
+// Runtime I/O with a scripted engine: real UDP sockets on loopback (ephemeral ports), the
+// non-ESP marker, NAT keepalives, ESP on the NAT-T port, the control socket, graceful
+// shutdown on stop() and on SIGTERM, and the debug key log files.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <csignal>
+#include <filesystem>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <cstring>
+#include <thread>
+#include <unistd.h>
+#include <x2sec/common/file.hpp>
+#include <x2sec/runtime/control.hpp>
+#include <x2sec/runtime/ike_runtime.hpp>
+#include <x2sec/runtime/keylog.hpp>
+
+using namespace x2sec;
+using namespace x2sec::runtime;
+
+namespace {
+
+// Echoes every datagram back (prefixed "re:") and keeps a scripted SA list.
+class FakeEngine final : public EngineApi {
+public:
+    std::vector<ike::Datagram> received;
+    std::vector<std::string> initiated;
+    std::vector<uint64_t> deleted, rekeyed;
+    std::vector<std::pair<uint64_t, uint32_t>> child_rekeyed, child_deleted;
+    std::vector<ike::IkeSaInfo> sas;
+    bool stubborn = false;  // deletes never complete (peer does not answer)
+    Counters ctr;
+
+    Status initiate(const std::string& peer, Millis) override {
+        if (peer == "unknown") return Error(ErrorDomain::Config, 0, "no peer named 'unknown'");
+        initiated.push_back(peer);
+        return {};
+    }
+    void handle_datagram(const ike::Datagram& d, Millis) override {
+        received.push_back(d);
+        ike::Datagram r = d;
+        r.data = to_bytes("re:");
+        r.data.insert(r.data.end(), d.data.begin(), d.data.end());
+        m_out.push_back(r);
+    }
+    void tick(Millis) override {}
+    std::optional<Millis> next_deadline() const override { return std::nullopt; }
+    std::vector<ike::Datagram> take_outgoing() override { return std::exchange(m_out, {}); }
+    std::vector<ike::Event> take_events() override { return std::exchange(m_events, {}); }
+    Status rekey_ike(uint64_t id, Millis) override {
+        rekeyed.push_back(id);
+        return {};
+    }
+    Status rekey_child(uint64_t id, uint32_t spi, Millis) override {
+        child_rekeyed.push_back({id, spi});
+        return {};
+    }
+    Status create_child(uint64_t, const std::string&, Millis) override { return {}; }
+    Status delete_child(uint64_t id, uint32_t spi, Millis) override {
+        child_deleted.push_back({id, spi});
+        return {};
+    }
+    Status delete_ike(uint64_t id, Millis) override {
+        deleted.push_back(id);
+        if (!stubborn) std::erase_if(sas, [&](const auto& s) { return s.id == id; });
+        m_events.push_back(ike::Event{ike::Event::Kind::IkeSaDown, "peer-b", id, 0, "deleted"});
+        return {};
+    }
+    std::vector<ike::IkeSaInfo> list_sas() const override { return sas; }
+    const Counters& counters() const override { return ctr; }
+    void set_key_logger(std::function<void(const ike::IkeSaKeys&)>, std::function<void(const ChildSaParams&)>) override {}
+
+private:
+    std::vector<ike::Datagram> m_out;
+    std::vector<ike::Event> m_events;
+};
+
+ike::IkeSaInfo sample_sa(uint64_t id) {
+    ike::IkeSaInfo s;
+    s.id = id;
+    s.peer = "peer-b";
+    s.state = "ESTABLISHED";
+    s.initiator = true;
+    s.spi_i = 0x1122334455667788ULL;
+    s.spi_r = 0x99aabbccddeeff00ULL;
+    s.local = {*IpAddress::parse("192.0.2.1"), 4500};
+    s.remote = {*IpAddress::parse("192.0.2.2"), 4500};
+    s.local_id = "a.example.org";
+    s.remote_id = "b.example.org";
+    s.local_auth = "ECDSA-SHA256 certificate";
+    s.remote_auth = "ECDSA-SHA256 certificate";
+    s.encr = "AES_GCM_16_128";
+    s.prf = "PRF_HMAC_SHA2_256";
+    s.dh = "ECP_256";
+    s.encap = true;
+    s.established_at = 1000;
+    ike::ChildSaInfo c;
+    c.name = "x2c";
+    c.reqid = 1;
+    c.spi_in = 0xc0ffee01;
+    c.spi_out = 0xc0ffee02;
+    c.cipher = "AES_GCM_16_128";
+    c.state = "INSTALLED";
+    c.ts_local = {TrafficSelector::from_prefix(*IpAddress::parse("198.51.100.0"), 24, 132, 36422, 36422)};
+    c.ts_remote = {TrafficSelector::from_prefix(*IpAddress::parse("203.0.113.0"), 24, 132, 36422, 36422)};
+    c.established_at = 2000;
+    s.children.push_back(c);
+    return s;
+}
+
+ike::EngineConfig loopback_config() {
+    ike::EngineConfig cfg;
+    ike::PeerConfig p;
+    p.name = "peer-b";
+    p.local_addr = IpAddress::v4(127, 0, 0, 1);
+    p.remote_addr = IpAddress::v4(127, 0, 0, 1);
+    p.local_port = 0;  // ephemeral: tests run in parallel
+    p.local_natt_port = 0;
+    cfg.peers.push_back(p);
+    return cfg;
+}
+
+std::string temp_dir(const std::string& tag) {
+    auto d = std::filesystem::temp_directory_path() / ("x2sec-rt-" + tag + "-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(d);
+    std::filesystem::create_directories(d);
+    return d.string();
+}
+
+// A client UDP socket on 127.0.0.1.
+struct Client {
+    int fd;
+    Client() {
+        fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    }
+    ~Client() { ::close(fd); }
+    uint16_t port() const {
+        sockaddr_in a{};
+        socklen_t l = sizeof a;
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &l);
+        return ntohs(a.sin_port);
+    }
+    void send_to(uint16_t port, const Bytes& b) const {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons(port);
+        ::sendto(fd, b.data(), b.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    }
+    std::optional<Bytes> recv(int timeout_ms = 2000) const {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, timeout_ms) != 1) return std::nullopt;
+        Bytes b(65536);
+        ssize_t n = ::recv(fd, b.data(), b.size(), 0);
+        if (n < 0) return std::nullopt;
+        b.resize(static_cast<size_t>(n));
+        return b;
+    }
+};
+
+struct Harness {
+    FakeEngine* engine = nullptr;
+    std::unique_ptr<IkeRuntime> rt;
+    std::thread thread;
+    int rc = -1;
+    SystemClock clock;
+
+    explicit Harness(RuntimeOptions opts = {}, std::function<void(FakeEngine&)> setup = {}) {
+        auto fe = std::make_unique<FakeEngine>();
+        engine = fe.get();
+        if (setup) setup(*fe);
+        auto r = IkeRuntime::create(loopback_config(), std::move(fe), std::move(opts), clock);
+        if (!r) throw std::runtime_error(r.error().detail());
+        rt = std::move(*r);
+        thread = std::thread([this] { rc = rt->run(); });
+    }
+    ~Harness() {
+        if (thread.joinable()) {
+            rt->stop();
+            thread.join();
+        }
+    }
+    uint16_t ike_port() const { return rt->ike_endpoints().at(0).port; }
+    uint16_t natt_port() const { return rt->natt_endpoints().at(0).port; }
+    template <typename F>
+    auto on_loop(F f) {
+        decltype(f(*engine)) out{};
+        rt->call([&](EngineApi&, Millis) { out = f(*engine); });
+        return out;
+    }
+};
+
+}  // namespace
+
+TEST(Natt, ClassifiesPayloads) {
+    EXPECT_EQ(classify_natt(hex("ff")), NattKind::Keepalive);
+    EXPECT_EQ(classify_natt(hex("00000000aabbccdd")), NattKind::Ike);
+    EXPECT_EQ(classify_natt(hex("00000000")), NattKind::Invalid);
+    EXPECT_EQ(classify_natt(hex("c0ffee0100000001")), NattKind::Esp);
+    EXPECT_EQ(classify_natt(hex("c0ffee")), NattKind::Invalid);
+    EXPECT_EQ(classify_natt({}), NattKind::Invalid);
+}
+
+TEST(UdpSocket, RoundTripV4AndV6) {
+    for (const char* addr : {"127.0.0.1", "::1"}) {
+        auto a = UdpSocket::bind({*IpAddress::parse(addr), 0});
+        if (!a && std::string(addr) == "::1") GTEST_SKIP() << "no IPv6 loopback here: " << a.error().detail();
+        ASSERT_TRUE(a.ok()) << a.error().detail();
+        auto b = UdpSocket::bind({*IpAddress::parse(addr), 0});
+        ASSERT_TRUE(b.ok());
+        EXPECT_NE(a->local().port, 0);
+        ASSERT_TRUE(a->send(a->local(), b->local(), hex("0102")).ok());
+        std::optional<UdpSocket::Received> got;
+        for (int i = 0; i < 100 && !got; ++i) {
+            auto r = b->receive();
+            ASSERT_TRUE(r.ok());
+            got = *r;
+            if (!got) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        ASSERT_TRUE(got);
+        EXPECT_EQ(got->data, hex("0102"));
+        EXPECT_EQ(got->remote, a->local());
+        EXPECT_EQ(got->local, b->local());
+    }
+}
+
+TEST(UdpSocket, WildcardLearnsLocalAddress) {
+    auto w = UdpSocket::bind({IpAddress::v4(0, 0, 0, 0), 0});
+    ASSERT_TRUE(w.ok());
+    EXPECT_TRUE(w->wildcard());
+    Client c;
+    c.send_to(w->local().port, hex("aa"));
+    std::optional<UdpSocket::Received> got;
+    for (int i = 0; i < 100 && !got; ++i) {
+        got = *w->receive();
+        if (!got) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->local.addr.to_string(), "127.0.0.1");
+    // Reply from the learned address.
+    ASSERT_TRUE(w->send(got->local, got->remote, hex("bb")).ok());
+    EXPECT_EQ(c.recv(), hex("bb"));
+}
+
+TEST(UdpSocket, BindFailureNamesTheAddress) {
+    auto a = UdpSocket::bind({*IpAddress::parse("192.0.2.123"), 0});  // not configured here
+    ASSERT_FALSE(a.ok());
+    EXPECT_NE(a.error().detail().find("192.0.2.123"), std::string::npos) << a.error().detail();
+}
+
+TEST(IkeRuntime, PlainPortDeliversAndRepliesWithoutMarker) {
+    Harness h;
+    Client c;
+    c.send_to(h.ike_port(), to_bytes("hello"));
+    auto reply = c.recv();
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(*reply, to_bytes("re:hello"));
+    auto rx = h.on_loop([](FakeEngine& e) { return e.received; });
+    ASSERT_EQ(rx.size(), 1u);
+    EXPECT_FALSE(rx[0].non_esp_marker);
+    EXPECT_EQ(rx[0].local.port, h.ike_port());
+    EXPECT_EQ(rx[0].remote.port, c.port());
+    EXPECT_EQ(rx[0].local.addr.to_string(), "127.0.0.1");
+}
+
+TEST(IkeRuntime, NattPortStripsAndAddsMarkerIgnoresKeepalivesCountsEsp) {
+    Harness h;
+    Client c;
+    c.send_to(h.natt_port(), hex("ff"));                  // NAT keepalive
+    c.send_to(h.natt_port(), hex("c0ffee010000000100"));  // ESP, no data plane here
+    c.send_to(h.natt_port(), hex("0000"));                // too short for anything
+    c.send_to(h.natt_port(), concat({hex("00000000"), as_bytes("ike")}));
+    auto reply = c.recv();
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(*reply, concat({hex("00000000"), as_bytes("re:ike")}));
+    auto rx = h.on_loop([](FakeEngine& e) { return e.received; });
+    ASSERT_EQ(rx.size(), 1u);  // only the IKE message reached the engine
+    EXPECT_TRUE(rx[0].non_esp_marker);
+    EXPECT_EQ(rx[0].data, to_bytes("ike"));
+    EXPECT_EQ(rx[0].local.port, h.natt_port());
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.natt_keepalive"), 1u);
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.esp_without_dataplane"), 1u);
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.natt_invalid"), 1u);
+    EXPECT_FALSE(c.recv(100));  // nothing answered the keepalive or the ESP packet
+}
+
+TEST(IkeRuntime, CustomNattTransportReceivesIkeSends) {
+    // The ESP data plane's hook: a transport the runtime does not poll.
+    struct Recording final : NattTransport {
+        ike::Endpoint ep;
+        std::vector<ike::Datagram>* sent;
+        std::function<void(ike::Datagram)> rx;
+        ike::Endpoint local() const override { return ep; }
+        Status send_ike(const ike::Datagram& d) override {
+            sent->push_back(d);
+            return {};
+        }
+        void set_ike_receiver(std::function<void(ike::Datagram)> r) override { rx = std::move(r); }
+    };
+    std::vector<ike::Datagram> sent;
+    Recording* transport = nullptr;
+    RuntimeOptions opts;
+    opts.natt_factory = [&](const ike::Endpoint& local, Counters*) -> Result<std::unique_ptr<NattTransport>> {
+        auto t = std::make_unique<Recording>();
+        t->ep = local;
+        t->ep.port = 4500;
+        t->sent = &sent;
+        transport = t.get();
+        return std::unique_ptr<NattTransport>(std::move(t));
+    };
+    Harness h(std::move(opts));
+    ASSERT_NE(transport, nullptr);
+    ike::Datagram d;
+    d.local = transport->ep;
+    d.remote = {IpAddress::v4(127, 0, 0, 1), 4501};
+    d.data = to_bytes("from-dataplane");
+    d.non_esp_marker = true;
+    transport->rx(d);  // as the data plane's thread would
+    for (int i = 0; i < 200; ++i) {
+        if (h.on_loop([&](FakeEngine&) { return sent.size(); }) > 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    auto out = h.on_loop([&](FakeEngine&) { return sent; });
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].data, to_bytes("re:from-dataplane"));
+    EXPECT_TRUE(out[0].non_esp_marker);
+}
+
+TEST(IkeRuntime, ControlSocketCommands) {
+    RuntimeOptions opts;
+    std::string dir = temp_dir("ctl");
+    opts.control_socket = dir + "/ctl.sock";
+    Harness h(opts, [](FakeEngine& e) { e.sas.push_back(sample_sa(7)); });
+    struct stat st{};
+    ASSERT_EQ(::stat(opts.control_socket.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0077, 0u) << "control socket must not be accessible to others";
+
+    auto r = control_request(opts.control_socket, {{"cmd", "list-sas"}});
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    const auto& sas = (*r)["sas"];
+    ASSERT_EQ(sas.size(), 1u);
+    EXPECT_EQ(sas[0]["spi_i"], "1122334455667788");
+    EXPECT_EQ(sas[0]["children"][0]["spi_in"], "c0ffee01");
+    EXPECT_EQ(sas[0]["children"][0]["ts_local"][0], "198.51.100.0/24[sctp/36422]");
+    std::string text = format_sas(sas);
+    EXPECT_NE(text.find("peer-b: #7, ESTABLISHED, IKEv2, 1122334455667788_i* 99aabbccddeeff00_r"), std::string::npos) << text;
+    EXPECT_NE(text.find("local  'a.example.org' @ 192.0.2.1[4500]"), std::string::npos) << text;
+    EXPECT_NE(text.find("AES_GCM_16_128/PRF_HMAC_SHA2_256/ECP_256"), std::string::npos) << text;
+    EXPECT_NE(text.find("x2c: #1, reqid 1, INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16_128"), std::string::npos) << text;
+    EXPECT_NE(text.find("in  c0ffee01"), std::string::npos) << text;
+
+    EXPECT_TRUE(control_request(opts.control_socket, {{"cmd", "initiate"}, {"peer", "peer-b"}}).ok());
+    auto bad = control_request(opts.control_socket, {{"cmd", "initiate"}, {"peer", "unknown"}});
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().detail().find("no peer named 'unknown'"), std::string::npos);
+    EXPECT_TRUE(control_request(opts.control_socket, {{"cmd", "rekey"}, {"peer", "peer-b"}}).ok());
+    EXPECT_TRUE(control_request(opts.control_socket, {{"cmd", "rekey"}, {"peer", "peer-b"}, {"child", "x2c"}}).ok());
+    auto nochild = control_request(opts.control_socket, {{"cmd", "rekey"}, {"peer", "peer-b"}, {"child", "x2u"}});
+    ASSERT_FALSE(nochild.ok());
+    EXPECT_NE(nochild.error().detail().find("no Child SA named 'x2u'"), std::string::npos);
+    auto nopeer = control_request(opts.control_socket, {{"cmd", "terminate"}, {"peer", "peer-z"}});
+    ASSERT_FALSE(nopeer.ok());
+    EXPECT_NE(nopeer.error().detail().find("no IKE SA with peer 'peer-z'"), std::string::npos);
+    auto unk = control_request(opts.control_socket, {{"cmd", "frobnicate"}});
+    ASSERT_FALSE(unk.ok());
+    EXPECT_NE(unk.error().detail().find("unknown command 'frobnicate'"), std::string::npos);
+    EXPECT_TRUE(control_request(opts.control_socket, {{"cmd", "terminate"}, {"ike_sa_id", 7}}).ok());
+
+    auto calls = h.on_loop([](FakeEngine& e) {
+        return std::make_tuple(e.initiated, e.rekeyed, e.child_rekeyed, e.deleted);
+    });
+    EXPECT_EQ(std::get<0>(calls), std::vector<std::string>{"peer-b"});
+    EXPECT_EQ(std::get<1>(calls), std::vector<uint64_t>{7});
+    ASSERT_EQ(std::get<2>(calls).size(), 1u);
+    EXPECT_EQ(std::get<2>(calls)[0].second, 0xc0ffee01u);
+    EXPECT_EQ(std::get<3>(calls), std::vector<uint64_t>{7});
+
+    auto ev = control_request(opts.control_socket, {{"cmd", "events"}, {"since", 0}});
+    ASSERT_TRUE(ev.ok());
+    ASSERT_EQ((*ev)["events"].size(), 1u);
+    EXPECT_EQ((*ev)["events"][0]["kind"], ike::to_string(ike::Event::Kind::IkeSaDown));
+
+    // Garbage on the control socket is answered, not fatal.
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strcpy(sa.sun_path, opts.control_socket.c_str());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    ASSERT_TRUE(write_frame(fd, "{not json").ok());
+    auto reply = read_frame(fd);
+    ::close(fd);
+    ASSERT_TRUE(reply.ok());
+    EXPECT_NE(reply->find("request is not JSON"), std::string::npos);
+    EXPECT_TRUE(control_request(opts.control_socket, {{"cmd", "list-sas"}}).ok());
+    std::filesystem::remove_all(dir);
+}
+
+TEST(IkeRuntime, StopDeletesEverySaThenReturns) {
+    Harness h({}, [](FakeEngine& e) {
+        e.sas.push_back(sample_sa(1));
+        e.sas.push_back(sample_sa(2));
+    });
+    h.rt->stop();
+    h.thread.join();
+    EXPECT_EQ(h.rc, 0);
+    EXPECT_EQ(h.engine->deleted, (std::vector<uint64_t>{1, 2}));
+    EXPECT_TRUE(h.engine->sas.empty());
+}
+
+TEST(IkeRuntime, StopGivesUpAfterTheGracePeriod) {
+    RuntimeOptions opts;
+    opts.shutdown_grace_ms = 200;
+    Harness h(opts, [](FakeEngine& e) {
+        e.stubborn = true;
+        e.sas.push_back(sample_sa(1));
+    });
+    auto t0 = std::chrono::steady_clock::now();
+    h.rt->stop();
+    h.thread.join();
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(h.rc, 0);
+    EXPECT_EQ(h.engine->deleted, std::vector<uint64_t>{1});
+    EXPECT_GE(ms, 150);  // it did wait for the peer
+}
+
+TEST(IkeRuntime, SigtermTriggersGracefulShutdown) {
+    auto fe = std::make_unique<FakeEngine>();
+    FakeEngine* engine = fe.get();
+    fe->sas.push_back(sample_sa(3));
+    SystemClock clock;
+    int rc = -1;
+    std::vector<uint64_t> deleted;
+    std::atomic<bool> ready{false};
+    std::thread t([&] {
+        RuntimeOptions opts;
+        opts.handle_signals = true;  // blocks SIGINT/SIGTERM in this thread, reads them via signalfd
+        auto r = IkeRuntime::create(loopback_config(), std::move(fe), opts, clock);
+        ASSERT_TRUE(r.ok());
+        ready = true;
+        rc = (*r)->run();
+        deleted = engine->deleted;  // the engine dies with the runtime
+    });
+    while (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_EQ(pthread_kill(t.native_handle(), SIGTERM), 0);
+    t.join();
+    EXPECT_EQ(rc, 0);
+    EXPECT_EQ(deleted, std::vector<uint64_t>{3});
+}
+
+TEST(IkeRuntime, SecondDaemonOnTheSameControlSocketIsRefused) {
+    RuntimeOptions opts;
+    std::string dir = temp_dir("dup");
+    opts.control_socket = dir + "/ctl.sock";
+    Harness h(opts);
+    SystemClock clock;
+    auto second = IkeRuntime::create(loopback_config(), std::make_unique<FakeEngine>(), opts, clock);
+    ASSERT_FALSE(second.ok());
+    EXPECT_NE(second.error().detail().find("another daemon is listening"), std::string::npos);
+    std::filesystem::remove_all(dir);
+}
+
+TEST(KeyLog, WiresharkUatLines) {
+    ike::IkeSaKeys k;
+    k.spi_i = 0x0102030405060708ULL;
+    k.spi_r = 0xa1a2a3a4a5a6a7a8ULL;
+    k.sk_ei = SecureBytes(BytesView(hex("00112233")));
+    k.sk_er = SecureBytes(BytesView(hex("44556677")));
+    k.encr_name = "AES-GCM-128 with 16 octet ICV [RFC5282]";
+    EXPECT_EQ(ikev2_uat_line(k),
+              "\"0102030405060708\",\"a1a2a3a4a5a6a7a8\",\"00112233\",\"44556677\","
+              "\"AES-GCM-128 with 16 octet ICV [RFC5282]\",\"\",\"\",\"NONE [RFC4306]\"");
+    ChildSaParams p;
+    p.spi_in = 0xc0ffee01;
+    p.spi_out = 0xc0ffee02;
+    p.cipher = EspCipher::AesCbc128_HmacSha256_128;
+    p.local_addr = *IpAddress::parse("192.0.2.1");
+    p.remote_addr = *IpAddress::parse("192.0.2.2");
+    p.keys_in.enc_key = SecureBytes(BytesView(hex("aa")));
+    p.keys_in.integ_key = SecureBytes(BytesView(hex("bb")));
+    p.keys_out.enc_key = SecureBytes(BytesView(hex("cc")));
+    p.keys_out.integ_key = SecureBytes(BytesView(hex("dd")));
+    auto lines = esp_uat_lines(p);
+    ASSERT_EQ(lines.size(), 2u);
+    EXPECT_EQ(lines[0], "\"IPv4\",\"192.0.2.2\",\"192.0.2.1\",\"0xc0ffee01\",\"AES-CBC [RFC3602]\",\"0xaa\","
+                        "\"HMAC-SHA-256-128 [RFC4868]\",\"0xbb\"");
+    EXPECT_EQ(lines[1], "\"IPv4\",\"192.0.2.1\",\"192.0.2.2\",\"0xc0ffee02\",\"AES-CBC [RFC3602]\",\"0xcc\","
+                        "\"HMAC-SHA-256-128 [RFC4868]\",\"0xdd\"");
+    p.cipher = EspCipher::AesGcm16_256;
+    EXPECT_NE(esp_uat_lines(p)[0].find("\"AES-GCM with 16 octet ICV [RFC4106]\",\"0xaa\",\"NULL\",\"\""), std::string::npos);
+}
+
+TEST(KeyLog, FilesAreWrittenPrivatelyAndAccumulate) {
+    std::string dir = temp_dir("keys") + "/k";
+    auto w = KeyLogWriter::open(dir);
+    ASSERT_TRUE(w.ok());
+    ike::IkeSaKeys k;
+    k.spi_i = 1;
+    k.spi_r = 2;
+    ASSERT_TRUE((*w)->add_ike_sa(k).ok());
+    k.spi_i = 3;
+    ASSERT_TRUE((*w)->add_ike_sa(k).ok());
+    ChildSaParams p;
+    p.local_addr = *IpAddress::parse("2001:db8::1");
+    p.remote_addr = *IpAddress::parse("2001:db8::2");
+    ASSERT_TRUE((*w)->add_child_sa(p).ok());
+    struct stat st{};
+    ASSERT_EQ(::stat((*w)->ike_table_path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    ASSERT_EQ(::stat((*w)->esp_table_path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    auto ike = read_text_file((*w)->ike_table_path());
+    ASSERT_TRUE(ike.ok());
+    EXPECT_NE(ike->find("\"0000000000000001\",\"0000000000000002\""), std::string::npos);
+    EXPECT_NE(ike->find("\"0000000000000003\",\"0000000000000002\""), std::string::npos);
+    auto esp = read_text_file((*w)->esp_table_path());
+    ASSERT_TRUE(esp.ok());
+    EXPECT_NE(esp->find("\"IPv6\",\"2001:db8::2\",\"2001:db8::1\""), std::string::npos) << *esp;
+    std::filesystem::remove_all(std::filesystem::path(dir).parent_path());
+}

@@ -1,0 +1,354 @@
+#include <gtest/gtest.h>
+#include <openssl/x509.h>
+#include <unistd.h>
+
+#include <x2sec/common/file.hpp>
+#include <x2sec/crypto/crypto.hpp>
+#include <x2sec/test/test_pki.hpp>
+#include <x2sec/x509/x509.hpp>
+
+using namespace x2sec;
+using namespace x2sec::x509;
+using crypto::KeyType;
+using test::CertOptions;
+using test::Issued;
+
+namespace {
+
+constexpr int64_t kT0 = 1'800'000'000;  // 2027-01-15: the "now" of these tests
+constexpr int64_t kDay = 86400;
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+VerifyFailure failure_of(const Error& e) { return static_cast<VerifyFailure>(e.code()); }
+
+// Two independent roots (vendor A, operator B), an intermediate under A, leaves under both.
+struct Pki {
+    Issued root_a = test::make_root("CN=Vendor A Root,O=Vendor A", KeyType::EcP256, kT0 - 400 * kDay,
+                                    kT0 + 3650 * kDay);
+    Issued root_b = test::make_root("CN=Operator Root,O=Operator", KeyType::EcP384, kT0 - 400 * kDay,
+                                    kT0 + 3650 * kDay);
+    Issued inter_a = test::make_cert(root_a, "CN=Vendor A HeNB CA,O=Vendor A", {}, KeyType::EcP256,
+                                     kT0 - 300 * kDay, kT0 + 2000 * kDay, true);
+    Issued leaf_a = test::make_cert(inter_a, "CN=henb1.vendor-a.example,O=Vendor A",
+                                    {"DNS:HeNB1.Vendor-A.example", "IP:192.0.2.10", "IP:2001:db8::10",
+                                     "email:ops@vendor-a.example"},
+                                    KeyType::EcP256, kT0 - 10 * kDay, kT0 + 365 * kDay);
+    Issued leaf_b = test::make_cert(root_b, "CN=henb2.operator.example,O=Operator",
+                                    {"henb2.operator.example", "198.51.100.20"}, KeyType::Rsa2048,
+                                    kT0 - 10 * kDay, kT0 + 365 * kDay);
+
+    TrustStore store() const {
+        TrustStore ts;
+        ts.add_anchor(root_a.cert, "vendor-a");
+        ts.add_anchor(root_b.cert, "operator");
+        return ts;
+    }
+};
+
+const Pki& pki() {
+    static const Pki p;
+    return p;
+}
+
+}  // namespace
+
+TEST(Certificate, AccessorsReflectTheCertificate) {
+    const auto& leaf = pki().leaf_a.cert;
+    EXPECT_EQ(leaf.subject(), "O=Vendor A,CN=henb1.vendor-a.example");
+    EXPECT_EQ(leaf.issuer(), "O=Vendor A,CN=Vendor A HeNB CA");
+    EXPECT_EQ(leaf.san_dns(), std::vector<std::string>{"HeNB1.Vendor-A.example"});
+    ASSERT_EQ(leaf.san_ip().size(), 2u);
+    EXPECT_EQ(leaf.san_ip()[0].to_string(), "192.0.2.10");
+    EXPECT_EQ(leaf.san_ip()[1], *IpAddress::parse("2001:db8::10"));
+    EXPECT_EQ(leaf.san_email(), std::vector<std::string>{"ops@vendor-a.example"});
+    EXPECT_EQ(leaf.not_before(), kT0 - 10 * kDay);
+    EXPECT_EQ(leaf.not_after(), kT0 + 365 * kDay);
+    EXPECT_FALSE(leaf.is_ca());
+    EXPECT_FALSE(leaf.self_signed());
+    EXPECT_TRUE(pki().inter_a.cert.is_ca());
+    EXPECT_TRUE(pki().root_a.cert.self_signed());
+    EXPECT_EQ(leaf.subject_key_id().size(), 20u);
+    EXPECT_FALSE(leaf.serial().empty());
+    EXPECT_EQ(leaf.serial_hex(), to_hex(leaf.serial()));
+    EXPECT_EQ(EVP_PKEY_eq(leaf.public_key(), pki().leaf_a.key.public_key()), 1);
+    EXPECT_TRUE(leaf.crl_distribution_points().empty());
+}
+
+TEST(Certificate, SpkiSha1IsSha1OfI2dPubkey) {
+    for (const auto* c : {&pki().root_a.cert, &pki().root_b.cert, &pki().leaf_b.cert}) {
+        unsigned char* der = nullptr;
+        const int len = i2d_PUBKEY(X509_get0_pubkey(c->get()), &der);
+        ASSERT_GT(len, 0);
+        Bytes expect = crypto::digest(crypto::Hash::Sha1, BytesView(der, static_cast<size_t>(len)));
+        OPENSSL_free(der);
+        EXPECT_EQ(c->spki_sha1(), expect);
+        EXPECT_EQ(c->spki_sha1().size(), 20u);
+    }
+}
+
+TEST(Certificate, DerPemRoundTripAndFiles) {
+    const auto& leaf = pki().leaf_a.cert;
+    auto from_der = Certificate::from_der(leaf.der());
+    ASSERT_TRUE(from_der.ok());
+    EXPECT_EQ(from_der->der(), leaf.der());
+    auto from_pem = Certificate::from_pem(as_bytes(leaf.pem()));
+    ASSERT_TRUE(from_pem.ok());
+    EXPECT_EQ(from_pem->der(), leaf.der());
+    EXPECT_EQ(Certificate::from_der(leaf.der()).value().subject_der(), leaf.subject_der());
+
+    Bytes trailing = leaf.der();
+    trailing.push_back(0);
+    EXPECT_FALSE(Certificate::from_der(trailing).ok());
+    Bytes truncated = leaf.der();
+    truncated.resize(truncated.size() / 2);
+    auto bad = Certificate::from_der(truncated);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.error().domain(), ErrorDomain::Pki);
+    EXPECT_FALSE(Certificate::from_pem(as_bytes("no pem here")).ok());
+
+    char tmpl[] = "/tmp/x2sec-x509-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl;
+    const std::string bundle = dir + "/chain.pem";
+    ASSERT_TRUE(write_file_atomic(bundle, leaf.pem() + pki().inter_a.cert.pem()).ok());
+    auto chain = Certificate::load_pem_chain(bundle);
+    ASSERT_TRUE(chain.ok()) << chain.error().detail();
+    ASSERT_EQ(chain->size(), 2u);
+    EXPECT_EQ((*chain)[1].der(), pki().inter_a.cert.der());
+    ASSERT_TRUE(leaf.save_pem(dir + "/leaf.pem").ok());
+    EXPECT_EQ(Certificate::load_pem_chain(dir + "/leaf.pem").value().at(0).der(), leaf.der());
+    ASSERT_TRUE(write_file_atomic(dir + "/empty.pem", std::string_view("nothing")).ok());
+    EXPECT_FALSE(Certificate::load_pem_chain(dir + "/empty.pem").ok());
+    EXPECT_FALSE(Certificate::load_pem_chain(dir + "/missing.pem").ok());
+    for (const char* f : {"/chain.pem", "/leaf.pem", "/empty.pem"}) unlink((dir + f).c_str());
+    rmdir(dir.c_str());
+}
+
+TEST(TrustStore, VerifiesAgainstEitherAnchorAndNamesIt) {
+    const TrustStore ts = pki().store();
+    auto a = ts.verify(pki().leaf_a.cert, {pki().inter_a.cert}, kT0);
+    ASSERT_TRUE(a.ok()) << a.error().to_string();
+    EXPECT_EQ(a->anchor_label, "vendor-a");
+    ASSERT_EQ(a->chain.size(), 3u);
+    EXPECT_EQ(a->chain[0].der(), pki().leaf_a.cert.der());
+    EXPECT_EQ(a->chain[1].der(), pki().inter_a.cert.der());
+    EXPECT_EQ(a->anchor.der(), pki().root_a.cert.der());
+
+    auto b = ts.verify(pki().leaf_b.cert, {}, kT0);
+    ASSERT_TRUE(b.ok()) << b.error().to_string();
+    EXPECT_EQ(b->anchor_label, "operator");
+    EXPECT_EQ(b->chain.size(), 2u);
+    EXPECT_EQ(b->anchor.der(), pki().root_b.cert.der());
+}
+
+TEST(TrustStore, UntrustedCa) {
+    TrustStore only_b;
+    only_b.add_anchor(pki().root_b.cert, "operator");
+    auto r = only_b.verify(pki().leaf_a.cert, {pki().inter_a.cert}, kT0);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().domain(), ErrorDomain::Pki);
+    EXPECT_EQ(failure_of(r.error()), VerifyFailure::UntrustedCa);
+    EXPECT_TRUE(contains(r.error().detail(), "henb1.vendor-a.example")) << r.error().detail();
+    // Missing intermediate: no path even though the root is trusted (no partial chains).
+    auto missing = pki().store().verify(pki().leaf_a.cert, {}, kT0);
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(failure_of(missing.error()), VerifyFailure::UntrustedCa);
+    // An intermediate configured as the only anchor is not enough either.
+    TrustStore inter_only;
+    inter_only.add_anchor(pki().inter_a.cert, "inter");
+    auto partial = inter_only.verify(pki().leaf_a.cert, {}, kT0);
+    ASSERT_FALSE(partial.ok());
+    EXPECT_EQ(failure_of(partial.error()), VerifyFailure::UntrustedCa);
+    // Empty store.
+    auto none = TrustStore{}.verify(pki().leaf_b.cert, {}, kT0);
+    ASSERT_FALSE(none.ok());
+    EXPECT_EQ(failure_of(none.error()), VerifyFailure::UntrustedCa);
+    // A self-signed leaf.
+    CertOptions o;
+    o.subject = "CN=selfie";
+    auto self = test::make_self_signed(o);
+    auto s = pki().store().verify(self.cert, {}, kT0);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(failure_of(s.error()), VerifyFailure::UntrustedCa);
+}
+
+TEST(TrustStore, ExpiredAndNotYetValid) {
+    const TrustStore ts = pki().store();
+    auto expired = ts.verify(pki().leaf_b.cert, {}, kT0 + 366 * kDay);
+    ASSERT_FALSE(expired.ok());
+    EXPECT_EQ(failure_of(expired.error()), VerifyFailure::Expired);
+    EXPECT_TRUE(contains(expired.error().detail(), "henb2.operator.example")) << expired.error().detail();
+    auto early = ts.verify(pki().leaf_b.cert, {}, kT0 - 11 * kDay);
+    ASSERT_FALSE(early.ok());
+    EXPECT_EQ(failure_of(early.error()), VerifyFailure::NotYetValid);
+    // An expired leaf minted as such.
+    auto old = test::make_cert(pki().root_b, "CN=old.operator.example", {"old.operator.example"}, KeyType::EcP256,
+                               kT0 - 100 * kDay, kT0 - kDay);
+    auto r = ts.verify(old.cert, {}, kT0);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(failure_of(r.error()), VerifyFailure::Expired);
+    // The intermediate outside its validity: expired chain, detail names the intermediate.
+    auto r2 = ts.verify(pki().leaf_a.cert, {pki().inter_a.cert}, kT0 + 2001 * kDay);
+    ASSERT_FALSE(r2.ok());
+    EXPECT_EQ(failure_of(r2.error()), VerifyFailure::Expired);
+}
+
+TEST(TrustStore, BadSignature) {
+    // Same issuer name and key identifier as root B, but signed by another key.
+    CertOptions forged_root;
+    forged_root.subject = "CN=Operator Root,O=Operator";
+    forged_root.is_ca = true;
+    forged_root.key_type = KeyType::EcP384;
+    forged_root.not_before = kT0 - kDay;
+    forged_root.not_after = kT0 + 100 * kDay;
+    auto impostor = test::make_self_signed(forged_root);
+    CertOptions lo;
+    lo.subject = "CN=forged.operator.example";
+    lo.sans = {"forged.operator.example"};
+    lo.not_before = kT0 - kDay;
+    lo.not_after = kT0 + 100 * kDay;
+    auto forged = test::make_cert(pki().root_b.cert, impostor.key, lo);
+    auto r = pki().store().verify(forged.cert, {}, kT0);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(failure_of(r.error()), VerifyFailure::BadSignature) << r.error().detail();
+    EXPECT_TRUE(contains(r.error().detail(), "forged.operator.example"));
+}
+
+TEST(TrustStore, CrlRevocationAndAvailability) {
+    auto revoked = test::make_cert(pki().root_b, "CN=stolen.operator.example", {"stolen.operator.example"},
+                                   KeyType::EcP256, kT0 - 10 * kDay, kT0 + 100 * kDay);
+    auto crl_b = test::make_crl(pki().root_b, {revoked.cert}, kT0 - kDay, kT0 + 7 * kDay);
+    EXPECT_EQ(crl_b.issuer(), pki().root_b.cert.subject());
+    EXPECT_EQ(crl_b.next_update(), kT0 + 7 * kDay);
+    auto crl_a = test::make_crl(pki().root_a, {}, kT0 - kDay, kT0 + 7 * kDay);
+    auto crl_inter = test::make_crl(pki().inter_a, {}, kT0 - kDay, kT0 + 7 * kDay);
+
+    TrustStore ts = pki().store();
+    ts.add_crl(crl_b);
+    ts.set_crl_check(true);
+    auto r = ts.verify(revoked.cert, {}, kT0);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(failure_of(r.error()), VerifyFailure::Revoked);
+    EXPECT_TRUE(contains(r.error().detail(), "stolen.operator.example"));
+    EXPECT_TRUE(ts.verify(pki().leaf_b.cert, {}, kT0).ok());
+
+    // Vendor A chain: no CRL for the intermediate's issuer or the leaf's issuer -> unavailable.
+    auto no_crl = ts.verify(pki().leaf_a.cert, {pki().inter_a.cert}, kT0);
+    ASSERT_FALSE(no_crl.ok());
+    EXPECT_EQ(failure_of(no_crl.error()), VerifyFailure::CrlUnavailable);
+    ts.add_crl(crl_a);
+    ts.add_crl(crl_inter);
+    EXPECT_TRUE(ts.verify(pki().leaf_a.cert, {pki().inter_a.cert}, kT0).ok());
+
+    // A CRL past its nextUpdate does not count.
+    auto stale = ts.verify(pki().leaf_b.cert, {}, kT0 + 8 * kDay);
+    ASSERT_FALSE(stale.ok());
+    EXPECT_EQ(failure_of(stale.error()), VerifyFailure::CrlUnavailable);
+
+    // Without CRL checking the revoked certificate passes (CRLs are not consulted).
+    TrustStore lax = pki().store();
+    lax.add_crl(crl_b);
+    EXPECT_TRUE(lax.verify(revoked.cert, {}, kT0).ok());
+}
+
+TEST(TrustStore, CrlFilesRoundTrip) {
+    auto crl = test::make_crl(pki().root_b, {pki().leaf_b.cert}, kT0 - kDay, kT0 + kDay);
+    char tmpl[] = "/tmp/x2sec-crl-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl;
+    ASSERT_TRUE(write_file_atomic(dir + "/c.pem", crl.pem()).ok());
+    ASSERT_TRUE(write_file_atomic(dir + "/c.der", BytesView(crl.der())).ok());
+    auto p = Crl::load(dir + "/c.pem");
+    auto d = Crl::load(dir + "/c.der");
+    ASSERT_TRUE(p.ok()) << p.error().detail();
+    ASSERT_TRUE(d.ok()) << d.error().detail();
+    EXPECT_EQ(p->der(), crl.der());
+    EXPECT_EQ(d->der(), crl.der());
+    ASSERT_TRUE(write_file_atomic(dir + "/bad.der", std::string_view("\x30\x03\x02\x01")).ok());
+    EXPECT_FALSE(Crl::load(dir + "/bad.der").ok());
+    for (const char* f : {"/c.pem", "/c.der", "/bad.der"}) unlink((dir + f).c_str());
+    rmdir(dir.c_str());
+}
+
+TEST(TrustStore, LeafKeyUsageMustAllowDigitalSignature) {
+    CertOptions o;
+    o.subject = "CN=enc-only.operator.example";
+    o.sans = {"enc-only.operator.example"};
+    o.key_usage = "critical,keyEncipherment";
+    o.not_before = kT0 - kDay;
+    o.not_after = kT0 + 100 * kDay;
+    auto enc_only = test::make_cert(pki().root_b, o);
+    auto r = pki().store().verify(enc_only.cert, {}, kT0);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(failure_of(r.error()), VerifyFailure::BadUsage);
+    EXPECT_TRUE(contains(r.error().detail(), "digitalSignature"));
+    // No keyUsage extension at all: acceptable.
+    o.subject = "CN=no-ku.operator.example";
+    o.key_usage = "none";
+    auto no_ku = test::make_cert(pki().root_b, o);
+    EXPECT_TRUE(pki().store().verify(no_ku.cert, {}, kT0).ok());
+}
+
+TEST(TrustStore, AnchorHashesForCertreq) {
+    const TrustStore ts = pki().store();
+    auto hashes = ts.anchor_spki_sha1s();
+    ASSERT_EQ(hashes.size(), 2u);
+    EXPECT_EQ(hashes[0], pki().root_a.cert.spki_sha1());
+    auto found = ts.anchor_by_spki_sha1(pki().root_b.cert.spki_sha1());
+    ASSERT_TRUE(found.has_value());
+    EXPECT_EQ(found->der(), pki().root_b.cert.der());
+    EXPECT_FALSE(ts.anchor_by_spki_sha1(pki().leaf_b.cert.spki_sha1()).has_value());
+    EXPECT_FALSE(ts.empty());
+    EXPECT_EQ(ts.anchors().size(), 2u);
+    EXPECT_TRUE(TrustStore{}.empty());
+}
+
+TEST(Identity, FqdnIsCaseInsensitive) {
+    const auto& leaf = pki().leaf_a.cert;
+    EXPECT_TRUE(match_identity(leaf, IdType::Fqdn, as_bytes("henb1.vendor-a.example")).ok());
+    EXPECT_TRUE(match_identity(leaf, IdType::Fqdn, as_bytes("HENB1.VENDOR-A.EXAMPLE")).ok());
+    auto r = match_identity(leaf, IdType::Fqdn, as_bytes("henb9.vendor-a.example"));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().domain(), ErrorDomain::Pki);
+    EXPECT_EQ(failure_of(r.error()), VerifyFailure::IdMismatch);
+    EXPECT_TRUE(contains(r.error().detail(), "henb9.vendor-a.example"));
+    EXPECT_TRUE(contains(r.error().detail(), "DNS:HeNB1.Vendor-A.example"));
+    // The subject CN is not a SAN: not accepted as an FQDN.
+    EXPECT_FALSE(match_identity(pki().inter_a.cert, IdType::Fqdn, as_bytes("Vendor A HeNB CA")).ok());
+    EXPECT_FALSE(match_identity(leaf, IdType::Fqdn, {}).ok());
+}
+
+TEST(Identity, Ipv4AndIpv6) {
+    const auto& leaf = pki().leaf_a.cert;
+    EXPECT_TRUE(match_identity(leaf, IdType::Ipv4Addr, hex("c000020a")).ok());
+    EXPECT_TRUE(match_identity(leaf, IdType::Ipv6Addr, IpAddress::parse("2001:db8::10")->view()).ok());
+    auto v4 = match_identity(leaf, IdType::Ipv4Addr, hex("c000020b"));
+    ASSERT_FALSE(v4.ok());
+    EXPECT_EQ(failure_of(v4.error()), VerifyFailure::IdMismatch);
+    EXPECT_TRUE(contains(v4.error().detail(), "192.0.2.11")) << v4.error().detail();
+    EXPECT_FALSE(match_identity(leaf, IdType::Ipv6Addr, IpAddress::parse("2001:db8::11")->view()).ok());
+    EXPECT_FALSE(match_identity(leaf, IdType::Ipv4Addr, hex("c00002")).ok());       // wrong length
+    EXPECT_FALSE(match_identity(leaf, IdType::Ipv6Addr, hex("c000020a")).ok());     // v4 bytes as v6
+    EXPECT_TRUE(match_identity(pki().leaf_b.cert, IdType::Ipv4Addr, hex("c6336414")).ok());
+}
+
+TEST(Identity, DerDnAndEmail) {
+    const auto& leaf = pki().leaf_a.cert;
+    EXPECT_TRUE(match_identity(leaf, IdType::DerAsn1Dn, leaf.subject_der()).ok());
+    EXPECT_TRUE(match_identity(leaf, IdType::DerAsn1Dn, test::name_der("CN=henb1.vendor-a.example,O=Vendor A")).ok());
+    auto r = match_identity(leaf, IdType::DerAsn1Dn, test::name_der("CN=henb2.vendor-a.example,O=Vendor A"));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(failure_of(r.error()), VerifyFailure::IdMismatch);
+    EXPECT_TRUE(contains(r.error().detail(), "henb2.vendor-a.example")) << r.error().detail();
+    EXPECT_FALSE(match_identity(leaf, IdType::DerAsn1Dn, hex("3003")).ok());
+    EXPECT_TRUE(match_identity(leaf, IdType::Rfc822Addr, as_bytes("ops@vendor-a.example")).ok());
+    EXPECT_FALSE(match_identity(leaf, IdType::Rfc822Addr, as_bytes("root@vendor-a.example")).ok());
+    EXPECT_FALSE(match_identity(leaf, IdType::KeyId, as_bytes("abc")).ok());
+}
+
+TEST(VerifyFailure, Names) {
+    EXPECT_STREQ(to_string(VerifyFailure::UntrustedCa), "untrusted CA");
+    EXPECT_STREQ(to_string(VerifyFailure::IdMismatch), "ID/SAN mismatch");
+    EXPECT_STREQ(to_string(VerifyFailure::Revoked), "revoked");
+}
