@@ -274,9 +274,13 @@ Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
     if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1) return dh_error(g, "derive init");
     if (g == DhGroup::Modp2048 && EVP_PKEY_CTX_set_dh_pad(ctx.get(), 1) != 1)
         return dh_error(g, "setting padding");
-    // validate = 1: OpenSSL's public-key check on top of ours (MODP: y^q = 1 mod p; ECP: on
-    // the curve and not at infinity).
-    if (EVP_PKEY_derive_set_peer_ex(ctx.get(), peer_key.get(), 1) != 1)
+    // MODP: OpenSSL's full public-key check on top of our range check (y^q = 1 mod p, so y
+    // is in the prime-order subgroup).  ECP: decoding x||y into a key already rejected points
+    // off the curve, and P-256/P-384 have cofactor 1, so OpenSSL's extra order check (a second
+    // scalar multiplication) adds nothing.  X25519: nothing to check besides the all-zero
+    // result below.
+    const int validate = g == DhGroup::Modp2048 ? 1 : 0;
+    if (EVP_PKEY_derive_set_peer_ex(ctx.get(), peer_key.get(), validate) != 1)
         return dh_invalid(g, "public key check failed");
     size_t len = 0;
     if (EVP_PKEY_derive(ctx.get(), nullptr, &len) != 1) return dh_error(g, "derive (length)");

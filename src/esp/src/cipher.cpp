@@ -72,6 +72,9 @@ Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const Direc
     if (!ok) return crypto_error("initialising the ESP cipher");
     (void)key_len;
     if (s->m_aead) {
+        s->m_tag_param = new OSSL_PARAM[2];
+        s->m_tag_param[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, s->m_tag, 16);
+        s->m_tag_param[1] = OSSL_PARAM_construct_end();
         std::memcpy(s->m_salt, keys.enc_key.data() + keys.enc_key.size() - 4, 4);
     } else {
         EVP_CIPHER_CTX_set_padding(s->m_ctx, 0);
@@ -93,6 +96,7 @@ Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const Direc
 SaCipher::~SaCipher() {
     EVP_CIPHER_CTX_free(m_ctx);  // cleanses the key schedule
     EVP_MAC_CTX_free(m_mac);
+    delete[] m_tag_param;
     secure_zero(m_salt, sizeof(m_salt));
 }
 
@@ -106,7 +110,9 @@ bool SaCipher::gcm_seal(const uint8_t* aad, size_t aad_len, const uint8_t* iv, u
     if (EVP_CipherUpdate(m_ctx, nullptr, &outl, aad, static_cast<int>(aad_len)) != 1) return false;
     if (len && EVP_CipherUpdate(m_ctx, data, &outl, data, static_cast<int>(len)) != 1) return false;
     if (EVP_CipherFinal_ex(m_ctx, data + len, &outl) != 1) return false;
-    return EVP_CIPHER_CTX_ctrl(m_ctx, EVP_CTRL_AEAD_GET_TAG, 16, icv) == 1;
+    if (EVP_CIPHER_CTX_get_params(m_ctx, m_tag_param) != 1) return false;
+    std::memcpy(icv, m_tag, 16);
+    return true;
 }
 
 bool SaCipher::gcm_open(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data,
@@ -116,8 +122,8 @@ bool SaCipher::gcm_open(const uint8_t* aad, size_t aad_len, const uint8_t* iv, u
     std::memcpy(nonce + 4, iv, 8);
     int outl = 0;
     if (EVP_CipherInit_ex(m_ctx, nullptr, nullptr, nullptr, nonce, -1) != 1) return false;
-    if (EVP_CIPHER_CTX_ctrl(m_ctx, EVP_CTRL_AEAD_SET_TAG, 16, const_cast<uint8_t*>(icv)) != 1)
-        return false;
+    std::memcpy(m_tag, icv, 16);
+    if (EVP_CIPHER_CTX_set_params(m_ctx, m_tag_param) != 1) return false;
     if (EVP_CipherUpdate(m_ctx, nullptr, &outl, aad, static_cast<int>(aad_len)) != 1) return false;
     if (len && EVP_CipherUpdate(m_ctx, data, &outl, data, static_cast<int>(len)) != 1) return false;
     return EVP_CipherFinal_ex(m_ctx, data + len, &outl) == 1;

@@ -396,6 +396,8 @@ std::vector<ChildSaStatus> DataPlane::status() const {
         s.replay_top = c->in.replay.top();
         s.soft_fired = c->soft_fired;
         s.hard_expired = c->hard_pending;
+        s.remote_addr = c->out.remote_addr;
+        s.remote_port = c->out.remote_port;
         out.push_back(s);
     }
     std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.spi_in < b.spi_in; });

@@ -70,6 +70,8 @@ struct ChildSaStatus {
     uint64_t in_bytes = 0, in_packets = 0, out_bytes = 0, out_packets = 0;
     uint64_t out_seq = 0, replay_top = 0;
     bool soft_fired = false, hard_expired = false;
+    IpAddress remote_addr;
+    uint16_t remote_port = 0;
 };
 
 class DataPlane final : public ChildSaBackend {

@@ -1,0 +1,175 @@
+#!/bin/bash
+# TCP throughput through an ESP tunnel between two network namespaces: x2sec (user-space ESP
+# on TUN devices, static keys) beside strongSwan charon with kernel-libipsec (user-space ESP on
+# its ipsec0 TUN device, IKEv2 PSK), same topology, same run, same iperf3 flags.
+#
+#   usage: sudo bench/esp/tunnel_throughput.sh [seconds=10] [path/to/x2sec] [cipher=aes128gcm]
+#
+# Topology: x2sbA veth 192.0.2.1/24 <-> x2sbB veth 192.0.2.2/24; inner 198.51.100.1 (A) and
+# 203.0.113.1 (B); Child SA 198.51.100.0/24 === 203.0.113.0/24, AES-GCM-16 in UDP 4500.
+# Prints Gbit/s (iperf3 receiver) and ESP packets/s (data direction) for both.
+set -euo pipefail
+T=${1:-10}
+X2SEC=$(readlink -f "${2:-build/apps/x2sec}")
+CIPHER=${3:-aes128gcm}
+NA=x2sbA NB=x2sbB
+DIR=$(mktemp -d /tmp/x2sec-bench.XXXXXX)
+PIDS=()
+log() { echo "[$(date +%T)] $*" >&2; }
+
+stop_pid() {  # stop one process we started (by pid), wait for it
+  local p=$1
+  kill -TERM "$p" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+cleanup() {
+  for p in "${PIDS[@]}"; do stop_pid "$p"; done
+  PIDS=()
+  for n in A B; do
+    [ -f $DIR/$n/run/charon.pid ] && stop_pid "$(cat $DIR/$n/run/charon.pid)" || true
+  done
+  ip netns del $NA 2>/dev/null || true
+  ip netns del $NB 2>/dev/null || true
+}
+trap 'cleanup; rm -rf $DIR' EXIT
+
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, TUN)" >&2; exit 2; }
+command -v iperf3 >/dev/null || { echo "needs iperf3 (apt-get install iperf3)" >&2; exit 2; }
+[ -x "$X2SEC" ] || { echo "x2sec binary not found: $X2SEC" >&2; exit 2; }
+
+topology() {
+  cleanup
+  ip netns add $NA; ip netns add $NB
+  ip link add x2sbva netns $NA type veth peer name x2sbvb netns $NB
+  ip -n $NA addr add 192.0.2.1/24 dev x2sbva
+  ip -n $NB addr add 192.0.2.2/24 dev x2sbvb
+  for x in "$NA x2sbva" "$NB x2sbvb"; do set -- $x; ip -n $1 link set lo up; ip -n $1 link set $2 up; done
+}
+
+iperf() {  # prints receiver Gbit/s
+  ip netns exec $NB iperf3 -s -1 -B 203.0.113.1 >$DIR/iperf-s.log 2>&1 &
+  local sp=$!
+  sleep 0.5
+  ip netns exec $NA iperf3 -c 203.0.113.1 -B 198.51.100.1 -t "$T" -f g >$DIR/iperf-c.log 2>&1 || true
+  wait $sp 2>/dev/null || true
+  awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") print $(i-1)}' $DIR/iperf-c.log | tail -1
+}
+
+# ------------------------------------------------------------------ x2sec
+topology
+KA=000102030405060708090a0b0c0d0e0f10111213; KB=a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3
+if [ "$CIPHER" = aes256gcm ]; then KA=${KA}${KA:0:32}; KB=${KB}${KB:0:32}; fi
+ip netns exec $NA "$X2SEC" --log-level warn esp --tun x2s0 --tun-addr 198.51.100.1/24 --local 192.0.2.1 --remote 192.0.2.2 \
+  --spi-in 1001 --spi-out 2002 --cipher $CIPHER --key-in $KB --key-out $KA \
+  --local-ts 198.51.100.0/24 --remote-ts 203.0.113.0/24 --route 203.0.113.0/24 >$DIR/x2sec-a.out 2>$DIR/x2sec-a.err &
+PA=$!; PIDS+=($PA)
+ip netns exec $NB "$X2SEC" --log-level warn esp --tun x2s0 --tun-addr 203.0.113.1/24 --local 192.0.2.2 --remote 192.0.2.1 \
+  --spi-in 2002 --spi-out 1001 --cipher $CIPHER --key-in $KA --key-out $KB \
+  --local-ts 203.0.113.0/24 --remote-ts 198.51.100.0/24 --route 198.51.100.0/24 >$DIR/x2sec-b.out 2>$DIR/x2sec-b.err &
+PB=$!; PIDS+=($PB)
+for _ in $(seq 50); do grep -q ready $DIR/x2sec-a.out 2>/dev/null && grep -q ready $DIR/x2sec-b.out 2>/dev/null && break; sleep 0.1; done
+ip netns exec $NA ping -c1 -W2 203.0.113.1 >/dev/null || { echo "x2sec tunnel not up" >&2; cat $DIR/x2sec-*.err >&2; exit 1; }
+log "x2sec tunnel up; iperf3 -t $T"
+X_G=$(iperf)
+stop_pid $PA; stop_pid $PB; PIDS=()
+X_PKTS=$(grep -o '"esp.rx.packets":[0-9]*' $DIR/x2sec-b.err | tail -1 | cut -d: -f2)
+X_DROPS=$(grep -o '"esp.drop.[a-z_]*":[1-9][0-9]*' $DIR/x2sec-b.err | tr '\n' ' ' || true)
+
+# ------------------------------------------------------------------ charon (kernel-libipsec)
+C_G=n/a; C_PKTS=0
+if [ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null && [ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]; then
+  topology
+  ip -n $NA addr add 198.51.100.1/32 dev lo
+  ip -n $NB addr add 203.0.113.1/32 dev lo
+  ESP=aes128gcm16; [ "$CIPHER" = aes256gcm ] && ESP=aes256gcm16
+  for n in A B; do
+    d=$DIR/$n; mkdir -p $d/run $d/swanctl
+    if [ $n = A ]; then L=192.0.2.1 R=192.0.2.2 LT=198.51.100.0/24 RT=203.0.113.0/24 LI=a.example.org RI=b.example.org
+    else L=192.0.2.2 R=192.0.2.1 LT=203.0.113.0/24 RT=198.51.100.0/24 LI=b.example.org RI=a.example.org; fi
+    cat > $d/strongswan.conf <<CONF
+charon {
+  load = random nonce openssl kdf pem pkcs1 pkcs8 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
+  install_virtual_ip = no
+  plugins {
+    vici {
+      socket = unix:///run/charon.vici
+    }
+  }
+  filelog {
+    log {
+      path = $d/charon.log
+      default = 1
+    }
+  }
+  syslog {
+    daemon {
+      default = -1
+    }
+  }
+}
+CONF
+    cat > $d/swanctl/swanctl.conf <<CONF
+connections {
+  bench {
+    version = 2
+    local_addrs = $L
+    remote_addrs = $R
+    encap = yes
+    proposals = aes128gcm16-prfsha256-ecp256
+    local {
+      auth = psk
+      id = $LI
+    }
+    remote {
+      auth = psk
+      id = $RI
+    }
+    children {
+      net {
+        mode = tunnel
+        local_ts = $LT
+        remote_ts = $RT
+        esp_proposals = $ESP
+      }
+    }
+  }
+}
+secrets {
+  ike-bench {
+    id-a = a.example.org
+    id-b = b.example.org
+    secret = x2sec-benchmark-only-psk
+  }
+}
+CONF
+    STRONGSWAN_CONF=$d/strongswan.conf ip netns exec x2sb$n sh -c "mount --bind $d/run /run && exec /usr/lib/ipsec/charon" >$d/charon.out 2>&1 </dev/null &
+    PIDS+=($!)
+  done
+  for n in A B; do for _ in $(seq 100); do [ -S $DIR/$n/run/charon.vici ] && break; sleep 0.05; done; done
+  sw() { local n=$1; shift; STRONGSWAN_CONF=$DIR/$n/strongswan.conf swanctl "$@" --uri unix://$DIR/$n/run/charon.vici; }
+  for n in A B; do sw $n --load-all --file $DIR/$n/swanctl/swanctl.conf >/dev/null 2>&1; done
+  if sw A --initiate --child net --timeout 20 >$DIR/initiate.log 2>&1; then
+    sleep 0.3
+    ip netns exec $NA ping -c1 -W2 -I 198.51.100.1 203.0.113.1 >/dev/null || log "charon tunnel: ping failed"
+    log "charon tunnel up; iperf3 -t $T"
+    C_G=$(iperf)
+    C_PKTS=$(sw B --list-sas 2>/dev/null | awk '/ in  / {for (i = 1; i <= NF; i++) if ($i ~ /^packets/) print $(i-1)}' | head -1)
+  else
+    log "charon: initiate failed ($(tail -2 $DIR/initiate.log | tr '\n' ' '))"
+  fi
+  cleanup
+else
+  log "strongSwan charon with kernel-libipsec not installed: reference skipped"
+fi
+
+pps() { awk -v p="${1:-0}" -v t="$T" 'BEGIN { printf "%.0f", p / t }'; }
+printf "\nTCP through the tunnel, iperf3 %s s, one stream, %s, 2 namespaces on this host (%s CPUs)\n" "$T" "$CIPHER" "$(nproc)"
+printf "  %-34s %8s Gbit/s  %9s ESP pkt/s\n" "x2sec esp (TUN, recvmmsg/sendmmsg)" "${X_G:-n/a}" "$(pps "$X_PKTS")"
+printf "  %-34s %8s Gbit/s  %9s ESP pkt/s\n" "strongSwan charon kernel-libipsec" "${C_G:-n/a}" "$(pps "$C_PKTS")"
+if [ -n "${X_G:-}" ] && [ "$C_G" != n/a ] && [ -n "$C_G" ]; then
+  awk -v x="$X_G" -v c="$C_G" 'BEGIN { if (c > 0) printf "  ratio x2sec/charon: %.1fx (goal >= 5x)\n", x / c }'
+fi
+[ -n "$X_DROPS" ] && echo "  x2sec receiver drops: $X_DROPS"
+exit 0

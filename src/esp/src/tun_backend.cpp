@@ -1,0 +1,372 @@
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <x2sec/common/log.hpp>
+#include <x2sec/esp/tun_backend.hpp>
+
+namespace x2sec::esp {
+namespace {
+
+Error io_error(const std::string& what) {
+    return Error(ErrorDomain::Io, errno, what + ": " + std::strerror(errno));
+}
+
+Millis steady_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+socklen_t to_sockaddr(const IpAddress& a, uint16_t port, sockaddr_storage& ss) {
+    std::memset(&ss, 0, sizeof(ss));
+    if (a.v6) {
+        sockaddr_in6 s6{};
+        s6.sin6_family = AF_INET6;
+        s6.sin6_port = htons(port);
+        std::memcpy(&s6.sin6_addr, a.bytes.data(), 16);
+        std::memcpy(&ss, &s6, sizeof(s6));
+        return sizeof(s6);
+    }
+    sockaddr_in s4{};
+    s4.sin_family = AF_INET;
+    s4.sin_port = htons(port);
+    std::memcpy(&s4.sin_addr, a.bytes.data(), 4);
+    std::memcpy(&ss, &s4, sizeof(s4));
+    return sizeof(s4);
+}
+
+void from_sockaddr(const sockaddr_storage& ss, IpAddress& a, uint16_t& port) {
+    a = IpAddress{};
+    if (ss.ss_family == AF_INET6) {
+        sockaddr_in6 s6;
+        std::memcpy(&s6, &ss, sizeof(s6));
+        a.v6 = true;
+        std::memcpy(a.bytes.data(), &s6.sin6_addr, 16);
+        port = ntohs(s6.sin6_port);
+    } else {
+        sockaddr_in s4;
+        std::memcpy(&s4, &ss, sizeof(s4));
+        std::memcpy(a.bytes.data(), &s4.sin_addr, 4);
+        port = ntohs(s4.sin_port);
+    }
+}
+
+constexpr size_t kBufSize = 65536 + 128;
+constexpr size_t kRxOff = 64;  // room to rebuild an IP header in transport mode
+
+int ifreq_socket() { return ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); }
+
+}  // namespace
+
+// ---------------------------------------------------------------- TunDevice
+
+Result<TunDevice> TunDevice::open(const std::string& name) {
+    if (name.size() >= IFNAMSIZ) return Error(ErrorDomain::Config, 0, "TUN name too long: " + name);
+    int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return io_error("opening /dev/net/tun");
+    ifreq ifr{};
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    std::memcpy(ifr.ifr_name, name.data(), name.size());
+    if (::ioctl(fd, TUNSETIFF, &ifr) < 0) {
+        Error e = io_error("TUNSETIFF " + name);
+        ::close(fd);
+        return e;
+    }
+    TunDevice t;
+    t.m_fd = fd;
+    t.m_name = ifr.ifr_name;
+    return t;
+}
+
+TunDevice& TunDevice::operator=(TunDevice&& o) noexcept {
+    if (this != &o) {
+        if (m_fd >= 0) ::close(m_fd);
+        m_fd = o.m_fd;
+        m_name = std::move(o.m_name);
+        o.m_fd = -1;
+    }
+    return *this;
+}
+
+TunDevice::~TunDevice() {
+    if (m_fd >= 0) ::close(m_fd);
+}
+
+Status TunDevice::set_mtu(int mtu) {
+    int s = ifreq_socket();
+    if (s < 0) return io_error("socket");
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, m_name.c_str(), IFNAMSIZ - 1);
+    ifr.ifr_mtu = mtu;
+    int rc = ::ioctl(s, SIOCSIFMTU, &ifr);
+    Status st = rc < 0 ? Status(io_error("SIOCSIFMTU " + m_name)) : Status();
+    ::close(s);
+    return st;
+}
+
+Status TunDevice::set_up() {
+    int s = ifreq_socket();
+    if (s < 0) return io_error("socket");
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, m_name.c_str(), IFNAMSIZ - 1);
+    Status st;
+    if (::ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
+        st = io_error("SIOCGIFFLAGS " + m_name);
+    } else {
+        ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+        if (::ioctl(s, SIOCSIFFLAGS, &ifr) < 0) st = io_error("SIOCSIFFLAGS " + m_name);
+    }
+    ::close(s);
+    return st;
+}
+
+Status TunDevice::add_ipv4(const IpAddress& addr, unsigned prefix_len) {
+    if (addr.v6 || prefix_len > 32) return Error(ErrorDomain::Config, 0, "add_ipv4 needs an IPv4 address");
+    int s = ifreq_socket();
+    if (s < 0) return io_error("socket");
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, m_name.c_str(), IFNAMSIZ - 1);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    std::memcpy(&sin.sin_addr, addr.bytes.data(), 4);
+    std::memcpy(&ifr.ifr_addr, &sin, sizeof(sin));
+    Status st;
+    if (::ioctl(s, SIOCSIFADDR, &ifr) < 0) st = io_error("SIOCSIFADDR " + m_name);
+    if (st.ok()) {
+        uint32_t mask = prefix_len ? htonl(~uint32_t(0) << (32 - prefix_len)) : 0;
+        std::memcpy(&sin.sin_addr, &mask, 4);
+        std::memcpy(&ifr.ifr_netmask, &sin, sizeof(sin));
+        if (::ioctl(s, SIOCSIFNETMASK, &ifr) < 0) st = io_error("SIOCSIFNETMASK " + m_name);
+    }
+    ::close(s);
+    return st;
+}
+
+// ---------------------------------------------------------------- TunBackend
+
+TunBackend::TunBackend(DataPlane& dp, TunDevice tun, TunBackendOptions options)
+    : m_dp(dp), m_tun(std::move(tun)), m_opts(std::move(options)) {}
+
+Result<std::unique_ptr<TunBackend>> TunBackend::create(DataPlane& dp, TunDevice tun,
+                                                       TunBackendOptions options) {
+    if (options.batch == 0 || options.batch > 1024) options.batch = 32;
+    std::unique_ptr<TunBackend> b(new TunBackend(dp, std::move(tun), std::move(options)));
+    const IpAddress& a = b->m_opts.bind_addr;
+    b->m_udp = ::socket(a.v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (b->m_udp < 0) return io_error("UDP socket");
+    int one = 1;
+    ::setsockopt(b->m_udp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (a.v6) ::setsockopt(b->m_udp, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    int sz = b->m_opts.socket_buffer;
+    ::setsockopt(b->m_udp, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    ::setsockopt(b->m_udp, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    sockaddr_storage ss;
+    socklen_t len = to_sockaddr(a, b->m_opts.port, ss);
+    if (::bind(b->m_udp, reinterpret_cast<sockaddr*>(&ss), len) < 0)
+        return io_error("binding UDP " + a.to_string() + ":" + std::to_string(b->m_opts.port));
+    socklen_t sl = sizeof(ss);
+    ::getsockname(b->m_udp, reinterpret_cast<sockaddr*>(&ss), &sl);
+    IpAddress bound;
+    from_sockaddr(ss, bound, b->m_port);
+    b->m_stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (b->m_stop_fd < 0) return io_error("eventfd");
+    return b;
+}
+
+TunBackend::~TunBackend() {
+    stop();
+    if (m_udp >= 0) ::close(m_udp);
+    if (m_stop_fd >= 0) ::close(m_stop_fd);
+}
+
+Status TunBackend::start() {
+    if (m_running.exchange(true)) return {};
+    m_tx = std::thread([this] { tx_loop(); });
+    m_rx = std::thread([this] { rx_loop(); });
+    log::get("esp")->info("TUN backend on {} <-> UDP {}:{} ({} packets per batch)", m_tun.name(),
+                          m_opts.bind_addr.to_string(), m_port, m_opts.batch);
+    return {};
+}
+
+void TunBackend::stop() {
+    if (!m_running.exchange(false)) return;
+    uint64_t one = 1;
+    (void)!::write(m_stop_fd, &one, sizeof(one));
+    if (m_tx.joinable()) m_tx.join();
+    if (m_rx.joinable()) m_rx.join();
+}
+
+void TunBackend::set_ike_receiver(std::function<void(IkeMessage)> receiver) {
+    std::lock_guard lock(m_ike_mutex);
+    m_ike_receiver = std::move(receiver);
+}
+
+Status TunBackend::send_ike(const IpAddress& remote, uint16_t remote_port, BytesView msg) {
+    Bytes d(4 + msg.size(), 0);  // non-ESP marker
+    std::memcpy(d.data() + 4, msg.data(), msg.size());
+    sockaddr_storage ss;
+    socklen_t len = to_sockaddr(remote, remote_port, ss);
+    if (::sendto(m_udp, d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&ss), len) < 0)
+        return io_error("sending IKE to " + remote.to_string());
+    m_dp.counters().inc("esp.tx.ike");
+    return {};
+}
+
+Status TunBackend::send_keepalive(const IpAddress& remote, uint16_t remote_port) {
+    uint8_t ff = 0xFF;
+    sockaddr_storage ss;
+    socklen_t len = to_sockaddr(remote, remote_port, ss);
+    if (::sendto(m_udp, &ff, 1, 0, reinterpret_cast<sockaddr*>(&ss), len) < 0)
+        return io_error("sending keepalive to " + remote.to_string());
+    m_dp.counters().inc("esp.tx.keepalive");
+    return {};
+}
+
+void TunBackend::tx_loop() {
+    const size_t n = m_opts.batch;
+    std::vector<std::vector<uint8_t>> bufs(n, std::vector<uint8_t>(kBufSize));
+    std::vector<mmsghdr> msgs(n);
+    std::vector<iovec> iov(n);
+    std::vector<sockaddr_storage> dst(n);
+    auto& tun_read_err = m_dp.counters().counter("esp.tx.tun_read_error");
+    auto& send_err = m_dp.counters().counter("esp.tx.send_error");
+    auto& batches = m_dp.counters().counter("esp.tx.batches");
+    pollfd pfd[2] = {{m_tun.fd(), POLLIN, 0}, {m_stop_fd, POLLIN, 0}};
+    while (m_running.load(std::memory_order_relaxed)) {
+        if (::poll(pfd, 2, 500) < 0 && errno != EINTR) break;
+        if (pfd[1].revents) break;
+        if (!(pfd[0].revents & POLLIN)) continue;
+        for (;;) {
+            size_t count = 0;
+            Millis now = steady_ms();
+            while (count < n) {
+                uint8_t* b = bufs[count].data();
+                ssize_t r = ::read(m_tun.fd(), b + kMaxHeadroom, kBufSize - kMaxHeadroom - kMaxTailroom);
+                if (r < 0) {
+                    if (errno != EAGAIN && errno != EINTR) tun_read_err.fetch_add(1, std::memory_order_relaxed);
+                    break;
+                }
+                auto res = m_dp.protect(std::span<uint8_t>(b, kBufSize), size_t(r), now);
+                if (!res.ok) continue;  // counted by the data plane
+                iov[count] = {b + res.esp_off, res.esp_len};
+                socklen_t sl = to_sockaddr(res.remote_addr, res.remote_port, dst[count]);
+                msgs[count].msg_hdr = {};
+                msgs[count].msg_hdr.msg_name = &dst[count];
+                msgs[count].msg_hdr.msg_namelen = sl;
+                msgs[count].msg_hdr.msg_iov = &iov[count];
+                msgs[count].msg_hdr.msg_iovlen = 1;
+                ++count;
+            }
+            if (count == 0) break;
+            size_t sent = 0;
+            while (sent < count) {
+                int k = ::sendmmsg(m_udp, msgs.data() + sent, unsigned(count - sent), 0);
+                if (k < 0) {
+                    if (errno == EINTR) continue;
+                    if (errno == EAGAIN || errno == ENOBUFS) {
+                        pollfd w{m_udp, POLLOUT, 0};
+                        ::poll(&w, 1, 10);
+                        continue;
+                    }
+                    send_err.fetch_add(count - sent, std::memory_order_relaxed);
+                    break;
+                }
+                sent += size_t(k);
+            }
+            batches.fetch_add(1, std::memory_order_relaxed);
+            if (count < n) break;  // TUN drained
+        }
+    }
+}
+
+void TunBackend::rx_loop() {
+    const size_t n = m_opts.batch;
+    std::vector<std::vector<uint8_t>> bufs(n, std::vector<uint8_t>(kBufSize));
+    std::vector<mmsghdr> msgs(n);
+    std::vector<iovec> iov(n);
+    std::vector<sockaddr_storage> src(n);
+    for (size_t i = 0; i < n; ++i) {
+        iov[i] = {bufs[i].data() + kRxOff, kBufSize - kRxOff};
+        msgs[i].msg_hdr = {};
+        msgs[i].msg_hdr.msg_name = &src[i];
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    Counters& c = m_dp.counters();
+    auto& keepalive = c.counter("esp.rx.keepalive");
+    auto& ike = c.counter("esp.rx.ike");
+    auto& not_esp = c.counter("esp.drop.not_esp");
+    auto& tun_write_err = c.counter("esp.rx.tun_write_error");
+    auto& batches = c.counter("esp.rx.batches");
+    Millis next_tick = 0, next_keepalive = steady_ms() + m_opts.keepalive_ms;
+    pollfd pfd[2] = {{m_udp, POLLIN, 0}, {m_stop_fd, POLLIN, 0}};
+    while (m_running.load(std::memory_order_relaxed)) {
+        Millis now = steady_ms();
+        if (now >= next_tick) {
+            m_dp.tick(now);
+            next_tick = now + m_opts.tick_ms;
+        }
+        if (m_opts.keepalive_ms > 0 && now >= next_keepalive) {
+            for (const auto& s : m_dp.status())
+                if (s.outbound_active) (void)send_keepalive(s.remote_addr, s.remote_port);
+            next_keepalive = now + m_opts.keepalive_ms;
+        }
+        int timeout = int(std::max<Millis>(1, next_tick - now));
+        if (::poll(pfd, 2, timeout) < 0 && errno != EINTR) break;
+        if (pfd[1].revents) break;
+        if (!(pfd[0].revents & POLLIN)) continue;
+        for (;;) {
+            for (size_t i = 0; i < n; ++i) msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+            int k = ::recvmmsg(m_udp, msgs.data(), unsigned(n), MSG_DONTWAIT, nullptr);
+            if (k <= 0) break;
+            batches.fetch_add(1, std::memory_order_relaxed);
+            now = steady_ms();
+            for (int i = 0; i < k; ++i) {
+                uint8_t* b = bufs[size_t(i)].data();
+                size_t len = msgs[size_t(i)].msg_len;
+                BytesView payload(b + kRxOff, len);
+                switch (classify_udp_encap(payload)) {
+                    case UdpKind::Esp: {
+                        auto r = m_dp.unprotect(std::span<uint8_t>(b, kBufSize), kRxOff, len, now);
+                        if (r.ok && !r.dummy &&
+                            ::write(m_tun.fd(), b + r.ip_off, r.ip_len) < 0)
+                            tun_write_err.fetch_add(1, std::memory_order_relaxed);
+                        break;
+                    }
+                    case UdpKind::Ike: {
+                        ike.fetch_add(1, std::memory_order_relaxed);
+                        std::function<void(IkeMessage)> rcv;
+                        {
+                            std::lock_guard lock(m_ike_mutex);
+                            rcv = m_ike_receiver;
+                        }
+                        if (rcv) {  // control plane: allocation is fine here
+                            IkeMessage m;
+                            m.local_addr = m_opts.bind_addr;
+                            m.local_port = m_port;
+                            from_sockaddr(src[size_t(i)], m.remote_addr, m.remote_port);
+                            m.data.assign(payload.begin() + 4, payload.end());
+                            rcv(std::move(m));
+                        }
+                        break;
+                    }
+                    case UdpKind::Keepalive: keepalive.fetch_add(1, std::memory_order_relaxed); break;
+                    case UdpKind::Invalid: not_esp.fetch_add(1, std::memory_order_relaxed); break;
+                }
+            }
+            if (size_t(k) < n) break;
+        }
+    }
+}
+
+}  // namespace x2sec::esp

@@ -1,0 +1,359 @@
+// Two network namespaces joined by a veth pair (192.0.2.1/24 <-> 192.0.2.2/24), `x2sec esp`
+// on both sides with TUN devices (198.51.100.1/24 and 203.0.113.1/24), static keys.  Ping,
+// then a TCP transfer of several MB with the bytes checked by SHA-256, then the same across
+// a rekey done while the transfer runs (install new pair, switch, delete old) with no ESP
+// drops.  Needs root (namespaces, TUN); skips with the reason otherwise.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+int sh(const std::string& cmd) {
+    int rc = std::system((cmd + " >/dev/null 2>&1").c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string hexdigest(const unsigned char* d, size_t n) {
+    static const char* x = "0123456789abcdef";
+    std::string s;
+    for (size_t i = 0; i < n; ++i) {
+        s += x[d[i] >> 4];
+        s += x[d[i] & 15];
+    }
+    return s;
+}
+
+// Deterministic test stream (xorshift).
+void fill(std::vector<uint8_t>& b, uint64_t& state) {
+    for (auto& v : b) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        v = uint8_t(state);
+    }
+}
+
+bool enter_netns(const std::string& ns) {
+    int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool ok = ::setns(fd, CLONE_NEWNET) == 0;
+    ::close(fd);
+    return ok;
+}
+
+// A child process `ip netns exec NS x2sec esp ... --control` with pipes.
+struct EspProc {
+    pid_t pid = -1;
+    int in = -1, out = -1;
+    std::string buf;
+
+    bool start(const std::string& ns, const std::vector<std::string>& args) {
+        int pin[2], pout[2];
+        if (::pipe2(pin, O_CLOEXEC) || ::pipe2(pout, O_CLOEXEC)) return false;
+        pid = ::fork();
+        if (pid == 0) {
+            ::dup2(pin[0], 0);
+            ::dup2(pout[1], 1);
+            std::vector<std::string> all = {"ip", "netns", "exec", ns, X2SEC_BINARY, "esp", "--control"};
+            all.insert(all.end(), args.begin(), args.end());
+            std::vector<char*> argv;
+            for (auto& a : all) argv.push_back(a.data());
+            argv.push_back(nullptr);
+            ::execvp("ip", argv.data());
+            _exit(127);
+        }
+        ::close(pin[0]);
+        ::close(pout[1]);
+        in = pin[1];
+        out = pout[0];
+        return pid > 0;
+    }
+    // Next stdout line (or "" on timeout/EOF).
+    std::string line(int timeout_ms = 5000) {
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        for (;;) {
+            auto nl = buf.find('\n');
+            if (nl != std::string::npos) {
+                std::string l = buf.substr(0, nl);
+                buf.erase(0, nl + 1);
+                return l;
+            }
+            int left = int(std::chrono::duration_cast<std::chrono::milliseconds>(
+                               deadline - std::chrono::steady_clock::now()).count());
+            if (left <= 0) return "";
+            pollfd p{out, POLLIN, 0};
+            if (::poll(&p, 1, left) <= 0) return "";
+            char tmp[4096];
+            ssize_t n = ::read(out, tmp, sizeof(tmp));
+            if (n <= 0) return "";
+            buf.append(tmp, size_t(n));
+        }
+    }
+    std::string command(const std::string& c) {
+        std::string l = c + "\n";
+        if (::write(in, l.data(), l.size()) != ssize_t(l.size())) return "";
+        for (;;) {  // skip asynchronous event lines
+            std::string r = line();
+            if (r.rfind("event ", 0) != 0) return r;
+        }
+    }
+    void stop() {
+        if (pid > 0) {
+            ::kill(pid, SIGTERM);
+            for (int i = 0; i < 50; ++i) {
+                if (::waitpid(pid, nullptr, WNOHANG) == pid) {
+                    pid = -1;
+                    break;
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+            if (pid > 0) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+                pid = -1;
+            }
+        }
+        if (in >= 0) ::close(in);
+        if (out >= 0) ::close(out);
+        in = out = -1;
+    }
+    ~EspProc() { stop(); }
+};
+
+const char* kKeyAB = "000102030405060708090a0b0c0d0e0f10111213";  // A -> B, old SA
+const char* kKeyBA = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
+const char* kKeyAB2 = "5152535455565758595a5b5c5d5e5f6061626364";  // after the rekey
+const char* kKeyBA2 = "c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4";
+
+class EspNetns : public ::testing::Test {
+protected:
+    std::string ns_a, ns_b;
+    EspProc a, b;
+    bool created = false;
+
+    void SetUp() override {
+        if (::geteuid() != 0) GTEST_SKIP() << "needs root: creates network namespaces, a veth pair and TUN devices";
+        if (::access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/net/tun";
+        if (sh("ip -V") != 0) GTEST_SKIP() << "iproute2 `ip` not installed";
+        std::string id = std::to_string(::getpid());
+        ns_a = "x2sA" + id;
+        ns_b = "x2sB" + id;
+        if (sh("ip netns add " + ns_a) != 0 || sh("ip netns add " + ns_b) != 0)
+            GTEST_SKIP() << "cannot create network namespaces here";
+        created = true;
+        std::string va = "x2sa" + id.substr(id.size() > 6 ? id.size() - 6 : 0);
+        std::string vb = "x2sb" + id.substr(id.size() > 6 ? id.size() - 6 : 0);
+        ASSERT_EQ(0, sh("ip link add " + va + " netns " + ns_a + " type veth peer name " + vb + " netns " + ns_b));
+        ASSERT_EQ(0, sh("ip -n " + ns_a + " addr add 192.0.2.1/24 dev " + va));
+        ASSERT_EQ(0, sh("ip -n " + ns_b + " addr add 192.0.2.2/24 dev " + vb));
+        for (auto& [ns, dev] : std::vector<std::pair<std::string, std::string>>{{ns_a, va}, {ns_b, vb}}) {
+            ASSERT_EQ(0, sh("ip -n " + ns + " link set lo up"));
+            ASSERT_EQ(0, sh("ip -n " + ns + " link set " + dev + " up"));
+        }
+        ASSERT_TRUE(a.start(ns_a, {"--tun", "x2s0", "--tun-addr", "198.51.100.1/24", "--local", "192.0.2.1",
+                                   "--remote", "192.0.2.2", "--spi-in", "1001", "--spi-out", "2002",
+                                   "--key-in", kKeyBA, "--key-out", kKeyAB, "--local-ts", "198.51.100.0/24",
+                                   "--remote-ts", "203.0.113.0/24", "--route", "203.0.113.0/24"}));
+        ASSERT_TRUE(b.start(ns_b, {"--tun", "x2s0", "--tun-addr", "203.0.113.1/24", "--local", "192.0.2.2",
+                                   "--remote", "192.0.2.1", "--spi-in", "2002", "--spi-out", "1001",
+                                   "--key-in", kKeyAB, "--key-out", kKeyBA, "--local-ts", "203.0.113.0/24",
+                                   "--remote-ts", "198.51.100.0/24", "--route", "198.51.100.0/24"}));
+        ASSERT_EQ(a.line().rfind("ready", 0), 0u);
+        ASSERT_EQ(b.line().rfind("ready", 0), 0u);
+    }
+    void TearDown() override {
+        a.stop();
+        b.stop();
+        if (created) {
+            sh("ip netns del " + ns_a);
+            sh("ip netns del " + ns_b);
+        }
+    }
+
+    // Sends `total` bytes A -> B over TCP through the tunnel; returns {sent digest, received
+    // digest, received bytes}.  `during` runs in this thread while the transfer is going on.
+    std::tuple<std::string, std::string, size_t> transfer(size_t total, const std::function<void()>& during) {
+        int res[2];
+        EXPECT_EQ(0, ::pipe(res));
+        const uint16_t port = uint16_t(20000 + ::getpid() % 20000);
+        pid_t server = ::fork();
+        if (server == 0) {
+            alarm(120);
+            if (!enter_netns(ns_b)) _exit(2);
+            int s = ::socket(AF_INET, SOCK_STREAM, 0);
+            int one = 1;
+            ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            sockaddr_in sin{};
+            sin.sin_family = AF_INET;
+            sin.sin_port = htons(port);
+            ::inet_pton(AF_INET, "203.0.113.1", &sin.sin_addr);
+            if (::bind(s, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) || ::listen(s, 1)) _exit(3);
+            uint8_t ready = 1;
+            (void)!::write(res[1], &ready, 1);
+            int c = ::accept(s, nullptr, nullptr);
+            EVP_MD_CTX* md = EVP_MD_CTX_new();
+            EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
+            std::vector<uint8_t> buf(1 << 16);
+            uint64_t got = 0;
+            ssize_t n;
+            while ((n = ::read(c, buf.data(), buf.size())) > 0) {
+                EVP_DigestUpdate(md, buf.data(), size_t(n));
+                got += uint64_t(n);
+            }
+            unsigned char d[32];
+            unsigned dl = 0;
+            EVP_DigestFinal_ex(md, d, &dl);
+            (void)!::write(res[1], d, 32);
+            (void)!::write(res[1], &got, sizeof(got));
+            _exit(0);
+        }
+        uint8_t ready = 0;
+        EXPECT_EQ(1, ::read(res[0], &ready, 1));
+        pid_t client = ::fork();
+        if (client == 0) {
+            alarm(120);
+            if (!enter_netns(ns_a)) _exit(2);
+            int s = ::socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in sin{};
+            sin.sin_family = AF_INET;
+            sin.sin_port = htons(port);
+            ::inet_pton(AF_INET, "203.0.113.1", &sin.sin_addr);
+            if (::connect(s, reinterpret_cast<sockaddr*>(&sin), sizeof(sin))) _exit(3);
+            std::vector<uint8_t> buf(1 << 16);
+            uint64_t state = 0x9e3779b97f4a7c15ULL;
+            size_t sent = 0;
+            while (sent < total) {
+                fill(buf, state);
+                size_t chunk = std::min(buf.size(), total - sent);
+                size_t off = 0;
+                while (off < chunk) {
+                    ssize_t n = ::write(s, buf.data() + off, chunk - off);
+                    if (n <= 0) _exit(4);
+                    off += size_t(n);
+                }
+                sent += chunk;
+                usleep(2000);  // pace so the rekey happens mid-transfer
+            }
+            ::shutdown(s, SHUT_WR);
+            ::close(s);
+            _exit(0);
+        }
+        during();
+        int st = 0;
+        ::waitpid(client, &st, 0);
+        EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "client status " << st;
+        unsigned char d[32] = {};
+        uint64_t got = 0;
+        EXPECT_EQ(32, ::read(res[0], d, 32));
+        EXPECT_EQ(ssize_t(sizeof(got)), ::read(res[0], &got, sizeof(got)));
+        ::waitpid(server, &st, 0);
+        ::close(res[0]);
+        ::close(res[1]);
+        // Expected digest of the same stream.
+        EVP_MD_CTX* md = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
+        std::vector<uint8_t> buf(1 << 16);
+        uint64_t state = 0x9e3779b97f4a7c15ULL;
+        for (size_t done = 0; done < total;) {
+            fill(buf, state);
+            size_t chunk = std::min(buf.size(), total - done);
+            EVP_DigestUpdate(md, buf.data(), chunk);
+            done += chunk;
+        }
+        unsigned char e[32];
+        unsigned el = 0;
+        EVP_DigestFinal_ex(md, e, &el);
+        EVP_MD_CTX_free(md);
+        return {hexdigest(e, 32), hexdigest(d, 32), size_t(got)};
+    }
+
+    uint64_t counter(EspProc& p, const std::string& name) {
+        std::string s = p.command("status");
+        auto k = s.find("\"" + name + "\":");
+        if (k == std::string::npos) return ~uint64_t(0);
+        return std::stoull(s.substr(k + name.size() + 3));
+    }
+};
+
+TEST_F(EspNetns, PingThroughTheTunnel) {
+    ASSERT_EQ(0, sh("ip netns exec " + ns_a + " ping -c 3 -i 0.2 -W 2 203.0.113.1"));
+    ASSERT_EQ(0, sh("ip netns exec " + ns_b + " ping -c 3 -i 0.2 -W 2 -s 1300 198.51.100.1"));
+    EXPECT_GE(counter(a, "esp.rx.packets"), 6u);
+    EXPECT_EQ(counter(a, "esp.drop.auth"), 0u);
+    // The veth only carries UDP 4500: ESP-in-UDP, never the inner ICMP.
+    EXPECT_GE(counter(b, "esp.tx.packets"), 6u);
+}
+
+TEST_F(EspNetns, TcpTransferBytesChecked) {
+    const size_t total = 8u << 20;
+    auto [want, got, n] = transfer(total, [] {});
+    EXPECT_EQ(n, total);
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(counter(b, "esp.drop.auth"), 0u);
+    EXPECT_EQ(counter(b, "esp.drop.replay"), 0u);
+}
+
+TEST_F(EspNetns, TcpTransferAcrossRekeyWithoutLoss) {
+    const size_t total = 6u << 20;
+    std::vector<std::string> replies;
+    auto rekey = [&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(40));
+        // 1. new inbound SAs first, on both sides
+        replies.push_back(a.command(std::string("add spi-in=3003 spi-out=4004 key-in=") + kKeyBA2 + " key-out=" + kKeyAB2));
+        replies.push_back(b.command(std::string("add spi-in=4004 spi-out=3003 key-in=") + kKeyAB2 + " key-out=" + kKeyBA2));
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        // 2. switch outbound
+        replies.push_back(a.command("switch 1001 3003"));
+        replies.push_back(b.command("switch 2002 4004"));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        // 3. delete the old pair
+        replies.push_back(a.command("del 1001"));
+        replies.push_back(b.command("del 2002"));
+    };
+    auto [want, got, n] = transfer(total, rekey);
+    for (auto& r : replies) EXPECT_EQ(r, "ok");
+    EXPECT_EQ(n, total);
+    EXPECT_EQ(got, want);
+    for (EspProc* p : {&a, &b}) {
+        std::string s = p->command("status");
+        EXPECT_EQ(s.find("\"spi_in\":\"00001001\""), std::string::npos) << s;
+        EXPECT_EQ(s.find("\"spi_in\":\"00002002\""), std::string::npos) << s;
+        for (const char* c : {"esp.drop.auth", "esp.drop.unknown_spi", "esp.drop.replay",
+                              "esp.drop.replay_old", "esp.drop.expired"})
+            EXPECT_EQ(counter(*p, c), 0u) << c;
+    }
+    // The new SAs carried part of the transfer.
+    std::string s = b.command("status");
+    auto k = s.find("\"spi_in\":\"00004004\"");
+    ASSERT_NE(k, std::string::npos) << s;
+    // Ping still works on the new SAs only.
+    EXPECT_EQ(0, sh("ip netns exec " + ns_a + " ping -c 2 -i 0.2 -W 2 203.0.113.1"));
+}
+
+TEST(EspInterop, StrongswanCharonKernelLibipsec) {
+    // Interop needs IKE: charon has no manual keying, so its Child SAs must be negotiated by
+    // our IKEv2 engine (src/ikev2 Engine) driven by the IKE runtime (src/runtime) with this data
+    // plane as ChildSaBackend and NattTransport.
+    GTEST_SKIP() << "strongSwan interop needs `x2sec ike` with the ESP data plane as Child SA "
+                    "backend; the IKEv2 engine/runtime are not on main yet (see docs/esp.md, "
+                    "Interop)";
+}
+
+}  // namespace
