@@ -145,7 +145,7 @@ struct Builder {
         pc.send_certreq = p.send_certreq;
         for (const auto& s : p.ike_proposals) {
             auto prop = ike::parse_ike_proposal(s.value);
-            if (!prop) d.error(s.where, "peer '" + p.name + "': IKE proposal '" + s.value + "': " + prop.error().detail());
+            if (!prop) d.error(s.where, "peer '" + p.name + "': " + prop.error().detail());
             else pc.ike_proposals.push_back(*prop);
         }
         for (const auto& c : p.children) {
@@ -155,7 +155,7 @@ struct Builder {
             cc.remote_ts = c.remote_ts;
             for (const auto& s : c.esp_proposals) {
                 auto prop = ike::parse_child_proposal(s.value);
-                if (!prop) d.error(s.where, "peer '" + p.name + "', child '" + c.name + "': ESP proposal '" + s.value + "': " + prop.error().detail());
+                if (!prop) d.error(s.where, "peer '" + p.name + "', child '" + c.name + "': " + prop.error().detail());
                 else cc.proposals.push_back(*prop);
             }
             cc.mode = c.mode;

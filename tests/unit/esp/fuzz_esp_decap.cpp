@@ -3,6 +3,8 @@
 // first input octet picks the SA/cipher; the rest is the UDP payload.  A correct build never
 // crashes and never delivers a packet that was not produced by the peer.
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <memory>
 #include <x2sec/esp/memory_backend.hpp>
@@ -39,12 +41,23 @@ struct Harness {
             (void)dp.install(p);
         }
     }
+    // X2SEC_FUZZ_STATS=1: print the counters at exit (to see which paths a corpus reaches).
+    ~Harness() {
+        if (!std::getenv("X2SEC_FUZZ_STATS")) return;
+        for (auto& [k, v] : counters.snapshot())
+            if (v) std::fprintf(stderr, "%s=%llu\n", k.c_str(), static_cast<unsigned long long>(v));
+    }
 };
+
+Harness& harness() {
+    static Harness h;
+    return h;
+}
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    static Harness h;
+    Harness& h = harness();
     if (size == 0) return 0;
     // Route to one of the installed SPIs when the input asks for it, so deep paths are hit.
     Bytes d(data + 1, data + size);

@@ -15,7 +15,7 @@ struct LoadedConfig {
     std::string path;
 };
 
-// unix_now is used for the certificate validity warning-free check of our own chain.
+// Also checks that a certificate peer's local_id is in its own certificate.
 Result<LoadedConfig> build_engine_config(const FileConfig& file);
 // parse_file + build_engine_config.
 Result<LoadedConfig> load(const std::string& path);

@@ -112,6 +112,11 @@ struct EngineConfig {
     uint32_t cookie_threshold = 50;     // half-open IKE SAs before the responder demands COOKIEs
     size_t max_message_size = 64 * 1024;
     Millis half_open_timeout_ms = 30000;
+    // Wall clock (unix seconds) for certificate validity; empty: the system clock.  Tests pass
+    // a ManualClock's unix_seconds.
+    std::function<int64_t()> unix_time;
+    Millis cookie_secret_lifetime_ms = 120000;  // the COOKIE secret rotates (the old one stays valid once)
+    unsigned max_fragments = 64;                // RFC 7383 reassembly limits
 };
 
 // ---------------------------------------------------------------- I/O types
@@ -151,6 +156,15 @@ struct Event {
     std::string detail;
 };
 const char* to_string(Event::Kind k);
+
+// Event::code of AuthFailed: an x509::VerifyFailure value (1..9) for certificate checks, or one
+// of these.
+namespace auth_failure {
+constexpr int PskMismatch = 100;     // the peer's PSK AUTH does not verify
+constexpr int MethodMismatch = 101;  // peer used PSK where a certificate is required, or v.v.
+constexpr int PeerRejected = 102;    // the peer answered AUTHENTICATION_FAILED
+constexpr int NoCredentials = 103;   // no key/certificate/PSK configured for our side
+}  // namespace auth_failure
 
 struct ChildSaInfo {
     std::string name;

@@ -1,0 +1,913 @@
+// The IKEv2 engine core: dispatch of received datagrams, the task manager (message IDs,
+// retransmission, response cache, fragmentation), SA bookkeeping, timers.
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+
+#include "engine_internal.hpp"
+
+namespace x2sec::ike {
+
+using namespace wire;
+
+const char* state_name(SaState s) {
+    switch (s) {
+        case SaState::Created: return "CREATED";
+        case SaState::Connecting: return "CONNECTING";
+        case SaState::Established: return "ESTABLISHED";
+        case SaState::Rekeying: return "REKEYING";
+        case SaState::Rekeyed: return "REKEYED";
+        case SaState::Deleting: return "DELETING";
+        case SaState::Destroyed: return "DESTROYED";
+    }
+    return "?";
+}
+
+EngineImpl::EngineImpl(EngineConfig config, ChildSaBackend& backend, Rng& rng)
+    : m_config(std::move(config)), m_backend(backend), m_rng(rng), m_log(log::get("ike")) {
+    ChildSaEvents ev;
+    ev.soft_expired = [this](uint32_t spi) {
+        std::lock_guard lock(m_expired_mutex);
+        m_soft_expired.push_back(spi);
+    };
+    ev.hard_expired = [this](uint32_t spi) {
+        std::lock_guard lock(m_expired_mutex);
+        m_hard_expired.push_back(spi);
+    };
+    m_backend.set_events(std::move(ev));
+}
+
+int64_t EngineImpl::unix_now() const {
+    if (m_config.unix_time) return m_config.unix_time();
+    return static_cast<int64_t>(::time(nullptr));
+}
+
+IkeSa* EngineImpl::find_sa(uint64_t id) {
+    auto it = m_sas.find(id);
+    return it == m_sas.end() ? nullptr : it->second.get();
+}
+
+IkeSa* EngineImpl::find_by_spi(uint64_t my_spi) {
+    for (auto& [id, sa] : m_sas) {
+        uint64_t mine = sa->initiator ? sa->spi_i : sa->spi_r;
+        if (mine == my_spi && sa->state != SaState::Destroyed) return sa.get();
+    }
+    return nullptr;
+}
+
+uint64_t EngineImpl::new_ike_spi() {
+    for (;;) {
+        uint64_t s = m_rng.u64();
+        if (s != 0 && !find_by_spi(s)) return s;
+    }
+}
+
+Result<crypto::DhKeyPair> EngineImpl::make_dh(crypto::DhGroup g) {
+    size_t len = 32;
+    if (g == crypto::DhGroup::Ecp384) len = 48;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        SecureBytes priv(len);
+        m_rng.fill(priv.span());
+        if (g == crypto::DhGroup::Ecp256 || g == crypto::DhGroup::Ecp384) priv[0] &= 0x7f;  // below the group order
+        if (g == crypto::DhGroup::Modp2048) priv[0] |= 0x80;  // a full 256-bit exponent
+        auto kp = crypto::DhKeyPair::from_private(g, priv);
+        if (kp.ok()) return kp;
+    }
+    return crypto::DhKeyPair::generate(g);
+}
+
+uint32_t EngineImpl::new_child_spi() {
+    for (;;) {
+        uint32_t s = m_rng.u32();
+        if (s < 0x100) continue;
+        bool used = false;
+        for (auto& [id, sa] : m_sas)
+            for (auto& c : sa->children) used |= c.spi_in == s;
+        if (!used) return s;
+    }
+}
+
+IkeSa& EngineImpl::new_sa(size_t peer_idx, bool initiator, Millis now) {
+    auto sa = std::make_unique<IkeSa>();
+    sa->id = m_next_id++;
+    sa->peer_idx = peer_idx;
+    sa->initiator = initiator;
+    sa->created_at = now;
+    sa->last_rx = now;
+    const auto& p = m_config.peers[peer_idx];
+    sa->local = Endpoint{p.local_addr, p.local_port};
+    sa->remote = Endpoint{p.remote_addr, p.remote_port};
+    sa->local_id_text = p.local_id.to_string();
+    IkeSa& ref = *sa;
+    m_sas.emplace(ref.id, std::move(sa));
+    return ref;
+}
+
+// Legal IKE SA state transitions.
+void EngineImpl::transition(IkeSa& sa, SaState to) {
+    static const std::vector<std::pair<SaState, SaState>> legal = {
+        {SaState::Created, SaState::Connecting},     {SaState::Created, SaState::Established},
+        {SaState::Connecting, SaState::Established}, {SaState::Connecting, SaState::Deleting},
+        {SaState::Established, SaState::Rekeying},   {SaState::Established, SaState::Rekeyed},
+        {SaState::Established, SaState::Deleting},   {SaState::Rekeying, SaState::Established},
+        {SaState::Rekeying, SaState::Rekeyed},       {SaState::Rekeying, SaState::Deleting},
+        {SaState::Rekeyed, SaState::Deleting},
+    };
+    if (sa.state == to) return;
+    bool ok = to == SaState::Destroyed;
+    for (const auto& [a, b] : legal) ok |= a == sa.state && b == to;
+    if (!ok) {
+        m_log->warn("IKE SA #{} ({}): illegal transition {} -> {} ignored", sa.id, peer(sa).name,
+                    state_name(sa.state), state_name(to));
+        return;
+    }
+    m_log->info("IKE SA #{} ({}): {} -> {}", sa.id, peer(sa).name, state_name(sa.state), state_name(to));
+    sa.state = to;
+}
+
+void EngineImpl::event(const IkeSa& sa, Event::Kind k, int code, std::string detail) {
+    Event e;
+    e.kind = k;
+    e.peer = peer(sa).name;
+    e.ike_sa_id = sa.id;
+    e.code = code;
+    e.detail = std::move(detail);
+    m_log->info("IKE SA #{} ({}): event {} code {} {}", sa.id, e.peer, to_string(k), code, e.detail);
+    m_events.push_back(std::move(e));
+}
+
+void EngineImpl::drop(const Datagram& d, const std::string& counter, const std::string& why) {
+    count(counter);
+    m_log->warn("dropped message from {}: {} ({})", d.remote.to_string(), why, counter);
+}
+
+void EngineImpl::remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, const std::string& why) {
+    auto it = std::find_if(sa.children.begin(), sa.children.end(), [&](const ChildSa& c) { return c.spi_in == spi_in; });
+    if (it == sa.children.end()) return;
+    if (it->installed) {
+        auto st = m_backend.remove(spi_in);
+        if (!st.ok()) m_log->warn("Child SA {:08x}: backend remove failed: {}", spi_in, st.error().to_string());
+    }
+    if (notify_event) event(sa, Event::Kind::ChildSaDown, 0, it->name + " " + why);
+    sa.children.erase(it);
+}
+
+void EngineImpl::destroy(IkeSa& sa, Millis now, bool remove_children, const std::string& why) {
+    if (sa.state == SaState::Destroyed) return;
+    if (sa.outstanding) {
+        for (auto& t : sa.outstanding->exchange.tasks) t->abort(*this, sa, now);
+        sa.outstanding.reset();
+    }
+    for (auto& ex : sa.queue)
+        for (auto& t : ex.tasks) t->abort(*this, sa, now);
+    sa.queue.clear();
+    if (remove_children) {
+        std::vector<uint32_t> spis;
+        for (auto& c : sa.children) spis.push_back(c.spi_in);
+        for (auto s : spis) remove_child(sa, s, true, "(IKE SA gone)");
+    }
+    bool was_up = sa.established_at != 0 && sa.state != SaState::Rekeyed;
+    transition(sa, SaState::Destroyed);
+    if (was_up) event(sa, Event::Kind::IkeSaDown, 0, why);
+}
+
+ChildSa* EngineImpl::child_by_in(IkeSa& sa, uint32_t spi_in) {
+    for (auto& c : sa.children)
+        if (c.spi_in == spi_in) return &c;
+    return nullptr;
+}
+ChildSa* EngineImpl::child_by_out(IkeSa& sa, uint32_t spi_out) {
+    for (auto& c : sa.children)
+        if (c.spi_out == spi_out) return &c;
+    return nullptr;
+}
+
+size_t EngineImpl::half_open_count() const {
+    size_t n = 0;
+    for (const auto& [id, sa] : m_sas)
+        if (!sa->initiator && sa->state == SaState::Connecting) ++n;
+    return n;
+}
+
+// ---------------------------------------------------------------- sending
+
+void EngineImpl::send_packets(IkeSa& sa, const std::vector<Bytes>& packets) {
+    for (const auto& p : packets) {
+        Datagram d;
+        d.local = sa.local;
+        d.remote = sa.remote;
+        d.data = p;
+        d.non_esp_marker = sa.natt_port;
+        m_out.push_back(std::move(d));
+    }
+}
+
+Result<std::vector<Bytes>> EngineImpl::protect(IkeSa& sa, Header h, const std::vector<Payload>& payloads) {
+    if (!sa.cipher_out) return Error(ErrorDomain::Ike, 0, "no keys to protect the message");
+    Writer inner;
+    uint8_t first = encode_chain(inner, payloads);
+    const Bytes& pt = inner.data();
+    auto& c = *sa.cipher_out;
+    const auto& pc = peer(sa);
+    size_t limit = pc.fragment_size;
+    size_t overhead = (sa.remote.addr.v6 ? 40 : 20) + 8 + (sa.natt_port ? 4 : 0);
+    limit = limit > overhead ? limit - overhead : 0;
+    std::vector<Bytes> out;
+    size_t whole = kHeaderSize + kGenericHeaderSize + c.sealed_size(pt.size());
+    bool fragment = pc.fragmentation && sa.peer_frag && whole > limit && h.exchange != ExchangeType::IkeSaInit;
+    if (!fragment) {
+        Writer w;
+        h.next_payload = static_cast<uint8_t>(PayloadType::SK);
+        h.length = static_cast<uint32_t>(whole);
+        h.encode(w);
+        w.u8(first);
+        w.u8(0);
+        w.u16(static_cast<uint16_t>(kGenericHeaderSize + c.sealed_size(pt.size())));
+        X2SEC_TRY(auto sealed, c.seal(w.data(), pt, m_rng));
+        w.bytes(sealed);
+        out.push_back(w.take());
+        return out;
+    }
+    size_t avail = limit > kHeaderSize + 8 ? limit - kHeaderSize - 8 : 0;
+    size_t chunk = avail;
+    while (chunk > 0 && c.sealed_size(chunk) > avail) --chunk;
+    if (chunk == 0) return Error(ErrorDomain::Ike, 0, "fragment size too small");
+    size_t total = (pt.size() + chunk - 1) / chunk;
+    if (total > 0xffff || total > m_config.max_fragments)
+        return Error(ErrorDomain::Ike, 0, "message needs " + std::to_string(total) + " fragments");
+    for (size_t i = 0; i < total; ++i) {
+        size_t off = i * chunk, len = std::min(chunk, pt.size() - off);
+        BytesView part(pt.data() + off, len);
+        Writer w;
+        h.next_payload = static_cast<uint8_t>(PayloadType::SKF);
+        h.length = static_cast<uint32_t>(kHeaderSize + 8 + c.sealed_size(len));
+        h.encode(w);
+        w.u8(i == 0 ? first : 0);
+        w.u8(0);
+        w.u16(static_cast<uint16_t>(8 + c.sealed_size(len)));
+        w.u16(static_cast<uint16_t>(i + 1));
+        w.u16(static_cast<uint16_t>(total));
+        X2SEC_TRY(auto sealed, c.seal(w.data(), part, m_rng));
+        w.bytes(sealed);
+        out.push_back(w.take());
+    }
+    m_counters.inc("ike.tx.fragments", out.size());
+    return out;
+}
+
+void EngineImpl::send_response(IkeSa& sa, ExchangeType type, uint32_t mid, const std::vector<Payload>& payloads) {
+    Header h;
+    h.spi_i = sa.spi_i;
+    h.spi_r = sa.spi_r;
+    h.exchange = type;
+    h.flags = static_cast<uint8_t>(kFlagResponse | (sa.initiator ? kFlagInitiator : 0));
+    h.message_id = mid;
+    auto packets = protect(sa, h, payloads);
+    if (!packets.ok()) {
+        m_log->error("IKE SA #{}: cannot protect {} response: {}", sa.id, to_string(type), packets.error().to_string());
+        return;
+    }
+    sa.cached = CachedResponse{mid, *packets};
+    send_packets(sa, *packets);
+}
+
+void EngineImpl::send_error_response(IkeSa& sa, ExchangeType type, uint32_t mid, uint16_t notify_type, Bytes data) {
+    std::vector<Payload> pl;
+    pl.push_back({PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify_type, std::move(data)}});
+    send_response(sa, type, mid, pl);
+}
+
+void EngineImpl::send_unprotected_notify(const Datagram& d, const Header& req, uint16_t notify_type, Bytes data) {
+    Message m;
+    m.header = req;
+    m.header.flags = static_cast<uint8_t>(kFlagResponse | (req.initiator() ? 0 : kFlagInitiator));
+    m.header.exchange = req.exchange;
+    m.payloads.push_back({PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify_type, std::move(data)}});
+    Datagram out;
+    out.local = d.local;
+    out.remote = d.remote;
+    out.non_esp_marker = d.non_esp_marker;
+    out.data = m.encode();
+    m_out.push_back(std::move(out));
+}
+
+// ---------------------------------------------------------------- task manager
+
+void EngineImpl::queue_exchange(IkeSa& sa, Exchange ex, Millis now) {
+    sa.queue.push_back(std::move(ex));
+    start_next(sa, now);
+}
+
+void EngineImpl::start_next(IkeSa& sa, Millis now) {
+    while (!sa.outstanding && !sa.queue.empty() && sa.state != SaState::Destroyed) {
+        Exchange ex = std::move(sa.queue.front());
+        sa.queue.pop_front();
+        // An encrypted exchange needs keys; a rekeyed or deleting SA runs only deletes.
+        std::vector<Payload> payloads;
+        bool failed = false;
+        for (auto& t : ex.tasks) {
+            auto st = t->build(*this, sa, payloads, now);
+            if (!st.ok()) {
+                m_log->warn("IKE SA #{}: task {} not started: {}", sa.id, t->name(), st.error().to_string());
+                failed = true;
+                break;
+            }
+        }
+        if (failed) {
+            for (auto& t : ex.tasks) t->abort(*this, sa, now);
+            continue;
+        }
+        if (sa.state == SaState::Destroyed) return;
+        Header h;
+        h.spi_i = sa.spi_i;
+        h.spi_r = sa.spi_r;
+        h.exchange = ex.type;
+        h.flags = sa.initiator ? kFlagInitiator : 0;
+        h.message_id = sa.my_mid;
+        Outstanding o;
+        o.mid = sa.my_mid;
+        if (ex.type == ExchangeType::IkeSaInit) {
+            Message m;
+            m.header = h;
+            m.payloads = std::move(payloads);
+            o.packets.push_back(m.encode());
+            sa.init_req = o.packets.front();
+            o.unprotected = true;
+        } else {
+            auto packets = protect(sa, h, payloads);
+            if (!packets.ok()) {
+                m_log->error("IKE SA #{}: cannot protect {} request: {}", sa.id, to_string(ex.type),
+                             packets.error().to_string());
+                for (auto& t : ex.tasks) t->abort(*this, sa, now);
+                continue;
+            }
+            o.packets = std::move(packets).value();
+        }
+        o.exchange = std::move(ex);
+        o.next_retransmit = now + m_config.retransmit.timeout_ms;
+        m_log->debug("IKE SA #{}: sending {} request #{}", sa.id, to_string(o.exchange.type), o.mid);
+        send_packets(sa, o.packets);
+        sa.outstanding = std::move(o);
+    }
+}
+
+void EngineImpl::fail_outstanding(IkeSa& sa, Millis now, const std::string& why) {
+    if (!sa.outstanding) return;
+    for (auto& t : sa.outstanding->exchange.tasks) t->abort(*this, sa, now);
+    sa.outstanding.reset();
+    m_log->warn("IKE SA #{}: exchange failed: {}", sa.id, why);
+}
+
+// ---------------------------------------------------------------- receiving
+
+void EngineImpl::handle_datagram(const Datagram& d, Millis now) {
+    if (d.data.size() > m_config.max_message_size) {
+        drop(d, "oversized", std::to_string(d.data.size()) + " octets exceed the limit of " +
+                                 std::to_string(m_config.max_message_size));
+        return;
+    }
+    auto decoded = Message::decode(d.data);
+    if (!decoded.ok()) {
+        const auto& e = decoded.error();
+        // Before the header is known we cannot answer safely; count and drop.  Unsupported
+        // critical payloads in an IKE_SA_INIT request are answered below.
+        auto hdr = Header::decode(d.data);
+        if (hdr.ok() && e.code() == notify::UnsupportedCriticalPayload &&
+            hdr->exchange == ExchangeType::IkeSaInit && !hdr->response() && hdr->spi_r == 0) {
+            auto t = critical_payload_type(e);
+            drop(d, "unsupported_critical_payload", e.detail());
+            send_unprotected_notify(d, *hdr, notify::UnsupportedCriticalPayload, t ? Bytes{*t} : Bytes{});
+            return;
+        }
+        if (e.code() == notify::InvalidMajorVersion) drop(d, "invalid_major_version", e.detail());
+        else if (e.code() == notify::UnsupportedCriticalPayload) drop(d, "unsupported_critical_payload", e.detail());
+        else drop(d, "invalid_syntax", e.detail());
+        return;
+    }
+    auto& m = *decoded;
+    uint8_t ex = static_cast<uint8_t>(m.header.exchange);
+    if (ex < 34 || ex > 37) {
+        drop(d, "unknown_exchange", "exchange type " + std::to_string(ex));
+        return;
+    }
+    if (m.header.exchange == ExchangeType::IkeSaInit) {
+        if (!m.header.response()) handle_init_request(d, m, now);
+        else handle_init_response(d, m, now);
+        return;
+    }
+    handle_protected(d, m, now);
+}
+
+namespace {
+
+struct Inbound {
+    std::vector<Payload> payloads;
+    bool complete = false;
+};
+
+}  // namespace
+
+void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
+    const Header& h = m.header;
+    uint64_t my_spi = h.initiator() ? h.spi_r : h.spi_i;
+    IkeSa* sa = find_by_spi(my_spi);
+    if (!sa || (h.initiator() ? sa->spi_i != h.spi_i : sa->spi_r != h.spi_r) ||
+        h.initiator() == sa->initiator || !sa->cipher_in) {
+        drop(d, "invalid_ike_spi", fmt::format("no IKE SA for SPIs {:016x}/{:016x}", h.spi_i, h.spi_r));
+        if (!h.response() && !(sa && h.initiator() == sa->initiator))
+            send_unprotected_notify(d, h, notify::InvalidIkeSpi, {});
+        return;
+    }
+    if (m.payloads.empty() || (m.payloads.back().type != PayloadType::SK && m.payloads.back().type != PayloadType::SKF) ||
+        m.payloads.size() != 1) {
+        drop(d, "invalid_syntax", std::string(to_string(h.exchange)) + " without a lone SK payload");
+        return;
+    }
+    // Message ID window (RFC 7296 2.3, window size 1).
+    bool response = h.response();
+    if (!response) {
+        if (h.message_id + 1 == sa->peer_mid && sa->cached && sa->cached->mid == h.message_id) {
+            auto* skf = m.payloads.back().as<SkfPayload>();
+            if (!skf || skf->number == 1) {
+                count("retransmit");
+                m_log->info("IKE SA #{}: retransmitted {} request #{} from {}, resending response", sa->id,
+                            to_string(h.exchange), h.message_id, d.remote.to_string());
+                send_packets(*sa, sa->cached->packets);
+            }
+            return;
+        }
+        if (h.message_id != sa->peer_mid) {
+            drop(d, "invalid_message_id", "request #" + std::to_string(h.message_id) + " outside the window (expected #" +
+                                              std::to_string(sa->peer_mid) + ")");
+            return;
+        }
+    } else if (!sa->outstanding || sa->outstanding->mid != h.message_id ||
+               sa->outstanding->exchange.type != h.exchange) {
+        drop(d, "invalid_message_id", "unexpected response #" + std::to_string(h.message_id));
+        return;
+    }
+    // Decrypt (one SK, or reassemble SKF fragments).
+    size_t aad_len = kHeaderSize + (m.payloads.back().type == PayloadType::SKF ? 8 : kGenericHeaderSize);
+    BytesView aad(d.data.data(), aad_len);
+    std::vector<Payload> inner;
+    if (auto* sk = m.payloads.back().as<SkPayload>()) {
+        auto pt = sa->cipher_in->open(aad, sk->data);
+        if (!pt.ok()) {
+            drop(d, "integrity_check_failed", pt.error().detail());
+            return;
+        }
+        auto chain = decode_chain(*pt, sk->inner_next);
+        if (!chain.ok()) {
+            auto& e = chain.error();
+            bool critical = e.code() == notify::UnsupportedCriticalPayload;
+            drop(d, critical ? "unsupported_critical_payload" : "invalid_syntax", e.detail());
+            if (!response) {
+                sa->peer_mid++;
+                auto t = critical_payload_type(e);
+                send_error_response(*sa, h.exchange, h.message_id,
+                                    critical ? notify::UnsupportedCriticalPayload : notify::InvalidSyntax,
+                                    critical && t ? Bytes{*t} : Bytes{});
+            }
+            return;
+        }
+        inner = std::move(chain).value();
+    } else {
+        auto* skf = m.payloads.back().as<SkfPayload>();
+        auto pt = sa->cipher_in->open(aad, skf->data);
+        if (!pt.ok()) {
+            drop(d, "integrity_check_failed", "fragment " + std::to_string(skf->number) + ": " + pt.error().detail());
+            return;
+        }
+        Reassembly& r = response ? sa->frag_resp : sa->frag_req;
+        if (!r.active || r.mid != h.message_id) {
+            r.reset();
+            r.active = true;
+            r.mid = h.message_id;
+            r.total = skf->total;
+        }
+        if (skf->total != r.total) {
+            if (skf->total < r.total) {
+                drop(d, "fragment_mismatch", "fragment total " + std::to_string(skf->total) + " < " + std::to_string(r.total));
+                return;
+            }
+            r.reset();
+            r.active = true;
+            r.mid = h.message_id;
+            r.total = skf->total;
+        }
+        if (r.total > m_config.max_fragments) {
+            drop(d, "fragment_limit", std::to_string(r.total) + " fragments announced");
+            r.reset();
+            return;
+        }
+        if (!r.parts.count(skf->number)) {
+            r.bytes += pt->size();
+            if (skf->number == 1) r.first_next = skf->inner_next;
+            r.parts.emplace(skf->number, std::move(pt).value());
+        }
+        if (r.bytes > m_config.max_message_size) {
+            drop(d, "fragment_limit", "reassembled message exceeds " + std::to_string(m_config.max_message_size));
+            r.reset();
+            return;
+        }
+        if (r.parts.size() < r.total) return;  // wait for more
+        Bytes whole;
+        for (auto& [n, part] : r.parts) whole.insert(whole.end(), part.begin(), part.end());
+        uint8_t first = r.first_next;
+        r.reset();
+        m_counters.inc("ike.rx.reassembled");
+        auto chain = decode_chain(whole, first);
+        if (!chain.ok()) {
+            auto& e = chain.error();
+            bool critical = e.code() == notify::UnsupportedCriticalPayload;
+            drop(d, critical ? "unsupported_critical_payload" : "invalid_syntax", e.detail());
+            if (!response) {
+                sa->peer_mid++;
+                auto t = critical_payload_type(e);
+                send_error_response(*sa, h.exchange, h.message_id,
+                                    critical ? notify::UnsupportedCriticalPayload : notify::InvalidSyntax,
+                                    critical && t ? Bytes{*t} : Bytes{});
+            }
+            return;
+        }
+        inner = std::move(chain).value();
+    }
+    // Authenticated: track liveness and NAT mapping changes.
+    sa->last_rx = now;
+    if (d.non_esp_marker && !sa->natt_port) sa->natt_port = true;
+    if ((sa->nat_local || sa->nat_remote || sa->encap) && (d.remote != sa->remote || d.local != sa->local)) {
+        m_log->info("IKE SA #{}: peer moved {} -> {}", sa->id, sa->remote.to_string(), d.remote.to_string());
+        sa->remote = d.remote;
+        sa->local = d.local;
+    }
+    const MessageRule* rule = find_rule(h.exchange, response);
+    auto st = rule ? check_rules(*rule, inner) : Status(syntax_error("no rule"));
+    if (!st.ok()) {
+        drop(d, "invalid_syntax", st.error().detail());
+        if (!response) {
+            sa->peer_mid++;
+            send_error_response(*sa, h.exchange, h.message_id, notify::InvalidSyntax);
+            if (h.exchange == ExchangeType::IkeAuth) destroy(*sa, now, true, "invalid IKE_AUTH request");
+        } else {
+            fail_outstanding(*sa, now, st.error().detail());
+            if (h.exchange == ExchangeType::IkeAuth) destroy(*sa, now, true, "invalid IKE_AUTH response");
+        }
+        return;
+    }
+    if (!response) process_request(*sa, d, h, inner, now);
+    else process_response(*sa, h, inner, now);
+}
+
+void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, const std::vector<Payload>& pl, Millis now) {
+    sa.peer_mid++;
+    switch (h.exchange) {
+        case ExchangeType::IkeAuth:
+            if (sa.initiator || sa.state != SaState::Connecting) {
+                m_log->warn("IKE SA #{}: unexpected IKE_AUTH request", sa.id);
+                send_error_response(sa, h.exchange, h.message_id, notify::InvalidSyntax);
+                return;
+            }
+            respond_ike_auth(sa, h.message_id, pl, now);
+            return;
+        case ExchangeType::CreateChildSa:
+            if (sa.state == SaState::Connecting || sa.established_at == 0) {
+                send_error_response(sa, h.exchange, h.message_id, notify::InvalidSyntax);
+                return;
+            }
+            respond_create_child(sa, h.message_id, pl, now);
+            return;
+        case ExchangeType::Informational:
+            respond_informational(sa, h.message_id, pl, now);
+            return;
+        default: return;
+    }
+}
+
+void EngineImpl::process_response(IkeSa& sa, const Header&, const std::vector<Payload>& pl, Millis now) {
+    Outstanding o = std::move(*sa.outstanding);
+    sa.outstanding.reset();
+    sa.my_mid++;
+    uint64_t id = sa.id;
+    for (auto& t : o.exchange.tasks) {
+        IkeSa* cur = find_sa(id);
+        if (!cur || cur->state == SaState::Destroyed) break;
+        auto st = t->process(*this, *cur, pl, now);
+        if (!st.ok()) {
+            if (st.error().domain() == ErrorDomain::Ike && st.error().code() == -1) break;  // SA gone
+            m_log->warn("IKE SA #{}: task {} failed: {}", id, t->name(), st.error().to_string());
+        }
+    }
+    if (IkeSa* cur = find_sa(id)) start_next(*cur, now);
+}
+
+// ---------------------------------------------------------------- timers
+
+void EngineImpl::schedule_rekeys(IkeSa& sa, Millis now) {
+    const auto& p = peer(sa);
+    if (p.ike_rekey_seconds) {
+        Millis base = static_cast<Millis>(p.ike_rekey_seconds) * 1000;
+        Millis jitter = static_cast<Millis>(m_rng.u32() % (base / 10 + 1));
+        sa.rekey_at = now + base - jitter;
+    }
+}
+
+void EngineImpl::tick(Millis now) {
+    std::vector<uint32_t> soft, hard;
+    {
+        std::lock_guard lock(m_expired_mutex);
+        soft.swap(m_soft_expired);
+        hard.swap(m_hard_expired);
+    }
+    for (uint32_t spi : soft)
+        for (auto& [id, sa] : m_sas)
+            if (auto* c = child_by_in(*sa, spi); c && c->st == ChildSa::St::Installed && sa->state == SaState::Established) {
+                m_log->info("Child SA {} {:08x}: soft lifetime expired, rekeying", c->name, spi);
+                c->rekey_at = 0;
+                (void)rekey_child(sa->id, spi, now);
+            }
+    for (uint32_t spi : hard)
+        for (auto& [id, sa] : m_sas)
+            if (auto* c = child_by_in(*sa, spi)) {
+                c->installed = false;  // the data plane removed it
+                remove_child(*sa, spi, true, "(hard lifetime expired)");
+                if (sa->state == SaState::Established) queue_exchange(*sa, make_delete_child_exchange({spi}), now);
+                break;
+            }
+
+    if (m_cookie_rotated_at >= 0 && now - m_cookie_rotated_at >= m_config.cookie_secret_lifetime_ms) rotate_cookie_secret(now);
+
+    std::vector<uint64_t> ids;
+    for (auto& [id, sa] : m_sas) ids.push_back(id);
+    for (uint64_t id : ids) {
+        IkeSa* sa = find_sa(id);
+        if (!sa || sa->state == SaState::Destroyed) continue;
+        // Retransmissions.
+        if (sa->outstanding && now >= sa->outstanding->next_retransmit) {
+            auto& o = *sa->outstanding;
+            if (o.tries >= m_config.retransmit.tries) {
+                std::string what = to_string(o.exchange.type);
+                m_log->warn("IKE SA #{} ({}): no response to {} #{} after {} retransmissions", sa->id, peer(*sa).name,
+                            what, o.mid, o.tries);
+                m_counters.inc("ike.tx.timeout");
+                bool was_init = sa->established_at == 0;
+                fail_outstanding(*sa, now, "retransmission timeout");
+                event(*sa, was_init ? Event::Kind::NegotiationFailed : Event::Kind::PeerDead, 0,
+                      "no response to " + what + " after " + std::to_string(m_config.retransmit.tries) +
+                          " retransmissions");
+                destroy(*sa, now, true, "peer unreachable");
+                continue;
+            }
+            ++o.tries;
+            double factor = std::pow(m_config.retransmit.backoff, static_cast<double>(o.tries));
+            o.next_retransmit = now + static_cast<Millis>(static_cast<double>(m_config.retransmit.timeout_ms) * factor);
+            m_counters.inc("ike.tx.retransmit");
+            m_log->info("IKE SA #{}: retransmit {} #{} (try {})", sa->id, to_string(o.exchange.type), o.mid, o.tries);
+            send_packets(*sa, o.packets);
+        }
+        // Half-open expiry.
+        if (sa->state == SaState::Connecting && sa->established_at == 0 && !sa->initiator &&
+            now - sa->created_at >= m_config.half_open_timeout_ms) {
+            m_counters.inc("ike.half_open_expired");
+            destroy(*sa, now, true, "half-open timeout");
+            continue;
+        }
+        if (sa->state != SaState::Established) continue;
+        const auto& p = peer(*sa);
+        if (sa->rekey_at && now >= sa->rekey_at) {
+            sa->rekey_at = 0;
+            (void)rekey_ike(sa->id, now);
+            continue;
+        }
+        for (auto& c : sa->children)
+            if (c.rekey_at && now >= c.rekey_at && c.st == ChildSa::St::Installed) {
+                c.rekey_at = 0;
+                uint32_t spi = c.spi_in;
+                (void)rekey_child(sa->id, spi, now);
+                break;  // children vector may change
+            }
+        if (p.dpd_interval_ms && !sa->outstanding && sa->queue.empty() &&
+            now - sa->last_rx >= static_cast<Millis>(p.dpd_interval_ms)) {
+            sa->last_rx = now;  // one DPD per interval
+            queue_exchange(*sa, make_dpd_exchange(), now);
+        }
+    }
+    // Reap destroyed SAs.
+    for (auto it = m_sas.begin(); it != m_sas.end();)
+        it = it->second->state == SaState::Destroyed ? m_sas.erase(it) : std::next(it);
+}
+
+std::optional<Millis> EngineImpl::next_deadline() const {
+    std::optional<Millis> best;
+    auto consider = [&](Millis t) {
+        if (!best || t < *best) best = t;
+    };
+    {
+        std::lock_guard lock(const_cast<std::mutex&>(m_expired_mutex));
+        if (!m_soft_expired.empty() || !m_hard_expired.empty()) consider(0);
+    }
+    for (const auto& [id, sa] : m_sas) {
+        if (sa->state == SaState::Destroyed) {
+            consider(0);
+            continue;
+        }
+        if (sa->outstanding) consider(sa->outstanding->next_retransmit);
+        if (sa->state == SaState::Connecting && !sa->initiator) consider(sa->created_at + m_config.half_open_timeout_ms);
+        if (sa->state != SaState::Established) continue;
+        if (sa->rekey_at) consider(sa->rekey_at);
+        for (const auto& c : sa->children)
+            if (c.rekey_at) consider(c.rekey_at);
+        const auto& p = m_config.peers[sa->peer_idx];
+        if (p.dpd_interval_ms && !sa->outstanding) consider(sa->last_rx + static_cast<Millis>(p.dpd_interval_ms));
+    }
+    if (m_cookie_rotated_at >= 0) consider(m_cookie_rotated_at + m_config.cookie_secret_lifetime_ms);
+    return best;
+}
+
+// ---------------------------------------------------------------- operations
+
+Status EngineImpl::initiate(const std::string& name, Millis now) {
+    for (size_t i = 0; i < m_config.peers.size(); ++i) {
+        if (m_config.peers[i].name != name) continue;
+        const auto& p = m_config.peers[i];
+        if (p.ike_proposals.empty() || p.ike_proposals[0].dh.empty())
+            return Error(ErrorDomain::Config, 0, "peer " + name + " has no IKE proposal");
+        IkeSa& sa = new_sa(i, true, now);
+        sa.spi_i = new_ike_spi();
+        transition(sa, SaState::Connecting);
+        queue_exchange(sa, make_ike_init_exchange(), now);
+        return {};
+    }
+    return Error(ErrorDomain::Config, 0, "no peer named '" + name + "'");
+}
+
+namespace {
+Error not_found(uint64_t id) { return Error(ErrorDomain::Ike, 0, "no established IKE SA #" + std::to_string(id)); }
+}  // namespace
+
+Status EngineImpl::rekey_ike(uint64_t id, Millis now) {
+    IkeSa* sa = find_sa(id);
+    if (!sa || sa->state != SaState::Established) return not_found(id);
+    queue_exchange(*sa, make_rekey_ike_exchange(), now);
+    return {};
+}
+
+Status EngineImpl::rekey_child(uint64_t id, uint32_t spi_in, Millis now) {
+    IkeSa* sa = find_sa(id);
+    if (!sa || sa->state != SaState::Established) return not_found(id);
+    ChildSa* c = child_by_in(*sa, spi_in);
+    if (!c) return Error(ErrorDomain::Ike, 0, "no Child SA with inbound SPI " + std::to_string(spi_in));
+    if (c->st != ChildSa::St::Installed) return Error(ErrorDomain::Ike, 0, "Child SA is already rekeying or deleting");
+    queue_exchange(*sa, make_rekey_child_exchange(spi_in), now);
+    return {};
+}
+
+Status EngineImpl::create_child(uint64_t id, const std::string& name, Millis now) {
+    IkeSa* sa = find_sa(id);
+    if (!sa || sa->state != SaState::Established) return not_found(id);
+    const auto& p = peer(*sa);
+    for (size_t i = 0; i < p.children.size(); ++i)
+        if (p.children[i].name == name) {
+            queue_exchange(*sa, make_create_child_exchange(i), now);
+            return {};
+        }
+    return Error(ErrorDomain::Config, 0, "peer " + p.name + " has no child '" + name + "'");
+}
+
+Status EngineImpl::delete_child(uint64_t id, uint32_t spi_in, Millis now) {
+    IkeSa* sa = find_sa(id);
+    if (!sa || sa->state != SaState::Established) return not_found(id);
+    if (!child_by_in(*sa, spi_in)) return Error(ErrorDomain::Ike, 0, "no Child SA with inbound SPI " + std::to_string(spi_in));
+    queue_exchange(*sa, make_delete_child_exchange({spi_in}), now);
+    return {};
+}
+
+Status EngineImpl::delete_ike(uint64_t id, Millis now) {
+    IkeSa* sa = find_sa(id);
+    if (!sa || sa->state == SaState::Destroyed) return not_found(id);
+    if (sa->established_at == 0) {
+        destroy(*sa, now, true, "deleted before establishment");
+        return {};
+    }
+    // A pending exchange is abandoned: the delete goes first.
+    if (sa->outstanding) {
+        for (auto& t : sa->outstanding->exchange.tasks) t->abort(*this, *sa, now);
+        sa->outstanding.reset();
+        sa->my_mid++;
+    }
+    for (auto& ex : sa->queue)
+        for (auto& t : ex.tasks) t->abort(*this, *sa, now);
+    sa->queue.clear();
+    queue_exchange(*sa, make_delete_ike_exchange(), now);
+    return {};
+}
+
+Status EngineImpl::send_dpd(uint64_t id, Millis now) {
+    IkeSa* sa = find_sa(id);
+    if (!sa || sa->state != SaState::Established) return not_found(id);
+    queue_exchange(*sa, make_dpd_exchange(), now);
+    return {};
+}
+
+Status EngineImpl::update_peer(const PeerConfig& p) {
+    for (auto& existing : m_config.peers)
+        if (existing.name == p.name) {
+            existing = p;
+            m_log->info("peer {}: configuration and credentials replaced", p.name);
+            return {};
+        }
+    m_config.peers.push_back(p);
+    return {};
+}
+
+std::vector<IkeSaInfo> EngineImpl::list_sas() const {
+    std::vector<IkeSaInfo> out;
+    for (const auto& [id, sa] : m_sas) {
+        if (sa->state == SaState::Destroyed) continue;
+        IkeSaInfo i;
+        i.id = sa->id;
+        i.peer = m_config.peers[sa->peer_idx].name;
+        switch (sa->state) {
+            case SaState::Established: i.state = "ESTABLISHED"; break;
+            case SaState::Rekeying: i.state = "REKEYING"; break;
+            case SaState::Rekeyed: i.state = "REKEYED"; break;
+            case SaState::Deleting: i.state = "DELETING"; break;
+            default: i.state = "CONNECTING"; break;
+        }
+        i.initiator = sa->initiator;
+        i.spi_i = sa->spi_i;
+        i.spi_r = sa->spi_r;
+        i.local = sa->local;
+        i.remote = sa->remote;
+        i.local_id = sa->local_id_text;
+        i.remote_id = sa->remote_id_text;
+        i.local_auth = sa->local_auth_desc;
+        i.remote_auth = sa->remote_auth_desc;
+        if (sa->prf) {
+            i.encr = encr_name(sa->algs.encr);
+            i.integ = integ_name(sa->algs.integ);
+            i.prf = prf_name(sa->algs.prf);
+            i.dh = crypto::dh_group_name(sa->algs.dh);
+        }
+        i.nat_local = sa->nat_local;
+        i.nat_remote = sa->nat_remote;
+        i.encap = sa->encap;
+        i.established_at = sa->established_at;
+        i.peer_cert_subject = sa->peer_cert_subject;
+        i.peer_cert_anchor = sa->peer_cert_anchor;
+        for (const auto& c : sa->children) {
+            ChildSaInfo ci;
+            ci.name = c.name;
+            ci.reqid = c.reqid;
+            ci.spi_in = c.spi_in;
+            ci.spi_out = c.spi_out;
+            ci.cipher = x2sec::to_string(c.cipher);
+            ci.esn = c.esn;
+            ci.pfs = c.pfs ? crypto::dh_group_name(*c.pfs) : "";
+            ci.ts_local = c.ts_local;
+            ci.ts_remote = c.ts_remote;
+            ci.established_at = c.established_at;
+            switch (c.st) {
+                case ChildSa::St::Installed: ci.state = "INSTALLED"; break;
+                case ChildSa::St::Rekeying: ci.state = "REKEYING"; break;
+                case ChildSa::St::Rekeyed: ci.state = "REKEYED"; break;
+                case ChildSa::St::Deleting: ci.state = "DELETING"; break;
+            }
+            i.children.push_back(std::move(ci));
+        }
+        out.push_back(std::move(i));
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------- facade
+
+struct Engine::Impl {
+    Impl(EngineConfig config, ChildSaBackend& backend, Rng& rng) : e(std::move(config), backend, rng) {}
+    EngineImpl e;
+};
+
+Engine::Engine(EngineConfig config, ChildSaBackend& backend, Rng& rng)
+    : m_impl(std::make_unique<Impl>(std::move(config), backend, rng)) {}
+Engine::~Engine() = default;
+Status Engine::initiate(const std::string& peer, Millis now) { return m_impl->e.initiate(peer, now); }
+void Engine::handle_datagram(const Datagram& d, Millis now) { m_impl->e.handle_datagram(d, now); }
+void Engine::tick(Millis now) { m_impl->e.tick(now); }
+std::optional<Millis> Engine::next_deadline() const { return m_impl->e.next_deadline(); }
+std::vector<Datagram> Engine::take_outgoing() { return std::exchange(m_impl->e.m_out, {}); }
+std::vector<Event> Engine::take_events() { return std::exchange(m_impl->e.m_events, {}); }
+Status Engine::rekey_ike(uint64_t id, Millis now) { return m_impl->e.rekey_ike(id, now); }
+Status Engine::rekey_child(uint64_t id, uint32_t spi, Millis now) { return m_impl->e.rekey_child(id, spi, now); }
+Status Engine::create_child(uint64_t id, const std::string& n, Millis now) { return m_impl->e.create_child(id, n, now); }
+Status Engine::delete_child(uint64_t id, uint32_t spi, Millis now) { return m_impl->e.delete_child(id, spi, now); }
+Status Engine::delete_ike(uint64_t id, Millis now) { return m_impl->e.delete_ike(id, now); }
+Status Engine::send_dpd(uint64_t id, Millis now) { return m_impl->e.send_dpd(id, now); }
+std::vector<IkeSaInfo> Engine::list_sas() const { return m_impl->e.list_sas(); }
+const Counters& Engine::counters() const { return m_impl->e.m_counters; }
+void Engine::set_key_logger(std::function<void(const IkeSaKeys&)> on_ike_keys,
+                            std::function<void(const ChildSaParams&)> on_child_keys) {
+    m_impl->e.m_on_ike_keys = std::move(on_ike_keys);
+    m_impl->e.m_on_child_keys = std::move(on_child_keys);
+}
+Status Engine::update_peer(const PeerConfig& peer) { return m_impl->e.update_peer(peer); }
+
+}  // namespace x2sec::ike

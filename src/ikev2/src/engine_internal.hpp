@@ -1,0 +1,272 @@
+// Internal state of the IKEv2 engine: IKE SAs, Child SAs, tasks and the task manager.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+#include <x2sec/common/log.hpp>
+#include <x2sec/ikev2/engine.hpp>
+#include <x2sec/ikev2/keymat.hpp>
+#include <x2sec/ikev2/wire.hpp>
+
+namespace x2sec::ike {
+
+enum class SaState { Created, Connecting, Established, Rekeying, Rekeyed, Deleting, Destroyed };
+const char* state_name(SaState s);
+
+struct ChildSa {
+    enum class St { Installed, Rekeying, Rekeyed, Deleting };
+    std::string name;
+    size_t cfg = 0;
+    uint32_t reqid = 0;
+    uint32_t spi_in = 0, spi_out = 0;
+    EspCipher cipher = EspCipher::AesGcm16_128;
+    bool esn = false;
+    std::optional<crypto::DhGroup> pfs;
+    IpsecMode mode = IpsecMode::Tunnel;
+    std::vector<TrafficSelector> ts_local, ts_remote;
+    Millis established_at = 0;
+    Millis rekey_at = 0;  // 0: none
+    St st = St::Installed;
+    bool installed = false;
+    // Set when we answered the peer's REKEY_SA for this child while our own rekey of it was
+    // pending (RFC 7296 2.8 collision): the child we created and the nonces of their exchange.
+    uint32_t collision_spi_in = 0;
+    Bytes collision_ni, collision_nr;
+    // The rekeyed (old) child replaced by this one, for set_outbound on its deletion.
+    uint32_t replaces_spi_in = 0;
+};
+
+struct IkeSa;
+class EngineImpl;
+
+// A task contributes payloads to one exchange as initiator and processes the response.
+struct Task {
+    virtual ~Task() = default;
+    virtual const char* name() const = 0;
+    virtual Status build(EngineImpl& e, IkeSa& sa, std::vector<wire::Payload>& out, Millis now) = 0;
+    virtual Status process(EngineImpl& e, IkeSa& sa, const std::vector<wire::Payload>& in, Millis now) = 0;
+    // The exchange failed (retransmission timeout, error notify, SA going away).
+    virtual void abort(EngineImpl&, IkeSa&, Millis) {}
+};
+
+struct Exchange {
+    wire::ExchangeType type = wire::ExchangeType::Informational;
+    std::vector<std::unique_ptr<Task>> tasks;
+};
+
+struct Outstanding {
+    uint32_t mid = 0;
+    std::vector<Bytes> packets;
+    Exchange exchange;
+    unsigned tries = 0;
+    Millis next_retransmit = 0;
+    bool unprotected = false;  // IKE_SA_INIT
+};
+
+struct CachedResponse {
+    uint32_t mid = 0;
+    std::vector<Bytes> packets;
+};
+
+struct Reassembly {
+    uint32_t mid = 0;
+    uint16_t total = 0;
+    uint8_t first_next = 0;
+    std::map<uint16_t, Bytes> parts;
+    size_t bytes = 0;
+    bool active = false;
+    void reset() { *this = Reassembly{}; }
+};
+
+struct IkeRekeyState {
+    // Our own rekey exchange (initiator): new SPI and our nonce, DH key.
+    uint64_t new_spi = 0;
+    Bytes ni;
+    std::optional<crypto::DhKeyPair> dh;
+    // The peer's rekey we answered while ours was pending (collision), or answered alone.
+    uint64_t theirs_id = 0;  // the new IkeSa created as responder
+    Bytes their_ni, their_nr;
+};
+
+struct IkeSa {
+    uint64_t id = 0;
+    size_t peer_idx = 0;
+    bool initiator = false;
+    SaState state = SaState::Created;
+    uint64_t spi_i = 0, spi_r = 0;
+    Endpoint local, remote;
+    bool natt_port = false;  // using the NAT-T ports with the non-ESP marker
+    bool nat_local = false, nat_remote = false, encap = false;
+    bool fake_nat = false;
+
+    IkeAlgorithms algs;
+    std::optional<crypto::Prf> prf;
+    std::optional<crypto::SkCipher> cipher_out, cipher_in;
+    SecureBytes sk_d, sk_pi, sk_pr;
+    Bytes ni, nr;
+    Bytes init_req, init_resp;  // the IKE_SA_INIT messages as sent, for AUTH
+    std::optional<crypto::DhKeyPair> dh;
+    Bytes cookie;
+    unsigned init_attempts = 0;
+
+    bool peer_frag = false;
+    bool peer_sent_hashes = false;
+    std::vector<uint16_t> peer_hashes;
+    std::vector<Bytes> peer_certreq;
+
+    uint32_t my_mid = 0;    // Message ID of our next request
+    uint32_t peer_mid = 0;  // Message ID of the peer's next request
+    std::optional<Outstanding> outstanding;
+    std::deque<Exchange> queue;
+    std::optional<CachedResponse> cached;
+    Reassembly frag_req, frag_resp;
+
+    std::vector<ChildSa> children;
+    Millis created_at = 0, established_at = 0, rekey_at = 0, last_rx = 0;
+    std::string local_id_text, remote_id_text, local_auth_desc, remote_auth_desc;
+    std::string peer_cert_subject, peer_cert_anchor;
+    IkeRekeyState rekey;
+    uint64_t rekeyed_from = 0;   // the old IKE SA this one replaced
+    bool children_moved = false; // for a responder-created rekeyed SA
+};
+
+class EngineImpl {
+public:
+    EngineImpl(EngineConfig config, ChildSaBackend& backend, Rng& rng);
+
+    // facade
+    Status initiate(const std::string& peer, Millis now);
+    void handle_datagram(const Datagram& d, Millis now);
+    void tick(Millis now);
+    std::optional<Millis> next_deadline() const;
+    Status rekey_ike(uint64_t id, Millis now);
+    Status rekey_child(uint64_t id, uint32_t spi_in, Millis now);
+    Status create_child(uint64_t id, const std::string& name, Millis now);
+    Status delete_child(uint64_t id, uint32_t spi_in, Millis now);
+    Status delete_ike(uint64_t id, Millis now);
+    Status send_dpd(uint64_t id, Millis now);
+    std::vector<IkeSaInfo> list_sas() const;
+    Status update_peer(const PeerConfig& peer);
+
+    // used by tasks
+    EngineConfig m_config;
+    ChildSaBackend& m_backend;
+    Rng& m_rng;
+    Counters m_counters;
+    std::shared_ptr<spdlog::logger> m_log;
+    std::vector<Datagram> m_out;
+    std::vector<Event> m_events;
+    std::function<void(const IkeSaKeys&)> m_on_ike_keys;
+    std::function<void(const ChildSaParams&)> m_on_child_keys;
+
+    std::map<uint64_t, std::unique_ptr<IkeSa>> m_sas;  // by id
+    uint64_t m_next_id = 1;
+    uint32_t m_next_reqid = 1;
+    std::mutex m_expired_mutex;
+    std::vector<uint32_t> m_soft_expired, m_hard_expired;
+
+    // cookies
+    Bytes m_cookie_secret, m_cookie_secret_old;
+    uint32_t m_cookie_version = 0;
+    Millis m_cookie_rotated_at = -1;
+
+    const PeerConfig& peer(const IkeSa& sa) const { return m_config.peers[sa.peer_idx]; }
+    IkeSa* find_sa(uint64_t id);
+    IkeSa* find_by_spi(uint64_t my_spi);
+    IkeSa& new_sa(size_t peer_idx, bool initiator, Millis now);
+    void transition(IkeSa& sa, SaState to);
+    void event(const IkeSa& sa, Event::Kind k, int code = 0, std::string detail = "");
+    void destroy(IkeSa& sa, Millis now, bool remove_children, const std::string& why);
+    int64_t unix_now() const;
+    void count(const std::string& what) { m_counters.inc("ike.rx." + what); }
+    void drop(const Datagram& d, const std::string& counter, const std::string& why);
+
+    // task manager
+    void queue_exchange(IkeSa& sa, Exchange ex, Millis now);
+    void start_next(IkeSa& sa, Millis now);
+    void send_packets(IkeSa& sa, const std::vector<Bytes>& packets);
+    Result<std::vector<Bytes>> protect(IkeSa& sa, wire::Header h, const std::vector<wire::Payload>& payloads);
+    void send_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, const std::vector<wire::Payload>& payloads);
+    void send_error_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, uint16_t notify_type, Bytes data = {});
+    void send_unprotected_notify(const Datagram& d, const wire::Header& h, uint16_t notify_type, Bytes data);
+    void handle_init_request(const Datagram& d, wire::Message& m, Millis now);
+    void handle_init_response(const Datagram& d, wire::Message& m, Millis now);
+    void handle_protected(const Datagram& d, wire::Message& m, Millis now);
+    void process_request(IkeSa& sa, const Datagram& d, const wire::Header& h, const std::vector<wire::Payload>& pl,
+                         Millis now);
+    void process_response(IkeSa& sa, const wire::Header& h, const std::vector<wire::Payload>& pl, Millis now);
+    void fail_outstanding(IkeSa& sa, Millis now, const std::string& why);
+
+    // responder handlers
+    void respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<wire::Payload>& pl, Millis now);
+    void respond_create_child(IkeSa& sa, uint32_t mid, const std::vector<wire::Payload>& pl, Millis now);
+    void respond_informational(IkeSa& sa, uint32_t mid, const std::vector<wire::Payload>& pl, Millis now);
+
+    // shared pieces
+    Status derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf);
+    std::vector<wire::Payload> natd_payloads(const IkeSa& sa, const Endpoint& local, const Endpoint& remote) const;
+    void process_natd(IkeSa& sa, const std::vector<wire::Payload>& pl, const Endpoint& local, const Endpoint& remote);
+    void float_ports(IkeSa& sa);
+    Status build_auth(IkeSa& sa, std::vector<wire::Payload>& out);
+    Status verify_auth(IkeSa& sa, const std::vector<wire::Payload>& pl, bool peer_is_initiator);
+    Status install_child(IkeSa& sa, ChildSa& child, const ChildKeys& keys, bool we_initiated);
+    void remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, const std::string& why);
+    ChildSa* child_by_in(IkeSa& sa, uint32_t spi_in);
+    ChildSa* child_by_out(IkeSa& sa, uint32_t spi_out);
+    uint32_t new_child_spi();
+    uint64_t new_ike_spi();
+    Bytes make_nonce() { return m_rng.bytes(32); }
+    // DH key pairs from the injected Rng (so a DeterministicRng replays whole exchanges).
+    Result<crypto::DhKeyPair> make_dh(crypto::DhGroup g);
+    Bytes cookie_for(BytesView ni, const Endpoint& remote, uint64_t spi_i, const Bytes& secret, uint32_t version) const;
+    void rotate_cookie_secret(Millis now);
+    size_t half_open_count() const;
+    void schedule_rekeys(IkeSa& sa, Millis now);
+    void finish_ike_rekey(IkeSa& old_sa, IkeSa& new_sa, Millis now);
+};
+
+// Exchange builders (tasks.cpp).
+Exchange make_ike_init_exchange();
+Exchange make_ike_auth_exchange(size_t child_cfg);
+Exchange make_create_child_exchange(size_t child_cfg);
+Exchange make_rekey_child_exchange(uint32_t old_spi_in);
+Exchange make_rekey_ike_exchange();
+Exchange make_delete_child_exchange(std::vector<uint32_t> spis_in);
+Exchange make_delete_ike_exchange();
+Exchange make_dpd_exchange();
+Exchange make_auth_failed_notify_exchange();
+
+// Proposal helpers (proposals.cpp).
+wire::Proposal ike_proposal_to_wire(const IkeProposal& p, uint8_t number, BytesView spi);
+std::optional<IkeAlgorithms> select_ike(const std::vector<IkeProposal>& mine, const wire::SaPayload& theirs,
+                                        std::optional<uint16_t> ke_group, uint8_t* number,
+                                        crypto::DhGroup* preferred_group);
+std::vector<wire::Proposal> child_proposals_to_wire(const ChildConfig& c, uint32_t spi, bool with_dh);
+struct ChildChoice {
+    EspCipher cipher;
+    bool esn = false;
+    std::optional<crypto::DhGroup> dh;
+    uint8_t number = 1;
+    uint32_t peer_spi = 0;
+};
+// ke_group: the peer's KE group when present.  *wanted_group is set when the proposal matches
+// except for the KE group (INVALID_KE_PAYLOAD).
+std::optional<ChildChoice> select_child(const ChildConfig& c, const wire::SaPayload& theirs, bool allow_dh,
+                                        std::optional<uint16_t> ke_group, std::optional<crypto::DhGroup>* wanted_group);
+wire::Proposal child_choice_to_wire(const ChildChoice& c, uint32_t my_spi);
+std::optional<ChildChoice> parse_child_choice(const wire::SaPayload& sa);
+std::optional<IkeAlgorithms> parse_ike_choice(const wire::SaPayload& sa, Bytes* spi);
+std::string encr_name(const EncrAlg& e);
+const char* integ_name(crypto::IntegId i);
+const char* prf_name(crypto::PrfId p);
+// Traffic selectors.
+std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& proposed,
+                                    const std::vector<TrafficSelector>& allowed);
+
+}  // namespace x2sec::ike

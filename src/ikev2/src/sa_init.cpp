@@ -1,0 +1,371 @@
+// IKE_SA_INIT: responder side (cookies, proposal selection, INVALID_KE_PAYLOAD), the
+// initiator's handling of COOKIE / INVALID_KE_PAYLOAD answers, NAT detection, key derivation.
+#include "engine_internal.hpp"
+
+namespace x2sec::ike {
+
+using namespace wire;
+
+namespace {
+
+Bytes natd_hash(uint64_t spi_i, uint64_t spi_r, const Endpoint& e) {
+    Writer w;
+    w.u64(spi_i);
+    w.u64(spi_r);
+    w.bytes(e.addr.view());
+    w.u16(e.port);
+    return crypto::digest(crypto::Hash::Sha1, w.data());
+}
+
+bool addr_matches(const IpAddress& configured, const IpAddress& actual) {
+    if (configured == IpAddress{} || configured == IpAddress{true, {}}) return true;  // unspecified: any
+    return configured == actual;
+}
+
+Payload notify_payload(uint16_t type, Bytes data = {}) {
+    return Payload{PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, type, std::move(data)}};
+}
+
+}  // namespace
+
+std::vector<Payload> EngineImpl::natd_payloads(const IkeSa& sa, const Endpoint& local, const Endpoint& remote) const {
+    std::vector<Payload> out;
+    Bytes src = peer(sa).force_encap ? const_cast<Rng&>(m_rng).bytes(20) : natd_hash(sa.spi_i, sa.spi_r, local);
+    out.push_back(notify_payload(notify::NatDetectionSourceIp, src));
+    out.push_back(notify_payload(notify::NatDetectionDestinationIp, natd_hash(sa.spi_i, sa.spi_r, remote)));
+    return out;
+}
+
+void EngineImpl::process_natd(IkeSa& sa, const std::vector<Payload>& pl, const Endpoint& local, const Endpoint& remote) {
+    bool any_src = false, src_match = false, any_dst = false, dst_match = false;
+    Bytes want_src = natd_hash(sa.spi_i, sa.spi_r, remote), want_dst = natd_hash(sa.spi_i, sa.spi_r, local);
+    for (const auto& p : pl) {
+        auto* n = p.as<NotifyPayload>();
+        if (!n) continue;
+        if (n->type == notify::NatDetectionSourceIp) {
+            any_src = true;
+            src_match |= ct_equal(n->data, want_src);
+        } else if (n->type == notify::NatDetectionDestinationIp) {
+            any_dst = true;
+            dst_match |= ct_equal(n->data, want_dst);
+        }
+    }
+    if (any_src && any_dst) {
+        sa.nat_remote = !src_match;
+        sa.nat_local = !dst_match;
+    }
+    sa.encap = sa.nat_local || sa.nat_remote || peer(sa).force_encap;
+    if (sa.nat_local || sa.nat_remote)
+        m_log->info("IKE SA #{}: NAT detected ({}{}), UDP encapsulation", sa.id, sa.nat_local ? "local " : "",
+                    sa.nat_remote ? "remote" : "");
+}
+
+void EngineImpl::float_ports(IkeSa& sa) {
+    if (!sa.encap || sa.natt_port) return;
+    const auto& p = peer(sa);
+    sa.local.port = p.local_natt_port;
+    sa.remote.port = p.remote_natt_port;
+    sa.natt_port = true;
+    m_log->info("IKE SA #{}: switching to NAT-T ports {} -> {}", sa.id, sa.local.to_string(), sa.remote.to_string());
+}
+
+Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf) {
+    X2SEC_TRY(auto prf, crypto::Prf::create(sa.algs.prf));
+    SecureBytes seed = old_sk_d ? rekey_skeyseed(*old_prf, *old_sk_d, g_ir, sa.ni, sa.nr) : skeyseed(prf, sa.ni, sa.nr, g_ir);
+    X2SEC_TRY(auto keys, derive_ike_keys(sa.algs, seed, sa.ni, sa.nr, sa.spi_i, sa.spi_r));
+    auto integ = sa.algs.integ;
+    X2SEC_TRY(auto ci, crypto::SkCipher::create(sa.algs.encr.id, sa.algs.encr.key_bits, integ, keys.sk_ei, keys.sk_ai));
+    X2SEC_TRY(auto cr, crypto::SkCipher::create(sa.algs.encr.id, sa.algs.encr.key_bits, integ, keys.sk_er, keys.sk_ar));
+    if (m_on_ike_keys) {
+        IkeSaKeys k;
+        k.spi_i = sa.spi_i;
+        k.spi_r = sa.spi_r;
+        k.sk_ei = keys.sk_ei;
+        k.sk_er = keys.sk_er;
+        k.sk_ai = keys.sk_ai;
+        k.sk_ar = keys.sk_ar;
+        if (sa.algs.encr.id == crypto::EncrId::AesGcm16)
+            k.encr_name = "AES-GCM-" + std::to_string(sa.algs.encr.key_bits) + " with 16 octet ICV [RFC5282]";
+        else
+            k.encr_name = "AES-CBC-" + std::to_string(sa.algs.encr.key_bits) + " [RFC3602]";
+        switch (integ) {
+            case crypto::IntegId::None: k.integ_name = "NONE [RFC4306]"; break;
+            case crypto::IntegId::HmacSha2_256_128: k.integ_name = "HMAC_SHA2_256_128 [RFC4868]"; break;
+            case crypto::IntegId::HmacSha2_384_192: k.integ_name = "HMAC_SHA2_384_192 [RFC4868]"; break;
+            case crypto::IntegId::HmacSha2_512_256: k.integ_name = "HMAC_SHA2_512_256 [RFC4868]"; break;
+        }
+        m_on_ike_keys(k);
+    }
+    sa.prf = std::move(prf);
+    sa.sk_d = std::move(keys.sk_d);
+    sa.sk_pi = std::move(keys.sk_pi);
+    sa.sk_pr = std::move(keys.sk_pr);
+    if (sa.initiator) {
+        sa.cipher_out = std::move(ci);
+        sa.cipher_in = std::move(cr);
+    } else {
+        sa.cipher_out = std::move(cr);
+        sa.cipher_in = std::move(ci);
+    }
+    return {};
+}
+
+// ---------------------------------------------------------------- cookies (RFC 7296 2.6)
+
+void EngineImpl::rotate_cookie_secret(Millis now) {
+    m_cookie_secret_old = m_cookie_secret;
+    m_cookie_secret = m_rng.bytes(32);
+    ++m_cookie_version;
+    m_cookie_rotated_at = now;
+}
+
+// Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)
+Bytes EngineImpl::cookie_for(BytesView ni, const Endpoint& remote, uint64_t spi_i, const Bytes& secret,
+                             uint32_t version) const {
+    Writer w;
+    w.bytes(ni);
+    w.bytes(remote.addr.view());
+    w.u64(spi_i);
+    w.bytes(secret);
+    Bytes h = crypto::digest(crypto::Hash::Sha256, w.data());
+    Writer c;
+    c.u32(version);
+    c.bytes(h);
+    return c.take();
+}
+
+// ---------------------------------------------------------------- responder
+
+void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) {
+    const Header& h = m.header;
+    if (!h.initiator() || h.spi_r != 0 || h.message_id != 0 || h.spi_i == 0) {
+        drop(d, "invalid_syntax", "IKE_SA_INIT request with bad SPIs, flags or Message ID");
+        return;
+    }
+    // A retransmitted request gets the cached response.
+    for (auto& [id, sa] : m_sas) {
+        if (sa->initiator || sa->spi_i != h.spi_i || sa->remote.addr != d.remote.addr) continue;
+        if (sa->init_req == d.data && !sa->init_resp.empty()) {
+            count("retransmit");
+            m_log->info("IKE SA #{}: retransmitted IKE_SA_INIT from {}, resending response", sa->id, d.remote.to_string());
+            Datagram out{d.local, d.remote, sa->init_resp, d.non_esp_marker};
+            m_out.push_back(std::move(out));
+        } else {
+            drop(d, "invalid_ike_spi", "second IKE_SA_INIT with an SPI already in use");
+        }
+        return;
+    }
+    auto rules_ok = check_rules(*find_rule(ExchangeType::IkeSaInit, false), m.payloads);
+    if (!rules_ok.ok()) {
+        drop(d, "invalid_syntax", rules_ok.error().detail());
+        send_unprotected_notify(d, h, notify::InvalidSyntax, {});
+        return;
+    }
+    std::optional<size_t> idx;
+    for (size_t i = 0; i < m_config.peers.size() && !idx; ++i)
+        if (addr_matches(m_config.peers[i].remote_addr, d.remote.addr) &&
+            addr_matches(m_config.peers[i].local_addr, d.local.addr))
+            idx = i;
+    if (!idx) {
+        drop(d, "no_peer_config", "no peer configured for " + d.remote.to_string());
+        send_unprotected_notify(d, h, notify::NoProposalChosen, {});
+        return;
+    }
+    const auto& pc = m_config.peers[*idx];
+    const auto* nonce = find_payload(m.payloads, PayloadType::Nonce)->as<NoncePayload>();
+    // Cookies above the half-open threshold.
+    if (m_cookie_rotated_at < 0) rotate_cookie_secret(now);
+    if (half_open_count() >= m_config.cookie_threshold) {
+        const NotifyPayload* c = find_notify(m.payloads, notify::Cookie);
+        bool valid = false;
+        if (c) {
+            valid = ct_equal(c->data, cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret, m_cookie_version)) ||
+                    (!m_cookie_secret_old.empty() &&
+                     ct_equal(c->data, cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret_old, m_cookie_version - 1)));
+            if (!valid) count("bad_cookie");
+        }
+        if (!valid) {
+            m_counters.inc("ike.tx.cookie");
+            m_log->info("{} half-open IKE SAs: demanding a COOKIE from {}", half_open_count(), d.remote.to_string());
+            send_unprotected_notify(d, h, notify::Cookie,
+                                    cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret, m_cookie_version));
+            return;
+        }
+    }
+    const auto* sa_pl = find_payload(m.payloads, PayloadType::SA)->as<SaPayload>();
+    const auto* ke = find_payload(m.payloads, PayloadType::KE)->as<KePayload>();
+    uint8_t number = 1;
+    crypto::DhGroup wanted{};
+    bool have_wanted = false;
+    {
+        crypto::DhGroup w = static_cast<crypto::DhGroup>(0);
+        auto algs = select_ike(pc.ike_proposals, *sa_pl, ke->group, &number, &w);
+        if (!algs) {
+            have_wanted = static_cast<uint16_t>(w) != 0;
+            wanted = w;
+        } else {
+            IkeSa& sa = new_sa(*idx, false, now);
+            sa.spi_i = h.spi_i;
+            sa.spi_r = new_ike_spi();
+            sa.local = d.local;
+            sa.remote = d.remote;
+            sa.natt_port = d.non_esp_marker;
+            sa.algs = *algs;
+            sa.ni = nonce->data;
+            sa.nr = make_nonce();
+            sa.init_req = d.data;
+            transition(sa, SaState::Connecting);
+            auto dh = make_dh(algs->dh);
+            if (!dh.ok()) {
+                m_log->error("IKE SA #{}: DH generation failed: {}", sa.id, dh.error().to_string());
+                destroy(sa, now, false, "internal error");
+                return;
+            }
+            auto g_ir = dh->derive(ke->data);
+            if (!g_ir.ok()) {
+                drop(d, "invalid_ke_data", g_ir.error().detail());
+                send_unprotected_notify(d, h, notify::InvalidSyntax, {});
+                destroy(sa, now, false, "bad KE data");
+                return;
+            }
+            sa.dh = std::move(dh).value();
+            sa.peer_frag = find_notify(m.payloads, notify::Ikev2FragmentationSupported) != nullptr;
+            if (auto* sh = find_notify(m.payloads, notify::SignatureHashAlgorithms)) {
+                sa.peer_sent_hashes = true;
+                for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
+                    sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
+            }
+            {
+                // NAT-D in the request was computed with SPIr = 0.
+                uint64_t spi_r = sa.spi_r;
+                sa.spi_r = 0;
+                process_natd(sa, m.payloads, d.local, d.remote);
+                sa.spi_r = spi_r;
+            }
+            auto st = derive_ike(sa, *g_ir, nullptr, nullptr);
+            if (!st.ok()) {
+                m_log->error("IKE SA #{}: key derivation failed: {}", sa.id, st.error().to_string());
+                send_unprotected_notify(d, h, notify::NoProposalChosen, {});
+                destroy(sa, now, false, "key derivation failed");
+                return;
+            }
+            IkeProposal chosen;
+            chosen.encr = {sa.algs.encr};
+            if (sa.algs.integ != crypto::IntegId::None) chosen.integ = {sa.algs.integ};
+            chosen.prf = {sa.algs.prf};
+            chosen.dh = {sa.algs.dh};
+            Message r;
+            r.header.spi_i = sa.spi_i;
+            r.header.spi_r = sa.spi_r;
+            r.header.exchange = ExchangeType::IkeSaInit;
+            r.header.flags = kFlagResponse;
+            r.header.message_id = 0;
+            SaPayload out_sa;
+            out_sa.proposals.push_back(ike_proposal_to_wire(chosen, number, {}));
+            r.payloads.push_back({PayloadType::SA, false, out_sa});
+            r.payloads.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(sa.algs.dh), sa.dh->public_value()}});
+            r.payloads.push_back({PayloadType::Nonce, false, NoncePayload{sa.nr}});
+            for (auto& p : natd_payloads(sa, d.local, d.remote)) r.payloads.push_back(std::move(p));
+            if (pc.remote_auth == AuthMethod::Certificate && pc.trust && !pc.trust->empty() && pc.send_certreq) {
+                CertReqPayload cr;
+                for (const auto& hsh : pc.trust->anchor_spki_sha1s()) cr.data.insert(cr.data.end(), hsh.begin(), hsh.end());
+                r.payloads.push_back({PayloadType::CERTREQ, false, cr});
+            }
+            if (pc.fragmentation && sa.peer_frag) r.payloads.push_back(notify_payload(notify::Ikev2FragmentationSupported));
+            sa.peer_frag = sa.peer_frag && pc.fragmentation;
+            r.payloads.push_back(notify_payload(notify::SignatureHashAlgorithms, hex("000200030004")));
+            sa.init_resp = r.encode();
+            sa.peer_mid = 1;
+            Datagram out{d.local, d.remote, sa.init_resp, d.non_esp_marker};
+            m_out.push_back(std::move(out));
+            m_log->info("IKE SA #{} ({}): IKE_SA_INIT from {} accepted: {}/{}/{}/{}", sa.id, pc.name, d.remote.to_string(),
+                        encr_name(sa.algs.encr), integ_name(sa.algs.integ), prf_name(sa.algs.prf),
+                        crypto::dh_group_name(sa.algs.dh));
+            return;
+        }
+    }
+    if (have_wanted) {
+        m_counters.inc("ike.tx.invalid_ke_payload");
+        m_log->info("IKE_SA_INIT from {}: KE group {} not preferred, asking for {}", d.remote.to_string(), ke->group,
+                    crypto::dh_group_name(wanted));
+        uint16_t g = static_cast<uint16_t>(wanted);
+        send_unprotected_notify(d, h, notify::InvalidKePayload, Bytes{uint8_t(g >> 8), uint8_t(g)});
+        return;
+    }
+    count("no_proposal_chosen");
+    m_log->warn("IKE_SA_INIT from {}: no acceptable proposal", d.remote.to_string());
+    send_unprotected_notify(d, h, notify::NoProposalChosen, {});
+}
+
+// ---------------------------------------------------------------- initiator
+
+void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now) {
+    const Header& h = m.header;
+    IkeSa* sa = find_by_spi(h.spi_i);
+    if (!sa || !sa->initiator || sa->state != SaState::Connecting || !sa->outstanding ||
+        sa->outstanding->exchange.type != ExchangeType::IkeSaInit || h.message_id != 0 || !h.response() ||
+        h.initiator()) {
+        drop(d, "unexpected_response", "IKE_SA_INIT response without a matching request");
+        return;
+    }
+    auto rules_ok = check_rules(*find_rule(ExchangeType::IkeSaInit, true), m.payloads);
+    if (!rules_ok.ok()) {
+        drop(d, "invalid_syntax", rules_ok.error().detail());
+        return;
+    }
+    sa->last_rx = now;
+    const auto& pc = peer(*sa);
+    if (auto* c = find_notify(m.payloads, notify::Cookie)) {
+        if (++sa->init_attempts > 5) {
+            event(*sa, Event::Kind::NegotiationFailed, notify::Cookie, "too many COOKIE requests");
+            destroy(*sa, now, true, "cookie loop");
+            return;
+        }
+        m_log->info("IKE SA #{}: responder demands a COOKIE, retrying", sa->id);
+        sa->cookie = c->data;
+        Exchange ex = std::move(sa->outstanding->exchange);
+        sa->outstanding.reset();
+        sa->queue.push_front(std::move(ex));
+        start_next(*sa, now);
+        return;
+    }
+    if (auto* ike = find_notify(m.payloads, notify::InvalidKePayload)) {
+        uint16_t g = static_cast<uint16_t>((ike->data[0] << 8) | ike->data[1]);
+        bool acceptable = false;
+        for (const auto& p : pc.ike_proposals)
+            for (auto dh : p.dh) acceptable |= static_cast<uint16_t>(dh) == g;
+        if (!acceptable || ++sa->init_attempts > 5 || (sa->dh && static_cast<uint16_t>(sa->dh->group()) == g)) {
+            event(*sa, Event::Kind::NegotiationFailed, notify::InvalidKePayload,
+                  "responder wants DH group " + std::to_string(g) + " which is not acceptable");
+            destroy(*sa, now, true, "INVALID_KE_PAYLOAD");
+            return;
+        }
+        m_log->info("IKE SA #{}: INVALID_KE_PAYLOAD, retrying with {}", sa->id,
+                    crypto::dh_group_name(static_cast<crypto::DhGroup>(g)));
+        m_counters.inc("ike.rx.invalid_ke_payload");
+        sa->algs.dh = static_cast<crypto::DhGroup>(g);
+        sa->dh.reset();
+        Exchange ex = std::move(sa->outstanding->exchange);
+        sa->outstanding.reset();
+        sa->queue.push_front(std::move(ex));
+        start_next(*sa, now);
+        return;
+    }
+    for (const auto& p : m.payloads)
+        if (auto* n = p.as<NotifyPayload>(); n && notify::is_error(n->type)) {
+            sa->outstanding.reset();
+            event(*sa, Event::Kind::NegotiationFailed, n->type, std::string("IKE_SA_INIT answered ") + notify::name(n->type));
+            destroy(*sa, now, true, notify::name(n->type));
+            return;
+        }
+    if (h.spi_r == 0 || !find_payload(m.payloads, PayloadType::SA) || !find_payload(m.payloads, PayloadType::KE) ||
+        !find_payload(m.payloads, PayloadType::Nonce)) {
+        drop(d, "invalid_syntax", "IKE_SA_INIT response without SA, KE or Nonce");
+        return;
+    }
+    sa->spi_r = h.spi_r;
+    sa->init_resp = d.data;
+    process_response(*sa, h, m.payloads, now);
+}
+
+}  // namespace x2sec::ike

@@ -1,0 +1,243 @@
+// Certificate authentication between two engines: two vendor roots in one trust store
+// (Scenario 1 vs 2 of the contribution), intermediates, CERTREQ, fragmentation, and every
+// failure reason.
+#include <gtest/gtest.h>
+
+#include "ikev2_harness.hpp"
+
+using namespace x2sec;
+using namespace x2sec::ike;
+using namespace x2sec::test;
+
+namespace {
+
+struct Pki {
+    TestCa root_a = make_root("Vendor A");
+    TestCa inter_a = make_intermediate(root_a, "Vendor A");
+    TestCa root_b = make_root("Vendor B");
+    std::shared_ptr<x509::TrustStore> both() const {
+        auto t = std::make_shared<x509::TrustStore>();
+        t->add_anchor(root_a.certificate(), "vendor-a");
+        t->add_anchor(root_b.certificate(), "vendor-b");
+        return t;
+    }
+    std::shared_ptr<x509::TrustStore> only_b() const {
+        auto t = std::make_shared<x509::TrustStore>();
+        t->add_anchor(root_b.certificate(), "vendor-b");
+        return t;
+    }
+};
+
+const Pki& pki_fixture() {
+    static Pki p;
+    return p;
+}
+
+}  // namespace
+
+TEST(IkeCerts, TwoVendorRootsAuthenticate) {
+    const auto& k = pki_fixture();
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
+    use_cert(pb, lb, {}, k.both());
+    Pair p(pa, pb);
+    ASSERT_TRUE(p.connect()) << (p.b.find(Event::Kind::AuthFailed) ? p.b.find(Event::Kind::AuthFailed)->detail : "");
+    auto ia = p.a.engine->list_sas()[0], ib = p.b.engine->list_sas()[0];
+    EXPECT_EQ(ia.peer_cert_anchor, "vendor-b");
+    EXPECT_EQ(ib.peer_cert_anchor, "vendor-a");
+    EXPECT_NE(ib.peer_cert_subject.find("a.henb.example"), std::string::npos);
+    EXPECT_EQ(ia.remote_auth, "ECDSA-SHA256 certificate");
+    EXPECT_EQ(ia.local_auth, "ECDSA-SHA256 certificate");
+    // The IKE_SA_INIT response carried CERTREQ with both anchors' SPKI hashes.
+    auto init_resp = wire::Message::decode(p.log[1].second.data);
+    ASSERT_TRUE(init_resp.ok());
+    auto* cr = wire::find_payload(init_resp->payloads, wire::PayloadType::CERTREQ);
+    ASSERT_NE(cr, nullptr);
+    EXPECT_EQ(cr->as<wire::CertReqPayload>()->hashes().size(), 2u);
+    EXPECT_NE(wire::find_notify(init_resp->payloads, wire::notify::SignatureHashAlgorithms), nullptr);
+    EXPECT_EQ(p.a.backend.installed_spis().size(), 1u);
+    EXPECT_EQ(p.b.backend.installed_spis().size(), 1u);
+}
+
+TEST(IkeCerts, DnIdentity) {
+    const auto& k = pki_fixture();
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
+    use_cert(pb, lb, {}, k.both());
+    // a identifies by its subject DN.
+    pa.local_id.type = x509::IdType::DerAsn1Dn;
+    pa.local_id.data = la.certificate().subject_der();
+    pb.remote_id.reset();
+    pa.remote_id.reset();
+    Pair p(pa, pb);
+    ASSERT_TRUE(p.connect()) << (p.b.find(Event::Kind::AuthFailed) ? p.b.find(Event::Kind::AuthFailed)->detail : "");
+    EXPECT_EQ(p.b.engine->list_sas()[0].remote_id.rfind("dn:", 0), 0u);
+}
+
+TEST(IkeCerts, UntrustedCa) {
+    const auto& k = pki_fixture();
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
+    use_cert(pb, lb, {}, k.only_b());  // b does not know vendor A
+    Pair p(pa, pb);
+    EXPECT_FALSE(p.connect());
+    auto* f = p.b.find(Event::Kind::AuthFailed);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::UntrustedCa));
+    auto* fa = p.a.find(Event::Kind::AuthFailed);
+    ASSERT_NE(fa, nullptr);
+    EXPECT_EQ(fa->code, auth_failure::PeerRejected);
+    EXPECT_GE(p.b.counter("ike.auth.failed"), 1u);
+}
+
+TEST(IkeCerts, IdNotInCertificate) {
+    const auto& k = pki_fixture();
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
+    use_cert(pb, lb, {}, k.both());
+    pa.local_id = Identity::parse("fqdn:impostor.henb.example").value();
+    pb.remote_id.reset();
+    Pair p(pa, pb);
+    EXPECT_FALSE(p.connect());
+    auto* f = p.b.find(Event::Kind::AuthFailed);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::IdMismatch));
+    EXPECT_NE(f->detail.find("impostor"), std::string::npos);
+}
+
+TEST(IkeCerts, ExpiredCertificate) {
+    const auto& k = pki_fixture();
+    Leaf la = make_leaf(k.inter_a, "a.henb.example", 1'700'000'000, 1'750'000'000);  // clock is at 1.8e9
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
+    use_cert(pb, lb, {}, k.both());
+    Pair p(pa, pb);
+    EXPECT_FALSE(p.connect());
+    auto* f = p.b.find(Event::Kind::AuthFailed);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::Expired));
+}
+
+TEST(IkeCerts, RevokedCertificate) {
+    const auto& k = pki_fixture();
+    Leaf la = make_leaf(k.root_b, "a.henb.example");
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    pki::Revoked rv;
+    rv.serial = pki::serial_bytes(X509_get0_serialNumber(la.cert.get()));
+    rv.time = 1'750'000'000;
+    auto crl = pki::issue_crl(k.root_b.cert.get(), k.root_b.key.get(), {rv}, 1, 1'790'000'000, 1'900'000'000).value();
+    auto trust = std::make_shared<x509::TrustStore>();
+    trust->add_anchor(k.root_b.certificate(), "vendor-b");
+    trust->add_crl(x509::Crl::from_der(pki::crl_der(crl.get())).value());
+    trust->set_crl_check(true);
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {}, k.both());
+    use_cert(pb, lb, {}, trust);
+    Pair p(pa, pb);
+    EXPECT_FALSE(p.connect());
+    auto* f = p.b.find(Event::Kind::AuthFailed);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::Revoked));
+}
+
+TEST(IkeCerts, ResponderCertRejectedByInitiator) {
+    const auto& k = pki_fixture();
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    auto pa = base_peer(true), pb = base_peer(false);
+    auto only_a = std::make_shared<x509::TrustStore>();
+    only_a->add_anchor(k.root_a.certificate(), "vendor-a");
+    use_cert(pa, la, {k.inter_a.certificate()}, only_a);  // a does not trust vendor B
+    use_cert(pb, lb, {}, k.both());
+    Pair p(pa, pb);
+    EXPECT_FALSE(p.connect());
+    auto* f = p.a.find(Event::Kind::AuthFailed);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::UntrustedCa));
+    // b learns it through INFORMATIONAL AUTHENTICATION_FAILED.
+    auto* fb = p.b.find(Event::Kind::AuthFailed);
+    ASSERT_NE(fb, nullptr);
+    EXPECT_EQ(fb->code, auth_failure::PeerRejected);
+    EXPECT_TRUE(p.a.engine->list_sas().empty());
+    EXPECT_TRUE(p.b.engine->list_sas().empty());
+    EXPECT_TRUE(p.b.backend.installed_spis().empty());
+}
+
+TEST(IkeCerts, CertificateAgainstPskPolicyIsRejected) {
+    const auto& k = pki_fixture();
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
+    pa.remote_auth = AuthMethod::Psk;
+    pa.psk = SecureBytes(as_bytes("x"));
+    Pair p(pa, pb);  // b expects PSK
+    EXPECT_FALSE(p.connect());
+    auto* f = p.b.find(Event::Kind::AuthFailed);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->code, auth_failure::MethodMismatch);
+}
+
+TEST(IkeCerts, FragmentationAt1280WithRsaChain) {
+    auto root = make_root("Vendor R", pki::KeyAlg::Rsa3072);
+    auto inter = make_intermediate(root, "Vendor R", pki::KeyAlg::Rsa3072);
+    Leaf la = make_leaf(inter, "a.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
+    Leaf lb = make_leaf(inter, "b.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
+    auto trust = std::make_shared<x509::TrustStore>();
+    trust->add_anchor(root.certificate(), "vendor-r");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {inter.certificate()}, trust);
+    use_cert(pb, lb, {inter.certificate()}, trust);
+    Pair p(pa, pb);
+    ASSERT_TRUE(p.connect()) << (p.b.find(Event::Kind::AuthFailed) ? p.b.find(Event::Kind::AuthFailed)->detail : "");
+    size_t frags_a = 0, frags_b = 0;
+    for (const auto& [from_a, d] : p.log) {
+        EXPECT_LE(d.data.size() + 20 + 8, 1280u) << "datagram of " << d.data.size() << " octets";
+        auto m = wire::Message::decode(d.data);
+        ASSERT_TRUE(m.ok());
+        if (m->payloads.size() == 1 && m->payloads[0].type == wire::PayloadType::SKF) (from_a ? frags_a : frags_b)++;
+    }
+    EXPECT_GE(frags_a, 3u);
+    EXPECT_GE(frags_b, 3u);
+    EXPECT_EQ(p.b.counter("ike.rx.reassembled"), 1u);
+    EXPECT_EQ(p.a.counter("ike.rx.reassembled"), 1u);
+    EXPECT_EQ(p.a.engine->list_sas()[0].remote_auth, "RSASSA-PSS-SHA256 certificate");
+}
+
+TEST(IkeCerts, LostFragmentIsRetransmitted) {
+    auto root = make_root("Vendor R2", pki::KeyAlg::Rsa3072);
+    Leaf la = make_leaf(root, "a.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
+    Leaf lb = make_leaf(root, "b.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
+    auto trust = std::make_shared<x509::TrustStore>();
+    trust->add_anchor(root.certificate(), "vendor-r2");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {root.certificate()}, trust);
+    use_cert(pb, lb, {}, trust);
+    pa.fragment_size = pb.fragment_size = 576;
+    Pair p(pa, pb);
+    bool dropped = false;
+    p.drop = [&](const Datagram& d, bool from_a) {
+        auto m = wire::Message::decode(d.data);
+        if (from_a && !dropped && m.ok() && m->payloads.size() == 1)
+            if (auto* f = m->payloads[0].as<wire::SkfPayload>(); f && f->number == 2) {
+                dropped = true;
+                return true;
+            }
+        return false;
+    };
+    ASSERT_TRUE(p.a.engine->initiate("to-b", p.clock.now()).ok());
+    p.pump();
+    EXPECT_FALSE(p.established());
+    p.advance(4000);
+    p.pump();
+    EXPECT_TRUE(p.established());
+    EXPECT_TRUE(dropped);
+}

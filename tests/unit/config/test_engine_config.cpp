@@ -1,0 +1,165 @@
+// FileConfig -> ike::EngineConfig with real files: keys, certificate chains, labelled trust
+// anchors, PSK files; errors keep their file:line:col.
+#include <gtest/gtest.h>
+
+#include <x2sec/config/engine_config.hpp>
+
+using namespace x2sec;
+using namespace x2sec::config;
+
+namespace {
+
+const std::string kPki = std::string(X2SEC_CONFIG_TEST_DATA) + "/pki";
+
+const char* kAnchors = R"(
+[[trust_anchor]]
+label = "vendor-a"
+file = "vendor-root.pem"
+[[trust_anchor]]
+label = "operator"
+file = "operator-root.pem"
+[[credential]]
+name = "henb-a"
+key = "henb-a.key"
+certs = ["henb-a.pem"]
+)";
+
+std::string cert_peer(const std::string& extra = "", const std::string& local_id = "fqdn:henb-a.example.org") {
+    return std::string(kAnchors) + R"(
+[[peer]]
+name = "b"
+local_addr = "192.0.2.1"
+remote_addr = "192.0.2.2"
+local_id = ")" + local_id + R"("
+remote_id = "henb-b.example.org"
+credential = "henb-a"
+ike_proposals = ["aes256gcm16-prfsha384-ecp384", "aes128-sha256-modp2048"]
+)" + extra + R"(
+  [[peer.child]]
+  name = "x2c"
+  local_ts = "198.51.100.0/24[sctp/36422]"
+  remote_ts = "203.0.113.0/24[sctp/36422]"
+  esp_proposals = ["aes128gcm16", "aes256-sha256"]
+)";
+}
+
+Result<LoadedConfig> build(const std::string& text) {
+    auto f = parse_string(text, "e.toml", kPki);
+    if (!f) return std::move(f).error();
+    return build_engine_config(*f);
+}
+
+}  // namespace
+
+TEST(EngineConfig, CertificatePeer) {
+    auto r = build(cert_peer());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    ASSERT_EQ(r->engine.peers.size(), 1u);
+    const auto& p = r->engine.peers[0];
+    EXPECT_EQ(p.local_id.type, x509::IdType::Fqdn);
+    ASSERT_TRUE(p.remote_id);
+    EXPECT_EQ(p.remote_id->to_string(), ike::Identity::parse("henb-b.example.org")->to_string());
+    ASSERT_TRUE(p.private_key);
+    ASSERT_EQ(p.cert_chain.size(), 1u);
+    EXPECT_NE(p.cert_chain[0].subject().find("henb-a.example.org"), std::string::npos);
+    ASSERT_TRUE(p.trust);
+    auto anchors = p.trust->anchors();
+    ASSERT_EQ(anchors.size(), 2u);  // no 'trust' filter: every anchor
+    EXPECT_EQ(anchors[0].first, "operator");
+    ASSERT_EQ(p.ike_proposals.size(), 2u);
+    EXPECT_EQ(ike::to_string(p.ike_proposals[0]), ike::to_string(*ike::parse_ike_proposal("aes256gcm16-prfsha384-ecp384")));
+    ASSERT_EQ(p.children.size(), 1u);
+    EXPECT_EQ(p.children[0].proposals.size(), 2u);
+    EXPECT_EQ(p.children[0].local_ts[0].ip_protocol, 132);
+    EXPECT_EQ(p.local_auth, ike::AuthMethod::Certificate);
+    EXPECT_EQ(p.psk.size(), 0u);
+}
+
+TEST(EngineConfig, TrustLabelsSelectAnchors) {
+    auto r = build(cert_peer("trust = [\"vendor-a\"]"));
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    auto anchors = r->engine.peers[0].trust->anchors();
+    ASSERT_EQ(anchors.size(), 1u);
+    EXPECT_EQ(anchors[0].first, "vendor-a");
+    EXPECT_NE(anchors[0].second.subject().find("Vendor A Root CA"), std::string::npos);
+}
+
+TEST(EngineConfig, LocalIdMustBeInOwnCertificate) {
+    auto r = build(cert_peer("", "fqdn:henb-z.example.org"));
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().detail().find("e.toml:17:12: peer 'b': local_id 'fqdn:henb-z.example.org' is not in the certificate"),
+              std::string::npos)
+        << r.error().detail();
+    // An IP SAN matches an ipv4 identity.
+    EXPECT_TRUE(build(cert_peer("", "ipv4:192.0.2.1")).ok());
+}
+
+TEST(EngineConfig, BadProposalsAndIdentitiesPointAtTheirText) {
+    std::string text = cert_peer();
+    text.replace(text.find("aes128-sha256-modp2048"), 22, "aes128-sha256-modp1024");
+    auto r = build(text);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().detail().find("e.toml:20:50: peer 'b': IKE proposal 'aes128-sha256-modp1024': unknown algorithm 'modp1024'"), std::string::npos)
+        << r.error().detail();
+    text = cert_peer();
+    text.replace(text.find("\"aes256-sha256\""), 15, "\"chacha20poly1305\"");
+    r = build(text);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().detail().find("child 'x2c': ") != std::string::npos && r.error().detail().find("chacha20poly1305"), std::string::npos) << r.error().detail();
+}
+
+TEST(EngineConfig, MissingFilesAreReportedAtTheirEntry) {
+    std::string text = cert_peer();
+    text.replace(text.find("henb-a.key"), 10, "missing.key");
+    text.replace(text.find("operator-root.pem"), 17, "missing-root.pem");
+    auto r = build(text);
+    ASSERT_FALSE(r.ok());
+    const std::string& e = r.error().detail();
+    EXPECT_NE(e.find("e.toml:5:1: trust anchor 'operator': cannot load '" + kPki + "/missing-root.pem'"), std::string::npos) << e;
+    EXPECT_NE(e.find("e.toml:8:1: credential 'henb-a': cannot load private key '" + kPki + "/missing.key'"), std::string::npos) << e;
+}
+
+TEST(EngineConfig, PskFromHexTextAndFile) {
+    const char* base = R"(
+[[peer]]
+name = "p"
+local_addr = "192.0.2.1"
+remote_addr = "192.0.2.2"
+local_id = "192.0.2.1"
+auth = "psk"
+%s
+  [[peer.child]]
+  name = "c"
+  local_ts = "198.51.100.0/24"
+  remote_ts = "203.0.113.0/24"
+)";
+    auto with = [&](const std::string& line) {
+        std::string text = base;
+        text.replace(text.find("%s"), 2, line);
+        return build(text);
+    };
+    auto r = with("psk = \"0x000102030405060708090a0b0c0d0e0f\"");
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    EXPECT_EQ(Bytes(r->engine.peers[0].psk.data(), r->engine.peers[0].psk.data() + 16), hex("000102030405060708090a0b0c0d0e0f"));
+    EXPECT_EQ(r->engine.peers[0].local_id.type, x509::IdType::Ipv4Addr);
+    EXPECT_FALSE(r->engine.peers[0].trust);  // no certificate checks for a PSK peer
+    r = with("psk_file = \"peer.psk\"");
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    std::string expect = "this-is-a-test-only-psk-of-32-octets";  // newline stripped
+    ASSERT_EQ(r->engine.peers[0].psk.size(), expect.size());
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(r->engine.peers[0].psk.data()), expect.size()), expect);
+    r = with("psk = \"hex:0g\"");
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().detail().find("e.toml:8:7: peer 'p': 'psk' is not valid hex"), std::string::npos) << r.error().detail();
+    r = with("psk_file = \"nope.psk\"");
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().detail().find("e.toml:8:12: peer 'p': cannot read psk_file"), std::string::npos) << r.error().detail();
+}
+
+TEST(EngineConfig, EngineSectionIsCarried) {
+    auto r = build("[engine]\nretransmit_timeout = \"500ms\"\nretransmit_tries = 2\ncookie_threshold = 3\n" + cert_peer());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    EXPECT_EQ(r->engine.retransmit.timeout_ms, 500);
+    EXPECT_EQ(r->engine.retransmit.tries, 2u);
+    EXPECT_EQ(r->engine.cookie_threshold, 3u);
+}
