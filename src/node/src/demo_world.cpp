@@ -118,6 +118,7 @@ struct World::Impl {
         std::unique_ptr<ike::Engine> engine;
         std::vector<ike::Event> events;
         uint16_t ike_port = 0, natt_port = 0;
+        std::map<std::string, ike::PeerConfig> peers;
     };
     std::map<std::string, Node> nodes;  // henbs and "segw"
     std::map<uint16_t, std::string> owner;
@@ -165,6 +166,21 @@ struct World::Impl {
             }
         }
         return false;
+    }
+
+    // The engine's responder picks the first peer configuration whose addresses match the
+    // IKE_SA_INIT (it does not look at ports or at IDi).  Every node here is 127.0.0.1, so
+    // before an exchange the harness "parks" the node's other peer configurations on an
+    // address that never sends (192.0.2.255, documentation range) so exactly one matches.
+    Status activate(const std::string& node, const ike::PeerConfig& active) {
+        auto& n = nodes[node];
+        n.peers[active.name] = active;
+        for (auto& [name, pc] : n.peers) {
+            ike::PeerConfig c = pc;
+            if (name != active.name) c.remote_addr = IpAddress::v4(192, 0, 2, 255);
+            X2SEC_TRY_STATUS(n.engine->update_peer(c));
+        }
+        return {};
     }
 
     static bool has(const std::vector<ike::Event>& ev, const std::string& peer, ike::Event::Kind k) {
@@ -386,8 +402,8 @@ Operations World::make_ops(const std::string& henb_name) {
         theirs.children[0].local_ts = {core};
         auto& n = m_impl->nodes[h.name];
         auto& s = m_impl->nodes["segw"];
-        X2SEC_TRY_STATUS(n.engine->update_peer(mine));
-        X2SEC_TRY_STATUS(s.engine->update_peer(theirs));
+        X2SEC_TRY_STATUS(m_impl->activate(h.name, mine));
+        X2SEC_TRY_STATUS(m_impl->activate("segw", theirs));
         m_impl->net.reset(n.ike_port, s.ike_port);
         m_impl->net.reset(n.natt_port, s.natt_port);
         n.events.clear();
@@ -528,8 +544,8 @@ Operations World::make_ops(const std::string& henb_name) {
         }
         auto& na = m_impl->nodes[h.name];
         auto& nb = m_impl->nodes[nc.name];
-        X2SEC_TRY_STATUS(na.engine->update_peer(pa));
-        X2SEC_TRY_STATUS(nb.engine->update_peer(pb));
+        X2SEC_TRY_STATUS(m_impl->activate(h.name, pa));
+        X2SEC_TRY_STATUS(m_impl->activate(nc.name, pb));
         m_impl->net.reset(na.ike_port, nb.ike_port);
         m_impl->net.reset(na.natt_port, nb.natt_port);
         na.events.clear();
