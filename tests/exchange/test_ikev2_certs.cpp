@@ -241,3 +241,28 @@ TEST(IkeCerts, LostFragmentIsRetransmitted) {
     EXPECT_TRUE(p.established());
     EXPECT_TRUE(dropped);
 }
+
+// Scenario 2: a's vendor certificate is not trusted by b; after enrolment (an operator
+// certificate) the runtime replaces a's credentials with update_peer and the next attempt works.
+TEST(IkeCerts, UpdatePeerReplacesCredentials) {
+    const auto& k = pki_fixture();
+    TestCa op = make_root("Operator");
+    Leaf vendor = make_leaf(k.inter_a, "a.henb.example");
+    Leaf operator_cert = make_leaf(op, "a.henb.example");
+    Leaf lb = make_leaf(op, "b.henb.example");
+    auto op_only = std::make_shared<x509::TrustStore>();
+    op_only->add_anchor(op.certificate(), "operator");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, vendor, {k.inter_a.certificate()}, op_only);
+    use_cert(pb, lb, {}, op_only);
+    Pair p(pa, pb);
+    EXPECT_FALSE(p.connect());
+    auto* f = p.b.find(Event::Kind::AuthFailed);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::UntrustedCa));
+    auto updated = pa;
+    use_cert(updated, operator_cert, {}, op_only);
+    ASSERT_TRUE(p.a.engine->update_peer(updated).ok());
+    EXPECT_TRUE(p.connect());
+    EXPECT_EQ(p.b.engine->list_sas()[0].peer_cert_anchor, "operator");
+}

@@ -540,3 +540,40 @@ TEST(IkeExchange, SoftExpiryFromDataPlaneRekeys) {
     EXPECT_EQ(p.b.backend.outbound_switches[0].first, first);
     expect_child_pair(p);
 }
+
+TEST(IkeExchange, Ipv4IdentitiesWithPsk) {
+    auto pa = base_peer(true), pb = base_peer(false);
+    pa.local_id = Identity::parse("192.0.2.1").value();
+    pa.remote_id = Identity::parse("192.0.2.2").value();
+    pb.local_id = Identity::parse("192.0.2.2").value();
+    pb.remote_id = Identity::parse("ipv4:192.0.2.1").value();
+    Pair p(pa, pb);
+    ASSERT_TRUE(p.connect());
+    EXPECT_EQ(p.b.engine->list_sas()[0].remote_id, "ipv4:192.0.2.1");
+}
+
+TEST(IkeExchange, HalfOpenSasExpireAndCountTowardsCookies) {
+    EngineConfig ca, cb;
+    ca.peers = {base_peer(true)};
+    cb.peers = {base_peer(false)};
+    cb.cookie_threshold = 1;
+    Pair p(ca, cb, 11);
+    // The first attempt stays half-open on b: a's IKE_AUTH is lost.
+    p.drop = [](const Datagram& d, bool from_a) {
+        auto h = wire::Header::decode(d.data);
+        return from_a && h.ok() && h->exchange == wire::ExchangeType::IkeAuth;
+    };
+    ASSERT_TRUE(p.a.engine->initiate("to-b", p.clock.now()).ok());
+    p.pump();
+    EXPECT_EQ(p.b.engine->list_sas().size(), 1u);
+    EXPECT_EQ(p.b.counter("ike.tx.cookie"), 0u);
+    // A second initiation now meets the cookie demand (one half-open SA >= threshold 1).
+    ASSERT_TRUE(p.a.engine->initiate("to-b", p.clock.now()).ok());
+    p.pump();
+    EXPECT_EQ(p.b.counter("ike.tx.cookie"), 1u);
+    // b forgets half-open SAs after half_open_timeout_ms.
+    p.clock.advance(cb.half_open_timeout_ms);
+    p.b.engine->tick(p.clock.now());
+    EXPECT_TRUE(p.b.engine->list_sas().empty());
+    EXPECT_GE(p.b.counter("ike.half_open_expired"), 1u);
+}
