@@ -534,8 +534,9 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
     }
     // Authenticated: track liveness and NAT mapping changes.
     sa->last_rx = now;
-    if (d.non_esp_marker && !sa->natt_port) sa->natt_port = true;
-    if ((sa->nat_local || sa->nat_remote || sa->encap) && (d.remote != sa->remote || d.local != sa->local)) {
+    bool floated = d.non_esp_marker && !sa->natt_port;
+    if (floated) sa->natt_port = true;
+    if ((floated || sa->nat_local || sa->nat_remote || sa->encap) && (d.remote != sa->remote || d.local != sa->local)) {
         m_log->info("IKE SA #{}: peer moved {} -> {}", sa->id, sa->remote.to_string(), d.remote.to_string());
         sa->remote = d.remote;
         sa->local = d.local;

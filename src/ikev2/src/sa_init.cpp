@@ -365,6 +365,8 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
     }
     sa->spi_r = h.spi_r;
     sa->init_resp = d.data;
+    // A wildcard local address in the configuration: from now on use the one the peer reached.
+    if (sa->local.addr == IpAddress{} || sa->local.addr == IpAddress{true, {}}) sa->local.addr = d.local.addr;
     process_response(*sa, h, m.payloads, now);
 }
 
