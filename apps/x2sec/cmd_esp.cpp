@@ -259,6 +259,7 @@ int run_esp(const EspOpts& o) {
     bo.batch = o.batch;
     if (!o.no_offload && bo.batch < 64) bo.batch = 64;  // a TSO super-packet is ~48 segments
     bo.keepalive_ms = Millis(o.keepalive) * 1000;
+    bo.udp_offload = !o.no_offload;
     auto backend = esp::TunBackend::create(dp, std::move(*tun), bo);
     if (!backend.ok()) {
         std::cerr << "x2sec esp: " << backend.error().to_string() << "\n";
@@ -333,7 +334,7 @@ static x2sec::app::Command reg(
         sub.add_option("--soft-seconds", o->soft_seconds, "soft lifetime (seconds)");
         sub.add_option("--hard-seconds", o->hard_seconds, "hard lifetime (seconds)");
         sub.add_flag("--no-offload", o->no_offload,
-                     "plain TUN (no IFF_VNET_HDR/TSO: one read per packet, no segmentation here)");
+                     "no offloads: plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO");
         sub.add_flag("--control", o->control, "read add/switch/del/status/quit commands on stdin");
         return [o]() -> int { return run_esp(*o); };
     });
