@@ -31,7 +31,7 @@ struct EspOpts {
     uint16_t port = 4500, remote_port = 4500;
     std::string spi_in, spi_out, cipher = "aes128gcm", key_in, key_out, integ_in, integ_out;
     std::vector<std::string> local_ts, remote_ts, routes;
-    bool esn = false, control = false;
+    bool esn = false, control = false, no_offload = false;
     std::string mode = "tunnel";
     uint32_t replay_window = 1024;
     size_t batch = 32;
@@ -220,7 +220,7 @@ int run_esp(const EspOpts& o) {
             return 1;
         }
     }
-    auto tun = esp::TunDevice::open(o.tun);
+    auto tun = esp::TunDevice::open(o.tun, !o.no_offload);
     if (!tun.ok()) {
         std::cerr << "x2sec esp: " << tun.error().to_string() << "\n";
         return 1;
@@ -257,6 +257,7 @@ int run_esp(const EspOpts& o) {
     bo.bind_addr = *IpAddress::parse(o.local);
     bo.port = o.port;
     bo.batch = o.batch;
+    if (!o.no_offload && bo.batch < 64) bo.batch = 64;  // a TSO super-packet is ~48 segments
     bo.keepalive_ms = Millis(o.keepalive) * 1000;
     auto backend = esp::TunBackend::create(dp, std::move(*tun), bo);
     if (!backend.ok()) {
@@ -331,6 +332,8 @@ static x2sec::app::Command reg(
         sub.add_option("--hard-bytes", o->hard_bytes, "hard lifetime (bytes)");
         sub.add_option("--soft-seconds", o->soft_seconds, "soft lifetime (seconds)");
         sub.add_option("--hard-seconds", o->hard_seconds, "hard lifetime (seconds)");
+        sub.add_flag("--no-offload", o->no_offload,
+                     "plain TUN (no IFF_VNET_HDR/TSO: one read per packet, no segmentation here)");
         sub.add_flag("--control", o->control, "read add/switch/del/status/quit commands on stdin");
         return [o]() -> int { return run_esp(*o); };
     });

@@ -75,6 +75,7 @@ log "x2sec tunnel up; iperf3 -t $T"
 X_G=$(iperf)
 stop_pid $PA; stop_pid $PB; PIDS=()
 X_PKTS=$(grep -o '"esp.rx.packets":[0-9]*' $DIR/x2sec-b.err | tail -1 | cut -d: -f2)
+X_GSO=$(grep -o "\"esp.tx.gso_super_packets\":[0-9]*" $DIR/x2sec-a.err | tail -1 | cut -d: -f2)
 X_DROPS=$(grep -o '"esp.drop.[a-z_]*":[1-9][0-9]*' $DIR/x2sec-b.err | tr '\n' ' ' || true)
 
 # ------------------------------------------------------------------ charon (kernel-libipsec)
@@ -171,5 +172,6 @@ printf "  %-34s %8s Gbit/s  %9s ESP pkt/s\n" "strongSwan charon kernel-libipsec"
 if [ -n "${X_G:-}" ] && [ "$C_G" != n/a ] && [ -n "$C_G" ]; then
   awk -v x="$X_G" -v c="$C_G" 'BEGIN { if (c > 0) printf "  ratio x2sec/charon: %.1fx (goal >= 5x)\n", x / c }'
 fi
+echo "  x2sec sender: ${X_GSO:-0} TSO super-packets segmented in user space"
 [ -n "$X_DROPS" ] && echo "  x2sec receiver drops: $X_DROPS"
 exit 0

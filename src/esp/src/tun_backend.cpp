@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <x2sec/common/log.hpp>
+#include <x2sec/esp/gso.hpp>
 #include <x2sec/esp/tun_backend.hpp>
 
 namespace x2sec::esp {
@@ -70,12 +71,13 @@ int ifreq_socket() { return ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); }
 
 // ---------------------------------------------------------------- TunDevice
 
-Result<TunDevice> TunDevice::open(const std::string& name) {
+Result<TunDevice> TunDevice::open(const std::string& name, bool offload) {
     if (name.size() >= IFNAMSIZ) return Error(ErrorDomain::Config, 0, "TUN name too long: " + name);
     int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return io_error("opening /dev/net/tun");
     ifreq ifr{};
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    // IFF_NAPI: writes go through NAPI, so the kernel can GRO-coalesce decrypted TCP segments.
+    ifr.ifr_flags = static_cast<short>(IFF_TUN | IFF_NO_PI | (offload ? IFF_VNET_HDR | IFF_NAPI : 0));
     std::memcpy(ifr.ifr_name, name.data(), name.size());
     if (::ioctl(fd, TUNSETIFF, &ifr) < 0) {
         Error e = io_error("TUNSETIFF " + name);
@@ -85,6 +87,13 @@ Result<TunDevice> TunDevice::open(const std::string& name) {
     TunDevice t;
     t.m_fd = fd;
     t.m_name = ifr.ifr_name;
+    if (offload) {
+        int hdr = int(kVnetHdrLen);
+        unsigned features = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+        if (::ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) return io_error("TUNSETVNETHDRSZ " + name);
+        if (::ioctl(fd, TUNSETOFFLOAD, features) < 0) return io_error("TUNSETOFFLOAD " + name);
+        t.m_vnet = true;
+    }
     return t;
 }
 
@@ -234,58 +243,104 @@ Status TunBackend::send_keepalive(const IpAddress& remote, uint16_t remote_port)
 
 void TunBackend::tx_loop() {
     const size_t n = m_opts.batch;
+    const bool vnet = m_tun.vnet();
+    // Offload mode: slots hold single segments (<= 64 KiB when the MTU is large).
     std::vector<std::vector<uint8_t>> bufs(n, std::vector<uint8_t>(kBufSize));
+    std::vector<uint8_t> big(vnet ? 65536 + kVnetHdrLen + 64 : 0);
     std::vector<mmsghdr> msgs(n);
     std::vector<iovec> iov(n);
     std::vector<sockaddr_storage> dst(n);
-    auto& tun_read_err = m_dp.counters().counter("esp.tx.tun_read_error");
-    auto& send_err = m_dp.counters().counter("esp.tx.send_error");
-    auto& batches = m_dp.counters().counter("esp.tx.batches");
+    Counters& c = m_dp.counters();
+    auto& tun_read_err = c.counter("esp.tx.tun_read_error");
+    auto& send_err = c.counter("esp.tx.send_error");
+    auto& batches = c.counter("esp.tx.batches");
+    auto& gso_super = c.counter("esp.tx.gso_super_packets");
+    auto& gso_err = c.counter("esp.tx.gso_error");
+    size_t count = 0;
+    Millis now = 0;
+
+    auto flush = [&] {
+        size_t sent = 0;
+        while (sent < count) {
+            int k = ::sendmmsg(m_udp, msgs.data() + sent, unsigned(count - sent), 0);
+            if (k < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == ENOBUFS) {
+                    pollfd w{m_udp, POLLOUT, 0};
+                    ::poll(&w, 1, 10);
+                    continue;
+                }
+                send_err.fetch_add(count - sent, std::memory_order_relaxed);
+                break;
+            }
+            sent += size_t(k);
+        }
+        if (count) batches.fetch_add(1, std::memory_order_relaxed);
+        count = 0;
+    };
+    // Protect the IP packet in bufs[count] (at kMaxHeadroom) and queue it.
+    auto add = [&](size_t ip_len) {
+        uint8_t* b = bufs[count].data();
+        auto res = m_dp.protect(std::span<uint8_t>(b, kBufSize), ip_len, now);
+        if (!res.ok) return;  // counted by the data plane
+        iov[count] = {b + res.esp_off, res.esp_len};
+        socklen_t sl = to_sockaddr(res.remote_addr, res.remote_port, dst[count]);
+        msgs[count].msg_hdr = {};
+        msgs[count].msg_hdr.msg_name = &dst[count];
+        msgs[count].msg_hdr.msg_namelen = sl;
+        msgs[count].msg_hdr.msg_iov = &iov[count];
+        msgs[count].msg_hdr.msg_iovlen = 1;
+        if (++count == n) flush();
+    };
+    const size_t room = kBufSize - kMaxHeadroom - kMaxTailroom;
+
     pollfd pfd[2] = {{m_tun.fd(), POLLIN, 0}, {m_stop_fd, POLLIN, 0}};
     while (m_running.load(std::memory_order_relaxed)) {
         if (::poll(pfd, 2, 500) < 0 && errno != EINTR) break;
         if (pfd[1].revents) break;
         if (!(pfd[0].revents & POLLIN)) continue;
+        now = steady_ms();
+        // Read until the TUN device is drained; send whenever a batch is full, and at the end.
         for (;;) {
-            size_t count = 0;
-            Millis now = steady_ms();
-            while (count < n) {
-                uint8_t* b = bufs[count].data();
-                ssize_t r = ::read(m_tun.fd(), b + kMaxHeadroom, kBufSize - kMaxHeadroom - kMaxTailroom);
+            if (!vnet) {
+                ssize_t r = ::read(m_tun.fd(), bufs[count].data() + kMaxHeadroom, room);
                 if (r < 0) {
                     if (errno != EAGAIN && errno != EINTR) tun_read_err.fetch_add(1, std::memory_order_relaxed);
                     break;
                 }
-                auto res = m_dp.protect(std::span<uint8_t>(b, kBufSize), size_t(r), now);
-                if (!res.ok) continue;  // counted by the data plane
-                iov[count] = {b + res.esp_off, res.esp_len};
-                socklen_t sl = to_sockaddr(res.remote_addr, res.remote_port, dst[count]);
-                msgs[count].msg_hdr = {};
-                msgs[count].msg_hdr.msg_name = &dst[count];
-                msgs[count].msg_hdr.msg_namelen = sl;
-                msgs[count].msg_hdr.msg_iov = &iov[count];
-                msgs[count].msg_hdr.msg_iovlen = 1;
-                ++count;
+                add(size_t(r));
+                continue;
             }
-            if (count == 0) break;
-            size_t sent = 0;
-            while (sent < count) {
-                int k = ::sendmmsg(m_udp, msgs.data() + sent, unsigned(count - sent), 0);
-                if (k < 0) {
-                    if (errno == EINTR) continue;
-                    if (errno == EAGAIN || errno == ENOBUFS) {
-                        pollfd w{m_udp, POLLOUT, 0};
-                        ::poll(&w, 1, 10);
-                        continue;
-                    }
-                    send_err.fetch_add(count - sent, std::memory_order_relaxed);
-                    break;
+            ssize_t r = ::read(m_tun.fd(), big.data(), big.size());
+            if (r < 0) {
+                if (errno != EAGAIN && errno != EINTR) tun_read_err.fetch_add(1, std::memory_order_relaxed);
+                break;
+            }
+            if (r < ssize_t(kVnetHdrLen)) continue;
+            VnetHdr h = VnetHdr::parse(big.data());
+            uint8_t* pkt = big.data() + kVnetHdrLen;
+            size_t len = size_t(r) - kVnetHdrLen;
+            if ((h.gso_type & 0x7f) == 0) {
+                if (((h.flags & 1) && !complete_checksum(pkt, len, h)) || len > room) {
+                    gso_err.fetch_add(1, std::memory_order_relaxed);
+                    continue;
                 }
-                sent += size_t(k);
+                std::memcpy(bufs[count].data() + kMaxHeadroom, pkt, len);
+                add(len);
+                continue;
             }
-            batches.fetch_add(1, std::memory_order_relaxed);
-            if (count < n) break;  // TUN drained
+            TsoInfo t;
+            if (!tso_inspect(pkt, len, h, t)) {
+                gso_err.fetch_add(1, std::memory_order_relaxed);
+                continue;
+            }
+            gso_super.fetch_add(1, std::memory_order_relaxed);
+            for (size_t i = 0; i < t.segments; ++i) {
+                size_t sl = tso_segment(pkt, t, i, bufs[count].data() + kMaxHeadroom, room);
+                if (sl) add(sl);
+            }
         }
+        flush();
     }
 }
 
@@ -308,6 +363,7 @@ void TunBackend::rx_loop() {
     auto& not_esp = c.counter("esp.drop.not_esp");
     auto& tun_write_err = c.counter("esp.rx.tun_write_error");
     auto& batches = c.counter("esp.rx.batches");
+    const bool vnet = m_tun.vnet();
     Millis next_tick = 0, next_keepalive = steady_ms() + m_opts.keepalive_ms;
     pollfd pfd[2] = {{m_udp, POLLIN, 0}, {m_stop_fd, POLLIN, 0}};
     while (m_running.load(std::memory_order_relaxed)) {
@@ -338,8 +394,18 @@ void TunBackend::rx_loop() {
                 switch (classify_udp_encap(payload)) {
                     case UdpKind::Esp: {
                         auto r = m_dp.unprotect(std::span<uint8_t>(b, kBufSize), kRxOff, len, now);
-                        if (r.ok && !r.dummy &&
-                            ::write(m_tun.fd(), b + r.ip_off, r.ip_len) < 0)
+                        if (!r.ok || r.dummy) break;
+                        uint8_t* ip = b + r.ip_off;
+                        size_t ip_len = r.ip_len;
+                        if (vnet) {  // r.ip_off >= kRxOff + 8 > kVnetHdrLen: room in front
+                            ip -= kVnetHdrLen;
+                            ip_len += kVnetHdrLen;
+                            std::memset(ip, 0, kVnetHdrLen);
+                            // Authenticated by the ICV: the kernel need not verify the
+                            // transport checksum again (VIRTIO_NET_HDR_F_DATA_VALID).
+                            ip[0] = 2;
+                        }
+                        if (::write(m_tun.fd(), ip, ip_len) < 0)
                             tun_write_err.fetch_add(1, std::memory_order_relaxed);
                         break;
                     }

@@ -147,6 +147,7 @@ protected:
     std::string ns_a, ns_b;
     EspProc a, b;
     bool created = false;
+    bool plain_tun = false;  // --no-offload: no IFF_VNET_HDR/TSO
 
     void SetUp() override {
         if (::geteuid() != 0) GTEST_SKIP() << "needs root: creates network namespaces, a veth pair and TUN devices";
@@ -167,14 +168,20 @@ protected:
             ASSERT_EQ(0, sh("ip -n " + ns + " link set lo up"));
             ASSERT_EQ(0, sh("ip -n " + ns + " link set " + dev + " up"));
         }
-        ASSERT_TRUE(a.start(ns_a, {"--tun", "x2s0", "--tun-addr", "198.51.100.1/24", "--local", "192.0.2.1",
+        std::vector<std::string> extra;
+        if (plain_tun) extra.push_back("--no-offload");
+        std::vector<std::string> args_a = {"--tun", "x2s0", "--tun-addr", "198.51.100.1/24", "--local", "192.0.2.1",
                                    "--remote", "192.0.2.2", "--spi-in", "1001", "--spi-out", "2002",
                                    "--key-in", kKeyBA, "--key-out", kKeyAB, "--local-ts", "198.51.100.0/24",
-                                   "--remote-ts", "203.0.113.0/24", "--route", "203.0.113.0/24"}));
-        ASSERT_TRUE(b.start(ns_b, {"--tun", "x2s0", "--tun-addr", "203.0.113.1/24", "--local", "192.0.2.2",
+                                   "--remote-ts", "203.0.113.0/24", "--route", "203.0.113.0/24"};
+        std::vector<std::string> args_b = {"--tun", "x2s0", "--tun-addr", "203.0.113.1/24", "--local", "192.0.2.2",
                                    "--remote", "192.0.2.1", "--spi-in", "2002", "--spi-out", "1001",
                                    "--key-in", kKeyAB, "--key-out", kKeyBA, "--local-ts", "203.0.113.0/24",
-                                   "--remote-ts", "198.51.100.0/24", "--route", "198.51.100.0/24"}));
+                                   "--remote-ts", "198.51.100.0/24", "--route", "198.51.100.0/24"};
+        args_a.insert(args_a.end(), extra.begin(), extra.end());
+        args_b.insert(args_b.end(), extra.begin(), extra.end());
+        ASSERT_TRUE(a.start(ns_a, args_a));
+        ASSERT_TRUE(b.start(ns_b, args_b));
         ASSERT_EQ(a.line().rfind("ready", 0), 0u);
         ASSERT_EQ(b.line().rfind("ready", 0), 0u);
     }
@@ -308,6 +315,7 @@ TEST_F(EspNetns, TcpTransferBytesChecked) {
     EXPECT_EQ(got, want);
     EXPECT_EQ(counter(b, "esp.drop.auth"), 0u);
     EXPECT_EQ(counter(b, "esp.drop.replay"), 0u);
+    EXPECT_EQ(counter(a, "esp.tx.gso_error"), 0u);
 }
 
 TEST_F(EspNetns, TcpTransferAcrossRekeyWithoutLoss) {
@@ -345,6 +353,22 @@ TEST_F(EspNetns, TcpTransferAcrossRekeyWithoutLoss) {
     ASSERT_NE(k, std::string::npos) << s;
     // Ping still works on the new SAs only.
     EXPECT_EQ(0, sh("ip netns exec " + ns_a + " ping -c 2 -i 0.2 -W 2 203.0.113.1"));
+}
+
+class EspNetnsPlainTun : public EspNetns {
+protected:
+    void SetUp() override {
+        plain_tun = true;
+        EspNetns::SetUp();
+    }
+};
+
+TEST_F(EspNetnsPlainTun, TcpTransferBytesCheckedWithoutOffload) {
+    const size_t total = 4u << 20;
+    auto [want, got, n] = transfer(total, [] {});
+    EXPECT_EQ(n, total);
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(counter(a, "esp.tx.gso_super_packets"), 0u);
 }
 
 TEST(EspInterop, StrongswanCharonKernelLibipsec) {

@@ -31,13 +31,16 @@ class TunDevice {
 public:
     // Creates (or attaches to) the device `name` ("" = kernel picks x2s%d style name is not
     // applied: the kernel's tun%d).
-    static Result<TunDevice> open(const std::string& name);
-    TunDevice(TunDevice&& o) noexcept : m_fd(o.m_fd), m_name(std::move(o.m_name)) { o.m_fd = -1; }
+    // offload: IFF_VNET_HDR with TSO4/TSO6/CSUM offloads (reads may return TCP super-packets
+    // that the backend segments; every read and write carries a virtio_net_hdr).
+    static Result<TunDevice> open(const std::string& name, bool offload = false);
+    TunDevice(TunDevice&& o) noexcept : m_fd(o.m_fd), m_name(std::move(o.m_name)), m_vnet(o.m_vnet) { o.m_fd = -1; }
     TunDevice& operator=(TunDevice&& o) noexcept;
     TunDevice(const TunDevice&) = delete;
     ~TunDevice();
     int fd() const { return m_fd; }
     const std::string& name() const { return m_name; }
+    bool vnet() const { return m_vnet; }
     // Interface configuration through ioctl (no external tools).
     Status set_mtu(int mtu);
     Status set_up();
@@ -47,6 +50,7 @@ private:
     TunDevice() = default;
     int m_fd = -1;
     std::string m_name;
+    bool m_vnet = false;
 };
 
 struct IkeMessage {
@@ -60,7 +64,7 @@ struct TunBackendOptions {
     int mtu = 1400;
     IpAddress bind_addr;        // local outer address (any of the SAs' local_addr)
     uint16_t port = 4500;       // UDP encapsulation port (shared with IKE)
-    size_t batch = 32;          // packets per recvmmsg/sendmmsg
+    size_t batch = 32;          // packets per recvmmsg/sendmmsg (offload mode: at least 128)
     Millis tick_ms = 100;       // lifetime checks
     Millis keepalive_ms = 0;    // NAT keepalives to every SA peer (0 = off; TS 29.139: 20 s)
     int socket_buffer = 4 << 20;
