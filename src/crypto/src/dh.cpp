@@ -177,6 +177,38 @@ Result<DhKeyPair> DhKeyPair::generate(DhGroup g) {
     return kp;
 }
 
+Result<DhKeyPair> DhKeyPair::generate(DhGroup g, Rng& rng) {
+    switch (g) {
+        case DhGroup::Curve25519: {
+            SecureBytes priv(32);
+            rng.fill(priv.span());
+            return from_private(g, priv.view());
+        }
+        case DhGroup::Modp2048: {
+            SecureBytes priv(32);
+            rng.fill(priv.span());
+            priv[0] |= 0x80;  // a full 256-bit exponent (never zero)
+            return from_private(g, priv.view());
+        }
+        case DhGroup::Ecp256:
+        case DhGroup::Ecp384: {
+            EcGroupPtr grp(EC_GROUP_new_by_curve_name(ec_nid(g)));
+            if (!grp) return dh_error(g, "curve");
+            SecureBytes priv(ec_coord(g));
+            for (int attempt = 0; attempt < 128; ++attempt) {
+                rng.fill(priv.span());
+                BnPtr d(BN_bin2bn(priv.data(), static_cast<int>(priv.size()), nullptr));
+                if (!d) return dh_error(g, "allocating");
+                if (!BN_is_zero(d.get()) && BN_cmp(d.get(), EC_GROUP_get0_order(grp.get())) < 0)
+                    return from_private(g, priv.view());
+            }
+            return Error(ErrorDomain::Crypto, 0,
+                         std::string(dh_group_name(g)) + ": the Rng produced no valid scalar in 128 draws");
+        }
+    }
+    return Error(ErrorDomain::Crypto, 0, "unsupported DH group " + std::to_string(static_cast<unsigned>(g)));
+}
+
 Result<DhKeyPair> DhKeyPair::from_private(DhGroup g, BytesView priv) {
     PkeyPtr key;
     switch (g) {

@@ -261,6 +261,36 @@ TEST(Dh, RejectsX25519LowOrderPoints) {
     EXPECT_FALSE(kp.derive(Bytes(31, 9)).ok());
 }
 
+TEST(Dh, GenerateFromAnInjectedRngIsReproducible) {
+    for (auto g : {DhGroup::Modp2048, DhGroup::Ecp256, DhGroup::Ecp384, DhGroup::Curve25519}) {
+        SCOPED_TRACE(dh_group_name(g));
+        DeterministicRng r1(42), r2(42), r3(43);
+        auto a = DhKeyPair::generate(g, r1);
+        auto b = DhKeyPair::generate(g, r2);
+        auto c = DhKeyPair::generate(g, r3);
+        ASSERT_TRUE(a.ok()) << a.error().detail();
+        ASSERT_TRUE(b.ok() && c.ok());
+        EXPECT_EQ(a->public_value(), b->public_value());
+        EXPECT_NE(a->public_value(), c->public_value());
+        EXPECT_EQ(sb(a->derive(c->public_value()).value()), sb(c->derive(a->public_value()).value()));
+    }
+}
+
+namespace {
+// An Rng that yields only 0xff octets: every ECP scalar draw is >= n.
+class AllOnesRng final : public Rng {
+public:
+    void fill(std::span<uint8_t> out) override { std::fill(out.begin(), out.end(), 0xff); }
+};
+}  // namespace
+
+TEST(Dh, GenerateGivesUpOnAnRngWithoutValidScalars) {
+    AllOnesRng rng;
+    auto r = DhKeyPair::generate(DhGroup::Ecp256, rng);
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(contains(r.error().detail(), "no valid scalar"));
+}
+
 TEST(Dh, RejectsBadPrivateValues) {
     EXPECT_FALSE(DhKeyPair::from_private(DhGroup::Ecp256, Bytes(32, 0)).ok());
     EXPECT_FALSE(DhKeyPair::from_private(DhGroup::Ecp256, Bytes(32, 0xff)).ok());  // >= n

@@ -57,6 +57,10 @@ bool dh_group_supported(uint16_t iana_id);
 class DhKeyPair {
 public:
     static Result<DhKeyPair> generate(DhGroup g);
+    // The private value drawn from an injected Rng (exchange tests replay with a
+    // DeterministicRng): X25519 32 octets; ECP a scalar in [1, n-1] by rejection sampling;
+    // MODP a 256-bit exponent.  Use the Rng-less overload outside tests.
+    static Result<DhKeyPair> generate(DhGroup g, Rng& rng);
     // For test vectors (RFC 5903, RFC 7748): a fixed private value (big-endian scalar for
     // MODP/ECP, the 32-byte little-endian scalar for X25519).
     static Result<DhKeyPair> from_private(DhGroup g, BytesView priv);

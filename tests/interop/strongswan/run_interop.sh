@@ -1,0 +1,382 @@
+#!/bin/bash
+# x2sec <-> strongSwan 5.9 (charon) interop, one case per run:
+#
+#   run_interop.sh CASE X2SEC_BINARY
+#   CASE: fixture-psk|fixture-cert  charon <-> charon through this harness (proves the fixture)
+#         psk-initiator        x2sec initiates, PSK
+#         psk-responder        charon initiates, PSK
+#         cert-initiator       x2sec initiates, ECDSA P-256 certificates from one test CA
+#         cert-responder       charon initiates, certificates
+#
+# Each case: IKE SA + Child SA established (checked on both ends: same IKE SPIs, Child SPIs
+# crossed in/out), Child SA rekey, IKE SA rekey, delete; the initiator of the case drives
+# every operation, so the other end exercises the responder side.
+#
+# Topology: two namespaces created here and removed on exit (also on failure):
+#   x2sX<pid>: veth 192.0.2.1/24  (x2sec, or a charon for the fixture case)
+#   x2sC<pid>: veth 192.0.2.2/24  (charon; kernel-libipsec, so it floats to UDP 4500)
+#   Child SA 198.51.100.0/24 <=> 203.0.113.0/24 (no traffic: x2sec has no data plane yet)
+# Exit 77 = skipped (not root, no charon, no namespaces, or a capability listed in
+# engine_status.txt that the engine cannot do yet); the reason is printed.
+set -uo pipefail
+CASE=${1:?case}
+X2SEC=${2:?x2sec binary}
+HERE=$(cd "$(dirname "$0")" && pwd)
+CHARON=/usr/lib/ipsec/charon
+TAG=$$
+NS_X=x2sX$TAG NS_C=x2sC$TAG
+BASE=$(mktemp -d /tmp/x2sec-interop-$CASE-XXXXXX)
+KEEP=${X2SEC_INTEROP_KEEP:-0}
+TIMEOUT=20
+
+log() { echo "[$(date +%T.%3N)] $*"; }
+skip() { echo "SKIP: $*"; exit 77; }
+FAILED=0
+fail() { echo "FAIL: $*"; FAILED=1; dump; exit 1; }
+
+case "$CASE" in fixture-psk|fixture-cert) MODE=${CASE#fixture-}; ROLE=initiator; CASE=fixture;;
+  psk-initiator|psk-responder|cert-initiator|cert-responder) MODE=${CASE%%-*}; ROLE=${CASE#*-};;
+  *) echo "unknown case $CASE"; exit 2;; esac
+# ROLE: x2sec's role (fixture: the charon in place of x2sec initiates)
+
+[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, charon); CI runs it as root"
+[ -x $CHARON ] && command -v swanctl >/dev/null || skip "strongSwan charon/swanctl not installed (scripts/deps.sh installs them)"
+[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ] || skip "kernel-libipsec plugin missing (libcharon-extra-plugins)"
+command -v openssl >/dev/null && command -v python3 >/dev/null || skip "needs openssl and python3"
+[ "$CASE" = fixture ] || [ -x "$X2SEC" ] || skip "x2sec binary $X2SEC not built"
+
+# Capabilities the engine does not have yet (one "capability: reason" per line); a case that
+# reaches one of them stops there and reports SKIP with the reason, after checking all before.
+engine_cannot() {  # $1 = capability
+  [ "$CASE" = fixture ] && return 1
+  grep -q "^$1:" "$HERE/engine_status.txt" 2>/dev/null
+}
+engine_limit() {  # $1 = capability
+  local why; why=$(grep "^$1:" "$HERE/engine_status.txt" | cut -d: -f2-)
+  log "stages up to here passed"
+  skip "engine cannot yet $1:$why (tests/interop/strongswan/engine_status.txt)"
+}
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for f in $BASE/C/run/charon.pid $BASE/X/run/charon.pid; do
+    [ -f $f ] && p=$(cat $f) && grep -qx charon /proc/$p/comm 2>/dev/null && kill $p 2>/dev/null
+  done
+  sleep 0.2
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  ip netns del $NS_X 2>/dev/null; ip netns del $NS_C 2>/dev/null
+  if [ "$KEEP" = 1 ] || [ "$FAILED" = 1 ]; then echo "logs kept in $BASE"; else rm -rf "$BASE"; fi
+}
+trap cleanup EXIT
+dump() {
+  for f in $BASE/C/charon.log $BASE/X/charon.log $BASE/x2sec.log; do
+    [ -f $f ] && { echo "----- tail $f"; tail -40 $f; }
+  done
+}
+
+ip netns add $NS_X 2>/dev/null || skip "cannot create network namespaces here"
+ip netns add $NS_C || fail "netns"
+ip link add vx$TAG netns $NS_X type veth peer name vc$TAG netns $NS_C || fail "veth"
+ip -n $NS_X addr add 192.0.2.1/24 dev vx$TAG; ip -n $NS_C addr add 192.0.2.2/24 dev vc$TAG
+for n in $NS_X $NS_C; do ip -n $n link set lo up; done
+# inner addresses inside the traffic selectors (kernel-libipsec installs its routes from them)
+ip -n $NS_X addr add 198.51.100.1/32 dev lo; ip -n $NS_C addr add 203.0.113.1/32 dev lo
+ip -n $NS_X link set vx$TAG up; ip -n $NS_C link set vc$TAG up
+ip netns exec $NS_X ping -c1 -W2 192.0.2.2 >/dev/null 2>&1 || fail "veth 192.0.2.1 <-> 192.0.2.2 does not pass traffic"
+
+# ------------------------------------------------------------------ credentials
+PSK_HEX=$(openssl rand -hex 32)
+if [ "$MODE" = cert ]; then
+  P=$BASE/pki; mkdir -p $P
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $P/ca.key 2>/dev/null
+  openssl req -x509 -new -key $P/ca.key -subj "/C=XX/O=x2sec interop/CN=x2sec Interop Root CA" -days 30 -sha256 \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out $P/ca.crt
+  for n in x2sec charon; do
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $P/$n.key 2>/dev/null
+    openssl req -new -key $P/$n.key -subj "/C=XX/O=x2sec interop/CN=$n.example.org" -out $P/$n.csr
+    printf "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:$n.example.org\n" > $P/$n.ext
+    openssl x509 -req -in $P/$n.csr -CA $P/ca.crt -CAkey $P/ca.key -CAcreateserial -days 30 -sha256 -extfile $P/$n.ext -out $P/$n.crt 2>/dev/null
+  done
+  chmod 600 $P/*.key
+  log "PKI: ECDSA P-256 CA + x2sec/charon certificates in $P"
+fi
+
+# ------------------------------------------------------------------ charon instances
+# $1 = dir name (C or X), $2 local addr, $3 remote addr, $4 local id, $5 remote id,
+# $6 local ts, $7 remote ts, $8 cert basename
+mk_charon() {
+  local d=$BASE/$1
+  mkdir -p $d/run $d/swanctl/{x509,x509ca,private}
+  cat > $d/strongswan.conf <<SEOF
+charon {
+  load = random nonce pem pkcs1 pkcs8 x509 revocation constraints pubkey openssl kdf kernel-libipsec kernel-netlink socket-default vici
+  port = 500
+  port_nat_t = 4500
+  install_routes = yes
+  install_virtual_ip = no
+  retransmit_tries = 3
+  retransmit_timeout = 2
+  plugins {
+    vici {
+      socket = unix:///run/charon.vici
+    }
+  }
+  filelog {
+    charon {
+      path = $d/charon.log
+      time_format = %T
+      ike_name = yes
+      default = 1
+      ike = 2
+      enc = 1
+      cfg = 2
+      flush_line = yes
+    }
+  }
+  syslog {
+    daemon {
+      default = -1
+    }
+  }
+}
+swanctl {
+  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey
+}
+SEOF
+  local la lr secrets=""
+  if [ "$MODE" = cert ]; then
+    cp $BASE/pki/ca.crt $d/swanctl/x509ca/; cp $BASE/pki/$8.crt $d/swanctl/x509/; cp $BASE/pki/$8.key $d/swanctl/private/
+    la="auth = pubkey
+      certs = $8.crt"
+    lr="auth = pubkey"
+  else
+    la="auth = psk"; lr="auth = psk"
+    secrets="secrets {
+  ike-x2 {
+    id-a = $4
+    id-b = $5
+    secret = 0x$PSK_HEX
+  }
+}"
+  fi
+  cat > $d/swanctl/swanctl.conf <<SEOF
+connections {
+  x2 {
+    version = 2
+    local_addrs = $2
+    remote_addrs = $3
+    encap = yes
+    proposals = aes128gcm16-prfsha256-ecp256
+    rekey_time = 0
+    dpd_delay = 0
+    local {
+      $la
+      id = $4
+    }
+    remote {
+      $lr
+      id = $5
+    }
+    children {
+      net {
+        mode = tunnel
+        local_ts = $6
+        remote_ts = $7
+        esp_proposals = aes128gcm16
+        rekey_time = 0
+        start_action = none
+      }
+    }
+  }
+}
+$secrets
+SEOF
+}
+start_charon() {  # $1 = C|X, $2 = netns
+  local d=$BASE/$1
+  STRONGSWAN_CONF=$d/strongswan.conf ip netns exec $2 sh -c "mount --bind $d/run /run && exec $CHARON" >$d/charon.stdout 2>&1 </dev/null &
+  pids+=($!)
+  for _ in $(seq 100); do [ -S $d/run/charon.vici ] && break; sleep 0.05; done
+  [ -S $d/run/charon.vici ] || fail "charon $1 did not start: $(cat $d/charon.stdout)"
+  sw $1 --load-all --file $d/swanctl/swanctl.conf >$d/load.log 2>&1 || fail "swanctl --load-all ($1): $(cat $d/load.log)"
+}
+sw() { local n=$1; shift; STRONGSWAN_CONF=$BASE/$n/strongswan.conf swanctl "$@" --uri unix://$BASE/$n/run/charon.vici; }
+
+mk_charon C 192.0.2.2 192.0.2.1 charon.example.org x2sec.example.org 203.0.113.0/24 198.51.100.0/24 charon
+start_charon C $NS_C
+log "charon up in $NS_C (192.0.2.2, ports 500/4500, kernel-libipsec)"
+
+# ------------------------------------------------------------------ x2sec (or a second charon)
+CTL=$BASE/x2sec.sock
+x2() { "$X2SEC" ike "$@" --control $CTL; }
+if [ "$CASE" = fixture ]; then
+  mk_charon X 192.0.2.1 192.0.2.2 x2sec.example.org charon.example.org 198.51.100.0/24 203.0.113.0/24 x2sec
+  start_charon X $NS_X
+  log "fixture: second charon up in $NS_X (192.0.2.1)"
+else
+  if [ "$MODE" = cert ]; then
+    AUTH="auth = \"cert\"
+credential = \"me\""
+    CRED="[[trust_anchor]]
+label = \"interop-ca\"
+file = \"$BASE/pki/ca.crt\"
+
+[[credential]]
+name = \"me\"
+key = \"$BASE/pki/x2sec.key\"
+certs = [\"$BASE/pki/x2sec.crt\"]"
+  else
+    AUTH="auth = \"psk\"
+psk = \"hex:$PSK_HEX\""
+    CRED=""
+  fi
+  cat > $BASE/x2sec.toml <<TEOF
+[runtime]
+log_level = "debug"
+
+[engine]
+retransmit_timeout = "2s"
+retransmit_tries = 3
+
+$CRED
+
+[[peer]]
+name = "charon"
+local_addr = "192.0.2.1"
+remote_addr = "192.0.2.2"
+local_id = "fqdn:x2sec.example.org"
+remote_id = "fqdn:charon.example.org"
+$AUTH
+ike_proposals = ["aes128gcm16-prfsha256-ecp256"]
+ike_rekey = 0
+dpd_interval = 0
+
+  [[peer.child]]
+  name = "net"
+  local_ts = "198.51.100.0/24"
+  remote_ts = "203.0.113.0/24"
+  esp_proposals = ["aes128gcm16"]
+  rekey = 0
+TEOF
+  "$X2SEC" ike check-config --config $BASE/x2sec.toml > $BASE/check.log 2>&1 || fail "x2sec ike check-config: $(cat $BASE/check.log)"
+  ip netns exec $NS_X "$X2SEC" ike run --config $BASE/x2sec.toml --control $CTL --debug-keylog $BASE/keys \
+      > $BASE/x2sec.log 2>&1 &
+  X2PID=$!
+  pids+=($X2PID)
+  for _ in $(seq 100); do [ -S $CTL ] && break; kill -0 $X2PID 2>/dev/null || break; sleep 0.05; done
+  if ! [ -S $CTL ]; then
+    grep -q "engine is not implemented" $BASE/x2sec.log && skip "engine cannot yet run: $(tail -1 $BASE/x2sec.log)"
+    fail "x2sec ike run did not start: $(tail -5 $BASE/x2sec.log)"
+  fi
+  log "x2sec ike run up in $NS_X (192.0.2.1, ports 500/4500), control $CTL"
+fi
+
+# ------------------------------------------------------------------ views of both ends
+c_sas() { sw C --list-sas 2>/dev/null | python3 $HERE/sas.py charon; }
+x_sas() {
+  if [ "$CASE" = fixture ]; then sw X --list-sas 2>/dev/null | python3 $HERE/sas.py charon
+  else x2 list-sas --json 2>/dev/null | python3 $HERE/sas.py x2sec; fi
+}
+# Both ends agree: one IKE SA, ESTABLISHED, same SPIs; one Child SA 'net' INSTALLED with the
+# SPIs crossed.  Prints "IKESPIS CHILD_IN_AT_X" on success.
+consistent() {
+  local c x
+  c=$(c_sas); x=$(x_sas)
+  local ci xi
+  ci=$(echo "$c" | awk '$1=="IKE" && $4=="ESTABLISHED"{print $2" "$3}')
+  xi=$(echo "$x" | awk '$1=="IKE" && $4=="ESTABLISHED"{print $2" "$3}')
+  [ -n "$ci" ] && [ "$ci" = "$xi" ] && [ $(echo "$ci" | wc -l) = 1 ] || return 1
+  local cc xc
+  cc=$(echo "$c" | awk '$1=="CHILD" && $2=="net" && $5=="INSTALLED"{print $3" "$4}')
+  xc=$(echo "$x" | awk '$1=="CHILD" && $2=="net" && $5=="INSTALLED"{print $4" "$3}')
+  [ -n "$cc" ] && [ "$cc" = "$xc" ] && [ $(echo "$cc" | wc -l) = 1 ] || return 1
+  echo "$ci $(echo $xc | awk '{print $2}')"
+}
+wait_consistent() {  # $1 = state string that must differ (or ""), $2 = what
+  local s
+  for _ in $(seq $((TIMEOUT * 5))); do
+    s=$(consistent) && [ "$s" != "$1" ] && { echo "$s"; return 0; }
+    sleep 0.2
+  done
+  echo "---- charon:"; sw C --list-sas; echo "---- x2sec side:"; x_sas
+  fail "$2: both ends did not agree within ${TIMEOUT}s"
+}
+wait_gone() {
+  for _ in $(seq $((TIMEOUT * 5))); do
+    [ -z "$(c_sas)" ] && [ -z "$(x_sas)" ] && return 0
+    sleep 0.2
+  done
+  echo "---- charon:"; sw C --list-sas; echo "---- x2sec side:"; x_sas
+  fail "$1: SAs still present after ${TIMEOUT}s"
+}
+
+# Operations by the case's initiator.
+if [ "$CASE" = fixture ] || [ "$ROLE" = initiator ]; then
+  if [ "$CASE" = fixture ]; then
+    do_initiate() { sw X --initiate --child net --timeout $TIMEOUT >$BASE/op.log 2>&1; }
+    do_rekey_child() { sw X --rekey --child net >$BASE/op.log 2>&1; }
+    do_rekey_ike() { sw X --rekey --ike x2 >$BASE/op.log 2>&1; }
+    do_terminate() { sw X --terminate --ike x2 --timeout $TIMEOUT >$BASE/op.log 2>&1; }
+  else
+    do_initiate() { x2 initiate --peer charon --timeout $TIMEOUT >$BASE/op.log 2>&1; }
+    do_rekey_child() { x2 rekey --peer charon --child net --timeout $TIMEOUT >$BASE/op.log 2>&1; }
+    do_rekey_ike() { x2 rekey --peer charon --timeout $TIMEOUT >$BASE/op.log 2>&1; }
+    do_terminate() { x2 terminate --peer charon --timeout $TIMEOUT >$BASE/op.log 2>&1; }
+  fi
+else
+  do_initiate() { sw C --initiate --child net --timeout $TIMEOUT >$BASE/op.log 2>&1; }
+  do_rekey_child() { sw C --rekey --child net >$BASE/op.log 2>&1; }
+  do_rekey_ike() { sw C --rekey --ike x2 >$BASE/op.log 2>&1; }
+  do_terminate() { sw C --terminate --ike x2 --timeout $TIMEOUT >$BASE/op.log 2>&1; }
+fi
+WHO=$([ "$CASE" = fixture ] && echo "charon X" || ([ "$ROLE" = initiator ] && echo x2sec || echo charon))
+
+# 1. IKE SA + Child SA
+engine_cannot establish && engine_limit establish
+do_initiate || { cat $BASE/op.log; fail "initiate by $WHO"; }
+S1=$(wait_consistent "" "establish") || exit 1
+log "established ($MODE, initiated by $WHO): IKE SPIs + Child in-SPI at x2sec side: $S1"
+echo "---- swanctl --list-sas (charon, 192.0.2.2):"; sw C --list-sas 2>/dev/null | sed 's/^/  /'
+if [ "$CASE" != fixture ]; then echo "---- x2sec ike list-sas (192.0.2.1):"; x2 list-sas 2>/dev/null | sed 's/^/  /'; fi
+if [ "$MODE" = cert ]; then
+  grep -q "authentication of 'x2sec.example.org' with ECDSA" $BASE/C/charon.log || \
+  grep -q "authentication of 'x2sec.example.org' with .*successful" $BASE/C/charon.log || fail "charon did not log a successful certificate authentication of x2sec.example.org"
+fi
+
+# 2. Child SA rekey
+engine_cannot rekey_child && engine_limit rekey_child
+IKE1=$(echo $S1 | cut -d' ' -f1-2)
+do_rekey_child || { cat $BASE/op.log; fail "Child SA rekey by $WHO"; }
+S2=$(wait_consistent "$S1" "Child SA rekey") || exit 1
+[ "$(echo $S2 | cut -d' ' -f1-2)" = "$IKE1" ] || fail "Child SA rekey changed the IKE SA"
+log "Child SA rekeyed by $WHO: in-SPI $(echo $S1 | cut -d' ' -f3) -> $(echo $S2 | cut -d' ' -f3)"
+
+# 3. IKE SA rekey (the Child SA moves to the new IKE SA)
+engine_cannot rekey_ike && engine_limit rekey_ike
+do_rekey_ike || { cat $BASE/op.log; fail "IKE SA rekey by $WHO"; }
+S3=$(wait_consistent "$S2" "IKE SA rekey") || exit 1
+[ "$(echo $S3 | cut -d' ' -f1-2)" != "$IKE1" ] || fail "IKE SA rekey kept the SPIs"
+[ "$(echo $S3 | cut -d' ' -f3)" = "$(echo $S2 | cut -d' ' -f3)" ] || fail "IKE SA rekey lost or replaced the Child SA"
+log "IKE SA rekeyed by $WHO: $IKE1 -> $(echo $S3 | cut -d' ' -f1-2)"
+
+# 4. delete
+engine_cannot delete && engine_limit delete
+do_terminate || { cat $BASE/op.log; fail "terminate by $WHO"; }
+wait_gone "delete"
+log "IKE SA deleted by $WHO; no SAs left on either end"
+
+# 5. x2sec exits cleanly on SIGTERM
+if [ "$CASE" != fixture ]; then
+  if [ -f $BASE/keys/ikev2_decryption_table ]; then
+    [ "$(stat -c %a $BASE/keys/ikev2_decryption_table)" = 600 ] || fail "key log is not mode 0600"
+    [ $(grep -vc '^#' $BASE/keys/ikev2_decryption_table) -ge 2 ] || fail "key log lacks the rekeyed IKE SA"
+    log "debug key log: $(grep -vc '^#' $BASE/keys/ikev2_decryption_table) IKE SA, $(grep -vc '^#' $BASE/keys/esp_sa 2>/dev/null || echo 0) ESP SA records"
+  fi
+  kill -TERM $X2PID
+  for _ in $(seq 50); do kill -0 $X2PID 2>/dev/null || break; sleep 0.1; done
+  kill -0 $X2PID 2>/dev/null && fail "x2sec ike run did not exit on SIGTERM"
+  wait $X2PID; RC=$?
+  [ $RC = 0 ] || fail "x2sec ike run exited with $RC"
+fi
+log "PASS: $CASE ($MODE, $ROLE)"
