@@ -19,6 +19,14 @@
 #include <sstream>
 #include <x2sec/common/log.hpp>
 #include <x2sec/esp/tun_backend.hpp>
+#ifdef X2SEC_IKE_HAVE_ENGINE
+#include <x2sec/common/rng.hpp>
+#include <x2sec/config/engine_config.hpp>
+#include <x2sec/esp/natt_transport.hpp>
+#include <x2sec/ikev2/engine.hpp>
+#include <x2sec/runtime/engine_api.hpp>
+#include <x2sec/runtime/ike_runtime.hpp>
+#endif
 
 #include "registry.hpp"
 
@@ -33,6 +41,7 @@ struct EspOpts {
     std::vector<std::string> local_ts, remote_ts, routes;
     bool esn = false, control = false, no_offload = false;
     std::string mode = "tunnel";
+    std::string ike_config;  // x2sec esp --ike-config: Child SAs from the IKE daemon
     uint32_t replay_window = 1024;
     size_t batch = 32;
     int mtu = 1400;
@@ -259,6 +268,7 @@ int run_esp(const EspOpts& o) {
     bo.batch = o.batch;
     if (!o.no_offload && bo.batch < 64) bo.batch = 64;  // a TSO super-packet is ~48 segments
     bo.keepalive_ms = Millis(o.keepalive) * 1000;
+    bo.udp_offload = !o.no_offload;
     auto backend = esp::TunBackend::create(dp, std::move(*tun), bo);
     if (!backend.ok()) {
         std::cerr << "x2sec esp: " << backend.error().to_string() << "\n";
@@ -266,6 +276,41 @@ int run_esp(const EspOpts& o) {
     }
     (void)(*backend)->start();
     std::cout << "ready " << tun_name << " " << o.local << ":" << (*backend)->local_port() << std::endl;
+    if (!o.ike_config.empty()) {
+#ifdef X2SEC_IKE_HAVE_ENGINE
+        // IKE daemon on the same process: the engine installs Child SAs into this data plane
+        // (ChildSaBackend) and shares the UDP 4500 socket through the NattTransport adapter.
+        auto cfg = config::load(o.ike_config);
+        if (!cfg) {
+            std::cerr << "x2sec esp: " << cfg.error().detail() << "\n";
+            (*backend)->stop();
+            return 1;
+        }
+        pthread_sigmask(SIG_UNBLOCK, &sigs, nullptr);  // the runtime handles SIGINT/SIGTERM
+        runtime::RuntimeOptions ro;
+        ro.listen = cfg->runtime.listen;
+        ro.ike_port = cfg->runtime.ike_port;
+        ro.natt_port = cfg->runtime.natt_port;
+        ro.handle_signals = true;
+        ro.natt_factory = esp::make_natt_factory(**backend);
+        SystemClock clock;
+        auto engine = std::make_unique<runtime::EngineAdapter<ike::Engine>>(cfg->engine, dp, os_rng());
+        auto rt = runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
+        if (!rt) {
+            std::cerr << "x2sec esp: " << rt.error().detail() << "\n";
+            (*backend)->stop();
+            return 1;
+        }
+        int rc = (*rt)->run();
+        (*backend)->stop();
+        std::cerr << status_json(dp).dump() << "\n";
+        return rc;
+#else
+        std::cerr << "x2sec esp: --ike-config needs the IKEv2 engine in this build\n";
+        (*backend)->stop();
+        return 1;
+#endif
+    }
 
     std::string pending;
     bool quit = false, stdin_open = o.control;
@@ -333,7 +378,10 @@ static x2sec::app::Command reg(
         sub.add_option("--soft-seconds", o->soft_seconds, "soft lifetime (seconds)");
         sub.add_option("--hard-seconds", o->hard_seconds, "hard lifetime (seconds)");
         sub.add_flag("--no-offload", o->no_offload,
-                     "plain TUN (no IFF_VNET_HDR/TSO: one read per packet, no segmentation here)");
+                     "no offloads: plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO");
+        sub.add_option("--ike-config", o->ike_config,
+                       "run the IKE daemon with this configuration (TOML) on the data plane: "
+                       "negotiated Child SAs carry traffic, --local must be the peer's local_addr");
         sub.add_flag("--control", o->control, "read add/switch/del/status/quit commands on stdin");
         return [o]() -> int { return run_esp(*o); };
     });

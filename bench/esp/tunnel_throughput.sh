@@ -167,7 +167,7 @@ fi
 
 pps() { awk -v p="${1:-0}" -v t="$T" 'BEGIN { printf "%.0f", p / t }'; }
 printf "\nTCP through the tunnel, iperf3 %s s, one stream, %s, 2 namespaces on this host (%s CPUs)\n" "$T" "$CIPHER" "$(nproc)"
-printf "  %-34s %8s Gbit/s  %9s ESP pkt/s\n" "x2sec esp (TUN, recvmmsg/sendmmsg)" "${X_G:-n/a}" "$(pps "$X_PKTS")"
+printf "  %-34s %8s Gbit/s  %9s ESP pkt/s\n" "x2sec esp (TUN TSO, UDP GSO/GRO)" "${X_G:-n/a}" "$(pps "$X_PKTS")"
 printf "  %-34s %8s Gbit/s  %9s ESP pkt/s\n" "strongSwan charon kernel-libipsec" "${C_G:-n/a}" "$(pps "$C_PKTS")"
 if [ -n "${X_G:-}" ] && [ "$C_G" != n/a ] && [ -n "$C_G" ]; then
   awk -v x="$X_G" -v c="$C_G" 'BEGIN { if (c > 0) printf "  ratio x2sec/charon: %.1fx (goal >= 5x)\n", x / c }'

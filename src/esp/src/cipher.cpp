@@ -75,6 +75,19 @@ Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const Direc
         s->m_tag_param = new OSSL_PARAM[2];
         s->m_tag_param[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, s->m_tag, 16);
         s->m_tag_param[1] = OSSL_PARAM_construct_end();
+        // Fixed field of the nonce = salt; the 8-octet invocation field is the explicit IV.
+        OSSL_PARAM fixed[2] = {
+            OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED,
+                                              const_cast<uint8_t*>(keys.enc_key.data() + keys.enc_key.size() - 4), 4),
+            OSSL_PARAM_construct_end()};
+        if (EVP_CIPHER_CTX_set_params(s->m_ctx, fixed) != 1) return crypto_error("setting the GCM salt");
+        s->m_ivgen_param = new OSSL_PARAM[2];
+        s->m_ivgen_param[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_GET_IV_GEN, s->m_iv, 8);
+        s->m_ivgen_param[1] = OSSL_PARAM_construct_end();
+        s->m_open_param = new OSSL_PARAM[3];
+        s->m_open_param[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_SET_IV_INV, s->m_iv, 8);
+        s->m_open_param[1] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, s->m_tag, 16);
+        s->m_open_param[2] = OSSL_PARAM_construct_end();
         std::memcpy(s->m_salt, keys.enc_key.data() + keys.enc_key.size() - 4, 4);
     } else {
         EVP_CIPHER_CTX_set_padding(s->m_ctx, 0);
@@ -97,6 +110,8 @@ SaCipher::~SaCipher() {
     EVP_CIPHER_CTX_free(m_ctx);  // cleanses the key schedule
     EVP_MAC_CTX_free(m_mac);
     delete[] m_tag_param;
+    delete[] m_ivgen_param;
+    delete[] m_open_param;
     secure_zero(m_salt, sizeof(m_salt));
 }
 
@@ -115,15 +130,26 @@ bool SaCipher::gcm_seal(const uint8_t* aad, size_t aad_len, const uint8_t* iv, u
     return true;
 }
 
+bool SaCipher::gcm_seal_next(const uint8_t* aad, size_t aad_len, uint8_t* iv_out, uint8_t* data,
+                             size_t len, uint8_t* icv) {
+    int outl = 0;
+    if (EVP_CIPHER_CTX_get_params(m_ctx, m_ivgen_param) != 1) return false;
+    std::memcpy(iv_out, m_iv, 8);
+    if (EVP_CipherUpdate(m_ctx, nullptr, &outl, aad, static_cast<int>(aad_len)) != 1) return false;
+    if (len && EVP_CipherUpdate(m_ctx, data, &outl, data, static_cast<int>(len)) != 1) return false;
+    if (EVP_CipherFinal_ex(m_ctx, data + len, &outl) != 1) return false;
+    if (EVP_CIPHER_CTX_get_params(m_ctx, m_tag_param) != 1) return false;
+    std::memcpy(icv, m_tag, 16);
+    return true;
+}
+
 bool SaCipher::gcm_open(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data,
                         size_t len, const uint8_t* icv) {
-    uint8_t nonce[12];
-    std::memcpy(nonce, m_salt, 4);
-    std::memcpy(nonce + 4, iv, 8);
     int outl = 0;
-    if (EVP_CipherInit_ex(m_ctx, nullptr, nullptr, nullptr, nonce, -1) != 1) return false;
+    // IV (invocation field after the salt) and expected tag in one parameter call.
+    std::memcpy(m_iv, iv, 8);
     std::memcpy(m_tag, icv, 16);
-    if (EVP_CIPHER_CTX_set_params(m_ctx, m_tag_param) != 1) return false;
+    if (EVP_CIPHER_CTX_set_params(m_ctx, m_open_param) != 1) return false;
     if (EVP_CipherUpdate(m_ctx, nullptr, &outl, aad, static_cast<int>(aad_len)) != 1) return false;
     if (len && EVP_CipherUpdate(m_ctx, data, &outl, data, static_cast<int>(len)) != 1) return false;
     return EVP_CipherFinal_ex(m_ctx, data + len, &outl) == 1;

@@ -214,14 +214,15 @@ DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_le
         nh = f.proto;
     }
     uint64_t seq = last + 1;
+    // GCM: the IV comes from the SA's invocation counter (unique per key, RFC 4106 3.1).
+    // CBC: an unpredictable IV (RFC 3602 2.3).
     uint8_t iv[16];
-    if (o.cipher->aead()) {
-        // RFC 4106 3.1: the IV must be unique per key; the sequence number is.
-        for (int i = 0; i < 8; ++i) iv[i] = static_cast<uint8_t>(seq >> (56 - 8 * i));
-    } else if (RAND_bytes(iv, 16) != 1) {
-        return fail(DropReason::Crypto);
+    const uint8_t* ivp = nullptr;
+    if (!o.cipher->aead()) {
+        if (RAND_bytes(iv, 16) != 1) return fail(DropReason::Crypto);
+        ivp = iv;
     }
-    size_t n = seal(*o.cipher, o.spi, seq, o.esn, iv, nh, buf, payload_off, payload_len);
+    size_t n = seal(*o.cipher, o.spi, seq, o.esn, ivp, nh, buf, payload_off, payload_len);
     if (n == 0) return fail(DropReason::Crypto);
     o.seq.store(seq, std::memory_order_relaxed);
     o.usage.bytes.fetch_add(payload_len, std::memory_order_relaxed);

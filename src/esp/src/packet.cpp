@@ -105,7 +105,7 @@ size_t seal(SaCipher& c, uint32_t spi, uint64_t seq, bool esn, const uint8_t* iv
     uint8_t* esp = buf.data() + start;
     store_be32(esp, spi);
     store_be32(esp + 4, static_cast<uint32_t>(seq));
-    std::memcpy(esp + 8, iv, iv_len);
+    if (iv) std::memcpy(esp + 8, iv, iv_len);
     uint8_t* ct = esp + hdr;
     uint8_t* trailer = ct + payload_len;
     for (size_t i = 0; i < pad; ++i) trailer[i] = static_cast<uint8_t>(i + 1);
@@ -123,8 +123,11 @@ size_t seal(SaCipher& c, uint32_t spi, uint64_t seq, bool esn, const uint8_t* iv
         } else {
             store_be32(aad + 4, static_cast<uint32_t>(seq));
         }
-        if (!c.gcm_seal(aad, aad_len, esp + 8, ct, padded, icv)) return 0;
+        if (iv ? !c.gcm_seal(aad, aad_len, esp + 8, ct, padded, icv)
+               : !c.gcm_seal_next(aad, aad_len, esp + 8, ct, padded, icv))
+            return 0;
     } else {
+        if (!iv) return 0;
         if (!c.cbc_crypt(esp + 8, ct, padded)) return 0;
         uint8_t hi[4];
         store_be32(hi, static_cast<uint32_t>(seq >> 32));

@@ -3,6 +3,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -187,6 +188,10 @@ Result<std::unique_ptr<TunBackend>> TunBackend::create(DataPlane& dp, TunDevice 
     ::getsockname(b->m_udp, reinterpret_cast<sockaddr*>(&ss), &sl);
     IpAddress bound;
     from_sockaddr(ss, bound, b->m_port);
+    if (b->m_opts.udp_offload) {
+        // Receive coalesced runs of equal-sized ESP datagrams in one recvmmsg slot.
+        b->m_udp_gro = ::setsockopt(b->m_udp, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) == 0;
+    }
     b->m_stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (b->m_stop_fd < 0) return io_error("eventfd");
     return b;
@@ -247,7 +252,6 @@ void TunBackend::tx_loop() {
     // Offload mode: slots hold single segments (<= 64 KiB when the MTU is large).
     std::vector<std::vector<uint8_t>> bufs(n, std::vector<uint8_t>(kBufSize));
     std::vector<uint8_t> big(vnet ? 65536 + kVnetHdrLen + 64 : 0);
-    std::vector<mmsghdr> msgs(n);
     std::vector<iovec> iov(n);
     std::vector<sockaddr_storage> dst(n);
     Counters& c = m_dp.counters();
@@ -259,10 +263,53 @@ void TunBackend::tx_loop() {
     size_t count = 0;
     Millis now = 0;
 
+    // UDP GSO (UDP_SEGMENT): runs of ESP packets to the same peer with equal length (the last
+    // may be shorter) — what the segments of one TSO super-packet become — go down the stack
+    // as one datagram train per sendmmsg entry.  Falls back to one entry per packet if the
+    // kernel refuses.
+    bool gso_ok = m_opts.udp_offload;
+    std::vector<mmsghdr> groups(n);
+    constexpr size_t kCtrl = 64;
+    std::vector<uint64_t> ctrl(n * kCtrl / sizeof(uint64_t));
+    std::vector<socklen_t> dst_len(n);
+    auto& gso_sends = c.counter("esp.tx.udp_gso_sends");
     auto flush = [&] {
+        size_t g = 0;
+        for (size_t i = 0; i < count;) {
+            size_t j = i + 1, seg = iov[i].iov_len, total = seg;
+            if (gso_ok) {
+                while (j < count && j - i < 64 && iov[j - 1].iov_len == seg && iov[j].iov_len <= seg &&
+                       total + iov[j].iov_len <= 65000 && dst_len[j] == dst_len[i] &&
+                       std::memcmp(&dst[j], &dst[i], dst_len[i]) == 0) {
+                    total += iov[j].iov_len;
+                    ++j;
+                }
+            }
+            mmsghdr& m = groups[g];
+            m = {};
+            m.msg_hdr.msg_name = &dst[i];
+            m.msg_hdr.msg_namelen = dst_len[i];
+            m.msg_hdr.msg_iov = &iov[i];
+            m.msg_hdr.msg_iovlen = j - i;
+            if (j - i > 1) {
+                auto* cbuf = reinterpret_cast<char*>(ctrl.data()) + g * kCtrl;
+                std::memset(cbuf, 0, kCtrl);
+                m.msg_hdr.msg_control = cbuf;
+                m.msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+                cmsghdr* cm = CMSG_FIRSTHDR(&m.msg_hdr);
+                cm->cmsg_level = SOL_UDP;
+                cm->cmsg_type = UDP_SEGMENT;
+                cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                uint16_t gs = uint16_t(seg);
+                std::memcpy(CMSG_DATA(cm), &gs, sizeof(gs));
+                gso_sends.fetch_add(1, std::memory_order_relaxed);
+            }
+            ++g;
+            i = j;
+        }
         size_t sent = 0;
-        while (sent < count) {
-            int k = ::sendmmsg(m_udp, msgs.data() + sent, unsigned(count - sent), 0);
+        while (sent < g) {
+            int k = ::sendmmsg(m_udp, groups.data() + sent, unsigned(g - sent), 0);
             if (k < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN || errno == ENOBUFS) {
@@ -270,7 +317,26 @@ void TunBackend::tx_loop() {
                     ::poll(&w, 1, 10);
                     continue;
                 }
-                send_err.fetch_add(count - sent, std::memory_order_relaxed);
+                if (gso_ok && (errno == EIO || errno == EINVAL || errno == EOPNOTSUPP || errno == EMSGSIZE)) {
+                    // No UDP GSO here: send the rest one packet per entry from now on.
+                    gso_ok = false;
+                    log::get("esp")->info("UDP GSO not available ({}): sending one datagram per packet",
+                                          std::strerror(errno));
+                    for (size_t q = sent; q < g; ++q) {
+                        mmsghdr& m = groups[q];
+                        size_t first = size_t(static_cast<iovec*>(m.msg_hdr.msg_iov) - iov.data());
+                        for (size_t r = 0; r < m.msg_hdr.msg_iovlen; ++r) {
+                            msghdr h{};
+                            h.msg_name = m.msg_hdr.msg_name;
+                            h.msg_namelen = m.msg_hdr.msg_namelen;
+                            h.msg_iov = &iov[first + r];
+                            h.msg_iovlen = 1;
+                            if (::sendmsg(m_udp, &h, 0) < 0) send_err.fetch_add(1, std::memory_order_relaxed);
+                        }
+                    }
+                    break;
+                }
+                send_err.fetch_add(g - sent, std::memory_order_relaxed);
                 break;
             }
             sent += size_t(k);
@@ -284,12 +350,7 @@ void TunBackend::tx_loop() {
         auto res = m_dp.protect(std::span<uint8_t>(b, kBufSize), ip_len, now);
         if (!res.ok) return;  // counted by the data plane
         iov[count] = {b + res.esp_off, res.esp_len};
-        socklen_t sl = to_sockaddr(res.remote_addr, res.remote_port, dst[count]);
-        msgs[count].msg_hdr = {};
-        msgs[count].msg_hdr.msg_name = &dst[count];
-        msgs[count].msg_hdr.msg_namelen = sl;
-        msgs[count].msg_hdr.msg_iov = &iov[count];
-        msgs[count].msg_hdr.msg_iovlen = 1;
+        dst_len[count] = to_sockaddr(res.remote_addr, res.remote_port, dst[count]);
         if (++count == n) flush();
     };
     const size_t room = kBufSize - kMaxHeadroom - kMaxTailroom;
@@ -350,6 +411,8 @@ void TunBackend::rx_loop() {
     std::vector<mmsghdr> msgs(n);
     std::vector<iovec> iov(n);
     std::vector<sockaddr_storage> src(n);
+    constexpr size_t kCtrl = 64;
+    std::vector<uint64_t> ctrl(n * kCtrl / sizeof(uint64_t));
     for (size_t i = 0; i < n; ++i) {
         iov[i] = {bufs[i].data() + kRxOff, kBufSize - kRxOff};
         msgs[i].msg_hdr = {};
@@ -357,6 +420,7 @@ void TunBackend::rx_loop() {
         msgs[i].msg_hdr.msg_iov = &iov[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
     }
+    auto& gro_trains = m_dp.counters().counter("esp.rx.udp_gro_trains");
     Counters& c = m_dp.counters();
     auto& keepalive = c.counter("esp.rx.keepalive");
     auto& ike = c.counter("esp.rx.ike");
@@ -365,9 +429,50 @@ void TunBackend::rx_loop() {
     auto& batches = c.counter("esp.rx.batches");
     const bool vnet = m_tun.vnet();
     Millis next_tick = 0, next_keepalive = steady_ms() + m_opts.keepalive_ms;
+    Millis now = steady_ms();
+    auto handle = [&](uint8_t* b, size_t off, size_t len, const sockaddr_storage& from) {
+        BytesView payload(b + off, len);
+        switch (classify_udp_encap(payload)) {
+            case UdpKind::Esp: {
+                auto r = m_dp.unprotect(std::span<uint8_t>(b, kBufSize), off, len, now);
+                if (!r.ok || r.dummy) break;
+                uint8_t* ip = b + r.ip_off;
+                size_t ip_len = r.ip_len;
+                if (vnet) {  // r.ip_off >= off + 16 > kVnetHdrLen: room in front
+                    ip -= kVnetHdrLen;
+                    ip_len += kVnetHdrLen;
+                    std::memset(ip, 0, kVnetHdrLen);
+                    // Authenticated by the ICV: the kernel need not verify the transport
+                    // checksum again (VIRTIO_NET_HDR_F_DATA_VALID).
+                    ip[0] = 2;
+                }
+                if (::write(m_tun.fd(), ip, ip_len) < 0) tun_write_err.fetch_add(1, std::memory_order_relaxed);
+                break;
+            }
+            case UdpKind::Ike: {
+                ike.fetch_add(1, std::memory_order_relaxed);
+                std::function<void(IkeMessage)> rcv;
+                {
+                    std::lock_guard lock(m_ike_mutex);
+                    rcv = m_ike_receiver;
+                }
+                if (rcv) {  // control plane: allocation is fine here
+                    IkeMessage m;
+                    m.local_addr = m_opts.bind_addr;
+                    m.local_port = m_port;
+                    from_sockaddr(from, m.remote_addr, m.remote_port);
+                    m.data.assign(payload.begin() + 4, payload.end());
+                    rcv(std::move(m));
+                }
+                break;
+            }
+            case UdpKind::Keepalive: keepalive.fetch_add(1, std::memory_order_relaxed); break;
+            case UdpKind::Invalid: not_esp.fetch_add(1, std::memory_order_relaxed); break;
+        }
+    };
     pollfd pfd[2] = {{m_udp, POLLIN, 0}, {m_stop_fd, POLLIN, 0}};
     while (m_running.load(std::memory_order_relaxed)) {
-        Millis now = steady_ms();
+        now = steady_ms();
         if (now >= next_tick) {
             m_dp.tick(now);
             next_tick = now + m_opts.tick_ms;
@@ -382,53 +487,37 @@ void TunBackend::rx_loop() {
         if (pfd[1].revents) break;
         if (!(pfd[0].revents & POLLIN)) continue;
         for (;;) {
-            for (size_t i = 0; i < n; ++i) msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+            for (size_t i = 0; i < n; ++i) {
+                msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+                msgs[i].msg_hdr.msg_control = reinterpret_cast<char*>(ctrl.data()) + i * kCtrl;
+                msgs[i].msg_hdr.msg_controllen = kCtrl;
+            }
             int k = ::recvmmsg(m_udp, msgs.data(), unsigned(n), MSG_DONTWAIT, nullptr);
             if (k <= 0) break;
             batches.fetch_add(1, std::memory_order_relaxed);
             now = steady_ms();
             for (int i = 0; i < k; ++i) {
                 uint8_t* b = bufs[size_t(i)].data();
-                size_t len = msgs[size_t(i)].msg_len;
-                BytesView payload(b + kRxOff, len);
-                switch (classify_udp_encap(payload)) {
-                    case UdpKind::Esp: {
-                        auto r = m_dp.unprotect(std::span<uint8_t>(b, kBufSize), kRxOff, len, now);
-                        if (!r.ok || r.dummy) break;
-                        uint8_t* ip = b + r.ip_off;
-                        size_t ip_len = r.ip_len;
-                        if (vnet) {  // r.ip_off >= kRxOff + 8 > kVnetHdrLen: room in front
-                            ip -= kVnetHdrLen;
-                            ip_len += kVnetHdrLen;
-                            std::memset(ip, 0, kVnetHdrLen);
-                            // Authenticated by the ICV: the kernel need not verify the
-                            // transport checksum again (VIRTIO_NET_HDR_F_DATA_VALID).
-                            ip[0] = 2;
-                        }
-                        if (::write(m_tun.fd(), ip, ip_len) < 0)
-                            tun_write_err.fetch_add(1, std::memory_order_relaxed);
-                        break;
+                size_t total = msgs[size_t(i)].msg_len;
+                // UDP GRO: a train of datagrams of gso octets each (the last may be shorter).
+                size_t gso = 0;
+                for (cmsghdr* cm = CMSG_FIRSTHDR(&msgs[size_t(i)].msg_hdr); cm;
+                     cm = CMSG_NXTHDR(&msgs[size_t(i)].msg_hdr, cm)) {
+                    if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+                        int v = 0;
+                        std::memcpy(&v, CMSG_DATA(cm), sizeof(v));
+                        gso = v > 0 ? size_t(v) : 0;
                     }
-                    case UdpKind::Ike: {
-                        ike.fetch_add(1, std::memory_order_relaxed);
-                        std::function<void(IkeMessage)> rcv;
-                        {
-                            std::lock_guard lock(m_ike_mutex);
-                            rcv = m_ike_receiver;
-                        }
-                        if (rcv) {  // control plane: allocation is fine here
-                            IkeMessage m;
-                            m.local_addr = m_opts.bind_addr;
-                            m.local_port = m_port;
-                            from_sockaddr(src[size_t(i)], m.remote_addr, m.remote_port);
-                            m.data.assign(payload.begin() + 4, payload.end());
-                            rcv(std::move(m));
-                        }
-                        break;
-                    }
-                    case UdpKind::Keepalive: keepalive.fetch_add(1, std::memory_order_relaxed); break;
-                    case UdpKind::Invalid: not_esp.fetch_add(1, std::memory_order_relaxed); break;
                 }
+                if (gso == 0 || gso >= total) {
+                    handle(b, kRxOff, total, src[size_t(i)]);
+                    continue;
+                }
+                gro_trains.fetch_add(1, std::memory_order_relaxed);
+                // Processed in order: each datagram may overwrite the tail of the previous
+                // one (transport-mode header rebuild, the virtio header) — already written.
+                for (size_t off = 0; off < total; off += gso)
+                    handle(b, kRxOff + off, std::min(gso, total - off), src[size_t(i)]);
             }
             if (size_t(k) < n) break;
         }

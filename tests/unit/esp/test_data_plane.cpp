@@ -395,3 +395,20 @@ TEST(DataPlane, InstallErrors) {
     EXPECT_FALSE(dp.set_outbound(0x1, 0x77).ok());
     EXPECT_EQ(dp.sa_count(), 1u);
 }
+
+TEST(DataPlane, GcmExplicitIvIsAPerSaCounter) {
+    Pair t;
+    t.install(pair_params(0x1a1, 0x1a2));
+    Bytes pkt = ipv4("198.51.100.1", "203.0.113.1", 17, 1, 2, 10);
+    uint64_t prev = 0;
+    for (int i = 0; i < 5; ++i) {
+        ASSERT_TRUE(t.ea.send(pkt));
+        const Bytes& w = t.ea.last_datagram();
+        uint64_t iv = (uint64_t(load_be32(w.data() + 8)) << 32) | load_be32(w.data() + 12);
+        if (i > 0) {
+            EXPECT_EQ(iv, prev + 1) << "RFC 4106: unique IV per packet under one key";
+        }
+        prev = iv;
+    }
+    EXPECT_EQ(t.at_b.size(), 5u);
+}

@@ -68,6 +68,7 @@ struct TunBackendOptions {
     Millis tick_ms = 100;       // lifetime checks
     Millis keepalive_ms = 0;    // NAT keepalives to every SA peer (0 = off; TS 29.139: 20 s)
     int socket_buffer = 4 << 20;
+    bool udp_offload = true;    // UDP GSO on send (UDP_SEGMENT), UDP GRO on receive
 };
 
 class TunBackend {
@@ -96,6 +97,7 @@ private:
     TunBackendOptions m_opts;
     int m_udp = -1, m_stop_fd = -1;
     uint16_t m_port = 0;
+    bool m_udp_gro = false;
     std::atomic<bool> m_running{false};
     std::thread m_tx, m_rx;
     std::function<void(IkeMessage)> m_ike_receiver;
