@@ -272,8 +272,11 @@ Status World::start(const policy::DeploymentConfig& cfg) {
         cmp::ServerConfig sc;
         sc.ca_cert = pki::up_ref(m_infra->cert());
         sc.ca_key = pki::up_ref(m_infra->key());
-        sc.ra_cert = pki::up_ref(m_infra->cert());
-        sc.ra_key = pki::up_ref(m_infra->key());
+        // The CMP protection (RA) certificate needs digitalSignature: a separate end entity.
+        X2SEC_TRY(auto ra, m_infra->issue("ra.operator.example", m_clock.unix_seconds() - 3600, 365));
+        X2SEC_TRY(sc.ra_cert, pem_to_x509(ra.cert_pem));
+        X2SEC_TRY(sc.ra_key, pki::private_key_from_pem(ra.key_pem.view()));
+        sc.ra_chain.push_back(pki::up_ref(m_infra->cert()));
         sc.vendor_roots.push_back(pki::up_ref(m_vendor_a->cert()));
         if (!m_opt.vendor_b_unknown_to_ra) sc.vendor_roots.push_back(pki::up_ref(m_vendor_b->cert()));
         m_impl->cmp_server = std::make_unique<cmp::Server>(std::move(sc), *m_impl->store);
