@@ -272,14 +272,9 @@ Status World::start(const policy::DeploymentConfig& cfg) {
         cmp::ServerConfig sc;
         sc.ca_cert = pki::up_ref(m_infra->cert());
         sc.ca_key = pki::up_ref(m_infra->key());
-        // The CMP protection certificate needs keyUsage digitalSignature (the root has only
-        // keyCertSign/cRLSign, which OpenSSL's CMP client rightly refuses as a signer).
-        X2SEC_TRY(auto ra, m_infra->issue("cmp-ra.operator.example", nb, 365));
-        {
-            pki::BioPtr b(BIO_new_mem_buf(ra.cert_pem.data(), static_cast<int>(ra.cert_pem.size())));
-            sc.ra_cert.reset(PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr));
-            if (!sc.ra_cert) return Error(ErrorDomain::Pki, 0, "demo: cannot parse the RA certificate");
-        }
+        // The CMP protection (RA) certificate needs digitalSignature: a separate end entity.
+        X2SEC_TRY(auto ra, m_infra->issue("ra.operator.example", m_clock.unix_seconds() - 3600, 365));
+        X2SEC_TRY(sc.ra_cert, pem_to_x509(ra.cert_pem));
         X2SEC_TRY(sc.ra_key, pki::private_key_from_pem(ra.key_pem.view()));
         sc.ra_chain.push_back(pki::up_ref(m_infra->cert()));
         sc.vendor_roots.push_back(pki::up_ref(m_vendor_a->cert()));
