@@ -303,6 +303,19 @@ TEST(IkeExchange, IkeRekeyMovesChildren) {
     ASSERT_TRUE(p.b.engine->send_dpd(lb[0].id, p.clock.now()).ok());
     p.pump();
     EXPECT_TRUE(p.established());
+    // Now the original responder rekeys the (already rekeyed) IKE SA.
+    ASSERT_TRUE(p.b.engine->rekey_ike(lb[0].id, p.clock.now()).ok());
+    p.pump();
+    auto la2 = p.a.engine->list_sas(), lb2 = p.b.engine->list_sas();
+    ASSERT_EQ(la2.size(), 1u);
+    ASSERT_EQ(lb2.size(), 1u);
+    EXPECT_TRUE(lb2[0].initiator);
+    EXPECT_FALSE(la2[0].initiator);
+    EXPECT_EQ(la2[0].spi_i, lb2[0].spi_i);
+    EXPECT_EQ(lb2[0].children.size(), 1u);
+    ASSERT_TRUE(p.a.engine->delete_child(la2[0].id, p.a.backend.installed_spis()[0], p.clock.now()).ok());
+    p.pump();
+    EXPECT_TRUE(p.b.backend.installed_spis().empty());
 }
 
 TEST(IkeExchange, ChildRekeyCollision) {

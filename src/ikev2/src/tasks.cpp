@@ -1057,18 +1057,25 @@ void EngineImpl::respond_informational(IkeSa& sa, uint32_t mid, const std::vecto
         }
         if (d->protocol != ProtocolId::Esp) continue;
         for (const auto& s : d->spis) {
+            IkeSa* owner = &sa;
             ChildSa* c = child_by_out(sa, read_spi4(s));
+            // The Child SA may have moved to the IKE SA that replaced this one.
+            for (auto& [id, other] : m_sas)
+                if (!c && other->rekeyed_from == sa.id && other->state != SaState::Destroyed) {
+                    owner = other.get();
+                    c = child_by_out(*owner, read_spi4(s));
+                }
             if (!c) continue;
             uint32_t in = c->spi_in;
             resp_del.spis.push_back(spi4(in));
             // A rekeyed child going away: switch outbound to its successor.
-            for (auto& succ : sa.children)
+            for (auto& succ : owner->children)
                 if (succ.replaces_spi_in == in && succ.spi_in != in && succ.st != ChildSa::St::Deleting) {
                     (void)m_backend.set_outbound(in, succ.spi_in);
                     break;
                 }
             bool quiet = c->st == ChildSa::St::Rekeyed;
-            remove_child(sa, in, !quiet, "deleted by peer");
+            remove_child(*owner, in, !quiet, "deleted by peer");
         }
     }
     if (!resp_del.spis.empty()) out.push_back({PayloadType::Delete, false, std::move(resp_del)});
