@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <thread>
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/http.hpp>
@@ -49,7 +50,8 @@ Load run_load(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_PKE
                 r.implicit_confirm = implicit;
                 r.timeout_s = 10;
                 auto e = Client::enroll(r);
-                (e ? ok : failed)++;
+                if (!e && failed.fetch_add(1) == 0) std::fprintf(stderr, "  first failure: %s\n", e.error().detail().c_str());
+                if (e) ++ok;
             }
         });
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
@@ -151,7 +153,10 @@ int main(int argc, char** argv) {
         (void)pki::save_certs_pem(path("rsp.crt"), {c.get()});
     }
     int mport = free_port();
+    std::string murl;
     auto start_mock = [&](bool implicit) -> pid_t {
+        ++mport;  // a fresh port per run: no connection can reach a previous instance
+        murl = "http://127.0.0.1:" + std::to_string(mport) + "/pkix/";
         pid_t pid = fork();
         if (pid == 0) {
             std::string port = std::to_string(mport);
@@ -181,7 +186,6 @@ int main(int argc, char** argv) {
         int st;
         waitpid(pid, &st, 0);
     };
-    std::string murl = "http://127.0.0.1:" + std::to_string(mport) + "/pkix/";
     // The mock answers every ir with the same certificate (for new_key, identity of client 0):
     // all clients request that identity against the mock so our certConf check passes.
     std::vector<std::string> mock_ids(ids.size(), ids[0]);
@@ -193,28 +197,47 @@ int main(int argc, char** argv) {
     double x2sec_us = 3 * sign_us + 6 * verify_us;
     double bound = 1e6 / x2sec_us * std::thread::hardware_concurrency();
 
-    std::printf("\n%-34s %10s %8s %8s\n", "run", "enrol/s", "ok", "failed");
-    auto row = [](const char* name, const Load& l) { std::printf("%-34s %10.1f %8d %8d\n", name, l.rate(), l.ok, l.failed); };
-    Load x_conf = run_load(lab, devs, new_key.get(), xurl, clients, seconds, false, ids);
-    row("x2sec ca (ir+certConf)", x_conf);
-    pid_t mp = start_mock(false);
-    Load m_conf = run_load(lab, devs, new_key.get(), murl, clients, seconds, false, mock_ids);
-    stop_mock(mp);
-    row("openssl cmp -port (ir+certConf)", m_conf);
-    Load x_imp = run_load(lab, devs, new_key.get(), xurl, clients, seconds, true, ids);
-    row("x2sec ca (ir, implicitConfirm)", x_imp);
-    mp = start_mock(true);
-    Load m_imp = run_load(lab, devs, new_key.get(), murl, clients, seconds, true, mock_ids);
-    stop_mock(mp);
-    row("openssl cmp -port (implicitConfirm)", m_imp);
+    // Same PKI, in-memory store: shows what the durable SQLite store (WAL, synchronous=FULL)
+    // costs per enrolment.
+    auto mem_store = open_sqlite_store(":memory:").value();
+    Server mem_server(lab.server_config(), *mem_store);
+    HttpServer mem_http(mem_server, ho);
+    (void)mem_http.start();
+    std::string memurl = "http://127.0.0.1:" + std::to_string(mem_http.port()) + "/.well-known/cmp";
 
-    std::printf("\nratio x2sec / openssl mock: ir+certConf %.2f, implicitConfirm %.2f\n",
-                m_conf.rate() > 0 ? x_conf.rate() / m_conf.rate() : 0.0, m_imp.rate() > 0 ? x_imp.rate() / m_imp.rate() : 0.0);
+    std::printf("\n%-44s %8s %10s %7s %7s\n", "run", "clients", "enrol/s", "ok", "failed");
+    auto row = [](const std::string& name, int n, const Load& l) {
+        std::printf("%-44s %8d %10.1f %7d %7d\n", name.c_str(), n, l.rate(), l.ok, l.failed);
+    };
+    struct Pair { double x = 0, m = 0; };
+    std::map<std::string, Pair> ratio;
+    for (int n : {1, clients}) {
+        if (n == 1 && clients == 1 && ratio.size()) break;
+        for (bool implicit : {false, true}) {
+            std::string mode = implicit ? "ir, implicitConfirm" : "ir+certConf";
+            Load x = run_load(lab, devs, new_key.get(), xurl, n, seconds, implicit, ids);
+            row("x2sec ca, SQLite store (" + mode + ")", n, x);
+            pid_t mp = start_mock(implicit);
+            Load m = run_load(lab, devs, new_key.get(), murl, n, seconds, implicit, mock_ids);
+            stop_mock(mp);
+            row("openssl cmp -port (" + mode + ")", n, m);
+            ratio[mode + ", " + std::to_string(n) + " client(s)"] = {x.rate(), m.rate()};
+        }
+        if (clients == 1) break;
+    }
+    Load xm = run_load(lab, devs, new_key.get(), memurl, clients, seconds, false, ids);
+    row("x2sec ca, in-memory store (ir+certConf)", clients, xm);
+    mem_http.stop();
+
+    std::printf("\nratio x2sec / openssl mock:\n");
+    for (auto& [k, v] : ratio) std::printf("  %-36s %s\n", k.c_str(), v.m > 0 ? std::to_string(v.x / v.m).substr(0, 5).c_str() : "mock served none");
     std::printf("crypto bound (OpenSSL EVP, this run): P-256 sign %.1f us, verify %.1f us; x2sec server per enrolment "
                 "3 sign + 6 verify = %.0f us -> %.0f enrol/s on %u cores (server crypto alone, clients excluded)\n",
                 sign_us, verify_us, x2sec_us, bound, std::thread::hardware_concurrency());
-    std::printf("note: the mock server handles one connection at a time with one transaction state, so concurrent\n"
-                "ir+certConf sessions interleave and some fail there; it also issues nothing (fixed certificate).\n");
+    std::printf("notes: the 3.0 mock server keeps one transaction state and serves one connection at a time; with\n"
+                "concurrent clients its answers carry the wrong transactionID or the connection fails, so it only\n"
+                "serves the 1-client runs. It issues nothing (fixed certificate) and writes no store; x2sec issues,\n"
+                "signs and durably records every certificate. Clients run in this process on the same cores.\n");
     http.stop();
     fs::remove_all(dir);
     for (auto* s : {"", "-wal", "-shm"}) fs::remove(store_path + s);
