@@ -92,9 +92,38 @@ void TrustStore::add_anchor(const Certificate& root, std::string label) {
     // Hashed once here: i2d_PUBKEY goes through OpenSSL 3's encoder framework, which made the
     // CERTREQ of every IKE_SA_INIT response cost about as much as an ECDSA sign.
     m_anchor_spki_sha1s.push_back(root.spki_sha1());
+    rebuild_store();
 }
 
-void TrustStore::add_crl(const Crl& crl) { m_crls.push_back(crl); }
+void TrustStore::add_crl(const Crl& crl) {
+    m_crls.push_back(crl);
+    rebuild_store();
+}
+
+void TrustStore::rebuild_store() {
+    m_store.reset();
+    m_store_error.clear();
+    std::shared_ptr<X509_STORE> store(X509_STORE_new(), StoreFree());
+    if (!store) {
+        m_store_error = "out of memory";
+        return;
+    }
+    for (const auto& [label, cert] : m_anchors) {
+        if (X509_STORE_add_cert(store.get(), cert.get()) != 1) {
+            // Adding the same certificate twice under two labels is harmless.
+            const unsigned long e = ERR_peek_last_error();
+            if (ERR_GET_REASON(e) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
+                m_store_error = "adding anchor '" + label + "': " + crypto::openssl_errors();
+                return;
+            }
+            ERR_clear_error();
+        }
+    }
+    for (const auto& crl : m_crls) {
+        if (X509_STORE_add_crl(store.get(), crl.get()) != 1) ERR_clear_error();
+    }
+    m_store = std::move(store);
+}
 
 Result<VerifiedChain> TrustStore::verify(const Certificate& leaf,
                                          const std::vector<Certificate>& intermediates,
@@ -103,22 +132,11 @@ Result<VerifiedChain> TrustStore::verify(const Certificate& leaf,
     const std::string leaf_name = "certificate '" + leaf.subject() + "'";
     if (m_anchors.empty()) return fail(VerifyFailure::UntrustedCa, leaf_name + ": no trust anchors configured");
 
-    std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
+    if (!m_store) return fail(VerifyFailure::Other, m_store_error.empty() ? "trust store not built" : m_store_error);
+    std::shared_ptr<X509_STORE> store = m_store;  // kept alive for this call
     std::unique_ptr<X509_STORE_CTX, StoreCtxFree> ctx(X509_STORE_CTX_new());
     std::unique_ptr<STACK_OF(X509), StackFree> untrusted(sk_X509_new_null());
-    if (!store || !ctx || !untrusted) return fail(VerifyFailure::Other, "out of memory");
-    for (const auto& [label, cert] : m_anchors) {
-        if (X509_STORE_add_cert(store.get(), cert.get()) != 1) {
-            // Adding the same certificate twice under two labels is harmless.
-            const unsigned long e = ERR_peek_last_error();
-            if (ERR_GET_REASON(e) != X509_R_CERT_ALREADY_IN_HASH_TABLE)
-                return fail(VerifyFailure::Other, "adding anchor '" + label + "': " + crypto::openssl_errors());
-            ERR_clear_error();
-        }
-    }
-    for (const auto& crl : m_crls) {
-        if (X509_STORE_add_crl(store.get(), crl.get()) != 1) ERR_clear_error();
-    }
+    if (!ctx || !untrusted) return fail(VerifyFailure::Other, "out of memory");
     for (const auto& c : intermediates) {
         if (c.get() != nullptr) sk_X509_push(untrusted.get(), c.get());
     }

@@ -252,6 +252,53 @@ TEST(TrustStore, CrlRevocationAndAvailability) {
     EXPECT_TRUE(lax.verify(revoked.cert, {}, kT0).ok());
 }
 
+// The X509_STORE is built once per change, not per verify(): changes made after a first
+// verify() must still be seen, and copies must not share later changes.
+TEST(TrustStore, AnchorAddedAfterFirstVerifyIsSeen) {
+    TrustStore ts;
+    ts.add_anchor(pki().root_b.cert, "operator");
+    ASSERT_TRUE(ts.verify(pki().leaf_b.cert, {}, kT0).ok());
+    auto before = ts.verify(pki().leaf_a.cert, {pki().inter_a.cert}, kT0);
+    ASSERT_FALSE(before.ok());
+    EXPECT_EQ(failure_of(before.error()), VerifyFailure::UntrustedCa);
+
+    const TrustStore snapshot = ts;  // copy taken before the new anchor
+    ts.add_anchor(pki().root_a.cert, "vendor-a");
+    auto after = ts.verify(pki().leaf_a.cert, {pki().inter_a.cert}, kT0);
+    ASSERT_TRUE(after.ok()) << after.error().to_string();
+    EXPECT_EQ(after->anchor_label, "vendor-a");
+    EXPECT_TRUE(ts.verify(pki().leaf_b.cert, {}, kT0).ok());
+    auto old = snapshot.verify(pki().leaf_a.cert, {pki().inter_a.cert}, kT0);
+    ASSERT_FALSE(old.ok());
+    EXPECT_EQ(failure_of(old.error()), VerifyFailure::UntrustedCa);
+}
+
+TEST(TrustStore, CrlChangesAfterFirstVerifyTakeEffect) {
+    auto victim = test::make_cert(pki().root_b, "CN=later-revoked.operator.example",
+                                  {"later-revoked.operator.example"}, KeyType::EcP256, kT0 - 10 * kDay,
+                                  kT0 + 100 * kDay);
+    auto revoking_crl = test::make_crl(pki().root_b, {victim.cert}, kT0 - kDay, kT0 + 7 * kDay);
+
+    TrustStore ts;
+    ts.add_anchor(pki().root_b.cert, "operator");
+    // No CRL checking yet: passes.  Switching it on afterwards: no CRL -> unavailable.
+    ASSERT_TRUE(ts.verify(victim.cert, {}, kT0).ok());
+    ts.set_crl_check(true);
+    auto missing = ts.verify(victim.cert, {}, kT0);
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(failure_of(missing.error()), VerifyFailure::CrlUnavailable);
+    // A CRL added after verify() is consulted: it revokes the victim and clears another leaf.
+    ts.add_crl(revoking_crl);
+    auto revoked = ts.verify(victim.cert, {}, kT0);
+    ASSERT_FALSE(revoked.ok());
+    EXPECT_EQ(failure_of(revoked.error()), VerifyFailure::Revoked);
+    auto other = ts.verify(pki().leaf_b.cert, {}, kT0);
+    EXPECT_TRUE(other.ok()) << other.error().to_string();
+    // And switching checking off again takes effect too.
+    ts.set_crl_check(false);
+    EXPECT_TRUE(ts.verify(victim.cert, {}, kT0).ok());
+}
+
 TEST(TrustStore, CrlFilesRoundTrip) {
     auto crl = test::make_crl(pki().root_b, {pki().leaf_b.cert}, kT0 - kDay, kT0 + kDay);
     char tmpl[] = "/tmp/x2sec-crl-XXXXXX";

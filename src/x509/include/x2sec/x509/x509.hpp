@@ -14,6 +14,7 @@
 typedef struct x509_st X509;
 typedef struct X509_crl_st X509_CRL;
 typedef struct evp_pkey_st EVP_PKEY;
+typedef struct x509_store_st X509_STORE;
 
 namespace x2sec::x509 {
 
@@ -106,6 +107,14 @@ public:
     bool empty() const { return m_anchors.empty(); }
 
 private:
+    // The X509_STORE holding every anchor and CRL is built here, on every change, never inside
+    // the const verify(): a TrustStore shared between threads (shared_ptr<const TrustStore>)
+    // only reads it, which OpenSSL allows concurrently.  Each rebuild makes a new store, so
+    // copies of a TrustStore never see each other's later changes.  The verification time and
+    // flags go on the per-call X509_STORE_CTX, not on this shared store.
+    void rebuild_store();
+    std::shared_ptr<X509_STORE> m_store;
+    std::string m_store_error;  // why the last rebuild failed; reported by verify()
     std::vector<std::pair<std::string, Certificate>> m_anchors;
     std::vector<Bytes> m_anchor_spki_sha1s;  // one per m_anchors entry, computed in add_anchor
     std::vector<Crl> m_crls;
