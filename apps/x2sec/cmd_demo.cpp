@@ -1,11 +1,43 @@
-// Placeholder until the node agent lands: says what is available instead of pretending.
+// `x2sec demo`: every case of the contribution on loopback, one command, no root.
 #include <iostream>
+#include <x2sec/common/log.hpp>
+#include <x2sec/node/demo.hpp>
 
 #include "registry.hpp"
 
-static x2sec::app::Command reg("demo", "Run every case of the contribution on loopback", [](CLI::App&) {
-    return []() -> int {
-        std::cout << "x2sec demo: the node agent that runs the contribution's cases is not built yet.\n";
-        return 0;
+static x2sec::app::Command reg("demo", "Run every case of the contribution on loopback (no root needed)",
+                               [](CLI::App& app) {
+    auto opt = std::make_shared<x2sec::node::DemoOptions>();
+    auto verbose = std::make_shared<bool>(false);
+    auto show_status = std::make_shared<bool>(false);
+    auto print_config = std::make_shared<bool>(false);
+    auto base_port = std::make_shared<int>(0);
+    app.add_option("--case", opt->cases, "Run only these cases: scenario1, scenario2, solution2, ipsec-off");
+    app.add_option("--base-port", *base_port, "First of 14 consecutive loopback ports (default: from the pid)");
+    app.add_option("--messages", opt->x2_messages, "X2AP + GTP-U packets per direction per case");
+    app.add_option("--workdir", opt->workdir, "Keep certificates, keys and the deployment file here");
+    app.add_flag("--status", *show_status, "Print each H(e)NB's per-neighbour status at the end");
+    app.add_flag("--print-config", *print_config, "Print the embedded deployment file and exit");
+    app.add_flag("-v,--verbose", *verbose, "Log every module's decisions and protocol steps");
+    return [opt, verbose, show_status, print_config, base_port]() -> int {
+        using namespace x2sec;
+        if (*print_config) {
+            std::cout << node::default_deployment_template();
+            return 0;
+        }
+        log::set_level(*verbose ? "info" : "error");
+        opt->base_port = uint16_t(*base_port);
+        if (!opt->workdir.empty()) opt->keep_workdir = true;
+        auto r = node::run_demo(*opt);
+        if (!r.ok()) {
+            std::cerr << "x2sec demo: " << r.error().to_string() << "\n";
+            return 1;
+        }
+        std::cout << node::render_report(*r);
+        if (*show_status)
+            for (auto& [name, text] : r->node_status) std::cout << "\n" << text;
+        bool all_ok = true;
+        for (auto& c : r->cases) all_ok = all_ok && (c.ok || !c.available);
+        return all_ok ? 0 : 3;
     };
 });

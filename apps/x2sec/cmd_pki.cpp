@@ -36,7 +36,7 @@ int fail(const Error& e) {
 
 std::string g_alg = "p256", g_dir, g_name, g_out_key, g_out_cert, g_crl_url, g_eui, g_realm, g_subject, g_show_file;
 std::vector<std::string> g_dns, g_ips, g_revoke;
-int64_t g_days = 0;
+int64_t g_days = 0, g_nb_unix = 0, g_na_unix = 0;
 bool g_intermediate = false;
 
 int write_key_cert(const std::string& key_path, EVP_PKEY* key, const std::string& cert_path,
@@ -117,6 +117,8 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
     dev->add_option("--alg", g_alg, "device key algorithm")->capture_default_str();
     dev->add_option("--days", g_days, "validity in days (default 3650)");
     dev->add_option("--out-key", g_out_key, "device key file")->required();
+    dev->add_option("--not-before-unix", g_nb_unix, "explicit notBefore (unix seconds; test fixtures)");
+    dev->add_option("--not-after-unix", g_na_unix, "explicit notAfter (unix seconds; test fixtures)");
     dev->add_option("--out-cert", g_out_cert, "device certificate + vendor chain (PEM)")->required();
 
     auto* srv = sub.add_subcommand("issue-server", "Issue a SeGW/server certificate from an operator CA");
@@ -200,6 +202,8 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
                 r.profile = pki::Profile::Device;
                 r.dns = {*id};
                 r.validity_days = g_days ? g_days : 3650;
+                if (g_nb_unix) r.not_before = g_nb_unix;
+                if (g_na_unix) r.not_after = g_na_unix;
             } else {
                 auto n = pki::parse_name(g_subject);
                 if (!n) return fail(n.error());

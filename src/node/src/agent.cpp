@@ -258,6 +258,23 @@ void Agent::run(Millis now) {
     }
 }
 
+void Agent::observe_peer_failure(const std::string& name, bool untrusted_ca, Millis now) {
+    NeighbourStatus* n = neighbour(name);
+    if (!n) return;
+    if (untrusted_ca && !n->observed_untrusted_ca) {
+        n->observed_untrusted_ca = true;
+        step(*n, now, "peer presented a certificate from a CA we do not trust: the decision will change");
+    }
+    if (n->state == LinkState::Ready) n->state = LinkState::Idle;
+}
+
+void Agent::reset(const std::string& name) {
+    NeighbourStatus* n = neighbour(name);
+    if (!n) return;
+    n->state = LinkState::Idle;
+    n->next_retry_at.reset();
+}
+
 void Agent::mark_up(const std::string& name, Credential c, const std::string& detail, Millis now) {
     NeighbourStatus* n = neighbour(name);
     if (!n) return;

@@ -81,6 +81,8 @@ LabCa::LabCa() : m_impl(std::make_unique<Impl>()) {}
 LabCa::LabCa(LabCa&&) noexcept = default;
 LabCa& LabCa::operator=(LabCa&&) noexcept = default;
 LabCa::~LabCa() = default;
+X509* LabCa::cert() const { return m_impl->root; }
+EVP_PKEY* LabCa::key() const { return m_impl->key; }
 
 Result<LabCa> LabCa::create(const std::string& cn, const std::string& org, int64_t nb, int days) {
     LabCa ca;

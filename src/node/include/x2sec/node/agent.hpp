@@ -112,6 +112,11 @@ public:
     // prepare + connect for every due neighbour.
     void run(Millis now);
 
+    // The responder side saw the peer's certificate fail (e.g. untrusted CA): remember it so
+    // the next decision takes it into account, and drop a Ready state built on it.
+    void observe_peer_failure(const std::string& neighbour, bool untrusted_ca, Millis now);
+    // Forget the tunnel (e.g. after a revocation or a deleted SA): the next run decides anew.
+    void reset(const std::string& neighbour);
     // Marks a neighbour Up from the responder side (the peer initiated).
     void mark_up(const std::string& neighbour, Credential c, const std::string& detail, Millis now);
 

@@ -10,6 +10,9 @@
 #include <x2sec/common/bytes.hpp>
 #include <x2sec/common/result.hpp>
 
+typedef struct x509_st X509;
+typedef struct evp_pkey_st EVP_PKEY;
+
 namespace x2sec::node {
 
 struct LabCredential {
@@ -25,6 +28,9 @@ public:
                                 int64_t not_before_unix, int days);
     const std::string& root_pem() const { return m_root_pem; }
     const std::string& name() const { return m_cn; }
+    // The CA's certificate and key (owned by the LabCa), e.g. for an RA/CA server.
+    x509_st* cert() const;
+    evp_pkey_st* key() const;
     // End-entity certificate (keyUsage digitalSignature, SAN dNSName = fqdn, CN = fqdn).
     Result<LabCredential> issue(const std::string& fqdn, int64_t not_before_unix, int days,
                                 bool server_auth = true);

@@ -1,0 +1,149 @@
+// `x2sec ca serve`: the operator RA/CA (CMPv2 over HTTP and HTTPS, CRL over HTTP).
+// Configuration from --config <toml> and/or flags (flags win); see docs/pki-cmp.md.
+#include <signal.h>
+#include <fstream>
+#include <iostream>
+#include <toml++/toml.h>
+#include <x2sec/cmp/http.hpp>
+#include <x2sec/cmp/server.hpp>
+#include <x2sec/common/file.hpp>
+#include <x2sec/common/log.hpp>
+
+#include "registry.hpp"
+
+using namespace x2sec;
+
+namespace {
+struct CaOpts {
+    std::string config, ca_dir, store = "ca.db", bind = "127.0.0.1", port_file, tls_cert, tls_key, crl_url;
+    std::vector<std::string> vendor_roots;
+    int port = 8080, tls_port = -1, threads = 8;
+    int64_t max_body = 64 * 1024, validity_days = 365;
+    bool allow_mismatch = false, no_implicit = false;
+    std::string log_level = "info";
+} o;
+
+int fail(const std::string& m) {
+    std::cerr << "x2sec ca: " << m << "\n";
+    return 1;
+}
+
+Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
+    toml::table t;
+    try {
+        t = toml::parse_file(path);
+    } catch (const toml::parse_error& e) {
+        std::ostringstream os;
+        os << path << ":" << e.source().begin.line << ":" << e.source().begin.column << ": " << e.description();
+        return Error(ErrorDomain::Config, 0, os.str());
+    }
+    auto set = [&](const char* flag, auto& dst, auto node) {
+        if (sub.count(flag) == 0 && node) dst = *node;
+    };
+    set("--ca-dir", c.ca_dir, t["ca"]["dir"].value<std::string>());
+    set("--store", c.store, t["ca"]["store"].value<std::string>());
+    if (sub.count("--vendor-root") == 0)
+        if (auto* arr = t["ca"]["vendor_roots"].as_array())
+            for (auto& v : *arr)
+                if (auto s = v.value<std::string>()) c.vendor_roots.push_back(*s);
+    set("--bind", c.bind, t["http"]["bind"].value<std::string>());
+    set("--port", c.port, t["http"]["port"].value<int>());
+    set("--threads", c.threads, t["http"]["threads"].value<int>());
+    set("--max-body", c.max_body, t["http"]["max_body"].value<int64_t>());
+    set("--tls-port", c.tls_port, t["https"]["port"].value<int>());
+    set("--tls-cert", c.tls_cert, t["https"]["cert"].value<std::string>());
+    set("--tls-key", c.tls_key, t["https"]["key"].value<std::string>());
+    set("--crl-url", c.crl_url, t["policy"]["crl_url"].value<std::string>());
+    set("--validity-days", c.validity_days, t["policy"]["validity_days"].value<int64_t>());
+    set("--allow-identity-mismatch", c.allow_mismatch, t["policy"]["allow_identity_mismatch"].value<bool>());
+    if (auto ic = t["policy"]["implicit_confirm"].value<bool>(); ic && sub.count("--no-implicit-confirm") == 0)
+        c.no_implicit = !*ic;
+    return ok_status();
+}
+}  // namespace
+
+static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certificate mode)", [](CLI::App& sub) {
+    sub.require_subcommand(1);
+    auto* serve = sub.add_subcommand("serve", "Serve CMP over HTTP/HTTPS until SIGINT/SIGTERM");
+    serve->add_option("--config", o.config, "TOML configuration file");
+    serve->add_option("--ca-dir", o.ca_dir, "operator CA directory (x2sec pki init-operator-ca)");
+    serve->add_option("--vendor-root", o.vendor_roots, "trusted vendor root (PEM), repeatable");
+    serve->add_option("--store", o.store, "sqlite:<file> | postgresql:<conninfo> | <file>");
+    serve->add_option("--bind", o.bind, "listen address");
+    serve->add_option("--port", o.port, "HTTP port (0: ephemeral)");
+    serve->add_option("--tls-port", o.tls_port, "HTTPS port (needs --tls-cert/--tls-key; default: RA credential)");
+    serve->add_option("--tls-cert", o.tls_cert, "TLS server certificate chain (PEM)");
+    serve->add_option("--tls-key", o.tls_key, "TLS server key");
+    serve->add_option("--threads", o.threads, "worker threads per listener");
+    serve->add_option("--max-body", o.max_body, "largest accepted request body");
+    serve->add_option("--crl-url", o.crl_url, "cRLDistributionPoints URL written into issued certificates");
+    serve->add_option("--validity-days", o.validity_days, "validity of issued certificates");
+    serve->add_flag("--allow-identity-mismatch", o.allow_mismatch, "issue identities other than the vendor certificate's");
+    serve->add_flag("--no-implicit-confirm", o.no_implicit, "always require certConf");
+    serve->add_option("--port-file", o.port_file, "write the bound HTTP port here once listening");
+    serve->add_option("--log-level", o.log_level, "trace|debug|info|warn|error");
+    return [serve]() -> int {
+        log::set_level(o.log_level);
+        if (!o.config.empty())
+            if (auto st = load_toml(o, o.config, *serve); !st) return fail(st.error().detail());
+        if (o.ca_dir.empty()) return fail("--ca-dir (or [ca] dir) is required");
+        auto cfg = cmp::ServerConfig::from_ca_dir(o.ca_dir, o.vendor_roots);
+        if (!cfg) return fail(cfg.error().detail());
+        cfg->policy.allow_identity_mismatch = o.allow_mismatch;
+        cfg->policy.grant_implicit_confirm = !o.no_implicit;
+        cfg->policy.validity_days = o.validity_days;
+        if (!o.crl_url.empty()) cfg->policy.crl_urls = {o.crl_url};
+        auto store = cmp::open_store(o.store);
+        if (!store) return fail(store.error().detail());
+        // Block the signals before any thread starts so that only sigwait sees them.
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &set, nullptr);
+        cmp::Server server(std::move(*cfg), **store);
+        cmp::HttpOptions h;
+        h.bind = o.bind;
+        h.port = o.port;
+        h.threads = o.threads;
+        h.max_body = static_cast<size_t>(o.max_body);
+        cmp::HttpServer http(server, h);
+        if (auto st = http.start(); !st) return fail(st.error().detail());
+        std::unique_ptr<cmp::HttpServer> https;
+        pki::X509Ptr tls_cert;
+        pki::PkeyPtr tls_key;
+        std::vector<pki::X509Ptr> tls_chain;
+        if (o.tls_port >= 0) {
+            auto certs = pki::load_certs_pem(o.tls_cert.empty() ? o.ca_dir + "/ra.crt" : o.tls_cert);
+            if (!certs) return fail(certs.error().detail());
+            auto key = pki::load_private_key(o.tls_key.empty() ? o.ca_dir + "/ra.key" : o.tls_key);
+            if (!key) return fail(key.error().detail());
+            tls_cert = std::move(certs->front());
+            tls_key = std::move(*key);
+            cmp::HttpOptions t = h;
+            t.port = o.tls_port;
+            t.tls_cert = tls_cert.get();
+            t.tls_key = tls_key.get();
+            for (size_t i = 1; i < certs->size(); ++i) {
+                tls_chain.push_back(std::move((*certs)[i]));
+                t.tls_chain.push_back(tls_chain.back().get());
+            }
+            https = std::make_unique<cmp::HttpServer>(server, t);
+            if (auto st = https->start(); !st) return fail(st.error().detail());
+        }
+        if (!o.port_file.empty()) (void)write_file_atomic(o.port_file, std::string_view(std::to_string(http.port()) + "\n"));
+        std::cout << "x2sec ca: CMP on http://" << o.bind << ":" << http.port() << "/.well-known/cmp";
+        if (https) std::cout << " and https://" << o.bind << ":" << https->port() << "/.well-known/cmp";
+        std::cout << " (store " << (*store)->kind() << ")" << std::endl;
+        int sig = 0;
+        sigwait(&set, &sig);
+        http.stop();
+        if (https) https->stop();
+        auto c = (*store)->counts();
+        std::cout << "x2sec ca: stopped by signal " << sig;
+        if (c) std::cout << "; store holds " << c->certificates << " certificates, " << c->revoked << " revoked";
+        std::cout << std::endl;
+        for (auto& [k, v] : server.counters().snapshot()) std::cout << "  " << k << " = " << v << "\n";
+        return 0;
+    };
+});

@@ -1,0 +1,1 @@
+target_link_libraries(x2sec PRIVATE x2sec::cmp tomlplusplus::tomlplusplus)

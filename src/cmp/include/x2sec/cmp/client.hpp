@@ -1,0 +1,107 @@
+// x2sec::cmp::Client — the H(e)NB side of TS 33.310 clause 9 on OpenSSL's CMP client
+// (OSSL_CMP_CTX): `ir` authenticated with the vendor credential, `kur` renewal with the current
+// operator credential, `rr` revocation.
+//
+//   cmp::EnrollRequest r;
+//   r.server_url = "http://192.0.2.10:8080/.well-known/cmp";
+//   r.auth_key = vendor_key; r.auth_cert = vendor_cert; r.auth_chain = {vendor_root};
+//   r.new_key = fresh_key;   r.subject = "/O=Operator/CN=0023a1b2c3d4.henb.vendor-a.example";
+//   r.dns = {"0023a1b2c3d4.henb.vendor-a.example"};
+//   r.operator_roots = {provisioned_root};   // empty: 3GPP in-band rule (see below)
+//   auto e = cmp::Client::enroll(r);          // Result<Enrolled>
+//   cmp::install_credential("/var/lib/x2sec/op", fresh_key, *e);
+//
+// Trust in the RA/CA: with operator_roots the responses must chain to one of them.  Without,
+// the 3GPP rule applies (OSSL_CMP_OPT_PERMIT_TA_IN_EXTRACERTS_FOR_IR, RFC 4210 E.7): for the
+// `ip` only, a self-signed certificate in extraCerts may serve as trust anchor provided it
+// also validates the new certificate; it is then returned as Enrolled::operator_root and must
+// be used (provisioned) for everything afterwards.  The new certificate is checked (key,
+// identity, chain to that root) before certConf; a failed check sends a negative certConf.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+#include <x2sec/common/bytes.hpp>
+#include <x2sec/common/result.hpp>
+#include <x2sec/pki/pki.hpp>
+
+namespace x2sec::cmp {
+
+// Message transport; default is HTTP(S) POST to server_url.  Tests plug a Server in here.
+using Transfer = std::function<Result<Bytes>(BytesView request_der)>;
+
+struct TlsOptions {
+    std::vector<X509*> trust;       // roots for the server's TLS certificate (required for https)
+    X509* client_cert = nullptr;    // optional TLS client authentication
+    EVP_PKEY* client_key = nullptr;
+};
+
+struct ClientCommon {
+    std::string server_url;         // http://host:port/path or https://...
+    Transfer transfer;              // overrides server_url when set
+    TlsOptions tls;
+    int timeout_s = 30;
+    std::vector<X509*> operator_roots;  // provisioned operator trust anchors
+    Bytes transaction_id;           // fixed transactionID (tests, replays); empty: fresh random
+};
+
+struct EnrollRequest : ClientCommon {
+    EVP_PKEY* auth_key = nullptr;   // vendor private key (signs the PKIMessages)
+    X509* auth_cert = nullptr;      // vendor device certificate
+    std::vector<X509*> auth_chain;  // vendor intermediates (+ root) for extraCerts
+    EVP_PKEY* new_key = nullptr;    // key pair to certify (POP signs with it)
+    std::string subject;            // "/O=Operator/CN=<identity>"; empty: none requested
+    std::vector<std::string> dns;   // subjectAltName dNSNames (the node identity)
+    bool implicit_confirm = false;  // ask for implicitConfirm (no certConf round trip)
+};
+
+struct RenewRequest : ClientCommon {
+    EVP_PKEY* current_key = nullptr;  // current operator credential
+    X509* current_cert = nullptr;
+    std::vector<X509*> current_chain;
+    EVP_PKEY* new_key = nullptr;
+    bool implicit_confirm = false;
+};
+
+struct RevokeRequest : ClientCommon {
+    EVP_PKEY* key = nullptr;
+    X509* cert = nullptr;            // the certificate to revoke, also the signer
+    std::vector<X509*> chain;
+    int reason = 0;
+};
+
+struct Enrolled {
+    pki::X509Ptr cert;
+    std::vector<pki::X509Ptr> chain;       // issuing CA .. operator root
+    pki::X509Ptr operator_root;            // the anchor the certificate was validated against
+    std::vector<pki::X509Ptr> ca_pubs;
+    std::vector<pki::X509Ptr> extra_certs;
+};
+
+class Client {
+public:
+    // Errors: ErrorDomain::Cmp with code = the PKIFailureInfo bit from the server when there
+    // was one (-1 otherwise) and a detail quoting the server's status and OpenSSL's reason.
+    static Result<Enrolled> enroll(const EnrollRequest& req);
+    static Result<Enrolled> renew(const RenewRequest& req);
+    static Status revoke(const RevokeRequest& req);
+};
+
+// Writes <dir>/operator.key (0600), <dir>/operator.crt (cert + chain) and
+// <dir>/operator-root.crt, each atomically; the key first so a crash never leaves a
+// certificate without its key.
+Status install_credential(const std::string& dir, EVP_PKEY* key, const Enrolled& e);
+// True when now is past not_before + fraction * lifetime (default: 80 % of the lifetime used).
+bool needs_renewal(X509* cert, int64_t unix_now, double fraction = 0.8);
+
+// "http://h:p/path" -> parts.  Error on anything else.
+struct ServerUrl {
+    bool tls = false;
+    std::string host;
+    int port = 80;
+    std::string path = "/";
+};
+Result<ServerUrl> parse_server_url(const std::string& url);
+
+}  // namespace x2sec::cmp

@@ -1,0 +1,81 @@
+// x2sec::cmp::Server — the operator RA/CA in 3GPP vendor-certificate mode (TS 33.310 clause 9)
+// on OpenSSL's CMP server API (OSSL_CMP_SRV_CTX).  Sans-I/O: handle() takes one DER
+// PKIMessage and returns the DER response; HttpServer (http.hpp) puts it on the network.
+//
+// What it enforces:
+//  * ir/cr/p10cr must be signed by a device certificate chaining to one of the configured
+//    vendor roots; kur/rr by a certificate this CA issued (operator root); the signer is
+//    pinned for the rest of the transaction (certConf).
+//  * POP (OpenSSL: badPOP), requested identity = the vendor certificate's `<EUI>.<realm>`
+//    unless policy.allow_identity_mismatch, fresh transactionIDs (transactionIdInUse).
+//  * The certificate is issued with the base-station profile (pki::Profile::BaseStation);
+//    `ip` carries the operator root + CA chain in extraCerts and the operator root in caPubs.
+//  * Failures: a protected response with PKIStatus rejection and the PKIFailureInfo bit
+//    (ip/kup/rp for request-level failures, `error` for message-level ones); never a store
+//    write for a rejected request.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+#include <x2sec/cmp/store.hpp>
+#include <x2sec/common/counters.hpp>
+#include <x2sec/pki/pki.hpp>
+
+namespace x2sec::cmp {
+
+struct ServerPolicy {
+    bool allow_identity_mismatch = false;  // accept SANs other than the vendor identity
+    bool grant_implicit_confirm = true;
+    int64_t validity_days = 365;
+    std::vector<std::string> crl_urls;     // cRLDistributionPoints in issued certificates
+    int session_timeout_s = 300;           // unconfirmed certificates are revoked after this
+};
+
+struct ServerConfig {
+    pki::X509Ptr ca_cert;                  // issuing CA
+    pki::PkeyPtr ca_key;
+    std::vector<pki::X509Ptr> ca_chain;    // issuing CA's issuers up to and including the operator root
+    pki::X509Ptr ra_cert;                  // CMP protection certificate (may be the CA itself)
+    pki::PkeyPtr ra_key;
+    std::vector<pki::X509Ptr> ra_chain;    // RA certificate's issuers (may repeat ca_chain)
+    std::vector<pki::X509Ptr> vendor_roots;
+    ServerPolicy policy;
+
+    X509* operator_root() const;           // the self-signed end of ca_chain (or ca_cert)
+    // Loads an operator CA directory written by `x2sec pki init-operator-ca` (ca.*, chain.pem,
+    // ra.*) and vendor root files.
+    static Result<ServerConfig> from_ca_dir(const std::string& dir, const std::vector<std::string>& vendor_root_files);
+};
+
+class Server {
+public:
+    // The store must outlive the server.
+    Server(ServerConfig cfg, Store& store);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    // One DER PKIMessage in, one DER PKIMessage out.  An Error only when the input is not a
+    // PKIMessage at all (the HTTP layer answers 400); every CMP-level failure is a response.
+    // Thread-safe: transactions are independent.
+    Result<Bytes> handle(BytesView request_der);
+
+    // Current CRL of the issuing CA (DER), regenerated when revocations changed.
+    Result<Bytes> crl_der();
+    // Revocation by the operator (CLI / tests), same bookkeeping as an rr.
+    Status revoke(BytesView serial, int reason);
+
+    Counters& counters() { return m_counters; }
+    const ServerConfig& config() const;
+    size_t open_sessions() const;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> m_impl;
+    Counters m_counters;
+};
+
+}  // namespace x2sec::cmp

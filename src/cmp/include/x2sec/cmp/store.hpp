@@ -1,0 +1,66 @@
+// The RA/CA store: every issued certificate, its serial, the CMP transaction that produced it,
+// its status and its revocation.  SQLite (WAL, one transaction per write) by default;
+// PostgreSQL (libpq) when configured, so several RA/CA instances can share one operator CA.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+#include <x2sec/common/bytes.hpp>
+#include <x2sec/common/result.hpp>
+#include <x2sec/pki/pki.hpp>
+
+namespace x2sec::cmp {
+
+struct CertRecord {
+    Bytes serial;
+    Bytes transaction_id;
+    std::string subject;
+    std::string sans;        // comma separated dNSNames
+    std::string requester;   // subject of the certificate that authenticated the request
+    std::string body;        // "ir", "kur", "cr", "p10cr"
+    int64_t not_before = 0;
+    int64_t not_after = 0;
+    int64_t issued_at = 0;
+    Bytes der;
+    std::string status;      // "unconfirmed", "confirmed", "implicit", "rejected-by-client", "aborted"
+    bool revoked = false;
+    int64_t revoked_at = 0;
+    int revocation_reason = 0;
+};
+
+struct StoreCounts {
+    int64_t certificates = 0;
+    int64_t transactions = 0;
+    int64_t revoked = 0;
+};
+
+class Store {
+public:
+    virtual ~Store() = default;
+    // Records a transaction and the certificate it issued, atomically.  Fails (code 1) when
+    // the transactionID or the serial is already present.
+    virtual Status record_issued(const CertRecord& rec) = 0;
+    // Records a transaction that issued nothing (rr, genm) so its ID cannot be reused.
+    virtual Status record_transaction(BytesView tid, const std::string& body, const std::string& status) = 0;
+    virtual Result<bool> transaction_exists(BytesView tid) = 0;
+    virtual Status set_status(BytesView tid, const std::string& status) = 0;
+    virtual Result<std::optional<CertRecord>> find_by_serial(BytesView serial) = 0;
+    virtual Result<std::optional<CertRecord>> find_by_transaction(BytesView tid) = 0;
+    // Error code 2 when the serial is unknown, 3 when it is already revoked.
+    virtual Status revoke(BytesView serial, int reason, int64_t when) = 0;
+    virtual Result<std::vector<pki::Revoked>> revoked() = 0;
+    virtual Result<StoreCounts> counts() = 0;
+    virtual Result<int64_t> next_crl_number() = 0;
+    virtual std::string kind() const = 0;
+};
+
+// path: file name (":memory:" for tests).
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path);
+// conninfo: a libpq connection string ("host=/tmp/x dbname=x2sec").
+Result<std::unique_ptr<Store>> open_postgres_store(const std::string& conninfo);
+// "sqlite:<path>" or "postgresql:<conninfo>" (or a plain path = sqlite).
+Result<std::unique_ptr<Store>> open_store(const std::string& url);
+
+}  // namespace x2sec::cmp

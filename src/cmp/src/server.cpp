@@ -1,0 +1,597 @@
+#include <openssl/cmp.h>
+#include <openssl/cmp_util.h>
+#include <openssl/crmf.h>
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <x2sec/cmp/server.hpp>
+#include <x2sec/common/log.hpp>
+
+#include "asn1_view.hpp"
+#include "cmp_util.hpp"
+
+namespace x2sec::cmp {
+
+using pki::X509Ptr;
+
+X509* ServerConfig::operator_root() const {
+    for (auto it = ca_chain.rbegin(); it != ca_chain.rend(); ++it)
+        if (X509_check_issued(it->get(), it->get()) == X509_V_OK) return it->get();
+    return ca_cert.get();
+}
+
+Result<ServerConfig> ServerConfig::from_ca_dir(const std::string& dir, const std::vector<std::string>& vendor_root_files) {
+    ServerConfig c;
+    X2SEC_TRY(c.ca_cert, pki::load_cert(dir + "/ca.crt"));
+    X2SEC_TRY(c.ca_key, pki::load_private_key(dir + "/ca.key"));
+    X2SEC_TRY(auto chain, pki::load_certs_pem(dir + "/chain.pem"));
+    for (auto& x : chain)
+        if (X509_cmp(x.get(), c.ca_cert.get()) != 0) c.ca_chain.push_back(std::move(x));
+    X2SEC_TRY(auto ra, pki::load_certs_pem(dir + "/ra.crt"));
+    c.ra_cert = std::move(ra.front());
+    for (size_t i = 1; i < ra.size(); ++i) c.ra_chain.push_back(std::move(ra[i]));
+    X2SEC_TRY(c.ra_key, pki::load_private_key(dir + "/ra.key"));
+    for (auto& f : vendor_root_files) {
+        X2SEC_TRY(auto roots, pki::load_certs_pem(f));
+        for (auto& r : roots) c.vendor_roots.push_back(std::move(r));
+    }
+    if (c.vendor_roots.empty()) return Error(ErrorDomain::Config, 0, "no vendor root configured");
+    return c;
+}
+
+namespace {
+
+enum class SignerKind { None, Vendor, Operator };
+
+bool new_transaction_body(int bt) {
+    switch (bt) {
+    case kIr: case kCr: case kP10cr:
+    case kKur: case kRr: case kGenm:
+        return true;
+    default:
+        return false;
+    }
+}
+
+std::string lower(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+int srv_log_cb(const char*, const char*, int, OSSL_CMP_severity level, const char* msg) {
+    auto lg = x2sec::log::get("cmp");
+    if (level <= OSSL_CMP_LOG_ERR) lg->debug("openssl cmp server: {}", msg);
+    else lg->trace("openssl cmp server: {}", msg);
+    return 1;
+}
+
+}  // namespace
+
+struct Session {
+    std::mutex mu;
+    OSSL_CMP_SRV_CTX* srv = nullptr;
+    Server::Impl* impl = nullptr;
+    X509Ptr signer;
+    SignerKind kind = SignerKind::None;
+    Bytes tid;
+    int reject_bit = -1;
+    std::string reject_text;
+    int64_t created = 0;
+    X509Ptr issued;
+    std::string body;
+    bool registered = false;  // present in the session map
+    bool done = false;
+    ~Session() { OSSL_CMP_SRV_CTX_free(srv); }
+};
+
+struct Server::Impl {
+    ServerConfig cfg;
+    Store& store;
+    Counters& counters;
+    pki::CertStackPtr ra_untrusted;
+    std::vector<X509*> vendor_anchors, operator_anchors, operator_untrusted;
+    std::mutex sessions_mu;
+    std::map<Bytes, std::shared_ptr<Session>> sessions;
+    std::mutex crl_mu;
+    Bytes crl_cache;
+    int64_t crl_built = 0;
+    std::atomic<bool> crl_dirty{true};
+    std::shared_ptr<spdlog::logger> lg = log::get("cmp");
+
+    Impl(ServerConfig c, Store& s, Counters& k) : cfg(std::move(c)), store(s), counters(k) {
+        std::vector<X509*> ra;
+        for (auto& x : cfg.ra_chain) ra.push_back(x.get());
+        for (auto& x : cfg.ca_chain) ra.push_back(x.get());
+        ra.push_back(cfg.ca_cert.get());
+        ra_untrusted = pki::make_stack(ra);
+        for (auto& v : cfg.vendor_roots) vendor_anchors.push_back(v.get());
+        operator_anchors.push_back(cfg.operator_root());
+        operator_untrusted.push_back(cfg.ca_cert.get());
+        for (auto& x : cfg.ca_chain) operator_untrusted.push_back(x.get());
+    }
+
+    std::vector<X509*> issued_chain() const {  // issuing CA up to the operator root
+        std::vector<X509*> v;
+        if (X509_check_issued(cfg.ca_cert.get(), cfg.ca_cert.get()) != X509_V_OK || cfg.ca_chain.empty())
+            v.push_back(cfg.ca_cert.get());
+        for (auto& x : cfg.ca_chain) v.push_back(x.get());
+        return v;
+    }
+
+    std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid);
+    void reject(Session& s, int bit, std::string text, const char* counter) {
+        if (s.reject_bit >= 0) return;
+        s.reject_bit = bit;
+        s.reject_text = std::move(text);
+        counters.inc(std::string("cmp.reject.") + counter);
+        lg->info("rejecting transaction {}: {}", to_hex(s.tid), s.reject_text);
+    }
+    void purge_expired(int64_t now);
+};
+
+namespace {
+
+OSSL_CMP_PKISI* rejection(int bit, const std::string& text) {
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text.c_str());
+}
+
+// ---------------------------------------------------------------- OSSL_CMP_SRV callbacks
+OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, int certReqId, const OSSL_CRMF_MSG* crm,
+                                const X509_REQ* p10cr, X509** certOut, STACK_OF(X509) * *chainOut,
+                                STACK_OF(X509) * *caPubs) {
+    auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
+    auto& im = *s->impl;
+    int bt = OSSL_CMP_MSG_get_bodytype(req);
+    if (s->reject_bit < 0 && certReqId != 0)
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badRequest, "only one CertReqMsg with certReqId 0 is supported", "bad_request");
+    if (s->reject_bit < 0 && (bt == kKur) != (s->kind == SignerKind::Operator))
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                  bt == kKur ? "kur must be signed with the current operator certificate"
+                                             : "initial enrolment must be signed with a vendor device certificate",
+                  "not_authorized");
+    if (s->reject_bit >= 0) return rejection(s->reject_bit, s->reject_text);
+
+    const X509_NAME* subject = nullptr;
+    pki::PkeyPtr key;
+    const STACK_OF(X509_EXTENSION)* exts = nullptr;
+    STACK_OF(X509_EXTENSION)* p10exts = nullptr;
+    if (crm) {
+        OSSL_CRMF_CERTTEMPLATE* tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);
+        subject = OSSL_CRMF_CERTTEMPLATE_get0_subject(tmpl);
+        exts = OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl);
+        key = detail::template_public_key(crm);
+    } else if (p10cr) {
+        subject = X509_REQ_get_subject_name(p10cr);
+        key = pki::up_ref(X509_REQ_get0_pubkey(const_cast<X509_REQ*>(p10cr)));
+        p10exts = X509_REQ_get_extensions(const_cast<X509_REQ*>(p10cr));
+        exts = p10exts;
+    }
+    struct ExtFree {
+        STACK_OF(X509_EXTENSION)* e;
+        ~ExtFree() { sk_X509_EXTENSION_pop_free(e, X509_EXTENSION_free); }
+    } ext_guard{p10exts};
+    if (!key) {
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "certTemplate has no publicKey", "bad_cert_template");
+        return rejection(s->reject_bit, s->reject_text);
+    }
+
+    // Requested subjectAltNames: dNSName only (node identities); anything else is refused.
+    std::vector<std::string> req_dns;
+    bool other_names = false;
+    for (int i = 0; exts && i < sk_X509_EXTENSION_num(exts); ++i) {
+        X509_EXTENSION* e = sk_X509_EXTENSION_value(exts, i);
+        if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) != NID_subject_alt_name) continue;
+        auto* names = static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(e));
+        for (int j = 0; names && j < sk_GENERAL_NAME_num(names); ++j) {
+            GENERAL_NAME* g = sk_GENERAL_NAME_value(names, j);
+            if (g->type == GEN_DNS)
+                req_dns.push_back(lower(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(g->d.dNSName)),
+                                                    static_cast<size_t>(ASN1_STRING_length(g->d.dNSName)))));
+            else
+                other_names = true;
+        }
+        GENERAL_NAMES_free(names);
+    }
+
+    // Identities the requester may claim: the vendor certificate's node identity (ir), or the
+    // dNSNames of the operator certificate being renewed (kur).
+    std::vector<std::string> allowed;
+    if (s->kind == SignerKind::Vendor) {
+        allowed = pki::node_identities(s->signer.get());
+    } else {
+        for (auto& d : pki::san_dns(s->signer.get())) allowed.push_back(lower(d));
+        const OSSL_CRMF_CERTID* old = crm ? OSSL_CRMF_MSG_get0_regCtrl_oldCertID(crm) : nullptr;
+        if (old && (ASN1_INTEGER_cmp(OSSL_CRMF_CERTID_get0_serialNumber(old), X509_get0_serialNumber(s->signer.get())) != 0)) {
+            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertId, "oldCertID does not name the certificate that signed the kur",
+                      "bad_cert_id");
+            return rejection(s->reject_bit, s->reject_text);
+        }
+    }
+    const auto& pol = im.cfg.policy;
+    if (!pol.allow_identity_mismatch) {
+        if (allowed.empty()) {
+            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                      "the signing certificate carries no <EUI>.<realm> identity in subjectAltName", "not_authorized");
+            return rejection(s->reject_bit, s->reject_text);
+        }
+        if (other_names) {
+            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "only dNSName subjectAltNames may be requested",
+                      "bad_cert_template");
+            return rejection(s->reject_bit, s->reject_text);
+        }
+        for (auto& d : req_dns)
+            if (std::find(allowed.begin(), allowed.end(), d) == allowed.end()) {
+                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "requested identity " + d + " does not match the signer's identity " + allowed.front(),
+                          "identity_mismatch");
+                return rejection(s->reject_bit, s->reject_text);
+            }
+        // A CN in the requested subject must be one of the identities too.
+        int idx = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1;
+        if (idx >= 0) {
+            ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
+            std::string v = lower(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
+                                              static_cast<size_t>(ASN1_STRING_length(cn))));
+            if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
+                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                          "requested subject CN " + v + " does not match the signer's identity " + allowed.front(),
+                          "identity_mismatch");
+                return rejection(s->reject_bit, s->reject_text);
+            }
+        }
+    }
+    if (req_dns.empty()) req_dns = allowed;
+
+    pki::NamePtr default_subject;
+    if (!subject || X509_NAME_entry_count(subject) == 0) {
+        if (s->kind == SignerKind::Operator) {
+            subject = X509_get_subject_name(s->signer.get());
+        } else {
+            auto n = pki::parse_name("/CN=" + (req_dns.empty() ? std::string("node") : req_dns.front()));
+            default_subject = std::move(*n);
+            subject = default_subject.get();
+        }
+    }
+
+    pki::IssueRequest ir;
+    ir.profile = pki::Profile::BaseStation;
+    ir.subject = const_cast<X509_NAME*>(subject);
+    ir.public_key = key.get();
+    ir.dns = req_dns;
+    ir.validity_days = pol.validity_days;
+    ir.crl_urls = pol.crl_urls;
+    auto cert = pki::issue_certificate(ir, im.cfg.ca_cert.get(), im.cfg.ca_key.get());
+    if (!cert) {
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "cannot issue: " + cert.error().detail(), "issue_failed");
+        return rejection(s->reject_bit, s->reject_text);
+    }
+
+    CertRecord rec;
+    rec.serial = pki::serial_bytes(X509_get0_serialNumber(cert->get()));
+    rec.transaction_id = s->tid;
+    rec.subject = pki::name_to_string(subject);
+    for (auto& d : req_dns) rec.sans += (rec.sans.empty() ? "" : ",") + d;
+    rec.requester = pki::name_to_string(X509_get_subject_name(s->signer.get())) + " #" + pki::serial_hex(s->signer.get());
+    rec.body = s->body;
+    rec.not_before = pki::not_before(cert->get());
+    rec.not_after = pki::not_after(cert->get());
+    rec.issued_at = static_cast<int64_t>(std::time(nullptr));
+    rec.der = pki::cert_der(cert->get());
+    rec.status = "unconfirmed";
+    auto st = im.store.record_issued(rec);
+    if (!st) {
+        bool dup = st.error().code() == 1;
+        im.reject(*s, dup ? OSSL_CMP_PKIFAILUREINFO_transactionIdInUse : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                  dup ? "transactionID already used" : "store unavailable", dup ? "transaction_id_in_use" : "store");
+        im.lg->warn("store: {}", st.error().detail());
+        return rejection(s->reject_bit, s->reject_text);
+    }
+    im.counters.inc("cmp.issued");
+    im.lg->info("issued {} serial {} to {} ({}) for {}", s->body, to_hex(rec.serial), rec.subject, rec.sans, rec.requester);
+    s->issued = pki::up_ref(cert->get());
+    *certOut = cert->release();
+    *chainOut = pki::make_stack(im.issued_chain()).release();
+    *caPubs = pki::make_stack({im.cfg.operator_root()}).release();
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, nullptr);
+}
+
+OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAME* issuer, const ASN1_INTEGER* serial) {
+    auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
+    auto& im = *s->impl;
+    if (s->reject_bit < 0 && s->kind != SignerKind::Operator)
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "rr must be signed with an operator certificate", "not_authorized");
+    if (s->reject_bit < 0 && (!issuer || !serial || X509_NAME_cmp(issuer, X509_get_subject_name(im.cfg.ca_cert.get())) != 0))
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertId, "certificate to revoke was not issued by this CA", "bad_cert_id");
+    if (s->reject_bit < 0 && ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(s->signer.get())) != 0)
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "a node may only revoke its own certificate", "not_authorized");
+    if (s->reject_bit >= 0) return rejection(s->reject_bit, s->reject_text);
+    Bytes sn = pki::serial_bytes(serial);
+    auto st = im.store.revoke(sn, 0, static_cast<int64_t>(std::time(nullptr)));
+    if (!st) {
+        int bit = st.error().code() == 3 ? OSSL_CMP_PKIFAILUREINFO_certRevoked
+                  : st.error().code() == 2 ? OSSL_CMP_PKIFAILUREINFO_badCertId
+                                           : OSSL_CMP_PKIFAILUREINFO_systemFailure;
+        im.reject(*s, bit, st.error().detail(), "revoke");
+        return rejection(s->reject_bit, s->reject_text);
+    }
+    (void)im.store.record_transaction(s->tid, "rr", "revoked");
+    im.crl_dirty = true;
+    im.counters.inc("cmp.revoked");
+    im.lg->info("revoked serial {} on request of its holder", to_hex(sn));
+    return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, nullptr);
+}
+
+int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_ITAV) *, STACK_OF(OSSL_CMP_ITAV) * *out) {
+    auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
+    if (s->reject_bit >= 0) return 0;
+    *out = sk_OSSL_CMP_ITAV_new_null();
+    return *out != nullptr;
+}
+
+void cb_error(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const OSSL_CMP_PKISI* si, const ASN1_INTEGER*,
+              const OSSL_CMP_PKIFREETEXT*) {
+    auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
+    char buf[OSSL_CMP_PKISI_BUFLEN];
+    const char* txt = si ? OSSL_CMP_snprint_PKIStatusInfo(si, buf, sizeof buf) : nullptr;
+    s->impl->lg->info("client sent error for transaction {}: {}", to_hex(s->tid), txt ? txt : "?");
+    s->impl->counters.inc("cmp.rx.client_error");
+    if (s->issued && s->reject_bit < 0) {
+        (void)s->impl->store.set_status(s->tid, "aborted");
+        (void)s->impl->store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, std::time(nullptr));
+        s->impl->crl_dirty = true;
+    }
+    s->done = true;
+}
+
+int cb_certconf(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, const ASN1_OCTET_STRING* certHash,
+                const OSSL_CMP_PKISI* si) {
+    auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
+    auto& im = *s->impl;
+    if (s->reject_bit >= 0 || !s->issued) return 0;
+    // certHash: hash of the certificate with the hash of its signature algorithm.
+    int md_nid = NID_undef;
+    if (!X509_get_signature_info(s->issued.get(), &md_nid, nullptr, nullptr, nullptr)) md_nid = NID_sha256;
+    unsigned char h[EVP_MAX_MD_SIZE];
+    unsigned int hl = 0;
+    const EVP_MD* md = EVP_get_digestbynid(md_nid);
+    if (!md || !X509_digest(s->issued.get(), md, h, &hl) || !certHash ||
+        ASN1_STRING_length(certHash) != static_cast<int>(hl) || CRYPTO_memcmp(ASN1_STRING_get0_data(certHash), h, hl) != 0) {
+        im.counters.inc("cmp.reject.bad_cert_hash");
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_CERTHASH_UNMATCHED, "certHash in certConf does not match the issued certificate");
+        return 0;
+    }
+    bool client_rejected = false;
+    if (si) {
+        char buf[OSSL_CMP_PKISI_BUFLEN];
+        const char* txt = OSSL_CMP_snprint_PKIStatusInfo(si, buf, sizeof buf);
+        client_rejected = txt && std::string_view(txt).find("rejection") != std::string_view::npos;
+    }
+    if (client_rejected) {
+        (void)im.store.set_status(s->tid, "rejected-by-client");
+        (void)im.store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, std::time(nullptr));
+        im.crl_dirty = true;
+        im.counters.inc("cmp.certconf.rejected");
+    } else {
+        (void)im.store.set_status(s->tid, "confirmed");
+        im.counters.inc("cmp.certconf.accepted");
+    }
+    s->done = true;
+    return 1;
+}
+
+int cb_pollreq(OSSL_CMP_SRV_CTX*, const OSSL_CMP_MSG*, int, OSSL_CMP_MSG**, int64_t*) {
+    ERR_raise_data(ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, "polling is not offered: this CA answers immediately");
+    return 0;
+}
+
+}  // namespace
+
+std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kind, const Bytes& tid) {
+    auto s = std::make_shared<Session>();
+    s->impl = this;
+    s->kind = kind;
+    s->tid = tid;
+    s->created = static_cast<int64_t>(std::time(nullptr));
+    if (signer) s->signer = pki::up_ref(signer);
+    s->srv = OSSL_CMP_SRV_CTX_new(nullptr, nullptr);
+    OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
+    OSSL_CMP_CTX_set_log_cb(ctx, srv_log_cb);
+    OSSL_CMP_CTX_set1_cert(ctx, cfg.ra_cert.get());
+    OSSL_CMP_CTX_set1_pkey(ctx, cfg.ra_key.get());
+    OSSL_CMP_CTX_set1_untrusted(ctx, ra_untrusted.get());
+    auto extra = pki::make_stack({cfg.operator_root()});
+    OSSL_CMP_CTX_set1_extraCertsOut(ctx, extra.get());
+    if (signer) OSSL_CMP_CTX_set1_srvCert(ctx, signer);  // the peer's certificate, pinned
+    OSSL_CMP_SRV_CTX_init(s->srv, s.get(), cb_cert_request, cb_rr, cb_genm, cb_error, cb_certconf, cb_pollreq);
+    OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(s->srv, cfg.policy.grant_implicit_confirm ? 1 : 0);
+    OSSL_CMP_SRV_CTX_set_send_unprotected_errors(s->srv, 0);
+    OSSL_CMP_SRV_CTX_set_accept_unprotected(s->srv, 0);
+    OSSL_CMP_SRV_CTX_set_accept_raverified(s->srv, 0);
+    return s;
+}
+
+void Server::Impl::purge_expired(int64_t now) {
+    std::vector<std::shared_ptr<Session>> dead;
+    {
+        std::lock_guard lk(sessions_mu);
+        for (auto it = sessions.begin(); it != sessions.end();) {
+            if (now - it->second->created > cfg.policy.session_timeout_s) {
+                dead.push_back(it->second);
+                it = sessions.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    for (auto& s : dead) {
+        std::lock_guard lk(s->mu);
+        if (s->issued && !s->done) {
+            (void)store.set_status(s->tid, "unconfirmed-timeout");
+            (void)store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, now);
+            crl_dirty = true;
+            counters.inc("cmp.session.timeout");
+        }
+    }
+}
+
+Server::Server(ServerConfig cfg, Store& store) : m_impl(std::make_unique<Impl>(std::move(cfg), store, m_counters)) {}
+Server::~Server() = default;
+const ServerConfig& Server::config() const { return m_impl->cfg; }
+size_t Server::open_sessions() const {
+    std::lock_guard lk(m_impl->sessions_mu);
+    return m_impl->sessions.size();
+}
+
+Result<Bytes> Server::handle(BytesView der) {
+    auto& im = *m_impl;
+    m_counters.inc("cmp.rx.messages");
+    const unsigned char* p = der.data();
+    MsgPtr req(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size())));
+    if (!req || p != der.data() + der.size()) {
+        ERR_clear_error();
+        m_counters.inc("cmp.rx.bad_der");
+        return Error(ErrorDomain::Codec, 0, req ? "trailing bytes after the PKIMessage" : "body is not a DER PKIMessage");
+    }
+    int bt = OSSL_CMP_MSG_get_bodytype(req.get());
+    const ASN1_OCTET_STRING* tid_os = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req.get()));
+    Bytes tid = tid_os ? Bytes(ASN1_STRING_get0_data(tid_os), ASN1_STRING_get0_data(tid_os) + ASN1_STRING_length(tid_os))
+                       : Bytes{};
+    int64_t now = static_cast<int64_t>(std::time(nullptr));
+
+    // Which certificate signed the message: try the extraCerts (3GPP: the signer first)
+    // with each one pinned; the one whose key verifies the protection is the signer.
+    auto extra = detail::extra_certs(der);
+    X509* signer = nullptr;
+    {
+        CtxPtr v(OSSL_CMP_CTX_new(nullptr, nullptr));
+        OSSL_CMP_CTX_set_log_cb(v.get(), srv_log_cb);
+        for (auto& c : extra) {
+            if (X509_check_ca(c.get()) && X509_check_issued(c.get(), c.get()) == X509_V_OK) continue;
+            OSSL_CMP_CTX_set1_srvCert(v.get(), c.get());
+            if (OSSL_CMP_validate_msg(v.get(), req.get()) == 1) {
+                signer = c.get();
+                break;
+            }
+        }
+        ERR_clear_error();
+    }
+    std::vector<X509*> untrusted;
+    for (auto& c : extra) untrusted.push_back(c.get());
+
+    std::shared_ptr<Session> s;
+    if (new_transaction_body(bt)) {
+        if (bt == kIr || bt == kKur) im.purge_expired(now);
+        SignerKind kind = SignerKind::None;
+        std::string chain_err;
+        int chain_code = 0;
+        if (signer) {
+            bool want_operator = bt == kKur || bt == kRr;
+            auto first = want_operator ? pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted)
+                                       : pki::verify_chain(signer, im.vendor_anchors, untrusted);
+            if (first.ok()) {
+                kind = want_operator ? SignerKind::Operator : SignerKind::Vendor;
+            } else if (bt == kGenm && pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted).ok()) {
+                kind = SignerKind::Operator;
+            } else {
+                chain_err = first.error().detail();
+                chain_code = first.error().code();
+            }
+        }
+        s = im.make_session(signer, kind, tid);
+        static const char* names[] = {"ir", "ip", "cr", "cp", "p10cr", "popdecc", "popdecr", "kur", "kup", "krr", "krp",
+                                      "rr", "rp", "ccr", "ccp", "ckuann", "cann", "rann", "crlann", "pkiconf", "nested",
+                                      "genm", "genp", "error", "certConf", "pollReq", "pollRep"};
+        s->body = (bt >= 0 && bt <= 26) ? names[bt] : "?";
+        if (!signer) {
+            m_counters.inc("cmp.reject.bad_message_check");
+            // Left to OpenSSL: it answers with a protected error (the protection does not verify).
+        } else if (kind == SignerKind::None) {
+            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+                      std::string(bt == kKur || bt == kRr ? "operator" : "vendor") +
+                          " certificate not accepted: " + chain_err,
+                      chain_code == X509_V_ERR_CERT_HAS_EXPIRED ? "signer_expired" : "signer_not_trusted");
+        }
+        if (!tid.empty()) {
+            std::lock_guard lk(im.sessions_mu);
+            auto in_store = im.store.transaction_exists(tid);
+            if (im.sessions.count(tid) || !in_store.ok() || *in_store) {
+                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
+                          "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
+            } else if (s->reject_bit < 0 && signer) {
+                im.sessions[tid] = s;
+                s->registered = true;
+            }
+        }
+    } else {
+        {
+            std::lock_guard lk(im.sessions_mu);
+            auto it = im.sessions.find(tid);
+            if (it != im.sessions.end() && signer && it->second->signer && X509_cmp(signer, it->second->signer.get()) == 0)
+                s = it->second;
+        }
+        if (!s) {
+            m_counters.inc("cmp.reject.no_transaction");
+            s = im.make_session(signer, SignerKind::None, tid);  // OpenSSL answers with an error
+        }
+    }
+
+    MsgPtr rsp;
+    {
+        std::lock_guard lk(s->mu);
+        rsp.reset(OSSL_CMP_SRV_process_request(s->srv, req.get()));
+        if (s->issued && !s->done && (bt == kIr || bt == kCr ||
+                                       bt == kP10cr || bt == kKur)) {
+            OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
+            if (OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM) == 1) {
+                (void)im.store.set_status(tid, "implicit");
+                m_counters.inc("cmp.implicit_confirm");
+                s->done = true;
+            }
+        } else {
+            s->done = true;
+        }
+        if (!s->issued) s->done = true;
+    }
+    if (s->done && s->registered) {
+        std::lock_guard lk(im.sessions_mu);
+        auto it = im.sessions.find(tid);
+        if (it != im.sessions.end() && it->second == s) im.sessions.erase(it);
+    }
+    ERR_clear_error();
+    if (!rsp) {
+        m_counters.inc("cmp.tx.no_response");
+        return Error(ErrorDomain::Cmp, OSSL_CMP_PKIFAILUREINFO_systemFailure, "OpenSSL produced no CMP response");
+    }
+    int rbt = OSSL_CMP_MSG_get_bodytype(rsp.get());
+    if (rbt == kError) m_counters.inc("cmp.tx.error");
+    unsigned char* out = nullptr;
+    int n = i2d_OSSL_CMP_MSG(rsp.get(), &out);
+    if (n <= 0) return Error(ErrorDomain::Cmp, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cannot encode the CMP response");
+    Bytes b(out, out + n);
+    OPENSSL_free(out);
+    return b;
+}
+
+Status Server::revoke(BytesView serial, int reason) {
+    X2SEC_TRY_STATUS(m_impl->store.revoke(serial, reason, static_cast<int64_t>(std::time(nullptr))));
+    m_impl->crl_dirty = true;
+    return ok_status();
+}
+
+Result<Bytes> Server::crl_der() {
+    auto& im = *m_impl;
+    std::lock_guard lk(im.crl_mu);
+    int64_t now = static_cast<int64_t>(std::time(nullptr));
+    if (!im.crl_dirty && !im.crl_cache.empty() && now - im.crl_built < 3600) return im.crl_cache;
+    im.crl_dirty = false;
+    X2SEC_TRY(auto revoked, im.store.revoked());
+    X2SEC_TRY(auto number, im.store.next_crl_number());
+    X2SEC_TRY(auto crl, pki::issue_crl(im.cfg.ca_cert.get(), im.cfg.ca_key.get(), revoked, number, now - 60, now + 7 * 86400));
+    im.crl_cache = pki::crl_der(crl.get());
+    im.crl_built = now;
+    return im.crl_cache;
+}
+
+}  // namespace x2sec::cmp

@@ -1,0 +1,218 @@
+// PostgreSQL store over libpq: same schema and semantics as the SQLite store.  Every write
+// is one SQL transaction; uniqueness of transactionIDs and serials is enforced by primary
+// keys, so several RA/CA instances can share the database.
+#include <libpq-fe.h>
+#include <ctime>
+#include <mutex>
+#include <x2sec/cmp/store.hpp>
+
+namespace x2sec::cmp {
+namespace {
+
+const char* kPgSchema = R"sql(
+CREATE TABLE IF NOT EXISTS transactions (
+  tid BYTEA PRIMARY KEY, body TEXT NOT NULL, status TEXT NOT NULL, created BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS certificates (
+  serial BYTEA PRIMARY KEY, tid BYTEA NOT NULL REFERENCES transactions(tid), subject TEXT NOT NULL,
+  sans TEXT NOT NULL, requester TEXT NOT NULL, not_before BIGINT NOT NULL, not_after BIGINT NOT NULL,
+  issued_at BIGINT NOT NULL, der BYTEA NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
+  revoked_at BIGINT NOT NULL DEFAULT 0, reason INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS certificates_tid ON certificates(tid);
+CREATE TABLE IF NOT EXISTS crl_number (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL);
+INSERT INTO crl_number VALUES (1, 0) ON CONFLICT DO NOTHING;
+)sql";
+
+struct ResFree {
+    void operator()(PGresult* r) const { PQclear(r); }
+};
+using Res = std::unique_ptr<PGresult, ResFree>;
+
+// Parameters: text or binary (bytea) values.
+struct Params {
+    std::vector<std::string> vals;
+    std::vector<int> formats;
+    Params& bin(BytesView b) {
+        vals.emplace_back(reinterpret_cast<const char*>(b.data()), b.size());
+        formats.push_back(1);
+        return *this;
+    }
+    Params& txt(const std::string& s) {
+        vals.push_back(s);
+        formats.push_back(0);
+        return *this;
+    }
+    Params& num(int64_t v) { return txt(std::to_string(v)); }
+};
+
+class PgStore final : public Store {
+public:
+    explicit PgStore(PGconn* c) : m_c(c) {}
+    ~PgStore() override { PQfinish(m_c); }
+
+    Error err(const std::string& what, int code = 0) {
+        return Error(ErrorDomain::Io, code, "postgresql: " + what + ": " + PQerrorMessage(m_c));
+    }
+    // Binary results so BYTEA comes back raw.
+    Res run(const char* sql, const Params& p = {}) {
+        std::vector<const char*> v;
+        std::vector<int> lens;
+        for (auto& s : p.vals) {
+            v.push_back(s.data());
+            lens.push_back(static_cast<int>(s.size()));
+        }
+        return Res(PQexecParams(m_c, sql, static_cast<int>(v.size()), nullptr, v.data(), lens.data(),
+                                p.formats.data(), 1));
+    }
+    static bool ok(const Res& r) {
+        auto st = PQresultStatus(r.get());
+        return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    }
+    Status exec(const char* sql) {
+        Res r(PQexec(m_c, sql));
+        if (PQresultStatus(r.get()) != PGRES_COMMAND_OK && PQresultStatus(r.get()) != PGRES_TUPLES_OK) return err(sql);
+        return ok_status();
+    }
+    static int64_t be64(const char* p) {
+        uint64_t v = 0;
+        for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+        return static_cast<int64_t>(v);
+    }
+    static int32_t be32(const char* p) {
+        uint32_t v = 0;
+        for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+        return static_cast<int32_t>(v);
+    }
+    static Bytes bytes(PGresult* r, int row, int col) {
+        auto* p = reinterpret_cast<const uint8_t*>(PQgetvalue(r, row, col));
+        return Bytes(p, p + PQgetlength(r, row, col));
+    }
+    static std::string text(PGresult* r, int row, int col) {
+        return std::string(PQgetvalue(r, row, col), static_cast<size_t>(PQgetlength(r, row, col)));
+    }
+
+    Status record_issued(const CertRecord& r) override {
+        std::lock_guard lk(m_mu);
+        X2SEC_TRY_STATUS(exec("BEGIN"));
+        auto t = run("INSERT INTO transactions(tid, body, status, created) VALUES($1,$2,$3,$4)",
+                     Params().bin(r.transaction_id).txt(r.body).txt(r.status).num(r.issued_at));
+        if (!ok(t)) {
+            auto e = err("transactionID already recorded", 1);
+            (void)exec("ROLLBACK");
+            return e;
+        }
+        auto c = run("INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, issued_at, der) "
+                     "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                     Params().bin(r.serial).bin(r.transaction_id).txt(r.subject).txt(r.sans).txt(r.requester)
+                         .num(r.not_before).num(r.not_after).num(r.issued_at).bin(r.der));
+        if (!ok(c)) {
+            auto e = err("serial already recorded", 1);
+            (void)exec("ROLLBACK");
+            return e;
+        }
+        return exec("COMMIT");
+    }
+    Status record_transaction(BytesView tid, const std::string& body, const std::string& status) override {
+        std::lock_guard lk(m_mu);
+        auto t = run("INSERT INTO transactions(tid, body, status, created) VALUES($1,$2,$3,$4)",
+                     Params().bin(tid).txt(body).txt(status).num(static_cast<int64_t>(std::time(nullptr))));
+        if (!ok(t)) return err("transactionID already recorded", 1);
+        return ok_status();
+    }
+    Result<bool> transaction_exists(BytesView tid) override {
+        std::lock_guard lk(m_mu);
+        auto r = run("SELECT 1 FROM transactions WHERE tid = $1", Params().bin(tid));
+        if (!ok(r)) return err("query");
+        return PQntuples(r.get()) > 0;
+    }
+    Status set_status(BytesView tid, const std::string& status) override {
+        std::lock_guard lk(m_mu);
+        auto r = run("UPDATE transactions SET status = $1 WHERE tid = $2", Params().txt(status).bin(tid));
+        if (!ok(r)) return err("update status");
+        return ok_status();
+    }
+    Result<std::optional<CertRecord>> find(const char* where, BytesView key) {
+        std::lock_guard lk(m_mu);
+        std::string sql = std::string("SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, "
+                                      "c.issued_at, c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body "
+                                      "FROM certificates c JOIN transactions t ON t.tid = c.tid WHERE ") + where;
+        auto r = run(sql.c_str(), Params().bin(key));
+        if (!ok(r)) return err("query");
+        if (PQntuples(r.get()) == 0) return std::optional<CertRecord>();
+        PGresult* g = r.get();
+        CertRecord c;
+        c.serial = bytes(g, 0, 0);
+        c.transaction_id = bytes(g, 0, 1);
+        c.subject = text(g, 0, 2);
+        c.sans = text(g, 0, 3);
+        c.requester = text(g, 0, 4);
+        c.not_before = be64(PQgetvalue(g, 0, 5));
+        c.not_after = be64(PQgetvalue(g, 0, 6));
+        c.issued_at = be64(PQgetvalue(g, 0, 7));
+        c.der = bytes(g, 0, 8);
+        c.revoked = be32(PQgetvalue(g, 0, 9)) != 0;
+        c.revoked_at = be64(PQgetvalue(g, 0, 10));
+        c.revocation_reason = be32(PQgetvalue(g, 0, 11));
+        c.status = text(g, 0, 12);
+        c.body = text(g, 0, 13);
+        return std::optional<CertRecord>(std::move(c));
+    }
+    Result<std::optional<CertRecord>> find_by_serial(BytesView serial) override { return find("c.serial = $1", serial); }
+    Result<std::optional<CertRecord>> find_by_transaction(BytesView tid) override { return find("c.tid = $1", tid); }
+
+    Status revoke(BytesView serial, int reason, int64_t when) override {
+        std::lock_guard lk(m_mu);
+        auto q = run("SELECT revoked FROM certificates WHERE serial = $1", Params().bin(serial));
+        if (!ok(q)) return err("query");
+        if (PQntuples(q.get()) == 0) return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
+        if (be32(PQgetvalue(q.get(), 0, 0)) != 0)
+            return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
+        auto u = run("UPDATE certificates SET revoked = 1, revoked_at = $1, reason = $2 WHERE serial = $3 AND revoked = 0",
+                     Params().num(when).num(reason).bin(serial));
+        if (!ok(u)) return err("revoke");
+        return ok_status();
+    }
+    Result<std::vector<pki::Revoked>> revoked() override {
+        std::lock_guard lk(m_mu);
+        auto r = run("SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
+        if (!ok(r)) return err("query");
+        std::vector<pki::Revoked> out;
+        for (int i = 0; i < PQntuples(r.get()); ++i)
+            out.push_back({bytes(r.get(), i, 0), be64(PQgetvalue(r.get(), i, 1)), be32(PQgetvalue(r.get(), i, 2))});
+        return out;
+    }
+    Result<StoreCounts> counts() override {
+        std::lock_guard lk(m_mu);
+        auto r = run("SELECT (SELECT COUNT(*) FROM certificates), (SELECT COUNT(*) FROM transactions), "
+                     "(SELECT COUNT(*) FROM certificates WHERE revoked = 1)");
+        if (!ok(r)) return err("count");
+        return StoreCounts{be64(PQgetvalue(r.get(), 0, 0)), be64(PQgetvalue(r.get(), 0, 1)), be64(PQgetvalue(r.get(), 0, 2))};
+    }
+    Result<int64_t> next_crl_number() override {
+        std::lock_guard lk(m_mu);
+        auto r = run("UPDATE crl_number SET n = n + 1 WHERE id = 1 RETURNING n");
+        if (!ok(r) || PQntuples(r.get()) != 1) return err("crl number");
+        return be64(PQgetvalue(r.get(), 0, 0));
+    }
+    std::string kind() const override { return "postgresql"; }
+
+private:
+    PGconn* m_c;
+    std::mutex m_mu;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_postgres_store(const std::string& conninfo) {
+    PGconn* c = PQconnectdb(conninfo.c_str());
+    if (PQstatus(c) != CONNECTION_OK) {
+        std::string m = PQerrorMessage(c);
+        PQfinish(c);
+        return Error(ErrorDomain::Io, 0, "cannot connect to PostgreSQL (" + conninfo + "): " + m);
+    }
+    auto s = std::make_unique<PgStore>(c);
+    X2SEC_TRY_STATUS(s->exec("SET client_min_messages = warning"));
+    X2SEC_TRY_STATUS(s->exec(kPgSchema));
+    return std::unique_ptr<Store>(std::move(s));
+}
+
+}  // namespace x2sec::cmp

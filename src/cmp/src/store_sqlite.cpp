@@ -1,0 +1,237 @@
+#include <sqlite3.h>
+#include <ctime>
+#include <mutex>
+#include <x2sec/cmp/store.hpp>
+
+namespace x2sec::cmp {
+namespace {
+
+const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS transactions (
+  tid BLOB PRIMARY KEY, body TEXT NOT NULL, status TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS certificates (
+  serial BLOB PRIMARY KEY, tid BLOB NOT NULL REFERENCES transactions(tid), subject TEXT NOT NULL,
+  sans TEXT NOT NULL, requester TEXT NOT NULL, not_before INTEGER NOT NULL, not_after INTEGER NOT NULL,
+  issued_at INTEGER NOT NULL, der BLOB NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
+  revoked_at INTEGER NOT NULL DEFAULT 0, reason INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS certificates_tid ON certificates(tid);
+CREATE TABLE IF NOT EXISTS crl_number (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+INSERT OR IGNORE INTO crl_number VALUES (1, 0);
+)sql";
+
+class Stmt {
+public:
+    Stmt(sqlite3* db, const char* sql) { m_rc = sqlite3_prepare_v2(db, sql, -1, &m_s, nullptr); }
+    ~Stmt() { sqlite3_finalize(m_s); }
+    Stmt(const Stmt&) = delete;
+    Stmt& operator=(const Stmt&) = delete;
+    bool ok() const { return m_rc == SQLITE_OK; }
+    Stmt& blob(int i, BytesView b) {
+        sqlite3_bind_blob(m_s, i, b.data(), static_cast<int>(b.size()), SQLITE_TRANSIENT);
+        return *this;
+    }
+    Stmt& text(int i, const std::string& t) {
+        sqlite3_bind_text(m_s, i, t.c_str(), static_cast<int>(t.size()), SQLITE_TRANSIENT);
+        return *this;
+    }
+    Stmt& i64(int i, int64_t v) {
+        sqlite3_bind_int64(m_s, i, v);
+        return *this;
+    }
+    int step() { return sqlite3_step(m_s); }
+    sqlite3_stmt* get() { return m_s; }
+    Bytes col_blob(int i) {
+        auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(m_s, i));
+        return Bytes(p, p + sqlite3_column_bytes(m_s, i));
+    }
+    std::string col_text(int i) {
+        auto* p = reinterpret_cast<const char*>(sqlite3_column_text(m_s, i));
+        return p ? std::string(p) : std::string();
+    }
+    int64_t col_i64(int i) { return sqlite3_column_int64(m_s, i); }
+
+private:
+    sqlite3_stmt* m_s = nullptr;
+    int m_rc;
+};
+
+class SqliteStore final : public Store {
+public:
+    explicit SqliteStore(sqlite3* db) : m_db(db) {}
+    ~SqliteStore() override { sqlite3_close(m_db); }
+
+    Error err(const std::string& what, int code = 0) {
+        return Error(ErrorDomain::Io, code, "sqlite: " + what + ": " + sqlite3_errmsg(m_db));
+    }
+    Status exec(const char* sql) {
+        char* msg = nullptr;
+        if (sqlite3_exec(m_db, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+            std::string m = msg ? msg : "?";
+            sqlite3_free(msg);
+            return Error(ErrorDomain::Io, 0, std::string("sqlite: ") + m);
+        }
+        return ok_status();
+    }
+
+    Status record_issued(const CertRecord& r) override {
+        std::lock_guard lk(m_mu);
+        X2SEC_TRY_STATUS(exec("BEGIN IMMEDIATE"));
+        Stmt t(m_db, "INSERT INTO transactions(tid, body, status, created) VALUES(?,?,?,?)");
+        t.blob(1, r.transaction_id).text(2, r.body).text(3, r.status).i64(4, r.issued_at);
+        if (t.step() != SQLITE_DONE) {
+            auto e = err("transactionID already recorded", 1);
+            (void)exec("ROLLBACK");
+            return e;
+        }
+        Stmt c(m_db, "INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, "
+                     "issued_at, der) VALUES(?,?,?,?,?,?,?,?,?)");
+        c.blob(1, r.serial).blob(2, r.transaction_id).text(3, r.subject).text(4, r.sans).text(5, r.requester);
+        c.i64(6, r.not_before).i64(7, r.not_after).i64(8, r.issued_at).blob(9, r.der);
+        if (c.step() != SQLITE_DONE) {
+            auto e = err("serial already recorded", 1);
+            (void)exec("ROLLBACK");
+            return e;
+        }
+        return exec("COMMIT");
+    }
+
+    Status record_transaction(BytesView tid, const std::string& body, const std::string& status) override {
+        std::lock_guard lk(m_mu);
+        Stmt t(m_db, "INSERT INTO transactions(tid, body, status, created) VALUES(?,?,?,?)");
+        t.blob(1, tid).text(2, body).text(3, status).i64(4, static_cast<int64_t>(std::time(nullptr)));
+        if (t.step() != SQLITE_DONE) return err("transactionID already recorded", 1);
+        return ok_status();
+    }
+
+    Result<bool> transaction_exists(BytesView tid) override {
+        std::lock_guard lk(m_mu);
+        Stmt s(m_db, "SELECT 1 FROM transactions WHERE tid = ?");
+        s.blob(1, tid);
+        int rc = s.step();
+        if (rc == SQLITE_ROW) return true;
+        if (rc == SQLITE_DONE) return false;
+        return err("query");
+    }
+
+    Status set_status(BytesView tid, const std::string& status) override {
+        std::lock_guard lk(m_mu);
+        Stmt s(m_db, "UPDATE transactions SET status = ? WHERE tid = ?");
+        s.text(1, status).blob(2, tid);
+        if (s.step() != SQLITE_DONE) return err("update status");
+        return ok_status();
+    }
+
+    static CertRecord row(Stmt& s) {
+        CertRecord r;
+        r.serial = s.col_blob(0);
+        r.transaction_id = s.col_blob(1);
+        r.subject = s.col_text(2);
+        r.sans = s.col_text(3);
+        r.requester = s.col_text(4);
+        r.not_before = s.col_i64(5);
+        r.not_after = s.col_i64(6);
+        r.issued_at = s.col_i64(7);
+        r.der = s.col_blob(8);
+        r.revoked = s.col_i64(9) != 0;
+        r.revoked_at = s.col_i64(10);
+        r.revocation_reason = static_cast<int>(s.col_i64(11));
+        r.status = s.col_text(12);
+        r.body = s.col_text(13);
+        return r;
+    }
+    Result<std::optional<CertRecord>> find(const char* where, BytesView key) {
+        std::lock_guard lk(m_mu);
+        std::string sql = std::string("SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, "
+                                      "c.issued_at, c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body "
+                                      "FROM certificates c JOIN transactions t ON t.tid = c.tid WHERE ") + where;
+        Stmt s(m_db, sql.c_str());
+        s.blob(1, key);
+        int rc = s.step();
+        if (rc == SQLITE_ROW) return std::optional<CertRecord>(row(s));
+        if (rc == SQLITE_DONE) return std::optional<CertRecord>();
+        return err("query");
+    }
+    Result<std::optional<CertRecord>> find_by_serial(BytesView serial) override { return find("c.serial = ?", serial); }
+    Result<std::optional<CertRecord>> find_by_transaction(BytesView tid) override { return find("c.tid = ?", tid); }
+
+    Status revoke(BytesView serial, int reason, int64_t when) override {
+        std::lock_guard lk(m_mu);
+        Stmt q(m_db, "SELECT revoked FROM certificates WHERE serial = ?");
+        q.blob(1, serial);
+        int rc = q.step();
+        if (rc == SQLITE_DONE) return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
+        if (rc != SQLITE_ROW) return err("query");
+        if (q.col_i64(0)) return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
+        Stmt s(m_db, "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ? WHERE serial = ? AND revoked = 0");
+        s.i64(1, when).i64(2, reason).blob(3, serial);
+        if (s.step() != SQLITE_DONE) return err("revoke");
+        return ok_status();
+    }
+
+    Result<std::vector<pki::Revoked>> revoked() override {
+        std::lock_guard lk(m_mu);
+        Stmt s(m_db, "SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
+        std::vector<pki::Revoked> out;
+        int rc;
+        while ((rc = s.step()) == SQLITE_ROW) out.push_back({s.col_blob(0), s.col_i64(1), static_cast<int>(s.col_i64(2))});
+        if (rc != SQLITE_DONE) return err("query");
+        return out;
+    }
+
+    Result<StoreCounts> counts() override {
+        std::lock_guard lk(m_mu);
+        StoreCounts c;
+        Stmt a(m_db, "SELECT (SELECT COUNT(*) FROM certificates), (SELECT COUNT(*) FROM transactions), "
+                     "(SELECT COUNT(*) FROM certificates WHERE revoked = 1)");
+        if (a.step() != SQLITE_ROW) return err("count");
+        c.certificates = a.col_i64(0);
+        c.transactions = a.col_i64(1);
+        c.revoked = a.col_i64(2);
+        return c;
+    }
+
+    Result<int64_t> next_crl_number() override {
+        std::lock_guard lk(m_mu);
+        X2SEC_TRY_STATUS(exec("BEGIN IMMEDIATE"));
+        X2SEC_TRY_STATUS(exec("UPDATE crl_number SET n = n + 1 WHERE id = 1"));
+        Stmt s(m_db, "SELECT n FROM crl_number WHERE id = 1");
+        if (s.step() != SQLITE_ROW) {
+            (void)exec("ROLLBACK");
+            return err("crl number");
+        }
+        int64_t n = s.col_i64(0);
+        X2SEC_TRY_STATUS(exec("COMMIT"));
+        return n;
+    }
+
+    std::string kind() const override { return "sqlite"; }
+
+private:
+    sqlite3* m_db;
+    std::mutex m_mu;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+        SQLITE_OK) {
+        std::string m = db ? sqlite3_errmsg(db) : "out of memory";
+        sqlite3_close(db);
+        return Error(ErrorDomain::Io, 0, "cannot open store " + path + ": " + m);
+    }
+    sqlite3_busy_timeout(db, 5000);
+    auto s = std::make_unique<SqliteStore>(db);
+    X2SEC_TRY_STATUS(s->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
+    X2SEC_TRY_STATUS(s->exec(kSchema));
+    return std::unique_ptr<Store>(std::move(s));
+}
+
+Result<std::unique_ptr<Store>> open_store(const std::string& url) {
+    if (url.rfind("postgresql:", 0) == 0) return open_postgres_store(url.substr(11));
+    if (url.rfind("sqlite:", 0) == 0) return open_sqlite_store(url.substr(7));
+    return open_sqlite_store(url);
+}
+
+}  // namespace x2sec::cmp

@@ -1,0 +1,763 @@
+#include "demo_world.hpp"
+
+#include <chrono>
+#include <set>
+#include <x2sec/common/file.hpp>
+#include <x2sec/common/log.hpp>
+#include <x2sec/node/x2_traffic.hpp>
+
+#include "udp_net.hpp"
+
+#include <openssl/pem.h>
+
+#ifdef X2SEC_HAVE_IKE
+#include <x2sec/crypto/crypto.hpp>
+#include <x2sec/ikev2/engine.hpp>
+#include <x2sec/x509/x509.hpp>
+#endif
+#ifdef X2SEC_HAVE_ESP
+#include <x2sec/esp/data_plane.hpp>
+#include <x2sec/esp/memory_backend.hpp>
+#endif
+#ifdef X2SEC_HAVE_CMP
+#include <x2sec/cmp/client.hpp>
+#include <x2sec/cmp/http.hpp>
+#include <x2sec/cmp/server.hpp>
+#include <x2sec/cmp/store.hpp>
+#include <x2sec/pki/pki.hpp>
+#endif
+
+namespace x2sec::node {
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string entity(const std::string& henb) { return "H(e)NB " + henb; }
+
+#ifdef X2SEC_HAVE_IKE
+constexpr int kAuthFailurePeerRejected = 102;  // ikev2 auth_failure::PeerRejected
+constexpr int kAuthFailedNotify = 24;          // AUTHENTICATION_FAILED
+#endif
+
+#ifdef X2SEC_HAVE_CMP
+Result<pki::X509Ptr> pem_to_x509(const std::string& pem) {
+    pki::BioPtr b(BIO_new_mem_buf(pem.data(), int(pem.size())));
+    X509* x = PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr);
+    if (!x) return Error(ErrorDomain::Pki, 0, "cannot parse a PEM certificate");
+    return pki::X509Ptr(x);
+}
+
+// CMP over HTTP (RFC 6712): one POST per PKIMessage, on a fresh connection.  Our own small
+// client so the demo can count what goes over the wire.
+Result<Bytes> http_post_cmp(const std::string& url, BytesView body, size_t& wire_out, size_t& wire_in) {
+    X2SEC_TRY(auto u, cmp::parse_server_url(url));
+    if (u.tls) return Error(ErrorDomain::Cmp, -1, "the demo's CMP transport is plain HTTP");
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Error(ErrorDomain::Io, errno, "socket");
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(uint16_t(u.port));
+    inet_pton(AF_INET, u.host.c_str(), &sa.sin_addr);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        int e = errno;
+        ::close(fd);
+        return Error(ErrorDomain::Io, e, "RA/CA " + u.host + ":" + std::to_string(u.port) + " unreachable: " + strerror(e));
+    }
+    std::string head = "POST " + u.path + " HTTP/1.1\r\nHost: " + u.host + ":" + std::to_string(u.port) +
+                       "\r\nContent-Type: application/pkixcmp\r\nContent-Length: " + std::to_string(body.size()) +
+                       "\r\nConnection: close\r\n\r\n";
+    Bytes req = to_bytes(head);
+    req.insert(req.end(), body.begin(), body.end());
+    size_t off = 0;
+    while (off < req.size()) {
+        ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+        if (n <= 0) {
+            ::close(fd);
+            return Error(ErrorDomain::Io, errno, "RA/CA: send failed");
+        }
+        off += size_t(n);
+    }
+    Bytes resp;
+    uint8_t buf[16384];
+    for (;;) {
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        resp.insert(resp.end(), buf, buf + n);
+    }
+    ::close(fd);
+    wire_out += req.size();
+    wire_in += resp.size();
+    std::string text(resp.begin(), resp.end());
+    auto hdr_end = text.find("\r\n\r\n");
+    if (hdr_end == std::string::npos) return Error(ErrorDomain::Io, 0, "RA/CA: malformed HTTP response");
+    if (text.rfind("HTTP/1.1 200", 0) != 0 && text.rfind("HTTP/1.0 200", 0) != 0)
+        return Error(ErrorDomain::Cmp, -1, "RA/CA answered " + text.substr(0, text.find("\r\n")));
+    return Bytes(resp.begin() + long(hdr_end + 4), resp.end());
+}
+#endif
+
+}  // namespace
+
+// ------------------------------------------------------------------ module glue
+struct World::Impl {
+    UdpNet net;
+    std::chrono::steady_clock::time_point epoch = std::chrono::steady_clock::now();
+    Millis now() const {
+        return Millis(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - epoch).count());
+    }
+#ifdef X2SEC_HAVE_IKE
+    struct Node {
+        std::unique_ptr<Counters> counters;
+        std::unique_ptr<ChildSaBackend> backend;
+        std::unique_ptr<ike::Engine> engine;
+        std::vector<ike::Event> events;
+        uint16_t ike_port = 0, natt_port = 0;
+        std::map<std::string, ike::PeerConfig> peers;
+    };
+    std::map<std::string, Node> nodes;  // henbs and "segw"
+    std::map<uint16_t, std::string> owner;
+    OsRng rng;
+
+    void pump_once() {
+        Millis t = now();
+        for (auto& [name, n] : nodes) {
+            n.engine->tick(t);
+            for (auto& d : n.engine->take_outgoing()) {
+                Bytes wire = d.data;
+                if (d.non_esp_marker) wire.insert(wire.begin(), 4, 0);
+                net.send(d.local.port, d.remote.port, wire);
+            }
+            for (auto& e : n.engine->take_events()) n.events.push_back(std::move(e));
+        }
+        for (auto& rx : net.poll(2)) {
+            auto it = owner.find(rx.local_port);
+            if (it == owner.end()) continue;
+            auto& n = nodes[it->second];
+            ike::Datagram d;
+            d.local = {IpAddress::v4(127, 0, 0, 1), rx.local_port};
+            d.remote = {IpAddress::v4(127, 0, 0, 1), rx.remote_port};
+            if (rx.local_port == n.natt_port) {
+                if (rx.data.size() < 4 || rx.data[0] || rx.data[1] || rx.data[2] || rx.data[3]) continue;  // ESP: in-memory here
+                d.non_esp_marker = true;
+                d.data.assign(rx.data.begin() + 4, rx.data.end());
+            } else {
+                d.data = std::move(rx.data);
+            }
+            n.engine->handle_datagram(d, now());
+        }
+    }
+
+    // Runs the engines until `done` or a failure event for the pair, or the timeout.
+    bool pump_until(const std::function<bool()>& done, const std::function<bool()>& failed, int timeout_ms) {
+        auto t0 = std::chrono::steady_clock::now();
+        while (ms_since(t0) < timeout_ms) {
+            pump_once();
+            if (done()) return true;
+            if (failed()) {
+                // Let the last messages (e.g. the notify) arrive, then stop.
+                for (int i = 0; i < 20; ++i) pump_once();
+                return false;
+            }
+        }
+        return false;
+    }
+
+    // The engine's responder picks the first peer configuration whose addresses match the
+    // IKE_SA_INIT (it does not look at ports or at IDi).  Every node here is 127.0.0.1, so
+    // before an exchange the harness "parks" the node's other peer configurations on an
+    // address that never sends (192.0.2.255, documentation range) so exactly one matches.
+    Status activate(const std::string& node, const ike::PeerConfig& active) {
+        auto& n = nodes[node];
+        n.peers[active.name] = active;
+        for (auto& [name, pc] : n.peers) {
+            ike::PeerConfig c = pc;
+            if (name != active.name) c.remote_addr = IpAddress::v4(192, 0, 2, 255);
+            X2SEC_TRY_STATUS(n.engine->update_peer(c));
+        }
+        return {};
+    }
+
+    static bool has(const std::vector<ike::Event>& ev, const std::string& peer, ike::Event::Kind k) {
+        for (auto& e : ev)
+            if (e.peer == peer && e.kind == k) return true;
+        return false;
+    }
+    static const ike::Event* failure(const std::vector<ike::Event>& ev, const std::string& peer) {
+        for (auto& e : ev)
+            if (e.peer == peer &&
+                (e.kind == ike::Event::Kind::AuthFailed || e.kind == ike::Event::Kind::NegotiationFailed ||
+                 e.kind == ike::Event::Kind::PeerDead ||
+                 (e.kind == ike::Event::Kind::PeerNotify && e.code < 16384)))
+                return &e;
+        return nullptr;
+    }
+#endif
+#ifdef X2SEC_HAVE_CMP
+    std::unique_ptr<cmp::Store> store;
+    std::unique_ptr<cmp::Server> cmp_server;
+    std::unique_ptr<cmp::HttpServer> http;
+#endif
+};
+
+World::World(std::string dir, std::map<std::string, uint16_t> ports, const DemoOptions& opt, Capabilities caps)
+    : m_dir(std::move(dir)), m_ports(std::move(ports)), m_opt(opt), m_caps(std::move(caps)),
+      m_impl(std::make_unique<Impl>()) {}
+
+World::~World() { stop(); }
+
+void World::stop() {
+    if (m_kds_tls) m_kds_tls->stop();
+#ifdef X2SEC_HAVE_CMP
+    if (m_impl && m_impl->http) m_impl->http->stop();
+#endif
+}
+
+Status World::create_pki() {
+    int64_t nb = m_clock.unix_seconds() - 3600;
+    X2SEC_TRY(LabCa a, LabCa::create("Vendor A Root CA", "Vendor A", nb, 3650));
+    X2SEC_TRY(LabCa b, LabCa::create("Vendor B Root CA", "Vendor B", nb, 3650));
+    X2SEC_TRY(LabCa op, LabCa::create("Operator Root CA", "Operator", nb, 3650));
+    m_vendor_a = std::make_unique<LabCa>(std::move(a));
+    m_vendor_b = std::make_unique<LabCa>(std::move(b));
+    m_infra = std::make_unique<LabCa>(std::move(op));
+    m_operator_root_pem = m_infra->root_pem();
+    X2SEC_TRY(m_kds_cred, m_infra->issue("kds.operator.example", nb, 365));
+    X2SEC_TRY(m_segw_cred, m_infra->issue("segw.operator.example", nb, 365));
+    X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/vendor-a-root.pem", m_vendor_a->root_pem()));
+    X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/vendor-b-root.pem", m_vendor_b->root_pem()));
+    X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/operator-root.pem", m_operator_root_pem));
+    return {};
+}
+
+Status World::start(const policy::DeploymentConfig& cfg) {
+    m_cfg = cfg;
+    int64_t nb = m_clock.unix_seconds() - 3600;
+    uint8_t host = 10;
+    for (auto& h : m_cfg.henbs) {
+        LabCa* ca = h.certificate_anchor == "vendor-b" ? m_vendor_b.get() : m_vendor_a.get();
+        NodeCreds c;
+        X2SEC_TRY(c.vendor, ca->issue(h.identity, nb, 365));
+        c.inner = IpAddress::v4(198, 51, 100, host++);
+        X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/" + h.name + "-vendor.pem", c.vendor.chain_pem));
+        X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/" + h.name + "-vendor.key", c.vendor.key_pem.view(), 0600));
+        m_creds[h.name] = std::move(c);
+    }
+    // ---------------------------------------------------------------- KDS
+    if (m_cfg.kds) {
+        kds::ServerConfig kc;
+        for (auto& h : m_cfg.henbs) kc.nodes.push_back({h.name, h.identity});
+        std::set<std::pair<std::string, std::string>> rel;
+        for (auto& h : m_cfg.henbs)
+            for (auto& n : h.neighbours)
+                if (n.auth == policy::AuthMode::PskFromNetwork && !m_opt.kds_without_relation)
+                    rel.insert(h.name < n.name ? std::make_pair(h.name, n.name) : std::make_pair(n.name, h.name));
+        for (auto& r : rel) kc.relations.push_back(r);
+        kc.key_lifetime_s = 3600;
+        m_kds = std::make_unique<kds::Server>(kc, os_rng());
+        m_kds_tls = std::make_unique<kds::TlsServer>(*m_kds, m_clock);
+        kds::TlsCredentials tc{m_kds_cred.chain_pem, m_kds_cred.key_pem,
+                               m_vendor_a->root_pem() + m_vendor_b->root_pem() + m_operator_root_pem};
+        X2SEC_TRY_STATUS(m_kds_tls->start(m_cfg.kds->address.host, m_cfg.kds->address.port, tc));
+    }
+    // ---------------------------------------------------------------- RA/CA
+#ifdef X2SEC_HAVE_CMP
+    if (m_cfg.cmp && !m_opt.ra_down) {
+        X2SEC_TRY(m_impl->store, cmp::open_sqlite_store(":memory:"));
+        cmp::ServerConfig sc;
+        sc.ca_cert = pki::up_ref(m_infra->cert());
+        sc.ca_key = pki::up_ref(m_infra->key());
+        sc.ra_cert = pki::up_ref(m_infra->cert());
+        sc.ra_key = pki::up_ref(m_infra->key());
+        sc.vendor_roots.push_back(pki::up_ref(m_vendor_a->cert()));
+        if (!m_opt.vendor_b_unknown_to_ra) sc.vendor_roots.push_back(pki::up_ref(m_vendor_b->cert()));
+        m_impl->cmp_server = std::make_unique<cmp::Server>(std::move(sc), *m_impl->store);
+        cmp::HttpOptions ho;
+        ho.bind = "127.0.0.1";
+        ho.port = m_ports.at("cmp");
+        ho.threads = 2;
+        m_impl->http = std::make_unique<cmp::HttpServer>(*m_impl->cmp_server, ho);
+        X2SEC_TRY_STATUS(m_impl->http->start());
+    }
+#endif
+    // ---------------------------------------------------------------- IKE engines
+#ifdef X2SEC_HAVE_IKE
+    auto add_node = [&](const std::string& name, uint16_t port) -> Status {
+        Impl::Node n;
+        n.counters = std::make_unique<Counters>();
+#ifdef X2SEC_HAVE_ESP
+        n.backend = std::make_unique<esp::DataPlane>(*n.counters);
+#else
+        n.backend = std::make_unique<MemoryChildSaBackend>();
+#endif
+        ike::EngineConfig ec;
+        ec.retransmit.timeout_ms = 1000;
+        ec.retransmit.tries = 3;
+        n.engine = std::make_unique<ike::Engine>(ec, *n.backend, m_impl->rng);
+        n.ike_port = port;
+        n.natt_port = uint16_t(port + 1);
+        X2SEC_TRY_STATUS(m_impl->net.open(n.ike_port).ok() ? Status{} : Status(m_impl->net.open(n.ike_port).error()));
+        auto natt = m_impl->net.open(n.natt_port);
+        if (!natt.ok()) return natt.error();
+        m_impl->owner[n.ike_port] = name;
+        m_impl->owner[n.natt_port] = name;
+        m_impl->nodes[name] = std::move(n);
+        return {};
+    };
+    if (m_cfg.segw) X2SEC_TRY_STATUS(add_node("segw", m_cfg.segw->address.port));
+    for (auto& h : m_cfg.henbs) X2SEC_TRY_STATUS(add_node(h.name, h.address.port));
+#endif
+    for (auto& h : m_cfg.henbs) m_agents[h.name] = std::make_unique<Agent>(m_cfg, h.name, make_ops(h.name));
+    return {};
+}
+
+#ifdef X2SEC_HAVE_IKE
+namespace {
+
+struct IkeSide {
+    std::string name;
+    ike::Identity id;
+    uint16_t port;
+    IpAddress inner;
+};
+
+Result<ike::PeerConfig> peer_config(const std::string& peer_name, const IkeSide& self, const IkeSide& other,
+                                    Credential cred, const std::string& cert_pem, const SecureBytes& key_pem,
+                                    const std::vector<std::pair<std::string, std::string>>& anchors,
+                                    const SecureBytes& psk, const TrafficSelector& remote_ts) {
+    ike::PeerConfig p;
+    p.name = peer_name;
+    p.local_addr = IpAddress::v4(127, 0, 0, 1);
+    p.remote_addr = IpAddress::v4(127, 0, 0, 1);
+    p.local_port = self.port;
+    p.remote_port = other.port;
+    p.local_natt_port = uint16_t(self.port + 1);
+    p.remote_natt_port = uint16_t(other.port + 1);
+    p.local_id = self.id;
+    p.remote_id = other.id;
+    if (cred == Credential::PairwiseKey) {
+        p.local_auth = p.remote_auth = ike::AuthMethod::Psk;
+        p.psk = psk;
+    } else {
+        p.local_auth = p.remote_auth = ike::AuthMethod::Certificate;
+        X2SEC_TRY(auto key, crypto::PrivateKey::from_pem(key_pem.view()));
+        p.private_key = std::make_shared<crypto::PrivateKey>(std::move(key));
+        // Leaf first, then intermediates (the PEM bundle order).
+        std::string rest = cert_pem;
+        const std::string end = "-----END CERTIFICATE-----";
+        for (size_t pos; (pos = rest.find(end)) != std::string::npos;) {
+            std::string one = rest.substr(0, pos + end.size());
+            rest = rest.substr(pos + end.size());
+            X2SEC_TRY(auto c, x509::Certificate::from_pem(as_bytes(one)));
+            if (!c.self_signed()) p.cert_chain.push_back(c);
+        }
+        auto trust = std::make_shared<x509::TrustStore>();
+        for (auto& [label, pem] : anchors) {
+            X2SEC_TRY(auto a, x509::Certificate::from_pem(as_bytes(pem)));
+            trust->add_anchor(a, label);
+        }
+        p.trust = trust;
+    }
+    X2SEC_TRY(auto ikep, ike::parse_ike_proposal("aes128gcm16-prfsha256-ecp256"));
+    p.ike_proposals = {ikep};
+    ike::ChildConfig child;
+    child.name = "x2";
+    child.local_ts = {TrafficSelector::from_prefix(self.inner, 32)};
+    child.remote_ts = {remote_ts};
+    X2SEC_TRY(auto cp, ike::parse_child_proposal("aes128gcm16"));
+    child.proposals = {cp};
+    child.rekey_seconds = 0;
+    p.children = {child};
+    p.ike_rekey_seconds = 0;
+    p.dpd_interval_ms = 0;
+    return p;
+}
+
+}  // namespace
+#endif
+
+Operations World::make_ops(const std::string& henb_name) {
+    Operations ops;
+    // ---------------------------------------------------------------- backhaul
+#ifdef X2SEC_HAVE_IKE
+    ops.backhaul = [this](const policy::HenbConfig& h) -> Result<PhaseRecord> {
+        auto& creds = m_creds[h.name];
+        auto t0 = std::chrono::steady_clock::now();
+        X2SEC_TRY(auto hid, ike::Identity::parse("fqdn:" + h.identity));
+        X2SEC_TRY(auto sid, ike::Identity::parse("fqdn:" + m_cfg.segw->identity));
+        IkeSide me{h.name, hid, h.address.port, creds.inner};
+        IkeSide segw{"segw", sid, m_cfg.segw->address.port, IpAddress::v4(203, 0, 113, 1)};
+        auto core = TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 0), 24);
+        X2SEC_TRY(auto mine, peer_config("segw", me, segw, Credential::VendorCertificate, creds.vendor.chain_pem,
+                                         creds.vendor.key_pem, {{"operator", m_operator_root_pem}}, {}, core));
+        X2SEC_TRY(auto theirs, peer_config(h.name, segw, me, Credential::VendorCertificate, m_segw_cred.chain_pem,
+                                           m_segw_cred.key_pem,
+                                           {{"vendor-a", m_vendor_a->root_pem()}, {"vendor-b", m_vendor_b->root_pem()}},
+                                           {}, TrafficSelector::from_prefix(creds.inner, 32)));
+        theirs.children[0].local_ts = {core};
+        auto& n = m_impl->nodes[h.name];
+        auto& s = m_impl->nodes["segw"];
+        X2SEC_TRY_STATUS(m_impl->activate(h.name, mine));
+        X2SEC_TRY_STATUS(m_impl->activate("segw", theirs));
+        m_impl->net.reset(n.ike_port, s.ike_port);
+        m_impl->net.reset(n.natt_port, s.natt_port);
+        n.events.clear();
+        s.events.clear();
+        X2SEC_TRY_STATUS(n.engine->initiate("segw", m_impl->now()));
+        bool ok = m_impl->pump_until(
+            [&] { return Impl::has(n.events, "segw", ike::Event::Kind::ChildSaUp) && Impl::has(s.events, h.name, ike::Event::Kind::ChildSaUp); },
+            [&] { return Impl::failure(n.events, "segw") || Impl::failure(s.events, h.name); }, 8000);
+        PhaseRecord p{"backhaul", ok, "", {}};
+        auto l1 = m_impl->net.link(n.ike_port, s.ike_port), l2 = m_impl->net.link(n.natt_port, s.natt_port);
+        p.measure.messages = l1.datagrams + l2.datagrams;
+        p.measure.bytes = l1.bytes + l2.bytes;
+        p.measure.round_trips = l1.round_trips + l2.round_trips;
+        p.measure.time_ms = ms_since(t0);
+        p.measure.entities = {entity(h.name), "SeGW"};
+        if (!ok) {
+            auto* f = Impl::failure(n.events, "segw");
+            if (!f) f = Impl::failure(s.events, h.name);
+            return Error(ErrorDomain::Ike, f ? f->code : 0, f ? f->detail : "no answer from the SeGW");
+        }
+        p.detail = "IKE SA + Child SA with the SeGW (device certificate)";
+        return p;
+    };
+#endif
+    // ---------------------------------------------------------------- CMPv2 enrolment
+#ifdef X2SEC_HAVE_CMP
+    ops.enrol = [this](const policy::HenbConfig& h) -> Result<PhaseRecord> {
+        auto& creds = m_creds[h.name];
+        auto t0 = std::chrono::steady_clock::now();
+        X2SEC_TRY(auto vkey, pki::private_key_from_pem(creds.vendor.key_pem.view()));
+        X2SEC_TRY(auto vcert, pem_to_x509(creds.vendor.cert_pem));
+        X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256));
+        X2SEC_TRY(auto oproot, pem_to_x509(m_operator_root_pem));
+        cmp::EnrollRequest r;
+        r.server_url = m_cfg.cmp->url;
+        r.auth_key = vkey.get();
+        r.auth_cert = vcert.get();
+        r.new_key = newkey.get();
+        r.subject = "/O=Operator/CN=" + h.identity;
+        r.dns = {h.identity};
+        r.operator_roots = {oproot.get()};
+        r.timeout_s = 5;
+        size_t sent = 0, received = 0, msgs = 0;
+        r.transfer = [&](BytesView req) -> Result<Bytes> {
+            ++msgs;
+            X2SEC_TRY(auto resp, http_post_cmp(m_cfg.cmp->url, req, sent, received));
+            ++msgs;
+            return resp;
+        };
+        auto e = cmp::Client::enroll(r);
+        if (!e.ok()) return std::move(e).error();
+        X2SEC_TRY(auto kpem, pki::private_key_pem(newkey.get()));
+        creds.op_key_pem = std::move(kpem);
+        creds.op_cert_pem = pki::cert_pem(e->cert.get());
+        for (auto& c : e->chain) creds.op_cert_pem += pki::cert_pem(c.get());
+        creds.op_serial_hex = pki::serial_hex(e->cert.get());
+        PhaseRecord p{"cmp-enrolment", true, "", {}};
+        p.measure.messages = msgs;
+        p.measure.bytes = sent + received;  // HTTP requests and responses incl. headers
+        p.measure.round_trips = msgs / 2;
+        p.measure.time_ms = ms_since(t0);
+        p.measure.entities = {entity(h.name), "operator RA/CA (via SeGW)"};
+        p.detail = "serial " + creds.op_serial_hex + ", issuer Operator Root CA";
+        return p;
+    };
+#endif
+    // ---------------------------------------------------------------- KDS
+    if (m_cfg.kds) {
+        ops.fetch_key = [this](const policy::HenbConfig& h, const policy::NeighbourConfig& n, SecureBytes& key,
+                               std::string& key_id) -> Result<PhaseRecord> {
+            auto& creds = m_creds[h.name];
+            auto t0 = std::chrono::steady_clock::now();
+            kds::TlsCredentials tc{creds.vendor.chain_pem, creds.vendor.key_pem, m_operator_root_pem};
+            kds::KeyRequest req;
+            req.request_id = os_rng().u32();
+            req.requester = h.identity;
+            req.peer = n.identity;
+            kds::TransferStats st;
+            X2SEC_TRY(auto resp, kds::fetch_key(m_cfg.kds->address.host, m_cfg.kds->address.port,
+                                                m_cfg.kds->identity, tc, req, &st));
+            key = std::move(resp.key);
+            key_id = to_hex(resp.key_id);
+            PhaseRecord p{"kds-fetch", true, "", {}};
+            p.measure.messages = st.messages;
+            p.measure.bytes = st.bytes_sent + st.bytes_received;  // incl. the TLS 1.3 handshake
+            p.measure.round_trips = st.round_trips;
+            p.measure.time_ms = ms_since(t0);
+            p.measure.entities = {entity(h.name), "KDS (via SeGW)"};
+            p.detail = "generation " + std::to_string(resp.generation) + ", lifetime " + std::to_string(resp.lifetime_s) + " s";
+            return p;
+        };
+    }
+    // ---------------------------------------------------------------- direct-interface IKE
+#ifdef X2SEC_HAVE_IKE
+    ops.ike = [this, henb_name](const policy::HenbConfig& h, const policy::NeighbourConfig& nc, Credential cred,
+                                const SecureBytes& psk, IkeFailure& failure) -> Result<PhaseRecord> {
+        Agent& peer_agent = *m_agents.at(nc.name);
+        NeighbourStatus* back = peer_agent.neighbour(h.name);
+        if (!back) return Error(ErrorDomain::Ike, 0, nc.name + " has no neighbour relation with " + h.name);
+        if (back->state != LinkState::Ready && back->state != LinkState::Up) peer_agent.prepare(h.name, m_impl->now());
+        if (back->state != LinkState::Ready && back->state != LinkState::Up)
+            return Error(ErrorDomain::Ike, 0, nc.name + " is not ready for " + h.name + ": " + back->reason);
+        auto t0 = std::chrono::steady_clock::now();
+        auto& me = m_creds[h.name];
+        auto& them = m_creds[nc.name];
+        X2SEC_TRY(auto myid, ike::Identity::parse("fqdn:" + h.identity));
+        X2SEC_TRY(auto theirid, ike::Identity::parse("fqdn:" + nc.identity));
+        IkeSide a{h.name, myid, h.address.port, me.inner};
+        IkeSide b{nc.name, theirid, nc.address.port, them.inner};
+        std::optional<x509::Crl> crl;
+        if (!m_crl_der.empty()) {
+            auto c = x509::Crl::from_der(m_crl_der);
+            if (c.ok()) crl = *c;
+        }
+        auto anchors_of = [&](const std::string& node) {
+            std::vector<std::pair<std::string, std::string>> out;
+            for (auto& label : m_cfg.henb(node)->trust_anchors) {
+                auto f = read_text_file(m_cfg.anchor(label)->file);
+                if (f.ok()) out.emplace_back(label, *f);
+            }
+            return out;
+        };
+        auto cert_of = [&](NodeCreds& c, Credential k) -> std::pair<std::string, SecureBytes> {
+            if (k == Credential::OperatorCertificate) return {c.op_cert_pem, c.op_key_pem};
+            return {c.vendor.chain_pem, c.vendor.key_pem};
+        };
+        auto [acert, akey] = cert_of(me, cred);
+        auto [bcert, bkey] = cert_of(them, back->credential);
+        X2SEC_TRY(auto pa, peer_config(nc.name, a, b, cred, acert, akey, anchors_of(h.name), psk,
+                                       TrafficSelector::from_prefix(them.inner, 32)));
+        X2SEC_TRY(auto pb, peer_config(h.name, b, a, back->credential, bcert, bkey, anchors_of(nc.name), back->psk,
+                                       TrafficSelector::from_prefix(me.inner, 32)));
+        if (crl && pa.trust) {
+            auto t = std::make_shared<x509::TrustStore>(*pa.trust);
+            t->add_crl(*crl);
+            t->set_crl_check(true);
+            pa.trust = t;
+        }
+        auto& na = m_impl->nodes[h.name];
+        auto& nb = m_impl->nodes[nc.name];
+        X2SEC_TRY_STATUS(m_impl->activate(h.name, pa));
+        X2SEC_TRY_STATUS(m_impl->activate(nc.name, pb));
+        m_impl->net.reset(na.ike_port, nb.ike_port);
+        m_impl->net.reset(na.natt_port, nb.natt_port);
+        na.events.clear();
+        nb.events.clear();
+        X2SEC_TRY_STATUS(na.engine->initiate(nc.name, m_impl->now()));
+        bool ok = m_impl->pump_until(
+            [&] {
+                return Impl::has(na.events, nc.name, ike::Event::Kind::ChildSaUp) &&
+                       Impl::has(nb.events, h.name, ike::Event::Kind::ChildSaUp);
+            },
+            [&] { return Impl::failure(na.events, nc.name) || Impl::failure(nb.events, h.name); }, 8000);
+        PhaseRecord p{"ike", ok, "", {}};
+        auto l1 = m_impl->net.link(na.ike_port, nb.ike_port), l2 = m_impl->net.link(na.natt_port, nb.natt_port);
+        p.measure.messages = l1.datagrams + l2.datagrams;
+        p.measure.bytes = l1.bytes + l2.bytes;
+        p.measure.round_trips = l1.round_trips + l2.round_trips;
+        p.measure.time_ms = ms_since(t0);
+        p.measure.entities = {entity(h.name), entity(nc.name)};
+        if (!ok) {
+            const ike::Event* fa = Impl::failure(na.events, nc.name);
+            const ike::Event* fb = Impl::failure(nb.events, h.name);
+            // What the initiator can know: it rejected the responder's chain as untrusted, or
+            // the responder answered AUTHENTICATION_FAILED to our vendor certificate.
+            bool rejected = fa && ((fa->kind == ike::Event::Kind::AuthFailed && fa->code == kAuthFailurePeerRejected) ||
+                                   (fa->kind == ike::Event::Kind::PeerNotify && fa->code == kAuthFailedNotify));
+            failure.untrusted_ca = (fa && fa->kind == ike::Event::Kind::AuthFailed && fa->code == 1) ||
+                                   (rejected && cred == Credential::VendorCertificate);
+            // The responder saw our certificate fail too: its agent takes note.
+            if (fb && fb->kind == ike::Event::Kind::AuthFailed)
+                peer_agent.observe_peer_failure(h.name, fb->code == 1, m_impl->now());
+            std::string why = fa ? fa->detail : (fb ? nc.name + ": " + fb->detail : "no answer from " + nc.name);
+            return Error(ErrorDomain::Ike, fa ? fa->code : 0, why);
+        }
+        for (auto& sa : na.engine->list_sas())
+            if (sa.peer == nc.name && sa.state == "ESTABLISHED") {
+                p.detail = sa.encr + (sa.integ.empty() ? "" : "/" + sa.integ) + "/" + sa.prf + "/" + sa.dh + ", auth " +
+                           sa.local_auth + (sa.peer_cert_anchor.empty() ? "" : ", peer chains to '" + sa.peer_cert_anchor + "'");
+            }
+        peer_agent.mark_up(h.name, back->credential, p.detail, m_impl->now());
+        return p;
+    };
+#endif
+    (void)henb_name;
+    return ops;
+}
+
+void World::plain_traffic(CaseReport& c, const std::string& a, const std::string& b) {
+    UdpNet net;
+    auto pa = net.open(0), pb = net.open(0);
+    if (!pa.ok() || !pb.ok()) {
+        c.outcome = "cannot open loopback sockets";
+        return;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    auto mix_ab = x2_traffic_mix(m_creds[a].inner, m_creds[b].inner, m_opt.x2_messages);
+    auto mix_ba = x2_traffic_mix(m_creds[b].inner, m_creds[a].inner, m_opt.x2_messages);
+    auto run = [&](const std::vector<Bytes>& mix, uint16_t from, uint16_t to) {
+        for (auto& pkt : mix) {
+            net.send(from, to, pkt);
+            c.x2_sent += 1;
+            for (int tries = 0; tries < 50; ++tries) {
+                auto rx = net.poll(20);
+                bool got = false;
+                for (auto& r : rx)
+                    if (r.local_port == to) {
+                        got = true;
+                        if (r.data == pkt) c.x2_delivered_intact += 1;
+                        // The wire carries the inner packet as is: X2AP and GTP-U readable.
+                        if (contains(r.data, as_bytes("X2AP")) || contains(r.data, as_bytes("GTP-U")))
+                            c.plaintext_on_wire = true;
+                    }
+                if (got) break;
+            }
+        }
+    };
+    run(mix_ab, *pa, *pb);
+    run(mix_ba, *pb, *pa);
+    auto l = net.link(*pa, *pb);
+    c.traffic.messages = l.datagrams;
+    c.traffic.bytes = l.bytes;
+    c.traffic.time_ms = ms_since(t0);
+}
+
+void World::traffic(CaseReport& c, const std::string& a, const std::string& b) {
+#if defined(X2SEC_HAVE_IKE) && defined(X2SEC_HAVE_ESP)
+    auto* dpa = dynamic_cast<esp::DataPlane*>(m_impl->nodes[a].backend.get());
+    auto* dpb = dynamic_cast<esp::DataPlane*>(m_impl->nodes[b].backend.get());
+    if (!dpa || !dpb) return;
+    esp::MemoryEndpoint ea(*dpa), eb(*dpb);
+    ea.connect(eb);
+    eb.connect(ea);
+    std::vector<Bytes> delivered_a, delivered_b;
+    ea.on_deliver = [&](BytesView p) { delivered_a.emplace_back(p.begin(), p.end()); };
+    eb.on_deliver = [&](BytesView p) { delivered_b.emplace_back(p.begin(), p.end()); };
+    auto tap = [&](Bytes& d) {
+        c.traffic.messages += 1;
+        c.traffic.bytes += d.size();
+        if (contains(d, as_bytes("X2AP")) || contains(d, as_bytes("GTP-U"))) c.plaintext_on_wire = true;
+        return true;
+    };
+    ea.on_wire = tap;
+    eb.on_wire = tap;
+    auto t0 = std::chrono::steady_clock::now();
+    auto mix_ab = x2_traffic_mix(m_creds[a].inner, m_creds[b].inner, m_opt.x2_messages);
+    auto mix_ba = x2_traffic_mix(m_creds[b].inner, m_creds[a].inner, m_opt.x2_messages);
+    for (auto& p : mix_ab) ea.send(p, m_impl->now());
+    for (auto& p : mix_ba) eb.send(p, m_impl->now());
+    c.traffic.time_ms = ms_since(t0);
+    c.x2_sent = mix_ab.size() + mix_ba.size();
+    for (size_t i = 0; i < mix_ab.size() && i < delivered_b.size(); ++i)
+        if (delivered_b[i] == mix_ab[i]) c.x2_delivered_intact += 1;
+    for (size_t i = 0; i < mix_ba.size() && i < delivered_a.size(); ++i)
+        if (delivered_a[i] == mix_ba[i]) c.x2_delivered_intact += 1;
+#else
+    (void)c;
+    (void)a;
+    (void)b;
+#endif
+}
+
+CaseReport World::run_case(const std::string& id, const std::string& title, const std::string& a,
+                           const std::string& b, Millis now) {
+    CaseReport c;
+    c.id = id;
+    c.title = title;
+    c.a = a;
+    c.b = b;
+    Agent* aa = m_agents.count(a) ? m_agents[a].get() : nullptr;
+    Agent* ab = m_agents.count(b) ? m_agents[b].get() : nullptr;
+    if (!aa || !ab || !aa->neighbour(b) || !ab->neighbour(a)) {
+        c.available = false;
+        c.not_available = "the deployment has no neighbour relation " + a + " <-> " + b;
+        c.outcome = c.not_available;
+        return c;
+    }
+    // What this case needs from the build.
+    std::vector<std::string> missing;
+    if (id != "ipsec-off" && !m_caps.ike) missing.push_back(m_caps.ike_reason);
+    if (id == "scenario2" && !m_caps.cmp) missing.push_back(m_caps.cmp_reason);
+    if (id != "ipsec-off" && !m_caps.esp) missing.push_back(m_caps.esp_reason + " (X2 traffic cannot be carried)");
+    if (!missing.empty()) {
+        c.available = false;
+        for (auto& m : missing) c.not_available += (c.not_available.empty() ? "" : "; ") + m;
+    }
+
+    auto t0 = std::chrono::steady_clock::now();
+    Millis t = m_impl->now() + now;
+    ab->prepare(a, t);  // the responder decides on its own
+    aa->prepare(b, t);
+    if (aa->neighbour(b)->state == LinkState::Ready) aa->connect(b, m_impl->now() + now);
+    // Revocation check (negative scenario): the RA/CA revokes the peer's operator certificate;
+    // the initiator receives the CRL and re-runs IKEv2: the tunnel must not come up.
+#ifdef X2SEC_HAVE_CMP
+    if (id == "scenario2" && m_opt.revoke_peer_operator_cert && aa->neighbour(b)->state == LinkState::Up &&
+        m_impl->cmp_server) {
+        auto serial = from_hex(m_creds[b].op_serial_hex);
+        auto st = serial ? m_impl->cmp_server->revoke(*serial, 1) : Status(Error("bad serial"));
+        c.steps.push_back("[operator] revoked " + b + "'s operator certificate (serial " + m_creds[b].op_serial_hex +
+                          "): " + (st.ok() ? "ok" : st.error().detail()));
+        auto crl = m_impl->cmp_server->crl_der();
+        if (crl.ok()) {
+            m_crl_der = *crl;
+            c.steps.push_back("[operator] CRL published (" + std::to_string(crl->size()) + " bytes); " + a +
+                              " now checks revocation");
+        } else {
+            c.steps.push_back("[operator] CRL unavailable: " + crl.error().detail());
+        }
+        aa->reset(b);
+        ab->reset(a);
+        aa->prepare(b, m_impl->now() + now);
+        if (aa->neighbour(b)->state == LinkState::Ready) aa->connect(b, m_impl->now() + now);
+    }
+#endif
+    double setup_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+    auto* na = aa->neighbour(b);
+    auto* nb = ab->neighbour(a);
+    c.basis = na->decision.basis;
+    if (na->decision.warning) c.warnings.push_back(*na->decision.warning);
+    for (auto& s : nb->steps) c.steps.push_back("[" + b + "] " + s.text);
+    for (auto& s : na->steps) c.steps.push_back("[" + a + "] " + s.text);
+    for (auto* side : {na, nb})
+        for (auto& p : side->phases) {
+            if (!p.ok) continue;
+            auto& m = c.phases[p.name];
+            m += p.measure;
+            c.setup += p.measure;
+        }
+    c.setup.time_ms = setup_ms;
+    c.setup.entities.insert(entity(a));
+    c.setup.entities.insert(entity(b));
+    c.state_a = to_string(na->state);
+    c.state_b = to_string(nb->state);
+
+    if (na->state == LinkState::PlainX2 && nb->state == LinkState::PlainX2) {
+        plain_traffic(c, a, b);
+        c.ok = c.x2_sent > 0 && c.x2_delivered_intact == c.x2_sent;
+        c.outcome = "plain X2, unprotected by policy: " + std::to_string(c.x2_delivered_intact) + "/" +
+                    std::to_string(c.x2_sent) + " packets delivered";
+        return c;
+    }
+    if (na->state == LinkState::Up && nb->state == LinkState::Up) {
+        traffic(c, a, b);
+        c.ok = c.available && c.x2_sent > 0 && c.x2_delivered_intact == c.x2_sent && !c.plaintext_on_wire;
+        c.outcome = std::string("tunnel UP (") + to_string(na->credential) + "): " + na->tunnel_detail;
+        if (c.x2_sent == 0) c.outcome += "; no X2 traffic sent";
+        return c;
+    }
+    c.ok = false;
+    c.outcome = a + " " + c.state_a + (na->reason.empty() ? "" : " (" + na->reason + ")") + ", " + b + " " + c.state_b +
+                (nb->reason.empty() ? "" : " (" + nb->reason + ")");
+    return c;
+}
+
+}  // namespace x2sec::node

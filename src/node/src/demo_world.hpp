@@ -1,0 +1,62 @@
+// Internal: the demo's network entities and the agent operations wired to the real modules.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <x2sec/common/child_sa.hpp>
+#include <x2sec/common/rng.hpp>
+#include <x2sec/common/time.hpp>
+#include <x2sec/kds/server.hpp>
+#include <x2sec/kds/tls.hpp>
+#include <x2sec/node/agent.hpp>
+#include <x2sec/node/demo.hpp>
+#include <x2sec/node/lab_pki.hpp>
+#include <x2sec/policy/config.hpp>
+
+namespace x2sec::node {
+
+struct NodeCreds {
+    LabCredential vendor;          // vendor device certificate (leaf) + key
+    std::string op_cert_pem;       // operator certificate chain (after CMPv2), leaf first
+    SecureBytes op_key_pem;
+    std::string op_serial_hex;
+    IpAddress inner;               // inner (X2) address used in the traffic selectors
+};
+
+class World {
+public:
+    World(std::string dir, std::map<std::string, uint16_t> ports, const DemoOptions& opt, Capabilities caps);
+    ~World();
+    Status create_pki();
+    Status start(const policy::DeploymentConfig& cfg);
+    void stop();
+    std::map<std::string, std::unique_ptr<Agent>>& agents() { return m_agents; }
+    CaseReport run_case(const std::string& id, const std::string& title, const std::string& a, const std::string& b,
+                        Millis now);
+
+    struct Impl;  // module glue (IKE / ESP / CMP), defined in demo_world.cpp
+
+private:
+    Operations make_ops(const std::string& henb);
+    void traffic(CaseReport& c, const std::string& a, const std::string& b);
+    void plain_traffic(CaseReport& c, const std::string& a, const std::string& b);
+
+    std::string m_dir;
+    std::map<std::string, uint16_t> m_ports;
+    DemoOptions m_opt;
+    Capabilities m_caps;
+    policy::DeploymentConfig m_cfg;
+    std::unique_ptr<LabCa> m_vendor_a, m_vendor_b, m_infra;
+    std::string m_operator_root_pem;
+    std::map<std::string, NodeCreds> m_creds;
+    LabCredential m_kds_cred, m_segw_cred;
+    SystemClock m_clock;
+    std::unique_ptr<kds::Server> m_kds;
+    std::unique_ptr<kds::TlsServer> m_kds_tls;
+    std::map<std::string, std::unique_ptr<Agent>> m_agents;
+    Bytes m_crl_der;  // the operator CRL once a revocation happened (negative scenario)
+    std::unique_ptr<Impl> m_impl;
+};
+
+}  // namespace x2sec::node

@@ -1,0 +1,187 @@
+// End-to-end scenarios on loopback through the demo world: real KDS (mutual TLS), real
+// policy/agent, and the IKEv2 engine, ESP data plane and CMPv2 RA/CA when they are in the
+// build (otherwise the test skips and says which module is missing).
+#include <gtest/gtest.h>
+
+#include <x2sec/node/demo.hpp>
+
+using namespace x2sec;
+using namespace x2sec::node;
+
+namespace {
+
+const CaseReport* find_case(const DemoReport& r, const std::string& id) {
+    for (auto& c : r.cases)
+        if (c.id == id) return &c;
+    return nullptr;
+}
+
+bool any_step(const CaseReport& c, const std::string& text) {
+    for (auto& s : c.steps)
+        if (s.find(text) != std::string::npos) return true;
+    return false;
+}
+
+std::string dump(const CaseReport& c) {
+    std::string s = c.outcome + "\n";
+    for (auto& st : c.steps) s += "  " + st + "\n";
+    return s;
+}
+
+#define REQUIRE(cond, why)                           \
+    do {                                             \
+        if (!(cond)) GTEST_SKIP() << "needs " << why; \
+    } while (0)
+
+DemoReport run(DemoOptions o) {
+    auto r = run_demo(o);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().to_string());
+    return r.ok() ? *r : DemoReport{};
+}
+
+}  // namespace
+
+TEST(Demo, IpsecOffCarriesPlainX2WithWarning) {
+    DemoOptions o;
+    o.cases = {"ipsec-off"};
+    auto r = run(o);
+    auto* c = find_case(r, "ipsec-off");
+    ASSERT_NE(c, nullptr);
+    EXPECT_TRUE(c->ok) << dump(*c);
+    EXPECT_EQ(c->x2_sent, 16u);
+    EXPECT_EQ(c->x2_delivered_intact, 16u);
+    EXPECT_TRUE(c->plaintext_on_wire);  // unprotected, as the policy says
+    ASSERT_EQ(c->warnings.size(), 1u);
+    EXPECT_NE(c->warnings[0].find("IPsec is OFF"), std::string::npos);
+    EXPECT_EQ(c->phases.size(), 0u);
+    EXPECT_NE(render_report(r).find("WARNING"), std::string::npos);
+}
+
+TEST(Demo, Scenario1SameCaWithCurrentCertificates) {
+    auto caps = capabilities();
+    REQUIRE(caps.ike && caps.esp, caps.ike_reason + caps.esp_reason);
+    DemoOptions o;
+    o.cases = {"scenario1"};
+    auto r = run(o);
+    auto* c = find_case(r, "scenario1");
+    ASSERT_NE(c, nullptr);
+    EXPECT_TRUE(c->ok) << dump(*c);
+    EXPECT_EQ(c->state_a, "UP");
+    EXPECT_EQ(c->state_b, "UP");
+    EXPECT_EQ(c->phases.count("cmp-enrolment"), 0u);
+    EXPECT_EQ(c->phases.count("kds-fetch"), 0u);
+    ASSERT_EQ(c->phases.count("ike"), 1u);
+    EXPECT_GE(c->phases.at("ike").messages, 4u);  // IKE_SA_INIT + IKE_AUTH
+    EXPECT_EQ(c->x2_delivered_intact, c->x2_sent);
+    EXPECT_FALSE(c->plaintext_on_wire);
+    EXPECT_NE(c->outcome.find("vendor certificate"), std::string::npos) << c->outcome;
+}
+
+TEST(Demo, Scenario2EnrolThenOperatorCertificates) {
+    auto caps = capabilities();
+    REQUIRE(caps.ike && caps.esp && caps.cmp, caps.ike_reason + caps.esp_reason + caps.cmp_reason);
+    DemoOptions o;
+    o.cases = {"scenario2"};
+    auto r = run(o);
+    auto* c = find_case(r, "scenario2");
+    ASSERT_NE(c, nullptr);
+    EXPECT_TRUE(c->ok) << dump(*c);
+    ASSERT_EQ(c->phases.count("cmp-enrolment"), 1u) << dump(*c);
+    EXPECT_EQ(c->phases.at("cmp-enrolment").messages, 8u);  // ir/ip/certConf/pkiConf, two nodes
+    EXPECT_TRUE(c->setup.entities.count("operator RA/CA (via SeGW)"));
+    EXPECT_NE(c->outcome.find("operator certificate"), std::string::npos) << c->outcome;
+    EXPECT_FALSE(c->plaintext_on_wire);
+    EXPECT_EQ(c->x2_delivered_intact, c->x2_sent);
+}
+
+TEST(Demo, Solution2KdsKeyThenPsk) {
+    auto caps = capabilities();
+    REQUIRE(caps.ike && caps.esp, caps.ike_reason + caps.esp_reason);
+    DemoOptions o;
+    o.cases = {"solution2"};
+    auto r = run(o);
+    auto* c = find_case(r, "solution2");
+    ASSERT_NE(c, nullptr);
+    EXPECT_TRUE(c->ok) << dump(*c);
+    ASSERT_EQ(c->phases.count("kds-fetch"), 1u);
+    EXPECT_EQ(c->phases.at("kds-fetch").messages, 4u);  // request + response, both nodes
+    EXPECT_TRUE(c->setup.entities.count("KDS (via SeGW)"));
+    EXPECT_NE(c->outcome.find("pairwise key"), std::string::npos) << c->outcome;
+    EXPECT_EQ(c->x2_delivered_intact, c->x2_sent);
+    EXPECT_FALSE(c->plaintext_on_wire);
+}
+
+// ---------------------------------------------------------------- negatives
+TEST(Demo, PeerWithoutUsableCertificateAndNoCmpStaysDown) {
+    DemoOptions o;
+    o.cases = {"scenario2"};
+    o.peer_without_cmp = true;
+    auto r = run(o);
+    auto* c = find_case(r, "scenario2");
+    ASSERT_NE(c, nullptr);
+    EXPECT_FALSE(c->ok);
+    EXPECT_EQ(c->state_b, "DOWN");
+    EXPECT_TRUE(any_step(*c, "[henb-b1] DOWN: different CAs and this node does not support CMPv2")) << dump(*c);
+    EXPECT_FALSE(any_step(*c, "[henb-b1] KDS")) << "no silent downgrade to a PSK";
+    EXPECT_EQ(c->x2_sent, 0u);
+}
+
+TEST(Demo, KdsRefusesUnauthorisedPair) {
+    auto caps = capabilities();
+    REQUIRE(caps.ike, caps.ike_reason + " (the KDS is reached through the backhaul)");
+    DemoOptions o;
+    o.cases = {"solution2"};
+    o.kds_without_relation = true;
+    auto r = run(o);
+    auto* c = find_case(r, "solution2");
+    ASSERT_NE(c, nullptr);
+    EXPECT_FALSE(c->ok);
+    EXPECT_TRUE(any_step(*c, "UNAUTHORISED_PAIR")) << dump(*c);
+    EXPECT_EQ(c->state_a, "DOWN");
+    EXPECT_EQ(c->x2_sent, 0u);
+}
+
+TEST(Demo, RaCaDownLeavesNeighbourDownWithBackoff) {
+    auto caps = capabilities();
+    REQUIRE(caps.ike && caps.cmp, caps.ike_reason + caps.cmp_reason);
+    DemoOptions o;
+    o.cases = {"scenario2"};
+    o.ra_down = true;
+    auto r = run(o);
+    auto* c = find_case(r, "scenario2");
+    ASSERT_NE(c, nullptr);
+    EXPECT_FALSE(c->ok);
+    EXPECT_EQ(c->state_a, "DOWN");
+    EXPECT_TRUE(any_step(*c, "CMPv2 enrolment failed")) << dump(*c);
+    EXPECT_TRUE(any_step(*c, "retry #1 in 1000 ms")) << dump(*c);
+    EXPECT_NE(r.node_status["henb-a1"].find("next retry"), std::string::npos) << r.node_status["henb-a1"];
+}
+
+TEST(Demo, VendorUnknownToRaRefused) {
+    auto caps = capabilities();
+    REQUIRE(caps.ike && caps.cmp, caps.ike_reason + caps.cmp_reason);
+    DemoOptions o;
+    o.cases = {"scenario2"};
+    o.vendor_b_unknown_to_ra = true;
+    auto r = run(o);
+    auto* c = find_case(r, "scenario2");
+    ASSERT_NE(c, nullptr);
+    EXPECT_FALSE(c->ok);
+    EXPECT_EQ(c->state_b, "DOWN");
+    EXPECT_TRUE(any_step(*c, "[henb-b1] DOWN: CMPv2 enrolment failed")) << dump(*c);
+}
+
+TEST(Demo, RevokedOperatorCertificateRefused) {
+    auto caps = capabilities();
+    REQUIRE(caps.ike && caps.cmp && caps.esp, caps.ike_reason + caps.cmp_reason + caps.esp_reason);
+    DemoOptions o;
+    o.cases = {"scenario2"};
+    o.revoke_peer_operator_cert = true;
+    auto r = run(o);
+    auto* c = find_case(r, "scenario2");
+    ASSERT_NE(c, nullptr);
+    EXPECT_TRUE(any_step(*c, "[operator] revoked henb-b1's operator certificate")) << dump(*c);
+    EXPECT_FALSE(c->ok) << dump(*c);
+    EXPECT_EQ(c->state_a, "DOWN");
+    EXPECT_TRUE(any_step(*c, "revoked")) << dump(*c);
+}

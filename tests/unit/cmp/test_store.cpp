@@ -1,0 +1,222 @@
+// The same store tests on SQLite and on PostgreSQL 15 (a throwaway cluster on a unix socket in
+// a temporary directory, started by the fixture; skipped with a reason when it cannot run).
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <x2sec/cmp/store.hpp>
+
+using namespace x2sec;
+using namespace x2sec::cmp;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kPgBin = "/usr/lib/postgresql/15/bin";
+
+// One PostgreSQL cluster for the whole test program.
+struct PgCluster {
+    std::string dir, conninfo, skip_reason;
+    bool started = false;
+    std::string as_pg(const std::string& cmd) const {
+        return getuid() == 0 ? "runuser -u postgres -- " + cmd : cmd;
+    }
+    PgCluster() {
+        if (!fs::exists(std::string(kPgBin) + "/initdb")) {
+            skip_reason = "PostgreSQL 15 is not installed (postgresql-15)";
+            return;
+        }
+        if (getuid() == 0 && std::system("id postgres >/dev/null 2>&1") != 0) {
+            skip_reason = "running as root and there is no 'postgres' user to run the cluster";
+            return;
+        }
+        dir = "/tmp/x2sec-pg-" + std::to_string(getpid());
+        fs::create_directories(dir);
+        if (getuid() == 0 && std::system(("chown postgres " + dir).c_str()) != 0) {
+            skip_reason = "cannot chown the cluster directory to postgres";
+            return;
+        }
+        std::string init = as_pg(std::string(kPgBin) + "/initdb -A trust -U postgres -D " + dir + "/data >" + dir +
+                                 "/initdb.log 2>&1");
+        if (std::system(init.c_str()) != 0) {
+            skip_reason = "initdb failed (see " + dir + "/initdb.log)";
+            return;
+        }
+        std::string start = as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -l " + dir +
+                                  "/pg.log -w -t 30 -o \"-k " + dir + " -h '' -F\" start >/dev/null 2>&1");
+        if (std::system(start.c_str()) != 0) {
+            skip_reason = "pg_ctl start failed (see " + dir + "/pg.log)";
+            return;
+        }
+        started = true;
+        conninfo = "host=" + dir + " dbname=postgres user=postgres";
+    }
+    ~PgCluster() {
+        if (started)
+            (void)std::system(as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -m immediate stop >/dev/null 2>&1").c_str());
+        if (!dir.empty()) fs::remove_all(dir);
+    }
+};
+
+PgCluster& pg() {
+    static PgCluster c;
+    return c;
+}
+
+class StoreTest : public ::testing::TestWithParam<std::string> {
+protected:
+    std::unique_ptr<Store> store;
+    std::string path;
+    void SetUp() override {
+        if (GetParam() == "sqlite") {
+            std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+            std::replace(name.begin(), name.end(), '/', '_');
+            path = "/tmp/x2sec-store-" + std::to_string(getpid()) + "-" + name + ".db";
+            for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+            auto s = open_sqlite_store(path);
+            ASSERT_TRUE(s.ok()) << s.error().detail();
+            store = std::move(s).value();
+        } else {
+            if (!pg().started) GTEST_SKIP() << "PostgreSQL store tests skipped: " << pg().skip_reason;
+            // a fresh schema per test: drop the tables
+            {
+                auto s = open_postgres_store(pg().conninfo);
+                ASSERT_TRUE(s.ok()) << s.error().detail();
+            }
+            std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
+                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, transactions, crl_number' >/dev/null 2>&1");
+            ASSERT_EQ(std::system(drop.c_str()), 0);
+            auto s = open_postgres_store(pg().conninfo);
+            ASSERT_TRUE(s.ok()) << s.error().detail();
+            store = std::move(s).value();
+        }
+    }
+    void TearDown() override {
+        store.reset();
+        if (!path.empty())
+            for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+    }
+    static CertRecord rec(uint8_t serial, uint8_t tid) {
+        CertRecord r;
+        r.serial = Bytes(16, serial);
+        r.transaction_id = Bytes(16, tid);
+        r.subject = "CN=node";
+        r.sans = "0023a1b2c3d4.henb.vendor-a.example";
+        r.requester = "CN=vendor device";
+        r.body = "ir";
+        r.not_before = 1000;
+        r.not_after = 2000;
+        r.issued_at = 1500;
+        r.der = Bytes{0x30, 0x00};
+        r.status = "unconfirmed";
+        return r;
+    }
+};
+
+}  // namespace
+
+TEST_P(StoreTest, RecordsAndFinds) {
+    ASSERT_TRUE(store->record_issued(rec(1, 1)).ok());
+    auto f = store->find_by_serial(Bytes(16, 1));
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(f->has_value());
+    EXPECT_EQ((*f)->subject, "CN=node");
+    EXPECT_EQ((*f)->status, "unconfirmed");
+    EXPECT_EQ((*f)->not_after, 2000);
+    EXPECT_EQ((*f)->der, (Bytes{0x30, 0x00}));
+    EXPECT_EQ((*f)->body, "ir");
+    EXPECT_TRUE(*store->transaction_exists(Bytes(16, 1)));
+    EXPECT_FALSE(*store->transaction_exists(Bytes(16, 9)));
+    ASSERT_TRUE(store->set_status(Bytes(16, 1), "confirmed").ok());
+    EXPECT_EQ((*store->find_by_transaction(Bytes(16, 1)))->status, "confirmed");
+    EXPECT_FALSE(store->find_by_serial(Bytes(16, 7))->has_value());
+}
+
+TEST_P(StoreTest, UniqueSerialsAndTransactionsAtomically) {
+    ASSERT_TRUE(store->record_issued(rec(1, 1)).ok());
+    auto dup_tid = store->record_issued(rec(2, 1));
+    ASSERT_FALSE(dup_tid.ok());
+    EXPECT_EQ(dup_tid.error().code(), 1);
+    auto dup_serial = store->record_issued(rec(1, 2));
+    ASSERT_FALSE(dup_serial.ok());
+    // the failed insert left no transaction behind
+    EXPECT_FALSE(*store->transaction_exists(Bytes(16, 2)));
+    auto c = store->counts();
+    EXPECT_EQ(c->certificates, 1);
+    EXPECT_EQ(c->transactions, 1);
+    EXPECT_FALSE(store->record_transaction(Bytes(16, 1), "rr", "x").ok());
+    EXPECT_TRUE(store->record_transaction(Bytes(16, 3), "rr", "x").ok());
+}
+
+TEST_P(StoreTest, RevocationAndCrlNumbers) {
+    ASSERT_TRUE(store->record_issued(rec(1, 1)).ok());
+    ASSERT_TRUE(store->record_issued(rec(2, 2)).ok());
+    ASSERT_TRUE(store->revoke(Bytes(16, 2), 1, 1234).ok());
+    auto again = store->revoke(Bytes(16, 2), 1, 1235);
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.error().code(), 3);
+    auto unknown = store->revoke(Bytes(16, 5), 0, 1);
+    ASSERT_FALSE(unknown.ok());
+    EXPECT_EQ(unknown.error().code(), 2);
+    auto rv = store->revoked();
+    ASSERT_TRUE(rv.ok());
+    ASSERT_EQ(rv->size(), 1u);
+    EXPECT_EQ((*rv)[0].serial, Bytes(16, 2));
+    EXPECT_EQ((*rv)[0].time, 1234);
+    EXPECT_EQ((*rv)[0].reason, 1);
+    EXPECT_EQ(store->counts()->revoked, 1);
+    auto n1 = store->next_crl_number(), n2 = store->next_crl_number();
+    EXPECT_EQ(*n2, *n1 + 1);
+}
+
+TEST_P(StoreTest, ConcurrentWritersKeepUniqueness) {
+    std::vector<std::thread> ts;
+    std::atomic<int> ok{0};
+    for (int t = 0; t < 4; ++t)
+        ts.emplace_back([&, t] {
+            for (int i = 0; i < 25; ++i) {
+                auto r = rec(static_cast<uint8_t>(i), static_cast<uint8_t>(i));
+                r.serial[0] = static_cast<uint8_t>(t);  // 4 x 25 distinct serials
+                r.transaction_id[0] = static_cast<uint8_t>(i % 2 ? t : 0xff);  // some tids collide
+                if (store->record_issued(r).ok()) ++ok;
+            }
+        });
+    for (auto& t : ts) t.join();
+    auto c = store->counts();
+    EXPECT_EQ(c->certificates, ok.load());
+    EXPECT_EQ(c->transactions, ok.load());
+    // even i: tid (0xff, i) shared by all threads -> exactly one wins; odd: all 4 win
+    EXPECT_EQ(ok.load(), 13 + 12 * 4);
+}
+
+TEST_P(StoreTest, SurvivesReopen) {
+    if (GetParam() != "sqlite") {
+        auto s2 = open_postgres_store(pg().conninfo);
+        ASSERT_TRUE(s2.ok());
+        ASSERT_TRUE(store->record_issued(rec(4, 4)).ok());
+        EXPECT_TRUE(*(*s2)->transaction_exists(Bytes(16, 4)));  // a second instance sees it
+        return;
+    }
+    ASSERT_TRUE(store->record_issued(rec(4, 4)).ok());
+    store.reset();
+    auto s = open_sqlite_store(path);
+    ASSERT_TRUE(s.ok());
+    EXPECT_TRUE(*(*s)->transaction_exists(Bytes(16, 4)));
+    EXPECT_EQ((*s)->kind(), "sqlite");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& pinfo) { return pinfo.param; });
+
+TEST(StoreOpen, BadUrlsFailClearly) {
+    auto s = open_store("/nonexistent-dir/x/store.db");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().detail().find("cannot open store"), std::string::npos);
+    auto p = open_store("postgresql:host=/nonexistent-x2sec dbname=x connect_timeout=2");
+    ASSERT_FALSE(p.ok());
+    EXPECT_NE(p.error().detail().find("PostgreSQL"), std::string::npos);
+}
