@@ -20,6 +20,11 @@
 #endif
 #ifdef X2SEC_IKE_HAVE_ENGINE
 #include <x2sec/runtime/ike_runtime.hpp>
+#ifdef X2SEC_IKE_HAVE_ESP
+#include <x2sec/esp/data_plane.hpp>
+#include <x2sec/esp/natt_transport.hpp>
+#include <x2sec/esp/tun_backend.hpp>
+#endif
 #endif
 
 namespace {
@@ -31,6 +36,8 @@ const char* kDefaultControl = "/run/x2sec/ike.sock";
 
 struct Options {
     std::string config, control = kDefaultControl, keylog, peer, child;
+    std::string dataplane = "memory", tun = "x2s0", tun_addr;
+    int mtu = 1400;
     uint64_t ike_sa = 0;
     bool json_out = false;
     int timeout_s = 30;
@@ -230,6 +237,31 @@ int cmd_check(const Options& o) {
 #endif
 }
 
+#ifdef X2SEC_IKE_HAVE_ENGINE
+// Data-plane lifetime events arrive on the data plane's threads; the engine is single-threaded,
+// so they are posted to the runtime's loop.  Wraps the real backend between engine and data plane.
+class LoopBackend final : public x2sec::ChildSaBackend {
+public:
+    explicit LoopBackend(x2sec::ChildSaBackend& inner) : m_inner(inner) {}
+    x2sec::Status install(const x2sec::ChildSaParams& p) override { return m_inner.install(p); }
+    x2sec::Status remove(uint32_t spi) override { return m_inner.remove(spi); }
+    x2sec::Status set_outbound(uint32_t a, uint32_t b) override { return m_inner.set_outbound(a, b); }
+    void set_events(x2sec::ChildSaEvents ev) override {
+        m_engine_events = std::move(ev);
+        m_inner.set_events({[this](uint32_t spi) { post([this, spi] { if (m_engine_events.soft_expired) m_engine_events.soft_expired(spi); }); },
+                            [this](uint32_t spi) { post([this, spi] { if (m_engine_events.hard_expired) m_engine_events.hard_expired(spi); }); }});
+    }
+    std::function<void(std::function<void()>)> poster;  // set once the runtime exists
+
+private:
+    void post(std::function<void()> f) {
+        if (poster) poster(std::move(f));
+    }
+    x2sec::ChildSaBackend& m_inner;
+    x2sec::ChildSaEvents m_engine_events;
+};
+#endif
+
 int cmd_run(const Options& o) {
 #ifdef X2SEC_IKE_HAVE_ENGINE
     auto cfg = load_config(o);
@@ -251,9 +283,51 @@ int cmd_run(const Options& o) {
         std::filesystem::create_directories(dir, ec);
         std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
     }
-    // Until the ESP data plane is wired in, Child SAs are negotiated and recorded in memory.
-    static x2sec::MemoryChildSaBackend backend;
-    lg->info("Child SAs are recorded in memory (no ESP data plane in this daemon yet)");
+    x2sec::MemoryChildSaBackend memory_backend;
+    x2sec::ChildSaBackend* inner = &memory_backend;
+#ifdef X2SEC_IKE_HAVE_ESP
+    x2sec::Counters esp_counters;
+    std::unique_ptr<x2sec::esp::DataPlane> dp;
+    std::unique_ptr<x2sec::esp::TunBackend> tun_backend;
+    if (o.dataplane == "tun") {
+        dp = std::make_unique<x2sec::esp::DataPlane>(esp_counters);
+        auto tun = x2sec::esp::TunDevice::open(o.tun);
+        if (!tun) {
+            std::cerr << "x2sec ike run: TUN " << o.tun << ": " << tun.error().detail() << "\n";
+            return 1;
+        }
+        x2sec::Status st = tun->set_mtu(o.mtu);
+        if (st && !o.tun_addr.empty()) {
+            auto slash = o.tun_addr.find('/');
+            auto a = x2sec::IpAddress::parse(o.tun_addr.substr(0, slash));
+            if (!a) {
+                std::cerr << "x2sec ike run: bad --tun-addr " << o.tun_addr << "\n";
+                return 1;
+            }
+            st = tun->add_ipv4(*a, slash == std::string::npos ? 32 : unsigned(std::stoul(o.tun_addr.substr(slash + 1))));
+        }
+        if (st) st = tun->set_up();
+        if (!st) {
+            std::cerr << "x2sec ike run: TUN " << o.tun << ": " << st.error().detail() << "\n";
+            return 1;
+        }
+        x2sec::esp::TunBackendOptions bo;
+        bo.tun_name = tun->name();
+        bo.bind_addr = cfg->engine.peers.front().local_addr;
+        bo.port = cfg->engine.peers.front().local_natt_port;
+        auto b = x2sec::esp::TunBackend::create(*dp, std::move(*tun), bo);
+        if (!b) {
+            std::cerr << "x2sec ike run: ESP data plane: " << b.error().detail() << "\n";
+            return 1;
+        }
+        tun_backend = std::move(*b);
+        ro.natt_factory = x2sec::esp::make_natt_factory(*tun_backend);
+        inner = dp.get();
+        lg->info("ESP data plane on TUN {} (UDP {}:{} shared with IKE)", bo.tun_name, bo.bind_addr.to_string(), bo.port);
+    }
+#endif
+    if (inner == &memory_backend) lg->info("Child SAs are recorded in memory (no ESP data plane: --dataplane tun)");
+    LoopBackend backend(*inner);
     x2sec::SystemClock clock;
     auto engine = std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, backend, x2sec::os_rng());
     auto rt = x2sec::runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
@@ -261,8 +335,23 @@ int cmd_run(const Options& o) {
         std::cerr << "x2sec ike run: " << rt.error().detail() << "\n";
         return 1;
     }
+    auto* rtp = rt->get();
+    backend.poster = [rtp](std::function<void()> f) { rtp->post([f = std::move(f)](x2sec::runtime::EngineApi&, x2sec::Millis) { f(); }); };
+#ifdef X2SEC_IKE_HAVE_ESP
+    if (tun_backend) {
+        if (auto st = tun_backend->start(); !st) {
+            std::cerr << "x2sec ike run: ESP data plane: " << st.error().detail() << "\n";
+            return 1;
+        }
+    }
+#endif
     lg->info("x2sec IKE daemon running with {} peer(s), control socket {}", cfg->engine.peers.size(), ro.control_socket);
-    return (*rt)->run();
+    int rc = (*rt)->run();
+    backend.poster = nullptr;
+#ifdef X2SEC_IKE_HAVE_ESP
+    if (tun_backend) tun_backend->stop();
+#endif
+    return rc;
 #else
     (void)o;
     std::cerr << "x2sec ike run: the IKEv2 engine is not implemented in this build yet (src/ikev2 has no Engine)\n";
@@ -290,6 +379,11 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
     run->add_option("--debug-keylog", o->keylog,
                     "DEBUG ONLY: write IKE/ESP keys to Wireshark's ikev2_decryption_table and esp_sa in DIR");
     run->add_option("--shutdown-grace", o->grace_ms, "ms to wait for peers to answer deletes on exit")->capture_default_str();
+    run->add_option("--dataplane", o->dataplane, "memory: record Child SAs only; tun: user-space ESP on a TUN device")
+        ->check(CLI::IsMember({"memory", "tun"}))->capture_default_str();
+    run->add_option("--tun", o->tun, "TUN device name (--dataplane tun)")->capture_default_str();
+    run->add_option("--tun-addr", o->tun_addr, "IPv4 address/prefix for the TUN device (inner address)");
+    run->add_option("--mtu", o->mtu, "TUN MTU")->capture_default_str();
     auto* check = app.add_subcommand("check-config", "load and validate a configuration file, then exit");
     check->add_option("--config", o->config, "configuration file (TOML)")->required();
     auto* list = app.add_subcommand("list-sas", "list IKE and Child SAs (like swanctl --list-sas)");

@@ -15,3 +15,8 @@ foreach(f IN LISTS X2SEC_IKEV2_IMPL_SOURCES)
     target_compile_definitions(x2sec PRIVATE X2SEC_IKE_HAVE_ENGINE=1)
   endif()
 endforeach()
+# With the ESP library, `ike run --dataplane tun` carries the Child SAs in user space.
+if(EXISTS ${PROJECT_SOURCE_DIR}/src/esp/include/x2sec/esp/natt_transport.hpp)
+  target_compile_definitions(x2sec PRIVATE X2SEC_IKE_HAVE_ESP=1)
+  target_link_libraries(x2sec PRIVATE x2sec::esp_natt)
+endif()

@@ -194,6 +194,14 @@ void IkeRuntime::call(const std::function<void(EngineApi&, Millis)>& fn) {
     fut.wait();
 }
 
+void IkeRuntime::post(std::function<void(EngineApi&, Millis)> fn) {
+    {
+        std::lock_guard lock(m_mutex);
+        m_calls.push_back({std::move(fn), nullptr});
+    }
+    wake();
+}
+
 void IkeRuntime::send(const ike::Datagram& d) {
     auto matches = [&](const ike::Endpoint& bound) {
         return bound.port == d.local.port && bound.addr.v6 == d.local.addr.v6 &&
@@ -363,7 +371,7 @@ int IkeRuntime::run() {
         }
         for (auto& c : calls) {
             c.fn(m_engine, now);
-            c.done->set_value();
+            if (c.done) c.done->set_value();
         }
         if (m_stop_requested && !m_stopping) begin_shutdown(now);
         m_engine.tick(now);

@@ -7,6 +7,9 @@
 #         psk-responder        charon initiates, PSK
 #         cert-initiator       x2sec initiates, ECDSA P-256 certificates from one test CA
 #         cert-responder       charon initiates, certificates
+#         <case>-esp           also carry traffic: x2sec runs --dataplane tun (user-space ESP
+#                              on TUN x2s0 with 198.51.100.1), ping 203.0.113.1 behind charon
+#                              after establishment and after each rekey
 #
 # Each case: IKE SA + Child SA established (checked on both ends: same IKE SPIs, Child SPIs
 # crossed in/out), Child SA rekey, IKE SA rekey, delete; the initiator of the case drives
@@ -34,6 +37,8 @@ skip() { echo "SKIP: $*"; exit 77; }
 FAILED=0
 fail() { echo "FAIL: $*"; FAILED=1; dump; exit 1; }
 
+ESP=0
+case "$CASE" in *-esp) ESP=1; CASE=${CASE%-esp};; esac
 case "$CASE" in fixture-psk|fixture-cert) MODE=${CASE#fixture-}; ROLE=initiator; CASE=fixture;;
   psk-initiator|psk-responder|cert-initiator|cert-responder) MODE=${CASE%%-*}; ROLE=${CASE#*-};;
   *) echo "unknown case $CASE"; exit 2;; esac
@@ -81,7 +86,8 @@ ip link add vx$TAG netns $NS_X type veth peer name vc$TAG netns $NS_C || fail "v
 ip -n $NS_X addr add 192.0.2.1/24 dev vx$TAG; ip -n $NS_C addr add 192.0.2.2/24 dev vc$TAG
 for n in $NS_X $NS_C; do ip -n $n link set lo up; done
 # inner addresses inside the traffic selectors (kernel-libipsec installs its routes from them)
-ip -n $NS_X addr add 198.51.100.1/32 dev lo; ip -n $NS_C addr add 203.0.113.1/32 dev lo
+[ $ESP = 1 ] || ip -n $NS_X addr add 198.51.100.1/32 dev lo   # with ESP it sits on x2sec's TUN
+ip -n $NS_C addr add 203.0.113.1/32 dev lo
 ip -n $NS_X link set vx$TAG up; ip -n $NS_C link set vc$TAG up
 ip netns exec $NS_X ping -c1 -W2 192.0.2.2 >/dev/null 2>&1 || fail "veth 192.0.2.1 <-> 192.0.2.2 does not pass traffic"
 
@@ -260,7 +266,9 @@ dpd_interval = 0
   rekey = 0
 TEOF
   "$X2SEC" ike check-config --config $BASE/x2sec.toml > $BASE/check.log 2>&1 || fail "x2sec ike check-config: $(cat $BASE/check.log)"
-  ip netns exec $NS_X "$X2SEC" ike run --config $BASE/x2sec.toml --control $CTL --debug-keylog $BASE/keys \
+  DP=()
+  [ $ESP = 1 ] && DP=(--dataplane tun --tun x2s0 --tun-addr 198.51.100.1/32)
+  ip netns exec $NS_X "$X2SEC" ike run --config $BASE/x2sec.toml --control $CTL --debug-keylog $BASE/keys "${DP[@]}" \
       > $BASE/x2sec.log 2>&1 &
   X2PID=$!
   pids+=($X2PID)
@@ -270,7 +278,21 @@ TEOF
     fail "x2sec ike run did not start: $(tail -5 $BASE/x2sec.log)"
   fi
   log "x2sec ike run up in $NS_X (192.0.2.1, ports 500/4500), control $CTL"
+  if [ $ESP = 1 ]; then
+    ip -n $NS_X route replace 203.0.113.0/24 dev x2s0 src 198.51.100.1 || fail "route to 203.0.113.0/24 via x2s0"
+    log "x2sec ESP data plane on TUN x2s0 (198.51.100.1), route 203.0.113.0/24 -> x2s0"
+  fi
 fi
+ping_through() {  # $1 = stage
+  [ $ESP = 1 ] || return 0
+  ip netns exec $NS_X ping -c 3 -i 0.2 -W 2 -I 198.51.100.1 203.0.113.1 > $BASE/ping.log 2>&1 || {
+    cat $BASE/ping.log; ip -n $NS_X -s link show x2s0; fail "ping 198.51.100.1 -> 203.0.113.1 through the tunnel ($1)"; }
+  # charon must have decrypted them: its inbound Child SA counts packets
+  local inpk
+  inpk=$(sw C --list-sas 2>/dev/null | awk '$1=="in" {print $5; exit}')
+  [ -n "$inpk" ] && [ "$inpk" -gt 0 ] || { sw C --list-sas; fail "charon's inbound Child SA counted no packets ($1)"; }
+  log "ping through x2sec ESP <-> charon ESP after $1: $(grep -o '[0-9]* received' $BASE/ping.log), charon decrypted $inpk packets"
+}
 
 # ------------------------------------------------------------------ views of both ends
 c_sas() { sw C --list-sas 2>/dev/null | python3 $HERE/sas.py charon; }
@@ -339,6 +361,7 @@ S1=$(wait_consistent "" "establish") || exit 1
 log "established ($MODE, initiated by $WHO): IKE SPIs + Child in-SPI at x2sec side: $S1"
 echo "---- swanctl --list-sas (charon, 192.0.2.2):"; sw C --list-sas 2>/dev/null | sed 's/^/  /'
 if [ "$CASE" != fixture ]; then echo "---- x2sec ike list-sas (192.0.2.1):"; x2 list-sas 2>/dev/null | sed 's/^/  /'; fi
+ping_through "establishment"
 if [ "$MODE" = cert ]; then
   grep -q "authentication of 'x2sec.example.org' with ECDSA" $BASE/C/charon.log || \
   grep -q "authentication of 'x2sec.example.org' with .*successful" $BASE/C/charon.log || fail "charon did not log a successful certificate authentication of x2sec.example.org"
@@ -351,6 +374,7 @@ do_rekey_child || { cat $BASE/op.log; fail "Child SA rekey by $WHO"; }
 S2=$(wait_consistent "$S1" "Child SA rekey") || exit 1
 [ "$(echo $S2 | cut -d' ' -f1-2)" = "$IKE1" ] || fail "Child SA rekey changed the IKE SA"
 log "Child SA rekeyed by $WHO: in-SPI $(echo $S1 | cut -d' ' -f3) -> $(echo $S2 | cut -d' ' -f3)"
+ping_through "the Child SA rekey"
 
 # 3. IKE SA rekey (the Child SA moves to the new IKE SA)
 engine_cannot rekey_ike && engine_limit rekey_ike
@@ -359,6 +383,7 @@ S3=$(wait_consistent "$S2" "IKE SA rekey") || exit 1
 [ "$(echo $S3 | cut -d' ' -f1-2)" != "$IKE1" ] || fail "IKE SA rekey kept the SPIs"
 [ "$(echo $S3 | cut -d' ' -f3)" = "$(echo $S2 | cut -d' ' -f3)" ] || fail "IKE SA rekey lost or replaced the Child SA"
 log "IKE SA rekeyed by $WHO: $IKE1 -> $(echo $S3 | cut -d' ' -f1-2)"
+ping_through "the IKE SA rekey"
 
 # 4. delete
 engine_cannot delete && engine_limit delete
@@ -379,4 +404,4 @@ if [ "$CASE" != fixture ]; then
   wait $X2PID; RC=$?
   [ $RC = 0 ] || fail "x2sec ike run exited with $RC"
 fi
-log "PASS: $CASE ($MODE, $ROLE)"
+log "PASS: $CASE ($MODE, $ROLE$([ $ESP = 1 ] && echo ", ESP traffic"))"

@@ -526,3 +526,21 @@ TEST(KeyLog, FilesAreWrittenPrivatelyAndAccumulate) {
     EXPECT_NE(esp->find("\"IPv6\",\"2001:db8::2\",\"2001:db8::1\""), std::string::npos) << *esp;
     std::filesystem::remove_all(std::filesystem::path(dir).parent_path());
 }
+
+TEST(IkeRuntime, PostRunsOnTheLoopWithoutBlocking) {
+    Harness h;
+    std::atomic<int> ran{0};
+    std::thread::id loop_id;
+    std::thread poster([&] {
+        h.rt->post([&](EngineApi& e, Millis) {
+            loop_id = std::this_thread::get_id();
+            (void)e.initiate("from-dataplane", 0);
+            ran = 1;
+        });
+    });
+    poster.join();
+    for (int i = 0; i < 400 && !ran; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_EQ(ran, 1);
+    EXPECT_EQ(loop_id, h.thread.get_id());
+    EXPECT_EQ(h.on_loop([](FakeEngine& e) { return e.initiated; }), std::vector<std::string>{"from-dataplane"});
+}

@@ -61,6 +61,9 @@ public:
     // Thread-safe: run fn on the loop thread with the engine (used by tests and the control
     // socket); blocks until it ran.  Must not be called from the loop thread.
     void call(const std::function<void(EngineApi&, Millis now)>& fn);
+    // Thread-safe, non-blocking: run fn on the loop thread soon (e.g. data-plane lifetime
+    // events that must reach the engine from the data plane's own thread).
+    void post(std::function<void(EngineApi&, Millis now)> fn);
 
     // Local endpoints bound (for tests that bind port 0).
     std::vector<ike::Endpoint> ike_endpoints() const;
