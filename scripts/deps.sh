@@ -7,7 +7,7 @@ PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev libsqlite3-dev sqlite3 libpq-dev postgresql-15
   libgtest-dev libgmock-dev libbenchmark-dev
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
-  libstrongswan-extra-plugins iproute2 curl iputils-ping iperf3 tcpdump netcat-openbsd procps
+  libstrongswan-extra-plugins iproute2 curl iputils-ping iperf3 tcpdump netcat-openbsd procps python3
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
