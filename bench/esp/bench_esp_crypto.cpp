@@ -44,8 +44,8 @@ ChildSaParams params(uint32_t in, uint32_t out, EspCipher c, bool mirror) {
     auto n2 = TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 0), 24);
     p.ts_local = {mirror ? n2 : n1};
     p.ts_remote = {mirror ? n1 : n2};
-    Bytes k1(enc_key_len(c), 0x11), k2(enc_key_len(c), 0x22), i1(integ_key_len(c), 0x33),
-        i2(integ_key_len(c), 0x44);
+    Bytes k1(esp_encr_key_size(c), 0x11), k2(esp_encr_key_size(c), 0x22), i1(esp_integ_key_size(c), 0x33),
+        i2(esp_integ_key_size(c), 0x44);
     p.keys_out.enc_key = SecureBytes(mirror ? k2 : k1);
     p.keys_in.enc_key = SecureBytes(mirror ? k1 : k2);
     p.keys_out.integ_key = SecureBytes(mirror ? i2 : i1);

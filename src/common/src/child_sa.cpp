@@ -103,6 +103,26 @@ const char* to_string(EspCipher c) {
     return "?";
 }
 
+size_t esp_encr_key_size(EspCipher c) {
+    switch (c) {
+        case EspCipher::AesGcm16_128: return 16 + 4;
+        case EspCipher::AesGcm16_256: return 32 + 4;
+        case EspCipher::AesCbc128_HmacSha256_128: return 16;
+        case EspCipher::AesCbc256_HmacSha256_128: return 32;
+    }
+    return 0;
+}
+
+size_t esp_integ_key_size(EspCipher c) {
+    switch (c) {
+        case EspCipher::AesGcm16_128:
+        case EspCipher::AesGcm16_256: return 0;
+        case EspCipher::AesCbc128_HmacSha256_128:
+        case EspCipher::AesCbc256_HmacSha256_128: return 32;
+    }
+    return 0;
+}
+
 Status MemoryChildSaBackend::install(const ChildSaParams& params) {
     std::lock_guard lock(m_mutex);
     if (m_sas.count(params.spi_in))

@@ -34,29 +34,17 @@ bool is_gcm(EspCipher c) { return c == EspCipher::AesGcm16_128 || c == EspCipher
 
 }  // namespace
 
-size_t enc_key_len(EspCipher c) {
-    switch (c) {
-        case EspCipher::AesGcm16_128: return 16 + 4;
-        case EspCipher::AesGcm16_256: return 32 + 4;
-        case EspCipher::AesCbc128_HmacSha256_128: return 16;
-        case EspCipher::AesCbc256_HmacSha256_128: return 32;
-    }
-    return 0;
-}
-
-size_t integ_key_len(EspCipher c) { return is_gcm(c) ? 0 : 32; }
-
 Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const DirectionKeys& keys,
                                                    bool encrypt) {
-    if (keys.enc_key.size() != enc_key_len(cipher))
+    if (keys.enc_key.size() != esp_encr_key_size(cipher))
         return Error(ErrorDomain::Esp, 0,
                      std::string("encryption key for ") + to_string(cipher) + " must be " +
-                         std::to_string(enc_key_len(cipher)) + " octets, got " +
+                         std::to_string(esp_encr_key_size(cipher)) + " octets, got " +
                          std::to_string(keys.enc_key.size()));
-    if (keys.integ_key.size() != integ_key_len(cipher))
+    if (keys.integ_key.size() != esp_integ_key_size(cipher))
         return Error(ErrorDomain::Esp, 0,
                      std::string("integrity key for ") + to_string(cipher) + " must be " +
-                         std::to_string(integ_key_len(cipher)) + " octets, got " +
+                         std::to_string(esp_integ_key_size(cipher)) + " octets, got " +
                          std::to_string(keys.integ_key.size()));
     std::unique_ptr<SaCipher> s(new SaCipher());
     s->m_cipher = cipher;

@@ -48,17 +48,49 @@ IkeSa* EngineImpl::find_sa(uint64_t id) {
 }
 
 IkeSa* EngineImpl::find_by_spi(uint64_t my_spi) {
-    for (auto& [id, sa] : m_sas) {
-        uint64_t mine = sa->initiator ? sa->spi_i : sa->spi_r;
-        if (mine == my_spi && sa->state != SaState::Destroyed) return sa.get();
-    }
-    return nullptr;
+    auto it = m_by_spi.find(my_spi);
+    if (it == m_by_spi.end()) return nullptr;
+    IkeSa* sa = find_sa(it->second);
+    if (!sa || sa->state == SaState::Destroyed) return nullptr;
+    uint64_t mine = sa->initiator ? sa->spi_i : sa->spi_r;
+    return mine == my_spi ? sa : nullptr;
+}
+
+void EngineImpl::index_spi(IkeSa& sa) {
+    uint64_t mine = sa.initiator ? sa.spi_i : sa.spi_r;
+    if (mine) m_by_spi[mine] = sa.id;
+}
+
+std::string EngineImpl::init_key(uint64_t spi_i, const IpAddress& remote) {
+    std::string k(reinterpret_cast<const char*>(&spi_i), sizeof spi_i);
+    k.push_back(remote.v6 ? '6' : '4');
+    auto v = remote.view();
+    k.append(reinterpret_cast<const char*>(v.data()), v.size());
+    return k;
+}
+
+IkeSa* EngineImpl::find_by_init(uint64_t spi_i, const IpAddress& remote) {
+    auto it = m_by_init.find(init_key(spi_i, remote));
+    if (it == m_by_init.end()) return nullptr;
+    IkeSa* sa = find_sa(it->second);
+    if (!sa || sa->initiator || sa->spi_i != spi_i || sa->remote.addr != remote) return nullptr;
+    return sa;
+}
+
+void EngineImpl::reap(IkeSa& sa) {
+    uint64_t mine = sa.initiator ? sa.spi_i : sa.spi_r;
+    if (auto it = m_by_spi.find(mine); it != m_by_spi.end() && it->second == sa.id) m_by_spi.erase(it);
+    if (!sa.initiator)
+        if (auto it = m_by_init.find(init_key(sa.spi_i, sa.remote.addr)); it != m_by_init.end() && it->second == sa.id)
+            m_by_init.erase(it);
+    for (const auto& c : sa.children) m_child_spis.erase(c.spi_in);
 }
 
 uint64_t EngineImpl::new_ike_spi() {
+    // Also avoids the SPIs of destroyed SAs not reaped yet.
     for (;;) {
         uint64_t s = m_rng.u64();
-        if (s != 0 && !find_by_spi(s)) return s;
+        if (s != 0 && !m_by_spi.count(s)) return s;
     }
 }
 
@@ -80,10 +112,7 @@ uint32_t EngineImpl::new_child_spi() {
     for (;;) {
         uint32_t s = m_rng.u32();
         if (s < 0x100) continue;
-        bool used = false;
-        for (auto& [id, sa] : m_sas)
-            for (auto& c : sa->children) used |= c.spi_in == s;
-        if (!used) return s;
+        if (m_child_spis.insert(s).second) return s;
     }
 }
 
@@ -122,6 +151,8 @@ void EngineImpl::transition(IkeSa& sa, SaState to) {
         return;
     }
     m_log->info("IKE SA #{} ({}): {} -> {}", sa.id, peer(sa).name, state_name(sa.state), state_name(to));
+    if (!sa.initiator && sa.state == SaState::Connecting) --m_half_open;
+    if (!sa.initiator && to == SaState::Connecting) ++m_half_open;
     sa.state = to;
 }
 
@@ -149,6 +180,7 @@ void EngineImpl::remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, con
         if (!st.ok()) m_log->warn("Child SA {:08x}: backend remove failed: {}", spi_in, st.error().to_string());
     }
     if (notify_event) event(sa, Event::Kind::ChildSaDown, 0, it->name + " " + why);
+    m_child_spis.erase(spi_in);
     sa.children.erase(it);
 }
 
@@ -182,12 +214,7 @@ ChildSa* EngineImpl::child_by_out(IkeSa& sa, uint32_t spi_out) {
     return nullptr;
 }
 
-size_t EngineImpl::half_open_count() const {
-    size_t n = 0;
-    for (const auto& [id, sa] : m_sas)
-        if (!sa->initiator && sa->state == SaState::Connecting) ++n;
-    return n;
-}
+size_t EngineImpl::half_open_count() const { return m_half_open; }
 
 // ---------------------------------------------------------------- sending
 
@@ -693,8 +720,14 @@ void EngineImpl::tick(Millis now) {
         }
     }
     // Reap destroyed SAs.
-    for (auto it = m_sas.begin(); it != m_sas.end();)
-        it = it->second->state == SaState::Destroyed ? m_sas.erase(it) : std::next(it);
+    for (auto it = m_sas.begin(); it != m_sas.end();) {
+        if (it->second->state != SaState::Destroyed) {
+            ++it;
+            continue;
+        }
+        reap(*it->second);
+        it = m_sas.erase(it);
+    }
 }
 
 std::optional<Millis> EngineImpl::next_deadline() const {
@@ -734,6 +767,7 @@ Status EngineImpl::initiate(const std::string& name, Millis now) {
             return Error(ErrorDomain::Config, 0, "peer " + name + " has no IKE proposal");
         IkeSa& sa = new_sa(i, true, now);
         sa.spi_i = new_ike_spi();
+        index_spi(sa);
         transition(sa, SaState::Connecting);
         queue_exchange(sa, make_ike_init_exchange(), now);
         return {};

@@ -8,6 +8,8 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 #include <x2sec/common/log.hpp>
 #include <x2sec/ikev2/engine.hpp>
@@ -134,6 +136,9 @@ struct IkeSa {
     IkeRekeyState rekey;
     uint64_t rekeyed_from = 0;   // the old IKE SA this one replaced
     bool children_moved = false; // for a responder-created rekeyed SA
+    // Responder: the peer configs whose addresses (and ports) matched the IKE_SA_INIT, best
+    // first; IKE_AUTH re-selects peer_idx among them by IDi / IDr.
+    std::vector<size_t> candidates;
 };
 
 class EngineImpl {
@@ -166,6 +171,13 @@ public:
     std::function<void(const ChildSaParams&)> m_on_child_keys;
 
     std::map<uint64_t, std::unique_ptr<IkeSa>> m_sas;  // by id
+    // Indexes kept consistent with m_sas (entries go when the SA is reaped in tick()):
+    // our SPI -> id; responder SAs from IKE_SA_INIT by (SPIi, remote address) -> id; inbound
+    // Child SA SPIs handed out; the number of half-open responder SAs (state Connecting).
+    std::unordered_map<uint64_t, uint64_t> m_by_spi;
+    std::unordered_map<std::string, uint64_t> m_by_init;
+    std::unordered_set<uint32_t> m_child_spis;
+    size_t m_half_open = 0;
     uint64_t m_next_id = 1;
     uint32_t m_next_reqid = 1;
     std::mutex m_expired_mutex;
@@ -179,6 +191,10 @@ public:
     const PeerConfig& peer(const IkeSa& sa) const { return m_config.peers[sa.peer_idx]; }
     IkeSa* find_sa(uint64_t id);
     IkeSa* find_by_spi(uint64_t my_spi);
+    void index_spi(IkeSa& sa);  // after our SPI (spi_i as initiator, spi_r as responder) is set
+    static std::string init_key(uint64_t spi_i, const IpAddress& remote);
+    IkeSa* find_by_init(uint64_t spi_i, const IpAddress& remote);
+    void reap(IkeSa& sa);  // drop the index entries of a destroyed SA about to be erased
     IkeSa& new_sa(size_t peer_idx, bool initiator, Millis now);
     void transition(IkeSa& sa, SaState to);
     void event(const IkeSa& sa, Event::Kind k, int code = 0, std::string detail = "");
@@ -204,6 +220,8 @@ public:
     void fail_outstanding(IkeSa& sa, Millis now, const std::string& why);
 
     // responder handlers
+    // IKE_AUTH responder: re-select sa.peer_idx among sa.candidates by IDi (and IDr).
+    Status select_peer(IkeSa& sa, const std::vector<wire::Payload>& pl);
     void respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<wire::Payload>& pl, Millis now);
     void respond_create_child(IkeSa& sa, uint32_t mid, const std::vector<wire::Payload>& pl, Millis now);
     void respond_informational(IkeSa& sa, uint32_t mid, const std::vector<wire::Payload>& pl, Millis now);

@@ -48,26 +48,6 @@ Result<IkeKeys> derive_ike_keys(const IkeAlgorithms& algs, BytesView seed, Bytes
     return k;
 }
 
-size_t esp_encr_key_size(EspCipher c) {
-    switch (c) {
-        case EspCipher::AesGcm16_128: return 16 + 4;
-        case EspCipher::AesGcm16_256: return 32 + 4;
-        case EspCipher::AesCbc128_HmacSha256_128: return 16;
-        case EspCipher::AesCbc256_HmacSha256_128: return 32;
-    }
-    return 0;
-}
-
-size_t esp_integ_key_size(EspCipher c) {
-    switch (c) {
-        case EspCipher::AesGcm16_128:
-        case EspCipher::AesGcm16_256: return 0;
-        case EspCipher::AesCbc128_HmacSha256_128:
-        case EspCipher::AesCbc256_HmacSha256_128: return 32;
-    }
-    return 0;
-}
-
 Result<ChildKeys> derive_child_keys(const crypto::Prf& prf, BytesView sk_d, EspCipher cipher,
                                     std::optional<BytesView> g_ir, BytesView ni, BytesView nr) {
     SecureBytes seed;

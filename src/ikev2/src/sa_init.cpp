@@ -1,5 +1,7 @@
 // IKE_SA_INIT: responder side (cookies, proposal selection, INVALID_KE_PAYLOAD), the
 // initiator's handling of COOKIE / INVALID_KE_PAYLOAD answers, NAT detection, key derivation.
+#include <algorithm>
+
 #include "engine_internal.hpp"
 
 namespace x2sec::ike {
@@ -143,8 +145,7 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         return;
     }
     // A retransmitted request gets the cached response.
-    for (auto& [id, sa] : m_sas) {
-        if (sa->initiator || sa->spi_i != h.spi_i || sa->remote.addr != d.remote.addr) continue;
+    if (IkeSa* sa = find_by_init(h.spi_i, d.remote.addr)) {
         if (sa->init_req == d.data && !sa->init_resp.empty()) {
             count("retransmit");
             m_log->info("IKE SA #{}: retransmitted IKE_SA_INIT from {}, resending response", sa->id, d.remote.to_string());
@@ -161,11 +162,31 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         send_unprotected_notify(d, h, notify::InvalidSyntax, {});
         return;
     }
+    // Candidate peer configs: those whose addresses match, best first — matching ports (port 0
+    // or the NAT-T port also match; a NAT may change the source port, so a port mismatch only
+    // ranks lower), then specific addresses before wildcards, then configuration order.
+    // IKE_AUTH re-selects among them by identity (select_peer).
+    std::vector<size_t> candidates;
+    {
+        std::vector<std::pair<int, size_t>> ranked;
+        for (size_t i = 0; i < m_config.peers.size(); ++i) {
+            const auto& p = m_config.peers[i];
+            if (!addr_matches(p.remote_addr, d.remote.addr) || !addr_matches(p.local_addr, d.local.addr)) continue;
+            auto port_ok = [](uint16_t actual, uint16_t port, uint16_t natt) {
+                return port == 0 || actual == port || actual == natt;
+            };
+            int score = 0;
+            if (port_ok(d.remote.port, p.remote_port, p.remote_natt_port)) score += 8;
+            if (port_ok(d.local.port, p.local_port, p.local_natt_port)) score += 4;
+            if (!addr_matches(p.remote_addr, IpAddress{}) || !addr_matches(p.remote_addr, IpAddress{true, {}})) score += 2;
+            if (!addr_matches(p.local_addr, IpAddress{}) || !addr_matches(p.local_addr, IpAddress{true, {}})) score += 1;
+            ranked.emplace_back(-score, i);
+        }
+        std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (const auto& [score, i] : ranked) candidates.push_back(i);
+    }
     std::optional<size_t> idx;
-    for (size_t i = 0; i < m_config.peers.size() && !idx; ++i)
-        if (addr_matches(m_config.peers[i].remote_addr, d.remote.addr) &&
-            addr_matches(m_config.peers[i].local_addr, d.local.addr))
-            idx = i;
+    if (!candidates.empty()) idx = candidates.front();
     if (!idx) {
         drop(d, "no_peer_config", "no peer configured for " + d.remote.to_string());
         send_unprotected_notify(d, h, notify::NoProposalChosen, {});
@@ -209,6 +230,9 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             sa.spi_r = new_ike_spi();
             sa.local = d.local;
             sa.remote = d.remote;
+            index_spi(sa);
+            m_by_init[init_key(sa.spi_i, sa.remote.addr)] = sa.id;
+            sa.candidates = candidates;
             sa.natt_port = d.non_esp_marker;
             sa.algs = *algs;
             sa.ni = nonce->data;

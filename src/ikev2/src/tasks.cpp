@@ -579,6 +579,7 @@ struct IkeRekeyTask final : Task {
         IkeSa& ns = e.new_sa(sa.peer_idx, true, now);
         ns.spi_i = sa.rekey.new_spi;
         ns.spi_r = read_spi8(spi);
+        e.index_spi(ns);
         ns.algs = *algs;
         ns.ni = sa.rekey.ni;
         ns.nr = nonce->as<NoncePayload>()->data;
@@ -764,9 +765,54 @@ void EngineImpl::finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now) {
 
 // ---------------------------------------------------------------- responders
 
+// Like strongSwan: among the configs whose addresses matched the IKE_SA_INIT, the one whose
+// remote_id is the peer's IDi (an unset remote_id matches any IDi, ranking below an exact
+// match), preferring a local_id equal to the IDr the initiator sent, then the IKE_SA_INIT order.
+Status EngineImpl::select_peer(IkeSa& sa, const std::vector<Payload>& pl) {
+    if (sa.candidates.empty()) return {};  // not from IKE_SA_INIT (cannot happen): keep peer_idx
+    const Payload* idi_p = find_payload(pl, PayloadType::IDi);
+    if (!idi_p) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other), "no IDi payload");
+    Identity idi = identity_of(*idi_p->as<IdPayload>());
+    std::optional<Identity> idr;
+    if (const Payload* idr_p = find_payload(pl, PayloadType::IDr)) idr = identity_of(*idr_p->as<IdPayload>());
+    std::optional<size_t> best;
+    int best_rank = 0;
+    std::string names;
+    for (size_t i : sa.candidates) {
+        const auto& c = m_config.peers[i];
+        names += (names.empty() ? "" : ", ") + c.name;
+        int rank = 0;
+        if (c.remote_id) {
+            if (!(*c.remote_id == idi)) continue;
+        } else {
+            rank += 2;
+        }
+        if (idr && !(c.local_id == *idr)) rank += 1;
+        if (!best || rank < best_rank) {
+            best = i;
+            best_rank = rank;
+        }
+    }
+    if (!best) {
+        sa.remote_id_text = idi.to_string();
+        m_counters.inc("ike.auth.no_peer_config");
+        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::IdMismatch),
+                     "no peer config for identity " + idi.to_string() + " from " + sa.remote.to_string() +
+                         " (candidates: " + names + ")");
+    }
+    if (*best != sa.peer_idx) {
+        m_log->info("IKE SA #{}: peer config {} selected for {} (was {})", sa.id, m_config.peers[*best].name,
+                    idi.to_string(), peer(sa).name);
+        sa.peer_idx = *best;
+        sa.local_id_text = peer(sa).local_id.to_string();
+    }
+    return {};
+}
+
 void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Payload>& pl, Millis now) {
+    auto st = select_peer(sa, pl);
     const auto& p = peer(sa);
-    auto st = verify_auth(sa, pl, true);
+    if (st.ok()) st = verify_auth(sa, pl, true);
     if (!st.ok()) {
         m_counters.inc("ike.auth.failed");
         m_log->warn("IKE SA #{} ({}): authentication of {} failed: {}", sa.id, p.name, sa.remote.to_string(),
@@ -890,6 +936,7 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         IkeSa& ns = new_sa(sa.peer_idx, false, now);
         ns.spi_i = their_spi;
         ns.spi_r = new_ike_spi();
+        index_spi(ns);
         ns.algs = *algs;
         ns.ni = ni_p->data;
         ns.nr = make_nonce();

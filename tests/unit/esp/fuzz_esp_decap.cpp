@@ -34,7 +34,7 @@ struct Harness {
             p.remote_addr = IpAddress::v4(192, 0, 2, 2);
             p.ts_local = {TrafficSelector::from_prefix(IpAddress::v4(198, 51, 100, 0), 24)};
             p.ts_remote = {TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 0), 24)};
-            size_t ek = enc_key_len(p.cipher), ik = integ_key_len(p.cipher);
+            size_t ek = esp_encr_key_size(p.cipher), ik = esp_integ_key_size(p.cipher);
             p.keys_in.enc_key = SecureBytes(Bytes(ek, uint8_t(i)));
             p.keys_in.integ_key = SecureBytes(Bytes(ik, uint8_t(i + 1)));
             p.keys_out = p.keys_in;

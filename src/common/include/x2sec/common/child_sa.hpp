@@ -53,6 +53,11 @@ enum class EspCipher : uint8_t {
     AesCbc256_HmacSha256_128,
 };
 const char* to_string(EspCipher c);
+// KEYMAT layout per direction (RFC 7296 2.17, RFC 4106 8.1): encryption key octets (GCM: key +
+// 4-octet salt) and integrity key octets (0 for GCM).  The IKE engine takes these from KEYMAT
+// and the ESP data plane checks them; one definition serves both.
+size_t esp_encr_key_size(EspCipher c);
+size_t esp_integ_key_size(EspCipher c);
 
 enum class IpsecMode : uint8_t { Tunnel, Transport };
 

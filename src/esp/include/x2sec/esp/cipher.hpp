@@ -66,8 +66,6 @@ private:
     OSSL_PARAM* m_open_param = nullptr;   // decrypt: "tlsivinv" + "tag" in one call
 };
 
-// Key lengths (enc_key includes the 4-octet salt for GCM).
-size_t enc_key_len(EspCipher c);
-size_t integ_key_len(EspCipher c);
+// Key lengths: x2sec::esp_encr_key_size / esp_integ_key_size (common/child_sa.hpp).
 
 }  // namespace x2sec::esp

@@ -31,8 +31,7 @@ SecureBytes rekey_skeyseed(const crypto::Prf& old_prf, BytesView sk_d_old, Bytes
 Result<IkeKeys> derive_ike_keys(const IkeAlgorithms& algs, BytesView skeyseed, BytesView ni, BytesView nr,
                                 uint64_t spi_i, uint64_t spi_r);
 
-size_t esp_encr_key_size(EspCipher c);   // GCM: key + 4-octet salt
-size_t esp_integ_key_size(EspCipher c);  // 0 for GCM
+// ESP key sizes: x2sec::esp_encr_key_size / esp_integ_key_size (common/child_sa.hpp).
 // KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr): initiator->responder keys first (encryption
 // then integrity), then responder->initiator.  "initiator" is the exchange's initiator.
 struct ChildKeys {
