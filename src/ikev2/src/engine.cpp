@@ -477,13 +477,10 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
     size_t aad_len = kHeaderSize + (m.payloads.back().type == PayloadType::SKF ? 8 : kGenericHeaderSize);
     BytesView aad(d.data.data(), aad_len);
     std::vector<Payload> inner;
-    if (auto* sk = m.payloads.back().as<SkPayload>()) {
-        auto pt = sa->cipher_in->open(aad, sk->data);
-        if (!pt.ok()) {
-            drop(d, "integrity_check_failed", pt.error().detail());
-            return;
-        }
-        auto chain = decode_chain(*pt, sk->inner_next);
+    // Decodes the decrypted inner payload chain; on failure drops the message, counts it and
+    // answers a request with INVALID_SYNTAX or UNSUPPORTED_CRITICAL_PAYLOAD.
+    auto decode_inner = [&](BytesView plain, uint8_t first_next) -> bool {
+        auto chain = decode_chain(plain, first_next);
         if (!chain.ok()) {
             auto& e = chain.error();
             bool critical = e.code() == notify::UnsupportedCriticalPayload;
@@ -495,9 +492,18 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
                                     critical ? notify::UnsupportedCriticalPayload : notify::InvalidSyntax,
                                     critical && t ? Bytes{*t} : Bytes{});
             }
-            return;
+            return false;
         }
         inner = std::move(chain).value();
+        return true;
+    };
+    if (auto* sk = m.payloads.back().as<SkPayload>()) {
+        auto pt = sa->cipher_in->open(aad, sk->data);
+        if (!pt.ok()) {
+            drop(d, "integrity_check_failed", pt.error().detail());
+            return;
+        }
+        if (!decode_inner(*pt, sk->inner_next)) return;
     } else {
         auto* skf = m.payloads.back().as<SkfPayload>();
         auto pt = sa->cipher_in->open(aad, skf->data);
@@ -543,21 +549,7 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
         uint8_t first = r.first_next;
         r.reset();
         m_counters.inc("ike.rx.reassembled");
-        auto chain = decode_chain(whole, first);
-        if (!chain.ok()) {
-            auto& e = chain.error();
-            bool critical = e.code() == notify::UnsupportedCriticalPayload;
-            drop(d, critical ? "unsupported_critical_payload" : "invalid_syntax", e.detail());
-            if (!response) {
-                sa->peer_mid++;
-                auto t = critical_payload_type(e);
-                send_error_response(*sa, h.exchange, h.message_id,
-                                    critical ? notify::UnsupportedCriticalPayload : notify::InvalidSyntax,
-                                    critical && t ? Bytes{*t} : Bytes{});
-            }
-            return;
-        }
-        inner = std::move(chain).value();
+        if (!decode_inner(whole, first)) return;
     }
     // Authenticated: track liveness and NAT mapping changes.
     sa->last_rx = now;
