@@ -120,7 +120,7 @@ struct IkeSa {
     bool peer_frag = false;
     bool peer_sent_hashes = false;
     std::vector<uint16_t> peer_hashes;
-    std::vector<Bytes> peer_certreq;
+    std::vector<Bytes> peer_certreq;  // SHA-1 SPKI hashes from the peer's CERTREQs, no duplicates
 
     uint32_t my_mid = 0;    // Message ID of our next request
     uint32_t peer_mid = 0;  // Message ID of the peer's next request
@@ -246,6 +246,11 @@ public:
     void rotate_cookie_secret(Millis now);
     size_t half_open_count() const;
     void schedule_rekeys(IkeSa& sa, Millis now);
+    // Records the hashes of the CERTREQ payloads in `pl` and raises Event::PeerCertReq (when
+    // there is at least one CERTREQ payload).
+    void note_certreq(IkeSa& sa, const std::vector<wire::Payload>& pl);
+    // sa.peer_certreq mapped to our trust anchors (the SA's config's store first).
+    std::vector<CertReqAnchor> map_certreq(const IkeSa& sa) const;
     void finish_ike_rekey(IkeSa& old_sa, IkeSa& new_sa, Millis now);
 };
 

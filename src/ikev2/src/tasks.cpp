@@ -254,9 +254,7 @@ struct IkeInitTask final : Task {
             for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
                 sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
         }
-        for (const auto& x : in)
-            if (auto* cr = x.as<CertReqPayload>())
-                for (auto& hsh : cr->hashes()) sa.peer_certreq.push_back(hsh);
+        e.note_certreq(sa, in);
         e.process_natd(sa, in, sa.local, sa.remote);
         auto st = e.derive_ike(sa, *g_ir, nullptr, nullptr);
         if (!st.ok()) return fail("key derivation failed: " + st.error().detail());
@@ -628,6 +626,7 @@ struct IkeRekeyTask final : Task {
         to.remote_auth_desc = from.remote_auth_desc;
         to.peer_cert_subject = from.peer_cert_subject;
         to.peer_cert_anchor = from.peer_cert_anchor;
+        to.peer_certreq = from.peer_certreq;
     }
 };
 
@@ -812,6 +811,8 @@ Status EngineImpl::select_peer(IkeSa& sa, const std::vector<Payload>& pl) {
 void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Payload>& pl, Millis now) {
     auto st = select_peer(sa, pl);
     const auto& p = peer(sa);
+    // Before authentication, so the node agent learns the CAs even when authentication fails.
+    note_certreq(sa, pl);
     if (st.ok()) st = verify_auth(sa, pl, true);
     if (!st.ok()) {
         m_counters.inc("ike.auth.failed");
@@ -822,9 +823,6 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
         destroy(sa, now, true, "authentication failed");
         return;
     }
-    for (const auto& x : pl)
-        if (auto* cr = x.as<CertReqPayload>())
-            for (auto& h : cr->hashes()) sa.peer_certreq.push_back(h);
     std::vector<Payload> out;
     out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
     if (p.local_auth == AuthMethod::Certificate)
@@ -955,6 +953,7 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         ns.remote_auth_desc = sa.remote_auth_desc;
         ns.peer_cert_subject = sa.peer_cert_subject;
         ns.peer_cert_anchor = sa.peer_cert_anchor;
+        ns.peer_certreq = sa.peer_certreq;
         ns.rekeyed_from = sa.id;
         auto st = derive_ike(ns, *g_ir, &sa.sk_d, &*sa.prf);
         if (!st.ok()) {
