@@ -139,6 +139,10 @@ struct IkeSa {
     // Responder: the peer configs whose addresses (and ports) matched the IKE_SA_INIT, best
     // first; IKE_AUTH re-selects peer_idx among them by IDi / IDr.
     std::vector<size_t> candidates;
+    // INVALID_MESSAGE_ID notifies (RFC 7296 2.3): when we last sent one, and whether one is
+    // queued or outstanding (at most one at a time).
+    std::optional<Millis> invalid_mid_notified_at;
+    bool invalid_mid_pending = false;
 };
 
 class EngineImpl {
@@ -217,6 +221,9 @@ public:
     void process_request(IkeSa& sa, const Datagram& d, const wire::Header& h, const std::vector<wire::Payload>& pl,
                          Millis now);
     void process_response(IkeSa& sa, const wire::Header& h, const std::vector<wire::Payload>& pl, Millis now);
+    // A request whose Message ID is neither the expected one nor the cached retransmission:
+    // answered with INVALID_MESSAGE_ID (in a new INFORMATIONAL request, rate limited) or dropped.
+    void out_of_window_request(IkeSa& sa, const Datagram& d, const wire::Message& m, Millis now);
     void fail_outstanding(IkeSa& sa, Millis now, const std::string& why);
 
     // responder handlers
@@ -263,6 +270,7 @@ Exchange make_rekey_ike_exchange();
 Exchange make_delete_child_exchange(std::vector<uint32_t> spis_in);
 Exchange make_delete_ike_exchange();
 Exchange make_dpd_exchange();
+Exchange make_invalid_mid_exchange(uint32_t bad_mid);
 Exchange make_auth_failed_notify_exchange();
 
 // Proposal helpers (proposals.cpp).

@@ -683,6 +683,25 @@ struct DpdTask final : Task {
     Status process(EngineImpl&, IkeSa&, const std::vector<Payload>&, Millis) override { return {}; }
 };
 
+// RFC 7296 2.3 / 3.10.1: an INVALID_MESSAGE_ID notify goes in a new INFORMATIONAL request of
+// ours (never in a response: the invalid request is not acknowledged), with the offending
+// four-octet Message ID as notification data.
+struct InvalidMidNotifyTask final : Task {
+    uint32_t bad_mid = 0;
+    const char* name() const override { return "invalid_message_id"; }
+    Status build(EngineImpl&, IkeSa&, std::vector<Payload>& out, Millis) override {
+        Bytes data{static_cast<uint8_t>(bad_mid >> 24), static_cast<uint8_t>(bad_mid >> 16),
+                   static_cast<uint8_t>(bad_mid >> 8), static_cast<uint8_t>(bad_mid)};
+        out.push_back({PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify::InvalidMessageId, data}});
+        return {};
+    }
+    Status process(EngineImpl&, IkeSa& sa, const std::vector<Payload>&, Millis) override {
+        sa.invalid_mid_pending = false;
+        return {};
+    }
+    void abort(EngineImpl&, IkeSa& sa, Millis) override { sa.invalid_mid_pending = false; }
+};
+
 }  // namespace
 
 Exchange make_ike_init_exchange() {
@@ -743,6 +762,15 @@ Exchange make_delete_ike_exchange() {
     Exchange ex;
     ex.type = ExchangeType::Informational;
     ex.tasks.push_back(std::make_unique<DeleteIkeTask>());
+    return ex;
+}
+
+Exchange make_invalid_mid_exchange(uint32_t bad_mid) {
+    Exchange ex;
+    ex.type = ExchangeType::Informational;
+    auto t = std::make_unique<InvalidMidNotifyTask>();
+    t->bad_mid = bad_mid;
+    ex.tasks.push_back(std::move(t));
     return ex;
 }
 

@@ -117,6 +117,10 @@ struct EngineConfig {
     std::function<int64_t()> unix_time;
     Millis cookie_secret_lifetime_ms = 120000;  // the COOKIE secret rotates (the old one stays valid once)
     unsigned max_fragments = 64;                // RFC 7383 reassembly limits
+    // RFC 7296 2.3: an authenticated request ahead of the Message ID window on an established
+    // IKE SA is answered with an INVALID_MESSAGE_ID notify (in a new INFORMATIONAL request), at
+    // most once per IKE SA per this interval; 0 = never answer (drop only).
+    Millis invalid_mid_notify_interval_ms = 1000;
 };
 
 // ---------------------------------------------------------------- I/O types
