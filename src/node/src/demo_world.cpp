@@ -44,7 +44,10 @@ using glue::IkeSide;
 using glue::peer_config;
 #endif
 
+}  // namespace
+
 #ifdef X2SEC_HAVE_CMP
+namespace detail {
 Result<pki::X509Ptr> pem_to_x509(const std::string& pem) {
     pki::BioPtr b(BIO_new_mem_buf(pem.data(), int(pem.size())));
     X509* x = PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr);
@@ -102,9 +105,10 @@ Result<Bytes> http_post_cmp(const std::string& url, BytesView body, size_t& wire
         return Error(ErrorDomain::Cmp, -1, "RA/CA answered " + text.substr(0, text.find("\r\n")));
     return Bytes(resp.begin() + long(hdr_end + 4), resp.end());
 }
+}  // namespace detail
+using detail::http_post_cmp;
+using detail::pem_to_x509;
 #endif
-
-}  // namespace
 
 // ------------------------------------------------------------------ module glue
 struct World::Impl {
