@@ -118,7 +118,6 @@ struct World::Impl {
         std::unique_ptr<ike::Engine> engine;
         std::vector<ike::Event> events;
         uint16_t ike_port = 0, natt_port = 0;
-        std::map<std::string, ike::PeerConfig> peers;
     };
     std::map<std::string, Node> nodes;  // henbs and "segw"
     std::map<uint16_t, std::string> owner;
@@ -168,19 +167,13 @@ struct World::Impl {
         return false;
     }
 
-    // The engine's responder picks the first peer configuration whose addresses match the
-    // IKE_SA_INIT (it does not look at ports or at IDi).  Every node here is 127.0.0.1, so
-    // before an exchange the harness "parks" the node's other peer configurations on an
-    // address that never sends (192.0.2.255, documentation range) so exactly one matches.
+    // Installs (or replaces) a node's configuration for one peer.  Every node here is
+    // 127.0.0.1; the responder keeps every matching configuration as a candidate at
+    // IKE_SA_INIT and picks the one whose remote_id is the initiator's IDi at IKE_AUTH
+    // (tests/exchange/test_ikev2_peer_select), so the other peers' configurations stay as
+    // they are.
     Status activate(const std::string& node, const ike::PeerConfig& active) {
-        auto& n = nodes[node];
-        n.peers[active.name] = active;
-        for (auto& [name, pc] : n.peers) {
-            ike::PeerConfig c = pc;
-            if (name != active.name) c.remote_addr = IpAddress::v4(192, 0, 2, 255);
-            X2SEC_TRY_STATUS(n.engine->update_peer(c));
-        }
-        return {};
+        return nodes[node].engine->update_peer(active);
     }
 
     static bool has(const std::vector<ike::Event>& ev, const std::string& peer, ike::Event::Kind k) {
