@@ -266,3 +266,134 @@ TEST(IkeCerts, UpdatePeerReplacesCredentials) {
     EXPECT_TRUE(p.connect());
     EXPECT_EQ(p.b.engine->list_sas()[0].peer_cert_anchor, "operator");
 }
+
+// ---------------------------------------------------------------- CERTREQ anchors (RFC 7296 3.7)
+
+namespace {
+Bytes spki_sha1_of(const TestCa& ca) {
+    x509::TrustStore t;
+    t.add_anchor(ca.certificate(), "x");
+    return t.anchor_spki_sha1s().at(0);
+}
+const Event* certreq_event(const Node& n) { return n.find(Event::Kind::PeerCertReq); }
+}  // namespace
+
+// Both ends see the other's CERTREQ as an event and on the SA, each hash mapped to the label
+// of its own anchor with that key, or left unknown.
+TEST(IkeCertReq, AnchorsMappedToLabelsBothWays) {
+    const auto& k = pki_fixture();
+    TestCa root_c = make_root("Vendor C");
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    auto b_store = std::make_shared<x509::TrustStore>();  // b trusts vendor A and vendor C
+    b_store->add_anchor(k.root_a.certificate(), "vendor-a");
+    b_store->add_anchor(root_c.certificate(), "vendor-c");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {k.inter_a.certificate()}, k.both());  // a trusts vendor A and vendor B
+    use_cert(pb, lb, {}, b_store);
+    Pair p(pa, pb);
+    ASSERT_TRUE(p.connect()) << (p.b.find(Event::Kind::AuthFailed) ? p.b.find(Event::Kind::AuthFailed)->detail : "");
+
+    // a (initiator) got b's CERTREQ in the IKE_SA_INIT response: vendor-a (known), vendor C (not ours).
+    const Event* ea = certreq_event(p.a);
+    ASSERT_NE(ea, nullptr);
+    EXPECT_EQ(p.a.count(Event::Kind::PeerCertReq), 1u);
+    ASSERT_EQ(ea->certreq.size(), 2u);
+    EXPECT_EQ(ea->certreq[0].spki_sha1, spki_sha1_of(k.root_a));
+    EXPECT_EQ(ea->certreq[0].label, "vendor-a");
+    EXPECT_NE(ea->certreq[0].subject.find("Vendor A Root CA"), std::string::npos);
+    EXPECT_TRUE(ea->certreq[0].known());
+    EXPECT_EQ(ea->certreq[1].spki_sha1, spki_sha1_of(root_c));
+    EXPECT_FALSE(ea->certreq[1].known());
+    EXPECT_TRUE(ea->certreq[1].subject.empty());
+    EXPECT_NE(ea->detail.find("vendor-a"), std::string::npos);
+    EXPECT_NE(ea->detail.find("unknown(" + to_hex(spki_sha1_of(root_c)) + ")"), std::string::npos);
+
+    // b (responder) got a's CERTREQ in IKE_AUTH: vendor A (known as vendor-a), vendor B (not b's).
+    const Event* eb = certreq_event(p.b);
+    ASSERT_NE(eb, nullptr);
+    ASSERT_EQ(eb->certreq.size(), 2u);
+    EXPECT_EQ(eb->certreq[0].label, "vendor-a");
+    EXPECT_EQ(eb->certreq[1].spki_sha1, spki_sha1_of(k.root_b));
+    EXPECT_FALSE(eb->certreq[1].known());
+
+    // The same on the established SAs.
+    auto ia = p.a.engine->list_sas().at(0), ib = p.b.engine->list_sas().at(0);
+    ASSERT_EQ(ia.peer_certreq.size(), 2u);
+    EXPECT_EQ(ia.peer_certreq[0].label, "vendor-a");
+    EXPECT_FALSE(ia.peer_certreq[1].known());
+    ASSERT_EQ(ib.peer_certreq.size(), 2u);
+    EXPECT_EQ(ib.peer_certreq[1].spki_sha1, spki_sha1_of(k.root_b));
+
+    // Kept across an IKE rekey.
+    ASSERT_TRUE(p.a.engine->rekey_ike(ia.id, p.clock.now()).ok());
+    p.pump();
+    auto after = p.a.engine->list_sas();
+    ASSERT_EQ(after.size(), 1u);
+    EXPECT_NE(after[0].id, ia.id);
+    ASSERT_EQ(after[0].peer_certreq.size(), 2u);
+    EXPECT_EQ(after[0].peer_certreq[0].label, "vendor-a");
+}
+
+// What the node agent needs when the direct interface fails: the responder asked only for a
+// CA the initiator does not have, the initiator's vendor chain is rejected, yet the initiator
+// learnt the responder's anchors (a hash of another peer config's anchor is mapped to its label).
+TEST(IkeCertReq, ReportedEvenWhenAuthenticationFails) {
+    const auto& k = pki_fixture();
+    TestCa op = make_root("Operator");
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    Leaf lb = make_leaf(op, "b.henb.example");
+    auto op_only = std::make_shared<x509::TrustStore>();
+    op_only->add_anchor(op.certificate(), "operator");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {k.inter_a.certificate()}, k.both());  // a: vendor roots only for this peer
+    use_cert(pb, lb, {}, op_only);                          // b: operator root only
+    EngineConfig ca, cb;
+    ca.peers = {pa};
+    auto segw = base_peer(true);  // a's other peer (e.g. the SeGW) knows the operator root
+    segw.name = "segw";
+    segw.remote_addr = IpAddress::v4(198, 51, 100, 9);
+    use_cert(segw, la, {k.inter_a.certificate()}, op_only);
+    ca.peers.push_back(segw);
+    cb.peers = {pb};
+    Pair p(ca, cb, 1);
+    EXPECT_FALSE(p.connect());
+    auto* f = p.b.find(Event::Kind::AuthFailed);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::UntrustedCa));
+    const Event* ea = certreq_event(p.a);
+    ASSERT_NE(ea, nullptr);
+    EXPECT_EQ(ea->peer, "to-b");
+    ASSERT_EQ(ea->certreq.size(), 1u);
+    EXPECT_EQ(ea->certreq[0].spki_sha1, spki_sha1_of(op));
+    EXPECT_EQ(ea->certreq[0].label, "operator");
+    // b saw a's CERTREQ before rejecting a's chain.
+    const Event* eb = certreq_event(p.b);
+    ASSERT_NE(eb, nullptr);
+    ASSERT_EQ(eb->certreq.size(), 2u);
+    EXPECT_FALSE(eb->certreq[0].known());
+    EXPECT_FALSE(eb->certreq[1].known());
+}
+
+TEST(IkeCertReq, NoneWithPskOrWhenDisabled) {
+    {
+        Pair p(base_peer(true), base_peer(false));
+        ASSERT_TRUE(p.connect());
+        EXPECT_EQ(certreq_event(p.a), nullptr);
+        EXPECT_EQ(certreq_event(p.b), nullptr);
+        EXPECT_TRUE(p.a.engine->list_sas().at(0).peer_certreq.empty());
+    }
+    const auto& k = pki_fixture();
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
+    use_cert(pb, lb, {}, k.both());
+    pb.send_certreq = false;
+    Pair p(pa, pb);
+    ASSERT_TRUE(p.connect());
+    EXPECT_EQ(certreq_event(p.a), nullptr);  // b sent none
+    ASSERT_NE(certreq_event(p.b), nullptr);  // a did
+    EXPECT_EQ(certreq_event(p.b)->certreq.size(), 2u);
+    EXPECT_TRUE(p.a.engine->list_sas().at(0).peer_certreq.empty());
+}

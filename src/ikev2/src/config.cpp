@@ -413,6 +413,7 @@ const char* to_string(Event::Kind k) {
         case Event::Kind::PeerNotify: return "PEER_NOTIFY";
         case Event::Kind::PeerDead: return "PEER_DEAD";
         case Event::Kind::NegotiationFailed: return "NEGOTIATION_FAILED";
+        case Event::Kind::PeerCertReq: return "PEER_CERTREQ";
     }
     return "?";
 }

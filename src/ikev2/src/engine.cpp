@@ -464,8 +464,7 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
             return;
         }
         if (h.message_id != sa->peer_mid) {
-            drop(d, "invalid_message_id", "request #" + std::to_string(h.message_id) + " outside the window (expected #" +
-                                              std::to_string(sa->peer_mid) + ")");
+            out_of_window_request(*sa, d, m, now);
             return;
         }
     } else if (!sa->outstanding || sa->outstanding->mid != h.message_id ||
@@ -576,6 +575,56 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
     }
     if (!response) process_request(*sa, d, h, inner, now);
     else process_response(*sa, h, inner, now);
+}
+
+// RFC 7296 2.3 and 3.10.1: a request outside the window is never processed nor acknowledged.
+// Sending INVALID_MESSAGE_ID is optional and must be rate limited; it goes in a new
+// INFORMATIONAL request of ours.  To give no amplification to spoofed or replayed traffic it is
+// sent only when the IKE SA is established, the Message ID is ahead of the window (a peer whose
+// counter ran ahead; a lower one is a stale duplicate whose response the peer already had), the
+// request passes the integrity check, no such notify is pending and none was sent on this SA
+// within EngineConfig::invalid_mid_notify_interval_ms.  Everything else is dropped silently.
+// Each case is counted (ike.rx.invalid_message_id, plus ike.tx.invalid_message_id when
+// answered, ike.tx.invalid_message_id_suppressed when rate limited,
+// ike.rx.invalid_message_id_unauthenticated when the ICV failed) and logged with the peer.
+void EngineImpl::out_of_window_request(IkeSa& sa, const Datagram& d, const Message& m, Millis now) {
+    const Header& h = m.header;
+    count("invalid_message_id");
+    std::string what = fmt::format("{} request #{} outside the window (expected #{}) on IKE SA #{}",
+                                   to_string(h.exchange), h.message_id, sa.peer_mid, sa.id);
+    std::string silent;
+    bool established = sa.established_at != 0 && (sa.state == SaState::Established || sa.state == SaState::Rekeying);
+    if (!established) silent = "IKE SA not established";
+    else if (h.message_id < sa.peer_mid) silent = "behind the window (stale duplicate)";
+    else if (m_config.invalid_mid_notify_interval_ms <= 0) silent = "INVALID_MESSAGE_ID notifies disabled";
+    else if (sa.invalid_mid_pending) silent = "an INVALID_MESSAGE_ID notify is already pending";
+    else if (sa.invalid_mid_notified_at && now - *sa.invalid_mid_notified_at < m_config.invalid_mid_notify_interval_ms) {
+        silent = "INVALID_MESSAGE_ID rate limit";
+        m_counters.inc("ike.tx.invalid_message_id_suppressed");
+    } else if (m.payloads.size() != 1 ||
+               (m.payloads.back().type != PayloadType::SK && m.payloads.back().type != PayloadType::SKF)) {
+        silent = "no lone SK payload";
+    } else {
+        const Payload& p = m.payloads.back();
+        bool frag = p.type == PayloadType::SKF;
+        size_t aad_len = kHeaderSize + (frag ? 8 : kGenericHeaderSize);
+        const Bytes& sealed = frag ? p.as<SkfPayload>()->data : p.as<SkPayload>()->data;
+        auto pt = sa.cipher_in->open(BytesView(d.data.data(), aad_len), sealed);
+        if (!pt.ok()) {
+            count("invalid_message_id_unauthenticated");
+            silent = "integrity check failed (" + pt.error().detail() + ")";
+        }
+    }
+    if (!silent.empty()) {
+        m_log->warn("dropped message from {}: {}; not answered: {} (invalid_message_id)", d.remote.to_string(), what, silent);
+        return;
+    }
+    m_log->warn("message from {}: {}; answering INVALID_MESSAGE_ID in an INFORMATIONAL request (invalid_message_id)",
+                d.remote.to_string(), what);
+    m_counters.inc("ike.tx.invalid_message_id");
+    sa.invalid_mid_notified_at = now;
+    sa.invalid_mid_pending = true;
+    queue_exchange(sa, make_invalid_mid_exchange(h.message_id), now);
 }
 
 void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, const std::vector<Payload>& pl, Millis now) {
@@ -749,6 +798,59 @@ std::optional<Millis> EngineImpl::next_deadline() const {
     return best;
 }
 
+// ---------------------------------------------------------------- CERTREQ anchors
+
+void EngineImpl::note_certreq(IkeSa& sa, const std::vector<Payload>& pl) {
+    bool any = false;
+    for (const auto& x : pl)
+        if (auto* cr = x.as<CertReqPayload>()) {
+            any = true;
+            for (auto& h : cr->hashes())
+                if (std::find(sa.peer_certreq.begin(), sa.peer_certreq.end(), h) == sa.peer_certreq.end())
+                    sa.peer_certreq.push_back(std::move(h));
+        }
+    if (!any) return;
+    auto anchors = map_certreq(sa);
+    std::string detail = "peer asks for " + std::to_string(anchors.size()) + " CA(s):";
+    for (const auto& a : anchors)
+        detail += " " + (a.known() ? a.label : std::string("unknown")) + "(" + to_hex(a.spki_sha1) + ")";
+    Event e;
+    e.kind = Event::Kind::PeerCertReq;
+    e.peer = peer(sa).name;
+    e.ike_sa_id = sa.id;
+    e.detail = std::move(detail);
+    e.certreq = std::move(anchors);
+    m_log->info("IKE SA #{} ({}): CERTREQ from {}: {}", sa.id, e.peer, sa.remote.to_string(), e.detail);
+    m_events.push_back(std::move(e));
+}
+
+std::vector<CertReqAnchor> EngineImpl::map_certreq(const IkeSa& sa) const {
+    std::vector<CertReqAnchor> out;
+    if (sa.peer_certreq.empty()) return out;
+    out.reserve(sa.peer_certreq.size());
+    for (const auto& h : sa.peer_certreq) out.push_back(CertReqAnchor{h, {}, {}});
+    std::vector<const x509::TrustStore*> stores;
+    auto add = [&](const std::shared_ptr<const x509::TrustStore>& t) {
+        if (t && std::find(stores.begin(), stores.end(), t.get()) == stores.end()) stores.push_back(t.get());
+    };
+    add(peer(sa).trust);
+    for (const auto& p : m_config.peers) add(p.trust);
+    size_t unmatched = out.size();
+    for (const auto* t : stores) {
+        if (unmatched == 0) break;
+        auto hashes = t->anchor_spki_sha1s();
+        auto anchors = t->anchors();
+        for (size_t i = 0; i < hashes.size() && i < anchors.size(); ++i)
+            for (auto& a : out)
+                if (!a.known() && a.spki_sha1 == hashes[i]) {
+                    a.label = anchors[i].first.empty() ? anchors[i].second.subject() : anchors[i].first;
+                    a.subject = anchors[i].second.subject();
+                    --unmatched;
+                }
+    }
+    return out;
+}
+
 // ---------------------------------------------------------------- operations
 
 Status EngineImpl::initiate(const std::string& name, Millis now) {
@@ -881,6 +983,7 @@ std::vector<IkeSaInfo> EngineImpl::list_sas() const {
         i.established_at = sa->established_at;
         i.peer_cert_subject = sa->peer_cert_subject;
         i.peer_cert_anchor = sa->peer_cert_anchor;
+        i.peer_certreq = map_certreq(*sa);
         for (const auto& c : sa->children) {
             ChildSaInfo ci;
             ci.name = c.name;

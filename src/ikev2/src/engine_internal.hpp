@@ -120,7 +120,7 @@ struct IkeSa {
     bool peer_frag = false;
     bool peer_sent_hashes = false;
     std::vector<uint16_t> peer_hashes;
-    std::vector<Bytes> peer_certreq;
+    std::vector<Bytes> peer_certreq;  // SHA-1 SPKI hashes from the peer's CERTREQs, no duplicates
 
     uint32_t my_mid = 0;    // Message ID of our next request
     uint32_t peer_mid = 0;  // Message ID of the peer's next request
@@ -139,6 +139,10 @@ struct IkeSa {
     // Responder: the peer configs whose addresses (and ports) matched the IKE_SA_INIT, best
     // first; IKE_AUTH re-selects peer_idx among them by IDi / IDr.
     std::vector<size_t> candidates;
+    // INVALID_MESSAGE_ID notifies (RFC 7296 2.3): when we last sent one, and whether one is
+    // queued or outstanding (at most one at a time).
+    std::optional<Millis> invalid_mid_notified_at;
+    bool invalid_mid_pending = false;
 };
 
 class EngineImpl {
@@ -217,6 +221,9 @@ public:
     void process_request(IkeSa& sa, const Datagram& d, const wire::Header& h, const std::vector<wire::Payload>& pl,
                          Millis now);
     void process_response(IkeSa& sa, const wire::Header& h, const std::vector<wire::Payload>& pl, Millis now);
+    // A request whose Message ID is neither the expected one nor the cached retransmission:
+    // answered with INVALID_MESSAGE_ID (in a new INFORMATIONAL request, rate limited) or dropped.
+    void out_of_window_request(IkeSa& sa, const Datagram& d, const wire::Message& m, Millis now);
     void fail_outstanding(IkeSa& sa, Millis now, const std::string& why);
 
     // responder handlers
@@ -246,6 +253,11 @@ public:
     void rotate_cookie_secret(Millis now);
     size_t half_open_count() const;
     void schedule_rekeys(IkeSa& sa, Millis now);
+    // Records the hashes of the CERTREQ payloads in `pl` and raises Event::PeerCertReq (when
+    // there is at least one CERTREQ payload).
+    void note_certreq(IkeSa& sa, const std::vector<wire::Payload>& pl);
+    // sa.peer_certreq mapped to our trust anchors (the SA's config's store first).
+    std::vector<CertReqAnchor> map_certreq(const IkeSa& sa) const;
     void finish_ike_rekey(IkeSa& old_sa, IkeSa& new_sa, Millis now);
 };
 
@@ -258,6 +270,7 @@ Exchange make_rekey_ike_exchange();
 Exchange make_delete_child_exchange(std::vector<uint32_t> spis_in);
 Exchange make_delete_ike_exchange();
 Exchange make_dpd_exchange();
+Exchange make_invalid_mid_exchange(uint32_t bad_mid);
 Exchange make_auth_failed_notify_exchange();
 
 // Proposal helpers (proposals.cpp).

@@ -254,9 +254,7 @@ struct IkeInitTask final : Task {
             for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
                 sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
         }
-        for (const auto& x : in)
-            if (auto* cr = x.as<CertReqPayload>())
-                for (auto& hsh : cr->hashes()) sa.peer_certreq.push_back(hsh);
+        e.note_certreq(sa, in);
         e.process_natd(sa, in, sa.local, sa.remote);
         auto st = e.derive_ike(sa, *g_ir, nullptr, nullptr);
         if (!st.ok()) return fail("key derivation failed: " + st.error().detail());
@@ -628,6 +626,7 @@ struct IkeRekeyTask final : Task {
         to.remote_auth_desc = from.remote_auth_desc;
         to.peer_cert_subject = from.peer_cert_subject;
         to.peer_cert_anchor = from.peer_cert_anchor;
+        to.peer_certreq = from.peer_certreq;
     }
 };
 
@@ -682,6 +681,25 @@ struct DpdTask final : Task {
     const char* name() const override { return "dpd"; }
     Status build(EngineImpl&, IkeSa&, std::vector<Payload>&, Millis) override { return {}; }
     Status process(EngineImpl&, IkeSa&, const std::vector<Payload>&, Millis) override { return {}; }
+};
+
+// RFC 7296 2.3 / 3.10.1: an INVALID_MESSAGE_ID notify goes in a new INFORMATIONAL request of
+// ours (never in a response: the invalid request is not acknowledged), with the offending
+// four-octet Message ID as notification data.
+struct InvalidMidNotifyTask final : Task {
+    uint32_t bad_mid = 0;
+    const char* name() const override { return "invalid_message_id"; }
+    Status build(EngineImpl&, IkeSa&, std::vector<Payload>& out, Millis) override {
+        Bytes data{static_cast<uint8_t>(bad_mid >> 24), static_cast<uint8_t>(bad_mid >> 16),
+                   static_cast<uint8_t>(bad_mid >> 8), static_cast<uint8_t>(bad_mid)};
+        out.push_back({PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify::InvalidMessageId, data}});
+        return {};
+    }
+    Status process(EngineImpl&, IkeSa& sa, const std::vector<Payload>&, Millis) override {
+        sa.invalid_mid_pending = false;
+        return {};
+    }
+    void abort(EngineImpl&, IkeSa& sa, Millis) override { sa.invalid_mid_pending = false; }
 };
 
 }  // namespace
@@ -744,6 +762,15 @@ Exchange make_delete_ike_exchange() {
     Exchange ex;
     ex.type = ExchangeType::Informational;
     ex.tasks.push_back(std::make_unique<DeleteIkeTask>());
+    return ex;
+}
+
+Exchange make_invalid_mid_exchange(uint32_t bad_mid) {
+    Exchange ex;
+    ex.type = ExchangeType::Informational;
+    auto t = std::make_unique<InvalidMidNotifyTask>();
+    t->bad_mid = bad_mid;
+    ex.tasks.push_back(std::move(t));
     return ex;
 }
 
@@ -812,6 +839,8 @@ Status EngineImpl::select_peer(IkeSa& sa, const std::vector<Payload>& pl) {
 void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Payload>& pl, Millis now) {
     auto st = select_peer(sa, pl);
     const auto& p = peer(sa);
+    // Before authentication, so the node agent learns the CAs even when authentication fails.
+    note_certreq(sa, pl);
     if (st.ok()) st = verify_auth(sa, pl, true);
     if (!st.ok()) {
         m_counters.inc("ike.auth.failed");
@@ -822,9 +851,6 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
         destroy(sa, now, true, "authentication failed");
         return;
     }
-    for (const auto& x : pl)
-        if (auto* cr = x.as<CertReqPayload>())
-            for (auto& h : cr->hashes()) sa.peer_certreq.push_back(h);
     std::vector<Payload> out;
     out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
     if (p.local_auth == AuthMethod::Certificate)
@@ -955,6 +981,7 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         ns.remote_auth_desc = sa.remote_auth_desc;
         ns.peer_cert_subject = sa.peer_cert_subject;
         ns.peer_cert_anchor = sa.peer_cert_anchor;
+        ns.peer_certreq = sa.peer_certreq;
         ns.rekeyed_from = sa.id;
         auto st = derive_ike(ns, *g_ir, &sa.sk_d, &*sa.prf);
         if (!st.ok()) {

@@ -117,6 +117,10 @@ struct EngineConfig {
     std::function<int64_t()> unix_time;
     Millis cookie_secret_lifetime_ms = 120000;  // the COOKIE secret rotates (the old one stays valid once)
     unsigned max_fragments = 64;                // RFC 7383 reassembly limits
+    // RFC 7296 2.3: an authenticated request ahead of the Message ID window on an established
+    // IKE SA is answered with an INVALID_MESSAGE_ID notify (in a new INFORMATIONAL request), at
+    // most once per IKE SA per this interval; 0 = never answer (drop only).
+    Millis invalid_mid_notify_interval_ms = 1000;
 };
 
 // ---------------------------------------------------------------- I/O types
@@ -136,6 +140,17 @@ struct Datagram {
 };
 
 // ---------------------------------------------------------------- events and status
+// A certification authority the peer asked for in a CERTREQ payload (RFC 7296 3.7: the SHA-1
+// hash of the CA's SubjectPublicKeyInfo), mapped to our configured trust anchors when one has
+// that key.  Every trust store of the engine's peer configs is searched, the IKE SA's own
+// config first.
+struct CertReqAnchor {
+    Bytes spki_sha1;        // 20 octets, as received
+    std::string label;      // label of our trust anchor with this key; "" when not ours
+    std::string subject;    // that anchor's subject DN; "" when not ours
+    bool known() const { return !label.empty(); }
+};
+
 struct Event {
     enum class Kind {
         IkeSaUp,
@@ -148,12 +163,14 @@ struct Event {
         PeerNotify,     // the peer sent an error notify; code = notify type
         PeerDead,       // DPD or retransmission timeout
         NegotiationFailed,
+        PeerCertReq,    // the peer's CERTREQ payloads arrived; `certreq` lists the CAs it asked for
     };
     Kind kind;
     std::string peer;      // PeerConfig::name
     uint64_t ike_sa_id = 0;
     int code = 0;          // notify type, x509::VerifyFailure, ...
     std::string detail;
+    std::vector<CertReqAnchor> certreq = {};  // Kind::PeerCertReq only
 };
 const char* to_string(Event::Kind k);
 
@@ -192,6 +209,8 @@ struct IkeSaInfo {
     Millis established_at = 0;
     std::string peer_cert_subject;  // and the anchor it chained to
     std::string peer_cert_anchor;
+    // The CAs of the peer's CERTREQ payloads, in order, without duplicates (empty: none sent).
+    std::vector<CertReqAnchor> peer_certreq;
     std::vector<ChildSaInfo> children;
 };
 
