@@ -3,6 +3,8 @@
 // downgrade.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <x2sec/node/agent.hpp>
 
 using namespace x2sec;
@@ -75,6 +77,10 @@ trust_anchors = ["vendor-b"]
 struct Fakes {
     int backhaul_calls = 0, enrol_calls = 0, kds_calls = 0, ike_calls = 0;
     bool backhaul_ok = true, enrol_ok = true, kds_ok = true;
+    // When set: b1's IKE_SA_INIT response carries a CERTREQ naming these anchors; an attempt
+    // with a credential chaining to none of them stops before IKE_AUTH (what
+    // glue::CertreqGuard does with the real engine).
+    std::optional<std::vector<std::string>> b1_certreq;
     std::vector<std::string> order;
     Operations ops() {
         Operations o;
@@ -103,6 +109,14 @@ struct Fakes {
                        IkeFailure& f) -> Result<PhaseRecord> {
             ++ike_calls;
             order.push_back("ike:" + n.name + ":" + to_string(c));
+            if (n.name == "b1" && b1_certreq) {
+                f.certreq_anchors = b1_certreq;
+                std::string mine = c == Credential::OperatorCertificate ? "operator" : "vendor-a";
+                if (std::find(b1_certreq->begin(), b1_certreq->end(), mine) == b1_certreq->end()) {
+                    f.aborted_on_certreq = true;
+                    return Error(ErrorDomain::Ike, 0, "the peer's CERTREQ does not name '" + mine + "'");
+                }
+            }
             if (n.name == "b1" && c == Credential::VendorCertificate) {
                 f.untrusted_ca = true;
                 return Error(ErrorDomain::Ike, 24, "AUTHENTICATION_FAILED: untrusted CA");
@@ -235,4 +249,101 @@ TEST(Agent, PeerWithoutUsableCertificateAndNoCmpIsDown) {
     EXPECT_NE(s->reason.find("does not support CMPv2"), std::string::npos) << s->reason;
     EXPECT_EQ(f.ike_calls, 0);
     EXPECT_EQ(f.enrol_calls, 0);
+}
+
+// ---------------------------------------------------------------- what the peer shows
+namespace {
+bool has_step(const NeighbourStatus& n, const std::string& text, size_t* at = nullptr) {
+    for (size_t i = 0; i < n.steps.size(); ++i)
+        if (n.steps[i].text.find(text) != std::string::npos) {
+            if (at) *at = i;
+            return true;
+        }
+    return false;
+}
+
+// a2 (vendor-a, no CMPv2) with b1 (vendor-b) as a certificate neighbour and no hint.
+policy::DeploymentConfig without_cmp() {
+    auto c = cfg();
+    auto* a2 = const_cast<policy::HenbConfig*>(c.henb("a2"));
+    policy::NeighbourConfig n;
+    n.name = "b1";
+    n.identity = c.henb("b1")->identity;
+    n.address = c.henb("b1")->address;
+    n.auth = policy::AuthMode::Certificate;
+    a2->neighbours.push_back(n);
+    return c;
+}
+}  // namespace
+
+TEST(Agent, CertreqWithoutOurAnchorEnrolsBeforeAnyIkeAuth) {
+    Fakes f;
+    f.b1_certreq = std::vector<std::string>{"unknown:0badc0de", "operator"};
+    Agent a(cfg(), "a1", f.ops());
+    a.run(0);
+    auto* b1 = a.neighbour("b1");
+    EXPECT_EQ(b1->state, LinkState::Up) << a.status_text();
+    EXPECT_EQ(b1->credential, Credential::OperatorCertificate);
+    EXPECT_FALSE(b1->observed_untrusted_ca);  // no AUTHENTICATION_FAILED was needed
+    ASSERT_TRUE(b1->observed_certreq.has_value());
+    size_t stopped = 0, enrolling = 0;
+    ASSERT_TRUE(has_step(*b1, "IKE_AUTH not sent", &stopped)) << a.status_text();
+    ASSERT_TRUE(has_step(*b1, "CMPv2: enrolling", &enrolling)) << a.status_text();
+    EXPECT_LT(stopped, enrolling);
+    EXPECT_TRUE(has_step(*b1, "names the operator root 'operator'")) << a.status_text();
+    EXPECT_TRUE(has_step(*b1, "decided from the peer's CERTREQ")) << a.status_text();
+    EXPECT_FALSE(has_step(*b1, "peer's CA not trusted")) << a.status_text();
+    // The vendor attempt stopped after IKE_SA_INIT; the next one used the operator certificate.
+    auto it = std::find(f.order.begin(), f.order.end(), "ike:b1:vendor certificate");
+    ASSERT_NE(it, f.order.end());
+    EXPECT_EQ(*(it + 1), "backhaul");
+    EXPECT_EQ(*(it + 2), "enrol");
+    EXPECT_EQ(*(it + 3), "ike:b1:operator certificate");
+    EXPECT_NE(a.status_text().find("IKE_AUTH not sent"), std::string::npos);
+}
+
+TEST(Agent, CertreqNamingNoneOfOurAnchorsIsDownNotEnrolment) {
+    // The peer trusts neither vendor-a nor the operator root: enrolling would not help either.
+    Fakes f;
+    f.b1_certreq = std::vector<std::string>{"unknown:0badc0de"};
+    auto c = cfg();
+    const_cast<policy::HenbConfig*>(c.henb("a1"))->neighbours[1].auth = policy::AuthMode::Certificate;
+    Agent a(c, "a1", f.ops());
+    a.run(0);
+    auto* b1 = a.neighbour("b1");
+    EXPECT_EQ(b1->state, LinkState::Down);
+    EXPECT_NE(b1->reason.find("names neither our anchor 'vendor-a' nor the operator root"), std::string::npos)
+        << b1->reason;
+    EXPECT_EQ(f.enrol_calls, 0);
+    EXPECT_EQ(f.kds_calls, 1);  // b2's own psk-from-network only: no fallback for b1 (auth = certificate)
+}
+
+TEST(Agent, AuthFailedUntrustedCaWithoutCmpIsDownWithBackoffAndReprobes) {
+    Fakes f;
+    Agent a(without_cmp(), "a2", f.ops());
+    a.run(0);
+    auto* b1 = a.neighbour("b1");
+    EXPECT_EQ(b1->state, LinkState::Down);
+    EXPECT_NE(b1->reason.find("this node does not support CMPv2"), std::string::npos) << b1->reason;
+    EXPECT_TRUE(has_step(*b1, "peer's CA not trusted")) << a.status_text();
+    EXPECT_TRUE(has_step(*b1, "a previous IKE_AUTH failed with an untrusted CA")) << a.status_text();
+    EXPECT_EQ(b1->attempts, 1u);
+    ASSERT_TRUE(b1->next_retry_at.has_value());
+    EXPECT_EQ(*b1->next_retry_at, 1000);
+    EXPECT_EQ(f.ike_calls, 1);
+    // Each retry probes the peer again (it may have new anchors by now), then backs off more.
+    a.run(1000);
+    EXPECT_EQ(f.ike_calls, 2);
+    EXPECT_TRUE(has_step(*b1, "forgetting earlier observations")) << a.status_text();
+    EXPECT_EQ(*b1->next_retry_at, 1000 + 2000);
+    a.run(2000);  // not due
+    EXPECT_EQ(f.ike_calls, 2);
+    a.run(3000);
+    EXPECT_EQ(*b1->next_retry_at, 3000 + 4000);
+    EXPECT_EQ(b1->attempts, 3u);
+    EXPECT_EQ(b1->state, LinkState::Down);
+    // Never a silent downgrade: no KDS key, no enrolment, no plain X2.
+    EXPECT_EQ(f.kds_calls, 0);
+    EXPECT_EQ(f.enrol_calls, 0);
+    EXPECT_NE(a.status_text().find("next retry at t=7000 ms"), std::string::npos) << a.status_text();
 }

@@ -185,3 +185,42 @@ TEST(Demo, RevokedOperatorCertificateRefused) {
     EXPECT_EQ(c->state_a, "DOWN");
     EXPECT_TRUE(any_step(*c, "revoked")) << dump(*c);
 }
+
+// ---------------------------------------------------------------- what the peer shows
+// Scenario 2 with no configured hint about the neighbour's CA: henb-a1 learns from henb-b1's
+// CERTREQ (IKE_SA_INIT response) that its vendor certificate would be rejected, stops before
+// IKE_AUTH and enrols; henb-b1 learns from henb-a1's IKE_AUTH (CERTREQ, then the
+// AUTHENTICATION_FAILED for its vendor certificate) and enrols too.
+TEST(Demo, Scenario2WithoutHintsDecidesFromCertreq) {
+    auto caps = capabilities();
+    REQUIRE(caps.ike && caps.esp && caps.cmp, caps.ike_reason + caps.esp_reason + caps.cmp_reason);
+    std::string toml = default_deployment_template();
+    auto drop = [&](const std::string& after, const std::string& line) {
+        auto at = toml.find(line, toml.find(after));
+        ASSERT_NE(at, std::string::npos) << line;
+        toml.erase(at, line.size());
+    };
+    drop("name = \"henb-b1\"\n  auth", "peer_anchor = \"vendor-b\"");               // henb-a1 -> henb-b1
+    drop("name = \"henb-b1\"\nidentity", "peer_anchor = \"vendor-a\"");              // henb-b1 -> henb-a1
+    DemoOptions o;
+    o.cases = {"scenario2"};
+    o.config_override = toml;
+    auto r = run(o);
+    auto* cp = find_case(r, "scenario2");
+    ASSERT_NE(cp, nullptr);
+    const CaseReport& c = *cp;
+    EXPECT_TRUE(c.ok) << dump(c);
+    EXPECT_NE(c.outcome.find("operator certificate"), std::string::npos) << c.outcome;
+    // henb-a1 never sent IKE_AUTH with its vendor certificate: the CERTREQ settled it.
+    EXPECT_TRUE(any_step(c, "[henb-a1] peer's CERTREQ names [")) << dump(c);
+    EXPECT_TRUE(any_step(c, "IKE_AUTH not sent")) << dump(c);
+    EXPECT_TRUE(any_step(c, "decided from the peer's CERTREQ")) << dump(c);
+    EXPECT_FALSE(any_step(c, "[henb-a1] IKEv2 failed, peer's CA not trusted (peer answered")) << dump(c);
+    // henb-b1 learnt henb-a1's CAs from its IKE_AUTH CERTREQ (engine's PeerCertReq) and
+    // decided with them.
+    EXPECT_TRUE(any_step(c, "[henb-b1] decide: peer's CERTREQ names the operator root")) << dump(c);
+    ASSERT_EQ(c.phases.count("cmp-enrolment"), 1u) << dump(c);
+    EXPECT_EQ(c.phases.at("cmp-enrolment").messages, 8u);  // both enrolled
+    EXPECT_EQ(c.x2_delivered_intact, c.x2_sent);
+    EXPECT_FALSE(c.plaintext_on_wire);
+}

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <x2sec/common/log.hpp>
@@ -126,8 +127,21 @@ void Agent::prepare(const std::string& name, Millis now) {
     pf.auth_failed_untrusted_ca = n.observed_untrusted_ca;
     if (n.observed_certreq) pf.certreq_anchors = n.observed_certreq;
     if (m_operator_cert && n.observed_untrusted_ca) pf.peer_holds_operator_cert = true;
+    if (n.attempts > 0 && !m_redeciding) {
+        step(n, now, "retry #" + std::to_string(n.attempts));
+        // What the peer showed may have changed since (new trust anchors, a new certificate):
+        // the retry probes again instead of repeating a decision built on old observations.
+        if (n.observed_untrusted_ca || n.observed_certreq) {
+            step(n, now, "retry: forgetting earlier observations of the peer (" +
+                             std::string(n.observed_untrusted_ca ? "untrusted-CA failure" : "") +
+                             (n.observed_untrusted_ca && n.observed_certreq ? ", " : "") +
+                             (n.observed_certreq ? "CERTREQ" : "") + ") and probing again");
+            n.observed_untrusted_ca = false;
+            n.observed_certreq.reset();
+            pf = policy::peer_facts(m_config, *m_henb, nc);
+        }
+    }
     n.decision = policy::decide(lf, pf);
-    if (n.attempts > 0) step(n, now, "retry #" + std::to_string(n.attempts));
     for (auto& s : n.decision.steps) step(n, now, "decide: " + s);
     if (n.decision.warning) log::get("node")->warn("{} -> {}: WARNING: {}", m_henb->name, n.name, *n.decision.warning);
 
@@ -212,7 +226,10 @@ LinkState Agent::connect(const std::string& name, Millis now) {
     NeighbourStatus* np = neighbour(name);
     if (!np) return LinkState::Idle;
     NeighbourStatus& n = *np;
-    for (int round = 0; round < 2 && n.state == LinkState::Ready; ++round) {
+    // Up to three attempts per call, each after the peer showed something new (an untrusted-CA
+    // failure, a CERTREQ): e.g. CERTREQ without our anchor -> enrol -> operator certificate;
+    // or vendor certificate rejected -> enrol -> peer rejects ours -> both on operator ones.
+    for (int round = 0; round < 3 && n.state == LinkState::Ready; ++round) {
         if (!m_ops.ike) {
             fail(n, now, "IKEv2 not available in this build");
             break;
@@ -232,15 +249,29 @@ LinkState Agent::connect(const std::string& name, Millis now) {
             return n.state;
         }
         n.phases.push_back(PhaseRecord{"ike", false, r.error().detail(), {}});
-        if (failure.certreq_anchors) n.observed_certreq = failure.certreq_anchors;
-        if (failure.untrusted_ca && !n.observed_untrusted_ca && round == 0) {
+        bool news = false;
+        if (failure.certreq_anchors && n.observed_certreq != failure.certreq_anchors) {
+            n.observed_certreq = failure.certreq_anchors;
+            std::string list;
+            for (auto& a : *failure.certreq_anchors) list += (list.empty() ? "" : ", ") + a;
+            step(n, now, "peer's CERTREQ names [" + list + "]" +
+                             (failure.aborted_on_certreq ? ": IKE_AUTH not sent (" + r.error().detail() + ")" : ""));
+            news = true;
+        }
+        if (failure.untrusted_ca && !n.observed_untrusted_ca) {
             n.observed_untrusted_ca = true;
-            step(n, now, "IKEv2 failed, peer's CA not trusted (" + r.error().detail() + "): re-running the decision");
+            step(n, now, "IKEv2 failed, peer's CA not trusted (" + r.error().detail() + ")");
+            news = true;
+        }
+        if (news && round < 2) {
+            step(n, now, "re-running the decision with what the peer showed");
             n.state = LinkState::Idle;
             n.next_retry_at.reset();
             auto phases = n.phases;
             auto steps = n.steps;
+            m_redeciding = true;  // not a retry: the same attempt with new facts
             prepare(name, now);
+            m_redeciding = false;
             n.phases.insert(n.phases.begin(), phases.begin(), phases.end());
             n.steps.insert(n.steps.begin(), steps.begin(), steps.end());
             continue;
@@ -263,9 +294,31 @@ void Agent::observe_peer_failure(const std::string& name, bool untrusted_ca, Mil
     if (!n) return;
     if (untrusted_ca && !n->observed_untrusted_ca) {
         n->observed_untrusted_ca = true;
-        step(*n, now, "peer presented a certificate from a CA we do not trust: the decision will change");
+        step(*n, now, "IKE_AUTH failed on an untrusted CA (the peer's chain, or ours as the peer answered): "
+                      "the decision will change");
     }
     if (n->state == LinkState::Ready) n->state = LinkState::Idle;
+}
+
+void Agent::observe_certreq(const std::string& name, const std::vector<std::string>& anchors, Millis now) {
+    NeighbourStatus* n = neighbour(name);
+    if (!n) return;
+    if (n->observed_certreq == anchors) return;
+    n->observed_certreq = anchors;
+    std::string list;
+    for (auto& a : anchors) list += (list.empty() ? "" : ", ") + a;
+    step(*n, now, "peer's CERTREQ names [" + list + "]");
+    if (n->state == LinkState::Ready && n->credential != Credential::PairwiseKey && certreq_mismatch(n->credential, anchors))
+        n->state = LinkState::Idle;
+}
+
+std::optional<std::string> Agent::certreq_mismatch(Credential c, const std::vector<std::string>& anchors) const {
+    if (anchors.empty() || c == Credential::PairwiseKey || c == Credential::None) return std::nullopt;
+    std::string mine = c == Credential::OperatorCertificate ? policy::LocalFacts{}.operator_anchor : m_henb->certificate_anchor;
+    if (std::find(anchors.begin(), anchors.end(), mine) != anchors.end()) return std::nullopt;
+    std::string list;
+    for (auto& a : anchors) list += (list.empty() ? "" : ", ") + a;
+    return "the peer's CERTREQ names [" + list + "], not '" + mine + "' that our " + to_string(c) + " chains to";
 }
 
 void Agent::reset(const std::string& name) {

@@ -14,6 +14,8 @@
 #include <x2sec/crypto/crypto.hpp>
 #include <x2sec/ikev2/engine.hpp>
 #include <x2sec/x509/x509.hpp>
+
+#include "ike_glue.hpp"
 #endif
 #ifdef X2SEC_HAVE_ESP
 #include <x2sec/esp/data_plane.hpp>
@@ -38,8 +40,8 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 std::string entity(const std::string& henb) { return "H(e)NB " + henb; }
 
 #ifdef X2SEC_HAVE_IKE
-constexpr int kAuthFailurePeerRejected = 102;  // ikev2 auth_failure::PeerRejected
-constexpr int kAuthFailedNotify = 24;          // AUTHENTICATION_FAILED
+using glue::IkeSide;
+using glue::peer_config;
 #endif
 
 #ifdef X2SEC_HAVE_CMP
@@ -118,7 +120,6 @@ struct World::Impl {
         std::unique_ptr<ike::Engine> engine;
         std::vector<ike::Event> events;
         uint16_t ike_port = 0, natt_port = 0;
-        std::map<std::string, ike::PeerConfig> peers;
     };
     std::map<std::string, Node> nodes;  // henbs and "segw"
     std::map<uint16_t, std::string> owner;
@@ -150,8 +151,16 @@ struct World::Impl {
                 d.data = std::move(rx.data);
             }
             n.engine->handle_datagram(d, now());
+            if (on_rx)
+                for (auto& keep : on_rx(it->second, d)) {
+                    Bytes wire = keep.data;
+                    if (keep.non_esp_marker) wire.insert(wire.begin(), 4, 0);
+                    net.send(keep.local.port, keep.remote.port, wire);
+                }
         }
     }
+    // Sees every datagram a node handled (after the engine did); returns datagrams to send.
+    std::function<std::vector<ike::Datagram>(const std::string& node, const ike::Datagram&)> on_rx;
 
     // Runs the engines until `done` or a failure event for the pair, or the timeout.
     bool pump_until(const std::function<bool()>& done, const std::function<bool()>& failed, int timeout_ms) {
@@ -168,35 +177,15 @@ struct World::Impl {
         return false;
     }
 
-    // The engine's responder picks the first peer configuration whose addresses match the
-    // IKE_SA_INIT (it does not look at ports or at IDi).  Every node here is 127.0.0.1, so
-    // before an exchange the harness "parks" the node's other peer configurations on an
-    // address that never sends (192.0.2.255, documentation range) so exactly one matches.
+    // Installs (or replaces) a node's configuration for one peer.  Every node here is
+    // 127.0.0.1; the responder keeps every matching configuration as a candidate at
+    // IKE_SA_INIT and picks the one whose remote_id is the initiator's IDi at IKE_AUTH
+    // (tests/exchange/test_ikev2_peer_select), so the other peers' configurations stay as
+    // they are.
     Status activate(const std::string& node, const ike::PeerConfig& active) {
-        auto& n = nodes[node];
-        n.peers[active.name] = active;
-        for (auto& [name, pc] : n.peers) {
-            ike::PeerConfig c = pc;
-            if (name != active.name) c.remote_addr = IpAddress::v4(192, 0, 2, 255);
-            X2SEC_TRY_STATUS(n.engine->update_peer(c));
-        }
-        return {};
+        return nodes[node].engine->update_peer(active);
     }
 
-    static bool has(const std::vector<ike::Event>& ev, const std::string& peer, ike::Event::Kind k) {
-        for (auto& e : ev)
-            if (e.peer == peer && e.kind == k) return true;
-        return false;
-    }
-    static const ike::Event* failure(const std::vector<ike::Event>& ev, const std::string& peer) {
-        for (auto& e : ev)
-            if (e.peer == peer &&
-                (e.kind == ike::Event::Kind::AuthFailed || e.kind == ike::Event::Kind::NegotiationFailed ||
-                 e.kind == ike::Event::Kind::PeerDead ||
-                 (e.kind == ike::Event::Kind::PeerNotify && e.code < 16384)))
-                return &e;
-        return nullptr;
-    }
 #endif
 #ifdef X2SEC_HAVE_CMP
     std::unique_ptr<cmp::Store> store;
@@ -319,70 +308,6 @@ Status World::start(const policy::DeploymentConfig& cfg) {
     return {};
 }
 
-#ifdef X2SEC_HAVE_IKE
-namespace {
-
-struct IkeSide {
-    std::string name;
-    ike::Identity id;
-    uint16_t port;
-    IpAddress inner;
-};
-
-Result<ike::PeerConfig> peer_config(const std::string& peer_name, const IkeSide& self, const IkeSide& other,
-                                    Credential cred, const std::string& cert_pem, const SecureBytes& key_pem,
-                                    const std::vector<std::pair<std::string, std::string>>& anchors,
-                                    const SecureBytes& psk, const TrafficSelector& remote_ts) {
-    ike::PeerConfig p;
-    p.name = peer_name;
-    p.local_addr = IpAddress::v4(127, 0, 0, 1);
-    p.remote_addr = IpAddress::v4(127, 0, 0, 1);
-    p.local_port = self.port;
-    p.remote_port = other.port;
-    p.local_natt_port = uint16_t(self.port + 1);
-    p.remote_natt_port = uint16_t(other.port + 1);
-    p.local_id = self.id;
-    p.remote_id = other.id;
-    if (cred == Credential::PairwiseKey) {
-        p.local_auth = p.remote_auth = ike::AuthMethod::Psk;
-        p.psk = psk;
-    } else {
-        p.local_auth = p.remote_auth = ike::AuthMethod::Certificate;
-        X2SEC_TRY(auto key, crypto::PrivateKey::from_pem(key_pem.view()));
-        p.private_key = std::make_shared<crypto::PrivateKey>(std::move(key));
-        // Leaf first, then intermediates (the PEM bundle order).
-        std::string rest = cert_pem;
-        const std::string end = "-----END CERTIFICATE-----";
-        for (size_t pos; (pos = rest.find(end)) != std::string::npos;) {
-            std::string one = rest.substr(0, pos + end.size());
-            rest = rest.substr(pos + end.size());
-            X2SEC_TRY(auto c, x509::Certificate::from_pem(as_bytes(one)));
-            if (!c.self_signed()) p.cert_chain.push_back(c);
-        }
-        auto trust = std::make_shared<x509::TrustStore>();
-        for (auto& [label, pem] : anchors) {
-            X2SEC_TRY(auto a, x509::Certificate::from_pem(as_bytes(pem)));
-            trust->add_anchor(a, label);
-        }
-        p.trust = trust;
-    }
-    X2SEC_TRY(auto ikep, ike::parse_ike_proposal("aes128gcm16-prfsha256-ecp256"));
-    p.ike_proposals = {ikep};
-    ike::ChildConfig child;
-    child.name = "x2";
-    child.local_ts = {TrafficSelector::from_prefix(self.inner, 32)};
-    child.remote_ts = {remote_ts};
-    X2SEC_TRY(auto cp, ike::parse_child_proposal("aes128gcm16"));
-    child.proposals = {cp};
-    child.rekey_seconds = 0;
-    p.children = {child};
-    p.ike_rekey_seconds = 0;
-    p.dpd_interval_ms = 0;
-    return p;
-}
-
-}  // namespace
-#endif
 
 Operations World::make_ops(const std::string& henb_name) {
     Operations ops;
@@ -393,8 +318,8 @@ Operations World::make_ops(const std::string& henb_name) {
         auto t0 = std::chrono::steady_clock::now();
         X2SEC_TRY(auto hid, ike::Identity::parse("fqdn:" + h.identity));
         X2SEC_TRY(auto sid, ike::Identity::parse("fqdn:" + m_cfg.segw->identity));
-        IkeSide me{h.name, hid, h.address.port, creds.inner};
-        IkeSide segw{"segw", sid, m_cfg.segw->address.port, IpAddress::v4(203, 0, 113, 1)};
+        IkeSide me{h.name, hid, IpAddress::v4(127, 0, 0, 1), h.address.port, creds.inner};
+        IkeSide segw{"segw", sid, IpAddress::v4(127, 0, 0, 1), m_cfg.segw->address.port, IpAddress::v4(203, 0, 113, 1)};
         auto core = TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 0), 24);
         X2SEC_TRY(auto mine, peer_config("segw", me, segw, Credential::VendorCertificate, creds.vendor.chain_pem,
                                          creds.vendor.key_pem, {{"operator", m_operator_root_pem}}, {}, core));
@@ -413,8 +338,8 @@ Operations World::make_ops(const std::string& henb_name) {
         s.events.clear();
         X2SEC_TRY_STATUS(n.engine->initiate("segw", m_impl->now()));
         bool ok = m_impl->pump_until(
-            [&] { return Impl::has(n.events, "segw", ike::Event::Kind::ChildSaUp) && Impl::has(s.events, h.name, ike::Event::Kind::ChildSaUp); },
-            [&] { return Impl::failure(n.events, "segw") || Impl::failure(s.events, h.name); }, 8000);
+            [&] { return glue::has_event(n.events, "segw", ike::Event::Kind::ChildSaUp) && glue::has_event(s.events, h.name, ike::Event::Kind::ChildSaUp); },
+            [&] { return glue::failure_event(n.events, "segw") || glue::failure_event(s.events, h.name); }, 8000);
         PhaseRecord p{"backhaul", ok, "", {}};
         auto l1 = m_impl->net.link(n.ike_port, s.ike_port), l2 = m_impl->net.link(n.natt_port, s.natt_port);
         p.measure.messages = l1.datagrams + l2.datagrams;
@@ -423,8 +348,8 @@ Operations World::make_ops(const std::string& henb_name) {
         p.measure.time_ms = ms_since(t0);
         p.measure.entities = {entity(h.name), "SeGW"};
         if (!ok) {
-            auto* f = Impl::failure(n.events, "segw");
-            if (!f) f = Impl::failure(s.events, h.name);
+            auto* f = glue::failure_event(n.events, "segw");
+            if (!f) f = glue::failure_event(s.events, h.name);
             return Error(ErrorDomain::Ike, f ? f->code : 0, f ? f->detail : "no answer from the SeGW");
         }
         p.detail = "IKE SA + Child SA with the SeGW (device certificate)";
@@ -514,8 +439,8 @@ Operations World::make_ops(const std::string& henb_name) {
         auto& them = m_creds[nc.name];
         X2SEC_TRY(auto myid, ike::Identity::parse("fqdn:" + h.identity));
         X2SEC_TRY(auto theirid, ike::Identity::parse("fqdn:" + nc.identity));
-        IkeSide a{h.name, myid, h.address.port, me.inner};
-        IkeSide b{nc.name, theirid, nc.address.port, them.inner};
+        IkeSide a{h.name, myid, IpAddress::v4(127, 0, 0, 1), h.address.port, me.inner};
+        IkeSide b{nc.name, theirid, IpAddress::v4(127, 0, 0, 1), nc.address.port, them.inner};
         std::optional<x509::Crl> crl;
         if (!m_crl_der.empty()) {
             auto c = x509::Crl::from_der(m_crl_der);
@@ -553,13 +478,23 @@ Operations World::make_ops(const std::string& henb_name) {
         m_impl->net.reset(na.natt_port, nb.natt_port);
         na.events.clear();
         nb.events.clear();
+        glue::CertreqGuard guard(*m_agents.at(h.name), cred, *na.engine, nc.name);
+        m_impl->on_rx = [&](const std::string& node, const ike::Datagram& d) -> std::vector<ike::Datagram> {
+            if (node != h.name) return {};
+            return guard.on_received(d, m_impl->now());
+        };
         X2SEC_TRY_STATUS(na.engine->initiate(nc.name, m_impl->now()));
         bool ok = m_impl->pump_until(
             [&] {
-                return Impl::has(na.events, nc.name, ike::Event::Kind::ChildSaUp) &&
-                       Impl::has(nb.events, h.name, ike::Event::Kind::ChildSaUp);
+                return glue::has_event(na.events, nc.name, ike::Event::Kind::ChildSaUp) &&
+                       glue::has_event(nb.events, h.name, ike::Event::Kind::ChildSaUp);
             },
-            [&] { return Impl::failure(na.events, nc.name) || Impl::failure(nb.events, h.name); }, 8000);
+            [&] {
+                return guard.aborted() || glue::failure_event(na.events, nc.name) ||
+                       glue::failure_event(nb.events, h.name);
+            },
+            8000);
+        m_impl->on_rx = nullptr;
         PhaseRecord p{"ike", ok, "", {}};
         auto l1 = m_impl->net.link(na.ike_port, nb.ike_port), l2 = m_impl->net.link(na.natt_port, nb.natt_port);
         p.measure.messages = l1.datagrams + l2.datagrams;
@@ -568,19 +503,9 @@ Operations World::make_ops(const std::string& henb_name) {
         p.measure.time_ms = ms_since(t0);
         p.measure.entities = {entity(h.name), entity(nc.name)};
         if (!ok) {
-            const ike::Event* fa = Impl::failure(na.events, nc.name);
-            const ike::Event* fb = Impl::failure(nb.events, h.name);
-            // What the initiator can know: it rejected the responder's chain as untrusted, or
-            // the responder answered AUTHENTICATION_FAILED to our vendor certificate.
-            bool rejected = fa && ((fa->kind == ike::Event::Kind::AuthFailed && fa->code == kAuthFailurePeerRejected) ||
-                                   (fa->kind == ike::Event::Kind::PeerNotify && fa->code == kAuthFailedNotify));
-            failure.untrusted_ca = (fa && fa->kind == ike::Event::Kind::AuthFailed && fa->code == 1) ||
-                                   (rejected && cred == Credential::VendorCertificate);
-            // The responder saw our certificate fail too: its agent takes note.
-            if (fb && fb->kind == ike::Event::Kind::AuthFailed)
-                peer_agent.observe_peer_failure(h.name, fb->code == 1, m_impl->now());
-            std::string why = fa ? fa->detail : (fb ? nc.name + ": " + fb->detail : "no answer from " + nc.name);
-            return Error(ErrorDomain::Ike, fa ? fa->code : 0, why);
+            std::string why = glue::classify_failure(na.events, nb.events, cred, back->credential, guard, failure,
+                                                     peer_agent, h.name, nc.name, m_impl->now());
+            return Error(ErrorDomain::Ike, 0, why);
         }
         for (auto& sa : na.engine->list_sas())
             if (sa.peer == nc.name && sa.state == "ESTABLISHED") {

@@ -76,6 +76,17 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
         return d;
     }
     std::optional<bool> same_ca;
+    // Whether the peer's CERTREQ names the operator root: then an operator certificate will be
+    // accepted (Proposal 3); if it names neither our anchor nor the operator root, enrolling
+    // would not help either.  nullopt: no CERTREQ seen.
+    std::optional<bool> certreq_names_operator;
+    std::string certreq_text;
+    if (peer.certreq_anchors) {
+        const auto& a = *peer.certreq_anchors;
+        certreq_names_operator = std::find(a.begin(), a.end(), local.operator_anchor) != a.end();
+        for (const auto& x : a) certreq_text += (certreq_text.empty() ? "" : ", ") + x;
+        certreq_text = "[" + certreq_text + "]";
+    }
     if (peer.auth_failed_untrusted_ca) {
         same_ca = false;
         d.steps.push_back("a previous IKE_AUTH failed with an untrusted CA: the chains do not share an anchor");
@@ -83,7 +94,7 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
         const auto& a = *peer.certreq_anchors;
         bool asks_ours = std::find(a.begin(), a.end(), local.current_cert_anchor) != a.end();
         same_ca = asks_ours;
-        d.steps.push_back(std::string("peer's CERTREQ ") + (asks_ours ? "includes" : "does not include") +
+        d.steps.push_back("peer's CERTREQ " + certreq_text + " " + (asks_ours ? "includes" : "does not include") +
                           " our anchor '" + local.current_cert_anchor + "'");
     } else if (peer.peer_cert_anchor) {
         same_ca = *peer.peer_cert_anchor == local.current_cert_anchor;
@@ -104,6 +115,18 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
         return d;
     }
     d.steps.push_back("different CAs: mutual authentication with the current certificates is impossible");
+    if (certreq_names_operator == false) {
+        // The peer does not trust the operator root either: an operator certificate (enrolled
+        // or not) would be rejected too.
+        std::string why = "peer's CERTREQ " + certreq_text + " names neither our anchor '" + local.current_cert_anchor +
+                          "' nor the operator root '" + local.operator_anchor + "'";
+        if (peer.auth == AuthMode::Auto && local.kds_configured)
+            return psk(std::move(d), local, why + " and authentication is 'auto'");
+        return down(std::move(d), why + ": no certificate of ours would be accepted");
+    }
+    if (certreq_names_operator == true)
+        d.steps.push_back("peer's CERTREQ names the operator root '" + local.operator_anchor +
+                          "': an operator certificate will be accepted");
     if (local.holds_operator_cert) {
         if (peer.peer_cmp_supported == false)
             return down(std::move(d), "we hold an operator certificate but the peer cannot enrol one (no CMPv2)");
@@ -120,8 +143,11 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
         }
         d.action = Action::EnrolThenIkeOperatorCert;
         d.basis = "Proposal 3 (enrol operator certificate with CMPv2)";
-        d.steps.push_back("this node supports CMPv2: enrol an operator certificate (TS 33.310 clause 9), "
-                          "authenticated with the vendor certificate, then IKEv2 with operator certificates");
+        d.steps.push_back(std::string("this node supports CMPv2: enrol an operator certificate (TS 33.310 clause 9), "
+                                      "authenticated with the vendor certificate, then IKEv2 with operator certificates") +
+                          (certreq_names_operator == true && !peer.auth_failed_untrusted_ca
+                               ? " (decided from the peer's CERTREQ, before any IKE_AUTH with the vendor certificate)"
+                               : ""));
         return d;
     }
     std::string why = local.cmp_supported ? "CMPv2 supported but no CMP server configured"

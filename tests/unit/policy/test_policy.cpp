@@ -274,3 +274,52 @@ TEST(Config, SemanticChecks) {
     EXPECT_NE(parse_error(replace(kGood, "url = \"http://", "url = \"ftp://")).find("cmp.url must start"),
               std::string::npos);
 }
+
+// ---------------------------------------------------------------- CERTREQ and the operator root
+TEST(Decision, CertreqNamingOperatorRootEnrolsWithoutAFailedAttempt) {
+    PeerFacts p;
+    p.certreq_anchors = std::vector<std::string>{"unknown:0badc0de", "operator"};
+    auto d = decide(vendor_a(), p);
+    EXPECT_EQ(d.action, Action::EnrolThenIkeOperatorCert);
+    EXPECT_TRUE(mentions(d, "names the operator root 'operator'"));
+    EXPECT_TRUE(mentions(d, "decided from the peer's CERTREQ"));
+}
+
+TEST(Decision, CertreqNamingNeitherOursNorOperatorDoesNotEnrol) {
+    PeerFacts p;
+    p.certreq_anchors = std::vector<std::string>{"unknown:0badc0de"};
+    p.auth = AuthMode::Certificate;
+    auto d = decide(vendor_a(), p);
+    EXPECT_EQ(d.action, Action::Down);
+    EXPECT_NE(d.down_reason.find("names neither our anchor 'vendor-a' nor the operator root"), std::string::npos)
+        << d.down_reason;
+    // With auth = auto and a KDS: Solution 2 instead, said so.
+    p.auth = AuthMode::Auto;
+    auto d2 = decide(vendor_a(), p);
+    EXPECT_EQ(d2.action, Action::KdsPskThenIke);
+    EXPECT_TRUE(mentions(d2, "names neither"));
+    // Holding an operator certificate does not help either.
+    LocalFacts l = vendor_a();
+    l.holds_operator_cert = true;
+    p.auth = AuthMode::Certificate;
+    EXPECT_EQ(decide(l, p).action, Action::Down);
+}
+
+TEST(Decision, CertreqNamingOperatorUsesEnrolledCertificate) {
+    PeerFacts p;
+    p.certreq_anchors = std::vector<std::string>{"vendor-b", "operator"};
+    LocalFacts l = vendor_a();
+    l.holds_operator_cert = true;
+    auto d = decide(l, p);
+    EXPECT_EQ(d.action, Action::IkeOperatorCert);
+}
+
+TEST(Decision, AuthFailedWithoutCmpIsDownNotDowngraded) {
+    PeerFacts p;
+    p.auth_failed_untrusted_ca = true;
+    p.auth = AuthMode::Certificate;
+    auto d = decide(vendor_a(/*cmp=*/false), p);
+    EXPECT_EQ(d.action, Action::Down);
+    EXPECT_NE(d.down_reason.find("does not support CMPv2"), std::string::npos) << d.down_reason;
+    EXPECT_TRUE(mentions(d, "untrusted CA"));
+}

@@ -75,7 +75,12 @@ struct NeighbourStatus {
 // Why an IKE attempt failed, as far as the decision is concerned.
 struct IkeFailure {
     bool untrusted_ca = false;  // AUTHENTICATION_FAILED / chain to no anchor
+    // The anchors the peer named in its CERTREQ (labels of our trust anchors; a CA that is not
+    // ours reads "unknown:<8 hex>"), when the attempt saw one.
     std::optional<std::vector<std::string>> certreq_anchors;
+    // The attempt was abandoned after IKE_SA_INIT, before IKE_AUTH, because the peer's CERTREQ
+    // names no anchor the credential chains to (Agent::certreq_mismatch).
+    bool aborted_on_certreq = false;
 };
 
 struct Operations {
@@ -115,6 +120,15 @@ public:
     // The responder side saw the peer's certificate fail (e.g. untrusted CA): remember it so
     // the next decision takes it into account, and drop a Ready state built on it.
     void observe_peer_failure(const std::string& neighbour, bool untrusted_ca, Millis now);
+    // The peer named these anchors in a CERTREQ (e.g. in its IKE_AUTH request while we were
+    // the responder): remember them for the next decision, and drop a Ready state that
+    // presents a certificate the peer did not ask for.
+    void observe_certreq(const std::string& neighbour, const std::vector<std::string>& anchors, Millis now);
+    // Before IKE_AUTH: nullopt when the peer's CERTREQ (anchor labels) names the anchor the
+    // credential chains to (or the credential is a PSK, or the CERTREQ is empty); otherwise why
+    // the attempt is pointless.  The IKE operation calls this after IKE_SA_INIT and abandons
+    // the exchange (IkeFailure::aborted_on_certreq) rather than send a doomed IKE_AUTH.
+    std::optional<std::string> certreq_mismatch(Credential c, const std::vector<std::string>& anchors) const;
     // Forget the tunnel (e.g. after a revocation or a deleted SA): the next run decides anew.
     void reset(const std::string& neighbour);
     // Marks a neighbour Up from the responder side (the peer initiated).
@@ -145,6 +159,7 @@ private:
     std::optional<Millis> m_backhaul_retry_at;
     std::string m_backhaul_reason;
     bool m_operator_cert = false;
+    bool m_redeciding = false;  // connect() re-runs prepare() with new observations
     std::vector<PhaseRecord> m_node_phases;  // backhaul, enrolment (node-wide)
     std::vector<NeighbourStatus> m_neighbours;
 };
