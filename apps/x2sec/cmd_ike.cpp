@@ -3,9 +3,12 @@
 //   x2sec ike run --config FILE [--control SOCK] [--debug-keylog DIR]
 //   x2sec ike check-config --config FILE
 //   x2sec ike list-sas [--control SOCK] [--json]
+//   x2sec ike counters [--control SOCK]
 //   x2sec ike initiate --peer NAME [--timeout S]
 //   x2sec ike terminate (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
 //   x2sec ike rekey (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
+#include <sys/wait.h>
+#include <unistd.h>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -37,6 +40,8 @@ const char* kDefaultControl = "/run/x2sec/ike.sock";
 struct Options {
     std::string config, control = kDefaultControl, keylog, peer, child;
     std::string dataplane = "memory", tun = "x2s0", tun_addr;
+    std::vector<std::string> routes;
+    bool no_offload = false;
     int mtu = 1400;
     uint64_t ike_sa = 0;
     bool json_out = false;
@@ -109,6 +114,13 @@ int wait_for(const Options& o, uint64_t events_since, const std::function<bool(c
 uint64_t events_next(const Options& o) {
     auto r = request(o, {{"cmd", "events"}, {"since", UINT64_MAX}});
     return r ? r->value("next", uint64_t(0)) : 0;
+}
+
+int cmd_counters(const Options& o) {
+    auto r = request(o, {{"cmd", "counters"}});
+    if (!r) return 1;
+    std::cout << (*r)["counters"].dump(2) << "\n";
+    return 0;
 }
 
 int cmd_list(const Options& o) {
@@ -291,7 +303,7 @@ int cmd_run(const Options& o) {
     std::unique_ptr<x2sec::esp::TunBackend> tun_backend;
     if (o.dataplane == "tun") {
         dp = std::make_unique<x2sec::esp::DataPlane>(esp_counters);
-        auto tun = x2sec::esp::TunDevice::open(o.tun);
+        auto tun = x2sec::esp::TunDevice::open(o.tun, !o.no_offload);
         if (!tun) {
             std::cerr << "x2sec ike run: TUN " << o.tun << ": " << tun.error().detail() << "\n";
             return 1;
@@ -311,8 +323,23 @@ int cmd_run(const Options& o) {
             std::cerr << "x2sec ike run: TUN " << o.tun << ": " << st.error().detail() << "\n";
             return 1;
         }
+        for (const auto& r : o.routes) {
+            // `ip route replace PREFIX dev TUN` (iproute2 validates the prefix).
+            pid_t pid = ::fork();
+            if (pid == 0) {
+                ::execlp("ip", "ip", "route", "replace", r.c_str(), "dev", tun->name().c_str(), static_cast<char*>(nullptr));
+                _exit(127);
+            }
+            int wst = 0;
+            if (pid < 0 || ::waitpid(pid, &wst, 0) != pid || !WIFEXITED(wst) || WEXITSTATUS(wst) != 0) {
+                std::cerr << "x2sec ike run: ip route replace " << r << " dev " << tun->name() << " failed\n";
+                return 1;
+            }
+        }
         x2sec::esp::TunBackendOptions bo;
         bo.tun_name = tun->name();
+        bo.udp_offload = !o.no_offload;
+        if (!o.no_offload) bo.batch = 64;  // a TSO super-packet is ~48 segments
         bo.bind_addr = cfg->engine.peers.front().local_addr;
         bo.port = cfg->engine.peers.front().local_natt_port;
         auto b = x2sec::esp::TunBackend::create(*dp, std::move(*tun), bo);
@@ -323,6 +350,7 @@ int cmd_run(const Options& o) {
         tun_backend = std::move(*b);
         ro.natt_factory = x2sec::esp::make_natt_factory(*tun_backend);
         inner = dp.get();
+        ro.extra_counters.push_back(&esp_counters);
         lg->info("ESP data plane on TUN {} (UDP {}:{} shared with IKE)", bo.tun_name, bo.bind_addr.to_string(), bo.port);
     }
 #endif
@@ -349,7 +377,12 @@ int cmd_run(const Options& o) {
     int rc = (*rt)->run();
     backend.poster = nullptr;
 #ifdef X2SEC_IKE_HAVE_ESP
-    if (tun_backend) tun_backend->stop();
+    if (tun_backend) {
+        tun_backend->stop();
+        nlohmann::json c = nlohmann::json::object();
+        for (const auto& [k, v] : esp_counters.snapshot()) c[k] = v;
+        lg->info("ESP data plane counters at exit: {}", c.dump());
+    }
 #endif
     return rc;
 #else
@@ -384,11 +417,15 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
     run->add_option("--tun", o->tun, "TUN device name (--dataplane tun)")->capture_default_str();
     run->add_option("--tun-addr", o->tun_addr, "IPv4 address/prefix for the TUN device (inner address)");
     run->add_option("--mtu", o->mtu, "TUN MTU")->capture_default_str();
+    run->add_option("--route", o->routes, "prefix to route into the TUN device (repeatable; --dataplane tun)");
+    run->add_flag("--no-offload", o->no_offload, "plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO (--dataplane tun)");
     auto* check = app.add_subcommand("check-config", "load and validate a configuration file, then exit");
     check->add_option("--config", o->config, "configuration file (TOML)")->required();
     auto* list = app.add_subcommand("list-sas", "list IKE and Child SAs (like swanctl --list-sas)");
     add_control(list);
     list->add_flag("--json", o->json_out, "print JSON");
+    auto* counters = app.add_subcommand("counters", "print the daemon's counters (IKE, runtime, ESP data plane) as JSON");
+    add_control(counters);
     auto* init = app.add_subcommand("initiate", "establish the IKE SA and first Child SA with a peer");
     add_control(init);
     init->add_option("--peer", o->peer, "peer name")->required();
@@ -403,6 +440,7 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
         if (run->parsed()) return cmd_run(*o);
         if (check->parsed()) return cmd_check(*o);
         if (list->parsed()) return cmd_list(*o);
+        if (counters->parsed()) return cmd_counters(*o);
         if (init->parsed()) return cmd_initiate(*o);
         if ((term->parsed() || rekey->parsed()) && o->peer.empty() && !o->ike_sa) {
             std::cerr << "x2sec ike: give --peer or --ike-sa\n";

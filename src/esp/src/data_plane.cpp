@@ -116,6 +116,7 @@ Status DataPlane::install(const ChildSaParams& p) {
         m_spd.push_back(std::move(pol));
     }
     // else: a rekey; outbound stays on the old SA until set_outbound() or its removal.
+    m_counters.inc("esp.sa.installed");
     log::get("esp")->info("installed Child SA {} in {:08x} out {:08x} {} reqid {}", p.name,
                           p.spi_in, p.spi_out, to_string(p.cipher), p.reqid);
     return {};
@@ -141,6 +142,7 @@ Status DataPlane::remove_locked(uint32_t spi_in) {
         }
         break;
     }
+    m_counters.inc("esp.sa.removed");
     log::get("esp")->info("removed Child SA in {:08x} out {:08x}", c->in.spi, c->out.spi);
     return {};
 }
@@ -158,6 +160,7 @@ Status DataPlane::set_outbound(uint32_t old_spi_in, uint32_t new_spi_in) {
     for (auto& p : m_spd) {
         if (p.key == it->second->policy_key) {
             p.active = it->second;
+            m_counters.inc("esp.sa.outbound_switched");
             log::get("esp")->info("outbound switched from Child SA {:08x} to {:08x}", old_spi_in, new_spi_in);
             return {};
         }
@@ -359,6 +362,8 @@ void DataPlane::tick(Millis now) {
         std::lock_guard lock(m_events_mutex);
         ev = m_events;
     }
+    m_counters.inc("esp.sa.soft_expired", soft.size());
+    m_counters.inc("esp.sa.hard_expired", hard.size());
     for (uint32_t spi : soft) {
         log::get("esp")->info("Child SA {:08x} reached a soft limit: asking for a rekey", spi);
         if (ev.soft_expired) ev.soft_expired(spi);

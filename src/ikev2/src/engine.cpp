@@ -698,8 +698,15 @@ void EngineImpl::tick(Millis now) {
         for (auto& [id, sa] : m_sas)
             if (auto* c = child_by_in(*sa, spi)) {
                 c->installed = false;  // the data plane removed it
-                remove_child(*sa, spi, true, "(hard lifetime expired)");
-                if (sa->state == SaState::Established) queue_exchange(*sa, make_delete_child_exchange({spi}), now);
+                if (sa->state != SaState::Established) {
+                    remove_child(*sa, spi, true, "(hard lifetime expired)");
+                    break;
+                }
+                // Tell the peer: the Child SA stays (uninstalled) until the delete is answered,
+                // so the INFORMATIONAL exchange still finds it.
+                event(*sa, Event::Kind::ChildSaDown, 0, c->name + " (hard lifetime expired)");
+                c->down_reported = true;
+                queue_exchange(*sa, make_delete_child_exchange({spi}), now);
                 break;
             }
 

@@ -36,6 +36,7 @@ struct ChildSa {
     Millis rekey_at = 0;  // 0: none
     St st = St::Installed;
     bool installed = false;
+    bool down_reported = false;  // ChildSaDown already raised (hard expiry): the delete completes quietly
     // Set when we answered the peer's REKEY_SA for this child while our own rekey of it was
     // pending (RFC 7296 2.8 collision): the child we created and the nonces of their exchange.
     uint32_t collision_spi_in = 0;

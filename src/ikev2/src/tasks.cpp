@@ -652,12 +652,15 @@ struct DeleteChildTask final : Task {
             ChildSa* c = e.child_by_in(sa, s);
             if (!c) continue;
             bool rekeyed = c->st == ChildSa::St::Rekeyed;
-            e.remove_child(sa, s, !rekeyed, "deleted");
+            e.remove_child(sa, s, !rekeyed && !c->down_reported, "deleted");
         }
         return {};
     }
     void abort(EngineImpl& e, IkeSa& sa, Millis) override {
-        for (uint32_t s : spis) e.remove_child(sa, s, true, "deleted (no answer)");
+        for (uint32_t s : spis) {
+            ChildSa* c = e.child_by_in(sa, s);
+            e.remove_child(sa, s, !c || !c->down_reported, "deleted (no answer)");
+        }
     }
 };
 

@@ -308,6 +308,9 @@ nlohmann::json IkeRuntime::handle_control(const nlohmann::json& req) {
             nlohmann::json c = nlohmann::json::object();
             for (const auto& [k, v] : m_engine.counters().snapshot()) c[k] = v;
             for (const auto& [k, v] : m_counters.snapshot()) c[k] = v;
+            for (const Counters* extra : m_opts.extra_counters)
+                if (extra)
+                    for (const auto& [k, v] : extra->snapshot()) c[k] = v;
             return {{"ok", true}, {"counters", c}};
         }
         if (cmd == "stop") {

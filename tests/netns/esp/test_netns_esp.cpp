@@ -138,6 +138,105 @@ struct EspProc {
     ~EspProc() { stop(); }
 };
 
+// Sends `total` bytes from ns_a (198.51.100.x) to 203.0.113.1 in ns_b over TCP through the tunnel; returns {sent digest, received
+// digest, received bytes}.  `during` runs in this thread while the transfer is going on.
+std::tuple<std::string, std::string, size_t> transfer_between(const std::string& ns_a, const std::string& ns_b, size_t total,
+                                                            const std::function<void()>& during = [] {}) {
+    int res[2];
+    EXPECT_EQ(0, ::pipe(res));
+    const uint16_t port = uint16_t(20000 + ::getpid() % 20000);
+    pid_t server = ::fork();
+    if (server == 0) {
+        alarm(120);
+        if (!enter_netns(ns_b)) _exit(2);
+        int s = ::socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        sockaddr_in sin{};
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons(port);
+        ::inet_pton(AF_INET, "203.0.113.1", &sin.sin_addr);
+        if (::bind(s, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) || ::listen(s, 1)) _exit(3);
+        uint8_t ready = 1;
+        (void)!::write(res[1], &ready, 1);
+        int c = ::accept(s, nullptr, nullptr);
+        EVP_MD_CTX* md = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
+        std::vector<uint8_t> buf(1 << 16);
+        uint64_t got = 0;
+        ssize_t n;
+        while ((n = ::read(c, buf.data(), buf.size())) > 0) {
+            EVP_DigestUpdate(md, buf.data(), size_t(n));
+            got += uint64_t(n);
+        }
+        unsigned char d[32];
+        unsigned dl = 0;
+        EVP_DigestFinal_ex(md, d, &dl);
+        (void)!::write(res[1], d, 32);
+        (void)!::write(res[1], &got, sizeof(got));
+        _exit(0);
+    }
+    uint8_t ready = 0;
+    EXPECT_EQ(1, ::read(res[0], &ready, 1));
+    pid_t client = ::fork();
+    if (client == 0) {
+        alarm(120);
+        if (!enter_netns(ns_a)) _exit(2);
+        int s = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in sin{};
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons(port);
+        ::inet_pton(AF_INET, "203.0.113.1", &sin.sin_addr);
+        if (::connect(s, reinterpret_cast<sockaddr*>(&sin), sizeof(sin))) _exit(3);
+        std::vector<uint8_t> buf(1 << 16);
+        uint64_t state = 0x9e3779b97f4a7c15ULL;
+        size_t sent = 0;
+        while (sent < total) {
+            fill(buf, state);
+            size_t chunk = std::min(buf.size(), total - sent);
+            size_t off = 0;
+            while (off < chunk) {
+                ssize_t n = ::write(s, buf.data() + off, chunk - off);
+                if (n <= 0) _exit(4);
+                off += size_t(n);
+            }
+            sent += chunk;
+            usleep(2000);  // pace so the rekey happens mid-transfer
+        }
+        ::shutdown(s, SHUT_WR);
+        ::close(s);
+        _exit(0);
+    }
+    during();
+    int st = 0;
+    ::waitpid(client, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "client status " << st;
+    unsigned char d[32] = {};
+    uint64_t got = 0;
+    EXPECT_EQ(32, ::read(res[0], d, 32));
+    EXPECT_EQ(ssize_t(sizeof(got)), ::read(res[0], &got, sizeof(got)));
+    ::waitpid(server, &st, 0);
+    ::close(res[0]);
+    ::close(res[1]);
+    // Expected digest of the same stream.
+    EVP_MD_CTX* md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
+    std::vector<uint8_t> buf(1 << 16);
+    uint64_t state = 0x9e3779b97f4a7c15ULL;
+    for (size_t done = 0; done < total;) {
+        fill(buf, state);
+        size_t chunk = std::min(buf.size(), total - done);
+        EVP_DigestUpdate(md, buf.data(), chunk);
+        done += chunk;
+    }
+    unsigned char e[32];
+    unsigned el = 0;
+    EVP_DigestFinal_ex(md, e, &el);
+    EVP_MD_CTX_free(md);
+    return {hexdigest(e, 32), hexdigest(d, 32), size_t(got)};
+}
+
+
 const char* kKeyAB = "000102030405060708090a0b0c0d0e0f10111213";  // A -> B, old SA
 const char* kKeyBA = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
 const char* kKeyAB2 = "5152535455565758595a5b5c5d5e5f6061626364";  // after the rekey
@@ -230,101 +329,8 @@ protected:
         if (!dir.empty()) std::filesystem::remove_all(dir);
     }
 
-    // Sends `total` bytes A -> B over TCP through the tunnel; returns {sent digest, received
-    // digest, received bytes}.  `during` runs in this thread while the transfer is going on.
     std::tuple<std::string, std::string, size_t> transfer(size_t total, const std::function<void()>& during) {
-        int res[2];
-        EXPECT_EQ(0, ::pipe(res));
-        const uint16_t port = uint16_t(20000 + ::getpid() % 20000);
-        pid_t server = ::fork();
-        if (server == 0) {
-            alarm(120);
-            if (!enter_netns(ns_b)) _exit(2);
-            int s = ::socket(AF_INET, SOCK_STREAM, 0);
-            int one = 1;
-            ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-            sockaddr_in sin{};
-            sin.sin_family = AF_INET;
-            sin.sin_port = htons(port);
-            ::inet_pton(AF_INET, "203.0.113.1", &sin.sin_addr);
-            if (::bind(s, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) || ::listen(s, 1)) _exit(3);
-            uint8_t ready = 1;
-            (void)!::write(res[1], &ready, 1);
-            int c = ::accept(s, nullptr, nullptr);
-            EVP_MD_CTX* md = EVP_MD_CTX_new();
-            EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
-            std::vector<uint8_t> buf(1 << 16);
-            uint64_t got = 0;
-            ssize_t n;
-            while ((n = ::read(c, buf.data(), buf.size())) > 0) {
-                EVP_DigestUpdate(md, buf.data(), size_t(n));
-                got += uint64_t(n);
-            }
-            unsigned char d[32];
-            unsigned dl = 0;
-            EVP_DigestFinal_ex(md, d, &dl);
-            (void)!::write(res[1], d, 32);
-            (void)!::write(res[1], &got, sizeof(got));
-            _exit(0);
-        }
-        uint8_t ready = 0;
-        EXPECT_EQ(1, ::read(res[0], &ready, 1));
-        pid_t client = ::fork();
-        if (client == 0) {
-            alarm(120);
-            if (!enter_netns(ns_a)) _exit(2);
-            int s = ::socket(AF_INET, SOCK_STREAM, 0);
-            sockaddr_in sin{};
-            sin.sin_family = AF_INET;
-            sin.sin_port = htons(port);
-            ::inet_pton(AF_INET, "203.0.113.1", &sin.sin_addr);
-            if (::connect(s, reinterpret_cast<sockaddr*>(&sin), sizeof(sin))) _exit(3);
-            std::vector<uint8_t> buf(1 << 16);
-            uint64_t state = 0x9e3779b97f4a7c15ULL;
-            size_t sent = 0;
-            while (sent < total) {
-                fill(buf, state);
-                size_t chunk = std::min(buf.size(), total - sent);
-                size_t off = 0;
-                while (off < chunk) {
-                    ssize_t n = ::write(s, buf.data() + off, chunk - off);
-                    if (n <= 0) _exit(4);
-                    off += size_t(n);
-                }
-                sent += chunk;
-                usleep(2000);  // pace so the rekey happens mid-transfer
-            }
-            ::shutdown(s, SHUT_WR);
-            ::close(s);
-            _exit(0);
-        }
-        during();
-        int st = 0;
-        ::waitpid(client, &st, 0);
-        EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "client status " << st;
-        unsigned char d[32] = {};
-        uint64_t got = 0;
-        EXPECT_EQ(32, ::read(res[0], d, 32));
-        EXPECT_EQ(ssize_t(sizeof(got)), ::read(res[0], &got, sizeof(got)));
-        ::waitpid(server, &st, 0);
-        ::close(res[0]);
-        ::close(res[1]);
-        // Expected digest of the same stream.
-        EVP_MD_CTX* md = EVP_MD_CTX_new();
-        EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
-        std::vector<uint8_t> buf(1 << 16);
-        uint64_t state = 0x9e3779b97f4a7c15ULL;
-        for (size_t done = 0; done < total;) {
-            fill(buf, state);
-            size_t chunk = std::min(buf.size(), total - done);
-            EVP_DigestUpdate(md, buf.data(), chunk);
-            done += chunk;
-        }
-        unsigned char e[32];
-        unsigned el = 0;
-        EVP_DigestFinal_ex(md, e, &el);
-        EVP_MD_CTX_free(md);
-        return {hexdigest(e, 32), hexdigest(d, 32), size_t(got)};
+        return transfer_between(ns_a, ns_b, total, during);
     }
 
     uint64_t counter(EspProc& p, const std::string& name) {
@@ -426,6 +432,200 @@ TEST_F(EspNetnsIke, ChildSaNegotiatedByIkeCarriesTrafficWithNoManualStep) {
     auto [want, got, n] = transfer(total, [] {});
     EXPECT_EQ(n, total);
     EXPECT_EQ(got, want);
+}
+
+// `x2sec ike run --dataplane tun` on both sides (the real IKE daemon: runtime, engine, data
+// plane in one process, as deployed).  The Child SA has tiny data-plane lifetimes, so the
+// data plane asks the engine to rekey (CREATE_CHILD_SA) or, with only a hard limit, removes the
+// SA and the engine deletes it with the peer.  State comes from the control socket
+// (`x2sec ike list-sas --json` / `x2sec ike counters`, which includes the esp.* counters).
+class EspNetnsIkeRun : public ::testing::Test {
+protected:
+    std::string id, ns_a, ns_b, dir;
+    std::vector<pid_t> procs;
+    bool created = false;
+
+    void SetUp() override {
+        if (::geteuid() != 0) GTEST_SKIP() << "needs root: creates network namespaces, a veth pair and TUN devices";
+        if (::access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/net/tun";
+        if (sh("ip -V") != 0) GTEST_SKIP() << "iproute2 `ip` not installed";
+        id = std::to_string(::getpid());
+        ns_a = "x2sA" + id;
+        ns_b = "x2sB" + id;
+        if (sh("ip netns add " + ns_a) != 0 || sh("ip netns add " + ns_b) != 0)
+            GTEST_SKIP() << "cannot create network namespaces here";
+        created = true;
+        std::string tail = id.substr(id.size() > 6 ? id.size() - 6 : 0);
+        std::string va = "x2sa" + tail, vb = "x2sb" + tail;
+        ASSERT_EQ(0, sh("ip link add " + va + " netns " + ns_a + " type veth peer name " + vb + " netns " + ns_b));
+        ASSERT_EQ(0, sh("ip -n " + ns_a + " addr add 192.0.2.1/24 dev " + va));
+        ASSERT_EQ(0, sh("ip -n " + ns_b + " addr add 192.0.2.2/24 dev " + vb));
+        for (auto& [ns, dev] : std::vector<std::pair<std::string, std::string>>{{ns_a, va}, {ns_b, vb}}) {
+            ASSERT_EQ(0, sh("ip -n " + ns + " link set lo up"));
+            ASSERT_EQ(0, sh("ip -n " + ns + " link set " + dev + " up"));
+        }
+        dir = "/tmp/x2sec-esp-ikerun-" + id;
+        std::filesystem::create_directories(dir);
+    }
+    void TearDown() override {
+        for (pid_t p : procs) ::kill(p, SIGTERM);
+        for (pid_t p : procs) {
+            bool gone = false;
+            for (int i = 0; i < 60 && !gone; ++i) {
+                gone = ::waitpid(p, nullptr, WNOHANG) == p;
+                if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+            if (!gone) {
+                ::kill(p, SIGKILL);
+                ::waitpid(p, nullptr, 0);
+            }
+        }
+        if (created) {
+            sh("ip netns del " + ns_a);
+            sh("ip netns del " + ns_b);
+        }
+        if (!dir.empty() && !HasFailure()) std::filesystem::remove_all(dir);
+    }
+
+    std::string sock(const std::string& side) { return dir + "/" + side + ".sock"; }
+
+    // life: extra TOML lines for [[peer.child]] (data-plane lifetimes).
+    void start(const std::string& life, const std::string& extra_peer = "force_encap = true\n",
+               const std::vector<std::string>& extra_args = {}) {
+        for (std::string side : {"B", "A"}) {
+            bool a = side == "A";
+            std::string f = dir + "/" + side + ".toml";
+            std::ofstream out(f);
+            out << "[runtime]\ncontrol_socket = \"" << sock(side) << "\"\n\n"
+                << "[[peer]]\nname = \"peer\"\n"
+                << "local_addr = \"" << (a ? "192.0.2.1" : "192.0.2.2") << "\"\n"
+                << "remote_addr = \"" << (a ? "192.0.2.2" : "192.0.2.1") << "\"\n"
+                << "local_id = \"fqdn:" << (a ? "a" : "b") << ".example.org\"\n"
+                << "remote_id = \"" << (a ? "b" : "a") << ".example.org\"\n"
+                << "auth = \"psk\"\npsk = \"hex:00112233445566778899aabbccddeeff\"\n"
+                << extra_peer << "auto_initiate = " << (a ? "true" : "false") << "\n\n"
+                << "  [[peer.child]]\n  name = \"x2\"\n"
+                << "  local_ts = \"" << (a ? "198.51.100.0/24" : "203.0.113.0/24") << "\"\n"
+                << "  remote_ts = \"" << (a ? "203.0.113.0/24" : "198.51.100.0/24") << "\"\n"
+                << "  esp_proposals = [\"aes128gcm16\"]\n"
+                << life;
+            out.close();
+            std::vector<std::string> argv = {"ip", "netns", "exec", a ? ns_a : ns_b, X2SEC_BINARY, "ike", "run",
+                                             "--config", f, "--control", sock(side), "--dataplane", "tun",
+                                             "--tun", "x2s0", "--tun-addr", a ? "198.51.100.1/24" : "203.0.113.1/24",
+                                             "--route", a ? "203.0.113.0/24" : "198.51.100.0/24"};
+            argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+            std::string log = dir + "/" + side + ".log";
+            pid_t pid = ::fork();
+            if (pid == 0) {
+                int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                ::dup2(fd, 1);
+                ::dup2(fd, 2);
+                std::vector<char*> av;
+                for (auto& x : argv) av.push_back(x.data());
+                av.push_back(nullptr);
+                ::execvp("ip", av.data());
+                _exit(127);
+            }
+            ASSERT_GT(pid, 0);
+            procs.push_back(pid);
+            if (!a) {  // B's control socket first, so A's auto_initiate finds it listening
+                for (int i = 0; i < 100 && !std::filesystem::exists(sock("B")); ++i)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+        }
+    }
+    std::string ctl(const std::string& side, const std::string& args) {
+        std::string cmd = std::string(X2SEC_BINARY) + " ike " + args + " --control " + sock(side) + " 2>/dev/null";
+        FILE* f = ::popen(cmd.c_str(), "r");
+        if (!f) return "";
+        std::string out;
+        char buf[4096];
+        size_t n;
+        while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+        ::pclose(f);
+        return out;
+    }
+    uint64_t counter(const std::string& side, const std::string& name) {
+        std::string s = ctl(side, "counters");
+        auto k = s.find("\"" + name + "\": ");
+        if (k == std::string::npos) return 0;
+        return std::stoull(s.substr(k + name.size() + 4));
+    }
+    size_t children(const std::string& side) {
+        std::string s = ctl(side, "list-sas --json");
+        size_t n = 0;
+        for (auto k = s.find("\"spi_in\""); k != std::string::npos; k = s.find("\"spi_in\"", k + 1)) ++n;
+        return n;
+    }
+    bool wait_tunnel() {
+        for (int i = 0; i < 20; ++i)
+            if (sh("ip netns exec " + ns_a + " ping -c 1 -W 1 203.0.113.1") == 0) return true;
+        return false;
+    }
+    std::string logs() {
+        std::string out;
+        for (const char* side : {"A", "B"}) {
+            std::ifstream f(dir + "/" + side + ".log");
+            std::stringstream ss;
+            ss << f.rdbuf();
+            std::string t = ss.str();
+            out += std::string("--- ") + side + ".log (tail)\n" + t.substr(t.size() > 3000 ? t.size() - 3000 : 0);
+        }
+        return out;
+    }
+    void expect_rekeyed_without_loss(size_t total, uint64_t min_rekeys) {
+        ASSERT_TRUE(wait_tunnel()) << logs();
+        auto [want, got, n] = transfer_between(ns_a, ns_b, total);
+        EXPECT_EQ(n, total);
+        EXPECT_EQ(got, want);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));  // last deletes
+        uint64_t soft = counter("A", "esp.sa.soft_expired") + counter("B", "esp.sa.soft_expired");
+        EXPECT_GE(soft, min_rekeys) << logs();
+        std::cout << "[ info ] soft expiries (A+B) " << soft << ", SAs installed A " << counter("A", "esp.sa.installed")
+                  << " B " << counter("B", "esp.sa.installed") << ", removed A " << counter("A", "esp.sa.removed")
+                  << " B " << counter("B", "esp.sa.removed") << "\n";
+        for (const char* side : {"A", "B"}) {
+            // Every rekey installed a new SA and removed the old one through IKE.
+            EXPECT_GE(counter(side, "esp.sa.installed"), 1 + min_rekeys) << side;
+            EXPECT_EQ(counter(side, "esp.sa.installed"), counter(side, "esp.sa.removed") + 1) << side << logs();
+            EXPECT_GE(counter(side, "esp.sa.outbound_switched"), min_rekeys) << side;
+            EXPECT_EQ(children(side), 1u) << side;
+            // (esp.drop.no_policy is not checked: the TUN device's own IPv6 link-local traffic
+            // has no policy; the SPD entry itself survives every rekey.)
+            for (const char* c : {"esp.drop.auth", "esp.drop.unknown_spi", "esp.drop.replay", "esp.drop.replay_old",
+                                  "esp.drop.expired", "esp.drop.seq_exhausted"})
+                EXPECT_EQ(counter(side, c), 0u) << side << " " << c;
+        }
+        EXPECT_EQ(0, sh("ip netns exec " + ns_a + " ping -c 2 -i 0.2 -W 2 203.0.113.1"));
+    }
+};
+
+TEST_F(EspNetnsIkeRun, SoftByteLimitRekeysThroughIkeWithoutLoss) {
+    start("  life_bytes_soft = 1000000\n  life_bytes_hard = 100000000\n");
+    expect_rekeyed_without_loss(6u << 20, 3);
+}
+
+TEST_F(EspNetnsIkeRun, SoftPacketLimitRekeysThroughIkeWithoutLoss) {
+    start("  life_packets_soft = 1000\n");
+    expect_rekeyed_without_loss(5u << 20, 2);
+}
+
+TEST_F(EspNetnsIkeRun, HardPacketLimitWithoutRekeyRemovesTheChildSa) {
+    start("  life_packets_hard = 30\n");
+    ASSERT_TRUE(wait_tunnel()) << logs();
+    // 40 echo requests: the SA stops after 30 packets per direction.
+    sh("ip netns exec " + ns_a + " ping -c 40 -i 0.02 -W 1 203.0.113.1");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    EXPECT_GE(counter("A", "esp.sa.hard_expired") + counter("B", "esp.sa.hard_expired"), 1u) << logs();
+    EXPECT_EQ(counter("A", "esp.sa.soft_expired") + counter("B", "esp.sa.soft_expired"), 0u);
+    for (const char* side : {"A", "B"}) {
+        EXPECT_EQ(counter(side, "esp.sa.installed"), 1u) << side;
+        EXPECT_EQ(counter(side, "esp.sa.removed"), 1u) << side << logs();
+        EXPECT_EQ(children(side), 0u) << side << ctl(side, "list-sas --json");
+    }
+    EXPECT_NE(0, sh("ip netns exec " + ns_a + " ping -c 2 -i 0.2 -W 1 203.0.113.1"));
+    EXPECT_GE(counter("A", "esp.drop.no_policy"), 1u);
 }
 
 TEST(EspInterop, StrongswanCharonKernelLibipsec) {

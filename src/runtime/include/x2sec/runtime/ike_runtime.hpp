@@ -42,6 +42,9 @@ struct RuntimeOptions {
     bool handle_signals = false;       // SIGINT/SIGTERM -> graceful stop (blocks them in this thread)
     Millis shutdown_grace_ms = 3000;
     NattFactory natt_factory;          // default: PlainNattTransport::bind
+    // More counters for the control socket's "counters" reply (e.g. the ESP data plane's);
+    // must outlive the runtime.
+    std::vector<const Counters*> extra_counters;
 };
 
 class IkeRuntime {
