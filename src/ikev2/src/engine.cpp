@@ -44,7 +44,9 @@ int64_t EngineImpl::unix_now() const {
 
 IkeSa* EngineImpl::find_sa(uint64_t id) {
     auto it = m_sas.find(id);
-    return it == m_sas.end() ? nullptr : it->second.get();
+    if (it == m_sas.end()) return nullptr;
+    touch(*it->second);  // the caller may change its timers
+    return it->second.get();
 }
 
 IkeSa* EngineImpl::find_by_spi(uint64_t my_spi) {
@@ -129,6 +131,7 @@ IkeSa& EngineImpl::new_sa(size_t peer_idx, bool initiator, Millis now) {
     sa->local_id_text = p.local_id.to_string();
     IkeSa& ref = *sa;
     m_sas.emplace(ref.id, std::move(sa));
+    touch(ref);
     return ref;
 }
 
@@ -154,6 +157,8 @@ void EngineImpl::transition(IkeSa& sa, SaState to) {
     if (!sa.initiator && sa.state == SaState::Connecting) --m_half_open;
     if (!sa.initiator && to == SaState::Connecting) ++m_half_open;
     sa.state = to;
+    if (to == SaState::Destroyed) m_destroyed.push_back(sa.id);
+    touch(sa);
 }
 
 void EngineImpl::event(const IkeSa& sa, Event::Kind k, int code, std::string detail) {
@@ -326,6 +331,7 @@ void EngineImpl::queue_exchange(IkeSa& sa, Exchange ex, Millis now) {
 }
 
 void EngineImpl::start_next(IkeSa& sa, Millis now) {
+    touch(sa);
     while (!sa.outstanding && !sa.queue.empty() && sa.state != SaState::Destroyed) {
         Exchange ex = std::move(sa.queue.front());
         sa.queue.pop_front();
@@ -673,6 +679,7 @@ void EngineImpl::process_response(IkeSa& sa, const Header&, const std::vector<Pa
 
 void EngineImpl::schedule_rekeys(IkeSa& sa, Millis now) {
     const auto& p = peer(sa);
+    touch(sa);
     if (p.ike_rekey_seconds) {
         Millis base = static_cast<Millis>(p.ike_rekey_seconds) * 1000;
         Millis jitter = static_cast<Millis>(m_rng.u32() % (base / 10 + 1));
@@ -687,6 +694,7 @@ void EngineImpl::tick(Millis now) {
         soft.swap(m_soft_expired);
         hard.swap(m_hard_expired);
     }
+    // Lifetime events from the data plane are rare; these scans are per event, not per tick.
     for (uint32_t spi : soft)
         for (auto& [id, sa] : m_sas)
             if (auto* c = child_by_in(*sa, spi); c && c->st == ChildSa::St::Installed && sa->state == SaState::Established) {
@@ -698,6 +706,7 @@ void EngineImpl::tick(Millis now) {
         for (auto& [id, sa] : m_sas)
             if (auto* c = child_by_in(*sa, spi)) {
                 c->installed = false;  // the data plane removed it
+                touch(*sa);
                 if (sa->state != SaState::Established) {
                     remove_child(*sa, spi, true, "(hard lifetime expired)");
                     break;
@@ -712,69 +721,131 @@ void EngineImpl::tick(Millis now) {
 
     if (m_cookie_rotated_at >= 0 && now - m_cookie_rotated_at >= m_config.cookie_secret_lifetime_ms) rotate_cookie_secret(now);
 
-    std::vector<uint64_t> ids;
-    for (auto& [id, sa] : m_sas) ids.push_back(id);
-    for (uint64_t id : ids) {
-        IkeSa* sa = find_sa(id);
+    // The SAs with a due timer, each once per tick (timers it makes due again run next tick).
+    std::vector<uint64_t> due;
+    for (;;) {
+        settle_timers();
+        if (m_timers.empty() || m_timers.top().at > now) break;
+        TimerEntry e = m_timers.top();
+        m_timers.pop();
+        m_sas.find(e.id)->second->armed_at = kNoTimer;  // settled: live and exact
+        due.push_back(e.id);
+    }
+    for (uint64_t id : due) {
+        IkeSa* sa = find_sa(id);  // touched: re-armed by rearm()
         if (!sa || sa->state == SaState::Destroyed) continue;
-        // Retransmissions.
-        if (sa->outstanding && now >= sa->outstanding->next_retransmit) {
-            auto& o = *sa->outstanding;
-            if (o.tries >= m_config.retransmit.tries) {
-                std::string what = to_string(o.exchange.type);
-                m_log->warn("IKE SA #{} ({}): no response to {} #{} after {} retransmissions", sa->id, peer(*sa).name,
-                            what, o.mid, o.tries);
-                m_counters.inc("ike.tx.timeout");
-                bool was_init = sa->established_at == 0;
-                fail_outstanding(*sa, now, "retransmission timeout");
-                event(*sa, was_init ? Event::Kind::NegotiationFailed : Event::Kind::PeerDead, 0,
-                      "no response to " + what + " after " + std::to_string(m_config.retransmit.tries) +
-                          " retransmissions");
-                destroy(*sa, now, true, "peer unreachable");
-                continue;
-            }
-            ++o.tries;
-            double factor = std::pow(m_config.retransmit.backoff, static_cast<double>(o.tries));
-            o.next_retransmit = now + static_cast<Millis>(static_cast<double>(m_config.retransmit.timeout_ms) * factor);
-            m_counters.inc("ike.tx.retransmit");
-            m_log->info("IKE SA #{}: retransmit {} #{} (try {})", sa->id, to_string(o.exchange.type), o.mid, o.tries);
-            send_packets(*sa, o.packets);
-        }
-        // Half-open expiry.
-        if (sa->state == SaState::Connecting && sa->established_at == 0 && !sa->initiator &&
-            now - sa->created_at >= m_config.half_open_timeout_ms) {
-            m_counters.inc("ike.half_open_expired");
-            destroy(*sa, now, true, "half-open timeout");
-            continue;
-        }
-        if (sa->state != SaState::Established) continue;
-        const auto& p = peer(*sa);
-        if (sa->rekey_at && now >= sa->rekey_at) {
-            sa->rekey_at = 0;
-            (void)rekey_ike(sa->id, now);
-            continue;
-        }
-        for (auto& c : sa->children)
-            if (c.rekey_at && now >= c.rekey_at && c.st == ChildSa::St::Installed) {
-                c.rekey_at = 0;
-                uint32_t spi = c.spi_in;
-                (void)rekey_child(sa->id, spi, now);
-                break;  // children vector may change
-            }
-        if (p.dpd_interval_ms && !sa->outstanding && sa->queue.empty() &&
-            now - sa->last_rx >= static_cast<Millis>(p.dpd_interval_ms)) {
-            sa->last_rx = now;  // one DPD per interval
-            queue_exchange(*sa, make_dpd_exchange(), now);
-        }
+        run_timers(*sa, now);
     }
     // Reap destroyed SAs.
-    for (auto it = m_sas.begin(); it != m_sas.end();) {
-        if (it->second->state != SaState::Destroyed) {
-            ++it;
+    for (uint64_t id : std::exchange(m_destroyed, {})) {
+        auto it = m_sas.find(id);
+        if (it == m_sas.end() || it->second->state != SaState::Destroyed) continue;
+        reap(*it->second);
+        m_sas.erase(it);
+    }
+}
+
+void EngineImpl::run_timers(IkeSa& sa_ref, Millis now) {
+    IkeSa* sa = &sa_ref;
+    // Retransmissions.
+    if (sa->outstanding && now >= sa->outstanding->next_retransmit) {
+        auto& o = *sa->outstanding;
+        if (o.tries >= m_config.retransmit.tries) {
+            std::string what = to_string(o.exchange.type);
+            m_log->warn("IKE SA #{} ({}): no response to {} #{} after {} retransmissions", sa->id, peer(*sa).name, what,
+                        o.mid, o.tries);
+            m_counters.inc("ike.tx.timeout");
+            bool was_init = sa->established_at == 0;
+            fail_outstanding(*sa, now, "retransmission timeout");
+            event(*sa, was_init ? Event::Kind::NegotiationFailed : Event::Kind::PeerDead, 0,
+                  "no response to " + what + " after " + std::to_string(m_config.retransmit.tries) + " retransmissions");
+            destroy(*sa, now, true, "peer unreachable");
+            return;
+        }
+        ++o.tries;
+        double factor = std::pow(m_config.retransmit.backoff, static_cast<double>(o.tries));
+        o.next_retransmit = now + static_cast<Millis>(static_cast<double>(m_config.retransmit.timeout_ms) * factor);
+        m_counters.inc("ike.tx.retransmit");
+        m_log->info("IKE SA #{}: retransmit {} #{} (try {})", sa->id, to_string(o.exchange.type), o.mid, o.tries);
+        send_packets(*sa, o.packets);
+    }
+    // Half-open expiry.
+    if (sa->state == SaState::Connecting && sa->established_at == 0 && !sa->initiator &&
+        now - sa->created_at >= m_config.half_open_timeout_ms) {
+        m_counters.inc("ike.half_open_expired");
+        destroy(*sa, now, true, "half-open timeout");
+        return;
+    }
+    if (sa->state != SaState::Established) return;
+    const auto& p = peer(*sa);
+    if (sa->rekey_at && now >= sa->rekey_at) {
+        sa->rekey_at = 0;
+        (void)rekey_ike(sa->id, now);
+        return;
+    }
+    for (auto& c : sa->children)
+        if (c.rekey_at && now >= c.rekey_at && c.st == ChildSa::St::Installed) {
+            c.rekey_at = 0;
+            uint32_t spi = c.spi_in;
+            (void)rekey_child(sa->id, spi, now);
+            break;  // children vector may change
+        }
+    if (p.dpd_interval_ms && !sa->outstanding && sa->queue.empty() &&
+        now - sa->last_rx >= static_cast<Millis>(p.dpd_interval_ms)) {
+        sa->last_rx = now;  // one DPD per interval
+        queue_exchange(*sa, make_dpd_exchange(), now);
+    }
+}
+
+std::optional<Millis> EngineImpl::sa_deadline(const IkeSa& sa) const {
+    std::optional<Millis> best;
+    auto consider = [&](Millis t) {
+        if (!best || t < *best) best = t;
+    };
+    if (sa.state == SaState::Destroyed) return best;
+    if (sa.outstanding) consider(sa.outstanding->next_retransmit);
+    if (sa.state == SaState::Connecting && sa.established_at == 0 && !sa.initiator)
+        consider(sa.created_at + m_config.half_open_timeout_ms);
+    if (sa.state != SaState::Established) return best;
+    if (sa.rekey_at) consider(sa.rekey_at);
+    for (const auto& c : sa.children)
+        if (c.rekey_at && c.st == ChildSa::St::Installed) consider(c.rekey_at);
+    const auto& p = m_config.peers[sa.peer_idx];
+    if (p.dpd_interval_ms && !sa.outstanding && sa.queue.empty())
+        consider(sa.last_rx + static_cast<Millis>(p.dpd_interval_ms));
+    return best;
+}
+
+void EngineImpl::rearm() {
+    for (uint64_t id : std::exchange(m_touched, {})) {
+        auto it = m_sas.find(id);
+        if (it == m_sas.end()) continue;
+        IkeSa& sa = *it->second;
+        sa.touched = false;
+        auto d = sa_deadline(sa);
+        // A later deadline keeps the earlier entry (a harmless early wake-up re-arms it then).
+        if (d && *d < sa.armed_at) {
+            sa.armed_at = *d;
+            m_timers.push(TimerEntry{*d, id});
+        }
+    }
+}
+
+void EngineImpl::settle_timers() const {
+    while (!m_timers.empty()) {
+        TimerEntry e = m_timers.top();
+        auto it = m_sas.find(e.id);
+        if (it == m_sas.end() || it->second->armed_at != e.at) {
+            m_timers.pop();  // stale
             continue;
         }
-        reap(*it->second);
-        it = m_sas.erase(it);
+        IkeSa& sa = *it->second;
+        if (sa.touched) return;  // rearm() pending: keep the (early at worst) entry
+        auto d = sa_deadline(sa);
+        if (d && *d == e.at) return;  // exact
+        m_timers.pop();
+        sa.armed_at = d ? *d : kNoTimer;
+        if (d) m_timers.push(TimerEntry{*d, e.id});
     }
 }
 
@@ -787,20 +858,9 @@ std::optional<Millis> EngineImpl::next_deadline() const {
         std::lock_guard lock(const_cast<std::mutex&>(m_expired_mutex));
         if (!m_soft_expired.empty() || !m_hard_expired.empty()) consider(0);
     }
-    for (const auto& [id, sa] : m_sas) {
-        if (sa->state == SaState::Destroyed) {
-            consider(0);
-            continue;
-        }
-        if (sa->outstanding) consider(sa->outstanding->next_retransmit);
-        if (sa->state == SaState::Connecting && !sa->initiator) consider(sa->created_at + m_config.half_open_timeout_ms);
-        if (sa->state != SaState::Established) continue;
-        if (sa->rekey_at) consider(sa->rekey_at);
-        for (const auto& c : sa->children)
-            if (c.rekey_at) consider(c.rekey_at);
-        const auto& p = m_config.peers[sa->peer_idx];
-        if (p.dpd_interval_ms && !sa->outstanding) consider(sa->last_rx + static_cast<Millis>(p.dpd_interval_ms));
-    }
+    if (!m_destroyed.empty()) consider(0);
+    settle_timers();
+    if (!m_timers.empty()) consider(m_timers.top().at);
     if (m_cookie_rotated_at >= 0) consider(m_cookie_rotated_at + m_config.cookie_secret_lifetime_ms);
     return best;
 }
@@ -1026,18 +1086,26 @@ struct Engine::Impl {
 Engine::Engine(EngineConfig config, ChildSaBackend& backend, Rng& rng)
     : m_impl(std::make_unique<Impl>(std::move(config), backend, rng)) {}
 Engine::~Engine() = default;
-Status Engine::initiate(const std::string& peer, Millis now) { return m_impl->e.initiate(peer, now); }
-void Engine::handle_datagram(const Datagram& d, Millis now) { m_impl->e.handle_datagram(d, now); }
-void Engine::tick(Millis now) { m_impl->e.tick(now); }
+Status Engine::initiate(const std::string& peer, Millis now) { return rearmed(m_impl->e.initiate(peer, now)); }
+void Engine::handle_datagram(const Datagram& d, Millis now) {
+    m_impl->e.handle_datagram(d, now);
+    m_impl->e.rearm();
+}
+void Engine::tick(Millis now) {
+    m_impl->e.tick(now);
+    m_impl->e.rearm();
+}
 std::optional<Millis> Engine::next_deadline() const { return m_impl->e.next_deadline(); }
 std::vector<Datagram> Engine::take_outgoing() { return std::exchange(m_impl->e.m_out, {}); }
 std::vector<Event> Engine::take_events() { return std::exchange(m_impl->e.m_events, {}); }
-Status Engine::rekey_ike(uint64_t id, Millis now) { return m_impl->e.rekey_ike(id, now); }
-Status Engine::rekey_child(uint64_t id, uint32_t spi, Millis now) { return m_impl->e.rekey_child(id, spi, now); }
-Status Engine::create_child(uint64_t id, const std::string& n, Millis now) { return m_impl->e.create_child(id, n, now); }
-Status Engine::delete_child(uint64_t id, uint32_t spi, Millis now) { return m_impl->e.delete_child(id, spi, now); }
-Status Engine::delete_ike(uint64_t id, Millis now) { return m_impl->e.delete_ike(id, now); }
-Status Engine::send_dpd(uint64_t id, Millis now) { return m_impl->e.send_dpd(id, now); }
+Status Engine::rekey_ike(uint64_t id, Millis now) { return rearmed(m_impl->e.rekey_ike(id, now)); }
+Status Engine::rekey_child(uint64_t id, uint32_t spi, Millis now) { return rearmed(m_impl->e.rekey_child(id, spi, now)); }
+Status Engine::create_child(uint64_t id, const std::string& n, Millis now) {
+    return rearmed(m_impl->e.create_child(id, n, now));
+}
+Status Engine::delete_child(uint64_t id, uint32_t spi, Millis now) { return rearmed(m_impl->e.delete_child(id, spi, now)); }
+Status Engine::delete_ike(uint64_t id, Millis now) { return rearmed(m_impl->e.delete_ike(id, now)); }
+Status Engine::send_dpd(uint64_t id, Millis now) { return rearmed(m_impl->e.send_dpd(id, now)); }
 std::vector<IkeSaInfo> Engine::list_sas() const { return m_impl->e.list_sas(); }
 const Counters& Engine::counters() const { return m_impl->e.m_counters; }
 void Engine::set_key_logger(std::function<void(const IkeSaKeys&)> on_ike_keys,
@@ -1045,6 +1113,10 @@ void Engine::set_key_logger(std::function<void(const IkeSaKeys&)> on_ike_keys,
     m_impl->e.m_on_ike_keys = std::move(on_ike_keys);
     m_impl->e.m_on_child_keys = std::move(on_child_keys);
 }
-Status Engine::update_peer(const PeerConfig& peer) { return m_impl->e.update_peer(peer); }
+Status Engine::update_peer(const PeerConfig& peer) { return rearmed(m_impl->e.update_peer(peer)); }
+Status Engine::rearmed(Status st) {
+    m_impl->e.rearm();
+    return st;
+}
 
 }  // namespace x2sec::ike

@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <queue>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -97,6 +98,8 @@ struct IkeRekeyState {
     Bytes their_ni, their_nr;
 };
 
+constexpr Millis kNoTimer = INT64_MAX;
+
 struct IkeSa {
     uint64_t id = 0;
     size_t peer_idx = 0;
@@ -144,6 +147,10 @@ struct IkeSa {
     // queued or outstanding (at most one at a time).
     std::optional<Millis> invalid_mid_notified_at;
     bool invalid_mid_pending = false;
+    // Timer bookkeeping (EngineImpl::m_timers): the deadline of this SA's live heap entry
+    // (kNoTimer: none), and whether it is on the touched list for re-arming.
+    Millis armed_at = kNoTimer;
+    bool touched = false;
 };
 
 class EngineImpl {
@@ -183,6 +190,36 @@ public:
     std::unordered_map<std::string, uint64_t> m_by_init;
     std::unordered_set<uint32_t> m_child_spis;
     size_t m_half_open = 0;
+    // Timers: a min-heap of (deadline, IKE SA id), one live entry per SA (IkeSa::armed_at);
+    // entries whose deadline no longer equals armed_at, or whose SA is gone, are stale and
+    // dropped.  Whatever may move an SA's deadline earlier touches the SA (find_sa, new_sa,
+    // transition, start_next, schedule_rekeys, install_child ...); every facade call ends with
+    // rearm(), which pushes the touched SAs' earlier deadlines.  A deadline that moved later
+    // (DPD after traffic, a retransmission answered) keeps its old entry until it reaches the
+    // top, where settle_timers() re-files it — so next_deadline() is exact and tick() pops only
+    // due entries, O(log n) each, instead of scanning every SA.
+    struct TimerEntry {
+        Millis at;
+        uint64_t id;
+        bool operator>(const TimerEntry& o) const { return at != o.at ? at > o.at : id > o.id; }
+    };
+    mutable std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<TimerEntry>> m_timers;
+    // Makes the heap's top exact: drops stale entries and re-files a live entry whose SA's
+    // deadline moved later (each SA at most once per call); O(log n) per entry touched.
+    void settle_timers() const;
+    std::vector<uint64_t> m_touched;
+    std::vector<uint64_t> m_destroyed;  // destroyed SAs, reaped at the end of tick()
+    void touch(IkeSa& sa) {
+        if (!sa.touched) {
+            sa.touched = true;
+            m_touched.push_back(sa.id);
+        }
+    }
+    void rearm();
+    // The earliest time a timer of this SA is due (retransmission, half-open expiry, IKE and
+    // Child rekey, DPD), under the same conditions run_timers() acts on.
+    std::optional<Millis> sa_deadline(const IkeSa& sa) const;
+    void run_timers(IkeSa& sa, Millis now);
     uint64_t m_next_id = 1;
     uint32_t m_next_reqid = 1;
     std::mutex m_expired_mutex;

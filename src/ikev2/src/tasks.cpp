@@ -161,6 +161,7 @@ Status EngineImpl::verify_auth(IkeSa& sa, const std::vector<Payload>& pl, bool p
 }
 
 Status EngineImpl::install_child(IkeSa& sa, ChildSa& child, const ChildKeys& keys, bool we_initiated) {
+    touch(sa);
     const auto& cfg = peer(sa).children[child.cfg];
     ChildSaParams p;
     p.ike_sa_id = sa.id;
@@ -1148,6 +1149,7 @@ void EngineImpl::respond_informational(IkeSa& sa, uint32_t mid, const std::vecto
                     owner = other.get();
                     c = child_by_out(*owner, read_spi4(s));
                 }
+            touch(*owner);
             if (!c) continue;
             uint32_t in = c->spi_in;
             resp_del.spis.push_back(spi4(in));

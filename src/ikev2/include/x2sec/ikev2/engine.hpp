@@ -262,6 +262,7 @@ public:
     Status update_peer(const PeerConfig& peer);
 
 private:
+    Status rearmed(Status st);  // re-arms the timers of the SAs the call touched
     struct Impl;
     std::unique_ptr<Impl> m_impl;
 };
