@@ -10,6 +10,15 @@
 #         <case>-esp           also carry traffic: x2sec runs --dataplane tun (user-space ESP
 #                              on TUN x2s0 with 198.51.100.1), ping 203.0.113.1 behind charon
 #                              after establishment and after each rekey
+#         <case>-v6            outer IPv6: the veth carries 2001:db8:1::1 / 2001:db8:1::2 and
+#                              IKE (and the UDP-encapsulated ESP) runs over them
+#         <case>-frag          IKE fragmentation (RFC 7383) with a 576-octet fragment size on
+#                              both ends: the IKE_AUTH messages with certificates are split
+#                              and reassembled both ways (checked in charon's log and x2sec's
+#                              counters)
+#         <case>-dpd           DPD both ways every 2 s (charon's and x2sec's liveness requests
+#                              answered), then charon is killed and x2sec must declare the
+#                              peer dead and remove the SAs
 #
 # Each case: IKE SA + Child SA established (checked on both ends: same IKE SPIs, Child SPIs
 # crossed in/out), Child SA rekey, IKE SA rekey, delete; the initiator of the case drives
@@ -37,8 +46,17 @@ skip() { echo "SKIP: $*"; exit 77; }
 FAILED=0
 fail() { echo "FAIL: $*"; FAILED=1; dump; exit 1; }
 
-ESP=0
-case "$CASE" in *-esp) ESP=1; CASE=${CASE%-esp};; esac
+ESP=0 V6=0 FRAG=0 DPD=0
+for _ in 1 2 3; do
+  case "$CASE" in
+    *-esp) ESP=1; CASE=${CASE%-esp};;
+    *-v6) V6=1; CASE=${CASE%-v6};;
+    *-frag) FRAG=1; CASE=${CASE%-frag};;
+    *-dpd) DPD=1; CASE=${CASE%-dpd};;
+  esac
+done
+# Outer addresses of the x2sec side (X) and of charon (C).
+if [ $V6 = 1 ]; then OUT_X=2001:db8:1::1 OUT_C=2001:db8:1::2 PFX=64; else OUT_X=192.0.2.1 OUT_C=192.0.2.2 PFX=24; fi
 case "$CASE" in fixture-psk|fixture-cert) MODE=${CASE#fixture-}; ROLE=initiator; CASE=fixture;;
   psk-initiator|psk-responder|cert-initiator|cert-responder) MODE=${CASE%%-*}; ROLE=${CASE#*-};;
   *) echo "unknown case $CASE"; exit 2;; esac
@@ -83,13 +101,18 @@ dump() {
 ip netns add $NS_X 2>/dev/null || skip "cannot create network namespaces here"
 ip netns add $NS_C || fail "netns"
 ip link add vx$TAG netns $NS_X type veth peer name vc$TAG netns $NS_C || fail "veth"
-ip -n $NS_X addr add 192.0.2.1/24 dev vx$TAG; ip -n $NS_C addr add 192.0.2.2/24 dev vc$TAG
+if [ $V6 = 1 ]; then
+  ip -n $NS_X addr add $OUT_X/$PFX dev vx$TAG nodad; ip -n $NS_C addr add $OUT_C/$PFX dev vc$TAG nodad
+else
+  ip -n $NS_X addr add $OUT_X/$PFX dev vx$TAG; ip -n $NS_C addr add $OUT_C/$PFX dev vc$TAG
+fi
 for n in $NS_X $NS_C; do ip -n $n link set lo up; done
 # inner addresses inside the traffic selectors (kernel-libipsec installs its routes from them)
 [ $ESP = 1 ] || ip -n $NS_X addr add 198.51.100.1/32 dev lo   # with ESP it sits on x2sec's TUN
 ip -n $NS_C addr add 203.0.113.1/32 dev lo
 ip -n $NS_X link set vx$TAG up; ip -n $NS_C link set vc$TAG up
-ip netns exec $NS_X ping -c1 -W2 192.0.2.2 >/dev/null 2>&1 || fail "veth 192.0.2.1 <-> 192.0.2.2 does not pass traffic"
+for _ in $(seq 20); do ip netns exec $NS_X ping -c1 -W1 $OUT_C >/dev/null 2>&1 && break; sleep 0.2; done
+ip netns exec $NS_X ping -c1 -W2 $OUT_C >/dev/null 2>&1 || fail "veth $OUT_X <-> $OUT_C does not pass traffic"
 
 # ------------------------------------------------------------------ credentials
 PSK_HEX=$(openssl rand -hex 32)
@@ -119,6 +142,7 @@ charon {
   load = random nonce pem pkcs1 pkcs8 x509 revocation constraints pubkey openssl kdf kernel-libipsec kernel-netlink socket-default vici
   port = 500
   port_nat_t = 4500
+  fragment_size = $CH_FRAG_SIZE
   install_routes = yes
   install_virtual_ip = no
   retransmit_tries = 3
@@ -173,9 +197,10 @@ connections {
     local_addrs = $2
     remote_addrs = $3
     encap = yes
+    fragmentation = yes
     proposals = aes128gcm16-prfsha256-ecp256
     rekey_time = 0
-    dpd_delay = 0
+    dpd_delay = $CH_DPD
     local {
       $la
       id = $4
@@ -209,17 +234,19 @@ start_charon() {  # $1 = C|X, $2 = netns
 }
 sw() { local n=$1; shift; STRONGSWAN_CONF=$BASE/$n/strongswan.conf swanctl "$@" --uri unix://$BASE/$n/run/charon.vici; }
 
-mk_charon C 192.0.2.2 192.0.2.1 charon.example.org x2sec.example.org 203.0.113.0/24 198.51.100.0/24 charon
+CH_FRAG_SIZE=$([ $FRAG = 1 ] && echo 576 || echo 1280)
+CH_DPD=$([ $DPD = 1 ] && echo 2s || echo 0)
+mk_charon C $OUT_C $OUT_X charon.example.org x2sec.example.org 203.0.113.0/24 198.51.100.0/24 charon
 start_charon C $NS_C
-log "charon up in $NS_C (192.0.2.2, ports 500/4500, kernel-libipsec)"
+log "charon up in $NS_C ($OUT_C, ports 500/4500, kernel-libipsec)"
 
 # ------------------------------------------------------------------ x2sec (or a second charon)
 CTL=$BASE/x2sec.sock
 x2() { "$X2SEC" ike "$@" --control $CTL; }
 if [ "$CASE" = fixture ]; then
-  mk_charon X 192.0.2.1 192.0.2.2 x2sec.example.org charon.example.org 198.51.100.0/24 203.0.113.0/24 x2sec
+  mk_charon X $OUT_X $OUT_C x2sec.example.org charon.example.org 198.51.100.0/24 203.0.113.0/24 x2sec
   start_charon X $NS_X
-  log "fixture: second charon up in $NS_X (192.0.2.1)"
+  log "fixture: second charon up in $NS_X ($OUT_X)"
 else
   if [ "$MODE" = cert ]; then
     AUTH="auth = \"cert\"
@@ -237,26 +264,31 @@ certs = [\"$BASE/pki/x2sec.crt\"]"
 psk = \"hex:$PSK_HEX\""
     CRED=""
   fi
+  X_RTO=$([ $DPD = 1 ] && echo 1s || echo 2s)
+  X_DPD=$([ $DPD = 1 ] && echo '"2s"' || echo 0)
+  X_FRAG_SIZE=$([ $FRAG = 1 ] && echo 576 || echo 1280)
   cat > $BASE/x2sec.toml <<TEOF
 [runtime]
 log_level = "debug"
 
 [engine]
-retransmit_timeout = "2s"
+retransmit_timeout = "$X_RTO"
 retransmit_tries = 3
 
 $CRED
 
 [[peer]]
 name = "charon"
-local_addr = "192.0.2.1"
-remote_addr = "192.0.2.2"
+local_addr = "$OUT_X"
+remote_addr = "$OUT_C"
 local_id = "fqdn:x2sec.example.org"
 remote_id = "fqdn:charon.example.org"
 $AUTH
 ike_proposals = ["aes128gcm16-prfsha256-ecp256"]
 ike_rekey = 0
-dpd_interval = 0
+dpd_interval = $X_DPD
+fragmentation = true
+fragment_size = $X_FRAG_SIZE
 
   [[peer.child]]
   name = "net"
@@ -277,7 +309,7 @@ TEOF
     grep -q "engine is not implemented" $BASE/x2sec.log && skip "engine cannot yet run: $(tail -1 $BASE/x2sec.log)"
     fail "x2sec ike run did not start: $(tail -5 $BASE/x2sec.log)"
   fi
-  log "x2sec ike run up in $NS_X (192.0.2.1, ports 500/4500), control $CTL"
+  log "x2sec ike run up in $NS_X ($OUT_X, ports 500/4500), control $CTL"
   if [ $ESP = 1 ]; then
     ip -n $NS_X route replace 203.0.113.0/24 dev x2s0 src 198.51.100.1 || fail "route to 203.0.113.0/24 via x2s0"
     log "x2sec ESP data plane on TUN x2s0 (198.51.100.1), route 203.0.113.0/24 -> x2s0"
@@ -359,12 +391,46 @@ engine_cannot establish && engine_limit establish
 do_initiate || { cat $BASE/op.log; fail "initiate by $WHO"; }
 S1=$(wait_consistent "" "establish") || exit 1
 log "established ($MODE, initiated by $WHO): IKE SPIs + Child in-SPI at x2sec side: $S1"
-echo "---- swanctl --list-sas (charon, 192.0.2.2):"; sw C --list-sas 2>/dev/null | sed 's/^/  /'
-if [ "$CASE" != fixture ]; then echo "---- x2sec ike list-sas (192.0.2.1):"; x2 list-sas 2>/dev/null | sed 's/^/  /'; fi
+echo "---- swanctl --list-sas (charon, $OUT_C):"; sw C --list-sas 2>/dev/null | sed 's/^/  /'
+if [ "$CASE" != fixture ]; then echo "---- x2sec ike list-sas ($OUT_X):"; x2 list-sas 2>/dev/null | sed 's/^/  /'; fi
 ping_through "establishment"
 if [ "$MODE" = cert ]; then
   grep -q "authentication of 'x2sec.example.org' with ECDSA" $BASE/C/charon.log || \
   grep -q "authentication of 'x2sec.example.org' with .*successful" $BASE/C/charon.log || fail "charon did not log a successful certificate authentication of x2sec.example.org"
+fi
+
+if [ $V6 = 1 ]; then
+  # The SAs really run over the IPv6 addresses (charon floats to 4500 on them).
+  sw C --list-sas 2>/dev/null | grep -q "remote.*@ $OUT_X\[4500\]" || { sw C --list-sas; fail "charon's IKE SA is not on $OUT_X[4500]"; }
+  [ "$CASE" = fixture ] || x2 list-sas 2>/dev/null | grep -qF "$OUT_C" || { x2 list-sas; fail "x2sec's IKE SA is not on $OUT_C"; }
+  log "IPv6: IKE SA on $OUT_X[4500] <-> $OUT_C[4500] on both ends"
+fi
+if [ $FRAG = 1 ] && [ "$CASE" != fixture ]; then
+  [ "$MODE" = cert ] || fail "the -frag case needs certificates (messages large enough to split)"
+  grep -q "reassembled fragmented IKE message" $BASE/C/charon.log || { dump; fail "charon reassembled no fragmented IKE message from x2sec"; }
+  grep -q "splitting IKE message" $BASE/C/charon.log || { dump; fail "charon split no IKE message into fragments"; }
+  CNT=$(x2 counters 2>/dev/null)
+  RX=$(echo "$CNT" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("ike.rx.reassembled",0))')
+  TX=$(echo "$CNT" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("ike.tx.fragments",0))')
+  [ "${RX:-0}" -ge 1 ] && [ "${TX:-0}" -ge 2 ] || { echo "$CNT"; fail "x2sec counters: ike.rx.reassembled=$RX ike.tx.fragments=$TX"; }
+  log "fragmentation at 576: x2sec sent $TX fragments and reassembled $RX message(s); charon split and reassembled too"
+fi
+if [ $DPD = 1 ] && [ "$CASE" != fixture ]; then
+  sleep 5
+  grep -q "parsed INFORMATIONAL request" $BASE/C/charon.log || { dump; fail "no DPD (INFORMATIONAL request) from x2sec reached charon"; }
+  grep -q "parsed INFORMATIONAL response" $BASE/C/charon.log || { dump; fail "x2sec did not answer charon's DPD"; }
+  S1b=$(consistent) && [ "$S1b" = "$S1" ] || fail "the SAs changed during DPD"
+  log "DPD: liveness checks answered both ways, SAs unchanged"
+  CPID=$(cat $BASE/C/run/charon.pid)
+  kill -9 $CPID
+  log "charon killed: x2sec must find the peer dead"
+  for _ in $(seq 150); do [ -z "$(x_sas)" ] && break; sleep 0.2; done
+  [ -z "$(x_sas)" ] || { x2 list-sas; fail "x2sec kept the SAs of a dead peer"; }
+  grep -q "PEER_DEAD" $BASE/x2sec.log || { tail -20 $BASE/x2sec.log; fail "x2sec logged no PEER_DEAD event"; }
+  log "x2sec declared the peer dead and removed the SAs"
+  kill -TERM $X2PID; wait $X2PID
+  log "PASS: $CASE ($MODE, $ROLE, DPD)"
+  exit 0
 fi
 
 # 2. Child SA rekey
@@ -404,4 +470,4 @@ if [ "$CASE" != fixture ]; then
   wait $X2PID; RC=$?
   [ $RC = 0 ] || fail "x2sec ike run exited with $RC"
 fi
-log "PASS: $CASE ($MODE, $ROLE$([ $ESP = 1 ] && echo ", ESP traffic"))"
+log "PASS: $CASE ($MODE, $ROLE$([ $ESP = 1 ] && echo ", ESP traffic")$([ $V6 = 1 ] && echo ", IPv6")$([ $FRAG = 1 ] && echo ", fragmentation"))"
