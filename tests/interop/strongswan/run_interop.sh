@@ -416,7 +416,10 @@ if [ $FRAG = 1 ] && [ "$CASE" != fixture ]; then
   log "fragmentation at 576: x2sec sent $TX fragments and reassembled $RX message(s); charon split and reassembled too"
 fi
 if [ $DPD = 1 ] && [ "$CASE" != fixture ]; then
-  sleep 5
+  for _ in $(seq 100); do  # DPD every 2 s: give a loaded machine up to 20 s
+    grep -q "parsed INFORMATIONAL request" $BASE/C/charon.log && grep -q "parsed INFORMATIONAL response" $BASE/C/charon.log && break
+    sleep 0.2
+  done
   grep -q "parsed INFORMATIONAL request" $BASE/C/charon.log || { dump; fail "no DPD (INFORMATIONAL request) from x2sec reached charon"; }
   grep -q "parsed INFORMATIONAL response" $BASE/C/charon.log || { dump; fail "x2sec did not answer charon's DPD"; }
   S1b=$(consistent) && [ "$S1b" = "$S1" ] || fail "the SAs changed during DPD"
