@@ -92,6 +92,7 @@ Status DataPlane::install(const ChildSaParams& p) {
     c->out.remote_addr = p.remote_addr;
     c->out.local_port = p.local_port;
     c->out.remote_port = p.remote_port;
+    c->out.udp_encap = p.udp_encap;
     c->out.cipher = std::move(enc);
     c->seq_limit = p.esn ? UINT64_MAX : UINT32_MAX;
 
@@ -117,8 +118,9 @@ Status DataPlane::install(const ChildSaParams& p) {
     }
     // else: a rekey; outbound stays on the old SA until set_outbound() or its removal.
     m_counters.inc("esp.sa.installed");
-    log::get("esp")->info("installed Child SA {} in {:08x} out {:08x} {} reqid {}", p.name,
-                          p.spi_in, p.spi_out, to_string(p.cipher), p.reqid);
+    log::get("esp")->info("installed Child SA {} in {:08x} out {:08x} {} reqid {} ({})", p.name,
+                          p.spi_in, p.spi_out, to_string(p.cipher), p.reqid,
+                          p.udp_encap ? "ESP in UDP" : "raw ESP");
     return {};
 }
 
@@ -244,6 +246,7 @@ DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_le
     r.local_port = o.local_port;
     r.remote_port = o.remote_port;
     r.spi = o.spi;
+    r.udp_encap = o.udp_encap;
     return r;
 }
 
@@ -404,6 +407,7 @@ std::vector<ChildSaStatus> DataPlane::status() const {
         s.hard_expired = c->hard_pending;
         s.remote_addr = c->out.remote_addr;
         s.remote_port = c->out.remote_port;
+        s.udp_encap = c->out.udp_encap;
         out.push_back(s);
     }
     std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.spi_in < b.spi_in; });

@@ -41,6 +41,7 @@ struct OutboundSa {
     IpsecMode mode = IpsecMode::Tunnel;
     IpAddress local_addr, remote_addr;
     uint16_t local_port = 4500, remote_port = 4500;
+    bool udp_encap = true;  // false: raw ESP (IP protocol 50)
     std::unique_ptr<SaCipher> cipher;
     SaUsage usage;
 };
@@ -72,6 +73,7 @@ struct ChildSaStatus {
     bool soft_fired = false, hard_expired = false;
     IpAddress remote_addr;
     uint16_t remote_port = 0;
+    bool udp_encap = true;
 };
 
 class DataPlane final : public ChildSaBackend {
@@ -91,6 +93,7 @@ public:
         IpAddress local_addr, remote_addr;
         uint16_t local_port = 0, remote_port = 0;
         uint32_t spi = 0;
+        bool udp_encap = true;  // send in UDP (RFC 3948); false: raw ESP, IP protocol 50
     };
     // Outbound.  buf[kMaxHeadroom .. kMaxHeadroom+ip_len) holds an IP packet read from the
     // TUN side; buf must have kMaxTailroom octets after it.  Selects the policy, encrypts in
