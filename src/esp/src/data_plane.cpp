@@ -4,6 +4,7 @@
 #include <mutex>
 #include <x2sec/common/log.hpp>
 #include <x2sec/esp/data_plane.hpp>
+#include <x2sec/esp/natt_checksum.hpp>
 
 namespace x2sec::esp {
 
@@ -48,7 +49,8 @@ DataPlane::DataPlane(Counters& counters, DataPlaneOptions options)
       m_tx_bytes(counters.counter("esp.tx.bytes")),
       m_rx_packets(counters.counter("esp.rx.packets")),
       m_rx_bytes(counters.counter("esp.rx.bytes")),
-      m_rx_dummy(counters.counter("esp.rx.dummy")) {
+      m_rx_dummy(counters.counter("esp.rx.dummy")),
+      m_rx_natt_fixed(counters.counter("esp.rx.natt_checksum_fixed")) {
     for (size_t i = 0; i < static_cast<size_t>(DropReason::Count); ++i)
         m_drop[i] = &counters.counter(std::string("esp.drop.") + to_string(static_cast<DropReason>(i)));
 }
@@ -84,6 +86,16 @@ Status DataPlane::install(const ChildSaParams& p) {
     c->in.cipher = std::move(dec);
     c->in.ts_local = p.ts_local;
     c->in.ts_remote = p.ts_remote;
+    if (p.mode == IpsecMode::Transport && p.udp_encap) {
+        c->in.natt_fixup = true;
+        auto single = [&](const std::vector<TrafficSelector>& ts, IpAddress& out) {
+            if (ts.size() != 1 || ts[0].start_addr != ts[0].end_addr || ts[0].start_addr.v6 != p.local_addr.v6)
+                return false;
+            out = ts[0].start_addr;
+            return true;
+        };
+        c->in.have_orig = single(p.ts_remote, c->in.orig_src) && single(p.ts_local, c->in.orig_dst);
+    }
     c->out.spi = p.spi_out;
     c->out.spi_in = p.spi_in;
     c->out.esn = p.esn;
@@ -324,8 +336,19 @@ DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t o
         }
         ip_len += h;
     }
+    if (in.natt_fixup) {
+        // RFC 3948 3.1.2: the rebuilt header carries the (possibly NATed) outer addresses,
+        // the peer's checksum its original ones.
+        ChecksumFix fix = fix_transport_checksum(buf.data() + ip_off, ip_len, in.have_orig ? &in.orig_src : nullptr,
+                                                 in.have_orig ? &in.orig_dst : nullptr);
+        if (fix != ChecksumFix::None) m_rx_natt_fixed.fetch_add(1, std::memory_order_relaxed);
+    }
     IpFlow f;
     if (!parse_ip(buf.data() + ip_off, ip_len, f)) return fail(DropReason::Malformed);
+    if (in.have_orig) {  // selectors name the original addresses (RFC 7296 2.23.1)
+        f.src = in.orig_src;
+        f.dst = in.orig_dst;
+    }
     if (in.mode == IpsecMode::Tunnel && (f.src.v6 != (o.next_header == kNextIpv6)))
         return fail(DropReason::BadNextHeader);
     // RFC 4301 5.2: the inner packet must match the SA's selectors.

@@ -54,6 +54,10 @@ struct InboundSa {
     std::unique_ptr<SaCipher> cipher;
     ReplayWindow replay;
     std::vector<TrafficSelector> ts_local, ts_remote;
+    // Transport mode in UDP (NAT-T): the addresses the peer put in its TCP/UDP checksums (RFC
+    // 7296 2.23.1: from the transport-mode traffic selectors), for the RFC 3948 3.1.2 fix-up.
+    bool natt_fixup = false, have_orig = false;
+    IpAddress orig_src, orig_dst;
     SaUsage usage;
     InboundSa(uint32_t window, bool esn) : replay(window, esn) {}
 };
@@ -145,6 +149,7 @@ private:
     std::atomic<uint64_t>& m_rx_packets;
     std::atomic<uint64_t>& m_rx_bytes;
     std::atomic<uint64_t>& m_rx_dummy;
+    std::atomic<uint64_t>& m_rx_natt_fixed;
     std::mutex m_events_mutex;
 };
 
