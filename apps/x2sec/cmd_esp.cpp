@@ -293,6 +293,7 @@ int run_esp(const EspOpts& o) {
         ro.listen = cfg->runtime.listen;
         ro.ike_port = cfg->runtime.ike_port;
         ro.natt_port = cfg->runtime.natt_port;
+        ro.control_socket = cfg->runtime.control_socket;  // `x2sec ike list-sas/initiate --control` reach it
         ro.handle_signals = true;
         ro.natt_factory = esp::make_natt_factory(**backend);
         SystemClock clock;

@@ -275,8 +275,13 @@ std::string fmt_ms(double ms) {
 
 std::string render_report(const DemoReport& r) {
     std::ostringstream o;
-    o << "x2sec demo — security of the direct X2 interface between H(e)NBs (3GPP TS 33.320 clause 11)\n";
-    o << "everything on 127.0.0.1, working directory " << r.workdir << "\n\n";
+    o << (r.environment.empty() ? "x2sec demo" : "x2sec lab")
+      << " — security of the direct X2 interface between H(e)NBs (3GPP TS 33.320 clause 11)\n";
+    if (r.environment.empty()) o << "everything on 127.0.0.1, working directory " << r.workdir << "\n\n";
+    else o << r.environment << ", working directory " << r.workdir << "\n";
+    for (auto& t : r.topology) o << "  " << t << "\n";
+    for (auto& n : r.notes) o << "  note: " << n << "\n";
+    if (!r.environment.empty()) o << "\n";
     o << "Backhaul: " << r.backhaul_note << "\n";
     if (r.backhaul.messages)
         o << "  " << r.backhaul.messages << " IKE messages, " << r.backhaul.bytes << " bytes, " << r.backhaul.round_trips
@@ -293,9 +298,17 @@ std::string render_report(const DemoReport& r) {
               << " round trips, " << fmt_ms(m.time_ms) << " ms\n";
         if (c.x2_sent)
             o << "    X2 traffic: " << c.x2_delivered_intact << "/" << c.x2_sent
-              << " packets (X2AP/SCTP 36422 + GTP-U/UDP 2152) delivered byte for byte; plaintext "
+              << (r.environment.empty() ? " packets (X2AP/SCTP 36422 + GTP-U/UDP 2152)" : " GTP-U datagrams (UDP 2152)")
+              << " delivered byte for byte; plaintext "
               << (c.plaintext_on_wire ? "VISIBLE" : "not visible") << " on the wire (" << c.traffic.bytes
               << " bytes on the wire)\n";
+        if (c.tcp_sent)
+            o << "    TCP transfer: " << c.tcp_received << "/" << c.tcp_sent << " bytes, "
+              << (c.tcp_intact ? "identical" : "DIFFERENT") << "\n";
+        if (!r.environment.empty() && c.x2_sent)
+            o << "    on the LAN: " << c.esp_packets_on_wire << " ESP-in-UDP packets (" << c.esp_bytes_on_wire
+              << " bytes); frames with an inner X2 address in clear: " << c.clear_inner_frames_on_wire << "\n";
+        for (auto& d : c.dataplane) o << "    data plane " << d << "\n";
         o << "    outcome: " << (c.ok ? "OK" : (c.available ? "FAILED" : "NOT AVAILABLE")) << " — " << c.outcome << "\n\n";
     }
     // Table 1 with measured numbers.

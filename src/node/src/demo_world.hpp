@@ -14,7 +14,19 @@
 #include <x2sec/node/lab_pki.hpp>
 #include <x2sec/policy/config.hpp>
 
+#ifdef X2SEC_HAVE_CMP
+#include <x2sec/pki/pki.hpp>
+#endif
+
 namespace x2sec::node {
+
+#ifdef X2SEC_HAVE_CMP
+namespace detail {
+Result<pki::X509Ptr> pem_to_x509(const std::string& pem);
+// CMP over HTTP (RFC 6712), one POST per PKIMessage; counts the octets on the connection.
+Result<Bytes> http_post_cmp(const std::string& url, BytesView body, size_t& wire_out, size_t& wire_in);
+}  // namespace detail
+#endif
 
 struct NodeCreds {
     LabCredential vendor;          // vendor device certificate (leaf) + key

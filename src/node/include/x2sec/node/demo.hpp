@@ -44,6 +44,12 @@ struct CaseReport {
     size_t x2_sent = 0, x2_delivered_intact = 0;
     bool plaintext_on_wire = false;
     std::vector<std::string> warnings;
+    // `x2sec lab` only: real IP traffic through the namespaces' TUN devices.
+    size_t tcp_sent = 0, tcp_received = 0;  // TCP transfer (X2AP-like stream), bytes
+    bool tcp_intact = false;                 // received == sent, byte for byte
+    size_t esp_packets_on_wire = 0, esp_bytes_on_wire = 0;  // ESP-in-UDP frames between the pair
+    size_t clear_inner_frames_on_wire = 0;  // frames with an inner (X2) address in the outer IP header
+    std::vector<std::string> dataplane;      // data-plane counters of both ends, one line each
 };
 
 struct DemoReport {
@@ -52,6 +58,10 @@ struct DemoReport {
     std::string backhaul_note;
     std::map<std::string, std::string> node_status;  // node -> status text
     std::string workdir;
+    // `x2sec lab` only (empty for the loopback demo).
+    std::string environment;                 // first line under the title
+    std::vector<std::string> topology;       // namespaces, links, addresses
+    std::vector<std::string> notes;          // limits of this run (e.g. no SCTP in the kernel)
 };
 
 Result<DemoReport> run_demo(const DemoOptions& options);

@@ -1,0 +1,184 @@
+// Runs `x2sec lab --json` (root: network namespaces, veth links on a bridge, TUN devices) and
+// checks what it reports against what each case must show: the agents' outcome, GTP-U
+// datagrams and a TCP stream delivered byte for byte through the TUN devices, the LAN carrying
+// ESP only (no X2 plaintext, no inner address in clear) for the IPsec cases and plaintext for
+// IPsec off, the phases each case needs (CMPv2 through the backhaul for Scenario 2, the KDS for
+// Solution 2, nothing extra for Scenario 1), and that nothing is left behind — after a normal
+// run and after SIGTERM in the middle of one.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+namespace {
+
+using json = nlohmann::json;
+
+struct LabRun {
+    int status = -1;
+    std::string out, err;
+};
+
+LabRun run(const std::string& args) {
+    LabRun r;
+    std::string errf = "/tmp/x2sec-lab-test-" + std::to_string(::getpid()) + ".err";
+    FILE* f = ::popen((std::string(X2SEC_BINARY) + " lab " + args + " 2>" + errf).c_str(), "r");
+    if (!f) return r;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) r.out.append(buf, n);
+    int st = ::pclose(f);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    std::ifstream e(errf);
+    r.err.assign(std::istreambuf_iterator<char>(e), {});
+    std::filesystem::remove(errf);
+    return r;
+}
+
+std::vector<std::string> lab_namespaces(const std::string& prefix) {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir("/run/netns")) {
+        while (auto* e = ::readdir(d))
+            if (std::string(e->d_name).rfind(prefix, 0) == 0) out.push_back(e->d_name);
+        ::closedir(d);
+    }
+    return out;
+}
+
+// Processes whose command line mentions `needle` (the lab's working directory).
+int processes_mentioning(const std::string& needle) {
+    int n = 0;
+    for (auto& e : std::filesystem::directory_iterator("/proc")) {
+        std::ifstream c(e.path() / "cmdline");
+        std::string s((std::istreambuf_iterator<char>(c)), {});
+        if (s.find(needle) != std::string::npos) ++n;
+    }
+    return n;
+}
+
+class Lab : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (::geteuid() != 0) GTEST_SKIP() << "x2sec lab needs root (network namespaces, veth, bridge, TUN)";
+        if (::access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/net/tun";
+    }
+};
+
+TEST_F(Lab, EveryCaseCarriesRealTrafficAndCleansUp) {
+    LabRun r = run("--json --gtpu 6 --tcp-bytes 524288");
+    if (r.status == 2) GTEST_SKIP() << "x2sec lab cannot run here: " << r.err;
+    ASSERT_EQ(r.status, 0) << r.err << r.out;
+    auto j = json::parse(r.out, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << r.out;
+    // Backhaul first: every H(e)NB's IKE SA with the SeGW (device certificate).
+    std::string bh = j["backhaul"]["note"];
+    EXPECT_EQ(bh.rfind("5/5 ", 0), 0u) << bh;
+    EXPECT_GE(j["backhaul"]["messages"].get<int>(), 20);  // 4 IKE messages per H(e)NB at least
+    std::map<std::string, json> cases;
+    for (auto& c : j["cases"]) cases[c["id"]] = c;
+    ASSERT_EQ(cases.size(), 4u);
+    for (auto& [id, c] : cases) {
+        SCOPED_TRACE(id + ": " + c["outcome"].get<std::string>());
+        EXPECT_TRUE(c["ok"].get<bool>());
+        EXPECT_EQ(c["x2_sent"].get<int>(), 12);
+        EXPECT_EQ(c["x2_delivered_intact"].get<int>(), 12);
+        EXPECT_EQ(c["tcp_sent"].get<int>(), 524288);
+        EXPECT_EQ(c["tcp_received"].get<int>(), 524288);
+        EXPECT_TRUE(c["tcp_intact"].get<bool>());
+        if (id == "ipsec-off") {
+            EXPECT_EQ(c["state_a"], "PLAIN-X2");
+            EXPECT_TRUE(c["plaintext_on_wire"].get<bool>());  // unprotected, as the policy says
+            EXPECT_EQ(c["esp_packets_on_wire"].get<int>(), 0);
+            EXPECT_FALSE(c.contains("phases"));
+            EXPECT_FALSE(c["warnings"].empty());
+            continue;
+        }
+        EXPECT_EQ(c["state_a"], "UP");
+        EXPECT_EQ(c["state_b"], "UP");
+        // Through ESP, not around it: the LAN saw ESP-in-UDP, no X2 plaintext, no inner address.
+        EXPECT_FALSE(c["plaintext_on_wire"].get<bool>());
+        EXPECT_EQ(c["clear_inner_frames_on_wire"].get<int>(), 0);
+        EXPECT_GT(c["esp_packets_on_wire"].get<int>(), 12);
+        EXPECT_GT(c["esp_bytes_on_wire"].get<int>(), 524288);
+        ASSERT_EQ(c["dataplane"].size(), 4u);
+        for (int k = 2; k < 4; ++k) {
+            std::string line = c["dataplane"][k];
+            EXPECT_EQ(line.find("rx 0 packets"), std::string::npos) << line;
+        }
+        auto& ph = c["phases"];
+        ASSERT_TRUE(ph.contains("ike"));
+        EXPECT_EQ(ph["ike"]["messages"].get<int>(), 4);  // IKE_SA_INIT + IKE_AUTH
+        EXPECT_EQ(ph["ike"]["round_trips"].get<int>(), 2);
+        if (id == "scenario1") {
+            EXPECT_EQ(ph.size(), 1u);  // Proposal 2: nothing but IKEv2
+            EXPECT_NE(c["outcome"].get<std::string>().find("vendor certificate"), std::string::npos);
+        }
+        if (id == "scenario2") {
+            ASSERT_TRUE(ph.contains("cmp-enrolment"));
+            EXPECT_GE(ph["cmp-enrolment"]["messages"].get<int>(), 4);  // two enrolments
+            EXPECT_NE(c["outcome"].get<std::string>().find("operator certificate"), std::string::npos);
+            bool through_backhaul = false;
+            for (auto& s : c["steps"])
+                if (s.get<std::string>().find("inside the backhaul") != std::string::npos) through_backhaul = true;
+            EXPECT_TRUE(through_backhaul);
+        }
+        if (id == "solution2") {
+            ASSERT_TRUE(ph.contains("kds-fetch"));
+            EXPECT_EQ(ph["kds-fetch"]["messages"].get<int>(), 4);  // request + response, both nodes
+            EXPECT_NE(c["outcome"].get<std::string>().find("pre-shared key"), std::string::npos);
+        }
+    }
+    // Nothing left: namespaces, processes, working directory.
+    std::string env = j["environment"];
+    auto p = env.find("x2slab");
+    ASSERT_NE(p, std::string::npos);
+    std::string prefix = env.substr(p, env.find('-', p) - p) + "-";
+    EXPECT_TRUE(lab_namespaces(prefix).empty());
+    std::string dir = j["workdir"];
+    EXPECT_FALSE(std::filesystem::exists(dir)) << dir;
+    EXPECT_EQ(processes_mentioning(dir), 0);
+}
+
+TEST_F(Lab, SigtermInTheMiddleTearsEverythingDown) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        int devnull = ::open("/dev/null", O_WRONLY);
+        ::dup2(devnull, 1);
+        ::dup2(devnull, 2);
+        ::execl(X2SEC_BINARY, X2SEC_BINARY, "lab", "--case", "scenario2", nullptr);
+        _exit(127);
+    }
+    ASSERT_GT(pid, 0);
+    std::string prefix = "x2slab" + std::to_string(pid) + "-";
+    // Wait until the H(e)NBs' backhaul processes run (the lab is in the middle of its work).
+    bool busy = false;
+    for (int i = 0; i < 300 && !busy; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        busy = lab_namespaces(prefix).size() >= 7 && processes_mentioning("henb-a1-backhaul.toml") > 0;
+    }
+    if (!busy) {
+        int st = 0;
+        ::waitpid(pid, &st, 0);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 2) GTEST_SKIP() << "x2sec lab cannot run here";
+        FAIL() << "the lab did not get going (status " << st << ")";
+    }
+    ASSERT_EQ(::kill(pid, SIGTERM), 0);
+    int st = 0;
+    ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGTERM) << st;
+    EXPECT_TRUE(lab_namespaces(prefix).empty());
+    EXPECT_EQ(processes_mentioning("henb-a1-backhaul.toml"), 0);
+    EXPECT_EQ(processes_mentioning("segw.toml"), 0);
+}
+
+}  // namespace
