@@ -52,8 +52,9 @@ Bytes udp(uint16_t check, const std::string& payload) {
 Bytes tcp(uint16_t check, const std::string& payload) {
     const uint8_t h[20] = {0x8e, 0x46, 0x9c, 0x40, 1, 2, 3, 4, 0x0a, 0x0b, 0x0c, 0x0d, 0x50, 0x18, 0xff, 0xff,
                            uint8_t(check >> 8), uint8_t(check), 0, 0};  // 36422 -> 40000, PSH|ACK
-    Bytes t(h, h + 20);
-    t.insert(t.end(), payload.begin(), payload.end());
+    Bytes t(20 + payload.size());
+    std::memcpy(t.data(), h, 20);
+    std::memcpy(t.data() + 20, payload.data(), payload.size());
     return t;
 }
 
