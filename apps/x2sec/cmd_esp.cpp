@@ -39,7 +39,7 @@ struct EspOpts {
     uint16_t port = 4500, remote_port = 4500;
     std::string spi_in, spi_out, cipher = "aes128gcm", key_in, key_out, integ_in, integ_out;
     std::vector<std::string> local_ts, remote_ts, routes;
-    bool esn = false, control = false, no_offload = false;
+    bool esn = false, control = false, no_offload = false, no_coalesce = false;
     std::string encap = "yes";  // static keys: ESP in UDP (yes) or raw ESP, IP protocol 50 (no)
     std::string mode = "tunnel";
     std::string ike_config;  // x2sec esp --ike-config: Child SAs from the IKE daemon
@@ -271,6 +271,7 @@ int run_esp(const EspOpts& o) {
     if (!o.no_offload && bo.batch < 64) bo.batch = 64;  // a TSO super-packet is ~48 segments
     bo.keepalive_ms = Millis(o.keepalive) * 1000;
     bo.udp_offload = !o.no_offload;
+    bo.tun_coalesce = !o.no_coalesce;
     auto backend = esp::TunBackend::create(dp, std::move(*tun), bo);
     if (!backend.ok()) {
         std::cerr << "x2sec esp: " << backend.error().to_string() << "\n";
@@ -390,6 +391,8 @@ static x2sec::app::Command reg(
         sub.add_option("--hard-seconds", o->hard_seconds, "hard lifetime (seconds)");
         sub.add_flag("--no-offload", o->no_offload,
                      "no offloads: plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO");
+        sub.add_flag("--no-coalesce", o->no_coalesce,
+                     "write every decrypted packet to the TUN device on its own (no TSO super-packets)");
         sub.add_option("--ike-config", o->ike_config,
                        "run the IKE daemon with this configuration (TOML) on the data plane: "
                        "negotiated Child SAs carry traffic, --local must be the peer's local_addr");

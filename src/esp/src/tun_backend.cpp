@@ -15,6 +15,7 @@
 #include <x2sec/common/log.hpp>
 #include <x2sec/esp/gso.hpp>
 #include <x2sec/esp/tun_backend.hpp>
+#include <x2sec/esp/tun_coalesce.hpp>
 
 namespace x2sec::esp {
 namespace {
@@ -486,12 +487,34 @@ void TunBackend::rx_loop() {
     Millis next_tick = 0, next_keepalive = steady_ms() + m_opts.keepalive_ms;
     Millis now = steady_ms();
     auto& raw_rx = c.counter("esp.rx.raw_packets");
+    auto& co_super = c.counter("esp.rx.tun_super_packets");
+    auto& co_segs = c.counter("esp.rx.tun_coalesced_segments");
+    int tun_fd = m_tun.fd();
+    TunCoalescer co([](void* ctx, const iovec* v, int cnt) -> ssize_t { return ::writev(*static_cast<int*>(ctx), v, cnt); },
+                    &tun_fd);
+    const bool coalesce = vnet && m_opts.tun_coalesce;
+    uint64_t co_super_seen = 0, co_segs_seen = 0, co_err_seen = 0;
+    // Writes what the coalescer holds; must run before the receive buffers are reused.
+    auto co_flush = [&] {
+        if (!coalesce) return;
+        co.flush();
+        co_super.fetch_add(co.super_packets - co_super_seen, std::memory_order_relaxed);
+        co_segs.fetch_add(co.coalesced_segments - co_segs_seen, std::memory_order_relaxed);
+        tun_write_err.fetch_add(co.write_errors - co_err_seen, std::memory_order_relaxed);
+        co_super_seen = co.super_packets;
+        co_segs_seen = co.coalesced_segments;
+        co_err_seen = co.write_errors;
+    };
     auto& raw_bad = c.counter("esp.drop.raw_malformed");
     auto esp_in = [&](uint8_t* b, size_t off, size_t len) {
         auto r = m_dp.unprotect(std::span<uint8_t>(b, kBufSize), off, len, now);
         if (!r.ok || r.dummy) return;
         uint8_t* ip = b + r.ip_off;
         size_t ip_len = r.ip_len;
+        if (coalesce) {  // r.ip_off >= off + 16 > kVnetHdrLen: room in front
+            co.push(ip, ip_len);
+            return;
+        }
         if (vnet) {  // r.ip_off >= off + 16 > kVnetHdrLen: room in front
             ip -= kVnetHdrLen;
             ip_len += kVnetHdrLen;
@@ -556,6 +579,7 @@ void TunBackend::rx_loop() {
                 raw_rx.fetch_add(1, std::memory_order_relaxed);
                 esp_in(b, off, total);
             }
+            co_flush();
             if (size_t(k) < n) return;
         }
     };
@@ -608,6 +632,7 @@ void TunBackend::rx_loop() {
                 for (size_t off = 0; off < total; off += gso)
                     handle(b, kRxOff + off, std::min(gso, total - off), src[size_t(i)]);
             }
+            co_flush();
             if (size_t(k) < n) break;
         }
     }

@@ -69,6 +69,9 @@ struct TunBackendOptions {
     Millis keepalive_ms = 0;    // NAT keepalives to every SA peer (0 = off; TS 29.139: 20 s)
     int socket_buffer = 4 << 20;
     bool udp_offload = true;    // UDP GSO on send (UDP_SEGMENT), UDP GRO on receive
+    // With a vnet TUN device: decrypted TCP segments of one flow leave as one TSO
+    // super-packet per receive batch (TunCoalescer) instead of one write() each.
+    bool tun_coalesce = true;
     // Raw ESP (IP protocol 50, RFC 4303) for SAs without UDP encapsulation (no NAT detected,
     // encap not forced): a raw socket, which needs CAP_NET_RAW.  Without it such SAs cannot
     // send (esp.tx.no_raw_socket) and the backend logs why.
