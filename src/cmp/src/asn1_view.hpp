@@ -6,7 +6,9 @@
 
 #include <openssl/cmp.h>
 #include <openssl/crmf.h>
+#include <string>
 #include <vector>
+#include <x2sec/common/result.hpp>
 #include <x2sec/common/bytes.hpp>
 #include <x2sec/pki/ossl.hpp>
 
@@ -16,5 +18,33 @@ namespace x2sec::cmp::detail {
 pki::PkeyPtr template_public_key(const OSSL_CRMF_MSG* crm);
 // The extraCerts of a DER PKIMessage, in message order (empty when none or malformed).
 std::vector<pki::X509Ptr> extra_certs(BytesView der_message);
+
+// The header's protectionAlg of a DER PKIMessage: its OID as a NID (NID_undef when the
+// message is unprotected); `ok` false when the header does not decode.
+struct ProtectionAlg {
+    bool ok = false;
+    bool present = false;
+    int nid = NID_undef;   // signature or MAC algorithm OID
+    std::string name;      // its short name, or the dotted OID
+};
+ProtectionAlg protection_alg(BytesView der_message);
+
+// The signature AlgorithmIdentifier of a CertReqMsg's POPOSigningKey: present = false when the
+// POP is not a signature (raVerified, keyEncipherment, ...) or absent.
+ProtectionAlg popo_signature_alg(const OSSL_CRMF_MSG* crm);
+
+// The CRLReason of the first RevDetails of an rr (its crlEntryDetails reasonCode extension):
+// -1 when the request names none; `ok` false when the message is not a decodable rr.
+struct RevocationReason {
+    bool ok = false;
+    int reason = -1;
+};
+RevocationReason revocation_reason(BytesView der_message);
+
+// For an `error` PKIMessage produced by OpenSSL: the same message with its
+// ErrorMsgContent replaced by {si, errorDetails = [text]} (DER).  The caller re-protects it
+// (OSSL_CMP_MSG_update_transactionID), since the protection covers the body.  The PKIStatusInfo
+// itself comes from OSSL_CMP_STATUSINFO_new; OpenSSL's template engine does the encoding.
+Result<Bytes> replace_error_content(BytesView der_error_message, const OSSL_CMP_PKISI* si, const std::string& text);
 
 }  // namespace x2sec::cmp::detail

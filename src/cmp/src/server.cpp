@@ -60,6 +60,26 @@ std::string lower(std::string s) {
     return s;
 }
 
+// TS 33.310 (SPEC.md "Hashes"): MD5 and SHA-1 shall not be used, for protection or POP.
+const char* weak_digest(int sig_nid) {
+    int md = NID_undef, pk = NID_undef;
+    if (sig_nid == NID_undef || !OBJ_find_sigid_algs(sig_nid, &md, &pk)) return nullptr;
+    switch (md) {
+    case NID_md2: return "MD2";
+    case NID_md4: return "MD4";
+    case NID_md5: case NID_md5_sha1: return "MD5";
+    case NID_sha1: return "SHA-1";
+    default: return nullptr;
+    }
+}
+
+struct SrvFree {
+    void operator()(OSSL_CMP_SRV_CTX* s) const { OSSL_CMP_SRV_CTX_free(s); }
+};
+struct PkisiFree {
+    void operator()(OSSL_CMP_PKISI* s) const { OSSL_CMP_PKISI_free(s); }
+};
+
 int srv_log_cb(const char*, const char*, int, OSSL_CMP_severity level, const char* msg) {
     auto lg = x2sec::log::get("cmp");
     if (level <= OSSL_CMP_LOG_ERR) lg->debug("openssl cmp server: {}", msg);
@@ -78,6 +98,7 @@ struct Session {
     Bytes tid;
     int reject_bit = -1;
     std::string reject_text;
+    int rr_reason = 0;        // CRLReason from the rr's crlEntryDetails (0: none given)
     int64_t created = 0;
     X509Ptr issued;
     std::string body;
@@ -121,6 +142,9 @@ struct Server::Impl {
     }
 
     std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid);
+    void configure_ctx(OSSL_CMP_CTX* ctx) const;
+    // A protected `error` PKIMessage answering req with PKIStatus rejection and the failure bit.
+    Result<Bytes> error_response(const OSSL_CMP_MSG* req, int bit, const std::string& text, const char* counter);
     void reject(Session& s, int bit, std::string text, const char* counter) {
         if (s.reject_bit >= 0) return;
         s.reject_bit = bit;
@@ -152,6 +176,16 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
                                              : "initial enrolment must be signed with a vendor device certificate",
                   "not_authorized");
     if (s->reject_bit >= 0) return rejection(s->reject_bit, s->reject_text);
+
+    if (crm) {
+        auto pop = detail::popo_signature_alg(crm);
+        if (const char* w = pop.present ? weak_digest(pop.nid) : nullptr) {
+            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badAlg,
+                      "POP signature algorithm " + pop.name + " uses " + w + "; MD5 and SHA-1 are not accepted",
+                      "weak_alg_pop");
+            return rejection(s->reject_bit, s->reject_text);
+        }
+    }
 
     const X509_NAME* subject = nullptr;
     pki::PkeyPtr key;
@@ -297,6 +331,12 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, nullptr);
 }
 
+bool acceptable_revocation_reason(int r) {
+    // RFC 5280 CRLReason: 0..10 without 7 (unused); removeFromCRL (8) only belongs in delta
+    // CRLs and is not something a holder can ask for.
+    return r >= 0 && r <= 10 && r != 7 && r != 8;
+}
+
 OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAME* issuer, const ASN1_INTEGER* serial) {
     auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
     auto& im = *s->impl;
@@ -306,9 +346,14 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertId, "certificate to revoke was not issued by this CA", "bad_cert_id");
     if (s->reject_bit < 0 && ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(s->signer.get())) != 0)
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "a node may only revoke its own certificate", "not_authorized");
+    if (s->reject_bit < 0 && !acceptable_revocation_reason(s->rr_reason))
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "revocation reason " + std::to_string(s->rr_reason) +
+                      " is not accepted (CRLReason 0-6, 9 or 10)",
+                  "bad_revocation_reason");
     if (s->reject_bit >= 0) return rejection(s->reject_bit, s->reject_text);
     Bytes sn = pki::serial_bytes(serial);
-    auto st = im.store.revoke(sn, 0, static_cast<int64_t>(std::time(nullptr)));
+    auto st = im.store.revoke(sn, s->rr_reason, static_cast<int64_t>(std::time(nullptr)));
     if (!st) {
         int bit = st.error().code() == 3 ? OSSL_CMP_PKIFAILUREINFO_certRevoked
                   : st.error().code() == 2 ? OSSL_CMP_PKIFAILUREINFO_badCertId
@@ -319,7 +364,7 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
     (void)im.store.record_transaction(s->tid, "rr", "revoked");
     im.crl_dirty = true;
     im.counters.inc("cmp.revoked");
-    im.lg->info("revoked serial {} on request of its holder", to_hex(sn));
+    im.lg->info("revoked serial {} (reason {}) on request of its holder", to_hex(sn), s->rr_reason);
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, nullptr);
 }
 
@@ -397,12 +442,7 @@ std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kin
     if (signer) s->signer = pki::up_ref(signer);
     s->srv = OSSL_CMP_SRV_CTX_new(nullptr, nullptr);
     OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
-    OSSL_CMP_CTX_set_log_cb(ctx, srv_log_cb);
-    OSSL_CMP_CTX_set1_cert(ctx, cfg.ra_cert.get());
-    OSSL_CMP_CTX_set1_pkey(ctx, cfg.ra_key.get());
-    OSSL_CMP_CTX_set1_untrusted(ctx, ra_untrusted.get());
-    auto extra = pki::make_stack({cfg.operator_root()});
-    OSSL_CMP_CTX_set1_extraCertsOut(ctx, extra.get());
+    configure_ctx(ctx);
     if (signer) OSSL_CMP_CTX_set1_srvCert(ctx, signer);  // the peer's certificate, pinned
     OSSL_CMP_SRV_CTX_init(s->srv, s.get(), cb_cert_request, cb_rr, cb_genm, cb_error, cb_certconf, cb_pollreq);
     OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(s->srv, cfg.policy.grant_implicit_confirm ? 1 : 0);
@@ -410,6 +450,70 @@ std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kin
     OSSL_CMP_SRV_CTX_set_accept_unprotected(s->srv, 0);
     OSSL_CMP_SRV_CTX_set_accept_raverified(s->srv, 0);
     return s;
+}
+
+void Server::Impl::configure_ctx(OSSL_CMP_CTX* ctx) const {
+    OSSL_CMP_CTX_set_log_cb(ctx, srv_log_cb);
+    OSSL_CMP_CTX_set1_cert(ctx, cfg.ra_cert.get());
+    OSSL_CMP_CTX_set1_pkey(ctx, cfg.ra_key.get());
+    OSSL_CMP_CTX_set1_untrusted(ctx, ra_untrusted.get());
+    auto extra = pki::make_stack({cfg.operator_root()});
+    OSSL_CMP_CTX_set1_extraCertsOut(ctx, extra.get());
+}
+
+// OpenSSL 3.0's server answers every message-level failure with failInfo badRequest and has
+// no public constructor for an `error` message.  So OpenSSL builds the whole answer (header
+// with our sender, the client as recipient, its transactionID, recipNonce = its senderNonce,
+// a fresh senderNonce, extraCerts): an OSSL_CMP_SRV_CTX without handlers answers any request
+// with an `error`.  Its ErrorMsgContent is then replaced by one whose PKIStatusInfo comes from
+// OSSL_CMP_STATUSINFO_new (encoded by OpenSSL's ASN.1 templates, asn1_view.cpp), and OpenSSL
+// re-computes the protection with the RA key (OSSL_CMP_MSG_update_transactionID).
+Result<Bytes> Server::Impl::error_response(const OSSL_CMP_MSG* req, int bit, const std::string& text,
+                                           const char* counter) {
+    counters.inc(std::string("cmp.reject.") + counter);
+    const ASN1_OCTET_STRING* rtid = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req));
+    lg->info("rejecting message (transaction {}): {}",
+             rtid ? to_hex(BytesView(ASN1_STRING_get0_data(rtid), static_cast<size_t>(ASN1_STRING_length(rtid)))) : "-",
+             text);
+    auto fail = [&](const char* what) -> Result<Bytes> {
+        auto q = pki::ossl_errors();
+        counters.inc("cmp.tx.no_response");
+        return Error(ErrorDomain::Cmp, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                     std::string(what) + (q.empty() ? "" : " [" + q + "]"));
+    };
+    std::unique_ptr<OSSL_CMP_SRV_CTX, SrvFree> srv(OSSL_CMP_SRV_CTX_new(nullptr, nullptr));
+    if (!srv) return fail("cannot create an OpenSSL CMP server context");
+    OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(srv.get());
+    configure_ctx(ctx);
+    // No handlers: whatever the body, OpenSSL answers with an `error`.  The request's
+    // protection has already been judged by us; do not let it stop the skeleton.
+    OSSL_CMP_SRV_CTX_set_accept_unprotected(srv.get(), 1);
+    OSSL_CMP_SRV_CTX_set_send_unprotected_errors(srv.get(), 0);
+    MsgPtr skel(OSSL_CMP_SRV_process_request(srv.get(), req));
+    ERR_clear_error();
+    if (!skel || OSSL_CMP_MSG_get_bodytype(skel.get()) != kError) return fail("OpenSSL built no error message");
+    unsigned char* der = nullptr;
+    int n = i2d_OSSL_CMP_MSG(skel.get(), &der);
+    if (n <= 0) return fail("cannot encode the error message");
+    Bytes skel_der(der, der + n);
+    OPENSSL_free(der);
+    std::unique_ptr<OSSL_CMP_PKISI, PkisiFree> si(OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text.c_str()));
+    if (!si) return fail("cannot build PKIStatusInfo");
+    auto body = detail::replace_error_content(skel_der, si.get(), text);
+    if (!body) return fail(body.error().detail().c_str());
+    const unsigned char* p = body->data();
+    MsgPtr msg(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(body->size())));
+    if (!msg) return fail("re-encoded error message does not decode");
+    OSSL_CMP_CTX_set1_transactionID(ctx, OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(skel.get())));
+    if (!OSSL_CMP_MSG_update_transactionID(ctx, msg.get())) return fail("cannot protect the error message");
+    der = nullptr;
+    n = i2d_OSSL_CMP_MSG(msg.get(), &der);
+    if (n <= 0) return fail("cannot encode the error message");
+    Bytes out(der, der + n);
+    OPENSSL_free(der);
+    ERR_clear_error();
+    counters.inc("cmp.tx.error");
+    return out;
 }
 
 void Server::Impl::purge_expired(int64_t now) {
@@ -459,6 +563,28 @@ Result<Bytes> Server::handle(BytesView der) {
     Bytes tid = tid_os ? Bytes(ASN1_STRING_get0_data(tid_os), ASN1_STRING_get0_data(tid_os) + ASN1_STRING_length(tid_os))
                        : Bytes{};
     int64_t now = static_cast<int64_t>(std::time(nullptr));
+    auto refuse = [&](int bit, const std::string& text, const char* counter) {
+        return im.error_response(req.get(), bit, text, counter);
+    };
+
+    // Message-level checks first; a failure is answered with a protected `error` carrying
+    // the PKIFailureInfo, and nothing is recorded.
+    auto palg = detail::protection_alg(der);
+    if (!palg.ok)
+        return refuse(OSSL_CMP_PKIFAILUREINFO_badDataFormat, "PKIHeader does not decode", "bad_header");
+    if (!palg.present)
+        return refuse(OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                      "request is not protected: sign it with the vendor (ir) or operator (kur, rr) certificate",
+                      "unprotected");
+    if (palg.nid == NID_id_PasswordBasedMAC || palg.nid == NID_hmac || palg.nid == NID_id_DHBasedMac)
+        return refuse(OSSL_CMP_PKIFAILUREINFO_wrongIntegrity,
+                      "MAC-based protection (" + palg.name +
+                          ") is not accepted: sign the request with the vendor or operator certificate",
+                      "wrong_integrity");
+    if (const char* w = weak_digest(palg.nid))
+        return refuse(OSSL_CMP_PKIFAILUREINFO_badAlg,
+                      "message protection " + palg.name + " uses " + w + "; MD5 and SHA-1 are not accepted",
+                      "weak_alg_protection");
 
     // Which certificate signed the message: try the extraCerts (3GPP: the signer first)
     // with each one pinned; the one whose key verifies the protection is the signer.
@@ -477,64 +603,67 @@ Result<Bytes> Server::handle(BytesView der) {
         }
         ERR_clear_error();
     }
+    if (!signer)
+        return refuse(OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                      extra.empty() ? "no certificate in extraCerts: the signer certificate must be sent (TS 33.310 9.5)"
+                                    : "message protection does not verify with the signer certificate in extraCerts",
+                      "bad_message_check");
     std::vector<X509*> untrusted;
     for (auto& c : extra) untrusted.push_back(c.get());
 
     std::shared_ptr<Session> s;
     if (new_transaction_body(bt)) {
+        if (tid.empty())
+            return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest, "PKIHeader has no transactionID", "no_transaction_id");
         if (bt == kIr || bt == kKur) im.purge_expired(now);
+        bool want_operator = bt == kKur || bt == kRr;
         SignerKind kind = SignerKind::None;
-        std::string chain_err;
-        int chain_code = 0;
-        if (signer) {
-            bool want_operator = bt == kKur || bt == kRr;
-            auto first = want_operator ? pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted)
-                                       : pki::verify_chain(signer, im.vendor_anchors, untrusted);
-            if (first.ok()) {
-                kind = want_operator ? SignerKind::Operator : SignerKind::Vendor;
-            } else if (bt == kGenm && pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted).ok()) {
-                kind = SignerKind::Operator;
-            } else {
-                chain_err = first.error().detail();
-                chain_code = first.error().code();
-            }
+        auto first = want_operator ? pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted)
+                                   : pki::verify_chain(signer, im.vendor_anchors, untrusted);
+        if (first.ok())
+            kind = want_operator ? SignerKind::Operator : SignerKind::Vendor;
+        else if (bt == kGenm && pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted).ok())
+            kind = SignerKind::Operator;
+        if (kind == SignerKind::None)
+            return refuse(OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+                          std::string(want_operator ? "operator" : "vendor") +
+                              " certificate not accepted: " + first.error().detail(),
+                          first.error().code() == X509_V_ERR_CERT_HAS_EXPIRED ? "signer_expired" : "signer_not_trusted");
+        int rr_reason = 0;
+        if (bt == kRr) {
+            auto rr = detail::revocation_reason(der);
+            if (!rr.ok)
+                return refuse(OSSL_CMP_PKIFAILUREINFO_badDataFormat, "rr body (RevReqContent) does not decode",
+                              "bad_rr");
+            rr_reason = rr.reason < 0 ? 0 : rr.reason;
         }
-        s = im.make_session(signer, kind, tid);
+        {
+            std::lock_guard lk(im.sessions_mu);
+            auto in_store = im.store.transaction_exists(tid);
+            if (!in_store.ok())
+                return refuse(OSSL_CMP_PKIFAILUREINFO_systemUnavail, "store unavailable", "store");
+            if (im.sessions.count(tid) || *in_store)
+                return refuse(OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
+                              "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
+            s = im.make_session(signer, kind, tid);
+            s->rr_reason = rr_reason;
+            im.sessions[tid] = s;
+            s->registered = true;
+        }
         static const char* names[] = {"ir", "ip", "cr", "cp", "p10cr", "popdecc", "popdecr", "kur", "kup", "krr", "krp",
                                       "rr", "rp", "ccr", "ccp", "ckuann", "cann", "rann", "crlann", "pkiconf", "nested",
                                       "genm", "genp", "error", "certConf", "pollReq", "pollRep"};
         s->body = (bt >= 0 && bt <= 26) ? names[bt] : "?";
-        if (!signer) {
-            m_counters.inc("cmp.reject.bad_message_check");
-            // Left to OpenSSL: it answers with a protected error (the protection does not verify).
-        } else if (kind == SignerKind::None) {
-            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
-                      std::string(bt == kKur || bt == kRr ? "operator" : "vendor") +
-                          " certificate not accepted: " + chain_err,
-                      chain_code == X509_V_ERR_CERT_HAS_EXPIRED ? "signer_expired" : "signer_not_trusted");
-        }
-        if (!tid.empty()) {
-            std::lock_guard lk(im.sessions_mu);
-            auto in_store = im.store.transaction_exists(tid);
-            if (im.sessions.count(tid) || !in_store.ok() || *in_store) {
-                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
-                          "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
-            } else if (s->reject_bit < 0 && signer) {
-                im.sessions[tid] = s;
-                s->registered = true;
-            }
-        }
     } else {
         {
             std::lock_guard lk(im.sessions_mu);
             auto it = im.sessions.find(tid);
-            if (it != im.sessions.end() && signer && it->second->signer && X509_cmp(signer, it->second->signer.get()) == 0)
+            if (it != im.sessions.end() && it->second->signer && X509_cmp(signer, it->second->signer.get()) == 0)
                 s = it->second;
         }
-        if (!s) {
-            m_counters.inc("cmp.reject.no_transaction");
-            s = im.make_session(signer, SignerKind::None, tid);  // OpenSSL answers with an error
-        }
+        if (!s)
+            return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "no open transaction " + to_hex(tid) + " for this signer", "no_transaction");
     }
 
     MsgPtr rsp;

@@ -295,6 +295,8 @@ wire::Proposal child_choice_to_wire(const ChildChoice& c, uint32_t my_spi);
 std::optional<ChildChoice> parse_child_choice(const wire::SaPayload& sa);
 std::optional<IkeAlgorithms> parse_ike_choice(const wire::SaPayload& sa, Bytes* spi);
 std::string encr_name(const EncrAlg& e);
+// Whether one of the proposals contains every algorithm of `algs` (integrity ignored for AEAD).
+bool proposals_allow(const std::vector<IkeProposal>& proposals, const IkeAlgorithms& algs);
 const char* integ_name(crypto::IntegId i);
 const char* prf_name(crypto::PrfId p);
 // Traffic selectors.

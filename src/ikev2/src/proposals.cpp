@@ -316,4 +316,17 @@ std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& proposed
     return out;
 }
 
+bool proposals_allow(const std::vector<IkeProposal>& proposals, const IkeAlgorithms& algs) {
+    for (const auto& prop : proposals) {
+        bool e_ok = std::find(prop.encr.begin(), prop.encr.end(), algs.encr) != prop.encr.end();
+        bool i_ok = algs.encr.id == crypto::EncrId::AesGcm16
+                        ? algs.integ == crypto::IntegId::None
+                        : std::find(prop.integ.begin(), prop.integ.end(), algs.integ) != prop.integ.end();
+        bool p_ok = std::find(prop.prf.begin(), prop.prf.end(), algs.prf) != prop.prf.end();
+        bool d_ok = std::find(prop.dh.begin(), prop.dh.end(), algs.dh) != prop.dh.end();
+        if (e_ok && i_ok && p_ok && d_ok) return true;
+    }
+    return false;
+}
+
 }  // namespace x2sec::ike

@@ -230,17 +230,7 @@ struct IkeInitTask final : Task {
         Bytes spi;
         auto algs = parse_ike_choice(*find_payload(in, PayloadType::SA)->as<SaPayload>(), &spi);
         if (!algs) return fail("responder chose a malformed IKE proposal");
-        bool acceptable = false;
-        for (const auto& prop : p.ike_proposals) {
-            bool e_ok = std::find(prop.encr.begin(), prop.encr.end(), algs->encr) != prop.encr.end();
-            bool i_ok = algs->encr.id == crypto::EncrId::AesGcm16
-                            ? algs->integ == crypto::IntegId::None
-                            : std::find(prop.integ.begin(), prop.integ.end(), algs->integ) != prop.integ.end();
-            bool p_ok = std::find(prop.prf.begin(), prop.prf.end(), algs->prf) != prop.prf.end();
-            bool d_ok = std::find(prop.dh.begin(), prop.dh.end(), algs->dh) != prop.dh.end();
-            acceptable |= e_ok && i_ok && p_ok && d_ok;
-        }
-        if (!acceptable) return fail("responder chose an IKE proposal we did not offer");
+        if (!proposals_allow(p.ike_proposals, *algs)) return fail("responder chose an IKE proposal we did not offer");
         const auto* ke = find_payload(in, PayloadType::KE)->as<KePayload>();
         if (!sa.dh || ke->group != static_cast<uint16_t>(sa.dh->group()) || algs->dh != sa.dh->group())
             return fail("responder's KE group does not match");
@@ -807,7 +797,7 @@ Status EngineImpl::select_peer(IkeSa& sa, const std::vector<Payload>& pl) {
     if (const Payload* idr_p = find_payload(pl, PayloadType::IDr)) idr = identity_of(*idr_p->as<IdPayload>());
     std::optional<size_t> best;
     int best_rank = 0;
-    std::string names;
+    std::string names, no_proposal;
     for (size_t i : sa.candidates) {
         const auto& c = m_config.peers[i];
         names += (names.empty() ? "" : ", ") + c.name;
@@ -817,11 +807,27 @@ Status EngineImpl::select_peer(IkeSa& sa, const std::vector<Payload>& pl) {
         } else {
             rank += 2;
         }
+        // Like strongSwan: a candidate that would not have accepted the IKE proposal chosen at
+        // IKE_SA_INIT (by the best address match) is ignored.
+        if (!proposals_allow(c.ike_proposals, sa.algs)) {
+            no_proposal += (no_proposal.empty() ? "" : ", ") + c.name;
+            continue;
+        }
         if (idr && !(c.local_id == *idr)) rank += 1;
         if (!best || rank < best_rank) {
             best = i;
             best_rank = rank;
         }
+    }
+    if (!best && !no_proposal.empty()) {
+        sa.remote_id_text = idi.to_string();
+        m_counters.inc("ike.auth.proposal_mismatch");
+        return Error(ErrorDomain::Ike, auth_failure::ProposalMismatch,
+                     "peer config(s) " + no_proposal + " for identity " + idi.to_string() + " from " +
+                         sa.remote.to_string() + " do not accept the IKE proposal " + encr_name(sa.algs.encr) + "/" +
+                         (sa.algs.integ == crypto::IntegId::None ? "" : std::string(integ_name(sa.algs.integ)) + "/") +
+                         prf_name(sa.algs.prf) + "/" +
+                         crypto::dh_group_name(sa.algs.dh) + " chosen at IKE_SA_INIT (candidates: " + names + ")");
     }
     if (!best) {
         sa.remote_id_text = idi.to_string();

@@ -488,16 +488,9 @@ Operations World::make_ops(const std::string& henb_name) {
             return guard.on_received(d, m_impl->now());
         };
         X2SEC_TRY_STATUS(na.engine->initiate(nc.name, m_impl->now()));
-        bool ok = m_impl->pump_until(
-            [&] {
-                return glue::has_event(na.events, nc.name, ike::Event::Kind::ChildSaUp) &&
-                       glue::has_event(nb.events, h.name, ike::Event::Kind::ChildSaUp);
-            },
-            [&] {
-                return guard.aborted() || glue::failure_event(na.events, nc.name) ||
-                       glue::failure_event(nb.events, h.name);
-            },
-            8000);
+        bool ok = m_impl->pump_until([&] { return glue::both_child_up(na.events, h.name, nb.events, nc.name); },
+                                     [&] { return glue::exchange_failed(guard, na.events, h.name, nb.events, nc.name); },
+                                     8000);
         m_impl->on_rx = nullptr;
         PhaseRecord p{"ike", ok, "", {}};
         auto l1 = m_impl->net.link(na.ike_port, nb.ike_port), l2 = m_impl->net.link(na.natt_port, nb.natt_port);

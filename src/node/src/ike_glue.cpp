@@ -113,6 +113,16 @@ std::vector<ike::Datagram> CertreqGuard::on_received(const ike::Datagram&, Milli
     return keep;
 }
 
+bool both_child_up(const std::vector<ike::Event>& a_events, const std::string& a,
+                   const std::vector<ike::Event>& b_events, const std::string& b) {
+    return has_event(a_events, b, ike::Event::Kind::ChildSaUp) && has_event(b_events, a, ike::Event::Kind::ChildSaUp);
+}
+
+bool exchange_failed(const CertreqGuard& guard, const std::vector<ike::Event>& a_events, const std::string& a,
+                     const std::vector<ike::Event>& b_events, const std::string& b) {
+    return guard.aborted() || failure_event(a_events, b) || failure_event(b_events, a);
+}
+
 std::string classify_failure(const std::vector<ike::Event>& a_events, const std::vector<ike::Event>& b_events,
                              Credential cred, Credential b_cred, const CertreqGuard& guard, IkeFailure& failure,
                              Agent& b_agent, const std::string& a_name, const std::string& b_name, Millis now) {

@@ -67,6 +67,15 @@ private:
     std::optional<std::vector<std::string>> m_certreq;
 };
 
+// A direct-interface exchange between initiator `a` and responder `b` (node names, which are
+// also the peer-config names on the other side): done when both Child SAs are up; failed when
+// either side reports a failure or `guard` stopped it before IKE_AUTH.
+bool both_child_up(const std::vector<ike::Event>& a_events, const std::string& a,
+                   const std::vector<ike::Event>& b_events, const std::string& b);
+class CertreqGuard;
+bool exchange_failed(const CertreqGuard& guard, const std::vector<ike::Event>& a_events, const std::string& a,
+                     const std::vector<ike::Event>& b_events, const std::string& b);
+
 // After a failed direct-interface exchange between initiator `a` (credential `cred`) and
 // responder `b` (credential `b_cred`): fills what the initiator learnt (untrusted CA, CERTREQ)
 // and tells the responder's agent what it saw (the CAs in our IKE_AUTH CERTREQ, its engine

@@ -128,8 +128,15 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
         d.steps.push_back("peer's CERTREQ names the operator root '" + local.operator_anchor +
                           "': an operator certificate will be accepted");
     if (local.holds_operator_cert) {
-        if (peer.peer_cmp_supported == false)
+        if (peer.peer_cmp_supported == false) {
+            // The same answer as before our enrolment: an operator certificate of ours does not
+            // give the peer a usable one.
+            if (peer.auth == AuthMode::Auto && local.kds_configured)
+                return psk(std::move(d), local,
+                           "we hold an operator certificate but the peer cannot enrol one (no CMPv2) and "
+                           "authentication is 'auto'");
             return down(std::move(d), "we hold an operator certificate but the peer cannot enrol one (no CMPv2)");
+        }
         d.action = Action::IkeOperatorCert;
         d.basis = "Proposal 3 (operator certificates)";
         d.steps.push_back("an operator certificate is already enrolled: IKEv2 with it");

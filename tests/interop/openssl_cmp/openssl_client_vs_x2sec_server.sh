@@ -47,13 +47,17 @@ openssl cmp -cmd kur -server $URL -cert new.crt -key new.key -untrusted op/ca.cr
 check "kur certificate keeps the identity" grep -q "DNS:$ID" <(openssl x509 -in kur.crt -noout -ext subjectAltName)
 check "store: kur recorded" test "$(sqlite3 $D/ca.db "SELECT COUNT(*) FROM transactions WHERE body='kur'")" = 1
 
-# 4. rr, then the CRL at the cRLDistributionPoints URL lists the serial
+# 4. rr with a CRLReason (keyCompromise), then the CRL at the cRLDistributionPoints URL lists
+#    the serial with that reason
 SERIAL=$(openssl x509 -in new2.crt -noout -serial | cut -d= -f2)
 openssl cmp -cmd rr -server $URL -cert new2.crt -key new2.key -untrusted op/ca.crt -trusted op/root.crt \
-  -oldcert new2.crt > rr.log 2>&1 && pass "openssl cmp rr accepted" || fail "rr"
+  -oldcert new2.crt -revreason 1 > rr.log 2>&1 && pass "openssl cmp rr -revreason 1 accepted" || fail "rr"
+check "store: revocation reason 1 recorded" test "$(sqlite3 $D/ca.db "SELECT reason FROM certificates WHERE revoked = 1")" = 1
 CDP=$(openssl x509 -in new.crt -noout -ext crlDistributionPoints | grep -o 'http://[^ ]*')
 curl -sf "$CDP" -o crl.der && pass "CRL served at $CDP" || fail "CRL download"
 check "CRL lists the revoked serial" grep -qi "$SERIAL" <(openssl crl -inform DER -in crl.der -noout -text | tr -d ':')
+openssl crl -inform DER -in crl.der -noout -text | grep -A6 -i "Serial Number: $SERIAL" | grep -q "Key Compromise" \
+  && pass "CRL entry carries reason Key Compromise" || fail "CRL entry reason"
 check "CRL signed by the issuing CA" openssl crl -inform DER -in crl.der -noout -CAfile <(cat op/ca.crt op/root.crt)
 
 C0=$(certs); T0=$(txns)
@@ -73,6 +77,28 @@ openssl cmp -cmd ir -server $URL -cert dev.pem -key dev.key -trusted op/root.crt
 openssl cmp -cmd ir -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -newkey new4.key \
   -subject "/CN=001122334455.henb.vendor-a.example" -certout x.crt > id.log 2>&1 && fail "foreign identity accepted" || \
   check "identity mismatch: notAuthorized" grep -q notAuthorized id.log
+# message-level failures: protected CMP error messages with the specific PKIFailureInfo
+openssl cmp -cmd ir -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -newkey new4.key -digest sha1 \
+  -subject "/CN=$ID" -sans $ID -certout x.crt > sha1.log 2>&1 && fail "SHA-1 protection accepted" || \
+  check "SHA-1 protection and POP: badAlg" grep -q "PKIFailureInfo: badAlg" sha1.log
+openssl cmp -cmd ir -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -newkey new4.key -unprotected_requests \
+  -subject "/CN=$ID" -sans $ID -certout x.crt > unprot.log 2>&1 && fail "unprotected ir accepted" || \
+  check "unprotected ir: badMessageCheck" grep -q "PKIFailureInfo: badMessageCheck" unprot.log
+openssl cmp -cmd ir -server $URL -ref 1234 -secret pass:not-a-vendor-cert -trusted op/root.crt -newkey new4.key \
+  -subject "/CN=$ID" -certout x.crt > pbm.log 2>&1 && fail "PBM-protected ir accepted" || \
+  check "MAC (PBM) protection: wrongIntegrity" grep -q "PKIFailureInfo: wrongIntegrity" pbm.log
+# a captured ir with one byte of the (protected) certTemplate flipped (its transactionID is
+# spent, but the protection is checked first; -reqin_new_tid would re-sign it)
+python3 - ir1.der tampered.der "$ID" <<'PY'
+import sys
+m = bytearray(open(sys.argv[1], 'rb').read()); ident = sys.argv[3].encode()
+i = m.find(ident); i = m.find(ident, i + 1)   # skip the header sender; hit the template subject
+m[i] ^= 1; open(sys.argv[2], 'wb').write(m)
+PY
+openssl cmp -cmd ir -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -reqin tampered.der \
+  -newkey new4.key -certout x.crt > tamper.log 2>&1 && fail "tampered ir accepted" || \
+  check "tampered ir: badMessageCheck" grep -q "PKIFailureInfo: badMessageCheck" tamper.log
+check "reused transactionID answered with a CMP error message" grep -q "received error" tid.log
 HTTP="http://127.0.0.1:$PORT/.well-known/cmp"
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 check "wrong content type: 415" test "$(code -H 'Content-Type: text/plain' --data-binary @ir1.der $HTTP)" = 415

@@ -2,8 +2,10 @@
 #include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <atomic>
 #include <map>
 #include <set>
+#include <thread>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -177,6 +179,35 @@ TEST(Dh, AllGroupsAgreeBothWays) {
         EXPECT_EQ(sb(*s1), sb(*s2));
         const size_t want = g == DhGroup::Modp2048 ? 256 : g == DhGroup::Ecp256 ? 32 : g == DhGroup::Ecp384 ? 48 : 32;
         EXPECT_EQ(s1->size(), want);
+    }
+}
+
+// The EC groups and parameters keys are cached per process and shared: engines on several
+// threads import peer points and make key pairs at once.  Every thread must get the right
+// secrets, and points off the curve must still be rejected while the cache is in use.
+TEST(Dh, EcCurveCacheIsSharedSafelyBetweenThreads) {
+    for (auto g : {DhGroup::Ecp256, DhGroup::Ecp384}) {
+        SCOPED_TRACE(dh_group_name(g));
+        std::atomic<int> failures{0};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t)
+            threads.emplace_back([&, t] {
+                Bytes seed(dh_public_size(g) / 2, static_cast<uint8_t>(0x11 * (t + 1)));
+                for (int i = 0; i < 25; ++i) {
+                    seed[0] = static_cast<uint8_t>(i + 1);  // below the order, never zero
+                    auto a = DhKeyPair::from_private(g, seed);
+                    auto b = DhKeyPair::generate(g);
+                    if (!a.ok() || !b.ok()) { ++failures; continue; }
+                    auto s1 = a->derive(b->public_value());
+                    auto s2 = b->derive(a->public_value());
+                    if (!s1.ok() || !s2.ok() || sb(*s1) != sb(*s2)) ++failures;
+                    Bytes off = b->public_value();
+                    off.back() ^= 1;  // (x, y+-1) is not on the curve
+                    if (a->derive(off).ok()) ++failures;
+                }
+            });
+        for (auto& th : threads) th.join();
+        EXPECT_EQ(failures.load(), 0);
     }
 }
 

@@ -91,6 +91,7 @@ TEST(Decision, AlreadyEnrolledUsesOperatorCertificates) {
     p2.auth_failed_untrusted_ca = true;
     EXPECT_EQ(decide(l, p2).action, Action::IkeOperatorCert);
     p2.peer_cmp_supported = false;
+    p2.auth = AuthMode::Certificate;  // with auto and a KDS: Solution 2 (below)
     auto d = decide(l, p2);
     EXPECT_EQ(d.action, Action::Down);
     EXPECT_NE(d.down_reason.find("cannot enrol"), std::string::npos);
@@ -322,4 +323,18 @@ TEST(Decision, AuthFailedWithoutCmpIsDownNotDowngraded) {
     EXPECT_EQ(d.action, Action::Down);
     EXPECT_NE(d.down_reason.find("does not support CMPv2"), std::string::npos) << d.down_reason;
     EXPECT_TRUE(mentions(d, "untrusted CA"));
+}
+
+// Found by `x2sec sim`: a node that enrolled for another neighbour must still fall back to
+// Solution 2 (auth = auto) for a peer that cannot enrol, as it did before enrolling.
+TEST(Decision, EnrolledNodeStillUsesSolution2ForPeerWithoutCmp) {
+    PeerFacts p;
+    p.peer_cert_anchor = "vendor-b";
+    p.peer_cmp_supported = false;
+    LocalFacts l = vendor_a();
+    EXPECT_EQ(decide(l, p).action, Action::KdsPskThenIke);
+    l.holds_operator_cert = true;
+    EXPECT_EQ(decide(l, p).action, Action::KdsPskThenIke);
+    p.auth = AuthMode::Certificate;
+    EXPECT_EQ(decide(l, p).action, Action::Down);
 }

@@ -181,6 +181,9 @@ constexpr int PskMismatch = 100;     // the peer's PSK AUTH does not verify
 constexpr int MethodMismatch = 101;  // peer used PSK where a certificate is required, or v.v.
 constexpr int PeerRejected = 102;    // the peer answered AUTHENTICATION_FAILED
 constexpr int NoCredentials = 103;   // no key/certificate/PSK configured for our side
+// Responder: the peer config selected by IDi/IDr at IKE_AUTH does not accept the IKE proposal
+// chosen at IKE_SA_INIT (and no other candidate for that identity does).
+constexpr int ProposalMismatch = 104;
 }  // namespace auth_failure
 
 struct ChildSaInfo {

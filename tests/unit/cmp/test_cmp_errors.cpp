@@ -1,0 +1,441 @@
+// Server error answers, checked on the wire: every message-level failure (protection, weak
+// algorithm, untrusted signer, reused transactionID, no transaction) is a protected CMP
+// `error` message whose PKIStatusInfo carries the specific PKIFailureInfo bit; request-level
+// failures (weak POP, unacceptable revocation reason) are a rejection in ip/rp.  Nothing is
+// written to the store, and each rejection is counted.
+#include <gtest/gtest.h>
+#include <openssl/cmp.h>
+#include <openssl/crmf.h>
+#include <functional>
+#include <x2sec/cmp/client.hpp>
+#include <x2sec/cmp/lab_pki.hpp>
+#include <x2sec/cmp/server.hpp>
+
+using namespace x2sec;
+using namespace x2sec::cmp;
+
+namespace {
+
+const char* kRealm = "henb.vendor-a.example";
+constexpr int kErrorBody = 23, kIpBody = 1, kRpBody = 12;
+
+struct Wire {
+    Bytes last_request, last_response;
+    std::function<Result<Bytes>(BytesView)> handle;
+};
+
+OSSL_CMP_MSG* wire_cb(OSSL_CMP_CTX* c, const OSSL_CMP_MSG* req) {
+    auto* w = static_cast<Wire*>(OSSL_CMP_CTX_get_transfer_cb_arg(c));
+    unsigned char* der = nullptr;
+    int n = i2d_OSSL_CMP_MSG(req, &der);
+    w->last_request.assign(der, der + n);
+    OPENSSL_free(der);
+    auto rsp = w->handle(w->last_request);
+    if (!rsp) return nullptr;
+    w->last_response = *rsp;
+    const unsigned char* p = rsp->data();
+    return d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(rsp->size()));
+}
+
+struct MsgFree {
+    void operator()(OSSL_CMP_MSG* m) const { OSSL_CMP_MSG_free(m); }
+};
+using Msg = std::unique_ptr<OSSL_CMP_MSG, MsgFree>;
+Msg decode(const Bytes& der) {
+    const unsigned char* p = der.data();
+    return Msg(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size())));
+}
+Bytes tid_of(const OSSL_CMP_MSG* m) {
+    const ASN1_OCTET_STRING* t = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(m));
+    return t ? Bytes(ASN1_STRING_get0_data(t), ASN1_STRING_get0_data(t) + ASN1_STRING_length(t)) : Bytes{};
+}
+
+struct Outcome {
+    bool enrolled = false;
+    int fail_info = 0;         // as the OpenSSL client saw it
+    int rsp_body = -1;         // body type of the server's last answer
+    bool rsp_signed_by_ra = false;
+    bool same_tid = false;
+    std::string status_text;   // OSSL_CMP_CTX_snprint_PKIStatus
+};
+
+struct ErrFixture : ::testing::Test {
+    static LabPki& lab() {
+        static LabPki p = make_lab_pki();
+        return p;
+    }
+    std::unique_ptr<Store> store = std::move(open_sqlite_store(":memory:").value());
+    std::unique_ptr<Server> server = std::make_unique<Server>(lab().server_config(), *store);
+    Wire wire;
+    ErrFixture() {
+        wire.handle = [this](BytesView b) { return server->handle(b); };
+    }
+    int64_t certs() { return store->counts()->certificates; }
+    int64_t transactions() { return store->counts()->transactions; }
+    uint64_t counter(const std::string& n) { return server->counters().get(n); }
+
+    // One raw OpenSSL client exchange (ir unless told otherwise).  `tweak` adjusts the
+    // context; `crm` replaces the generated CertReqMsg.
+    Outcome run(EVP_PKEY* signer_key, X509* signer_cert, const std::vector<X509*>& chain, EVP_PKEY* new_key,
+                const std::string& id, const std::function<void(OSSL_CMP_CTX*)>& tweak = {}, OSSL_CRMF_MSG* crm = nullptr,
+                int type = OSSL_CMP_IR) {
+        Outcome o;
+        OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
+        OSSL_CMP_CTX_set_transfer_cb(ctx, wire_cb);
+        OSSL_CMP_CTX_set_transfer_cb_arg(ctx, &wire);
+        if (signer_cert) OSSL_CMP_CTX_set1_cert(ctx, signer_cert);
+        if (signer_key) OSSL_CMP_CTX_set1_pkey(ctx, signer_key);
+        STACK_OF(X509)* sk = sk_X509_new_null();
+        for (X509* x : chain) {
+            X509_up_ref(x);
+            sk_X509_push(sk, x);
+        }
+        OSSL_CMP_CTX_set1_extraCertsOut(ctx, sk);
+        sk_X509_pop_free(sk, X509_free);
+        X509_STORE* ts = X509_STORE_new();
+        X509_STORE_add_cert(ts, lab().operator_root.cert.get());
+        OSSL_CMP_CTX_set0_trustedStore(ctx, ts);
+        STACK_OF(X509)* un = sk_X509_new_null();
+        X509_up_ref(lab().operator_issuing.cert.get());
+        sk_X509_push(un, lab().operator_issuing.cert.get());
+        OSSL_CMP_CTX_set1_untrusted(ctx, un);
+        sk_X509_pop_free(un, X509_free);
+        if (new_key) {
+            EVP_PKEY_up_ref(new_key);
+            OSSL_CMP_CTX_set0_newPkey(ctx, 1, new_key);
+        }
+        if (!id.empty()) {
+            auto n = pki::parse_name("/CN=" + id).value();
+            OSSL_CMP_CTX_set1_subjectName(ctx, n.get());
+        }
+        if (tweak) tweak(ctx);
+        X509* cert = nullptr;
+        if (type == 11) {  // rr (3.0 has no OSSL_CMP_RR)
+            o.enrolled = OSSL_CMP_exec_RR_ses(ctx) == 1;
+        } else {
+            cert = OSSL_CMP_exec_certreq(ctx, type, crm);
+            o.enrolled = cert != nullptr;
+        }
+        o.fail_info = OSSL_CMP_CTX_get_failInfoCode(ctx);
+        char buf[OSSL_CMP_PKISI_BUFLEN];
+        if (const char* t = OSSL_CMP_CTX_snprint_PKIStatus(ctx, buf, sizeof buf)) o.status_text = t;
+        OSSL_CMP_CTX_free(ctx);
+        if (getenv("X2S_DEBUG")) ERR_print_errors_fp(stderr);
+        ERR_clear_error();
+        if (!wire.last_response.empty()) {
+            auto rsp = decode(wire.last_response);
+            auto req = decode(wire.last_request);
+            if (rsp && req) {
+                o.rsp_body = OSSL_CMP_MSG_get_bodytype(rsp.get());
+                o.same_tid = !tid_of(req.get()).empty() && tid_of(req.get()) == tid_of(rsp.get());
+                OSSL_CMP_CTX* v = OSSL_CMP_CTX_new(nullptr, nullptr);
+                OSSL_CMP_CTX_set1_srvCert(v, lab().ra.cert.get());
+                o.rsp_signed_by_ra = OSSL_CMP_validate_msg(v, rsp.get()) == 1;
+                OSSL_CMP_CTX_free(v);
+                ERR_clear_error();
+            }
+        }
+        return o;
+    }
+    Outcome run_device(const LabCredential& dev, EVP_PKEY* nk, const std::string& id,
+                       const std::function<void(OSSL_CMP_CTX*)>& tweak = {}, OSSL_CRMF_MSG* crm = nullptr) {
+        std::vector<X509*> chain{dev.cert.get()};
+        for (X509* x : dev.chain_ptrs()) chain.push_back(x);
+        return run(dev.key.get(), dev.cert.get(), chain, nk, id, tweak, crm);
+    }
+    // The store holds nothing from a rejected request.
+    void expect_nothing_stored() {
+        EXPECT_EQ(certs(), 0);
+        EXPECT_EQ(transactions(), 0);
+    }
+};
+
+pki::PkeyPtr p256() { return pki::generate_key(pki::KeyAlg::EcP256).value(); }
+
+#define EXPECT_ERROR_WITH(o, bit)                                                                        \
+    do {                                                                                                 \
+        EXPECT_FALSE((o).enrolled);                                                                      \
+        EXPECT_EQ((o).rsp_body, kErrorBody) << "answer is not a CMP error message";                      \
+        EXPECT_EQ((o).fail_info, 1 << (bit)) << (o).status_text;                                         \
+        EXPECT_TRUE((o).rsp_signed_by_ra) << "error message not protected with the RA certificate";      \
+        EXPECT_TRUE((o).same_tid) << "error message does not carry the request's transactionID";         \
+    } while (0)
+
+}  // namespace
+
+TEST_F(ErrFixture, BaselineIrStillEnrols) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c401", kRealm);
+    auto nk = p256();
+    auto o = run_device(dev, nk.get(), std::string("0023a1b2c401.") + kRealm);
+    EXPECT_TRUE(o.enrolled) << o.status_text;
+    EXPECT_EQ(o.rsp_body, 19);  // pkiConf after certConf
+    EXPECT_EQ(certs(), 1);
+}
+
+TEST_F(ErrFixture, TamperedProtectionIsBadMessageCheck) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c402", kRealm);
+    auto nk = p256();
+    const std::string id = std::string("0023a1b2c402.") + kRealm;
+    wire.handle = [&](BytesView req) -> Result<Bytes> {
+        Bytes m(req.begin(), req.end());
+        std::string s(m.begin(), m.end());
+        auto pos = s.find(id);
+        pos = s.find(id, pos + 1);  // the template's CN, covered by the protection
+        if (pos != std::string::npos) m[pos] ^= 1;
+        return server->handle(m);
+    };
+    auto o = run_device(dev, nk.get(), id);
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_badMessageCheck);
+    EXPECT_NE(o.status_text.find("badMessageCheck"), std::string::npos) << o.status_text;
+    EXPECT_NE(o.status_text.find("does not verify"), std::string::npos) << o.status_text;
+    EXPECT_EQ(counter("cmp.reject.bad_message_check"), 1u);
+    expect_nothing_stored();
+}
+
+TEST_F(ErrFixture, UnprotectedRequestIsBadMessageCheck) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c404", kRealm);
+    auto nk = p256();
+    auto o = run_device(dev, nk.get(), std::string("0023a1b2c404.") + kRealm,
+                        [](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set_option(c, OSSL_CMP_OPT_UNPROTECTED_SEND, 1); });
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_badMessageCheck);
+    EXPECT_NE(o.status_text.find("not protected"), std::string::npos) << o.status_text;
+    EXPECT_EQ(counter("cmp.reject.unprotected"), 1u);
+    expect_nothing_stored();
+}
+
+TEST_F(ErrFixture, MacProtectionIsWrongIntegrity) {
+    auto nk = p256();
+    auto o = run(nullptr, nullptr, {}, nk.get(), std::string("0023a1b2c405.") + kRealm, [](OSSL_CMP_CTX* c) {
+        const unsigned char secret[] = "pass:1234-not-used-by-this-ca";
+        const unsigned char ref[] = "ref";
+        OSSL_CMP_CTX_set1_secretValue(c, secret, sizeof secret - 1);
+        OSSL_CMP_CTX_set1_referenceValue(c, ref, sizeof ref - 1);
+    });
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_wrongIntegrity);
+    EXPECT_EQ(counter("cmp.reject.wrong_integrity"), 1u);
+    expect_nothing_stored();
+}
+
+TEST_F(ErrFixture, Sha1ProtectionIsBadAlg) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c406", kRealm);
+    auto nk = p256();
+    auto o = run_device(dev, nk.get(), std::string("0023a1b2c406.") + kRealm,
+                        [](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set_option(c, OSSL_CMP_OPT_DIGEST_ALGNID, NID_sha1); });
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_badAlg);
+    EXPECT_NE(o.status_text.find("SHA-1"), std::string::npos) << o.status_text;
+    EXPECT_EQ(counter("cmp.reject.weak_alg_protection"), 1u);
+    expect_nothing_stored();
+}
+
+TEST_F(ErrFixture, Md5ProtectionIsBadAlg) {
+    // MD5 only exists as an RSA signature: an RSA device certificate of vendor A.
+    auto key = pki::generate_key(pki::KeyAlg::Rsa2048).value();
+    const std::string id = std::string("0023a1b2c407.") + kRealm;
+    auto n = pki::parse_name("/CN=" + id).value();
+    pki::IssueRequest r;
+    r.profile = pki::Profile::Device;
+    r.subject = n.get();
+    r.public_key = key.get();
+    r.dns = {id};
+    auto cert = pki::issue_certificate(r, lab().vendor_a.cert.get(), lab().vendor_a.key.get()).value();
+    auto nk = pki::generate_key(pki::KeyAlg::Rsa2048).value();  // the POP is signed with MD5 as well
+    auto o = run(key.get(), cert.get(), {cert.get(), lab().vendor_a.cert.get()}, nk.get(), id,
+                 [](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set_option(c, OSSL_CMP_OPT_DIGEST_ALGNID, NID_md5); });
+    if (o.rsp_body < 0) GTEST_SKIP() << "this OpenSSL refuses to sign with MD5 at all (nothing reached the server)";
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_badAlg);
+    EXPECT_NE(o.status_text.find("MD5"), std::string::npos) << o.status_text;
+    EXPECT_EQ(counter("cmp.reject.weak_alg_protection"), 1u);
+    expect_nothing_stored();
+}
+
+TEST_F(ErrFixture, Sha1PopIsBadAlgInIp) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c408", kRealm);
+    auto nk = p256();
+    const std::string id = std::string("0023a1b2c408.") + kRealm;
+    OSSL_CRMF_MSG* crm = OSSL_CRMF_MSG_new();
+    OSSL_CRMF_MSG_set_certReqId(crm, 0);
+    auto subj = pki::parse_name("/CN=" + id).value();
+    OSSL_CRMF_CERTTEMPLATE_fill(OSSL_CRMF_MSG_get0_tmpl(crm), nk.get(), subj.get(), nullptr, nullptr);
+    ASSERT_EQ(OSSL_CRMF_MSG_create_popo(OSSL_CRMF_POPO_SIGNATURE, crm, nk.get(), EVP_sha1(), nullptr, nullptr), 1);
+    auto o = run_device(dev, nk.get(), id, {}, crm);
+    OSSL_CRMF_MSG_free(crm);
+    EXPECT_FALSE(o.enrolled);
+    EXPECT_EQ(o.rsp_body, kIpBody);
+    EXPECT_EQ(o.fail_info, 1 << OSSL_CMP_PKIFAILUREINFO_badAlg) << o.status_text;
+    EXPECT_NE(o.status_text.find("POP"), std::string::npos) << o.status_text;
+    EXPECT_TRUE(o.rsp_signed_by_ra);
+    EXPECT_EQ(counter("cmp.reject.weak_alg_pop"), 1u);
+    EXPECT_EQ(certs(), 0);
+}
+
+TEST_F(ErrFixture, BadPopIsBadPop) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c409", kRealm);
+    auto ka = p256(), kb = p256();
+    const std::string id = std::string("0023a1b2c409.") + kRealm;
+    OSSL_CRMF_MSG* crm = OSSL_CRMF_MSG_new();
+    OSSL_CRMF_MSG_set_certReqId(crm, 0);
+    auto subj = pki::parse_name("/CN=" + id).value();
+    OSSL_CRMF_CERTTEMPLATE_fill(OSSL_CRMF_MSG_get0_tmpl(crm), kb.get(), subj.get(), nullptr, nullptr);
+    ASSERT_EQ(OSSL_CRMF_MSG_create_popo(OSSL_CRMF_POPO_SIGNATURE, crm, ka.get(), EVP_sha256(), nullptr, nullptr), 1);
+    auto o = run_device(dev, kb.get(), id, {}, crm);
+    OSSL_CRMF_MSG_free(crm);
+    EXPECT_FALSE(o.enrolled);
+    EXPECT_EQ(o.rsp_body, kIpBody);
+    EXPECT_EQ(o.fail_info, 1 << OSSL_CMP_PKIFAILUREINFO_badPOP) << o.status_text;
+    EXPECT_TRUE(o.rsp_signed_by_ra);
+    expect_nothing_stored();
+}
+
+TEST_F(ErrFixture, UntrustedVendorIsSignerNotTrustedError) {
+    auto rogue = make_root_ca("Rogue Vendor");
+    auto dev = lab().device(rogue, "0023a1b2c40a", kRealm);
+    auto nk = p256();
+    auto o = run_device(dev, nk.get(), std::string("0023a1b2c40a.") + kRealm);
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted);
+    EXPECT_EQ(counter("cmp.reject.signer_not_trusted"), 1u);
+    expect_nothing_stored();
+}
+
+TEST_F(ErrFixture, ExpiredVendorIsSignerNotTrustedError) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c40b", kRealm, -10 * 86400, 86400);
+    auto nk = p256();
+    auto o = run_device(dev, nk.get(), std::string("0023a1b2c40b.") + kRealm);
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted);
+    EXPECT_NE(o.status_text.find("expired"), std::string::npos) << o.status_text;
+    EXPECT_EQ(counter("cmp.reject.signer_expired"), 1u);
+    expect_nothing_stored();
+}
+
+TEST_F(ErrFixture, ReusedTransactionIdIsTransactionIdInUseError) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c40c", kRealm);
+    auto k1 = p256(), k2 = p256();
+    const std::string id = std::string("0023a1b2c40c.") + kRealm;
+    auto fixed_tid = [](OSSL_CMP_CTX* c) {
+        ASN1_OCTET_STRING* os = ASN1_OCTET_STRING_new();
+        unsigned char t[16];
+        std::fill(std::begin(t), std::end(t), 0x5a);
+        ASN1_OCTET_STRING_set(os, t, sizeof t);
+        OSSL_CMP_CTX_set1_transactionID(c, os);
+        ASN1_OCTET_STRING_free(os);
+    };
+    ASSERT_TRUE(run_device(dev, k1.get(), id, fixed_tid).enrolled);
+    ASSERT_EQ(certs(), 1);
+    auto o = run_device(dev, k2.get(), id, fixed_tid);
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse);
+    EXPECT_EQ(counter("cmp.reject.transaction_id_in_use"), 1u);
+    EXPECT_EQ(certs(), 1);
+    EXPECT_EQ(transactions(), 1);
+}
+
+TEST_F(ErrFixture, CertConfWithoutTransactionIsBadRequestError) {
+    // ir answered, certConf dropped; then a certConf for an unknown transaction.
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c40d", kRealm);
+    auto nk = p256();
+    int n = 0;
+    wire.handle = [&](BytesView req) -> Result<Bytes> {
+        if (++n == 2) {
+            // rewrite nothing: send the certConf under a fresh server (no session there)
+            Store& st = *store;
+            Server fresh(lab().server_config(), st);
+            auto r = fresh.handle(req);
+            EXPECT_EQ(fresh.counters().get("cmp.reject.no_transaction"), 1u);
+            return r;
+        }
+        return server->handle(req);
+    };
+    auto o = run_device(dev, nk.get(), std::string("0023a1b2c40d.") + kRealm);
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_badRequest);
+    EXPECT_NE(o.status_text.find("no open transaction"), std::string::npos) << o.status_text;
+}
+
+TEST_F(ErrFixture, KurSignedByVendorIsSignerNotTrustedError) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c40e", kRealm);
+    auto nk = p256();
+    auto o = run(dev.key.get(), dev.cert.get(), {dev.cert.get()}, nk.get(), "",
+                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_oldCert(c, dev.cert.get()); }, nullptr, OSSL_CMP_KUR);
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted);
+    expect_nothing_stored();
+}
+
+// ---------------------------------------------------------------- rr reasons
+
+struct RrFixture : ErrFixture {
+    // An enrolled operator credential to revoke.
+    pki::PkeyPtr key = p256();
+    Enrolled e;
+    void SetUp() override {
+        auto dev = lab().device(lab().vendor_a, "0023a1b2c4f0", kRealm);
+        EnrollRequest r;
+        r.transfer = [this](BytesView b) { return server->handle(b); };
+        r.auth_key = dev.key.get();
+        r.auth_cert = dev.cert.get();
+        r.auth_chain = dev.chain_ptrs();
+        r.new_key = key.get();
+        r.subject = std::string("/CN=0023a1b2c4f0.") + kRealm;
+        r.dns = {std::string("0023a1b2c4f0.") + kRealm};
+        r.operator_roots = {lab().operator_root.cert.get()};
+        auto res = Client::enroll(r);
+        ASSERT_TRUE(res.ok()) << res.error().detail();
+        e = std::move(*res);
+    }
+    Status revoke(int reason) {
+        RevokeRequest rr;
+        rr.transfer = [this](BytesView b) { return server->handle(b); };
+        rr.operator_roots = {lab().operator_root.cert.get()};
+        rr.key = key.get();
+        rr.cert = e.cert.get();
+        for (auto& c : e.chain) rr.chain.push_back(c.get());
+        rr.reason = reason;
+        return Client::revoke(rr);
+    }
+    // The reasonCode of our certificate's entry in the served CRL (-1: no reasonCode, -2: not listed).
+    int crl_reason() {
+        auto der = server->crl_der();
+        if (!der) return -3;
+        const unsigned char* p = der->data();
+        X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(der->size()));
+        if (!crl) return -3;
+        X509_REVOKED* rv = nullptr;
+        int out = -2;
+        if (X509_CRL_get0_by_serial(crl, &rv, X509_get0_serialNumber(e.cert.get())) == 1) {
+            auto* en = static_cast<ASN1_ENUMERATED*>(X509_REVOKED_get_ext_d2i(rv, NID_crl_reason, nullptr, nullptr));
+            out = en ? static_cast<int>(ASN1_ENUMERATED_get(en)) : -1;
+            ASN1_ENUMERATED_free(en);
+        }
+        X509_CRL_free(crl);
+        return out;
+    }
+    int stored_reason() {
+        auto rec = store->find_by_serial(pki::serial_bytes(X509_get0_serialNumber(e.cert.get())));
+        return rec.ok() && rec->has_value() && (*rec)->revoked ? (*rec)->revocation_reason : -1;
+    }
+};
+
+TEST_F(RrFixture, KeyCompromiseReasonIsStoredAndInCrl) {
+    auto st = revoke(1);  // keyCompromise
+    ASSERT_TRUE(st.ok()) << st.error().detail();
+    EXPECT_EQ(stored_reason(), 1);
+    EXPECT_EQ(crl_reason(), 1);
+}
+
+TEST_F(RrFixture, SupersededReasonIsStoredAndInCrl) {
+    ASSERT_TRUE(revoke(4).ok());  // superseded
+    EXPECT_EQ(stored_reason(), 4);
+    EXPECT_EQ(crl_reason(), 4);
+}
+
+TEST_F(RrFixture, NoReasonMeansUnspecifiedWithoutReasonCode) {
+    ASSERT_TRUE(revoke(-1).ok());  // OSSL_CMP_OPT_REVOCATION_REASON -1: no crlEntryDetails
+    EXPECT_EQ(stored_reason(), 0);
+    EXPECT_EQ(crl_reason(), -1);  // listed, no reasonCode (RFC 5280 5.3.1: omit unspecified)
+}
+
+TEST_F(RrFixture, RemoveFromCrlIsRefusedInRp) {
+    auto st = revoke(8);  // removeFromCRL
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code(), OSSL_CMP_PKIFAILUREINFO_badRequest) << st.error().detail();
+    EXPECT_NE(st.error().detail().find("revocation reason 8"), std::string::npos) << st.error().detail();
+    EXPECT_EQ(stored_reason(), -1);  // not revoked
+    EXPECT_EQ(crl_reason(), -2);
+    EXPECT_EQ(counter("cmp.reject.bad_revocation_reason"), 1u);
+}
