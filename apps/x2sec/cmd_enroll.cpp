@@ -1,6 +1,8 @@
 // `x2sec enroll`: the H(e)NB side: obtain (ir), renew (kur) or revoke (rr) the operator
-// certificate over CMPv2.  The operator credential lands in --dir as operator.key (0600),
-// operator.crt (+ chain) and operator-root.crt.
+// certificate over CMPv2.  The operator credential is installed in --dir as one unit
+// (versions/<v>/operator.key (0600), operator.crt (+ chain), operator-root.crt, switched with the
+// `current` symlink; operator.key etc. in --dir are compatibility links): see
+// cmp::install_credential.
 #include <ctime>
 #include <iostream>
 #include <x2sec/cmp/client.hpp>
@@ -13,7 +15,7 @@ using namespace x2sec;
 namespace {
 struct EnrollOpts {
     std::string server, vendor_key, vendor_cert, dir = ".", eui, realm, identity, subject, operator_root, tls_trust,
-        alg = "p256", log_level = "warn", new_key;
+        alg = "p256", log_level = "warn", new_key, renew_before = "20%";
     bool implicit = false, renew = false, revoke = false, if_needed = false;
     int timeout = 30;
 } o;
@@ -39,7 +41,10 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
     sub.add_option("--new-key", o.new_key, "use this key pair instead of generating one");
     sub.add_flag("--implicit-confirm", o.implicit, "request implicit confirmation");
     sub.add_flag("--renew", o.renew, "kur with the current operator credential in --dir");
-    sub.add_flag("--if-needed", o.if_needed, "with --renew: only when 80 % of the lifetime is used");
+    sub.add_flag("--if-needed", o.if_needed, "with --renew: only inside the renewal window (--renew-before)");
+    sub.add_option("--renew-before", o.renew_before,
+                   "renewal window: DAYS before expiry (30, 30d) or PERCENT of the lifetime left (20%)")
+        ->capture_default_str();
     sub.add_flag("--revoke", o.revoke, "rr of the operator certificate in --dir");
     sub.add_option("--timeout", o.timeout, "seconds per message");
     sub.add_option("--log-level", o.log_level, "trace|debug|info|warn|error");
@@ -59,29 +64,41 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
         };
         if (!o.tls_trust.empty())
             if (auto st = load_all(o.tls_trust, common.tls.trust); !st) return fail(st.error());
-        std::string root_file = o.operator_root;
-        if (root_file.empty() && (o.renew || o.revoke)) root_file = o.dir + "/operator-root.crt";
-        if (!root_file.empty())
-            if (auto st = load_all(root_file, common.operator_roots); !st) return fail(st.error());
+        if (!o.operator_root.empty())
+            if (auto st = load_all(o.operator_root, common.operator_roots); !st) return fail(st.error());
 
         if (o.renew || o.revoke) {
-            auto key = pki::load_private_key(o.dir + "/operator.key");
-            if (!key) return fail(key.error());
-            std::vector<X509*> certs;
-            if (auto st = load_all(o.dir + "/operator.crt", certs); !st) return fail(st.error());
-            std::vector<X509*> chain(certs.begin() + 1, certs.end());
+            // The current credential, read as one unit (through `current`, or the flat
+            // legacy files of an older install).
+            auto cur = cmp::load_credential(o.dir);
+            if (!cur) return fail(cur.error());
+            if (common.operator_roots.empty()) {
+                if (!cur->root) return fail(Error("no operator root in " + o.dir + "; give --operator-root"));
+                common.operator_roots.push_back(cur->root.get());
+            }
+            std::vector<X509*> chain;
+            for (auto& c : cur->chain) chain.push_back(c.get());
             if (o.revoke) {
                 cmp::RevokeRequest r;
                 static_cast<cmp::ClientCommon&>(r) = common;
-                r.key = key->get();
-                r.cert = certs[0];
+                r.key = cur->key.get();
+                r.cert = cur->cert.get();
                 r.chain = chain;
                 if (auto st = cmp::Client::revoke(r); !st) return fail(st.error());
-                std::cout << "revoked operator certificate serial " << pki::serial_hex(certs[0]) << "\n";
+                std::cout << "revoked operator certificate serial " << pki::serial_hex(cur->cert.get()) << "\n";
                 return 0;
             }
-            if (o.if_needed && !cmp::needs_renewal(certs[0], static_cast<int64_t>(std::time(nullptr)))) {
-                std::cout << "operator certificate still fresh; no renewal\n";
+            auto window = cmp::parse_renewal_window(o.renew_before);
+            if (!window) return fail(window.error());
+            auto check = cmp::renewal_check(cur->cert.get(), static_cast<int64_t>(std::time(nullptr)), *window);
+            if (check.expired) {
+                std::cerr << "x2sec enroll: " << check.describe()
+                          << ": kur cannot be authenticated with it; re-enrol with --vendor-key/--vendor-cert (ir)\n";
+                return 2;
+            }
+            if (o.if_needed && !check.due) {
+                std::cout << "operator certificate serial " << pki::serial_hex(cur->cert.get()) << ": renewal "
+                          << check.describe() << "; nothing to do\n";
                 return 0;
             }
             auto alg = pki::parse_key_alg(o.alg);
@@ -90,8 +107,8 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
             if (!nk) return fail(nk.error());
             cmp::RenewRequest r;
             static_cast<cmp::ClientCommon&>(r) = common;
-            r.current_key = key->get();
-            r.current_cert = certs[0];
+            r.current_key = cur->key.get();
+            r.current_cert = cur->cert.get();
             r.current_chain = chain;
             r.new_key = nk->get();
             r.implicit_confirm = o.implicit;
@@ -99,7 +116,8 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
             if (!e) return fail(e.error());
             if (!e->operator_root) e->operator_root = pki::up_ref(common.operator_roots.front());
             if (auto st = cmp::install_credential(o.dir, nk->get(), *e); !st) return fail(st.error());
-            std::cout << "renewed: serial " << pki::serial_hex(e->cert.get()) << " -> " << o.dir << "/operator.crt\n";
+            std::cout << "renewed: serial " << pki::serial_hex(cur->cert.get()) << " -> " << pki::serial_hex(e->cert.get())
+                      << " (" << check.describe() << "), installed in " << o.dir << "\n";
             return 0;
         }
 
@@ -140,7 +158,7 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
                   << pki::name_to_string(X509_get_issuer_name(e->cert.get())) << "\n  operator root "
                   << pki::name_to_string(X509_get_subject_name(e->operator_root.get()))
                   << (common.operator_roots.empty() ? " (learned in-band, 3GPP rule)" : " (provisioned)") << "\n  -> "
-                  << o.dir << "/operator.key, operator.crt, operator-root.crt\n";
+                  << o.dir << " (operator.key, operator.crt, operator-root.crt via " << o.dir << "/current)\n";
         return 0;
     };
 });

@@ -21,6 +21,11 @@ struct Pki {
         t->add_anchor(root_b.certificate(), "vendor-b");
         return t;
     }
+    std::shared_ptr<x509::TrustStore> only_a() const {
+        auto t = std::make_shared<x509::TrustStore>();
+        t->add_anchor(root_a.certificate(), "vendor-a");
+        return t;
+    }
     std::shared_ptr<x509::TrustStore> only_b() const {
         auto t = std::make_shared<x509::TrustStore>();
         t->add_anchor(root_b.certificate(), "vendor-b");
@@ -33,17 +38,53 @@ const Pki& pki_fixture() {
     return p;
 }
 
+// The usual two ends: a's leaf under vendor A's intermediate (sent along), b's leaf directly
+// under vendor B's root, each trusting `trust_a` / `trust_b` (default: both vendor roots).
+// Tests change pa/pb (identities, trust) before building the Pair.
+struct TwoVendors {
+    const Pki& k = pki_fixture();
+    Leaf la = make_leaf(k.inter_a, "a.henb.example");
+    Leaf lb = make_leaf(k.root_b, "b.henb.example");
+    PeerConfig pa = base_peer(true), pb = base_peer(false);
+    explicit TwoVendors(std::shared_ptr<x509::TrustStore> trust_a = pki_fixture().both(),
+                        std::shared_ptr<x509::TrustStore> trust_b = pki_fixture().both()) {
+        use_cert(pa, la, {k.inter_a.certificate()}, trust_a);
+        use_cert(pb, lb, {}, trust_b);
+    }
+};
+
+// Why a node refused (its first AuthFailed event), for assertion messages; and its code, -1
+// when there was none.
+std::string why_failed(const Node& n) {
+    auto* f = n.find(Event::Kind::AuthFailed);
+    return f ? f->detail : "";
+}
+int failure_code(const Node& n) {
+    auto* f = n.find(Event::Kind::AuthFailed);
+    return f ? f->code : -1;
+}
+
+// Both ends with RSA-3072 leaves issued by `issuer`, trusting `root` (labelled `label`), each
+// sending its leaf and `chain_a` / `chain_b`: large enough IKE_AUTH messages to fragment.
+std::pair<PeerConfig, PeerConfig> rsa_ends(const TestCa& root, const TestCa& issuer, const std::string& label,
+                                           std::vector<x509::Certificate> chain_a,
+                                           std::vector<x509::Certificate> chain_b) {
+    Leaf la = make_leaf(issuer, "a.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
+    Leaf lb = make_leaf(issuer, "b.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
+    auto trust = std::make_shared<x509::TrustStore>();
+    trust->add_anchor(root.certificate(), label);
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, std::move(chain_a), trust);
+    use_cert(pb, lb, std::move(chain_b), trust);
+    return {pa, pb};
+}
+
 }  // namespace
 
 TEST(IkeCerts, TwoVendorRootsAuthenticate) {
-    const auto& k = pki_fixture();
-    Leaf la = make_leaf(k.inter_a, "a.henb.example");
-    Leaf lb = make_leaf(k.root_b, "b.henb.example");
-    auto pa = base_peer(true), pb = base_peer(false);
-    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
-    use_cert(pb, lb, {}, k.both());
-    Pair p(pa, pb);
-    ASSERT_TRUE(p.connect()) << (p.b.find(Event::Kind::AuthFailed) ? p.b.find(Event::Kind::AuthFailed)->detail : "");
+    TwoVendors t;
+    Pair p(t.pa, t.pb);
+    ASSERT_TRUE(p.connect()) << why_failed(p.b);
     auto ia = p.a.engine->list_sas()[0], ib = p.b.engine->list_sas()[0];
     EXPECT_EQ(ia.peer_cert_anchor, "vendor-b");
     EXPECT_EQ(ib.peer_cert_anchor, "vendor-a");
@@ -62,50 +103,31 @@ TEST(IkeCerts, TwoVendorRootsAuthenticate) {
 }
 
 TEST(IkeCerts, DnIdentity) {
-    const auto& k = pki_fixture();
-    Leaf la = make_leaf(k.inter_a, "a.henb.example");
-    Leaf lb = make_leaf(k.root_b, "b.henb.example");
-    auto pa = base_peer(true), pb = base_peer(false);
-    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
-    use_cert(pb, lb, {}, k.both());
+    TwoVendors t;
     // a identifies by its subject DN.
-    pa.local_id.type = x509::IdType::DerAsn1Dn;
-    pa.local_id.data = la.certificate().subject_der();
-    pb.remote_id.reset();
-    pa.remote_id.reset();
-    Pair p(pa, pb);
-    ASSERT_TRUE(p.connect()) << (p.b.find(Event::Kind::AuthFailed) ? p.b.find(Event::Kind::AuthFailed)->detail : "");
+    t.pa.local_id.type = x509::IdType::DerAsn1Dn;
+    t.pa.local_id.data = t.la.certificate().subject_der();
+    t.pb.remote_id.reset();
+    t.pa.remote_id.reset();
+    Pair p(t.pa, t.pb);
+    ASSERT_TRUE(p.connect()) << why_failed(p.b);
     EXPECT_EQ(p.b.engine->list_sas()[0].remote_id.rfind("dn:", 0), 0u);
 }
 
 TEST(IkeCerts, UntrustedCa) {
-    const auto& k = pki_fixture();
-    Leaf la = make_leaf(k.inter_a, "a.henb.example");
-    Leaf lb = make_leaf(k.root_b, "b.henb.example");
-    auto pa = base_peer(true), pb = base_peer(false);
-    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
-    use_cert(pb, lb, {}, k.only_b());  // b does not know vendor A
-    Pair p(pa, pb);
+    TwoVendors t(pki_fixture().both(), pki_fixture().only_b());  // b does not know vendor A
+    Pair p(t.pa, t.pb);
     EXPECT_FALSE(p.connect());
-    auto* f = p.b.find(Event::Kind::AuthFailed);
-    ASSERT_NE(f, nullptr);
-    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::UntrustedCa));
-    auto* fa = p.a.find(Event::Kind::AuthFailed);
-    ASSERT_NE(fa, nullptr);
-    EXPECT_EQ(fa->code, auth_failure::PeerRejected);
+    EXPECT_EQ(failure_code(p.b), static_cast<int>(x509::VerifyFailure::UntrustedCa)) << why_failed(p.b);
+    EXPECT_EQ(failure_code(p.a), auth_failure::PeerRejected) << why_failed(p.a);
     EXPECT_GE(p.b.counter("ike.auth.failed"), 1u);
 }
 
 TEST(IkeCerts, IdNotInCertificate) {
-    const auto& k = pki_fixture();
-    Leaf la = make_leaf(k.inter_a, "a.henb.example");
-    Leaf lb = make_leaf(k.root_b, "b.henb.example");
-    auto pa = base_peer(true), pb = base_peer(false);
-    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
-    use_cert(pb, lb, {}, k.both());
-    pa.local_id = Identity::parse("fqdn:impostor.henb.example").value();
-    pb.remote_id.reset();
-    Pair p(pa, pb);
+    TwoVendors t;
+    t.pa.local_id = Identity::parse("fqdn:impostor.henb.example").value();
+    t.pb.remote_id.reset();
+    Pair p(t.pa, t.pb);
     EXPECT_FALSE(p.connect());
     auto* f = p.b.find(Event::Kind::AuthFailed);
     ASSERT_NE(f, nullptr);
@@ -122,9 +144,7 @@ TEST(IkeCerts, ExpiredCertificate) {
     use_cert(pb, lb, {}, k.both());
     Pair p(pa, pb);
     EXPECT_FALSE(p.connect());
-    auto* f = p.b.find(Event::Kind::AuthFailed);
-    ASSERT_NE(f, nullptr);
-    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::Expired));
+    EXPECT_EQ(failure_code(p.b), static_cast<int>(x509::VerifyFailure::Expired)) << why_failed(p.b);
 }
 
 TEST(IkeCerts, RevokedCertificate) {
@@ -144,29 +164,16 @@ TEST(IkeCerts, RevokedCertificate) {
     use_cert(pb, lb, {}, trust);
     Pair p(pa, pb);
     EXPECT_FALSE(p.connect());
-    auto* f = p.b.find(Event::Kind::AuthFailed);
-    ASSERT_NE(f, nullptr);
-    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::Revoked));
+    EXPECT_EQ(failure_code(p.b), static_cast<int>(x509::VerifyFailure::Revoked)) << why_failed(p.b);
 }
 
 TEST(IkeCerts, ResponderCertRejectedByInitiator) {
-    const auto& k = pki_fixture();
-    Leaf la = make_leaf(k.inter_a, "a.henb.example");
-    Leaf lb = make_leaf(k.root_b, "b.henb.example");
-    auto pa = base_peer(true), pb = base_peer(false);
-    auto only_a = std::make_shared<x509::TrustStore>();
-    only_a->add_anchor(k.root_a.certificate(), "vendor-a");
-    use_cert(pa, la, {k.inter_a.certificate()}, only_a);  // a does not trust vendor B
-    use_cert(pb, lb, {}, k.both());
-    Pair p(pa, pb);
+    TwoVendors t(pki_fixture().only_a());  // a does not trust vendor B
+    Pair p(t.pa, t.pb);
     EXPECT_FALSE(p.connect());
-    auto* f = p.a.find(Event::Kind::AuthFailed);
-    ASSERT_NE(f, nullptr);
-    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::UntrustedCa));
+    EXPECT_EQ(failure_code(p.a), static_cast<int>(x509::VerifyFailure::UntrustedCa)) << why_failed(p.a);
     // b learns it through INFORMATIONAL AUTHENTICATION_FAILED.
-    auto* fb = p.b.find(Event::Kind::AuthFailed);
-    ASSERT_NE(fb, nullptr);
-    EXPECT_EQ(fb->code, auth_failure::PeerRejected);
+    EXPECT_EQ(failure_code(p.b), auth_failure::PeerRejected) << why_failed(p.b);
     EXPECT_TRUE(p.a.engine->list_sas().empty());
     EXPECT_TRUE(p.b.engine->list_sas().empty());
     EXPECT_TRUE(p.b.backend.installed_spis().empty());
@@ -181,23 +188,15 @@ TEST(IkeCerts, CertificateAgainstPskPolicyIsRejected) {
     pa.psk = SecureBytes(as_bytes("x"));
     Pair p(pa, pb);  // b expects PSK
     EXPECT_FALSE(p.connect());
-    auto* f = p.b.find(Event::Kind::AuthFailed);
-    ASSERT_NE(f, nullptr);
-    EXPECT_EQ(f->code, auth_failure::MethodMismatch);
+    EXPECT_EQ(failure_code(p.b), auth_failure::MethodMismatch) << why_failed(p.b);
 }
 
 TEST(IkeCerts, FragmentationAt1280WithRsaChain) {
     auto root = make_root("Vendor R", pki::KeyAlg::Rsa3072);
     auto inter = make_intermediate(root, "Vendor R", pki::KeyAlg::Rsa3072);
-    Leaf la = make_leaf(inter, "a.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
-    Leaf lb = make_leaf(inter, "b.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
-    auto trust = std::make_shared<x509::TrustStore>();
-    trust->add_anchor(root.certificate(), "vendor-r");
-    auto pa = base_peer(true), pb = base_peer(false);
-    use_cert(pa, la, {inter.certificate()}, trust);
-    use_cert(pb, lb, {inter.certificate()}, trust);
+    auto [pa, pb] = rsa_ends(root, inter, "vendor-r", {inter.certificate()}, {inter.certificate()});
     Pair p(pa, pb);
-    ASSERT_TRUE(p.connect()) << (p.b.find(Event::Kind::AuthFailed) ? p.b.find(Event::Kind::AuthFailed)->detail : "");
+    ASSERT_TRUE(p.connect()) << why_failed(p.b);
     size_t frags_a = 0, frags_b = 0;
     for (const auto& [from_a, d] : p.log) {
         EXPECT_LE(d.data.size() + 20 + 8, 1280u) << "datagram of " << d.data.size() << " octets";
@@ -214,13 +213,7 @@ TEST(IkeCerts, FragmentationAt1280WithRsaChain) {
 
 TEST(IkeCerts, LostFragmentIsRetransmitted) {
     auto root = make_root("Vendor R2", pki::KeyAlg::Rsa3072);
-    Leaf la = make_leaf(root, "a.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
-    Leaf lb = make_leaf(root, "b.henb.example", 1'700'000'000, 2'000'000'000, pki::KeyAlg::Rsa3072);
-    auto trust = std::make_shared<x509::TrustStore>();
-    trust->add_anchor(root.certificate(), "vendor-r2");
-    auto pa = base_peer(true), pb = base_peer(false);
-    use_cert(pa, la, {root.certificate()}, trust);
-    use_cert(pb, lb, {}, trust);
+    auto [pa, pb] = rsa_ends(root, root, "vendor-r2", {root.certificate()}, {});
     pa.fragment_size = pb.fragment_size = 576;
     Pair p(pa, pb);
     bool dropped = false;
@@ -257,9 +250,7 @@ TEST(IkeCerts, UpdatePeerReplacesCredentials) {
     use_cert(pb, lb, {}, op_only);
     Pair p(pa, pb);
     EXPECT_FALSE(p.connect());
-    auto* f = p.b.find(Event::Kind::AuthFailed);
-    ASSERT_NE(f, nullptr);
-    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::UntrustedCa));
+    EXPECT_EQ(failure_code(p.b), static_cast<int>(x509::VerifyFailure::UntrustedCa)) << why_failed(p.b);
     auto updated = pa;
     use_cert(updated, operator_cert, {}, op_only);
     ASSERT_TRUE(p.a.engine->update_peer(updated).ok());
@@ -292,7 +283,7 @@ TEST(IkeCertReq, AnchorsMappedToLabelsBothWays) {
     use_cert(pa, la, {k.inter_a.certificate()}, k.both());  // a trusts vendor A and vendor B
     use_cert(pb, lb, {}, b_store);
     Pair p(pa, pb);
-    ASSERT_TRUE(p.connect()) << (p.b.find(Event::Kind::AuthFailed) ? p.b.find(Event::Kind::AuthFailed)->detail : "");
+    ASSERT_TRUE(p.connect()) << why_failed(p.b);
 
     // a (initiator) got b's CERTREQ in the IKE_SA_INIT response: vendor-a (known), vendor C (not ours).
     const Event* ea = certreq_event(p.a);
@@ -358,9 +349,7 @@ TEST(IkeCertReq, ReportedEvenWhenAuthenticationFails) {
     cb.peers = {pb};
     Pair p(ca, cb, 1);
     EXPECT_FALSE(p.connect());
-    auto* f = p.b.find(Event::Kind::AuthFailed);
-    ASSERT_NE(f, nullptr);
-    EXPECT_EQ(f->code, static_cast<int>(x509::VerifyFailure::UntrustedCa));
+    EXPECT_EQ(failure_code(p.b), static_cast<int>(x509::VerifyFailure::UntrustedCa)) << why_failed(p.b);
     const Event* ea = certreq_event(p.a);
     ASSERT_NE(ea, nullptr);
     EXPECT_EQ(ea->peer, "to-b");
@@ -383,14 +372,9 @@ TEST(IkeCertReq, NoneWithPskOrWhenDisabled) {
         EXPECT_EQ(certreq_event(p.b), nullptr);
         EXPECT_TRUE(p.a.engine->list_sas().at(0).peer_certreq.empty());
     }
-    const auto& k = pki_fixture();
-    Leaf la = make_leaf(k.inter_a, "a.henb.example");
-    Leaf lb = make_leaf(k.root_b, "b.henb.example");
-    auto pa = base_peer(true), pb = base_peer(false);
-    use_cert(pa, la, {k.inter_a.certificate()}, k.both());
-    use_cert(pb, lb, {}, k.both());
-    pb.send_certreq = false;
-    Pair p(pa, pb);
+    TwoVendors t;
+    t.pb.send_certreq = false;
+    Pair p(t.pa, t.pb);
     ASSERT_TRUE(p.connect());
     EXPECT_EQ(certreq_event(p.a), nullptr);  // b sent none
     ASSERT_NE(certreq_event(p.b), nullptr);  // a did

@@ -3,6 +3,7 @@
 // build (otherwise the test skips and says which module is missing).
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <x2sec/node/demo.hpp>
 
 using namespace x2sec;
@@ -28,9 +29,18 @@ std::string dump(const CaseReport& c) {
     return s;
 }
 
-#define REQUIRE(cond, why)                           \
-    do {                                             \
-        if (!(cond)) GTEST_SKIP() << "needs " << why; \
+// Skips the test, naming what is missing, unless the build has the modules it needs.
+std::string missing(bool ike, bool esp, bool cmp) {
+    auto c = capabilities();
+    std::string m;
+    if (ike && !c.ike) m += c.ike_reason + "; ";
+    if (esp && !c.esp) m += c.esp_reason + "; ";
+    if (cmp && !c.cmp) m += c.cmp_reason + "; ";
+    return m;
+}
+#define REQUIRE_MODULES(ike, esp, cmp, why)                                        \
+    do {                                                                           \
+        if (auto m = missing(ike, esp, cmp); !m.empty()) GTEST_SKIP() << "needs " << m << why; \
     } while (0)
 
 DemoReport run(DemoOptions o) {
@@ -39,151 +49,130 @@ DemoReport run(DemoOptions o) {
     return r.ok() ? *r : DemoReport{};
 }
 
+// Runs only case `id`, with the options `tweak` sets (a fault, a configuration); the whole
+// report is kept in `report` for the node status.  The returned case has an empty id when the
+// demo did not run it (the test then fails on that).
+CaseReport run_case(const std::string& id, const std::function<void(DemoOptions&)>& tweak = {},
+                    DemoReport* report = nullptr) {
+    DemoOptions o;
+    o.cases = {id};
+    if (tweak) tweak(o);
+    DemoReport r = run(o);
+    const CaseReport* c = find_case(r, id);
+    EXPECT_NE(c, nullptr) << "case " << id << " missing from the report";
+    CaseReport out = c ? *c : CaseReport{};
+    if (report) *report = std::move(r);
+    return out;
+}
+
 }  // namespace
 
 TEST(Demo, IpsecOffCarriesPlainX2WithWarning) {
-    DemoOptions o;
-    o.cases = {"ipsec-off"};
-    auto r = run(o);
-    auto* c = find_case(r, "ipsec-off");
-    ASSERT_NE(c, nullptr);
-    EXPECT_TRUE(c->ok) << dump(*c);
-    EXPECT_EQ(c->x2_sent, 16u);
-    EXPECT_EQ(c->x2_delivered_intact, 16u);
-    EXPECT_TRUE(c->plaintext_on_wire);  // unprotected, as the policy says
-    ASSERT_EQ(c->warnings.size(), 1u);
-    EXPECT_NE(c->warnings[0].find("IPsec is OFF"), std::string::npos);
-    EXPECT_EQ(c->phases.size(), 0u);
+    DemoReport r;
+    auto c = run_case("ipsec-off", {}, &r);
+    ASSERT_EQ(c.id, "ipsec-off");
+    EXPECT_TRUE(c.ok) << dump(c);
+    EXPECT_EQ(c.x2_sent, 16u);
+    EXPECT_EQ(c.x2_delivered_intact, 16u);
+    EXPECT_TRUE(c.plaintext_on_wire);  // unprotected, as the policy says
+    ASSERT_EQ(c.warnings.size(), 1u);
+    EXPECT_NE(c.warnings[0].find("IPsec is OFF"), std::string::npos);
+    EXPECT_EQ(c.phases.size(), 0u);
     EXPECT_NE(render_report(r).find("WARNING"), std::string::npos);
 }
 
 TEST(Demo, Scenario1SameCaWithCurrentCertificates) {
-    auto caps = capabilities();
-    REQUIRE(caps.ike && caps.esp, caps.ike_reason + caps.esp_reason);
-    DemoOptions o;
-    o.cases = {"scenario1"};
-    auto r = run(o);
-    auto* c = find_case(r, "scenario1");
-    ASSERT_NE(c, nullptr);
-    EXPECT_TRUE(c->ok) << dump(*c);
-    EXPECT_EQ(c->state_a, "UP");
-    EXPECT_EQ(c->state_b, "UP");
-    EXPECT_EQ(c->phases.count("cmp-enrolment"), 0u);
-    EXPECT_EQ(c->phases.count("kds-fetch"), 0u);
-    ASSERT_EQ(c->phases.count("ike"), 1u);
-    EXPECT_GE(c->phases.at("ike").messages, 4u);  // IKE_SA_INIT + IKE_AUTH
-    EXPECT_EQ(c->x2_delivered_intact, c->x2_sent);
-    EXPECT_FALSE(c->plaintext_on_wire);
-    EXPECT_NE(c->outcome.find("vendor certificate"), std::string::npos) << c->outcome;
+    REQUIRE_MODULES(true, true, false, "");
+    auto c = run_case("scenario1");
+    ASSERT_EQ(c.id, "scenario1");
+    EXPECT_TRUE(c.ok) << dump(c);
+    EXPECT_EQ(c.state_a, "UP");
+    EXPECT_EQ(c.state_b, "UP");
+    EXPECT_EQ(c.phases.count("cmp-enrolment"), 0u);
+    EXPECT_EQ(c.phases.count("kds-fetch"), 0u);
+    ASSERT_EQ(c.phases.count("ike"), 1u);
+    EXPECT_GE(c.phases.at("ike").messages, 4u);  // IKE_SA_INIT + IKE_AUTH
+    EXPECT_EQ(c.x2_delivered_intact, c.x2_sent);
+    EXPECT_FALSE(c.plaintext_on_wire);
+    EXPECT_NE(c.outcome.find("vendor certificate"), std::string::npos) << c.outcome;
 }
 
 TEST(Demo, Scenario2EnrolThenOperatorCertificates) {
-    auto caps = capabilities();
-    REQUIRE(caps.ike && caps.esp && caps.cmp, caps.ike_reason + caps.esp_reason + caps.cmp_reason);
-    DemoOptions o;
-    o.cases = {"scenario2"};
-    auto r = run(o);
-    auto* c = find_case(r, "scenario2");
-    ASSERT_NE(c, nullptr);
-    EXPECT_TRUE(c->ok) << dump(*c);
-    ASSERT_EQ(c->phases.count("cmp-enrolment"), 1u) << dump(*c);
-    EXPECT_EQ(c->phases.at("cmp-enrolment").messages, 8u);  // ir/ip/certConf/pkiConf, two nodes
-    EXPECT_TRUE(c->setup.entities.count("operator RA/CA (via SeGW)"));
-    EXPECT_NE(c->outcome.find("operator certificate"), std::string::npos) << c->outcome;
-    EXPECT_FALSE(c->plaintext_on_wire);
-    EXPECT_EQ(c->x2_delivered_intact, c->x2_sent);
+    REQUIRE_MODULES(true, true, true, "");
+    auto c = run_case("scenario2");
+    ASSERT_EQ(c.id, "scenario2");
+    EXPECT_TRUE(c.ok) << dump(c);
+    ASSERT_EQ(c.phases.count("cmp-enrolment"), 1u) << dump(c);
+    EXPECT_EQ(c.phases.at("cmp-enrolment").messages, 8u);  // ir/ip/certConf/pkiConf, two nodes
+    EXPECT_TRUE(c.setup.entities.count("operator RA/CA (via SeGW)"));
+    EXPECT_NE(c.outcome.find("operator certificate"), std::string::npos) << c.outcome;
+    EXPECT_FALSE(c.plaintext_on_wire);
+    EXPECT_EQ(c.x2_delivered_intact, c.x2_sent);
 }
 
 TEST(Demo, Solution2KdsKeyThenPsk) {
-    auto caps = capabilities();
-    REQUIRE(caps.ike && caps.esp, caps.ike_reason + caps.esp_reason);
-    DemoOptions o;
-    o.cases = {"solution2"};
-    auto r = run(o);
-    auto* c = find_case(r, "solution2");
-    ASSERT_NE(c, nullptr);
-    EXPECT_TRUE(c->ok) << dump(*c);
-    ASSERT_EQ(c->phases.count("kds-fetch"), 1u);
-    EXPECT_EQ(c->phases.at("kds-fetch").messages, 4u);  // request + response, both nodes
-    EXPECT_TRUE(c->setup.entities.count("KDS (via SeGW)"));
-    EXPECT_NE(c->outcome.find("pairwise key"), std::string::npos) << c->outcome;
-    EXPECT_EQ(c->x2_delivered_intact, c->x2_sent);
-    EXPECT_FALSE(c->plaintext_on_wire);
+    REQUIRE_MODULES(true, true, false, "");
+    auto c = run_case("solution2");
+    ASSERT_EQ(c.id, "solution2");
+    EXPECT_TRUE(c.ok) << dump(c);
+    ASSERT_EQ(c.phases.count("kds-fetch"), 1u);
+    EXPECT_EQ(c.phases.at("kds-fetch").messages, 4u);  // request + response, both nodes
+    EXPECT_TRUE(c.setup.entities.count("KDS (via SeGW)"));
+    EXPECT_NE(c.outcome.find("pairwise key"), std::string::npos) << c.outcome;
+    EXPECT_EQ(c.x2_delivered_intact, c.x2_sent);
+    EXPECT_FALSE(c.plaintext_on_wire);
 }
 
 // ---------------------------------------------------------------- negatives
 TEST(Demo, PeerWithoutUsableCertificateAndNoCmpStaysDown) {
-    DemoOptions o;
-    o.cases = {"scenario2"};
-    o.peer_without_cmp = true;
-    auto r = run(o);
-    auto* c = find_case(r, "scenario2");
-    ASSERT_NE(c, nullptr);
-    EXPECT_FALSE(c->ok);
-    EXPECT_EQ(c->state_b, "DOWN");
-    EXPECT_TRUE(any_step(*c, "[henb-b1] DOWN: different CAs and this node does not support CMPv2")) << dump(*c);
-    EXPECT_FALSE(any_step(*c, "[henb-b1] KDS")) << "no silent downgrade to a PSK";
-    EXPECT_EQ(c->x2_sent, 0u);
+    auto c = run_case("scenario2", [](DemoOptions& o) { o.peer_without_cmp = true; });
+    ASSERT_EQ(c.id, "scenario2");
+    EXPECT_FALSE(c.ok);
+    EXPECT_EQ(c.state_b, "DOWN");
+    EXPECT_TRUE(any_step(c, "[henb-b1] DOWN: different CAs and this node does not support CMPv2")) << dump(c);
+    EXPECT_FALSE(any_step(c, "[henb-b1] KDS")) << "no silent downgrade to a PSK";
+    EXPECT_EQ(c.x2_sent, 0u);
 }
 
 TEST(Demo, KdsRefusesUnauthorisedPair) {
-    auto caps = capabilities();
-    REQUIRE(caps.ike, caps.ike_reason + " (the KDS is reached through the backhaul)");
-    DemoOptions o;
-    o.cases = {"solution2"};
-    o.kds_without_relation = true;
-    auto r = run(o);
-    auto* c = find_case(r, "solution2");
-    ASSERT_NE(c, nullptr);
-    EXPECT_FALSE(c->ok);
-    EXPECT_TRUE(any_step(*c, "UNAUTHORISED_PAIR")) << dump(*c);
-    EXPECT_EQ(c->state_a, "DOWN");
-    EXPECT_EQ(c->x2_sent, 0u);
+    REQUIRE_MODULES(true, false, false, "(the KDS is reached through the backhaul)");
+    auto c = run_case("solution2", [](DemoOptions& o) { o.kds_without_relation = true; });
+    ASSERT_EQ(c.id, "solution2");
+    EXPECT_FALSE(c.ok);
+    EXPECT_TRUE(any_step(c, "UNAUTHORISED_PAIR")) << dump(c);
+    EXPECT_EQ(c.state_a, "DOWN");
+    EXPECT_EQ(c.x2_sent, 0u);
 }
 
 TEST(Demo, RaCaDownLeavesNeighbourDownWithBackoff) {
-    auto caps = capabilities();
-    REQUIRE(caps.ike && caps.cmp, caps.ike_reason + caps.cmp_reason);
-    DemoOptions o;
-    o.cases = {"scenario2"};
-    o.ra_down = true;
-    auto r = run(o);
-    auto* c = find_case(r, "scenario2");
-    ASSERT_NE(c, nullptr);
-    EXPECT_FALSE(c->ok);
-    EXPECT_EQ(c->state_a, "DOWN");
-    EXPECT_TRUE(any_step(*c, "CMPv2 enrolment failed")) << dump(*c);
-    EXPECT_TRUE(any_step(*c, "retry #1 in 1000 ms")) << dump(*c);
+    REQUIRE_MODULES(true, false, true, "");
+    DemoReport r;
+    auto c = run_case("scenario2", [](DemoOptions& o) { o.ra_down = true; }, &r);
+    ASSERT_EQ(c.id, "scenario2");
+    EXPECT_FALSE(c.ok);
+    EXPECT_EQ(c.state_a, "DOWN");
+    EXPECT_TRUE(any_step(c, "CMPv2 enrolment failed")) << dump(c);
+    EXPECT_TRUE(any_step(c, "retry #1 in 1000 ms")) << dump(c);
     EXPECT_NE(r.node_status["henb-a1"].find("next retry"), std::string::npos) << r.node_status["henb-a1"];
 }
 
 TEST(Demo, VendorUnknownToRaRefused) {
-    auto caps = capabilities();
-    REQUIRE(caps.ike && caps.cmp, caps.ike_reason + caps.cmp_reason);
-    DemoOptions o;
-    o.cases = {"scenario2"};
-    o.vendor_b_unknown_to_ra = true;
-    auto r = run(o);
-    auto* c = find_case(r, "scenario2");
-    ASSERT_NE(c, nullptr);
-    EXPECT_FALSE(c->ok);
-    EXPECT_EQ(c->state_b, "DOWN");
-    EXPECT_TRUE(any_step(*c, "[henb-b1] DOWN: CMPv2 enrolment failed")) << dump(*c);
+    REQUIRE_MODULES(true, false, true, "");
+    auto c = run_case("scenario2", [](DemoOptions& o) { o.vendor_b_unknown_to_ra = true; });
+    ASSERT_EQ(c.id, "scenario2");
+    EXPECT_FALSE(c.ok);
+    EXPECT_EQ(c.state_b, "DOWN");
+    EXPECT_TRUE(any_step(c, "[henb-b1] DOWN: CMPv2 enrolment failed")) << dump(c);
 }
 
 TEST(Demo, RevokedOperatorCertificateRefused) {
-    auto caps = capabilities();
-    REQUIRE(caps.ike && caps.cmp && caps.esp, caps.ike_reason + caps.cmp_reason + caps.esp_reason);
-    DemoOptions o;
-    o.cases = {"scenario2"};
-    o.revoke_peer_operator_cert = true;
-    auto r = run(o);
-    auto* c = find_case(r, "scenario2");
-    ASSERT_NE(c, nullptr);
-    EXPECT_TRUE(any_step(*c, "[operator] revoked henb-b1's operator certificate")) << dump(*c);
-    EXPECT_FALSE(c->ok) << dump(*c);
-    EXPECT_EQ(c->state_a, "DOWN");
-    EXPECT_TRUE(any_step(*c, "revoked")) << dump(*c);
+    REQUIRE_MODULES(true, true, true, "");
+    auto c = run_case("scenario2", [](DemoOptions& o) { o.revoke_peer_operator_cert = true; });
+    ASSERT_EQ(c.id, "scenario2");
+    EXPECT_TRUE(any_step(c, "[operator] revoked henb-b1's operator certificate")) << dump(c);
+    EXPECT_FALSE(c.ok) << dump(c);
+    EXPECT_EQ(c.state_a, "DOWN");
+    EXPECT_TRUE(any_step(c, "revoked")) << dump(c);
 }
 
 // ---------------------------------------------------------------- what the peer shows
@@ -192,8 +181,7 @@ TEST(Demo, RevokedOperatorCertificateRefused) {
 // IKE_AUTH and enrols; henb-b1 learns from henb-a1's IKE_AUTH (CERTREQ, then the
 // AUTHENTICATION_FAILED for its vendor certificate) and enrols too.
 TEST(Demo, Scenario2WithoutHintsDecidesFromCertreq) {
-    auto caps = capabilities();
-    REQUIRE(caps.ike && caps.esp && caps.cmp, caps.ike_reason + caps.esp_reason + caps.cmp_reason);
+    REQUIRE_MODULES(true, true, true, "");
     std::string toml = default_deployment_template();
     auto drop = [&](const std::string& after, const std::string& line) {
         auto at = toml.find(line, toml.find(after));
@@ -202,13 +190,8 @@ TEST(Demo, Scenario2WithoutHintsDecidesFromCertreq) {
     };
     drop("name = \"henb-b1\"\n  auth", "peer_anchor = \"vendor-b\"");               // henb-a1 -> henb-b1
     drop("name = \"henb-b1\"\nidentity", "peer_anchor = \"vendor-a\"");              // henb-b1 -> henb-a1
-    DemoOptions o;
-    o.cases = {"scenario2"};
-    o.config_override = toml;
-    auto r = run(o);
-    auto* cp = find_case(r, "scenario2");
-    ASSERT_NE(cp, nullptr);
-    const CaseReport& c = *cp;
+    auto c = run_case("scenario2", [&](DemoOptions& o) { o.config_override = toml; });
+    ASSERT_EQ(c.id, "scenario2");
     EXPECT_TRUE(c.ok) << dump(c);
     EXPECT_NE(c.outcome.find("operator certificate"), std::string::npos) << c.outcome;
     // henb-a1 never sent IKE_AUTH with its vendor certificate: the CERTREQ settled it.

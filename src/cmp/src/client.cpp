@@ -360,24 +360,4 @@ Status Client::revoke(const RevokeRequest& r) {
     return ok_status();
 }
 
-Status install_credential(const std::string& dir, EVP_PKEY* key, const Enrolled& e) {
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) return Error(ErrorDomain::Io, 0, "cannot create " + dir + ": " + ec.message());
-    if (!pki::public_keys_equal(e.cert.get(), key))
-        return Error(ErrorDomain::Pki, 0, "refusing to install: the certificate does not match the key");
-    X2SEC_TRY_STATUS(pki::save_private_key(dir + "/operator.key", key));
-    std::vector<X509*> certs{e.cert.get()};
-    for (auto& c : e.chain)
-        if (X509_check_issued(c.get(), c.get()) != X509_V_OK) certs.push_back(c.get());
-    X2SEC_TRY_STATUS(pki::save_certs_pem(dir + "/operator.crt", certs));
-    if (e.operator_root) X2SEC_TRY_STATUS(pki::save_certs_pem(dir + "/operator-root.crt", {e.operator_root.get()}));
-    return ok_status();
-}
-
-bool needs_renewal(X509* cert, int64_t now, double fraction) {
-    int64_t nb = pki::not_before(cert), na = pki::not_after(cert);
-    return now >= nb + static_cast<int64_t>(static_cast<double>(na - nb) * fraction);
-}
-
 }  // namespace x2sec::cmp

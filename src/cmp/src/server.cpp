@@ -629,6 +629,15 @@ Result<Bytes> Server::handle(BytesView der) {
                           std::string(want_operator ? "operator" : "vendor") +
                               " certificate not accepted: " + first.error().detail(),
                           first.error().code() == X509_V_ERR_CERT_HAS_EXPIRED ? "signer_expired" : "signer_not_trusted");
+        if (kind == SignerKind::Operator) {
+            // An operator certificate this CA revoked authenticates nothing (kur, rr, genm).
+            auto rec = im.store.find_by_serial(pki::serial_bytes(X509_get0_serialNumber(signer)));
+            if (!rec.ok()) return refuse(OSSL_CMP_PKIFAILUREINFO_systemUnavail, "store unavailable", "store");
+            if (rec->has_value() && (*rec)->revoked)
+                return refuse(OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                              "the signing operator certificate (serial " + pki::serial_hex(signer) + ") is revoked",
+                              "signer_revoked");
+        }
         int rr_reason = 0;
         if (bt == kRr) {
             auto rr = detail::revocation_reason(der);

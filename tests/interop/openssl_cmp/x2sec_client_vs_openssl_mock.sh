@@ -35,7 +35,8 @@ $X2SEC enroll --server $URL --vendor-key dev.key --vendor-cert dev.pem --identit
   --dir in-band > e1.log 2>&1 && pass "x2sec enroll vs mock: ir accepted (3GPP in-band root)" || fail "enroll in-band"
 check "installed certificate is the mock's" cmp <(openssl x509 -in in-band/operator.crt -outform DER) <(openssl x509 -in rsp.crt -outform DER)
 check "operator root learned in-band" cmp <(openssl x509 -in in-band/operator-root.crt -outform DER) <(openssl x509 -in op/root.crt -outform DER)
-check "operator key written 0600" test "$(stat -c %a in-band/operator.key)" = 600
+check "operator key written 0600" test "$(stat -L -c %a in-band/operator.key)" = 600
+check "installed as one unit behind current" test -L in-band/current -a -f in-band/current/operator.key
 check "in-band mode reported" grep -q "learned in-band" e1.log
 
 $X2SEC enroll --server $URL --vendor-key dev.key --vendor-cert dev.pem --identity $ID --new-key new.key \

@@ -439,3 +439,17 @@ TEST_F(RrFixture, RemoveFromCrlIsRefusedInRp) {
     EXPECT_EQ(crl_reason(), -2);
     EXPECT_EQ(counter("cmp.reject.bad_revocation_reason"), 1u);
 }
+
+TEST_F(RrFixture, RevokedOperatorCertificateCannotRenew) {
+    ASSERT_TRUE(revoke(1).ok());
+    auto nk = p256();
+    std::vector<X509*> chain{e.cert.get()};
+    for (auto& c : e.chain) chain.push_back(c.get());
+    int64_t before = certs();
+    auto o = run(key.get(), e.cert.get(), chain, nk.get(), "",
+                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_oldCert(c, e.cert.get()); }, nullptr, OSSL_CMP_KUR);
+    EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_certRevoked);
+    EXPECT_NE(o.status_text.find("revoked"), std::string::npos) << o.status_text;
+    EXPECT_EQ(counter("cmp.reject.signer_revoked"), 1u);
+    EXPECT_EQ(certs(), before);
+}
