@@ -23,17 +23,22 @@ function(x2sec_add_library name)
   set_target_properties(x2sec_${name} PROPERTIES POSITION_INDEPENDENT_CODE ON)
 endfunction()
 
-# x2sec_add_test(name SOURCES ... DEPS ... [LABELS ...]): a GoogleTest executable whose tests
-# are registered with ctest one by one.
+# x2sec_add_test(name SOURCES ... DEPS ... [LABELS ...] [TIMEOUT s] [SERIAL]): a GoogleTest
+# executable whose tests are registered with ctest one by one.  SERIAL marks every discovered
+# test RUN_SERIAL (namespace/TUN/charon tests whose timing suffers under `ctest -j`).
 function(x2sec_add_test name)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "SERIAL" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
   endif()
+  set(_serial FALSE)
+  if(ARG_SERIAL)
+    set(_serial TRUE)
+  endif()
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
-                       PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
+                       PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}" RUN_SERIAL ${_serial})
 endfunction()
 
 # x2sec_add_fuzzer(name SOURCE file DEPS ... CORPUS dir): with X2SEC_FUZZ and clang, a

@@ -39,7 +39,8 @@ struct EspOpts {
     uint16_t port = 4500, remote_port = 4500;
     std::string spi_in, spi_out, cipher = "aes128gcm", key_in, key_out, integ_in, integ_out;
     std::vector<std::string> local_ts, remote_ts, routes;
-    bool esn = false, control = false, no_offload = false;
+    bool esn = false, control = false, no_offload = false, no_coalesce = false;
+    std::string encap = "yes";  // static keys: ESP in UDP (yes) or raw ESP, IP protocol 50 (no)
     std::string mode = "tunnel";
     std::string ike_config;  // x2sec esp --ike-config: Child SAs from the IKE daemon
     uint32_t replay_window = 1024;
@@ -117,6 +118,7 @@ ChildSaParams make_params(const EspOpts& o, const std::map<std::string, std::str
     p.remote_addr = *ra;
     p.local_port = o.port;
     p.remote_port = o.remote_port;
+    p.udp_encap = o.encap == "yes";
     for (auto& s : o.local_ts) {
         auto ts = parse_prefix(s);
         if (!ts) throw std::runtime_error("bad --local-ts " + s);
@@ -161,7 +163,7 @@ nlohmann::json status_json(esp::DataPlane& dp) {
         j["sas"].push_back({{"spi_in", in}, {"spi_out", out}, {"outbound", s.outbound_active},
                             {"in_packets", s.in_packets}, {"in_bytes", s.in_bytes},
                             {"out_packets", s.out_packets}, {"out_bytes", s.out_bytes},
-                            {"replay_top", s.replay_top}});
+                            {"replay_top", s.replay_top}, {"udp_encap", s.udp_encap}});
     }
     for (auto& [k, v] : dp.counters().snapshot()) j["counters"][k] = v;
     return j;
@@ -269,6 +271,7 @@ int run_esp(const EspOpts& o) {
     if (!o.no_offload && bo.batch < 64) bo.batch = 64;  // a TSO super-packet is ~48 segments
     bo.keepalive_ms = Millis(o.keepalive) * 1000;
     bo.udp_offload = !o.no_offload;
+    bo.tun_coalesce = !o.no_coalesce;
     auto backend = esp::TunBackend::create(dp, std::move(*tun), bo);
     if (!backend.ok()) {
         std::cerr << "x2sec esp: " << backend.error().to_string() << "\n";
@@ -373,6 +376,8 @@ static x2sec::app::Command reg(
         sub.add_option("--remote-ts", o->remote_ts, "remote traffic selector prefix (repeatable)");
         sub.add_option("--route", o->routes, "prefix to route into the TUN device (repeatable)");
         sub.add_flag("--esn", o->esn, "extended sequence numbers");
+        sub.add_option("--encap", o->encap, "static keys: yes = ESP in UDP (RFC 3948), no = raw ESP (IP protocol 50, root)")
+            ->check(CLI::IsMember({"yes", "no"}))->capture_default_str();
         sub.add_option("--mode", o->mode, "tunnel or transport")
             ->check(CLI::IsMember({"tunnel", "transport"}))->capture_default_str();
         sub.add_option("--replay-window", o->replay_window, "anti-replay window")->capture_default_str();
@@ -386,6 +391,8 @@ static x2sec::app::Command reg(
         sub.add_option("--hard-seconds", o->hard_seconds, "hard lifetime (seconds)");
         sub.add_flag("--no-offload", o->no_offload,
                      "no offloads: plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO");
+        sub.add_flag("--no-coalesce", o->no_coalesce,
+                     "write every decrypted packet to the TUN device on its own (no TSO super-packets)");
         sub.add_option("--ike-config", o->ike_config,
                        "run the IKE daemon with this configuration (TOML) on the data plane: "
                        "negotiated Child SAs carry traffic, --local must be the peer's local_addr");

@@ -4,6 +4,7 @@
 # its ipsec0 TUN device, IKEv2 PSK), same topology, same run, same iperf3 flags.
 #
 #   usage: sudo bench/esp/tunnel_throughput.sh [seconds=10] [path/to/x2sec] [cipher=aes128gcm]
+#   X2SEC_ESP_ARGS="--no-coalesce" ...   extra options for both `x2sec esp` (A/B comparisons)
 #
 # Topology: x2sbA veth 192.0.2.1/24 <-> x2sbB veth 192.0.2.2/24; inner 198.51.100.1 (A) and
 # 203.0.113.1 (B); Child SA 198.51.100.0/24 === 203.0.113.0/24, AES-GCM-16 in UDP 4500.
@@ -16,6 +17,8 @@ NA=x2sbA NB=x2sbB
 DIR=$(mktemp -d /tmp/x2sec-bench.XXXXXX)
 PIDS=()
 log() { echo "[$(date +%T)] $*" >&2; }
+# charon in a namespace: shared with tests/netns/esp/charon_interop.sh
+. "$(dirname "$(readlink -f "$0")")/../../tests/netns/esp/charon_netns.sh"
 
 stop_pid() {  # stop one process we started (by pid), wait for it
   local p=$1
@@ -27,9 +30,7 @@ stop_pid() {  # stop one process we started (by pid), wait for it
 cleanup() {
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   PIDS=()
-  for n in A B; do
-    [ -f $DIR/$n/run/charon.pid ] && stop_pid "$(cat $DIR/$n/run/charon.pid)" || true
-  done
+  for n in A B; do charon_stop $DIR/$n; done
   ip netns del $NA 2>/dev/null || true
   ip netns del $NB 2>/dev/null || true
 }
@@ -63,11 +64,11 @@ KA=000102030405060708090a0b0c0d0e0f10111213; KB=a0a1a2a3a4a5a6a7a8a9aaabacadaeaf
 if [ "$CIPHER" = aes256gcm ]; then KA=${KA}${KA:0:32}; KB=${KB}${KB:0:32}; fi
 ip netns exec $NA "$X2SEC" --log-level warn esp --tun x2s0 --tun-addr 198.51.100.1/24 --local 192.0.2.1 --remote 192.0.2.2 \
   --spi-in 1001 --spi-out 2002 --cipher $CIPHER --key-in $KB --key-out $KA \
-  --local-ts 198.51.100.0/24 --remote-ts 203.0.113.0/24 --route 203.0.113.0/24 >$DIR/x2sec-a.out 2>$DIR/x2sec-a.err &
+  --local-ts 198.51.100.0/24 --remote-ts 203.0.113.0/24 --route 203.0.113.0/24 ${X2SEC_ESP_ARGS:-} >$DIR/x2sec-a.out 2>$DIR/x2sec-a.err &
 PA=$!; PIDS+=($PA)
 ip netns exec $NB "$X2SEC" --log-level warn esp --tun x2s0 --tun-addr 203.0.113.1/24 --local 192.0.2.2 --remote 192.0.2.1 \
   --spi-in 2002 --spi-out 1001 --cipher $CIPHER --key-in $KA --key-out $KB \
-  --local-ts 203.0.113.0/24 --remote-ts 198.51.100.0/24 --route 198.51.100.0/24 >$DIR/x2sec-b.out 2>$DIR/x2sec-b.err &
+  --local-ts 203.0.113.0/24 --remote-ts 198.51.100.0/24 --route 198.51.100.0/24 ${X2SEC_ESP_ARGS:-} >$DIR/x2sec-b.out 2>$DIR/x2sec-b.err &
 PB=$!; PIDS+=($PB)
 for _ in $(seq 50); do grep -q ready $DIR/x2sec-a.out 2>/dev/null && grep -q ready $DIR/x2sec-b.out 2>/dev/null && break; sleep 0.1; done
 ip netns exec $NA ping -c1 -W2 203.0.113.1 >/dev/null || { echo "x2sec tunnel not up" >&2; cat $DIR/x2sec-*.err >&2; exit 1; }
@@ -76,81 +77,28 @@ X_G=$(iperf)
 stop_pid $PA; stop_pid $PB; PIDS=()
 X_PKTS=$(grep -o '"esp.rx.packets":[0-9]*' $DIR/x2sec-b.err | tail -1 | cut -d: -f2)
 X_GSO=$(grep -o "\"esp.tx.gso_super_packets\":[0-9]*" $DIR/x2sec-a.err | tail -1 | cut -d: -f2)
+X_SUPER=$(grep -o '"esp.rx.tun_super_packets":[0-9]*' $DIR/x2sec-b.err | tail -1 | cut -d: -f2)
+X_SEGS=$(grep -o '"esp.rx.tun_coalesced_segments":[0-9]*' $DIR/x2sec-b.err | tail -1 | cut -d: -f2)
 X_DROPS=$(grep -o '"esp.drop.[a-z_]*":[1-9][0-9]*' $DIR/x2sec-b.err | tr '\n' ' ' || true)
 
 # ------------------------------------------------------------------ charon (kernel-libipsec)
 C_G=n/a; C_PKTS=0
-if [ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null && [ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]; then
+if charon_available; then
   topology
   ip -n $NA addr add 198.51.100.1/32 dev lo
   ip -n $NB addr add 203.0.113.1/32 dev lo
   ESP=aes128gcm16; [ "$CIPHER" = aes256gcm ] && ESP=aes256gcm16
   for n in A B; do
-    d=$DIR/$n; mkdir -p $d/run $d/swanctl
+    d=$DIR/$n
     if [ $n = A ]; then L=192.0.2.1 R=192.0.2.2 LT=198.51.100.0/24 RT=203.0.113.0/24 LI=a.example.org RI=b.example.org
     else L=192.0.2.2 R=192.0.2.1 LT=203.0.113.0/24 RT=198.51.100.0/24 LI=b.example.org RI=a.example.org; fi
-    cat > $d/strongswan.conf <<CONF
-charon {
-  load = random nonce openssl kdf pem pkcs1 pkcs8 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
-  install_virtual_ip = no
-  plugins {
-    vici {
-      socket = unix:///run/charon.vici
-    }
-  }
-  filelog {
-    log {
-      path = $d/charon.log
-      default = 1
-    }
-  }
-  syslog {
-    daemon {
-      default = -1
-    }
-  }
-}
-CONF
-    cat > $d/swanctl/swanctl.conf <<CONF
-connections {
-  bench {
-    version = 2
-    local_addrs = $L
-    remote_addrs = $R
-    encap = yes
-    proposals = aes128gcm16-prfsha256-ecp256
-    local {
-      auth = psk
-      id = $LI
-    }
-    remote {
-      auth = psk
-      id = $RI
-    }
-    children {
-      net {
-        mode = tunnel
-        local_ts = $LT
-        remote_ts = $RT
-        esp_proposals = $ESP
-      }
-    }
-  }
-}
-secrets {
-  ike-bench {
-    id-a = a.example.org
-    id-b = b.example.org
-    secret = x2sec-benchmark-only-psk
-  }
-}
-CONF
-    STRONGSWAN_CONF=$d/strongswan.conf ip netns exec x2sb$n sh -c "mount --bind $d/run /run && exec /usr/lib/ipsec/charon" >$d/charon.out 2>&1 </dev/null &
-    PIDS+=($!)
+    charon_write_conf $d 1
+    # Same IDs on both sides, so the secret's id-a/id-b pair matches either way.
+    charon_write_swanctl $d net $L $R $LI $RI $LT $RT $ESP x2sec-benchmark-only-psk yes
+    PIDS+=($(charon_start x2sb$n $d))
   done
-  for n in A B; do for _ in $(seq 100); do [ -S $DIR/$n/run/charon.vici ] && break; sleep 0.05; done; done
-  sw() { local n=$1; shift; STRONGSWAN_CONF=$DIR/$n/strongswan.conf swanctl "$@" --uri unix://$DIR/$n/run/charon.vici; }
-  for n in A B; do sw $n --load-all --file $DIR/$n/swanctl/swanctl.conf >/dev/null 2>&1; done
+  sw() { local n=$1; shift; charon_swanctl $DIR/$n "$@"; }
+  for n in A B; do charon_load $DIR/$n; done
   if sw A --initiate --child net --timeout 20 >$DIR/initiate.log 2>&1; then
     sleep 0.3
     ip netns exec $NA ping -c1 -W2 -I 198.51.100.1 203.0.113.1 >/dev/null || log "charon tunnel: ping failed"
@@ -166,12 +114,14 @@ else
 fi
 
 pps() { awk -v p="${1:-0}" -v t="$T" 'BEGIN { printf "%.0f", p / t }'; }
-printf "\nTCP through the tunnel, iperf3 %s s, one stream, %s, 2 namespaces on this host (%s CPUs)\n" "$T" "$CIPHER" "$(nproc)"
+printf "\nload average at the end: %s\n" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf "TCP through the tunnel, iperf3 %s s, one stream, %s, 2 namespaces on this host (%s CPUs)\n" "$T" "$CIPHER" "$(nproc)"
 printf "  %-34s %8s Gbit/s  %9s ESP pkt/s\n" "x2sec esp (TUN TSO, UDP GSO/GRO)" "${X_G:-n/a}" "$(pps "$X_PKTS")"
 printf "  %-34s %8s Gbit/s  %9s ESP pkt/s\n" "strongSwan charon kernel-libipsec" "${C_G:-n/a}" "$(pps "$C_PKTS")"
 if [ -n "${X_G:-}" ] && [ "$C_G" != n/a ] && [ -n "$C_G" ]; then
   awk -v x="$X_G" -v c="$C_G" 'BEGIN { if (c > 0) printf "  ratio x2sec/charon: %.1fx (goal >= 5x)\n", x / c }'
 fi
 echo "  x2sec sender: ${X_GSO:-0} TSO super-packets segmented in user space"
+echo "  x2sec receiver: ${X_SEGS:-0} decrypted segments written to TUN as ${X_SUPER:-0} TSO super-packets"
 [ -n "$X_DROPS" ] && echo "  x2sec receiver drops: $X_DROPS"
 exit 0

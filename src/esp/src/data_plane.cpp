@@ -4,6 +4,7 @@
 #include <mutex>
 #include <x2sec/common/log.hpp>
 #include <x2sec/esp/data_plane.hpp>
+#include <x2sec/esp/natt_checksum.hpp>
 
 namespace x2sec::esp {
 
@@ -48,7 +49,8 @@ DataPlane::DataPlane(Counters& counters, DataPlaneOptions options)
       m_tx_bytes(counters.counter("esp.tx.bytes")),
       m_rx_packets(counters.counter("esp.rx.packets")),
       m_rx_bytes(counters.counter("esp.rx.bytes")),
-      m_rx_dummy(counters.counter("esp.rx.dummy")) {
+      m_rx_dummy(counters.counter("esp.rx.dummy")),
+      m_rx_natt_fixed(counters.counter("esp.rx.natt_checksum_fixed")) {
     for (size_t i = 0; i < static_cast<size_t>(DropReason::Count); ++i)
         m_drop[i] = &counters.counter(std::string("esp.drop.") + to_string(static_cast<DropReason>(i)));
 }
@@ -84,6 +86,16 @@ Status DataPlane::install(const ChildSaParams& p) {
     c->in.cipher = std::move(dec);
     c->in.ts_local = p.ts_local;
     c->in.ts_remote = p.ts_remote;
+    if (p.mode == IpsecMode::Transport && p.udp_encap) {
+        c->in.natt_fixup = true;
+        auto single = [&](const std::vector<TrafficSelector>& ts, IpAddress& out) {
+            if (ts.size() != 1 || ts[0].start_addr != ts[0].end_addr || ts[0].start_addr.v6 != p.local_addr.v6)
+                return false;
+            out = ts[0].start_addr;
+            return true;
+        };
+        c->in.have_orig = single(p.ts_remote, c->in.orig_src) && single(p.ts_local, c->in.orig_dst);
+    }
     c->out.spi = p.spi_out;
     c->out.spi_in = p.spi_in;
     c->out.esn = p.esn;
@@ -92,6 +104,7 @@ Status DataPlane::install(const ChildSaParams& p) {
     c->out.remote_addr = p.remote_addr;
     c->out.local_port = p.local_port;
     c->out.remote_port = p.remote_port;
+    c->out.udp_encap = p.udp_encap;
     c->out.cipher = std::move(enc);
     c->seq_limit = p.esn ? UINT64_MAX : UINT32_MAX;
 
@@ -117,8 +130,9 @@ Status DataPlane::install(const ChildSaParams& p) {
     }
     // else: a rekey; outbound stays on the old SA until set_outbound() or its removal.
     m_counters.inc("esp.sa.installed");
-    log::get("esp")->info("installed Child SA {} in {:08x} out {:08x} {} reqid {}", p.name,
-                          p.spi_in, p.spi_out, to_string(p.cipher), p.reqid);
+    log::get("esp")->info("installed Child SA {} in {:08x} out {:08x} {} reqid {} ({})", p.name,
+                          p.spi_in, p.spi_out, to_string(p.cipher), p.reqid,
+                          p.udp_encap ? "ESP in UDP" : "raw ESP");
     return {};
 }
 
@@ -244,6 +258,7 @@ DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_le
     r.local_port = o.local_port;
     r.remote_port = o.remote_port;
     r.spi = o.spi;
+    r.udp_encap = o.udp_encap;
     return r;
 }
 
@@ -321,8 +336,19 @@ DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t o
         }
         ip_len += h;
     }
+    if (in.natt_fixup) {
+        // RFC 3948 3.1.2: the rebuilt header carries the (possibly NATed) outer addresses,
+        // the peer's checksum its original ones.
+        ChecksumFix fix = fix_transport_checksum(buf.data() + ip_off, ip_len, in.have_orig ? &in.orig_src : nullptr,
+                                                 in.have_orig ? &in.orig_dst : nullptr);
+        if (fix != ChecksumFix::None) m_rx_natt_fixed.fetch_add(1, std::memory_order_relaxed);
+    }
     IpFlow f;
     if (!parse_ip(buf.data() + ip_off, ip_len, f)) return fail(DropReason::Malformed);
+    if (in.have_orig) {  // selectors name the original addresses (RFC 7296 2.23.1)
+        f.src = in.orig_src;
+        f.dst = in.orig_dst;
+    }
     if (in.mode == IpsecMode::Tunnel && (f.src.v6 != (o.next_header == kNextIpv6)))
         return fail(DropReason::BadNextHeader);
     // RFC 4301 5.2: the inner packet must match the SA's selectors.
@@ -404,6 +430,7 @@ std::vector<ChildSaStatus> DataPlane::status() const {
         s.hard_expired = c->hard_pending;
         s.remote_addr = c->out.remote_addr;
         s.remote_port = c->out.remote_port;
+        s.udp_encap = c->out.udp_encap;
         out.push_back(s);
     }
     std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.spi_in < b.spi_in; });

@@ -15,6 +15,7 @@
 #include <x2sec/common/log.hpp>
 #include <x2sec/esp/gso.hpp>
 #include <x2sec/esp/tun_backend.hpp>
+#include <x2sec/esp/tun_coalesce.hpp>
 
 namespace x2sec::esp {
 namespace {
@@ -192,6 +193,26 @@ Result<std::unique_ptr<TunBackend>> TunBackend::create(DataPlane& dp, TunDevice 
         // Receive coalesced runs of equal-sized ESP datagrams in one recvmmsg slot.
         b->m_udp_gro = ::setsockopt(b->m_udp, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) == 0;
     }
+    if (b->m_opts.raw_esp) {
+        // Raw ESP: the kernel adds (IPv4: and on receive keeps) the IP header.  A kernel with
+        // its own ESP (xfrm) still hands every ESP packet to raw sockets as well; one without
+        // it would answer "protocol unreachable" were it not for this socket.
+        b->m_raw = ::socket(a.v6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_ESP);
+        if (b->m_raw >= 0) {
+            ::setsockopt(b->m_raw, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+            ::setsockopt(b->m_raw, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+            sockaddr_storage rs;
+            socklen_t rl = to_sockaddr(a, 0, rs);
+            if (::bind(b->m_raw, reinterpret_cast<sockaddr*>(&rs), rl) < 0) {
+                log::get("esp")->warn("raw ESP socket: binding {}: {}", a.to_string(), std::strerror(errno));
+                ::close(b->m_raw);
+                b->m_raw = -1;
+            }
+        } else {
+            log::get("esp")->warn("no raw ESP socket (IP protocol 50): {}; Child SAs without UDP "
+                                  "encapsulation cannot carry traffic", std::strerror(errno));
+        }
+    }
     b->m_stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (b->m_stop_fd < 0) return io_error("eventfd");
     return b;
@@ -200,6 +221,7 @@ Result<std::unique_ptr<TunBackend>> TunBackend::create(DataPlane& dp, TunDevice 
 TunBackend::~TunBackend() {
     stop();
     if (m_udp >= 0) ::close(m_udp);
+    if (m_raw >= 0) ::close(m_raw);
     if (m_stop_fd >= 0) ::close(m_stop_fd);
 }
 
@@ -207,8 +229,8 @@ Status TunBackend::start() {
     if (m_running.exchange(true)) return {};
     m_tx = std::thread([this] { tx_loop(); });
     m_rx = std::thread([this] { rx_loop(); });
-    log::get("esp")->info("TUN backend on {} <-> UDP {}:{} ({} packets per batch)", m_tun.name(),
-                          m_opts.bind_addr.to_string(), m_port, m_opts.batch);
+    log::get("esp")->info("TUN backend on {} <-> UDP {}:{}{} ({} packets per batch)", m_tun.name(),
+                          m_opts.bind_addr.to_string(), m_port, m_raw >= 0 ? " and raw ESP" : "", m_opts.batch);
     return {};
 }
 
@@ -272,13 +294,27 @@ void TunBackend::tx_loop() {
     constexpr size_t kCtrl = 64;
     std::vector<uint64_t> ctrl(n * kCtrl / sizeof(uint64_t));
     std::vector<socklen_t> dst_len(n);
+    std::vector<uint8_t> raw(n);  // slot goes out as raw ESP (IP protocol 50)
+    std::vector<mmsghdr> raw_msgs(n);
     auto& gso_sends = c.counter("esp.tx.udp_gso_sends");
+    auto& raw_packets = c.counter("esp.tx.raw_packets");
+    auto& no_raw = c.counter("esp.tx.no_raw_socket");
     auto flush = [&] {
-        size_t g = 0;
+        size_t g = 0, rg = 0;
         for (size_t i = 0; i < count;) {
+            if (raw[i]) {
+                mmsghdr& m = raw_msgs[rg++];
+                m = {};
+                m.msg_hdr.msg_name = &dst[i];
+                m.msg_hdr.msg_namelen = dst_len[i];
+                m.msg_hdr.msg_iov = &iov[i];
+                m.msg_hdr.msg_iovlen = 1;
+                ++i;
+                continue;
+            }
             size_t j = i + 1, seg = iov[i].iov_len, total = seg;
             if (gso_ok) {
-                while (j < count && j - i < 64 && iov[j - 1].iov_len == seg && iov[j].iov_len <= seg &&
+                while (j < count && !raw[j] && j - i < 64 && iov[j - 1].iov_len == seg && iov[j].iov_len <= seg &&
                        total + iov[j].iov_len <= 65000 && dst_len[j] == dst_len[i] &&
                        std::memcmp(&dst[j], &dst[i], dst_len[i]) == 0) {
                     total += iov[j].iov_len;
@@ -341,6 +377,21 @@ void TunBackend::tx_loop() {
             }
             sent += size_t(k);
         }
+        for (size_t rs = 0; rs < rg;) {
+            int k = ::sendmmsg(m_raw, raw_msgs.data() + rs, unsigned(rg - rs), 0);
+            if (k < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == ENOBUFS) {
+                    pollfd w{m_raw, POLLOUT, 0};
+                    ::poll(&w, 1, 10);
+                    continue;
+                }
+                send_err.fetch_add(rg - rs, std::memory_order_relaxed);
+                break;
+            }
+            raw_packets.fetch_add(size_t(k), std::memory_order_relaxed);
+            rs += size_t(k);
+        }
         if (count) batches.fetch_add(1, std::memory_order_relaxed);
         count = 0;
     };
@@ -350,7 +401,12 @@ void TunBackend::tx_loop() {
         auto res = m_dp.protect(std::span<uint8_t>(b, kBufSize), ip_len, now);
         if (!res.ok) return;  // counted by the data plane
         iov[count] = {b + res.esp_off, res.esp_len};
-        dst_len[count] = to_sockaddr(res.remote_addr, res.remote_port, dst[count]);
+        raw[count] = !res.udp_encap;
+        if (raw[count] && m_raw < 0) {
+            no_raw.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        dst_len[count] = to_sockaddr(res.remote_addr, raw[count] ? 0 : res.remote_port, dst[count]);
         if (++count == n) flush();
     };
     const size_t room = kBufSize - kMaxHeadroom - kMaxTailroom;
@@ -430,25 +486,49 @@ void TunBackend::rx_loop() {
     const bool vnet = m_tun.vnet();
     Millis next_tick = 0, next_keepalive = steady_ms() + m_opts.keepalive_ms;
     Millis now = steady_ms();
+    auto& raw_rx = c.counter("esp.rx.raw_packets");
+    auto& co_super = c.counter("esp.rx.tun_super_packets");
+    auto& co_segs = c.counter("esp.rx.tun_coalesced_segments");
+    int tun_fd = m_tun.fd();
+    TunCoalescer co([](void* ctx, const iovec* v, int cnt) -> ssize_t { return ::writev(*static_cast<int*>(ctx), v, cnt); },
+                    &tun_fd);
+    const bool coalesce = vnet && m_opts.tun_coalesce;
+    uint64_t co_super_seen = 0, co_segs_seen = 0, co_err_seen = 0;
+    // Writes what the coalescer holds; must run before the receive buffers are reused.
+    auto co_flush = [&] {
+        if (!coalesce) return;
+        co.flush();
+        co_super.fetch_add(co.super_packets - co_super_seen, std::memory_order_relaxed);
+        co_segs.fetch_add(co.coalesced_segments - co_segs_seen, std::memory_order_relaxed);
+        tun_write_err.fetch_add(co.write_errors - co_err_seen, std::memory_order_relaxed);
+        co_super_seen = co.super_packets;
+        co_segs_seen = co.coalesced_segments;
+        co_err_seen = co.write_errors;
+    };
+    auto& raw_bad = c.counter("esp.drop.raw_malformed");
+    auto esp_in = [&](uint8_t* b, size_t off, size_t len) {
+        auto r = m_dp.unprotect(std::span<uint8_t>(b, kBufSize), off, len, now);
+        if (!r.ok || r.dummy) return;
+        uint8_t* ip = b + r.ip_off;
+        size_t ip_len = r.ip_len;
+        if (coalesce) {  // r.ip_off >= off + 16 > kVnetHdrLen: room in front
+            co.push(ip, ip_len);
+            return;
+        }
+        if (vnet) {  // r.ip_off >= off + 16 > kVnetHdrLen: room in front
+            ip -= kVnetHdrLen;
+            ip_len += kVnetHdrLen;
+            std::memset(ip, 0, kVnetHdrLen);
+            // Authenticated by the ICV: the kernel need not verify the transport
+            // checksum again (VIRTIO_NET_HDR_F_DATA_VALID).
+            ip[0] = 2;
+        }
+        if (::write(m_tun.fd(), ip, ip_len) < 0) tun_write_err.fetch_add(1, std::memory_order_relaxed);
+    };
     auto handle = [&](uint8_t* b, size_t off, size_t len, const sockaddr_storage& from) {
         BytesView payload(b + off, len);
         switch (classify_udp_encap(payload)) {
-            case UdpKind::Esp: {
-                auto r = m_dp.unprotect(std::span<uint8_t>(b, kBufSize), off, len, now);
-                if (!r.ok || r.dummy) break;
-                uint8_t* ip = b + r.ip_off;
-                size_t ip_len = r.ip_len;
-                if (vnet) {  // r.ip_off >= off + 16 > kVnetHdrLen: room in front
-                    ip -= kVnetHdrLen;
-                    ip_len += kVnetHdrLen;
-                    std::memset(ip, 0, kVnetHdrLen);
-                    // Authenticated by the ICV: the kernel need not verify the transport
-                    // checksum again (VIRTIO_NET_HDR_F_DATA_VALID).
-                    ip[0] = 2;
-                }
-                if (::write(m_tun.fd(), ip, ip_len) < 0) tun_write_err.fetch_add(1, std::memory_order_relaxed);
-                break;
-            }
+            case UdpKind::Esp: esp_in(b, off, len); break;
             case UdpKind::Ike: {
                 ike.fetch_add(1, std::memory_order_relaxed);
                 std::function<void(IkeMessage)> rcv;
@@ -470,7 +550,39 @@ void TunBackend::rx_loop() {
             case UdpKind::Invalid: not_esp.fetch_add(1, std::memory_order_relaxed); break;
         }
     };
-    pollfd pfd[2] = {{m_udp, POLLIN, 0}, {m_stop_fd, POLLIN, 0}};
+    pollfd pfd[3] = {{m_udp, POLLIN, 0}, {m_stop_fd, POLLIN, 0}, {m_raw, POLLIN, 0}};
+    const bool v6 = m_opts.bind_addr.v6;
+    auto drain_raw = [&] {
+        for (;;) {
+            for (size_t i = 0; i < n; ++i) {
+                msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+                msgs[i].msg_hdr.msg_control = nullptr;
+                msgs[i].msg_hdr.msg_controllen = 0;
+            }
+            int k = ::recvmmsg(m_raw, msgs.data(), unsigned(n), MSG_DONTWAIT, nullptr);
+            if (k <= 0) return;
+            batches.fetch_add(1, std::memory_order_relaxed);
+            now = steady_ms();
+            for (int i = 0; i < k; ++i) {
+                uint8_t* b = bufs[size_t(i)].data();
+                size_t total = msgs[size_t(i)].msg_len, off = kRxOff;
+                if (!v6) {  // IPv4 raw sockets deliver the IP header (reassembled packet)
+                    const uint8_t* ip = b + kRxOff;
+                    size_t ihl = total >= 20 ? size_t(ip[0] & 15) * 4 : 0;
+                    if (total < 20 || (ip[0] >> 4) != 4 || ihl < 20 || ihl > total) {
+                        raw_bad.fetch_add(1, std::memory_order_relaxed);
+                        continue;
+                    }
+                    off += ihl;
+                    total -= ihl;
+                }
+                raw_rx.fetch_add(1, std::memory_order_relaxed);
+                esp_in(b, off, total);
+            }
+            co_flush();
+            if (size_t(k) < n) return;
+        }
+    };
     while (m_running.load(std::memory_order_relaxed)) {
         now = steady_ms();
         if (now >= next_tick) {
@@ -483,8 +595,9 @@ void TunBackend::rx_loop() {
             next_keepalive = now + m_opts.keepalive_ms;
         }
         int timeout = int(std::max<Millis>(1, next_tick - now));
-        if (::poll(pfd, 2, timeout) < 0 && errno != EINTR) break;
+        if (::poll(pfd, m_raw >= 0 ? 3 : 2, timeout) < 0 && errno != EINTR) break;
         if (pfd[1].revents) break;
+        if (m_raw >= 0 && (pfd[2].revents & POLLIN)) drain_raw();
         if (!(pfd[0].revents & POLLIN)) continue;
         for (;;) {
             for (size_t i = 0; i < n; ++i) {
@@ -519,6 +632,7 @@ void TunBackend::rx_loop() {
                 for (size_t off = 0; off < total; off += gso)
                     handle(b, kRxOff + off, std::min(gso, total - off), src[size_t(i)]);
             }
+            co_flush();
             if (size_t(k) < n) break;
         }
     }

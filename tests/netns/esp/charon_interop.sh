@@ -14,82 +14,26 @@ PIDS=()
 fail() { echo "FAIL: $*"; tail -20 $D/x2sec.log; grep -iE "error|fail" $D/charon.log | tail -5; exit 1; }
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  [ -f $D/run/charon.pid ] && kill "$(cat $D/run/charon.pid)" 2>/dev/null
+  charon_stop $D
   sleep 0.5
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   ip netns del $NA 2>/dev/null; ip netns del $NB 2>/dev/null
   rm -rf $D
 }
 trap cleanup EXIT
-[ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null && [ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ] || { echo "SKIP: strongSwan charon with kernel-libipsec not installed"; exit 77; }
+. "$(dirname "$(readlink -f "$0")")/charon_netns.sh"
+charon_available || { echo "SKIP: strongSwan charon with kernel-libipsec not installed"; exit 77; }
 command -v nc >/dev/null || { echo "SKIP: nc (netcat-openbsd) not installed"; exit 77; }
 ip netns add $NA && ip netns add $NB || { echo "SKIP: cannot create network namespaces"; exit 77; }
 ip link add x2sva netns $NA type veth peer name x2svb netns $NB
 ip -n $NA addr add 192.0.2.1/24 dev x2sva; ip -n $NB addr add 192.0.2.2/24 dev x2svb
 for x in "$NA x2sva" "$NB x2svb"; do set -- $x; ip -n $1 link set lo up; ip -n $1 link set $2 up; done
 ip -n $NB addr add 203.0.113.1/32 dev lo
-mkdir -p $D/run $D/swanctl
-cat > $D/strongswan.conf <<CONF
-charon {
-  load = random nonce openssl kdf pem pkcs1 pkcs8 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
-  install_virtual_ip = no
-  plugins {
-    vici {
-      socket = unix:///run/charon.vici
-    }
-  }
-  filelog {
-    log {
-      path = $D/charon.log
-      default = 1
-      ike = 2
-    }
-  }
-  syslog {
-    daemon {
-      default = -1
-    }
-  }
-}
-CONF
-cat > $D/swanctl/swanctl.conf <<CONF
-connections {
-  x2 {
-    version = 2
-    local_addrs = 192.0.2.2
-    remote_addrs = 192.0.2.1
-    encap = yes
-    proposals = aes128gcm16-prfsha256-ecp256
-    local {
-      auth = psk
-      id = b.example.org
-    }
-    remote {
-      auth = psk
-      id = a.example.org
-    }
-    children {
-      x2 {
-        mode = tunnel
-        local_ts = 203.0.113.0/24
-        remote_ts = 198.51.100.0/24
-        esp_proposals = aes128gcm16
-      }
-    }
-  }
-}
-secrets {
-  ike-x2 {
-    id-a = a.example.org
-    id-b = b.example.org
-    secret = 0x00112233445566778899aabbccddeeff
-  }
-}
-CONF
-STRONGSWAN_CONF=$D/strongswan.conf ip netns exec $NB sh -c "mount --bind $D/run /run && exec /usr/lib/ipsec/charon" >$D/charon.out 2>&1 </dev/null &
-PIDS+=($!)
-for _ in $(seq 100); do [ -S $D/run/charon.vici ] && break; sleep 0.05; done
-STRONGSWAN_CONF=$D/strongswan.conf swanctl --load-all --file $D/swanctl/swanctl.conf --uri unix://$D/run/charon.vici >/dev/null 2>&1
+charon_write_conf $D 2
+charon_write_swanctl $D x2 192.0.2.2 192.0.2.1 b.example.org a.example.org 203.0.113.0/24 198.51.100.0/24 \
+  aes128gcm16 0x00112233445566778899aabbccddeeff yes
+PIDS+=($(charon_start $NB $D))
+charon_load $D
 cat > $D/A.toml <<TOML
 [runtime]
 control_socket = "$D/A.sock"
@@ -114,7 +58,7 @@ ike_proposals = ["aes128gcm16-prfsha256-ecp256"]
 TOML
 ip netns exec $NA $X esp --tun x2s0 --tun-addr 198.51.100.1/24 --local 192.0.2.1 --route 203.0.113.0/24 --ike-config $D/A.toml > $D/x2sec.log 2>&1 &
 PIDS+=($!)
-sw() { STRONGSWAN_CONF=$D/strongswan.conf swanctl "$@" --uri unix://$D/run/charon.vici; }
+sw() { charon_swanctl $D "$@"; }
 ping_both() {
   local ok=0
   for _ in $(seq 15); do ip netns exec $NA ping -c 1 -W 1 203.0.113.1 >/dev/null 2>&1 && { ok=1; break; }; done

@@ -248,6 +248,7 @@ protected:
     EspProc a, b;
     bool created = false;
     bool plain_tun = false;  // --no-offload: no IFF_VNET_HDR/TSO
+    bool raw_esp = false;    // --encap no: raw ESP (IP protocol 50) instead of ESP in UDP
     bool ike = false;        // Child SAs from the IKEv2 engine (--ike-config) instead of static keys
     std::string dir;
 
@@ -291,6 +292,10 @@ protected:
         }
         std::vector<std::string> extra;
         if (plain_tun) extra.push_back("--no-offload");
+        if (raw_esp) {
+            extra.push_back("--encap");
+            extra.push_back("no");
+        }
         if (ike) {
             dir = "/tmp/x2sec-esp-ike-" + id;
             std::filesystem::create_directories(dir);
@@ -411,6 +416,34 @@ TEST_F(EspNetnsPlainTun, TcpTransferBytesCheckedWithoutOffload) {
     EXPECT_EQ(n, total);
     EXPECT_EQ(got, want);
     EXPECT_EQ(counter(a, "esp.tx.gso_super_packets"), 0u);
+}
+
+// Static keys without UDP encapsulation: ESP travels as IP protocol 50 through a raw socket.
+// This kernel has no ESP of its own (no xfrm ESP), so only the raw sockets see the packets.
+class EspNetnsRawEsp : public EspNetns {
+protected:
+    void SetUp() override {
+        raw_esp = true;
+        EspNetns::SetUp();
+    }
+};
+
+TEST_F(EspNetnsRawEsp, PingAndTcpOverIpProtocol50) {
+    ASSERT_EQ(0, sh("ip netns exec " + ns_a + " ping -c 3 -i 0.2 -W 2 203.0.113.1"));
+    const size_t total = 4u << 20;
+    auto [want, got, n] = transfer(total, [] {});
+    EXPECT_EQ(n, total);
+    EXPECT_EQ(got, want);
+    // Every ESP packet went through the raw sockets, none through UDP 4500.
+    EXPECT_GE(counter(a, "esp.tx.raw_packets"), 1000u);
+    EXPECT_EQ(counter(a, "esp.tx.raw_packets"), counter(a, "esp.tx.packets"));
+    EXPECT_EQ(counter(b, "esp.rx.raw_packets"), counter(b, "esp.rx.packets"));
+    EXPECT_EQ(counter(b, "esp.tx.raw_packets"), counter(b, "esp.tx.packets"));
+    EXPECT_EQ(counter(a, "esp.tx.udp_gso_sends"), 0u);
+    EXPECT_EQ(counter(a, "esp.rx.udp_gro_trains"), 0u);
+    EXPECT_EQ(counter(b, "esp.drop.auth"), 0u);
+    EXPECT_EQ(counter(b, "esp.drop.raw_malformed"), 0u);
+    EXPECT_EQ(counter(a, "esp.tx.no_raw_socket"), 0u);
 }
 
 class EspNetnsIke : public EspNetns {
@@ -579,7 +612,14 @@ protected:
         auto [want, got, n] = transfer_between(ns_a, ns_b, total);
         EXPECT_EQ(n, total);
         EXPECT_EQ(got, want);
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));  // last deletes
+        // The last rekey's delete may still be in flight (slow, loaded machines): wait for it.
+        for (int i = 0; i < 50; ++i) {
+            bool settled = true;
+            for (const char* side : {"A", "B"})
+                settled &= counter(side, "esp.sa.installed") == counter(side, "esp.sa.removed") + 1 && children(side) == 1;
+            if (settled) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
         uint64_t soft = counter("A", "esp.sa.soft_expired") + counter("B", "esp.sa.soft_expired");
         EXPECT_GE(soft, min_rekeys) << logs();
         std::cout << "[ info ] soft expiries (A+B) " << soft << ", SAs installed A " << counter("A", "esp.sa.installed")
@@ -604,6 +644,25 @@ protected:
 TEST_F(EspNetnsIkeRun, SoftByteLimitRekeysThroughIkeWithoutLoss) {
     start("  life_bytes_soft = 1000000\n  life_bytes_hard = 100000000\n");
     expect_rekeyed_without_loss(6u << 20, 3);
+    // force_encap (charon: encap = yes): ESP in UDP 4500, nothing on IP protocol 50.
+    EXPECT_EQ(counter("A", "esp.tx.raw_packets"), 0u);
+    EXPECT_EQ(counter("B", "esp.rx.raw_packets"), 0u);
+    EXPECT_GT(counter("B", "esp.rx.packets"), 3000u);
+}
+
+TEST_F(EspNetnsIkeRun, RawEspWhenNatDetectionFindsNoNat) {
+    // No force_encap: NAT-D hashes match, IKE stays on UDP 500 and the Child SA is installed
+    // without UDP encapsulation: ESP goes out as IP protocol 50 (RFC 4303), also after rekeys.
+    start("  life_bytes_soft = 1500000\n", "");
+    expect_rekeyed_without_loss(4u << 20, 2);
+    EXPECT_GT(counter("A", "esp.tx.raw_packets"), 2000u);
+    EXPECT_EQ(counter("A", "esp.tx.raw_packets"), counter("A", "esp.tx.packets"));
+    EXPECT_EQ(counter("B", "esp.rx.raw_packets"), counter("B", "esp.rx.packets"));
+    EXPECT_EQ(counter("A", "esp.tx.udp_gso_sends"), 0u);
+    EXPECT_EQ(counter("A", "esp.tx.no_raw_socket"), 0u);
+    EXPECT_EQ(counter("A", "esp.tx.ike"), 0u);  // IKE never floated to the shared UDP 4500 socket
+    std::string sas = ctl("A", "list-sas --json");
+    EXPECT_NE(sas.find("\"encap\": false"), std::string::npos) << sas;
 }
 
 TEST_F(EspNetnsIkeRun, SoftPacketLimitRekeysThroughIkeWithoutLoss) {

@@ -41,6 +41,7 @@ struct OutboundSa {
     IpsecMode mode = IpsecMode::Tunnel;
     IpAddress local_addr, remote_addr;
     uint16_t local_port = 4500, remote_port = 4500;
+    bool udp_encap = true;  // false: raw ESP (IP protocol 50)
     std::unique_ptr<SaCipher> cipher;
     SaUsage usage;
 };
@@ -53,6 +54,10 @@ struct InboundSa {
     std::unique_ptr<SaCipher> cipher;
     ReplayWindow replay;
     std::vector<TrafficSelector> ts_local, ts_remote;
+    // Transport mode in UDP (NAT-T): the addresses the peer put in its TCP/UDP checksums (RFC
+    // 7296 2.23.1: from the transport-mode traffic selectors), for the RFC 3948 3.1.2 fix-up.
+    bool natt_fixup = false, have_orig = false;
+    IpAddress orig_src, orig_dst;
     SaUsage usage;
     InboundSa(uint32_t window, bool esn) : replay(window, esn) {}
 };
@@ -72,6 +77,7 @@ struct ChildSaStatus {
     bool soft_fired = false, hard_expired = false;
     IpAddress remote_addr;
     uint16_t remote_port = 0;
+    bool udp_encap = true;
 };
 
 class DataPlane final : public ChildSaBackend {
@@ -91,6 +97,7 @@ public:
         IpAddress local_addr, remote_addr;
         uint16_t local_port = 0, remote_port = 0;
         uint32_t spi = 0;
+        bool udp_encap = true;  // send in UDP (RFC 3948); false: raw ESP, IP protocol 50
     };
     // Outbound.  buf[kMaxHeadroom .. kMaxHeadroom+ip_len) holds an IP packet read from the
     // TUN side; buf must have kMaxTailroom octets after it.  Selects the policy, encrypts in
@@ -142,6 +149,7 @@ private:
     std::atomic<uint64_t>& m_rx_packets;
     std::atomic<uint64_t>& m_rx_bytes;
     std::atomic<uint64_t>& m_rx_dummy;
+    std::atomic<uint64_t>& m_rx_natt_fixed;
     std::mutex m_events_mutex;
 };
 

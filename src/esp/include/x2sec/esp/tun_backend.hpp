@@ -69,6 +69,13 @@ struct TunBackendOptions {
     Millis keepalive_ms = 0;    // NAT keepalives to every SA peer (0 = off; TS 29.139: 20 s)
     int socket_buffer = 4 << 20;
     bool udp_offload = true;    // UDP GSO on send (UDP_SEGMENT), UDP GRO on receive
+    // With a vnet TUN device: decrypted TCP segments of one flow leave as one TSO
+    // super-packet per receive batch (TunCoalescer) instead of one write() each.
+    bool tun_coalesce = true;
+    // Raw ESP (IP protocol 50, RFC 4303) for SAs without UDP encapsulation (no NAT detected,
+    // encap not forced): a raw socket, which needs CAP_NET_RAW.  Without it such SAs cannot
+    // send (esp.tx.no_raw_socket) and the backend logs why.
+    bool raw_esp = true;
 };
 
 class TunBackend {
@@ -86,6 +93,7 @@ public:
     uint16_t local_port() const { return m_port; }
     const IpAddress& local_addr() const { return m_opts.bind_addr; }
     int socket_fd() const { return m_udp; }
+    bool raw_esp() const { return m_raw >= 0; }
     TunDevice& tun() { return m_tun; }
 
 private:
@@ -95,7 +103,7 @@ private:
     DataPlane& m_dp;
     TunDevice m_tun;
     TunBackendOptions m_opts;
-    int m_udp = -1, m_stop_fd = -1;
+    int m_udp = -1, m_raw = -1, m_stop_fd = -1;
     uint16_t m_port = 0;
     bool m_udp_gro = false;
     std::atomic<bool> m_running{false};
