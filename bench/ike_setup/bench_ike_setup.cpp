@@ -30,6 +30,7 @@
 #include <x2sec/common/rng.hpp>
 #include <x2sec/ikev2/engine.hpp>
 #include <x2sec/pki/pki.hpp>
+#include <x2sec/x509/x509.hpp>
 
 using namespace x2sec;
 using namespace x2sec::ike;
@@ -42,6 +43,7 @@ struct Options {
     size_t batch = 32;                   // initiators started together (half-open SAs at once)
     uint32_t cookie_threshold = 1'000'000;
     bool cookie_row = true;              // also measure with a COOKIE demanded on every IKE_SA_INIT
+    bool cold_row = true;                // also measure with a distinct certificate per initiator
     std::string log_level = "warn";
     double bound_seconds = 0.3;
 };
@@ -50,7 +52,7 @@ struct Options {
     std::fprintf(stderr,
                  "bench_ike_setup: %s\n"
                  "usage: bench_ike_setup [--seconds S] [--sas N] [--batch B] [--cookie-threshold T]\n"
-                 "                       [--no-cookie-row] [--log-level L] [--bound-seconds S]\n"
+                 "                       [--no-cookie-row] [--no-cold-row] [--log-level L] [--bound-seconds S]\n"
                  "  --seconds S           wall-clock budget of each measured row (default 3)\n"
                  "  --sas N               IKE SAs one responder engine accumulates before it is\n"
                  "                        replaced by a fresh one; memory/SA is measured over the\n"
@@ -59,6 +61,8 @@ struct Options {
                  "  --cookie-threshold T  responder's half-open threshold for the main row\n"
                  "                        (default 1000000: no cookies)\n"
                  "  --no-cookie-row       skip the row with a COOKIE on every IKE_SA_INIT\n"
+                 "  --no-cold-row         skip the row in which every initiator presents its own\n"
+                 "                        certificate (so the certificate parse cache never hits)\n"
                  "  --log-level L         engine log level (default warn; info logs every SA)\n"
                  "  --bound-seconds S     measuring time per primitive of the crypto bound (0.3)\n",
                  why);
@@ -84,6 +88,7 @@ Options parse_options(int argc, char** argv) {
         else if (a == "--batch") o.batch = static_cast<size_t>(number(next()));
         else if (a == "--cookie-threshold") o.cookie_threshold = static_cast<uint32_t>(number(next()));
         else if (a == "--no-cookie-row") o.cookie_row = false;
+        else if (a == "--no-cold-row") o.cold_row = false;
         else if (a == "--log-level") o.log_level = next();
         else if (a == "--bound-seconds") o.bound_seconds = number(next());
         else if (a == "-h" || a == "--help") usage("IKE setup benchmark");
@@ -123,8 +128,15 @@ struct Credentials {
     struct Leaf {
         std::shared_ptr<crypto::PrivateKey> signer;
         x509::Certificate cert;
+        std::string fqdn;
     };
     Leaf responder, initiator;
+    // Initiators with a certificate each, for the cold row: more of them than the responder's
+    // certificate cache holds, used in a cycle, so that least-recently-used cache never hits.
+    std::vector<Leaf> distinct;
+    void make_distinct(size_t n) {
+        while (distinct.size() < n) distinct.push_back(leaf("i" + std::to_string(distinct.size()) + ".cold.henb.example"));
+    }
 
     Credentials() {
         root_key = must(pki::generate_key(pki::KeyAlg::EcP256), "root key");
@@ -150,7 +162,7 @@ struct Credentials {
         auto cert = must(pki::issue_certificate(r, root_cert.get(), root_key.get()), "leaf certificate");
         auto pem = must(pki::private_key_pem(key.get()), "leaf key PEM");
         Leaf l{std::make_shared<crypto::PrivateKey>(must(crypto::PrivateKey::from_pem(pem), "leaf key")),
-               must(x509::Certificate::from_der(pki::cert_der(cert.get())), "leaf DER")};
+               must(x509::Certificate::from_der(pki::cert_der(cert.get())), "leaf DER"), fqdn};
         return l;
     }
 };
@@ -192,13 +204,13 @@ EngineConfig responder_config(const Credentials& c, uint32_t cookie_threshold) {
     return cfg;
 }
 
-EngineConfig initiator_config(const Credentials& c, uint16_t port) {
-    PeerConfig p = common_peer(c.initiator, c);
+EngineConfig initiator_config(const Credentials& c, const Credentials::Leaf& me, uint16_t port) {
+    PeerConfig p = common_peer(me, c);
     p.name = "responder";
     p.local_addr = kInitiatorAddr;
     p.local_port = port;
     p.remote_addr = kResponderAddr;
-    p.local_id = must(Identity::parse("fqdn:initiator.henb.example"), "initiator id");
+    p.local_id = must(Identity::parse("fqdn:" + me.fqdn), "initiator id");
     p.remote_id = must(Identity::parse("fqdn:responder.henb.example"), "responder id");
     p.children[0].local_ts = {TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 2 + port % 250), 32)};
     p.children[0].remote_ts = {TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 1), 32)};
@@ -245,14 +257,29 @@ struct Totals {
     size_t datagrams_in = 0, datagrams_out = 0;
     size_t bytes_in = 0;
     size_t cookies = 0;
+    uint64_t cert_cache_hits = 0, cert_cache_misses = 0;  // x509::CertificateCache::shared()
+};
+
+// Which initiator credentials the next initiator uses: the shared one, or the next of the
+// distinct ones (cycling).
+struct LeafPicker {
+    const Credentials& c;
+    bool distinct = false;
+    size_t next = 0;
+    const Credentials::Leaf& pick() {
+        if (!distinct || c.distinct.empty()) return c.initiator;
+        const auto& l = c.distinct[next % c.distinct.size()];
+        ++next;
+        return l;
+    }
 };
 
 // Runs one batch of `n` initiators to completion against r.  Returns the IKE SAs established
 // (counted on the responder: IkeSaUp + ChildSaUp events).
-size_t run_batch(Responder& r, const Credentials& c, size_t n, Rng& rng, Totals& t) {
+size_t run_batch(Responder& r, const Credentials& c, size_t n, Rng& rng, Totals& t, LeafPicker& leaves) {
     std::vector<Initiator> inits(n);
     for (size_t i = 0; i < n; ++i) {
-        inits[i].engine = std::make_unique<Engine>(initiator_config(c, static_cast<uint16_t>(kFirstInitiatorPort + i)),
+        inits[i].engine = std::make_unique<Engine>(initiator_config(c, leaves.pick(), static_cast<uint16_t>(kFirstInitiatorPort + i)),
                                                    inits[i].backend, rng);
         auto st = inits[i].engine->initiate("responder", now_ms());
         if (!st.ok()) throw std::runtime_error("initiate: " + st.error().to_string());
@@ -308,9 +335,13 @@ struct RowResult {
     double wall = 0;
 };
 
-RowResult run_row(const std::string& label, const Options& o, const Credentials& c, uint32_t threshold, Rng& rng) {
+RowResult run_row(const std::string& label, const Options& o, const Credentials& c, uint32_t threshold, Rng& rng,
+                  bool distinct_certs = false) {
     RowResult row;
     row.label = label;
+    LeafPicker leaves{c, distinct_certs};
+    auto& cache = x509::CertificateCache::shared();
+    const uint64_t hits0 = cache.hits(), misses0 = cache.misses();
     const EngineConfig cfg = responder_config(c, threshold);
     const auto w0 = std::chrono::steady_clock::now();
     auto wall = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count(); };
@@ -320,13 +351,13 @@ RowResult run_row(const std::string& label, const Options& o, const Credentials&
         // Warm-up (lazily created state: cookie secret, fetched algorithms, logger), not timed
         // and not part of the memory figure.
         Totals warm;
-        run_batch(*r, c, 2, rng, warm);
+        run_batch(*r, c, 2, rng, warm, leaves);
         const size_t warm_up = r->ike_up;
         const size_t heap0 = heap_in_use(), rss0 = rss_bytes();
         size_t count = 0;
         while (count < o.sas && (first || wall() < o.seconds)) {
             const size_t n = std::min(o.batch, o.sas - count);
-            const size_t got = run_batch(*r, c, n, rng, row.t);
+            const size_t got = run_batch(*r, c, n, rng, row.t, leaves);
             if (got != n)
                 throw std::runtime_error("only " + std::to_string(got) + " of " + std::to_string(n) +
                                          " IKE SAs established; first failure: " + r->first_failure);
@@ -351,6 +382,8 @@ RowResult run_row(const std::string& label, const Options& o, const Credentials&
         first = false;
     }
     row.wall = wall();
+    row.t.cert_cache_hits = cache.hits() - hits0;
+    row.t.cert_cache_misses = cache.misses() - misses0;
     return row;
 }
 
@@ -381,6 +414,11 @@ int main(int argc, char** argv) {
         std::vector<RowResult> rows;
         rows.push_back(run_row("cookie threshold " + std::to_string(o.cookie_threshold), o, creds, o.cookie_threshold, rng));
         if (o.cookie_row) rows.push_back(run_row("COOKIE on every SA_INIT", o, creds, 0, rng));
+        if (o.cold_row) {
+            // More distinct initiator certificates than the cache holds (LRU, used in a cycle).
+            creds.make_distinct(x509::CertificateCache::shared().capacity() + 2 * o.batch + 2);
+            rows.push_back(run_row("distinct certs (cold)", o, creds, o.cookie_threshold, rng, true));
+        }
 
         std::printf("batch %zu initiators in flight, up to %zu IKE SAs per responder engine, %.1f s per row\n\n",
                     o.batch, o.sas, o.seconds);
@@ -400,16 +438,25 @@ int main(int argc, char** argv) {
         for (const auto& r : rows) {
             const double per_setup_us = r.t.setups ? 1e6 * r.t.responder_cpu / static_cast<double>(r.t.setups) : 0;
             std::printf("%s: %.1f us responder CPU per setup (bound %.1f us), %.2f datagrams in and %.2f out per setup, "
-                        "%zu cookies sent, memory over the first %zu SAs, %.1f s wall\n",
+                        "%zu cookies sent, certificate cache %llu hits / %llu misses, memory over the first %zu SAs, "
+                        "%.1f s wall\n",
                         r.label.c_str(), per_setup_us, 1e6 / bound_rate,
                         static_cast<double>(r.t.datagrams_in) / static_cast<double>(r.t.setups),
                         static_cast<double>(r.t.datagrams_out) / static_cast<double>(r.t.setups), r.t.cookies,
-                        r.memory_sas, r.wall);
+                        static_cast<unsigned long long>(r.t.cert_cache_hits),
+                        static_cast<unsigned long long>(r.t.cert_cache_misses), r.memory_sas, r.wall);
         }
         std::printf("%s\n", bench::versus("IKE_SA+Child SA setups/s (responder CPU, " + rows[0].label + ")",
                                           rows[0].t.responder_cpu > 0 ? rows[0].t.setups / rows[0].t.responder_cpu : 0,
                                           bound_rate)
                                 .c_str());
+        for (const auto& r : rows) {
+            if (r.label.rfind("distinct", 0) != 0) continue;
+            std::printf("%s\n", bench::versus("IKE_SA+Child SA setups/s (responder CPU, " + r.label +
+                                                   ", no certificate cache hits)",
+                                               r.t.responder_cpu > 0 ? r.t.setups / r.t.responder_cpu : 0, bound_rate)
+                                      .c_str());
+        }
         std::printf("goal (>= 60%% of the bound, first row): %s\n", main_met ? "met" : "NOT met");
         return 0;
     } catch (const std::exception& e) {

@@ -118,7 +118,9 @@ Status EngineImpl::verify_auth(IkeSa& sa, const std::vector<Payload>& pl, bool p
     for (const auto& pp : pl)
         if (auto* c = pp.as<CertPayload>()) {
             if (c->encoding != 4) continue;
-            auto cert = x509::Certificate::from_der(c->data);
+            // Parsed through the process-wide cache (a peer that presents the same certificate again
+            // skips OpenSSL 3.0's costly d2i_X509); every check below still runs each time.
+            auto cert = x509::CertificateCache::shared().parse(c->data);
             if (!cert.ok())
                 return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other),
                              "peer certificate does not parse: " + cert.error().detail());

@@ -2,6 +2,9 @@
 #include <openssl/x509.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <thread>
+
 #include <x2sec/common/file.hpp>
 #include <x2sec/crypto/crypto.hpp>
 #include <x2sec/test/test_pki.hpp>
@@ -404,4 +407,160 @@ TEST(VerifyFailure, Names) {
     EXPECT_STREQ(to_string(VerifyFailure::UntrustedCa), "untrusted CA");
     EXPECT_STREQ(to_string(VerifyFailure::IdMismatch), "ID/SAN mismatch");
     EXPECT_STREQ(to_string(VerifyFailure::Revoked), "revoked");
+}
+
+// ---------------------------------------------------------------- CertificateCache
+
+namespace {
+
+std::vector<Issued> cache_certs(size_t n) {
+    std::vector<Issued> out;
+    for (size_t i = 0; i < n; ++i)
+        out.push_back(test::make_cert(pki().root_b, "CN=c" + std::to_string(i) + ".operator.example",
+                                      {"c" + std::to_string(i) + ".operator.example"}, KeyType::EcP256,
+                                      kT0 - 10 * kDay, kT0 + 100 * kDay));
+    return out;
+}
+
+}  // namespace
+
+TEST(CertificateCache, HitSharesTheParsedCertificate) {
+    CertificateCache cache(8);
+    const Bytes der = pki().leaf_a.cert.der();
+    auto a = cache.parse(der);
+    auto b = cache.parse(der);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->get(), b->get());  // one X509, parsed once
+    EXPECT_EQ(b->der(), der);
+    EXPECT_EQ(b->subject(), pki().leaf_a.cert.subject());
+    EXPECT_EQ(cache.hits(), 1u);
+    EXPECT_EQ(cache.misses(), 1u);
+    EXPECT_EQ(cache.size(), 1u);
+    cache.clear();
+    EXPECT_EQ(cache.size(), 0u);
+    auto c = cache.parse(der);
+    ASSERT_TRUE(c.ok());
+    EXPECT_NE(c->get(), a->get());
+    EXPECT_EQ(cache.misses(), 2u);
+}
+
+// A re-issued certificate (same subject and key usage, new serial and validity) is different
+// DER and must never be answered with the old one.
+TEST(CertificateCache, ChangedCertificateIsNotServedStale) {
+    CertificateCache cache(8);
+    auto v1 = test::make_cert(pki().root_b, "CN=reissued.operator.example", {"reissued.operator.example"},
+                              KeyType::EcP256, kT0 - 10 * kDay, kT0 + 10 * kDay);
+    auto v2 = test::make_cert(pki().root_b, "CN=reissued.operator.example", {"reissued.operator.example"},
+                              KeyType::EcP256, kT0 - kDay, kT0 + 400 * kDay);
+    auto a = cache.parse(v1.cert.der());
+    auto b = cache.parse(v2.cert.der());
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->der(), v1.cert.der());
+    EXPECT_EQ(b->der(), v2.cert.der());
+    EXPECT_EQ(b->not_after(), kT0 + 400 * kDay);
+    EXPECT_EQ(EVP_PKEY_eq(b->public_key(), v2.cert.public_key()), 1);
+    EXPECT_EQ(cache.hits(), 0u);
+}
+
+TEST(CertificateCache, BoundedLeastRecentlyUsedEviction) {
+    const auto certs = cache_certs(5);
+    CertificateCache cache(3);
+    EXPECT_EQ(cache.capacity(), 3u);
+    for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cache.parse(certs[i].cert.der()).ok());
+    ASSERT_TRUE(cache.parse(certs[0].cert.der()).ok());  // 0 is now the most recent
+    EXPECT_EQ(cache.hits(), 1u);
+    ASSERT_TRUE(cache.parse(certs[3].cert.der()).ok());  // evicts 1 (least recent)
+    ASSERT_TRUE(cache.parse(certs[4].cert.der()).ok());  // evicts 2
+    EXPECT_EQ(cache.size(), 3u);
+    const uint64_t misses = cache.misses();
+    ASSERT_TRUE(cache.parse(certs[0].cert.der()).ok());
+    EXPECT_EQ(cache.misses(), misses);  // 0 stayed
+    ASSERT_TRUE(cache.parse(certs[1].cert.der()).ok());
+    EXPECT_EQ(cache.misses(), misses + 1);  // 1 was evicted
+    EXPECT_EQ(cache.size(), 3u);
+    // A cycle longer than the capacity never hits (what the benchmark's cold row relies on).
+    CertificateCache small(3);
+    for (int round = 0; round < 3; ++round)
+        for (const auto& c : certs) ASSERT_TRUE(small.parse(c.cert.der()).ok());
+    EXPECT_EQ(small.hits(), 0u);
+    EXPECT_EQ(small.misses(), 15u);
+}
+
+TEST(CertificateCache, FailuresAreNotCachedAndErrorsMatchFromDer) {
+    CertificateCache cache(4);
+    Bytes der = pki().leaf_a.cert.der();
+    der.push_back(0);  // trailing octet
+    auto r = cache.parse(der);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().detail(), Certificate::from_der(der).error().detail());
+    EXPECT_FALSE(cache.parse(as_bytes("garbage")).ok());
+    EXPECT_EQ(cache.size(), 0u);
+}
+
+// Only parsing is cached: validity, revocation, chain and identity are checked on every use,
+// so a CRL added after the certificate was cached takes effect at once.
+TEST(CertificateCache, EveryCheckStillRunsOnACachedCertificate) {
+    CertificateCache cache(4);
+    auto leaf = test::make_cert(pki().root_b, "CN=cached.operator.example", {"cached.operator.example"},
+                                KeyType::EcP256, kT0 - 10 * kDay, kT0 + 100 * kDay);
+    const Bytes der = leaf.cert.der();
+    TrustStore ts = pki().store();
+    ts.set_crl_check(true);
+    ts.add_crl(test::make_crl(pki().root_b, {}, kT0 - kDay, kT0 + 7 * kDay));
+    auto c1 = cache.parse(der);
+    ASSERT_TRUE(c1.ok());
+    ASSERT_TRUE(ts.verify(*c1, {}, kT0).ok());
+    EXPECT_TRUE(match_identity(*c1, IdType::Fqdn, as_bytes("cached.operator.example")).ok());
+
+    auto c2 = cache.parse(der);  // a hit
+    ASSERT_TRUE(c2.ok());
+    EXPECT_EQ(cache.hits(), 1u);
+    EXPECT_FALSE(match_identity(*c2, IdType::Fqdn, as_bytes("other.operator.example")).ok());
+    EXPECT_EQ(failure_of(pki().store().verify(*c2, {}, kT0 + 101 * kDay).error()), VerifyFailure::Expired);
+    EXPECT_EQ(failure_of(ts.verify(*c2, {}, kT0 + 8 * kDay).error()), VerifyFailure::CrlUnavailable);  // stale CRL
+    TrustStore other_root;
+    other_root.add_anchor(pki().root_a.cert, "vendor-a");
+    EXPECT_EQ(failure_of(other_root.verify(*c2, {}, kT0).error()), VerifyFailure::UntrustedCa);
+
+    TrustStore revoking = pki().store();
+    revoking.set_crl_check(true);
+    revoking.add_crl(test::make_crl(pki().root_b, {leaf.cert}, kT0 - kDay, kT0 + 7 * kDay));
+    auto c3 = cache.parse(der);
+    ASSERT_TRUE(c3.ok());
+    EXPECT_EQ(cache.hits(), 2u);
+    auto r = revoking.verify(*c3, {}, kT0);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(failure_of(r.error()), VerifyFailure::Revoked);
+}
+
+TEST(CertificateCache, ConcurrentUseIsSafeAndBounded) {
+    const auto certs = cache_certs(10);
+    std::vector<Bytes> ders;
+    for (const auto& c : certs) ders.push_back(c.cert.der());
+    CertificateCache cache(4);
+    const TrustStore ts = pki().store();
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    constexpr int kThreads = 6, kIters = 120;
+    for (int t = 0; t < kThreads; ++t)
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < kIters; ++i) {
+                const size_t k = static_cast<size_t>((i * 7 + t * 3) % 10);
+                auto c = cache.parse(ders[k]);
+                if (!c.ok() || c->der() != ders[k]) {
+                    ++wrong;
+                    continue;
+                }
+                if (i % 10 == 0 && !ts.verify(*c, {}, kT0).ok()) ++wrong;  // shared X509s verified concurrently
+            }
+        });
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(wrong.load(), 0);
+    EXPECT_LE(cache.size(), 4u);
+    EXPECT_EQ(cache.hits() + cache.misses(), static_cast<uint64_t>(kThreads * kIters));
+}
+
+TEST(CertificateCache, SharedInstance) {
+    EXPECT_EQ(&CertificateCache::shared(), &CertificateCache::shared());
+    EXPECT_EQ(CertificateCache::shared().capacity(), 1024u);
 }

@@ -53,6 +53,41 @@ private:
     std::shared_ptr<X509> m_x;
 };
 
+// A bounded, thread-safe cache of parsed certificates, keyed by the SHA-256 of their DER (the
+// full DER is compared on a hit, so a hash collision cannot substitute a certificate).  It
+// saves re-parsing a certificate a peer presents again: in OpenSSL 3.0 d2i_X509 costs about as
+// much as an ECDSA verify (~90 us), almost all of it setting up the provider decoder framework
+// for the public key.  Only parsing is cached, never a verdict: TrustStore::verify (chain
+// signatures, validity at the given time, CRLs), match_identity and the AUTH signature check
+// run on every use, so a new CRL or anchor takes effect at once, and a changed certificate has
+// a different DER and is parsed afresh.  Failures are not cached.  The least recently used entry
+// is dropped when `capacity` is reached.  Entries share one immutable X509 (reference-counted;
+// OpenSSL locks its lazily cached extension data), so the returned Certificates may be used on
+// several threads at once.
+class CertificateCache {
+public:
+    explicit CertificateCache(size_t capacity = 1024);
+    ~CertificateCache();
+    CertificateCache(const CertificateCache&) = delete;
+    CertificateCache& operator=(const CertificateCache&) = delete;
+
+    // Certificate::from_der(der), from the cache when the same DER was parsed before.
+    Result<Certificate> parse(BytesView der);
+    size_t size() const;
+    size_t capacity() const { return m_capacity; }
+    uint64_t hits() const;
+    uint64_t misses() const;
+    void clear();  // drops every entry (counters are kept)
+
+    // The process-wide instance the IKE engine parses peer certificates with (capacity 1024).
+    static CertificateCache& shared();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+    size_t m_capacity;
+};
+
 class Crl {
 public:
     static Result<Crl> from_der(BytesView der);
