@@ -19,13 +19,20 @@ static x2sec::app::Command reg("lab", "Run every case in network namespaces with
     app.add_option("--wait", opt->wait_s, "Seconds to wait for one process start or IKE exchange");
     app.add_option("--workdir", opt->workdir, "Keep certificates, configurations and process logs here");
     app.add_option("--x2sec", opt->x2sec_binary, "x2sec binary to run in the namespaces (default: this one)");
+    auto faults = std::make_shared<std::vector<std::string>>();
+    app.add_option("--fault", *faults, "Negative case: ra-down (no RA/CA), kds-refuses (no authorised pair at the KDS)")
+        ->check(CLI::IsMember({"ra-down", "kds-refuses"}));
     app.add_flag("--keep", opt->keep, "Leave namespaces, processes and files up for inspection");
     app.add_flag("--teardown", *teardown, "Remove what an earlier `x2sec lab --keep` left, then exit");
     app.add_flag("--json", *json, "Print the report as JSON");
     app.add_flag("--status", *show_status, "Print each H(e)NB's per-neighbour status at the end");
     app.add_flag("-v,--verbose", *verbose, "Log the agents' decisions and the modules' steps on stderr");
-    return [opt, verbose, json, show_status, teardown]() -> int {
+    return [opt, verbose, json, show_status, teardown, faults]() -> int {
         using namespace x2sec;
+        for (auto& f : *faults) {
+            if (f == "ra-down") opt->ra_down = true;
+            if (f == "kds-refuses") opt->kds_refuses = true;
+        }
         if (*teardown) {
             auto removed = node::lab_teardown();
             for (auto& r : removed) std::cout << "removed " << r << "\n";

@@ -832,7 +832,7 @@ Status Lab::start_services() {
         std::set<std::pair<std::string, std::string>> rel;
         for (auto& h : m_cfg.henbs)
             for (auto& n : h.neighbours)
-                if (n.auth == policy::AuthMode::PskFromNetwork)
+                if (n.auth == policy::AuthMode::PskFromNetwork && !m_opt.kds_refuses)
                     rel.insert(h.name < n.name ? std::make_pair(h.name, n.name) : std::make_pair(n.name, h.name));
         for (auto& r : rel) kc.relations.push_back(r);
         kc.key_lifetime_s = 3600;
@@ -846,7 +846,7 @@ Status Lab::start_services() {
     }
     // ---------------------------------------------------------------- RA/CA
 #ifdef X2SEC_HAVE_CMP
-    if (m_cfg.cmp) {
+    if (m_cfg.cmp && !m_opt.ra_down) {
         X2SEC_TRY(m_store, cmp::open_sqlite_store(":memory:"));
         cmp::ServerConfig sc;
         sc.ca_cert = pki::up_ref(m_operator->cert());
@@ -1106,15 +1106,16 @@ Result<PhaseRecord> Lab::ike(const policy::HenbConfig& h, const policy::Neighbou
     return p;
 }
 
-namespace {
 
 // GTP-U G-PDU (TS 29.281): flags 0x30, type 255, length, TEID, then the user payload.
 Bytes gtpu(uint32_t teid, unsigned i, const std::string& dir) {
     std::string body = std::string(kMarker) + " GTP-U G-PDU " + dir + " #" + std::to_string(i) + " ";
     while (body.size() < 300) body += char('a' + body.size() % 26);
-    Bytes b = {0x30, 0xff, uint8_t(body.size() >> 8), uint8_t(body.size()), uint8_t(teid >> 24), uint8_t(teid >> 16),
-               uint8_t(teid >> 8), uint8_t(teid)};
-    b.insert(b.end(), body.begin(), body.end());
+    const uint8_t hdr[8] = {0x30, 0xff, uint8_t(body.size() >> 8), uint8_t(body.size()), uint8_t(teid >> 24),
+                            uint8_t(teid >> 16), uint8_t(teid >> 8), uint8_t(teid)};
+    Bytes b(8 + body.size());
+    std::memcpy(b.data(), hdr, 8);
+    std::memcpy(b.data() + 8, body.data(), body.size());
     return b;
 }
 
@@ -1160,7 +1161,6 @@ std::string tun_line(const std::string& ns, const std::string& dev) {
            " B, rx " + std::to_string(rx.value("packets", 0)) + " pkts/" + std::to_string(rx.value("bytes", 0)) + " B";
 }
 
-}  // namespace
 
 void Lab::traffic(CaseReport& c, LabNode& a, LabNode& b, bool ipsec) {
     IpAddress ia = ipsec ? a.x2_inner : a.lan, ib = ipsec ? b.x2_inner : b.lan;
@@ -1355,6 +1355,22 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
     c.ok = false;
     c.outcome = a + " " + c.state_a + (na->reason.empty() ? "" : " (" + na->reason + ")") + ", " + b + " " + c.state_b +
                 (nb->reason.empty() ? "" : " (" + nb->reason + ")");
+    // Never a silent downgrade: the X2 address of the peer is not reachable in clear.  Try it
+    // (a GTP-U datagram to the peer's X2 address) and record what the LAN saw.
+    {
+        double w0 = m_tap.now();
+        int u = socket_in(la.ns, SOCK_DGRAM);
+        auto dst = sin_of(lb.x2_inner, 2152);
+        Bytes probe = gtpu(0x3000, 0, "probe");
+        ssize_t n = u >= 0 ? ::sendto(u, probe.data(), probe.size(), 0, reinterpret_cast<sockaddr*>(&dst), sizeof dst) : -1;
+        int err = errno;
+        if (u >= 0) ::close(u);
+        for (auto& f : m_tap.window(w0, m_tap.now()))
+            if (f.marker) c.plaintext_on_wire = true;
+        c.steps.push_back("[lab] X2 to " + lb.x2_inner.to_string() + " while DOWN: " +
+                          (n < 0 ? std::string("not sent (") + std::strerror(err) + ")" : std::string("sent into the TUN, dropped")) +
+                          "; X2 plaintext on the LAN: " + (c.plaintext_on_wire ? "YES" : "none"));
+    }
     return c;
 }
 

@@ -653,7 +653,9 @@ TEST_F(EspNetnsIkeRun, SoftByteLimitRekeysThroughIkeWithoutLoss) {
 TEST_F(EspNetnsIkeRun, RawEspWhenNatDetectionFindsNoNat) {
     // No force_encap: NAT-D hashes match, IKE stays on UDP 500 and the Child SA is installed
     // without UDP encapsulation: ESP goes out as IP protocol 50 (RFC 4303), also after rekeys.
-    start("  life_bytes_soft = 1500000\n", "");
+    // 1 MB soft limit over 4 MiB: room for four rekeys, so two still happen when a loaded
+    // machine delays a rekey (1.5 MB left too little margin: "soft expiries 1 vs 2").
+    start("  life_bytes_soft = 1000000\n", "");
     expect_rekeyed_without_loss(4u << 20, 2);
     EXPECT_GT(counter("A", "esp.tx.raw_packets"), 2000u);
     EXPECT_EQ(counter("A", "esp.tx.raw_packets"), counter("A", "esp.tx.packets"));

@@ -182,3 +182,37 @@ TEST_F(Lab, SigtermInTheMiddleTearsEverythingDown) {
 }
 
 }  // namespace
+
+namespace {
+
+// Negative cases on the real network: RA/CA down (Scenario 2) and the KDS refusing the pair
+// (Solution 2).  Both neighbours must stay DOWN with the reason, nothing X2 in clear on the LAN.
+TEST_F(Lab, RequiredTunnelThatCannotBeBuiltStaysDownWithoutPlainX2) {
+    LabRun r = run("--json --case scenario2 --case solution2 --fault ra-down --fault kds-refuses");
+    if (r.status == 2) GTEST_SKIP() << "x2sec lab cannot run here: " << r.err;
+    ASSERT_EQ(r.status, 3) << r.err << r.out;  // 3: a case failed
+    auto j = json::parse(r.out, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << r.out;
+    std::map<std::string, json> cases;
+    for (auto& c : j["cases"]) cases[c["id"]] = c;
+    ASSERT_EQ(cases.size(), 2u);
+    auto any_step = [](const json& c, const std::string& what) {
+        for (auto& s : c["steps"])
+            if (s.get<std::string>().find(what) != std::string::npos) return true;
+        return false;
+    };
+    for (auto& [id, c] : cases) {
+        SCOPED_TRACE(id + ": " + c["outcome"].get<std::string>());
+        EXPECT_FALSE(c["ok"].get<bool>());
+        EXPECT_EQ(c["state_a"], "DOWN");
+        EXPECT_EQ(c["x2_sent"].get<int>(), 0);
+        EXPECT_FALSE(c["plaintext_on_wire"].get<bool>());
+        EXPECT_TRUE(any_step(c, "while DOWN")) << c["steps"].dump(1);
+    }
+    EXPECT_TRUE(any_step(cases["scenario2"], "CMPv2 enrolment failed")) << cases["scenario2"]["steps"].dump(1);
+    EXPECT_TRUE(any_step(cases["solution2"], "UNAUTHORISED_PAIR")) << cases["solution2"]["steps"].dump(1);
+    std::string dir = j["workdir"];
+    EXPECT_FALSE(std::filesystem::exists(dir)) << dir;
+}
+
+}  // namespace

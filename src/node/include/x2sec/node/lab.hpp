@@ -23,6 +23,10 @@ struct LabOptions {
     unsigned gtpu_datagrams = 8;       // GTP-U datagrams per direction per case
     size_t tcp_bytes = 1u << 20;       // TCP transfer per case (initiator -> responder)
     int wait_s = 15;                   // upper bound for one IKE exchange / process start
+    // Faults (negative cases): the RA/CA is not running; the KDS has no authorised relation
+    // for Solution 2's pair.  The neighbours must then stay DOWN with the reason — no plain X2.
+    bool ra_down = false;
+    bool kds_refuses = false;
 };
 
 // Empty when this process can build the lab (root, /dev/net/tun, iproute2, netns); otherwise
