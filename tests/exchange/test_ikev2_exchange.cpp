@@ -442,6 +442,62 @@ TEST(IkeExchange, KeyLoggerExportsMatchingKeys) {
     EXPECT_EQ(kc[0].keys_in.enc_key.size(), 20u);
 }
 
+// RFC 7296 2.5 and 1.5/2.21.4: a request of a higher major version draws INVALID_MAJOR_VERSION
+// with our version (2.0) in the header; a response of a higher version is only dropped; these
+// unprotected answers and INVALID_IKE_SPI are rate limited per second over the engine.
+TEST(IkeExchange, HigherMajorVersionAndUnprotectedAnswersAreRateLimited) {
+    Pair p(base_peer(true), base_peer(false));
+    ASSERT_TRUE(p.connect());
+    auto& b = *p.b.engine;
+    (void)b.take_outgoing();
+    Datagram d;
+    d.local = Endpoint{IpAddress::v4(192, 0, 2, 2), 500};
+    d.remote = Endpoint{IpAddress::v4(192, 0, 2, 1), 500};
+    wire::Message m;
+    m.header.spi_i = 0x1111;
+    m.header.spi_r = 0;
+    m.header.version = 0x31;  // IKE 3.1
+    m.header.exchange = wire::ExchangeType::IkeSaInit;
+    m.header.flags = wire::kFlagInitiator;
+    m.payloads.push_back({wire::PayloadType::Nonce, false, wire::NoncePayload{Bytes(32, 7)}});
+    d.data = m.encode();
+    b.handle_datagram(d, p.clock.now());
+    EXPECT_EQ(p.b.counter("ike.rx.invalid_major_version"), 1u);
+    auto out = b.take_outgoing();
+    ASSERT_EQ(out.size(), 1u);
+    auto ans = wire::Message::decode(out[0].data);
+    ASSERT_TRUE(ans.ok()) << ans.error().to_string();
+    EXPECT_EQ(ans->header.version, 0x20);
+    EXPECT_TRUE(ans->header.response());
+    EXPECT_EQ(ans->header.spi_i, 0x1111u);
+    EXPECT_NE(wire::find_notify(ans->payloads, wire::notify::InvalidMajorVersion), nullptr);
+    // A response of a higher version: dropped, never answered.
+    m.header.flags = wire::kFlagResponse;
+    d.data = m.encode();
+    b.handle_datagram(d, p.clock.now());
+    EXPECT_EQ(p.b.counter("ike.rx.invalid_major_version"), 2u);
+    EXPECT_TRUE(b.take_outgoing().empty());
+
+    // 15 encrypted requests for unknown IKE SAs within one second: 9 more answers (one went to
+    // the version request above), then rate limited; a second later answers resume.
+    wire::Message u;
+    u.header.spi_i = 0x3333;
+    u.header.spi_r = 0x4444;
+    u.header.exchange = wire::ExchangeType::Informational;
+    u.header.flags = wire::kFlagInitiator;
+    u.header.message_id = 1;
+    u.payloads.push_back({wire::PayloadType::SK, false, wire::SkPayload{0, Bytes(40, 0)}});
+    d.data = u.encode();
+    for (int i = 0; i < 15; ++i) b.handle_datagram(d, p.clock.now());
+    EXPECT_EQ(p.b.counter("ike.rx.invalid_ike_spi"), 15u);
+    EXPECT_EQ(b.take_outgoing().size(), 9u);
+    EXPECT_EQ(p.b.counter("ike.rx.unprotected_notify_rate_limited"), 6u);
+    p.clock.advance(1000);
+    b.handle_datagram(d, p.clock.now());
+    EXPECT_EQ(b.take_outgoing().size(), 1u);
+    EXPECT_EQ(b.list_sas().size(), 1u);  // the real SA is untouched
+}
+
 TEST(IkeExchange, BadInputIsCountedNeverFatal) {
     Pair p(base_peer(true), base_peer(false));
     ASSERT_TRUE(p.connect());

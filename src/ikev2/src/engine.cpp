@@ -309,9 +309,27 @@ void EngineImpl::send_error_response(IkeSa& sa, ExchangeType type, uint32_t mid,
     send_response(sa, type, mid, pl);
 }
 
+bool EngineImpl::allow_unprotected_answer(Millis now) {
+    if (m_config.max_unprotected_notifies_per_s == 0) {
+        count("unprotected_notify_disabled");
+        return false;
+    }
+    if (m_unprot_window_start < 0 || now - m_unprot_window_start >= 1000) {
+        m_unprot_window_start = now;
+        m_unprot_in_window = 0;
+    }
+    if (m_unprot_in_window >= m_config.max_unprotected_notifies_per_s) {
+        count("unprotected_notify_rate_limited");
+        return false;
+    }
+    ++m_unprot_in_window;
+    return true;
+}
+
 void EngineImpl::send_unprotected_notify(const Datagram& d, const Header& req, uint16_t notify_type, Bytes data) {
     Message m;
     m.header = req;
+    m.header.version = 0x20;  // we speak IKEv2.0 (RFC 7296 2.5; also the answer to a higher major version)
     m.header.flags = static_cast<uint8_t>(kFlagResponse | (req.initiator() ? 0 : kFlagInitiator));
     m.header.exchange = req.exchange;
     m.payloads.push_back({PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify_type, std::move(data)}});
@@ -412,8 +430,20 @@ void EngineImpl::handle_datagram(const Datagram& d, Millis now) {
             send_unprotected_notify(d, *hdr, notify::UnsupportedCriticalPayload, t ? Bytes{*t} : Bytes{});
             return;
         }
-        if (e.code() == notify::InvalidMajorVersion) drop(d, "invalid_major_version", e.detail());
-        else if (e.code() == notify::UnsupportedCriticalPayload) drop(d, "unsupported_critical_payload", e.detail());
+        if (e.code() == notify::InvalidMajorVersion) {
+            drop(d, "invalid_major_version", e.detail());
+            // RFC 7296 2.5: a request of a higher major version is answered (rate limited) with an
+            // unauthenticated INVALID_MAJOR_VERSION carrying our version in the header.
+            if (d.data.size() >= kHeaderSize && (d.data[17] >> 4) > 2 && !(d.data[19] & kFlagResponse)) {
+                Bytes patched(d.data.begin(), d.data.end());
+                patched[17] = 0x20;
+                auto h = Header::decode(patched);
+                if (h.ok() && allow_unprotected_answer(now))
+                    send_unprotected_notify(d, *h, notify::InvalidMajorVersion, {});
+            }
+            return;
+        }
+        if (e.code() == notify::UnsupportedCriticalPayload) drop(d, "unsupported_critical_payload", e.detail());
         else drop(d, "invalid_syntax", e.detail());
         return;
     }
@@ -447,7 +477,7 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
     if (!sa || (h.initiator() ? sa->spi_i != h.spi_i : sa->spi_r != h.spi_r) ||
         h.initiator() == sa->initiator || !sa->cipher_in) {
         drop(d, "invalid_ike_spi", fmt::format("no IKE SA for SPIs {:016x}/{:016x}", h.spi_i, h.spi_r));
-        if (!h.response() && !(sa && h.initiator() == sa->initiator))
+        if (!h.response() && !(sa && h.initiator() == sa->initiator) && allow_unprotected_answer(now))
             send_unprotected_notify(d, h, notify::InvalidIkeSpi, {});
         return;
     }

@@ -230,6 +230,11 @@ public:
     uint32_t m_cookie_version = 0;
     Millis m_cookie_rotated_at = -1;
 
+    // rate limit of unprotected INVALID_IKE_SPI / INVALID_MAJOR_VERSION answers (one-second windows)
+    Millis m_unprot_window_start = -1;
+    unsigned m_unprot_in_window = 0;
+    bool allow_unprotected_answer(Millis now);
+
     const PeerConfig& peer(const IkeSa& sa) const { return m_config.peers[sa.peer_idx]; }
     IkeSa* find_sa(uint64_t id);
     IkeSa* find_by_spi(uint64_t my_spi);

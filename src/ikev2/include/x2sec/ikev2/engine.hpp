@@ -121,6 +121,11 @@ struct EngineConfig {
     // IKE SA is answered with an INVALID_MESSAGE_ID notify (in a new INFORMATIONAL request), at
     // most once per IKE SA per this interval; 0 = never answer (drop only).
     Millis invalid_mid_notify_interval_ms = 1000;
+    // RFC 7296 1.5 / 2.21.4: unprotected error answers to messages that match no IKE SA
+    // (INVALID_IKE_SPI) or speak a higher major version (INVALID_MAJOR_VERSION, 2.5) are rate
+    // limited, since anyone can provoke them with a forged source: at most this many per second
+    // over the whole engine, the rest dropped and counted; 0 = never answer.
+    unsigned max_unprotected_notifies_per_s = 10;
 };
 
 // ---------------------------------------------------------------- I/O types
