@@ -211,6 +211,19 @@ void World::stop() {
 #endif
 }
 
+kds::ServerConfig detail::kds_server_config(const policy::DeploymentConfig& cfg, bool refuse_pairs) {
+    kds::ServerConfig kc;
+    for (auto& h : cfg.henbs) kc.nodes.push_back({h.name, h.identity});
+    std::set<std::pair<std::string, std::string>> rel;
+    for (auto& h : cfg.henbs)
+        for (auto& n : h.neighbours)
+            if (n.auth == policy::AuthMode::PskFromNetwork && !refuse_pairs)
+                rel.insert(h.name < n.name ? std::make_pair(h.name, n.name) : std::make_pair(n.name, h.name));
+    for (auto& r : rel) kc.relations.push_back(r);
+    kc.key_lifetime_s = 3600;
+    return kc;
+}
+
 Status World::create_pki() {
     int64_t nb = m_clock.unix_seconds() - 3600;
     X2SEC_TRY(LabCa a, LabCa::create("Vendor A Root CA", "Vendor A", nb, 3650));
@@ -243,15 +256,7 @@ Status World::start(const policy::DeploymentConfig& cfg) {
     }
     // ---------------------------------------------------------------- KDS
     if (m_cfg.kds) {
-        kds::ServerConfig kc;
-        for (auto& h : m_cfg.henbs) kc.nodes.push_back({h.name, h.identity});
-        std::set<std::pair<std::string, std::string>> rel;
-        for (auto& h : m_cfg.henbs)
-            for (auto& n : h.neighbours)
-                if (n.auth == policy::AuthMode::PskFromNetwork && !m_opt.kds_without_relation)
-                    rel.insert(h.name < n.name ? std::make_pair(h.name, n.name) : std::make_pair(n.name, h.name));
-        for (auto& r : rel) kc.relations.push_back(r);
-        kc.key_lifetime_s = 3600;
+        kds::ServerConfig kc = detail::kds_server_config(m_cfg, m_opt.kds_without_relation);
         m_kds = std::make_unique<kds::Server>(kc, os_rng());
         m_kds_tls = std::make_unique<kds::TlsServer>(*m_kds, m_clock);
         kds::TlsCredentials tc{m_kds_cred.chain_pem, m_kds_cred.key_pem,

@@ -28,6 +28,13 @@ Result<Bytes> http_post_cmp(const std::string& url, BytesView body, size_t& wire
 }  // namespace detail
 #endif
 
+namespace detail {
+// The KDS's node list and authorised pairs for a deployment: every H(e)NB, and each neighbour
+// relation whose authentication is psk-from-network (none when `refuse_pairs`, to show the KDS
+// refusing an unauthorised pair).  Shared by the loopback demo and the namespace lab.
+kds::ServerConfig kds_server_config(const policy::DeploymentConfig& cfg, bool refuse_pairs);
+}  // namespace detail
+
 struct NodeCreds {
     LabCredential vendor;          // vendor device certificate (leaf) + key
     std::string op_cert_pem;       // operator certificate chain (after CMPv2), leaf first

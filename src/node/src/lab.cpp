@@ -827,15 +827,7 @@ Status Lab::start_services() {
 
     // ---------------------------------------------------------------- KDS on the core's inner address
     if (m_cfg.kds) {
-        kds::ServerConfig kc;
-        for (auto& h : m_cfg.henbs) kc.nodes.push_back({h.name, h.identity});
-        std::set<std::pair<std::string, std::string>> rel;
-        for (auto& h : m_cfg.henbs)
-            for (auto& n : h.neighbours)
-                if (n.auth == policy::AuthMode::PskFromNetwork && !m_opt.kds_refuses)
-                    rel.insert(h.name < n.name ? std::make_pair(h.name, n.name) : std::make_pair(n.name, h.name));
-        for (auto& r : rel) kc.relations.push_back(r);
-        kc.key_lifetime_s = 3600;
+        kds::ServerConfig kc = detail::kds_server_config(m_cfg, m_opt.kds_refuses);
         m_kds = std::make_unique<kds::Server>(kc, os_rng());
         m_kds_tls = std::make_unique<kds::TlsServer>(*m_kds, m_clock);
         kds::TlsCredentials tc{m_kds_cred.chain_pem, m_kds_cred.key_pem,
