@@ -105,6 +105,40 @@ Result<Bytes> http_post_cmp(const std::string& url, BytesView body, size_t& wire
         return Error(ErrorDomain::Cmp, -1, "RA/CA answered " + text.substr(0, text.find("\r\n")));
     return Bytes(resp.begin() + long(hdr_end + 4), resp.end());
 }
+Result<OperatorEnrolment> enrol_operator(const std::string& url, const LabCredential& vendor,
+                                         const std::string& operator_root_pem, const std::string& identity) {
+    X2SEC_TRY(auto vkey, pki::private_key_from_pem(vendor.key_pem.view()));
+    X2SEC_TRY(auto vcert, pem_to_x509(vendor.cert_pem));
+    X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256));
+    X2SEC_TRY(auto oproot, pem_to_x509(operator_root_pem));
+    cmp::EnrollRequest r;
+    r.server_url = url;
+    r.auth_key = vkey.get();
+    r.auth_cert = vcert.get();
+    r.new_key = newkey.get();
+    r.subject = "/O=Operator/CN=" + identity;
+    r.dns = {identity};
+    r.operator_roots = {oproot.get()};
+    r.timeout_s = 5;
+    OperatorEnrolment out;
+    size_t sent = 0, received = 0;
+    r.transfer = [&](BytesView req) -> Result<Bytes> {
+        ++out.messages;
+        X2SEC_TRY(auto resp, http_post_cmp(url, req, sent, received));
+        ++out.messages;
+        return resp;
+    };
+    auto e = cmp::Client::enroll(r);
+    if (!e.ok()) return std::move(e).error();
+    X2SEC_TRY(auto kpem, pki::private_key_pem(newkey.get()));
+    out.key_pem = std::move(kpem);
+    out.cert_pem = pki::cert_pem(e->cert.get());
+    for (auto& c : e->chain) out.cert_pem += pki::cert_pem(c.get());
+    out.serial_hex = pki::serial_hex(e->cert.get());
+    out.bytes = sent + received;
+    return out;
+}
+
 }  // namespace detail
 using detail::http_post_cmp;
 using detail::pem_to_x509;
@@ -370,37 +404,14 @@ Operations World::make_ops(const std::string& henb_name) {
     ops.enrol = [this](const policy::HenbConfig& h) -> Result<PhaseRecord> {
         auto& creds = m_creds[h.name];
         auto t0 = std::chrono::steady_clock::now();
-        X2SEC_TRY(auto vkey, pki::private_key_from_pem(creds.vendor.key_pem.view()));
-        X2SEC_TRY(auto vcert, pem_to_x509(creds.vendor.cert_pem));
-        X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256));
-        X2SEC_TRY(auto oproot, pem_to_x509(m_operator_root_pem));
-        cmp::EnrollRequest r;
-        r.server_url = m_cfg.cmp->url;
-        r.auth_key = vkey.get();
-        r.auth_cert = vcert.get();
-        r.new_key = newkey.get();
-        r.subject = "/O=Operator/CN=" + h.identity;
-        r.dns = {h.identity};
-        r.operator_roots = {oproot.get()};
-        r.timeout_s = 5;
-        size_t sent = 0, received = 0, msgs = 0;
-        r.transfer = [&](BytesView req) -> Result<Bytes> {
-            ++msgs;
-            X2SEC_TRY(auto resp, http_post_cmp(m_cfg.cmp->url, req, sent, received));
-            ++msgs;
-            return resp;
-        };
-        auto e = cmp::Client::enroll(r);
-        if (!e.ok()) return std::move(e).error();
-        X2SEC_TRY(auto kpem, pki::private_key_pem(newkey.get()));
-        creds.op_key_pem = std::move(kpem);
-        creds.op_cert_pem = pki::cert_pem(e->cert.get());
-        for (auto& c : e->chain) creds.op_cert_pem += pki::cert_pem(c.get());
-        creds.op_serial_hex = pki::serial_hex(e->cert.get());
+        X2SEC_TRY(auto e, detail::enrol_operator(m_cfg.cmp->url, creds.vendor, m_operator_root_pem, h.identity));
+        creds.op_key_pem = std::move(e.key_pem);
+        creds.op_cert_pem = std::move(e.cert_pem);
+        creds.op_serial_hex = e.serial_hex;
         PhaseRecord p{"cmp-enrolment", true, "", {}};
-        p.measure.messages = msgs;
-        p.measure.bytes = sent + received;  // HTTP requests and responses incl. headers
-        p.measure.round_trips = msgs / 2;
+        p.measure.messages = e.messages;
+        p.measure.bytes = e.bytes;  // HTTP requests and responses incl. headers
+        p.measure.round_trips = e.messages / 2;
         p.measure.time_ms = ms_since(t0);
         p.measure.entities = {entity(h.name), "operator RA/CA (via SeGW)"};
         p.detail = "serial " + creds.op_serial_hex + ", issuer Operator Root CA";

@@ -25,6 +25,17 @@ namespace detail {
 Result<pki::X509Ptr> pem_to_x509(const std::string& pem);
 // CMP over HTTP (RFC 6712), one POST per PKIMessage; counts the octets on the connection.
 Result<Bytes> http_post_cmp(const std::string& url, BytesView body, size_t& wire_out, size_t& wire_in);
+// An operator certificate enrolled with CMPv2 (ir signed with the vendor credential, fresh P-256
+// key, the operator root checked) over HTTP to `url`, with what it cost on the wire.
+struct OperatorEnrolment {
+    SecureBytes key_pem;
+    std::string cert_pem;  // leaf then chain
+    std::string serial_hex;
+    size_t messages = 0;
+    size_t bytes = 0;  // HTTP requests and responses incl. headers
+};
+Result<OperatorEnrolment> enrol_operator(const std::string& url, const LabCredential& vendor,
+                                         const std::string& operator_root_pem, const std::string& identity);
 }  // namespace detail
 #endif
 

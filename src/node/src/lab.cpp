@@ -914,33 +914,13 @@ Operations Lab::make_ops() {
         auto& n = m_nodes.at(h.name);
         auto t0 = std::chrono::steady_clock::now();
         double w0 = m_tap.now();
-        X2SEC_TRY(auto vkey, pki::private_key_from_pem(n.vendor.key_pem.view()));
-        X2SEC_TRY(auto vcert, detail::pem_to_x509(n.vendor.cert_pem));
-        X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256));
-        X2SEC_TRY(auto oproot, detail::pem_to_x509(m_operator->root_pem()));
-        cmp::EnrollRequest r;
-        r.server_url = m_cfg.cmp->url;
-        r.auth_key = vkey.get();
-        r.auth_cert = vcert.get();
-        r.new_key = newkey.get();
-        r.subject = "/O=Operator/CN=" + h.identity;
-        r.dns = {h.identity};
-        r.operator_roots = {oproot.get()};
-        r.timeout_s = 5;
-        size_t sent = 0, received = 0, msgs = 0;
-        r.transfer = [&](BytesView req) -> Result<Bytes> {
-            ++msgs;
-            X2SEC_TRY(auto resp, detail::http_post_cmp(m_cfg.cmp->url, req, sent, received));
-            ++msgs;
-            return resp;
-        };
-        std::optional<Result<cmp::Enrolled>> e;
-        X2SEC_TRY_STATUS(in_ns(n.ns, [&] { e = cmp::Client::enroll(r); }));
+        std::optional<Result<detail::OperatorEnrolment>> e;
+        X2SEC_TRY_STATUS(in_ns(n.ns, [&] {
+            e = detail::enrol_operator(m_cfg.cmp->url, n.vendor, m_operator->root_pem(), h.identity);
+        }));
         if (!e->ok()) return std::move(*e).error();
-        X2SEC_TRY(auto kpem, pki::private_key_pem(newkey.get()));
-        n.op_key_pem = std::move(kpem);
-        n.op_cert_pem = pki::cert_pem((*e)->cert.get());
-        for (auto& c : (*e)->chain) n.op_cert_pem += pki::cert_pem(c.get());
+        n.op_key_pem = std::move((*e)->key_pem);
+        n.op_cert_pem = std::move((*e)->cert_pem);
         auto esp = m_tap.between(v4(n.bh_outer), v4(m_segw_outer), w0, m_tap.now());
         size_t esp_pkts = 0, esp_bytes = 0;
         for (auto& f : esp)
@@ -949,12 +929,12 @@ Operations Lab::make_ops() {
                 esp_bytes += f.payload;
             }
         PhaseRecord p{"cmp-enrolment", true, "", {}};
-        p.measure.messages = msgs;
-        p.measure.bytes = sent + received;
-        p.measure.round_trips = msgs / 2;
+        p.measure.messages = (*e)->messages;
+        p.measure.bytes = (*e)->bytes;
+        p.measure.round_trips = (*e)->messages / 2;
         p.measure.time_ms = ms_since(t0);
         p.measure.entities = {entity(h.name), "operator RA/CA (via SeGW)"};
-        p.detail = "serial " + pki::serial_hex((*e)->cert.get()) + ", over HTTP to " + m_core_inner.to_string() +
+        p.detail = "serial " + (*e)->serial_hex + ", over HTTP to " + m_core_inner.to_string() +
                    " inside the backhaul: " + std::to_string(esp_pkts) + " ESP packets (" + std::to_string(esp_bytes) +
                    " bytes) on the LAN";
         return p;
