@@ -129,6 +129,23 @@ PkeyPtr ec_peer_key(DhGroup g, BytesView uncompressed_point) {
     return k;
 }
 
+}  // namespace
+
+const EC_GROUP* cached_ec_group(int curve_nid) {
+    if (curve_nid == NID_X9_62_prime256v1) return curve_cache(DhGroup::Ecp256).group;
+    if (curve_nid == NID_secp384r1) return curve_cache(DhGroup::Ecp384).group;
+    return nullptr;
+}
+
+EVP_PKEY* ec_public_key_from_point(int curve_nid, BytesView encoded_point) {
+    if (cached_ec_group(curve_nid) == nullptr) return nullptr;
+    const DhGroup g = curve_nid == NID_secp384r1 ? DhGroup::Ecp384 : DhGroup::Ecp256;
+    if (curve_cache(g).params == nullptr) return nullptr;
+    return ec_peer_key(g, encoded_point).release();
+}
+
+namespace {
+
 // The KE payload encoding of our own public key.
 Result<Bytes> encode_public(DhGroup g, EVP_PKEY* key) {
     if (g == DhGroup::Modp2048) {
@@ -196,9 +213,21 @@ Result<DhKeyPair> DhKeyPair::generate(DhGroup g) {
             break;
         }
         case DhGroup::Ecp256:
-        case DhGroup::Ecp384:
-            key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", ec_curve(g)));
+        case DhGroup::Ecp384: {
+            // A keygen context made from the cached parameters key copies its EC_GROUP;
+            // EVP_PKEY_Q_keygen would rebuild it from the curve name (~10 us).
+            const EcCurveCache& c = curve_cache(g);
+            if (c.params == nullptr) {
+                key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", ec_curve(g)));
+                break;
+            }
+            PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, c.params, nullptr));
+            EVP_PKEY* k = nullptr;
+            if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1 || EVP_PKEY_generate(ctx.get(), &k) != 1)
+                return dh_error(g, "keygen");
+            key.reset(k);
             break;
+        }
         case DhGroup::Curve25519:
             key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519"));
             break;

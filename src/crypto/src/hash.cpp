@@ -68,25 +68,55 @@ Bytes digest(Hash h, BytesView data) {
     return out;
 }
 
-SecureBytes hmac(Hash h, BytesView key, BytesView data) {
+namespace {
+
+using MacCtxPtr = std::unique_ptr<EVP_MAC_CTX, detail::Deleter<EVP_MAC_CTX_free>>;
+
+// One unkeyed HMAC context per hash with its digest set, built once and afterwards only copied
+// (EVP_MAC_CTX_dup reads it; concurrent copies are safe).  A copy needs no digest fetch by name,
+// which EVP_MAC_init with a digest parameter does on every call.
+EVP_MAC_CTX* make_hmac_template(Hash h) {
     EVP_MAC* mac = hmac_alg();
     if (mac == nullptr) fatal("EVP_MAC_fetch(HMAC)");
-    std::unique_ptr<EVP_MAC_CTX, detail::Deleter<EVP_MAC_CTX_free>> ctx(EVP_MAC_CTX_new(mac));
-    if (!ctx) fatal("EVP_MAC_CTX_new");
+    EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac);
+    if (ctx == nullptr) fatal("EVP_MAC_CTX_new");
     OSSL_PARAM params[2] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>(hash_name(h)), 0),
         OSSL_PARAM_construct_end()};
+    if (EVP_MAC_CTX_set_params(ctx, params) != 1) fatal("EVP_MAC_CTX_set_params(HMAC digest)");
+    return ctx;  // process lifetime
+}
+
+const EVP_MAC_CTX* hmac_template(Hash h) {
+    static EVP_MAC_CTX* const t[4] = {make_hmac_template(Hash::Sha1), make_hmac_template(Hash::Sha256),
+                                      make_hmac_template(Hash::Sha384), make_hmac_template(Hash::Sha512)};
+    return t[static_cast<size_t>(h)];
+}
+
+// An HMAC context keyed with `key`, ready for update/final.
+MacCtxPtr keyed_hmac(Hash h, BytesView key) {
+    MacCtxPtr ctx(EVP_MAC_CTX_dup(hmac_template(h)));
+    if (!ctx) fatal("EVP_MAC_CTX_dup");
     // An empty key is legal for HMAC (RFC 2104) but EVP_MAC_init rejects a null pointer.
     static const uint8_t empty = 0;
     const uint8_t* k = key.empty() ? &empty : key.data();
-    if (EVP_MAC_init(ctx.get(), k, key.size(), params) != 1) fatal("EVP_MAC_init(HMAC)");
-    if (!data.empty() && EVP_MAC_update(ctx.get(), data.data(), data.size()) != 1)
-        fatal("EVP_MAC_update");
+    if (EVP_MAC_init(ctx.get(), k, key.size(), nullptr) != 1) fatal("EVP_MAC_init(HMAC)");
+    return ctx;
+}
+
+SecureBytes hmac_finish(EVP_MAC_CTX* ctx, Hash h, BytesView data) {
+    if (!data.empty() && EVP_MAC_update(ctx, data.data(), data.size()) != 1) fatal("EVP_MAC_update");
     SecureBytes out(hash_size(h));
     size_t len = 0;
-    if (EVP_MAC_final(ctx.get(), out.data(), &len, out.size()) != 1 || len != out.size())
-        fatal("EVP_MAC_final");
+    if (EVP_MAC_final(ctx, out.data(), &len, out.size()) != 1 || len != out.size()) fatal("EVP_MAC_final");
     return out;
+}
+
+}  // namespace
+
+SecureBytes hmac(Hash h, BytesView key, BytesView data) {
+    MacCtxPtr ctx = keyed_hmac(h, key);
+    return hmac_finish(ctx.get(), h, data);
 }
 
 // ---------------------------------------------------------------- PRF
@@ -125,6 +155,8 @@ Result<SecureBytes> Prf::plus(BytesView key, BytesView seed, size_t len) const {
         return Error(ErrorDomain::Crypto, 0,
                      "prf+: " + std::to_string(len) + " octets requested, at most " +
                          std::to_string(255 * n) + " possible");
+    const Hash h = prf_hash(m_id);
+    MacCtxPtr ctx = keyed_hmac(h, key);  // keyed once; each T(i) re-initialises it with the key
     SecureBytes out;
     SecureBytes t;  // T(i-1)
     SecureBytes input;
@@ -134,7 +166,9 @@ Result<SecureBytes> Prf::plus(BytesView key, BytesView seed, size_t len) const {
         input.append(seed);
         const uint8_t counter = static_cast<uint8_t>(i);
         input.append(BytesView(&counter, 1));
-        t = compute(key, input.view());
+        // A null key restarts HMAC with the key already set (OpenSSL's HMAC_Init_ex reuse).
+        if (i > 1 && EVP_MAC_init(ctx.get(), nullptr, 0, nullptr) != 1) fatal("EVP_MAC_init(HMAC, same key)");
+        t = hmac_finish(ctx.get(), h, input.view());
         const size_t take = std::min(n, len - out.size());
         out.append(t.view().first(take));
     }

@@ -97,6 +97,11 @@ uint64_t EngineImpl::new_ike_spi() {
 }
 
 Result<crypto::DhKeyPair> EngineImpl::make_dh(crypto::DhGroup g) {
+    // With the OS RNG the key pair comes from OpenSSL's keygen, which draws from the same DRBG
+    // OsRng reads and, for the EC groups, starts from the cached curve (from_private below
+    // would import the key with EVP_PKEY_fromdata, which rebuilds the EC_GROUP, ~10 us per SA).
+    // An injected RNG (tests) gets keys derived from its output, so exchanges replay exactly.
+    if (dynamic_cast<const OsRng*>(&m_rng) != nullptr) return crypto::DhKeyPair::generate(g);
     size_t len = 32;
     if (g == crypto::DhGroup::Ecp384) len = 48;
     for (int attempt = 0; attempt < 4; ++attempt) {
@@ -935,13 +940,14 @@ std::vector<CertReqAnchor> EngineImpl::map_certreq(const IkeSa& sa) const {
     size_t unmatched = out.size();
     for (const auto* t : stores) {
         if (unmatched == 0) break;
-        auto hashes = t->anchor_spki_sha1s();
-        auto anchors = t->anchors();
+        const auto& hashes = t->anchor_spki_sha1_each();  // indexed like anchors (not deduplicated)
+        const auto& anchors = t->anchors();
+        const auto& subjects = t->anchor_subjects();
         for (size_t i = 0; i < hashes.size() && i < anchors.size(); ++i)
             for (auto& a : out)
                 if (!a.known() && a.spki_sha1 == hashes[i]) {
-                    a.label = anchors[i].first.empty() ? anchors[i].second.subject() : anchors[i].first;
-                    a.subject = anchors[i].second.subject();
+                    a.label = anchors[i].first.empty() ? subjects[i] : anchors[i].first;
+                    a.subject = subjects[i];
                     --unmatched;
                 }
     }
@@ -1078,7 +1084,7 @@ std::vector<IkeSaInfo> EngineImpl::list_sas() const {
         i.nat_remote = sa->nat_remote;
         i.encap = sa->encap;
         i.established_at = sa->established_at;
-        i.peer_cert_subject = sa->peer_cert_subject;
+        if (!sa->peer_cert_subject_der.empty()) i.peer_cert_subject = x509::dn_to_string(sa->peer_cert_subject_der);
         i.peer_cert_anchor = sa->peer_cert_anchor;
         i.peer_certreq = map_certreq(*sa);
         for (const auto& c : sa->children) {

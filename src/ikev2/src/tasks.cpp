@@ -154,7 +154,7 @@ Status EngineImpl::verify_auth(IkeSa& sa, const std::vector<Payload>& pl, bool p
     if (!v.ok())
         return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::BadSignature),
                      "AUTH signature by " + certs[0].subject() + " does not verify: " + v.error().detail());
-    sa.peer_cert_subject = certs[0].subject();
+    sa.peer_cert_subject_der = certs[0].subject_der();
     sa.peer_cert_anchor = chain->anchor_label;
     sa.remote_auth_desc = std::string(crypto::sig_scheme_name(scheme)) + " certificate";
     m_log->info("IKE SA #{}: peer {} authenticated by {} (chains to '{}')", sa.id, sa.remote_id_text,
@@ -617,7 +617,7 @@ struct IkeRekeyTask final : Task {
         to.remote_id_text = from.remote_id_text;
         to.local_auth_desc = from.local_auth_desc;
         to.remote_auth_desc = from.remote_auth_desc;
-        to.peer_cert_subject = from.peer_cert_subject;
+        to.peer_cert_subject_der = from.peer_cert_subject_der;
         to.peer_cert_anchor = from.peer_cert_anchor;
         to.peer_certreq = from.peer_certreq;
     }
@@ -991,7 +991,7 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         ns.remote_id_text = sa.remote_id_text;
         ns.local_auth_desc = sa.local_auth_desc;
         ns.remote_auth_desc = sa.remote_auth_desc;
-        ns.peer_cert_subject = sa.peer_cert_subject;
+        ns.peer_cert_subject_der = sa.peer_cert_subject_der;
         ns.peer_cert_anchor = sa.peer_cert_anchor;
         ns.peer_certreq = sa.peer_certreq;
         ns.rekeyed_from = sa.id;

@@ -7,6 +7,8 @@
 #include <x2sec/crypto/crypto.hpp>
 #include <x2sec/x509/x509.hpp>
 
+#include "der_parse.hpp"
+
 namespace x2sec::x509 {
 
 namespace {
@@ -72,6 +74,12 @@ Certificate Certificate::adopt(X509* x) {
 }
 
 Result<Certificate> Certificate::from_der(BytesView der) {
+    EVP_PKEY* key = nullptr;
+    if (X509* fast = detail::parse_der_fast(der, &key)) {
+        Certificate c = adopt(fast);
+        if (key != nullptr) c.m_key = std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
+        return c;
+    }
     const unsigned char* p = der.data();
     X509* x = d2i_X509(nullptr, &p, static_cast<long>(der.size()));
     if (x == nullptr) return pki_error("malformed DER certificate");
@@ -147,6 +155,18 @@ Bytes Certificate::subject_der() const {
 }
 
 std::string Certificate::subject() const { return name_to_string(X509_get_subject_name(m_x.get())); }
+
+std::string dn_to_string(BytesView name_der) {
+    const unsigned char* p = name_der.data();
+    X509_NAME* n = d2i_X509_NAME(nullptr, &p, static_cast<long>(name_der.size()));
+    if (n == nullptr) {
+        ERR_clear_error();
+        return {};
+    }
+    std::string s = name_to_string(n);
+    X509_NAME_free(n);
+    return s;
+}
 std::string Certificate::issuer() const { return name_to_string(X509_get_issuer_name(m_x.get())); }
 std::vector<std::string> Certificate::san_dns() const { return san_strings(m_x.get(), GEN_DNS); }
 std::vector<std::string> Certificate::san_email() const { return san_strings(m_x.get(), GEN_EMAIL); }
@@ -216,7 +236,7 @@ std::vector<std::string> Certificate::crl_distribution_points() const {
     return out;
 }
 
-EVP_PKEY* Certificate::public_key() const { return X509_get0_pubkey(m_x.get()); }
+EVP_PKEY* Certificate::public_key() const { return m_key ? m_key.get() : X509_get0_pubkey(m_x.get()); }
 
 // ---------------------------------------------------------------- Crl
 

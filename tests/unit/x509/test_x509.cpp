@@ -564,3 +564,166 @@ TEST(CertificateCache, SharedInstance) {
     EXPECT_EQ(&CertificateCache::shared(), &CertificateCache::shared());
     EXPECT_EQ(CertificateCache::shared().capacity(), 1024u);
 }
+
+// ---------------------------------------------------------------- from_der without decoders
+
+namespace {
+
+// OpenSSL's own parse of the DER, in the default library context: what from_der must match.
+struct X509Free {
+    void operator()(X509* x) const { X509_free(x); }
+};
+std::unique_ptr<X509, X509Free> reference_parse(const Bytes& der) {
+    const unsigned char* p = der.data();
+    return std::unique_ptr<X509, X509Free>(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+}
+
+struct PkeyFree {
+    void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+
+// A certificate under root_a for a key made by the caller (compressed points, other curves).
+Issued leaf_for_key(EVP_PKEY* key, const std::string& cn) {
+    CertOptions o;
+    o.subject = "CN=" + cn + ",O=Vendor A";
+    o.sans = {"DNS:" + cn};
+    o.not_before = kT0 - 10 * kDay;
+    o.not_after = kT0 + 365 * kDay;
+    o.subject_key = key;
+    return test::make_cert(pki().root_a, o);
+}
+
+// from_der of `der` must take the path named (fast = no decoder set-up) and give a certificate
+// that encodes, names and keys exactly like OpenSSL's ordinary parse.
+void expect_parse_like_openssl(const Bytes& der, bool fast) {
+    const ParseCounters before = parse_counters();
+    auto c = Certificate::from_der(der);
+    ASSERT_TRUE(c.ok()) << c.error().detail();
+    const ParseCounters after = parse_counters();
+    EXPECT_EQ(after.fast - before.fast, fast ? 1u : 0u);
+    EXPECT_EQ(after.fallback - before.fallback, fast ? 0u : 1u);
+    auto ref = reference_parse(der);
+    ASSERT_TRUE(ref);
+    EXPECT_EQ(c->der(), der);
+    EXPECT_EQ(X509_cmp(c->get(), ref.get()), 0);
+    ASSERT_NE(c->public_key(), nullptr);
+    ASSERT_NE(X509_get0_pubkey(c->get()), nullptr);  // OpenSSL's chain code reads the leaf key
+    EXPECT_EQ(EVP_PKEY_eq(c->public_key(), X509_get0_pubkey(ref.get())), 1);
+    EXPECT_EQ(EVP_PKEY_eq(X509_get0_pubkey(c->get()), X509_get0_pubkey(ref.get())), 1);
+    EXPECT_EQ(c->spki_sha1(), Certificate::adopt(X509_dup(ref.get())).spki_sha1());
+}
+
+}  // namespace
+
+TEST(FromDer, EndEntityEcAndRsaSkipTheDecoderAndMatchOpenSsl) {
+    expect_parse_like_openssl(pki().leaf_a.cert.der(), true);  // P-256, under an intermediate
+    expect_parse_like_openssl(pki().leaf_b.cert.der(), true);  // RSA 2048
+    auto p384 = test::make_cert(pki().root_b, "CN=p384.operator.example", {"p384.operator.example"},
+                                KeyType::EcP384, kT0 - kDay, kT0 + 30 * kDay);
+    expect_parse_like_openssl(p384.cert.der(), true);
+}
+
+TEST(FromDer, CaCertificatesAndOtherKeysTakeTheOrdinaryPath) {
+    expect_parse_like_openssl(pki().root_a.cert.der(), false);   // CA: its key verifies others
+    expect_parse_like_openssl(pki().inter_a.cert.der(), false);
+    auto ed = test::make_cert(pki().root_a, "CN=ed.vendor-a.example", {"ed.vendor-a.example"}, KeyType::Ed25519,
+                              kT0 - kDay, kT0 + 30 * kDay);
+    expect_parse_like_openssl(ed.cert.der(), false);
+    std::unique_ptr<EVP_PKEY, PkeyFree> p521(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-521"));
+    ASSERT_TRUE(p521);
+    expect_parse_like_openssl(leaf_for_key(p521.get(), "p521.vendor-a.example").cert.der(), false);
+    std::unique_ptr<EVP_PKEY, PkeyFree> comp(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+    ASSERT_TRUE(comp);
+    ASSERT_EQ(EVP_PKEY_set_utf8_string_param(comp.get(), "point-format", "compressed"), 1);
+    Issued compressed = leaf_for_key(comp.get(), "compressed.vendor-a.example");
+    const Bytes der = compressed.cert.der();
+    expect_parse_like_openssl(der, false);
+    // ... and it still verifies: the ordinary path is a complete one.
+    auto c = Certificate::from_der(der);
+    ASSERT_TRUE(c.ok());
+    EXPECT_TRUE(pki().store().verify(*c, {}, kT0).ok());
+}
+
+// Whatever path parsed them, certificates verify, sign-check and fail exactly as before.
+TEST(FromDer, FastParsedCertificatesVerifyAndSignaturesCheck) {
+    auto leaf = Certificate::from_der(pki().leaf_a.cert.der());
+    auto inter = Certificate::from_der(pki().inter_a.cert.der());
+    ASSERT_TRUE(leaf.ok() && inter.ok());
+    auto chain = pki().store().verify(*leaf, {*inter}, kT0);
+    ASSERT_TRUE(chain.ok()) << chain.error().detail();
+    EXPECT_EQ(chain->anchor_label, "vendor-a");
+    EXPECT_TRUE(match_identity(*leaf, IdType::Fqdn, to_bytes("henb1.vendor-a.example")).ok());
+    const Bytes msg = to_bytes("IKE_AUTH octets");
+    for (const Issued* who : {&pki().leaf_a, &pki().leaf_b}) {
+        auto c = Certificate::from_der(who->cert.der());
+        ASSERT_TRUE(c.ok());
+        const auto scheme = crypto::default_sig_scheme(c->public_key());
+        auto sig = who->key.sign(scheme, msg);
+        ASSERT_TRUE(sig.ok());
+        EXPECT_TRUE(crypto::verify_signature(c->public_key(), scheme, msg, *sig).ok());
+        Bytes bad = msg;
+        bad[0] ^= 1;
+        EXPECT_FALSE(crypto::verify_signature(c->public_key(), scheme, bad, *sig).ok());
+    }
+    // A leaf whose certificate signature is damaged still parses, and is refused by the chain check.
+    Bytes der = pki().leaf_a.cert.der();
+    der[der.size() - 5] ^= 0x01;
+    auto damaged = Certificate::from_der(der);
+    ASSERT_TRUE(damaged.ok());
+    auto v = pki().store().verify(*damaged, {*inter}, kT0);
+    ASSERT_FALSE(v.ok());
+    EXPECT_EQ(failure_of(v.error()), VerifyFailure::BadSignature) << v.error().detail();
+}
+
+// Bad input never takes a shortcut: a point off the curve, a non-minimal (BER) length, trailing
+// octets and truncation all end on the ordinary path with its answer.
+TEST(FromDer, BadOrUnusualEncodingsFallBack) {
+    const Bytes good = pki().leaf_a.cert.der();
+    // The outer Certificate SEQUENCE length in a non-minimal long form: BER, not DER.
+    ASSERT_EQ(good[0], 0x30);
+    ASSERT_EQ(good[1], 0x82);
+    Bytes ber = {0x30, 0x83, 0x00, good[2], good[3]};
+    ber.insert(ber.end(), good.begin() + 4, good.end());
+    ParseCounters before = parse_counters();
+    auto c = Certificate::from_der(ber);
+    ParseCounters after = parse_counters();
+    EXPECT_EQ(after.fast, before.fast);
+    ASSERT_TRUE(c.ok()) << c.error().detail();  // OpenSSL accepts BER lengths
+    EXPECT_EQ(after.fallback, before.fallback + 1);
+    {  // the signature is over the unchanged TBS
+        auto inter = Certificate::from_der(pki().inter_a.cert.der());
+        ASSERT_TRUE(inter.ok());
+        EXPECT_TRUE(pki().store().verify(*c, {*inter}, kT0).ok());
+    }
+    // Trailing octets and truncation: the ordinary errors.
+    Bytes trailing = good;
+    trailing.push_back(0);
+    auto t = Certificate::from_der(trailing);
+    ASSERT_FALSE(t.ok());
+    EXPECT_TRUE(contains(t.error().detail(), "trailing")) << t.error().detail();
+    auto cut = Certificate::from_der(BytesView(good).first(good.size() / 2));
+    ASSERT_FALSE(cut.ok());
+    EXPECT_TRUE(contains(cut.error().detail(), "malformed")) << cut.error().detail();
+    // The public point moved off the curve: the key does not decode on either path.
+    Bytes off = good;
+    const Bytes point = [&] {
+        const unsigned char* pk = nullptr;
+        int len = 0;
+        X509_PUBKEY_get0_param(nullptr, &pk, &len, nullptr, X509_get_X509_PUBKEY(pki().leaf_a.cert.get()));
+        return Bytes(pk, pk + len);
+    }();
+    auto at = std::search(off.begin(), off.end(), point.begin(), point.end());
+    ASSERT_NE(at, off.end());
+    at[point.size() - 1] ^= 0x01;  // last octet of y
+    before = parse_counters();
+    auto o = Certificate::from_der(off);
+    after = parse_counters();
+    EXPECT_EQ(after.fast, before.fast);
+    ASSERT_TRUE(o.ok()) << o.error().detail();  // OpenSSL parses it with no key
+    {
+        EXPECT_EQ(X509_get0_pubkey(o->get()), nullptr);
+        auto inter = Certificate::from_der(pki().inter_a.cert.der());
+        ASSERT_TRUE(inter.ok());
+        EXPECT_FALSE(pki().store().verify(*o, {*inter}, kT0).ok());
+    }
+}

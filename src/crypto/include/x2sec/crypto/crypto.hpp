@@ -14,6 +14,7 @@
 #include <x2sec/common/rng.hpp>
 
 typedef struct evp_pkey_st EVP_PKEY;
+typedef struct ec_group_st EC_GROUP;
 
 namespace x2sec::crypto {
 
@@ -190,6 +191,14 @@ std::optional<KeyType> key_type_of(const EVP_PKEY* key);
 // DER SubjectPublicKeyInfo of a key (i2d_PUBKEY), and back (caller owns the EVP_PKEY).
 Result<Bytes> public_key_der(const EVP_PKEY* key);
 Result<EVP_PKEY*> public_key_from_der(BytesView der);
+
+// EC keys on the curves whose EC_GROUP the DH code builds once per process (P-256 and
+// P-384), for certificate parsing without a per-key EC_GROUP rebuild: the shared, read-only
+// group (nullptr for any other curve NID), and a provider-native public key from an encoded
+// point (0x04 || x || y), copied from the cached parameters template (caller owns; nullptr if
+// the curve is not cached or the point is not on it).
+const EC_GROUP* cached_ec_group(int curve_nid);
+EVP_PKEY* ec_public_key_from_point(int curve_nid, BytesView encoded_point);
 
 // Verify a signature with a public key (from a certificate).  Detail names the scheme on
 // failure ("ECDSA-SHA256 signature does not verify").

@@ -51,13 +51,25 @@ public:
 private:
     struct Free { void operator()(X509* x) const; };
     std::shared_ptr<X509> m_x;
+    // from_der's provider-native copy of an EC key (public_key() returns it; the X509 holds a
+    // legacy one that OpenSSL would export to the provider on every signature check).
+    std::shared_ptr<EVP_PKEY> m_key;
 };
+
+// How from_der parsed certificates in this process: without the decoder set-up (EC P-256 /
+// P-384 and RSA keys, DER as received) or the ordinary d2i_X509 way (anything else).
+struct ParseCounters {
+    uint64_t fast = 0;
+    uint64_t fallback = 0;
+};
+ParseCounters parse_counters();
 
 // A bounded, thread-safe cache of parsed certificates, keyed by the SHA-256 of their DER (the
 // full DER is compared on a hit, so a hash collision cannot substitute a certificate).  It
 // saves re-parsing a certificate a peer presents again: in OpenSSL 3.0 d2i_X509 costs about as
-// much as an ECDSA verify (~90 us), almost all of it setting up the provider decoder framework
-// for the public key.  Only parsing is cached, never a verdict: TrustStore::verify (chain
+// much as an ECDSA verify (~90 us) when it sets up the provider decoder framework for the public
+// key; Certificate::from_der avoids that for EC P-256/P-384 and RSA keys (~20 us), the cache
+// saves the rest.  Only parsing is cached, never a verdict: TrustStore::verify (chain
 // signatures, validity at the given time, CRLs), match_identity and the AUTH signature check
 // run on every use, so a new CRL or anchor takes effect at once, and a changed certificate has
 // a different DER and is parsed afresh.  Failures are not cached.  The least recently used entry
@@ -138,7 +150,10 @@ public:
     // SHA-1 SPKI hashes of the anchors (for CERTREQ) and lookup by such a hash.
     std::vector<Bytes> anchor_spki_sha1s() const;
     std::optional<Certificate> anchor_by_spki_sha1(BytesView hash) const;
-    std::vector<std::pair<std::string, Certificate>> anchors() const { return m_anchors; }
+    const std::vector<std::pair<std::string, Certificate>>& anchors() const { return m_anchors; }
+    // The SPKI SHA-1 and the RFC 2253 subject of each anchors() entry, in the same order.
+    const std::vector<Bytes>& anchor_spki_sha1_each() const { return m_anchor_spki_sha1s; }
+    const std::vector<std::string>& anchor_subjects() const { return m_anchor_subjects; }
     bool empty() const { return m_anchors.empty(); }
 
 private:
@@ -152,9 +167,14 @@ private:
     std::string m_store_error;  // why the last rebuild failed; reported by verify()
     std::vector<std::pair<std::string, Certificate>> m_anchors;
     std::vector<Bytes> m_anchor_spki_sha1s;  // one per m_anchors entry, computed in add_anchor
+    std::vector<std::string> m_anchor_subjects;  // likewise
     std::vector<Crl> m_crls;
     bool m_crl_check = false;
 };
+
+// A DER Name (Certificate::subject_der()) as RFC 2253 text, like Certificate::subject(); ""
+// for octets that do not decode as a Name.
+std::string dn_to_string(BytesView name_der);
 
 // IKEv2 identification types (RFC 7296 3.5).
 enum class IdType : uint8_t { Ipv4Addr = 1, Fqdn = 2, Rfc822Addr = 3, Ipv6Addr = 5, DerAsn1Dn = 9, KeyId = 11 };
