@@ -391,6 +391,10 @@ TEST(IkeExchange, DpdKeepsAliveAndDetectsDeadPeer) {
     size_t n = p.pump();
     EXPECT_EQ(n, 2u);  // an empty INFORMATIONAL and its answer
     EXPECT_TRUE(p.established());
+    // The responder counted the liveness check it answered; the initiator answered none.
+    EXPECT_EQ(p.b.engine->counters().get("ike.rx.informational_request"), 1u);
+    EXPECT_EQ(p.b.engine->counters().get("ike.rx.liveness_check"), 1u);
+    EXPECT_EQ(p.a.engine->counters().get("ike.rx.liveness_check"), 0u);
     // Now the peer vanishes.
     p.drop = [](const Datagram&, bool) { return true; };
     for (int i = 0; i < 40 && p.a.count(Event::Kind::PeerDead) == 0; ++i) {

@@ -687,6 +687,14 @@ void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, co
             respond_create_child(sa, h.message_id, pl, now);
             return;
         case ExchangeType::Informational:
+            // Counted so a peer's liveness checks (RFC 7296 2.4: an empty INFORMATIONAL request)
+            // are visible in the counters and the log.
+            count("informational_request");
+            if (pl.empty()) {
+                count("liveness_check");
+                m_log->debug("IKE SA #{} ({}): liveness check (empty INFORMATIONAL request #{}) from {}, answering",
+                             sa.id, peer(sa).name, h.message_id, sa.remote.to_string());
+            }
             respond_informational(sa, h.message_id, pl, now);
             return;
         default: return;

@@ -16,8 +16,13 @@
 #                              both ends: the IKE_AUTH messages with certificates are split
 #                              and reassembled both ways (checked in charon's log and x2sec's
 #                              counters)
-#         <case>-dpd           x2sec's DPD every 1 s answered by charon, then charon is killed
-#                              and x2sec must declare the peer dead and remove the SAs
+#         <case>-dpd           liveness checks, from the case's initiator:
+#                              psk-initiator-dpd: x2sec's DPD every 1 s answered by charon,
+#                              then charon is killed and x2sec must declare the peer dead and
+#                              remove the SAs;
+#                              cert-responder-dpd: charon's DPD every 1 s (retransmission
+#                              shortened to 1 s x1.4, 3 tries: ~7 s) answered by x2sec, then
+#                              x2sec is killed and charon must give up and drop the IKE SA
 #
 # Each case: IKE SA + Child SA established (checked on both ends: same IKE SPIs, Child SPIs
 # crossed in/out), Child SA rekey, IKE SA rekey, delete; the initiator of the case drives
@@ -144,8 +149,9 @@ charon {
   fragment_size = $CH_FRAG_SIZE
   install_routes = yes
   install_virtual_ip = no
-  retransmit_tries = 3
-  retransmit_timeout = 2
+  retransmit_tries = $CH_RTRIES
+  retransmit_timeout = $CH_RTO
+  retransmit_base = $CH_RBASE
   plugins {
     vici {
       socket = unix:///run/charon.vici
@@ -235,6 +241,12 @@ sw() { local n=$1; shift; STRONGSWAN_CONF=$BASE/$n/strongswan.conf swanctl "$@" 
 
 CH_FRAG_SIZE=$([ $FRAG = 1 ] && echo 576 || echo 1280)
 CH_DPD=0  # charon sends no DPD of its own: x2sec's every second keeps it from ever needing to
+CH_RTRIES=3 CH_RTO=2.0 CH_RBASE=1.8   # charon gives up after 2+3.6+6.5+11.7 = ~24 s
+if [ $DPD = 1 ] && [ "$ROLE" = responder ]; then
+  # charon checks liveness every second (x2sec's DPD is off, so charon's is the only one and
+  # always due) and gives up on a silent peer after 1+1.4+2.0+2.7 = ~7.1 s.
+  CH_DPD=1s CH_RTRIES=3 CH_RTO=1.0 CH_RBASE=1.4
+fi
 mk_charon C $OUT_C $OUT_X charon.example.org x2sec.example.org 203.0.113.0/24 198.51.100.0/24 charon
 start_charon C $NS_C
 log "charon up in $NS_C ($OUT_C, ports 500/4500, kernel-libipsec)"
@@ -264,7 +276,7 @@ psk = \"hex:$PSK_HEX\""
     CRED=""
   fi
   X_RTO=$([ $DPD = 1 ] && echo 1s || echo 2s)
-  X_DPD=$([ $DPD = 1 ] && echo '"1s"' || echo 0)
+  X_DPD=$([ $DPD = 1 ] && [ "$ROLE" = initiator ] && echo '"1s"' || echo 0)
   X_FRAG_SIZE=$([ $FRAG = 1 ] && echo 576 || echo 1280)
   cat > $BASE/x2sec.toml <<TEOF
 [runtime]
@@ -413,6 +425,42 @@ if [ $FRAG = 1 ] && [ "$CASE" != fixture ]; then
   TX=$(echo "$CNT" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("ike.tx.fragments",0))')
   [ "${RX:-0}" -ge 1 ] && [ "${TX:-0}" -ge 2 ] || { echo "$CNT"; fail "x2sec counters: ike.rx.reassembled=$RX ike.tx.fragments=$TX"; }
   log "fragmentation at 576: x2sec sent $TX fragments and reassembled $RX message(s); charon split and reassembled too"
+fi
+if [ $DPD = 1 ] && [ "$CASE" != fixture ] && [ "$ROLE" = responder ]; then
+  # (1) charon's liveness checks answered by x2sec.  charon logs "sending DPD request", then
+  # "generating INFORMATIONAL request N [ ]" and, once x2sec answers, "parsed INFORMATIONAL
+  # response N [ ]"; x2sec counts each empty INFORMATIONAL request it answers.
+  n_sent() { grep -c "sending DPD request" $BASE/C/charon.log; }
+  n_answered() { grep -c "parsed INFORMATIONAL response [0-9]* \[ \]" $BASE/C/charon.log; }
+  x_live() { x2 counters 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("ike.rx.liveness_check",0))' 2>/dev/null || echo 0; }
+  for _ in $(seq 75); do  # DPD every 1 s: give a loaded machine up to 15 s for two
+    [ "$(n_answered)" -ge 2 ] && [ "$(x_live)" -ge 2 ] && break
+    sleep 0.2
+  done
+  SENT=$(n_sent) ANS=$(n_answered) XL=$(x_live)
+  [ "$SENT" -ge 2 ] || { dump; fail "charon sent $SENT DPD request(s) in 15 s, expected at least 2 (dpd_delay = 1s)"; }
+  [ "$ANS" -ge 2 ] || { dump; fail "charon sent $SENT DPD requests but parsed only $ANS empty INFORMATIONAL response(s) from x2sec"; }
+  [ "$XL" -ge 2 ] || { x2 counters; dump; fail "x2sec counted $XL liveness checks (ike.rx.liveness_check), charon sent $SENT"; }
+  XLOG=$(grep -c "liveness check (empty INFORMATIONAL request" $BASE/x2sec.log)
+  [ "$XLOG" -ge 2 ] || { dump; fail "x2sec logged $XLOG answered liveness checks, expected at least 2"; }
+  S1b=$(consistent) && [ "$S1b" = "$S1" ] || { echo "before: $S1"; echo "after:  ${S1b:-<no agreement>}"; fail "the SAs changed during DPD"; }
+  log "DPD: charon sent $SENT liveness checks and parsed $ANS answers; x2sec counted $XL (ike.rx.liveness_check); SAs unchanged"
+  # (2) x2sec vanishes: charon's next DPD goes unanswered and it must give up and drop the SA.
+  kill -9 $X2PID; wait $X2PID 2>/dev/null
+  KILLED_AT=$(date +%s)
+  log "x2sec killed (SIGKILL): charon must find the peer dead"
+  for _ in $(seq 100); do  # ~1 s DPD delay + ~7.1 s of retransmissions; allow 20 s
+    [ -z "$(c_sas)" ] && break
+    sleep 0.2
+  done
+  [ -z "$(c_sas)" ] || { sw C --list-sas; dump; fail "charon kept the IKE SA of a dead x2sec for 20 s"; }
+  GAVE_UP=$(grep -m1 "giving up after [0-9]* retransmits" $BASE/C/charon.log) || \
+    { dump; fail "charon dropped the SA without logging 'giving up after N retransmits'"; }
+  RETX=$(grep -c "retransmit [0-9]* of request with message ID" $BASE/C/charon.log)
+  [ "$RETX" -ge 3 ] || { dump; fail "charon gave up after $RETX retransmissions, expected 3 (retransmit_tries)"; }
+  log "charon declared x2sec dead $(( $(date +%s) - KILLED_AT )) s after the kill: '$(echo "$GAVE_UP" | sed 's/^[0-9:]* [0-9]*\[[A-Z]*\] //')', $RETX retransmissions, no SA left"
+  log "PASS: $CASE ($MODE, $ROLE, DPD)"
+  exit 0
 fi
 if [ $DPD = 1 ] && [ "$CASE" != fixture ]; then
   for _ in $(seq 100); do  # DPD every 2 s: give a loaded machine up to 20 s
