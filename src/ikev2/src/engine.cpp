@@ -85,7 +85,73 @@ void EngineImpl::reap(IkeSa& sa) {
     if (!sa.initiator)
         if (auto it = m_by_init.find(init_key(sa.spi_i, sa.remote.addr)); it != m_by_init.end() && it->second == sa.id)
             m_by_init.erase(it);
-    for (const auto& c : sa.children) m_child_spis.erase(c.spi_in);
+    while (!sa.children.empty()) {
+        uint32_t spi_in = sa.children.back().spi_in;
+        detach_child(sa, std::prev(sa.children.end()));
+        m_child_spis.erase(spi_in);
+    }
+}
+
+ChildSa& EngineImpl::attach_child(IkeSa& sa, ChildSa child) {
+    auto [it, fresh] = m_child_owner.emplace(child.spi_in, sa.id);
+    if (!fresh) {
+        // Cannot happen (inbound SPIs are unique, moves detach first); check_indexes() reports it.
+        m_log->error("Child SA {:08x}: inbound SPI already indexed under IKE SA #{}, attached to #{}", child.spi_in,
+                     it->second, sa.id);
+        it->second = sa.id;
+    }
+    touch(sa);
+    sa.children.push_back(std::move(child));
+    return sa.children.back();
+}
+
+ChildSa EngineImpl::detach_child(IkeSa& sa, std::vector<ChildSa>::iterator it) {
+    ChildSa c = std::move(*it);
+    sa.children.erase(it);
+    auto o = m_child_owner.find(c.spi_in);
+    if (o != m_child_owner.end() && o->second == sa.id) m_child_owner.erase(o);
+    else m_log->error("Child SA {:08x}: not indexed under IKE SA #{} when detached", c.spi_in, sa.id);
+    touch(sa);
+    return c;
+}
+
+void EngineImpl::move_children(IkeSa& from, IkeSa& to) {
+    while (!from.children.empty()) attach_child(to, detach_child(from, from.children.begin()));
+    from.children_moved_to = to.id;
+}
+
+IkeSa* EngineImpl::child_owner(uint32_t spi_in) {
+    auto it = m_child_owner.find(spi_in);
+    return it == m_child_owner.end() ? nullptr : find_sa(it->second);
+}
+
+Status EngineImpl::check_indexes() const {
+    auto bad = [](std::string what) { return Error(ErrorDomain::Ike, 0, std::move(what)); };
+    size_t held = 0;
+    for (const auto& [id, sa] : m_sas)
+        for (const auto& c : sa->children) {
+            ++held;
+            auto it = m_child_owner.find(c.spi_in);
+            if (it == m_child_owner.end())
+                return bad(fmt::format("Child SA {:08x} of IKE SA #{} is missing from the owner index", c.spi_in, id));
+            if (it->second != id)
+                return bad(fmt::format("Child SA {:08x} of IKE SA #{} is indexed under IKE SA #{}", c.spi_in, id,
+                                       it->second));
+            if (!m_child_spis.count(c.spi_in))
+                return bad(fmt::format("Child SA {:08x} of IKE SA #{} is not among the SPIs handed out", c.spi_in, id));
+        }
+    if (held != m_child_owner.size())
+        for (const auto& [spi, id] : m_child_owner) {
+            auto sa = m_sas.find(id);
+            bool holds = sa != m_sas.end() && std::any_of(sa->second->children.begin(), sa->second->children.end(),
+                                                          [&](const ChildSa& c) { return c.spi_in == spi; });
+            if (!holds)
+                return bad(fmt::format("owner index entry {:08x} -> IKE SA #{}: that IKE SA holds no such Child SA",
+                                       spi, id));
+        }
+    if (held != m_child_owner.size())
+        return bad(fmt::format("{} Child SAs held but {} owner index entries", held, m_child_owner.size()));
+    return {};
 }
 
 uint64_t EngineImpl::new_ike_spi() {
@@ -190,8 +256,8 @@ void EngineImpl::remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, con
         if (!st.ok()) m_log->warn("Child SA {:08x}: backend remove failed: {}", spi_in, st.error().to_string());
     }
     if (notify_event) event(sa, Event::Kind::ChildSaDown, 0, it->name + " " + why);
+    detach_child(sa, it);
     m_child_spis.erase(spi_in);
-    sa.children.erase(it);
 }
 
 void EngineImpl::destroy(IkeSa& sa, Millis now, bool remove_children, const std::string& why) {
@@ -737,30 +803,51 @@ void EngineImpl::tick(Millis now) {
         soft.swap(m_soft_expired);
         hard.swap(m_hard_expired);
     }
-    // Lifetime events from the data plane are rare; these scans are per event, not per tick.
-    for (uint32_t spi : soft)
-        for (auto& [id, sa] : m_sas)
-            if (auto* c = child_by_in(*sa, spi); c && c->st == ChildSa::St::Installed && sa->state == SaState::Established) {
-                m_log->info("Child SA {} {:08x}: soft lifetime expired, rekeying", c->name, spi);
-                c->rekey_at = 0;
-                (void)rekey_child(sa->id, spi, now);
-            }
-    for (uint32_t spi : hard)
-        for (auto& [id, sa] : m_sas)
-            if (auto* c = child_by_in(*sa, spi)) {
-                c->installed = false;  // the data plane removed it
-                touch(*sa);
-                if (sa->state != SaState::Established) {
-                    remove_child(*sa, spi, true, "(hard lifetime expired)");
-                    break;
-                }
-                // Tell the peer: the Child SA stays (uninstalled) until the delete is answered,
-                // so the INFORMATIONAL exchange still finds it.
-                event(*sa, Event::Kind::ChildSaDown, 0, c->name + " (hard lifetime expired)");
-                c->down_reported = true;
-                queue_exchange(*sa, make_delete_child_exchange({spi}), now);
-                break;
-            }
+    // Lifetime events from the data plane name the inbound SPI: the owner index finds the IKE
+    // SA.  An SPI no IKE SA holds (already deleted or rekeyed away, or never ours) is ignored,
+    // counted and logged.
+    auto owner_of = [&](uint32_t spi, const char* what) -> std::pair<IkeSa*, ChildSa*> {
+        IkeSa* sa = child_owner(spi);
+        ChildSa* c = sa ? child_by_in(*sa, spi) : nullptr;
+        if (!c) {
+            m_counters.inc("ike.child.expired_unknown_spi");
+            m_log->warn("data plane reported the {} lifetime of inbound SPI {:08x} expired: no such Child SA, ignored "
+                        "(ike.child.expired_unknown_spi)",
+                        what, spi);
+            return {nullptr, nullptr};
+        }
+        return {sa, c};
+    };
+    for (uint32_t spi : soft) {
+        auto [sa, c] = owner_of(spi, "soft");
+        if (!c) continue;
+        m_counters.inc("ike.child.soft_expired");
+        if (c->st != ChildSa::St::Installed || sa->state != SaState::Established) {
+            m_log->info("IKE SA #{}: Child SA {} {:08x}: soft lifetime expired while {} / IKE SA {}, no rekey", sa->id,
+                        c->name, spi, c->st == ChildSa::St::Rekeying ? "rekeying" : "not installed",
+                        state_name(sa->state));
+            continue;
+        }
+        m_log->info("IKE SA #{}: Child SA {} {:08x}: soft lifetime expired, rekeying", sa->id, c->name, spi);
+        c->rekey_at = 0;
+        (void)rekey_child(sa->id, spi, now);
+    }
+    for (uint32_t spi : hard) {
+        auto [sa, c] = owner_of(spi, "hard");
+        if (!c) continue;
+        m_counters.inc("ike.child.hard_expired");
+        c->installed = false;  // the data plane removed it
+        touch(*sa);
+        if (sa->state != SaState::Established) {
+            remove_child(*sa, spi, true, "(hard lifetime expired)");
+            continue;
+        }
+        // Tell the peer: the Child SA stays (uninstalled) until the delete is answered, so the
+        // INFORMATIONAL exchange still finds it.
+        event(*sa, Event::Kind::ChildSaDown, 0, c->name + " (hard lifetime expired)");
+        c->down_reported = true;
+        queue_exchange(*sa, make_delete_child_exchange({spi}), now);
+    }
 
     if (m_cookie_rotated_at >= 0 && now - m_cookie_rotated_at >= m_config.cookie_secret_lifetime_ms) rotate_cookie_secret(now);
 
@@ -1152,6 +1239,7 @@ Status Engine::delete_ike(uint64_t id, Millis now) { return rearmed(m_impl->e.de
 Status Engine::send_dpd(uint64_t id, Millis now) { return rearmed(m_impl->e.send_dpd(id, now)); }
 std::vector<IkeSaInfo> Engine::list_sas() const { return m_impl->e.list_sas(); }
 const Counters& Engine::counters() const { return m_impl->e.m_counters; }
+Status Engine::check_indexes() const { return m_impl->e.check_indexes(); }
 void Engine::set_key_logger(std::function<void(const IkeSaKeys&)> on_ike_keys,
                             std::function<void(const ChildSaParams&)> on_child_keys) {
     m_impl->e.m_on_ike_keys = std::move(on_ike_keys);

@@ -133,6 +133,7 @@ struct IkeSa {
     std::optional<CachedResponse> cached;
     Reassembly frag_req, frag_resp;
 
+    // Changed only through EngineImpl::attach_child / detach_child (they keep m_child_owner).
     std::vector<ChildSa> children;
     Millis created_at = 0, established_at = 0, rekey_at = 0, last_rx = 0;
     std::string local_id_text, remote_id_text, local_auth_desc, remote_auth_desc;
@@ -142,6 +143,7 @@ struct IkeSa {
     std::string peer_cert_anchor;
     IkeRekeyState rekey;
     uint64_t rekeyed_from = 0;   // the old IKE SA this one replaced
+    uint64_t children_moved_to = 0;  // the IKE SA that took over this one's children (rekey)
     bool children_moved = false; // for a responder-created rekeyed SA
     // Responder: the peer configs whose addresses (and ports) matched the IKE_SA_INIT, best
     // first; IKE_AUTH re-selects peer_idx among them by IDi / IDr.
@@ -192,6 +194,19 @@ public:
     std::unordered_map<uint64_t, uint64_t> m_by_spi;
     std::unordered_map<std::string, uint64_t> m_by_init;
     std::unordered_set<uint32_t> m_child_spis;
+    // Inbound SPI of every Child SA held in some IkeSa::children -> that IKE SA's id, exactly:
+    // attach_child() is the only place that adds an entry (and the only one that appends to
+    // children), detach_child() the only one that removes (and erases from children).  A
+    // Child SA moving to a rekeyed IKE SA is detached and attached (move_children()).  Used
+    // for the data plane's lifetime events, which name only the inbound SPI.
+    std::unordered_map<uint32_t, uint64_t> m_child_owner;
+    ChildSa& attach_child(IkeSa& sa, ChildSa child);
+    ChildSa detach_child(IkeSa& sa, std::vector<ChildSa>::iterator it);
+    void move_children(IkeSa& from, IkeSa& to);
+    // The IKE SA (not yet reaped) holding the Child SA with this inbound SPI, or null.
+    IkeSa* child_owner(uint32_t spi_in);
+    // Checks m_child_owner and m_child_spis against the SAs (Engine::check_indexes, tests).
+    Status check_indexes() const;
     size_t m_half_open = 0;
     // Timers: a min-heap of (deadline, IKE SA id), one live entry per SA (IkeSa::armed_at);
     // entries whose deadline no longer equals armed_at, or whose SA is gone, are stale and

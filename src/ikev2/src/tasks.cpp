@@ -191,7 +191,7 @@ Status EngineImpl::install_child(IkeSa& sa, ChildSa& child, const ChildKeys& key
     if (m_on_child_keys) m_on_child_keys(p);
     m_log->info("IKE SA #{}: Child SA {} installed, SPIs {:08x}_i {:08x}_o, {}", sa.id, child.name, child.spi_in,
                 child.spi_out, x2sec::to_string(child.cipher));
-    sa.children.push_back(child);
+    attach_child(sa, child);
     event(sa, Event::Kind::ChildSaUp, 0, child.name + " " + fmt::format("{:08x}/{:08x}", child.spi_in, child.spi_out));
     return {};
 }
@@ -537,8 +537,7 @@ struct IkeRekeyTask final : Task {
         IkeSa* theirs = e.find_sa(sa.rekey.theirs_id);
         sa.rekey.theirs_id = 0;
         if (theirs && theirs->state == SaState::Established) {
-            for (auto& c : sa.children) theirs->children.push_back(std::move(c));
-            sa.children.clear();
+            e.move_children(sa, *theirs);
             e.transition(sa, SaState::Rekeyed);
             theirs->established_at = now;
             e.schedule_rekeys(*theirs, now);
@@ -640,17 +639,29 @@ struct DeleteChildTask final : Task {
         out.push_back({PayloadType::Delete, false, std::move(d)});
         return {};
     }
-    Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>&, Millis) override {
+    Status process(EngineImpl& e, IkeSa&, const std::vector<Payload>&, Millis) override {
         for (uint32_t s : spis) {
-            ChildSa* c = e.child_by_in(sa, s);
+            // The peer confirmed the delete.  An IKE rekey answered meanwhile may have moved the
+            // Child SA to the new IKE SA: the owner index finds it wherever it is now.
+            IkeSa* owner = e.child_owner(s);
+            ChildSa* c = owner ? e.child_by_in(*owner, s) : nullptr;
             if (!c) continue;
             bool rekeyed = c->st == ChildSa::St::Rekeyed;
-            e.remove_child(sa, s, !rekeyed && !c->down_reported, "deleted");
+            e.remove_child(*owner, s, !rekeyed && !c->down_reported, "deleted");
         }
         return {};
     }
-    void abort(EngineImpl& e, IkeSa& sa, Millis) override {
+    void abort(EngineImpl& e, IkeSa& sa, Millis now) override {
         for (uint32_t s : spis) {
+            IkeSa* owner = e.child_owner(s);
+            if (owner && owner != &sa && owner->state == SaState::Established) {
+                // An IKE rekey moved the Child SA while its delete was pending on the old IKE
+                // SA, which is now going away: delete it over the new one (a repeated delete of
+                // an SPI the peer no longer has is answered with an empty DELETE).
+                e.m_log->info("IKE SA #{}: delete of Child SA {:08x} moved to IKE SA #{}", sa.id, s, owner->id);
+                e.queue_exchange(*owner, make_delete_child_exchange({s}), now);
+                continue;
+            }
             ChildSa* c = e.child_by_in(sa, s);
             e.remove_child(sa, s, !c || !c->down_reported, "deleted (no answer)");
         }
@@ -778,8 +789,7 @@ Exchange make_dpd_exchange() {
 }
 
 void EngineImpl::finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now) {
-    for (auto& c : old_sa.children) ns.children.push_back(std::move(c));
-    old_sa.children.clear();
+    move_children(old_sa, ns);
     ns.established_at = now;
     schedule_rekeys(ns, now);
     transition(old_sa, SaState::Rekeyed);
@@ -1143,14 +1153,17 @@ void EngineImpl::respond_informational(IkeSa& sa, uint32_t mid, const std::vecto
         }
         if (d->protocol != ProtocolId::Esp) continue;
         for (const auto& s : d->spis) {
+            // The peer names its inbound SPI (our outbound one), which the inbound owner index
+            // cannot key (peers choose theirs freely); the Child SA is on this IKE SA or moved
+            // with a rekey to its successor (followed; successors have strictly larger ids).
             IkeSa* owner = &sa;
             ChildSa* c = child_by_out(sa, read_spi4(s));
-            // The Child SA may have moved to the IKE SA that replaced this one.
-            for (auto& [id, other] : m_sas)
-                if (!c && other->rekeyed_from == sa.id && other->state != SaState::Destroyed) {
-                    owner = other.get();
-                    c = child_by_out(*owner, read_spi4(s));
-                }
+            while (!c && owner->children_moved_to) {
+                IkeSa* next = find_sa(owner->children_moved_to);
+                if (!next || next->state == SaState::Destroyed) break;
+                owner = next;
+                c = child_by_out(*owner, read_spi4(s));
+            }
             touch(*owner);
             if (!c) continue;
             uint32_t in = c->spi_in;

@@ -260,6 +260,9 @@ public:
 
     std::vector<IkeSaInfo> list_sas() const;
     const Counters& counters() const;
+    // Self-check for tests: the engine's internal indexes (inbound Child SPI -> owning IKE
+    // SA, SPIs handed out) agree exactly with its SAs.  The error names the first mismatch.
+    Status check_indexes() const;
     // Opt-in key export for Wireshark (the runtime writes the files, with a warning).
     void set_key_logger(std::function<void(const IkeSaKeys&)> on_ike_keys,
                         std::function<void(const ChildSaParams&)> on_child_keys);
