@@ -47,6 +47,10 @@ Error dh_error(DhGroup g, const std::string& what) {
     return crypto_error(std::string(dh_group_name(g)) + ": " + what);
 }
 
+Error unsupported_group(DhGroup g) {
+    return Error(ErrorDomain::Crypto, 0, "unsupported DH group " + std::to_string(static_cast<unsigned>(g)));
+}
+
 Error dh_invalid(DhGroup g, const std::string& what) {
     openssl_errors();  // drop whatever OpenSSL queued while rejecting the value
     return Error(ErrorDomain::Crypto, 0,
@@ -232,16 +236,9 @@ Result<DhKeyPair> DhKeyPair::generate(DhGroup g) {
             key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519"));
             break;
         default:
-            return Error(ErrorDomain::Crypto, 0,
-                         "unsupported DH group " + std::to_string(static_cast<unsigned>(g)));
+            return unsupported_group(g);
     }
-    if (!key) return dh_error(g, "keygen");
-    X2SEC_TRY(Bytes pub, encode_public(g, key.get()));
-    DhKeyPair kp;
-    kp.m_group = g;
-    kp.m_key = key.release();
-    kp.m_public = std::move(pub);
-    return kp;
+    return adopt(g, key.release(), "keygen");
 }
 
 Result<DhKeyPair> DhKeyPair::generate(DhGroup g, Rng& rng) {
@@ -273,7 +270,7 @@ Result<DhKeyPair> DhKeyPair::generate(DhGroup g, Rng& rng) {
                          std::string(dh_group_name(g)) + ": the Rng produced no valid scalar in 128 draws");
         }
     }
-    return Error(ErrorDomain::Crypto, 0, "unsupported DH group " + std::to_string(static_cast<unsigned>(g)));
+    return unsupported_group(g);
 }
 
 Result<DhKeyPair> DhKeyPair::from_private(DhGroup g, BytesView priv) {
@@ -328,14 +325,18 @@ Result<DhKeyPair> DhKeyPair::from_private(DhGroup g, BytesView priv) {
             key.reset(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, priv.data(), priv.size()));
             break;
         default:
-            return Error(ErrorDomain::Crypto, 0,
-                         "unsupported DH group " + std::to_string(static_cast<unsigned>(g)));
+            return unsupported_group(g);
     }
-    if (!key) return dh_error(g, "importing private value");
-    X2SEC_TRY(Bytes pub, encode_public(g, key.get()));
+    return adopt(g, key.release(), "importing private value");
+}
+
+Result<DhKeyPair> DhKeyPair::adopt(DhGroup g, EVP_PKEY* key, const char* what) {
+    PkeyPtr owned(key);
+    if (!owned) return dh_error(g, what);
+    X2SEC_TRY(Bytes pub, encode_public(g, owned.get()));
     DhKeyPair kp;
     kp.m_group = g;
-    kp.m_key = key.release();
+    kp.m_key = owned.release();
     kp.m_public = std::move(pub);
     return kp;
 }

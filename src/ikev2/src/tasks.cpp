@@ -711,82 +711,61 @@ struct InvalidMidNotifyTask final : Task {
 
 }  // namespace
 
-Exchange make_ike_init_exchange() {
+namespace {
+// An exchange of one type carrying the given tasks, in order.
+template <typename... Tasks>
+Exchange exchange_of(ExchangeType type, std::unique_ptr<Tasks>... tasks) {
     Exchange ex;
-    ex.type = ExchangeType::IkeSaInit;
-    ex.tasks.push_back(std::make_unique<IkeInitTask>());
+    ex.type = type;
+    (ex.tasks.push_back(std::move(tasks)), ...);
     return ex;
 }
 
+std::unique_ptr<ChildCreateTask> child_task(size_t cfg, uint32_t rekey_of, bool in_auth) {
+    auto t = std::make_unique<ChildCreateTask>();
+    t->cfg = cfg;
+    t->rekey_of = rekey_of;
+    t->in_auth = in_auth;
+    return t;
+}
+}  // namespace
+
+Exchange make_ike_init_exchange() { return exchange_of(ExchangeType::IkeSaInit, std::make_unique<IkeInitTask>()); }
+
 Exchange make_ike_auth_exchange(size_t child_cfg) {
-    Exchange ex;
-    ex.type = ExchangeType::IkeAuth;
-    ex.tasks.push_back(std::make_unique<IkeAuthTask>());
-    if (child_cfg != SIZE_MAX) {
-        auto t = std::make_unique<ChildCreateTask>();
-        t->cfg = child_cfg;
-        t->in_auth = true;
-        ex.tasks.push_back(std::move(t));
-    }
-    return ex;
+    if (child_cfg == SIZE_MAX) return exchange_of(ExchangeType::IkeAuth, std::make_unique<IkeAuthTask>());
+    return exchange_of(ExchangeType::IkeAuth, std::make_unique<IkeAuthTask>(), child_task(child_cfg, 0, true));
 }
 
 Exchange make_create_child_exchange(size_t child_cfg) {
-    Exchange ex;
-    ex.type = ExchangeType::CreateChildSa;
-    auto t = std::make_unique<ChildCreateTask>();
-    t->cfg = child_cfg;
-    ex.tasks.push_back(std::move(t));
-    return ex;
+    return exchange_of(ExchangeType::CreateChildSa, child_task(child_cfg, 0, false));
 }
 
 Exchange make_rekey_child_exchange(uint32_t old_spi_in) {
-    Exchange ex;
-    ex.type = ExchangeType::CreateChildSa;
-    auto t = std::make_unique<ChildCreateTask>();
-    t->rekey_of = old_spi_in;
-    ex.tasks.push_back(std::move(t));
-    return ex;
+    return exchange_of(ExchangeType::CreateChildSa, child_task(0, old_spi_in, false));
 }
 
 Exchange make_rekey_ike_exchange() {
-    Exchange ex;
-    ex.type = ExchangeType::CreateChildSa;
-    ex.tasks.push_back(std::make_unique<IkeRekeyTask>());
-    return ex;
+    return exchange_of(ExchangeType::CreateChildSa, std::make_unique<IkeRekeyTask>());
 }
 
 Exchange make_delete_child_exchange(std::vector<uint32_t> spis_in) {
-    Exchange ex;
-    ex.type = ExchangeType::Informational;
     auto t = std::make_unique<DeleteChildTask>();
     t->spis = std::move(spis_in);
-    ex.tasks.push_back(std::move(t));
-    return ex;
+    return exchange_of(ExchangeType::Informational, std::move(t));
 }
 
 Exchange make_delete_ike_exchange() {
-    Exchange ex;
-    ex.type = ExchangeType::Informational;
-    ex.tasks.push_back(std::make_unique<DeleteIkeTask>());
-    return ex;
+    return exchange_of(ExchangeType::Informational, std::make_unique<DeleteIkeTask>());
 }
 
 Exchange make_invalid_mid_exchange(uint32_t bad_mid) {
-    Exchange ex;
-    ex.type = ExchangeType::Informational;
     auto t = std::make_unique<InvalidMidNotifyTask>();
     t->bad_mid = bad_mid;
-    ex.tasks.push_back(std::move(t));
-    return ex;
+    return exchange_of(ExchangeType::Informational, std::move(t));
 }
 
-Exchange make_dpd_exchange() {
-    Exchange ex;
-    ex.type = ExchangeType::Informational;
-    ex.tasks.push_back(std::make_unique<DpdTask>());
-    return ex;
-}
+Exchange make_dpd_exchange() { return exchange_of(ExchangeType::Informational, std::make_unique<DpdTask>()); }
 
 void EngineImpl::finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now) {
     move_children(old_sa, ns);

@@ -80,6 +80,8 @@ public:
 
 private:
     DhKeyPair() = default;
+    // Takes ownership of a key pair OpenSSL made or imported; its KE value read from the key.
+    static Result<DhKeyPair> adopt(DhGroup g, EVP_PKEY* key, const char* what);
     DhGroup m_group = DhGroup::Ecp256;
     EVP_PKEY* m_key = nullptr;
     Bytes m_public;
