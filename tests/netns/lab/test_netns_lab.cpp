@@ -150,21 +150,30 @@ TEST_F(Lab, EveryCaseCarriesRealTrafficAndCleansUp) {
 }
 
 TEST_F(Lab, SigtermInTheMiddleTearsEverythingDown) {
+    // A working directory of this test's own, so that processes of another lab running on the
+    // machine at the same time (another checkout's tests) are not counted as ours.
+    const std::string dir = "/tmp/x2sec-lab-sigterm-" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir);
+    const std::string backhaul = dir + "/henb-a1-backhaul.toml", segw = dir + "/segw.toml";
     pid_t pid = ::fork();
     if (pid == 0) {
         int devnull = ::open("/dev/null", O_WRONLY);
         ::dup2(devnull, 1);
         ::dup2(devnull, 2);
-        ::execl(X2SEC_BINARY, X2SEC_BINARY, "lab", "--case", "scenario2", nullptr);
+        ::execl(X2SEC_BINARY, X2SEC_BINARY, "lab", "--case", "scenario2", "--workdir", dir.c_str(), nullptr);
         _exit(127);
     }
     ASSERT_GT(pid, 0);
+    struct RemoveDir {
+        std::string d;
+        ~RemoveDir() { std::filesystem::remove_all(d); }
+    } remove_dir{dir};
     std::string prefix = "x2slab" + std::to_string(pid) + "-";
     // Wait until the H(e)NBs' backhaul processes run (the lab is in the middle of its work).
     bool busy = false;
     for (int i = 0; i < 300 && !busy; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        busy = lab_namespaces(prefix).size() >= 7 && processes_mentioning("henb-a1-backhaul.toml") > 0;
+        busy = lab_namespaces(prefix).size() >= 7 && processes_mentioning(backhaul) > 0;
     }
     if (!busy) {
         int st = 0;
@@ -177,8 +186,8 @@ TEST_F(Lab, SigtermInTheMiddleTearsEverythingDown) {
     ASSERT_EQ(::waitpid(pid, &st, 0), pid);
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGTERM) << st;
     EXPECT_TRUE(lab_namespaces(prefix).empty());
-    EXPECT_EQ(processes_mentioning("henb-a1-backhaul.toml"), 0);
-    EXPECT_EQ(processes_mentioning("segw.toml"), 0);
+    EXPECT_EQ(processes_mentioning(backhaul), 0);
+    EXPECT_EQ(processes_mentioning(segw), 0);
 }
 
 }  // namespace
