@@ -144,7 +144,6 @@ struct IkeSa {
     IkeRekeyState rekey;
     uint64_t rekeyed_from = 0;   // the old IKE SA this one replaced
     uint64_t children_moved_to = 0;  // the IKE SA that took over this one's children (rekey)
-    bool children_moved = false; // for a responder-created rekeyed SA
     // Responder: the peer configs whose addresses (and ports) matched the IKE_SA_INIT, best
     // first; IKE_AUTH re-selects peer_idx among them by IDi / IDr.
     std::vector<size_t> candidates;
