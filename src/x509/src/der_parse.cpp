@@ -34,6 +34,7 @@
 #include <atomic>
 #include <cstring>
 #include <openssl/core_dispatch.h>
+#include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -91,6 +92,52 @@ OSSL_LIB_CTX* parse_libctx() {
     return ctx;
 }
 
+// The legacy key only carries the point for OpenSSL's chain bookkeeping and the certificate's
+// re-encoding; no signature is ever checked with it (public_key() is the provider copy).  Its
+// group is therefore built on OpenSSL's generic Montgomery method, whose points stay affine:
+// decoding and re-encoding the point cost no field inversion (the optimised P-256 method
+// inverts on every encoding, ~4 us per certificate).  Same curve, same name, same encoding.
+// Built once per curve from the cached group, never freed; nullptr if anything fails (the
+// cached group itself is used then).
+const EC_GROUP* affine_group(int curve) {
+    auto make = [](int nid) -> EC_GROUP* {
+        const EC_GROUP* fast = crypto::cached_ec_group(nid);
+        if (fast == nullptr) return nullptr;
+        BIGNUM* p = BN_new();
+        BIGNUM* a = BN_new();
+        BIGNUM* b = BN_new();
+        BIGNUM* x = BN_new();
+        BIGNUM* y = BN_new();
+        EC_GROUP* g = EC_GROUP_new(EC_GFp_mont_method());
+        EC_POINT* gen = g != nullptr ? EC_POINT_new(g) : nullptr;
+        bool ok = p && a && b && x && y && gen && EC_GROUP_get_curve(fast, p, a, b, nullptr) == 1 &&
+                  EC_GROUP_set_curve(g, p, a, b, nullptr) == 1 &&
+                  EC_POINT_get_affine_coordinates(fast, EC_GROUP_get0_generator(fast), x, y, nullptr) == 1 &&
+                  EC_POINT_set_affine_coordinates(g, gen, x, y, nullptr) == 1 &&
+                  EC_GROUP_set_generator(g, gen, EC_GROUP_get0_order(fast), EC_GROUP_get0_cofactor(fast)) == 1;
+        if (ok) {
+            EC_GROUP_set_curve_name(g, nid);
+            EC_GROUP_set_asn1_flag(g, OPENSSL_EC_NAMED_CURVE);
+            EC_GROUP_set_point_conversion_form(g, POINT_CONVERSION_UNCOMPRESSED);
+        }
+        EC_POINT_free(gen);
+        BN_free(p);
+        BN_free(a);
+        BN_free(b);
+        BN_free(x);
+        BN_free(y);
+        if (!ok) {
+            EC_GROUP_free(g);
+            return nullptr;
+        }
+        return g;
+    };
+    static const EC_GROUP* const p256 = make(NID_X9_62_prime256v1);
+    static const EC_GROUP* const p384 = make(NID_secp384r1);
+    const EC_GROUP* g = curve == NID_secp384r1 ? p384 : curve == NID_X9_62_prime256v1 ? p256 : nullptr;
+    return g != nullptr ? g : crypto::cached_ec_group(curve);
+}
+
 struct PkeyFree {
     void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
 };
@@ -114,8 +161,8 @@ PkeyPtr legacy_key(const X509_PUBKEY* spki, PkeyPtr& provider_key) {
         case NID_X9_62_id_ecPublicKey: {
             if (ptype != V_ASN1_OBJECT || bits[0] != 0x04) return nullptr;
             const int curve = OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(pval));
-            const EC_GROUP* group = crypto::cached_ec_group(curve);
-            if (group == nullptr) return nullptr;
+            if (crypto::cached_ec_group(curve) == nullptr) return nullptr;
+            const EC_GROUP* group = affine_group(curve);
             EC_KEY* ec = EC_KEY_new();
             if (ec == nullptr || EC_KEY_set_group(ec, group) != 1 ||
                 EC_KEY_oct2key(ec, bits, static_cast<size_t>(bits_len), nullptr) != 1 ||
