@@ -298,3 +298,33 @@ TEST(ChildIndex, PeerDeleteRacingAnIkeRekey) {
     EXPECT_TRUE(p.b.backend.installed_spis().empty());
     expect_indexes(p, "after the racing delete");
 }
+
+// A CREATE_CHILD_SA the responder refuses, and one that never gets an answer: the SPI the
+// initiator reserved for it is given back (check_indexes counts every SPI handed out).
+TEST(ChildIndex, RefusedOrUnansweredCreateChildGivesItsSpiBack) {
+    auto [pa, pb] = two_child_peers();
+    pb.children.pop_back();  // b has no "x2u", and its "x2" does not cover a's x2u selectors:
+    pa.children[1].local_ts = {TrafficSelector::from_prefix(IpAddress::v4(198, 51, 100, 1), 32)};
+    Pair p(pa, pb);  // b refuses the second Child SA (TS_UNACCEPTABLE)
+    ASSERT_TRUE(p.connect());
+    const uint64_t id = only_sa(p.a).id;
+    size_t ev = p.a.events.size();
+    ASSERT_TRUE(p.a.engine->create_child(id, "x2u", p.clock.now()).ok());
+    p.pump();
+    EXPECT_FALSE(events_since(p.a, ev, Event::Kind::NegotiationFailed).empty());
+    EXPECT_EQ(p.a.backend.installed_spis().size(), 1u);
+    expect_indexes(p, "after the refused CREATE_CHILD_SA");
+    // Unanswered: b's answers are lost until a gives up on the exchange (and the IKE SA).
+    p.drop = [](const Datagram&, bool from_a) { return !from_a; };
+    ASSERT_TRUE(p.a.engine->create_child(id, "x2", p.clock.now()).ok());
+    p.pump();
+    auto mid = p.a.engine->check_indexes();
+    EXPECT_TRUE(mid.ok()) << "in flight: " << (mid.ok() ? "" : mid.error().to_string());
+    for (int i = 0; i < 200 && !p.a.engine->list_sas().empty(); ++i) {
+        p.advance(1000);
+        p.pump();
+    }
+    EXPECT_TRUE(p.a.engine->list_sas().empty());
+    auto end = p.a.engine->check_indexes();
+    EXPECT_TRUE(end.ok()) << "after giving up: " << (end.ok() ? "" : end.error().to_string());
+}

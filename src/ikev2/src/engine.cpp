@@ -151,6 +151,15 @@ Status EngineImpl::check_indexes() const {
         }
     if (held != m_child_owner.size())
         return bad(fmt::format("{} Child SAs held but {} owner index entries", held, m_child_owner.size()));
+    // Every SPI handed out is held by a Child SA or reserved by an exchange in flight.
+    size_t reserved = 0;
+    for (const auto& [id, sa] : m_sas)
+        if (sa->outstanding)
+            for (const auto& t : sa->outstanding->exchange.tasks)
+                if (uint32_t s = t->reserved_child_spi(); s != 0 && !m_child_owner.count(s)) ++reserved;
+    if (m_child_spis.size() != held + reserved)
+        return bad(fmt::format("{} inbound Child SPIs handed out, but {} Child SAs held and {} reserved in flight",
+                               m_child_spis.size(), held, reserved));
     return {};
 }
 

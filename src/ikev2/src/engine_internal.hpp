@@ -57,6 +57,9 @@ struct Task {
     virtual Status process(EngineImpl& e, IkeSa& sa, const std::vector<wire::Payload>& in, Millis now) = 0;
     // The exchange failed (retransmission timeout, error notify, SA going away).
     virtual void abort(EngineImpl&, IkeSa&, Millis) {}
+    // An inbound Child SPI this task holds reserved but not yet attached to a Child SA (0 if
+    // none); EngineImpl::check_indexes accounts for it.
+    virtual uint32_t reserved_child_spi() const { return 0; }
 };
 
 struct Exchange {
@@ -305,6 +308,8 @@ public:
     ChildSa* child_by_in(IkeSa& sa, uint32_t spi_in);
     ChildSa* child_by_out(IkeSa& sa, uint32_t spi_out);
     uint32_t new_child_spi();
+    // Gives back an SPI from new_child_spi() that no Child SA was attached with.
+    void release_child_spi(uint32_t spi) { m_child_spis.erase(spi); }
     uint64_t new_ike_spi();
     Bytes make_nonce() { return m_rng.bytes(32); }
     // DH key pairs from the injected Rng (so a DeterministicRng replays whole exchanges).

@@ -376,7 +376,12 @@ struct ChildCreateTask final : Task {
     void abort(EngineImpl& e, IkeSa& sa, Millis) override {
         if (rekey_of)
             if (ChildSa* old = e.child_by_in(sa, rekey_of); old && old->st == ChildSa::St::Rekeying) old->st = ChildSa::St::Installed;
+        // The SPI reserved in build() goes back unless a Child SA was attached with it.
+        if (spi != 0 && e.child_owner(spi) == nullptr) e.release_child_spi(spi);
+        spi = 0;
     }
+
+    uint32_t reserved_child_spi() const override { return spi; }
 
     Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>& in, Millis now) override {
         const auto& p = e.peer(sa);
@@ -907,6 +912,7 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
             }
             auto ist = install_child(sa, child, *keys, false);
             if (!ist.ok()) {
+                release_child_spi(child.spi_in);
                 error = notify::TemporaryFailure;
                 m_log->error("IKE SA #{}: Child SA install failed: {}", sa.id, ist.error().to_string());
                 break;
@@ -1079,7 +1085,10 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         uint32_t old_spi = old ? old->spi_in : 0;
         child.replaces_spi_in = old_spi;
         auto ist = install_child(sa, child, *keys, false);
-        if (!ist.ok()) return reply_error(notify::TemporaryFailure);
+        if (!ist.ok()) {
+            release_child_spi(child.spi_in);
+            return reply_error(notify::TemporaryFailure);
+        }
         if (old_spi) {
             old = child_by_in(sa, old_spi);
             if (old->st == ChildSa::St::Rekeying) {
