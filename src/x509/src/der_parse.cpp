@@ -10,9 +10,10 @@
 // that hands out the default provider's message digests and nothing else (X509 code needs
 // SHA-1 for its extension cache), so d2i_X509 finds no decoder and leaves the key unset (~10
 // us).  The key is then attached from the SubjectPublicKeyInfo octets for the two key types
-// whose legacy encoders reproduce the received encoding, EC on a named curve whose EC_GROUP is
-// built once per process (P-256, P-384; uncompressed point) and rsaEncryption, through the
-// legacy EC_KEY / RSA objects: in OpenSSL 3.0 X509_set_pubkey attaches a legacy key directly,
+// whose legacy encoders reproduce the received encoding, EC on a named curve (P-256, P-384;
+// uncompressed point; the legacy key lives on a per-process copy of the curve, affine_group())
+// and rsaEncryption, through the legacy EC_KEY / RSA objects: in OpenSSL 3.0 X509_set_pubkey
+// attaches a legacy key directly,
 // while a provider key would go through an encoder and a decoder again.  These functions are
 // deprecated in 3.0 but not removed, and this file is the only place that uses them.
 //
