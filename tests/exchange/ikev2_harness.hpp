@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 #include <x2sec/common/child_sa.hpp>
 #include <x2sec/common/rng.hpp>
@@ -41,6 +42,21 @@ inline PeerConfig base_peer(bool is_a) {
     p.ike_rekey_seconds = 0;
     p.children[0].rekey_seconds = 0;
     return p;
+}
+
+// base_peer() for a and b with a second child "x2u" (GTP-U only: UDP 2152 on a's side) besides "x2".
+inline std::pair<PeerConfig, PeerConfig> two_child_peers() {
+    auto pa = base_peer(true), pb = base_peer(false);
+    ChildConfig u = pa.children[0];
+    u.name = "x2u";
+    u.local_ts[0].ip_protocol = 17;
+    u.local_ts[0].start_port = u.local_ts[0].end_port = 2152;
+    pa.children.push_back(u);
+    ChildConfig ub = pb.children[0];
+    ub.name = "x2u";
+    ub.remote_ts[0].ip_protocol = 17;
+    pb.children.push_back(ub);
+    return {pa, pb};
 }
 
 // MemoryChildSaBackend plus what tests need to see: outbound switches, and a way to play the

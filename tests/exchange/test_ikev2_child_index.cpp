@@ -47,21 +47,6 @@ std::vector<Event> events_since(const Node& n, size_t from, Event::Kind k) {
     return out;
 }
 
-// Peers with a second child "x2u" (GTP-U only) besides "x2".
-std::pair<PeerConfig, PeerConfig> two_child_peers() {
-    auto pa = base_peer(true), pb = base_peer(false);
-    ChildConfig u = pa.children[0];
-    u.name = "x2u";
-    u.local_ts[0].ip_protocol = 17;
-    u.local_ts[0].start_port = u.local_ts[0].end_port = 2152;
-    pa.children.push_back(u);
-    ChildConfig ub = pb.children[0];
-    ub.name = "x2u";
-    ub.remote_ts[0].ip_protocol = 17;
-    pb.children.push_back(ub);
-    return {pa, pb};
-}
-
 }  // namespace
 
 TEST(ChildIndex, UnknownSpiExpiryIsIgnoredAndCounted) {

@@ -257,16 +257,7 @@ TEST(IkeExchange, ChildRekeyWithPfs) {
 }
 
 TEST(IkeExchange, CreateSecondChild) {
-    auto pa = base_peer(true), pb = base_peer(false);
-    ChildConfig u = pa.children[0];
-    u.name = "x2u";
-    u.local_ts[0].ip_protocol = 17;
-    u.local_ts[0].start_port = u.local_ts[0].end_port = 2152;
-    pa.children.push_back(u);
-    ChildConfig ub = pb.children[0];
-    ub.name = "x2u";
-    ub.remote_ts[0].ip_protocol = 17;
-    pb.children.push_back(ub);
+    auto [pa, pb] = two_child_peers();
     Pair p(pa, pb);
     ASSERT_TRUE(p.connect());
     auto id = p.a.engine->list_sas()[0].id;
