@@ -610,18 +610,8 @@ void World::traffic(CaseReport& c, const std::string& a, const std::string& b) {
 CaseReport World::run_case(const std::string& id, const std::string& title, const std::string& a,
                            const std::string& b, Millis now) {
     CaseReport c;
-    c.id = id;
-    c.title = title;
-    c.a = a;
-    c.b = b;
-    Agent* aa = m_agents.count(a) ? m_agents[a].get() : nullptr;
-    Agent* ab = m_agents.count(b) ? m_agents[b].get() : nullptr;
-    if (!aa || !ab || !aa->neighbour(b) || !ab->neighbour(a)) {
-        c.available = false;
-        c.not_available = "the deployment has no neighbour relation " + a + " <-> " + b;
-        c.outcome = c.not_available;
-        return c;
-    }
+    auto [aa, ab] = detail::case_agents(c, id, title, a, b, m_agents);
+    if (aa == nullptr) return c;
     // What this case needs from the build.
     std::vector<std::string> missing;
     if (id != "ipsec-off" && !m_caps.ike) missing.push_back(m_caps.ike_reason);
@@ -664,22 +654,8 @@ CaseReport World::run_case(const std::string& id, const std::string& title, cons
 
     auto* na = aa->neighbour(b);
     auto* nb = ab->neighbour(a);
-    c.basis = na->decision.basis;
-    if (na->decision.warning) c.warnings.push_back(*na->decision.warning);
-    for (auto& s : nb->steps) c.steps.push_back("[" + b + "] " + s.text);
-    for (auto& s : na->steps) c.steps.push_back("[" + a + "] " + s.text);
-    for (auto* side : {na, nb})
-        for (auto& p : side->phases) {
-            if (!p.ok) continue;
-            auto& m = c.phases[p.name];
-            m += p.measure;
-            c.setup += p.measure;
-        }
+    detail::record_negotiation(c, *na, *nb);
     c.setup.time_ms = setup_ms;
-    c.setup.entities.insert(entity(a));
-    c.setup.entities.insert(entity(b));
-    c.state_a = to_string(na->state);
-    c.state_b = to_string(nb->state);
 
     if (na->state == LinkState::PlainX2 && nb->state == LinkState::PlainX2) {
         plain_traffic(c, a, b);
@@ -696,9 +672,53 @@ CaseReport World::run_case(const std::string& id, const std::string& title, cons
         return c;
     }
     c.ok = false;
-    c.outcome = a + " " + c.state_a + (na->reason.empty() ? "" : " (" + na->reason + ")") + ", " + b + " " + c.state_b +
-                (nb->reason.empty() ? "" : " (" + nb->reason + ")");
+    c.outcome = detail::down_outcome(c, *na, *nb);
     return c;
 }
+
+namespace detail {
+
+std::pair<Agent*, Agent*> case_agents(CaseReport& c, const std::string& id, const std::string& title,
+                                      const std::string& a, const std::string& b,
+                                      const std::map<std::string, std::unique_ptr<Agent>>& agents) {
+    c.id = id;
+    c.title = title;
+    c.a = a;
+    c.b = b;
+    auto ia = agents.find(a), ib = agents.find(b);
+    Agent* aa = ia != agents.end() ? ia->second.get() : nullptr;
+    Agent* ab = ib != agents.end() ? ib->second.get() : nullptr;
+    if (!aa || !ab || !aa->neighbour(b) || !ab->neighbour(a)) {
+        c.available = false;
+        c.not_available = "the deployment has no neighbour relation " + a + " <-> " + b;
+        c.outcome = c.not_available;
+        return {nullptr, nullptr};
+    }
+    return {aa, ab};
+}
+
+void record_negotiation(CaseReport& c, const NeighbourStatus& na, const NeighbourStatus& nb) {
+    c.basis = na.decision.basis;
+    if (na.decision.warning) c.warnings.push_back(*na.decision.warning);
+    for (auto& s : nb.steps) c.steps.push_back("[" + c.b + "] " + s.text);
+    for (auto& s : na.steps) c.steps.push_back("[" + c.a + "] " + s.text);
+    for (const auto* side : {&na, &nb})
+        for (auto& p : side->phases) {
+            if (!p.ok) continue;
+            c.phases[p.name] += p.measure;
+            c.setup += p.measure;
+        }
+    c.setup.entities.insert(entity(c.a));
+    c.setup.entities.insert(entity(c.b));
+    c.state_a = to_string(na.state);
+    c.state_b = to_string(nb.state);
+}
+
+std::string down_outcome(const CaseReport& c, const NeighbourStatus& na, const NeighbourStatus& nb) {
+    return c.a + " " + c.state_a + (na.reason.empty() ? "" : " (" + na.reason + ")") + ", " + c.b + " " + c.state_b +
+           (nb.reason.empty() ? "" : " (" + nb.reason + ")");
+}
+
+}  // namespace detail
 
 }  // namespace x2sec::node

@@ -44,6 +44,18 @@ namespace detail {
 // relation whose authentication is psk-from-network (none when `refuse_pairs`, to show the KDS
 // refusing an unauthorised pair).  Shared by the loopback demo and the namespace lab.
 kds::ServerConfig kds_server_config(const policy::DeploymentConfig& cfg, bool refuse_pairs);
+
+// Shared by the loopback demo's and the namespace lab's run_case:
+// the two ends of a case, with the report's names filled in; {nullptr, nullptr}, and the report
+// saying so, when the deployment has no neighbour relation a <-> b.
+std::pair<Agent*, Agent*> case_agents(CaseReport& c, const std::string& id, const std::string& title,
+                                      const std::string& a, const std::string& b,
+                                      const std::map<std::string, std::unique_ptr<Agent>>& agents);
+// What the two ends decided and measured: basis, warning, steps (b's, then a's), the protocol
+// phases that completed (into c.phases and c.setup), both entities and both link states.
+void record_negotiation(CaseReport& c, const NeighbourStatus& na, const NeighbourStatus& nb);
+// "a STATE (reason), b STATE (reason)": the outcome of a case whose tunnel did not come up.
+std::string down_outcome(const CaseReport& c, const NeighbourStatus& na, const NeighbourStatus& nb);
 }  // namespace detail
 
 struct NodeCreds {

@@ -1250,18 +1250,8 @@ void Lab::run_backhaul(DemoReport& report) {
 
 CaseReport Lab::run_case(const std::string& id, const std::string& title, const std::string& a, const std::string& b) {
     CaseReport c;
-    c.id = id;
-    c.title = title;
-    c.a = a;
-    c.b = b;
-    Agent* aa = m_agents.count(a) ? m_agents[a].get() : nullptr;
-    Agent* ab = m_agents.count(b) ? m_agents[b].get() : nullptr;
-    if (!aa || !ab || !aa->neighbour(b) || !ab->neighbour(a)) {
-        c.available = false;
-        c.not_available = "the deployment has no neighbour relation " + a + " <-> " + b;
-        c.outcome = c.not_available;
-        return c;
-    }
+    auto [aa, ab] = detail::case_agents(c, id, title, a, b, m_agents);
+    if (aa == nullptr) return c;
 #ifndef X2SEC_HAVE_CMP
     if (id == "scenario2") {
         c.available = false;
@@ -1275,16 +1265,7 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
     double setup_ms = ms_since(t0);
     auto* na = aa->neighbour(b);
     auto* nb = ab->neighbour(a);
-    c.basis = na->decision.basis;
-    if (na->decision.warning) c.warnings.push_back(*na->decision.warning);
-    for (auto& s : nb->steps) c.steps.push_back("[" + b + "] " + s.text);
-    for (auto& s : na->steps) c.steps.push_back("[" + a + "] " + s.text);
-    for (auto* side : {na, nb})
-        for (auto& p : side->phases) {
-            if (!p.ok) continue;
-            c.phases[p.name] += p.measure;
-            c.setup += p.measure;
-        }
+    detail::record_negotiation(c, *na, *nb);
     // Set-up time = the measured protocol phases (process starts excluded; the wall time is
     // shown as a step).
     {
@@ -1292,10 +1273,6 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
         std::snprintf(t, sizeof t, "[lab] decisions, processes and exchanges took %.0f ms wall time", setup_ms);
         c.steps.push_back(t);
     }
-    c.setup.entities.insert(entity(a));
-    c.setup.entities.insert(entity(b));
-    c.state_a = to_string(na->state);
-    c.state_b = to_string(nb->state);
     auto& la = m_nodes.at(a);
     auto& lb = m_nodes.at(b);
     if (na->state == LinkState::PlainX2 && nb->state == LinkState::PlainX2) {
@@ -1325,8 +1302,7 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
         return c;
     }
     c.ok = false;
-    c.outcome = a + " " + c.state_a + (na->reason.empty() ? "" : " (" + na->reason + ")") + ", " + b + " " + c.state_b +
-                (nb->reason.empty() ? "" : " (" + nb->reason + ")");
+    c.outcome = detail::down_outcome(c, *na, *nb);
     // Never a silent downgrade: the X2 address of the peer is not reachable in clear.  Try it
     // (a GTP-U datagram to the peer's X2 address) and record what the LAN saw.
     {
