@@ -162,8 +162,8 @@ PkeyPtr legacy_key(const X509_PUBKEY* spki, PkeyPtr& provider_key) {
         case NID_X9_62_id_ecPublicKey: {
             if (ptype != V_ASN1_OBJECT || bits[0] != 0x04) return nullptr;
             const int curve = OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(pval));
-            if (crypto::cached_ec_group(curve) == nullptr) return nullptr;
-            const EC_GROUP* group = affine_group(curve);
+            const EC_GROUP* group = affine_group(curve);  // nullptr: not a curve handled here
+            if (group == nullptr) return nullptr;
             EC_KEY* ec = EC_KEY_new();
             if (ec == nullptr || EC_KEY_set_group(ec, group) != 1 ||
                 EC_KEY_oct2key(ec, bits, static_cast<size_t>(bits_len), nullptr) != 1 ||
