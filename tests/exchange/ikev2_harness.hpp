@@ -2,6 +2,8 @@
 // and a shuttle that carries datagrams between them (optionally dropping some).
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -241,6 +243,19 @@ inline void use_cert(PeerConfig& p, const Leaf& leaf, std::vector<x509::Certific
     p.cert_chain = {leaf.certificate()};
     for (auto& c : intermediates) p.cert_chain.push_back(c);
     p.trust = std::move(trust);
+}
+
+// After an IKE_AUTH the responder refused: the initiator was told (AUTHENTICATION_FAILED from
+// the peer: an AuthFailed event with PeerRejected), and neither end holds an IKE SA or an
+// installed Child SA.
+inline void expect_refused_by_responder(const Pair& p) {
+    const Event* fa = p.a.find(Event::Kind::AuthFailed);
+    ASSERT_NE(fa, nullptr);
+    EXPECT_EQ(fa->code, auth_failure::PeerRejected);
+    EXPECT_TRUE(p.a.backend.installed_spis().empty());
+    EXPECT_TRUE(p.b.backend.installed_spis().empty());
+    EXPECT_TRUE(p.a.engine->list_sas().empty());
+    EXPECT_TRUE(p.b.engine->list_sas().empty());
 }
 
 }  // namespace x2sec::test
