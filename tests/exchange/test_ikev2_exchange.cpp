@@ -27,6 +27,18 @@ void expect_child_pair(Pair& p) {
     EXPECT_EQ(ca.ts_remote, cb.ts_local);
 }
 
+// An INFORMATIONAL request with an SK payload of 40 zero octets (no valid ICV for any SA).
+Bytes forged_sk_request(uint64_t spi_i, uint64_t spi_r, uint32_t message_id) {
+    wire::Message m;
+    m.header.spi_i = spi_i;
+    m.header.spi_r = spi_r;
+    m.header.exchange = wire::ExchangeType::Informational;
+    m.header.flags = wire::kFlagInitiator;
+    m.header.message_id = message_id;
+    m.payloads.push_back({wire::PayloadType::SK, false, wire::SkPayload{0, Bytes(40, 0)}});
+    return m.encode();
+}
+
 }  // namespace
 
 TEST(IkeExchange, PskEstablishesIkeAndChildSa) {
@@ -469,14 +481,7 @@ TEST(IkeExchange, HigherMajorVersionAndUnprotectedAnswersAreRateLimited) {
 
     // 15 encrypted requests for unknown IKE SAs within one second: 9 more answers (one went to
     // the version request above), then rate limited; a second later answers resume.
-    wire::Message u;
-    u.header.spi_i = 0x3333;
-    u.header.spi_r = 0x4444;
-    u.header.exchange = wire::ExchangeType::Informational;
-    u.header.flags = wire::kFlagInitiator;
-    u.header.message_id = 1;
-    u.payloads.push_back({wire::PayloadType::SK, false, wire::SkPayload{0, Bytes(40, 0)}});
-    d.data = u.encode();
+    d.data = forged_sk_request(0x3333, 0x4444, 1);
     for (int i = 0; i < 15; ++i) b.handle_datagram(d, p.clock.now());
     EXPECT_EQ(p.b.counter("ike.rx.invalid_ike_spi"), 15u);
     EXPECT_EQ(b.take_outgoing().size(), 9u);
@@ -498,14 +503,7 @@ TEST(IkeExchange, BadInputIsCountedNeverFatal) {
     b.handle_datagram(d, p.clock.now());
     EXPECT_EQ(p.b.counter("ike.rx.invalid_syntax"), 1u);
     // An encrypted request for an unknown IKE SA: INVALID_IKE_SPI answer.
-    wire::Message m;
-    m.header.spi_i = 0x1111;
-    m.header.spi_r = 0x2222;
-    m.header.exchange = wire::ExchangeType::Informational;
-    m.header.flags = wire::kFlagInitiator;
-    m.header.message_id = 3;
-    m.payloads.push_back({wire::PayloadType::SK, false, wire::SkPayload{0, Bytes(40, 0)}});
-    d.data = m.encode();
+    d.data = forged_sk_request(0x1111, 0x2222, 3);
     b.handle_datagram(d, p.clock.now());
     EXPECT_EQ(p.b.counter("ike.rx.invalid_ike_spi"), 1u);
     auto out = b.take_outgoing();
@@ -516,15 +514,11 @@ TEST(IkeExchange, BadInputIsCountedNeverFatal) {
     EXPECT_NE(wire::find_notify(ans->payloads, wire::notify::InvalidIkeSpi), nullptr);
     // The real SA, a forged SK: ICV fails, dropped.
     auto info = b.list_sas()[0];
-    m.header.spi_i = info.spi_i;
-    m.header.spi_r = info.spi_r;
-    m.header.message_id = 2;  // the next request b expects
-    d.data = m.encode();
+    d.data = forged_sk_request(info.spi_i, info.spi_r, 2);  // the next request b expects
     b.handle_datagram(d, p.clock.now());
     EXPECT_EQ(p.b.counter("ike.rx.integrity_check_failed"), 1u);
     // Out of window.
-    m.header.message_id = 57;
-    d.data = m.encode();
+    d.data = forged_sk_request(info.spi_i, info.spi_r, 57);
     b.handle_datagram(d, p.clock.now());
     EXPECT_EQ(p.b.counter("ike.rx.invalid_message_id"), 1u);
     // Oversized.
