@@ -67,6 +67,14 @@ struct CredFixture : ::testing::Test {
         EXPECT_TRUE(pki::public_keys_equal(c->get(), k->get()));
         EXPECT_EQ(pki::serial_hex(c->get()), want_serial);
     }
+    // install_credential killed (exit 42) just before step `at`, in a child process.
+    void crash_install_before(const char* at, EVP_PKEY* key, const Enrolled& e) {
+        InstallOptions crash;
+        crash.before_step = [at](std::string_view s) {
+            if (s == at) ::_exit(42);
+        };
+        EXPECT_EXIT((void)install_credential(dir, key, e, crash), ::testing::ExitedWithCode(42), "");
+    }
     int versions() {
         int n = 0;
         for (auto& e : fs::directory_iterator(dir + "/versions")) n += e.is_directory() ? 1 : 0;
@@ -132,11 +140,7 @@ TEST_F(CredFixture, CrashBeforeTheSwitchKeepsTheOldPair) {
     const std::string old_serial = pki::serial_hex(e1.cert.get());
     for (const char* at : {"version-dir", "key", "cert", "root", "switch"}) {
         SCOPED_TRACE(at);
-        InstallOptions crash;
-        crash.before_step = [at](std::string_view s) {
-            if (s == at) ::_exit(42);
-        };
-        EXPECT_EXIT((void)install_credential(dir, k2.get(), e2, crash), ::testing::ExitedWithCode(42), "");
+        crash_install_before(at, k2.get(), e2);
         auto c = load_credential(dir);
         ASSERT_TRUE(c.ok()) << c.error().detail();
         EXPECT_EQ(pki::serial_hex(c->cert.get()), old_serial);
@@ -155,11 +159,7 @@ TEST_F(CredFixture, CrashAfterTheSwitchHasTheNewPair) {
     ASSERT_TRUE(install_credential(dir, k1.get(), e1).ok());
     for (const char* at : {"links", "prune"}) {
         SCOPED_TRACE(at);
-        InstallOptions crash;
-        crash.before_step = [at](std::string_view s) {
-            if (s == at) ::_exit(42);
-        };
-        EXPECT_EXIT((void)install_credential(dir, k2.get(), e2, crash), ::testing::ExitedWithCode(42), "");
+        crash_install_before(at, k2.get(), e2);
         auto c = load_credential(dir);
         ASSERT_TRUE(c.ok()) << c.error().detail();
         EXPECT_EQ(pki::serial_hex(c->cert.get()), pki::serial_hex(e2.cert.get()));
