@@ -50,7 +50,8 @@ DataPlane::DataPlane(Counters& counters, DataPlaneOptions options)
       m_rx_packets(counters.counter("esp.rx.packets")),
       m_rx_bytes(counters.counter("esp.rx.bytes")),
       m_rx_dummy(counters.counter("esp.rx.dummy")),
-      m_rx_natt_fixed(counters.counter("esp.rx.natt_checksum_fixed")) {
+      m_rx_natt_fixed(counters.counter("esp.rx.natt_checksum_fixed")),
+      m_rx_after_rekey(counters.counter("esp.rx.after_rekey")) {
     for (size_t i = 0; i < static_cast<size_t>(DropReason::Count); ++i)
         m_drop[i] = &counters.counter(std::string("esp.drop.") + to_string(static_cast<DropReason>(i)));
 }
@@ -111,6 +112,7 @@ Status DataPlane::install(const ChildSaParams& p) {
     std::unique_lock lock(m_mutex);
     if (m_sad.count(p.spi_in))
         return Error(ErrorDomain::Esp, 0, "inbound SPI already installed: " + std::to_string(p.spi_in));
+    m_draining.erase(p.spi_in);  // an SPI handed out again: the new SA owns it
     static std::atomic<uint64_t> order{0};
     c->install_order = ++order;
     m_sad.emplace(p.spi_in, c);
@@ -142,13 +144,11 @@ Status DataPlane::remove_locked(uint32_t spi_in) {
         return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
     std::shared_ptr<Child> c = it->second;
     m_sad.erase(it);
+    std::shared_ptr<Child> next;  // the newest SA left for the same policy: c was rekeyed
+    for (auto& [spi, other] : m_sad)
+        if (other->policy_key == c->policy_key && (!next || other->install_order > next->install_order)) next = other;
     for (auto p = m_spd.begin(); p != m_spd.end(); ++p) {
         if (p->active != c) continue;
-        std::shared_ptr<Child> next;
-        for (auto& [spi, other] : m_sad)
-            if (other->policy_key == c->policy_key &&
-                (!next || other->install_order > next->install_order))
-                next = other;
         if (next) {
             p->active = next;
         } else {
@@ -156,9 +156,17 @@ Status DataPlane::remove_locked(uint32_t spi_in) {
         }
         break;
     }
+    purge_draining_locked();
+    if (next) m_draining[spi_in] = Draining{c, std::chrono::steady_clock::now() + std::chrono::milliseconds(kRekeyDrainMs)};
     m_counters.inc("esp.sa.removed");
     log::get("esp")->info("removed Child SA in {:08x} out {:08x}", c->in.spi, c->out.spi);
     return {};
+}
+
+void DataPlane::purge_draining_locked() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = m_draining.begin(); it != m_draining.end();)
+        it = it->second.until <= now ? m_draining.erase(it) : std::next(it);
 }
 
 Status DataPlane::remove(uint32_t spi_in) {
@@ -275,9 +283,16 @@ DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t o
     uint32_t spi = load_be32(esp);
     r.spi = spi;
     std::shared_lock lock(m_mutex);
-    auto it = m_sad.find(spi);
-    if (it == m_sad.end()) return fail(DropReason::UnknownSpi);
-    Child& c = *it->second;
+    Child* found = nullptr;
+    bool draining = false;  // sent before the rekey's DELETE, arriving after it
+    if (auto it = m_sad.find(spi); it != m_sad.end()) {
+        found = it->second.get();
+    } else if (auto d = m_draining.find(spi); d != m_draining.end() && std::chrono::steady_clock::now() < d->second.until) {
+        found = d->second.child.get();
+        draining = true;
+    }
+    if (found == nullptr) return fail(DropReason::UnknownSpi);
+    Child& c = *found;
     InboundSa& in = c.in;
     if (c.hard_pending.load(std::memory_order_relaxed)) return fail(DropReason::Expired);
     uint64_t seq = 0;
@@ -296,6 +311,7 @@ DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t o
     if (c.lifetime.soft_bytes | c.lifetime.hard_bytes | c.lifetime.soft_packets | c.lifetime.hard_packets)
         check_soft(c, false);
     m_rx_packets.fetch_add(1, std::memory_order_relaxed);
+    if (draining) m_rx_after_rekey.fetch_add(1, std::memory_order_relaxed);
     m_rx_bytes.fetch_add(len, std::memory_order_relaxed);
     if (o.next_header == kNextNone) {
         m_rx_dummy.fetch_add(1, std::memory_order_relaxed);
@@ -367,6 +383,7 @@ void DataPlane::tick(Millis now) {
     std::vector<uint32_t> soft, hard;
     {
         std::unique_lock lock(m_mutex);
+        purge_draining_locked();
         for (auto& [spi, c] : m_sad) {
             if (c->installed_at < 0) c->installed_at = now;
             Millis age = now - c->installed_at;

@@ -365,6 +365,40 @@ TEST(DataPlane, RekeyWithoutLoss) {
     EXPECT_EQ(drops, 0u);
 }
 
+// ESP that A sent on the old SA before the rekey's DELETE can reach B after B removed the old
+// SA (IKE and raw ESP arrive on different sockets): B still accepts it for kRekeyDrainMs,
+// counted esp.rx.after_rekey, with its replay window; an SA removed without a successor (a
+// plain delete) is gone at once.
+TEST(DataPlane, RekeyedAwaySaStillAcceptsPacketsInFlight) {
+    Pair t;
+    t.install(pair_params(0xc1, 0xc2));
+    bool in_flight = true;
+    t.ea.on_wire = [&](Bytes&) { return !in_flight; };  // false: the datagram is not delivered yet
+    const Bytes p = ipv4("198.51.100.1", "203.0.113.1", 17, 1, 2, 10, 9);
+    EXPECT_FALSE(t.ea.send(p));
+    const Bytes late_old = t.ea.last_datagram();
+    ASSERT_EQ(load_be32(late_old.data()), 0xc2u);
+    t.install(pair_params(0xd1, 0xd2, EspCipher::AesGcm16_128, 1, 77));
+    ASSERT_TRUE(t.a.set_outbound(0xc1, 0xd1).ok());
+    ASSERT_TRUE(t.b.remove(0xc2).ok());
+    EXPECT_EQ(t.b.sa_count(), 1u);
+    ASSERT_TRUE(t.eb.receive(late_old));
+    ASSERT_FALSE(t.at_b.empty());
+    EXPECT_EQ(t.at_b.back(), p);
+    EXPECT_EQ(t.cb.get("esp.rx.after_rekey"), 1u);
+    EXPECT_FALSE(t.eb.receive(late_old));  // still replay-protected
+    EXPECT_EQ(t.cb.get("esp.drop.replay"), 1u);
+    EXPECT_EQ(t.cb.get("esp.drop.unknown_spi"), 0u);
+    // The new SA deleted with no successor: a packet for it that arrives afterwards is dropped.
+    EXPECT_FALSE(t.ea.send(p));
+    const Bytes late_new = t.ea.last_datagram();
+    ASSERT_EQ(load_be32(late_new.data()), 0xd2u);
+    ASSERT_TRUE(t.b.remove(0xd2).ok());
+    EXPECT_FALSE(t.eb.receive(late_new));
+    EXPECT_EQ(t.cb.get("esp.drop.unknown_spi"), 1u);
+    EXPECT_EQ(t.cb.get("esp.rx.after_rekey"), 1u);
+}
+
 TEST(DataPlane, RemovingTheActiveSaFallsBackToTheNewest) {
     Pair t;
     t.install(pair_params(0xe1, 0xe2));

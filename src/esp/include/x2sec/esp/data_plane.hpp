@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <chrono>
 #include <memory>
 #include <shared_mutex>
 #include <span>
@@ -61,6 +62,9 @@ struct InboundSa {
     SaUsage usage;
     InboundSa(uint32_t window, bool esn) : replay(window, esn) {}
 };
+
+// How long the inbound half of a rekeyed-away SA still accepts packets after its removal.
+inline constexpr int kRekeyDrainMs = 2000;
 
 struct DataPlaneOptions {
     // Ask for a rekey when this many outbound sequence numbers are left (soft expiry).
@@ -142,6 +146,15 @@ private:
     DataPlaneOptions m_options;
     mutable std::shared_mutex m_mutex;
     std::unordered_map<uint32_t, std::shared_ptr<Child>> m_sad;  // by inbound SPI
+    // Inbound SAs removed after a rekey (a newer SA of the same policy remains), still accepted
+    // for kRekeyDrainMs: ESP sent on the old SA before the peer's DELETE can reach us after it,
+    // since IKE (UDP 500) and raw ESP (IP protocol 50) arrive on different sockets.
+    struct Draining {
+        std::shared_ptr<Child> child;
+        std::chrono::steady_clock::time_point until;
+    };
+    std::unordered_map<uint32_t, Draining> m_draining;  // by inbound SPI
+    void purge_draining_locked();
     std::vector<Policy> m_spd;
     std::atomic<uint64_t>* m_drop[static_cast<size_t>(DropReason::Count)] = {};
     std::atomic<uint64_t>& m_tx_packets;
@@ -150,6 +163,7 @@ private:
     std::atomic<uint64_t>& m_rx_bytes;
     std::atomic<uint64_t>& m_rx_dummy;
     std::atomic<uint64_t>& m_rx_natt_fixed;
+    std::atomic<uint64_t>& m_rx_after_rekey;  // accepted on a draining SA
     std::mutex m_events_mutex;
 };
 
