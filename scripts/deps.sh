@@ -7,7 +7,8 @@ PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev libsqlite3-dev sqlite3 libpq-dev postgresql-15
   libgtest-dev libgmock-dev libbenchmark-dev
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
-  libstrongswan-extra-plugins iproute2 curl iputils-ping iperf3 tcpdump netcat-openbsd procps python3
+  libstrongswan-extra-plugins libstrongswan-standard-plugins iproute2 curl iputils-ping iperf3 tcpdump tshark
+  netcat-openbsd procps python3
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -16,6 +17,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "x2sec: installing ${#missing[@]} packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture: they may not (the tests capture as root).
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

@@ -2,9 +2,30 @@
 # README command 2: install dependencies, build, run every test (unit, exchange, fuzz corpora,
 # interop with strongSwan and openssl cmp, namespace tests; those that need root skip with a
 # message when not root).
+#
+# With X2SEC_FORBID_SKIPS=1 (CI sets it) a skipped test fails the run unless it is listed, with
+# its reason, in tests/allowed-skips.txt: in CI every root, namespace and interop test must run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh
 cd build
-ctest --output-on-failure --timeout 600 -j"$(nproc)" "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+ctest --output-on-failure --timeout 600 -j"$(nproc)" "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+if [ "${X2SEC_FORBID_SKIPS:-0}" = 1 ]; then
+  # ctest lists skipped tests as "  N - Name (Skipped)" under "The following tests did not run:".
+  allowed=$(grep -v '^[[:space:]]*\(#\|$\)' ../tests/allowed-skips.txt | awk '{print $1}')
+  bad=()
+  while read -r name; do
+    grep -qxF "$name" <<<"$allowed" || bad+=("$name")
+  done < <(sed -n 's/^[[:space:]]*[0-9]\+ - \(.*\) (Skipped)$/\1/p' "$log")
+  if [ ${#bad[@]} -gt 0 ]; then
+    echo "run-tests: ${#bad[@]} test(s) skipped that must run here (X2SEC_FORBID_SKIPS=1): ${bad[*]}" >&2
+    [ "$rc" -ne 0 ] || rc=1
+  fi
+fi
+exit "$rc"
