@@ -20,7 +20,8 @@
 #   4. clones the committed tree of this checkout (HEAD; uncommitted changes are not taken) to
 #      /root/x2sec in the root;
 #   5. in a private mount namespace (so nothing leaks to the host and removing the root can never
-#      reach the host's /dev or /proc), mounts proc, sysfs, /dev (TUN), /dev/pts, /dev/shm and a tmpfs
+#      reach the host's /dev or /proc), bind-mounts the root on itself (a chroot whose / is not a
+#      mount point makes every `ip netns add` fail), mounts proc, sysfs, /dev (TUN), /dev/pts, /dev/shm and a tmpfs
 #      on /run (network namespaces, charon's pid file), then chroots and runs COMMAND as root with a
 #      clean environment (CI and X2SEC_* variables passed through);
 #   6. kills anything still running inside the root and removes it.
@@ -158,6 +159,9 @@ start=$(date +%s)
 set +e
 unshare --mount --propagation private -- /bin/bash -euc '
   root=$1; shift
+  # The root must be a mount point of its own: `ip netns add` runs `mount --make-rslave /`, which
+  # fails with EINVAL ("Invalid argument") when / is a plain directory, as in a bare chroot.
+  mount --bind "$root" "$root"
   mount -t proc proc "$root/proc"
   mount -t sysfs sysfs "$root/sys"
   mount --rbind /dev "$root/dev"
