@@ -8,6 +8,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   libstrongswan-extra-plugins iproute2 curl iputils-ping iperf3 tcpdump netcat-openbsd procps python3
+  tshark
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -16,6 +17,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "x2sec: installing ${#missing[@]} packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # tshark (tests/interop/wireshark): no setuid dumpcap, non-root users may not capture.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
