@@ -202,8 +202,8 @@ protected:
     // B echoes UDP datagrams on port 9999 (both directions through the Child SA).
     void start_echo() {
         std::ofstream(dir + "/echo.py") << "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-                                           "s.bind(('203.0.113.1',9999))\nwhile True:\n    d,a=s.recvfrom(4096)\n"
-                                           "    s.sendto(d,a)\n";
+                                           "s.bind(('203.0.113.1',9999))\nopen('" << dir << "/echo.ready','w').close()\n"
+                                           "while True:\n    d,a=s.recvfrom(4096)\n    s.sendto(d,a)\n";
         for (int i = 0; i < 50; ++i) {  // the TUN address exists once B's data plane is up
             if (sh("ip -n " + ns_b + " addr show dev x2w0 | grep -q 203.0.113.1") == 0) break;
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -211,6 +211,9 @@ protected:
         pid_t p = spawn({"ip", "netns", "exec", ns_b, "python3", dir + "/echo.py"}, dir + "/echo.log");
         ASSERT_GT(p, 0);
         procs.insert(procs.begin(), p);
+        for (int i = 0; i < 100 && !fs::exists(dir + "/echo.ready"); ++i)  // bound before any datagram
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        ASSERT_TRUE(fs::exists(dir + "/echo.ready")) << "the echo server did not start";
     }
     // UDP datagrams A -> B and their echoes B -> A, and pings (request and reply).
     void traffic(const std::string& phase, std::set<std::string>& sent) {
