@@ -677,3 +677,44 @@ TEST_F(ErrFixture, InvalidUtf8AndOversizedSubjectAreRefused) {
     auto ok = run_device(dev, nk.get(), id);
     EXPECT_TRUE(ok.enrolled) << ok.status_text;
 }
+
+namespace {
+// Transfer callback that re-stamps the certConf with another transactionID and lets OpenSSL
+// re-protect it with the client's key (OSSL_CMP_MSG_update_transactionID): a correctly signed
+// certConf for a transaction that does not exist.
+OSSL_CMP_MSG* wrong_tid_certconf_cb(OSSL_CMP_CTX* c, const OSSL_CMP_MSG* req) {
+    if (OSSL_CMP_MSG_get_bodytype(req) == 24) {  // certConf
+        ASN1_OCTET_STRING* os = ASN1_OCTET_STRING_new();
+        unsigned char t[16];
+        std::fill(std::begin(t), std::end(t), 0xa5);
+        ASN1_OCTET_STRING_set(os, t, sizeof t);
+        OSSL_CMP_CTX_set1_transactionID(c, os);
+        ASN1_OCTET_STRING_free(os);
+        if (OSSL_CMP_MSG_update_transactionID(c, const_cast<OSSL_CMP_MSG*>(req)) != 1) return nullptr;
+    }
+    return wire_cb(c, req);
+}
+}  // namespace
+
+// A certConf whose transactionID is not the ir's (re-protected, so the signature is valid): the
+// RA finds no open transaction for it (badRequest, counted) and the certificate issued in the ip
+// is not confirmed by it.
+TEST_F(ErrFixture, CertConfWithWrongTransactionIdIsBadRequest) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c424", kRealm);
+    auto nk = p256();
+    auto o = run_device(dev, nk.get(), std::string("0023a1b2c424.") + kRealm,
+                        [](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set_transfer_cb(c, wrong_tid_certconf_cb); });
+    EXPECT_FALSE(o.enrolled);
+    auto rsp = decode(wire.last_response);
+    ASSERT_TRUE(rsp);
+    EXPECT_EQ(OSSL_CMP_MSG_get_bodytype(rsp.get()), kErrorBody);
+    auto v = judge(lab(), Result<Bytes>(wire.last_response));
+    EXPECT_TRUE(v.cmp_error) << v.why;
+    EXPECT_NE(v.why.find("PKIFailureInfo: badRequest"), std::string::npos) << v.why;
+    EXPECT_NE(v.why.find("no open transaction a5a5a5a5"), std::string::npos) << v.why;
+    EXPECT_EQ(counter("cmp.reject.no_transaction"), 1u);
+    ASSERT_EQ(certs(), 1);  // issued in the ip, never confirmed
+    auto req = decode(wire.last_request);
+    ASSERT_TRUE(req);
+    EXPECT_EQ(tid_of(req.get()), Bytes(16, 0xa5));
+}
