@@ -1,7 +1,10 @@
 // Fuzz target: the CMP server's request path (cmp::Server::handle, what the HTTP server calls
-// with every body).  Two modes, chosen by the first input octet:
-//   even: the rest is handed to the server as a request body (DER parsing, protection
+// with every body).  Three modes, chosen by the first input octet:
+//   0 mod 4: the rest is handed to the server as a request body (DER parsing, protection
 //         algorithm, extraCerts, signer selection, every message-level refusal);
+//   2 mod 4: the rest patches a real signed ir (made once at start): triples (offset u16,
+//         xor u8), then a final u16 length to cut it to (structure-aware mutations of a
+//         message the server would otherwise accept);
 //   odd:  the rest is the content of a request that OpenSSL's CMP client builds and signs with
 //         a real vendor device certificate (so it passes the protection check): subject CN,
 //         optionally a dNSName SAN (after a 0x00 separator), the request type (ir, cr, p10cr)
@@ -35,6 +38,15 @@ World& world() {
     return w;
 }
 
+Bytes g_captured;
+OSSL_CMP_MSG* capture(OSSL_CMP_CTX*, const OSSL_CMP_MSG* req) {
+    unsigned char* der = nullptr;
+    int n = i2d_OSSL_CMP_MSG(req, &der);
+    if (n > 0) g_captured.assign(der, der + n);
+    OPENSSL_free(der);
+    return nullptr;  // nothing is answered: the client gives up, the ir is kept
+}
+
 void check_answer(const Result<Bytes>& r) {
     if (!r) return;  // not a PKIMessage: the transport answers 400
     const unsigned char* p = r->data();
@@ -55,14 +67,14 @@ OSSL_CMP_MSG* transfer(OSSL_CMP_CTX*, const OSSL_CMP_MSG* req) {
     return d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(r->size()));
 }
 
-void signed_request(uint8_t mode, BytesView rest) {
+void signed_request(uint8_t mode, BytesView rest, OSSL_CMP_transfer_cb_t cb = nullptr) {
     World& w = world();
     std::string all(rest.begin(), rest.end());
     auto sep = all.find('\0');
     std::string cn = all.substr(0, sep);
     std::string san = sep == std::string::npos ? std::string() : all.substr(sep + 1);
     OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
-    OSSL_CMP_CTX_set_transfer_cb(ctx, transfer);
+    OSSL_CMP_CTX_set_transfer_cb(ctx, cb ? cb : transfer);
     OSSL_CMP_CTX_set1_cert(ctx, w.device.cert.get());
     OSSL_CMP_CTX_set1_pkey(ctx, w.device.key.get());
     STACK_OF(X509)* extra = sk_X509_new_null();
@@ -105,6 +117,28 @@ void signed_request(uint8_t mode, BytesView rest) {
     ERR_clear_error();
 }
 
+const Bytes& real_ir() {
+    static const Bytes ir = [] {
+        const std::string cn = "0023a1b2c4f0.henb.vendor-a.example";
+        signed_request(1, BytesView(reinterpret_cast<const uint8_t*>(cn.data()), cn.size()), capture);
+        return g_captured;
+    }();
+    return ir;
+}
+
+void patched_ir(BytesView rest) {
+    Bytes m = real_ir();
+    if (m.empty()) std::abort();  // the client could not even build the ir
+    size_t i = 0;
+    for (; i + 3 <= rest.size() && i < 3 * 64; i += 3)
+        m[((size_t(rest[i]) << 8) | rest[i + 1]) % m.size()] ^= rest[i + 2];
+    if (i + 2 <= rest.size()) m.resize(std::min(m.size(), (size_t(rest[i]) << 8) | rest[i + 1]));
+    // A fresh RA each time: the real ir's transactionID is not burnt by an earlier input.
+    auto store = std::move(cmp::open_sqlite_store(":memory:").value());
+    cmp::Server server(world().lab.server_config(), *store);
+    check_answer(server.handle(m));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -112,6 +146,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     BytesView rest(data + 1, size - 1);
     if (data[0] & 1)
         signed_request(data[0], rest);
+    else if (data[0] & 2)
+        patched_ir(rest);
     else
         check_answer(world().server->handle(rest));
     ERR_clear_error();
