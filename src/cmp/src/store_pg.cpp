@@ -2,6 +2,7 @@
 // is one SQL transaction; uniqueness of transactionIDs and serials is enforced by primary
 // keys, so several RA/CA instances can share the database.
 #include <libpq-fe.h>
+#include <cctype>
 #include <ctime>
 #include <mutex>
 #include <x2sec/cmp/store.hpp>
@@ -44,13 +45,33 @@ struct Params {
     Params& num(int64_t v) { return txt(std::to_string(v)); }
 };
 
+// Every password the connection string carries (keyword form or URI), as libpq reads it.
+std::vector<std::string> conninfo_passwords(const std::string& conninfo) {
+    std::vector<std::string> out;
+    char* errmsg = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &errmsg);
+    if (errmsg) PQfreemem(errmsg);
+    if (!opts) return out;
+    for (PQconninfoOption* o = opts; o->keyword; ++o)
+        if (std::string_view(o->keyword) == "password" && o->val && *o->val) out.emplace_back(o->val);
+    PQconninfoFree(opts);
+    return out;
+}
+
+// Replaces every occurrence of the connection's passwords in a message (libpq or ours).
+std::string scrub(std::string msg, const std::vector<std::string>& secrets) {
+    for (const auto& p : secrets)
+        for (size_t at = msg.find(p); at != std::string::npos; at = msg.find(p, at + 3)) msg.replace(at, p.size(), "***");
+    return msg;
+}
+
 class PgStore final : public Store {
 public:
-    explicit PgStore(PGconn* c) : m_c(c) {}
+    PgStore(PGconn* c, std::vector<std::string> secrets) : m_c(c), m_secrets(std::move(secrets)) {}
     ~PgStore() override { PQfinish(m_c); }
 
     Error err(const std::string& what, int code = 0) {
-        return Error(ErrorDomain::Io, code, "postgresql: " + what + ": " + PQerrorMessage(m_c));
+        return Error(ErrorDomain::Io, code, scrub("postgresql: " + what + ": " + PQerrorMessage(m_c), m_secrets));
     }
     // Binary results so BYTEA comes back raw.
     Res run(const char* sql, const Params& p = {}) {
@@ -197,19 +218,79 @@ public:
 
 private:
     PGconn* m_c;
+    std::vector<std::string> m_secrets;
     std::mutex m_mu;
 };
 
+bool is_uri(std::string_view s) { return s.rfind("postgresql://", 0) == 0 || s.rfind("postgres://", 0) == 0; }
+
+// "user:secret@host" -> "user:***@host"; "...?a=b&password=secret" -> "...&password=***".
+std::string redact_uri(std::string s) {
+    size_t auth = s.find("://") + 3;
+    size_t end = s.find_first_of("/?#", auth);
+    size_t at = s.rfind('@', end == std::string::npos ? s.size() : end);
+    if (at != std::string::npos && at >= auth) {
+        size_t colon = s.find(':', auth);
+        if (colon != std::string::npos && colon < at) s.replace(colon + 1, at - colon - 1, "***");
+    }
+    size_t q = s.find('?');
+    while (q != std::string::npos) {
+        size_t key = q + 1;
+        size_t eq = s.find('=', key);
+        size_t amp = s.find('&', key);
+        if (eq != std::string::npos && (amp == std::string::npos || eq < amp) && s.compare(key, eq - key, "password") == 0)
+            s.replace(eq + 1, (amp == std::string::npos ? s.size() : amp) - eq - 1, "***");
+        q = s.find('&', key);
+    }
+    return s;
+}
+
+// Keyword/value form: keyword [ws] = [ws] (value | 'quoted value with \' escapes').
+std::string redact_keywords(const std::string& s) {
+    std::string out;
+    size_t i = 0, n = s.size();
+    while (i < n) {
+        while (i < n && std::isspace(static_cast<unsigned char>(s[i]))) out += s[i++];
+        size_t k = i;
+        while (i < n && s[i] != '=' && !std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+        std::string keyword = s.substr(k, i - k);
+        out += keyword;
+        while (i < n && std::isspace(static_cast<unsigned char>(s[i]))) out += s[i++];
+        if (i >= n || s[i] != '=') continue;
+        out += s[i++];
+        while (i < n && std::isspace(static_cast<unsigned char>(s[i]))) out += s[i++];
+        size_t v = i;
+        if (i < n && s[i] == '\'') {
+            for (++i; i < n && s[i] != '\''; ++i)
+                if (s[i] == '\\' && i + 1 < n) ++i;
+            if (i < n) ++i;
+        } else {
+            while (i < n && !std::isspace(static_cast<unsigned char>(s[i]))) {
+                if (s[i] == '\\' && i + 1 < n) ++i;
+                ++i;
+            }
+        }
+        out += keyword == "password" ? std::string("***") : s.substr(v, i - v);
+    }
+    return out;
+}
+
 }  // namespace
 
+std::string redact_conninfo(const std::string& conninfo) {
+    return is_uri(conninfo) ? redact_uri(conninfo) : redact_keywords(conninfo);
+}
+
 Result<std::unique_ptr<Store>> open_postgres_store(const std::string& conninfo) {
+    auto secrets = conninfo_passwords(conninfo);
     PGconn* c = PQconnectdb(conninfo.c_str());
     if (PQstatus(c) != CONNECTION_OK) {
-        std::string m = PQerrorMessage(c);
+        std::string m = c ? PQerrorMessage(c) : "out of memory";
         PQfinish(c);
-        return Error(ErrorDomain::Io, 0, "cannot connect to PostgreSQL (" + conninfo + "): " + m);
+        return Error(ErrorDomain::Io, 0,
+                     scrub("cannot connect to PostgreSQL (" + redact_conninfo(conninfo) + "): " + m, secrets));
     }
-    auto s = std::make_unique<PgStore>(c);
+    auto s = std::make_unique<PgStore>(c, std::move(secrets));
     X2SEC_TRY_STATUS(s->exec("SET client_min_messages = warning"));
     X2SEC_TRY_STATUS(s->exec(kPgSchema));
     return std::unique_ptr<Store>(std::move(s));

@@ -55,6 +55,39 @@ private:
     int m_rc;
 };
 
+// One write transaction: BEGIN IMMEDIATE on construction (check begun()), COMMIT with commit(); rolled
+// back when it goes out of scope uncommitted, including after a COMMIT that failed (a deferred
+// constraint, SQLITE_BUSY, I/O), which SQLite leaves open.  The connection never stays inside a
+// transaction after a write returned.
+class Transaction {
+public:
+    explicit Transaction(sqlite3* db) : m_db(db) { m_begun = run("BEGIN IMMEDIATE"); }
+    ~Transaction() {
+        if (!sqlite3_get_autocommit(m_db)) (void)run("ROLLBACK");
+    }
+    Transaction(const Transaction&) = delete;
+    Transaction& operator=(const Transaction&) = delete;
+    const Status& begun() const { return m_begun; }
+    Status commit() {
+        auto st = run("COMMIT");
+        if (!st && !sqlite3_get_autocommit(m_db)) (void)run("ROLLBACK");
+        return st;
+    }
+
+private:
+    Status run(const char* sql) {
+        char* msg = nullptr;
+        if (sqlite3_exec(m_db, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+            std::string m = msg ? msg : sqlite3_errmsg(m_db);
+            sqlite3_free(msg);
+            return Error(ErrorDomain::Io, 0, std::string("sqlite: ") + sql + ": " + m);
+        }
+        return ok_status();
+    }
+    sqlite3* m_db;
+    Status m_begun;
+};
+
 class SqliteStore final : public Store {
 public:
     explicit SqliteStore(sqlite3* db) : m_db(db) {}
@@ -75,24 +108,17 @@ public:
 
     Status record_issued(const CertRecord& r) override {
         std::lock_guard lk(m_mu);
-        X2SEC_TRY_STATUS(exec("BEGIN IMMEDIATE"));
+        Transaction txn(m_db);
+        X2SEC_TRY_STATUS(txn.begun());
         Stmt t(m_db, "INSERT INTO transactions(tid, body, status, created) VALUES(?,?,?,?)");
         t.blob(1, r.transaction_id).text(2, r.body).text(3, r.status).i64(4, r.issued_at);
-        if (t.step() != SQLITE_DONE) {
-            auto e = err("transactionID already recorded", 1);
-            (void)exec("ROLLBACK");
-            return e;
-        }
+        if (t.step() != SQLITE_DONE) return err("transactionID already recorded", 1);
         Stmt c(m_db, "INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, "
                      "issued_at, der) VALUES(?,?,?,?,?,?,?,?,?)");
         c.blob(1, r.serial).blob(2, r.transaction_id).text(3, r.subject).text(4, r.sans).text(5, r.requester);
         c.i64(6, r.not_before).i64(7, r.not_after).i64(8, r.issued_at).blob(9, r.der);
-        if (c.step() != SQLITE_DONE) {
-            auto e = err("serial already recorded", 1);
-            (void)exec("ROLLBACK");
-            return e;
-        }
-        return exec("COMMIT");
+        if (c.step() != SQLITE_DONE) return err("serial already recorded", 1);
+        return txn.commit();
     }
 
     Status record_transaction(BytesView tid, const std::string& body, const std::string& status) override {
@@ -156,16 +182,24 @@ public:
 
     Status revoke(BytesView serial, int reason, int64_t when) override {
         std::lock_guard lk(m_mu);
-        Stmt q(m_db, "SELECT revoked FROM certificates WHERE serial = ?");
-        q.blob(1, serial);
-        int rc = q.step();
-        if (rc == SQLITE_DONE) return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
-        if (rc != SQLITE_ROW) return err("query");
-        if (q.col_i64(0)) return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
-        Stmt s(m_db, "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ? WHERE serial = ? AND revoked = 0");
-        s.i64(1, when).i64(2, reason).blob(3, serial);
-        if (s.step() != SQLITE_DONE) return err("revoke");
-        return ok_status();
+        // The check and the update in one transaction: another RA/CA process sharing the file
+        // cannot revoke in between.
+        Transaction txn(m_db);
+        X2SEC_TRY_STATUS(txn.begun());
+        {
+            Stmt q(m_db, "SELECT revoked FROM certificates WHERE serial = ?");
+            q.blob(1, serial);
+            int rc = q.step();
+            if (rc == SQLITE_DONE) return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
+            if (rc != SQLITE_ROW) return err("query");
+            if (q.col_i64(0)) return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
+        }
+        {
+            Stmt s(m_db, "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ? WHERE serial = ? AND revoked = 0");
+            s.i64(1, when).i64(2, reason).blob(3, serial);
+            if (s.step() != SQLITE_DONE) return err("revoke");
+        }
+        return txn.commit();
     }
 
     Result<std::vector<pki::Revoked>> revoked() override {
@@ -192,15 +226,16 @@ public:
 
     Result<int64_t> next_crl_number() override {
         std::lock_guard lk(m_mu);
-        X2SEC_TRY_STATUS(exec("BEGIN IMMEDIATE"));
+        Transaction txn(m_db);
+        X2SEC_TRY_STATUS(txn.begun());
         X2SEC_TRY_STATUS(exec("UPDATE crl_number SET n = n + 1 WHERE id = 1"));
-        Stmt s(m_db, "SELECT n FROM crl_number WHERE id = 1");
-        if (s.step() != SQLITE_ROW) {
-            (void)exec("ROLLBACK");
-            return err("crl number");
+        int64_t n = 0;
+        {
+            Stmt s(m_db, "SELECT n FROM crl_number WHERE id = 1");
+            if (s.step() != SQLITE_ROW) return err("crl number");
+            n = s.col_i64(0);
         }
-        int64_t n = s.col_i64(0);
-        X2SEC_TRY_STATUS(exec("COMMIT"));
+        X2SEC_TRY_STATUS(txn.commit());
         return n;
     }
 
@@ -229,6 +264,8 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path) {
 }
 
 Result<std::unique_ptr<Store>> open_store(const std::string& url) {
+    // A libpq URI is passed whole ("postgresql://user@host/db"); "postgresql:<conninfo>" loses its prefix.
+    if (url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0) return open_postgres_store(url);
     if (url.rfind("postgresql:", 0) == 0) return open_postgres_store(url.substr(11));
     if (url.rfind("sqlite:", 0) == 0) return open_sqlite_store(url.substr(7));
     return open_sqlite_store(url);

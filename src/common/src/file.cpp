@@ -1,4 +1,5 @@
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <string>
@@ -20,30 +21,35 @@ std::string dir_of(const std::string& path) {
 }  // namespace
 
 Status write_file_atomic(const std::string& path, BytesView data, mode_t mode) {
-    std::string tmp = path + ".tmp." + std::to_string(::getpid());
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0) return io_error("cannot create", tmp);
-    // The umask may have narrowed the mode; widen it back only to what was asked.
-    if (::fchmod(fd, mode) != 0) {
-        auto e = io_error("cannot chmod", tmp);
+    // A unique name in the target's directory, created exclusively (mkostemp: O_CREAT|O_EXCL, mode 0600):
+    // nobody can pre-create, link or race it, and concurrent writers (threads or processes) never share it.
+    const std::string dir = dir_of(path);
+    auto slash = path.rfind('/');
+    std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+    std::string tmp = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + "." + base + ".tmp.XXXXXX";
+    int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
+    if (fd < 0) return io_error("cannot create a temporary file for", path);
+    auto fail = [&](const char* what) {
+        auto e = io_error(what, tmp);
         ::close(fd);
         ::unlink(tmp.c_str());
         return e;
-    }
+    };
+    // The file was created 0600 (never wider than a private key's mode); set exactly the mode asked
+    // for before any byte is written and before it becomes visible under the final name.
+    if (::fchmod(fd, mode) != 0) return fail("cannot chmod");
     size_t off = 0;
     while (off < data.size()) {
         ssize_t n = ::write(fd, data.data() + off, data.size() - off);
         if (n < 0) {
             if (errno == EINTR) continue;
-            auto e = io_error("cannot write", tmp);
-            ::close(fd);
-            ::unlink(tmp.c_str());
-            return e;
+            return fail("cannot write");
         }
         off += static_cast<size_t>(n);
     }
-    if (::fsync(fd) != 0 || ::close(fd) != 0) {
-        auto e = io_error("cannot flush", tmp);
+    if (::fsync(fd) != 0) return fail("cannot flush");
+    if (::close(fd) != 0) {
+        auto e = io_error("cannot close", tmp);
         ::unlink(tmp.c_str());
         return e;
     }
@@ -52,11 +58,15 @@ Status write_file_atomic(const std::string& path, BytesView data, mode_t mode) {
         ::unlink(tmp.c_str());
         return e;
     }
-    int dfd = ::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        ::fsync(dfd);
+    // The rename is durable only once the directory entry is on disk.
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return io_error("cannot open directory to flush", dir);
+    if (::fsync(dfd) != 0) {
+        auto e = io_error("cannot flush directory", dir);
         ::close(dfd);
+        return e;
     }
+    ::close(dfd);
     return {};
 }
 

@@ -39,6 +39,29 @@ namespace {
 
 constexpr size_t kMaxErrorText = 512;
 
+// Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF.  Returns
+// the length of the longest valid prefix of at most `limit` octets.
+size_t utf8_valid_prefix(std::string_view s, size_t limit) {
+    size_t i = 0, n = std::min(s.size(), limit);
+    while (i < n) {
+        auto c = static_cast<unsigned char>(s[i]);
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+        if (len == 0 || i + len > n) break;
+        uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1fu) : len == 3 ? (c & 0x0fu) : (c & 0x07u);
+        bool ok = true;
+        for (size_t k = 1; k < len && ok; ++k) {
+            auto cc = static_cast<unsigned char>(s[i + k]);
+            ok = (cc & 0xc0) == 0x80;
+            cp = (cp << 6) | (cc & 0x3fu);
+        }
+        static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (!ok || cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) break;
+        i += len;
+    }
+    return i;
+}
+bool valid_utf8(std::string_view s) { return utf8_valid_prefix(s, s.size()) == s.size(); }
+
 void tlv(Writer& w, TlvType t, BytesView v) {
     w.u16(static_cast<uint16_t>(t));
     w.u16(static_cast<uint16_t>(v.size()));
@@ -129,8 +152,10 @@ SecureBytes encode(const Message& m) {
             tlv_str(w, TlvType::IdentityB, msg.identity_b);
         } else {
             tlv_u16(w, TlvType::ErrorCode, static_cast<uint16_t>(msg.code));
+            // At most kMaxErrorText octets of valid UTF-8 (cut at a character boundary; anything
+            // from the first invalid octet on is dropped), so that every Error we send decodes.
             std::string_view text = msg.text;
-            if (text.size() > kMaxErrorText) text = text.substr(0, kMaxErrorText);
+            text = text.substr(0, utf8_valid_prefix(text, kMaxErrorText));
             tlv_str(w, TlvType::ErrorText, text);
         }
     }, m);
@@ -220,6 +245,8 @@ Result<Message> decode(BytesView data) {
             if (auto t = tlvs.get(TlvType::ErrorText)) {
                 if (t->size() > kMaxErrorText) return malformed("ErrorText too long");
                 m.text.assign(t->begin(), t->end());
+                // It ends up in logs, status JSON and errors: only well-formed UTF-8 is accepted.
+                if (!valid_utf8(m.text)) return malformed("ErrorText is not valid UTF-8");
             }
             return Message(std::move(m));
         }

@@ -31,14 +31,18 @@ std::string key_hex(const SecureBytes& k) { return to_hex(BytesView(k.data(), k.
 
 // Wireshark's packet-isakmp.c UAT "ikev2_decryption_table": Initiator's SPI, Responder's SPI
 // (16 hex digits each), SK_ei, SK_er, encryption algorithm, SK_ai, SK_ar, integrity algorithm.
+// The SPIs and keys are UAT "hex bytes" fields, which Wireshark reads only unquoted (a quoted
+// field is taken as a string: "Length of Initiator's SPI must be 8 octets"); the algorithm
+// names are enumerated strings and are quoted.
 std::string ikev2_uat_line(const ike::IkeSaKeys& k) {
-    return uat_quote(spi_hex64(k.spi_i)) + "," + uat_quote(spi_hex64(k.spi_r)) + "," + uat_quote(key_hex(k.sk_ei)) + "," +
-           uat_quote(key_hex(k.sk_er)) + "," + uat_quote(k.encr_name) + "," + uat_quote(key_hex(k.sk_ai)) + "," +
-           uat_quote(key_hex(k.sk_ar)) + "," + uat_quote(k.integ_name.empty() ? "NONE [RFC4306]" : k.integ_name);
+    return spi_hex64(k.spi_i) + "," + spi_hex64(k.spi_r) + "," + key_hex(k.sk_ei) + "," + key_hex(k.sk_er) + "," +
+           uat_quote(k.encr_name) + "," + key_hex(k.sk_ai) + "," + key_hex(k.sk_ar) + "," +
+           uat_quote(k.integ_name.empty() ? "NONE [RFC4306]" : k.integ_name);
 }
 
 // Wireshark's packet-ipsec.c UAT "esp_sa": Protocol, Src IP, Dest IP, SPI, Encryption,
-// Encryption Key, Authentication, Authentication Key.
+// Encryption Key, Authentication, Authentication Key.  All are string fields there (the keys
+// and the SPI as "0x..." text), so all are quoted.
 const char* esp_uat_encryption_name(EspCipher c) {
     switch (c) {
         case EspCipher::AesGcm16_128:

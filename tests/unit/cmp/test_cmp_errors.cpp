@@ -7,6 +7,8 @@
 #include <openssl/cmp.h>
 #include <openssl/crmf.h>
 #include <functional>
+#include <iostream>
+#include <map>
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/server.hpp>
@@ -452,4 +454,267 @@ TEST_F(RrFixture, RevokedOperatorCertificateCannotRenew) {
     EXPECT_NE(o.status_text.find("revoked"), std::string::npos) << o.status_text;
     EXPECT_EQ(counter("cmp.reject.signer_revoked"), 1u);
     EXPECT_EQ(certs(), before);
+}
+
+// ---------------------------------------------------------------- requests built by OpenSSL, then mutated
+namespace {
+
+// What the server made of one (mutated) request.
+struct Verdict {
+    bool granted = false;     // an ip/cp/kup carrying a certificate
+    bool cmp_error = false;   // a protected `error` body naming a PKIFailureInfo
+    bool refused = false;     // not a PKIMessage at all: the transport answers 400
+    int fail_bits = 0;
+    std::string why;
+};
+
+// The PKIStatusInfo of an `error` answer as OpenSSL prints it ("PKIStatus: rejection;
+// PKIFailureInfo: ...; StatusString: ..."), found with OpenSSL's TLV reader and decoded by its
+// own OSSL_CMP_PKISI template: PKIMessage { header, [23] ErrorMsgContent { pKIStatusInfo, ... } }.
+std::string error_status(const Bytes& der) {
+    const unsigned char* p = der.data();
+    long len = 0;
+    int tag = 0, cls = 0;
+    std::string out;
+    if (ASN1_get_object(&p, &len, &tag, &cls, long(der.size())) & 0x80) return out;
+    const unsigned char* end = p + len;
+    if (ASN1_get_object(&p, &len, &tag, &cls, end - p) & 0x80) return out;  // header
+    p += len;
+    if ((ASN1_get_object(&p, &len, &tag, &cls, end - p) & 0x80) || cls != V_ASN1_CONTEXT_SPECIFIC || tag != 23)
+        return out;  // body [23]
+    if (ASN1_get_object(&p, &len, &tag, &cls, end - p) & 0x80) return out;  // ErrorMsgContent
+    OSSL_CMP_PKISI* si = d2i_OSSL_CMP_PKISI(nullptr, &p, end - p);
+    if (si) {
+        char buf[OSSL_CMP_PKISI_BUFLEN];
+        if (const char* t = OSSL_CMP_snprint_PKIStatusInfo(si, buf, sizeof buf)) out = t;
+        OSSL_CMP_PKISI_free(si);
+    }
+    ERR_clear_error();
+    return out;
+}
+
+Verdict judge(LabPki& lab, const Result<Bytes>& r) {
+    Verdict v;
+    if (!r) {
+        v.refused = true;
+        v.why = r.error().detail();
+        return v;
+    }
+    auto m = decode(*r);
+    if (!m) {
+        v.why = "answer does not decode";
+        return v;
+    }
+    int bt = OSSL_CMP_MSG_get_bodytype(m.get());
+    OSSL_CMP_CTX* c = OSSL_CMP_CTX_new(nullptr, nullptr);
+    OSSL_CMP_CTX_set1_srvCert(c, lab.ra.cert.get());
+    bool signed_by_ra = OSSL_CMP_validate_msg(c, m.get()) == 1;
+    OSSL_CMP_CTX_free(c);
+    ERR_clear_error();
+    if (bt == kErrorBody && signed_by_ra) {
+        v.why = error_status(*r);
+        v.cmp_error = v.why.find("PKIFailureInfo: ") != std::string::npos;  // names a failure
+    } else if (bt == kIpBody || bt == 3 || bt == 8) {
+        v.granted = true;
+    } else {
+        v.why = "body type " + std::to_string(bt) + (signed_by_ra ? "" : " (not signed by the RA)");
+    }
+    return v;
+}
+
+// Offset where the unprotected extraCerts ([1]) begin in a DER PKIMessage, found with OpenSSL's
+// own TLV reader (ASN1_get_object); the size of the message if there are none.
+size_t extra_certs_offset(const Bytes& der) {
+    const unsigned char* p = der.data();
+    long len = 0;
+    int tag = 0, cls = 0;
+    if (ASN1_get_object(&p, &len, &tag, &cls, static_cast<long>(der.size())) & 0x80) return der.size();
+    const unsigned char* end = p + len;
+    while (p < end) {
+        const unsigned char* at = p;
+        if (ASN1_get_object(&p, &len, &tag, &cls, end - p) & 0x80) break;
+        if (cls == V_ASN1_CONTEXT_SPECIFIC && tag == 1) return static_cast<size_t>(at - der.data());
+        p += len;
+    }
+    ERR_clear_error();
+    return der.size();
+}
+
+}  // namespace
+
+// One valid ir (built and signed by OpenSSL's client), then every truncation and a bit flip in
+// every octet: each is refused as not a PKIMessage (counted cmp.rx.bad_der) or answered with a
+// protected error; none is granted, nothing is stored; and a valid enrolment works afterwards.
+TEST_F(ErrFixture, EveryTruncationAndBitFlipOfAnIrIsRefused) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c420", kRealm);
+    auto nk = p256();
+    Bytes ir;
+    wire.handle = [&](BytesView req) -> Result<Bytes> {
+        ir.assign(req.begin(), req.end());
+        return Error(ErrorDomain::Io, 0, "captured");
+    };
+    (void)run_device(dev, nk.get(), std::string("0023a1b2c420.") + kRealm);
+    ASSERT_GT(ir.size(), 500u);
+    const size_t protected_end = extra_certs_offset(ir);
+    ASSERT_LT(protected_end, ir.size()) << "the ir carries no extraCerts";
+
+    size_t refused = 0, errors = 0, granted_unprotected_part = 0;
+    std::map<std::string, size_t> failures;
+    for (size_t n = 0; n < ir.size(); ++n) {
+        auto v = judge(lab(), server->handle(BytesView(ir.data(), n)));
+        ASSERT_FALSE(v.granted) << "ir cut to " << n << " was granted";
+        ASSERT_TRUE(v.refused || v.cmp_error) << "ir cut to " << n << ": " << v.why;
+        (v.refused ? refused : errors)++;
+    }
+    for (size_t i = 0; i < ir.size(); ++i) {
+        Bytes m = ir;
+        m[i] ^= static_cast<uint8_t>(1u << (i % 8));
+        auto v = judge(lab(), server->handle(m));
+        if (v.granted) {
+            // Only a flip in an extraCert the server does not need (it holds the chain itself)
+            // can leave a request valid; the signed part never.
+            ASSERT_GE(i, protected_end) << "flip at " << i << " in the protected part was granted";
+            ++granted_unprotected_part;
+            continue;
+        }
+        ASSERT_TRUE(v.refused || v.cmp_error) << "flip at " << i << ": " << v.why;
+        (v.refused ? refused : errors)++;
+        if (v.cmp_error) {
+            auto k = v.why.find("PKIFailureInfo: ");
+            failures[v.why.substr(k + 16, v.why.find(';', k) - k - 16)]++;
+        }
+    }
+    for (const auto& [name, n] : failures) std::cout << "[ info ]   " << name << ": " << n << "\n";
+    std::cout << "[ info ] ir of " << ir.size() << " octets: " << refused << " refused as not DER, " << errors
+              << " answered with a protected error, " << granted_unprotected_part
+              << " flips in unused extraCerts accepted\n";
+    EXPECT_EQ(counter("cmp.rx.bad_der"), refused);
+    EXPECT_EQ(counter("cmp.rx.messages"), 2 * ir.size());
+    EXPECT_GT(counter("cmp.reject.bad_message_check"), 0u);
+    EXPECT_EQ(certs(), int64_t(granted_unprotected_part));
+
+    wire.handle = [this](BytesView b) { return server->handle(b); };
+    auto ok = run_device(lab().device(lab().vendor_a, "0023a1b2c421", kRealm), nk.get(),
+                         std::string("0023a1b2c421.") + kRealm);
+    EXPECT_TRUE(ok.enrolled) << ok.status_text;
+}
+
+// Replays: the exact bytes of an answered ir and of its certConf sent again, to the same server
+// and to a second server sharing the store (another RA instance).
+TEST_F(ErrFixture, ReplayedIrAndCertConfAreRefused) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c422", kRealm);
+    auto nk = p256();
+    std::vector<Bytes> sent;
+    wire.handle = [&](BytesView req) -> Result<Bytes> {
+        sent.emplace_back(req.begin(), req.end());
+        return server->handle(req);
+    };
+    auto o = run_device(dev, nk.get(), std::string("0023a1b2c422.") + kRealm);
+    ASSERT_TRUE(o.enrolled) << o.status_text;
+    ASSERT_EQ(sent.size(), 2u);  // ir, certConf
+    ASSERT_EQ(certs(), 1);
+
+    auto expect_error = [&](Server& s, const Bytes& req, const char* failure, const char* what) {
+        auto v = judge(lab(), s.handle(req));
+        EXPECT_FALSE(v.granted) << what;
+        EXPECT_TRUE(v.cmp_error) << what << ": " << v.why;
+        EXPECT_NE(v.why.find(std::string("PKIFailureInfo: ") + failure), std::string::npos) << what << ": " << v.why;
+    };
+    expect_error(*server, sent[0], "transactionIdInUse", "replayed ir");
+    EXPECT_EQ(counter("cmp.reject.transaction_id_in_use"), 1u);
+    expect_error(*server, sent[1], "badRequest", "replayed certConf");
+    EXPECT_EQ(counter("cmp.reject.no_transaction"), 1u);
+    Server other(lab().server_config(), *store);
+    expect_error(other, sent[0], "transactionIdInUse", "ir replayed to another RA");
+    EXPECT_EQ(other.counters().get("cmp.reject.transaction_id_in_use"), 1u);
+    EXPECT_EQ(certs(), 1);
+    EXPECT_EQ(transactions(), 1);
+}
+
+// Invalid UTF-8 in the requested subject (octets ff fe written over the template's CN in a
+// signed ir): OpenSSL's X509_NAME decoder refuses the message before anything else looks at it
+// (not a PKIMessage: cmp.rx.bad_der, HTTP 400); an oversized CN (300 octets, above X.520's
+// ub-common-name 64) in a correctly signed ir is rejected in the ip. Nothing is issued, and a
+// valid enrolment works afterwards.
+TEST_F(ErrFixture, InvalidUtf8AndOversizedSubjectAreRefused) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c423", kRealm);
+    auto nk = p256();
+    const std::string id = std::string("0023a1b2c423.") + kRealm;
+    bool parsed = true;
+    std::string refusal;
+    wire.handle = [&](BytesView req) -> Result<Bytes> {
+        Bytes m(req.begin(), req.end());
+        std::string text(m.begin(), m.end());
+        auto pos = text.find(id);
+        pos = text.find(id, pos + 1);  // the template's CN (the first is the signer's certificate)
+        if (pos != std::string::npos) m[pos] = 0xff, m[pos + 1] = 0xfe;
+        auto r = server->handle(m);
+        parsed = r.ok();
+        if (!r.ok()) refusal = r.error().detail();
+        return r;
+    };
+    auto o = run_device(dev, nk.get(), id);
+    EXPECT_FALSE(o.enrolled);
+    ASSERT_FALSE(parsed) << "a subject that is not UTF-8 was parsed";
+    EXPECT_NE(refusal.find("not a DER PKIMessage"), std::string::npos) << refusal;
+    EXPECT_EQ(counter("cmp.rx.bad_der"), 1u);
+
+    wire.handle = [this](BytesView b) { return server->handle(b); };
+    const std::string big(300, 'a');  // pki::parse_name refuses it, so set it through OpenSSL directly
+    o = run_device(dev, nk.get(), "", [&](OSSL_CMP_CTX* c) {
+        X509_NAME* n = X509_NAME_new();
+        X509_NAME_add_entry_by_NID(n, NID_commonName, V_ASN1_UTF8STRING,
+                                   reinterpret_cast<const unsigned char*>(big.data()), int(big.size()), -1, 0);
+        OSSL_CMP_CTX_set1_subjectName(c, n);
+        X509_NAME_free(n);
+    });
+    EXPECT_FALSE(o.enrolled) << o.status_text;
+    EXPECT_EQ(o.rsp_body, kIpBody);
+    EXPECT_TRUE(o.rsp_signed_by_ra);
+    EXPECT_NE(o.fail_info, 0) << o.status_text;
+    EXPECT_NE(o.status_text.find("rejection"), std::string::npos) << o.status_text;
+    EXPECT_EQ(certs(), 0);
+    auto ok = run_device(dev, nk.get(), id);
+    EXPECT_TRUE(ok.enrolled) << ok.status_text;
+}
+
+namespace {
+// Transfer callback that re-stamps the certConf with another transactionID and lets OpenSSL
+// re-protect it with the client's key (OSSL_CMP_MSG_update_transactionID): a correctly signed
+// certConf for a transaction that does not exist.
+OSSL_CMP_MSG* wrong_tid_certconf_cb(OSSL_CMP_CTX* c, const OSSL_CMP_MSG* req) {
+    if (OSSL_CMP_MSG_get_bodytype(req) == 24) {  // certConf
+        ASN1_OCTET_STRING* os = ASN1_OCTET_STRING_new();
+        unsigned char t[16];
+        std::fill(std::begin(t), std::end(t), 0xa5);
+        ASN1_OCTET_STRING_set(os, t, sizeof t);
+        OSSL_CMP_CTX_set1_transactionID(c, os);
+        ASN1_OCTET_STRING_free(os);
+        if (OSSL_CMP_MSG_update_transactionID(c, const_cast<OSSL_CMP_MSG*>(req)) != 1) return nullptr;
+    }
+    return wire_cb(c, req);
+}
+}  // namespace
+
+// A certConf whose transactionID is not the ir's (re-protected, so the signature is valid): the
+// RA finds no open transaction for it (badRequest, counted) and the certificate issued in the ip
+// is not confirmed by it.
+TEST_F(ErrFixture, CertConfWithWrongTransactionIdIsBadRequest) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c424", kRealm);
+    auto nk = p256();
+    auto o = run_device(dev, nk.get(), std::string("0023a1b2c424.") + kRealm,
+                        [](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set_transfer_cb(c, wrong_tid_certconf_cb); });
+    EXPECT_FALSE(o.enrolled);
+    auto rsp = decode(wire.last_response);
+    ASSERT_TRUE(rsp);
+    EXPECT_EQ(OSSL_CMP_MSG_get_bodytype(rsp.get()), kErrorBody);
+    auto v = judge(lab(), Result<Bytes>(wire.last_response));
+    EXPECT_TRUE(v.cmp_error) << v.why;
+    EXPECT_NE(v.why.find("PKIFailureInfo: badRequest"), std::string::npos) << v.why;
+    EXPECT_NE(v.why.find("no open transaction a5a5a5a5"), std::string::npos) << v.why;
+    EXPECT_EQ(counter("cmp.reject.no_transaction"), 1u);
+    ASSERT_EQ(certs(), 1);  // issued in the ip, never confirmed
+    auto req = decode(wire.last_request);
+    ASSERT_TRUE(req);
+    EXPECT_EQ(tid_of(req.get()), Bytes(16, 0xa5));
 }

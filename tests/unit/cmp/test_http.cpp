@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <openssl/asn1.h>
+#include <openssl/cmp.h>
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/http.hpp>
 #include <x2sec/cmp/lab_pki.hpp>
@@ -196,4 +198,81 @@ TEST_F(HttpFixture, ManyConcurrentClients) {
     for (auto& t : ts) t.join();
     EXPECT_EQ(ok.load(), 24);
     EXPECT_EQ(certs(), 24);
+}
+
+// A signed ir, truncated and with octets flipped, posted to the running HTTP server: each is a
+// 400 (not a PKIMessage, counted http.reject.not_cmp) or a 200 carrying a CMP `error`, none
+// issues a certificate, and a real enrolment over HTTP works afterwards.
+TEST_F(HttpFixture, MutatedIrBodiesAreRefusedAndTheServerKeepsServing) {
+    start();
+    int p = http->port();
+    Bytes ir;
+    {
+        auto dev = lab().device(lab().vendor_a, "0023a1b2c3f4", "henb.vendor-a.example");
+        auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
+        auto r = req(dev, k.get(), "0023a1b2c3f4.henb.vendor-a.example", "");
+        r.transfer = [&](BytesView m) -> Result<Bytes> {
+            ir.assign(m.begin(), m.end());
+            return Error("captured");
+        };
+        (void)Client::enroll(r);
+    }
+    ASSERT_GT(ir.size(), 200u);
+    // Flips only in the signed part (header, body, protection): before the unprotected extraCerts,
+    // found with OpenSSL's TLV reader (a flip in an extraCert the RA does not need may be granted).
+    size_t signed_end = ir.size();
+    {
+        const unsigned char* q = ir.data();
+        long len = 0;
+        int tag = 0, cls = 0;
+        ASSERT_EQ(ASN1_get_object(&q, &len, &tag, &cls, long(ir.size())) & 0x80, 0);
+        const unsigned char* end = q + len;
+        while (q < end) {
+            const unsigned char* at = q;
+            if (ASN1_get_object(&q, &len, &tag, &cls, end - q) & 0x80) break;
+            if (cls == V_ASN1_CONTEXT_SPECIFIC && tag == 1) signed_end = size_t(at - ir.data());
+            q += len;
+        }
+    }
+    ASSERT_LT(signed_end, ir.size());
+    std::vector<Bytes> bodies;
+    for (size_t n = 1; n < ir.size(); n += ir.size() / 16) bodies.emplace_back(ir.begin(), ir.begin() + long(n));
+    for (size_t i = 0; i < signed_end; i += signed_end / 24) {
+        Bytes b = ir;
+        b[i] ^= 0x20;
+        bodies.push_back(b);
+    }
+    size_t bad_request = 0, cmp_error = 0;
+    for (const auto& b : bodies) {
+        std::string body(b.begin(), b.end());
+        auto rsp = raw_http(p, "POST /.well-known/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
+                               "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+        int st = status_of(rsp);
+        ASSERT_TRUE(st == 400 || st == 200) << "status " << st;
+        if (st == 400) {
+            ++bad_request;
+            continue;
+        }
+        auto sep = rsp.find("\r\n\r\n");
+        ASSERT_NE(sep, std::string::npos);
+        std::string der = rsp.substr(sep + 4);
+        const unsigned char* q = reinterpret_cast<const unsigned char*>(der.data());
+        OSSL_CMP_MSG* m = d2i_OSSL_CMP_MSG(nullptr, &q, long(der.size()));
+        ASSERT_NE(m, nullptr) << "200 without a PKIMessage";
+        EXPECT_EQ(OSSL_CMP_MSG_get_bodytype(m), 23) << "a mutated ir was not answered with an error";
+        OSSL_CMP_MSG_free(m);
+        ++cmp_error;
+    }
+    EXPECT_EQ(certs(), 0);
+    auto& k = server->counters();
+    EXPECT_EQ(k.get("http.reject.not_cmp"), bad_request);
+    EXPECT_EQ(k.get("http.ok.cmp"), cmp_error);
+    EXPECT_GT(bad_request, 0u);
+    EXPECT_GT(cmp_error, 0u);
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c3f5", "henb.vendor-a.example");
+    auto nk = pki::generate_key(pki::KeyAlg::EcP256).value();
+    auto e = Client::enroll(req(dev, nk.get(), "0023a1b2c3f5.henb.vendor-a.example",
+                                "http://127.0.0.1:" + std::to_string(p) + "/.well-known/cmp"));
+    ASSERT_TRUE(e.ok()) << e.error().detail();
+    EXPECT_EQ(certs(), 1);
 }

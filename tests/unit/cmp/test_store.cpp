@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <sqlite3.h>
 #include <x2sec/cmp/store.hpp>
 
 using namespace x2sec;
@@ -219,4 +220,82 @@ TEST(StoreOpen, BadUrlsFailClearly) {
     auto p = open_store("postgresql:host=/nonexistent-x2sec dbname=x connect_timeout=2");
     ASSERT_FALSE(p.ok());
     EXPECT_NE(p.error().detail().find("PostgreSQL"), std::string::npos);
+}
+
+// A COMMIT that fails (here a deferred foreign key, planted by a second connection as a trigger)
+// must not leave the store's connection inside an open transaction holding the write lock: the
+// failed write is rolled back whole, another writer can take the lock at once, and the store keeps
+// working.
+TEST(StoreSqlite, FailedCommitRollsBackAndReleasesTheLock) {
+    std::string path = "/tmp/x2sec-store-" + std::to_string(getpid()) + "-failed-commit.db";
+    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+    auto opened = open_sqlite_store(path);
+    ASSERT_TRUE(opened.ok()) << opened.error().detail();
+    auto& store = **opened;
+
+    sqlite3* other = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+    auto exec = [&](const char* sql) {
+        char* msg = nullptr;
+        int rc = sqlite3_exec(other, sql, nullptr, nullptr, &msg);
+        std::string m = msg ? msg : "";
+        sqlite3_free(msg);
+        return std::make_pair(rc, m);
+    };
+    ASSERT_EQ(exec("PRAGMA foreign_keys=ON").first, SQLITE_OK);
+    ASSERT_EQ(exec("CREATE TABLE poison(tid BLOB REFERENCES transactions(tid) DEFERRABLE INITIALLY DEFERRED);"
+                   "CREATE TRIGGER poison_each AFTER INSERT ON certificates BEGIN INSERT INTO poison VALUES (x'00ff'); END;")
+                  .first,
+              SQLITE_OK);
+
+    CertRecord r;
+    r.serial = Bytes(16, 1);
+    r.transaction_id = Bytes(16, 1);
+    r.subject = "CN=node";
+    r.sans = "n.example";
+    r.requester = "CN=dev";
+    r.body = "ir";
+    r.der = Bytes{0x30, 0x00};
+    r.status = "unconfirmed";
+    auto st = store.record_issued(r);
+    ASSERT_FALSE(st.ok()) << "the deferred foreign key should have failed the COMMIT";
+    EXPECT_NE(st.error().detail().find("COMMIT"), std::string::npos) << st.error().detail();
+
+    // The lock is free: a second writer gets it without waiting.
+    sqlite3_busy_timeout(other, 0);
+    auto begin = exec("BEGIN IMMEDIATE");
+    EXPECT_EQ(begin.first, SQLITE_OK) << "store left its transaction open: " << begin.second;
+    EXPECT_EQ(exec("DROP TRIGGER poison_each; DROP TABLE poison; COMMIT").first, SQLITE_OK);
+
+    // Nothing of the failed write remains, and the store writes again.
+    EXPECT_FALSE(*store.transaction_exists(Bytes(16, 1)));
+    EXPECT_EQ(store.counts()->certificates, 0);
+    ASSERT_TRUE(store.record_issued(r).ok());
+    EXPECT_EQ(store.counts()->certificates, 1);
+    auto n1 = store.next_crl_number(), n2 = store.next_crl_number();
+    ASSERT_TRUE(n1.ok() && n2.ok());
+    EXPECT_EQ(*n2, *n1 + 1);
+    sqlite3_close(other);
+    opened->reset();
+    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+}
+
+// Passwords never reach an error message, in either conninfo form.
+TEST(StoreOpen, ConninfoPasswordIsRedacted) {
+    EXPECT_EQ(redact_conninfo("host=/tmp/x dbname=ca password=hunter2 user=ra"), "host=/tmp/x dbname=ca password=*** user=ra");
+    EXPECT_EQ(redact_conninfo("password = 'hun ter\\'2' host=h"), "password = *** host=h");
+    EXPECT_EQ(redact_conninfo("postgresql://ra:hunter2@db.example:5432/ca?sslmode=require"),
+              "postgresql://ra:***@db.example:5432/ca?sslmode=require");
+    EXPECT_EQ(redact_conninfo("postgres://ra@db/ca?sslmode=require&password=hunter2"),
+              "postgres://ra@db/ca?sslmode=require&password=***");
+    EXPECT_EQ(redact_conninfo("host=h dbname=ca"), "host=h dbname=ca");
+    for (const char* url : {"postgresql:host=/nonexistent-x2sec dbname=x password=hunter2 connect_timeout=2",
+                            "postgresql://ra:hunter2@127.0.0.1:1/ca?connect_timeout=2",
+                            "postgresql://ra@127.0.0.1:1/ca?connect_timeout=2&password=hunter2"}) {
+        auto p = open_store(url);
+        ASSERT_FALSE(p.ok()) << url;
+        EXPECT_NE(p.error().detail().find("PostgreSQL"), std::string::npos) << p.error().detail();
+        EXPECT_EQ(p.error().detail().find("hunter2"), std::string::npos) << p.error().detail();
+        EXPECT_NE(p.error().detail().find("***"), std::string::npos) << p.error().detail();
+    }
 }

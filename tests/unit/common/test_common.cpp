@@ -2,6 +2,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
 #include <x2sec/common/bytes.hpp>
 #include <x2sec/common/child_sa.hpp>
 #include <x2sec/common/codec.hpp>
@@ -93,6 +98,78 @@ TEST(File, AtomicWriteWithMode) {
     EXPECT_FALSE(write_file_atomic(std::string(dir) + "/no/such/dir", std::string_view("x")).ok());
     unlink(path.c_str());
     rmdir(dir);
+}
+
+// The temporary file's name is not predictable: a symlink planted where the old name
+// (path.tmp.<pid>) would have been is neither followed nor an obstacle, and no temporary is left.
+TEST(File, AtomicWriteIgnoresPlantedTemporaryNames) {
+    char dir[] = "/tmp/x2sec-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    std::string path = std::string(dir) + "/key.pem";
+    std::string victim = std::string(dir) + "/victim";
+    ASSERT_TRUE(write_file_atomic(victim, std::string_view("untouched"), 0644).ok());
+    ASSERT_EQ(symlink(victim.c_str(), (path + ".tmp." + std::to_string(getpid())).c_str()), 0);
+    ASSERT_EQ(symlink(victim.c_str(), (path + ".tmp").c_str()), 0);
+    auto st = write_file_atomic(path, std::string_view("secret"), 0600);
+    ASSERT_TRUE(st.ok()) << st.error().detail();
+    EXPECT_EQ(*read_text_file(path), "secret");
+    EXPECT_EQ(*read_text_file(victim), "untouched");
+    struct stat sb {};
+    ASSERT_EQ(lstat(path.c_str(), &sb), 0);
+    EXPECT_TRUE(S_ISREG(sb.st_mode));
+    EXPECT_EQ(sb.st_mode & 0777, 0600u);
+    size_t entries = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+        ++entries;
+        EXPECT_EQ(e.path().filename().string().find(".key.pem.tmp"), std::string::npos) << e.path();
+    }
+    EXPECT_EQ(entries, 4u);  // victim, key.pem and the two planted links
+    std::filesystem::remove_all(dir);
+}
+
+// The mode is the one asked for even under a permissive or restrictive umask.
+TEST(File, AtomicWriteModeIgnoresUmask) {
+    char dir[] = "/tmp/x2sec-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    mode_t old = umask(0);
+    auto a = write_file_atomic(std::string(dir) + "/a", std::string_view("x"), 0600);
+    umask(077);
+    auto b = write_file_atomic(std::string(dir) + "/b", std::string_view("x"), 0644);
+    umask(old);
+    ASSERT_TRUE(a.ok() && b.ok());
+    struct stat sa {}, sb {};
+    ASSERT_EQ(stat((std::string(dir) + "/a").c_str(), &sa), 0);
+    ASSERT_EQ(stat((std::string(dir) + "/b").c_str(), &sb), 0);
+    EXPECT_EQ(sa.st_mode & 0777, 0600u);
+    EXPECT_EQ(sb.st_mode & 0777, 0644u);
+    std::filesystem::remove_all(dir);
+}
+
+// Threads of one process (same pid) writing the same file concurrently: every write succeeds and
+// the file always holds one complete version (with a pid-derived name they shared one temporary).
+TEST(File, AtomicWriteConcurrentWritersNeverMix) {
+    char dir[] = "/tmp/x2sec-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    std::string path = std::string(dir) + "/shared";
+    constexpr int kThreads = 4, kWrites = 40;
+    std::atomic<int> failures{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < kThreads; ++t)
+        ts.emplace_back([&, t] {
+            std::string body(4096, static_cast<char>('a' + t));
+            for (int i = 0; i < kWrites; ++i)
+                if (!write_file_atomic(path, std::string_view(body), 0600).ok()) ++failures;
+        });
+    for (auto& t : ts) t.join();
+    EXPECT_EQ(failures.load(), 0);
+    auto text = read_text_file(path);
+    ASSERT_TRUE(text.ok());
+    ASSERT_EQ(text->size(), 4096u);
+    EXPECT_EQ(text->find_first_not_of((*text)[0]), std::string::npos);
+    size_t entries = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) (void)e, ++entries;
+    EXPECT_EQ(entries, 1u);
+    std::filesystem::remove_all(dir);
 }
 
 TEST(TrafficSelector, PrefixAndContains) {

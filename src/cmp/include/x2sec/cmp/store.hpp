@@ -60,7 +60,11 @@ public:
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path);
 // conninfo: a libpq connection string ("host=/tmp/x dbname=x2sec").
 Result<std::unique_ptr<Store>> open_postgres_store(const std::string& conninfo);
-// "sqlite:<path>" or "postgresql:<conninfo>" (or a plain path = sqlite).
+// "sqlite:<path>", "postgresql:<conninfo>", a libpq URI "postgresql://user:pw@host/db" (or a
+// plain path = sqlite).  Errors never carry the connection's password.
 Result<std::unique_ptr<Store>> open_store(const std::string& url);
+// The connection string with every password replaced by "***" (password=..., quoted or not;
+// URI user:password@ and ?password=), for errors and logs.
+std::string redact_conninfo(const std::string& conninfo);
 
 }  // namespace x2sec::cmp

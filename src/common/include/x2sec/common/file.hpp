@@ -1,6 +1,8 @@
-// Files that must never be half-written: write to a temporary file in the same directory,
-// fsync, rename over the target, fsync the directory.  Private keys are written with mode
-// 0600 from the start (the temporary file is created with that mode).
+// Files that must never be half-written: write to a uniquely named temporary file created
+// exclusively (mkostemp, O_EXCL) in the same directory, fsync it, rename it over the target,
+// fsync the directory.  The temporary file is created 0600 and set to `mode` before anything is
+// written, so a private key (0600) is never readable by others, not even for an instant; a
+// pre-planted file or symlink cannot be followed, and concurrent writers never share a name.
 #pragma once
 
 #include <string>
