@@ -4,7 +4,10 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <sys/stat.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <chrono>
@@ -252,6 +255,10 @@ struct RevocationChecker::Impl {
     }
 
     void worker() {
+        // Signals are for the daemon's own handlers (signalfd, sigwait), never this thread.
+        sigset_t all;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, nullptr);
         std::unique_lock lk(mu);
         auto next_poll = std::chrono::steady_clock::now();
         while (!stop) {
