@@ -367,8 +367,11 @@ bool RevocationChecker::wait_idle(int timeout_ms) const {
     return im.cv_done.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return !busy(); });
 }
 
-Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t now) const {
+Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t now, Verdict* verdict) const {
     auto& im = *m_impl;
+    Verdict ignored;
+    Verdict& v = verdict ? *verdict : ignored;
+    v = Verdict::Good;
     for (size_t i = 0; i + 1 < chain.size(); ++i) {
         const Certificate& cert = chain[i];
         const Certificate& issuer = chain[i + 1];
@@ -433,6 +436,7 @@ Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t n
         if (cands.empty()) {
             if (im.cfg.require) {
                 im.count("x509.crl.unavailable");
+                v = Verdict::Unavailable;
                 return crl_error(VerifyFailure::CrlUnavailable,
                                  cert_name() + ": no CRL configured or named for issuer '" + cert.issuer() + "'");
             }
@@ -469,6 +473,7 @@ Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t n
             X509_REVOKED* rev = nullptr;
             if (X509_CRL_get0_by_cert(crl, &rev, cert.get()) == 1) {
                 im.count("x509.crl.revoked_peer");
+                v = Verdict::Revoked;
                 std::string reason;
                 if (auto* e = static_cast<ASN1_ENUMERATED*>(
                         X509_REVOKED_get_ext_d2i(rev, NID_crl_reason, nullptr, nullptr))) {
@@ -493,7 +498,10 @@ Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t n
         }
         im.count(stale ? "x509.crl.stale" : "x509.crl.unavailable");
         const std::string what = cert_name() + ": no current CRL of issuer '" + cert.issuer() + "': " + problems;
-        if (im.cfg.policy == CrlPolicy::Hard) return crl_error(VerifyFailure::CrlUnavailable, what);
+        if (im.cfg.policy == CrlPolicy::Hard) {
+            v = stale ? Verdict::Stale : Verdict::Unavailable;
+            return crl_error(VerifyFailure::CrlUnavailable, what);
+        }
         im.count("x509.crl.soft_accepted");
         log::get("x509")->warn("{} (accepted: crl_policy = soft)", what);
     }

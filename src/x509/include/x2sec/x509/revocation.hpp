@@ -71,7 +71,9 @@ public:
     // chain: leaf first, anchor last (VerifiedChain::chain); now: unix seconds.  Errors:
     // ErrorDomain::Pki, code VerifyFailure::Revoked or CrlUnavailable, detail naming the
     // certificate, serial and CRL source.
-    Status check(const std::vector<Certificate>& chain, int64_t now) const;
+    // `verdict` (optional) says why, for callers that count refusals by cause.
+    enum class Verdict { Good, Revoked, Stale, Unavailable };
+    Status check(const std::vector<Certificate>& chain, int64_t now, Verdict* verdict = nullptr) const;
 
     // Reloads every configured file that changed, and refetches every known URL now
     // (SIGHUP, control `reload-crls`).  Returns the first file error; the others are logged.
