@@ -282,7 +282,8 @@ public:
                 if (sigwait(&set, &sig) != 0) continue;
                 if (m_stop) return;
                 x2sec::log::get("runtime")->info("SIGHUP: reloading CRLs");
-                if (auto st = m_rc->reload(); !st) x2sec::log::get("runtime")->warn("CRL reload: {}", st.error().detail());
+                if (auto st = m_rc->reload(); !st)
+                    x2sec::log::get("runtime")->warn("CRL reload: {}", st.error().detail());
             }
         });
     }
@@ -498,7 +499,8 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
     list->add_flag("--json", o->json_out, "print JSON");
     auto* counters = app.add_subcommand("counters", "print the daemon's counters (IKE, runtime, ESP data plane) as JSON");
     add_control(counters);
-    auto* reload_crls = app.add_subcommand("reload-crls", "reload changed CRL files and refetch the CRL URLs now (like SIGHUP)");
+    auto* reload_crls =
+        app.add_subcommand("reload-crls", "reload changed CRL files and refetch the CRL URLs now (like SIGHUP)");
     add_control(reload_crls);
     auto* init = app.add_subcommand("initiate", "establish the IKE SA and first Child SA with a peer");
     add_control(init);

@@ -430,7 +430,8 @@ private:
         }
         if (auto b = r.boolean("fetch")) rv.fetch = *b;
         for (auto& u : r.strings("crl_urls")) {
-            if (u.value.rfind("http://", 0) != 0) m_d.error(u.where, "'crl_urls': '" + u.value + "' is not an http:// URL");
+            if (u.value.rfind("http://", 0) != 0)
+                m_d.error(u.where, "'crl_urls': '" + u.value + "' is not an http:// URL");
             else rv.crl_urls.push_back(u.value);
         }
         auto positive = [&](const char* key, int64_t& out) {

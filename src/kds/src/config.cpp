@@ -122,7 +122,8 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
     X2SEC_TRY_STATUS(strings("crl_urls", c.revocation.crl_urls, false));
     if (auto n = kds->get("crl_policy")) {
         auto v = n->value<std::string>();
-        if (!v || (*v != "hard" && *v != "soft")) return at(file, n->source(), "kds.crl_policy must be \"hard\" or \"soft\"");
+        if (!v || (*v != "hard" && *v != "soft"))
+            return at(file, n->source(), "kds.crl_policy must be \"hard\" or \"soft\"");
         c.revocation.policy = *v == "soft" ? x509::CrlPolicy::Soft : x509::CrlPolicy::Hard;
     }
     if (auto n = kds->get("crl_refresh")) {

@@ -290,7 +290,8 @@ std::optional<ErrorMessage> TlsServer::authorise_client(void* sslv, BytesView re
         return refuse(ErrorCode::CertificateExpired, "kds.auth.rejected.expired",
                       who + ": " + X509_verify_cert_error_string(v));
     if (v != X509_V_OK)
-        return refuse(ErrorCode::UnknownClient, "kds.auth.rejected.untrusted", who + ": " + X509_verify_cert_error_string(v));
+        return refuse(ErrorCode::UnknownClient, "kds.auth.rejected.untrusted",
+                      who + ": " + X509_verify_cert_error_string(v));
     if (!m_revocation) return std::nullopt;
     std::vector<x509::Certificate> chain;
     STACK_OF(X509)* sk = SSL_get0_verified_chain(ssl);
@@ -299,7 +300,8 @@ std::optional<ErrorMessage> TlsServer::authorise_client(void* sslv, BytesView re
         X509_up_ref(x);
         chain.push_back(x509::Certificate::adopt(x));
     }
-    if (chain.empty()) return refuse(ErrorCode::UnknownClient, "kds.auth.rejected.untrusted", who + ": no verified chain");
+    if (chain.empty())
+        return refuse(ErrorCode::UnknownClient, "kds.auth.rejected.untrusted", who + ": no verified chain");
     x509::RevocationChecker::Verdict verdict{};
     auto st = m_revocation->check(chain, static_cast<int64_t>(::time(nullptr)), &verdict);
     if (st.ok()) return std::nullopt;

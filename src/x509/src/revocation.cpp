@@ -227,7 +227,8 @@ struct RevocationChecker::Impl {
             const int64_t nu = s.crl->next_update();
             // The server still hands out a CRL past its nextUpdate: do not ask again at once.
             s.next_try = nu != 0 && nu <= now ? now + cfg.retry_s : 0;
-            log::get("x509")->debug("fetched CRL {} (issuer '{}', next update {})", url, s.crl->issuer(), time_text(nu));
+            log::get("x509")->debug("fetched CRL {} (issuer '{}', next update {})", url, s.crl->issuer(),
+                                    time_text(nu));
         } else {
             count("x509.crl.fetch_failed");
             s.error = r.error().detail();
