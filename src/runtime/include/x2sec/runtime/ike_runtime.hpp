@@ -12,7 +12,6 @@
 // NattTransport in udp.hpp).
 #pragma once
 
-
 #include <atomic>
 #include <deque>
 #include <functional>
