@@ -246,6 +246,15 @@ int cmd_check(const Options& o) {
     auto cfg = load_config(o);
     if (!cfg) return 1;
     std::cout << o.config << ": OK, " << cfg->engine.peers.size() << " peer(s)\n";
+    if (const auto& rc = cfg->revocation) {
+        const auto& c = rc->config();
+        std::cout << "  revocation: " << (c.require ? "require" : "auto") << ", crl_policy "
+                  << x2sec::x509::to_string(c.policy) << ", " << c.crl_files.size() << " CRL file(s), "
+                  << c.crl_urls.size() << " CRL URL(s), distribution points "
+                  << (c.fetch_distribution_points ? "fetched" : "ignored") << "\n";
+    } else {
+        std::cout << "  revocation: off\n";
+    }
     for (const auto& p : cfg->engine.peers) {
         std::cout << "  " << p.name << ": " << p.local_addr.to_string() << "[" << p.local_port << "] -> "
                   << p.remote_addr.to_string() << "[" << p.remote_port << "], local " << x2sec::ike::to_string(p.local_auth)
