@@ -4,14 +4,20 @@
 //   x2sec ike check-config --config FILE
 //   x2sec ike list-sas [--control SOCK] [--json]
 //   x2sec ike counters [--control SOCK]
+//   x2sec ike reload-crls [--control SOCK]
 //   x2sec ike initiate --peer NAME [--timeout S]
 //   x2sec ike terminate (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
 //   x2sec ike rekey (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
+#include <pthread.h>
 #include <sys/wait.h>
+
+#include <atomic>
+#include <csignal>
 #include <unistd.h>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <thread>
 #include <x2sec/common/log.hpp>
 #include <x2sec/runtime/control.hpp>
@@ -120,6 +126,12 @@ int cmd_counters(const Options& o) {
     auto r = request(o, {{"cmd", "counters"}});
     if (!r) return 1;
     std::cout << (*r)["counters"].dump(2) << "\n";
+    return 0;
+}
+
+int cmd_reload_crls(const Options& o) {
+    if (!request(o, {{"cmd", "reload-crls"}})) return 1;  // request() printed the daemon's error
+    std::cout << "CRL files reloaded, CRL URLs being refetched\n";
     return 0;
 }
 
@@ -234,6 +246,15 @@ int cmd_check(const Options& o) {
     auto cfg = load_config(o);
     if (!cfg) return 1;
     std::cout << o.config << ": OK, " << cfg->engine.peers.size() << " peer(s)\n";
+    if (const auto& rc = cfg->revocation) {
+        const auto& c = rc->config();
+        std::cout << "  revocation: " << (c.require ? "require" : "auto") << ", crl_policy "
+                  << x2sec::x509::to_string(c.policy) << ", " << c.crl_files.size() << " CRL file(s), "
+                  << c.crl_urls.size() << " CRL URL(s), distribution points "
+                  << (c.fetch_distribution_points ? "fetched" : "ignored") << "\n";
+    } else {
+        std::cout << "  revocation: off\n";
+    }
     for (const auto& p : cfg->engine.peers) {
         std::cout << "  " << p.name << ": " << p.local_addr.to_string() << "[" << p.local_port << "] -> "
                   << p.remote_addr.to_string() << "[" << p.remote_port << "], local " << x2sec::ike::to_string(p.local_auth)
@@ -250,6 +271,44 @@ int cmd_check(const Options& o) {
 }
 
 #ifdef X2SEC_IKE_HAVE_ENGINE
+// SIGHUP reloads the CRLs (changed [[crl]] files now, every known CRL URL refetched).  SIGHUP
+// is blocked in every thread (the caller blocks it before starting any) and taken here with
+// sigwait; the destructor wakes the thread with a SIGHUP of its own.
+class CrlReloadOnHup {
+public:
+    explicit CrlReloadOnHup(std::shared_ptr<x2sec::x509::RevocationChecker> rc) : m_rc(std::move(rc)) {
+        m_thread = std::thread([this] {
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, SIGHUP);
+            for (;;) {
+                int sig = 0;
+                if (sigwait(&set, &sig) != 0) continue;
+                if (m_stop) return;
+                x2sec::log::get("runtime")->info("SIGHUP: reloading CRLs");
+                if (auto st = m_rc->reload(); !st)
+                    x2sec::log::get("runtime")->warn("CRL reload: {}", st.error().detail());
+            }
+        });
+    }
+    ~CrlReloadOnHup() {
+        m_stop = true;
+        pthread_kill(m_thread.native_handle(), SIGHUP);
+        m_thread.join();
+    }
+    static void block_sighup() {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    }
+
+private:
+    std::shared_ptr<x2sec::x509::RevocationChecker> m_rc;
+    std::atomic<bool> m_stop{false};
+    std::thread m_thread;
+};
+
 // Data-plane lifetime events arrive on the data plane's threads; the engine is single-threaded,
 // so they are posted to the runtime's loop.  Wraps the real backend between engine and data plane.
 class LoopBackend final : public x2sec::ChildSaBackend {
@@ -276,6 +335,7 @@ private:
 
 int cmd_run(const Options& o) {
 #ifdef X2SEC_IKE_HAVE_ENGINE
+    CrlReloadOnHup::block_sighup();  // before any thread starts (the CRL fetch thread blocks all signals)
     auto cfg = load_config(o);
     if (!cfg) return 1;
     if (cfg->runtime.log_level != "info") x2sec::log::set_level(cfg->runtime.log_level);
@@ -294,6 +354,23 @@ int cmd_run(const Options& o) {
     if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
         std::filesystem::create_directories(dir, ec);
         std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
+    }
+    // Revocation: its counters in `x2sec ike counters`, the CRLs named by our own chains
+    // fetched before the first peer arrives, SIGHUP reloads.
+    ro.extra_counters.push_back(&x2sec::x509::revocation_counters());
+    std::optional<CrlReloadOnHup> crl_reload;
+    if (cfg->revocation) {
+        std::vector<std::string> urls;
+        for (const auto& p : cfg->engine.peers)
+            for (const auto& c : p.cert_chain)
+                for (auto& u : c.crl_distribution_points()) urls.push_back(std::move(u));
+        cfg->revocation->prefetch(urls);
+        crl_reload.emplace(cfg->revocation);
+        ro.extra_commands["reload-crls"] = [rc = cfg->revocation] { return rc->reload(); };
+        lg->info("revocation checking on (crl_policy = {}, CRL fetch wait at most {} ms); SIGHUP reloads CRLs",
+                 x2sec::x509::to_string(cfg->revocation->config().policy), cfg->revocation->config().max_wait_ms);
+    } else {
+        lg->warn("revocation checking is off ([revocation] mode = \"off\" / crl_check = false)");
     }
     x2sec::MemoryChildSaBackend memory_backend;
     x2sec::ChildSaBackend* inner = &memory_backend;
@@ -426,6 +503,9 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
     list->add_flag("--json", o->json_out, "print JSON");
     auto* counters = app.add_subcommand("counters", "print the daemon's counters (IKE, runtime, ESP data plane) as JSON");
     add_control(counters);
+    auto* reload_crls =
+        app.add_subcommand("reload-crls", "reload changed CRL files and refetch the CRL URLs now (like SIGHUP)");
+    add_control(reload_crls);
     auto* init = app.add_subcommand("initiate", "establish the IKE SA and first Child SA with a peer");
     add_control(init);
     init->add_option("--peer", o->peer, "peer name")->required();
@@ -441,6 +521,7 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
         if (check->parsed()) return cmd_check(*o);
         if (list->parsed()) return cmd_list(*o);
         if (counters->parsed()) return cmd_counters(*o);
+        if (reload_crls->parsed()) return cmd_reload_crls(*o);
         if (init->parsed()) return cmd_initiate(*o);
         if ((term->parsed() || rekey->parsed()) && o->peer.empty() && !o->ike_sa) {
             std::cerr << "x2sec ike: give --peer or --ike-sa\n";

@@ -36,6 +36,14 @@ static x2sec::app::Command reg("kds", "Key Distribution Service (Solution 2): se
         SystemClock clock;
         kds::Server engine(cfg->server, os_rng());
         kds::TlsServer server(engine, clock);
+        // Revoked or expired H(e)NB certificates get no keys; the checker reloads the CRL files
+        // when they change and refetches the CRL URLs at nextUpdate / crl_refresh.
+        auto revocation = std::make_shared<x509::RevocationChecker>(cfg->revocation);
+        if (auto rst = revocation->start(); !rst.ok()) {
+            std::cerr << "x2sec kds: " << rst.error().detail() << "\n";
+            return 2;
+        }
+        server.set_revocation(revocation);
         auto st = server.start(cfg->listen, cfg->port, cfg->tls);
         if (!st.ok()) {
             std::cerr << "x2sec kds: " << st.error().detail() << "\n";
@@ -53,6 +61,7 @@ static x2sec::app::Command reg("kds", "Key Distribution Service (Solution 2): se
         }
         server.stop();
         for (auto& [k, v] : engine.counters().snapshot()) std::cout << "  " << k << " = " << v << "\n";
+        for (auto& [k, v] : revocation->counters().snapshot()) std::cout << "  " << k << " = " << v << "\n";
         return 0;
     };
 });

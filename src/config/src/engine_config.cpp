@@ -1,5 +1,6 @@
 #include <x2sec/config/engine_config.hpp>
 
+#include <algorithm>
 #include <map>
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
@@ -19,6 +20,27 @@ struct Builder {
     };
     std::map<std::string, Cred> creds;
     std::map<std::string, std::shared_ptr<const x509::TrustStore>> stores;  // by joined labels
+    std::shared_ptr<x509::RevocationChecker> revocation;
+
+    void make_revocation() {
+        const RevocationSection& r = f.revocation;
+        if (r.mode == RevocationMode::Off) return;
+        x509::RevocationConfig rc;
+        for (const auto& c : f.crls) rc.crl_files.push_back(c.file);
+        rc.crl_urls = r.crl_urls;
+        rc.fetch_distribution_points = r.fetch;
+        rc.require = r.mode == RevocationMode::Require;
+        rc.policy = r.policy_soft ? x509::CrlPolicy::Soft : x509::CrlPolicy::Hard;
+        rc.fetch_timeout_ms = static_cast<int>(std::min<int64_t>(r.fetch_timeout_ms, 600'000));
+        rc.max_wait_ms = static_cast<int>(std::min<int64_t>(r.max_wait_ms, 600'000));
+        rc.refresh_s = std::max<int64_t>(1, r.refresh_ms / 1000);
+        rc.retry_s = r.retry_ms / 1000;
+        rc.max_crl_size = r.max_crl_size;
+        rc.cache_dir = r.cache_dir;
+        revocation = std::make_shared<x509::RevocationChecker>(std::move(rc));
+        // The [[crl]] files were loaded (and their errors reported) by load_anchors().
+        (void)revocation->start();
+    }
 
     void load_anchors() {
         for (const auto& a : f.trust_anchors) {
@@ -80,8 +102,8 @@ struct Builder {
             if (!want) continue;
             for (const auto& [lab, cert] : certs) ts->add_anchor(cert, lab);
         }
-        for (const auto& c : crls) ts->add_crl(c);
-        ts->set_crl_check(f.crl_check);
+        // CRLs (files, distribution points) are the revocation checker's: it reloads them.
+        ts->set_revocation(revocation);
         stores[k] = ts;
         return ts;
     }
@@ -183,12 +205,14 @@ struct Builder {
 }  // namespace
 
 Result<LoadedConfig> build_engine_config(const FileConfig& f) {
-    Builder b{f, {}, {}, {}, {}, {}};
+    Builder b{f, {}, {}, {}, {}, {}, {}};
     b.load_anchors();
+    if (b.d.empty()) b.make_revocation();
     b.load_credentials();
     LoadedConfig out;
     out.path = f.path;
     out.runtime = f.runtime;
+    out.revocation = b.revocation;
     for (const auto& p : f.peers) {
         auto pc = b.peer(p);
         if (pc) out.engine.peers.push_back(std::move(*pc));

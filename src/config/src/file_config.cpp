@@ -344,7 +344,11 @@ public:
             a.finish();
             out.crls.push_back(std::move(e));
         }
-        if (auto b = r.boolean("crl_check")) out.crl_check = *b;
+        if (auto b = r.boolean("crl_check")) {
+            out.crl_check = *b;
+            out.revocation.mode = *b ? RevocationMode::Require : RevocationMode::Off;
+        }
+        for (const auto* t : r.tables("revocation")) revocation(*t, out.revocation);
         for (const auto* t : r.tables("credential")) {
             TableReader a(*t, "[[credential]]", m_file, m_d);
             CredentialEntry e;
@@ -411,6 +415,41 @@ private:
             e.max_half_open_per_source = static_cast<uint32_t>(*v);
         if (auto v = r.integer("max_message_size", 1280, 1 << 20)) e.max_message_size = static_cast<uint32_t>(*v);
         if (auto v = r.duration_ms("half_open_timeout")) e.half_open_timeout_ms = *v;
+        r.finish();
+    }
+
+    void revocation(const toml::table& t, RevocationSection& rv) {
+        TableReader r(t, "[revocation]", m_file, m_d);
+        rv.where = r.where();
+        if (auto s = r.str("mode")) {
+            if (s->value == "auto") rv.mode = RevocationMode::Auto;
+            else if (s->value == "require") rv.mode = RevocationMode::Require;
+            else if (s->value == "off") rv.mode = RevocationMode::Off;
+            else m_d.error(s->where, "'mode' must be \"auto\", \"require\" or \"off\", not '" + s->value + "'");
+        }
+        if (auto s = r.str("crl_policy")) {
+            if (s->value == "hard" || s->value == "soft") rv.policy_soft = s->value == "soft";
+            else m_d.error(s->where, "'crl_policy' must be \"hard\" or \"soft\", not '" + s->value + "'");
+        }
+        if (auto b = r.boolean("fetch")) rv.fetch = *b;
+        for (auto& u : r.strings("crl_urls")) {
+            if (u.value.rfind("http://", 0) != 0)
+                m_d.error(u.where, "'crl_urls': '" + u.value + "' is not an http:// URL");
+            else rv.crl_urls.push_back(u.value);
+        }
+        auto positive = [&](const char* key, int64_t& out) {
+            if (auto v = r.duration_ms(key)) {
+                if (*v < 0) r.error(key, std::string("'") + key + "' must not be negative");
+                else out = *v;
+            }
+        };
+        positive("fetch_timeout", rv.fetch_timeout_ms);
+        positive("max_wait", rv.max_wait_ms);
+        positive("refresh", rv.refresh_ms);
+        positive("retry", rv.retry_ms);
+        if (rv.fetch_timeout_ms < 1000) r.error("fetch_timeout", "'fetch_timeout' must be at least 1s");
+        if (auto v = r.integer("max_crl_size", 1024, 64 * 1024 * 1024)) rv.max_crl_size = static_cast<uint32_t>(*v);
+        if (auto s = r.str("cache_dir")) rv.cache_dir = resolve(s->value);
         r.finish();
     }
 

@@ -34,7 +34,8 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
     for (auto& [k, v] : *kds) {
         static const std::set<std::string> known = {"listen", "port", "certificate", "private_key",
                                                     "client_anchors", "key_lifetime", "node", "relation",
-                                                    "wipe_after_delivery"};
+                                                    "wipe_after_delivery", "crl_files", "crl_urls", "crl_policy",
+                                                    "crl_refresh", "crl_cache_dir"};
         if (!known.count(std::string(k.str()))) return at(file, k.source(), "unknown key 'kds." + std::string(k.str()) + "'");
     }
     auto str = [&](const char* key, std::string& out, bool required) -> Status {
@@ -101,6 +102,40 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
                 return at(file, r.source(), "[[kds.relation]] needs nodes = [\"a\", \"b\"]");
             c.server.relations.emplace_back(*(*nodes)[0].value<std::string>(), *(*nodes)[1].value<std::string>());
         }
+    }
+    auto strings = [&](const char* name, std::vector<std::string>& out, bool path) -> Status {
+        auto n = kds->get(name);
+        if (!n) return {};
+        auto* arr = n->as_array();
+        if (!arr) return at(file, n->source(), std::string("kds.") + name + " must be an array of strings");
+        for (auto& e : *arr) {
+            auto v = e.value<std::string>();
+            if (!v) return at(file, e.source(), std::string("kds.") + name + " entries must be strings");
+            if (!path && v->rfind("http://", 0) != 0)
+                return at(file, e.source(), std::string("kds.") + name + ": '" + *v + "' is not an http:// URL");
+            std::filesystem::path fp(*v);
+            out.push_back(path && fp.is_relative() ? (std::filesystem::path(base) / fp).string() : *v);
+        }
+        return {};
+    };
+    X2SEC_TRY_STATUS(strings("crl_files", c.revocation.crl_files, true));
+    X2SEC_TRY_STATUS(strings("crl_urls", c.revocation.crl_urls, false));
+    if (auto n = kds->get("crl_policy")) {
+        auto v = n->value<std::string>();
+        if (!v || (*v != "hard" && *v != "soft"))
+            return at(file, n->source(), "kds.crl_policy must be \"hard\" or \"soft\"");
+        c.revocation.policy = *v == "soft" ? x509::CrlPolicy::Soft : x509::CrlPolicy::Hard;
+    }
+    if (auto n = kds->get("crl_refresh")) {
+        auto v = n->value<int64_t>();
+        if (!v || *v < 1 || *v > 7 * 86400) return at(file, n->source(), "kds.crl_refresh must be 1..604800 seconds");
+        c.revocation.refresh_s = *v;
+    }
+    if (auto n = kds->get("crl_cache_dir")) {
+        auto v = n->value<std::string>();
+        if (!v) return at(file, n->source(), "kds.crl_cache_dir must be a string");
+        std::filesystem::path fp(*v);
+        c.revocation.cache_dir = fp.is_relative() ? (std::filesystem::path(base) / fp).string() : *v;
     }
     auto st = validate(c.server);
     if (!st.ok()) return Error(ErrorDomain::Config, 0, file + ": " + st.error().detail());

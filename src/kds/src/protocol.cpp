@@ -23,6 +23,9 @@ const char* to_string(ErrorCode c) {
         case ErrorCode::IdentityMismatch: return "IDENTITY_MISMATCH";
         case ErrorCode::UnknownPeer: return "UNKNOWN_PEER";
         case ErrorCode::Internal: return "INTERNAL";
+        case ErrorCode::CertificateRevoked: return "CERTIFICATE_REVOKED";
+        case ErrorCode::CertificateExpired: return "CERTIFICATE_EXPIRED";
+        case ErrorCode::RevocationUnavailable: return "REVOCATION_UNAVAILABLE";
     }
     return "?";
 }

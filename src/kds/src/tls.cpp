@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 #include <x2sec/common/log.hpp>
 #include <x2sec/kds/tls.hpp>
 
@@ -89,12 +90,22 @@ Status load_credentials(SSL_CTX* ctx, const TlsCredentials& creds) {
     return {};
 }
 
+// The KDS lets a client certificate outside its validity period through the handshake (and
+// only that: every other verification error still fails it), so that authorise_client can
+// answer with a KDS CERTIFICATE_EXPIRED error and count it instead of a bare TLS alert.
+int server_verify_cb(int preverify_ok, X509_STORE_CTX* ctx) {
+    if (preverify_ok == 1) return 1;
+    const int err = X509_STORE_CTX_get_error(ctx);
+    return err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID ? 1 : 0;
+}
+
 Result<std::unique_ptr<SSL_CTX, CtxFree>> make_ctx(bool server, const TlsCredentials& creds) {
     std::unique_ptr<SSL_CTX, CtxFree> ctx(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
     if (!ctx) return io_error("TLS: SSL_CTX_new");
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
     X2SEC_TRY_STATUS(load_credentials(ctx.get(), creds));
-    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), nullptr);
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                       server ? server_verify_cb : nullptr);
     if (server) SSL_CTX_set_num_tickets(ctx.get(), 0);  // no resumption: every client authenticates
     return ctx;
 }
@@ -244,10 +255,64 @@ void TlsServer::serve_one(int fd) {
         logger->warn("KDS: reading request failed: {}", req.error().detail());
         return;
     }
+    if (auto refused = authorise_client(ssl.get(), req->view())) {
+        (void)write_all(ssl.get(), encode(*refused).view());
+        SSL_shutdown(ssl.get());
+        return;
+    }
     if (identity.empty()) identity = "(certificate without dNSName)";
     SecureBytes resp = m_engine.handle(identity, req->view(), m_clock.now());
     (void)write_all(ssl.get(), resp.view());
     SSL_shutdown(ssl.get());
+}
+
+// Before the engine sees a request: the client certificate must be within its validity and
+// not revoked (CRL from the RA/CA, files or URLs, through the revocation checker).  A refusal
+// is a KDS Error naming the reason, counted kds.auth.rejected.<reason>.
+std::optional<ErrorMessage> TlsServer::authorise_client(void* sslv, BytesView request) {
+    SSL* ssl = static_cast<SSL*>(sslv);
+    uint32_t request_id = 0;
+    if (auto m = decode(request); m.ok())
+        if (auto* r = std::get_if<KeyRequest>(&*m)) request_id = r->request_id;
+    X509* leaf = SSL_get0_peer_certificate(ssl);
+    std::string who = leaf ? "client certificate '" + first_san_dns(leaf) + "'" : "client certificate";
+    if (leaf) {
+        X509_up_ref(leaf);
+        who += " (serial " + x509::Certificate::adopt(leaf).serial_hex() + ")";
+    }
+    auto refuse = [&](ErrorCode code, const char* counter, const std::string& text) {
+        m_engine.count(counter);
+        log::get("kds")->warn("KDS: refused {}: {}", who, text);
+        return ErrorMessage{request_id, code, text};
+    };
+    const long v = SSL_get_verify_result(ssl);
+    if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID)
+        return refuse(ErrorCode::CertificateExpired, "kds.auth.rejected.expired",
+                      who + ": " + X509_verify_cert_error_string(v));
+    if (v != X509_V_OK)
+        return refuse(ErrorCode::UnknownClient, "kds.auth.rejected.untrusted",
+                      who + ": " + X509_verify_cert_error_string(v));
+    if (!m_revocation) return std::nullopt;
+    std::vector<x509::Certificate> chain;
+    STACK_OF(X509)* sk = SSL_get0_verified_chain(ssl);
+    for (int i = 0; sk != nullptr && i < sk_X509_num(sk); ++i) {
+        X509* x = sk_X509_value(sk, i);
+        X509_up_ref(x);
+        chain.push_back(x509::Certificate::adopt(x));
+    }
+    if (chain.empty())
+        return refuse(ErrorCode::UnknownClient, "kds.auth.rejected.untrusted", who + ": no verified chain");
+    x509::RevocationChecker::Verdict verdict{};
+    auto st = m_revocation->check(chain, static_cast<int64_t>(::time(nullptr)), &verdict);
+    if (st.ok()) return std::nullopt;
+    switch (verdict) {
+        case x509::RevocationChecker::Verdict::Revoked:
+            return refuse(ErrorCode::CertificateRevoked, "kds.auth.rejected.revoked", st.error().detail());
+        case x509::RevocationChecker::Verdict::Stale:
+            return refuse(ErrorCode::RevocationUnavailable, "kds.auth.rejected.crl_stale", st.error().detail());
+        default:
+            return refuse(ErrorCode::RevocationUnavailable, "kds.auth.rejected.crl_unavailable", st.error().detail());
+    }
 }
 
 Result<KeyResponse> fetch_key(const std::string& host, uint16_t port, const std::string& server_name,

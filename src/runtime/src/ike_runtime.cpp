@@ -320,7 +320,13 @@ nlohmann::json IkeRuntime::handle_control(const nlohmann::json& req) {
     } catch (const nlohmann::json::exception& e) {
         return fail(std::string("bad request: ") + e.what());
     }
+    if (auto it = m_opts.extra_commands.find(cmd); it != m_opts.extra_commands.end()) return extra_command(it->second);
     return fail("unknown command '" + cmd + "' (list-sas, initiate, terminate, rekey, events, counters, stop)");
+}
+
+nlohmann::json IkeRuntime::extra_command(const std::function<Status()>& run) {
+    Status st = run ? run() : Status(Error(ErrorDomain::Config, 0, "command not available"));
+    return st ? nlohmann::json{{"ok", true}} : nlohmann::json{{"ok", false}, {"error", st.error().detail()}};
 }
 
 void IkeRuntime::serve_control(int fd) {

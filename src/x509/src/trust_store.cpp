@@ -5,6 +5,7 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/x509/revocation.hpp>
 #include <x2sec/x509/x509.hpp>
 
 namespace x2sec::x509 {
@@ -186,6 +187,7 @@ Result<VerifiedChain> TrustStore::verify(const Certificate& leaf,
     if ((X509_get_extension_flags(leaf.get()) & EXFLAG_KUSAGE) != 0 &&
         (X509_get_key_usage(leaf.get()) & KU_DIGITAL_SIGNATURE) == 0)
         return fail(VerifyFailure::BadUsage, leaf_name() + ": keyUsage lacks digitalSignature");
+    if (m_revocation) X2SEC_TRY_STATUS(m_revocation->check(out.chain, unix_time));
     return out;
 }
 

@@ -194,3 +194,53 @@ TEST(EngineConfig, UniquePolicy) {
               std::string::npos)
         << r.error().detail();
 }
+
+TEST(EngineConfig, RevocationIsOnByDefaultAndSharedByTheTrustStores) {
+    auto r = build(cert_peer());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    ASSERT_TRUE(r->revocation);
+    EXPECT_EQ(r->engine.peers[0].trust->revocation(), r->revocation);
+    const auto& c = r->revocation->config();
+    EXPECT_TRUE(c.fetch_distribution_points);
+    EXPECT_FALSE(c.require);
+    EXPECT_EQ(c.policy, x509::CrlPolicy::Hard);
+}
+
+TEST(EngineConfig, RevocationSectionAndOldSwitch) {
+    auto r = build("[revocation]\nmode = \"require\"\ncrl_policy = \"soft\"\nfetch = false\n"
+                   "crl_urls = [\"http://127.0.0.1:8080/crl\"]\nfetch_timeout = \"2s\"\nmax_wait = \"250ms\"\n"
+                   "refresh = \"10m\"\nretry = \"5s\"\nmax_crl_size = 4096\ncache_dir = \"crl-cache\"\n" +
+                   cert_peer());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    ASSERT_TRUE(r->revocation);
+    const auto& c = r->revocation->config();
+    EXPECT_TRUE(c.require);
+    EXPECT_EQ(c.policy, x509::CrlPolicy::Soft);
+    EXPECT_FALSE(c.fetch_distribution_points);
+    EXPECT_EQ(c.crl_urls, std::vector<std::string>{"http://127.0.0.1:8080/crl"});
+    EXPECT_EQ(c.fetch_timeout_ms, 2000);
+    EXPECT_EQ(c.max_wait_ms, 250);
+    EXPECT_EQ(c.refresh_s, 600);
+    EXPECT_EQ(c.retry_s, 5);
+    EXPECT_EQ(c.max_crl_size, 4096u);
+    EXPECT_EQ(c.cache_dir, kPki + "/crl-cache");
+
+    auto off = build("crl_check = false\n" + cert_peer());
+    ASSERT_TRUE(off.ok()) << off.error().detail();
+    EXPECT_FALSE(off->revocation);
+    EXPECT_FALSE(off->engine.peers[0].trust->revocation());
+    auto on = build("crl_check = true\n" + cert_peer());
+    ASSERT_TRUE(on.ok());
+    ASSERT_TRUE(on->revocation);
+    EXPECT_TRUE(on->revocation->config().require);
+}
+
+TEST(EngineConfig, RevocationSectionErrorsNameTheKey) {
+    auto r = build("[revocation]\ncrl_policy = \"lenient\"\nmode = \"maybe\"\ncrl_urls = [\"ldap://x\"]\n" + cert_peer());
+    ASSERT_FALSE(r.ok());
+    const std::string e = r.error().detail();
+    EXPECT_NE(e.find("e.toml:2:"), std::string::npos) << e;
+    EXPECT_NE(e.find("'crl_policy' must be \"hard\" or \"soft\""), std::string::npos) << e;
+    EXPECT_NE(e.find("'mode' must be"), std::string::npos) << e;
+    EXPECT_NE(e.find("'ldap://x' is not an http:// URL"), std::string::npos) << e;
+}

@@ -403,6 +403,31 @@ TEST(IkeRuntime, ControlSocketCommands) {
     std::filesystem::remove_all(dir);
 }
 
+TEST(IkeRuntime, ExtraControlCommandsAnswerOkOrTheirError) {
+    RuntimeOptions opts;
+    std::string dir = temp_dir("ctl-extra");
+    opts.control_socket = dir + "/ctl.sock";
+    int calls = 0;
+    bool fail = false;
+    opts.extra_commands["reload-crls"] = [&]() -> Status {
+        ++calls;
+        if (fail) return Error(ErrorDomain::Pki, 6, "CRL file '/x.crl': No such file or directory");
+        return {};
+    };
+    Harness h(opts);
+    auto ok = control_request(opts.control_socket, {{"cmd", "reload-crls"}});
+    ASSERT_TRUE(ok.ok()) << ok.error().detail();
+    EXPECT_TRUE((*ok)["ok"].get<bool>());
+    fail = true;
+    auto bad = control_request(opts.control_socket, {{"cmd", "reload-crls"}});  // "ok": false -> Error
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().detail().find("/x.crl"), std::string::npos) << bad.error().detail();
+    EXPECT_EQ(calls, 2);
+    auto unknown = control_request(opts.control_socket, {{"cmd", "reload-everything"}});
+    ASSERT_FALSE(unknown.ok());
+    EXPECT_NE(unknown.error().detail().find("unknown command"), std::string::npos) << unknown.error().detail();
+}
+
 TEST(IkeRuntime, StopDeletesEverySaThenReturns) {
     Harness h({}, [](FakeEngine& e) {
         e.sas.push_back(sample_sa(1));

@@ -3,6 +3,9 @@
 // and checked here, each failure reported as "file:line:col: what is wrong".
 #pragma once
 
+#include <memory>
+#include <x2sec/x509/revocation.hpp>
+
 #include <string>
 #include <x2sec/config/file_config.hpp>
 #include <x2sec/ikev2/engine.hpp>
@@ -13,6 +16,9 @@ struct LoadedConfig {
     ike::EngineConfig engine;
     RuntimeSection runtime;
     std::string path;
+    // The CRL checker every certificate peer's TrustStore asks (nullptr: [revocation] mode =
+    // "off"); started: configured files loaded, its fetch thread running.
+    std::shared_ptr<x509::RevocationChecker> revocation;
 };
 
 // Also checks that a certificate peer's local_id is in its own certificate.

@@ -120,6 +120,26 @@ struct EngineSection {
     int64_t half_open_timeout_ms = 30000;
 };
 
+// [revocation]: CRL checking of certificate peers (x509::RevocationChecker).
+enum class RevocationMode { Auto, Require, Off };
+struct RevocationSection {
+    // auto: check every chain certificate a CRL applies to (a [[crl]] file of its issuer, an
+    // http:// cRLDistributionPoint in it, or a crl_urls entry); require: also refuse a
+    // certificate without any CRL source; off: no revocation checking.  The old top-level
+    // `crl_check = true` means require, `crl_check = false` off.
+    RevocationMode mode = RevocationMode::Auto;
+    bool policy_soft = false;             // crl_policy = "hard" (default) | "soft"
+    bool fetch = true;                    // fetch the certificates' http:// distribution points
+    std::vector<std::string> crl_urls;    // fetched for every chain
+    int64_t fetch_timeout_ms = 5000;
+    int64_t max_wait_ms = 1000;
+    int64_t refresh_ms = 3600 * 1000;
+    int64_t retry_ms = 30 * 1000;
+    uint32_t max_crl_size = 1024 * 1024;
+    std::string cache_dir;                // absolute, "" = memory only
+    Location where;
+};
+
 struct FileConfig {
     std::string path;      // as given
     std::string base_dir;  // relative file names are resolved against it
@@ -127,7 +147,8 @@ struct FileConfig {
     EngineSection engine;
     std::vector<TrustAnchorEntry> trust_anchors;
     std::vector<CrlEntry> crls;
-    bool crl_check = false;
+    bool crl_check = false;  // the old switch, as given (see RevocationSection::mode)
+    RevocationSection revocation;
     std::vector<CredentialEntry> credentials;
     std::vector<PeerEntry> peers;
 };

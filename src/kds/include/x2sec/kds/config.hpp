@@ -7,6 +7,11 @@
 //   private_key = "kds.key"
 //   client_anchors = ["vendor-a-root.pem", "operator-root.pem"]
 //   key_lifetime = 3600           # seconds
+//   crl_files = ["operator.crl"]  # CRLs of the client CAs (PEM/DER), reloaded when they change
+//   crl_urls = ["http://ra.operator.example/crl"]  # the RA/CA's CRL, refetched at nextUpdate / crl_refresh
+//   crl_policy = "hard"           # stale or unavailable CRL: refuse ("hard") or accept with a warning ("soft")
+//   crl_refresh = 300             # seconds: refetch the URLs at least this often
+//   crl_cache_dir = "crl-cache"   # optional on-disk copy of the fetched CRLs
 //   [[kds.node]]
 //   name = "henb-a1"
 //   identity = "0023a1000001.henb.vendor-a.example"   # certificate SAN dNSName
@@ -28,6 +33,8 @@ struct ServeConfig {
     uint16_t port = 7443;
     ServerConfig server;
     TlsCredentials tls;
+    // Client certificate revocation (always on: also the clients' http:// distribution points).
+    x509::RevocationConfig revocation;
 };
 
 Result<ServeConfig> load_serve_config(const std::string& path);

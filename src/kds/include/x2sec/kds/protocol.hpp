@@ -59,6 +59,9 @@ enum class ErrorCode : uint16_t {
     IdentityMismatch = 5,    // Requester differs from the authenticated identity
     UnknownPeer = 6,
     Internal = 7,
+    CertificateRevoked = 8,     // the client certificate (or one of its CAs) is on a CRL
+    CertificateExpired = 9,     // outside its validity period (or not yet valid)
+    RevocationUnavailable = 10, // no current CRL for the client certificate (stale / unreachable, hard policy)
 };
 const char* to_string(ErrorCode c);
 

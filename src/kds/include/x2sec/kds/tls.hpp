@@ -7,12 +7,14 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <x2sec/common/result.hpp>
 #include <x2sec/common/time.hpp>
 #include <x2sec/kds/protocol.hpp>
 #include <x2sec/kds/server.hpp>
+#include <x2sec/x509/revocation.hpp>
 
 namespace x2sec::kds {
 
@@ -36,13 +38,18 @@ public:
     // Binds host:port (port 0 = any free port) and serves on a thread until stop().
     Status start(const std::string& host, uint16_t port, const TlsCredentials& creds);
     void stop();
+    // Client certificate revocation (CRLs from the RA/CA, reloaded by the checker); set before
+    // start().  Without it only the handshake's chain and validity checks apply.
+    void set_revocation(std::shared_ptr<const x509::RevocationChecker> r) { m_revocation = std::move(r); }
     uint16_t port() const { return m_port; }
     size_t connections() const { return m_connections.load(); }
 
 private:
     void run();
     void serve_one(int fd);
+    std::optional<ErrorMessage> authorise_client(void* ssl, BytesView request);
     Server& m_engine;
+    std::shared_ptr<const x509::RevocationChecker> m_revocation;
     const Clock& m_clock;
     void* m_ctx = nullptr;  // SSL_CTX
     int m_listen = -1;

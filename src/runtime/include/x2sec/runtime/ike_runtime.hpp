@@ -16,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <memory>
 #include <mutex>
@@ -45,6 +46,9 @@ struct RuntimeOptions {
     // More counters for the control socket's "counters" reply (e.g. the ESP data plane's);
     // must outlive the runtime.
     std::vector<const Counters*> extra_counters;
+    // More control commands ({"cmd": NAME} -> {"ok": true} or {"ok": false, "error": ...}),
+    // run on the runtime's thread; e.g. "reload-crls".  Must not block.
+    std::map<std::string, std::function<Status()>> extra_commands;
 };
 
 class IkeRuntime {
@@ -75,6 +79,7 @@ public:
 
     // Handle one control request (JSON in, JSON out); on the loop thread.
     nlohmann::json handle_control(const nlohmann::json& request);
+    static nlohmann::json extra_command(const std::function<Status()>& run);
 
 private:
     IkeRuntime(const ike::EngineConfig& config, std::unique_ptr<EngineApi> engine, RuntimeOptions options,

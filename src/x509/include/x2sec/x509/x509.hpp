@@ -18,6 +18,8 @@ typedef struct x509_store_st X509_STORE;
 
 namespace x2sec::x509 {
 
+class RevocationChecker;  // revocation.hpp
+
 class Certificate {
 public:
     static Result<Certificate> from_der(BytesView der);
@@ -143,6 +145,12 @@ public:
     void add_anchor(const Certificate& root, std::string label);
     void add_crl(const Crl& crl);
     void set_crl_check(bool on) { m_crl_check = on; }  // leaf + chain, fail if a CRL is missing
+    // Revocation through a RevocationChecker (revocation.hpp): CRLs from files and from the
+    // certificates' cRLDistributionPoints, reloaded and refetched while the store is in use.
+    // verify() asks it about every certificate of the built chain but the anchor, after the
+    // path and validity checks.  Shared: one checker serves every store of a daemon.
+    void set_revocation(std::shared_ptr<const RevocationChecker> r) { m_revocation = std::move(r); }
+    const std::shared_ptr<const RevocationChecker>& revocation() const { return m_revocation; }
     // Errors: ErrorDomain::Pki with code = VerifyFailure, detail names the certificate.
     Result<VerifiedChain> verify(const Certificate& leaf,
                                  const std::vector<Certificate>& intermediates,
@@ -170,6 +178,7 @@ private:
     std::vector<std::string> m_anchor_subjects;  // likewise
     std::vector<Crl> m_crls;
     bool m_crl_check = false;
+    std::shared_ptr<const RevocationChecker> m_revocation;
 };
 
 // A DER Name (Certificate::subject_der()) as RFC 2253 text, like Certificate::subject(); ""
