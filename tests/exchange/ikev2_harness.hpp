@@ -5,13 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 #include <x2sec/common/child_sa.hpp>
 #include <x2sec/common/rng.hpp>
 #include <x2sec/common/time.hpp>
+#include <x2sec/crypto/crypto.hpp>
 #include <x2sec/ikev2/engine.hpp>
 #include <x2sec/ikev2/wire.hpp>
 #include <x2sec/pki/pki.hpp>
@@ -104,6 +107,8 @@ struct Pair {
     Node a, b;
     // Return true to drop a datagram (from_a: sent by a).
     std::function<bool(const Datagram&, bool from_a)> drop;
+    // Runs first on every datagram carried: may rewrite it (see Tamper).
+    std::function<void(Datagram&, bool from_a)> tamper;
     std::vector<std::pair<bool, Datagram>> log;  // everything that was sent
 
     Pair(PeerConfig pa, PeerConfig pb, uint64_t seed = 1) {
@@ -139,7 +144,9 @@ struct Pair {
         }
         return n;
     }
-    void deliver(const Datagram& d, bool from_a) {
+    void deliver(const Datagram& sent, bool from_a) {
+        Datagram d = sent;
+        if (tamper) tamper(d, from_a);
         log.emplace_back(from_a, d);
         if (drop && drop(d, from_a)) return;
         Datagram in;
@@ -166,6 +173,76 @@ struct Pair {
     bool established() {
         auto sa = a.engine->list_sas(), sb = b.engine->list_sas();
         return sa.size() == 1 && sb.size() == 1 && sa[0].state == "ESTABLISHED" && sb[0].state == "ESTABLISHED";
+    }
+};
+
+// A peer that misbehaves with correct keys: b's IKE SA keys (AES-GCM-16 SAs) are taken from
+// its key logger, and `edit` may rewrite the decrypted payloads of every encrypted message
+// carried (either direction; unfragmented), which is then re-encrypted with the same keys, so
+// the receiver's integrity check passes.  IKE_SA_INIT messages (unprotected) are handed to
+// `edit_plain`.  An edit returns true when it changed the message.
+struct Tamper {
+    using Edit = std::function<bool(const wire::Header&, std::vector<wire::Payload>&, bool from_a)>;
+    Edit edit, edit_plain;
+    std::map<std::pair<uint64_t, uint64_t>, IkeSaKeys> keys;
+    DeterministicRng rng{4242};
+    size_t edited = 0;
+
+    void attach(Pair& p) {
+        p.b.engine->set_key_logger([this](const IkeSaKeys& k) { keys[{k.spi_i, k.spi_r}] = k; }, nullptr);
+        p.tamper = [this](Datagram& d, bool from_a) { rewrite(d, from_a); };
+    }
+    void rewrite(Datagram& d, bool from_a) {
+        auto m = wire::Message::decode(d.data);
+        if (!m.ok() || m->payloads.empty()) return;
+        if (m->header.exchange == wire::ExchangeType::IkeSaInit) {
+            if (edit_plain && edit_plain(m->header, m->payloads, from_a)) {
+                d.data = m->encode();
+                ++edited;
+            }
+            return;
+        }
+        auto* sk = m->payloads.back().as<wire::SkPayload>();
+        auto it = keys.find({m->header.spi_i, m->header.spi_r});
+        if (!sk || !edit || it == keys.end()) return;
+        bool from_initiator = m->header.initiator();
+        const SecureBytes& key = from_initiator ? it->second.sk_ei : it->second.sk_er;
+        auto cipher = crypto::SkCipher::create(crypto::EncrId::AesGcm16, static_cast<unsigned>((key.size() - 4) * 8),
+                                               crypto::IntegId::None, key, SecureBytes());
+        if (!cipher.ok()) return;
+        BytesView aad(d.data.data(), wire::kHeaderSize + wire::kGenericHeaderSize);
+        auto pt = cipher->open(aad, sk->data);
+        if (!pt.ok()) return;
+        auto inner = wire::decode_chain(*pt, sk->inner_next);
+        if (!inner.ok()) return;
+        std::vector<wire::Payload> pl = std::move(inner).value();
+        if (!edit(m->header, pl, from_a)) return;
+        Writer in;
+        uint8_t first = wire::encode_chain(in, pl);
+        wire::Header h = m->header;
+        h.next_payload = static_cast<uint8_t>(wire::PayloadType::SK);
+        h.length = static_cast<uint32_t>(wire::kHeaderSize + wire::kGenericHeaderSize + cipher->sealed_size(in.size()));
+        Writer w;
+        h.encode(w);
+        w.u8(first);
+        w.u8(0);
+        w.u16(static_cast<uint16_t>(wire::kGenericHeaderSize + cipher->sealed_size(in.size())));
+        auto sealed = cipher->seal(w.data(), in.data(), rng);
+        if (!sealed.ok()) return;
+        w.bytes(*sealed);
+        d.data = w.take();
+        ++edited;
+    }
+    // Helpers for edits.
+    static void erase(std::vector<wire::Payload>& pl, wire::PayloadType t) {
+        std::erase_if(pl, [&](const wire::Payload& p) { return p.type == t; });
+    }
+    template <typename T>
+    static T* body(std::vector<wire::Payload>& pl, wire::PayloadType t) {
+        for (auto& p : pl)
+            if (p.type == t)
+                if (T* b = p.as<T>()) return b;
+        return nullptr;
     }
 };
 

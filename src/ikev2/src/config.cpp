@@ -404,6 +404,22 @@ const char* to_string(AuthMethod m) {
     return "?";
 }
 
+const char* to_string(UniquePolicy u) {
+    switch (u) {
+        case UniquePolicy::No: return "no";
+        case UniquePolicy::Never: return "never";
+        case UniquePolicy::Keep: return "keep";
+        case UniquePolicy::Replace: return "replace";
+    }
+    return "?";
+}
+
+Result<UniquePolicy> parse_unique_policy(const std::string& text) {
+    for (auto u : {UniquePolicy::No, UniquePolicy::Never, UniquePolicy::Keep, UniquePolicy::Replace})
+        if (text == to_string(u)) return u;
+    return Error(ErrorDomain::Config, 0, "unique must be \"no\", \"never\", \"keep\" or \"replace\", not \"" + text + "\"");
+}
+
 const char* to_string(Event::Kind k) {
     switch (k) {
         case Event::Kind::IkeSaUp: return "IKE_SA_UP";

@@ -63,6 +63,13 @@ void EngineImpl::index_spi(IkeSa& sa) {
     if (mine) m_by_spi[mine] = sa.id;
 }
 
+std::string EngineImpl::source_key(const IpAddress& a) {
+    std::string k(1, a.v6 ? '6' : '4');
+    auto v = a.view();
+    k.append(reinterpret_cast<const char*>(v.data()), v.size());
+    return k;
+}
+
 std::string EngineImpl::init_key(uint64_t spi_i, const IpAddress& remote) {
     std::string k(reinterpret_cast<const char*>(&spi_i), sizeof spi_i);
     k.push_back(remote.v6 ? '6' : '4');
@@ -153,10 +160,14 @@ Status EngineImpl::check_indexes() const {
         return bad(fmt::format("{} Child SAs held but {} owner index entries", held, m_child_owner.size()));
     // Every SPI handed out is held by a Child SA or reserved by an exchange in flight.
     size_t reserved = 0;
-    for (const auto& [id, sa] : m_sas)
-        if (sa->outstanding)
-            for (const auto& t : sa->outstanding->exchange.tasks)
-                if (uint32_t s = t->reserved_child_spi(); s != 0 && !m_child_owner.count(s)) ++reserved;
+    auto count_reserved = [&](const Exchange& ex) {
+        for (const auto& t : ex.tasks)
+            if (uint32_t s = t->reserved_child_spi(); s != 0 && !m_child_owner.count(s)) ++reserved;
+    };
+    for (const auto& [id, sa] : m_sas) {
+        if (sa->outstanding) count_reserved(sa->outstanding->exchange);
+        for (const auto& ex : sa->queue) count_reserved(ex);
+    }
     if (m_child_spis.size() != held + reserved)
         return bad(fmt::format("{} inbound Child SPIs handed out, but {} Child SAs held and {} reserved in flight",
                                m_child_spis.size(), held, reserved));
@@ -234,8 +245,17 @@ void EngineImpl::transition(IkeSa& sa, SaState to) {
         return;
     }
     m_log->info("IKE SA #{} ({}): {} -> {}", sa.id, peer(sa).name, state_name(sa.state), state_name(to));
-    if (!sa.initiator && sa.state == SaState::Connecting) --m_half_open;
-    if (!sa.initiator && to == SaState::Connecting) ++m_half_open;
+    if (!sa.initiator && sa.state == SaState::Connecting) {
+        --m_half_open;
+        if (auto it = m_half_open_by_source.find(sa.half_open_source); it != m_half_open_by_source.end())
+            if (--it->second == 0) m_half_open_by_source.erase(it);
+        sa.half_open_source.clear();
+    }
+    if (!sa.initiator && to == SaState::Connecting) {
+        ++m_half_open;
+        sa.half_open_source = source_key(sa.remote.addr);
+        ++m_half_open_by_source[sa.half_open_source];
+    }
     sa.state = to;
     if (to == SaState::Destroyed) m_destroyed.push_back(sa.id);
     touch(sa);
@@ -776,14 +796,58 @@ void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, co
     }
 }
 
+namespace {
+const char* purpose_counter(ResponsePurpose p) {
+    switch (p) {
+        case ResponsePurpose::IkeSaInit: return "ike_sa_init_response";
+        case ResponsePurpose::IkeAuth: return "ike_auth_response";
+        case ResponsePurpose::AuthChild: return "ike_auth_child_response";
+        case ResponsePurpose::CreateChild: return "create_child_response";
+        case ResponsePurpose::RekeyIke: return "rekey_ike_response";
+    }
+    return "response";
+}
+}  // namespace
+
+void EngineImpl::refuse_response(IkeSa& sa, Task& t, ResponsePurpose purpose, const Error& why, Millis now) {
+    const char* kind = why.code() == notify::TsUnacceptable     ? "ts_unacceptable"
+                       : why.code() == notify::NoProposalChosen ? "no_proposal_chosen"
+                                                                : "invalid_syntax";
+    std::string counter = std::string("ike.rx.") + kind + "." + purpose_counter(purpose);
+    m_counters.inc(counter);
+    m_log->error("IKE SA #{} ({}): {} from {} refused, {}: {}; giving up the exchange ({})", sa.id, peer(sa).name,
+                 to_string(purpose), sa.remote.to_string(), notify::name(static_cast<uint16_t>(why.code())),
+                 why.detail(), counter);
+    t.refuse(*this, sa, why, now);
+}
+
 void EngineImpl::process_response(IkeSa& sa, const Header&, const std::vector<Payload>& pl, Millis now) {
     Outstanding o = std::move(*sa.outstanding);
     sa.outstanding.reset();
     sa.my_mid++;
     uint64_t id = sa.id;
-    for (auto& t : o.exchange.tasks) {
+    // A response with no error notify accepts the request: each task's required payloads
+    // (wire::check_accepting_response) are checked here, once, before the task reads any.
+    bool accepting = std::none_of(pl.begin(), pl.end(), [](const Payload& p) {
+        auto* n = p.as<NotifyPayload>();
+        return n && notify::is_error(n->type);
+    });
+    for (size_t i = 0; i < o.exchange.tasks.size(); ++i) {
+        auto& t = o.exchange.tasks[i];
         IkeSa* cur = find_sa(id);
-        if (!cur || cur->state == SaState::Destroyed) break;
+        if (!cur || cur->state == SaState::Destroyed) {
+            // The SA went with an earlier task: the rest never ran, and give back what they hold
+            // (a Child SPI reserved for the IKE_AUTH Child SA).
+            if (cur)
+                for (size_t j = i; j < o.exchange.tasks.size(); ++j) o.exchange.tasks[j]->abort(*this, *cur, now);
+            break;
+        }
+        if (auto purpose = t->purpose(); purpose && accepting) {
+            if (auto req = check_accepting_response(*purpose, pl); !req.ok()) {
+                refuse_response(*cur, *t, *purpose, req.error(), now);
+                continue;
+            }
+        }
         auto st = t->process(*this, *cur, pl, now);
         if (!st.ok()) {
             if (st.error().domain() == ErrorDomain::Ike && st.error().code() == -1) break;  // SA gone

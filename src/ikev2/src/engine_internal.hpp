@@ -57,6 +57,13 @@ struct Task {
     virtual Status process(EngineImpl& e, IkeSa& sa, const std::vector<wire::Payload>& in, Millis now) = 0;
     // The exchange failed (retransmission timeout, error notify, SA going away).
     virtual void abort(EngineImpl&, IkeSa&, Millis) {}
+    // What a response accepting this task's request must hold (wire::check_accepting_response,
+    // enforced once by EngineImpl::process_response before process()); none: no such rule.
+    virtual std::optional<wire::ResponsePurpose> purpose() const { return std::nullopt; }
+    // The response is unusable (a required payload absent, selectors widened, a transform we did
+    // not offer): give up the exchange and undo, and have the peer delete, what it created.
+    // Called through EngineImpl::refuse_response (which counts and logs).  Default: abort().
+    virtual void refuse(EngineImpl& e, IkeSa& sa, const Error&, Millis now) { abort(e, sa, now); }
     // An inbound Child SPI this task holds reserved but not yet attached to a Child SA (0 if
     // none); EngineImpl::check_indexes accounts for it.
     virtual uint32_t reserved_child_spi() const { return 0; }
@@ -150,6 +157,8 @@ struct IkeSa {
     // Responder: the peer configs whose addresses (and ports) matched the IKE_SA_INIT, best
     // first; IKE_AUTH re-selects peer_idx among them by IDi / IDr.
     std::vector<size_t> candidates;
+    // Responder, while half-open: the source address counted in m_half_open_by_source.
+    std::string half_open_source;
     // INVALID_MESSAGE_ID notifies (RFC 7296 2.3): when we last sent one, and whether one is
     // queued or outstanding (at most one at a time).
     std::optional<Millis> invalid_mid_notified_at;
@@ -210,6 +219,10 @@ public:
     // Checks m_child_owner and m_child_spis against the SAs (Engine::check_indexes, tests).
     Status check_indexes() const;
     size_t m_half_open = 0;
+    // Half-open responder SAs per source address (IkeSa::half_open_source), for
+    // EngineConfig::max_half_open_per_source; entries go when they reach 0.
+    std::unordered_map<std::string, size_t> m_half_open_by_source;
+    static std::string source_key(const IpAddress& a);
     // Timers: a min-heap of (deadline, IKE SA id), one live entry per SA (IkeSa::armed_at);
     // entries whose deadline no longer equals armed_at, or whose SA is gone, are stale and
     // dropped.  Whatever may move an SA's deadline earlier touches the SA (find_sa, new_sa,
@@ -288,6 +301,32 @@ public:
     // answered with INVALID_MESSAGE_ID (in a new INFORMATIONAL request, rate limited) or dropped.
     void out_of_window_request(IkeSa& sa, const Datagram& d, const wire::Message& m, Millis now);
     void fail_outstanding(IkeSa& sa, Millis now, const std::string& why);
+    // A response task `t` cannot use (why: an INVALID_SYNTAX, TS_UNACCEPTABLE or
+    // NO_PROPOSAL_CHOSEN error): counted ike.rx.<invalid_syntax|ts_unacceptable|
+    // no_proposal_chosen>.<purpose>, logged as an error naming the peer and what was wrong, and
+    // the task refuses it (Task::refuse).
+    void refuse_response(IkeSa& sa, Task& t, wire::ResponsePurpose purpose, const Error& why, Millis now);
+    // Tells the peer to delete the Child SA it created for a request of ours that we refused:
+    // an INFORMATIONAL DELETE naming `spi_in`, the inbound SPI we proposed (RFC 7296 3.11),
+    // which no Child SA of ours holds.  The delete exchange takes over the SPI's reservation
+    // and releases it when answered or failed.
+    void queue_delete_spi(IkeSa& sa, uint32_t spi_in, Millis now);
+
+    // An INFORMATIONAL request sent once, not retransmitted and not waited for (the SA goes
+    // away right after): DELETE or AUTHENTICATION_FAILED to a peer we stop talking to.
+    void send_one_shot_request(IkeSa& sa, const std::vector<wire::Payload>& payloads);
+    // Unique identities (RFC 7296 2.4, PeerConfig::unique): the other live, authenticated IKE
+    // SAs with the same pair of identities as `sa` (responder_only: only those the peer
+    // initiated too, so two ends initiating at once do not delete each other's).
+    std::vector<uint64_t> same_identities(const IkeSa& sa, bool responder_only);
+    // Whether another IKE SA (any state) with sa's peer config exists: if not, our IKE_AUTH
+    // carries INITIAL_CONTACT.
+    bool has_contact(const IkeSa& sa) const;
+    // After `sa` authenticated the peer as responder: INITIAL_CONTACT deletes the others at
+    // once (the peer says it holds none), else unique = replace deletes the older ones the
+    // peer initiated (a DELETE is sent on each).  Counted ike.auth.initial_contact_deleted /
+    // ike.auth.unique_replaced.
+    void enforce_unique(IkeSa& sa, bool initial_contact, Millis now);
 
     // responder handlers
     // IKE_AUTH responder: re-select sa.peer_idx among sa.candidates by IDi (and IDr).
@@ -333,6 +372,9 @@ Exchange make_create_child_exchange(size_t child_cfg);
 Exchange make_rekey_child_exchange(uint32_t old_spi_in);
 Exchange make_rekey_ike_exchange();
 Exchange make_delete_child_exchange(std::vector<uint32_t> spis_in);
+// A DELETE of inbound SPIs no Child SA of ours holds (refused responses); the SPIs stay
+// reserved until the exchange ends.
+Exchange make_delete_refused_child_exchange(std::vector<uint32_t> spis_in);
 Exchange make_delete_ike_exchange();
 Exchange make_dpd_exchange();
 Exchange make_invalid_mid_exchange(uint32_t bad_mid);
@@ -366,5 +408,12 @@ const char* prf_name(crypto::PrfId p);
 // Traffic selectors.
 std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& proposed,
                                     const std::vector<TrafficSelector>& allowed);
+// Whether every selector of `got` lies within one of `proposed` (same address family, its
+// address and port ranges inside, its IP protocol the proposed one unless that is 0 = any):
+// RFC 7296 2.9, a responder may narrow the initiator's selectors, never widen them.  An empty
+// `got` is no subset.
+bool ts_subset(const std::vector<TrafficSelector>& got, const std::vector<TrafficSelector>& proposed);
+// "a, b" for logs.
+std::string ts_text(const std::vector<TrafficSelector>& ts);
 
 }  // namespace x2sec::ike

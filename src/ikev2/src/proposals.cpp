@@ -316,6 +316,38 @@ std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& proposed
     return out;
 }
 
+namespace {
+bool opaque_ports(const TrafficSelector& t) { return t.start_port > t.end_port; }  // OPAQUE: 65535..0
+bool within(const TrafficSelector& g, const TrafficSelector& p) {
+    if (g.start_addr.v6 != p.start_addr.v6 || g.end_addr.v6 != p.end_addr.v6) return false;
+    if (p.ip_protocol != 0 && g.ip_protocol != p.ip_protocol) return false;
+    if (opaque_ports(g) || opaque_ports(p)) {
+        bool p_any = p.start_port == 0 && p.end_port == 65535;
+        if (!(opaque_ports(g) && opaque_ports(p)) && !p_any) return false;
+    } else if (g.start_port < p.start_port || g.end_port > p.end_port) {
+        return false;
+    }
+    size_t n = g.start_addr.size();
+    return std::memcmp(g.start_addr.bytes.data(), p.start_addr.bytes.data(), n) >= 0 &&
+           std::memcmp(g.end_addr.bytes.data(), p.end_addr.bytes.data(), n) <= 0 &&
+           std::memcmp(g.start_addr.bytes.data(), g.end_addr.bytes.data(), n) <= 0;
+}
+}  // namespace
+
+bool ts_subset(const std::vector<TrafficSelector>& got, const std::vector<TrafficSelector>& proposed) {
+    if (got.empty()) return false;
+    for (const auto& g : got)
+        if (std::none_of(proposed.begin(), proposed.end(), [&](const TrafficSelector& p) { return within(g, p); }))
+            return false;
+    return true;
+}
+
+std::string ts_text(const std::vector<TrafficSelector>& ts) {
+    std::string out;
+    for (const auto& t : ts) out += (out.empty() ? "" : ", ") + t.to_string();
+    return out.empty() ? "(none)" : out;
+}
+
 bool proposals_allow(const std::vector<IkeProposal>& proposals, const IkeAlgorithms& algs) {
     for (const auto& prop : proposals) {
         bool e_ok = std::find(prop.encr.begin(), prop.encr.end(), algs.encr) != prop.encr.end();

@@ -193,7 +193,17 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         return;
     }
     const auto& pc = m_config.peers[*idx];
-    const auto* nonce = find_payload(m.payloads, PayloadType::Nonce)->as<NoncePayload>();
+    // Present by the rule table (checked above); read through the checked accessors anyway.
+    auto nonce_p = require<NoncePayload>(m.payloads, PayloadType::Nonce, "IKE_SA_INIT request");
+    auto sa_pp = require<SaPayload>(m.payloads, PayloadType::SA, "IKE_SA_INIT request");
+    auto ke_p = require<KePayload>(m.payloads, PayloadType::KE, "IKE_SA_INIT request");
+    if (!nonce_p.ok() || !sa_pp.ok() || !ke_p.ok()) {
+        const Error& err = !nonce_p.ok() ? nonce_p.error() : !sa_pp.ok() ? sa_pp.error() : ke_p.error();
+        count("invalid_syntax.ike_sa_init_request");
+        drop(d, "invalid_syntax", err.detail());
+        return;
+    }
+    const NoncePayload* nonce = *nonce_p;
     // Cookies above the half-open threshold.
     if (m_cookie_rotated_at < 0) rotate_cookie_secret(now);
     if (half_open_count() >= m_config.cookie_threshold) {
@@ -213,8 +223,22 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             return;
         }
     }
-    const auto* sa_pl = find_payload(m.payloads, PayloadType::SA)->as<SaPayload>();
-    const auto* ke = find_payload(m.payloads, PayloadType::KE)->as<KePayload>();
+    // Hard caps, after the COOKIE check: a spoofed flood is answered statelessly above the
+    // threshold and never gets here; what does is held at the caps.
+    if (half_open_count() >= m_config.max_half_open) {
+        drop(d, "dropped.half_open_cap",
+             fmt::format("{} half-open IKE SAs, the cap (max_half_open)", half_open_count()));
+        return;
+    }
+    if (auto it = m_half_open_by_source.find(source_key(d.remote.addr));
+        it != m_half_open_by_source.end() && it->second >= m_config.max_half_open_per_source) {
+        drop(d, "dropped.half_open_cap_per_source",
+             fmt::format("{} half-open IKE SAs from {}, the cap (max_half_open_per_source)", it->second,
+                         d.remote.addr.to_string()));
+        return;
+    }
+    const SaPayload* sa_pl = *sa_pp;
+    const KePayload* ke = *ke_p;
     uint8_t number = 1;
     crypto::DhGroup wanted{};
     bool have_wanted = false;
@@ -382,9 +406,10 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
             destroy(*sa, now, true, notify::name(n->type));
             return;
         }
-    if (h.spi_r == 0 || !find_payload(m.payloads, PayloadType::SA) || !find_payload(m.payloads, PayloadType::KE) ||
-        !find_payload(m.payloads, PayloadType::Nonce)) {
-        drop(d, "invalid_syntax", "IKE_SA_INIT response without SA, KE or Nonce");
+    // Unprotected: a response we cannot use may be forged, so it is dropped and we keep waiting
+    // (RFC 7296 2.4) rather than refused.
+    if (auto req = check_accepting_response(ResponsePurpose::IkeSaInit, m.payloads); !req.ok() || h.spi_r == 0) {
+        drop(d, "invalid_syntax", req.ok() ? std::string("IKE_SA_INIT response with SPIr 0") : req.error().detail());
         return;
     }
     sa->spi_r = h.spi_r;

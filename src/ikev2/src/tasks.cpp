@@ -87,11 +87,14 @@ Status EngineImpl::build_auth(IkeSa& sa, std::vector<Payload>& out) {
 
 Status EngineImpl::verify_auth(IkeSa& sa, const std::vector<Payload>& pl, bool peer_is_initiator) {
     const auto& p = peer(sa);
-    const Payload* idp = find_payload(pl, peer_is_initiator ? PayloadType::IDi : PayloadType::IDr);
-    const Payload* authp = find_payload(pl, PayloadType::AUTH);
-    if (!idp || !authp) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other), "no ID or AUTH payload");
-    const auto& id = *idp->as<IdPayload>();
-    const auto& auth = *authp->as<AuthPayload>();
+    const char* where = peer_is_initiator ? "IKE_AUTH request" : "IKE_AUTH response";
+    auto idp = require<IdPayload>(pl, peer_is_initiator ? PayloadType::IDi : PayloadType::IDr, where);
+    auto authp = require<AuthPayload>(pl, PayloadType::AUTH, where);
+    if (!idp.ok() || !authp.ok())
+        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other),
+                     (idp.ok() ? authp.error() : idp.error()).detail());
+    const auto& id = **idp;
+    const auto& auth = **authp;
     Identity peer_id = identity_of(id);
     sa.remote_id_text = peer_id.to_string();
     if (p.remote_id && !(*p.remote_id == peer_id))
@@ -201,7 +204,13 @@ Status EngineImpl::install_child(IkeSa& sa, ChildSa& child, const ChildKeys& key
 namespace {
 
 struct IkeInitTask final : Task {
+    SaPayload offered;  // our SA payload as sent, for check_chosen_proposal
     const char* name() const override { return "ike_init"; }
+    std::optional<ResponsePurpose> purpose() const override { return ResponsePurpose::IkeSaInit; }
+    void refuse(EngineImpl& e, IkeSa& sa, const Error& why, Millis now) override {
+        e.event(sa, Event::Kind::NegotiationFailed, why.code(), why.detail());
+        e.destroy(sa, now, true, why.detail());
+    }
     Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
         const auto& p = e.peer(sa);
         crypto::DhGroup g = sa.dh ? sa.dh->group() : (sa.init_attempts ? sa.algs.dh : p.ike_proposals[0].dh[0]);
@@ -214,6 +223,7 @@ struct IkeInitTask final : Task {
         SaPayload s;
         uint8_t n = 1;
         for (const auto& prop : p.ike_proposals) s.proposals.push_back(ike_proposal_to_wire(prop, n++, {}));
+        offered = s;
         out.push_back({PayloadType::SA, false, std::move(s)});
         out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(g), sa.dh->public_value()}});
         out.push_back({PayloadType::Nonce, false, NoncePayload{sa.ni}});
@@ -225,22 +235,33 @@ struct IkeInitTask final : Task {
     }
     Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>& in, Millis now) override {
         const auto& p = e.peer(sa);
-        auto fail = [&](const std::string& why) -> Status {
-            e.event(sa, Event::Kind::NegotiationFailed, notify::NoProposalChosen, why);
-            e.destroy(sa, now, true, why);
+        auto refuse_as = [&](const Error& why) -> Status {
+            e.refuse_response(sa, *this, ResponsePurpose::IkeSaInit, why, now);
             return sa_gone();
         };
+        auto fail = [&](const std::string& why) {
+            return refuse_as(Error(ErrorDomain::Ike, notify::NoProposalChosen, why));
+        };
+        const char* where = "IKE_SA_INIT response";
+        auto sa_p = require<SaPayload>(in, PayloadType::SA, where);
+        if (!sa_p.ok()) return refuse_as(sa_p.error());
+        auto ke_p = require<KePayload>(in, PayloadType::KE, where);
+        if (!ke_p.ok()) return refuse_as(ke_p.error());
+        auto nonce_p = require<NoncePayload>(in, PayloadType::Nonce, where);
+        if (!nonce_p.ok()) return refuse_as(nonce_p.error());
+        if (auto chosen = check_chosen_proposal(offered, **sa_p, 0); !chosen.ok()) return refuse_as(chosen.error());
         Bytes spi;
-        auto algs = parse_ike_choice(*find_payload(in, PayloadType::SA)->as<SaPayload>(), &spi);
+        auto algs = parse_ike_choice(**sa_p, &spi);
         if (!algs) return fail("responder chose a malformed IKE proposal");
         if (!proposals_allow(p.ike_proposals, *algs)) return fail("responder chose an IKE proposal we did not offer");
-        const auto* ke = find_payload(in, PayloadType::KE)->as<KePayload>();
+        const KePayload* ke = *ke_p;
         if (!sa.dh || ke->group != static_cast<uint16_t>(sa.dh->group()) || algs->dh != sa.dh->group())
             return fail("responder's KE group does not match");
         sa.algs = *algs;
-        sa.nr = find_payload(in, PayloadType::Nonce)->as<NoncePayload>()->data;
+        sa.nr = (*nonce_p)->data;
         auto g_ir = sa.dh->derive(ke->data);
-        if (!g_ir.ok()) return fail("responder's KE data is invalid: " + g_ir.error().detail());
+        if (!g_ir.ok())
+            return refuse_as(syntax_error("IKE_SA_INIT response: KE data is invalid: " + g_ir.error().detail()));
         sa.peer_frag = p.fragmentation && find_notify(in, notify::Ikev2FragmentationSupported);
         if (auto* sh = find_notify(in, notify::SignatureHashAlgorithms)) {
             sa.peer_sent_hashes = true;
@@ -263,6 +284,15 @@ struct IkeInitTask final : Task {
 // cert + auth tasks of IKE_AUTH (initiator).
 struct IkeAuthTask final : Task {
     const char* name() const override { return "ike_auth"; }
+    std::optional<ResponsePurpose> purpose() const override { return ResponsePurpose::IkeAuth; }
+    // The responder's IKE_AUTH is unusable: the IKE SA cannot be authenticated.  The peer is
+    // told to delete it (a DELETE in a one-shot INFORMATIONAL request, not retransmitted), and
+    // ours goes; the Child SA task that follows finds the SA gone.
+    void refuse(EngineImpl& e, IkeSa& sa, const Error& why, Millis now) override {
+        e.event(sa, Event::Kind::NegotiationFailed, why.code(), why.detail());
+        e.send_one_shot_request(sa, {Payload{PayloadType::Delete, false, DeletePayload{ProtocolId::Ike, 0, {}}}});
+        e.destroy(sa, now, true, "IKE_AUTH response refused");
+    }
     Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
         const auto& p = e.peer(sa);
         out.push_back({PayloadType::IDi, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
@@ -275,6 +305,11 @@ struct IkeAuthTask final : Task {
         }
         if (p.remote_id)
             out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.remote_id->type), p.remote_id->data}});
+        // RFC 7296 2.4, as strongSwan does: the first IKE SA to this peer says so.
+        if (p.unique != UniquePolicy::Never && !e.has_contact(sa)) {
+            out.push_back(notify_payload(notify::InitialContact));
+            e.m_counters.inc("ike.tx.initial_contact");
+        }
         auto st = e.build_auth(sa, out);
         if (!st.ok()) {
             e.event(sa, Event::Kind::AuthFailed, st.error().code(), st.error().detail());
@@ -302,14 +337,7 @@ struct IkeAuthTask final : Task {
             e.m_counters.inc("ike.auth.failed");
             e.event(sa, Event::Kind::AuthFailed, st.error().code(), st.error().detail());
             // Tell the peer (RFC 7296 2.21.2), then forget the SA.
-            Header h;
-            h.spi_i = sa.spi_i;
-            h.spi_r = sa.spi_r;
-            h.exchange = ExchangeType::Informational;
-            h.flags = kFlagInitiator;
-            h.message_id = sa.my_mid++;
-            std::vector<Payload> pl{notify_payload(notify::AuthenticationFailed)};
-            if (auto pk = e.protect(sa, h, pl); pk.ok()) e.send_packets(sa, *pk);
+            e.send_one_shot_request(sa, {notify_payload(notify::AuthenticationFailed)});
             e.destroy(sa, now, true, "authentication failed");
             return sa_gone();
         }
@@ -331,7 +359,26 @@ struct ChildCreateTask final : Task {
     std::optional<crypto::DhKeyPair> dh;
     std::optional<crypto::DhGroup> group_override;
     std::vector<TrafficSelector> tsi, tsr;
+    SaPayload offered;  // our SA payload as sent, for check_chosen_proposal
     const char* name() const override { return rekey_of ? "child_rekey" : "child_create"; }
+    std::optional<ResponsePurpose> purpose() const override {
+        return in_auth ? ResponsePurpose::AuthChild : ResponsePurpose::CreateChild;
+    }
+    // The responder accepted but its answer is unusable: nothing is installed, the Child SA
+    // being rekeyed stays, and the peer is told to delete the Child SA it created (a DELETE
+    // naming the inbound SPI we proposed, which its Child SA uses as outbound SPI).
+    void refuse(EngineImpl& e, IkeSa& sa, const Error& why, Millis now) override {
+        const auto& c = e.peer(sa).children[cfg];
+        e.event(sa, Event::Kind::NegotiationFailed, why.code(), "child " + c.name + ": " + why.detail());
+        give_up(e, sa, now);
+    }
+    // Undoes what build() started; the SPI we proposed goes to a DELETE for the peer.
+    void give_up(EngineImpl& e, IkeSa& sa, Millis now) {
+        uint32_t mine = spi;
+        spi = 0;  // the delete exchange takes the reservation over
+        abort(e, sa, now);
+        if (mine != 0 && e.child_owner(mine) == nullptr) e.queue_delete_spi(sa, mine, now);
+    }
 
     Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
         const auto& p = e.peer(sa);
@@ -355,6 +402,7 @@ struct ChildCreateTask final : Task {
         s.proposals = child_proposals_to_wire(c, spi, !in_auth);
         if (s.proposals.empty()) return Error(ErrorDomain::Config, 0, "child " + c.name + " has no proposal");
         if (rekey_of) out.push_back(notify_payload(notify::RekeySa, {}, ProtocolId::Esp, spi4(rekey_of)));
+        offered = s;
         out.push_back({PayloadType::SA, false, std::move(s)});
         if (!in_auth) {
             ni = e.make_nonce();
@@ -400,51 +448,72 @@ struct ChildCreateTask final : Task {
             e.event(sa, Event::Kind::NegotiationFailed, notify::InvalidKePayload, "child " + c.name + ": unacceptable PFS group");
             return Error(ErrorDomain::Ike, notify::InvalidKePayload, "unacceptable PFS group");
         }
-        if (auto* err = first_error(in); err || !find_payload(in, PayloadType::SA)) {
+        if (auto* err = first_error(in)) {
             abort(e, sa, now);
-            int code = err ? err->type : notify::NoProposalChosen;
-            e.event(sa, Event::Kind::NegotiationFailed, code,
-                    "child " + c.name + ": " + (err ? notify::name(err->type) : "no SA in the response"));
-            // A collision we lost as responder-side: adopt the peer's rekey result.
-            return Error(ErrorDomain::Ike, code, "Child SA not created");
+            e.event(sa, Event::Kind::NegotiationFailed, err->type, "child " + c.name + ": " + notify::name(err->type));
+            return Error(ErrorDomain::Ike, err->type, "Child SA not created");
         }
-        auto choice = parse_child_choice(*find_payload(in, PayloadType::SA)->as<SaPayload>());
-        auto* tsi_p = find_payload(in, PayloadType::TSi);
-        auto* tsr_p = find_payload(in, PayloadType::TSr);
-        if (!choice || !tsi_p || !tsr_p) {
-            abort(e, sa, now);
-            e.event(sa, Event::Kind::NegotiationFailed, notify::InvalidSyntax, "child " + c.name + ": malformed response");
-            return Error(ErrorDomain::Ike, notify::InvalidSyntax, "malformed child response");
+        // Every payload through the checked accessors; what is wrong is refused (counted and
+        // logged by refuse_response) and the peer's Child SA deleted.
+        const ResponsePurpose why = *purpose();
+        auto refused = [&](const Error& err) -> Status {
+            e.refuse_response(sa, *this, why, err, now);
+            return err;
+        };
+        const char* where = in_auth ? "IKE_AUTH response" : "CREATE_CHILD_SA response";
+        auto sa_p = require<SaPayload>(in, PayloadType::SA, where);
+        if (!sa_p.ok()) return refused(sa_p.error());
+        auto tsi_p = require<TsPayload>(in, PayloadType::TSi, where);
+        if (!tsi_p.ok()) return refused(tsi_p.error());
+        auto tsr_p = require<TsPayload>(in, PayloadType::TSr, where);
+        if (!tsr_p.ok()) return refused(tsr_p.error());
+        Bytes nr;
+        if (in_auth) {
+            nr = sa.nr;
+        } else {
+            auto nonce_p = require<NoncePayload>(in, PayloadType::Nonce, where);
+            if (!nonce_p.ok()) return refused(nonce_p.error());
+            nr = (*nonce_p)->data;
         }
-        std::vector<TrafficSelector> ts_l = tsi_p->as<TsPayload>()->selectors, ts_r = tsr_p->as<TsPayload>()->selectors;
-        if (narrow(ts_l, tsi).size() != ts_l.size() || narrow(ts_r, tsr).size() != ts_r.size()) {
-            abort(e, sa, now);
-            e.event(sa, Event::Kind::NegotiationFailed, notify::TsUnacceptable, "child " + c.name + ": responder widened the selectors");
-            queue_delete_spi(e, sa, choice->peer_spi, now);
-            return Error(ErrorDomain::Ike, notify::TsUnacceptable, "selectors widened");
-        }
+        // RFC 7296 3.3.6: exactly one of the proposals we offered, one transform of each type
+        // (ESN included) from that proposal.
+        if (auto chosen = check_chosen_proposal(offered, **sa_p, 4); !chosen.ok()) return refused(chosen.error());
+        auto choice = parse_child_choice(**sa_p);
+        if (!choice)
+            return refused(Error(ErrorDomain::Ike, notify::NoProposalChosen,
+                                 std::string(where) + ": the chosen ESP proposal is not one we can use"));
+        if (choice->peer_spi == 0)
+            return refused(syntax_error(std::string(where) + ": the chosen ESP proposal has SPI 0"));
+        // RFC 7296 2.9: the responder may only narrow what we proposed.
+        const std::vector<TrafficSelector>& ts_l = (*tsi_p)->selectors;
+        const std::vector<TrafficSelector>& ts_r = (*tsr_p)->selectors;
+        if (!ts_subset(ts_l, tsi) || !ts_subset(ts_r, tsr))
+            return refused(Error(ErrorDomain::Ike, notify::TsUnacceptable,
+                                 std::string(where) + ": the responder's selectors " + ts_text(ts_l) + " / " +
+                                     ts_text(ts_r) + " are not within the proposed " + ts_text(tsi) + " / " +
+                                     ts_text(tsr)));
         std::optional<SecureBytes> g_ir;
+        std::optional<crypto::DhGroup> chosen_dh = choice->dh;
+        if (chosen_dh != (dh ? std::optional<crypto::DhGroup>(dh->group()) : std::nullopt))
+            return refused(Error(ErrorDomain::Ike, notify::NoProposalChosen,
+                                 std::string(where) + ": the chosen DH group is not the one of our KE payload"));
         if (dh) {
-            auto* ke = find_payload(in, PayloadType::KE);
-            if (!ke || ke->as<KePayload>()->group != static_cast<uint16_t>(dh->group())) {
-                abort(e, sa, now);
-                e.event(sa, Event::Kind::NegotiationFailed, notify::NoProposalChosen, "child " + c.name + ": PFS KE missing");
-                return Error(ErrorDomain::Ike, notify::NoProposalChosen, "no KE");
-            }
-            auto s = dh->derive(ke->as<KePayload>()->data);
-            if (!s.ok()) {
-                abort(e, sa, now);
-                return s.error();
-            }
-            g_ir = std::move(s).value();
+            auto ke = require<KePayload>(in, PayloadType::KE, where);
+            if (!ke.ok()) return refused(ke.error());
+            if ((*ke)->group != static_cast<uint16_t>(dh->group()))
+                return refused(Error(ErrorDomain::Ike, notify::NoProposalChosen,
+                                     std::string(where) + ": KE group " + std::to_string((*ke)->group) +
+                                         " is not the chosen one"));
+            auto sh = dh->derive((*ke)->data);
+            if (!sh.ok()) return refused(syntax_error(std::string(where) + ": KE data: " + sh.error().detail()));
+            g_ir = std::move(sh).value();
         }
-        Bytes nr = in_auth ? sa.nr : find_payload(in, PayloadType::Nonce)->as<NoncePayload>()->data;
         Bytes n_i = in_auth ? sa.ni : ni;
         std::optional<BytesView> gv;
         if (g_ir) gv = g_ir->view();
         auto keys = derive_child_keys(*sa.prf, sa.sk_d, choice->cipher, gv, n_i, nr);
         if (!keys.ok()) {
-            abort(e, sa, now);
+            give_up(e, sa, now);
             return keys.error();
         }
         ChildSa child;
@@ -469,9 +538,8 @@ struct ChildCreateTask final : Task {
         child.replaces_spi_in = rekey_of;
         auto st = e.install_child(sa, child, *keys, true);
         if (!st.ok()) {
-            abort(e, sa, now);
             e.event(sa, Event::Kind::NegotiationFailed, 0, "child " + c.name + ": install failed: " + st.error().detail());
-            queue_delete_spi(e, sa, 0, now);
+            give_up(e, sa, now);
             return st;
         }
         if (!rekey_of) return {};
@@ -501,12 +569,23 @@ struct ChildCreateTask final : Task {
         e.queue_exchange(sa, make_delete_child_exchange({rekey_of}), now);
         return {};
     }
-
-    static void queue_delete_spi(EngineImpl&, IkeSa&, uint32_t, Millis) {}
 };
 
 struct IkeRekeyTask final : Task {
+    SaPayload offered;  // our SA payload as sent, for check_chosen_proposal
     const char* name() const override { return "ike_rekey"; }
+    std::optional<ResponsePurpose> purpose() const override { return ResponsePurpose::RekeyIke; }
+    // Our rekey failed: the old IKE SA stays (or the peer's rekey we answered takes over), and
+    // a new attempt is made later.
+    // The responder moved its Child SAs to the IKE SA it created when it answered, which we do
+    // not take: the old IKE SA cannot go on either, it is deleted with its Child SAs (after
+    // the new one, when we could set that up: process()).
+    void refuse(EngineImpl& e, IkeSa& sa, const Error& why, Millis now) override {
+        sa.rekey.dh.reset();
+        abort(e, sa, now);
+        e.event(sa, Event::Kind::NegotiationFailed, why.code(), "IKE rekey refused: " + why.detail());
+        if (sa.state != SaState::Destroyed) e.queue_exchange(sa, make_delete_ike_exchange(), now);
+    }
     Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
         if (sa.state != SaState::Established) return Error(ErrorDomain::Ike, 0, "IKE SA not established");
         const auto& p = e.peer(sa);
@@ -524,6 +603,7 @@ struct IkeRekeyTask final : Task {
             if (it != q.dh.end()) std::rotate(q.dh.begin(), it, it + 1);
             s.proposals.push_back(ike_proposal_to_wire(q, n++, spi));
         }
+        offered = s;
         out.push_back({PayloadType::SA, false, std::move(s)});
         out.push_back({PayloadType::Nonce, false, NoncePayload{sa.rekey.ni}});
         out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(sa.algs.dh), sa.rekey.dh->public_value()}});
@@ -550,26 +630,60 @@ struct IkeRekeyTask final : Task {
         }
     }
     Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>& in, Millis now) override {
-        auto* err = first_error(in);
-        Bytes spi;
-        std::optional<IkeAlgorithms> algs;
-        if (!err && find_payload(in, PayloadType::SA)) algs = parse_ike_choice(*find_payload(in, PayloadType::SA)->as<SaPayload>(), &spi);
-        auto* ke = find_payload(in, PayloadType::KE);
-        auto* nonce = find_payload(in, PayloadType::Nonce);
-        if (err || !algs || !ke || !nonce || read_spi8(spi) == 0 || algs->dh != sa.algs.dh ||
-            ke->as<KePayload>()->group != static_cast<uint16_t>(sa.algs.dh)) {
-            e.m_log->warn("IKE SA #{}: IKE rekey failed: {}", sa.id, err ? notify::name(err->type) : "malformed response");
+        if (auto* err = first_error(in)) {
+            e.m_log->warn("IKE SA #{}: IKE rekey failed: {}", sa.id, notify::name(err->type));
             sa.rekey.dh.reset();
             abort(e, sa, now);
-            if (!err || err->type != notify::TemporaryFailure)
-                e.event(sa, Event::Kind::NegotiationFailed, err ? err->type : notify::InvalidSyntax, "IKE rekey failed");
+            if (err->type != notify::TemporaryFailure)
+                e.event(sa, Event::Kind::NegotiationFailed, err->type, "IKE rekey failed");
             if (sa.state == SaState::Established && !sa.rekey_at) sa.rekey_at = now + 10000;  // retry later
             return {};
         }
-        auto g_ir = sa.rekey.dh->derive(ke->as<KePayload>()->data);
-        if (!g_ir.ok()) {
-            abort(e, sa, now);
-            return g_ir.error();
+        const char* where = "CREATE_CHILD_SA response (IKE SA rekey)";
+        auto refused = [&](const Error& err) -> Status {
+            e.refuse_response(sa, *this, ResponsePurpose::RekeyIke, err, now);
+            return {};
+        };
+        auto sa_p = require<SaPayload>(in, PayloadType::SA, where);
+        if (!sa_p.ok()) return refused(sa_p.error());
+        auto ke_p = require<KePayload>(in, PayloadType::KE, where);
+        if (!ke_p.ok()) return refused(ke_p.error());
+        auto nonce_p = require<NoncePayload>(in, PayloadType::Nonce, where);
+        if (!nonce_p.ok()) return refused(nonce_p.error());
+        Bytes spi;
+        std::optional<IkeAlgorithms> algs = parse_ike_choice(**sa_p, &spi);
+        if (!algs || read_spi8(spi) == 0)
+            return refused(syntax_error(std::string(where) + ": malformed IKE proposal or SPI"));
+        const KePayload* ke = *ke_p;
+        if (ke->group != static_cast<uint16_t>(sa.algs.dh))
+            return refused(Error(ErrorDomain::Ike, notify::NoProposalChosen,
+                                 std::string(where) + ": KE group " + std::to_string(ke->group) + " is not ours"));
+        auto g_ir = sa.rekey.dh->derive(ke->data);
+        if (!g_ir.ok()) return refused(syntax_error(std::string(where) + ": KE data: " + g_ir.error().detail()));
+        // RFC 7296 3.3.6: one of the proposals we offered, one transform of each type from it.
+        // The peer has created the new IKE SA: when its algorithms are ones we can run, it is
+        // set up and deleted at once (the peer learns of our refusal); otherwise it expires
+        // at the peer.
+        if (auto chosen = check_chosen_proposal(offered, **sa_p, 8); !chosen.ok() || algs->dh != sa.algs.dh) {
+            Error why = chosen.ok() ? Error(ErrorDomain::Ike, notify::NoProposalChosen,
+                                            std::string(where) + ": the chosen DH group is not the current one")
+                                    : chosen.error();
+            IkeSa& ns = e.new_sa(sa.peer_idx, true, now);
+            ns.spi_i = sa.rekey.new_spi;
+            ns.spi_r = read_spi8(spi);
+            e.index_spi(ns);
+            ns.algs = *algs;
+            ns.ni = sa.rekey.ni;
+            ns.nr = (*nonce_p)->data;
+            copy_context(sa, ns);
+            if (e.derive_ike(ns, *g_ir, &sa.sk_d, &*sa.prf).ok()) {
+                e.transition(ns, SaState::Established);  // never up (established_at 0): no events
+                e.m_log->info("IKE SA #{}: deleting the refused rekeyed IKE SA #{} the peer created", sa.id, ns.id);
+                e.queue_exchange(ns, make_delete_ike_exchange(), now);
+            } else {
+                e.destroy(ns, now, false, "refused rekey: key derivation failed");
+            }
+            return refused(why);
         }
         IkeSa& ns = e.new_sa(sa.peer_idx, true, now);
         ns.spi_i = sa.rekey.new_spi;
@@ -577,7 +691,7 @@ struct IkeRekeyTask final : Task {
         e.index_spi(ns);
         ns.algs = *algs;
         ns.ni = sa.rekey.ni;
-        ns.nr = nonce->as<NoncePayload>()->data;
+        ns.nr = (*nonce_p)->data;
         copy_context(sa, ns);
         auto st = e.derive_ike(ns, *g_ir, &sa.sk_d, &*sa.prf);
         sa.rekey.dh.reset();
@@ -673,6 +787,33 @@ struct DeleteChildTask final : Task {
     }
 };
 
+// DELETE of inbound SPIs we proposed in a request whose response we refused: no Child SA of
+// ours holds them, the peer's Child SA uses them as outbound SPIs.  The SPI stays reserved
+// (reserved_child_spi) until the exchange ends, so no new Child SA reuses it meanwhile.
+struct DeleteRefusedChildTask final : Task {
+    uint32_t spi = 0;
+    const char* name() const override { return "child_delete_refused"; }
+    Status build(EngineImpl&, IkeSa&, std::vector<Payload>& out, Millis) override {
+        DeletePayload d;
+        d.protocol = ProtocolId::Esp;
+        d.spi_size = 4;
+        d.spis.push_back(spi4(spi));
+        out.push_back({PayloadType::Delete, false, std::move(d)});
+        return {};
+    }
+    Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>&, Millis) override {
+        e.m_log->info("IKE SA #{}: peer confirmed the delete of the refused Child SA (our SPI {:08x})", sa.id, spi);
+        release(e);
+        return {};
+    }
+    void abort(EngineImpl& e, IkeSa&, Millis) override { release(e); }
+    uint32_t reserved_child_spi() const override { return spi; }
+    void release(EngineImpl& e) {
+        if (spi != 0 && e.child_owner(spi) == nullptr) e.release_child_spi(spi);
+        spi = 0;
+    }
+};
+
 struct DeleteIkeTask final : Task {
     const char* name() const override { return "ike_delete"; }
     Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
@@ -760,6 +901,25 @@ Exchange make_delete_child_exchange(std::vector<uint32_t> spis_in) {
     return exchange_of(ExchangeType::Informational, std::move(t));
 }
 
+Exchange make_delete_refused_child_exchange(std::vector<uint32_t> spis_in) {
+    Exchange ex;
+    ex.type = ExchangeType::Informational;
+    for (uint32_t s : spis_in) {
+        auto t = std::make_unique<DeleteRefusedChildTask>();
+        t->spi = s;
+        ex.tasks.push_back(std::move(t));
+    }
+    return ex;
+}
+
+void EngineImpl::queue_delete_spi(IkeSa& sa, uint32_t spi_in, Millis now) {
+    m_counters.inc("ike.tx.delete_refused_child");
+    m_log->warn("IKE SA #{} ({}): asking {} to delete the Child SA it created for our refused request (our SPI "
+                "{:08x}) (ike.tx.delete_refused_child)",
+                sa.id, peer(sa).name, sa.remote.to_string(), spi_in);
+    queue_exchange(sa, make_delete_refused_child_exchange({spi_in}), now);
+}
+
 Exchange make_delete_ike_exchange() {
     return exchange_of(ExchangeType::Informational, std::make_unique<DeleteIkeTask>());
 }
@@ -771,6 +931,56 @@ Exchange make_invalid_mid_exchange(uint32_t bad_mid) {
 }
 
 Exchange make_dpd_exchange() { return exchange_of(ExchangeType::Informational, std::make_unique<DpdTask>()); }
+
+void EngineImpl::send_one_shot_request(IkeSa& sa, const std::vector<Payload>& payloads) {
+    Header h;
+    h.spi_i = sa.spi_i;
+    h.spi_r = sa.spi_r;
+    h.exchange = ExchangeType::Informational;
+    h.flags = sa.initiator ? kFlagInitiator : 0;
+    h.message_id = sa.my_mid++;
+    if (auto pk = protect(sa, h, payloads); pk.ok()) send_packets(sa, *pk);
+}
+
+std::vector<uint64_t> EngineImpl::same_identities(const IkeSa& sa, bool responder_only) {
+    std::vector<uint64_t> out;
+    for (const auto& [id, o] : m_sas) {
+        if (id == sa.id || o->established_at == 0) continue;
+        if (o->state != SaState::Established && o->state != SaState::Rekeying) continue;
+        if (responder_only && o->initiator) continue;
+        if (o->local_id_text == sa.local_id_text && o->remote_id_text == sa.remote_id_text) out.push_back(id);
+    }
+    return out;
+}
+
+bool EngineImpl::has_contact(const IkeSa& sa) const {
+    for (const auto& [id, o] : m_sas)
+        if (id != sa.id && o->peer_idx == sa.peer_idx && o->state != SaState::Destroyed) return true;
+    return false;
+}
+
+void EngineImpl::enforce_unique(IkeSa& sa, bool initial_contact, Millis now) {
+    const auto& p = peer(sa);
+    if (!initial_contact && p.unique != UniquePolicy::Replace) return;
+    for (uint64_t id : same_identities(sa, !initial_contact)) {
+        IkeSa* o = find_sa(id);
+        if (!o) continue;
+        if (initial_contact) {
+            m_counters.inc("ike.auth.initial_contact_deleted");
+            m_log->warn("IKE SA #{} ({}): INITIAL_CONTACT from {} ({}): deleting IKE SA #{} and its {} Child SA(s) "
+                        "(ike.auth.initial_contact_deleted)",
+                        sa.id, p.name, sa.remote.to_string(), sa.remote_id_text, id, o->children.size());
+        } else {
+            m_counters.inc("ike.auth.unique_replaced");
+            m_log->warn("IKE SA #{} ({}): {} authenticated again from {}: replacing IKE SA #{} and its {} Child SA(s) "
+                        "(unique = replace, ike.auth.unique_replaced)",
+                        sa.id, p.name, sa.remote_id_text, sa.remote.to_string(), id, o->children.size());
+            // The peer may still hold it (a second device with these identities): tell it.
+            send_one_shot_request(*o, {Payload{PayloadType::Delete, false, DeletePayload{ProtocolId::Ike, 0, {}}}});
+        }
+        destroy(*o, now, true, initial_contact ? "INITIAL_CONTACT" : "replaced (unique)");
+    }
+}
 
 void EngineImpl::finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now) {
     move_children(old_sa, ns);
@@ -787,11 +997,13 @@ void EngineImpl::finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now) {
 // match), preferring a local_id equal to the IDr the initiator sent, then the IKE_SA_INIT order.
 Status EngineImpl::select_peer(IkeSa& sa, const std::vector<Payload>& pl) {
     if (sa.candidates.empty()) return {};  // not from IKE_SA_INIT (cannot happen): keep peer_idx
-    const Payload* idi_p = find_payload(pl, PayloadType::IDi);
-    if (!idi_p) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other), "no IDi payload");
-    Identity idi = identity_of(*idi_p->as<IdPayload>());
+    auto idi_p = require<IdPayload>(pl, PayloadType::IDi, "IKE_AUTH request");
+    if (!idi_p.ok()) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other), idi_p.error().detail());
+    Identity idi = identity_of(**idi_p);
+    auto idr_p = find_body<IdPayload>(pl, PayloadType::IDr, "IKE_AUTH request");
+    if (!idr_p.ok()) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other), idr_p.error().detail());
     std::optional<Identity> idr;
-    if (const Payload* idr_p = find_payload(pl, PayloadType::IDr)) idr = identity_of(*idr_p->as<IdPayload>());
+    if (*idr_p) idr = identity_of(**idr_p);
     std::optional<size_t> best;
     int best_rank = 0;
     std::string names, no_proposal;
@@ -857,6 +1069,23 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
         destroy(sa, now, true, "authentication failed");
         return;
     }
+    // Unique identities: with `keep`, a second IKE SA for the same identities is refused
+    // unless the peer says (INITIAL_CONTACT) it holds no other.
+    bool initial_contact = find_notify(pl, notify::InitialContact) != nullptr && p.unique != UniquePolicy::Never;
+    if (initial_contact) count("initial_contact");
+    if (p.unique == UniquePolicy::Keep && !initial_contact) {
+        auto others = same_identities(sa, false);
+        if (!others.empty()) {
+            m_counters.inc("ike.auth.unique_keep_refused");
+            std::string why = fmt::format("IKE SA #{} already holds the identities {} <-> {} (unique = keep)",
+                                          others.front(), sa.local_id_text, sa.remote_id_text);
+            m_log->warn("IKE SA #{} ({}): refused: {} (ike.auth.unique_keep_refused)", sa.id, p.name, why);
+            event(sa, Event::Kind::AuthFailed, auth_failure::PeerRejected, why);
+            send_error_response(sa, ExchangeType::IkeAuth, mid, notify::AuthenticationFailed);
+            destroy(sa, now, true, "unique = keep");
+            return;
+        }
+    }
     std::vector<Payload> out;
     out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
     if (p.local_auth == AuthMethod::Certificate)
@@ -872,21 +1101,34 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
     sa.established_at = now;
     schedule_rekeys(sa, now);
     event(sa, Event::Kind::IkeSaUp, 0, sa.local_id_text + " <-> " + sa.remote_id_text);
+    enforce_unique(sa, initial_contact, now);
 
-    // The first Child SA.
-    auto* sa_p = find_payload(pl, PayloadType::SA);
-    auto* tsi_p = find_payload(pl, PayloadType::TSi);
-    auto* tsr_p = find_payload(pl, PayloadType::TSr);
+    // The first Child SA: SA, TSi and TSr together, or none of them.
+    auto sa_r = find_body<SaPayload>(pl, PayloadType::SA, "IKE_AUTH request");
+    auto tsi_r = find_body<TsPayload>(pl, PayloadType::TSi, "IKE_AUTH request");
+    auto tsr_r = find_body<TsPayload>(pl, PayloadType::TSr, "IKE_AUTH request");
+    const SaPayload* sa_p = sa_r.ok() ? *sa_r : nullptr;
+    const TsPayload* tsi_p = tsi_r.ok() ? *tsi_r : nullptr;
+    const TsPayload* tsr_p = tsr_r.ok() ? *tsr_r : nullptr;
+    bool child_asked = sa_p || tsi_p || tsr_p || !sa_r.ok() || !tsi_r.ok() || !tsr_r.ok();
+    if (child_asked && !(sa_p && tsi_p && tsr_p)) {
+        count("invalid_syntax.ike_auth_request");
+        m_log->error("IKE SA #{} ({}): IKE_AUTH request from {} asks for a Child SA without all of SA, TSi and TSr; "
+                     "no Child SA (ike.rx.invalid_syntax.ike_auth_request)",
+                     sa.id, p.name, sa.remote.to_string());
+        event(sa, Event::Kind::NegotiationFailed, notify::InvalidSyntax, "first Child SA: SA, TSi or TSr missing");
+        out.push_back(notify_payload(notify::InvalidSyntax));
+    }
     if (sa_p && tsi_p && tsr_p) {
-        const auto& tsi = tsi_p->as<TsPayload>()->selectors;
-        const auto& tsr = tsr_p->as<TsPayload>()->selectors;
+        const auto& tsi = tsi_p->selectors;
+        const auto& tsr = tsr_p->selectors;
         uint16_t error = notify::TsUnacceptable;
         bool done = false;
         for (size_t i = 0; i < p.children.size() && !done; ++i) {
             const auto& c = p.children[i];
             auto ni = narrow(tsi, c.remote_ts), nr = narrow(tsr, c.local_ts);
             if (ni.empty() || nr.empty()) continue;
-            auto choice = select_child(c, *sa_p->as<SaPayload>(), false, std::nullopt, nullptr);
+            auto choice = select_child(c, *sa_p, false, std::nullopt, nullptr);
             if (!choice) {
                 error = notify::NoProposalChosen;
                 continue;
@@ -934,18 +1176,30 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
 
 void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector<Payload>& pl, Millis now) {
     const auto& p = peer(sa);
-    const auto* sa_p = find_payload(pl, PayloadType::SA)->as<SaPayload>();
-    const auto* ni_p = find_payload(pl, PayloadType::Nonce)->as<NoncePayload>();
-    auto* ke_pl = find_payload(pl, PayloadType::KE);
-    const KePayload* ke = ke_pl ? ke_pl->as<KePayload>() : nullptr;
     auto reply_error = [&](uint16_t code, Bytes data = {}) {
         m_log->info("IKE SA #{}: CREATE_CHILD_SA refused: {}", sa.id, notify::name(code));
         send_error_response(sa, ExchangeType::CreateChildSa, mid, code, std::move(data));
     };
+    // RFC 7296 2.21: a request missing a payload it needs is answered INVALID_SYNTAX.
+    auto invalid = [&](const Error& err) {
+        count("invalid_syntax.create_child_request");
+        m_log->error("IKE SA #{} ({}): {} (ike.rx.invalid_syntax.create_child_request)", sa.id, p.name, err.detail());
+        reply_error(notify::InvalidSyntax);
+    };
+    const char* where = "CREATE_CHILD_SA request";
+    auto sa_r = require<SaPayload>(pl, PayloadType::SA, where);
+    if (!sa_r.ok()) return invalid(sa_r.error());
+    auto ni_r = require<NoncePayload>(pl, PayloadType::Nonce, where);
+    if (!ni_r.ok()) return invalid(ni_r.error());
+    auto ke_r = find_body<KePayload>(pl, PayloadType::KE, where);
+    if (!ke_r.ok()) return invalid(ke_r.error());
+    const SaPayload* sa_p = *sa_r;
+    const NoncePayload* ni_p = *ni_r;
+    const KePayload* ke = *ke_r;
     bool ike_rekey = !sa_p->proposals.empty() && sa_p->proposals[0].protocol == ProtocolId::Ike;
     if (sa.state == SaState::Rekeyed || sa.state == SaState::Deleting) return reply_error(notify::TemporaryFailure);
     if (ike_rekey) {
-        if (!ke) return reply_error(notify::InvalidSyntax);
+        if (!ke) return invalid(syntax_error("CREATE_CHILD_SA request (IKE SA rekey): no KE payload"));
         if (sa.outstanding && sa.outstanding->exchange.type == ExchangeType::CreateChildSa && sa.state != SaState::Rekeying)
             return reply_error(notify::TemporaryFailure);  // a Child exchange of ours is in flight
         uint8_t number = 1;
@@ -1032,11 +1286,12 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         }
         if (old->st == ChildSa::St::Rekeyed || old->st == ChildSa::St::Deleting) return reply_error(notify::TemporaryFailure);
     }
-    auto* tsi_p = find_payload(pl, PayloadType::TSi);
-    auto* tsr_p = find_payload(pl, PayloadType::TSr);
-    if (!tsi_p || !tsr_p) return reply_error(notify::InvalidSyntax);
-    const auto& tsi = tsi_p->as<TsPayload>()->selectors;
-    const auto& tsr = tsr_p->as<TsPayload>()->selectors;
+    auto tsi_p = require<TsPayload>(pl, PayloadType::TSi, where);
+    if (!tsi_p.ok()) return invalid(tsi_p.error());
+    auto tsr_p = require<TsPayload>(pl, PayloadType::TSr, where);
+    if (!tsr_p.ok()) return invalid(tsr_p.error());
+    const auto& tsi = (*tsi_p)->selectors;
+    const auto& tsr = (*tsr_p)->selectors;
     uint16_t error = notify::TsUnacceptable;
     std::optional<crypto::DhGroup> wanted;
     for (size_t i = 0; i < p.children.size(); ++i) {
@@ -1163,6 +1418,14 @@ void EngineImpl::respond_informational(IkeSa& sa, uint32_t mid, const std::vecto
                     break;
                 }
             bool quiet = c->st == ChildSa::St::Rekeyed;
+            // The successor of a rekey we answered, deleted while the Child SA it was to replace
+            // is still here: the initiator refused our answer, so the old one stays in use.
+            if (uint32_t old_in = c->replaces_spi_in; old_in != 0 && old_in != in)
+                if (ChildSa* old = child_by_in(*owner, old_in); old && old->st == ChildSa::St::Rekeyed) {
+                    m_log->info("IKE SA #{}: rekeyed Child SA {:08x} deleted by the peer before {:08x}: {:08x} stays",
+                                owner->id, in, old_in, old_in);
+                    old->st = ChildSa::St::Installed;
+                }
             remove_child(*owner, in, !quiet, "deleted by peer");
         }
     }

@@ -769,6 +769,108 @@ Status check_rules(const MessageRule& rule, const std::vector<Payload>& payloads
     return {};
 }
 
+namespace {
+struct PurposeRule {
+    ResponsePurpose purpose;
+    const char* name;
+    std::vector<PayloadType> required;
+};
+const std::vector<PurposeRule>& purpose_rules() {
+    static const std::vector<PurposeRule> table = {
+        {ResponsePurpose::IkeSaInit, "IKE_SA_INIT response", {PT::SA, PT::KE, PT::Nonce}},
+        {ResponsePurpose::IkeAuth, "IKE_AUTH response", {PT::IDr, PT::AUTH}},
+        {ResponsePurpose::AuthChild, "IKE_AUTH response (Child SA)", {PT::SA, PT::TSi, PT::TSr}},
+        {ResponsePurpose::CreateChild, "CREATE_CHILD_SA response (Child SA)", {PT::SA, PT::Nonce, PT::TSi, PT::TSr}},
+        {ResponsePurpose::RekeyIke, "CREATE_CHILD_SA response (IKE SA rekey)", {PT::SA, PT::Nonce, PT::KE}},
+    };
+    return table;
+}
+}  // namespace
+
+const char* to_string(ResponsePurpose p) {
+    for (const auto& r : purpose_rules())
+        if (r.purpose == p) return r.name;
+    return "response";
+}
+
+Status check_accepting_response(ResponsePurpose purpose, const std::vector<Payload>& payloads) {
+    for (const auto& r : purpose_rules()) {
+        if (r.purpose != purpose) continue;
+        for (PayloadType t : r.required)
+            if (!find_payload(payloads, t)) return syntax_error(std::string(r.name) + ": no " + to_string(t) + " payload");
+    }
+    return {};
+}
+
+const char* body_name(const Payload& p) {
+    return std::visit(
+        [](const auto& b) -> const char* {
+            using T = std::decay_t<decltype(b)>;
+            if constexpr (std::is_same_v<T, UnknownPayload>) return "unknown";
+            else if constexpr (std::is_same_v<T, SaPayload>) return to_string(PayloadType::SA);
+            else if constexpr (std::is_same_v<T, KePayload>) return to_string(PayloadType::KE);
+            else if constexpr (std::is_same_v<T, NoncePayload>) return to_string(PayloadType::Nonce);
+            else if constexpr (std::is_same_v<T, TsPayload>) return "TS";
+            else if constexpr (std::is_same_v<T, IdPayload>) return "ID";
+            else if constexpr (std::is_same_v<T, NotifyPayload>) return to_string(PayloadType::Notify);
+            else if constexpr (std::is_same_v<T, DeletePayload>) return to_string(PayloadType::Delete);
+            else if constexpr (std::is_same_v<T, AuthPayload>) return to_string(PayloadType::AUTH);
+            else return "other";
+        },
+        p.body);
+}
+
+namespace {
+const char* transform_type_name(TransformType t) {
+    switch (t) {
+        case TransformType::Encr: return "ENCR";
+        case TransformType::Prf: return "PRF";
+        case TransformType::Integ: return "INTEG";
+        case TransformType::Dh: return "DH";
+        case TransformType::Esn: return "ESN";
+    }
+    return "transform type ?";
+}
+Error not_chosen(std::string detail) { return Error(ErrorDomain::Ike, notify::NoProposalChosen, std::move(detail)); }
+}  // namespace
+
+Status check_chosen_proposal(const SaPayload& offered, const SaPayload& chosen, size_t spi_size) {
+    if (chosen.proposals.size() != 1)
+        return not_chosen("responder answered " + std::to_string(chosen.proposals.size()) + " proposals (must be one)");
+    const Proposal& c = chosen.proposals[0];
+    const Proposal* o = nullptr;
+    for (const auto& p : offered.proposals)
+        if (p.number == c.number) o = &p;
+    if (!o) return not_chosen("responder chose proposal #" + std::to_string(c.number) + ", which we did not offer");
+    if (o->protocol != c.protocol)
+        return not_chosen("responder chose proposal #" + std::to_string(c.number) + " with protocol " +
+                          std::to_string(static_cast<int>(c.protocol)) + ", we offered " +
+                          std::to_string(static_cast<int>(o->protocol)));
+    if (c.spi.size() != spi_size)
+        return not_chosen("responder's proposal #" + std::to_string(c.number) + " has an SPI of " +
+                          std::to_string(c.spi.size()) + " octets (must be " + std::to_string(spi_size) + ")");
+    for (auto t : {TransformType::Encr, TransformType::Prf, TransformType::Integ, TransformType::Dh, TransformType::Esn}) {
+        size_t n_offered = 0, n_chosen = 0;
+        for (const auto& x : o->transforms) n_offered += x.type == t;
+        for (const auto& x : c.transforms) n_chosen += x.type == t;
+        if (n_offered == 0 && n_chosen != 0)
+            return not_chosen(std::string("responder chose a ") + transform_type_name(t) + " transform; proposal #" +
+                              std::to_string(c.number) + " offered none");
+        if (n_offered != 0 && n_chosen != 1)
+            return not_chosen("responder chose " + std::to_string(n_chosen) + " " + transform_type_name(t) +
+                              " transforms in proposal #" + std::to_string(c.number) + " (must be exactly one)");
+    }
+    for (const auto& x : c.transforms) {
+        if (std::find(o->transforms.begin(), o->transforms.end(), x) == o->transforms.end()) {
+            auto bits = x.key_length();
+            return not_chosen(std::string("responder chose ") + transform_type_name(x.type) + " transform " +
+                              std::to_string(x.id) + (bits ? "/" + std::to_string(*bits) : std::string()) +
+                              ", not offered in proposal #" + std::to_string(c.number));
+        }
+    }
+    return {};
+}
+
 const Payload* find_payload(const std::vector<Payload>& payloads, PayloadType t) {
     for (const auto& p : payloads)
         if (p.type == t && !p.as<UnknownPayload>()) return &p;

@@ -76,6 +76,16 @@ struct ChildConfig {
     uint32_t replay_window = 1024;
 };
 
+// What to do when a peer authenticates with the identities of an IKE SA we already hold
+// (like strongSwan's `unique`).  RFC 7296 2.4 INITIAL_CONTACT is honoured unless Never.
+//   No:      keep both; INITIAL_CONTACT deletes the older ones
+//   Never:   keep both, ignore INITIAL_CONTACT (and never send it)
+//   Keep:    refuse the new IKE SA (AUTHENTICATION_FAILED) unless it carries INITIAL_CONTACT
+//   Replace: delete the older ones (DELETE sent to the peer)
+enum class UniquePolicy : uint8_t { No, Never, Keep, Replace };
+const char* to_string(UniquePolicy u);
+Result<UniquePolicy> parse_unique_policy(const std::string& text);
+
 struct PeerConfig {
     std::string name;
     IpAddress local_addr, remote_addr;
@@ -90,6 +100,10 @@ struct PeerConfig {
     std::vector<x509::Certificate> cert_chain;  // leaf first, then intermediates
     std::shared_ptr<const x509::TrustStore> trust;  // anchors for the peer's certificate
     bool send_certreq = true;
+    // Responder: other IKE SAs the peer initiated with the same pair of identities (the SeGW
+    // facing a rebooted H(e)NB).  Initiator: INITIAL_CONTACT is sent in IKE_AUTH on the first
+    // IKE SA to this peer unless Never.
+    UniquePolicy unique = UniquePolicy::Replace;
     std::vector<IkeProposal> ike_proposals;
     std::vector<ChildConfig> children;   // the first is created in IKE_AUTH
     uint64_t ike_rekey_seconds = 14400;  // 0 = none
@@ -110,6 +124,12 @@ struct EngineConfig {
     std::vector<PeerConfig> peers;
     RetransmitConfig retransmit;
     uint32_t cookie_threshold = 50;     // half-open IKE SAs before the responder demands COOKIEs
+    // Hard caps on half-open responder IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet), checked
+    // after the COOKIE (so above cookie_threshold only initiators that can receive at their
+    // source address count): overall, and per source address.  An IKE_SA_INIT over a cap is
+    // dropped unanswered, counted ike.rx.dropped.half_open_cap / .half_open_cap_per_source.
+    uint32_t max_half_open = 5000;
+    uint32_t max_half_open_per_source = 64;
     size_t max_message_size = 64 * 1024;
     Millis half_open_timeout_ms = 30000;
     // Wall clock (unix seconds) for certificate validity; empty: the system clock.  Tests pass

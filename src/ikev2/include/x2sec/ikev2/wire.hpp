@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 #include <x2sec/common/bytes.hpp>
@@ -309,6 +310,55 @@ struct MessageRule {
 const MessageRule* find_rule(ExchangeType exchange, bool response);
 // Checks payload counts against the table; unknown payloads (skipped) are not counted.
 Status check_rules(const MessageRule& rule, const std::vector<Payload>& payloads);
+
+// What a response that accepts a request (carries no error notify) must hold, by the purpose
+// of the request: the table above allows every payload of a response to be absent (an error
+// answer carries only notifies), these add the payloads the initiator's task reads.
+enum class ResponsePurpose : uint8_t {
+    IkeSaInit,   // IKE_SA_INIT: SA, KE, Nonce
+    IkeAuth,     // IKE_AUTH authentication: IDr, AUTH
+    AuthChild,   // the Child SA of IKE_AUTH: SA, TSi, TSr
+    CreateChild, // CREATE_CHILD_SA new or rekeyed Child SA: SA, Nonce, TSi, TSr (KE when PFS, checked by the task)
+    RekeyIke,    // CREATE_CHILD_SA IKE SA rekey: SA, Nonce, KE
+};
+const char* to_string(ResponsePurpose p);
+// Fails with INVALID_SYNTAX naming the first required payload that is absent.
+Status check_accepting_response(ResponsePurpose purpose, const std::vector<Payload>& payloads);
+
+// The body type each payload type decodes to (std::monostate-free: every known type has one).
+const char* body_name(const Payload& p);
+
+// Checked accessor: the first payload of type `t` as body T, or INVALID_SYNTAX naming what is
+// absent or wrong ("CREATE_CHILD_SA response: no Nonce payload").  Every payload an exchange
+// handler reads goes through require() (present by protocol) or find_body() (may be absent).
+template <typename T>
+Result<const T*> require(const std::vector<Payload>& payloads, PayloadType t, std::string_view where) {
+    for (const auto& p : payloads) {
+        if (p.type != t || std::holds_alternative<UnknownPayload>(p.body)) continue;
+        if (const T* b = p.as<T>()) return b;
+        return syntax_error(std::string(where) + ": " + to_string(t) + " payload has the wrong body (" + body_name(p) +
+                            ")");
+    }
+    return syntax_error(std::string(where) + ": no " + to_string(t) + " payload");
+}
+// Like require(), but an absent payload is no error (null); a wrong-typed one still is.
+template <typename T>
+Result<const T*> find_body(const std::vector<Payload>& payloads, PayloadType t, std::string_view where) {
+    for (const auto& p : payloads) {
+        if (p.type != t || std::holds_alternative<UnknownPayload>(p.body)) continue;
+        if (const T* b = p.as<T>()) return b;
+        return syntax_error(std::string(where) + ": " + to_string(t) + " payload has the wrong body (" + body_name(p) +
+                            ")");
+    }
+    return static_cast<const T*>(nullptr);
+}
+
+// Whether `chosen` (a responder's SA payload) is exactly one of the proposals we `offered`
+// (RFC 7296 3.3.6): one proposal whose number and protocol match one of ours, an SPI of the
+// protocol's size (none for IKE_SA_INIT), exactly one transform of each type that offered
+// proposal carries and none of any other type, each transform (with its attributes) one we
+// offered in it.  Fails with NO_PROPOSAL_CHOSEN naming what differs.
+Status check_chosen_proposal(const SaPayload& offered, const SaPayload& chosen, size_t spi_size);
 
 // Convenience lookups.
 const Payload* find_payload(const std::vector<Payload>& payloads, PayloadType t);
