@@ -14,7 +14,9 @@ bool is_response_from_b(const wire::Header& h, bool from_a, ExchangeType t) {
     return !from_a && h.response() && h.exchange == t;
 }
 
-TrafficSelector any_v4() { return TrafficSelector::from_prefix(IpAddress::v4(0, 0, 0, 0), 0); }
+TrafficSelector any_v4() {
+    return TrafficSelector::from_prefix(IpAddress::v4(0, 0, 0, 0), 0);
+}
 
 // Both ends hold exactly one installed Child SA, the two halves of one pair.
 void expect_one_child_pair(const Pair& p) {
@@ -77,7 +79,8 @@ TEST(IkeBadResponse, RekeyChildResponseWithoutNonceIsRefusedAndItsChildDeleted) 
 }
 
 TEST(IkeBadResponse, CreateChildResponseWithoutTsOrSaIsRefused) {
-    for (PayloadType missing : {PayloadType::TSi, PayloadType::TSr, PayloadType::SA, PayloadType::Nonce}) {
+    for (PayloadType missing :
+         {PayloadType::TSi, PayloadType::TSr, PayloadType::SA, PayloadType::Nonce}) {
         SCOPED_TRACE(wire::to_string(missing));
         auto [pa, pb] = two_child_peers();
         Pair p(pa, pb);
@@ -89,7 +92,8 @@ TEST(IkeBadResponse, CreateChildResponseWithoutTsOrSaIsRefused) {
             Tamper::erase(pl, missing);
             return true;
         };
-        ASSERT_TRUE(p.a.engine->create_child(p.a.engine->list_sas()[0].id, "x2u", p.clock.now()).ok());
+        ASSERT_TRUE(
+            p.a.engine->create_child(p.a.engine->list_sas()[0].id, "x2u", p.clock.now()).ok());
         p.pump();
         EXPECT_EQ(p.a.counter("ike.rx.invalid_syntax.create_child_response"), 1u);
         expect_one_child_pair(p);  // only the first Child SA, on both ends
@@ -152,15 +156,21 @@ TEST(IkeBadResponse, WidenedSelectorsOnRekeyAndNewChildAreRefused) {
             return true;
         };
         auto id = p.a.engine->list_sas()[0].id;
-        if (rekey) ASSERT_TRUE(p.a.engine->rekey_child(id, p.a.engine->list_sas()[0].children[0].spi_in, p.clock.now()).ok());
-        else ASSERT_TRUE(p.a.engine->create_child(id, "x2u", p.clock.now()).ok());
+        if (rekey)
+            ASSERT_TRUE(
+                p.a.engine
+                    ->rekey_child(id, p.a.engine->list_sas()[0].children[0].spi_in, p.clock.now())
+                    .ok());
+        else
+            ASSERT_TRUE(p.a.engine->create_child(id, "x2u", p.clock.now()).ok());
         p.pump();
         EXPECT_EQ(p.a.counter("ike.rx.ts_unacceptable.create_child_response"), 1u);
         EXPECT_EQ(p.a.counter("ike.tx.delete_refused_child"), 1u);
         EXPECT_EQ(p.a.backend.installed_spis(), before_a);
         EXPECT_EQ(p.b.backend.installed_spis(), before_b);
         expect_one_child_pair(p);
-        for (const auto& c : p.a.engine->list_sas()[0].children) EXPECT_NE(c.ts_local.at(0).to_string(), "0.0.0.0/0");
+        for (const auto& c : p.a.engine->list_sas()[0].children)
+            EXPECT_NE(c.ts_local.at(0).to_string(), "0.0.0.0/0");
         expect_indexes_ok(p);
     }
 }
@@ -169,7 +179,8 @@ TEST(IkeBadResponse, WidenedSelectorsOnRekeyAndNewChildAreRefused) {
 void set_encr(std::vector<wire::Payload>& pl, uint16_t id, uint16_t bits) {
     auto* sa = Tamper::body<wire::SaPayload>(pl, PayloadType::SA);
     for (auto& t : sa->proposals.at(0).transforms)
-        if (t.type == wire::TransformType::Encr) t = wire::Transform::make(wire::TransformType::Encr, id, bits);
+        if (t.type == wire::TransformType::Encr)
+            t = wire::Transform::make(wire::TransformType::Encr, id, bits);
 }
 
 TEST(IkeBadResponse, UnofferedEspTransformOrEsnIsRefused) {
@@ -181,13 +192,15 @@ TEST(IkeBadResponse, UnofferedEspTransformOrEsnIsRefused) {
         {"AES-GCM-256 (we offered AES-GCM-128)", [](auto& pl) { set_encr(pl, 20, 256); }},
         {"ESN on (we offered no ESN)",
          [](auto& pl) {
-             for (auto& t : Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].transforms)
+             for (auto& t :
+                  Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].transforms)
                  if (t.type == wire::TransformType::Esn) t.id = 1;
          }},
         {"no ESN transform",
          [](auto& pl) {
-             std::erase_if(Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].transforms,
-                           [](const wire::Transform& t) { return t.type == wire::TransformType::Esn; });
+             std::erase_if(
+                 Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].transforms,
+                 [](const wire::Transform& t) { return t.type == wire::TransformType::Esn; });
          }},
         {"two ESN transforms",
          [](auto& pl) {
@@ -195,7 +208,10 @@ TEST(IkeBadResponse, UnofferedEspTransformOrEsnIsRefused) {
                  ->proposals[0]
                  .transforms.push_back(wire::Transform::make(wire::TransformType::Esn, 0));
          }},
-        {"proposal number 7", [](auto& pl) { Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].number = 7; }},
+        {"proposal number 7",
+         [](auto& pl) {
+             Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].number = 7;
+         }},
     };
     for (const auto& c : cases) {
         SCOPED_TRACE(c.what);
@@ -237,7 +253,10 @@ TEST(IkeBadResponse, UnofferedIkeSaInitProposalIsRefused) {
         std::function<void(std::vector<wire::Payload>&)> change;
     };
     std::vector<Case> cases = {
-        {"proposal number 2", [](auto& pl) { Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].number = 2; }},
+        {"proposal number 2",
+         [](auto& pl) {
+             Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].number = 2;
+         }},
         {"AES-GCM-256", [](auto& pl) { set_encr(pl, 20, 256); }},
         {"an extra PRF",
          [](auto& pl) {
@@ -274,9 +293,12 @@ TEST(IkeBadResponse, IkeRekeyResponseUnofferedOrIncompleteIsRefused) {
         std::function<void(std::vector<wire::Payload>&)> change;
     };
     std::vector<Case> cases = {
-        {"AES-GCM-256", "ike.rx.no_proposal_chosen.rekey_ike_response", [](auto& pl) { set_encr(pl, 20, 256); }},
-        {"no KE", "ike.rx.invalid_syntax.rekey_ike_response", [](auto& pl) { Tamper::erase(pl, PayloadType::KE); }},
-        {"no Nonce", "ike.rx.invalid_syntax.rekey_ike_response", [](auto& pl) { Tamper::erase(pl, PayloadType::Nonce); }},
+        {"AES-GCM-256", "ike.rx.no_proposal_chosen.rekey_ike_response",
+         [](auto& pl) { set_encr(pl, 20, 256); }},
+        {"no KE", "ike.rx.invalid_syntax.rekey_ike_response",
+         [](auto& pl) { Tamper::erase(pl, PayloadType::KE); }},
+        {"no Nonce", "ike.rx.invalid_syntax.rekey_ike_response",
+         [](auto& pl) { Tamper::erase(pl, PayloadType::Nonce); }},
     };
     for (const auto& c : cases) {
         SCOPED_TRACE(c.what);
@@ -306,7 +328,8 @@ TEST(IkeBadResponse, IkeRekeyResponseUnofferedOrIncompleteIsRefused) {
             p.pump();
         }
         EXPECT_TRUE(p.a.engine->list_sas().empty());
-        EXPECT_EQ(p.a.count(Event::Kind::IkeSaDown), 1u);  // the old one (the refused one never came up)
+        EXPECT_EQ(p.a.count(Event::Kind::IkeSaDown),
+                  1u);  // the old one (the refused one never came up)
         // b saw the old IKE SA deleted; only the one it created for the rekey is left.
         ASSERT_EQ(p.b.engine->list_sas().size(), 1u);
         EXPECT_NE(p.b.engine->list_sas()[0].spi_i, old_spi_i);
@@ -343,7 +366,8 @@ TEST(IkeBadRequest, CreateChildRequestWithoutTsIsAnsweredInvalidSyntax) {
             Tamper::erase(pl, missing);
             return true;
         };
-        ASSERT_TRUE(p.a.engine->create_child(p.a.engine->list_sas()[0].id, "x2u", p.clock.now()).ok());
+        ASSERT_TRUE(
+            p.a.engine->create_child(p.a.engine->list_sas()[0].id, "x2u", p.clock.now()).ok());
         p.pump();
         EXPECT_EQ(p.b.counter("ike.rx.invalid_syntax.create_child_request"), 1u);
         EXPECT_NE(find_failure(p.a, wire::notify::InvalidSyntax), nullptr);

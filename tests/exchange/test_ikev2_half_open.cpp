@@ -62,9 +62,11 @@ struct Flood {
         auto m = wire::Message::decode(init_template).value();
         m.header.spi_i = spi;
         if (cookie)
-            m.payloads.insert(m.payloads.begin(),
-                              wire::Payload{wire::PayloadType::Notify, false,
-                                            wire::NotifyPayload{wire::ProtocolId::None, {}, wire::notify::Cookie, *cookie}});
+            m.payloads.insert(
+                m.payloads.begin(),
+                wire::Payload{wire::PayloadType::Notify, false,
+                              wire::NotifyPayload{
+                                  wire::ProtocolId::None, {}, wire::notify::Cookie, *cookie}});
         return m.encode();
     }
     // One IKE_SA_INIT from src; a source that can receive answers a COOKIE demand once.
@@ -89,8 +91,8 @@ struct Flood {
         if (!p.a.engine->initiate("to-b", p.clock.now()).ok()) return false;
         p.pump();
         auto sas = p.a.engine->list_sas();
-        return sas.size() == 1 && sas[0].state == "ESTABLISHED" && p.a.count(Event::Kind::ChildSaUp) == 1 &&
-               p.b.count(Event::Kind::IkeSaUp) == 1;
+        return sas.size() == 1 && sas[0].state == "ESTABLISHED" &&
+               p.a.count(Event::Kind::ChildSaUp) == 1 && p.b.count(Event::Kind::IkeSaUp) == 1;
     }
     size_t half_open() const {
         size_t n = 0;
@@ -98,9 +100,11 @@ struct Flood {
         return n;
     }
     void figures(const char* what) {
-        std::cout << "[ figures ] " << what << ": " << kFlood << " IKE_SA_INIT sent, half-open held " << half_open()
-                  << ", COOKIEs sent " << p.b.counter("ike.tx.cookie") << ", dropped at the cap "
-                  << p.b.counter("ike.rx.dropped.half_open_cap") << ", dropped at the per-source cap "
+        std::cout << "[ figures ] " << what << ": " << kFlood
+                  << " IKE_SA_INIT sent, half-open held " << half_open() << ", COOKIEs sent "
+                  << p.b.counter("ike.tx.cookie") << ", dropped at the cap "
+                  << p.b.counter("ike.rx.dropped.half_open_cap")
+                  << ", dropped at the per-source cap "
                   << p.b.counter("ike.rx.dropped.half_open_cap_per_source") << "\n";
     }
 };
@@ -114,7 +118,8 @@ TEST(IkeHalfOpen, SpoofedFloodIsAnsweredWithCookiesAndALegitimateInitiatorEstabl
     EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap"), 0u);
     // The legitimate initiator answers the COOKIE and gets through.
     ASSERT_TRUE(f.legitimate_connects());
-    EXPECT_EQ(f.p.b.counter("ike.tx.cookie"), static_cast<uint64_t>(kFlood - 50 + 1));  // a answered its COOKIE
+    EXPECT_EQ(f.p.b.counter("ike.tx.cookie"),
+              static_cast<uint64_t>(kFlood - 50 + 1));  // a answered its COOKIE
     EXPECT_EQ(f.half_open(), 50u);
     EXPECT_TRUE(f.p.b.engine->check_indexes().ok());
 }
@@ -126,7 +131,8 @@ TEST(IkeHalfOpen, CookieAnsweringSourcesAreHeldPerSource) {
     for (int i = 0; i < kFlood; ++i) f.send_init(Flood::source(i % 20), true);
     f.figures("20 cookie-answering sources, max_half_open_per_source 8");
     EXPECT_EQ(f.half_open(), 160u);
-    EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap_per_source"), static_cast<uint64_t>(kFlood - 160));
+    EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap_per_source"),
+              static_cast<uint64_t>(kFlood - 160));
     EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap"), 0u);
     ASSERT_TRUE(f.legitimate_connects());
     EXPECT_EQ(f.half_open(), 160u);
@@ -142,7 +148,8 @@ TEST(IkeHalfOpen, OverallCapHoldsAndFreesWhenHalfOpenSasExpire) {
     f.figures("500 cookie-answering sources, max_half_open 300");
     EXPECT_EQ(f.half_open(), 300u);
     EXPECT_GT(f.p.b.counter("ike.rx.dropped.half_open_cap"), 0u);
-    EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap") + f.p.b.counter("ike.rx.dropped.half_open_cap_per_source"),
+    EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap") +
+                  f.p.b.counter("ike.rx.dropped.half_open_cap_per_source"),
               static_cast<uint64_t>(kFlood - 300));
     uint64_t capped = f.p.b.counter("ike.rx.dropped.half_open_cap");
     ASSERT_TRUE(f.p.a.engine->initiate("to-b", f.p.clock.now()).ok());

@@ -41,12 +41,14 @@ TEST(IkeUnique, RebootedPeerWithInitialContactLeavesOneIkeSa) {
     reboot_and_reinitiate(p, 3);
     // b: exactly one IKE SA (the newest) and its one Child SA, paired with a's.
     auto sas = p.b.engine->list_sas();
-    std::cout << "[ figures ] responder after 1 + 3 re-initiations with INITIAL_CONTACT: " << sas.size()
-              << " IKE SA(s), " << p.b.backend.installed_spis().size() << " Child SA(s)\n";
+    std::cout << "[ figures ] responder after 1 + 3 re-initiations with INITIAL_CONTACT: "
+              << sas.size() << " IKE SA(s), " << p.b.backend.installed_spis().size()
+              << " Child SA(s)\n";
     ASSERT_EQ(sas.size(), 1u);
     EXPECT_EQ(sas[0].spi_i, p.a.engine->list_sas()[0].spi_i);
     ASSERT_EQ(p.b.backend.installed_spis().size(), 1u);
-    EXPECT_EQ(p.b.backend.find(p.b.backend.installed_spis()[0])->spi_out, p.a.backend.installed_spis().at(0));
+    EXPECT_EQ(p.b.backend.find(p.b.backend.installed_spis()[0])->spi_out,
+              p.a.backend.installed_spis().at(0));
     EXPECT_EQ(p.b.counter("ike.rx.initial_contact"), 4u);  // the first SA carried one too
     EXPECT_EQ(p.b.counter("ike.auth.initial_contact_deleted"), 3u);
     EXPECT_EQ(p.b.count(Event::Kind::IkeSaDown), 3u);
@@ -138,7 +140,8 @@ TEST(IkeUnique, SimultaneousInitiationsDoNotDeleteEachOther) {
     p.pump();
     EXPECT_EQ(established(p.a), 2u);
     EXPECT_EQ(established(p.b), 2u);
-    EXPECT_EQ(p.a.counter("ike.auth.unique_replaced") + p.b.counter("ike.auth.unique_replaced"), 0u);
+    EXPECT_EQ(p.a.counter("ike.auth.unique_replaced") + p.b.counter("ike.auth.unique_replaced"),
+              0u);
 }
 
 }  // namespace

@@ -143,6 +143,11 @@ struct Builder {
         }
         if (p.remote_auth == AuthKind::Certificate) pc.trust = store_for(p.trust);
         pc.send_certreq = p.send_certreq;
+        if (p.unique) {
+            auto u = ike::parse_unique_policy(p.unique->value);
+            if (!u) d.error(p.unique->where, "peer '" + p.name + "': " + u.error().detail());
+            else pc.unique = *u;
+        }
         for (const auto& s : p.ike_proposals) {
             auto prop = ike::parse_ike_proposal(s.value);
             if (!prop) d.error(s.where, "peer '" + p.name + "': " + prop.error().detail());
@@ -193,6 +198,8 @@ Result<LoadedConfig> build_engine_config(const FileConfig& f) {
     out.engine.retransmit.backoff = f.engine.retransmit_backoff;
     out.engine.retransmit.tries = f.engine.retransmit_tries;
     out.engine.cookie_threshold = f.engine.cookie_threshold;
+    out.engine.max_half_open = f.engine.max_half_open;
+    out.engine.max_half_open_per_source = f.engine.max_half_open_per_source;
     out.engine.max_message_size = f.engine.max_message_size;
     out.engine.half_open_timeout_ms = f.engine.half_open_timeout_ms;
     return out;

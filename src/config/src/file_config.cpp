@@ -406,6 +406,9 @@ private:
         if (auto v = r.number("retransmit_backoff", 1.0, 10.0)) e.retransmit_backoff = *v;
         if (auto v = r.integer("retransmit_tries", 0, 100)) e.retransmit_tries = static_cast<uint32_t>(*v);
         if (auto v = r.integer("cookie_threshold", 0, 1'000'000)) e.cookie_threshold = static_cast<uint32_t>(*v);
+        if (auto v = r.integer("max_half_open", 1, 10'000'000)) e.max_half_open = static_cast<uint32_t>(*v);
+        if (auto v = r.integer("max_half_open_per_source", 1, 10'000'000))
+            e.max_half_open_per_source = static_cast<uint32_t>(*v);
         if (auto v = r.integer("max_message_size", 1280, 1 << 20)) e.max_message_size = static_cast<uint32_t>(*v);
         if (auto v = r.duration_ms("half_open_timeout")) e.half_open_timeout_ms = *v;
         r.finish();
@@ -471,6 +474,7 @@ private:
         if (uses_cert_remote && cfg.trust_anchors.empty())
             m_d.error(p.where, label + ": the peer authenticates with a certificate but no [[trust_anchor]] is configured");
         if (auto b = r.boolean("send_certreq")) p.send_certreq = *b;
+        if (auto s = r.str("unique")) p.unique = Located<std::string>{s->value, s->where};
         p.ike_proposals = r.strings("ike_proposals");
         if (!r.has("ike_proposals")) p.ike_proposals.push_back({"aes128gcm16-prfsha256-ecp256", p.where});
         if (auto v = r.duration_ms("ike_rekey")) p.ike_rekey_seconds = static_cast<uint64_t>(*v / 1000);

@@ -641,6 +641,10 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
         if (!decode_inner(*pt, sk->inner_next)) return;
     } else {
         auto* skf = m.payloads.back().as<SkfPayload>();
+        if (!skf) {  // the lone payload is SK or SKF (checked above); never dereferenced unchecked
+            drop(d, "invalid_syntax", std::string(to_string(h.exchange)) + " without a lone SK or SKF payload");
+            return;
+        }
         auto pt = sa->cipher_in->open(aad, skf->data);
         if (!pt.ok()) {
             drop(d, "integrity_check_failed", "fragment " + std::to_string(skf->number) + ": " + pt.error().detail());
@@ -744,8 +748,11 @@ void EngineImpl::out_of_window_request(IkeSa& sa, const Datagram& d, const Messa
         const Payload& p = m.payloads.back();
         bool frag = p.type == PayloadType::SKF;
         size_t aad_len = kHeaderSize + (frag ? 8 : kGenericHeaderSize);
-        const Bytes& sealed = frag ? p.as<SkfPayload>()->data : p.as<SkPayload>()->data;
-        auto pt = sa.cipher_in->open(BytesView(d.data.data(), aad_len), sealed);
+        const SkfPayload* skf = p.as<SkfPayload>();
+        const SkPayload* sk = p.as<SkPayload>();
+        const Bytes* sealed = skf ? &skf->data : sk ? &sk->data : nullptr;
+        auto pt = sealed ? sa.cipher_in->open(BytesView(d.data.data(), aad_len), *sealed)
+                         : Result<Bytes>(syntax_error("no SK or SKF body"));
         if (!pt.ok()) {
             count("invalid_message_id_unauthenticated");
             silent = "integrity check failed (" + pt.error().detail() + ")";

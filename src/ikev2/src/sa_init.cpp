@@ -217,7 +217,12 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         }
         if (!valid) {
             m_counters.inc("ike.tx.cookie");
-            m_log->info("{} half-open IKE SAs: demanding a COOKIE from {}", half_open_count(), d.remote.to_string());
+            // Logged at info level on the 1st, 2nd, 4th ... demand (a spoofed flood draws one each).
+            if (uint64_t n = m_counters.get("ike.tx.cookie"); (n & (n - 1)) == 0)
+                m_log->info("{} half-open IKE SAs: demanding a COOKIE from {} ({} COOKIEs sent so far)",
+                            half_open_count(), d.remote.to_string(), n);
+            else
+                m_log->debug("{} half-open IKE SAs: demanding a COOKIE from {}", half_open_count(), d.remote.to_string());
             send_unprotected_notify(d, h, notify::Cookie,
                                     cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret, m_cookie_version));
             return;
@@ -225,16 +230,26 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
     }
     // Hard caps, after the COOKIE check: a spoofed flood is answered statelessly above the
     // threshold and never gets here; what does is held at the caps.
+    // Under a flood the log would be the next thing to fill: logged at warn level on the 1st,
+    // 2nd, 4th, 8th ... drop, else at debug level (every drop is counted).
+    auto cap_drop = [&](const char* counter, const std::string& why) {
+        std::string name = std::string("ike.rx.") + counter;
+        m_counters.inc(name);
+        uint64_t n = m_counters.get(name);
+        if ((n & (n - 1)) == 0)
+            m_log->warn("dropped IKE_SA_INIT from {}: {} ({}, {} so far)", d.remote.to_string(), why, name, n);
+        else
+            m_log->debug("dropped IKE_SA_INIT from {}: {} ({})", d.remote.to_string(), why, name);
+    };
     if (half_open_count() >= m_config.max_half_open) {
-        drop(d, "dropped.half_open_cap",
-             fmt::format("{} half-open IKE SAs, the cap (max_half_open)", half_open_count()));
+        cap_drop("dropped.half_open_cap", fmt::format("{} half-open IKE SAs, the cap (max_half_open)", half_open_count()));
         return;
     }
     if (auto it = m_half_open_by_source.find(source_key(d.remote.addr));
         it != m_half_open_by_source.end() && it->second >= m_config.max_half_open_per_source) {
-        drop(d, "dropped.half_open_cap_per_source",
-             fmt::format("{} half-open IKE SAs from {}, the cap (max_half_open_per_source)", it->second,
-                         d.remote.addr.to_string()));
+        cap_drop("dropped.half_open_cap_per_source",
+                 fmt::format("{} half-open IKE SAs from {}, the cap (max_half_open_per_source)", it->second,
+                             d.remote.addr.to_string()));
         return;
     }
     const SaPayload* sa_pl = *sa_pp;

@@ -163,3 +163,34 @@ TEST(EngineConfig, EngineSectionIsCarried) {
     EXPECT_EQ(r->engine.retransmit.tries, 2u);
     EXPECT_EQ(r->engine.cookie_threshold, 3u);
 }
+
+TEST(EngineConfig, HalfOpenCapsAreCarried) {
+    auto r = build("[engine]\ncookie_threshold = 10\nmax_half_open = 200\nmax_half_open_per_source = 4\n" + cert_peer());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    EXPECT_EQ(r->engine.max_half_open, 200u);
+    EXPECT_EQ(r->engine.max_half_open_per_source, 4u);
+    r = build(cert_peer());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    EXPECT_EQ(r->engine.max_half_open, 5000u);
+    EXPECT_EQ(r->engine.max_half_open_per_source, 64u);
+    r = build("[engine]\nmax_half_open_per_source = 0\n" + cert_peer());
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().detail().find("max_half_open_per_source"), std::string::npos) << r.error().detail();
+}
+
+TEST(EngineConfig, UniquePolicy) {
+    auto r = build(cert_peer());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    EXPECT_EQ(r->engine.peers[0].unique, ike::UniquePolicy::Replace);  // the default
+    for (auto [text, policy] : {std::pair{"no", ike::UniquePolicy::No}, std::pair{"never", ike::UniquePolicy::Never},
+                                std::pair{"keep", ike::UniquePolicy::Keep}, std::pair{"replace", ike::UniquePolicy::Replace}}) {
+        r = build(cert_peer(std::string("unique = \"") + text + "\""));
+        ASSERT_TRUE(r.ok()) << r.error().detail();
+        EXPECT_EQ(r->engine.peers[0].unique, policy) << text;
+    }
+    r = build(cert_peer("unique = \"sometimes\""));
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().detail().find("e.toml:21:10: peer 'b': unique must be \"no\", \"never\", \"keep\" or \"replace\", not \"sometimes\""),
+              std::string::npos)
+        << r.error().detail();
+}

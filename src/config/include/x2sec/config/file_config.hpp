@@ -88,6 +88,7 @@ struct PeerEntry {
     std::optional<Located<std::string>> psk_text;        // psk = "text:..." (UTF-8 octets)
     std::optional<Located<std::string>> psk_file;        // raw octets of a file (absolute path)
     bool send_certreq = true;
+    std::optional<Located<std::string>> unique;          // "no" | "never" | "keep" | "replace" (default)
     std::vector<Located<std::string>> ike_proposals;
     uint64_t ike_rekey_seconds = 14400;
     uint64_t dpd_interval_ms = 30000;
@@ -113,6 +114,8 @@ struct EngineSection {
     double retransmit_backoff = 1.8;
     uint32_t retransmit_tries = 5;
     uint32_t cookie_threshold = 50;
+    uint32_t max_half_open = 5000;
+    uint32_t max_half_open_per_source = 64;
     uint32_t max_message_size = 64 * 1024;
     int64_t half_open_timeout_ms = 30000;
 };
