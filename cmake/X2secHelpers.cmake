@@ -10,6 +10,13 @@ function(x2sec_set_warnings)
     add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer)
     add_link_options(-fsanitize=address,undefined)
   endif()
+  # libFuzzer builds: every library carries the coverage instrumentation (else the fuzzer sees
+  # only its target file and explores blind) and ASan+UBSan, so a bug deep in the engine is
+  # caught where it happens.
+  if(X2SEC_FUZZ AND CMAKE_CXX_COMPILER_ID MATCHES "Clang" AND NOT X2SEC_SANITIZE)
+    add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+    add_link_options(-fsanitize=address,undefined)
+  endif()
 endfunction()
 
 # x2sec_add_library(name SOURCES ... DEPS ...): a static library x2sec_<name> with the

@@ -21,6 +21,9 @@ std::shared_ptr<spdlog::logger> get(const std::string& module) {
     auto l = std::make_shared<spdlog::logger>(module, sink());
     l->set_level(g_level);
     l->set_pattern("%H:%M:%S.%e %^%-5l%$ [%n] %v");
+    // Line-buffered: every line written is flushed at once, so the lines just before a crash
+    // (or a kill) are in the log file, not in a lost stdio buffer.
+    l->flush_on(spdlog::level::trace);
     spdlog::register_logger(l);
     return l;
 }

@@ -300,9 +300,11 @@ std::string dn_to_text(BytesView der) {
         int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
         std::string value = len > 0 ? std::string(reinterpret_cast<char*>(utf8), static_cast<size_t>(len)) : "";
         OPENSSL_free(utf8);
+        // Peer-supplied: controls and invalid UTF-8 escaped (printable_text doubles '\\'),
+        // then the separators.
         std::string escaped;
-        for (char c : value) {
-            if (c == ',' || c == '/' || c == '\\') escaped.push_back('\\');
+        for (char c : printable_text(value)) {
+            if (c == ',' || c == '/') escaped.push_back('\\');
             escaped.push_back(c);
         }
         if (!out.empty()) out += ", ";
@@ -377,8 +379,9 @@ Result<Identity> Identity::parse(const std::string& text_in) {
 
 std::string Identity::to_string() const {
     switch (type) {
-        case x509::IdType::Fqdn: return "fqdn:" + std::string(data.begin(), data.end());
-        case x509::IdType::Rfc822Addr: return "email:" + std::string(data.begin(), data.end());
+        // The data is whatever the peer sent: escaped (never raw octets in logs, events, JSON).
+        case x509::IdType::Fqdn: return "fqdn:" + printable_text(data);
+        case x509::IdType::Rfc822Addr: return "email:" + printable_text(data);
         case x509::IdType::Ipv4Addr:
         case x509::IdType::Ipv6Addr: {
             IpAddress ip;

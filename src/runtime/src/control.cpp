@@ -54,6 +54,10 @@ std::string hex32(uint32_t v) {
 
 }  // namespace
 
+std::string control_dump(const nlohmann::json& j) {
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 Status write_frame(int fd, const std::string& payload) {
     if (payload.size() > kMaxControlFrame) return Error(ErrorDomain::Io, 0, "control message too large");
     uint32_t n = static_cast<uint32_t>(payload.size());
@@ -88,7 +92,7 @@ Result<nlohmann::json> control_request(const std::string& path, const nlohmann::
     std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
     if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
         return io_error("connecting to the x2sec IKE daemon at " + path + " (is `x2sec ike run` running?)");
-    X2SEC_TRY_STATUS(write_frame(fd, request.dump()));
+    X2SEC_TRY_STATUS(write_frame(fd, control_dump(request)));
     X2SEC_TRY(std::string reply, read_frame(fd));
     auto j = nlohmann::json::parse(reply, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return Error(ErrorDomain::Io, 0, "malformed reply from the daemon");

@@ -318,7 +318,13 @@ nlohmann::json IkeRuntime::handle_control(const nlohmann::json& req) {
             return {{"ok", true}};
         }
     } catch (const nlohmann::json::exception& e) {
+        m_counters.inc("runtime.control.bad_request");
         return fail(std::string("bad request: ") + e.what());
+    } catch (const std::exception& e) {
+        // Whatever a request runs into, the daemon and its tunnels stay up.
+        m_counters.inc("runtime.control.error");
+        logger()->error("control request '{}' failed: {}", printable_text(cmd), e.what());
+        return fail(std::string("internal error: ") + e.what());
     }
     if (auto it = m_opts.extra_commands.find(cmd); it != m_opts.extra_commands.end()) return extra_command(it->second);
     return fail("unknown command '" + cmd + "' (list-sas, initiate, terminate, rekey, events, counters, stop)");
@@ -340,9 +346,20 @@ void IkeRuntime::serve_control(int fd) {
         logger()->debug("control request: {}", req.error().detail());
         return;
     }
-    auto j = nlohmann::json::parse(*req, nullptr, false);
-    nlohmann::json reply = j.is_discarded() ? nlohmann::json{{"ok", false}, {"error", "request is not JSON"}} : handle_control(j);
-    if (auto st = write_frame(fd, reply.dump()); !st) logger()->debug("control reply: {}", st.error().detail());
+    // No exception may leave here: it would end the daemon (and every tunnel with it).
+    std::string out;
+    try {
+        auto j = nlohmann::json::parse(*req, nullptr, false);
+        if (j.is_discarded()) m_counters.inc("runtime.control.bad_request");
+        nlohmann::json reply =
+            j.is_discarded() ? nlohmann::json{{"ok", false}, {"error", "request is not JSON"}} : handle_control(j);
+        out = control_dump(reply);
+    } catch (const std::exception& e) {
+        m_counters.inc("runtime.control.error");
+        logger()->error("control request failed: {}", e.what());
+        out = control_dump(nlohmann::json{{"ok", false}, {"error", std::string("internal error: ") + e.what()}});
+    }
+    if (auto st = write_frame(fd, out); !st) logger()->debug("control reply: {}", st.error().detail());
 }
 
 void IkeRuntime::accept_control() {

@@ -218,9 +218,7 @@ bool iequal(std::string_view a, std::string_view b) {
 }
 
 std::string printable(BytesView id) {
-    std::string s;
-    for (uint8_t c : id) s += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
-    return s;
+    return printable_text(id);
 }
 
 std::string join(const std::vector<std::string>& v) {

@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+#include <fstream>
+#include <iterator>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 #include <x2sec/common/codec.hpp>
 #include <x2sec/common/counters.hpp>
 #include <x2sec/common/file.hpp>
+#include <x2sec/common/log.hpp>
 #include <x2sec/common/rng.hpp>
 
 using namespace x2sec;
@@ -21,6 +24,38 @@ TEST(Hex, RoundTripAndRejectsBadInput) {
     EXPECT_EQ(from_hex("0a 0b:0c")->size(), 3u);
     EXPECT_FALSE(from_hex("abc").has_value());
     EXPECT_FALSE(from_hex("zz").has_value());
+}
+
+TEST(PrintableText, EscapesWhatIsNotPrintableUtf8) {
+    EXPECT_EQ(printable_text(std::string_view("b.henb.example")), "b.henb.example");
+    EXPECT_EQ(printable_text(hex("fffe41")), "\\xff\\xfeA");
+    EXPECT_EQ(printable_text(std::string_view("a\nb\x7f\\")), "a\\x0ab\\x7f\\\\");
+    EXPECT_EQ(printable_text(std::string_view("caf\xc3\xa9")), "caf\xc3\xa9");  // U+00E9 passes
+    EXPECT_EQ(printable_text(hex("c0af")), "\\xc0\\xaf");                       // overlong '/'
+    EXPECT_EQ(printable_text(hex("eda080")), "\\xed\\xa0\\x80");             // a surrogate
+    EXPECT_EQ(printable_text(hex("e280ae")), "\\xe2\\x80\\xae");             // RIGHT-TO-LEFT OVERRIDE
+    EXPECT_EQ(printable_text(hex("c285")), "\\xc2\\x85");                       // C1 NEL
+    EXPECT_EQ(printable_text(hex("e3")), "\\xe3");                               // truncated sequence
+    // Injective: the escape of "\xff" differs from the escape of the octet ff.
+    EXPECT_NE(printable_text(std::string_view("\\xff")), printable_text(hex("ff")));
+    // Every octet string comes out as printable ASCII or printable UTF-8.
+    Bytes all;
+    for (int i = 0; i < 256; ++i) all.push_back(static_cast<uint8_t>(i));
+    for (char c : printable_text(all)) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << int(c);
+}
+
+TEST(Log, EveryLineReachesTheFileAtOnce) {
+    char dir[] = "/tmp/x2sec-log-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    std::string path = std::string(dir) + "/x2sec.log";
+    log::to_file(path);
+    log::get("test")->info("line before a crash");
+    // No flush, no shutdown: the line is in the file already.
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("line before a crash"), std::string::npos) << text;
+    ::unlink(path.c_str());
+    ::rmdir(dir);
 }
 
 TEST(Reader, IsBoundsCheckedAndSticky) {

@@ -70,8 +70,13 @@ public:
         m_events.push_back(ike::Event{ike::Event::Kind::IkeSaDown, "peer-b", id, 0, "deleted"});
         return {};
     }
-    std::vector<ike::IkeSaInfo> list_sas() const override { return sas; }
+    std::vector<ike::IkeSaInfo> list_sas() const override {
+        if (throw_in_list_sas) throw std::runtime_error("list_sas blew up");
+        return sas;
+    }
     const Counters& counters() const override { return ctr; }
+    void add_event(ike::Event e) { m_events.push_back(std::move(e)); }
+    bool throw_in_list_sas = false;
     void set_key_logger(std::function<void(const ike::IkeSaKeys&)>, std::function<void(const ChildSaParams&)>) override {}
 
 private:
@@ -426,6 +431,55 @@ TEST(IkeRuntime, ExtraControlCommandsAnswerOkOrTheirError) {
     auto unknown = control_request(opts.control_socket, {{"cmd", "reload-everything"}});
     ASSERT_FALSE(unknown.ok());
     EXPECT_NE(unknown.error().detail().find("unknown command"), std::string::npos) << unknown.error().detail();
+}
+
+// Issue 11: peer octets that are not UTF-8 in an event text made the next `events` request
+// throw (nlohmann type_error.316) out of the loop and end the daemon.  Replies are now dumped
+// with invalid UTF-8 replaced, and no exception from a request ends the daemon.
+TEST(IkeRuntime, ControlRepliesSurviveInvalidUtf8AndThrowingRequests) {
+    RuntimeOptions opts;
+    std::string dir = temp_dir("ctl-bad");
+    opts.control_socket = dir + "/ctl.sock";
+    Harness h(opts, [](FakeEngine& e) {
+        auto sa = sample_sa(3);
+        sa.remote_id = "fqdn:\xff\xfe";  // raw, as an engine without escaping would render it
+        e.sas.push_back(sa);
+    });
+    h.on_loop([](FakeEngine& e) {
+        e.add_event(ike::Event{ike::Event::Kind::AuthFailed, "peer-b", 3, 24, "peer identity fqdn:\xff\xfe refused"});
+        return 0;
+    });
+    auto ev = control_request(opts.control_socket, {{"cmd", "events"}, {"since", 0}});
+    ASSERT_TRUE(ev.ok()) << ev.error().detail();
+    ASSERT_EQ((*ev)["events"].size(), 1u);
+    EXPECT_EQ((*ev)["events"][0]["detail"], "peer identity fqdn:\xef\xbf\xbd\xef\xbf\xbd refused");  // U+FFFD
+    auto sas = control_request(opts.control_socket, {{"cmd", "list-sas"}});
+    ASSERT_TRUE(sas.ok()) << sas.error().detail();
+    EXPECT_EQ((*sas)["sas"][0]["remote"]["id"], "fqdn:\xef\xbf\xbd\xef\xbf\xbd");
+    // A request that throws inside the engine is answered with an error and counted.
+    h.on_loop([](FakeEngine& e) {
+        e.throw_in_list_sas = true;
+        return 0;
+    });
+    auto bad = control_request(opts.control_socket, {{"cmd", "list-sas"}});
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().detail().find("internal error: list_sas blew up"), std::string::npos) << bad.error().detail();
+    h.on_loop([](FakeEngine& e) {
+        e.throw_in_list_sas = false;
+        return 0;
+    });
+    // Wrong field types: a JSON error, answered and counted.
+    auto wrong = control_request(opts.control_socket, {{"cmd", "terminate"}, {"ike_sa_id", "seven"}});
+    ASSERT_FALSE(wrong.ok());
+    EXPECT_NE(wrong.error().detail().find("bad request"), std::string::npos) << wrong.error().detail();
+    auto c = control_request(opts.control_socket, {{"cmd", "counters"}});
+    ASSERT_TRUE(c.ok()) << c.error().detail();
+    EXPECT_EQ((*c)["counters"].value("runtime.control.error", 0), 1);
+    EXPECT_EQ((*c)["counters"].value("runtime.control.bad_request", 0), 1);
+    // The daemon is alive: the loop still runs and answers.
+    EXPECT_TRUE(control_request(opts.control_socket, {{"cmd", "list-sas"}}).ok());
+    EXPECT_TRUE(control_request(opts.control_socket, {{"cmd", "events"}}).ok());
+    std::filesystem::remove_all(dir);
 }
 
 TEST(IkeRuntime, StopDeletesEverySaThenReturns) {

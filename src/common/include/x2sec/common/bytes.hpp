@@ -34,6 +34,14 @@ inline Bytes concat(std::initializer_list<BytesView> parts) {
     return out;
 }
 
+// Peer-supplied octets (an ID_FQDN, an e-mail identity, a DN attribute value) as text that
+// is safe in logs, events and JSON: printable ASCII and well-formed UTF-8 of printable code
+// points pass unchanged; '\\' is doubled; every other octet (controls, DEL, invalid or overlong
+// UTF-8, surrogates, C1 controls, bidirectional overrides) becomes "\\xHH".  The mapping is
+// injective (distinct inputs give distinct texts) and the result is always valid UTF-8.
+std::string printable_text(BytesView data);
+inline std::string printable_text(std::string_view s) { return printable_text(as_bytes(s)); }
+
 // Constant-time equality (CRYPTO_memcmp); false when lengths differ.
 bool ct_equal(BytesView a, BytesView b);
 

@@ -9,7 +9,9 @@
 //   {"cmd":"events","since":0}                          -> {"ok":true,"events":[...],"next":N}
 //   {"cmd":"counters"}                                  -> {"ok":true,"counters":{...}}
 //   {"cmd":"stop"}                                      delete all SAs, then exit
-// Errors: {"ok":false,"error":"what went wrong"}.
+// Errors: {"ok":false,"error":"what went wrong"}.  No request can end the daemon: a request
+// that fails unexpectedly is answered with an error and counted (runtime.control.error; one
+// that is not JSON or has wrong field types: runtime.control.bad_request).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -22,6 +24,11 @@
 namespace x2sec::runtime {
 
 constexpr size_t kMaxControlFrame = 4 * 1024 * 1024;
+
+// JSON text for the wire: never throws; a string that is not valid UTF-8 (which must not
+// happen: peer-supplied octets are escaped with printable_text where they become text) has
+// its bad octets replaced by U+FFFD instead of failing the whole reply.
+std::string control_dump(const nlohmann::json& j);
 
 Status write_frame(int fd, const std::string& payload);
 Result<std::string> read_frame(int fd, size_t max_size = kMaxControlFrame);
