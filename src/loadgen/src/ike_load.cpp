@@ -234,8 +234,13 @@ Result<LoadReport> run_load(const LoadOptions& o) {
                 return;
             case K::PeerDead: fail(s, "timeout", e.detail); return;
             case K::NegotiationFailed:
-                fail(s, e.code ? std::string("negotiation: ") + ike::wire::notify::name(static_cast<uint16_t>(e.code)) : "negotiation",
-                     e.detail);
+                // Retransmissions of IKE_SA_INIT exhausted: the engine reports it as a failed
+                // negotiation ("no response to IKE_SA_INIT ..."); for the report it is a timeout.
+                if (e.code == 0 && e.detail.rfind("no response", 0) == 0) fail(s, "timeout", e.detail);
+                else
+                    fail(s, e.code ? std::string("negotiation: ") + ike::wire::notify::name(static_cast<uint16_t>(e.code))
+                                   : "negotiation",
+                         e.detail);
                 return;
             default: return;
         }
