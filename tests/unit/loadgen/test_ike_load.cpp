@@ -57,6 +57,14 @@ struct Responder {
         rt->stop();
         thread.join();
     }
+    uint64_t counter(const std::string& name) {
+        uint64_t v = 0;
+        rt->call([&](runtime::EngineApi& e, Millis) {
+            auto snap = e.counters().snapshot();
+            if (auto it = snap.find(name); it != snap.end()) v = it->second;
+        });
+        return v;
+    }
     size_t established() {
         size_t n = 0;
         rt->call([&](runtime::EngineApi& e, Millis) {
@@ -166,6 +174,7 @@ TEST_F(IkeLoad, CertLoadWithCookiesRekeysAndDeletes) {
         EXPECT_EQ(rep->succeeded, 200u) << rep->to_text();
         EXPECT_EQ(rep->failed + rep->unfinished, 0u) << rep->to_text();
         EXPECT_EQ(r.established(), 200u);
+        EXPECT_GE(r.counter("ike.tx.cookie"), 200u) << "the responder demanded a COOKIE on every IKE_SA_INIT";
     }
     {
         Responder r(toml, 50);
