@@ -1,5 +1,6 @@
 // The load loop of `x2sec ike load` (see ike_load.hpp).
 #include <poll.h>
+#include <sys/resource.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,6 +22,13 @@ struct NullBackend final : ChildSaBackend {
     Status install(const ChildSaParams&) override { return {}; }
     Status remove(uint32_t) override { return {}; }
 };
+
+double process_cpu_seconds() {
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
 
 Millis steady_ms() {
     using namespace std::chrono;
@@ -146,6 +154,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     latencies.reserve(o.count);
     size_t next = 0, in_flight = 0, send_errors = 0;
     const Millis t0 = steady_ms();
+    const double cpu0 = process_cpu_seconds();
     const Millis bound = t0 + static_cast<Millis>(o.duration_s * 1000);
     Millis first_start = 0, last_done = 0, next_progress = t0;
 
@@ -324,6 +333,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
             note(rep.post_failures, "unfinished", "still in progress at the time bound");
     if (rep.unfinished) rep.failures["unfinished"] = {rep.unfinished, "still in progress at the time bound"};
     rep.wall_seconds = static_cast<double>(end - t0) / 1000.0;
+    rep.generator_cpu_seconds = process_cpu_seconds() - cpu0;
     rep.seconds = last_done > first_start ? static_cast<double>(last_done - first_start) / 1000.0 : 0;
     rep.setups_per_s = rep.seconds > 0 ? static_cast<double>(rep.succeeded) / rep.seconds : 0;
     std::sort(latencies.begin(), latencies.end());
@@ -345,6 +355,7 @@ nlohmann::json LoadReport::to_json() const {
     j["seconds"] = seconds;
     j["wall_seconds"] = wall_seconds;
     j["setups_per_s"] = setups_per_s;
+    j["generator_cpu_seconds"] = generator_cpu_seconds;
     j["latency_ms"] = {{"p50", p50_ms}, {"p90", p90_ms}, {"p99", p99_ms}, {"max", max_ms}};
     j["child_rekeys"] = child_rekeys;
     j["ike_rekeys"] = ike_rekeys;
@@ -365,6 +376,8 @@ std::string LoadReport::to_text() const {
     s << fmt::format("setups: {} attempted, {} succeeded, {} failed, {} unfinished\n", attempted, succeeded,
                      failed, unfinished);
     s << fmt::format("rate: {:.1f} setups/s over {:.2f} s (wall {:.2f} s)\n", setups_per_s, seconds, wall_seconds);
+    s << fmt::format("generator CPU: {:.2f} s ({:.2f} ms per setup)\n", generator_cpu_seconds,
+                     succeeded ? generator_cpu_seconds * 1000.0 / static_cast<double>(succeeded) : 0.0);
     s << fmt::format("latency (IKE_SA_INIT sent -> Child SA up): p50 {:.1f} ms, p90 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms\n",
                      p50_ms, p90_ms, p99_ms, max_ms);
     if (child_rekeys || ike_rekeys || deletes)

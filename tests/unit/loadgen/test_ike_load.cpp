@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <sys/stat.h>
 #include <thread>
 #include <x2sec/common/log.hpp>
@@ -130,8 +131,11 @@ TEST_F(IkeLoad, PskLoadAllSucceedAndMatchResponder) {
     EXPECT_EQ(st.st_mode & 0777, 0600u) << "the PSK responder config holds secrets";
     Responder r(toml, 50);
     o.target = r.endpoint;
+    std::ostringstream progress;
+    o.progress = &progress;
     auto rep = loadgen::run_load(o);
     ASSERT_TRUE(rep.ok()) << rep.error().detail();
+    EXPECT_NE(progress.str().find("up 200 failed 0"), std::string::npos) << progress.str();
     EXPECT_EQ(rep->attempted, 200u);
     EXPECT_EQ(rep->succeeded, 200u) << rep->to_text();
     EXPECT_EQ(rep->failed, 0u);

@@ -83,6 +83,7 @@ struct LoadReport {
     double seconds = 0;        // first start to last setup completed
     double wall_seconds = 0;   // whole run
     double setups_per_s = 0;   // succeeded / seconds
+    double generator_cpu_seconds = 0;  // this process's CPU time during the run (getrusage)
     double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;  // IKE_SA_INIT sent -> Child SA up
     struct Reason {
         size_t count = 0;
