@@ -1,10 +1,11 @@
 // The load loop of `x2sec ike load` (see ike_load.hpp).
+#include <fmt/format.h>
 #include <poll.h>
 #include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fmt/format.h>
 #include <ostream>
 #include <sstream>
 #include <unordered_map>
@@ -39,7 +40,8 @@ Millis steady_ms() {
 // side 10.255.255.254.
 IpAddress inner_addr(size_t i) {
     uint32_t v = static_cast<uint32_t>(i + 1);
-    return IpAddress::v4(10, static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v));
+    return IpAddress::v4(10, static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 8),
+                         static_cast<uint8_t>(v));
 }
 const IpAddress kResponderInner = IpAddress::v4(10, 255, 255, 254);
 
@@ -55,12 +57,18 @@ struct Setup {
 
 std::string auth_reason(int code) {
     switch (code) {
-        case ike::auth_failure::PskMismatch: return "psk_mismatch";
-        case ike::auth_failure::MethodMismatch: return "method_mismatch";
-        case ike::auth_failure::PeerRejected: return "peer_rejected";
-        case ike::auth_failure::NoCredentials: return "no_credentials";
-        case ike::auth_failure::ProposalMismatch: return "proposal_mismatch";
-        default: break;
+        case ike::auth_failure::PskMismatch:
+            return "psk_mismatch";
+        case ike::auth_failure::MethodMismatch:
+            return "method_mismatch";
+        case ike::auth_failure::PeerRejected:
+            return "peer_rejected";
+        case ike::auth_failure::NoCredentials:
+            return "no_credentials";
+        case ike::auth_failure::ProposalMismatch:
+            return "proposal_mismatch";
+        default:
+            break;
     }
     if (code >= 1 && code < 100) return x509::to_string(static_cast<x509::VerifyFailure>(code));
     return std::to_string(code);
@@ -77,23 +85,29 @@ double percentile(const std::vector<double>& sorted, double q) {
 Result<LoadReport> run_load(const LoadOptions& o) {
     if (o.count == 0) return Error("count must be at least 1");
     if (o.concurrency == 0) return Error("concurrency must be at least 1");
-    if (o.count > (1u << 24) - 2) return Error("count must be below 2^24 (inner addresses 10.0.0.0/8)");
+    if (o.count > (1u << 24) - 2)
+        return Error("count must be below 2^24 (inner addresses 10.0.0.0/8)");
     if (o.auth == LoadAuth::Cert && (!o.certs || o.certs->initiators.size() < o.count))
         return Error("certificate authentication needs one certificate per initiator");
-    if (o.auth == LoadAuth::Psk && o.psk_base.empty()) return Error("PSK authentication needs a base secret");
+    if (o.auth == LoadAuth::Psk && o.psk_base.empty())
+        return Error("PSK authentication needs a base secret");
     X2SEC_TRY(auto ike_prop, ike::parse_ike_proposal(o.ike_proposal));
     X2SEC_TRY(auto esp_prop, ike::parse_child_proposal(o.esp_proposal));
     X2SEC_TRY(auto responder_id, ike::Identity::parse("fqdn:" + o.responder_id));
 
     // Sockets: ports_per_source ephemeral ports on every source address.
     std::vector<IpAddress> sources = o.sources;
-    if (sources.empty()) sources.push_back(o.target.addr.v6 ? *IpAddress::parse("::1") : IpAddress::v4(127, 0, 0, 1));
-    size_t per_source = std::max<size_t>(1, std::min<size_t>(o.ports_per_source, (o.count + sources.size() - 1) / sources.size()));
+    if (sources.empty())
+        sources.push_back(o.target.addr.v6 ? *IpAddress::parse("::1")
+                                           : IpAddress::v4(127, 0, 0, 1));
+    size_t per_source = std::max<size_t>(
+        1, std::min<size_t>(o.ports_per_source, (o.count + sources.size() - 1) / sources.size()));
     std::vector<runtime::UdpSocket> sockets;
     std::unordered_map<std::string, size_t> socket_of;  // Endpoint::to_string() -> index
     for (size_t p = 0; p < per_source; ++p) {
         for (const auto& a : sources) {
-            if (a.v6 != o.target.addr.v6) return Error("source " + a.to_string() + " is not of the target's address family");
+            if (a.v6 != o.target.addr.v6)
+                return Error("source " + a.to_string() + " is not of the target's address family");
             auto s = runtime::UdpSocket::bind({a, 0});
             if (!s) return Error("bind " + a.to_string() + ": " + s.error().detail());
             socket_of[s->local().to_string()] = sockets.size();
@@ -123,7 +137,9 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         p.remote_auth = ike::AuthMethod::Certificate;
         if (o.auth == LoadAuth::Cert) {
             const auto& c = o.certs->initiators[i];
-            if (c.identity != id) return Error("certificate " + std::to_string(i) + " is for " + c.identity + ", not " + id);
+            if (c.identity != id)
+                return Error("certificate " + std::to_string(i) + " is for " + c.identity +
+                             ", not " + id);
             p.local_auth = ike::AuthMethod::Certificate;
             p.private_key = c.key;
             p.cert_chain = {c.cert};
@@ -158,7 +174,8 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     const Millis bound = t0 + static_cast<Millis>(o.duration_s * 1000);
     Millis first_start = 0, last_done = 0, next_progress = t0;
 
-    auto note = [](std::map<std::string, LoadReport::Reason>& m, const std::string& reason, const std::string& detail) {
+    auto note = [](std::map<std::string, LoadReport::Reason>& m, const std::string& reason,
+                   const std::string& detail) {
         auto& r = m[reason];
         if (r.count++ == 0) r.example = detail;
     };
@@ -171,7 +188,9 @@ Result<LoadReport> run_load(const LoadOptions& o) {
             ++rep.failed;
             note(rep.failures, reason, detail);
         } else {
-            const char* what = s.phase == Phase::RekeyChild ? "rekey_child" : s.phase == Phase::RekeyIke ? "rekey_ike" : "delete";
+            const char* what = s.phase == Phase::RekeyChild ? "rekey_child"
+                               : s.phase == Phase::RekeyIke ? "rekey_ike"
+                                                            : "delete";
             note(rep.post_failures, std::string(what) + ": " + reason, detail);
         }
         finish(s, Phase::Failed);
@@ -212,7 +231,9 @@ Result<LoadReport> run_load(const LoadOptions& o) {
                 if (s.phase == Phase::Setup) {
                     s.child_up = true;
                     auto sp = e.detail.find(' ');
-                    if (sp != std::string::npos) s.spi_in = static_cast<uint32_t>(std::strtoul(e.detail.c_str() + sp + 1, nullptr, 16));
+                    if (sp != std::string::npos)
+                        s.spi_in = static_cast<uint32_t>(
+                            std::strtoul(e.detail.c_str() + sp + 1, nullptr, 16));
                 }
                 break;
             case K::ChildSaRekeyed:
@@ -236,22 +257,33 @@ Result<LoadReport> run_load(const LoadOptions& o) {
                     fail(s, "ike_sa_down", e.detail);
                 }
                 return;
-            case K::AuthFailed: fail(s, "auth: " + auth_reason(e.code), e.detail); return;
+            case K::AuthFailed:
+                fail(s, "auth: " + auth_reason(e.code), e.detail);
+                return;
             case K::PeerNotify:
                 if (ike::wire::notify::is_error(static_cast<uint16_t>(e.code)))
-                    fail(s, std::string("notify: ") + ike::wire::notify::name(static_cast<uint16_t>(e.code)), e.detail);
+                    fail(s,
+                         std::string("notify: ") +
+                             ike::wire::notify::name(static_cast<uint16_t>(e.code)),
+                         e.detail);
                 return;
-            case K::PeerDead: fail(s, "timeout", e.detail); return;
+            case K::PeerDead:
+                fail(s, "timeout", e.detail);
+                return;
             case K::NegotiationFailed:
                 // Retransmissions of IKE_SA_INIT exhausted: the engine reports it as a failed
                 // negotiation ("no response to IKE_SA_INIT ..."); for the report it is a timeout.
-                if (e.code == 0 && e.detail.rfind("no response", 0) == 0) fail(s, "timeout", e.detail);
+                if (e.code == 0 && e.detail.rfind("no response", 0) == 0)
+                    fail(s, "timeout", e.detail);
                 else
-                    fail(s, e.code ? std::string("negotiation: ") + ike::wire::notify::name(static_cast<uint16_t>(e.code))
-                                   : "negotiation",
+                    fail(s,
+                         e.code ? std::string("negotiation: ") +
+                                      ike::wire::notify::name(static_cast<uint16_t>(e.code))
+                                : "negotiation",
                          e.detail);
                 return;
-            default: return;
+            default:
+                return;
         }
         if (s.phase == Phase::Setup && s.ike_up && s.child_up) {
             latencies.push_back(static_cast<double>(now - s.started));
@@ -263,16 +295,19 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     auto flush = [&](Millis now) {
         for (auto& d : engine.take_outgoing()) {
             auto it = socket_of.find(d.local.to_string());
-            if (it == socket_of.end() || d.non_esp_marker || !sockets[it->second].send(d.local, d.remote, d.data)) ++send_errors;
+            if (it == socket_of.end() || d.non_esp_marker ||
+                !sockets[it->second].send(d.local, d.remote, d.data))
+                ++send_errors;
         }
         for (auto& e : engine.take_events()) handle(e, now);
     };
     auto progress = [&](Millis now, bool last) {
         if (!o.progress) return;
         double el = static_cast<double>(now - t0) / 1000.0;
-        *o.progress << fmt::format("\r[{:7.1f}s] started {} up {} failed {} in flight {} ({:.0f} setups/s)   ", el, next,
-                                   rep.succeeded, rep.failed, in_flight,
-                                   el > 0 ? static_cast<double>(rep.succeeded) / el : 0.0);
+        *o.progress << fmt::format(
+            "\r[{:7.1f}s] started {} up {} failed {} in flight {} ({:.0f} setups/s)   ", el, next,
+            rep.succeeded, rep.failed, in_flight,
+            el > 0 ? static_cast<double>(rep.succeeded) / el : 0.0);
         if (last) *o.progress << "\n";
         o.progress->flush();
     };
@@ -283,14 +318,17 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         Millis now = steady_ms();
         // Start setups: concurrency, rate and time bound permitting.
         while (next < o.count && in_flight < o.concurrency && now < bound) {
-            if (o.rate > 0 && static_cast<double>(now - t0) < static_cast<double>(next) * 1000.0 / o.rate) break;
+            if (o.rate > 0 &&
+                static_cast<double>(now - t0) < static_cast<double>(next) * 1000.0 / o.rate)
+                break;
             Setup& s = setups[next];
             s.phase = Phase::Setup;
             s.started = now;
             if (!first_start) first_start = now;
             ++in_flight;
             ++rep.attempted;
-            if (auto st = engine.initiate("i" + std::to_string(next), now); !st) fail(s, "initiate", st.error().detail());
+            if (auto st = engine.initiate("i" + std::to_string(next), now); !st)
+                fail(s, "initiate", st.error().detail());
             ++next;
         }
         flush(now);
@@ -303,7 +341,8 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         Millis wake = std::min<Millis>(next_progress, bound + 1000);
         if (auto d = engine.next_deadline()) wake = std::min(wake, *d);
         if (o.rate > 0 && next < o.count && in_flight < o.concurrency)
-            wake = std::min(wake, t0 + static_cast<Millis>(static_cast<double>(next) * 1000.0 / o.rate));
+            wake = std::min(wake,
+                            t0 + static_cast<Millis>(static_cast<double>(next) * 1000.0 / o.rate));
         int timeout = static_cast<int>(std::clamp<Millis>(wake - now, 0, 1000));
         int n = ::poll(pfds.data(), pfds.size(), timeout);
         now = steady_ms();
@@ -328,13 +367,17 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     Millis end = steady_ms();
     progress(end, true);
     for (auto& s : setups)
-        if (s.phase == Phase::Setup) ++rep.unfinished;
-        else if (s.phase == Phase::RekeyChild || s.phase == Phase::RekeyIke || s.phase == Phase::Deleting)
+        if (s.phase == Phase::Setup)
+            ++rep.unfinished;
+        else if (s.phase == Phase::RekeyChild || s.phase == Phase::RekeyIke ||
+                 s.phase == Phase::Deleting)
             note(rep.post_failures, "unfinished", "still in progress at the time bound");
-    if (rep.unfinished) rep.failures["unfinished"] = {rep.unfinished, "still in progress at the time bound"};
+    if (rep.unfinished)
+        rep.failures["unfinished"] = {rep.unfinished, "still in progress at the time bound"};
     rep.wall_seconds = static_cast<double>(end - t0) / 1000.0;
     rep.generator_cpu_seconds = process_cpu_seconds() - cpu0;
-    rep.seconds = last_done > first_start ? static_cast<double>(last_done - first_start) / 1000.0 : 0;
+    rep.seconds =
+        last_done > first_start ? static_cast<double>(last_done - first_start) / 1000.0 : 0;
     rep.setups_per_s = rep.seconds > 0 ? static_cast<double>(rep.succeeded) / rep.seconds : 0;
     std::sort(latencies.begin(), latencies.end());
     rep.p50_ms = percentile(latencies, 0.50);
@@ -373,17 +416,24 @@ nlohmann::json LoadReport::to_json() const {
 
 std::string LoadReport::to_text() const {
     std::ostringstream s;
-    s << fmt::format("setups: {} attempted, {} succeeded, {} failed, {} unfinished\n", attempted, succeeded,
-                     failed, unfinished);
-    s << fmt::format("rate: {:.1f} setups/s over {:.2f} s (wall {:.2f} s)\n", setups_per_s, seconds, wall_seconds);
-    s << fmt::format("generator CPU: {:.2f} s ({:.2f} ms per setup)\n", generator_cpu_seconds,
-                     succeeded ? generator_cpu_seconds * 1000.0 / static_cast<double>(succeeded) : 0.0);
-    s << fmt::format("latency (IKE_SA_INIT sent -> Child SA up): p50 {:.1f} ms, p90 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms\n",
-                     p50_ms, p90_ms, p99_ms, max_ms);
+    s << fmt::format("setups: {} attempted, {} succeeded, {} failed, {} unfinished\n", attempted,
+                     succeeded, failed, unfinished);
+    s << fmt::format("rate: {:.1f} setups/s over {:.2f} s (wall {:.2f} s)\n", setups_per_s, seconds,
+                     wall_seconds);
+    s << fmt::format(
+        "generator CPU: {:.2f} s ({:.2f} ms per setup)\n", generator_cpu_seconds,
+        succeeded ? generator_cpu_seconds * 1000.0 / static_cast<double>(succeeded) : 0.0);
+    s << fmt::format(
+        "latency (IKE_SA_INIT sent -> Child SA up): p50 {:.1f} ms, p90 {:.1f} ms, p99 {:.1f} ms, "
+        "max {:.1f} ms\n",
+        p50_ms, p90_ms, p99_ms, max_ms);
     if (child_rekeys || ike_rekeys || deletes)
-        s << fmt::format("after setup: {} Child SA rekeys, {} IKE SA rekeys, {} deletes\n", child_rekeys, ike_rekeys, deletes);
-    for (const auto& [k, v] : failures) s << fmt::format("failed: {:6} {} (e.g. {})\n", v.count, k, v.example);
-    for (const auto& [k, v] : post_failures) s << fmt::format("after setup failed: {:6} {} (e.g. {})\n", v.count, k, v.example);
+        s << fmt::format("after setup: {} Child SA rekeys, {} IKE SA rekeys, {} deletes\n",
+                         child_rekeys, ike_rekeys, deletes);
+    for (const auto& [k, v] : failures)
+        s << fmt::format("failed: {:6} {} (e.g. {})\n", v.count, k, v.example);
+    for (const auto& [k, v] : post_failures)
+        s << fmt::format("after setup failed: {:6} {} (e.g. {})\n", v.count, k, v.example);
     return s.str();
 }
 
@@ -404,28 +454,37 @@ std::string hex(BytesView b) {
 }  // namespace
 
 Result<std::string> responder_config_toml(const LoadOptions& o) {
-    if (o.auth == LoadAuth::Cert && !o.certs) return Error("certificate authentication needs the certificate directory");
-    if (o.auth == LoadAuth::Psk && o.psk_base.empty()) return Error("PSK authentication needs a base secret");
+    if (o.auth == LoadAuth::Cert && !o.certs)
+        return Error("certificate authentication needs the certificate directory");
+    if (o.auth == LoadAuth::Psk && o.psk_base.empty())
+        return Error("PSK authentication needs a base secret");
     std::ostringstream t;
     const std::string addr = toml_str(o.target.addr.to_string());
     const std::string any = toml_str(o.target.addr.v6 ? "::" : "0.0.0.0");
     t << "# x2sec responder for `x2sec ike load` (" << o.count << " initiators, "
-      << (o.auth == LoadAuth::Cert ? "certificates" : "PSKs") << ", identities n<i>." << o.realm << ")\n";
-    t << "[runtime]\nike_port = " << o.target.port << "\nnatt_port = " << o.target_natt_port << "\nlog_level = \"warn\"\n\n";
-    t << "[engine]\ncookie_threshold = 50             # half-open IKE SAs before COOKIEs are demanded\n\n";
+      << (o.auth == LoadAuth::Cert ? "certificates" : "PSKs") << ", identities n<i>." << o.realm
+      << ")\n";
+    t << "[runtime]\nike_port = " << o.target.port << "\nnatt_port = " << o.target_natt_port
+      << "\nlog_level = \"warn\"\n\n";
+    t << "[engine]\ncookie_threshold = 50             # half-open IKE SAs before COOKIEs are "
+         "demanded\n\n";
     auto child = [&](std::ostringstream& s) {
-        s << "  [[peer.child]]\n  name = \"load\"\n  local_ts = \"" << kResponderInner.to_string() << "/32\"\n"
-          << "  remote_ts = \"10.0.0.0/8\"\n  esp_proposals = [" << toml_str(o.esp_proposal) << "]\n  rekey = \"0s\"\n\n";
+        s << "  [[peer.child]]\n  name = \"load\"\n  local_ts = \"" << kResponderInner.to_string()
+          << "/32\"\n"
+          << "  remote_ts = \"10.0.0.0/8\"\n  esp_proposals = [" << toml_str(o.esp_proposal)
+          << "]\n  rekey = \"0s\"\n\n";
     };
     auto common = [&](std::ostringstream& s) {
-        s << "local_addr = " << addr << "\nremote_addr = " << any << "\nlocal_id = " << toml_str("fqdn:" + o.responder_id)
-          << "\nike_proposals = [" << toml_str(o.ike_proposal) << "]\nike_rekey = \"0s\"\ndpd_interval = \"0s\"\n";
+        s << "local_addr = " << addr << "\nremote_addr = " << any
+          << "\nlocal_id = " << toml_str("fqdn:" + o.responder_id) << "\nike_proposals = ["
+          << toml_str(o.ike_proposal) << "]\nike_rekey = \"0s\"\ndpd_interval = \"0s\"\n";
     };
     if (o.auth == LoadAuth::Cert) {
         std::string dir = o.certs->dir;
-        t << "[[trust_anchor]]\nlabel = \"load-ca\"\nfile = " << toml_str(dir + "/ca.pem") << "\n\n";
-        t << "[[credential]]\nname = \"responder\"\nkey = " << toml_str(dir + "/responder.key") << "\ncerts = ["
-          << toml_str(dir + "/responder.pem") << "]\n\n";
+        t << "[[trust_anchor]]\nlabel = \"load-ca\"\nfile = " << toml_str(dir + "/ca.pem")
+          << "\n\n";
+        t << "[[credential]]\nname = \"responder\"\nkey = " << toml_str(dir + "/responder.key")
+          << "\ncerts = [" << toml_str(dir + "/responder.pem") << "]\n\n";
         t << "[[peer]]\nname = \"load\"\n";
         common(t);
         t << "auth = \"cert\"\ncredential = \"responder\"\ntrust = [\"load-ca\"]\n";
@@ -436,7 +495,8 @@ Result<std::string> responder_config_toml(const LoadOptions& o) {
             auto psk = derive_psk(o.psk_base, id);
             t << "[[peer]]\nname = \"load-" << i << "\"\n";
             common(t);
-            t << "remote_id = " << toml_str("fqdn:" + id) << "\nauth = \"psk\"\npsk = \"hex:" << hex(psk) << "\"\n";
+            t << "remote_id = " << toml_str("fqdn:" + id)
+              << "\nauth = \"psk\"\npsk = \"hex:" << hex(psk) << "\"\n";
             child(t);
         }
     }

@@ -56,17 +56,18 @@ Result<Credentials> prepare_certs(const std::string& dir, size_t count, const st
                                   const std::string& responder_id);
 
 struct LoadOptions {
-    ike::Endpoint target;               // the responder's IKE address and port
+    ike::Endpoint target;  // the responder's IKE address and port
     uint16_t target_natt_port = 4500;
-    std::vector<IpAddress> sources;     // local addresses (default: 127.0.0.1)
-    unsigned ports_per_source = 256;    // UDP sockets per source address (ephemeral ports)
-    size_t count = 100;                 // total setups, one identity each
-    size_t concurrency = 20;            // setups in flight at most
-    double rate = 0;                    // setups started per second; 0 = as fast as concurrency allows
-    double duration_s = 120;            // time bound: nothing starts after it, in-flight ones are "unfinished"
+    std::vector<IpAddress> sources;   // local addresses (default: 127.0.0.1)
+    unsigned ports_per_source = 256;  // UDP sockets per source address (ephemeral ports)
+    size_t count = 100;               // total setups, one identity each
+    size_t concurrency = 20;          // setups in flight at most
+    double rate = 0;  // setups started per second; 0 = as fast as concurrency allows
+    double duration_s =
+        120;  // time bound: nothing starts after it, in-flight ones are "unfinished"
     LoadAuth auth = LoadAuth::Cert;
-    const Credentials* certs = nullptr; // LoadAuth::Cert
-    SecureBytes psk_base;               // LoadAuth::Psk
+    const Credentials* certs = nullptr;  // LoadAuth::Cert
+    SecureBytes psk_base;                // LoadAuth::Psk
     std::string realm = "load.x2sec.example";
     std::string responder_id = "responder.load.x2sec.example";
     std::string ike_proposal = "aes128gcm16-prfsha256-ecp256";
@@ -74,15 +75,15 @@ struct LoadOptions {
     bool rekey_child = false, rekey_ike = false, delete_after = false;
     Millis retransmit_timeout_ms = 2000;
     unsigned retransmit_tries = 3;
-    std::ostream* progress = nullptr;   // one-line progress (\r-updated) when set
+    std::ostream* progress = nullptr;  // one-line progress (\r-updated) when set
 };
 
 struct LoadReport {
     size_t attempted = 0, succeeded = 0, failed = 0, unfinished = 0;
     size_t child_rekeys = 0, ike_rekeys = 0, deletes = 0;  // completed post-setup operations
-    double seconds = 0;        // first start to last setup completed
-    double wall_seconds = 0;   // whole run
-    double setups_per_s = 0;   // succeeded / seconds
+    double seconds = 0;                                    // first start to last setup completed
+    double wall_seconds = 0;                               // whole run
+    double setups_per_s = 0;                               // succeeded / seconds
     double generator_cpu_seconds = 0;  // this process's CPU time during the run (getrusage)
     double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;  // IKE_SA_INIT sent -> Child SA up
     struct Reason {
