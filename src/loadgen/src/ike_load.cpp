@@ -250,10 +250,13 @@ Result<LoadReport> run_load(const LoadOptions& o) {
                 }
                 return;
             case K::IkeSaDown:
+                // After an IKE SA rekey the old IKE SA goes down (deleted by an INFORMATIONAL
+                // after IKE_SA_REKEYED): not ours any more.
+                if (s.sa != 0 && e.ike_sa_id != s.sa) return;
                 if (s.phase == Phase::Deleting) {
                     ++rep.deletes;
                     finish(s, Phase::Done);
-                } else if (s.phase != Phase::RekeyIke || e.ike_sa_id == s.sa) {
+                } else {
                     fail(s, "ike_sa_down", e.detail);
                 }
                 return;
