@@ -8,6 +8,7 @@
 //   x2sec ike initiate --peer NAME [--timeout S]
 //   x2sec ike terminate (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
 //   x2sec ike rekey (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
+//   x2sec ike load --target ADDR[:PORT] ...    (cmd_ike_load.cpp: the load generator)
 #include <pthread.h>
 #include <sys/wait.h>
 
@@ -35,6 +36,10 @@
 #include <x2sec/esp/tun_backend.hpp>
 #endif
 #endif
+
+namespace x2sec::app {
+Runner setup_ike_load(CLI::App* sub);
+}
 
 namespace {
 
@@ -516,7 +521,10 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
     auto* rekey = app.add_subcommand("rekey", "rekey an IKE SA or one Child SA");
     add_control(rekey);
     add_target(rekey);
+    auto* load = app.add_subcommand("load", "IKE load generator: many initiators against one responder, report setups/s");
+    auto load_run = x2sec::app::setup_ike_load(load);
     return [=]() -> int {
+        if (load->parsed()) return load_run();
         if (run->parsed()) return cmd_run(*o);
         if (check->parsed()) return cmd_check(*o);
         if (list->parsed()) return cmd_list(*o);
