@@ -169,7 +169,8 @@ TEST(IkeBadResponse, WidenedSelectorsOnRekeyAndNewChildAreRefused) {
         EXPECT_EQ(p.a.backend.installed_spis(), before_a);
         EXPECT_EQ(p.b.backend.installed_spis(), before_b);
         expect_one_child_pair(p);
-        for (const auto& c : p.a.engine->list_sas()[0].children)
+        const auto sas = p.a.engine->list_sas();  // the range-for must not run over a temporary's member
+        for (const auto& c : sas.at(0).children)
             EXPECT_NE(c.ts_local.at(0).to_string(), "0.0.0.0/0");
         expect_indexes_ok(p);
     }

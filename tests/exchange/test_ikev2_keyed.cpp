@@ -66,7 +66,7 @@ TEST(KeyedHarness, MutatedChainPassesTheIcvAndIsRefusedByPayloadChecks) {
     EXPECT_GE(o.invalid_syntax, 1u);
     EXPECT_FALSE(o.b_established);
     // Both ends forget the refused IKE SA completely, including the Child SPI reserved for it.
-    EXPECT_EQ(o.index_error, "") << "needs h-ike: the Child SPI of a refused IKE_AUTH is not released";
+    EXPECT_EQ(o.index_error, "") << "the Child SPI reserved for the IKE_AUTH Child SA of a refused IKE_AUTH must be given back";
     // The same with the ICV corrupted: refused by the integrity check.
     in[1] = 32;
     o = run(in, kResponderScenarios);

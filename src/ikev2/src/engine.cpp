@@ -151,7 +151,7 @@ Status EngineImpl::check_indexes() const {
         for (const auto& [spi, id] : m_child_owner) {
             auto sa = m_sas.find(id);
             bool holds = sa != m_sas.end() && std::any_of(sa->second->children.begin(), sa->second->children.end(),
-                                                          [&](const ChildSa& c) { return c.spi_in == spi; });
+                                                          [&, s = spi](const ChildSa& c) { return c.spi_in == s; });
             if (!holds)
                 return bad(fmt::format("owner index entry {:08x} -> IKE SA #{}: that IKE SA holds no such Child SA",
                                        spi, id));
@@ -839,16 +839,11 @@ void EngineImpl::process_response(IkeSa& sa, const Header&, const std::vector<Pa
         auto* n = p.as<NotifyPayload>();
         return n && notify::is_error(n->type);
     });
-    for (size_t i = 0; i < o.exchange.tasks.size(); ++i) {
-        auto& t = o.exchange.tasks[i];
+    size_t done = 0;  // tasks that ran (processed, refused or failed)
+    for (; done < o.exchange.tasks.size(); ++done) {
+        auto& t = o.exchange.tasks[done];
         IkeSa* cur = find_sa(id);
-        if (!cur || cur->state == SaState::Destroyed) {
-            // The SA went with an earlier task: the rest never ran, and give back what they hold
-            // (a Child SPI reserved for the IKE_AUTH Child SA).
-            if (cur)
-                for (size_t j = i; j < o.exchange.tasks.size(); ++j) o.exchange.tasks[j]->abort(*this, *cur, now);
-            break;
-        }
+        if (!cur || cur->state == SaState::Destroyed) break;
         if (auto purpose = t->purpose(); purpose && accepting) {
             if (auto req = check_accepting_response(*purpose, pl); !req.ok()) {
                 refuse_response(*cur, *t, *purpose, req.error(), now);
@@ -856,11 +851,14 @@ void EngineImpl::process_response(IkeSa& sa, const Header&, const std::vector<Pa
             }
         }
         auto st = t->process(*this, *cur, pl, now);
-        if (!st.ok()) {
-            if (st.error().domain() == ErrorDomain::Ike && st.error().code() == -1) break;  // SA gone
+        if (!st.ok() && !(st.error().domain() == ErrorDomain::Ike && st.error().code() == -1))  // -1: SA gone
             m_log->warn("IKE SA #{}: task {} failed: {}", id, t->name(), st.error().to_string());
-        }
     }
+    // The SA went with a task (an IKE_AUTH refused, a response that ended it): the tasks after it
+    // never ran; they give back what they hold (a Child SPI reserved for the IKE_AUTH Child SA).
+    // destroy() could not reach them: the exchange had already left sa.outstanding.
+    if (IkeSa* cur = find_sa(id))
+        for (size_t j = done; j < o.exchange.tasks.size(); ++j) o.exchange.tasks[j]->abort(*this, *cur, now);
     if (IkeSa* cur = find_sa(id)) start_next(*cur, now);
 }
 
