@@ -301,10 +301,13 @@ public:
         pthread_kill(m_thread.native_handle(), SIGHUP);
         m_thread.join();
     }
-    static void block_sighup() {
+    // SIGHUP (taken here) and SIGINT/SIGTERM (taken by the runtime's signalfd) blocked in the
+    // calling thread, so in every thread it starts afterwards: a thread started with SIGTERM
+    // unblocked would take it with the default action and end the daemon without deleting its SAs.
+    static void block_daemon_signals() {
         sigset_t set;
         sigemptyset(&set);
-        sigaddset(&set, SIGHUP);
+        for (int sig : {SIGHUP, SIGINT, SIGTERM}) sigaddset(&set, sig);
         pthread_sigmask(SIG_BLOCK, &set, nullptr);
     }
 
@@ -340,7 +343,7 @@ private:
 
 int cmd_run(const Options& o) {
 #ifdef X2SEC_IKE_HAVE_ENGINE
-    CrlReloadOnHup::block_sighup();  // before any thread starts (the CRL fetch thread blocks all signals)
+    CrlReloadOnHup::block_daemon_signals();  // before any thread starts (the CRL fetch thread blocks all signals)
     auto cfg = load_config(o);
     if (!cfg) return 1;
     if (cfg->runtime.log_level != "info") x2sec::log::set_level(cfg->runtime.log_level);
