@@ -3,6 +3,9 @@
 # interop with strongSwan and openssl cmp, namespace tests; those that need root skip with a
 # message when not root).
 #
+# Then the IKE engine, exchange, adversarial-peer, runtime and IKE fuzz-corpus tests run again
+# under ASan+UBSan (scripts/sanitize-tests.sh, build-asan/); X2SEC_NO_SANITIZE=1 leaves that out.
+#
 # With X2SEC_FORBID_SKIPS=1 (CI sets it) a skipped test fails the run unless it is listed, with
 # its reason, in tests/allowed-skips.txt: in CI every root, namespace and interop test must run.
 set -euo pipefail
@@ -27,5 +30,10 @@ if [ "${X2SEC_FORBID_SKIPS:-0}" = 1 ]; then
     echo "run-tests: ${#bad[@]} test(s) skipped that must run here (X2SEC_FORBID_SKIPS=1): ${bad[*]}" >&2
     [ "$rc" -ne 0 ] || rc=1
   fi
+fi
+if [ "${X2SEC_NO_SANITIZE:-0}" != 1 ]; then
+  cd ..
+  echo "run-tests: the engine, exchange, adversarial and runtime tests again under ASan+UBSan"
+  bash scripts/sanitize-tests.sh || rc=1
 fi
 exit "$rc"

@@ -664,10 +664,7 @@ struct IkeRekeyTask final : Task {
         // The peer has created the new IKE SA: when its algorithms are ones we can run, it is
         // set up and deleted at once (the peer learns of our refusal); otherwise it expires
         // at the peer.
-        if (auto chosen = check_chosen_proposal(offered, **sa_p, 8); !chosen.ok() || algs->dh != sa.algs.dh) {
-            Error why = chosen.ok() ? Error(ErrorDomain::Ike, notify::NoProposalChosen,
-                                            std::string(where) + ": the chosen DH group is not the current one")
-                                    : chosen.error();
+        auto new_rekeyed_sa = [&]() -> IkeSa& {
             IkeSa& ns = e.new_sa(sa.peer_idx, true, now);
             ns.spi_i = sa.rekey.new_spi;
             ns.spi_r = read_spi8(spi);
@@ -676,6 +673,13 @@ struct IkeRekeyTask final : Task {
             ns.ni = sa.rekey.ni;
             ns.nr = (*nonce_p)->data;
             copy_context(sa, ns);
+            return ns;
+        };
+        if (auto chosen = check_chosen_proposal(offered, **sa_p, 8); !chosen.ok() || algs->dh != sa.algs.dh) {
+            Error why = chosen.ok() ? Error(ErrorDomain::Ike, notify::NoProposalChosen,
+                                            std::string(where) + ": the chosen DH group is not the current one")
+                                    : chosen.error();
+            IkeSa& ns = new_rekeyed_sa();
             if (e.derive_ike(ns, *g_ir, &sa.sk_d, &*sa.prf).ok()) {
                 e.transition(ns, SaState::Established);  // never up (established_at 0): no events
                 e.m_log->info("IKE SA #{}: deleting the refused rekeyed IKE SA #{} the peer created", sa.id, ns.id);
@@ -685,14 +689,7 @@ struct IkeRekeyTask final : Task {
             }
             return refused(why);
         }
-        IkeSa& ns = e.new_sa(sa.peer_idx, true, now);
-        ns.spi_i = sa.rekey.new_spi;
-        ns.spi_r = read_spi8(spi);
-        e.index_spi(ns);
-        ns.algs = *algs;
-        ns.ni = sa.rekey.ni;
-        ns.nr = (*nonce_p)->data;
-        copy_context(sa, ns);
+        IkeSa& ns = new_rekeyed_sa();
         auto st = e.derive_ike(ns, *g_ir, &sa.sk_d, &*sa.prf);
         sa.rekey.dh.reset();
         if (!st.ok()) {
