@@ -52,7 +52,7 @@ struct HttpFixture : ::testing::Test {
         HttpOptions o;
         o.threads = 4;
         o.max_body = 8192;
-        o.io_timeout_ms = 2000;
+        o.request_timeout_ms = 2000;
         if (tls) {
             o.tls_cert = lab().ra.cert.get();
             o.tls_key = lab().ra.key.get();
@@ -153,7 +153,7 @@ TEST_F(HttpFixture, HttpNegativesAre4xxAndWriteNothing) {
     EXPECT_EQ(k.get("http.reject.content_type"), 1u);
     EXPECT_EQ(k.get("http.reject.method"), 1u);
     EXPECT_EQ(k.get("http.reject.not_found"), 2u);
-    EXPECT_EQ(k.get("http.reject.too_large"), 1u);
+    EXPECT_EQ(k.get("cmp.http.rejected.body_too_large"), 1u);
     EXPECT_EQ(k.get("http.reject.truncated"), 1u);
     EXPECT_EQ(k.get("http.reject.not_cmp"), 1u);
     EXPECT_EQ(k.get("http.reject.length_required"), 1u);
