@@ -35,7 +35,7 @@ static x2sec::app::Command reg("kds", "Key Distribution Service (Solution 2): se
         }
         SystemClock clock;
         kds::Server engine(cfg->server, os_rng());
-        kds::TlsServer server(engine, clock);
+        kds::TlsServer server(engine, clock, cfg->limits);
         auto st = server.start(cfg->listen, cfg->port, cfg->tls);
         if (!st.ok()) {
             std::cerr << "x2sec kds: " << st.error().detail() << "\n";

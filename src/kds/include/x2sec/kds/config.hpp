@@ -7,6 +7,13 @@
 //   private_key = "kds.key"
 //   client_anchors = ["vendor-a-root.pem", "operator-root.pem"]
 //   key_lifetime = 3600           # seconds
+//   [kds.limits]                  # optional, connection layer (defaults shown)
+//   max_connections = 256         # concurrent connections
+//   max_per_source = 16           # concurrent connections from one address
+//   request_timeout_ms = 5000     # accept -> TLS handshake + whole request
+//   write_timeout_ms = 5000
+//   max_frame = 4104              # largest request frame (header + body)
+//   workers = 2
 //   [[kds.node]]
 //   name = "henb-a1"
 //   identity = "0023a1000001.henb.vendor-a.example"   # certificate SAN dNSName
@@ -28,6 +35,7 @@ struct ServeConfig {
     uint16_t port = 7443;
     ServerConfig server;
     TlsCredentials tls;
+    TransportLimits limits;
 };
 
 Result<ServeConfig> load_serve_config(const std::string& path);
