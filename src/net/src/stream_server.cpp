@@ -382,13 +382,11 @@ void StreamServer::do_read(Conn& c, int64_t now) {
         return close_conn(c.id);
     }
     if (!progressed && !eof) return;
-    Frame f;
-    if (c.in.size() > m_opts.limits.max_request) {
+    Frame f = m_proto.frame(c.in, c.fs, eof);
+    if (f.kind == Frame::NeedMore && c.in.size() > m_opts.limits.max_request) {  // the framer's limits failed
         f.kind = Frame::Reject;
         f.counter = m_opts.counter_prefix + ".rejected.too_large";
         f.why = "request over " + std::to_string(m_opts.limits.max_request) + " octets";
-    } else {
-        f = m_proto.frame(c.in, c.fs, eof);
     }
     switch (f.kind) {
     case Frame::NeedMore:
