@@ -7,9 +7,12 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <x2sec/common/log.hpp>
 #include <x2sec/kds/tls.hpp>
@@ -135,6 +138,39 @@ Status write_all(SSL* ssl, BytesView data) {
     }
     return {};
 }
+
+// Blocks SIGPIPE on this thread while a client connection is used: OpenSSL writes with
+// write(2), and a KDS that closes the connection (a refused connection, a deadline) must be an
+// error, not the end of the calling process.  A SIGPIPE raised meanwhile is consumed.
+class SigpipeBlock {
+public:
+    SigpipeBlock() {
+        sigemptyset(&m_set);
+        sigaddset(&m_set, SIGPIPE);
+        sigset_t pending;
+        sigpending(&pending);
+        m_was_pending = sigismember(&pending, SIGPIPE) == 1;
+        pthread_sigmask(SIG_BLOCK, &m_set, &m_old);
+    }
+    ~SigpipeBlock() {
+        if (!m_was_pending) {
+            sigset_t pending;
+            sigpending(&pending);
+            if (sigismember(&pending, SIGPIPE) == 1) {
+                timespec zero{0, 0};
+                while (sigtimedwait(&m_set, nullptr, &zero) == -1 && errno == EINTR) {
+                }
+            }
+        }
+        pthread_sigmask(SIG_SETMASK, &m_old, nullptr);
+    }
+    SigpipeBlock(const SigpipeBlock&) = delete;
+    SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+private:
+    sigset_t m_set, m_old;
+    bool m_was_pending = false;
+};
 
 // Round-trip counting: a read that returns data right after a write completes one round trip.
 struct RttCounter {
@@ -291,6 +327,7 @@ Result<KeyResponse> fetch_key(const std::string& host, uint16_t port, const std:
                               const TlsCredentials& creds, const KeyRequest& req, TransferStats* stats,
                               int timeout_ms) {
     X2SEC_TRY(auto ctx, make_ctx(false, creds));
+    SigpipeBlock no_sigpipe;
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     sa.sin_port = htons(port);

@@ -1,4 +1,6 @@
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -553,6 +555,12 @@ void StreamServer::check_deadlines(int64_t now) {
 }
 
 void StreamServer::loop() {
+    // OpenSSL writes to the socket with write(2): a client that is gone must give EPIPE on this
+    // thread, not a SIGPIPE that ends the process.  (Blocked and left pending, it does nothing.)
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
     std::vector<epoll_event> evs(256);
     int64_t next_check = now_ms() + kTickMs;
     while (!m_stop) {

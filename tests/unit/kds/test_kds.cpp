@@ -4,6 +4,7 @@
 #include <chrono>
 #include <ctime>
 #include <functional>
+#include <iostream>
 #include <thread>
 
 #include <x2sec/common/rng.hpp>
@@ -484,6 +485,9 @@ TEST_F(KdsLimits, KdsKeyFetchesSucceedWhile500SlowConnectionsAreHeld) {
     if (legit_s < deadline_ms / 1000.0 - 0.5) {
         EXPECT_EQ(cut_during, 0);
         EXPECT_GE(held_after, size_t(kSlow));
+    } else {
+        std::cout << "[ note ] the legitimate fetches took " << legit_s
+                  << " s, past the hold window: not checking that the slow connections were still held\n";
     }
     ASSERT_TRUE(slow.wait_all_closed(deadline_ms + 5000)) << slow.closed_by_server() << " of " << kSlow << " closed";
     double cut_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_open).count();
