@@ -222,6 +222,19 @@ void StreamServer::refuse_log(const std::string& kind, const std::string& text, 
     st.suppressed = 0;
 }
 
+void StreamServer::flush_log(int64_t now) {
+    // The events suppressed by refuse_log are reported once their window has passed, even if no
+    // further event comes to carry the count.
+    for (auto& [kind, st] : m_log_state)
+        if (st.suppressed && now - st.last >= kLogEveryMs) {
+            log::get(m_opts.log_module)
+                ->warn("{}: {} more '{}' events in the last {} s", m_opts.name, st.suppressed, kind,
+                       (now - st.last) / 1000);
+            st.last = now;
+            st.suppressed = 0;
+        }
+}
+
 void StreamServer::want(Conn& c, uint32_t events) {
     if (events == 0) {
         if (c.registered) ::epoll_ctl(m_epoll, EPOLL_CTL_DEL, c.fd, nullptr);
@@ -588,6 +601,7 @@ void StreamServer::loop() {
         }
         if (now >= next_check) {
             check_deadlines(now);
+            flush_log(now);
             next_check = now + kTickMs;
         }
     }

@@ -18,8 +18,8 @@
 //  * the bytes of a request: the protocol's framer refuses a header or body over its limits
 //    (counted by the protocol), and the server never buffers more than `max_request` octets.
 //
-// Each refusal is logged, rate-limited per kind (the first at once, then at most one line per
-// 10 s with the number of further events), so a flood does not flood the log.
+// Each refusal is logged, rate-limited per kind (the first at once with its address and limit,
+// then one line per 10 s with the number of further events), so a flood does not flood the log.
 //
 // The framing is per connection (`FrameState`), and the remainder of the buffer after a request
 // stays with the connection: HTTP keep-alive/pipelining can later reuse a connection by
@@ -143,6 +143,7 @@ private:
     void close_conn(uint64_t id);
     void check_deadlines(int64_t now);
     void refuse_log(const std::string& kind, const std::string& text, int64_t now);
+    void flush_log(int64_t now);
     void collect_done(int64_t now);
 
     Protocol& m_proto;
