@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <x2sec/common/log.hpp>
 #include <x2sec/net/stream_server.hpp>
 
