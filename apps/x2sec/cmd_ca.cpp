@@ -18,7 +18,8 @@ struct CaOpts {
     std::string config, ca_dir, store = "ca.db", bind = "127.0.0.1", port_file, tls_cert, tls_key, crl_url;
     std::vector<std::string> vendor_roots;
     int port = 8080, tls_port = -1, threads = 8;
-    int64_t max_body = 64 * 1024, validity_days = 365;
+    int64_t max_body = 64 * 1024, validity_days = 365, max_header = 16 * 1024;
+    int max_connections = 512, max_per_source = 32, request_timeout_ms = 10000, write_timeout_ms = 10000;
     bool allow_mismatch = false, no_implicit = false;
     std::string log_level = "info";
 } o;
@@ -50,6 +51,11 @@ Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
     set("--port", c.port, t["http"]["port"].value<int>());
     set("--threads", c.threads, t["http"]["threads"].value<int>());
     set("--max-body", c.max_body, t["http"]["max_body"].value<int64_t>());
+    set("--max-header", c.max_header, t["http"]["max_header"].value<int64_t>());
+    set("--max-connections", c.max_connections, t["http"]["max_connections"].value<int>());
+    set("--max-per-source", c.max_per_source, t["http"]["max_per_source"].value<int>());
+    set("--request-timeout-ms", c.request_timeout_ms, t["http"]["request_timeout_ms"].value<int>());
+    set("--write-timeout-ms", c.write_timeout_ms, t["http"]["write_timeout_ms"].value<int>());
     set("--tls-port", c.tls_port, t["https"]["port"].value<int>());
     set("--tls-cert", c.tls_cert, t["https"]["cert"].value<std::string>());
     set("--tls-key", c.tls_key, t["https"]["key"].value<std::string>());
@@ -75,7 +81,13 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
     serve->add_option("--tls-cert", o.tls_cert, "TLS server certificate chain (PEM)");
     serve->add_option("--tls-key", o.tls_key, "TLS server key");
     serve->add_option("--threads", o.threads, "worker threads per listener");
-    serve->add_option("--max-body", o.max_body, "largest accepted request body");
+    serve->add_option("--max-body", o.max_body, "largest accepted request body (larger: 413)");
+    serve->add_option("--max-header", o.max_header, "largest request line + header block (larger: 431)");
+    serve->add_option("--max-connections", o.max_connections, "concurrent connections per listener (more: 503)");
+    serve->add_option("--max-per-source", o.max_per_source, "concurrent connections from one address (more: 503)");
+    serve->add_option("--request-timeout-ms", o.request_timeout_ms,
+                      "total time from accept to a complete request, TLS handshake included (then 408)");
+    serve->add_option("--write-timeout-ms", o.write_timeout_ms, "time to write a response");
     serve->add_option("--crl-url", o.crl_url, "cRLDistributionPoints URL written into issued certificates");
     serve->add_option("--validity-days", o.validity_days, "validity of issued certificates");
     serve->add_flag("--allow-identity-mismatch", o.allow_mismatch, "issue identities other than the vendor certificate's");
@@ -106,7 +118,13 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         h.bind = o.bind;
         h.port = o.port;
         h.threads = o.threads;
+        if (o.max_body < 1 || o.max_header < 1) return fail("--max-body and --max-header must be positive");
         h.max_body = static_cast<size_t>(o.max_body);
+        h.max_header = static_cast<size_t>(o.max_header);
+        h.max_connections = o.max_connections;
+        h.max_per_source = o.max_per_source;
+        h.request_timeout_ms = o.request_timeout_ms;
+        h.write_timeout_ms = o.write_timeout_ms;
         cmp::HttpServer http(server, h);
         if (auto st = http.start(); !st) return fail(st.error().detail());
         std::unique_ptr<cmp::HttpServer> https;

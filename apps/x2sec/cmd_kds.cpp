@@ -35,7 +35,7 @@ static x2sec::app::Command reg("kds", "Key Distribution Service (Solution 2): se
         }
         SystemClock clock;
         kds::Server engine(cfg->server, os_rng());
-        kds::TlsServer server(engine, clock);
+        kds::TlsServer server(engine, clock, cfg->limits);
         // Revoked or expired H(e)NB certificates get no keys; the checker reloads the CRL files
         // when they change and refetches the CRL URLs at nextUpdate / crl_refresh.
         auto revocation = std::make_shared<x509::RevocationChecker>(cfg->revocation);

@@ -1,4 +1,5 @@
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <toml++/toml.h>
 #include <x2sec/common/file.hpp>
@@ -19,6 +20,42 @@ Result<std::string> read_rel(const std::string& base, const std::string& p) {
     return read_text_file(path.string());
 }
 
+// [kds.limits]: the connection layer's bounds (see TransportLimits).
+Status parse_limits(const toml::table& kds, const std::string& file, TransportLimits& l) {
+    auto* node = kds.get("limits");
+    if (!node) return {};
+    auto* t = node->as_table();
+    if (!t) return at(file, node->source(), "kds.limits must be a table");
+    struct Key {
+        const char* name;
+        int64_t lo, hi;
+        std::function<void(int64_t)> set;
+    };
+    const Key keys[] = {
+        {"max_connections", 1, 65536, [&](int64_t v) { l.max_connections = int(v); }},
+        {"max_per_source", 1, 65536, [&](int64_t v) { l.max_per_source = int(v); }},
+        {"request_timeout_ms", 100, 3600000, [&](int64_t v) { l.request_timeout_ms = int(v); }},
+        {"write_timeout_ms", 100, 3600000, [&](int64_t v) { l.write_timeout_ms = int(v); }},
+        {"max_frame", int64_t(kHeaderSize), int64_t(kHeaderSize + kMaxBody), [&](int64_t v) { l.max_frame = size_t(v); }},
+        {"workers", 1, 256, [&](int64_t v) { l.workers = int(v); }},
+    };
+    for (auto& [k, v] : *t) {
+        const Key* key = nullptr;
+        for (auto& c : keys)
+            if (k.str() == c.name) key = &c;
+        if (!key) return at(file, k.source(), "unknown key 'kds.limits." + std::string(k.str()) + "'");
+        auto n = v.value<int64_t>();
+        if (!n || *n < key->lo || *n > key->hi)
+            return at(file, v.source(),
+                      "kds.limits." + std::string(key->name) + " must be an integer " + std::to_string(key->lo) + ".." +
+                          std::to_string(key->hi));
+        key->set(*n);
+    }
+    auto st = validate(l);
+    if (!st.ok()) return at(file, node->source(), "kds.limits: " + st.error().detail());
+    return {};
+}
+
 }  // namespace
 
 Result<ServeConfig> parse_serve_config(std::string_view text, const std::string& file, const std::string& base) {
@@ -35,7 +72,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
         static const std::set<std::string> known = {"listen", "port", "certificate", "private_key",
                                                     "client_anchors", "key_lifetime", "node", "relation",
                                                     "wipe_after_delivery", "crl_files", "crl_urls", "crl_policy",
-                                                    "crl_refresh", "crl_cache_dir"};
+                                                    "crl_refresh", "crl_cache_dir", "limits"};
         if (!known.count(std::string(k.str()))) return at(file, k.source(), "unknown key 'kds." + std::string(k.str()) + "'");
     }
     auto str = [&](const char* key, std::string& out, bool required) -> Status {
@@ -65,6 +102,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
         if (!v) return at(file, n->source(), "kds.wipe_after_delivery must be a boolean");
         c.server.wipe_after_delivery = *v;
     }
+    X2SEC_TRY_STATUS(parse_limits(*kds, file, c.limits));
     std::string cert, key;
     X2SEC_TRY_STATUS(str("certificate", cert, true));
     X2SEC_TRY_STATUS(str("private_key", key, true));

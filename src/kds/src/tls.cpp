@@ -7,14 +7,17 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <x2sec/common/log.hpp>
 #include <x2sec/kds/tls.hpp>
+#include <x2sec/net/stream_server.hpp>
 
 namespace x2sec::kds {
 
@@ -147,6 +150,39 @@ Status write_all(SSL* ssl, BytesView data) {
     return {};
 }
 
+// Blocks SIGPIPE on this thread while a client connection is used: OpenSSL writes with
+// write(2), and a KDS that closes the connection (a refused connection, a deadline) must be an
+// error, not the end of the calling process.  A SIGPIPE raised meanwhile is consumed.
+class SigpipeBlock {
+public:
+    SigpipeBlock() {
+        sigemptyset(&m_set);
+        sigaddset(&m_set, SIGPIPE);
+        sigset_t pending;
+        sigpending(&pending);
+        m_was_pending = sigismember(&pending, SIGPIPE) == 1;
+        pthread_sigmask(SIG_BLOCK, &m_set, &m_old);
+    }
+    ~SigpipeBlock() {
+        if (!m_was_pending) {
+            sigset_t pending;
+            sigpending(&pending);
+            if (sigismember(&pending, SIGPIPE) == 1) {
+                timespec zero{0, 0};
+                while (sigtimedwait(&m_set, nullptr, &zero) == -1 && errno == EINTR) {
+                }
+            }
+        }
+        pthread_sigmask(SIG_SETMASK, &m_old, nullptr);
+    }
+    SigpipeBlock(const SigpipeBlock&) = delete;
+    SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+private:
+    sigset_t m_set, m_old;
+    bool m_was_pending = false;
+};
+
 // Round-trip counting: a read that returns data right after a write completes one round trip.
 struct RttCounter {
     bool last_was_write = false;
@@ -182,99 +218,131 @@ std::string first_san_dns(const void* xv) {
     return out;
 }
 
-TlsServer::TlsServer(Server& engine, const Clock& clock) : m_engine(engine), m_clock(clock) {}
+Status validate(const TransportLimits& l) {
+    if (l.max_frame < kHeaderSize || l.max_frame > kHeaderSize + kMaxBody)
+        return Error(ErrorDomain::Config, 0,
+                     "max_frame must be " + std::to_string(kHeaderSize) + ".." + std::to_string(kHeaderSize + kMaxBody));
+    net::Limits n;
+    n.max_connections = l.max_connections;
+    n.max_per_source = l.max_per_source;
+    n.request_deadline_ms = l.request_timeout_ms;
+    n.write_deadline_ms = l.write_timeout_ms;
+    n.workers = l.workers;
+    return net::validate(n);
+}
+
+// KDS framing on the event loop: one request frame per connection.
+class TlsServer::Proto final : public net::Protocol {
+public:
+    Proto(TlsServer& owner) : m_owner(owner) {}
+    net::Frame frame(BytesView in, net::FrameState& st, bool eof) override {
+        net::Frame f;
+        if (!st.need) {
+            if (in.size() < kHeaderSize) {
+                if (eof) {
+                    f.kind = net::Frame::Reject;
+                    if (!in.empty()) f.counter = "kds.rx.truncated";
+                }
+                return f;
+            }
+            auto total = frame_size(in.first(kHeaderSize));
+            if (!total.ok() || *total > m_owner.m_limits.max_frame) {
+                auto code = total.ok() ? ErrorCode::Malformed : static_cast<ErrorCode>(total.error().code());
+                bool too_large = code == ErrorCode::Malformed;
+                std::string why = total.ok() ? "request frame of " + std::to_string(*total) + " octets exceeds max_frame " +
+                                                   std::to_string(m_owner.m_limits.max_frame)
+                                             : total.error().detail();
+                f.kind = net::Frame::Reject;
+                f.counter = too_large ? "kds.rejected.frame_too_large" : "kds.rx.malformed";
+                f.why = why;
+                SecureBytes e = encode(ErrorMessage{0, code, why});
+                f.reply.assign(e.data(), e.data() + e.size());
+                return f;
+            }
+            st.need = *total;
+        }
+        if (in.size() >= st.need) {
+            f.kind = net::Frame::Complete;
+            f.size = st.need;
+        } else if (eof) {
+            f.kind = net::Frame::Reject;
+            f.counter = "kds.rx.truncated";
+        }
+        return f;
+    }
+    SecureBytes handle(net::Request req) override { return m_owner.serve_one(req); }
+    std::string handshake_failed(SSL* ssl) override {
+        long v = SSL_get_verify_result(ssl);
+        return "TLS handshake refused: " + ssl_errors() + " (" +
+               (v == X509_V_OK ? "no verify error" : X509_verify_cert_error_string(v)) + ")";
+    }
+
+private:
+    TlsServer& m_owner;
+};
+
+TlsServer::TlsServer(Server& engine, const Clock& clock, TransportLimits limits)
+    : m_engine(engine), m_clock(clock), m_limits(limits) {}
 
 TlsServer::~TlsServer() { stop(); }
 
+size_t TlsServer::connections() const { return m_net ? m_net->accepted() : 0; }
+size_t TlsServer::open_connections() const { return m_net ? m_net->open_connections() : 0; }
+
 Status TlsServer::start(const std::string& host, uint16_t port, const TlsCredentials& creds) {
+    X2SEC_TRY_STATUS(validate(m_limits));
     X2SEC_TRY(auto ctx, make_ctx(true, creds));
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    if (inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1)
+    in_addr probe{};
+    if (inet_pton(AF_INET, host.c_str(), &probe) != 1)
         return Error(ErrorDomain::Config, 0, "KDS listen address '" + host + "' is not an IPv4 address");
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return Error(ErrorDomain::Io, errno, std::string("socket: ") + strerror(errno));
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(fd, 16) != 0) {
-        int e = errno;
-        ::close(fd);
-        return Error(ErrorDomain::Io, e, "KDS bind " + host + ":" + std::to_string(port) + ": " + strerror(e));
+    net::ServerOptions so;
+    so.bind = host;
+    so.port = port;
+    so.limits.max_connections = m_limits.max_connections;
+    so.limits.max_per_source = m_limits.max_per_source;
+    so.limits.request_deadline_ms = m_limits.request_timeout_ms;
+    so.limits.write_deadline_ms = m_limits.write_timeout_ms;
+    so.limits.workers = m_limits.workers;
+    so.limits.max_request = m_limits.max_frame;
+    so.tls = ctx.get();
+    so.counter_prefix = "kds";
+    so.log_module = "kds";
+    so.name = "KDS";
+    m_proto = std::make_unique<Proto>(*this);
+    m_net = std::make_unique<net::StreamServer>(*m_proto, so, [this](std::string_view n) { m_engine.count(n); });
+    if (auto st = m_net->start(); !st.ok()) {
+        m_net.reset();
+        return Error(ErrorDomain::Io, st.error().code(), "KDS: " + st.error().detail());
     }
-    socklen_t len = sizeof sa;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-    m_port = ntohs(sa.sin_port);
-    m_listen = fd;
+    m_port = static_cast<uint16_t>(m_net->port());
     m_ctx = ctx.release();
-    m_stop = false;
-    m_thread = std::thread([this] { run(); });
-    log::get("kds")->info("KDS listening on {}:{} (mutual TLS 1.3)", host, m_port);
+    log::get("kds")->info("KDS listening on {}:{} (mutual TLS 1.3; max {} connections, {} per source, deadline {} ms)",
+                          host, m_port, m_limits.max_connections, m_limits.max_per_source, m_limits.request_timeout_ms);
     return {};
 }
 
 void TlsServer::stop() {
-    m_stop = true;
-    if (m_thread.joinable()) m_thread.join();
-    if (m_listen >= 0) ::close(m_listen);
-    m_listen = -1;
+    if (m_net) m_net->stop();
+    m_net.reset();
     if (m_ctx) SSL_CTX_free(static_cast<SSL_CTX*>(m_ctx));
     m_ctx = nullptr;
 }
 
-void TlsServer::run() {
-    while (!m_stop) {
-        pollfd p{m_listen, POLLIN, 0};
-        int r = ::poll(&p, 1, 100);
-        if (r <= 0) continue;
-        int fd = ::accept4(m_listen, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0) continue;
-        ++m_connections;
-        serve_one(fd);
-        ::close(fd);
-    }
-}
-
-void TlsServer::serve_one(int fd) {
-    set_timeouts(fd, 3000);
-    std::unique_ptr<SSL, SslFree> ssl(SSL_new(static_cast<SSL_CTX*>(m_ctx)));
-    SSL_set_fd(ssl.get(), fd);
-    auto logger = log::get("kds");
-    if (SSL_accept(ssl.get()) != 1) {
-        long v = SSL_get_verify_result(ssl.get());
-        logger->warn("TLS handshake refused: {} ({})", ssl_errors(),
-                     v == X509_V_OK ? "no verify error" : X509_verify_cert_error_string(v));
-        m_engine.count("kds.tls.handshake_failed");
-        return;
-    }
-    X509* peer = SSL_get1_peer_certificate(ssl.get());
-    std::string identity = peer ? first_san_dns(peer) : "";
-    if (peer) X509_free(peer);
-    auto req = read_message(ssl.get());
-    if (!req.ok()) {
-        logger->warn("KDS: reading request failed: {}", req.error().detail());
-        return;
-    }
-    if (auto refused = authorise_client(ssl.get(), req->view())) {
-        (void)write_all(ssl.get(), encode(*refused).view());
-        SSL_shutdown(ssl.get());
-        return;
-    }
+SecureBytes TlsServer::serve_one(const net::Request& req) {
+    if (auto refused = authorise_client(req)) return encode(*refused);
+    std::string identity = req.peer_cert ? first_san_dns(req.peer_cert.get()) : "";
     if (identity.empty()) identity = "(certificate without dNSName)";
-    SecureBytes resp = m_engine.handle(identity, req->view(), m_clock.now());
-    (void)write_all(ssl.get(), resp.view());
-    SSL_shutdown(ssl.get());
+    return m_engine.handle(identity, req.data, m_clock.now());
 }
 
 // Before the engine sees a request: the client certificate must be within its validity and
 // not revoked (CRL from the RA/CA, files or URLs, through the revocation checker).  A refusal
 // is a KDS Error naming the reason, counted kds.auth.rejected.<reason>.
-std::optional<ErrorMessage> TlsServer::authorise_client(void* sslv, BytesView request) {
-    SSL* ssl = static_cast<SSL*>(sslv);
+std::optional<ErrorMessage> TlsServer::authorise_client(const net::Request& req) {
     uint32_t request_id = 0;
-    if (auto m = decode(request); m.ok())
+    if (auto m = decode(req.data); m.ok())
         if (auto* r = std::get_if<KeyRequest>(&*m)) request_id = r->request_id;
-    X509* leaf = SSL_get0_peer_certificate(ssl);
+    X509* leaf = req.peer_cert.get();
     std::string who = leaf ? "client certificate '" + first_san_dns(leaf) + "'" : "client certificate";
     if (leaf) {
         X509_up_ref(leaf);
@@ -285,7 +353,7 @@ std::optional<ErrorMessage> TlsServer::authorise_client(void* sslv, BytesView re
         log::get("kds")->warn("KDS: refused {}: {}", who, text);
         return ErrorMessage{request_id, code, text};
     };
-    const long v = SSL_get_verify_result(ssl);
+    const long v = req.verify_result;
     if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID)
         return refuse(ErrorCode::CertificateExpired, "kds.auth.rejected.expired",
                       who + ": " + X509_verify_cert_error_string(v));
@@ -294,11 +362,9 @@ std::optional<ErrorMessage> TlsServer::authorise_client(void* sslv, BytesView re
                       who + ": " + X509_verify_cert_error_string(v));
     if (!m_revocation) return std::nullopt;
     std::vector<x509::Certificate> chain;
-    STACK_OF(X509)* sk = SSL_get0_verified_chain(ssl);
-    for (int i = 0; sk != nullptr && i < sk_X509_num(sk); ++i) {
-        X509* x = sk_X509_value(sk, i);
-        X509_up_ref(x);
-        chain.push_back(x509::Certificate::adopt(x));
+    for (const auto& x : req.peer_chain) {
+        X509_up_ref(x.get());
+        chain.push_back(x509::Certificate::adopt(x.get()));
     }
     if (chain.empty())
         return refuse(ErrorCode::UnknownClient, "kds.auth.rejected.untrusted", who + ": no verified chain");
@@ -319,6 +385,7 @@ Result<KeyResponse> fetch_key(const std::string& host, uint16_t port, const std:
                               const TlsCredentials& creds, const KeyRequest& req, TransferStats* stats,
                               int timeout_ms) {
     X2SEC_TRY(auto ctx, make_ctx(false, creds));
+    SigpipeBlock no_sigpipe;
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     sa.sin_port = htons(port);

@@ -292,7 +292,10 @@ Status World::start(const policy::DeploymentConfig& cfg) {
     if (m_cfg.kds) {
         kds::ServerConfig kc = detail::kds_server_config(m_cfg, m_opt.kds_without_relation);
         m_kds = std::make_unique<kds::Server>(kc, os_rng());
-        m_kds_tls = std::make_unique<kds::TlsServer>(*m_kds, m_clock);
+        // Every demo node connects from 127.0.0.1: the per-source limit is the overall one.
+        kds::TransportLimits kl;
+        kl.max_per_source = kl.max_connections;
+        m_kds_tls = std::make_unique<kds::TlsServer>(*m_kds, m_clock, kl);
         kds::TlsCredentials tc{m_kds_cred.chain_pem, m_kds_cred.key_pem,
                                m_vendor_a->root_pem() + m_vendor_b->root_pem() + m_operator_root_pem};
         X2SEC_TRY_STATUS(m_kds_tls->start(m_cfg.kds->address.host, m_cfg.kds->address.port, tc));
@@ -316,6 +319,7 @@ Status World::start(const policy::DeploymentConfig& cfg) {
         ho.bind = "127.0.0.1";
         ho.port = m_ports.at("cmp");
         ho.threads = 2;
+        ho.max_per_source = ho.max_connections;  // every demo node connects from 127.0.0.1
         m_impl->http = std::make_unique<cmp::HttpServer>(*m_impl->cmp_server, ho);
         X2SEC_TRY_STATUS(m_impl->http->start());
     }

@@ -409,7 +409,7 @@ TEST(KdsTlsAttack, MutatedFramesAreRefusedAndTheServerKeepsServing) {
         Bytes answer;
         ASSERT_TRUE(client.exchange(server.port(), frame, answer)) << what << ": TLS connection failed";
         if (answer.empty()) {
-            ++closed;  // framing the server cannot read (bad header, short body): closed unanswered
+            ++closed;  // a short or empty frame: nothing to answer, closed unanswered
         } else {
             auto m = decode(answer);
             ASSERT_TRUE(m.ok()) << what << ": answer does not decode";
@@ -423,11 +423,17 @@ TEST(KdsTlsAttack, MutatedFramesAreRefusedAndTheServerKeepsServing) {
                            KeyRequest{uint32_t(answered + closed), kA1, kB1, false, {}});
         ASSERT_TRUE(k.ok()) << "after " << what << ": " << k.error().to_string();
     }
-    // 5 flips past the header, the critical TLV, ff fe and the KeyResponse are answered; the 5
-    // short frames, the bad version, the two oversized body lengths and the empty one are closed.
-    EXPECT_EQ(answered, 8u);
-    EXPECT_EQ(closed, 9u);
-    EXPECT_EQ(engine.counters().get("kds.rx.malformed") + engine.counters().get("kds.rx.unexpected"), answered);
+    // 5 flips past the header, the critical TLV, ff fe and the KeyResponse are answered by the
+    // engine; the bad version (UNSUPPORTED_VERSION, kds.rx.malformed) and the two oversized body
+    // lengths (MALFORMED naming max_frame, kds.rejected.frame_too_large) by the framer; the 5
+    // short frames and the empty one are closed.
+    EXPECT_EQ(answered, 11u);
+    EXPECT_EQ(closed, 6u);
+    EXPECT_EQ(engine.counters().get("kds.rejected.frame_too_large"), 2u);
+    EXPECT_EQ(engine.counters().get("kds.rx.truncated"), 5u);
+    EXPECT_EQ(engine.counters().get("kds.rx.malformed") + engine.counters().get("kds.rx.unexpected") +
+                  engine.counters().get("kds.rejected.frame_too_large"),
+              answered);
     std::cout << "[ info ] mutated frames over TLS: " << answered << " answered with a named Error, " << closed
               << " closed unanswered (unreadable framing)\n";
     auto k = fetch_key("127.0.0.1", server.port(), "kds.operator.example", client_creds, KeyRequest{99, kA1, kB1, false, {}});

@@ -133,7 +133,13 @@ TEST_F(Revocation, StaleCrlHardRefusesSoftAcceptsBothCounted) {
 TEST_F(Revocation, UnreachableDistributionPointHardAndSoftAndNoRepeatedWait) {
     const std::string dead = HttpBodyServer::unreachable_url();
     Issued leaf = issue("CN=henb-far,O=Operator", dead);
-    RevocationChecker hard(config(CrlPolicy::Hard));
+    // OpenSSL's HTTP client retries a refused connect until its timeout, so the failed fetch
+    // takes about fetch_timeout_ms (whole seconds): the check's wait must be well above it, or
+    // on a loaded machine the first check stops waiting before the fetch has failed.
+    RevocationConfig hc = config(CrlPolicy::Hard);
+    hc.fetch_timeout_ms = 1000;
+    hc.max_wait_ms = 5000;
+    RevocationChecker hard(hc);
     ASSERT_TRUE(hard.start().ok());
     auto r = hard.check(chain(leaf), now());
     ASSERT_FALSE(r.ok());

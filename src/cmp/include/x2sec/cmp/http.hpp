@@ -2,8 +2,15 @@
 // application/pkixcmp, 200 only for a CMP response; paths /.well-known/cmp,
 // /.well-known/cmp/p/<profile> and /pkix/ (OpenSSL's default).  GET <crl_path> serves the
 // DER CRL (application/pkix-crl).  Bad requests get a 4xx and a counter
-// ("http.reject.<why>") and never reach the CA.  A fixed pool of threads accepts and serves
-// connections (one request per connection, `Connection: close`).
+// ("http.reject.<why>") and never reach the CA.  One request per connection (`Connection: close`).
+//
+// I/O runs on one non-blocking event loop (net::StreamServer): slow or idle clients hold no
+// worker; `threads` workers only process complete requests.  Bounded: connections overall and
+// per source address (over a limit: 503 on HTTP, a close on HTTPS), the whole request within
+// `request_timeout_ms` of the accept, TLS handshake included (else 408), the header block
+// (431) and the body (Content-Length required, 411; over `max_body` 413, not read).  Counted
+// `cmp.http.rejected.{too_many_connections,per_source,deadline,write_deadline,header_too_large,
+// body_too_large,busy}` and `cmp.http.tls.handshake_failed`.
 #pragma once
 
 #include <atomic>
@@ -12,15 +19,20 @@
 #include <thread>
 #include <vector>
 #include <x2sec/cmp/server.hpp>
+#include <x2sec/net/stream_server.hpp>
 
 namespace x2sec::cmp {
 
 struct HttpOptions {
     std::string bind = "127.0.0.1";
     int port = 0;                    // 0: ephemeral, see HttpServer::port()
-    int threads = 8;
+    int threads = 8;                 // workers processing complete requests
     size_t max_body = 64 * 1024;     // larger bodies: 413
-    int io_timeout_ms = 10000;       // per read/write
+    size_t max_header = 16 * 1024;   // request line + header fields; larger: 431
+    int max_connections = 512;       // concurrent connections; more: 503 (HTTP) / closed (HTTPS)
+    int max_per_source = 32;         // concurrent connections from one address; more: 503 / closed
+    int request_timeout_ms = 10000;  // accept -> complete request, TLS handshake included; then 408
+    int write_timeout_ms = 10000;    // response ready -> written
     std::string crl_path = "/crl";
     // HTTPS when set
     X509* tls_cert = nullptr;
@@ -36,19 +48,21 @@ public:
     HttpServer& operator=(const HttpServer&) = delete;
     Status start();
     void stop();
-    int port() const { return m_port; }
+    int port() const { return m_net ? m_net->port() : 0; }
     bool tls() const { return m_ssl_ctx != nullptr; }
+    // Connections currently held (all states) and accepted since start.
+    size_t open_connections() const { return m_net ? m_net->open_connections() : 0; }
+    size_t accepted() const { return m_net ? m_net->accepted() : 0; }
+    // The limits the options give (for validation and the event loop).
+    static net::Limits limits_of(const HttpOptions& o);
 
 private:
-    void worker();
-    void serve(int fd);
+    class Proto;
     Server& m_server;
     HttpOptions m_opts;
-    int m_listen = -1;
-    int m_port = 0;
-    std::atomic<bool> m_stop{false};
-    std::vector<std::thread> m_threads;
     struct ssl_ctx_st* m_ssl_ctx = nullptr;
+    std::unique_ptr<Proto> m_proto;
+    std::unique_ptr<net::StreamServer> m_net;
 };
 
 }  // namespace x2sec::cmp

@@ -12,6 +12,13 @@
 //   crl_policy = "hard"           # stale or unavailable CRL: refuse ("hard") or accept with a warning ("soft")
 //   crl_refresh = 300             # seconds: refetch the URLs at least this often
 //   crl_cache_dir = "crl-cache"   # optional on-disk copy of the fetched CRLs
+//   [kds.limits]                  # optional, connection layer (defaults shown)
+//   max_connections = 256         # concurrent connections
+//   max_per_source = 16           # concurrent connections from one address
+//   request_timeout_ms = 5000     # accept -> TLS handshake + whole request
+//   write_timeout_ms = 5000
+//   max_frame = 4104              # largest request frame (header + body)
+//   workers = 2
 //   [[kds.node]]
 //   name = "henb-a1"
 //   identity = "0023a1000001.henb.vendor-a.example"   # certificate SAN dNSName
@@ -35,6 +42,7 @@ struct ServeConfig {
     TlsCredentials tls;
     // Client certificate revocation (always on: also the clients' http:// distribution points).
     x509::RevocationConfig revocation;
+    TransportLimits limits;
 };
 
 Result<ServeConfig> load_serve_config(const std::string& path);

@@ -3,20 +3,42 @@
 // subjectAltName dNSName to a configured node (a certificate without a dNSName, or one not
 // chaining to the configured client anchors, is refused in the handshake / by the engine).
 // One message each way per connection.
+//
+// The server runs on a non-blocking event loop (net::StreamServer: epoll, non-blocking TLS
+// handshakes and records), so slow or idle clients cannot stall the others: connections are
+// limited overall and per source address (more are closed at once), a connection must complete
+// the TLS handshake and its whole request within `request_timeout_ms` of the accept (a total
+// deadline that trickled bytes do not extend), and a request frame over `max_frame` octets is
+// answered with a MALFORMED Error and closed.  Counted `kds.rejected.{too_many_connections,
+// per_source,deadline,write_deadline,frame_too_large}` and `kds.tls.handshake_failed`.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <x2sec/common/result.hpp>
 #include <x2sec/common/time.hpp>
 #include <x2sec/kds/protocol.hpp>
 #include <x2sec/kds/server.hpp>
 #include <x2sec/x509/revocation.hpp>
 
+namespace x2sec::net {
+class StreamServer;
+struct Request;
+}
+
 namespace x2sec::kds {
+
+// Connection-layer limits of the TLS server ([kds.limits] in kds.toml).
+struct TransportLimits {
+    int max_connections = 256;                  // concurrent connections
+    int max_per_source = 16;                    // concurrent connections from one address
+    int request_timeout_ms = 5000;              // accept -> TLS handshake + complete request
+    int write_timeout_ms = 5000;                // response ready -> written
+    size_t max_frame = kHeaderSize + kMaxBody;  // largest request frame
+    int workers = 2;                            // threads running the engine on complete requests
+};
+Status validate(const TransportLimits& l);
 
 struct TlsCredentials {
     std::string cert_pem;     // own certificate chain (leaf first), PEM text
@@ -33,7 +55,7 @@ struct TransferStats {
 
 class TlsServer {
 public:
-    TlsServer(Server& engine, const Clock& clock);
+    TlsServer(Server& engine, const Clock& clock, TransportLimits limits = {});
     ~TlsServer();
     // Binds host:port (port 0 = any free port) and serves on a thread until stop().
     Status start(const std::string& host, uint16_t port, const TlsCredentials& creds);
@@ -42,21 +64,24 @@ public:
     // start().  Without it only the handshake's chain and validity checks apply.
     void set_revocation(std::shared_ptr<const x509::RevocationChecker> r) { m_revocation = std::move(r); }
     uint16_t port() const { return m_port; }
-    size_t connections() const { return m_connections.load(); }
+    size_t connections() const;       // accepted since start
+    size_t open_connections() const;  // held now
 
 private:
-    void run();
-    void serve_one(int fd);
-    std::optional<ErrorMessage> authorise_client(void* ssl, BytesView request);
+    class Proto;
+    // On a worker thread: the answer to one complete request on a connection whose TLS handshake
+    // completed (the request carries the client certificate, the verification result and chain).
+    SecureBytes serve_one(const net::Request& req);
+    // The client certificate must be within its validity and not revoked; nullopt when it may proceed.
+    std::optional<ErrorMessage> authorise_client(const net::Request& req);
     Server& m_engine;
     std::shared_ptr<const x509::RevocationChecker> m_revocation;
     const Clock& m_clock;
+    TransportLimits m_limits;
     void* m_ctx = nullptr;  // SSL_CTX
-    int m_listen = -1;
     uint16_t m_port = 0;
-    std::atomic<bool> m_stop{false};
-    std::atomic<size_t> m_connections{0};
-    std::thread m_thread;
+    std::unique_ptr<Proto> m_proto;
+    std::unique_ptr<net::StreamServer> m_net;
 };
 
 // One request over mutual TLS.  `server_name` is checked against the KDS certificate's SAN.
