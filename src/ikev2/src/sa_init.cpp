@@ -156,9 +156,9 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         }
         return;
     }
-    auto rules_ok = check_rules(*find_rule(ExchangeType::IkeSaInit, false), m.payloads);
-    if (!rules_ok.ok()) {
-        drop(d, "invalid_syntax", rules_ok.error().detail());
+    auto in = check_rules(*find_rule(ExchangeType::IkeSaInit, false), m.payloads);
+    if (!in.ok()) {
+        drop(d, "invalid_syntax", in.error().detail());
         send_unprotected_notify(d, h, notify::InvalidSyntax, {});
         return;
     }
@@ -193,21 +193,12 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         return;
     }
     const auto& pc = m_config.peers[*idx];
-    // Present by the rule table (checked above); read through the checked accessors anyway.
-    auto nonce_p = require<NoncePayload>(m.payloads, PayloadType::Nonce, "IKE_SA_INIT request");
-    auto sa_pp = require<SaPayload>(m.payloads, PayloadType::SA, "IKE_SA_INIT request");
-    auto ke_p = require<KePayload>(m.payloads, PayloadType::KE, "IKE_SA_INIT request");
-    if (!nonce_p.ok() || !sa_pp.ok() || !ke_p.ok()) {
-        const Error& err = !nonce_p.ok() ? nonce_p.error() : !sa_pp.ok() ? sa_pp.error() : ke_p.error();
-        count("invalid_syntax.ike_sa_init_request");
-        drop(d, "invalid_syntax", err.detail());
-        return;
-    }
-    const NoncePayload* nonce = *nonce_p;
+    // Required by the rule table (checked above).
+    const NoncePayload* nonce = &in->get<NoncePayload>(PayloadType::Nonce);
     // Cookies above the half-open threshold.
     if (m_cookie_rotated_at < 0) rotate_cookie_secret(now);
     if (half_open_count() >= m_config.cookie_threshold) {
-        const NotifyPayload* c = find_notify(m.payloads, notify::Cookie);
+        const NotifyPayload* c = in->notify(notify::Cookie);
         bool valid = false;
         if (c) {
             valid = ct_equal(c->data, cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret, m_cookie_version)) ||
@@ -252,8 +243,8 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
                              d.remote.addr.to_string()));
         return;
     }
-    const SaPayload* sa_pl = *sa_pp;
-    const KePayload* ke = *ke_p;
+    const SaPayload* sa_pl = &in->get<SaPayload>(PayloadType::SA);
+    const KePayload* ke = &in->get<KePayload>(PayloadType::KE);
     uint8_t number = 1;
     crypto::DhGroup wanted{};
     bool have_wanted = false;
@@ -277,7 +268,7 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             sa.ni = nonce->data;
             sa.nr = make_nonce();
             sa.init_req = d.data;
-            transition(sa, SaState::Connecting);
+            (void)transition(sa, SaState::Connecting, now);  // CREATED -> CONNECTING: half-open
             auto dh = make_dh(algs->dh);
             if (!dh.ok()) {
                 m_log->error("IKE SA #{}: DH generation failed: {}", sa.id, dh.error().to_string());
@@ -292,8 +283,8 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
                 return;
             }
             sa.dh = std::move(dh).value();
-            sa.peer_frag = find_notify(m.payloads, notify::Ikev2FragmentationSupported) != nullptr;
-            if (auto* sh = find_notify(m.payloads, notify::SignatureHashAlgorithms)) {
+            sa.peer_frag = in->notify(notify::Ikev2FragmentationSupported) != nullptr;
+            if (auto* sh = in->notify(notify::SignatureHashAlgorithms)) {
                 sa.peer_sent_hashes = true;
                 for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
                     sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
@@ -371,14 +362,21 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
         drop(d, "unexpected_response", "IKE_SA_INIT response without a matching request");
         return;
     }
+    // Unprotected: a response we cannot use may be forged, so it is dropped and we keep waiting
+    // (RFC 7296 2.4) rather than refused.
     auto rules_ok = check_rules(*find_rule(ExchangeType::IkeSaInit, true), m.payloads);
     if (!rules_ok.ok()) {
         drop(d, "invalid_syntax", rules_ok.error().detail());
         return;
     }
+    auto in = check_rules(purpose_rule(ResponsePurpose::IkeSaInit), m.payloads);
+    if (!in.ok()) {
+        drop(d, "invalid_syntax", in.error().detail());
+        return;
+    }
     sa->last_rx = now;
     const auto& pc = peer(*sa);
-    if (auto* c = find_notify(m.payloads, notify::Cookie)) {
+    if (auto* c = in->notify(notify::Cookie)) {
         if (++sa->init_attempts > 5) {
             event(*sa, Event::Kind::NegotiationFailed, notify::Cookie, "too many COOKIE requests");
             destroy(*sa, now, true, "cookie loop");
@@ -392,7 +390,7 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
         start_next(*sa, now);
         return;
     }
-    if (auto* ike = find_notify(m.payloads, notify::InvalidKePayload)) {
+    if (auto* ike = in->notify(notify::InvalidKePayload)) {
         uint16_t g = static_cast<uint16_t>((ike->data[0] << 8) | ike->data[1]);
         bool acceptable = false;
         for (const auto& p : pc.ike_proposals)
@@ -414,24 +412,21 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
         start_next(*sa, now);
         return;
     }
-    for (const auto& p : m.payloads)
-        if (auto* n = p.as<NotifyPayload>(); n && notify::is_error(n->type)) {
-            sa->outstanding.reset();
-            event(*sa, Event::Kind::NegotiationFailed, n->type, std::string("IKE_SA_INIT answered ") + notify::name(n->type));
-            destroy(*sa, now, true, notify::name(n->type));
-            return;
-        }
-    // Unprotected: a response we cannot use may be forged, so it is dropped and we keep waiting
-    // (RFC 7296 2.4) rather than refused.
-    if (auto req = check_accepting_response(ResponsePurpose::IkeSaInit, m.payloads); !req.ok() || h.spi_r == 0) {
-        drop(d, "invalid_syntax", req.ok() ? std::string("IKE_SA_INIT response with SPIr 0") : req.error().detail());
+    if (const NotifyPayload* n = in->error()) {
+        sa->outstanding.reset();
+        event(*sa, Event::Kind::NegotiationFailed, n->type, std::string("IKE_SA_INIT answered ") + notify::name(n->type));
+        destroy(*sa, now, true, notify::name(n->type));
+        return;
+    }
+    if (h.spi_r == 0) {
+        drop(d, "invalid_syntax", "IKE_SA_INIT response with SPIr 0");
         return;
     }
     sa->spi_r = h.spi_r;
     sa->init_resp = d.data;
     // A wildcard local address in the configuration: from now on use the one the peer reached.
     if (sa->local.addr == IpAddress{} || sa->local.addr == IpAddress{true, {}}) sa->local.addr = d.local.addr;
-    process_response(*sa, h, m.payloads, now);
+    process_response(*sa, h, *rules_ok, now);
 }
 
 }  // namespace x2sec::ike

@@ -31,12 +31,6 @@ uint64_t read_spi8(BytesView b) {
 
 Error sa_gone() { return Error(ErrorDomain::Ike, -1, "IKE SA destroyed"); }
 
-const NotifyPayload* first_error(const std::vector<Payload>& pl) {
-    for (const auto& p : pl)
-        if (auto* n = p.as<NotifyPayload>(); n && notify::is_error(n->type)) return n;
-    return nullptr;
-}
-
 Identity identity_of(const IdPayload& id) {
     Identity i;
     i.type = static_cast<x509::IdType>(id.id_type);
@@ -85,16 +79,10 @@ Status EngineImpl::build_auth(IkeSa& sa, std::vector<Payload>& out) {
     return {};
 }
 
-Status EngineImpl::verify_auth(IkeSa& sa, const std::vector<Payload>& pl, bool peer_is_initiator) {
+Status EngineImpl::verify_auth(IkeSa& sa, const Checked& in, bool peer_is_initiator) {
     const auto& p = peer(sa);
-    const char* where = peer_is_initiator ? "IKE_AUTH request" : "IKE_AUTH response";
-    auto idp = require<IdPayload>(pl, peer_is_initiator ? PayloadType::IDi : PayloadType::IDr, where);
-    auto authp = require<AuthPayload>(pl, PayloadType::AUTH, where);
-    if (!idp.ok() || !authp.ok())
-        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other),
-                     (idp.ok() ? authp.error() : idp.error()).detail());
-    const auto& id = **idp;
-    const auto& auth = **authp;
+    const auto& id = in.get<IdPayload>(peer_is_initiator ? PayloadType::IDi : PayloadType::IDr);
+    const auto& auth = in.get<AuthPayload>(PayloadType::AUTH);
     Identity peer_id = identity_of(id);
     sa.remote_id_text = peer_id.to_string();
     if (p.remote_id && !(*p.remote_id == peer_id))
@@ -118,7 +106,7 @@ Status EngineImpl::verify_auth(IkeSa& sa, const std::vector<Payload>& pl, bool p
     if (p.remote_auth != AuthMethod::Certificate)
         return Error(ErrorDomain::Pki, auth_failure::MethodMismatch, "peer used a signature, a pre-shared key is required");
     std::vector<x509::Certificate> certs;
-    for (const auto& pp : pl)
+    for (const auto& pp : in.all())
         if (auto* c = pp.as<CertPayload>()) {
             if (c->encoding != 4) continue;
             // Parsed through the process-wide cache (a peer that presents the same certificate again
@@ -233,7 +221,7 @@ struct IkeInitTask final : Task {
         out.push_back(notify_payload(notify::SignatureHashAlgorithms, hex("000200030004")));
         return {};
     }
-    Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>& in, Millis now) override {
+    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
         const auto& p = e.peer(sa);
         auto refuse_as = [&](const Error& why) -> Status {
             e.refuse_response(sa, *this, ResponsePurpose::IkeSaInit, why, now);
@@ -242,34 +230,29 @@ struct IkeInitTask final : Task {
         auto fail = [&](const std::string& why) {
             return refuse_as(Error(ErrorDomain::Ike, notify::NoProposalChosen, why));
         };
-        const char* where = "IKE_SA_INIT response";
-        auto sa_p = require<SaPayload>(in, PayloadType::SA, where);
-        if (!sa_p.ok()) return refuse_as(sa_p.error());
-        auto ke_p = require<KePayload>(in, PayloadType::KE, where);
-        if (!ke_p.ok()) return refuse_as(ke_p.error());
-        auto nonce_p = require<NoncePayload>(in, PayloadType::Nonce, where);
-        if (!nonce_p.ok()) return refuse_as(nonce_p.error());
-        if (auto chosen = check_chosen_proposal(offered, **sa_p, 0); !chosen.ok()) return refuse_as(chosen.error());
+        // COOKIE and error answers are handled by handle_init_response.
+        const auto& sa_p = in.get<SaPayload>(PayloadType::SA);
+        if (auto chosen = check_chosen_proposal(offered, sa_p, 0); !chosen.ok()) return refuse_as(chosen.error());
         Bytes spi;
-        auto algs = parse_ike_choice(**sa_p, &spi);
+        auto algs = parse_ike_choice(sa_p, &spi);
         if (!algs) return fail("responder chose a malformed IKE proposal");
         if (!proposals_allow(p.ike_proposals, *algs)) return fail("responder chose an IKE proposal we did not offer");
-        const KePayload* ke = *ke_p;
+        const KePayload* ke = &in.get<KePayload>(PayloadType::KE);
         if (!sa.dh || ke->group != static_cast<uint16_t>(sa.dh->group()) || algs->dh != sa.dh->group())
             return fail("responder's KE group does not match");
         sa.algs = *algs;
-        sa.nr = (*nonce_p)->data;
+        sa.nr = in.get<NoncePayload>(PayloadType::Nonce).data;
         auto g_ir = sa.dh->derive(ke->data);
         if (!g_ir.ok())
             return refuse_as(syntax_error("IKE_SA_INIT response: KE data is invalid: " + g_ir.error().detail()));
-        sa.peer_frag = p.fragmentation && find_notify(in, notify::Ikev2FragmentationSupported);
-        if (auto* sh = find_notify(in, notify::SignatureHashAlgorithms)) {
+        sa.peer_frag = p.fragmentation && in.notify(notify::Ikev2FragmentationSupported);
+        if (auto* sh = in.notify(notify::SignatureHashAlgorithms)) {
             sa.peer_sent_hashes = true;
             for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
                 sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
         }
-        e.note_certreq(sa, in);
-        e.process_natd(sa, in, sa.local, sa.remote);
+        e.note_certreq(sa, in.all());
+        e.process_natd(sa, in.all(), sa.local, sa.remote);
         auto st = e.derive_ike(sa, *g_ir, nullptr, nullptr);
         if (!st.ok()) return fail("key derivation failed: " + st.error().detail());
         e.float_ports(sa);
@@ -317,15 +300,14 @@ struct IkeAuthTask final : Task {
         }
         return {};
     }
-    Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>& in, Millis now) override {
-        if (auto* n = find_notify(in, notify::AuthenticationFailed)) {
-            (void)n;
+    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
+        if (in.notify(notify::AuthenticationFailed)) {
             e.event(sa, Event::Kind::AuthFailed, auth_failure::PeerRejected, "peer answered AUTHENTICATION_FAILED");
             e.destroy(sa, now, true, "authentication failed");
             return sa_gone();
         }
-        if (!find_payload(in, PayloadType::AUTH) || !find_payload(in, PayloadType::IDr)) {
-            auto* err = first_error(in);
+        if (!in.complete()) {  // an error answer (the rule: IDr and AUTH, or an error notify)
+            const NotifyPayload* err = in.error();
             int code = err ? err->type : notify::InvalidSyntax;
             e.event(sa, Event::Kind::NegotiationFailed, code,
                     std::string("IKE_AUTH answered ") + (err ? notify::name(err->type) : "without IDr/AUTH"));
@@ -341,11 +323,7 @@ struct IkeAuthTask final : Task {
             e.destroy(sa, now, true, "authentication failed");
             return sa_gone();
         }
-        e.transition(sa, SaState::Established);
-        sa.established_at = now;
-        e.schedule_rekeys(sa, now);
-        e.event(sa, Event::Kind::IkeSaUp, 0, sa.local_id_text + " <-> " + sa.remote_id_text);
-        return {};
+        return e.transition(sa, SaState::Established, now);  // up: IkeSaUp, rekey timer
     }
 };
 
@@ -384,10 +362,10 @@ struct ChildCreateTask final : Task {
         const auto& p = e.peer(sa);
         if (rekey_of) {
             ChildSa* old = e.child_by_in(sa, rekey_of);
-            if (!old || old->st != ChildSa::St::Installed)
+            if (!old || old->st() != ChildSa::St::Installed)
                 return Error(ErrorDomain::Ike, 0, "Child SA to rekey is gone or busy");
             cfg = old->cfg;
-            old->st = ChildSa::St::Rekeying;
+            X2SEC_TRY_STATUS(e.set_child_state(sa, *old, ChildSa::St::Rekeying));
             tsi = old->ts_local;
             tsr = old->ts_remote;
         } else {
@@ -423,7 +401,8 @@ struct ChildCreateTask final : Task {
 
     void abort(EngineImpl& e, IkeSa& sa, Millis) override {
         if (rekey_of)
-            if (ChildSa* old = e.child_by_in(sa, rekey_of); old && old->st == ChildSa::St::Rekeying) old->st = ChildSa::St::Installed;
+            if (ChildSa* old = e.child_by_in(sa, rekey_of); old && old->st() == ChildSa::St::Rekeying)
+                (void)e.set_child_state(sa, *old, ChildSa::St::Installed);
         // The SPI reserved in build() goes back unless a Child SA was attached with it.
         if (spi != 0 && e.child_owner(spi) == nullptr) e.release_child_spi(spi);
         spi = 0;
@@ -431,10 +410,10 @@ struct ChildCreateTask final : Task {
 
     uint32_t reserved_child_spi() const override { return spi; }
 
-    Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>& in, Millis now) override {
+    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
         const auto& p = e.peer(sa);
         const auto& c = p.children[cfg];
-        if (auto* ike = find_notify(in, notify::InvalidKePayload); ike && !in_auth && !group_override) {
+        if (auto* ike = in.notify(notify::InvalidKePayload); ike && !in_auth && !group_override) {
             auto g = static_cast<crypto::DhGroup>((ike->data[0] << 8) | ike->data[1]);
             bool ok = false;
             for (const auto& cp : c.proposals) ok |= std::find(cp.pfs.begin(), cp.pfs.end(), g) != cp.pfs.end();
@@ -448,7 +427,7 @@ struct ChildCreateTask final : Task {
             e.event(sa, Event::Kind::NegotiationFailed, notify::InvalidKePayload, "child " + c.name + ": unacceptable PFS group");
             return Error(ErrorDomain::Ike, notify::InvalidKePayload, "unacceptable PFS group");
         }
-        if (auto* err = first_error(in)) {
+        if (auto* err = in.error()) {
             abort(e, sa, now);
             e.event(sa, Event::Kind::NegotiationFailed, err->type, "child " + c.name + ": " + notify::name(err->type));
             return Error(ErrorDomain::Ike, err->type, "Child SA not created");
@@ -460,33 +439,24 @@ struct ChildCreateTask final : Task {
             e.refuse_response(sa, *this, why, err, now);
             return err;
         };
+        // No error notify: the purpose rule guarantees SA, TSi and TSr (and Nonce outside IKE_AUTH).
         const char* where = in_auth ? "IKE_AUTH response" : "CREATE_CHILD_SA response";
-        auto sa_p = require<SaPayload>(in, PayloadType::SA, where);
-        if (!sa_p.ok()) return refused(sa_p.error());
-        auto tsi_p = require<TsPayload>(in, PayloadType::TSi, where);
-        if (!tsi_p.ok()) return refused(tsi_p.error());
-        auto tsr_p = require<TsPayload>(in, PayloadType::TSr, where);
-        if (!tsr_p.ok()) return refused(tsr_p.error());
-        Bytes nr;
-        if (in_auth) {
-            nr = sa.nr;
-        } else {
-            auto nonce_p = require<NoncePayload>(in, PayloadType::Nonce, where);
-            if (!nonce_p.ok()) return refused(nonce_p.error());
-            nr = (*nonce_p)->data;
-        }
+        const auto& sa_p = in.get<SaPayload>(PayloadType::SA);
+        const auto& tsi_p = in.get<TsPayload>(PayloadType::TSi);
+        const auto& tsr_p = in.get<TsPayload>(PayloadType::TSr);
+        Bytes nr = in_auth ? sa.nr : in.get<NoncePayload>(PayloadType::Nonce).data;
         // RFC 7296 3.3.6: exactly one of the proposals we offered, one transform of each type
         // (ESN included) from that proposal.
-        if (auto chosen = check_chosen_proposal(offered, **sa_p, 4); !chosen.ok()) return refused(chosen.error());
-        auto choice = parse_child_choice(**sa_p);
+        if (auto chosen = check_chosen_proposal(offered, sa_p, 4); !chosen.ok()) return refused(chosen.error());
+        auto choice = parse_child_choice(sa_p);
         if (!choice)
             return refused(Error(ErrorDomain::Ike, notify::NoProposalChosen,
                                  std::string(where) + ": the chosen ESP proposal is not one we can use"));
         if (choice->peer_spi == 0)
             return refused(syntax_error(std::string(where) + ": the chosen ESP proposal has SPI 0"));
         // RFC 7296 2.9: the responder may only narrow what we proposed.
-        const std::vector<TrafficSelector>& ts_l = (*tsi_p)->selectors;
-        const std::vector<TrafficSelector>& ts_r = (*tsr_p)->selectors;
+        const std::vector<TrafficSelector>& ts_l = tsi_p.selectors;
+        const std::vector<TrafficSelector>& ts_r = tsr_p.selectors;
         if (!ts_subset(ts_l, tsi) || !ts_subset(ts_r, tsr))
             return refused(Error(ErrorDomain::Ike, notify::TsUnacceptable,
                                  std::string(where) + ": the responder's selectors " + ts_text(ts_l) + " / " +
@@ -498,13 +468,14 @@ struct ChildCreateTask final : Task {
             return refused(Error(ErrorDomain::Ike, notify::NoProposalChosen,
                                  std::string(where) + ": the chosen DH group is not the one of our KE payload"));
         if (dh) {
-            auto ke = require<KePayload>(in, PayloadType::KE, where);
-            if (!ke.ok()) return refused(ke.error());
-            if ((*ke)->group != static_cast<uint16_t>(dh->group()))
+            // KE is optional in the rule (PFS is this task's choice): absent, the response is refused.
+            const KePayload* ke = in.find<KePayload>(PayloadType::KE);
+            if (!ke) return refused(syntax_error(std::string(where) + ": no KE payload"));
+            if (ke->group != static_cast<uint16_t>(dh->group()))
                 return refused(Error(ErrorDomain::Ike, notify::NoProposalChosen,
-                                     std::string(where) + ": KE group " + std::to_string((*ke)->group) +
+                                     std::string(where) + ": KE group " + std::to_string(ke->group) +
                                          " is not the chosen one"));
-            auto sh = dh->derive((*ke)->data);
+            auto sh = dh->derive(ke->data);
             if (!sh.ok()) return refused(syntax_error(std::string(where) + ": KE data: " + sh.error().detail()));
             g_ir = std::move(sh).value();
         }
@@ -524,7 +495,7 @@ struct ChildCreateTask final : Task {
         child.cipher = choice->cipher;
         child.esn = choice->esn;
         child.pfs = dh ? std::optional<crypto::DhGroup>(dh->group()) : std::nullopt;
-        child.mode = (c.mode == IpsecMode::Transport && find_notify(in, notify::UseTransportMode)) ? IpsecMode::Transport
+        child.mode = (c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode)) ? IpsecMode::Transport
                                                                                                   : IpsecMode::Tunnel;
         child.ts_local = ts_l;
         child.ts_remote = ts_r;
@@ -553,18 +524,18 @@ struct ChildCreateTask final : Task {
             if (less(ours, theirs)) {
                 e.m_log->info("IKE SA #{}: Child rekey collision on {:08x}: ours has the lowest nonce, closing ours {:08x}",
                               sa.id, rekey_of, spi);
-                old->st = ChildSa::St::Rekeyed;  // the peer deletes it
+                (void)e.set_child_state(sa, *old, ChildSa::St::Rekeyed);  // the peer deletes it
                 e.event(sa, Event::Kind::ChildSaRekeyed, 0,
                         c.name + fmt::format(" {:08x} -> {:08x} (collision, peer's wins)", rekey_of, old->collision_spi_in));
                 ChildSa* mine = e.child_by_in(sa, spi);
-                if (mine) mine->st = ChildSa::St::Deleting;
+                if (mine) (void)e.set_child_state(sa, *mine, ChildSa::St::Deleting);
                 e.queue_exchange(sa, make_delete_child_exchange({spi}), now);
                 return {};
             }
             e.m_log->info("IKE SA #{}: Child rekey collision on {:08x}: ours wins", sa.id, rekey_of);
         }
         (void)e.m_backend.set_outbound(rekey_of, spi);
-        old->st = ChildSa::St::Rekeyed;
+        (void)e.set_child_state(sa, *old, ChildSa::St::Rekeyed);
         e.event(sa, Event::Kind::ChildSaRekeyed, 0, c.name + fmt::format(" {:08x} -> {:08x}", rekey_of, spi));
         e.queue_exchange(sa, make_delete_child_exchange({rekey_of}), now);
         return {};
@@ -586,7 +557,7 @@ struct IkeRekeyTask final : Task {
         e.event(sa, Event::Kind::NegotiationFailed, why.code(), "IKE rekey refused: " + why.detail());
         if (sa.state != SaState::Destroyed) e.queue_exchange(sa, make_delete_ike_exchange(), now);
     }
-    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
+    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis now) override {
         if (sa.state != SaState::Established) return Error(ErrorDomain::Ike, 0, "IKE SA not established");
         const auto& p = e.peer(sa);
         sa.rekey.new_spi = e.new_ike_spi();
@@ -607,12 +578,11 @@ struct IkeRekeyTask final : Task {
         out.push_back({PayloadType::SA, false, std::move(s)});
         out.push_back({PayloadType::Nonce, false, NoncePayload{sa.rekey.ni}});
         out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(sa.algs.dh), sa.rekey.dh->public_value()}});
-        e.transition(sa, SaState::Rekeying);
-        return {};
+        return e.transition(sa, SaState::Rekeying, now);
     }
     void abort(EngineImpl& e, IkeSa& sa, Millis now) override {
         if (sa.state == SaState::Rekeying) {
-            e.transition(sa, SaState::Established);
+            (void)e.transition(sa, SaState::Established, now);  // legal from REKEYING
             adopt_theirs(e, sa, now);
         }
     }
@@ -622,15 +592,14 @@ struct IkeRekeyTask final : Task {
         IkeSa* theirs = e.find_sa(sa.rekey.theirs_id);
         sa.rekey.theirs_id = 0;
         if (theirs && theirs->state == SaState::Established) {
+            // theirs came up (and got its rekey timer) when we answered.
             e.move_children(sa, *theirs);
-            e.transition(sa, SaState::Rekeyed);
-            theirs->established_at = now;
-            e.schedule_rekeys(*theirs, now);
+            (void)e.transition(sa, SaState::Rekeyed, now);  // legal from ESTABLISHED
             e.event(*theirs, Event::Kind::IkeSaRekeyed, 0, "replaces IKE SA #" + std::to_string(sa.id));
         }
     }
-    Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>& in, Millis now) override {
-        if (auto* err = first_error(in)) {
+    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
+        if (auto* err = in.error()) {
             e.m_log->warn("IKE SA #{}: IKE rekey failed: {}", sa.id, notify::name(err->type));
             sa.rekey.dh.reset();
             abort(e, sa, now);
@@ -644,17 +613,14 @@ struct IkeRekeyTask final : Task {
             e.refuse_response(sa, *this, ResponsePurpose::RekeyIke, err, now);
             return {};
         };
-        auto sa_p = require<SaPayload>(in, PayloadType::SA, where);
-        if (!sa_p.ok()) return refused(sa_p.error());
-        auto ke_p = require<KePayload>(in, PayloadType::KE, where);
-        if (!ke_p.ok()) return refused(ke_p.error());
-        auto nonce_p = require<NoncePayload>(in, PayloadType::Nonce, where);
-        if (!nonce_p.ok()) return refused(nonce_p.error());
+        // No error notify: the purpose rule guarantees SA, KE and Nonce.
+        const auto& sa_p = in.get<SaPayload>(PayloadType::SA);
+        const auto& nonce_p = in.get<NoncePayload>(PayloadType::Nonce);
         Bytes spi;
-        std::optional<IkeAlgorithms> algs = parse_ike_choice(**sa_p, &spi);
+        std::optional<IkeAlgorithms> algs = parse_ike_choice(sa_p, &spi);
         if (!algs || read_spi8(spi) == 0)
             return refused(syntax_error(std::string(where) + ": malformed IKE proposal or SPI"));
-        const KePayload* ke = *ke_p;
+        const KePayload* ke = &in.get<KePayload>(PayloadType::KE);
         if (ke->group != static_cast<uint16_t>(sa.algs.dh))
             return refused(Error(ErrorDomain::Ike, notify::NoProposalChosen,
                                  std::string(where) + ": KE group " + std::to_string(ke->group) + " is not ours"));
@@ -671,17 +637,17 @@ struct IkeRekeyTask final : Task {
             e.index_spi(ns);
             ns.algs = *algs;
             ns.ni = sa.rekey.ni;
-            ns.nr = (*nonce_p)->data;
+            ns.nr = nonce_p.data;
             copy_context(sa, ns);
             return ns;
         };
-        if (auto chosen = check_chosen_proposal(offered, **sa_p, 8); !chosen.ok() || algs->dh != sa.algs.dh) {
+        if (auto chosen = check_chosen_proposal(offered, sa_p, 8); !chosen.ok() || algs->dh != sa.algs.dh) {
             Error why = chosen.ok() ? Error(ErrorDomain::Ike, notify::NoProposalChosen,
                                             std::string(where) + ": the chosen DH group is not the current one")
                                     : chosen.error();
             IkeSa& ns = new_rekeyed_sa();
             if (e.derive_ike(ns, *g_ir, &sa.sk_d, &*sa.prf).ok()) {
-                e.transition(ns, SaState::Established);  // never up (established_at 0): no events
+                // Stays CREATED, never up (no events): the delete takes it to DELETING.
                 e.m_log->info("IKE SA #{}: deleting the refused rekeyed IKE SA #{} the peer created", sa.id, ns.id);
                 e.queue_exchange(ns, make_delete_ike_exchange(), now);
             } else {
@@ -697,16 +663,15 @@ struct IkeRekeyTask final : Task {
             abort(e, sa, now);
             return st;
         }
-        e.transition(ns, SaState::Established);
-        ns.rekeyed_from = sa.id;
+        ns.rekeyed_from = sa.id;  // CREATED until it takes over (finish_ike_rekey)
         if (sa.rekey.theirs_id) {
             IkeSa* theirs = e.find_sa(sa.rekey.theirs_id);
             const Bytes& ours_low = lowest(ns.ni, ns.nr);
             const Bytes& theirs_low = lowest(sa.rekey.their_ni, sa.rekey.their_nr);
             if (theirs && less(ours_low, theirs_low)) {
                 e.m_log->info("IKE SA #{}: IKE rekey collision: ours (#{}) has the lowest nonce and is closed", sa.id, ns.id);
-                ns.established_at = now;
-                e.transition(sa, SaState::Established);
+                (void)e.transition(ns, SaState::Established, now);  // up (announced down when deleted)
+                (void)e.transition(sa, SaState::Established, now);  // legal from REKEYING
                 adopt_theirs(e, sa, now);
                 e.queue_exchange(ns, make_delete_ike_exchange(), now);
                 return {};
@@ -748,21 +713,21 @@ struct DeleteChildTask final : Task {
         for (uint32_t s : spis) {
             ChildSa* c = e.child_by_in(sa, s);
             if (!c) continue;
-            if (c->st == ChildSa::St::Installed) c->st = ChildSa::St::Deleting;
+            if (c->st() == ChildSa::St::Installed) (void)e.set_child_state(sa, *c, ChildSa::St::Deleting);
             d.spis.push_back(spi4(s));
         }
         if (d.spis.empty()) return Error(ErrorDomain::Ike, 0, "Child SAs already gone");
         out.push_back({PayloadType::Delete, false, std::move(d)});
         return {};
     }
-    Status process(EngineImpl& e, IkeSa&, const std::vector<Payload>&, Millis) override {
+    Status process(EngineImpl& e, IkeSa&, const Checked&, Millis) override {
         for (uint32_t s : spis) {
             // The peer confirmed the delete.  An IKE rekey answered meanwhile may have moved the
             // Child SA to the new IKE SA: the owner index finds it wherever it is now.
             IkeSa* owner = e.child_owner(s);
             ChildSa* c = owner ? e.child_by_in(*owner, s) : nullptr;
             if (!c) continue;
-            bool rekeyed = c->st == ChildSa::St::Rekeyed;
+            bool rekeyed = c->st() == ChildSa::St::Rekeyed;
             e.remove_child(*owner, s, !rekeyed && !c->down_reported, "deleted");
         }
         return {};
@@ -798,7 +763,7 @@ struct DeleteRefusedChildTask final : Task {
         out.push_back({PayloadType::Delete, false, std::move(d)});
         return {};
     }
-    Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>&, Millis) override {
+    Status process(EngineImpl& e, IkeSa& sa, const Checked&, Millis) override {
         e.m_log->info("IKE SA #{}: peer confirmed the delete of the refused Child SA (our SPI {:08x})", sa.id, spi);
         release(e);
         return {};
@@ -813,15 +778,15 @@ struct DeleteRefusedChildTask final : Task {
 
 struct DeleteIkeTask final : Task {
     const char* name() const override { return "ike_delete"; }
-    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
+    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis now) override {
         DeletePayload d;
         d.protocol = ProtocolId::Ike;
         d.spi_size = 0;
         out.push_back({PayloadType::Delete, false, std::move(d)});
-        if (sa.state != SaState::Rekeyed) e.transition(sa, SaState::Deleting);
+        if (sa.state != SaState::Rekeyed) X2SEC_TRY_STATUS(e.transition(sa, SaState::Deleting, now));
         return {};
     }
-    Status process(EngineImpl& e, IkeSa& sa, const std::vector<Payload>&, Millis now) override {
+    Status process(EngineImpl& e, IkeSa& sa, const Checked&, Millis now) override {
         e.destroy(sa, now, sa.state != SaState::Rekeyed, "deleted");
         return sa_gone();
     }
@@ -830,7 +795,7 @@ struct DeleteIkeTask final : Task {
 struct DpdTask final : Task {
     const char* name() const override { return "dpd"; }
     Status build(EngineImpl&, IkeSa&, std::vector<Payload>&, Millis) override { return {}; }
-    Status process(EngineImpl&, IkeSa&, const std::vector<Payload>&, Millis) override { return {}; }
+    Status process(EngineImpl&, IkeSa&, const Checked&, Millis) override { return {}; }
 };
 
 // RFC 7296 2.3 / 3.10.1: an INVALID_MESSAGE_ID notify goes in a new INFORMATIONAL request of
@@ -845,7 +810,7 @@ struct InvalidMidNotifyTask final : Task {
         out.push_back({PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify::InvalidMessageId, data}});
         return {};
     }
-    Status process(EngineImpl&, IkeSa& sa, const std::vector<Payload>&, Millis) override {
+    Status process(EngineImpl&, IkeSa& sa, const Checked&, Millis) override {
         sa.invalid_mid_pending = false;
         return {};
     }
@@ -942,7 +907,7 @@ void EngineImpl::send_one_shot_request(IkeSa& sa, const std::vector<Payload>& pa
 std::vector<uint64_t> EngineImpl::same_identities(const IkeSa& sa, bool responder_only) {
     std::vector<uint64_t> out;
     for (const auto& [id, o] : m_sas) {
-        if (id == sa.id || o->established_at == 0) continue;
+        if (id == sa.id || !o->up()) continue;
         if (o->state != SaState::Established && o->state != SaState::Rekeying) continue;
         if (responder_only && o->initiator) continue;
         if (o->local_id_text == sa.local_id_text && o->remote_id_text == sa.remote_id_text) out.push_back(id);
@@ -981,9 +946,8 @@ void EngineImpl::enforce_unique(IkeSa& sa, bool initial_contact, Millis now) {
 
 void EngineImpl::finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now) {
     move_children(old_sa, ns);
-    ns.established_at = now;
-    schedule_rekeys(ns, now);
-    transition(old_sa, SaState::Rekeyed);
+    (void)transition(ns, SaState::Established, now);  // CREATED -> ESTABLISHED: up, rekey timer
+    (void)transition(old_sa, SaState::Rekeyed, now);
     event(ns, Event::Kind::IkeSaRekeyed, 0, "replaces IKE SA #" + std::to_string(old_sa.id));
 }
 
@@ -992,15 +956,11 @@ void EngineImpl::finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now) {
 // Like strongSwan: among the configs whose addresses matched the IKE_SA_INIT, the one whose
 // remote_id is the peer's IDi (an unset remote_id matches any IDi, ranking below an exact
 // match), preferring a local_id equal to the IDr the initiator sent, then the IKE_SA_INIT order.
-Status EngineImpl::select_peer(IkeSa& sa, const std::vector<Payload>& pl) {
+Status EngineImpl::select_peer(IkeSa& sa, const Checked& in) {
     if (sa.candidates.empty()) return {};  // not from IKE_SA_INIT (cannot happen): keep peer_idx
-    auto idi_p = require<IdPayload>(pl, PayloadType::IDi, "IKE_AUTH request");
-    if (!idi_p.ok()) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other), idi_p.error().detail());
-    Identity idi = identity_of(**idi_p);
-    auto idr_p = find_body<IdPayload>(pl, PayloadType::IDr, "IKE_AUTH request");
-    if (!idr_p.ok()) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other), idr_p.error().detail());
+    Identity idi = identity_of(in.get<IdPayload>(PayloadType::IDi));
     std::optional<Identity> idr;
-    if (*idr_p) idr = identity_of(**idr_p);
+    if (const auto* idr_p = in.find<IdPayload>(PayloadType::IDr)) idr = identity_of(*idr_p);
     std::optional<size_t> best;
     int best_rank = 0;
     std::string names, no_proposal;
@@ -1051,12 +1011,12 @@ Status EngineImpl::select_peer(IkeSa& sa, const std::vector<Payload>& pl) {
     return {};
 }
 
-void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Payload>& pl, Millis now) {
-    auto st = select_peer(sa, pl);
+void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const Checked& in, Millis now) {
+    auto st = select_peer(sa, in);
     const auto& p = peer(sa);
     // Before authentication, so the node agent learns the CAs even when authentication fails.
-    note_certreq(sa, pl);
-    if (st.ok()) st = verify_auth(sa, pl, true);
+    note_certreq(sa, in.all());
+    if (st.ok()) st = verify_auth(sa, in, true);
     if (!st.ok()) {
         m_counters.inc("ike.auth.failed");
         m_log->warn("IKE SA #{} ({}): authentication of {} failed: {}", sa.id, p.name, sa.remote.to_string(),
@@ -1068,7 +1028,7 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
     }
     // Unique identities: with `keep`, a second IKE SA for the same identities is refused
     // unless the peer says (INITIAL_CONTACT) it holds no other.
-    bool initial_contact = find_notify(pl, notify::InitialContact) != nullptr && p.unique != UniquePolicy::Never;
+    bool initial_contact = in.notify(notify::InitialContact) != nullptr && p.unique != UniquePolicy::Never;
     if (initial_contact) count("initial_contact");
     if (p.unique == UniquePolicy::Keep && !initial_contact) {
         auto others = same_identities(sa, false);
@@ -1094,20 +1054,17 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
         destroy(sa, now, true, "no credentials");
         return;
     }
-    transition(sa, SaState::Established);
-    sa.established_at = now;
-    schedule_rekeys(sa, now);
-    event(sa, Event::Kind::IkeSaUp, 0, sa.local_id_text + " <-> " + sa.remote_id_text);
+    if (auto up = transition(sa, SaState::Established, now); !up.ok()) {  // up: IkeSaUp, rekey timer
+        send_error_response(sa, ExchangeType::IkeAuth, mid, notify::InvalidSyntax);
+        return;
+    }
     enforce_unique(sa, initial_contact, now);
 
     // The first Child SA: SA, TSi and TSr together, or none of them.
-    auto sa_r = find_body<SaPayload>(pl, PayloadType::SA, "IKE_AUTH request");
-    auto tsi_r = find_body<TsPayload>(pl, PayloadType::TSi, "IKE_AUTH request");
-    auto tsr_r = find_body<TsPayload>(pl, PayloadType::TSr, "IKE_AUTH request");
-    const SaPayload* sa_p = sa_r.ok() ? *sa_r : nullptr;
-    const TsPayload* tsi_p = tsi_r.ok() ? *tsi_r : nullptr;
-    const TsPayload* tsr_p = tsr_r.ok() ? *tsr_r : nullptr;
-    bool child_asked = sa_p || tsi_p || tsr_p || !sa_r.ok() || !tsi_r.ok() || !tsr_r.ok();
+    const SaPayload* sa_p = in.find<SaPayload>(PayloadType::SA);
+    const TsPayload* tsi_p = in.find<TsPayload>(PayloadType::TSi);
+    const TsPayload* tsr_p = in.find<TsPayload>(PayloadType::TSr);
+    bool child_asked = sa_p || tsi_p || tsr_p;
     if (child_asked && !(sa_p && tsi_p && tsr_p)) {
         count("invalid_syntax.ike_auth_request");
         m_log->error("IKE SA #{} ({}): IKE_AUTH request from {} asks for a Child SA without all of SA, TSi and TSr; "
@@ -1140,7 +1097,7 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
             child.spi_out = choice->peer_spi;
             child.cipher = choice->cipher;
             child.esn = choice->esn;
-            bool transport = c.mode == IpsecMode::Transport && find_notify(pl, notify::UseTransportMode);
+            bool transport = c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode);
             child.mode = transport ? IpsecMode::Transport : IpsecMode::Tunnel;
             child.ts_local = nr;
             child.ts_remote = ni;
@@ -1171,7 +1128,7 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<Pay
     send_response(sa, ExchangeType::IkeAuth, mid, out);
 }
 
-void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector<Payload>& pl, Millis now) {
+void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const Checked& in, Millis now) {
     const auto& p = peer(sa);
     auto reply_error = [&](uint16_t code, Bytes data = {}) {
         m_log->info("IKE SA #{}: CREATE_CHILD_SA refused: {}", sa.id, notify::name(code));
@@ -1183,16 +1140,10 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         m_log->error("IKE SA #{} ({}): {} (ike.rx.invalid_syntax.create_child_request)", sa.id, p.name, err.detail());
         reply_error(notify::InvalidSyntax);
     };
-    const char* where = "CREATE_CHILD_SA request";
-    auto sa_r = require<SaPayload>(pl, PayloadType::SA, where);
-    if (!sa_r.ok()) return invalid(sa_r.error());
-    auto ni_r = require<NoncePayload>(pl, PayloadType::Nonce, where);
-    if (!ni_r.ok()) return invalid(ni_r.error());
-    auto ke_r = find_body<KePayload>(pl, PayloadType::KE, where);
-    if (!ke_r.ok()) return invalid(ke_r.error());
-    const SaPayload* sa_p = *sa_r;
-    const NoncePayload* ni_p = *ni_r;
-    const KePayload* ke = *ke_r;
+    // SA and Nonce: required by the exchange's rule.
+    const SaPayload* sa_p = &in.get<SaPayload>(PayloadType::SA);
+    const NoncePayload* ni_p = &in.get<NoncePayload>(PayloadType::Nonce);
+    const KePayload* ke = in.find<KePayload>(PayloadType::KE);
     bool ike_rekey = !sa_p->proposals.empty() && sa_p->proposals[0].protocol == ProtocolId::Ike;
     if (sa.state == SaState::Rekeyed || sa.state == SaState::Deleting) return reply_error(notify::TemporaryFailure);
     if (ike_rekey) {
@@ -1246,7 +1197,6 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
             destroy(ns, now, false, "key derivation failed");
             return reply_error(notify::TemporaryFailure);
         }
-        transition(ns, SaState::Established);
         IkeProposal chosen;
         chosen.encr = {algs->encr};
         if (algs->integ != crypto::IntegId::None) chosen.integ = {algs->integ};
@@ -1262,7 +1212,7 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
             sa.rekey.theirs_id = ns.id;
             sa.rekey.their_ni = ns.ni;
             sa.rekey.their_nr = ns.nr;
-            ns.established_at = now;
+            (void)transition(ns, SaState::Established, now);  // CREATED -> ESTABLISHED: up
         } else {
             // Abandon our queued rekeys of this SA; the new one takes over.
             finish_ike_rekey(sa, ns, now);
@@ -1273,7 +1223,7 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
 
     // Child SA: new or rekey.
     ChildSa* old = nullptr;
-    if (auto* rk = find_notify(pl, notify::RekeySa)) {
+    if (auto* rk = in.notify(notify::RekeySa)) {
         if (rk->protocol != ProtocolId::Esp) return reply_error(notify::NoProposalChosen);
         old = child_by_out(sa, read_spi4(rk->spi));
         if (!old) {
@@ -1281,14 +1231,13 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
             (void)as_in;
             return reply_error(notify::ChildSaNotFound, {});
         }
-        if (old->st == ChildSa::St::Rekeyed || old->st == ChildSa::St::Deleting) return reply_error(notify::TemporaryFailure);
+        if (old->st() == ChildSa::St::Rekeyed || old->st() == ChildSa::St::Deleting) return reply_error(notify::TemporaryFailure);
     }
-    auto tsi_p = require<TsPayload>(pl, PayloadType::TSi, where);
-    if (!tsi_p.ok()) return invalid(tsi_p.error());
-    auto tsr_p = require<TsPayload>(pl, PayloadType::TSr, where);
-    if (!tsr_p.ok()) return invalid(tsr_p.error());
-    const auto& tsi = (*tsi_p)->selectors;
-    const auto& tsr = (*tsr_p)->selectors;
+    // A Child SA request: its purpose rule adds TSi and TSr.
+    auto child_in = check_rules(purpose_rule(ResponsePurpose::CreateChildRequest), in.all());
+    if (!child_in.ok()) return invalid(child_in.error());
+    const auto& tsi = child_in->get<TsPayload>(PayloadType::TSi).selectors;
+    const auto& tsr = child_in->get<TsPayload>(PayloadType::TSr).selectors;
     uint16_t error = notify::TsUnacceptable;
     std::optional<crypto::DhGroup> wanted;
     for (size_t i = 0; i < p.children.size(); ++i) {
@@ -1325,7 +1274,7 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
         child.cipher = choice->cipher;
         child.esn = choice->esn;
         child.pfs = choice->dh;
-        bool transport = c.mode == IpsecMode::Transport && find_notify(pl, notify::UseTransportMode);
+        bool transport = c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode);
         child.mode = transport ? IpsecMode::Transport : IpsecMode::Tunnel;
         child.ts_local = n_r;
         child.ts_remote = n_i;
@@ -1342,14 +1291,16 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
             return reply_error(notify::TemporaryFailure);
         }
         if (old_spi) {
-            old = child_by_in(sa, old_spi);
-            if (old->st == ChildSa::St::Rekeying) {
+            old = child_by_in(sa, old_spi);  // again: install_child() appended to sa.children
+            if (!old) {
+                m_log->error("IKE SA #{}: Child SA {:08x} being rekeyed is gone", sa.id, old_spi);
+            } else if (old->st() == ChildSa::St::Rekeying) {
                 old->collision_spi_in = child.spi_in;
                 old->collision_ni = ni_p->data;
                 old->collision_nr = nr;
                 m_log->info("IKE SA #{}: Child rekey collision on {:08x}", sa.id, old_spi);
             } else {
-                old->st = ChildSa::St::Rekeyed;
+                (void)set_child_state(sa, *old, ChildSa::St::Rekeyed);
                 event(sa, Event::Kind::ChildSaRekeyed, 0, c.name + fmt::format(" {:08x} -> {:08x}", old_spi, child.spi_in));
             }
         }
@@ -1370,13 +1321,13 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const std::vector
     reply_error(error);
 }
 
-void EngineImpl::respond_informational(IkeSa& sa, uint32_t mid, const std::vector<Payload>& pl, Millis now) {
+void EngineImpl::respond_informational(IkeSa& sa, uint32_t mid, const Checked& req, Millis now) {
     std::vector<Payload> out;
     bool delete_ike = false;
     DeletePayload resp_del;
     resp_del.protocol = ProtocolId::Esp;
     resp_del.spi_size = 4;
-    for (const auto& x : pl) {
+    for (const auto& x : req.all()) {
         if (auto* n = x.as<NotifyPayload>(); n && notify::is_error(n->type)) {
             if (n->type == notify::AuthenticationFailed && sa.state == SaState::Established && sa.initiator == false) {
                 event(sa, Event::Kind::AuthFailed, auth_failure::PeerRejected, "peer rejected our authentication");
@@ -1410,18 +1361,18 @@ void EngineImpl::respond_informational(IkeSa& sa, uint32_t mid, const std::vecto
             resp_del.spis.push_back(spi4(in));
             // A rekeyed child going away: switch outbound to its successor.
             for (auto& succ : owner->children)
-                if (succ.replaces_spi_in == in && succ.spi_in != in && succ.st != ChildSa::St::Deleting) {
+                if (succ.replaces_spi_in == in && succ.spi_in != in && succ.st() != ChildSa::St::Deleting) {
                     (void)m_backend.set_outbound(in, succ.spi_in);
                     break;
                 }
-            bool quiet = c->st == ChildSa::St::Rekeyed;
+            bool quiet = c->st() == ChildSa::St::Rekeyed;
             // The successor of a rekey we answered, deleted while the Child SA it was to replace
             // is still here: the initiator refused our answer, so the old one stays in use.
             if (uint32_t old_in = c->replaces_spi_in; old_in != 0 && old_in != in)
-                if (ChildSa* old = child_by_in(*owner, old_in); old && old->st == ChildSa::St::Rekeyed) {
+                if (ChildSa* old = child_by_in(*owner, old_in); old && old->st() == ChildSa::St::Rekeyed) {
                     m_log->info("IKE SA #{}: rekeyed Child SA {:08x} deleted by the peer before {:08x}: {:08x} stays",
                                 owner->id, in, old_in, old_in);
-                    old->st = ChildSa::St::Installed;
+                    (void)set_child_state(*owner, *old, ChildSa::St::Installed);
                 }
             remove_child(*owner, in, !quiet, "deleted by peer");
         }
