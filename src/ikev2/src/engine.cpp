@@ -274,8 +274,10 @@ void EngineImpl::send_packets(IkeSa& sa, const std::vector<Bytes>& packets) {
     }
 }
 
-Result<std::vector<Bytes>> EngineImpl::protect(IkeSa& sa, Header h, const std::vector<Payload>& payloads) {
+Result<std::vector<Bytes>> EngineImpl::protect(IkeSa& sa, Header h, std::vector<Payload> payloads) {
     if (!sa.cipher_out) return Error(ErrorDomain::Ike, 0, "no keys to protect the message");
+    // Written in the order of the exchange's rule (the tasks of an exchange append theirs).
+    if (const MessageRule* rule = find_rule(h.exchange, (h.flags & kFlagResponse) != 0)) order_payloads(*rule, payloads);
     Writer inner;
     uint8_t first = encode_chain(inner, payloads);
     const Bytes& pt = inner.data();
@@ -421,11 +423,12 @@ void EngineImpl::start_next(IkeSa& sa, Millis now) {
             Message m;
             m.header = h;
             m.payloads = std::move(payloads);
+            order_payloads(*find_rule(ExchangeType::IkeSaInit, false), m.payloads);
             o.packets.push_back(m.encode());
             sa.init_req = o.packets.front();
             o.unprotected = true;
         } else {
-            auto packets = protect(sa, h, payloads);
+            auto packets = protect(sa, h, std::move(payloads));
             if (!packets.ok()) {
                 m_log->error("IKE SA #{}: cannot protect {} request: {}", sa.id, to_string(ex.type),
                              packets.error().to_string());

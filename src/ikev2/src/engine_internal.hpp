@@ -150,7 +150,8 @@ public:
     void queue_exchange(IkeSa& sa, Exchange ex, Millis now);
     void start_next(IkeSa& sa, Millis now);
     void send_packets(IkeSa& sa, const std::vector<Bytes>& packets);
-    Result<std::vector<Bytes>> protect(IkeSa& sa, wire::Header h, const std::vector<wire::Payload>& payloads);
+    // Encrypts (and fragments) a message, its payloads in the order of the exchange's rule.
+    Result<std::vector<Bytes>> protect(IkeSa& sa, wire::Header h, std::vector<wire::Payload> payloads);
     void send_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, const std::vector<wire::Payload>& payloads);
     void send_error_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, uint16_t notify_type, Bytes data = {});
     void send_unprotected_notify(const Datagram& d, const wire::Header& h, uint16_t notify_type, Bytes data);
@@ -195,6 +196,7 @@ public:
     Status select_peer(IkeSa& sa, const wire::Checked& in);
     void respond_ike_auth(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
     void respond_create_child(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
+    void respond_rekey_ike(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
     void respond_informational(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
 
     // shared pieces
@@ -228,7 +230,7 @@ public:
     void finish_ike_rekey(IkeSa& old_sa, IkeSa& new_sa, Millis now);
 };
 
-// Exchange builders (tasks.cpp).
+// Exchange builders (src/tasks/*.cpp, beside the task they carry).
 Exchange make_ike_init_exchange();
 Exchange make_ike_auth_exchange(size_t child_cfg);
 Exchange make_create_child_exchange(size_t child_cfg);

@@ -34,15 +34,17 @@ const std::vector<ExchangeRule>& exchange_rules() {
            {PT::Notify, Opt, 32},
            {PT::VendorId, Opt, 16}}}},
         // The required payloads of responses are in the purpose rules (an error answer carries
-        // notifies only).
+        // notifies only).  CERTREQ after the NAT detection notifies, as strongSwan writes it.
         {ExchangeType::IkeSaInit, true,
          {"IKE_SA_INIT response",
           {{PT::Notify, Opt, 1, notify::Cookie},
            {PT::SA, Opt, 1},
            {PT::KE, Opt, 1},
            {PT::Nonce, Opt, 1},
-           {PT::Notify, Opt, 32},
+           {PT::Notify, Opt, 8, notify::NatDetectionSourceIp},
+           {PT::Notify, Opt, 8, notify::NatDetectionDestinationIp},
            {PT::CERTREQ, Opt, 8},
+           {PT::Notify, Opt, 32},
            {PT::VendorId, Opt, 16}}}},
         {ExchangeType::IkeAuth, false,
          {"IKE_AUTH request",
