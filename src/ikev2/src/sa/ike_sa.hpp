@@ -33,7 +33,8 @@ struct ChildSa {
     // The state, written only by ChildSaTable::set_state().
     St st() const { return m_st; }
     bool installed = false;
-    bool down_reported = false;  // ChildSaDown already raised (hard expiry): the delete completes quietly
+    bool down_reported =
+        false;  // ChildSaDown already raised (hard expiry): the delete completes quietly
     // Set when we answered the peer's REKEY_SA for this child while our own rekey of it was
     // pending (RFC 7296 2.8 collision): the child we created and the nonces of their exchange.
     uint32_t collision_spi_in = 0;
@@ -46,7 +47,6 @@ private:
     St m_st = St::Installed;
 };
 const char* state_name(ChildSa::St s);
-
 
 struct IkeRekeyState {
     // Our own rekey exchange (initiator): new SPI and our nonce, DH key.
@@ -111,7 +111,7 @@ public:
     Bytes peer_cert_subject_der;
     std::string peer_cert_anchor;
     IkeRekeyState rekey;
-    uint64_t rekeyed_from = 0;   // the old IKE SA this one replaced
+    uint64_t rekeyed_from = 0;       // the old IKE SA this one replaced
     uint64_t children_moved_to = 0;  // the IKE SA that took over this one's children (rekey)
     // Responder: the peer configs whose addresses (and ports) matched the IKE_SA_INIT, best
     // first; IKE_AUTH re-selects peer_idx among them by IDi / IDr.

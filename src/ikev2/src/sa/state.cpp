@@ -7,13 +7,20 @@ namespace x2sec::ike {
 
 const char* state_name(SaState s) {
     switch (s) {
-        case SaState::Created: return "CREATED";
-        case SaState::Connecting: return "CONNECTING";
-        case SaState::Established: return "ESTABLISHED";
-        case SaState::Rekeying: return "REKEYING";
-        case SaState::Rekeyed: return "REKEYED";
-        case SaState::Deleting: return "DELETING";
-        case SaState::Destroyed: return "DESTROYED";
+        case SaState::Created:
+            return "CREATED";
+        case SaState::Connecting:
+            return "CONNECTING";
+        case SaState::Established:
+            return "ESTABLISHED";
+        case SaState::Rekeying:
+            return "REKEYING";
+        case SaState::Rekeyed:
+            return "REKEYED";
+        case SaState::Deleting:
+            return "DELETING";
+        case SaState::Destroyed:
+            return "DESTROYED";
     }
     return "?";
 }
@@ -27,15 +34,19 @@ bool legal(SaState from, SaState to) {
     if (to == SaState::Destroyed) return true;
     switch (from) {
         case SaState::Created:
-            return to == SaState::Connecting || to == SaState::Established || to == SaState::Deleting;
-        case SaState::Connecting: return to == SaState::Established || to == SaState::Deleting;
+            return to == SaState::Connecting || to == SaState::Established ||
+                   to == SaState::Deleting;
+        case SaState::Connecting:
+            return to == SaState::Established || to == SaState::Deleting;
         case SaState::Established:
             return to == SaState::Rekeying || to == SaState::Rekeyed || to == SaState::Deleting;
         case SaState::Rekeying:
             return to == SaState::Established || to == SaState::Rekeyed || to == SaState::Deleting;
-        case SaState::Rekeyed: return to == SaState::Deleting;
+        case SaState::Rekeyed:
+            return to == SaState::Deleting;
         case SaState::Deleting:
-        case SaState::Destroyed: return false;
+        case SaState::Destroyed:
+            return false;
     }
     return false;
 }
@@ -47,16 +58,18 @@ Status EngineImpl::transition(IkeSa& sa, SaState to, Millis now) {
     if (from == to) return {};
     if (!legal(from, to)) {
         m_counters.inc("ike.sa.illegal_transition");
-        std::string what = fmt::format("IKE SA #{} ({}): illegal transition {} -> {}", sa.id, peer(sa).name,
-                                       state_name(from), state_name(to));
+        std::string what = fmt::format("IKE SA #{} ({}): illegal transition {} -> {}", sa.id,
+                                       peer(sa).name, state_name(from), state_name(to));
         m_log->error("{} refused (ike.sa.illegal_transition)", what);
         return Error(ErrorDomain::Ike, 0, what);
     }
-    m_log->info("IKE SA #{} ({}): {} -> {}", sa.id, peer(sa).name, state_name(from), state_name(to));
+    m_log->info("IKE SA #{} ({}): {} -> {}", sa.id, peer(sa).name, state_name(from),
+                state_name(to));
     // Leaving / entering CONNECTING as responder: the half-open accounting (cookies, limits).
     if (!sa.initiator && from == SaState::Connecting) {
         --m_half_open;
-        if (auto it = m_half_open_by_source.find(sa.half_open_source); it != m_half_open_by_source.end())
+        if (auto it = m_half_open_by_source.find(sa.half_open_source);
+            it != m_half_open_by_source.end())
             if (--it->second == 0) m_half_open_by_source.erase(it);
         sa.half_open_source.clear();
     }

@@ -10,18 +10,24 @@ namespace x2sec::ike::task_util {
 
 using namespace wire;
 
-inline Payload notify_payload(uint16_t type, Bytes data = {}, ProtocolId proto = ProtocolId::None, Bytes spi = {}) {
-    return Payload{PayloadType::Notify, false, NotifyPayload{proto, std::move(spi), type, std::move(data)}};
+inline Payload notify_payload(uint16_t type, Bytes data = {}, ProtocolId proto = ProtocolId::None,
+                              Bytes spi = {}) {
+    return Payload{PayloadType::Notify, false,
+                   NotifyPayload{proto, std::move(spi), type, std::move(data)}};
 }
 
-inline Bytes spi4(uint32_t s) { return Bytes{uint8_t(s >> 24), uint8_t(s >> 16), uint8_t(s >> 8), uint8_t(s)}; }
+inline Bytes spi4(uint32_t s) {
+    return Bytes{uint8_t(s >> 24), uint8_t(s >> 16), uint8_t(s >> 8), uint8_t(s)};
+}
 inline Bytes spi8(uint64_t s) {
     Writer w;
     w.u64(s);
     return w.take();
 }
 inline uint32_t read_spi4(BytesView b) {
-    return b.size() == 4 ? (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | b[3] : 0;
+    return b.size() == 4
+               ? (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | b[3]
+               : 0;
 }
 inline uint64_t read_spi8(BytesView b) {
     if (b.size() != 8) return 0;
@@ -29,7 +35,9 @@ inline uint64_t read_spi8(BytesView b) {
     return r.u64();
 }
 
-inline Error sa_gone() { return Error(ErrorDomain::Ike, -1, "IKE SA destroyed"); }
+inline Error sa_gone() {
+    return Error(ErrorDomain::Ike, -1, "IKE SA destroyed");
+}
 
 inline Identity identity_of(const IdPayload& id) {
     Identity i;
@@ -42,7 +50,9 @@ inline Identity identity_of(const IdPayload& id) {
 inline const Bytes& lowest(const Bytes& a, const Bytes& b) {
     return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end()) ? a : b;
 }
-inline bool less(const Bytes& a, const Bytes& b) { return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end()); }
+inline bool less(const Bytes& a, const Bytes& b) {
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+}
 
 // An exchange of one type carrying the given tasks, in order.
 template <typename... Tasks>

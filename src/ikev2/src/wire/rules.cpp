@@ -25,7 +25,8 @@ struct ExchangeRule {
 
 const std::vector<ExchangeRule>& exchange_rules() {
     static const std::vector<ExchangeRule> table = {
-        {ExchangeType::IkeSaInit, false,
+        {ExchangeType::IkeSaInit,
+         false,
          {"IKE_SA_INIT request",
           {{PT::Notify, Opt, 1, notify::Cookie},
            {PT::SA, Req, 1},
@@ -35,7 +36,8 @@ const std::vector<ExchangeRule>& exchange_rules() {
            {PT::VendorId, Opt, 16}}}},
         // The required payloads of responses are in the purpose rules (an error answer carries
         // notifies only).  CERTREQ after the NAT detection notifies, as strongSwan writes it.
-        {ExchangeType::IkeSaInit, true,
+        {ExchangeType::IkeSaInit,
+         true,
          {"IKE_SA_INIT response",
           {{PT::Notify, Opt, 1, notify::Cookie},
            {PT::SA, Opt, 1},
@@ -46,7 +48,8 @@ const std::vector<ExchangeRule>& exchange_rules() {
            {PT::CERTREQ, Opt, 8},
            {PT::Notify, Opt, 32},
            {PT::VendorId, Opt, 16}}}},
-        {ExchangeType::IkeAuth, false,
+        {ExchangeType::IkeAuth,
+         false,
          {"IKE_AUTH request",
           {{PT::IDi, Req, 1},
            {PT::CERT, Opt, 8},
@@ -60,7 +63,8 @@ const std::vector<ExchangeRule>& exchange_rules() {
            {PT::TSr, Opt, 1},
            {PT::Notify, Opt, 32},
            {PT::VendorId, Opt, 16}}}},
-        {ExchangeType::IkeAuth, true,
+        {ExchangeType::IkeAuth,
+         true,
          {"IKE_AUTH response",
           {{PT::IDr, Opt, 1},
            {PT::CERT, Opt, 8},
@@ -71,7 +75,8 @@ const std::vector<ExchangeRule>& exchange_rules() {
            {PT::TSr, Opt, 1},
            {PT::Notify, Opt, 32},
            {PT::VendorId, Opt, 16}}}},
-        {ExchangeType::CreateChildSa, false,
+        {ExchangeType::CreateChildSa,
+         false,
          {"CREATE_CHILD_SA request",
           {{PT::Notify, Opt, 1, notify::RekeySa},
            {PT::SA, Req, 1},
@@ -81,7 +86,8 @@ const std::vector<ExchangeRule>& exchange_rules() {
            {PT::TSr, Opt, 1},
            {PT::Notify, Opt, 32},
            {PT::VendorId, Opt, 16}}}},
-        {ExchangeType::CreateChildSa, true,
+        {ExchangeType::CreateChildSa,
+         true,
          {"CREATE_CHILD_SA response",
           {{PT::SA, Opt, 1},
            {PT::Nonce, Opt, 1},
@@ -90,12 +96,20 @@ const std::vector<ExchangeRule>& exchange_rules() {
            {PT::TSr, Opt, 1},
            {PT::Notify, Opt, 32},
            {PT::VendorId, Opt, 16}}}},
-        {ExchangeType::Informational, false,
+        {ExchangeType::Informational,
+         false,
          {"INFORMATIONAL request",
-          {{PT::Notify, Opt, 32}, {PT::Delete, Opt, 16}, {PT::VendorId, Opt, 16}, {PT::CP, Opt, 1}}}},
-        {ExchangeType::Informational, true,
+          {{PT::Notify, Opt, 32},
+           {PT::Delete, Opt, 16},
+           {PT::VendorId, Opt, 16},
+           {PT::CP, Opt, 1}}}},
+        {ExchangeType::Informational,
+         true,
          {"INFORMATIONAL response",
-          {{PT::Notify, Opt, 32}, {PT::Delete, Opt, 16}, {PT::VendorId, Opt, 16}, {PT::CP, Opt, 1}}}},
+          {{PT::Notify, Opt, 32},
+           {PT::Delete, Opt, 16},
+           {PT::VendorId, Opt, 16},
+           {PT::CP, Opt, 1}}}},
     };
     return table;
 }
@@ -109,14 +123,26 @@ const std::vector<PurposeRule>& purpose_rules() {
     static const std::vector<PurposeRule> table = {
         {ResponsePurpose::IkeSaInit,
          {"IKE_SA_INIT response",
-          {{PT::Notify, Suf, 1, notify::Cookie}, {PT::SA, Req, 1}, {PT::KE, Req, 1}, {PT::Nonce, Req, 1}, kErrorAnswers},
+          {{PT::Notify, Suf, 1, notify::Cookie},
+           {PT::SA, Req, 1},
+           {PT::KE, Req, 1},
+           {PT::Nonce, Req, 1},
+           kErrorAnswers},
           false}},
-        {ResponsePurpose::IkeAuth, {"IKE_AUTH response", {{PT::IDr, Req, 1}, {PT::AUTH, Req, 1}, kErrorAnswers}, false}},
+        {ResponsePurpose::IkeAuth,
+         {"IKE_AUTH response", {{PT::IDr, Req, 1}, {PT::AUTH, Req, 1}, kErrorAnswers}, false}},
         {ResponsePurpose::AuthChild,
-         {"IKE_AUTH response (Child SA)", {{PT::SA, Req, 1}, {PT::TSi, Req, 1}, {PT::TSr, Req, 1}, kErrorAnswers}, false}},
+         {"IKE_AUTH response (Child SA)",
+          {{PT::SA, Req, 1}, {PT::TSi, Req, 1}, {PT::TSr, Req, 1}, kErrorAnswers},
+          false}},
         {ResponsePurpose::CreateChild,
          {"CREATE_CHILD_SA response (Child SA)",
-          {{PT::SA, Req, 1}, {PT::Nonce, Req, 1}, {PT::KE, Opt, 1}, {PT::TSi, Req, 1}, {PT::TSr, Req, 1}, kErrorAnswers},
+          {{PT::SA, Req, 1},
+           {PT::Nonce, Req, 1},
+           {PT::KE, Opt, 1},
+           {PT::TSi, Req, 1},
+           {PT::TSr, Req, 1},
+           kErrorAnswers},
           false}},
         {ResponsePurpose::RekeyIke,
          {"CREATE_CHILD_SA response (IKE SA rekey)",
@@ -124,7 +150,11 @@ const std::vector<PurposeRule>& purpose_rules() {
           false}},
         {ResponsePurpose::CreateChildRequest,
          {"CREATE_CHILD_SA request",
-          {{PT::SA, Req, 1}, {PT::Nonce, Req, 1}, {PT::KE, Opt, 1}, {PT::TSi, Req, 1}, {PT::TSr, Req, 1}},
+          {{PT::SA, Req, 1},
+           {PT::Nonce, Req, 1},
+           {PT::KE, Opt, 1},
+           {PT::TSi, Req, 1},
+           {PT::TSr, Req, 1}},
           false}},
     };
     return table;
@@ -164,9 +194,12 @@ std::string row_name(const PayloadRule& r) {
 
 const char* to_string(Presence p) {
     switch (p) {
-        case Presence::Required: return "required";
-        case Presence::Optional: return "optional";
-        case Presence::Sufficient: return "sufficient";
+        case Presence::Required:
+            return "required";
+        case Presence::Optional:
+            return "optional";
+        case Presence::Sufficient:
+            return "sufficient";
     }
     return "?";
 }
@@ -183,7 +216,9 @@ const MessageRule& purpose_rule(ResponsePurpose p) {
     return purpose_rules().front().rule;  // every enumerator has a row (test_wire checks)
 }
 
-const char* to_string(ResponsePurpose p) { return purpose_rule(p).name.data(); }
+const char* to_string(ResponsePurpose p) {
+    return purpose_rule(p).name.data();
+}
 
 Result<Checked> check_rules(const MessageRule& rule, const std::vector<Payload>& payloads) {
     std::vector<unsigned> counts(rule.payloads.size(), 0);
@@ -191,23 +226,26 @@ Result<Checked> check_rules(const MessageRule& rule, const std::vector<Payload>&
     for (const auto& p : payloads) {
         if (p.as<UnknownPayload>()) continue;
         if (p.type == PT::SK || p.type == PT::SKF)
-            return syntax_error(std::string(to_string(p.type)) + " payload inside an encrypted message");
+            return syntax_error(std::string(to_string(p.type)) +
+                                " payload inside an encrypted message");
         int row = row_of(rule, p);
         if (row < 0) {
             if (!rule.closed) continue;
-            return syntax_error(std::string(to_string(p.type)) + " payload not allowed in " + std::string(rule.name));
+            return syntax_error(std::string(to_string(p.type)) + " payload not allowed in " +
+                                std::string(rule.name));
         }
         const auto& r = rule.payloads[static_cast<size_t>(row)];
         if (++counts[static_cast<size_t>(row)] > r.max)
-            return syntax_error(std::string(rule.name) + " has more than " + std::to_string(r.max) + " " + row_name(r) +
-                                " payloads");
+            return syntax_error(std::string(rule.name) + " has more than " + std::to_string(r.max) +
+                                " " + row_name(r) + " payloads");
         if (r.presence == Presence::Sufficient && !c.m_answer) c.m_answer = &p;
     }
     for (size_t i = 0; i < rule.payloads.size(); ++i) {
         const auto& r = rule.payloads[i];
         if (r.presence != Presence::Required || counts[i] > 0) continue;
         c.m_complete = false;
-        if (!c.m_answer) return syntax_error(std::string(rule.name) + ": no " + row_name(r) + " payload");
+        if (!c.m_answer)
+            return syntax_error(std::string(rule.name) + ": no " + row_name(r) + " payload");
     }
     return c;
 }
@@ -222,8 +260,9 @@ void order_payloads(const MessageRule& rule, std::vector<Payload>& payloads) {
 }
 
 bool Checked::required(PayloadType t) const {
-    return std::any_of(m_rule->payloads.begin(), m_rule->payloads.end(),
-                       [&](const PayloadRule& r) { return r.type == t && r.presence == Presence::Required; });
+    return std::any_of(m_rule->payloads.begin(), m_rule->payloads.end(), [&](const PayloadRule& r) {
+        return r.type == t && r.presence == Presence::Required;
+    });
 }
 
 void Checked::missing(PayloadType t) const {
@@ -231,7 +270,9 @@ void Checked::missing(PayloadType t) const {
                            " read as guaranteed, but the rule does not require it");
 }
 
-const NotifyPayload* Checked::notify(uint16_t type) const { return find_notify(*m_payloads, type); }
+const NotifyPayload* Checked::notify(uint16_t type) const {
+    return find_notify(*m_payloads, type);
+}
 
 const NotifyPayload* Checked::error() const {
     for (const auto& p : *m_payloads)
@@ -243,16 +284,26 @@ const char* body_name(const Payload& p) {
     return std::visit(
         [](const auto& b) -> const char* {
             using T = std::decay_t<decltype(b)>;
-            if constexpr (std::is_same_v<T, UnknownPayload>) return "unknown";
-            else if constexpr (std::is_same_v<T, SaPayload>) return to_string(PayloadType::SA);
-            else if constexpr (std::is_same_v<T, KePayload>) return to_string(PayloadType::KE);
-            else if constexpr (std::is_same_v<T, NoncePayload>) return to_string(PayloadType::Nonce);
-            else if constexpr (std::is_same_v<T, TsPayload>) return "TS";
-            else if constexpr (std::is_same_v<T, IdPayload>) return "ID";
-            else if constexpr (std::is_same_v<T, NotifyPayload>) return to_string(PayloadType::Notify);
-            else if constexpr (std::is_same_v<T, DeletePayload>) return to_string(PayloadType::Delete);
-            else if constexpr (std::is_same_v<T, AuthPayload>) return to_string(PayloadType::AUTH);
-            else return "other";
+            if constexpr (std::is_same_v<T, UnknownPayload>)
+                return "unknown";
+            else if constexpr (std::is_same_v<T, SaPayload>)
+                return to_string(PayloadType::SA);
+            else if constexpr (std::is_same_v<T, KePayload>)
+                return to_string(PayloadType::KE);
+            else if constexpr (std::is_same_v<T, NoncePayload>)
+                return to_string(PayloadType::Nonce);
+            else if constexpr (std::is_same_v<T, TsPayload>)
+                return "TS";
+            else if constexpr (std::is_same_v<T, IdPayload>)
+                return "ID";
+            else if constexpr (std::is_same_v<T, NotifyPayload>)
+                return to_string(PayloadType::Notify);
+            else if constexpr (std::is_same_v<T, DeletePayload>)
+                return to_string(PayloadType::Delete);
+            else if constexpr (std::is_same_v<T, AuthPayload>)
+                return to_string(PayloadType::AUTH);
+            else
+                return "other";
         },
         p.body);
 }
