@@ -10,21 +10,8 @@ namespace x2sec::ike {
 
 using namespace wire;
 
-const char* state_name(SaState s) {
-    switch (s) {
-        case SaState::Created: return "CREATED";
-        case SaState::Connecting: return "CONNECTING";
-        case SaState::Established: return "ESTABLISHED";
-        case SaState::Rekeying: return "REKEYING";
-        case SaState::Rekeyed: return "REKEYED";
-        case SaState::Deleting: return "DELETING";
-        case SaState::Destroyed: return "DESTROYED";
-    }
-    return "?";
-}
-
 EngineImpl::EngineImpl(EngineConfig config, ChildSaBackend& backend, Rng& rng)
-    : m_config(std::move(config)), m_backend(backend), m_rng(rng), m_log(log::get("ike")) {
+    : m_config(std::move(config)), m_backend(backend), m_rng(rng), m_log(log::get("ike")), m_children(m_counters, m_log) {
     ChildSaEvents ev;
     ev.soft_expired = [this](uint32_t spi) {
         std::lock_guard lock(m_expired_mutex);
@@ -100,26 +87,13 @@ void EngineImpl::reap(IkeSa& sa) {
 }
 
 ChildSa& EngineImpl::attach_child(IkeSa& sa, ChildSa child) {
-    auto [it, fresh] = m_child_owner.emplace(child.spi_in, sa.id);
-    if (!fresh) {
-        // Cannot happen (inbound SPIs are unique, moves detach first); check_indexes() reports it.
-        m_log->error("Child SA {:08x}: inbound SPI already indexed under IKE SA #{}, attached to #{}", child.spi_in,
-                     it->second, sa.id);
-        it->second = sa.id;
-    }
     touch(sa);
-    sa.children.push_back(std::move(child));
-    return sa.children.back();
+    return m_children.attach(sa, std::move(child));
 }
 
 ChildSa EngineImpl::detach_child(IkeSa& sa, std::vector<ChildSa>::iterator it) {
-    ChildSa c = std::move(*it);
-    sa.children.erase(it);
-    auto o = m_child_owner.find(c.spi_in);
-    if (o != m_child_owner.end() && o->second == sa.id) m_child_owner.erase(o);
-    else m_log->error("Child SA {:08x}: not indexed under IKE SA #{} when detached", c.spi_in, sa.id);
     touch(sa);
-    return c;
+    return m_children.detach(sa, it);
 }
 
 void EngineImpl::move_children(IkeSa& from, IkeSa& to) {
@@ -128,18 +102,19 @@ void EngineImpl::move_children(IkeSa& from, IkeSa& to) {
 }
 
 IkeSa* EngineImpl::child_owner(uint32_t spi_in) {
-    auto it = m_child_owner.find(spi_in);
-    return it == m_child_owner.end() ? nullptr : find_sa(it->second);
+    auto id = m_children.owner(spi_in);
+    return id ? find_sa(*id) : nullptr;
 }
 
 Status EngineImpl::check_indexes() const {
     auto bad = [](std::string what) { return Error(ErrorDomain::Ike, 0, std::move(what)); };
+    const auto& owners = m_children.index();
     size_t held = 0;
     for (const auto& [id, sa] : m_sas)
         for (const auto& c : sa->children) {
             ++held;
-            auto it = m_child_owner.find(c.spi_in);
-            if (it == m_child_owner.end())
+            auto it = owners.find(c.spi_in);
+            if (it == owners.end())
                 return bad(fmt::format("Child SA {:08x} of IKE SA #{} is missing from the owner index", c.spi_in, id));
             if (it->second != id)
                 return bad(fmt::format("Child SA {:08x} of IKE SA #{} is indexed under IKE SA #{}", c.spi_in, id,
@@ -147,8 +122,8 @@ Status EngineImpl::check_indexes() const {
             if (!m_child_spis.count(c.spi_in))
                 return bad(fmt::format("Child SA {:08x} of IKE SA #{} is not among the SPIs handed out", c.spi_in, id));
         }
-    if (held != m_child_owner.size())
-        for (const auto& [spi, id] : m_child_owner) {
+    if (held != owners.size())
+        for (const auto& [spi, id] : owners) {
             auto sa = m_sas.find(id);
             bool holds = sa != m_sas.end() && std::any_of(sa->second->children.begin(), sa->second->children.end(),
                                                           [&, s = spi](const ChildSa& c) { return c.spi_in == s; });
@@ -156,13 +131,13 @@ Status EngineImpl::check_indexes() const {
                 return bad(fmt::format("owner index entry {:08x} -> IKE SA #{}: that IKE SA holds no such Child SA",
                                        spi, id));
         }
-    if (held != m_child_owner.size())
-        return bad(fmt::format("{} Child SAs held but {} owner index entries", held, m_child_owner.size()));
+    if (held != owners.size())
+        return bad(fmt::format("{} Child SAs held but {} owner index entries", held, owners.size()));
     // Every SPI handed out is held by a Child SA or reserved by an exchange in flight.
     size_t reserved = 0;
     auto count_reserved = [&](const Exchange& ex) {
         for (const auto& t : ex.tasks)
-            if (uint32_t s = t->reserved_child_spi(); s != 0 && !m_child_owner.count(s)) ++reserved;
+            if (uint32_t s = t->reserved_child_spi(); s != 0 && !owners.count(s)) ++reserved;
     };
     for (const auto& [id, sa] : m_sas) {
         if (sa->outstanding) count_reserved(sa->outstanding->exchange);
@@ -226,41 +201,6 @@ IkeSa& EngineImpl::new_sa(size_t peer_idx, bool initiator, Millis now) {
     return ref;
 }
 
-// Legal IKE SA state transitions.
-void EngineImpl::transition(IkeSa& sa, SaState to) {
-    static const std::vector<std::pair<SaState, SaState>> legal = {
-        {SaState::Created, SaState::Connecting},     {SaState::Created, SaState::Established},
-        {SaState::Connecting, SaState::Established}, {SaState::Connecting, SaState::Deleting},
-        {SaState::Established, SaState::Rekeying},   {SaState::Established, SaState::Rekeyed},
-        {SaState::Established, SaState::Deleting},   {SaState::Rekeying, SaState::Established},
-        {SaState::Rekeying, SaState::Rekeyed},       {SaState::Rekeying, SaState::Deleting},
-        {SaState::Rekeyed, SaState::Deleting},
-    };
-    if (sa.state == to) return;
-    bool ok = to == SaState::Destroyed;
-    for (const auto& [a, b] : legal) ok |= a == sa.state && b == to;
-    if (!ok) {
-        m_log->warn("IKE SA #{} ({}): illegal transition {} -> {} ignored", sa.id, peer(sa).name,
-                    state_name(sa.state), state_name(to));
-        return;
-    }
-    m_log->info("IKE SA #{} ({}): {} -> {}", sa.id, peer(sa).name, state_name(sa.state), state_name(to));
-    if (!sa.initiator && sa.state == SaState::Connecting) {
-        --m_half_open;
-        if (auto it = m_half_open_by_source.find(sa.half_open_source); it != m_half_open_by_source.end())
-            if (--it->second == 0) m_half_open_by_source.erase(it);
-        sa.half_open_source.clear();
-    }
-    if (!sa.initiator && to == SaState::Connecting) {
-        ++m_half_open;
-        sa.half_open_source = source_key(sa.remote.addr);
-        ++m_half_open_by_source[sa.half_open_source];
-    }
-    sa.state = to;
-    if (to == SaState::Destroyed) m_destroyed.push_back(sa.id);
-    touch(sa);
-}
-
 void EngineImpl::event(const IkeSa& sa, Event::Kind k, int code, std::string detail) {
     Event e;
     e.kind = k;
@@ -303,8 +243,8 @@ void EngineImpl::destroy(IkeSa& sa, Millis now, bool remove_children, const std:
         for (auto& c : sa.children) spis.push_back(c.spi_in);
         for (auto s : spis) remove_child(sa, s, true, "(IKE SA gone)");
     }
-    bool was_up = sa.established_at != 0 && sa.state != SaState::Rekeyed;
-    transition(sa, SaState::Destroyed);
+    bool was_up = sa.up() && sa.state != SaState::Rekeyed;
+    (void)transition(sa, SaState::Destroyed, now);  // legal from every state
     if (was_up) event(sa, Event::Kind::IkeSaDown, 0, why);
 }
 
@@ -334,8 +274,10 @@ void EngineImpl::send_packets(IkeSa& sa, const std::vector<Bytes>& packets) {
     }
 }
 
-Result<std::vector<Bytes>> EngineImpl::protect(IkeSa& sa, Header h, const std::vector<Payload>& payloads) {
+Result<std::vector<Bytes>> EngineImpl::protect(IkeSa& sa, Header h, std::vector<Payload> payloads) {
     if (!sa.cipher_out) return Error(ErrorDomain::Ike, 0, "no keys to protect the message");
+    // Written in the order of the exchange's rule (the tasks of an exchange append theirs).
+    if (const MessageRule* rule = find_rule(h.exchange, (h.flags & kFlagResponse) != 0)) order_payloads(*rule, payloads);
     Writer inner;
     uint8_t first = encode_chain(inner, payloads);
     const Bytes& pt = inner.data();
@@ -481,11 +423,12 @@ void EngineImpl::start_next(IkeSa& sa, Millis now) {
             Message m;
             m.header = h;
             m.payloads = std::move(payloads);
+            order_payloads(*find_rule(ExchangeType::IkeSaInit, false), m.payloads);
             o.packets.push_back(m.encode());
             sa.init_req = o.packets.front();
             o.unprotected = true;
         } else {
-            auto packets = protect(sa, h, payloads);
+            auto packets = protect(sa, h, std::move(payloads));
             if (!packets.ok()) {
                 m_log->error("IKE SA #{}: cannot protect {} request: {}", sa.id, to_string(ex.type),
                              packets.error().to_string());
@@ -700,7 +643,7 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
         sa->local = d.local;
     }
     const MessageRule* rule = find_rule(h.exchange, response);
-    auto st = rule ? check_rules(*rule, inner) : Status(syntax_error("no rule"));
+    auto st = rule ? check_rules(*rule, inner) : Result<Checked>(syntax_error("no rule"));
     if (!st.ok()) {
         drop(d, "invalid_syntax", st.error().detail());
         if (!response) {
@@ -713,8 +656,8 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
         }
         return;
     }
-    if (!response) process_request(*sa, d, h, inner, now);
-    else process_response(*sa, h, inner, now);
+    if (!response) process_request(*sa, d, h, *st, now);
+    else process_response(*sa, h, *st, now);
 }
 
 // RFC 7296 2.3 and 3.10.1: a request outside the window is never processed nor acknowledged.
@@ -733,7 +676,7 @@ void EngineImpl::out_of_window_request(IkeSa& sa, const Datagram& d, const Messa
     std::string what = fmt::format("{} request #{} outside the window (expected #{}) on IKE SA #{}",
                                    to_string(h.exchange), h.message_id, sa.peer_mid, sa.id);
     std::string silent;
-    bool established = sa.established_at != 0 && (sa.state == SaState::Established || sa.state == SaState::Rekeying);
+    bool established = sa.state == SaState::Established || sa.state == SaState::Rekeying;
     if (!established) silent = "IKE SA not established";
     else if (h.message_id < sa.peer_mid) silent = "behind the window (stale duplicate)";
     else if (m_config.invalid_mid_notify_interval_ms <= 0) silent = "INVALID_MESSAGE_ID notifies disabled";
@@ -770,7 +713,7 @@ void EngineImpl::out_of_window_request(IkeSa& sa, const Datagram& d, const Messa
     queue_exchange(sa, make_invalid_mid_exchange(h.message_id), now);
 }
 
-void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, const std::vector<Payload>& pl, Millis now) {
+void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, const Checked& in, Millis now) {
     sa.peer_mid++;
     switch (h.exchange) {
         case ExchangeType::IkeAuth:
@@ -779,25 +722,25 @@ void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, co
                 send_error_response(sa, h.exchange, h.message_id, notify::InvalidSyntax);
                 return;
             }
-            respond_ike_auth(sa, h.message_id, pl, now);
+            respond_ike_auth(sa, h.message_id, in, now);
             return;
         case ExchangeType::CreateChildSa:
-            if (sa.state == SaState::Connecting || sa.established_at == 0) {
+            if (!sa.up()) {
                 send_error_response(sa, h.exchange, h.message_id, notify::InvalidSyntax);
                 return;
             }
-            respond_create_child(sa, h.message_id, pl, now);
+            respond_create_child(sa, h.message_id, in, now);
             return;
         case ExchangeType::Informational:
             // Counted so a peer's liveness checks (RFC 7296 2.4: an empty INFORMATIONAL request)
             // are visible in the counters and the log.
             count("informational_request");
-            if (pl.empty()) {
+            if (in.all().empty()) {
                 count("liveness_check");
                 m_log->debug("IKE SA #{} ({}): liveness check (empty INFORMATIONAL request #{}) from {}, answering",
                              sa.id, peer(sa).name, h.message_id, sa.remote.to_string());
             }
-            respond_informational(sa, h.message_id, pl, now);
+            respond_informational(sa, h.message_id, in, now);
             return;
         default: return;
     }
@@ -811,6 +754,7 @@ const char* purpose_counter(ResponsePurpose p) {
         case ResponsePurpose::AuthChild: return "ike_auth_child_response";
         case ResponsePurpose::CreateChild: return "create_child_response";
         case ResponsePurpose::RekeyIke: return "rekey_ike_response";
+        case ResponsePurpose::CreateChildRequest: return "create_child_request";
     }
     return "response";
 }
@@ -828,29 +772,27 @@ void EngineImpl::refuse_response(IkeSa& sa, Task& t, ResponsePurpose purpose, co
     t.refuse(*this, sa, why, now);
 }
 
-void EngineImpl::process_response(IkeSa& sa, const Header&, const std::vector<Payload>& pl, Millis now) {
+void EngineImpl::process_response(IkeSa& sa, const Header&, const Checked& in, Millis now) {
     Outstanding o = std::move(*sa.outstanding);
     sa.outstanding.reset();
     sa.my_mid++;
     uint64_t id = sa.id;
-    // A response with no error notify accepts the request: each task's required payloads
-    // (wire::check_accepting_response) are checked here, once, before the task reads any.
-    bool accepting = std::none_of(pl.begin(), pl.end(), [](const Payload& p) {
-        auto* n = p.as<NotifyPayload>();
-        return n && notify::is_error(n->type);
-    });
     size_t done = 0;  // tasks that ran (processed, refused or failed)
     for (; done < o.exchange.tasks.size(); ++done) {
         auto& t = o.exchange.tasks[done];
         IkeSa* cur = find_sa(id);
         if (!cur || cur->state == SaState::Destroyed) break;
-        if (auto purpose = t->purpose(); purpose && accepting) {
-            if (auto req = check_accepting_response(*purpose, pl); !req.ok()) {
-                refuse_response(*cur, *t, *purpose, req.error(), now);
+        // What the task reads (its purpose's rule: required payloads, or an error answer) is
+        // checked here, once, before the task reads any.
+        std::optional<Result<Checked>> own;
+        if (auto purpose = t->purpose()) {
+            own = check_rules(purpose_rule(*purpose), in.all());
+            if (!own->ok()) {
+                refuse_response(*cur, *t, *purpose, own->error(), now);
                 continue;
             }
         }
-        auto st = t->process(*this, *cur, pl, now);
+        auto st = t->process(*this, *cur, own ? **own : in, now);
         if (!st.ok() && !(st.error().domain() == ErrorDomain::Ike && st.error().code() == -1))  // -1: SA gone
             m_log->warn("IKE SA #{}: task {} failed: {}", id, t->name(), st.error().to_string());
     }
@@ -900,9 +842,9 @@ void EngineImpl::tick(Millis now) {
         auto [sa, c] = owner_of(spi, "soft");
         if (!c) continue;
         m_counters.inc("ike.child.soft_expired");
-        if (c->st != ChildSa::St::Installed || sa->state != SaState::Established) {
+        if (c->st() != ChildSa::St::Installed || sa->state != SaState::Established) {
             m_log->info("IKE SA #{}: Child SA {} {:08x}: soft lifetime expired while {} / IKE SA {}, no rekey", sa->id,
-                        c->name, spi, c->st == ChildSa::St::Rekeying ? "rekeying" : "not installed",
+                        c->name, spi, c->st() == ChildSa::St::Rekeying ? "rekeying" : "not installed",
                         state_name(sa->state));
             continue;
         }
@@ -963,7 +905,7 @@ void EngineImpl::run_timers(IkeSa& sa_ref, Millis now) {
             m_log->warn("IKE SA #{} ({}): no response to {} #{} after {} retransmissions", sa->id, peer(*sa).name, what,
                         o.mid, o.tries);
             m_counters.inc("ike.tx.timeout");
-            bool was_init = sa->established_at == 0;
+            bool was_init = !sa->up();
             fail_outstanding(*sa, now, "retransmission timeout");
             event(*sa, was_init ? Event::Kind::NegotiationFailed : Event::Kind::PeerDead, 0,
                   "no response to " + what + " after " + std::to_string(m_config.retransmit.tries) + " retransmissions");
@@ -978,7 +920,7 @@ void EngineImpl::run_timers(IkeSa& sa_ref, Millis now) {
         send_packets(*sa, o.packets);
     }
     // Half-open expiry.
-    if (sa->state == SaState::Connecting && sa->established_at == 0 && !sa->initiator &&
+    if (sa->state == SaState::Connecting && !sa->initiator &&
         now - sa->created_at >= m_config.half_open_timeout_ms) {
         m_counters.inc("ike.half_open_expired");
         destroy(*sa, now, true, "half-open timeout");
@@ -992,7 +934,7 @@ void EngineImpl::run_timers(IkeSa& sa_ref, Millis now) {
         return;
     }
     for (auto& c : sa->children)
-        if (c.rekey_at && now >= c.rekey_at && c.st == ChildSa::St::Installed) {
+        if (c.rekey_at && now >= c.rekey_at && c.st() == ChildSa::St::Installed) {
             c.rekey_at = 0;
             uint32_t spi = c.spi_in;
             (void)rekey_child(sa->id, spi, now);
@@ -1012,12 +954,12 @@ std::optional<Millis> EngineImpl::sa_deadline(const IkeSa& sa) const {
     };
     if (sa.state == SaState::Destroyed) return best;
     if (sa.outstanding) consider(sa.outstanding->next_retransmit);
-    if (sa.state == SaState::Connecting && sa.established_at == 0 && !sa.initiator)
+    if (sa.state == SaState::Connecting && !sa.initiator)
         consider(sa.created_at + m_config.half_open_timeout_ms);
     if (sa.state != SaState::Established) return best;
     if (sa.rekey_at) consider(sa.rekey_at);
     for (const auto& c : sa.children)
-        if (c.rekey_at && c.st == ChildSa::St::Installed) consider(c.rekey_at);
+        if (c.rekey_at && c.st() == ChildSa::St::Installed) consider(c.rekey_at);
     const auto& p = m_config.peers[sa.peer_idx];
     if (p.dpd_interval_ms && !sa.outstanding && sa.queue.empty())
         consider(sa.last_rx + static_cast<Millis>(p.dpd_interval_ms));
@@ -1138,7 +1080,7 @@ Status EngineImpl::initiate(const std::string& name, Millis now) {
         IkeSa& sa = new_sa(i, true, now);
         sa.spi_i = new_ike_spi();
         index_spi(sa);
-        transition(sa, SaState::Connecting);
+        X2SEC_TRY_STATUS(transition(sa, SaState::Connecting, now));
         queue_exchange(sa, make_ike_init_exchange(), now);
         return {};
     }
@@ -1161,7 +1103,7 @@ Status EngineImpl::rekey_child(uint64_t id, uint32_t spi_in, Millis now) {
     if (!sa || sa->state != SaState::Established) return not_found(id);
     ChildSa* c = child_by_in(*sa, spi_in);
     if (!c) return Error(ErrorDomain::Ike, 0, "no Child SA with inbound SPI " + std::to_string(spi_in));
-    if (c->st != ChildSa::St::Installed) return Error(ErrorDomain::Ike, 0, "Child SA is already rekeying or deleting");
+    if (c->st() != ChildSa::St::Installed) return Error(ErrorDomain::Ike, 0, "Child SA is already rekeying or deleting");
     queue_exchange(*sa, make_rekey_child_exchange(spi_in), now);
     return {};
 }
@@ -1189,7 +1131,7 @@ Status EngineImpl::delete_child(uint64_t id, uint32_t spi_in, Millis now) {
 Status EngineImpl::delete_ike(uint64_t id, Millis now) {
     IkeSa* sa = find_sa(id);
     if (!sa || sa->state == SaState::Destroyed) return not_found(id);
-    if (sa->established_at == 0) {
+    if (!sa->up()) {
         destroy(*sa, now, true, "deleted before establishment");
         return {};
     }
@@ -1272,12 +1214,7 @@ std::vector<IkeSaInfo> EngineImpl::list_sas() const {
             ci.ts_local = c.ts_local;
             ci.ts_remote = c.ts_remote;
             ci.established_at = c.established_at;
-            switch (c.st) {
-                case ChildSa::St::Installed: ci.state = "INSTALLED"; break;
-                case ChildSa::St::Rekeying: ci.state = "REKEYING"; break;
-                case ChildSa::St::Rekeyed: ci.state = "REKEYED"; break;
-                case ChildSa::St::Deleting: ci.state = "DELETING"; break;
-            }
+            ci.state = state_name(c.st());
             i.children.push_back(std::move(ci));
         }
         out.push_back(std::move(i));

@@ -17,157 +17,11 @@
 #include <x2sec/ikev2/keymat.hpp>
 #include <x2sec/ikev2/wire.hpp>
 
+#include "sa/child_sa_table.hpp"
+#include "sa/ike_sa.hpp"
+#include "tasks/task.hpp"
+
 namespace x2sec::ike {
-
-enum class SaState { Created, Connecting, Established, Rekeying, Rekeyed, Deleting, Destroyed };
-const char* state_name(SaState s);
-
-struct ChildSa {
-    enum class St { Installed, Rekeying, Rekeyed, Deleting };
-    std::string name;
-    size_t cfg = 0;
-    uint32_t reqid = 0;
-    uint32_t spi_in = 0, spi_out = 0;
-    EspCipher cipher = EspCipher::AesGcm16_128;
-    bool esn = false;
-    std::optional<crypto::DhGroup> pfs;
-    IpsecMode mode = IpsecMode::Tunnel;
-    std::vector<TrafficSelector> ts_local, ts_remote;
-    Millis established_at = 0;
-    Millis rekey_at = 0;  // 0: none
-    St st = St::Installed;
-    bool installed = false;
-    bool down_reported = false;  // ChildSaDown already raised (hard expiry): the delete completes quietly
-    // Set when we answered the peer's REKEY_SA for this child while our own rekey of it was
-    // pending (RFC 7296 2.8 collision): the child we created and the nonces of their exchange.
-    uint32_t collision_spi_in = 0;
-    Bytes collision_ni, collision_nr;
-    // The rekeyed (old) child replaced by this one, for set_outbound on its deletion.
-    uint32_t replaces_spi_in = 0;
-};
-
-struct IkeSa;
-class EngineImpl;
-
-// A task contributes payloads to one exchange as initiator and processes the response.
-struct Task {
-    virtual ~Task() = default;
-    virtual const char* name() const = 0;
-    virtual Status build(EngineImpl& e, IkeSa& sa, std::vector<wire::Payload>& out, Millis now) = 0;
-    virtual Status process(EngineImpl& e, IkeSa& sa, const std::vector<wire::Payload>& in, Millis now) = 0;
-    // The exchange failed (retransmission timeout, error notify, SA going away).
-    virtual void abort(EngineImpl&, IkeSa&, Millis) {}
-    // What a response accepting this task's request must hold (wire::check_accepting_response,
-    // enforced once by EngineImpl::process_response before process()); none: no such rule.
-    virtual std::optional<wire::ResponsePurpose> purpose() const { return std::nullopt; }
-    // The response is unusable (a required payload absent, selectors widened, a transform we did
-    // not offer): give up the exchange and undo, and have the peer delete, what it created.
-    // Called through EngineImpl::refuse_response (which counts and logs).  Default: abort().
-    virtual void refuse(EngineImpl& e, IkeSa& sa, const Error&, Millis now) { abort(e, sa, now); }
-    // An inbound Child SPI this task holds reserved but not yet attached to a Child SA (0 if
-    // none); EngineImpl::check_indexes accounts for it.
-    virtual uint32_t reserved_child_spi() const { return 0; }
-};
-
-struct Exchange {
-    wire::ExchangeType type = wire::ExchangeType::Informational;
-    std::vector<std::unique_ptr<Task>> tasks;
-};
-
-struct Outstanding {
-    uint32_t mid = 0;
-    std::vector<Bytes> packets;
-    Exchange exchange;
-    unsigned tries = 0;
-    Millis next_retransmit = 0;
-    bool unprotected = false;  // IKE_SA_INIT
-};
-
-struct CachedResponse {
-    uint32_t mid = 0;
-    std::vector<Bytes> packets;
-};
-
-struct Reassembly {
-    uint32_t mid = 0;
-    uint16_t total = 0;
-    uint8_t first_next = 0;
-    std::map<uint16_t, Bytes> parts;
-    size_t bytes = 0;
-    bool active = false;
-    void reset() { *this = Reassembly{}; }
-};
-
-struct IkeRekeyState {
-    // Our own rekey exchange (initiator): new SPI and our nonce, DH key.
-    uint64_t new_spi = 0;
-    Bytes ni;
-    std::optional<crypto::DhKeyPair> dh;
-    // The peer's rekey we answered while ours was pending (collision), or answered alone.
-    uint64_t theirs_id = 0;  // the new IkeSa created as responder
-    Bytes their_ni, their_nr;
-};
-
-constexpr Millis kNoTimer = INT64_MAX;
-
-struct IkeSa {
-    uint64_t id = 0;
-    size_t peer_idx = 0;
-    bool initiator = false;
-    SaState state = SaState::Created;
-    uint64_t spi_i = 0, spi_r = 0;
-    Endpoint local, remote;
-    bool natt_port = false;  // using the NAT-T ports with the non-ESP marker
-    bool nat_local = false, nat_remote = false, encap = false;
-    bool fake_nat = false;
-
-    IkeAlgorithms algs;
-    std::optional<crypto::Prf> prf;
-    std::optional<crypto::SkCipher> cipher_out, cipher_in;
-    SecureBytes sk_d, sk_pi, sk_pr;
-    Bytes ni, nr;
-    Bytes init_req, init_resp;  // the IKE_SA_INIT messages as sent, for AUTH
-    std::optional<crypto::DhKeyPair> dh;
-    Bytes cookie;
-    unsigned init_attempts = 0;
-
-    bool peer_frag = false;
-    bool peer_sent_hashes = false;
-    std::vector<uint16_t> peer_hashes;
-    std::vector<Bytes> peer_certreq;  // SHA-1 SPKI hashes from the peer's CERTREQs, no duplicates
-
-    uint32_t my_mid = 0;    // Message ID of our next request
-    uint32_t peer_mid = 0;  // Message ID of the peer's next request
-    std::optional<Outstanding> outstanding;
-    std::deque<Exchange> queue;
-    std::optional<CachedResponse> cached;
-    Reassembly frag_req, frag_resp;
-
-    // Changed only through EngineImpl::attach_child / detach_child (they keep m_child_owner).
-    std::vector<ChildSa> children;
-    Millis created_at = 0, established_at = 0, rekey_at = 0, last_rx = 0;
-    std::string local_id_text, remote_id_text, local_auth_desc, remote_auth_desc;
-    // The peer certificate's subject as DER, formatted only when the SA is listed (RFC 2253
-    // formatting costs more than the DER copy, ~5 us, on every authentication).
-    Bytes peer_cert_subject_der;
-    std::string peer_cert_anchor;
-    IkeRekeyState rekey;
-    uint64_t rekeyed_from = 0;   // the old IKE SA this one replaced
-    uint64_t children_moved_to = 0;  // the IKE SA that took over this one's children (rekey)
-    // Responder: the peer configs whose addresses (and ports) matched the IKE_SA_INIT, best
-    // first; IKE_AUTH re-selects peer_idx among them by IDi / IDr.
-    std::vector<size_t> candidates;
-    // Responder, while half-open: the source address counted in m_half_open_by_source.
-    std::string half_open_source;
-    // INVALID_MESSAGE_ID notifies (RFC 7296 2.3): when we last sent one, and whether one is
-    // queued or outstanding (at most one at a time).
-    std::optional<Millis> invalid_mid_notified_at;
-    bool invalid_mid_pending = false;
-    // Timer bookkeeping (EngineImpl::m_timers): the deadline of this SA's live heap entry
-    // (kNoTimer: none), and whether it is on the touched list for re-arming.
-    Millis armed_at = kNoTimer;
-    bool touched = false;
-};
 
 class EngineImpl {
 public:
@@ -205,12 +59,16 @@ public:
     std::unordered_map<uint64_t, uint64_t> m_by_spi;
     std::unordered_map<std::string, uint64_t> m_by_init;
     std::unordered_set<uint32_t> m_child_spis;
-    // Inbound SPI of every Child SA held in some IkeSa::children -> that IKE SA's id, exactly:
-    // attach_child() is the only place that adds an entry (and the only one that appends to
-    // children), detach_child() the only one that removes (and erases from children).  A
-    // Child SA moving to a rekeyed IKE SA is detached and attached (move_children()).  Used
+    // The Child SA table: inbound SPI of every Child SA held in some IkeSa::children -> that
+    // IKE SA's id, exactly (attach_child() / detach_child() go through it, the only places
+    // that change IkeSa::children), and the one writer of Child SA states (set_child_state).
+    // A Child SA moving to a rekeyed IKE SA is detached and attached (move_children()).  Used
     // for the data plane's lifetime events, which name only the inbound SPI.
-    std::unordered_map<uint32_t, uint64_t> m_child_owner;
+    ChildSaTable m_children;
+    Status set_child_state(IkeSa& sa, ChildSa& c, ChildSa::St to) {
+        touch(sa);
+        return m_children.set_state(sa, c, to);
+    }
     ChildSa& attach_child(IkeSa& sa, ChildSa child);
     ChildSa detach_child(IkeSa& sa, std::vector<ChildSa>::iterator it);
     void move_children(IkeSa& from, IkeSa& to);
@@ -276,7 +134,12 @@ public:
     IkeSa* find_by_init(uint64_t spi_i, const IpAddress& remote);
     void reap(IkeSa& sa);  // drop the index entries of a destroyed SA about to be erased
     IkeSa& new_sa(size_t peer_idx, bool initiator, Millis now);
-    void transition(IkeSa& sa, SaState to);
+    // The IKE SA state machine (sa/state.cpp): the only writer of IkeSa::state.  Refuses an
+    // illegal transition (named error, counter ike.sa.illegal_transition, state unchanged) and
+    // runs the entry effects: half-open accounting on entering / leaving CONNECTING (responder),
+    // on entering ESTABLISHED the SA comes up (established_at, rekey timer; from CONNECTING
+    // also Event::IkeSaUp), on entering DESTROYED the SA is queued for reaping.
+    Status transition(IkeSa& sa, SaState to, Millis now);
     void event(const IkeSa& sa, Event::Kind k, int code = 0, std::string detail = "");
     void destroy(IkeSa& sa, Millis now, bool remove_children, const std::string& why);
     int64_t unix_now() const;
@@ -287,16 +150,16 @@ public:
     void queue_exchange(IkeSa& sa, Exchange ex, Millis now);
     void start_next(IkeSa& sa, Millis now);
     void send_packets(IkeSa& sa, const std::vector<Bytes>& packets);
-    Result<std::vector<Bytes>> protect(IkeSa& sa, wire::Header h, const std::vector<wire::Payload>& payloads);
+    // Encrypts (and fragments) a message, its payloads in the order of the exchange's rule.
+    Result<std::vector<Bytes>> protect(IkeSa& sa, wire::Header h, std::vector<wire::Payload> payloads);
     void send_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, const std::vector<wire::Payload>& payloads);
     void send_error_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, uint16_t notify_type, Bytes data = {});
     void send_unprotected_notify(const Datagram& d, const wire::Header& h, uint16_t notify_type, Bytes data);
     void handle_init_request(const Datagram& d, wire::Message& m, Millis now);
     void handle_init_response(const Datagram& d, wire::Message& m, Millis now);
     void handle_protected(const Datagram& d, wire::Message& m, Millis now);
-    void process_request(IkeSa& sa, const Datagram& d, const wire::Header& h, const std::vector<wire::Payload>& pl,
-                         Millis now);
-    void process_response(IkeSa& sa, const wire::Header& h, const std::vector<wire::Payload>& pl, Millis now);
+    void process_request(IkeSa& sa, const Datagram& d, const wire::Header& h, const wire::Checked& in, Millis now);
+    void process_response(IkeSa& sa, const wire::Header& h, const wire::Checked& in, Millis now);
     // A request whose Message ID is neither the expected one nor the cached retransmission:
     // answered with INVALID_MESSAGE_ID (in a new INFORMATIONAL request, rate limited) or dropped.
     void out_of_window_request(IkeSa& sa, const Datagram& d, const wire::Message& m, Millis now);
@@ -330,10 +193,11 @@ public:
 
     // responder handlers
     // IKE_AUTH responder: re-select sa.peer_idx among sa.candidates by IDi (and IDr).
-    Status select_peer(IkeSa& sa, const std::vector<wire::Payload>& pl);
-    void respond_ike_auth(IkeSa& sa, uint32_t mid, const std::vector<wire::Payload>& pl, Millis now);
-    void respond_create_child(IkeSa& sa, uint32_t mid, const std::vector<wire::Payload>& pl, Millis now);
-    void respond_informational(IkeSa& sa, uint32_t mid, const std::vector<wire::Payload>& pl, Millis now);
+    Status select_peer(IkeSa& sa, const wire::Checked& in);
+    void respond_ike_auth(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
+    void respond_create_child(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
+    void respond_rekey_ike(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
+    void respond_informational(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
 
     // shared pieces
     Status derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf);
@@ -341,7 +205,8 @@ public:
     void process_natd(IkeSa& sa, const std::vector<wire::Payload>& pl, const Endpoint& local, const Endpoint& remote);
     void float_ports(IkeSa& sa);
     Status build_auth(IkeSa& sa, std::vector<wire::Payload>& out);
-    Status verify_auth(IkeSa& sa, const std::vector<wire::Payload>& pl, bool peer_is_initiator);
+    // `in` is complete under a rule requiring the peer's ID and AUTH.
+    Status verify_auth(IkeSa& sa, const wire::Checked& in, bool peer_is_initiator);
     Status install_child(IkeSa& sa, ChildSa& child, const ChildKeys& keys, bool we_initiated);
     void remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, const std::string& why);
     ChildSa* child_by_in(IkeSa& sa, uint32_t spi_in);
@@ -365,7 +230,7 @@ public:
     void finish_ike_rekey(IkeSa& old_sa, IkeSa& new_sa, Millis now);
 };
 
-// Exchange builders (tasks.cpp).
+// Exchange builders (src/tasks/*.cpp, beside the task they carry).
 Exchange make_ike_init_exchange();
 Exchange make_ike_auth_exchange(size_t child_cfg);
 Exchange make_create_child_exchange(size_t child_cfg);

@@ -233,7 +233,6 @@ TEST(WireNegative, PayloadValidation) {
 TEST(WireRules, CountsAndPlacement) {
     auto* rule = find_rule(ExchangeType::IkeSaInit, false);
     ASSERT_NE(rule, nullptr);
-    EXPECT_FALSE(rule->encrypted);
     std::vector<Payload> pl;
     pl.push_back({PayloadType::Nonce, false, NoncePayload{Bytes(32, 1)}});
     auto st = check_rules(*rule, pl);
@@ -242,7 +241,6 @@ TEST(WireRules, CountsAndPlacement) {
     EXPECT_NE(st.error().detail().find("SA"), std::string::npos);
     auto* info = find_rule(ExchangeType::Informational, false);
     ASSERT_NE(info, nullptr);
-    EXPECT_TRUE(info->encrypted);
     EXPECT_TRUE(check_rules(*info, {}).ok());
     EXPECT_FALSE(check_rules(*info, pl).ok());  // Nonce not allowed in INFORMATIONAL
     auto* auth = find_rule(ExchangeType::IkeAuth, false);
@@ -252,4 +250,114 @@ TEST(WireRules, CountsAndPlacement) {
     EXPECT_TRUE(check_rules(*auth, two_auth).ok());
     two_auth.push_back({PayloadType::AUTH, false, AuthPayload{2, Bytes(32, 0)}});
     EXPECT_FALSE(check_rules(*auth, two_auth).ok());
+}
+
+namespace {
+Payload notify_of(uint16_t type, Bytes data = {}) {
+    return {PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, type, std::move(data)}};
+}
+}  // namespace
+
+TEST(WireRules, SufficientPayloadAnswersInsteadOfTheRequiredOnes) {
+    const MessageRule& rule = purpose_rule(ResponsePurpose::RekeyIke);
+    std::vector<Payload> pl;
+    pl.push_back({PayloadType::Nonce, false, NoncePayload{Bytes(32, 1)}});
+    // No error notify: SA and KE are required.
+    auto st = check_rules(rule, pl);
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code(), notify::InvalidSyntax);
+    EXPECT_NE(st.error().detail().find("no SA payload"), std::string::npos) << st.error().detail();
+    // A status notify is no answer; an error notify is.
+    pl.push_back(notify_of(notify::UseTransportMode));
+    EXPECT_FALSE(check_rules(rule, pl).ok());
+    pl.push_back(notify_of(notify::TemporaryFailure));
+    auto answered = check_rules(rule, pl);
+    ASSERT_TRUE(answered.ok());
+    EXPECT_FALSE(answered->complete());
+    ASSERT_NE(answered->answer(), nullptr);
+    ASSERT_NE(answered->error(), nullptr);
+    EXPECT_EQ(answered->error()->type, notify::TemporaryFailure);
+    // Asking an incomplete message for a required payload is a defect of the caller.
+    EXPECT_THROW((void)answered->get<SaPayload>(PayloadType::SA), std::logic_error);
+    EXPECT_NE(answered->find<NoncePayload>(PayloadType::Nonce), nullptr);
+}
+
+TEST(WireRules, CookieIsSufficientOnlyInTheIkeSaInitResponse) {
+    std::vector<Payload> pl{notify_of(notify::Cookie, Bytes(16, 7))};
+    auto init = check_rules(purpose_rule(ResponsePurpose::IkeSaInit), pl);
+    ASSERT_TRUE(init.ok());
+    EXPECT_FALSE(init->complete());
+    EXPECT_NE(init->notify(notify::Cookie), nullptr);
+    EXPECT_FALSE(check_rules(purpose_rule(ResponsePurpose::CreateChild), pl).ok());
+}
+
+TEST(WireRules, CompleteMessageGivesItsRequiredPayloads) {
+    std::vector<Payload> pl;
+    pl.push_back({PayloadType::IDr, false, IdPayload{2, to_bytes("b.example")}});
+    pl.push_back({PayloadType::AUTH, false, AuthPayload{2, Bytes(32, 3)}});
+    pl.push_back(notify_of(notify::TsUnacceptable));  // the Child SA's error: not the IKE SA's
+    auto auth = check_rules(purpose_rule(ResponsePurpose::IkeAuth), pl);
+    ASSERT_TRUE(auth.ok());
+    EXPECT_TRUE(auth->complete());
+    EXPECT_EQ(auth->get<IdPayload>(PayloadType::IDr).data, to_bytes("b.example"));
+    EXPECT_EQ(auth->get<AuthPayload>(PayloadType::AUTH).method, 2);
+    // CERT is not guaranteed by the rule: get() refuses even though find() may be asked.
+    EXPECT_THROW((void)auth->get<CertPayload>(PayloadType::CERT), std::logic_error);
+    EXPECT_EQ(auth->find<CertPayload>(PayloadType::CERT), nullptr);
+    // The Child SA's own rule: answered by the error notify.
+    auto child = check_rules(purpose_rule(ResponsePurpose::AuthChild), pl);
+    ASSERT_TRUE(child.ok());
+    EXPECT_FALSE(child->complete());
+}
+
+TEST(WireRules, NotifyCountsAgainstItsMostSpecificRow) {
+    const MessageRule* rule = find_rule(ExchangeType::IkeSaInit, false);
+    ASSERT_NE(rule, nullptr);
+    std::vector<Payload> pl;
+    pl.push_back({PayloadType::SA, false, SaPayload{}});
+    pl.push_back({PayloadType::KE, false, KePayload{19, Bytes(64, 1)}});
+    pl.push_back({PayloadType::Nonce, false, NoncePayload{Bytes(32, 1)}});
+    pl.push_back(notify_of(notify::Cookie, Bytes(8, 1)));
+    EXPECT_TRUE(check_rules(*rule, pl).ok());
+    pl.push_back(notify_of(notify::Cookie, Bytes(8, 2)));  // the COOKIE row allows one
+    auto two = check_rules(*rule, pl);
+    ASSERT_FALSE(two.ok());
+    EXPECT_NE(two.error().detail().find("COOKIE"), std::string::npos) << two.error().detail();
+}
+
+TEST(WireRules, OrderPayloadsFollowsTheRows) {
+    const MessageRule* rule = find_rule(ExchangeType::IkeSaInit, false);
+    ASSERT_NE(rule, nullptr);
+    std::vector<Payload> pl;
+    pl.push_back(notify_of(notify::NatDetectionSourceIp, Bytes(20, 1)));
+    pl.push_back({PayloadType::Nonce, false, NoncePayload{Bytes(32, 1)}});
+    pl.push_back({PayloadType::SA, false, SaPayload{}});
+    pl.push_back(notify_of(notify::NatDetectionDestinationIp, Bytes(20, 2)));
+    pl.push_back({PayloadType::KE, false, KePayload{19, Bytes(64, 1)}});
+    pl.push_back(notify_of(notify::Cookie, Bytes(8, 1)));
+    order_payloads(*rule, pl);
+    std::vector<uint16_t> notifies;
+    std::vector<PayloadType> types;
+    for (const auto& p : pl) {
+        types.push_back(p.type);
+        if (auto* n = p.as<NotifyPayload>()) notifies.push_back(n->type);
+    }
+    EXPECT_EQ(types, (std::vector<PayloadType>{PayloadType::Notify, PayloadType::SA, PayloadType::KE, PayloadType::Nonce,
+                                               PayloadType::Notify, PayloadType::Notify}));
+    // COOKIE first; the other notifies keep their order.
+    EXPECT_EQ(notifies, (std::vector<uint16_t>{notify::Cookie, notify::NatDetectionSourceIp,
+                                               notify::NatDetectionDestinationIp}));
+}
+
+TEST(WireRules, EveryPurposeHasItsOwnRule) {
+    for (auto p : {ResponsePurpose::IkeSaInit, ResponsePurpose::IkeAuth, ResponsePurpose::AuthChild,
+                   ResponsePurpose::CreateChild, ResponsePurpose::RekeyIke, ResponsePurpose::CreateChildRequest}) {
+        const MessageRule& r = purpose_rule(p);
+        EXPECT_EQ(std::string(to_string(p)), std::string(r.name));
+        EXPECT_FALSE(r.closed);
+        bool any_required = false;
+        for (const auto& row : r.payloads) any_required |= row.presence == Presence::Required;
+        EXPECT_TRUE(any_required) << r.name;
+    }
+    EXPECT_STRNE(to_string(ResponsePurpose::IkeAuth), to_string(ResponsePurpose::AuthChild));
 }

@@ -297,36 +297,107 @@ struct Message {
 std::optional<uint8_t> critical_payload_type(const Error& e);
 
 // ---------------------------------------------------------------- rule tables
+// What each message may and must carry, as data (src/ikev2/src/wire/rules.cpp, after
+// strongSwan's payload rules), enforced once by the generic walker check_rules() before an
+// exchange handler or task reads a payload; they then read through the Checked view.
+enum class Presence : uint8_t {
+    Required,    // at least once, unless a Sufficient payload answers the message instead
+    Optional,    // up to max times
+    Sufficient,  // optional; when present the message is complete without its Required payloads
+};
+const char* to_string(Presence p);
+
+// Which notifies a Notify row covers: one type, every error type (< 16384) or every type.  A
+// notify counts against the most specific row of the rule that covers it.
+constexpr uint32_t kAnyNotify = 0x10000;
+constexpr uint32_t kErrorNotify = 0x10001;
+
 struct PayloadRule {
     PayloadType type;
-    uint8_t min, max;
+    Presence presence;
+    uint8_t max;
+    uint32_t notify = kAnyNotify;  // Notify rows: the notify type, kErrorNotify or kAnyNotify
 };
-struct MessageRule {
-    ExchangeType exchange;
-    bool response;
-    bool encrypted;
-    std::vector<PayloadRule> payloads;
-};
-const MessageRule* find_rule(ExchangeType exchange, bool response);
-// Checks payload counts against the table; unknown payloads (skipped) are not counted.
-Status check_rules(const MessageRule& rule, const std::vector<Payload>& payloads);
 
-// What a response that accepts a request (carries no error notify) must hold, by the purpose
-// of the request: the table above allows every payload of a response to be absent (an error
-// answer carries only notifies), these add the payloads the initiator's task reads.
+// The rows are in the order the payloads are written (order_payloads()).
+struct MessageRule {
+    std::string_view name;  // "IKE_SA_INIT request", "CREATE_CHILD_SA response (IKE SA rekey)"
+    std::vector<PayloadRule> payloads;
+    // Closed (the per-exchange rules): a payload no row covers is refused.  Open (what one task
+    // reads from a message): payloads no row covers are another task's.
+    bool closed = true;
+};
+// The rule of every message of an exchange (closed; null for an unknown exchange).
+const MessageRule* find_rule(ExchangeType exchange, bool response);
+
+// What a response that accepts a request must hold, by the purpose of the request (open rules:
+// each task of an exchange has its own, so a Child SA refused in IKE_AUTH does not make the
+// IKE SA's IDr and AUTH optional); and what a request must hold once its purpose is known.
 enum class ResponsePurpose : uint8_t {
-    IkeSaInit,   // IKE_SA_INIT: SA, KE, Nonce
-    IkeAuth,     // IKE_AUTH authentication: IDr, AUTH
-    AuthChild,   // the Child SA of IKE_AUTH: SA, TSi, TSr
-    CreateChild, // CREATE_CHILD_SA new or rekeyed Child SA: SA, Nonce, TSi, TSr (KE when PFS, checked by the task)
-    RekeyIke,    // CREATE_CHILD_SA IKE SA rekey: SA, Nonce, KE
+    IkeSaInit,    // IKE_SA_INIT: SA, KE, Nonce (or a COOKIE / error notify)
+    IkeAuth,      // IKE_AUTH authentication: IDr, AUTH (or an error notify)
+    AuthChild,    // the Child SA of IKE_AUTH: SA, TSi, TSr (or an error notify)
+    CreateChild,  // CREATE_CHILD_SA new or rekeyed Child SA: SA, Nonce, TSi, TSr (KE when PFS, checked by the task)
+    RekeyIke,     // CREATE_CHILD_SA IKE SA rekey: SA, Nonce, KE (or an error notify)
+    CreateChildRequest,  // a CREATE_CHILD_SA request for a Child SA: TSi, TSr besides SA and Nonce
 };
 const char* to_string(ResponsePurpose p);
-// Fails with INVALID_SYNTAX naming the first required payload that is absent.
-Status check_accepting_response(ResponsePurpose purpose, const std::vector<Payload>& payloads);
+const MessageRule& purpose_rule(ResponsePurpose p);
 
-// The body type each payload type decodes to (std::monostate-free: every known type has one).
+// The body type each payload type decodes to (for messages naming a wrong body).
 const char* body_name(const Payload& p);
+
+// A payload chain that passed check_rules(): the payloads (not owned; they outlive the view)
+// and the rule.  Every payload an exchange handler or task reads goes through it.
+class Checked {
+public:
+    const std::vector<Payload>& all() const { return *m_payloads; }
+    const MessageRule& rule() const { return *m_rule; }
+    // Every Required row is present (when false, a Sufficient payload answers the message).
+    bool complete() const { return m_complete; }
+    // The first Sufficient payload present (the error notify or COOKIE answering it), or null.
+    const Payload* answer() const { return m_answer; }
+    // The first payload of type `t`, which a Required row of the rule guarantees when
+    // complete().  Asking for a payload the rule does not guarantee is a defect of the code
+    // (not of the input): std::logic_error naming the rule and the payload.
+    template <typename T>
+    const T& get(PayloadType t) const {
+        if (!m_complete || !required(t)) missing(t);
+        const T* b = find<T>(t);
+        if (!b) missing(t);
+        return *b;
+    }
+    // The first payload of type `t` as body T, or null.
+    template <typename T>
+    const T* find(PayloadType t) const {
+        for (const auto& p : *m_payloads)
+            if (p.type == t)
+                if (const T* b = p.as<T>()) return b;
+        return nullptr;
+    }
+    // The first notify of this type, or null; the first error notify, or null.
+    const NotifyPayload* notify(uint16_t type) const;
+    const NotifyPayload* error() const;
+
+private:
+    friend Result<Checked> check_rules(const MessageRule& rule, const std::vector<Payload>& payloads);
+    Checked(const MessageRule& r, const std::vector<Payload>& p) : m_rule(&r), m_payloads(&p) {}
+    bool required(PayloadType t) const;
+    [[noreturn]] void missing(PayloadType t) const;
+    const MessageRule* m_rule;
+    const std::vector<Payload>* m_payloads;
+    bool m_complete = true;
+    const Payload* m_answer = nullptr;
+};
+
+// The generic walker: counts each payload against the most specific row covering it (unknown
+// non-critical payloads are skipped; SK/SKF inside a message are refused; in a closed rule a
+// payload no row covers is refused), checks each row's maximum, and checks that every Required
+// row is present unless a Sufficient payload is.  Fails with INVALID_SYNTAX naming the rule and
+// what is wrong ("IKE_AUTH response: no AUTH payload").
+Result<Checked> check_rules(const MessageRule& rule, const std::vector<Payload>& payloads);
+// Sorts a message we build into the rule's row order (stable: payloads of one row keep theirs).
+void order_payloads(const MessageRule& rule, std::vector<Payload>& payloads);
 
 // Checked accessor: the first payload of type `t` as body T, or INVALID_SYNTAX naming what is
 // absent or wrong ("CREATE_CHILD_SA response: no Nonce payload").  Every payload an exchange

@@ -1,12 +1,13 @@
-// IKE_SA_INIT: responder side (cookies, proposal selection, INVALID_KE_PAYLOAD), the
-// initiator's handling of COOKIE / INVALID_KE_PAYLOAD answers, NAT detection, key derivation.
-#include <algorithm>
-
-#include "engine_internal.hpp"
+// IKE_SA_INIT, both roles: the ike_init task (initiator: request, response) with the handling of
+// COOKIE / INVALID_KE_PAYLOAD answers (handle_init_response), the responder (handle_init_request:
+// cookies, proposal selection, INVALID_KE_PAYLOAD, half-open limits), the natd pieces (NAT
+// detection, the float to 4500) and IKE key derivation.
+#include "common.hpp"
 
 namespace x2sec::ike {
 
 using namespace wire;
+using namespace task_util;
 
 namespace {
 
@@ -22,10 +23,6 @@ Bytes natd_hash(uint64_t spi_i, uint64_t spi_r, const Endpoint& e) {
 bool addr_matches(const IpAddress& configured, const IpAddress& actual) {
     if (configured == IpAddress{} || configured == IpAddress{true, {}}) return true;  // unspecified: any
     return configured == actual;
-}
-
-Payload notify_payload(uint16_t type, Bytes data = {}) {
-    return Payload{PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, type, std::move(data)}};
 }
 
 }  // namespace
@@ -156,9 +153,9 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         }
         return;
     }
-    auto rules_ok = check_rules(*find_rule(ExchangeType::IkeSaInit, false), m.payloads);
-    if (!rules_ok.ok()) {
-        drop(d, "invalid_syntax", rules_ok.error().detail());
+    auto in = check_rules(*find_rule(ExchangeType::IkeSaInit, false), m.payloads);
+    if (!in.ok()) {
+        drop(d, "invalid_syntax", in.error().detail());
         send_unprotected_notify(d, h, notify::InvalidSyntax, {});
         return;
     }
@@ -193,21 +190,12 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         return;
     }
     const auto& pc = m_config.peers[*idx];
-    // Present by the rule table (checked above); read through the checked accessors anyway.
-    auto nonce_p = require<NoncePayload>(m.payloads, PayloadType::Nonce, "IKE_SA_INIT request");
-    auto sa_pp = require<SaPayload>(m.payloads, PayloadType::SA, "IKE_SA_INIT request");
-    auto ke_p = require<KePayload>(m.payloads, PayloadType::KE, "IKE_SA_INIT request");
-    if (!nonce_p.ok() || !sa_pp.ok() || !ke_p.ok()) {
-        const Error& err = !nonce_p.ok() ? nonce_p.error() : !sa_pp.ok() ? sa_pp.error() : ke_p.error();
-        count("invalid_syntax.ike_sa_init_request");
-        drop(d, "invalid_syntax", err.detail());
-        return;
-    }
-    const NoncePayload* nonce = *nonce_p;
+    // Required by the rule table (checked above).
+    const NoncePayload* nonce = &in->get<NoncePayload>(PayloadType::Nonce);
     // Cookies above the half-open threshold.
     if (m_cookie_rotated_at < 0) rotate_cookie_secret(now);
     if (half_open_count() >= m_config.cookie_threshold) {
-        const NotifyPayload* c = find_notify(m.payloads, notify::Cookie);
+        const NotifyPayload* c = in->notify(notify::Cookie);
         bool valid = false;
         if (c) {
             valid = ct_equal(c->data, cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret, m_cookie_version)) ||
@@ -252,8 +240,8 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
                              d.remote.addr.to_string()));
         return;
     }
-    const SaPayload* sa_pl = *sa_pp;
-    const KePayload* ke = *ke_p;
+    const SaPayload* sa_pl = &in->get<SaPayload>(PayloadType::SA);
+    const KePayload* ke = &in->get<KePayload>(PayloadType::KE);
     uint8_t number = 1;
     crypto::DhGroup wanted{};
     bool have_wanted = false;
@@ -277,7 +265,7 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             sa.ni = nonce->data;
             sa.nr = make_nonce();
             sa.init_req = d.data;
-            transition(sa, SaState::Connecting);
+            (void)transition(sa, SaState::Connecting, now);  // CREATED -> CONNECTING: half-open
             auto dh = make_dh(algs->dh);
             if (!dh.ok()) {
                 m_log->error("IKE SA #{}: DH generation failed: {}", sa.id, dh.error().to_string());
@@ -292,8 +280,8 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
                 return;
             }
             sa.dh = std::move(dh).value();
-            sa.peer_frag = find_notify(m.payloads, notify::Ikev2FragmentationSupported) != nullptr;
-            if (auto* sh = find_notify(m.payloads, notify::SignatureHashAlgorithms)) {
+            sa.peer_frag = in->notify(notify::Ikev2FragmentationSupported) != nullptr;
+            if (auto* sh = in->notify(notify::SignatureHashAlgorithms)) {
                 sa.peer_sent_hashes = true;
                 for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
                     sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
@@ -337,6 +325,7 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             if (pc.fragmentation && sa.peer_frag) r.payloads.push_back(notify_payload(notify::Ikev2FragmentationSupported));
             sa.peer_frag = sa.peer_frag && pc.fragmentation;
             r.payloads.push_back(notify_payload(notify::SignatureHashAlgorithms, hex("000200030004")));
+            order_payloads(*find_rule(ExchangeType::IkeSaInit, true), r.payloads);
             sa.init_resp = r.encode();
             sa.peer_mid = 1;
             Datagram out{d.local, d.remote, sa.init_resp, d.non_esp_marker};
@@ -371,14 +360,21 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
         drop(d, "unexpected_response", "IKE_SA_INIT response without a matching request");
         return;
     }
+    // Unprotected: a response we cannot use may be forged, so it is dropped and we keep waiting
+    // (RFC 7296 2.4) rather than refused.
     auto rules_ok = check_rules(*find_rule(ExchangeType::IkeSaInit, true), m.payloads);
     if (!rules_ok.ok()) {
         drop(d, "invalid_syntax", rules_ok.error().detail());
         return;
     }
+    auto in = check_rules(purpose_rule(ResponsePurpose::IkeSaInit), m.payloads);
+    if (!in.ok()) {
+        drop(d, "invalid_syntax", in.error().detail());
+        return;
+    }
     sa->last_rx = now;
     const auto& pc = peer(*sa);
-    if (auto* c = find_notify(m.payloads, notify::Cookie)) {
+    if (auto* c = in->notify(notify::Cookie)) {
         if (++sa->init_attempts > 5) {
             event(*sa, Event::Kind::NegotiationFailed, notify::Cookie, "too many COOKIE requests");
             destroy(*sa, now, true, "cookie loop");
@@ -392,7 +388,7 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
         start_next(*sa, now);
         return;
     }
-    if (auto* ike = find_notify(m.payloads, notify::InvalidKePayload)) {
+    if (auto* ike = in->notify(notify::InvalidKePayload)) {
         uint16_t g = static_cast<uint16_t>((ike->data[0] << 8) | ike->data[1]);
         bool acceptable = false;
         for (const auto& p : pc.ike_proposals)
@@ -414,24 +410,100 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
         start_next(*sa, now);
         return;
     }
-    for (const auto& p : m.payloads)
-        if (auto* n = p.as<NotifyPayload>(); n && notify::is_error(n->type)) {
-            sa->outstanding.reset();
-            event(*sa, Event::Kind::NegotiationFailed, n->type, std::string("IKE_SA_INIT answered ") + notify::name(n->type));
-            destroy(*sa, now, true, notify::name(n->type));
-            return;
-        }
-    // Unprotected: a response we cannot use may be forged, so it is dropped and we keep waiting
-    // (RFC 7296 2.4) rather than refused.
-    if (auto req = check_accepting_response(ResponsePurpose::IkeSaInit, m.payloads); !req.ok() || h.spi_r == 0) {
-        drop(d, "invalid_syntax", req.ok() ? std::string("IKE_SA_INIT response with SPIr 0") : req.error().detail());
+    if (const NotifyPayload* n = in->error()) {
+        sa->outstanding.reset();
+        event(*sa, Event::Kind::NegotiationFailed, n->type, std::string("IKE_SA_INIT answered ") + notify::name(n->type));
+        destroy(*sa, now, true, notify::name(n->type));
+        return;
+    }
+    if (h.spi_r == 0) {
+        drop(d, "invalid_syntax", "IKE_SA_INIT response with SPIr 0");
         return;
     }
     sa->spi_r = h.spi_r;
     sa->init_resp = d.data;
     // A wildcard local address in the configuration: from now on use the one the peer reached.
     if (sa->local.addr == IpAddress{} || sa->local.addr == IpAddress{true, {}}) sa->local.addr = d.local.addr;
-    process_response(*sa, h, m.payloads, now);
+    process_response(*sa, h, *rules_ok, now);
 }
+
+namespace {
+
+struct IkeInitTask final : Task {
+    SaPayload offered;  // our SA payload as sent, for check_chosen_proposal
+    const char* name() const override { return "ike_init"; }
+    std::optional<ResponsePurpose> purpose() const override { return ResponsePurpose::IkeSaInit; }
+    void refuse(EngineImpl& e, IkeSa& sa, const Error& why, Millis now) override {
+        e.event(sa, Event::Kind::NegotiationFailed, why.code(), why.detail());
+        e.destroy(sa, now, true, why.detail());
+    }
+    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
+        const auto& p = e.peer(sa);
+        crypto::DhGroup g = sa.dh ? sa.dh->group() : (sa.init_attempts ? sa.algs.dh : p.ike_proposals[0].dh[0]);
+        if (!sa.dh || sa.dh->group() != g) {
+            X2SEC_TRY(auto dh, e.make_dh(g));
+            sa.dh = std::move(dh);
+        }
+        if (sa.ni.empty()) sa.ni = e.make_nonce();
+        if (!sa.cookie.empty()) out.push_back(notify_payload(notify::Cookie, sa.cookie));
+        SaPayload s;
+        uint8_t n = 1;
+        for (const auto& prop : p.ike_proposals) s.proposals.push_back(ike_proposal_to_wire(prop, n++, {}));
+        offered = s;
+        out.push_back({PayloadType::SA, false, std::move(s)});
+        out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(g), sa.dh->public_value()}});
+        out.push_back({PayloadType::Nonce, false, NoncePayload{sa.ni}});
+        // natd task: NAT_DETECTION_* with SPIr = 0.
+        for (auto& x : e.natd_payloads(sa, sa.local, sa.remote)) out.push_back(std::move(x));
+        if (p.fragmentation) out.push_back(notify_payload(notify::Ikev2FragmentationSupported));
+        out.push_back(notify_payload(notify::SignatureHashAlgorithms, hex("000200030004")));
+        return {};
+    }
+    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
+        const auto& p = e.peer(sa);
+        auto refuse_as = [&](const Error& why) -> Status {
+            e.refuse_response(sa, *this, ResponsePurpose::IkeSaInit, why, now);
+            return sa_gone();
+        };
+        auto fail = [&](const std::string& why) {
+            return refuse_as(Error(ErrorDomain::Ike, notify::NoProposalChosen, why));
+        };
+        // COOKIE and error answers are handled by handle_init_response.
+        const auto& sa_p = in.get<SaPayload>(PayloadType::SA);
+        if (auto chosen = check_chosen_proposal(offered, sa_p, 0); !chosen.ok()) return refuse_as(chosen.error());
+        Bytes spi;
+        auto algs = parse_ike_choice(sa_p, &spi);
+        if (!algs) return fail("responder chose a malformed IKE proposal");
+        if (!proposals_allow(p.ike_proposals, *algs)) return fail("responder chose an IKE proposal we did not offer");
+        const KePayload* ke = &in.get<KePayload>(PayloadType::KE);
+        if (!sa.dh || ke->group != static_cast<uint16_t>(sa.dh->group()) || algs->dh != sa.dh->group())
+            return fail("responder's KE group does not match");
+        sa.algs = *algs;
+        sa.nr = in.get<NoncePayload>(PayloadType::Nonce).data;
+        auto g_ir = sa.dh->derive(ke->data);
+        if (!g_ir.ok())
+            return refuse_as(syntax_error("IKE_SA_INIT response: KE data is invalid: " + g_ir.error().detail()));
+        sa.peer_frag = p.fragmentation && in.notify(notify::Ikev2FragmentationSupported);
+        if (auto* sh = in.notify(notify::SignatureHashAlgorithms)) {
+            sa.peer_sent_hashes = true;
+            for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
+                sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
+        }
+        e.note_certreq(sa, in.all());
+        e.process_natd(sa, in.all(), sa.local, sa.remote);
+        auto st = e.derive_ike(sa, *g_ir, nullptr, nullptr);
+        if (!st.ok()) return fail("key derivation failed: " + st.error().detail());
+        e.float_ports(sa);
+        e.m_log->info("IKE SA #{} ({}): IKE_SA_INIT done: {}/{}/{}/{}", sa.id, p.name, encr_name(sa.algs.encr),
+                      integ_name(sa.algs.integ), prf_name(sa.algs.prf), crypto::dh_group_name(sa.algs.dh));
+        e.queue_exchange(sa, make_ike_auth_exchange(p.children.empty() ? SIZE_MAX : 0), now);
+        return {};
+    }
+    void abort(EngineImpl&, IkeSa&, Millis) override {}
+};
+
+}  // namespace
+
+Exchange make_ike_init_exchange() { return exchange_of(ExchangeType::IkeSaInit, std::make_unique<IkeInitTask>()); }
 
 }  // namespace x2sec::ike

@@ -1,0 +1,403 @@
+// IKE_AUTH, both roles: the ike_auth task (cert + auth, initiator) and respond_ike_auth
+// (responder: peer-config selection by identity, authentication, unique identities); the first
+// Child SA is the child_create task (tasks/child_create.cpp) / respond_ike_auth.
+#include "common.hpp"
+
+namespace x2sec::ike {
+
+using namespace wire;
+using namespace task_util;
+
+namespace {
+
+// cert + auth tasks of IKE_AUTH (initiator).
+struct IkeAuthTask final : Task {
+    const char* name() const override { return "ike_auth"; }
+    std::optional<ResponsePurpose> purpose() const override { return ResponsePurpose::IkeAuth; }
+    // The responder's IKE_AUTH is unusable: the IKE SA cannot be authenticated.  The peer is
+    // told to delete it (a DELETE in a one-shot INFORMATIONAL request, not retransmitted), and
+    // ours goes; the Child SA task that follows finds the SA gone.
+    void refuse(EngineImpl& e, IkeSa& sa, const Error& why, Millis now) override {
+        e.event(sa, Event::Kind::NegotiationFailed, why.code(), why.detail());
+        e.send_one_shot_request(sa, {Payload{PayloadType::Delete, false, DeletePayload{ProtocolId::Ike, 0, {}}}});
+        e.destroy(sa, now, true, "IKE_AUTH response refused");
+    }
+    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
+        const auto& p = e.peer(sa);
+        out.push_back({PayloadType::IDi, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
+        if (p.local_auth == AuthMethod::Certificate)
+            for (const auto& c : p.cert_chain) out.push_back({PayloadType::CERT, false, CertPayload{4, c.der()}});
+        if (p.remote_auth == AuthMethod::Certificate && p.send_certreq && p.trust && !p.trust->empty()) {
+            CertReqPayload cr;
+            for (const auto& h : p.trust->anchor_spki_sha1s()) cr.data.insert(cr.data.end(), h.begin(), h.end());
+            out.push_back({PayloadType::CERTREQ, false, cr});
+        }
+        if (p.remote_id)
+            out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.remote_id->type), p.remote_id->data}});
+        // RFC 7296 2.4, as strongSwan does: the first IKE SA to this peer says so.
+        if (p.unique != UniquePolicy::Never && !e.has_contact(sa)) {
+            out.push_back(notify_payload(notify::InitialContact));
+            e.m_counters.inc("ike.tx.initial_contact");
+        }
+        auto st = e.build_auth(sa, out);
+        if (!st.ok()) {
+            e.event(sa, Event::Kind::AuthFailed, st.error().code(), st.error().detail());
+            return st;
+        }
+        return {};
+    }
+    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
+        if (in.notify(notify::AuthenticationFailed)) {
+            e.event(sa, Event::Kind::AuthFailed, auth_failure::PeerRejected, "peer answered AUTHENTICATION_FAILED");
+            e.destroy(sa, now, true, "authentication failed");
+            return sa_gone();
+        }
+        if (!in.complete()) {  // an error answer (the rule: IDr and AUTH, or an error notify)
+            const NotifyPayload* err = in.error();
+            int code = err ? err->type : notify::InvalidSyntax;
+            e.event(sa, Event::Kind::NegotiationFailed, code,
+                    std::string("IKE_AUTH answered ") + (err ? notify::name(err->type) : "without IDr/AUTH"));
+            e.destroy(sa, now, true, "IKE_AUTH failed");
+            return sa_gone();
+        }
+        auto st = e.verify_auth(sa, in, false);
+        if (!st.ok()) {
+            e.m_counters.inc("ike.auth.failed");
+            e.event(sa, Event::Kind::AuthFailed, st.error().code(), st.error().detail());
+            // Tell the peer (RFC 7296 2.21.2), then forget the SA.
+            e.send_one_shot_request(sa, {notify_payload(notify::AuthenticationFailed)});
+            e.destroy(sa, now, true, "authentication failed");
+            return sa_gone();
+        }
+        return e.transition(sa, SaState::Established, now);  // up: IkeSaUp, rekey timer
+    }
+};
+
+}  // namespace
+
+Status EngineImpl::build_auth(IkeSa& sa, std::vector<Payload>& out) {
+    const auto& p = peer(sa);
+    Bytes octets = signed_octets(*sa.prf, sa.initiator ? sa.sk_pi : sa.sk_pr, sa.initiator ? sa.init_req : sa.init_resp,
+                                 sa.initiator ? sa.nr : sa.ni, static_cast<uint8_t>(p.local_id.type), p.local_id.data);
+    AuthPayload auth;
+    if (p.local_auth == AuthMethod::Psk) {
+        if (p.psk.empty()) return Error(ErrorDomain::Pki, auth_failure::NoCredentials, "no pre-shared key configured");
+        auth.method = 2;
+        SecureBytes mac = psk_auth(*sa.prf, p.psk, octets);
+        auth.data.assign(mac.data(), mac.data() + mac.size());
+        sa.local_auth_desc = "pre-shared key";
+    } else {
+        if (!p.private_key || p.cert_chain.empty())
+            return Error(ErrorDomain::Pki, auth_failure::NoCredentials, "no private key or certificate configured");
+        auto scheme = crypto::default_sig_scheme(p.private_key->public_key());
+        if (!sa.peer_sent_hashes && (scheme == crypto::SigScheme::RsaPssSha256 || scheme == crypto::SigScheme::RsaPkcs1Sha256)) {
+            // A peer without RFC 7427 support gets method 1 (RSA PKCS#1 v1.5 with SHA-1).
+            auth.method = 1;
+            X2SEC_TRY(auto sig, p.private_key->sign(crypto::SigScheme::RsaPkcs1Sha1, octets));
+            auth.data = std::move(sig);
+            sa.local_auth_desc = "RSA-SHA1 certificate";
+        } else {
+            auth.method = 14;
+            X2SEC_TRY(auth.data, signature_auth_data(*p.private_key, scheme, octets));
+            sa.local_auth_desc = std::string(crypto::sig_scheme_name(scheme)) + " certificate";
+        }
+    }
+    out.push_back({PayloadType::AUTH, false, std::move(auth)});
+    return {};
+}
+
+Status EngineImpl::verify_auth(IkeSa& sa, const Checked& in, bool peer_is_initiator) {
+    const auto& p = peer(sa);
+    const auto& id = in.get<IdPayload>(peer_is_initiator ? PayloadType::IDi : PayloadType::IDr);
+    const auto& auth = in.get<AuthPayload>(PayloadType::AUTH);
+    Identity peer_id = identity_of(id);
+    sa.remote_id_text = peer_id.to_string();
+    if (p.remote_id && !(*p.remote_id == peer_id))
+        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::IdMismatch),
+                     "peer identity " + peer_id.to_string() + " is not the configured " + p.remote_id->to_string());
+    Bytes octets = signed_octets(*sa.prf, peer_is_initiator ? sa.sk_pi : sa.sk_pr,
+                                 peer_is_initiator ? sa.init_req : sa.init_resp, peer_is_initiator ? sa.nr : sa.ni,
+                                 id.id_type, id.data);
+    if (auth.method == 2) {
+        if (p.remote_auth != AuthMethod::Psk)
+            return Error(ErrorDomain::Pki, auth_failure::MethodMismatch, "peer used a pre-shared key, a certificate is required");
+        if (p.psk.empty()) return Error(ErrorDomain::Pki, auth_failure::NoCredentials, "no pre-shared key configured");
+        SecureBytes expect = psk_auth(*sa.prf, p.psk, octets);
+        if (!ct_equal(expect, auth.data))
+            return Error(ErrorDomain::Pki, auth_failure::PskMismatch, "pre-shared key mismatch: the peer's AUTH does not verify");
+        sa.remote_auth_desc = "pre-shared key";
+        return {};
+    }
+    if (auth.method != 1 && auth.method != 14)
+        return Error(ErrorDomain::Pki, auth_failure::MethodMismatch, "unsupported AUTH method " + std::to_string(auth.method));
+    if (p.remote_auth != AuthMethod::Certificate)
+        return Error(ErrorDomain::Pki, auth_failure::MethodMismatch, "peer used a signature, a pre-shared key is required");
+    std::vector<x509::Certificate> certs;
+    for (const auto& pp : in.all())
+        if (auto* c = pp.as<CertPayload>()) {
+            if (c->encoding != 4) continue;
+            // Parsed through the process-wide cache (a peer that presents the same certificate again
+            // skips OpenSSL 3.0's costly d2i_X509); every check below still runs each time.
+            auto cert = x509::CertificateCache::shared().parse(c->data);
+            if (!cert.ok())
+                return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::Other),
+                             "peer certificate does not parse: " + cert.error().detail());
+            certs.push_back(std::move(cert).value());
+        }
+    if (certs.empty())
+        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::UntrustedCa), "peer sent no certificate");
+    if (!p.trust || p.trust->empty())
+        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::UntrustedCa), "no trust anchors configured");
+    std::vector<x509::Certificate> inter(certs.begin() + 1, certs.end());
+    auto chain = p.trust->verify(certs[0], inter, unix_now());
+    if (!chain.ok()) {
+        Error e = chain.error();
+        return Error(ErrorDomain::Pki, e.code(), "certificate " + certs[0].subject() + ": " + e.detail());
+    }
+    auto idm = x509::match_identity(certs[0], static_cast<x509::IdType>(id.id_type), id.data);
+    if (!idm.ok()) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::IdMismatch), idm.error().detail());
+    crypto::SigScheme scheme = crypto::SigScheme::RsaPkcs1Sha1;
+    Bytes sig;
+    if (auth.method == 14) {
+        auto parsed = parse_signature_auth(auth.data);
+        if (!parsed.ok())
+            return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::BadSignature),
+                         "AUTH payload: " + parsed.error().detail());
+        scheme = parsed->scheme;
+        sig = std::move(parsed->signature);
+    } else {
+        sig = auth.data;
+    }
+    auto v = crypto::verify_signature(certs[0].public_key(), scheme, octets, sig);
+    if (!v.ok())
+        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::BadSignature),
+                     "AUTH signature by " + certs[0].subject() + " does not verify: " + v.error().detail());
+    sa.peer_cert_subject_der = certs[0].subject_der();
+    sa.peer_cert_anchor = chain->anchor_label;
+    sa.remote_auth_desc = std::string(crypto::sig_scheme_name(scheme)) + " certificate";
+    m_log->info("IKE SA #{}: peer {} authenticated by {} (chains to '{}')", sa.id, sa.remote_id_text,
+                sa.remote_auth_desc, chain->anchor_label);
+    return {};
+}
+
+Exchange make_ike_auth_exchange(size_t child_cfg) {
+    if (child_cfg == SIZE_MAX) return exchange_of(ExchangeType::IkeAuth, std::make_unique<IkeAuthTask>());
+    return exchange_of(ExchangeType::IkeAuth, std::make_unique<IkeAuthTask>(), make_child_task(child_cfg, 0, true));
+}
+
+std::vector<uint64_t> EngineImpl::same_identities(const IkeSa& sa, bool responder_only) {
+    std::vector<uint64_t> out;
+    for (const auto& [id, o] : m_sas) {
+        if (id == sa.id || !o->up()) continue;
+        if (o->state != SaState::Established && o->state != SaState::Rekeying) continue;
+        if (responder_only && o->initiator) continue;
+        if (o->local_id_text == sa.local_id_text && o->remote_id_text == sa.remote_id_text) out.push_back(id);
+    }
+    return out;
+}
+
+bool EngineImpl::has_contact(const IkeSa& sa) const {
+    for (const auto& [id, o] : m_sas)
+        if (id != sa.id && o->peer_idx == sa.peer_idx && o->state != SaState::Destroyed) return true;
+    return false;
+}
+
+void EngineImpl::enforce_unique(IkeSa& sa, bool initial_contact, Millis now) {
+    const auto& p = peer(sa);
+    if (!initial_contact && p.unique != UniquePolicy::Replace) return;
+    for (uint64_t id : same_identities(sa, !initial_contact)) {
+        IkeSa* o = find_sa(id);
+        if (!o) continue;
+        if (initial_contact) {
+            m_counters.inc("ike.auth.initial_contact_deleted");
+            m_log->warn("IKE SA #{} ({}): INITIAL_CONTACT from {} ({}): deleting IKE SA #{} and its {} Child SA(s) "
+                        "(ike.auth.initial_contact_deleted)",
+                        sa.id, p.name, sa.remote.to_string(), sa.remote_id_text, id, o->children.size());
+        } else {
+            m_counters.inc("ike.auth.unique_replaced");
+            m_log->warn("IKE SA #{} ({}): {} authenticated again from {}: replacing IKE SA #{} and its {} Child SA(s) "
+                        "(unique = replace, ike.auth.unique_replaced)",
+                        sa.id, p.name, sa.remote_id_text, sa.remote.to_string(), id, o->children.size());
+            // The peer may still hold it (a second device with these identities): tell it.
+            send_one_shot_request(*o, {Payload{PayloadType::Delete, false, DeletePayload{ProtocolId::Ike, 0, {}}}});
+        }
+        destroy(*o, now, true, initial_contact ? "INITIAL_CONTACT" : "replaced (unique)");
+    }
+}
+
+// Like strongSwan: among the configs whose addresses matched the IKE_SA_INIT, the one whose
+// remote_id is the peer's IDi (an unset remote_id matches any IDi, ranking below an exact
+// match), preferring a local_id equal to the IDr the initiator sent, then the IKE_SA_INIT order.
+Status EngineImpl::select_peer(IkeSa& sa, const Checked& in) {
+    if (sa.candidates.empty()) return {};  // not from IKE_SA_INIT (cannot happen): keep peer_idx
+    Identity idi = identity_of(in.get<IdPayload>(PayloadType::IDi));
+    std::optional<Identity> idr;
+    if (const auto* idr_p = in.find<IdPayload>(PayloadType::IDr)) idr = identity_of(*idr_p);
+    std::optional<size_t> best;
+    int best_rank = 0;
+    std::string names, no_proposal;
+    for (size_t i : sa.candidates) {
+        const auto& c = m_config.peers[i];
+        names += (names.empty() ? "" : ", ") + c.name;
+        int rank = 0;
+        if (c.remote_id) {
+            if (!(*c.remote_id == idi)) continue;
+        } else {
+            rank += 2;
+        }
+        // Like strongSwan: a candidate that would not have accepted the IKE proposal chosen at
+        // IKE_SA_INIT (by the best address match) is ignored.
+        if (!proposals_allow(c.ike_proposals, sa.algs)) {
+            no_proposal += (no_proposal.empty() ? "" : ", ") + c.name;
+            continue;
+        }
+        if (idr && !(c.local_id == *idr)) rank += 1;
+        if (!best || rank < best_rank) {
+            best = i;
+            best_rank = rank;
+        }
+    }
+    if (!best && !no_proposal.empty()) {
+        sa.remote_id_text = idi.to_string();
+        m_counters.inc("ike.auth.proposal_mismatch");
+        return Error(ErrorDomain::Ike, auth_failure::ProposalMismatch,
+                     "peer config(s) " + no_proposal + " for identity " + idi.to_string() + " from " +
+                         sa.remote.to_string() + " do not accept the IKE proposal " + encr_name(sa.algs.encr) + "/" +
+                         (sa.algs.integ == crypto::IntegId::None ? "" : std::string(integ_name(sa.algs.integ)) + "/") +
+                         prf_name(sa.algs.prf) + "/" +
+                         crypto::dh_group_name(sa.algs.dh) + " chosen at IKE_SA_INIT (candidates: " + names + ")");
+    }
+    if (!best) {
+        sa.remote_id_text = idi.to_string();
+        m_counters.inc("ike.auth.no_peer_config");
+        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::IdMismatch),
+                     "no peer config for identity " + idi.to_string() + " from " + sa.remote.to_string() +
+                         " (candidates: " + names + ")");
+    }
+    if (*best != sa.peer_idx) {
+        m_log->info("IKE SA #{}: peer config {} selected for {} (was {})", sa.id, m_config.peers[*best].name,
+                    idi.to_string(), peer(sa).name);
+        sa.peer_idx = *best;
+        sa.local_id_text = peer(sa).local_id.to_string();
+    }
+    return {};
+}
+
+void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const Checked& in, Millis now) {
+    auto st = select_peer(sa, in);
+    const auto& p = peer(sa);
+    // Before authentication, so the node agent learns the CAs even when authentication fails.
+    note_certreq(sa, in.all());
+    if (st.ok()) st = verify_auth(sa, in, true);
+    if (!st.ok()) {
+        m_counters.inc("ike.auth.failed");
+        m_log->warn("IKE SA #{} ({}): authentication of {} failed: {}", sa.id, p.name, sa.remote.to_string(),
+                    st.error().detail());
+        event(sa, Event::Kind::AuthFailed, st.error().code(), st.error().detail());
+        send_error_response(sa, ExchangeType::IkeAuth, mid, notify::AuthenticationFailed);
+        destroy(sa, now, true, "authentication failed");
+        return;
+    }
+    // Unique identities: with `keep`, a second IKE SA for the same identities is refused
+    // unless the peer says (INITIAL_CONTACT) it holds no other.
+    bool initial_contact = in.notify(notify::InitialContact) != nullptr && p.unique != UniquePolicy::Never;
+    if (initial_contact) count("initial_contact");
+    if (p.unique == UniquePolicy::Keep && !initial_contact) {
+        auto others = same_identities(sa, false);
+        if (!others.empty()) {
+            m_counters.inc("ike.auth.unique_keep_refused");
+            std::string why = fmt::format("IKE SA #{} already holds the identities {} <-> {} (unique = keep)",
+                                          others.front(), sa.local_id_text, sa.remote_id_text);
+            m_log->warn("IKE SA #{} ({}): refused: {} (ike.auth.unique_keep_refused)", sa.id, p.name, why);
+            event(sa, Event::Kind::AuthFailed, auth_failure::PeerRejected, why);
+            send_error_response(sa, ExchangeType::IkeAuth, mid, notify::AuthenticationFailed);
+            destroy(sa, now, true, "unique = keep");
+            return;
+        }
+    }
+    std::vector<Payload> out;
+    out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
+    if (p.local_auth == AuthMethod::Certificate)
+        for (const auto& c : p.cert_chain) out.push_back({PayloadType::CERT, false, CertPayload{4, c.der()}});
+    auto ast = build_auth(sa, out);
+    if (!ast.ok()) {
+        event(sa, Event::Kind::AuthFailed, ast.error().code(), ast.error().detail());
+        send_error_response(sa, ExchangeType::IkeAuth, mid, notify::AuthenticationFailed);
+        destroy(sa, now, true, "no credentials");
+        return;
+    }
+    if (auto up = transition(sa, SaState::Established, now); !up.ok()) {  // up: IkeSaUp, rekey timer
+        send_error_response(sa, ExchangeType::IkeAuth, mid, notify::InvalidSyntax);
+        return;
+    }
+    enforce_unique(sa, initial_contact, now);
+
+    // The first Child SA: SA, TSi and TSr together, or none of them.
+    const SaPayload* sa_p = in.find<SaPayload>(PayloadType::SA);
+    const TsPayload* tsi_p = in.find<TsPayload>(PayloadType::TSi);
+    const TsPayload* tsr_p = in.find<TsPayload>(PayloadType::TSr);
+    bool child_asked = sa_p || tsi_p || tsr_p;
+    if (child_asked && !(sa_p && tsi_p && tsr_p)) {
+        count("invalid_syntax.ike_auth_request");
+        m_log->error("IKE SA #{} ({}): IKE_AUTH request from {} asks for a Child SA without all of SA, TSi and TSr; "
+                     "no Child SA (ike.rx.invalid_syntax.ike_auth_request)",
+                     sa.id, p.name, sa.remote.to_string());
+        event(sa, Event::Kind::NegotiationFailed, notify::InvalidSyntax, "first Child SA: SA, TSi or TSr missing");
+        out.push_back(notify_payload(notify::InvalidSyntax));
+    }
+    if (sa_p && tsi_p && tsr_p) {
+        const auto& tsi = tsi_p->selectors;
+        const auto& tsr = tsr_p->selectors;
+        uint16_t error = notify::TsUnacceptable;
+        bool done = false;
+        for (size_t i = 0; i < p.children.size() && !done; ++i) {
+            const auto& c = p.children[i];
+            auto ni = narrow(tsi, c.remote_ts), nr = narrow(tsr, c.local_ts);
+            if (ni.empty() || nr.empty()) continue;
+            auto choice = select_child(c, *sa_p, false, std::nullopt, nullptr);
+            if (!choice) {
+                error = notify::NoProposalChosen;
+                continue;
+            }
+            auto keys = derive_child_keys(*sa.prf, sa.sk_d, choice->cipher, std::nullopt, sa.ni, sa.nr);
+            if (!keys.ok()) break;
+            ChildSa child;
+            child.name = c.name;
+            child.cfg = i;
+            child.reqid = m_next_reqid++;
+            child.spi_in = new_child_spi();
+            child.spi_out = choice->peer_spi;
+            child.cipher = choice->cipher;
+            child.esn = choice->esn;
+            bool transport = c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode);
+            child.mode = transport ? IpsecMode::Transport : IpsecMode::Tunnel;
+            child.ts_local = nr;
+            child.ts_remote = ni;
+            child.established_at = now;
+            if (c.rekey_seconds) {
+                Millis base = static_cast<Millis>(c.rekey_seconds) * 1000;
+                child.rekey_at = now + base - static_cast<Millis>(m_rng.u32() % (base / 10 + 1));
+            }
+            auto ist = install_child(sa, child, *keys, false);
+            if (!ist.ok()) {
+                release_child_spi(child.spi_in);
+                error = notify::TemporaryFailure;
+                m_log->error("IKE SA #{}: Child SA install failed: {}", sa.id, ist.error().to_string());
+                break;
+            }
+            out.push_back({PayloadType::SA, false, SaPayload{{child_choice_to_wire(*choice, child.spi_in)}}});
+            out.push_back({PayloadType::TSi, false, TsPayload{ni}});
+            out.push_back({PayloadType::TSr, false, TsPayload{nr}});
+            if (transport) out.push_back(notify_payload(notify::UseTransportMode));
+            done = true;
+        }
+        if (!done) {
+            m_log->warn("IKE SA #{}: first Child SA refused: {}", sa.id, notify::name(error));
+            event(sa, Event::Kind::NegotiationFailed, error, std::string("first Child SA: ") + notify::name(error));
+            out.push_back(notify_payload(error));
+        }
+    }
+    send_response(sa, ExchangeType::IkeAuth, mid, out);
+}
+
+}  // namespace x2sec::ike
