@@ -12,7 +12,19 @@
 #include <x2sec/common/result.hpp>
 #include <x2sec/node/agent.hpp>
 
-namespace x2sec::node {
+namespace x2sec::scenario {
+
+// The node agent's types, used throughout the harnesses.
+using node::Agent;
+using node::Credential;
+using node::IkeFailure;
+using node::LinkState;
+using node::Measure;
+using node::NeighbourStatus;
+using node::Operations;
+using node::PhaseRecord;
+using node::StepRecord;
+using node::to_string;
 
 struct DemoOptions {
     std::string workdir;        // empty: a fresh directory under /tmp, removed afterwards
@@ -69,11 +81,5 @@ std::string render_report(const DemoReport& r);
 // The embedded default deployment (ports and file names filled in by run_demo).
 std::string default_deployment_template();
 
-// What this build can do (for "not available" messages).
-struct Capabilities {
-    bool ike = false, esp = false, cmp = false;
-    std::string ike_reason, esp_reason, cmp_reason;
-};
-Capabilities capabilities();
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

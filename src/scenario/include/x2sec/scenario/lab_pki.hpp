@@ -13,7 +13,7 @@
 typedef struct x509_st X509;
 typedef struct evp_pkey_st EVP_PKEY;
 
-namespace x2sec::node {
+namespace x2sec::scenario {
 
 struct LabCredential {
     std::string cert_pem;   // leaf only
@@ -50,4 +50,4 @@ private:
 // EUI-48 FQDN per TS 23.003 4.10: "<12 hex digits>.<realm>".
 std::string eui48_fqdn(uint64_t eui48, const std::string& realm);
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario
