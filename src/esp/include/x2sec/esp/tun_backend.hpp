@@ -76,6 +76,9 @@ struct TunBackendOptions {
     // encap not forced): a raw socket, which needs CAP_NET_RAW.  Without it such SAs cannot
     // send (esp.tx.no_raw_socket) and the backend logs why.
     bool raw_esp = true;
+    // The clock whose time the backend passes to the data plane (protect/unprotect/tick); the
+    // data plane reads none itself.  nullptr: the monotonic system clock.
+    const Clock* clock = nullptr;
 };
 
 class TunBackend {
@@ -103,6 +106,7 @@ private:
     DataPlane& m_dp;
     TunDevice m_tun;
     TunBackendOptions m_opts;
+    const Clock* m_clock;  // m_opts.clock or the system clock
     int m_udp = -1, m_raw = -1, m_stop_fd = -1;
     uint16_t m_port = 0;
     bool m_udp_gro = false;
