@@ -8,7 +8,7 @@
 //   quit
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
+#include <csignal>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>

@@ -318,7 +318,7 @@ public:
     std::function<void(std::function<void()>)> poster;  // set once the runtime exists
 
 private:
-    void post(std::function<void()> f) {
+    void post(std::function<void()> f) const {
         if (poster) poster(std::move(f));
     }
     x2sec::ChildSaBackend& m_inner;

@@ -133,7 +133,6 @@ Result<OperatorEnrolment> enrol_operator(const std::string& url, const LabCreden
 }
 
 }  // namespace detail
-using detail::http_post_cmp;
 using detail::pem_to_x509;
 
 // ------------------------------------------------------------------ module glue

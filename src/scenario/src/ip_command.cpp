@@ -1,5 +1,3 @@
-#include <x2sec/scenario/ip_command.hpp>
-
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -10,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <sstream>
+#include <x2sec/scenario/ip_command.hpp>
 
 extern char** environ;
 
@@ -22,7 +21,9 @@ bool name_char(char c) {
            c == '-';
 }
 
-bool alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+bool alnum(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
 
 // The name as it may be shown in an error: printable ASCII kept, everything else escaped.
 std::string printable(std::string_view s) {
@@ -58,14 +59,20 @@ Status check_name(std::string_view what, std::string_view name, size_t max) {
 void drain(int fd, std::string& out, bool& open) {
     std::array<char, 4096> buf{};
     ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n > 0) out.append(buf.data(), size_t(n));
-    else if (n == 0 || (errno != EINTR && errno != EAGAIN)) open = false;
+    if (n > 0)
+        out.append(buf.data(), size_t(n));
+    else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+        open = false;
 }
 
 }  // namespace
 
-Status check_netns_name(std::string_view name) { return check_name("network namespace", name, kMaxNetnsName); }
-Status check_ifname(std::string_view name) { return check_name("interface", name, kMaxIfName); }
+Status check_netns_name(std::string_view name) {
+    return check_name("network namespace", name, kMaxNetnsName);
+}
+Status check_ifname(std::string_view name) {
+    return check_name("interface", name, kMaxIfName);
+}
 
 std::string ip_binary() {
     for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
@@ -186,7 +193,8 @@ Status addr_add(const std::string& ns, const IpAddress& addr, int prefix_len, co
     int max = addr.v6 ? 128 : 32;
     if (prefix_len < 0 || prefix_len > max)
         return Error(ErrorDomain::Config, EINVAL, "invalid prefix length " + std::to_string(prefix_len));
-    X2SEC_TRY_STATUS(run({"-n", ns, "addr", "add", addr.to_string() + "/" + std::to_string(prefix_len), "dev", ifname}));
+    X2SEC_TRY_STATUS(
+        run({"-n", ns, "addr", "add", addr.to_string() + "/" + std::to_string(prefix_len), "dev", ifname}));
     return {};
 }
 

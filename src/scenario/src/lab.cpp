@@ -18,7 +18,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
-#include <signal.h>
+#include <csignal>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -185,6 +185,7 @@ Result<Proc> spawn(const std::string& ns, const std::vector<std::string>& args, 
     p.err = dir + "/" + name + ".err";
     X2SEC_TRY(auto all, ipcmd::netns_exec_argv(ns, args));
     std::vector<char*> argv;
+    argv.reserve(all.size() + 1);
     for (auto& a : all) argv.push_back(a.data());
     argv.push_back(nullptr);
     pid_t pid = ::fork();
@@ -575,7 +576,7 @@ class Lab final : public Fabric {
 public:
     Lab(const LabOptions& o, std::string dir)
         : m_opt(o), m_dir(std::move(dir)), m_id(std::to_string(::getpid())), m_epoch(std::chrono::steady_clock::now()) {}
-    ~Lab() {
+    ~Lab() override {
         if (m_kds_tls) m_kds_tls->stop();
         if (m_http) m_http->stop();
         m_tap.stop();
@@ -613,7 +614,7 @@ public:
 
 private:
     Status make_pki();
-    Status link(const std::string& node_ns, int port_index);
+    Status link(const std::string& node_ns, int port_index) const;
     std::string ike_config(const std::string& file, const std::string& sock, const std::string& self,
                            const std::vector<std::string>& anchors, const std::string& cert_pem,
                            const SecureBytes& key_pem, const std::string& peers_toml);
@@ -658,11 +659,11 @@ Status Lab::make_pki() {
     return {};
 }
 
-Status Lab::link(const std::string& node_ns, int port_index) {
+Status Lab::link(const std::string& node_ns, int port_index) const {
     std::string port = "x2sp" + std::to_string(port_index);
     if (auto st = ipcmd::veth_add(node_ns, kLanIf, ns("sw"), port); !st.ok())
         return Error(st.error()).context("the veth pair for " + node_ns);
-    for (auto st : {ipcmd::link_up(ns("sw"), port, kBridgeIf), ipcmd::link_up(node_ns, kLanIf), ipcmd::link_up(node_ns, "lo")})
+    for (const auto& st : {ipcmd::link_up(ns("sw"), port, kBridgeIf), ipcmd::link_up(node_ns, kLanIf), ipcmd::link_up(node_ns, "lo")})
         if (!st.ok()) return Error(st.error()).context("the links of " + node_ns);
     return {};
 }
@@ -809,7 +810,7 @@ Status Lab::start_services() {
                                m_vendor_a->root_pem() + m_vendor_b->root_pem() + m_operator->root_pem()};
         Status st;
         X2SEC_TRY_STATUS(in_ns(ns("core"), [&] { st = m_kds_tls->start(m_core_inner.to_string(), kKdsPort, tc); }));
-        X2SEC_TRY_STATUS(st);
+        if (!st.ok()) return st.error();
     }
     // ---------------------------------------------------------------- RA/CA
     if (m_cfg.cmp && !m_opt.ra_down) {
@@ -831,7 +832,7 @@ Status Lab::start_services() {
         m_http = std::make_unique<cmp::HttpServer>(*m_cmp, ho);
         Status st;
         X2SEC_TRY_STATUS(in_ns(ns("core"), [&] { st = m_http->start(); }));
-        X2SEC_TRY_STATUS(st);
+        if (!st.ok()) return st.error();
     }
     return {};
 }
@@ -1213,7 +1214,7 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
     {
         char t[96];
         std::snprintf(t, sizeof t, "[lab] decisions, processes and exchanges took %.0f ms wall time", setup_ms);
-        c.steps.push_back(t);
+        c.steps.emplace_back(t);
     }
     auto& la = m_nodes.at(a);
     auto& lb = m_nodes.at(b);
@@ -1266,9 +1267,9 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
 
 }  // namespace
 
-Result<DemoReport> run_lab(const LabOptions& opt_in) {
+Result<DemoReport> run_lab(const LabOptions& options) {
     if (auto why = lab_unavailable_reason(); !why.empty()) return Error(ErrorDomain::Config, 0, why);
-    LabOptions opt = opt_in;
+    LabOptions opt = options;
     if (opt.x2sec_binary.empty()) opt.x2sec_binary = fs::read_symlink("/proc/self/exe").string();
     // Signals: a dedicated thread waits for them and tears the lab down.  Blocked before any
     // other thread starts, so every thread of this process inherits the mask.
@@ -1317,7 +1318,7 @@ Result<DemoReport> run_lab(const LabOptions& opt_in) {
                          "-*, veth links on a bridge, TUN devices, user-space ESP in UDP 4500";
     if (int s = ::socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP); s >= 0) {
         ::close(s);
-        report.notes.push_back("the kernel has SCTP, but the lab sends X2AP-like signalling as a TCP stream (port 36422)");
+        report.notes.emplace_back("the kernel has SCTP, but the lab sends X2AP-like signalling as a TCP stream (port 36422)");
     } else {
         report.notes.push_back(std::string("SCTP is not available on this kernel (socket(IPPROTO_SCTP): ") +
                                std::strerror(errno) + "): X2AP-like signalling goes as a TCP stream to port 36422; "
@@ -1327,7 +1328,7 @@ Result<DemoReport> run_lab(const LabOptions& opt_in) {
     Result<DemoReport> result = report;
     {
         Lab lab(opt, dir);
-        auto finish = [&](Status st) -> Result<DemoReport> {
+        auto finish = [&](const Status& st) -> Result<DemoReport> {
             if (!opt.keep) lab.stop_processes();
             if (!st.ok()) return st.error();
             return report;

@@ -8,7 +8,9 @@ using namespace x2sec::node;
 
 namespace {
 
-std::string entity(const std::string& henb) { return "H(e)NB " + henb; }
+std::string entity(const std::string& henb) {
+    return "H(e)NB " + henb;
+}
 
 PhaseRecord phase(std::string name, Carried c, double t0, Fabric& f, std::set<std::string> entities) {
     PhaseRecord p{std::move(name), true, std::move(c.detail), std::move(c.measure)};

@@ -62,10 +62,10 @@ TEST(ScenarioNames, InterfaceNamesAreAtMost15Characters) {
 // never started (the error is the name check's, not iproute2's).
 TEST(ScenarioNames, HelpersRefuseBeforeRunningIp) {
     const std::string bad = "x;touch /tmp/x2sec-pwned";
-    for (auto st : {ipcmd::netns_add(bad), ipcmd::netns_del(bad), ipcmd::bridge_add(bad, "x2sbr"),
-                    ipcmd::bridge_add("ok", "bad name"), ipcmd::veth_add("ok", "x2slan", bad, "x2sp0"),
-                    ipcmd::link_up("ok", "x2slan", "br;x"),
-                    ipcmd::addr_add(bad, IpAddress::v4(192, 0, 2, 1), 24, "x2slan")}) {
+    for (auto st :
+         {ipcmd::netns_add(bad), ipcmd::netns_del(bad), ipcmd::bridge_add(bad, "x2sbr"),
+          ipcmd::bridge_add("ok", "bad name"), ipcmd::veth_add("ok", "x2slan", bad, "x2sp0"),
+          ipcmd::link_up("ok", "x2slan", "br;x"), ipcmd::addr_add(bad, IpAddress::v4(192, 0, 2, 1), 24, "x2slan")}) {
         ASSERT_FALSE(st.ok());
         EXPECT_NE(st.error().detail().find("invalid "), std::string::npos) << st.error().detail();
     }

@@ -5,9 +5,10 @@
 // error naming it instead of being interpreted.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <string_view>
-#include <sys/types.h>
 #include <vector>
 #include <x2sec/common/child_sa.hpp>
 #include <x2sec/common/result.hpp>
