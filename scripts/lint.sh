@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lint: clang-format over src apps tests bench (dry run: any difference is an error), and
-# clang-tidy (.clang-tidy) on the C++ files changed against a base, with the compile commands
+# clang-tidy (.clang-tidy) on the C++ files changed against a base (sources, and src/ headers on
+# their own; findings in changed headers count everywhere), with the compile commands
 # of build/compile_commands.json (configure first: scripts/build.sh).
 #
 #   scripts/lint.sh [--format-only | --tidy-only] [BASE]
@@ -54,16 +55,27 @@ if [[ $mode != format ]]; then
   mapfile -t changed < <( { git diff --name-only --diff-filter=ACMR "$base" -- src apps tests bench;
                             git ls-files --others --exclude-standard -- src apps tests bench; } |
                           grep -E '\.(cpp|cc|hpp|h)$' | sort -u)
+  # Sources, and the headers of src/ (self-contained module headers) on their own; every changed
+  # header is also checked where a linted source includes it (--header-filter below).
   existing=()
-  for f in "${changed[@]}"; do [[ -f $f ]] && existing+=("$f"); done
+  headers=()
+  for f in "${changed[@]}"; do
+    [[ -f $f ]] || continue
+    if [[ $f =~ \.(hpp|h)$ ]]; then
+      headers+=("$f")
+      [[ $f == src/* ]] && existing+=("$f")
+    else
+      existing+=("$f")
+    fi
+  done
   echo "clang-tidy: ${#existing[@]} changed C++ files against $(git rev-parse --short "$base")"
   if ((${#existing[@]})); then
     jobs=$(nproc 2>/dev/null || echo 2)
     ((jobs > 2)) && jobs=2
     # Findings in headers count only for the headers that changed too.
     hdr_re='^$'
-    for f in "${existing[@]}"; do
-      [[ $f =~ \.(hpp|h)$ ]] && hdr_re+="|^$(pwd)/${f//./\\.}\$"
+    for f in "${headers[@]}"; do
+      hdr_re+="|^$(pwd)/${f//./\\.}\$"
     done
     if ! printf '%s\0' "${existing[@]}" |
          xargs -0 -n 1 -P "$jobs" "$tidy" -p build --quiet --header-filter="$hdr_re"; then

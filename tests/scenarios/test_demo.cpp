@@ -30,8 +30,7 @@ std::string dump(const CaseReport& c) {
     return s;
 }
 
-
-DemoReport run(DemoOptions o) {
+DemoReport run(const DemoOptions& o) {
     auto r = run_demo(o);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().to_string());
     return r.ok() ? *r : DemoReport{};

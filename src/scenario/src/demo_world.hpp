@@ -21,6 +21,9 @@
 
 namespace x2sec::scenario {
 
+using node::Agent;
+using node::NeighbourStatus;
+
 namespace detail {
 Result<pki::X509Ptr> pem_to_x509(const std::string& pem);
 // CMP over HTTP (RFC 6712), one POST per PKIMessage; counts the octets on the connection.

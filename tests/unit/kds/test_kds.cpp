@@ -141,7 +141,7 @@ TEST(KdsServer, SameKeyForBothMembersOfAPair) {
 TEST(KdsServer, FreshKeysDifferAcrossRngStates) {
     DeterministicRng rng(1);
     ServerConfig c = config();
-    c.relations.push_back({"a2", "b1"});
+    c.relations.emplace_back("a2", "b1");
     Server s(c, rng);
     auto k1 = std::get<KeyResponse>(s.handle_request(kA1, req(kA1, kB1), 0));
     auto k2 = std::get<KeyResponse>(s.handle_request(kA2, req(kA2, kB1), 0));

@@ -91,7 +91,7 @@ public:
 
     // IKE on the shared port: receiver runs on the RX thread; send_ike is thread-safe.
     void set_ike_receiver(std::function<void(IkeMessage)> receiver);
-    Status send_ike(const IpAddress& remote, uint16_t remote_port, BytesView ike_message);
+    Status send_ike(const IpAddress& remote, uint16_t remote_port, BytesView msg);
     Status send_keepalive(const IpAddress& remote, uint16_t remote_port);
     uint16_t local_port() const { return m_port; }
     const IpAddress& local_addr() const { return m_opts.bind_addr; }

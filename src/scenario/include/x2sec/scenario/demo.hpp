@@ -14,17 +14,8 @@
 
 namespace x2sec::scenario {
 
-// The node agent's types, used throughout the harnesses.
-using node::Agent;
-using node::Credential;
-using node::IkeFailure;
-using node::LinkState;
+// What one phase cost on the wire (the node agent's measure).
 using node::Measure;
-using node::NeighbourStatus;
-using node::Operations;
-using node::PhaseRecord;
-using node::StepRecord;
-using node::to_string;
 
 struct DemoOptions {
     std::string workdir;        // empty: a fresh directory under /tmp, removed afterwards

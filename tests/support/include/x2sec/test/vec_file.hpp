@@ -40,7 +40,7 @@ inline std::vector<VecRecord> read_vec_file(const std::string& name) {
     std::string section;
     std::string line;
     int n = 0;
-    auto trim = [](std::string s) {
+    auto trim = [](const std::string& s) {
         const auto b = s.find_first_not_of(" \t\r");
         const auto e = s.find_last_not_of(" \t\r");
         return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
