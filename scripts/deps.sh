@@ -2,8 +2,8 @@
 # Installs every Debian 12 package x2sec needs to build, test and benchmark (run as root).
 set -euo pipefail
 PACKAGES=(
-  build-essential cmake ninja-build pkg-config git clang-14 libclang-rt-14-dev lld-14
-  libssl-dev openssl libboost1.81-dev libspdlog-dev libfmt-dev libcli11-dev
+  build-essential cmake ninja-build pkg-config git clang-14 libclang-rt-14-dev lld-14 clang-format-14 clang-tidy-14
+  libssl-dev openssl libspdlog-dev libfmt-dev libcli11-dev
   libtomlplusplus-dev nlohmann-json3-dev libsqlite3-dev sqlite3 libpq-dev postgresql-15
   libgtest-dev libgmock-dev libbenchmark-dev
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins

@@ -1,13 +1,13 @@
 // `x2sec demo`: every case of the contribution on loopback, one command, no root.
 #include <iostream>
 #include <x2sec/common/log.hpp>
-#include <x2sec/node/demo.hpp>
+#include <x2sec/scenario/demo.hpp>
 
 #include "registry.hpp"
 
 static x2sec::app::Command reg("demo", "Run every case of the contribution on loopback (no root needed)",
                                [](CLI::App& app) {
-    auto opt = std::make_shared<x2sec::node::DemoOptions>();
+    auto opt = std::make_shared<x2sec::scenario::DemoOptions>();
     auto verbose = std::make_shared<bool>(false);
     auto show_status = std::make_shared<bool>(false);
     auto print_config = std::make_shared<bool>(false);
@@ -22,18 +22,18 @@ static x2sec::app::Command reg("demo", "Run every case of the contribution on lo
     return [opt, verbose, show_status, print_config, base_port]() -> int {
         using namespace x2sec;
         if (*print_config) {
-            std::cout << node::default_deployment_template();
+            std::cout << scenario::default_deployment_template();
             return 0;
         }
         log::set_level(*verbose ? "info" : "error");
         opt->base_port = uint16_t(*base_port);
         if (!opt->workdir.empty()) opt->keep_workdir = true;
-        auto r = node::run_demo(*opt);
+        auto r = scenario::run_demo(*opt);
         if (!r.ok()) {
             std::cerr << "x2sec demo: " << r.error().to_string() << "\n";
             return 1;
         }
-        std::cout << node::render_report(*r);
+        std::cout << scenario::render_report(*r);
         if (*show_status)
             for (auto& [name, text] : r->node_status) std::cout << "\n" << text;
         bool all_ok = true;

@@ -8,7 +8,7 @@
 //   quit
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
+#include <csignal>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,14 +19,12 @@
 #include <sstream>
 #include <x2sec/common/log.hpp>
 #include <x2sec/esp/tun_backend.hpp>
-#ifdef X2SEC_IKE_HAVE_ENGINE
 #include <x2sec/common/rng.hpp>
 #include <x2sec/config/engine_config.hpp>
 #include <x2sec/esp/natt_transport.hpp>
 #include <x2sec/ikev2/engine.hpp>
 #include <x2sec/runtime/engine_api.hpp>
 #include <x2sec/runtime/ike_runtime.hpp>
-#endif
 
 #include "registry.hpp"
 
@@ -280,7 +278,6 @@ int run_esp(const EspOpts& o) {
     (void)(*backend)->start();
     std::cout << "ready " << tun_name << " " << o.local << ":" << (*backend)->local_port() << std::endl;
     if (!o.ike_config.empty()) {
-#ifdef X2SEC_IKE_HAVE_ENGINE
         // IKE daemon on the same process: the engine installs Child SAs into this data plane
         // (ChildSaBackend) and shares the UDP 4500 socket through the NattTransport adapter.
         auto cfg = config::load(o.ike_config);
@@ -315,11 +312,6 @@ int run_esp(const EspOpts& o) {
         (*backend)->stop();
         std::cerr << status_json(dp).dump() << "\n";
         return rc;
-#else
-        std::cerr << "x2sec esp: --ike-config needs the IKEv2 engine in this build\n";
-        (*backend)->stop();
-        return 1;
-#endif
     }
 
     std::string pending;

@@ -25,17 +25,11 @@
 
 #include "registry.hpp"
 
-#ifdef X2SEC_IKE_HAVE_CONFIG
 #include <x2sec/config/engine_config.hpp>
-#endif
-#ifdef X2SEC_IKE_HAVE_ENGINE
 #include <x2sec/runtime/ike_runtime.hpp>
-#ifdef X2SEC_IKE_HAVE_ESP
 #include <x2sec/esp/data_plane.hpp>
 #include <x2sec/esp/natt_transport.hpp>
 #include <x2sec/esp/tun_backend.hpp>
-#endif
-#endif
 
 namespace x2sec::app {
 Runner setup_ike_load(CLI::App* sub);
@@ -238,16 +232,13 @@ int cmd_rekey(const Options& o) {
     return rc;
 }
 
-#ifdef X2SEC_IKE_HAVE_CONFIG
 x2sec::Result<x2sec::config::LoadedConfig> load_config(const Options& o) {
     auto cfg = x2sec::config::load(o.config);
     if (!cfg) std::cerr << cfg.error().detail() << "\n";
     return cfg;
 }
-#endif
 
 int cmd_check(const Options& o) {
-#ifdef X2SEC_IKE_HAVE_CONFIG
     auto cfg = load_config(o);
     if (!cfg) return 1;
     std::cout << o.config << ": OK, " << cfg->engine.peers.size() << " peer(s)\n";
@@ -268,14 +259,8 @@ int cmd_check(const Options& o) {
         std::cout << ", " << p.children.size() << " child(ren)\n";
     }
     return 0;
-#else
-    (void)o;
-    std::cerr << "x2sec ike check-config: this build has no crypto/x509 libraries yet\n";
-    return 1;
-#endif
 }
 
-#ifdef X2SEC_IKE_HAVE_ENGINE
 // SIGHUP reloads the CRLs (changed [[crl]] files now, every known CRL URL refetched).  SIGHUP
 // is blocked in every thread (the caller blocks it before starting any) and taken here with
 // sigwait; the destructor wakes the thread with a SIGHUP of its own.
@@ -333,16 +318,14 @@ public:
     std::function<void(std::function<void()>)> poster;  // set once the runtime exists
 
 private:
-    void post(std::function<void()> f) {
+    void post(std::function<void()> f) const {
         if (poster) poster(std::move(f));
     }
     x2sec::ChildSaBackend& m_inner;
     x2sec::ChildSaEvents m_engine_events;
 };
-#endif
 
 int cmd_run(const Options& o) {
-#ifdef X2SEC_IKE_HAVE_ENGINE
     CrlReloadOnHup::block_daemon_signals();  // before any thread starts (the CRL fetch thread blocks all signals)
     auto cfg = load_config(o);
     if (!cfg) return 1;
@@ -382,7 +365,6 @@ int cmd_run(const Options& o) {
     }
     x2sec::MemoryChildSaBackend memory_backend;
     x2sec::ChildSaBackend* inner = &memory_backend;
-#ifdef X2SEC_IKE_HAVE_ESP
     x2sec::Counters esp_counters;
     std::unique_ptr<x2sec::esp::DataPlane> dp;
     std::unique_ptr<x2sec::esp::TunBackend> tun_backend;
@@ -438,7 +420,6 @@ int cmd_run(const Options& o) {
         ro.extra_counters.push_back(&esp_counters);
         lg->info("ESP data plane on TUN {} (UDP {}:{} shared with IKE)", bo.tun_name, bo.bind_addr.to_string(), bo.port);
     }
-#endif
     if (inner == &memory_backend) lg->info("Child SAs are recorded in memory (no ESP data plane: --dataplane tun)");
     LoopBackend backend(*inner);
     x2sec::SystemClock clock;
@@ -450,31 +431,22 @@ int cmd_run(const Options& o) {
     }
     auto* rtp = rt->get();
     backend.poster = [rtp](std::function<void()> f) { rtp->post([f = std::move(f)](x2sec::runtime::EngineApi&, x2sec::Millis) { f(); }); };
-#ifdef X2SEC_IKE_HAVE_ESP
     if (tun_backend) {
         if (auto st = tun_backend->start(); !st) {
             std::cerr << "x2sec ike run: ESP data plane: " << st.error().detail() << "\n";
             return 1;
         }
     }
-#endif
     lg->info("x2sec IKE daemon running with {} peer(s), control socket {}", cfg->engine.peers.size(), ro.control_socket);
     int rc = (*rt)->run();
     backend.poster = nullptr;
-#ifdef X2SEC_IKE_HAVE_ESP
     if (tun_backend) {
         tun_backend->stop();
         nlohmann::json c = nlohmann::json::object();
         for (const auto& [k, v] : esp_counters.snapshot()) c[k] = v;
         lg->info("ESP data plane counters at exit: {}", c.dump());
     }
-#endif
     return rc;
-#else
-    (void)o;
-    std::cerr << "x2sec ike run: the IKEv2 engine is not implemented in this build yet (src/ikev2 has no Engine)\n";
-    return 1;
-#endif
 }
 
 x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (list-sas, initiate, terminate, rekey)",

@@ -16,14 +16,11 @@
 
 #include "registry.hpp"
 
-#ifdef X2SEC_HAVE_LOADGEN
 #include <x2sec/common/log.hpp>
 #include <x2sec/loadgen/ike_load.hpp>
-#endif
 
 namespace x2sec::app {
 
-#ifdef X2SEC_HAVE_LOADGEN
 namespace {
 
 struct LoadCli {
@@ -160,11 +157,9 @@ int run(LoadCli& c) {
 }
 
 }  // namespace
-#endif
 
 // Adds the options to `sub` and returns the runner (cmd_ike.cpp calls this for "load").
 Runner setup_ike_load(CLI::App* sub) {
-#ifdef X2SEC_HAVE_LOADGEN
     auto c = std::make_shared<LoadCli>();
     auto& o = c->o;
     sub->add_option("--target", c->target, "responder ADDR[:PORT] or [V6]:PORT")
@@ -214,13 +209,6 @@ Runner setup_ike_load(CLI::App* sub) {
     sub->add_flag("--quiet", c->quiet, "no progress line on stderr");
     sub->add_option("--log-level", c->log_level, "engine log level")->capture_default_str();
     return [c]() -> int { return run(*c); };
-#else
-    (void)sub;
-    return []() -> int {
-        std::cerr << "x2sec ike load: this build has no load generator (src/loadgen)\n";
-        return 1;
-    };
-#endif
 }
 
 }  // namespace x2sec::app

@@ -1,14 +1,15 @@
 // `x2sec lab`: the demo's cases as root, in network namespaces with TUN devices and real IP
-// traffic (see src/node/include/x2sec/node/lab.hpp and docs/node.md).
+// traffic (see src/scenario/include/x2sec/scenario/lab.hpp and docs/node.md).
 #include <iostream>
+#include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
-#include <x2sec/node/lab.hpp>
+#include <x2sec/scenario/lab.hpp>
 
 #include "registry.hpp"
 
 static x2sec::app::Command reg("lab", "Run every case in network namespaces with TUN devices and real IP traffic (root)",
                                [](CLI::App& app) {
-    auto opt = std::make_shared<x2sec::node::LabOptions>();
+    auto opt = std::make_shared<x2sec::scenario::LabOptions>();
     auto verbose = std::make_shared<bool>(false);
     auto json = std::make_shared<bool>(false);
     auto show_status = std::make_shared<bool>(false);
@@ -19,6 +20,10 @@ static x2sec::app::Command reg("lab", "Run every case in network namespaces with
     app.add_option("--wait", opt->wait_s, "Seconds to wait for one process start or IKE exchange");
     app.add_option("--workdir", opt->workdir, "Keep certificates, configurations and process logs here");
     app.add_option("--x2sec", opt->x2sec_binary, "x2sec binary to run in the namespaces (default: this one)");
+    auto deployment = std::make_shared<std::string>();
+    app.add_option("--deployment", *deployment,
+                   "Deployment TOML to use instead of the embedded one (the demo's ${...} placeholders)")
+        ->check(CLI::ExistingFile);
     auto faults = std::make_shared<std::vector<std::string>>();
     app.add_option("--fault", *faults, "Negative case: ra-down (no RA/CA), kds-refuses (no authorised pair at the KDS)")
         ->check(CLI::IsMember({"ra-down", "kds-refuses"}));
@@ -27,31 +32,39 @@ static x2sec::app::Command reg("lab", "Run every case in network namespaces with
     app.add_flag("--json", *json, "Print the report as JSON");
     app.add_flag("--status", *show_status, "Print each H(e)NB's per-neighbour status at the end");
     app.add_flag("-v,--verbose", *verbose, "Log the agents' decisions and the modules' steps on stderr");
-    return [opt, verbose, json, show_status, teardown, faults]() -> int {
+    return [opt, verbose, json, show_status, teardown, faults, deployment]() -> int {
         using namespace x2sec;
+        if (!deployment->empty()) {
+            auto text = read_text_file(*deployment);
+            if (!text.ok()) {
+                std::cerr << "x2sec lab: " << text.error().to_string() << "\n";
+                return 2;
+            }
+            opt->deployment = *text;
+        }
         for (auto& f : *faults) {
             if (f == "ra-down") opt->ra_down = true;
             if (f == "kds-refuses") opt->kds_refuses = true;
         }
         if (*teardown) {
-            auto removed = node::lab_teardown();
+            auto removed = scenario::lab_teardown();
             for (auto& r : removed) std::cout << "removed " << r << "\n";
             if (removed.empty()) std::cout << "nothing to remove\n";
             return 0;
         }
-        if (auto why = node::lab_unavailable_reason(); !why.empty()) {
+        if (auto why = scenario::lab_unavailable_reason(); !why.empty()) {
             std::cerr << "x2sec lab: cannot run here: " << why << "\n"
                       << "  (`x2sec demo` runs the same cases on loopback without root)\n";
             return 2;
         }
         log::set_level(*verbose ? "info" : "error");
-        auto r = node::run_lab(*opt);
+        auto r = scenario::run_lab(*opt);
         if (!r.ok()) {
             std::cerr << "x2sec lab: " << r.error().to_string() << "\n";
             return 1;
         }
-        if (*json) std::cout << node::report_json(*r) << "\n";
-        else std::cout << node::render_report(*r);
+        if (*json) std::cout << scenario::report_json(*r) << "\n";
+        else std::cout << scenario::render_report(*r);
         if (*show_status)
             for (auto& [name, text] : r->node_status) std::cout << "\n" << text;
         if (opt->keep)

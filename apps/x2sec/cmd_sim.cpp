@@ -1,14 +1,14 @@
 // `x2sec sim`: many H(e)NBs with mixed vendors and policies on a virtual clock (see
-// src/node/include/x2sec/node/sim.hpp and docs/node.md).
+// src/node/include/x2sec/scenario/sim.hpp and docs/node.md).
 #include <iostream>
 #include <x2sec/common/log.hpp>
-#include <x2sec/node/sim.hpp>
+#include <x2sec/scenario/sim.hpp>
 
 #include "registry.hpp"
 
 static x2sec::app::Command reg("sim", "Simulate many H(e)NBs and their neighbour relations on a virtual clock",
                                [](CLI::App& app) {
-    auto o = std::make_shared<x2sec::node::SimOptions>();
+    auto o = std::make_shared<x2sec::scenario::SimOptions>();
     auto verbose = std::make_shared<bool>(false);
     auto list = std::make_shared<bool>(false);
     auto no_certreq = std::make_shared<bool>(false);
@@ -41,12 +41,12 @@ static x2sec::app::Command reg("sim", "Simulate many H(e)NBs and their neighbour
         o->duration_ms = Millis(*duration * 1000);
         o->revoke_at_ms = Millis(*revoke_at * 1000);
         if (ra_down->size() == 2) o->ra_down = std::make_pair(Millis((*ra_down)[0] * 1000), Millis((*ra_down)[1] * 1000));
-        auto r = node::run_sim(*o);
+        auto r = scenario::run_sim(*o);
         if (!r.ok()) {
             std::cerr << "x2sec sim: " << r.error().to_string() << "\n";
             return 1;
         }
-        std::cout << node::render_sim_report(*r);
+        std::cout << scenario::render_sim_report(*r);
         if (*list) {
             std::cout << "\nrelations:\n";
             for (auto& x : r->relations) {

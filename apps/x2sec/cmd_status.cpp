@@ -6,7 +6,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <x2sec/common/log.hpp>
-#include <x2sec/node/demo.hpp>
+#include <x2sec/scenario/demo.hpp>
 #include <x2sec/policy/config.hpp>
 
 #include "registry.hpp"
@@ -24,7 +24,7 @@ static x2sec::app::Command reg("status", "Per-neighbour decision, steps and tunn
         using namespace x2sec;
         if (*demo) {
             log::set_level("error");
-            auto r = node::run_demo({});
+            auto r = scenario::run_demo({});
             if (!r.ok()) {
                 std::cerr << "x2sec status: " << r.error().to_string() << "\n";
                 return 1;

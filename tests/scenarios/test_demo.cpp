@@ -4,10 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <functional>
-#include <x2sec/node/demo.hpp>
+#include <x2sec/scenario/demo.hpp>
 
 using namespace x2sec;
 using namespace x2sec::node;
+using namespace x2sec::scenario;
 
 namespace {
 
@@ -29,21 +30,7 @@ std::string dump(const CaseReport& c) {
     return s;
 }
 
-// Skips the test, naming what is missing, unless the build has the modules it needs.
-std::string missing(bool ike, bool esp, bool cmp) {
-    auto c = capabilities();
-    std::string m;
-    if (ike && !c.ike) m += c.ike_reason + "; ";
-    if (esp && !c.esp) m += c.esp_reason + "; ";
-    if (cmp && !c.cmp) m += c.cmp_reason + "; ";
-    return m;
-}
-#define REQUIRE_MODULES(ike, esp, cmp, why)                                        \
-    do {                                                                           \
-        if (auto m = missing(ike, esp, cmp); !m.empty()) GTEST_SKIP() << "needs " << m << why; \
-    } while (0)
-
-DemoReport run(DemoOptions o) {
+DemoReport run(const DemoOptions& o) {
     auto r = run_demo(o);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().to_string());
     return r.ok() ? *r : DemoReport{};
@@ -82,7 +69,6 @@ TEST(Demo, IpsecOffCarriesPlainX2WithWarning) {
 }
 
 TEST(Demo, Scenario1SameCaWithCurrentCertificates) {
-    REQUIRE_MODULES(true, true, false, "");
     auto c = run_case("scenario1");
     ASSERT_EQ(c.id, "scenario1");
     EXPECT_TRUE(c.ok) << dump(c);
@@ -98,7 +84,6 @@ TEST(Demo, Scenario1SameCaWithCurrentCertificates) {
 }
 
 TEST(Demo, Scenario2EnrolThenOperatorCertificates) {
-    REQUIRE_MODULES(true, true, true, "");
     auto c = run_case("scenario2");
     ASSERT_EQ(c.id, "scenario2");
     EXPECT_TRUE(c.ok) << dump(c);
@@ -111,7 +96,6 @@ TEST(Demo, Scenario2EnrolThenOperatorCertificates) {
 }
 
 TEST(Demo, Solution2KdsKeyThenPsk) {
-    REQUIRE_MODULES(true, true, false, "");
     auto c = run_case("solution2");
     ASSERT_EQ(c.id, "solution2");
     EXPECT_TRUE(c.ok) << dump(c);
@@ -135,7 +119,6 @@ TEST(Demo, PeerWithoutUsableCertificateAndNoCmpStaysDown) {
 }
 
 TEST(Demo, KdsRefusesUnauthorisedPair) {
-    REQUIRE_MODULES(true, false, false, "(the KDS is reached through the backhaul)");
     auto c = run_case("solution2", [](DemoOptions& o) { o.kds_without_relation = true; });
     ASSERT_EQ(c.id, "solution2");
     EXPECT_FALSE(c.ok);
@@ -145,7 +128,6 @@ TEST(Demo, KdsRefusesUnauthorisedPair) {
 }
 
 TEST(Demo, RaCaDownLeavesNeighbourDownWithBackoff) {
-    REQUIRE_MODULES(true, false, true, "");
     DemoReport r;
     auto c = run_case("scenario2", [](DemoOptions& o) { o.ra_down = true; }, &r);
     ASSERT_EQ(c.id, "scenario2");
@@ -157,7 +139,6 @@ TEST(Demo, RaCaDownLeavesNeighbourDownWithBackoff) {
 }
 
 TEST(Demo, VendorUnknownToRaRefused) {
-    REQUIRE_MODULES(true, false, true, "");
     auto c = run_case("scenario2", [](DemoOptions& o) { o.vendor_b_unknown_to_ra = true; });
     ASSERT_EQ(c.id, "scenario2");
     EXPECT_FALSE(c.ok);
@@ -166,7 +147,6 @@ TEST(Demo, VendorUnknownToRaRefused) {
 }
 
 TEST(Demo, RevokedOperatorCertificateRefused) {
-    REQUIRE_MODULES(true, true, true, "");
     auto c = run_case("scenario2", [](DemoOptions& o) { o.revoke_peer_operator_cert = true; });
     ASSERT_EQ(c.id, "scenario2");
     EXPECT_TRUE(any_step(c, "[operator] revoked henb-b1's operator certificate")) << dump(c);
@@ -181,7 +161,6 @@ TEST(Demo, RevokedOperatorCertificateRefused) {
 // IKE_AUTH and enrols; henb-b1 learns from henb-a1's IKE_AUTH (CERTREQ, then the
 // AUTHENTICATION_FAILED for its vendor certificate) and enrols too.
 TEST(Demo, Scenario2WithoutHintsDecidesFromCertreq) {
-    REQUIRE_MODULES(true, true, true, "");
     std::string toml = default_deployment_template();
     auto drop = [&](const std::string& after, const std::string& line) {
         auto at = toml.find(line, toml.find(after));

@@ -4,20 +4,14 @@
 // deployment with faults checks convergence, fault handling and determinism.
 #include <gtest/gtest.h>
 
-#include <x2sec/node/demo.hpp>
-#include <x2sec/node/sim.hpp>
+#include <x2sec/scenario/demo.hpp>
+#include <x2sec/scenario/sim.hpp>
 
 using namespace x2sec;
 using namespace x2sec::node;
+using namespace x2sec::scenario;
 
 namespace {
-
-#define REQUIRE_MODULES()                                                                        \
-    do {                                                                                         \
-        auto caps = capabilities();                                                              \
-        if (!(caps.ike && caps.esp && caps.cmp))                                                 \
-            GTEST_SKIP() << "needs " << caps.ike_reason << caps.esp_reason << caps.cmp_reason;   \
-    } while (0)
 
 size_t find_step(const std::vector<std::string>& steps, const std::string& text) {
     for (size_t i = 0; i < steps.size(); ++i)
@@ -57,7 +51,6 @@ size_t counter(const SimReport& r, const std::string& k) {
 }  // namespace
 
 TEST(SimDecision, CertreqWithoutOurAnchorEnrolsBeforeAnyVendorIkeAuth) {
-    REQUIRE_MODULES();
     auto r = run_sim(pair(true, true, true));
     ASSERT_TRUE(r.ok()) << r.error().to_string();
     ASSERT_EQ(r->relations.size(), 1u);
@@ -82,7 +75,6 @@ TEST(SimDecision, CertreqWithoutOurAnchorEnrolsBeforeAnyVendorIkeAuth) {
 }
 
 TEST(SimDecision, AuthFailedUntrustedCaLeadsToEnrolment) {
-    REQUIRE_MODULES();
     auto r = run_sim(pair(true, true, /*certreq=*/false));
     ASSERT_TRUE(r.ok()) << r.error().to_string();
     const auto& x = r->relations[0];
@@ -101,7 +93,6 @@ TEST(SimDecision, AuthFailedUntrustedCaLeadsToEnrolment) {
 }
 
 TEST(SimDecision, AuthFailedWithoutCmpIsDownWithReasonAndBackoff) {
-    REQUIRE_MODULES();
     auto r = run_sim(pair(false, false, /*certreq=*/false, policy::AuthMode::Certificate));
     ASSERT_TRUE(r.ok()) << r.error().to_string();
     const auto& x = r->relations[0];
@@ -120,7 +111,6 @@ TEST(SimDecision, AuthFailedWithoutCmpIsDownWithReasonAndBackoff) {
 }
 
 TEST(Sim, MixedDeploymentConvergesAndHandlesFaults) {
-    REQUIRE_MODULES();
     SimOptions o;
     o.seed = 7;
     o.node_count = 40;
@@ -171,7 +161,6 @@ TEST(Sim, MixedDeploymentConvergesAndHandlesFaults) {
 }
 
 TEST(Sim, SameSeedSameRun) {
-    REQUIRE_MODULES();
     SimOptions o;
     o.seed = 3;
     o.node_count = 12;

@@ -156,15 +156,21 @@ Status DataPlane::remove_locked(uint32_t spi_in) {
         }
         break;
     }
-    purge_draining_locked();
-    if (next) m_draining[spi_in] = Draining{c, std::chrono::steady_clock::now() + std::chrono::milliseconds(kRekeyDrainMs)};
+    const Millis now = m_now.load(std::memory_order_relaxed);
+    purge_draining_locked(now);
+    if (next) m_draining[spi_in] = Draining{c, now + kRekeyDrainMs};
     m_counters.inc("esp.sa.removed");
     log::get("esp")->info("removed Child SA in {:08x} out {:08x}", c->in.spi, c->out.spi);
     return {};
 }
 
-void DataPlane::purge_draining_locked() {
-    const auto now = std::chrono::steady_clock::now();
+void DataPlane::observe(Millis now) {
+    Millis seen = m_now.load(std::memory_order_relaxed);
+    while (now > seen && !m_now.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+    }
+}
+
+void DataPlane::purge_draining_locked(Millis now) {
     for (auto it = m_draining.begin(); it != m_draining.end();)
         it = it->second.until <= now ? m_draining.erase(it) : std::next(it);
 }
@@ -202,7 +208,8 @@ void DataPlane::check_soft(Child& c, bool outbound) {
         c.soft_pending.store(true, std::memory_order_relaxed);
 }
 
-DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_len, Millis) {
+DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_len, Millis now) {
+    observe(now);
     ProtectResult r;
     auto fail = [&](DropReason why) {
         drop(why);
@@ -270,7 +277,8 @@ DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_le
     return r;
 }
 
-DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t off, size_t len, Millis) {
+DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t off, size_t len, Millis now) {
+    observe(now);
     UnprotectResult r;
     auto fail = [&](DropReason why) {
         drop(why);
@@ -287,7 +295,7 @@ DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t o
     bool draining = false;  // sent before the rekey's DELETE, arriving after it
     if (auto it = m_sad.find(spi); it != m_sad.end()) {
         found = it->second.get();
-    } else if (auto d = m_draining.find(spi); d != m_draining.end() && std::chrono::steady_clock::now() < d->second.until) {
+    } else if (auto d = m_draining.find(spi); d != m_draining.end() && now < d->second.until) {
         found = d->second.child.get();
         draining = true;
     }
@@ -380,10 +388,11 @@ DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t o
 }
 
 void DataPlane::tick(Millis now) {
+    observe(now);
     std::vector<uint32_t> soft, hard;
     {
         std::unique_lock lock(m_mutex);
-        purge_draining_locked();
+        purge_draining_locked(now);
         for (auto& [spi, c] : m_sad) {
             if (c->installed_at < 0) c->installed_at = now;
             Millis age = now - c->installed_at;

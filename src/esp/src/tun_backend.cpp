@@ -24,11 +24,7 @@ Error io_error(const std::string& what) {
     return Error(ErrorDomain::Io, errno, what + ": " + std::strerror(errno));
 }
 
-Millis steady_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-}
+const SystemClock kSystemClock;
 
 socklen_t to_sockaddr(const IpAddress& a, uint16_t port, sockaddr_storage& ss) {
     std::memset(&ss, 0, sizeof(ss));
@@ -166,7 +162,8 @@ Status TunDevice::add_ipv4(const IpAddress& addr, unsigned prefix_len) {
 // ---------------------------------------------------------------- TunBackend
 
 TunBackend::TunBackend(DataPlane& dp, TunDevice tun, TunBackendOptions options)
-    : m_dp(dp), m_tun(std::move(tun)), m_opts(std::move(options)) {}
+    : m_dp(dp), m_tun(std::move(tun)), m_opts(std::move(options)),
+      m_clock(m_opts.clock != nullptr ? m_opts.clock : &kSystemClock) {}
 
 Result<std::unique_ptr<TunBackend>> TunBackend::create(DataPlane& dp, TunDevice tun,
                                                        TunBackendOptions options) {
@@ -416,7 +413,7 @@ void TunBackend::tx_loop() {
         if (::poll(pfd, 2, 500) < 0 && errno != EINTR) break;
         if (pfd[1].revents) break;
         if (!(pfd[0].revents & POLLIN)) continue;
-        now = steady_ms();
+        now = m_clock->now();
         // Read until the TUN device is drained; send whenever a batch is full, and at the end.
         for (;;) {
             if (!vnet) {
@@ -484,8 +481,8 @@ void TunBackend::rx_loop() {
     auto& tun_write_err = c.counter("esp.rx.tun_write_error");
     auto& batches = c.counter("esp.rx.batches");
     const bool vnet = m_tun.vnet();
-    Millis next_tick = 0, next_keepalive = steady_ms() + m_opts.keepalive_ms;
-    Millis now = steady_ms();
+    Millis next_tick = 0, next_keepalive = m_clock->now() + m_opts.keepalive_ms;
+    Millis now = m_clock->now();
     auto& raw_rx = c.counter("esp.rx.raw_packets");
     auto& co_super = c.counter("esp.rx.tun_super_packets");
     auto& co_segs = c.counter("esp.rx.tun_coalesced_segments");
@@ -562,7 +559,7 @@ void TunBackend::rx_loop() {
             int k = ::recvmmsg(m_raw, msgs.data(), unsigned(n), MSG_DONTWAIT, nullptr);
             if (k <= 0) return;
             batches.fetch_add(1, std::memory_order_relaxed);
-            now = steady_ms();
+            now = m_clock->now();
             for (int i = 0; i < k; ++i) {
                 uint8_t* b = bufs[size_t(i)].data();
                 size_t total = msgs[size_t(i)].msg_len, off = kRxOff;
@@ -584,7 +581,7 @@ void TunBackend::rx_loop() {
         }
     };
     while (m_running.load(std::memory_order_relaxed)) {
-        now = steady_ms();
+        now = m_clock->now();
         if (now >= next_tick) {
             m_dp.tick(now);
             next_tick = now + m_opts.tick_ms;
@@ -608,7 +605,7 @@ void TunBackend::rx_loop() {
             int k = ::recvmmsg(m_udp, msgs.data(), unsigned(n), MSG_DONTWAIT, nullptr);
             if (k <= 0) break;
             batches.fetch_add(1, std::memory_order_relaxed);
-            now = steady_ms();
+            now = m_clock->now();
             for (int i = 0; i < k; ++i) {
                 uint8_t* b = bufs[size_t(i)].data();
                 size_t total = msgs[size_t(i)].msg_len;

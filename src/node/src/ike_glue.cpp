@@ -1,4 +1,4 @@
-#include "ike_glue.hpp"
+#include <x2sec/node/ike_glue.hpp>
 
 #include <algorithm>
 

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <cstring>
+#include <x2sec/common/time.hpp>
 #include <x2sec/esp/memory_backend.hpp>
 
 using namespace x2sec;
@@ -395,6 +396,33 @@ TEST(DataPlane, RekeyedAwaySaStillAcceptsPacketsInFlight) {
     ASSERT_EQ(load_be32(late_new.data()), 0xd2u);
     ASSERT_TRUE(t.b.remove(0xd2).ok());
     EXPECT_FALSE(t.eb.receive(late_new));
+    EXPECT_EQ(t.cb.get("esp.drop.unknown_spi"), 1u);
+    EXPECT_EQ(t.cb.get("esp.rx.after_rekey"), 1u);
+}
+
+// The data plane reads no clock: the drain window of a rekeyed-away SA is measured on the time
+// its caller passes in (here a manual clock), from the latest time it saw before remove().
+TEST(DataPlane, DrainWindowRunsOnTheCallersClock) {
+    ManualClock clock(50'000);
+    Pair t;
+    t.install(pair_params(0xc1, 0xc2));
+    bool in_flight = true;
+    t.ea.on_wire = [&](Bytes&) { return !in_flight; };
+    const Bytes p = ipv4("198.51.100.1", "203.0.113.1", 17, 1, 2, 10, 9);
+    EXPECT_FALSE(t.ea.send(p, clock.now()));
+    const Bytes late1 = t.ea.last_datagram();
+    EXPECT_FALSE(t.ea.send(p, clock.now()));
+    const Bytes late2 = t.ea.last_datagram();
+    ASSERT_NE(late1, late2);
+    t.install(pair_params(0xd1, 0xd2, EspCipher::AesGcm16_128, 1, 77));
+    ASSERT_TRUE(t.a.set_outbound(0xc1, 0xd1).ok());
+    t.b.tick(clock.now());  // B has seen t = 50 s when the rekey's DELETE removes the old SA
+    ASSERT_TRUE(t.b.remove(0xc2).ok());
+    clock.advance(kRekeyDrainMs - 1);
+    ASSERT_TRUE(t.eb.receive(late1, clock.now()));  // inside the window
+    EXPECT_EQ(t.cb.get("esp.rx.after_rekey"), 1u);
+    clock.advance(1);
+    EXPECT_FALSE(t.eb.receive(late2, clock.now()));  // the window closed at 50 s + kRekeyDrainMs
     EXPECT_EQ(t.cb.get("esp.drop.unknown_spi"), 1u);
     EXPECT_EQ(t.cb.get("esp.rx.after_rekey"), 1u);
 }

@@ -13,7 +13,7 @@
 #include <x2sec/kds/protocol.hpp>
 #include <x2sec/kds/server.hpp>
 #include <x2sec/kds/tls.hpp>
-#include <x2sec/node/lab_pki.hpp>
+#include <x2sec/scenario/lab_pki.hpp>
 #include <x2sec/test/slow_clients.hpp>
 
 using namespace x2sec;
@@ -141,7 +141,7 @@ TEST(KdsServer, SameKeyForBothMembersOfAPair) {
 TEST(KdsServer, FreshKeysDifferAcrossRngStates) {
     DeterministicRng rng(1);
     ServerConfig c = config();
-    c.relations.push_back({"a2", "b1"});
+    c.relations.emplace_back("a2", "b1");
     Server s(c, rng);
     auto k1 = std::get<KeyResponse>(s.handle_request(kA1, req(kA1, kB1), 0));
     auto k2 = std::get<KeyResponse>(s.handle_request(kA2, req(kA2, kB1), 0));
@@ -217,11 +217,11 @@ TEST(KdsServer, MalformedBytesAnsweredWithError) {
 // ---------------------------------------------------------------- mutual TLS over loopback
 namespace {
 struct Pki {
-    node::LabCa vendor_a = node::LabCa::create("Vendor A Root CA", "Vendor A", 1'700'000'000, 3650).value();
-    node::LabCa vendor_b = node::LabCa::create("Vendor B Root CA", "Vendor B", 1'700'000'000, 3650).value();
-    node::LabCa rogue = node::LabCa::create("Rogue CA", "Rogue", 1'700'000'000, 3650).value();
-    node::LabCa op = node::LabCa::create("Operator Root CA", "Operator", 1'700'000'000, 3650).value();
-    TlsCredentials creds(node::LabCa& ca, const std::string& id, const std::string& anchors) {
+    scenario::LabCa vendor_a = scenario::LabCa::create("Vendor A Root CA", "Vendor A", 1'700'000'000, 3650).value();
+    scenario::LabCa vendor_b = scenario::LabCa::create("Vendor B Root CA", "Vendor B", 1'700'000'000, 3650).value();
+    scenario::LabCa rogue = scenario::LabCa::create("Rogue CA", "Rogue", 1'700'000'000, 3650).value();
+    scenario::LabCa op = scenario::LabCa::create("Operator Root CA", "Operator", 1'700'000'000, 3650).value();
+    TlsCredentials creds(scenario::LabCa& ca, const std::string& id, const std::string& anchors) {
         auto c = ca.issue(id, int64_t(time(nullptr)) - 3600, 365).value();
         return TlsCredentials{c.chain_pem, c.key_pem, anchors};
     }

@@ -19,7 +19,7 @@
 #include <x2sec/kds/protocol.hpp>
 #include <x2sec/kds/server.hpp>
 #include <x2sec/kds/tls.hpp>
-#include <x2sec/node/lab_pki.hpp>
+#include <x2sec/scenario/lab_pki.hpp>
 
 using namespace x2sec;
 using namespace x2sec::kds;
@@ -368,9 +368,9 @@ struct RawClient {
 };
 
 struct Pki {
-    node::LabCa vendor_a = node::LabCa::create("Vendor A Root CA", "Vendor A", 1'700'000'000, 3650).value();
-    node::LabCa op = node::LabCa::create("Operator Root CA", "Operator", 1'700'000'000, 3650).value();
-    TlsCredentials creds(node::LabCa& ca, const std::string& id, const std::string& anchors) {
+    scenario::LabCa vendor_a = scenario::LabCa::create("Vendor A Root CA", "Vendor A", 1'700'000'000, 3650).value();
+    scenario::LabCa op = scenario::LabCa::create("Operator Root CA", "Operator", 1'700'000'000, 3650).value();
+    TlsCredentials creds(scenario::LabCa& ca, const std::string& id, const std::string& anchors) {
         auto c = ca.issue(id, int64_t(time(nullptr)) - 3600, 365).value();
         return TlsCredentials{c.chain_pem, c.key_pem, anchors};
     }

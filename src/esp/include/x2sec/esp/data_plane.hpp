@@ -13,7 +13,6 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
-#include <chrono>
 #include <memory>
 #include <shared_mutex>
 #include <span>
@@ -151,10 +150,14 @@ private:
     // since IKE (UDP 500) and raw ESP (IP protocol 50) arrive on different sockets.
     struct Draining {
         std::shared_ptr<Child> child;
-        std::chrono::steady_clock::time_point until;
+        Millis until = 0;  // the caller's clock
     };
     std::unordered_map<uint32_t, Draining> m_draining;  // by inbound SPI
-    void purge_draining_locked();
+    void purge_draining_locked(Millis now);
+    // The latest time a caller passed in (protect/unprotect/tick): remove() has no time of its
+    // own (ChildSaBackend), so a rekeyed-away SA drains until this + kRekeyDrainMs.
+    void observe(Millis now);
+    std::atomic<Millis> m_now{0};
     std::vector<Policy> m_spd;
     std::atomic<uint64_t>* m_drop[static_cast<size_t>(DropReason::Count)] = {};
     std::atomic<uint64_t>& m_tx_packets;

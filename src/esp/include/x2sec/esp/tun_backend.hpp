@@ -76,6 +76,9 @@ struct TunBackendOptions {
     // encap not forced): a raw socket, which needs CAP_NET_RAW.  Without it such SAs cannot
     // send (esp.tx.no_raw_socket) and the backend logs why.
     bool raw_esp = true;
+    // The clock whose time the backend passes to the data plane (protect/unprotect/tick); the
+    // data plane reads none itself.  nullptr: the monotonic system clock.
+    const Clock* clock = nullptr;
 };
 
 class TunBackend {
@@ -88,7 +91,7 @@ public:
 
     // IKE on the shared port: receiver runs on the RX thread; send_ike is thread-safe.
     void set_ike_receiver(std::function<void(IkeMessage)> receiver);
-    Status send_ike(const IpAddress& remote, uint16_t remote_port, BytesView ike_message);
+    Status send_ike(const IpAddress& remote, uint16_t remote_port, BytesView msg);
     Status send_keepalive(const IpAddress& remote, uint16_t remote_port);
     uint16_t local_port() const { return m_port; }
     const IpAddress& local_addr() const { return m_opts.bind_addr; }
@@ -103,6 +106,7 @@ private:
     DataPlane& m_dp;
     TunDevice m_tun;
     TunBackendOptions m_opts;
+    const Clock* m_clock;  // m_opts.clock or the system clock
     int m_udp = -1, m_raw = -1, m_stop_fd = -1;
     uint16_t m_port = 0;
     bool m_udp_gro = false;

@@ -1,5 +1,6 @@
-// Reader for tests/vectors/*.vec: "name = value" lines, '#' comments, records separated by
-// blank lines.  Hex values may contain spaces.  Throws std::runtime_error on a missing file.
+// Reader for tests/vectors/*.vec (Botan style): "name = value" lines, '#' comments, records
+// separated by blank lines, optional "[Section]" lines that name the records after them.
+// Hex values may contain spaces.  Throws std::runtime_error on a missing file.
 #pragma once
 
 #include <fstream>
@@ -12,6 +13,7 @@
 namespace x2sec::test {
 
 struct VecRecord {
+    std::string section;  // the last "[Section]" before the record ("" before any)
     std::map<std::string, std::string> fields;
     int line = 0;  // line of the record's first field, for failure messages
     const std::string& at(const std::string& k) const {
@@ -35,9 +37,10 @@ inline std::vector<VecRecord> read_vec_file(const std::string& name) {
     if (!in) throw std::runtime_error("cannot open vector file " + vector_path(name));
     std::vector<VecRecord> out;
     VecRecord cur;
+    std::string section;
     std::string line;
     int n = 0;
-    auto trim = [](std::string s) {
+    auto trim = [](const std::string& s) {
         const auto b = s.find_first_not_of(" \t\r");
         const auto e = s.find_last_not_of(" \t\r");
         return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
@@ -51,9 +54,18 @@ inline std::vector<VecRecord> read_vec_file(const std::string& name) {
             cur = VecRecord{};
             continue;
         }
+        if (line.front() == '[' && line.back() == ']') {
+            if (!cur.fields.empty()) out.push_back(std::move(cur));
+            cur = VecRecord{};
+            section = line.substr(1, line.size() - 2);
+            continue;
+        }
         const auto eq = line.find('=');
         if (eq == std::string::npos) throw std::runtime_error(vector_path(name) + ":" + std::to_string(n) + ": no '='");
-        if (cur.fields.empty()) cur.line = n;
+        if (cur.fields.empty()) {
+            cur.line = n;
+            cur.section = section;
+        }
         cur.fields[trim(line.substr(0, eq))] = trim(line.substr(eq + 1));
     }
     if (!cur.fields.empty()) out.push_back(std::move(cur));

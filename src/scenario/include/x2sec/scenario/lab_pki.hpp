@@ -13,7 +13,7 @@
 typedef struct x509_st X509;
 typedef struct evp_pkey_st EVP_PKEY;
 
-namespace x2sec::node {
+namespace x2sec::scenario {
 
 struct LabCredential {
     std::string cert_pem;   // leaf only
@@ -24,16 +24,16 @@ struct LabCredential {
 
 class LabCa {
 public:
-    static Result<LabCa> create(const std::string& common_name, const std::string& organisation,
-                                int64_t not_before_unix, int days);
+    // A root CA: CN `cn`, O `org`, valid from `nb` (Unix seconds) for `days`.
+    static Result<LabCa> create(const std::string& cn, const std::string& org, int64_t nb, int days);
     const std::string& root_pem() const { return m_root_pem; }
     const std::string& name() const { return m_cn; }
     // The CA's certificate and key (owned by the LabCa), e.g. for an RA/CA server.
     x509_st* cert() const;
     evp_pkey_st* key() const;
-    // End-entity certificate (keyUsage digitalSignature, SAN dNSName = fqdn, CN = fqdn).
-    Result<LabCredential> issue(const std::string& fqdn, int64_t not_before_unix, int days,
-                                bool server_auth = true);
+    // End-entity certificate (keyUsage digitalSignature, SAN dNSName = fqdn, CN = fqdn), valid
+    // from `nb` (Unix seconds) for `days`.
+    Result<LabCredential> issue(const std::string& fqdn, int64_t nb, int days, bool server_auth = true);
 
     LabCa(LabCa&&) noexcept;
     LabCa& operator=(LabCa&&) noexcept;
@@ -50,4 +50,4 @@ private:
 // EUI-48 FQDN per TS 23.003 4.10: "<12 hex digits>.<realm>".
 std::string eui48_fqdn(uint64_t eui48, const std::string& realm);
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

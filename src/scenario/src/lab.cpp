@@ -7,7 +7,7 @@
 //   x2slab<pid>-<henb>  LAN 198.51.100.1i/24 (backhaul) and 192.0.2.1i/24 (direct interface);
 //                       TUN x2sbh 203.0.113.1i/32 (backhaul inner), TUN x2sx2 203.0.113.10i/32
 //                       (X2 inner address)
-#include <x2sec/node/lab.hpp>
+#include <x2sec/scenario/lab.hpp>
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -18,7 +18,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
-#include <signal.h>
+#include <csignal>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -43,24 +43,24 @@
 #include <x2sec/kds/server.hpp>
 #include <x2sec/kds/tls.hpp>
 #include <x2sec/node/agent.hpp>
-#include <x2sec/node/lab_pki.hpp>
+#include <x2sec/scenario/lab_pki.hpp>
 #include <x2sec/policy/config.hpp>
 
-#include "demo_world.hpp"
+#include <x2sec/scenario/ip_command.hpp>
 
-#if defined(X2SEC_HAVE_IKE) && defined(X2SEC_HAVE_ESP)
-#define X2SEC_LAB 1
+#include "demo_world.hpp"
+#include "operations.hpp"
+
 #include <x2sec/runtime/control.hpp>
-#endif
-#ifdef X2SEC_HAVE_CMP
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/http.hpp>
 #include <x2sec/cmp/server.hpp>
 #include <x2sec/cmp/store.hpp>
 #include <x2sec/pki/pki.hpp>
-#endif
 
-namespace x2sec::node {
+namespace x2sec::scenario {
+
+using namespace x2sec::node;  // the agent and its types
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -76,28 +76,9 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string ip_binary() {
-    for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
-        if (::access(p, X_OK) == 0) return p;
-    return "";
-}
-
-// Runs a shell command quietly; its exit status.
-int sh(const std::string& cmd) {
-    int rc = std::system((cmd + " >/dev/null 2>&1").c_str());
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-std::string sh_out(const std::string& cmd) {
-    std::string out;
-    FILE* f = ::popen((cmd + " 2>/dev/null").c_str(), "r");
-    if (!f) return out;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    ::pclose(f);
-    return out;
-}
+// Interfaces the lab creates (checked by ipcmd like every name).
+constexpr const char* kLanIf = "x2slan";
+constexpr const char* kBridgeIf = "x2sbr";
 
 // ------------------------------------------------------------------ cleanup on every path
 struct Janitor {
@@ -134,7 +115,7 @@ struct Janitor {
             ::waitpid(p, nullptr, 0);
         }
         pids.clear();
-        for (auto it = namespaces.rbegin(); it != namespaces.rend(); ++it) sh("ip netns del " + *it);
+        for (auto it = namespaces.rbegin(); it != namespaces.rend(); ++it) (void)ipcmd::netns_del(*it);
         namespaces.clear();
         if (remove_dir && !dir.empty()) {
             std::error_code ec;
@@ -202,10 +183,9 @@ Result<Proc> spawn(const std::string& ns, const std::vector<std::string>& args, 
     p.name = name;
     p.out = dir + "/" + name + ".out";
     p.err = dir + "/" + name + ".err";
-    std::string ip = ip_binary();
-    std::vector<std::string> all = {ip, "netns", "exec", ns};
-    all.insert(all.end(), args.begin(), args.end());
+    X2SEC_TRY(auto all, ipcmd::netns_exec_argv(ns, args));
     std::vector<char*> argv;
+    argv.reserve(all.size() + 1);
     for (auto& a : all) argv.push_back(a.data());
     argv.push_back(nullptr);
     pid_t pid = ::fork();
@@ -460,7 +440,6 @@ Measure ike_measure(const std::vector<WireFrame>& frames, uint32_t initiator) {
 }
 
 
-#ifdef X2SEC_LAB
 Result<json> control(const std::string& sock, const json& req) { return runtime::control_request(sock, req, 3000); }
 // The first request after start: the socket file exists from bind() a moment before listen().
 Result<json> control_first(const std::string& sock, const json& req) {
@@ -481,7 +460,6 @@ bool failed_event(const json& e) {
     return k == "AUTH_FAILED" || k == "NEGOTIATION_FAILED" || k == "PEER_DEAD" ||
            (k == "PEER_NOTIFY" && e.value("code", 0) < 16384);
 }
-#endif
 
 constexpr int kAuthFailurePeerRejected = 102;  // ikev2 auth_failure::PeerRejected
 constexpr int kAuthFailedNotify = 24;          // AUTHENTICATION_FAILED
@@ -499,19 +477,23 @@ std::string quote(const std::string& s) { return "\"" + s + "\""; }
 
 // ------------------------------------------------------------------ preflight
 std::string lab_unavailable_reason() {
-#ifndef X2SEC_LAB
-    return "this build has no IKEv2 engine and ESP data plane (src/ikev2, src/esp): the lab needs both";
-#else
     if (::geteuid() != 0) return "needs root: it creates network namespaces, veth links, a bridge and TUN devices";
     if (::access("/dev/net/tun", R_OK | W_OK) != 0) return "no /dev/net/tun (TUN devices unavailable)";
-    if (ip_binary().empty()) return "iproute2 `ip` is not installed";
+    if (ipcmd::ip_binary().empty()) return "iproute2 `ip` is not installed";
     std::string probe = std::string(kPrefix) + std::to_string(::getpid()) + "-probe";
-    if (sh("ip netns add " + probe) != 0) return "cannot create network namespaces here (ip netns add failed)";
-    bool bridge = sh("ip -n " + probe + " link add x2sbr type bridge") == 0;
-    sh("ip netns del " + probe);
-    if (!bridge) return "the kernel has no bridge support (ip link add type bridge failed)";
+    if (auto st = ipcmd::netns_add(probe); !st.ok())
+        return "cannot create network namespaces here: " + st.error().detail();
+    auto bridge = ipcmd::bridge_add(probe, kBridgeIf);
+    (void)ipcmd::netns_del(probe);
+    if (!bridge.ok()) return "the kernel has no bridge support: " + bridge.error().detail();
     return "";
-#endif
+}
+
+Status check_lab_names(const policy::DeploymentConfig& cfg, const std::string& run_id) {
+    for (const auto& h : cfg.henbs)
+        if (auto st = ipcmd::check_netns_name(std::string(kPrefix) + run_id + "-" + h.name); !st.ok())
+            return Error(st.error()).context("deployment.toml [[henb]] name");
+    return {};
 }
 
 std::vector<std::string> lab_teardown() {
@@ -521,7 +503,7 @@ std::vector<std::string> lab_teardown() {
     if (d) {
         while (auto* e = ::readdir(d)) {
             std::string n = e->d_name;
-            if (n.rfind(kPrefix, 0) == 0) names.push_back(n);
+            if (n.rfind(kPrefix, 0) == 0 && ipcmd::check_netns_name(n).ok()) names.push_back(n);
         }
         ::closedir(d);
     }
@@ -530,11 +512,12 @@ std::vector<std::string> lab_teardown() {
         pid_t owner = pid_t(std::atol(n.substr(std::strlen(kPrefix), dash - std::strlen(kPrefix)).c_str()));
         if (owner > 0 && owner != ::getpid() && ::kill(owner, 0) == 0) continue;  // a running lab owns it
         for (int round = 0; round < 2; ++round) {
-            std::istringstream pids(sh_out("ip netns pids " + n));
-            for (std::string p; pids >> p;) ::kill(pid_t(std::atol(p.c_str())), round ? SIGKILL : SIGTERM);
+            auto pids = ipcmd::netns_pids(n);
+            if (pids.ok())
+                for (pid_t p : *pids) ::kill(p, round ? SIGKILL : SIGTERM);
             if (!round) std::this_thread::sleep_for(std::chrono::milliseconds(500));
         }
-        if (sh("ip netns del " + n) == 0) removed.push_back(n);
+        if (ipcmd::netns_del(n).ok()) removed.push_back(n);
     }
     std::error_code ec;
     for (auto& e : fs::directory_iterator("/tmp", ec)) {
@@ -577,40 +560,39 @@ std::string report_json(const DemoReport& r) {
     return j.dump(2);
 }
 
-#ifndef X2SEC_LAB
-Result<DemoReport> run_lab(const LabOptions&) {
-    return Error(ErrorDomain::Config, 0, lab_unavailable_reason());
-}
-#else
 
 namespace {
 
-std::string entity(const std::string& henb) { return "H(e)NB " + henb; }
-
-struct LabNode {
+struct LabNode : NodeKeys {
     std::string name, ns;
     int index = 0;
     IpAddress bh_outer, lan, bh_inner, x2_inner;
-    LabCredential vendor;
-    std::string op_cert_pem;
-    SecureBytes op_key_pem;
     Proc backhaul, direct;
 };
 
-class Lab {
+// The namespace fabric: every end is an x2sec process in its own network namespace, driven
+// over its control socket; a packet tap on the LAN bridge counts what is on the wire.
+class Lab final : public Fabric {
 public:
     Lab(const LabOptions& o, std::string dir)
         : m_opt(o), m_dir(std::move(dir)), m_id(std::to_string(::getpid())), m_epoch(std::chrono::steady_clock::now()) {}
-    ~Lab() {
+    ~Lab() override {
         if (m_kds_tls) m_kds_tls->stop();
-#ifdef X2SEC_HAVE_CMP
         if (m_http) m_http->stop();
-#endif
         m_tap.stop();
     }
 
     std::string ns(const std::string& role) const { return kPrefix + m_id + "-" + role; }
-    Millis now() const { return Millis(ms_since(m_epoch)); }
+    // Fabric
+    Millis now() override { return Millis(ms_since(m_epoch)); }
+    double clock_ms() override { return ms_since(m_epoch); }
+    Agent& agent(const std::string& henb) override { return *m_agents.at(henb); }
+    NodeKeys& keys(const std::string& henb) override { return m_nodes.at(henb); }
+    bool has_kds() const override { return m_cfg.kds.has_value(); }
+    Result<Carried> backhaul(const policy::HenbConfig& h) override;
+    Result<Enrolled> enrol(const policy::HenbConfig& h) override;
+    Result<FetchedKey> fetch_key(const policy::HenbConfig& h, const policy::NeighbourConfig& n) override;
+    Result<Carried> ike(IkeAttempt& attempt) override;
 
     Status build(DemoReport& report);
     Status start_services();
@@ -632,16 +614,13 @@ public:
 
 private:
     Status make_pki();
-    Status link(const std::string& node_ns, int port_index);
+    Status link(const std::string& node_ns, int port_index) const;
     std::string ike_config(const std::string& file, const std::string& sock, const std::string& self,
                            const std::vector<std::string>& anchors, const std::string& cert_pem,
                            const SecureBytes& key_pem, const std::string& peers_toml);
     std::string peer_toml(const std::string& name, const IpAddress& local, const IpAddress& remote,
                           const std::string& local_id, const std::string& remote_id, bool psk, const SecureBytes& key,
                           const std::vector<std::string>& trust, const IpAddress& local_ts, const std::string& remote_ts);
-    Operations make_ops();
-    Result<PhaseRecord> ike(const policy::HenbConfig& h, const policy::NeighbourConfig& nc, Credential cred,
-                            const SecureBytes& psk, IkeFailure& failure);
     void traffic(CaseReport& c, LabNode& a, LabNode& b, bool ipsec);
 
     LabOptions m_opt;
@@ -657,11 +636,9 @@ private:
     SystemClock m_clock;
     std::unique_ptr<kds::Server> m_kds;
     std::unique_ptr<kds::TlsServer> m_kds_tls;
-#ifdef X2SEC_HAVE_CMP
     std::unique_ptr<cmp::Store> m_store;
     std::unique_ptr<cmp::Server> m_cmp;
     std::unique_ptr<cmp::HttpServer> m_http;
-#endif
     const IpAddress m_segw_outer = IpAddress::v4(198, 51, 100, 1);
     const IpAddress m_core_inner = IpAddress::v4(203, 0, 113, 1);
 };
@@ -682,20 +659,19 @@ Status Lab::make_pki() {
     return {};
 }
 
-Status Lab::link(const std::string& node_ns, int port_index) {
+Status Lab::link(const std::string& node_ns, int port_index) const {
     std::string port = "x2sp" + std::to_string(port_index);
-    if (sh("ip link add x2slan netns " + node_ns + " type veth peer name " + port + " netns " + ns("sw")) != 0)
-        return Error(ErrorDomain::Io, 0, "cannot create the veth pair for " + node_ns);
-    if (sh("ip -n " + ns("sw") + " link set " + port + " master x2sbr up") != 0 ||
-        sh("ip -n " + node_ns + " link set x2slan up") != 0 || sh("ip -n " + node_ns + " link set lo up") != 0)
-        return Error(ErrorDomain::Io, 0, "cannot bring up the links of " + node_ns);
+    if (auto st = ipcmd::veth_add(node_ns, kLanIf, ns("sw"), port); !st.ok())
+        return Error(st.error()).context("the veth pair for " + node_ns);
+    for (const auto& st : {ipcmd::link_up(ns("sw"), port, kBridgeIf), ipcmd::link_up(node_ns, kLanIf), ipcmd::link_up(node_ns, "lo")})
+        if (!st.ok()) return Error(st.error()).context("the links of " + node_ns);
     return {};
 }
 
 Status Lab::build(DemoReport& report) {
     X2SEC_TRY_STATUS(make_pki());
-    // The demo's deployment, with the lab's addresses.
-    std::string toml = default_deployment_template();
+    // The demo's deployment (or the caller's, with the same placeholders), with the lab's addresses.
+    std::string toml = m_opt.deployment.empty() ? default_deployment_template() : m_opt.deployment;
     std::vector<std::string> henbs;
     for (size_t p = toml.find("${PORT_henb-"); p != std::string::npos; p = toml.find("${PORT_henb-", p + 1)) {
         auto e = toml.find('}', p);
@@ -719,17 +695,18 @@ Status Lab::build(DemoReport& report) {
             "# x2sec lab deployment: the demo's, with the lab's namespace addresses.");
     X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/deployment.toml", toml));
     X2SEC_TRY(m_cfg, policy::parse_config(toml, "deployment.toml", m_dir));
+    // H(e)NB names become namespace names: all of them are checked before anything is created.
+    X2SEC_TRY_STATUS(check_lab_names(m_cfg, m_id));
 
     // ---------------------------------------------------------------- namespaces and links
     for (auto role : {"sw", "core"}) {
-        if (sh("ip netns add " + ns(role)) != 0) return Error(ErrorDomain::Io, 0, "ip netns add " + ns(role) + " failed");
+        X2SEC_TRY_STATUS(ipcmd::netns_add(ns(role)));
         janitor().add_ns(ns(role));
     }
-    if (sh("ip -n " + ns("sw") + " link add x2sbr type bridge") != 0 || sh("ip -n " + ns("sw") + " link set x2sbr up") != 0)
-        return Error(ErrorDomain::Io, 0, "cannot create the bridge");
+    X2SEC_TRY_STATUS(ipcmd::bridge_add(ns("sw"), kBridgeIf));
+    X2SEC_TRY_STATUS(ipcmd::link_up(ns("sw"), kBridgeIf));
     X2SEC_TRY_STATUS(link(ns("core"), 0));
-    if (sh("ip -n " + ns("core") + " addr add 198.51.100.1/24 dev x2slan") != 0)
-        return Error(ErrorDomain::Io, 0, "cannot address the core");
+    X2SEC_TRY_STATUS(ipcmd::addr_add(ns("core"), m_segw_outer, 24, kLanIf));
     report.topology.push_back(ns("sw") + ": bridge x2sbr (the LAN), packet tap");
     report.topology.push_back(ns("core") + ": SeGW 198.51.100.1, TUN x2ssegw 203.0.113.1/24; RA/CA http://203.0.113.1:" +
                               std::to_string(kCmpPort) + ", KDS 203.0.113.1:" + std::to_string(kKdsPort) +
@@ -748,19 +725,18 @@ Status Lab::build(DemoReport& report) {
         n.x2_inner = IpAddress::v4(203, 0, 113, uint8_t(100 + i));
         LabCa* ca = h.certificate_anchor == "vendor-b" ? m_vendor_b.get() : m_vendor_a.get();
         X2SEC_TRY(n.vendor, ca->issue(h.identity, nb, 365));
-        if (sh("ip netns add " + n.ns) != 0) return Error(ErrorDomain::Io, 0, "ip netns add " + n.ns + " failed");
+        X2SEC_TRY_STATUS(ipcmd::netns_add(n.ns));
         janitor().add_ns(n.ns);
         X2SEC_TRY_STATUS(link(n.ns, i));
-        if (sh("ip -n " + n.ns + " addr add " + n.bh_outer.to_string() + "/24 dev x2slan") != 0 ||
-            sh("ip -n " + n.ns + " addr add " + n.lan.to_string() + "/24 dev x2slan") != 0)
-            return Error(ErrorDomain::Io, 0, "cannot address " + n.ns);
+        X2SEC_TRY_STATUS(ipcmd::addr_add(n.ns, n.bh_outer, 24, kLanIf));
+        X2SEC_TRY_STATUS(ipcmd::addr_add(n.ns, n.lan, 24, kLanIf));
         report.topology.push_back(n.ns + ": " + h.identity + " (" + h.certificate_anchor + "), backhaul " +
                                   n.bh_outer.to_string() + " -> TUN x2sbh " + n.bh_inner.to_string() + ", LAN " +
                                   n.lan.to_string() + " -> TUN x2sx2 " + n.x2_inner.to_string());
         m_nodes[h.name] = std::move(n);
     }
     X2SEC_TRY_STATUS(m_tap.start(ns("sw"), "x2sbr"));
-    for (auto& h : m_cfg.henbs) m_agents[h.name] = std::make_unique<Agent>(m_cfg, h.name, make_ops());
+    for (auto& h : m_cfg.henbs) m_agents[h.name] = std::make_unique<Agent>(m_cfg, h.name, make_operations(*this));
     return {};
 }
 
@@ -834,10 +810,9 @@ Status Lab::start_services() {
                                m_vendor_a->root_pem() + m_vendor_b->root_pem() + m_operator->root_pem()};
         Status st;
         X2SEC_TRY_STATUS(in_ns(ns("core"), [&] { st = m_kds_tls->start(m_core_inner.to_string(), kKdsPort, tc); }));
-        X2SEC_TRY_STATUS(st);
+        if (!st.ok()) return st.error();
     }
     // ---------------------------------------------------------------- RA/CA
-#ifdef X2SEC_HAVE_CMP
     if (m_cfg.cmp && !m_opt.ra_down) {
         X2SEC_TRY(m_store, cmp::open_sqlite_store(":memory:"));
         cmp::ServerConfig sc;
@@ -857,151 +832,125 @@ Status Lab::start_services() {
         m_http = std::make_unique<cmp::HttpServer>(*m_cmp, ho);
         Status st;
         X2SEC_TRY_STATUS(in_ns(ns("core"), [&] { st = m_http->start(); }));
-        X2SEC_TRY_STATUS(st);
+        if (!st.ok()) return st.error();
     }
-#endif
     return {};
 }
 
-Operations Lab::make_ops() {
-    Operations ops;
-    // ---------------------------------------------------------------- backhaul: device certificate
-    ops.backhaul = [this](const policy::HenbConfig& h) -> Result<PhaseRecord> {
-        auto& n = m_nodes.at(h.name);
-        std::string file = m_dir + "/" + h.name + "-backhaul.toml";
-        n.backhaul.control = m_dir + "/" + h.name + "-backhaul.sock";
-        std::string peers = peer_toml("segw", n.bh_outer, m_segw_outer, h.identity, "segw.operator.example", false, {},
-                                      {"operator"}, n.bh_inner, m_core_inner.to_string() + "/32");
-        X2SEC_TRY_STATUS(write_file_atomic(
-            file, ike_config(file, n.backhaul.control, n.name, {"operator"}, n.vendor.chain_pem, n.vendor.key_pem, peers), 0600));
-        std::string sock = n.backhaul.control;
-        X2SEC_TRY(n.backhaul, spawn(n.ns,
-                                    {m_opt.x2sec_binary, "--log-level", "warn", "esp", "--no-offload", "--tun", "x2sbh",
-                                     "--tun-addr", n.bh_inner.to_string() + "/32", "--local", n.bh_outer.to_string(),
-                                     "--route", m_core_inner.to_string() + "/32", "--ike-config", file},
-                                    h.name + "-backhaul", m_dir, !m_opt.keep));
-        n.backhaul.control = sock;
-        X2SEC_TRY_STATUS(wait_ready(n.backhaul, m_opt.wait_s * 1000));
-        X2SEC_TRY(auto ev0, control_first(sock, {{"cmd", "events"}, {"since", UINT64_MAX}}));
-        uint64_t since = ev0.value("next", uint64_t(0));
-        double w0 = m_tap.now();
-        auto x0 = std::chrono::steady_clock::now();
-        X2SEC_TRY_STATUS(control_ok(sock, {{"cmd", "initiate"}, {"peer", "segw"}}));
-        std::string why;
-        bool up = false;
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(m_opt.wait_s);
-        while (!up && why.empty() && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-            auto ev = control(sock, {{"cmd", "events"}, {"since", since}});
-            if (!ev.ok()) continue;
-            for (auto& e : (*ev)["events"]) {
-                if (e.value("kind", "") == "CHILD_SA_UP") up = true;
-                else if (failed_event(e)) why = e.value("kind", "") + " " + e.value("detail", "");
-            }
+// ---------------------------------------------------------------- backhaul: device certificate
+Result<Carried> Lab::backhaul(const policy::HenbConfig& h) {
+    auto& n = m_nodes.at(h.name);
+    std::string file = m_dir + "/" + h.name + "-backhaul.toml";
+    n.backhaul.control = m_dir + "/" + h.name + "-backhaul.sock";
+    std::string peers = peer_toml("segw", n.bh_outer, m_segw_outer, h.identity, "segw.operator.example", false, {},
+                                  {"operator"}, n.bh_inner, m_core_inner.to_string() + "/32");
+    X2SEC_TRY_STATUS(write_file_atomic(
+        file, ike_config(file, n.backhaul.control, n.name, {"operator"}, n.vendor.chain_pem, n.vendor.key_pem, peers),
+        0600));
+    std::string sock = n.backhaul.control;
+    X2SEC_TRY(n.backhaul, spawn(n.ns,
+                                {m_opt.x2sec_binary, "--log-level", "warn", "esp", "--no-offload", "--tun", "x2sbh",
+                                 "--tun-addr", n.bh_inner.to_string() + "/32", "--local", n.bh_outer.to_string(),
+                                 "--route", m_core_inner.to_string() + "/32", "--ike-config", file},
+                                h.name + "-backhaul", m_dir, !m_opt.keep));
+    n.backhaul.control = sock;
+    X2SEC_TRY_STATUS(wait_ready(n.backhaul, m_opt.wait_s * 1000));
+    X2SEC_TRY(auto ev0, control_first(sock, {{"cmd", "events"}, {"since", UINT64_MAX}}));
+    uint64_t since = ev0.value("next", uint64_t(0));
+    double w0 = m_tap.now();
+    auto x0 = std::chrono::steady_clock::now();
+    X2SEC_TRY_STATUS(control_ok(sock, {{"cmd", "initiate"}, {"peer", "segw"}}));
+    std::string why;
+    bool up = false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(m_opt.wait_s);
+    while (!up && why.empty() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        auto ev = control(sock, {{"cmd", "events"}, {"since", since}});
+        if (!ev.ok()) continue;
+        for (auto& e : (*ev)["events"]) {
+            if (e.value("kind", "") == "CHILD_SA_UP") up = true;
+            else if (failed_event(e)) why = e.value("kind", "") + " " + e.value("detail", "");
         }
-        PhaseRecord p{"backhaul", up, "", {}};
-        p.measure = ike_measure(m_tap.between(v4(n.bh_outer), v4(m_segw_outer), w0, m_tap.now()), v4(n.bh_outer));
-        p.measure.time_ms = ms_since(x0);  // the exchange (process start excluded)
-        p.measure.entities = {entity(h.name), "SeGW"};
-        if (!up) return Error(ErrorDomain::Ike, 0, why.empty() ? "no backhaul IKE SA with the SeGW" : why);
-        p.detail = "IKE SA + Child SA " + n.bh_inner.to_string() + " === " + m_core_inner.to_string() +
-                   " with the SeGW (device certificate), ESP on TUN x2sbh";
-        return p;
-    };
-    // ---------------------------------------------------------------- CMPv2 through the backhaul
-#ifdef X2SEC_HAVE_CMP
-    ops.enrol = [this](const policy::HenbConfig& h) -> Result<PhaseRecord> {
-        auto& n = m_nodes.at(h.name);
-        auto t0 = std::chrono::steady_clock::now();
-        double w0 = m_tap.now();
-        std::optional<Result<detail::OperatorEnrolment>> e;
-        X2SEC_TRY_STATUS(in_ns(n.ns, [&] {
-            e = detail::enrol_operator(m_cfg.cmp->url, n.vendor, m_operator->root_pem(), h.identity);
-        }));
-        if (!e->ok()) return std::move(*e).error();
-        n.op_key_pem = std::move((*e)->key_pem);
-        n.op_cert_pem = std::move((*e)->cert_pem);
-        auto esp = m_tap.between(v4(n.bh_outer), v4(m_segw_outer), w0, m_tap.now());
-        size_t esp_pkts = 0, esp_bytes = 0;
-        for (auto& f : esp)
-            if (f.kind == WireFrame::Kind::Esp) {
-                esp_pkts += 1;
-                esp_bytes += f.payload;
-            }
-        PhaseRecord p{"cmp-enrolment", true, "", {}};
-        p.measure.messages = (*e)->messages;
-        p.measure.bytes = (*e)->bytes;
-        p.measure.round_trips = (*e)->messages / 2;
-        p.measure.time_ms = ms_since(t0);
-        p.measure.entities = {entity(h.name), "operator RA/CA (via SeGW)"};
-        p.detail = "serial " + (*e)->serial_hex + ", over HTTP to " + m_core_inner.to_string() +
-                   " inside the backhaul: " + std::to_string(esp_pkts) + " ESP packets (" + std::to_string(esp_bytes) +
-                   " bytes) on the LAN";
-        return p;
-    };
-#endif
-    // ---------------------------------------------------------------- KDS through the backhaul
-    if (m_cfg.kds) {
-        ops.fetch_key = [this](const policy::HenbConfig& h, const policy::NeighbourConfig& nc, SecureBytes& key,
-                               std::string& key_id) -> Result<PhaseRecord> {
-            auto& n = m_nodes.at(h.name);
-            auto t0 = std::chrono::steady_clock::now();
-            kds::TlsCredentials tc{n.vendor.chain_pem, n.vendor.key_pem, m_operator->root_pem()};
-            kds::KeyRequest req;
-            req.request_id = os_rng().u32();
-            req.requester = h.identity;
-            req.peer = nc.identity;
-            kds::TransferStats st;
-            std::optional<Result<kds::KeyResponse>> resp;
-            X2SEC_TRY_STATUS(in_ns(n.ns, [&] {
-                resp = kds::fetch_key(m_cfg.kds->address.host, m_cfg.kds->address.port, m_cfg.kds->identity, tc, req, &st);
-            }));
-            if (!resp->ok()) return std::move(*resp).error();
-            key = std::move((*resp)->key);
-            key_id = to_hex((*resp)->key_id);
-            PhaseRecord p{"kds-fetch", true, "", {}};
-            p.measure.messages = st.messages;
-            p.measure.bytes = st.bytes_sent + st.bytes_received;
-            p.measure.round_trips = st.round_trips;
-            p.measure.time_ms = ms_since(t0);
-            p.measure.entities = {entity(h.name), "KDS (via SeGW)"};
-            p.detail = "mutual TLS to " + m_cfg.kds->address.host + " inside the backhaul, generation " +
-                       std::to_string((*resp)->generation);
-            return p;
-        };
     }
-    ops.ike = [this](const policy::HenbConfig& h, const policy::NeighbourConfig& nc, Credential cred,
-                     const SecureBytes& psk, IkeFailure& failure) { return ike(h, nc, cred, psk, failure); };
-    return ops;
+    if (!up) return Error(ErrorDomain::Ike, 0, why.empty() ? "no backhaul IKE SA with the SeGW" : why);
+    Carried c;
+    c.measure = ike_measure(m_tap.between(v4(n.bh_outer), v4(m_segw_outer), w0, m_tap.now()), v4(n.bh_outer));
+    c.measure.time_ms = ms_since(x0);  // the exchange (process start excluded)
+    c.detail = "IKE SA + Child SA " + n.bh_inner.to_string() + " === " + m_core_inner.to_string() +
+               " with the SeGW (device certificate), ESP on TUN x2sbh";
+    return c;
 }
 
-Result<PhaseRecord> Lab::ike(const policy::HenbConfig& h, const policy::NeighbourConfig& nc, Credential cred,
-                             const SecureBytes& psk, IkeFailure& failure) {
-    Agent& peer_agent = *m_agents.at(nc.name);
-    NeighbourStatus* back = peer_agent.neighbour(h.name);
-    if (!back) return Error(ErrorDomain::Ike, 0, nc.name + " has no neighbour relation with " + h.name);
-    if (back->state != LinkState::Ready && back->state != LinkState::Up) peer_agent.prepare(h.name, now());
-    if (back->state != LinkState::Ready && back->state != LinkState::Up)
-        return Error(ErrorDomain::Ike, 0, nc.name + " is not ready for " + h.name + ": " + back->reason);
+// ---------------------------------------------------------------- CMPv2 through the backhaul
+Result<Enrolled> Lab::enrol(const policy::HenbConfig& h) {
+    auto& n = m_nodes.at(h.name);
+    double w0 = m_tap.now();
+    std::optional<Result<detail::OperatorEnrolment>> e;
+    X2SEC_TRY_STATUS(
+        in_ns(n.ns, [&] { e = detail::enrol_operator(m_cfg.cmp->url, n.vendor, m_operator->root_pem(), h.identity); }));
+    if (!e->ok()) return std::move(*e).error();
+    auto esp = m_tap.between(v4(n.bh_outer), v4(m_segw_outer), w0, m_tap.now());
+    size_t esp_pkts = 0, esp_bytes = 0;
+    for (auto& f : esp)
+        if (f.kind == WireFrame::Kind::Esp) {
+            esp_pkts += 1;
+            esp_bytes += f.payload;
+        }
+    Enrolled out{std::move((*e)->key_pem), std::move((*e)->cert_pem), (*e)->serial_hex, {}};
+    out.carried.measure.messages = (*e)->messages;
+    out.carried.measure.bytes = (*e)->bytes;
+    out.carried.detail = "serial " + (*e)->serial_hex + ", over HTTP to " + m_core_inner.to_string() +
+                         " inside the backhaul: " + std::to_string(esp_pkts) + " ESP packets (" +
+                         std::to_string(esp_bytes) + " bytes) on the LAN";
+    return out;
+}
+
+// ---------------------------------------------------------------- KDS through the backhaul
+Result<FetchedKey> Lab::fetch_key(const policy::HenbConfig& h, const policy::NeighbourConfig& nc) {
+    auto& n = m_nodes.at(h.name);
+    kds::TlsCredentials tc{n.vendor.chain_pem, n.vendor.key_pem, m_operator->root_pem()};
+    kds::KeyRequest req;
+    req.request_id = os_rng().u32();
+    req.requester = h.identity;
+    req.peer = nc.identity;
+    kds::TransferStats st;
+    std::optional<Result<kds::KeyResponse>> resp;
+    X2SEC_TRY_STATUS(in_ns(n.ns, [&] {
+        resp = kds::fetch_key(m_cfg.kds->address.host, m_cfg.kds->address.port, m_cfg.kds->identity, tc, req, &st);
+    }));
+    if (!resp->ok()) return std::move(*resp).error();
+    FetchedKey k{std::move((*resp)->key), to_hex((*resp)->key_id), {}};
+    k.carried.measure.messages = st.messages;
+    k.carried.measure.bytes = st.bytes_sent + st.bytes_received;
+    k.carried.measure.round_trips = st.round_trips;
+    k.carried.detail = "mutual TLS to " + m_cfg.kds->address.host + " inside the backhaul, generation " +
+                       std::to_string((*resp)->generation);
+    return k;
+}
+
+// ---------------------------------------------------------------- direct-interface IKE
+Result<Carried> Lab::ike(IkeAttempt& at) {
+    const IkeEnd& ia = at.initiator;
+    const IkeEnd& ib = at.responder;
+    const std::string& peer_name = ib.name;
+    Credential cred = ia.cred;
     auto t0 = std::chrono::steady_clock::now();
-    auto& a = m_nodes.at(h.name);
-    auto& b = m_nodes.at(nc.name);
+    auto& a = m_nodes.at(ia.name);
+    auto& b = m_nodes.at(ib.name);
     stop(a.direct);
     stop(b.direct);
     // One direct-interface IKE/ESP process per side, configured with the credential the
     // agent's decision produced.
-    auto start = [&](LabNode& self, LabNode& other, const policy::HenbConfig& sc, const std::string& other_identity,
-                     Credential k, const SecureBytes& key) -> Status {
+    auto start = [&](LabNode& self, LabNode& other, const IkeEnd& me, const std::string& other_identity) -> Status {
+        const policy::HenbConfig& sc = *me.henb;
         std::string file = m_dir + "/" + self.name + "-x2.toml";
         std::string sock = m_dir + "/" + self.name + "-x2.sock";
-        bool is_psk = k == Credential::PairwiseKey;
-        std::string cert = k == Credential::OperatorCertificate ? self.op_cert_pem : self.vendor.chain_pem;
-        const SecureBytes& ck = k == Credential::OperatorCertificate ? self.op_key_pem : self.vendor.key_pem;
-        std::string peers = peer_toml(other.name, self.lan, other.lan, sc.identity, other_identity, is_psk, key,
+        bool is_psk = me.cred == Credential::PairwiseKey;
+        std::string peers = peer_toml(other.name, self.lan, other.lan, sc.identity, other_identity, is_psk, *me.psk,
                                       sc.trust_anchors, self.x2_inner, other.x2_inner.to_string() + "/32");
         X2SEC_TRY_STATUS(write_file_atomic(
             file, ike_config(file, sock, self.name, is_psk ? std::vector<std::string>{} : sc.trust_anchors,
-                             is_psk ? std::string() : cert, ck, peers),
+                             is_psk ? std::string() : me.cert_pem, me.key_pem, peers),
             0600));
         X2SEC_TRY(self.direct, spawn(self.ns,
                                      {m_opt.x2sec_binary, "--log-level", "warn", "esp", "--no-offload", "--tun", "x2sx2",
@@ -1011,15 +960,15 @@ Result<PhaseRecord> Lab::ike(const policy::HenbConfig& h, const policy::Neighbou
         self.direct.control = sock;
         return wait_ready(self.direct, m_opt.wait_s * 1000);
     };
-    X2SEC_TRY_STATUS(start(b, a, *m_cfg.henb(nc.name), h.identity, back->credential, back->psk));
-    X2SEC_TRY_STATUS(start(a, b, h, nc.identity, cred, psk));
+    X2SEC_TRY_STATUS(start(b, a, ib, ia.identity));
+    X2SEC_TRY_STATUS(start(a, b, ia, ib.identity));
     X2SEC_TRY(auto ea, control_first(a.direct.control, {{"cmd", "events"}, {"since", UINT64_MAX}}));
     X2SEC_TRY(auto eb, control_first(b.direct.control, {{"cmd", "events"}, {"since", UINT64_MAX}}));
     uint64_t since_a = ea.value("next", uint64_t(0)), since_b = eb.value("next", uint64_t(0));
     double start_ms = ms_since(t0);
     auto x0 = std::chrono::steady_clock::now();
     double w0 = m_tap.now();
-    X2SEC_TRY_STATUS(control_ok(a.direct.control, {{"cmd", "initiate"}, {"peer", nc.name}}));
+    X2SEC_TRY_STATUS(control_ok(a.direct.control, {{"cmd", "initiate"}, {"peer", peer_name}}));
     bool up_a = false, up_b = false;
     std::optional<json> fail_a, fail_b;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(m_opt.wait_s);
@@ -1041,22 +990,21 @@ Result<PhaseRecord> Lab::ike(const policy::HenbConfig& h, const policy::Neighbou
         if (grace && std::chrono::steady_clock::now() > *grace) break;
     }
     bool ok = up_a && up_b;
-    PhaseRecord p{"ike", ok, "", {}};
+    Carried p;
     double exchange_ms = ms_since(x0);
     p.measure = ike_measure(m_tap.between(v4(a.lan), v4(b.lan), w0, m_tap.now()), v4(a.lan));
     p.measure.time_ms = exchange_ms;  // the exchange; starting the two processes is reported apart
-    p.measure.entities = {entity(h.name), entity(nc.name)};
     if (!ok) {
         auto kind = [](const std::optional<json>& f) { return f ? f->value("kind", "") : std::string(); };
         auto code = [](const std::optional<json>& f) { return f ? f->value("code", 0) : 0; };
         bool rejected = (kind(fail_a) == "AUTH_FAILED" && code(fail_a) == kAuthFailurePeerRejected) ||
                         (kind(fail_a) == "PEER_NOTIFY" && code(fail_a) == kAuthFailedNotify);
-        failure.untrusted_ca = (kind(fail_a) == "AUTH_FAILED" && code(fail_a) == kUntrustedCa) ||
+        at.failure.untrusted_ca = (kind(fail_a) == "AUTH_FAILED" && code(fail_a) == kUntrustedCa) ||
                                (rejected && cred == Credential::VendorCertificate);
-        if (kind(fail_b) == "AUTH_FAILED") peer_agent.observe_peer_failure(h.name, code(fail_b) == kUntrustedCa, now());
+        if (kind(fail_b) == "AUTH_FAILED") at.responder_agent.observe_peer_failure(ia.name, code(fail_b) == kUntrustedCa, now());
         std::string why = fail_a ? fail_a->value("kind", "") + " " + fail_a->value("detail", "")
-                                 : (fail_b ? nc.name + ": " + fail_b->value("kind", "") + " " + fail_b->value("detail", "")
-                                           : "no IKE SA with " + nc.name + " within " + std::to_string(m_opt.wait_s) + " s");
+                                 : (fail_b ? peer_name + ": " + fail_b->value("kind", "") + " " + fail_b->value("detail", "")
+                                           : "no IKE SA with " + peer_name + " within " + std::to_string(m_opt.wait_s) + " s");
         stop(a.direct);
         stop(b.direct);
         return Error(ErrorDomain::Ike, code(fail_a), why);
@@ -1064,7 +1012,7 @@ Result<PhaseRecord> Lab::ike(const policy::HenbConfig& h, const policy::Neighbou
     auto sas = control(a.direct.control, {{"cmd", "list-sas"}});
     if (sas.ok())
         for (auto& s : (*sas)["sas"])
-            if (s.value("peer", "") == nc.name && s.value("state", "") == "ESTABLISHED") {
+            if (s.value("peer", "") == peer_name && s.value("state", "") == "ESTABLISHED") {
                 p.detail = s.value("encr", "") + "/" + s.value("prf", "") + "/" + s.value("dh", "") + ", auth " +
                            s.value("local_auth", "");
                 if (!s.value("peer_cert_anchor", "").empty())
@@ -1074,7 +1022,6 @@ Result<PhaseRecord> Lab::ike(const policy::HenbConfig& h, const policy::Neighbou
                 std::snprintf(t, sizeof t, " (processes started in %.0f ms)", start_ms);
                 p.detail += t;
             }
-    peer_agent.mark_up(h.name, back->credential, p.detail, now());
     return p;
 }
 
@@ -1125,7 +1072,9 @@ std::string counters_line(const std::string& who, const json& st) {
 }
 
 std::string tun_line(const std::string& ns, const std::string& dev) {
-    auto j = json::parse(sh_out("ip -n " + ns + " -s -j link show dev " + dev), nullptr, false);
+    auto text = ipcmd::link_stats_json(ns, dev);
+    if (!text.ok()) return "";
+    auto j = json::parse(*text, nullptr, false);
     if (j.is_discarded() || !j.is_array() || j.empty()) return "";
     auto s = j[0].value("stats64", json::object());
     auto rx = s.value("rx", json::object()), tx = s.value("tx", json::object());
@@ -1252,12 +1201,6 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
     CaseReport c;
     auto [aa, ab] = detail::case_agents(c, id, title, a, b, m_agents);
     if (aa == nullptr) return c;
-#ifndef X2SEC_HAVE_CMP
-    if (id == "scenario2") {
-        c.available = false;
-        c.not_available = "the CMPv2 RA/CA and client (src/cmp) are not in this build";
-    }
-#endif
     auto t0 = std::chrono::steady_clock::now();
     ab->prepare(a, now());
     aa->prepare(b, now());
@@ -1271,7 +1214,7 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
     {
         char t[96];
         std::snprintf(t, sizeof t, "[lab] decisions, processes and exchanges took %.0f ms wall time", setup_ms);
-        c.steps.push_back(t);
+        c.steps.emplace_back(t);
     }
     auto& la = m_nodes.at(a);
     auto& lb = m_nodes.at(b);
@@ -1324,9 +1267,9 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
 
 }  // namespace
 
-Result<DemoReport> run_lab(const LabOptions& opt_in) {
+Result<DemoReport> run_lab(const LabOptions& options) {
     if (auto why = lab_unavailable_reason(); !why.empty()) return Error(ErrorDomain::Config, 0, why);
-    LabOptions opt = opt_in;
+    LabOptions opt = options;
     if (opt.x2sec_binary.empty()) opt.x2sec_binary = fs::read_symlink("/proc/self/exe").string();
     // Signals: a dedicated thread waits for them and tears the lab down.  Blocked before any
     // other thread starts, so every thread of this process inherits the mask.
@@ -1375,7 +1318,7 @@ Result<DemoReport> run_lab(const LabOptions& opt_in) {
                          "-*, veth links on a bridge, TUN devices, user-space ESP in UDP 4500";
     if (int s = ::socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP); s >= 0) {
         ::close(s);
-        report.notes.push_back("the kernel has SCTP, but the lab sends X2AP-like signalling as a TCP stream (port 36422)");
+        report.notes.emplace_back("the kernel has SCTP, but the lab sends X2AP-like signalling as a TCP stream (port 36422)");
     } else {
         report.notes.push_back(std::string("SCTP is not available on this kernel (socket(IPPROTO_SCTP): ") +
                                std::strerror(errno) + "): X2AP-like signalling goes as a TCP stream to port 36422; "
@@ -1385,7 +1328,7 @@ Result<DemoReport> run_lab(const LabOptions& opt_in) {
     Result<DemoReport> result = report;
     {
         Lab lab(opt, dir);
-        auto finish = [&](Status st) -> Result<DemoReport> {
+        auto finish = [&](const Status& st) -> Result<DemoReport> {
             if (!opt.keep) lab.stop_processes();
             if (!st.ok()) return st.error();
             return report;
@@ -1425,6 +1368,5 @@ Result<DemoReport> run_lab(const LabOptions& opt_in) {
     return result;
 }
 
-#endif  // X2SEC_LAB
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

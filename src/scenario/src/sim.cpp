@@ -1,5 +1,5 @@
 // x2sec sim: see sim.hpp.
-#include <x2sec/node/sim.hpp>
+#include <x2sec/scenario/sim.hpp>
 
 #include <algorithm>
 #include <functional>
@@ -10,7 +10,6 @@
 #include <x2sec/common/rng.hpp>
 #include <x2sec/node/agent.hpp>
 
-#if defined(X2SEC_HAVE_IKE) && defined(X2SEC_HAVE_ESP) && defined(X2SEC_HAVE_CMP)
 #include <openssl/pem.h>
 
 #include <x2sec/cmp/client.hpp>
@@ -21,16 +20,18 @@
 #include <x2sec/ikev2/engine.hpp>
 #include <x2sec/kds/protocol.hpp>
 #include <x2sec/kds/server.hpp>
-#include <x2sec/node/lab_pki.hpp>
-#include <x2sec/node/x2_traffic.hpp>
+#include <x2sec/scenario/lab_pki.hpp>
+#include <x2sec/scenario/x2_traffic.hpp>
 #include <x2sec/pki/pki.hpp>
 #include <x2sec/x509/x509.hpp>
 
-#include "ike_glue.hpp"
-#define X2SEC_SIM_AVAILABLE 1
-#endif
+#include <x2sec/node/ike_glue.hpp>
 
-namespace x2sec::node {
+#include "operations.hpp"
+
+namespace x2sec::scenario {
+
+using namespace x2sec::node;  // the agent and its types
 
 namespace {
 
@@ -127,13 +128,6 @@ Status validate(const SimOptions& o) {
 
 }  // namespace
 
-#ifndef X2SEC_SIM_AVAILABLE
-Result<SimReport> run_sim(const SimOptions& o) {
-    X2SEC_TRY_STATUS(validate(o));
-    return Error(ErrorDomain::Generic, 0,
-                 "x2sec sim needs the IKEv2 engine, the ESP data plane and the CMPv2 module in the build");
-}
-#else
 
 namespace {
 
@@ -159,22 +153,32 @@ struct Relation {
     Millis settled_at = 0;
 };
 
-class SimWorld {
+// The virtual-clock fabric: datagrams in memory with a fixed latency, the RA/CA and the KDS
+// called in process; m_now advances only with message latency.
+class SimWorld final : public Fabric {
 public:
     explicit SimWorld(const SimOptions& o) : m_opt(o) {}
+
+    // Fabric
+    Millis now() override { return m_now; }
+    double clock_ms() override { return double(m_now); }
+    Agent& agent(const std::string& henb) override { return *m_nodes.at(m_index.at(henb)).agent; }
+    NodeKeys& keys(const std::string& henb) override { return m_nodes.at(m_index.at(henb)); }
+    bool has_kds() const override { return true; }
+    Result<Carried> backhaul(const policy::HenbConfig& h) override;
+    Result<Enrolled> enrol(const policy::HenbConfig& h) override;
+    Result<FetchedKey> fetch_key(const policy::HenbConfig& h, const policy::NeighbourConfig& n) override;
+    Result<Carried> ike(IkeAttempt& attempt) override;
 
     Status build();
     void run();
     SimReport report();
 
 private:
-    struct Node {
+    struct Node : NodeKeys {
         std::string name, identity;
         IpAddress addr;
         SimNode cfg;
-        LabCredential vendor;
-        std::string op_cert_pem, op_serial_hex;
-        SecureBytes op_key_pem;
         std::unique_ptr<Counters> counters;
         std::unique_ptr<esp::DataPlane> dp;
         std::unique_ptr<DeterministicRng> rng;
@@ -193,7 +197,6 @@ private:
         bool operator>(const Wake& o) const { return at != o.at ? at > o.at : seq > o.seq; }
     };
 
-    Operations make_ops(unsigned i);
     bool exchange(unsigned a, std::optional<unsigned> b, const std::string& cls,
                   const std::function<bool()>& done, const std::function<bool()>& failed,
                   glue::CertreqGuard* guard);
@@ -207,6 +210,7 @@ private:
 
     SimOptions m_opt;
     std::vector<Node> m_nodes;
+    std::map<std::string, unsigned> m_index;  // node name -> index in m_nodes
     std::vector<Relation> m_rels;
     std::unique_ptr<LabCa> m_operator;
     std::vector<LabCa> m_vendor_cas;
@@ -276,6 +280,7 @@ Status SimWorld::build() {
         Node& n = m_nodes[i];
         n.cfg = nodes[i];
         n.name = node_name(i);
+        m_index[n.name] = i;
         n.identity = eui48_fqdn((uint64_t(0x0023a1 + n.cfg.vendor) << 24) | i,
                                 std::string("henb.") + kVendorLabels[n.cfg.vendor] + ".example");
         n.addr = node_addr(i);
@@ -375,7 +380,7 @@ Status SimWorld::build() {
             h.neighbours.push_back(nc);
         }
         d.henbs.push_back(std::move(h));
-        n.agent = std::make_unique<Agent>(std::move(d), n.name, make_ops(i));
+        n.agent = std::make_unique<Agent>(std::move(d), n.name, make_operations(*this));
     }
     return {};
 }
@@ -462,191 +467,167 @@ void SimWorld::teardown(unsigned a, unsigned b) {
     exchange(a, b, "ike-direct", none, [] { return false; }, nullptr);
 }
 
-Operations SimWorld::make_ops(unsigned i) {
-    Operations ops;
-    ops.backhaul = [this, i](const policy::HenbConfig&) -> Result<PhaseRecord> {
-        Node& n = m_nodes[i];
-        n.events.clear();
-        m_segw_events.clear();
-        Millis t0 = m_now;
-        auto before = m_traffic["ike-backhaul"];
-        X2SEC_TRY_STATUS(n.engine->initiate("segw", m_now));
-        bool ok = exchange(
-            i, std::nullopt, "ike-backhaul",
-            [&] {
-                return glue::has_event(n.events, "segw", ike::Event::Kind::ChildSaUp) &&
-                       glue::has_event(m_segw_events, n.name, ike::Event::Kind::ChildSaUp);
-            },
-            [&] { return glue::failure_event(n.events, "segw") || glue::failure_event(m_segw_events, n.name); },
-            nullptr);
-        auto after = m_traffic["ike-backhaul"];
-        if (!ok) {
-            auto* f = glue::failure_event(n.events, "segw");
-            if (!f) f = glue::failure_event(m_segw_events, n.name);
-            return Error(ErrorDomain::Ike, 0, f ? f->detail : "no answer from the SeGW");
-        }
-        PhaseRecord p{"backhaul", true, "IKE SA + Child SA with the SeGW (device certificate)", {}};
-        p.measure.messages = after.messages - before.messages;
-        p.measure.bytes = after.bytes - before.bytes;
-        p.measure.time_ms = double(m_now - t0);
-        return p;
-    };
-    ops.enrol = [this, i](const policy::HenbConfig& h) -> Result<PhaseRecord> {
-        Node& n = m_nodes[i];
-        Millis t0 = m_now;
-        if (m_opt.ra_down && m_now >= m_opt.ra_down->first && m_now < m_opt.ra_down->second) {
-            m_now += rtt_core();  // the connection attempt is refused
-            m_counters["cmp enrolment failures"] += 1;
-            return Error(ErrorDomain::Io, 111, "RA/CA unreachable: connection refused (down from t=" +
-                                                   std::to_string(m_opt.ra_down->first / 1000) + " s to t=" +
-                                                   std::to_string(m_opt.ra_down->second / 1000) + " s)");
-        }
-        X2SEC_TRY(auto vkey, pki::private_key_from_pem(n.vendor.key_pem.view()));
-        X2SEC_TRY(auto vcert, pem_x509(n.vendor.cert_pem));
-        X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256));
-        X2SEC_TRY(auto oproot, pem_x509(m_operator->root_pem()));
-        cmp::EnrollRequest r;
-        r.server_url = "http://192.0.2.2/.well-known/cmp/p/henb";
-        r.auth_key = vkey.get();
-        r.auth_cert = vcert.get();
-        r.new_key = newkey.get();
-        r.subject = "/O=Operator/CN=" + h.identity;
-        r.dns = {h.identity};
-        r.operator_roots = {oproot.get()};
-        size_t msgs = 0, bytes = 0;
-        r.transfer = [&](BytesView req) -> Result<Bytes> {
-            msgs += 1;
-            bytes += req.size();
-            m_now += rtt_core();
-            X2SEC_TRY(auto resp, m_ra->handle(req));
-            msgs += 1;
-            bytes += resp.size();
-            return resp;
-        };
-        auto e = cmp::Client::enroll(r);
-        m_traffic["cmp"].messages += msgs;
-        m_traffic["cmp"].bytes += bytes;
-        if (!e.ok()) {
-            m_counters["cmp enrolment failures"] += 1;
-            return std::move(e).error();
-        }
-        X2SEC_TRY(n.op_key_pem, pki::private_key_pem(newkey.get()));
-        n.op_cert_pem = pki::cert_pem(e->cert.get());
-        for (auto& c : e->chain) n.op_cert_pem += pki::cert_pem(c.get());
-        n.op_serial_hex = pki::serial_hex(e->cert.get());
-        m_counters["cmp enrolments"] += 1;
-        PhaseRecord p{"cmp-enrolment", true, "serial " + n.op_serial_hex, {}};
-        p.measure.messages = msgs;
-        p.measure.bytes = bytes;
-        p.measure.round_trips = msgs / 2;
-        p.measure.time_ms = double(m_now - t0);
-        return p;
-    };
-    ops.fetch_key = [this, i](const policy::HenbConfig& h, const policy::NeighbourConfig& nc, SecureBytes& key,
-                              std::string& key_id) -> Result<PhaseRecord> {
-        Millis t0 = m_now;
-        kds::KeyRequest req;
-        req.request_id = uint32_t(++m_counters["kds requests"]);
-        req.requester = h.identity;
-        req.peer = nc.identity;
-        SecureBytes wire = kds::encode(kds::Message{req});
-        // The KDS authenticates the requester by its backhaul tunnel's identity.
-        SecureBytes answer = m_kds->handle(h.identity, wire.view(), m_now);
+Result<Carried> SimWorld::backhaul(const policy::HenbConfig& h) {
+    unsigned i = m_index.at(h.name);
+    Node& n = m_nodes[i];
+    n.events.clear();
+    m_segw_events.clear();
+    auto before = m_traffic["ike-backhaul"];
+    X2SEC_TRY_STATUS(n.engine->initiate("segw", m_now));
+    bool ok = exchange(
+        i, std::nullopt, "ike-backhaul",
+        [&] {
+            return glue::has_event(n.events, "segw", ike::Event::Kind::ChildSaUp) &&
+                   glue::has_event(m_segw_events, n.name, ike::Event::Kind::ChildSaUp);
+        },
+        [&] { return glue::failure_event(n.events, "segw") || glue::failure_event(m_segw_events, n.name); },
+        nullptr);
+    auto after = m_traffic["ike-backhaul"];
+    if (!ok) {
+        const auto* f = glue::failure_event(n.events, "segw");
+        if (!f) f = glue::failure_event(m_segw_events, n.name);
+        return Error(ErrorDomain::Ike, 0, f ? f->detail : "no answer from the SeGW");
+    }
+    Carried c;
+    c.measure.messages = after.messages - before.messages;
+    c.measure.bytes = after.bytes - before.bytes;
+    c.detail = "IKE SA + Child SA with the SeGW (device certificate)";
+    return c;
+}
+
+Result<Enrolled> SimWorld::enrol(const policy::HenbConfig& h) {
+    Node& n = m_nodes[m_index.at(h.name)];
+    if (m_opt.ra_down && m_now >= m_opt.ra_down->first && m_now < m_opt.ra_down->second) {
+        m_now += rtt_core();  // the connection attempt is refused
+        m_counters["cmp enrolment failures"] += 1;
+        return Error(ErrorDomain::Io, 111, "RA/CA unreachable: connection refused (down from t=" +
+                                               std::to_string(m_opt.ra_down->first / 1000) + " s to t=" +
+                                               std::to_string(m_opt.ra_down->second / 1000) + " s)");
+    }
+    X2SEC_TRY(auto vkey, pki::private_key_from_pem(n.vendor.key_pem.view()));
+    X2SEC_TRY(auto vcert, pem_x509(n.vendor.cert_pem));
+    X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256));
+    X2SEC_TRY(auto oproot, pem_x509(m_operator->root_pem()));
+    cmp::EnrollRequest r;
+    r.server_url = "http://192.0.2.2/.well-known/cmp/p/henb";
+    r.auth_key = vkey.get();
+    r.auth_cert = vcert.get();
+    r.new_key = newkey.get();
+    r.subject = "/O=Operator/CN=" + h.identity;
+    r.dns = {h.identity};
+    r.operator_roots = {oproot.get()};
+    size_t msgs = 0, bytes = 0;
+    r.transfer = [&](BytesView req) -> Result<Bytes> {
+        msgs += 1;
+        bytes += req.size();
         m_now += rtt_core();
-        m_traffic["kds"].messages += 2;
-        m_traffic["kds"].bytes += wire.size() + answer.size();
-        X2SEC_TRY(auto msg, kds::decode(answer.view()));
-        if (auto* err = std::get_if<kds::ErrorMessage>(&msg)) {
-            m_counters["kds refusals"] += 1;
-            return Error(ErrorDomain::Kds, int(err->code), std::string(kds::to_string(err->code)) + ": " + err->text);
-        }
-        auto* resp = std::get_if<kds::KeyResponse>(&msg);
-        if (!resp) return Error(ErrorDomain::Kds, 0, "unexpected KDS answer");
-        key = std::move(resp->key);
-        key_id = to_hex(resp->key_id);
-        m_counters["kds keys delivered"] += 1;
-        PhaseRecord p{"kds-fetch", true, "generation " + std::to_string(resp->generation), {}};
-        p.measure.messages = 2;
-        p.measure.bytes = wire.size() + answer.size();
-        p.measure.round_trips = 1;
-        p.measure.time_ms = double(m_now - t0);
-        (void)i;
-        return p;
+        X2SEC_TRY(auto resp, m_ra->handle(req));
+        msgs += 1;
+        bytes += resp.size();
+        return resp;
     };
-    ops.ike = [this, i](const policy::HenbConfig&, const policy::NeighbourConfig& nc, Credential cred,
-                        const SecureBytes& psk, IkeFailure& failure) -> Result<PhaseRecord> {
-        Node& me = m_nodes[i];
-        unsigned j = 0;
-        while (j < m_nodes.size() && m_nodes[j].name != nc.name) ++j;
-        if (j == m_nodes.size()) return Error(ErrorDomain::Ike, 0, "unknown neighbour " + nc.name);
-        Node& them = m_nodes[j];
-        Agent& peer_agent = *them.agent;
-        NeighbourStatus* back = peer_agent.neighbour(me.name);
-        if (!back) return Error(ErrorDomain::Ike, 0, nc.name + " has no neighbour relation with " + me.name);
-        if (back->state != LinkState::Ready && back->state != LinkState::Up) peer_agent.prepare(me.name, m_now);
-        if (back->state != LinkState::Ready && back->state != LinkState::Up)
-            return Error(ErrorDomain::Ike, 0, nc.name + " is not ready for " + me.name + ": " + back->reason);
-        m_counters["ike attempts"] += 1;
-        Millis t0 = m_now;
-        X2SEC_TRY(auto myid, ike::Identity::parse("fqdn:" + me.identity));
-        X2SEC_TRY(auto theirid, ike::Identity::parse("fqdn:" + them.identity));
-        IkeSide a{me.name, myid, me.addr, kIkePort, me.addr};
-        IkeSide b{them.name, theirid, them.addr, kIkePort, them.addr};
-        auto cert_of = [](Node& n, Credential k) -> std::pair<std::string, SecureBytes> {
-            if (k == Credential::OperatorCertificate) return {n.op_cert_pem, n.op_key_pem};
-            return {n.vendor.chain_pem, n.vendor.key_pem};
-        };
-        auto [acert, akey] = cert_of(me, cred);
-        auto [bcert, bkey] = cert_of(them, back->credential);
-        X2SEC_TRY(auto pa, glue::peer_config(them.name, a, b, cred, acert, akey, anchors_of(me), psk,
-                                             TrafficSelector::from_prefix(them.addr, 32)));
-        X2SEC_TRY(auto pb, glue::peer_config(me.name, b, a, back->credential, bcert, bkey, anchors_of(them), back->psk,
-                                             TrafficSelector::from_prefix(me.addr, 32)));
+    auto e = cmp::Client::enroll(r);
+    m_traffic["cmp"].messages += msgs;
+    m_traffic["cmp"].bytes += bytes;
+    if (!e.ok()) {
+        m_counters["cmp enrolment failures"] += 1;
+        return std::move(e).error();
+    }
+    Enrolled out;
+    X2SEC_TRY(out.key_pem, pki::private_key_pem(newkey.get()));
+    out.cert_pem = pki::cert_pem(e->cert.get());
+    for (auto& c : e->chain) out.cert_pem += pki::cert_pem(c.get());
+    out.serial_hex = pki::serial_hex(e->cert.get());
+    m_counters["cmp enrolments"] += 1;
+    out.carried.measure.messages = msgs;
+    out.carried.measure.bytes = bytes;
+    out.carried.detail = "serial " + out.serial_hex;
+    return out;
+}
+
+Result<FetchedKey> SimWorld::fetch_key(const policy::HenbConfig& h, const policy::NeighbourConfig& nc) {
+    kds::KeyRequest req;
+    req.request_id = uint32_t(++m_counters["kds requests"]);
+    req.requester = h.identity;
+    req.peer = nc.identity;
+    SecureBytes wire = kds::encode(kds::Message{req});
+    // The KDS authenticates the requester by its backhaul tunnel's identity.
+    SecureBytes answer = m_kds->handle(h.identity, wire.view(), m_now);
+    m_now += rtt_core();
+    m_traffic["kds"].messages += 2;
+    m_traffic["kds"].bytes += wire.size() + answer.size();
+    X2SEC_TRY(auto msg, kds::decode(answer.view()));
+    if (auto* err = std::get_if<kds::ErrorMessage>(&msg)) {
+        m_counters["kds refusals"] += 1;
+        return Error(ErrorDomain::Kds, int(err->code), std::string(kds::to_string(err->code)) + ": " + err->text);
+    }
+    auto* resp = std::get_if<kds::KeyResponse>(&msg);
+    if (!resp) return Error(ErrorDomain::Kds, 0, "unexpected KDS answer");
+    m_counters["kds keys delivered"] += 1;
+    FetchedKey k{std::move(resp->key), to_hex(resp->key_id), {}};
+    k.carried.measure.messages = 2;
+    k.carried.measure.bytes = wire.size() + answer.size();
+    k.carried.measure.round_trips = 1;
+    k.carried.detail = "generation " + std::to_string(resp->generation);
+    return k;
+}
+
+Result<Carried> SimWorld::ike(IkeAttempt& at) {
+    unsigned i = m_index.at(at.initiator.name), j = m_index.at(at.responder.name);
+    Node& me = m_nodes[i];
+    Node& them = m_nodes[j];
+    const IkeEnd& ia = at.initiator;
+    const IkeEnd& ib = at.responder;
+    m_counters["ike attempts"] += 1;
+    X2SEC_TRY(auto myid, ike::Identity::parse("fqdn:" + me.identity));
+    X2SEC_TRY(auto theirid, ike::Identity::parse("fqdn:" + them.identity));
+    IkeSide a{me.name, myid, me.addr, kIkePort, me.addr};
+    IkeSide b{them.name, theirid, them.addr, kIkePort, them.addr};
+    X2SEC_TRY(auto pa, glue::peer_config(them.name, a, b, ia.cred, ia.cert_pem, ia.key_pem, anchors_of(me), *ia.psk,
+                                         TrafficSelector::from_prefix(them.addr, 32)));
+    X2SEC_TRY(auto pb, glue::peer_config(me.name, b, a, ib.cred, ib.cert_pem, ib.key_pem, anchors_of(them), *ib.psk,
+                                         TrafficSelector::from_prefix(me.addr, 32)));
+    for (auto* p : {&pa, &pb}) {
+        p->send_certreq = m_opt.certreq;
+        p->fragmentation = false;  // in-memory: no MTU, and message counts stay deterministic
+    }
+    if (m_crl && ia.cred == Credential::OperatorCertificate && ib.cred == Credential::OperatorCertificate)
         for (auto* p : {&pa, &pb}) {
-            p->send_certreq = m_opt.certreq;
-            p->fragmentation = false;  // in-memory: no MTU, and message counts stay deterministic
+            auto t = std::make_shared<x509::TrustStore>(*p->trust);
+            t->add_crl(*m_crl);
+            t->set_crl_check(true);
+            p->trust = t;
         }
-        if (m_crl && cred == Credential::OperatorCertificate && back->credential == Credential::OperatorCertificate)
-            for (auto* p : {&pa, &pb}) {
-                auto t = std::make_shared<x509::TrustStore>(*p->trust);
-                t->add_crl(*m_crl);
-                t->set_crl_check(true);
-                p->trust = t;
-            }
-        X2SEC_TRY_STATUS(me.engine->update_peer(pa));
-        X2SEC_TRY_STATUS(them.engine->update_peer(pb));
-        me.events.clear();
-        them.events.clear();
-        glue::CertreqGuard guard(*me.agent, cred, *me.engine, them.name);
-        auto before = m_traffic["ike-direct"];
-        X2SEC_TRY_STATUS(me.engine->initiate(them.name, m_now));
-        bool ok = exchange(
-            i, j, "ike-direct", [&] { return glue::both_child_up(me.events, me.name, them.events, them.name); },
-            [&] { return glue::exchange_failed(guard, me.events, me.name, them.events, them.name); }, &guard);
-        auto after = m_traffic["ike-direct"];
-        PhaseRecord p{"ike", ok, "", {}};
-        p.measure.messages = after.messages - before.messages;
-        p.measure.bytes = after.bytes - before.bytes;
-        p.measure.time_ms = double(m_now - t0);
-        if (!ok) {
-            m_counters["ike failures"] += 1;
-            if (guard.aborted()) m_counters["ike stopped after IKE_SA_INIT (CERTREQ)"] += 1;
-            std::string why = glue::classify_failure(me.events, them.events, cred, back->credential, guard, failure,
-                                                     peer_agent, me.name, them.name, m_now);
-            if (failure.untrusted_ca) m_counters["ike untrusted-CA failures"] += 1;
-            // The responder's half-open or established SA from this attempt is dropped too.
-            for (auto& sa : them.engine->list_sas())
-                if (sa.peer == me.name) (void)them.engine->delete_ike(sa.id, m_now);
-            (void)them.engine->take_outgoing();
-            return Error(ErrorDomain::Ike, 0, why);
-        }
-        for (auto& sa : me.engine->list_sas())
-            if (sa.peer == them.name && sa.state == "ESTABLISHED")
-                p.detail = sa.encr + "/" + sa.prf + "/" + sa.dh + ", auth " + sa.local_auth;
-        peer_agent.mark_up(me.name, back->credential, p.detail, m_now);
-        return p;
-    };
-    return ops;
+    X2SEC_TRY_STATUS(me.engine->update_peer(pa));
+    X2SEC_TRY_STATUS(them.engine->update_peer(pb));
+    me.events.clear();
+    them.events.clear();
+    glue::CertreqGuard guard(*me.agent, ia.cred, *me.engine, them.name);
+    auto before = m_traffic["ike-direct"];
+    X2SEC_TRY_STATUS(me.engine->initiate(them.name, m_now));
+    bool ok = exchange(
+        i, j, "ike-direct", [&] { return glue::both_child_up(me.events, me.name, them.events, them.name); },
+        [&] { return glue::exchange_failed(guard, me.events, me.name, them.events, them.name); }, &guard);
+    auto after = m_traffic["ike-direct"];
+    if (!ok) {
+        m_counters["ike failures"] += 1;
+        if (guard.aborted()) m_counters["ike stopped after IKE_SA_INIT (CERTREQ)"] += 1;
+        std::string why = glue::classify_failure(me.events, them.events, ia.cred, ib.cred, guard, at.failure,
+                                                 at.responder_agent, me.name, them.name, m_now);
+        if (at.failure.untrusted_ca) m_counters["ike untrusted-CA failures"] += 1;
+        // The responder's half-open or established SA from this attempt is dropped too.
+        for (auto& sa : them.engine->list_sas())
+            if (sa.peer == me.name) (void)them.engine->delete_ike(sa.id, m_now);
+        (void)them.engine->take_outgoing();
+        return Error(ErrorDomain::Ike, 0, why);
+    }
+    Carried c;
+    c.measure.messages = after.messages - before.messages;
+    c.measure.bytes = after.bytes - before.bytes;
+    for (auto& sa : me.engine->list_sas())
+        if (sa.peer == them.name && sa.state == "ESTABLISHED")
+            c.detail = sa.encr + "/" + sa.prf + "/" + sa.dh + ", auth " + sa.local_auth;
+    return c;
 }
 
 void SimWorld::carry_x2(size_t r) {
@@ -886,7 +867,6 @@ Result<SimReport> run_sim(const SimOptions& o) {
     w.run();
     return w.report();
 }
-#endif
 
 std::string render_sim_report(const SimReport& r) {
     std::ostringstream o;
@@ -921,4 +901,4 @@ std::string render_sim_report(const SimReport& r) {
     return o.str();
 }
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

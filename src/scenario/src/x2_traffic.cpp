@@ -1,8 +1,9 @@
 #include <algorithm>
 #include <x2sec/common/codec.hpp>
-#include <x2sec/node/x2_traffic.hpp>
+#include <x2sec/scenario/x2_traffic.hpp>
 
-namespace x2sec::node {
+namespace x2sec::scenario {
+
 
 uint32_t crc32c(BytesView data) {
     uint32_t crc = 0xffffffffu;
@@ -99,4 +100,4 @@ bool contains(BytesView hay, BytesView needle) {
     return std::search(hay.begin(), hay.end(), needle.begin(), needle.end()) != hay.end();
 }
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

@@ -10,36 +10,18 @@
 #include <x2sec/common/rng.hpp>
 #include <x2sec/kds/server.hpp>
 #include <x2sec/kds/tls.hpp>
-#include <x2sec/node/demo.hpp>
-#include <x2sec/node/lab_pki.hpp>
-#include <x2sec/node/x2_traffic.hpp>
+#include <x2sec/scenario/demo.hpp>
+#include <x2sec/scenario/lab_pki.hpp>
+#include <x2sec/scenario/x2_traffic.hpp>
 #include <x2sec/policy/config.hpp>
 
 #include "demo_world.hpp"
 
-namespace x2sec::node {
+namespace x2sec::scenario {
+
+using namespace x2sec::node;  // the agent and its types
 
 namespace fs = std::filesystem;
-
-Capabilities capabilities() {
-    Capabilities c;
-#ifdef X2SEC_HAVE_IKE
-    c.ike = true;
-#else
-    c.ike_reason = "the IKEv2 engine (src/ikev2 Engine) is not in this build yet";
-#endif
-#ifdef X2SEC_HAVE_ESP
-    c.esp = true;
-#else
-    c.esp_reason = "the ESP data plane (src/esp) is not in this build yet";
-#endif
-#ifdef X2SEC_HAVE_CMP
-    c.cmp = true;
-#else
-    c.cmp_reason = "the CMPv2 RA/CA and client (src/cmp) are not in this build yet";
-#endif
-    return c;
-}
 
 std::string default_deployment_template() {
     return R"(# x2sec demo deployment (embedded default).  Every H(e)NB, the SeGW, the operator RA/CA
@@ -178,7 +160,6 @@ const std::vector<CaseDef>& case_defs() {
 
 Result<DemoReport> run_demo(const DemoOptions& opt) {
     DemoReport report;
-    auto caps = capabilities();
     // ------------------------------------------------------------ working directory
     std::string dir = opt.workdir;
     bool remove_dir = false;
@@ -213,7 +194,7 @@ Result<DemoReport> run_demo(const DemoOptions& opt) {
     vars["B1_CMP"] = opt.peer_without_cmp ? "false" : "true";
 
     // ------------------------------------------------------------ the world
-    World world(dir, ports, opt, caps);
+    World world(dir, ports, opt);
     X2SEC_TRY_STATUS(world.create_pki());
     std::string toml = opt.config_override.empty() ? substitute(default_deployment_template(), vars)
                                                     : substitute(opt.config_override, vars);
@@ -232,10 +213,6 @@ Result<DemoReport> run_demo(const DemoOptions& opt) {
     report.backhaul.time_ms = ms_since(t0);
     if (!cfg->segw) {
         report.backhaul_note = "no SeGW configured";
-    } else if (!caps.ike) {
-        report.backhaul_note = "not available: " + caps.ike_reason +
-                               " — the H(e)NBs cannot bring up their backhaul, so the RA/CA and the KDS "
-                               "(reached only through it) are unreachable";
     } else {
         size_t up = 0;
         for (auto& [name, agent] : world.agents()) up += agent->backhaul_up() ? 1 : 0;
@@ -378,4 +355,4 @@ std::string render_report(const DemoReport& r) {
     return o.str();
 }
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

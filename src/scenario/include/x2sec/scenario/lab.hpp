@@ -11,9 +11,10 @@
 #include <string>
 #include <vector>
 #include <x2sec/common/result.hpp>
-#include <x2sec/node/demo.hpp>
+#include <x2sec/policy/config.hpp>
+#include <x2sec/scenario/demo.hpp>
 
-namespace x2sec::node {
+namespace x2sec::scenario {
 
 struct LabOptions {
     std::string x2sec_binary;          // the x2sec executable to run in the namespaces
@@ -27,7 +28,14 @@ struct LabOptions {
     // for Solution 2's pair.  The neighbours must then stay DOWN with the reason — no plain X2.
     bool ra_down = false;
     bool kds_refuses = false;
+    // A deployment TOML to use instead of the embedded one (same ${...} placeholders).
+    std::string deployment;
 };
+
+// The lab names a network namespace x2slab<run_id>-<henb name> for every H(e)NB: an error
+// naming the first H(e)NB name that cannot be one (ipcmd::check_netns_name), checked before
+// the lab creates anything.
+Status check_lab_names(const policy::DeploymentConfig& cfg, const std::string& run_id);
 
 // Empty when this process can build the lab (root, /dev/net/tun, iproute2, netns); otherwise
 // why not.
@@ -44,4 +52,4 @@ std::vector<std::string> lab_teardown();
 // The report as JSON (for tests and scripts).
 std::string report_json(const DemoReport& r);
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

@@ -4,32 +4,28 @@
 #include <set>
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
-#include <x2sec/node/x2_traffic.hpp>
+#include <x2sec/scenario/x2_traffic.hpp>
 
 #include "udp_net.hpp"
 
 #include <openssl/pem.h>
 
-#ifdef X2SEC_HAVE_IKE
 #include <x2sec/crypto/crypto.hpp>
 #include <x2sec/ikev2/engine.hpp>
 #include <x2sec/x509/x509.hpp>
 
-#include "ike_glue.hpp"
-#endif
-#ifdef X2SEC_HAVE_ESP
+#include <x2sec/node/ike_glue.hpp>
 #include <x2sec/esp/data_plane.hpp>
 #include <x2sec/esp/memory_backend.hpp>
-#endif
-#ifdef X2SEC_HAVE_CMP
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/http.hpp>
 #include <x2sec/cmp/server.hpp>
 #include <x2sec/cmp/store.hpp>
 #include <x2sec/pki/pki.hpp>
-#endif
 
-namespace x2sec::node {
+namespace x2sec::scenario {
+
+using namespace x2sec::node;  // the agent and its types
 
 namespace {
 
@@ -39,14 +35,11 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 std::string entity(const std::string& henb) { return "H(e)NB " + henb; }
 
-#ifdef X2SEC_HAVE_IKE
 using glue::IkeSide;
 using glue::peer_config;
-#endif
 
 }  // namespace
 
-#ifdef X2SEC_HAVE_CMP
 namespace detail {
 Result<pki::X509Ptr> pem_to_x509(const std::string& pem) {
     pki::BioPtr b(BIO_new_mem_buf(pem.data(), int(pem.size())));
@@ -140,9 +133,7 @@ Result<OperatorEnrolment> enrol_operator(const std::string& url, const LabCreden
 }
 
 }  // namespace detail
-using detail::http_post_cmp;
 using detail::pem_to_x509;
-#endif
 
 // ------------------------------------------------------------------ module glue
 struct World::Impl {
@@ -151,7 +142,6 @@ struct World::Impl {
     Millis now() const {
         return Millis(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - epoch).count());
     }
-#ifdef X2SEC_HAVE_IKE
     struct Node {
         std::unique_ptr<Counters> counters;
         std::unique_ptr<ChildSaBackend> backend;
@@ -224,25 +214,20 @@ struct World::Impl {
         return nodes[node].engine->update_peer(active);
     }
 
-#endif
-#ifdef X2SEC_HAVE_CMP
     std::unique_ptr<cmp::Store> store;
     std::unique_ptr<cmp::Server> cmp_server;
     std::unique_ptr<cmp::HttpServer> http;
-#endif
 };
 
-World::World(std::string dir, std::map<std::string, uint16_t> ports, const DemoOptions& opt, Capabilities caps)
-    : m_dir(std::move(dir)), m_ports(std::move(ports)), m_opt(opt), m_caps(std::move(caps)),
+World::World(std::string dir, std::map<std::string, uint16_t> ports, const DemoOptions& opt)
+    : m_dir(std::move(dir)), m_ports(std::move(ports)), m_opt(opt),
       m_impl(std::make_unique<Impl>()) {}
 
 World::~World() { stop(); }
 
 void World::stop() {
     if (m_kds_tls) m_kds_tls->stop();
-#ifdef X2SEC_HAVE_CMP
     if (m_impl && m_impl->http) m_impl->http->stop();
-#endif
 }
 
 kds::ServerConfig detail::kds_server_config(const policy::DeploymentConfig& cfg, bool refuse_pairs) {
@@ -301,7 +286,6 @@ Status World::start(const policy::DeploymentConfig& cfg) {
         X2SEC_TRY_STATUS(m_kds_tls->start(m_cfg.kds->address.host, m_cfg.kds->address.port, tc));
     }
     // ---------------------------------------------------------------- RA/CA
-#ifdef X2SEC_HAVE_CMP
     if (m_cfg.cmp && !m_opt.ra_down) {
         X2SEC_TRY(m_impl->store, cmp::open_sqlite_store(":memory:"));
         cmp::ServerConfig sc;
@@ -323,17 +307,11 @@ Status World::start(const policy::DeploymentConfig& cfg) {
         m_impl->http = std::make_unique<cmp::HttpServer>(*m_impl->cmp_server, ho);
         X2SEC_TRY_STATUS(m_impl->http->start());
     }
-#endif
     // ---------------------------------------------------------------- IKE engines
-#ifdef X2SEC_HAVE_IKE
     auto add_node = [&](const std::string& name, uint16_t port) -> Status {
         Impl::Node n;
         n.counters = std::make_unique<Counters>();
-#ifdef X2SEC_HAVE_ESP
         n.backend = std::make_unique<esp::DataPlane>(*n.counters);
-#else
-        n.backend = std::make_unique<MemoryChildSaBackend>();
-#endif
         ike::EngineConfig ec;
         ec.retransmit.timeout_ms = 1000;
         ec.retransmit.tries = 3;
@@ -350,191 +328,154 @@ Status World::start(const policy::DeploymentConfig& cfg) {
     };
     if (m_cfg.segw) X2SEC_TRY_STATUS(add_node("segw", m_cfg.segw->address.port));
     for (auto& h : m_cfg.henbs) X2SEC_TRY_STATUS(add_node(h.name, h.address.port));
-#endif
-    for (auto& h : m_cfg.henbs) m_agents[h.name] = std::make_unique<Agent>(m_cfg, h.name, make_ops(h.name));
+    for (auto& h : m_cfg.henbs) m_agents[h.name] = std::make_unique<Agent>(m_cfg, h.name, make_operations(*this));
     return {};
 }
 
 
-Operations World::make_ops(const std::string& henb_name) {
-    Operations ops;
-    // ---------------------------------------------------------------- backhaul
-#ifdef X2SEC_HAVE_IKE
-    ops.backhaul = [this](const policy::HenbConfig& h) -> Result<PhaseRecord> {
-        auto& creds = m_creds[h.name];
-        auto t0 = std::chrono::steady_clock::now();
-        X2SEC_TRY(auto hid, ike::Identity::parse("fqdn:" + h.identity));
-        X2SEC_TRY(auto sid, ike::Identity::parse("fqdn:" + m_cfg.segw->identity));
-        IkeSide me{h.name, hid, IpAddress::v4(127, 0, 0, 1), h.address.port, creds.inner};
-        IkeSide segw{"segw", sid, IpAddress::v4(127, 0, 0, 1), m_cfg.segw->address.port, IpAddress::v4(203, 0, 113, 1)};
-        auto core = TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 0), 24);
-        X2SEC_TRY(auto mine, peer_config("segw", me, segw, Credential::VendorCertificate, creds.vendor.chain_pem,
-                                         creds.vendor.key_pem, {{"operator", m_operator_root_pem}}, {}, core));
-        X2SEC_TRY(auto theirs, peer_config(h.name, segw, me, Credential::VendorCertificate, m_segw_cred.chain_pem,
-                                           m_segw_cred.key_pem,
-                                           {{"vendor-a", m_vendor_a->root_pem()}, {"vendor-b", m_vendor_b->root_pem()}},
-                                           {}, TrafficSelector::from_prefix(creds.inner, 32)));
-        theirs.children[0].local_ts = {core};
-        auto& n = m_impl->nodes[h.name];
-        auto& s = m_impl->nodes["segw"];
-        X2SEC_TRY_STATUS(m_impl->activate(h.name, mine));
-        X2SEC_TRY_STATUS(m_impl->activate("segw", theirs));
-        m_impl->net.reset(n.ike_port, s.ike_port);
-        m_impl->net.reset(n.natt_port, s.natt_port);
-        n.events.clear();
-        s.events.clear();
-        X2SEC_TRY_STATUS(n.engine->initiate("segw", m_impl->now()));
-        bool ok = m_impl->pump_until(
-            [&] { return glue::has_event(n.events, "segw", ike::Event::Kind::ChildSaUp) && glue::has_event(s.events, h.name, ike::Event::Kind::ChildSaUp); },
-            [&] { return glue::failure_event(n.events, "segw") || glue::failure_event(s.events, h.name); }, 8000);
-        PhaseRecord p{"backhaul", ok, "", {}};
-        auto l1 = m_impl->net.link(n.ike_port, s.ike_port), l2 = m_impl->net.link(n.natt_port, s.natt_port);
-        p.measure.messages = l1.datagrams + l2.datagrams;
-        p.measure.bytes = l1.bytes + l2.bytes;
-        p.measure.round_trips = l1.round_trips + l2.round_trips;
-        p.measure.time_ms = ms_since(t0);
-        p.measure.entities = {entity(h.name), "SeGW"};
-        if (!ok) {
-            auto* f = glue::failure_event(n.events, "segw");
-            if (!f) f = glue::failure_event(s.events, h.name);
-            return Error(ErrorDomain::Ike, f ? f->code : 0, f ? f->detail : "no answer from the SeGW");
-        }
-        p.detail = "IKE SA + Child SA with the SeGW (device certificate)";
-        return p;
-    };
-#endif
-    // ---------------------------------------------------------------- CMPv2 enrolment
-#ifdef X2SEC_HAVE_CMP
-    ops.enrol = [this](const policy::HenbConfig& h) -> Result<PhaseRecord> {
-        auto& creds = m_creds[h.name];
-        auto t0 = std::chrono::steady_clock::now();
-        X2SEC_TRY(auto e, detail::enrol_operator(m_cfg.cmp->url, creds.vendor, m_operator_root_pem, h.identity));
-        creds.op_key_pem = std::move(e.key_pem);
-        creds.op_cert_pem = std::move(e.cert_pem);
-        creds.op_serial_hex = e.serial_hex;
-        PhaseRecord p{"cmp-enrolment", true, "", {}};
-        p.measure.messages = e.messages;
-        p.measure.bytes = e.bytes;  // HTTP requests and responses incl. headers
-        p.measure.round_trips = e.messages / 2;
-        p.measure.time_ms = ms_since(t0);
-        p.measure.entities = {entity(h.name), "operator RA/CA (via SeGW)"};
-        p.detail = "serial " + creds.op_serial_hex + ", issuer Operator Root CA";
-        return p;
-    };
-#endif
-    // ---------------------------------------------------------------- KDS
-    if (m_cfg.kds) {
-        ops.fetch_key = [this](const policy::HenbConfig& h, const policy::NeighbourConfig& n, SecureBytes& key,
-                               std::string& key_id) -> Result<PhaseRecord> {
-            auto& creds = m_creds[h.name];
-            auto t0 = std::chrono::steady_clock::now();
-            kds::TlsCredentials tc{creds.vendor.chain_pem, creds.vendor.key_pem, m_operator_root_pem};
-            kds::KeyRequest req;
-            req.request_id = os_rng().u32();
-            req.requester = h.identity;
-            req.peer = n.identity;
-            kds::TransferStats st;
-            X2SEC_TRY(auto resp, kds::fetch_key(m_cfg.kds->address.host, m_cfg.kds->address.port,
-                                                m_cfg.kds->identity, tc, req, &st));
-            key = std::move(resp.key);
-            key_id = to_hex(resp.key_id);
-            PhaseRecord p{"kds-fetch", true, "", {}};
-            p.measure.messages = st.messages;
-            p.measure.bytes = st.bytes_sent + st.bytes_received;  // incl. the TLS 1.3 handshake
-            p.measure.round_trips = st.round_trips;
-            p.measure.time_ms = ms_since(t0);
-            p.measure.entities = {entity(h.name), "KDS (via SeGW)"};
-            p.detail = "generation " + std::to_string(resp.generation) + ", lifetime " + std::to_string(resp.lifetime_s) + " s";
-            return p;
-        };
+// ---------------------------------------------------------------- the loopback fabric
+Millis World::now() { return m_impl->now(); }
+double World::clock_ms() { return ms_since(m_epoch); }
+Agent& World::agent(const std::string& henb) { return *m_agents.at(henb); }
+NodeKeys& World::keys(const std::string& henb) { return m_creds[henb]; }
+
+Result<Carried> World::backhaul(const policy::HenbConfig& h) {
+    auto& creds = m_creds[h.name];
+    X2SEC_TRY(auto hid, ike::Identity::parse("fqdn:" + h.identity));
+    X2SEC_TRY(auto sid, ike::Identity::parse("fqdn:" + m_cfg.segw->identity));
+    IkeSide me{h.name, hid, IpAddress::v4(127, 0, 0, 1), h.address.port, creds.inner};
+    IkeSide segw{"segw", sid, IpAddress::v4(127, 0, 0, 1), m_cfg.segw->address.port, IpAddress::v4(203, 0, 113, 1)};
+    auto core = TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 0), 24);
+    X2SEC_TRY(auto mine, peer_config("segw", me, segw, Credential::VendorCertificate, creds.vendor.chain_pem,
+                                     creds.vendor.key_pem, {{"operator", m_operator_root_pem}}, {}, core));
+    X2SEC_TRY(auto theirs, peer_config(h.name, segw, me, Credential::VendorCertificate, m_segw_cred.chain_pem,
+                                       m_segw_cred.key_pem,
+                                       {{"vendor-a", m_vendor_a->root_pem()}, {"vendor-b", m_vendor_b->root_pem()}},
+                                       {}, TrafficSelector::from_prefix(creds.inner, 32)));
+    theirs.children[0].local_ts = {core};
+    auto& n = m_impl->nodes[h.name];
+    auto& s = m_impl->nodes["segw"];
+    X2SEC_TRY_STATUS(m_impl->activate(h.name, mine));
+    X2SEC_TRY_STATUS(m_impl->activate("segw", theirs));
+    m_impl->net.reset(n.ike_port, s.ike_port);
+    m_impl->net.reset(n.natt_port, s.natt_port);
+    n.events.clear();
+    s.events.clear();
+    X2SEC_TRY_STATUS(n.engine->initiate("segw", m_impl->now()));
+    bool ok = m_impl->pump_until(
+        [&] {
+            return glue::has_event(n.events, "segw", ike::Event::Kind::ChildSaUp) &&
+                   glue::has_event(s.events, h.name, ike::Event::Kind::ChildSaUp);
+        },
+        [&] { return glue::failure_event(n.events, "segw") || glue::failure_event(s.events, h.name); }, 8000);
+    if (!ok) {
+        const auto* f = glue::failure_event(n.events, "segw");
+        if (!f) f = glue::failure_event(s.events, h.name);
+        return Error(ErrorDomain::Ike, f ? f->code : 0, f ? f->detail : "no answer from the SeGW");
     }
-    // ---------------------------------------------------------------- direct-interface IKE
-#ifdef X2SEC_HAVE_IKE
-    ops.ike = [this, henb_name](const policy::HenbConfig& h, const policy::NeighbourConfig& nc, Credential cred,
-                                const SecureBytes& psk, IkeFailure& failure) -> Result<PhaseRecord> {
-        Agent& peer_agent = *m_agents.at(nc.name);
-        NeighbourStatus* back = peer_agent.neighbour(h.name);
-        if (!back) return Error(ErrorDomain::Ike, 0, nc.name + " has no neighbour relation with " + h.name);
-        if (back->state != LinkState::Ready && back->state != LinkState::Up) peer_agent.prepare(h.name, m_impl->now());
-        if (back->state != LinkState::Ready && back->state != LinkState::Up)
-            return Error(ErrorDomain::Ike, 0, nc.name + " is not ready for " + h.name + ": " + back->reason);
-        auto t0 = std::chrono::steady_clock::now();
-        auto& me = m_creds[h.name];
-        auto& them = m_creds[nc.name];
-        X2SEC_TRY(auto myid, ike::Identity::parse("fqdn:" + h.identity));
-        X2SEC_TRY(auto theirid, ike::Identity::parse("fqdn:" + nc.identity));
-        IkeSide a{h.name, myid, IpAddress::v4(127, 0, 0, 1), h.address.port, me.inner};
-        IkeSide b{nc.name, theirid, IpAddress::v4(127, 0, 0, 1), nc.address.port, them.inner};
-        std::optional<x509::Crl> crl;
-        if (!m_crl_der.empty()) {
-            auto c = x509::Crl::from_der(m_crl_der);
-            if (c.ok()) crl = *c;
+    Carried c;
+    auto l1 = m_impl->net.link(n.ike_port, s.ike_port), l2 = m_impl->net.link(n.natt_port, s.natt_port);
+    c.measure.messages = l1.datagrams + l2.datagrams;
+    c.measure.bytes = l1.bytes + l2.bytes;
+    c.measure.round_trips = l1.round_trips + l2.round_trips;
+    c.detail = "IKE SA + Child SA with the SeGW (device certificate)";
+    return c;
+}
+
+Result<Enrolled> World::enrol(const policy::HenbConfig& h) {
+    X2SEC_TRY(auto e, detail::enrol_operator(m_cfg.cmp->url, m_creds[h.name].vendor, m_operator_root_pem, h.identity));
+    Enrolled r{std::move(e.key_pem), std::move(e.cert_pem), e.serial_hex, {}};
+    r.carried.measure.messages = e.messages;
+    r.carried.measure.bytes = e.bytes;  // HTTP requests and responses incl. headers
+    r.carried.detail = "serial " + e.serial_hex + ", issuer Operator Root CA";
+    return r;
+}
+
+Result<FetchedKey> World::fetch_key(const policy::HenbConfig& h, const policy::NeighbourConfig& n) {
+    auto& creds = m_creds[h.name];
+    kds::TlsCredentials tc{creds.vendor.chain_pem, creds.vendor.key_pem, m_operator_root_pem};
+    kds::KeyRequest req;
+    req.request_id = os_rng().u32();
+    req.requester = h.identity;
+    req.peer = n.identity;
+    kds::TransferStats st;
+    X2SEC_TRY(auto resp, kds::fetch_key(m_cfg.kds->address.host, m_cfg.kds->address.port, m_cfg.kds->identity, tc,
+                                        req, &st));
+    FetchedKey k{std::move(resp.key), to_hex(resp.key_id), {}};
+    k.carried.measure.messages = st.messages;
+    k.carried.measure.bytes = st.bytes_sent + st.bytes_received;  // incl. the TLS 1.3 handshake
+    k.carried.measure.round_trips = st.round_trips;
+    k.carried.detail =
+        "generation " + std::to_string(resp.generation) + ", lifetime " + std::to_string(resp.lifetime_s) + " s";
+    return k;
+}
+
+Result<Carried> World::ike(IkeAttempt& at) {
+    const IkeEnd& ia = at.initiator;
+    const IkeEnd& ib = at.responder;
+    auto& me = m_creds[ia.name];
+    auto& them = m_creds[ib.name];
+    X2SEC_TRY(auto myid, ike::Identity::parse("fqdn:" + ia.identity));
+    X2SEC_TRY(auto theirid, ike::Identity::parse("fqdn:" + ib.identity));
+    IkeSide a{ia.name, myid, IpAddress::v4(127, 0, 0, 1), ia.henb->address.port, me.inner};
+    IkeSide b{ib.name, theirid, IpAddress::v4(127, 0, 0, 1), ib.henb->address.port, them.inner};
+    std::optional<x509::Crl> crl;
+    if (!m_crl_der.empty()) {
+        auto c = x509::Crl::from_der(m_crl_der);
+        if (c.ok()) crl = *c;
+    }
+    auto anchors_of = [&](const std::string& node) {
+        std::vector<std::pair<std::string, std::string>> out;
+        for (const auto& label : m_cfg.henb(node)->trust_anchors) {
+            auto f = read_text_file(m_cfg.anchor(label)->file);
+            if (f.ok()) out.emplace_back(label, *f);
         }
-        auto anchors_of = [&](const std::string& node) {
-            std::vector<std::pair<std::string, std::string>> out;
-            for (auto& label : m_cfg.henb(node)->trust_anchors) {
-                auto f = read_text_file(m_cfg.anchor(label)->file);
-                if (f.ok()) out.emplace_back(label, *f);
-            }
-            return out;
-        };
-        auto cert_of = [&](NodeCreds& c, Credential k) -> std::pair<std::string, SecureBytes> {
-            if (k == Credential::OperatorCertificate) return {c.op_cert_pem, c.op_key_pem};
-            return {c.vendor.chain_pem, c.vendor.key_pem};
-        };
-        auto [acert, akey] = cert_of(me, cred);
-        auto [bcert, bkey] = cert_of(them, back->credential);
-        X2SEC_TRY(auto pa, peer_config(nc.name, a, b, cred, acert, akey, anchors_of(h.name), psk,
-                                       TrafficSelector::from_prefix(them.inner, 32)));
-        X2SEC_TRY(auto pb, peer_config(h.name, b, a, back->credential, bcert, bkey, anchors_of(nc.name), back->psk,
-                                       TrafficSelector::from_prefix(me.inner, 32)));
-        if (crl && pa.trust) {
-            auto t = std::make_shared<x509::TrustStore>(*pa.trust);
-            t->add_crl(*crl);
-            t->set_crl_check(true);
-            pa.trust = t;
-        }
-        auto& na = m_impl->nodes[h.name];
-        auto& nb = m_impl->nodes[nc.name];
-        X2SEC_TRY_STATUS(m_impl->activate(h.name, pa));
-        X2SEC_TRY_STATUS(m_impl->activate(nc.name, pb));
-        m_impl->net.reset(na.ike_port, nb.ike_port);
-        m_impl->net.reset(na.natt_port, nb.natt_port);
-        na.events.clear();
-        nb.events.clear();
-        glue::CertreqGuard guard(*m_agents.at(h.name), cred, *na.engine, nc.name);
-        m_impl->on_rx = [&](const std::string& node, const ike::Datagram& d) -> std::vector<ike::Datagram> {
-            if (node != h.name) return {};
-            return guard.on_received(d, m_impl->now());
-        };
-        X2SEC_TRY_STATUS(na.engine->initiate(nc.name, m_impl->now()));
-        bool ok = m_impl->pump_until([&] { return glue::both_child_up(na.events, h.name, nb.events, nc.name); },
-                                     [&] { return glue::exchange_failed(guard, na.events, h.name, nb.events, nc.name); },
-                                     8000);
-        m_impl->on_rx = nullptr;
-        PhaseRecord p{"ike", ok, "", {}};
-        auto l1 = m_impl->net.link(na.ike_port, nb.ike_port), l2 = m_impl->net.link(na.natt_port, nb.natt_port);
-        p.measure.messages = l1.datagrams + l2.datagrams;
-        p.measure.bytes = l1.bytes + l2.bytes;
-        p.measure.round_trips = l1.round_trips + l2.round_trips;
-        p.measure.time_ms = ms_since(t0);
-        p.measure.entities = {entity(h.name), entity(nc.name)};
-        if (!ok) {
-            std::string why = glue::classify_failure(na.events, nb.events, cred, back->credential, guard, failure,
-                                                     peer_agent, h.name, nc.name, m_impl->now());
-            return Error(ErrorDomain::Ike, 0, why);
-        }
-        for (auto& sa : na.engine->list_sas())
-            if (sa.peer == nc.name && sa.state == "ESTABLISHED") {
-                p.detail = sa.encr + (sa.integ.empty() ? "" : "/" + sa.integ) + "/" + sa.prf + "/" + sa.dh + ", auth " +
-                           sa.local_auth + (sa.peer_cert_anchor.empty() ? "" : ", peer chains to '" + sa.peer_cert_anchor + "'");
-            }
-        peer_agent.mark_up(h.name, back->credential, p.detail, m_impl->now());
-        return p;
+        return out;
     };
-#endif
-    (void)henb_name;
-    return ops;
+    X2SEC_TRY(auto pa, peer_config(ib.name, a, b, ia.cred, ia.cert_pem, ia.key_pem, anchors_of(ia.name), *ia.psk,
+                                   TrafficSelector::from_prefix(them.inner, 32)));
+    X2SEC_TRY(auto pb, peer_config(ia.name, b, a, ib.cred, ib.cert_pem, ib.key_pem, anchors_of(ib.name), *ib.psk,
+                                   TrafficSelector::from_prefix(me.inner, 32)));
+    if (crl && pa.trust) {
+        auto t = std::make_shared<x509::TrustStore>(*pa.trust);
+        t->add_crl(*crl);
+        t->set_crl_check(true);
+        pa.trust = t;
+    }
+    auto& na = m_impl->nodes[ia.name];
+    auto& nb = m_impl->nodes[ib.name];
+    X2SEC_TRY_STATUS(m_impl->activate(ia.name, pa));
+    X2SEC_TRY_STATUS(m_impl->activate(ib.name, pb));
+    m_impl->net.reset(na.ike_port, nb.ike_port);
+    m_impl->net.reset(na.natt_port, nb.natt_port);
+    na.events.clear();
+    nb.events.clear();
+    glue::CertreqGuard guard(*m_agents.at(ia.name), ia.cred, *na.engine, ib.name);
+    m_impl->on_rx = [&](const std::string& node, const ike::Datagram& d) -> std::vector<ike::Datagram> {
+        if (node != ia.name) return {};
+        return guard.on_received(d, m_impl->now());
+    };
+    X2SEC_TRY_STATUS(na.engine->initiate(ib.name, m_impl->now()));
+    bool ok = m_impl->pump_until([&] { return glue::both_child_up(na.events, ia.name, nb.events, ib.name); },
+                                 [&] { return glue::exchange_failed(guard, na.events, ia.name, nb.events, ib.name); },
+                                 8000);
+    m_impl->on_rx = nullptr;
+    if (!ok) {
+        std::string why = glue::classify_failure(na.events, nb.events, ia.cred, ib.cred, guard, at.failure,
+                                                 at.responder_agent, ia.name, ib.name, m_impl->now());
+        return Error(ErrorDomain::Ike, 0, why);
+    }
+    Carried c;
+    auto l1 = m_impl->net.link(na.ike_port, nb.ike_port), l2 = m_impl->net.link(na.natt_port, nb.natt_port);
+    c.measure.messages = l1.datagrams + l2.datagrams;
+    c.measure.bytes = l1.bytes + l2.bytes;
+    c.measure.round_trips = l1.round_trips + l2.round_trips;
+    for (auto& sa : na.engine->list_sas())
+        if (sa.peer == ib.name && sa.state == "ESTABLISHED") {
+            c.detail = sa.encr + (sa.integ.empty() ? "" : "/" + sa.integ) + "/" + sa.prf + "/" + sa.dh + ", auth " +
+                       sa.local_auth + (sa.peer_cert_anchor.empty() ? "" : ", peer chains to '" + sa.peer_cert_anchor + "'");
+        }
+    return c;
 }
 
 void World::plain_traffic(CaseReport& c, const std::string& a, const std::string& b) {
@@ -575,7 +516,6 @@ void World::plain_traffic(CaseReport& c, const std::string& a, const std::string
 }
 
 void World::traffic(CaseReport& c, const std::string& a, const std::string& b) {
-#if defined(X2SEC_HAVE_IKE) && defined(X2SEC_HAVE_ESP)
     auto* dpa = dynamic_cast<esp::DataPlane*>(m_impl->nodes[a].backend.get());
     auto* dpb = dynamic_cast<esp::DataPlane*>(m_impl->nodes[b].backend.get());
     if (!dpa || !dpb) return;
@@ -604,11 +544,6 @@ void World::traffic(CaseReport& c, const std::string& a, const std::string& b) {
         if (delivered_b[i] == mix_ab[i]) c.x2_delivered_intact += 1;
     for (size_t i = 0; i < mix_ba.size() && i < delivered_a.size(); ++i)
         if (delivered_a[i] == mix_ba[i]) c.x2_delivered_intact += 1;
-#else
-    (void)c;
-    (void)a;
-    (void)b;
-#endif
 }
 
 CaseReport World::run_case(const std::string& id, const std::string& title, const std::string& a,
@@ -616,16 +551,6 @@ CaseReport World::run_case(const std::string& id, const std::string& title, cons
     CaseReport c;
     auto [aa, ab] = detail::case_agents(c, id, title, a, b, m_agents);
     if (aa == nullptr) return c;
-    // What this case needs from the build.
-    std::vector<std::string> missing;
-    if (id != "ipsec-off" && !m_caps.ike) missing.push_back(m_caps.ike_reason);
-    if (id == "scenario2" && !m_caps.cmp) missing.push_back(m_caps.cmp_reason);
-    if (id != "ipsec-off" && !m_caps.esp) missing.push_back(m_caps.esp_reason + " (X2 traffic cannot be carried)");
-    if (!missing.empty()) {
-        c.available = false;
-        for (auto& m : missing) c.not_available += (c.not_available.empty() ? "" : "; ") + m;
-    }
-
     auto t0 = std::chrono::steady_clock::now();
     Millis t = m_impl->now() + now;
     ab->prepare(a, t);  // the responder decides on its own
@@ -633,7 +558,6 @@ CaseReport World::run_case(const std::string& id, const std::string& title, cons
     if (aa->neighbour(b)->state == LinkState::Ready) aa->connect(b, m_impl->now() + now);
     // Revocation check (negative scenario): the RA/CA revokes the peer's operator certificate;
     // the initiator receives the CRL and re-runs IKEv2: the tunnel must not come up.
-#ifdef X2SEC_HAVE_CMP
     if (id == "scenario2" && m_opt.revoke_peer_operator_cert && aa->neighbour(b)->state == LinkState::Up &&
         m_impl->cmp_server) {
         auto serial = from_hex(m_creds[b].op_serial_hex);
@@ -653,7 +577,6 @@ CaseReport World::run_case(const std::string& id, const std::string& title, cons
         aa->prepare(b, m_impl->now() + now);
         if (aa->neighbour(b)->state == LinkState::Ready) aa->connect(b, m_impl->now() + now);
     }
-#endif
     double setup_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
     auto* na = aa->neighbour(b);
@@ -725,4 +648,4 @@ std::string down_outcome(const CaseReport& c, const NeighbourStatus& na, const N
 
 }  // namespace detail
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

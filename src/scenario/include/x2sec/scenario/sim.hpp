@@ -22,7 +22,7 @@
 #include <x2sec/common/time.hpp>
 #include <x2sec/policy/decision.hpp>
 
-namespace x2sec::node {
+namespace x2sec::scenario {
 
 // One H(e)NB of an explicit topology.
 struct SimNode {
@@ -101,4 +101,4 @@ struct SimReport {
 Result<SimReport> run_sim(const SimOptions& options);
 std::string render_sim_report(const SimReport& r);
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

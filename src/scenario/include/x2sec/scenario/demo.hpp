@@ -12,7 +12,10 @@
 #include <x2sec/common/result.hpp>
 #include <x2sec/node/agent.hpp>
 
-namespace x2sec::node {
+namespace x2sec::scenario {
+
+// What one phase cost on the wire (the node agent's measure).
+using node::Measure;
 
 struct DemoOptions {
     std::string workdir;        // empty: a fresh directory under /tmp, removed afterwards
@@ -69,11 +72,5 @@ std::string render_report(const DemoReport& r);
 // The embedded default deployment (ports and file names filled in by run_demo).
 std::string default_deployment_template();
 
-// What this build can do (for "not available" messages).
-struct Capabilities {
-    bool ike = false, esp = false, cmp = false;
-    std::string ike_reason, esp_reason, cmp_reason;
-};
-Capabilities capabilities();
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

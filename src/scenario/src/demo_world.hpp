@@ -1,6 +1,7 @@
 // Internal: the demo's network entities and the agent operations wired to the real modules.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -10,17 +11,19 @@
 #include <x2sec/kds/server.hpp>
 #include <x2sec/kds/tls.hpp>
 #include <x2sec/node/agent.hpp>
-#include <x2sec/node/demo.hpp>
-#include <x2sec/node/lab_pki.hpp>
+#include <x2sec/scenario/demo.hpp>
+#include <x2sec/scenario/lab_pki.hpp>
+
+#include "operations.hpp"
 #include <x2sec/policy/config.hpp>
 
-#ifdef X2SEC_HAVE_CMP
 #include <x2sec/pki/pki.hpp>
-#endif
 
-namespace x2sec::node {
+namespace x2sec::scenario {
 
-#ifdef X2SEC_HAVE_CMP
+using node::Agent;
+using node::NeighbourStatus;
+
 namespace detail {
 Result<pki::X509Ptr> pem_to_x509(const std::string& pem);
 // CMP over HTTP (RFC 6712), one POST per PKIMessage; counts the octets on the connection.
@@ -37,7 +40,6 @@ struct OperatorEnrolment {
 Result<OperatorEnrolment> enrol_operator(const std::string& url, const LabCredential& vendor,
                                          const std::string& operator_root_pem, const std::string& identity);
 }  // namespace detail
-#endif
 
 namespace detail {
 // The KDS's node list and authorised pairs for a deployment: every H(e)NB, and each neighbour
@@ -58,18 +60,16 @@ void record_negotiation(CaseReport& c, const NeighbourStatus& na, const Neighbou
 std::string down_outcome(const CaseReport& c, const NeighbourStatus& na, const NeighbourStatus& nb);
 }  // namespace detail
 
-struct NodeCreds {
-    LabCredential vendor;          // vendor device certificate (leaf) + key
-    std::string op_cert_pem;       // operator certificate chain (after CMPv2), leaf first
-    SecureBytes op_key_pem;
-    std::string op_serial_hex;
-    IpAddress inner;               // inner (X2) address used in the traffic selectors
+struct NodeCreds : NodeKeys {
+    IpAddress inner;  // inner (X2) address used in the traffic selectors
 };
 
-class World {
+// The loopback fabric: every entity in this process on 127.0.0.1, real UDP sockets, the
+// engines pumped until an exchange settles.
+class World final : public Fabric {
 public:
-    World(std::string dir, std::map<std::string, uint16_t> ports, const DemoOptions& opt, Capabilities caps);
-    ~World();
+    World(std::string dir, std::map<std::string, uint16_t> ports, const DemoOptions& opt);
+    ~World() override;
     Status create_pki();
     Status start(const policy::DeploymentConfig& cfg);
     void stop();
@@ -79,15 +79,24 @@ public:
 
     struct Impl;  // module glue (IKE / ESP / CMP), defined in demo_world.cpp
 
+    // Fabric
+    Millis now() override;
+    double clock_ms() override;
+    Agent& agent(const std::string& henb) override;
+    NodeKeys& keys(const std::string& henb) override;
+    bool has_kds() const override { return m_cfg.kds.has_value(); }
+    Result<Carried> backhaul(const policy::HenbConfig& h) override;
+    Result<Enrolled> enrol(const policy::HenbConfig& h) override;
+    Result<FetchedKey> fetch_key(const policy::HenbConfig& h, const policy::NeighbourConfig& n) override;
+    Result<Carried> ike(IkeAttempt& attempt) override;
+
 private:
-    Operations make_ops(const std::string& henb);
     void traffic(CaseReport& c, const std::string& a, const std::string& b);
     void plain_traffic(CaseReport& c, const std::string& a, const std::string& b);
 
     std::string m_dir;
     std::map<std::string, uint16_t> m_ports;
     DemoOptions m_opt;
-    Capabilities m_caps;
     policy::DeploymentConfig m_cfg;
     std::unique_ptr<LabCa> m_vendor_a, m_vendor_b, m_infra;
     std::string m_operator_root_pem;
@@ -99,6 +108,7 @@ private:
     std::map<std::string, std::unique_ptr<Agent>> m_agents;
     Bytes m_crl_der;  // the operator CRL once a revocation happened (negative scenario)
     std::unique_ptr<Impl> m_impl;
+    std::chrono::steady_clock::time_point m_epoch = std::chrono::steady_clock::now();
 };
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

@@ -8,7 +8,7 @@
 #include <x2sec/common/bytes.hpp>
 #include <x2sec/common/child_sa.hpp>
 
-namespace x2sec::node {
+namespace x2sec::scenario {
 
 inline constexpr uint16_t kX2apSctpPort = 36422;
 inline constexpr uint32_t kX2apPpid = 27;
@@ -25,4 +25,4 @@ std::vector<Bytes> x2_traffic_mix(const IpAddress& src, const IpAddress& dst, un
 bool contains(BytesView hay, BytesView needle);
 uint32_t crc32c(BytesView data);
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

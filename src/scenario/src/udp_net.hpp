@@ -16,7 +16,7 @@
 #include <x2sec/common/bytes.hpp>
 #include <x2sec/common/result.hpp>
 
-namespace x2sec::node {
+namespace x2sec::scenario {
 
 class UdpNet {
 public:
@@ -112,4 +112,4 @@ private:
     std::map<std::pair<uint16_t, uint16_t>, LinkStats> m_links;
 };
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

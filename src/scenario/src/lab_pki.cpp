@@ -6,9 +6,10 @@
 #include <openssl/x509v3.h>
 
 #include <cstdio>
-#include <x2sec/node/lab_pki.hpp>
+#include <x2sec/scenario/lab_pki.hpp>
 
-namespace x2sec::node {
+namespace x2sec::scenario {
+
 
 namespace {
 
@@ -132,4 +133,4 @@ std::string eui48_fqdn(uint64_t eui48, const std::string& realm) {
     return std::string(buf) + "." + realm;
 }
 
-}  // namespace x2sec::node
+}  // namespace x2sec::scenario

@@ -1,1 +1,0 @@
-target_link_libraries(x2sec PRIVATE x2sec::cmp tomlplusplus::tomlplusplus)
