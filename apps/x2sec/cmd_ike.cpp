@@ -2,10 +2,12 @@
 //
 //   x2sec ike run --config FILE [--control SOCK] [--debug-keylog DIR]
 //   x2sec ike check-config --config FILE
-//   x2sec ike list-sas [--control SOCK] [--json]
-//   x2sec ike counters [--control SOCK]
-//   x2sec ike reload-crls [--control SOCK]
+//   x2sec ike list-sas (--control SOCK | --config FILE) [--json]
+//   x2sec ike counters (--control SOCK | --config FILE)
+//   x2sec ike reload-crls (--control SOCK | --config FILE)
 //   x2sec ike initiate --peer NAME [--timeout S]
+// Every control command takes the socket from --control, or from [runtime] control_socket of
+// the daemon's --config file (only the file is parsed: keys and certificates are not read).
 //   x2sec ike terminate (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
 //   x2sec ike rekey (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
 //   x2sec ike load --target ADDR[:PORT] ...    (cmd_ike_load.cpp: the load generator)
@@ -49,7 +51,7 @@ using x2sec::runtime::control_request;
 const char* kDefaultControl = "/run/x2sec/ike.sock";
 
 struct Options {
-    std::string config, control = kDefaultControl, keylog, peer, child;
+    std::string config, control, keylog, peer, child;
     std::string dataplane = "memory", tun = "x2s0", tun_addr;
     std::vector<std::string> routes;
     bool no_offload = false;
@@ -68,9 +70,34 @@ bool failed_event(const json& e) {
            k == x2sec::ike::to_string(x2sec::ike::Event::Kind::PeerDead);
 }
 
+// The control socket of a control command: --control, else [runtime] control_socket of --config.
+x2sec::Result<std::string> control_socket_of(const Options& o) {
+    if (!o.control.empty()) return o.control;
+    if (o.config.empty())
+        return x2sec::Error(x2sec::ErrorDomain::Config, 0,
+                            "give --control SOCKET or --config FILE (the daemon's configuration, whose [runtime] "
+                            "control_socket names the socket)");
+#ifdef X2SEC_IKE_HAVE_CONFIG
+    auto fc = x2sec::config::parse_file(o.config);
+    if (!fc) return fc.error();
+    if (fc->runtime.control_socket.empty())
+        return x2sec::Error(x2sec::ErrorDomain::Config, 0,
+                            o.config + ": no [runtime] control_socket (the daemon then listens on " +
+                                kDefaultControl + "): give --control SOCKET");
+    return fc->runtime.control_socket;
+#else
+    return x2sec::Error(x2sec::ErrorDomain::Config, 0, "this build cannot read --config files: give --control SOCKET");
+#endif
+}
+
 // Request + error printing; nullopt on failure (already reported).
 std::optional<json> request(const Options& o, const json& req) {
-    auto r = control_request(o.control, req);
+    auto sock = control_socket_of(o);
+    if (!sock) {
+        std::cerr << "x2sec ike " << req.value("cmd", "") << ": " << sock.error().detail() << "\n";
+        return std::nullopt;
+    }
+    auto r = control_request(*sock, req);
     if (!r) {
         std::cerr << "x2sec ike " << req.value("cmd", "") << ": " << r.error().detail() << "\n";
         return std::nullopt;
@@ -353,7 +380,9 @@ int cmd_run(const Options& o) {
     ro.listen = cfg->runtime.listen;
     ro.ike_port = cfg->runtime.ike_port;
     ro.natt_port = cfg->runtime.natt_port;
-    ro.control_socket = o.control != kDefaultControl || cfg->runtime.control_socket.empty() ? o.control : cfg->runtime.control_socket;
+    ro.control_socket = !o.control.empty()                      ? o.control
+                        : !cfg->runtime.control_socket.empty() ? cfg->runtime.control_socket
+                                                               : kDefaultControl;
     ro.keylog_dir = o.keylog;
     ro.handle_signals = true;
     ro.shutdown_grace_ms = o.grace_ms;
@@ -482,7 +511,11 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
     auto o = std::make_shared<Options>();
     app.require_subcommand(1);
     auto add_control = [&](CLI::App* s) {
-        s->add_option("--control", o->control, "control socket of the daemon")->capture_default_str();
+        auto* c = s->add_option("--control", o->control, "control socket of the daemon");
+        auto* f = s->add_option("--config", o->config,
+                                "the daemon's configuration file: its [runtime] control_socket is used")
+                      ->check(CLI::ExistingFile);
+        c->excludes(f);
     };
     auto add_target = [&](CLI::App* s) {
         auto* peer = s->add_option("--peer", o->peer, "peer name from the configuration");
@@ -493,7 +526,8 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
     };
     auto* run = app.add_subcommand("run", "run the IKE daemon in the foreground (SIGINT/SIGTERM: delete SAs, exit)");
     run->add_option("--config", o->config, "configuration file (TOML)")->required()->check(CLI::ExistingFile);
-    add_control(run);
+    run->add_option("--control", o->control,
+                    std::string("control socket (default: [runtime] control_socket, else ") + kDefaultControl + ")");
     run->add_option("--debug-keylog", o->keylog,
                     "DEBUG ONLY: write IKE/ESP keys to Wireshark's ikev2_decryption_table and esp_sa in DIR");
     run->add_option("--shutdown-grace", o->grace_ms, "ms to wait for peers to answer deletes on exit")->capture_default_str();

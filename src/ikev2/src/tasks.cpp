@@ -273,8 +273,7 @@ struct IkeInitTask final : Task {
         auto st = e.derive_ike(sa, *g_ir, nullptr, nullptr);
         if (!st.ok()) return fail("key derivation failed: " + st.error().detail());
         e.float_ports(sa);
-        e.m_log->info("IKE SA #{} ({}): IKE_SA_INIT done: {}/{}/{}/{}", sa.id, p.name, encr_name(sa.algs.encr),
-                      integ_name(sa.algs.integ), prf_name(sa.algs.prf), crypto::dh_group_name(sa.algs.dh));
+        e.m_log->info("IKE SA #{} ({}): IKE_SA_INIT done: {}", sa.id, p.name, ike_algs_name(sa.algs));
         e.queue_exchange(sa, make_ike_auth_exchange(p.children.empty() ? SIZE_MAX : 0), now);
         return {};
     }
@@ -1030,10 +1029,8 @@ Status EngineImpl::select_peer(IkeSa& sa, const std::vector<Payload>& pl) {
         m_counters.inc("ike.auth.proposal_mismatch");
         return Error(ErrorDomain::Ike, auth_failure::ProposalMismatch,
                      "peer config(s) " + no_proposal + " for identity " + idi.to_string() + " from " +
-                         sa.remote.to_string() + " do not accept the IKE proposal " + encr_name(sa.algs.encr) + "/" +
-                         (sa.algs.integ == crypto::IntegId::None ? "" : std::string(integ_name(sa.algs.integ)) + "/") +
-                         prf_name(sa.algs.prf) + "/" +
-                         crypto::dh_group_name(sa.algs.dh) + " chosen at IKE_SA_INIT (candidates: " + names + ")");
+                         sa.remote.to_string() + " do not accept the IKE proposal " + ike_algs_name(sa.algs) +
+                         " chosen at IKE_SA_INIT (candidates: " + names + ")");
     }
     if (!best) {
         sa.remote_id_text = idi.to_string();
