@@ -19,12 +19,14 @@
 #include <unistd.h>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <iostream>
 #include <optional>
 #include <thread>
 #include <x2sec/common/log.hpp>
 #include <x2sec/runtime/control.hpp>
 
+#include "daemon_metrics.hpp"
 #include "registry.hpp"
 
 #ifdef X2SEC_IKE_HAVE_CONFIG
@@ -472,6 +474,7 @@ int cmd_run(const Options& o) {
     LoopBackend backend(*inner);
     x2sec::SystemClock clock;
     auto engine = std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, backend, x2sec::os_rng());
+    const x2sec::Counters& engine_counters = engine->engine().counters();  // thread-safe, lives with the engine
     auto rt = x2sec::runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
     if (!rt) {
         std::cerr << "x2sec ike run: " << rt.error().detail() << "\n";
@@ -479,6 +482,33 @@ int cmd_run(const Options& o) {
     }
     auto* rtp = rt->get();
     backend.poster = [rtp](std::function<void()> f) { rtp->post([f = std::move(f)](x2sec::runtime::EngineApi&, x2sec::Millis) { f(); }); };
+    // /metrics ([metrics] listen): counters read directly (thread-safe), the SA list taken on the
+    // loop by a posted job that the scrape waits for at most 2 s, so a scrape never blocks the loop.
+    x2sec::Counters metrics_counters;
+    auto collect = [&, rtp]() {
+        x2sec::metrics::Exposition e;
+        x2sec::app::add_build_info(e, "ike");
+        auto done = std::make_shared<std::promise<std::vector<x2sec::ike::IkeSaInfo>>>();
+        auto sas = done->get_future();
+        rtp->post([done](x2sec::runtime::EngineApi& api, x2sec::Millis) { done->set_value(api.list_sas()); });
+        if (sas.wait_for(std::chrono::seconds(2)) == std::future_status::ready) x2sec::app::add_sa_gauges(e, sas.get());
+        else metrics_counters.inc("metrics.ike.sa_list_timeout");
+        const auto& rules = x2sec::app::metric_rules();
+        e.add_counters(engine_counters, rules);
+        e.add_counters(rtp->counters(), rules);
+        for (const auto* c : ro.extra_counters) e.add_counters(*c, rules);
+#ifdef X2SEC_IKE_HAVE_ESP
+        if (dp) x2sec::app::add_child_sa_traffic(e, dp->status());
+#endif
+        e.add_counters(metrics_counters, rules);
+        e.add_registry(x2sec::metrics::registry(), rules);
+        return e.text();
+    };
+    auto metrics = x2sec::app::start_metrics(cfg->metrics.listen, cfg->path + ": [metrics] listen", collect, metrics_counters);
+    if (!metrics) {
+        std::cerr << "x2sec ike run: " << metrics.error().detail() << "\n";
+        return 1;
+    }
 #ifdef X2SEC_IKE_HAVE_ESP
     if (tun_backend) {
         if (auto st = tun_backend->start(); !st) {

@@ -116,6 +116,39 @@ Histogram::Snapshot Histogram::snapshot() const {
     return s;
 }
 
+Histogram& Registry::histogram(std::string_view name, const std::vector<double>& bounds) {
+    std::lock_guard lock(m_mutex);
+    auto it = m_histograms.find(name);
+    if (it == m_histograms.end()) it = m_histograms.emplace(std::string(name), std::make_unique<Histogram>(bounds)).first;
+    return *it->second;
+}
+
+std::atomic<int64_t>& Registry::gauge(std::string_view name) {
+    std::lock_guard lock(m_mutex);
+    auto it = m_gauges.find(name);
+    if (it == m_gauges.end()) it = m_gauges.emplace(std::string(name), std::make_unique<std::atomic<int64_t>>(0)).first;
+    return *it->second;
+}
+
+std::map<std::string, Histogram::Snapshot> Registry::histograms() const {
+    std::lock_guard lock(m_mutex);
+    std::map<std::string, Histogram::Snapshot> out;
+    for (const auto& [k, v] : m_histograms) out[k] = v->snapshot();
+    return out;
+}
+
+std::map<std::string, int64_t> Registry::gauges() const {
+    std::lock_guard lock(m_mutex);
+    std::map<std::string, int64_t> out;
+    for (const auto& [k, v] : m_gauges) out[k] = v->load(std::memory_order_relaxed);
+    return out;
+}
+
+Registry& registry() {
+    static Registry r;
+    return r;
+}
+
 namespace {
 std::string label_text(const Labels& labels) {
     if (labels.empty()) return {};
@@ -174,32 +207,41 @@ const Rule* match(const std::vector<Rule>& rules, const std::string& name, std::
 }
 }  // namespace
 
+namespace {
+// Family, HELP and labels of the Counters/Registry entry `name`.
+void place(const std::vector<Rule>& rules, const Labels& extra, const std::string& name, const char* suffix,
+           const char* what, std::string& family, std::string& help, Labels& labels) {
+    labels = extra;
+    std::string value;
+    if (const Rule* r = match(rules, name, value)) {
+        family = r->family;
+        help = r->help;
+        if (!r->label.empty()) labels.emplace_back(r->label, value);
+    } else {
+        family = "x2sec_" + sanitize_metric_name(name) + suffix;
+        help = std::string("x2sec ") + what + " '" + name + "'";
+    }
+}
+}  // namespace
+
 void Exposition::add_counters(const Counters& c, const std::vector<Rule>& rules, const Labels& extra) {
-    auto place = [&](const std::string& name, const char* suffix, const char* what, std::string& family,
-                     std::string& help, Labels& labels) {
-        labels = extra;
-        std::string value;
-        if (const Rule* r = match(rules, name, value)) {
-            family = r->family;
-            help = r->help;
-            if (!r->label.empty()) labels.emplace_back(r->label, value);
-        } else {
-            family = "x2sec_" + sanitize_metric_name(name) + suffix;
-            help = std::string("x2sec ") + what + " '" + name + "'";
-        }
-    };
     std::string family, help;
     Labels labels;
     for (const auto& [name, v] : c.snapshot()) {
-        place(name, "_total", "counter", family, help, labels);
+        place(rules, extra, name, "_total", "counter", family, help, labels);
         add(family, Type::Counter, help, labels, double(v));
     }
-    for (const auto& [name, v] : c.gauges()) {
-        place(name, "", "gauge", family, help, labels);
+}
+
+void Exposition::add_registry(const Registry& r, const std::vector<Rule>& rules, const Labels& extra) {
+    std::string family, help;
+    Labels labels;
+    for (const auto& [name, v] : r.gauges()) {
+        place(rules, extra, name, "", "gauge", family, help, labels);
         add(family, Type::Gauge, help, labels, double(v));
     }
-    for (const auto& [name, h] : c.histograms()) {
-        place(name, "", "histogram", family, help, labels);
+    for (const auto& [name, h] : r.histograms()) {
+        place(rules, extra, name, "", "histogram", family, help, labels);
         add_histogram(family, help, labels, h);
     }
 }

@@ -114,13 +114,15 @@ TEST(Metrics, CountersMapOntoFamiliesByRules) {
     c.inc("esp.drop.bad_icv");
     c.inc("esp.rx.packets", 10);
     c.inc("odd-name.x");
-    c.set_gauge("ike.sas.open", 2);
-    c.observe("ike.setup_seconds", 0.02);
+    Registry r;  // not the process's: this test owns it
+    r.set_gauge("ike.sas.open", 2);
+    r.observe("ike.setup_seconds", 0.02);
     std::vector<Rule> rules{{"esp.drop.", "x2sec_esp_drops_total", "reason", "ESP packets dropped, by reason"},
                             {"esp.rx.packets", "x2sec_esp_rx_packets_total", "", "ESP packets received"},
                             {"ike.setup_seconds", "x2sec_ike_setup_seconds", "", "IKE SA setup time"}};
     Exposition e;
     e.add_counters(c, rules, {{"instance_name", "a"}});
+    e.add_registry(r, rules, {{"instance_name", "a"}});
     std::string t = e.text();
     EXPECT_NE(t.find("# TYPE x2sec_esp_drops_total counter\n"
                      "x2sec_esp_drops_total{instance_name=\"a\",reason=\"bad_icv\"} 1\n"
@@ -147,8 +149,8 @@ TEST(Metrics, CountersMapOntoFamiliesByRules) {
     }
 }
 
-TEST(Counters, GaugesAndHistogramsAreStable) {
-    Counters c;
+TEST(MetricsRegistry, GaugesAndHistogramsAreStable) {
+    Registry c;
     auto& g = c.gauge("x.level");
     g.store(5);
     c.set_gauge("x.level", -2);

@@ -1,7 +1,8 @@
 // x2sec::metrics — histograms and the Prometheus text exposition format (version 0.0.4).
 //
-// The daemons keep their numbers in x2sec::Counters (counters, gauges, histograms, named with
-// dots: "esp.drop.replay").  At each scrape a daemon builds an Exposition: its Counters mapped
+// The daemons keep their event counts in x2sec::Counters (named with dots: "esp.drop.replay"),
+// their latencies and levels in the process's metrics::Registry (histograms and gauges, named
+// the same way: "cmp.request_seconds").  At each scrape a daemon builds an Exposition: both mapped
 // onto Prometheus families by a table of Rules ("esp.drop." -> x2sec_esp_drops_total with the
 // label reason="replay"), plus live values (SAs by state, per-Child SA bytes).  Every family
 // gets its # HELP and # TYPE lines once, its samples together; label values and HELP text are
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -63,6 +65,28 @@ private:
     std::atomic<double> m_sum{0};
 };
 
+// Histograms and gauges by dotted name, for the whole process (like the counters of a daemon's
+// components, but shared: a latency is observed where it is measured, e.g. in the CMP HTTP
+// layer, and exported by whichever daemon runs in the process).  Thread-safe; references are
+// stable.
+class Registry {
+public:
+    // Created with `bounds` on first use; later calls return the same histogram.
+    Histogram& histogram(std::string_view name, const std::vector<double>& bounds = latency_buckets());
+    void observe(std::string_view name, double v) { histogram(name).observe(v); }
+    std::atomic<int64_t>& gauge(std::string_view name);
+    void set_gauge(std::string_view name, int64_t v) { gauge(name).store(v, std::memory_order_relaxed); }
+    std::map<std::string, Histogram::Snapshot> histograms() const;
+    std::map<std::string, int64_t> gauges() const;
+
+private:
+    mutable std::mutex m_mutex;
+    std::map<std::string, std::unique_ptr<Histogram>, std::less<>> m_histograms;
+    std::map<std::string, std::unique_ptr<std::atomic<int64_t>>, std::less<>> m_gauges;
+};
+// The process's registry.
+Registry& registry();
+
 // Maps dotted Counters names onto Prometheus families.  A name equal to `prefix` (label
 // empty), or `prefix` + a non-empty rest (label set: label=rest, dots in rest kept), belongs to
 // `family`.  The first matching rule wins; names no rule matches become
@@ -81,8 +105,10 @@ public:
     void add(std::string_view name, Type type, std::string_view help, const Labels& labels, double value);
     void add_histogram(std::string_view name, std::string_view help, const Labels& labels,
                        const Histogram::Snapshot& h);
-    // Every counter, gauge and histogram of `c`, mapped by `rules`; `extra` labels on each sample.
+    // Every counter of `c`, mapped by `rules`; `extra` labels on each sample.
     void add_counters(const Counters& c, const std::vector<Rule>& rules, const Labels& extra = {});
+    // Every histogram and gauge of `r`, mapped by `rules`.
+    void add_registry(const Registry& r, const std::vector<Rule>& rules, const Labels& extra = {});
     // The exposition text ("# HELP ...\n# TYPE ...\nname{l="v"} 1\n..."), families in the order
     // first added.
     std::string text() const;
