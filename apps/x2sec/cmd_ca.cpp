@@ -116,6 +116,7 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         sigemptyset(&set);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGHUP);
         pthread_sigmask(SIG_BLOCK, &set, nullptr);
         cmp::Server server(std::move(*cfg), **store);
         cmp::HttpOptions h;
@@ -173,7 +174,13 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         if (https) std::cout << " and https://" << o.bind << ":" << https->port() << "/.well-known/cmp";
         std::cout << " (store " << (*store)->kind() << ")" << std::endl;
         int sig = 0;
-        sigwait(&set, &sig);
+        // SIGHUP must not end the RA/CA (the default action would): the CA key, certificates,
+        // vendor roots and policy are read at start only, so a SIGHUP is logged and counted
+        // (cmp.reload.unsupported) and the daemon goes on; restart it to apply changes.
+        while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
+            server.counters().inc("cmp.reload.unsupported");
+            log::get("cmp")->warn("SIGHUP: ca serve has no live reload; restart it to apply a changed configuration");
+        }
         http.stop();
         if (https) https->stop();
         auto c = (*store)->counts();

@@ -319,7 +319,11 @@ public:
                 int sig = 0;
                 if (sigwait(&set, &sig) != 0) continue;
                 if (m_stop) return;
-                x2sec::log::get("runtime")->info("SIGHUP: reloading CRLs");
+                if (!m_rc) {
+                    x2sec::log::get("runtime")->info("SIGHUP: revocation checking is off, no CRLs to reload; SAs kept");
+                    continue;
+                }
+                x2sec::log::get("runtime")->info("SIGHUP: reloading CRLs; SAs kept");
                 if (auto st = m_rc->reload(); !st)
                     x2sec::log::get("runtime")->warn("CRL reload: {}", st.error().detail());
             }
@@ -404,13 +408,13 @@ int cmd_run(const Options& o) {
             for (const auto& c : p.cert_chain)
                 for (auto& u : c.crl_distribution_points()) urls.push_back(std::move(u));
         cfg->revocation->prefetch(urls);
-        crl_reload.emplace(cfg->revocation);
         ro.extra_commands["reload-crls"] = [rc = cfg->revocation] { return rc->reload(); };
         lg->info("revocation checking on (crl_policy = {}, CRL fetch wait at most {} ms); SIGHUP reloads CRLs",
                  x2sec::x509::to_string(cfg->revocation->config().policy), cfg->revocation->config().max_wait_ms);
     } else {
         lg->warn("revocation checking is off ([revocation] mode = \"off\" / crl_check = false)");
     }
+    crl_reload.emplace(cfg->revocation);  // takes SIGHUP (with revocation off: logs it)
     x2sec::MemoryChildSaBackend memory_backend;
     x2sec::ChildSaBackend* inner = &memory_backend;
 #ifdef X2SEC_IKE_HAVE_ESP
