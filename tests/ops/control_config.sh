@@ -8,7 +8,8 @@ BASE=$(free_port 3)
 # 1. Neither --control nor --config: a clear error, no default socket tried.
 out=$("$X2SEC" ike list-sas 2>&1) && fail "list-sas without --control/--config succeeded" || true
 check "without --control/--config: error names both options" grep -q "give --control SOCKET or --config FILE" <<<"$out"
-printf '[runtime]\nike_port = %s\n' "$BASE" > nosock.toml
+ike_pair "$BASE"
+grep -v '^control_socket' a.toml > nosock.toml
 out=$("$X2SEC" ike counters --config nosock.toml 2>&1) && fail "counters with a config without control_socket succeeded" || true
 check "config without control_socket: error says so" grep -q "no \[runtime\] control_socket" <<<"$out"
 out=$("$X2SEC" ike list-sas --config nosock.toml --control x.sock 2>&1) && fail "--config with --control accepted" || true
@@ -18,7 +19,6 @@ out=$("$X2SEC" ike list-sas --config broken.toml 2>&1) && fail "list-sas with a 
 check "broken config: the parse error names the file" grep -q "broken.toml:" <<<"$out"
 
 # 2. A loopback pair; every control command through --config.
-ike_pair "$BASE"
 start_ike b || fail "B did not start"
 start_ike a || fail "A did not start"
 check "A and B establish (list-sas --config)" wait_established a

@@ -11,7 +11,7 @@ R=$D/root
 mkdir -p $R/usr/bin $R/bin $R/etc/systemd/system $R/usr/lib/systemd
 cp -a /usr/lib/systemd/system $R/usr/lib/systemd/
 cp "$X2SEC" $R/usr/bin/x2sec
-cp "$(command -v kill)" $R/bin/kill
+cp "$(type -P kill)" $R/bin/kill
 cp "${UNITS[@]}" $R/etc/systemd/system/
 for u in "${UNITS[@]}"; do
   n=$(basename "$u")
