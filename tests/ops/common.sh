@@ -3,6 +3,7 @@
 set -euo pipefail
 X2SEC=${1:?usage: $0 path/to/x2sec}
 X2SEC=$(readlink -f "$X2SEC")
+BUILD_DIR=${2:+$(readlink -f "$2")}  # the build directory (deb_package.sh)
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 D=$(mktemp -d /tmp/x2sec-ops.XXXXXX)
 PIDS=()

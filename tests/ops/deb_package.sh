@@ -6,7 +6,7 @@
 # x2sec-ike.service's ExecStartPre/ExecStart would (as user x2sec, config in /etc/x2sec), its
 # control socket and /metrics answer, and the package is purged again.
 source "$(dirname "$0")/common.sh"
-BUILD=${2:?usage: $0 path/to/x2sec path/to/build-dir}
+BUILD=${BUILD_DIR:?usage: $0 path/to/x2sec path/to/build-dir}
 command -v cpack >/dev/null || { echo "SKIP: cpack not installed"; exit 77; }
 VERSION=$(sed -n 's/^CMAKE_PROJECT_VERSION:STATIC=//p' "$BUILD/CMakeCache.txt")
 [ -n "$VERSION" ] || VERSION=$(grep -m1 -o 'project(x2sec VERSION [0-9.]*' "$SRC/CMakeLists.txt" | awk '{print $3}')

@@ -154,11 +154,14 @@ for q in 'sum by (instance, state) (x2sec_ike_sas)' 'sum by (instance) (increase
 done
 # docs/metrics.md names every family the daemons export.
 missing=()
+checked=0
 for t in "${TARGETS[@]}"; do
   for fam in $(curl -sf "http://127.0.0.1:${t##*:}/metrics" | sed -n 's/^# TYPE \([^ ]*\) .*/\1/p'); do
+    checked=$((checked + 1))
     grep -q "\`$fam\`\|\`$fam{" "$SRC/docs/metrics.md" || missing+=("$fam (${t%%:*})")
   done
 done
+check "families found on the targets ($checked)" test "$checked" -gt 50
 if [ ${#missing[@]} = 0 ]; then pass "docs/metrics.md lists every exported family"; else fail "not in docs/metrics.md: ${missing[*]}"; fi
 # The exposition itself: the metrics listener answers with the 0.0.4 content type.
 check "content type text/plain; version=0.0.4" bash -c \
