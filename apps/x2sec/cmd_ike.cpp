@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <unistd.h>
@@ -310,7 +311,8 @@ int cmd_check(const Options& o) {
 // sigwait; the destructor wakes the thread with a SIGHUP of its own.
 class CrlReloadOnHup {
 public:
-    explicit CrlReloadOnHup(std::shared_ptr<x2sec::x509::RevocationChecker> rc) : m_rc(std::move(rc)) {
+    CrlReloadOnHup(std::shared_ptr<x2sec::x509::RevocationChecker> rc, std::function<void()> on_hup)
+        : m_rc(std::move(rc)), m_on_hup(std::move(on_hup)) {
         m_thread = std::thread([this] {
             sigset_t set;
             sigemptyset(&set);
@@ -319,13 +321,14 @@ public:
                 int sig = 0;
                 if (sigwait(&set, &sig) != 0) continue;
                 if (m_stop) return;
-                if (!m_rc) {
+                if (m_rc) {
+                    x2sec::log::get("runtime")->info("SIGHUP: reloading CRLs; SAs kept");
+                    if (auto st = m_rc->reload(); !st)
+                        x2sec::log::get("runtime")->warn("CRL reload: {}", st.error().detail());
+                } else {
                     x2sec::log::get("runtime")->info("SIGHUP: revocation checking is off, no CRLs to reload; SAs kept");
-                    continue;
                 }
-                x2sec::log::get("runtime")->info("SIGHUP: reloading CRLs; SAs kept");
-                if (auto st = m_rc->reload(); !st)
-                    x2sec::log::get("runtime")->warn("CRL reload: {}", st.error().detail());
+                if (m_on_hup) m_on_hup();
             }
         });
     }
@@ -346,6 +349,7 @@ public:
 
 private:
     std::shared_ptr<x2sec::x509::RevocationChecker> m_rc;
+    std::function<void()> m_on_hup;
     std::atomic<bool> m_stop{false};
     std::thread m_thread;
 };
@@ -371,6 +375,77 @@ private:
     }
     x2sec::ChildSaBackend& m_inner;
     x2sec::ChildSaEvents m_engine_events;
+};
+#endif
+
+#ifdef X2SEC_IKE_HAVE_ENGINE
+// SIGHUP, after the CRLs: the configuration file is loaded again and its peers applied with
+// ike::Engine::update_peer on the runtime's loop; established SAs stay (new exchanges, rekeys
+// and new SAs use the new settings).  A peer whose local endpoints changed, a new peer on an
+// endpoint the daemon has no socket for, or a peer whose Child SA list lost or reordered an
+// entry (a live Child SA refers to its entry) is left as it was, with a warning: those need a
+// restart, as do removed peers and [runtime]/[engine] changes.  A file that does not load
+// changes nothing.  Counted runtime.reload.{ok,failed,peer_updated,peer_added,peer_skipped}.
+struct PeerReload {
+    std::string path;
+    std::vector<x2sec::ike::PeerConfig> running;  // only the SIGHUP thread touches it
+    x2sec::runtime::IkeRuntime* rt = nullptr;
+    x2sec::ike::Engine* engine = nullptr;  // used on the runtime's loop only
+    x2sec::Counters* counters = nullptr;
+
+    void operator()() {
+        auto lg = x2sec::log::get("runtime");
+        auto cfg = x2sec::config::load(path);
+        if (!cfg) {
+            counters->inc("runtime.reload.failed");
+            lg->error("SIGHUP: {} not reloaded, the running peers stay: {}", path, cfg.error().detail());
+            return;
+        }
+        auto bound = [&](const x2sec::ike::PeerConfig& p) {
+            for (const auto& r : running)
+                if (r.local_addr == p.local_addr && r.local_port == p.local_port && r.local_natt_port == p.local_natt_port)
+                    return true;
+            return false;
+        };
+        std::vector<x2sec::ike::PeerConfig> apply;
+        for (const auto& p : cfg->engine.peers) {
+            auto it = std::find_if(running.begin(), running.end(), [&](const auto& r) { return r.name == p.name; });
+            std::string why;
+            if (it == running.end()) {
+                if (!bound(p)) why = "new peer on a local address/port without a socket";
+            } else if (it->local_addr != p.local_addr || it->local_port != p.local_port ||
+                       it->local_natt_port != p.local_natt_port) {
+                why = "local address or ports changed";
+            } else {
+                if (p.children.size() < it->children.size()) why = "Child SA entries removed";
+                for (size_t i = 0; why.empty() && i < it->children.size(); ++i)
+                    if (p.children[i].name != it->children[i].name) why = "Child SA entries reordered or renamed";
+            }
+            if (!why.empty()) {
+                counters->inc("runtime.reload.peer_skipped");
+                lg->warn("SIGHUP: peer '{}' not changed ({}): restart the daemon to apply it", p.name, why);
+                continue;
+            }
+            counters->inc(it == running.end() ? "runtime.reload.peer_added" : "runtime.reload.peer_updated");
+            apply.push_back(p);
+            if (it == running.end()) running.push_back(p);
+            else *it = p;
+        }
+        for (const auto& r : running)
+            if (std::none_of(cfg->engine.peers.begin(), cfg->engine.peers.end(), [&](const auto& p) { return p.name == r.name; }))
+                lg->warn("SIGHUP: peer '{}' is no longer in {} but stays until a restart", r.name, path);
+        auto* eng = engine;
+        auto* cs = counters;
+        rt->post([eng, cs, apply = std::move(apply)](x2sec::runtime::EngineApi&, x2sec::Millis) {
+            for (const auto& p : apply)
+                if (auto st = eng->update_peer(p); !st) {
+                    cs->inc("runtime.reload.failed");
+                    x2sec::log::get("runtime")->error("SIGHUP: peer '{}': {}", p.name, st.error().detail());
+                }
+            x2sec::log::get("runtime")->info("SIGHUP: {} peer(s) applied; established SAs kept", apply.size());
+        });
+        counters->inc("runtime.reload.ok");
+    }
 };
 #endif
 
@@ -401,7 +476,6 @@ int cmd_run(const Options& o) {
     // Revocation: its counters in `x2sec ike counters`, the CRLs named by our own chains
     // fetched before the first peer arrives, SIGHUP reloads.
     ro.extra_counters.push_back(&x2sec::x509::revocation_counters());
-    std::optional<CrlReloadOnHup> crl_reload;
     if (cfg->revocation) {
         std::vector<std::string> urls;
         for (const auto& p : cfg->engine.peers)
@@ -414,7 +488,7 @@ int cmd_run(const Options& o) {
     } else {
         lg->warn("revocation checking is off ([revocation] mode = \"off\" / crl_check = false)");
     }
-    crl_reload.emplace(cfg->revocation);  // takes SIGHUP (with revocation off: logs it)
+
     x2sec::MemoryChildSaBackend memory_backend;
     x2sec::ChildSaBackend* inner = &memory_backend;
 #ifdef X2SEC_IKE_HAVE_ESP
@@ -479,12 +553,17 @@ int cmd_run(const Options& o) {
     x2sec::SystemClock clock;
     auto engine = std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, backend, x2sec::os_rng());
     const x2sec::Counters& engine_counters = engine->engine().counters();  // thread-safe, lives with the engine
+    x2sec::ike::Engine* engine_ptr = &engine->engine();  // for SIGHUP's update_peer, on the loop only
     auto rt = x2sec::runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
     if (!rt) {
         std::cerr << "x2sec ike run: " << rt.error().detail() << "\n";
         return 1;
     }
     auto* rtp = rt->get();
+    x2sec::Counters reload_counters;
+    PeerReload peer_reload{o.config, cfg->engine.peers, rtp, engine_ptr, &reload_counters};
+    // Takes SIGHUP (CRLs, then the peers); declared after everything it uses, so it stops first.
+    CrlReloadOnHup hup(cfg->revocation, peer_reload);
     backend.poster = [rtp](std::function<void()> f) { rtp->post([f = std::move(f)](x2sec::runtime::EngineApi&, x2sec::Millis) { f(); }); };
     // /metrics ([metrics] listen): counters read directly (thread-safe), the SA list taken on the
     // loop by a posted job that the scrape waits for at most 2 s, so a scrape never blocks the loop.
@@ -505,6 +584,7 @@ int cmd_run(const Options& o) {
         if (dp) x2sec::app::add_child_sa_traffic(e, dp->status());
 #endif
         e.add_counters(metrics_counters, rules);
+        e.add_counters(reload_counters, rules);
         e.add_registry(x2sec::metrics::registry(), rules);
         return e.text();
     };

@@ -66,4 +66,28 @@ check "ike run still running after SIGHUP" kill -0 $IKE_A
 after=$($X2SEC ike list-sas --config a.toml --json | jq -c '[.[] | {spi_i, spi_r, children: [.children[].spi_in]}]')
 check "same IKE and Child SA SPIs after SIGHUP ($after)" test "$before" = "$after"
 check "SIGHUP logged" grep -q "SIGHUP" a-ike.log
+
+# ike run: changed peers applied by SIGHUP (ESP proposal now AES-256-GCM on both sides: the next
+# Child SA rekey uses it), the IKE SA kept; a peer whose local port changed is left alone.
+IKE_B=${PIDS[-2]}
+for side in a b; do sed -i 's/esp_proposals = \["aes128gcm16"\]/esp_proposals = ["aes256gcm16"]/' $side.toml; done
+kill -HUP $IKE_B $IKE_A
+for _ in $(seq 50); do grep -q "SIGHUP: 1 peer(s) applied" a-ike.log && grep -q "SIGHUP: 1 peer(s) applied" b-ike.log && break; sleep 0.1; done
+check "A applied the changed peer" grep -q "SIGHUP: 1 peer(s) applied; established SAs kept" a-ike.log
+check "B applied the changed peer" grep -q "SIGHUP: 1 peer(s) applied; established SAs kept" b-ike.log
+ike_before=$($X2SEC ike list-sas --config a.toml --json | jq -r '.[0].spi_i')
+check "Child SA rekey after the reload" $X2SEC ike rekey --config a.toml --peer peer-b --child x2 --timeout 20
+text=$($X2SEC ike list-sas --config a.toml)
+check "the new Child SA uses the reloaded proposal (AES_GCM_16_256)" grep -q "ESP:AES_GCM_16_256" <<<"$text"
+check "the IKE SA is the same one" test "$($X2SEC ike list-sas --config a.toml --json | jq -r '.[0].spi_i')" = "$ike_before"
+sed -i "s/^local_port = $BASE\$/local_port = $((BASE + 5))/" a.toml
+kill -HUP $IKE_A
+for _ in $(seq 50); do grep -q "local address or ports changed" a-ike.log && break; sleep 0.1; done
+check "changed local port: left alone with a warning" grep -q "peer 'peer-b' not changed (local address or ports changed): restart" a-ike.log
+printf '[runtime\n' > a.toml
+kill -HUP $IKE_A
+for _ in $(seq 50); do grep -q "not reloaded, the running peers stay" a-ike.log && break; sleep 0.1; done
+check "broken file: the running peers stay" grep -q "a.toml not reloaded, the running peers stay" a-ike.log
+check "ike run still running after three SIGHUPs" kill -0 $IKE_A
+check "SA still listed" $X2SEC ike list-sas --control "$D/a.sock"
 finish
