@@ -483,7 +483,7 @@ int cmd_run(const Options& o) {
                 for (auto& u : c.crl_distribution_points()) urls.push_back(std::move(u));
         cfg->revocation->prefetch(urls);
         ro.extra_commands["reload-crls"] = [rc = cfg->revocation] { return rc->reload(); };
-        lg->info("revocation checking on (crl_policy = {}, CRL fetch wait at most {} ms); SIGHUP reloads CRLs",
+        lg->info("revocation checking on (crl_policy = {}, CRL fetch wait at most {} ms); SIGHUP reloads CRLs and peers",
                  x2sec::x509::to_string(cfg->revocation->config().policy), cfg->revocation->config().max_wait_ms);
     } else {
         lg->warn("revocation checking is off ([revocation] mode = \"off\" / crl_check = false)");
@@ -548,7 +548,7 @@ int cmd_run(const Options& o) {
         lg->info("ESP data plane on TUN {} (UDP {}:{} shared with IKE)", bo.tun_name, bo.bind_addr.to_string(), bo.port);
     }
 #endif
-    if (inner == &memory_backend) lg->info("Child SAs are recorded in memory (no ESP data plane: --dataplane tun)");
+    if (inner == &memory_backend) lg->info("Child SAs are recorded in memory only (no ESP data plane; --dataplane tun adds one)");
     LoopBackend backend(*inner);
     x2sec::SystemClock clock;
     auto engine = std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, backend, x2sec::os_rng());

@@ -12,7 +12,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ $rc -ne 0 ] || [ "${FAILS:-0}" -ne 0 ]; then echo "--- FAILED (rc=$rc); logs:"; tail -n 40 "$D"/*.log 2>/dev/null || true; fi
-  rm -rf "$D"
+  [ "${X2SEC_OPS_KEEP:-0}" = 1 ] && echo "kept $D" || rm -rf "$D"
 }
 trap cleanup EXIT
 cd "$D"

@@ -41,5 +41,7 @@ check "initiator log: IKE_SA_INIT done: AES_GCM_16_128/PRF_HMAC_SHA2_256/ECP_256
 check "responder log: IKE_SA_INIT ... accepted: AES_GCM_16_128/PRF_HMAC_SHA2_256/ECP_256" \
   grep -q "accepted: AES_GCM_16_128/PRF_HMAC_SHA2_256/ECP_256$" b-ike.log
 check "no '//' in the logs" bash -c "! grep -h '//' a-ike.log b-ike.log a-run.log b-run.log"
+check "events log no meaningless 'code 0'" bash -c "! grep -h 'event [A-Z_]* code 0' a-ike.log b-ike.log"
+check "the Child SA install line names the peer" grep -qE "IKE SA #[0-9]+ \(peer-b\): Child SA x2 installed, SPIs [0-9a-f]{8}_i [0-9a-f]{8}_o, AES_GCM_16_128$" a-ike.log
 check "no '{}' left unformatted in the logs" bash -c "! grep -h '{}' a-ike.log b-ike.log"
 finish
