@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <future>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <x2sec/common/log.hpp>
@@ -306,12 +307,31 @@ int cmd_check(const Options& o) {
 }
 
 #ifdef X2SEC_IKE_HAVE_ENGINE
+// The revocation checker the peers use now: the one of the configuration loaded at start, then
+// the one of the last configuration a SIGHUP applied (its peers' trust stores ask it).
+class CurrentRevocation {
+public:
+    explicit CurrentRevocation(std::shared_ptr<x2sec::x509::RevocationChecker> rc) : m_rc(std::move(rc)) {}
+    std::shared_ptr<x2sec::x509::RevocationChecker> get() const {
+        std::lock_guard lock(m_mutex);
+        return m_rc;
+    }
+    void set(std::shared_ptr<x2sec::x509::RevocationChecker> rc) {
+        std::lock_guard lock(m_mutex);
+        m_rc = std::move(rc);
+    }
+
+private:
+    mutable std::mutex m_mutex;
+    std::shared_ptr<x2sec::x509::RevocationChecker> m_rc;
+};
+
 // SIGHUP reloads the CRLs (changed [[crl]] files now, every known CRL URL refetched).  SIGHUP
 // is blocked in every thread (the caller blocks it before starting any) and taken here with
 // sigwait; the destructor wakes the thread with a SIGHUP of its own.
 class CrlReloadOnHup {
 public:
-    CrlReloadOnHup(std::shared_ptr<x2sec::x509::RevocationChecker> rc, std::function<void()> on_hup)
+    CrlReloadOnHup(std::shared_ptr<CurrentRevocation> rc, std::function<void()> on_hup)
         : m_rc(std::move(rc)), m_on_hup(std::move(on_hup)) {
         m_thread = std::thread([this] {
             sigset_t set;
@@ -321,9 +341,9 @@ public:
                 int sig = 0;
                 if (sigwait(&set, &sig) != 0) continue;
                 if (m_stop) return;
-                if (m_rc) {
+                if (auto checker = m_rc->get()) {
                     x2sec::log::get("runtime")->info("SIGHUP: reloading CRLs; SAs kept");
-                    if (auto st = m_rc->reload(); !st)
+                    if (auto st = checker->reload(); !st)
                         x2sec::log::get("runtime")->warn("CRL reload: {}", st.error().detail());
                 } else {
                     x2sec::log::get("runtime")->info("SIGHUP: revocation checking is off, no CRLs to reload; SAs kept");
@@ -348,7 +368,7 @@ public:
     }
 
 private:
-    std::shared_ptr<x2sec::x509::RevocationChecker> m_rc;
+    std::shared_ptr<CurrentRevocation> m_rc;
     std::function<void()> m_on_hup;
     std::atomic<bool> m_stop{false};
     std::thread m_thread;
@@ -392,6 +412,7 @@ struct PeerReload {
     x2sec::runtime::IkeRuntime* rt = nullptr;
     x2sec::ike::Engine* engine = nullptr;  // used on the runtime's loop only
     x2sec::Counters* counters = nullptr;
+    std::shared_ptr<CurrentRevocation> revocation;
 
     void operator()() {
         auto lg = x2sec::log::get("runtime");
@@ -444,6 +465,9 @@ struct PeerReload {
                 }
             x2sec::log::get("runtime")->info("SIGHUP: {} peer(s) applied; established SAs kept", apply.size());
         });
+        // The applied peers' trust stores ask the new configuration's checker: CRL reloads
+        // (SIGHUP, reload-crls) go to it from now on.
+        if (!apply.empty()) revocation->set(cfg->revocation);
         counters->inc("runtime.reload.ok");
     }
 };
@@ -467,6 +491,7 @@ int cmd_run(const Options& o) {
     ro.keylog_dir = o.keylog;
     ro.handle_signals = true;
     ro.shutdown_grace_ms = o.grace_ms;
+    auto current_revocation = std::make_shared<CurrentRevocation>(cfg->revocation);
     std::error_code ec;
     auto dir = std::filesystem::path(ro.control_socket).parent_path();
     if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
@@ -482,7 +507,10 @@ int cmd_run(const Options& o) {
             for (const auto& c : p.cert_chain)
                 for (auto& u : c.crl_distribution_points()) urls.push_back(std::move(u));
         cfg->revocation->prefetch(urls);
-        ro.extra_commands["reload-crls"] = [rc = cfg->revocation] { return rc->reload(); };
+        ro.extra_commands["reload-crls"] = [current_revocation] {
+            auto rc = current_revocation->get();
+            return rc ? rc->reload() : x2sec::ok_status();
+        };
         lg->info("revocation checking on (crl_policy = {}, CRL fetch wait at most {} ms); SIGHUP reloads CRLs and peers",
                  x2sec::x509::to_string(cfg->revocation->config().policy), cfg->revocation->config().max_wait_ms);
     } else {
@@ -561,9 +589,9 @@ int cmd_run(const Options& o) {
     }
     auto* rtp = rt->get();
     x2sec::Counters reload_counters;
-    PeerReload peer_reload{o.config, cfg->engine.peers, rtp, engine_ptr, &reload_counters};
+    PeerReload peer_reload{o.config, cfg->engine.peers, rtp, engine_ptr, &reload_counters, current_revocation};
     // Takes SIGHUP (CRLs, then the peers); declared after everything it uses, so it stops first.
-    CrlReloadOnHup hup(cfg->revocation, peer_reload);
+    CrlReloadOnHup hup(current_revocation, peer_reload);
     backend.poster = [rtp](std::function<void()> f) { rtp->post([f = std::move(f)](x2sec::runtime::EngineApi&, x2sec::Millis) { f(); }); };
     // /metrics ([metrics] listen): counters read directly (thread-safe), the SA list taken on the
     // loop by a posted job that the scrape waits for at most 2 s, so a scrape never blocks the loop.

@@ -75,6 +75,7 @@ kill -HUP $IKE_B $IKE_A
 for _ in $(seq 50); do grep -q "SIGHUP: 1 peer(s) applied" a-ike.log && grep -q "SIGHUP: 1 peer(s) applied" b-ike.log && break; sleep 0.1; done
 check "A applied the changed peer" grep -q "SIGHUP: 1 peer(s) applied; established SAs kept" a-ike.log
 check "B applied the changed peer" grep -q "SIGHUP: 1 peer(s) applied; established SAs kept" b-ike.log
+check "reload-crls reaches the reloaded configuration's CRL checker" $X2SEC ike reload-crls --config a.toml
 ike_before=$($X2SEC ike list-sas --config a.toml --json | jq -r '.[0].spi_i')
 check "Child SA rekey after the reload" $X2SEC ike rekey --config a.toml --peer peer-b --child x2 --timeout 20
 text=$($X2SEC ike list-sas --config a.toml)
