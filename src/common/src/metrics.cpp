@@ -9,9 +9,12 @@ namespace x2sec::metrics {
 
 const char* to_string(Type t) {
     switch (t) {
-        case Type::Counter: return "counter";
-        case Type::Gauge: return "gauge";
-        case Type::Histogram: return "histogram";
+        case Type::Counter:
+            return "counter";
+        case Type::Gauge:
+            return "gauge";
+        case Type::Histogram:
+            return "histogram";
     }
     return "untyped";
 }
@@ -20,10 +23,14 @@ std::string escape_label_value(std::string_view v) {
     std::string out;
     out.reserve(v.size());
     for (char c : v) {
-        if (c == '\\') out += "\\\\";
-        else if (c == '"') out += "\\\"";
-        else if (c == '\n') out += "\\n";
-        else out += c;
+        if (c == '\\')
+            out += "\\\\";
+        else if (c == '"')
+            out += "\\\"";
+        else if (c == '\n')
+            out += "\\n";
+        else
+            out += c;
     }
     return out;
 }
@@ -32,16 +39,23 @@ std::string escape_help(std::string_view v) {
     std::string out;
     out.reserve(v.size());
     for (char c : v) {
-        if (c == '\\') out += "\\\\";
-        else if (c == '\n') out += "\\n";
-        else out += c;
+        if (c == '\\')
+            out += "\\\\";
+        else if (c == '\n')
+            out += "\\n";
+        else
+            out += c;
     }
     return out;
 }
 
 namespace {
-bool alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-bool digit(char c) { return c >= '0' && c <= '9'; }
+bool alpha(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+bool digit(char c) {
+    return c >= '0' && c <= '9';
+}
 
 std::string sanitize(std::string_view s, bool colon) {
     std::string out;
@@ -51,7 +65,9 @@ std::string sanitize(std::string_view s, bool colon) {
 }
 }  // namespace
 
-std::string sanitize_metric_name(std::string_view s) { return sanitize(s, true); }
+std::string sanitize_metric_name(std::string_view s) {
+    return sanitize(s, true);
+}
 
 std::string sanitize_label_name(std::string_view s) {
     std::string out = sanitize(s, false);
@@ -73,7 +89,8 @@ std::string format_value(double v) {
     if (std::isnan(v)) return "NaN";
     if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
     char buf[64];
-    if (v == std::floor(v) && std::fabs(v) < 9.007199254740992e15) std::snprintf(buf, sizeof buf, "%.0f", v);
+    if (v == std::floor(v) && std::fabs(v) < 9.007199254740992e15)
+        std::snprintf(buf, sizeof buf, "%.0f", v);
     else
         for (int prec = 15; prec <= 17; ++prec) {  // the shortest text that reads back as v
             std::snprintf(buf, sizeof buf, "%.*g", prec, v);
@@ -95,7 +112,8 @@ Histogram::Histogram(std::vector<double> upper_bounds) : m_bounds(std::move(uppe
 
 void Histogram::observe(double v) {
     if (std::isnan(v)) return;
-    size_t i = static_cast<size_t>(std::lower_bound(m_bounds.begin(), m_bounds.end(), v) - m_bounds.begin());
+    size_t i = static_cast<size_t>(std::lower_bound(m_bounds.begin(), m_bounds.end(), v) -
+                                   m_bounds.begin());
     m_counts[i].fetch_add(1, std::memory_order_relaxed);
     m_sum.fetch_add(v, std::memory_order_relaxed);
     m_count.fetch_add(1, std::memory_order_relaxed);
@@ -119,14 +137,16 @@ Histogram::Snapshot Histogram::snapshot() const {
 Histogram& Registry::histogram(std::string_view name, const std::vector<double>& bounds) {
     std::lock_guard lock(m_mutex);
     auto it = m_histograms.find(name);
-    if (it == m_histograms.end()) it = m_histograms.emplace(std::string(name), std::make_unique<Histogram>(bounds)).first;
+    if (it == m_histograms.end())
+        it = m_histograms.emplace(std::string(name), std::make_unique<Histogram>(bounds)).first;
     return *it->second;
 }
 
 std::atomic<int64_t>& Registry::gauge(std::string_view name) {
     std::lock_guard lock(m_mutex);
     auto it = m_gauges.find(name);
-    if (it == m_gauges.end()) it = m_gauges.emplace(std::string(name), std::make_unique<std::atomic<int64_t>>(0)).first;
+    if (it == m_gauges.end())
+        it = m_gauges.emplace(std::string(name), std::make_unique<std::atomic<int64_t>>(0)).first;
     return *it->second;
 }
 
@@ -155,7 +175,8 @@ std::string label_text(const Labels& labels) {
     std::string s = "{";
     for (size_t i = 0; i < labels.size(); ++i) {
         if (i) s += ',';
-        s += sanitize_label_name(labels[i].first) + "=\"" + escape_label_value(labels[i].second) + "\"";
+        s += sanitize_label_name(labels[i].first) + "=\"" + escape_label_value(labels[i].second) +
+             "\"";
     }
     return s + "}";
 }
@@ -173,7 +194,8 @@ Exposition::Family* Exposition::family(std::string_view name, Type type, std::st
     return &m_families.back();
 }
 
-void Exposition::add(std::string_view name, Type type, std::string_view help, const Labels& labels, double value) {
+void Exposition::add(std::string_view name, Type type, std::string_view help, const Labels& labels,
+                     double value) {
     if (type == Type::Histogram) return;  // add_histogram
     Family* f = family(name, type, help);
     if (!f) return;
@@ -187,10 +209,12 @@ void Exposition::add_histogram(std::string_view name, std::string_view help, con
     for (size_t i = 0; i < h.buckets.size(); ++i) {
         Labels l = labels;
         l.emplace_back("le", i < h.bounds.size() ? format_value(h.bounds[i]) : "+Inf");
-        f->lines.push_back(f->name + "_bucket" + label_text(l) + " " + format_value(double(h.buckets[i])));
+        f->lines.push_back(f->name + "_bucket" + label_text(l) + " " +
+                           format_value(double(h.buckets[i])));
     }
     f->lines.push_back(f->name + "_sum" + label_text(labels) + " " + format_value(h.sum));
-    f->lines.push_back(f->name + "_count" + label_text(labels) + " " + format_value(double(h.count)));
+    f->lines.push_back(f->name + "_count" + label_text(labels) + " " +
+                       format_value(double(h.count)));
 }
 
 namespace {
@@ -198,7 +222,8 @@ namespace {
 const Rule* match(const std::vector<Rule>& rules, const std::string& name, std::string& value) {
     for (const auto& r : rules) {
         if (r.label.empty() ? name == r.prefix
-                            : name.size() > r.prefix.size() && name.compare(0, r.prefix.size(), r.prefix) == 0) {
+                            : name.size() > r.prefix.size() &&
+                                  name.compare(0, r.prefix.size(), r.prefix) == 0) {
             value = r.label.empty() ? std::string() : name.substr(r.prefix.size());
             return &r;
         }
@@ -209,8 +234,9 @@ const Rule* match(const std::vector<Rule>& rules, const std::string& name, std::
 
 namespace {
 // Family, HELP and labels of the Counters/Registry entry `name`.
-void place(const std::vector<Rule>& rules, const Labels& extra, const std::string& name, const char* suffix,
-           const char* what, std::string& family, std::string& help, Labels& labels) {
+void place(const std::vector<Rule>& rules, const Labels& extra, const std::string& name,
+           const char* suffix, const char* what, std::string& family, std::string& help,
+           Labels& labels) {
     labels = extra;
     std::string value;
     if (const Rule* r = match(rules, name, value)) {
@@ -224,7 +250,8 @@ void place(const std::vector<Rule>& rules, const Labels& extra, const std::strin
 }
 }  // namespace
 
-void Exposition::add_counters(const Counters& c, const std::vector<Rule>& rules, const Labels& extra) {
+void Exposition::add_counters(const Counters& c, const std::vector<Rule>& rules,
+                              const Labels& extra) {
     std::string family, help;
     Labels labels;
     for (const auto& [name, v] : c.snapshot()) {
@@ -233,7 +260,8 @@ void Exposition::add_counters(const Counters& c, const std::vector<Rule>& rules,
     }
 }
 
-void Exposition::add_registry(const Registry& r, const std::vector<Rule>& rules, const Labels& extra) {
+void Exposition::add_registry(const Registry& r, const std::vector<Rule>& rules,
+                              const Labels& extra) {
     std::string family, help;
     Labels labels;
     for (const auto& [name, v] : r.gauges()) {
