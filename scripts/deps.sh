@@ -8,7 +8,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins iproute2 curl iputils-ping iperf3 tcpdump tshark
-  netcat-openbsd procps python3
+  netcat-openbsd procps python3 jq prometheus systemd
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -22,7 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# strongSwan's packages may start charon as a service; the tests run their own instances.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet strongswan-starter 2>/dev/null; then
-  systemctl stop strongswan-starter || true
-fi
+# strongSwan's and Prometheus's packages may start them as services; the tests run their own
+# instances (prometheus: tests/ops/prometheus.sh, temp config, loopback, its own port).
+for svc in strongswan-starter prometheus; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl stop "$svc" || true
+  fi
+done

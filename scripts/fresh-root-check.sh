@@ -23,7 +23,8 @@
 #      reach the host's /dev or /proc), bind-mounts the root on itself (a chroot whose / is not a
 #      mount point makes every `ip netns add` fail), mounts proc, sysfs, /dev (TUN), /dev/pts, /dev/shm and a tmpfs
 #      on /run (network namespaces, charon's pid file), then chroots and runs COMMAND as root with a
-#      clean environment (CI and X2SEC_* variables passed through);
+#      clean environment (CI and X2SEC_* variables passed through, and X2SEC_ALLOW_SYSTEM_INSTALL=1:
+#      the package test may dpkg -i into this throwaway root);
 #   6. kills anything still running inside the root and removes it.
 # The mirror address is read at run time and never written into the repository.
 set -euo pipefail
@@ -154,6 +155,8 @@ envs=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 while IFS='=' read -r name _; do
   case "$name" in CI|X2SEC_*) envs+=("$name=${!name}") ;; esac
 done < <(env)
+# The root is thrown away afterwards: tests may install packages into it (the .deb test's dpkg -i).
+envs+=(X2SEC_ALLOW_SYSTEM_INSTALL=1)
 say "running in the pristine root: $cmd"
 start=$(date +%s)
 set +e

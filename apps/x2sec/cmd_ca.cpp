@@ -9,6 +9,7 @@
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
 
+#include "daemon_metrics.hpp"
 #include "registry.hpp"
 
 using namespace x2sec;
@@ -16,6 +17,7 @@ using namespace x2sec;
 namespace {
 struct CaOpts {
     std::string config, ca_dir, store = "ca.db", bind = "127.0.0.1", port_file, tls_cert, tls_key, crl_url;
+    std::string metrics_listen;  // [metrics] listen / --metrics-listen: Prometheus /metrics ("" = off)
     std::vector<std::string> vendor_roots;
     int port = 8080, tls_port = -1, threads = 8;
     int64_t max_body = 64 * 1024, validity_days = 365, max_header = 16 * 1024;
@@ -60,6 +62,7 @@ Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
     set("--tls-cert", c.tls_cert, t["https"]["cert"].value<std::string>());
     set("--tls-key", c.tls_key, t["https"]["key"].value<std::string>());
     set("--crl-url", c.crl_url, t["policy"]["crl_url"].value<std::string>());
+    set("--metrics-listen", c.metrics_listen, t["metrics"]["listen"].value<std::string>());
     set("--validity-days", c.validity_days, t["policy"]["validity_days"].value<int64_t>());
     set("--allow-identity-mismatch", c.allow_mismatch, t["policy"]["allow_identity_mismatch"].value<bool>());
     if (auto ic = t["policy"]["implicit_confirm"].value<bool>(); ic && sub.count("--no-implicit-confirm") == 0)
@@ -94,6 +97,7 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
     serve->add_flag("--no-implicit-confirm", o.no_implicit, "always require certConf");
     serve->add_option("--port-file", o.port_file, "write the bound HTTP port here once listening");
     serve->add_option("--log-level", o.log_level, "trace|debug|info|warn|error");
+    serve->add_option("--metrics-listen", o.metrics_listen, "serve Prometheus /metrics on ADDRESS:PORT ([metrics] listen)");
     return [serve]() -> int {
         log::set_level(o.log_level);
         if (!o.config.empty())
@@ -112,6 +116,7 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         sigemptyset(&set);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGHUP);
         pthread_sigmask(SIG_BLOCK, &set, nullptr);
         cmp::Server server(std::move(*cfg), **store);
         cmp::HttpOptions h;
@@ -149,12 +154,33 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
             https = std::make_unique<cmp::HttpServer>(server, t);
             if (auto st = https->start(); !st) return fail(st.error().detail());
         }
+        Counters metrics_counters;
+        auto metrics = app::start_metrics(
+            o.metrics_listen, o.config.empty() ? std::string("--metrics-listen") : o.config + ": [metrics] listen",
+            [&] {
+                metrics::Exposition e;
+                app::add_build_info(e, "ca");
+                e.add("x2sec_cmp_open_transactions", metrics::Type::Gauge,
+                      "CMP transactions waiting for certConf or polling", {}, double(server.open_sessions()));
+                e.add_counters(server.counters(), app::metric_rules());
+                e.add_counters(metrics_counters, app::metric_rules());
+                e.add_registry(metrics::registry(), app::metric_rules());
+                return e.text();
+            },
+            metrics_counters);
+        if (!metrics) return fail(metrics.error().detail());
         if (!o.port_file.empty()) (void)write_file_atomic(o.port_file, std::string_view(std::to_string(http.port()) + "\n"));
         std::cout << "x2sec ca: CMP on http://" << o.bind << ":" << http.port() << "/.well-known/cmp";
         if (https) std::cout << " and https://" << o.bind << ":" << https->port() << "/.well-known/cmp";
         std::cout << " (store " << (*store)->kind() << ")" << std::endl;
         int sig = 0;
-        sigwait(&set, &sig);
+        // SIGHUP must not end the RA/CA (the default action would): the CA key, certificates,
+        // vendor roots and policy are read at start only, so a SIGHUP is logged and counted
+        // (cmp.reload.unsupported) and the daemon goes on; restart it to apply changes.
+        while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
+            server.counters().inc("cmp.reload.unsupported");
+            log::get("cmp")->warn("SIGHUP: ca serve has no live reload; restart it to apply a changed configuration");
+        }
         http.stop();
         if (https) https->stop();
         auto c = (*store)->counts();

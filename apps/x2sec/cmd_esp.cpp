@@ -26,6 +26,7 @@
 #include <x2sec/runtime/engine_api.hpp>
 #include <x2sec/runtime/ike_runtime.hpp>
 
+#include "daemon_metrics.hpp"
 #include "registry.hpp"
 
 namespace {
@@ -41,6 +42,7 @@ struct EspOpts {
     std::string encap = "yes";  // static keys: ESP in UDP (yes) or raw ESP, IP protocol 50 (no)
     std::string mode = "tunnel";
     std::string ike_config;  // x2sec esp --ike-config: Child SAs from the IKE daemon
+    std::string metrics_listen;  // --metrics-listen (else [metrics] listen of --ike-config): /metrics
     uint32_t replay_window = 1024;
     size_t batch = 32;
     int mtu = 1400;
@@ -276,6 +278,32 @@ int run_esp(const EspOpts& o) {
         return 1;
     }
     (void)(*backend)->start();
+    // /metrics: the data plane's counters and per-Child SA traffic (DataPlane::status() is
+    // thread-safe), collected on the metrics listener's own thread.
+    Counters metrics_counters;
+    std::unique_ptr<net::MetricsServer> metrics;
+    auto start_metrics = [&](const std::string& listen, const std::string& where) {
+        auto m = app::start_metrics(listen, where, [&] {
+            metrics::Exposition e;
+            app::add_build_info(e, "esp");
+            e.add("x2sec_esp_sas", metrics::Type::Gauge, "ESP SAs installed in the data plane", {}, double(dp.sa_count()));
+            app::add_child_sa_traffic(e, dp.status());
+            e.add_counters(counters, app::metric_rules());
+            e.add_counters(metrics_counters, app::metric_rules());
+            e.add_registry(metrics::registry(), app::metric_rules());
+            return e.text();
+        }, metrics_counters);
+        if (!m) {
+            std::cerr << "x2sec esp: " << m.error().detail() << "\n";
+            return false;
+        }
+        metrics = std::move(*m);
+        return true;
+    };
+    if (!o.metrics_listen.empty() && !start_metrics(o.metrics_listen, "--metrics-listen")) {
+        (*backend)->stop();
+        return 1;
+    }
     std::cout << "ready " << tun_name << " " << o.local << ":" << (*backend)->local_port() << std::endl;
     if (!o.ike_config.empty()) {
         // IKE daemon on the same process: the engine installs Child SAs into this data plane
@@ -283,6 +311,10 @@ int run_esp(const EspOpts& o) {
         auto cfg = config::load(o.ike_config);
         if (!cfg) {
             std::cerr << "x2sec esp: " << cfg.error().detail() << "\n";
+            (*backend)->stop();
+            return 1;
+        }
+        if (!metrics && !start_metrics(cfg->metrics.listen, o.ike_config + ": [metrics] listen")) {
             (*backend)->stop();
             return 1;
         }
@@ -389,5 +421,7 @@ static x2sec::app::Command reg(
                        "run the IKE daemon with this configuration (TOML) on the data plane: "
                        "negotiated Child SAs carry traffic, --local must be the peer's local_addr");
         sub.add_flag("--control", o->control, "read add/switch/del/status/quit commands on stdin");
+        sub.add_option("--metrics-listen", o->metrics_listen,
+                       "serve Prometheus /metrics on ADDRESS:PORT (default: [metrics] listen of --ike-config)");
         return [o]() -> int { return run_esp(*o); };
     });

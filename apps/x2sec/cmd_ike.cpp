@@ -2,27 +2,33 @@
 //
 //   x2sec ike run --config FILE [--control SOCK] [--debug-keylog DIR]
 //   x2sec ike check-config --config FILE
-//   x2sec ike list-sas [--control SOCK] [--json]
-//   x2sec ike counters [--control SOCK]
-//   x2sec ike reload-crls [--control SOCK]
+//   x2sec ike list-sas (--control SOCK | --config FILE) [--json]
+//   x2sec ike counters (--control SOCK | --config FILE)
+//   x2sec ike reload-crls (--control SOCK | --config FILE)
 //   x2sec ike initiate --peer NAME [--timeout S]
+// Every control command takes the socket from --control, or from [runtime] control_socket of
+// the daemon's --config file (only the file is parsed: keys and certificates are not read).
 //   x2sec ike terminate (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
 //   x2sec ike rekey (--peer NAME | --ike-sa ID) [--child NAME] [--timeout S]
 //   x2sec ike load --target ADDR[:PORT] ...    (cmd_ike_load.cpp: the load generator)
 #include <pthread.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <unistd.h>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <x2sec/common/log.hpp>
 #include <x2sec/runtime/control.hpp>
 
+#include "daemon_metrics.hpp"
 #include "registry.hpp"
 
 #include <x2sec/config/engine_config.hpp>
@@ -43,7 +49,7 @@ using x2sec::runtime::control_request;
 const char* kDefaultControl = "/run/x2sec/ike.sock";
 
 struct Options {
-    std::string config, control = kDefaultControl, keylog, peer, child;
+    std::string config, control, keylog, peer, child;
     std::string dataplane = "memory", tun = "x2s0", tun_addr;
     std::vector<std::string> routes;
     bool no_offload = false;
@@ -62,9 +68,30 @@ bool failed_event(const json& e) {
            k == x2sec::ike::to_string(x2sec::ike::Event::Kind::PeerDead);
 }
 
+// The control socket of a control command: --control, else [runtime] control_socket of --config.
+x2sec::Result<std::string> control_socket_of(const Options& o) {
+    if (!o.control.empty()) return o.control;
+    if (o.config.empty())
+        return x2sec::Error(x2sec::ErrorDomain::Config, 0,
+                            "give --control SOCKET or --config FILE (the daemon's configuration, whose [runtime] "
+                            "control_socket names the socket)");
+    auto fc = x2sec::config::parse_file(o.config);
+    if (!fc) return fc.error();
+    if (fc->runtime.control_socket.empty())
+        return x2sec::Error(x2sec::ErrorDomain::Config, 0,
+                            o.config + ": no [runtime] control_socket (the daemon then listens on " +
+                                kDefaultControl + "): give --control SOCKET");
+    return fc->runtime.control_socket;
+}
+
 // Request + error printing; nullopt on failure (already reported).
 std::optional<json> request(const Options& o, const json& req) {
-    auto r = control_request(o.control, req);
+    auto sock = control_socket_of(o);
+    if (!sock) {
+        std::cerr << "x2sec ike " << req.value("cmd", "") << ": " << sock.error().detail() << "\n";
+        return std::nullopt;
+    }
+    auto r = control_request(*sock, req);
     if (!r) {
         std::cerr << "x2sec ike " << req.value("cmd", "") << ": " << r.error().detail() << "\n";
         return std::nullopt;
@@ -261,12 +288,32 @@ int cmd_check(const Options& o) {
     return 0;
 }
 
+// The revocation checker the peers use now: the one of the configuration loaded at start, then
+// the one of the last configuration a SIGHUP applied (its peers' trust stores ask it).
+class CurrentRevocation {
+public:
+    explicit CurrentRevocation(std::shared_ptr<x2sec::x509::RevocationChecker> rc) : m_rc(std::move(rc)) {}
+    std::shared_ptr<x2sec::x509::RevocationChecker> get() const {
+        std::lock_guard lock(m_mutex);
+        return m_rc;
+    }
+    void set(std::shared_ptr<x2sec::x509::RevocationChecker> rc) {
+        std::lock_guard lock(m_mutex);
+        m_rc = std::move(rc);
+    }
+
+private:
+    mutable std::mutex m_mutex;
+    std::shared_ptr<x2sec::x509::RevocationChecker> m_rc;
+};
+
 // SIGHUP reloads the CRLs (changed [[crl]] files now, every known CRL URL refetched).  SIGHUP
 // is blocked in every thread (the caller blocks it before starting any) and taken here with
 // sigwait; the destructor wakes the thread with a SIGHUP of its own.
 class CrlReloadOnHup {
 public:
-    explicit CrlReloadOnHup(std::shared_ptr<x2sec::x509::RevocationChecker> rc) : m_rc(std::move(rc)) {
+    CrlReloadOnHup(std::shared_ptr<CurrentRevocation> rc, std::function<void()> on_hup)
+        : m_rc(std::move(rc)), m_on_hup(std::move(on_hup)) {
         m_thread = std::thread([this] {
             sigset_t set;
             sigemptyset(&set);
@@ -275,9 +322,14 @@ public:
                 int sig = 0;
                 if (sigwait(&set, &sig) != 0) continue;
                 if (m_stop) return;
-                x2sec::log::get("runtime")->info("SIGHUP: reloading CRLs");
-                if (auto st = m_rc->reload(); !st)
-                    x2sec::log::get("runtime")->warn("CRL reload: {}", st.error().detail());
+                if (auto checker = m_rc->get()) {
+                    x2sec::log::get("runtime")->info("SIGHUP: reloading CRLs; SAs kept");
+                    if (auto st = checker->reload(); !st)
+                        x2sec::log::get("runtime")->warn("CRL reload: {}", st.error().detail());
+                } else {
+                    x2sec::log::get("runtime")->info("SIGHUP: revocation checking is off, no CRLs to reload; SAs kept");
+                }
+                if (m_on_hup) m_on_hup();
             }
         });
     }
@@ -297,7 +349,8 @@ public:
     }
 
 private:
-    std::shared_ptr<x2sec::x509::RevocationChecker> m_rc;
+    std::shared_ptr<CurrentRevocation> m_rc;
+    std::function<void()> m_on_hup;
     std::atomic<bool> m_stop{false};
     std::thread m_thread;
 };
@@ -325,6 +378,79 @@ private:
     x2sec::ChildSaEvents m_engine_events;
 };
 
+// SIGHUP, after the CRLs: the configuration file is loaded again and its peers applied with
+// ike::Engine::update_peer on the runtime's loop; established SAs stay (new exchanges, rekeys
+// and new SAs use the new settings).  A peer whose local endpoints changed, a new peer on an
+// endpoint the daemon has no socket for, or a peer whose Child SA list lost or reordered an
+// entry (a live Child SA refers to its entry) is left as it was, with a warning: those need a
+// restart, as do removed peers and [runtime]/[engine] changes.  A file that does not load
+// changes nothing.  Counted runtime.reload.{ok,failed,peer_updated,peer_added,peer_skipped}.
+struct PeerReload {
+    std::string path;
+    std::vector<x2sec::ike::PeerConfig> running;  // only the SIGHUP thread touches it
+    x2sec::runtime::IkeRuntime* rt = nullptr;
+    x2sec::ike::Engine* engine = nullptr;  // used on the runtime's loop only
+    x2sec::Counters* counters = nullptr;
+    std::shared_ptr<CurrentRevocation> revocation;
+
+    void operator()() {
+        auto lg = x2sec::log::get("runtime");
+        auto cfg = x2sec::config::load(path);
+        if (!cfg) {
+            counters->inc("runtime.reload.failed");
+            lg->error("SIGHUP: {} not reloaded, the running peers stay: {}", path, cfg.error().detail());
+            return;
+        }
+        auto bound = [&](const x2sec::ike::PeerConfig& p) {
+            for (const auto& r : running)
+                if (r.local_addr == p.local_addr && r.local_port == p.local_port && r.local_natt_port == p.local_natt_port)
+                    return true;
+            return false;
+        };
+        std::vector<x2sec::ike::PeerConfig> apply;
+        for (const auto& p : cfg->engine.peers) {
+            auto it = std::find_if(running.begin(), running.end(), [&](const auto& r) { return r.name == p.name; });
+            std::string why;
+            if (it == running.end()) {
+                if (!bound(p)) why = "new peer on a local address/port without a socket";
+            } else if (it->local_addr != p.local_addr || it->local_port != p.local_port ||
+                       it->local_natt_port != p.local_natt_port) {
+                why = "local address or ports changed";
+            } else {
+                if (p.children.size() < it->children.size()) why = "Child SA entries removed";
+                for (size_t i = 0; why.empty() && i < it->children.size(); ++i)
+                    if (p.children[i].name != it->children[i].name) why = "Child SA entries reordered or renamed";
+            }
+            if (!why.empty()) {
+                counters->inc("runtime.reload.peer_skipped");
+                lg->warn("SIGHUP: peer '{}' not changed ({}): restart the daemon to apply it", p.name, why);
+                continue;
+            }
+            counters->inc(it == running.end() ? "runtime.reload.peer_added" : "runtime.reload.peer_updated");
+            apply.push_back(p);
+            if (it == running.end()) running.push_back(p);
+            else *it = p;
+        }
+        for (const auto& r : running)
+            if (std::none_of(cfg->engine.peers.begin(), cfg->engine.peers.end(), [&](const auto& p) { return p.name == r.name; }))
+                lg->warn("SIGHUP: peer '{}' is no longer in {} but stays until a restart", r.name, path);
+        auto* eng = engine;
+        auto* cs = counters;
+        rt->post([eng, cs, apply = std::move(apply)](x2sec::runtime::EngineApi&, x2sec::Millis) {
+            for (const auto& p : apply)
+                if (auto st = eng->update_peer(p); !st) {
+                    cs->inc("runtime.reload.failed");
+                    x2sec::log::get("runtime")->error("SIGHUP: peer '{}': {}", p.name, st.error().detail());
+                }
+            x2sec::log::get("runtime")->info("SIGHUP: {} peer(s) applied; established SAs kept", apply.size());
+        });
+        // The applied peers' trust stores ask the new configuration's checker: CRL reloads
+        // (SIGHUP, reload-crls) go to it from now on.
+        if (!apply.empty()) revocation->set(cfg->revocation);
+        counters->inc("runtime.reload.ok");
+    }
+};
+
 int cmd_run(const Options& o) {
     CrlReloadOnHup::block_daemon_signals();  // before any thread starts (the CRL fetch thread blocks all signals)
     auto cfg = load_config(o);
@@ -336,10 +462,13 @@ int cmd_run(const Options& o) {
     ro.listen = cfg->runtime.listen;
     ro.ike_port = cfg->runtime.ike_port;
     ro.natt_port = cfg->runtime.natt_port;
-    ro.control_socket = o.control != kDefaultControl || cfg->runtime.control_socket.empty() ? o.control : cfg->runtime.control_socket;
+    ro.control_socket = !o.control.empty()                      ? o.control
+                        : !cfg->runtime.control_socket.empty() ? cfg->runtime.control_socket
+                                                               : kDefaultControl;
     ro.keylog_dir = o.keylog;
     ro.handle_signals = true;
     ro.shutdown_grace_ms = o.grace_ms;
+    auto current_revocation = std::make_shared<CurrentRevocation>(cfg->revocation);
     std::error_code ec;
     auto dir = std::filesystem::path(ro.control_socket).parent_path();
     if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
@@ -349,20 +478,22 @@ int cmd_run(const Options& o) {
     // Revocation: its counters in `x2sec ike counters`, the CRLs named by our own chains
     // fetched before the first peer arrives, SIGHUP reloads.
     ro.extra_counters.push_back(&x2sec::x509::revocation_counters());
-    std::optional<CrlReloadOnHup> crl_reload;
     if (cfg->revocation) {
         std::vector<std::string> urls;
         for (const auto& p : cfg->engine.peers)
             for (const auto& c : p.cert_chain)
                 for (auto& u : c.crl_distribution_points()) urls.push_back(std::move(u));
         cfg->revocation->prefetch(urls);
-        crl_reload.emplace(cfg->revocation);
-        ro.extra_commands["reload-crls"] = [rc = cfg->revocation] { return rc->reload(); };
-        lg->info("revocation checking on (crl_policy = {}, CRL fetch wait at most {} ms); SIGHUP reloads CRLs",
+        ro.extra_commands["reload-crls"] = [current_revocation] {
+            auto rc = current_revocation->get();
+            return rc ? rc->reload() : x2sec::ok_status();
+        };
+        lg->info("revocation checking on (crl_policy = {}, CRL fetch wait at most {} ms); SIGHUP reloads CRLs and peers",
                  x2sec::x509::to_string(cfg->revocation->config().policy), cfg->revocation->config().max_wait_ms);
     } else {
         lg->warn("revocation checking is off ([revocation] mode = \"off\" / crl_check = false)");
     }
+
     x2sec::MemoryChildSaBackend memory_backend;
     x2sec::ChildSaBackend* inner = &memory_backend;
     x2sec::Counters esp_counters;
@@ -420,17 +551,49 @@ int cmd_run(const Options& o) {
         ro.extra_counters.push_back(&esp_counters);
         lg->info("ESP data plane on TUN {} (UDP {}:{} shared with IKE)", bo.tun_name, bo.bind_addr.to_string(), bo.port);
     }
-    if (inner == &memory_backend) lg->info("Child SAs are recorded in memory (no ESP data plane: --dataplane tun)");
+    if (inner == &memory_backend) lg->info("Child SAs are recorded in memory only (no ESP data plane; --dataplane tun adds one)");
     LoopBackend backend(*inner);
     x2sec::SystemClock clock;
     auto engine = std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, backend, x2sec::os_rng());
+    const x2sec::Counters& engine_counters = engine->engine().counters();  // thread-safe, lives with the engine
+    x2sec::ike::Engine* engine_ptr = &engine->engine();  // for SIGHUP's update_peer, on the loop only
     auto rt = x2sec::runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
     if (!rt) {
         std::cerr << "x2sec ike run: " << rt.error().detail() << "\n";
         return 1;
     }
     auto* rtp = rt->get();
+    x2sec::Counters reload_counters;
+    PeerReload peer_reload{o.config, cfg->engine.peers, rtp, engine_ptr, &reload_counters, current_revocation};
+    // Takes SIGHUP (CRLs, then the peers); declared after everything it uses, so it stops first.
+    CrlReloadOnHup hup(current_revocation, peer_reload);
     backend.poster = [rtp](std::function<void()> f) { rtp->post([f = std::move(f)](x2sec::runtime::EngineApi&, x2sec::Millis) { f(); }); };
+    // /metrics ([metrics] listen): counters read directly (thread-safe), the SA list taken on the
+    // loop by a posted job that the scrape waits for at most 2 s, so a scrape never blocks the loop.
+    x2sec::Counters metrics_counters;
+    auto collect = [&, rtp]() {
+        x2sec::metrics::Exposition e;
+        x2sec::app::add_build_info(e, "ike");
+        auto done = std::make_shared<std::promise<std::vector<x2sec::ike::IkeSaInfo>>>();
+        auto sas = done->get_future();
+        rtp->post([done](x2sec::runtime::EngineApi& api, x2sec::Millis) { done->set_value(api.list_sas()); });
+        if (sas.wait_for(std::chrono::seconds(2)) == std::future_status::ready) x2sec::app::add_sa_gauges(e, sas.get());
+        else metrics_counters.inc("metrics.ike.sa_list_timeout");
+        const auto& rules = x2sec::app::metric_rules();
+        e.add_counters(engine_counters, rules);
+        e.add_counters(rtp->counters(), rules);
+        for (const auto* c : ro.extra_counters) e.add_counters(*c, rules);
+        if (dp) x2sec::app::add_child_sa_traffic(e, dp->status());
+        e.add_counters(metrics_counters, rules);
+        e.add_counters(reload_counters, rules);
+        e.add_registry(x2sec::metrics::registry(), rules);
+        return e.text();
+    };
+    auto metrics = x2sec::app::start_metrics(cfg->metrics.listen, cfg->path + ": [metrics] listen", collect, metrics_counters);
+    if (!metrics) {
+        std::cerr << "x2sec ike run: " << metrics.error().detail() << "\n";
+        return 1;
+    }
     if (tun_backend) {
         if (auto st = tun_backend->start(); !st) {
             std::cerr << "x2sec ike run: ESP data plane: " << st.error().detail() << "\n";
@@ -454,7 +617,11 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
     auto o = std::make_shared<Options>();
     app.require_subcommand(1);
     auto add_control = [&](CLI::App* s) {
-        s->add_option("--control", o->control, "control socket of the daemon")->capture_default_str();
+        auto* c = s->add_option("--control", o->control, "control socket of the daemon");
+        auto* f = s->add_option("--config", o->config,
+                                "the daemon's configuration file: its [runtime] control_socket is used")
+                      ->check(CLI::ExistingFile);
+        c->excludes(f);
     };
     auto add_target = [&](CLI::App* s) {
         auto* peer = s->add_option("--peer", o->peer, "peer name from the configuration");
@@ -465,7 +632,8 @@ x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (lis
     };
     auto* run = app.add_subcommand("run", "run the IKE daemon in the foreground (SIGINT/SIGTERM: delete SAs, exit)");
     run->add_option("--config", o->config, "configuration file (TOML)")->required()->check(CLI::ExistingFile);
-    add_control(run);
+    run->add_option("--control", o->control,
+                    std::string("control socket (default: [runtime] control_socket, else ") + kDefaultControl + ")");
     run->add_option("--debug-keylog", o->keylog,
                     "DEBUG ONLY: write IKE/ESP keys to Wireshark's ikev2_decryption_table and esp_sa in DIR");
     run->add_option("--shutdown-grace", o->grace_ms, "ms to wait for peers to answer deletes on exit")->capture_default_str();

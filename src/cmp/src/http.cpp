@@ -1,10 +1,12 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <variant>
 #include <x2sec/cmp/http.hpp>
 #include <x2sec/common/log.hpp>
+#include <x2sec/common/metrics.hpp>
 
 namespace x2sec::cmp {
 namespace {
@@ -177,7 +179,10 @@ public:
             return done(response(200, "application/pkix-crl", *crl), "http.ok.crl");
         }
         BytesView body(req.data.data() + end + 4, req.data.size() - end - 4);
+        auto t0 = std::chrono::steady_clock::now();
         auto rsp = m_server.handle(body);
+        metrics::registry().observe("cmp.request_seconds",
+                                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         if (!rsp) return done(text_response(400, rsp.error().detail()), "http.reject.not_cmp");
         return done(response(200, "application/pkixcmp", *rsp), "http.ok.cmp");
     }

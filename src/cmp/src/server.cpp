@@ -6,6 +6,7 @@
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <x2sec/cmp/failinfo.hpp>
 #include <x2sec/cmp/server.hpp>
 #include <x2sec/common/log.hpp>
 
@@ -150,6 +151,7 @@ struct Server::Impl {
         s.reject_bit = bit;
         s.reject_text = std::move(text);
         counters.inc(std::string("cmp.reject.") + counter);
+        counters.inc(std::string("cmp.failinfo.") + failinfo_name(bit));
         lg->info("rejecting transaction {}: {}", to_hex(s.tid), s.reject_text);
     }
     void purge_expired(int64_t now);
@@ -471,6 +473,7 @@ void Server::Impl::configure_ctx(OSSL_CMP_CTX* ctx) const {
 Result<Bytes> Server::Impl::error_response(const OSSL_CMP_MSG* req, int bit, const std::string& text,
                                            const char* counter) {
     counters.inc(std::string("cmp.reject.") + counter);
+    counters.inc(std::string("cmp.failinfo.") + failinfo_name(bit));
     const ASN1_OCTET_STRING* rtid = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req));
     lg->info("rejecting message (transaction {}): {}",
              rtid ? to_hex(BytesView(ASN1_STRING_get0_data(rtid), static_cast<size_t>(ASN1_STRING_length(rtid)))) : "-",

@@ -212,6 +212,7 @@ Result<LoadedConfig> build_engine_config(const FileConfig& f) {
     LoadedConfig out;
     out.path = f.path;
     out.runtime = f.runtime;
+    out.metrics = f.metrics;
     out.revocation = b.revocation;
     for (const auto& p : f.peers) {
         auto pc = b.peer(p);

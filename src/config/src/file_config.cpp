@@ -327,6 +327,15 @@ public:
         TableReader r(root, "top level", m_file, m_d);
         for (const auto* t : r.tables("runtime")) runtime(*t, out.runtime);
         for (const auto* t : r.tables("engine")) engine(*t, out.engine);
+        for (const auto* t : r.tables("metrics")) {
+            TableReader m(*t, "[metrics]", m_file, m_d);
+            out.metrics.where = m.where();
+            if (auto l = m.str("listen")) {
+                out.metrics.listen = l->value;
+                out.metrics.where = l->where;
+            }
+            m.finish();
+        }
         for (const auto* t : r.tables("trust_anchor")) {
             TableReader a(*t, "[[trust_anchor]]", m_file, m_d);
             TrustAnchorEntry e;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <x2sec/common/metrics.hpp>
 
 #include "engine_internal.hpp"
 
@@ -208,7 +209,14 @@ void EngineImpl::event(const IkeSa& sa, Event::Kind k, int code, std::string det
     e.ike_sa_id = sa.id;
     e.code = code;
     e.detail = std::move(detail);
-    m_log->info("IKE SA #{} ({}): event {} code {} {}", sa.id, e.peer, to_string(k), code, e.detail);
+    // The code only where it means something (a notify type, a failure reason).
+    m_log->info("IKE SA #{} ({}): event {}{} {}", sa.id, e.peer, to_string(k), code ? fmt::format(" code {}", code) : "",
+                e.detail);
+    // For /metrics: every event by kind ("ike.event.IKE_SA_UP"), and the setup time of each IKE
+    // SA from its first message to IKE_SA_UP.
+    m_counters.inc(std::string("ike.event.") + to_string(k));
+    if (k == Event::Kind::IkeSaUp && sa.established_at >= sa.created_at)
+        metrics::registry().observe("ike.setup_seconds", double(sa.established_at - sa.created_at) / 1000.0);
     m_events.push_back(std::move(e));
 }
 

@@ -270,6 +270,9 @@ std::string encr_name(const EncrAlg& e);
 bool proposals_allow(const std::vector<IkeProposal>& proposals, const IkeAlgorithms& algs);
 const char* integ_name(crypto::IntegId i);
 const char* prf_name(crypto::PrfId p);
+// "AES_GCM_16_128/PRF_HMAC_SHA2_256/ECP_256": the names of the IKE SA's algorithms joined by '/',
+// without an empty field for an AEAD cipher's absent integrity algorithm.
+std::string ike_algs_name(const IkeAlgorithms& a);
 // Traffic selectors.
 std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& proposed,
                                     const std::vector<TrafficSelector>& allowed);

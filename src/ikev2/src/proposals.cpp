@@ -30,6 +30,12 @@ const char* prf_name(crypto::PrfId p) {
     return "?";
 }
 
+std::string ike_algs_name(const IkeAlgorithms& a) {
+    std::string s = encr_name(a.encr);
+    if (a.integ != crypto::IntegId::None) s += std::string("/") + integ_name(a.integ);
+    return s + "/" + prf_name(a.prf) + "/" + crypto::dh_group_name(a.dh);
+}
+
 Proposal ike_proposal_to_wire(const IkeProposal& p, uint8_t number, BytesView spi) {
     Proposal w;
     w.number = number;

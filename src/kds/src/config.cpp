@@ -75,6 +75,15 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
                                                     "crl_refresh", "crl_cache_dir", "limits"};
         if (!known.count(std::string(k.str()))) return at(file, k.source(), "unknown key 'kds." + std::string(k.str()) + "'");
     }
+    if (auto* m = root["metrics"].as_table()) {
+        for (auto& [k, v] : *m)
+            if (k.str() != "listen") return at(file, k.source(), "unknown key 'metrics." + std::string(k.str()) + "'");
+        if (auto n = m->get("listen")) {
+            auto s = n->value<std::string>();
+            if (!s) return at(file, n->source(), "metrics.listen must be a string (\"127.0.0.1:9103\")");
+            c.metrics_listen = *s;
+        }
+    }
     auto str = [&](const char* key, std::string& out, bool required) -> Status {
         auto n = kds->get(key);
         if (!n) {

@@ -38,6 +38,39 @@ Server::Server(ServerConfig config, Rng& rng) : m_config(std::move(config)), m_r
     for (auto& [a, b] : m_config.relations) m_relations.insert(a < b ? PairName{a, b} : PairName{b, a});
 }
 
+Status Server::reload(ServerConfig config) {
+    X2SEC_TRY_STATUS(validate(config));
+    std::lock_guard lock(m_mutex);
+    auto old_identity = std::move(m_identity_of);
+    m_config = std::move(config);
+    m_by_identity.clear();
+    m_identity_of.clear();
+    m_relations.clear();
+    for (auto& n : m_config.nodes) {
+        m_by_identity[lower(n.identity)] = n.name;
+        m_identity_of[n.name] = n.identity;
+    }
+    for (auto& [a, b] : m_config.relations) m_relations.insert(a < b ? PairName{a, b} : PairName{b, a});
+    auto same = [&](const std::string& name) {
+        auto o = old_identity.find(name);
+        auto n = m_identity_of.find(name);
+        return o != old_identity.end() && n != m_identity_of.end() && lower(o->second) == lower(n->second);
+    };
+    size_t dropped = 0;
+    for (auto it = m_keys.begin(); it != m_keys.end();) {
+        if (m_relations.count(it->first) && same(it->first.first) && same(it->first.second)) {
+            ++it;
+            continue;
+        }
+        it = m_keys.erase(it);  // PairKey's SecureBytes wipe the key
+        ++dropped;
+    }
+    if (dropped) m_counters.inc("kds.key.dropped_by_reload", dropped);
+    log::get("kds")->info("configuration reloaded: {} nodes, {} relations, {} pair key(s) dropped", m_config.nodes.size(),
+                          m_relations.size(), dropped);
+    return {};
+}
+
 std::optional<std::string> Server::node_for_identity(std::string_view identity) const {
     auto it = m_by_identity.find(lower(identity));
     if (it == m_by_identity.end()) return std::nullopt;

@@ -12,10 +12,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <x2sec/common/log.hpp>
+#include <x2sec/common/metrics.hpp>
 #include <x2sec/kds/tls.hpp>
 #include <x2sec/net/stream_server.hpp>
 
@@ -270,7 +272,13 @@ public:
         }
         return f;
     }
-    SecureBytes handle(net::Request req) override { return m_owner.serve_one(req); }
+    SecureBytes handle(net::Request req) override {
+        auto t0 = std::chrono::steady_clock::now();
+        SecureBytes r = m_owner.serve_one(req);
+        metrics::registry().observe("kds.request_seconds",
+                                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        return r;
+    }
     std::string handshake_failed(SSL* ssl) override {
         long v = SSL_get_verify_result(ssl);
         return "TLS handshake refused: " + ssl_errors() + " (" +

@@ -271,3 +271,18 @@ TEST(ConfigHelpers, TrafficSelectors) {
     EXPECT_EQ(t->ip_protocol, 6);
     EXPECT_EQ(t->start_port, 0);
 }
+
+// [metrics] (Prometheus /metrics of `ike run`, docs/metrics.md): off by default, listen kept as
+// given (the daemon validates the address when it binds), unknown keys and wrong types refused.
+TEST(ConfigFile, MetricsSection) {
+    auto off = parse_string(kMinimal, "t.toml");
+    ASSERT_TRUE(off.ok()) << off.error().detail();
+    EXPECT_TRUE(off->metrics.listen.empty());
+    auto on = parse_string(std::string("[metrics]\nlisten = \"127.0.0.1:9101\"\n") + kMinimal, "t.toml");
+    ASSERT_TRUE(on.ok()) << on.error().detail();
+    EXPECT_EQ(on->metrics.listen, "127.0.0.1:9101");
+    EXPECT_EQ(on->metrics.where.line, 2u);
+    EXPECT_NE(error_of(std::string("[metrics]\nlisten = 9101\n") + kMinimal).find("t.toml:2:"), std::string::npos);
+    std::string e = error_of(std::string("[metrics]\nport = 9101\n") + kMinimal);
+    EXPECT_NE(e.find("[metrics]: unknown key 'port'"), std::string::npos) << e;
+}

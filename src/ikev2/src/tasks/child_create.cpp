@@ -254,8 +254,8 @@ Status EngineImpl::install_child(IkeSa& sa, ChildSa& child, const ChildKeys& key
     if (!st.ok()) return st;
     child.installed = true;
     if (m_on_child_keys) m_on_child_keys(p);
-    m_log->info("IKE SA #{}: Child SA {} installed, SPIs {:08x}_i {:08x}_o, {}", sa.id, child.name, child.spi_in,
-                child.spi_out, x2sec::to_string(child.cipher));
+    m_log->info("IKE SA #{} ({}): Child SA {} installed, SPIs {:08x}_i {:08x}_o, {}", sa.id, peer(sa).name, child.name,
+                child.spi_in, child.spi_out, x2sec::to_string(child.cipher));
     attach_child(sa, child);
     event(sa, Event::Kind::ChildSaUp, 0, child.name + " " + fmt::format("{:08x}/{:08x}", child.spi_in, child.spi_out));
     return {};

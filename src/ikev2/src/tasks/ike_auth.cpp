@@ -262,10 +262,7 @@ Status EngineImpl::select_peer(IkeSa& sa, const Checked& in) {
         m_counters.inc("ike.auth.proposal_mismatch");
         return Error(ErrorDomain::Ike, auth_failure::ProposalMismatch,
                      "peer config(s) " + no_proposal + " for identity " + idi.to_string() + " from " +
-                         sa.remote.to_string() + " do not accept the IKE proposal " + encr_name(sa.algs.encr) + "/" +
-                         (sa.algs.integ == crypto::IntegId::None ? "" : std::string(integ_name(sa.algs.integ)) + "/") +
-                         prf_name(sa.algs.prf) + "/" +
-                         crypto::dh_group_name(sa.algs.dh) + " chosen at IKE_SA_INIT (candidates: " + names + ")");
+                         sa.remote.to_string() + " do not accept the IKE proposal " + ike_algs_name(sa.algs) + " chosen at IKE_SA_INIT (candidates: " + names + ")");
     }
     if (!best) {
         sa.remote_id_text = idi.to_string();

@@ -330,9 +330,8 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             sa.peer_mid = 1;
             Datagram out{d.local, d.remote, sa.init_resp, d.non_esp_marker};
             m_out.push_back(std::move(out));
-            m_log->info("IKE SA #{} ({}): IKE_SA_INIT from {} accepted: {}/{}/{}/{}", sa.id, pc.name, d.remote.to_string(),
-                        encr_name(sa.algs.encr), integ_name(sa.algs.integ), prf_name(sa.algs.prf),
-                        crypto::dh_group_name(sa.algs.dh));
+            m_log->info("IKE SA #{} ({}): IKE_SA_INIT from {} accepted: {}", sa.id, pc.name, d.remote.to_string(),
+                        ike_algs_name(sa.algs));
             return;
         }
     }
@@ -494,8 +493,7 @@ struct IkeInitTask final : Task {
         auto st = e.derive_ike(sa, *g_ir, nullptr, nullptr);
         if (!st.ok()) return fail("key derivation failed: " + st.error().detail());
         e.float_ports(sa);
-        e.m_log->info("IKE SA #{} ({}): IKE_SA_INIT done: {}/{}/{}/{}", sa.id, p.name, encr_name(sa.algs.encr),
-                      integ_name(sa.algs.integ), prf_name(sa.algs.prf), crypto::dh_group_name(sa.algs.dh));
+        e.m_log->info("IKE SA #{} ({}): IKE_SA_INIT done: {}", sa.id, p.name, ike_algs_name(sa.algs));
         e.queue_exchange(sa, make_ike_auth_exchange(p.children.empty() ? SIZE_MAX : 0), now);
         return {};
     }

@@ -15,6 +15,7 @@ namespace x2sec::config {
 struct LoadedConfig {
     ike::EngineConfig engine;
     RuntimeSection runtime;
+    MetricsSection metrics;
     std::string path;
     // The CRL checker every certificate peer's TrustStore asks (nullptr: [revocation] mode =
     // "off"); started: configured files loaded, its fetch thread running.

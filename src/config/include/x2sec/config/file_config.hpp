@@ -140,10 +140,17 @@ struct RevocationSection {
     Location where;
 };
 
+// [metrics]: the daemon's Prometheus endpoint (docs/metrics.md); off unless listen is set.
+struct MetricsSection {
+    std::string listen;  // "127.0.0.1:9101", "[::1]:9101"; "" = no /metrics
+    Location where;
+};
+
 struct FileConfig {
     std::string path;      // as given
     std::string base_dir;  // relative file names are resolved against it
     RuntimeSection runtime;
+    MetricsSection metrics;
     EngineSection engine;
     std::vector<TrustAnchorEntry> trust_anchors;
     std::vector<CrlEntry> crls;

@@ -43,6 +43,8 @@ struct ServeConfig {
     // Client certificate revocation (always on: also the clients' http:// distribution points).
     x509::RevocationConfig revocation;
     TransportLimits limits;
+    // [metrics] listen = "127.0.0.1:9103": Prometheus /metrics ("" = off; docs/metrics.md).
+    std::string metrics_listen;
 };
 
 Result<ServeConfig> load_serve_config(const std::string& path);

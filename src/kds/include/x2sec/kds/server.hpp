@@ -65,6 +65,10 @@ public:
     // The same on a decoded request.
     Message handle_request(std::string_view client_identity, const KeyRequest& req, Millis now,
                            Outcome* outcome = nullptr);
+    // SIGHUP: replaces nodes, relations, key lifetime and wipe policy (validated first; on an
+    // error nothing changes).  Keys of pairs still related, with both members' identities
+    // unchanged, stay as they are; all others are wiped (counted kds.key.dropped_by_reload).
+    Status reload(ServerConfig config);
     // Drop expired keys (also done on every request).
     void expire(Millis now);
 

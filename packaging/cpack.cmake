@@ -1,0 +1,33 @@
+# `cpack -G DEB` (in the build directory): x2sec_<version>_amd64.deb with the binary, the
+# systemd units, example configurations in /etc/x2sec and maintainer scripts that create the
+# x2sec system user (packaging/debian).  Only the `x2sec` component is packaged.
+install(TARGETS x2sec RUNTIME DESTINATION bin COMPONENT x2sec)
+file(GLOB X2SEC_UNITS ${CMAKE_CURRENT_LIST_DIR}/systemd/*.service)
+install(FILES ${X2SEC_UNITS} DESTINATION lib/systemd/system COMPONENT x2sec)
+file(GLOB X2SEC_EXAMPLES ${CMAKE_CURRENT_LIST_DIR}/examples/*.toml.example)
+install(FILES ${X2SEC_EXAMPLES} DESTINATION /etc/x2sec COMPONENT x2sec)
+foreach(doc operations.md metrics.md grafana-x2sec.json ikev2.md pki-cmp.md kds.md)
+  if(EXISTS ${PROJECT_SOURCE_DIR}/docs/${doc})
+    install(FILES ${PROJECT_SOURCE_DIR}/docs/${doc} DESTINATION share/doc/x2sec COMPONENT x2sec)
+  endif()
+endforeach()
+
+set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGE_NAME x2sec)
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGE_VENDOR "x2sec")
+set(CPACK_PACKAGE_CONTACT "x2sec maintainers <x2sec@example.org>")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "IKEv2, ESP, CMPv2 and KDS security stack for H(e)NB X2 (3GPP TS 33.320)")
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_DEB_COMPONENT_INSTALL ON)
+set(CPACK_COMPONENTS_ALL x2sec)
+set(CPACK_COMPONENTS_GROUPING ALL_COMPONENTS_IN_ONE)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_ARCHITECTURE amd64)
+set(CPACK_DEBIAN_PACKAGE_SECTION net)
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "iproute2")
+set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
+    ${CMAKE_CURRENT_LIST_DIR}/debian/postinst ${CMAKE_CURRENT_LIST_DIR}/debian/prerm ${CMAKE_CURRENT_LIST_DIR}/debian/postrm)
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+include(CPack)
