@@ -126,7 +126,10 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         const auto& local = sockets[i % sockets.size()].local();
         p.local_addr = local.addr;
         p.local_port = local.port;
-        p.local_natt_port = 0;  // NAT-T is not supported: no NAT on the generator's paths
+        // NAT-T (RFC 7296 2.23, RFC 3948): when NAT is detected (or faked by the responder, as
+        // strongSwan's kernel-libipsec does) the initiator floats to the responder's NAT-T port;
+        // it keeps its own socket, so its "NAT-T port" is that socket's port.
+        p.local_natt_port = local.port;
         p.remote_addr = o.target.addr;
         p.remote_port = o.target.port;
         p.remote_natt_port = o.target_natt_port;
@@ -168,7 +171,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     std::vector<Setup> setups(o.count);
     std::vector<double> latencies;
     latencies.reserve(o.count);
-    size_t next = 0, in_flight = 0, send_errors = 0;
+    size_t next = 0, in_flight = 0, send_errors = 0, natt_sent = 0, natt_not_ike = 0;
     const Millis t0 = steady_ms();
     const double cpu0 = process_cpu_seconds();
     const Millis bound = t0 + static_cast<Millis>(o.duration_s * 1000);
@@ -298,9 +301,18 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     auto flush = [&](Millis now) {
         for (auto& d : engine.take_outgoing()) {
             auto it = socket_of.find(d.local.to_string());
-            if (it == socket_of.end() || d.non_esp_marker ||
-                !sockets[it->second].send(d.local, d.remote, d.data))
+            if (it == socket_of.end()) {
                 ++send_errors;
+                continue;
+            }
+            if (d.non_esp_marker) {  // floated: the 4-octet non-ESP marker before the IKE header
+                Bytes m(4 + d.data.size(), 0);
+                std::copy(d.data.begin(), d.data.end(), m.begin() + 4);
+                if (!sockets[it->second].send(d.local, d.remote, m)) ++send_errors;
+                ++natt_sent;
+            } else if (!sockets[it->second].send(d.local, d.remote, d.data)) {
+                ++send_errors;
+            }
         }
         for (auto& e : engine.take_events()) handle(e, now);
     };
@@ -359,6 +371,16 @@ Result<LoadReport> run_load(const LoadOptions& o) {
                     d.local = (*r)->local;
                     d.remote = (*r)->remote;
                     d.data = std::move((*r)->data);
+                    if (d.remote.port == o.target_natt_port && o.target_natt_port != o.target.port) {
+                        // From the NAT-T port: IKE after the non-ESP marker; a NAT keepalive
+                        // (0xFF) or ESP (the generator installs no ESP SAs) is not for the engine.
+                        if (d.data.size() < 4 || d.data[0] || d.data[1] || d.data[2] || d.data[3]) {
+                            ++natt_not_ike;
+                            continue;
+                        }
+                        d.data.erase(d.data.begin(), d.data.begin() + 4);
+                        d.non_esp_marker = true;
+                    }
                     engine.handle_datagram(d, now);
                 }
             }
@@ -389,6 +411,8 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     rep.max_ms = latencies.empty() ? 0 : latencies.back();
     for (const auto& [k, v] : engine.counters().snapshot()) rep.engine_counters[k] = v;
     if (send_errors) rep.engine_counters["load.send_errors"] = send_errors;
+    if (natt_sent) rep.engine_counters["load.natt_sent"] = natt_sent;
+    if (natt_not_ike) rep.engine_counters["load.natt_not_ike_dropped"] = natt_not_ike;
     return rep;
 }
 
@@ -469,8 +493,8 @@ Result<std::string> responder_config_toml(const LoadOptions& o) {
       << ")\n";
     t << "[runtime]\nike_port = " << o.target.port << "\nnatt_port = " << o.target_natt_port
       << "\nlog_level = \"warn\"\n\n";
-    t << "[engine]\ncookie_threshold = 50             # half-open IKE SAs before COOKIEs are "
-         "demanded\n\n";
+    t << "[engine]\ncookie_threshold = " << o.responder_cookie_threshold
+      << "             # half-open IKE SAs before COOKIEs are demanded\n\n";
     auto child = [&](std::ostringstream& s) {
         s << "  [[peer.child]]\n  name = \"load\"\n  local_ts = \"" << kResponderInner.to_string()
           << "/32\"\n"
@@ -502,6 +526,40 @@ Result<std::string> responder_config_toml(const LoadOptions& o) {
               << "\nauth = \"psk\"\npsk = \"hex:" << hex(psk) << "\"\n";
             child(t);
         }
+    }
+    return t.str();
+}
+
+Result<std::string> charon_swanctl_conf(const LoadOptions& o) {
+    if (o.auth == LoadAuth::Cert && !o.certs)
+        return Error("certificate authentication needs the certificate directory");
+    if (o.auth == LoadAuth::Psk && o.psk_base.empty())
+        return Error("PSK authentication needs a base secret");
+    const bool cert = o.auth == LoadAuth::Cert;
+    std::ostringstream t;
+    // swanctl.conf wants one "key = value" per line (several on one line fail quietly).
+    t << "# strongSwan charon responder for `x2sec ike load` (" << o.count << " initiators, "
+      << (cert ? "certificates" : "PSKs") << ", identities n<i>." << o.realm << ")\n";
+    t << "connections {\n  load {\n    version = 2\n    local_addrs = " << o.target.addr.to_string()
+      << "\n    local_port = " << o.target.port << "\n    proposals = " << o.ike_proposal
+      << "\n    rekey_time = 0\n    reauth_time = 0\n    dpd_delay = 0\n    unique = never\n";
+    t << "    local {\n      auth = " << (cert ? "pubkey" : "psk") << "\n";
+    if (cert) t << "      certs = responder.pem\n";
+    t << "      id = " << o.responder_id << "\n    }\n";
+    t << "    remote {\n      auth = " << (cert ? "pubkey" : "psk") << "\n      id = %any\n    }\n";
+    t << "    children {\n      load {\n        mode = tunnel\n        local_ts = "
+      << kResponderInner.to_string() << "/32\n        remote_ts = 10.0.0.0/8\n"
+      << "        esp_proposals = " << o.esp_proposal << "\n        rekey_time = 0\n"
+      << "        life_time = 0\n      }\n    }\n  }\n}\n";
+    if (!cert) {
+        t << "secrets {\n";
+        for (size_t i = 0; i < o.count; ++i) {
+            const std::string id = initiator_identity(i, o.realm);
+            auto psk = derive_psk(o.psk_base, id);
+            t << "  ike-" << i << " {\n    id = " << id << "\n    secret = 0x" << hex(psk)
+              << "\n  }\n";
+        }
+        t << "}\n";
     }
     return t.str();
 }
