@@ -770,6 +770,20 @@ void EngineImpl::out_of_window_request(IkeSa& sa, const Datagram& d, const Messa
     queue_exchange(sa, make_invalid_mid_exchange(h.message_id), now);
 }
 
+void EngineImpl::release_setup_state(IkeSa& sa) {
+    // What only IKE_SA_INIT and IKE_AUTH needed (a SeGW holds tens of thousands of SAs; docs/
+    // bench-ike.md "Heap per IKE SA"): our DH key pair (the keys are derived), the nonces and
+    // the IKE_SA_INIT messages (AUTH is done; IKE SA rekeys bring their own), the candidate
+    // peer configs (IKE_AUTH chose one).  The IKE_AUTH response stays cached for retransmits.
+    sa.dh.reset();
+    Bytes().swap(sa.ni);
+    Bytes().swap(sa.nr);
+    Bytes().swap(sa.init_req);
+    Bytes().swap(sa.init_resp);
+    Bytes().swap(sa.cookie);
+    std::vector<size_t>().swap(sa.candidates);
+}
+
 void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, const std::vector<Payload>& pl, Millis now) {
     sa.peer_mid++;
     switch (h.exchange) {
@@ -780,6 +794,7 @@ void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, co
                 return;
             }
             respond_ike_auth(sa, h.message_id, pl, now);
+            if (sa.state == SaState::Established) release_setup_state(sa);
             return;
         case ExchangeType::CreateChildSa:
             if (sa.state == SaState::Connecting || sa.established_at == 0) {

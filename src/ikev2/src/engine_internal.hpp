@@ -294,6 +294,9 @@ public:
     void handle_init_request(const Datagram& d, wire::Message& m, Millis now);
     void handle_init_response(const Datagram& d, wire::Message& m, Millis now);
     void handle_protected(const Datagram& d, wire::Message& m, Millis now);
+    // Frees the state only the IKE_SA_INIT/IKE_AUTH exchanges need, once the responder has
+    // answered IKE_AUTH and the SA is established.
+    void release_setup_state(IkeSa& sa);
     void process_request(IkeSa& sa, const Datagram& d, const wire::Header& h, const std::vector<wire::Payload>& pl,
                          Millis now);
     void process_response(IkeSa& sa, const wire::Header& h, const std::vector<wire::Payload>& pl, Millis now);
