@@ -223,6 +223,9 @@ Runner setup_ike_load(CLI::App* sub) {
     sub->add_option(
         "--write-responder-config", c->write_config,
         "write the x2sec responder TOML for these identities/credentials to FILE (0600) and exit");
+    sub->add_option("--hold", o.hold_s,
+                    "seconds to keep the SAs after the last setup (answering DPD and rekeys)")
+        ->capture_default_str();
     sub->add_option("--write-charon-config", c->write_charon,
                     "write the strongSwan swanctl.conf for the same load to FILE (0600) and exit "
                     "(docs/bench-ike.md)");

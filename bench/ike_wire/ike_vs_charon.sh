@@ -149,7 +149,7 @@ start_x2sec() {  # $1 = auth
   local d=$DIR/$1
   rm -f "$d/ike.sock"
   taskset -c "$RCORE" ip netns exec "$NS" "$X2SEC" ike run --config "$d/x2sec.toml" --control "$d/ike.sock" \
-    --dataplane tun --tun pbx0 >"$d/x2sec.out" 2>"$d/x2sec.err" </dev/null &
+    --dataplane tun --tun pbx0 --shutdown-grace 0 >"$d/x2sec.out" 2>"$d/x2sec.err" </dev/null &
   RESP_PID=$!
   for _ in $(seq 100); do [ -S "$d/ike.sock" ] && break; sleep 0.05; done
   [ -S "$d/ike.sock" ] || { log "x2sec responder did not start: $(tail -3 "$d/x2sec.err")"; return 1; }

@@ -175,6 +175,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     const Millis t0 = steady_ms();
     const double cpu0 = process_cpu_seconds();
     const Millis bound = t0 + static_cast<Millis>(o.duration_s * 1000);
+    Millis hold_until = 0;  // set when every setup has finished
     Millis first_start = 0, last_done = 0, next_progress = t0;
 
     auto note = [](std::map<std::string, LoadReport::Reason>& m, const std::string& reason,
@@ -347,13 +348,19 @@ Result<LoadReport> run_load(const LoadOptions& o) {
             ++next;
         }
         flush(now);
-        if (in_flight == 0 && (next == o.count || now >= bound)) break;
-        if (now >= bound + static_cast<Millis>(1000)) break;  // in-flight ones get one more second
+        if (in_flight == 0 && (next == o.count || now >= bound)) {
+            // --hold: keep the SAs (answering the responder's DPD and rekeys) a while longer.
+            if (hold_until == 0) hold_until = now + static_cast<Millis>(o.hold_s * 1000);
+            if (now >= hold_until) break;
+        }
+        if (now >= bound + static_cast<Millis>(1000) + static_cast<Millis>(o.hold_s * 1000))
+            break;  // in-flight ones get one more second (after the hold)
         if (now >= next_progress) {
             progress(now, false);
             next_progress = now + 250;
         }
         Millis wake = std::min<Millis>(next_progress, bound + 1000);
+        if (hold_until) wake = std::min(wake, hold_until);
         if (auto d = engine.next_deadline()) wake = std::min(wake, *d);
         if (o.rate > 0 && next < o.count && in_flight < o.concurrency)
             wake = std::min(wake,

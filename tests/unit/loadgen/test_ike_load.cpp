@@ -165,6 +165,31 @@ TEST_F(IkeLoad, CharonConfigCarriesTheSamePsksAndSelectors) {
     fs::remove_all(dir);
 }
 
+TEST_F(IkeLoad, HoldKeepsTheSasWhileTheResponderRekeys) {
+    // --hold: after the setups the generator keeps its SAs and answers the responder's Child
+    // SA rekeys (rekey = 1s on the responder, up to 10 % earlier) until the hold ends.
+    auto dir = temp_dir("hold");
+    LoadOptions o = base_options(4);
+    o.auth = LoadAuth::Psk;
+    o.psk_base = secret("hold");
+    auto t = loadgen::responder_config_toml(o);
+    ASSERT_TRUE(t.ok());
+    std::string text = *t;
+    for (size_t at; (at = text.find("rekey = \"0s\"\n\n")) != std::string::npos;)
+        text.replace(at, 12, "rekey = \"1s\"");
+    ASSERT_TRUE(loadgen::write_private_file((dir / "responder.toml").string(), text).ok());
+    Responder r(dir / "responder.toml", 50);
+    o.target = r.endpoint;
+    o.hold_s = 2.5;
+    auto rep = loadgen::run_load(o);
+    ASSERT_TRUE(rep.ok()) << rep.error().detail();
+    EXPECT_EQ(rep->succeeded, 4u) << rep->to_text();
+    EXPECT_GE(rep->wall_seconds, 2.5);
+    EXPECT_GE(r.backend.install_count(), 8u) << "each Child SA rekeyed at least once during the hold";
+    EXPECT_EQ(r.established(), 4u);
+    fs::remove_all(dir);
+}
+
 TEST_F(IkeLoad, PskLoadAllSucceedAndMatchResponder) {
     auto dir = temp_dir("psk");
     LoadOptions o = base_options(200);
