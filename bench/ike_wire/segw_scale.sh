@@ -74,7 +74,7 @@ if [ "$MODE" = powercut ]; then
   CONC=$COUNT
 else
   SRC=127.2.0.1-127.2.0.250
-  PORTS=$(( (COUNT + 249) / 250 )); [ "$PORTS" -gt 256 ] && PORTS=256
+  PORTS=$(( (COUNT + 249) / 250 )); [ "$PORTS" -gt 64 ] && PORTS=64   # <= 16000 sockets
 fi
 gen() { timeout "$((TMO + 60))" ip netns exec "$NS" "$X2SEC" ike load --target 127.0.0.1:500 --auth cert --certs "$CERTS" "$@"; }
 

@@ -1,6 +1,7 @@
 // The load loop of `x2sec ike load` (see ike_load.hpp).
 #include <fmt/format.h>
-#include <poll.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -328,8 +329,21 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         o.progress->flush();
     };
 
-    std::vector<pollfd> pfds(sockets.size());
-    for (size_t i = 0; i < sockets.size(); ++i) pfds[i] = {sockets[i].fd(), POLLIN, 0};
+    // epoll, not poll(): with one socket per initiator (power-cut runs: 10,000 sockets) poll()
+    // walks every descriptor on every wake-up and became the generator's bottleneck.
+    int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return Error("epoll_create1 failed");
+    struct EpollGuard {
+        int fd;
+        ~EpollGuard() { ::close(fd); }
+    } ep_guard{ep};
+    for (size_t i = 0; i < sockets.size(); ++i) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = i;
+        if (::epoll_ctl(ep, EPOLL_CTL_ADD, sockets[i].fd(), &ev) != 0) return Error("epoll_ctl failed");
+    }
+    std::vector<epoll_event> ready(256);
     for (;;) {
         Millis now = steady_ms();
         // Start setups: concurrency, rate and time bound permitting.
@@ -366,11 +380,11 @@ Result<LoadReport> run_load(const LoadOptions& o) {
             wake = std::min(wake,
                             t0 + static_cast<Millis>(static_cast<double>(next) * 1000.0 / o.rate));
         int timeout = static_cast<int>(std::clamp<Millis>(wake - now, 0, 1000));
-        int n = ::poll(pfds.data(), pfds.size(), timeout);
+        int n = ::epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), timeout);
         now = steady_ms();
         if (n > 0) {
-            for (size_t i = 0; i < pfds.size(); ++i) {
-                if (!(pfds[i].revents & POLLIN)) continue;
+            for (int k = 0; k < n; ++k) {
+                const size_t i = static_cast<size_t>(ready[static_cast<size_t>(k)].data.u64);
                 for (;;) {
                     auto r = sockets[i].receive();
                     if (!r || !*r) break;
