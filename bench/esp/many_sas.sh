@@ -37,7 +37,7 @@ stop_pid() {
   wait "$p" 2>/dev/null || true
 }
 cleanup() {
-  exec 3>&- 4>&- 2>/dev/null || true
+  { exec 3>&- 4>&-; } 2>/dev/null || true
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   PIDS=()
   ip netns del $NA 2>/dev/null || true
