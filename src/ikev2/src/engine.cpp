@@ -274,7 +274,14 @@ void EngineImpl::event(const IkeSa& sa, Event::Kind k, int code, std::string det
 
 void EngineImpl::drop(const Datagram& d, const std::string& counter, const std::string& why) {
     count(counter);
-    m_log->warn("dropped message from {}: {} ({})", d.remote.to_string(), why, counter);
+    // One warning per datagram let a power cut or a flood write tens of thousands of lines
+    // (docs/bench-ike.md "A SeGW at scale"): warn at the 1st, 2nd, 4th, 8th ... drop of each
+    // kind (with the running count), the rest at debug; the counter has every one.
+    const uint64_t n = m_counters.get("ike.rx." + counter);
+    if ((n & (n - 1)) == 0)
+        m_log->warn("dropped message from {}: {} (ike.rx.{}, {} so far)", d.remote.to_string(), why, counter, n);
+    else
+        m_log->debug("dropped message from {}: {} (ike.rx.{}, {} so far)", d.remote.to_string(), why, counter, n);
 }
 
 void EngineImpl::remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, const std::string& why) {
