@@ -14,13 +14,13 @@
 #                     (max_half_open, per source): time until all are up, none left half-open
 #   options: --x2sec PATH --count N --certs DIR (default /dev/shm/pb-scale-certs; created once,
 #            reused) --hold S --child-rekey S --dpd S --concurrency C --max-half-open N
-#            --timeout S --smoke (tiny counts, for CI; asserts nothing about speed)
+#            --half-open-timeout S (powercut; default 30) --timeout S --smoke (tiny counts, for CI; asserts nothing about speed)
 #   exit: 0 every setup up and held, 1 otherwise, 2 bad usage, 77 cannot run here
 set -euo pipefail
 MODE=${1:-}; shift || true
 case "$MODE" in hold|powercut) ;; *) echo "usage: $0 hold|powercut [options]" >&2; exit 2 ;; esac
 X2SEC=build/apps/x2sec COUNT=50000 CERTS=/dev/shm/pb-scale-certs HOLD=0 CHILD_REKEY=0 DPD=0 CONC=200
-MAX_HO=5000 TMO=1200 SMOKE=0
+MAX_HO=5000 TMO=1200 SMOKE=0 HO_TMO=30
 while [ $# -gt 0 ]; do
   case "$1" in
     --x2sec) X2SEC=$2; shift ;;
@@ -31,6 +31,7 @@ while [ $# -gt 0 ]; do
     --dpd) DPD=$2; shift ;;
     --concurrency) CONC=$2; shift ;;
     --max-half-open) MAX_HO=$2; shift ;;
+    --half-open-timeout) HO_TMO=$2; shift ;;
     --timeout) TMO=$2; shift ;;
     --smoke) SMOKE=1; COUNT=20; HOLD=4; CHILD_REKEY=3; DPD=2; CONC=5; MAX_HO=8; TMO=30 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -82,7 +83,7 @@ log "credentials for $COUNT initiators in $CERTS (issued once, reused)"
 gen --count "$COUNT" --write-responder-config "$DIR/responder.toml" >/dev/null
 T=$DIR/responder.toml
 if [ "$MODE" = powercut ]; then
-  sed -i "s/^cookie_threshold = .*/cookie_threshold = 50\nmax_half_open = $MAX_HO\nmax_half_open_per_source = 64/" "$T"
+  sed -i "s/^cookie_threshold = .*/cookie_threshold = 50\nmax_half_open = $MAX_HO\nmax_half_open_per_source = 64\nhalf_open_timeout = \"${HO_TMO}s\"/" "$T"
 else
   sed -i "s/^cookie_threshold = .*/cookie_threshold = 1000000\nmax_half_open = 1000000\nmax_half_open_per_source = 1000000/" "$T"
   [ "$DPD" != 0 ] && sed -i "s/^dpd_interval = .*/dpd_interval = \"${DPD}s\"/" "$T"
