@@ -119,15 +119,31 @@ ChildSaParams make_params(const EspOpts& o, const std::map<std::string, std::str
     p.local_port = o.port;
     p.remote_port = o.remote_port;
     p.udp_encap = o.encap == "yes";
-    for (auto& s : o.local_ts) {
+    // `add ... local-ts=P[,P...] remote-ts=P[,P...] reqid=N` (control) override the command line's
+    // selectors and reqid, so one process can hold many Child SAs with distinct policies.
+    auto prefixes = [&](const char* key, const std::vector<std::string>& dflt) {
+        auto it = kv.find(key);
+        if (it == kv.end()) return dflt;
+        std::vector<std::string> v;
+        std::stringstream ss(it->second);
+        for (std::string t; std::getline(ss, t, ',');) v.push_back(t);
+        return v;
+    };
+    for (auto& s : prefixes("local-ts", o.local_ts)) {
         auto ts = parse_prefix(s);
-        if (!ts) throw std::runtime_error("bad --local-ts " + s);
+        if (!ts) throw std::runtime_error("bad local-ts " + s);
         p.ts_local.push_back(*ts);
     }
-    for (auto& s : o.remote_ts) {
+    for (auto& s : prefixes("remote-ts", o.remote_ts)) {
         auto ts = parse_prefix(s);
-        if (!ts) throw std::runtime_error("bad --remote-ts " + s);
+        if (!ts) throw std::runtime_error("bad remote-ts " + s);
         p.ts_remote.push_back(*ts);
+    }
+    if (auto it = kv.find("reqid"); it != kv.end()) {
+        char* end = nullptr;
+        unsigned long r = std::strtoul(it->second.c_str(), &end, 10);
+        if (!end || *end || r == 0 || r > 0xffffffffUL) throw std::runtime_error("bad reqid " + it->second);
+        p.reqid = static_cast<uint32_t>(r);
     }
     p.keys_in.enc_key = secret_hex(get("key-in", o.key_in), "key-in");
     p.keys_out.enc_key = secret_hex(get("key-out", o.key_out), "key-out");

@@ -25,7 +25,7 @@ namespace {
 
 struct LoadCli {
     std::string target = "127.0.0.1:500", auth = "cert", certs, psk_base, psk_base_file,
-                write_config;
+                write_config, write_charon;
     std::vector<std::string> sources;
     loadgen::LoadOptions o;
     bool json = false, quiet = false;
@@ -130,7 +130,20 @@ int run(LoadCli& c) {
             SecureBytes(BytesView(reinterpret_cast<const uint8_t*>(base.data()), base.size()));
         std::fill(base.begin(), base.end(), '\0');
     }
-    if (!c.write_config.empty()) {
+    if (!c.write_config.empty() || !c.write_charon.empty()) {
+        if (!c.write_charon.empty()) {
+            auto t = loadgen::charon_swanctl_conf(c.o);
+            if (!t) {
+                std::cerr << me << ": " << t.error().detail() << "\n";
+                return 1;
+            }
+            if (auto st = loadgen::write_private_file(c.write_charon, *t); !st) {
+                std::cerr << me << ": " << st.error().detail() << "\n";
+                return 1;
+            }
+            std::cout << "wrote " << c.write_charon << " (" << c.o.count << " initiators)\n";
+            if (c.write_config.empty()) return 0;
+        }
         auto t = loadgen::responder_config_toml(c.o);
         if (!t) {
             std::cerr << me << ": " << t.error().detail() << "\n";
@@ -205,6 +218,15 @@ Runner setup_ike_load(CLI::App* sub) {
     sub->add_option(
         "--write-responder-config", c->write_config,
         "write the x2sec responder TOML for these identities/credentials to FILE (0600) and exit");
+    sub->add_option("--hold", o.hold_s,
+                    "seconds to keep the SAs after the last setup (answering DPD and rekeys)")
+        ->capture_default_str();
+    sub->add_option("--write-charon-config", c->write_charon,
+                    "write the strongSwan swanctl.conf for the same load to FILE (0600) and exit "
+                    "(docs/bench-ike.md)");
+    sub->add_option("--responder-cookie-threshold", o.responder_cookie_threshold,
+                    "cookie_threshold written to the x2sec responder config")
+        ->capture_default_str();
     sub->add_flag("--json", c->json, "print the report as JSON");
     sub->add_flag("--quiet", c->quiet, "no progress line on stderr");
     sub->add_option("--log-level", c->log_level, "engine log level")->capture_default_str();

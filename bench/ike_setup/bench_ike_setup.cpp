@@ -186,6 +186,10 @@ PeerConfig common_peer(const Credentials::Leaf& me, const Credentials& c) {
     p.children = {child};
     p.dpd_interval_ms = 0;
     p.ike_rekey_seconds = 0;
+    // Every initiator of the warm rows presents the same identity: the responder must hold
+    // them all (no INITIAL_CONTACT, no uniqueness replacement), as it did before unique
+    // identities were enforced.
+    p.unique = UniquePolicy::Never;
     return p;
 }
 

@@ -173,6 +173,33 @@ TEST(IkeExchange, BadCookieIsRefused) {
     EXPECT_GE(p.b.counter("ike.rx.bad_cookie"), 1u);
 }
 
+TEST(IkeExchange, LateIkeSaInitCopyAfterAuthIsDroppedQuietly) {
+    // The responder releases the IKE_SA_INIT messages (and DH key, nonces) once IKE_AUTH is
+    // answered; a late copy of the IKE_SA_INIT request is then counted and not answered.
+    Pair p(base_peer(true), base_peer(false));
+    ASSERT_TRUE(p.connect());
+    Datagram init;
+    for (const auto& [from_a, d] : p.log)
+        if (from_a && wire::Header::decode(d.data).ok() &&
+            wire::Header::decode(d.data)->exchange == wire::ExchangeType::IkeSaInit) {
+            init = d;
+            break;
+        }
+    ASSERT_FALSE(init.data.empty());
+    p.deliver(init, true);
+    EXPECT_EQ(p.b.counter("ike.rx.retransmit_after_auth"), 1u);
+    EXPECT_EQ(p.b.counter("ike.rx.retransmit"), 0u);
+    EXPECT_TRUE(p.b.engine->take_outgoing().empty());
+    EXPECT_TRUE(p.established());
+    // The SA still works: a Child SA rekey goes through.
+    auto sas = p.b.engine->list_sas();
+    ASSERT_EQ(sas.size(), 1u);
+    ASSERT_EQ(sas[0].children.size(), 1u);
+    ASSERT_TRUE(p.b.engine->rekey_child(sas[0].id, sas[0].children[0].spi_in, p.clock.now()).ok());
+    p.pump();
+    EXPECT_EQ(p.b.backend.install_count(), 2u);
+}
+
 TEST(IkeExchange, RetransmissionAndCachedResponse) {
     Pair p(base_peer(true), base_peer(false));
     int dropped = 0;

@@ -1,5 +1,7 @@
 #include <openssl/rand.h>
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <x2sec/common/log.hpp>
@@ -129,6 +131,7 @@ Status DataPlane::install(const ChildSaParams& p) {
         }
         pol.active = c;
         m_spd.push_back(std::move(pol));
+        spd_changed();
     }
     // else: a rekey; outbound stays on the old SA until set_outbound() or its removal.
     m_counters.inc("esp.sa.installed");
@@ -153,6 +156,7 @@ Status DataPlane::remove_locked(uint32_t spi_in) {
             p->active = next;
         } else {
             m_spd.erase(p);
+            spd_changed();
         }
         break;
     }
@@ -208,6 +212,38 @@ void DataPlane::check_soft(Child& c, bool outbound) {
         c.soft_pending.store(true, std::memory_order_relaxed);
 }
 
+namespace {
+// protect()'s flow cache, one per thread (TX threads call protect() concurrently under the
+// shared lock): direct-mapped by a hash of the flow; an entry names the DataPlane and SPD
+// generation it was filled for, so a stale one is never used.
+struct SpdCacheEntry {
+    const void* owner = nullptr;
+    uint64_t gen = 0;
+    size_t idx = 0;
+    IpAddress src, dst;
+    uint8_t proto = 0;
+    uint16_t src_port = 0, dst_port = 0;
+};
+SpdCacheEntry& spd_cache_slot(const IpFlow& f) {
+    thread_local std::array<SpdCacheEntry, 256> cache;
+    uint64_t h = 1469598103934665603ULL;  // FNV-1a over the flow
+    auto mix = [&](uint8_t b) { h = (h ^ b) * 1099511628211ULL; };
+    for (size_t i = 0; i < f.src.size(); ++i) mix(f.src.bytes[i]);
+    for (size_t i = 0; i < f.dst.size(); ++i) mix(f.dst.bytes[i]);
+    mix(f.proto);
+    mix(static_cast<uint8_t>(f.src_port));
+    mix(static_cast<uint8_t>(f.src_port >> 8));
+    mix(static_cast<uint8_t>(f.dst_port));
+    mix(static_cast<uint8_t>(f.dst_port >> 8));
+    return cache[(h ^ (h >> 32)) & 255];
+}
+}  // namespace
+
+void DataPlane::spd_changed() {
+    static std::atomic<uint64_t> generation{0};
+    m_spd_gen = ++generation;
+}
+
 DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_len, Millis now) {
     observe(now);
     ProtectResult r;
@@ -222,11 +258,19 @@ DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_le
     if (!parse_ip(ip, ip_len, f)) return fail(DropReason::Malformed);
     std::shared_lock lock(m_mutex);
     const Policy* pol = nullptr;
-    for (const auto& p : m_spd) {
-        if (ts_match(p.ts_local, f.src, f.proto, f.src_port) &&
-            ts_match(p.ts_remote, f.dst, f.proto, f.dst_port)) {
-            pol = &p;
-            break;
+    SpdCacheEntry& ce = spd_cache_slot(f);
+    if (ce.owner == this && ce.gen == m_spd_gen && ce.idx < m_spd.size() && ce.proto == f.proto &&
+        ce.src_port == f.src_port && ce.dst_port == f.dst_port && ce.src == f.src && ce.dst == f.dst) {
+        pol = &m_spd[ce.idx];
+    } else {
+        for (size_t i = 0; i < m_spd.size(); ++i) {
+            const Policy& p = m_spd[i];
+            if (ts_match(p.ts_local, f.src, f.proto, f.src_port) &&
+                ts_match(p.ts_remote, f.dst, f.proto, f.dst_port)) {
+                pol = &p;
+                ce = {this, m_spd_gen, i, f.src, f.dst, f.proto, f.src_port, f.dst_port};
+                break;
+            }
         }
     }
     if (!pol) return fail(DropReason::NoPolicy);

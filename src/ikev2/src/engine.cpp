@@ -222,7 +222,14 @@ void EngineImpl::event(const IkeSa& sa, Event::Kind k, int code, std::string det
 
 void EngineImpl::drop(const Datagram& d, const std::string& counter, const std::string& why) {
     count(counter);
-    m_log->warn("dropped message from {}: {} ({})", d.remote.to_string(), why, counter);
+    // One warning per datagram let a power cut or a flood write tens of thousands of lines
+    // (docs/bench-ike.md "A SeGW at scale"): warn at the 1st, 2nd, 4th, 8th ... drop of each
+    // kind (with the running count), the rest at debug; the counter has every one.
+    const uint64_t n = m_counters.get("ike.rx." + counter);
+    if ((n & (n - 1)) == 0)
+        m_log->warn("dropped message from {}: {} (ike.rx.{}, {} so far)", d.remote.to_string(), why, counter, n);
+    else
+        m_log->debug("dropped message from {}: {} (ike.rx.{}, {} so far)", d.remote.to_string(), why, counter, n);
 }
 
 void EngineImpl::remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, const std::string& why) {
@@ -721,6 +728,20 @@ void EngineImpl::out_of_window_request(IkeSa& sa, const Datagram& d, const Messa
     queue_exchange(sa, make_invalid_mid_exchange(h.message_id), now);
 }
 
+void EngineImpl::release_setup_state(IkeSa& sa) {
+    // What only IKE_SA_INIT and IKE_AUTH needed (a SeGW holds tens of thousands of SAs; docs/
+    // bench-ike.md "Heap per IKE SA"): our DH key pair (the keys are derived), the nonces and
+    // the IKE_SA_INIT messages (AUTH is done; IKE SA rekeys bring their own), the candidate
+    // peer configs (IKE_AUTH chose one).  The IKE_AUTH response stays cached for retransmits.
+    sa.dh.reset();
+    Bytes().swap(sa.ni);
+    Bytes().swap(sa.nr);
+    Bytes().swap(sa.init_req);
+    Bytes().swap(sa.init_resp);
+    Bytes().swap(sa.cookie);
+    std::vector<size_t>().swap(sa.candidates);
+}
+
 void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, const Checked& in, Millis now) {
     sa.peer_mid++;
     switch (h.exchange) {
@@ -731,6 +752,7 @@ void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, co
                 return;
             }
             respond_ike_auth(sa, h.message_id, in, now);
+            if (sa.state == SaState::Established) release_setup_state(sa);
             return;
         case ExchangeType::CreateChildSa:
             if (!sa.up()) {

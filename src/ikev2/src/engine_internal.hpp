@@ -2,6 +2,7 @@
 #pragma once
 
 #include <deque>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -158,6 +159,9 @@ public:
     void handle_init_request(const Datagram& d, wire::Message& m, Millis now);
     void handle_init_response(const Datagram& d, wire::Message& m, Millis now);
     void handle_protected(const Datagram& d, wire::Message& m, Millis now);
+    // Frees the state only the IKE_SA_INIT/IKE_AUTH exchanges need, once the responder has
+    // answered IKE_AUTH and the SA is established.
+    void release_setup_state(IkeSa& sa);
     void process_request(IkeSa& sa, const Datagram& d, const wire::Header& h, const wire::Checked& in, Millis now);
     void process_response(IkeSa& sa, const wire::Header& h, const wire::Checked& in, Millis now);
     // A request whose Message ID is neither the expected one nor the cached retransmission:

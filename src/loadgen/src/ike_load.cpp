@@ -1,6 +1,7 @@
 // The load loop of `x2sec ike load` (see ike_load.hpp).
 #include <fmt/format.h>
-#include <poll.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -126,7 +127,10 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         const auto& local = sockets[i % sockets.size()].local();
         p.local_addr = local.addr;
         p.local_port = local.port;
-        p.local_natt_port = 0;  // NAT-T is not supported: no NAT on the generator's paths
+        // NAT-T (RFC 7296 2.23, RFC 3948): when NAT is detected (or faked by the responder, as
+        // strongSwan's kernel-libipsec does) the initiator floats to the responder's NAT-T port;
+        // it keeps its own socket, so its "NAT-T port" is that socket's port.
+        p.local_natt_port = local.port;
         p.remote_addr = o.target.addr;
         p.remote_port = o.target.port;
         p.remote_natt_port = o.target_natt_port;
@@ -168,10 +172,11 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     std::vector<Setup> setups(o.count);
     std::vector<double> latencies;
     latencies.reserve(o.count);
-    size_t next = 0, in_flight = 0, send_errors = 0;
+    size_t next = 0, in_flight = 0, send_errors = 0, natt_sent = 0, natt_not_ike = 0;
     const Millis t0 = steady_ms();
     const double cpu0 = process_cpu_seconds();
     const Millis bound = t0 + static_cast<Millis>(o.duration_s * 1000);
+    Millis hold_until = 0;  // set when every setup has finished
     Millis first_start = 0, last_done = 0, next_progress = t0;
 
     auto note = [](std::map<std::string, LoadReport::Reason>& m, const std::string& reason,
@@ -298,9 +303,18 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     auto flush = [&](Millis now) {
         for (auto& d : engine.take_outgoing()) {
             auto it = socket_of.find(d.local.to_string());
-            if (it == socket_of.end() || d.non_esp_marker ||
-                !sockets[it->second].send(d.local, d.remote, d.data))
+            if (it == socket_of.end()) {
                 ++send_errors;
+                continue;
+            }
+            if (d.non_esp_marker) {  // floated: the 4-octet non-ESP marker before the IKE header
+                Bytes m(4 + d.data.size(), 0);
+                std::copy(d.data.begin(), d.data.end(), m.begin() + 4);
+                if (!sockets[it->second].send(d.local, d.remote, m)) ++send_errors;
+                ++natt_sent;
+            } else if (!sockets[it->second].send(d.local, d.remote, d.data)) {
+                ++send_errors;
+            }
         }
         for (auto& e : engine.take_events()) handle(e, now);
     };
@@ -315,8 +329,21 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         o.progress->flush();
     };
 
-    std::vector<pollfd> pfds(sockets.size());
-    for (size_t i = 0; i < sockets.size(); ++i) pfds[i] = {sockets[i].fd(), POLLIN, 0};
+    // epoll, not poll(): with one socket per initiator (power-cut runs: 10,000 sockets) poll()
+    // walks every descriptor on every wake-up and became the generator's bottleneck.
+    int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return Error("epoll_create1 failed");
+    struct EpollGuard {
+        int fd;
+        ~EpollGuard() { ::close(fd); }
+    } ep_guard{ep};
+    for (size_t i = 0; i < sockets.size(); ++i) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = i;
+        if (::epoll_ctl(ep, EPOLL_CTL_ADD, sockets[i].fd(), &ev) != 0) return Error("epoll_ctl failed");
+    }
+    std::vector<epoll_event> ready(256);
     for (;;) {
         Millis now = steady_ms();
         // Start setups: concurrency, rate and time bound permitting.
@@ -335,23 +362,29 @@ Result<LoadReport> run_load(const LoadOptions& o) {
             ++next;
         }
         flush(now);
-        if (in_flight == 0 && (next == o.count || now >= bound)) break;
-        if (now >= bound + static_cast<Millis>(1000)) break;  // in-flight ones get one more second
+        if (in_flight == 0 && (next == o.count || now >= bound)) {
+            // --hold: keep the SAs (answering the responder's DPD and rekeys) a while longer.
+            if (hold_until == 0) hold_until = now + static_cast<Millis>(o.hold_s * 1000);
+            if (now >= hold_until) break;
+        }
+        if (now >= bound + static_cast<Millis>(1000) + static_cast<Millis>(o.hold_s * 1000))
+            break;  // in-flight ones get one more second (after the hold)
         if (now >= next_progress) {
             progress(now, false);
             next_progress = now + 250;
         }
         Millis wake = std::min<Millis>(next_progress, bound + 1000);
+        if (hold_until) wake = std::min(wake, hold_until);
         if (auto d = engine.next_deadline()) wake = std::min(wake, *d);
         if (o.rate > 0 && next < o.count && in_flight < o.concurrency)
             wake = std::min(wake,
                             t0 + static_cast<Millis>(static_cast<double>(next) * 1000.0 / o.rate));
         int timeout = static_cast<int>(std::clamp<Millis>(wake - now, 0, 1000));
-        int n = ::poll(pfds.data(), pfds.size(), timeout);
+        int n = ::epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), timeout);
         now = steady_ms();
         if (n > 0) {
-            for (size_t i = 0; i < pfds.size(); ++i) {
-                if (!(pfds[i].revents & POLLIN)) continue;
+            for (int k = 0; k < n; ++k) {
+                const size_t i = static_cast<size_t>(ready[static_cast<size_t>(k)].data.u64);
                 for (;;) {
                     auto r = sockets[i].receive();
                     if (!r || !*r) break;
@@ -359,6 +392,16 @@ Result<LoadReport> run_load(const LoadOptions& o) {
                     d.local = (*r)->local;
                     d.remote = (*r)->remote;
                     d.data = std::move((*r)->data);
+                    if (d.remote.port == o.target_natt_port && o.target_natt_port != o.target.port) {
+                        // From the NAT-T port: IKE after the non-ESP marker; a NAT keepalive
+                        // (0xFF) or ESP (the generator installs no ESP SAs) is not for the engine.
+                        if (d.data.size() < 4 || d.data[0] || d.data[1] || d.data[2] || d.data[3]) {
+                            ++natt_not_ike;
+                            continue;
+                        }
+                        d.data.erase(d.data.begin(), d.data.begin() + 4);
+                        d.non_esp_marker = true;
+                    }
                     engine.handle_datagram(d, now);
                 }
             }
@@ -389,6 +432,8 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     rep.max_ms = latencies.empty() ? 0 : latencies.back();
     for (const auto& [k, v] : engine.counters().snapshot()) rep.engine_counters[k] = v;
     if (send_errors) rep.engine_counters["load.send_errors"] = send_errors;
+    if (natt_sent) rep.engine_counters["load.natt_sent"] = natt_sent;
+    if (natt_not_ike) rep.engine_counters["load.natt_not_ike_dropped"] = natt_not_ike;
     return rep;
 }
 
@@ -469,8 +514,8 @@ Result<std::string> responder_config_toml(const LoadOptions& o) {
       << ")\n";
     t << "[runtime]\nike_port = " << o.target.port << "\nnatt_port = " << o.target_natt_port
       << "\nlog_level = \"warn\"\n\n";
-    t << "[engine]\ncookie_threshold = 50             # half-open IKE SAs before COOKIEs are "
-         "demanded\n\n";
+    t << "[engine]\ncookie_threshold = " << o.responder_cookie_threshold
+      << "             # half-open IKE SAs before COOKIEs are demanded\n\n";
     auto child = [&](std::ostringstream& s) {
         s << "  [[peer.child]]\n  name = \"load\"\n  local_ts = \"" << kResponderInner.to_string()
           << "/32\"\n"
@@ -502,6 +547,40 @@ Result<std::string> responder_config_toml(const LoadOptions& o) {
               << "\nauth = \"psk\"\npsk = \"hex:" << hex(psk) << "\"\n";
             child(t);
         }
+    }
+    return t.str();
+}
+
+Result<std::string> charon_swanctl_conf(const LoadOptions& o) {
+    if (o.auth == LoadAuth::Cert && !o.certs)
+        return Error("certificate authentication needs the certificate directory");
+    if (o.auth == LoadAuth::Psk && o.psk_base.empty())
+        return Error("PSK authentication needs a base secret");
+    const bool cert = o.auth == LoadAuth::Cert;
+    std::ostringstream t;
+    // swanctl.conf wants one "key = value" per line (several on one line fail quietly).
+    t << "# strongSwan charon responder for `x2sec ike load` (" << o.count << " initiators, "
+      << (cert ? "certificates" : "PSKs") << ", identities n<i>." << o.realm << ")\n";
+    t << "connections {\n  load {\n    version = 2\n    local_addrs = " << o.target.addr.to_string()
+      << "\n    local_port = " << o.target.port << "\n    proposals = " << o.ike_proposal
+      << "\n    rekey_time = 0\n    reauth_time = 0\n    dpd_delay = 0\n    unique = never\n";
+    t << "    local {\n      auth = " << (cert ? "pubkey" : "psk") << "\n";
+    if (cert) t << "      certs = responder.pem\n";
+    t << "      id = " << o.responder_id << "\n    }\n";
+    t << "    remote {\n      auth = " << (cert ? "pubkey" : "psk") << "\n      id = %any\n    }\n";
+    t << "    children {\n      load {\n        mode = tunnel\n        local_ts = "
+      << kResponderInner.to_string() << "/32\n        remote_ts = 10.0.0.0/8\n"
+      << "        esp_proposals = " << o.esp_proposal << "\n        rekey_time = 0\n"
+      << "        life_time = 0\n      }\n    }\n  }\n}\n";
+    if (!cert) {
+        t << "secrets {\n";
+        for (size_t i = 0; i < o.count; ++i) {
+            const std::string id = initiator_identity(i, o.realm);
+            auto psk = derive_psk(o.psk_base, id);
+            t << "  ike-" << i << " {\n    id = " << id << "\n    secret = 0x" << hex(psk)
+              << "\n  }\n";
+        }
+        t << "}\n";
     }
     return t.str();
 }

@@ -77,6 +77,12 @@ Result<UdpSocket> UdpSocket::bind(const ike::Endpoint& local) {
         ::setsockopt(s.m_fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
     }
     ::setsockopt(s.m_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    // A SeGW after a power cut gets thousands of IKE_SA_INITs at once: the default receive
+    // buffer (~212 KiB, a few hundred datagrams with their overhead) overflows and every lost
+    // request costs its initiator a retransmission timeout.  Ask for 4 MiB (the kernel caps it
+    // at net.core.rmem_max; docs/bench-ike.md "Power cut").
+    int rcvbuf = 4 << 20;
+    ::setsockopt(s.m_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     sockaddr_storage ss;
     socklen_t len = to_sockaddr(local, ss);
     if (::bind(s.m_fd, reinterpret_cast<sockaddr*>(&ss), len) != 0)

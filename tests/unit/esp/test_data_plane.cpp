@@ -474,3 +474,52 @@ TEST(DataPlane, GcmExplicitIvIsAPerSaCounter) {
     }
     EXPECT_EQ(t.at_b.size(), 5u);
 }
+
+namespace {
+// Outbound SPI of the ESP packet MemoryEndpoint put on the wire last (the tap).
+uint32_t last_spi_out(const std::vector<Bytes>& wire) {
+    const Bytes& e = wire.back();
+    return (uint32_t(e[0]) << 24) | (uint32_t(e[1]) << 16) | (uint32_t(e[2]) << 8) | e[3];
+}
+}  // namespace
+
+TEST(DataPlane, FlowCacheFollowsPolicyChanges) {
+    // protect() caches flow -> policy per thread; installs and removals must invalidate it.
+    Pair t;
+    std::vector<Bytes> wire;
+    t.ea.on_wire = [&](Bytes& d) {
+        wire.push_back(d);
+        return true;
+    };
+    // 200 other policies first (10.1.x.y/32 === 10.2.x.y/32), then the one the flow uses.
+    for (uint32_t i = 1; i <= 200; ++i) {
+        auto p = pair_params(0x100000 + i, 0x200000 + i, EspCipher::AesGcm16_128, i + 1);
+        p.first.ts_local = {TrafficSelector::from_prefix(IpAddress::v4(10, 1, 0, uint8_t(i)), 32)};
+        p.first.ts_remote = {TrafficSelector::from_prefix(IpAddress::v4(10, 2, 0, uint8_t(i)), 32)};
+        ASSERT_TRUE(t.a.install(p.first).ok());
+    }
+    auto p1 = pair_params(0x11, 0x12);
+    t.install(p1);
+    Bytes pkt = ipv4("198.51.100.1", "203.0.113.1", 17, 1000, 2000, 40);
+    ASSERT_TRUE(t.ea.send(pkt));
+    ASSERT_TRUE(t.ea.send(pkt));  // the second one from the cache
+    EXPECT_EQ(last_spi_out(wire), 0x12u);
+    EXPECT_EQ(t.at_b.size(), 2u);
+    // Another SA for the same selectors: a new policy only after the old one is removed.
+    ASSERT_TRUE(t.a.remove(0x11).ok());
+    EXPECT_FALSE(t.ea.send(pkt)) << "no policy any more: the cached entry must not be used";
+    EXPECT_EQ(t.ca.get("esp.drop.no_policy"), 1u);
+    auto p2 = pair_params(0x21, 0x22, EspCipher::AesGcm16_128, 1, 7);
+    ASSERT_TRUE(t.b.remove(0x12).ok());
+    t.install(p2);
+    ASSERT_TRUE(t.ea.send(pkt));
+    EXPECT_EQ(last_spi_out(wire), 0x22u);
+    EXPECT_EQ(t.at_b.size(), 3u);
+    // A flow of one of the other policies goes out on its own SA (B does not hold it).
+    EXPECT_FALSE(t.ea.send(ipv4("10.1.0.7", "10.2.0.7", 17, 1, 2, 10)));
+    EXPECT_EQ(last_spi_out(wire), 0x200007u);
+    EXPECT_FALSE(t.ea.send(ipv4("10.1.0.7", "10.2.0.7", 17, 1, 2, 10)));
+    EXPECT_EQ(last_spi_out(wire), 0x200007u);
+    EXPECT_TRUE(t.ea.send(pkt));
+    EXPECT_EQ(last_spi_out(wire), 0x22u);
+}

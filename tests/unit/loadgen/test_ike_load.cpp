@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -123,6 +124,70 @@ TEST_F(IkeLoad, PskIsHmacSha256OfBaseAndIdentity) {
                       a + "\""),
               std::string::npos)
         << *t;
+}
+
+TEST_F(IkeLoad, CharonConfigCarriesTheSamePsksAndSelectors) {
+    LoadOptions o;
+    o.count = 3;
+    o.auth = LoadAuth::Psk;
+    o.psk_base = secret("base");
+    o.target = {IpAddress::v4(127, 0, 0, 1), 1500};
+    auto t = loadgen::charon_swanctl_conf(o);
+    ASSERT_TRUE(t.ok()) << t.error().detail();
+    // One secret per identity, the same PSK as the x2sec responder's (derive_psk).
+    for (size_t i = 0; i < 3; ++i) {
+        auto id = loadgen::initiator_identity(i, o.realm);
+        EXPECT_NE(t->find("    id = " + id + "\n    secret = 0x" +
+                          to_hex(loadgen::derive_psk(o.psk_base, id)) + "\n"),
+                  std::string::npos)
+            << *t;
+    }
+    EXPECT_EQ(t->find(loadgen::initiator_identity(3, o.realm)), std::string::npos);
+    EXPECT_NE(t->find("local_addrs = 127.0.0.1\n    local_port = 1500\n"), std::string::npos);
+    EXPECT_NE(t->find("proposals = aes128gcm16-prfsha256-ecp256\n"), std::string::npos);
+    EXPECT_NE(t->find("local_ts = 10.255.255.254/32\n        remote_ts = 10.0.0.0/8\n"),
+              std::string::npos);
+    EXPECT_NE(t->find("auth = psk\n      id = responder.load.x2sec.example\n"), std::string::npos);
+    // swanctl.conf: one "key = value" per line, braces balanced.
+    EXPECT_EQ(std::count(t->begin(), t->end(), '{'), std::count(t->begin(), t->end(), '}'));
+    // Certificates: pubkey both ways, no secrets section.
+    auto dir = temp_dir("charon");
+    auto creds = loadgen::prepare_certs((dir / "certs").string(), 2, o.realm, o.responder_id);
+    ASSERT_TRUE(creds.ok()) << creds.error().detail();
+    o.auth = LoadAuth::Cert;
+    o.certs = &*creds;
+    auto c = loadgen::charon_swanctl_conf(o);
+    ASSERT_TRUE(c.ok());
+    EXPECT_NE(c->find("auth = pubkey\n      certs = responder.pem\n"), std::string::npos) << *c;
+    EXPECT_EQ(c->find("secrets"), std::string::npos);
+    o.certs = nullptr;
+    EXPECT_FALSE(loadgen::charon_swanctl_conf(o).ok());
+    fs::remove_all(dir);
+}
+
+TEST_F(IkeLoad, HoldKeepsTheSasWhileTheResponderRekeys) {
+    // --hold: after the setups the generator keeps its SAs and answers the responder's Child
+    // SA rekeys (rekey = 1s on the responder, up to 10 % earlier) until the hold ends.
+    auto dir = temp_dir("hold");
+    LoadOptions o = base_options(4);
+    o.auth = LoadAuth::Psk;
+    o.psk_base = secret("hold");
+    auto t = loadgen::responder_config_toml(o);
+    ASSERT_TRUE(t.ok());
+    std::string text = *t;
+    for (size_t at; (at = text.find("rekey = \"0s\"\n\n")) != std::string::npos;)
+        text.replace(at, 12, "rekey = \"1s\"");
+    ASSERT_TRUE(loadgen::write_private_file((dir / "responder.toml").string(), text).ok());
+    Responder r(dir / "responder.toml", 50);
+    o.target = r.endpoint;
+    o.hold_s = 2.5;
+    auto rep = loadgen::run_load(o);
+    ASSERT_TRUE(rep.ok()) << rep.error().detail();
+    EXPECT_EQ(rep->succeeded, 4u) << rep->to_text();
+    EXPECT_GE(rep->wall_seconds, 2.5);
+    EXPECT_GE(r.backend.install_count(), 8u) << "each Child SA rekeyed at least once during the hold";
+    EXPECT_EQ(r.established(), 4u);
+    fs::remove_all(dir);
 }
 
 TEST_F(IkeLoad, PskLoadAllSucceedAndMatchResponder) {

@@ -3,7 +3,7 @@
 // ChildSaTable::set_state() (sa/child_sa_table.hpp).
 #pragma once
 
-#include <deque>
+#include <list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -89,7 +89,10 @@ struct IkeSa {
     uint32_t my_mid = 0;    // Message ID of our next request
     uint32_t peer_mid = 0;  // Message ID of the peer's next request
     std::optional<Outstanding> outstanding;
-    std::deque<Exchange> queue;
+    // std::list, not std::deque: an empty libstdc++ deque already holds a 512-octet node and its
+    // map (~576 B per IKE SA, most of which never queue anything; docs/bench-ike.md "Heap per
+    // IKE SA").
+    std::list<Exchange> queue;
     std::optional<CachedResponse> cached;
     Reassembly frag_req, frag_resp;
 

@@ -143,6 +143,12 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
     }
     // A retransmitted request gets the cached response.
     if (IkeSa* sa = find_by_init(h.spi_i, d.remote.addr)) {
+        if (sa->init_resp.empty() && sa->state != SaState::Connecting) {
+            // Established (the IKE_SA_INIT messages are released after IKE_AUTH): a late copy of
+            // the request, which the initiator no longer waits for.
+            count("retransmit_after_auth");
+            return;
+        }
         if (sa->init_req == d.data && !sa->init_resp.empty()) {
             count("retransmit");
             m_log->info("IKE SA #{}: retransmitted IKE_SA_INIT from {}, resending response", sa->id, d.remote.to_string());

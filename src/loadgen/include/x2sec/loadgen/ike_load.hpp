@@ -75,6 +75,8 @@ struct LoadOptions {
     bool rekey_child = false, rekey_ike = false, delete_after = false;
     Millis retransmit_timeout_ms = 2000;
     unsigned retransmit_tries = 3;
+    double hold_s = 0;  // after every setup finished: keep the SAs this long (DPD, rekeys)
+    uint32_t responder_cookie_threshold = 50;  // only written to the responder config
     std::ostream* progress = nullptr;  // one-line progress (\r-updated) when set
 };
 
@@ -104,6 +106,14 @@ Result<LoadReport> run_load(const LoadOptions& o);
 // certificates: one wildcard peer trusting the CA, with the responder certificate; PSK: one
 // peer per identity with its derived PSK (the file then holds secrets: write it 0600).
 Result<std::string> responder_config_toml(const LoadOptions& o);
+
+// The swanctl.conf a strongSwan charon responder needs to accept the same load (one connection
+// "load" on the target address accepting any remote address and identity; rekeys and DPD off;
+// the same Child SA selectors as the x2sec config).  Certificates: the responder presents
+// certs = responder.pem (copy ca.pem to swanctl/x509ca/, responder.pem to swanctl/x509/ and
+// responder.key to swanctl/private/); PSK: one secrets entry per identity with its derived PSK
+// (the file then holds secrets: write it 0600).
+Result<std::string> charon_swanctl_conf(const LoadOptions& o);
 
 // Writes text to path atomically (temp file + rename), mode 0600.
 Status write_private_file(const std::string& path, const std::string& text);
