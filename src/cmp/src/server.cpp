@@ -296,6 +296,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     ir.dns = req_dns;
     ir.validity_days = pol.validity_days;
     ir.crl_urls = pol.crl_urls;
+    ir.ocsp_urls = pol.ocsp_urls;
     auto cert = pki::issue_certificate(ir, im.cfg.ca_cert.get(), im.cfg.ca_key.get());
     if (!cert) {
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "cannot issue: " + cert.error().detail(), "issue_failed");
