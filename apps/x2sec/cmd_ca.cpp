@@ -21,7 +21,7 @@ struct CaOpts {
     int port = 8080, tls_port = -1, threads = 8;
     int64_t max_body = 64 * 1024, validity_days = 365, max_header = 16 * 1024;
     int max_connections = 512, max_per_source = 32, request_timeout_ms = 10000, write_timeout_ms = 10000;
-    int keep_alive_idle_ms = 5000, max_keep_alive_requests = 100;
+    int keep_alive_idle_ms = 5000, max_keep_alive_requests = 100, session_timeout_s = 300;
     bool allow_mismatch = false, no_implicit = false;
     std::string log_level = "info";
     // OCSP responder (its own listener): off unless a port is given
@@ -68,6 +68,7 @@ Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
     set("--tls-key", c.tls_key, t["https"]["key"].value<std::string>());
     set("--crl-url", c.crl_url, t["policy"]["crl_url"].value<std::string>());
     set("--validity-days", c.validity_days, t["policy"]["validity_days"].value<int64_t>());
+    set("--session-timeout-s", c.session_timeout_s, t["policy"]["session_timeout_s"].value<int>());
     set("--allow-identity-mismatch", c.allow_mismatch, t["policy"]["allow_identity_mismatch"].value<bool>());
     set("--ocsp-bind", c.ocsp_bind, t["ocsp"]["bind"].value<std::string>());
     set("--ocsp-port", c.ocsp_port, t["ocsp"]["port"].value<int>());
@@ -106,6 +107,8 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
     serve->add_option("--max-keep-alive-requests", o.max_keep_alive_requests, "requests per persistent connection");
     serve->add_option("--crl-url", o.crl_url, "cRLDistributionPoints URL written into issued certificates");
     serve->add_option("--validity-days", o.validity_days, "validity of issued certificates");
+    serve->add_option("--session-timeout-s", o.session_timeout_s,
+                      "unconfirmed certificates are revoked after this (also those of a dead instance)");
     serve->add_flag("--allow-identity-mismatch", o.allow_mismatch, "issue identities other than the vendor certificate's");
     serve->add_flag("--no-implicit-confirm", o.no_implicit, "always require certConf");
     serve->add_option("--ocsp-port", o.ocsp_port, "OCSP responder port (0: ephemeral; default: no OCSP)");
@@ -126,6 +129,8 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         cfg->policy.allow_identity_mismatch = o.allow_mismatch;
         cfg->policy.grant_implicit_confirm = !o.no_implicit;
         cfg->policy.validity_days = o.validity_days;
+        if (o.session_timeout_s < 1) return fail("--session-timeout-s must be positive");
+        cfg->policy.session_timeout_s = o.session_timeout_s;
         if (!o.crl_url.empty()) cfg->policy.crl_urls = {o.crl_url};
         if (!o.ocsp_url.empty()) cfg->policy.ocsp_urls = {o.ocsp_url};
         cmp::OcspConfig ocsp_cfg;
