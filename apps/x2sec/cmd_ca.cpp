@@ -5,6 +5,7 @@
 #include <iostream>
 #include <toml++/toml.h>
 #include <x2sec/cmp/http.hpp>
+#include <x2sec/cmp/ocsp.hpp>
 #include <x2sec/cmp/server.hpp>
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
@@ -22,8 +23,12 @@ struct CaOpts {
     int port = 8080, tls_port = -1, threads = 8;
     int64_t max_body = 64 * 1024, validity_days = 365, max_header = 16 * 1024;
     int max_connections = 512, max_per_source = 32, request_timeout_ms = 10000, write_timeout_ms = 10000;
+    int keep_alive_idle_ms = 5000, max_keep_alive_requests = 100, session_timeout_s = 300;
     bool allow_mismatch = false, no_implicit = false;
     std::string log_level = "info";
+    // OCSP responder (its own listener): off unless a port is given
+    std::string ocsp_bind = "127.0.0.1", ocsp_path = "/ocsp", ocsp_url;
+    int ocsp_port = -1, ocsp_signer_days = 30, ocsp_next_update_s = 3600;
 } o;
 
 int fail(const std::string& m) {
@@ -58,13 +63,22 @@ Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
     set("--max-per-source", c.max_per_source, t["http"]["max_per_source"].value<int>());
     set("--request-timeout-ms", c.request_timeout_ms, t["http"]["request_timeout_ms"].value<int>());
     set("--write-timeout-ms", c.write_timeout_ms, t["http"]["write_timeout_ms"].value<int>());
+    set("--keep-alive-idle-ms", c.keep_alive_idle_ms, t["http"]["keep_alive_idle_ms"].value<int>());
+    set("--max-keep-alive-requests", c.max_keep_alive_requests, t["http"]["max_keep_alive_requests"].value<int>());
     set("--tls-port", c.tls_port, t["https"]["port"].value<int>());
     set("--tls-cert", c.tls_cert, t["https"]["cert"].value<std::string>());
     set("--tls-key", c.tls_key, t["https"]["key"].value<std::string>());
     set("--crl-url", c.crl_url, t["policy"]["crl_url"].value<std::string>());
     set("--metrics-listen", c.metrics_listen, t["metrics"]["listen"].value<std::string>());
     set("--validity-days", c.validity_days, t["policy"]["validity_days"].value<int64_t>());
+    set("--session-timeout-s", c.session_timeout_s, t["policy"]["session_timeout_s"].value<int>());
     set("--allow-identity-mismatch", c.allow_mismatch, t["policy"]["allow_identity_mismatch"].value<bool>());
+    set("--ocsp-bind", c.ocsp_bind, t["ocsp"]["bind"].value<std::string>());
+    set("--ocsp-port", c.ocsp_port, t["ocsp"]["port"].value<int>());
+    set("--ocsp-path", c.ocsp_path, t["ocsp"]["path"].value<std::string>());
+    set("--ocsp-url", c.ocsp_url, t["ocsp"]["url"].value<std::string>());
+    set("--ocsp-signer-days", c.ocsp_signer_days, t["ocsp"]["signer_validity_days"].value<int>());
+    set("--ocsp-next-update-s", c.ocsp_next_update_s, t["ocsp"]["next_update_s"].value<int>());
     if (auto ic = t["policy"]["implicit_confirm"].value<bool>(); ic && sub.count("--no-implicit-confirm") == 0)
         c.no_implicit = !*ic;
     return ok_status();
@@ -91,10 +105,21 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
     serve->add_option("--request-timeout-ms", o.request_timeout_ms,
                       "total time from accept to a complete request, TLS handshake included (then 408)");
     serve->add_option("--write-timeout-ms", o.write_timeout_ms, "time to write a response");
+    serve->add_option("--keep-alive-idle-ms", o.keep_alive_idle_ms,
+                      "HTTP keep-alive: idle time allowed between requests (0: one request per connection)");
+    serve->add_option("--max-keep-alive-requests", o.max_keep_alive_requests, "requests per persistent connection");
     serve->add_option("--crl-url", o.crl_url, "cRLDistributionPoints URL written into issued certificates");
     serve->add_option("--validity-days", o.validity_days, "validity of issued certificates");
+    serve->add_option("--session-timeout-s", o.session_timeout_s,
+                      "unconfirmed certificates are revoked after this (also those of a dead instance)");
     serve->add_flag("--allow-identity-mismatch", o.allow_mismatch, "issue identities other than the vendor certificate's");
     serve->add_flag("--no-implicit-confirm", o.no_implicit, "always require certConf");
+    serve->add_option("--ocsp-port", o.ocsp_port, "OCSP responder port (0: ephemeral; default: no OCSP)");
+    serve->add_option("--ocsp-bind", o.ocsp_bind, "OCSP responder listen address");
+    serve->add_option("--ocsp-path", o.ocsp_path, "OCSP responder path (POST; GET <path>/<base64>)");
+    serve->add_option("--ocsp-url", o.ocsp_url, "authorityInfoAccess OCSP URL written into issued certificates");
+    serve->add_option("--ocsp-signer-days", o.ocsp_signer_days, "validity of the delegated OCSP signer (<ca-dir>/ocsp.crt)");
+    serve->add_option("--ocsp-next-update-s", o.ocsp_next_update_s, "nextUpdate of OCSP responses (0: none)");
     serve->add_option("--port-file", o.port_file, "write the bound HTTP port here once listening");
     serve->add_option("--log-level", o.log_level, "trace|debug|info|warn|error");
     serve->add_option("--metrics-listen", o.metrics_listen, "serve Prometheus /metrics on ADDRESS:PORT ([metrics] listen)");
@@ -108,7 +133,19 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         cfg->policy.allow_identity_mismatch = o.allow_mismatch;
         cfg->policy.grant_implicit_confirm = !o.no_implicit;
         cfg->policy.validity_days = o.validity_days;
+        if (o.session_timeout_s < 1) return fail("--session-timeout-s must be positive");
+        cfg->policy.session_timeout_s = o.session_timeout_s;
         if (!o.crl_url.empty()) cfg->policy.crl_urls = {o.crl_url};
+        if (!o.ocsp_url.empty()) cfg->policy.ocsp_urls = {o.ocsp_url};
+        cmp::OcspConfig ocsp_cfg;
+        if (o.ocsp_port >= 0) {
+            if (auto st = cmp::ensure_ocsp_signer(o.ca_dir, cfg->ca_cert.get(), cfg->ca_key.get(), ocsp_cfg,
+                                                  o.ocsp_signer_days);
+                !st)
+                return fail("OCSP signer: " + st.error().detail());
+            if (o.ocsp_next_update_s < 0) return fail("--ocsp-next-update-s must be 0 or positive");
+            ocsp_cfg.next_update_s = o.ocsp_next_update_s;
+        }
         auto store = cmp::open_store(o.store);
         if (!store) return fail(store.error().detail());
         // Block the signals before any thread starts so that only sigwait sees them.
@@ -130,6 +167,8 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         h.max_per_source = o.max_per_source;
         h.request_timeout_ms = o.request_timeout_ms;
         h.write_timeout_ms = o.write_timeout_ms;
+        h.keep_alive_idle_ms = o.keep_alive_idle_ms;
+        h.max_requests_per_connection = o.max_keep_alive_requests;
         cmp::HttpServer http(server, h);
         if (auto st = http.start(); !st) return fail(st.error().detail());
         std::unique_ptr<cmp::HttpServer> https;
@@ -169,9 +208,23 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
             },
             metrics_counters);
         if (!metrics) return fail(metrics.error().detail());
+        std::unique_ptr<cmp::OcspResponder> ocsp;
+        std::unique_ptr<cmp::HttpServer> ocsp_http;
+        if (o.ocsp_port >= 0) {
+            ocsp = std::make_unique<cmp::OcspResponder>(std::move(ocsp_cfg), **store, server.counters());
+            cmp::HttpOptions oh = h;
+            oh.bind = o.ocsp_bind;
+            oh.port = o.ocsp_port;
+            oh.ocsp = ocsp.get();
+            oh.ocsp_path = o.ocsp_path;
+            oh.serve_cmp = false;
+            ocsp_http = std::make_unique<cmp::HttpServer>(server, oh);
+            if (auto st = ocsp_http->start(); !st) return fail("OCSP: " + st.error().detail());
+        }
         if (!o.port_file.empty()) (void)write_file_atomic(o.port_file, std::string_view(std::to_string(http.port()) + "\n"));
         std::cout << "x2sec ca: CMP on http://" << o.bind << ":" << http.port() << "/.well-known/cmp";
         if (https) std::cout << " and https://" << o.bind << ":" << https->port() << "/.well-known/cmp";
+        if (ocsp_http) std::cout << ", OCSP on http://" << o.ocsp_bind << ":" << ocsp_http->port() << o.ocsp_path;
         std::cout << " (store " << (*store)->kind() << ")" << std::endl;
         int sig = 0;
         // SIGHUP must not end the RA/CA (the default action would): the CA key, certificates,
@@ -183,6 +236,7 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         }
         http.stop();
         if (https) https->stop();
+        if (ocsp_http) ocsp_http->stop();
         auto c = (*store)->counts();
         std::cout << "x2sec ca: stopped by signal " << sig;
         if (c) std::cout << "; store holds " << c->certificates << " certificates, " << c->revoked << " revoked";

@@ -16,7 +16,7 @@ namespace {
 struct EnrollOpts {
     std::string server, vendor_key, vendor_cert, dir = ".", eui, realm, identity, subject, operator_root, tls_trust,
         alg = "p256", log_level = "warn", new_key, renew_before = "20%";
-    bool implicit = false, renew = false, revoke = false, if_needed = false;
+    bool implicit = false, renew = false, revoke = false, if_needed = false, keep_alive = false;
     int timeout = 30;
 } o;
 
@@ -47,12 +47,14 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
         ->capture_default_str();
     sub.add_flag("--revoke", o.revoke, "rr of the operator certificate in --dir");
     sub.add_option("--timeout", o.timeout, "seconds per message");
+    sub.add_flag("--keep-alive", o.keep_alive, "HTTP: send the whole transaction on one persistent connection");
     sub.add_option("--log-level", o.log_level, "trace|debug|info|warn|error");
     return []() -> int {
         log::set_level(o.log_level);
         cmp::ClientCommon common;
         common.server_url = o.server;
         common.timeout_s = o.timeout;
+        common.keep_alive = o.keep_alive;
         std::vector<pki::X509Ptr> keep;
         auto load_all = [&](const std::string& f, std::vector<X509*>& into) -> Status {
             X2SEC_TRY(auto v, pki::load_certs_pem(f));

@@ -64,6 +64,46 @@ Load run_load(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_PKE
     return l;
 }
 
+// In process (no HTTP): N client threads calling Server::handle directly; `server_us` gets the
+// time spent inside handle() (the whole server path: parsing, OpenSSL's checks, chain building,
+// issuing, signing, the store), summed over all calls.
+Load run_inproc(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_PKEY* new_key, Server& server,
+                int clients, double seconds, const std::vector<std::string>& ids, std::atomic<int64_t>& server_us) {
+    std::atomic<int> ok{0}, failed{0};
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> ts;
+    auto t0 = Clock::now();
+    for (int c = 0; c < clients; ++c)
+        ts.emplace_back([&, c] {
+            while (!stop) {
+                EnrollRequest r;
+                r.transfer = [&](BytesView m) {
+                    auto a = Clock::now();
+                    auto rsp = server.handle(m);
+                    server_us += std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a).count();
+                    return rsp;
+                };
+                r.auth_key = devs[static_cast<size_t>(c)].key.get();
+                r.auth_cert = devs[static_cast<size_t>(c)].cert.get();
+                r.auth_chain = devs[static_cast<size_t>(c)].chain_ptrs();
+                r.new_key = new_key;
+                r.subject = "/CN=" + ids[static_cast<size_t>(c)];
+                r.dns = {ids[static_cast<size_t>(c)]};
+                r.operator_roots = {lab.operator_root.cert.get()};
+                if (Client::enroll(r)) ++ok;
+                else ++failed;
+            }
+        });
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    stop = true;
+    for (auto& t : ts) t.join();
+    Load l;
+    l.ok = ok;
+    l.failed = failed;
+    l.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    return l;
+}
+
 // Median time of one P-256 ECDSA-SHA256 sign and verify (OpenSSL EVP), microseconds.
 std::pair<double, double> ecdsa_costs() {
     auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
@@ -238,6 +278,45 @@ int main(int argc, char** argv) {
                 "concurrent clients its answers carry the wrong transactionID or the connection fails, so it only\n"
                 "serves the 1-client runs. It issues nothing (fixed certificate) and writes no store; x2sec issues,\n"
                 "signs and durably records every certificate. Clients run in this process on the same cores.\n");
+
+    // ---- where the time goes (one client, ir+certConf), and the ratio to the crypto bound of
+    // client and server sharing the cores.  Client per enrolment: ir protection + POP + certConf
+    // signed (3), ip + pkiConf protection and the new certificate's chain (issuing CA, root)
+    // verified (4).
+    double both_us = x2sec_us + 3 * sign_us + 4 * verify_us;
+    double shared_bound = 1e6 / both_us * std::thread::hardware_concurrency();
+    std::atomic<int64_t> srv_us{0}, srv_mem_us{0};
+    Load ip = run_inproc(lab, devs, new_key.get(), server, 1, seconds, ids, srv_us);
+    Load ipm = run_inproc(lab, devs, new_key.get(), mem_server, 1, seconds, ids, srv_mem_us);
+    double per_total = ip.ok ? ip.seconds * 1e6 / ip.ok : 0;
+    double per_srv = ip.ok ? static_cast<double>(srv_us.load()) / ip.ok : 0;
+    double per_srv_mem = ipm.ok ? static_cast<double>(srv_mem_us.load()) / ipm.ok : 0;
+    double per_http = 0;
+    if (auto it = ratio.find("ir+certConf, 1 client(s)"); it != ratio.end() && it->second.x > 0)
+        per_http = 1e6 / it->second.x - per_total;
+    std::printf("\nwhere the time goes, 1 client, ir+certConf, per enrolment (in process, then over HTTP):\n");
+    std::printf("  whole enrolment in process        %8.0f us  (%d enrolments)\n", per_total, ip.ok);
+    std::printf("  server (Server::handle, 2 calls)  %8.0f us\n", per_srv);
+    std::printf("    of which server crypto (est.)   %8.0f us  (3 sign + 6 verify at this run's EVP speed)\n", x2sec_us);
+    std::printf("    of which durable store (SQLite WAL, synchronous=FULL, 2 commits) %6.0f us  (vs :memory:)\n",
+                per_srv - per_srv_mem);
+    std::printf("    rest (ASN.1, OpenSSL CMP checks besides signatures, chain building, issuing) %6.0f us\n",
+                per_srv - x2sec_us - (per_srv - per_srv_mem));
+    std::printf("  client (x2sec Client)             %8.0f us\n", per_total - per_srv);
+    std::printf("  HTTP + event loop + worker hand-off %6.0f us  (HTTP run minus in-process run)\n", per_http);
+    std::printf("\nratios (targets, issue 13 item 5):\n");
+    if (auto it = ratio.find("ir+certConf, 1 client(s)"); it != ratio.end() && it->second.m > 0)
+        std::printf("  x2sec / openssl mock, ir+certConf, 1 client     %6.2f  (target >= 2)\n", it->second.x / it->second.m);
+    if (auto it = ratio.find("ir+certConf, " + std::to_string(clients) + " client(s)"); it != ratio.end())
+        std::printf("  x2sec / crypto bound, ir+certConf, %d clients    %6.2f  (target >= 0.5; bound %.0f enrol/s: client + "
+                    "server %.0f us of P-256 per enrolment on %u cores)\n",
+                    clients, it->second.x / shared_bound, shared_bound, both_us, std::thread::hardware_concurrency());
+    std::printf("  machine load (1/5/15 min): ");
+    if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+        char buf[64] = {};
+        if (std::fgets(buf, sizeof buf, f)) std::printf("%s", buf);
+        std::fclose(f);
+    }
     http.stop();
     fs::remove_all(dir);
     for (auto* s : {"", "-wal", "-shm"}) fs::remove(store_path + s);

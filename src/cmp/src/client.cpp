@@ -172,9 +172,9 @@ Result<Ctx> make_ctx(const ClientCommon& cc, EVP_PKEY* key, X509* cert, const st
         OSSL_CMP_CTX_set_serverPort(ctx, u.port);
         OSSL_CMP_CTX_set1_serverPath(ctx, u.path.c_str());
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, cc.timeout_s);
-        // One message per connection (RFC 6712: never tie messages to a connection); a
-        // server that honours keep-alive would otherwise hold its only worker for us.
-        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_KEEP_ALIVE, 0);
+        // One message per connection unless asked (RFC 6712: the messages of a transaction
+        // must not depend on the connection; keep-alive only saves the connection set-up).
+        OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_KEEP_ALIVE, cc.keep_alive ? 1 : 0);
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, cc.timeout_s * 3);
         if (u.tls) {
             if (cc.tls.trust.empty())

@@ -1,6 +1,8 @@
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <chrono>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <variant>
@@ -53,12 +55,13 @@ const char* reason_phrase(int code) {
     }
 }
 
-Bytes response(int code, std::string_view ctype, BytesView body, bool retry_after = false) {
+Bytes response(int code, std::string_view ctype, BytesView body, bool retry_after = false,
+               std::string_view allow = "POST", bool keep_alive = false) {
     std::string h = "HTTP/1.1 " + std::to_string(code) + " " + reason_phrase(code) + "\r\n";
-    if (code == 405) h += "Allow: POST\r\n";
+    if (code == 405) h += "Allow: " + std::string(allow) + "\r\n";
     if (retry_after) h += "Retry-After: 1\r\n";
     h += "Content-Type: " + std::string(ctype) + "\r\nContent-Length: " + std::to_string(body.size()) +
-         "\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
+         "\r\nCache-Control: no-cache\r\nConnection: " + (keep_alive ? "keep-alive" : "close") + "\r\n\r\n";
     Bytes out(h.begin(), h.end());
     out.insert(out.end(), body.begin(), body.end());
     return out;
@@ -73,6 +76,7 @@ struct Head {
     std::string method, target, path, ctype;
     long long clen = -1;
     bool chunked = false;
+    bool keep_alive = false;  // HTTP/1.1 without "Connection: close", or HTTP/1.0 with "keep-alive"
 };
 struct HeadError {
     int code;
@@ -91,6 +95,7 @@ std::variant<Head, HeadError> parse_head(const std::string& head) {
     std::string version = line.substr(sp2 + 1);
     if (version != "HTTP/1.1" && version != "HTTP/1.0")
         return HeadError{400, "unsupported HTTP version", "http.reject.bad_request"};
+    bool close = false, keep = false;
     size_t pos = eol == std::string::npos ? head.size() : eol + 2;
     while (pos < head.size()) {
         auto e = head.find("\r\n", pos);
@@ -108,10 +113,48 @@ std::variant<Head, HeadError> parse_head(const std::string& head) {
             if (value.empty() || *endp || errno || v < 0 || (h.clen >= 0 && h.clen != v))
                 return HeadError{400, "bad Content-Length", "http.reject.bad_request"};
             h.clen = v;
-        } else if (name == "transfer-encoding" && lower(value) != "identity") h.chunked = true;
+        } else if (name == "transfer-encoding" && lower(value) != "identity") {
+            h.chunked = true;
+        } else if (name == "connection") {  // a list of tokens (RFC 9110 7.6.1)
+            std::string v = lower(value);
+            for (size_t b = 0; b <= v.size();) {
+                size_t e2 = v.find(',', b);
+                if (e2 == std::string::npos) e2 = v.size();
+                std::string tok = trim(v.substr(b, e2 - b));
+                if (tok == "close") close = true;
+                else if (tok == "keep-alive") keep = true;
+                b = e2 + 1;
+            }
+        }
     }
+    h.keep_alive = !close && (version == "HTTP/1.1" || keep);
     h.path = h.target.substr(0, h.target.find('?'));
     return h;
+}
+
+// RFC 6960 A.1: GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}.  Empty
+// when the text is not that (the responder then answers malformedRequest).
+Bytes ocsp_get_request(std::string_view enc) {
+    std::string b64;
+    for (size_t i = 0; i < enc.size(); ++i) {
+        if (enc[i] == '%') {
+            if (i + 2 >= enc.size() || !std::isxdigit(static_cast<unsigned char>(enc[i + 1])) ||
+                !std::isxdigit(static_cast<unsigned char>(enc[i + 2])))
+                return {};
+            b64 += static_cast<char>(std::stoi(std::string(enc.substr(i + 1, 2)), nullptr, 16));
+            i += 2;
+        } else {
+            b64 += enc[i];
+        }
+    }
+    if (b64.empty() || b64.size() % 4 != 0) return {};
+    Bytes out(b64.size() / 4 * 3);
+    int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size()));
+    if (n < 0) return {};
+    size_t pad = 0;
+    while (pad < 2 && b64[b64.size() - 1 - pad] == '=') ++pad;
+    out.resize(static_cast<size_t>(n) - pad);
+    return out;
 }
 
 }  // namespace
@@ -146,15 +189,37 @@ public:
         auto parsed = parse_head(std::string(sv.substr(0, end + 2)));
         if (auto* e = std::get_if<HeadError>(&parsed)) return reject(e->code, e->msg, e->counter);
         Head& h = std::get<Head>(parsed);
-        if (h.path == m_opts.crl_path && (h.method == "GET" || h.method == "HEAD")) {
-            st.need = head_len;  // a body of a GET is not read
-            return complete(head_len);
+        // A GET/HEAD: a body (unusual) is read and ignored, so that a kept-open connection
+        // stays in step; the same limits as for a POST.
+        auto get = [&]() -> net::Frame {
+            if (h.chunked)
+                return reject(411, "chunked bodies are not accepted; send Content-Length", "http.reject.length_required");
+            size_t body = h.clen > 0 ? static_cast<size_t>(h.clen) : 0;
+            if (body > m_opts.max_body)
+                return reject(413, "body exceeds " + std::to_string(m_opts.max_body) + " bytes",
+                              "cmp.http.rejected.body_too_large");
+            st.need = head_len + body;
+            if (in.size() >= st.need) return complete(st.need);
+            if (eof) return reject(400, "truncated body", "http.reject.truncated", "body shorter than Content-Length");
+            return {};
+        };
+        if (h.path == m_opts.crl_path && (h.method == "GET" || h.method == "HEAD")) return get();
+        std::string_view ctype_needed = "application/pkixcmp";
+        if (ocsp_target(h.path)) {
+            if (h.method == "GET" && h.path.size() > m_opts.ocsp_path.size() + 1) return get();
+            if (h.method != "POST")
+                return reject(405, "OCSP requires POST, or GET " + m_opts.ocsp_path + "/<base64 request>",
+                              "http.reject.method", {}, "GET, POST");
+            ctype_needed = "application/ocsp-request";
+        } else if (!m_opts.serve_cmp || !cmp_path(h.target)) {
+            return reject(404, std::string("no ") + (m_opts.serve_cmp ? "CMP" : "OCSP") + " endpoint at " + h.path,
+                          "http.reject.not_found");
+        } else if (h.method != "POST") {
+            return reject(405, "CMP requires POST", "http.reject.method");
         }
-        if (!cmp_path(h.target)) return reject(404, "no CMP endpoint at " + h.path, "http.reject.not_found");
-        if (h.method != "POST") return reject(405, "CMP requires POST", "http.reject.method");
         auto semi = h.ctype.find(';');
-        if (trim(h.ctype.substr(0, semi)) != "application/pkixcmp")
-            return reject(415, "Content-Type must be application/pkixcmp", "http.reject.content_type");
+        if (trim(h.ctype.substr(0, semi)) != ctype_needed)
+            return reject(415, "Content-Type must be " + std::string(ctype_needed), "http.reject.content_type");
         if (h.chunked)
             return reject(411, "chunked bodies are not accepted; send Content-Length", "http.reject.length_required");
         if (h.clen < 0) return reject(411, "Content-Length required", "http.reject.length_required");
@@ -167,24 +232,46 @@ public:
         return {};
     }
 
-    SecureBytes handle(net::Request req) override {
+    SecureBytes handle(net::Request req) override { return respond(std::move(req)).data; }
+
+    net::Reply respond(net::Request req) override {
         std::string_view sv(reinterpret_cast<const char*>(req.data.data()), req.data.size());
         size_t end = sv.find("\r\n\r\n");
         auto parsed = parse_head(std::string(sv.substr(0, end + 2)));
         Head& h = std::get<Head>(parsed);  // the framer accepted this head
+        BytesView body(req.data.data() + end + 4, req.data.size() - end - 4);
+        // Persistent connection when the client wants one and the event loop offers it; every
+        // answer below is complete (Content-Length), so any of them can keep the connection.
+        const bool keep = h.keep_alive && req.may_keep_open;
+        auto done = [&](int code, std::string_view ctype, BytesView content, const char* counter) {
+            m_server.counters().inc(counter);
+            Bytes out = response(code, ctype, content, false, "POST", keep);
+            return net::Reply{SecureBytes(BytesView(out)), keep};
+        };
+        auto text = [&](int code, const std::string& msg, const char* counter) {
+            std::string b = msg + "\n";
+            return done(code, "text/plain", as_bytes(b), counter);
+        };
         if (h.path == m_opts.crl_path && (h.method == "GET" || h.method == "HEAD")) {
             auto crl = m_server.crl_der();
-            if (!crl) return done(text_response(500, "CRL unavailable"), "http.error.crl");
-            if (h.method == "HEAD") return done(response(200, "application/pkix-crl", {}), "http.ok.crl");
-            return done(response(200, "application/pkix-crl", *crl), "http.ok.crl");
+            if (!crl) return text(500, "CRL unavailable", "http.error.crl");
+            if (h.method == "HEAD") return done(200, "application/pkix-crl", {}, "http.ok.crl");
+            return done(200, "application/pkix-crl", *crl, "http.ok.crl");
         }
-        BytesView body(req.data.data() + end + 4, req.data.size() - end - 4);
+        if (ocsp_target(h.path)) {
+            Bytes get_req;
+            if (h.method == "GET") {
+                get_req = ocsp_get_request(std::string_view(h.path).substr(m_opts.ocsp_path.size() + 1));
+                body = get_req;
+            }
+            return done(200, "application/ocsp-response", m_opts.ocsp->respond(body), "http.ok.ocsp");
+        }
         auto t0 = std::chrono::steady_clock::now();
         auto rsp = m_server.handle(body);
         metrics::registry().observe("cmp.request_seconds",
                                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        if (!rsp) return done(text_response(400, rsp.error().detail()), "http.reject.not_cmp");
-        return done(response(200, "application/pkixcmp", *rsp), "http.ok.cmp");
+        if (!rsp) return text(400, rsp.error().detail(), "http.reject.not_cmp");
+        return done(200, "application/pkixcmp", *rsp, "http.ok.cmp");
     }
 
     Bytes refusal(net::Refusal r, bool tls) override {
@@ -215,10 +302,16 @@ private:
         f.size = n;
         return f;
     }
-    static net::Frame reject(int code, const std::string& msg, const char* counter, std::string why = {}) {
+    bool ocsp_target(const std::string& path) const {
+        if (!m_opts.ocsp) return false;
+        const std::string& p = m_opts.ocsp_path;
+        return path == p || path.rfind(p + "/", 0) == 0;
+    }
+    static net::Frame reject(int code, const std::string& msg, const char* counter, std::string why = {},
+                             std::string_view allow = "POST") {
         net::Frame f;
         f.kind = net::Frame::Reject;
-        f.reply = text_response(code, msg);
+        f.reply = response(code, "text/plain", as_bytes(msg + "\n"), false, allow);
         f.counter = counter;
         f.why = why.empty() ? std::to_string(code) + " " + msg : std::to_string(code) + " " + why;
         return f;
@@ -226,10 +319,6 @@ private:
     net::Frame header_too_large() const {
         return reject(431, "request head too large", "cmp.http.rejected.header_too_large",
                       "header block over max_header " + std::to_string(m_opts.max_header) + " octets");
-    }
-    SecureBytes done(Bytes out, const char* counter) {
-        m_server.counters().inc(counter);
-        return SecureBytes(BytesView(out));
     }
     Server& m_server;
     HttpOptions m_opts;
@@ -244,6 +333,8 @@ net::Limits HttpServer::limits_of(const HttpOptions& o) {
     l.write_deadline_ms = o.write_timeout_ms;
     l.workers = std::max(1, o.threads);
     l.max_request = o.max_header + o.max_body + 16;
+    l.keep_alive_idle_ms = o.keep_alive_idle_ms;
+    l.max_requests_per_connection = o.max_requests_per_connection;
     return l;
 }
 
@@ -258,6 +349,9 @@ Status HttpServer::start() {
         return Error(ErrorDomain::Config, 0, "max_header must be 64..1048576 octets");
     if (m_opts.max_body < 1 || m_opts.max_body > (64u << 20))
         return Error(ErrorDomain::Config, 0, "max_body must be 1..67108864 octets");
+    if (m_opts.ocsp && (m_opts.ocsp_path.size() < 2 || m_opts.ocsp_path[0] != '/' || m_opts.ocsp_path.back() == '/' ||
+                        m_opts.ocsp_path == m_opts.crl_path))
+        return Error(ErrorDomain::Config, 0, "OCSP path must be /<name> (no trailing /) and not the CRL path");
     if (m_opts.tls_cert && m_opts.tls_key && !m_ssl_ctx) {
         m_ssl_ctx = SSL_CTX_new(TLS_server_method());
         SSL_CTX_set_min_proto_version(m_ssl_ctx, TLS1_2_VERSION);
@@ -277,14 +371,14 @@ Status HttpServer::start() {
     so.tls = m_ssl_ctx;
     so.counter_prefix = "cmp.http";
     so.log_module = "cmp";
-    so.name = m_ssl_ctx ? "CMP HTTPS" : "CMP HTTP";
+    so.name = !m_opts.serve_cmp ? "OCSP HTTP" : m_ssl_ctx ? "CMP HTTPS" : "CMP HTTP";
     m_net = std::make_unique<net::StreamServer>(*m_proto, so, [this](std::string_view n) { m_server.counters().inc(n); });
     if (auto st = m_net->start(); !st) {
         m_net.reset();
         return st;
     }
-    log::get("cmp")->info("CMP {} server listening on {}:{} (max {} connections, {} per source, request deadline {} ms)",
-                          m_ssl_ctx ? "HTTPS" : "HTTP", m_opts.bind, m_net->port(), m_opts.max_connections,
+    log::get("cmp")->info("{} server listening on {}:{} (max {} connections, {} per source, request deadline {} ms)",
+                          so.name, m_opts.bind, m_net->port(), m_opts.max_connections,
                           m_opts.max_per_source, m_opts.request_timeout_ms);
     return ok_status();
 }

@@ -117,9 +117,8 @@ struct Server::Impl {
     std::mutex sessions_mu;
     std::map<Bytes, std::shared_ptr<Session>> sessions;
     std::mutex crl_mu;
-    Bytes crl_cache;
-    int64_t crl_built = 0;
     std::atomic<bool> crl_dirty{true};
+    std::atomic<int64_t> last_sweep{0};
     std::shared_ptr<spdlog::logger> lg = log::get("cmp");
 
     Impl(ServerConfig c, Store& s, Counters& k) : cfg(std::move(c)), store(s), counters(k) {
@@ -298,6 +297,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     ir.dns = req_dns;
     ir.validity_days = pol.validity_days;
     ir.crl_urls = pol.crl_urls;
+    ir.ocsp_urls = pol.ocsp_urls;
     auto cert = pki::issue_certificate(ir, im.cfg.ca_cert.get(), im.cfg.ca_key.get());
     if (!cert) {
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "cannot issue: " + cert.error().detail(), "issue_failed");
@@ -317,6 +317,17 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     rec.der = pki::cert_der(cert->get());
     rec.status = "unconfirmed";
     auto st = im.store.record_issued(rec);
+    // A serial already recorded (code 4: by another instance; 16 random octets, so only a broken
+    // RNG repeats one) is never reused: the certificate is issued again with a new serial.
+    for (int retry = 0; !st && st.error().code() == 4 && retry < 3; ++retry) {
+        im.counters.inc("cmp.store.serial_collision");
+        auto again = pki::issue_certificate(ir, im.cfg.ca_cert.get(), im.cfg.ca_key.get());
+        if (!again) break;
+        cert = std::move(again);
+        rec.serial = pki::serial_bytes(X509_get0_serialNumber(cert->get()));
+        rec.der = pki::cert_der(cert->get());
+        st = im.store.record_issued(rec);
+    }
     if (!st) {
         bool dup = st.error().code() == 1;
         im.reject(*s, dup ? OSSL_CMP_PKIFAILUREINFO_transactionIdInUse : OSSL_CMP_PKIFAILUREINFO_systemFailure,
@@ -541,6 +552,22 @@ void Server::Impl::purge_expired(int64_t now) {
             counters.inc("cmp.session.timeout");
         }
     }
+    // The same in the store for every instance: certificates left unconfirmed by a session that
+    // no process holds any more (an instance killed between ip and certConf).  At most every
+    // quarter of the session timeout (1..30 s), so it costs no write per request.
+    int64_t every = std::clamp<int64_t>(cfg.policy.session_timeout_s / 4, 1, 30);
+    int64_t last = last_sweep.load();
+    if (now - last >= every && last_sweep.compare_exchange_strong(last, now)) {
+        auto swept = store.expire_unconfirmed(now - cfg.policy.session_timeout_s, now);
+        if (!swept) {
+            lg->warn("store: sweeping unconfirmed certificates: {}", swept.error().detail());
+        } else if (!swept->empty()) {
+            crl_dirty = true;
+            counters.inc("cmp.session.swept", swept->size());
+            lg->info("revoked {} certificate(s) left unconfirmed for over {} s (first serial {})", swept->size(),
+                     cfg.policy.session_timeout_s, to_hex(swept->front()));
+        }
+    }
 }
 
 Server::Server(ServerConfig cfg, Store& store) : m_impl(std::make_unique<Impl>(std::move(cfg), store, m_counters)) {}
@@ -722,17 +749,18 @@ Status Server::revoke(BytesView serial, int reason) {
 }
 
 Result<Bytes> Server::crl_der() {
+    // One CRL for every instance sharing the store: rebuilt (next CRL number) only when a
+    // revocation was recorded since, by any instance, or after an hour; so the CRL numbers an
+    // observer sees through a load balancer never go down.
     auto& im = *m_impl;
     std::lock_guard lk(im.crl_mu);
     int64_t now = static_cast<int64_t>(std::time(nullptr));
-    if (!im.crl_dirty && !im.crl_cache.empty() && now - im.crl_built < 3600) return im.crl_cache;
     im.crl_dirty = false;
-    X2SEC_TRY(auto revoked, im.store.revoked());
-    X2SEC_TRY(auto number, im.store.next_crl_number());
-    X2SEC_TRY(auto crl, pki::issue_crl(im.cfg.ca_cert.get(), im.cfg.ca_key.get(), revoked, number, now - 60, now + 7 * 86400));
-    im.crl_cache = pki::crl_der(crl.get());
-    im.crl_built = now;
-    return im.crl_cache;
+    return im.store.current_crl(now, 3600, [&](int64_t number, const std::vector<pki::Revoked>& revoked) -> Result<Bytes> {
+        X2SEC_TRY(auto crl, pki::issue_crl(im.cfg.ca_cert.get(), im.cfg.ca_key.get(), revoked, number, now - 60,
+                                           now + 7 * 86400));
+        return pki::crl_der(crl.get());
+    });
 }
 
 }  // namespace x2sec::cmp

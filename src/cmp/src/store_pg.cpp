@@ -21,7 +21,17 @@ CREATE TABLE IF NOT EXISTS certificates (
 CREATE INDEX IF NOT EXISTS certificates_tid ON certificates(tid);
 CREATE TABLE IF NOT EXISTS crl_number (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL);
 INSERT INTO crl_number VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), rev_seq BIGINT NOT NULL DEFAULT 0,
+  crl_seq BIGINT NOT NULL DEFAULT -1, built BIGINT NOT NULL DEFAULT 0, der BYTEA);
+INSERT INTO crl_state(id) VALUES (1) ON CONFLICT DO NOTHING;
+CREATE INDEX IF NOT EXISTS transactions_status ON transactions(status, created);
 )sql";
+
+// SQLSTATE 23505: unique_violation (a primary key already present).
+bool unique_violation(PGresult* r) {
+    const char* st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    return st && std::string_view(st) == "23505";
+}
 
 struct ResFree {
     void operator()(PGresult* r) const { PQclear(r); }
@@ -88,6 +98,11 @@ public:
         auto st = PQresultStatus(r.get());
         return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     }
+    // A connection that broke (server restarted, network) is re-established once, outside a
+    // transaction, before the next statement; the statement that saw the break has failed.
+    void reconnect_if_broken() {
+        if (PQstatus(m_c) == CONNECTION_BAD) PQreset(m_c);
+    }
     Status exec(const char* sql) {
         Res r(PQexec(m_c, sql));
         if (PQresultStatus(r.get()) != PGRES_COMMAND_OK && PQresultStatus(r.get()) != PGRES_TUPLES_OK) return err(sql);
@@ -113,11 +128,12 @@ public:
 
     Status record_issued(const CertRecord& r) override {
         std::lock_guard lk(m_mu);
+        reconnect_if_broken();
         X2SEC_TRY_STATUS(exec("BEGIN"));
         auto t = run("INSERT INTO transactions(tid, body, status, created) VALUES($1,$2,$3,$4)",
                      Params().bin(r.transaction_id).txt(r.body).txt(r.status).num(r.issued_at));
         if (!ok(t)) {
-            auto e = err("transactionID already recorded", 1);
+            auto e = unique_violation(t.get()) ? err("transactionID already recorded", 1) : err("record transaction");
             (void)exec("ROLLBACK");
             return e;
         }
@@ -126,7 +142,7 @@ public:
                      Params().bin(r.serial).bin(r.transaction_id).txt(r.subject).txt(r.sans).txt(r.requester)
                          .num(r.not_before).num(r.not_after).num(r.issued_at).bin(r.der));
         if (!ok(c)) {
-            auto e = err("serial already recorded", 1);
+            auto e = unique_violation(c.get()) ? err("serial already recorded", 4) : err("record certificate");
             (void)exec("ROLLBACK");
             return e;
         }
@@ -134,13 +150,15 @@ public:
     }
     Status record_transaction(BytesView tid, const std::string& body, const std::string& status) override {
         std::lock_guard lk(m_mu);
+        reconnect_if_broken();
         auto t = run("INSERT INTO transactions(tid, body, status, created) VALUES($1,$2,$3,$4)",
                      Params().bin(tid).txt(body).txt(status).num(static_cast<int64_t>(std::time(nullptr))));
-        if (!ok(t)) return err("transactionID already recorded", 1);
+        if (!ok(t)) return unique_violation(t.get()) ? err("transactionID already recorded", 1) : err("record transaction");
         return ok_status();
     }
     Result<bool> transaction_exists(BytesView tid) override {
         std::lock_guard lk(m_mu);
+        reconnect_if_broken();
         auto r = run("SELECT 1 FROM transactions WHERE tid = $1", Params().bin(tid));
         if (!ok(r)) return err("query");
         return PQntuples(r.get()) > 0;
@@ -153,6 +171,7 @@ public:
     }
     Result<std::optional<CertRecord>> find(const char* where, BytesView key) {
         std::lock_guard lk(m_mu);
+        reconnect_if_broken();
         std::string sql = std::string("SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, "
                                       "c.issued_at, c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body "
                                       "FROM certificates c JOIN transactions t ON t.tid = c.tid WHERE ") + where;
@@ -180,17 +199,97 @@ public:
     Result<std::optional<CertRecord>> find_by_serial(BytesView serial) override { return find("c.serial = $1", serial); }
     Result<std::optional<CertRecord>> find_by_transaction(BytesView tid) override { return find("c.tid = $1", tid); }
 
+    // Runs body inside BEGIN .. COMMIT; any failure rolls back.
+    template <class F>
+    auto in_txn(F&& body) -> decltype(body()) {
+        reconnect_if_broken();
+        if (auto st = exec("BEGIN"); !st) return st.error();
+        auto r = body();
+        if (!r) {
+            (void)exec("ROLLBACK");
+            return r;
+        }
+        if (auto st = exec("COMMIT"); !st) {
+            (void)exec("ROLLBACK");
+            return st.error();
+        }
+        return r;
+    }
+
     Status revoke(BytesView serial, int reason, int64_t when) override {
         std::lock_guard lk(m_mu);
-        auto q = run("SELECT revoked FROM certificates WHERE serial = $1", Params().bin(serial));
-        if (!ok(q)) return err("query");
-        if (PQntuples(q.get()) == 0) return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
-        if (be32(PQgetvalue(q.get(), 0, 0)) != 0)
-            return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
-        auto u = run("UPDATE certificates SET revoked = 1, revoked_at = $1, reason = $2 WHERE serial = $3 AND revoked = 0",
-                     Params().num(when).num(reason).bin(serial));
-        if (!ok(u)) return err("revoke");
-        return ok_status();
+        // The check, the update and the revocation sequence in one transaction, the row locked:
+        // another instance cannot revoke in between.
+        return in_txn([&]() -> Status {
+            auto q = run("SELECT revoked FROM certificates WHERE serial = $1 FOR UPDATE", Params().bin(serial));
+            if (!ok(q)) return err("query");
+            if (PQntuples(q.get()) == 0)
+                return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
+            if (be32(PQgetvalue(q.get(), 0, 0)) != 0)
+                return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
+            auto u = run("UPDATE certificates SET revoked = 1, revoked_at = $1, reason = $2 WHERE serial = $3 AND revoked = 0",
+                         Params().num(when).num(reason).bin(serial));
+            if (!ok(u)) return err("revoke");
+            auto b = run("UPDATE crl_state SET rev_seq = rev_seq + 1 WHERE id = 1");
+            if (!ok(b)) return err("crl state");
+            return ok_status();
+        });
+    }
+
+    Result<std::vector<Bytes>> expire_unconfirmed(int64_t before, int64_t now) override {
+        std::lock_guard lk(m_mu);
+        return in_txn([&]() -> Result<std::vector<Bytes>> {
+            // One statement marks the transactions; the certificates of exactly those are revoked.
+            auto t = run("UPDATE transactions SET status = 'unconfirmed-timeout' WHERE status = 'unconfirmed' "
+                         "AND created < $1 RETURNING tid",
+                         Params().num(before));
+            if (!ok(t)) return err("expire");
+            std::vector<Bytes> serials;
+            if (PQntuples(t.get()) == 0) return serials;
+            auto c = run("UPDATE certificates SET revoked = 1, revoked_at = $1, reason = 5 WHERE revoked = 0 AND tid IN "
+                         "(SELECT tid FROM transactions WHERE status = 'unconfirmed-timeout' AND created < $2) "
+                         "RETURNING serial",
+                         Params().num(now).num(before));
+            if (!ok(c)) return err("expire");
+            for (int i = 0; i < PQntuples(c.get()); ++i) serials.push_back(bytes(c.get(), i, 0));
+            if (!serials.empty()) {
+                auto b = run("UPDATE crl_state SET rev_seq = rev_seq + 1 WHERE id = 1");
+                if (!ok(b)) return err("crl state");
+            }
+            return serials;
+        });
+    }
+
+    Result<Bytes> current_crl(int64_t now, int64_t max_age, const CrlBuilder& build) override {
+        std::lock_guard lk(m_mu);
+        reconnect_if_broken();
+        auto fresh = [&](PGresult* q) {
+            return be64(PQgetvalue(q, 0, 0)) == be64(PQgetvalue(q, 0, 1)) && !PQgetisnull(q, 0, 3) &&
+                   now - be64(PQgetvalue(q, 0, 2)) < max_age;
+        };
+        // Fast path without a lock: the stored CRL covers every revocation.
+        auto q0 = run("SELECT rev_seq, crl_seq, built, der FROM crl_state WHERE id = 1");
+        if (!ok(q0) || PQntuples(q0.get()) != 1) return err("crl state");
+        if (fresh(q0.get())) return bytes(q0.get(), 0, 3);
+        return in_txn([&]() -> Result<Bytes> {
+            // The row lock serialises builders across instances; re-check under it.
+            auto q = run("SELECT rev_seq, crl_seq, built, der FROM crl_state WHERE id = 1 FOR UPDATE");
+            if (!ok(q) || PQntuples(q.get()) != 1) return err("crl state");
+            if (fresh(q.get())) return bytes(q.get(), 0, 3);
+            int64_t rev_seq = be64(PQgetvalue(q.get(), 0, 0));
+            auto r = run("SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
+            if (!ok(r)) return err("query");
+            std::vector<pki::Revoked> list;
+            for (int i = 0; i < PQntuples(r.get()); ++i)
+                list.push_back({bytes(r.get(), i, 0), be64(PQgetvalue(r.get(), i, 1)), be32(PQgetvalue(r.get(), i, 2))});
+            auto n = run("UPDATE crl_number SET n = n + 1 WHERE id = 1 RETURNING n");
+            if (!ok(n) || PQntuples(n.get()) != 1) return err("crl number");
+            X2SEC_TRY(auto der, build(be64(PQgetvalue(n.get(), 0, 0)), list));
+            auto u = run("UPDATE crl_state SET crl_seq = $1, built = $2, der = $3 WHERE id = 1",
+                         Params().num(rev_seq).num(now).bin(der));
+            if (!ok(u)) return err("crl state");
+            return der;
+        });
     }
     Result<std::vector<pki::Revoked>> revoked() override {
         std::lock_guard lk(m_mu);

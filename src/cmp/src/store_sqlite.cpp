@@ -17,6 +17,10 @@ CREATE TABLE IF NOT EXISTS certificates (
 CREATE INDEX IF NOT EXISTS certificates_tid ON certificates(tid);
 CREATE TABLE IF NOT EXISTS crl_number (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
 INSERT OR IGNORE INTO crl_number VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), rev_seq INTEGER NOT NULL DEFAULT 0,
+  crl_seq INTEGER NOT NULL DEFAULT -1, built INTEGER NOT NULL DEFAULT 0, der BLOB);
+INSERT OR IGNORE INTO crl_state(id) VALUES (1);
+CREATE INDEX IF NOT EXISTS transactions_status ON transactions(status, created);
 )sql";
 
 class Stmt {
@@ -112,12 +116,14 @@ public:
         X2SEC_TRY_STATUS(txn.begun());
         Stmt t(m_db, "INSERT INTO transactions(tid, body, status, created) VALUES(?,?,?,?)");
         t.blob(1, r.transaction_id).text(2, r.body).text(3, r.status).i64(4, r.issued_at);
-        if (t.step() != SQLITE_DONE) return err("transactionID already recorded", 1);
+        if (int rc = t.step(); rc != SQLITE_DONE)
+            return rc == SQLITE_CONSTRAINT ? err("transactionID already recorded", 1) : err("record transaction");
         Stmt c(m_db, "INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, "
                      "issued_at, der) VALUES(?,?,?,?,?,?,?,?,?)");
         c.blob(1, r.serial).blob(2, r.transaction_id).text(3, r.subject).text(4, r.sans).text(5, r.requester);
         c.i64(6, r.not_before).i64(7, r.not_after).i64(8, r.issued_at).blob(9, r.der);
-        if (c.step() != SQLITE_DONE) return err("serial already recorded", 1);
+        if (int rc = c.step(); rc != SQLITE_DONE)
+            return rc == SQLITE_CONSTRAINT ? err("serial already recorded", 4) : err("record certificate");
         return txn.commit();
     }
 
@@ -199,7 +205,80 @@ public:
             s.i64(1, when).i64(2, reason).blob(3, serial);
             if (s.step() != SQLITE_DONE) return err("revoke");
         }
+        X2SEC_TRY_STATUS(bump_revocations());
         return txn.commit();
+    }
+
+    Status bump_revocations() {
+        Stmt b(m_db, "UPDATE crl_state SET rev_seq = rev_seq + 1 WHERE id = 1");
+        if (b.step() != SQLITE_DONE) return err("crl state");
+        return ok_status();
+    }
+
+    Result<std::vector<Bytes>> expire_unconfirmed(int64_t before, int64_t now) override {
+        std::lock_guard lk(m_mu);
+        Transaction txn(m_db);
+        X2SEC_TRY_STATUS(txn.begun());
+        std::vector<Bytes> serials;
+        {
+            Stmt q(m_db, "SELECT c.serial FROM certificates c JOIN transactions t ON t.tid = c.tid "
+                         "WHERE t.status = 'unconfirmed' AND t.created < ? AND c.revoked = 0");
+            q.i64(1, before);
+            int rc;
+            while ((rc = q.step()) == SQLITE_ROW) serials.push_back(q.col_blob(0));
+            if (rc != SQLITE_DONE) return err("query");
+        }
+        if (serials.empty()) return serials;
+        for (auto& sn : serials) {
+            Stmt u(m_db, "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = 5 WHERE serial = ? AND revoked = 0");
+            u.i64(1, now).blob(2, sn);
+            if (u.step() != SQLITE_DONE) return err("revoke");
+        }
+        Stmt t(m_db, "UPDATE transactions SET status = 'unconfirmed-timeout' WHERE status = 'unconfirmed' AND created < ?");
+        t.i64(1, before);
+        if (t.step() != SQLITE_DONE) return err("update status");
+        X2SEC_TRY_STATUS(bump_revocations());
+        X2SEC_TRY_STATUS(txn.commit());
+        return serials;
+    }
+
+    Result<Bytes> current_crl(int64_t now, int64_t max_age, const CrlBuilder& build) override {
+        std::lock_guard lk(m_mu);
+        Transaction txn(m_db);
+        X2SEC_TRY_STATUS(txn.begun());
+        int64_t rev_seq = 0, crl_seq = -1, built = 0;
+        Bytes der;
+        {
+            Stmt q(m_db, "SELECT rev_seq, crl_seq, built, der FROM crl_state WHERE id = 1");
+            if (q.step() != SQLITE_ROW) return err("crl state");
+            rev_seq = q.col_i64(0);
+            crl_seq = q.col_i64(1);
+            built = q.col_i64(2);
+            der = q.col_blob(3);
+        }
+        if (crl_seq == rev_seq && !der.empty() && now - built < max_age) return der;
+        std::vector<pki::Revoked> list;
+        {
+            Stmt r(m_db, "SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
+            int rc;
+            while ((rc = r.step()) == SQLITE_ROW)
+                list.push_back({r.col_blob(0), r.col_i64(1), static_cast<int>(r.col_i64(2))});
+            if (rc != SQLITE_DONE) return err("query");
+        }
+        int64_t number = 0;
+        {
+            Stmt n(m_db, "UPDATE crl_number SET n = n + 1 WHERE id = 1 RETURNING n");
+            if (n.step() != SQLITE_ROW) return err("crl number");
+            number = n.col_i64(0);
+        }
+        X2SEC_TRY(auto fresh, build(number, list));
+        {
+            Stmt u(m_db, "UPDATE crl_state SET crl_seq = ?, built = ?, der = ? WHERE id = 1");
+            u.i64(1, rev_seq).i64(2, now).blob(3, fresh);
+            if (u.step() != SQLITE_DONE) return err("crl state");
+        }
+        X2SEC_TRY_STATUS(txn.commit());
+        return fresh;
     }
 
     Result<std::vector<pki::Revoked>> revoked() override {

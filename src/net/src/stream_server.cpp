@@ -58,6 +58,8 @@ Status validate(const Limits& l) {
     if (l.workers < 1 || l.workers > 256) return bad("workers must be 1..256");
     if (l.max_request < 64) return bad("max_request must be at least 64 octets");
     if (l.backlog < 1) return bad("backlog must be positive");
+    if (l.keep_alive_idle_ms < 0 || l.keep_alive_idle_ms > 3600000) return bad("keep-alive idle time must be 0..1 h");
+    if (l.max_requests_per_connection < 1) return bad("max_requests_per_connection must be positive");
     return ok_status();
 }
 
@@ -87,6 +89,9 @@ struct StreamServer::Conn {
     SecureBytes out;
     size_t out_off = 0;
     bool refusing = false;  // the write is a refusal
+    bool keep_open = false; // after this write, wait for the next request
+    bool idle = false;      // kept open, no octet of the next request yet
+    int requests = 0;       // requests taken from this connection
     std::shared_ptr<X509> cert;
     long verify_result = X509_V_OK;
     std::vector<std::shared_ptr<X509>> chain;  // verified chain, leaf first
@@ -193,9 +198,9 @@ void StreamServer::worker() {
             job = std::move(m_jobs.front());
             m_jobs.pop_front();
         }
-        SecureBytes rsp;
+        Reply rsp;
         try {
-            rsp = m_proto.handle(std::move(job.req));
+            rsp = m_proto.respond(std::move(job.req));
         } catch (const std::exception& e) {
             m_count(m_opts.counter_prefix + ".handler_exception");
             log::get(m_opts.log_module)->error("{}: request handler failed: {}", m_opts.name, e.what());
@@ -407,6 +412,18 @@ void StreamServer::do_read(Conn& c, int64_t now) {
         return close_conn(c.id);
     }
     if (!progressed && !eof) return;
+    process_input(c, now, eof);
+}
+
+void StreamServer::process_input(Conn& c, int64_t now, bool eof) {
+    if (c.idle) {
+        if (c.in.empty()) {
+            if (eof) close_conn(c.id);  // the client closed a kept-open connection: nothing to answer
+            return;
+        }
+        c.idle = false;  // the next request has begun: it has the whole request deadline
+        c.deadline = now + m_opts.limits.request_deadline_ms;
+    }
     Frame f = m_proto.frame(c.in, c.fs, eof);
     if (f.kind == Frame::NeedMore && c.in.size() > m_opts.limits.max_request) {  // the framer's limits failed
         f.kind = Frame::Reject;
@@ -433,6 +450,11 @@ void StreamServer::do_read(Conn& c, int64_t now) {
     req.verify_result = c.verify_result;
     req.peer_chain = c.chain;
     req.tls = c.ssl != nullptr;
+    req.reused = c.requests > 0;
+    if (req.reused) m_count(m_opts.counter_prefix + ".keepalive.reused");
+    ++c.requests;
+    req.may_keep_open = m_opts.limits.keep_alive_idle_ms > 0 && c.requests < m_opts.limits.max_requests_per_connection;
+    c.fs = FrameState{};
     {
         std::lock_guard lock(m_mutex);
         if (m_jobs.size() >= static_cast<size_t>(m_opts.limits.max_connections)) {
@@ -455,8 +477,9 @@ void StreamServer::start_reply(Conn& c, Bytes reply, int64_t now, int deadline_m
     start_write(c, SecureBytes(BytesView(reply)), now, deadline_ms);
 }
 
-void StreamServer::start_write(Conn& c, SecureBytes data, int64_t now, int deadline_ms) {
+void StreamServer::start_write(Conn& c, SecureBytes data, int64_t now, int deadline_ms, bool keep_open) {
     if (data.empty()) return close_conn(c.id);
+    c.keep_open = keep_open && !c.refusing;
     c.state = Conn::Writing;
     c.out = std::move(data);
     c.out_off = 0;
@@ -492,9 +515,22 @@ void StreamServer::do_write(Conn& c, int64_t now) {
 }
 
 void StreamServer::finish(Conn& c, int64_t now) {
-    // One request per connection: send close_notify / FIN, then drain what the client still
-    // sends (so that closing does not reset the connection before it read the answer).
     c.out.clear();
+    if (c.keep_open) {
+        // Persistent: wait for the next request (it may already be buffered: pipelining).
+        c.keep_open = false;
+        c.state = Conn::Reading;
+        c.idle = true;
+        c.deadline = now + m_opts.limits.keep_alive_idle_ms;
+        want(c, EPOLLIN);
+        if (!c.in.empty() || (c.ssl && SSL_pending(c.ssl) > 0)) {
+            if (c.ssl && SSL_pending(c.ssl) > 0) return do_read(c, now);
+            return process_input(c, now, false);
+        }
+        return;
+    }
+    // Last request: send close_notify / FIN, then drain what the client still sends (so that
+    // closing does not reset the connection before it read the answer).
     if (c.ssl) {
         (void)SSL_shutdown(c.ssl);
         ERR_clear_error();
@@ -529,7 +565,7 @@ void StreamServer::on_event(Conn& c, uint32_t, int64_t now) {
 }
 
 void StreamServer::collect_done(int64_t now) {
-    std::vector<std::pair<uint64_t, SecureBytes>> done;
+    std::vector<std::pair<uint64_t, Reply>> done;
     {
         std::lock_guard lock(m_mutex);
         done.swap(m_done);
@@ -537,7 +573,10 @@ void StreamServer::collect_done(int64_t now) {
     for (auto& [id, rsp] : done) {
         auto it = m_conns.find(id);
         if (it == m_conns.end()) continue;
-        start_write(*it->second, std::move(rsp), now, m_opts.limits.write_deadline_ms);
+        Conn& c = *it->second;
+        start_write(c, std::move(rsp.data), now, m_opts.limits.write_deadline_ms,
+                    rsp.keep_open && m_opts.limits.keep_alive_idle_ms > 0 &&
+                        c.requests < m_opts.limits.max_requests_per_connection);
     }
 }
 
@@ -550,8 +589,18 @@ void StreamServer::check_deadlines(int64_t now) {
         if (it == m_conns.end()) continue;
         Conn& c = *it->second;
         switch (c.state) {
-        case Conn::Handshake:
-        case Conn::Reading: {
+        case Conn::Reading:
+            if (c.idle) {  // a kept-open connection without a next request: closed quietly
+                m_count(m_opts.counter_prefix + ".keepalive.idle_closed");
+                if (c.ssl) {
+                    (void)SSL_shutdown(c.ssl);
+                    ERR_clear_error();
+                }
+                close_conn(id);
+                break;
+            }
+            [[fallthrough]];
+        case Conn::Handshake: {
             m_count(m_opts.counter_prefix + ".rejected.deadline");
             refuse_log("deadline",
                        "closing a connection from " + c.peer + ": no complete request within " +

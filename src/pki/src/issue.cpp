@@ -14,6 +14,7 @@ const char* profile_name(Profile p) {
     case Profile::Device: return "device";
     case Profile::BaseStation: return "base-station";
     case Profile::Server: return "server";
+    case Profile::OcspSigner: return "ocsp-signer";
     }
     return "?";
 }
@@ -96,6 +97,10 @@ Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EV
         X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_key_usage, "critical,digitalSignature"));
         if (req.profile == Profile::Server)
             X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_ext_key_usage, "serverAuth,clientAuth"));
+        if (req.profile == Profile::OcspSigner) {
+            X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_ext_key_usage, "OCSPSigning"));
+            X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_id_pkix_OCSP_noCheck, "ignored"));
+        }
     }
     X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_subject_key_identifier, "hash"));
     if (req.profile != Profile::RootCa)
@@ -107,6 +112,9 @@ Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EV
     std::string cdp;
     for (auto& u : req.crl_urls) cdp += (cdp.empty() ? "" : ",") + std::string("URI:") + u;
     if (!cdp.empty()) X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_crl_distribution_points, cdp));
+    std::string aia;
+    for (auto& u : req.ocsp_urls) aia += (aia.empty() ? "" : ",") + std::string("OCSP;URI:") + u;
+    if (!aia.empty()) X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_info_access, aia));
 
     if (!X509_sign(cert.get(), issuer_key, digest_for(issuer_key)))
         return ossl_error(ErrorDomain::Crypto, "signing certificate");

@@ -41,6 +41,17 @@ openssl cmp -cmd ir -server $URL -cert dev.pem -key dev.key -trusted op/root.crt
   && pass "openssl cmp ir -implicit_confirm accepted" || fail "ir -implicit_confirm"
 check "store: implicit confirmation recorded" test "$(sqlite3 $D/ca.db "SELECT COUNT(*) FROM transactions WHERE status='implicit'")" = 1
 
+# 2b. HTTP keep-alive: ir + certConf on one persistent connection (-keep_alive 2 makes the
+#     client fail if the server closes after the ir)
+openssl cmp -cmd ir -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -keep_alive 2 \
+  -newkey new5.key -subject "/CN=$ID" -sans $ID -certout new5.crt > ka2.log 2>&1 \
+  && pass "openssl cmp ir -keep_alive 2 (persistent connection required)" || fail "ir -keep_alive 2"
+openssl cmp -cmd ir -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -keep_alive 1 \
+  -newkey new5.key -subject "/CN=$ID" -sans $ID -certout new6.crt > ka1.log 2>&1 \
+  && pass "openssl cmp ir -keep_alive 1" || fail "ir -keep_alive 1"
+check "store: both keep-alive transactions confirmed" \
+  test "$(sqlite3 $D/ca.db "SELECT COUNT(*) FROM transactions WHERE status='confirmed'")" = 3
+
 # 3. kur signed with the operator certificate
 openssl cmp -cmd kur -server $URL -cert new.crt -key new.key -untrusted op/ca.crt -trusted op/root.crt \
   -newkey new3.key -certout kur.crt > kur.log 2>&1 && pass "openssl cmp kur accepted" || fail "kur"
@@ -114,6 +125,9 @@ check "body shorter than Content-Length: 400" grep -q " 400 " trunc_http.txt
 check "negatives wrote nothing to the store" test "$(certs)/$(txns)" = "$C0/$T0"
 
 kill -TERM ${PIDS[0]}; wait ${PIDS[0]} || true; PIDS=()
-grep -E "cmp.reject|http.reject" server.log | sed 's/^/  /'
+# the two keep-alive transactions sent their certConf on the ir's connection
+check "certConf on a reused connection (cmp.http.keepalive.reused >= 2)" \
+  test "$(sed -n 's/.*cmp.http.keepalive.reused = //p' server.log)" -ge 2
+grep -E "cmp.reject|http.reject|keepalive" server.log | sed 's/^/  /'
 echo "failures: $FAILS"
 exit $((FAILS > 0))

@@ -552,3 +552,147 @@ void HttpLoad::run(bool tls) {
 
 TEST_F(HttpLoad, CmpEnrolmentsOverHttpSucceedWhile500SlowConnectionsAreHeld) { run(false); }
 TEST_F(HttpLoad, CmpEnrolmentsOverHttpsSucceedWhile500SlowTlsConnectionsAreHeld) { run(true); }
+
+// ---------------------------------------------------------------- HTTP/1.1 keep-alive (issue 13)
+namespace {
+
+// Reads exactly one HTTP response (head + Content-Length body) from fd; empty on EOF/timeout.
+std::string read_response(int fd, int timeout_s = 5) {
+    timeval tv{timeout_s, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string out;
+    char c;
+    while (out.find("\r\n\r\n") == std::string::npos) {
+        if (::recv(fd, &c, 1, 0) != 1) return {};
+        out += c;
+    }
+    auto at = out.find("Content-Length: ");
+    size_t len = at == std::string::npos ? 0 : std::strtoul(out.c_str() + at + 16, nullptr, 10);
+    std::string body(len, '\0');
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = ::recv(fd, body.data() + got, len - got, 0);
+        if (n <= 0) return {};
+        got += static_cast<size_t>(n);
+    }
+    return out + body;
+}
+bool closed_by_server(int fd, int timeout_s = 5) {
+    timeval tv{timeout_s, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char c;
+    return ::recv(fd, &c, 1, 0) == 0;
+}
+const std::string kGetCrl = "GET /crl HTTP/1.1\r\nHost: x\r\n\r\n";
+
+}  // namespace
+
+TEST_F(HttpFixture, KeepAliveServesSequentialAndPipelinedRequestsOnOneConnection) {
+    start();
+    int fd = connect_from(http->port(), 0x7f000001);
+    ASSERT_GE(fd, 0);
+    (void)::send(fd, kGetCrl.data(), kGetCrl.size(), MSG_NOSIGNAL);
+    std::string r1 = read_response(fd);
+    EXPECT_EQ(status_of(r1), 200);
+    EXPECT_NE(r1.find("Connection: keep-alive"), std::string::npos) << r1.substr(0, 200);
+    // two requests in one segment: answered in order
+    std::string two = kGetCrl + "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n";
+    (void)::send(fd, two.data(), two.size(), MSG_NOSIGNAL);
+    EXPECT_EQ(status_of(read_response(fd)), 200);
+    // the 404 is a refusal of the framer: it closes the connection
+    std::string r3 = read_response(fd);
+    EXPECT_EQ(status_of(r3), 404);
+    EXPECT_NE(r3.find("Connection: close"), std::string::npos);
+    EXPECT_TRUE(closed_by_server(fd));
+    ::close(fd);
+    EXPECT_EQ(http->accepted(), 1u);
+    // requests handed to a worker on a reused connection (the 404 never reached one)
+    EXPECT_EQ(server->counters().get("cmp.http.keepalive.reused"), 1u);
+    EXPECT_EQ(server->counters().get("http.ok.crl"), 2u);
+}
+
+TEST_F(HttpFixture, KeepAliveHonoursConnectionCloseAndHttp10) {
+    start();
+    int fd = connect_from(http->port(), 0x7f000001);
+    ASSERT_GE(fd, 0);
+    std::string req = "GET /crl HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    std::string r = read_response(fd);
+    EXPECT_EQ(status_of(r), 200);
+    EXPECT_NE(r.find("Connection: close"), std::string::npos);
+    EXPECT_TRUE(closed_by_server(fd));
+    ::close(fd);
+    // HTTP/1.0 without keep-alive: closed; with "Connection: keep-alive": kept
+    fd = connect_from(http->port(), 0x7f000001);
+    req = "GET /crl HTTP/1.0\r\n\r\n";
+    (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    EXPECT_NE(read_response(fd).find("Connection: close"), std::string::npos);
+    EXPECT_TRUE(closed_by_server(fd));
+    ::close(fd);
+    fd = connect_from(http->port(), 0x7f000001);
+    req = "GET /crl HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
+    (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    EXPECT_NE(read_response(fd).find("Connection: keep-alive"), std::string::npos);
+    (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    EXPECT_EQ(status_of(read_response(fd)), 200);
+    ::close(fd);
+    EXPECT_EQ(server->counters().get("cmp.http.keepalive.reused"), 1u);
+}
+
+TEST_F(HttpFixture, KeepAliveIdleTimeoutAndPerConnectionLimitClose) {
+    start(false, [](HttpOptions& o) {
+        o.keep_alive_idle_ms = 300;
+        o.max_requests_per_connection = 3;
+    });
+    int fd = connect_from(http->port(), 0x7f000001);
+    ASSERT_GE(fd, 0);
+    for (int i = 1; i <= 3; ++i) {
+        (void)::send(fd, kGetCrl.data(), kGetCrl.size(), MSG_NOSIGNAL);
+        std::string r = read_response(fd);
+        EXPECT_EQ(status_of(r), 200) << i;
+        EXPECT_NE(r.find(i < 3 ? "Connection: keep-alive" : "Connection: close"), std::string::npos) << i;
+    }
+    EXPECT_TRUE(closed_by_server(fd));  // after the third (max_requests_per_connection)
+    ::close(fd);
+    // an idle kept-open connection is closed after keep_alive_idle_ms, quietly (no 408)
+    fd = connect_from(http->port(), 0x7f000001);
+    (void)::send(fd, kGetCrl.data(), kGetCrl.size(), MSG_NOSIGNAL);
+    EXPECT_EQ(status_of(read_response(fd)), 200);
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(closed_by_server(fd, 5));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));  // bound only, 300 ms expected
+    ::close(fd);
+    EXPECT_EQ(server->counters().get("cmp.http.keepalive.idle_closed"), 1u);
+    EXPECT_EQ(server->counters().get("cmp.http.rejected.deadline"), 0u);
+    EXPECT_TRUE(wait_for([&] { return http->open_connections() == 0; }, 2000));
+}
+
+TEST_F(HttpFixture, KeepAliveOffAnswersConnectionClose) {
+    start(false, [](HttpOptions& o) { o.keep_alive_idle_ms = 0; });
+    int fd = connect_from(http->port(), 0x7f000001);
+    (void)::send(fd, kGetCrl.data(), kGetCrl.size(), MSG_NOSIGNAL);
+    EXPECT_NE(read_response(fd).find("Connection: close"), std::string::npos);
+    EXPECT_TRUE(closed_by_server(fd));
+    ::close(fd);
+}
+
+TEST_F(HttpFixture, X2secClientEnrolsOverOnePersistentConnection) {
+    for (bool tls : {false, true}) {
+        SCOPED_TRACE(tls ? "https" : "http");
+        start(tls);
+        std::string eui = tls ? "0023a1b2c3f1" : "0023a1b2c3f0";
+        auto dev = lab().device(lab().vendor_a, eui, "henb.vendor-a.example");
+        auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
+        std::string url = std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(http->port()) +
+                          "/.well-known/cmp";
+        auto r = req(dev, k.get(), eui + ".henb.vendor-a.example", url);
+        r.keep_alive = true;
+        if (tls) r.tls.trust = {lab().operator_root.cert.get()};
+        uint64_t reused0 = server->counters().get("cmp.http.keepalive.reused");
+        auto e = Client::enroll(r);
+        ASSERT_TRUE(e.ok()) << e.error().detail();
+        EXPECT_EQ(http->accepted(), 1u);  // ir and certConf on one connection
+        EXPECT_EQ(server->counters().get("cmp.http.keepalive.reused"), reused0 + 1);
+        http->stop();
+    }
+}

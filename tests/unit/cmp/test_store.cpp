@@ -89,7 +89,7 @@ protected:
                 ASSERT_TRUE(s.ok()) << s.error().detail();
             }
             std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, transactions, crl_number' >/dev/null 2>&1");
+                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, transactions, crl_number, crl_state' >/dev/null 2>&1");
             ASSERT_EQ(std::system(drop.c_str()), 0);
             auto s = open_postgres_store(pg().conninfo);
             ASSERT_TRUE(s.ok()) << s.error().detail();
@@ -208,6 +208,86 @@ TEST_P(StoreTest, SurvivesReopen) {
     ASSERT_TRUE(s.ok());
     EXPECT_TRUE(*(*s)->transaction_exists(Bytes(16, 4)));
     EXPECT_EQ((*s)->kind(), "sqlite");
+}
+
+TEST_P(StoreTest, SerialCollisionIsCode4TransactionCollisionCode1) {
+    ASSERT_TRUE(store->record_issued(rec(1, 1)).ok());
+    EXPECT_EQ(store->record_issued(rec(1, 2)).error().code(), 4);
+    EXPECT_EQ(store->record_issued(rec(2, 1)).error().code(), 1);
+}
+
+TEST_P(StoreTest, ExpireUnconfirmedRevokesOnlyStaleUnconfirmedOnce) {
+    ASSERT_TRUE(store->record_issued(rec(1, 1)).ok());  // unconfirmed since 1500
+    ASSERT_TRUE(store->record_issued(rec(2, 2)).ok());
+    ASSERT_TRUE(store->set_status(Bytes(16, 2), "confirmed").ok());
+    auto young = rec(3, 3);
+    young.issued_at = 5000;
+    ASSERT_TRUE(store->record_issued(young).ok());
+    auto swept = store->expire_unconfirmed(2000, 6000);
+    ASSERT_TRUE(swept.ok()) << swept.error().detail();
+    ASSERT_EQ(swept->size(), 1u);
+    EXPECT_EQ((*swept)[0], Bytes(16, 1));
+    auto r1 = *store->find_by_serial(Bytes(16, 1));
+    EXPECT_TRUE(r1->revoked);
+    EXPECT_EQ(r1->revocation_reason, 5);
+    EXPECT_EQ(r1->revoked_at, 6000);
+    EXPECT_EQ(r1->status, "unconfirmed-timeout");
+    EXPECT_FALSE((*store->find_by_serial(Bytes(16, 2)))->revoked);
+    EXPECT_FALSE((*store->find_by_serial(Bytes(16, 3)))->revoked);
+    EXPECT_TRUE(store->expire_unconfirmed(2000, 6001)->empty());
+}
+
+TEST_P(StoreTest, CurrentCrlIsOneForAllHandlesAndItsNumberOnlyGrows) {
+    std::unique_ptr<Store> other;
+    if (GetParam() == "sqlite") other = std::move(open_sqlite_store(path).value());
+    else other = std::move(open_postgres_store(pg().conninfo).value());
+    std::vector<int64_t> built;
+    Store::CrlBuilder build = [&](int64_t n, const std::vector<pki::Revoked>& rv) -> Result<Bytes> {
+        built.push_back(n);
+        return Bytes{static_cast<uint8_t>(n), static_cast<uint8_t>(rv.size())};
+    };
+    ASSERT_TRUE(store->record_issued(rec(1, 1)).ok());
+    ASSERT_TRUE(store->record_issued(rec(2, 2)).ok());
+    auto a = store->current_crl(100, 3600, build);
+    ASSERT_TRUE(a.ok()) << a.error().detail();
+    auto b = other->current_crl(101, 3600, build);  // the other instance serves the same CRL
+    ASSERT_TRUE(b.ok());
+    EXPECT_EQ(*a, *b);
+    EXPECT_EQ(built.size(), 1u);
+    ASSERT_TRUE(other->revoke(Bytes(16, 2), 1, 102).ok());  // revoked through the other handle
+    auto c = store->current_crl(103, 3600, build);
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ((*c)[0], (*a)[0] + 1);
+    EXPECT_EQ((*c)[1], 1);  // lists the revocation
+    EXPECT_EQ(*other->current_crl(104, 3600, build), *c);
+    auto d = other->current_crl(103 + 3600, 3600, build);  // stale: a new number, nothing else changed
+    EXPECT_EQ((*d)[0], (*c)[0] + 1);
+    EXPECT_EQ(built.size(), 3u);
+    // concurrent revocations and CRL fetches through both handles: every number seen is at
+    // least the one seen before it by the same thread, and the last CRL lists all revocations
+    for (uint8_t i = 10; i < 30; ++i) ASSERT_TRUE(store->record_issued(rec(i, i)).ok());
+    std::vector<std::thread> ts;
+    std::atomic<bool> monotonic{true};
+    std::mutex bm;
+    Store::CrlBuilder locked = [&](int64_t n, const std::vector<pki::Revoked>& rv) -> Result<Bytes> {
+        std::lock_guard lk(bm);
+        return build(n, rv);
+    };
+    for (int t = 0; t < 2; ++t)
+        ts.emplace_back([&, t] {
+            Store& s = t ? *other : *store;
+            int last = 0;
+            for (uint8_t i = static_cast<uint8_t>(10 + t); i < 30; i += 2) {
+                ASSERT_TRUE(s.revoke(Bytes(16, i), 0, 200).ok());
+                auto crl = s.current_crl(200, 3600, locked);
+                ASSERT_TRUE(crl.ok());
+                if ((*crl)[0] < last) monotonic = false;
+                last = (*crl)[0];
+            }
+        });
+    for (auto& t : ts) t.join();
+    EXPECT_TRUE(monotonic);
+    EXPECT_EQ((*store->current_crl(201, 3600, build))[1], 21);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values("sqlite", "postgresql"),

@@ -47,6 +47,7 @@ struct ClientCommon {
     int timeout_s = 30;
     std::vector<X509*> operator_roots;  // provisioned operator trust anchors
     Bytes transaction_id;           // fixed transactionID (tests, replays); empty: fresh random
+    bool keep_alive = false;        // HTTP: one persistent connection for the transaction (ir + certConf)
 };
 
 struct EnrollRequest : ClientCommon {

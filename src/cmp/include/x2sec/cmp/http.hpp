@@ -2,7 +2,10 @@
 // application/pkixcmp, 200 only for a CMP response; paths /.well-known/cmp,
 // /.well-known/cmp/p/<profile> and /pkix/ (OpenSSL's default).  GET <crl_path> serves the
 // DER CRL (application/pkix-crl).  Bad requests get a 4xx and a counter
-// ("http.reject.<why>") and never reach the CA.  One request per connection (`Connection: close`).
+// ("http.reject.<why>") and never reach the CA.  HTTP/1.1 keep-alive: a connection stays open
+// after a complete answer unless the client sent `Connection: close` (or spoke HTTP/1.0 without
+// `Connection: keep-alive`), for at most `keep_alive_idle_ms` between requests and
+// `max_requests_per_connection` requests; refusals (4xx from the framer, 503, 408) always close.
 //
 // I/O runs on one non-blocking event loop (net::StreamServer): slow or idle clients hold no
 // worker; `threads` workers only process complete requests.  Bounded: connections overall and
@@ -18,6 +21,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <x2sec/cmp/ocsp.hpp>
 #include <x2sec/cmp/server.hpp>
 #include <x2sec/net/stream_server.hpp>
 
@@ -33,7 +37,16 @@ struct HttpOptions {
     int max_per_source = 32;         // concurrent connections from one address; more: 503 / closed
     int request_timeout_ms = 10000;  // accept -> complete request, TLS handshake included; then 408
     int write_timeout_ms = 10000;    // response ready -> written
+    // HTTP/1.1 persistent connections: idle time allowed between requests (0: one request per
+    // connection) and requests per connection (the last answer carries Connection: close).
+    int keep_alive_idle_ms = 5000;
+    int max_requests_per_connection = 100;
     std::string crl_path = "/crl";
+    // OCSP (RFC 6960 appendix A) when set: POST <ocsp_path> (application/ocsp-request) and
+    // GET <ocsp_path>/<url-encoded base64 request>; answers application/ocsp-response.
+    OcspResponder* ocsp = nullptr;
+    std::string ocsp_path = "/ocsp";
+    bool serve_cmp = true;           // false: an OCSP (and CRL) listener only; CMP paths are 404
     // HTTPS when set
     X509* tls_cert = nullptr;
     EVP_PKEY* tls_key = nullptr;

@@ -30,6 +30,7 @@ struct ServerPolicy {
     bool grant_implicit_confirm = true;
     int64_t validity_days = 365;
     std::vector<std::string> crl_urls;     // cRLDistributionPoints in issued certificates
+    std::vector<std::string> ocsp_urls;    // authorityInfoAccess id-ad-ocsp in issued certificates
     int session_timeout_s = 300;           // unconfirmed certificates are revoked after this
 };
 

@@ -3,6 +3,7 @@
 // PostgreSQL (libpq) when configured, so several RA/CA instances can share one operator CA.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,8 +40,9 @@ struct StoreCounts {
 class Store {
 public:
     virtual ~Store() = default;
-    // Records a transaction and the certificate it issued, atomically.  Fails (code 1) when
-    // the transactionID or the serial is already present.
+    // Records a transaction and the certificate it issued, atomically.  Fails with code 1 when
+    // the transactionID is already present, code 4 when the serial is (issue again with a new
+    // one), code 0 when the store failed.
     virtual Status record_issued(const CertRecord& rec) = 0;
     // Records a transaction that issued nothing (rr, genm) so its ID cannot be reused.
     virtual Status record_transaction(BytesView tid, const std::string& body, const std::string& status) = 0;
@@ -54,6 +56,20 @@ public:
     virtual Result<StoreCounts> counts() = 0;
     virtual Result<int64_t> next_crl_number() = 0;
     virtual std::string kind() const = 0;
+
+    // --- shared by several instances (issue 13 item 4)
+    // Certificates still `unconfirmed` whose transaction began before `before` (their RA/CA
+    // session has ended: timed out, or its process died): status `unconfirmed-timeout`, revoked
+    // (cessationOfOperation) at `now`, in one transaction, by whichever instance runs it
+    // first.  Returns their serials.
+    virtual Result<std::vector<Bytes>> expire_unconfirmed(int64_t before, int64_t now) = 0;
+    // The current CRL, one for all instances: when a revocation was recorded since the stored
+    // CRL was built, or it is `max_age` old, `build(number, revoked)` makes a new one with the
+    // next CRL number and it is stored; otherwise the stored DER is returned.  Serialised in the
+    // database (row lock / write transaction), so CRL numbers only grow and every instance
+    // serves the newest CRL.
+    using CrlBuilder = std::function<Result<Bytes>(int64_t number, const std::vector<pki::Revoked>& revoked)>;
+    virtual Result<Bytes> current_crl(int64_t now, int64_t max_age, const CrlBuilder& build) = 0;
 };
 
 // path: file name (":memory:" for tests).

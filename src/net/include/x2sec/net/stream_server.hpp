@@ -21,9 +21,14 @@
 // Each refusal is logged, rate-limited per kind (the first at once with its address and limit,
 // then one line per 10 s with the number of further events), so a flood does not flood the log.
 //
-// The framing is per connection (`FrameState`), and the remainder of the buffer after a request
-// stays with the connection: HTTP keep-alive/pipelining can later reuse a connection by
-// resetting its state instead of closing it.  Today every connection carries one request.
+// Persistent connections (HTTP/1.1 keep-alive): when `keep_alive_idle_ms` > 0 the protocol may
+// ask to keep a connection open after a response (Reply::keep_open, only offered while
+// Request::may_keep_open: fewer than `max_requests_per_connection` requests so far).  The
+// connection then waits for its next request for at most `keep_alive_idle_ms` (closed quietly
+// after that, counted `<prefix>.keepalive.idle_closed`); the first octet of the next request
+// starts a new `request_deadline_ms`.  The framing is per connection (`FrameState`) and octets
+// after a request stay with the connection, so pipelined requests are answered in order, one at
+// a time.  Requests on a reused connection are counted `<prefix>.keepalive.reused`.
 #pragma once
 
 #include <atomic>
@@ -54,6 +59,8 @@ struct Limits {
     int write_deadline_ms = 10000;    // response ready -> written
     int linger_ms = 1000;             // after the response: drain the client's unread bytes before closing
     size_t max_request = 1 << 20;     // hard cap on buffered request octets (the framer's limits are lower)
+    int keep_alive_idle_ms = 0;       // > 0: persistent connections, idle at most this long between requests
+    int max_requests_per_connection = 100;  // with keep-alive: the last one is answered and the connection closed
     int workers = 4;                  // handler threads
     int backlog = 1024;               // listen(2) backlog
 };
@@ -88,6 +95,13 @@ struct Request {
     long verify_result = 0;
     std::vector<std::shared_ptr<X509>> peer_chain;
     bool tls = false;
+    bool may_keep_open = false;  // the protocol may keep the connection open after this request
+    bool reused = false;         // not the first request on its connection
+};
+
+struct Reply {
+    SecureBytes data;        // empty: close without answering
+    bool keep_open = false;  // honoured only when the request's may_keep_open was set
 };
 
 class Protocol {
@@ -97,6 +111,8 @@ public:
     virtual Frame frame(BytesView received, FrameState& st, bool eof) = 0;
     // On a worker thread: the response to a complete request.
     virtual SecureBytes handle(Request req) = 0;
+    // As handle(), for a protocol that keeps connections open (default: handle(), then close).
+    virtual Reply respond(Request req) { return Reply{handle(std::move(req)), false}; }
     // What to send when refusing (`tls`: the bytes go inside an established TLS session; a
     // refusal before or without a TLS session is never sent on a TLS listener).
     virtual Bytes refusal(Refusal, bool /*tls*/) { return {}; }
@@ -139,10 +155,11 @@ private:
     void on_event(Conn& c, uint32_t ev, int64_t now);
     void do_handshake(Conn& c, int64_t now);
     void do_read(Conn& c, int64_t now);
+    void process_input(Conn& c, int64_t now, bool eof);
     void do_write(Conn& c, int64_t now);
     void do_linger(Conn& c, int64_t now);
     void start_reply(Conn& c, Bytes reply, int64_t now, int deadline_ms);
-    void start_write(Conn& c, SecureBytes data, int64_t now, int deadline_ms);
+    void start_write(Conn& c, SecureBytes data, int64_t now, int deadline_ms, bool keep_open = false);
     void finish(Conn& c, int64_t now);
     void want(Conn& c, uint32_t events);
     void close_conn(uint64_t id);
@@ -173,7 +190,7 @@ private:
     std::mutex m_mutex;
     std::condition_variable m_cv;
     std::deque<Job> m_jobs;
-    std::vector<std::pair<uint64_t, SecureBytes>> m_done;
+    std::vector<std::pair<uint64_t, Reply>> m_done;
     std::atomic<size_t> m_accepted{0}, m_open{0};
 };
 

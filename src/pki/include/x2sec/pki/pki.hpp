@@ -34,6 +34,8 @@ enum class Profile {
     Device,          // vendor-issued H(e)NB certificate (digitalSignature, SAN = identity)
     BaseStation,     // operator-issued H(e)NB certificate (TS 33.310 profile)
     Server,          // SeGW / RA / TLS server: digitalSignature, serverAuth + clientAuth
+    OcspSigner,      // delegated OCSP responder (RFC 6960 4.2.2.2): digitalSignature, id-kp-OCSPSigning,
+                     // id-pkix-ocsp-nocheck (so keep it short-lived)
 };
 const char* profile_name(Profile p);
 
@@ -47,6 +49,7 @@ struct IssueRequest {
     std::optional<int64_t> not_before;    // unix seconds; default now - 60 s
     std::optional<int64_t> not_after;     // overrides validity_days
     std::vector<std::string> crl_urls;    // cRLDistributionPoints (URI)
+    std::vector<std::string> ocsp_urls;   // authorityInfoAccess id-ad-ocsp (URI)
     Bytes serial;                         // empty: random 16 bytes, positive
 };
 
