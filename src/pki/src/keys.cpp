@@ -1,5 +1,6 @@
 #include <openssl/pem.h>
 #include <x2sec/common/file.hpp>
+#include <x2sec/crypto/pkcs11.hpp>
 #include <x2sec/pki/pki.hpp>
 
 namespace x2sec::pki {
@@ -38,6 +39,8 @@ Result<PkeyPtr> generate_key(KeyAlg alg) {
 }
 
 Result<SecureBytes> private_key_pem(EVP_PKEY* key) {
+    // A key in a PKCS#11 token is written as its URI (the key never leaves the token).
+    if (auto uri = crypto::token_key_uri(key)) return SecureBytes(as_bytes(std::string_view(*uri)));
     BioPtr b(BIO_new(BIO_s_secmem()));
     if (!b || !PEM_write_bio_PrivateKey(b.get(), key, nullptr, nullptr, 0, nullptr, nullptr))
         return ossl_error(ErrorDomain::Crypto, "encoding private key");
@@ -52,6 +55,11 @@ Status save_private_key(const std::string& path, EVP_PKEY* key) {
 }
 
 Result<PkeyPtr> private_key_from_pem(BytesView pem) {
+    if (std::string_view text(reinterpret_cast<const char*>(pem.data()), pem.size()); crypto::is_pkcs11_uri(text)) {
+        while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
+        X2SEC_TRY(auto k, crypto::load_token_private_key(std::string(text)));
+        return PkeyPtr(k);
+    }
     BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
     EVP_PKEY* k = PEM_read_bio_PrivateKey(b.get(), nullptr, nullptr, nullptr);
     if (!k) return ossl_error(ErrorDomain::Pki, "not a PEM private key");
@@ -59,6 +67,10 @@ Result<PkeyPtr> private_key_from_pem(BytesView pem) {
 }
 
 Result<PkeyPtr> load_private_key(const std::string& path) {
+    if (crypto::is_pkcs11_uri(path)) {
+        X2SEC_TRY(auto k, crypto::load_token_private_key(path));
+        return PkeyPtr(k);
+    }
     auto data = read_file(path, 1 << 20);
     if (!data) return std::move(data).error();
     SecureBytes pem(*data);
