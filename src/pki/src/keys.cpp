@@ -38,6 +38,19 @@ Result<PkeyPtr> generate_key(KeyAlg alg) {
     return PkeyPtr(k);
 }
 
+Result<PkeyPtr> generate_key(KeyAlg alg, const std::string& token_uri) {
+    if (token_uri.empty()) return generate_key(alg);
+    crypto::KeyType t = crypto::KeyType::EcP256;
+    switch (alg) {
+        case KeyAlg::EcP256: t = crypto::KeyType::EcP256; break;
+        case KeyAlg::EcP384: t = crypto::KeyType::EcP384; break;
+        case KeyAlg::Rsa2048: t = crypto::KeyType::Rsa2048; break;
+        case KeyAlg::Rsa3072: t = crypto::KeyType::Rsa3072; break;
+    }
+    X2SEC_TRY(auto k, crypto::generate_token_key(token_uri, t));
+    return PkeyPtr(k.key);
+}
+
 Result<SecureBytes> private_key_pem(EVP_PKEY* key) {
     // A key in a PKCS#11 token is written as its URI (the key never leaves the token).
     if (auto uri = crypto::token_key_uri(key)) return SecureBytes(as_bytes(std::string_view(*uri)));
