@@ -1,3 +1,4 @@
+#include <x2sec/crypto/pkcs11.hpp>
 #include <x2sec/config/engine_config.hpp>
 
 #include <algorithm>
@@ -67,7 +68,7 @@ struct Builder {
             Cred cred;
             auto key = crypto::PrivateKey::load(c.key_file);
             if (!key) {
-                d.error(c.where, "credential '" + c.name + "': cannot load private key '" + c.key_file + "': " + key.error().detail());
+                d.error(c.where, "credential '" + c.name + "': cannot load private key '" + crypto::redact_pkcs11_uri(c.key_file) + "': " + key.error().detail());
                 continue;
             }
             cred.key = std::make_shared<crypto::PrivateKey>(std::move(*key));

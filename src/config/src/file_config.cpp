@@ -354,7 +354,9 @@ public:
             CredentialEntry e;
             e.where = a.where();
             if (auto n = a.str("name", true)) e.name = n->value;
-            if (auto k = a.str("key", true)) e.key_file = resolve(k->value);
+            // A file path (relative to the config file) or a pkcs11: URI (a key in a token).
+            if (auto k = a.str("key", true))
+                e.key_file = k->value.rfind("pkcs11:", 0) == 0 ? k->value : resolve(k->value);
             auto certs = a.strings("certs");
             if (!a.has("certs")) a.missing("certs");
             for (auto& c : certs) e.cert_files.push_back(resolve(c.value));
