@@ -1,6 +1,7 @@
 #include "demo_world.hpp"
 
 #include <chrono>
+#include <optional>
 #include <set>
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
@@ -106,10 +107,11 @@ Result<Bytes> http_post_cmp(const std::string& url, BytesView body, size_t& wire
     return Bytes(resp.begin() + long(hdr_end + 4), resp.end());
 }
 Result<OperatorEnrolment> enrol_operator(const std::string& url, const LabCredential& vendor,
-                                         const std::string& operator_root_pem, const std::string& identity) {
+                                         const std::string& operator_root_pem, const std::string& identity,
+                                         const std::string& key_token) {
     X2SEC_TRY(auto vkey, pki::private_key_from_pem(vendor.key_pem.view()));
     X2SEC_TRY(auto vcert, pem_to_x509(vendor.cert_pem));
-    X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256));
+    X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256, key_token));
     X2SEC_TRY(auto oproot, pem_to_x509(operator_root_pem));
     cmp::EnrollRequest r;
     r.server_url = url;
@@ -279,10 +281,31 @@ Status World::start(const policy::DeploymentConfig& cfg) {
     m_cfg = cfg;
     int64_t nb = m_clock.unix_seconds() - 3600;
     uint8_t host = 10;
+#ifdef X2SEC_HAVE_CMP
+    std::optional<detail::DemoTokens> tokens;
+    if (m_opt.keys == DemoOptions::Keys::Pkcs11) {
+        std::vector<std::string> names;
+        for (auto& h : m_cfg.henbs) names.push_back(h.name);
+        X2SEC_TRY(tokens, detail::make_demo_tokens(m_dir, names));
+    }
+#else
+    if (m_opt.keys == DemoOptions::Keys::Pkcs11)
+        return Error(ErrorDomain::Config, 0, "--keys pkcs11 needs the CMP/PKI modules in the build");
+#endif
     for (auto& h : m_cfg.henbs) {
         LabCa* ca = h.certificate_anchor == "vendor-b" ? m_vendor_b.get() : m_vendor_a.get();
         NodeCreds c;
-        X2SEC_TRY(c.vendor, ca->issue(h.identity, nb, 365));
+        bool in_token = false;
+#ifdef X2SEC_HAVE_CMP
+        if (tokens) {
+            X2SEC_TRY(c.vendor, detail::issue_in_token(*ca, h.identity, nb, 365, tokens->uri(h.name, "vendor")));
+            c.op_key_token = tokens->uri(h.name, "operator");
+            in_token = true;
+        }
+#endif
+        if (!in_token) {
+            X2SEC_TRY(c.vendor, ca->issue(h.identity, nb, 365));
+        }
         c.inner = IpAddress::v4(198, 51, 100, host++);
         X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/" + h.name + "-vendor.pem", c.vendor.chain_pem));
         X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/" + h.name + "-vendor.key", c.vendor.key_pem.view(), 0600));
@@ -408,7 +431,8 @@ Operations World::make_ops(const std::string& henb_name) {
     ops.enrol = [this](const policy::HenbConfig& h) -> Result<PhaseRecord> {
         auto& creds = m_creds[h.name];
         auto t0 = std::chrono::steady_clock::now();
-        X2SEC_TRY(auto e, detail::enrol_operator(m_cfg.cmp->url, creds.vendor, m_operator_root_pem, h.identity));
+        X2SEC_TRY(auto e, detail::enrol_operator(m_cfg.cmp->url, creds.vendor, m_operator_root_pem, h.identity,
+                                                              creds.op_key_token));
         creds.op_key_pem = std::move(e.key_pem);
         creds.op_cert_pem = std::move(e.cert_pem);
         creds.op_serial_hex = e.serial_hex;
