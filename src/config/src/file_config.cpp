@@ -452,6 +452,12 @@ private:
         if (rv.fetch_timeout_ms < 1000) r.error("fetch_timeout", "'fetch_timeout' must be at least 1s");
         if (auto v = r.integer("max_crl_size", 1024, 64 * 1024 * 1024)) rv.max_crl_size = static_cast<uint32_t>(*v);
         if (auto s = r.str("cache_dir")) rv.cache_dir = resolve(s->value);
+        if (auto s = r.str("method")) {
+            if (s->value == "crl" || s->value == "ocsp" || s->value == "ocsp-then-crl") rv.method = s->value;
+            else m_d.error(s->where, "'method' must be \"crl\", \"ocsp\" or \"ocsp-then-crl\", not '" + s->value + "'");
+        }
+        if (auto b = r.boolean("ocsp_nonce")) rv.ocsp_nonce = *b;
+        positive("ocsp_max_age", rv.ocsp_max_age_ms);
         r.finish();
     }
 
