@@ -13,6 +13,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 #include <x2sec/test/test_pki.hpp>
 #include <x2sec/x509/ocsp.hpp>
@@ -35,16 +36,6 @@ int free_port() {
     return ntohs(a.sin_port);
 }
 
-bool can_connect(int port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    return ok;
-}
 
 void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
@@ -52,7 +43,7 @@ void write(const std::string& path, const std::string& text) { std::ofstream(pat
 // revoked (in the index, revoked), unknown (not in the index); `openssl ocsp` answers for them.
 struct Responder : ::testing::Test {
     test::Issued ca = test::make_root("OCSP Test CA");
-    test::Issued signer, good, revoked, unknown;
+    std::optional<test::Issued> signer, good, revoked, unknown;
     std::string dir, url;
     int port = 0;
     pid_t pid = -1;
@@ -80,22 +71,30 @@ struct Responder : ::testing::Test {
         revoked = leaf("revoked.example", 0x1002);
         unknown = leaf("unknown.example", 0x1003);
         ASSERT_TRUE(ca.cert.save_pem(dir + "/ca.pem").ok());
-        ASSERT_TRUE(signer.cert.save_pem(dir + "/rsigner.pem").ok());
-        ASSERT_TRUE(signer.key.save(dir + "/rkey.pem").ok());
+        ASSERT_TRUE(signer->cert.save_pem(dir + "/rsigner.pem").ok());
+        ASSERT_TRUE(signer->key.save(dir + "/rkey.pem").ok());
         write(dir + "/index.txt",
               "V\t391231235959Z\t\t1001\tunknown\t/CN=good.example\n"
               "R\t391231235959Z\t240101000000Z,keyCompromise\t1002\tunknown\t/CN=revoked.example\n");
         write(dir + "/index.txt.attr", "unique_subject = no\n");
+        const std::string log = dir + "/ocsp.log";
         pid = fork();
         if (pid == 0) {
+            if (std::freopen(log.c_str(), "w", stderr) == nullptr) _exit(126);
             const std::string p = std::to_string(port);
             ::execlp("openssl", "openssl", "ocsp", "-index", (dir + "/index.txt").c_str(), "-port", p.c_str(),
                      "-rsigner", (dir + "/rsigner.pem").c_str(), "-rkey", (dir + "/rkey.pem").c_str(), "-CA",
                      (dir + "/ca.pem").c_str(), "-nmin", "10", "-ignore_err", "-out", "/dev/null", nullptr);
             _exit(127);
         }
-        for (int i = 0; i < 100 && !can_connect(port); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        ASSERT_TRUE(can_connect(port)) << "openssl ocsp did not start";
+        // Ready once it says so (a probing connect would hold up the single-threaded responder).
+        auto ready = [&] {
+            std::ifstream f(log);
+            std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+            return text.find("waiting for OCSP client connections") != std::string::npos;
+        };
+        for (int i = 0; i < 200 && !ready(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        ASSERT_TRUE(ready()) << "openssl ocsp did not start";
     }
     void TearDown() override {
         if (pid > 0) {
@@ -111,48 +110,48 @@ struct Responder : ::testing::Test {
 }  // namespace
 
 TEST_F(Responder, GoodRevokedAndUnknownAnswers) {
-    EXPECT_EQ(ocsp_url(good.cert), url);
+    EXPECT_EQ(ocsp_url(good->cert), url);
     OcspOptions o;
-    auto g = ocsp_lookup(good.cert, ca.cert, url, o, now());
+    auto g = ocsp_lookup(good->cert, ca.cert, url, o, now());
     ASSERT_TRUE(g.ok()) << g.error().detail();
     EXPECT_EQ(g->status, OcspStatus::Good);
     EXPECT_LE(g->this_update, now() + 5);
     EXPECT_GT(g->next_update, now());
     EXPECT_FALSE(g->response_der.empty());
 
-    auto r = ocsp_lookup(revoked.cert, ca.cert, url, o, now());
+    auto r = ocsp_lookup(revoked->cert, ca.cert, url, o, now());
     ASSERT_TRUE(r.ok()) << r.error().detail();
     EXPECT_EQ(r->status, OcspStatus::Revoked);
     EXPECT_EQ(r->reason, 1);  // keyCompromise
     EXPECT_EQ(r->revoked_at, 1704067200);
 
-    auto u = ocsp_lookup(unknown.cert, ca.cert, url, o, now());
+    auto u = ocsp_lookup(unknown->cert, ca.cert, url, o, now());
     ASSERT_TRUE(u.ok()) << u.error().detail();
     EXPECT_EQ(u->status, OcspStatus::Unknown);
 }
 
 TEST_F(Responder, StapledResponseVerifiedOnItsOwnAndOutOfRangeRefused) {
     OcspOptions o;
-    auto g = ocsp_lookup(good.cert, ca.cert, url, o, now());
+    auto g = ocsp_lookup(good->cert, ca.cert, url, o, now());
     ASSERT_TRUE(g.ok()) << g.error().detail();
-    auto again = ocsp_verify_response(g->response_der, good.cert, ca.cert, o, now());
+    auto again = ocsp_verify_response(g->response_der, good->cert, ca.cert, o, now());
     ASSERT_TRUE(again.ok()) << again.error().detail();
     EXPECT_EQ(again->status, OcspStatus::Good);
     // For another certificate it holds no answer.
-    auto other = ocsp_verify_response(g->response_der, revoked.cert, ca.cert, o, now());
+    auto other = ocsp_verify_response(g->response_der, revoked->cert, ca.cert, o, now());
     ASSERT_FALSE(other.ok());
     EXPECT_NE(other.error().detail().find("no answer"), std::string::npos) << other.error().detail();
     // After nextUpdate (10 minutes) + skew it is expired; before thisUpdate it is not yet valid.
-    auto late = ocsp_verify_response(g->response_der, good.cert, ca.cert, o, now() + 3600);
+    auto late = ocsp_verify_response(g->response_der, good->cert, ca.cert, o, now() + 3600);
     ASSERT_FALSE(late.ok());
     EXPECT_NE(late.error().detail().find("nextUpdate"), std::string::npos) << late.error().detail();
-    auto early = ocsp_verify_response(g->response_der, good.cert, ca.cert, o, now() - 3600);
+    auto early = ocsp_verify_response(g->response_der, good->cert, ca.cert, o, now() - 3600);
     EXPECT_FALSE(early.ok());
     // A flipped octet in the signed part breaks the signature (or the encoding).
     Bytes bad = g->response_der;
     bad[bad.size() / 2] ^= 0x01;
-    EXPECT_FALSE(ocsp_verify_response(bad, good.cert, ca.cert, o, now()).ok());
-    EXPECT_FALSE(ocsp_verify_response(Bytes{0x30, 0x03, 0x0a, 0x01, 0x00}, good.cert, ca.cert, o, now()).ok());
+    EXPECT_FALSE(ocsp_verify_response(bad, good->cert, ca.cert, o, now()).ok());
+    EXPECT_FALSE(ocsp_verify_response(Bytes{0x30, 0x03, 0x0a, 0x01, 0x00}, good->cert, ca.cert, o, now()).ok());
 }
 
 TEST_F(Responder, ResponderOfAnotherCaIsNotAuthorised) {
@@ -199,15 +198,15 @@ TEST_F(Responder, CheckerUsesOcspForGoodRevokedUnknownAndCaches) {
     RevocationChecker rc(ocsp_config(RevocationMethod::Ocsp));
     ASSERT_TRUE(rc.start().ok());
     RevocationChecker::Verdict v;
-    auto g = rc.check({good.cert, ca.cert}, now(), &v);
+    auto g = rc.check({good->cert, ca.cert}, now(), &v);
     EXPECT_TRUE(g.ok()) << g.error().detail();
     EXPECT_EQ(v, RevocationChecker::Verdict::Good);
-    auto r = rc.check({revoked.cert, ca.cert}, now(), &v);
+    auto r = rc.check({revoked->cert, ca.cert}, now(), &v);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code(), static_cast<int>(VerifyFailure::Revoked));
     EXPECT_NE(r.error().detail().find("OCSP responder"), std::string::npos) << r.error().detail();
     EXPECT_EQ(v, RevocationChecker::Verdict::Revoked);
-    auto u = rc.check({unknown.cert, ca.cert}, now(), &v);
+    auto u = rc.check({unknown->cert, ca.cert}, now(), &v);
     ASSERT_FALSE(u.ok());
     EXPECT_EQ(u.error().code(), static_cast<int>(VerifyFailure::CrlUnavailable));
     EXPECT_NE(u.error().detail().find("unknown"), std::string::npos) << u.error().detail();
@@ -218,7 +217,7 @@ TEST_F(Responder, CheckerUsesOcspForGoodRevokedUnknownAndCaches) {
     ::kill(pid, SIGTERM);
     ::waitpid(pid, nullptr, 0);
     pid = -1;
-    EXPECT_TRUE(rc.check({good.cert, ca.cert}, now(), &v).ok());
+    EXPECT_TRUE(rc.check({good->cert, ca.cert}, now(), &v).ok());
     EXPECT_EQ(rc.counters().get("x509.ocsp.cache_hit"), 1u);
 }
 
@@ -230,7 +229,7 @@ TEST_F(Responder, UnreachableResponderGoesToPolicyOrToTheCrls) {
     {
         RevocationChecker hard(ocsp_config(RevocationMethod::Ocsp));
         ASSERT_TRUE(hard.start().ok());
-        auto st = hard.check({good.cert, ca.cert}, now(), &v);
+        auto st = hard.check({good->cert, ca.cert}, now(), &v);
         ASSERT_FALSE(st.ok());
         EXPECT_EQ(st.error().code(), static_cast<int>(VerifyFailure::CrlUnavailable));
         EXPECT_EQ(v, RevocationChecker::Verdict::Unavailable);
@@ -239,7 +238,7 @@ TEST_F(Responder, UnreachableResponderGoesToPolicyOrToTheCrls) {
     {
         RevocationChecker soft(ocsp_config(RevocationMethod::Ocsp, CrlPolicy::Soft));
         ASSERT_TRUE(soft.start().ok());
-        EXPECT_TRUE(soft.check({good.cert, ca.cert}, now(), &v).ok());
+        EXPECT_TRUE(soft.check({good->cert, ca.cert}, now(), &v).ok());
         EXPECT_EQ(soft.counters().get("x509.ocsp.soft_accepted"), 1u);
     }
     {
@@ -248,7 +247,7 @@ TEST_F(Responder, UnreachableResponderGoesToPolicyOrToTheCrls) {
         c.require = true;
         RevocationChecker fb(c);
         ASSERT_TRUE(fb.start().ok());
-        auto st = fb.check({good.cert, ca.cert}, now(), &v);
+        auto st = fb.check({good->cert, ca.cert}, now(), &v);
         ASSERT_FALSE(st.ok());
         EXPECT_NE(st.error().detail().find("no CRL"), std::string::npos) << st.error().detail();
     }
