@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/rand.h>
+#include <openssl/ui.h>
 #include <openssl/x509.h>
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
@@ -236,6 +237,17 @@ int uri_index() {
     return idx;
 }
 
+// The engine must never prompt for a PIN on a terminal (a daemon would block): a key whose URI
+// gives no PIN fails to open instead.
+UI_METHOD* no_prompt() {
+    static UI_METHOD* m = [] {
+        UI_METHOD* u = UI_create_method("x2sec: no PIN prompt");
+        if (u != nullptr) UI_method_set_reader(u, [](UI*, UI_STRING*) { return 0; });
+        return u;
+    }();
+    return m;
+}
+
 Result<ENGINE*> engine_locked(const std::string& module) {
     if (g_engine != nullptr) {
         if (g_engine_module != module)
@@ -302,7 +314,7 @@ Result<EVP_PKEY*> load_token_private_key(const std::string& uri) {
         return crypto_error("PKCS#11: setting the PIN");
     }
     secure_zero(pin_str.data(), pin_str.size());
-    EVP_PKEY* k = ENGINE_load_private_key(e, engine_uri.c_str(), nullptr, nullptr);
+    EVP_PKEY* k = ENGINE_load_private_key(e, engine_uri.c_str(), no_prompt(), nullptr);
     if (k == nullptr) return crypto_error("PKCS#11: cannot open private key '" + redact_pkcs11_uri(uri) + "'");
     char* copy = OPENSSL_strdup(uri.c_str());
     if (copy == nullptr || EVP_PKEY_set_ex_data(k, uri_index(), copy) != 1) {
