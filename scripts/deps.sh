@@ -9,6 +9,7 @@ PACKAGES=(
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins iproute2 curl iputils-ping iperf3 tcpdump tshark
   netcat-openbsd procps python3 haproxy jq prometheus systemd
+  softhsm2 libengine-pkcs11-openssl libp11-kit-dev opensc
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

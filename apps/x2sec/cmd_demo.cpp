@@ -16,10 +16,16 @@ static x2sec::app::Command reg("demo", "Run every case of the contribution on lo
     app.add_option("--base-port", *base_port, "First of 14 consecutive loopback ports (default: from the pid)");
     app.add_option("--messages", opt->x2_messages, "X2AP + GTP-U packets per direction per case");
     app.add_option("--workdir", opt->workdir, "Keep certificates, keys and the deployment file here");
+    auto keys = std::make_shared<std::string>("file");
+    app.add_option("--keys", *keys,
+                   "Where the H(e)NBs' keys live: file, or pkcs11 (each H(e)NB's vendor and operator keys generated in "
+                   "its own SoftHSM2 token, never leaving it)")
+        ->check(CLI::IsMember({"file", "pkcs11"}))
+        ->capture_default_str();
     app.add_flag("--status", *show_status, "Print each H(e)NB's per-neighbour status at the end");
     app.add_flag("--print-config", *print_config, "Print the embedded deployment file and exit");
     app.add_flag("-v,--verbose", *verbose, "Log every module's decisions and protocol steps");
-    return [opt, verbose, show_status, print_config, base_port]() -> int {
+    return [opt, verbose, show_status, print_config, base_port, keys]() -> int {
         using namespace x2sec;
         if (*print_config) {
             std::cout << scenario::default_deployment_template();
@@ -27,6 +33,7 @@ static x2sec::app::Command reg("demo", "Run every case of the contribution on lo
         }
         log::set_level(*verbose ? "info" : "error");
         opt->base_port = uint16_t(*base_port);
+        opt->keys = *keys == "pkcs11" ? node::DemoOptions::Keys::Pkcs11 : node::DemoOptions::Keys::File;
         if (!opt->workdir.empty()) opt->keep_workdir = true;
         auto r = scenario::run_demo(*opt);
         if (!r.ok()) {

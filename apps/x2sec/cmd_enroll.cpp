@@ -7,6 +7,7 @@
 #include <iostream>
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/common/log.hpp>
+#include <x2sec/crypto/pkcs11.hpp>
 
 #include "registry.hpp"
 
@@ -15,7 +16,7 @@ using namespace x2sec;
 namespace {
 struct EnrollOpts {
     std::string server, vendor_key, vendor_cert, dir = ".", eui, realm, identity, subject, operator_root, tls_trust,
-        alg = "p256", log_level = "warn", new_key, renew_before = "20%";
+        alg = "p256", log_level = "warn", new_key, renew_before = "20%", key_token;
     bool implicit = false, renew = false, revoke = false, if_needed = false, keep_alive = false;
     int timeout = 30;
 } o;
@@ -38,7 +39,10 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
     sub.add_option("--tls-trust", o.tls_trust, "trust anchors for an https server (PEM)");
     sub.add_option("--dir", o.dir, "operator credential directory")->capture_default_str();
     sub.add_option("--alg", o.alg, "new key algorithm")->capture_default_str();
-    sub.add_option("--new-key", o.new_key, "use this key pair instead of generating one");
+    sub.add_option("--new-key", o.new_key, "use this key pair (file or pkcs11: URI) instead of generating one");
+    sub.add_option("--key-token", o.key_token,
+                   "generate the new key inside this PKCS#11 token (pkcs11: URI; object= is the label); with "
+                   "--renew the default is the current key's token");
     sub.add_flag("--implicit-confirm", o.implicit, "request implicit confirmation");
     sub.add_flag("--renew", o.renew, "kur with the current operator credential in --dir");
     sub.add_flag("--if-needed", o.if_needed, "with --renew: only inside the renewal window (--renew-before)");
@@ -105,7 +109,9 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
             }
             auto alg = pki::parse_key_alg(o.alg);
             if (!alg) return fail(alg.error());
-            auto nk = pki::generate_key(*alg);
+            const std::string token =
+                !o.key_token.empty() ? o.key_token : crypto::token_key_uri(cur->key.get()).value_or("");
+            auto nk = pki::generate_key(*alg, token);
             if (!nk) return fail(nk.error());
             cmp::RenewRequest r;
             static_cast<cmp::ClientCommon&>(r) = common;
@@ -142,7 +148,7 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
         }
         auto alg = pki::parse_key_alg(o.alg);
         if (!alg) return fail(alg.error());
-        auto nk = o.new_key.empty() ? pki::generate_key(*alg) : pki::load_private_key(o.new_key);
+        auto nk = o.new_key.empty() ? pki::generate_key(*alg, o.key_token) : pki::load_private_key(o.new_key);
         if (!nk) return fail(nk.error());
         cmp::EnrollRequest r;
         static_cast<cmp::ClientCommon&>(r) = common;

@@ -34,7 +34,7 @@ int fail(const Error& e) {
     return 1;
 }
 
-std::string g_alg = "p256", g_dir, g_name, g_out_key, g_out_cert, g_crl_url, g_eui, g_realm, g_subject, g_show_file;
+std::string g_key_token, g_alg = "p256", g_dir, g_name, g_out_key, g_out_cert, g_crl_url, g_eui, g_realm, g_subject, g_show_file;
 std::vector<std::string> g_dns, g_ips, g_revoke;
 int64_t g_days = 0, g_nb_unix = 0, g_na_unix = 0;
 bool g_intermediate = false;
@@ -94,6 +94,10 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
     auto* keygen = sub.add_subcommand("keygen", "Generate a private key (PEM, mode 0600)");
     keygen->add_option("--alg", g_alg, "p256 | p384 | rsa2048 | rsa3072")->capture_default_str();
     keygen->add_option("--out", g_out_key, "output key file")->required();
+    const char* token_help =
+        "generate the key inside this PKCS#11 token (pkcs11: URI, object= is the label); the key file then holds "
+        "the key's URI";
+    keygen->add_option("--key-token", g_key_token, token_help);
 
     auto* vca = sub.add_subcommand("init-vendor-ca", "Create a vendor root CA (factory PKI)");
     vca->add_option("--dir", g_dir, "CA directory")->required();
@@ -117,6 +121,7 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
     dev->add_option("--alg", g_alg, "device key algorithm")->capture_default_str();
     dev->add_option("--days", g_days, "validity in days (default 3650)");
     dev->add_option("--out-key", g_out_key, "device key file")->required();
+    dev->add_option("--key-token", g_key_token, token_help);
     dev->add_option("--not-before-unix", g_nb_unix, "explicit notBefore (unix seconds; test fixtures)");
     dev->add_option("--not-after-unix", g_na_unix, "explicit notAfter (unix seconds; test fixtures)");
     dev->add_option("--out-cert", g_out_cert, "device certificate + vendor chain (PEM)")->required();
@@ -130,6 +135,7 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
     srv->add_option("--days", g_days, "validity in days (default 730)");
     srv->add_option("--crl-url", g_crl_url, "cRLDistributionPoints URL");
     srv->add_option("--out-key", g_out_key, "key file")->required();
+    srv->add_option("--key-token", g_key_token, token_help);
     srv->add_option("--out-cert", g_out_cert, "certificate + chain (PEM)")->required();
 
     auto* crl = sub.add_subcommand("crl", "Issue a CRL from a CA directory");
@@ -145,11 +151,12 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
         auto alg = pki::parse_key_alg(g_alg);
         if (!alg) return fail(alg.error());
         if (keygen->parsed()) {
-            auto k = pki::generate_key(*alg);
+            auto k = pki::generate_key(*alg, g_key_token);
             if (!k) return fail(k.error());
             auto st = pki::save_private_key(g_out_key, k->get());
             if (!st) return fail(st.error());
-            std::cout << "wrote " << pki::key_alg_name(*alg) << " key " << g_out_key << " (0600)\n";
+            std::cout << "wrote " << pki::key_alg_name(*alg) << " key " << g_out_key
+                      << (g_key_token.empty() ? " (0600)\n" : " (0600): the key's URI, the key is in the token\n");
             return 0;
         }
         if (vca->parsed() || oca->parsed()) {
@@ -182,7 +189,7 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
         if (dev->parsed() || srv->parsed()) {
             auto ca = load_ca_dir(g_dir);
             if (!ca) return fail(ca.error());
-            auto key = pki::generate_key(*alg);
+            auto key = pki::generate_key(*alg, g_key_token);
             if (!key) return fail(key.error());
             pki::IssueRequest r;
             r.public_key = key->get();

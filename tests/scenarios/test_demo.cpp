@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <cstdlib>
+#include <filesystem>
+#include <x2sec/common/file.hpp>
+#include <x2sec/crypto/pkcs11.hpp>
 #include <x2sec/scenario/demo.hpp>
 
 using namespace x2sec;
@@ -93,6 +97,42 @@ TEST(Demo, Scenario2EnrolThenOperatorCertificates) {
     EXPECT_NE(c.outcome.find("operator certificate"), std::string::npos) << c.outcome;
     EXPECT_FALSE(c.plaintext_on_wire);
     EXPECT_EQ(c.x2_delivered_intact, c.x2_sent);
+}
+
+// `x2sec demo --keys pkcs11`: Scenario 2 with both H(e)NBs' vendor keys (ir protection, and
+// IKE_AUTH until enrolled) and operator keys (generated at enrolment) in their SoftHSM2 tokens.
+TEST(Demo, Scenario2WithBothHenbKeysInTokens) {
+    if (::access("/usr/lib/softhsm/libsofthsm2.so", R_OK) != 0) GTEST_SKIP() << "softhsm2 not installed";
+    char t[] = "/tmp/x2sec-demo-p11-XXXXXX";
+    ASSERT_NE(mkdtemp(t), nullptr);
+    const std::string dir = t;
+    auto c = run_case("scenario2", [&](DemoOptions& o) {
+        o.keys = DemoOptions::Keys::Pkcs11;
+        o.workdir = dir;
+        o.keep_workdir = true;
+    });
+    EXPECT_TRUE(c.ok) << dump(c);
+    ASSERT_EQ(c.phases.count("cmp-enrolment"), 1u) << dump(c);
+    EXPECT_NE(c.outcome.find("operator certificate"), std::string::npos) << c.outcome;
+    EXPECT_EQ(c.x2_delivered_intact, c.x2_sent);
+    for (const std::string& henb : {c.a, c.b}) {
+        // The vendor key file holds the key's URI, and the token says the key never leaves.
+        auto f = read_file(dir + "/" + henb + "-vendor.key");
+        ASSERT_TRUE(f.ok()) << henb;
+        const std::string vendor_uri(f->begin(), f->end());
+        EXPECT_TRUE(crypto::is_pkcs11_uri(vendor_uri)) << vendor_uri;
+        const std::string op_uri =
+            "pkcs11:token=x2sec-" + henb + ";object=operator?pin-source=file:" + dir + "/token.pin";
+        for (const std::string& u : {vendor_uri, op_uri}) {
+            auto a = crypto::token_key_attributes(u);
+            ASSERT_TRUE(a.ok()) << henb << ": " << a.error().detail();
+            EXPECT_TRUE(a->sensitive);
+            EXPECT_FALSE(a->extractable);
+            EXPECT_FALSE(a->value_readable);
+        }
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
 }
 
 TEST(Demo, Solution2KdsKeyThenPsk) {

@@ -139,6 +139,11 @@ Issued build(const x509::Certificate* issuer, const crypto::PrivateKey* issuer_k
         for (const auto& u : o.crl_urls) v += (v.empty() ? "URI:" : ",URI:") + u;
         add_ext(raw, &ctx, NID_crl_distribution_points, v);
     }
+    if (!o.ocsp_urls.empty()) {
+        std::string v;
+        for (const auto& u : o.ocsp_urls) v += (v.empty() ? "OCSP;URI:" : ",OCSP;URI:") + u;
+        add_ext(raw, &ctx, NID_info_access, v);
+    }
     if (X509_sign(raw, const_cast<EVP_PKEY*>(signer), md_for(signer)) <= 0) die("X509_sign");
     return Issued{std::move(cert), std::move(key)};
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <x2sec/cmp/client.hpp>
+#include <x2sec/crypto/pkcs11.hpp>
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
 
@@ -96,6 +97,10 @@ Status install_credential(const std::string& dir, EVP_PKEY* key, const Enrolled&
     if (!key || !e.cert) return Error(ErrorDomain::Config, 0, "install_credential: key and certificate are required");
     if (!pki::public_keys_equal(e.cert.get(), key))
         return Error(ErrorDomain::Pki, 0, "refusing to install: the certificate does not match the key");
+    // A key in a PKCS#11 token gets its certificate stored beside it (operator.key then
+    // holds the key's URI).
+    if (auto uri = crypto::token_key_uri(key))
+        X2SEC_TRY_STATUS(crypto::store_token_certificate(*uri, pki::cert_der(e.cert.get())));
     std::error_code ec;
     fs::create_directories(dir + "/versions", ec);
     if (ec) return Error(ErrorDomain::Io, 0, "cannot create " + dir + "/versions: " + ec.message());
@@ -261,7 +266,8 @@ Result<RenewalOutcome> renew_if_due(const std::string& dir, const ClientCommon& 
         if (!cur.root) return Error(ErrorDomain::Config, 0, dir + " holds no operator root; give one to renew");
         r.operator_roots = {cur.root.get()};
     }
-    X2SEC_TRY(auto nk, pki::generate_key(alg));
+    // A key in a token is renewed in its token (same label, a fresh id).
+    X2SEC_TRY(auto nk, pki::generate_key(alg, crypto::token_key_uri(cur.key.get()).value_or("")));
     r.current_key = cur.key.get();
     r.current_cert = cur.cert.get();
     for (auto& c : cur.chain) r.current_chain.push_back(c.get());

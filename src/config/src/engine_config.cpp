@@ -1,3 +1,4 @@
+#include <x2sec/crypto/pkcs11.hpp>
 #include <x2sec/config/engine_config.hpp>
 
 #include <algorithm>
@@ -37,6 +38,11 @@ struct Builder {
         rc.retry_s = r.retry_ms / 1000;
         rc.max_crl_size = r.max_crl_size;
         rc.cache_dir = r.cache_dir;
+        rc.method = r.method == "ocsp"            ? x509::RevocationMethod::Ocsp
+                    : r.method == "ocsp-then-crl" ? x509::RevocationMethod::OcspThenCrl
+                                                  : x509::RevocationMethod::Crl;
+        rc.ocsp_nonce = r.ocsp_nonce;
+        rc.ocsp_max_age_s = r.ocsp_max_age_ms < 0 ? -1 : r.ocsp_max_age_ms / 1000;
         revocation = std::make_shared<x509::RevocationChecker>(std::move(rc));
         // The [[crl]] files were loaded (and their errors reported) by load_anchors().
         (void)revocation->start();
@@ -67,7 +73,7 @@ struct Builder {
             Cred cred;
             auto key = crypto::PrivateKey::load(c.key_file);
             if (!key) {
-                d.error(c.where, "credential '" + c.name + "': cannot load private key '" + c.key_file + "': " + key.error().detail());
+                d.error(c.where, "credential '" + c.name + "': cannot load private key '" + crypto::redact_pkcs11_uri(c.key_file) + "': " + key.error().detail());
                 continue;
             }
             cred.key = std::make_shared<crypto::PrivateKey>(std::move(*key));

@@ -363,7 +363,9 @@ public:
             CredentialEntry e;
             e.where = a.where();
             if (auto n = a.str("name", true)) e.name = n->value;
-            if (auto k = a.str("key", true)) e.key_file = resolve(k->value);
+            // A file path (relative to the config file) or a pkcs11: URI (a key in a token).
+            if (auto k = a.str("key", true))
+                e.key_file = k->value.rfind("pkcs11:", 0) == 0 ? k->value : resolve(k->value);
             auto certs = a.strings("certs");
             if (!a.has("certs")) a.missing("certs");
             for (auto& c : certs) e.cert_files.push_back(resolve(c.value));
@@ -459,6 +461,12 @@ private:
         if (rv.fetch_timeout_ms < 1000) r.error("fetch_timeout", "'fetch_timeout' must be at least 1s");
         if (auto v = r.integer("max_crl_size", 1024, 64 * 1024 * 1024)) rv.max_crl_size = static_cast<uint32_t>(*v);
         if (auto s = r.str("cache_dir")) rv.cache_dir = resolve(s->value);
+        if (auto s = r.str("method")) {
+            if (s->value == "crl" || s->value == "ocsp" || s->value == "ocsp-then-crl") rv.method = s->value;
+            else m_d.error(s->where, "'method' must be \"crl\", \"ocsp\" or \"ocsp-then-crl\", not '" + s->value + "'");
+        }
+        if (auto b = r.boolean("ocsp_nonce")) rv.ocsp_nonce = *b;
+        positive("ocsp_max_age", rv.ocsp_max_age_ms);
         r.finish();
     }
 

@@ -6,6 +6,7 @@
 #include <openssl/x509.h>
 #include <x2sec/common/file.hpp>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/crypto/pkcs11.hpp>
 
 #include "ossl.hpp"
 
@@ -355,9 +356,19 @@ Result<PrivateKey> PrivateKey::generate(KeyType t) {
 namespace {
 // Never prompt for a passphrase on the terminal: encrypted keys are rejected.
 int no_passphrase(char*, int, int, void*) { return -1; }
+// A pkcs11: URI read from a key file: without surrounding white space.
+std::string_view trim_uri(std::string_view s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.remove_suffix(1);
+    return s;
+}
 }  // namespace
 
 Result<PrivateKey> PrivateKey::from_pem(BytesView pem) {
+    // A key blob may be a pkcs11: URI instead of the key (the key stays in its token).
+    if (const std::string_view text(reinterpret_cast<const char*>(pem.data()), pem.size()); is_pkcs11_uri(text)) {
+        X2SEC_TRY(auto k, load_token_private_key(std::string(trim_uri(text))));
+        return adopt(k);
+    }
     BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
     if (!bio) return crypto_error("private key: BIO");
     EVP_PKEY* k = PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr);
@@ -372,6 +383,10 @@ Result<PrivateKey> PrivateKey::from_pem(BytesView pem) {
 }
 
 Result<PrivateKey> PrivateKey::load(const std::string& path) {
+    if (is_pkcs11_uri(path)) {
+        X2SEC_TRY(auto k, load_token_private_key(path));
+        return adopt(k);
+    }
     auto data = read_file(path, 1024 * 1024);
     if (!data.ok()) return Error(data.error()).context("loading private key");
     SecureBytes pem(data.value());
@@ -384,6 +399,7 @@ Result<PrivateKey> PrivateKey::load(const std::string& path) {
 SecureBytes PrivateKey::to_pem() const {
     SecureBytes out;
     if (m_key == nullptr) return out;
+    if (auto uri = token_key_uri(m_key)) return SecureBytes(as_bytes(std::string_view(*uri)));
     BioPtr bio(BIO_new(BIO_s_secmem()));
     if (!bio || PEM_write_bio_PrivateKey(bio.get(), m_key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
         openssl_errors();

@@ -3,6 +3,7 @@
 #include <set>
 #include <toml++/toml.h>
 #include <x2sec/common/file.hpp>
+#include <x2sec/crypto/pkcs11.hpp>
 #include <x2sec/kds/config.hpp>
 
 namespace x2sec::kds {
@@ -118,7 +119,8 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
     auto cert_text = read_rel(base, cert);
     if (!cert_text.ok()) return at(file, kds->get("certificate")->source(), "cannot read certificate: " + cert_text.error().detail());
     c.tls.cert_pem = *cert_text;
-    auto key_text = read_rel(base, key);
+    // A pkcs11: URI names a key in a token; anything else is a PEM file.
+    auto key_text = crypto::is_pkcs11_uri(key) ? Result<std::string>(key) : read_rel(base, key);
     if (!key_text.ok()) return at(file, kds->get("private_key")->source(), "cannot read private key: " + key_text.error().detail());
     c.tls.key_pem = SecureBytes(as_bytes(*key_text));
     secure_zero(key_text->data(), key_text->size());

@@ -18,6 +18,7 @@
 #include <ctime>
 #include <x2sec/common/log.hpp>
 #include <x2sec/common/metrics.hpp>
+#include <x2sec/crypto/crypto.hpp>
 #include <x2sec/kds/tls.hpp>
 #include <x2sec/net/stream_server.hpp>
 
@@ -73,12 +74,11 @@ Status load_credentials(SSL_CTX* ctx, const TlsCredentials& creds) {
     ERR_clear_error();
     BIO_free(b);
     // Private key.
-    BIO* kb = BIO_new_mem_buf(creds.key_pem.data(), int(creds.key_pem.size()));
-    EVP_PKEY* pkey = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
-    BIO_free(kb);
-    if (!pkey) return io_error("TLS: cannot parse own private key");
-    int ok = SSL_CTX_use_PrivateKey(ctx, pkey);
-    EVP_PKEY_free(pkey);
+    // PEM, or a pkcs11: URI naming a key in a token.
+    auto pkey = crypto::PrivateKey::from_pem(BytesView(reinterpret_cast<const uint8_t*>(creds.key_pem.data()),
+                                                       creds.key_pem.size()));
+    if (!pkey) return Error(ErrorDomain::Io, 0, "TLS: cannot load own private key: " + pkey.error().detail());
+    int ok = SSL_CTX_use_PrivateKey(ctx, pkey->get());
     if (ok != 1 || SSL_CTX_check_private_key(ctx) != 1) return io_error("TLS: private key does not match certificate");
     // Anchors.
     X509_STORE* store = SSL_CTX_get_cert_store(ctx);

@@ -1,5 +1,6 @@
 #include <openssl/pem.h>
 #include <x2sec/common/file.hpp>
+#include <x2sec/crypto/pkcs11.hpp>
 #include <x2sec/pki/pki.hpp>
 
 namespace x2sec::pki {
@@ -37,7 +38,22 @@ Result<PkeyPtr> generate_key(KeyAlg alg) {
     return PkeyPtr(k);
 }
 
+Result<PkeyPtr> generate_key(KeyAlg alg, const std::string& token_uri) {
+    if (token_uri.empty()) return generate_key(alg);
+    crypto::KeyType t = crypto::KeyType::EcP256;
+    switch (alg) {
+        case KeyAlg::EcP256: t = crypto::KeyType::EcP256; break;
+        case KeyAlg::EcP384: t = crypto::KeyType::EcP384; break;
+        case KeyAlg::Rsa2048: t = crypto::KeyType::Rsa2048; break;
+        case KeyAlg::Rsa3072: t = crypto::KeyType::Rsa3072; break;
+    }
+    X2SEC_TRY(auto k, crypto::generate_token_key(token_uri, t));
+    return PkeyPtr(k.key);
+}
+
 Result<SecureBytes> private_key_pem(EVP_PKEY* key) {
+    // A key in a PKCS#11 token is written as its URI (the key never leaves the token).
+    if (auto uri = crypto::token_key_uri(key)) return SecureBytes(as_bytes(std::string_view(*uri)));
     BioPtr b(BIO_new(BIO_s_secmem()));
     if (!b || !PEM_write_bio_PrivateKey(b.get(), key, nullptr, nullptr, 0, nullptr, nullptr))
         return ossl_error(ErrorDomain::Crypto, "encoding private key");
@@ -52,6 +68,11 @@ Status save_private_key(const std::string& path, EVP_PKEY* key) {
 }
 
 Result<PkeyPtr> private_key_from_pem(BytesView pem) {
+    if (std::string_view text(reinterpret_cast<const char*>(pem.data()), pem.size()); crypto::is_pkcs11_uri(text)) {
+        while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
+        X2SEC_TRY(auto k, crypto::load_token_private_key(std::string(text)));
+        return PkeyPtr(k);
+    }
     BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
     EVP_PKEY* k = PEM_read_bio_PrivateKey(b.get(), nullptr, nullptr, nullptr);
     if (!k) return ossl_error(ErrorDomain::Pki, "not a PEM private key");
@@ -59,6 +80,10 @@ Result<PkeyPtr> private_key_from_pem(BytesView pem) {
 }
 
 Result<PkeyPtr> load_private_key(const std::string& path) {
+    if (crypto::is_pkcs11_uri(path)) {
+        X2SEC_TRY(auto k, crypto::load_token_private_key(path));
+        return PkeyPtr(k);
+    }
     auto data = read_file(path, 1 << 20);
     if (!data) return std::move(data).error();
     SecureBytes pem(*data);

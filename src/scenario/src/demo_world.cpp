@@ -1,6 +1,7 @@
 #include "demo_world.hpp"
 
 #include <chrono>
+#include <optional>
 #include <set>
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
@@ -99,10 +100,11 @@ Result<Bytes> http_post_cmp(const std::string& url, BytesView body, size_t& wire
     return Bytes(resp.begin() + long(hdr_end + 4), resp.end());
 }
 Result<OperatorEnrolment> enrol_operator(const std::string& url, const LabCredential& vendor,
-                                         const std::string& operator_root_pem, const std::string& identity) {
+                                         const std::string& operator_root_pem, const std::string& identity,
+                                         const std::string& key_token) {
     X2SEC_TRY(auto vkey, pki::private_key_from_pem(vendor.key_pem.view()));
     X2SEC_TRY(auto vcert, pem_to_x509(vendor.cert_pem));
-    X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256));
+    X2SEC_TRY(auto newkey, pki::generate_key(pki::KeyAlg::EcP256, key_token));
     X2SEC_TRY(auto oproot, pem_to_x509(operator_root_pem));
     cmp::EnrollRequest r;
     r.server_url = url;
@@ -264,10 +266,21 @@ Status World::start(const policy::DeploymentConfig& cfg) {
     m_cfg = cfg;
     int64_t nb = m_clock.unix_seconds() - 3600;
     uint8_t host = 10;
+    std::optional<detail::DemoTokens> tokens;
+    if (m_opt.keys == DemoOptions::Keys::Pkcs11) {
+        std::vector<std::string> names;
+        for (auto& h : m_cfg.henbs) names.push_back(h.name);
+        X2SEC_TRY(tokens, detail::make_demo_tokens(m_dir, names));
+    }
     for (auto& h : m_cfg.henbs) {
         LabCa* ca = h.certificate_anchor == "vendor-b" ? m_vendor_b.get() : m_vendor_a.get();
         NodeCreds c;
-        X2SEC_TRY(c.vendor, ca->issue(h.identity, nb, 365));
+        if (tokens) {
+            X2SEC_TRY(c.vendor, detail::issue_in_token(*ca, h.identity, nb, 365, tokens->uri(h.name, "vendor")));
+            c.op_key_token = tokens->uri(h.name, "operator");
+        } else {
+            X2SEC_TRY(c.vendor, ca->issue(h.identity, nb, 365));
+        }
         c.inner = IpAddress::v4(198, 51, 100, host++);
         X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/" + h.name + "-vendor.pem", c.vendor.chain_pem));
         X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/" + h.name + "-vendor.key", c.vendor.key_pem.view(), 0600));
@@ -383,7 +396,9 @@ Result<Carried> World::backhaul(const policy::HenbConfig& h) {
 }
 
 Result<Enrolled> World::enrol(const policy::HenbConfig& h) {
-    X2SEC_TRY(auto e, detail::enrol_operator(m_cfg.cmp->url, m_creds[h.name].vendor, m_operator_root_pem, h.identity));
+    auto& creds = m_creds[h.name];
+    X2SEC_TRY(auto e, detail::enrol_operator(m_cfg.cmp->url, creds.vendor, m_operator_root_pem, h.identity,
+                                             creds.op_key_token));
     Enrolled r{std::move(e.key_pem), std::move(e.cert_pem), e.serial_hex, {}};
     r.carried.measure.messages = e.messages;
     r.carried.measure.bytes = e.bytes;  // HTTP requests and responses incl. headers

@@ -37,8 +37,20 @@ struct OperatorEnrolment {
     size_t messages = 0;
     size_t bytes = 0;  // HTTP requests and responses incl. headers
 };
+// key_token: a pkcs11: URI to generate the operator key in (empty: in memory).
 Result<OperatorEnrolment> enrol_operator(const std::string& url, const LabCredential& vendor,
-                                         const std::string& operator_root_pem, const std::string& identity);
+                                         const std::string& operator_root_pem, const std::string& identity,
+                                         const std::string& key_token = "");
+// --keys pkcs11 (demo_tokens.cpp): one SoftHSM2 token per H(e)NB under the work directory.
+struct DemoTokens {
+    std::string conf, pin_file;
+    std::map<std::string, std::string> token;  // H(e)NB name -> token label
+    std::string uri(const std::string& henb, const std::string& object) const;
+};
+Result<DemoTokens> make_demo_tokens(const std::string& dir, const std::vector<std::string>& henbs);
+// A credential of `ca` whose key is generated in the token (key_pem: the key's URI).
+Result<LabCredential> issue_in_token(LabCa& ca, const std::string& fqdn, int64_t nb, int days,
+                                     const std::string& token_uri);
 }  // namespace detail
 
 namespace detail {
@@ -61,7 +73,8 @@ std::string down_outcome(const CaseReport& c, const NeighbourStatus& na, const N
 }  // namespace detail
 
 struct NodeCreds : NodeKeys {
-    IpAddress inner;  // inner (X2) address used in the traffic selectors
+    IpAddress inner;           // inner (X2) address used in the traffic selectors
+    std::string op_key_token;  // --keys pkcs11: where the operator key is generated
 };
 
 // The loopback fabric: every entity in this process on 127.0.0.1, real UDP sockets, the

@@ -105,6 +105,13 @@ Result<LabCa> LabCa::create(const std::string& cn, const std::string& org, int64
 Result<LabCredential> LabCa::issue(const std::string& fqdn, int64_t nb, int days, bool server_auth) {
     EVP_PKEY* k = new_p256();
     if (!k) return ossl("key generation failed");
+    auto c = issue_for_key(fqdn, k, key_pem(k), nb, days, server_auth);
+    EVP_PKEY_free(k);
+    return c;
+}
+
+Result<LabCredential> LabCa::issue_for_key(const std::string& fqdn, EVP_PKEY* k, SecureBytes key_ref, int64_t nb,
+                                           int days, bool server_auth) {
     X509* x = new_cert(k, fqdn, "", nb, days);
     X509_set_issuer_name(x, X509_get_subject_name(m_impl->root));
     bool ok = add_ext(x, m_impl->root, NID_basic_constraints, "critical,CA:FALSE") &&
@@ -118,11 +125,10 @@ Result<LabCredential> LabCa::issue(const std::string& fqdn, int64_t nb, int days
     if (ok) {
         c.cert_pem = to_pem(x);
         c.chain_pem = c.cert_pem;
-        c.key_pem = key_pem(k);
+        c.key_pem = std::move(key_ref);
         c.identity = fqdn;
     }
     X509_free(x);
-    EVP_PKEY_free(k);
     if (!ok) return ossl("issuing " + fqdn);
     return c;
 }

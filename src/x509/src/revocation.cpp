@@ -23,6 +23,7 @@
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/x509/ocsp.hpp>
 #include <x2sec/x509/revocation.hpp>
 
 namespace x2sec::x509 {
@@ -126,6 +127,15 @@ struct RevocationChecker::Impl {
         counters.inc(n);
         revocation_counters().inc(n);
     }
+
+    // OCSP answers by "issuer subject#serial", usable until valid_until.
+    struct OcspCached {
+        OcspAnswer answer;
+        int64_t valid_until = 0;
+    };
+    std::map<std::string, OcspCached> ocsp_cache;  // guarded by mu
+    enum class OcspOutcome { Decided, Fallback };
+    OcspOutcome ocsp_check(const Certificate& cert, const Certificate& issuer, int64_t now, Verdict& v, Status& st);
 
     std::string cache_path(const std::string& url) const {
         Bytes h = crypto::digest(crypto::Hash::Sha256, as_bytes(url));
@@ -368,6 +378,85 @@ bool RevocationChecker::wait_idle(int timeout_ms) const {
     return im.cv_done.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return !busy(); });
 }
 
+const char* to_string(RevocationMethod m) {
+    switch (m) {
+        case RevocationMethod::Crl: return "crl";
+        case RevocationMethod::Ocsp: return "ocsp";
+        case RevocationMethod::OcspThenCrl: return "ocsp-then-crl";
+    }
+    return "?";
+}
+
+// OCSP for one certificate (RevocationMethod Ocsp / OcspThenCrl): Decided with `st` set when the
+// answer settles it (good, revoked, or per policy), Fallback when the CRL sources decide.
+RevocationChecker::Impl::OcspOutcome RevocationChecker::Impl::ocsp_check(const Certificate& cert,
+                                                                          const Certificate& issuer, int64_t now,
+                                                                          Verdict& v, Status& st) {
+    const std::string url = ocsp_url(cert);
+    if (url.empty()) {
+        count("x509.ocsp.no_url");
+        return OcspOutcome::Fallback;
+    }
+    const std::string key = issuer.subject() + "#" + cert.serial_hex();
+    std::optional<OcspAnswer> answer;
+    {
+        std::lock_guard lk(mu);
+        auto it = ocsp_cache.find(key);
+        if (it != ocsp_cache.end() && now < it->second.valid_until) {
+            answer = it->second.answer;
+            count("x509.ocsp.cache_hit");
+        }
+    }
+    std::string why;
+    if (!answer) {
+        OcspOptions o;
+        o.timeout_ms = cfg.fetch_timeout_ms;
+        o.nonce = o.require_nonce = cfg.ocsp_nonce;
+        o.max_age_s = cfg.ocsp_max_age_s;
+        auto r = ocsp_lookup(cert, issuer, url, o, now);
+        if (r) {
+            answer = std::move(*r);
+            answer->response_der.clear();
+            if (answer->next_update > now) {
+                std::lock_guard lk(mu);
+                ocsp_cache[key] = {*answer, std::min(answer->next_update, now + cfg.refresh_s)};
+            }
+        } else {
+            why = r.error().detail();
+        }
+    }
+    const std::string name = "certificate '" + cert.subject() + "' (serial " + cert.serial_hex() + ")";
+    if (answer && answer->status == OcspStatus::Good) {
+        count("x509.ocsp.good");
+        return OcspOutcome::Decided;
+    }
+    if (answer && answer->status == OcspStatus::Revoked) {
+        count("x509.ocsp.revoked");
+        v = Verdict::Revoked;
+        st = crl_error(VerifyFailure::Revoked, name + " revoked at " + time_text(answer->revoked_at) +
+                                                    (answer->reason >= 0 ? ", reason " + std::to_string(answer->reason)
+                                                                         : std::string()) +
+                                                    " per the OCSP responder " + url);
+        return OcspOutcome::Decided;
+    }
+    if (answer) {
+        count("x509.ocsp.unknown");
+        why = "the responder " + url + " does not know it (status unknown)";
+    } else {
+        count("x509.ocsp.unavailable");
+    }
+    if (cfg.method == RevocationMethod::OcspThenCrl) return OcspOutcome::Fallback;
+    const std::string what = name + ": no OCSP answer: " + why;
+    if (cfg.policy == CrlPolicy::Hard) {
+        v = Verdict::Unavailable;
+        st = crl_error(VerifyFailure::CrlUnavailable, what);
+        return OcspOutcome::Decided;
+    }
+    count("x509.ocsp.soft_accepted");
+    log::get("x509")->warn("{} (accepted: crl_policy = soft)", what);
+    return OcspOutcome::Decided;
+}
+
 Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t now, Verdict* verdict) const {
     auto& im = *m_impl;
     Verdict ignored;
@@ -378,6 +467,13 @@ Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t n
         const Certificate& issuer = chain[i + 1];
         const X509_NAME* issuer_name = X509_get_issuer_name(cert.get());
         auto cert_name = [&] { return "certificate '" + cert.subject() + "' (serial " + cert.serial_hex() + ")"; };
+        if (im.cfg.method != RevocationMethod::Crl) {
+            Status st;
+            if (im.ocsp_check(cert, issuer, now, v, st) == Impl::OcspOutcome::Decided) {
+                if (!st) return st;
+                continue;
+            }
+        }
 
         // The sources that apply, and their CRLs (copied: used without the lock).
         struct Candidate {

@@ -16,6 +16,11 @@
 #                              both ends: the IKE_AUTH messages with certificates are split
 #                              and reassembled both ways (checked in charon's log and x2sec's
 #                              counters)
+#         <case>-pkcs11        (cert cases) the x2sec side's key is generated inside a SoftHSM2
+#                              token by `x2sec pki issue-server --key-token` and configured as
+#                              a pkcs11: URI: every IKE_AUTH signature of x2sec is made in the
+#                              token; pkcs11-tool confirms the key is sensitive and never
+#                              extractable
 #         <case>-dpd           liveness checks, from the case's initiator:
 #                              psk-initiator-dpd: x2sec's DPD every 1 s answered by charon,
 #                              then charon is killed and x2sec must declare the peer dead and
@@ -50,9 +55,10 @@ skip() { echo "SKIP: $*"; exit 77; }
 FAILED=0
 fail() { echo "FAIL: $*"; FAILED=1; dump; exit 1; }
 
-ESP=0 V6=0 FRAG=0 DPD=0
-for _ in 1 2 3; do
+ESP=0 V6=0 FRAG=0 DPD=0 P11=0
+for _ in 1 2 3 4; do
   case "$CASE" in
+    *-pkcs11) P11=1; CASE=${CASE%-pkcs11};;
     *-esp) ESP=1; CASE=${CASE%-esp};;
     *-v6) V6=1; CASE=${CASE%-v6};;
     *-frag) FRAG=1; CASE=${CASE%-frag};;
@@ -133,6 +139,30 @@ if [ "$MODE" = cert ]; then
   done
   chmod 600 $P/*.key
   log "PKI: ECDSA P-256 CA + x2sec/charon certificates in $P"
+fi
+X2KEY=$BASE/pki/x2sec.key
+if [ $P11 = 1 ]; then
+  [ "$MODE" = cert ] || { echo "-pkcs11 needs a cert case"; exit 2; }
+  P11MOD=/usr/lib/softhsm/libsofthsm2.so
+  [ -f $P11MOD ] && command -v softhsm2-util >/dev/null || skip "softhsm2 not installed (scripts/deps.sh installs it)"
+  command -v pkcs11-tool >/dev/null || skip "pkcs11-tool not installed (opensc)"
+  H=$BASE/softhsm; mkdir -p $H/tokens
+  printf "directories.tokendir = $H/tokens\nobjectstore.backend = file\n" > $H/softhsm2.conf
+  echo 1234 > $H/pin; chmod 600 $H/pin
+  export SOFTHSM2_CONF=$H/softhsm2.conf X2SEC_PKCS11_MODULE=$P11MOD
+  softhsm2-util --init-token --free --label x2sec-ike --pin 1234 --so-pin 12345678 >/dev/null || fail "softhsm2-util --init-token"
+  # The x2sec side's key is generated in the token and certified by the interop CA.
+  cp $P/ca.crt $P/chain.pem
+  rm -f $P/x2sec.key $P/x2sec.crt
+  "$X2SEC" pki issue-server --ca-dir $P --subject "/C=XX/O=x2sec interop/CN=x2sec.example.org" --dns x2sec.example.org \
+      --days 30 --key-token "pkcs11:token=x2sec-ike;object=ike?pin-source=file:$H/pin" \
+      --out-key $P/x2sec.key --out-cert $P/x2sec.crt > $BASE/p11.log 2>&1 || fail "x2sec pki issue-server --key-token: $(cat $BASE/p11.log)"
+  X2KEY=$(cat $P/x2sec.key)
+  case "$X2KEY" in pkcs11:*) ;; *) fail "the key file does not hold a pkcs11: URI";; esac
+  pkcs11-tool --module $P11MOD --login --pin 1234 --token-label x2sec-ike --list-objects --type privkey > $BASE/p11-objects.log 2>&1
+  grep -q "never extractable" $BASE/p11-objects.log && grep -q "sensitive" $BASE/p11-objects.log \
+    || fail "the token key is not sensitive/never extractable: $(cat $BASE/p11-objects.log)"
+  log "x2sec's key in SoftHSM2 token x2sec-ike: $X2KEY (sensitive, never extractable)"
 fi
 
 # ------------------------------------------------------------------ charon instances
@@ -268,7 +298,7 @@ file = \"$BASE/pki/ca.crt\"
 
 [[credential]]
 name = \"me\"
-key = \"$BASE/pki/x2sec.key\"
+key = \"$X2KEY\"
 certs = [\"$BASE/pki/x2sec.crt\"]"
   else
     AUTH="auth = \"psk\"

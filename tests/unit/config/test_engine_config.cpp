@@ -235,6 +235,39 @@ TEST(EngineConfig, RevocationSectionAndOldSwitch) {
     EXPECT_TRUE(on->revocation->config().require);
 }
 
+TEST(EngineConfig, CredentialKeyMayBeAPkcs11UriNeverResolvedNorLogged) {
+    std::string text = cert_peer();
+    const std::string uri = "pkcs11:token=henb-a;object=device?pin-value=s3cret&module-path=/nonexistent/p11.so";
+    text.replace(text.find("key = \"henb-a.key\""), std::string("key = \"henb-a.key\"").size(), "key = \"" + uri + "\"");
+    auto f = parse_string(text, "e.toml", kPki);
+    ASSERT_TRUE(f.ok()) << f.error().detail();
+    ASSERT_EQ(f->credentials.size(), 1u);
+    EXPECT_EQ(f->credentials[0].key_file, uri);  // not made relative to the config directory
+    auto r = build_engine_config(*f);
+    ASSERT_FALSE(r.ok());  // the module does not exist
+    EXPECT_NE(r.error().detail().find("pkcs11:token=henb-a"), std::string::npos) << r.error().detail();
+    EXPECT_NE(r.error().detail().find("/nonexistent/p11.so"), std::string::npos) << r.error().detail();
+    EXPECT_EQ(r.error().detail().find("s3cret"), std::string::npos) << r.error().detail();
+}
+
+TEST(EngineConfig, RevocationMethodOcsp) {
+    auto r = build("[revocation]\nmethod = \"ocsp-then-crl\"\nocsp_nonce = false\nocsp_max_age = \"1h\"\n" + cert_peer());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    ASSERT_TRUE(r->revocation);
+    const auto& c = r->revocation->config();
+    EXPECT_EQ(c.method, x509::RevocationMethod::OcspThenCrl);
+    EXPECT_FALSE(c.ocsp_nonce);
+    EXPECT_EQ(c.ocsp_max_age_s, 3600);
+    auto o = build("[revocation]\nmethod = \"ocsp\"\n" + cert_peer());
+    ASSERT_TRUE(o.ok()) << o.error().detail();
+    EXPECT_EQ(o->revocation->config().method, x509::RevocationMethod::Ocsp);
+    EXPECT_TRUE(o->revocation->config().ocsp_nonce);
+    EXPECT_EQ(build(cert_peer())->revocation->config().method, x509::RevocationMethod::Crl);
+    auto bad = build("[revocation]\nmethod = \"scvp\"\n" + cert_peer());
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().detail().find("'method' must be"), std::string::npos) << bad.error().detail();
+}
+
 TEST(EngineConfig, RevocationSectionErrorsNameTheKey) {
     auto r = build("[revocation]\ncrl_policy = \"lenient\"\nmode = \"maybe\"\ncrl_urls = [\"ldap://x\"]\n" + cert_peer());
     ASSERT_FALSE(r.ok());

@@ -137,6 +137,11 @@ struct RevocationSection {
     int64_t retry_ms = 30 * 1000;
     uint32_t max_crl_size = 1024 * 1024;
     std::string cache_dir;                // absolute, "" = memory only
+    // method = "crl" (default) | "ocsp" | "ocsp-then-crl": OCSP look-ups at the certificates'
+    // authorityInfoAccess responders (see x509::RevocationMethod).
+    std::string method = "crl";
+    bool ocsp_nonce = true;               // send a nonce and require it echoed
+    int64_t ocsp_max_age_ms = -1;         // refuse older answers (-1: no limit)
     Location where;
 };
 

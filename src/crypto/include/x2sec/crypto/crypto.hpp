@@ -156,8 +156,10 @@ Result<SigScheme> sig_scheme_from_algorithm_identifier(BytesView der);
 // RSA -> RSASSA-PSS-SHA256, Ed25519 -> Ed25519.
 SigScheme default_sig_scheme(const EVP_PKEY* key);
 
-// A private key behind a signing interface (a file key today; a TrE/PKCS#11 key can implement
-// Signer later).  The PEM text is zeroised after parsing.
+// A private key behind a signing interface.  The PEM text is zeroised after parsing.  A key
+// may live in a PKCS#11 token (x2sec/crypto/pkcs11.hpp): load() takes a file path or a
+// `pkcs11:` URI, from_pem() PEM, DER or a URI (so a key file may hold a URI), and a token
+// key's to_pem()/save() give its URI, never key material.
 class Signer {
 public:
     virtual ~Signer() = default;

@@ -42,7 +42,7 @@ Status validate(const TransportLimits& l);
 
 struct TlsCredentials {
     std::string cert_pem;     // own certificate chain (leaf first), PEM text
-    SecureBytes key_pem;      // own private key, PEM text
+    SecureBytes key_pem;      // own private key, PEM text or a pkcs11: URI
     std::string anchors_pem;  // trust anchors for the other side, PEM text (one or more)
 };
 

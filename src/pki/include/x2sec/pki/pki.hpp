@@ -20,6 +20,13 @@ const char* key_alg_name(KeyAlg a);
 Result<KeyAlg> parse_key_alg(std::string_view s);
 
 Result<PkeyPtr> generate_key(KeyAlg alg);
+// A new key pair inside the PKCS#11 token a `pkcs11:` URI names (sensitive, non-extractable;
+// the URI's object is the label, a fresh id makes it unique: see crypto::generate_token_key);
+// an empty reference generates in memory as above.
+Result<PkeyPtr> generate_key(KeyAlg alg, const std::string& token_uri);
+// Key files and references: load_private_key takes a path or a `pkcs11:` URI, and a file (or
+// PEM buffer) may hold a URI instead of a key; private_key_pem/save_private_key of a token key
+// write its URI.
 // PKCS#8 PEM, mode 0600, written atomically (temp file + rename); the PEM buffer is zeroised.
 Status save_private_key(const std::string& path, EVP_PKEY* key);
 Result<PkeyPtr> load_private_key(const std::string& path);

@@ -30,6 +30,9 @@ struct DemoOptions {
     bool peer_without_cmp = false;        // Scenario 2's peer (henb-b1) has no CMPv2 support
     bool revoke_peer_operator_cert = false;  // revoke henb-b1's operator certificate after enrolment
     std::string config_override;          // a deployment TOML to use instead of the embedded one
+    // Where the H(e)NBs' private keys live: in memory / files (default), or each H(e)NB's
+    // vendor and operator keys generated in its own SoftHSM2 token (the TrE), never leaving it.
+    enum class Keys { File, Pkcs11 } keys = Keys::File;
 };
 
 struct CaseReport {

@@ -18,7 +18,7 @@ namespace x2sec::scenario {
 struct LabCredential {
     std::string cert_pem;   // leaf only
     std::string chain_pem;  // leaf then issuer chain (without the root)
-    SecureBytes key_pem;    // PKCS#8 private key
+    SecureBytes key_pem;    // PKCS#8 private key, or the pkcs11: URI of a key in a token
     std::string identity;   // SAN dNSName
 };
 
@@ -34,6 +34,10 @@ public:
     // End-entity certificate (keyUsage digitalSignature, SAN dNSName = fqdn, CN = fqdn), valid
     // from `nb` (Unix seconds) for `days`.
     Result<LabCredential> issue(const std::string& fqdn, int64_t nb, int days, bool server_auth = true);
+    // The same for an existing key (e.g. one in a PKCS#11 token): `key` gives the public key,
+    // `key_ref` becomes the credential's key_pem (the key's PEM or its pkcs11: URI).
+    Result<LabCredential> issue_for_key(const std::string& fqdn, EVP_PKEY* key, SecureBytes key_ref,
+                                        int64_t not_before_unix, int days, bool server_auth = true);
 
     LabCa(LabCa&&) noexcept;
     LabCa& operator=(LabCa&&) noexcept;

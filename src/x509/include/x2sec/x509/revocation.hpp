@@ -38,6 +38,17 @@ namespace x2sec::x509 {
 enum class CrlPolicy { Hard, Soft };
 const char* to_string(CrlPolicy p);
 
+// How a certificate's status is found: CRLs (as described above); OCSP (RFC 6960, x509/ocsp.hpp)
+// at the responder of the certificate's authorityInfoAccess id-ad-ocsp URL; or OCSP first and
+// the CRL sources when the responder gives no usable answer.  With Ocsp, a certificate without
+// an OCSP URL is checked with its CRL sources; an `unknown` answer or an unreachable responder
+// (x509.ocsp.unknown / x509.ocsp.unavailable) goes to `policy` (hard: CrlUnavailable; soft:
+// accepted, x509.ocsp.soft_accepted).  Answers are cached per certificate until nextUpdate
+// (at most refresh_s; without nextUpdate not cached).  A look-up blocks check() for at most
+// fetch_timeout_ms.
+enum class RevocationMethod { Crl, Ocsp, OcspThenCrl };
+const char* to_string(RevocationMethod m);
+
 struct RevocationConfig {
     std::vector<std::string> crl_files;  // PEM or DER, reloaded when they change
     std::vector<std::string> crl_urls;   // http:// URLs fetched for every chain (the KDS's RA/CA CRL)
@@ -51,6 +62,9 @@ struct RevocationConfig {
     int64_t retry_s = 30;                // after a failed fetch, no new try (nor wait) before this
     std::string cache_dir;               // "" = memory only; else one DER file per URL, written atomically
     bool background = true;              // false: no thread (tests drive poll() / fetches inline)
+    RevocationMethod method = RevocationMethod::Crl;
+    bool ocsp_nonce = true;              // send a nonce and require it echoed
+    int64_t ocsp_max_age_s = -1;         // refuse answers whose thisUpdate is older (-1: no limit)
 };
 
 // One HTTP/1.1 GET of a DER (or PEM) CRL, through OpenSSL's HTTP client (no proxy), bounded by

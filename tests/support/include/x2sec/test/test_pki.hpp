@@ -37,6 +37,7 @@ struct CertOptions {
     std::string key_usage;
     std::string extended_key_usage;  // e.g. "serverAuth,clientAuth"; empty = none
     std::vector<std::string> crl_urls;
+    std::vector<std::string> ocsp_urls;  // authorityInfoAccess id-ad-ocsp
     std::optional<uint64_t> serial;  // default: unique per process
     // Certify this existing key instead of generating one (Issued::key is then empty).
     const EVP_PKEY* subject_key = nullptr;

@@ -1,0 +1,254 @@
+// OCSP look-ups (RFC 6960) against `openssl ocsp -port` on loopback: a good, a revoked and an
+// unknown answer, a responder that is not running, an unauthorised signer, a stapled response
+// verified on its own, and a tampered one.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <thread>
+#include <x2sec/test/test_pki.hpp>
+#include <x2sec/x509/ocsp.hpp>
+#include <x2sec/x509/revocation.hpp>
+
+using namespace x2sec;
+using namespace x2sec::x509;
+
+namespace {
+
+int free_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+
+void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// A CA, a delegated OCSP responder (id-kp-OCSPSigning) and three leaves: good (in the index),
+// revoked (in the index, revoked), unknown (not in the index); `openssl ocsp` answers for them.
+struct Responder : ::testing::Test {
+    test::Issued ca = test::make_root("OCSP Test CA");
+    std::optional<test::Issued> signer, good, revoked, unknown;
+    std::string dir, url;
+    int port = 0;
+    pid_t pid = -1;
+
+    test::Issued leaf(const std::string& cn, uint64_t serial) {
+        test::CertOptions o;
+        o.subject = cn;
+        o.serial = serial;
+        o.ocsp_urls = {url};
+        return test::make_cert(ca, o);
+    }
+
+    void SetUp() override {
+        if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl CLI not installed";
+        char t[] = "/tmp/x2sec-ocsp-XXXXXX";
+        ASSERT_NE(mkdtemp(t), nullptr);
+        dir = t;
+        port = free_port();
+        url = "http://127.0.0.1:" + std::to_string(port) + "/";
+        test::CertOptions so;
+        so.subject = "OCSP Responder";
+        so.extended_key_usage = "OCSPSigning";
+        signer = test::make_cert(ca, so);
+        good = leaf("good.example", 0x1001);
+        revoked = leaf("revoked.example", 0x1002);
+        unknown = leaf("unknown.example", 0x1003);
+        ASSERT_TRUE(ca.cert.save_pem(dir + "/ca.pem").ok());
+        ASSERT_TRUE(signer->cert.save_pem(dir + "/rsigner.pem").ok());
+        ASSERT_TRUE(signer->key.save(dir + "/rkey.pem").ok());
+        write(dir + "/index.txt",
+              "V\t391231235959Z\t\t1001\tunknown\t/CN=good.example\n"
+              "R\t391231235959Z\t240101000000Z,keyCompromise\t1002\tunknown\t/CN=revoked.example\n");
+        write(dir + "/index.txt.attr", "unique_subject = no\n");
+        const std::string log = dir + "/ocsp.log";
+        pid = fork();
+        if (pid == 0) {
+            if (std::freopen(log.c_str(), "w", stderr) == nullptr) _exit(126);
+            const std::string p = std::to_string(port);
+            ::execlp("openssl", "openssl", "ocsp", "-index", (dir + "/index.txt").c_str(), "-port", p.c_str(),
+                     "-rsigner", (dir + "/rsigner.pem").c_str(), "-rkey", (dir + "/rkey.pem").c_str(), "-CA",
+                     (dir + "/ca.pem").c_str(), "-nmin", "10", "-ignore_err", "-out", "/dev/null", nullptr);
+            _exit(127);
+        }
+        // Ready once it says so (a probing connect would hold up the single-threaded responder).
+        auto ready = [&] {
+            std::ifstream f(log);
+            std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+            return text.find("waiting for OCSP client connections") != std::string::npos;
+        };
+        for (int i = 0; i < 200 && !ready(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        ASSERT_TRUE(ready()) << "openssl ocsp did not start";
+    }
+    void TearDown() override {
+        if (pid > 0) {
+            ::kill(pid, SIGTERM);
+            ::waitpid(pid, nullptr, 0);
+        }
+        std::error_code ec;
+        if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+    }
+    static int64_t now() { return static_cast<int64_t>(std::time(nullptr)); }
+};
+
+}  // namespace
+
+TEST_F(Responder, GoodRevokedAndUnknownAnswers) {
+    EXPECT_EQ(ocsp_url(good->cert), url);
+    OcspOptions o;
+    auto g = ocsp_lookup(good->cert, ca.cert, url, o, now());
+    ASSERT_TRUE(g.ok()) << g.error().detail();
+    EXPECT_EQ(g->status, OcspStatus::Good);
+    EXPECT_LE(g->this_update, now() + 5);
+    EXPECT_GT(g->next_update, now());
+    EXPECT_FALSE(g->response_der.empty());
+
+    auto r = ocsp_lookup(revoked->cert, ca.cert, url, o, now());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    EXPECT_EQ(r->status, OcspStatus::Revoked);
+    EXPECT_EQ(r->reason, 1);  // keyCompromise
+    EXPECT_EQ(r->revoked_at, 1704067200);
+
+    auto u = ocsp_lookup(unknown->cert, ca.cert, url, o, now());
+    ASSERT_TRUE(u.ok()) << u.error().detail();
+    EXPECT_EQ(u->status, OcspStatus::Unknown);
+}
+
+TEST_F(Responder, StapledResponseVerifiedOnItsOwnAndOutOfRangeRefused) {
+    OcspOptions o;
+    auto g = ocsp_lookup(good->cert, ca.cert, url, o, now());
+    ASSERT_TRUE(g.ok()) << g.error().detail();
+    auto again = ocsp_verify_response(g->response_der, good->cert, ca.cert, o, now());
+    ASSERT_TRUE(again.ok()) << again.error().detail();
+    EXPECT_EQ(again->status, OcspStatus::Good);
+    // For another certificate it holds no answer.
+    auto other = ocsp_verify_response(g->response_der, revoked->cert, ca.cert, o, now());
+    ASSERT_FALSE(other.ok());
+    EXPECT_NE(other.error().detail().find("no answer"), std::string::npos) << other.error().detail();
+    // After nextUpdate (10 minutes) + skew it is expired; before thisUpdate it is not yet valid.
+    auto late = ocsp_verify_response(g->response_der, good->cert, ca.cert, o, now() + 3600);
+    ASSERT_FALSE(late.ok());
+    EXPECT_NE(late.error().detail().find("nextUpdate"), std::string::npos) << late.error().detail();
+    auto early = ocsp_verify_response(g->response_der, good->cert, ca.cert, o, now() - 3600);
+    EXPECT_FALSE(early.ok());
+    // A flipped octet in the signed part breaks the signature (or the encoding).
+    Bytes bad = g->response_der;
+    bad[bad.size() / 2] ^= 0x01;
+    EXPECT_FALSE(ocsp_verify_response(bad, good->cert, ca.cert, o, now()).ok());
+    EXPECT_FALSE(ocsp_verify_response(Bytes{0x30, 0x03, 0x0a, 0x01, 0x00}, good->cert, ca.cert, o, now()).ok());
+}
+
+TEST_F(Responder, ResponderOfAnotherCaIsNotAuthorised) {
+    // The responder signs for CA 1; asked about a certificate of CA 2 with the same serial, its
+    // answer is not signed by CA 2 or a responder CA 2 authorised.
+    test::Issued ca2 = test::make_root("Other CA");
+    test::CertOptions o2;
+    o2.subject = "good.example";
+    o2.serial = 0x1001;
+    auto foreign = test::make_cert(ca2, o2);
+    auto r = ocsp_lookup(foreign.cert, ca2.cert, url, OcspOptions{}, now());
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), static_cast<int>(VerifyFailure::CrlUnavailable));
+}
+
+TEST(Ocsp, UnreachableResponderIsUnavailable) {
+    test::Issued ca = test::make_root("Lonely CA");
+    auto leaf = test::make_cert(ca, "leaf.example");
+    OcspOptions o;
+    o.timeout_ms = 1000;
+    const std::string url = "http://127.0.0.1:" + std::to_string(free_port()) + "/";
+    auto r = ocsp_lookup(leaf.cert, ca.cert, url, o, static_cast<int64_t>(std::time(nullptr)));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), static_cast<int>(VerifyFailure::CrlUnavailable));
+    EXPECT_NE(r.error().detail().find(url), std::string::npos) << r.error().detail();
+    EXPECT_EQ(ocsp_url(leaf.cert), "");
+    EXPECT_FALSE(ocsp_lookup(leaf.cert, ca.cert, "https://127.0.0.1/", o, 0).ok());
+}
+
+// RevocationChecker with method = ocsp / ocsp-then-crl: the chain's leaf is looked up at the
+// responder of its authorityInfoAccess.
+namespace {
+RevocationConfig ocsp_config(RevocationMethod m, CrlPolicy p = CrlPolicy::Hard) {
+    RevocationConfig c;
+    c.method = m;
+    c.policy = p;
+    c.background = false;
+    c.fetch_timeout_ms = 2000;
+    return c;
+}
+}  // namespace
+
+TEST_F(Responder, CheckerUsesOcspForGoodRevokedUnknownAndCaches) {
+    RevocationChecker rc(ocsp_config(RevocationMethod::Ocsp));
+    ASSERT_TRUE(rc.start().ok());
+    RevocationChecker::Verdict v;
+    auto g = rc.check({good->cert, ca.cert}, now(), &v);
+    EXPECT_TRUE(g.ok()) << g.error().detail();
+    EXPECT_EQ(v, RevocationChecker::Verdict::Good);
+    auto r = rc.check({revoked->cert, ca.cert}, now(), &v);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), static_cast<int>(VerifyFailure::Revoked));
+    EXPECT_NE(r.error().detail().find("OCSP responder"), std::string::npos) << r.error().detail();
+    EXPECT_EQ(v, RevocationChecker::Verdict::Revoked);
+    auto u = rc.check({unknown->cert, ca.cert}, now(), &v);
+    ASSERT_FALSE(u.ok());
+    EXPECT_EQ(u.error().code(), static_cast<int>(VerifyFailure::CrlUnavailable));
+    EXPECT_NE(u.error().detail().find("unknown"), std::string::npos) << u.error().detail();
+    EXPECT_EQ(rc.counters().get("x509.ocsp.good"), 1u);
+    EXPECT_EQ(rc.counters().get("x509.ocsp.revoked"), 1u);
+    EXPECT_EQ(rc.counters().get("x509.ocsp.unknown"), 1u);
+    // The good answer is cached until its nextUpdate: with the responder gone it still holds.
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, nullptr, 0);
+    pid = -1;
+    EXPECT_TRUE(rc.check({good->cert, ca.cert}, now(), &v).ok());
+    EXPECT_EQ(rc.counters().get("x509.ocsp.cache_hit"), 1u);
+}
+
+TEST_F(Responder, UnreachableResponderGoesToPolicyOrToTheCrls) {
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, nullptr, 0);
+    pid = -1;
+    RevocationChecker::Verdict v;
+    {
+        RevocationChecker hard(ocsp_config(RevocationMethod::Ocsp));
+        ASSERT_TRUE(hard.start().ok());
+        auto st = hard.check({good->cert, ca.cert}, now(), &v);
+        ASSERT_FALSE(st.ok());
+        EXPECT_EQ(st.error().code(), static_cast<int>(VerifyFailure::CrlUnavailable));
+        EXPECT_EQ(v, RevocationChecker::Verdict::Unavailable);
+        EXPECT_EQ(hard.counters().get("x509.ocsp.unavailable"), 1u);
+    }
+    {
+        RevocationChecker soft(ocsp_config(RevocationMethod::Ocsp, CrlPolicy::Soft));
+        ASSERT_TRUE(soft.start().ok());
+        EXPECT_TRUE(soft.check({good->cert, ca.cert}, now(), &v).ok());
+        EXPECT_EQ(soft.counters().get("x509.ocsp.soft_accepted"), 1u);
+    }
+    {
+        // ocsp-then-crl: the CRL sources decide; with `require` and none, it is refused.
+        auto c = ocsp_config(RevocationMethod::OcspThenCrl);
+        c.require = true;
+        RevocationChecker fb(c);
+        ASSERT_TRUE(fb.start().ok());
+        auto st = fb.check({good->cert, ca.cert}, now(), &v);
+        ASSERT_FALSE(st.ok());
+        EXPECT_NE(st.error().detail().find("no CRL"), std::string::npos) << st.error().detail();
+    }
+}
