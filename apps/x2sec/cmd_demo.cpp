@@ -33,7 +33,7 @@ static x2sec::app::Command reg("demo", "Run every case of the contribution on lo
         }
         log::set_level(*verbose ? "info" : "error");
         opt->base_port = uint16_t(*base_port);
-        opt->keys = *keys == "pkcs11" ? node::DemoOptions::Keys::Pkcs11 : node::DemoOptions::Keys::File;
+        opt->keys = *keys == "pkcs11" ? x2sec::scenario::DemoOptions::Keys::Pkcs11 : x2sec::scenario::DemoOptions::Keys::File;
         if (!opt->workdir.empty()) opt->keep_workdir = true;
         auto r = scenario::run_demo(*opt);
         if (!r.ok()) {
