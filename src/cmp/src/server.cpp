@@ -168,7 +168,11 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
     auto& im = *s->impl;
     int bt = OSSL_CMP_MSG_get_bodytype(req);
-    if (s->reject_bit < 0 && certReqId != 0)
+    // certReqId belongs to a CertReqMsg (ir/cr/kur: one message, id 0, RFC 9483 4.1.1).  A p10cr
+    // carries a PKCS#10 request and no certReqId at all; the value OpenSSL passes for it is the
+    // one it will write into the cp (-1 since OpenSSL 3.0.8, RFC 9483 4.1.4), so it is not checked.
+    (void)certReqId;
+    if (s->reject_bit < 0 && crm && OSSL_CRMF_MSG_get_certReqId(crm) != 0)
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badRequest, "only one CertReqMsg with certReqId 0 is supported", "bad_request");
     if (s->reject_bit < 0 && (bt == kKur) != (s->kind == SignerKind::Operator))
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
@@ -182,6 +186,17 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         if (const char* w = pop.present ? weak_digest(pop.nid) : nullptr) {
             im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badAlg,
                       "POP signature algorithm " + pop.name + " uses " + w + "; MD5 and SHA-1 are not accepted",
+                      "weak_alg_pop");
+            return rejection(s->reject_bit, s->reject_text);
+        }
+    }
+
+    if (p10cr) {  // the PKCS#10 self-signature is the p10cr's proof of possession
+        int nid = X509_REQ_get_signature_nid(p10cr);
+        if (const char* w = weak_digest(nid)) {
+            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badAlg,
+                      std::string("PKCS#10 signature algorithm ") + OBJ_nid2sn(nid) + " uses " + w +
+                          "; MD5 and SHA-1 are not accepted",
                       "weak_alg_pop");
             return rejection(s->reject_bit, s->reject_text);
         }
