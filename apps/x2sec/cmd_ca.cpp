@@ -1,6 +1,10 @@
 // `x2sec ca serve`: the operator RA/CA (CMPv2 over HTTP and HTTPS, CRL over HTTP).
 // Configuration from --config <toml> and/or flags (flags win); see docs/pki-cmp.md.
 #include <signal.h>
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <optional>
 #include <fstream>
 #include <iostream>
 #include <toml++/toml.h>
@@ -22,11 +26,63 @@ struct CaOpts {
     int max_connections = 512, max_per_source = 32, request_timeout_ms = 10000, write_timeout_ms = 10000;
     bool allow_mismatch = false, no_implicit = false;
     std::string log_level = "info";
+    std::optional<cmp::IssuanceProfile> default_profile;
+    std::map<std::string, cmp::IssuanceProfile> profiles;
 } o;
 
 int fail(const std::string& m) {
     std::cerr << "x2sec ca: " << m << "\n";
     return 1;
+}
+
+// [profiles.<name>] (docs/pki-cmp.md "Certificate profiles"); "default" configures the
+// default path.  Unknown keys and wrong types are errors, not ignored.
+Result<cmp::IssuanceProfile> parse_profile(const std::string& path, const std::string& name, const toml::node& node) {
+    const std::string where = path + ": [profiles." + name + "]";
+    const toml::table* tab = node.as_table();
+    if (!tab) return Error(ErrorDomain::Config, 0, where + " must be a table");
+    if (name.empty() || name.size() > 64 ||
+        !std::all_of(name.begin(), name.end(), [](char ch) {
+            return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
+        }))
+        return Error(ErrorDomain::Config, 0, where + ": a profile name is 1-64 letters, digits, '-', '_', '.'");
+    cmp::IssuanceProfile p;
+    p.name = name == "default" ? "" : name;
+    auto strings = [&](const char* key, std::vector<std::string>& dst) -> Status {
+        const toml::node* n = tab->get(key);
+        if (!n) return ok_status();
+        const toml::array* arr = n->as_array();
+        if (!arr) return Error(ErrorDomain::Config, 0, where + ": " + key + " must be an array of strings");
+        dst.clear();
+        for (auto& v : *arr) {
+            auto sv = v.value<std::string>();
+            if (!sv) return Error(ErrorDomain::Config, 0, where + ": " + key + " must be an array of strings");
+            dst.push_back(*sv);
+        }
+        return ok_status();
+    };
+    for (auto& [k, v] : *tab) {
+        std::string key(k.str());
+        if (key == "dns") X2SEC_TRY_STATUS(strings("dns", p.dns));
+        else if (key == "ip") X2SEC_TRY_STATUS(strings("ip", p.ip));
+        else if (key == "uri") X2SEC_TRY_STATUS(strings("uri", p.uri));
+        else if (key == "required") X2SEC_TRY_STATUS(strings("required", p.required));
+        else if (key == "validity_days") {
+            auto d = v.value<int64_t>();
+            if (!d) return Error(ErrorDomain::Config, 0, where + ": validity_days must be an integer");
+            p.validity_days = *d;
+        } else if (key == "approval") {
+            auto a = v.value<std::string>();
+            if (a && *a == "immediate") p.approval = cmp::Approval::Immediate;
+            else if (a && *a == "manual") p.approval = cmp::Approval::Manual;
+            else return Error(ErrorDomain::Config, 0, where + ": approval must be \"immediate\" or \"manual\"");
+        } else {
+            return Error(ErrorDomain::Config, 0,
+                         where + ": unknown key '" + key + "' (dns, ip, uri, required, validity_days, approval)");
+        }
+    }
+    if (auto st = p.validate(); !st) return Error(ErrorDomain::Config, 0, path + ": " + st.error().detail());
+    return p;
 }
 
 Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
@@ -64,6 +120,16 @@ Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
     set("--allow-identity-mismatch", c.allow_mismatch, t["policy"]["allow_identity_mismatch"].value<bool>());
     if (auto ic = t["policy"]["implicit_confirm"].value<bool>(); ic && sub.count("--no-implicit-confirm") == 0)
         c.no_implicit = !*ic;
+    if (auto* profs = t["profiles"].as_table()) {
+        for (auto& [key, node] : *profs) {
+            std::string name(key.str());
+            X2SEC_TRY(auto prof, parse_profile(path, name, node));
+            if (name == "default") c.default_profile = std::move(prof);
+            else c.profiles[name] = std::move(prof);
+        }
+    } else if (t.contains("profiles")) {
+        return Error(ErrorDomain::Config, 0, path + ": [profiles] must be a table of [profiles.<name>] tables");
+    }
     return ok_status();
 }
 }  // namespace
@@ -105,6 +171,13 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         cfg->policy.grant_implicit_confirm = !o.no_implicit;
         cfg->policy.validity_days = o.validity_days;
         if (!o.crl_url.empty()) cfg->policy.crl_urls = {o.crl_url};
+        if (o.default_profile) cfg->policy.default_profile = *o.default_profile;
+        cfg->policy.profiles = o.profiles;
+        for (auto& [name, p] : o.profiles)
+            if (p.approval == cmp::Approval::Manual)
+                return fail("[profiles." + name + "]: approval = \"manual\" is not implemented yet");
+        if (o.default_profile && o.default_profile->approval == cmp::Approval::Manual)
+            return fail("[profiles.default]: approval = \"manual\" is not implemented yet");
         auto store = cmp::open_store(o.store);
         if (!store) return fail(store.error().detail());
         // Block the signals before any thread starts so that only sigwait sees them.
@@ -152,7 +225,9 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         if (!o.port_file.empty()) (void)write_file_atomic(o.port_file, std::string_view(std::to_string(http.port()) + "\n"));
         std::cout << "x2sec ca: CMP on http://" << o.bind << ":" << http.port() << "/.well-known/cmp";
         if (https) std::cout << " and https://" << o.bind << ":" << https->port() << "/.well-known/cmp";
-        std::cout << " (store " << (*store)->kind() << ")" << std::endl;
+        std::cout << " (store " << (*store)->kind() << ")";
+        for (auto& [name, p] : server.config().policy.profiles) std::cout << "; profile " << name << " at /.well-known/cmp/p/" << name;
+        std::cout << std::endl;
         int sig = 0;
         sigwait(&set, &sig);
         http.stop();

@@ -2,6 +2,8 @@
 #include <openssl/ssl.h>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
+#include <optional>
 #include <variant>
 #include <x2sec/cmp/http.hpp>
 #include <x2sec/common/log.hpp>
@@ -19,19 +21,21 @@ std::string trim(std::string s) {
     return s;
 }
 
-bool cmp_path(const std::string& target) {
+// The certificate profile a CMP path selects: "" for /.well-known/cmp and /pkix/, <name> for
+// /.well-known/cmp/p/<name>; nullopt for anything else (404).
+std::optional<std::string> cmp_profile(const std::string& target) {
     std::string path = target.substr(0, target.find('?'));
-    if (path == "/.well-known/cmp" || path == "/.well-known/cmp/" || path == "/pkix/" || path == "/pkix") return true;
+    if (path == "/.well-known/cmp" || path == "/.well-known/cmp/" || path == "/pkix/" || path == "/pkix") return "";
     const std::string pfx = "/.well-known/cmp/p/";
     if (path.rfind(pfx, 0) == 0) {
         std::string prof = path.substr(pfx.size());
         if (!prof.empty() && prof.back() == '/') prof.pop_back();
-        if (prof.empty() || prof.size() > 64) return false;
+        if (prof.empty() || prof.size() > 64) return std::nullopt;
         for (char c : prof)
-            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
-        return true;
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return std::nullopt;
+        return prof;
     }
-    return false;
+    return std::nullopt;
 }
 
 const char* reason_phrase(int code) {
@@ -148,7 +152,7 @@ public:
             st.need = head_len;  // a body of a GET is not read
             return complete(head_len);
         }
-        if (!cmp_path(h.target)) return reject(404, "no CMP endpoint at " + h.path, "http.reject.not_found");
+        if (!cmp_profile(h.target)) return reject(404, "no CMP endpoint at " + h.path, "http.reject.not_found");
         if (h.method != "POST") return reject(405, "CMP requires POST", "http.reject.method");
         auto semi = h.ctype.find(';');
         if (trim(h.ctype.substr(0, semi)) != "application/pkixcmp")
@@ -171,13 +175,15 @@ public:
         auto parsed = parse_head(std::string(sv.substr(0, end + 2)));
         Head& h = std::get<Head>(parsed);  // the framer accepted this head
         if (h.path == m_opts.crl_path && (h.method == "GET" || h.method == "HEAD")) {
-            auto crl = m_server.crl_der();
+            auto crl = m_server.crl_der(static_cast<int64_t>(std::time(nullptr)));
             if (!crl) return done(text_response(500, "CRL unavailable"), "http.error.crl");
             if (h.method == "HEAD") return done(response(200, "application/pkix-crl", {}), "http.ok.crl");
             return done(response(200, "application/pkix-crl", *crl), "http.ok.crl");
         }
         BytesView body(req.data.data() + end + 4, req.data.size() - end - 4);
-        auto rsp = m_server.handle(body);
+        // The wall clock is read here, at the I/O edge; the CMP server takes the time from us.
+        std::string profile = cmp_profile(h.target).value_or("");
+        auto rsp = m_server.handle(body, RequestContext{profile, static_cast<int64_t>(std::time(nullptr))});
         if (!rsp) return done(text_response(400, rsp.error().detail()), "http.reject.not_cmp");
         return done(response(200, "application/pkixcmp", *rsp), "http.ok.cmp");
     }

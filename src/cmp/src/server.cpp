@@ -1,3 +1,4 @@
+#include <arpa/inet.h>
 #include <openssl/cmp.h>
 #include <openssl/cmp_util.h>
 #include <openssl/crmf.h>
@@ -15,6 +16,12 @@
 namespace x2sec::cmp {
 
 using pki::X509Ptr;
+
+const IssuanceProfile* ServerPolicy::find_profile(std::string_view name) const {
+    if (name.empty()) return &default_profile;
+    auto it = profiles.find(std::string(name));
+    return it == profiles.end() ? nullptr : &it->second;
+}
 
 X509* ServerConfig::operator_root() const {
     for (auto it = ca_chain.rbegin(); it != ca_chain.rend(); ++it)
@@ -100,6 +107,8 @@ struct Session {
     std::string reject_text;
     int rr_reason = 0;        // CRLReason from the rr's crlEntryDetails (0: none given)
     int64_t created = 0;
+    int64_t now = 0;          // the caller's time of the message being processed
+    const IssuanceProfile* profile = nullptr;
     X509Ptr issued;
     std::string body;
     bool registered = false;  // present in the session map
@@ -141,7 +150,7 @@ struct Server::Impl {
         return v;
     }
 
-    std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid);
+    std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now);
     void configure_ctx(OSSL_CMP_CTX* ctx) const;
     // A protected `error` PKIMessage answering req with PKIStatus rejection and the failure bit.
     Result<Bytes> error_response(const OSSL_CMP_MSG* req, int bit, const std::string& text, const char* counter);
@@ -226,20 +235,42 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         return rejection(s->reject_bit, s->reject_text);
     }
 
-    // Requested subjectAltNames: dNSName only (node identities); anything else is refused.
-    std::vector<std::string> req_dns;
-    bool other_names = false;
+    // Requested subjectAltNames by type; the profile decides which types and values are allowed.
+    RequestedNames req_names;
     for (int i = 0; exts && i < sk_X509_EXTENSION_num(exts); ++i) {
         X509_EXTENSION* e = sk_X509_EXTENSION_value(exts, i);
         if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) != NID_subject_alt_name) continue;
         auto* names = static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(e));
+        if (!names) req_names.malformed.push_back("extension (does not decode)");
         for (int j = 0; names && j < sk_GENERAL_NAME_num(names); ++j) {
             GENERAL_NAME* g = sk_GENERAL_NAME_value(names, j);
-            if (g->type == GEN_DNS)
-                req_dns.push_back(lower(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(g->d.dNSName)),
-                                                    static_cast<size_t>(ASN1_STRING_length(g->d.dNSName)))));
-            else
-                other_names = true;
+            auto text = [](const ASN1_STRING* a) {
+                return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(a)),
+                                   static_cast<size_t>(ASN1_STRING_length(a)));
+            };
+            if (g->type == GEN_DNS) {
+                std::string d = lower(text(g->d.dNSName));
+                if (!pki::valid_dns_name(d)) req_names.malformed.push_back("dNSName '" + d + "'");
+                else req_names.dns.push_back(d);
+            } else if (g->type == GEN_IPADD) {
+                char buf[INET6_ADDRSTRLEN] = {};
+                const ASN1_OCTET_STRING* a = g->d.iPAddress;
+                int len = ASN1_STRING_length(a);
+                int fam = len == 4 ? AF_INET : len == 16 ? AF_INET6 : 0;
+                if (!fam || !inet_ntop(fam, ASN1_STRING_get0_data(a), buf, sizeof buf))
+                    req_names.malformed.push_back("iPAddress of " + std::to_string(len) + " octets");
+                else
+                    req_names.ip.push_back(buf);
+            } else if (g->type == GEN_URI) {
+                std::string u = text(g->d.uniformResourceIdentifier);
+                if (!pki::valid_uri(u)) req_names.malformed.push_back("URI (not an absolute URI of printable ASCII)");
+                else req_names.uri.push_back(u);
+            } else {
+                static const char* kNames[] = {"otherName", "rfc822Name", "dNSName", "x400Address", "directoryName",
+                                               "ediPartyName", "uniformResourceIdentifier", "iPAddress",
+                                               "registeredID"};
+                req_names.other.push_back(g->type >= 0 && g->type <= 8 ? kNames[g->type] : "unknown");
+            }
         }
         GENERAL_NAMES_free(names);
     }
@@ -259,39 +290,19 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         }
     }
     const auto& pol = im.cfg.policy;
-    if (!pol.allow_identity_mismatch) {
-        if (allowed.empty()) {
-            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                      "the signing certificate carries no <EUI>.<realm> identity in subjectAltName", "not_authorized");
-            return rejection(s->reject_bit, s->reject_text);
-        }
-        if (other_names) {
-            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "only dNSName subjectAltNames may be requested",
-                      "bad_cert_template");
-            return rejection(s->reject_bit, s->reject_text);
-        }
-        for (auto& d : req_dns)
-            if (std::find(allowed.begin(), allowed.end(), d) == allowed.end()) {
-                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "requested identity " + d + " does not match the signer's identity " + allowed.front(),
-                          "identity_mismatch");
-                return rejection(s->reject_bit, s->reject_text);
-            }
-        // A CN in the requested subject must be one of the identities too.
-        int idx = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1;
-        if (idx >= 0) {
-            ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
-            std::string v = lower(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
-                                              static_cast<size_t>(ASN1_STRING_length(cn))));
-            if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
-                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "requested subject CN " + v + " does not match the signer's identity " + allowed.front(),
-                          "identity_mismatch");
-                return rejection(s->reject_bit, s->reject_text);
-            }
-        }
+    const IssuanceProfile& prof = *s->profile;
+    std::string cn_text;
+    if (int idx = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1; idx >= 0) {
+        ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
+        cn_text = std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)), static_cast<size_t>(ASN1_STRING_length(cn)));
     }
-    if (req_dns.empty()) req_dns = allowed;
+    auto verdict = check_request(prof, req_names, cn_text, allowed, !pol.allow_identity_mismatch);
+    if (!verdict.ok()) {
+        im.reject(*s, verdict.fail_bit, verdict.text, verdict.counter);
+        return rejection(s->reject_bit, s->reject_text);
+    }
+    std::vector<std::string>& req_dns = req_names.dns;
+    if (req_dns.empty() && !prof.dns.empty()) req_dns = allowed;
 
     pki::NamePtr default_subject;
     if (!subject || X509_NAME_entry_count(subject) == 0) {
@@ -309,7 +320,10 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     ir.subject = const_cast<X509_NAME*>(subject);
     ir.public_key = key.get();
     ir.dns = req_dns;
-    ir.validity_days = pol.validity_days;
+    ir.ips = req_names.ip;
+    ir.uris = req_names.uri;
+    ir.not_before = s->now - 60;
+    ir.validity_days = prof.validity_days.value_or(pol.validity_days);
     ir.crl_urls = pol.crl_urls;
     auto cert = pki::issue_certificate(ir, im.cfg.ca_cert.get(), im.cfg.ca_key.get());
     if (!cert) {
@@ -322,11 +336,13 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     rec.transaction_id = s->tid;
     rec.subject = pki::name_to_string(subject);
     for (auto& d : req_dns) rec.sans += (rec.sans.empty() ? "" : ",") + d;
+    for (auto& a : req_names.ip) rec.sans += (rec.sans.empty() ? "IP:" : ",IP:") + a;
+    for (auto& u : req_names.uri) rec.sans += (rec.sans.empty() ? "URI:" : ",URI:") + u;
     rec.requester = pki::name_to_string(X509_get_subject_name(s->signer.get())) + " #" + pki::serial_hex(s->signer.get());
     rec.body = s->body;
     rec.not_before = pki::not_before(cert->get());
     rec.not_after = pki::not_after(cert->get());
-    rec.issued_at = static_cast<int64_t>(std::time(nullptr));
+    rec.issued_at = s->now;
     rec.der = pki::cert_der(cert->get());
     rec.status = "unconfirmed";
     auto st = im.store.record_issued(rec);
@@ -338,7 +354,8 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         return rejection(s->reject_bit, s->reject_text);
     }
     im.counters.inc("cmp.issued");
-    im.lg->info("issued {} serial {} to {} ({}) for {}", s->body, to_hex(rec.serial), rec.subject, rec.sans, rec.requester);
+    im.lg->info("issued {} serial {} to {} ({}) for {} under {}", s->body, to_hex(rec.serial), rec.subject, rec.sans,
+                rec.requester, prof.name.empty() ? std::string("the default profile") : "profile " + prof.name);
     s->issued = pki::up_ref(cert->get());
     *certOut = cert->release();
     *chainOut = pki::make_stack(im.issued_chain()).release();
@@ -368,7 +385,7 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
                   "bad_revocation_reason");
     if (s->reject_bit >= 0) return rejection(s->reject_bit, s->reject_text);
     Bytes sn = pki::serial_bytes(serial);
-    auto st = im.store.revoke(sn, s->rr_reason, static_cast<int64_t>(std::time(nullptr)));
+    auto st = im.store.revoke(sn, s->rr_reason, s->now);
     if (!st) {
         int bit = st.error().code() == 3 ? OSSL_CMP_PKIFAILUREINFO_certRevoked
                   : st.error().code() == 2 ? OSSL_CMP_PKIFAILUREINFO_badCertId
@@ -399,7 +416,7 @@ void cb_error(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const OSSL_CMP_PKISI* 
     s->impl->counters.inc("cmp.rx.client_error");
     if (s->issued && s->reject_bit < 0) {
         (void)s->impl->store.set_status(s->tid, "aborted");
-        (void)s->impl->store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, std::time(nullptr));
+        (void)s->impl->store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, s->now);
         s->impl->crl_dirty = true;
     }
     s->done = true;
@@ -430,7 +447,7 @@ int cb_certconf(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, const ASN1_OCTE
     }
     if (client_rejected) {
         (void)im.store.set_status(s->tid, "rejected-by-client");
-        (void)im.store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, std::time(nullptr));
+        (void)im.store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, s->now);
         im.crl_dirty = true;
         im.counters.inc("cmp.certconf.rejected");
     } else {
@@ -448,12 +465,12 @@ int cb_pollreq(OSSL_CMP_SRV_CTX*, const OSSL_CMP_MSG*, int, OSSL_CMP_MSG**, int6
 
 }  // namespace
 
-std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kind, const Bytes& tid) {
+std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now) {
     auto s = std::make_shared<Session>();
     s->impl = this;
     s->kind = kind;
     s->tid = tid;
-    s->created = static_cast<int64_t>(std::time(nullptr));
+    s->created = now;
     if (signer) s->signer = pki::up_ref(signer);
     s->srv = OSSL_CMP_SRV_CTX_new(nullptr, nullptr);
     OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
@@ -564,6 +581,10 @@ size_t Server::open_sessions() const {
 }
 
 Result<Bytes> Server::handle(BytesView der) {
+    return handle(der, RequestContext{"", static_cast<int64_t>(std::time(nullptr))});
+}
+
+Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     auto& im = *m_impl;
     m_counters.inc("cmp.rx.messages");
     const unsigned char* p = der.data();
@@ -577,7 +598,7 @@ Result<Bytes> Server::handle(BytesView der) {
     const ASN1_OCTET_STRING* tid_os = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req.get()));
     Bytes tid = tid_os ? Bytes(ASN1_STRING_get0_data(tid_os), ASN1_STRING_get0_data(tid_os) + ASN1_STRING_length(tid_os))
                        : Bytes{};
-    int64_t now = static_cast<int64_t>(std::time(nullptr));
+    const int64_t now = rc.now;
     auto refuse = [&](int bit, const std::string& text, const char* counter) {
         return im.error_response(req.get(), bit, text, counter);
     };
@@ -627,17 +648,21 @@ Result<Bytes> Server::handle(BytesView der) {
     for (auto& c : extra) untrusted.push_back(c.get());
 
     std::shared_ptr<Session> s;
+    const IssuanceProfile* profile = im.cfg.policy.find_profile(rc.profile);
     if (new_transaction_body(bt)) {
+        if (!profile)
+            return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "no certificate profile '" + std::string(rc.profile) + "' at this RA/CA", "unknown_profile");
         if (tid.empty())
             return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest, "PKIHeader has no transactionID", "no_transaction_id");
         if (bt == kIr || bt == kKur) im.purge_expired(now);
         bool want_operator = bt == kKur || bt == kRr;
         SignerKind kind = SignerKind::None;
-        auto first = want_operator ? pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted)
-                                   : pki::verify_chain(signer, im.vendor_anchors, untrusted);
+        auto first = want_operator ? pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted, now)
+                                   : pki::verify_chain(signer, im.vendor_anchors, untrusted, now);
         if (first.ok())
             kind = want_operator ? SignerKind::Operator : SignerKind::Vendor;
-        else if (bt == kGenm && pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted).ok())
+        else if (bt == kGenm && pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted, now).ok())
             kind = SignerKind::Operator;
         if (kind == SignerKind::None)
             return refuse(OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
@@ -669,8 +694,9 @@ Result<Bytes> Server::handle(BytesView der) {
             if (im.sessions.count(tid) || *in_store)
                 return refuse(OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
                               "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
-            s = im.make_session(signer, kind, tid);
+            s = im.make_session(signer, kind, tid, now);
             s->rr_reason = rr_reason;
+            s->profile = profile;
             im.sessions[tid] = s;
             s->registered = true;
         }
@@ -693,6 +719,7 @@ Result<Bytes> Server::handle(BytesView der) {
     MsgPtr rsp;
     {
         std::lock_guard lk(s->mu);
+        s->now = now;
         rsp.reset(OSSL_CMP_SRV_process_request(s->srv, req.get()));
         if (s->issued && !s->done && (bt == kIr || bt == kCr ||
                                        bt == kP10cr || bt == kKur)) {
@@ -727,16 +754,19 @@ Result<Bytes> Server::handle(BytesView der) {
     return b;
 }
 
-Status Server::revoke(BytesView serial, int reason) {
-    X2SEC_TRY_STATUS(m_impl->store.revoke(serial, reason, static_cast<int64_t>(std::time(nullptr))));
+Status Server::revoke(BytesView serial, int reason) { return revoke(serial, reason, static_cast<int64_t>(std::time(nullptr))); }
+
+Status Server::revoke(BytesView serial, int reason, int64_t now) {
+    X2SEC_TRY_STATUS(m_impl->store.revoke(serial, reason, now));
     m_impl->crl_dirty = true;
     return ok_status();
 }
 
-Result<Bytes> Server::crl_der() {
+Result<Bytes> Server::crl_der() { return crl_der(static_cast<int64_t>(std::time(nullptr))); }
+
+Result<Bytes> Server::crl_der(int64_t now) {
     auto& im = *m_impl;
     std::lock_guard lk(im.crl_mu);
-    int64_t now = static_cast<int64_t>(std::time(nullptr));
     if (!im.crl_dirty && !im.crl_cache.empty() && now - im.crl_built < 3600) return im.crl_cache;
     im.crl_dirty = false;
     X2SEC_TRY(auto revoked, im.store.revoked());
