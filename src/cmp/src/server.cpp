@@ -111,6 +111,9 @@ struct Session {
     const IssuanceProfile* profile = nullptr;
     X509Ptr issued;
     std::string body;
+    std::atomic<bool> waiting{false};  // held for approval: the client polls
+    bool approved = false;    // the operator approved the held request
+    std::string operator_rejection;  // the operator rejected it (reason)
     bool registered = false;  // present in the session map
     bool done = false;
     ~Session() { OSSL_CMP_SRV_CTX_free(srv); }
@@ -151,6 +154,13 @@ struct Server::Impl {
     }
 
     std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now);
+    // A pollReq for a held request this instance has no session for (another instance took
+    // the request, or this one restarted): a session rebuilt from the store, or nullptr.
+    std::shared_ptr<Session> resume_pending(X509* signer, const std::vector<X509*>& untrusted, const Bytes& tid,
+                                            int64_t now);
+    static std::string requester_of(X509* signer) {
+        return pki::name_to_string(X509_get_subject_name(signer)) + " #" + pki::serial_hex(signer);
+    }
     void configure_ctx(OSSL_CMP_CTX* ctx) const;
     // A protected `error` PKIMessage answering req with PKIStatus rejection and the failure bit.
     Result<Bytes> error_response(const OSSL_CMP_MSG* req, int bit, const std::string& text, const char* counter);
@@ -183,6 +193,9 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     (void)certReqId;
     if (s->reject_bit < 0 && crm && OSSL_CRMF_MSG_get_certReqId(crm) != 0)
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badRequest, "only one CertReqMsg with certReqId 0 is supported", "bad_request");
+    if (s->reject_bit < 0 && !s->operator_rejection.empty())
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "rejected by the operator: " + s->operator_rejection,
+                  "operator_rejected");
     if (s->reject_bit < 0 && (bt == kKur) != (s->kind == SignerKind::Operator))
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                   bt == kKur ? "kur must be signed with the current operator certificate"
@@ -315,6 +328,40 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         }
     }
 
+    if (prof.approval == Approval::Manual && !s->approved) {
+        // Held for an operator (x2sec ca approve|reject): stored with the whole request so any
+        // instance can answer the polls; the client gets `waiting` and polls (RFC 9483 5.1.4).
+        if (!s->waiting) {
+            PendingRequest p;
+            p.transaction_id = s->tid;
+            p.profile = prof.name;
+            p.body = s->body;
+            p.subject = pki::name_to_string(subject);
+            for (auto& d : req_dns) p.sans += (p.sans.empty() ? "" : ",") + d;
+            for (auto& a : req_names.ip) p.sans += (p.sans.empty() ? "IP:" : ",IP:") + a;
+            for (auto& u : req_names.uri) p.sans += (p.sans.empty() ? "URI:" : ",URI:") + u;
+            p.requester = im.requester_of(s->signer.get());
+            unsigned char* der = nullptr;
+            int n = i2d_OSSL_CMP_MSG(req, &der);
+            if (n > 0) p.request_der.assign(der, der + n);
+            OPENSSL_free(der);
+            p.created = s->now;
+            auto st = n > 0 ? im.store.record_pending(p) : Status(Error(ErrorDomain::Cmp, 0, "cannot encode the request"));
+            if (!st) {
+                bool dup = st.error().code() == 1;
+                im.reject(*s, dup ? OSSL_CMP_PKIFAILUREINFO_transactionIdInUse : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                          dup ? "transactionID already used" : "store unavailable", dup ? "transaction_id_in_use" : "store");
+                im.lg->warn("store: {}", st.error().detail());
+                return rejection(s->reject_bit, s->reject_text);
+            }
+            s->waiting = true;
+            im.counters.inc("cmp.approval.held");
+            im.lg->info("holding {} {} ({}) of {} for approval under profile {}", s->body, to_hex(s->tid), p.subject,
+                        p.sans, p.requester, prof.name.empty() ? "default" : prof.name);
+        }
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, "held for operator approval");
+    }
+
     pki::IssueRequest ir;
     ir.profile = pki::Profile::BaseStation;
     ir.subject = const_cast<X509_NAME*>(subject);
@@ -338,7 +385,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     for (auto& d : req_dns) rec.sans += (rec.sans.empty() ? "" : ",") + d;
     for (auto& a : req_names.ip) rec.sans += (rec.sans.empty() ? "IP:" : ",IP:") + a;
     for (auto& u : req_names.uri) rec.sans += (rec.sans.empty() ? "URI:" : ",URI:") + u;
-    rec.requester = pki::name_to_string(X509_get_subject_name(s->signer.get())) + " #" + pki::serial_hex(s->signer.get());
+    rec.requester = im.requester_of(s->signer.get());
     rec.body = s->body;
     rec.not_before = pki::not_before(cert->get());
     rec.not_after = pki::not_after(cert->get());
@@ -354,6 +401,12 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         return rejection(s->reject_bit, s->reject_text);
     }
     im.counters.inc("cmp.issued");
+    if (s->approved) {
+        (void)im.store.set_pending_state(s->tid, "issued");
+        (void)im.store.append_audit({0, s->now, "ra", "issue", to_hex(s->tid),
+                                     "approved request issued as serial " + to_hex(rec.serial), {}, {}});
+        s->waiting = false;
+    }
     im.lg->info("issued {} serial {} to {} ({}) for {} under {}", s->body, to_hex(rec.serial), rec.subject, rec.sans,
                 rec.requester, prof.name.empty() ? std::string("the default profile") : "profile " + prof.name);
     s->issued = pki::up_ref(cert->get());
@@ -458,9 +511,44 @@ int cb_certconf(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, const ASN1_OCTE
     return 1;
 }
 
-int cb_pollreq(OSSL_CMP_SRV_CTX*, const OSSL_CMP_MSG*, int, OSSL_CMP_MSG**, int64_t*) {
-    ERR_raise_data(ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, "polling is not offered: this CA answers immediately");
-    return 0;
+// pollReq for a held request: pollRep with checkAfter while it is pending; once decided, the
+// stored request goes through OpenSSL's certificate request path again (cb_cert_request
+// issues it, or rejects it with the operator's reason), answered as ip/cp/kup.
+int cb_pollreq(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, OSSL_CMP_MSG** certReq, int64_t* check_after) {
+    auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
+    auto& im = *s->impl;
+    *certReq = nullptr;
+    if (!s->waiting) {
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, "no request of this transaction awaits approval");
+        return 0;
+    }
+    auto p = im.store.find_pending(s->tid);
+    if (!p.ok() || !p->has_value()) {
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "held request not found in the store");
+        return 0;
+    }
+    const PendingRequest& pr = **p;
+    if (pr.state == "pending") {
+        *check_after = im.cfg.policy.poll_interval_s;
+        im.counters.inc("cmp.approval.poll_waiting");
+        return 1;
+    }
+    const unsigned char* d = pr.request_der.data();
+    OSSL_CMP_MSG* orig = d2i_OSSL_CMP_MSG(nullptr, &d, static_cast<long>(pr.request_der.size()));
+    if (!orig) {
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "stored request does not decode");
+        return 0;
+    }
+    if (pr.state == "approved") {
+        s->approved = true;
+        im.counters.inc("cmp.approval.approved");
+    } else {
+        s->operator_rejection = pr.reason.empty() ? std::string("no reason given") : pr.reason;
+        s->waiting = false;
+        im.counters.inc("cmp.approval.rejected");
+    }
+    *certReq = orig;
+    return 1;
 }
 
 }  // namespace
@@ -481,6 +569,34 @@ std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kin
     OSSL_CMP_SRV_CTX_set_send_unprotected_errors(s->srv, 0);
     OSSL_CMP_SRV_CTX_set_accept_unprotected(s->srv, 0);
     OSSL_CMP_SRV_CTX_set_accept_raverified(s->srv, 0);
+    return s;
+}
+
+std::shared_ptr<Session> Server::Impl::resume_pending(X509* signer, const std::vector<X509*>& untrusted,
+                                                     const Bytes& tid, int64_t now) {
+    auto p = store.find_pending(tid);
+    if (!p.ok() || !p->has_value()) return nullptr;
+    const PendingRequest& pr = **p;
+    if (pr.state == "issued" || pr.requester != requester_of(signer)) return nullptr;
+    const IssuanceProfile* prof = cfg.policy.find_profile(pr.profile);
+    if (!prof) return nullptr;
+    bool op = pr.body == "kur";
+    auto chain = op ? pki::verify_chain(signer, operator_anchors, operator_untrusted, now)
+                    : pki::verify_chain(signer, vendor_anchors, untrusted, now);
+    if (!chain.ok()) return nullptr;
+    std::lock_guard lk(sessions_mu);
+    if (auto it = sessions.find(tid); it != sessions.end()) return it->second;
+    auto s = make_session(signer, op ? SignerKind::Operator : SignerKind::Vendor, tid, now);
+    s->profile = prof;
+    s->body = pr.body;
+    s->waiting = true;
+    ASN1_OCTET_STRING* os = ASN1_OCTET_STRING_new();
+    ASN1_OCTET_STRING_set(os, tid.data(), static_cast<int>(tid.size()));
+    OSSL_CMP_CTX_set1_transactionID(OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv), os);
+    ASN1_OCTET_STRING_free(os);
+    sessions[tid] = s;
+    s->registered = true;
+    counters.inc("cmp.approval.resumed");
     return s;
 }
 
@@ -553,7 +669,8 @@ void Server::Impl::purge_expired(int64_t now) {
     {
         std::lock_guard lk(sessions_mu);
         for (auto it = sessions.begin(); it != sessions.end();) {
-            if (now - it->second->created > cfg.policy.session_timeout_s) {
+            int64_t limit = it->second->waiting ? cfg.policy.pending_timeout_s : cfg.policy.session_timeout_s;
+            if (now - it->second->created > limit) {
                 dead.push_back(it->second);
                 it = sessions.erase(it);
             } else {
@@ -711,6 +828,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
             if (it != im.sessions.end() && it->second->signer && X509_cmp(signer, it->second->signer.get()) == 0)
                 s = it->second;
         }
+        if (!s && bt == kPollReq && !tid.empty()) s = im.resume_pending(signer, untrusted, tid, now);
         if (!s)
             return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "no open transaction " + to_hex(tid) + " for this signer", "no_transaction");
@@ -721,18 +839,17 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
         std::lock_guard lk(s->mu);
         s->now = now;
         rsp.reset(OSSL_CMP_SRV_process_request(s->srv, req.get()));
-        if (s->issued && !s->done && (bt == kIr || bt == kCr ||
-                                       bt == kP10cr || bt == kKur)) {
+        if (s->issued && !s->done && (bt == kIr || bt == kCr || bt == kP10cr || bt == kKur || bt == kPollReq)) {
             OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
             if (OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM) == 1) {
                 (void)im.store.set_status(tid, "implicit");
                 m_counters.inc("cmp.implicit_confirm");
                 s->done = true;
             }
-        } else {
+        } else if (!s->waiting) {  // a held request stays open for its polls
             s->done = true;
         }
-        if (!s->issued) s->done = true;
+        if (!s->issued && !s->waiting) s->done = true;
     }
     if (s->done && s->registered) {
         std::lock_guard lk(im.sessions_mu);

@@ -34,6 +34,8 @@ struct ServerPolicy {
     int64_t validity_days = 365;
     std::vector<std::string> crl_urls;     // cRLDistributionPoints in issued certificates
     int session_timeout_s = 300;           // unconfirmed certificates are revoked after this
+    int poll_interval_s = 5;               // checkAfter in pollRep while a request awaits approval
+    int64_t pending_timeout_s = 7 * 86400; // an in-memory polling session is dropped after this
     // Identity policy of /.well-known/cmp and /pkix/ (dNSName = the node identity only).
     IssuanceProfile default_profile;
     // /.well-known/cmp/p/<name>; a request to a name not here is refused (badRequest).
