@@ -590,10 +590,23 @@ std::shared_ptr<Session> Server::Impl::resume_pending(X509* signer, const std::v
     s->profile = prof;
     s->body = pr.body;
     s->waiting = true;
-    ASN1_OCTET_STRING* os = ASN1_OCTET_STRING_new();
-    ASN1_OCTET_STRING_set(os, tid.data(), static_cast<int>(tid.size()));
-    OSSL_CMP_CTX_set1_transactionID(OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv), os);
-    ASN1_OCTET_STRING_free(os);
+    // OpenSSL's server context keeps the transaction's state (transactionID, certReqId) from
+    // the certificate request it answered: replay the stored request into the fresh context
+    // (cb_cert_request answers `waiting` again, nothing is recorded) and discard that answer.
+    const unsigned char* d = pr.request_der.data();
+    MsgPtr orig(d2i_OSSL_CMP_MSG(nullptr, &d, static_cast<long>(pr.request_der.size())));
+    if (!orig) return nullptr;
+    {
+        std::lock_guard slk(s->mu);
+        s->now = now;
+        MsgPtr ignored(OSSL_CMP_SRV_process_request(s->srv, orig.get()));
+        ERR_clear_error();
+        if (!ignored || s->reject_bit >= 0) return nullptr;
+        // The client's pollReq answers the other instance's senderNonce, which this one never
+        // saw: forget the replay's nonce (the pollReq is still authenticated by the pinned signer
+        // and bound to the transactionID).
+        OSSL_CMP_CTX_set1_senderNonce(OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv), nullptr);
+    }
     sessions[tid] = s;
     s->registered = true;
     counters.inc("cmp.approval.resumed");

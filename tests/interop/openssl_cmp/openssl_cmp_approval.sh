@@ -63,6 +63,15 @@ wait $CLIENT && fail "rejected request enrolled" || \
   check "rejection: notAuthorized with the operator's reason" grep -q "PKIFailureInfo: notAuthorized.*unknown site" rej.log
 check "rejected request issued nothing" test "$(sqlite3 $D/ca.db 'SELECT COUNT(*) FROM certificates')" = 1
 
+# 2b. the x2sec client polls too (OpenSSL's client loop, bounded by 3 x --timeout)
+$X2SEC enroll --server http://$URL --vendor-key dev.key --vendor-cert dev.pem --operator-root op/root.crt \
+  --dir $D/node > enroll.log 2>&1 &
+CLIENT=$!
+TID3=$(pending_tid) && pass "x2sec enroll: request held" || fail "x2sec enroll: not held"
+$CA approve "$TID3" --by alice --config ca.toml > /dev/null 2>&1
+wait $CLIENT && pass "x2sec enroll got the certificate after polling" || fail "x2sec enroll after approval"
+check "x2sec enroll installed the credential" test -s $D/node/operator.crt
+
 # 3. revoke and CRL from the command line while the server runs
 SERIAL=$(openssl x509 -in held.crt -noout -serial | cut -d= -f2)
 $CA revoke "$SERIAL" --crl-reason 1 --by alice --reason "key leaked" --config ca.toml > revoke.log 2>&1 && pass "x2sec ca revoke" || fail "revoke"
@@ -72,11 +81,11 @@ check "CRL signed by the issuing CA" openssl crl -inform DER -in crl.der -noout 
 check "list --json: certificate revoked" python3 -c "
 import json,subprocess,sys
 j=json.loads(subprocess.check_output(['$X2SEC','ca','list','--config','ca.toml','--json']))
-sys.exit(0 if j['certificates'][0]['revoked'] and len(j['pending'])==2 else 1)"
+sys.exit(0 if j['certificates'][0]['revoked'] and len(j['pending'])==3 else 1)"
 
 # 4. audit log: every decision, hash chain, tampering detected
 $CA audit --config ca.toml --json > audit.json
-check "audit: hold, approve, issue, hold, reject, revoke" test "$(python3 -c "import json; print(','.join(e['action'] for e in json.load(open('audit.json'))))")" = "hold,approve,issue,hold,reject,revoke"
+check "audit: hold, approve, issue, hold, reject, revoke" test "$(python3 -c "import json; print(','.join(e['action'] for e in json.load(open('audit.json'))))")" = "hold,approve,issue,hold,reject,hold,approve,issue,revoke"
 check "audit: who and why recorded" python3 -c "
 import json,sys; e=json.load(open('audit.json'))[1]; sys.exit(0 if e['actor']=='alice' and e['reason']=='site survey done' else 1)"
 $CA audit verify --config ca.toml > v1.log 2>&1 && pass "audit verify: intact" || fail "audit verify on an intact log"

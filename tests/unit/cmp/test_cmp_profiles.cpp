@@ -6,6 +6,8 @@
 #include <openssl/x509v3.h>
 #include <ctime>
 #include <functional>
+#include <future>
+#include <thread>
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/profile.hpp>
 #include <x2sec/cmp/server.hpp>
@@ -78,15 +80,24 @@ struct ProfileFixture : ::testing::Test {
         lab_p.name = "lab";
         lab_p.dns = {"{identity}", "*.{realm}"};
         c.policy.profiles["lab"] = lab_p;
+        IssuanceProfile hold;
+        hold.name = "hold";
+        hold.approval = Approval::Manual;
+        c.policy.profiles["hold"] = hold;
+        c.policy.poll_interval_s = 1;
         server = std::make_unique<Server>(std::move(c), *store);
     }
     uint64_t counter(const std::string& n) { return server->counters().get(n); }
+    std::function<Result<Bytes>(BytesView, const std::string&)> route;  // replaces server->handle when set
 
     // An ir (OpenSSL's client) signed by `dev` to `profile`, asking for `sans` (type, value).
     Result_ enrol(const LabCredential& dev, const std::string& profile, const std::string& cn,
                   const std::vector<std::pair<int, std::string>>& sans, int64_t at = 0) {
         Exchange x;
-        x.handle = [&](BytesView b) { return server->handle(b, RequestContext{profile, at ? at : now}); };
+        x.handle = [&](BytesView b) {
+            if (route) return route(b, profile);
+            return server->handle(b, RequestContext{profile, at ? at : now});
+        };
         auto nk = pki::generate_key(pki::KeyAlg::EcP256).value();
         OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
         OSSL_CMP_CTX_set_transfer_cb(ctx, transfer);
@@ -330,4 +341,84 @@ TEST_F(ProfileFixture, ServerUsesTheCallersTime) {
     ASSERT_TRUE(server->revoke(rec->serial, 1, t + 5).ok());
     auto again = store->find_by_serial(rec->serial).value();
     EXPECT_EQ(again->revoked_at, t + 5);
+}
+
+namespace {
+// Waits (bounded) until the store holds a pending request; returns its transactionID.
+Bytes wait_pending(Store& st) {
+    for (int i = 0; i < 200; ++i) {
+        auto l = st.list_pending();
+        if (l.ok())
+            for (auto& p : *l)
+                if (p.state == "pending") return p.transaction_id;
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return {};
+}
+}  // namespace
+
+// approval = "manual": waiting, pollRep while pending, the certificate at the poll after approval;
+// the polls go to a second RA/CA instance sharing the store (its session rebuilt from the store).
+TEST_F(ProfileFixture, HeldRequestIsIssuedAtThePollAfterApprovalOnAnotherInstance) {
+    const std::string db = "/tmp/x2sec-approval-" + std::to_string(getpid()) + ".db";
+    for (auto* sfx : {"", "-wal", "-shm"}) std::remove((db + sfx).c_str());
+    auto shared_a = std::move(open_sqlite_store(db).value());
+    auto shared_b = std::move(open_sqlite_store(db).value());
+    ServerConfig c = lab().server_config();
+    IssuanceProfile hold;
+    hold.name = "hold";
+    hold.approval = Approval::Manual;
+    c.policy.profiles["hold"] = hold;
+    c.policy.poll_interval_s = 1;
+    ServerConfig c2 = lab().server_config();
+    c2.policy.profiles["hold"] = hold;
+    c2.policy.poll_interval_s = 1;
+    Server a2(std::move(c), *shared_a);
+    Server b(std::move(c2), *shared_b);
+    int n = 0;
+    route = [&](BytesView m, const std::string& prof) {
+        Server& to = n++ == 0 ? a2 : b;  // the ir to one instance, every poll and the certConf to the other
+        return to.handle(m, RequestContext{prof, static_cast<int64_t>(std::time(nullptr))});
+    };
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c5b1", kRealm);
+    const std::string id = std::string("0023a1b2c5b1.") + kRealm;
+    auto fut = std::async(std::launch::async, [&] { return enrol(dev, "hold", id, {{GEN_DNS, id}}); });
+    Bytes tid = wait_pending(*shared_b);
+    ASSERT_FALSE(tid.empty()) << "request not held";
+    EXPECT_EQ(shared_b->counts()->certificates, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // at least one pollReq -> pollRep
+    ASSERT_TRUE(shared_b->decide_pending(tid, true, "alice", "ok", static_cast<int64_t>(std::time(nullptr))).ok());
+    auto r = fut.get();
+    ASSERT_TRUE(r.cert) << r.status;
+    EXPECT_EQ(r.rsp_body, 19) << "certConf answered with pkiConf";
+    EXPECT_GE(b.counters().get("cmp.approval.poll_waiting"), 1u);
+    EXPECT_EQ(b.counters().get("cmp.approval.resumed"), 1u);
+    EXPECT_EQ(a2.counters().get("cmp.approval.held"), 1u);
+    auto rec = shared_b->find_by_transaction(tid).value();
+    ASSERT_TRUE(rec.has_value());
+    EXPECT_EQ(rec->status, "confirmed");
+    EXPECT_EQ(shared_b->find_pending(tid).value()->state, "issued");
+    auto log = shared_b->audit_log().value();
+    ASSERT_EQ(log.size(), 3u);
+    EXPECT_EQ(log[1].actor, "alice");
+    EXPECT_TRUE(verify_audit_chain(log).ok());
+    for (auto* sfx : {"", "-wal", "-shm"}) std::remove((db + sfx).c_str());
+}
+
+TEST_F(ProfileFixture, HeldRequestRejectedByTheOperatorIsNotAuthorized) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c5b2", kRealm);
+    const std::string id = std::string("0023a1b2c5b2.") + kRealm;
+    auto fut = std::async(std::launch::async, [&] { return enrol(dev, "hold", id, {{GEN_DNS, id}}); });
+    Bytes tid = wait_pending(*store);
+    ASSERT_FALSE(tid.empty());
+    ASSERT_TRUE(store->decide_pending(tid, false, "alice", "unknown site", now).ok());
+    auto r = fut.get();
+    EXPECT_FALSE(r.cert);
+    EXPECT_EQ(r.rsp_body, kIpBody);
+    EXPECT_EQ(r.fail_info, 1 << OSSL_CMP_PKIFAILUREINFO_notAuthorized) << r.status;
+    EXPECT_NE(r.status.find("unknown site"), std::string::npos) << r.status;
+    EXPECT_TRUE(r.rsp_signed_by_ra);
+    EXPECT_EQ(store->counts()->certificates, 0);
+    EXPECT_EQ(counter("cmp.reject.operator_rejected"), 1u);
+    EXPECT_EQ(server->open_sessions(), 0u);
 }
