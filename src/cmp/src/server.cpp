@@ -172,6 +172,7 @@ struct Server::Impl {
         lg->info("rejecting transaction {}: {}", to_hex(s.tid), s.reject_text);
     }
     void purge_expired(int64_t now);
+    Result<Bytes> current_crl(int64_t now);
 };
 
 namespace {
@@ -453,11 +454,55 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, nullptr);
 }
 
-int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_ITAV) *, STACK_OF(OSSL_CMP_ITAV) * *out) {
+// The currentCRL InfoTypeAndValue.  OpenSSL's ITAV template selects infoValue's type by the
+// OID (id-it-currentCRL: X509_CRL); 3.0 has no typed constructor (OSSL_CMP_ITAV_new_crls is
+// 3.2+), and its infoValue is a union of pointers, so the X509_CRL goes in through
+// OSSL_CMP_ITAV_create and OpenSSL encodes and frees it as a CertificateList.
+OSSL_CMP_ITAV* itav_current_crl(const Bytes& der) {
+    const unsigned char* p = der.data();
+    X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size()));
+    if (!crl) return nullptr;
+    OSSL_CMP_ITAV* itav = OSSL_CMP_ITAV_create(OBJ_nid2obj(NID_id_it_currentCRL), reinterpret_cast<ASN1_TYPE*>(crl));
+    if (!itav) X509_CRL_free(crl);
+    return itav;
+}
+
+// genm (RFC 9483 4.3): currentCRL (id-it-currentCRL, RFC 4210 5.3.19.6) is answered with the
+// issuing CA's current CRL; other infoTypes OpenSSL 3.0 cannot represent are left out of the
+// genp (RFC 4210 5.3.19: the responder may omit what it does not support).
+int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_ITAV) * in,
+            STACK_OF(OSSL_CMP_ITAV) * *out) {
     auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
+    auto& im = *s->impl;
     if (s->reject_bit >= 0) return 0;
     *out = sk_OSSL_CMP_ITAV_new_null();
-    return *out != nullptr;
+    if (!*out) return 0;
+    for (int i = 0; i < sk_OSSL_CMP_ITAV_num(in); ++i) {
+        int nid = OBJ_obj2nid(OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i)));
+        if (nid == NID_id_it_currentCRL) {
+            auto crl = im.current_crl(s->now);
+            if (!crl) {
+                im.lg->warn("genm currentCRL: {}", crl.error().detail());
+                ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "CRL unavailable");
+                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
+                *out = nullptr;
+                return 0;
+            }
+            OSSL_CMP_ITAV* itav = itav_current_crl(*crl);
+            if (!itav || !sk_OSSL_CMP_ITAV_push(*out, itav)) {
+                OSSL_CMP_ITAV_free(itav);
+                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
+                *out = nullptr;
+                return 0;
+            }
+            im.counters.inc("cmp.genm.current_crl");
+        } else {
+            im.counters.inc("cmp.genm.unsupported");
+            im.lg->info("genm infoType {} not served", OBJ_nid2sn(nid));
+        }
+    }
+    (void)im.store.record_transaction(s->tid, "genm", "answered");
+    return 1;
 }
 
 void cb_error(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const OSSL_CMP_PKISI* si, const ASN1_INTEGER*,
@@ -894,8 +939,10 @@ Status Server::revoke(BytesView serial, int reason, int64_t now) {
 
 Result<Bytes> Server::crl_der() { return crl_der(static_cast<int64_t>(std::time(nullptr))); }
 
-Result<Bytes> Server::crl_der(int64_t now) {
-    auto& im = *m_impl;
+Result<Bytes> Server::crl_der(int64_t now) { return m_impl->current_crl(now); }
+
+Result<Bytes> Server::Impl::current_crl(int64_t now) {
+    auto& im = *this;
     std::lock_guard lk(im.crl_mu);
     if (!im.crl_dirty && !im.crl_cache.empty() && now - im.crl_built < 3600) return im.crl_cache;
     im.crl_dirty = false;

@@ -81,6 +81,14 @@ ir /p/ru k4.key x.crt "$ID" > ru.log 2>&1 && fail "unknown profile accepted" || 
   check "unknown profile: protected error, badRequest" grep -q "received error.*PKIFailureInfo: badRequest.*no certificate profile 'ru'" ru.log
 check "refusals wrote no certificate" test "$(certs)" = "$C0"
 
+# genm/genp (RFC 9483 4.3): currentCRL answered, an infoType not served left out
+openssl cmp -cmd genm -infotype currentCRL -server $BASE -cert dev.pem -key dev.key -trusted op/root.crt \
+  > genm.log 2>&1 && pass "genm currentCRL answered" || fail "genm currentCRL"
+check "genp carries id-it-currentCRL" grep -q "genp contains ITAV of type: id-it-currentCRL" genm.log
+openssl cmp -cmd genm -infotype signKeyPairTypes -server $BASE -cert dev.pem -key dev.key -trusted op/root.crt \
+  > genm2.log 2>&1 && pass "genm signKeyPairTypes answered" || fail "genm signKeyPairTypes"
+check "genp without the unsupported infoType" grep -q "genp contains no ITAV" genm2.log
+
 kill -TERM ${PIDS[0]}; wait ${PIDS[0]} || true; PIDS=()
 grep -E "cmp.reject" server.log | sed 's/^/  /'
 echo "failures: $FAILS"

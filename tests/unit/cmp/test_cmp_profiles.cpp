@@ -422,3 +422,40 @@ TEST_F(ProfileFixture, HeldRequestRejectedByTheOperatorIsNotAuthorized) {
     EXPECT_EQ(counter("cmp.reject.operator_rejected"), 1u);
     EXPECT_EQ(server->open_sessions(), 0u);
 }
+
+// genm currentCRL (RFC 9483 4.3.4): the genp's ITAV holds the issuing CA's current CRL, as
+// OpenSSL's client decodes it; an infoType not served is left out.
+TEST_F(ProfileFixture, GenmCurrentCrlReturnsTheSignedCrl) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c5c1", kRealm);
+    Exchange x;
+    x.handle = [&](BytesView b) { return server->handle(b, RequestContext{"", now}); };
+    OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
+    OSSL_CMP_CTX_set_transfer_cb(ctx, transfer);
+    OSSL_CMP_CTX_set_transfer_cb_arg(ctx, &x);
+    OSSL_CMP_CTX_set1_cert(ctx, dev.cert.get());
+    OSSL_CMP_CTX_set1_pkey(ctx, dev.key.get());
+    X509_STORE* ts = X509_STORE_new();
+    X509_STORE_add_cert(ts, lab().operator_root.cert.get());
+    OSSL_CMP_CTX_set0_trustedStore(ctx, ts);
+    STACK_OF(X509)* un = sk_X509_new_null();
+    X509_up_ref(lab().operator_issuing.cert.get());
+    sk_X509_push(un, lab().operator_issuing.cert.get());
+    OSSL_CMP_CTX_set1_untrusted(ctx, un);
+    sk_X509_pop_free(un, X509_free);
+    OSSL_CMP_CTX_push0_genm_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_nid2obj(NID_id_it_currentCRL), nullptr));
+    OSSL_CMP_CTX_push0_genm_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_nid2obj(NID_id_it_signKeyPairTypes), nullptr));
+    STACK_OF(OSSL_CMP_ITAV)* got = OSSL_CMP_exec_GENM_ses(ctx);
+    ASSERT_NE(got, nullptr);
+    ASSERT_EQ(sk_OSSL_CMP_ITAV_num(got), 1) << "only currentCRL is answered";
+    OSSL_CMP_ITAV* itav = sk_OSSL_CMP_ITAV_value(got, 0);
+    EXPECT_EQ(OBJ_obj2nid(OSSL_CMP_ITAV_get0_type(itav)), NID_id_it_currentCRL);
+    // OpenSSL decodes the value by its OID as an X509_CRL (union of pointers, see server.cpp)
+    auto* crl = reinterpret_cast<X509_CRL*>(OSSL_CMP_ITAV_get0_value(itav));
+    ASSERT_NE(crl, nullptr);
+    EXPECT_EQ(X509_CRL_verify(crl, X509_get0_pubkey(lab().operator_issuing.cert.get())), 1);
+    EXPECT_EQ(X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(lab().operator_issuing.cert.get())), 0);
+    sk_OSSL_CMP_ITAV_pop_free(got, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    EXPECT_EQ(counter("cmp.genm.current_crl"), 1u);
+    EXPECT_EQ(counter("cmp.genm.unsupported"), 1u);
+}
