@@ -1,5 +1,6 @@
 #include <arpa/inet.h>
 #include <openssl/cmp.h>
+#include <openssl/asn1t.h>
 #include <openssl/cmp_util.h>
 #include <openssl/crmf.h>
 #include <algorithm>
@@ -153,6 +154,12 @@ struct Server::Impl {
         return v;
     }
 
+    std::vector<X509*> issued_chain_with_ca() const {  // issuing CA first, then up to the root
+        std::vector<X509*> v{cfg.ca_cert.get()};
+        for (auto& x : cfg.ca_chain)
+            if (X509_cmp(x.get(), cfg.ca_cert.get()) != 0) v.push_back(x.get());
+        return v;
+    }
     std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now);
     // A pollReq for a held request this instance has no session for (another instance took
     // the request, or this one restarted): a session rebuilt from the store, or nullptr.
@@ -454,6 +461,40 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, nullptr);
 }
 
+// caCerts (RFC 9480 2.4, id-it 17): SEQUENCE SIZE (1..MAX) OF Certificate, encoded with an
+// OpenSSL ASN.1 template (3.0 has no CMP type for it; the OID is unknown to 3.0's ITAV
+// template, so the value is an ASN1_TYPE holding that SEQUENCE).
+typedef STACK_OF(X509) X2SEC_CA_CERTS;
+ASN1_ITEM_TEMPLATE(X2SEC_CA_CERTS) = ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
+ASN1_ITEM_TEMPLATE_END(X2SEC_CA_CERTS)
+
+const char* kIdItCaCerts = "1.3.6.1.5.5.7.4.17";
+
+OSSL_CMP_ITAV* itav_ca_certs(const std::vector<X509*>& certs) {
+    auto sk = pki::make_stack(certs);
+    unsigned char* der = nullptr;
+    int n = ASN1_item_i2d(reinterpret_cast<ASN1_VALUE*>(sk.get()), &der, ASN1_ITEM_rptr(X2SEC_CA_CERTS));
+    if (n <= 0) return nullptr;
+    ASN1_STRING* str = ASN1_STRING_new();
+    ASN1_TYPE* val = ASN1_TYPE_new();
+    ASN1_OBJECT* oid = OBJ_txt2obj(kIdItCaCerts, 1);
+    bool ok = str && val && oid && ASN1_STRING_set(str, der, n);
+    OPENSSL_free(der);
+    if (!ok) {
+        ASN1_STRING_free(str);
+        ASN1_TYPE_free(val);
+        ASN1_OBJECT_free(oid);
+        return nullptr;
+    }
+    ASN1_TYPE_set(val, V_ASN1_SEQUENCE, str);
+    OSSL_CMP_ITAV* itav = OSSL_CMP_ITAV_create(oid, val);
+    if (!itav) {
+        ASN1_TYPE_free(val);
+        ASN1_OBJECT_free(oid);
+    }
+    return itav;
+}
+
 // The currentCRL InfoTypeAndValue.  OpenSSL's ITAV template selects infoValue's type by the
 // OID (id-it-currentCRL: X509_CRL); 3.0 has no typed constructor (OSSL_CMP_ITAV_new_crls is
 // 3.2+), and its infoValue is a union of pointers, so the X509_CRL goes in through
@@ -478,8 +519,21 @@ int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_
     *out = sk_OSSL_CMP_ITAV_new_null();
     if (!*out) return 0;
     for (int i = 0; i < sk_OSSL_CMP_ITAV_num(in); ++i) {
-        int nid = OBJ_obj2nid(OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i)));
-        if (nid == NID_id_it_currentCRL) {
+        const ASN1_OBJECT* type = OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i));
+        int nid = OBJ_obj2nid(type);
+        char oid_text[80] = "?";
+        OBJ_obj2txt(oid_text, sizeof oid_text, type, 1);
+        if (std::string_view(oid_text) == kIdItCaCerts) {
+            // the issuing CA and its chain up to the operator root
+            OSSL_CMP_ITAV* itav = itav_ca_certs(im.issued_chain_with_ca());
+            if (!itav || !sk_OSSL_CMP_ITAV_push(*out, itav)) {
+                OSSL_CMP_ITAV_free(itav);
+                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
+                *out = nullptr;
+                return 0;
+            }
+            im.counters.inc("cmp.genm.ca_certs");
+        } else if (nid == NID_id_it_currentCRL) {
             auto crl = im.current_crl(s->now);
             if (!crl) {
                 im.lg->warn("genm currentCRL: {}", crl.error().detail());
@@ -498,7 +552,7 @@ int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_
             im.counters.inc("cmp.genm.current_crl");
         } else {
             im.counters.inc("cmp.genm.unsupported");
-            im.lg->info("genm infoType {} not served", OBJ_nid2sn(nid));
+            im.lg->info("genm infoType {} not served", oid_text);
         }
     }
     (void)im.store.record_transaction(s->tid, "genm", "answered");

@@ -2,6 +2,7 @@
 // subjectAltName types dNSName, iPAddress and URI, each refusal a protected answer with the
 // PKIFailureInfo bit; and the server's clock taken from the caller (RequestContext::now).
 #include <gtest/gtest.h>
+#include <openssl/asn1t.h>
 #include <openssl/cmp.h>
 #include <openssl/x509v3.h>
 #include <ctime>
@@ -423,9 +424,15 @@ TEST_F(ProfileFixture, HeldRequestRejectedByTheOperatorIsNotAuthorized) {
     EXPECT_EQ(server->open_sessions(), 0u);
 }
 
-// genm currentCRL (RFC 9483 4.3.4): the genp's ITAV holds the issuing CA's current CRL, as
+namespace {
+typedef STACK_OF(X509) TEST_CA_CERTS;
+ASN1_ITEM_TEMPLATE(TEST_CA_CERTS) = ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
+ASN1_ITEM_TEMPLATE_END(TEST_CA_CERTS)
+}  // namespace
+
+// genm currentCRL (RFC 9483 4.3.4) and caCerts (4.3.1): the genp's ITAV holds the issuing CA's current CRL, as
 // OpenSSL's client decodes it; an infoType not served is left out.
-TEST_F(ProfileFixture, GenmCurrentCrlReturnsTheSignedCrl) {
+TEST_F(ProfileFixture, GenmAnswersCurrentCrlAndCaCerts) {
     auto dev = lab().device(lab().vendor_a, "0023a1b2c5c1", kRealm);
     Exchange x;
     x.handle = [&](BytesView b) { return server->handle(b, RequestContext{"", now}); };
@@ -444,9 +451,27 @@ TEST_F(ProfileFixture, GenmCurrentCrlReturnsTheSignedCrl) {
     sk_X509_pop_free(un, X509_free);
     OSSL_CMP_CTX_push0_genm_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_nid2obj(NID_id_it_currentCRL), nullptr));
     OSSL_CMP_CTX_push0_genm_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_nid2obj(NID_id_it_signKeyPairTypes), nullptr));
+    OSSL_CMP_CTX_push0_genm_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_txt2obj("1.3.6.1.5.5.7.4.17", 1), nullptr));
     STACK_OF(OSSL_CMP_ITAV)* got = OSSL_CMP_exec_GENM_ses(ctx);
     ASSERT_NE(got, nullptr);
-    ASSERT_EQ(sk_OSSL_CMP_ITAV_num(got), 1) << "only currentCRL is answered";
+    ASSERT_EQ(sk_OSSL_CMP_ITAV_num(got), 2) << "currentCRL and caCerts are answered";
+    {  // caCerts (RFC 9480 2.4): SEQUENCE OF Certificate = issuing CA, operator root
+        OSSL_CMP_ITAV* cc = sk_OSSL_CMP_ITAV_value(got, 1);
+        char oid[80];
+        OBJ_obj2txt(oid, sizeof oid, OSSL_CMP_ITAV_get0_type(cc), 1);
+        EXPECT_STREQ(oid, "1.3.6.1.5.5.7.4.17");
+        ASN1_TYPE* v = OSSL_CMP_ITAV_get0_value(cc);
+        ASSERT_NE(v, nullptr);
+        ASSERT_EQ(ASN1_TYPE_get(v), V_ASN1_SEQUENCE);
+        const unsigned char* p = ASN1_STRING_get0_data(v->value.sequence);
+        auto* certs = reinterpret_cast<STACK_OF(X509)*>(
+            ASN1_item_d2i(nullptr, &p, ASN1_STRING_length(v->value.sequence), ASN1_ITEM_rptr(TEST_CA_CERTS)));
+        ASSERT_NE(certs, nullptr);
+        ASSERT_EQ(sk_X509_num(certs), 2);
+        EXPECT_EQ(X509_cmp(sk_X509_value(certs, 0), lab().operator_issuing.cert.get()), 0);
+        EXPECT_EQ(X509_cmp(sk_X509_value(certs, 1), lab().operator_root.cert.get()), 0);
+        sk_X509_pop_free(certs, X509_free);
+    }
     OSSL_CMP_ITAV* itav = sk_OSSL_CMP_ITAV_value(got, 0);
     EXPECT_EQ(OBJ_obj2nid(OSSL_CMP_ITAV_get0_type(itav)), NID_id_it_currentCRL);
     // OpenSSL decodes the value by its OID as an X509_CRL (union of pointers, see server.cpp)
@@ -458,4 +483,5 @@ TEST_F(ProfileFixture, GenmCurrentCrlReturnsTheSignedCrl) {
     OSSL_CMP_CTX_free(ctx);
     EXPECT_EQ(counter("cmp.genm.current_crl"), 1u);
     EXPECT_EQ(counter("cmp.genm.unsupported"), 1u);
+    EXPECT_EQ(counter("cmp.genm.ca_certs"), 1u);
 }
