@@ -414,7 +414,7 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         cfg->policy.validity_days = o.validity_days;
         if (!o.crl_url.empty()) cfg->policy.crl_urls = {o.crl_url};
         if (o.default_profile) cfg->policy.default_profile = *o.default_profile;
-        cfg->policy.profiles = o.profiles;
+        for (auto& [name, p] : o.profiles) cfg->policy.profiles[name] = p;  // over the built-in "henb"
         if (o.poll_interval_s < 1) return fail("poll_interval_s must be >= 1");
         cfg->policy.poll_interval_s = o.poll_interval_s;
         auto store = cmp::open_store(o.store);

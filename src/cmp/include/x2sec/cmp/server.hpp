@@ -38,8 +38,15 @@ struct ServerPolicy {
     int64_t pending_timeout_s = 7 * 86400; // an in-memory polling session is dropped after this
     // Identity policy of /.well-known/cmp and /pkix/ (dNSName = the node identity only).
     IssuanceProfile default_profile;
-    // /.well-known/cmp/p/<name>; a request to a name not here is refused (badRequest).
-    std::map<std::string, IssuanceProfile> profiles;
+    // /.well-known/cmp/p/<name>; a request to a name not here is refused (badRequest).  "henb"
+    // (the 3GPP H(e)NB profile x2sec's node configuration points at) is built in with the
+    // default identity policy; a configured [profiles.henb] replaces it.
+    std::map<std::string, IssuanceProfile> profiles = {{"henb", henb_profile()}};
+    static IssuanceProfile henb_profile() {
+        IssuanceProfile p;
+        p.name = "henb";
+        return p;
+    }
     // The profile a request path selects ("" = default); nullptr when unknown.
     const IssuanceProfile* find_profile(std::string_view name) const;
 };
