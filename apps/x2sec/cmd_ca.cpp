@@ -1,8 +1,14 @@
 // `x2sec ca serve`: the operator RA/CA (CMPv2 over HTTP and HTTPS, CRL over HTTP).
 // Configuration from --config <toml> and/or flags (flags win); see docs/pki-cmp.md.
 #include <signal.h>
+#include <ctime>
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <optional>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 #include <x2sec/cmp/http.hpp>
 #include <x2sec/cmp/ocsp.hpp>
@@ -22,6 +28,11 @@ struct CaOpts {
     std::vector<std::string> vendor_roots;
     int port = 8080, tls_port = -1, threads = 8;
     int64_t max_body = 64 * 1024, validity_days = 365, max_header = 16 * 1024;
+    int poll_interval_s = 5;
+    // admin commands
+    std::string id, actor, reason_text, out;
+    int reason = 0;
+    bool json = false, pending_only = false;
     int max_connections = 512, max_per_source = 32, request_timeout_ms = 10000, write_timeout_ms = 10000;
     int keep_alive_idle_ms = 5000, max_keep_alive_requests = 100, session_timeout_s = 300;
     bool allow_mismatch = false, no_implicit = false;
@@ -29,11 +40,63 @@ struct CaOpts {
     // OCSP responder (its own listener): off unless a port is given
     std::string ocsp_bind = "127.0.0.1", ocsp_path = "/ocsp", ocsp_url;
     int ocsp_port = -1, ocsp_signer_days = 30, ocsp_next_update_s = 3600;
+    std::optional<cmp::IssuanceProfile> default_profile;
+    std::map<std::string, cmp::IssuanceProfile> profiles;
 } o;
 
 int fail(const std::string& m) {
     std::cerr << "x2sec ca: " << m << "\n";
     return 1;
+}
+
+// [profiles.<name>] (docs/pki-cmp.md "Certificate profiles"); "default" configures the
+// default path.  Unknown keys and wrong types are errors, not ignored.
+Result<cmp::IssuanceProfile> parse_profile(const std::string& path, const std::string& name, const toml::node& node) {
+    const std::string where = path + ": [profiles." + name + "]";
+    const toml::table* tab = node.as_table();
+    if (!tab) return Error(ErrorDomain::Config, 0, where + " must be a table");
+    if (name.empty() || name.size() > 64 ||
+        !std::all_of(name.begin(), name.end(), [](char ch) {
+            return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
+        }))
+        return Error(ErrorDomain::Config, 0, where + ": a profile name is 1-64 letters, digits, '-', '_', '.'");
+    cmp::IssuanceProfile p;
+    p.name = name == "default" ? "" : name;
+    auto strings = [&](const char* key, std::vector<std::string>& dst) -> Status {
+        const toml::node* n = tab->get(key);
+        if (!n) return ok_status();
+        const toml::array* arr = n->as_array();
+        if (!arr) return Error(ErrorDomain::Config, 0, where + ": " + key + " must be an array of strings");
+        dst.clear();
+        for (auto& v : *arr) {
+            auto sv = v.value<std::string>();
+            if (!sv) return Error(ErrorDomain::Config, 0, where + ": " + key + " must be an array of strings");
+            dst.push_back(*sv);
+        }
+        return ok_status();
+    };
+    for (auto& [k, v] : *tab) {
+        std::string key(k.str());
+        if (key == "dns") X2SEC_TRY_STATUS(strings("dns", p.dns));
+        else if (key == "ip") X2SEC_TRY_STATUS(strings("ip", p.ip));
+        else if (key == "uri") X2SEC_TRY_STATUS(strings("uri", p.uri));
+        else if (key == "required") X2SEC_TRY_STATUS(strings("required", p.required));
+        else if (key == "validity_days") {
+            auto d = v.value<int64_t>();
+            if (!d) return Error(ErrorDomain::Config, 0, where + ": validity_days must be an integer");
+            p.validity_days = *d;
+        } else if (key == "approval") {
+            auto a = v.value<std::string>();
+            if (a && *a == "immediate") p.approval = cmp::Approval::Immediate;
+            else if (a && *a == "manual") p.approval = cmp::Approval::Manual;
+            else return Error(ErrorDomain::Config, 0, where + ": approval must be \"immediate\" or \"manual\"");
+        } else {
+            return Error(ErrorDomain::Config, 0,
+                         where + ": unknown key '" + key + "' (dns, ip, uri, required, validity_days, approval)");
+        }
+    }
+    if (auto st = p.validate(); !st) return Error(ErrorDomain::Config, 0, path + ": " + st.error().detail());
+    return p;
 }
 
 Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
@@ -81,8 +144,214 @@ Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
     set("--ocsp-next-update-s", c.ocsp_next_update_s, t["ocsp"]["next_update_s"].value<int>());
     if (auto ic = t["policy"]["implicit_confirm"].value<bool>(); ic && sub.count("--no-implicit-confirm") == 0)
         c.no_implicit = !*ic;
+    set("--poll-interval", c.poll_interval_s, t["policy"]["poll_interval_s"].value<int>());
+    if (auto* profs = t["profiles"].as_table()) {
+        for (auto& [key, node] : *profs) {
+            std::string name(key.str());
+            X2SEC_TRY(auto prof, parse_profile(path, name, node));
+            if (name == "default") c.default_profile = std::move(prof);
+            else c.profiles[name] = std::move(prof);
+        }
+    } else if (t.contains("profiles")) {
+        return Error(ErrorDomain::Config, 0, path + ": [profiles] must be a table of [profiles.<name>] tables");
+    }
     return ok_status();
 }
+}  // namespace
+
+namespace {
+
+std::string when(int64_t t) {
+    char buf[32];
+    time_t tt = static_cast<time_t>(t);
+    struct tm tm {};
+    gmtime_r(&tt, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+nlohmann::json cert_json(const cmp::CertRecord& c) {
+    return {{"serial", to_hex(c.serial)}, {"transaction_id", to_hex(c.transaction_id)}, {"subject", c.subject},
+            {"sans", c.sans}, {"requester", c.requester}, {"body", c.body}, {"status", c.status},
+            {"not_before", when(c.not_before)}, {"not_after", when(c.not_after)}, {"issued_at", when(c.issued_at)},
+            {"revoked", c.revoked}, {"revoked_at", c.revoked ? when(c.revoked_at) : ""}, {"revocation_reason", c.revocation_reason}};
+}
+
+nlohmann::json pending_json(const cmp::PendingRequest& p) {
+    return {{"transaction_id", to_hex(p.transaction_id)}, {"profile", p.profile.empty() ? "default" : p.profile},
+            {"body", p.body}, {"subject", p.subject}, {"sans", p.sans}, {"requester", p.requester},
+            {"created", when(p.created)}, {"state", p.state}, {"decided_by", p.decided_by}, {"reason", p.reason},
+            {"decided_at", p.decided_at ? when(p.decided_at) : ""}};
+}
+
+nlohmann::json audit_json(const cmp::AuditEntry& e) {
+    return {{"seq", e.seq}, {"at", when(e.at)}, {"actor", e.actor}, {"action", e.action}, {"object", e.object},
+            {"reason", e.reason}, {"prev_hash", to_hex(e.prev_hash)}, {"hash", to_hex(e.hash)}};
+}
+
+Result<Bytes> parse_hex(const std::string& s) {
+    std::string h;
+    for (char c : s)
+        if (c != ':') h += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (h.empty() || h.size() % 2 || !std::all_of(h.begin(), h.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
+        return Error(ErrorDomain::Config, 0, "'" + s + "' is not a hex serial / transactionID");
+    Bytes b;
+    for (size_t i = 0; i < h.size(); i += 2) b.push_back(static_cast<uint8_t>(std::stoi(h.substr(i, 2), nullptr, 16)));
+    return b;
+}
+
+int run_admin(CLI::App* list, CLI::App* show, CLI::App* approve, CLI::App* reject, CLI::App* revoke, CLI::App* crl,
+              CLI::App* audit, CLI::App* verify) {
+    if (!o.config.empty()) {
+        toml::table t;
+        try {
+            t = toml::parse_file(o.config);
+        } catch (const toml::parse_error& e) {
+            return fail(o.config + ": " + std::string(e.description()));
+        }
+        CLI::App* used = nullptr;
+        for (auto* a : {list, show, approve, reject, revoke, crl, audit, verify})
+            if (a->parsed()) used = a;
+        if (used && used->count("--store") == 0)
+            if (auto v = t["ca"]["store"].value<std::string>()) o.store = *v;
+        if (o.ca_dir.empty())
+            if (auto v = t["ca"]["dir"].value<std::string>()) o.ca_dir = *v;
+    }
+    auto st = cmp::open_store(o.store);
+    if (!st) return fail(st.error().detail());
+    cmp::Store& store = **st;
+    const int64_t now = static_cast<int64_t>(std::time(nullptr));
+    if (verify->parsed()) {
+        auto log = store.audit_log();
+        if (!log) return fail(log.error().detail());
+        auto v = cmp::verify_audit_chain(*log);
+        if (o.json) {
+            std::cout << nlohmann::json{{"entries", log->size()}, {"ok", v.ok()}, {"error", v.ok() ? "" : v.error().detail()},
+                                        {"head", log->empty() ? "" : to_hex(log->back().hash)}}.dump(2) << "\n";
+        } else if (v) {
+            std::cout << "audit log: " << log->size() << " entries, hash chain intact"
+                      << (log->empty() ? "" : "; head " + to_hex(log->back().hash)) << "\n";
+        } else {
+            std::cerr << "x2sec ca: audit log BROKEN: " << v.error().detail() << "\n";
+        }
+        return v ? 0 : 3;
+    }
+    if (audit->parsed()) {
+        auto log = store.audit_log();
+        if (!log) return fail(log.error().detail());
+        if (o.json) {
+            auto a = nlohmann::json::array();
+            for (auto& e : *log) a.push_back(audit_json(e));
+            std::cout << a.dump(2) << "\n";
+        } else {
+            for (auto& e : *log)
+                std::cout << e.seq << "  " << when(e.at) << "  " << e.actor << "  " << e.action << "  " << e.object << "  "
+                          << e.reason << "\n";
+        }
+        return 0;
+    }
+    if (list->parsed()) {
+        auto pend = store.list_pending();
+        if (!pend) return fail(pend.error().detail());
+        std::vector<cmp::CertRecord> certs;
+        if (!o.pending_only) {
+            auto all = store.list_certificates();
+            if (!all) return fail(all.error().detail());
+            certs = std::move(*all);
+        }
+        if (o.json) {
+            nlohmann::json j{{"pending", nlohmann::json::array()}};
+            for (auto& p : *pend)
+                if (!o.pending_only || p.state == "pending") j["pending"].push_back(pending_json(p));
+            if (!o.pending_only) {
+                j["certificates"] = nlohmann::json::array();
+                for (auto& c : certs) j["certificates"].push_back(cert_json(c));
+            }
+            std::cout << j.dump(2) << "\n";
+            return 0;
+        }
+        std::cout << "requests held for approval:\n";
+        for (auto& p : *pend)
+            if (!o.pending_only || p.state == "pending")
+                std::cout << "  " << to_hex(p.transaction_id) << "  " << p.state << "  " << p.body << "  profile "
+                          << (p.profile.empty() ? "default" : p.profile) << "  " << p.subject << "  [" << p.sans << "]  since "
+                          << when(p.created) << "\n";
+        if (!o.pending_only) {
+            std::cout << "certificates:\n";
+            for (auto& c : certs)
+                std::cout << "  " << to_hex(c.serial) << "  " << (c.revoked ? "revoked" : c.status) << "  " << c.subject << "  ["
+                          << c.sans << "]  until " << when(c.not_after) << "\n";
+        }
+        return 0;
+    }
+    if (show->parsed()) {
+        auto id = parse_hex(o.id);
+        if (!id) return fail(id.error().detail());
+        auto c = store.find_by_serial(*id);
+        if (c && !c->has_value()) c = store.find_by_transaction(*id);
+        if (!c) return fail(c.error().detail());
+        auto p = store.find_pending(*id);
+        if (!p) return fail(p.error().detail());
+        if (!c->has_value() && !p->has_value()) return fail("no certificate or request " + o.id);
+        nlohmann::json j;
+        if (c->has_value()) j["certificate"] = cert_json(**c);
+        if (p->has_value()) j["request"] = pending_json(**p);
+        if (o.json) {
+            std::cout << j.dump(2) << "\n";
+        } else {
+            for (auto& [k, v] : j.items()) {
+                std::cout << k << ":\n";
+                for (auto& [f, x] : v.items()) std::cout << "  " << f << ": " << (x.is_string() ? x.get<std::string>() : x.dump()) << "\n";
+            }
+        }
+        return 0;
+    }
+    if (approve->parsed() || reject->parsed()) {
+        bool yes = approve->parsed();
+        auto id = parse_hex(o.id);
+        if (!id) return fail(id.error().detail());
+        auto r = store.decide_pending(*id, yes, o.actor, o.reason_text, now);
+        if (!r) return fail(r.error().detail());
+        if (o.json) std::cout << nlohmann::json{{"transaction_id", to_hex(*id)}, {"state", yes ? "approved" : "rejected"}}.dump() << "\n";
+        else std::cout << "request " << to_hex(*id) << (yes ? " approved" : " rejected") << " by " << o.actor
+                       << "; the client gets the answer at its next poll\n";
+        return 0;
+    }
+    if (revoke->parsed()) {
+        auto id = parse_hex(o.id);
+        if (!id) return fail(id.error().detail());
+        if (o.reason < 0 || o.reason > 10 || o.reason == 7 || o.reason == 8) return fail("--crl-reason must be 0-6, 9 or 10");
+        auto r = store.revoke(*id, o.reason, now);
+        if (!r) return fail(r.error().detail());
+        (void)store.append_audit({0, now, o.actor, "revoke", to_hex(*id),
+                                  "CRLReason " + std::to_string(o.reason) + (o.reason_text.empty() ? "" : ": " + o.reason_text), {}, {}});
+        if (o.json) std::cout << nlohmann::json{{"serial", to_hex(*id)}, {"revoked", true}, {"reason", o.reason}}.dump() << "\n";
+        else std::cout << "serial " << to_hex(*id) << " revoked (CRLReason " << o.reason << ")\n";
+        return 0;
+    }
+    if (crl->parsed()) {
+        if (o.ca_dir.empty()) return fail("--ca-dir (or [ca] dir) is required");
+        auto cert = pki::load_cert(o.ca_dir + "/ca.crt");
+        if (!cert) return fail(cert.error().detail());
+        auto key = pki::load_private_key(o.ca_dir + "/ca.key");
+        if (!key) return fail(key.error().detail());
+        auto rev = store.revoked();
+        if (!rev) return fail(rev.error().detail());
+        auto n = store.next_crl_number();
+        if (!n) return fail(n.error().detail());
+        auto c = pki::issue_crl(cert->get(), key->get(), *rev, *n, now - 60, now + 7 * 86400);
+        if (!c) return fail(c.error().detail());
+        bool pem = o.out.size() > 4 && o.out.substr(o.out.size() - 4) == ".pem";
+        auto w = pem ? write_file_atomic(o.out, std::string_view(pki::crl_pem(c->get())), 0644)
+                     : write_file_atomic(o.out, BytesView(pki::crl_der(c->get())), 0644);
+        if (!w) return fail(w.error().detail());
+        if (o.json) std::cout << nlohmann::json{{"crl_number", *n}, {"revoked", rev->size()}, {"file", o.out}}.dump() << "\n";
+        else std::cout << "CRL number " << *n << " with " << rev->size() << " revoked certificate(s) written to " << o.out << "\n";
+        return 0;
+    }
+    return fail("no command");
+}
+
 }  // namespace
 
 static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certificate mode)", [](CLI::App& sub) {
@@ -122,8 +391,47 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
     serve->add_option("--ocsp-next-update-s", o.ocsp_next_update_s, "nextUpdate of OCSP responses (0: none)");
     serve->add_option("--port-file", o.port_file, "write the bound HTTP port here once listening");
     serve->add_option("--log-level", o.log_level, "trace|debug|info|warn|error");
+    serve->add_option("--poll-interval", o.poll_interval_s, "checkAfter (s) in pollRep while a request awaits approval");
     serve->add_option("--metrics-listen", o.metrics_listen, "serve Prometheus /metrics on ADDRESS:PORT ([metrics] listen)");
-    return [serve]() -> int {
+
+    // Administration on the store (works while `serve` runs: each change is one transaction).
+    auto store_opts = [](CLI::App* a) {
+        a->add_option("--store", o.store, "sqlite:<file> | postgresql:<conninfo> | <file>");
+        a->add_option("--config", o.config, "TOML configuration file ([ca] store, dir)");
+        a->add_flag("--json", o.json, "machine-readable output");
+    };
+    auto* list = sub.add_subcommand("list", "List issued certificates and requests held for approval");
+    store_opts(list);
+    list->add_flag("--pending", o.pending_only, "only requests awaiting a decision");
+    auto* show = sub.add_subcommand("show", "Show one certificate (serial) or request (transactionID), hex");
+    store_opts(show);
+    show->add_option("id", o.id, "serial or transactionID (hex)")->required();
+    auto* approve = sub.add_subcommand("approve", "Approve a held request: issued at the client's next poll");
+    auto* reject = sub.add_subcommand("reject", "Reject a held request: the client's next poll gets the rejection");
+    for (auto* a : {approve, reject}) {
+        store_opts(a);
+        a->add_option("tid", o.id, "transactionID (hex), see `x2sec ca list --pending`")->required();
+        a->add_option("--by", o.actor, "operator name recorded in the audit log")->required();
+        a->add_option("--reason", o.reason_text, "why (audit log; a rejection's text for the client)");
+    }
+    reject->get_option("--reason")->required();
+    auto* revoke = sub.add_subcommand("revoke", "Revoke a certificate (the CRL lists it from its next issue)");
+    store_opts(revoke);
+    revoke->add_option("serial", o.id, "serial (hex)")->required();
+    revoke->add_option("--crl-reason", o.reason, "CRLReason 0-6, 9, 10 (default 0: unspecified)");
+    revoke->add_option("--by", o.actor, "operator name recorded in the audit log")->required();
+    revoke->add_option("--reason", o.reason_text, "why (audit log)");
+    auto* crl = sub.add_subcommand("crl", "Issue the current CRL from the store (needs the CA key)");
+    store_opts(crl);
+    crl->add_option("--ca-dir", o.ca_dir, "operator CA directory");
+    crl->add_option("--out", o.out, "output file (DER; .pem for PEM)")->required();
+    auto* audit = sub.add_subcommand("audit", "Show the audit log; `audit verify` checks its hash chain");
+    store_opts(audit);
+    auto* verify = audit->add_subcommand("verify", "Verify the hash chain (a rewritten or removed entry is reported)");
+    store_opts(verify);
+    auto admin = [=]() -> int { return run_admin(list, show, approve, reject, revoke, crl, audit, verify); };
+    return [serve, admin]() -> int {
+        if (!serve->parsed()) return admin();
         log::set_level(o.log_level);
         if (!o.config.empty())
             if (auto st = load_toml(o, o.config, *serve); !st) return fail(st.error().detail());
@@ -146,6 +454,10 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
             if (o.ocsp_next_update_s < 0) return fail("--ocsp-next-update-s must be 0 or positive");
             ocsp_cfg.next_update_s = o.ocsp_next_update_s;
         }
+        if (o.default_profile) cfg->policy.default_profile = *o.default_profile;
+        for (auto& [name, p] : o.profiles) cfg->policy.profiles[name] = p;  // over the built-in "henb"
+        if (o.poll_interval_s < 1) return fail("poll_interval_s must be >= 1");
+        cfg->policy.poll_interval_s = o.poll_interval_s;
         auto store = cmp::open_store(o.store);
         if (!store) return fail(store.error().detail());
         // Block the signals before any thread starts so that only sigwait sees them.
@@ -225,7 +537,9 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         std::cout << "x2sec ca: CMP on http://" << o.bind << ":" << http.port() << "/.well-known/cmp";
         if (https) std::cout << " and https://" << o.bind << ":" << https->port() << "/.well-known/cmp";
         if (ocsp_http) std::cout << ", OCSP on http://" << o.ocsp_bind << ":" << ocsp_http->port() << o.ocsp_path;
-        std::cout << " (store " << (*store)->kind() << ")" << std::endl;
+        std::cout << " (store " << (*store)->kind() << ")";
+        for (auto& [name, p] : server.config().policy.profiles) std::cout << "; profile " << name << " at /.well-known/cmp/p/" << name;
+        std::cout << std::endl;
         int sig = 0;
         // SIGHUP must not end the RA/CA (the default action would): the CA key, certificates,
         // vendor roots and policy are read at start only, so a SIGHUP is logged and counted

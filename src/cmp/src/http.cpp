@@ -5,6 +5,8 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
+#include <optional>
 #include <variant>
 #include <x2sec/cmp/http.hpp>
 #include <x2sec/common/log.hpp>
@@ -23,19 +25,21 @@ std::string trim(std::string s) {
     return s;
 }
 
-bool cmp_path(const std::string& target) {
+// The certificate profile a CMP path selects: "" for /.well-known/cmp and /pkix/, <name> for
+// /.well-known/cmp/p/<name>; nullopt for anything else (404).
+std::optional<std::string> cmp_profile(const std::string& target) {
     std::string path = target.substr(0, target.find('?'));
-    if (path == "/.well-known/cmp" || path == "/.well-known/cmp/" || path == "/pkix/" || path == "/pkix") return true;
+    if (path == "/.well-known/cmp" || path == "/.well-known/cmp/" || path == "/pkix/" || path == "/pkix") return "";
     const std::string pfx = "/.well-known/cmp/p/";
     if (path.rfind(pfx, 0) == 0) {
         std::string prof = path.substr(pfx.size());
         if (!prof.empty() && prof.back() == '/') prof.pop_back();
-        if (prof.empty() || prof.size() > 64) return false;
+        if (prof.empty() || prof.size() > 64) return std::nullopt;
         for (char c : prof)
-            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
-        return true;
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return std::nullopt;
+        return prof;
     }
-    return false;
+    return std::nullopt;
 }
 
 const char* reason_phrase(int code) {
@@ -211,7 +215,7 @@ public:
                 return reject(405, "OCSP requires POST, or GET " + m_opts.ocsp_path + "/<base64 request>",
                               "http.reject.method", {}, "GET, POST");
             ctype_needed = "application/ocsp-request";
-        } else if (!m_opts.serve_cmp || !cmp_path(h.target)) {
+        } else if (!m_opts.serve_cmp || !cmp_profile(h.target)) {
             return reject(404, std::string("no ") + (m_opts.serve_cmp ? "CMP" : "OCSP") + " endpoint at " + h.path,
                           "http.reject.not_found");
         } else if (h.method != "POST") {
@@ -253,7 +257,7 @@ public:
             return done(code, "text/plain", as_bytes(b), counter);
         };
         if (h.path == m_opts.crl_path && (h.method == "GET" || h.method == "HEAD")) {
-            auto crl = m_server.crl_der();
+            auto crl = m_server.crl_der(static_cast<int64_t>(std::time(nullptr)));
             if (!crl) return text(500, "CRL unavailable", "http.error.crl");
             if (h.method == "HEAD") return done(200, "application/pkix-crl", {}, "http.ok.crl");
             return done(200, "application/pkix-crl", *crl, "http.ok.crl");
@@ -266,8 +270,10 @@ public:
             }
             return done(200, "application/ocsp-response", m_opts.ocsp->respond(body), "http.ok.ocsp");
         }
+        // The wall clock is read here, at the I/O edge; the CMP server takes the time from us.
+        std::string profile = cmp_profile(h.target).value_or("");
         auto t0 = std::chrono::steady_clock::now();
-        auto rsp = m_server.handle(body);
+        auto rsp = m_server.handle(body, RequestContext{profile, static_cast<int64_t>(std::time(nullptr))});
         metrics::registry().observe("cmp.request_seconds",
                                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         if (!rsp) return text(400, rsp.error().detail(), "http.reject.not_cmp");

@@ -1,4 +1,6 @@
+#include <arpa/inet.h>
 #include <openssl/cmp.h>
+#include <openssl/asn1t.h>
 #include <openssl/cmp_util.h>
 #include <openssl/crmf.h>
 #include <algorithm>
@@ -16,6 +18,12 @@
 namespace x2sec::cmp {
 
 using pki::X509Ptr;
+
+const IssuanceProfile* ServerPolicy::find_profile(std::string_view name) const {
+    if (name.empty()) return &default_profile;
+    auto it = profiles.find(std::string(name));
+    return it == profiles.end() ? nullptr : &it->second;
+}
 
 X509* ServerConfig::operator_root() const {
     for (auto it = ca_chain.rbegin(); it != ca_chain.rend(); ++it)
@@ -101,8 +109,13 @@ struct Session {
     std::string reject_text;
     int rr_reason = 0;        // CRLReason from the rr's crlEntryDetails (0: none given)
     int64_t created = 0;
+    int64_t now = 0;          // the caller's time of the message being processed
+    const IssuanceProfile* profile = nullptr;
     X509Ptr issued;
     std::string body;
+    std::atomic<bool> waiting{false};  // held for approval: the client polls
+    bool approved = false;    // the operator approved the held request
+    std::string operator_rejection;  // the operator rejected it (reason)
     bool registered = false;  // present in the session map
     bool done = false;
     ~Session() { OSSL_CMP_SRV_CTX_free(srv); }
@@ -141,7 +154,20 @@ struct Server::Impl {
         return v;
     }
 
-    std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid);
+    std::vector<X509*> issued_chain_with_ca() const {  // issuing CA first, then up to the root
+        std::vector<X509*> v{cfg.ca_cert.get()};
+        for (auto& x : cfg.ca_chain)
+            if (X509_cmp(x.get(), cfg.ca_cert.get()) != 0) v.push_back(x.get());
+        return v;
+    }
+    std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now);
+    // A pollReq for a held request this instance has no session for (another instance took
+    // the request, or this one restarted): a session rebuilt from the store, or nullptr.
+    std::shared_ptr<Session> resume_pending(X509* signer, const std::vector<X509*>& untrusted, const Bytes& tid,
+                                            int64_t now);
+    static std::string requester_of(X509* signer) {
+        return pki::name_to_string(X509_get_subject_name(signer)) + " #" + pki::serial_hex(signer);
+    }
     void configure_ctx(OSSL_CMP_CTX* ctx) const;
     // A protected `error` PKIMessage answering req with PKIStatus rejection and the failure bit.
     Result<Bytes> error_response(const OSSL_CMP_MSG* req, int bit, const std::string& text, const char* counter);
@@ -154,6 +180,7 @@ struct Server::Impl {
         lg->info("rejecting transaction {}: {}", to_hex(s.tid), s.reject_text);
     }
     void purge_expired(int64_t now);
+    Result<Bytes> current_crl(int64_t now);
 };
 
 namespace {
@@ -169,8 +196,15 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
     auto& im = *s->impl;
     int bt = OSSL_CMP_MSG_get_bodytype(req);
-    if (s->reject_bit < 0 && certReqId != 0)
+    // certReqId belongs to a CertReqMsg (ir/cr/kur: one message, id 0, RFC 9483 4.1.1).  A p10cr
+    // carries a PKCS#10 request and no certReqId at all; the value OpenSSL passes for it is the
+    // one it will write into the cp (-1 since OpenSSL 3.0.8, RFC 9483 4.1.4), so it is not checked.
+    (void)certReqId;
+    if (s->reject_bit < 0 && crm && OSSL_CRMF_MSG_get_certReqId(crm) != 0)
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badRequest, "only one CertReqMsg with certReqId 0 is supported", "bad_request");
+    if (s->reject_bit < 0 && !s->operator_rejection.empty())
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "rejected by the operator: " + s->operator_rejection,
+                  "operator_rejected");
     if (s->reject_bit < 0 && (bt == kKur) != (s->kind == SignerKind::Operator))
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                   bt == kKur ? "kur must be signed with the current operator certificate"
@@ -183,6 +217,17 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         if (const char* w = pop.present ? weak_digest(pop.nid) : nullptr) {
             im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badAlg,
                       "POP signature algorithm " + pop.name + " uses " + w + "; MD5 and SHA-1 are not accepted",
+                      "weak_alg_pop");
+            return rejection(s->reject_bit, s->reject_text);
+        }
+    }
+
+    if (p10cr) {  // the PKCS#10 self-signature is the p10cr's proof of possession
+        int nid = X509_REQ_get_signature_nid(p10cr);
+        if (const char* w = weak_digest(nid)) {
+            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badAlg,
+                      std::string("PKCS#10 signature algorithm ") + OBJ_nid2sn(nid) + " uses " + w +
+                          "; MD5 and SHA-1 are not accepted",
                       "weak_alg_pop");
             return rejection(s->reject_bit, s->reject_text);
         }
@@ -212,20 +257,42 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         return rejection(s->reject_bit, s->reject_text);
     }
 
-    // Requested subjectAltNames: dNSName only (node identities); anything else is refused.
-    std::vector<std::string> req_dns;
-    bool other_names = false;
+    // Requested subjectAltNames by type; the profile decides which types and values are allowed.
+    RequestedNames req_names;
     for (int i = 0; exts && i < sk_X509_EXTENSION_num(exts); ++i) {
         X509_EXTENSION* e = sk_X509_EXTENSION_value(exts, i);
         if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) != NID_subject_alt_name) continue;
         auto* names = static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(e));
+        if (!names) req_names.malformed.push_back("extension (does not decode)");
         for (int j = 0; names && j < sk_GENERAL_NAME_num(names); ++j) {
             GENERAL_NAME* g = sk_GENERAL_NAME_value(names, j);
-            if (g->type == GEN_DNS)
-                req_dns.push_back(lower(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(g->d.dNSName)),
-                                                    static_cast<size_t>(ASN1_STRING_length(g->d.dNSName)))));
-            else
-                other_names = true;
+            auto text = [](const ASN1_STRING* a) {
+                return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(a)),
+                                   static_cast<size_t>(ASN1_STRING_length(a)));
+            };
+            if (g->type == GEN_DNS) {
+                std::string d = lower(text(g->d.dNSName));
+                if (!pki::valid_dns_name(d)) req_names.malformed.push_back("dNSName '" + d + "'");
+                else req_names.dns.push_back(d);
+            } else if (g->type == GEN_IPADD) {
+                char buf[INET6_ADDRSTRLEN] = {};
+                const ASN1_OCTET_STRING* a = g->d.iPAddress;
+                int len = ASN1_STRING_length(a);
+                int fam = len == 4 ? AF_INET : len == 16 ? AF_INET6 : 0;
+                if (!fam || !inet_ntop(fam, ASN1_STRING_get0_data(a), buf, sizeof buf))
+                    req_names.malformed.push_back("iPAddress of " + std::to_string(len) + " octets");
+                else
+                    req_names.ip.push_back(buf);
+            } else if (g->type == GEN_URI) {
+                std::string u = text(g->d.uniformResourceIdentifier);
+                if (!pki::valid_uri(u)) req_names.malformed.push_back("URI (not an absolute URI of printable ASCII)");
+                else req_names.uri.push_back(u);
+            } else {
+                static const char* kNames[] = {"otherName", "rfc822Name", "dNSName", "x400Address", "directoryName",
+                                               "ediPartyName", "uniformResourceIdentifier", "iPAddress",
+                                               "registeredID"};
+                req_names.other.push_back(g->type >= 0 && g->type <= 8 ? kNames[g->type] : "unknown");
+            }
         }
         GENERAL_NAMES_free(names);
     }
@@ -245,39 +312,19 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         }
     }
     const auto& pol = im.cfg.policy;
-    if (!pol.allow_identity_mismatch) {
-        if (allowed.empty()) {
-            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                      "the signing certificate carries no <EUI>.<realm> identity in subjectAltName", "not_authorized");
-            return rejection(s->reject_bit, s->reject_text);
-        }
-        if (other_names) {
-            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "only dNSName subjectAltNames may be requested",
-                      "bad_cert_template");
-            return rejection(s->reject_bit, s->reject_text);
-        }
-        for (auto& d : req_dns)
-            if (std::find(allowed.begin(), allowed.end(), d) == allowed.end()) {
-                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "requested identity " + d + " does not match the signer's identity " + allowed.front(),
-                          "identity_mismatch");
-                return rejection(s->reject_bit, s->reject_text);
-            }
-        // A CN in the requested subject must be one of the identities too.
-        int idx = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1;
-        if (idx >= 0) {
-            ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
-            std::string v = lower(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
-                                              static_cast<size_t>(ASN1_STRING_length(cn))));
-            if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
-                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "requested subject CN " + v + " does not match the signer's identity " + allowed.front(),
-                          "identity_mismatch");
-                return rejection(s->reject_bit, s->reject_text);
-            }
-        }
+    const IssuanceProfile& prof = *s->profile;
+    std::string cn_text;
+    if (int idx = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1; idx >= 0) {
+        ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
+        cn_text = std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)), static_cast<size_t>(ASN1_STRING_length(cn)));
     }
-    if (req_dns.empty()) req_dns = allowed;
+    auto verdict = check_request(prof, req_names, cn_text, allowed, !pol.allow_identity_mismatch);
+    if (!verdict.ok()) {
+        im.reject(*s, verdict.fail_bit, verdict.text, verdict.counter);
+        return rejection(s->reject_bit, s->reject_text);
+    }
+    std::vector<std::string>& req_dns = req_names.dns;
+    if (req_dns.empty() && !prof.dns.empty()) req_dns = allowed;
 
     pki::NamePtr default_subject;
     if (!subject || X509_NAME_entry_count(subject) == 0) {
@@ -290,12 +337,49 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         }
     }
 
+    if (prof.approval == Approval::Manual && !s->approved) {
+        // Held for an operator (x2sec ca approve|reject): stored with the whole request so any
+        // instance can answer the polls; the client gets `waiting` and polls (RFC 9483 5.1.4).
+        if (!s->waiting) {
+            PendingRequest p;
+            p.transaction_id = s->tid;
+            p.profile = prof.name;
+            p.body = s->body;
+            p.subject = pki::name_to_string(subject);
+            for (auto& d : req_dns) p.sans += (p.sans.empty() ? "" : ",") + d;
+            for (auto& a : req_names.ip) p.sans += (p.sans.empty() ? "IP:" : ",IP:") + a;
+            for (auto& u : req_names.uri) p.sans += (p.sans.empty() ? "URI:" : ",URI:") + u;
+            p.requester = im.requester_of(s->signer.get());
+            unsigned char* der = nullptr;
+            int n = i2d_OSSL_CMP_MSG(req, &der);
+            if (n > 0) p.request_der.assign(der, der + n);
+            OPENSSL_free(der);
+            p.created = s->now;
+            auto st = n > 0 ? im.store.record_pending(p) : Status(Error(ErrorDomain::Cmp, 0, "cannot encode the request"));
+            if (!st) {
+                bool dup = st.error().code() == 1;
+                im.reject(*s, dup ? OSSL_CMP_PKIFAILUREINFO_transactionIdInUse : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                          dup ? "transactionID already used" : "store unavailable", dup ? "transaction_id_in_use" : "store");
+                im.lg->warn("store: {}", st.error().detail());
+                return rejection(s->reject_bit, s->reject_text);
+            }
+            s->waiting = true;
+            im.counters.inc("cmp.approval.held");
+            im.lg->info("holding {} {} ({}) of {} for approval under profile {}", s->body, to_hex(s->tid), p.subject,
+                        p.sans, p.requester, prof.name.empty() ? "default" : prof.name);
+        }
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, "held for operator approval");
+    }
+
     pki::IssueRequest ir;
     ir.profile = pki::Profile::BaseStation;
     ir.subject = const_cast<X509_NAME*>(subject);
     ir.public_key = key.get();
     ir.dns = req_dns;
-    ir.validity_days = pol.validity_days;
+    ir.ips = req_names.ip;
+    ir.uris = req_names.uri;
+    ir.not_before = s->now - 60;
+    ir.validity_days = prof.validity_days.value_or(pol.validity_days);
     ir.crl_urls = pol.crl_urls;
     ir.ocsp_urls = pol.ocsp_urls;
     auto cert = pki::issue_certificate(ir, im.cfg.ca_cert.get(), im.cfg.ca_key.get());
@@ -309,11 +393,13 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     rec.transaction_id = s->tid;
     rec.subject = pki::name_to_string(subject);
     for (auto& d : req_dns) rec.sans += (rec.sans.empty() ? "" : ",") + d;
-    rec.requester = pki::name_to_string(X509_get_subject_name(s->signer.get())) + " #" + pki::serial_hex(s->signer.get());
+    for (auto& a : req_names.ip) rec.sans += (rec.sans.empty() ? "IP:" : ",IP:") + a;
+    for (auto& u : req_names.uri) rec.sans += (rec.sans.empty() ? "URI:" : ",URI:") + u;
+    rec.requester = im.requester_of(s->signer.get());
     rec.body = s->body;
     rec.not_before = pki::not_before(cert->get());
     rec.not_after = pki::not_after(cert->get());
-    rec.issued_at = static_cast<int64_t>(std::time(nullptr));
+    rec.issued_at = s->now;
     rec.der = pki::cert_der(cert->get());
     rec.status = "unconfirmed";
     auto st = im.store.record_issued(rec);
@@ -336,7 +422,14 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         return rejection(s->reject_bit, s->reject_text);
     }
     im.counters.inc("cmp.issued");
-    im.lg->info("issued {} serial {} to {} ({}) for {}", s->body, to_hex(rec.serial), rec.subject, rec.sans, rec.requester);
+    if (s->approved) {
+        (void)im.store.set_pending_state(s->tid, "issued");
+        (void)im.store.append_audit({0, s->now, "ra", "issue", to_hex(s->tid),
+                                     "approved request issued as serial " + to_hex(rec.serial), {}, {}});
+        s->waiting = false;
+    }
+    im.lg->info("issued {} serial {} to {} ({}) for {} under {}", s->body, to_hex(rec.serial), rec.subject, rec.sans,
+                rec.requester, prof.name.empty() ? std::string("the default profile") : "profile " + prof.name);
     s->issued = pki::up_ref(cert->get());
     *certOut = cert->release();
     *chainOut = pki::make_stack(im.issued_chain()).release();
@@ -366,7 +459,7 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
                   "bad_revocation_reason");
     if (s->reject_bit >= 0) return rejection(s->reject_bit, s->reject_text);
     Bytes sn = pki::serial_bytes(serial);
-    auto st = im.store.revoke(sn, s->rr_reason, static_cast<int64_t>(std::time(nullptr)));
+    auto st = im.store.revoke(sn, s->rr_reason, s->now);
     if (!st) {
         int bit = st.error().code() == 3 ? OSSL_CMP_PKIFAILUREINFO_certRevoked
                   : st.error().code() == 2 ? OSSL_CMP_PKIFAILUREINFO_badCertId
@@ -381,11 +474,102 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, nullptr);
 }
 
-int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_ITAV) *, STACK_OF(OSSL_CMP_ITAV) * *out) {
+// caCerts (RFC 9480 2.4, id-it 17): SEQUENCE SIZE (1..MAX) OF Certificate, encoded with an
+// OpenSSL ASN.1 template (3.0 has no CMP type for it; the OID is unknown to 3.0's ITAV
+// template, so the value is an ASN1_TYPE holding that SEQUENCE).
+typedef STACK_OF(X509) X2SEC_CA_CERTS;
+ASN1_ITEM_TEMPLATE(X2SEC_CA_CERTS) = ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
+ASN1_ITEM_TEMPLATE_END(X2SEC_CA_CERTS)
+
+const char* kIdItCaCerts = "1.3.6.1.5.5.7.4.17";
+
+OSSL_CMP_ITAV* itav_ca_certs(const std::vector<X509*>& certs) {
+    auto sk = pki::make_stack(certs);
+    unsigned char* der = nullptr;
+    int n = ASN1_item_i2d(reinterpret_cast<ASN1_VALUE*>(sk.get()), &der, ASN1_ITEM_rptr(X2SEC_CA_CERTS));
+    if (n <= 0) return nullptr;
+    ASN1_STRING* str = ASN1_STRING_new();
+    ASN1_TYPE* val = ASN1_TYPE_new();
+    ASN1_OBJECT* oid = OBJ_txt2obj(kIdItCaCerts, 1);
+    bool ok = str && val && oid && ASN1_STRING_set(str, der, n);
+    OPENSSL_free(der);
+    if (!ok) {
+        ASN1_STRING_free(str);
+        ASN1_TYPE_free(val);
+        ASN1_OBJECT_free(oid);
+        return nullptr;
+    }
+    ASN1_TYPE_set(val, V_ASN1_SEQUENCE, str);
+    OSSL_CMP_ITAV* itav = OSSL_CMP_ITAV_create(oid, val);
+    if (!itav) {
+        ASN1_TYPE_free(val);
+        ASN1_OBJECT_free(oid);
+    }
+    return itav;
+}
+
+// The currentCRL InfoTypeAndValue.  OpenSSL's ITAV template selects infoValue's type by the
+// OID (id-it-currentCRL: X509_CRL); 3.0 has no typed constructor (OSSL_CMP_ITAV_new_crls is
+// 3.2+), and its infoValue is a union of pointers, so the X509_CRL goes in through
+// OSSL_CMP_ITAV_create and OpenSSL encodes and frees it as a CertificateList.
+OSSL_CMP_ITAV* itav_current_crl(const Bytes& der) {
+    const unsigned char* p = der.data();
+    X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size()));
+    if (!crl) return nullptr;
+    OSSL_CMP_ITAV* itav = OSSL_CMP_ITAV_create(OBJ_nid2obj(NID_id_it_currentCRL), reinterpret_cast<ASN1_TYPE*>(crl));
+    if (!itav) X509_CRL_free(crl);
+    return itav;
+}
+
+// genm (RFC 9483 4.3): currentCRL (id-it-currentCRL, RFC 4210 5.3.19.6) is answered with the
+// issuing CA's current CRL; other infoTypes OpenSSL 3.0 cannot represent are left out of the
+// genp (RFC 4210 5.3.19: the responder may omit what it does not support).
+int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_ITAV) * in,
+            STACK_OF(OSSL_CMP_ITAV) * *out) {
     auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
+    auto& im = *s->impl;
     if (s->reject_bit >= 0) return 0;
     *out = sk_OSSL_CMP_ITAV_new_null();
-    return *out != nullptr;
+    if (!*out) return 0;
+    for (int i = 0; i < sk_OSSL_CMP_ITAV_num(in); ++i) {
+        const ASN1_OBJECT* type = OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i));
+        int nid = OBJ_obj2nid(type);
+        char oid_text[80] = "?";
+        OBJ_obj2txt(oid_text, sizeof oid_text, type, 1);
+        if (std::string_view(oid_text) == kIdItCaCerts) {
+            // the issuing CA and its chain up to the operator root
+            OSSL_CMP_ITAV* itav = itav_ca_certs(im.issued_chain_with_ca());
+            if (!itav || !sk_OSSL_CMP_ITAV_push(*out, itav)) {
+                OSSL_CMP_ITAV_free(itav);
+                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
+                *out = nullptr;
+                return 0;
+            }
+            im.counters.inc("cmp.genm.ca_certs");
+        } else if (nid == NID_id_it_currentCRL) {
+            auto crl = im.current_crl(s->now);
+            if (!crl) {
+                im.lg->warn("genm currentCRL: {}", crl.error().detail());
+                ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "CRL unavailable");
+                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
+                *out = nullptr;
+                return 0;
+            }
+            OSSL_CMP_ITAV* itav = itav_current_crl(*crl);
+            if (!itav || !sk_OSSL_CMP_ITAV_push(*out, itav)) {
+                OSSL_CMP_ITAV_free(itav);
+                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
+                *out = nullptr;
+                return 0;
+            }
+            im.counters.inc("cmp.genm.current_crl");
+        } else {
+            im.counters.inc("cmp.genm.unsupported");
+            im.lg->info("genm infoType {} not served", oid_text);
+        }
+    }
+    (void)im.store.record_transaction(s->tid, "genm", "answered");
+    return 1;
 }
 
 void cb_error(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const OSSL_CMP_PKISI* si, const ASN1_INTEGER*,
@@ -397,7 +581,7 @@ void cb_error(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const OSSL_CMP_PKISI* 
     s->impl->counters.inc("cmp.rx.client_error");
     if (s->issued && s->reject_bit < 0) {
         (void)s->impl->store.set_status(s->tid, "aborted");
-        (void)s->impl->store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, std::time(nullptr));
+        (void)s->impl->store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, s->now);
         s->impl->crl_dirty = true;
     }
     s->done = true;
@@ -428,7 +612,7 @@ int cb_certconf(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, const ASN1_OCTE
     }
     if (client_rejected) {
         (void)im.store.set_status(s->tid, "rejected-by-client");
-        (void)im.store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, std::time(nullptr));
+        (void)im.store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, s->now);
         im.crl_dirty = true;
         im.counters.inc("cmp.certconf.rejected");
     } else {
@@ -439,19 +623,54 @@ int cb_certconf(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, const ASN1_OCTE
     return 1;
 }
 
-int cb_pollreq(OSSL_CMP_SRV_CTX*, const OSSL_CMP_MSG*, int, OSSL_CMP_MSG**, int64_t*) {
-    ERR_raise_data(ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, "polling is not offered: this CA answers immediately");
-    return 0;
+// pollReq for a held request: pollRep with checkAfter while it is pending; once decided, the
+// stored request goes through OpenSSL's certificate request path again (cb_cert_request
+// issues it, or rejects it with the operator's reason), answered as ip/cp/kup.
+int cb_pollreq(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, OSSL_CMP_MSG** certReq, int64_t* check_after) {
+    auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
+    auto& im = *s->impl;
+    *certReq = nullptr;
+    if (!s->waiting) {
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, "no request of this transaction awaits approval");
+        return 0;
+    }
+    auto p = im.store.find_pending(s->tid);
+    if (!p.ok() || !p->has_value()) {
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "held request not found in the store");
+        return 0;
+    }
+    const PendingRequest& pr = **p;
+    if (pr.state == "pending") {
+        *check_after = im.cfg.policy.poll_interval_s;
+        im.counters.inc("cmp.approval.poll_waiting");
+        return 1;
+    }
+    const unsigned char* d = pr.request_der.data();
+    OSSL_CMP_MSG* orig = d2i_OSSL_CMP_MSG(nullptr, &d, static_cast<long>(pr.request_der.size()));
+    if (!orig) {
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "stored request does not decode");
+        return 0;
+    }
+    if (pr.state == "approved") {
+        s->approved = true;
+        im.counters.inc("cmp.approval.approved");
+    } else {
+        s->operator_rejection = pr.reason.empty() ? std::string("no reason given") : pr.reason;
+        s->waiting = false;
+        im.counters.inc("cmp.approval.rejected");
+    }
+    *certReq = orig;
+    return 1;
 }
 
 }  // namespace
 
-std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kind, const Bytes& tid) {
+std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now) {
     auto s = std::make_shared<Session>();
     s->impl = this;
     s->kind = kind;
     s->tid = tid;
-    s->created = static_cast<int64_t>(std::time(nullptr));
+    s->created = now;
     if (signer) s->signer = pki::up_ref(signer);
     s->srv = OSSL_CMP_SRV_CTX_new(nullptr, nullptr);
     OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
@@ -462,6 +681,47 @@ std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kin
     OSSL_CMP_SRV_CTX_set_send_unprotected_errors(s->srv, 0);
     OSSL_CMP_SRV_CTX_set_accept_unprotected(s->srv, 0);
     OSSL_CMP_SRV_CTX_set_accept_raverified(s->srv, 0);
+    return s;
+}
+
+std::shared_ptr<Session> Server::Impl::resume_pending(X509* signer, const std::vector<X509*>& untrusted,
+                                                     const Bytes& tid, int64_t now) {
+    auto p = store.find_pending(tid);
+    if (!p.ok() || !p->has_value()) return nullptr;
+    const PendingRequest& pr = **p;
+    if (pr.state == "issued" || pr.requester != requester_of(signer)) return nullptr;
+    const IssuanceProfile* prof = cfg.policy.find_profile(pr.profile);
+    if (!prof) return nullptr;
+    bool op = pr.body == "kur";
+    auto chain = op ? pki::verify_chain(signer, operator_anchors, operator_untrusted, now)
+                    : pki::verify_chain(signer, vendor_anchors, untrusted, now);
+    if (!chain.ok()) return nullptr;
+    std::lock_guard lk(sessions_mu);
+    if (auto it = sessions.find(tid); it != sessions.end()) return it->second;
+    auto s = make_session(signer, op ? SignerKind::Operator : SignerKind::Vendor, tid, now);
+    s->profile = prof;
+    s->body = pr.body;
+    s->waiting = true;
+    // OpenSSL's server context keeps the transaction's state (transactionID, certReqId) from
+    // the certificate request it answered: replay the stored request into the fresh context
+    // (cb_cert_request answers `waiting` again, nothing is recorded) and discard that answer.
+    const unsigned char* d = pr.request_der.data();
+    MsgPtr orig(d2i_OSSL_CMP_MSG(nullptr, &d, static_cast<long>(pr.request_der.size())));
+    if (!orig) return nullptr;
+    {
+        std::lock_guard slk(s->mu);
+        s->now = now;
+        MsgPtr ignored(OSSL_CMP_SRV_process_request(s->srv, orig.get()));
+        ERR_clear_error();
+        if (!ignored || s->reject_bit >= 0) return nullptr;
+        // The client's pollReq answers the other instance's senderNonce, which this one never
+        // saw: forget the replay's nonce (the pollReq is still authenticated by the pinned signer
+        // and bound to the transactionID).
+        OSSL_CMP_CTX_set1_senderNonce(OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv), nullptr);
+    }
+    sessions[tid] = s;
+    s->registered = true;
+    counters.inc("cmp.approval.resumed");
     return s;
 }
 
@@ -535,7 +795,8 @@ void Server::Impl::purge_expired(int64_t now) {
     {
         std::lock_guard lk(sessions_mu);
         for (auto it = sessions.begin(); it != sessions.end();) {
-            if (now - it->second->created > cfg.policy.session_timeout_s) {
+            int64_t limit = it->second->waiting ? cfg.policy.pending_timeout_s : cfg.policy.session_timeout_s;
+            if (now - it->second->created > limit) {
                 dead.push_back(it->second);
                 it = sessions.erase(it);
             } else {
@@ -579,6 +840,10 @@ size_t Server::open_sessions() const {
 }
 
 Result<Bytes> Server::handle(BytesView der) {
+    return handle(der, RequestContext{"", static_cast<int64_t>(std::time(nullptr))});
+}
+
+Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     auto& im = *m_impl;
     m_counters.inc("cmp.rx.messages");
     const unsigned char* p = der.data();
@@ -592,7 +857,7 @@ Result<Bytes> Server::handle(BytesView der) {
     const ASN1_OCTET_STRING* tid_os = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req.get()));
     Bytes tid = tid_os ? Bytes(ASN1_STRING_get0_data(tid_os), ASN1_STRING_get0_data(tid_os) + ASN1_STRING_length(tid_os))
                        : Bytes{};
-    int64_t now = static_cast<int64_t>(std::time(nullptr));
+    const int64_t now = rc.now;
     auto refuse = [&](int bit, const std::string& text, const char* counter) {
         return im.error_response(req.get(), bit, text, counter);
     };
@@ -642,17 +907,21 @@ Result<Bytes> Server::handle(BytesView der) {
     for (auto& c : extra) untrusted.push_back(c.get());
 
     std::shared_ptr<Session> s;
+    const IssuanceProfile* profile = im.cfg.policy.find_profile(rc.profile);
     if (new_transaction_body(bt)) {
+        if (!profile)
+            return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "no certificate profile '" + std::string(rc.profile) + "' at this RA/CA", "unknown_profile");
         if (tid.empty())
             return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest, "PKIHeader has no transactionID", "no_transaction_id");
         if (bt == kIr || bt == kKur) im.purge_expired(now);
         bool want_operator = bt == kKur || bt == kRr;
         SignerKind kind = SignerKind::None;
-        auto first = want_operator ? pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted)
-                                   : pki::verify_chain(signer, im.vendor_anchors, untrusted);
+        auto first = want_operator ? pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted, now)
+                                   : pki::verify_chain(signer, im.vendor_anchors, untrusted, now);
         if (first.ok())
             kind = want_operator ? SignerKind::Operator : SignerKind::Vendor;
-        else if (bt == kGenm && pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted).ok())
+        else if (bt == kGenm && pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted, now).ok())
             kind = SignerKind::Operator;
         if (kind == SignerKind::None)
             return refuse(OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
@@ -684,8 +953,9 @@ Result<Bytes> Server::handle(BytesView der) {
             if (im.sessions.count(tid) || *in_store)
                 return refuse(OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
                               "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
-            s = im.make_session(signer, kind, tid);
+            s = im.make_session(signer, kind, tid, now);
             s->rr_reason = rr_reason;
+            s->profile = profile;
             im.sessions[tid] = s;
             s->registered = true;
         }
@@ -700,6 +970,7 @@ Result<Bytes> Server::handle(BytesView der) {
             if (it != im.sessions.end() && it->second->signer && X509_cmp(signer, it->second->signer.get()) == 0)
                 s = it->second;
         }
+        if (!s && bt == kPollReq && !tid.empty()) s = im.resume_pending(signer, untrusted, tid, now);
         if (!s)
             return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "no open transaction " + to_hex(tid) + " for this signer", "no_transaction");
@@ -708,19 +979,19 @@ Result<Bytes> Server::handle(BytesView der) {
     MsgPtr rsp;
     {
         std::lock_guard lk(s->mu);
+        s->now = now;
         rsp.reset(OSSL_CMP_SRV_process_request(s->srv, req.get()));
-        if (s->issued && !s->done && (bt == kIr || bt == kCr ||
-                                       bt == kP10cr || bt == kKur)) {
+        if (s->issued && !s->done && (bt == kIr || bt == kCr || bt == kP10cr || bt == kKur || bt == kPollReq)) {
             OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
             if (OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM) == 1) {
                 (void)im.store.set_status(tid, "implicit");
                 m_counters.inc("cmp.implicit_confirm");
                 s->done = true;
             }
-        } else {
+        } else if (!s->waiting) {  // a held request stays open for its polls
             s->done = true;
         }
-        if (!s->issued) s->done = true;
+        if (!s->issued && !s->waiting) s->done = true;
     }
     if (s->done && s->registered) {
         std::lock_guard lk(im.sessions_mu);
@@ -742,19 +1013,24 @@ Result<Bytes> Server::handle(BytesView der) {
     return b;
 }
 
-Status Server::revoke(BytesView serial, int reason) {
-    X2SEC_TRY_STATUS(m_impl->store.revoke(serial, reason, static_cast<int64_t>(std::time(nullptr))));
+Status Server::revoke(BytesView serial, int reason) { return revoke(serial, reason, static_cast<int64_t>(std::time(nullptr))); }
+
+Status Server::revoke(BytesView serial, int reason, int64_t now) {
+    X2SEC_TRY_STATUS(m_impl->store.revoke(serial, reason, now));
     m_impl->crl_dirty = true;
     return ok_status();
 }
 
-Result<Bytes> Server::crl_der() {
-    // One CRL for every instance sharing the store: rebuilt (next CRL number) only when a
-    // revocation was recorded since, by any instance, or after an hour; so the CRL numbers an
-    // observer sees through a load balancer never go down.
-    auto& im = *m_impl;
+Result<Bytes> Server::crl_der() { return crl_der(static_cast<int64_t>(std::time(nullptr))); }
+
+Result<Bytes> Server::crl_der(int64_t now) { return m_impl->current_crl(now); }
+
+// One CRL for every instance sharing the store: rebuilt (next CRL number) only when a
+// revocation was recorded since, by any instance, or after an hour; so the CRL numbers an
+// observer sees through a load balancer never go down.
+Result<Bytes> Server::Impl::current_crl(int64_t now) {
+    auto& im = *this;
     std::lock_guard lk(im.crl_mu);
-    int64_t now = static_cast<int64_t>(std::time(nullptr));
     im.crl_dirty = false;
     return im.store.current_crl(now, 3600, [&](int64_t number, const std::vector<pki::Revoked>& revoked) -> Result<Bytes> {
         X2SEC_TRY(auto crl, pki::issue_crl(im.cfg.ca_cert.get(), im.cfg.ca_key.get(), revoked, number, now - 60,

@@ -21,6 +21,16 @@ CREATE TABLE IF NOT EXISTS certificates (
 CREATE INDEX IF NOT EXISTS certificates_tid ON certificates(tid);
 CREATE TABLE IF NOT EXISTS crl_number (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL);
 INSERT INTO crl_number VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS pending (
+  tid BYTEA PRIMARY KEY, profile TEXT NOT NULL, body TEXT NOT NULL, subject TEXT NOT NULL, sans TEXT NOT NULL,
+  requester TEXT NOT NULL, request BYTEA NOT NULL, created BIGINT NOT NULL, state TEXT NOT NULL,
+  decided_by TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '', decided_at BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS audit (
+  seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, object TEXT NOT NULL,
+  reason TEXT NOT NULL, prev_hash BYTEA NOT NULL, hash BYTEA NOT NULL);
+CREATE OR REPLACE FUNCTION x2sec_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$;
+CREATE OR REPLACE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION x2sec_audit_append_only();
 CREATE TABLE IF NOT EXISTS crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), rev_seq BIGINT NOT NULL DEFAULT 0,
   crl_seq BIGINT NOT NULL DEFAULT -1, built BIGINT NOT NULL DEFAULT 0, der BYTEA);
 INSERT INTO crl_state(id) VALUES (1) ON CONFLICT DO NOTHING;
@@ -159,7 +169,8 @@ public:
     Result<bool> transaction_exists(BytesView tid) override {
         std::lock_guard lk(m_mu);
         reconnect_if_broken();
-        auto r = run("SELECT 1 FROM transactions WHERE tid = $1", Params().bin(tid));
+        auto r = run("SELECT 1 FROM transactions WHERE tid = $1 UNION ALL SELECT 1 FROM pending WHERE tid = $1",
+                     Params().bin(tid));
         if (!ok(r)) return err("query");
         return PQntuples(r.get()) > 0;
     }
@@ -178,23 +189,35 @@ public:
         auto r = run(sql.c_str(), Params().bin(key));
         if (!ok(r)) return err("query");
         if (PQntuples(r.get()) == 0) return std::optional<CertRecord>();
-        PGresult* g = r.get();
+        return std::optional<CertRecord>(cert_row(r.get(), 0));
+    }
+    static CertRecord cert_row(PGresult* g, int i) {
         CertRecord c;
-        c.serial = bytes(g, 0, 0);
-        c.transaction_id = bytes(g, 0, 1);
-        c.subject = text(g, 0, 2);
-        c.sans = text(g, 0, 3);
-        c.requester = text(g, 0, 4);
-        c.not_before = be64(PQgetvalue(g, 0, 5));
-        c.not_after = be64(PQgetvalue(g, 0, 6));
-        c.issued_at = be64(PQgetvalue(g, 0, 7));
-        c.der = bytes(g, 0, 8);
-        c.revoked = be32(PQgetvalue(g, 0, 9)) != 0;
-        c.revoked_at = be64(PQgetvalue(g, 0, 10));
-        c.revocation_reason = be32(PQgetvalue(g, 0, 11));
-        c.status = text(g, 0, 12);
-        c.body = text(g, 0, 13);
-        return std::optional<CertRecord>(std::move(c));
+        c.serial = bytes(g, i, 0);
+        c.transaction_id = bytes(g, i, 1);
+        c.subject = text(g, i, 2);
+        c.sans = text(g, i, 3);
+        c.requester = text(g, i, 4);
+        c.not_before = be64(PQgetvalue(g, i, 5));
+        c.not_after = be64(PQgetvalue(g, i, 6));
+        c.issued_at = be64(PQgetvalue(g, i, 7));
+        c.der = bytes(g, i, 8);
+        c.revoked = be32(PQgetvalue(g, i, 9)) != 0;
+        c.revoked_at = be64(PQgetvalue(g, i, 10));
+        c.revocation_reason = be32(PQgetvalue(g, i, 11));
+        c.status = text(g, i, 12);
+        c.body = text(g, i, 13);
+        return c;
+    }
+    Result<std::vector<CertRecord>> list_certificates() override {
+        std::lock_guard lk(m_mu);
+        auto r = run("SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, c.issued_at, "
+                     "c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body FROM certificates c "
+                     "JOIN transactions t ON t.tid = c.tid ORDER BY c.issued_at, c.serial");
+        if (!ok(r)) return err("query");
+        std::vector<CertRecord> out;
+        for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(cert_row(r.get(), i));
+        return out;
     }
     Result<std::optional<CertRecord>> find_by_serial(BytesView serial) override { return find("c.serial = $1", serial); }
     Result<std::optional<CertRecord>> find_by_transaction(BytesView tid) override { return find("c.tid = $1", tid); }
@@ -315,7 +338,130 @@ public:
     }
     std::string kind() const override { return "postgresql"; }
 
+    Status record_pending(const PendingRequest& p) override {
+        std::lock_guard lk(m_mu);
+        X2SEC_TRY_STATUS(exec("BEGIN"));
+        auto body = [&]() -> Status {
+            auto q = run("SELECT 1 FROM transactions WHERE tid = $1", Params().bin(p.transaction_id));
+            if (!ok(q)) return err("query");
+            if (PQntuples(q.get()) > 0) return Error(ErrorDomain::Io, 1, "postgresql: transactionID already recorded");
+            auto r = run("INSERT INTO pending(tid, profile, body, subject, sans, requester, request, created, state) "
+                         "VALUES($1,$2,$3,$4,$5,$6,$7,$8,'pending')",
+                         Params().bin(p.transaction_id).txt(p.profile).txt(p.body).txt(p.subject).txt(p.sans)
+                             .txt(p.requester).bin(p.request_der).num(p.created));
+            if (!ok(r)) return err("transactionID already pending", 1);
+            return append_audit_locked({0, p.created, p.requester, "hold", to_hex(p.transaction_id),
+                                        "profile " + (p.profile.empty() ? std::string("default") : p.profile) +
+                                            " requires approval: " + p.subject + " " + p.sans,
+                                        {}, {}});
+        };
+        return finish(body());
+    }
+    static PendingRequest pending_row(PGresult* g, int i) {
+        PendingRequest p;
+        p.transaction_id = bytes(g, i, 0);
+        p.profile = text(g, i, 1);
+        p.body = text(g, i, 2);
+        p.subject = text(g, i, 3);
+        p.sans = text(g, i, 4);
+        p.requester = text(g, i, 5);
+        p.request_der = bytes(g, i, 6);
+        p.created = be64(PQgetvalue(g, i, 7));
+        p.state = text(g, i, 8);
+        p.decided_by = text(g, i, 9);
+        p.reason = text(g, i, 10);
+        p.decided_at = be64(PQgetvalue(g, i, 11));
+        return p;
+    }
+    static constexpr const char* kPendingCols =
+        "SELECT tid, profile, body, subject, sans, requester, request, created, state, decided_by, reason, decided_at "
+        "FROM pending ";
+    Result<std::optional<PendingRequest>> find_pending(BytesView tid) override {
+        std::lock_guard lk(m_mu);
+        auto r = run((std::string(kPendingCols) + "WHERE tid = $1").c_str(), Params().bin(tid));
+        if (!ok(r)) return err("query");
+        if (PQntuples(r.get()) == 0) return std::optional<PendingRequest>();
+        return std::optional<PendingRequest>(pending_row(r.get(), 0));
+    }
+    Result<std::vector<PendingRequest>> list_pending() override {
+        std::lock_guard lk(m_mu);
+        auto r = run((std::string(kPendingCols) + "ORDER BY created, tid").c_str());
+        if (!ok(r)) return err("query");
+        std::vector<PendingRequest> out;
+        for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(pending_row(r.get(), i));
+        return out;
+    }
+    Status decide_pending(BytesView tid, bool approve, const std::string& actor, const std::string& reason,
+                          int64_t when) override {
+        std::lock_guard lk(m_mu);
+        X2SEC_TRY_STATUS(exec("BEGIN"));
+        auto body = [&]() -> Status {
+            auto q = run("SELECT state FROM pending WHERE tid = $1 FOR UPDATE", Params().bin(tid));
+            if (!ok(q)) return err("query");
+            if (PQntuples(q.get()) == 0) return Error(ErrorDomain::Pki, 2, "no request " + to_hex(tid) + " awaits approval");
+            std::string st = text(q.get(), 0, 0);
+            if (st != "pending") return Error(ErrorDomain::Pki, 3, "request " + to_hex(tid) + " is already " + st);
+            auto u = run("UPDATE pending SET state = $1, decided_by = $2, reason = $3, decided_at = $4 WHERE tid = $5",
+                         Params().txt(approve ? "approved" : "rejected").txt(actor).txt(reason).num(when).bin(tid));
+            if (!ok(u)) return err("decide");
+            return append_audit_locked({0, when, actor, approve ? "approve" : "reject", to_hex(tid), reason, {}, {}});
+        };
+        return finish(body());
+    }
+    Status set_pending_state(BytesView tid, const std::string& state) override {
+        std::lock_guard lk(m_mu);
+        auto u = run("UPDATE pending SET state = $1 WHERE tid = $2", Params().txt(state).bin(tid));
+        if (!ok(u)) return err("update pending");
+        return ok_status();
+    }
+    Status append_audit(const AuditEntry& e) override {
+        std::lock_guard lk(m_mu);
+        X2SEC_TRY_STATUS(exec("BEGIN"));
+        return finish(append_audit_locked(e));
+    }
+    Result<std::vector<AuditEntry>> audit_log() override {
+        std::lock_guard lk(m_mu);
+        auto r = run("SELECT seq, at, actor, action, object, reason, prev_hash, hash FROM audit ORDER BY seq");
+        if (!ok(r)) return err("query");
+        std::vector<AuditEntry> out;
+        PGresult* g = r.get();
+        for (int i = 0; i < PQntuples(g); ++i)
+            out.push_back({be64(PQgetvalue(g, i, 0)), be64(PQgetvalue(g, i, 1)), text(g, i, 2), text(g, i, 3), text(g, i, 4),
+                           text(g, i, 5), bytes(g, i, 6), bytes(g, i, 7)});
+        return out;
+    }
+
 private:
+    // COMMIT after a successful body, ROLLBACK otherwise (the body's error is returned).
+    Status finish(Status st) {
+        if (!st) {
+            (void)exec("ROLLBACK");
+            return st;
+        }
+        auto c = exec("COMMIT");
+        if (!c) (void)exec("ROLLBACK");
+        return c;
+    }
+    // Inside a transaction: the table lock serialises appenders across instances, so no two
+    // entries share a predecessor.
+    Status append_audit_locked(AuditEntry e) {
+        X2SEC_TRY_STATUS(exec("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE"));
+        auto q = run("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
+        if (!ok(q)) return err("audit query");
+        if (PQntuples(q.get()) == 1) {
+            e.seq = be64(PQgetvalue(q.get(), 0, 0)) + 1;
+            e.prev_hash = bytes(q.get(), 0, 1);
+        } else {
+            e.seq = 1;
+            e.prev_hash.clear();
+        }
+        e.hash = audit_entry_hash(e);
+        auto r = run("INSERT INTO audit(seq, at, actor, action, object, reason, prev_hash, hash) VALUES($1,$2,$3,$4,$5,$6,$7,$8)",
+                     Params().num(e.seq).num(e.at).txt(e.actor).txt(e.action).txt(e.object).txt(e.reason).bin(e.prev_hash)
+                         .bin(e.hash));
+        if (!ok(r)) return err("audit append");
+        return ok_status();
+    }
     PGconn* m_c;
     std::vector<std::string> m_secrets;
     std::mutex m_mu;

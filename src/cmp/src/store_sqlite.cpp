@@ -17,6 +17,15 @@ CREATE TABLE IF NOT EXISTS certificates (
 CREATE INDEX IF NOT EXISTS certificates_tid ON certificates(tid);
 CREATE TABLE IF NOT EXISTS crl_number (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
 INSERT OR IGNORE INTO crl_number VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS pending (
+  tid BLOB PRIMARY KEY, profile TEXT NOT NULL, body TEXT NOT NULL, subject TEXT NOT NULL, sans TEXT NOT NULL,
+  requester TEXT NOT NULL, request BLOB NOT NULL, created INTEGER NOT NULL, state TEXT NOT NULL,
+  decided_by TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '', decided_at INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, object TEXT NOT NULL,
+  reason TEXT NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TABLE IF NOT EXISTS crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), rev_seq INTEGER NOT NULL DEFAULT 0,
   crl_seq INTEGER NOT NULL DEFAULT -1, built INTEGER NOT NULL DEFAULT 0, der BLOB);
 INSERT OR IGNORE INTO crl_state(id) VALUES (1);
@@ -137,7 +146,7 @@ public:
 
     Result<bool> transaction_exists(BytesView tid) override {
         std::lock_guard lk(m_mu);
-        Stmt s(m_db, "SELECT 1 FROM transactions WHERE tid = ?");
+        Stmt s(m_db, "SELECT 1 FROM transactions WHERE tid = ?1 UNION ALL SELECT 1 FROM pending WHERE tid = ?1");
         s.blob(1, tid);
         int rc = s.step();
         if (rc == SQLITE_ROW) return true;
@@ -184,6 +193,17 @@ public:
         return err("query");
     }
     Result<std::optional<CertRecord>> find_by_serial(BytesView serial) override { return find("c.serial = ?", serial); }
+    Result<std::vector<CertRecord>> list_certificates() override {
+        std::lock_guard lk(m_mu);
+        Stmt s(m_db, "SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, c.issued_at, "
+                     "c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body FROM certificates c "
+                     "JOIN transactions t ON t.tid = c.tid ORDER BY c.issued_at, c.serial");
+        std::vector<CertRecord> out;
+        int rc;
+        while ((rc = s.step()) == SQLITE_ROW) out.push_back(row(s));
+        if (rc != SQLITE_DONE) return err("query");
+        return out;
+    }
     Result<std::optional<CertRecord>> find_by_transaction(BytesView tid) override { return find("c.tid = ?", tid); }
 
     Status revoke(BytesView serial, int reason, int64_t when) override {
@@ -320,7 +340,137 @@ public:
 
     std::string kind() const override { return "sqlite"; }
 
+    Status record_pending(const PendingRequest& p) override {
+        std::lock_guard lk(m_mu);
+        Transaction txn(m_db);
+        X2SEC_TRY_STATUS(txn.begun());
+        {
+            Stmt q(m_db, "SELECT 1 FROM transactions WHERE tid = ?");
+            q.blob(1, p.transaction_id);
+            if (q.step() == SQLITE_ROW) return Error(ErrorDomain::Io, 1, "sqlite: transactionID already recorded");
+        }
+        Stmt s(m_db, "INSERT INTO pending(tid, profile, body, subject, sans, requester, request, created, state) "
+                     "VALUES(?,?,?,?,?,?,?,?,'pending')");
+        s.blob(1, p.transaction_id).text(2, p.profile).text(3, p.body).text(4, p.subject).text(5, p.sans);
+        s.text(6, p.requester).blob(7, p.request_der).i64(8, p.created);
+        if (s.step() != SQLITE_DONE) return err("transactionID already pending", 1);
+        X2SEC_TRY_STATUS(append_audit_locked({0, p.created, p.requester, "hold", to_hex(p.transaction_id),
+                                              "profile " + (p.profile.empty() ? std::string("default") : p.profile) +
+                                                  " requires approval: " + p.subject + " " + p.sans,
+                                              {}, {}}));
+        return txn.commit();
+    }
+    static const char* pending_cols() {
+        return "SELECT tid, profile, body, subject, sans, requester, request, created, state, decided_by, reason, "
+               "decided_at FROM pending ";
+    }
+    static PendingRequest pending_row(Stmt& s) {
+        PendingRequest p;
+        p.transaction_id = s.col_blob(0);
+        p.profile = s.col_text(1);
+        p.body = s.col_text(2);
+        p.subject = s.col_text(3);
+        p.sans = s.col_text(4);
+        p.requester = s.col_text(5);
+        p.request_der = s.col_blob(6);
+        p.created = s.col_i64(7);
+        p.state = s.col_text(8);
+        p.decided_by = s.col_text(9);
+        p.reason = s.col_text(10);
+        p.decided_at = s.col_i64(11);
+        return p;
+    }
+    Result<std::optional<PendingRequest>> find_pending(BytesView tid) override {
+        std::lock_guard lk(m_mu);
+        Stmt s(m_db, (std::string(pending_cols()) + "WHERE tid = ?").c_str());
+        s.blob(1, tid);
+        int rc = s.step();
+        if (rc == SQLITE_ROW) return std::optional<PendingRequest>(pending_row(s));
+        if (rc == SQLITE_DONE) return std::optional<PendingRequest>();
+        return err("query");
+    }
+    Result<std::vector<PendingRequest>> list_pending() override {
+        std::lock_guard lk(m_mu);
+        Stmt s(m_db, (std::string(pending_cols()) + "ORDER BY created, tid").c_str());
+        std::vector<PendingRequest> out;
+        int rc;
+        while ((rc = s.step()) == SQLITE_ROW) out.push_back(pending_row(s));
+        if (rc != SQLITE_DONE) return err("query");
+        return out;
+    }
+    Status decide_pending(BytesView tid, bool approve, const std::string& actor, const std::string& reason,
+                          int64_t when) override {
+        std::lock_guard lk(m_mu);
+        Transaction txn(m_db);
+        X2SEC_TRY_STATUS(txn.begun());
+        {
+            Stmt q(m_db, "SELECT state FROM pending WHERE tid = ?");
+            q.blob(1, tid);
+            int rc = q.step();
+            if (rc == SQLITE_DONE) return Error(ErrorDomain::Pki, 2, "no request " + to_hex(tid) + " awaits approval");
+            if (rc != SQLITE_ROW) return err("query");
+            if (q.col_text(0) != "pending")
+                return Error(ErrorDomain::Pki, 3, "request " + to_hex(tid) + " is already " + q.col_text(0));
+        }
+        {
+            Stmt u(m_db, "UPDATE pending SET state = ?, decided_by = ?, reason = ?, decided_at = ? WHERE tid = ? "
+                         "AND state = 'pending'");
+            u.text(1, approve ? "approved" : "rejected").text(2, actor).text(3, reason).i64(4, when).blob(5, tid);
+            if (u.step() != SQLITE_DONE) return err("decide");
+        }
+        X2SEC_TRY_STATUS(append_audit_locked({0, when, actor, approve ? "approve" : "reject", to_hex(tid), reason, {}, {}}));
+        return txn.commit();
+    }
+    Status set_pending_state(BytesView tid, const std::string& state) override {
+        std::lock_guard lk(m_mu);
+        Stmt u(m_db, "UPDATE pending SET state = ? WHERE tid = ?");
+        u.text(1, state).blob(2, tid);
+        if (u.step() != SQLITE_DONE) return err("update pending");
+        return ok_status();
+    }
+    Status append_audit(const AuditEntry& e) override {
+        std::lock_guard lk(m_mu);
+        Transaction txn(m_db);
+        X2SEC_TRY_STATUS(txn.begun());
+        X2SEC_TRY_STATUS(append_audit_locked(e));
+        return txn.commit();
+    }
+    Result<std::vector<AuditEntry>> audit_log() override {
+        std::lock_guard lk(m_mu);
+        Stmt s(m_db, "SELECT seq, at, actor, action, object, reason, prev_hash, hash FROM audit ORDER BY seq");
+        std::vector<AuditEntry> out;
+        int rc;
+        while ((rc = s.step()) == SQLITE_ROW)
+            out.push_back({s.col_i64(0), s.col_i64(1), s.col_text(2), s.col_text(3), s.col_text(4), s.col_text(5),
+                           s.col_blob(6), s.col_blob(7)});
+        if (rc != SQLITE_DONE) return err("query");
+        return out;
+    }
+
 private:
+    // Inside a write transaction (BEGIN IMMEDIATE holds the database's write lock, so two
+    // processes cannot append with the same predecessor).
+    Status append_audit_locked(AuditEntry e) {
+        Stmt q(m_db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
+        int rc = q.step();
+        if (rc == SQLITE_ROW) {
+            e.seq = q.col_i64(0) + 1;
+            e.prev_hash = q.col_blob(1);
+        } else if (rc == SQLITE_DONE) {
+            e.seq = 1;
+            e.prev_hash.clear();
+        } else {
+            return err("audit query");
+        }
+        e.hash = audit_entry_hash(e);
+        Stmt s(m_db, "INSERT INTO audit(seq, at, actor, action, object, reason, prev_hash, hash) VALUES(?,?,?,?,?,?,?,?)");
+        s.i64(1, e.seq).i64(2, e.at).text(3, e.actor).text(4, e.action).text(5, e.object).text(6, e.reason);
+        if (e.prev_hash.empty()) sqlite3_bind_zeroblob(s.get(), 7, 0);  // the first entry: empty, not NULL
+        else s.blob(7, e.prev_hash);
+        s.blob(8, e.hash);
+        if (s.step() != SQLITE_DONE) return err("audit append");
+        return ok_status();
+    }
     sqlite3* m_db;
     std::mutex m_mu;
 };

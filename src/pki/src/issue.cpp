@@ -1,6 +1,8 @@
 #include <arpa/inet.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <cctype>
 #include <ctime>
 #include <x2sec/common/file.hpp>
 #include <x2sec/pki/pki.hpp>
@@ -47,14 +49,75 @@ Status add_ext(X509* cert, X509* issuer, int nid, const std::string& value) {
     return ok_status();
 }
 
-bool valid_dns(const std::string& d) {
+
+// subjectAltName built as GENERAL_NAMES (no configuration-string parsing, so a value can
+// never be read as another name or option).
+Status add_san(X509* cert, const IssueRequest& req) {
+    GENERAL_NAMES* names = sk_GENERAL_NAME_new_null();
+    struct Guard {
+        GENERAL_NAMES* n;
+        ~Guard() { GENERAL_NAMES_free(n); }
+    } guard{names};
+    auto push_ia5 = [&](int type, const std::string& v) {
+        ASN1_IA5STRING* s = ASN1_IA5STRING_new();
+        GENERAL_NAME* g = GENERAL_NAME_new();
+        if (!s || !g || !ASN1_STRING_set(s, v.data(), static_cast<int>(v.size()))) {
+            ASN1_IA5STRING_free(s);
+            GENERAL_NAME_free(g);
+            return false;
+        }
+        GENERAL_NAME_set0_value(g, type, s);
+        if (!sk_GENERAL_NAME_push(names, g)) {
+            GENERAL_NAME_free(g);
+            return false;
+        }
+        return true;
+    };
+    for (auto& d : req.dns)
+        if (!push_ia5(GEN_DNS, d)) return ossl_error(ErrorDomain::Pki, "building dNSName");
+    for (auto& ip : req.ips) {
+        ASN1_OCTET_STRING* a = a2i_IPADDRESS(ip.c_str());
+        if (!a) return Error(ErrorDomain::Pki, 0, "invalid iPAddress '" + ip + "'");
+        GENERAL_NAME* g = GENERAL_NAME_new();
+        if (!g) {
+            ASN1_OCTET_STRING_free(a);
+            return ossl_error(ErrorDomain::Pki, "building iPAddress");
+        }
+        GENERAL_NAME_set0_value(g, GEN_IPADD, a);
+        if (!sk_GENERAL_NAME_push(names, g)) {
+            GENERAL_NAME_free(g);
+            return ossl_error(ErrorDomain::Pki, "building iPAddress");
+        }
+    }
+    for (auto& u : req.uris)
+        if (!push_ia5(GEN_URI, u)) return ossl_error(ErrorDomain::Pki, "building uniformResourceIdentifier");
+    if (!X509_add1_ext_i2d(cert, NID_subject_alt_name, names, 0, X509V3_ADD_APPEND))
+        return ossl_error(ErrorDomain::Pki, "adding subjectAltName");
+    return ok_status();
+}
+
+
+}  // namespace
+
+bool valid_dns_name(std::string_view d) {
     if (d.empty() || d.size() > 253) return false;
     for (char c : d)
         if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '*')) return false;
     return true;
 }
 
-}  // namespace
+bool valid_uri(std::string_view u) {
+    if (u.empty() || u.size() > 2048 || !std::isalpha(static_cast<unsigned char>(u[0]))) return false;
+    size_t colon = u.find(':');
+    if (colon == std::string::npos || colon == 0) return false;
+    for (size_t i = 0; i < colon; ++i) {
+        char c = u[i];
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.')) return false;
+    }
+    for (char c : u)
+        if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) return false;
+    return true;
+}
 
 Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EVP_PKEY* issuer_key) {
     if (!req.subject || !req.public_key || !issuer_key)
@@ -69,7 +132,9 @@ Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EV
         return Error(ErrorDomain::Pki, 0, "issuer key does not match the issuer certificate");
     }
     for (auto& d : req.dns)
-        if (!valid_dns(d)) return Error(ErrorDomain::Pki, 0, "invalid dNSName '" + d + "'");
+        if (!valid_dns_name(d)) return Error(ErrorDomain::Pki, 0, "invalid dNSName '" + d + "'");
+    for (auto& u : req.uris)
+        if (!valid_uri(u)) return Error(ErrorDomain::Pki, 0, "invalid uniformResourceIdentifier '" + u + "'");
 
     X509Ptr cert(X509_new());
     X509_set_version(cert.get(), 2);
@@ -105,10 +170,7 @@ Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EV
     X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_subject_key_identifier, "hash"));
     if (req.profile != Profile::RootCa)
         X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_authority_key_identifier, "keyid:always"));
-    std::string san;
-    for (auto& d : req.dns) san += (san.empty() ? "" : ",") + std::string("DNS:") + d;
-    for (auto& ip : req.ips) san += (san.empty() ? "" : ",") + std::string("IP:") + ip;
-    if (!san.empty()) X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_subject_alt_name, san));
+    if (!req.dns.empty() || !req.ips.empty() || !req.uris.empty()) X2SEC_TRY_STATUS(add_san(cert.get(), req));
     std::string cdp;
     for (auto& u : req.crl_urls) cdp += (cdp.empty() ? "" : ",") + std::string("URI:") + u;
     if (!cdp.empty()) X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_crl_distribution_points, cdp));

@@ -71,6 +71,35 @@ openssl crl -inform DER -in crl.der -noout -text | grep -A6 -i "Serial Number: $
   && pass "CRL entry carries reason Key Compromise" || fail "CRL entry reason"
 check "CRL signed by the issuing CA" openssl crl -inform DER -in crl.der -noout -CAfile <(cat op/ca.crt op/root.crt)
 
+# 4b. p10cr as `openssl cmp -cmd p10cr` sends it (PKCS#10 CSR, certReqId -1 in cp and certConf)
+for k in p10 p10w p10m; do $X2SEC pki keygen --out $k.key >/dev/null; done
+openssl req -new -key p10.key -subj "/CN=$ID" -addext "subjectAltName=DNS:$ID" -out p10.csr
+openssl cmp -cmd p10cr -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -csr p10.csr \
+  -certout p10.crt > p10.log 2>&1 && pass "openssl cmp p10cr accepted" || fail "openssl cmp p10cr"
+check "p10cr: certConf answered with pkiConf" grep -q "received PKICONF" p10.log
+check "p10cr certificate carries the CSR's key" cmp <(openssl x509 -in p10.crt -noout -pubkey) <(openssl pkey -in p10.key -pubout)
+check "p10cr certificate chains to the operator root" openssl verify -CAfile op/root.crt -untrusted op/ca.crt p10.crt
+check "store: p10cr confirmed" test "$(sqlite3 $D/ca.db "SELECT status FROM transactions WHERE body='p10cr'")" = confirmed
+openssl cmp -cmd p10cr -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -csr p10.csr -implicit_confirm \
+  -certout p10i.crt > p10i.log 2>&1 && pass "openssl cmp p10cr -implicit_confirm accepted" || fail "p10cr -implicit_confirm"
+check "store: p10cr implicit confirmation" test "$(sqlite3 $D/ca.db "SELECT COUNT(*) FROM transactions WHERE body='p10cr' AND status='implicit'")" = 1
+C0=$(certs); T0=$(txns)
+openssl req -new -key p10m.key -subj "/CN=001122334455.henb.vendor-a.example" -out p10m.csr
+openssl cmp -cmd p10cr -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -csr p10m.csr \
+  -certout x.crt > p10m.log 2>&1 && fail "p10cr for a foreign identity accepted" || \
+  check "p10cr for a foreign identity: notAuthorized" grep -q "PKIFailureInfo: notAuthorized" p10m.log
+openssl req -new -key p10w.key -sha1 -subj "/CN=$ID" -out p10w.csr
+openssl cmp -cmd p10cr -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -csr p10w.csr \
+  -certout x.crt > p10w.log 2>&1 && fail "SHA-1 signed CSR accepted" || \
+  check "p10cr with a SHA-1 CSR signature: badAlg" grep -q "PKIFailureInfo: badAlg" p10w.log
+openssl req -in p10.csr -outform DER -out p10.der
+python3 -c "import sys; b = bytearray(open('p10.der','rb').read()); b[-3] ^= 1; open('p10bad.der','wb').write(b)"
+openssl req -inform DER -in p10bad.der -out p10bad.csr
+openssl cmp -cmd p10cr -server $URL -cert dev.pem -key dev.key -trusted op/root.crt -csr p10bad.csr \
+  -certout x.crt > p10bad.log 2>&1 && fail "CSR with a broken signature accepted" || \
+  check "p10cr with a broken CSR signature: badPOP" grep -q "PKIFailureInfo: badPOP" p10bad.log
+check "refused p10cr wrote nothing to the store" test "$(certs)" = "$C0"
+
 C0=$(certs); T0=$(txns)
 # 5. negatives
 openssl cmp -cmd ir -server $URL -cert rogue.pem -key rogue.key -trusted op/root.crt -newkey new4.key \

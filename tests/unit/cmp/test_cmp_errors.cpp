@@ -718,3 +718,78 @@ TEST_F(ErrFixture, CertConfWithWrongTransactionIdIsBadRequest) {
     ASSERT_TRUE(req);
     EXPECT_EQ(tid_of(req.get()), Bytes(16, 0xa5));
 }
+
+namespace {
+// A PKCS#10 request for `cn` (and a dNSName SAN when given), self-signed with `key`.
+X509_REQ* make_csr(EVP_PKEY* key, const std::string& cn, const std::string& san, const EVP_MD* md) {
+    X509_REQ* r = X509_REQ_new();
+    auto n = pki::parse_name("/CN=" + cn).value();
+    X509_REQ_set_subject_name(r, n.get());
+    X509_REQ_set_pubkey(r, key);
+    if (!san.empty()) {
+        STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
+        X509V3_CTX v3;
+        X509V3_set_ctx_nodb(&v3);
+        X509V3_set_ctx(&v3, nullptr, nullptr, r, nullptr, 0);
+        sk_X509_EXTENSION_push(exts, X509V3_EXT_conf_nid(nullptr, &v3, NID_subject_alt_name, ("DNS:" + san).c_str()));
+        X509_REQ_add_extensions(r, exts);
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    }
+    X509_REQ_sign(r, key, md);
+    return r;
+}
+}  // namespace
+
+// p10cr exactly as OpenSSL's client sends it (OSSL_CMP_exec_certreq with a PKCS#10 CSR): no
+// certReqId in the request, -1 in the cp and in the certConf (RFC 9483 4.1.4).
+TEST_F(ErrFixture, P10crAsOpenSslSendsItIsAcceptedAndConfirmed) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c4a1", kRealm);
+    auto nk = p256();
+    const std::string id = std::string("0023a1b2c4a1.") + kRealm;
+    X509_REQ* csr = make_csr(nk.get(), id, id, EVP_sha256());
+    std::vector<X509*> chain{dev.cert.get()};
+    for (X509* x : dev.chain_ptrs()) chain.push_back(x);
+    auto o = run(dev.key.get(), dev.cert.get(), chain, nullptr, "",
+                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_p10CSR(c, csr); }, nullptr, OSSL_CMP_P10CR);
+    X509_REQ_free(csr);
+    EXPECT_TRUE(o.enrolled) << o.status_text;
+    EXPECT_EQ(o.rsp_body, 19);  // pkiConf after certConf
+    ASSERT_EQ(certs(), 1);
+    auto tx = store->find_by_transaction(tid_of(decode(wire.last_request).get())).value();
+    ASSERT_TRUE(tx.has_value());
+    EXPECT_EQ(tx->body, "p10cr");
+    EXPECT_EQ(tx->status, "confirmed");
+    EXPECT_EQ(tx->sans, id);
+    EXPECT_EQ(counter("cmp.reject.bad_request"), 0u);
+}
+
+TEST_F(ErrFixture, P10crForAForeignIdentityIsNotAuthorizedInCp) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c4a2", kRealm);
+    auto nk = p256();
+    X509_REQ* csr = make_csr(nk.get(), std::string("001122334455.") + kRealm, "", EVP_sha256());
+    std::vector<X509*> chain{dev.cert.get()};
+    for (X509* x : dev.chain_ptrs()) chain.push_back(x);
+    auto o = run(dev.key.get(), dev.cert.get(), chain, nullptr, "",
+                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_p10CSR(c, csr); }, nullptr, OSSL_CMP_P10CR);
+    X509_REQ_free(csr);
+    EXPECT_FALSE(o.enrolled);
+    EXPECT_EQ(o.rsp_body, 3);  // cp
+    EXPECT_EQ(o.fail_info, 1 << OSSL_CMP_PKIFAILUREINFO_notAuthorized) << o.status_text;
+    expect_nothing_stored();
+}
+
+TEST_F(ErrFixture, P10crWithSha1CsrSignatureIsBadAlgInCp) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c4a3", kRealm);
+    auto nk = p256();
+    const std::string id = std::string("0023a1b2c4a3.") + kRealm;
+    X509_REQ* csr = make_csr(nk.get(), id, "", EVP_sha1());
+    std::vector<X509*> chain{dev.cert.get()};
+    for (X509* x : dev.chain_ptrs()) chain.push_back(x);
+    auto o = run(dev.key.get(), dev.cert.get(), chain, nullptr, "",
+                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_p10CSR(c, csr); }, nullptr, OSSL_CMP_P10CR);
+    X509_REQ_free(csr);
+    EXPECT_FALSE(o.enrolled);
+    EXPECT_EQ(o.fail_info, 1 << OSSL_CMP_PKIFAILUREINFO_badAlg) << o.status_text;
+    EXPECT_EQ(counter("cmp.reject.weak_alg_pop"), 1u);
+    expect_nothing_stored();
+}

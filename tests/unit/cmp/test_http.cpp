@@ -58,8 +58,12 @@ int status_of(const std::string& rsp) {
 
 struct HttpFixture : ::testing::Test {
     std::unique_ptr<Store> store = std::move(open_sqlite_store(":memory:").value());
-    std::unique_ptr<Server> server = std::make_unique<Server>(lab().server_config(), *store);
+    std::unique_ptr<Server> server = std::make_unique<Server>(with_henb_profile(lab().server_config()), *store);
     std::unique_ptr<HttpServer> http;
+    static ServerConfig with_henb_profile(ServerConfig c) {
+        c.policy.profiles["henb"].name = "henb";
+        return c;
+    }
     void start(bool tls = false, const std::function<void(HttpOptions&)>& tweak = {}) {
         HttpOptions o;
         o.threads = 4;
@@ -105,6 +109,22 @@ TEST_F(HttpFixture, EnrolOverHttpOnEveryPath) {
     }
     EXPECT_EQ(certs(), 3);
     EXPECT_EQ(server->counters().get("http.ok.cmp"), 6u);  // ir + certConf each
+}
+
+// A path naming a profile the RA/CA does not have: a protected error (badRequest), nothing issued.
+TEST_F(HttpFixture, UnknownProfilePathIsBadRequest) {
+    start();
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c3ef", "henb.vendor-a.example");
+    auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
+    auto r = req(dev, k.get(), "0023a1b2c3ef.henb.vendor-a.example",
+                 "http://127.0.0.1:" + std::to_string(http->port()) + "/.well-known/cmp/p/no-such-profile");
+    r.operator_roots = {lab().operator_root.cert.get()};
+    auto e = Client::enroll(r);
+    ASSERT_FALSE(e.ok());
+    EXPECT_EQ(e.error().code(), OSSL_CMP_PKIFAILUREINFO_badRequest) << e.error().detail();
+    EXPECT_NE(e.error().detail().find("no-such-profile"), std::string::npos) << e.error().detail();
+    EXPECT_EQ(server->counters().get("cmp.reject.unknown_profile"), 1u);
+    EXPECT_EQ(certs(), 0);
 }
 
 TEST_F(HttpFixture, EnrolOverHttpsWithOperatorTlsTrust) {

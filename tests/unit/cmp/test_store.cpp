@@ -89,7 +89,7 @@ protected:
                 ASSERT_TRUE(s.ok()) << s.error().detail();
             }
             std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, transactions, crl_number, crl_state' >/dev/null 2>&1");
+                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
             ASSERT_EQ(std::system(drop.c_str()), 0);
             auto s = open_postgres_store(pg().conninfo);
             ASSERT_TRUE(s.ok()) << s.error().detail();
@@ -208,6 +208,74 @@ TEST_P(StoreTest, SurvivesReopen) {
     ASSERT_TRUE(s.ok());
     EXPECT_TRUE(*(*s)->transaction_exists(Bytes(16, 4)));
     EXPECT_EQ((*s)->kind(), "sqlite");
+}
+
+// Approval: a held request blocks its transactionID, is decided once, and each step is in the
+// hash-chained audit log.
+TEST_P(StoreTest, PendingRequestsAreDecidedOnceAndAudited) {
+    PendingRequest p;
+    p.transaction_id = Bytes(16, 0x41);
+    p.profile = "hold";
+    p.body = "ir";
+    p.subject = "CN=node";
+    p.sans = "0023a1b2c3d4.henb.vendor-a.example";
+    p.requester = "CN=vendor device #01";
+    p.request_der = Bytes{0x30, 0x03, 0x02, 0x01, 0x05};
+    p.created = 1000;
+    ASSERT_TRUE(store->record_pending(p).ok());
+    EXPECT_TRUE(*store->transaction_exists(p.transaction_id)) << "a held transactionID cannot be reused";
+    EXPECT_EQ(store->record_pending(p).error().code(), 1);
+    auto f = store->find_pending(p.transaction_id).value();
+    ASSERT_TRUE(f.has_value());
+    EXPECT_EQ(f->state, "pending");
+    EXPECT_EQ(f->request_der, p.request_der);
+    EXPECT_EQ(store->decide_pending(Bytes(16, 0x42), true, "alice", "", 1100).error().code(), 2);
+    ASSERT_TRUE(store->decide_pending(p.transaction_id, false, "alice", "unknown site", 1100).ok());
+    EXPECT_EQ(store->decide_pending(p.transaction_id, true, "bob", "", 1200).error().code(), 3) << "decided once";
+    f = store->find_pending(p.transaction_id).value();
+    EXPECT_EQ(f->state, "rejected");
+    EXPECT_EQ(f->decided_by, "alice");
+    EXPECT_EQ(f->reason, "unknown site");
+    EXPECT_EQ(f->decided_at, 1100);
+    ASSERT_TRUE(store->append_audit({0, 1300, "alice", "revoke", "0102", "CRLReason 1", {}, {}}).ok());
+    auto log = store->audit_log().value();
+    ASSERT_EQ(log.size(), 3u);
+    EXPECT_EQ(log[0].action, "hold");
+    EXPECT_EQ(log[1].action, "reject");
+    EXPECT_EQ(log[1].actor, "alice");
+    EXPECT_EQ(log[2].seq, 3);
+    EXPECT_TRUE(log[0].prev_hash.empty());
+    EXPECT_EQ(log[1].prev_hash, log[0].hash);
+    EXPECT_TRUE(verify_audit_chain(log).ok());
+    // tampering, on copies of the entries
+    auto changed = log;
+    changed[1].reason = "approved after all";
+    EXPECT_EQ(verify_audit_chain(changed).error().code(), 3);
+    auto rehashed = changed;
+    rehashed[1].hash = audit_entry_hash(rehashed[1]);  // recomputed: the successor's link breaks
+    EXPECT_EQ(verify_audit_chain(rehashed).error().code(), 2);
+    auto removed = log;
+    removed.erase(removed.begin() + 1);
+    EXPECT_EQ(verify_audit_chain(removed).error().code(), 1);
+}
+
+// Two connections (two RA/CA processes) appending at once never fork the chain.
+TEST_P(StoreTest, ConcurrentAuditAppendsKeepOneChain) {
+    std::unique_ptr<Store> other;
+    if (GetParam() == "sqlite") other = std::move(open_sqlite_store(path).value());
+    else other = std::move(open_postgres_store(pg().conninfo).value());
+    std::atomic<int> failures{0};
+    auto writer = [&](Store* st, const char* who) {
+        for (int i = 0; i < 25; ++i)
+            if (!st->append_audit({0, 2000 + i, who, "approve", std::to_string(i), "", {}, {}}).ok()) ++failures;
+    };
+    std::thread a(writer, store.get(), "a"), b(writer, other.get(), "b");
+    a.join();
+    b.join();
+    EXPECT_EQ(failures.load(), 0);
+    auto log = store->audit_log().value();
+    EXPECT_EQ(log.size(), 50u);
+    EXPECT_TRUE(verify_audit_chain(log).ok()) << verify_audit_chain(log).error().detail();
 }
 
 TEST_P(StoreTest, SerialCollisionIsCode4TransactionCollisionCode1) {

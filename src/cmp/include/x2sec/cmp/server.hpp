@@ -18,7 +18,10 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <map>
+#include <string_view>
 #include <vector>
+#include <x2sec/cmp/profile.hpp>
 #include <x2sec/cmp/store.hpp>
 #include <x2sec/common/counters.hpp>
 #include <x2sec/pki/pki.hpp>
@@ -32,6 +35,27 @@ struct ServerPolicy {
     std::vector<std::string> crl_urls;     // cRLDistributionPoints in issued certificates
     std::vector<std::string> ocsp_urls;    // authorityInfoAccess id-ad-ocsp in issued certificates
     int session_timeout_s = 300;           // unconfirmed certificates are revoked after this
+    int poll_interval_s = 5;               // checkAfter in pollRep while a request awaits approval
+    int64_t pending_timeout_s = 7 * 86400; // an in-memory polling session is dropped after this
+    // Identity policy of /.well-known/cmp and /pkix/ (dNSName = the node identity only).
+    IssuanceProfile default_profile;
+    // /.well-known/cmp/p/<name>; a request to a name not here is refused (badRequest).  "henb"
+    // (the 3GPP H(e)NB profile x2sec's node configuration points at) is built in with the
+    // default identity policy; a configured [profiles.henb] replaces it.
+    std::map<std::string, IssuanceProfile> profiles = {{"henb", henb_profile()}};
+    static IssuanceProfile henb_profile() {
+        IssuanceProfile p;
+        p.name = "henb";
+        return p;
+    }
+    // The profile a request path selects ("" = default); nullptr when unknown.
+    const IssuanceProfile* find_profile(std::string_view name) const;
+};
+
+// What the caller (HTTP layer, tests) tells the server about one request.
+struct RequestContext {
+    std::string_view profile;              // from the path; "" = the default profile
+    int64_t now = 0;                       // unix seconds of the caller's clock: the server reads no clock
 };
 
 struct ServerConfig {
@@ -61,11 +85,15 @@ public:
     // One DER PKIMessage in, one DER PKIMessage out.  An Error only when the input is not a
     // PKIMessage at all (the HTTP layer answers 400); every CMP-level failure is a response.
     // Thread-safe: transactions are independent.
+    Result<Bytes> handle(BytesView request_der, const RequestContext& rc);
+    // The default profile at the system clock's time (tests, tools; the one clock read).
     Result<Bytes> handle(BytesView request_der);
 
-    // Current CRL of the issuing CA (DER), regenerated when revocations changed.
+    // Current CRL of the issuing CA (DER) at `now`, regenerated when revocations changed.
+    Result<Bytes> crl_der(int64_t now);
     Result<Bytes> crl_der();
     // Revocation by the operator (CLI / tests), same bookkeeping as an rr.
+    Status revoke(BytesView serial, int reason, int64_t now);
     Status revoke(BytesView serial, int reason);
 
     Counters& counters() { return m_counters; }

@@ -37,6 +37,32 @@ struct StoreCounts {
     int64_t revoked = 0;
 };
 
+// A certificate request held for an operator's decision (profile approval = "manual").
+struct PendingRequest {
+    Bytes transaction_id;
+    std::string profile;     // "" = default profile
+    std::string body;        // "ir", "cr", "p10cr", "kur"
+    std::string subject, sans, requester;
+    Bytes request_der;       // the original PKIMessage: any instance can answer the polls
+    int64_t created = 0;
+    std::string state;       // "pending" -> "approved" | "rejected"; "approved" -> "issued"
+    std::string decided_by, reason;
+    int64_t decided_at = 0;
+};
+
+// One entry of the append-only audit log.  hash = SHA-256 over prev_hash and the fields
+// (audit_entry_hash); each entry carries its predecessor's hash, so a rewritten or removed
+// entry breaks the chain (verify_audit_chain).
+struct AuditEntry {
+    int64_t seq = 0;         // 1, 2, ... assigned by the store
+    int64_t at = 0;
+    std::string actor, action, object, reason;
+    Bytes prev_hash, hash;
+};
+Bytes audit_entry_hash(const AuditEntry& e);  // over seq, at, actor, action, object, reason, prev_hash
+// Ok, or an Error naming the first entry whose hash, predecessor link or sequence is wrong.
+Status verify_audit_chain(const std::vector<AuditEntry>& entries);
+
 class Store {
 public:
     virtual ~Store() = default;
@@ -52,11 +78,26 @@ public:
     virtual Result<std::optional<CertRecord>> find_by_transaction(BytesView tid) = 0;
     // Error code 2 when the serial is unknown, 3 when it is already revoked.
     virtual Status revoke(BytesView serial, int reason, int64_t when) = 0;
+    // Every certificate, oldest first (x2sec ca list).
+    virtual Result<std::vector<CertRecord>> list_certificates() = 0;
     virtual Result<std::vector<pki::Revoked>> revoked() = 0;
     virtual Result<StoreCounts> counts() = 0;
     virtual Result<int64_t> next_crl_number() = 0;
     virtual std::string kind() const = 0;
 
+    // Approval (RFC 9483 5.1.4 polling).  record_pending fails with code 1 when the
+    // transactionID is already known; transaction_exists also sees pending requests.
+    virtual Status record_pending(const PendingRequest& p) = 0;
+    virtual Result<std::optional<PendingRequest>> find_pending(BytesView tid) = 0;
+    virtual Result<std::vector<PendingRequest>> list_pending() = 0;
+    // pending -> approved/rejected, and the audit entry, in one transaction.  Code 2: unknown
+    // transactionID, 3: already decided.
+    virtual Status decide_pending(BytesView tid, bool approve, const std::string& actor, const std::string& reason,
+                                  int64_t when) = 0;
+    virtual Status set_pending_state(BytesView tid, const std::string& state) = 0;
+    // Appends one entry (seq and hashes filled in, under the store's write lock).
+    virtual Status append_audit(const AuditEntry& e) = 0;
+    virtual Result<std::vector<AuditEntry>> audit_log() = 0;
     // --- shared by several instances (issue 13 item 4)
     // Certificates still `unconfirmed` whose transaction began before `before` (their RA/CA
     // session has ended: timed out, or its process died): status `unconfirmed-timeout`, revoked

@@ -52,6 +52,7 @@ struct IssueRequest {
     EVP_PKEY* public_key = nullptr;       // borrowed (a private key works as well)
     std::vector<std::string> dns;         // subjectAltName dNSName
     std::vector<std::string> ips;         // subjectAltName iPAddress (text form)
+    std::vector<std::string> uris;        // subjectAltName uniformResourceIdentifier
     int64_t validity_days = 365;
     std::optional<int64_t> not_before;    // unix seconds; default now - 60 s
     std::optional<int64_t> not_after;     // overrides validity_days
@@ -63,6 +64,10 @@ struct IssueRequest {
 // Issues a certificate signed by issuer_key; issuer_cert null means self-signed (the subject
 // is the issuer, the key signs itself).  SHA-256 for P-256/RSA, SHA-384 for P-384.
 Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EVP_PKEY* issuer_key);
+// subjectAltName value syntax accepted by issue_certificate: a dNSName of letters, digits,
+// '-', '.' (and '*'), at most 253 octets; an absolute URI (scheme ':' ...) of printable ASCII.
+bool valid_dns_name(std::string_view d);
+bool valid_uri(std::string_view u);
 
 // 16 random bytes with the top bit cleared (positive, non-zero): RFC 5280 4.1.2.2.
 Bytes random_serial();
