@@ -597,7 +597,10 @@ TEST_F(AdversarialResponder, WidenedSelectorsInAResponseAreNotInstalled) {
     auto pl = child_answer(*a, *req);
     pl[2] = Attacker::ts(true, {TrafficSelector::from_prefix(IpAddress::v4(0, 0, 0, 0), 0)});
     pl[3] = Attacker::ts(false, {TrafficSelector::from_prefix(IpAddress::v4(0, 0, 0, 0), 0)});
+    uint64_t before = d.counter_family("ike.rx.ts_unacceptable");
     answer(*a, *req, pl);
+    // Checked once the daemon has processed the answer (not before: that would pass vacuously).
+    EXPECT_EQ(d.wait_counter_family("ike.rx.ts_unacceptable", before + 1), before + 1);
     d.expect_alive();
     EXPECT_FALSE(any_child_with_ts("0.0.0.0/0"))
         << "the daemon installed selectors the responder widened (needs h-ike: initiator-side subset check)";
@@ -609,7 +612,9 @@ TEST_F(AdversarialResponder, UnofferedTransformInAResponseIsNotInstalled) {
     ASSERT_TRUE(req.has_value());
     auto pl = child_answer(*a, *req);
     pl[0] = Attacker::esp_sa(0xb0000002, 12, 256);  // AES-CBC-256/HMAC-SHA256, never offered
+    uint64_t before = d.counter_family("ike.rx.no_proposal_chosen");
     answer(*a, *req, pl);
+    EXPECT_EQ(d.wait_counter_family("ike.rx.no_proposal_chosen", before + 1), before + 1);
     d.expect_alive();
     for (const auto& s : d.sas())
         for (const auto& c : s["children"])
