@@ -8,6 +8,7 @@
 //   - that the daemon is alive: its loop runs and the control socket answers list-sas and events.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -88,6 +89,20 @@ public:
         for (const auto& [k, v] : (*r)["counters"].items())
             if (k == name || k.rfind(name + ".", 0) == 0) sum += v.get<uint64_t>();
         return sum;
+    }
+    // Waits, bounded, until counter_family(name) reaches `want`, and returns its value then (or
+    // ~0 once the daemon does not answer).  A datagram the attacker sent is processed some time
+    // after its send() returned: loopback delivery runs in softirq context, which a loaded machine
+    // defers to ksoftirqd, so a later control request (a unix socket, delivered at once) can be
+    // served first.  A response the daemon does not answer gives no other point to wait for.
+    uint64_t wait_counter_family(const std::string& name, uint64_t want, int timeout_ms = 10000) {
+        auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        uint64_t v = counter_family(name);
+        while (v < want && v != ~0ull && std::chrono::steady_clock::now() < until) {
+            ::usleep(10'000);
+            v = counter_family(name);
+        }
+        return v;
     }
     json sas() {
         auto r = ctl({{"cmd", "list-sas"}});
@@ -547,10 +562,11 @@ TEST_F(AdversarialResponder, ChildRekeyResponsesWithMissingPayloadsFailTheRekeyN
         uint64_t before = d.counter_family("ike.rx.invalid_syntax");
         answer(*a, *req, without(child_answer(*a, *req), missing));
         // The daemon counts it and does not crash (issue 11: a missing Nonce was a SIGSEGV).
+        uint64_t after = d.wait_counter_family("ike.rx.invalid_syntax", before + 1);
         d.expect_alive();
         if (HasFatalFailure()) return;
-        EXPECT_EQ(d.counter_family("ike.rx.invalid_syntax"), before + 1)
-            << "a CREATE_CHILD_SA response without " << w::to_string(missing) << " must count as invalid_syntax";
+        EXPECT_EQ(after, before + 1) << "a CREATE_CHILD_SA response without " << w::to_string(missing)
+                                     << " must count as invalid_syntax";
         EXPECT_FALSE(any_child_with_ts("0.0.0.0/0"));
         // Nothing of the failed rekey is installed: at most the old "x2".
         EXPECT_LE(children(), 1u);
@@ -568,8 +584,9 @@ TEST_F(AdversarialResponder, IkeRekeyResponseWithoutKeFailsTheRekeyNotTheDaemon)
     prop.spi = Bytes(8, 0x77);
     uint64_t before = d.counter_family("ike.rx.invalid_syntax");
     answer(*a, *req, {{PT::SA, false, w::SaPayload{{prop}}}, a->nonce()});  // no KE
+    uint64_t after = d.wait_counter_family("ike.rx.invalid_syntax", before + 1);
     d.expect_alive();
-    EXPECT_EQ(d.counter_family("ike.rx.invalid_syntax"), before + 1);
+    EXPECT_EQ(after, before + 1);
     EXPECT_EQ(d.sas().size(), 1u) << "a half-done IKE rekey left another IKE SA";
 }
 
@@ -580,7 +597,10 @@ TEST_F(AdversarialResponder, WidenedSelectorsInAResponseAreNotInstalled) {
     auto pl = child_answer(*a, *req);
     pl[2] = Attacker::ts(true, {TrafficSelector::from_prefix(IpAddress::v4(0, 0, 0, 0), 0)});
     pl[3] = Attacker::ts(false, {TrafficSelector::from_prefix(IpAddress::v4(0, 0, 0, 0), 0)});
+    uint64_t before = d.counter_family("ike.rx.ts_unacceptable");
     answer(*a, *req, pl);
+    // Checked once the daemon has processed the answer (not before: that would pass vacuously).
+    EXPECT_EQ(d.wait_counter_family("ike.rx.ts_unacceptable", before + 1), before + 1);
     d.expect_alive();
     EXPECT_FALSE(any_child_with_ts("0.0.0.0/0"))
         << "the daemon installed selectors the responder widened (needs h-ike: initiator-side subset check)";
@@ -592,7 +612,9 @@ TEST_F(AdversarialResponder, UnofferedTransformInAResponseIsNotInstalled) {
     ASSERT_TRUE(req.has_value());
     auto pl = child_answer(*a, *req);
     pl[0] = Attacker::esp_sa(0xb0000002, 12, 256);  // AES-CBC-256/HMAC-SHA256, never offered
+    uint64_t before = d.counter_family("ike.rx.no_proposal_chosen");
     answer(*a, *req, pl);
+    EXPECT_EQ(d.wait_counter_family("ike.rx.no_proposal_chosen", before + 1), before + 1);
     d.expect_alive();
     for (const auto& s : d.sas())
         for (const auto& c : s["children"])
