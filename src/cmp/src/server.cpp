@@ -127,6 +127,10 @@ struct Server::Impl {
     Counters& counters;
     pki::CertStackPtr ra_untrusted;
     std::vector<X509*> vendor_anchors, operator_anchors, operator_untrusted;
+    // Trust stores built once from the configuration (which a Server never changes: a new
+    // configuration is a new Server) and only read afterwards, so the worker threads share
+    // them; each verification uses its own X509_STORE_CTX (pki::verify_chain).
+    pki::StorePtr vendor_store, operator_store;
     std::mutex sessions_mu;
     std::map<Bytes, std::shared_ptr<Session>> sessions;
     std::mutex crl_mu;
@@ -144,6 +148,8 @@ struct Server::Impl {
         operator_anchors.push_back(cfg.operator_root());
         operator_untrusted.push_back(cfg.ca_cert.get());
         for (auto& x : cfg.ca_chain) operator_untrusted.push_back(x.get());
+        vendor_store = pki::make_trust_store(vendor_anchors);
+        operator_store = pki::make_trust_store(operator_anchors);
     }
 
     std::vector<X509*> issued_chain() const {  // issuing CA up to the operator root
@@ -693,8 +699,8 @@ std::shared_ptr<Session> Server::Impl::resume_pending(X509* signer, const std::v
     const IssuanceProfile* prof = cfg.policy.find_profile(pr.profile);
     if (!prof) return nullptr;
     bool op = pr.body == "kur";
-    auto chain = op ? pki::verify_chain(signer, operator_anchors, operator_untrusted, now)
-                    : pki::verify_chain(signer, vendor_anchors, untrusted, now);
+    auto chain = op ? pki::verify_chain(signer, operator_store.get(), operator_untrusted, now)
+                    : pki::verify_chain(signer, vendor_store.get(), untrusted, now);
     if (!chain.ok()) return nullptr;
     std::lock_guard lk(sessions_mu);
     if (auto it = sessions.find(tid); it != sessions.end()) return it->second;
@@ -917,11 +923,11 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
         if (bt == kIr || bt == kKur) im.purge_expired(now);
         bool want_operator = bt == kKur || bt == kRr;
         SignerKind kind = SignerKind::None;
-        auto first = want_operator ? pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted, now)
-                                   : pki::verify_chain(signer, im.vendor_anchors, untrusted, now);
+        auto first = want_operator ? pki::verify_chain(signer, im.operator_store.get(), im.operator_untrusted, now)
+                                   : pki::verify_chain(signer, im.vendor_store.get(), untrusted, now);
         if (first.ok())
             kind = want_operator ? SignerKind::Operator : SignerKind::Vendor;
-        else if (bt == kGenm && pki::verify_chain(signer, im.operator_anchors, im.operator_untrusted, now).ok())
+        else if (bt == kGenm && pki::verify_chain(signer, im.operator_store.get(), im.operator_untrusted, now).ok())
             kind = SignerKind::Operator;
         if (kind == SignerKind::None)
             return refuse(OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,

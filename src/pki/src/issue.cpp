@@ -278,13 +278,22 @@ std::string describe(X509* x) {
     return out;
 }
 
-Status verify_chain(X509* leaf, const std::vector<X509*>& anchors, const std::vector<X509*>& untrusted,
-                    int64_t unix_time) {
+StorePtr make_trust_store(const std::vector<X509*>& anchors) {
     StorePtr store(X509_STORE_new());
     for (X509* a : anchors) X509_STORE_add_cert(store.get(), a);
+    return store;
+}
+
+Status verify_chain(X509* leaf, const std::vector<X509*>& anchors, const std::vector<X509*>& untrusted,
+                    int64_t unix_time) {
+    auto store = make_trust_store(anchors);
+    return verify_chain(leaf, store.get(), untrusted, unix_time);
+}
+
+Status verify_chain(X509* leaf, X509_STORE* store, const std::vector<X509*>& untrusted, int64_t unix_time) {
     auto sk = make_stack(untrusted);
     std::unique_ptr<X509_STORE_CTX, OsslFree> ctx(X509_STORE_CTX_new());
-    X509_STORE_CTX_init(ctx.get(), store.get(), leaf, sk.get());
+    X509_STORE_CTX_init(ctx.get(), store, leaf, sk.get());
     if (unix_time) X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(unix_time));
     if (X509_verify_cert(ctx.get()) == 1) return ok_status();
     int err = X509_STORE_CTX_get_error(ctx.get());

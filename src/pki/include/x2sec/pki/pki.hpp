@@ -93,6 +93,11 @@ bool public_keys_equal(X509* x, EVP_PKEY* key);
 // the certificate and the reason.
 Status verify_chain(X509* leaf, const std::vector<X509*>& anchors,
                     const std::vector<X509*>& untrusted, int64_t unix_time = 0);
+// The same against a trust store built once (make_trust_store) and shared: X509_STORE is
+// only read during verification (a fresh X509_STORE_CTX per call), so threads may share it
+// as long as nobody adds to it.
+StorePtr make_trust_store(const std::vector<X509*>& anchors);
+Status verify_chain(X509* leaf, X509_STORE* store, const std::vector<X509*>& untrusted, int64_t unix_time = 0);
 
 // ---------------------------------------------------------------- CRL
 struct Revoked {
