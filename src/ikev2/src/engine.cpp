@@ -23,6 +23,7 @@ EngineImpl::EngineImpl(EngineConfig config, ChildSaBackend& backend, Rng& rng)
         m_hard_expired.push_back(spi);
     };
     m_backend.set_events(std::move(ev));
+    m_peer_index.rebuild(m_config.peers);
 }
 
 int64_t EngineImpl::unix_now() const {
@@ -739,7 +740,6 @@ void EngineImpl::release_setup_state(IkeSa& sa) {
     Bytes().swap(sa.init_req);
     Bytes().swap(sa.init_resp);
     Bytes().swap(sa.cookie);
-    std::vector<size_t>().swap(sa.candidates);
 }
 
 void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, const Checked& in, Millis now) {
@@ -1186,13 +1186,24 @@ Status EngineImpl::send_dpd(uint64_t id, Millis now) {
 }
 
 Status EngineImpl::update_peer(const PeerConfig& p) {
-    for (auto& existing : m_config.peers)
-        if (existing.name == p.name) {
-            existing = p;
-            m_log->info("peer {}: configuration and credentials replaced", p.name);
-            return {};
-        }
+    if (auto i = m_peer_index.by_name(p.name)) {
+        PeerConfig old;  // only what the index keys on (no credentials copied)
+        const auto& cur = m_config.peers[*i];
+        old.name = cur.name;
+        old.remote_id = cur.remote_id;
+        old.local_addr = cur.local_addr;
+        old.remote_addr = cur.remote_addr;
+        old.local_port = cur.local_port;
+        old.remote_port = cur.remote_port;
+        old.local_natt_port = cur.local_natt_port;
+        old.remote_natt_port = cur.remote_natt_port;
+        m_config.peers[*i] = p;
+        m_peer_index.add(m_config.peers, *i, &old);
+        m_log->info("peer {}: configuration and credentials replaced", p.name);
+        return {};
+    }
     m_config.peers.push_back(p);
+    m_peer_index.add(m_config.peers, m_config.peers.size() - 1);
     return {};
 }
 

@@ -20,6 +20,7 @@
 
 #include "sa/child_sa_table.hpp"
 #include "sa/ike_sa.hpp"
+#include "sa/peer_index.hpp"
 #include "tasks/task.hpp"
 
 namespace x2sec::ike {
@@ -44,6 +45,7 @@ public:
 
     // used by tasks
     EngineConfig m_config;
+    PeerIndex m_peer_index;  // over m_config.peers, kept by the constructor and update_peer
     ChildSaBackend& m_backend;
     Rng& m_rng;
     Counters m_counters;
@@ -196,8 +198,12 @@ public:
     void enforce_unique(IkeSa& sa, bool initial_contact, Millis now);
 
     // responder handlers
-    // IKE_AUTH responder: re-select sa.peer_idx among sa.candidates by IDi (and IDr).
+    // IKE_AUTH responder: re-select sa.peer_idx by IDi (and IDr) among the configs whose
+    // addresses matched the IKE_SA_INIT (sa.candidate_local / candidate_remote).
     Status select_peer(IkeSa& sa, const wire::Checked& in);
+    // The address score of peers[i] for a datagram local <- remote (higher is better), or -1
+    // if its addresses do not match.
+    int address_score(const PeerConfig& p, const Endpoint& local, const Endpoint& remote) const;
     void respond_ike_auth(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
     void respond_create_child(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
     void respond_rekey_ike(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);

@@ -56,6 +56,7 @@ IkeRuntime::IkeRuntime(const ike::EngineConfig& config, std::unique_ptr<EngineAp
       m_engine(*m_engine_ptr) {}
 
 IkeRuntime::~IkeRuntime() {
+    for (const auto& c : m_control_conns) ::close(c.fd);
     for (int fd : {m_wake_fd, m_signal_fd, m_control_fd})
         if (fd >= 0) ::close(fd);
     if (m_control_fd >= 0 && !m_opts.control_socket.empty()) ::unlink(m_opts.control_socket.c_str());
@@ -335,41 +336,106 @@ nlohmann::json IkeRuntime::extra_command(const std::function<Status()>& run) {
     return st ? nlohmann::json{{"ok", true}} : nlohmann::json{{"ok", false}, {"error", st.error().detail()}};
 }
 
-void IkeRuntime::serve_control(int fd) {
-    // Clients are local tools sending one small request: serve synchronously, bounded by timeouts.
-    timeval tv{2, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    auto req = read_frame(fd, 64 * 1024);
-    if (!req) {
-        m_counters.inc("runtime.control.bad_request");
-        logger()->debug("control request: {}", req.error().detail());
-        return;
-    }
+std::string IkeRuntime::control_reply(const std::string& request) {
     // No exception may leave here: it would end the daemon (and every tunnel with it).
-    std::string out;
     try {
-        auto j = nlohmann::json::parse(*req, nullptr, false);
+        auto j = nlohmann::json::parse(request, nullptr, false);
         if (j.is_discarded()) m_counters.inc("runtime.control.bad_request");
         nlohmann::json reply =
             j.is_discarded() ? nlohmann::json{{"ok", false}, {"error", "request is not JSON"}} : handle_control(j);
-        out = control_dump(reply);
+        return control_dump(reply);
     } catch (const std::exception& e) {
         m_counters.inc("runtime.control.error");
         logger()->error("control request failed: {}", e.what());
-        out = control_dump(nlohmann::json{{"ok", false}, {"error", std::string("internal error: ") + e.what()}});
+        return control_dump(nlohmann::json{{"ok", false}, {"error", std::string("internal error: ") + e.what()}});
     }
-    if (auto st = write_frame(fd, out); !st) logger()->debug("control reply: {}", st.error().detail());
 }
 
-void IkeRuntime::accept_control() {
+bool IkeRuntime::service_control(ControlConn& c) {
+    constexpr size_t kMaxRequest = 64 * 1024;
+    if (!c.replying) {
+        for (;;) {
+            char buf[4096];
+            ssize_t r = ::recv(c.fd, buf, sizeof buf, 0);
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+                m_counters.inc("runtime.control.bad_request");
+                logger()->debug("control request: read: {}", std::strerror(errno));
+                return false;
+            }
+            if (r == 0) {
+                m_counters.inc("runtime.control.bad_request");
+                logger()->debug("control request: closed after {} octets", c.in.size());
+                return false;
+            }
+            c.in.append(buf, static_cast<size_t>(r));
+            if (c.in.size() >= 4) break;
+        }
+        if (c.in.size() < 4) return true;
+        auto u = [&](size_t i) { return static_cast<size_t>(static_cast<uint8_t>(c.in[i])); };
+        size_t n = (u(0) << 24) | (u(1) << 16) | (u(2) << 8) | u(3);
+        if (n > kMaxRequest) {
+            m_counters.inc("runtime.control.bad_request");
+            logger()->debug("control request of {} octets exceeds the limit", n);
+            return false;
+        }
+        // Read the rest of the frame as far as it has arrived.
+        while (c.in.size() < 4 + n) {
+            char buf[4096];
+            ssize_t r = ::recv(c.fd, buf, std::min(sizeof buf, 4 + n - c.in.size()), 0);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+            if (r <= 0) {
+                m_counters.inc("runtime.control.bad_request");
+                return false;
+            }
+            c.in.append(buf, static_cast<size_t>(r));
+        }
+        std::string payload = control_reply(c.in.substr(4, n));
+        if (payload.size() > kMaxControlFrame) {
+            m_counters.inc("runtime.control.error");
+            payload = control_dump(nlohmann::json{{"ok", false}, {"error", "reply too large"}});
+        }
+        uint32_t len = static_cast<uint32_t>(payload.size());
+        c.out = {char(len >> 24), char(len >> 16), char(len >> 8), char(len)};
+        c.out += payload;
+        c.replying = true;
+        std::string().swap(c.in);
+    }
+    while (c.sent < c.out.size()) {
+        ssize_t w = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;  // the loop polls for POLLOUT
+        if (w < 0) {
+            logger()->debug("control reply: {}", std::strerror(errno));
+            return false;
+        }
+        c.sent += static_cast<size_t>(w);
+    }
+    return false;  // reply written
+}
+
+void IkeRuntime::accept_control(Millis now) {
+    constexpr size_t kMaxControlClients = 16;
+    constexpr Millis kControlDeadlineMs = 5000;
     for (;;) {
-        int fd = ::accept4(m_control_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        int fd = ::accept4(m_control_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) return;
-        int fl = ::fcntl(fd, F_GETFL);
-        ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-        serve_control(fd);
-        ::close(fd);
+        if (m_control_conns.size() >= kMaxControlClients) {
+            m_counters.inc("runtime.control.refused");
+            logger()->warn("control socket: {} clients already connected; refusing another (runtime.control.refused)",
+                           kMaxControlClients);
+            ::close(fd);
+            continue;
+        }
+        ControlConn c;
+        c.fd = fd;
+        c.deadline = now + kControlDeadlineMs;
+        if (service_control(c))
+            m_control_conns.push_back(std::move(c));
+        else
+            ::close(fd);
     }
 }
 
@@ -413,6 +479,7 @@ int IkeRuntime::run() {
         Millis timeout = kMaxPollMs;
         if (auto dl = m_engine.next_deadline()) timeout = std::clamp<Millis>(*dl - now, 0, kMaxPollMs);
         if (m_stopping) timeout = std::min<Millis>(timeout, std::max<Millis>(0, m_stop_deadline - now));
+        for (const auto& c : m_control_conns) timeout = std::min<Millis>(timeout, std::max<Millis>(0, c.deadline - now));
 
         fds.clear();
         fds.push_back({m_wake_fd, POLLIN, 0});
@@ -427,11 +494,34 @@ int IkeRuntime::run() {
                 fds.push_back({t->poll_fd(), POLLIN, 0});
                 polled_natt.push_back(t.get());
             }
+        size_t first_ctl = fds.size();
+        for (const auto& c : m_control_conns) fds.push_back({c.fd, static_cast<short>(c.replying ? POLLOUT : POLLIN), 0});
         int n = ::poll(fds.data(), fds.size(), static_cast<int>(timeout));
         if (n < 0) {
             if (errno == EINTR) continue;
             logger()->error("poll: {}", std::strerror(errno));
             return 1;
+        }
+        {
+            // Control connections: progress where the socket is ready, close the finished and
+            // those past their deadline (runtime.control.timeout).
+            Millis t = m_clock.now();
+            std::vector<ControlConn> keep;
+            for (size_t k = 0; k < m_control_conns.size(); ++k) {
+                auto& c = m_control_conns[k];
+                bool alive = true;
+                if (n > 0 && fds[first_ctl + k].revents != 0) alive = service_control(c);
+                if (alive && t >= c.deadline) {
+                    m_counters.inc("runtime.control.timeout");
+                    logger()->debug("control client: deadline passed {}, closing", c.replying ? "writing" : "reading");
+                    alive = false;
+                }
+                if (alive)
+                    keep.push_back(std::move(c));
+                else
+                    ::close(c.fd);
+            }
+            m_control_conns.swap(keep);
         }
         if (n == 0) continue;
         size_t i = 0;
@@ -450,7 +540,7 @@ int IkeRuntime::run() {
                 m_stop_requested = true;
             }
         }
-        if (m_control_fd >= 0 && (fds[i++].revents & POLLIN)) accept_control();
+        if (m_control_fd >= 0 && (fds[i++].revents & POLLIN)) accept_control(m_clock.now());
         for (size_t k = 0; k < m_ike_sockets.size(); ++k) {
             if (!(fds[first_ike + k].revents & POLLIN)) continue;
             for (int burst = 0; burst < 64; ++burst) {

@@ -623,3 +623,35 @@ TEST(IkeRuntime, PostRunsOnTheLoopWithoutBlocking) {
     EXPECT_EQ(loop_id, h.thread.get_id());
     EXPECT_EQ(h.on_loop([](FakeEngine& e) { return e.initiated; }), std::vector<std::string>{"from-dataplane"});
 }
+
+// A client that connects, asks for a big list-sas and never reads the reply (and one that
+// connects and never sends) must not stop the loop: the next request is still answered at once.
+TEST(IkeRuntime, UnreadControlClientDoesNotBlockTheLoop) {
+    RuntimeOptions opts;
+    std::string dir = temp_dir("ctl-stall");
+    opts.control_socket = dir + "/ctl.sock";
+    Harness h(opts, [](FakeEngine& e) {
+        for (uint64_t i = 1; i <= 10000; ++i) e.sas.push_back(sample_sa(i));
+    });
+    auto connect_raw = [&] {
+        int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::strncpy(sa.sun_path, opts.control_socket.c_str(), sizeof sa.sun_path - 1);
+        EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+        return fd;
+    };
+    int silent = connect_raw();
+    int stalled = connect_raw();
+    int rcv = 4096;
+    ::setsockopt(stalled, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    ASSERT_TRUE(write_frame(stalled, control_dump({{"cmd", "list-sas"}})).ok());
+    // Many megabytes are pending for `stalled`; the loop must still answer (well within the
+    // client's own 2 s timeout, which fails this test if the loop were blocked in a write).
+    for (int k = 0; k < 3; ++k) {
+        auto r = control_request(opts.control_socket, {{"cmd", "counters"}}, 2000);
+        ASSERT_TRUE(r.ok()) << k << ": " << r.error().detail();
+    }
+    ::close(silent);
+    ::close(stalled);
+}

@@ -116,9 +116,10 @@ public:
     IkeRekeyState rekey;
     uint64_t rekeyed_from = 0;       // the old IKE SA this one replaced
     uint64_t children_moved_to = 0;  // the IKE SA that took over this one's children (rekey)
-    // Responder: the peer configs whose addresses (and ports) matched the IKE_SA_INIT, best
-    // first; IKE_AUTH re-selects peer_idx among them by IDi / IDr.
-    std::vector<size_t> candidates;
+    // Responder: the endpoints the IKE_SA_INIT came on; the peer configs whose addresses (and
+    // ports) match them are the candidates IKE_AUTH re-selects peer_idx among by IDi / IDr.
+    bool has_candidates = false;
+    Endpoint candidate_local, candidate_remote;
     // Responder, while half-open: the source address counted in m_half_open_by_source.
     std::string half_open_source;
     // INVALID_MESSAGE_ID notifies (RFC 7296 2.3): when we last sent one, and whether one is

@@ -229,47 +229,61 @@ void EngineImpl::enforce_unique(IkeSa& sa, bool initial_contact, Millis now) {
 // remote_id is the peer's IDi (an unset remote_id matches any IDi, ranking below an exact
 // match), preferring a local_id equal to the IDr the initiator sent, then the IKE_SA_INIT order.
 Status EngineImpl::select_peer(IkeSa& sa, const Checked& in) {
-    if (sa.candidates.empty()) return {};  // not from IKE_SA_INIT (cannot happen): keep peer_idx
+    if (!sa.has_candidates) return {};  // not from IKE_SA_INIT (cannot happen): keep peer_idx
     Identity idi = identity_of(in.get<IdPayload>(PayloadType::IDi));
     std::optional<Identity> idr;
     if (const auto* idr_p = in.find<IdPayload>(PayloadType::IDr)) idr = identity_of(*idr_p);
+    // Only the configs that can match IDi are looked at (PeerIndex): those requiring exactly it
+    // and those requiring none.  Best is the lowest (rank, -address score, configuration order),
+    // which is what walking the address-ranked candidates in order and keeping the first of the
+    // lowest rank chose.
     std::optional<size_t> best;
-    int best_rank = 0;
-    std::string names, no_proposal;
-    for (size_t i : sa.candidates) {
+    int best_rank = 0, best_score = 0;
+    std::string no_proposal;
+    auto consider = [&](size_t i, bool exact) {
         const auto& c = m_config.peers[i];
-        names += (names.empty() ? "" : ", ") + c.name;
-        int rank = 0;
-        if (c.remote_id) {
-            if (!(*c.remote_id == idi)) continue;
-        } else {
-            rank += 2;
-        }
+        int score = address_score(c, sa.candidate_local, sa.candidate_remote);
+        if (score < 0) return;
+        int rank = exact ? 0 : 2;
         // Like strongSwan: a candidate that would not have accepted the IKE proposal chosen at
         // IKE_SA_INIT (by the best address match) is ignored.
         if (!proposals_allow(c.ike_proposals, sa.algs)) {
             no_proposal += (no_proposal.empty() ? "" : ", ") + c.name;
-            continue;
+            return;
         }
         if (idr && !(c.local_id == *idr)) rank += 1;
-        if (!best || rank < best_rank) {
+        if (!best || rank < best_rank || (rank == best_rank && (score > best_score || (score == best_score && i < *best)))) {
             best = i;
             best_rank = rank;
+            best_score = score;
         }
-    }
+    };
+    for (size_t i : m_peer_index.by_remote_id(idi)) consider(i, true);
+    for (size_t i : m_peer_index.any_remote_id()) consider(i, false);
+    // For the error messages only: the address candidates' names (at most 8).
+    auto candidate_names = [&] {
+        std::string names;
+        size_t n = 0;
+        for (size_t i = 0; i < m_config.peers.size(); ++i) {
+            if (address_score(m_config.peers[i], sa.candidate_local, sa.candidate_remote) < 0) continue;
+            if (n++ < 8) names += (names.empty() ? "" : ", ") + m_config.peers[i].name;
+        }
+        if (n > 8) names += ", and " + std::to_string(n - 8) + " more";
+        return names;
+    };
     if (!best && !no_proposal.empty()) {
         sa.remote_id_text = idi.to_string();
         m_counters.inc("ike.auth.proposal_mismatch");
         return Error(ErrorDomain::Ike, auth_failure::ProposalMismatch,
                      "peer config(s) " + no_proposal + " for identity " + idi.to_string() + " from " +
-                         sa.remote.to_string() + " do not accept the IKE proposal " + ike_algs_name(sa.algs) + " chosen at IKE_SA_INIT (candidates: " + names + ")");
+                         sa.remote.to_string() + " do not accept the IKE proposal " + ike_algs_name(sa.algs) + " chosen at IKE_SA_INIT (candidates: " + candidate_names() + ")");
     }
     if (!best) {
         sa.remote_id_text = idi.to_string();
         m_counters.inc("ike.auth.no_peer_config");
         return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::IdMismatch),
                      "no peer config for identity " + idi.to_string() + " from " + sa.remote.to_string() +
-                         " (candidates: " + names + ")");
+                         " (candidates: " + candidate_names() + ")");
     }
     if (*best != sa.peer_idx) {
         m_log->info("IKE SA #{}: peer config {} selected for {} (was {})", sa.id, m_config.peers[*best].name,

@@ -27,6 +27,19 @@ bool addr_matches(const IpAddress& configured, const IpAddress& actual) {
 
 }  // namespace
 
+int EngineImpl::address_score(const PeerConfig& p, const Endpoint& local, const Endpoint& remote) const {
+    if (!addr_matches(p.remote_addr, remote.addr) || !addr_matches(p.local_addr, local.addr)) return -1;
+    auto port_ok = [](uint16_t actual, uint16_t port, uint16_t natt) {
+        return port == 0 || actual == port || actual == natt;
+    };
+    int score = 0;
+    if (port_ok(remote.port, p.remote_port, p.remote_natt_port)) score += 8;
+    if (port_ok(local.port, p.local_port, p.local_natt_port)) score += 4;
+    if (!addr_matches(p.remote_addr, IpAddress{}) || !addr_matches(p.remote_addr, IpAddress{true, {}})) score += 2;
+    if (!addr_matches(p.local_addr, IpAddress{}) || !addr_matches(p.local_addr, IpAddress{true, {}})) score += 1;
+    return score;
+}
+
 std::vector<Payload> EngineImpl::natd_payloads(const IkeSa& sa, const Endpoint& local, const Endpoint& remote) const {
     std::vector<Payload> out;
     Bytes src = peer(sa).force_encap ? const_cast<Rng&>(m_rng).bytes(20) : natd_hash(sa.spi_i, sa.spi_r, local);
@@ -169,27 +182,20 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
     // or the NAT-T port also match; a NAT may change the source port, so a port mismatch only
     // ranks lower), then specific addresses before wildcards, then configuration order.
     // IKE_AUTH re-selects among them by identity (select_peer).
-    std::vector<size_t> candidates;
-    {
-        std::vector<std::pair<int, size_t>> ranked;
-        for (size_t i = 0; i < m_config.peers.size(); ++i) {
-            const auto& p = m_config.peers[i];
-            if (!addr_matches(p.remote_addr, d.remote.addr) || !addr_matches(p.local_addr, d.local.addr)) continue;
-            auto port_ok = [](uint16_t actual, uint16_t port, uint16_t natt) {
-                return port == 0 || actual == port || actual == natt;
-            };
-            int score = 0;
-            if (port_ok(d.remote.port, p.remote_port, p.remote_natt_port)) score += 8;
-            if (port_ok(d.local.port, p.local_port, p.local_natt_port)) score += 4;
-            if (!addr_matches(p.remote_addr, IpAddress{}) || !addr_matches(p.remote_addr, IpAddress{true, {}})) score += 2;
-            if (!addr_matches(p.local_addr, IpAddress{}) || !addr_matches(p.local_addr, IpAddress{true, {}})) score += 1;
-            ranked.emplace_back(-score, i);
-        }
-        std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-        for (const auto& [score, i] : ranked) candidates.push_back(i);
-    }
+    // Ranked over address classes (PeerIndex), not over every peer: a class's score is its
+    // peers' score and its first peer the configuration-order tie-break.
     std::optional<size_t> idx;
-    if (!candidates.empty()) idx = candidates.front();
+    {
+        int best = -1;
+        for (const auto& [key, cls] : m_peer_index.addr_classes()) {
+            int score = address_score(m_config.peers[cls.first], d.local, d.remote);
+            if (score < 0) continue;
+            if (score > best || (score == best && cls.first < *idx)) {
+                best = score;
+                idx = cls.first;
+            }
+        }
+    }
     if (!idx) {
         drop(d, "no_peer_config", "no peer configured for " + d.remote.to_string());
         send_unprotected_notify(d, h, notify::NoProposalChosen, {});
@@ -265,7 +271,9 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             sa.remote = d.remote;
             index_spi(sa);
             m_by_init[init_key(sa.spi_i, sa.remote.addr)] = sa.id;
-            sa.candidates = candidates;
+            sa.has_candidates = true;
+            sa.candidate_local = d.local;
+            sa.candidate_remote = d.remote;
             sa.natt_port = d.non_esp_marker;
             sa.algs = *algs;
             sa.ni = nonce->data;

@@ -90,8 +90,21 @@ private:
     void enqueue_rx(ike::Datagram d);
     void wake();
     void begin_shutdown(Millis now);
-    void accept_control();
-    void serve_control(int fd);
+    // Control clients are served from the loop without blocking it: non-blocking sockets, a
+    // request read and a reply written as far as the socket takes them, each connection closed
+    // at its deadline (a client that never sends or never reads costs nothing but its slot).
+    struct ControlConn {
+        int fd = -1;
+        std::string in, out;  // request bytes so far; the framed reply
+        size_t sent = 0;
+        bool replying = false;
+        Millis deadline = 0;
+    };
+    void accept_control(Millis now);
+    std::string control_reply(const std::string& request);
+    // Progress on one connection; false when it is finished (or failed) and is to be closed.
+    bool service_control(ControlConn& c);
+    std::vector<ControlConn> m_control_conns;
 
     std::vector<ike::PeerConfig> m_peers;  // addresses, ports, auto_initiate
     RuntimeOptions m_opts;
