@@ -75,7 +75,7 @@ Bytes ocsp_response(const Leaf& l, int status, int64_t this_update = kNow - 3600
 struct IkeOcspContent : ::testing::Test {
     HttpBodyServer http;  // the CRL server named by every certificate here
     Leaf henb = leaf_with_cdp("a.henb.example", http.url());
-    Leaf segw = leaf_with_cdp("segw.example", http.url());
+    Leaf segw = leaf_with_cdp("b.henb.example", http.url());  // base_peer ids
     std::shared_ptr<x509::RevocationChecker> checker;
     std::string dir;
     std::string staple_file;
@@ -211,4 +211,37 @@ TEST_F(IkeOcspContent, GarbageOrStaleResponseIsRefusedAndTheEngineCarriesOn) {
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD));  // the same engines, now a good response
     EXPECT_TRUE(p->connect()) << why(p->a);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_good"), 1u);
+}
+
+// The other direction: the SeGW (responder, ocsp_stapling = require) asks in its IKE_SA_INIT
+// CERTREQ; the H(e)NB staples its response in the IKE_AUTH request.
+TEST_F(IkeOcspContent, ResponderAsksInIkeSaInitAndTheInitiatorStaples) {
+    x509::RevocationConfig c;
+    checker = std::make_shared<x509::RevocationChecker>(c);
+    ASSERT_TRUE(checker->start().ok());
+    auto checked = std::make_shared<x509::TrustStore>();
+    checked->add_anchor(ca().certificate(), "operator");
+    checked->set_revocation(checker);
+    auto plain = std::make_shared<x509::TrustStore>();
+    plain->add_anchor(ca().certificate(), "operator");
+    auto make = [&](const Bytes& henb_staple) {
+        staple(henb_staple);
+        auto pa = base_peer(true), pb = base_peer(false);
+        use_cert(pa, henb, {}, plain);
+        use_cert(pb, segw, {}, checked);
+        pa.ocsp_staple_file = staple_file;
+        pb.ocsp_stapling = OcspStapling::Require;
+        return std::make_unique<Pair>(pa, pb);
+    };
+    auto good = make(ocsp_response(henb, V_OCSP_CERTSTATUS_GOOD));
+    EXPECT_TRUE(good->connect()) << why(good->b);
+    EXPECT_EQ(good->a.counter("ike.ocsp.staple_sent"), 1u);
+    EXPECT_EQ(good->b.counter("ike.ocsp.staple_good"), 1u);
+    EXPECT_EQ(http.requests(), 0u);
+
+    auto revoked = make(ocsp_response(henb, V_OCSP_CERTSTATUS_REVOKED));
+    EXPECT_FALSE(revoked->connect());
+    EXPECT_EQ(code(revoked->b), static_cast<int>(x509::VerifyFailure::Revoked)) << why(revoked->b);
+    EXPECT_EQ(revoked->b.counter("ike.ocsp.staple_revoked"), 1u);
+    expect_refused_by_responder(*revoked);
 }

@@ -104,6 +104,7 @@ void add_staple(EngineImpl& e, const IkeSa& sa, const PeerConfig& p, bool asked,
 
 bool settles_leaf(const PeerConfig& p, const std::vector<Payload>& in) {
     if (p.ocsp_stapling == OcspStapling::Off) return false;
+    if (p.ocsp_stapling == OcspStapling::Require) return true;  // only a staple can settle it
     for (const auto& x : in)
         if (auto* c = x.as<CertPayload>(); c && c->encoding == kEncoding) return true;
     return false;

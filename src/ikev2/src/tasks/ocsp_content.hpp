@@ -19,8 +19,9 @@ bool asks(const std::vector<wire::Payload>& in);
 // (ocsp_staple_file, or a look-up at our AIA URL, cached until nextUpdate).  Without one nothing
 // is added (counted ike.ocsp.staple_unavailable).
 void add_staple(EngineImpl& e, const IkeSa& sa, const PeerConfig& p, bool asked, std::vector<wire::Payload>& out);
-// True when the peer sent a CERT of encoding 14 that this config uses: the leaf's revocation
-// status is then settled by check(), not by the trust store's revocation checker.
+// True when the peer sent a CERT of encoding 14 that this config uses, or always under
+// require: the leaf's revocation status is then settled by check(), not by the trust store's
+// revocation checker.
 bool settles_leaf(const PeerConfig& p, const std::vector<wire::Payload>& in);
 // After the chain verified: the stapled response for chain[0] (issuer chain[1]), or the
 // requirement of one.  Errors are ErrorDomain::Pki with a VerifyFailure code naming the cause.
