@@ -171,6 +171,12 @@ struct Builder {
         }
         if (p.remote_auth == AuthKind::Certificate) pc.trust = store_for(p.trust);
         pc.send_certreq = p.send_certreq;
+        pc.ocsp_staple_file = p.ocsp_staple_file;
+        if (p.ocsp_stapling) {
+            auto o = ike::parse_ocsp_stapling(p.ocsp_stapling->value);
+            if (!o) d.error(p.ocsp_stapling->where, "peer '" + p.name + "': " + o.error().detail());
+            else pc.ocsp_stapling = *o;
+        }
         if (p.unique) {
             auto u = ike::parse_unique_policy(p.unique->value);
             if (!u) d.error(p.unique->where, "peer '" + p.name + "': " + u.error().detail());

@@ -531,6 +531,8 @@ private:
             m_d.error(p.where, label + ": the peer authenticates with a certificate but no [[trust_anchor]] is configured");
         if (auto b = r.boolean("send_certreq")) p.send_certreq = *b;
         if (auto s = r.str("unique")) p.unique = Located<std::string>{s->value, s->where};
+        if (auto s = r.str("ocsp_stapling")) p.ocsp_stapling = Located<std::string>{s->value, s->where};
+        if (auto s = r.str("ocsp_staple_file")) p.ocsp_staple_file = resolve(s->value);
         p.ike_proposals = r.strings("ike_proposals");
         if (!r.has("ike_proposals")) p.ike_proposals.push_back({"aes128gcm16-prfsha256-ecp256", p.where});
         if (auto v = r.duration_ms("ike_rekey")) p.ike_rekey_seconds = static_cast<uint64_t>(*v / 1000);

@@ -129,7 +129,7 @@ void TrustStore::rebuild_store() {
 
 Result<VerifiedChain> TrustStore::verify(const Certificate& leaf,
                                          const std::vector<Certificate>& intermediates,
-                                         int64_t unix_time) const {
+                                         int64_t unix_time, bool leaf_revocation_settled) const {
     if (leaf.get() == nullptr) return fail(VerifyFailure::Other, "no certificate");
     // Formatted only for an error (RFC 2253 formatting costs ~5 us on every verification).
     const auto leaf_name = [&leaf] { return "certificate '" + leaf.subject() + "'"; };
@@ -187,7 +187,11 @@ Result<VerifiedChain> TrustStore::verify(const Certificate& leaf,
     if ((X509_get_extension_flags(leaf.get()) & EXFLAG_KUSAGE) != 0 &&
         (X509_get_key_usage(leaf.get()) & KU_DIGITAL_SIGNATURE) == 0)
         return fail(VerifyFailure::BadUsage, leaf_name() + ": keyUsage lacks digitalSignature");
-    if (m_revocation) X2SEC_TRY_STATUS(m_revocation->check(out.chain, unix_time));
+    if (m_revocation) {
+        if (!leaf_revocation_settled) X2SEC_TRY_STATUS(m_revocation->check(out.chain, unix_time));
+        else if (out.chain.size() > 2)
+            X2SEC_TRY_STATUS(m_revocation->check({out.chain.begin() + 1, out.chain.end()}, unix_time));
+    }
     return out;
 }
 

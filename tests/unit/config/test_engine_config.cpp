@@ -277,3 +277,17 @@ TEST(EngineConfig, RevocationSectionErrorsNameTheKey) {
     EXPECT_NE(e.find("'mode' must be"), std::string::npos) << e;
     EXPECT_NE(e.find("'ldap://x' is not an http:// URL"), std::string::npos) << e;
 }
+
+TEST(EngineConfig, OcspStapling) {
+    auto r = build(cert_peer());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    EXPECT_EQ(r->engine.peers[0].ocsp_stapling, ike::OcspStapling::Off);  // the default
+    r = build(cert_peer("ocsp_stapling = \"require\"\nocsp_staple_file = \"/etc/x2sec/ocsp.der\""));
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    EXPECT_EQ(r->engine.peers[0].ocsp_stapling, ike::OcspStapling::Require);
+    EXPECT_EQ(r->engine.peers[0].ocsp_staple_file, "/etc/x2sec/ocsp.der");
+    r = build(cert_peer("ocsp_stapling = \"maybe\""));
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().detail().find("ocsp_stapling 'maybe' is not off, request or require"), std::string::npos)
+        << r.error().detail();
+}

@@ -83,6 +83,7 @@ struct IkeSa {
 
     bool peer_frag = false;
     bool peer_sent_hashes = false;
+    bool peer_asked_ocsp = false;     // the responder's IKE_SA_INIT CERTREQ had encoding 14 (RFC 4806)
     std::vector<uint16_t> peer_hashes;
     std::vector<Bytes> peer_certreq;  // SHA-1 SPKI hashes from the peer's CERTREQs, no duplicates
 

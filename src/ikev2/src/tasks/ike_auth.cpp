@@ -2,6 +2,7 @@
 // (responder: peer-config selection by identity, authentication, unique identities); the first
 // Child SA is the child_create task (tasks/child_create.cpp) / respond_ike_auth.
 #include "common.hpp"
+#include "ocsp_content.hpp"
 
 namespace x2sec::ike {
 
@@ -27,11 +28,13 @@ struct IkeAuthTask final : Task {
         out.push_back({PayloadType::IDi, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
         if (p.local_auth == AuthMethod::Certificate)
             for (const auto& c : p.cert_chain) out.push_back({PayloadType::CERT, false, CertPayload{4, c.der()}});
+        ocsp_content::add_staple(e, sa, p, sa.peer_asked_ocsp, out);  // RFC 4806: the IKE_SA_INIT CERTREQ asked
         if (p.remote_auth == AuthMethod::Certificate && p.send_certreq && p.trust && !p.trust->empty()) {
             CertReqPayload cr;
             for (const auto& h : p.trust->anchor_spki_sha1s()) cr.data.insert(cr.data.end(), h.begin(), h.end());
             out.push_back({PayloadType::CERTREQ, false, cr});
         }
+        ocsp_content::add_certreq(p, out);  // RFC 4806
         if (p.remote_id)
             out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.remote_id->type), p.remote_id->data}});
         // RFC 7296 2.4, as strongSwan does: the first IKE SA to this peer says so.
@@ -149,11 +152,12 @@ Status EngineImpl::verify_auth(IkeSa& sa, const Checked& in, bool peer_is_initia
     if (!p.trust || p.trust->empty())
         return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::UntrustedCa), "no trust anchors configured");
     std::vector<x509::Certificate> inter(certs.begin() + 1, certs.end());
-    auto chain = p.trust->verify(certs[0], inter, unix_now());
+    auto chain = p.trust->verify(certs[0], inter, unix_now(), ocsp_content::settles_leaf(p, in.all()));
     if (!chain.ok()) {
         Error e = chain.error();
         return Error(ErrorDomain::Pki, e.code(), "certificate " + certs[0].subject() + ": " + e.detail());
     }
+    X2SEC_TRY_STATUS(ocsp_content::check(*this, sa, p, *chain, in.all(), unix_now()));  // RFC 4806
     auto idm = x509::match_identity(certs[0], static_cast<x509::IdType>(id.id_type), id.data);
     if (!idm.ok()) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::IdMismatch), idm.error().detail());
     crypto::SigScheme scheme = crypto::SigScheme::RsaPkcs1Sha1;
@@ -330,6 +334,7 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const Checked& in, Mi
     out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
     if (p.local_auth == AuthMethod::Certificate)
         for (const auto& c : p.cert_chain) out.push_back({PayloadType::CERT, false, CertPayload{4, c.der()}});
+    ocsp_content::add_staple(*this, sa, p, ocsp_content::asks(in.all()), out);  // RFC 4806: asked for by the CERTREQ
     auto ast = build_auth(sa, out);
     if (!ast.ok()) {
         event(sa, Event::Kind::AuthFailed, ast.error().code(), ast.error().detail());

@@ -3,6 +3,7 @@
 // cookies, proposal selection, INVALID_KE_PAYLOAD, half-open limits), the natd pieces (NAT
 // detection, the float to 4500) and IKE key derivation.
 #include "common.hpp"
+#include "ocsp_content.hpp"
 
 namespace x2sec::ike {
 
@@ -336,6 +337,7 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
                 for (const auto& hsh : pc.trust->anchor_spki_sha1s()) cr.data.insert(cr.data.end(), hsh.begin(), hsh.end());
                 r.payloads.push_back({PayloadType::CERTREQ, false, cr});
             }
+            ocsp_content::add_certreq(pc, r.payloads);  // RFC 4806: the initiator's OCSP response
             if (pc.fragmentation && sa.peer_frag) r.payloads.push_back(notify_payload(notify::Ikev2FragmentationSupported));
             sa.peer_frag = sa.peer_frag && pc.fragmentation;
             r.payloads.push_back(notify_payload(notify::SignatureHashAlgorithms, hex("000200030004")));
@@ -503,6 +505,7 @@ struct IkeInitTask final : Task {
                 sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
         }
         e.note_certreq(sa, in.all());
+        sa.peer_asked_ocsp = ocsp_content::asks(in.all());  // RFC 4806: staple in IKE_AUTH
         e.process_natd(sa, in.all(), sa.local, sa.remote);
         auto st = e.derive_ike(sa, *g_ir, nullptr, nullptr);
         if (!st.ok()) return fail("key derivation failed: " + st.error().detail());

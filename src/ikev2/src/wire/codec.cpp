@@ -333,8 +333,10 @@ void CertReqPayload::encode(Writer& w) const {
     w.bytes(data);
 }
 Status CertReqPayload::validate() const {
-    if (encoding == 4 && data.size() % 20 != 0)
-        return syntax_error("CERTREQ: " + std::to_string(data.size()) + " octets is not a list of SHA-1 hashes");
+    // 4: CA SPKI hashes; 14 (OCSP Content, RFC 4806 3.1): trusted responders' key hashes, or none.
+    if ((encoding == 4 || encoding == 14) && data.size() % 20 != 0)
+        return syntax_error("CERTREQ (encoding " + std::to_string(encoding) + "): " + std::to_string(data.size()) +
+                            " octets is not a list of SHA-1 hashes");
     return {};
 }
 std::vector<Bytes> CertReqPayload::hashes() const {

@@ -88,6 +88,8 @@ struct PeerEntry {
     std::optional<Located<std::string>> psk_text;        // psk = "text:..." (UTF-8 octets)
     std::optional<Located<std::string>> psk_file;        // raw octets of a file (absolute path)
     bool send_certreq = true;
+    std::optional<Located<std::string>> ocsp_stapling;   // "off" (default) | "request" | "require" (RFC 4806)
+    std::string ocsp_staple_file;                        // our DER OCSPResponse to staple ("" = AIA look-up)
     std::optional<Located<std::string>> unique;          // "no" | "never" | "keep" | "replace" (default)
     std::vector<Located<std::string>> ike_proposals;
     uint64_t ike_rekey_seconds = 14400;

@@ -86,6 +86,12 @@ enum class UniquePolicy : uint8_t { No, Never, Keep, Replace };
 const char* to_string(UniquePolicy u);
 Result<UniquePolicy> parse_unique_policy(const std::string& text);
 
+// OCSP in IKEv2 (RFC 4806): off; request (CERTREQ encoding 14, a stapled response is used when
+// sent, else the configured revocation check); require (no usable `good` staple: refused).
+enum class OcspStapling : uint8_t { Off, Request, Require };
+const char* to_string(OcspStapling s);
+Result<OcspStapling> parse_ocsp_stapling(const std::string& text);
+
 struct PeerConfig {
     std::string name;
     IpAddress local_addr, remote_addr;
@@ -100,6 +106,11 @@ struct PeerConfig {
     std::vector<x509::Certificate> cert_chain;  // leaf first, then intermediates
     std::shared_ptr<const x509::TrustStore> trust;  // anchors for the peer's certificate
     bool send_certreq = true;
+    OcspStapling ocsp_stapling = OcspStapling::Off;  // asking the peer for its OCSP response
+    // Our own OCSP response, sent (CERT encoding 14) when the peer's CERTREQ asks for it: this
+    // DER file when set (read at each use), else looked up at our certificate's AIA OCSP URL
+    // and cached until its nextUpdate.
+    std::string ocsp_staple_file;
     // Responder: other IKE SAs the peer initiated with the same pair of identities (the SeGW
     // facing a rebooted H(e)NB).  Initiator: INITIAL_CONTACT is sent in IKE_AUTH on the first
     // IKE SA to this peer unless Never.

@@ -152,9 +152,12 @@ public:
     void set_revocation(std::shared_ptr<const RevocationChecker> r) { m_revocation = std::move(r); }
     const std::shared_ptr<const RevocationChecker>& revocation() const { return m_revocation; }
     // Errors: ErrorDomain::Pki with code = VerifyFailure, detail names the certificate.
+    // leaf_revocation_settled: the leaf's status comes from elsewhere (an OCSP response stapled
+    // in IKEv2, RFC 4806, checked by the caller): the revocation checker is asked only about the
+    // rest of the chain.
     Result<VerifiedChain> verify(const Certificate& leaf,
                                  const std::vector<Certificate>& intermediates,
-                                 int64_t unix_time) const;
+                                 int64_t unix_time, bool leaf_revocation_settled = false) const;
     // SHA-1 SPKI hashes of the anchors (for CERTREQ) and lookup by such a hash.
     std::vector<Bytes> anchor_spki_sha1s() const;
     std::optional<Certificate> anchor_by_spki_sha1(BytesView hash) const;
