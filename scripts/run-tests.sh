@@ -6,12 +6,19 @@
 # Then the IKE engine, exchange, adversarial-peer, runtime and IKE fuzz-corpus tests run again
 # under ASan+UBSan (scripts/sanitize-tests.sh, build-asan/); X2SEC_NO_SANITIZE=1 leaves that out.
 #
+# scripts/lint.sh runs after the build: clang-format over the whole tree (any difference fails the
+# run) and clang-tidy on the C++ files of the last commit; X2SEC_NO_LINT=1 leaves it out.
+#
 # With X2SEC_FORBID_SKIPS=1 (CI sets it) a skipped test fails the run unless it is listed, with
 # its reason, in tests/allowed-skips.txt: in CI every root, namespace and interop test must run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh
+lint_rc=0
+if [ "${X2SEC_NO_LINT:-0}" != 1 ]; then
+  bash scripts/lint.sh || lint_rc=1
+fi
 cd build
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -30,6 +37,10 @@ if [ "${X2SEC_FORBID_SKIPS:-0}" = 1 ]; then
     echo "run-tests: ${#bad[@]} test(s) skipped that must run here (X2SEC_FORBID_SKIPS=1): ${bad[*]}" >&2
     [ "$rc" -ne 0 ] || rc=1
   fi
+fi
+if [ "$lint_rc" -ne 0 ]; then
+  echo "run-tests: scripts/lint.sh found formatting or clang-tidy findings (see above)" >&2
+  rc=1
 fi
 if [ "${X2SEC_NO_SANITIZE:-0}" != 1 ]; then
   cd ..

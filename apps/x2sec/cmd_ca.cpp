@@ -55,8 +55,7 @@ Result<cmp::IssuanceProfile> parse_profile(const std::string& path, const std::s
     const std::string where = path + ": [profiles." + name + "]";
     const toml::table* tab = node.as_table();
     if (!tab) return Error(ErrorDomain::Config, 0, where + " must be a table");
-    if (name.empty() || name.size() > 64 ||
-        !std::all_of(name.begin(), name.end(), [](char ch) {
+    if (name.empty() || name.size() > 64 || !std::all_of(name.begin(), name.end(), [](char ch) {
             return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
         }))
         return Error(ErrorDomain::Config, 0, where + ": a profile name is 1-64 letters, digits, '-', '_', '.'");
@@ -77,19 +76,26 @@ Result<cmp::IssuanceProfile> parse_profile(const std::string& path, const std::s
     };
     for (auto& [k, v] : *tab) {
         std::string key(k.str());
-        if (key == "dns") X2SEC_TRY_STATUS(strings("dns", p.dns));
-        else if (key == "ip") X2SEC_TRY_STATUS(strings("ip", p.ip));
-        else if (key == "uri") X2SEC_TRY_STATUS(strings("uri", p.uri));
-        else if (key == "required") X2SEC_TRY_STATUS(strings("required", p.required));
+        if (key == "dns")
+            X2SEC_TRY_STATUS(strings("dns", p.dns));
+        else if (key == "ip")
+            X2SEC_TRY_STATUS(strings("ip", p.ip));
+        else if (key == "uri")
+            X2SEC_TRY_STATUS(strings("uri", p.uri));
+        else if (key == "required")
+            X2SEC_TRY_STATUS(strings("required", p.required));
         else if (key == "validity_days") {
             auto d = v.value<int64_t>();
             if (!d) return Error(ErrorDomain::Config, 0, where + ": validity_days must be an integer");
             p.validity_days = *d;
         } else if (key == "approval") {
             auto a = v.value<std::string>();
-            if (a && *a == "immediate") p.approval = cmp::Approval::Immediate;
-            else if (a && *a == "manual") p.approval = cmp::Approval::Manual;
-            else return Error(ErrorDomain::Config, 0, where + ": approval must be \"immediate\" or \"manual\"");
+            if (a && *a == "immediate")
+                p.approval = cmp::Approval::Immediate;
+            else if (a && *a == "manual")
+                p.approval = cmp::Approval::Manual;
+            else
+                return Error(ErrorDomain::Config, 0, where + ": approval must be \"immediate\" or \"manual\"");
         } else {
             return Error(ErrorDomain::Config, 0,
                          where + ": unknown key '" + key + "' (dns, ip, uri, required, validity_days, approval)");
@@ -149,8 +155,10 @@ Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
         for (auto& [key, node] : *profs) {
             std::string name(key.str());
             X2SEC_TRY(auto prof, parse_profile(path, name, node));
-            if (name == "default") c.default_profile = std::move(prof);
-            else c.profiles[name] = std::move(prof);
+            if (name == "default")
+                c.default_profile = std::move(prof);
+            else
+                c.profiles[name] = std::move(prof);
         }
     } else if (t.contains("profiles")) {
         return Error(ErrorDomain::Config, 0, path + ": [profiles] must be a table of [profiles.<name>] tables");
@@ -171,29 +179,52 @@ std::string when(int64_t t) {
 }
 
 nlohmann::json cert_json(const cmp::CertRecord& c) {
-    return {{"serial", to_hex(c.serial)}, {"transaction_id", to_hex(c.transaction_id)}, {"subject", c.subject},
-            {"sans", c.sans}, {"requester", c.requester}, {"body", c.body}, {"status", c.status},
-            {"not_before", when(c.not_before)}, {"not_after", when(c.not_after)}, {"issued_at", when(c.issued_at)},
-            {"revoked", c.revoked}, {"revoked_at", c.revoked ? when(c.revoked_at) : ""}, {"revocation_reason", c.revocation_reason}};
+    return {{"serial", to_hex(c.serial)},
+            {"transaction_id", to_hex(c.transaction_id)},
+            {"subject", c.subject},
+            {"sans", c.sans},
+            {"requester", c.requester},
+            {"body", c.body},
+            {"status", c.status},
+            {"not_before", when(c.not_before)},
+            {"not_after", when(c.not_after)},
+            {"issued_at", when(c.issued_at)},
+            {"revoked", c.revoked},
+            {"revoked_at", c.revoked ? when(c.revoked_at) : ""},
+            {"revocation_reason", c.revocation_reason}};
 }
 
 nlohmann::json pending_json(const cmp::PendingRequest& p) {
-    return {{"transaction_id", to_hex(p.transaction_id)}, {"profile", p.profile.empty() ? "default" : p.profile},
-            {"body", p.body}, {"subject", p.subject}, {"sans", p.sans}, {"requester", p.requester},
-            {"created", when(p.created)}, {"state", p.state}, {"decided_by", p.decided_by}, {"reason", p.reason},
+    return {{"transaction_id", to_hex(p.transaction_id)},
+            {"profile", p.profile.empty() ? "default" : p.profile},
+            {"body", p.body},
+            {"subject", p.subject},
+            {"sans", p.sans},
+            {"requester", p.requester},
+            {"created", when(p.created)},
+            {"state", p.state},
+            {"decided_by", p.decided_by},
+            {"reason", p.reason},
             {"decided_at", p.decided_at ? when(p.decided_at) : ""}};
 }
 
 nlohmann::json audit_json(const cmp::AuditEntry& e) {
-    return {{"seq", e.seq}, {"at", when(e.at)}, {"actor", e.actor}, {"action", e.action}, {"object", e.object},
-            {"reason", e.reason}, {"prev_hash", to_hex(e.prev_hash)}, {"hash", to_hex(e.hash)}};
+    return {{"seq", e.seq},
+            {"at", when(e.at)},
+            {"actor", e.actor},
+            {"action", e.action},
+            {"object", e.object},
+            {"reason", e.reason},
+            {"prev_hash", to_hex(e.prev_hash)},
+            {"hash", to_hex(e.hash)}};
 }
 
 Result<Bytes> parse_hex(const std::string& s) {
     std::string h;
     for (char c : s)
         if (c != ':') h += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (h.empty() || h.size() % 2 || !std::all_of(h.begin(), h.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
+    if (h.empty() || h.size() % 2 ||
+        !std::all_of(h.begin(), h.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
         return Error(ErrorDomain::Config, 0, "'" + s + "' is not a hex serial / transactionID");
     Bytes b;
     for (size_t i = 0; i < h.size(); i += 2) b.push_back(static_cast<uint8_t>(std::stoi(h.substr(i, 2), nullptr, 16)));
@@ -226,8 +257,12 @@ int run_admin(CLI::App* list, CLI::App* show, CLI::App* approve, CLI::App* rejec
         if (!log) return fail(log.error().detail());
         auto v = cmp::verify_audit_chain(*log);
         if (o.json) {
-            std::cout << nlohmann::json{{"entries", log->size()}, {"ok", v.ok()}, {"error", v.ok() ? "" : v.error().detail()},
-                                        {"head", log->empty() ? "" : to_hex(log->back().hash)}}.dump(2) << "\n";
+            std::cout << nlohmann::json{{"entries", log->size()},
+                                        {"ok", v.ok()},
+                                        {"error", v.ok() ? "" : v.error().detail()},
+                                        {"head", log->empty() ? "" : to_hex(log->back().hash)}}
+                             .dump(2)
+                      << "\n";
         } else if (v) {
             std::cout << "audit log: " << log->size() << " entries, hash chain intact"
                       << (log->empty() ? "" : "; head " + to_hex(log->back().hash)) << "\n";
@@ -245,8 +280,8 @@ int run_admin(CLI::App* list, CLI::App* show, CLI::App* approve, CLI::App* rejec
             std::cout << a.dump(2) << "\n";
         } else {
             for (auto& e : *log)
-                std::cout << e.seq << "  " << when(e.at) << "  " << e.actor << "  " << e.action << "  " << e.object << "  "
-                          << e.reason << "\n";
+                std::cout << e.seq << "  " << when(e.at) << "  " << e.actor << "  " << e.action << "  " << e.object
+                          << "  " << e.reason << "\n";
         }
         return 0;
     }
@@ -274,13 +309,13 @@ int run_admin(CLI::App* list, CLI::App* show, CLI::App* approve, CLI::App* rejec
         for (auto& p : *pend)
             if (!o.pending_only || p.state == "pending")
                 std::cout << "  " << to_hex(p.transaction_id) << "  " << p.state << "  " << p.body << "  profile "
-                          << (p.profile.empty() ? "default" : p.profile) << "  " << p.subject << "  [" << p.sans << "]  since "
-                          << when(p.created) << "\n";
+                          << (p.profile.empty() ? "default" : p.profile) << "  " << p.subject << "  [" << p.sans
+                          << "]  since " << when(p.created) << "\n";
         if (!o.pending_only) {
             std::cout << "certificates:\n";
             for (auto& c : certs)
-                std::cout << "  " << to_hex(c.serial) << "  " << (c.revoked ? "revoked" : c.status) << "  " << c.subject << "  ["
-                          << c.sans << "]  until " << when(c.not_after) << "\n";
+                std::cout << "  " << to_hex(c.serial) << "  " << (c.revoked ? "revoked" : c.status) << "  " << c.subject
+                          << "  [" << c.sans << "]  until " << when(c.not_after) << "\n";
         }
         return 0;
     }
@@ -301,7 +336,8 @@ int run_admin(CLI::App* list, CLI::App* show, CLI::App* approve, CLI::App* rejec
         } else {
             for (auto& [k, v] : j.items()) {
                 std::cout << k << ":\n";
-                for (auto& [f, x] : v.items()) std::cout << "  " << f << ": " << (x.is_string() ? x.get<std::string>() : x.dump()) << "\n";
+                for (auto& [f, x] : v.items())
+                    std::cout << "  " << f << ": " << (x.is_string() ? x.get<std::string>() : x.dump()) << "\n";
             }
         }
         return 0;
@@ -312,21 +348,36 @@ int run_admin(CLI::App* list, CLI::App* show, CLI::App* approve, CLI::App* rejec
         if (!id) return fail(id.error().detail());
         auto r = store.decide_pending(*id, yes, o.actor, o.reason_text, now);
         if (!r) return fail(r.error().detail());
-        if (o.json) std::cout << nlohmann::json{{"transaction_id", to_hex(*id)}, {"state", yes ? "approved" : "rejected"}}.dump() << "\n";
-        else std::cout << "request " << to_hex(*id) << (yes ? " approved" : " rejected") << " by " << o.actor
-                       << "; the client gets the answer at its next poll\n";
+        if (o.json)
+            std::cout
+                << nlohmann::json{{"transaction_id", to_hex(*id)}, {"state", yes ? "approved" : "rejected"}}.dump()
+                << "\n";
+        else
+            std::cout << "request " << to_hex(*id) << (yes ? " approved" : " rejected") << " by " << o.actor
+                      << "; the client gets the answer at its next poll\n";
         return 0;
     }
     if (revoke->parsed()) {
         auto id = parse_hex(o.id);
         if (!id) return fail(id.error().detail());
-        if (o.reason < 0 || o.reason > 10 || o.reason == 7 || o.reason == 8) return fail("--crl-reason must be 0-6, 9 or 10");
+        if (o.reason < 0 || o.reason > 10 || o.reason == 7 || o.reason == 8)
+            return fail("--crl-reason must be 0-6, 9 or 10");
         auto r = store.revoke(*id, o.reason, now);
         if (!r) return fail(r.error().detail());
-        (void)store.append_audit({0, now, o.actor, "revoke", to_hex(*id),
-                                  "CRLReason " + std::to_string(o.reason) + (o.reason_text.empty() ? "" : ": " + o.reason_text), {}, {}});
-        if (o.json) std::cout << nlohmann::json{{"serial", to_hex(*id)}, {"revoked", true}, {"reason", o.reason}}.dump() << "\n";
-        else std::cout << "serial " << to_hex(*id) << " revoked (CRLReason " << o.reason << ")\n";
+        (void)store.append_audit(
+            {0,
+             now,
+             o.actor,
+             "revoke",
+             to_hex(*id),
+             "CRLReason " + std::to_string(o.reason) + (o.reason_text.empty() ? "" : ": " + o.reason_text),
+             {},
+             {}});
+        if (o.json)
+            std::cout << nlohmann::json{{"serial", to_hex(*id)}, {"revoked", true}, {"reason", o.reason}}.dump()
+                      << "\n";
+        else
+            std::cout << "serial " << to_hex(*id) << " revoked (CRLReason " << o.reason << ")\n";
         return 0;
     }
     if (crl->parsed()) {
@@ -345,8 +396,11 @@ int run_admin(CLI::App* list, CLI::App* show, CLI::App* approve, CLI::App* rejec
         auto w = pem ? write_file_atomic(o.out, std::string_view(pki::crl_pem(c->get())), 0644)
                      : write_file_atomic(o.out, BytesView(pki::crl_der(c->get())), 0644);
         if (!w) return fail(w.error().detail());
-        if (o.json) std::cout << nlohmann::json{{"crl_number", *n}, {"revoked", rev->size()}, {"file", o.out}}.dump() << "\n";
-        else std::cout << "CRL number " << *n << " with " << rev->size() << " revoked certificate(s) written to " << o.out << "\n";
+        if (o.json)
+            std::cout << nlohmann::json{{"crl_number", *n}, {"revoked", rev->size()}, {"file", o.out}}.dump() << "\n";
+        else
+            std::cout << "CRL number " << *n << " with " << rev->size() << " revoked certificate(s) written to "
+                      << o.out << "\n";
         return 0;
     }
     return fail("no command");
@@ -381,18 +435,22 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
     serve->add_option("--validity-days", o.validity_days, "validity of issued certificates");
     serve->add_option("--session-timeout-s", o.session_timeout_s,
                       "unconfirmed certificates are revoked after this (also those of a dead instance)");
-    serve->add_flag("--allow-identity-mismatch", o.allow_mismatch, "issue identities other than the vendor certificate's");
+    serve->add_flag("--allow-identity-mismatch", o.allow_mismatch,
+                    "issue identities other than the vendor certificate's");
     serve->add_flag("--no-implicit-confirm", o.no_implicit, "always require certConf");
     serve->add_option("--ocsp-port", o.ocsp_port, "OCSP responder port (0: ephemeral; default: no OCSP)");
     serve->add_option("--ocsp-bind", o.ocsp_bind, "OCSP responder listen address");
     serve->add_option("--ocsp-path", o.ocsp_path, "OCSP responder path (POST; GET <path>/<base64>)");
     serve->add_option("--ocsp-url", o.ocsp_url, "authorityInfoAccess OCSP URL written into issued certificates");
-    serve->add_option("--ocsp-signer-days", o.ocsp_signer_days, "validity of the delegated OCSP signer (<ca-dir>/ocsp.crt)");
+    serve->add_option("--ocsp-signer-days", o.ocsp_signer_days,
+                      "validity of the delegated OCSP signer (<ca-dir>/ocsp.crt)");
     serve->add_option("--ocsp-next-update-s", o.ocsp_next_update_s, "nextUpdate of OCSP responses (0: none)");
     serve->add_option("--port-file", o.port_file, "write the bound HTTP port here once listening");
     serve->add_option("--log-level", o.log_level, "trace|debug|info|warn|error");
-    serve->add_option("--poll-interval", o.poll_interval_s, "checkAfter (s) in pollRep while a request awaits approval");
-    serve->add_option("--metrics-listen", o.metrics_listen, "serve Prometheus /metrics on ADDRESS:PORT ([metrics] listen)");
+    serve->add_option("--poll-interval", o.poll_interval_s,
+                      "checkAfter (s) in pollRep while a request awaits approval");
+    serve->add_option("--metrics-listen", o.metrics_listen,
+                      "serve Prometheus /metrics on ADDRESS:PORT ([metrics] listen)");
 
     // Administration on the store (works while `serve` runs: each change is one transaction).
     auto store_opts = [](CLI::App* a) {
@@ -533,12 +591,14 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
             ocsp_http = std::make_unique<cmp::HttpServer>(server, oh);
             if (auto st = ocsp_http->start(); !st) return fail("OCSP: " + st.error().detail());
         }
-        if (!o.port_file.empty()) (void)write_file_atomic(o.port_file, std::string_view(std::to_string(http.port()) + "\n"));
+        if (!o.port_file.empty())
+            (void)write_file_atomic(o.port_file, std::string_view(std::to_string(http.port()) + "\n"));
         std::cout << "x2sec ca: CMP on http://" << o.bind << ":" << http.port() << "/.well-known/cmp";
         if (https) std::cout << " and https://" << o.bind << ":" << https->port() << "/.well-known/cmp";
         if (ocsp_http) std::cout << ", OCSP on http://" << o.ocsp_bind << ":" << ocsp_http->port() << o.ocsp_path;
         std::cout << " (store " << (*store)->kind() << ")";
-        for (auto& [name, p] : server.config().policy.profiles) std::cout << "; profile " << name << " at /.well-known/cmp/p/" << name;
+        for (auto& [name, p] : server.config().policy.profiles)
+            std::cout << "; profile " << name << " at /.well-known/cmp/p/" << name;
         std::cout << std::endl;
         int sig = 0;
         // SIGHUP must not end the RA/CA (the default action would): the CA key, certificates,

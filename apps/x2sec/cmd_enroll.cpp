@@ -16,7 +16,8 @@ using namespace x2sec;
 namespace {
 struct EnrollOpts {
     std::string server, vendor_key, vendor_cert, dir = ".", eui, realm, identity, subject, operator_root, tls_trust,
-        alg = "p256", log_level = "warn", new_key, renew_before = "20%", key_token;
+                                                 alg = "p256", log_level = "warn", new_key, renew_before = "20%",
+                                                 key_token;
     bool implicit = false, renew = false, revoke = false, if_needed = false, keep_alive = false;
     int timeout = 30;
 } o;
@@ -124,8 +125,9 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
             if (!e) return fail(e.error());
             if (!e->operator_root) e->operator_root = pki::up_ref(common.operator_roots.front());
             if (auto st = cmp::install_credential(o.dir, nk->get(), *e); !st) return fail(st.error());
-            std::cout << "renewed: serial " << pki::serial_hex(cur->cert.get()) << " -> " << pki::serial_hex(e->cert.get())
-                      << " (" << check.describe() << "), installed in " << o.dir << "\n";
+            std::cout << "renewed: serial " << pki::serial_hex(cur->cert.get()) << " -> "
+                      << pki::serial_hex(e->cert.get()) << " (" << check.describe() << "), installed in " << o.dir
+                      << "\n";
             return 0;
         }
 

@@ -41,14 +41,13 @@ struct EspOpts {
     bool esn = false, control = false, no_offload = false, no_coalesce = false;
     std::string encap = "yes";  // static keys: ESP in UDP (yes) or raw ESP, IP protocol 50 (no)
     std::string mode = "tunnel";
-    std::string ike_config;  // x2sec esp --ike-config: Child SAs from the IKE daemon
+    std::string ike_config;      // x2sec esp --ike-config: Child SAs from the IKE daemon
     std::string metrics_listen;  // --metrics-listen (else [metrics] listen of --ike-config): /metrics
     uint32_t replay_window = 1024;
     size_t batch = 32;
     int mtu = 1400;
     unsigned keepalive = 0;
-    uint64_t soft_packets = 0, hard_packets = 0, soft_bytes = 0, hard_bytes = 0, soft_seconds = 0,
-             hard_seconds = 0;
+    uint64_t soft_packets = 0, hard_packets = 0, soft_bytes = 0, hard_bytes = 0, soft_seconds = 0, hard_seconds = 0;
 };
 
 std::optional<EspCipher> parse_cipher(const std::string& s) {
@@ -176,10 +175,15 @@ nlohmann::json status_json(esp::DataPlane& dp) {
         char in[16], out[16];
         std::snprintf(in, sizeof(in), "%08x", s.spi_in);
         std::snprintf(out, sizeof(out), "%08x", s.spi_out);
-        j["sas"].push_back({{"spi_in", in}, {"spi_out", out}, {"outbound", s.outbound_active},
-                            {"in_packets", s.in_packets}, {"in_bytes", s.in_bytes},
-                            {"out_packets", s.out_packets}, {"out_bytes", s.out_bytes},
-                            {"replay_top", s.replay_top}, {"udp_encap", s.udp_encap}});
+        j["sas"].push_back({{"spi_in", in},
+                            {"spi_out", out},
+                            {"outbound", s.outbound_active},
+                            {"in_packets", s.in_packets},
+                            {"in_bytes", s.in_bytes},
+                            {"out_packets", s.out_packets},
+                            {"out_bytes", s.out_bytes},
+                            {"replay_top", s.replay_top},
+                            {"udp_encap", s.udp_encap}});
     }
     for (auto& [k, v] : dp.counters().snapshot()) j["counters"][k] = v;
     return j;
@@ -238,8 +242,9 @@ int run_esp(const EspOpts& o) {
 
     Counters counters;
     esp::DataPlane dp(counters);
-    dp.set_events({[](uint32_t spi) { std::cout << "event soft_expired " << std::hex << spi << std::dec << std::endl; },
-                   [](uint32_t spi) { std::cout << "event hard_expired " << std::hex << spi << std::dec << std::endl; }});
+    dp.set_events(
+        {[](uint32_t spi) { std::cout << "event soft_expired " << std::hex << spi << std::dec << std::endl; },
+         [](uint32_t spi) { std::cout << "event hard_expired " << std::hex << spi << std::dec << std::endl; }});
     if (!o.spi_in.empty()) {
         auto st = dp.install(make_params(o, {}));
         if (!st.ok()) {
@@ -299,16 +304,20 @@ int run_esp(const EspOpts& o) {
     Counters metrics_counters;
     std::unique_ptr<net::MetricsServer> metrics;
     auto start_metrics = [&](const std::string& listen, const std::string& where) {
-        auto m = app::start_metrics(listen, where, [&] {
-            metrics::Exposition e;
-            app::add_build_info(e, "esp");
-            e.add("x2sec_esp_sas", metrics::Type::Gauge, "ESP SAs installed in the data plane", {}, double(dp.sa_count()));
-            app::add_child_sa_traffic(e, dp.status());
-            e.add_counters(counters, app::metric_rules());
-            e.add_counters(metrics_counters, app::metric_rules());
-            e.add_registry(metrics::registry(), app::metric_rules());
-            return e.text();
-        }, metrics_counters);
+        auto m = app::start_metrics(
+            listen, where,
+            [&] {
+                metrics::Exposition e;
+                app::add_build_info(e, "esp");
+                e.add("x2sec_esp_sas", metrics::Type::Gauge, "ESP SAs installed in the data plane", {},
+                      double(dp.sa_count()));
+                app::add_child_sa_traffic(e, dp.status());
+                e.add_counters(counters, app::metric_rules());
+                e.add_counters(metrics_counters, app::metric_rules());
+                e.add_registry(metrics::registry(), app::metric_rules());
+                return e.text();
+            },
+            metrics_counters);
         if (!m) {
             std::cerr << "x2sec esp: " << m.error().detail() << "\n";
             return false;
@@ -394,8 +403,7 @@ int run_esp(const EspOpts& o) {
 }  // namespace
 
 static x2sec::app::Command reg(
-    "esp", "User-space ESP tunnel on a TUN device with static keys (manual keying, labs and tests)",
-    [](CLI::App& sub) {
+    "esp", "User-space ESP tunnel on a TUN device with static keys (manual keying, labs and tests)", [](CLI::App& sub) {
         auto o = std::make_shared<EspOpts>();
         sub.add_option("--tun", o->tun, "TUN device name")->capture_default_str();
         sub.add_option("--tun-addr", o->tun_addr, "IPv4 address/prefix for the TUN device");
@@ -416,10 +424,13 @@ static x2sec::app::Command reg(
         sub.add_option("--remote-ts", o->remote_ts, "remote traffic selector prefix (repeatable)");
         sub.add_option("--route", o->routes, "prefix to route into the TUN device (repeatable)");
         sub.add_flag("--esn", o->esn, "extended sequence numbers");
-        sub.add_option("--encap", o->encap, "static keys: yes = ESP in UDP (RFC 3948), no = raw ESP (IP protocol 50, root)")
-            ->check(CLI::IsMember({"yes", "no"}))->capture_default_str();
+        sub.add_option("--encap", o->encap,
+                       "static keys: yes = ESP in UDP (RFC 3948), no = raw ESP (IP protocol 50, root)")
+            ->check(CLI::IsMember({"yes", "no"}))
+            ->capture_default_str();
         sub.add_option("--mode", o->mode, "tunnel or transport")
-            ->check(CLI::IsMember({"tunnel", "transport"}))->capture_default_str();
+            ->check(CLI::IsMember({"tunnel", "transport"}))
+            ->capture_default_str();
         sub.add_option("--replay-window", o->replay_window, "anti-replay window")->capture_default_str();
         sub.add_option("--batch", o->batch, "packets per recvmmsg/sendmmsg")->capture_default_str();
         sub.add_option("--keepalive", o->keepalive, "NAT keepalive interval in seconds (0 = off)");
@@ -429,8 +440,7 @@ static x2sec::app::Command reg(
         sub.add_option("--hard-bytes", o->hard_bytes, "hard lifetime (bytes)");
         sub.add_option("--soft-seconds", o->soft_seconds, "soft lifetime (seconds)");
         sub.add_option("--hard-seconds", o->hard_seconds, "hard lifetime (seconds)");
-        sub.add_flag("--no-offload", o->no_offload,
-                     "no offloads: plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO");
+        sub.add_flag("--no-offload", o->no_offload, "no offloads: plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO");
         sub.add_flag("--no-coalesce", o->no_coalesce,
                      "write every decrypted packet to the TUN device on its own (no TSO super-packets)");
         sub.add_option("--ike-config", o->ike_config,

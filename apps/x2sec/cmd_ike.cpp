@@ -79,8 +79,8 @@ x2sec::Result<std::string> control_socket_of(const Options& o) {
     if (!fc) return fc.error();
     if (fc->runtime.control_socket.empty())
         return x2sec::Error(x2sec::ErrorDomain::Config, 0,
-                            o.config + ": no [runtime] control_socket (the daemon then listens on " +
-                                kDefaultControl + "): give --control SOCKET");
+                            o.config + ": no [runtime] control_socket (the daemon then listens on " + kDefaultControl +
+                                "): give --control SOCKET");
     return fc->runtime.control_socket;
 }
 
@@ -106,8 +106,10 @@ json sas_of(const Options& o) {
 
 json selector(const Options& o) {
     json j = json::object();
-    if (o.ike_sa) j["ike_sa_id"] = o.ike_sa;
-    else j["peer"] = o.peer;
+    if (o.ike_sa)
+        j["ike_sa_id"] = o.ike_sa;
+    else
+        j["peer"] = o.peer;
     if (!o.child.empty()) j["child"] = o.child;
     return j;
 }
@@ -120,7 +122,8 @@ const json* find_sa(const json& sas, const Options& o) {
 }
 
 // Polls until pred(sas) is true, a failure event for the peer arrives, or the timeout.
-int wait_for(const Options& o, uint64_t events_since, const std::function<bool(const json&)>& pred, const std::string& what) {
+int wait_for(const Options& o, uint64_t events_since, const std::function<bool(const json&)>& pred,
+             const std::string& what) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.timeout_s);
     for (;;) {
         auto sas = request(o, {{"cmd", "list-sas"}});
@@ -129,8 +132,8 @@ int wait_for(const Options& o, uint64_t events_since, const std::function<bool(c
         if (auto ev = request(o, {{"cmd", "events"}, {"since", events_since}})) {
             for (const auto& e : (*ev)["events"]) {
                 if ((o.peer.empty() || e.value("peer", "") == o.peer) && failed_event(e)) {
-                    std::cerr << "x2sec ike: " << what << " failed: " << e.value("kind", "") << " (" << e.value("code", 0)
-                              << ") " << e.value("detail", "") << "\n";
+                    std::cerr << "x2sec ike: " << what << " failed: " << e.value("kind", "") << " ("
+                              << e.value("code", 0) << ") " << e.value("detail", "") << "\n";
                     return 1;
                 }
             }
@@ -164,18 +167,23 @@ int cmd_reload_crls(const Options& o) {
 int cmd_list(const Options& o) {
     auto sas = request(o, {{"cmd", "list-sas"}});
     if (!sas) return 1;
-    if (o.json_out) std::cout << (*sas)["sas"].dump(2) << "\n";
-    else std::cout << x2sec::runtime::format_sas((*sas)["sas"]);
+    if (o.json_out)
+        std::cout << (*sas)["sas"].dump(2) << "\n";
+    else
+        std::cout << x2sec::runtime::format_sas((*sas)["sas"]);
     return 0;
 }
 
 int cmd_initiate(const Options& o) {
     uint64_t since = events_next(o);
     if (!request(o, {{"cmd", "initiate"}, {"peer", o.peer}})) return 1;
-    int rc = wait_for(o, since, [&](const json& sas) {
-        const json* s = find_sa(sas, o);
-        return s && (*s)["state"] == "ESTABLISHED" && !(*s)["children"].empty();
-    }, "initiate '" + o.peer + "'");
+    int rc = wait_for(
+        o, since,
+        [&](const json& sas) {
+            const json* s = find_sa(sas, o);
+            return s && (*s)["state"] == "ESTABLISHED" && !(*s)["children"].empty();
+        },
+        "initiate '" + o.peer + "'");
     if (rc == 0) {
         json sas = sas_of(o);
         json one = json::array();
@@ -201,16 +209,20 @@ int cmd_terminate(const Options& o) {
     req["cmd"] = "terminate";
     uint64_t since = events_next(o);
     if (!request(o, req)) return 1;
-    int rc = wait_for(o, since, [&](const json& now) {
-        for (const auto& x : now) {
-            if (x.value("id", uint64_t(0)) != id) continue;
-            if (o.child.empty()) return false;
-            for (const auto& c : x["children"])
-                if (c["spi_in"] == spi) return false;
-        }
-        return true;
-    }, "terminate");
-    if (rc == 0) std::cout << (o.child.empty() ? "IKE SA #" + std::to_string(id) : "Child SA '" + o.child + "'") << " deleted\n";
+    int rc = wait_for(
+        o, since,
+        [&](const json& now) {
+            for (const auto& x : now) {
+                if (x.value("id", uint64_t(0)) != id) continue;
+                if (o.child.empty()) return false;
+                for (const auto& c : x["children"])
+                    if (c["spi_in"] == spi) return false;
+            }
+            return true;
+        },
+        "terminate");
+    if (rc == 0)
+        std::cout << (o.child.empty() ? "IKE SA #" + std::to_string(id) : "Child SA '" + o.child + "'") << " deleted\n";
     return rc;
 }
 
@@ -236,26 +248,39 @@ int cmd_rekey(const Options& o) {
     Options by_peer = o;
     by_peer.ike_sa = 0;  // the rekeyed IKE SA has a new id
     by_peer.peer = peer;
-    int rc = wait_for(by_peer, since, [&](const json& now) {
-        for (const auto& x : now) {
-            if (x.value("peer", "") != peer || x["state"] != "ESTABLISHED") continue;
-            if (o.child.empty()) {
-                std::string spi = x.value("spi_i", "") + x.value("spi_r", "");
-                if (spi != old_spi) { new_spi = spi; return true; }
-                continue;
+    int rc = wait_for(
+        by_peer, since,
+        [&](const json& now) {
+            for (const auto& x : now) {
+                if (x.value("peer", "") != peer || x["state"] != "ESTABLISHED") continue;
+                if (o.child.empty()) {
+                    std::string spi = x.value("spi_i", "") + x.value("spi_r", "");
+                    if (spi != old_spi) {
+                        new_spi = spi;
+                        return true;
+                    }
+                    continue;
+                }
+                bool old_gone = true;
+                std::string cand;
+                for (const auto& c : x["children"]) {
+                    if (c["name"] != o.child) continue;
+                    if (c["spi_in"] == old_spi)
+                        old_gone = false;
+                    else if (c["state"] == "INSTALLED")
+                        cand = c["spi_in"];
+                }
+                if (old_gone && !cand.empty()) {
+                    new_spi = cand;
+                    return true;
+                }
             }
-            bool old_gone = true;
-            std::string cand;
-            for (const auto& c : x["children"]) {
-                if (c["name"] != o.child) continue;
-                if (c["spi_in"] == old_spi) old_gone = false;
-                else if (c["state"] == "INSTALLED") cand = c["spi_in"];
-            }
-            if (old_gone && !cand.empty()) { new_spi = cand; return true; }
-        }
-        return false;
-    }, "rekey");
-    if (rc == 0) std::cout << (o.child.empty() ? "IKE SA" : "Child SA '" + o.child + "'") << " rekeyed: " << old_spi << " -> " << new_spi << "\n";
+            return false;
+        },
+        "rekey");
+    if (rc == 0)
+        std::cout << (o.child.empty() ? "IKE SA" : "Child SA '" + o.child + "'") << " rekeyed: " << old_spi << " -> "
+                  << new_spi << "\n";
     return rc;
 }
 
@@ -280,8 +305,9 @@ int cmd_check(const Options& o) {
     }
     for (const auto& p : cfg->engine.peers) {
         std::cout << "  " << p.name << ": " << p.local_addr.to_string() << "[" << p.local_port << "] -> "
-                  << p.remote_addr.to_string() << "[" << p.remote_port << "], local " << x2sec::ike::to_string(p.local_auth)
-                  << " '" << p.local_id.to_string() << "', remote " << x2sec::ike::to_string(p.remote_auth);
+                  << p.remote_addr.to_string() << "[" << p.remote_port << "], local "
+                  << x2sec::ike::to_string(p.local_auth) << " '" << p.local_id.to_string() << "', remote "
+                  << x2sec::ike::to_string(p.remote_auth);
         if (p.trust) std::cout << ", " << p.trust->anchors().size() << " trust anchor(s)";
         std::cout << ", " << p.children.size() << " child(ren)\n";
     }
@@ -365,8 +391,16 @@ public:
     x2sec::Status set_outbound(uint32_t a, uint32_t b) override { return m_inner.set_outbound(a, b); }
     void set_events(x2sec::ChildSaEvents ev) override {
         m_engine_events = std::move(ev);
-        m_inner.set_events({[this](uint32_t spi) { post([this, spi] { if (m_engine_events.soft_expired) m_engine_events.soft_expired(spi); }); },
-                            [this](uint32_t spi) { post([this, spi] { if (m_engine_events.hard_expired) m_engine_events.hard_expired(spi); }); }});
+        m_inner.set_events({[this](uint32_t spi) {
+                                post([this, spi] {
+                                    if (m_engine_events.soft_expired) m_engine_events.soft_expired(spi);
+                                });
+                            },
+                            [this](uint32_t spi) {
+                                post([this, spi] {
+                                    if (m_engine_events.hard_expired) m_engine_events.hard_expired(spi);
+                                });
+                            }});
     }
     std::function<void(std::function<void()>)> poster;  // set once the runtime exists
 
@@ -403,7 +437,8 @@ struct PeerReload {
         }
         auto bound = [&](const x2sec::ike::PeerConfig& p) {
             for (const auto& r : running)
-                if (r.local_addr == p.local_addr && r.local_port == p.local_port && r.local_natt_port == p.local_natt_port)
+                if (r.local_addr == p.local_addr && r.local_port == p.local_port &&
+                    r.local_natt_port == p.local_natt_port)
                     return true;
             return false;
         };
@@ -428,11 +463,14 @@ struct PeerReload {
             }
             counters->inc(it == running.end() ? "runtime.reload.peer_added" : "runtime.reload.peer_updated");
             apply.push_back(p);
-            if (it == running.end()) running.push_back(p);
-            else *it = p;
+            if (it == running.end())
+                running.push_back(p);
+            else
+                *it = p;
         }
         for (const auto& r : running)
-            if (std::none_of(cfg->engine.peers.begin(), cfg->engine.peers.end(), [&](const auto& p) { return p.name == r.name; }))
+            if (std::none_of(cfg->engine.peers.begin(), cfg->engine.peers.end(),
+                             [&](const auto& p) { return p.name == r.name; }))
                 lg->warn("SIGHUP: peer '{}' is no longer in {} but stays until a restart", r.name, path);
         auto* eng = engine;
         auto* cs = counters;
@@ -462,7 +500,7 @@ int cmd_run(const Options& o) {
     ro.listen = cfg->runtime.listen;
     ro.ike_port = cfg->runtime.ike_port;
     ro.natt_port = cfg->runtime.natt_port;
-    ro.control_socket = !o.control.empty()                      ? o.control
+    ro.control_socket = !o.control.empty()                     ? o.control
                         : !cfg->runtime.control_socket.empty() ? cfg->runtime.control_socket
                                                                : kDefaultControl;
     ro.keylog_dir = o.keylog;
@@ -488,8 +526,9 @@ int cmd_run(const Options& o) {
             auto rc = current_revocation->get();
             return rc ? rc->reload() : x2sec::ok_status();
         };
-        lg->info("revocation checking on (crl_policy = {}, CRL fetch wait at most {} ms); SIGHUP reloads CRLs and peers",
-                 x2sec::x509::to_string(cfg->revocation->config().policy), cfg->revocation->config().max_wait_ms);
+        lg->info(
+            "revocation checking on (crl_policy = {}, CRL fetch wait at most {} ms); SIGHUP reloads CRLs and peers",
+            x2sec::x509::to_string(cfg->revocation->config().policy), cfg->revocation->config().max_wait_ms);
     } else {
         lg->warn("revocation checking is off ([revocation] mode = \"off\" / crl_check = false)");
     }
@@ -514,7 +553,8 @@ int cmd_run(const Options& o) {
                 std::cerr << "x2sec ike run: bad --tun-addr " << o.tun_addr << "\n";
                 return 1;
             }
-            st = tun->add_ipv4(*a, slash == std::string::npos ? 32 : unsigned(std::stoul(o.tun_addr.substr(slash + 1))));
+            st =
+                tun->add_ipv4(*a, slash == std::string::npos ? 32 : unsigned(std::stoul(o.tun_addr.substr(slash + 1))));
         }
         if (st) st = tun->set_up();
         if (!st) {
@@ -525,7 +565,8 @@ int cmd_run(const Options& o) {
             // `ip route replace PREFIX dev TUN` (iproute2 validates the prefix).
             pid_t pid = ::fork();
             if (pid == 0) {
-                ::execlp("ip", "ip", "route", "replace", r.c_str(), "dev", tun->name().c_str(), static_cast<char*>(nullptr));
+                ::execlp("ip", "ip", "route", "replace", r.c_str(), "dev", tun->name().c_str(),
+                         static_cast<char*>(nullptr));
                 _exit(127);
             }
             int wst = 0;
@@ -549,14 +590,17 @@ int cmd_run(const Options& o) {
         ro.natt_factory = x2sec::esp::make_natt_factory(*tun_backend);
         inner = dp.get();
         ro.extra_counters.push_back(&esp_counters);
-        lg->info("ESP data plane on TUN {} (UDP {}:{} shared with IKE)", bo.tun_name, bo.bind_addr.to_string(), bo.port);
+        lg->info("ESP data plane on TUN {} (UDP {}:{} shared with IKE)", bo.tun_name, bo.bind_addr.to_string(),
+                 bo.port);
     }
-    if (inner == &memory_backend) lg->info("Child SAs are recorded in memory only (no ESP data plane; --dataplane tun adds one)");
+    if (inner == &memory_backend)
+        lg->info("Child SAs are recorded in memory only (no ESP data plane; --dataplane tun adds one)");
     LoopBackend backend(*inner);
     x2sec::SystemClock clock;
-    auto engine = std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, backend, x2sec::os_rng());
+    auto engine =
+        std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, backend, x2sec::os_rng());
     const x2sec::Counters& engine_counters = engine->engine().counters();  // thread-safe, lives with the engine
-    x2sec::ike::Engine* engine_ptr = &engine->engine();  // for SIGHUP's update_peer, on the loop only
+    x2sec::ike::Engine* engine_ptr = &engine->engine();                    // for SIGHUP's update_peer, on the loop only
     auto rt = x2sec::runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
     if (!rt) {
         std::cerr << "x2sec ike run: " << rt.error().detail() << "\n";
@@ -567,7 +611,9 @@ int cmd_run(const Options& o) {
     PeerReload peer_reload{o.config, cfg->engine.peers, rtp, engine_ptr, &reload_counters, current_revocation};
     // Takes SIGHUP (CRLs, then the peers); declared after everything it uses, so it stops first.
     CrlReloadOnHup hup(current_revocation, peer_reload);
-    backend.poster = [rtp](std::function<void()> f) { rtp->post([f = std::move(f)](x2sec::runtime::EngineApi&, x2sec::Millis) { f(); }); };
+    backend.poster = [rtp](std::function<void()> f) {
+        rtp->post([f = std::move(f)](x2sec::runtime::EngineApi&, x2sec::Millis) { f(); });
+    };
     // /metrics ([metrics] listen): counters read directly (thread-safe), the SA list taken on the
     // loop by a posted job that the scrape waits for at most 2 s, so a scrape never blocks the loop.
     x2sec::Counters metrics_counters;
@@ -577,8 +623,10 @@ int cmd_run(const Options& o) {
         auto done = std::make_shared<std::promise<std::vector<x2sec::ike::IkeSaInfo>>>();
         auto sas = done->get_future();
         rtp->post([done](x2sec::runtime::EngineApi& api, x2sec::Millis) { done->set_value(api.list_sas()); });
-        if (sas.wait_for(std::chrono::seconds(2)) == std::future_status::ready) x2sec::app::add_sa_gauges(e, sas.get());
-        else metrics_counters.inc("metrics.ike.sa_list_timeout");
+        if (sas.wait_for(std::chrono::seconds(2)) == std::future_status::ready)
+            x2sec::app::add_sa_gauges(e, sas.get());
+        else
+            metrics_counters.inc("metrics.ike.sa_list_timeout");
         const auto& rules = x2sec::app::metric_rules();
         e.add_counters(engine_counters, rules);
         e.add_counters(rtp->counters(), rules);
@@ -589,7 +637,8 @@ int cmd_run(const Options& o) {
         e.add_registry(x2sec::metrics::registry(), rules);
         return e.text();
     };
-    auto metrics = x2sec::app::start_metrics(cfg->metrics.listen, cfg->path + ": [metrics] listen", collect, metrics_counters);
+    auto metrics =
+        x2sec::app::start_metrics(cfg->metrics.listen, cfg->path + ": [metrics] listen", collect, metrics_counters);
     if (!metrics) {
         std::cerr << "x2sec ike run: " << metrics.error().detail() << "\n";
         return 1;
@@ -600,7 +649,8 @@ int cmd_run(const Options& o) {
             return 1;
         }
     }
-    lg->info("x2sec IKE daemon running with {} peer(s), control socket {}", cfg->engine.peers.size(), ro.control_socket);
+    lg->info("x2sec IKE daemon running with {} peer(s), control socket {}", cfg->engine.peers.size(),
+             ro.control_socket);
     int rc = (*rt)->run();
     backend.poster = nullptr;
     if (tun_backend) {
@@ -612,76 +662,85 @@ int cmd_run(const Options& o) {
     return rc;
 }
 
-x2sec::app::Command reg("ike", "IKEv2 daemon (run) and its control commands (list-sas, initiate, terminate, rekey)",
-                        [](CLI::App& app) -> x2sec::app::Runner {
-    auto o = std::make_shared<Options>();
-    app.require_subcommand(1);
-    auto add_control = [&](CLI::App* s) {
-        auto* c = s->add_option("--control", o->control, "control socket of the daemon");
-        auto* f = s->add_option("--config", o->config,
-                                "the daemon's configuration file: its [runtime] control_socket is used")
-                      ->check(CLI::ExistingFile);
-        c->excludes(f);
-    };
-    auto add_target = [&](CLI::App* s) {
-        auto* peer = s->add_option("--peer", o->peer, "peer name from the configuration");
-        auto* id = s->add_option("--ike-sa", o->ike_sa, "IKE SA number (as list-sas prints after '#')");
-        peer->excludes(id);
-        s->add_option("--child", o->child, "Child SA name (only this Child SA)");
-        s->add_option("--timeout", o->timeout_s, "seconds to wait for completion")->capture_default_str();
-    };
-    auto* run = app.add_subcommand("run", "run the IKE daemon in the foreground (SIGINT/SIGTERM: delete SAs, exit)");
-    run->add_option("--config", o->config, "configuration file (TOML)")->required()->check(CLI::ExistingFile);
-    run->add_option("--control", o->control,
-                    std::string("control socket (default: [runtime] control_socket, else ") + kDefaultControl + ")");
-    run->add_option("--debug-keylog", o->keylog,
-                    "DEBUG ONLY: write IKE/ESP keys to Wireshark's ikev2_decryption_table and esp_sa in DIR");
-    run->add_option("--shutdown-grace", o->grace_ms, "ms to wait for peers to answer deletes on exit")->capture_default_str();
-    run->add_option("--dataplane", o->dataplane, "memory: record Child SAs only; tun: user-space ESP on a TUN device")
-        ->check(CLI::IsMember({"memory", "tun"}))->capture_default_str();
-    run->add_option("--tun", o->tun, "TUN device name (--dataplane tun)")->capture_default_str();
-    run->add_option("--tun-addr", o->tun_addr, "IPv4 address/prefix for the TUN device (inner address)");
-    run->add_option("--mtu", o->mtu, "TUN MTU")->capture_default_str();
-    run->add_option("--route", o->routes, "prefix to route into the TUN device (repeatable; --dataplane tun)");
-    run->add_flag("--no-offload", o->no_offload, "plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO (--dataplane tun)");
-    auto* check = app.add_subcommand("check-config", "load and validate a configuration file, then exit");
-    check->add_option("--config", o->config, "configuration file (TOML)")->required();
-    auto* list = app.add_subcommand("list-sas", "list IKE and Child SAs (like swanctl --list-sas)");
-    add_control(list);
-    list->add_flag("--json", o->json_out, "print JSON");
-    auto* counters = app.add_subcommand("counters", "print the daemon's counters (IKE, runtime, ESP data plane) as JSON");
-    add_control(counters);
-    auto* reload_crls =
-        app.add_subcommand("reload-crls", "reload changed CRL files and refetch the CRL URLs now (like SIGHUP)");
-    add_control(reload_crls);
-    auto* init = app.add_subcommand("initiate", "establish the IKE SA and first Child SA with a peer");
-    add_control(init);
-    init->add_option("--peer", o->peer, "peer name")->required();
-    init->add_option("--timeout", o->timeout_s, "seconds to wait")->capture_default_str();
-    auto* term = app.add_subcommand("terminate", "delete an IKE SA (with its Child SAs) or one Child SA");
-    add_control(term);
-    add_target(term);
-    auto* rekey = app.add_subcommand("rekey", "rekey an IKE SA or one Child SA");
-    add_control(rekey);
-    add_target(rekey);
-    auto* load = app.add_subcommand("load", "IKE load generator: many initiators against one responder, report setups/s");
-    auto load_run = x2sec::app::setup_ike_load(load);
-    return [=]() -> int {
-        if (load->parsed()) return load_run();
-        if (run->parsed()) return cmd_run(*o);
-        if (check->parsed()) return cmd_check(*o);
-        if (list->parsed()) return cmd_list(*o);
-        if (counters->parsed()) return cmd_counters(*o);
-        if (reload_crls->parsed()) return cmd_reload_crls(*o);
-        if (init->parsed()) return cmd_initiate(*o);
-        if ((term->parsed() || rekey->parsed()) && o->peer.empty() && !o->ike_sa) {
-            std::cerr << "x2sec ike: give --peer or --ike-sa\n";
+x2sec::app::Command reg(
+    "ike", "IKEv2 daemon (run) and its control commands (list-sas, initiate, terminate, rekey)",
+    [](CLI::App& app) -> x2sec::app::Runner {
+        auto o = std::make_shared<Options>();
+        app.require_subcommand(1);
+        auto add_control = [&](CLI::App* s) {
+            auto* c = s->add_option("--control", o->control, "control socket of the daemon");
+            auto* f = s->add_option("--config", o->config,
+                                    "the daemon's configuration file: its [runtime] control_socket is used")
+                          ->check(CLI::ExistingFile);
+            c->excludes(f);
+        };
+        auto add_target = [&](CLI::App* s) {
+            auto* peer = s->add_option("--peer", o->peer, "peer name from the configuration");
+            auto* id = s->add_option("--ike-sa", o->ike_sa, "IKE SA number (as list-sas prints after '#')");
+            peer->excludes(id);
+            s->add_option("--child", o->child, "Child SA name (only this Child SA)");
+            s->add_option("--timeout", o->timeout_s, "seconds to wait for completion")->capture_default_str();
+        };
+        auto* run =
+            app.add_subcommand("run", "run the IKE daemon in the foreground (SIGINT/SIGTERM: delete SAs, exit)");
+        run->add_option("--config", o->config, "configuration file (TOML)")->required()->check(CLI::ExistingFile);
+        run->add_option(
+            "--control", o->control,
+            std::string("control socket (default: [runtime] control_socket, else ") + kDefaultControl + ")");
+        run->add_option("--debug-keylog", o->keylog,
+                        "DEBUG ONLY: write IKE/ESP keys to Wireshark's ikev2_decryption_table and esp_sa in DIR");
+        run->add_option("--shutdown-grace", o->grace_ms, "ms to wait for peers to answer deletes on exit")
+            ->capture_default_str();
+        run->add_option("--dataplane", o->dataplane,
+                        "memory: record Child SAs only; tun: user-space ESP on a TUN device")
+            ->check(CLI::IsMember({"memory", "tun"}))
+            ->capture_default_str();
+        run->add_option("--tun", o->tun, "TUN device name (--dataplane tun)")->capture_default_str();
+        run->add_option("--tun-addr", o->tun_addr, "IPv4 address/prefix for the TUN device (inner address)");
+        run->add_option("--mtu", o->mtu, "TUN MTU")->capture_default_str();
+        run->add_option("--route", o->routes, "prefix to route into the TUN device (repeatable; --dataplane tun)");
+        run->add_flag("--no-offload", o->no_offload,
+                      "plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO (--dataplane tun)");
+        auto* check = app.add_subcommand("check-config", "load and validate a configuration file, then exit");
+        check->add_option("--config", o->config, "configuration file (TOML)")->required();
+        auto* list = app.add_subcommand("list-sas", "list IKE and Child SAs (like swanctl --list-sas)");
+        add_control(list);
+        list->add_flag("--json", o->json_out, "print JSON");
+        auto* counters =
+            app.add_subcommand("counters", "print the daemon's counters (IKE, runtime, ESP data plane) as JSON");
+        add_control(counters);
+        auto* reload_crls =
+            app.add_subcommand("reload-crls", "reload changed CRL files and refetch the CRL URLs now (like SIGHUP)");
+        add_control(reload_crls);
+        auto* init = app.add_subcommand("initiate", "establish the IKE SA and first Child SA with a peer");
+        add_control(init);
+        init->add_option("--peer", o->peer, "peer name")->required();
+        init->add_option("--timeout", o->timeout_s, "seconds to wait")->capture_default_str();
+        auto* term = app.add_subcommand("terminate", "delete an IKE SA (with its Child SAs) or one Child SA");
+        add_control(term);
+        add_target(term);
+        auto* rekey = app.add_subcommand("rekey", "rekey an IKE SA or one Child SA");
+        add_control(rekey);
+        add_target(rekey);
+        auto* load =
+            app.add_subcommand("load", "IKE load generator: many initiators against one responder, report setups/s");
+        auto load_run = x2sec::app::setup_ike_load(load);
+        return [=]() -> int {
+            if (load->parsed()) return load_run();
+            if (run->parsed()) return cmd_run(*o);
+            if (check->parsed()) return cmd_check(*o);
+            if (list->parsed()) return cmd_list(*o);
+            if (counters->parsed()) return cmd_counters(*o);
+            if (reload_crls->parsed()) return cmd_reload_crls(*o);
+            if (init->parsed()) return cmd_initiate(*o);
+            if ((term->parsed() || rekey->parsed()) && o->peer.empty() && !o->ike_sa) {
+                std::cerr << "x2sec ike: give --peer or --ike-sa\n";
+                return 2;
+            }
+            if (term->parsed()) return cmd_terminate(*o);
+            if (rekey->parsed()) return cmd_rekey(*o);
             return 2;
-        }
-        if (term->parsed()) return cmd_terminate(*o);
-        if (rekey->parsed()) return cmd_rekey(*o);
-        return 2;
-    };
-});
+        };
+    });
 
 }  // namespace

@@ -24,8 +24,7 @@ namespace x2sec::app {
 namespace {
 
 struct LoadCli {
-    std::string target = "127.0.0.1:500", auth = "cert", certs, psk_base, psk_base_file,
-                write_config, write_charon;
+    std::string target = "127.0.0.1:500", auth = "cert", certs, psk_base, psk_base_file, write_config, write_charon;
     std::vector<std::string> sources;
     loadgen::LoadOptions o;
     bool json = false, quiet = false;
@@ -70,14 +69,12 @@ bool parse_sources(const std::string& s, std::vector<IpAddress>& out) {
     auto a = IpAddress::parse(s.substr(0, dash)), b = IpAddress::parse(s.substr(dash + 1));
     if (!a || !b || a->v6 || b->v6) return false;
     auto num = [](const IpAddress& x) {
-        return (uint32_t(x.bytes[0]) << 24) | (uint32_t(x.bytes[1]) << 16) |
-               (uint32_t(x.bytes[2]) << 8) | x.bytes[3];
+        return (uint32_t(x.bytes[0]) << 24) | (uint32_t(x.bytes[1]) << 16) | (uint32_t(x.bytes[2]) << 8) | x.bytes[3];
     };
     uint32_t lo = num(*a), hi = num(*b);
     if (hi < lo || hi - lo >= 65536) return false;
     for (uint64_t v = lo; v <= hi; ++v)
-        out.push_back(
-            IpAddress::v4(uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)));
+        out.push_back(IpAddress::v4(uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)));
     return true;
 }
 
@@ -98,8 +95,7 @@ int run(LoadCli& c) {
     std::optional<loadgen::Credentials> creds;
     if (c.auth == "cert") {
         if (c.certs.empty()) {
-            std::cerr << me
-                      << ": --auth cert needs --certs DIR (created and filled when missing)\n";
+            std::cerr << me << ": --auth cert needs --certs DIR (created and filled when missing)\n";
             return 2;
         }
         auto r = loadgen::prepare_certs(c.certs, c.o.count, c.o.realm, c.o.responder_id);
@@ -126,8 +122,7 @@ int run(LoadCli& c) {
             std::cerr << me << ": --auth psk needs --psk-base TEXT or --psk-base-file FILE\n";
             return 2;
         }
-        c.o.psk_base =
-            SecureBytes(BytesView(reinterpret_cast<const uint8_t*>(base.data()), base.size()));
+        c.o.psk_base = SecureBytes(BytesView(reinterpret_cast<const uint8_t*>(base.data()), base.size()));
         std::fill(base.begin(), base.end(), '\0');
     }
     if (!c.write_config.empty() || !c.write_charon.empty()) {
@@ -175,51 +170,36 @@ int run(LoadCli& c) {
 Runner setup_ike_load(CLI::App* sub) {
     auto c = std::make_shared<LoadCli>();
     auto& o = c->o;
-    sub->add_option("--target", c->target, "responder ADDR[:PORT] or [V6]:PORT")
-        ->capture_default_str();
+    sub->add_option("--target", c->target, "responder ADDR[:PORT] or [V6]:PORT")->capture_default_str();
     sub->add_option("--target-natt-port", o.target_natt_port,
                     "responder's NAT-T port (written to the responder config)")
         ->capture_default_str();
-    sub->add_option("--source", c->sources,
-                    "local address or IPv4 range A-B (repeatable; default 127.0.0.1 / ::1)");
-    sub->add_option("--ports", o.ports_per_source, "UDP source ports per source address")
-        ->capture_default_str();
+    sub->add_option("--source", c->sources, "local address or IPv4 range A-B (repeatable; default 127.0.0.1 / ::1)");
+    sub->add_option("--ports", o.ports_per_source, "UDP source ports per source address")->capture_default_str();
     sub->add_option("--count", o.count, "total setups (one identity each)")->capture_default_str();
-    sub->add_option("--concurrency", o.concurrency, "setups in flight at most")
-        ->capture_default_str();
-    sub->add_option("--rate", o.rate,
-                    "setups started per second (0 = as fast as --concurrency allows)")
+    sub->add_option("--concurrency", o.concurrency, "setups in flight at most")->capture_default_str();
+    sub->add_option("--rate", o.rate, "setups started per second (0 = as fast as --concurrency allows)")
         ->capture_default_str();
     sub->add_option("--duration", o.duration_s, "time bound in seconds")->capture_default_str();
-    sub->add_option("--auth", c->auth, "cert or psk")
-        ->check(CLI::IsMember({"cert", "psk"}))
-        ->capture_default_str();
-    sub->add_option(
-        "--certs", c->certs,
-        "certificate directory (ca.pem, responder.pem, initiators/<i>.pem; missing ones issued)");
-    sub->add_option("--psk-base", c->psk_base,
-                    "base secret: PSK of identity X = HMAC-SHA256(base, X)");
-    sub->add_option("--psk-base-file", c->psk_base_file,
-                    "file holding the base secret (one trailing newline dropped)");
+    sub->add_option("--auth", c->auth, "cert or psk")->check(CLI::IsMember({"cert", "psk"}))->capture_default_str();
+    sub->add_option("--certs", c->certs,
+                    "certificate directory (ca.pem, responder.pem, initiators/<i>.pem; missing ones issued)");
+    sub->add_option("--psk-base", c->psk_base, "base secret: PSK of identity X = HMAC-SHA256(base, X)");
+    sub->add_option("--psk-base-file", c->psk_base_file, "file holding the base secret (one trailing newline dropped)");
     sub->add_option("--realm", o.realm, "identities are n<i>.<realm>")->capture_default_str();
-    sub->add_option("--responder-id", o.responder_id, "responder's FQDN identity")
-        ->capture_default_str();
+    sub->add_option("--responder-id", o.responder_id, "responder's FQDN identity")->capture_default_str();
     sub->add_option("--ike-proposal", o.ike_proposal, "IKE proposal")->capture_default_str();
     sub->add_option("--esp-proposal", o.esp_proposal, "ESP proposal")->capture_default_str();
     sub->add_flag("--rekey-child", o.rekey_child, "after setup: rekey the Child SA");
     sub->add_flag("--rekey-ike", o.rekey_ike, "after setup: rekey the IKE SA");
     sub->add_flag("--delete", o.delete_after, "after setup (and rekeys): delete the IKE SA");
-    sub->add_option("--retransmit-timeout", o.retransmit_timeout_ms,
-                    "ms before the first retransmission")
+    sub->add_option("--retransmit-timeout", o.retransmit_timeout_ms, "ms before the first retransmission")
         ->capture_default_str();
-    sub->add_option("--retransmit-tries", o.retransmit_tries,
-                    "retransmissions before a setup times out")
+    sub->add_option("--retransmit-tries", o.retransmit_tries, "retransmissions before a setup times out")
         ->capture_default_str();
-    sub->add_option(
-        "--write-responder-config", c->write_config,
-        "write the x2sec responder TOML for these identities/credentials to FILE (0600) and exit");
-    sub->add_option("--hold", o.hold_s,
-                    "seconds to keep the SAs after the last setup (answering DPD and rekeys)")
+    sub->add_option("--write-responder-config", c->write_config,
+                    "write the x2sec responder TOML for these identities/credentials to FILE (0600) and exit");
+    sub->add_option("--hold", o.hold_s, "seconds to keep the SAs after the last setup (answering DPD and rekeys)")
         ->capture_default_str();
     sub->add_option("--write-charon-config", c->write_charon,
                     "write the strongSwan swanctl.conf for the same load to FILE (0600) and exit "

@@ -34,13 +34,13 @@ int fail(const Error& e) {
     return 1;
 }
 
-std::string g_key_token, g_alg = "p256", g_dir, g_name, g_out_key, g_out_cert, g_crl_url, g_eui, g_realm, g_subject, g_show_file;
+std::string g_key_token, g_alg = "p256", g_dir, g_name, g_out_key, g_out_cert, g_crl_url, g_eui, g_realm, g_subject,
+                         g_show_file;
 std::vector<std::string> g_dns, g_ips, g_revoke;
 int64_t g_days = 0, g_nb_unix = 0, g_na_unix = 0;
 bool g_intermediate = false;
 
-int write_key_cert(const std::string& key_path, EVP_PKEY* key, const std::string& cert_path,
-                   std::vector<X509*> certs) {
+int write_key_cert(const std::string& key_path, EVP_PKEY* key, const std::string& cert_path, std::vector<X509*> certs) {
     if (key) {
         auto st = pki::save_private_key(key_path, key);
         if (!st) return fail(st.error());
@@ -55,7 +55,8 @@ Status make_ca(const std::string& dir, const std::string& name, pki::KeyAlg alg,
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) return Error(ErrorDomain::Io, 0, "cannot create " + dir + ": " + ec.message());
-    if (fs::exists(dir + "/ca.key")) return Error(ErrorDomain::Pki, 0, dir + "/ca.key exists; refusing to overwrite a CA");
+    if (fs::exists(dir + "/ca.key"))
+        return Error(ErrorDomain::Pki, 0, dir + "/ca.key exists; refusing to overwrite a CA");
     X2SEC_TRY(auto root_key, pki::generate_key(alg));
     X2SEC_TRY(auto root_name, pki::parse_name("/O=" + name + "/CN=" + name + " Root CA"));
     pki::IssueRequest r;
@@ -105,7 +106,8 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
     vca->add_option("--alg", g_alg, "key algorithm")->capture_default_str();
     vca->add_option("--days", g_days, "validity in days (default 7300)");
 
-    auto* oca = sub.add_subcommand("init-operator-ca", "Create the operator root (+ issuing CA) and the CMP RA certificate");
+    auto* oca =
+        sub.add_subcommand("init-operator-ca", "Create the operator root (+ issuing CA) and the CMP RA certificate");
     oca->add_option("--dir", g_dir, "CA directory")->required();
     oca->add_option("--name", g_name, "operator name")->required();
     oca->add_option("--alg", g_alg, "key algorithm")->capture_default_str();
@@ -197,11 +199,14 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
             if (dev->parsed()) {
                 auto id = pki::make_identity(g_eui, g_realm);
                 if (!id) return fail(id.error());
-                auto org = X509_NAME_get_index_by_NID(X509_get_subject_name(ca->ca_cert.get()), NID_organizationName, -1);
+                auto org =
+                    X509_NAME_get_index_by_NID(X509_get_subject_name(ca->ca_cert.get()), NID_organizationName, -1);
                 std::string o = "Vendor";
                 if (org >= 0) {
-                    auto* s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(X509_get_subject_name(ca->ca_cert.get()), org));
-                    o.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), static_cast<size_t>(ASN1_STRING_length(s)));
+                    auto* s =
+                        X509_NAME_ENTRY_get_data(X509_NAME_get_entry(X509_get_subject_name(ca->ca_cert.get()), org));
+                    o.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                             static_cast<size_t>(ASN1_STRING_length(s)));
                 }
                 auto n = pki::parse_name("/O=" + o + "/CN=" + *id);
                 if (!n) return fail(n.error());
@@ -227,8 +232,9 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
             std::vector<X509*> certs{cert->get()};
             for (auto& c : ca->chain) certs.push_back(c.get());
             if (int rc = write_key_cert(g_out_key, key->get(), g_out_cert, certs)) return rc;
-            std::cout << "issued " << pki::profile_name(r.profile) << " certificate serial " << pki::serial_hex(cert->get())
-                      << " for " << pki::name_to_string(subject.get()) << " -> " << g_out_cert << "\n";
+            std::cout << "issued " << pki::profile_name(r.profile) << " certificate serial "
+                      << pki::serial_hex(cert->get()) << " for " << pki::name_to_string(subject.get()) << " -> "
+                      << g_out_cert << "\n";
             return 0;
         }
         if (crl->parsed()) {
@@ -241,7 +247,8 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
                 if (!b || b->empty()) return fail(Error("serial '" + s + "' is not hex"));
                 rv.push_back({*b, now, 0});
             }
-            auto c = pki::issue_crl(ca->ca_cert.get(), ca->ca_key.get(), rv, now, now, now + (g_days ? g_days : 7) * 86400);
+            auto c =
+                pki::issue_crl(ca->ca_cert.get(), ca->ca_key.get(), rv, now, now, now + (g_days ? g_days : 7) * 86400);
             if (!c) return fail(c.error());
             auto st = write_file_atomic(g_out_cert, std::string_view(pki::crl_pem(c->get())));
             if (!st) return fail(st.error());

@@ -68,7 +68,8 @@ static x2sec::app::Command reg("status", "Per-neighbour decision, steps and tunn
                 if (!d.basis.empty()) std::cout << "    basis: " << d.basis << "\n";
                 if (d.warning) std::cout << "    WARNING: " << *d.warning << "\n";
                 for (auto& s : d.steps) std::cout << "    - " << s << "\n";
-                std::cout << "    tunnel: not running (this is the planned decision; `x2sec status --demo` shows live state)\n";
+                std::cout << "    tunnel: not running (this is the planned decision; `x2sec status --demo` shows live "
+                             "state)\n";
             }
             out.push_back(jh);
         }

@@ -33,9 +33,7 @@ void add_build_info(metrics::Exposition& e, const std::string& daemon);
 
 // Starts /metrics on `listen` ("" = off: returns nullptr and no error).  `where` names the
 // setting in errors ("ike.toml: [metrics] listen").
-Result<std::unique_ptr<net::MetricsServer>> start_metrics(const std::string& listen,
-                                                          const std::string& where,
-                                                          net::MetricsServer::Collect collect,
-                                                          Counters& counters);
+Result<std::unique_ptr<net::MetricsServer>> start_metrics(const std::string& listen, const std::string& where,
+                                                          net::MetricsServer::Collect collect, Counters& counters);
 
 }  // namespace x2sec::app

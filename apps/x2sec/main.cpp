@@ -17,8 +17,7 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", "x2sec 0.1.0");
 
     auto& commands = x2sec::app::registry();
-    std::sort(commands.begin(), commands.end(),
-              [](const auto& a, const auto& b) { return a.name < b.name; });
+    std::sort(commands.begin(), commands.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
     std::map<CLI::App*, x2sec::app::Runner> runners;
     for (auto& c : commands) {
         CLI::App* sub = app.add_subcommand(c.name, c.description);

@@ -50,7 +50,8 @@ Load run_load(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_PKE
                 r.implicit_confirm = implicit;
                 r.timeout_s = 10;
                 auto e = Client::enroll(r);
-                if (!e && failed.fetch_add(1) == 0) std::fprintf(stderr, "  first failure: %s\n", e.error().detail().c_str());
+                if (!e && failed.fetch_add(1) == 0)
+                    std::fprintf(stderr, "  first failure: %s\n", e.error().detail().c_str());
                 if (e) ++ok;
             }
         });
@@ -90,8 +91,10 @@ Load run_inproc(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_P
                 r.subject = "/CN=" + ids[static_cast<size_t>(c)];
                 r.dns = {ids[static_cast<size_t>(c)]};
                 r.operator_roots = {lab.operator_root.cert.get()};
-                if (Client::enroll(r)) ++ok;
-                else ++failed;
+                if (Client::enroll(r))
+                    ++ok;
+                else
+                    ++failed;
             }
         });
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
@@ -203,10 +206,15 @@ int main(int argc, char** argv) {
             int devnull = ::open("/dev/null", O_WRONLY);
             dup2(devnull, 1);
             dup2(devnull, 2);
-            std::vector<std::string> args = {"openssl", "cmp", "-port", port, "-srv_cert", path("ra.crt"), "-srv_key",
-                                             path("ra.key"), "-srv_trusted", path("vendor.crt"), "-srv_untrusted",
-                                             path("vendor.crt"), "-rsp_cert", path("rsp.crt"), "-rsp_capubs",
-                                             path("root.crt"), "-rsp_extracerts", path("extra.crt")};
+            std::vector<std::string> args = {"openssl",         "cmp",
+                                             "-port",           port,
+                                             "-srv_cert",       path("ra.crt"),
+                                             "-srv_key",        path("ra.key"),
+                                             "-srv_trusted",    path("vendor.crt"),
+                                             "-srv_untrusted",  path("vendor.crt"),
+                                             "-rsp_cert",       path("rsp.crt"),
+                                             "-rsp_capubs",     path("root.crt"),
+                                             "-rsp_extracerts", path("extra.crt")};
             if (implicit) args.push_back("-grant_implicitconf");
             std::vector<char*> av;
             for (auto& a : args) av.push_back(a.data());
@@ -249,7 +257,9 @@ int main(int argc, char** argv) {
     auto row = [](const std::string& name, int n, const Load& l) {
         std::printf("%-44s %8d %10.1f %7d %7d\n", name.c_str(), n, l.rate(), l.ok, l.failed);
     };
-    struct Pair { double x = 0, m = 0; };
+    struct Pair {
+        double x = 0, m = 0;
+    };
     std::map<std::string, Pair> ratio;
     for (int n : {1, clients}) {
         if (n == 1 && clients == 1 && ratio.size()) break;
@@ -270,14 +280,18 @@ int main(int argc, char** argv) {
     mem_http.stop();
 
     std::printf("\nratio x2sec / openssl mock:\n");
-    for (auto& [k, v] : ratio) std::printf("  %-36s %s\n", k.c_str(), v.m > 0 ? std::to_string(v.x / v.m).substr(0, 5).c_str() : "mock served none");
-    std::printf("crypto bound (OpenSSL EVP, this run): P-256 sign %.1f us, verify %.1f us; x2sec server per enrolment "
-                "3 sign + 6 verify = %.0f us -> %.0f enrol/s on %u cores (server crypto alone, clients excluded)\n",
-                sign_us, verify_us, x2sec_us, bound, std::thread::hardware_concurrency());
-    std::printf("notes: the 3.0 mock server keeps one transaction state and serves one connection at a time; with\n"
-                "concurrent clients its answers carry the wrong transactionID or the connection fails, so it only\n"
-                "serves the 1-client runs. It issues nothing (fixed certificate) and writes no store; x2sec issues,\n"
-                "signs and durably records every certificate. Clients run in this process on the same cores.\n");
+    for (auto& [k, v] : ratio)
+        std::printf("  %-36s %s\n", k.c_str(),
+                    v.m > 0 ? std::to_string(v.x / v.m).substr(0, 5).c_str() : "mock served none");
+    std::printf(
+        "crypto bound (OpenSSL EVP, this run): P-256 sign %.1f us, verify %.1f us; x2sec server per enrolment "
+        "3 sign + 6 verify = %.0f us -> %.0f enrol/s on %u cores (server crypto alone, clients excluded)\n",
+        sign_us, verify_us, x2sec_us, bound, std::thread::hardware_concurrency());
+    std::printf(
+        "notes: the 3.0 mock server keeps one transaction state and serves one connection at a time; with\n"
+        "concurrent clients its answers carry the wrong transactionID or the connection fails, so it only\n"
+        "serves the 1-client runs. It issues nothing (fixed certificate) and writes no store; x2sec issues,\n"
+        "signs and durably records every certificate. Clients run in this process on the same cores.\n");
 
     // ---- where the time goes (one client, ir+certConf), and the ratio to the crypto bound of
     // client and server sharing the cores.  Client per enrolment: ir protection + POP + certConf
@@ -297,7 +311,8 @@ int main(int argc, char** argv) {
     std::printf("\nwhere the time goes, 1 client, ir+certConf, per enrolment (in process, then over HTTP):\n");
     std::printf("  whole enrolment in process        %8.0f us  (%d enrolments)\n", per_total, ip.ok);
     std::printf("  server (Server::handle, 2 calls)  %8.0f us\n", per_srv);
-    std::printf("    of which server crypto (est.)   %8.0f us  (3 sign + 6 verify at this run's EVP speed)\n", x2sec_us);
+    std::printf("    of which server crypto (est.)   %8.0f us  (3 sign + 6 verify at this run's EVP speed)\n",
+                x2sec_us);
     std::printf("    of which durable store (SQLite WAL, synchronous=FULL, 2 commits) %6.0f us  (vs :memory:)\n",
                 per_srv - per_srv_mem);
     std::printf("    rest (ASN.1, OpenSSL CMP checks besides signatures, chain building, issuing) %6.0f us\n",
@@ -306,11 +321,13 @@ int main(int argc, char** argv) {
     std::printf("  HTTP + event loop + worker hand-off %6.0f us  (HTTP run minus in-process run)\n", per_http);
     std::printf("\nratios (targets, issue 13 item 5):\n");
     if (auto it = ratio.find("ir+certConf, 1 client(s)"); it != ratio.end() && it->second.m > 0)
-        std::printf("  x2sec / openssl mock, ir+certConf, 1 client     %6.2f  (target >= 2)\n", it->second.x / it->second.m);
+        std::printf("  x2sec / openssl mock, ir+certConf, 1 client     %6.2f  (target >= 2)\n",
+                    it->second.x / it->second.m);
     if (auto it = ratio.find("ir+certConf, " + std::to_string(clients) + " client(s)"); it != ratio.end())
-        std::printf("  x2sec / crypto bound, ir+certConf, %d clients    %6.2f  (target >= 0.5; bound %.0f enrol/s: client + "
-                    "server %.0f us of P-256 per enrolment on %u cores)\n",
-                    clients, it->second.x / shared_bound, shared_bound, both_us, std::thread::hardware_concurrency());
+        std::printf(
+            "  x2sec / crypto bound, ir+certConf, %d clients    %6.2f  (target >= 0.5; bound %.0f enrol/s: client + "
+            "server %.0f us of P-256 per enrolment on %u cores)\n",
+            clients, it->second.x / shared_bound, shared_bound, both_us, std::thread::hardware_concurrency());
     std::printf("  machine load (1/5/15 min): ");
     if (FILE* f = std::fopen("/proc/loadavg", "r")) {
         char buf[64] = {};

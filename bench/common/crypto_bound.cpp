@@ -25,9 +25,8 @@ EVP_PKEY* keygen(const char* alg, const char* group) {
 // A parameters-only key for an EC curve: the template both the cheapest keygen and the cheapest
 // peer-key import start from (x2sec's DhKeyPair keeps one per curve for the process).
 EVP_PKEY* ec_params_key(const char* group) {
-    OSSL_PARAM params[2] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>(group), 0),
-        OSSL_PARAM_construct_end()};
+    OSSL_PARAM params[2] = {OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>(group), 0),
+                            OSSL_PARAM_construct_end()};
     EVP_PKEY_CTX* pc = EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr);
     EVP_PKEY* k = nullptr;
     check(pc && EVP_PKEY_fromdata_init(pc) == 1 && EVP_PKEY_fromdata(pc, &k, EVP_PKEY_KEY_PARAMETERS, params) == 1,
@@ -195,8 +194,8 @@ std::string CryptoBound::to_text() const {
                   "  AES-128-GCM %5zu B     %12.0f pkt/s  %8.1f MB/s\n"
                   "  => IKE responder bound %12.0f setups/s (keygen+derive+sign+2 verify)\n",
                   OpenSSL_version(OPENSSL_VERSION_STRING), ecdh_p256_keygen_per_s, ecdh_p256_derive_per_s,
-                  ecdsa_p256_sign_per_s, ecdsa_p256_verify_per_s, x25519_keygen_per_s, x25519_derive_per_s,
-                  packet_size, aes128_gcm_packets_per_s, aes128_gcm_bytes_per_s / 1e6, ike_responder_bound(2));
+                  ecdsa_p256_sign_per_s, ecdsa_p256_verify_per_s, x25519_keygen_per_s, x25519_derive_per_s, packet_size,
+                  aes128_gcm_packets_per_s, aes128_gcm_bytes_per_s / 1e6, ike_responder_bound(2));
     return buf;
 }
 

@@ -45,7 +45,8 @@ void Raw_DhGenerateDerive(benchmark::State& st, const char* alg, const char* gro
     EVP_PKEY_get_octet_string_param(b, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pub, sizeof(pub), &pub_len);
     unsigned char out[64];
     for (auto _ : st) {
-        EVP_PKEY* k = group ? EVP_PKEY_Q_keygen(nullptr, nullptr, alg, group) : EVP_PKEY_Q_keygen(nullptr, nullptr, alg);
+        EVP_PKEY* k =
+            group ? EVP_PKEY_Q_keygen(nullptr, nullptr, alg, group) : EVP_PKEY_Q_keygen(nullptr, nullptr, alg);
         EVP_PKEY* peer = nullptr;
         if (group != nullptr) {
             OSSL_PARAM params[3] = {

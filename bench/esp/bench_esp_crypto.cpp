@@ -54,8 +54,8 @@ ChildSaParams params(uint32_t in, uint32_t out, EspCipher c, bool mirror) {
 }
 
 double openssl_speed(const char* evp, int seconds) {
-    std::string cmd = std::string("openssl speed -mr -seconds ") + std::to_string(seconds) +
-                      " -bytes 1400 -evp " + evp + " 2>/dev/null";
+    std::string cmd = std::string("openssl speed -mr -seconds ") + std::to_string(seconds) + " -bytes 1400 -evp " +
+                      evp + " 2>/dev/null";
     FILE* f = ::popen(cmd.c_str(), "r");
     if (!f) return 0;
     char line[512];
@@ -137,16 +137,16 @@ int main(int argc, char** argv) {
     double both = run(true, true, seconds);
     double decap = 1.0 / (1.0 / both - 1.0 / encap);  // time(decap) = time(both) - time(encap)
     auto gbit = [](double pps) { return pps * 1400 * 8 / 1e9; };
-    std::printf("  openssl speed -evp %s -bytes 1400:  %8.0f ops/s  %6.2f Gbit/s  (reference)\n", evp,
-                ossl / 1400, ossl * 8 / 1e9);
-    std::printf("  x2sec encap only:                      %8.0f pkt/s  %6.2f Gbit/s  %5.1f%% of openssl\n",
-                encap, gbit(encap), 100 * encap * 1400 / ossl);
-    std::printf("  x2sec decap only (derived):            %8.0f pkt/s  %6.2f Gbit/s  %5.1f%% of openssl\n",
-                decap, gbit(decap), 100 * decap * 1400 / ossl);
-    std::printf("  x2sec encap+decap round trip:          %8.0f pkt/s  %6.2f Gbit/s  %5.1f%% of openssl/2 (goal >= 85%%)\n",
-                both, gbit(both), 100 * both * 1400 / (ossl / 2));
-    std::printf("  (both sides in CPU time; this thread got %.0f%% of a CPU during the last run)\n",
-                100 * cpu_share);
+    std::printf("  openssl speed -evp %s -bytes 1400:  %8.0f ops/s  %6.2f Gbit/s  (reference)\n", evp, ossl / 1400,
+                ossl * 8 / 1e9);
+    std::printf("  x2sec encap only:                      %8.0f pkt/s  %6.2f Gbit/s  %5.1f%% of openssl\n", encap,
+                gbit(encap), 100 * encap * 1400 / ossl);
+    std::printf("  x2sec decap only (derived):            %8.0f pkt/s  %6.2f Gbit/s  %5.1f%% of openssl\n", decap,
+                gbit(decap), 100 * decap * 1400 / ossl);
+    std::printf(
+        "  x2sec encap+decap round trip:          %8.0f pkt/s  %6.2f Gbit/s  %5.1f%% of openssl/2 (goal >= 85%%)\n",
+        both, gbit(both), 100 * both * 1400 / (ossl / 2));
+    std::printf("  (both sides in CPU time; this thread got %.0f%% of a CPU during the last run)\n", 100 * cpu_share);
     if (c != EspCipher::AesGcm16_128 && c != EspCipher::AesGcm16_256)
         std::printf("  (CBC reference is encryption only; HMAC-SHA2-256 is extra work on our side)\n");
     return 0;

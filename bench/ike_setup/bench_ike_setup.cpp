@@ -39,12 +39,12 @@ using namespace x2sec::ike;
 namespace {
 
 struct Options {
-    double seconds = 3.0;                // wall-clock budget of each measured row
-    size_t sas = 2000;                   // IKE SAs held by one responder engine before it is replaced
-    size_t batch = 32;                   // initiators started together (half-open SAs at once)
+    double seconds = 3.0;  // wall-clock budget of each measured row
+    size_t sas = 2000;     // IKE SAs held by one responder engine before it is replaced
+    size_t batch = 32;     // initiators started together (half-open SAs at once)
     uint32_t cookie_threshold = 1'000'000;
-    bool cookie_row = true;              // also measure with a COOKIE demanded on every IKE_SA_INIT
-    bool cold_row = true;                // also measure with a distinct certificate per initiator
+    bool cookie_row = true;  // also measure with a COOKIE demanded on every IKE_SA_INIT
+    bool cold_row = true;    // also measure with a distinct certificate per initiator
     std::string log_level = "warn";
     double bound_seconds = 0.3;
 };
@@ -84,16 +84,26 @@ Options parse_options(int argc, char** argv) {
             if (end == v.c_str() || *end != '\0' || d < 0) usage(("bad number for " + a + ": " + v).c_str());
             return d;
         };
-        if (a == "--seconds") o.seconds = number(next());
-        else if (a == "--sas") o.sas = static_cast<size_t>(number(next()));
-        else if (a == "--batch") o.batch = static_cast<size_t>(number(next()));
-        else if (a == "--cookie-threshold") o.cookie_threshold = static_cast<uint32_t>(number(next()));
-        else if (a == "--no-cookie-row") o.cookie_row = false;
-        else if (a == "--no-cold-row") o.cold_row = false;
-        else if (a == "--log-level") o.log_level = next();
-        else if (a == "--bound-seconds") o.bound_seconds = number(next());
-        else if (a == "-h" || a == "--help") usage("IKE setup benchmark");
-        else usage(("unknown option " + a).c_str());
+        if (a == "--seconds")
+            o.seconds = number(next());
+        else if (a == "--sas")
+            o.sas = static_cast<size_t>(number(next()));
+        else if (a == "--batch")
+            o.batch = static_cast<size_t>(number(next()));
+        else if (a == "--cookie-threshold")
+            o.cookie_threshold = static_cast<uint32_t>(number(next()));
+        else if (a == "--no-cookie-row")
+            o.cookie_row = false;
+        else if (a == "--no-cold-row")
+            o.cold_row = false;
+        else if (a == "--log-level")
+            o.log_level = next();
+        else if (a == "--bound-seconds")
+            o.bound_seconds = number(next());
+        else if (a == "-h" || a == "--help")
+            usage("IKE setup benchmark");
+        else
+            usage(("unknown option " + a).c_str());
     }
     if (o.sas == 0) usage("--sas must be at least 1");
     if (o.batch == 0) usage("--batch must be at least 1");
@@ -136,7 +146,8 @@ struct Credentials {
     // certificate cache holds, used in a cycle, so that least-recently-used cache never hits.
     std::vector<Leaf> distinct;
     void make_distinct(size_t n) {
-        while (distinct.size() < n) distinct.push_back(leaf("i" + std::to_string(distinct.size()) + ".cold.henb.example"));
+        while (distinct.size() < n)
+            distinct.push_back(leaf("i" + std::to_string(distinct.size()) + ".cold.henb.example"));
     }
 
     Credentials() {
@@ -199,7 +210,7 @@ EngineConfig responder_config(const Credentials& c, uint32_t cookie_threshold) {
     p.local_addr = kResponderAddr;
     p.remote_addr = IpAddress{};  // any peer
     p.local_id = must(Identity::parse("fqdn:responder.henb.example"), "responder id");
-    p.remote_id.reset();          // any identity its certificate proves
+    p.remote_id.reset();  // any identity its certificate proves
     p.children[0].local_ts = {TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 1), 32)};
     p.children[0].remote_ts = {TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 0), 24)};
     EngineConfig cfg;
@@ -284,8 +295,8 @@ struct LeafPicker {
 size_t run_batch(Responder& r, const Credentials& c, size_t n, Rng& rng, Totals& t, LeafPicker& leaves) {
     std::vector<Initiator> inits(n);
     for (size_t i = 0; i < n; ++i) {
-        inits[i].engine = std::make_unique<Engine>(initiator_config(c, leaves.pick(), static_cast<uint16_t>(kFirstInitiatorPort + i)),
-                                                   inits[i].backend, rng);
+        inits[i].engine = std::make_unique<Engine>(
+            initiator_config(c, leaves.pick(), static_cast<uint16_t>(kFirstInitiatorPort + i)), inits[i].backend, rng);
         auto st = inits[i].engine->initiate("responder", now_ms());
         if (!st.ok()) throw std::runtime_error("initiate: " + st.error().to_string());
     }
@@ -320,8 +331,10 @@ size_t run_batch(Responder& r, const Credentials& c, size_t n, Rng& rng, Totals&
             inits[idx].engine->handle_datagram(rx, now_ms());
         }
         for (auto& e : r.engine->take_events()) {
-            if (e.kind == Event::Kind::IkeSaUp) ++r.ike_up;
-            else if (e.kind == Event::Kind::ChildSaUp) ++r.child_up;
+            if (e.kind == Event::Kind::IkeSaUp)
+                ++r.ike_up;
+            else if (e.kind == Event::Kind::ChildSaUp)
+                ++r.child_up;
             else if (e.kind == Event::Kind::AuthFailed || e.kind == Event::Kind::NegotiationFailed ||
                      e.kind == Event::Kind::PeerNotify) {
                 if (r.failures++ == 0) r.first_failure = std::string(to_string(e.kind)) + ": " + e.detail;
@@ -378,8 +391,8 @@ RowResult run_row(const std::string& label, const Options& o, const Credentials&
             size_t established = 0;
             for (const auto& s : sas) established += s.state == "ESTABLISHED" && s.children.size() == 1;
             if (established != count + warm_up)
-                throw std::runtime_error("responder lists " + std::to_string(established) + " established IKE SAs, expected " +
-                                         std::to_string(count + warm_up));
+                throw std::runtime_error("responder lists " + std::to_string(established) +
+                                         " established IKE SAs, expected " + std::to_string(count + warm_up));
             if (r->backend.installs != r->child_up || r->child_up != count + warm_up)
                 throw std::runtime_error("responder installed " + std::to_string(r->backend.installs) +
                                          " Child SAs for " + std::to_string(count + warm_up) + " IKE SAs");
@@ -394,8 +407,10 @@ RowResult run_row(const std::string& label, const Options& o, const Credentials&
 
 std::string human_bytes(double b) {
     char buf[64];
-    if (b >= 10 * 1024) std::snprintf(buf, sizeof(buf), "%.1f KiB", b / 1024);
-    else std::snprintf(buf, sizeof(buf), "%.0f B", b);
+    if (b >= 10 * 1024)
+        std::snprintf(buf, sizeof(buf), "%.1f KiB", b / 1024);
+    else
+        std::snprintf(buf, sizeof(buf), "%.0f B", b);
     return buf;
 }
 
@@ -406,9 +421,10 @@ int main(int argc, char** argv) {
     try {
         log::set_level(o.log_level);
         OsRng rng;
-        std::printf("x2sec IKE setup benchmark: IKE_SA_INIT + IKE_AUTH (ECDSA P-256 certificates, leaf under root,\n"
-                    "aes128gcm16-prfsha256-ecp256, first Child SA aes128gcm16) against ONE responder engine;\n"
-                    "responder CPU = this thread's CPU time inside the responder's handle_datagram() only.\n\n");
+        std::printf(
+            "x2sec IKE setup benchmark: IKE_SA_INIT + IKE_AUTH (ECDSA P-256 certificates, leaf under root,\n"
+            "aes128gcm16-prfsha256-ecp256, first Child SA aes128gcm16) against ONE responder engine;\n"
+            "responder CPU = this thread's CPU time inside the responder's handle_datagram() only.\n\n");
         std::fflush(stdout);
         // The bound is measured before and after the rows and the higher figure is used: a
         // bound timed while the shared machine was busy would flatter every ratio.
@@ -420,7 +436,8 @@ int main(int argc, char** argv) {
 
         Credentials creds;
         std::vector<RowResult> rows;
-        rows.push_back(run_row("cookie threshold " + std::to_string(o.cookie_threshold), o, creds, o.cookie_threshold, rng));
+        rows.push_back(
+            run_row("cookie threshold " + std::to_string(o.cookie_threshold), o, creds, o.cookie_threshold, rng));
         if (o.cookie_row) rows.push_back(run_row("COOKIE on every SA_INIT", o, creds, 0, rng));
         if (o.cold_row) {
             // More distinct initiator certificates than the cache holds (LRU, used in a cycle).
@@ -449,14 +466,15 @@ int main(int argc, char** argv) {
         std::printf("\n");
         for (const auto& r : rows) {
             const double per_setup_us = r.t.setups ? 1e6 * r.t.responder_cpu / static_cast<double>(r.t.setups) : 0;
-            std::printf("%s: %.1f us responder CPU per setup (bound %.1f us), %.2f datagrams in and %.2f out per setup, "
-                        "%zu cookies sent, certificate cache %llu hits / %llu misses, memory over the first %zu SAs, "
-                        "%.1f s wall\n",
-                        r.label.c_str(), per_setup_us, 1e6 / bound_rate,
-                        static_cast<double>(r.t.datagrams_in) / static_cast<double>(r.t.setups),
-                        static_cast<double>(r.t.datagrams_out) / static_cast<double>(r.t.setups), r.t.cookies,
-                        static_cast<unsigned long long>(r.t.cert_cache_hits),
-                        static_cast<unsigned long long>(r.t.cert_cache_misses), r.memory_sas, r.wall);
+            std::printf(
+                "%s: %.1f us responder CPU per setup (bound %.1f us), %.2f datagrams in and %.2f out per setup, "
+                "%zu cookies sent, certificate cache %llu hits / %llu misses, memory over the first %zu SAs, "
+                "%.1f s wall\n",
+                r.label.c_str(), per_setup_us, 1e6 / bound_rate,
+                static_cast<double>(r.t.datagrams_in) / static_cast<double>(r.t.setups),
+                static_cast<double>(r.t.datagrams_out) / static_cast<double>(r.t.setups), r.t.cookies,
+                static_cast<unsigned long long>(r.t.cert_cache_hits),
+                static_cast<unsigned long long>(r.t.cert_cache_misses), r.memory_sas, r.wall);
         }
         std::printf("%s\n", bench::versus("IKE_SA+Child SA setups/s (responder CPU, " + rows[0].label + ")",
                                           rows[0].t.responder_cpu > 0 ? rows[0].t.setups / rows[0].t.responder_cpu : 0,
@@ -465,9 +483,9 @@ int main(int argc, char** argv) {
         for (const auto& r : rows) {
             if (r.label.rfind("distinct", 0) != 0) continue;
             std::printf("%s\n", bench::versus("IKE_SA+Child SA setups/s (responder CPU, " + r.label +
-                                                   ", no certificate cache hits)",
-                                               r.t.responder_cpu > 0 ? r.t.setups / r.t.responder_cpu : 0, bound_rate)
-                                      .c_str());
+                                                  ", no certificate cache hits)",
+                                              r.t.responder_cpu > 0 ? r.t.setups / r.t.responder_cpu : 0, bound_rate)
+                                    .c_str());
         }
         std::printf("goal (>= 60%% of the bound, first row): %s\n", main_met ? "met" : "NOT met");
         return 0;

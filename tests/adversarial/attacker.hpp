@@ -90,8 +90,8 @@ public:
         w::SaPayload sa;
         w::Proposal pr;
         pr.protocol = w::ProtocolId::Ike;
-        pr.transforms = {w::Transform::make(w::TransformType::Encr, 20, 128), w::Transform::make(w::TransformType::Prf, 5),
-                         w::Transform::make(w::TransformType::Dh, 19)};
+        pr.transforms = {w::Transform::make(w::TransformType::Encr, 20, 128),
+                         w::Transform::make(w::TransformType::Prf, 5), w::Transform::make(w::TransformType::Dh, 19)};
         sa.proposals = {pr};
         m.payloads.push_back({w::PayloadType::SA, false, sa});
         m.payloads.push_back({w::PayloadType::KE, false, w::KePayload{19, m_dh->public_value()}});
@@ -118,7 +118,9 @@ public:
     }
 
     // IDi / AUTH (PSK) / SA / TSi / TSr of a correct IKE_AUTH request for this identity.
-    w::Payload idi(uint8_t type, Bytes data) const { return {w::PayloadType::IDi, false, w::IdPayload{type, std::move(data)}}; }
+    w::Payload idi(uint8_t type, Bytes data) const {
+        return {w::PayloadType::IDi, false, w::IdPayload{type, std::move(data)}};
+    }
     w::Payload auth_for(const w::IdPayload& id, BytesView psk) const {
         auto octets = ike::signed_octets(*m_prf, m_keys.sk_pi, m_init_req, m_nr, id.id_type, id.data);
         auto mac = ike::psk_auth(*m_prf, psk, octets);
@@ -147,7 +149,8 @@ public:
         m_child_dh.emplace(crypto::DhKeyPair::generate(crypto::DhGroup::Ecp256, m_rng).value());
         return {w::PayloadType::KE, false, w::KePayload{19, m_child_dh->public_value()}};
     }
-    static w::Payload notify(uint16_t type, Bytes data = {}, w::ProtocolId proto = w::ProtocolId::None, Bytes spi = {}) {
+    static w::Payload notify(uint16_t type, Bytes data = {}, w::ProtocolId proto = w::ProtocolId::None,
+                             Bytes spi = {}) {
         return {w::PayloadType::Notify, false, w::NotifyPayload{proto, std::move(spi), type, std::move(data)}};
     }
 

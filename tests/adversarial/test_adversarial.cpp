@@ -37,7 +37,9 @@ const std::string kPsk = "x2 shared secret handed out by the network";
 const IpAddress kAttackerInner = IpAddress::v4(203, 0, 113, 1);
 const IpAddress kDaemonInner = IpAddress::v4(203, 0, 113, 2);
 
-TrafficSelector host(const IpAddress& a) { return TrafficSelector::from_prefix(a, 32); }
+TrafficSelector host(const IpAddress& a) {
+    return TrafficSelector::from_prefix(a, 32);
+}
 
 // The daemon runs in a child process (fork), so a crash is an assertion ("the daemon died"),
 // not the end of the suite.
@@ -190,8 +192,11 @@ protected:
     // The payloads of a correct IKE_AUTH request.
     std::vector<w::Payload> auth_payloads(Attacker& a, uint8_t id_type = 2, Bytes id = to_bytes("a.henb.example")) {
         w::IdPayload idp{id_type, id};
-        return {{PT::IDi, false, idp}, a.auth_for(idp, as_bytes(kPsk)), Attacker::esp_sa(0xa0000001),
-                Attacker::ts(true, {host(kAttackerInner)}), Attacker::ts(false, {host(kDaemonInner)})};
+        return {{PT::IDi, false, idp},
+                a.auth_for(idp, as_bytes(kPsk)),
+                Attacker::esp_sa(0xa0000001),
+                Attacker::ts(true, {host(kAttackerInner)}),
+                Attacker::ts(false, {host(kDaemonInner)})};
     }
     static std::vector<w::Payload> without(std::vector<w::Payload> v, PT t) {
         std::erase_if(v, [&](const w::Payload& p) { return p.type == t; });
@@ -362,7 +367,11 @@ TEST_F(Adversarial, MalformedSelectorsAreRefused) {
         auto a = fresh();
         auto pl = auth_payloads(*a);
         pl[3] = w::Payload{PT::TSi, false,
-                           w::UnknownPayload{44, hex("01000000" "07000011" "0000ffff" "cb007101" "cb00710100")}};
+                           w::UnknownPayload{44, hex("01000000"
+                                                     "07000011"
+                                                     "0000ffff"
+                                                     "cb007101"
+                                                     "cb00710100")}};
         uint64_t before = d.counter_family("ike.rx.invalid_syntax");
         expect_notify(ask(*a, EX::IkeAuth, pl), n::InvalidSyntax);
         EXPECT_EQ(d.counter_family("ike.rx.invalid_syntax"), before + 1);
@@ -374,7 +383,12 @@ TEST_F(Adversarial, MalformedSelectorsAreRefused) {
     // intersection with the policy: TS_UNACCEPTABLE (or INVALID_SYNTAX), never a Child SA.
     auto a = fresh();
     auto pl = auth_payloads(*a);
-    pl[3] = w::Payload{PT::TSi, false, w::UnknownPayload{44, hex("01000000" "07000010" "0000ffff" "cb007102" "cb007101")}};
+    pl[3] = w::Payload{PT::TSi, false,
+                       w::UnknownPayload{44, hex("01000000"
+                                                 "07000010"
+                                                 "0000ffff"
+                                                 "cb007102"
+                                                 "cb007101")}};
     auto r = ask(*a, EX::IkeAuth, pl);
     ASSERT_TRUE(r.has_value());
     EXPECT_TRUE(r->notify(n::TsUnacceptable) || r->notify(n::InvalidSyntax)) << notifies(*r);
@@ -401,8 +415,10 @@ TEST_F(Adversarial, BadIcvAndBadPaddingAreDroppedSilently) {
     for (int k = 0; k < 2; ++k) {
         SCOPED_TRACE(k == 0 ? "bad ICV" : "bad padding");
         SealOptions o;
-        if (k == 0) o.corrupt_icv = true;
-        else o.pad_length = 200;
+        if (k == 0)
+            o.corrupt_icv = true;
+        else
+            o.pad_length = 200;
         uint64_t before = d.counter("ike.rx.integrity_check_failed");
         uint32_t mid = a->next_mid();
         a->request(EX::Informational, {}, o);
@@ -494,7 +510,8 @@ TEST_F(Adversarial, CreateChildSaRequestsWithMissingPayloadsAreAnsweredInvalidSy
             pr.protocol = w::ProtocolId::Ike;
             pr.spi = Bytes(8, 0x5a);
             pr.transforms = {w::Transform::make(w::TransformType::Encr, 20, 128),
-                             w::Transform::make(w::TransformType::Prf, 5), w::Transform::make(w::TransformType::Dh, 19)};
+                             w::Transform::make(w::TransformType::Prf, 5),
+                             w::Transform::make(w::TransformType::Dh, 19)};
             pl = {{PT::SA, false, w::SaPayload{{pr}}}, a->nonce(), a->ke()};
         } else {
             pl = {Attacker::esp_sa(0xa0000003), a->nonce(), Attacker::ts(true, {host(kAttackerInner)}),

@@ -23,8 +23,12 @@ namespace x2sec::test {
 
 using namespace x2sec::ike;
 
-inline IkeProposal proposal(const std::string& s) { return parse_ike_proposal(s).value(); }
-inline ChildProposal child_proposal(const std::string& s) { return parse_child_proposal(s).value(); }
+inline IkeProposal proposal(const std::string& s) {
+    return parse_ike_proposal(s).value();
+}
+inline ChildProposal child_proposal(const std::string& s) {
+    return parse_child_proposal(s).value();
+}
 
 // One end: "a" is 192.0.2.1 protecting 203.0.113.1, "b" is 192.0.2.2 protecting 203.0.113.2.
 inline PeerConfig base_peer(bool is_a) {
@@ -39,8 +43,10 @@ inline PeerConfig base_peer(bool is_a) {
     p.ike_proposals = {proposal("aes128gcm16-prfsha256-ecp256")};
     ChildConfig c;
     c.name = "x2";
-    c.local_ts = {TrafficSelector::from_prefix(is_a ? IpAddress::v4(203, 0, 113, 1) : IpAddress::v4(203, 0, 113, 2), 32)};
-    c.remote_ts = {TrafficSelector::from_prefix(is_a ? IpAddress::v4(203, 0, 113, 2) : IpAddress::v4(203, 0, 113, 1), 32)};
+    c.local_ts = {
+        TrafficSelector::from_prefix(is_a ? IpAddress::v4(203, 0, 113, 1) : IpAddress::v4(203, 0, 113, 2), 32)};
+    c.remote_ts = {
+        TrafficSelector::from_prefix(is_a ? IpAddress::v4(203, 0, 113, 2) : IpAddress::v4(203, 0, 113, 1), 32)};
     c.proposals = {child_proposal("aes128gcm16")};
     p.children = {c};
     p.dpd_interval_ms = 0;

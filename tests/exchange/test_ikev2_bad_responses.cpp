@@ -79,8 +79,7 @@ TEST(IkeBadResponse, RekeyChildResponseWithoutNonceIsRefusedAndItsChildDeleted) 
 }
 
 TEST(IkeBadResponse, CreateChildResponseWithoutTsOrSaIsRefused) {
-    for (PayloadType missing :
-         {PayloadType::TSi, PayloadType::TSr, PayloadType::SA, PayloadType::Nonce}) {
+    for (PayloadType missing : {PayloadType::TSi, PayloadType::TSr, PayloadType::SA, PayloadType::Nonce}) {
         SCOPED_TRACE(wire::to_string(missing));
         auto [pa, pb] = two_child_peers();
         Pair p(pa, pb);
@@ -92,8 +91,7 @@ TEST(IkeBadResponse, CreateChildResponseWithoutTsOrSaIsRefused) {
             Tamper::erase(pl, missing);
             return true;
         };
-        ASSERT_TRUE(
-            p.a.engine->create_child(p.a.engine->list_sas()[0].id, "x2u", p.clock.now()).ok());
+        ASSERT_TRUE(p.a.engine->create_child(p.a.engine->list_sas()[0].id, "x2u", p.clock.now()).ok());
         p.pump();
         EXPECT_EQ(p.a.counter("ike.rx.invalid_syntax.create_child_response"), 1u);
         expect_one_child_pair(p);  // only the first Child SA, on both ends
@@ -157,10 +155,7 @@ TEST(IkeBadResponse, WidenedSelectorsOnRekeyAndNewChildAreRefused) {
         };
         auto id = p.a.engine->list_sas()[0].id;
         if (rekey)
-            ASSERT_TRUE(
-                p.a.engine
-                    ->rekey_child(id, p.a.engine->list_sas()[0].children[0].spi_in, p.clock.now())
-                    .ok());
+            ASSERT_TRUE(p.a.engine->rekey_child(id, p.a.engine->list_sas()[0].children[0].spi_in, p.clock.now()).ok());
         else
             ASSERT_TRUE(p.a.engine->create_child(id, "x2u", p.clock.now()).ok());
         p.pump();
@@ -170,8 +165,7 @@ TEST(IkeBadResponse, WidenedSelectorsOnRekeyAndNewChildAreRefused) {
         EXPECT_EQ(p.b.backend.installed_spis(), before_b);
         expect_one_child_pair(p);
         const auto sas = p.a.engine->list_sas();  // the range-for must not run over a temporary's member
-        for (const auto& c : sas.at(0).children)
-            EXPECT_NE(c.ts_local.at(0).to_string(), "0.0.0.0/0");
+        for (const auto& c : sas.at(0).children) EXPECT_NE(c.ts_local.at(0).to_string(), "0.0.0.0/0");
         expect_indexes_ok(p);
     }
 }
@@ -180,8 +174,7 @@ TEST(IkeBadResponse, WidenedSelectorsOnRekeyAndNewChildAreRefused) {
 void set_encr(std::vector<wire::Payload>& pl, uint16_t id, uint16_t bits) {
     auto* sa = Tamper::body<wire::SaPayload>(pl, PayloadType::SA);
     for (auto& t : sa->proposals.at(0).transforms)
-        if (t.type == wire::TransformType::Encr)
-            t = wire::Transform::make(wire::TransformType::Encr, id, bits);
+        if (t.type == wire::TransformType::Encr) t = wire::Transform::make(wire::TransformType::Encr, id, bits);
 }
 
 TEST(IkeBadResponse, UnofferedEspTransformOrEsnIsRefused) {
@@ -193,15 +186,13 @@ TEST(IkeBadResponse, UnofferedEspTransformOrEsnIsRefused) {
         {"AES-GCM-256 (we offered AES-GCM-128)", [](auto& pl) { set_encr(pl, 20, 256); }},
         {"ESN on (we offered no ESN)",
          [](auto& pl) {
-             for (auto& t :
-                  Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].transforms)
+             for (auto& t : Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].transforms)
                  if (t.type == wire::TransformType::Esn) t.id = 1;
          }},
         {"no ESN transform",
          [](auto& pl) {
-             std::erase_if(
-                 Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].transforms,
-                 [](const wire::Transform& t) { return t.type == wire::TransformType::Esn; });
+             std::erase_if(Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].transforms,
+                           [](const wire::Transform& t) { return t.type == wire::TransformType::Esn; });
          }},
         {"two ESN transforms",
          [](auto& pl) {
@@ -210,9 +201,7 @@ TEST(IkeBadResponse, UnofferedEspTransformOrEsnIsRefused) {
                  .transforms.push_back(wire::Transform::make(wire::TransformType::Esn, 0));
          }},
         {"proposal number 7",
-         [](auto& pl) {
-             Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].number = 7;
-         }},
+         [](auto& pl) { Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].number = 7; }},
     };
     for (const auto& c : cases) {
         SCOPED_TRACE(c.what);
@@ -255,9 +244,7 @@ TEST(IkeBadResponse, UnofferedIkeSaInitProposalIsRefused) {
     };
     std::vector<Case> cases = {
         {"proposal number 2",
-         [](auto& pl) {
-             Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].number = 2;
-         }},
+         [](auto& pl) { Tamper::body<wire::SaPayload>(pl, PayloadType::SA)->proposals[0].number = 2; }},
         {"AES-GCM-256", [](auto& pl) { set_encr(pl, 20, 256); }},
         {"an extra PRF",
          [](auto& pl) {
@@ -294,10 +281,8 @@ TEST(IkeBadResponse, IkeRekeyResponseUnofferedOrIncompleteIsRefused) {
         std::function<void(std::vector<wire::Payload>&)> change;
     };
     std::vector<Case> cases = {
-        {"AES-GCM-256", "ike.rx.no_proposal_chosen.rekey_ike_response",
-         [](auto& pl) { set_encr(pl, 20, 256); }},
-        {"no KE", "ike.rx.invalid_syntax.rekey_ike_response",
-         [](auto& pl) { Tamper::erase(pl, PayloadType::KE); }},
+        {"AES-GCM-256", "ike.rx.no_proposal_chosen.rekey_ike_response", [](auto& pl) { set_encr(pl, 20, 256); }},
+        {"no KE", "ike.rx.invalid_syntax.rekey_ike_response", [](auto& pl) { Tamper::erase(pl, PayloadType::KE); }},
         {"no Nonce", "ike.rx.invalid_syntax.rekey_ike_response",
          [](auto& pl) { Tamper::erase(pl, PayloadType::Nonce); }},
     };
@@ -367,8 +352,7 @@ TEST(IkeBadRequest, CreateChildRequestWithoutTsIsAnsweredInvalidSyntax) {
             Tamper::erase(pl, missing);
             return true;
         };
-        ASSERT_TRUE(
-            p.a.engine->create_child(p.a.engine->list_sas()[0].id, "x2u", p.clock.now()).ok());
+        ASSERT_TRUE(p.a.engine->create_child(p.a.engine->list_sas()[0].id, "x2u", p.clock.now()).ok());
         p.pump();
         EXPECT_EQ(p.b.counter("ike.rx.invalid_syntax.create_child_request"), 1u);
         EXPECT_NE(find_failure(p.a, wire::notify::InvalidSyntax), nullptr);

@@ -266,7 +266,9 @@ Bytes spki_sha1_of(const TestCa& ca) {
     t.add_anchor(ca.certificate(), "x");
     return t.anchor_spki_sha1s().at(0);
 }
-const Event* certreq_event(const Node& n) { return n.find(Event::Kind::PeerCertReq); }
+const Event* certreq_event(const Node& n) {
+    return n.find(Event::Kind::PeerCertReq);
+}
 }  // namespace
 
 // Both ends see the other's CERTREQ as an event and on the SA, each hash mapped to the label

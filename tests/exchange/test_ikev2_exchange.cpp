@@ -460,7 +460,8 @@ TEST(IkeExchange, KeyLoggerExportsMatchingKeys) {
     Pair p(base_peer(true), base_peer(false));
     std::vector<IkeSaKeys> ka;
     std::vector<ChildSaParams> kc;
-    p.a.engine->set_key_logger([&](const IkeSaKeys& k) { ka.push_back(k); }, [&](const ChildSaParams& c) { kc.push_back(c); });
+    p.a.engine->set_key_logger([&](const IkeSaKeys& k) { ka.push_back(k); },
+                               [&](const ChildSaParams& c) { kc.push_back(c); });
     ASSERT_TRUE(p.connect());
     ASSERT_EQ(ka.size(), 1u);
     EXPECT_EQ(ka[0].sk_ei.size(), 20u);  // AES-128 key + salt
@@ -553,7 +554,16 @@ TEST(IkeExchange, BadInputIsCountedNeverFatal) {
     b.handle_datagram(d, p.clock.now());
     EXPECT_EQ(p.b.counter("ike.rx.oversized"), 1u);
     // IKE_SA_INIT with an unknown critical payload: answered UNSUPPORTED_CRITICAL_PAYLOAD.
-    std::string h = "00112233445566770000000000000000" "c8" "20" "22" "08" "00000000" "00000024" "00800008" "deadbeef";
+    std::string h =
+        "00112233445566770000000000000000"
+        "c8"
+        "20"
+        "22"
+        "08"
+        "00000000"
+        "00000024"
+        "00800008"
+        "deadbeef";
     d.data = hex(h);
     b.handle_datagram(d, p.clock.now());
     EXPECT_EQ(p.b.counter("ike.rx.unsupported_critical_payload"), 1u);

@@ -65,8 +65,7 @@ struct Flood {
             m.payloads.insert(
                 m.payloads.begin(),
                 wire::Payload{wire::PayloadType::Notify, false,
-                              wire::NotifyPayload{
-                                  wire::ProtocolId::None, {}, wire::notify::Cookie, *cookie}});
+                              wire::NotifyPayload{wire::ProtocolId::None, {}, wire::notify::Cookie, *cookie}});
         return m.encode();
     }
     // One IKE_SA_INIT from src; a source that can receive answers a COOKIE demand once.
@@ -91,8 +90,8 @@ struct Flood {
         if (!p.a.engine->initiate("to-b", p.clock.now()).ok()) return false;
         p.pump();
         auto sas = p.a.engine->list_sas();
-        return sas.size() == 1 && sas[0].state == "ESTABLISHED" &&
-               p.a.count(Event::Kind::ChildSaUp) == 1 && p.b.count(Event::Kind::IkeSaUp) == 1;
+        return sas.size() == 1 && sas[0].state == "ESTABLISHED" && p.a.count(Event::Kind::ChildSaUp) == 1 &&
+               p.b.count(Event::Kind::IkeSaUp) == 1;
     }
     size_t half_open() const {
         size_t n = 0;
@@ -100,11 +99,9 @@ struct Flood {
         return n;
     }
     void figures(const char* what) {
-        std::cout << "[ figures ] " << what << ": " << kFlood
-                  << " IKE_SA_INIT sent, half-open held " << half_open() << ", COOKIEs sent "
-                  << p.b.counter("ike.tx.cookie") << ", dropped at the cap "
-                  << p.b.counter("ike.rx.dropped.half_open_cap")
-                  << ", dropped at the per-source cap "
+        std::cout << "[ figures ] " << what << ": " << kFlood << " IKE_SA_INIT sent, half-open held " << half_open()
+                  << ", COOKIEs sent " << p.b.counter("ike.tx.cookie") << ", dropped at the cap "
+                  << p.b.counter("ike.rx.dropped.half_open_cap") << ", dropped at the per-source cap "
                   << p.b.counter("ike.rx.dropped.half_open_cap_per_source") << "\n";
     }
 };
@@ -131,8 +128,7 @@ TEST(IkeHalfOpen, CookieAnsweringSourcesAreHeldPerSource) {
     for (int i = 0; i < kFlood; ++i) f.send_init(Flood::source(i % 20), true);
     f.figures("20 cookie-answering sources, max_half_open_per_source 8");
     EXPECT_EQ(f.half_open(), 160u);
-    EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap_per_source"),
-              static_cast<uint64_t>(kFlood - 160));
+    EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap_per_source"), static_cast<uint64_t>(kFlood - 160));
     EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap"), 0u);
     ASSERT_TRUE(f.legitimate_connects());
     EXPECT_EQ(f.half_open(), 160u);
@@ -148,8 +144,7 @@ TEST(IkeHalfOpen, OverallCapHoldsAndFreesWhenHalfOpenSasExpire) {
     f.figures("500 cookie-answering sources, max_half_open 300");
     EXPECT_EQ(f.half_open(), 300u);
     EXPECT_GT(f.p.b.counter("ike.rx.dropped.half_open_cap"), 0u);
-    EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap") +
-                  f.p.b.counter("ike.rx.dropped.half_open_cap_per_source"),
+    EXPECT_EQ(f.p.b.counter("ike.rx.dropped.half_open_cap") + f.p.b.counter("ike.rx.dropped.half_open_cap_per_source"),
               static_cast<uint64_t>(kFlood - 300));
     uint64_t capped = f.p.b.counter("ike.rx.dropped.half_open_cap");
     ASSERT_TRUE(f.p.a.engine->initiate("to-b", f.p.clock.now()).ok());

@@ -37,7 +37,8 @@ void expect_seeds_accepted(std::span<const Scenario> list, size_t min_seeds) {
                 EXPECT_GT(o.a_children, 0u);
                 EXPECT_GT(o.b_children, 0u);
                 break;
-            default: break;
+            default:
+                break;
         }
     }
 }
@@ -66,7 +67,8 @@ TEST(KeyedHarness, MutatedChainPassesTheIcvAndIsRefusedByPayloadChecks) {
     EXPECT_GE(o.invalid_syntax, 1u);
     EXPECT_FALSE(o.b_established);
     // Both ends forget the refused IKE SA completely, including the Child SPI reserved for it.
-    EXPECT_EQ(o.index_error, "") << "the Child SPI reserved for the IKE_AUTH Child SA of a refused IKE_AUTH must be given back";
+    EXPECT_EQ(o.index_error, "")
+        << "the Child SPI reserved for the IKE_AUTH Child SA of a refused IKE_AUTH must be given back";
     // The same with the ICV corrupted: refused by the integrity check.
     in[1] = 32;
     o = run(in, kResponderScenarios);

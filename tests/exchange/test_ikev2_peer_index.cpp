@@ -11,7 +11,9 @@ using namespace x2sec::test;
 
 namespace {
 
-Identity id(const std::string& s) { return Identity::parse(s).value(); }
+Identity id(const std::string& s) {
+    return Identity::parse(s).value();
+}
 
 PeerConfig initiator(const std::string& local, const std::string& remote, const std::string& psk) {
     auto p = base_peer(true);
@@ -25,19 +27,24 @@ PeerConfig responder(const std::string& name, std::optional<std::string> remote,
     auto p = base_peer(false);
     p.name = name;
     p.local_id = id("fqdn:segw.example");
-    if (remote) p.remote_id = id(*remote);
-    else p.remote_id.reset();
+    if (remote)
+        p.remote_id = id(*remote);
+    else
+        p.remote_id.reset();
     p.psk = SecureBytes(as_bytes(psk));
     return p;
 }
 
-std::string henb(size_t i) { return "fqdn:henb" + std::to_string(i) + ".example"; }
+std::string henb(size_t i) {
+    return "fqdn:henb" + std::to_string(i) + ".example";
+}
 
 // 2,000 PSK configs on the same addresses; a catch-all (no remote_id, another PSK) first.
 EngineConfig many(size_t n) {
     EngineConfig c;
     c.peers.push_back(responder("any", std::nullopt, "catch-all secret"));
-    for (size_t i = 0; i < n; ++i) c.peers.push_back(responder("henb" + std::to_string(i), henb(i), "psk " + std::to_string(i)));
+    for (size_t i = 0; i < n; ++i)
+        c.peers.push_back(responder("henb" + std::to_string(i), henb(i), "psk " + std::to_string(i)));
     return c;
 }
 

@@ -11,7 +11,9 @@ using namespace x2sec::test;
 
 namespace {
 
-Identity id(const std::string& s) { return Identity::parse(s).value(); }
+Identity id(const std::string& s) {
+    return Identity::parse(s).value();
+}
 
 // An initiator on 192.0.2.1 (base_peer(true)) with identity `local`, expecting `remote`.
 PeerConfig initiator(const std::string& local, const std::string& remote, const std::string& psk) {
@@ -28,8 +30,10 @@ PeerConfig responder(const std::string& name, const std::string& local, std::opt
     auto p = base_peer(false);
     p.name = name;
     p.local_id = id(local);
-    if (remote) p.remote_id = id(*remote);
-    else p.remote_id.reset();
+    if (remote)
+        p.remote_id = id(*remote);
+    else
+        p.remote_id.reset();
     p.psk = SecureBytes(as_bytes(psk));
     return p;
 }

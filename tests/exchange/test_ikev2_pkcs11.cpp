@@ -73,7 +73,9 @@ void run_pair(pki::KeyAlg alg, const std::string& object, const std::string& exp
 
 }  // namespace
 
-TEST(IkePkcs11, EcdsaKeysInTokensAuthenticate) { run_pair(pki::KeyAlg::EcP256, "ike-ec", "ECDSA-SHA256 certificate"); }
+TEST(IkePkcs11, EcdsaKeysInTokensAuthenticate) {
+    run_pair(pki::KeyAlg::EcP256, "ike-ec", "ECDSA-SHA256 certificate");
+}
 
 TEST(IkePkcs11, RsaPssKeysInTokensAuthenticate) {
     run_pair(pki::KeyAlg::Rsa2048, "ike-rsa", "RSASSA-PSS-SHA256 certificate");

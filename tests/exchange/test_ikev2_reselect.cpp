@@ -14,7 +14,9 @@ using namespace x2sec::test;
 
 namespace {
 
-Identity id(const std::string& s) { return Identity::parse(s).value(); }
+Identity id(const std::string& s) {
+    return Identity::parse(s).value();
+}
 
 PeerConfig initiator(const std::string& local) {
     auto p = base_peer(true);
@@ -26,8 +28,10 @@ PeerConfig initiator(const std::string& local) {
 PeerConfig responder(const std::string& name, std::optional<std::string> remote, std::vector<std::string> proposals) {
     auto p = base_peer(false);
     p.name = name;
-    if (remote) p.remote_id = id(*remote);
-    else p.remote_id.reset();
+    if (remote)
+        p.remote_id = id(*remote);
+    else
+        p.remote_id.reset();
     p.ike_proposals.clear();
     for (const auto& s : proposals) p.ike_proposals.push_back(proposal(s));
     return p;
@@ -49,9 +53,10 @@ const std::string kCbc = "aes256-sha256-modp2048";
 TEST(IkeReselect, ReselectedConfigMustAcceptTheIkeProposal) {
     auto i = initiator("fqdn:a2.henb.example");
     i.ike_proposals = {proposal(kGcm), proposal(kCbc)};
-    Pair p(with({i}), with({responder("to-a1", "fqdn:a1.henb.example", {kGcm}),
-                            responder("to-a2", "fqdn:a2.henb.example", {kCbc})}),
-           21);
+    Pair p(
+        with({i}),
+        with({responder("to-a1", "fqdn:a1.henb.example", {kGcm}), responder("to-a2", "fqdn:a2.henb.example", {kCbc})}),
+        21);
     EXPECT_FALSE(p.connect());
     auto* fb = p.b.find(Event::Kind::AuthFailed);
     ASSERT_NE(fb, nullptr);
@@ -67,17 +72,17 @@ TEST(IkeReselect, ReselectedConfigMustAcceptTheIkeProposal) {
 TEST(IkeReselect, CandidateWithoutTheProposalIsSkipped) {
     auto i = initiator("fqdn:a2.henb.example");
     i.ike_proposals = {proposal(kGcm), proposal(kCbc)};
-    Pair p(with({i}), with({responder("to-a1", "fqdn:a1.henb.example", {kGcm}),
-                            responder("to-a2", "fqdn:a2.henb.example", {kCbc}),
-                            responder("any", std::nullopt, {kCbc, kGcm})}),
+    Pair p(with({i}),
+           with({responder("to-a1", "fqdn:a1.henb.example", {kGcm}), responder("to-a2", "fqdn:a2.henb.example", {kCbc}),
+                 responder("any", std::nullopt, {kCbc, kGcm})}),
            22);
     ASSERT_TRUE(p.connect());
     EXPECT_EQ(p.b.engine->list_sas().at(0).peer, "any");
     EXPECT_EQ(p.b.engine->list_sas().at(0).encr, "AES_GCM_16_128");
     // And when the exact config lists the chosen proposal anywhere in its list, it wins.
-    Pair q(with({i}), with({responder("to-a1", "fqdn:a1.henb.example", {kGcm}),
-                            responder("to-a2", "fqdn:a2.henb.example", {kCbc, kGcm}),
-                            responder("any", std::nullopt, {kGcm})}),
+    Pair q(with({i}),
+           with({responder("to-a1", "fqdn:a1.henb.example", {kGcm}),
+                 responder("to-a2", "fqdn:a2.henb.example", {kCbc, kGcm}), responder("any", std::nullopt, {kGcm})}),
            23);
     ASSERT_TRUE(q.connect());
     EXPECT_EQ(q.b.engine->list_sas().at(0).peer, "to-a2");
@@ -117,9 +122,10 @@ TEST(IkeReselect, TrafficSelectorsCheckedAgainstReselectedConfig) {
     ASSERT_NE(nb, nullptr);
     EXPECT_EQ(nb->code, wire::notify::TsUnacceptable);
     // Control: with to-a2's selectors matching, the Child SA comes up under to-a2.
-    Pair q(with({i}), with({responder("to-a1", "fqdn:a1.henb.example", {kGcm}),
-                            responder("to-a2", "fqdn:a2.henb.example", {kGcm})}),
-           26);
+    Pair q(
+        with({i}),
+        with({responder("to-a1", "fqdn:a1.henb.example", {kGcm}), responder("to-a2", "fqdn:a2.henb.example", {kGcm})}),
+        26);
     ASSERT_TRUE(q.connect());
     EXPECT_EQ(q.b.engine->list_sas().at(0).peer, "to-a2");
     EXPECT_EQ(q.b.backend.installed_spis().size(), 1u);

@@ -121,7 +121,7 @@ TEST_F(IkeRevocation, CertificateRevokedLaterIsRefusedAfterTheCrlReload) {
     auto t = trust();
     auto before = pair(revoked, t);
     ASSERT_TRUE(before->connect()) << why(before->b);
-    http.set_body(crl_der({&revoked}));  // the CA revokes it
+    http.set_body(crl_der({&revoked}));   // the CA revokes it
     ASSERT_TRUE(checker->reload().ok());  // SIGHUP / reload-crls
     ASSERT_TRUE(checker->wait_idle(5000));
     auto after = pair(revoked, t);

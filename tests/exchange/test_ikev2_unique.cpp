@@ -41,14 +41,12 @@ TEST(IkeUnique, RebootedPeerWithInitialContactLeavesOneIkeSa) {
     reboot_and_reinitiate(p, 3);
     // b: exactly one IKE SA (the newest) and its one Child SA, paired with a's.
     auto sas = p.b.engine->list_sas();
-    std::cout << "[ figures ] responder after 1 + 3 re-initiations with INITIAL_CONTACT: "
-              << sas.size() << " IKE SA(s), " << p.b.backend.installed_spis().size()
-              << " Child SA(s)\n";
+    std::cout << "[ figures ] responder after 1 + 3 re-initiations with INITIAL_CONTACT: " << sas.size()
+              << " IKE SA(s), " << p.b.backend.installed_spis().size() << " Child SA(s)\n";
     ASSERT_EQ(sas.size(), 1u);
     EXPECT_EQ(sas[0].spi_i, p.a.engine->list_sas()[0].spi_i);
     ASSERT_EQ(p.b.backend.installed_spis().size(), 1u);
-    EXPECT_EQ(p.b.backend.find(p.b.backend.installed_spis()[0])->spi_out,
-              p.a.backend.installed_spis().at(0));
+    EXPECT_EQ(p.b.backend.find(p.b.backend.installed_spis()[0])->spi_out, p.a.backend.installed_spis().at(0));
     EXPECT_EQ(p.b.counter("ike.rx.initial_contact"), 4u);  // the first SA carried one too
     EXPECT_EQ(p.b.counter("ike.auth.initial_contact_deleted"), 3u);
     EXPECT_EQ(p.b.count(Event::Kind::IkeSaDown), 3u);
@@ -91,8 +89,8 @@ TEST(IkeUnique, ReplaceWithoutInitialContactLeavesOneIkeSa) {
 }
 
 TEST(IkeUnique, NoAndNeverKeepDuplicates) {
-    for (auto [a_policy, b_policy] : {std::pair{UniquePolicy::Never, UniquePolicy::No},
-                                      std::pair{UniquePolicy::Replace, UniquePolicy::Never}}) {
+    for (auto [a_policy, b_policy] :
+         {std::pair{UniquePolicy::Never, UniquePolicy::No}, std::pair{UniquePolicy::Replace, UniquePolicy::Never}}) {
         SCOPED_TRACE(std::string("a ") + to_string(a_policy) + ", b " + to_string(b_policy));
         auto pa = base_peer(true), pb = base_peer(false);
         pa.unique = a_policy;
@@ -140,8 +138,7 @@ TEST(IkeUnique, SimultaneousInitiationsDoNotDeleteEachOther) {
     p.pump();
     EXPECT_EQ(established(p.a), 2u);
     EXPECT_EQ(established(p.b), 2u);
-    EXPECT_EQ(p.a.counter("ike.auth.unique_replaced") + p.b.counter("ike.auth.unique_replaced"),
-              0u);
+    EXPECT_EQ(p.a.counter("ike.auth.unique_replaced") + p.b.counter("ike.auth.unique_replaced"), 0u);
 }
 
 }  // namespace

@@ -105,8 +105,8 @@ struct Fakes {
             id = "00ff";
             return PhaseRecord{"kds-fetch", true, "gen 1", {}};
         };
-        o.ike = [this](const policy::HenbConfig&, const policy::NeighbourConfig& n, Credential c, const SecureBytes& psk,
-                       IkeFailure& f) -> Result<PhaseRecord> {
+        o.ike = [this](const policy::HenbConfig&, const policy::NeighbourConfig& n, Credential c,
+                       const SecureBytes& psk, IkeFailure& f) -> Result<PhaseRecord> {
             ++ike_calls;
             order.push_back("ike:" + n.name + ":" + to_string(c));
             if (n.name == "b1" && b1_certreq) {

@@ -169,7 +169,8 @@ TEST(Demo, KdsRefusesUnauthorisedPair) {
 
 TEST(Demo, RaCaDownLeavesNeighbourDownWithBackoff) {
     DemoReport r;
-    auto c = run_case("scenario2", [](DemoOptions& o) { o.ra_down = true; }, &r);
+    auto c = run_case(
+        "scenario2", [](DemoOptions& o) { o.ra_down = true; }, &r);
     ASSERT_EQ(c.id, "scenario2");
     EXPECT_FALSE(c.ok);
     EXPECT_EQ(c.state_a, "DOWN");
@@ -207,8 +208,8 @@ TEST(Demo, Scenario2WithoutHintsDecidesFromCertreq) {
         ASSERT_NE(at, std::string::npos) << line;
         toml.erase(at, line.size());
     };
-    drop("name = \"henb-b1\"\n  auth", "peer_anchor = \"vendor-b\"");               // henb-a1 -> henb-b1
-    drop("name = \"henb-b1\"\nidentity", "peer_anchor = \"vendor-a\"");              // henb-b1 -> henb-a1
+    drop("name = \"henb-b1\"\n  auth", "peer_anchor = \"vendor-b\"");    // henb-a1 -> henb-b1
+    drop("name = \"henb-b1\"\nidentity", "peer_anchor = \"vendor-a\"");  // henb-b1 -> henb-a1
     auto c = run_case("scenario2", [&](DemoOptions& o) { o.config_override = toml; });
     ASSERT_EQ(c.id, "scenario2");
     EXPECT_TRUE(c.ok) << dump(c);

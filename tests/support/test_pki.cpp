@@ -17,7 +17,9 @@ namespace {
     throw std::runtime_error("test PKI: " + what + ": " + crypto::openssl_errors());
 }
 
-int64_t now() { return static_cast<int64_t>(std::time(nullptr)); }
+int64_t now() {
+    return static_cast<int64_t>(std::time(nullptr));
+}
 
 X509_NAME* parse_name(const std::string& subject) {
     X509_NAME* n = X509_NAME_new();
@@ -48,8 +50,7 @@ std::string san_config(const std::vector<std::string>& sans) {
     std::string out;
     for (const auto& s : sans) {
         std::string item;
-        if (s.rfind("DNS:", 0) == 0 || s.rfind("IP:", 0) == 0 || s.rfind("email:", 0) == 0 ||
-            s.rfind("URI:", 0) == 0)
+        if (s.rfind("DNS:", 0) == 0 || s.rfind("IP:", 0) == 0 || s.rfind("email:", 0) == 0 || s.rfind("URI:", 0) == 0)
             item = s;
         else if (IpAddress::parse(s))
             item = "IP:" + s;
@@ -150,7 +151,9 @@ Issued build(const x509::Certificate* issuer, const crypto::PrivateKey* issuer_k
 
 }  // namespace
 
-Issued make_self_signed(const CertOptions& opts) { return build(nullptr, nullptr, opts); }
+Issued make_self_signed(const CertOptions& opts) {
+    return build(nullptr, nullptr, opts);
+}
 
 Issued make_root(const std::string& name, crypto::KeyType type, int64_t not_before, int64_t not_after) {
     CertOptions o;
@@ -170,9 +173,9 @@ Issued make_cert(const Issued& issuer, const CertOptions& opts) {
     return build(&issuer.cert, &issuer.key, opts);
 }
 
-Issued make_cert(const x509::Certificate& issuer, const crypto::PrivateKey& issuer_key,
-                 const std::string& subject, const std::vector<std::string>& sans, crypto::KeyType type,
-                 int64_t not_before, int64_t not_after, bool is_ca) {
+Issued make_cert(const x509::Certificate& issuer, const crypto::PrivateKey& issuer_key, const std::string& subject,
+                 const std::vector<std::string>& sans, crypto::KeyType type, int64_t not_before, int64_t not_after,
+                 bool is_ca) {
     CertOptions o;
     o.subject = subject;
     o.sans = sans;
@@ -198,9 +201,9 @@ x509::Crl make_crl(const Issued& issuer, const std::vector<x509::Certificate>& r
     X509_CRL_set_version(raw, 1);  // v2
     X509_CRL_set_issuer_name(raw, X509_get_subject_name(issuer.cert.get()));
     std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)> t1(ASN1_TIME_set(nullptr, static_cast<time_t>(tu)),
-                                                               ASN1_TIME_free);
+                                                             ASN1_TIME_free);
     std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)> t2(ASN1_TIME_set(nullptr, static_cast<time_t>(nu)),
-                                                               ASN1_TIME_free);
+                                                             ASN1_TIME_free);
     if (!t1 || !t2 || X509_CRL_set1_lastUpdate(raw, t1.get()) != 1 || X509_CRL_set1_nextUpdate(raw, t2.get()) != 1)
         die("CRL times");
     for (const auto& c : revoked) {

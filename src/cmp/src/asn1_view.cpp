@@ -19,14 +19,14 @@ typedef struct {
     X509_PUBKEY* publicKey;
     ASN1_BIT_STRING* issuerUID;
     ASN1_BIT_STRING* subjectUID;
-    STACK_OF(X509_EXTENSION)* extensions;
+    STACK_OF(X509_EXTENSION) * extensions;
 } X2S_CERT_TEMPLATE;
 // RFC 4210 PKIMessage with header and body kept opaque.
 typedef struct {
     ASN1_TYPE* header;
     ASN1_TYPE* body;
     ASN1_BIT_STRING* protection;
-    STACK_OF(X509)* extraCerts;
+    STACK_OF(X509) * extraCerts;
 } X2S_PKIMESSAGE;
 // RFC 4210 5.1.1 PKIHeader (EXPLICIT tags, as in OpenSSL's cmp_asn.c).
 typedef struct {
@@ -40,18 +40,18 @@ typedef struct {
     ASN1_OCTET_STRING* transactionID;
     ASN1_OCTET_STRING* senderNonce;
     ASN1_OCTET_STRING* recipNonce;
-    STACK_OF(ASN1_UTF8STRING)* freeText;
-    STACK_OF(ASN1_TYPE)* generalInfo;
+    STACK_OF(ASN1_UTF8STRING) * freeText;
+    STACK_OF(ASN1_TYPE) * generalInfo;
 } X2S_PKIHEADER;
 typedef struct {
     X2S_PKIHEADER* header;
     ASN1_TYPE* body;
     ASN1_BIT_STRING* protection;
-    STACK_OF(ASN1_TYPE)* extraCerts;
+    STACK_OF(ASN1_TYPE) * extraCerts;
 } X2S_PKIMESSAGE_HDR;
 // RFC 4211 POPOSigningKey / ProofOfPossession / CertReqMsg (IMPLICIT tags, crmf_asn.c).
 typedef struct {
-    STACK_OF(ASN1_TYPE)* poposkInput;
+    STACK_OF(ASN1_TYPE) * poposkInput;
     X509_ALGOR* algorithmIdentifier;
     ASN1_BIT_STRING* signature;
 } X2S_POPOSIGNINGKEY;
@@ -67,270 +67,316 @@ typedef struct {
 typedef struct {
     ASN1_TYPE* certReq;
     X2S_POPO* popo;
-    STACK_OF(ASN1_TYPE)* regInfo;
+    STACK_OF(ASN1_TYPE) * regInfo;
 } X2S_CERTREQMSG;
 // RFC 4210 5.3.9 RevDetails; the rr body is [11] EXPLICIT SEQUENCE OF RevDetails.
 typedef struct {
     X2S_CERT_TEMPLATE* certDetails;
-    STACK_OF(X509_EXTENSION)* crlEntryDetails;
+    STACK_OF(X509_EXTENSION) * crlEntryDetails;
 } X2S_REVDETAILS;
 typedef struct {
     ASN1_TYPE* header;
     OPENSSL_STACK* body;  // of X2S_REVDETAILS
     ASN1_BIT_STRING* protection;
-    STACK_OF(ASN1_TYPE)* extraCerts;
+    STACK_OF(ASN1_TYPE) * extraCerts;
 } X2S_PKIMESSAGE_RR;
 // RFC 4210 5.3.21 ErrorMsgContent; the error body is [23] EXPLICIT ErrorMsgContent.
 typedef struct {
     OSSL_CMP_PKISI* pKIStatusInfo;
     ASN1_INTEGER* errorCode;
-    STACK_OF(ASN1_UTF8STRING)* errorDetails;
+    STACK_OF(ASN1_UTF8STRING) * errorDetails;
 } X2S_ERRORMSGCONTENT;
 typedef struct {
     ASN1_TYPE* header;
     X2S_ERRORMSGCONTENT* body;
     ASN1_BIT_STRING* protection;
-    STACK_OF(ASN1_TYPE)* extraCerts;
+    STACK_OF(ASN1_TYPE) * extraCerts;
 } X2S_PKIMESSAGE_ERR;
 }
 
-ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) = {
-    ASN1_EXP_OPT(X2S_OPTIONAL_VALIDITY, notBefore, ASN1_TIME, 0),
-    ASN1_EXP_OPT(X2S_OPTIONAL_VALIDITY, notAfter, ASN1_TIME, 1),
+ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
+    {
+        ASN1_EXP_OPT(X2S_OPTIONAL_VALIDITY, notBefore, ASN1_TIME, 0),
+        ASN1_EXP_OPT(X2S_OPTIONAL_VALIDITY, notAfter, ASN1_TIME, 1),
 } ASN1_SEQUENCE_END(X2S_OPTIONAL_VALIDITY)
 
-ASN1_SEQUENCE(X2S_CERT_TEMPLATE) = {
-    ASN1_IMP_OPT(X2S_CERT_TEMPLATE, version, ASN1_INTEGER, 0),
-    ASN1_IMP_OPT(X2S_CERT_TEMPLATE, serialNumber, ASN1_INTEGER, 1),
-    ASN1_IMP_OPT(X2S_CERT_TEMPLATE, signingAlg, X509_ALGOR, 2),
-    ASN1_EXP_OPT(X2S_CERT_TEMPLATE, issuer, X509_NAME, 3),
-    ASN1_IMP_OPT(X2S_CERT_TEMPLATE, validity, X2S_OPTIONAL_VALIDITY, 4),
-    ASN1_EXP_OPT(X2S_CERT_TEMPLATE, subject, X509_NAME, 5),
-    ASN1_IMP_OPT(X2S_CERT_TEMPLATE, publicKey, X509_PUBKEY, 6),
-    ASN1_IMP_OPT(X2S_CERT_TEMPLATE, issuerUID, ASN1_BIT_STRING, 7),
-    ASN1_IMP_OPT(X2S_CERT_TEMPLATE, subjectUID, ASN1_BIT_STRING, 8),
-    ASN1_IMP_SEQUENCE_OF_OPT(X2S_CERT_TEMPLATE, extensions, X509_EXTENSION, 9),
+        ASN1_SEQUENCE(X2S_CERT_TEMPLATE) =
+            {
+                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, version, ASN1_INTEGER, 0),
+                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, serialNumber, ASN1_INTEGER, 1),
+                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, signingAlg, X509_ALGOR, 2),
+                ASN1_EXP_OPT(X2S_CERT_TEMPLATE, issuer, X509_NAME, 3),
+                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, validity, X2S_OPTIONAL_VALIDITY, 4),
+                ASN1_EXP_OPT(X2S_CERT_TEMPLATE, subject, X509_NAME, 5),
+                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, publicKey, X509_PUBKEY, 6),
+                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, issuerUID, ASN1_BIT_STRING, 7),
+                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, subjectUID, ASN1_BIT_STRING, 8),
+                ASN1_IMP_SEQUENCE_OF_OPT(X2S_CERT_TEMPLATE, extensions, X509_EXTENSION, 9),
 } ASN1_SEQUENCE_END(X2S_CERT_TEMPLATE)
 
-ASN1_SEQUENCE(X2S_PKIMESSAGE) = {
-    ASN1_SIMPLE(X2S_PKIMESSAGE, header, ASN1_ANY),
-    ASN1_SIMPLE(X2S_PKIMESSAGE, body, ASN1_ANY),
-    ASN1_EXP_OPT(X2S_PKIMESSAGE, protection, ASN1_BIT_STRING, 0),
-    ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, X509, 1),
+                ASN1_SEQUENCE(X2S_PKIMESSAGE) =
+                    {
+                        ASN1_SIMPLE(X2S_PKIMESSAGE, header, ASN1_ANY),
+                        ASN1_SIMPLE(X2S_PKIMESSAGE, body, ASN1_ANY),
+                        ASN1_EXP_OPT(X2S_PKIMESSAGE, protection, ASN1_BIT_STRING, 0),
+                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, X509, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE)
 
-ASN1_SEQUENCE(X2S_PKIHEADER) = {
-    ASN1_SIMPLE(X2S_PKIHEADER, pvno, ASN1_INTEGER),
-    ASN1_SIMPLE(X2S_PKIHEADER, sender, GENERAL_NAME),
-    ASN1_SIMPLE(X2S_PKIHEADER, recipient, GENERAL_NAME),
-    ASN1_EXP_OPT(X2S_PKIHEADER, messageTime, ASN1_GENERALIZEDTIME, 0),
-    ASN1_EXP_OPT(X2S_PKIHEADER, protectionAlg, X509_ALGOR, 1),
-    ASN1_EXP_OPT(X2S_PKIHEADER, senderKID, ASN1_OCTET_STRING, 2),
-    ASN1_EXP_OPT(X2S_PKIHEADER, recipKID, ASN1_OCTET_STRING, 3),
-    ASN1_EXP_OPT(X2S_PKIHEADER, transactionID, ASN1_OCTET_STRING, 4),
-    ASN1_EXP_OPT(X2S_PKIHEADER, senderNonce, ASN1_OCTET_STRING, 5),
-    ASN1_EXP_OPT(X2S_PKIHEADER, recipNonce, ASN1_OCTET_STRING, 6),
-    ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, freeText, ASN1_UTF8STRING, 7),
-    ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, generalInfo, ASN1_ANY, 8),
+                        ASN1_SEQUENCE(X2S_PKIHEADER) =
+                            {
+                                ASN1_SIMPLE(X2S_PKIHEADER, pvno, ASN1_INTEGER),
+                                ASN1_SIMPLE(X2S_PKIHEADER, sender, GENERAL_NAME),
+                                ASN1_SIMPLE(X2S_PKIHEADER, recipient, GENERAL_NAME),
+                                ASN1_EXP_OPT(X2S_PKIHEADER, messageTime, ASN1_GENERALIZEDTIME, 0),
+                                ASN1_EXP_OPT(X2S_PKIHEADER, protectionAlg, X509_ALGOR, 1),
+                                ASN1_EXP_OPT(X2S_PKIHEADER, senderKID, ASN1_OCTET_STRING, 2),
+                                ASN1_EXP_OPT(X2S_PKIHEADER, recipKID, ASN1_OCTET_STRING, 3),
+                                ASN1_EXP_OPT(X2S_PKIHEADER, transactionID, ASN1_OCTET_STRING, 4),
+                                ASN1_EXP_OPT(X2S_PKIHEADER, senderNonce, ASN1_OCTET_STRING, 5),
+                                ASN1_EXP_OPT(X2S_PKIHEADER, recipNonce, ASN1_OCTET_STRING, 6),
+                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, freeText, ASN1_UTF8STRING, 7),
+                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, generalInfo, ASN1_ANY, 8),
 } ASN1_SEQUENCE_END(X2S_PKIHEADER)
 
-ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) = {
-    ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
-    ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
-    ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING, 0),
-    ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts, ASN1_ANY, 1),
+                                ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
+                                    {
+                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
+                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
+                                        ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING, 0),
+                                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts, ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_HDR)
 
-ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) = {
-    ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY, poposkInput, ASN1_ANY, 0),
-    ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier, X509_ALGOR),
-    ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature, ASN1_BIT_STRING),
+                                        ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) =
+                                            {
+                                                ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY, poposkInput, ASN1_ANY, 0),
+                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier, X509_ALGOR),
+                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature, ASN1_BIT_STRING),
 } ASN1_SEQUENCE_END(X2S_POPOSIGNINGKEY)
 
-ASN1_CHOICE(X2S_POPO) = {
-    ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL, 0),
-    ASN1_IMP(X2S_POPO, value.signature, X2S_POPOSIGNINGKEY, 1),
-    ASN1_EXP(X2S_POPO, value.keyEncipherment, ASN1_ANY, 2),
-    ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY, 3),
+                                                ASN1_CHOICE(X2S_POPO) =
+                                                    {
+                                                        ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL, 0),
+                                                        ASN1_IMP(X2S_POPO, value.signature, X2S_POPOSIGNINGKEY, 1),
+                                                        ASN1_EXP(X2S_POPO, value.keyEncipherment, ASN1_ANY, 2),
+                                                        ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY, 3),
 } ASN1_CHOICE_END(X2S_POPO)
 
-ASN1_SEQUENCE(X2S_CERTREQMSG) = {
-    ASN1_SIMPLE(X2S_CERTREQMSG, certReq, ASN1_ANY),
-    ASN1_OPT(X2S_CERTREQMSG, popo, X2S_POPO),
-    ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG, regInfo, ASN1_ANY),
+                                                        ASN1_SEQUENCE(X2S_CERTREQMSG) =
+                                                            {
+                                                                ASN1_SIMPLE(X2S_CERTREQMSG, certReq, ASN1_ANY),
+                                                                ASN1_OPT(X2S_CERTREQMSG, popo, X2S_POPO),
+                                                                ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG, regInfo, ASN1_ANY),
 } ASN1_SEQUENCE_END(X2S_CERTREQMSG)
 
-ASN1_SEQUENCE(X2S_REVDETAILS) = {
-    ASN1_SIMPLE(X2S_REVDETAILS, certDetails, X2S_CERT_TEMPLATE),
-    ASN1_SEQUENCE_OF_OPT(X2S_REVDETAILS, crlEntryDetails, X509_EXTENSION),
+                                                                ASN1_SEQUENCE(X2S_REVDETAILS) =
+                                                                    {
+                                                                        ASN1_SIMPLE(X2S_REVDETAILS, certDetails,
+                                                                                    X2S_CERT_TEMPLATE),
+                                                                        ASN1_SEQUENCE_OF_OPT(X2S_REVDETAILS,
+                                                                                             crlEntryDetails,
+                                                                                             X509_EXTENSION),
 } ASN1_SEQUENCE_END(X2S_REVDETAILS)
 
-ASN1_SEQUENCE(X2S_PKIMESSAGE_RR) = {
-    ASN1_SIMPLE(X2S_PKIMESSAGE_RR, header, ASN1_ANY),
-    ASN1_EXP_SEQUENCE_OF(X2S_PKIMESSAGE_RR, body, X2S_REVDETAILS, 11),
-    ASN1_EXP_OPT(X2S_PKIMESSAGE_RR, protection, ASN1_BIT_STRING, 0),
-    ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_RR, extraCerts, ASN1_ANY, 1),
+                                                                        ASN1_SEQUENCE(X2S_PKIMESSAGE_RR) =
+                                                                            {
+                                                                                ASN1_SIMPLE(X2S_PKIMESSAGE_RR, header,
+                                                                                            ASN1_ANY),
+                                                                                ASN1_EXP_SEQUENCE_OF(X2S_PKIMESSAGE_RR,
+                                                                                                     body,
+                                                                                                     X2S_REVDETAILS,
+                                                                                                     11),
+                                                                                ASN1_EXP_OPT(X2S_PKIMESSAGE_RR,
+                                                                                             protection,
+                                                                                             ASN1_BIT_STRING, 0),
+                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                    X2S_PKIMESSAGE_RR, extraCerts,
+                                                                                    ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_RR)
 
-ASN1_SEQUENCE(X2S_ERRORMSGCONTENT) = {
-    ASN1_SIMPLE(X2S_ERRORMSGCONTENT, pKIStatusInfo, OSSL_CMP_PKISI),
-    ASN1_OPT(X2S_ERRORMSGCONTENT, errorCode, ASN1_INTEGER),
-    ASN1_SEQUENCE_OF_OPT(X2S_ERRORMSGCONTENT, errorDetails, ASN1_UTF8STRING),
+                                                                                ASN1_SEQUENCE(X2S_ERRORMSGCONTENT) =
+                                                                                    {
+                                                                                        ASN1_SIMPLE(X2S_ERRORMSGCONTENT,
+                                                                                                    pKIStatusInfo,
+                                                                                                    OSSL_CMP_PKISI),
+                                                                                        ASN1_OPT(X2S_ERRORMSGCONTENT,
+                                                                                                 errorCode,
+                                                                                                 ASN1_INTEGER),
+                                                                                        ASN1_SEQUENCE_OF_OPT(
+                                                                                            X2S_ERRORMSGCONTENT,
+                                                                                            errorDetails,
+                                                                                            ASN1_UTF8STRING),
 } ASN1_SEQUENCE_END(X2S_ERRORMSGCONTENT)
 
-ASN1_SEQUENCE(X2S_PKIMESSAGE_ERR) = {
-    ASN1_SIMPLE(X2S_PKIMESSAGE_ERR, header, ASN1_ANY),
-    ASN1_EXP(X2S_PKIMESSAGE_ERR, body, X2S_ERRORMSGCONTENT, 23),
-    ASN1_EXP_OPT(X2S_PKIMESSAGE_ERR, protection, ASN1_BIT_STRING, 0),
-    ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_ERR, extraCerts, ASN1_ANY, 1),
+                                                                                        ASN1_SEQUENCE(
+                                                                                            X2S_PKIMESSAGE_ERR) =
+                                                                                            {
+                                                                                                ASN1_SIMPLE(
+                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                    header, ASN1_ANY),
+                                                                                                ASN1_EXP(
+                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                    body,
+                                                                                                    X2S_ERRORMSGCONTENT,
+                                                                                                    23),
+                                                                                                ASN1_EXP_OPT(
+                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                    protection,
+                                                                                                    ASN1_BIT_STRING, 0),
+                                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                    extraCerts,
+                                                                                                    ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_ERR)
 
-namespace x2sec::cmp::detail {
-
-pki::PkeyPtr template_public_key(const OSSL_CRMF_MSG* crm) {
-    if (!crm) return nullptr;
-    OSSL_CRMF_CERTTEMPLATE* tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);
-    if (!tmpl) return nullptr;
-    unsigned char* der = nullptr;
-    int n = i2d_OSSL_CRMF_CERTTEMPLATE(tmpl, &der);
-    if (n <= 0) return nullptr;
-    const unsigned char* p = der;
-    auto* mirror = reinterpret_cast<X2S_CERT_TEMPLATE*>(
-        ASN1_item_d2i(nullptr, &p, n, ASN1_ITEM_rptr(X2S_CERT_TEMPLATE)));
-    OPENSSL_free(der);
-    if (!mirror) {
+                                                                                                namespace x2sec::cmp::
+                                                                                                    detail {
+    pki::PkeyPtr template_public_key(const OSSL_CRMF_MSG* crm) {
+        if (!crm) return nullptr;
+        OSSL_CRMF_CERTTEMPLATE* tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);
+        if (!tmpl) return nullptr;
+        unsigned char* der = nullptr;
+        int n = i2d_OSSL_CRMF_CERTTEMPLATE(tmpl, &der);
+        if (n <= 0) return nullptr;
+        const unsigned char* p = der;
+        auto* mirror =
+            reinterpret_cast<X2S_CERT_TEMPLATE*>(ASN1_item_d2i(nullptr, &p, n, ASN1_ITEM_rptr(X2S_CERT_TEMPLATE)));
+        OPENSSL_free(der);
+        if (!mirror) {
+            ERR_clear_error();
+            return nullptr;
+        }
+        EVP_PKEY* key = mirror->publicKey ? X509_PUBKEY_get(mirror->publicKey) : nullptr;
+        ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(mirror), ASN1_ITEM_rptr(X2S_CERT_TEMPLATE));
         ERR_clear_error();
-        return nullptr;
+        return pki::PkeyPtr(key);
     }
-    EVP_PKEY* key = mirror->publicKey ? X509_PUBKEY_get(mirror->publicKey) : nullptr;
-    ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(mirror), ASN1_ITEM_rptr(X2S_CERT_TEMPLATE));
-    ERR_clear_error();
-    return pki::PkeyPtr(key);
-}
 
-std::vector<pki::X509Ptr> extra_certs(BytesView der_message) {
-    std::vector<pki::X509Ptr> out;
-    const unsigned char* p = der_message.data();
-    auto* m = reinterpret_cast<X2S_PKIMESSAGE*>(
-        ASN1_item_d2i(nullptr, &p, static_cast<long>(der_message.size()), ASN1_ITEM_rptr(X2S_PKIMESSAGE)));
-    if (!m) {
-        ERR_clear_error();
+    std::vector<pki::X509Ptr> extra_certs(BytesView der_message) {
+        std::vector<pki::X509Ptr> out;
+        const unsigned char* p = der_message.data();
+        auto* m = reinterpret_cast<X2S_PKIMESSAGE*>(
+            ASN1_item_d2i(nullptr, &p, static_cast<long>(der_message.size()), ASN1_ITEM_rptr(X2S_PKIMESSAGE)));
+        if (!m) {
+            ERR_clear_error();
+            return out;
+        }
+        for (int i = 0; m->extraCerts && i < sk_X509_num(m->extraCerts); ++i)
+            out.push_back(pki::up_ref(sk_X509_value(m->extraCerts, i)));
+        ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(m), ASN1_ITEM_rptr(X2S_PKIMESSAGE));
         return out;
     }
-    for (int i = 0; m->extraCerts && i < sk_X509_num(m->extraCerts); ++i)
-        out.push_back(pki::up_ref(sk_X509_value(m->extraCerts, i)));
-    ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(m), ASN1_ITEM_rptr(X2S_PKIMESSAGE));
-    return out;
-}
 
-namespace {
+    namespace {
 
-template <typename T>
-struct Mirror {
-    const ASN1_ITEM* it;
-    T* v = nullptr;
-    Mirror(const ASN1_ITEM* item, const unsigned char* der, size_t n) : it(item) {
-        const unsigned char* p = der;
-        v = reinterpret_cast<T*>(ASN1_item_d2i(nullptr, &p, static_cast<long>(n), it));
-        // Trailing bytes mean this is not the structure we mirror.
-        if (v && p != der + n) {
-            ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(v), it);
-            v = nullptr;
-        }
-        ERR_clear_error();
-    }
-    ~Mirror() { ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(v), it); }
-    Mirror(const Mirror&) = delete;
-    Mirror& operator=(const Mirror&) = delete;
-};
-
-ProtectionAlg describe_alg(const X509_ALGOR* alg) {
-    ProtectionAlg r;
-    r.ok = true;
-    if (!alg) return r;
-    const ASN1_OBJECT* obj = nullptr;
-    X509_ALGOR_get0(&obj, nullptr, nullptr, alg);
-    r.present = obj != nullptr;
-    r.nid = OBJ_obj2nid(obj);
-    char buf[128];
-    if (r.nid != NID_undef) r.name = OBJ_nid2sn(r.nid);
-    else if (obj && OBJ_obj2txt(buf, sizeof buf, obj, 1) > 0) r.name = buf;
-    return r;
-}
-
-}  // namespace
-
-ProtectionAlg protection_alg(BytesView der) {
-    Mirror<X2S_PKIMESSAGE_HDR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_HDR), der.data(), der.size());
-    if (!m.v || !m.v->header) return {};
-    return describe_alg(m.v->header->protectionAlg);
-}
-
-ProtectionAlg popo_signature_alg(const OSSL_CRMF_MSG* crm) {
-    if (!crm) return {};
-    unsigned char* der = nullptr;
-    int n = i2d_OSSL_CRMF_MSG(const_cast<OSSL_CRMF_MSG*>(crm), &der);
-    if (n <= 0) return {};
-    Mirror<X2S_CERTREQMSG> m(ASN1_ITEM_rptr(X2S_CERTREQMSG), der, static_cast<size_t>(n));
-    OPENSSL_free(der);
-    if (!m.v) return {};
-    if (!m.v->popo || m.v->popo->type != 1 || !m.v->popo->value.signature) {
-        ProtectionAlg none;
-        none.ok = true;
-        return none;
-    }
-    return describe_alg(m.v->popo->value.signature->algorithmIdentifier);
-}
-
-RevocationReason revocation_reason(BytesView der) {
-    RevocationReason r;
-    Mirror<X2S_PKIMESSAGE_RR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_RR), der.data(), der.size());
-    if (!m.v || !m.v->body || OPENSSL_sk_num(m.v->body) < 1) return r;
-    r.ok = true;
-    auto* d = static_cast<X2S_REVDETAILS*>(OPENSSL_sk_value(m.v->body, 0));
-    for (int i = 0; d->crlEntryDetails && i < sk_X509_EXTENSION_num(d->crlEntryDetails); ++i) {
-        X509_EXTENSION* e = sk_X509_EXTENSION_value(d->crlEntryDetails, i);
-        if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) != NID_crl_reason) continue;
-        auto* en = static_cast<ASN1_ENUMERATED*>(X509V3_EXT_d2i(e));
-        if (!en) {
+    template <typename T>
+    struct Mirror {
+        const ASN1_ITEM* it;
+        T* v = nullptr;
+        Mirror(const ASN1_ITEM* item, const unsigned char* der, size_t n) : it(item) {
+            const unsigned char* p = der;
+            v = reinterpret_cast<T*>(ASN1_item_d2i(nullptr, &p, static_cast<long>(n), it));
+            // Trailing bytes mean this is not the structure we mirror.
+            if (v && p != der + n) {
+                ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(v), it);
+                v = nullptr;
+            }
             ERR_clear_error();
-            r.ok = false;  // a reasonCode that does not decode
-            return r;
         }
-        long v = ASN1_ENUMERATED_get(en);
-        ASN1_ENUMERATED_free(en);
-        r.reason = (v < 0 || v > 255) ? 256 : static_cast<int>(v);
-        break;
-    }
-    return r;
-}
+        ~Mirror() { ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(v), it); }
+        Mirror(const Mirror&) = delete;
+        Mirror& operator=(const Mirror&) = delete;
+    };
 
-Result<Bytes> replace_error_content(BytesView der, const OSSL_CMP_PKISI* si, const std::string& text) {
-    Mirror<X2S_PKIMESSAGE_ERR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_ERR), der.data(), der.size());
-    if (!m.v || !m.v->body) return Error(ErrorDomain::Cmp, 0, "not an error PKIMessage");
-    X2S_ERRORMSGCONTENT* c = m.v->body;
-    OSSL_CMP_PKISI_free(c->pKIStatusInfo);
-    c->pKIStatusInfo = OSSL_CMP_PKISI_dup(si);
-    ASN1_INTEGER_free(c->errorCode);
-    c->errorCode = nullptr;
-    sk_ASN1_UTF8STRING_pop_free(c->errorDetails, ASN1_UTF8STRING_free);
-    c->errorDetails = sk_ASN1_UTF8STRING_new_null();
-    ASN1_UTF8STRING* t = ASN1_UTF8STRING_new();
-    if (!c->pKIStatusInfo || !c->errorDetails || !t ||
-        !ASN1_STRING_set(t, text.data(), static_cast<int>(text.size())) || !sk_ASN1_UTF8STRING_push(c->errorDetails, t)) {
-        ASN1_UTF8STRING_free(t);
-        ERR_clear_error();
-        return Error(ErrorDomain::Cmp, 0, "cannot build ErrorMsgContent");
+    ProtectionAlg describe_alg(const X509_ALGOR* alg) {
+        ProtectionAlg r;
+        r.ok = true;
+        if (!alg) return r;
+        const ASN1_OBJECT* obj = nullptr;
+        X509_ALGOR_get0(&obj, nullptr, nullptr, alg);
+        r.present = obj != nullptr;
+        r.nid = OBJ_obj2nid(obj);
+        char buf[128];
+        if (r.nid != NID_undef)
+            r.name = OBJ_nid2sn(r.nid);
+        else if (obj && OBJ_obj2txt(buf, sizeof buf, obj, 1) > 0)
+            r.name = buf;
+        return r;
     }
-    unsigned char* out = nullptr;
-    int n = ASN1_item_i2d(reinterpret_cast<ASN1_VALUE*>(m.v), &out, ASN1_ITEM_rptr(X2S_PKIMESSAGE_ERR));
-    if (n <= 0) {
-        ERR_clear_error();
-        return Error(ErrorDomain::Cmp, 0, "cannot encode the error PKIMessage");
+
+    }  // namespace
+
+    ProtectionAlg protection_alg(BytesView der) {
+        Mirror<X2S_PKIMESSAGE_HDR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_HDR), der.data(), der.size());
+        if (!m.v || !m.v->header) return {};
+        return describe_alg(m.v->header->protectionAlg);
     }
-    Bytes b(out, out + n);
-    OPENSSL_free(out);
-    return b;
-}
+
+    ProtectionAlg popo_signature_alg(const OSSL_CRMF_MSG* crm) {
+        if (!crm) return {};
+        unsigned char* der = nullptr;
+        int n = i2d_OSSL_CRMF_MSG(const_cast<OSSL_CRMF_MSG*>(crm), &der);
+        if (n <= 0) return {};
+        Mirror<X2S_CERTREQMSG> m(ASN1_ITEM_rptr(X2S_CERTREQMSG), der, static_cast<size_t>(n));
+        OPENSSL_free(der);
+        if (!m.v) return {};
+        if (!m.v->popo || m.v->popo->type != 1 || !m.v->popo->value.signature) {
+            ProtectionAlg none;
+            none.ok = true;
+            return none;
+        }
+        return describe_alg(m.v->popo->value.signature->algorithmIdentifier);
+    }
+
+    RevocationReason revocation_reason(BytesView der) {
+        RevocationReason r;
+        Mirror<X2S_PKIMESSAGE_RR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_RR), der.data(), der.size());
+        if (!m.v || !m.v->body || OPENSSL_sk_num(m.v->body) < 1) return r;
+        r.ok = true;
+        auto* d = static_cast<X2S_REVDETAILS*>(OPENSSL_sk_value(m.v->body, 0));
+        for (int i = 0; d->crlEntryDetails && i < sk_X509_EXTENSION_num(d->crlEntryDetails); ++i) {
+            X509_EXTENSION* e = sk_X509_EXTENSION_value(d->crlEntryDetails, i);
+            if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) != NID_crl_reason) continue;
+            auto* en = static_cast<ASN1_ENUMERATED*>(X509V3_EXT_d2i(e));
+            if (!en) {
+                ERR_clear_error();
+                r.ok = false;  // a reasonCode that does not decode
+                return r;
+            }
+            long v = ASN1_ENUMERATED_get(en);
+            ASN1_ENUMERATED_free(en);
+            r.reason = (v < 0 || v > 255) ? 256 : static_cast<int>(v);
+            break;
+        }
+        return r;
+    }
+
+    Result<Bytes> replace_error_content(BytesView der, const OSSL_CMP_PKISI* si, const std::string& text) {
+        Mirror<X2S_PKIMESSAGE_ERR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_ERR), der.data(), der.size());
+        if (!m.v || !m.v->body) return Error(ErrorDomain::Cmp, 0, "not an error PKIMessage");
+        X2S_ERRORMSGCONTENT* c = m.v->body;
+        OSSL_CMP_PKISI_free(c->pKIStatusInfo);
+        c->pKIStatusInfo = OSSL_CMP_PKISI_dup(si);
+        ASN1_INTEGER_free(c->errorCode);
+        c->errorCode = nullptr;
+        sk_ASN1_UTF8STRING_pop_free(c->errorDetails, ASN1_UTF8STRING_free);
+        c->errorDetails = sk_ASN1_UTF8STRING_new_null();
+        ASN1_UTF8STRING* t = ASN1_UTF8STRING_new();
+        if (!c->pKIStatusInfo || !c->errorDetails || !t ||
+            !ASN1_STRING_set(t, text.data(), static_cast<int>(text.size())) ||
+            !sk_ASN1_UTF8STRING_push(c->errorDetails, t)) {
+            ASN1_UTF8STRING_free(t);
+            ERR_clear_error();
+            return Error(ErrorDomain::Cmp, 0, "cannot build ErrorMsgContent");
+        }
+        unsigned char* out = nullptr;
+        int n = ASN1_item_i2d(reinterpret_cast<ASN1_VALUE*>(m.v), &out, ASN1_ITEM_rptr(X2S_PKIMESSAGE_ERR));
+        if (n <= 0) {
+            ERR_clear_error();
+            return Error(ErrorDomain::Cmp, 0, "cannot encode the error PKIMessage");
+        }
+        Bytes b(out, out + n);
+        OPENSSL_free(out);
+        return b;
+    }
 
 }  // namespace x2sec::cmp::detail

@@ -24,8 +24,8 @@ std::vector<pki::X509Ptr> extra_certs(BytesView der_message);
 struct ProtectionAlg {
     bool ok = false;
     bool present = false;
-    int nid = NID_undef;   // signature or MAC algorithm OID
-    std::string name;      // its short name, or the dotted OID
+    int nid = NID_undef;  // signature or MAC algorithm OID
+    std::string name;     // its short name, or the dotted OID
 };
 ProtectionAlg protection_alg(BytesView der_message);
 

@@ -38,11 +38,13 @@ Status verify_audit_chain(const std::vector<AuditEntry>& entries) {
     for (auto& e : entries) {
         ++seq;
         if (e.seq != seq)
-            return Error(ErrorDomain::Pki, 1,
-                         "audit entry " + std::to_string(seq) + " is missing (next entry is " + std::to_string(e.seq) + ")");
+            return Error(
+                ErrorDomain::Pki, 1,
+                "audit entry " + std::to_string(seq) + " is missing (next entry is " + std::to_string(e.seq) + ")");
         if (e.prev_hash != prev)
-            return Error(ErrorDomain::Pki, 2, "audit entry " + std::to_string(e.seq) +
-                                                  " does not link to its predecessor (an entry before it was changed or removed)");
+            return Error(ErrorDomain::Pki, 2,
+                         "audit entry " + std::to_string(e.seq) +
+                             " does not link to its predecessor (an entry before it was changed or removed)");
         if (audit_entry_hash(e) != e.hash)
             return Error(ErrorDomain::Pki, 3, "audit entry " + std::to_string(e.seq) + " was modified (hash mismatch)");
         prev = e.hash;

@@ -49,8 +49,10 @@ namespace {
 
 int client_log_cb(const char*, const char*, int, OSSL_CMP_severity level, const char* msg) {
     auto lg = x2sec::log::get("cmp");
-    if (level <= OSSL_CMP_LOG_WARNING) lg->debug("openssl cmp client: {}", msg);
-    else lg->trace("openssl cmp client: {}", msg);
+    if (level <= OSSL_CMP_LOG_WARNING)
+        lg->debug("openssl cmp client: {}", msg);
+    else
+        lg->trace("openssl cmp client: {}", msg);
     return 1;
 }
 
@@ -128,7 +130,8 @@ int certconf_cb(OSSL_CMP_CTX* ctx, X509* cert, int fail_info, const char** text)
         *text = c->check_error.c_str();
         return 1 << OSSL_CMP_PKIFAILUREINFO_incorrectData;
     };
-    if (!pki::public_keys_equal(cert, c->new_key)) return bad("new certificate does not carry the requested public key");
+    if (!pki::public_keys_equal(cert, c->new_key))
+        return bad("new certificate does not carry the requested public key");
     auto have = pki::san_dns(cert);
     for (auto& d : have) d = lower(d);
     for (auto& w : c->want_dns)
@@ -234,7 +237,8 @@ Error cmp_failure(OSSL_CMP_CTX* ctx, const std::string& what, const std::string&
     std::string detail = what + " failed";
     if (OSSL_CMP_CTX_get_status(ctx) >= 0) {
         char buf[OSSL_CMP_PKISI_BUFLEN];
-        if (const char* s = OSSL_CMP_CTX_snprint_PKIStatus(ctx, buf, sizeof buf)) detail += ": server said " + std::string(s);
+        if (const char* s = OSSL_CMP_CTX_snprint_PKIStatus(ctx, buf, sizeof buf))
+            detail += ": server said " + std::string(s);
     }
     if (!local_check.empty()) detail += ": " + local_check;
     auto q = pki::ossl_errors();
@@ -246,7 +250,7 @@ Result<Enrolled> collect(Ctx& c, X509* newcert) {
     OSSL_CMP_CTX* ctx = c.ctx.get();
     Enrolled e;
     e.cert = pki::up_ref(newcert);
-    auto take = [](STACK_OF(X509)* sk) {
+    auto take = [](STACK_OF(X509) * sk) {
         std::vector<X509Ptr> v;
         for (int i = 0; sk && i < sk_X509_num(sk); ++i) v.push_back(pki::up_ref(sk_X509_value(sk, i)));
         sk_X509_pop_free(sk, X509_free);
@@ -255,7 +259,8 @@ Result<Enrolled> collect(Ctx& c, X509* newcert) {
     e.ca_pubs = take(OSSL_CMP_CTX_get1_caPubs(ctx));
     e.extra_certs = take(OSSL_CMP_CTX_get1_extraCertsIn(ctx));
     e.operator_root = std::move(c.anchor);
-    if (!e.operator_root) return Error(ErrorDomain::Cmp, -1, "enrolled certificate was not validated against an operator root");
+    if (!e.operator_root)
+        return Error(ErrorDomain::Cmp, -1, "enrolled certificate was not validated against an operator root");
     // chain: issuing CA .. root, built from what the server sent
     std::vector<X509*> pool;
     for (auto& x : e.extra_certs) pool.push_back(x.get());

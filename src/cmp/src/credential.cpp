@@ -219,7 +219,8 @@ Result<RenewalWindow> parse_renewal_window(std::string_view t) {
     double v = std::strtod(s.c_str(), &end);
     if (s.empty() || !end || *end || errno || !std::isfinite(v) || v < 0 || (w.percent && v > 100))
         return Error(ErrorDomain::Config, 0,
-                     "renewal window '" + std::string(t) + "' must be DAYS (e.g. 30 or 30d) or PERCENT of the lifetime (e.g. 20%)");
+                     "renewal window '" + std::string(t) +
+                         "' must be DAYS (e.g. 30 or 30d) or PERCENT of the lifetime (e.g. 20%)");
     w.value = v;
     return w;
 }
@@ -228,8 +229,9 @@ RenewalCheck renewal_check(X509* cert, int64_t now, const RenewalWindow& w) {
     RenewalCheck r;
     int64_t nb = pki::not_before(cert);
     r.not_after = pki::not_after(cert);
-    int64_t before = w.percent ? static_cast<int64_t>(std::llround(static_cast<double>(r.not_after - nb) * w.value / 100.0))
-                               : static_cast<int64_t>(std::llround(w.value * 86400.0));
+    int64_t before = w.percent
+                         ? static_cast<int64_t>(std::llround(static_cast<double>(r.not_after - nb) * w.value / 100.0))
+                         : static_cast<int64_t>(std::llround(w.value * 86400.0));
     r.due_at = std::max(nb, r.not_after - before);
     r.expired = now >= r.not_after;
     r.due = r.expired || now >= r.due_at;
@@ -254,8 +256,9 @@ Result<RenewalOutcome> renew_if_due(const std::string& dir, const ClientCommon& 
     RenewalOutcome out;
     out.check = renewal_check(cur.cert.get(), now, w);
     if (out.check.expired)
-        return Error(ErrorDomain::Pki, 0,
-                     out.check.describe() + ": kur cannot be authenticated with it; re-enrol with the vendor credential (ir)");
+        return Error(
+            ErrorDomain::Pki, 0,
+            out.check.describe() + ": kur cannot be authenticated with it; re-enrol with the vendor credential (ir)");
     if (!out.check.due) {
         out.next_check_at = out.check.due_at;
         return out;

@@ -44,18 +44,30 @@ std::optional<std::string> cmp_profile(const std::string& target) {
 
 const char* reason_phrase(int code) {
     switch (code) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    default: return "Error";
+        case 200:
+            return "OK";
+        case 400:
+            return "Bad Request";
+        case 404:
+            return "Not Found";
+        case 405:
+            return "Method Not Allowed";
+        case 408:
+            return "Request Timeout";
+        case 411:
+            return "Length Required";
+        case 413:
+            return "Payload Too Large";
+        case 415:
+            return "Unsupported Media Type";
+        case 431:
+            return "Request Header Fields Too Large";
+        case 500:
+            return "Internal Server Error";
+        case 501:
+            return "Not Implemented";
+        default:
+            return "Error";
     }
 }
 
@@ -93,7 +105,8 @@ std::variant<Head, HeadError> parse_head(const std::string& head) {
     auto eol = head.find("\r\n");
     std::string line = head.substr(0, eol);
     auto sp1 = line.find(' '), sp2 = line.rfind(' ');
-    if (sp1 == std::string::npos || sp2 == sp1) return HeadError{400, "malformed request line", "http.reject.bad_request"};
+    if (sp1 == std::string::npos || sp2 == sp1)
+        return HeadError{400, "malformed request line", "http.reject.bad_request"};
     h.method = line.substr(0, sp1);
     h.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
     std::string version = line.substr(sp2 + 1);
@@ -109,7 +122,8 @@ std::variant<Head, HeadError> parse_head(const std::string& head) {
         auto colon = f.find(':');
         if (colon == std::string::npos) return HeadError{400, "malformed header line", "http.reject.bad_request"};
         std::string name = lower(trim(f.substr(0, colon))), value = trim(f.substr(colon + 1));
-        if (name == "content-type") h.ctype = lower(value);
+        if (name == "content-type")
+            h.ctype = lower(value);
         else if (name == "content-length") {
             char* endp = nullptr;
             errno = 0;
@@ -125,8 +139,10 @@ std::variant<Head, HeadError> parse_head(const std::string& head) {
                 size_t e2 = v.find(',', b);
                 if (e2 == std::string::npos) e2 = v.size();
                 std::string tok = trim(v.substr(b, e2 - b));
-                if (tok == "close") close = true;
-                else if (tok == "keep-alive") keep = true;
+                if (tok == "close")
+                    close = true;
+                else if (tok == "keep-alive")
+                    keep = true;
                 b = e2 + 1;
             }
         }
@@ -153,7 +169,8 @@ Bytes ocsp_get_request(std::string_view enc) {
     }
     if (b64.empty() || b64.size() % 4 != 0) return {};
     Bytes out(b64.size() / 4 * 3);
-    int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size()));
+    int n =
+        EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size()));
     if (n < 0) return {};
     size_t pad = 0;
     while (pad < 2 && b64[b64.size() - 1 - pad] == '=') ++pad;
@@ -197,7 +214,8 @@ public:
         // stays in step; the same limits as for a POST.
         auto get = [&]() -> net::Frame {
             if (h.chunked)
-                return reject(411, "chunked bodies are not accepted; send Content-Length", "http.reject.length_required");
+                return reject(411, "chunked bodies are not accepted; send Content-Length",
+                              "http.reject.length_required");
             size_t body = h.clen > 0 ? static_cast<size_t>(h.clen) : 0;
             if (body > m_opts.max_body)
                 return reject(413, "body exceeds " + std::to_string(m_opts.max_body) + " bytes",
@@ -228,8 +246,9 @@ public:
             return reject(411, "chunked bodies are not accepted; send Content-Length", "http.reject.length_required");
         if (h.clen < 0) return reject(411, "Content-Length required", "http.reject.length_required");
         if (static_cast<unsigned long long>(h.clen) > m_opts.max_body)
-            return reject(413, "body exceeds " + std::to_string(m_opts.max_body) + " bytes", "cmp.http.rejected.body_too_large",
-                          "Content-Length " + std::to_string(h.clen) + " over max_body " + std::to_string(m_opts.max_body));
+            return reject(
+                413, "body exceeds " + std::to_string(m_opts.max_body) + " bytes", "cmp.http.rejected.body_too_large",
+                "Content-Length " + std::to_string(h.clen) + " over max_body " + std::to_string(m_opts.max_body));
         st.need = head_len + static_cast<size_t>(h.clen);
         if (in.size() >= st.need) return complete(st.need);
         if (eof) return reject(400, "truncated body", "http.reject.truncated", "body shorter than Content-Length");
@@ -283,13 +302,15 @@ public:
     Bytes refusal(net::Refusal r, bool tls) override {
         if (m_tls && !tls) return {};  // nothing readable before a TLS session
         switch (r) {
-        case net::Refusal::TooManyConnections:
-            return text_response(503, "too many connections; retry later", true);
-        case net::Refusal::PerSource:
-            return text_response(503, "too many connections from this address; retry later", true);
-        case net::Refusal::Busy: return text_response(503, "server busy; retry later", true);
-        case net::Refusal::Deadline:
-            return text_response(408, "request not complete within " + std::to_string(m_opts.request_timeout_ms) + " ms");
+            case net::Refusal::TooManyConnections:
+                return text_response(503, "too many connections; retry later", true);
+            case net::Refusal::PerSource:
+                return text_response(503, "too many connections from this address; retry later", true);
+            case net::Refusal::Busy:
+                return text_response(503, "server busy; retry later", true);
+            case net::Refusal::Deadline:
+                return text_response(
+                    408, "request not complete within " + std::to_string(m_opts.request_timeout_ms) + " ms");
         }
         return {};
     }
@@ -361,7 +382,8 @@ Status HttpServer::start() {
     if (m_opts.tls_cert && m_opts.tls_key && !m_ssl_ctx) {
         m_ssl_ctx = SSL_CTX_new(TLS_server_method());
         SSL_CTX_set_min_proto_version(m_ssl_ctx, TLS1_2_VERSION);
-        if (SSL_CTX_use_certificate(m_ssl_ctx, m_opts.tls_cert) != 1 || SSL_CTX_use_PrivateKey(m_ssl_ctx, m_opts.tls_key) != 1)
+        if (SSL_CTX_use_certificate(m_ssl_ctx, m_opts.tls_cert) != 1 ||
+            SSL_CTX_use_PrivateKey(m_ssl_ctx, m_opts.tls_key) != 1)
             return pki::ossl_error(ErrorDomain::Crypto, "TLS server credential");
         for (X509* x : m_opts.tls_chain) {
             X509_up_ref(x);
@@ -378,14 +400,15 @@ Status HttpServer::start() {
     so.counter_prefix = "cmp.http";
     so.log_module = "cmp";
     so.name = !m_opts.serve_cmp ? "OCSP HTTP" : m_ssl_ctx ? "CMP HTTPS" : "CMP HTTP";
-    m_net = std::make_unique<net::StreamServer>(*m_proto, so, [this](std::string_view n) { m_server.counters().inc(n); });
+    m_net =
+        std::make_unique<net::StreamServer>(*m_proto, so, [this](std::string_view n) { m_server.counters().inc(n); });
     if (auto st = m_net->start(); !st) {
         m_net.reset();
         return st;
     }
     log::get("cmp")->info("{} server listening on {}:{} (max {} connections, {} per source, request deadline {} ms)",
-                          so.name, m_opts.bind, m_net->port(), m_opts.max_connections,
-                          m_opts.max_per_source, m_opts.request_timeout_ms);
+                          so.name, m_opts.bind, m_net->port(), m_opts.max_connections, m_opts.max_per_source,
+                          m_opts.request_timeout_ms);
     return ok_status();
 }
 

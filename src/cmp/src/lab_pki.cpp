@@ -41,7 +41,8 @@ LabPki make_lab_pki(pki::KeyAlg alg) {
     i.profile = pki::Profile::IntermediateCa;
     i.subject = in.get();
     i.public_key = p.operator_issuing.key.get();
-    p.operator_issuing.cert = must(pki::issue_certificate(i, p.operator_root.cert.get(), p.operator_root.key.get()), "issuing");
+    p.operator_issuing.cert =
+        must(pki::issue_certificate(i, p.operator_root.cert.get(), p.operator_root.key.get()), "issuing");
     p.ra.key = must(pki::generate_key(alg), "ra key");
     auto rn = must(pki::parse_name("/O=Operator/CN=Operator CMP RA"), "name");
     pki::IssueRequest r;

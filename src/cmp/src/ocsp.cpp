@@ -95,9 +95,8 @@ Bytes OcspResponder::respond(BytesView der) {
 
     int64_t now = static_cast<int64_t>(std::time(nullptr));
     TimePtr this_update(ASN1_TIME_set(nullptr, static_cast<time_t>(now)));
-    TimePtr next_update(im.cfg.next_update_s > 0
-                            ? ASN1_TIME_set(nullptr, static_cast<time_t>(now + im.cfg.next_update_s))
-                            : nullptr);
+    TimePtr next_update(
+        im.cfg.next_update_s > 0 ? ASN1_TIME_set(nullptr, static_cast<time_t>(now + im.cfg.next_update_s)) : nullptr);
     BasicPtr bs(OCSP_BASICRESP_new());
     if (!bs || !this_update) return status_only(OCSP_RESPONSE_STATUS_INTERNALERROR);
     for (int i = 0; i < n; ++i) {
@@ -171,11 +170,13 @@ Status ensure_ocsp_signer(const std::string& ca_dir, X509* ca_cert, EVP_PKEY* ca
         auto c = pki::load_cert(crt);
         auto k = pki::load_private_key(key);
         std::string why;
-        if (!c || !k) why = "unreadable";
+        if (!c || !k)
+            why = "unreadable";
         else if (X509_check_issued(ca_cert, c->get()) != X509_V_OK ||
                  X509_verify(c->get(), X509_get0_pubkey(ca_cert)) != 1)
             why = "not issued by the issuing CA";
-        else if (X509_check_private_key(c->get(), k->get()) != 1) why = "key does not match";
+        else if (X509_check_private_key(c->get(), k->get()) != 1)
+            why = "key does not match";
         else if (!(X509_get_extension_flags(c->get()) & EXFLAG_XKUSAGE) ||
                  !(X509_get_extended_key_usage(c->get()) & XKU_OCSP_SIGN))
             why = "no id-kp-OCSPSigning";

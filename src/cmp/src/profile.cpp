@@ -56,7 +56,8 @@ Result<Cidr> parse_cidr(const std::string& s) {
     if (auto slash = s.find('/'); slash != std::string::npos) {
         a = s.substr(0, slash);
         std::string p = s.substr(slash + 1);
-        if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+        if (p.empty() || p.size() > 3 ||
+            !std::all_of(p.begin(), p.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
             return Error(ErrorDomain::Config, 0, "bad prefix length in '" + s + "'");
         prefix = std::stoi(p);
     }
@@ -118,17 +119,20 @@ Status IssuanceProfile::validate() const {
     for (auto* v : {&dns, &uri})
         for (auto& p : *v)
             if (p.empty()) return Error(ErrorDomain::Config, 0, where + ": empty pattern");
-    if (validity_days && *validity_days < 1) return Error(ErrorDomain::Config, 0, where + ": validity_days must be >= 1");
+    if (validity_days && *validity_days < 1)
+        return Error(ErrorDomain::Config, 0, where + ": validity_days must be >= 1");
     return ok_status();
 }
 
 ProfileVerdict check_request(const IssuanceProfile& p, const RequestedNames& names, const std::string& subject_cn,
                              const std::vector<std::string>& identities, bool check_values) {
     const std::string where = profile_label(p);
-    auto refuse = [](int bit, std::string text, const char* counter) { return ProfileVerdict{bit, std::move(text), counter}; };
+    auto refuse = [](int bit, std::string text, const char* counter) {
+        return ProfileVerdict{bit, std::move(text), counter};
+    };
     if (!names.malformed.empty())
-        return refuse(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
-                      "malformed subjectAltName " + names.malformed.front(), "bad_san");
+        return refuse(OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "malformed subjectAltName " + names.malformed.front(),
+                      "bad_san");
     if (!names.other.empty())
         return refuse(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
                       "subjectAltName type " + names.other.front() + " is not permitted by " + where, "san_type");
@@ -140,7 +144,8 @@ ProfileVerdict check_request(const IssuanceProfile& p, const RequestedNames& nam
     for (auto& k : kinds) {
         if (!k.values.empty() && k.allowed.empty())
             return refuse(OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
-                          std::string(type_text(k.type)) + " subjectAltNames are not permitted by " + where, "san_type");
+                          std::string(type_text(k.type)) + " subjectAltNames are not permitted by " + where,
+                          "san_type");
         bool required = std::find(p.required.begin(), p.required.end(), k.type) != p.required.end();
         // dNSName falls back to the node identity when none is requested (see the server).
         if (required && k.values.empty() && std::string(k.type) != "dns")
@@ -151,12 +156,11 @@ ProfileVerdict check_request(const IssuanceProfile& p, const RequestedNames& nam
     if (identities.empty())
         return refuse(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                       "the signing certificate carries no <EUI>.<realm> identity in subjectAltName", "not_authorized");
-    auto any_identity = [&](auto&& pred) {
-        return std::any_of(identities.begin(), identities.end(), pred);
-    };
+    auto any_identity = [&](auto&& pred) { return std::any_of(identities.begin(), identities.end(), pred); };
     auto dns_ok = [&](const std::string& v) {
         return any_identity([&](const std::string& id) {
-            return std::any_of(p.dns.begin(), p.dns.end(), [&](const std::string& pat) { return match_dns_pattern(pat, v, id); });
+            return std::any_of(p.dns.begin(), p.dns.end(),
+                               [&](const std::string& pat) { return match_dns_pattern(pat, v, id); });
         });
     };
     for (auto& d : names.dns)
@@ -175,12 +179,14 @@ ProfileVerdict check_request(const IssuanceProfile& p, const RequestedNames& nam
     }
     for (auto& u : names.uri) {
         bool ok = any_identity([&](const std::string& id) {
-            return std::any_of(p.uri.begin(), p.uri.end(), [&](const std::string& pat) { return match_uri_pattern(pat, u, id); });
+            return std::any_of(p.uri.begin(), p.uri.end(),
+                               [&](const std::string& pat) { return match_uri_pattern(pat, u, id); });
         });
         if (!ok)
-            return refuse(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "requested URI " + u + " does not match the patterns of " + where + " for " + identities.front(),
-                          "san_not_allowed");
+            return refuse(
+                OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                "requested URI " + u + " does not match the patterns of " + where + " for " + identities.front(),
+                "san_not_allowed");
     }
     if (!subject_cn.empty()) {
         std::string cn = lower(subject_cn);

@@ -31,7 +31,8 @@ X509* ServerConfig::operator_root() const {
     return ca_cert.get();
 }
 
-Result<ServerConfig> ServerConfig::from_ca_dir(const std::string& dir, const std::vector<std::string>& vendor_root_files) {
+Result<ServerConfig> ServerConfig::from_ca_dir(const std::string& dir,
+                                               const std::vector<std::string>& vendor_root_files) {
     ServerConfig c;
     X2SEC_TRY(c.ca_cert, pki::load_cert(dir + "/ca.crt"));
     X2SEC_TRY(c.ca_key, pki::load_private_key(dir + "/ca.key"));
@@ -56,11 +57,15 @@ enum class SignerKind { None, Vendor, Operator };
 
 bool new_transaction_body(int bt) {
     switch (bt) {
-    case kIr: case kCr: case kP10cr:
-    case kKur: case kRr: case kGenm:
-        return true;
-    default:
-        return false;
+        case kIr:
+        case kCr:
+        case kP10cr:
+        case kKur:
+        case kRr:
+        case kGenm:
+            return true;
+        default:
+            return false;
     }
 }
 
@@ -74,11 +79,17 @@ const char* weak_digest(int sig_nid) {
     int md = NID_undef, pk = NID_undef;
     if (sig_nid == NID_undef || !OBJ_find_sigid_algs(sig_nid, &md, &pk)) return nullptr;
     switch (md) {
-    case NID_md2: return "MD2";
-    case NID_md4: return "MD4";
-    case NID_md5: case NID_md5_sha1: return "MD5";
-    case NID_sha1: return "SHA-1";
-    default: return nullptr;
+        case NID_md2:
+            return "MD2";
+        case NID_md4:
+            return "MD4";
+        case NID_md5:
+        case NID_md5_sha1:
+            return "MD5";
+        case NID_sha1:
+            return "SHA-1";
+        default:
+            return nullptr;
     }
 }
 
@@ -91,8 +102,10 @@ struct PkisiFree {
 
 int srv_log_cb(const char*, const char*, int, OSSL_CMP_severity level, const char* msg) {
     auto lg = x2sec::log::get("cmp");
-    if (level <= OSSL_CMP_LOG_ERR) lg->debug("openssl cmp server: {}", msg);
-    else lg->trace("openssl cmp server: {}", msg);
+    if (level <= OSSL_CMP_LOG_ERR)
+        lg->debug("openssl cmp server: {}", msg);
+    else
+        lg->trace("openssl cmp server: {}", msg);
     return 1;
 }
 
@@ -107,16 +120,16 @@ struct Session {
     Bytes tid;
     int reject_bit = -1;
     std::string reject_text;
-    int rr_reason = 0;        // CRLReason from the rr's crlEntryDetails (0: none given)
+    int rr_reason = 0;  // CRLReason from the rr's crlEntryDetails (0: none given)
     int64_t created = 0;
-    int64_t now = 0;          // the caller's time of the message being processed
+    int64_t now = 0;  // the caller's time of the message being processed
     const IssuanceProfile* profile = nullptr;
     X509Ptr issued;
     std::string body;
     std::atomic<bool> waiting{false};  // held for approval: the client polls
-    bool approved = false;    // the operator approved the held request
-    std::string operator_rejection;  // the operator rejected it (reason)
-    bool registered = false;  // present in the session map
+    bool approved = false;             // the operator approved the held request
+    std::string operator_rejection;    // the operator rejected it (reason)
+    bool registered = false;           // present in the session map
     bool done = false;
     ~Session() { OSSL_CMP_SRV_CTX_free(srv); }
 };
@@ -207,14 +220,15 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     // one it will write into the cp (-1 since OpenSSL 3.0.8, RFC 9483 4.1.4), so it is not checked.
     (void)certReqId;
     if (s->reject_bit < 0 && crm && OSSL_CRMF_MSG_get_certReqId(crm) != 0)
-        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badRequest, "only one CertReqMsg with certReqId 0 is supported", "bad_request");
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badRequest, "only one CertReqMsg with certReqId 0 is supported",
+                  "bad_request");
     if (s->reject_bit < 0 && !s->operator_rejection.empty())
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "rejected by the operator: " + s->operator_rejection,
                   "operator_rejected");
     if (s->reject_bit < 0 && (bt == kKur) != (s->kind == SignerKind::Operator))
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                   bt == kKur ? "kur must be signed with the current operator certificate"
-                                             : "initial enrolment must be signed with a vendor device certificate",
+                             : "initial enrolment must be signed with a vendor device certificate",
                   "not_authorized");
     if (s->reject_bit >= 0) return rejection(s->reject_bit, s->reject_text);
 
@@ -255,7 +269,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         exts = p10exts;
     }
     struct ExtFree {
-        STACK_OF(X509_EXTENSION)* e;
+        STACK_OF(X509_EXTENSION) * e;
         ~ExtFree() { sk_X509_EXTENSION_pop_free(e, X509_EXTENSION_free); }
     } ext_guard{p10exts};
     if (!key) {
@@ -278,8 +292,10 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
             };
             if (g->type == GEN_DNS) {
                 std::string d = lower(text(g->d.dNSName));
-                if (!pki::valid_dns_name(d)) req_names.malformed.push_back("dNSName '" + d + "'");
-                else req_names.dns.push_back(d);
+                if (!pki::valid_dns_name(d))
+                    req_names.malformed.push_back("dNSName '" + d + "'");
+                else
+                    req_names.dns.push_back(d);
             } else if (g->type == GEN_IPADD) {
                 char buf[INET6_ADDRSTRLEN] = {};
                 const ASN1_OCTET_STRING* a = g->d.iPAddress;
@@ -291,11 +307,19 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
                     req_names.ip.push_back(buf);
             } else if (g->type == GEN_URI) {
                 std::string u = text(g->d.uniformResourceIdentifier);
-                if (!pki::valid_uri(u)) req_names.malformed.push_back("URI (not an absolute URI of printable ASCII)");
-                else req_names.uri.push_back(u);
+                if (!pki::valid_uri(u))
+                    req_names.malformed.push_back("URI (not an absolute URI of printable ASCII)");
+                else
+                    req_names.uri.push_back(u);
             } else {
-                static const char* kNames[] = {"otherName", "rfc822Name", "dNSName", "x400Address", "directoryName",
-                                               "ediPartyName", "uniformResourceIdentifier", "iPAddress",
+                static const char* kNames[] = {"otherName",
+                                               "rfc822Name",
+                                               "dNSName",
+                                               "x400Address",
+                                               "directoryName",
+                                               "ediPartyName",
+                                               "uniformResourceIdentifier",
+                                               "iPAddress",
                                                "registeredID"};
                 req_names.other.push_back(g->type >= 0 && g->type <= 8 ? kNames[g->type] : "unknown");
             }
@@ -311,9 +335,10 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     } else {
         for (auto& d : pki::san_dns(s->signer.get())) allowed.push_back(lower(d));
         const OSSL_CRMF_CERTID* old = crm ? OSSL_CRMF_MSG_get0_regCtrl_oldCertID(crm) : nullptr;
-        if (old && (ASN1_INTEGER_cmp(OSSL_CRMF_CERTID_get0_serialNumber(old), X509_get0_serialNumber(s->signer.get())) != 0)) {
-            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertId, "oldCertID does not name the certificate that signed the kur",
-                      "bad_cert_id");
+        if (old &&
+            (ASN1_INTEGER_cmp(OSSL_CRMF_CERTID_get0_serialNumber(old), X509_get0_serialNumber(s->signer.get())) != 0)) {
+            im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                      "oldCertID does not name the certificate that signed the kur", "bad_cert_id");
             return rejection(s->reject_bit, s->reject_text);
         }
     }
@@ -322,7 +347,8 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     std::string cn_text;
     if (int idx = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1; idx >= 0) {
         ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
-        cn_text = std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)), static_cast<size_t>(ASN1_STRING_length(cn)));
+        cn_text = std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
+                              static_cast<size_t>(ASN1_STRING_length(cn)));
     }
     auto verdict = check_request(prof, req_names, cn_text, allowed, !pol.allow_identity_mismatch);
     if (!verdict.ok()) {
@@ -361,11 +387,13 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
             if (n > 0) p.request_der.assign(der, der + n);
             OPENSSL_free(der);
             p.created = s->now;
-            auto st = n > 0 ? im.store.record_pending(p) : Status(Error(ErrorDomain::Cmp, 0, "cannot encode the request"));
+            auto st =
+                n > 0 ? im.store.record_pending(p) : Status(Error(ErrorDomain::Cmp, 0, "cannot encode the request"));
             if (!st) {
                 bool dup = st.error().code() == 1;
                 im.reject(*s, dup ? OSSL_CMP_PKIFAILUREINFO_transactionIdInUse : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                          dup ? "transactionID already used" : "store unavailable", dup ? "transaction_id_in_use" : "store");
+                          dup ? "transactionID already used" : "store unavailable",
+                          dup ? "transaction_id_in_use" : "store");
                 im.lg->warn("store: {}", st.error().detail());
                 return rejection(s->reject_bit, s->reject_text);
             }
@@ -390,7 +418,8 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     ir.ocsp_urls = pol.ocsp_urls;
     auto cert = pki::issue_certificate(ir, im.cfg.ca_cert.get(), im.cfg.ca_key.get());
     if (!cert) {
-        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "cannot issue: " + cert.error().detail(), "issue_failed");
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "cannot issue: " + cert.error().detail(),
+                  "issue_failed");
         return rejection(s->reject_bit, s->reject_text);
     }
 
@@ -430,8 +459,14 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     im.counters.inc("cmp.issued");
     if (s->approved) {
         (void)im.store.set_pending_state(s->tid, "issued");
-        (void)im.store.append_audit({0, s->now, "ra", "issue", to_hex(s->tid),
-                                     "approved request issued as serial " + to_hex(rec.serial), {}, {}});
+        (void)im.store.append_audit({0,
+                                     s->now,
+                                     "ra",
+                                     "issue",
+                                     to_hex(s->tid),
+                                     "approved request issued as serial " + to_hex(rec.serial),
+                                     {},
+                                     {}});
         s->waiting = false;
     }
     im.lg->info("issued {} serial {} to {} ({}) for {} under {}", s->body, to_hex(rec.serial), rec.subject, rec.sans,
@@ -453,21 +488,24 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
     auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
     auto& im = *s->impl;
     if (s->reject_bit < 0 && s->kind != SignerKind::Operator)
-        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "rr must be signed with an operator certificate", "not_authorized");
-    if (s->reject_bit < 0 && (!issuer || !serial || X509_NAME_cmp(issuer, X509_get_subject_name(im.cfg.ca_cert.get())) != 0))
-        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertId, "certificate to revoke was not issued by this CA", "bad_cert_id");
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "rr must be signed with an operator certificate",
+                  "not_authorized");
+    if (s->reject_bit < 0 &&
+        (!issuer || !serial || X509_NAME_cmp(issuer, X509_get_subject_name(im.cfg.ca_cert.get())) != 0))
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertId, "certificate to revoke was not issued by this CA",
+                  "bad_cert_id");
     if (s->reject_bit < 0 && ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(s->signer.get())) != 0)
-        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "a node may only revoke its own certificate", "not_authorized");
+        im.reject(*s, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "a node may only revoke its own certificate",
+                  "not_authorized");
     if (s->reject_bit < 0 && !acceptable_revocation_reason(s->rr_reason))
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                  "revocation reason " + std::to_string(s->rr_reason) +
-                      " is not accepted (CRLReason 0-6, 9 or 10)",
+                  "revocation reason " + std::to_string(s->rr_reason) + " is not accepted (CRLReason 0-6, 9 or 10)",
                   "bad_revocation_reason");
     if (s->reject_bit >= 0) return rejection(s->reject_bit, s->reject_text);
     Bytes sn = pki::serial_bytes(serial);
     auto st = im.store.revoke(sn, s->rr_reason, s->now);
     if (!st) {
-        int bit = st.error().code() == 3 ? OSSL_CMP_PKIFAILUREINFO_certRevoked
+        int bit = st.error().code() == 3   ? OSSL_CMP_PKIFAILUREINFO_certRevoked
                   : st.error().code() == 2 ? OSSL_CMP_PKIFAILUREINFO_badCertId
                                            : OSSL_CMP_PKIFAILUREINFO_systemFailure;
         im.reject(*s, bit, st.error().detail(), "revoke");
@@ -485,9 +523,9 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
 // template, so the value is an ASN1_TYPE holding that SEQUENCE).
 typedef STACK_OF(X509) X2SEC_CA_CERTS;
 ASN1_ITEM_TEMPLATE(X2SEC_CA_CERTS) = ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
-ASN1_ITEM_TEMPLATE_END(X2SEC_CA_CERTS)
+    ASN1_ITEM_TEMPLATE_END(X2SEC_CA_CERTS)
 
-const char* kIdItCaCerts = "1.3.6.1.5.5.7.4.17";
+        const char* kIdItCaCerts = "1.3.6.1.5.5.7.4.17";
 
 OSSL_CMP_ITAV* itav_ca_certs(const std::vector<X509*>& certs) {
     auto sk = pki::make_stack(certs);
@@ -605,9 +643,11 @@ int cb_certconf(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, const ASN1_OCTE
     unsigned int hl = 0;
     const EVP_MD* md = EVP_get_digestbynid(md_nid);
     if (!md || !X509_digest(s->issued.get(), md, h, &hl) || !certHash ||
-        ASN1_STRING_length(certHash) != static_cast<int>(hl) || CRYPTO_memcmp(ASN1_STRING_get0_data(certHash), h, hl) != 0) {
+        ASN1_STRING_length(certHash) != static_cast<int>(hl) ||
+        CRYPTO_memcmp(ASN1_STRING_get0_data(certHash), h, hl) != 0) {
         im.counters.inc("cmp.reject.bad_cert_hash");
-        ERR_raise_data(ERR_LIB_CMP, CMP_R_CERTHASH_UNMATCHED, "certHash in certConf does not match the issued certificate");
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_CERTHASH_UNMATCHED,
+                       "certHash in certConf does not match the issued certificate");
         return 0;
     }
     bool client_rejected = false;
@@ -691,7 +731,7 @@ std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kin
 }
 
 std::shared_ptr<Session> Server::Impl::resume_pending(X509* signer, const std::vector<X509*>& untrusted,
-                                                     const Bytes& tid, int64_t now) {
+                                                      const Bytes& tid, int64_t now) {
     auto p = store.find_pending(tid);
     if (!p.ok() || !p->has_value()) return nullptr;
     const PendingRequest& pr = **p;
@@ -777,7 +817,8 @@ Result<Bytes> Server::Impl::error_response(const OSSL_CMP_MSG* req, int bit, con
     if (n <= 0) return fail("cannot encode the error message");
     Bytes skel_der(der, der + n);
     OPENSSL_free(der);
-    std::unique_ptr<OSSL_CMP_PKISI, PkisiFree> si(OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text.c_str()));
+    std::unique_ptr<OSSL_CMP_PKISI, PkisiFree> si(
+        OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << bit, text.c_str()));
     if (!si) return fail("cannot build PKIStatusInfo");
     auto body = detail::replace_error_content(skel_der, si.get(), text);
     if (!body) return fail(body.error().detail().c_str());
@@ -839,7 +880,9 @@ void Server::Impl::purge_expired(int64_t now) {
 
 Server::Server(ServerConfig cfg, Store& store) : m_impl(std::make_unique<Impl>(std::move(cfg), store, m_counters)) {}
 Server::~Server() = default;
-const ServerConfig& Server::config() const { return m_impl->cfg; }
+const ServerConfig& Server::config() const {
+    return m_impl->cfg;
+}
 size_t Server::open_sessions() const {
     std::lock_guard lk(m_impl->sessions_mu);
     return m_impl->sessions.size();
@@ -857,12 +900,14 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     if (!req || p != der.data() + der.size()) {
         ERR_clear_error();
         m_counters.inc("cmp.rx.bad_der");
-        return Error(ErrorDomain::Codec, 0, req ? "trailing bytes after the PKIMessage" : "body is not a DER PKIMessage");
+        return Error(ErrorDomain::Codec, 0,
+                     req ? "trailing bytes after the PKIMessage" : "body is not a DER PKIMessage");
     }
     int bt = OSSL_CMP_MSG_get_bodytype(req.get());
     const ASN1_OCTET_STRING* tid_os = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req.get()));
-    Bytes tid = tid_os ? Bytes(ASN1_STRING_get0_data(tid_os), ASN1_STRING_get0_data(tid_os) + ASN1_STRING_length(tid_os))
-                       : Bytes{};
+    Bytes tid = tid_os
+                    ? Bytes(ASN1_STRING_get0_data(tid_os), ASN1_STRING_get0_data(tid_os) + ASN1_STRING_length(tid_os))
+                    : Bytes{};
     const int64_t now = rc.now;
     auto refuse = [&](int bit, const std::string& text, const char* counter) {
         return im.error_response(req.get(), bit, text, counter);
@@ -871,8 +916,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     // Message-level checks first; a failure is answered with a protected `error` carrying
     // the PKIFailureInfo, and nothing is recorded.
     auto palg = detail::protection_alg(der);
-    if (!palg.ok)
-        return refuse(OSSL_CMP_PKIFAILUREINFO_badDataFormat, "PKIHeader does not decode", "bad_header");
+    if (!palg.ok) return refuse(OSSL_CMP_PKIFAILUREINFO_badDataFormat, "PKIHeader does not decode", "bad_header");
     if (!palg.present)
         return refuse(OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                       "request is not protected: sign it with the vendor (ir) or operator (kur, rr) certificate",
@@ -906,8 +950,9 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     }
     if (!signer)
         return refuse(OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-                      extra.empty() ? "no certificate in extraCerts: the signer certificate must be sent (TS 33.310 9.5)"
-                                    : "message protection does not verify with the signer certificate in extraCerts",
+                      extra.empty()
+                          ? "no certificate in extraCerts: the signer certificate must be sent (TS 33.310 9.5)"
+                          : "message protection does not verify with the signer certificate in extraCerts",
                       "bad_message_check");
     std::vector<X509*> untrusted;
     for (auto& c : extra) untrusted.push_back(c.get());
@@ -930,10 +975,11 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
         else if (bt == kGenm && pki::verify_chain(signer, im.operator_store.get(), im.operator_untrusted, now).ok())
             kind = SignerKind::Operator;
         if (kind == SignerKind::None)
-            return refuse(OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
-                          std::string(want_operator ? "operator" : "vendor") +
-                              " certificate not accepted: " + first.error().detail(),
-                          first.error().code() == X509_V_ERR_CERT_HAS_EXPIRED ? "signer_expired" : "signer_not_trusted");
+            return refuse(
+                OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+                std::string(want_operator ? "operator" : "vendor") +
+                    " certificate not accepted: " + first.error().detail(),
+                first.error().code() == X509_V_ERR_CERT_HAS_EXPIRED ? "signer_expired" : "signer_not_trusted");
         if (kind == SignerKind::Operator) {
             // An operator certificate this CA revoked authenticates nothing (kur, rr, genm).
             auto rec = im.store.find_by_serial(pki::serial_bytes(X509_get0_serialNumber(signer)));
@@ -954,8 +1000,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
         {
             std::lock_guard lk(im.sessions_mu);
             auto in_store = im.store.transaction_exists(tid);
-            if (!in_store.ok())
-                return refuse(OSSL_CMP_PKIFAILUREINFO_systemUnavail, "store unavailable", "store");
+            if (!in_store.ok()) return refuse(OSSL_CMP_PKIFAILUREINFO_systemUnavail, "store unavailable", "store");
             if (im.sessions.count(tid) || *in_store)
                 return refuse(OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
                               "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
@@ -965,9 +1010,10 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
             im.sessions[tid] = s;
             s->registered = true;
         }
-        static const char* names[] = {"ir", "ip", "cr", "cp", "p10cr", "popdecc", "popdecr", "kur", "kup", "krr", "krp",
-                                      "rr", "rp", "ccr", "ccp", "ckuann", "cann", "rann", "crlann", "pkiconf", "nested",
-                                      "genm", "genp", "error", "certConf", "pollReq", "pollRep"};
+        static const char* names[] = {"ir",   "ip",     "cr",    "cp",       "p10cr",   "popdecc", "popdecr",
+                                      "kur",  "kup",    "krr",   "krp",      "rr",      "rp",      "ccr",
+                                      "ccp",  "ckuann", "cann",  "rann",     "crlann",  "pkiconf", "nested",
+                                      "genm", "genp",   "error", "certConf", "pollReq", "pollRep"};
         s->body = (bt >= 0 && bt <= 26) ? names[bt] : "?";
     } else {
         {
@@ -978,8 +1024,8 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
         }
         if (!s && bt == kPollReq && !tid.empty()) s = im.resume_pending(signer, untrusted, tid, now);
         if (!s)
-            return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest,
-                          "no open transaction " + to_hex(tid) + " for this signer", "no_transaction");
+            return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest, "no open transaction " + to_hex(tid) + " for this signer",
+                          "no_transaction");
     }
 
     MsgPtr rsp;
@@ -1019,7 +1065,9 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     return b;
 }
 
-Status Server::revoke(BytesView serial, int reason) { return revoke(serial, reason, static_cast<int64_t>(std::time(nullptr))); }
+Status Server::revoke(BytesView serial, int reason) {
+    return revoke(serial, reason, static_cast<int64_t>(std::time(nullptr)));
+}
 
 Status Server::revoke(BytesView serial, int reason, int64_t now) {
     X2SEC_TRY_STATUS(m_impl->store.revoke(serial, reason, now));
@@ -1027,9 +1075,13 @@ Status Server::revoke(BytesView serial, int reason, int64_t now) {
     return ok_status();
 }
 
-Result<Bytes> Server::crl_der() { return crl_der(static_cast<int64_t>(std::time(nullptr))); }
+Result<Bytes> Server::crl_der() {
+    return crl_der(static_cast<int64_t>(std::time(nullptr)));
+}
 
-Result<Bytes> Server::crl_der(int64_t now) { return m_impl->current_crl(now); }
+Result<Bytes> Server::crl_der(int64_t now) {
+    return m_impl->current_crl(now);
+}
 
 // One CRL for every instance sharing the store: rebuilt (next CRL number) only when a
 // revocation was recorded since, by any instance, or after an hour; so the CRL numbers an
@@ -1038,11 +1090,12 @@ Result<Bytes> Server::Impl::current_crl(int64_t now) {
     auto& im = *this;
     std::lock_guard lk(im.crl_mu);
     im.crl_dirty = false;
-    return im.store.current_crl(now, 3600, [&](int64_t number, const std::vector<pki::Revoked>& revoked) -> Result<Bytes> {
-        X2SEC_TRY(auto crl, pki::issue_crl(im.cfg.ca_cert.get(), im.cfg.ca_key.get(), revoked, number, now - 60,
-                                           now + 7 * 86400));
-        return pki::crl_der(crl.get());
-    });
+    return im.store.current_crl(now, 3600,
+                                [&](int64_t number, const std::vector<pki::Revoked>& revoked) -> Result<Bytes> {
+                                    X2SEC_TRY(auto crl, pki::issue_crl(im.cfg.ca_cert.get(), im.cfg.ca_key.get(),
+                                                                       revoked, number, now - 60, now + 7 * 86400));
+                                    return pki::crl_der(crl.get());
+                                });
 }
 
 }  // namespace x2sec::cmp

@@ -81,7 +81,8 @@ std::vector<std::string> conninfo_passwords(const std::string& conninfo) {
 // Replaces every occurrence of the connection's passwords in a message (libpq or ours).
 std::string scrub(std::string msg, const std::vector<std::string>& secrets) {
     for (const auto& p : secrets)
-        for (size_t at = msg.find(p); at != std::string::npos; at = msg.find(p, at + 3)) msg.replace(at, p.size(), "***");
+        for (size_t at = msg.find(p); at != std::string::npos; at = msg.find(p, at + 3))
+            msg.replace(at, p.size(), "***");
     return msg;
 }
 
@@ -101,8 +102,8 @@ public:
             v.push_back(s.data());
             lens.push_back(static_cast<int>(s.size()));
         }
-        return Res(PQexecParams(m_c, sql, static_cast<int>(v.size()), nullptr, v.data(), lens.data(),
-                                p.formats.data(), 1));
+        return Res(
+            PQexecParams(m_c, sql, static_cast<int>(v.size()), nullptr, v.data(), lens.data(), p.formats.data(), 1));
     }
     static bool ok(const Res& r) {
         auto st = PQresultStatus(r.get());
@@ -147,10 +148,19 @@ public:
             (void)exec("ROLLBACK");
             return e;
         }
-        auto c = run("INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, issued_at, der) "
-                     "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9)",
-                     Params().bin(r.serial).bin(r.transaction_id).txt(r.subject).txt(r.sans).txt(r.requester)
-                         .num(r.not_before).num(r.not_after).num(r.issued_at).bin(r.der));
+        auto c = run(
+            "INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, issued_at, der) "
+            "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+            Params()
+                .bin(r.serial)
+                .bin(r.transaction_id)
+                .txt(r.subject)
+                .txt(r.sans)
+                .txt(r.requester)
+                .num(r.not_before)
+                .num(r.not_after)
+                .num(r.issued_at)
+                .bin(r.der));
         if (!ok(c)) {
             auto e = unique_violation(c.get()) ? err("serial already recorded", 4) : err("record certificate");
             (void)exec("ROLLBACK");
@@ -163,7 +173,8 @@ public:
         reconnect_if_broken();
         auto t = run("INSERT INTO transactions(tid, body, status, created) VALUES($1,$2,$3,$4)",
                      Params().bin(tid).txt(body).txt(status).num(static_cast<int64_t>(std::time(nullptr))));
-        if (!ok(t)) return unique_violation(t.get()) ? err("transactionID already recorded", 1) : err("record transaction");
+        if (!ok(t))
+            return unique_violation(t.get()) ? err("transactionID already recorded", 1) : err("record transaction");
         return ok_status();
     }
     Result<bool> transaction_exists(BytesView tid) override {
@@ -183,9 +194,11 @@ public:
     Result<std::optional<CertRecord>> find(const char* where, BytesView key) {
         std::lock_guard lk(m_mu);
         reconnect_if_broken();
-        std::string sql = std::string("SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, "
-                                      "c.issued_at, c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body "
-                                      "FROM certificates c JOIN transactions t ON t.tid = c.tid WHERE ") + where;
+        std::string sql = std::string(
+                              "SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, "
+                              "c.issued_at, c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body "
+                              "FROM certificates c JOIN transactions t ON t.tid = c.tid WHERE ") +
+                          where;
         auto r = run(sql.c_str(), Params().bin(key));
         if (!ok(r)) return err("query");
         if (PQntuples(r.get()) == 0) return std::optional<CertRecord>();
@@ -211,15 +224,18 @@ public:
     }
     Result<std::vector<CertRecord>> list_certificates() override {
         std::lock_guard lk(m_mu);
-        auto r = run("SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, c.issued_at, "
-                     "c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body FROM certificates c "
-                     "JOIN transactions t ON t.tid = c.tid ORDER BY c.issued_at, c.serial");
+        auto r =
+            run("SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, c.issued_at, "
+                "c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body FROM certificates c "
+                "JOIN transactions t ON t.tid = c.tid ORDER BY c.issued_at, c.serial");
         if (!ok(r)) return err("query");
         std::vector<CertRecord> out;
         for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(cert_row(r.get(), i));
         return out;
     }
-    Result<std::optional<CertRecord>> find_by_serial(BytesView serial) override { return find("c.serial = $1", serial); }
+    Result<std::optional<CertRecord>> find_by_serial(BytesView serial) override {
+        return find("c.serial = $1", serial);
+    }
     Result<std::optional<CertRecord>> find_by_transaction(BytesView tid) override { return find("c.tid = $1", tid); }
 
     // Runs body inside BEGIN .. COMMIT; any failure rolls back.
@@ -250,8 +266,9 @@ public:
                 return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
             if (be32(PQgetvalue(q.get(), 0, 0)) != 0)
                 return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
-            auto u = run("UPDATE certificates SET revoked = 1, revoked_at = $1, reason = $2 WHERE serial = $3 AND revoked = 0",
-                         Params().num(when).num(reason).bin(serial));
+            auto u = run(
+                "UPDATE certificates SET revoked = 1, revoked_at = $1, reason = $2 WHERE serial = $3 AND revoked = 0",
+                Params().num(when).num(reason).bin(serial));
             if (!ok(u)) return err("revoke");
             auto b = run("UPDATE crl_state SET rev_seq = rev_seq + 1 WHERE id = 1");
             if (!ok(b)) return err("crl state");
@@ -263,16 +280,18 @@ public:
         std::lock_guard lk(m_mu);
         return in_txn([&]() -> Result<std::vector<Bytes>> {
             // One statement marks the transactions; the certificates of exactly those are revoked.
-            auto t = run("UPDATE transactions SET status = 'unconfirmed-timeout' WHERE status = 'unconfirmed' "
-                         "AND created < $1 RETURNING tid",
-                         Params().num(before));
+            auto t =
+                run("UPDATE transactions SET status = 'unconfirmed-timeout' WHERE status = 'unconfirmed' "
+                    "AND created < $1 RETURNING tid",
+                    Params().num(before));
             if (!ok(t)) return err("expire");
             std::vector<Bytes> serials;
             if (PQntuples(t.get()) == 0) return serials;
-            auto c = run("UPDATE certificates SET revoked = 1, revoked_at = $1, reason = 5 WHERE revoked = 0 AND tid IN "
-                         "(SELECT tid FROM transactions WHERE status = 'unconfirmed-timeout' AND created < $2) "
-                         "RETURNING serial",
-                         Params().num(now).num(before));
+            auto c =
+                run("UPDATE certificates SET revoked = 1, revoked_at = $1, reason = 5 WHERE revoked = 0 AND tid IN "
+                    "(SELECT tid FROM transactions WHERE status = 'unconfirmed-timeout' AND created < $2) "
+                    "RETURNING serial",
+                    Params().num(now).num(before));
             if (!ok(c)) return err("expire");
             for (int i = 0; i < PQntuples(c.get()); ++i) serials.push_back(bytes(c.get(), i, 0));
             if (!serials.empty()) {
@@ -304,7 +323,8 @@ public:
             if (!ok(r)) return err("query");
             std::vector<pki::Revoked> list;
             for (int i = 0; i < PQntuples(r.get()); ++i)
-                list.push_back({bytes(r.get(), i, 0), be64(PQgetvalue(r.get(), i, 1)), be32(PQgetvalue(r.get(), i, 2))});
+                list.push_back(
+                    {bytes(r.get(), i, 0), be64(PQgetvalue(r.get(), i, 1)), be32(PQgetvalue(r.get(), i, 2))});
             auto n = run("UPDATE crl_number SET n = n + 1 WHERE id = 1 RETURNING n");
             if (!ok(n) || PQntuples(n.get()) != 1) return err("crl number");
             X2SEC_TRY(auto der, build(be64(PQgetvalue(n.get(), 0, 0)), list));
@@ -325,10 +345,12 @@ public:
     }
     Result<StoreCounts> counts() override {
         std::lock_guard lk(m_mu);
-        auto r = run("SELECT (SELECT COUNT(*) FROM certificates), (SELECT COUNT(*) FROM transactions), "
-                     "(SELECT COUNT(*) FROM certificates WHERE revoked = 1)");
+        auto r =
+            run("SELECT (SELECT COUNT(*) FROM certificates), (SELECT COUNT(*) FROM transactions), "
+                "(SELECT COUNT(*) FROM certificates WHERE revoked = 1)");
         if (!ok(r)) return err("count");
-        return StoreCounts{be64(PQgetvalue(r.get(), 0, 0)), be64(PQgetvalue(r.get(), 0, 1)), be64(PQgetvalue(r.get(), 0, 2))};
+        return StoreCounts{be64(PQgetvalue(r.get(), 0, 0)), be64(PQgetvalue(r.get(), 0, 1)),
+                           be64(PQgetvalue(r.get(), 0, 2))};
     }
     Result<int64_t> next_crl_number() override {
         std::lock_guard lk(m_mu);
@@ -345,15 +367,28 @@ public:
             auto q = run("SELECT 1 FROM transactions WHERE tid = $1", Params().bin(p.transaction_id));
             if (!ok(q)) return err("query");
             if (PQntuples(q.get()) > 0) return Error(ErrorDomain::Io, 1, "postgresql: transactionID already recorded");
-            auto r = run("INSERT INTO pending(tid, profile, body, subject, sans, requester, request, created, state) "
-                         "VALUES($1,$2,$3,$4,$5,$6,$7,$8,'pending')",
-                         Params().bin(p.transaction_id).txt(p.profile).txt(p.body).txt(p.subject).txt(p.sans)
-                             .txt(p.requester).bin(p.request_der).num(p.created));
+            auto r =
+                run("INSERT INTO pending(tid, profile, body, subject, sans, requester, request, created, state) "
+                    "VALUES($1,$2,$3,$4,$5,$6,$7,$8,'pending')",
+                    Params()
+                        .bin(p.transaction_id)
+                        .txt(p.profile)
+                        .txt(p.body)
+                        .txt(p.subject)
+                        .txt(p.sans)
+                        .txt(p.requester)
+                        .bin(p.request_der)
+                        .num(p.created));
             if (!ok(r)) return err("transactionID already pending", 1);
-            return append_audit_locked({0, p.created, p.requester, "hold", to_hex(p.transaction_id),
+            return append_audit_locked({0,
+                                        p.created,
+                                        p.requester,
+                                        "hold",
+                                        to_hex(p.transaction_id),
                                         "profile " + (p.profile.empty() ? std::string("default") : p.profile) +
                                             " requires approval: " + p.subject + " " + p.sans,
-                                        {}, {}});
+                                        {},
+                                        {}});
         };
         return finish(body());
     }
@@ -398,7 +433,8 @@ public:
         auto body = [&]() -> Status {
             auto q = run("SELECT state FROM pending WHERE tid = $1 FOR UPDATE", Params().bin(tid));
             if (!ok(q)) return err("query");
-            if (PQntuples(q.get()) == 0) return Error(ErrorDomain::Pki, 2, "no request " + to_hex(tid) + " awaits approval");
+            if (PQntuples(q.get()) == 0)
+                return Error(ErrorDomain::Pki, 2, "no request " + to_hex(tid) + " awaits approval");
             std::string st = text(q.get(), 0, 0);
             if (st != "pending") return Error(ErrorDomain::Pki, 3, "request " + to_hex(tid) + " is already " + st);
             auto u = run("UPDATE pending SET state = $1, decided_by = $2, reason = $3, decided_at = $4 WHERE tid = $5",
@@ -426,8 +462,8 @@ public:
         std::vector<AuditEntry> out;
         PGresult* g = r.get();
         for (int i = 0; i < PQntuples(g); ++i)
-            out.push_back({be64(PQgetvalue(g, i, 0)), be64(PQgetvalue(g, i, 1)), text(g, i, 2), text(g, i, 3), text(g, i, 4),
-                           text(g, i, 5), bytes(g, i, 6), bytes(g, i, 7)});
+            out.push_back({be64(PQgetvalue(g, i, 0)), be64(PQgetvalue(g, i, 1)), text(g, i, 2), text(g, i, 3),
+                           text(g, i, 4), text(g, i, 5), bytes(g, i, 6), bytes(g, i, 7)});
         return out;
     }
 
@@ -456,9 +492,18 @@ private:
             e.prev_hash.clear();
         }
         e.hash = audit_entry_hash(e);
-        auto r = run("INSERT INTO audit(seq, at, actor, action, object, reason, prev_hash, hash) VALUES($1,$2,$3,$4,$5,$6,$7,$8)",
-                     Params().num(e.seq).num(e.at).txt(e.actor).txt(e.action).txt(e.object).txt(e.reason).bin(e.prev_hash)
-                         .bin(e.hash));
+        auto r =
+            run("INSERT INTO audit(seq, at, actor, action, object, reason, prev_hash, hash) "
+                "VALUES($1,$2,$3,$4,$5,$6,$7,$8)",
+                Params()
+                    .num(e.seq)
+                    .num(e.at)
+                    .txt(e.actor)
+                    .txt(e.action)
+                    .txt(e.object)
+                    .txt(e.reason)
+                    .bin(e.prev_hash)
+                    .bin(e.hash));
         if (!ok(r)) return err("audit append");
         return ok_status();
     }
@@ -467,7 +512,9 @@ private:
     std::mutex m_mu;
 };
 
-bool is_uri(std::string_view s) { return s.rfind("postgresql://", 0) == 0 || s.rfind("postgres://", 0) == 0; }
+bool is_uri(std::string_view s) {
+    return s.rfind("postgresql://", 0) == 0 || s.rfind("postgres://", 0) == 0;
+}
 
 // "user:secret@host" -> "user:***@host"; "...?a=b&password=secret" -> "...&password=***".
 std::string redact_uri(std::string s) {
@@ -483,7 +530,8 @@ std::string redact_uri(std::string s) {
         size_t key = q + 1;
         size_t eq = s.find('=', key);
         size_t amp = s.find('&', key);
-        if (eq != std::string::npos && (amp == std::string::npos || eq < amp) && s.compare(key, eq - key, "password") == 0)
+        if (eq != std::string::npos && (amp == std::string::npos || eq < amp) &&
+            s.compare(key, eq - key, "password") == 0)
             s.replace(eq + 1, (amp == std::string::npos ? s.size() : amp) - eq - 1, "***");
         q = s.find('&', key);
     }

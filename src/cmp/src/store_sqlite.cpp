@@ -127,8 +127,9 @@ public:
         t.blob(1, r.transaction_id).text(2, r.body).text(3, r.status).i64(4, r.issued_at);
         if (int rc = t.step(); rc != SQLITE_DONE)
             return rc == SQLITE_CONSTRAINT ? err("transactionID already recorded", 1) : err("record transaction");
-        Stmt c(m_db, "INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, "
-                     "issued_at, der) VALUES(?,?,?,?,?,?,?,?,?)");
+        Stmt c(m_db,
+               "INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, "
+               "issued_at, der) VALUES(?,?,?,?,?,?,?,?,?)");
         c.blob(1, r.serial).blob(2, r.transaction_id).text(3, r.subject).text(4, r.sans).text(5, r.requester);
         c.i64(6, r.not_before).i64(7, r.not_after).i64(8, r.issued_at).blob(9, r.der);
         if (int rc = c.step(); rc != SQLITE_DONE)
@@ -182,9 +183,11 @@ public:
     }
     Result<std::optional<CertRecord>> find(const char* where, BytesView key) {
         std::lock_guard lk(m_mu);
-        std::string sql = std::string("SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, "
-                                      "c.issued_at, c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body "
-                                      "FROM certificates c JOIN transactions t ON t.tid = c.tid WHERE ") + where;
+        std::string sql = std::string(
+                              "SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, "
+                              "c.issued_at, c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body "
+                              "FROM certificates c JOIN transactions t ON t.tid = c.tid WHERE ") +
+                          where;
         Stmt s(m_db, sql.c_str());
         s.blob(1, key);
         int rc = s.step();
@@ -195,9 +198,10 @@ public:
     Result<std::optional<CertRecord>> find_by_serial(BytesView serial) override { return find("c.serial = ?", serial); }
     Result<std::vector<CertRecord>> list_certificates() override {
         std::lock_guard lk(m_mu);
-        Stmt s(m_db, "SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, c.issued_at, "
-                     "c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body FROM certificates c "
-                     "JOIN transactions t ON t.tid = c.tid ORDER BY c.issued_at, c.serial");
+        Stmt s(m_db,
+               "SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, c.issued_at, "
+               "c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body FROM certificates c "
+               "JOIN transactions t ON t.tid = c.tid ORDER BY c.issued_at, c.serial");
         std::vector<CertRecord> out;
         int rc;
         while ((rc = s.step()) == SQLITE_ROW) out.push_back(row(s));
@@ -216,12 +220,14 @@ public:
             Stmt q(m_db, "SELECT revoked FROM certificates WHERE serial = ?");
             q.blob(1, serial);
             int rc = q.step();
-            if (rc == SQLITE_DONE) return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
+            if (rc == SQLITE_DONE)
+                return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
             if (rc != SQLITE_ROW) return err("query");
             if (q.col_i64(0)) return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
         }
         {
-            Stmt s(m_db, "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ? WHERE serial = ? AND revoked = 0");
+            Stmt s(m_db,
+                   "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ? WHERE serial = ? AND revoked = 0");
             s.i64(1, when).i64(2, reason).blob(3, serial);
             if (s.step() != SQLITE_DONE) return err("revoke");
         }
@@ -241,8 +247,9 @@ public:
         X2SEC_TRY_STATUS(txn.begun());
         std::vector<Bytes> serials;
         {
-            Stmt q(m_db, "SELECT c.serial FROM certificates c JOIN transactions t ON t.tid = c.tid "
-                         "WHERE t.status = 'unconfirmed' AND t.created < ? AND c.revoked = 0");
+            Stmt q(m_db,
+                   "SELECT c.serial FROM certificates c JOIN transactions t ON t.tid = c.tid "
+                   "WHERE t.status = 'unconfirmed' AND t.created < ? AND c.revoked = 0");
             q.i64(1, before);
             int rc;
             while ((rc = q.step()) == SQLITE_ROW) serials.push_back(q.col_blob(0));
@@ -250,11 +257,13 @@ public:
         }
         if (serials.empty()) return serials;
         for (auto& sn : serials) {
-            Stmt u(m_db, "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = 5 WHERE serial = ? AND revoked = 0");
+            Stmt u(m_db,
+                   "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = 5 WHERE serial = ? AND revoked = 0");
             u.i64(1, now).blob(2, sn);
             if (u.step() != SQLITE_DONE) return err("revoke");
         }
-        Stmt t(m_db, "UPDATE transactions SET status = 'unconfirmed-timeout' WHERE status = 'unconfirmed' AND created < ?");
+        Stmt t(m_db,
+               "UPDATE transactions SET status = 'unconfirmed-timeout' WHERE status = 'unconfirmed' AND created < ?");
         t.i64(1, before);
         if (t.step() != SQLITE_DONE) return err("update status");
         X2SEC_TRY_STATUS(bump_revocations());
@@ -306,7 +315,8 @@ public:
         Stmt s(m_db, "SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
         std::vector<pki::Revoked> out;
         int rc;
-        while ((rc = s.step()) == SQLITE_ROW) out.push_back({s.col_blob(0), s.col_i64(1), static_cast<int>(s.col_i64(2))});
+        while ((rc = s.step()) == SQLITE_ROW)
+            out.push_back({s.col_blob(0), s.col_i64(1), static_cast<int>(s.col_i64(2))});
         if (rc != SQLITE_DONE) return err("query");
         return out;
     }
@@ -314,8 +324,9 @@ public:
     Result<StoreCounts> counts() override {
         std::lock_guard lk(m_mu);
         StoreCounts c;
-        Stmt a(m_db, "SELECT (SELECT COUNT(*) FROM certificates), (SELECT COUNT(*) FROM transactions), "
-                     "(SELECT COUNT(*) FROM certificates WHERE revoked = 1)");
+        Stmt a(m_db,
+               "SELECT (SELECT COUNT(*) FROM certificates), (SELECT COUNT(*) FROM transactions), "
+               "(SELECT COUNT(*) FROM certificates WHERE revoked = 1)");
         if (a.step() != SQLITE_ROW) return err("count");
         c.certificates = a.col_i64(0);
         c.transactions = a.col_i64(1);
@@ -349,15 +360,21 @@ public:
             q.blob(1, p.transaction_id);
             if (q.step() == SQLITE_ROW) return Error(ErrorDomain::Io, 1, "sqlite: transactionID already recorded");
         }
-        Stmt s(m_db, "INSERT INTO pending(tid, profile, body, subject, sans, requester, request, created, state) "
-                     "VALUES(?,?,?,?,?,?,?,?,'pending')");
+        Stmt s(m_db,
+               "INSERT INTO pending(tid, profile, body, subject, sans, requester, request, created, state) "
+               "VALUES(?,?,?,?,?,?,?,?,'pending')");
         s.blob(1, p.transaction_id).text(2, p.profile).text(3, p.body).text(4, p.subject).text(5, p.sans);
         s.text(6, p.requester).blob(7, p.request_der).i64(8, p.created);
         if (s.step() != SQLITE_DONE) return err("transactionID already pending", 1);
-        X2SEC_TRY_STATUS(append_audit_locked({0, p.created, p.requester, "hold", to_hex(p.transaction_id),
+        X2SEC_TRY_STATUS(append_audit_locked({0,
+                                              p.created,
+                                              p.requester,
+                                              "hold",
+                                              to_hex(p.transaction_id),
                                               "profile " + (p.profile.empty() ? std::string("default") : p.profile) +
                                                   " requires approval: " + p.subject + " " + p.sans,
-                                              {}, {}}));
+                                              {},
+                                              {}}));
         return txn.commit();
     }
     static const char* pending_cols() {
@@ -413,12 +430,14 @@ public:
                 return Error(ErrorDomain::Pki, 3, "request " + to_hex(tid) + " is already " + q.col_text(0));
         }
         {
-            Stmt u(m_db, "UPDATE pending SET state = ?, decided_by = ?, reason = ?, decided_at = ? WHERE tid = ? "
-                         "AND state = 'pending'");
+            Stmt u(m_db,
+                   "UPDATE pending SET state = ?, decided_by = ?, reason = ?, decided_at = ? WHERE tid = ? "
+                   "AND state = 'pending'");
             u.text(1, approve ? "approved" : "rejected").text(2, actor).text(3, reason).i64(4, when).blob(5, tid);
             if (u.step() != SQLITE_DONE) return err("decide");
         }
-        X2SEC_TRY_STATUS(append_audit_locked({0, when, actor, approve ? "approve" : "reject", to_hex(tid), reason, {}, {}}));
+        X2SEC_TRY_STATUS(
+            append_audit_locked({0, when, actor, approve ? "approve" : "reject", to_hex(tid), reason, {}, {}}));
         return txn.commit();
     }
     Status set_pending_state(BytesView tid, const std::string& state) override {
@@ -463,10 +482,13 @@ private:
             return err("audit query");
         }
         e.hash = audit_entry_hash(e);
-        Stmt s(m_db, "INSERT INTO audit(seq, at, actor, action, object, reason, prev_hash, hash) VALUES(?,?,?,?,?,?,?,?)");
+        Stmt s(m_db,
+               "INSERT INTO audit(seq, at, actor, action, object, reason, prev_hash, hash) VALUES(?,?,?,?,?,?,?,?)");
         s.i64(1, e.seq).i64(2, e.at).text(3, e.actor).text(4, e.action).text(5, e.object).text(6, e.reason);
-        if (e.prev_hash.empty()) sqlite3_bind_zeroblob(s.get(), 7, 0);  // the first entry: empty, not NULL
-        else s.blob(7, e.prev_hash);
+        if (e.prev_hash.empty())
+            sqlite3_bind_zeroblob(s.get(), 7, 0);  // the first entry: empty, not NULL
+        else
+            s.blob(7, e.prev_hash);
         s.blob(8, e.hash);
         if (s.step() != SQLITE_DONE) return err("audit append");
         return ok_status();
@@ -479,8 +501,8 @@ private:
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path) {
     sqlite3* db = nullptr;
-    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        nullptr) != SQLITE_OK) {
         std::string m = db ? sqlite3_errmsg(db) : "out of memory";
         sqlite3_close(db);
         return Error(ErrorDomain::Io, 0, "cannot open store " + path + ": " + m);

@@ -65,22 +65,26 @@ size_t printable_utf8_len(BytesView d, size_t i) {
     const uint8_t c = d[i];
     size_t n;
     uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) n = 2, cp = c & 0x1fu;
-    else if (c >= 0xe0 && c <= 0xef) n = 3, cp = c & 0x0fu;
-    else if (c >= 0xf0 && c <= 0xf4) n = 4, cp = c & 0x07u;
-    else return 0;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, cp = c & 0x1fu;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, cp = c & 0x0fu;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, cp = c & 0x07u;
+    else
+        return 0;
     if (d.size() - i < n) return 0;
     for (size_t k = 1; k < n; ++k) {
         if ((d[i + k] & 0xc0) != 0x80) return 0;
         cp = (cp << 6) | (d[i + k] & 0x3fu);
     }
     if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))) return 0;
-    if (cp >= 0xd800 && cp <= 0xdfff) return 0;                   // surrogates
-    if (cp < 0xa0) return 0;                                      // C1 controls
-    if (cp == 0xad || (cp >= 0x200b && cp <= 0x200f) ||          // soft hyphen, zero width, marks
-        (cp >= 0x2028 && cp <= 0x202e) ||                         // line/paragraph separators, bidi
-        (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff ||         // bidi isolates, BOM
-        (cp & 0xfffe) == 0xfffe)                                  // noncharacters
+    if (cp >= 0xd800 && cp <= 0xdfff) return 0;            // surrogates
+    if (cp < 0xa0) return 0;                               // C1 controls
+    if (cp == 0xad || (cp >= 0x200b && cp <= 0x200f) ||    // soft hyphen, zero width, marks
+        (cp >= 0x2028 && cp <= 0x202e) ||                  // line/paragraph separators, bidi
+        (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff ||  // bidi isolates, BOM
+        (cp & 0xfffe) == 0xfffe)                           // noncharacters
         return 0;
     return n;
 }
@@ -112,7 +116,9 @@ std::string printable_text(BytesView data) {
     return out;
 }
 
-void secure_zero(void* p, size_t n) { OPENSSL_cleanse(p, n); }
+void secure_zero(void* p, size_t n) {
+    OPENSSL_cleanse(p, n);
+}
 
 void SecureBytes::resize(size_t n) {
     if (n <= m_data.capacity()) {

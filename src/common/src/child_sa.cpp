@@ -29,8 +29,8 @@ std::string IpAddress::to_string() const {
     return buf;
 }
 
-TrafficSelector TrafficSelector::from_prefix(const IpAddress& addr, unsigned prefix_len,
-                                             uint8_t proto, uint16_t port_lo, uint16_t port_hi) {
+TrafficSelector TrafficSelector::from_prefix(const IpAddress& addr, unsigned prefix_len, uint8_t proto,
+                                             uint16_t port_lo, uint16_t port_hi) {
     TrafficSelector ts;
     ts.ip_protocol = proto;
     ts.start_port = port_lo;
@@ -77,12 +77,23 @@ std::string TrafficSelector::to_string() const {
     if (ip_protocol != 0 || start_port != 0 || end_port != 65535) {
         s += "[";
         switch (ip_protocol) {
-            case 0: s += "any"; break;
-            case 6: s += "tcp"; break;
-            case 17: s += "udp"; break;
-            case 132: s += "sctp"; break;
-            case 1: s += "icmp"; break;
-            default: s += std::to_string(ip_protocol);
+            case 0:
+                s += "any";
+                break;
+            case 6:
+                s += "tcp";
+                break;
+            case 17:
+                s += "udp";
+                break;
+            case 132:
+                s += "sctp";
+                break;
+            case 1:
+                s += "icmp";
+                break;
+            default:
+                s += std::to_string(ip_protocol);
         }
         if (start_port != 0 || end_port != 65535) {
             s += "/" + std::to_string(start_port);
@@ -95,20 +106,28 @@ std::string TrafficSelector::to_string() const {
 
 const char* to_string(EspCipher c) {
     switch (c) {
-        case EspCipher::AesGcm16_128: return "AES_GCM_16_128";
-        case EspCipher::AesGcm16_256: return "AES_GCM_16_256";
-        case EspCipher::AesCbc128_HmacSha256_128: return "AES_CBC_128/HMAC_SHA2_256_128";
-        case EspCipher::AesCbc256_HmacSha256_128: return "AES_CBC_256/HMAC_SHA2_256_128";
+        case EspCipher::AesGcm16_128:
+            return "AES_GCM_16_128";
+        case EspCipher::AesGcm16_256:
+            return "AES_GCM_16_256";
+        case EspCipher::AesCbc128_HmacSha256_128:
+            return "AES_CBC_128/HMAC_SHA2_256_128";
+        case EspCipher::AesCbc256_HmacSha256_128:
+            return "AES_CBC_256/HMAC_SHA2_256_128";
     }
     return "?";
 }
 
 size_t esp_encr_key_size(EspCipher c) {
     switch (c) {
-        case EspCipher::AesGcm16_128: return 16 + 4;
-        case EspCipher::AesGcm16_256: return 32 + 4;
-        case EspCipher::AesCbc128_HmacSha256_128: return 16;
-        case EspCipher::AesCbc256_HmacSha256_128: return 32;
+        case EspCipher::AesGcm16_128:
+            return 16 + 4;
+        case EspCipher::AesGcm16_256:
+            return 32 + 4;
+        case EspCipher::AesCbc128_HmacSha256_128:
+            return 16;
+        case EspCipher::AesCbc256_HmacSha256_128:
+            return 32;
     }
     return 0;
 }
@@ -116,9 +135,11 @@ size_t esp_encr_key_size(EspCipher c) {
 size_t esp_integ_key_size(EspCipher c) {
     switch (c) {
         case EspCipher::AesGcm16_128:
-        case EspCipher::AesGcm16_256: return 0;
+        case EspCipher::AesGcm16_256:
+            return 0;
         case EspCipher::AesCbc128_HmacSha256_128:
-        case EspCipher::AesCbc256_HmacSha256_128: return 32;
+        case EspCipher::AesCbc256_HmacSha256_128:
+            return 32;
     }
     return 0;
 }
@@ -134,8 +155,7 @@ Status MemoryChildSaBackend::install(const ChildSaParams& params) {
 
 Status MemoryChildSaBackend::remove(uint32_t spi_in) {
     std::lock_guard lock(m_mutex);
-    if (m_sas.erase(spi_in) == 0)
-        return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
+    if (m_sas.erase(spi_in) == 0) return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
     ++m_removes;
     return {};
 }

@@ -5,8 +5,8 @@ namespace x2sec {
 bool Reader::need(size_t n) {
     if (m_failed) return false;
     if (m_data.size() - m_pos < n) {
-        fail("truncated: need " + std::to_string(n) + " bytes at offset " + std::to_string(m_pos) +
-             ", have " + std::to_string(m_data.size() - m_pos));
+        fail("truncated: need " + std::to_string(n) + " bytes at offset " + std::to_string(m_pos) + ", have " +
+             std::to_string(m_data.size() - m_pos));
         return false;
     }
     return true;
@@ -62,7 +62,9 @@ BytesView Reader::rest() {
     m_pos = m_data.size();
     return v;
 }
-void Reader::skip(size_t n) { (void)bytes(n); }
+void Reader::skip(size_t n) {
+    (void)bytes(n);
+}
 Reader Reader::sub(size_t n) {
     auto v = bytes(n);
     Reader r(v);
@@ -93,8 +95,10 @@ Writer::Mark Writer::reserve(size_t width) {
 }
 void Writer::patch(Mark m, size_t from) {
     size_t len = m_out.size() - from;
-    if (m.width == 2) patch_u16(m.field, static_cast<uint16_t>(len));
-    else patch_u32(m.field, static_cast<uint32_t>(len));
+    if (m.width == 2)
+        patch_u16(m.field, static_cast<uint16_t>(len));
+    else
+        patch_u32(m.field, static_cast<uint32_t>(len));
 }
 void Writer::patch_u16(size_t at, uint16_t v) {
     m_out[at] = static_cast<uint8_t>(v >> 8);

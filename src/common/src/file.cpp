@@ -26,7 +26,8 @@ Status write_file_atomic(const std::string& path, BytesView data, mode_t mode) {
     const std::string dir = dir_of(path);
     auto slash = path.rfind('/');
     std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-    std::string tmp = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + "." + base + ".tmp.XXXXXX";
+    std::string tmp =
+        (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + "." + base + ".tmp.XXXXXX";
     int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
     if (fd < 0) return io_error("cannot create a temporary file for", path);
     auto fail = [&](const char* what) {

@@ -112,8 +112,7 @@ Histogram::Histogram(std::vector<double> upper_bounds) : m_bounds(std::move(uppe
 
 void Histogram::observe(double v) {
     if (std::isnan(v)) return;
-    size_t i = static_cast<size_t>(std::lower_bound(m_bounds.begin(), m_bounds.end(), v) -
-                                   m_bounds.begin());
+    size_t i = static_cast<size_t>(std::lower_bound(m_bounds.begin(), m_bounds.end(), v) - m_bounds.begin());
     m_counts[i].fetch_add(1, std::memory_order_relaxed);
     m_sum.fetch_add(v, std::memory_order_relaxed);
     m_count.fetch_add(1, std::memory_order_relaxed);
@@ -145,8 +144,7 @@ Histogram& Registry::histogram(std::string_view name, const std::vector<double>&
 std::atomic<int64_t>& Registry::gauge(std::string_view name) {
     std::lock_guard lock(m_mutex);
     auto it = m_gauges.find(name);
-    if (it == m_gauges.end())
-        it = m_gauges.emplace(std::string(name), std::make_unique<std::atomic<int64_t>>(0)).first;
+    if (it == m_gauges.end()) it = m_gauges.emplace(std::string(name), std::make_unique<std::atomic<int64_t>>(0)).first;
     return *it->second;
 }
 
@@ -175,8 +173,7 @@ std::string label_text(const Labels& labels) {
     std::string s = "{";
     for (size_t i = 0; i < labels.size(); ++i) {
         if (i) s += ',';
-        s += sanitize_label_name(labels[i].first) + "=\"" + escape_label_value(labels[i].second) +
-             "\"";
+        s += sanitize_label_name(labels[i].first) + "=\"" + escape_label_value(labels[i].second) + "\"";
     }
     return s + "}";
 }
@@ -194,8 +191,7 @@ Exposition::Family* Exposition::family(std::string_view name, Type type, std::st
     return &m_families.back();
 }
 
-void Exposition::add(std::string_view name, Type type, std::string_view help, const Labels& labels,
-                     double value) {
+void Exposition::add(std::string_view name, Type type, std::string_view help, const Labels& labels, double value) {
     if (type == Type::Histogram) return;  // add_histogram
     Family* f = family(name, type, help);
     if (!f) return;
@@ -209,12 +205,10 @@ void Exposition::add_histogram(std::string_view name, std::string_view help, con
     for (size_t i = 0; i < h.buckets.size(); ++i) {
         Labels l = labels;
         l.emplace_back("le", i < h.bounds.size() ? format_value(h.bounds[i]) : "+Inf");
-        f->lines.push_back(f->name + "_bucket" + label_text(l) + " " +
-                           format_value(double(h.buckets[i])));
+        f->lines.push_back(f->name + "_bucket" + label_text(l) + " " + format_value(double(h.buckets[i])));
     }
     f->lines.push_back(f->name + "_sum" + label_text(labels) + " " + format_value(h.sum));
-    f->lines.push_back(f->name + "_count" + label_text(labels) + " " +
-                       format_value(double(h.count)));
+    f->lines.push_back(f->name + "_count" + label_text(labels) + " " + format_value(double(h.count)));
 }
 
 namespace {
@@ -222,8 +216,7 @@ namespace {
 const Rule* match(const std::vector<Rule>& rules, const std::string& name, std::string& value) {
     for (const auto& r : rules) {
         if (r.label.empty() ? name == r.prefix
-                            : name.size() > r.prefix.size() &&
-                                  name.compare(0, r.prefix.size(), r.prefix) == 0) {
+                            : name.size() > r.prefix.size() && name.compare(0, r.prefix.size(), r.prefix) == 0) {
             value = r.label.empty() ? std::string() : name.substr(r.prefix.size());
             return &r;
         }
@@ -234,9 +227,8 @@ const Rule* match(const std::vector<Rule>& rules, const std::string& name, std::
 
 namespace {
 // Family, HELP and labels of the Counters/Registry entry `name`.
-void place(const std::vector<Rule>& rules, const Labels& extra, const std::string& name,
-           const char* suffix, const char* what, std::string& family, std::string& help,
-           Labels& labels) {
+void place(const std::vector<Rule>& rules, const Labels& extra, const std::string& name, const char* suffix,
+           const char* what, std::string& family, std::string& help, Labels& labels) {
     labels = extra;
     std::string value;
     if (const Rule* r = match(rules, name, value)) {
@@ -250,8 +242,7 @@ void place(const std::vector<Rule>& rules, const Labels& extra, const std::strin
 }
 }  // namespace
 
-void Exposition::add_counters(const Counters& c, const std::vector<Rule>& rules,
-                              const Labels& extra) {
+void Exposition::add_counters(const Counters& c, const std::vector<Rule>& rules, const Labels& extra) {
     std::string family, help;
     Labels labels;
     for (const auto& [name, v] : c.snapshot()) {
@@ -260,8 +251,7 @@ void Exposition::add_counters(const Counters& c, const std::vector<Rule>& rules,
     }
 }
 
-void Exposition::add_registry(const Registry& r, const std::vector<Rule>& rules,
-                              const Labels& extra) {
+void Exposition::add_registry(const Registry& r, const std::vector<Rule>& rules, const Labels& extra) {
     std::string family, help;
     Labels labels;
     for (const auto& [name, v] : r.gauges()) {

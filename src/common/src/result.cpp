@@ -4,16 +4,26 @@ namespace x2sec {
 
 const char* to_string(ErrorDomain d) {
     switch (d) {
-        case ErrorDomain::Generic: return "error";
-        case ErrorDomain::Codec: return "codec";
-        case ErrorDomain::Crypto: return "crypto";
-        case ErrorDomain::Ike: return "ike";
-        case ErrorDomain::Esp: return "esp";
-        case ErrorDomain::Pki: return "pki";
-        case ErrorDomain::Cmp: return "cmp";
-        case ErrorDomain::Kds: return "kds";
-        case ErrorDomain::Config: return "config";
-        case ErrorDomain::Io: return "io";
+        case ErrorDomain::Generic:
+            return "error";
+        case ErrorDomain::Codec:
+            return "codec";
+        case ErrorDomain::Crypto:
+            return "crypto";
+        case ErrorDomain::Ike:
+            return "ike";
+        case ErrorDomain::Esp:
+            return "esp";
+        case ErrorDomain::Pki:
+            return "pki";
+        case ErrorDomain::Cmp:
+            return "cmp";
+        case ErrorDomain::Kds:
+            return "kds";
+        case ErrorDomain::Config:
+            return "config";
+        case ErrorDomain::Io:
+            return "io";
     }
     return "error";
 }

@@ -52,7 +52,8 @@ struct Builder {
         for (const auto& a : f.trust_anchors) {
             auto certs = x509::Certificate::load_pem_chain(a.file);
             if (!certs) {
-                d.error(a.where, "trust anchor '" + a.label + "': cannot load '" + a.file + "': " + certs.error().detail());
+                d.error(a.where,
+                        "trust anchor '" + a.label + "': cannot load '" + a.file + "': " + certs.error().detail());
                 continue;
             }
             if (certs->empty()) {
@@ -63,8 +64,10 @@ struct Builder {
         }
         for (const auto& c : f.crls) {
             auto crl = x509::Crl::load(c.file);
-            if (!crl) d.error(c.where, "cannot load CRL '" + c.file + "': " + crl.error().detail());
-            else crls.push_back(*crl);
+            if (!crl)
+                d.error(c.where, "cannot load CRL '" + c.file + "': " + crl.error().detail());
+            else
+                crls.push_back(*crl);
         }
     }
 
@@ -73,7 +76,8 @@ struct Builder {
             Cred cred;
             auto key = crypto::PrivateKey::load(c.key_file);
             if (!key) {
-                d.error(c.where, "credential '" + c.name + "': cannot load private key '" + crypto::redact_pkcs11_uri(c.key_file) + "': " + key.error().detail());
+                d.error(c.where, "credential '" + c.name + "': cannot load private key '" +
+                                     crypto::redact_pkcs11_uri(c.key_file) + "': " + key.error().detail());
                 continue;
             }
             cred.key = std::make_shared<crypto::PrivateKey>(std::move(*key));
@@ -81,8 +85,9 @@ struct Builder {
             for (const auto& file : c.cert_files) {
                 auto chain = x509::Certificate::load_pem_chain(file);
                 if (!chain || chain->empty()) {
-                    d.error(c.where, "credential '" + c.name + "': cannot load certificate '" + file + "'" +
-                                         (chain ? std::string(": no certificate in file") : ": " + chain.error().detail()));
+                    d.error(c.where,
+                            "credential '" + c.name + "': cannot load certificate '" + file + "'" +
+                                (chain ? std::string(": no certificate in file") : ": " + chain.error().detail()));
                     ok = false;
                     continue;
                 }
@@ -125,18 +130,23 @@ struct Builder {
         pc.local_natt_port = p.local_natt_port;
         pc.remote_natt_port = p.remote_natt_port;
         auto lid = ike::Identity::parse(p.local_id.value);
-        if (!lid) d.error(p.local_id.where, "peer '" + p.name + "': local_id: " + lid.error().detail());
-        else pc.local_id = *lid;
+        if (!lid)
+            d.error(p.local_id.where, "peer '" + p.name + "': local_id: " + lid.error().detail());
+        else
+            pc.local_id = *lid;
         if (p.remote_id) {
             auto rid = ike::Identity::parse(p.remote_id->value);
-            if (!rid) d.error(p.remote_id->where, "peer '" + p.name + "': remote_id: " + rid.error().detail());
-            else pc.remote_id = *rid;
+            if (!rid)
+                d.error(p.remote_id->where, "peer '" + p.name + "': remote_id: " + rid.error().detail());
+            else
+                pc.remote_id = *rid;
         }
         pc.local_auth = p.local_auth == AuthKind::Psk ? ike::AuthMethod::Psk : ike::AuthMethod::Certificate;
         pc.remote_auth = p.remote_auth == AuthKind::Psk ? ike::AuthMethod::Psk : ike::AuthMethod::Certificate;
         if (p.psk_hex) {
             auto b = from_hex(p.psk_hex->value);
-            if (!b || b->empty()) d.error(p.psk_hex->where, "peer '" + p.name + "': 'psk' is not valid hex");
+            if (!b || b->empty())
+                d.error(p.psk_hex->where, "peer '" + p.name + "': 'psk' is not valid hex");
             else {
                 pc.psk = SecureBytes(BytesView(*b));
                 secure_zero(b->data(), b->size());
@@ -146,17 +156,21 @@ struct Builder {
             pc.psk = SecureBytes(as_bytes(p.psk_text->value));
         } else if (p.psk_file) {
             auto b = read_file(p.psk_file->value, 4096);
-            if (!b) d.error(p.psk_file->where, "peer '" + p.name + "': cannot read psk_file '" + p.psk_file->value + "': " + b.error().detail());
+            if (!b)
+                d.error(p.psk_file->where, "peer '" + p.name + "': cannot read psk_file '" + p.psk_file->value +
+                                               "': " + b.error().detail());
             else {
                 // A trailing newline from an editor is not part of the key.
                 while (!b->empty() && (b->back() == '\n' || b->back() == '\r')) b->pop_back();
-                if (b->empty()) d.error(p.psk_file->where, "peer '" + p.name + "': psk_file '" + p.psk_file->value + "' is empty");
+                if (b->empty())
+                    d.error(p.psk_file->where, "peer '" + p.name + "': psk_file '" + p.psk_file->value + "' is empty");
                 pc.psk = SecureBytes(BytesView(*b));
                 secure_zero(b->data(), b->size());
             }
         }
         if (pc.psk.size() > 0 && pc.psk.size() < 16)
-            log::get("config")->warn("peer '{}': the pre-shared key has only {} octets; use at least 16 random octets", p.name, pc.psk.size());
+            log::get("config")->warn("peer '{}': the pre-shared key has only {} octets; use at least 16 random octets",
+                                     p.name, pc.psk.size());
         if (p.credential) {
             auto it = creds.find(p.credential->value);
             if (it != creds.end()) {
@@ -164,8 +178,10 @@ struct Builder {
                 pc.cert_chain = it->second.chain;
                 if (lid && pc.local_auth == ike::AuthMethod::Certificate) {
                     auto m = x509::match_identity(pc.cert_chain.front(), lid->type, lid->data);
-                    if (!m) d.error(p.local_id.where, "peer '" + p.name + "': local_id '" + p.local_id.value +
-                                                           "' is not in the certificate of credential '" + p.credential->value + "': " + m.error().detail());
+                    if (!m)
+                        d.error(p.local_id.where, "peer '" + p.name + "': local_id '" + p.local_id.value +
+                                                      "' is not in the certificate of credential '" +
+                                                      p.credential->value + "': " + m.error().detail());
                 }
             }
         }
@@ -174,18 +190,24 @@ struct Builder {
         pc.ocsp_staple_file = p.ocsp_staple_file;
         if (p.ocsp_stapling) {
             auto o = ike::parse_ocsp_stapling(p.ocsp_stapling->value);
-            if (!o) d.error(p.ocsp_stapling->where, "peer '" + p.name + "': " + o.error().detail());
-            else pc.ocsp_stapling = *o;
+            if (!o)
+                d.error(p.ocsp_stapling->where, "peer '" + p.name + "': " + o.error().detail());
+            else
+                pc.ocsp_stapling = *o;
         }
         if (p.unique) {
             auto u = ike::parse_unique_policy(p.unique->value);
-            if (!u) d.error(p.unique->where, "peer '" + p.name + "': " + u.error().detail());
-            else pc.unique = *u;
+            if (!u)
+                d.error(p.unique->where, "peer '" + p.name + "': " + u.error().detail());
+            else
+                pc.unique = *u;
         }
         for (const auto& s : p.ike_proposals) {
             auto prop = ike::parse_ike_proposal(s.value);
-            if (!prop) d.error(s.where, "peer '" + p.name + "': " + prop.error().detail());
-            else pc.ike_proposals.push_back(*prop);
+            if (!prop)
+                d.error(s.where, "peer '" + p.name + "': " + prop.error().detail());
+            else
+                pc.ike_proposals.push_back(*prop);
         }
         for (const auto& c : p.children) {
             ike::ChildConfig cc;
@@ -194,8 +216,10 @@ struct Builder {
             cc.remote_ts = c.remote_ts;
             for (const auto& s : c.esp_proposals) {
                 auto prop = ike::parse_child_proposal(s.value);
-                if (!prop) d.error(s.where, "peer '" + p.name + "', child '" + c.name + "': " + prop.error().detail());
-                else cc.proposals.push_back(*prop);
+                if (!prop)
+                    d.error(s.where, "peer '" + p.name + "', child '" + c.name + "': " + prop.error().detail());
+                else
+                    cc.proposals.push_back(*prop);
             }
             cc.mode = c.mode;
             cc.lifetime = c.lifetime;

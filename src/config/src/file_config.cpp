@@ -68,8 +68,7 @@ Result<TrafficSelector> parse_traffic_selector(std::string_view text_in) {
     std::string text = trim(text_in);
     std::string addr_part = text, proto_part;
     if (auto lb = text.find('['); lb != std::string::npos) {
-        if (text.back() != ']')
-            return Error(ErrorDomain::Config, 0, "traffic selector '" + text + "': missing ']'");
+        if (text.back() != ']') return Error(ErrorDomain::Config, 0, "traffic selector '" + text + "': missing ']'");
         addr_part = trim(text.substr(0, lb));
         proto_part = trim(text.substr(lb + 1, text.size() - lb - 2));
     }
@@ -89,14 +88,13 @@ Result<TrafficSelector> parse_traffic_selector(std::string_view text_in) {
     if (!prefix) prefix = max_len;
     if (*prefix > max_len)
         return Error(ErrorDomain::Config, 0,
-                     "traffic selector '" + text + "': prefix length " + std::to_string(*prefix) +
-                         " exceeds " + std::to_string(max_len));
+                     "traffic selector '" + text + "': prefix length " + std::to_string(*prefix) + " exceeds " +
+                         std::to_string(max_len));
     // Host bits set below the prefix are a typo more often than not.
     for (unsigned bit = *prefix; bit < max_len; ++bit) {
         if (addr->bytes[bit / 8] & (0x80u >> (bit % 8)))
             return Error(ErrorDomain::Config, 0,
-                         "traffic selector '" + text + "': host bits set below /" +
-                             std::to_string(*prefix));
+                         "traffic selector '" + text + "': host bits set below /" + std::to_string(*prefix));
     }
     uint8_t proto = 0;
     uint16_t lo = 0, hi = 65535;
@@ -107,7 +105,8 @@ Result<TrafficSelector> parse_traffic_selector(std::string_view text_in) {
             ports = proto_part.substr(s + 1);
         }
         auto p = protocol_number(pname);
-        if (!p) return Error(ErrorDomain::Config, 0, "traffic selector '" + text + "': unknown protocol '" + pname + "'");
+        if (!p)
+            return Error(ErrorDomain::Config, 0, "traffic selector '" + text + "': unknown protocol '" + pname + "'");
         proto = *p;
         if (!ports.empty() && ports != "any" && ports != "*") {
             std::string a = ports, b = ports;
@@ -117,7 +116,8 @@ Result<TrafficSelector> parse_traffic_selector(std::string_view text_in) {
             }
             auto pa = to_u64(a), pb = to_u64(b);
             if (!pa || !pb || *pa > 65535 || *pb > 65535 || *pa > *pb)
-                return Error(ErrorDomain::Config, 0, "traffic selector '" + text + "': bad port or port range '" + ports + "'");
+                return Error(ErrorDomain::Config, 0,
+                             "traffic selector '" + text + "': bad port or port range '" + ports + "'");
             if (proto != 6 && proto != 17 && proto != 132 && proto != 0)
                 return Error(ErrorDomain::Config, 0, "traffic selector '" + text + "': ports need tcp, udp or sctp");
             lo = static_cast<uint16_t>(*pa);
@@ -133,15 +133,24 @@ Result<int64_t> parse_duration_ms(std::string_view text_in) {
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
     auto num = to_u64(std::string_view(text).substr(0, i));
     std::string unit = text.substr(i);
-    if (!num) return Error(ErrorDomain::Config, 0, "duration '" + text + "': expected a number with an optional unit (ms, s, m, h, d)");
+    if (!num)
+        return Error(ErrorDomain::Config, 0,
+                     "duration '" + text + "': expected a number with an optional unit (ms, s, m, h, d)");
     int64_t mult;
-    if (unit.empty() || unit == "s") mult = 1000;
-    else if (unit == "ms") mult = 1;
-    else if (unit == "m") mult = 60'000;
-    else if (unit == "h") mult = 3'600'000;
-    else if (unit == "d") mult = 86'400'000;
-    else return Error(ErrorDomain::Config, 0, "duration '" + text + "': unknown unit '" + unit + "' (ms, s, m, h, d)");
-    if (*num > uint64_t(INT64_MAX) / uint64_t(mult)) return Error(ErrorDomain::Config, 0, "duration '" + text + "' is too large");
+    if (unit.empty() || unit == "s")
+        mult = 1000;
+    else if (unit == "ms")
+        mult = 1;
+    else if (unit == "m")
+        mult = 60'000;
+    else if (unit == "h")
+        mult = 3'600'000;
+    else if (unit == "d")
+        mult = 86'400'000;
+    else
+        return Error(ErrorDomain::Config, 0, "duration '" + text + "': unknown unit '" + unit + "' (ms, s, m, h, d)");
+    if (*num > uint64_t(INT64_MAX) / uint64_t(mult))
+        return Error(ErrorDomain::Config, 0, "duration '" + text + "' is too large");
     return static_cast<int64_t>(*num) * mult;
 }
 
@@ -203,9 +212,8 @@ public:
             return std::nullopt;
         }
         if (*v < lo || *v > hi) {
-            m_d.error(loc_of(*n, m_file), "'" + std::string(key) + "' = " + std::to_string(*v) +
-                                               " is out of range [" + std::to_string(lo) + ", " +
-                                               std::to_string(hi) + "]");
+            m_d.error(loc_of(*n, m_file), "'" + std::string(key) + "' = " + std::to_string(*v) + " is out of range [" +
+                                              std::to_string(lo) + ", " + std::to_string(hi) + "]");
             return std::nullopt;
         }
         return *v;
@@ -246,7 +254,8 @@ public:
             m_d.error(loc_of(*n, m_file), r.error().detail());
             return std::nullopt;
         }
-        m_d.error(loc_of(*n, m_file), "'" + std::string(key) + "' must be a duration (seconds, or a string such as \"4h\")");
+        m_d.error(loc_of(*n, m_file),
+                  "'" + std::string(key) + "' must be a duration (seconds, or a string such as \"4h\")");
         return std::nullopt;
     }
     std::optional<IpAddress> address(std::string_view key, bool required) {
@@ -274,8 +283,10 @@ public:
             return out;
         }
         for (const auto& e : *arr) {
-            if (auto v = e.value<std::string>()) out.push_back({*v, loc_of(e, m_file)});
-            else m_d.error(loc_of(e, m_file), "'" + std::string(key) + "': every element must be a string");
+            if (auto v = e.value<std::string>())
+                out.push_back({*v, loc_of(e, m_file)});
+            else
+                m_d.error(loc_of(e, m_file), "'" + std::string(key) + "': every element must be a string");
         }
         return out;
     }
@@ -290,8 +301,11 @@ public:
         }
         if (const auto* arr = n->as_array()) {
             for (const auto& e : *arr) {
-                if (const auto* t = e.as_table()) out.push_back(t);
-                else m_d.error(loc_of(e, m_file), "'" + std::string(key) + "' must be a table ([[" + std::string(key) + "]])");
+                if (const auto* t = e.as_table())
+                    out.push_back(t);
+                else
+                    m_d.error(loc_of(e, m_file),
+                              "'" + std::string(key) + "' must be a table ([[" + std::string(key) + "]])");
             }
             return out;
         }
@@ -301,7 +315,9 @@ public:
     void finish() {
         for (const auto& [k, v] : m_t) {
             if (!m_seen.count(std::string(k.str())))
-                m_d.error(k.source().begin ? Location{m_file, k.source().begin.line, k.source().begin.column} : loc_of(v, m_file), m_what + ": unknown key '" + std::string(k.str()) + "'");
+                m_d.error(k.source().begin ? Location{m_file, k.source().begin.line, k.source().begin.column}
+                                           : loc_of(v, m_file),
+                          m_what + ": unknown key '" + std::string(k.str()) + "'");
         }
     }
 
@@ -383,10 +399,13 @@ public:
             if (p.credential) {
                 bool found = std::any_of(out.credentials.begin(), out.credentials.end(),
                                          [&](const auto& c) { return c.name == p.credential->value; });
-                if (!found) m_d.error(p.credential->where, "peer '" + p.name + "': no [[credential]] named '" + p.credential->value + "'");
+                if (!found)
+                    m_d.error(p.credential->where,
+                              "peer '" + p.name + "': no [[credential]] named '" + p.credential->value + "'");
             }
             for (const auto& l : p.trust)
-                if (!labels.count(l.value)) m_d.error(l.where, "peer '" + p.name + "': no [[trust_anchor]] with label '" + l.value + "'");
+                if (!labels.count(l.value))
+                    m_d.error(l.where, "peer '" + p.name + "': no [[trust_anchor]] with label '" + l.value + "'");
         }
     }
 
@@ -399,14 +418,18 @@ private:
         if (auto p = r.port("natt_port")) rt.natt_port = *p;
         for (auto& s : r.strings("listen")) {
             auto a = IpAddress::parse(s.value);
-            if (!a) m_d.error(s.where, "'listen': '" + s.value + "' is not an IPv4 or IPv6 address");
-            else rt.listen.push_back(*a);
+            if (!a)
+                m_d.error(s.where, "'listen': '" + s.value + "' is not an IPv4 or IPv6 address");
+            else
+                rt.listen.push_back(*a);
         }
         if (auto s = r.str("control_socket")) rt.control_socket = resolve(s->value);
         if (auto s = r.str("log_level")) {
             static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
-            if (!levels.count(s->value)) m_d.error(s->where, "'log_level' must be one of trace, debug, info, warn, error, critical, off");
-            else rt.log_level = s->value;
+            if (!levels.count(s->value))
+                m_d.error(s->where, "'log_level' must be one of trace, debug, info, warn, error, critical, off");
+            else
+                rt.log_level = s->value;
         }
         if (auto s = r.str("log_file")) rt.log_file = resolve(s->value);
         r.finish();
@@ -415,8 +438,10 @@ private:
     void engine(const toml::table& t, EngineSection& e) {
         TableReader r(t, "[engine]", m_file, m_d);
         if (auto v = r.duration_ms("retransmit_timeout")) {
-            if (*v <= 0) r.error("retransmit_timeout", "'retransmit_timeout' must be positive");
-            else e.retransmit_timeout_ms = *v;
+            if (*v <= 0)
+                r.error("retransmit_timeout", "'retransmit_timeout' must be positive");
+            else
+                e.retransmit_timeout_ms = *v;
         }
         if (auto v = r.number("retransmit_backoff", 1.0, 10.0)) e.retransmit_backoff = *v;
         if (auto v = r.integer("retransmit_tries", 0, 100)) e.retransmit_tries = static_cast<uint32_t>(*v);
@@ -433,25 +458,34 @@ private:
         TableReader r(t, "[revocation]", m_file, m_d);
         rv.where = r.where();
         if (auto s = r.str("mode")) {
-            if (s->value == "auto") rv.mode = RevocationMode::Auto;
-            else if (s->value == "require") rv.mode = RevocationMode::Require;
-            else if (s->value == "off") rv.mode = RevocationMode::Off;
-            else m_d.error(s->where, "'mode' must be \"auto\", \"require\" or \"off\", not '" + s->value + "'");
+            if (s->value == "auto")
+                rv.mode = RevocationMode::Auto;
+            else if (s->value == "require")
+                rv.mode = RevocationMode::Require;
+            else if (s->value == "off")
+                rv.mode = RevocationMode::Off;
+            else
+                m_d.error(s->where, "'mode' must be \"auto\", \"require\" or \"off\", not '" + s->value + "'");
         }
         if (auto s = r.str("crl_policy")) {
-            if (s->value == "hard" || s->value == "soft") rv.policy_soft = s->value == "soft";
-            else m_d.error(s->where, "'crl_policy' must be \"hard\" or \"soft\", not '" + s->value + "'");
+            if (s->value == "hard" || s->value == "soft")
+                rv.policy_soft = s->value == "soft";
+            else
+                m_d.error(s->where, "'crl_policy' must be \"hard\" or \"soft\", not '" + s->value + "'");
         }
         if (auto b = r.boolean("fetch")) rv.fetch = *b;
         for (auto& u : r.strings("crl_urls")) {
             if (u.value.rfind("http://", 0) != 0)
                 m_d.error(u.where, "'crl_urls': '" + u.value + "' is not an http:// URL");
-            else rv.crl_urls.push_back(u.value);
+            else
+                rv.crl_urls.push_back(u.value);
         }
         auto positive = [&](const char* key, int64_t& out) {
             if (auto v = r.duration_ms(key)) {
-                if (*v < 0) r.error(key, std::string("'") + key + "' must not be negative");
-                else out = *v;
+                if (*v < 0)
+                    r.error(key, std::string("'") + key + "' must not be negative");
+                else
+                    out = *v;
             }
         };
         positive("fetch_timeout", rv.fetch_timeout_ms);
@@ -462,8 +496,10 @@ private:
         if (auto v = r.integer("max_crl_size", 1024, 64 * 1024 * 1024)) rv.max_crl_size = static_cast<uint32_t>(*v);
         if (auto s = r.str("cache_dir")) rv.cache_dir = resolve(s->value);
         if (auto s = r.str("method")) {
-            if (s->value == "crl" || s->value == "ocsp" || s->value == "ocsp-then-crl") rv.method = s->value;
-            else m_d.error(s->where, "'method' must be \"crl\", \"ocsp\" or \"ocsp-then-crl\", not '" + s->value + "'");
+            if (s->value == "crl" || s->value == "ocsp" || s->value == "ocsp-then-crl")
+                rv.method = s->value;
+            else
+                m_d.error(s->where, "'method' must be \"crl\", \"ocsp\" or \"ocsp-then-crl\", not '" + s->value + "'");
         }
         if (auto b = r.boolean("ocsp_nonce")) rv.ocsp_nonce = *b;
         positive("ocsp_max_age", rv.ocsp_max_age_ms);
@@ -499,7 +535,9 @@ private:
         if (auto v = r.port("local_natt_port")) p.local_natt_port = *v;
         if (auto v = r.port("remote_natt_port")) p.remote_natt_port = *v;
         if (p.local_port == p.local_natt_port)
-            m_d.error(r.where("local_natt_port"), label + ": local_port and local_natt_port must differ (the NAT-T port carries the non-ESP marker)");
+            m_d.error(
+                r.where("local_natt_port"),
+                label + ": local_port and local_natt_port must differ (the NAT-T port carries the non-ESP marker)");
         if (auto s = r.str("local_id", true)) p.local_id = *s;
         if (auto s = r.str("remote_id")) p.remote_id = *s;
         auto auth = r.str("auth");
@@ -510,10 +548,14 @@ private:
         p.trust = r.strings("trust");
         if (auto s = r.str("psk")) {
             const std::string& v = s->value;
-            if (v.rfind("hex:", 0) == 0) p.psk_hex = Located<std::string>{v.substr(4), s->where};
-            else if (v.rfind("0x", 0) == 0) p.psk_hex = Located<std::string>{v.substr(2), s->where};
-            else if (v.rfind("text:", 0) == 0) p.psk_text = Located<std::string>{v.substr(5), s->where};
-            else m_d.error(s->where, label + ": 'psk' must start with \"hex:\", \"0x\" or \"text:\" (or use psk_file)");
+            if (v.rfind("hex:", 0) == 0)
+                p.psk_hex = Located<std::string>{v.substr(4), s->where};
+            else if (v.rfind("0x", 0) == 0)
+                p.psk_hex = Located<std::string>{v.substr(2), s->where};
+            else if (v.rfind("text:", 0) == 0)
+                p.psk_text = Located<std::string>{v.substr(5), s->where};
+            else
+                m_d.error(s->where, label + ": 'psk' must start with \"hex:\", \"0x\" or \"text:\" (or use psk_file)");
         }
         if (auto s = r.str("psk_file")) p.psk_file = Located<std::string>{resolve(s->value), s->where};
         if (p.psk_file && (p.psk_hex || p.psk_text))
@@ -524,11 +566,13 @@ private:
         if (uses_psk && !p.psk_file && !p.psk_hex && !p.psk_text)
             m_d.error(p.where, label + ": PSK authentication needs 'psk' or 'psk_file'");
         if (!uses_psk && (p.psk_file || p.psk_hex || p.psk_text))
-            m_d.error(r.where(p.psk_file ? "psk_file" : "psk"), label + ": a PSK is given but neither side authenticates with \"psk\"");
+            m_d.error(r.where(p.psk_file ? "psk_file" : "psk"),
+                      label + ": a PSK is given but neither side authenticates with \"psk\"");
         if (uses_cert_local && !p.credential)
             m_d.error(p.where, label + ": certificate authentication needs 'credential' (a [[credential]] name)");
         if (uses_cert_remote && cfg.trust_anchors.empty())
-            m_d.error(p.where, label + ": the peer authenticates with a certificate but no [[trust_anchor]] is configured");
+            m_d.error(p.where,
+                      label + ": the peer authenticates with a certificate but no [[trust_anchor]] is configured");
         if (auto b = r.boolean("send_certreq")) p.send_certreq = *b;
         if (auto s = r.str("unique")) p.unique = Located<std::string>{s->value, s->where};
         if (auto s = r.str("ocsp_stapling")) p.ocsp_stapling = Located<std::string>{s->value, s->where};
@@ -560,8 +604,10 @@ private:
             if (!r.has(key)) r.missing(key);
             for (auto& s : items) {
                 auto ts = parse_traffic_selector(s.value);
-                if (!ts) m_d.error(s.where, ts.error().detail());
-                else out.push_back(*ts);
+                if (!ts)
+                    m_d.error(s.where, ts.error().detail());
+                else
+                    out.push_back(*ts);
             }
         };
         ts_list("local_ts", c.local_ts);
@@ -569,9 +615,12 @@ private:
         c.esp_proposals = r.strings("esp_proposals");
         if (!r.has("esp_proposals")) c.esp_proposals.push_back({"aes128gcm16", c.where});
         if (auto s = r.str("mode")) {
-            if (s->value == "tunnel") c.mode = IpsecMode::Tunnel;
-            else if (s->value == "transport") c.mode = IpsecMode::Transport;
-            else m_d.error(s->where, "'mode' must be \"tunnel\" or \"transport\"");
+            if (s->value == "tunnel")
+                c.mode = IpsecMode::Tunnel;
+            else if (s->value == "transport")
+                c.mode = IpsecMode::Transport;
+            else
+                m_d.error(s->where, "'mode' must be \"tunnel\" or \"transport\"");
         }
         if (auto v = r.duration_ms("rekey")) c.rekey_seconds = static_cast<uint64_t>(*v / 1000);
         if (auto v = r.duration_ms("life_soft")) c.lifetime.soft_seconds = static_cast<uint64_t>(*v / 1000);
@@ -617,8 +666,7 @@ Error toml_error(const toml::parse_error& e, const std::string& name) {
 
 }  // namespace
 
-Result<FileConfig> parse_string(std::string_view text, const std::string& source_name,
-                                const std::string& base_dir) {
+Result<FileConfig> parse_string(std::string_view text, const std::string& source_name, const std::string& base_dir) {
     try {
         toml::table root = toml::parse(text, source_name);
         return parse_table(root, source_name, base_dir);

@@ -13,20 +13,28 @@ using namespace detail;
 
 const char* dh_group_name(DhGroup g) {
     switch (g) {
-        case DhGroup::Modp2048: return "MODP_2048";
-        case DhGroup::Ecp256: return "ECP_256";
-        case DhGroup::Ecp384: return "ECP_384";
-        case DhGroup::Curve25519: return "CURVE_25519";
+        case DhGroup::Modp2048:
+            return "MODP_2048";
+        case DhGroup::Ecp256:
+            return "ECP_256";
+        case DhGroup::Ecp384:
+            return "ECP_384";
+        case DhGroup::Curve25519:
+            return "CURVE_25519";
     }
     return "?";
 }
 
 size_t dh_public_size(DhGroup g) {
     switch (g) {
-        case DhGroup::Modp2048: return 256;
-        case DhGroup::Ecp256: return 64;
-        case DhGroup::Ecp384: return 96;
-        case DhGroup::Curve25519: return 32;
+        case DhGroup::Modp2048:
+            return 256;
+        case DhGroup::Ecp256:
+            return 64;
+        case DhGroup::Ecp384:
+            return 96;
+        case DhGroup::Curve25519:
+            return 32;
     }
     return 0;
 }
@@ -37,11 +45,19 @@ bool dh_group_supported(uint16_t iana_id) {
 
 namespace {
 
-bool is_ecp(DhGroup g) { return g == DhGroup::Ecp256 || g == DhGroup::Ecp384; }
+bool is_ecp(DhGroup g) {
+    return g == DhGroup::Ecp256 || g == DhGroup::Ecp384;
+}
 
-const char* ec_curve(DhGroup g) { return g == DhGroup::Ecp256 ? "prime256v1" : "secp384r1"; }
-int ec_nid(DhGroup g) { return g == DhGroup::Ecp256 ? NID_X9_62_prime256v1 : NID_secp384r1; }
-size_t ec_coord(DhGroup g) { return dh_public_size(g) / 2; }
+const char* ec_curve(DhGroup g) {
+    return g == DhGroup::Ecp256 ? "prime256v1" : "secp384r1";
+}
+int ec_nid(DhGroup g) {
+    return g == DhGroup::Ecp256 ? NID_X9_62_prime256v1 : NID_secp384r1;
+}
+size_t ec_coord(DhGroup g) {
+    return dh_public_size(g) / 2;
+}
 
 Error dh_error(DhGroup g, const std::string& what) {
     return crypto_error(std::string(dh_group_name(g)) + ": " + what);
@@ -53,11 +69,12 @@ Error unsupported_group(DhGroup g) {
 
 Error dh_invalid(DhGroup g, const std::string& what) {
     openssl_errors();  // drop whatever OpenSSL queued while rejecting the value
-    return Error(ErrorDomain::Crypto, 0,
-                 std::string(dh_group_name(g)) + ": invalid peer public value: " + what);
+    return Error(ErrorDomain::Crypto, 0, std::string(dh_group_name(g)) + ": invalid peer public value: " + what);
 }
 
-BnPtr rfc3526_prime() { return BnPtr(BN_get_rfc3526_prime_2048(nullptr)); }
+BnPtr rfc3526_prime() {
+    return BnPtr(BN_get_rfc3526_prime_2048(nullptr));
+}
 
 // Builds an EVP_PKEY from OSSL params (KEYPAIR or PUBLIC_KEY selection).
 PkeyPtr from_params(const char* alg, OSSL_PARAM* params, int selection) {
@@ -74,8 +91,7 @@ PkeyPtr modp_key(const BIGNUM* priv, const BIGNUM* pub) {
     if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "modp_2048", 0) != 1 ||
         OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, pub) != 1)
         return nullptr;
-    if (priv != nullptr && OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1)
-        return nullptr;
+    if (priv != nullptr && OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1) return nullptr;
     ParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
     if (!params) return nullptr;
     return from_params("DH", params.get(), priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY);
@@ -85,11 +101,10 @@ PkeyPtr ec_key(DhGroup g, const BIGNUM* priv, BytesView uncompressed_point) {
     ParamBldPtr bld(OSSL_PARAM_BLD_new());
     if (!bld) return nullptr;
     if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, ec_curve(g), 0) != 1 ||
-        OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY,
-                                         uncompressed_point.data(), uncompressed_point.size()) != 1)
+        OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, uncompressed_point.data(),
+                                         uncompressed_point.size()) != 1)
         return nullptr;
-    if (priv != nullptr && OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1)
-        return nullptr;
+    if (priv != nullptr && OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1) return nullptr;
     ParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
     if (!params) return nullptr;
     return from_params("EC", params.get(), priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY);
@@ -154,8 +169,7 @@ namespace {
 Result<Bytes> encode_public(DhGroup g, EVP_PKEY* key) {
     if (g == DhGroup::Modp2048) {
         BIGNUM* pub = nullptr;
-        if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PUB_KEY, &pub) != 1)
-            return dh_error(g, "reading public key");
+        if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PUB_KEY, &pub) != 1) return dh_error(g, "reading public key");
         BnPtr owned(pub);
         Bytes out(256);
         if (BN_bn2binpad(pub, out.data(), static_cast<int>(out.size())) != 256)
@@ -165,8 +179,7 @@ Result<Bytes> encode_public(DhGroup g, EVP_PKEY* key) {
     if (is_ecp(g)) {
         uint8_t buf[1 + 2 * 66];
         size_t len = 0;
-        if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, buf, sizeof(buf),
-                                            &len) != 1)
+        if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, buf, sizeof(buf), &len) != 1)
             return dh_error(g, "reading public key");
         if (len != 1 + dh_public_size(g) || buf[0] != 0x04)
             return Error(ErrorDomain::Crypto, 0,
@@ -175,15 +188,13 @@ Result<Bytes> encode_public(DhGroup g, EVP_PKEY* key) {
     }
     Bytes out(32);
     size_t len = out.size();
-    if (EVP_PKEY_get_raw_public_key(key, out.data(), &len) != 1 || len != 32)
-        return dh_error(g, "reading public key");
+    if (EVP_PKEY_get_raw_public_key(key, out.data(), &len) != 1 || len != 32) return dh_error(g, "reading public key");
     return out;
 }
 
 }  // namespace
 
-DhKeyPair::DhKeyPair(DhKeyPair&& o) noexcept
-    : m_group(o.m_group), m_key(o.m_key), m_public(std::move(o.m_public)) {
+DhKeyPair::DhKeyPair(DhKeyPair&& o) noexcept : m_group(o.m_group), m_key(o.m_key), m_public(std::move(o.m_public)) {
     o.m_key = nullptr;
 }
 
@@ -198,7 +209,9 @@ DhKeyPair& DhKeyPair::operator=(DhKeyPair&& o) noexcept {
     return *this;
 }
 
-DhKeyPair::~DhKeyPair() { EVP_PKEY_free(m_key); }
+DhKeyPair::~DhKeyPair() {
+    EVP_PKEY_free(m_key);
+}
 
 Result<DhKeyPair> DhKeyPair::generate(DhGroup g) {
     PkeyPtr key;
@@ -207,8 +220,7 @@ Result<DhKeyPair> DhKeyPair::generate(DhGroup g) {
             PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "DH", nullptr));
             if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1) return dh_error(g, "keygen init");
             OSSL_PARAM params[2] = {
-                OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
-                                                 const_cast<char*>("modp_2048"), 0),
+                OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>("modp_2048"), 0),
                 OSSL_PARAM_construct_end()};
             if (EVP_PKEY_CTX_set_params(ctx.get(), params) != 1) return dh_error(g, "setting group");
             EVP_PKEY* k = nullptr;
@@ -282,8 +294,7 @@ Result<DhKeyPair> DhKeyPair::from_private(DhGroup g, BytesView priv) {
             BnPtr two(BN_new());
             BnPtr y(BN_new());
             BnCtxPtr bctx(BN_CTX_secure_new());
-            if (!x || !p || !two || !y || !bctx || BN_set_word(two.get(), 2) != 1)
-                return dh_error(g, "allocating");
+            if (!x || !p || !two || !y || !bctx || BN_set_word(two.get(), 2) != 1) return dh_error(g, "allocating");
             if (BN_is_zero(x.get()) || BN_cmp(x.get(), p.get()) >= 0)
                 return Error(ErrorDomain::Crypto, 0, "MODP_2048: private value out of range");
             BN_set_flags(x.get(), BN_FLG_CONSTTIME);
@@ -299,15 +310,13 @@ Result<DhKeyPair> DhKeyPair::from_private(DhGroup g, BytesView priv) {
             BnCtxPtr bctx(BN_CTX_secure_new());
             if (!grp || !d || !bctx) return dh_error(g, "allocating");
             if (BN_is_zero(d.get()) || BN_cmp(d.get(), EC_GROUP_get0_order(grp)) >= 0)
-                return Error(ErrorDomain::Crypto, 0,
-                             std::string(dh_group_name(g)) + ": private value out of range");
+                return Error(ErrorDomain::Crypto, 0, std::string(dh_group_name(g)) + ": private value out of range");
             BN_set_flags(d.get(), BN_FLG_CONSTTIME);
             EcPointPtr q(EC_POINT_new(grp));
             if (!q || EC_POINT_mul(grp, q.get(), d.get(), nullptr, nullptr, bctx.get()) != 1)
                 return dh_error(g, "computing public value");
             uint8_t buf[1 + 2 * 66];
-            size_t len = EC_POINT_point2oct(grp, q.get(), POINT_CONVERSION_UNCOMPRESSED, buf,
-                                            sizeof(buf), bctx.get());
+            size_t len = EC_POINT_point2oct(grp, q.get(), POINT_CONVERSION_UNCOMPRESSED, buf, sizeof(buf), bctx.get());
             if (len == 0) return dh_error(g, "encoding public value");
             key = ec_key(g, d.get(), BytesView(buf, len));
             if (!key) return dh_error(g, "importing private value");
@@ -320,8 +329,7 @@ Result<DhKeyPair> DhKeyPair::from_private(DhGroup g, BytesView priv) {
             return kp;
         }
         case DhGroup::Curve25519:
-            if (priv.size() != 32)
-                return Error(ErrorDomain::Crypto, 0, "CURVE_25519: private value must be 32 octets");
+            if (priv.size() != 32) return Error(ErrorDomain::Crypto, 0, "CURVE_25519: private value must be 32 octets");
             key.reset(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, priv.data(), priv.size()));
             break;
         default:
@@ -345,16 +353,15 @@ Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
     const DhGroup g = m_group;
     if (m_key == nullptr) return Error(ErrorDomain::Crypto, 0, "DH: key pair is empty (moved from)");
     if (peer.size() != dh_public_size(g))
-        return dh_invalid(g, "length " + std::to_string(peer.size()) + ", expected " +
-                                 std::to_string(dh_public_size(g)));
+        return dh_invalid(g,
+                          "length " + std::to_string(peer.size()) + ", expected " + std::to_string(dh_public_size(g)));
     PkeyPtr peer_key;
     switch (g) {
         case DhGroup::Modp2048: {
             BnPtr y(BN_bin2bn(peer.data(), static_cast<int>(peer.size()), nullptr));
             BnPtr p = rfc3526_prime();
             BnPtr pm1(BN_new());
-            if (!y || !p || !pm1 || BN_copy(pm1.get(), p.get()) == nullptr ||
-                BN_sub_word(pm1.get(), 1) != 1)
+            if (!y || !p || !pm1 || BN_copy(pm1.get(), p.get()) == nullptr || BN_sub_word(pm1.get(), 1) != 1)
                 return dh_error(g, "allocating");
             // 1 < y < p-1 (RFC 7296 / NIST SP 800-56A partial validation).
             if (BN_cmp(y.get(), BN_value_one()) <= 0 || BN_cmp(y.get(), pm1.get()) >= 0)
@@ -380,8 +387,7 @@ Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
     }
     PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, m_key, nullptr));
     if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1) return dh_error(g, "derive init");
-    if (g == DhGroup::Modp2048 && EVP_PKEY_CTX_set_dh_pad(ctx.get(), 1) != 1)
-        return dh_error(g, "setting padding");
+    if (g == DhGroup::Modp2048 && EVP_PKEY_CTX_set_dh_pad(ctx.get(), 1) != 1) return dh_error(g, "setting padding");
     // MODP: OpenSSL's full public-key check on top of our range check (y^q = 1 mod p, so y
     // is in the prime-order subgroup).  ECP: decoding x||y into a key already rejected points
     // off the curve, and P-256/P-384 have cofactor 1, so OpenSSL's extra order check (a second
@@ -399,8 +405,8 @@ Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
     }
     secret.resize(len);
     const size_t want = g == DhGroup::Modp2048 ? 256 : is_ecp(g) ? ec_coord(g) : 32;
-    if (secret.size() != want) return Error(ErrorDomain::Crypto, 0, std::string(dh_group_name(g)) +
-                                                                        ": unexpected shared secret length");
+    if (secret.size() != want)
+        return Error(ErrorDomain::Crypto, 0, std::string(dh_group_name(g)) + ": unexpected shared secret length");
     uint8_t acc = 0;
     for (size_t i = 0; i < secret.size(); ++i) acc |= secret[i];
     if (acc == 0) return dh_invalid(g, "shared secret is all-zero");

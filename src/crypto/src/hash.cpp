@@ -13,10 +13,14 @@ namespace {
 
 const EVP_MD* md_of(Hash h) {
     switch (h) {
-        case Hash::Sha1: return EVP_sha1();
-        case Hash::Sha256: return EVP_sha256();
-        case Hash::Sha384: return EVP_sha384();
-        case Hash::Sha512: return EVP_sha512();
+        case Hash::Sha1:
+            return EVP_sha1();
+        case Hash::Sha256:
+            return EVP_sha256();
+        case Hash::Sha384:
+            return EVP_sha384();
+        case Hash::Sha512:
+            return EVP_sha512();
     }
     return EVP_sha256();
 }
@@ -37,24 +41,34 @@ EVP_MAC* hmac_alg() {
 
 }  // namespace
 
-const EVP_MD* detail::evp_md(Hash h) { return md_of(h); }
+const EVP_MD* detail::evp_md(Hash h) {
+    return md_of(h);
+}
 
 size_t hash_size(Hash h) {
     switch (h) {
-        case Hash::Sha1: return 20;
-        case Hash::Sha256: return 32;
-        case Hash::Sha384: return 48;
-        case Hash::Sha512: return 64;
+        case Hash::Sha1:
+            return 20;
+        case Hash::Sha256:
+            return 32;
+        case Hash::Sha384:
+            return 48;
+        case Hash::Sha512:
+            return 64;
     }
     return 0;
 }
 
 const char* hash_name(Hash h) {
     switch (h) {
-        case Hash::Sha1: return "SHA1";
-        case Hash::Sha256: return "SHA256";
-        case Hash::Sha384: return "SHA384";
-        case Hash::Sha512: return "SHA512";
+        case Hash::Sha1:
+            return "SHA1";
+        case Hash::Sha256:
+            return "SHA256";
+        case Hash::Sha384:
+            return "SHA384";
+        case Hash::Sha512:
+            return "SHA512";
     }
     return "?";
 }
@@ -62,8 +76,7 @@ const char* hash_name(Hash h) {
 Bytes digest(Hash h, BytesView data) {
     Bytes out(hash_size(h));
     unsigned int len = 0;
-    if (EVP_Digest(data.data(), data.size(), out.data(), &len, md_of(h), nullptr) != 1 ||
-        len != out.size())
+    if (EVP_Digest(data.data(), data.size(), out.data(), &len, md_of(h), nullptr) != 1 || len != out.size())
         fatal("EVP_Digest");
     return out;
 }
@@ -80,9 +93,8 @@ EVP_MAC_CTX* make_hmac_template(Hash h) {
     if (mac == nullptr) fatal("EVP_MAC_fetch(HMAC)");
     EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac);
     if (ctx == nullptr) fatal("EVP_MAC_CTX_new");
-    OSSL_PARAM params[2] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>(hash_name(h)), 0),
-        OSSL_PARAM_construct_end()};
+    OSSL_PARAM params[2] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>(hash_name(h)), 0),
+                            OSSL_PARAM_construct_end()};
     if (EVP_MAC_CTX_set_params(ctx, params) != 1) fatal("EVP_MAC_CTX_set_params(HMAC digest)");
     return ctx;  // process lifetime
 }
@@ -124,9 +136,12 @@ SecureBytes hmac(Hash h, BytesView key, BytesView data) {
 namespace {
 Hash prf_hash(PrfId id) {
     switch (id) {
-        case PrfId::HmacSha2_256: return Hash::Sha256;
-        case PrfId::HmacSha2_384: return Hash::Sha384;
-        case PrfId::HmacSha2_512: return Hash::Sha512;
+        case PrfId::HmacSha2_256:
+            return Hash::Sha256;
+        case PrfId::HmacSha2_384:
+            return Hash::Sha384;
+        case PrfId::HmacSha2_512:
+            return Hash::Sha512;
     }
     return Hash::Sha256;
 }
@@ -139,11 +154,12 @@ Result<Prf> Prf::create(PrfId id) {
         case PrfId::HmacSha2_512:
             return Prf(id);
     }
-    return Error(ErrorDomain::Crypto, 0,
-                 "unsupported PRF transform " + std::to_string(static_cast<unsigned>(id)));
+    return Error(ErrorDomain::Crypto, 0, "unsupported PRF transform " + std::to_string(static_cast<unsigned>(id)));
 }
 
-size_t Prf::size() const { return hash_size(prf_hash(m_id)); }
+size_t Prf::size() const {
+    return hash_size(prf_hash(m_id));
+}
 
 SecureBytes Prf::compute(BytesView key, BytesView data) const {
     return hmac(prf_hash(m_id), key, data);
@@ -152,9 +168,9 @@ SecureBytes Prf::compute(BytesView key, BytesView data) const {
 Result<SecureBytes> Prf::plus(BytesView key, BytesView seed, size_t len) const {
     const size_t n = size();
     if (len > 255 * n)
-        return Error(ErrorDomain::Crypto, 0,
-                     "prf+: " + std::to_string(len) + " octets requested, at most " +
-                         std::to_string(255 * n) + " possible");
+        return Error(
+            ErrorDomain::Crypto, 0,
+            "prf+: " + std::to_string(len) + " octets requested, at most " + std::to_string(255 * n) + " possible");
     const Hash h = prf_hash(m_id);
     MacCtxPtr ctx = keyed_hmac(h, key);  // keyed once; each T(i) re-initialises it with the key
     SecureBytes out;

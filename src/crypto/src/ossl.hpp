@@ -14,7 +14,9 @@ namespace x2sec::crypto::detail {
 template <auto Fn>
 struct Deleter {
     template <typename T>
-    void operator()(T* p) const { Fn(p); }
+    void operator()(T* p) const {
+        Fn(p);
+    }
 };
 
 using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;

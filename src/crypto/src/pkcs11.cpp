@@ -27,20 +27,32 @@ namespace {
 
 constexpr const char* kDefaultModule = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so";
 
-Error p11_error(const std::string& what) { return Error(ErrorDomain::Crypto, 0, "PKCS#11: " + what); }
+Error p11_error(const std::string& what) {
+    return Error(ErrorDomain::Crypto, 0, "PKCS#11: " + what);
+}
 
 std::string rv_text(CK_RV rv) {
     switch (rv) {
-        case CKR_PIN_INCORRECT: return "CKR_PIN_INCORRECT";
-        case CKR_PIN_LOCKED: return "CKR_PIN_LOCKED";
-        case CKR_USER_NOT_LOGGED_IN: return "CKR_USER_NOT_LOGGED_IN";
-        case CKR_TOKEN_NOT_PRESENT: return "CKR_TOKEN_NOT_PRESENT";
-        case CKR_TOKEN_WRITE_PROTECTED: return "CKR_TOKEN_WRITE_PROTECTED";
-        case CKR_MECHANISM_INVALID: return "CKR_MECHANISM_INVALID";
-        case CKR_TEMPLATE_INCONSISTENT: return "CKR_TEMPLATE_INCONSISTENT";
-        case CKR_ATTRIBUTE_VALUE_INVALID: return "CKR_ATTRIBUTE_VALUE_INVALID";
-        case CKR_DEVICE_MEMORY: return "CKR_DEVICE_MEMORY";
-        default: break;
+        case CKR_PIN_INCORRECT:
+            return "CKR_PIN_INCORRECT";
+        case CKR_PIN_LOCKED:
+            return "CKR_PIN_LOCKED";
+        case CKR_USER_NOT_LOGGED_IN:
+            return "CKR_USER_NOT_LOGGED_IN";
+        case CKR_TOKEN_NOT_PRESENT:
+            return "CKR_TOKEN_NOT_PRESENT";
+        case CKR_TOKEN_WRITE_PROTECTED:
+            return "CKR_TOKEN_WRITE_PROTECTED";
+        case CKR_MECHANISM_INVALID:
+            return "CKR_MECHANISM_INVALID";
+        case CKR_TEMPLATE_INCONSISTENT:
+            return "CKR_TEMPLATE_INCONSISTENT";
+        case CKR_ATTRIBUTE_VALUE_INVALID:
+            return "CKR_ATTRIBUTE_VALUE_INVALID";
+        case CKR_DEVICE_MEMORY:
+            return "CKR_DEVICE_MEMORY";
+        default:
+            break;
     }
     char buf[32];
     std::snprintf(buf, sizeof(buf), "CKR 0x%lx", static_cast<unsigned long>(rv));
@@ -159,7 +171,8 @@ Result<Session> open_session(P11KitUri* u, const std::string& uri_text, bool rw)
         X2SEC_TRY(f, module_locked(module_of(u)));
     }
     CK_ULONG n = 0;
-    if (CK_RV rv = f->C_GetSlotList(CK_TRUE, nullptr, &n); rv != CKR_OK) return p11_error("C_GetSlotList: " + rv_text(rv));
+    if (CK_RV rv = f->C_GetSlotList(CK_TRUE, nullptr, &n); rv != CKR_OK)
+        return p11_error("C_GetSlotList: " + rv_text(rv));
     std::vector<CK_SLOT_ID> slots(n);
     if (CK_RV rv = f->C_GetSlotList(CK_TRUE, slots.data(), &n); rv != CKR_OK)
         return p11_error("C_GetSlotList: " + rv_text(rv));
@@ -181,7 +194,8 @@ Result<Session> open_session(P11KitUri* u, const std::string& uri_text, bool rw)
     X2SEC_TRY(auto pin, pin_of(u));
     if (!pin.empty()) {
         CK_RV rv = f->C_Login(h, CKU_USER, const_cast<CK_UTF8CHAR_PTR>(pin.data()), pin.size());
-        if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) return p11_error("C_Login on '" + where + "': " + rv_text(rv));
+        if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
+            return p11_error("C_Login on '" + where + "': " + rv_text(rv));
     }
     return s;
 }
@@ -256,7 +270,8 @@ Result<ENGINE*> engine_locked(const std::string& module) {
         return g_engine;
     }
     ENGINE* e = ENGINE_by_id("pkcs11");  // loads engines-3/pkcs11.so (libengine-pkcs11-openssl)
-    if (e == nullptr) return crypto_error("PKCS#11: the OpenSSL pkcs11 engine (libengine-pkcs11-openssl) is not available");
+    if (e == nullptr)
+        return crypto_error("PKCS#11: the OpenSSL pkcs11 engine (libengine-pkcs11-openssl) is not available");
     if (ENGINE_ctrl_cmd_string(e, "MODULE_PATH", module.c_str(), 0) != 1 || ENGINE_init(e) != 1) {
         ENGINE_free(e);
         return crypto_error("PKCS#11: initialising the pkcs11 engine with module '" + module + "'");
@@ -344,16 +359,13 @@ Result<TokenKey> generate_token_key(const std::string& uri, KeyType type) {
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_MECHANISM mech{CKM_EC_KEY_PAIR_GEN, nullptr, 0};
     std::vector<CK_ATTRIBUTE> pub = {
-        {CKA_TOKEN, &yes, sizeof(yes)},   {CKA_PRIVATE, &no, sizeof(no)},
-        {CKA_VERIFY, &yes, sizeof(yes)},  {CKA_LABEL, label.data(), label.size()},
-        {CKA_ID, id, sizeof(id)},
+        {CKA_TOKEN, &yes, sizeof(yes)},          {CKA_PRIVATE, &no, sizeof(no)}, {CKA_VERIFY, &yes, sizeof(yes)},
+        {CKA_LABEL, label.data(), label.size()}, {CKA_ID, id, sizeof(id)},
     };
     std::vector<CK_ATTRIBUTE> priv = {
-        {CKA_TOKEN, &yes, sizeof(yes)},       {CKA_PRIVATE, &yes, sizeof(yes)},
-        {CKA_SENSITIVE, &yes, sizeof(yes)},   {CKA_EXTRACTABLE, &no, sizeof(no)},
-        {CKA_SIGN, &yes, sizeof(yes)},        {CKA_DECRYPT, &no, sizeof(no)},
-        {CKA_DERIVE, &no, sizeof(no)},        {CKA_LABEL, label.data(), label.size()},
-        {CKA_ID, id, sizeof(id)},
+        {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &yes, sizeof(yes)},        {CKA_SENSITIVE, &yes, sizeof(yes)},
+        {CKA_EXTRACTABLE, &no, sizeof(no)}, {CKA_SIGN, &yes, sizeof(yes)},           {CKA_DECRYPT, &no, sizeof(no)},
+        {CKA_DERIVE, &no, sizeof(no)},      {CKA_LABEL, label.data(), label.size()}, {CKA_ID, id, sizeof(id)},
     };
     Bytes ec_params;
     CK_ULONG bits = 0;
@@ -378,11 +390,12 @@ Result<TokenKey> generate_token_key(const std::string& uri, KeyType type) {
             pub.push_back({CKA_MODULUS_BITS, &bits, sizeof(bits)});
             pub.push_back({CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent)});
             break;
-        case KeyType::Ed25519: return p11_error("Ed25519 keys are not generated in tokens");
+        case KeyType::Ed25519:
+            return p11_error("Ed25519 keys are not generated in tokens");
     }
     CK_OBJECT_HANDLE hpub = 0, hpriv = 0;
-    if (CK_RV rv = s.f()->C_GenerateKeyPair(s.h(), &mech, pub.data(), pub.size(), priv.data(), priv.size(), &hpub,
-                                            &hpriv);
+    if (CK_RV rv =
+            s.f()->C_GenerateKeyPair(s.h(), &mech, pub.data(), pub.size(), priv.data(), priv.size(), &hpub, &hpriv);
         rv != CKR_OK)
         return p11_error(std::string("C_GenerateKeyPair (") + key_type_name(type) + "): " + rv_text(rv));
 
@@ -407,8 +420,7 @@ Status store_token_certificate(const std::string& uri, BytesView cert_der) {
     X2SEC_TRY(auto id, get_attribute(s, key, CKA_ID));
     X2SEC_TRY(auto label, get_attribute(s, key, CKA_LABEL));
     const unsigned char* p = cert_der.data();
-    std::unique_ptr<X509, decltype(&X509_free)> x(d2i_X509(nullptr, &p, static_cast<long>(cert_der.size())),
-                                                  X509_free);
+    std::unique_ptr<X509, decltype(&X509_free)> x(d2i_X509(nullptr, &p, static_cast<long>(cert_der.size())), X509_free);
     if (!x) return crypto_error("PKCS#11: the certificate to store is not DER X.509");
     unsigned char* subj = nullptr;
     const int subj_len = i2d_X509_NAME(X509_get_subject_name(x.get()), &subj);

@@ -16,11 +16,16 @@ using namespace detail;
 
 const char* key_type_name(KeyType t) {
     switch (t) {
-        case KeyType::EcP256: return "EC-P256";
-        case KeyType::EcP384: return "EC-P384";
-        case KeyType::Rsa2048: return "RSA-2048";
-        case KeyType::Rsa3072: return "RSA-3072";
-        case KeyType::Ed25519: return "ED25519";
+        case KeyType::EcP256:
+            return "EC-P256";
+        case KeyType::EcP384:
+            return "EC-P384";
+        case KeyType::Rsa2048:
+            return "RSA-2048";
+        case KeyType::Rsa3072:
+            return "RSA-3072";
+        case KeyType::Ed25519:
+            return "ED25519";
     }
     return "?";
 }
@@ -36,22 +41,32 @@ std::optional<KeyType> key_type_of(const EVP_PKEY* key) {
             if (EVP_PKEY_get_bits(key) == 2048) return KeyType::Rsa2048;
             if (EVP_PKEY_get_bits(key) == 3072) return KeyType::Rsa3072;
             return std::nullopt;
-        case EVP_PKEY_ED25519: return KeyType::Ed25519;
+        case EVP_PKEY_ED25519:
+            return KeyType::Ed25519;
     }
     return std::nullopt;
 }
 
 const char* sig_scheme_name(SigScheme s) {
     switch (s) {
-        case SigScheme::EcdsaSha256: return "ECDSA-SHA256";
-        case SigScheme::EcdsaSha384: return "ECDSA-SHA384";
-        case SigScheme::EcdsaSha512: return "ECDSA-SHA512";
-        case SigScheme::RsaPssSha256: return "RSASSA-PSS-SHA256";
-        case SigScheme::RsaPssSha384: return "RSASSA-PSS-SHA384";
-        case SigScheme::RsaPkcs1Sha256: return "RSA-PKCS1-SHA256";
-        case SigScheme::RsaPkcs1Sha384: return "RSA-PKCS1-SHA384";
-        case SigScheme::RsaPkcs1Sha1: return "RSA-PKCS1-SHA1";
-        case SigScheme::Ed25519: return "ED25519";
+        case SigScheme::EcdsaSha256:
+            return "ECDSA-SHA256";
+        case SigScheme::EcdsaSha384:
+            return "ECDSA-SHA384";
+        case SigScheme::EcdsaSha512:
+            return "ECDSA-SHA512";
+        case SigScheme::RsaPssSha256:
+            return "RSASSA-PSS-SHA256";
+        case SigScheme::RsaPssSha384:
+            return "RSASSA-PSS-SHA384";
+        case SigScheme::RsaPkcs1Sha256:
+            return "RSA-PKCS1-SHA256";
+        case SigScheme::RsaPkcs1Sha384:
+            return "RSA-PKCS1-SHA384";
+        case SigScheme::RsaPkcs1Sha1:
+            return "RSA-PKCS1-SHA1";
+        case SigScheme::Ed25519:
+            return "ED25519";
     }
     return "?";
 }
@@ -60,13 +75,18 @@ Hash sig_scheme_hash(SigScheme s) {
     switch (s) {
         case SigScheme::EcdsaSha256:
         case SigScheme::RsaPssSha256:
-        case SigScheme::RsaPkcs1Sha256: return Hash::Sha256;
+        case SigScheme::RsaPkcs1Sha256:
+            return Hash::Sha256;
         case SigScheme::EcdsaSha384:
         case SigScheme::RsaPssSha384:
-        case SigScheme::RsaPkcs1Sha384: return Hash::Sha384;
-        case SigScheme::EcdsaSha512: return Hash::Sha512;
-        case SigScheme::RsaPkcs1Sha1: return Hash::Sha1;
-        case SigScheme::Ed25519: return Hash::Sha512;  // PureEdDSA: SHA-512 internally
+        case SigScheme::RsaPkcs1Sha384:
+            return Hash::Sha384;
+        case SigScheme::EcdsaSha512:
+            return Hash::Sha512;
+        case SigScheme::RsaPkcs1Sha1:
+            return Hash::Sha1;
+        case SigScheme::Ed25519:
+            return Hash::Sha512;  // PureEdDSA: SHA-512 internally
     }
     return Hash::Sha256;
 }
@@ -79,21 +99,29 @@ Family family(SigScheme s) {
     switch (s) {
         case SigScheme::EcdsaSha256:
         case SigScheme::EcdsaSha384:
-        case SigScheme::EcdsaSha512: return Family::Ecdsa;
+        case SigScheme::EcdsaSha512:
+            return Family::Ecdsa;
         case SigScheme::RsaPssSha256:
-        case SigScheme::RsaPssSha384: return Family::RsaPss;
-        case SigScheme::Ed25519: return Family::EdDsa;
-        default: return Family::RsaPkcs1;
+        case SigScheme::RsaPssSha384:
+            return Family::RsaPss;
+        case SigScheme::Ed25519:
+            return Family::EdDsa;
+        default:
+            return Family::RsaPkcs1;
     }
 }
 
 bool key_fits(const EVP_PKEY* key, SigScheme s) {
     const int id = EVP_PKEY_get_base_id(key);
     switch (family(s)) {
-        case Family::Ecdsa: return id == EVP_PKEY_EC;
-        case Family::RsaPss: return id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS;
-        case Family::RsaPkcs1: return id == EVP_PKEY_RSA;
-        case Family::EdDsa: return id == EVP_PKEY_ED25519;
+        case Family::Ecdsa:
+            return id == EVP_PKEY_EC;
+        case Family::RsaPss:
+            return id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS;
+        case Family::RsaPkcs1:
+            return id == EVP_PKEY_RSA;
+        case Family::EdDsa:
+            return id == EVP_PKEY_ED25519;
     }
     return false;
 }
@@ -102,10 +130,10 @@ bool key_fits(const EVP_PKEY* key, SigScheme s) {
 Status init_md_ctx(EVP_MD_CTX* mctx, EVP_PKEY* key, SigScheme s, bool sign) {
     const EVP_MD* md = family(s) == Family::EdDsa ? nullptr : evp_md(sig_scheme_hash(s));
     EVP_PKEY_CTX* pctx = nullptr;
-    const int rc = sign ? EVP_DigestSignInit_ex(mctx, &pctx, md ? EVP_MD_get0_name(md) : nullptr,
-                                                nullptr, nullptr, key, nullptr)
-                        : EVP_DigestVerifyInit_ex(mctx, &pctx, md ? EVP_MD_get0_name(md) : nullptr,
-                                                  nullptr, nullptr, key, nullptr);
+    const int rc =
+        sign
+            ? EVP_DigestSignInit_ex(mctx, &pctx, md ? EVP_MD_get0_name(md) : nullptr, nullptr, nullptr, key, nullptr)
+            : EVP_DigestVerifyInit_ex(mctx, &pctx, md ? EVP_MD_get0_name(md) : nullptr, nullptr, nullptr, key, nullptr);
     if (rc != 1) return crypto_error(std::string(sig_scheme_name(s)) + ": init");
     if (family(s) == Family::RsaPss) {
         if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
@@ -123,8 +151,7 @@ Result<Bytes> sign_with(EVP_PKEY* key, SigScheme s, BytesView data) {
     if (key == nullptr) return Error(ErrorDomain::Crypto, 0, "sign: no key");
     if (!key_fits(key, s))
         return Error(ErrorDomain::Crypto, 0,
-                     std::string(sig_scheme_name(s)) + ": cannot sign with a " +
-                         EVP_PKEY_get0_type_name(key) + " key");
+                     std::string(sig_scheme_name(s)) + ": cannot sign with a " + EVP_PKEY_get0_type_name(key) + " key");
     MdCtxPtr mctx(EVP_MD_CTX_new());
     if (!mctx) return crypto_error("sign: context");
     X2SEC_TRY_STATUS(init_md_ctx(mctx.get(), key, s, true));
@@ -153,8 +180,7 @@ Result<Bytes> algor_to_der(const X509_ALGOR* a) {
 
 Result<Bytes> simple_algor(int nid, bool null_param) {
     AlgorPtr a(X509_ALGOR_new());
-    if (!a || X509_ALGOR_set0(a.get(), OBJ_nid2obj(nid), null_param ? V_ASN1_NULL : V_ASN1_UNDEF,
-                              nullptr) != 1)
+    if (!a || X509_ALGOR_set0(a.get(), OBJ_nid2obj(nid), null_param ? V_ASN1_NULL : V_ASN1_UNDEF, nullptr) != 1)
         return crypto_error("building AlgorithmIdentifier");
     return algor_to_der(a.get());
 }
@@ -174,11 +200,9 @@ Result<Bytes> pss_aid_from_ctx(EVP_PKEY* key, SigScheme s) {
     X2SEC_TRY_STATUS(init_md_ctx(mctx.get(), key, s, true));
     EVP_PKEY_CTX* pctx = EVP_MD_CTX_get_pkey_ctx(mctx.get());
     uint8_t buf[256];
-    OSSL_PARAM params[2] = {
-        OSSL_PARAM_construct_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, buf, sizeof(buf)),
-        OSSL_PARAM_construct_end()};
-    if (EVP_PKEY_CTX_get_params(pctx, params) != 1 || params[0].return_size == 0 ||
-        params[0].return_size > sizeof(buf))
+    OSSL_PARAM params[2] = {OSSL_PARAM_construct_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, buf, sizeof(buf)),
+                            OSSL_PARAM_construct_end()};
+    if (EVP_PKEY_CTX_get_params(pctx, params) != 1 || params[0].return_size == 0 || params[0].return_size > sizeof(buf))
         return crypto_error("PSS AlgorithmIdentifier: provider did not return one");
     return Bytes(buf, buf + params[0].return_size);
 }
@@ -218,8 +242,7 @@ Result<SigScheme> pss_scheme(const ASN1_TYPE* param) {
         return Error(ErrorDomain::Crypto, 0, "RSASSA-PSS AlgorithmIdentifier: " + why);
     };
     if (param == nullptr || param->type != V_ASN1_SEQUENCE) return unsupported("parameters missing");
-    PssParamsPtr pss(static_cast<RSA_PSS_PARAMS*>(
-        ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(RSA_PSS_PARAMS), param)));
+    PssParamsPtr pss(static_cast<RSA_PSS_PARAMS*>(ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(RSA_PSS_PARAMS), param)));
     if (!pss) return unsupported("malformed RSASSA-PSS-params");
     // Absent fields take the RFC 4055 defaults: SHA-1, MGF1-SHA-1, salt 20, trailer 1.
     const int hash_nid = pss->hashAlgorithm ? md_nid_of_algor(pss->hashAlgorithm) : NID_sha1;
@@ -246,13 +269,20 @@ Result<SigScheme> pss_scheme(const ASN1_TYPE* param) {
 
 Result<Bytes> algorithm_identifier_der(SigScheme s) {
     switch (s) {
-        case SigScheme::EcdsaSha256: return simple_algor(NID_ecdsa_with_SHA256, false);
-        case SigScheme::EcdsaSha384: return simple_algor(NID_ecdsa_with_SHA384, false);
-        case SigScheme::EcdsaSha512: return simple_algor(NID_ecdsa_with_SHA512, false);
-        case SigScheme::RsaPkcs1Sha256: return simple_algor(NID_sha256WithRSAEncryption, true);
-        case SigScheme::RsaPkcs1Sha384: return simple_algor(NID_sha384WithRSAEncryption, true);
-        case SigScheme::RsaPkcs1Sha1: return simple_algor(NID_sha1WithRSAEncryption, true);
-        case SigScheme::Ed25519: return simple_algor(NID_ED25519, false);
+        case SigScheme::EcdsaSha256:
+            return simple_algor(NID_ecdsa_with_SHA256, false);
+        case SigScheme::EcdsaSha384:
+            return simple_algor(NID_ecdsa_with_SHA384, false);
+        case SigScheme::EcdsaSha512:
+            return simple_algor(NID_ecdsa_with_SHA512, false);
+        case SigScheme::RsaPkcs1Sha256:
+            return simple_algor(NID_sha256WithRSAEncryption, true);
+        case SigScheme::RsaPkcs1Sha384:
+            return simple_algor(NID_sha384WithRSAEncryption, true);
+        case SigScheme::RsaPkcs1Sha1:
+            return simple_algor(NID_sha1WithRSAEncryption, true);
+        case SigScheme::Ed25519:
+            return simple_algor(NID_ED25519, false);
         case SigScheme::RsaPssSha256:
         case SigScheme::RsaPssSha384: {
             const PssAids& a = pss_aids();
@@ -275,18 +305,26 @@ Result<SigScheme> sig_scheme_from_algorithm_identifier(BytesView der) {
     X509_ALGOR_get0(&obj, &ptype, &pval, a.get());
     const int nid = OBJ_obj2nid(obj);
     switch (nid) {
-        case NID_ecdsa_with_SHA256: return SigScheme::EcdsaSha256;
-        case NID_ecdsa_with_SHA384: return SigScheme::EcdsaSha384;
-        case NID_ecdsa_with_SHA512: return SigScheme::EcdsaSha512;
-        case NID_sha256WithRSAEncryption: return SigScheme::RsaPkcs1Sha256;
-        case NID_sha384WithRSAEncryption: return SigScheme::RsaPkcs1Sha384;
-        case NID_sha1WithRSAEncryption: return SigScheme::RsaPkcs1Sha1;
-        case NID_ED25519: return SigScheme::Ed25519;
+        case NID_ecdsa_with_SHA256:
+            return SigScheme::EcdsaSha256;
+        case NID_ecdsa_with_SHA384:
+            return SigScheme::EcdsaSha384;
+        case NID_ecdsa_with_SHA512:
+            return SigScheme::EcdsaSha512;
+        case NID_sha256WithRSAEncryption:
+            return SigScheme::RsaPkcs1Sha256;
+        case NID_sha384WithRSAEncryption:
+            return SigScheme::RsaPkcs1Sha384;
+        case NID_sha1WithRSAEncryption:
+            return SigScheme::RsaPkcs1Sha1;
+        case NID_ED25519:
+            return SigScheme::Ed25519;
         case NID_rsassaPss: {
             const ASN1_TYPE* param = a->parameter;
             return pss_scheme(param);
         }
-        default: break;
+        default:
+            break;
     }
     char oid[128];
     OBJ_obj2txt(oid, sizeof(oid), obj, 1);
@@ -299,8 +337,10 @@ SigScheme default_sig_scheme(const EVP_PKEY* key) {
             if (EVP_PKEY_get_bits(key) > 384) return SigScheme::EcdsaSha512;
             if (EVP_PKEY_get_bits(key) > 256) return SigScheme::EcdsaSha384;
             return SigScheme::EcdsaSha256;
-        case EVP_PKEY_ED25519: return SigScheme::Ed25519;
-        default: return SigScheme::RsaPssSha256;
+        case EVP_PKEY_ED25519:
+            return SigScheme::Ed25519;
+        default:
+            return SigScheme::RsaPssSha256;
     }
 }
 
@@ -323,7 +363,9 @@ Status verify_signature(const EVP_PKEY* key, SigScheme s, BytesView data, BytesV
 
 // ---------------------------------------------------------------- PrivateKey
 
-PrivateKey::PrivateKey(PrivateKey&& o) noexcept : m_key(o.m_key) { o.m_key = nullptr; }
+PrivateKey::PrivateKey(PrivateKey&& o) noexcept : m_key(o.m_key) {
+    o.m_key = nullptr;
+}
 PrivateKey& PrivateKey::operator=(PrivateKey&& o) noexcept {
     if (this != &o) {
         EVP_PKEY_free(m_key);
@@ -332,7 +374,9 @@ PrivateKey& PrivateKey::operator=(PrivateKey&& o) noexcept {
     }
     return *this;
 }
-PrivateKey::~PrivateKey() { EVP_PKEY_free(m_key); }
+PrivateKey::~PrivateKey() {
+    EVP_PKEY_free(m_key);
+}
 
 PrivateKey PrivateKey::adopt(EVP_PKEY* key) {
     PrivateKey k;
@@ -343,11 +387,21 @@ PrivateKey PrivateKey::adopt(EVP_PKEY* key) {
 Result<PrivateKey> PrivateKey::generate(KeyType t) {
     EVP_PKEY* k = nullptr;
     switch (t) {
-        case KeyType::EcP256: k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); break;
-        case KeyType::EcP384: k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384"); break;
-        case KeyType::Rsa2048: k = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(2048)); break;
-        case KeyType::Rsa3072: k = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(3072)); break;
-        case KeyType::Ed25519: k = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"); break;
+        case KeyType::EcP256:
+            k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+            break;
+        case KeyType::EcP384:
+            k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+            break;
+        case KeyType::Rsa2048:
+            k = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(2048));
+            break;
+        case KeyType::Rsa3072:
+            k = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(3072));
+            break;
+        case KeyType::Ed25519:
+            k = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+            break;
     }
     if (k == nullptr) return crypto_error(std::string("generating ") + key_type_name(t) + " key");
     return adopt(k);
@@ -355,7 +409,9 @@ Result<PrivateKey> PrivateKey::generate(KeyType t) {
 
 namespace {
 // Never prompt for a passphrase on the terminal: encrypted keys are rejected.
-int no_passphrase(char*, int, int, void*) { return -1; }
+int no_passphrase(char*, int, int, void*) {
+    return -1;
+}
 // A pkcs11: URI read from a key file: without surrounding white space.
 std::string_view trim_uri(std::string_view s) {
     while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.remove_suffix(1);
@@ -417,7 +473,9 @@ Status PrivateKey::save(const std::string& path) const {
     return write_file_atomic(path, pem.view(), 0600);
 }
 
-Result<Bytes> PrivateKey::sign(SigScheme s, BytesView data) const { return sign_with(m_key, s, data); }
+Result<Bytes> PrivateKey::sign(SigScheme s, BytesView data) const {
+    return sign_with(m_key, s, data);
+}
 
 Result<Bytes> public_key_der(const EVP_PKEY* key) {
     unsigned char* der = nullptr;

@@ -16,24 +16,33 @@ constexpr size_t kCbcBlock = 16;
 
 Hash integ_hash(IntegId i) {
     switch (i) {
-        case IntegId::HmacSha2_384_192: return Hash::Sha384;
-        case IntegId::HmacSha2_512_256: return Hash::Sha512;
-        default: return Hash::Sha256;
+        case IntegId::HmacSha2_384_192:
+            return Hash::Sha384;
+        case IntegId::HmacSha2_512_256:
+            return Hash::Sha512;
+        default:
+            return Hash::Sha256;
     }
 }
 
 const EVP_CIPHER* cipher_of(EncrId e, unsigned bits) {
     if (e == EncrId::AesGcm16) {
         switch (bits) {
-            case 128: return EVP_aes_128_gcm();
-            case 192: return EVP_aes_192_gcm();
-            case 256: return EVP_aes_256_gcm();
+            case 128:
+                return EVP_aes_128_gcm();
+            case 192:
+                return EVP_aes_192_gcm();
+            case 256:
+                return EVP_aes_256_gcm();
         }
     } else if (e == EncrId::AesCbc) {
         switch (bits) {
-            case 128: return EVP_aes_128_cbc();
-            case 192: return EVP_aes_192_cbc();
-            case 256: return EVP_aes_256_cbc();
+            case 128:
+                return EVP_aes_128_cbc();
+            case 192:
+                return EVP_aes_192_cbc();
+            case 256:
+                return EVP_aes_256_cbc();
         }
     }
     return nullptr;
@@ -47,20 +56,28 @@ size_t encr_keymat_size(EncrId e, unsigned key_bits) {
 
 size_t integ_key_size(IntegId i) {
     switch (i) {
-        case IntegId::None: return 0;
-        case IntegId::HmacSha2_256_128: return 32;
-        case IntegId::HmacSha2_384_192: return 48;
-        case IntegId::HmacSha2_512_256: return 64;
+        case IntegId::None:
+            return 0;
+        case IntegId::HmacSha2_256_128:
+            return 32;
+        case IntegId::HmacSha2_384_192:
+            return 48;
+        case IntegId::HmacSha2_512_256:
+            return 64;
     }
     return 0;
 }
 
 size_t integ_icv_size(IntegId i) {
     switch (i) {
-        case IntegId::None: return 0;
-        case IntegId::HmacSha2_256_128: return 16;
-        case IntegId::HmacSha2_384_192: return 24;
-        case IntegId::HmacSha2_512_256: return 32;
+        case IntegId::None:
+            return 0;
+        case IntegId::HmacSha2_256_128:
+            return 16;
+        case IntegId::HmacSha2_384_192:
+            return 24;
+        case IntegId::HmacSha2_512_256:
+            return 32;
     }
     return 0;
 }
@@ -90,13 +107,12 @@ SkCipher::SkCipher(SkCipher&&) noexcept = default;
 SkCipher& SkCipher::operator=(SkCipher&&) noexcept = default;
 SkCipher::~SkCipher() = default;
 
-Result<SkCipher> SkCipher::create(EncrId e, unsigned key_bits, IntegId i, SecureBytes enc_key,
-                                  SecureBytes integ_key) {
+Result<SkCipher> SkCipher::create(EncrId e, unsigned key_bits, IntegId i, SecureBytes enc_key, SecureBytes integ_key) {
     const EVP_CIPHER* cipher = cipher_of(e, key_bits);
     if (cipher == nullptr)
         return Error(ErrorDomain::Crypto, 0,
-                     "SK cipher: unsupported ENCR " + std::to_string(static_cast<unsigned>(e)) +
-                         " with " + std::to_string(key_bits) + "-bit key");
+                     "SK cipher: unsupported ENCR " + std::to_string(static_cast<unsigned>(e)) + " with " +
+                         std::to_string(key_bits) + "-bit key");
     if (e == EncrId::AesGcm16 && i != IntegId::None)
         return Error(ErrorDomain::Crypto, 0, "SK cipher: AES-GCM takes no INTEG transform");
     if (e == EncrId::AesCbc && i == IntegId::None)
@@ -106,12 +122,12 @@ Result<SkCipher> SkCipher::create(EncrId e, unsigned key_bits, IntegId i, Secure
                      "SK cipher: unsupported INTEG " + std::to_string(static_cast<unsigned>(i)));
     if (enc_key.size() != encr_keymat_size(e, key_bits))
         return Error(ErrorDomain::Crypto, 0,
-                     "SK cipher: encryption key is " + std::to_string(enc_key.size()) +
-                         " octets, expected " + std::to_string(encr_keymat_size(e, key_bits)));
+                     "SK cipher: encryption key is " + std::to_string(enc_key.size()) + " octets, expected " +
+                         std::to_string(encr_keymat_size(e, key_bits)));
     if (integ_key.size() != integ_key_size(i))
         return Error(ErrorDomain::Crypto, 0,
-                     "SK cipher: integrity key is " + std::to_string(integ_key.size()) +
-                         " octets, expected " + std::to_string(integ_key_size(i)));
+                     "SK cipher: integrity key is " + std::to_string(integ_key.size()) + " octets, expected " +
+                         std::to_string(integ_key_size(i)));
     SkCipher c;
     Impl& m = *c.m_impl;
     m.encr = e;
@@ -124,18 +140,23 @@ Result<SkCipher> SkCipher::create(EncrId e, unsigned key_bits, IntegId i, Secure
         m.name = "AES-GCM-16-" + std::to_string(key_bits);
     } else {
         m.key = std::move(enc_key);
-        m.name = "AES-CBC-" + std::to_string(key_bits) + "/HMAC-SHA2-" +
-                 std::to_string(hash_size(integ_hash(i)) * 8) + "-" +
-                 std::to_string(integ_icv_size(i) * 8);
+        m.name = "AES-CBC-" + std::to_string(key_bits) + "/HMAC-SHA2-" + std::to_string(hash_size(integ_hash(i)) * 8) +
+                 "-" + std::to_string(integ_icv_size(i) * 8);
     }
     m.integ_key = std::move(integ_key);
     return c;
 }
 
-size_t SkCipher::iv_size() const { return m_impl->gcm() ? kGcmIv : kCbcBlock; }
-size_t SkCipher::icv_size() const { return m_impl->gcm() ? kGcmTag : integ_icv_size(m_impl->integ); }
+size_t SkCipher::iv_size() const {
+    return m_impl->gcm() ? kGcmIv : kCbcBlock;
+}
+size_t SkCipher::icv_size() const {
+    return m_impl->gcm() ? kGcmTag : integ_icv_size(m_impl->integ);
+}
 // GCM is a stream mode: RFC 5282 imposes no alignment, so only the pad-length octet is added.
-size_t SkCipher::block_size() const { return m_impl->gcm() ? 1 : kCbcBlock; }
+size_t SkCipher::block_size() const {
+    return m_impl->gcm() ? 1 : kCbcBlock;
+}
 
 size_t SkCipher::sealed_size(size_t plaintext_len) const {
     const size_t bs = block_size();
@@ -172,15 +193,13 @@ Result<Bytes> SkCipher::seal(BytesView aad, BytesView plaintext, Rng& rng) {
             EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, sizeof(nonce), nullptr) != 1 ||
             EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, m.key.data(), nonce) != 1)
             return m.fail("encrypt init");
-        if (!aad.empty() &&
-            EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1)
+        if (!aad.empty() && EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1)
             return m.fail("AAD");
         if (EVP_EncryptUpdate(ctx.get(), ct, &len, padded.data(), static_cast<int>(padded_len)) != 1 ||
             static_cast<size_t>(len) != padded_len)
             return m.fail("encrypt");
         if (EVP_EncryptFinal_ex(ctx.get(), ct + len, &len) != 1) return m.fail("encrypt final");
-        if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kGcmTag, icv) != 1)
-            return m.fail("reading tag");
+        if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kGcmTag, icv) != 1) return m.fail("reading tag");
         return out;
     }
     rng.fill(std::span<uint8_t>(iv, kCbcBlock));
@@ -226,8 +245,7 @@ Result<Bytes> SkCipher::open(BytesView aad, BytesView sealed) const {
             EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, sizeof(nonce), nullptr) != 1 ||
             EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, m.key.data(), nonce) != 1)
             return m.fail("decrypt init");
-        if (!aad.empty() &&
-            EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1)
+        if (!aad.empty() && EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1)
             return m.fail("AAD");
         if (EVP_DecryptUpdate(ctx.get(), plain.data(), &len, ct, static_cast<int>(ct_len)) != 1)
             return m.fail("decrypt");
@@ -251,8 +269,8 @@ Result<Bytes> SkCipher::open(BytesView aad, BytesView sealed) const {
     }
     const size_t pad_len = plain[ct_len - 1];
     if (pad_len + 1 > ct_len)
-        return m.fail("bad padding (pad length " + std::to_string(pad_len) + " exceeds " +
-                      std::to_string(ct_len - 1) + " octets of plaintext)");
+        return m.fail("bad padding (pad length " + std::to_string(pad_len) + " exceeds " + std::to_string(ct_len - 1) +
+                      " octets of plaintext)");
     const size_t n = ct_len - 1 - pad_len;
     return Bytes(plain.data(), plain.data() + n);
 }

@@ -22,20 +22,25 @@ Error crypto_error(const std::string& what) {
 
 const char* cipher_name(EspCipher c) {
     switch (c) {
-        case EspCipher::AesGcm16_128: return "AES-128-GCM";
-        case EspCipher::AesGcm16_256: return "AES-256-GCM";
-        case EspCipher::AesCbc128_HmacSha256_128: return "AES-128-CBC";
-        case EspCipher::AesCbc256_HmacSha256_128: return "AES-256-CBC";
+        case EspCipher::AesGcm16_128:
+            return "AES-128-GCM";
+        case EspCipher::AesGcm16_256:
+            return "AES-256-GCM";
+        case EspCipher::AesCbc128_HmacSha256_128:
+            return "AES-128-CBC";
+        case EspCipher::AesCbc256_HmacSha256_128:
+            return "AES-256-CBC";
     }
     return "";
 }
 
-bool is_gcm(EspCipher c) { return c == EspCipher::AesGcm16_128 || c == EspCipher::AesGcm16_256; }
+bool is_gcm(EspCipher c) {
+    return c == EspCipher::AesGcm16_128 || c == EspCipher::AesGcm16_256;
+}
 
 }  // namespace
 
-Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const DirectionKeys& keys,
-                                                   bool encrypt) {
+Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const DirectionKeys& keys, bool encrypt) {
     if (keys.enc_key.size() != esp_encr_key_size(cipher))
         return Error(ErrorDomain::Esp, 0,
                      std::string("encryption key for ") + to_string(cipher) + " must be " +
@@ -54,8 +59,7 @@ Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const Direc
     if (!evp) return crypto_error(std::string("fetching ") + cipher_name(cipher));
     s->m_ctx = EVP_CIPHER_CTX_new();
     size_t key_len = s->m_aead ? keys.enc_key.size() - 4 : keys.enc_key.size();
-    bool ok = s->m_ctx && EVP_CipherInit_ex(s->m_ctx, evp, nullptr, keys.enc_key.data(), nullptr,
-                                            encrypt ? 1 : 0) == 1;
+    bool ok = s->m_ctx && EVP_CipherInit_ex(s->m_ctx, evp, nullptr, keys.enc_key.data(), nullptr, encrypt ? 1 : 0) == 1;
     EVP_CIPHER_free(evp);  // the context keeps its own reference
     if (!ok) return crypto_error("initialising the ESP cipher");
     (void)key_len;
@@ -84,11 +88,9 @@ Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const Direc
         s->m_mac = EVP_MAC_CTX_new(mac);
         EVP_MAC_free(mac);
         char digest[] = "SHA256";
-        OSSL_PARAM params[] = {
-            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-            OSSL_PARAM_construct_end()};
-        if (!s->m_mac ||
-            EVP_MAC_init(s->m_mac, keys.integ_key.data(), keys.integ_key.size(), params) != 1)
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                               OSSL_PARAM_construct_end()};
+        if (!s->m_mac || EVP_MAC_init(s->m_mac, keys.integ_key.data(), keys.integ_key.size(), params) != 1)
             return crypto_error("initialising HMAC-SHA2-256");
     }
     return s;
@@ -103,8 +105,8 @@ SaCipher::~SaCipher() {
     secure_zero(m_salt, sizeof(m_salt));
 }
 
-bool SaCipher::gcm_seal(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data,
-                        size_t len, uint8_t* icv) {
+bool SaCipher::gcm_seal(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data, size_t len,
+                        uint8_t* icv) {
     uint8_t nonce[12];
     std::memcpy(nonce, m_salt, 4);
     std::memcpy(nonce + 4, iv, 8);
@@ -118,8 +120,8 @@ bool SaCipher::gcm_seal(const uint8_t* aad, size_t aad_len, const uint8_t* iv, u
     return true;
 }
 
-bool SaCipher::gcm_seal_next(const uint8_t* aad, size_t aad_len, uint8_t* iv_out, uint8_t* data,
-                             size_t len, uint8_t* icv) {
+bool SaCipher::gcm_seal_next(const uint8_t* aad, size_t aad_len, uint8_t* iv_out, uint8_t* data, size_t len,
+                             uint8_t* icv) {
     int outl = 0;
     if (EVP_CIPHER_CTX_get_params(m_ctx, m_ivgen_param) != 1) return false;
     std::memcpy(iv_out, m_iv, 8);
@@ -131,8 +133,8 @@ bool SaCipher::gcm_seal_next(const uint8_t* aad, size_t aad_len, uint8_t* iv_out
     return true;
 }
 
-bool SaCipher::gcm_open(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data,
-                        size_t len, const uint8_t* icv) {
+bool SaCipher::gcm_open(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data, size_t len,
+                        const uint8_t* icv) {
     int outl = 0;
     // IV (invocation field after the salt) and expected tag in one parameter call.
     std::memcpy(m_iv, iv, 8);
@@ -150,8 +152,7 @@ bool SaCipher::cbc_crypt(const uint8_t* iv, uint8_t* data, size_t len) {
     return EVP_CipherFinal_ex(m_ctx, data + len, &outl) == 1;
 }
 
-bool SaCipher::hmac(const uint8_t* a, size_t a_len, const uint8_t* b, size_t b_len,
-                    uint8_t* icv16) {
+bool SaCipher::hmac(const uint8_t* a, size_t a_len, const uint8_t* b, size_t b_len, uint8_t* icv16) {
     uint8_t full[32];
     size_t outl = 0;
     if (EVP_MAC_init(m_mac, nullptr, 0, nullptr) != 1) return false;

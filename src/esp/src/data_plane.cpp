@@ -26,8 +26,7 @@ struct DataPlane::Child {
 
 namespace {
 
-bool ts_match(const std::vector<TrafficSelector>& list, const IpAddress& a, uint8_t proto,
-              uint16_t port) {
+bool ts_match(const std::vector<TrafficSelector>& list, const IpAddress& a, uint8_t proto, uint16_t port) {
     for (const auto& ts : list)
         if (ts.contains(a, proto, port)) return true;
     return false;
@@ -40,7 +39,6 @@ uint16_t ip_checksum(const uint8_t* p, size_t n) {
     while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
     return static_cast<uint16_t>(~sum);
 }
-
 
 }  // namespace
 
@@ -66,12 +64,10 @@ void DataPlane::set_events(ChildSaEvents events) {
 }
 
 Status DataPlane::install(const ChildSaParams& p) {
-    if (p.spi_in == 0 || p.spi_out == 0)
-        return Error(ErrorDomain::Esp, 0, "SPI 0 is reserved (RFC 4303 2.1)");
+    if (p.spi_in == 0 || p.spi_out == 0) return Error(ErrorDomain::Esp, 0, "SPI 0 is reserved (RFC 4303 2.1)");
     if (p.mode == IpsecMode::Tunnel && (p.ts_local.empty() || p.ts_remote.empty()))
         return Error(ErrorDomain::Esp, 0, "tunnel-mode Child SA needs local and remote traffic selectors");
-    if (p.local_addr.v6 != p.remote_addr.v6)
-        return Error(ErrorDomain::Esp, 0, "outer addresses of different families");
+    if (p.local_addr.v6 != p.remote_addr.v6) return Error(ErrorDomain::Esp, 0, "outer addresses of different families");
     X2SEC_TRY(auto enc, SaCipher::create(p.cipher, p.keys_out, true));
     X2SEC_TRY(auto dec, SaCipher::create(p.cipher, p.keys_in, false));
     auto c = std::make_shared<Child>(p.replay_window, p.esn);
@@ -118,8 +114,7 @@ Status DataPlane::install(const ChildSaParams& p) {
     static std::atomic<uint64_t> order{0};
     c->install_order = ++order;
     m_sad.emplace(p.spi_in, c);
-    auto it = std::find_if(m_spd.begin(), m_spd.end(),
-                           [&](const Policy& pol) { return pol.key == c->policy_key; });
+    auto it = std::find_if(m_spd.begin(), m_spd.end(), [&](const Policy& pol) { return pol.key == c->policy_key; });
     if (it == m_spd.end()) {
         Policy pol;
         pol.key = c->policy_key;
@@ -135,16 +130,14 @@ Status DataPlane::install(const ChildSaParams& p) {
     }
     // else: a rekey; outbound stays on the old SA until set_outbound() or its removal.
     m_counters.inc("esp.sa.installed");
-    log::get("esp")->info("installed Child SA {} in {:08x} out {:08x} {} reqid {} ({})", p.name,
-                          p.spi_in, p.spi_out, to_string(p.cipher), p.reqid,
-                          p.udp_encap ? "ESP in UDP" : "raw ESP");
+    log::get("esp")->info("installed Child SA {} in {:08x} out {:08x} {} reqid {} ({})", p.name, p.spi_in, p.spi_out,
+                          to_string(p.cipher), p.reqid, p.udp_encap ? "ESP in UDP" : "raw ESP");
     return {};
 }
 
 Status DataPlane::remove_locked(uint32_t spi_in) {
     auto it = m_sad.find(spi_in);
-    if (it == m_sad.end())
-        return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
+    if (it == m_sad.end()) return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
     std::shared_ptr<Child> c = it->second;
     m_sad.erase(it);
     std::shared_ptr<Child> next;  // the newest SA left for the same policy: c was rekeyed
@@ -265,8 +258,7 @@ DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_le
     } else {
         for (size_t i = 0; i < m_spd.size(); ++i) {
             const Policy& p = m_spd[i];
-            if (ts_match(p.ts_local, f.src, f.proto, f.src_port) &&
-                ts_match(p.ts_remote, f.dst, f.proto, f.dst_port)) {
+            if (ts_match(p.ts_local, f.src, f.proto, f.src_port) && ts_match(p.ts_remote, f.dst, f.proto, f.dst_port)) {
                 pol = &p;
                 ce = {this, m_spd_gen, i, f.src, f.dst, f.proto, f.src_port, f.dst_port};
                 break;
@@ -349,10 +341,14 @@ DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t o
     if (c.hard_pending.load(std::memory_order_relaxed)) return fail(DropReason::Expired);
     uint64_t seq = 0;
     switch (in.replay.check(load_be32(esp + 4), &seq)) {
-        case ReplayWindow::Verdict::Ok: break;
-        case ReplayWindow::Verdict::Replayed: return fail(DropReason::Replay);
-        case ReplayWindow::Verdict::TooOld: return fail(DropReason::ReplayOld);
-        case ReplayWindow::Verdict::Zero: return fail(DropReason::SeqZero);
+        case ReplayWindow::Verdict::Ok:
+            break;
+        case ReplayWindow::Verdict::Replayed:
+            return fail(DropReason::Replay);
+        case ReplayWindow::Verdict::TooOld:
+            return fail(DropReason::ReplayOld);
+        case ReplayWindow::Verdict::Zero:
+            return fail(DropReason::SeqZero);
     }
     OpenResult o = open(*in.cipher, in.replay.esn(), seq, std::span<uint8_t>(esp, len));
     if (!o.ok) return fail(o.reason);
@@ -421,8 +417,7 @@ DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t o
         return fail(DropReason::BadNextHeader);
     // RFC 4301 5.2: the inner packet must match the SA's selectors.
     if (in.mode == IpsecMode::Tunnel || !in.ts_local.empty()) {
-        if (!ts_match(in.ts_remote, f.src, f.proto, f.src_port) ||
-            !ts_match(in.ts_local, f.dst, f.proto, f.dst_port))
+        if (!ts_match(in.ts_remote, f.src, f.proto, f.src_port) || !ts_match(in.ts_local, f.dst, f.proto, f.dst_port))
             return fail(DropReason::Policy);
     }
     r.ok = true;
@@ -473,8 +468,7 @@ void DataPlane::tick(Millis now) {
 Status DataPlane::set_outbound_seq(uint32_t spi_in, uint64_t seq) {
     std::unique_lock lock(m_mutex);
     auto it = m_sad.find(spi_in);
-    if (it == m_sad.end())
-        return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
+    if (it == m_sad.end()) return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
     it->second->out.seq.store(seq);
     return {};
 }

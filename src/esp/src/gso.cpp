@@ -49,9 +49,13 @@ uint16_t csum_fold(uint64_t sum) {
 
 namespace {
 
-void store_csum(uint8_t* p, uint16_t c) { std::memcpy(p, &c, 2); }  // c already in wire order
+void store_csum(uint8_t* p, uint16_t c) {
+    std::memcpy(p, &c, 2);
+}  // c already in wire order
 
-uint16_t be16(const uint8_t* p) { return uint16_t((p[0] << 8) | p[1]); }
+uint16_t be16(const uint8_t* p) {
+    return uint16_t((p[0] << 8) | p[1]);
+}
 void put16(uint8_t* p, size_t v) {
     p[0] = uint8_t(v >> 8);
     p[1] = uint8_t(v);

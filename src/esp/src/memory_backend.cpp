@@ -29,10 +29,17 @@ bool MemoryEndpoint::receive(BytesView d, Millis now) {
         return false;
     }
     switch (classify_udp_encap(d)) {
-        case UdpKind::Keepalive: m_dp.counters().inc("esp.rx.keepalive"); return false;
-        case UdpKind::Ike: m_dp.counters().inc("esp.rx.ike"); return false;
-        case UdpKind::Invalid: m_dp.counters().inc("esp.drop.not_esp"); return false;
-        case UdpKind::Esp: break;
+        case UdpKind::Keepalive:
+            m_dp.counters().inc("esp.rx.keepalive");
+            return false;
+        case UdpKind::Ike:
+            m_dp.counters().inc("esp.rx.ike");
+            return false;
+        case UdpKind::Invalid:
+            m_dp.counters().inc("esp.drop.not_esp");
+            return false;
+        case UdpKind::Esp:
+            break;
     }
     std::memcpy(m_rx.data() + kRxOff, d.data(), d.size());
     auto r = m_dp.unprotect(m_rx, kRxOff, d.size(), now);

@@ -22,7 +22,8 @@ constexpr uint8_t kTcp = 6, kUdp = 17;
 
 uint16_t checksum_replace(uint16_t check, BytesView old_words, BytesView new_words) {
     uint32_t acc = uint16_t(~check);
-    for (size_t i = 0; i + 1 < old_words.size(); i += 2) acc += uint16_t(~(uint32_t(old_words[i]) << 8 | old_words[i + 1]));
+    for (size_t i = 0; i + 1 < old_words.size(); i += 2)
+        acc += uint16_t(~(uint32_t(old_words[i]) << 8 | old_words[i + 1]));
     acc = sum_words(acc, new_words.data(), new_words.size() & ~size_t(1));
     return static_cast<uint16_t>(~fold(acc));
 }
@@ -39,10 +40,14 @@ uint16_t transport_checksum(const IpAddress& src, const IpAddress& dst, uint8_t 
 
 const char* to_string(ChecksumFix f) {
     switch (f) {
-        case ChecksumFix::None: return "none";
-        case ChecksumFix::Incremental: return "incremental";
-        case ChecksumFix::UdpZeroed: return "udp_zeroed";
-        case ChecksumFix::Recomputed: return "recomputed";
+        case ChecksumFix::None:
+            return "none";
+        case ChecksumFix::Incremental:
+            return "incremental";
+        case ChecksumFix::UdpZeroed:
+            return "udp_zeroed";
+        case ChecksumFix::Recomputed:
+            return "recomputed";
     }
     return "?";
 }

@@ -50,14 +50,14 @@ void RuntimeEventBridge::deliver(bool soft, uint32_t spi) {
 }
 
 runtime::NattFactory make_natt_factory(TunBackend& backend) {
-    return [&backend](const ike::Endpoint& local, Counters* counters)
-               -> Result<std::unique_ptr<runtime::NattTransport>> {
-        if (local.addr == backend.local_addr() && (local.port == 0 || local.port == backend.local_port()))
-            return std::unique_ptr<runtime::NattTransport>(new EspNattTransport(backend));
-        auto plain = runtime::PlainNattTransport::bind(local, counters);
-        if (!plain) return std::move(plain).error();
-        return std::unique_ptr<runtime::NattTransport>(std::move(*plain));
-    };
+    return
+        [&backend](const ike::Endpoint& local, Counters* counters) -> Result<std::unique_ptr<runtime::NattTransport>> {
+            if (local.addr == backend.local_addr() && (local.port == 0 || local.port == backend.local_port()))
+                return std::unique_ptr<runtime::NattTransport>(new EspNattTransport(backend));
+            auto plain = runtime::PlainNattTransport::bind(local, counters);
+            if (!plain) return std::move(plain).error();
+            return std::unique_ptr<runtime::NattTransport>(std::move(*plain));
+        };
 }
 
 }  // namespace x2sec::esp

@@ -5,23 +5,40 @@ namespace x2sec::esp {
 
 const char* to_string(DropReason r) {
     switch (r) {
-        case DropReason::Truncated: return "truncated";
-        case DropReason::UnknownSpi: return "unknown_spi";
-        case DropReason::Replay: return "replay";
-        case DropReason::ReplayOld: return "replay_old";
-        case DropReason::SeqZero: return "seq_zero";
-        case DropReason::Auth: return "auth";
-        case DropReason::BadPadding: return "bad_padding";
-        case DropReason::BadNextHeader: return "bad_next_header";
-        case DropReason::Policy: return "policy";
-        case DropReason::NoPolicy: return "no_policy";
-        case DropReason::Malformed: return "malformed";
-        case DropReason::SeqExhausted: return "seq_exhausted";
-        case DropReason::Expired: return "expired";
-        case DropReason::TooBig: return "too_big";
-        case DropReason::Crypto: return "crypto";
-        case DropReason::NotEsp: return "not_esp";
-        case DropReason::Count: break;
+        case DropReason::Truncated:
+            return "truncated";
+        case DropReason::UnknownSpi:
+            return "unknown_spi";
+        case DropReason::Replay:
+            return "replay";
+        case DropReason::ReplayOld:
+            return "replay_old";
+        case DropReason::SeqZero:
+            return "seq_zero";
+        case DropReason::Auth:
+            return "auth";
+        case DropReason::BadPadding:
+            return "bad_padding";
+        case DropReason::BadNextHeader:
+            return "bad_next_header";
+        case DropReason::Policy:
+            return "policy";
+        case DropReason::NoPolicy:
+            return "no_policy";
+        case DropReason::Malformed:
+            return "malformed";
+        case DropReason::SeqExhausted:
+            return "seq_exhausted";
+        case DropReason::Expired:
+            return "expired";
+        case DropReason::TooBig:
+            return "too_big";
+        case DropReason::Crypto:
+            return "crypto";
+        case DropReason::NotEsp:
+            return "not_esp";
+        case DropReason::Count:
+            break;
     }
     return "unknown";
 }
@@ -75,24 +92,28 @@ bool parse_ip(const uint8_t* p, size_t len, IpFlow& f) {
     f.src_port = f.dst_port = 0;
     if (first_fragment) {
         switch (f.proto) {
-            case 6: case 17: case 132: case 136:  // TCP, UDP, SCTP, UDP-Lite
+            case 6:
+            case 17:
+            case 132:
+            case 136:  // TCP, UDP, SCTP, UDP-Lite
                 if (l4_len >= 4) {
                     f.src_port = uint16_t((l4[0] << 8) | l4[1]);
                     f.dst_port = uint16_t((l4[2] << 8) | l4[3]);
                 }
                 break;
-            case 1: case 58:  // ICMP, ICMPv6: type and code (RFC 4301 4.4.1.1)
+            case 1:
+            case 58:  // ICMP, ICMPv6: type and code (RFC 4301 4.4.1.1)
                 if (l4_len >= 2) f.src_port = uint16_t((l4[0] << 8) | l4[1]);
                 break;
-            default: break;
+            default:
+                break;
         }
     }
     return true;
 }
 
-size_t seal(SaCipher& c, uint32_t spi, uint64_t seq, bool esn, const uint8_t* iv,
-            uint8_t next_header, std::span<uint8_t> buf, size_t payload_off,
-            size_t payload_len) {
+size_t seal(SaCipher& c, uint32_t spi, uint64_t seq, bool esn, const uint8_t* iv, uint8_t next_header,
+            std::span<uint8_t> buf, size_t payload_off, size_t payload_len) {
     const size_t iv_len = c.iv_len();
     const size_t hdr = 8 + iv_len;
     if (payload_off < hdr || payload_off > buf.size()) return 0;

@@ -63,7 +63,9 @@ void from_sockaddr(const sockaddr_storage& ss, IpAddress& a, uint16_t& port) {
 constexpr size_t kBufSize = 65536 + 128;
 constexpr size_t kRxOff = 64;  // room to rebuild an IP header in transport mode
 
-int ifreq_socket() { return ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); }
+int ifreq_socket() {
+    return ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
 
 }  // namespace
 
@@ -162,11 +164,12 @@ Status TunDevice::add_ipv4(const IpAddress& addr, unsigned prefix_len) {
 // ---------------------------------------------------------------- TunBackend
 
 TunBackend::TunBackend(DataPlane& dp, TunDevice tun, TunBackendOptions options)
-    : m_dp(dp), m_tun(std::move(tun)), m_opts(std::move(options)),
+    : m_dp(dp),
+      m_tun(std::move(tun)),
+      m_opts(std::move(options)),
       m_clock(m_opts.clock != nullptr ? m_opts.clock : &kSystemClock) {}
 
-Result<std::unique_ptr<TunBackend>> TunBackend::create(DataPlane& dp, TunDevice tun,
-                                                       TunBackendOptions options) {
+Result<std::unique_ptr<TunBackend>> TunBackend::create(DataPlane& dp, TunDevice tun, TunBackendOptions options) {
     if (options.batch == 0 || options.batch > 1024) options.batch = 32;
     std::unique_ptr<TunBackend> b(new TunBackend(dp, std::move(tun), std::move(options)));
     const IpAddress& a = b->m_opts.bind_addr;
@@ -206,8 +209,10 @@ Result<std::unique_ptr<TunBackend>> TunBackend::create(DataPlane& dp, TunDevice 
                 b->m_raw = -1;
             }
         } else {
-            log::get("esp")->warn("no raw ESP socket (IP protocol 50): {}; Child SAs without UDP "
-                                  "encapsulation cannot carry traffic", std::strerror(errno));
+            log::get("esp")->warn(
+                "no raw ESP socket (IP protocol 50): {}; Child SAs without UDP "
+                "encapsulation cannot carry traffic",
+                std::strerror(errno));
         }
     }
     b->m_stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -487,8 +492,9 @@ void TunBackend::rx_loop() {
     auto& co_super = c.counter("esp.rx.tun_super_packets");
     auto& co_segs = c.counter("esp.rx.tun_coalesced_segments");
     int tun_fd = m_tun.fd();
-    TunCoalescer co([](void* ctx, const iovec* v, int cnt) -> ssize_t { return ::writev(*static_cast<int*>(ctx), v, cnt); },
-                    &tun_fd);
+    TunCoalescer co(
+        [](void* ctx, const iovec* v, int cnt) -> ssize_t { return ::writev(*static_cast<int*>(ctx), v, cnt); },
+        &tun_fd);
     const bool coalesce = vnet && m_opts.tun_coalesce;
     uint64_t co_super_seen = 0, co_segs_seen = 0, co_err_seen = 0;
     // Writes what the coalescer holds; must run before the receive buffers are reused.
@@ -525,7 +531,9 @@ void TunBackend::rx_loop() {
     auto handle = [&](uint8_t* b, size_t off, size_t len, const sockaddr_storage& from) {
         BytesView payload(b + off, len);
         switch (classify_udp_encap(payload)) {
-            case UdpKind::Esp: esp_in(b, off, len); break;
+            case UdpKind::Esp:
+                esp_in(b, off, len);
+                break;
             case UdpKind::Ike: {
                 ike.fetch_add(1, std::memory_order_relaxed);
                 std::function<void(IkeMessage)> rcv;
@@ -543,8 +551,12 @@ void TunBackend::rx_loop() {
                 }
                 break;
             }
-            case UdpKind::Keepalive: keepalive.fetch_add(1, std::memory_order_relaxed); break;
-            case UdpKind::Invalid: not_esp.fetch_add(1, std::memory_order_relaxed); break;
+            case UdpKind::Keepalive:
+                keepalive.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case UdpKind::Invalid:
+                not_esp.fetch_add(1, std::memory_order_relaxed);
+                break;
         }
     };
     pollfd pfd[3] = {{m_udp, POLLIN, 0}, {m_stop_fd, POLLIN, 0}, {m_raw, POLLIN, 0}};

@@ -5,8 +5,12 @@ namespace x2sec::esp {
 
 namespace {
 
-uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
-uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+uint32_t be32(const uint8_t* p) {
+    return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+}
+uint16_t be16(const uint8_t* p) {
+    return uint16_t(p[0] << 8 | p[1]);
+}
 void put16(uint8_t* p, size_t v) {
     p[0] = uint8_t(v >> 8);
     p[1] = uint8_t(v);
@@ -104,8 +108,8 @@ void TunCoalescer::flush() {
     uint16_t ps = uint16_t(~csum_fold(csum_add(0, pseudo, 12)));
     std::memcpy(t + 16, &ps, 2);
     uint16_t hdr_len = uint16_t(m_hl), gso = uint16_t(m_gso), start = 20, off = 16;
-    m_hdr[0] = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
-    m_hdr[1] = 1;  // VIRTIO_NET_HDR_GSO_TCPV4
+    m_hdr[0] = 1;                         // VIRTIO_NET_HDR_F_NEEDS_CSUM
+    m_hdr[1] = 1;                         // VIRTIO_NET_HDR_GSO_TCPV4
     std::memcpy(m_hdr + 2, &hdr_len, 2);  // legacy header: native byte order
     std::memcpy(m_hdr + 4, &gso, 2);
     std::memcpy(m_hdr + 6, &start, 2);

@@ -13,7 +13,9 @@ namespace x2sec::ike {
 
 namespace {
 
-Error config_error(std::string detail) { return Error(ErrorDomain::Config, 0, std::move(detail)); }
+Error config_error(std::string detail) {
+    return Error(ErrorDomain::Config, 0, std::move(detail));
+}
 
 std::vector<std::string> split(const std::string& s, char sep) {
     std::vector<std::string> out;
@@ -49,9 +51,13 @@ void add_unique(std::vector<T>& v, T x) {
 
 // Encryption keywords: aes128/192/256 (CBC), aes128gcm16/aes128gcm (GCM, 16-octet ICV).
 std::optional<EncrAlg> parse_encr(const std::string& t) {
-    static const struct { const char* name; crypto::EncrId id; unsigned bits; } table[] = {
-        {"aes128", crypto::EncrId::AesCbc, 128},       {"aes192", crypto::EncrId::AesCbc, 192},
-        {"aes256", crypto::EncrId::AesCbc, 256},       {"aes", crypto::EncrId::AesCbc, 128},
+    static const struct {
+        const char* name;
+        crypto::EncrId id;
+        unsigned bits;
+    } table[] = {
+        {"aes128", crypto::EncrId::AesCbc, 128},        {"aes192", crypto::EncrId::AesCbc, 192},
+        {"aes256", crypto::EncrId::AesCbc, 256},        {"aes", crypto::EncrId::AesCbc, 128},
         {"aes128gcm16", crypto::EncrId::AesGcm16, 128}, {"aes192gcm16", crypto::EncrId::AesGcm16, 192},
         {"aes256gcm16", crypto::EncrId::AesGcm16, 256}, {"aes128gcm", crypto::EncrId::AesGcm16, 128},
         {"aes192gcm", crypto::EncrId::AesGcm16, 192},   {"aes256gcm", crypto::EncrId::AesGcm16, 256},
@@ -90,27 +96,38 @@ std::string encr_keyword(const EncrAlg& e) {
 }
 const char* integ_keyword(crypto::IntegId i) {
     switch (i) {
-        case crypto::IntegId::HmacSha2_256_128: return "sha256";
-        case crypto::IntegId::HmacSha2_384_192: return "sha384";
-        case crypto::IntegId::HmacSha2_512_256: return "sha512";
-        case crypto::IntegId::None: return "none";
+        case crypto::IntegId::HmacSha2_256_128:
+            return "sha256";
+        case crypto::IntegId::HmacSha2_384_192:
+            return "sha384";
+        case crypto::IntegId::HmacSha2_512_256:
+            return "sha512";
+        case crypto::IntegId::None:
+            return "none";
     }
     return "?";
 }
 const char* prf_keyword(crypto::PrfId p) {
     switch (p) {
-        case crypto::PrfId::HmacSha2_256: return "prfsha256";
-        case crypto::PrfId::HmacSha2_384: return "prfsha384";
-        case crypto::PrfId::HmacSha2_512: return "prfsha512";
+        case crypto::PrfId::HmacSha2_256:
+            return "prfsha256";
+        case crypto::PrfId::HmacSha2_384:
+            return "prfsha384";
+        case crypto::PrfId::HmacSha2_512:
+            return "prfsha512";
     }
     return "?";
 }
 const char* dh_keyword(crypto::DhGroup g) {
     switch (g) {
-        case crypto::DhGroup::Modp2048: return "modp2048";
-        case crypto::DhGroup::Ecp256: return "ecp256";
-        case crypto::DhGroup::Ecp384: return "ecp384";
-        case crypto::DhGroup::Curve25519: return "x25519";
+        case crypto::DhGroup::Modp2048:
+            return "modp2048";
+        case crypto::DhGroup::Ecp256:
+            return "ecp256";
+        case crypto::DhGroup::Ecp384:
+            return "ecp384";
+        case crypto::DhGroup::Curve25519:
+            return "x25519";
     }
     return "?";
 }
@@ -123,11 +140,16 @@ Result<IkeProposal> parse_ike_proposal(const std::string& text) {
     if (t.empty()) return config_error("empty IKE proposal");
     for (const auto& tok : split(t, '-')) {
         if (tok.empty()) return config_error("IKE proposal '" + text + "': empty algorithm name");
-        if (auto e = parse_encr(tok)) add_unique(p.encr, *e);
-        else if (auto i = parse_integ(tok)) add_unique(p.integ, *i);
-        else if (auto f = parse_prf(tok)) add_unique(p.prf, *f);
-        else if (auto d = parse_dh(tok)) add_unique(p.dh, *d);
-        else return config_error("IKE proposal '" + text + "': unknown algorithm '" + tok + "'");
+        if (auto e = parse_encr(tok))
+            add_unique(p.encr, *e);
+        else if (auto i = parse_integ(tok))
+            add_unique(p.integ, *i);
+        else if (auto f = parse_prf(tok))
+            add_unique(p.prf, *f);
+        else if (auto d = parse_dh(tok))
+            add_unique(p.dh, *d);
+        else
+            return config_error("IKE proposal '" + text + "': unknown algorithm '" + tok + "'");
     }
     if (p.encr.empty()) return config_error("IKE proposal '" + text + "': no encryption algorithm");
     if (p.dh.empty()) return config_error("IKE proposal '" + text + "': no key exchange (DH) group");
@@ -174,26 +196,38 @@ Result<ChildProposal> parse_child_proposal(const std::string& text) {
     std::vector<bool> esn;
     for (const auto& tok : split(t, '-')) {
         if (tok.empty()) return config_error("ESP proposal '" + text + "': empty algorithm name");
-        if (auto e = parse_encr(tok)) add_unique(encr, *e);
-        else if (auto i = parse_integ(tok)) add_unique(integ, *i);
-        else if (auto d = parse_dh(tok)) add_unique(p.pfs, *d);
-        else if (tok == "esn") add_unique(esn, true);
-        else if (tok == "noesn") add_unique(esn, false);
-        else return config_error("ESP proposal '" + text + "': unknown algorithm '" + tok + "'");
+        if (auto e = parse_encr(tok))
+            add_unique(encr, *e);
+        else if (auto i = parse_integ(tok))
+            add_unique(integ, *i);
+        else if (auto d = parse_dh(tok))
+            add_unique(p.pfs, *d);
+        else if (tok == "esn")
+            add_unique(esn, true);
+        else if (tok == "noesn")
+            add_unique(esn, false);
+        else
+            return config_error("ESP proposal '" + text + "': unknown algorithm '" + tok + "'");
     }
     if (encr.empty()) return config_error("ESP proposal '" + text + "': no encryption algorithm");
     for (const auto& e : encr) {
         if (e.id == crypto::EncrId::AesGcm16) {
-            if (e.key_bits == 128) add_unique(p.ciphers, EspCipher::AesGcm16_128);
-            else if (e.key_bits == 256) add_unique(p.ciphers, EspCipher::AesGcm16_256);
-            else return config_error("ESP proposal '" + text + "': " + encr_keyword(e) + " is not supported for ESP");
+            if (e.key_bits == 128)
+                add_unique(p.ciphers, EspCipher::AesGcm16_128);
+            else if (e.key_bits == 256)
+                add_unique(p.ciphers, EspCipher::AesGcm16_256);
+            else
+                return config_error("ESP proposal '" + text + "': " + encr_keyword(e) + " is not supported for ESP");
         } else {
             if (std::find(integ.begin(), integ.end(), crypto::IntegId::HmacSha2_256_128) == integ.end())
                 return config_error("ESP proposal '" + text + "': " + encr_keyword(e) +
                                     " needs the sha256 integrity algorithm");
-            if (e.key_bits == 128) add_unique(p.ciphers, EspCipher::AesCbc128_HmacSha256_128);
-            else if (e.key_bits == 256) add_unique(p.ciphers, EspCipher::AesCbc256_HmacSha256_128);
-            else return config_error("ESP proposal '" + text + "': " + encr_keyword(e) + " is not supported for ESP");
+            if (e.key_bits == 128)
+                add_unique(p.ciphers, EspCipher::AesCbc128_HmacSha256_128);
+            else if (e.key_bits == 256)
+                add_unique(p.ciphers, EspCipher::AesCbc256_HmacSha256_128);
+            else
+                return config_error("ESP proposal '" + text + "': " + encr_keyword(e) + " is not supported for ESP");
         }
     }
     for (auto i : integ)
@@ -213,10 +247,20 @@ std::string to_string(const ChildProposal& p) {
     bool cbc = false;
     for (auto c : p.ciphers) {
         switch (c) {
-            case EspCipher::AesGcm16_128: add("aes128gcm16"); break;
-            case EspCipher::AesGcm16_256: add("aes256gcm16"); break;
-            case EspCipher::AesCbc128_HmacSha256_128: add("aes128"); cbc = true; break;
-            case EspCipher::AesCbc256_HmacSha256_128: add("aes256"); cbc = true; break;
+            case EspCipher::AesGcm16_128:
+                add("aes128gcm16");
+                break;
+            case EspCipher::AesGcm16_256:
+                add("aes256gcm16");
+                break;
+            case EspCipher::AesCbc128_HmacSha256_128:
+                add("aes128");
+                cbc = true;
+                break;
+            case EspCipher::AesCbc256_HmacSha256_128:
+                add("aes256");
+                cbc = true;
+                break;
         }
     }
     if (cbc) add("sha256");
@@ -380,8 +424,10 @@ Result<Identity> Identity::parse(const std::string& text_in) {
 std::string Identity::to_string() const {
     switch (type) {
         // The data is whatever the peer sent: escaped (never raw octets in logs, events, JSON).
-        case x509::IdType::Fqdn: return "fqdn:" + printable_text(data);
-        case x509::IdType::Rfc822Addr: return "email:" + printable_text(data);
+        case x509::IdType::Fqdn:
+            return "fqdn:" + printable_text(data);
+        case x509::IdType::Rfc822Addr:
+            return "email:" + printable_text(data);
         case x509::IdType::Ipv4Addr:
         case x509::IdType::Ipv6Addr: {
             IpAddress ip;
@@ -390,26 +436,34 @@ std::string Identity::to_string() const {
             std::copy(data.begin(), data.end(), ip.bytes.begin());
             return (ip.v6 ? "ipv6:" : "ipv4:") + ip.to_string();
         }
-        case x509::IdType::DerAsn1Dn: return "dn:" + dn_to_text(data);
-        case x509::IdType::KeyId: return "keyid:" + to_hex(data);
+        case x509::IdType::DerAsn1Dn:
+            return "dn:" + dn_to_text(data);
+        case x509::IdType::KeyId:
+            return "keyid:" + to_hex(data);
     }
     return "id" + std::to_string(static_cast<int>(type)) + ":#" + to_hex(data);
 }
 
 const char* to_string(AuthMethod m) {
     switch (m) {
-        case AuthMethod::Certificate: return "certificate";
-        case AuthMethod::Psk: return "pre-shared key";
+        case AuthMethod::Certificate:
+            return "certificate";
+        case AuthMethod::Psk:
+            return "pre-shared key";
     }
     return "?";
 }
 
 const char* to_string(UniquePolicy u) {
     switch (u) {
-        case UniquePolicy::No: return "no";
-        case UniquePolicy::Never: return "never";
-        case UniquePolicy::Keep: return "keep";
-        case UniquePolicy::Replace: return "replace";
+        case UniquePolicy::No:
+            return "no";
+        case UniquePolicy::Never:
+            return "never";
+        case UniquePolicy::Keep:
+            return "keep";
+        case UniquePolicy::Replace:
+            return "replace";
     }
     return "?";
 }
@@ -417,22 +471,34 @@ const char* to_string(UniquePolicy u) {
 Result<UniquePolicy> parse_unique_policy(const std::string& text) {
     for (auto u : {UniquePolicy::No, UniquePolicy::Never, UniquePolicy::Keep, UniquePolicy::Replace})
         if (text == to_string(u)) return u;
-    return Error(ErrorDomain::Config, 0, "unique must be \"no\", \"never\", \"keep\" or \"replace\", not \"" + text + "\"");
+    return Error(ErrorDomain::Config, 0,
+                 "unique must be \"no\", \"never\", \"keep\" or \"replace\", not \"" + text + "\"");
 }
 
 const char* to_string(Event::Kind k) {
     switch (k) {
-        case Event::Kind::IkeSaUp: return "IKE_SA_UP";
-        case Event::Kind::IkeSaDown: return "IKE_SA_DOWN";
-        case Event::Kind::IkeSaRekeyed: return "IKE_SA_REKEYED";
-        case Event::Kind::ChildSaUp: return "CHILD_SA_UP";
-        case Event::Kind::ChildSaDown: return "CHILD_SA_DOWN";
-        case Event::Kind::ChildSaRekeyed: return "CHILD_SA_REKEYED";
-        case Event::Kind::AuthFailed: return "AUTH_FAILED";
-        case Event::Kind::PeerNotify: return "PEER_NOTIFY";
-        case Event::Kind::PeerDead: return "PEER_DEAD";
-        case Event::Kind::NegotiationFailed: return "NEGOTIATION_FAILED";
-        case Event::Kind::PeerCertReq: return "PEER_CERTREQ";
+        case Event::Kind::IkeSaUp:
+            return "IKE_SA_UP";
+        case Event::Kind::IkeSaDown:
+            return "IKE_SA_DOWN";
+        case Event::Kind::IkeSaRekeyed:
+            return "IKE_SA_REKEYED";
+        case Event::Kind::ChildSaUp:
+            return "CHILD_SA_UP";
+        case Event::Kind::ChildSaDown:
+            return "CHILD_SA_DOWN";
+        case Event::Kind::ChildSaRekeyed:
+            return "CHILD_SA_REKEYED";
+        case Event::Kind::AuthFailed:
+            return "AUTH_FAILED";
+        case Event::Kind::PeerNotify:
+            return "PEER_NOTIFY";
+        case Event::Kind::PeerDead:
+            return "PEER_DEAD";
+        case Event::Kind::NegotiationFailed:
+            return "NEGOTIATION_FAILED";
+        case Event::Kind::PeerCertReq:
+            return "PEER_CERTREQ";
     }
     return "?";
 }

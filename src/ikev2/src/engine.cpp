@@ -12,7 +12,11 @@ namespace x2sec::ike {
 using namespace wire;
 
 EngineImpl::EngineImpl(EngineConfig config, ChildSaBackend& backend, Rng& rng)
-    : m_config(std::move(config)), m_backend(backend), m_rng(rng), m_log(log::get("ike")), m_children(m_counters, m_log) {
+    : m_config(std::move(config)),
+      m_backend(backend),
+      m_rng(rng),
+      m_log(log::get("ike")),
+      m_children(m_counters, m_log) {
     ChildSaEvents ev;
     ev.soft_expired = [this](uint32_t spi) {
         std::lock_guard lock(m_expired_mutex);
@@ -119,8 +123,8 @@ Status EngineImpl::check_indexes() const {
             if (it == owners.end())
                 return bad(fmt::format("Child SA {:08x} of IKE SA #{} is missing from the owner index", c.spi_in, id));
             if (it->second != id)
-                return bad(fmt::format("Child SA {:08x} of IKE SA #{} is indexed under IKE SA #{}", c.spi_in, id,
-                                       it->second));
+                return bad(
+                    fmt::format("Child SA {:08x} of IKE SA #{} is indexed under IKE SA #{}", c.spi_in, id, it->second));
             if (!m_child_spis.count(c.spi_in))
                 return bad(fmt::format("Child SA {:08x} of IKE SA #{} is not among the SPIs handed out", c.spi_in, id));
         }
@@ -130,8 +134,8 @@ Status EngineImpl::check_indexes() const {
             bool holds = sa != m_sas.end() && std::any_of(sa->second->children.begin(), sa->second->children.end(),
                                                           [&, s = spi](const ChildSa& c) { return c.spi_in == s; });
             if (!holds)
-                return bad(fmt::format("owner index entry {:08x} -> IKE SA #{}: that IKE SA holds no such Child SA",
-                                       spi, id));
+                return bad(
+                    fmt::format("owner index entry {:08x} -> IKE SA #{}: that IKE SA holds no such Child SA", spi, id));
         }
     if (held != owners.size())
         return bad(fmt::format("{} Child SAs held but {} owner index entries", held, owners.size()));
@@ -171,7 +175,7 @@ Result<crypto::DhKeyPair> EngineImpl::make_dh(crypto::DhGroup g) {
         SecureBytes priv(len);
         m_rng.fill(priv.span());
         if (g == crypto::DhGroup::Ecp256 || g == crypto::DhGroup::Ecp384) priv[0] &= 0x7f;  // below the group order
-        if (g == crypto::DhGroup::Modp2048) priv[0] |= 0x80;  // a full 256-bit exponent
+        if (g == crypto::DhGroup::Modp2048) priv[0] |= 0x80;                                // a full 256-bit exponent
         auto kp = crypto::DhKeyPair::from_private(g, priv);
         if (kp.ok()) return kp;
     }
@@ -211,8 +215,8 @@ void EngineImpl::event(const IkeSa& sa, Event::Kind k, int code, std::string det
     e.code = code;
     e.detail = std::move(detail);
     // The code only where it means something (a notify type, a failure reason).
-    m_log->info("IKE SA #{} ({}): event {}{} {}", sa.id, e.peer, to_string(k), code ? fmt::format(" code {}", code) : "",
-                e.detail);
+    m_log->info("IKE SA #{} ({}): event {}{} {}", sa.id, e.peer, to_string(k),
+                code ? fmt::format(" code {}", code) : "", e.detail);
     // For /metrics: every event by kind ("ike.event.IKE_SA_UP"), and the setup time of each IKE
     // SA from its first message to IKE_SA_UP.
     m_counters.inc(std::string("ike.event.") + to_string(k));
@@ -234,7 +238,8 @@ void EngineImpl::drop(const Datagram& d, const std::string& counter, const std::
 }
 
 void EngineImpl::remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, const std::string& why) {
-    auto it = std::find_if(sa.children.begin(), sa.children.end(), [&](const ChildSa& c) { return c.spi_in == spi_in; });
+    auto it =
+        std::find_if(sa.children.begin(), sa.children.end(), [&](const ChildSa& c) { return c.spi_in == spi_in; });
     if (it == sa.children.end()) return;
     if (it->installed) {
         auto st = m_backend.remove(spi_in);
@@ -275,7 +280,9 @@ ChildSa* EngineImpl::child_by_out(IkeSa& sa, uint32_t spi_out) {
     return nullptr;
 }
 
-size_t EngineImpl::half_open_count() const { return m_half_open; }
+size_t EngineImpl::half_open_count() const {
+    return m_half_open;
+}
 
 // ---------------------------------------------------------------- sending
 
@@ -293,7 +300,8 @@ void EngineImpl::send_packets(IkeSa& sa, const std::vector<Bytes>& packets) {
 Result<std::vector<Bytes>> EngineImpl::protect(IkeSa& sa, Header h, std::vector<Payload> payloads) {
     if (!sa.cipher_out) return Error(ErrorDomain::Ike, 0, "no keys to protect the message");
     // Written in the order of the exchange's rule (the tasks of an exchange append theirs).
-    if (const MessageRule* rule = find_rule(h.exchange, (h.flags & kFlagResponse) != 0)) order_payloads(*rule, payloads);
+    if (const MessageRule* rule = find_rule(h.exchange, (h.flags & kFlagResponse) != 0))
+        order_payloads(*rule, payloads);
     Writer inner;
     uint8_t first = encode_chain(inner, payloads);
     const Bytes& pt = inner.data();
@@ -390,7 +398,8 @@ void EngineImpl::send_unprotected_notify(const Datagram& d, const Header& req, u
     m.header.version = 0x20;  // we speak IKEv2.0 (RFC 7296 2.5; also the answer to a higher major version)
     m.header.flags = static_cast<uint8_t>(kFlagResponse | (req.initiator() ? 0 : kFlagInitiator));
     m.header.exchange = req.exchange;
-    m.payloads.push_back({PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify_type, std::move(data)}});
+    m.payloads.push_back(
+        {PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify_type, std::move(data)}});
     Datagram out;
     out.local = d.local;
     out.remote = d.remote;
@@ -472,8 +481,9 @@ void EngineImpl::fail_outstanding(IkeSa& sa, Millis now, const std::string& why)
 
 void EngineImpl::handle_datagram(const Datagram& d, Millis now) {
     if (d.data.size() > m_config.max_message_size) {
-        drop(d, "oversized", std::to_string(d.data.size()) + " octets exceed the limit of " +
-                                 std::to_string(m_config.max_message_size));
+        drop(
+            d, "oversized",
+            std::to_string(d.data.size()) + " octets exceed the limit of " + std::to_string(m_config.max_message_size));
         return;
     }
     auto decoded = Message::decode(d.data);
@@ -482,8 +492,8 @@ void EngineImpl::handle_datagram(const Datagram& d, Millis now) {
         // Before the header is known we cannot answer safely; count and drop.  Unsupported
         // critical payloads in an IKE_SA_INIT request are answered below.
         auto hdr = Header::decode(d.data);
-        if (hdr.ok() && e.code() == notify::UnsupportedCriticalPayload &&
-            hdr->exchange == ExchangeType::IkeSaInit && !hdr->response() && hdr->spi_r == 0) {
+        if (hdr.ok() && e.code() == notify::UnsupportedCriticalPayload && hdr->exchange == ExchangeType::IkeSaInit &&
+            !hdr->response() && hdr->spi_r == 0) {
             auto t = critical_payload_type(e);
             drop(d, "unsupported_critical_payload", e.detail());
             send_unprotected_notify(d, *hdr, notify::UnsupportedCriticalPayload, t ? Bytes{*t} : Bytes{});
@@ -502,8 +512,10 @@ void EngineImpl::handle_datagram(const Datagram& d, Millis now) {
             }
             return;
         }
-        if (e.code() == notify::UnsupportedCriticalPayload) drop(d, "unsupported_critical_payload", e.detail());
-        else drop(d, "invalid_syntax", e.detail());
+        if (e.code() == notify::UnsupportedCriticalPayload)
+            drop(d, "unsupported_critical_payload", e.detail());
+        else
+            drop(d, "invalid_syntax", e.detail());
         return;
     }
     auto& m = *decoded;
@@ -513,8 +525,10 @@ void EngineImpl::handle_datagram(const Datagram& d, Millis now) {
         return;
     }
     if (m.header.exchange == ExchangeType::IkeSaInit) {
-        if (!m.header.response()) handle_init_request(d, m, now);
-        else handle_init_response(d, m, now);
+        if (!m.header.response())
+            handle_init_request(d, m, now);
+        else
+            handle_init_response(d, m, now);
         return;
     }
     handle_protected(d, m, now);
@@ -533,14 +547,15 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
     const Header& h = m.header;
     uint64_t my_spi = h.initiator() ? h.spi_r : h.spi_i;
     IkeSa* sa = find_by_spi(my_spi);
-    if (!sa || (h.initiator() ? sa->spi_i != h.spi_i : sa->spi_r != h.spi_r) ||
-        h.initiator() == sa->initiator || !sa->cipher_in) {
+    if (!sa || (h.initiator() ? sa->spi_i != h.spi_i : sa->spi_r != h.spi_r) || h.initiator() == sa->initiator ||
+        !sa->cipher_in) {
         drop(d, "invalid_ike_spi", fmt::format("no IKE SA for SPIs {:016x}/{:016x}", h.spi_i, h.spi_r));
         if (!h.response() && !(sa && h.initiator() == sa->initiator) && allow_unprotected_answer(now))
             send_unprotected_notify(d, h, notify::InvalidIkeSpi, {});
         return;
     }
-    if (m.payloads.empty() || (m.payloads.back().type != PayloadType::SK && m.payloads.back().type != PayloadType::SKF) ||
+    if (m.payloads.empty() ||
+        (m.payloads.back().type != PayloadType::SK && m.payloads.back().type != PayloadType::SKF) ||
         m.payloads.size() != 1) {
         drop(d, "invalid_syntax", std::string(to_string(h.exchange)) + " without a lone SK payload");
         return;
@@ -618,7 +633,8 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
         }
         if (skf->total != r.total) {
             if (skf->total < r.total) {
-                drop(d, "fragment_mismatch", "fragment total " + std::to_string(skf->total) + " < " + std::to_string(r.total));
+                drop(d, "fragment_mismatch",
+                     "fragment total " + std::to_string(skf->total) + " < " + std::to_string(r.total));
                 return;
             }
             r.reset();
@@ -672,8 +688,10 @@ void EngineImpl::handle_protected(const Datagram& d, Message& m, Millis now) {
         }
         return;
     }
-    if (!response) process_request(*sa, d, h, *st, now);
-    else process_response(*sa, h, *st, now);
+    if (!response)
+        process_request(*sa, d, h, *st, now);
+    else
+        process_response(*sa, h, *st, now);
 }
 
 // RFC 7296 2.3 and 3.10.1: a request outside the window is never processed nor acknowledged.
@@ -693,11 +711,16 @@ void EngineImpl::out_of_window_request(IkeSa& sa, const Datagram& d, const Messa
                                    to_string(h.exchange), h.message_id, sa.peer_mid, sa.id);
     std::string silent;
     bool established = sa.state == SaState::Established || sa.state == SaState::Rekeying;
-    if (!established) silent = "IKE SA not established";
-    else if (h.message_id < sa.peer_mid) silent = "behind the window (stale duplicate)";
-    else if (m_config.invalid_mid_notify_interval_ms <= 0) silent = "INVALID_MESSAGE_ID notifies disabled";
-    else if (sa.invalid_mid_pending) silent = "an INVALID_MESSAGE_ID notify is already pending";
-    else if (sa.invalid_mid_notified_at && now - *sa.invalid_mid_notified_at < m_config.invalid_mid_notify_interval_ms) {
+    if (!established)
+        silent = "IKE SA not established";
+    else if (h.message_id < sa.peer_mid)
+        silent = "behind the window (stale duplicate)";
+    else if (m_config.invalid_mid_notify_interval_ms <= 0)
+        silent = "INVALID_MESSAGE_ID notifies disabled";
+    else if (sa.invalid_mid_pending)
+        silent = "an INVALID_MESSAGE_ID notify is already pending";
+    else if (sa.invalid_mid_notified_at &&
+             now - *sa.invalid_mid_notified_at < m_config.invalid_mid_notify_interval_ms) {
         silent = "INVALID_MESSAGE_ID rate limit";
         m_counters.inc("ike.tx.invalid_message_id_suppressed");
     } else if (m.payloads.size() != 1 ||
@@ -718,7 +741,8 @@ void EngineImpl::out_of_window_request(IkeSa& sa, const Datagram& d, const Messa
         }
     }
     if (!silent.empty()) {
-        m_log->warn("dropped message from {}: {}; not answered: {} (invalid_message_id)", d.remote.to_string(), what, silent);
+        m_log->warn("dropped message from {}: {}; not answered: {} (invalid_message_id)", d.remote.to_string(), what,
+                    silent);
         return;
     }
     m_log->warn("message from {}: {}; answering INVALID_MESSAGE_ID in an INFORMATIONAL request (invalid_message_id)",
@@ -772,19 +796,26 @@ void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, co
             }
             respond_informational(sa, h.message_id, in, now);
             return;
-        default: return;
+        default:
+            return;
     }
 }
 
 namespace {
 const char* purpose_counter(ResponsePurpose p) {
     switch (p) {
-        case ResponsePurpose::IkeSaInit: return "ike_sa_init_response";
-        case ResponsePurpose::IkeAuth: return "ike_auth_response";
-        case ResponsePurpose::AuthChild: return "ike_auth_child_response";
-        case ResponsePurpose::CreateChild: return "create_child_response";
-        case ResponsePurpose::RekeyIke: return "rekey_ike_response";
-        case ResponsePurpose::CreateChildRequest: return "create_child_request";
+        case ResponsePurpose::IkeSaInit:
+            return "ike_sa_init_response";
+        case ResponsePurpose::IkeAuth:
+            return "ike_auth_response";
+        case ResponsePurpose::AuthChild:
+            return "ike_auth_child_response";
+        case ResponsePurpose::CreateChild:
+            return "create_child_response";
+        case ResponsePurpose::RekeyIke:
+            return "rekey_ike_response";
+        case ResponsePurpose::CreateChildRequest:
+            return "create_child_request";
     }
     return "response";
 }
@@ -861,9 +892,10 @@ void EngineImpl::tick(Millis now) {
         ChildSa* c = sa ? child_by_in(*sa, spi) : nullptr;
         if (!c) {
             m_counters.inc("ike.child.expired_unknown_spi");
-            m_log->warn("data plane reported the {} lifetime of inbound SPI {:08x} expired: no such Child SA, ignored "
-                        "(ike.child.expired_unknown_spi)",
-                        what, spi);
+            m_log->warn(
+                "data plane reported the {} lifetime of inbound SPI {:08x} expired: no such Child SA, ignored "
+                "(ike.child.expired_unknown_spi)",
+                what, spi);
             return {nullptr, nullptr};
         }
         return {sa, c};
@@ -899,7 +931,8 @@ void EngineImpl::tick(Millis now) {
         queue_exchange(*sa, make_delete_child_exchange({spi}), now);
     }
 
-    if (m_cookie_rotated_at >= 0 && now - m_cookie_rotated_at >= m_config.cookie_secret_lifetime_ms) rotate_cookie_secret(now);
+    if (m_cookie_rotated_at >= 0 && now - m_cookie_rotated_at >= m_config.cookie_secret_lifetime_ms)
+        rotate_cookie_secret(now);
 
     // The SAs with a due timer, each once per tick (timers it makes due again run next tick).
     std::vector<uint64_t> due;
@@ -937,8 +970,9 @@ void EngineImpl::run_timers(IkeSa& sa_ref, Millis now) {
             m_counters.inc("ike.tx.timeout");
             bool was_init = !sa->up();
             fail_outstanding(*sa, now, "retransmission timeout");
-            event(*sa, was_init ? Event::Kind::NegotiationFailed : Event::Kind::PeerDead, 0,
-                  "no response to " + what + " after " + std::to_string(m_config.retransmit.tries) + " retransmissions");
+            event(
+                *sa, was_init ? Event::Kind::NegotiationFailed : Event::Kind::PeerDead, 0,
+                "no response to " + what + " after " + std::to_string(m_config.retransmit.tries) + " retransmissions");
             destroy(*sa, now, true, "peer unreachable");
             return;
         }
@@ -950,8 +984,7 @@ void EngineImpl::run_timers(IkeSa& sa_ref, Millis now) {
         send_packets(*sa, o.packets);
     }
     // Half-open expiry.
-    if (sa->state == SaState::Connecting && !sa->initiator &&
-        now - sa->created_at >= m_config.half_open_timeout_ms) {
+    if (sa->state == SaState::Connecting && !sa->initiator && now - sa->created_at >= m_config.half_open_timeout_ms) {
         m_counters.inc("ike.half_open_expired");
         destroy(*sa, now, true, "half-open timeout");
         return;
@@ -984,8 +1017,7 @@ std::optional<Millis> EngineImpl::sa_deadline(const IkeSa& sa) const {
     };
     if (sa.state == SaState::Destroyed) return best;
     if (sa.outstanding) consider(sa.outstanding->next_retransmit);
-    if (sa.state == SaState::Connecting && !sa.initiator)
-        consider(sa.created_at + m_config.half_open_timeout_ms);
+    if (sa.state == SaState::Connecting && !sa.initiator) consider(sa.created_at + m_config.half_open_timeout_ms);
     if (sa.state != SaState::Established) return best;
     if (sa.rekey_at) consider(sa.rekey_at);
     for (const auto& c : sa.children)
@@ -1118,7 +1150,9 @@ Status EngineImpl::initiate(const std::string& name, Millis now) {
 }
 
 namespace {
-Error not_found(uint64_t id) { return Error(ErrorDomain::Ike, 0, "no established IKE SA #" + std::to_string(id)); }
+Error not_found(uint64_t id) {
+    return Error(ErrorDomain::Ike, 0, "no established IKE SA #" + std::to_string(id));
+}
 }  // namespace
 
 Status EngineImpl::rekey_ike(uint64_t id, Millis now) {
@@ -1133,7 +1167,8 @@ Status EngineImpl::rekey_child(uint64_t id, uint32_t spi_in, Millis now) {
     if (!sa || sa->state != SaState::Established) return not_found(id);
     ChildSa* c = child_by_in(*sa, spi_in);
     if (!c) return Error(ErrorDomain::Ike, 0, "no Child SA with inbound SPI " + std::to_string(spi_in));
-    if (c->st() != ChildSa::St::Installed) return Error(ErrorDomain::Ike, 0, "Child SA is already rekeying or deleting");
+    if (c->st() != ChildSa::St::Installed)
+        return Error(ErrorDomain::Ike, 0, "Child SA is already rekeying or deleting");
     queue_exchange(*sa, make_rekey_child_exchange(spi_in), now);
     return {};
 }
@@ -1153,7 +1188,8 @@ Status EngineImpl::create_child(uint64_t id, const std::string& name, Millis now
 Status EngineImpl::delete_child(uint64_t id, uint32_t spi_in, Millis now) {
     IkeSa* sa = find_sa(id);
     if (!sa || sa->state != SaState::Established) return not_found(id);
-    if (!child_by_in(*sa, spi_in)) return Error(ErrorDomain::Ike, 0, "no Child SA with inbound SPI " + std::to_string(spi_in));
+    if (!child_by_in(*sa, spi_in))
+        return Error(ErrorDomain::Ike, 0, "no Child SA with inbound SPI " + std::to_string(spi_in));
     queue_exchange(*sa, make_delete_child_exchange({spi_in}), now);
     return {};
 }
@@ -1215,11 +1251,21 @@ std::vector<IkeSaInfo> EngineImpl::list_sas() const {
         i.id = sa->id;
         i.peer = m_config.peers[sa->peer_idx].name;
         switch (sa->state) {
-            case SaState::Established: i.state = "ESTABLISHED"; break;
-            case SaState::Rekeying: i.state = "REKEYING"; break;
-            case SaState::Rekeyed: i.state = "REKEYED"; break;
-            case SaState::Deleting: i.state = "DELETING"; break;
-            default: i.state = "CONNECTING"; break;
+            case SaState::Established:
+                i.state = "ESTABLISHED";
+                break;
+            case SaState::Rekeying:
+                i.state = "REKEYING";
+                break;
+            case SaState::Rekeyed:
+                i.state = "REKEYED";
+                break;
+            case SaState::Deleting:
+                i.state = "DELETING";
+                break;
+            default:
+                i.state = "CONNECTING";
+                break;
         }
         i.initiator = sa->initiator;
         i.spi_i = sa->spi_i;
@@ -1273,7 +1319,9 @@ struct Engine::Impl {
 Engine::Engine(EngineConfig config, ChildSaBackend& backend, Rng& rng)
     : m_impl(std::make_unique<Impl>(std::move(config), backend, rng)) {}
 Engine::~Engine() = default;
-Status Engine::initiate(const std::string& peer, Millis now) { return rearmed(m_impl->e.initiate(peer, now)); }
+Status Engine::initiate(const std::string& peer, Millis now) {
+    return rearmed(m_impl->e.initiate(peer, now));
+}
 void Engine::handle_datagram(const Datagram& d, Millis now) {
     m_impl->e.handle_datagram(d, now);
     m_impl->e.rearm();
@@ -1282,26 +1330,50 @@ void Engine::tick(Millis now) {
     m_impl->e.tick(now);
     m_impl->e.rearm();
 }
-std::optional<Millis> Engine::next_deadline() const { return m_impl->e.next_deadline(); }
-std::vector<Datagram> Engine::take_outgoing() { return std::exchange(m_impl->e.m_out, {}); }
-std::vector<Event> Engine::take_events() { return std::exchange(m_impl->e.m_events, {}); }
-Status Engine::rekey_ike(uint64_t id, Millis now) { return rearmed(m_impl->e.rekey_ike(id, now)); }
-Status Engine::rekey_child(uint64_t id, uint32_t spi, Millis now) { return rearmed(m_impl->e.rekey_child(id, spi, now)); }
+std::optional<Millis> Engine::next_deadline() const {
+    return m_impl->e.next_deadline();
+}
+std::vector<Datagram> Engine::take_outgoing() {
+    return std::exchange(m_impl->e.m_out, {});
+}
+std::vector<Event> Engine::take_events() {
+    return std::exchange(m_impl->e.m_events, {});
+}
+Status Engine::rekey_ike(uint64_t id, Millis now) {
+    return rearmed(m_impl->e.rekey_ike(id, now));
+}
+Status Engine::rekey_child(uint64_t id, uint32_t spi, Millis now) {
+    return rearmed(m_impl->e.rekey_child(id, spi, now));
+}
 Status Engine::create_child(uint64_t id, const std::string& n, Millis now) {
     return rearmed(m_impl->e.create_child(id, n, now));
 }
-Status Engine::delete_child(uint64_t id, uint32_t spi, Millis now) { return rearmed(m_impl->e.delete_child(id, spi, now)); }
-Status Engine::delete_ike(uint64_t id, Millis now) { return rearmed(m_impl->e.delete_ike(id, now)); }
-Status Engine::send_dpd(uint64_t id, Millis now) { return rearmed(m_impl->e.send_dpd(id, now)); }
-std::vector<IkeSaInfo> Engine::list_sas() const { return m_impl->e.list_sas(); }
-const Counters& Engine::counters() const { return m_impl->e.m_counters; }
-Status Engine::check_indexes() const { return m_impl->e.check_indexes(); }
+Status Engine::delete_child(uint64_t id, uint32_t spi, Millis now) {
+    return rearmed(m_impl->e.delete_child(id, spi, now));
+}
+Status Engine::delete_ike(uint64_t id, Millis now) {
+    return rearmed(m_impl->e.delete_ike(id, now));
+}
+Status Engine::send_dpd(uint64_t id, Millis now) {
+    return rearmed(m_impl->e.send_dpd(id, now));
+}
+std::vector<IkeSaInfo> Engine::list_sas() const {
+    return m_impl->e.list_sas();
+}
+const Counters& Engine::counters() const {
+    return m_impl->e.m_counters;
+}
+Status Engine::check_indexes() const {
+    return m_impl->e.check_indexes();
+}
 void Engine::set_key_logger(std::function<void(const IkeSaKeys&)> on_ike_keys,
                             std::function<void(const ChildSaParams&)> on_child_keys) {
     m_impl->e.m_on_ike_keys = std::move(on_ike_keys);
     m_impl->e.m_on_child_keys = std::move(on_child_keys);
 }
-Status Engine::update_peer(const PeerConfig& peer) { return rearmed(m_impl->e.update_peer(peer)); }
+Status Engine::update_peer(const PeerConfig& peer) {
+    return rearmed(m_impl->e.update_peer(peer));
+}
 Status Engine::rearmed(Status st) {
     m_impl->e.rearm();
     return st;

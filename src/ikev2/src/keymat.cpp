@@ -10,16 +10,15 @@ SecureBytes skeyseed(const crypto::Prf& prf, BytesView ni, BytesView nr, BytesVi
     return out;
 }
 
-SecureBytes rekey_skeyseed(const crypto::Prf& old_prf, BytesView sk_d_old, BytesView g_ir, BytesView ni,
-                           BytesView nr) {
+SecureBytes rekey_skeyseed(const crypto::Prf& old_prf, BytesView sk_d_old, BytesView g_ir, BytesView ni, BytesView nr) {
     SecureBytes data(g_ir);
     data.append(ni);
     data.append(nr);
     return old_prf.compute(sk_d_old, data);
 }
 
-Result<IkeKeys> derive_ike_keys(const IkeAlgorithms& algs, BytesView seed, BytesView ni, BytesView nr,
-                                uint64_t spi_i, uint64_t spi_r) {
+Result<IkeKeys> derive_ike_keys(const IkeAlgorithms& algs, BytesView seed, BytesView ni, BytesView nr, uint64_t spi_i,
+                                uint64_t spi_r) {
     X2SEC_TRY(auto prf, crypto::Prf::create(algs.prf));
     Writer s;
     s.bytes(ni);

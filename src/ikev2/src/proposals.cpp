@@ -14,18 +14,25 @@ std::string encr_name(const EncrAlg& e) {
 }
 const char* integ_name(crypto::IntegId i) {
     switch (i) {
-        case crypto::IntegId::None: return "";
-        case crypto::IntegId::HmacSha2_256_128: return "HMAC_SHA2_256_128";
-        case crypto::IntegId::HmacSha2_384_192: return "HMAC_SHA2_384_192";
-        case crypto::IntegId::HmacSha2_512_256: return "HMAC_SHA2_512_256";
+        case crypto::IntegId::None:
+            return "";
+        case crypto::IntegId::HmacSha2_256_128:
+            return "HMAC_SHA2_256_128";
+        case crypto::IntegId::HmacSha2_384_192:
+            return "HMAC_SHA2_384_192";
+        case crypto::IntegId::HmacSha2_512_256:
+            return "HMAC_SHA2_512_256";
     }
     return "?";
 }
 const char* prf_name(crypto::PrfId p) {
     switch (p) {
-        case crypto::PrfId::HmacSha2_256: return "PRF_HMAC_SHA2_256";
-        case crypto::PrfId::HmacSha2_384: return "PRF_HMAC_SHA2_384";
-        case crypto::PrfId::HmacSha2_512: return "PRF_HMAC_SHA2_512";
+        case crypto::PrfId::HmacSha2_256:
+            return "PRF_HMAC_SHA2_256";
+        case crypto::PrfId::HmacSha2_384:
+            return "PRF_HMAC_SHA2_384";
+        case crypto::PrfId::HmacSha2_512:
+            return "PRF_HMAC_SHA2_512";
     }
     return "?";
 }
@@ -42,8 +49,8 @@ Proposal ike_proposal_to_wire(const IkeProposal& p, uint8_t number, BytesView sp
     w.protocol = ProtocolId::Ike;
     w.spi.assign(spi.begin(), spi.end());
     for (const auto& e : p.encr)
-        w.transforms.push_back(Transform::make(TransformType::Encr, static_cast<uint16_t>(e.id),
-                                               static_cast<uint16_t>(e.key_bits)));
+        w.transforms.push_back(
+            Transform::make(TransformType::Encr, static_cast<uint16_t>(e.id), static_cast<uint16_t>(e.key_bits)));
     for (auto i : p.integ) w.transforms.push_back(Transform::make(TransformType::Integ, static_cast<uint16_t>(i)));
     for (auto f : p.prf) w.transforms.push_back(Transform::make(TransformType::Prf, static_cast<uint16_t>(f)));
     for (auto d : p.dh) w.transforms.push_back(Transform::make(TransformType::Dh, static_cast<uint16_t>(d)));
@@ -150,10 +157,20 @@ std::optional<IkeAlgorithms> parse_ike_choice(const SaPayload& sa, Bytes* spi) {
                 a.encr = EncrAlg{static_cast<crypto::EncrId>(t.id), t.key_length().value_or(0)};
                 ++ne;
                 break;
-            case TransformType::Integ: a.integ = static_cast<crypto::IntegId>(t.id); ++ni; break;
-            case TransformType::Prf: a.prf = static_cast<crypto::PrfId>(t.id); ++np; break;
-            case TransformType::Dh: a.dh = static_cast<crypto::DhGroup>(t.id); ++nd; break;
-            default: return std::nullopt;
+            case TransformType::Integ:
+                a.integ = static_cast<crypto::IntegId>(t.id);
+                ++ni;
+                break;
+            case TransformType::Prf:
+                a.prf = static_cast<crypto::PrfId>(t.id);
+                ++np;
+                break;
+            case TransformType::Dh:
+                a.dh = static_cast<crypto::DhGroup>(t.id);
+                ++nd;
+                break;
+            default:
+                return std::nullopt;
         }
     }
     if (ne != 1 || np != 1 || nd != 1 || ni > 1) return std::nullopt;
@@ -168,7 +185,9 @@ uint16_t esp_encr_id(EspCipher c) {
 uint16_t esp_key_bits(EspCipher c) {
     return (c == EspCipher::AesGcm16_128 || c == EspCipher::AesCbc128_HmacSha256_128) ? 128 : 256;
 }
-bool esp_aead(EspCipher c) { return esp_encr_id(c) == 20; }
+bool esp_aead(EspCipher c) {
+    return esp_encr_id(c) == 20;
+}
 Bytes spi_bytes(uint32_t spi) {
     return Bytes{uint8_t(spi >> 24), uint8_t(spi >> 16), uint8_t(spi >> 8), uint8_t(spi)};
 }
@@ -188,7 +207,8 @@ std::vector<Proposal> child_proposals_to_wire(const ChildConfig& c, uint32_t spi
             if (p.transforms.empty()) continue;
             if (!aead) p.transforms.push_back(Transform::make(TransformType::Integ, 12));
             if (with_dh)
-                for (auto d : cp.pfs) p.transforms.push_back(Transform::make(TransformType::Dh, static_cast<uint16_t>(d)));
+                for (auto d : cp.pfs)
+                    p.transforms.push_back(Transform::make(TransformType::Dh, static_cast<uint16_t>(d)));
             for (bool e : cp.esn) p.transforms.push_back(Transform::make(TransformType::Esn, e ? 1 : 0));
             p.number = num++;
             out.push_back(std::move(p));
@@ -198,7 +218,8 @@ std::vector<Proposal> child_proposals_to_wire(const ChildConfig& c, uint32_t spi
 }
 
 std::optional<ChildChoice> select_child(const ChildConfig& c, const SaPayload& theirs, bool allow_dh,
-                                        std::optional<uint16_t> ke_group, std::optional<crypto::DhGroup>* wanted_group) {
+                                        std::optional<uint16_t> ke_group,
+                                        std::optional<crypto::DhGroup>* wanted_group) {
     for (const auto& cp : c.proposals) {
         for (const auto& tp : theirs.proposals) {
             if (tp.protocol != ProtocolId::Esp || tp.spi.size() != 4) continue;
@@ -253,8 +274,8 @@ std::optional<ChildChoice> select_child(const ChildConfig& c, const SaPayload& t
                 }
             }
             ch.number = tp.number;
-            ch.peer_spi = (uint32_t(tp.spi[0]) << 24) | (uint32_t(tp.spi[1]) << 16) | (uint32_t(tp.spi[2]) << 8) |
-                          tp.spi[3];
+            ch.peer_spi =
+                (uint32_t(tp.spi[0]) << 24) | (uint32_t(tp.spi[1]) << 16) | (uint32_t(tp.spi[2]) << 8) | tp.spi[3];
             return ch;
         }
     }
@@ -283,19 +304,30 @@ std::optional<ChildChoice> parse_child_choice(const SaPayload& sa) {
     std::optional<uint16_t> encr, bits, integ;
     for (const auto& t : p.transforms) {
         switch (t.type) {
-            case TransformType::Encr: encr = t.id; bits = t.key_length(); break;
-            case TransformType::Integ: integ = t.id; break;
+            case TransformType::Encr:
+                encr = t.id;
+                bits = t.key_length();
+                break;
+            case TransformType::Integ:
+                integ = t.id;
+                break;
             case TransformType::Dh:
                 if (t.id != 0) c.dh = static_cast<crypto::DhGroup>(t.id);
                 break;
-            case TransformType::Esn: c.esn = t.id == 1; break;
-            default: return std::nullopt;
+            case TransformType::Esn:
+                c.esn = t.id == 1;
+                break;
+            default:
+                return std::nullopt;
         }
     }
     if (!encr || !bits) return std::nullopt;
-    if (*encr == 20 && (!integ || *integ == 0)) c.cipher = *bits == 128 ? EspCipher::AesGcm16_128 : EspCipher::AesGcm16_256;
-    else if (*encr == 12 && integ == 12) c.cipher = *bits == 128 ? EspCipher::AesCbc128_HmacSha256_128 : EspCipher::AesCbc256_HmacSha256_128;
-    else return std::nullopt;
+    if (*encr == 20 && (!integ || *integ == 0))
+        c.cipher = *bits == 128 ? EspCipher::AesGcm16_128 : EspCipher::AesGcm16_256;
+    else if (*encr == 12 && integ == 12)
+        c.cipher = *bits == 128 ? EspCipher::AesCbc128_HmacSha256_128 : EspCipher::AesCbc256_HmacSha256_128;
+    else
+        return std::nullopt;
     if ((*bits != 128 && *bits != 256)) return std::nullopt;
     return c;
 }
@@ -313,8 +345,10 @@ std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& proposed
             t.end_port = std::min(p.end_port, a.end_port);
             if (t.start_port > t.end_port) continue;
             size_t n = p.start_addr.size();
-            t.start_addr = std::memcmp(p.start_addr.bytes.data(), a.start_addr.bytes.data(), n) >= 0 ? p.start_addr : a.start_addr;
-            t.end_addr = std::memcmp(p.end_addr.bytes.data(), a.end_addr.bytes.data(), n) <= 0 ? p.end_addr : a.end_addr;
+            t.start_addr =
+                std::memcmp(p.start_addr.bytes.data(), a.start_addr.bytes.data(), n) >= 0 ? p.start_addr : a.start_addr;
+            t.end_addr =
+                std::memcmp(p.end_addr.bytes.data(), a.end_addr.bytes.data(), n) <= 0 ? p.end_addr : a.end_addr;
             if (std::memcmp(t.start_addr.bytes.data(), t.end_addr.bytes.data(), n) > 0) continue;
             if (std::find(out.begin(), out.end(), t) == out.end()) out.push_back(t);
         }
@@ -323,7 +357,9 @@ std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& proposed
 }
 
 namespace {
-bool opaque_ports(const TrafficSelector& t) { return t.start_port > t.end_port; }  // OPAQUE: 65535..0
+bool opaque_ports(const TrafficSelector& t) {
+    return t.start_port > t.end_port;
+}  // OPAQUE: 65535..0
 bool within(const TrafficSelector& g, const TrafficSelector& p) {
     if (g.start_addr.v6 != p.start_addr.v6 || g.end_addr.v6 != p.end_addr.v6) return false;
     if (p.ip_protocol != 0 && g.ip_protocol != p.ip_protocol) return false;

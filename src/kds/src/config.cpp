@@ -37,7 +37,8 @@ Status parse_limits(const toml::table& kds, const std::string& file, TransportLi
         {"max_per_source", 1, 65536, [&](int64_t v) { l.max_per_source = int(v); }},
         {"request_timeout_ms", 100, 3600000, [&](int64_t v) { l.request_timeout_ms = int(v); }},
         {"write_timeout_ms", 100, 3600000, [&](int64_t v) { l.write_timeout_ms = int(v); }},
-        {"max_frame", int64_t(kHeaderSize), int64_t(kHeaderSize + kMaxBody), [&](int64_t v) { l.max_frame = size_t(v); }},
+        {"max_frame", int64_t(kHeaderSize), int64_t(kHeaderSize + kMaxBody),
+         [&](int64_t v) { l.max_frame = size_t(v); }},
         {"workers", 1, 256, [&](int64_t v) { l.workers = int(v); }},
     };
     for (auto& [k, v] : *t) {
@@ -70,11 +71,12 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
     auto* kds = root["kds"].as_table();
     if (!kds) return Error(ErrorDomain::Config, 0, file + ": missing [kds] table");
     for (auto& [k, v] : *kds) {
-        static const std::set<std::string> known = {"listen", "port", "certificate", "private_key",
-                                                    "client_anchors", "key_lifetime", "node", "relation",
-                                                    "wipe_after_delivery", "crl_files", "crl_urls", "crl_policy",
-                                                    "crl_refresh", "crl_cache_dir", "limits"};
-        if (!known.count(std::string(k.str()))) return at(file, k.source(), "unknown key 'kds." + std::string(k.str()) + "'");
+        static const std::set<std::string> known = {
+            "listen",       "port",       "certificate", "private_key",         "client_anchors",
+            "key_lifetime", "node",       "relation",    "wipe_after_delivery", "crl_files",
+            "crl_urls",     "crl_policy", "crl_refresh", "crl_cache_dir",       "limits"};
+        if (!known.count(std::string(k.str())))
+            return at(file, k.source(), "unknown key 'kds." + std::string(k.str()) + "'");
     }
     if (auto* m = root["metrics"].as_table()) {
         for (auto& [k, v] : *m)
@@ -117,15 +119,18 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
     X2SEC_TRY_STATUS(str("certificate", cert, true));
     X2SEC_TRY_STATUS(str("private_key", key, true));
     auto cert_text = read_rel(base, cert);
-    if (!cert_text.ok()) return at(file, kds->get("certificate")->source(), "cannot read certificate: " + cert_text.error().detail());
+    if (!cert_text.ok())
+        return at(file, kds->get("certificate")->source(), "cannot read certificate: " + cert_text.error().detail());
     c.tls.cert_pem = *cert_text;
     // A pkcs11: URI names a key in a token; anything else is a PEM file.
     auto key_text = crypto::is_pkcs11_uri(key) ? Result<std::string>(key) : read_rel(base, key);
-    if (!key_text.ok()) return at(file, kds->get("private_key")->source(), "cannot read private key: " + key_text.error().detail());
+    if (!key_text.ok())
+        return at(file, kds->get("private_key")->source(), "cannot read private key: " + key_text.error().detail());
     c.tls.key_pem = SecureBytes(as_bytes(*key_text));
     secure_zero(key_text->data(), key_text->size());
     auto* anchors = kds->get("client_anchors") ? kds->get("client_anchors")->as_array() : nullptr;
-    if (!anchors || anchors->empty()) return at(file, kds->source(), "kds.client_anchors must be a non-empty array of PEM files");
+    if (!anchors || anchors->empty())
+        return at(file, kds->source(), "kds.client_anchors must be a non-empty array of PEM files");
     for (auto& a : *anchors) {
         auto s = a.value<std::string>();
         if (!s) return at(file, a.source(), "kds.client_anchors entries must be strings");

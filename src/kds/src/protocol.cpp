@@ -7,25 +7,38 @@ namespace x2sec::kds {
 
 const char* to_string(MsgType t) {
     switch (t) {
-        case MsgType::KeyRequest: return "KeyRequest";
-        case MsgType::KeyResponse: return "KeyResponse";
-        case MsgType::Error: return "Error";
+        case MsgType::KeyRequest:
+            return "KeyRequest";
+        case MsgType::KeyResponse:
+            return "KeyResponse";
+        case MsgType::Error:
+            return "Error";
     }
     return "?";
 }
 
 const char* to_string(ErrorCode c) {
     switch (c) {
-        case ErrorCode::Malformed: return "MALFORMED";
-        case ErrorCode::UnsupportedVersion: return "UNSUPPORTED_VERSION";
-        case ErrorCode::UnknownClient: return "UNKNOWN_CLIENT";
-        case ErrorCode::UnauthorisedPair: return "UNAUTHORISED_PAIR";
-        case ErrorCode::IdentityMismatch: return "IDENTITY_MISMATCH";
-        case ErrorCode::UnknownPeer: return "UNKNOWN_PEER";
-        case ErrorCode::Internal: return "INTERNAL";
-        case ErrorCode::CertificateRevoked: return "CERTIFICATE_REVOKED";
-        case ErrorCode::CertificateExpired: return "CERTIFICATE_EXPIRED";
-        case ErrorCode::RevocationUnavailable: return "REVOCATION_UNAVAILABLE";
+        case ErrorCode::Malformed:
+            return "MALFORMED";
+        case ErrorCode::UnsupportedVersion:
+            return "UNSUPPORTED_VERSION";
+        case ErrorCode::UnknownClient:
+            return "UNKNOWN_CLIENT";
+        case ErrorCode::UnauthorisedPair:
+            return "UNAUTHORISED_PAIR";
+        case ErrorCode::IdentityMismatch:
+            return "IDENTITY_MISMATCH";
+        case ErrorCode::UnknownPeer:
+            return "UNKNOWN_PEER";
+        case ErrorCode::Internal:
+            return "INTERNAL";
+        case ErrorCode::CertificateRevoked:
+            return "CERTIFICATE_REVOKED";
+        case ErrorCode::CertificateExpired:
+            return "CERTIFICATE_EXPIRED";
+        case ErrorCode::RevocationUnavailable:
+            return "REVOCATION_UNAVAILABLE";
     }
     return "?";
 }
@@ -33,8 +46,7 @@ const char* to_string(ErrorCode c) {
 bool valid_identity(std::string_view id) {
     if (id.empty() || id.size() > kMaxIdentity) return false;
     return std::all_of(id.begin(), id.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '.' || c == '-';
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-';
     });
 }
 
@@ -63,7 +75,9 @@ size_t utf8_valid_prefix(std::string_view s, size_t limit) {
     }
     return i;
 }
-bool valid_utf8(std::string_view s) { return utf8_valid_prefix(s, s.size()) == s.size(); }
+bool valid_utf8(std::string_view s) {
+    return utf8_valid_prefix(s, s.size()) == s.size();
+}
 
 void tlv(Writer& w, TlvType t, BytesView v) {
     w.u16(static_cast<uint16_t>(t));
@@ -78,13 +92,17 @@ void tlv_u16(Writer& w, TlvType t, uint16_t v) {
     uint8_t b[2] = {uint8_t(v >> 8), uint8_t(v)};
     tlv(w, t, b);
 }
-void tlv_str(Writer& w, TlvType t, std::string_view s) { tlv(w, t, as_bytes(s)); }
+void tlv_str(Writer& w, TlvType t, std::string_view s) {
+    tlv(w, t, as_bytes(s));
+}
 
 Error malformed(std::string detail) {
     return Error(ErrorDomain::Kds, static_cast<int>(ErrorCode::Malformed), std::move(detail));
 }
 
-bool known_tlv(uint16_t t) { return t >= 1 && t <= 13; }
+bool known_tlv(uint16_t t) {
+    return t >= 1 && t <= 13;
+}
 
 struct Tlvs {
     std::map<uint16_t, BytesView> v;
@@ -127,41 +145,48 @@ SecureBytes encode(const Message& m) {
     Writer w(std::move(initial));
     w.u8(kVersion);
     uint8_t type = 0;
-    std::visit([&](const auto& msg) {
-        using T = std::decay_t<decltype(msg)>;
-        if constexpr (std::is_same_v<T, KeyRequest>) type = uint8_t(MsgType::KeyRequest);
-        else if constexpr (std::is_same_v<T, KeyResponse>) type = uint8_t(MsgType::KeyResponse);
-        else type = uint8_t(MsgType::Error);
-    }, m);
+    std::visit(
+        [&](const auto& msg) {
+            using T = std::decay_t<decltype(msg)>;
+            if constexpr (std::is_same_v<T, KeyRequest>)
+                type = uint8_t(MsgType::KeyRequest);
+            else if constexpr (std::is_same_v<T, KeyResponse>)
+                type = uint8_t(MsgType::KeyResponse);
+            else
+                type = uint8_t(MsgType::Error);
+        },
+        m);
     w.u8(type);
     w.u16(0);
     auto len = w.reserve32();
     size_t body_start = w.size();
-    std::visit([&](const auto& msg) {
-        using T = std::decay_t<decltype(msg)>;
-        tlv_u32(w, TlvType::RequestId, msg.request_id);
-        if constexpr (std::is_same_v<T, KeyRequest>) {
-            tlv_str(w, TlvType::Requester, msg.requester);
-            tlv_str(w, TlvType::Peer, msg.peer);
-            uint8_t flags = msg.rekey ? 1 : 0;
-            tlv(w, TlvType::Flags, BytesView(&flags, 1));
-            if (!msg.previous_key_id.empty()) tlv(w, TlvType::PreviousKeyId, msg.previous_key_id);
-        } else if constexpr (std::is_same_v<T, KeyResponse>) {
-            tlv(w, TlvType::KeyId, msg.key_id);
-            tlv(w, TlvType::Key, msg.key.view());
-            tlv_u32(w, TlvType::Lifetime, msg.lifetime_s);
-            tlv_u32(w, TlvType::Generation, msg.generation);
-            tlv_str(w, TlvType::IdentityA, msg.identity_a);
-            tlv_str(w, TlvType::IdentityB, msg.identity_b);
-        } else {
-            tlv_u16(w, TlvType::ErrorCode, static_cast<uint16_t>(msg.code));
-            // At most kMaxErrorText octets of valid UTF-8 (cut at a character boundary; anything
-            // from the first invalid octet on is dropped), so that every Error we send decodes.
-            std::string_view text = msg.text;
-            text = text.substr(0, utf8_valid_prefix(text, kMaxErrorText));
-            tlv_str(w, TlvType::ErrorText, text);
-        }
-    }, m);
+    std::visit(
+        [&](const auto& msg) {
+            using T = std::decay_t<decltype(msg)>;
+            tlv_u32(w, TlvType::RequestId, msg.request_id);
+            if constexpr (std::is_same_v<T, KeyRequest>) {
+                tlv_str(w, TlvType::Requester, msg.requester);
+                tlv_str(w, TlvType::Peer, msg.peer);
+                uint8_t flags = msg.rekey ? 1 : 0;
+                tlv(w, TlvType::Flags, BytesView(&flags, 1));
+                if (!msg.previous_key_id.empty()) tlv(w, TlvType::PreviousKeyId, msg.previous_key_id);
+            } else if constexpr (std::is_same_v<T, KeyResponse>) {
+                tlv(w, TlvType::KeyId, msg.key_id);
+                tlv(w, TlvType::Key, msg.key.view());
+                tlv_u32(w, TlvType::Lifetime, msg.lifetime_s);
+                tlv_u32(w, TlvType::Generation, msg.generation);
+                tlv_str(w, TlvType::IdentityA, msg.identity_a);
+                tlv_str(w, TlvType::IdentityB, msg.identity_b);
+            } else {
+                tlv_u16(w, TlvType::ErrorCode, static_cast<uint16_t>(msg.code));
+                // At most kMaxErrorText octets of valid UTF-8 (cut at a character boundary; anything
+                // from the first invalid octet on is dropped), so that every Error we send decodes.
+                std::string_view text = msg.text;
+                text = text.substr(0, utf8_valid_prefix(text, kMaxErrorText));
+                tlv_str(w, TlvType::ErrorText, text);
+            }
+        },
+        m);
     w.patch(len, body_start);
     Bytes out = w.take();
     SecureBytes sec(out);
@@ -199,7 +224,8 @@ Result<Message> decode(BytesView data) {
         uint16_t t = r.u16();
         uint16_t l = r.u16();
         BytesView v = r.bytes(l);
-        if (!r.ok()) return malformed("TLV " + std::to_string(t) + " length " + std::to_string(l) + " overruns message");
+        if (!r.ok())
+            return malformed("TLV " + std::to_string(t) + " length " + std::to_string(l) + " overruns message");
         uint16_t base = t & 0x7fff;
         if (!known_tlv(base)) {
             if (t & 0x8000) return malformed("unknown critical TLV " + std::to_string(base));

@@ -66,8 +66,8 @@ Status Server::reload(ServerConfig config) {
         ++dropped;
     }
     if (dropped) m_counters.inc("kds.key.dropped_by_reload", dropped);
-    log::get("kds")->info("configuration reloaded: {} nodes, {} relations, {} pair key(s) dropped", m_config.nodes.size(),
-                          m_relations.size(), dropped);
+    log::get("kds")->info("configuration reloaded: {} nodes, {} relations, {} pair key(s) dropped",
+                          m_config.nodes.size(), m_relations.size(), dropped);
     return {};
 }
 
@@ -111,8 +111,7 @@ void Server::expire(Millis now) {
     }
 }
 
-Message Server::handle_request(std::string_view client_identity, const KeyRequest& req, Millis now,
-                               Outcome* o) {
+Message Server::handle_request(std::string_view client_identity, const KeyRequest& req, Millis now, Outcome* o) {
     std::lock_guard lock(m_mutex);
     expire(now);
     auto self = node_for_identity(client_identity);
@@ -122,7 +121,8 @@ Message Server::handle_request(std::string_view client_identity, const KeyReques
     if (lower(req.requester) != lower(client_identity))
         return error(req.request_id, ErrorCode::IdentityMismatch,
                      "requester '" + req.requester + "' is not the authenticated identity '" +
-                         std::string(client_identity) + "'", o);
+                         std::string(client_identity) + "'",
+                     o);
     auto peer = node_for_identity(req.peer);
     if (!peer) return error(req.request_id, ErrorCode::UnknownPeer, "peer '" + req.peer + "' is not a known H(e)NB", o);
     PairName pair = *self < *peer ? PairName{*self, *peer} : PairName{*peer, *self};
@@ -168,8 +168,8 @@ Message Server::handle_request(std::string_view client_identity, const KeyReques
     resp.identity_b = ib;
     pk.delivered.insert(*self);
     m_counters.inc("kds.key.delivered");
-    log::get("kds")->info("key {} gen {} for {}<->{} delivered to {}{}", to_hex(pk.key_id), pk.generation,
-                          pair.first, pair.second, *self, fresh ? " (new)" : "");
+    log::get("kds")->info("key {} gen {} for {}<->{} delivered to {}{}", to_hex(pk.key_id), pk.generation, pair.first,
+                          pair.second, *self, fresh ? " (new)" : "");
     if (o) {
         o->granted = true;
         o->key_id_hex = to_hex(pk.key_id);

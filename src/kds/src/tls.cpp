@@ -75,8 +75,8 @@ Status load_credentials(SSL_CTX* ctx, const TlsCredentials& creds) {
     BIO_free(b);
     // Private key.
     // PEM, or a pkcs11: URI naming a key in a token.
-    auto pkey = crypto::PrivateKey::from_pem(BytesView(reinterpret_cast<const uint8_t*>(creds.key_pem.data()),
-                                                       creds.key_pem.size()));
+    auto pkey = crypto::PrivateKey::from_pem(
+        BytesView(reinterpret_cast<const uint8_t*>(creds.key_pem.data()), creds.key_pem.size()));
     if (!pkey) return Error(ErrorDomain::Io, 0, "TLS: cannot load own private key: " + pkey.error().detail());
     int ok = SSL_CTX_use_PrivateKey(ctx, pkey->get());
     if (ok != 1 || SSL_CTX_check_private_key(ctx) != 1) return io_error("TLS: private key does not match certificate");
@@ -222,8 +222,9 @@ std::string first_san_dns(const void* xv) {
 
 Status validate(const TransportLimits& l) {
     if (l.max_frame < kHeaderSize || l.max_frame > kHeaderSize + kMaxBody)
-        return Error(ErrorDomain::Config, 0,
-                     "max_frame must be " + std::to_string(kHeaderSize) + ".." + std::to_string(kHeaderSize + kMaxBody));
+        return Error(
+            ErrorDomain::Config, 0,
+            "max_frame must be " + std::to_string(kHeaderSize) + ".." + std::to_string(kHeaderSize + kMaxBody));
     net::Limits n;
     n.max_connections = l.max_connections;
     n.max_per_source = l.max_per_source;
@@ -251,9 +252,10 @@ public:
             if (!total.ok() || *total > m_owner.m_limits.max_frame) {
                 auto code = total.ok() ? ErrorCode::Malformed : static_cast<ErrorCode>(total.error().code());
                 bool too_large = code == ErrorCode::Malformed;
-                std::string why = total.ok() ? "request frame of " + std::to_string(*total) + " octets exceeds max_frame " +
-                                                   std::to_string(m_owner.m_limits.max_frame)
-                                             : total.error().detail();
+                std::string why = total.ok()
+                                      ? "request frame of " + std::to_string(*total) + " octets exceeds max_frame " +
+                                            std::to_string(m_owner.m_limits.max_frame)
+                                      : total.error().detail();
                 f.kind = net::Frame::Reject;
                 f.counter = too_large ? "kds.rejected.frame_too_large" : "kds.rx.malformed";
                 f.why = why;
@@ -276,7 +278,7 @@ public:
         auto t0 = std::chrono::steady_clock::now();
         SecureBytes r = m_owner.serve_one(req);
         metrics::registry().observe("kds.request_seconds",
-                                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         return r;
     }
     std::string handshake_failed(SSL* ssl) override {
@@ -292,10 +294,16 @@ private:
 TlsServer::TlsServer(Server& engine, const Clock& clock, TransportLimits limits)
     : m_engine(engine), m_clock(clock), m_limits(limits) {}
 
-TlsServer::~TlsServer() { stop(); }
+TlsServer::~TlsServer() {
+    stop();
+}
 
-size_t TlsServer::connections() const { return m_net ? m_net->accepted() : 0; }
-size_t TlsServer::open_connections() const { return m_net ? m_net->open_connections() : 0; }
+size_t TlsServer::connections() const {
+    return m_net ? m_net->accepted() : 0;
+}
+size_t TlsServer::open_connections() const {
+    return m_net ? m_net->open_connections() : 0;
+}
 
 Status TlsServer::start(const std::string& host, uint16_t port, const TlsCredentials& creds) {
     X2SEC_TRY_STATUS(validate(m_limits));
@@ -405,8 +413,7 @@ Result<KeyResponse> fetch_key(const std::string& host, uint16_t port, const std:
     if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
         int e = errno;
         ::close(fd);
-        return Error(ErrorDomain::Io, e,
-                     "KDS " + host + ":" + std::to_string(port) + " unreachable: " + strerror(e));
+        return Error(ErrorDomain::Io, e, "KDS " + host + ":" + std::to_string(port) + " unreachable: " + strerror(e));
     }
     std::unique_ptr<SSL, SslFree> ssl(SSL_new(ctx.get()));
     BIO* bio = BIO_new_socket(fd, BIO_CLOSE);
@@ -442,7 +449,8 @@ Result<KeyResponse> fetch_key(const std::string& host, uint16_t port, const std:
         return Error(ErrorDomain::Kds, int(e->code), std::string(to_string(e->code)) + ": " + e->text);
     auto* r = std::get_if<KeyResponse>(&m);
     if (!r) return Error(ErrorDomain::Kds, int(ErrorCode::Malformed), "KDS answered with a request");
-    if (r->request_id != req.request_id) return Error(ErrorDomain::Kds, int(ErrorCode::Malformed), "KDS answered another request id");
+    if (r->request_id != req.request_id)
+        return Error(ErrorDomain::Kds, int(ErrorCode::Malformed), "KDS answered another request id");
     return std::move(*r);
 }
 

@@ -19,9 +19,8 @@ std::string initiator_identity(size_t i, const std::string& realm) {
 }
 
 SecureBytes derive_psk(BytesView base_secret, const std::string& identity) {
-    return crypto::hmac(
-        crypto::Hash::Sha256, base_secret,
-        BytesView(reinterpret_cast<const uint8_t*>(identity.data()), identity.size()));
+    return crypto::hmac(crypto::Hash::Sha256, base_secret,
+                        BytesView(reinterpret_cast<const uint8_t*>(identity.data()), identity.size()));
 }
 
 Status write_private_file(const std::string& path, const std::string& text) {
@@ -54,8 +53,8 @@ Status write_private_file(const std::string& path, const std::string& text) {
 
 namespace {
 
-Result<pki::X509Ptr> issue(const std::string& cn, const std::string& dns, pki::Profile profile,
-                           EVP_PKEY* key, X509* ca_cert, EVP_PKEY* ca_key) {
+Result<pki::X509Ptr> issue(const std::string& cn, const std::string& dns, pki::Profile profile, EVP_PKEY* key,
+                           X509* ca_cert, EVP_PKEY* ca_key) {
     X2SEC_TRY(auto name, pki::parse_name("/O=x2sec load/CN=" + cn));
     pki::IssueRequest r;
     r.profile = profile;
@@ -68,8 +67,8 @@ Result<pki::X509Ptr> issue(const std::string& cn, const std::string& dns, pki::P
 
 // Issues a key and certificate into base.pem / base.key (key first, so a certificate on disk
 // always has its key).
-Status issue_pair(const std::string& base, const std::string& dns, pki::Profile profile,
-                  X509* ca_cert, EVP_PKEY* ca_key) {
+Status issue_pair(const std::string& base, const std::string& dns, pki::Profile profile, X509* ca_cert,
+                  EVP_PKEY* ca_key) {
     X2SEC_TRY(auto key, pki::generate_key(pki::KeyAlg::EcP256));
     X2SEC_TRY(auto cert, issue(dns, dns, profile, key.get(), ca_cert, ca_key));
     X2SEC_TRY_STATUS(pki::save_private_key(base + ".key", key.get()));
@@ -101,8 +100,7 @@ Result<Credentials> prepare_certs(const std::string& dir_in, size_t count, const
     pki::X509Ptr ca_cert;
     if (!fs::exists(ca_pem)) {
         X2SEC_TRY(auto k, pki::generate_key(pki::KeyAlg::EcP256));
-        X2SEC_TRY(auto c,
-                  issue("x2sec load CA", "", pki::Profile::RootCa, k.get(), nullptr, k.get()));
+        X2SEC_TRY(auto c, issue("x2sec load CA", "", pki::Profile::RootCa, k.get(), nullptr, k.get()));
         X2SEC_TRY_STATUS(pki::save_private_key(ca_key_path, k.get()));
         X2SEC_TRY_STATUS(pki::save_certs_pem(ca_pem, {c.get()}));
         ca_key = std::move(k);
@@ -115,8 +113,8 @@ Result<Credentials> prepare_certs(const std::string& dir_in, size_t count, const
     auto need_ca_key = [&]() -> Status {
         if (ca_key) return {};
         if (!fs::exists(ca_key_path))
-            return Error(ca_key_path + ": missing, and certificates must be issued (" +
-                         dir.string() + " is incomplete)");
+            return Error(ca_key_path + ": missing, and certificates must be issued (" + dir.string() +
+                         " is incomplete)");
         X2SEC_TRY(auto k, pki::load_private_key(ca_key_path));
         ca_key = std::move(k);
         return {};
@@ -130,14 +128,12 @@ Result<Credentials> prepare_certs(const std::string& dir_in, size_t count, const
     const std::string rbase = (dir / "responder").string();
     if (!fs::exists(rbase + ".pem")) {
         X2SEC_TRY_STATUS(need_ca_key());
-        X2SEC_TRY_STATUS(
-            issue_pair(rbase, responder_id, pki::Profile::Server, ca_cert.get(), ca_key.get()));
+        X2SEC_TRY_STATUS(issue_pair(rbase, responder_id, pki::Profile::Server, ca_cert.get(), ca_key.get()));
     } else {
         X2SEC_TRY(auto rc, pki::load_cert(rbase + ".pem"));
         auto sans = pki::san_dns(rc.get());
         if (std::find(sans.begin(), sans.end(), responder_id) == sans.end())
-            return Error(rbase + ".pem: not a certificate for the responder identity " +
-                         responder_id);
+            return Error(rbase + ".pem: not a certificate for the responder identity " + responder_id);
     }
     c.initiators.reserve(count);
     for (size_t i = 0; i < count; ++i) {
@@ -145,14 +141,12 @@ Result<Credentials> prepare_certs(const std::string& dir_in, size_t count, const
         const std::string base = (dir / "initiators" / std::to_string(i)).string();
         if (!fs::exists(base + ".pem") || !fs::exists(base + ".key")) {
             X2SEC_TRY_STATUS(need_ca_key());
-            X2SEC_TRY_STATUS(
-                issue_pair(base, id, pki::Profile::BaseStation, ca_cert.get(), ca_key.get()));
+            X2SEC_TRY_STATUS(issue_pair(base, id, pki::Profile::BaseStation, ca_cert.get(), ca_key.get()));
         }
         X2SEC_TRY(auto x, pki::load_cert(base + ".pem"));
         auto sans = pki::san_dns(x.get());
         if (std::find(sans.begin(), sans.end(), id) == sans.end())
-            return Error(base + ".pem: expected a certificate for " + id +
-                         " (realm or numbering differs)");
+            return Error(base + ".pem: expected a certificate for " + id + " (realm or numbering differs)");
         X2SEC_TRY(auto cert, to_x509(x.get()));
         X2SEC_TRY(auto key, load_key(base + ".key"));
         c.initiators.push_back({id, std::move(key), std::move(cert)});

@@ -41,8 +41,7 @@ Millis steady_ms() {
 // side 10.255.255.254.
 IpAddress inner_addr(size_t i) {
     uint32_t v = static_cast<uint32_t>(i + 1);
-    return IpAddress::v4(10, static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 8),
-                         static_cast<uint8_t>(v));
+    return IpAddress::v4(10, static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v));
 }
 const IpAddress kResponderInner = IpAddress::v4(10, 255, 255, 254);
 
@@ -86,23 +85,19 @@ double percentile(const std::vector<double>& sorted, double q) {
 Result<LoadReport> run_load(const LoadOptions& o) {
     if (o.count == 0) return Error("count must be at least 1");
     if (o.concurrency == 0) return Error("concurrency must be at least 1");
-    if (o.count > (1u << 24) - 2)
-        return Error("count must be below 2^24 (inner addresses 10.0.0.0/8)");
+    if (o.count > (1u << 24) - 2) return Error("count must be below 2^24 (inner addresses 10.0.0.0/8)");
     if (o.auth == LoadAuth::Cert && (!o.certs || o.certs->initiators.size() < o.count))
         return Error("certificate authentication needs one certificate per initiator");
-    if (o.auth == LoadAuth::Psk && o.psk_base.empty())
-        return Error("PSK authentication needs a base secret");
+    if (o.auth == LoadAuth::Psk && o.psk_base.empty()) return Error("PSK authentication needs a base secret");
     X2SEC_TRY(auto ike_prop, ike::parse_ike_proposal(o.ike_proposal));
     X2SEC_TRY(auto esp_prop, ike::parse_child_proposal(o.esp_proposal));
     X2SEC_TRY(auto responder_id, ike::Identity::parse("fqdn:" + o.responder_id));
 
     // Sockets: ports_per_source ephemeral ports on every source address.
     std::vector<IpAddress> sources = o.sources;
-    if (sources.empty())
-        sources.push_back(o.target.addr.v6 ? *IpAddress::parse("::1")
-                                           : IpAddress::v4(127, 0, 0, 1));
-    size_t per_source = std::max<size_t>(
-        1, std::min<size_t>(o.ports_per_source, (o.count + sources.size() - 1) / sources.size()));
+    if (sources.empty()) sources.push_back(o.target.addr.v6 ? *IpAddress::parse("::1") : IpAddress::v4(127, 0, 0, 1));
+    size_t per_source =
+        std::max<size_t>(1, std::min<size_t>(o.ports_per_source, (o.count + sources.size() - 1) / sources.size()));
     std::vector<runtime::UdpSocket> sockets;
     std::unordered_map<std::string, size_t> socket_of;  // Endpoint::to_string() -> index
     for (size_t p = 0; p < per_source; ++p) {
@@ -142,8 +137,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         if (o.auth == LoadAuth::Cert) {
             const auto& c = o.certs->initiators[i];
             if (c.identity != id)
-                return Error("certificate " + std::to_string(i) + " is for " + c.identity +
-                             ", not " + id);
+                return Error("certificate " + std::to_string(i) + " is for " + c.identity + ", not " + id);
             p.local_auth = ike::AuthMethod::Certificate;
             p.private_key = c.key;
             p.cert_chain = {c.cert};
@@ -179,8 +173,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     Millis hold_until = 0;  // set when every setup has finished
     Millis first_start = 0, last_done = 0, next_progress = t0;
 
-    auto note = [](std::map<std::string, LoadReport::Reason>& m, const std::string& reason,
-                   const std::string& detail) {
+    auto note = [](std::map<std::string, LoadReport::Reason>& m, const std::string& reason, const std::string& detail) {
         auto& r = m[reason];
         if (r.count++ == 0) r.example = detail;
     };
@@ -237,8 +230,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
                     s.child_up = true;
                     auto sp = e.detail.find(' ');
                     if (sp != std::string::npos)
-                        s.spi_in = static_cast<uint32_t>(
-                            std::strtoul(e.detail.c_str() + sp + 1, nullptr, 16));
+                        s.spi_in = static_cast<uint32_t>(std::strtoul(e.detail.c_str() + sp + 1, nullptr, 16));
                 }
                 break;
             case K::ChildSaRekeyed:
@@ -270,10 +262,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
                 return;
             case K::PeerNotify:
                 if (ike::wire::notify::is_error(static_cast<uint16_t>(e.code)))
-                    fail(s,
-                         std::string("notify: ") +
-                             ike::wire::notify::name(static_cast<uint16_t>(e.code)),
-                         e.detail);
+                    fail(s, std::string("notify: ") + ike::wire::notify::name(static_cast<uint16_t>(e.code)), e.detail);
                 return;
             case K::PeerDead:
                 fail(s, "timeout", e.detail);
@@ -285,8 +274,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
                     fail(s, "timeout", e.detail);
                 else
                     fail(s,
-                         e.code ? std::string("negotiation: ") +
-                                      ike::wire::notify::name(static_cast<uint16_t>(e.code))
+                         e.code ? std::string("negotiation: ") + ike::wire::notify::name(static_cast<uint16_t>(e.code))
                                 : "negotiation",
                          e.detail);
                 return;
@@ -321,10 +309,9 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     auto progress = [&](Millis now, bool last) {
         if (!o.progress) return;
         double el = static_cast<double>(now - t0) / 1000.0;
-        *o.progress << fmt::format(
-            "\r[{:7.1f}s] started {} up {} failed {} in flight {} ({:.0f} setups/s)   ", el, next,
-            rep.succeeded, rep.failed, in_flight,
-            el > 0 ? static_cast<double>(rep.succeeded) / el : 0.0);
+        *o.progress << fmt::format("\r[{:7.1f}s] started {} up {} failed {} in flight {} ({:.0f} setups/s)   ", el,
+                                   next, rep.succeeded, rep.failed, in_flight,
+                                   el > 0 ? static_cast<double>(rep.succeeded) / el : 0.0);
         if (last) *o.progress << "\n";
         o.progress->flush();
     };
@@ -348,9 +335,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         Millis now = steady_ms();
         // Start setups: concurrency, rate and time bound permitting.
         while (next < o.count && in_flight < o.concurrency && now < bound) {
-            if (o.rate > 0 &&
-                static_cast<double>(now - t0) < static_cast<double>(next) * 1000.0 / o.rate)
-                break;
+            if (o.rate > 0 && static_cast<double>(now - t0) < static_cast<double>(next) * 1000.0 / o.rate) break;
             Setup& s = setups[next];
             s.phase = Phase::Setup;
             s.started = now;
@@ -377,8 +362,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
         if (hold_until) wake = std::min(wake, hold_until);
         if (auto d = engine.next_deadline()) wake = std::min(wake, *d);
         if (o.rate > 0 && next < o.count && in_flight < o.concurrency)
-            wake = std::min(wake,
-                            t0 + static_cast<Millis>(static_cast<double>(next) * 1000.0 / o.rate));
+            wake = std::min(wake, t0 + static_cast<Millis>(static_cast<double>(next) * 1000.0 / o.rate));
         int timeout = static_cast<int>(std::clamp<Millis>(wake - now, 0, 1000));
         int n = ::epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), timeout);
         now = steady_ms();
@@ -415,15 +399,12 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     for (auto& s : setups)
         if (s.phase == Phase::Setup)
             ++rep.unfinished;
-        else if (s.phase == Phase::RekeyChild || s.phase == Phase::RekeyIke ||
-                 s.phase == Phase::Deleting)
+        else if (s.phase == Phase::RekeyChild || s.phase == Phase::RekeyIke || s.phase == Phase::Deleting)
             note(rep.post_failures, "unfinished", "still in progress at the time bound");
-    if (rep.unfinished)
-        rep.failures["unfinished"] = {rep.unfinished, "still in progress at the time bound"};
+    if (rep.unfinished) rep.failures["unfinished"] = {rep.unfinished, "still in progress at the time bound"};
     rep.wall_seconds = static_cast<double>(end - t0) / 1000.0;
     rep.generator_cpu_seconds = process_cpu_seconds() - cpu0;
-    rep.seconds =
-        last_done > first_start ? static_cast<double>(last_done - first_start) / 1000.0 : 0;
+    rep.seconds = last_done > first_start ? static_cast<double>(last_done - first_start) / 1000.0 : 0;
     rep.setups_per_s = rep.seconds > 0 ? static_cast<double>(rep.succeeded) / rep.seconds : 0;
     std::sort(latencies.begin(), latencies.end());
     rep.p50_ms = percentile(latencies, 0.50);
@@ -464,22 +445,19 @@ nlohmann::json LoadReport::to_json() const {
 
 std::string LoadReport::to_text() const {
     std::ostringstream s;
-    s << fmt::format("setups: {} attempted, {} succeeded, {} failed, {} unfinished\n", attempted,
-                     succeeded, failed, unfinished);
-    s << fmt::format("rate: {:.1f} setups/s over {:.2f} s (wall {:.2f} s)\n", setups_per_s, seconds,
-                     wall_seconds);
-    s << fmt::format(
-        "generator CPU: {:.2f} s ({:.2f} ms per setup)\n", generator_cpu_seconds,
-        succeeded ? generator_cpu_seconds * 1000.0 / static_cast<double>(succeeded) : 0.0);
+    s << fmt::format("setups: {} attempted, {} succeeded, {} failed, {} unfinished\n", attempted, succeeded, failed,
+                     unfinished);
+    s << fmt::format("rate: {:.1f} setups/s over {:.2f} s (wall {:.2f} s)\n", setups_per_s, seconds, wall_seconds);
+    s << fmt::format("generator CPU: {:.2f} s ({:.2f} ms per setup)\n", generator_cpu_seconds,
+                     succeeded ? generator_cpu_seconds * 1000.0 / static_cast<double>(succeeded) : 0.0);
     s << fmt::format(
         "latency (IKE_SA_INIT sent -> Child SA up): p50 {:.1f} ms, p90 {:.1f} ms, p99 {:.1f} ms, "
         "max {:.1f} ms\n",
         p50_ms, p90_ms, p99_ms, max_ms);
     if (child_rekeys || ike_rekeys || deletes)
-        s << fmt::format("after setup: {} Child SA rekeys, {} IKE SA rekeys, {} deletes\n",
-                         child_rekeys, ike_rekeys, deletes);
-    for (const auto& [k, v] : failures)
-        s << fmt::format("failed: {:6} {} (e.g. {})\n", v.count, k, v.example);
+        s << fmt::format("after setup: {} Child SA rekeys, {} IKE SA rekeys, {} deletes\n", child_rekeys, ike_rekeys,
+                         deletes);
+    for (const auto& [k, v] : failures) s << fmt::format("failed: {:6} {} (e.g. {})\n", v.count, k, v.example);
     for (const auto& [k, v] : post_failures)
         s << fmt::format("after setup failed: {:6} {} (e.g. {})\n", v.count, k, v.example);
     return s.str();
@@ -504,35 +482,31 @@ std::string hex(BytesView b) {
 Result<std::string> responder_config_toml(const LoadOptions& o) {
     if (o.auth == LoadAuth::Cert && !o.certs)
         return Error("certificate authentication needs the certificate directory");
-    if (o.auth == LoadAuth::Psk && o.psk_base.empty())
-        return Error("PSK authentication needs a base secret");
+    if (o.auth == LoadAuth::Psk && o.psk_base.empty()) return Error("PSK authentication needs a base secret");
     std::ostringstream t;
     const std::string addr = toml_str(o.target.addr.to_string());
     const std::string any = toml_str(o.target.addr.v6 ? "::" : "0.0.0.0");
     t << "# x2sec responder for `x2sec ike load` (" << o.count << " initiators, "
-      << (o.auth == LoadAuth::Cert ? "certificates" : "PSKs") << ", identities n<i>." << o.realm
-      << ")\n";
+      << (o.auth == LoadAuth::Cert ? "certificates" : "PSKs") << ", identities n<i>." << o.realm << ")\n";
     t << "[runtime]\nike_port = " << o.target.port << "\nnatt_port = " << o.target_natt_port
       << "\nlog_level = \"warn\"\n\n";
     t << "[engine]\ncookie_threshold = " << o.responder_cookie_threshold
       << "             # half-open IKE SAs before COOKIEs are demanded\n\n";
     auto child = [&](std::ostringstream& s) {
-        s << "  [[peer.child]]\n  name = \"load\"\n  local_ts = \"" << kResponderInner.to_string()
-          << "/32\"\n"
+        s << "  [[peer.child]]\n  name = \"load\"\n  local_ts = \"" << kResponderInner.to_string() << "/32\"\n"
           << "  remote_ts = \"10.0.0.0/8\"\n  esp_proposals = [" << toml_str(o.esp_proposal)
           << "]\n  rekey = \"0s\"\n\n";
     };
     auto common = [&](std::ostringstream& s) {
         s << "local_addr = " << addr << "\nremote_addr = " << any
-          << "\nlocal_id = " << toml_str("fqdn:" + o.responder_id) << "\nike_proposals = ["
-          << toml_str(o.ike_proposal) << "]\nike_rekey = \"0s\"\ndpd_interval = \"0s\"\n";
+          << "\nlocal_id = " << toml_str("fqdn:" + o.responder_id) << "\nike_proposals = [" << toml_str(o.ike_proposal)
+          << "]\nike_rekey = \"0s\"\ndpd_interval = \"0s\"\n";
     };
     if (o.auth == LoadAuth::Cert) {
         std::string dir = o.certs->dir;
-        t << "[[trust_anchor]]\nlabel = \"load-ca\"\nfile = " << toml_str(dir + "/ca.pem")
-          << "\n\n";
-        t << "[[credential]]\nname = \"responder\"\nkey = " << toml_str(dir + "/responder.key")
-          << "\ncerts = [" << toml_str(dir + "/responder.pem") << "]\n\n";
+        t << "[[trust_anchor]]\nlabel = \"load-ca\"\nfile = " << toml_str(dir + "/ca.pem") << "\n\n";
+        t << "[[credential]]\nname = \"responder\"\nkey = " << toml_str(dir + "/responder.key") << "\ncerts = ["
+          << toml_str(dir + "/responder.pem") << "]\n\n";
         t << "[[peer]]\nname = \"load\"\n";
         common(t);
         t << "auth = \"cert\"\ncredential = \"responder\"\ntrust = [\"load-ca\"]\n";
@@ -543,8 +517,7 @@ Result<std::string> responder_config_toml(const LoadOptions& o) {
             auto psk = derive_psk(o.psk_base, id);
             t << "[[peer]]\nname = \"load-" << i << "\"\n";
             common(t);
-            t << "remote_id = " << toml_str("fqdn:" + id)
-              << "\nauth = \"psk\"\npsk = \"hex:" << hex(psk) << "\"\n";
+            t << "remote_id = " << toml_str("fqdn:" + id) << "\nauth = \"psk\"\npsk = \"hex:" << hex(psk) << "\"\n";
             child(t);
         }
     }
@@ -554,8 +527,7 @@ Result<std::string> responder_config_toml(const LoadOptions& o) {
 Result<std::string> charon_swanctl_conf(const LoadOptions& o) {
     if (o.auth == LoadAuth::Cert && !o.certs)
         return Error("certificate authentication needs the certificate directory");
-    if (o.auth == LoadAuth::Psk && o.psk_base.empty())
-        return Error("PSK authentication needs a base secret");
+    if (o.auth == LoadAuth::Psk && o.psk_base.empty()) return Error("PSK authentication needs a base secret");
     const bool cert = o.auth == LoadAuth::Cert;
     std::ostringstream t;
     // swanctl.conf wants one "key = value" per line (several on one line fail quietly).
@@ -568,8 +540,8 @@ Result<std::string> charon_swanctl_conf(const LoadOptions& o) {
     if (cert) t << "      certs = responder.pem\n";
     t << "      id = " << o.responder_id << "\n    }\n";
     t << "    remote {\n      auth = " << (cert ? "pubkey" : "psk") << "\n      id = %any\n    }\n";
-    t << "    children {\n      load {\n        mode = tunnel\n        local_ts = "
-      << kResponderInner.to_string() << "/32\n        remote_ts = 10.0.0.0/8\n"
+    t << "    children {\n      load {\n        mode = tunnel\n        local_ts = " << kResponderInner.to_string()
+      << "/32\n        remote_ts = 10.0.0.0/8\n"
       << "        esp_proposals = " << o.esp_proposal << "\n        rekey_time = 0\n"
       << "        life_time = 0\n      }\n    }\n  }\n}\n";
     if (!cert) {
@@ -577,8 +549,7 @@ Result<std::string> charon_swanctl_conf(const LoadOptions& o) {
         for (size_t i = 0; i < o.count; ++i) {
             const std::string id = initiator_identity(i, o.realm);
             auto psk = derive_psk(o.psk_base, id);
-            t << "  ike-" << i << " {\n    id = " << id << "\n    secret = 0x" << hex(psk)
-              << "\n  }\n";
+            t << "  ike-" << i << " {\n    id = " << id << "\n    secret = 0x" << hex(psk) << "\n  }\n";
         }
         t << "}\n";
     }

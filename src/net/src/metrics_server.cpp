@@ -18,12 +18,9 @@ SecureBytes secure(std::string_view s) {
     return SecureBytes(BytesView(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
 }
 
-std::string response(int code, const char* reason, std::string_view type, std::string_view body,
-                     bool head = false) {
-    std::string r = "HTTP/1.1 " + std::to_string(code) + " " + reason +
-                    "\r\nContent-Type: " + std::string(type) +
-                    "\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\nConnection: close\r\n\r\n";
+std::string response(int code, const char* reason, std::string_view type, std::string_view body, bool head = false) {
+    std::string r = "HTTP/1.1 " + std::to_string(code) + " " + reason + "\r\nContent-Type: " + std::string(type) +
+                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
     if (!head) r += body;
     return r;
 }
@@ -31,9 +28,9 @@ std::string response(int code, const char* reason, std::string_view type, std::s
 
 Result<MetricsListen> parse_metrics_listen(const std::string& text) {
     auto bad = [&](const std::string& why) {
-        return Error(ErrorDomain::Config, 0,
-                     "metrics listen '" + text + "': " + why +
-                         " (expected ADDRESS:PORT, e.g. 127.0.0.1:9101 or [::1]:9101)");
+        return Error(
+            ErrorDomain::Config, 0,
+            "metrics listen '" + text + "': " + why + " (expected ADDRESS:PORT, e.g. 127.0.0.1:9101 or [::1]:9101)");
     };
     MetricsListen l;
     std::string port;
@@ -44,16 +41,14 @@ Result<MetricsListen> parse_metrics_listen(const std::string& text) {
         l.host = text.substr(1, close - 1);
         port = text.substr(close + 2);
         in6_addr a6;
-        if (inet_pton(AF_INET6, l.host.c_str(), &a6) != 1)
-            return bad("'" + l.host + "' is not an IPv6 address");
+        if (inet_pton(AF_INET6, l.host.c_str(), &a6) != 1) return bad("'" + l.host + "' is not an IPv6 address");
     } else {
         auto colon = text.rfind(':');
         if (colon == std::string::npos) return bad("no port");
         l.host = text.substr(0, colon);
         port = text.substr(colon + 1);
         in_addr a4;
-        if (inet_pton(AF_INET, l.host.c_str(), &a4) != 1)
-            return bad("'" + l.host + "' is not an IPv4 address");
+        if (inet_pton(AF_INET, l.host.c_str(), &a4) != 1) return bad("'" + l.host + "' is not an IPv4 address");
     }
     int p = -1;
     auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
@@ -81,8 +76,7 @@ struct MetricsServer::Proto final : Protocol {
         if (end == std::string_view::npos)
             end = sv.find("\n\n", st.scanned);  // bare LF, as curl -0 never sends but nc may
         if (end == std::string_view::npos) {
-            if (in.size() > kMaxHeader)
-                return reject(431, "Request Header Fields Too Large", "header_too_large");
+            if (in.size() > kMaxHeader) return reject(431, "Request Header Fields Too Large", "header_too_large");
             if (eof) {
                 Frame f;
                 f.kind = Frame::Reject;
@@ -91,8 +85,7 @@ struct MetricsServer::Proto final : Protocol {
             st.scanned = in.size() >= 3 ? in.size() - 3 : 0;
             return {};
         }
-        if (end > kMaxHeader)
-            return reject(431, "Request Header Fields Too Large", "header_too_large");
+        if (end > kMaxHeader) return reject(431, "Request Header Fields Too Large", "header_too_large");
         auto line_end = sv.find_first_of("\r\n");
         std::string_view line = sv.substr(0, line_end);
         auto sp1 = line.find(' ');
@@ -110,8 +103,8 @@ struct MetricsServer::Proto final : Protocol {
         return f;
     }
     SecureBytes handle(Request req) override {
-        bool head = req.data.size() >= 4 &&
-                    std::string_view(reinterpret_cast<const char*>(req.data.data()), 4) == "HEAD";
+        bool head =
+            req.data.size() >= 4 && std::string_view(reinterpret_cast<const char*>(req.data.data()), 4) == "HEAD";
         counters.inc("metrics.http.scrapes");
         std::string body;
         try {
@@ -119,8 +112,7 @@ struct MetricsServer::Proto final : Protocol {
         } catch (const std::exception& e) {
             counters.inc("metrics.http.collect_error");
             log::get("metrics")->warn("metrics: collecting failed: {}", e.what());
-            std::string r = response(500, "Internal Server Error", "text/plain",
-                                     "collecting the metrics failed\n");
+            std::string r = response(500, "Internal Server Error", "text/plain", "collecting the metrics failed\n");
             return secure(r);
         }
         std::string r = response(200, "OK", metrics::kContentType, body, head);
@@ -159,9 +151,9 @@ MetricsServer::~MetricsServer() {
 Status MetricsServer::start() {
     auto st = m_server->start();
     if (!st)
-        return Error(ErrorDomain::Io, 0,
-                     "metrics listener on " + m_listen.host + ":" + std::to_string(m_listen.port) +
-                         ": " + st.error().detail());
+        return Error(
+            ErrorDomain::Io, 0,
+            "metrics listener on " + m_listen.host + ":" + std::to_string(m_listen.port) + ": " + st.error().detail());
     log::get("metrics")->info("serving /metrics on {}:{}", m_listen.host, m_server->port());
     return ok_status();
 }

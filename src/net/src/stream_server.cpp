@@ -65,10 +65,14 @@ Status validate(const Limits& l) {
 
 const char* to_string(Refusal r) {
     switch (r) {
-    case Refusal::TooManyConnections: return "too_many_connections";
-    case Refusal::PerSource: return "per_source";
-    case Refusal::Deadline: return "deadline";
-    case Refusal::Busy: return "busy";
+        case Refusal::TooManyConnections:
+            return "too_many_connections";
+        case Refusal::PerSource:
+            return "per_source";
+        case Refusal::Deadline:
+            return "deadline";
+        case Refusal::Busy:
+            return "busy";
     }
     return "?";
 }
@@ -88,10 +92,10 @@ struct StreamServer::Conn {
     FrameState fs;
     SecureBytes out;
     size_t out_off = 0;
-    bool refusing = false;  // the write is a refusal
-    bool keep_open = false; // after this write, wait for the next request
-    bool idle = false;      // kept open, no octet of the next request yet
-    int requests = 0;       // requests taken from this connection
+    bool refusing = false;   // the write is a refusal
+    bool keep_open = false;  // after this write, wait for the next request
+    bool idle = false;       // kept open, no octet of the next request yet
+    int requests = 0;        // requests taken from this connection
     std::shared_ptr<X509> cert;
     long verify_result = X509_V_OK;
     std::vector<std::shared_ptr<X509>> chain;  // verified chain, leaf first
@@ -144,7 +148,8 @@ Status StreamServer::start() {
     sockaddr_storage got{};
     socklen_t gl = sizeof got;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&got), &gl);
-    m_port = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
+    m_port =
+        ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
     m_epoll = ::epoll_create1(EPOLL_CLOEXEC);
     m_wake = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (m_epoll < 0 || m_wake < 0) {
@@ -297,8 +302,10 @@ void StreamServer::accept_all(int64_t now) {
         c->peer = address_of(ss);
         size_t active = m_open.load();
         std::optional<Refusal> refuse;
-        if (active >= static_cast<size_t>(L.max_connections)) refuse = Refusal::TooManyConnections;
-        else if (m_per_source[c->peer] >= L.max_per_source) refuse = Refusal::PerSource;
+        if (active >= static_cast<size_t>(L.max_connections))
+            refuse = Refusal::TooManyConnections;
+        else if (m_per_source[c->peer] >= L.max_per_source)
+            refuse = Refusal::PerSource;
         if (refuse) {
             if (m_per_source[c->peer] == 0) m_per_source.erase(c->peer);
             m_count(m_opts.counter_prefix + ".rejected." + to_string(*refuse));
@@ -431,15 +438,17 @@ void StreamServer::process_input(Conn& c, int64_t now, bool eof) {
         f.why = "request over " + std::to_string(m_opts.limits.max_request) + " octets";
     }
     switch (f.kind) {
-    case Frame::NeedMore:
-        if (eof) close_conn(c.id);
-        return;
-    case Frame::Reject:
-        if (!f.counter.empty()) m_count(f.counter);
-        if (!f.why.empty()) refuse_log(f.counter.empty() ? "reject" : f.counter, f.why + " (from " + c.peer + ")", now);
-        start_reply(c, std::move(f.reply), now, kRefusalWriteMs);
-        return;
-    case Frame::Complete: break;
+        case Frame::NeedMore:
+            if (eof) close_conn(c.id);
+            return;
+        case Frame::Reject:
+            if (!f.counter.empty()) m_count(f.counter);
+            if (!f.why.empty())
+                refuse_log(f.counter.empty() ? "reject" : f.counter, f.why + " (from " + c.peer + ")", now);
+            start_reply(c, std::move(f.reply), now, kRefusalWriteMs);
+            return;
+        case Frame::Complete:
+            break;
     }
     size_t size = std::min(f.size, c.in.size());
     Request req;
@@ -556,11 +565,16 @@ void StreamServer::do_linger(Conn& c, int64_t) {
 
 void StreamServer::on_event(Conn& c, uint32_t, int64_t now) {
     switch (c.state) {
-    case Conn::Handshake: return do_handshake(c, now);
-    case Conn::Reading: return do_read(c, now);
-    case Conn::Writing: return do_write(c, now);
-    case Conn::Lingering: return do_linger(c, now);
-    case Conn::Processing: return;  // not registered
+        case Conn::Handshake:
+            return do_handshake(c, now);
+        case Conn::Reading:
+            return do_read(c, now);
+        case Conn::Writing:
+            return do_write(c, now);
+        case Conn::Lingering:
+            return do_linger(c, now);
+        case Conn::Processing:
+            return;  // not registered
     }
 }
 
@@ -589,41 +603,45 @@ void StreamServer::check_deadlines(int64_t now) {
         if (it == m_conns.end()) continue;
         Conn& c = *it->second;
         switch (c.state) {
-        case Conn::Reading:
-            if (c.idle) {  // a kept-open connection without a next request: closed quietly
-                m_count(m_opts.counter_prefix + ".keepalive.idle_closed");
-                if (c.ssl) {
-                    (void)SSL_shutdown(c.ssl);
-                    ERR_clear_error();
+            case Conn::Reading:
+                if (c.idle) {  // a kept-open connection without a next request: closed quietly
+                    m_count(m_opts.counter_prefix + ".keepalive.idle_closed");
+                    if (c.ssl) {
+                        (void)SSL_shutdown(c.ssl);
+                        ERR_clear_error();
+                    }
+                    close_conn(id);
+                    break;
+                }
+                [[fallthrough]];
+            case Conn::Handshake: {
+                m_count(m_opts.counter_prefix + ".rejected.deadline");
+                refuse_log("deadline",
+                           "closing a connection from " + c.peer + ": no complete request within " +
+                               std::to_string(m_opts.limits.request_deadline_ms) + " ms (" +
+                               (c.state == Conn::Handshake ? "in the TLS handshake"
+                                                           : std::to_string(c.in.size()) + " octets received") +
+                               ")",
+                           now);
+                bool in_tls = c.ssl != nullptr;
+                if (c.state == Conn::Handshake)
+                    close_conn(id);
+                else
+                    start_reply(c, m_proto.refusal(Refusal::Deadline, in_tls), now, kRefusalWriteMs);
+                break;
+            }
+            case Conn::Writing:
+                if (!c.refusing) {
+                    m_count(m_opts.counter_prefix + ".rejected.write_deadline");
+                    refuse_log("write_deadline",
+                               "closing a connection to " + c.peer + ": the response was not read in time", now);
                 }
                 close_conn(id);
                 break;
-            }
-            [[fallthrough]];
-        case Conn::Handshake: {
-            m_count(m_opts.counter_prefix + ".rejected.deadline");
-            refuse_log("deadline",
-                       "closing a connection from " + c.peer + ": no complete request within " +
-                           std::to_string(m_opts.limits.request_deadline_ms) + " ms (" +
-                           (c.state == Conn::Handshake ? "in the TLS handshake" : std::to_string(c.in.size()) +
-                                                                                      " octets received") +
-                           ")",
-                       now);
-            bool in_tls = c.ssl != nullptr;
-            if (c.state == Conn::Handshake) close_conn(id);
-            else start_reply(c, m_proto.refusal(Refusal::Deadline, in_tls), now, kRefusalWriteMs);
-            break;
-        }
-        case Conn::Writing:
-            if (!c.refusing) {
-                m_count(m_opts.counter_prefix + ".rejected.write_deadline");
-                refuse_log("write_deadline", "closing a connection to " + c.peer + ": the response was not read in time",
-                           now);
-            }
-            close_conn(id);
-            break;
-        case Conn::Lingering:
-        case Conn::Processing: close_conn(id); break;
+            case Conn::Lingering:
+            case Conn::Processing:
+                close_conn(id);
+                break;
         }
     }
 }

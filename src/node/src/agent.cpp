@@ -17,22 +17,32 @@ Measure& Measure::operator+=(const Measure& o) {
 
 const char* to_string(Credential c) {
     switch (c) {
-        case Credential::None: return "none";
-        case Credential::VendorCertificate: return "vendor certificate";
-        case Credential::OperatorCertificate: return "operator certificate";
-        case Credential::PairwiseKey: return "pairwise key (PSK)";
+        case Credential::None:
+            return "none";
+        case Credential::VendorCertificate:
+            return "vendor certificate";
+        case Credential::OperatorCertificate:
+            return "operator certificate";
+        case Credential::PairwiseKey:
+            return "pairwise key (PSK)";
     }
     return "?";
 }
 
 const char* to_string(LinkState s) {
     switch (s) {
-        case LinkState::Idle: return "IDLE";
-        case LinkState::Disabled: return "DISABLED";
-        case LinkState::PlainX2: return "PLAIN-X2";
-        case LinkState::Ready: return "READY";
-        case LinkState::Up: return "UP";
-        case LinkState::Down: return "DOWN";
+        case LinkState::Idle:
+            return "IDLE";
+        case LinkState::Disabled:
+            return "DISABLED";
+        case LinkState::PlainX2:
+            return "PLAIN-X2";
+        case LinkState::Ready:
+            return "READY";
+        case LinkState::Up:
+            return "UP";
+        case LinkState::Down:
+            return "DOWN";
     }
     return "?";
 }
@@ -132,10 +142,11 @@ void Agent::prepare(const std::string& name, Millis now) {
         // What the peer showed may have changed since (new trust anchors, a new certificate):
         // the retry probes again instead of repeating a decision built on old observations.
         if (n.observed_untrusted_ca || n.observed_certreq) {
-            step(n, now, "retry: forgetting earlier observations of the peer (" +
-                             std::string(n.observed_untrusted_ca ? "untrusted-CA failure" : "") +
-                             (n.observed_untrusted_ca && n.observed_certreq ? ", " : "") +
-                             (n.observed_certreq ? "CERTREQ" : "") + ") and probing again");
+            step(n, now,
+                 "retry: forgetting earlier observations of the peer (" +
+                     std::string(n.observed_untrusted_ca ? "untrusted-CA failure" : "") +
+                     (n.observed_untrusted_ca && n.observed_certreq ? ", " : "") +
+                     (n.observed_certreq ? "CERTREQ" : "") + ") and probing again");
             n.observed_untrusted_ca = false;
             n.observed_certreq.reset();
             pf = policy::peer_facts(m_config, *m_henb, nc);
@@ -176,8 +187,9 @@ void Agent::prepare(const std::string& name, Millis now) {
                 fail(n, now, "CMPv2 enrolment not available in this build");
                 return;
             }
-            step(n, now, "CMPv2: enrolling an operator certificate at " + m_config.cmp->url +
-                             " (authenticated with the vendor certificate)");
+            step(n, now,
+                 "CMPv2: enrolling an operator certificate at " + m_config.cmp->url +
+                     " (authenticated with the vendor certificate)");
             auto r = m_ops.enrol(*m_henb);
             if (!r.ok()) {
                 PhaseRecord p{"cmp-enrolment", false, r.error().detail(), {}};
@@ -201,8 +213,9 @@ void Agent::prepare(const std::string& name, Millis now) {
                 fail(n, now, "KDS client not available in this build");
                 return;
             }
-            step(n, now, "KDS: requesting the pairwise key for " + n.identity + " at " +
-                             m_config.kds->address.to_string() + " (mutual TLS via the backhaul)");
+            step(n, now,
+                 "KDS: requesting the pairwise key for " + n.identity + " at " + m_config.kds->address.to_string() +
+                     " (mutual TLS via the backhaul)");
             SecureBytes key;
             std::string key_id;
             auto r = m_ops.fetch_key(*m_henb, nc, key, key_id);
@@ -254,8 +267,9 @@ LinkState Agent::connect(const std::string& name, Millis now) {
             n.observed_certreq = failure.certreq_anchors;
             std::string list;
             for (auto& a : *failure.certreq_anchors) list += (list.empty() ? "" : ", ") + a;
-            step(n, now, "peer's CERTREQ names [" + list + "]" +
-                             (failure.aborted_on_certreq ? ": IKE_AUTH not sent (" + r.error().detail() + ")" : ""));
+            step(n, now,
+                 "peer's CERTREQ names [" + list + "]" +
+                     (failure.aborted_on_certreq ? ": IKE_AUTH not sent (" + r.error().detail() + ")" : ""));
             news = true;
         }
         if (failure.untrusted_ca && !n.observed_untrusted_ca) {
@@ -294,8 +308,9 @@ void Agent::observe_peer_failure(const std::string& name, bool untrusted_ca, Mil
     if (!n) return;
     if (untrusted_ca && !n->observed_untrusted_ca) {
         n->observed_untrusted_ca = true;
-        step(*n, now, "IKE_AUTH failed on an untrusted CA (the peer's chain, or ours as the peer answered): "
-                      "the decision will change");
+        step(*n, now,
+             "IKE_AUTH failed on an untrusted CA (the peer's chain, or ours as the peer answered): "
+             "the decision will change");
     }
     if (n->state == LinkState::Ready) n->state = LinkState::Idle;
 }
@@ -308,13 +323,15 @@ void Agent::observe_certreq(const std::string& name, const std::vector<std::stri
     std::string list;
     for (auto& a : anchors) list += (list.empty() ? "" : ", ") + a;
     step(*n, now, "peer's CERTREQ names [" + list + "]");
-    if (n->state == LinkState::Ready && n->credential != Credential::PairwiseKey && certreq_mismatch(n->credential, anchors))
+    if (n->state == LinkState::Ready && n->credential != Credential::PairwiseKey &&
+        certreq_mismatch(n->credential, anchors))
         n->state = LinkState::Idle;
 }
 
 std::optional<std::string> Agent::certreq_mismatch(Credential c, const std::vector<std::string>& anchors) const {
     if (anchors.empty() || c == Credential::PairwiseKey || c == Credential::None) return std::nullopt;
-    std::string mine = c == Credential::OperatorCertificate ? policy::LocalFacts{}.operator_anchor : m_henb->certificate_anchor;
+    std::string mine =
+        c == Credential::OperatorCertificate ? policy::LocalFacts{}.operator_anchor : m_henb->certificate_anchor;
     if (std::find(anchors.begin(), anchors.end(), mine) != anchors.end()) return std::nullopt;
     std::string list;
     for (auto& a : anchors) list += (list.empty() ? "" : ", ") + a;
@@ -344,15 +361,17 @@ void Agent::mark_up(const std::string& name, Credential c, const std::string& de
 std::optional<Millis> Agent::next_retry() const {
     std::optional<Millis> best = m_backhaul_up ? std::nullopt : m_backhaul_retry_at;
     for (auto& n : m_neighbours)
-        if (n.state == LinkState::Down && n.next_retry_at && (!best || *n.next_retry_at < *best)) best = n.next_retry_at;
+        if (n.state == LinkState::Down && n.next_retry_at && (!best || *n.next_retry_at < *best))
+            best = n.next_retry_at;
     return best;
 }
 
 std::string Agent::status_text() const {
     std::ostringstream o;
     o << m_henb->name << " (" << m_henb->identity << ")  backhaul: "
-      << (m_config.segw ? (m_backhaul_up ? "UP" : "DOWN" + (m_backhaul_reason.empty() ? "" : " (" + m_backhaul_reason + ")"))
-                        : "none configured")
+      << (m_config.segw
+              ? (m_backhaul_up ? "UP" : "DOWN" + (m_backhaul_reason.empty() ? "" : " (" + m_backhaul_reason + ")"))
+              : "none configured")
       << "  operator certificate: " << (m_operator_cert ? "yes" : "no") << "\n";
     for (auto& n : m_neighbours) {
         o << "  neighbour " << n.name << " (" << n.identity << "): " << to_string(n.state);

@@ -146,9 +146,9 @@ std::string classify_failure(const std::vector<ike::Event>& a_events, const std:
     // The responder saw our certificate fail, or was told that we rejected its vendor
     // certificate: its agent takes note.
     if (fb && fb->kind == K::AuthFailed)
-        b_agent.observe_peer_failure(a_name, fb->code == kUntrusted ||
-                                                 (fb->code == ike::auth_failure::PeerRejected &&
-                                                  b_cred == Credential::VendorCertificate),
+        b_agent.observe_peer_failure(a_name,
+                                     fb->code == kUntrusted || (fb->code == ike::auth_failure::PeerRejected &&
+                                                                b_cred == Credential::VendorCertificate),
                                      now);
     if (fa && fb) return fa->detail + " (" + b_name + ": " + fb->detail + ")";
     return fa ? fa->detail : (fb ? b_name + ": " + fb->detail : "no answer from " + b_name);

@@ -45,7 +45,8 @@ Result<CrlPtr> issue_crl(X509* issuer_cert, EVP_PKEY* issuer_key, const std::vec
         X509_CRL_add_ext(crl.get(), aki, -1);
         X509_EXTENSION_free(aki);
     }
-    const EVP_MD* md = (EVP_PKEY_is_a(issuer_key, "EC") && EVP_PKEY_get_bits(issuer_key) > 256) ? EVP_sha384() : EVP_sha256();
+    const EVP_MD* md =
+        (EVP_PKEY_is_a(issuer_key, "EC") && EVP_PKEY_get_bits(issuer_key) > 256) ? EVP_sha384() : EVP_sha256();
     if (!X509_CRL_sign(crl.get(), issuer_key, md)) return ossl_error(ErrorDomain::Crypto, "signing CRL");
     return crl;
 }

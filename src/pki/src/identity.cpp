@@ -31,10 +31,12 @@ Result<std::string> make_identity(std::string_view eui48, std::string_view realm
         hexid += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
     if (hexid.size() != 12 && hexid.size() != 16)
-        return Error(ErrorDomain::Pki, 0, "EUI '" + std::string(eui48) + "' must have 12 (EUI-48) or 16 (EUI-64) hex digits");
+        return Error(ErrorDomain::Pki, 0,
+                     "EUI '" + std::string(eui48) + "' must have 12 (EUI-48) or 16 (EUI-64) hex digits");
     std::string lr;
     for (char c : realm) lr += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (!valid_realm(lr)) return Error(ErrorDomain::Pki, 0, "realm '" + std::string(realm) + "' is not a valid domain name");
+    if (!valid_realm(lr))
+        return Error(ErrorDomain::Pki, 0, "realm '" + std::string(realm) + "' is not a valid domain name");
     return hexid + "." + lr;
 }
 

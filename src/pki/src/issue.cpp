@@ -11,12 +11,18 @@ namespace x2sec::pki {
 
 const char* profile_name(Profile p) {
     switch (p) {
-    case Profile::RootCa: return "root-ca";
-    case Profile::IntermediateCa: return "intermediate-ca";
-    case Profile::Device: return "device";
-    case Profile::BaseStation: return "base-station";
-    case Profile::Server: return "server";
-    case Profile::OcspSigner: return "ocsp-signer";
+        case Profile::RootCa:
+            return "root-ca";
+        case Profile::IntermediateCa:
+            return "intermediate-ca";
+        case Profile::Device:
+            return "device";
+        case Profile::BaseStation:
+            return "base-station";
+        case Profile::Server:
+            return "server";
+        case Profile::OcspSigner:
+            return "ocsp-signer";
     }
     return "?";
 }
@@ -48,7 +54,6 @@ Status add_ext(X509* cert, X509* issuer, int nid, const std::string& value) {
     if (!ok) return ossl_error(ErrorDomain::Pki, "adding extension");
     return ok_status();
 }
-
 
 // subjectAltName built as GENERAL_NAMES (no configuration-string parsing, so a value can
 // never be read as another name or option).
@@ -95,7 +100,6 @@ Status add_san(X509* cert, const IssueRequest& req) {
         return ossl_error(ErrorDomain::Pki, "adding subjectAltName");
     return ok_status();
 }
-
 
 }  // namespace
 
@@ -154,8 +158,9 @@ Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EV
 
     X509* iss = issuer_cert ? issuer_cert : cert.get();
     if (ca) {
-        X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_basic_constraints,
-                                 req.profile == Profile::IntermediateCa ? "critical,CA:TRUE,pathlen:0" : "critical,CA:TRUE"));
+        X2SEC_TRY_STATUS(
+            add_ext(cert.get(), iss, NID_basic_constraints,
+                    req.profile == Profile::IntermediateCa ? "critical,CA:TRUE,pathlen:0" : "critical,CA:TRUE"));
         X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_key_usage, "critical,keyCertSign,cRLSign"));
     } else {
         X2SEC_TRY_STATUS(add_ext(cert.get(), iss, NID_basic_constraints, "critical,CA:FALSE"));
@@ -250,7 +255,9 @@ Bytes serial_bytes(const ASN1_INTEGER* serial) {
     return out;
 }
 
-std::string serial_hex(X509* x) { return to_hex(serial_bytes(X509_get0_serialNumber(x))); }
+std::string serial_hex(X509* x) {
+    return to_hex(serial_bytes(X509_get0_serialNumber(x)));
+}
 
 namespace {
 int64_t asn1_time_unix(const ASN1_TIME* t) {
@@ -259,8 +266,12 @@ int64_t asn1_time_unix(const ASN1_TIME* t) {
     return static_cast<int64_t>(timegm(&tm));
 }
 }  // namespace
-int64_t not_after(X509* x) { return asn1_time_unix(X509_get0_notAfter(x)); }
-int64_t not_before(X509* x) { return asn1_time_unix(X509_get0_notBefore(x)); }
+int64_t not_after(X509* x) {
+    return asn1_time_unix(X509_get0_notAfter(x));
+}
+int64_t not_before(X509* x) {
+    return asn1_time_unix(X509_get0_notBefore(x));
+}
 
 bool public_keys_equal(X509* x, EVP_PKEY* key) {
     EVP_PKEY* pub = X509_get0_pubkey(x);
@@ -274,7 +285,9 @@ std::string describe(X509* x) {
     long n = BIO_get_mem_data(b.get(), &p);
     std::string out(p, static_cast<size_t>(n));
     EVP_PKEY* k = X509_get0_pubkey(x);
-    if (k) out += "    Public key: " + std::string(EVP_PKEY_get0_type_name(k)) + " " + std::to_string(EVP_PKEY_get_bits(k)) + " bits\n";
+    if (k)
+        out += "    Public key: " + std::string(EVP_PKEY_get0_type_name(k)) + " " +
+               std::to_string(EVP_PKEY_get_bits(k)) + " bits\n";
     return out;
 }
 
@@ -300,8 +313,8 @@ Status verify_chain(X509* leaf, X509_STORE* store, const std::vector<X509*>& unt
     X509* bad = X509_STORE_CTX_get_current_cert(ctx.get());
     ERR_clear_error();
     return Error(ErrorDomain::Pki, err,
-                 "certificate '" + name_to_string(X509_get_subject_name(bad ? bad : leaf)) + "': " +
-                     X509_verify_cert_error_string(err));
+                 "certificate '" + name_to_string(X509_get_subject_name(bad ? bad : leaf)) +
+                     "': " + X509_verify_cert_error_string(err));
 }
 
 }  // namespace x2sec::pki

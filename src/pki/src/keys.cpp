@@ -7,32 +7,45 @@ namespace x2sec::pki {
 
 const char* key_alg_name(KeyAlg a) {
     switch (a) {
-    case KeyAlg::EcP256: return "ec-p256";
-    case KeyAlg::EcP384: return "ec-p384";
-    case KeyAlg::Rsa2048: return "rsa2048";
-    case KeyAlg::Rsa3072: return "rsa3072";
+        case KeyAlg::EcP256:
+            return "ec-p256";
+        case KeyAlg::EcP384:
+            return "ec-p384";
+        case KeyAlg::Rsa2048:
+            return "rsa2048";
+        case KeyAlg::Rsa3072:
+            return "rsa3072";
     }
     return "?";
 }
 
 Result<KeyAlg> parse_key_alg(std::string_view s) {
     std::string l;
-    for (char c : s) if (c != '-' && c != '_') l += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char c : s)
+        if (c != '-' && c != '_') l += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (l == "p256" || l == "ecp256" || l == "ec" || l == "prime256v1" || l == "secp256r1") return KeyAlg::EcP256;
     if (l == "p384" || l == "ecp384" || l == "secp384r1") return KeyAlg::EcP384;
     if (l == "rsa2048" || l == "rsa") return KeyAlg::Rsa2048;
     if (l == "rsa3072") return KeyAlg::Rsa3072;
-    return Error(ErrorDomain::Pki, 0, "unknown key algorithm '" + std::string(s) +
-                                          "' (use p256, p384, rsa2048 or rsa3072)");
+    return Error(ErrorDomain::Pki, 0,
+                 "unknown key algorithm '" + std::string(s) + "' (use p256, p384, rsa2048 or rsa3072)");
 }
 
 Result<PkeyPtr> generate_key(KeyAlg alg) {
     EVP_PKEY* k = nullptr;
     switch (alg) {
-    case KeyAlg::EcP256: k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); break;
-    case KeyAlg::EcP384: k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384"); break;
-    case KeyAlg::Rsa2048: k = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048}); break;
-    case KeyAlg::Rsa3072: k = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{3072}); break;
+        case KeyAlg::EcP256:
+            k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+            break;
+        case KeyAlg::EcP384:
+            k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+            break;
+        case KeyAlg::Rsa2048:
+            k = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048});
+            break;
+        case KeyAlg::Rsa3072:
+            k = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{3072});
+            break;
     }
     if (!k) return ossl_error(ErrorDomain::Crypto, std::string("generating ") + key_alg_name(alg) + " key");
     return PkeyPtr(k);
@@ -42,10 +55,18 @@ Result<PkeyPtr> generate_key(KeyAlg alg, const std::string& token_uri) {
     if (token_uri.empty()) return generate_key(alg);
     crypto::KeyType t = crypto::KeyType::EcP256;
     switch (alg) {
-        case KeyAlg::EcP256: t = crypto::KeyType::EcP256; break;
-        case KeyAlg::EcP384: t = crypto::KeyType::EcP384; break;
-        case KeyAlg::Rsa2048: t = crypto::KeyType::Rsa2048; break;
-        case KeyAlg::Rsa3072: t = crypto::KeyType::Rsa3072; break;
+        case KeyAlg::EcP256:
+            t = crypto::KeyType::EcP256;
+            break;
+        case KeyAlg::EcP384:
+            t = crypto::KeyType::EcP384;
+            break;
+        case KeyAlg::Rsa2048:
+            t = crypto::KeyType::Rsa2048;
+            break;
+        case KeyAlg::Rsa3072:
+            t = crypto::KeyType::Rsa3072;
+            break;
     }
     X2SEC_TRY(auto k, crypto::generate_token_key(token_uri, t));
     return PkeyPtr(k.key);
@@ -69,7 +90,8 @@ Status save_private_key(const std::string& path, EVP_PKEY* key) {
 
 Result<PkeyPtr> private_key_from_pem(BytesView pem) {
     if (std::string_view text(reinterpret_cast<const char*>(pem.data()), pem.size()); crypto::is_pkcs11_uri(text)) {
-        while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
+        while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' '))
+            text.remove_suffix(1);
         X2SEC_TRY(auto k, crypto::load_token_private_key(std::string(text)));
         return PkeyPtr(k);
     }

@@ -30,9 +30,16 @@ std::string ossl_errors() {
         if (!out.empty()) out += "; ";
         const char* lib = ERR_lib_error_string(e);
         const char* reason = ERR_reason_error_string(e);
-        if (lib) { out += lib; out += ": "; }
+        if (lib) {
+            out += lib;
+            out += ": ";
+        }
         out += reason ? reason : ("error " + std::to_string(e));
-        if (data && (flags & ERR_TXT_STRING) && *data) { out += " ("; out += data; out += ")"; }
+        if (data && (flags & ERR_TXT_STRING) && *data) {
+            out += " (";
+            out += data;
+            out += ")";
+        }
     }
     return out;
 }
@@ -57,8 +64,15 @@ std::vector<std::string> split(const std::string& s, char sep) {
     std::vector<std::string> out;
     std::string cur;
     for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '\\' && i + 1 < s.size()) { cur += s[++i]; continue; }
-        if (s[i] == sep) { out.push_back(cur); cur.clear(); continue; }
+        if (s[i] == '\\' && i + 1 < s.size()) {
+            cur += s[++i];
+            continue;
+        }
+        if (s[i] == sep) {
+            out.push_back(cur);
+            cur.clear();
+            continue;
+        }
         cur += s[i];
     }
     out.push_back(cur);

@@ -90,8 +90,7 @@ public:
             if (s && *s == name) return v;
             allowed += std::string(allowed.empty() ? "" : ", ") + "'" + name + "'";
         }
-        return err(n->source(), prefix + key + " must be one of " + allowed +
-                                    (s ? ", got '" + *s + "'" : ""));
+        return err(n->source(), prefix + key + " must be one of " + allowed + (s ? ", got '" + *s + "'" : ""));
     }
 
     Result<DeploymentConfig> parse(std::string_view text);
@@ -187,9 +186,9 @@ Result<DeploymentConfig> Parser::parse(std::string_view text) {
     for (auto& e : *harr) {
         auto* t = e.as_table();
         if (!t) return err(e.source(), "[[henb]] entries must be tables");
-        X2SEC_TRY_STATUS(known_keys(*t, "henb.", {"name", "identity", "vendor", "address", "certificate",
-                                                  "private_key", "certificate_anchor", "trust_anchors",
-                                                  "direct_interface", "cmp", "neighbour"}));
+        X2SEC_TRY_STATUS(known_keys(*t, "henb.",
+                                    {"name", "identity", "vendor", "address", "certificate", "private_key",
+                                     "certificate_anchor", "trust_anchors", "direct_interface", "cmp", "neighbour"}));
         HenbConfig h;
         h.where = where(t->source());
         X2SEC_TRY(h.name, req_str(*t, "name", "henb."));
@@ -208,7 +207,8 @@ Result<DeploymentConfig> Parser::parse(std::string_view text) {
             return err(t->get("certificate_anchor")->source(), "unknown anchor label '" + h.certificate_anchor + "'");
         if (auto* ta = t->get("trust_anchors")) {
             auto* arr = ta->as_array();
-            if (!arr || arr->empty()) return err(ta->source(), "henb.trust_anchors must be a non-empty array of anchor labels");
+            if (!arr || arr->empty())
+                return err(ta->source(), "henb.trust_anchors must be a non-empty array of anchor labels");
             for (auto& a : *arr) {
                 auto s = a.value<std::string>();
                 if (!s) return err(a.source(), "trust anchor labels must be strings");
@@ -222,7 +222,8 @@ Result<DeploymentConfig> Parser::parse(std::string_view text) {
         h.direct_interface = di.value_or(true);
         X2SEC_TRY(auto cm, opt_bool(*t, "cmp", "henb."));
         h.cmp = cm.value_or(false);
-        if (h.cmp && !d.cmp) return err(t->get("cmp")->source(), "henb '" + h.name + "' has cmp = true but there is no [cmp] server");
+        if (h.cmp && !d.cmp)
+            return err(t->get("cmp")->source(), "henb '" + h.name + "' has cmp = true but there is no [cmp] server");
         for (auto& o : parsed)
             if (o.second.name == h.name) return err(t->source(), "duplicate henb name '" + h.name + "'");
         parsed.emplace_back(t, std::move(h));
@@ -240,17 +241,21 @@ Result<DeploymentConfig> Parser::parse(std::string_view text) {
             auto* nt = e.as_table();
             if (!nt) return err(e.source(), "[[henb.neighbour]] entries must be tables");
             std::string pre = "henb.neighbour.";
-            X2SEC_TRY_STATUS(known_keys(*nt, pre, {"name", "identity", "address", "enabled", "ipsec", "auth",
-                                                   "peer_anchor", "peer_cmp"}));
+            X2SEC_TRY_STATUS(known_keys(
+                *nt, pre, {"name", "identity", "address", "enabled", "ipsec", "auth", "peer_anchor", "peer_cmp"}));
             NeighbourConfig n;
             n.where = where(nt->source());
             X2SEC_TRY(n.name, req_str(*nt, "name", pre));
             if (n.name == h.name) return err(nt->source(), "henb '" + h.name + "' lists itself as a neighbour");
             X2SEC_TRY(auto id, opt_str(*nt, "identity", pre));
             const HenbConfig* other = d.henb(n.name);
-            if (id) n.identity = *id;
-            else if (other) n.identity = other->identity;
-            else return err(nt->source(), "neighbour '" + n.name + "' is not a [[henb]] here: give identity and address");
+            if (id)
+                n.identity = *id;
+            else if (other)
+                n.identity = other->identity;
+            else
+                return err(nt->source(),
+                           "neighbour '" + n.name + "' is not a [[henb]] here: give identity and address");
             if (nt->get("address")) {
                 X2SEC_TRY(n.address, host_port(*nt, "address", pre));
             } else if (other) {
@@ -275,7 +280,8 @@ Result<DeploymentConfig> Parser::parse(std::string_view text) {
                 return err(nt->get("peer_anchor")->source(), "unknown anchor label '" + *n.peer_anchor + "'");
             X2SEC_TRY(n.peer_cmp, opt_bool(*nt, "peer_cmp", pre));
             for (auto& o : h.neighbours)
-                if (o.name == n.name) return err(nt->source(), "duplicate neighbour '" + n.name + "' of '" + h.name + "'");
+                if (o.name == n.name)
+                    return err(nt->source(), "duplicate neighbour '" + n.name + "' of '" + h.name + "'");
             h.neighbours.push_back(std::move(n));
         }
     }

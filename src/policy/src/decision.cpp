@@ -4,26 +4,38 @@
 
 namespace x2sec::policy {
 
-const char* to_string(IpsecPolicy p) { return p == IpsecPolicy::Off ? "off" : "required"; }
+const char* to_string(IpsecPolicy p) {
+    return p == IpsecPolicy::Off ? "off" : "required";
+}
 
 const char* to_string(AuthMode m) {
     switch (m) {
-        case AuthMode::Auto: return "auto";
-        case AuthMode::Certificate: return "certificate";
-        case AuthMode::PskFromNetwork: return "psk-from-network";
+        case AuthMode::Auto:
+            return "auto";
+        case AuthMode::Certificate:
+            return "certificate";
+        case AuthMode::PskFromNetwork:
+            return "psk-from-network";
     }
     return "?";
 }
 
 const char* to_string(Action a) {
     switch (a) {
-        case Action::Disabled: return "disabled";
-        case Action::PlainX2: return "plain X2 (no IPsec)";
-        case Action::IkeCurrentCert: return "IKEv2 with current certificates";
-        case Action::EnrolThenIkeOperatorCert: return "CMPv2 enrolment, then IKEv2 with operator certificates";
-        case Action::IkeOperatorCert: return "IKEv2 with operator certificates";
-        case Action::KdsPskThenIke: return "KDS pairwise key, then IKEv2-PSK";
-        case Action::Down: return "down";
+        case Action::Disabled:
+            return "disabled";
+        case Action::PlainX2:
+            return "plain X2 (no IPsec)";
+        case Action::IkeCurrentCert:
+            return "IKEv2 with current certificates";
+        case Action::EnrolThenIkeOperatorCert:
+            return "CMPv2 enrolment, then IKEv2 with operator certificates";
+        case Action::IkeOperatorCert:
+            return "IKEv2 with operator certificates";
+        case Action::KdsPskThenIke:
+            return "KDS pairwise key, then IKEv2-PSK";
+        case Action::Down:
+            return "down";
     }
     return "?";
 }
@@ -69,7 +81,8 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
     if (peer.auth == AuthMode::PskFromNetwork) return psk(std::move(d), local, "authentication 'psk-from-network'");
 
     // Certificate-based (auth = certificate or auto).
-    if (local.holds_operator_cert && (peer.peer_holds_operator_cert || peer.peer_cert_anchor == local.operator_anchor)) {
+    if (local.holds_operator_cert &&
+        (peer.peer_holds_operator_cert || peer.peer_cert_anchor == local.operator_anchor)) {
         d.action = Action::IkeOperatorCert;
         d.basis = "Proposal 3 (operator certificates)";
         d.steps.push_back("both nodes hold operator certificates: IKEv2 with operator certificates");
@@ -104,8 +117,9 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
     if (!same_ca) {
         d.action = Action::IkeCurrentCert;
         d.basis = "Proposal 2 (assume same CA until the peer shows otherwise)";
-        d.steps.push_back("peer's CA not known yet: try IKEv2 with the current certificate; an untrusted-CA "
-                          "failure re-runs this decision");
+        d.steps.push_back(
+            "peer's CA not known yet: try IKEv2 with the current certificate; an untrusted-CA "
+            "failure re-runs this decision");
         return d;
     }
     if (*same_ca) {
@@ -146,15 +160,17 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
         if (peer.peer_cmp_supported == false) {
             if (peer.auth == AuthMode::Auto && local.kds_configured)
                 return psk(std::move(d), local, "peer does not support CMPv2 and authentication is 'auto'");
-            return down(std::move(d), "different CAs and the peer does not support CMPv2: it has no usable certificate");
+            return down(std::move(d),
+                        "different CAs and the peer does not support CMPv2: it has no usable certificate");
         }
         d.action = Action::EnrolThenIkeOperatorCert;
         d.basis = "Proposal 3 (enrol operator certificate with CMPv2)";
-        d.steps.push_back(std::string("this node supports CMPv2: enrol an operator certificate (TS 33.310 clause 9), "
-                                      "authenticated with the vendor certificate, then IKEv2 with operator certificates") +
-                          (certreq_names_operator == true && !peer.auth_failed_untrusted_ca
-                               ? " (decided from the peer's CERTREQ, before any IKE_AUTH with the vendor certificate)"
-                               : ""));
+        d.steps.push_back(
+            std::string("this node supports CMPv2: enrol an operator certificate (TS 33.310 clause 9), "
+                        "authenticated with the vendor certificate, then IKEv2 with operator certificates") +
+            (certreq_names_operator == true && !peer.auth_failed_untrusted_ca
+                 ? " (decided from the peer's CERTREQ, before any IKE_AUTH with the vendor certificate)"
+                 : ""));
         return d;
     }
     std::string why = local.cmp_supported ? "CMPv2 supported but no CMP server configured"

@@ -12,7 +12,9 @@ namespace x2sec::runtime {
 
 namespace {
 
-Error io_error(const std::string& what) { return Error(ErrorDomain::Io, errno, what + ": " + std::strerror(errno)); }
+Error io_error(const std::string& what) {
+    return Error(ErrorDomain::Io, errno, what + ": " + std::strerror(errno));
+}
 
 Status write_all(int fd, const uint8_t* p, size_t n) {
     while (n > 0) {
@@ -70,7 +72,8 @@ Result<std::string> read_frame(int fd, size_t max_size) {
     uint8_t hdr[4];
     X2SEC_TRY_STATUS(read_all(fd, hdr, 4));
     size_t n = (size_t(hdr[0]) << 24) | (size_t(hdr[1]) << 16) | (size_t(hdr[2]) << 8) | hdr[3];
-    if (n > max_size) return Error(ErrorDomain::Io, 0, "control message of " + std::to_string(n) + " octets exceeds the limit");
+    if (n > max_size)
+        return Error(ErrorDomain::Io, 0, "control message of " + std::to_string(n) + " octets exceeds the limit");
     std::string s(n, '\0');
     X2SEC_TRY_STATUS(read_all(fd, reinterpret_cast<uint8_t*>(s.data()), n));
     return s;
@@ -126,7 +129,8 @@ nlohmann::json sas_to_json(const std::vector<ike::IkeSaInfo>& sas, Millis now) {
         j["nat_local"] = s.nat_local;
         j["nat_remote"] = s.nat_remote;
         j["encap"] = s.encap;
-        j["established_seconds"] = s.established_at > 0 && now >= s.established_at ? (now - s.established_at) / 1000 : 0;
+        j["established_seconds"] =
+            s.established_at > 0 && now >= s.established_at ? (now - s.established_at) / 1000 : 0;
         j["peer_cert_subject"] = s.peer_cert_subject;
         j["peer_cert_anchor"] = s.peer_cert_anchor;
         nlohmann::json children = nlohmann::json::array();
@@ -142,7 +146,8 @@ nlohmann::json sas_to_json(const std::vector<ike::IkeSaInfo>& sas, Millis now) {
             cj["pfs"] = c.pfs;
             cj["ts_local"] = ts_list(c.ts_local);
             cj["ts_remote"] = ts_list(c.ts_remote);
-            cj["established_seconds"] = c.established_at > 0 && now >= c.established_at ? (now - c.established_at) / 1000 : 0;
+            cj["established_seconds"] =
+                c.established_at > 0 && now >= c.established_at ? (now - c.established_at) / 1000 : 0;
             children.push_back(std::move(cj));
         }
         j["children"] = std::move(children);
@@ -153,13 +158,16 @@ nlohmann::json sas_to_json(const std::vector<ike::IkeSaInfo>& sas, Millis now) {
 
 std::string format_sas(const nlohmann::json& sas) {
     std::ostringstream os;
-    auto str = [](const nlohmann::json& j, const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string(); };
+    auto str = [](const nlohmann::json& j, const char* k) {
+        return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string();
+    };
     for (const auto& s : sas) {
         bool init = s.value("initiator", false);
         const auto& l = s["local"];
         const auto& r = s["remote"];
         os << str(s, "peer") << ": #" << s.value("id", uint64_t(0)) << ", " << str(s, "state") << ", IKEv2, "
-           << str(s, "spi_i") << "_i" << (init ? "*" : "") << " " << str(s, "spi_r") << "_r" << (init ? "" : "*") << "\n";
+           << str(s, "spi_i") << "_i" << (init ? "*" : "") << " " << str(s, "spi_r") << "_r" << (init ? "" : "*")
+           << "\n";
         os << "  local  '" << str(l, "id") << "' @ " << str(l, "addr") << "[" << l.value("port", 0) << "]"
            << (s.value("nat_local", false) ? " [NAT]" : "") << "\n";
         os << "  remote '" << str(r, "id") << "' @ " << str(r, "addr") << "[" << r.value("port", 0) << "]"
@@ -174,17 +182,20 @@ std::string format_sas(const nlohmann::json& sas) {
         if (!str(s, "local_auth").empty() || !str(s, "remote_auth").empty())
             os << "  auth local: " << str(s, "local_auth") << ", remote: " << str(s, "remote_auth") << "\n";
         if (!str(s, "peer_cert_subject").empty())
-            os << "  remote cert: \"" << str(s, "peer_cert_subject") << "\" via anchor '" << str(s, "peer_cert_anchor") << "'\n";
+            os << "  remote cert: \"" << str(s, "peer_cert_subject") << "\" via anchor '" << str(s, "peer_cert_anchor")
+               << "'\n";
         for (const auto& c : s.value("children", nlohmann::json::array())) {
             os << "  " << str(c, "name") << ": #" << c.value("reqid", 0) << ", reqid " << c.value("reqid", 0) << ", "
-               << str(c, "state") << ", TUNNEL" << (s.value("encap", false) ? "-in-UDP" : "") << ", ESP:" << str(c, "cipher")
-               << (c.value("esn", false) ? "/ESN" : "") << (str(c, "pfs").empty() ? "" : "/" + str(c, "pfs")) << "\n";
+               << str(c, "state") << ", TUNNEL" << (s.value("encap", false) ? "-in-UDP" : "")
+               << ", ESP:" << str(c, "cipher") << (c.value("esn", false) ? "/ESN" : "")
+               << (str(c, "pfs").empty() ? "" : "/" + str(c, "pfs")) << "\n";
             os << "    installed " << c.value("established_seconds", 0) << "s ago\n";
             os << "    in  " << str(c, "spi_in") << "\n";
             os << "    out " << str(c, "spi_out") << "\n";
             auto ts = [&](const char* k) {
                 std::string t;
-                for (const auto& x : c.value(k, nlohmann::json::array())) t += (t.empty() ? "" : " ") + x.get<std::string>();
+                for (const auto& x : c.value(k, nlohmann::json::array()))
+                    t += (t.empty() ? "" : " ") + x.get<std::string>();
                 return t;
             };
             os << "    local  " << ts("ts_local") << "\n";
@@ -195,7 +206,8 @@ std::string format_sas(const nlohmann::json& sas) {
 }
 
 nlohmann::json event_to_json(const ike::Event& e, uint64_t seq) {
-    return {{"seq", seq}, {"kind", ike::to_string(e.kind)}, {"peer", e.peer}, {"ike_sa_id", e.ike_sa_id},
+    return {{"seq", seq},     {"kind", ike::to_string(e.kind)},
+            {"peer", e.peer}, {"ike_sa_id", e.ike_sa_id},
             {"code", e.code}, {"detail", e.detail}};
 }
 

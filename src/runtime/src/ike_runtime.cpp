@@ -22,7 +22,9 @@ namespace {
 constexpr size_t kMaxEvents = 512;
 constexpr Millis kMaxPollMs = 1000;
 
-auto logger() { return log::get("runtime"); }
+auto logger() {
+    return log::get("runtime");
+}
 
 std::optional<uint64_t> find_sa(const EngineApi& e, const nlohmann::json& req, std::string& err) {
     auto sas = e.list_sas();
@@ -52,7 +54,10 @@ std::optional<uint64_t> find_sa(const EngineApi& e, const nlohmann::json& req, s
 
 IkeRuntime::IkeRuntime(const ike::EngineConfig& config, std::unique_ptr<EngineApi> engine, RuntimeOptions options,
                        const Clock& clock)
-    : m_peers(config.peers), m_opts(std::move(options)), m_clock(clock), m_engine_ptr(std::move(engine)),
+    : m_peers(config.peers),
+      m_opts(std::move(options)),
+      m_clock(clock),
+      m_engine_ptr(std::move(engine)),
       m_engine(*m_engine_ptr) {}
 
 IkeRuntime::~IkeRuntime() {
@@ -63,8 +68,8 @@ IkeRuntime::~IkeRuntime() {
 }
 
 Result<std::unique_ptr<IkeRuntime>> IkeRuntime::create(const ike::EngineConfig& config,
-                                                        std::unique_ptr<EngineApi> engine, RuntimeOptions options,
-                                                        const Clock& clock) {
+                                                       std::unique_ptr<EngineApi> engine, RuntimeOptions options,
+                                                       const Clock& clock) {
     std::unique_ptr<IkeRuntime> rt(new IkeRuntime(config, std::move(engine), std::move(options), clock));
     X2SEC_TRY_STATUS(rt->open_sockets());
     return rt;
@@ -114,7 +119,8 @@ Status IkeRuntime::open_sockets() {
         const std::string& path = m_opts.control_socket;
         sockaddr_un sa{};
         sa.sun_family = AF_UNIX;
-        if (path.size() >= sizeof sa.sun_path) return Error(ErrorDomain::Io, 0, "control socket path too long: " + path);
+        if (path.size() >= sizeof sa.sun_path)
+            return Error(ErrorDomain::Io, 0, "control socket path too long: " + path);
         std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
         // A stale socket from a crashed daemon: remove it, but never a live one.
         int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -246,7 +252,8 @@ void IkeRuntime::flush_engine(Millis now) {
             case ike::Event::Kind::NegotiationFailed:
             case ike::Event::Kind::PeerDead:
             case ike::Event::Kind::PeerNotify:
-                lg->warn("peer '{}' IKE SA #{}: {} {} {}", e.peer, e.ike_sa_id, ike::to_string(e.kind), e.code, e.detail);
+                lg->warn("peer '{}' IKE SA #{}: {} {} {}", e.peer, e.ike_sa_id, ike::to_string(e.kind), e.code,
+                         e.detail);
                 break;
             default:
                 lg->info("peer '{}' IKE SA #{}: {} {}", e.peer, e.ike_sa_id, ike::to_string(e.kind), e.detail);
@@ -272,9 +279,7 @@ nlohmann::json IkeRuntime::handle_control(const nlohmann::json& req) {
     Millis now = m_clock.now();
     std::string cmd = req.is_object() ? req.value("cmd", std::string()) : std::string();
     auto fail = [](const std::string& msg) { return nlohmann::json{{"ok", false}, {"error", msg}}; };
-    auto status_reply = [&](const Status& st) {
-        return st ? nlohmann::json{{"ok", true}} : fail(st.error().detail());
-    };
+    auto status_reply = [&](const Status& st) { return st ? nlohmann::json{{"ok", true}} : fail(st.error().detail()); };
     try {
         if (cmd == "list-sas") return {{"ok", true}, {"sas", sas_to_json(m_engine.list_sas(), now)}};
         if (cmd == "initiate") {
@@ -287,7 +292,8 @@ nlohmann::json IkeRuntime::handle_control(const nlohmann::json& req) {
             auto id = find_sa(m_engine, req, err);
             if (!id) return fail(err);
             std::string child = req.value("child", std::string());
-            if (child.empty()) return status_reply(cmd == "terminate" ? m_engine.delete_ike(*id, now) : m_engine.rekey_ike(*id, now));
+            if (child.empty())
+                return status_reply(cmd == "terminate" ? m_engine.delete_ike(*id, now) : m_engine.rekey_ike(*id, now));
             for (const auto& s : m_engine.list_sas()) {
                 if (s.id != *id) continue;
                 for (const auto& c : s.children) {
@@ -479,7 +485,8 @@ int IkeRuntime::run() {
         Millis timeout = kMaxPollMs;
         if (auto dl = m_engine.next_deadline()) timeout = std::clamp<Millis>(*dl - now, 0, kMaxPollMs);
         if (m_stopping) timeout = std::min<Millis>(timeout, std::max<Millis>(0, m_stop_deadline - now));
-        for (const auto& c : m_control_conns) timeout = std::min<Millis>(timeout, std::max<Millis>(0, c.deadline - now));
+        for (const auto& c : m_control_conns)
+            timeout = std::min<Millis>(timeout, std::max<Millis>(0, c.deadline - now));
 
         fds.clear();
         fds.push_back({m_wake_fd, POLLIN, 0});
@@ -495,7 +502,8 @@ int IkeRuntime::run() {
                 polled_natt.push_back(t.get());
             }
         size_t first_ctl = fds.size();
-        for (const auto& c : m_control_conns) fds.push_back({c.fd, static_cast<short>(c.replying ? POLLOUT : POLLIN), 0});
+        for (const auto& c : m_control_conns)
+            fds.push_back({c.fd, static_cast<short>(c.replying ? POLLOUT : POLLIN), 0});
         int n = ::poll(fds.data(), fds.size(), static_cast<int>(timeout));
         if (n < 0) {
             if (errno == EINTR) continue;

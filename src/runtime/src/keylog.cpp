@@ -11,7 +11,9 @@ namespace {
 
 constexpr size_t kMaxRecords = 10000;  // oldest records are dropped beyond this
 
-std::string uat_quote(const std::string& s) { return "\"" + s + "\""; }
+std::string uat_quote(const std::string& s) {
+    return "\"" + s + "\"";
+}
 
 std::string spi_hex64(uint64_t v) {
     char b[17];
@@ -25,7 +27,9 @@ std::string spi_hex32(uint32_t v) {
     return b;
 }
 
-std::string key_hex(const SecureBytes& k) { return to_hex(BytesView(k.data(), k.size())); }
+std::string key_hex(const SecureBytes& k) {
+    return to_hex(BytesView(k.data(), k.size()));
+}
 
 }  // namespace
 
@@ -46,9 +50,11 @@ std::string ikev2_uat_line(const ike::IkeSaKeys& k) {
 const char* esp_uat_encryption_name(EspCipher c) {
     switch (c) {
         case EspCipher::AesGcm16_128:
-        case EspCipher::AesGcm16_256: return "AES-GCM with 16 octet ICV [RFC4106]";
+        case EspCipher::AesGcm16_256:
+            return "AES-GCM with 16 octet ICV [RFC4106]";
         case EspCipher::AesCbc128_HmacSha256_128:
-        case EspCipher::AesCbc256_HmacSha256_128: return "AES-CBC [RFC3602]";
+        case EspCipher::AesCbc256_HmacSha256_128:
+            return "AES-CBC [RFC3602]";
     }
     return "NULL";
 }
@@ -56,9 +62,11 @@ const char* esp_uat_encryption_name(EspCipher c) {
 const char* esp_uat_authentication_name(EspCipher c) {
     switch (c) {
         case EspCipher::AesGcm16_128:
-        case EspCipher::AesGcm16_256: return "NULL";
+        case EspCipher::AesGcm16_256:
+            return "NULL";
         case EspCipher::AesCbc128_HmacSha256_128:
-        case EspCipher::AesCbc256_HmacSha256_128: return "HMAC-SHA-256-128 [RFC4868]";
+        case EspCipher::AesCbc256_HmacSha256_128:
+            return "HMAC-SHA-256-128 [RFC4868]";
     }
     return "NULL";
 }

@@ -85,8 +85,7 @@ Result<UdpSocket> UdpSocket::bind(const ike::Endpoint& local) {
     ::setsockopt(s.m_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     sockaddr_storage ss;
     socklen_t len = to_sockaddr(local, ss);
-    if (::bind(s.m_fd, reinterpret_cast<sockaddr*>(&ss), len) != 0)
-        return io_error("bind UDP " + local.to_string());
+    if (::bind(s.m_fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) return io_error("bind UDP " + local.to_string());
     len = sizeof ss;
     if (::getsockname(s.m_fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return io_error("getsockname");
     s.m_local = from_sockaddr(ss);
@@ -94,7 +93,9 @@ Result<UdpSocket> UdpSocket::bind(const ike::Endpoint& local) {
     return s;
 }
 
-UdpSocket::UdpSocket(UdpSocket&& o) noexcept : m_fd(o.m_fd), m_local(o.m_local), m_wildcard(o.m_wildcard) { o.m_fd = -1; }
+UdpSocket::UdpSocket(UdpSocket&& o) noexcept : m_fd(o.m_fd), m_local(o.m_local), m_wildcard(o.m_wildcard) {
+    o.m_fd = -1;
+}
 UdpSocket& UdpSocket::operator=(UdpSocket&& o) noexcept {
     if (this != &o) {
         if (m_fd >= 0) ::close(m_fd);
@@ -143,7 +144,8 @@ Status UdpSocket::send(const ike::Endpoint& from, const ike::Endpoint& to, Bytes
     }
     ssize_t n = ::sendmsg(m_fd, &msg, 0);
     if (n < 0) return io_error("sendto " + to.to_string());
-    if (static_cast<size_t>(n) != payload.size()) return Error(ErrorDomain::Io, 0, "short UDP send to " + to.to_string());
+    if (static_cast<size_t>(n) != payload.size())
+        return Error(ErrorDomain::Io, 0, "short UDP send to " + to.to_string());
     return {};
 }
 
@@ -217,8 +219,9 @@ void PlainNattTransport::service() {
                 break;
             case NattKind::Invalid:
                 if (m_counters) m_counters->inc("runtime.rx.natt_invalid");
-                log::get("runtime")->debug("dropping {}-octet datagram from {} on NAT-T port: neither IKE, ESP nor keepalive",
-                                           rx.data.size(), rx.remote.to_string());
+                log::get("runtime")->debug(
+                    "dropping {}-octet datagram from {} on NAT-T port: neither IKE, ESP nor keepalive", rx.data.size(),
+                    rx.remote.to_string());
                 break;
             case NattKind::Ike: {
                 ike::Datagram d;

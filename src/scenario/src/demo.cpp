@@ -185,10 +185,14 @@ Result<DemoReport> run_demo(const DemoOptions& opt) {
 
     // ------------------------------------------------------------ ports
     uint16_t base = opt.base_port ? opt.base_port : uint16_t(20000 + (getpid() % 2000) * 16);
-    std::map<std::string, uint16_t> ports = {{"segw", base},          {"henb-a1", uint16_t(base + 2)},
-                                             {"henb-a2", uint16_t(base + 4)}, {"henb-a3", uint16_t(base + 6)},
-                                             {"henb-b1", uint16_t(base + 8)}, {"henb-b2", uint16_t(base + 10)},
-                                             {"kds", uint16_t(base + 12)},    {"cmp", uint16_t(base + 13)}};
+    std::map<std::string, uint16_t> ports = {{"segw", base},
+                                             {"henb-a1", uint16_t(base + 2)},
+                                             {"henb-a2", uint16_t(base + 4)},
+                                             {"henb-a3", uint16_t(base + 6)},
+                                             {"henb-b1", uint16_t(base + 8)},
+                                             {"henb-b2", uint16_t(base + 10)},
+                                             {"kds", uint16_t(base + 12)},
+                                             {"cmp", uint16_t(base + 13)}};
     std::map<std::string, std::string> vars;
     for (auto& [k, v] : ports) vars["PORT_" + k] = std::to_string(v);
     vars["B1_CMP"] = opt.peer_without_cmp ? "false" : "true";
@@ -197,7 +201,7 @@ Result<DemoReport> run_demo(const DemoOptions& opt) {
     World world(dir, ports, opt);
     X2SEC_TRY_STATUS(world.create_pki());
     std::string toml = opt.config_override.empty() ? substitute(default_deployment_template(), vars)
-                                                    : substitute(opt.config_override, vars);
+                                                   : substitute(opt.config_override, vars);
     X2SEC_TRY_STATUS(write_file_atomic(dir + "/deployment.toml", toml));
     auto cfg = policy::parse_config(toml, "deployment.toml", dir);
     if (!cfg.ok()) return std::move(cfg).error().context("embedded deployment");
@@ -234,7 +238,9 @@ Result<DemoReport> run_demo(const DemoOptions& opt) {
 
 namespace {
 
-std::string fmt_bytes(size_t b) { return std::to_string(b); }
+std::string fmt_bytes(size_t b) {
+    return std::to_string(b);
+}
 
 std::string pad(const std::string& s, size_t w) {
     // width in code points is close enough for our ASCII table
@@ -254,15 +260,17 @@ std::string render_report(const DemoReport& r) {
     std::ostringstream o;
     o << (r.environment.empty() ? "x2sec demo" : "x2sec lab")
       << " — security of the direct X2 interface between H(e)NBs (3GPP TS 33.320 clause 11)\n";
-    if (r.environment.empty()) o << "everything on 127.0.0.1, working directory " << r.workdir << "\n\n";
-    else o << r.environment << ", working directory " << r.workdir << "\n";
+    if (r.environment.empty())
+        o << "everything on 127.0.0.1, working directory " << r.workdir << "\n\n";
+    else
+        o << r.environment << ", working directory " << r.workdir << "\n";
     for (auto& t : r.topology) o << "  " << t << "\n";
     for (auto& n : r.notes) o << "  note: " << n << "\n";
     if (!r.environment.empty()) o << "\n";
     o << "Backhaul: " << r.backhaul_note << "\n";
     if (r.backhaul.messages)
-        o << "  " << r.backhaul.messages << " IKE messages, " << r.backhaul.bytes << " bytes, " << r.backhaul.round_trips
-          << " round trips, " << fmt_ms(r.backhaul.time_ms) << " ms\n";
+        o << "  " << r.backhaul.messages << " IKE messages, " << r.backhaul.bytes << " bytes, "
+          << r.backhaul.round_trips << " round trips, " << fmt_ms(r.backhaul.time_ms) << " ms\n";
     o << "\n";
     for (auto& c : r.cases) {
         o << "=== " << c.title << "\n";
@@ -276,9 +284,8 @@ std::string render_report(const DemoReport& r) {
         if (c.x2_sent)
             o << "    X2 traffic: " << c.x2_delivered_intact << "/" << c.x2_sent
               << (r.environment.empty() ? " packets (X2AP/SCTP 36422 + GTP-U/UDP 2152)" : " GTP-U datagrams (UDP 2152)")
-              << " delivered byte for byte; plaintext "
-              << (c.plaintext_on_wire ? "VISIBLE" : "not visible") << " on the wire (" << c.traffic.bytes
-              << " bytes on the wire)\n";
+              << " delivered byte for byte; plaintext " << (c.plaintext_on_wire ? "VISIBLE" : "not visible")
+              << " on the wire (" << c.traffic.bytes << " bytes on the wire)\n";
         if (c.tcp_sent)
             o << "    TCP transfer: " << c.tcp_received << "/" << c.tcp_sent << " bytes, "
               << (c.tcp_intact ? "identical" : "DIFFERENT") << "\n";
@@ -286,7 +293,8 @@ std::string render_report(const DemoReport& r) {
             o << "    on the LAN: " << c.esp_packets_on_wire << " ESP-in-UDP packets (" << c.esp_bytes_on_wire
               << " bytes); frames with an inner X2 address in clear: " << c.clear_inner_frames_on_wire << "\n";
         for (auto& d : c.dataplane) o << "    data plane " << d << "\n";
-        o << "    outcome: " << (c.ok ? "OK" : (c.available ? "FAILED" : "NOT AVAILABLE")) << " — " << c.outcome << "\n\n";
+        o << "    outcome: " << (c.ok ? "OK" : (c.available ? "FAILED" : "NOT AVAILABLE")) << " — " << c.outcome
+          << "\n\n";
     }
     // Table 1 with measured numbers.
     o << "Table 1 (measured in this run): establishing protection for one direct interface\n";
@@ -299,28 +307,29 @@ std::string render_report(const DemoReport& r) {
         for (auto& c : r.cases) o << pad(f(c), w);
         o << "\n";
     };
-    row("outcome", [](const CaseReport& c) {
-        return std::string(c.ok ? "OK" : (c.available ? "FAILED" : "not available"));
-    });
+    row("outcome",
+        [](const CaseReport& c) { return std::string(c.ok ? "OK" : (c.available ? "FAILED" : "not available")); });
     row("mechanism", [](const CaseReport& c) {
         if (c.id == "scenario1") return std::string("IKEv2 vendor certs");
         if (c.id == "scenario2") return std::string("CMPv2 + IKEv2 op. certs");
         if (c.id == "solution2") return std::string("KDS + IKEv2-PSK");
         return std::string("none (plain X2)");
     });
-    row("entities involved", [](const CaseReport& c) {
-        return c.available ? std::to_string(c.setup.entities.size()) : std::string("-");
-    });
+    row("entities involved",
+        [](const CaseReport& c) { return c.available ? std::to_string(c.setup.entities.size()) : std::string("-"); });
     row("protocol phases", [](const CaseReport& c) {
         if (!c.available) return std::string("-");
         std::string s;
         for (auto& [name, m] : c.phases) s += (s.empty() ? "" : "+") + name;
         return s.empty() ? std::string("none") : s;
     });
-    row("messages", [](const CaseReport& c) { return c.available ? std::to_string(c.setup.messages) : std::string("-"); });
+    row("messages",
+        [](const CaseReport& c) { return c.available ? std::to_string(c.setup.messages) : std::string("-"); });
     row("bytes", [](const CaseReport& c) { return c.available ? fmt_bytes(c.setup.bytes) : std::string("-"); });
-    row("round trips", [](const CaseReport& c) { return c.available ? std::to_string(c.setup.round_trips) : std::string("-"); });
-    row("set-up time (ms)", [](const CaseReport& c) { return c.available ? fmt_ms(c.setup.time_ms) : std::string("-"); });
+    row("round trips",
+        [](const CaseReport& c) { return c.available ? std::to_string(c.setup.round_trips) : std::string("-"); });
+    row("set-up time (ms)",
+        [](const CaseReport& c) { return c.available ? fmt_ms(c.setup.time_ms) : std::string("-"); });
     row("X2 packets intact", [](const CaseReport& c) {
         return c.x2_sent ? std::to_string(c.x2_delivered_intact) + "/" + std::to_string(c.x2_sent) : std::string("-");
     });

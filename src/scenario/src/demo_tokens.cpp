@@ -20,7 +20,8 @@ constexpr const char* kDemoPin = "246810";
 
 Result<DemoTokens> make_demo_tokens(const std::string& dir, const std::vector<std::string>& henbs) {
     if (::access(kSoftHsmModule, R_OK) != 0)
-        return Error(ErrorDomain::Config, 0, std::string("--keys pkcs11: ") + kSoftHsmModule + " missing (install softhsm2)");
+        return Error(ErrorDomain::Config, 0,
+                     std::string("--keys pkcs11: ") + kSoftHsmModule + " missing (install softhsm2)");
     DemoTokens t;
     const std::string tokdir = dir + "/softhsm-tokens";
     ::mkdir(tokdir.c_str(), 0700);

@@ -34,7 +34,9 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string entity(const std::string& henb) { return "H(e)NB " + henb; }
+std::string entity(const std::string& henb) {
+    return "H(e)NB " + henb;
+}
 
 using glue::IkeSide;
 using glue::peer_config;
@@ -66,7 +68,8 @@ Result<Bytes> http_post_cmp(const std::string& url, BytesView body, size_t& wire
     if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
         int e = errno;
         ::close(fd);
-        return Error(ErrorDomain::Io, e, "RA/CA " + u.host + ":" + std::to_string(u.port) + " unreachable: " + strerror(e));
+        return Error(ErrorDomain::Io, e,
+                     "RA/CA " + u.host + ":" + std::to_string(u.port) + " unreachable: " + strerror(e));
     }
     std::string head = "POST " + u.path + " HTTP/1.1\r\nHost: " + u.host + ":" + std::to_string(u.port) +
                        "\r\nContent-Type: application/pkixcmp\r\nContent-Length: " + std::to_string(body.size()) +
@@ -142,7 +145,8 @@ struct World::Impl {
     UdpNet net;
     std::chrono::steady_clock::time_point epoch = std::chrono::steady_clock::now();
     Millis now() const {
-        return Millis(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - epoch).count());
+        return Millis(
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - epoch).count());
     }
     struct Node {
         std::unique_ptr<Counters> counters;
@@ -174,7 +178,8 @@ struct World::Impl {
             d.local = {IpAddress::v4(127, 0, 0, 1), rx.local_port};
             d.remote = {IpAddress::v4(127, 0, 0, 1), rx.remote_port};
             if (rx.local_port == n.natt_port) {
-                if (rx.data.size() < 4 || rx.data[0] || rx.data[1] || rx.data[2] || rx.data[3]) continue;  // ESP: in-memory here
+                if (rx.data.size() < 4 || rx.data[0] || rx.data[1] || rx.data[2] || rx.data[3])
+                    continue;  // ESP: in-memory here
                 d.non_esp_marker = true;
                 d.data.assign(rx.data.begin() + 4, rx.data.end());
             } else {
@@ -222,10 +227,11 @@ struct World::Impl {
 };
 
 World::World(std::string dir, std::map<std::string, uint16_t> ports, const DemoOptions& opt)
-    : m_dir(std::move(dir)), m_ports(std::move(ports)), m_opt(opt),
-      m_impl(std::make_unique<Impl>()) {}
+    : m_dir(std::move(dir)), m_ports(std::move(ports)), m_opt(opt), m_impl(std::make_unique<Impl>()) {}
 
-World::~World() { stop(); }
+World::~World() {
+    stop();
+}
 
 void World::stop() {
     if (m_kds_tls) m_kds_tls->stop();
@@ -345,12 +351,19 @@ Status World::start(const policy::DeploymentConfig& cfg) {
     return {};
 }
 
-
 // ---------------------------------------------------------------- the loopback fabric
-Millis World::now() { return m_impl->now(); }
-double World::clock_ms() { return ms_since(m_epoch); }
-Agent& World::agent(const std::string& henb) { return *m_agents.at(henb); }
-NodeKeys& World::keys(const std::string& henb) { return m_creds[henb]; }
+Millis World::now() {
+    return m_impl->now();
+}
+double World::clock_ms() {
+    return ms_since(m_epoch);
+}
+Agent& World::agent(const std::string& henb) {
+    return *m_agents.at(henb);
+}
+NodeKeys& World::keys(const std::string& henb) {
+    return m_creds[henb];
+}
 
 Result<Carried> World::backhaul(const policy::HenbConfig& h) {
     auto& creds = m_creds[h.name];
@@ -361,10 +374,10 @@ Result<Carried> World::backhaul(const policy::HenbConfig& h) {
     auto core = TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 0), 24);
     X2SEC_TRY(auto mine, peer_config("segw", me, segw, Credential::VendorCertificate, creds.vendor.chain_pem,
                                      creds.vendor.key_pem, {{"operator", m_operator_root_pem}}, {}, core));
-    X2SEC_TRY(auto theirs, peer_config(h.name, segw, me, Credential::VendorCertificate, m_segw_cred.chain_pem,
-                                       m_segw_cred.key_pem,
-                                       {{"vendor-a", m_vendor_a->root_pem()}, {"vendor-b", m_vendor_b->root_pem()}},
-                                       {}, TrafficSelector::from_prefix(creds.inner, 32)));
+    X2SEC_TRY(auto theirs,
+              peer_config(h.name, segw, me, Credential::VendorCertificate, m_segw_cred.chain_pem, m_segw_cred.key_pem,
+                          {{"vendor-a", m_vendor_a->root_pem()}, {"vendor-b", m_vendor_b->root_pem()}}, {},
+                          TrafficSelector::from_prefix(creds.inner, 32)));
     theirs.children[0].local_ts = {core};
     auto& n = m_impl->nodes[h.name];
     auto& s = m_impl->nodes["segw"];
@@ -414,8 +427,8 @@ Result<FetchedKey> World::fetch_key(const policy::HenbConfig& h, const policy::N
     req.requester = h.identity;
     req.peer = n.identity;
     kds::TransferStats st;
-    X2SEC_TRY(auto resp, kds::fetch_key(m_cfg.kds->address.host, m_cfg.kds->address.port, m_cfg.kds->identity, tc,
-                                        req, &st));
+    X2SEC_TRY(auto resp,
+              kds::fetch_key(m_cfg.kds->address.host, m_cfg.kds->address.port, m_cfg.kds->identity, tc, req, &st));
     FetchedKey k{std::move(resp.key), to_hex(resp.key_id), {}};
     k.carried.measure.messages = st.messages;
     k.carried.measure.bytes = st.bytes_sent + st.bytes_received;  // incl. the TLS 1.3 handshake
@@ -471,9 +484,9 @@ Result<Carried> World::ike(IkeAttempt& at) {
         return guard.on_received(d, m_impl->now());
     };
     X2SEC_TRY_STATUS(na.engine->initiate(ib.name, m_impl->now()));
-    bool ok = m_impl->pump_until([&] { return glue::both_child_up(na.events, ia.name, nb.events, ib.name); },
-                                 [&] { return glue::exchange_failed(guard, na.events, ia.name, nb.events, ib.name); },
-                                 8000);
+    bool ok =
+        m_impl->pump_until([&] { return glue::both_child_up(na.events, ia.name, nb.events, ib.name); },
+                           [&] { return glue::exchange_failed(guard, na.events, ia.name, nb.events, ib.name); }, 8000);
     m_impl->on_rx = nullptr;
     if (!ok) {
         std::string why = glue::classify_failure(na.events, nb.events, ia.cred, ib.cred, guard, at.failure,
@@ -488,7 +501,8 @@ Result<Carried> World::ike(IkeAttempt& at) {
     for (auto& sa : na.engine->list_sas())
         if (sa.peer == ib.name && sa.state == "ESTABLISHED") {
             c.detail = sa.encr + (sa.integ.empty() ? "" : "/" + sa.integ) + "/" + sa.prf + "/" + sa.dh + ", auth " +
-                       sa.local_auth + (sa.peer_cert_anchor.empty() ? "" : ", peer chains to '" + sa.peer_cert_anchor + "'");
+                       sa.local_auth +
+                       (sa.peer_cert_anchor.empty() ? "" : ", peer chains to '" + sa.peer_cert_anchor + "'");
         }
     return c;
 }
@@ -561,8 +575,8 @@ void World::traffic(CaseReport& c, const std::string& a, const std::string& b) {
         if (delivered_a[i] == mix_ba[i]) c.x2_delivered_intact += 1;
 }
 
-CaseReport World::run_case(const std::string& id, const std::string& title, const std::string& a,
-                           const std::string& b, Millis now) {
+CaseReport World::run_case(const std::string& id, const std::string& title, const std::string& a, const std::string& b,
+                           Millis now) {
     CaseReport c;
     auto [aa, ab] = detail::case_agents(c, id, title, a, b, m_agents);
     if (aa == nullptr) return c;

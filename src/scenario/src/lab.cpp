@@ -105,8 +105,10 @@ struct Janitor {
         for (pid_t p : pids) ::kill(p, SIGTERM);
         for (int i = 0; i < 40 && !pids.empty(); ++i) {
             for (auto it = pids.begin(); it != pids.end();) {
-                if (::waitpid(*it, nullptr, WNOHANG) != 0) it = pids.erase(it);
-                else ++it;
+                if (::waitpid(*it, nullptr, WNOHANG) != 0)
+                    it = pids.erase(it);
+                else
+                    ++it;
             }
             if (!pids.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
@@ -218,7 +220,8 @@ std::string tail(const std::string& file, size_t lines = 3) {
     for (std::string l; std::getline(in, l);)
         if (!l.empty()) ls.push_back(l);
     std::string out;
-    for (size_t i = ls.size() > lines ? ls.size() - lines : 0; i < ls.size(); ++i) out += (out.empty() ? "" : " | ") + ls[i];
+    for (size_t i = ls.size() > lines ? ls.size() - lines : 0; i < ls.size(); ++i)
+        out += (out.empty() ? "" : " | ") + ls[i];
     return out;
 }
 
@@ -252,8 +255,10 @@ json stop(Proc& p) {
         ::kill(p.pid, SIGTERM);
         bool gone = false;
         for (int i = 0; i < 80 && !gone; ++i) {
-            if (::waitpid(p.pid, nullptr, WNOHANG) == p.pid) gone = true;
-            else std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            if (::waitpid(p.pid, nullptr, WNOHANG) == p.pid)
+                gone = true;
+            else
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
         if (!gone) {
             ::kill(p.pid, SIGKILL);
@@ -400,11 +405,15 @@ private:
             f.payload = l4len > hl ? l4len - hl : 0;
             const uint8_t* pl = l4 + hl;
             if (f.proto == IPPROTO_UDP) {
-                if (f.sport == 500 || f.dport == 500) f.kind = WireFrame::Kind::Ike;
+                if (f.sport == 500 || f.dport == 500)
+                    f.kind = WireFrame::Kind::Ike;
                 else if (f.sport == 4500 || f.dport == 4500) {
-                    if (f.payload == 1 && pl[0] == 0xff) f.kind = WireFrame::Kind::Keepalive;
-                    else if (f.payload >= 4 && !pl[0] && !pl[1] && !pl[2] && !pl[3]) f.kind = WireFrame::Kind::Ike;
-                    else f.kind = WireFrame::Kind::Esp;
+                    if (f.payload == 1 && pl[0] == 0xff)
+                        f.kind = WireFrame::Kind::Keepalive;
+                    else if (f.payload >= 4 && !pl[0] && !pl[1] && !pl[2] && !pl[3])
+                        f.kind = WireFrame::Kind::Ike;
+                    else
+                        f.kind = WireFrame::Kind::Esp;
                 }
             }
         }
@@ -439,8 +448,9 @@ Measure ike_measure(const std::vector<WireFrame>& frames, uint32_t initiator) {
     return m;
 }
 
-
-Result<json> control(const std::string& sock, const json& req) { return runtime::control_request(sock, req, 3000); }
+Result<json> control(const std::string& sock, const json& req) {
+    return runtime::control_request(sock, req, 3000);
+}
 // The first request after start: the socket file exists from bind() a moment before listen().
 Result<json> control_first(const std::string& sock, const json& req) {
     for (int i = 0;; ++i) {
@@ -471,7 +481,9 @@ std::string first_cert(const std::string& pem) {
     return p == std::string::npos ? pem : pem.substr(0, p + end.size()) + "\n";
 }
 
-std::string quote(const std::string& s) { return "\"" + s + "\""; }
+std::string quote(const std::string& s) {
+    return "\"" + s + "\"";
+}
 
 }  // namespace
 
@@ -538,28 +550,45 @@ std::string report_json(const DemoReport& r) {
     j["environment"] = r.environment;
     j["topology"] = r.topology;
     j["notes"] = r.notes;
-    j["backhaul"] = {{"note", r.backhaul_note}, {"messages", r.backhaul.messages}, {"bytes", r.backhaul.bytes},
-                     {"round_trips", r.backhaul.round_trips}, {"time_ms", r.backhaul.time_ms}};
+    j["backhaul"] = {{"note", r.backhaul_note},
+                     {"messages", r.backhaul.messages},
+                     {"bytes", r.backhaul.bytes},
+                     {"round_trips", r.backhaul.round_trips},
+                     {"time_ms", r.backhaul.time_ms}};
     j["cases"] = json::array();
     for (auto& c : r.cases) {
-        json cj = {{"id", c.id}, {"a", c.a}, {"b", c.b}, {"available", c.available}, {"ok", c.ok},
-                   {"outcome", c.outcome}, {"state_a", c.state_a}, {"state_b", c.state_b}, {"steps", c.steps},
-                   {"x2_sent", c.x2_sent}, {"x2_delivered_intact", c.x2_delivered_intact},
-                   {"plaintext_on_wire", c.plaintext_on_wire}, {"tcp_sent", c.tcp_sent},
-                   {"tcp_received", c.tcp_received}, {"tcp_intact", c.tcp_intact},
-                   {"esp_packets_on_wire", c.esp_packets_on_wire}, {"esp_bytes_on_wire", c.esp_bytes_on_wire},
-                   {"clear_inner_frames_on_wire", c.clear_inner_frames_on_wire}, {"dataplane", c.dataplane},
+        json cj = {{"id", c.id},
+                   {"a", c.a},
+                   {"b", c.b},
+                   {"available", c.available},
+                   {"ok", c.ok},
+                   {"outcome", c.outcome},
+                   {"state_a", c.state_a},
+                   {"state_b", c.state_b},
+                   {"steps", c.steps},
+                   {"x2_sent", c.x2_sent},
+                   {"x2_delivered_intact", c.x2_delivered_intact},
+                   {"plaintext_on_wire", c.plaintext_on_wire},
+                   {"tcp_sent", c.tcp_sent},
+                   {"tcp_received", c.tcp_received},
+                   {"tcp_intact", c.tcp_intact},
+                   {"esp_packets_on_wire", c.esp_packets_on_wire},
+                   {"esp_bytes_on_wire", c.esp_bytes_on_wire},
+                   {"clear_inner_frames_on_wire", c.clear_inner_frames_on_wire},
+                   {"dataplane", c.dataplane},
                    {"warnings", c.warnings}};
-        cj["setup"] = {{"messages", c.setup.messages}, {"bytes", c.setup.bytes}, {"round_trips", c.setup.round_trips},
-                       {"time_ms", c.setup.time_ms}, {"entities", c.setup.entities}};
+        cj["setup"] = {{"messages", c.setup.messages},
+                       {"bytes", c.setup.bytes},
+                       {"round_trips", c.setup.round_trips},
+                       {"time_ms", c.setup.time_ms},
+                       {"entities", c.setup.entities}};
         for (auto& [name, m] : c.phases)
-            cj["phases"][name] = {{"messages", m.messages}, {"bytes", m.bytes}, {"round_trips", m.round_trips},
-                                  {"time_ms", m.time_ms}};
+            cj["phases"][name] = {
+                {"messages", m.messages}, {"bytes", m.bytes}, {"round_trips", m.round_trips}, {"time_ms", m.time_ms}};
         j["cases"].push_back(cj);
     }
     return j.dump(2);
 }
-
 
 namespace {
 
@@ -575,7 +604,10 @@ struct LabNode : NodeKeys {
 class Lab final : public Fabric {
 public:
     Lab(const LabOptions& o, std::string dir)
-        : m_opt(o), m_dir(std::move(dir)), m_id(std::to_string(::getpid())), m_epoch(std::chrono::steady_clock::now()) {}
+        : m_opt(o),
+          m_dir(std::move(dir)),
+          m_id(std::to_string(::getpid())),
+          m_epoch(std::chrono::steady_clock::now()) {}
     ~Lab() override {
         if (m_kds_tls) m_kds_tls->stop();
         if (m_http) m_http->stop();
@@ -620,7 +652,8 @@ private:
                            const SecureBytes& key_pem, const std::string& peers_toml);
     std::string peer_toml(const std::string& name, const IpAddress& local, const IpAddress& remote,
                           const std::string& local_id, const std::string& remote_id, bool psk, const SecureBytes& key,
-                          const std::vector<std::string>& trust, const IpAddress& local_ts, const std::string& remote_ts);
+                          const std::vector<std::string>& trust, const IpAddress& local_ts,
+                          const std::string& remote_ts);
     void traffic(CaseReport& c, LabNode& a, LabNode& b, bool ipsec);
 
     LabOptions m_opt;
@@ -663,7 +696,8 @@ Status Lab::link(const std::string& node_ns, int port_index) const {
     std::string port = "x2sp" + std::to_string(port_index);
     if (auto st = ipcmd::veth_add(node_ns, kLanIf, ns("sw"), port); !st.ok())
         return Error(st.error()).context("the veth pair for " + node_ns);
-    for (const auto& st : {ipcmd::link_up(ns("sw"), port, kBridgeIf), ipcmd::link_up(node_ns, kLanIf), ipcmd::link_up(node_ns, "lo")})
+    for (const auto& st :
+         {ipcmd::link_up(ns("sw"), port, kBridgeIf), ipcmd::link_up(node_ns, kLanIf), ipcmd::link_up(node_ns, "lo")})
         if (!st.ok()) return Error(st.error()).context("the links of " + node_ns);
     return {};
 }
@@ -690,9 +724,10 @@ Status Lab::build(DemoReport& report) {
         ++i;
         replace("127.0.0.1:${PORT_" + h + "}", "192.0.2." + std::to_string(10 + i) + ":500");
     }
-    replace("# x2sec demo deployment (embedded default).  Every H(e)NB, the SeGW, the operator RA/CA\n"
-            "# and the KDS run on 127.0.0.1 with distinct ports; ${...} are filled in at start.",
-            "# x2sec lab deployment: the demo's, with the lab's namespace addresses.");
+    replace(
+        "# x2sec demo deployment (embedded default).  Every H(e)NB, the SeGW, the operator RA/CA\n"
+        "# and the KDS run on 127.0.0.1 with distinct ports; ${...} are filled in at start.",
+        "# x2sec lab deployment: the demo's, with the lab's namespace addresses.");
     X2SEC_TRY_STATUS(write_file_atomic(m_dir + "/deployment.toml", toml));
     X2SEC_TRY(m_cfg, policy::parse_config(toml, "deployment.toml", m_dir));
     // H(e)NB names become namespace names: all of them are checked before anything is created.
@@ -708,9 +743,9 @@ Status Lab::build(DemoReport& report) {
     X2SEC_TRY_STATUS(link(ns("core"), 0));
     X2SEC_TRY_STATUS(ipcmd::addr_add(ns("core"), m_segw_outer, 24, kLanIf));
     report.topology.push_back(ns("sw") + ": bridge x2sbr (the LAN), packet tap");
-    report.topology.push_back(ns("core") + ": SeGW 198.51.100.1, TUN x2ssegw 203.0.113.1/24; RA/CA http://203.0.113.1:" +
-                              std::to_string(kCmpPort) + ", KDS 203.0.113.1:" + std::to_string(kKdsPort) +
-                              " (only through the backhaul)");
+    report.topology.push_back(
+        ns("core") + ": SeGW 198.51.100.1, TUN x2ssegw 203.0.113.1/24; RA/CA http://203.0.113.1:" +
+        std::to_string(kCmpPort) + ", KDS 203.0.113.1:" + std::to_string(kKdsPort) + " (only through the backhaul)");
     int64_t nb = m_clock.unix_seconds() - 3600;
     i = 0;
     for (auto& h : m_cfg.henbs) {
@@ -774,8 +809,8 @@ std::string Lab::ike_config(const std::string& file, const std::string& sock, co
     if (!cert_pem.empty()) {
         (void)write_file_atomic(file + ".crt", first_cert(cert_pem));
         (void)write_file_atomic(file + ".key", key_pem.view(), 0600);
-        o << "\n[[credential]]\nname = \"self\"\nkey = " << quote(file + ".key") << "\ncerts = [" << quote(file + ".crt")
-          << "]\n";
+        o << "\n[[credential]]\nname = \"self\"\nkey = " << quote(file + ".key") << "\ncerts = ["
+          << quote(file + ".crt") << "]\n";
     }
     o << "\n" << peers_toml;
     return o.str();
@@ -789,15 +824,15 @@ Status Lab::start_services() {
                            {}, {"vendor-a", "vendor-b"}, m_core_inner, n.bh_inner.to_string() + "/32");
     std::string file = m_dir + "/segw.toml";
     m_segw.control = m_dir + "/segw.sock";
-    X2SEC_TRY_STATUS(write_file_atomic(file, ike_config(file, m_segw.control, "segw",
-                                                        {"vendor-a", "vendor-b"}, m_segw_cred.chain_pem,
-                                                        m_segw_cred.key_pem, peers),
+    X2SEC_TRY_STATUS(write_file_atomic(file,
+                                       ike_config(file, m_segw.control, "segw", {"vendor-a", "vendor-b"},
+                                                  m_segw_cred.chain_pem, m_segw_cred.key_pem, peers),
                                        0600));
-    X2SEC_TRY(m_segw, spawn(ns("core"),
-                            {m_opt.x2sec_binary, "--log-level", "warn", "esp", "--no-offload", "--tun", "x2ssegw",
-                             "--tun-addr", m_core_inner.to_string() + "/24", "--local", m_segw_outer.to_string(),
-                             "--ike-config", file},
-                            "segw", m_dir, !m_opt.keep));
+    X2SEC_TRY(m_segw,
+              spawn(ns("core"),
+                    {m_opt.x2sec_binary, "--log-level", "warn", "esp", "--no-offload", "--tun", "x2ssegw", "--tun-addr",
+                     m_core_inner.to_string() + "/24", "--local", m_segw_outer.to_string(), "--ike-config", file},
+                    "segw", m_dir, !m_opt.keep));
     m_segw.control = m_dir + "/segw.sock";
     X2SEC_TRY_STATUS(wait_ready(m_segw, m_opt.wait_s * 1000));
 
@@ -868,8 +903,10 @@ Result<Carried> Lab::backhaul(const policy::HenbConfig& h) {
         auto ev = control(sock, {{"cmd", "events"}, {"since", since}});
         if (!ev.ok()) continue;
         for (auto& e : (*ev)["events"]) {
-            if (e.value("kind", "") == "CHILD_SA_UP") up = true;
-            else if (failed_event(e)) why = e.value("kind", "") + " " + e.value("detail", "");
+            if (e.value("kind", "") == "CHILD_SA_UP")
+                up = true;
+            else if (failed_event(e))
+                why = e.value("kind", "") + " " + e.value("detail", "");
         }
     }
     if (!up) return Error(ErrorDomain::Ike, 0, why.empty() ? "no backhaul IKE SA with the SeGW" : why);
@@ -948,15 +985,17 @@ Result<Carried> Lab::ike(IkeAttempt& at) {
         bool is_psk = me.cred == Credential::PairwiseKey;
         std::string peers = peer_toml(other.name, self.lan, other.lan, sc.identity, other_identity, is_psk, *me.psk,
                                       sc.trust_anchors, self.x2_inner, other.x2_inner.to_string() + "/32");
-        X2SEC_TRY_STATUS(write_file_atomic(
-            file, ike_config(file, sock, self.name, is_psk ? std::vector<std::string>{} : sc.trust_anchors,
-                             is_psk ? std::string() : me.cert_pem, me.key_pem, peers),
-            0600));
-        X2SEC_TRY(self.direct, spawn(self.ns,
-                                     {m_opt.x2sec_binary, "--log-level", "warn", "esp", "--no-offload", "--tun", "x2sx2",
-                                      "--tun-addr", self.x2_inner.to_string() + "/32", "--local", self.lan.to_string(),
-                                      "--route", other.x2_inner.to_string() + "/32", "--ike-config", file},
-                                     self.name + "-x2", m_dir, !m_opt.keep));
+        X2SEC_TRY_STATUS(
+            write_file_atomic(file,
+                              ike_config(file, sock, self.name, is_psk ? std::vector<std::string>{} : sc.trust_anchors,
+                                         is_psk ? std::string() : me.cert_pem, me.key_pem, peers),
+                              0600));
+        X2SEC_TRY(self.direct,
+                  spawn(self.ns,
+                        {m_opt.x2sec_binary, "--log-level", "warn", "esp", "--no-offload", "--tun", "x2sx2",
+                         "--tun-addr", self.x2_inner.to_string() + "/32", "--local", self.lan.to_string(), "--route",
+                         other.x2_inner.to_string() + "/32", "--ike-config", file},
+                        self.name + "-x2", m_dir, !m_opt.keep));
         self.direct.control = sock;
         return wait_ready(self.direct, m_opt.wait_s * 1000);
     };
@@ -976,13 +1015,15 @@ Result<Carried> Lab::ike(IkeAttempt& at) {
     while (std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
         for (auto [sock, since, up, fail] : {std::tuple{&a.direct.control, &since_a, &up_a, &fail_a},
-                                              std::tuple{&b.direct.control, &since_b, &up_b, &fail_b}}) {
+                                             std::tuple{&b.direct.control, &since_b, &up_b, &fail_b}}) {
             auto ev = control(*sock, {{"cmd", "events"}, {"since", *since}});
             if (!ev.ok()) continue;
             *since = ev->value("next", *since);
             for (auto& e : (*ev)["events"]) {
-                if (e.value("kind", "") == "CHILD_SA_UP") *up = true;
-                else if (failed_event(e) && !*fail) *fail = e;
+                if (e.value("kind", "") == "CHILD_SA_UP")
+                    *up = true;
+                else if (failed_event(e) && !*fail)
+                    *fail = e;
             }
         }
         if (up_a && up_b) break;
@@ -1000,11 +1041,13 @@ Result<Carried> Lab::ike(IkeAttempt& at) {
         bool rejected = (kind(fail_a) == "AUTH_FAILED" && code(fail_a) == kAuthFailurePeerRejected) ||
                         (kind(fail_a) == "PEER_NOTIFY" && code(fail_a) == kAuthFailedNotify);
         at.failure.untrusted_ca = (kind(fail_a) == "AUTH_FAILED" && code(fail_a) == kUntrustedCa) ||
-                               (rejected && cred == Credential::VendorCertificate);
-        if (kind(fail_b) == "AUTH_FAILED") at.responder_agent.observe_peer_failure(ia.name, code(fail_b) == kUntrustedCa, now());
-        std::string why = fail_a ? fail_a->value("kind", "") + " " + fail_a->value("detail", "")
-                                 : (fail_b ? peer_name + ": " + fail_b->value("kind", "") + " " + fail_b->value("detail", "")
-                                           : "no IKE SA with " + peer_name + " within " + std::to_string(m_opt.wait_s) + " s");
+                                  (rejected && cred == Credential::VendorCertificate);
+        if (kind(fail_b) == "AUTH_FAILED")
+            at.responder_agent.observe_peer_failure(ia.name, code(fail_b) == kUntrustedCa, now());
+        std::string why =
+            fail_a ? fail_a->value("kind", "") + " " + fail_a->value("detail", "")
+                   : (fail_b ? peer_name + ": " + fail_b->value("kind", "") + " " + fail_b->value("detail", "")
+                             : "no IKE SA with " + peer_name + " within " + std::to_string(m_opt.wait_s) + " s");
         stop(a.direct);
         stop(b.direct);
         return Error(ErrorDomain::Ike, code(fail_a), why);
@@ -1025,13 +1068,18 @@ Result<Carried> Lab::ike(IkeAttempt& at) {
     return p;
 }
 
-
 // GTP-U G-PDU (TS 29.281): flags 0x30, type 255, length, TEID, then the user payload.
 Bytes gtpu(uint32_t teid, unsigned i, const std::string& dir) {
     std::string body = std::string(kMarker) + " GTP-U G-PDU " + dir + " #" + std::to_string(i) + " ";
     while (body.size() < 300) body += char('a' + body.size() % 26);
-    const uint8_t hdr[8] = {0x30, 0xff, uint8_t(body.size() >> 8), uint8_t(body.size()), uint8_t(teid >> 24),
-                            uint8_t(teid >> 16), uint8_t(teid >> 8), uint8_t(teid)};
+    const uint8_t hdr[8] = {0x30,
+                            0xff,
+                            uint8_t(body.size() >> 8),
+                            uint8_t(body.size()),
+                            uint8_t(teid >> 24),
+                            uint8_t(teid >> 16),
+                            uint8_t(teid >> 8),
+                            uint8_t(teid)};
     Bytes b(8 + body.size());
     std::memcpy(b.data(), hdr, 8);
     std::memcpy(b.data() + 8, body.data(), body.size());
@@ -1065,9 +1113,9 @@ std::string counters_line(const std::string& who, const json& st) {
         }
     o << ", drops " << drops << which;
     for (auto& sa : st.value("sas", json::array()))
-        o << "; SA in " << sa.value("spi_in", "") << " " << sa.value("in_packets", 0) << " pkts/" << sa.value("in_bytes", 0)
-          << " B, out " << sa.value("spi_out", "") << " " << sa.value("out_packets", 0) << " pkts/"
-          << sa.value("out_bytes", 0) << " B";
+        o << "; SA in " << sa.value("spi_in", "") << " " << sa.value("in_packets", 0) << " pkts/"
+          << sa.value("in_bytes", 0) << " B, out " << sa.value("spi_out", "") << " " << sa.value("out_packets", 0)
+          << " pkts/" << sa.value("out_bytes", 0) << " B";
     return o.str();
 }
 
@@ -1078,10 +1126,10 @@ std::string tun_line(const std::string& ns, const std::string& dev) {
     if (j.is_discarded() || !j.is_array() || j.empty()) return "";
     auto s = j[0].value("stats64", json::object());
     auto rx = s.value("rx", json::object()), tx = s.value("tx", json::object());
-    return "TUN " + dev + " tx " + std::to_string(tx.value("packets", 0)) + " pkts/" + std::to_string(tx.value("bytes", 0)) +
-           " B, rx " + std::to_string(rx.value("packets", 0)) + " pkts/" + std::to_string(rx.value("bytes", 0)) + " B";
+    return "TUN " + dev + " tx " + std::to_string(tx.value("packets", 0)) + " pkts/" +
+           std::to_string(tx.value("bytes", 0)) + " B, rx " + std::to_string(rx.value("packets", 0)) + " pkts/" +
+           std::to_string(rx.value("bytes", 0)) + " B";
 }
-
 
 void Lab::traffic(CaseReport& c, LabNode& a, LabNode& b, bool ipsec) {
     IpAddress ia = ipsec ? a.x2_inner : a.lan, ib = ipsec ? b.x2_inner : b.lan;
@@ -1097,12 +1145,13 @@ void Lab::traffic(CaseReport& c, LabNode& a, LabNode& b, bool ipsec) {
         c.outcome = "cannot bind GTP-U sockets to the X2 addresses";
     } else {
         for (auto [from, to, dst, dir, teid] : {std::tuple{ua, ub, ib, std::string("A->B"), 0x1000u},
-                                                 std::tuple{ub, ua, ia, std::string("B->A"), 0x2000u}}) {
+                                                std::tuple{ub, ua, ia, std::string("B->A"), 0x2000u}}) {
             std::vector<Bytes> sent;
             for (unsigned k = 0; k < m_opt.gtpu_datagrams; ++k) {
                 sent.push_back(gtpu(teid + k, k, dir));
                 auto s = sin_of(dst, 2152);
-                (void)::sendto(from, sent.back().data(), sent.back().size(), 0, reinterpret_cast<sockaddr*>(&s), sizeof s);
+                (void)::sendto(from, sent.back().data(), sent.back().size(), 0, reinterpret_cast<sockaddr*>(&s),
+                               sizeof s);
                 c.x2_sent += 1;
             }
             std::set<size_t> matched;
@@ -1190,9 +1239,10 @@ void Lab::run_backhaul(DemoReport& report) {
             if (p.name == "backhaul") report.backhaul += p.measure;
     }
     report.backhaul.time_ms = ms_since(t0);
-    report.backhaul_note = std::to_string(up) + "/" + std::to_string(m_agents.size()) +
-                           " H(e)NBs have their backhaul IKE SA to the SeGW up (device certificates, ESP on TUN x2sbh); "
-                           "the RA/CA and the KDS are reachable only through it";
+    report.backhaul_note =
+        std::to_string(up) + "/" + std::to_string(m_agents.size()) +
+        " H(e)NBs have their backhaul IKE SA to the SeGW up (device certificates, ESP on TUN x2sbh); "
+        "the RA/CA and the KDS are reachable only through it";
     for (auto& [name, agent] : m_agents)
         if (!agent->backhaul_up()) report.backhaul_note += "; " + name + ": " + agent->backhaul_reason();
 }
@@ -1235,7 +1285,8 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
         c.dataplane.push_back(counters_line(a, sa));
         c.dataplane.push_back(counters_line(b, sb));
         auto esp_rx = [](const json& s) {
-            return s.is_object() ? s.value("counters", json::object()).value("esp.rx.packets", uint64_t(0)) : uint64_t(0);
+            return s.is_object() ? s.value("counters", json::object()).value("esp.rx.packets", uint64_t(0))
+                                 : uint64_t(0);
         };
         bool esp_carried = esp_rx(sa) > 0 && esp_rx(sb) > 0 && c.esp_packets_on_wire > 0;
         c.ok = c.available && c.x2_sent > 0 && c.x2_delivered_intact == c.x2_sent && c.tcp_intact &&
@@ -1253,14 +1304,16 @@ CaseReport Lab::run_case(const std::string& id, const std::string& title, const 
         int u = socket_in(la.ns, SOCK_DGRAM);
         auto dst = sin_of(lb.x2_inner, 2152);
         Bytes probe = gtpu(0x3000, 0, "probe");
-        ssize_t n = u >= 0 ? ::sendto(u, probe.data(), probe.size(), 0, reinterpret_cast<sockaddr*>(&dst), sizeof dst) : -1;
+        ssize_t n =
+            u >= 0 ? ::sendto(u, probe.data(), probe.size(), 0, reinterpret_cast<sockaddr*>(&dst), sizeof dst) : -1;
         int err = errno;
         if (u >= 0) ::close(u);
         for (auto& f : m_tap.window(w0, m_tap.now()))
             if (f.marker) c.plaintext_on_wire = true;
-        c.steps.push_back("[lab] X2 to " + lb.x2_inner.to_string() + " while DOWN: " +
-                          (n < 0 ? std::string("not sent (") + std::strerror(err) + ")" : std::string("sent into the TUN, dropped")) +
-                          "; X2 plaintext on the LAN: " + (c.plaintext_on_wire ? "YES" : "none"));
+        c.steps.push_back(
+            "[lab] X2 to " + lb.x2_inner.to_string() + " while DOWN: " +
+            (n < 0 ? std::string("not sent (") + std::strerror(err) + ")" : std::string("sent into the TUN, dropped")) +
+            "; X2 plaintext on the LAN: " + (c.plaintext_on_wire ? "YES" : "none"));
     }
     return c;
 }
@@ -1318,10 +1371,12 @@ Result<DemoReport> run_lab(const LabOptions& options) {
                          "-*, veth links on a bridge, TUN devices, user-space ESP in UDP 4500";
     if (int s = ::socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP); s >= 0) {
         ::close(s);
-        report.notes.emplace_back("the kernel has SCTP, but the lab sends X2AP-like signalling as a TCP stream (port 36422)");
+        report.notes.emplace_back(
+            "the kernel has SCTP, but the lab sends X2AP-like signalling as a TCP stream (port 36422)");
     } else {
         report.notes.push_back(std::string("SCTP is not available on this kernel (socket(IPPROTO_SCTP): ") +
-                               std::strerror(errno) + "): X2AP-like signalling goes as a TCP stream to port 36422; "
+                               std::strerror(errno) +
+                               "): X2AP-like signalling goes as a TCP stream to port 36422; "
                                "GTP-U as UDP to port 2152");
     }
 
@@ -1333,22 +1388,26 @@ Result<DemoReport> run_lab(const LabOptions& options) {
             if (!st.ok()) return st.error();
             return report;
         };
-        if (auto st = lab.build(report); !st.ok()) result = finish(st);
-        else if (auto st2 = lab.start_services(); !st2.ok()) result = finish(st2);
+        if (auto st = lab.build(report); !st.ok())
+            result = finish(st);
+        else if (auto st2 = lab.start_services(); !st2.ok())
+            result = finish(st2);
         else {
             lab.run_backhaul(report);
             struct Def {
                 const char *id, *title, *a, *b;
             };
             const Def defs[] = {
-                {"scenario1", "Scenario 1: same CA, IKEv2 with current certificates (Proposal 2)", "henb-a1", "henb-a2"},
+                {"scenario1", "Scenario 1: same CA, IKEv2 with current certificates (Proposal 2)", "henb-a1",
+                 "henb-a2"},
                 {"scenario2", "Scenario 2 / Solution 1: CMPv2 enrolment, IKEv2 with operator certificates (Proposal 3)",
                  "henb-a1", "henb-b1"},
                 {"solution2", "Solution 2: pairwise key from the KDS, IKEv2 with PSK", "henb-a2", "henb-b2"},
                 {"ipsec-off", "IPsec off by operator policy: plain X2 (Proposal 1)", "henb-a1", "henb-a3"},
             };
             for (auto& d : defs) {
-                if (!opt.cases.empty() && std::find(opt.cases.begin(), opt.cases.end(), d.id) == opt.cases.end()) continue;
+                if (!opt.cases.empty() && std::find(opt.cases.begin(), opt.cases.end(), d.id) == opt.cases.end())
+                    continue;
                 report.cases.push_back(lab.run_case(d.id, d.title, d.a, d.b));
             }
             for (auto& [name, agent] : lab.agents()) report.node_status[name] = agent->status_text();
@@ -1367,6 +1426,5 @@ Result<DemoReport> run_lab(const LabOptions& options) {
     if (!opt.keep) janitor().cleanup();
     return result;
 }
-
 
 }  // namespace x2sec::scenario

@@ -10,12 +10,15 @@
 
 namespace x2sec::scenario {
 
-
 namespace {
 
-Error ossl(const std::string& what) { return Error(ErrorDomain::Pki, 0, "lab PKI: " + what); }
+Error ossl(const std::string& what) {
+    return Error(ErrorDomain::Pki, 0, "lab PKI: " + what);
+}
 
-EVP_PKEY* new_p256() { return EVP_EC_gen("P-256"); }
+EVP_PKEY* new_p256() {
+    return EVP_EC_gen("P-256");
+}
 
 std::string to_pem(X509* x) {
     BIO* b = BIO_new(BIO_s_mem());
@@ -62,7 +65,8 @@ X509* new_cert(EVP_PKEY* subject_key, const std::string& cn, const std::string& 
     X509_set_pubkey(x, subject_key);
     X509_NAME* n = X509_get_subject_name(x);
     if (!org.empty())
-        X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(org.c_str()), -1, -1, 0);
+        X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(org.c_str()), -1, -1,
+                                   0);
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
     return x;
 }
@@ -82,8 +86,12 @@ LabCa::LabCa() : m_impl(std::make_unique<Impl>()) {}
 LabCa::LabCa(LabCa&&) noexcept = default;
 LabCa& LabCa::operator=(LabCa&&) noexcept = default;
 LabCa::~LabCa() = default;
-X509* LabCa::cert() const { return m_impl->root; }
-EVP_PKEY* LabCa::key() const { return m_impl->key; }
+X509* LabCa::cert() const {
+    return m_impl->root;
+}
+EVP_PKEY* LabCa::key() const {
+    return m_impl->key;
+}
 
 Result<LabCa> LabCa::create(const std::string& cn, const std::string& org, int64_t nb, int days) {
     LabCa ca;
@@ -94,8 +102,7 @@ Result<LabCa> LabCa::create(const std::string& cn, const std::string& org, int64
     X509_set_issuer_name(x, X509_get_subject_name(x));
     bool ok = add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") &&
               add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") &&
-              add_ext(x, x, NID_subject_key_identifier, "hash") &&
-              X509_sign(x, ca.m_impl->key, EVP_sha256()) > 0;
+              add_ext(x, x, NID_subject_key_identifier, "hash") && X509_sign(x, ca.m_impl->key, EVP_sha256()) > 0;
     ca.m_impl->root = x;
     if (!ok) return ossl("signing root " + cn);
     ca.m_root_pem = to_pem(x);

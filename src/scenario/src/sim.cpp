@@ -128,7 +128,6 @@ Status validate(const SimOptions& o) {
 
 }  // namespace
 
-
 namespace {
 
 using glue::IkeSide;
@@ -197,9 +196,8 @@ private:
         bool operator>(const Wake& o) const { return at != o.at ? at > o.at : seq > o.seq; }
     };
 
-    bool exchange(unsigned a, std::optional<unsigned> b, const std::string& cls,
-                  const std::function<bool()>& done, const std::function<bool()>& failed,
-                  glue::CertreqGuard* guard);
+    bool exchange(unsigned a, std::optional<unsigned> b, const std::string& cls, const std::function<bool()>& done,
+                  const std::function<bool()>& failed, glue::CertreqGuard* guard);
     void teardown(unsigned a, unsigned b);
     void carry_x2(size_t r);
     void settle(size_t r, Millis now);
@@ -333,9 +331,9 @@ Status SimWorld::build() {
         n.engine = std::make_unique<ike::Engine>(ec, *n.dp, *n.rng);
         // The SeGW's configuration for this node: any address (the SeGW does not know where
         // a node connects from), told apart from the others by IDi at IKE_AUTH.
-        X2SEC_TRY(auto from_node, glue::peer_config(n.name, segw, me, Credential::VendorCertificate,
-                                                    m_segw_cred.chain_pem, m_segw_cred.key_pem, vendor_roots, {},
-                                                    TrafficSelector::from_prefix(n.addr, 32)));
+        X2SEC_TRY(auto from_node,
+                  glue::peer_config(n.name, segw, me, Credential::VendorCertificate, m_segw_cred.chain_pem,
+                                    m_segw_cred.key_pem, vendor_roots, {}, TrafficSelector::from_prefix(n.addr, 32)));
         from_node.remote_addr = IpAddress{};
         from_node.remote_port = 0;
         from_node.fragmentation = false;
@@ -464,7 +462,8 @@ void SimWorld::teardown(unsigned a, unsigned b) {
             if (sa.peer == na.name) return false;
         return true;
     };
-    exchange(a, b, "ike-direct", none, [] { return false; }, nullptr);
+    exchange(
+        a, b, "ike-direct", none, [] { return false; }, nullptr);
 }
 
 Result<Carried> SimWorld::backhaul(const policy::HenbConfig& h) {
@@ -480,8 +479,7 @@ Result<Carried> SimWorld::backhaul(const policy::HenbConfig& h) {
             return glue::has_event(n.events, "segw", ike::Event::Kind::ChildSaUp) &&
                    glue::has_event(m_segw_events, n.name, ike::Event::Kind::ChildSaUp);
         },
-        [&] { return glue::failure_event(n.events, "segw") || glue::failure_event(m_segw_events, n.name); },
-        nullptr);
+        [&] { return glue::failure_event(n.events, "segw") || glue::failure_event(m_segw_events, n.name); }, nullptr);
     auto after = m_traffic["ike-backhaul"];
     if (!ok) {
         const auto* f = glue::failure_event(n.events, "segw");
@@ -500,9 +498,10 @@ Result<Enrolled> SimWorld::enrol(const policy::HenbConfig& h) {
     if (m_opt.ra_down && m_now >= m_opt.ra_down->first && m_now < m_opt.ra_down->second) {
         m_now += rtt_core();  // the connection attempt is refused
         m_counters["cmp enrolment failures"] += 1;
-        return Error(ErrorDomain::Io, 111, "RA/CA unreachable: connection refused (down from t=" +
-                                               std::to_string(m_opt.ra_down->first / 1000) + " s to t=" +
-                                               std::to_string(m_opt.ra_down->second / 1000) + " s)");
+        return Error(
+            ErrorDomain::Io, 111,
+            "RA/CA unreachable: connection refused (down from t=" + std::to_string(m_opt.ra_down->first / 1000) +
+                " s to t=" + std::to_string(m_opt.ra_down->second / 1000) + " s)");
     }
     X2SEC_TRY(auto vkey, pki::private_key_from_pem(n.vendor.key_pem.view()));
     X2SEC_TRY(auto vcert, pem_x509(n.vendor.cert_pem));
@@ -677,10 +676,14 @@ std::string outcome_of(const NeighbourStatus& x, const NeighbourStatus& y) {
     if (x.state == LinkState::Disabled || y.state == LinkState::Disabled) return "direct interface disabled";
     if (x.state == LinkState::Up && y.state == LinkState::Up) {
         switch (x.credential) {
-            case Credential::VendorCertificate: return "scenario1: same CA, vendor certificates (Proposal 2)";
-            case Credential::OperatorCertificate: return "scenario2: CMPv2 enrolment, operator certificates (Proposal 3)";
-            case Credential::PairwiseKey: return "solution2: KDS pairwise key, IKEv2-PSK";
-            default: break;
+            case Credential::VendorCertificate:
+                return "scenario1: same CA, vendor certificates (Proposal 2)";
+            case Credential::OperatorCertificate:
+                return "scenario2: CMPv2 enrolment, operator certificates (Proposal 3)";
+            case Credential::PairwiseKey:
+                return "solution2: KDS pairwise key, IKEv2-PSK";
+            default:
+                break;
         }
     }
     return "down";
@@ -756,8 +759,8 @@ void SimWorld::run() {
         push(Millis(boot.below(uint32_t(std::max<Millis>(m_opt.boot_spread_ms, 1)))), int(i), -1);
     if (m_opt.revoke) push(m_opt.revoke_at_ms, -1, -2);
     if (m_opt.ra_down)
-        m_faults.push_back("RA/CA down from t=" + std::to_string(m_opt.ra_down->first / 1000) + " s to t=" +
-                           std::to_string(m_opt.ra_down->second / 1000) + " s");
+        m_faults.push_back("RA/CA down from t=" + std::to_string(m_opt.ra_down->first / 1000) +
+                           " s to t=" + std::to_string(m_opt.ra_down->second / 1000) + " s");
     while (!m_wakes.empty()) {
         Wake w = m_wakes.top();
         if (w.at > m_opt.duration_ms) break;
@@ -841,8 +844,10 @@ SimReport SimWorld::report() {
         std::string all;
         for (auto& s : x->steps) all += s.text + "\n";
         if (rel.cfg.hint && rel.outcome.rfind("scenario", 0) == 0) res.learnt = "hint";
-        if (all.find("IKE_AUTH not sent") != std::string::npos) res.learnt = "CERTREQ";
-        else if (all.find("peer's CA not trusted") != std::string::npos) res.learnt = "AUTH_FAILED";
+        if (all.find("IKE_AUTH not sent") != std::string::npos)
+            res.learnt = "CERTREQ";
+        else if (all.find("peer's CA not trusted") != std::string::npos)
+            res.learnt = "AUTH_FAILED";
         if (m_opt.keep_steps) {
             for (auto& s : x->steps) res.steps_a.push_back(s.text);
             for (auto& s : y->steps) res.steps_b.push_back(s.text);

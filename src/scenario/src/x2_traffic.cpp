@@ -4,7 +4,6 @@
 
 namespace x2sec::scenario {
 
-
 uint32_t crc32c(BytesView data) {
     uint32_t crc = 0xffffffffu;
     for (uint8_t b : data) {
@@ -74,9 +73,9 @@ Bytes gtpu_packet(const IpAddress& src, const IpAddress& dst, uint32_t teid, Byt
     u.u16(kGtpuPort);
     u.u16(kGtpuPort);
     u.u16(uint16_t(8 + 8 + user.size()));
-    u.u16(0);  // UDP checksum optional over IPv4
-    u.u8(0x30);   // version 1, PT=1
-    u.u8(0xff);   // G-PDU
+    u.u16(0);    // UDP checksum optional over IPv4
+    u.u8(0x30);  // version 1, PT=1
+    u.u8(0xff);  // G-PDU
     u.u16(uint16_t(user.size()));
     u.u32(teid);
     u.bytes(user);

@@ -45,8 +45,7 @@ struct GeneralNamesFree {
 using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, GeneralNamesFree>;
 
 GeneralNamesPtr sans_of(X509* x) {
-    return GeneralNamesPtr(
-        static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr)));
+    return GeneralNamesPtr(static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr)));
 }
 
 std::vector<std::string> san_strings(X509* x, int type) {
@@ -65,7 +64,9 @@ std::vector<std::string> san_strings(X509* x, int type) {
 
 }  // namespace
 
-void Certificate::Free::operator()(X509* x) const { X509_free(x); }
+void Certificate::Free::operator()(X509* x) const {
+    X509_free(x);
+}
 
 Certificate Certificate::adopt(X509* x) {
     Certificate c;
@@ -120,13 +121,14 @@ Result<std::vector<Certificate>> Certificate::load_pem_chain(const std::string& 
             out.push_back(std::move(der).value());
             return out;
         }
-        return Error(ErrorDomain::Pki, static_cast<int>(VerifyFailure::Other),
-                     path + ": no certificate found");
+        return Error(ErrorDomain::Pki, static_cast<int>(VerifyFailure::Other), path + ": no certificate found");
     }
     return out;
 }
 
-Status Certificate::save_pem(const std::string& path) const { return write_file_atomic(path, pem()); }
+Status Certificate::save_pem(const std::string& path) const {
+    return write_file_atomic(path, pem());
+}
 
 Bytes Certificate::der() const {
     unsigned char* der = nullptr;
@@ -154,7 +156,9 @@ Bytes Certificate::subject_der() const {
     return out;
 }
 
-std::string Certificate::subject() const { return name_to_string(X509_get_subject_name(m_x.get())); }
+std::string Certificate::subject() const {
+    return name_to_string(X509_get_subject_name(m_x.get()));
+}
 
 std::string dn_to_string(BytesView name_der) {
     const unsigned char* p = name_der.data();
@@ -167,9 +171,15 @@ std::string dn_to_string(BytesView name_der) {
     X509_NAME_free(n);
     return s;
 }
-std::string Certificate::issuer() const { return name_to_string(X509_get_issuer_name(m_x.get())); }
-std::vector<std::string> Certificate::san_dns() const { return san_strings(m_x.get(), GEN_DNS); }
-std::vector<std::string> Certificate::san_email() const { return san_strings(m_x.get(), GEN_EMAIL); }
+std::string Certificate::issuer() const {
+    return name_to_string(X509_get_issuer_name(m_x.get()));
+}
+std::vector<std::string> Certificate::san_dns() const {
+    return san_strings(m_x.get(), GEN_DNS);
+}
+std::vector<std::string> Certificate::san_email() const {
+    return san_strings(m_x.get(), GEN_EMAIL);
+}
 
 std::vector<IpAddress> Certificate::san_ip() const {
     std::vector<IpAddress> out;
@@ -195,13 +205,23 @@ Bytes Certificate::serial() const {
     return Bytes(d, d + ASN1_STRING_length(s));
 }
 
-std::string Certificate::serial_hex() const { return to_hex(serial()); }
-int64_t Certificate::not_before() const { return asn1_time_to_unix(X509_get0_notBefore(m_x.get())); }
-int64_t Certificate::not_after() const { return asn1_time_to_unix(X509_get0_notAfter(m_x.get())); }
+std::string Certificate::serial_hex() const {
+    return to_hex(serial());
+}
+int64_t Certificate::not_before() const {
+    return asn1_time_to_unix(X509_get0_notBefore(m_x.get()));
+}
+int64_t Certificate::not_after() const {
+    return asn1_time_to_unix(X509_get0_notAfter(m_x.get()));
+}
 
-bool Certificate::is_ca() const { return X509_check_ca(m_x.get()) > 0; }
+bool Certificate::is_ca() const {
+    return X509_check_ca(m_x.get()) > 0;
+}
 
-bool Certificate::self_signed() const { return X509_self_signed(m_x.get(), 0) == 1; }
+bool Certificate::self_signed() const {
+    return X509_self_signed(m_x.get(), 0) == 1;
+}
 
 Bytes Certificate::spki_sha1() const {
     auto der = crypto::public_key_der(X509_get0_pubkey(m_x.get()));
@@ -218,8 +238,8 @@ Bytes Certificate::subject_key_id() const {
 
 std::vector<std::string> Certificate::crl_distribution_points() const {
     std::vector<std::string> out;
-    auto* dps = static_cast<CRL_DIST_POINTS*>(
-        X509_get_ext_d2i(m_x.get(), NID_crl_distribution_points, nullptr, nullptr));
+    auto* dps =
+        static_cast<CRL_DIST_POINTS*>(X509_get_ext_d2i(m_x.get(), NID_crl_distribution_points, nullptr, nullptr));
     if (dps == nullptr) return out;
     for (int i = 0; i < sk_DIST_POINT_num(dps); ++i) {
         const DIST_POINT* dp = sk_DIST_POINT_value(dps, i);
@@ -236,7 +256,9 @@ std::vector<std::string> Certificate::crl_distribution_points() const {
     return out;
 }
 
-EVP_PKEY* Certificate::public_key() const { return m_key ? m_key.get() : X509_get0_pubkey(m_x.get()); }
+EVP_PKEY* Certificate::public_key() const {
+    return m_key ? m_key.get() : X509_get0_pubkey(m_x.get());
+}
 
 // ---------------------------------------------------------------- Crl
 
@@ -271,15 +293,19 @@ Result<Crl> Crl::load(const std::string& path) {
     auto data = read_file(path, 64 * 1024 * 1024);
     if (!data.ok()) return Error(data.error()).context("loading CRL");
     static const std::string_view kPem = "-----BEGIN";
-    const bool pem = data->size() >= kPem.size() &&
-                     std::search(data->begin(), data->end(), kPem.begin(), kPem.end()) != data->end();
+    const bool pem =
+        data->size() >= kPem.size() && std::search(data->begin(), data->end(), kPem.begin(), kPem.end()) != data->end();
     auto c = pem ? from_pem(*data) : from_der(*data);
     if (!c.ok()) return Error(c.error()).context(path);
     return c;
 }
 
-std::string Crl::issuer() const { return name_to_string(X509_CRL_get_issuer(m_crl.get())); }
-int64_t Crl::next_update() const { return asn1_time_to_unix(X509_CRL_get0_nextUpdate(m_crl.get())); }
+std::string Crl::issuer() const {
+    return name_to_string(X509_CRL_get_issuer(m_crl.get()));
+}
+int64_t Crl::next_update() const {
+    return asn1_time_to_unix(X509_CRL_get0_nextUpdate(m_crl.get()));
+}
 
 Bytes Crl::der() const {
     unsigned char* der = nullptr;

@@ -47,7 +47,7 @@ Result<Certificate> CertificateCache::parse(BytesView der) {
     auto it = m_impl->index.find(key);
     if (it != m_impl->index.end()) {
         if (it->second->der.size() == der.size() && std::equal(der.begin(), der.end(), it->second->der.begin()))
-            return parsed;  // another thread inserted it meanwhile
+            return parsed;              // another thread inserted it meanwhile
         m_impl->lru.erase(it->second);  // same hash, different DER: keep the newest
         m_impl->index.erase(it);
     }

@@ -53,7 +53,8 @@ Result<OcspAnswer> verify(OCSP_RESPONSE* resp, OCSP_REQUEST* req, OCSP_CERTID* i
         const int n = OCSP_check_nonce(req, bs.get());
         if (n == 0) return unavailable(from + ": the response's nonce is not the request's");
         if (n == -1) return unavailable(from + ": a nonce in the response to a request without one");
-        if (opt.nonce && opt.require_nonce && n != 1) return unavailable(from + ": the response does not echo the nonce");
+        if (opt.nonce && opt.require_nonce && n != 1)
+            return unavailable(from + ": the response does not echo the nonce");
     }
     // The signer must be the issuer, or a responder certificate the issuer issued for OCSP
     // signing; its chain is checked against the issuer alone (partial chain), at `now`.
@@ -79,15 +80,20 @@ Result<OcspAnswer> verify(OCSP_RESPONSE* resp, OCSP_REQUEST* req, OCSP_CERTID* i
     if (a.this_update > now + opt.max_skew_s) return unavailable(from + ": thisUpdate is in the future");
     if (a.next_update != 0 && now > a.next_update + opt.max_skew_s)
         return unavailable(from + ": the response expired (nextUpdate passed)");
-    if (opt.max_age_s >= 0 && a.this_update < now - opt.max_age_s) return unavailable(from + ": the response is too old");
+    if (opt.max_age_s >= 0 && a.this_update < now - opt.max_age_s)
+        return unavailable(from + ": the response is too old");
     switch (status) {
-        case V_OCSP_CERTSTATUS_GOOD: a.status = OcspStatus::Good; break;
+        case V_OCSP_CERTSTATUS_GOOD:
+            a.status = OcspStatus::Good;
+            break;
         case V_OCSP_CERTSTATUS_REVOKED:
             a.status = OcspStatus::Revoked;
             a.reason = reason;
             a.revoked_at = unix_of(rev);
             break;
-        default: a.status = OcspStatus::Unknown; break;
+        default:
+            a.status = OcspStatus::Unknown;
+            break;
     }
     unsigned char* der = nullptr;
     const int len = i2d_OCSP_RESPONSE(resp, &der);
@@ -104,9 +110,12 @@ IdPtr cert_id(const Certificate& cert, const Certificate& issuer) {
 
 const char* to_string(OcspStatus s) {
     switch (s) {
-        case OcspStatus::Good: return "good";
-        case OcspStatus::Revoked: return "revoked";
-        case OcspStatus::Unknown: return "unknown";
+        case OcspStatus::Good:
+            return "good";
+        case OcspStatus::Revoked:
+            return "revoked";
+        case OcspStatus::Unknown:
+            return "unknown";
     }
     return "?";
 }

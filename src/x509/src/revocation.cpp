@@ -28,7 +28,9 @@
 
 namespace x2sec::x509 {
 
-const char* to_string(CrlPolicy p) { return p == CrlPolicy::Hard ? "hard" : "soft"; }
+const char* to_string(CrlPolicy p) {
+    return p == CrlPolicy::Hard ? "hard" : "soft";
+}
 
 Counters& revocation_counters() {
     static Counters c;
@@ -41,7 +43,9 @@ Error crl_error(VerifyFailure f, const std::string& detail) {
     return Error(ErrorDomain::Pki, static_cast<int>(f), std::string(to_string(f)) + ": " + detail);
 }
 
-int64_t real_now() { return static_cast<int64_t>(::time(nullptr)); }
+int64_t real_now() {
+    return static_cast<int64_t>(::time(nullptr));
+}
 
 std::string time_text(int64_t t) {
     std::time_t tt = static_cast<std::time_t>(t);
@@ -103,9 +107,9 @@ struct RevocationChecker::Impl {
     struct Source {
         std::string name;  // path or URL
         std::optional<Crl> crl;
-        std::string error;       // last load / fetch error ("" after a success)
-        int64_t loaded_at = 0;   // real time of the last successful load / fetch
-        int64_t next_try = 0;    // URL: no fetch (nor wait) before this after a failure
+        std::string error;      // last load / fetch error ("" after a success)
+        int64_t loaded_at = 0;  // real time of the last successful load / fetch
+        int64_t next_try = 0;   // URL: no fetch (nor wait) before this after a failure
         bool queued = false, in_flight = false, configured = false;
         uint64_t attempts = 0;
         // file identity at the last load
@@ -305,8 +309,12 @@ RevocationChecker::~RevocationChecker() {
     if (m_impl->thread.joinable()) m_impl->thread.join();
 }
 
-const RevocationConfig& RevocationChecker::config() const { return m_impl->cfg; }
-const Counters& RevocationChecker::counters() const { return m_impl->counters; }
+const RevocationConfig& RevocationChecker::config() const {
+    return m_impl->cfg;
+}
+const Counters& RevocationChecker::counters() const {
+    return m_impl->counters;
+}
 
 Status RevocationChecker::start() {
     auto& im = *m_impl;
@@ -380,9 +388,12 @@ bool RevocationChecker::wait_idle(int timeout_ms) const {
 
 const char* to_string(RevocationMethod m) {
     switch (m) {
-        case RevocationMethod::Crl: return "crl";
-        case RevocationMethod::Ocsp: return "ocsp";
-        case RevocationMethod::OcspThenCrl: return "ocsp-then-crl";
+        case RevocationMethod::Crl:
+            return "crl";
+        case RevocationMethod::Ocsp:
+            return "ocsp";
+        case RevocationMethod::OcspThenCrl:
+            return "ocsp-then-crl";
     }
     return "?";
 }
@@ -390,8 +401,8 @@ const char* to_string(RevocationMethod m) {
 // OCSP for one certificate (RevocationMethod Ocsp / OcspThenCrl): Decided with `st` set when the
 // answer settles it (good, revoked, or per policy), Fallback when the CRL sources decide.
 RevocationChecker::Impl::OcspOutcome RevocationChecker::Impl::ocsp_check(const Certificate& cert,
-                                                                          const Certificate& issuer, int64_t now,
-                                                                          Verdict& v, Status& st) {
+                                                                         const Certificate& issuer, int64_t now,
+                                                                         Verdict& v, Status& st) {
     const std::string url = ocsp_url(cert);
     if (url.empty()) {
         count("x509.ocsp.no_url");
@@ -433,10 +444,10 @@ RevocationChecker::Impl::OcspOutcome RevocationChecker::Impl::ocsp_check(const C
     if (answer && answer->status == OcspStatus::Revoked) {
         count("x509.ocsp.revoked");
         v = Verdict::Revoked;
-        st = crl_error(VerifyFailure::Revoked, name + " revoked at " + time_text(answer->revoked_at) +
-                                                    (answer->reason >= 0 ? ", reason " + std::to_string(answer->reason)
-                                                                         : std::string()) +
-                                                    " per the OCSP responder " + url);
+        st = crl_error(VerifyFailure::Revoked,
+                       name + " revoked at " + time_text(answer->revoked_at) +
+                           (answer->reason >= 0 ? ", reason " + std::to_string(answer->reason) : std::string()) +
+                           " per the OCSP responder " + url);
         return OcspOutcome::Decided;
     }
     if (answer) {
@@ -504,7 +515,8 @@ Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t n
             auto usable_now = [&](const Impl::Source& s) {
                 return s.crl && (s.crl->next_update() == 0 || s.crl->next_update() > now);
             };
-            if (!im.cfg.background) im.drain(lk);
+            if (!im.cfg.background)
+                im.drain(lk);
             else if (im.cfg.max_wait_ms > 0) {
                 // Wait (bounded) only for URLs that have nothing fresh to offer and are being fetched.
                 auto pending = [&] {
@@ -525,8 +537,8 @@ Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t n
                     if (k < n_dp || X509_NAME_cmp(X509_CRL_get_issuer(s->crl->get()), issuer_name) == 0)
                         cands.push_back({"URL " + s->name, s->crl, s->error});
                 } else {
-                    cands.push_back({"URL " + s->name, std::nullopt,
-                                     s->error.empty() ? std::string("not fetched yet") : s->error});
+                    cands.push_back(
+                        {"URL " + s->name, std::nullopt, s->error.empty() ? std::string("not fetched yet") : s->error});
                 }
             }
         }
@@ -583,7 +595,8 @@ Status RevocationChecker::check(const std::vector<Certificate>& chain, int64_t n
                                      " per the CRL from " + c.source);
             }
             const int64_t nu = c.crl->next_update();
-            if (nu == 0 || nu > now) fresh = true;
+            if (nu == 0 || nu > now)
+                fresh = true;
             else {
                 stale = true;
                 note(c.source + ": CRL is stale (nextUpdate " + time_text(nu) + " has passed)");

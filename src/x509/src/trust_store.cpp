@@ -12,15 +12,24 @@ namespace x2sec::x509 {
 
 const char* to_string(VerifyFailure f) {
     switch (f) {
-        case VerifyFailure::UntrustedCa: return "untrusted CA";
-        case VerifyFailure::Expired: return "expired";
-        case VerifyFailure::NotYetValid: return "not yet valid";
-        case VerifyFailure::Revoked: return "revoked";
-        case VerifyFailure::BadSignature: return "bad signature";
-        case VerifyFailure::CrlUnavailable: return "CRL unavailable";
-        case VerifyFailure::IdMismatch: return "ID/SAN mismatch";
-        case VerifyFailure::BadUsage: return "bad key usage";
-        case VerifyFailure::Other: return "other";
+        case VerifyFailure::UntrustedCa:
+            return "untrusted CA";
+        case VerifyFailure::Expired:
+            return "expired";
+        case VerifyFailure::NotYetValid:
+            return "not yet valid";
+        case VerifyFailure::Revoked:
+            return "revoked";
+        case VerifyFailure::BadSignature:
+            return "bad signature";
+        case VerifyFailure::CrlUnavailable:
+            return "CRL unavailable";
+        case VerifyFailure::IdMismatch:
+            return "ID/SAN mismatch";
+        case VerifyFailure::BadUsage:
+            return "bad key usage";
+        case VerifyFailure::Other:
+            return "other";
     }
     return "?";
 }
@@ -127,8 +136,7 @@ void TrustStore::rebuild_store() {
     m_store = std::move(store);
 }
 
-Result<VerifiedChain> TrustStore::verify(const Certificate& leaf,
-                                         const std::vector<Certificate>& intermediates,
+Result<VerifiedChain> TrustStore::verify(const Certificate& leaf, const std::vector<Certificate>& intermediates,
                                          int64_t unix_time, bool leaf_revocation_settled) const {
     if (leaf.get() == nullptr) return fail(VerifyFailure::Other, "no certificate");
     // Formatted only for an error (RFC 2253 formatting costs ~5 us on every verification).
@@ -159,10 +167,9 @@ Result<VerifiedChain> TrustStore::verify(const Certificate& leaf,
         const int depth = X509_STORE_CTX_get_error_depth(ctx.get());
         X509* bad = X509_STORE_CTX_get_current_cert(ctx.get());
         ERR_clear_error();
-        std::string where = depth == 0 || bad == nullptr
-                                ? leaf_name()
-                                : leaf_name() + ", at chain depth " + std::to_string(depth) + " '" +
-                                      subject_of(bad) + "'";
+        std::string where = depth == 0 || bad == nullptr ? leaf_name()
+                                                         : leaf_name() + ", at chain depth " + std::to_string(depth) +
+                                                               " '" + subject_of(bad) + "'";
         return fail(map_error(err), where + ": " + X509_verify_cert_error_string(err));
     }
 
@@ -188,7 +195,8 @@ Result<VerifiedChain> TrustStore::verify(const Certificate& leaf,
         (X509_get_key_usage(leaf.get()) & KU_DIGITAL_SIGNATURE) == 0)
         return fail(VerifyFailure::BadUsage, leaf_name() + ": keyUsage lacks digitalSignature");
     if (m_revocation) {
-        if (!leaf_revocation_settled) X2SEC_TRY_STATUS(m_revocation->check(out.chain, unix_time));
+        if (!leaf_revocation_settled)
+            X2SEC_TRY_STATUS(m_revocation->check(out.chain, unix_time));
         else if (out.chain.size() > 2)
             X2SEC_TRY_STATUS(m_revocation->check({out.chain.begin() + 1, out.chain.end()}, unix_time));
     }
@@ -215,8 +223,7 @@ std::optional<Certificate> TrustStore::anchor_by_spki_sha1(BytesView hash) const
 namespace {
 
 bool iequal(std::string_view a, std::string_view b) {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
                return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
            });
 }
@@ -263,9 +270,8 @@ Status match_identity(const Certificate& cert, IdType type, BytesView id) {
         case IdType::Ipv6Addr: {
             const bool v6 = type == IdType::Ipv6Addr;
             if (id.size() != (v6 ? 16u : 4u))
-                return fail(VerifyFailure::IdMismatch,
-                            std::string(v6 ? "ID_IPV6_ADDR" : "ID_IPV4_ADDR") + " of " +
-                                std::to_string(id.size()) + " octets");
+                return fail(VerifyFailure::IdMismatch, std::string(v6 ? "ID_IPV6_ADDR" : "ID_IPV4_ADDR") + " of " +
+                                                           std::to_string(id.size()) + " octets");
             IpAddress want;
             want.v6 = v6;
             std::copy(id.begin(), id.end(), want.bytes.begin());
@@ -283,19 +289,19 @@ Status match_identity(const Certificate& cert, IdType type, BytesView id) {
                 ERR_clear_error();
                 return fail(VerifyFailure::IdMismatch, "ID_DER_ASN1_DN is not a DER Name");
             }
-            const bool same = p == id.data() + id.size() &&
-                              X509_NAME_cmp(n, X509_get_subject_name(cert.get())) == 0;
+            const bool same = p == id.data() + id.size() && X509_NAME_cmp(n, X509_get_subject_name(cert.get())) == 0;
             std::string text;
             if (!same) {
                 X509* tmp = X509_new();
-                if (tmp != nullptr && X509_set_subject_name(tmp, n) == 1) text = Certificate::adopt(tmp).subject();
-                else X509_free(tmp);
+                if (tmp != nullptr && X509_set_subject_name(tmp, n) == 1)
+                    text = Certificate::adopt(tmp).subject();
+                else
+                    X509_free(tmp);
             }
             X509_NAME_free(n);
             if (same) return {};
-            return fail(VerifyFailure::IdMismatch, "ID_DER_ASN1_DN '" + text +
-                                                       "' differs from the certificate subject '" +
-                                                       cert.subject() + "'");
+            return fail(VerifyFailure::IdMismatch,
+                        "ID_DER_ASN1_DN '" + text + "' differs from the certificate subject '" + cert.subject() + "'");
         }
         case IdType::KeyId:
             return fail(VerifyFailure::IdMismatch, "ID_KEY_ID cannot name a certificate");

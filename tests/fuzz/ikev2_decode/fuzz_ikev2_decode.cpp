@@ -13,8 +13,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         Bytes once = m->encode();
         auto again = Message::decode(once);
         if (!again.ok() || again->encode() != once) std::abort();
-        if (auto* rule = find_rule(m->header.exchange, m->header.response()))
-            (void)check_rules(*rule, m->payloads);
+        if (auto* rule = find_rule(m->header.exchange, m->header.response())) (void)check_rules(*rule, m->payloads);
     }
     // The same bytes as an inner (decrypted) payload chain.
     if (size > 1) {
@@ -24,8 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             encode_chain(w, *chain);
             auto back = decode_chain(w.data(), data[0]);
             if (!back.ok()) std::abort();
-            for (const auto* rule : {find_rule(ExchangeType::IkeAuth, false), find_rule(ExchangeType::CreateChildSa, true),
-                                     find_rule(ExchangeType::Informational, false)})
+            for (const auto* rule :
+                 {find_rule(ExchangeType::IkeAuth, false), find_rule(ExchangeType::CreateChildSa, true),
+                  find_rule(ExchangeType::Informational, false)})
                 (void)check_rules(*rule, *chain);
         }
     }

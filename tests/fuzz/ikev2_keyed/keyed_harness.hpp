@@ -33,12 +33,12 @@ enum class Scenario : uint8_t {
     CreateChildRequest = 1,    // CREATE_CHILD_SA request on the established IKE SA
     InformationalRequest = 2,  // INFORMATIONAL request
     // Responses to the initiator a, to its own request of that exchange.
-    AuthResponse = 3,          // IKE_AUTH response
-    NewChildResponse = 4,      // CREATE_CHILD_SA response: a asked for a new Child SA ("x2u")
-    ChildRekeyResponse = 5,    // CREATE_CHILD_SA response: a rekeys Child SA "x2"
-    IkeRekeyResponse = 6,      // CREATE_CHILD_SA response: a rekeys the IKE SA
-    DeleteResponse = 7,        // INFORMATIONAL response: a deletes Child SA "x2"
-    LivenessResponse = 8,      // INFORMATIONAL response: a's empty liveness check
+    AuthResponse = 3,        // IKE_AUTH response
+    NewChildResponse = 4,    // CREATE_CHILD_SA response: a asked for a new Child SA ("x2u")
+    ChildRekeyResponse = 5,  // CREATE_CHILD_SA response: a rekeys Child SA "x2"
+    IkeRekeyResponse = 6,    // CREATE_CHILD_SA response: a rekeys the IKE SA
+    DeleteResponse = 7,      // INFORMATIONAL response: a deletes Child SA "x2"
+    LivenessResponse = 8,    // INFORMATIONAL response: a's empty liveness check
     // Requests from b to the initiator a (the other direction).
     InformationalToInitiator = 9,
     CreateChildToInitiator = 10,
@@ -46,20 +46,22 @@ enum class Scenario : uint8_t {
 };
 
 inline const char* name(Scenario s) {
-    static const char* names[] = {"auth_request",        "create_child_request", "informational_request",
-                                  "auth_response",       "new_child_response",   "child_rekey_response",
-                                  "ike_rekey_response",  "delete_response",      "liveness_response",
-                                  "informational_to_initiator", "create_child_to_initiator"};
+    static const char* names[] = {
+        "auth_request",       "create_child_request",       "informational_request",    "auth_response",
+        "new_child_response", "child_rekey_response",       "ike_rekey_response",       "delete_response",
+        "liveness_response",  "informational_to_initiator", "create_child_to_initiator"};
     return static_cast<size_t>(s) < std::size(names) ? names[static_cast<size_t>(s)] : "?";
 }
 
-inline bool to_responder(Scenario s) { return s <= Scenario::InformationalRequest; }
+inline bool to_responder(Scenario s) {
+    return s <= Scenario::InformationalRequest;
+}
 
 struct Outcome {
-    bool opened = false;          // the receiver decrypted it (no integrity failure)
-    uint64_t invalid_syntax = 0;  // the receiver's ike.rx.invalid_syntax grew by this much
+    bool opened = false;                                // the receiver decrypted it (no integrity failure)
+    uint64_t invalid_syntax = 0;                        // the receiver's ike.rx.invalid_syntax grew by this much
     bool a_established = false, b_established = false;  // an ESTABLISHED IKE SA at the end
-    std::string index_error;      // the engines' internal indexes disagree (a finding)
+    std::string index_error;                            // the engines' internal indexes disagree (a finding)
     size_t a_children = 0, b_children = 0;
 };
 
@@ -159,12 +161,12 @@ struct World {
 
 // What the scenario's sender would put in the header; the message the fuzz input replaces.
 struct Slot {
-    bool to_a = false;                 // receiver
+    bool to_a = false;  // receiver
     wire::ExchangeType exchange{};
     uint8_t flags = 0;
     uint32_t mid = 0;
-    std::optional<Bytes> real;         // the real message the engine (the sender) produced, if any
-    std::optional<Bytes> a_request;    // response scenarios: a's request (a seed for the responder)
+    std::optional<Bytes> real;       // the real message the engine (the sender) produced, if any
+    std::optional<Bytes> a_request;  // response scenarios: a's request (a seed for the responder)
 };
 
 // Brings the world to the scenario's point.  Returns nullopt if the set-up failed (a bug in
@@ -235,7 +237,10 @@ inline std::optional<Slot> prepare(World& w, Scenario s, bool record = false) {
             return Slot{false,
                         s == Scenario::CreateChildRequest ? wire::ExchangeType::CreateChildSa
                                                           : wire::ExchangeType::Informational,
-                        wire::kFlagInitiator, 2, out[0].data, std::nullopt};
+                        wire::kFlagInitiator,
+                        2,
+                        out[0].data,
+                        std::nullopt};
         }
         case Scenario::NewChildResponse:
             return a_request(p.a.engine->create_child(ida, "x2u", now), wire::ExchangeType::CreateChildSa);
@@ -251,7 +256,8 @@ inline std::optional<Slot> prepare(World& w, Scenario s, bool record = false) {
             return b_request(p.b.engine->delete_child(idb, x2b, now), wire::ExchangeType::Informational);
         case Scenario::CreateChildToInitiator:
             return b_request(p.b.engine->rekey_child(idb, x2b, now), wire::ExchangeType::CreateChildSa);
-        default: return std::nullopt;
+        default:
+            return std::nullopt;
     }
 }
 
@@ -280,9 +286,10 @@ inline Outcome run(BytesView input, std::span<const Scenario> scenarios) {
     wire::ExchangeType ex = slot->exchange;
     if (flags & 16) {
         using E = wire::ExchangeType;
-        ex = ex == E::CreateChildSa ? E::Informational : ex == E::Informational ? E::CreateChildSa
-                                                       : ex == E::IkeAuth       ? E::CreateChildSa
-                                                                                : E::IkeAuth;
+        ex = ex == E::CreateChildSa   ? E::Informational
+             : ex == E::Informational ? E::CreateChildSa
+             : ex == E::IkeAuth       ? E::CreateChildSa
+                                      : E::IkeAuth;
     }
     const uint64_t icv_before = rx.counter("ike.rx.integrity_check_failed");
     const uint64_t syntax_before = rx.counter("ike.rx.invalid_syntax");
@@ -371,9 +378,13 @@ inline void quiet() {
 
 inline constexpr Scenario kResponderScenarios[] = {Scenario::AuthRequest, Scenario::CreateChildRequest,
                                                    Scenario::InformationalRequest};
-inline constexpr Scenario kInitiatorScenarios[] = {
-    Scenario::AuthResponse,       Scenario::NewChildResponse, Scenario::ChildRekeyResponse,
-    Scenario::IkeRekeyResponse,   Scenario::DeleteResponse,   Scenario::LivenessResponse,
-    Scenario::InformationalToInitiator, Scenario::CreateChildToInitiator};
+inline constexpr Scenario kInitiatorScenarios[] = {Scenario::AuthResponse,
+                                                   Scenario::NewChildResponse,
+                                                   Scenario::ChildRekeyResponse,
+                                                   Scenario::IkeRekeyResponse,
+                                                   Scenario::DeleteResponse,
+                                                   Scenario::LivenessResponse,
+                                                   Scenario::InformationalToInitiator,
+                                                   Scenario::CreateChildToInitiator};
 
 }  // namespace x2sec::test::keyed

@@ -88,7 +88,8 @@ protected:
         std::string tail = id.substr(id.size() > 6 ? id.size() - 6 : 0);
         veth_a = "x2wa" + tail;
         std::string veth_b = "x2wb" + tail;
-        ASSERT_EQ(0, sh("ip link add " + veth_a + " netns " + ns_a + " type veth peer name " + veth_b + " netns " + ns_b));
+        ASSERT_EQ(0,
+                  sh("ip link add " + veth_a + " netns " + ns_a + " type veth peer name " + veth_b + " netns " + ns_b));
         ASSERT_EQ(0, sh("ip -n " + ns_a + " addr add 192.0.2.1/24 dev " + veth_a));
         ASSERT_EQ(0, sh("ip -n " + ns_b + " addr add 192.0.2.2/24 dev " + veth_b));
         for (auto& [ns, dev] : std::vector<std::pair<std::string, std::string>>{{ns_a, veth_a}, {ns_b, veth_b}}) {
@@ -171,10 +172,28 @@ protected:
                 << "  remote_ts = \"" << (a ? "203.0.113.0/24" : "198.51.100.0/24") << "\"\n"
                 << "  esp_proposals = [\"" << GetParam() << "\"]\n";
             out.close();
-            pid_t pid = spawn({"ip", "netns", "exec", a ? ns_a : ns_b, X2SEC_BINARY, "ike", "run", "--config", f,
-                               "--control", sock(side), "--debug-keylog", dir + "/keys-" + side, "--dataplane", "tun",
-                               "--tun", "x2w0", "--tun-addr", a ? "198.51.100.1/24" : "203.0.113.1/24", "--route",
-                               a ? "203.0.113.0/24" : "198.51.100.0/24", "--no-offload"},
+            pid_t pid = spawn({"ip",
+                               "netns",
+                               "exec",
+                               a ? ns_a : ns_b,
+                               X2SEC_BINARY,
+                               "ike",
+                               "run",
+                               "--config",
+                               f,
+                               "--control",
+                               sock(side),
+                               "--debug-keylog",
+                               dir + "/keys-" + side,
+                               "--dataplane",
+                               "tun",
+                               "--tun",
+                               "x2w0",
+                               "--tun-addr",
+                               a ? "198.51.100.1/24" : "203.0.113.1/24",
+                               "--route",
+                               a ? "203.0.113.0/24" : "198.51.100.0/24",
+                               "--no-offload"},
                               dir + "/" + side + ".log");
             ASSERT_GT(pid, 0);
             procs.push_back(pid);
@@ -202,7 +221,9 @@ protected:
     // B echoes UDP datagrams on port 9999 (both directions through the Child SA).
     void start_echo() {
         std::ofstream(dir + "/echo.py") << "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-                                           "s.bind(('203.0.113.1',9999))\nopen('" << dir << "/echo.ready','w').close()\n"
+                                           "s.bind(('203.0.113.1',9999))\nopen('"
+                                        << dir
+                                        << "/echo.ready','w').close()\n"
                                            "while True:\n    d,a=s.recvfrom(4096)\n    s.sendto(d,a)\n";
         for (int i = 0; i < 50; ++i) {  // the TUN address exists once B's data plane is up
             if (sh("ip -n " + ns_b + " addr show dev x2w0 | grep -q 203.0.113.1") == 0) break;
@@ -278,9 +299,11 @@ TEST_P(WiresharkKeylog, TsharkDecryptsEveryIkeMessageAndEspPacket) {
     // IKE: one line per message.
     // isakmp.enc.decrypted is present only when the keys were found; the integrity checksum is then
     // verified, and a wrong one raises the expert "IKEv2 Integrity Checksum Data is incorrect".
-    std::string ike = run(tshark + "-Y isakmp -T fields -E separator='|' -e frame.number -e isakmp.exchangetype "
-                                   "-e isakmp.flags -e isakmp.enc.decrypted -e isakmp.enc.icd -e _ws.expert.message "
-                                   "2>>" + dir + "/tshark.err");
+    std::string ike = run(tshark +
+                          "-Y isakmp -T fields -E separator='|' -e frame.number -e isakmp.exchangetype "
+                          "-e isakmp.flags -e isakmp.enc.decrypted -e isakmp.enc.icd -e _ws.expert.message "
+                          "2>>" +
+                          dir + "/tshark.err");
     std::map<int, int> exchanges;
     int ike_lines = 0;
     for (const auto& line : split(ike, '\n')) {
@@ -304,9 +327,11 @@ TEST_P(WiresharkKeylog, TsharkDecryptsEveryIkeMessageAndEspPacket) {
               << exchanges[35] << ", CREATE_CHILD_SA " << exchanges[36] << ", INFORMATIONAL " << exchanges[37] << "\n";
 
     // ESP: every packet decrypts to an inner IPv4 packet (two ip layers) and authenticates.
-    std::string esp = run(tshark + "-Y esp -T fields -E separator='|' -E occurrence=a -E aggregator=';' "
-                                   "-e frame.number -e esp.spi -e ip.src -e ip.proto -e data.data -e esp.icv_good "
-                                   "-e _ws.expert.message 2>>" + dir + "/tshark.err");
+    std::string esp = run(tshark +
+                          "-Y esp -T fields -E separator='|' -E occurrence=a -E aggregator=';' "
+                          "-e frame.number -e esp.spi -e ip.src -e ip.proto -e data.data -e esp.icv_good "
+                          "-e _ws.expert.message 2>>" +
+                          dir + "/tshark.err");
     std::map<std::string, int> decrypted_udp;
     std::set<std::string> spis;
     int esp_lines = 0, icmp = 0;
@@ -327,11 +352,13 @@ TEST_P(WiresharkKeylog, TsharkDecryptsEveryIkeMessageAndEspPacket) {
     std::map<std::string, int> expected;
     for (const auto& p : sent) expected[p] = 2;  // each datagram and its echo, once each
     EXPECT_EQ(decrypted_udp, expected) << esp;
-    EXPECT_GE(icmp, 18) << esp;  // 3 phases x 3 pings x (request + reply)
+    EXPECT_GE(icmp, 18) << esp;         // 3 phases x 3 pings x (request + reply)
     EXPECT_GE(spis.size(), 4u) << esp;  // in/out before and after the Child SA rekey
     std::cout << "[ info ] ESP packets " << esp_lines << " on " << spis.size() << " SPIs, UDP payloads compared "
               << decrypted_udp.size() << ", ICMP " << icmp << "\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(EspCiphers, WiresharkKeylog, ::testing::Values("aes128gcm16", "aes128-sha256"),
-                         [](const auto& p) { return p.param == "aes128gcm16" ? std::string("AesGcm") : std::string("AesCbcHmacSha256"); });
+                         [](const auto& p) {
+                             return p.param == "aes128gcm16" ? std::string("AesGcm") : std::string("AesCbcHmacSha256");
+                         });

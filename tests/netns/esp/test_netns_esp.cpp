@@ -96,8 +96,9 @@ struct EspProc {
                 buf.erase(0, nl + 1);
                 return l;
             }
-            int left = int(std::chrono::duration_cast<std::chrono::milliseconds>(
-                               deadline - std::chrono::steady_clock::now()).count());
+            int left =
+                int(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now())
+                        .count());
             if (left <= 0) return "";
             pollfd p{out, POLLIN, 0};
             if (::poll(&p, 1, left) <= 0) return "";
@@ -138,10 +139,10 @@ struct EspProc {
     ~EspProc() { stop(); }
 };
 
-// Sends `total` bytes from ns_a (198.51.100.x) to 203.0.113.1 in ns_b over TCP through the tunnel; returns {sent digest, received
-// digest, received bytes}.  `during` runs in this thread while the transfer is going on.
-std::tuple<std::string, std::string, size_t> transfer_between(const std::string& ns_a, const std::string& ns_b, size_t total,
-                                                            const std::function<void()>& during = [] {}) {
+// Sends `total` bytes from ns_a (198.51.100.x) to 203.0.113.1 in ns_b over TCP through the tunnel; returns {sent
+// digest, received digest, received bytes}.  `during` runs in this thread while the transfer is going on.
+std::tuple<std::string, std::string, size_t> transfer_between(
+    const std::string& ns_a, const std::string& ns_b, size_t total, const std::function<void()>& during = [] {}) {
     int res[2];
     EXPECT_EQ(0, ::pipe(res));
     const uint16_t port = uint16_t(20000 + ::getpid() % 20000);
@@ -236,7 +237,6 @@ std::tuple<std::string, std::string, size_t> transfer_between(const std::string&
     return {hexdigest(e, 32), hexdigest(d, 32), size_t(got)};
 }
 
-
 const char* kKeyAB = "000102030405060708090a0b0c0d0e0f10111213";  // A -> B, old SA
 const char* kKeyBA = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
 const char* kKeyAB2 = "5152535455565758595a5b5c5d5e5f6061626364";  // after the rekey
@@ -299,24 +299,28 @@ protected:
         if (ike) {
             dir = "/tmp/x2sec-esp-ike-" + id;
             std::filesystem::create_directories(dir);
-            std::vector<std::string> ike_a = {"--tun", "x2s0", "--tun-addr", "198.51.100.1/24", "--local", "192.0.2.1",
-                                              "--route", "203.0.113.0/24", "--ike-config", write_ike_config("A")};
-            std::vector<std::string> ike_b = {"--tun", "x2s0", "--tun-addr", "203.0.113.1/24", "--local", "192.0.2.2",
-                                              "--route", "198.51.100.0/24", "--ike-config", write_ike_config("B")};
+            std::vector<std::string> ike_a = {
+                "--tun",     "x2s0",    "--tun-addr",     "198.51.100.1/24", "--local",
+                "192.0.2.1", "--route", "203.0.113.0/24", "--ike-config",    write_ike_config("A")};
+            std::vector<std::string> ike_b = {
+                "--tun",     "x2s0",    "--tun-addr",      "203.0.113.1/24", "--local",
+                "192.0.2.2", "--route", "198.51.100.0/24", "--ike-config",   write_ike_config("B")};
             ASSERT_TRUE(b.start(ns_b, ike_b));
             ASSERT_EQ(b.line().rfind("ready", 0), 0u);
             ASSERT_TRUE(a.start(ns_a, ike_a));
             ASSERT_EQ(a.line().rfind("ready", 0), 0u);
             return;
         }
-        std::vector<std::string> args_a = {"--tun", "x2s0", "--tun-addr", "198.51.100.1/24", "--local", "192.0.2.1",
-                                   "--remote", "192.0.2.2", "--spi-in", "1001", "--spi-out", "2002",
-                                   "--key-in", kKeyBA, "--key-out", kKeyAB, "--local-ts", "198.51.100.0/24",
-                                   "--remote-ts", "203.0.113.0/24", "--route", "203.0.113.0/24"};
-        std::vector<std::string> args_b = {"--tun", "x2s0", "--tun-addr", "203.0.113.1/24", "--local", "192.0.2.2",
-                                   "--remote", "192.0.2.1", "--spi-in", "2002", "--spi-out", "1001",
-                                   "--key-in", kKeyAB, "--key-out", kKeyBA, "--local-ts", "203.0.113.0/24",
-                                   "--remote-ts", "198.51.100.0/24", "--route", "198.51.100.0/24"};
+        std::vector<std::string> args_a = {
+            "--tun",         "x2s0",     "--tun-addr", "198.51.100.1/24", "--local",     "192.0.2.1",      "--remote",
+            "192.0.2.2",     "--spi-in", "1001",       "--spi-out",       "2002",        "--key-in",       kKeyBA,
+            "--key-out",     kKeyAB,     "--local-ts", "198.51.100.0/24", "--remote-ts", "203.0.113.0/24", "--route",
+            "203.0.113.0/24"};
+        std::vector<std::string> args_b = {
+            "--tun",          "x2s0",     "--tun-addr", "203.0.113.1/24", "--local",     "192.0.2.2",       "--remote",
+            "192.0.2.1",      "--spi-in", "2002",       "--spi-out",      "1001",        "--key-in",        kKeyAB,
+            "--key-out",      kKeyBA,     "--local-ts", "203.0.113.0/24", "--remote-ts", "198.51.100.0/24", "--route",
+            "198.51.100.0/24"};
         args_a.insert(args_a.end(), extra.begin(), extra.end());
         args_b.insert(args_b.end(), extra.begin(), extra.end());
         ASSERT_TRUE(a.start(ns_a, args_a));
@@ -371,8 +375,10 @@ TEST_F(EspNetns, TcpTransferAcrossRekeyWithoutLoss) {
     auto rekey = [&] {
         std::this_thread::sleep_for(std::chrono::milliseconds(40));
         // 1. new inbound SAs first, on both sides
-        replies.push_back(a.command(std::string("add spi-in=3003 spi-out=4004 key-in=") + kKeyBA2 + " key-out=" + kKeyAB2));
-        replies.push_back(b.command(std::string("add spi-in=4004 spi-out=3003 key-in=") + kKeyAB2 + " key-out=" + kKeyBA2));
+        replies.push_back(
+            a.command(std::string("add spi-in=3003 spi-out=4004 key-in=") + kKeyBA2 + " key-out=" + kKeyAB2));
+        replies.push_back(
+            b.command(std::string("add spi-in=4004 spi-out=3003 key-in=") + kKeyAB2 + " key-out=" + kKeyBA2));
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         // 2. switch outbound
         replies.push_back(a.command("switch 1001 3003"));
@@ -390,8 +396,8 @@ TEST_F(EspNetns, TcpTransferAcrossRekeyWithoutLoss) {
         std::string s = p->command("status");
         EXPECT_EQ(s.find("\"spi_in\":\"00001001\""), std::string::npos) << s;
         EXPECT_EQ(s.find("\"spi_in\":\"00002002\""), std::string::npos) << s;
-        for (const char* c : {"esp.drop.auth", "esp.drop.unknown_spi", "esp.drop.replay",
-                              "esp.drop.replay_old", "esp.drop.expired"})
+        for (const char* c :
+             {"esp.drop.auth", "esp.drop.unknown_spi", "esp.drop.replay", "esp.drop.replay_old", "esp.drop.expired"})
             EXPECT_EQ(counter(*p, c), 0u) << c;
     }
     // The new SAs carried part of the transfer.
@@ -458,8 +464,7 @@ TEST_F(EspNetnsIke, ChildSaNegotiatedByIkeCarriesTrafficWithNoManualStep) {
     // A initiates (auto_initiate); the engine installs the Child SA into the data plane and
     // IKE floats to the shared UDP 4500 socket.  Wait up to 15 s for the tunnel.
     bool up = false;
-    for (int i = 0; i < 15 && !up; ++i)
-        up = sh("ip netns exec " + ns_a + " ping -c 1 -W 1 203.0.113.1") == 0;
+    for (int i = 0; i < 15 && !up; ++i) up = sh("ip netns exec " + ns_a + " ping -c 1 -W 1 203.0.113.1") == 0;
     ASSERT_TRUE(up) << "no traffic through the IKE-negotiated Child SA";
     const size_t total = 4u << 20;
     auto [want, got, n] = transfer(total, [] {});
@@ -543,10 +548,25 @@ protected:
                 << "  esp_proposals = [\"aes128gcm16\"]\n"
                 << life;
             out.close();
-            std::vector<std::string> argv = {"ip", "netns", "exec", a ? ns_a : ns_b, X2SEC_BINARY, "ike", "run",
-                                             "--config", f, "--control", sock(side), "--dataplane", "tun",
-                                             "--tun", "x2s0", "--tun-addr", a ? "198.51.100.1/24" : "203.0.113.1/24",
-                                             "--route", a ? "203.0.113.0/24" : "198.51.100.0/24"};
+            std::vector<std::string> argv = {"ip",
+                                             "netns",
+                                             "exec",
+                                             a ? ns_a : ns_b,
+                                             X2SEC_BINARY,
+                                             "ike",
+                                             "run",
+                                             "--config",
+                                             f,
+                                             "--control",
+                                             sock(side),
+                                             "--dataplane",
+                                             "tun",
+                                             "--tun",
+                                             "x2s0",
+                                             "--tun-addr",
+                                             a ? "198.51.100.1/24" : "203.0.113.1/24",
+                                             "--route",
+                                             a ? "203.0.113.0/24" : "198.51.100.0/24"};
             argv.insert(argv.end(), extra_args.begin(), extra_args.end());
             std::string log = dir + "/" + side + ".log";
             pid_t pid = ::fork();
@@ -721,8 +741,8 @@ TEST(EspInterop, StrongswanCharonKernelLibipsec) {
     // ping and 2 MB TCP both ways, charon rekeys the Child SA, ping and TCP again.  The steps
     // live in charon_interop.sh (exit 77 = skip).
     if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces, TUN, charon";
-    std::string cmd = std::string("X2S_ID=") + std::to_string(::getpid()) + " bash " X2SEC_ESP_TEST_DIR
-                      "/charon_interop.sh " X2SEC_BINARY " 2>&1";
+    std::string cmd = std::string("X2S_ID=") + std::to_string(::getpid()) +
+                      " bash " X2SEC_ESP_TEST_DIR "/charon_interop.sh " X2SEC_BINARY " 2>&1";
     FILE* f = ::popen(cmd.c_str(), "r");
     ASSERT_NE(f, nullptr);
     std::string out;

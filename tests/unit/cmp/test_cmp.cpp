@@ -49,7 +49,9 @@ struct Fixture : ::testing::Test {
     int64_t transactions() { return store->counts()->transactions; }
 };
 
-pki::PkeyPtr p256() { return pki::generate_key(pki::KeyAlg::EcP256).value(); }
+pki::PkeyPtr p256() {
+    return pki::generate_key(pki::KeyAlg::EcP256).value();
+}
 
 }  // namespace
 

@@ -54,11 +54,11 @@ Bytes tid_of(const OSSL_CMP_MSG* m) {
 
 struct Outcome {
     bool enrolled = false;
-    int fail_info = 0;         // as the OpenSSL client saw it
-    int rsp_body = -1;         // body type of the server's last answer
+    int fail_info = 0;  // as the OpenSSL client saw it
+    int rsp_body = -1;  // body type of the server's last answer
     bool rsp_signed_by_ra = false;
     bool same_tid = false;
-    std::string status_text;   // OSSL_CMP_CTX_snprint_PKIStatus
+    std::string status_text;  // OSSL_CMP_CTX_snprint_PKIStatus
 };
 
 struct ErrFixture : ::testing::Test {
@@ -79,8 +79,8 @@ struct ErrFixture : ::testing::Test {
     // One raw OpenSSL client exchange (ir unless told otherwise).  `tweak` adjusts the
     // context; `crm` replaces the generated CertReqMsg.
     Outcome run(EVP_PKEY* signer_key, X509* signer_cert, const std::vector<X509*>& chain, EVP_PKEY* new_key,
-                const std::string& id, const std::function<void(OSSL_CMP_CTX*)>& tweak = {}, OSSL_CRMF_MSG* crm = nullptr,
-                int type = OSSL_CMP_IR) {
+                const std::string& id, const std::function<void(OSSL_CMP_CTX*)>& tweak = {},
+                OSSL_CRMF_MSG* crm = nullptr, int type = OSSL_CMP_IR) {
         Outcome o;
         OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
         OSSL_CMP_CTX_set_transfer_cb(ctx, wire_cb);
@@ -152,15 +152,17 @@ struct ErrFixture : ::testing::Test {
     }
 };
 
-pki::PkeyPtr p256() { return pki::generate_key(pki::KeyAlg::EcP256).value(); }
+pki::PkeyPtr p256() {
+    return pki::generate_key(pki::KeyAlg::EcP256).value();
+}
 
-#define EXPECT_ERROR_WITH(o, bit)                                                                        \
-    do {                                                                                                 \
-        EXPECT_FALSE((o).enrolled);                                                                      \
-        EXPECT_EQ((o).rsp_body, kErrorBody) << "answer is not a CMP error message";                      \
-        EXPECT_EQ((o).fail_info, 1 << (bit)) << (o).status_text;                                         \
-        EXPECT_TRUE((o).rsp_signed_by_ra) << "error message not protected with the RA certificate";      \
-        EXPECT_TRUE((o).same_tid) << "error message does not carry the request's transactionID";         \
+#define EXPECT_ERROR_WITH(o, bit)                                                                   \
+    do {                                                                                            \
+        EXPECT_FALSE((o).enrolled);                                                                 \
+        EXPECT_EQ((o).rsp_body, kErrorBody) << "answer is not a CMP error message";                 \
+        EXPECT_EQ((o).fail_info, 1 << (bit)) << (o).status_text;                                    \
+        EXPECT_TRUE((o).rsp_signed_by_ra) << "error message not protected with the RA certificate"; \
+        EXPECT_TRUE((o).same_tid) << "error message does not carry the request's transactionID";    \
     } while (0)
 
 }  // namespace
@@ -353,8 +355,9 @@ TEST_F(ErrFixture, CertConfWithoutTransactionIsBadRequestError) {
 TEST_F(ErrFixture, KurSignedByVendorIsSignerNotTrustedError) {
     auto dev = lab().device(lab().vendor_a, "0023a1b2c40e", kRealm);
     auto nk = p256();
-    auto o = run(dev.key.get(), dev.cert.get(), {dev.cert.get()}, nk.get(), "",
-                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_oldCert(c, dev.cert.get()); }, nullptr, OSSL_CMP_KUR);
+    auto o = run(
+        dev.key.get(), dev.cert.get(), {dev.cert.get()}, nk.get(), "",
+        [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_oldCert(c, dev.cert.get()); }, nullptr, OSSL_CMP_KUR);
     EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_signerNotTrusted);
     expect_nothing_stored();
 }
@@ -448,8 +451,9 @@ TEST_F(RrFixture, RevokedOperatorCertificateCannotRenew) {
     std::vector<X509*> chain{e.cert.get()};
     for (auto& c : e.chain) chain.push_back(c.get());
     int64_t before = certs();
-    auto o = run(key.get(), e.cert.get(), chain, nk.get(), "",
-                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_oldCert(c, e.cert.get()); }, nullptr, OSSL_CMP_KUR);
+    auto o = run(
+        key.get(), e.cert.get(), chain, nk.get(), "",
+        [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_oldCert(c, e.cert.get()); }, nullptr, OSSL_CMP_KUR);
     EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_certRevoked);
     EXPECT_NE(o.status_text.find("revoked"), std::string::npos) << o.status_text;
     EXPECT_EQ(counter("cmp.reject.signer_revoked"), 1u);
@@ -461,9 +465,9 @@ namespace {
 
 // What the server made of one (mutated) request.
 struct Verdict {
-    bool granted = false;     // an ip/cp/kup carrying a certificate
-    bool cmp_error = false;   // a protected `error` body naming a PKIFailureInfo
-    bool refused = false;     // not a PKIMessage at all: the transport answers 400
+    bool granted = false;    // an ip/cp/kup carrying a certificate
+    bool cmp_error = false;  // a protected `error` body naming a PKIFailureInfo
+    bool refused = false;    // not a PKIMessage at all: the transport answers 400
     int fail_bits = 0;
     std::string why;
 };
@@ -481,7 +485,7 @@ std::string error_status(const Bytes& der) {
     if (ASN1_get_object(&p, &len, &tag, &cls, end - p) & 0x80) return out;  // header
     p += len;
     if ((ASN1_get_object(&p, &len, &tag, &cls, end - p) & 0x80) || cls != V_ASN1_CONTEXT_SPECIFIC || tag != 23)
-        return out;  // body [23]
+        return out;                                                         // body [23]
     if (ASN1_get_object(&p, &len, &tag, &cls, end - p) & 0x80) return out;  // ErrorMsgContent
     OSSL_CMP_PKISI* si = d2i_OSSL_CMP_PKISI(nullptr, &p, end - p);
     if (si) {
@@ -749,8 +753,9 @@ TEST_F(ErrFixture, P10crAsOpenSslSendsItIsAcceptedAndConfirmed) {
     X509_REQ* csr = make_csr(nk.get(), id, id, EVP_sha256());
     std::vector<X509*> chain{dev.cert.get()};
     for (X509* x : dev.chain_ptrs()) chain.push_back(x);
-    auto o = run(dev.key.get(), dev.cert.get(), chain, nullptr, "",
-                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_p10CSR(c, csr); }, nullptr, OSSL_CMP_P10CR);
+    auto o = run(
+        dev.key.get(), dev.cert.get(), chain, nullptr, "", [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_p10CSR(c, csr); },
+        nullptr, OSSL_CMP_P10CR);
     X509_REQ_free(csr);
     EXPECT_TRUE(o.enrolled) << o.status_text;
     EXPECT_EQ(o.rsp_body, 19);  // pkiConf after certConf
@@ -769,8 +774,9 @@ TEST_F(ErrFixture, P10crForAForeignIdentityIsNotAuthorizedInCp) {
     X509_REQ* csr = make_csr(nk.get(), std::string("001122334455.") + kRealm, "", EVP_sha256());
     std::vector<X509*> chain{dev.cert.get()};
     for (X509* x : dev.chain_ptrs()) chain.push_back(x);
-    auto o = run(dev.key.get(), dev.cert.get(), chain, nullptr, "",
-                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_p10CSR(c, csr); }, nullptr, OSSL_CMP_P10CR);
+    auto o = run(
+        dev.key.get(), dev.cert.get(), chain, nullptr, "", [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_p10CSR(c, csr); },
+        nullptr, OSSL_CMP_P10CR);
     X509_REQ_free(csr);
     EXPECT_FALSE(o.enrolled);
     EXPECT_EQ(o.rsp_body, 3);  // cp
@@ -785,8 +791,9 @@ TEST_F(ErrFixture, P10crWithSha1CsrSignatureIsBadAlgInCp) {
     X509_REQ* csr = make_csr(nk.get(), id, "", EVP_sha1());
     std::vector<X509*> chain{dev.cert.get()};
     for (X509* x : dev.chain_ptrs()) chain.push_back(x);
-    auto o = run(dev.key.get(), dev.cert.get(), chain, nullptr, "",
-                 [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_p10CSR(c, csr); }, nullptr, OSSL_CMP_P10CR);
+    auto o = run(
+        dev.key.get(), dev.cert.get(), chain, nullptr, "", [&](OSSL_CMP_CTX* c) { OSSL_CMP_CTX_set1_p10CSR(c, csr); },
+        nullptr, OSSL_CMP_P10CR);
     X509_REQ_free(csr);
     EXPECT_FALSE(o.enrolled);
     EXPECT_EQ(o.fail_info, 1 << OSSL_CMP_PKIFAILUREINFO_badAlg) << o.status_text;

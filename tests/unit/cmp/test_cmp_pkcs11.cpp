@@ -21,9 +21,9 @@ namespace {
 
 const char* kRealm = "henb.vendor-a.example";
 
-#define NEED_HSM()                                            \
-    std::string why;                                          \
-    const test::SoftHsm* hsm = test::SoftHsm::get(&why);      \
+#define NEED_HSM()                                       \
+    std::string why;                                     \
+    const test::SoftHsm* hsm = test::SoftHsm::get(&why); \
     if (hsm == nullptr) GTEST_SKIP() << why
 
 LabPki& lab() {
@@ -37,7 +37,9 @@ pki::PkeyPtr token_key(const std::string& uri) {
     return k.ok() ? std::move(*k) : nullptr;
 }
 
-std::string uri_of(EVP_PKEY* k) { return crypto::token_key_uri(k).value_or(""); }
+std::string uri_of(EVP_PKEY* k) {
+    return crypto::token_key_uri(k).value_or("");
+}
 
 void expect_never_leaves(EVP_PKEY* k) {
     auto a = crypto::token_key_attributes(uri_of(k));

@@ -173,19 +173,20 @@ std::vector<std::string> sans_of(X509* x, int type) {
             }
         } else {
             const ASN1_STRING* s = type == GEN_DNS ? g->d.dNSName : g->d.uniformResourceIdentifier;
-            out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), static_cast<size_t>(ASN1_STRING_length(s)));
+            out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                             static_cast<size_t>(ASN1_STRING_length(s)));
         }
     }
     GENERAL_NAMES_free(names);
     return out;
 }
 
-#define EXPECT_REJECTED_IN_IP(r, bit)                                                             \
-    do {                                                                                          \
-        EXPECT_FALSE((r).cert);                                                                   \
-        EXPECT_EQ((r).rsp_body, kIpBody) << (r).status;                                           \
-        EXPECT_EQ((r).fail_info, 1 << (bit)) << (r).status;                                       \
-        EXPECT_TRUE((r).rsp_signed_by_ra) << "rejection not protected with the RA certificate";  \
+#define EXPECT_REJECTED_IN_IP(r, bit)                                                           \
+    do {                                                                                        \
+        EXPECT_FALSE((r).cert);                                                                 \
+        EXPECT_EQ((r).rsp_body, kIpBody) << (r).status;                                         \
+        EXPECT_EQ((r).fail_info, 1 << (bit)) << (r).status;                                     \
+        EXPECT_TRUE((r).rsp_signed_by_ra) << "rejection not protected with the RA certificate"; \
     } while (0)
 
 }  // namespace
@@ -235,8 +236,9 @@ TEST(ProfilePatterns, ValidateRefusesBrokenProfiles) {
 TEST_F(ProfileFixture, OduProfileIssuesIdentityIpAndUri) {
     auto dev = lab().device(lab().vendor_a, "0023a1b2c5a1", kRealm);
     const std::string id = std::string("0023a1b2c5a1.") + kRealm;
-    auto r = enrol(dev, "odu", id,
-                   {{GEN_DNS, id}, {GEN_IPADD, "192.0.2.7"}, {GEN_IPADD, "2001:db8::7"}, {GEN_URI, "urn:o-ran:du:0023a1b2c5a1"}});
+    auto r = enrol(
+        dev, "odu", id,
+        {{GEN_DNS, id}, {GEN_IPADD, "192.0.2.7"}, {GEN_IPADD, "2001:db8::7"}, {GEN_URI, "urn:o-ran:du:0023a1b2c5a1"}});
     ASSERT_TRUE(r.cert) << r.status;
     EXPECT_EQ(sans_of(r.cert.get(), GEN_DNS), std::vector<std::string>{id});
     EXPECT_EQ(sans_of(r.cert.get(), GEN_IPADD), (std::vector<std::string>{"192.0.2.7", "v6:16"}));
@@ -427,7 +429,7 @@ TEST_F(ProfileFixture, HeldRequestRejectedByTheOperatorIsNotAuthorized) {
 namespace {
 typedef STACK_OF(X509) TEST_CA_CERTS;
 ASN1_ITEM_TEMPLATE(TEST_CA_CERTS) = ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
-ASN1_ITEM_TEMPLATE_END(TEST_CA_CERTS)
+    ASN1_ITEM_TEMPLATE_END(TEST_CA_CERTS)
 }  // namespace
 
 // genm currentCRL (RFC 9483 4.3.4) and caCerts (4.3.1): the genp's ITAV holds the issuing CA's current CRL, as

@@ -28,9 +28,8 @@ struct CredFixture : ::testing::Test {
     std::atomic<int> transfers{0};
     std::string dir;
     void SetUp() override {
-        dir = (fs::temp_directory_path() /
-               ("x2sec-cred-" + std::to_string(::getpid()) + "-" +
-                ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+        dir = (fs::temp_directory_path() / ("x2sec-cred-" + std::to_string(::getpid()) + "-" +
+                                            ::testing::UnitTest::GetInstance()->current_test_info()->name()))
                   .string();
         fs::remove_all(dir);
     }
@@ -213,7 +212,8 @@ TEST(RenewalWindow, ParsesDaysAndPercent) {
     ASSERT_TRUE(p.ok());
     EXPECT_TRUE(p->percent);
     EXPECT_EQ(p->value, 25);
-    for (const char* bad : {"", "%", "x", "-3", "120%", "3 days", "1e999"}) EXPECT_FALSE(parse_renewal_window(bad).ok()) << bad;
+    for (const char* bad : {"", "%", "x", "-3", "120%", "3 days", "1e999"})
+        EXPECT_FALSE(parse_renewal_window(bad).ok()) << bad;
 }
 
 TEST(RenewalWindow, DueNotDueExpired) {

@@ -164,17 +164,21 @@ TEST_F(HttpFixture, HttpNegativesAre4xxAndWriteNothing) {
     ASSERT_FALSE(ir.empty());
     std::string body(ir.begin(), ir.end());
     auto post = [&](const std::string& path, const std::string& ctype, const std::string& b, const std::string& clen) {
-        return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype + "\r\nContent-Length: " + clen +
-               "\r\n\r\n" + b;
+        return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype +
+               "\r\nContent-Length: " + clen + "\r\n\r\n" + b;
     };
     EXPECT_EQ(status_of(raw_http(p, post("/.well-known/cmp", "text/plain", body, std::to_string(body.size())))), 415);
     EXPECT_EQ(status_of(raw_http(p, "GET /.well-known/cmp HTTP/1.1\r\nHost: x\r\n\r\n")), 405);
-    EXPECT_EQ(status_of(raw_http(p, post("/elsewhere", "application/pkixcmp", body, std::to_string(body.size())))), 404);
-    EXPECT_EQ(status_of(raw_http(p, post("/.well-known/cmp/p/../x", "application/pkixcmp", body, std::to_string(body.size())))), 404);
+    EXPECT_EQ(status_of(raw_http(p, post("/elsewhere", "application/pkixcmp", body, std::to_string(body.size())))),
+              404);
+    EXPECT_EQ(status_of(raw_http(
+                  p, post("/.well-known/cmp/p/../x", "application/pkixcmp", body, std::to_string(body.size())))),
+              404);
     EXPECT_EQ(status_of(raw_http(p, post("/.well-known/cmp", "application/pkixcmp", "", "100000"))), 413);
     // truncated: Content-Length larger than what is sent, then EOF
     EXPECT_EQ(status_of(raw_http(p, post("/.well-known/cmp", "application/pkixcmp", body.substr(0, body.size() / 2),
-                                         std::to_string(body.size())))), 400);
+                                         std::to_string(body.size())))),
+              400);
     // a complete body that is not a PKIMessage
     EXPECT_EQ(status_of(raw_http(p, post("/.well-known/cmp", "application/pkixcmp", "garbage!", "8"))), 400);
     // no Content-Length
@@ -276,8 +280,10 @@ TEST_F(HttpFixture, MutatedIrBodiesAreRefusedAndTheServerKeepsServing) {
     size_t bad_request = 0, cmp_error = 0;
     for (const auto& b : bodies) {
         std::string body(b.begin(), b.end());
-        auto rsp = raw_http(p, "POST /.well-known/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
-                               "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+        auto rsp = raw_http(p,
+                            "POST /.well-known/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
+                            "Content-Length: " +
+                                std::to_string(body.size()) + "\r\n\r\n" + body);
         int st = status_of(rsp);
         ASSERT_TRUE(st == 400 || st == 200) << "status " << st;
         if (st == 400) {
@@ -448,8 +454,8 @@ void HttpLoad::run(bool tls) {
         {std::string("\x16\x03\x01\x02\x00", 5), '\0'},  // a ClientHello record that never completes
     };
     std::vector<test::SlowScript> scripts = {
-        {"", std::nullopt},                                                              // idle
-        {"POST /.well-known/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", 'a'},          // endless head
+        {"", std::nullopt},                                                      // idle
+        {"POST /.well-known/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", 'a'},  // endless head
         {"POST /.well-known/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
          "Content-Length: 4000\r\n\r\n0",
          '0'},  // slow body
@@ -473,9 +479,9 @@ void HttpLoad::run(bool tls) {
                 std::snprintf(eui, sizeof eui, "0500000000%x%x", t, i);
                 auto dev = lab().device(lab().vendor_a, eui, "henb.vendor-a.example");
                 auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
-                auto r = req(dev, k.get(), std::string(eui) + ".henb.vendor-a.example",
-                             std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(port) +
-                                 "/.well-known/cmp");
+                auto r = req(
+                    dev, k.get(), std::string(eui) + ".henb.vendor-a.example",
+                    std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(port) + "/.well-known/cmp");
                 if (tls) r.tls.trust = {lab().operator_root.cert.get()};
                 r.timeout_s = 5;  // "within a few seconds": the client gives up after 5 s
                 auto t0 = std::chrono::steady_clock::now();
@@ -501,7 +507,8 @@ void HttpLoad::run(bool tls) {
         std::filesystem::create_directories(dir);
         auto put = [&](const std::string& name, const std::string& text) {
             std::ofstream(dir / name) << text;
-            std::filesystem::permissions(dir / name, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+            std::filesystem::permissions(dir / name,
+                                         std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
         };
         put("root.crt", pki::cert_pem(lab().operator_root.cert.get()));
         for (int i = 0; i < 2; ++i) {
@@ -513,8 +520,9 @@ void HttpLoad::run(bool tls) {
             put("dev.key", std::string(reinterpret_cast<const char*>(kp.data()), kp.size()));
             auto np = pki::private_key_pem(nk.get()).value();
             put("new.key", std::string(reinterpret_cast<const char*>(np.data()), np.size()));
-            std::string cmd = "cd " + dir.string() + " && timeout 10 openssl cmp -cmd ir -server 127.0.0.1:" +
-                              std::to_string(port) + "/.well-known/cmp -cert dev.pem -key dev.key -trusted root.crt" +
+            std::string cmd = "cd " + dir.string() +
+                              " && timeout 10 openssl cmp -cmd ir -server 127.0.0.1:" + std::to_string(port) +
+                              "/.well-known/cmp -cert dev.pem -key dev.key -trusted root.crt" +
                               " -newkey new.key -subject /CN=" + id + " -sans " + id +
                               " -certout new.crt -msg_timeout 5 -total_timeout 8" +
                               (tls ? " -tls_used -tls_trusted root.crt" : "") + " > ossl.log 2>&1";
@@ -557,21 +565,29 @@ void HttpLoad::run(bool tls) {
     EXPECT_EQ(server->counters().get("cmp.http.rejected.deadline"), uint64_t(kSlow));
     EXPECT_EQ(certs(), 12 + ossl_ok);
     std::sort(lat.begin(), lat.end());
-    auto pct = [&](const std::vector<double>& v, double q) { return v.empty() ? 0.0 : v[size_t(q * double(v.size() - 1))]; };
-    std::printf("[ figures ] CMP %s: %d slow connections opened (%s; 1 octet/s; 50 source addresses), %zu held by the server before and %zu after the enrolments; "
-                "%d/12 x2sec ir+certConf enrolments OK, latency min %.0f / median %.0f / max %.0f ms; "
-                "openssl cmp %d/%d OK%s%.0f ms; slow connections cut at deadline: %llu (408 answered: %d), "
-                "all gone %.1f s after opening (deadline %d ms)\n",
-                tls ? "HTTPS" : "HTTP", slow.opened(),
-                tls ? "1/2 idle, 1/2 trickling a ClientHello" : "1/3 idle, 1/3 endless head, 1/3 slow body", held_before, held_after, ok.load(), pct(lat, 0), pct(lat, 0.5), pct(lat, 1), ossl_ok,
-                ossl_runs, ossl_lat.empty() ? "" : ", max ",
-                ossl_lat.empty() ? 0.0 : *std::max_element(ossl_lat.begin(), ossl_lat.end()),
-                static_cast<unsigned long long>(server->counters().get("cmp.http.rejected.deadline")),
-                slow.answered_with("HTTP/1.1 408"), cut_s, deadline_ms);
+    auto pct = [&](const std::vector<double>& v, double q) {
+        return v.empty() ? 0.0 : v[size_t(q * double(v.size() - 1))];
+    };
+    std::printf(
+        "[ figures ] CMP %s: %d slow connections opened (%s; 1 octet/s; 50 source addresses), %zu held by the server "
+        "before and %zu after the enrolments; "
+        "%d/12 x2sec ir+certConf enrolments OK, latency min %.0f / median %.0f / max %.0f ms; "
+        "openssl cmp %d/%d OK%s%.0f ms; slow connections cut at deadline: %llu (408 answered: %d), "
+        "all gone %.1f s after opening (deadline %d ms)\n",
+        tls ? "HTTPS" : "HTTP", slow.opened(),
+        tls ? "1/2 idle, 1/2 trickling a ClientHello" : "1/3 idle, 1/3 endless head, 1/3 slow body", held_before,
+        held_after, ok.load(), pct(lat, 0), pct(lat, 0.5), pct(lat, 1), ossl_ok, ossl_runs,
+        ossl_lat.empty() ? "" : ", max ", ossl_lat.empty() ? 0.0 : *std::max_element(ossl_lat.begin(), ossl_lat.end()),
+        static_cast<unsigned long long>(server->counters().get("cmp.http.rejected.deadline")),
+        slow.answered_with("HTTP/1.1 408"), cut_s, deadline_ms);
 }
 
-TEST_F(HttpLoad, CmpEnrolmentsOverHttpSucceedWhile500SlowConnectionsAreHeld) { run(false); }
-TEST_F(HttpLoad, CmpEnrolmentsOverHttpsSucceedWhile500SlowTlsConnectionsAreHeld) { run(true); }
+TEST_F(HttpLoad, CmpEnrolmentsOverHttpSucceedWhile500SlowConnectionsAreHeld) {
+    run(false);
+}
+TEST_F(HttpLoad, CmpEnrolmentsOverHttpsSucceedWhile500SlowTlsConnectionsAreHeld) {
+    run(true);
+}
 
 // ---------------------------------------------------------------- HTTP/1.1 keep-alive (issue 13)
 namespace {
@@ -703,8 +719,8 @@ TEST_F(HttpFixture, X2secClientEnrolsOverOnePersistentConnection) {
         std::string eui = tls ? "0023a1b2c3f1" : "0023a1b2c3f0";
         auto dev = lab().device(lab().vendor_a, eui, "henb.vendor-a.example");
         auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
-        std::string url = std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(http->port()) +
-                          "/.well-known/cmp";
+        std::string url =
+            std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(http->port()) + "/.well-known/cmp";
         auto r = req(dev, k.get(), eui + ".henb.vendor-a.example", url);
         r.keep_alive = true;
         if (tls) r.tls.trust = {lab().operator_root.cert.get()};

@@ -215,7 +215,8 @@ TEST_F(OcspFixture, BadRequestsAreMalformedRequestUnsignedAndCounted) {
     EXPECT_EQ(count("ocsp.reject.malformed"), 7u);
     // 33 CertIDs (the limit is 32)
     OReq many(OCSP_REQUEST_new());
-    for (int i = 0; i < 33; ++i) OCSP_request_add0_id(many.get(), OCSP_cert_to_id(nullptr, cert.get(), lab().operator_issuing.cert.get()));
+    for (int i = 0; i < 33; ++i)
+        OCSP_request_add0_id(many.get(), OCSP_cert_to_id(nullptr, cert.get(), lab().operator_issuing.cert.get()));
     EXPECT_EQ(status_of(ocsp->respond(der_of(many.get()))), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
     EXPECT_EQ(count("ocsp.reject.too_many"), 1u);
     // a 64-octet nonce (RFC 8954: at most 32)
@@ -247,7 +248,8 @@ TEST_F(OcspFixture, SignerIsDelegatedNoCheckShortLivedAndReused) {
     EXPECT_EQ(sb.st_mode & 0777, 0600u);
     // reused while valid
     OcspConfig again;
-    ASSERT_TRUE(ensure_ocsp_signer(dir, lab().operator_issuing.cert.get(), lab().operator_issuing.key.get(), again).ok());
+    ASSERT_TRUE(
+        ensure_ocsp_signer(dir, lab().operator_issuing.cert.get(), lab().operator_issuing.key.get(), again).ok());
     EXPECT_EQ(X509_cmp(again.signer_cert.get(), c.get()), 0);
     // a signer of another CA in the directory is replaced
     OcspConfig other;
@@ -306,8 +308,8 @@ TEST_F(OcspFixture, OverHttpPostAndGetAndRefusals) {
 
     // GET /ocsp/<url-encoded base64>
     std::string b64(((der.size() + 2) / 3) * 4 + 1, '\0');
-    b64.resize(static_cast<size_t>(EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()), der.data(),
-                                                   static_cast<int>(der.size()))));
+    b64.resize(static_cast<size_t>(
+        EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()), der.data(), static_cast<int>(der.size()))));
     std::string enc;
     for (char c : b64) enc += c == '/' ? "%2F" : c == '+' ? "%2B" : c == '=' ? "%3D" : std::string(1, c);
     rsp = http_exchange(http.port(), "GET /ocsp/" + enc + " HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -325,12 +327,15 @@ TEST_F(OcspFixture, OverHttpPostAndGetAndRefusals) {
     ASSERT_TRUE(bad);
     EXPECT_EQ(OCSP_response_status(bad.get()), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
     // refusals: wrong method, wrong content type, a CMP path on the OCSP listener
-    EXPECT_EQ(http_exchange(http.port(), "PUT /ocsp HTTP/1.1\r\nContent-Length: 0\r\n\r\n").substr(0, 12), "HTTP/1.1 405");
-    EXPECT_EQ(http_exchange(http.port(), "POST /ocsp HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\nx")
-                  .substr(0, 12),
-              "HTTP/1.1 415");
-    EXPECT_EQ(http_exchange(http.port(), "POST /.well-known/cmp HTTP/1.1\r\nContent-Type: application/pkixcmp\r\n"
-                                         "Content-Length: 1\r\n\r\nx")
+    EXPECT_EQ(http_exchange(http.port(), "PUT /ocsp HTTP/1.1\r\nContent-Length: 0\r\n\r\n").substr(0, 12),
+              "HTTP/1.1 405");
+    EXPECT_EQ(
+        http_exchange(http.port(), "POST /ocsp HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\nx")
+            .substr(0, 12),
+        "HTTP/1.1 415");
+    EXPECT_EQ(http_exchange(http.port(),
+                            "POST /.well-known/cmp HTTP/1.1\r\nContent-Type: application/pkixcmp\r\n"
+                            "Content-Length: 1\r\n\r\nx")
                   .substr(0, 12),
               "HTTP/1.1 404");
     EXPECT_EQ(count("ocsp.reject.malformed"), 1u);

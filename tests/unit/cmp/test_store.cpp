@@ -23,9 +23,7 @@ const char* kPgBin = "/usr/lib/postgresql/15/bin";
 struct PgCluster {
     std::string dir, conninfo, skip_reason;
     bool started = false;
-    std::string as_pg(const std::string& cmd) const {
-        return getuid() == 0 ? "runuser -u postgres -- " + cmd : cmd;
-    }
+    std::string as_pg(const std::string& cmd) const { return getuid() == 0 ? "runuser -u postgres -- " + cmd : cmd; }
     PgCluster() {
         if (!fs::exists(std::string(kPgBin) + "/initdb")) {
             skip_reason = "PostgreSQL 15 is not installed (postgresql-15)";
@@ -58,7 +56,8 @@ struct PgCluster {
     }
     ~PgCluster() {
         if (started)
-            (void)std::system(as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -m immediate stop >/dev/null 2>&1").c_str());
+            (void)std::system(
+                as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -m immediate stop >/dev/null 2>&1").c_str());
         if (!dir.empty()) fs::remove_all(dir);
     }
 };
@@ -89,7 +88,8 @@ protected:
                 ASSERT_TRUE(s.ok()) << s.error().detail();
             }
             std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
+                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, "
+                                          "transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
             ASSERT_EQ(std::system(drop.c_str()), 0);
             auto s = open_postgres_store(pg().conninfo);
             ASSERT_TRUE(s.ok()) << s.error().detail();
@@ -181,7 +181,7 @@ TEST_P(StoreTest, ConcurrentWritersKeepUniqueness) {
         ts.emplace_back([&, t] {
             for (int i = 0; i < 25; ++i) {
                 auto r = rec(static_cast<uint8_t>(i), static_cast<uint8_t>(i));
-                r.serial[0] = static_cast<uint8_t>(t);  // 4 x 25 distinct serials
+                r.serial[0] = static_cast<uint8_t>(t);                         // 4 x 25 distinct serials
                 r.transaction_id[0] = static_cast<uint8_t>(i % 2 ? t : 0xff);  // some tids collide
                 if (store->record_issued(r).ok()) ++ok;
             }
@@ -262,8 +262,10 @@ TEST_P(StoreTest, PendingRequestsAreDecidedOnceAndAudited) {
 // Two connections (two RA/CA processes) appending at once never fork the chain.
 TEST_P(StoreTest, ConcurrentAuditAppendsKeepOneChain) {
     std::unique_ptr<Store> other;
-    if (GetParam() == "sqlite") other = std::move(open_sqlite_store(path).value());
-    else other = std::move(open_postgres_store(pg().conninfo).value());
+    if (GetParam() == "sqlite")
+        other = std::move(open_sqlite_store(path).value());
+    else
+        other = std::move(open_postgres_store(pg().conninfo).value());
     std::atomic<int> failures{0};
     auto writer = [&](Store* st, const char* who) {
         for (int i = 0; i < 25; ++i)
@@ -307,8 +309,10 @@ TEST_P(StoreTest, ExpireUnconfirmedRevokesOnlyStaleUnconfirmedOnce) {
 
 TEST_P(StoreTest, CurrentCrlIsOneForAllHandlesAndItsNumberOnlyGrows) {
     std::unique_ptr<Store> other;
-    if (GetParam() == "sqlite") other = std::move(open_sqlite_store(path).value());
-    else other = std::move(open_postgres_store(pg().conninfo).value());
+    if (GetParam() == "sqlite")
+        other = std::move(open_sqlite_store(path).value());
+    else
+        other = std::move(open_postgres_store(pg().conninfo).value());
     std::vector<int64_t> built;
     Store::CrlBuilder build = [&](int64_t n, const std::vector<pki::Revoked>& rv) -> Result<Bytes> {
         built.push_back(n);
@@ -391,10 +395,11 @@ TEST(StoreSqlite, FailedCommitRollsBackAndReleasesTheLock) {
         return std::make_pair(rc, m);
     };
     ASSERT_EQ(exec("PRAGMA foreign_keys=ON").first, SQLITE_OK);
-    ASSERT_EQ(exec("CREATE TABLE poison(tid BLOB REFERENCES transactions(tid) DEFERRABLE INITIALLY DEFERRED);"
-                   "CREATE TRIGGER poison_each AFTER INSERT ON certificates BEGIN INSERT INTO poison VALUES (x'00ff'); END;")
-                  .first,
-              SQLITE_OK);
+    ASSERT_EQ(
+        exec("CREATE TABLE poison(tid BLOB REFERENCES transactions(tid) DEFERRABLE INITIALLY DEFERRED);"
+             "CREATE TRIGGER poison_each AFTER INSERT ON certificates BEGIN INSERT INTO poison VALUES (x'00ff'); END;")
+            .first,
+        SQLITE_OK);
 
     CertRecord r;
     r.serial = Bytes(16, 1);
@@ -430,7 +435,8 @@ TEST(StoreSqlite, FailedCommitRollsBackAndReleasesTheLock) {
 
 // Passwords never reach an error message, in either conninfo form.
 TEST(StoreOpen, ConninfoPasswordIsRedacted) {
-    EXPECT_EQ(redact_conninfo("host=/tmp/x dbname=ca password=hunter2 user=ra"), "host=/tmp/x dbname=ca password=*** user=ra");
+    EXPECT_EQ(redact_conninfo("host=/tmp/x dbname=ca password=hunter2 user=ra"),
+              "host=/tmp/x dbname=ca password=*** user=ra");
     EXPECT_EQ(redact_conninfo("password = 'hun ter\\'2' host=h"), "password = *** host=h");
     EXPECT_EQ(redact_conninfo("postgresql://ra:hunter2@db.example:5432/ca?sslmode=require"),
               "postgresql://ra:***@db.example:5432/ca?sslmode=require");

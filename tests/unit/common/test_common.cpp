@@ -32,10 +32,10 @@ TEST(PrintableText, EscapesWhatIsNotPrintableUtf8) {
     EXPECT_EQ(printable_text(std::string_view("a\nb\x7f\\")), "a\\x0ab\\x7f\\\\");
     EXPECT_EQ(printable_text(std::string_view("caf\xc3\xa9")), "caf\xc3\xa9");  // U+00E9 passes
     EXPECT_EQ(printable_text(hex("c0af")), "\\xc0\\xaf");                       // overlong '/'
-    EXPECT_EQ(printable_text(hex("eda080")), "\\xed\\xa0\\x80");             // a surrogate
-    EXPECT_EQ(printable_text(hex("e280ae")), "\\xe2\\x80\\xae");             // RIGHT-TO-LEFT OVERRIDE
+    EXPECT_EQ(printable_text(hex("eda080")), "\\xed\\xa0\\x80");                // a surrogate
+    EXPECT_EQ(printable_text(hex("e280ae")), "\\xe2\\x80\\xae");                // RIGHT-TO-LEFT OVERRIDE
     EXPECT_EQ(printable_text(hex("c285")), "\\xc2\\x85");                       // C1 NEL
-    EXPECT_EQ(printable_text(hex("e3")), "\\xe3");                               // truncated sequence
+    EXPECT_EQ(printable_text(hex("e3")), "\\xe3");                              // truncated sequence
     // Injective: the escape of "\xff" differs from the escape of the octet ff.
     EXPECT_NE(printable_text(std::string_view("\\xff")), printable_text(hex("ff")));
     // Every octet string comes out as printable ASCII or printable UTF-8.
@@ -172,7 +172,8 @@ TEST(File, AtomicWriteModeIgnoresUmask) {
     auto b = write_file_atomic(std::string(dir) + "/b", std::string_view("x"), 0644);
     umask(old);
     ASSERT_TRUE(a.ok() && b.ok());
-    struct stat sa {}, sb {};
+    struct stat sa {
+    }, sb{};
     ASSERT_EQ(stat((std::string(dir) + "/a").c_str(), &sa), 0);
     ASSERT_EQ(stat((std::string(dir) + "/b").c_str(), &sb), 0);
     EXPECT_EQ(sa.st_mode & 0777, 0600u);

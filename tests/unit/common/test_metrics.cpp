@@ -117,10 +117,9 @@ TEST(Metrics, CountersMapOntoFamiliesByRules) {
     Registry r;  // not the process's: this test owns it
     r.set_gauge("ike.sas.open", 2);
     r.observe("ike.setup_seconds", 0.02);
-    std::vector<Rule> rules{
-        {"esp.drop.", "x2sec_esp_drops_total", "reason", "ESP packets dropped, by reason"},
-        {"esp.rx.packets", "x2sec_esp_rx_packets_total", "", "ESP packets received"},
-        {"ike.setup_seconds", "x2sec_ike_setup_seconds", "", "IKE SA setup time"}};
+    std::vector<Rule> rules{{"esp.drop.", "x2sec_esp_drops_total", "reason", "ESP packets dropped, by reason"},
+                            {"esp.rx.packets", "x2sec_esp_rx_packets_total", "", "ESP packets received"},
+                            {"ike.setup_seconds", "x2sec_ike_setup_seconds", "", "IKE SA setup time"}};
     Exposition e;
     e.add_counters(c, rules, {{"instance_name", "a"}});
     e.add_registry(r, rules, {{"instance_name", "a"}});
@@ -130,22 +129,16 @@ TEST(Metrics, CountersMapOntoFamiliesByRules) {
                      "x2sec_esp_drops_total{instance_name=\"a\",reason=\"replay\"} 3\n"),
               std::string::npos)
         << t;
-    EXPECT_NE(t.find("x2sec_esp_rx_packets_total{instance_name=\"a\"} 10\n"), std::string::npos)
-        << t;
+    EXPECT_NE(t.find("x2sec_esp_rx_packets_total{instance_name=\"a\"} 10\n"), std::string::npos) << t;
     // No rule: a generic family with the counter's name, sanitized.
     EXPECT_NE(t.find("# HELP x2sec_odd_name_x_total x2sec counter 'odd-name.x'\n"
                      "# TYPE x2sec_odd_name_x_total counter\n"),
               std::string::npos)
         << t;
-    EXPECT_NE(
-        t.find("# TYPE x2sec_ike_sas_open gauge\nx2sec_ike_sas_open{instance_name=\"a\"} 2\n"),
-        std::string::npos)
+    EXPECT_NE(t.find("# TYPE x2sec_ike_sas_open gauge\nx2sec_ike_sas_open{instance_name=\"a\"} 2\n"), std::string::npos)
         << t;
-    EXPECT_NE(t.find("x2sec_ike_setup_seconds_bucket{instance_name=\"a\",le=\"0.025\"} 1\n"),
-              std::string::npos)
-        << t;
-    EXPECT_NE(t.find("x2sec_ike_setup_seconds_count{instance_name=\"a\"} 1\n"), std::string::npos)
-        << t;
+    EXPECT_NE(t.find("x2sec_ike_setup_seconds_bucket{instance_name=\"a\",le=\"0.025\"} 1\n"), std::string::npos) << t;
+    EXPECT_NE(t.find("x2sec_ike_setup_seconds_count{instance_name=\"a\"} 1\n"), std::string::npos) << t;
     // Every sample line is name{labels} value, with a valid name.
     for (const auto& l : lines(t)) {
         if (l.rfind("# ", 0) == 0) continue;

@@ -129,7 +129,8 @@ TEST(ConfigFile, BadAddressPointsAtTheValue) {
     std::string text = kMinimal;
     text.replace(text.find("\"192.0.2.2\""), 11, "\"192.0.2.300\"");
     std::string e = error_of(text);
-    EXPECT_NE(e.find("t.toml:5:15: 'remote_addr' = '192.0.2.300' is not an IPv4 or IPv6 address"), std::string::npos) << e;
+    EXPECT_NE(e.find("t.toml:5:15: 'remote_addr' = '192.0.2.300' is not an IPv4 or IPv6 address"), std::string::npos)
+        << e;
 }
 
 TEST(ConfigFile, BadTrafficSelectors) {
@@ -168,7 +169,8 @@ TEST(ConfigFile, WrongTypesAndRanges) {
               std::string::npos);
     EXPECT_NE(error_of(std::string("[runtime]\nike_port = \"500\"\n") + kMinimal).find("'ike_port' must be an integer"),
               std::string::npos);
-    EXPECT_NE(error_of(std::string("[engine]\nretransmit_timeout = \"4 fortnights\"\n") + kMinimal).find("t.toml:2:22: duration"),
+    EXPECT_NE(error_of(std::string("[engine]\nretransmit_timeout = \"4 fortnights\"\n") + kMinimal)
+                  .find("t.toml:2:22: duration"),
               std::string::npos);
     std::string text = kMinimal;
     text.replace(text.find("auth = \"psk\""), 12, "auth = \"eap\"");
@@ -178,7 +180,8 @@ TEST(ConfigFile, WrongTypesAndRanges) {
 TEST(ConfigFile, AuthRequirements) {
     std::string text = kMinimal;
     text.erase(text.find("psk = "), text.find("\n", text.find("psk = ")) - text.find("psk = "));
-    EXPECT_NE(error_of(text).find("t.toml:2:1: peer 'p': PSK authentication needs 'psk' or 'psk_file'"), std::string::npos);
+    EXPECT_NE(error_of(text).find("t.toml:2:1: peer 'p': PSK authentication needs 'psk' or 'psk_file'"),
+              std::string::npos);
 
     text = kMinimal;
     text.replace(text.find("auth = \"psk\""), 12, "auth = \"cert\"");

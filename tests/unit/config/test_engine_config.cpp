@@ -30,11 +30,13 @@ std::string cert_peer(const std::string& extra = "", const std::string& local_id
 name = "b"
 local_addr = "192.0.2.1"
 remote_addr = "192.0.2.2"
-local_id = ")" + local_id + R"("
+local_id = ")" +
+           local_id + R"("
 remote_id = "henb-b.example.org"
 credential = "henb-a"
 ike_proposals = ["aes256gcm16-prfsha384-ecp384", "aes128-sha256-modp2048"]
-)" + extra + R"(
+)" + extra +
+           R"(
   [[peer.child]]
   name = "x2c"
   local_ts = "198.51.100.0/24[sctp/36422]"
@@ -67,7 +69,8 @@ TEST(EngineConfig, CertificatePeer) {
     ASSERT_EQ(anchors.size(), 2u);  // no 'trust' filter: every anchor
     EXPECT_EQ(anchors[0].first, "operator");
     ASSERT_EQ(p.ike_proposals.size(), 2u);
-    EXPECT_EQ(ike::to_string(p.ike_proposals[0]), ike::to_string(*ike::parse_ike_proposal("aes256gcm16-prfsha384-ecp384")));
+    EXPECT_EQ(ike::to_string(p.ike_proposals[0]),
+              ike::to_string(*ike::parse_ike_proposal("aes256gcm16-prfsha384-ecp384")));
     ASSERT_EQ(p.children.size(), 1u);
     EXPECT_EQ(p.children[0].proposals.size(), 2u);
     EXPECT_EQ(p.children[0].local_ts[0].ip_protocol, 132);
@@ -87,8 +90,9 @@ TEST(EngineConfig, TrustLabelsSelectAnchors) {
 TEST(EngineConfig, LocalIdMustBeInOwnCertificate) {
     auto r = build(cert_peer("", "fqdn:henb-z.example.org"));
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().detail().find("e.toml:17:12: peer 'b': local_id 'fqdn:henb-z.example.org' is not in the certificate"),
-              std::string::npos)
+    EXPECT_NE(
+        r.error().detail().find("e.toml:17:12: peer 'b': local_id 'fqdn:henb-z.example.org' is not in the certificate"),
+        std::string::npos)
         << r.error().detail();
     // An IP SAN matches an ipv4 identity.
     EXPECT_TRUE(build(cert_peer("", "ipv4:192.0.2.1")).ok());
@@ -99,13 +103,18 @@ TEST(EngineConfig, BadProposalsAndIdentitiesPointAtTheirText) {
     text.replace(text.find("aes128-sha256-modp2048"), 22, "aes128-sha256-modp1024");
     auto r = build(text);
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().detail().find("e.toml:20:50: peer 'b': IKE proposal 'aes128-sha256-modp1024': unknown algorithm 'modp1024'"), std::string::npos)
+    EXPECT_NE(r.error().detail().find(
+                  "e.toml:20:50: peer 'b': IKE proposal 'aes128-sha256-modp1024': unknown algorithm 'modp1024'"),
+              std::string::npos)
         << r.error().detail();
     text = cert_peer();
     text.replace(text.find("\"aes256-sha256\""), 15, "\"chacha20poly1305\"");
     r = build(text);
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().detail().find("child 'x2c': ") != std::string::npos && r.error().detail().find("chacha20poly1305"), std::string::npos) << r.error().detail();
+    EXPECT_NE(
+        r.error().detail().find("child 'x2c': ") != std::string::npos && r.error().detail().find("chacha20poly1305"),
+        std::string::npos)
+        << r.error().detail();
 }
 
 TEST(EngineConfig, MissingFilesAreReportedAtTheirEntry) {
@@ -115,8 +124,12 @@ TEST(EngineConfig, MissingFilesAreReportedAtTheirEntry) {
     auto r = build(text);
     ASSERT_FALSE(r.ok());
     const std::string& e = r.error().detail();
-    EXPECT_NE(e.find("e.toml:5:1: trust anchor 'operator': cannot load '" + kPki + "/missing-root.pem'"), std::string::npos) << e;
-    EXPECT_NE(e.find("e.toml:8:1: credential 'henb-a': cannot load private key '" + kPki + "/missing.key'"), std::string::npos) << e;
+    EXPECT_NE(e.find("e.toml:5:1: trust anchor 'operator': cannot load '" + kPki + "/missing-root.pem'"),
+              std::string::npos)
+        << e;
+    EXPECT_NE(e.find("e.toml:8:1: credential 'henb-a': cannot load private key '" + kPki + "/missing.key'"),
+              std::string::npos)
+        << e;
 }
 
 TEST(EngineConfig, PskFromHexTextAndFile) {
@@ -140,7 +153,8 @@ auth = "psk"
     };
     auto r = with("psk = \"0x000102030405060708090a0b0c0d0e0f\"");
     ASSERT_TRUE(r.ok()) << r.error().detail();
-    EXPECT_EQ(Bytes(r->engine.peers[0].psk.data(), r->engine.peers[0].psk.data() + 16), hex("000102030405060708090a0b0c0d0e0f"));
+    EXPECT_EQ(Bytes(r->engine.peers[0].psk.data(), r->engine.peers[0].psk.data() + 16),
+              hex("000102030405060708090a0b0c0d0e0f"));
     EXPECT_EQ(r->engine.peers[0].local_id.type, x509::IdType::Ipv4Addr);
     EXPECT_FALSE(r->engine.peers[0].trust);  // no certificate checks for a PSK peer
     r = with("psk_file = \"peer.psk\"");
@@ -150,14 +164,17 @@ auth = "psk"
     EXPECT_EQ(std::string(reinterpret_cast<const char*>(r->engine.peers[0].psk.data()), expect.size()), expect);
     r = with("psk = \"hex:0g\"");
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().detail().find("e.toml:8:7: peer 'p': 'psk' is not valid hex"), std::string::npos) << r.error().detail();
+    EXPECT_NE(r.error().detail().find("e.toml:8:7: peer 'p': 'psk' is not valid hex"), std::string::npos)
+        << r.error().detail();
     r = with("psk_file = \"nope.psk\"");
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().detail().find("e.toml:8:12: peer 'p': cannot read psk_file"), std::string::npos) << r.error().detail();
+    EXPECT_NE(r.error().detail().find("e.toml:8:12: peer 'p': cannot read psk_file"), std::string::npos)
+        << r.error().detail();
 }
 
 TEST(EngineConfig, EngineSectionIsCarried) {
-    auto r = build("[engine]\nretransmit_timeout = \"500ms\"\nretransmit_tries = 2\ncookie_threshold = 3\n" + cert_peer());
+    auto r =
+        build("[engine]\nretransmit_timeout = \"500ms\"\nretransmit_tries = 2\ncookie_threshold = 3\n" + cert_peer());
     ASSERT_TRUE(r.ok()) << r.error().detail();
     EXPECT_EQ(r->engine.retransmit.timeout_ms, 500);
     EXPECT_EQ(r->engine.retransmit.tries, 2u);
@@ -165,7 +182,8 @@ TEST(EngineConfig, EngineSectionIsCarried) {
 }
 
 TEST(EngineConfig, HalfOpenCapsAreCarried) {
-    auto r = build("[engine]\ncookie_threshold = 10\nmax_half_open = 200\nmax_half_open_per_source = 4\n" + cert_peer());
+    auto r =
+        build("[engine]\ncookie_threshold = 10\nmax_half_open = 200\nmax_half_open_per_source = 4\n" + cert_peer());
     ASSERT_TRUE(r.ok()) << r.error().detail();
     EXPECT_EQ(r->engine.max_half_open, 200u);
     EXPECT_EQ(r->engine.max_half_open_per_source, 4u);
@@ -182,16 +200,19 @@ TEST(EngineConfig, UniquePolicy) {
     auto r = build(cert_peer());
     ASSERT_TRUE(r.ok()) << r.error().detail();
     EXPECT_EQ(r->engine.peers[0].unique, ike::UniquePolicy::Replace);  // the default
-    for (auto [text, policy] : {std::pair{"no", ike::UniquePolicy::No}, std::pair{"never", ike::UniquePolicy::Never},
-                                std::pair{"keep", ike::UniquePolicy::Keep}, std::pair{"replace", ike::UniquePolicy::Replace}}) {
+    for (auto [text, policy] :
+         {std::pair{"no", ike::UniquePolicy::No}, std::pair{"never", ike::UniquePolicy::Never},
+          std::pair{"keep", ike::UniquePolicy::Keep}, std::pair{"replace", ike::UniquePolicy::Replace}}) {
         r = build(cert_peer(std::string("unique = \"") + text + "\""));
         ASSERT_TRUE(r.ok()) << r.error().detail();
         EXPECT_EQ(r->engine.peers[0].unique, policy) << text;
     }
     r = build(cert_peer("unique = \"sometimes\""));
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().detail().find("e.toml:21:10: peer 'b': unique must be \"no\", \"never\", \"keep\" or \"replace\", not \"sometimes\""),
-              std::string::npos)
+    EXPECT_NE(
+        r.error().detail().find(
+            "e.toml:21:10: peer 'b': unique must be \"no\", \"never\", \"keep\" or \"replace\", not \"sometimes\""),
+        std::string::npos)
         << r.error().detail();
 }
 
@@ -207,10 +228,11 @@ TEST(EngineConfig, RevocationIsOnByDefaultAndSharedByTheTrustStores) {
 }
 
 TEST(EngineConfig, RevocationSectionAndOldSwitch) {
-    auto r = build("[revocation]\nmode = \"require\"\ncrl_policy = \"soft\"\nfetch = false\n"
-                   "crl_urls = [\"http://127.0.0.1:8080/crl\"]\nfetch_timeout = \"2s\"\nmax_wait = \"250ms\"\n"
-                   "refresh = \"10m\"\nretry = \"5s\"\nmax_crl_size = 4096\ncache_dir = \"crl-cache\"\n" +
-                   cert_peer());
+    auto r = build(
+        "[revocation]\nmode = \"require\"\ncrl_policy = \"soft\"\nfetch = false\n"
+        "crl_urls = [\"http://127.0.0.1:8080/crl\"]\nfetch_timeout = \"2s\"\nmax_wait = \"250ms\"\n"
+        "refresh = \"10m\"\nretry = \"5s\"\nmax_crl_size = 4096\ncache_dir = \"crl-cache\"\n" +
+        cert_peer());
     ASSERT_TRUE(r.ok()) << r.error().detail();
     ASSERT_TRUE(r->revocation);
     const auto& c = r->revocation->config();
@@ -238,7 +260,8 @@ TEST(EngineConfig, RevocationSectionAndOldSwitch) {
 TEST(EngineConfig, CredentialKeyMayBeAPkcs11UriNeverResolvedNorLogged) {
     std::string text = cert_peer();
     const std::string uri = "pkcs11:token=henb-a;object=device?pin-value=s3cret&module-path=/nonexistent/p11.so";
-    text.replace(text.find("key = \"henb-a.key\""), std::string("key = \"henb-a.key\"").size(), "key = \"" + uri + "\"");
+    text.replace(text.find("key = \"henb-a.key\""), std::string("key = \"henb-a.key\"").size(),
+                 "key = \"" + uri + "\"");
     auto f = parse_string(text, "e.toml", kPki);
     ASSERT_TRUE(f.ok()) << f.error().detail();
     ASSERT_EQ(f->credentials.size(), 1u);
@@ -251,7 +274,8 @@ TEST(EngineConfig, CredentialKeyMayBeAPkcs11UriNeverResolvedNorLogged) {
 }
 
 TEST(EngineConfig, RevocationMethodOcsp) {
-    auto r = build("[revocation]\nmethod = \"ocsp-then-crl\"\nocsp_nonce = false\nocsp_max_age = \"1h\"\n" + cert_peer());
+    auto r =
+        build("[revocation]\nmethod = \"ocsp-then-crl\"\nocsp_nonce = false\nocsp_max_age = \"1h\"\n" + cert_peer());
     ASSERT_TRUE(r.ok()) << r.error().detail();
     ASSERT_TRUE(r->revocation);
     const auto& c = r->revocation->config();
@@ -269,7 +293,8 @@ TEST(EngineConfig, RevocationMethodOcsp) {
 }
 
 TEST(EngineConfig, RevocationSectionErrorsNameTheKey) {
-    auto r = build("[revocation]\ncrl_policy = \"lenient\"\nmode = \"maybe\"\ncrl_urls = [\"ldap://x\"]\n" + cert_peer());
+    auto r =
+        build("[revocation]\ncrl_policy = \"lenient\"\nmode = \"maybe\"\ncrl_urls = [\"ldap://x\"]\n" + cert_peer());
     ASSERT_FALSE(r.ok());
     const std::string e = r.error().detail();
     EXPECT_NE(e.find("e.toml:2:"), std::string::npos) << e;

@@ -25,9 +25,13 @@ Hash hash_from(const std::string& n) {
     return Hash::Sha512;
 }
 
-Bytes sb(const SecureBytes& s) { return Bytes(s.data(), s.data() + s.size()); }
+Bytes sb(const SecureBytes& s) {
+    return Bytes(s.data(), s.data() + s.size());
+}
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
 
 }  // namespace
 
@@ -197,7 +201,10 @@ TEST(Dh, EcCurveCacheIsSharedSafelyBetweenThreads) {
                     seed[0] = static_cast<uint8_t>(i + 1);  // below the order, never zero
                     auto a = DhKeyPair::from_private(g, seed);
                     auto b = DhKeyPair::generate(g);
-                    if (!a.ok() || !b.ok()) { ++failures; continue; }
+                    if (!a.ok() || !b.ok()) {
+                        ++failures;
+                        continue;
+                    }
                     auto s1 = a->derive(b->public_value());
                     auto s2 = b->derive(a->public_value());
                     if (!s1.ok() || !s2.ok() || sb(*s1) != sb(*s2)) ++failures;
@@ -232,7 +239,13 @@ TEST(Dh, ModpFixedPrivateMatchesBignumArithmetic) {
     Bytes gx_bytes(256), gxy_bytes(256);
     BN_bn2binpad(gx, gx_bytes.data(), 256);
     BN_bn2binpad(gxy, gxy_bytes.data(), 256);
-    BN_free(p); BN_free(g); BN_free(bx); BN_free(by); BN_free(gx); BN_free(gxy); BN_CTX_free(ctx);
+    BN_free(p);
+    BN_free(g);
+    BN_free(bx);
+    BN_free(by);
+    BN_free(gx);
+    BN_free(gxy);
+    BN_CTX_free(ctx);
     EXPECT_EQ(a->public_value(), gx_bytes);
     EXPECT_EQ(sb(a->derive(b->public_value()).value()), gxy_bytes);
     EXPECT_EQ(sb(b->derive(a->public_value()).value()), gxy_bytes);
@@ -462,13 +475,13 @@ TEST(SkCipher, SizesAndKeymat) {
 
 TEST(SkCipher, RejectsBadConstruction) {
     EXPECT_FALSE(SkCipher::create(EncrId::AesGcm16, 128, IntegId::None, SecureBytes(16), {}).ok());
-    EXPECT_FALSE(SkCipher::create(EncrId::AesGcm16, 128, IntegId::HmacSha2_256_128, SecureBytes(20),
-                                  SecureBytes(32)).ok());
+    EXPECT_FALSE(
+        SkCipher::create(EncrId::AesGcm16, 128, IntegId::HmacSha2_256_128, SecureBytes(20), SecureBytes(32)).ok());
     EXPECT_FALSE(SkCipher::create(EncrId::AesCbc, 128, IntegId::None, SecureBytes(16), {}).ok());
-    EXPECT_FALSE(SkCipher::create(EncrId::AesCbc, 128, IntegId::HmacSha2_256_128, SecureBytes(16),
-                                  SecureBytes(31)).ok());
-    EXPECT_FALSE(SkCipher::create(EncrId::AesCbc, 100, IntegId::HmacSha2_256_128, SecureBytes(12),
-                                  SecureBytes(32)).ok());
+    EXPECT_FALSE(
+        SkCipher::create(EncrId::AesCbc, 128, IntegId::HmacSha2_256_128, SecureBytes(16), SecureBytes(31)).ok());
+    EXPECT_FALSE(
+        SkCipher::create(EncrId::AesCbc, 100, IntegId::HmacSha2_256_128, SecureBytes(12), SecureBytes(32)).ok());
     EXPECT_FALSE(SkCipher::create(static_cast<EncrId>(3), 128, IntegId::None, SecureBytes(16), {}).ok());
 }
 
@@ -535,8 +548,8 @@ TEST(SkCipher, BadPaddingIsReportedAfterTheIcvCheck) {
     for (unsigned bits : {128u, 256u}) {
         SCOPED_TRACE(bits);
         const Bytes key(bits / 8, 0x11), ikey(32, 0x22), aad = hex("cafe");
-        auto c = SkCipher::create(EncrId::AesCbc, bits, IntegId::HmacSha2_256_128, SecureBytes(key),
-                                  SecureBytes(ikey)).value();
+        auto c = SkCipher::create(EncrId::AesCbc, bits, IntegId::HmacSha2_256_128, SecureBytes(key), SecureBytes(ikey))
+                     .value();
         // Pad length 16 in a 16-octet block: more padding than plaintext.
         Bytes padded(16, 0);
         padded[15] = 16;
@@ -680,8 +693,8 @@ TEST(Signature, SchemeMustFitTheKey) {
     ASSERT_FALSE(r.ok());
     EXPECT_TRUE(contains(r.error().detail(), "cannot sign with a EC key")) << r.error().detail();
     auto sig = ec.sign(SigScheme::EcdsaSha256, to_bytes("x")).value();
-    EXPECT_FALSE(verify_signature(cached_key(KeyType::Ed25519).public_key(), SigScheme::EcdsaSha256,
-                                  to_bytes("x"), sig).ok());
+    EXPECT_FALSE(
+        verify_signature(cached_key(KeyType::Ed25519).public_key(), SigScheme::EcdsaSha256, to_bytes("x"), sig).ok());
     EXPECT_FALSE(verify_signature(nullptr, SigScheme::EcdsaSha256, to_bytes("x"), sig).ok());
 }
 

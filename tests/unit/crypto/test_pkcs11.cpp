@@ -17,7 +17,9 @@ using namespace x2sec::crypto;
 
 namespace {
 
-const test::SoftHsm* hsm_or_skip(std::string& why) { return test::SoftHsm::get(&why); }
+const test::SoftHsm* hsm_or_skip(std::string& why) {
+    return test::SoftHsm::get(&why);
+}
 
 #define NEED_HSM()                               \
     std::string why;                             \
@@ -93,7 +95,7 @@ TEST(Pkcs11, KeyFileHoldsTheUriNotTheKey) {
     EXPECT_EQ(text.find(test::SoftHsm::kPin), std::string::npos) << text;
     const std::string file = hsm->dir() + "/pointer.key";
     ASSERT_TRUE(key.save(file).ok());
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(stat(file.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
     auto again = PrivateKey::load(file);

@@ -19,8 +19,8 @@ struct Harness {
     DataPlane dp{counters};
     MemoryEndpoint ep{dp};
     Harness() {
-        EspCipher ciphers[] = {EspCipher::AesGcm16_128, EspCipher::AesGcm16_256,
-                               EspCipher::AesCbc128_HmacSha256_128, EspCipher::AesCbc256_HmacSha256_128};
+        EspCipher ciphers[] = {EspCipher::AesGcm16_128, EspCipher::AesGcm16_256, EspCipher::AesCbc128_HmacSha256_128,
+                               EspCipher::AesCbc256_HmacSha256_128};
         for (uint32_t i = 0; i < 8; ++i) {
             ChildSaParams p;
             p.reqid = i + 1;

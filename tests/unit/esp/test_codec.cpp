@@ -114,13 +114,12 @@ TEST_P(EspRoundTrip, SealOpenAllLengthsWithPaddingChecks) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Ciphers, EspRoundTrip,
-    ::testing::Combine(::testing::Values(CipherCase{EspCipher::AesGcm16_128, 20, 0},
-                                         CipherCase{EspCipher::AesGcm16_256, 36, 0},
-                                         CipherCase{EspCipher::AesCbc128_HmacSha256_128, 16, 32},
-                                         CipherCase{EspCipher::AesCbc256_HmacSha256_128, 32, 32}),
-                       ::testing::Bool()));
+INSTANTIATE_TEST_SUITE_P(Ciphers, EspRoundTrip,
+                         ::testing::Combine(::testing::Values(CipherCase{EspCipher::AesGcm16_128, 20, 0},
+                                                              CipherCase{EspCipher::AesGcm16_256, 36, 0},
+                                                              CipherCase{EspCipher::AesCbc128_HmacSha256_128, 16, 32},
+                                                              CipherCase{EspCipher::AesCbc256_HmacSha256_128, 32, 32}),
+                                            ::testing::Bool()));
 
 // Seal an arbitrary plaintext (trailer included) so malformed trailers can be produced.
 static Bytes gcm_raw(SaCipher& c, uint32_t spi, uint32_t seq, BytesView plaintext) {
@@ -131,8 +130,8 @@ static Bytes gcm_raw(SaCipher& c, uint32_t spi, uint32_t seq, BytesView plaintex
     std::memcpy(pkt.data() + 16, plaintext.data(), plaintext.size());
     uint8_t aad[8];
     std::memcpy(aad, pkt.data(), 8);
-    EXPECT_TRUE(c.gcm_seal(aad, 8, pkt.data() + 8, pkt.data() + 16, plaintext.size(),
-                           pkt.data() + 16 + plaintext.size()));
+    EXPECT_TRUE(
+        c.gcm_seal(aad, 8, pkt.data() + 8, pkt.data() + 16, plaintext.size(), pkt.data() + 16 + plaintext.size()));
     return pkt;
 }
 
@@ -189,7 +188,10 @@ TEST(EspUdpEncap, NonEspMarkerAndKeepalive) {
 
 TEST(EspIp, ParsesSelectorFields) {
     // IPv4 UDP 198.51.100.1:40000 -> 203.0.113.1:2152
-    Bytes p = hex("450000200000000040110000c6336401cb007101" "9c400868000c0000" "01020304");
+    Bytes p =
+        hex("450000200000000040110000c6336401cb007101"
+            "9c400868000c0000"
+            "01020304");
     IpFlow f;
     ASSERT_TRUE(parse_ip(p.data(), p.size(), f));
     EXPECT_EQ(f.src.to_string(), "198.51.100.1");

@@ -9,8 +9,8 @@ using namespace x2sec::esp;
 namespace {
 
 // IPv4 packet with a UDP/TCP/SCTP-style port header; payload filled with a counter.
-Bytes ipv4(const char* src, const char* dst, uint8_t proto, uint16_t sport, uint16_t dport,
-           size_t payload, uint8_t fill = 0) {
+Bytes ipv4(const char* src, const char* dst, uint8_t proto, uint16_t sport, uint16_t dport, size_t payload,
+           uint8_t fill = 0) {
     Bytes p(20 + 8 + payload);
     p[0] = 0x45;
     p[2] = uint8_t(p.size() >> 8);
@@ -35,8 +35,8 @@ Bytes key(size_t n, uint8_t seed) {
 
 // Params for side A (198.51.100.0/24 behind 192.0.2.1) and the mirror for side B.
 std::pair<ChildSaParams, ChildSaParams> pair_params(uint32_t spi_a, uint32_t spi_b,
-                                                    EspCipher cipher = EspCipher::AesGcm16_128,
-                                                    uint32_t reqid = 1, uint8_t seed = 1) {
+                                                    EspCipher cipher = EspCipher::AesGcm16_128, uint32_t reqid = 1,
+                                                    uint8_t seed = 1) {
     ChildSaParams a;
     a.reqid = reqid;
     a.spi_in = spi_a;
@@ -46,9 +46,10 @@ std::pair<ChildSaParams, ChildSaParams> pair_params(uint32_t spi_a, uint32_t spi
     a.remote_addr = *IpAddress::parse("192.0.2.2");
     a.ts_local = {TrafficSelector::from_prefix(*IpAddress::parse("198.51.100.0"), 24)};
     a.ts_remote = {TrafficSelector::from_prefix(*IpAddress::parse("203.0.113.0"), 24)};
-    size_t ek = cipher == EspCipher::AesGcm16_128 ? 20
-                : cipher == EspCipher::AesGcm16_256 ? 36
-                : cipher == EspCipher::AesCbc128_HmacSha256_128 ? 16 : 32;
+    size_t ek = cipher == EspCipher::AesGcm16_128               ? 20
+                : cipher == EspCipher::AesGcm16_256             ? 36
+                : cipher == EspCipher::AesCbc128_HmacSha256_128 ? 16
+                                                                : 32;
     size_t ik = (cipher == EspCipher::AesGcm16_128 || cipher == EspCipher::AesGcm16_256) ? 0 : 32;
     a.keys_in.enc_key = SecureBytes(key(ek, seed));
     a.keys_in.integ_key = SecureBytes(key(ik, seed + 1));
@@ -107,8 +108,7 @@ TEST_P(DataPlaneCiphers, TunnelBothDirectionsBytesIntact) {
 
 INSTANTIATE_TEST_SUITE_P(All, DataPlaneCiphers,
                          ::testing::Values(EspCipher::AesGcm16_128, EspCipher::AesGcm16_256,
-                                           EspCipher::AesCbc128_HmacSha256_128,
-                                           EspCipher::AesCbc256_HmacSha256_128));
+                                           EspCipher::AesCbc128_HmacSha256_128, EspCipher::AesCbc256_HmacSha256_128));
 
 TEST(DataPlane, EsnTunnelCrossesThe32BitBoundary) {
     Pair t;

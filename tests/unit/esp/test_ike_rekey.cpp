@@ -62,7 +62,9 @@ Bytes packet(bool from_a, uint32_t n, size_t payload) {
     return p;
 }
 
-uint32_t seq_of(BytesView p) { return uint32_t(p[28]) << 24 | uint32_t(p[29]) << 16 | uint32_t(p[30]) << 8 | p[31]; }
+uint32_t seq_of(BytesView p) {
+    return uint32_t(p[28]) << 24 | uint32_t(p[29]) << 16 | uint32_t(p[30]) << 8 | p[31];
+}
 
 struct Side {
     Counters counters;

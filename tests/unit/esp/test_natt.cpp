@@ -55,13 +55,16 @@ TEST(EspNatt, SharesTheUdpSocketWithIke) {
     ba.sin_port = htons((*backend)->local_port());
     ba.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     auto to_backend = [&](BytesView b) {
-        ASSERT_EQ(ssize_t(b.size()), ::sendto(peer, b.data(), b.size(), 0, reinterpret_cast<sockaddr*>(&ba), sizeof(ba)));
+        ASSERT_EQ(ssize_t(b.size()),
+                  ::sendto(peer, b.data(), b.size(), 0, reinterpret_cast<sockaddr*>(&ba), sizeof(ba)));
     };
 
-    to_backend(hex("ff"));                                  // NAT keepalive
-    to_backend(hex("00000000" "0102030405060708aabbccdd"));  // IKE behind the marker
-    to_backend(hex("0000"));                                // junk
-    to_backend(hex("0000beef0000000100000000"));            // ESP for an unknown SPI
+    to_backend(hex("ff"));  // NAT keepalive
+    to_backend(
+        hex("00000000"
+            "0102030405060708aabbccdd"));         // IKE behind the marker
+    to_backend(hex("0000"));                      // junk
+    to_backend(hex("0000beef0000000100000000"));  // ESP for an unknown SPI
     {
         std::unique_lock l(m);
         ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(5), [&] { return !got.empty(); }));

@@ -11,7 +11,9 @@ using namespace x2sec::esp;
 
 namespace {
 
-IpAddress ip(const char* s) { return *IpAddress::parse(s); }
+IpAddress ip(const char* s) {
+    return *IpAddress::parse(s);
+}
 
 // IPv4 or IPv6 packet: header with (src, dst) and the given L4 segment.
 Bytes packet(const IpAddress& src, const IpAddress& dst, uint8_t proto, const Bytes& l4) {
@@ -50,15 +52,35 @@ Bytes udp(uint16_t check, const std::string& payload) {
 }
 
 Bytes tcp(uint16_t check, const std::string& payload) {
-    const uint8_t h[20] = {0x8e, 0x46, 0x9c, 0x40, 1, 2, 3, 4, 0x0a, 0x0b, 0x0c, 0x0d, 0x50, 0x18, 0xff, 0xff,
-                           uint8_t(check >> 8), uint8_t(check), 0, 0};  // 36422 -> 40000, PSH|ACK
+    const uint8_t h[20] = {0x8e,
+                           0x46,
+                           0x9c,
+                           0x40,
+                           1,
+                           2,
+                           3,
+                           4,
+                           0x0a,
+                           0x0b,
+                           0x0c,
+                           0x0d,
+                           0x50,
+                           0x18,
+                           0xff,
+                           0xff,
+                           uint8_t(check >> 8),
+                           uint8_t(check),
+                           0,
+                           0};  // 36422 -> 40000, PSH|ACK
     Bytes t(20 + payload.size());
     std::memcpy(t.data(), h, 20);
     std::memcpy(t.data() + 20, payload.data(), payload.size());
     return t;
 }
 
-uint16_t l4_check(const Bytes& p, size_t off) { return uint16_t(p[off] << 8 | p[off + 1]); }
+uint16_t l4_check(const Bytes& p, size_t off) {
+    return uint16_t(p[off] << 8 | p[off + 1]);
+}
 
 // The sender (real address 198.51.100.7 behind a NAT) computed its checksum with its own
 // address; the packet arrives rebuilt with the NAT's public address 203.0.113.9.
@@ -126,7 +148,8 @@ TEST(NattChecksum, Rfc1624Replace) {
     const uint8_t a[4] = {198, 51, 100, 7}, b[4] = {203, 0, 113, 9};
     uint16_t c = 0x5a80;
     EXPECT_EQ(checksum_replace(c, BytesView(a, 4), BytesView(a, 4)), c);
-    EXPECT_EQ(checksum_replace(checksum_replace(c, BytesView(a, 4), BytesView(b, 4)), BytesView(b, 4), BytesView(a, 4)), c);
+    EXPECT_EQ(checksum_replace(checksum_replace(c, BytesView(a, 4), BytesView(b, 4)), BytesView(b, 4), BytesView(a, 4)),
+              c);
 }
 
 // The data plane applies it: transport-mode Child SA through NAT.  The peer (real address

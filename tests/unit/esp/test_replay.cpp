@@ -34,7 +34,7 @@ TEST(ReplayWindow, InOrderDuplicateAndZero) {
 TEST(ReplayWindow, LateWithinWindowAcceptedOnceAndTooOldRejected) {
     ReplayWindow w(1024);
     EXPECT_EQ(accept(w, 2000), V::Ok);
-    EXPECT_EQ(accept(w, 2000 - 1023), V::Ok);      // oldest slot still inside
+    EXPECT_EQ(accept(w, 2000 - 1023), V::Ok);  // oldest slot still inside
     EXPECT_EQ(accept(w, 2000 - 1023), V::Replayed);
     EXPECT_EQ(accept(w, 2000 - 1024), V::TooOld);  // just left of the window
     EXPECT_EQ(accept(w, 1500), V::Ok);
@@ -113,7 +113,7 @@ TEST(ReplayWindow, EsnHighBitInferenceCaseA) {
 TEST(ReplayWindow, EsnHighBitInferenceCaseB) {
     ReplayWindow w(64, true);
     uint64_t full = 0;
-    w.update(0x0000000300000010ULL);  // low half smaller than the window
+    w.update(0x0000000300000010ULL);                // low half smaller than the window
     ASSERT_EQ(w.check(0xffffffe0u, &full), V::Ok);  // in the window, previous subspace
     EXPECT_EQ(full, 0x00000002ffffffe0ULL);
     ASSERT_EQ(w.check(0x00000020u, &full), V::Ok);  // ahead, same subspace

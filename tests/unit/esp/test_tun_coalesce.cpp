@@ -116,7 +116,7 @@ TEST(TunCoalesce, SegmentsOfOneFlowBecomeOneSuperPacketThatResegmentsToTheSame) 
 }
 
 TEST(TunCoalesce, BreaksOnGapsOtherFlowsFlagsAndShortSegments) {
-    auto a = segments(super_v4(4 * 1000, 0x10), 1000);                    // 4 segments, ACK only
+    auto a = segments(super_v4(4 * 1000, 0x10), 1000);                     // 4 segments, ACK only
     auto other = segments(super_v4(2 * 1000, 0x10, 0x5000, 40001), 1000);  // another flow
     auto b = segments(super_v4(3 * 1000, 0x10, 0x01000000 + 5000), 1000);  // gap of 1000 after a
     std::vector<Bytes> all = {a[0], a[1], other[0], other[1], a[2], a[3], b[0], b[1], b[2]};

@@ -28,7 +28,9 @@ Bytes prf_plus_ref(BytesView key, BytesView seed, size_t len) {
     return out;
 }
 
-Bytes b(const SecureBytes& s) { return Bytes(s.data(), s.data() + s.size()); }
+Bytes b(const SecureBytes& s) {
+    return Bytes(s.data(), s.data() + s.size());
+}
 
 }  // namespace
 

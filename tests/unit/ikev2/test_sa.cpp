@@ -34,8 +34,7 @@ TEST(IkeSaState, IllegalTransitionIsRefusedNamedAndCounted) {
     ASSERT_TRUE(h.e.transition(sa, SaState::Connecting, 100).ok());
     auto bad = h.e.transition(sa, SaState::Rekeyed, 100);
     ASSERT_FALSE(bad.ok());
-    EXPECT_NE(bad.error().detail().find("CONNECTING -> REKEYED"), std::string::npos)
-        << bad.error().detail();
+    EXPECT_NE(bad.error().detail().find("CONNECTING -> REKEYED"), std::string::npos) << bad.error().detail();
     EXPECT_EQ(sa.state, SaState::Connecting);  // unchanged
     EXPECT_EQ(h.e.m_counters.get("ike.sa.illegal_transition"), 1u);
     EXPECT_FALSE(sa.up());
@@ -84,8 +83,7 @@ TEST(ChildSaTable, StateWritesGoThroughTheTable) {
     EXPECT_TRUE(table.set_state(sa, held, ChildSa::St::Deleting).ok());
     auto bad = table.set_state(sa, held, ChildSa::St::Installed);
     ASSERT_FALSE(bad.ok());
-    EXPECT_NE(bad.error().detail().find("DELETING -> INSTALLED"), std::string::npos)
-        << bad.error().detail();
+    EXPECT_NE(bad.error().detail().find("DELETING -> INSTALLED"), std::string::npos) << bad.error().detail();
     EXPECT_EQ(held.st(), ChildSa::St::Deleting);
     EXPECT_EQ(counters.get("ike.child.illegal_transition"), 1u);
     ChildSa gone = table.detach(sa, sa.children.begin());

@@ -13,20 +13,44 @@ namespace {
 // Nonce, N(IKEV2_FRAGMENTATION_SUPPORTED), N(SIGNATURE_HASH_ALGORITHMS 2,3,4), V.
 std::string sa_init_hex() {
     std::string h;
-    h += "0011223344556677" "0000000000000000" "21" "20" "22" "08" "00000000" "000000ce";
-    h += "22000028" "00000024" "01010003" "0300000c" "01000014" "800e0080" "03000008" "02000005"
-         "00000008" "04000013";
-    h += "28000048" "00130000" + std::string(128, 'a');
+    h += "0011223344556677"
+         "0000000000000000"
+         "21"
+         "20"
+         "22"
+         "08"
+         "00000000"
+         "000000ce";
+    h += "22000028"
+         "00000024"
+         "01010003"
+         "0300000c"
+         "01000014"
+         "800e0080"
+         "03000008"
+         "02000005"
+         "00000008"
+         "04000013";
+    h += "28000048"
+         "00130000" +
+         std::string(128, 'a');
     h += "29000024" + std::string(64, 'b');
-    h += "29000008" "0000402e";
-    h += "2b00000e" "0000402f" "000200030004";
-    h += "00000008" "78327331";
+    h += "29000008"
+         "0000402e";
+    h += "2b00000e"
+         "0000402f"
+         "000200030004";
+    h += "00000008"
+         "78327331";
     return h;
 }
 
 Bytes with_length(Bytes b) {
     uint32_t n = static_cast<uint32_t>(b.size());
-    b[24] = uint8_t(n >> 24); b[25] = uint8_t(n >> 16); b[26] = uint8_t(n >> 8); b[27] = uint8_t(n);
+    b[24] = uint8_t(n >> 24);
+    b[25] = uint8_t(n >> 16);
+    b[26] = uint8_t(n >> 8);
+    b[27] = uint8_t(n);
     return b;
 }
 
@@ -128,7 +152,8 @@ TEST(WireVector, SkAndSkfAreLast) {
 
     // SKF claiming fragment 4 of 3.
     Bytes bad = fraw;
-    bad[32] = 0; bad[33] = 4;
+    bad[32] = 0;
+    bad[33] = 4;
     auto e = Message::decode(bad);
     ASSERT_FALSE(e.ok());
     EXPECT_EQ(e.error().code(), notify::InvalidSyntax);
@@ -176,8 +201,17 @@ TEST(WireNegative, PayloadLengthsAndSubstructures) {
     EXPECT_NE(e3.error().detail().find("SA"), std::string::npos);
 
     // Nonce of 8 octets.
-    std::string h = "0011223344556677" "0000000000000000" "28" "20" "22" "08" "00000000" "00000028";
-    h += "0000000c" "0102030405060708";
+    std::string h =
+        "0011223344556677"
+        "0000000000000000"
+        "28"
+        "20"
+        "22"
+        "08"
+        "00000000"
+        "00000028";
+    h += "0000000c"
+         "0102030405060708";
     auto e4 = Message::decode(hex(h));
     ASSERT_FALSE(e4.ok());
     EXPECT_EQ(e4.error().code(), notify::InvalidSyntax);
@@ -186,15 +220,29 @@ TEST(WireNegative, PayloadLengthsAndSubstructures) {
 
 TEST(WireNegative, UnknownPayloads) {
     // Non-critical unknown payload type 200 between Nonce-less chain: skipped and kept.
-    std::string base = "0011223344556677" "0000000000000000" "c8" "20" "25" "08" "00000001" "00000000";
-    Bytes skip = with_length(hex(base + "29000008" "deadbeef" "00000008" "00004000"));
+    std::string base =
+        "0011223344556677"
+        "0000000000000000"
+        "c8"
+        "20"
+        "25"
+        "08"
+        "00000001"
+        "00000000";
+    Bytes skip = with_length(hex(base + "29000008"
+                                        "deadbeef"
+                                        "00000008"
+                                        "00004000"));
     auto ok = Message::decode(skip);
     ASSERT_TRUE(ok.ok()) << ok.error().to_string();
     ASSERT_EQ(ok->payloads.size(), 2u);
     EXPECT_NE(ok->payloads[0].as<UnknownPayload>(), nullptr);
     EXPECT_EQ(ok->encode(), skip);
 
-    Bytes crit = with_length(hex(base + "29800008" "deadbeef" "00000008" "00004000"));
+    Bytes crit = with_length(hex(base + "29800008"
+                                        "deadbeef"
+                                        "00000008"
+                                        "00004000"));
     auto bad = Message::decode(crit);
     ASSERT_FALSE(bad.ok());
     EXPECT_EQ(bad.error().code(), notify::UnsupportedCriticalPayload);
@@ -202,30 +250,85 @@ TEST(WireNegative, UnknownPayloads) {
 }
 
 TEST(WireNegative, TrailingGarbageAndSkNotLast) {
-    std::string base = "0011223344556677" "0000000000000000" "29" "20" "25" "08" "00000001" "00000000";
-    auto e = Message::decode(with_length(hex(base + "00000008" "00004000" "ffff")));
+    std::string base =
+        "0011223344556677"
+        "0000000000000000"
+        "29"
+        "20"
+        "25"
+        "08"
+        "00000001"
+        "00000000";
+    auto e = Message::decode(with_length(hex(base + "00000008"
+                                                    "00004000"
+                                                    "ffff")));
     ASSERT_FALSE(e.ok());
     EXPECT_EQ(e.error().code(), notify::InvalidSyntax);
-    std::string sk = "0011223344556677" "0000000000000000" "2e" "20" "25" "08" "00000001" "00000000";
-    auto e2 = Message::decode(with_length(hex(sk + "29000008" "01020304" "00000008" "00004000")));
+    std::string sk =
+        "0011223344556677"
+        "0000000000000000"
+        "2e"
+        "20"
+        "25"
+        "08"
+        "00000001"
+        "00000000";
+    auto e2 = Message::decode(with_length(hex(sk + "29000008"
+                                                   "01020304"
+                                                   "00000008"
+                                                   "00004000")));
     ASSERT_FALSE(e2.ok());
     EXPECT_NE(e2.error().detail().find("last"), std::string::npos);
 }
 
 TEST(WireNegative, PayloadValidation) {
-    std::string base = "0011223344556677" "0000000000000000" "29" "20" "25" "08" "00000001" "00000000";
+    std::string base =
+        "0011223344556677"
+        "0000000000000000"
+        "29"
+        "20"
+        "25"
+        "08"
+        "00000001"
+        "00000000";
     // COOKIE with 65 octets.
-    auto c = Message::decode(with_length(hex(base + "0000004d" "00004006" + std::string(130, '1'))));
+    auto c = Message::decode(with_length(hex(base +
+                                             "0000004d"
+                                             "00004006" +
+                                             std::string(130, '1'))));
     ASSERT_FALSE(c.ok());
     EXPECT_EQ(c.error().code(), notify::InvalidSyntax);
     // Delete with SPI count not matching.
-    std::string d = "0011223344556677" "0000000000000000" "2a" "20" "25" "08" "00000001" "00000000";
-    auto del = Message::decode(with_length(hex(d + "0000000c" "03040002" "01020304")));
+    std::string d =
+        "0011223344556677"
+        "0000000000000000"
+        "2a"
+        "20"
+        "25"
+        "08"
+        "00000001"
+        "00000000";
+    auto del = Message::decode(with_length(hex(d + "0000000c"
+                                                   "03040002"
+                                                   "01020304")));
     ASSERT_FALSE(del.ok());
     EXPECT_EQ(del.error().code(), notify::InvalidSyntax);
     // TS with an unknown selector type.
-    std::string ts = "0011223344556677" "0000000000000000" "2c" "20" "25" "08" "00000001" "00000000";
-    auto t = Message::decode(with_length(hex(ts + "00000018" "01000000" "09000010" "0000ffff" "c0000201" "c00002ff")));
+    std::string ts =
+        "0011223344556677"
+        "0000000000000000"
+        "2c"
+        "20"
+        "25"
+        "08"
+        "00000001"
+        "00000000";
+    auto t = Message::decode(with_length(hex(ts + "00000018"
+                                                  "01000000"
+                                                  "09000010"
+                                                  "0000ffff"
+                                                  "c0000201"
+                                                  "c00002ff")));
     ASSERT_FALSE(t.ok());
     EXPECT_EQ(t.error().code(), notify::InvalidSyntax);
 }
@@ -342,11 +445,11 @@ TEST(WireRules, OrderPayloadsFollowsTheRows) {
         types.push_back(p.type);
         if (auto* n = p.as<NotifyPayload>()) notifies.push_back(n->type);
     }
-    EXPECT_EQ(types, (std::vector<PayloadType>{PayloadType::Notify, PayloadType::SA, PayloadType::KE, PayloadType::Nonce,
-                                               PayloadType::Notify, PayloadType::Notify}));
+    EXPECT_EQ(types, (std::vector<PayloadType>{PayloadType::Notify, PayloadType::SA, PayloadType::KE,
+                                               PayloadType::Nonce, PayloadType::Notify, PayloadType::Notify}));
     // COOKIE first; the other notifies keep their order.
-    EXPECT_EQ(notifies, (std::vector<uint16_t>{notify::Cookie, notify::NatDetectionSourceIp,
-                                               notify::NatDetectionDestinationIp}));
+    EXPECT_EQ(notifies,
+              (std::vector<uint16_t>{notify::Cookie, notify::NatDetectionSourceIp, notify::NatDetectionDestinationIp}));
 }
 
 TEST(WireRules, EveryPurposeHasItsOwnRule) {

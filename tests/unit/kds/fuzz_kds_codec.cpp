@@ -18,7 +18,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static DeterministicRng rng(1);
     static kds::Server server(
         kds::ServerConfig{{{"a", "0023a1000001.henb.vendor-a.example"}, {"b", "0023b2000001.henb.vendor-b.example"}},
-                          {{"a", "b"}}, 60, true},
+                          {{"a", "b"}},
+                          60,
+                          true},
         rng);
     auto out = server.handle("0023a1000001.henb.vendor-a.example", in, 0);
     if (!kds::decode(out.view()).ok()) std::abort();

@@ -85,7 +85,8 @@ TEST(KdsCodec, RejectsMalformed) {
     auto good = encode(req(kA1, kB1));
     Bytes b(good.view().begin(), good.view().end());
     // wrong version
-    Bytes v = b; v[0] = 2;
+    Bytes v = b;
+    v[0] = 2;
     auto r = decode(v);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code(), int(ErrorCode::UnsupportedVersion));
@@ -93,13 +94,16 @@ TEST(KdsCodec, RejectsMalformed) {
     Bytes t(b.begin(), b.end() - 1);
     EXPECT_FALSE(decode(t).ok());
     // trailing byte
-    Bytes tr = b; tr.push_back(0);
+    Bytes tr = b;
+    tr.push_back(0);
     EXPECT_FALSE(decode(tr).ok());
     // reserved non-zero
-    Bytes rs = b; rs[3] = 1;
+    Bytes rs = b;
+    rs[3] = 1;
     EXPECT_FALSE(decode(rs).ok());
     // huge body length
-    Bytes hb = b; hb[4] = 0x7f;
+    Bytes hb = b;
+    hb[4] = 0x7f;
     EXPECT_FALSE(decode(hb).ok());
     // unknown critical TLV appended (update body length)
     Bytes crit = b;
@@ -238,9 +242,9 @@ protected:
     void SetUp() override {
         engine = std::make_unique<Server>(config(), rng);
         server = std::make_unique<TlsServer>(*engine, clock);
-        auto st = server->start("127.0.0.1", 0,
-                                pki.creds(pki.op, "kds.operator.example",
-                                          pki.vendor_a.root_pem() + pki.vendor_b.root_pem()));
+        auto st =
+            server->start("127.0.0.1", 0,
+                          pki.creds(pki.op, "kds.operator.example", pki.vendor_a.root_pem() + pki.vendor_b.root_pem()));
         ASSERT_TRUE(st.ok()) << st.error().to_string();
     }
     void TearDown() override { server->stop(); }
@@ -367,8 +371,9 @@ protected:
     void start(TransportLimits l) {
         engine = std::make_unique<Server>(config(), rng);
         server = std::make_unique<TlsServer>(*engine, clock, l);
-        auto st = server->start("127.0.0.1", 0,
-                                pki.creds(pki.op, "kds.operator.example", pki.vendor_a.root_pem() + pki.vendor_b.root_pem()));
+        auto st =
+            server->start("127.0.0.1", 0,
+                          pki.creds(pki.op, "kds.operator.example", pki.vendor_a.root_pem() + pki.vendor_b.root_pem()));
         ASSERT_TRUE(st.ok()) << st.error().to_string();
     }
     void TearDown() override {
@@ -494,10 +499,11 @@ TEST_F(KdsLimits, KdsKeyFetchesSucceedWhile500SlowConnectionsAreHeld) {
     EXPECT_EQ(engine->counters().get("kds.rejected.deadline"), uint64_t(kSlow));
     std::sort(lat.begin(), lat.end());
     auto pct = [&](double q) { return lat.empty() ? 0.0 : lat[size_t(q * double(lat.size() - 1))]; };
-    std::printf("[ figures ] KDS: %d slow connections opened (1/2 idle, 1/2 trickling a ClientHello at 1 octet/s; "
-                "50 source addresses), %zu held by the server before and %zu after the fetches; %d/20 mutual-TLS "
-                "key fetches OK, latency min %.0f / median %.0f / max %.0f ms; cut at deadline: %llu, all gone "
-                "%.1f s after opening (deadline %d ms)\n",
-                slow.opened(), held_before, held_after, ok, pct(0), pct(0.5), pct(1),
-                static_cast<unsigned long long>(engine->counters().get("kds.rejected.deadline")), cut_s, deadline_ms);
+    std::printf(
+        "[ figures ] KDS: %d slow connections opened (1/2 idle, 1/2 trickling a ClientHello at 1 octet/s; "
+        "50 source addresses), %zu held by the server before and %zu after the fetches; %d/20 mutual-TLS "
+        "key fetches OK, latency min %.0f / median %.0f / max %.0f ms; cut at deadline: %llu, all gone "
+        "%.1f s after opening (deadline %d ms)\n",
+        slow.opened(), held_before, held_after, ok, pct(0), pct(0.5), pct(1),
+        static_cast<unsigned long long>(engine->counters().get("kds.rejected.deadline")), cut_s, deadline_ms);
 }

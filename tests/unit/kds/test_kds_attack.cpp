@@ -62,15 +62,19 @@ Bytes response_bytes() {
     r.identity_b = kB1;
     return wire(r);
 }
-Bytes error_bytes() { return wire(ErrorMessage{5, ErrorCode::UnknownPeer, "no such neighbour"}); }
+Bytes error_bytes() {
+    return wire(ErrorMessage{5, ErrorCode::UnknownPeer, "no such neighbour"});
+}
 
 struct Sample {
     const char* name;
     Bytes bytes;
 };
 std::vector<Sample> samples() {
-    return {{"KeyRequest", request_bytes()}, {"KeyRequest-plain", request_bytes(false)},
-            {"KeyResponse", response_bytes()}, {"Error", error_bytes()}};
+    return {{"KeyRequest", request_bytes()},
+            {"KeyRequest-plain", request_bytes(false)},
+            {"KeyResponse", response_bytes()},
+            {"Error", error_bytes()}};
 }
 
 // A named codec error: domain Kds, code Malformed or UnsupportedVersion, a detail that says what.
@@ -288,15 +292,18 @@ TEST(KdsCodecAttack, EachFieldCorruptedNamesTheField) {
 TEST(KdsCodecAttack, ErrorTextIsAlwaysEncodedAsValidUtf8) {
     std::string euro;
     for (int i = 0; i < 200; ++i) euro += "\xe2\x82\xac";  // 600 octets of U+20AC
-    for (const std::string& text : {euro, std::string("bad \xff\xfe tail"), std::string("\xc3"), std::string("caf\xc3\xa9")}) {
+    for (const std::string& text :
+         {euro, std::string("bad \xff\xfe tail"), std::string("\xc3"), std::string("caf\xc3\xa9")}) {
         auto m = decode(encode(ErrorMessage{1, ErrorCode::Internal, text}).view());
         ASSERT_TRUE(m.ok()) << m.error().detail();
         const auto& got = std::get<ErrorMessage>(*m).text;
         EXPECT_LE(got.size(), 512u);
         EXPECT_EQ(text.compare(0, got.size(), got), 0);
     }
-    EXPECT_EQ(std::get<ErrorMessage>(*decode(encode(ErrorMessage{1, ErrorCode::Internal, euro}).view())).text.size(), 510u);
-    EXPECT_EQ(std::get<ErrorMessage>(*decode(encode(ErrorMessage{1, ErrorCode::Internal, "bad \xff"}).view())).text, "bad ");
+    EXPECT_EQ(std::get<ErrorMessage>(*decode(encode(ErrorMessage{1, ErrorCode::Internal, euro}).view())).text.size(),
+              510u);
+    EXPECT_EQ(std::get<ErrorMessage>(*decode(encode(ErrorMessage{1, ErrorCode::Internal, "bad \xff"}).view())).text,
+              "bad ");
     EXPECT_EQ(std::get<ErrorMessage>(*decode(encode(ErrorMessage{1, ErrorCode::Internal, "caf\xc3\xa9"}).view())).text,
               "caf\xc3\xa9");
 }
@@ -319,7 +326,8 @@ struct RawClient {
         X509* leaf = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
         SSL_CTX_use_certificate(ctx.get(), leaf);
         X509_free(leaf);
-        while (X509* extra = PEM_read_bio_X509(b, nullptr, nullptr, nullptr)) SSL_CTX_add1_chain_cert(ctx.get(), extra), X509_free(extra);
+        while (X509* extra = PEM_read_bio_X509(b, nullptr, nullptr, nullptr))
+            SSL_CTX_add1_chain_cert(ctx.get(), extra), X509_free(extra);
         ERR_clear_error();
         BIO_free(b);
         BIO* k = BIO_new_mem_buf(c.key_pem.data(), int(c.key_pem.size()));
@@ -436,7 +444,8 @@ TEST(KdsTlsAttack, MutatedFramesAreRefusedAndTheServerKeepsServing) {
               answered);
     std::cout << "[ info ] mutated frames over TLS: " << answered << " answered with a named Error, " << closed
               << " closed unanswered (unreadable framing)\n";
-    auto k = fetch_key("127.0.0.1", server.port(), "kds.operator.example", client_creds, KeyRequest{99, kA1, kB1, false, {}});
+    auto k = fetch_key("127.0.0.1", server.port(), "kds.operator.example", client_creds,
+                       KeyRequest{99, kA1, kB1, false, {}});
     ASSERT_TRUE(k.ok()) << k.error().to_string();
     server.stop();
 }

@@ -15,8 +15,7 @@ const std::string kA = "0023a1000001.henb.vendor-a.example";
 const std::string kB = "0023b2000001.henb.vendor-b.example";
 const std::string kC = "0023c3000001.henb.vendor-c.example";
 
-ServerConfig config(std::vector<NodeEntry> nodes,
-                    std::vector<std::pair<std::string, std::string>> rel) {
+ServerConfig config(std::vector<NodeEntry> nodes, std::vector<std::pair<std::string, std::string>> rel) {
     ServerConfig c;
     c.nodes = std::move(nodes);
     c.relations = std::move(rel);
@@ -33,8 +32,7 @@ KeyRequest req(const std::string& from, const std::string& to) {
     return r;
 }
 
-std::optional<KeyResponse> key(Server& s, const std::string& from, const std::string& to,
-                               ErrorCode* err = nullptr) {
+std::optional<KeyResponse> key(Server& s, const std::string& from, const std::string& to, ErrorCode* err = nullptr) {
     auto m = s.handle_request(from, req(from, to), 0);
     if (auto* k = std::get_if<KeyResponse>(&m)) return *k;
     if (err)
@@ -90,8 +88,7 @@ TEST(KdsReload, AnInvalidConfigurationChangesNothing) {
     ASSERT_TRUE(ab);
     auto st = s.reload(config({{"a", kA}}, {{"a", "b"}}));  // relation names an unknown node
     ASSERT_FALSE(st.ok());
-    EXPECT_NE(st.error().detail().find("unknown node 'b'"), std::string::npos)
-        << st.error().detail();
+    EXPECT_NE(st.error().detail().find("unknown node 'b'"), std::string::npos) << st.error().detail();
     auto again = key(s, kB, kA);
     ASSERT_TRUE(again);
     EXPECT_EQ(again->key_id, ab->key_id);
@@ -100,11 +97,9 @@ TEST(KdsReload, AnInvalidConfigurationChangesNothing) {
 TEST(KdsConfig, MetricsTableIsCheckedBeforeAnythingIsLoaded) {
     auto r = parse_serve_config("[kds]\n[metrics]\nbogus = 1\n", "kds.toml", ".");
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().detail().find("kds.toml:3:1: unknown key 'metrics.bogus'"),
-              std::string::npos)
+    EXPECT_NE(r.error().detail().find("kds.toml:3:1: unknown key 'metrics.bogus'"), std::string::npos)
         << r.error().detail();
     auto t = parse_serve_config("[kds]\n[metrics]\nlisten = 9104\n", "kds.toml", ".");
     ASSERT_FALSE(t.ok());
-    EXPECT_NE(t.error().detail().find("metrics.listen must be a string"), std::string::npos)
-        << t.error().detail();
+    EXPECT_NE(t.error().detail().find("metrics.listen must be a string"), std::string::npos) << t.error().detail();
 }

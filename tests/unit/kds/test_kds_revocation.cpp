@@ -127,7 +127,8 @@ struct KdsRevocation : ::testing::Test {
         auto st = kds_server->start("127.0.0.1", 0, tls);
         ASSERT_TRUE(st.ok()) << st.error().detail();
     }
-    Result<kds::KeyResponse> fetch(const kds::TlsCredentials& who, const std::string& requester, const std::string& peer) {
+    Result<kds::KeyResponse> fetch(const kds::TlsCredentials& who, const std::string& requester,
+                                   const std::string& peer) {
         kds::KeyRequest req;
         req.request_id = ++m_id;
         req.requester = requester;
@@ -231,10 +232,13 @@ TEST(KdsRevocationConfig, CrlKeysAreParsedAndCheckedWithTheirPlace) {
     ASSERT_TRUE(write_file_atomic(dir + "/kds.pem", std::string_view(pki::cert_pem(lab().ra.cert.get()))).ok());
     auto key = pki::private_key_pem(lab().ra.key.get()).value();
     ASSERT_TRUE(write_file_atomic(dir + "/kds.key", key.view(), 0600).ok());
-    ASSERT_TRUE(write_file_atomic(dir + "/root.pem", std::string_view(pki::cert_pem(lab().operator_root.cert.get()))).ok());
-    const std::string head = "[kds]\ncertificate = \"kds.pem\"\nprivate_key = \"kds.key\"\nclient_anchors = [\"root.pem\"]\n";
-    auto c = kds::parse_serve_config(head + "crl_files = [\"ca.crl\"]\ncrl_urls = [\"http://127.0.0.1:8081/crl\"]\n"
-                                            "crl_policy = \"soft\"\ncrl_refresh = 60\ncrl_cache_dir = \"cache\"\n",
+    ASSERT_TRUE(
+        write_file_atomic(dir + "/root.pem", std::string_view(pki::cert_pem(lab().operator_root.cert.get()))).ok());
+    const std::string head =
+        "[kds]\ncertificate = \"kds.pem\"\nprivate_key = \"kds.key\"\nclient_anchors = [\"root.pem\"]\n";
+    auto c = kds::parse_serve_config(head +
+                                         "crl_files = [\"ca.crl\"]\ncrl_urls = [\"http://127.0.0.1:8081/crl\"]\n"
+                                         "crl_policy = \"soft\"\ncrl_refresh = 60\ncrl_cache_dir = \"cache\"\n",
                                      "kds.toml", dir);
     ASSERT_TRUE(c.ok()) << c.error().detail();
     EXPECT_EQ(c->revocation.crl_files, std::vector<std::string>{dir + "/ca.crl"});

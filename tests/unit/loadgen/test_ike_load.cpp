@@ -27,8 +27,7 @@ SecureBytes secret(const std::string& s) {
 }
 
 fs::path temp_dir(const std::string& name) {
-    fs::path d =
-        fs::temp_directory_path() / ("x2sec-load-" + name + "-" + std::to_string(::getpid()));
+    fs::path d = fs::temp_directory_path() / ("x2sec-load-" + name + "-" + std::to_string(::getpid()));
     fs::remove_all(d);
     fs::create_directories(d);
     return d;
@@ -45,11 +44,9 @@ struct Responder {
     Responder(const fs::path& toml, uint32_t cookie_threshold) {
         auto cfg = config::load(toml.string());
         if (!cfg) throw std::runtime_error("responder config: " + cfg.error().detail());
-        for (auto& p : cfg->engine.peers)
-            p.local_port = p.local_natt_port = 0;  // ephemeral; 0 matches any port
+        for (auto& p : cfg->engine.peers) p.local_port = p.local_natt_port = 0;  // ephemeral; 0 matches any port
         cfg->engine.cookie_threshold = cookie_threshold;
-        auto engine =
-            std::make_unique<runtime::EngineAdapter<ike::Engine>>(cfg->engine, backend, os_rng());
+        auto engine = std::make_unique<runtime::EngineAdapter<ike::Engine>>(cfg->engine, backend, os_rng());
         runtime::RuntimeOptions ro;
         ro.shutdown_grace_ms = 200;
         auto r = runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
@@ -82,8 +79,7 @@ struct Responder {
 
 LoadOptions base_options(size_t count) {
     LoadOptions o;
-    o.target = {IpAddress::v4(127, 0, 0, 1),
-                500};  // the port is replaced once the responder is bound
+    o.target = {IpAddress::v4(127, 0, 0, 1), 500};  // the port is replaced once the responder is bound
     o.count = count;
     o.concurrency = 20;
     o.duration_s = 120;
@@ -120,8 +116,7 @@ TEST_F(IkeLoad, PskIsHmacSha256OfBaseAndIdentity) {
     o.psk_base = secret("base");
     auto t = loadgen::responder_config_toml(o);
     ASSERT_TRUE(t.ok());
-    EXPECT_NE(t->find("remote_id = \"fqdn:n0.load.x2sec.example\"\nauth = \"psk\"\npsk = \"hex:" +
-                      a + "\""),
+    EXPECT_NE(t->find("remote_id = \"fqdn:n0.load.x2sec.example\"\nauth = \"psk\"\npsk = \"hex:" + a + "\""),
               std::string::npos)
         << *t;
 }
@@ -137,16 +132,14 @@ TEST_F(IkeLoad, CharonConfigCarriesTheSamePsksAndSelectors) {
     // One secret per identity, the same PSK as the x2sec responder's (derive_psk).
     for (size_t i = 0; i < 3; ++i) {
         auto id = loadgen::initiator_identity(i, o.realm);
-        EXPECT_NE(t->find("    id = " + id + "\n    secret = 0x" +
-                          to_hex(loadgen::derive_psk(o.psk_base, id)) + "\n"),
+        EXPECT_NE(t->find("    id = " + id + "\n    secret = 0x" + to_hex(loadgen::derive_psk(o.psk_base, id)) + "\n"),
                   std::string::npos)
             << *t;
     }
     EXPECT_EQ(t->find(loadgen::initiator_identity(3, o.realm)), std::string::npos);
     EXPECT_NE(t->find("local_addrs = 127.0.0.1\n    local_port = 1500\n"), std::string::npos);
     EXPECT_NE(t->find("proposals = aes128gcm16-prfsha256-ecp256\n"), std::string::npos);
-    EXPECT_NE(t->find("local_ts = 10.255.255.254/32\n        remote_ts = 10.0.0.0/8\n"),
-              std::string::npos);
+    EXPECT_NE(t->find("local_ts = 10.255.255.254/32\n        remote_ts = 10.0.0.0/8\n"), std::string::npos);
     EXPECT_NE(t->find("auth = psk\n      id = responder.load.x2sec.example\n"), std::string::npos);
     // swanctl.conf: one "key = value" per line, braces balanced.
     EXPECT_EQ(std::count(t->begin(), t->end(), '{'), std::count(t->begin(), t->end(), '}'));
@@ -222,22 +215,21 @@ TEST_F(IkeLoad, PskLoadAllSucceedAndMatchResponder) {
 
 TEST_F(IkeLoad, CertLoadWithCookiesRekeysAndDeletes) {
     auto dir = temp_dir("cert");
-    auto creds = loadgen::prepare_certs((dir / "certs").string(), 200, "load.x2sec.example",
-                                        "responder.load.x2sec.example");
+    auto creds =
+        loadgen::prepare_certs((dir / "certs").string(), 200, "load.x2sec.example", "responder.load.x2sec.example");
     ASSERT_TRUE(creds.ok()) << creds.error().detail();
     ASSERT_EQ(creds->initiators.size(), 200u);
     struct stat st {};
     ASSERT_EQ(::stat((dir / "certs/initiators/0.key").c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
     // A second run reads the same certificates back.
-    auto again = loadgen::prepare_certs((dir / "certs").string(), 200, "load.x2sec.example",
-                                        "responder.load.x2sec.example");
+    auto again =
+        loadgen::prepare_certs((dir / "certs").string(), 200, "load.x2sec.example", "responder.load.x2sec.example");
     ASSERT_TRUE(again.ok()) << again.error().detail();
     EXPECT_EQ(again->initiators[17].cert.der(), creds->initiators[17].cert.der());
     // ...and refuses them for another realm (identities would not match the certificates).
-    EXPECT_FALSE(loadgen::prepare_certs((dir / "certs").string(), 2, "other.example",
-                                        "responder.load.x2sec.example")
-                     .ok());
+    EXPECT_FALSE(
+        loadgen::prepare_certs((dir / "certs").string(), 2, "other.example", "responder.load.x2sec.example").ok());
 
     LoadOptions o = base_options(200);
     o.auth = LoadAuth::Cert;
@@ -252,8 +244,7 @@ TEST_F(IkeLoad, CertLoadWithCookiesRekeysAndDeletes) {
         EXPECT_EQ(rep->succeeded, 200u) << rep->to_text();
         EXPECT_EQ(rep->failed + rep->unfinished, 0u) << rep->to_text();
         EXPECT_EQ(r.established(), 200u);
-        EXPECT_GE(r.counter("ike.tx.cookie"), 200u)
-            << "the responder demanded a COOKIE on every IKE_SA_INIT";
+        EXPECT_GE(r.counter("ike.tx.cookie"), 200u) << "the responder demanded a COOKIE on every IKE_SA_INIT";
     }
     {
         Responder r(toml, 50);
@@ -296,10 +287,9 @@ TEST_F(IkeLoad, UntrustedResponderCaIsReportedByReason) {
     // The responder trusts the initiators' CA (a), but its own certificate is from CA b, which
     // the initiators do not trust: each initiator rejects the responder's AUTH.
     auto dir = temp_dir("untrusted");
-    auto mine = loadgen::prepare_certs((dir / "a").string(), 10, "load.x2sec.example",
-                                       "responder.load.x2sec.example");
-    auto theirs = loadgen::prepare_certs((dir / "b").string(), 10, "load.x2sec.example",
-                                         "responder.load.x2sec.example");
+    auto mine = loadgen::prepare_certs((dir / "a").string(), 10, "load.x2sec.example", "responder.load.x2sec.example");
+    auto theirs =
+        loadgen::prepare_certs((dir / "b").string(), 10, "load.x2sec.example", "responder.load.x2sec.example");
     ASSERT_TRUE(mine.ok() && theirs.ok());
     LoadOptions o = base_options(10);
     o.auth = LoadAuth::Cert;
@@ -307,8 +297,7 @@ TEST_F(IkeLoad, UntrustedResponderCaIsReportedByReason) {
     auto text = loadgen::responder_config_toml(o);
     ASSERT_TRUE(text.ok());
     std::string t = *text;
-    const std::string b_ca = (dir / "b" / "ca.pem").string(),
-                      a_ca = (dir / "a" / "ca.pem").string();
+    const std::string b_ca = (dir / "b" / "ca.pem").string(), a_ca = (dir / "a" / "ca.pem").string();
     ASSERT_NE(t.find(b_ca), std::string::npos);
     t.replace(t.find(b_ca), b_ca.size(), a_ca);
     auto toml = dir / "responder.toml";
@@ -322,8 +311,7 @@ TEST_F(IkeLoad, UntrustedResponderCaIsReportedByReason) {
     EXPECT_EQ(rep->failed, 10u) << rep->to_text();
     ASSERT_EQ(rep->failures.size(), 1u) << rep->to_text();
     const std::string reason = rep->failures.begin()->first;
-    EXPECT_EQ(reason, std::string("auth: ") + x509::to_string(x509::VerifyFailure::UntrustedCa))
-        << rep->to_text();
+    EXPECT_EQ(reason, std::string("auth: ") + x509::to_string(x509::VerifyFailure::UntrustedCa)) << rep->to_text();
     EXPECT_EQ(rep->failures.begin()->second.count, 10u);
     fs::remove_all(dir);
 }

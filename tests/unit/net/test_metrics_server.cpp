@@ -41,8 +41,8 @@ TEST(MetricsListen, Parses) {
     ASSERT_TRUE(b) << b.error().detail();
     EXPECT_EQ(b->host, "::1");
     EXPECT_EQ(b->port, 0);
-    for (const char* bad : {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "localhost:9101",
-                            "[::1:9101", "::1:9101", "127.0.0.1:9x"}) {
+    for (const char* bad : {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "localhost:9101", "[::1:9101", "::1:9101",
+                            "127.0.0.1:9x"}) {
         auto r = net::parse_metrics_listen(bad);
         EXPECT_FALSE(r) << bad;
         if (!r) {
@@ -65,13 +65,9 @@ TEST(MetricsServer, ServesTheCollectorsTextAndRefusesOtherRequests) {
     ASSERT_GT(s.port(), 0);
     std::string r = exchange(s.port(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
-    EXPECT_NE(r.find("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
-              std::string::npos)
-        << r;
+    EXPECT_NE(r.find("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"), std::string::npos) << r;
     EXPECT_NE(r.find("Content-Length: 52\r\n"), std::string::npos) << r;
-    EXPECT_NE(r.find("\r\n\r\n# HELP x2sec_up up\n# TYPE x2sec_up gauge\nx2sec_up 1\n"),
-              std::string::npos)
-        << r;
+    EXPECT_NE(r.find("\r\n\r\n# HELP x2sec_up up\n# TYPE x2sec_up gauge\nx2sec_up 1\n"), std::string::npos) << r;
     r = exchange(s.port(), "GET /metrics?x=1 HTTP/1.0\r\n\r\n");
     EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
     r = exchange(s.port(), "HEAD /metrics HTTP/1.1\r\n\r\n");
@@ -81,9 +77,7 @@ TEST(MetricsServer, ServesTheCollectorsTextAndRefusesOtherRequests) {
     EXPECT_EQ(exchange(s.port(), "GET / HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0), 0u);
     EXPECT_EQ(exchange(s.port(), "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405", 0), 0u);
     EXPECT_EQ(exchange(s.port(), "garbage\r\n\r\n").rfind("HTTP/1.1 400", 0), 0u);
-    EXPECT_EQ(exchange(s.port(), "GET /metrics HTTP/1.1\r\nX: " + std::string(9000, 'a'))
-                  .rfind("HTTP/1.1 431", 0),
-              0u);
+    EXPECT_EQ(exchange(s.port(), "GET /metrics HTTP/1.1\r\nX: " + std::string(9000, 'a')).rfind("HTTP/1.1 431", 0), 0u);
     EXPECT_EQ(calls.load(), 3);
     EXPECT_EQ(c.get("metrics.http.scrapes"), 3u);
     EXPECT_EQ(c.get("metrics.http.not_found"), 1u);
@@ -107,8 +101,7 @@ TEST(MetricsServer, ACollectorThatThrowsGives500AndTheServerGoesOn) {
     EXPECT_EQ(exchange(s.port(), "GET /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 500", 0), 0u);
     EXPECT_EQ(c.get("metrics.http.collect_error"), 1u);
     fail = false;
-    EXPECT_NE(exchange(s.port(), "GET /metrics HTTP/1.1\r\n\r\n").find("x2sec_up 1"),
-              std::string::npos);
+    EXPECT_NE(exchange(s.port(), "GET /metrics HTTP/1.1\r\n\r\n").find("x2sec_up 1"), std::string::npos);
 }
 
 TEST(MetricsServer, BindFailureNamesTheAddress) {
@@ -120,7 +113,6 @@ TEST(MetricsServer, BindFailureNamesTheAddress) {
         {"127.0.0.1", a.port()}, [] { return std::string(); }, c);
     auto st = b.start();
     ASSERT_FALSE(st);
-    EXPECT_NE(st.error().detail().find("metrics listener on 127.0.0.1:" + std::to_string(a.port())),
-              std::string::npos)
+    EXPECT_NE(st.error().detail().find("metrics listener on 127.0.0.1:" + std::to_string(a.port())), std::string::npos)
         << st.error().detail();
 }

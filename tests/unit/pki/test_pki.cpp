@@ -26,7 +26,9 @@ Ca make_root(const std::string& name, KeyAlg alg = KeyAlg::EcP256) {
     ca.cert = issue_certificate(r, nullptr, ca.key.get()).value();
     return ca;
 }
-bool has_flag(X509* x, uint32_t ku) { return (X509_get_key_usage(x) & ku) == ku; }
+bool has_flag(X509* x, uint32_t ku) {
+    return (X509_get_key_usage(x) & ku) == ku;
+}
 std::string tmpdir() {
     auto d = std::filesystem::temp_directory_path() / ("x2sec-pki-" + std::to_string(getpid()));
     std::filesystem::create_directories(d);
@@ -35,8 +37,10 @@ std::string tmpdir() {
 }  // namespace
 
 TEST(PkiKeys, GeneratesAllAlgorithms) {
-    for (auto [alg, type, bits] : {std::tuple{KeyAlg::EcP256, "EC", 256}, {KeyAlg::EcP384, "EC", 384},
-                                   {KeyAlg::Rsa2048, "RSA", 2048}, {KeyAlg::Rsa3072, "RSA", 3072}}) {
+    for (auto [alg, type, bits] : {std::tuple{KeyAlg::EcP256, "EC", 256},
+                                   {KeyAlg::EcP384, "EC", 384},
+                                   {KeyAlg::Rsa2048, "RSA", 2048},
+                                   {KeyAlg::Rsa3072, "RSA", 3072}}) {
         auto k = generate_key(alg);
         ASSERT_TRUE(k.ok()) << key_alg_name(alg);
         EXPECT_TRUE(EVP_PKEY_is_a(k->get(), type));
@@ -61,7 +65,10 @@ TEST(PkiKeys, SavedWithMode0600AndReloads) {
     EXPECT_EQ(EVP_PKEY_eq(again->get(), k->get()), 1);
     // no temporary left behind
     int files = 0;
-    for (auto& e : std::filesystem::directory_iterator(dir)) { (void)e; ++files; }
+    for (auto& e : std::filesystem::directory_iterator(dir)) {
+        (void)e;
+        ++files;
+    }
     EXPECT_EQ(files, 1);
     EXPECT_FALSE(load_private_key(dir + "/missing.pem").ok());
     std::filesystem::remove_all(dir);
@@ -82,7 +89,8 @@ TEST(PkiIssue, CaAndDeviceProfiles) {
     EXPECT_TRUE(X509_check_ca(root.cert.get()));
     EXPECT_TRUE(has_flag(root.cert.get(), KU_KEY_CERT_SIGN | KU_CRL_SIGN));
     int crit = -1;
-    auto* bc = static_cast<BASIC_CONSTRAINTS*>(X509_get_ext_d2i(root.cert.get(), NID_basic_constraints, &crit, nullptr));
+    auto* bc =
+        static_cast<BASIC_CONSTRAINTS*>(X509_get_ext_d2i(root.cert.get(), NID_basic_constraints, &crit, nullptr));
     ASSERT_NE(bc, nullptr);
     EXPECT_TRUE(bc->ca);
     EXPECT_EQ(crit, 1);
@@ -187,8 +195,8 @@ TEST(PkiCrl, RevokedSerialRejectedByVerifier) {
     r.public_key = k->get();
     auto cert = issue_certificate(r, root.cert.get(), root.key.get());
     int64_t now = std::time(nullptr);
-    auto crl = issue_crl(root.cert.get(), root.key.get(), {{serial_bytes(X509_get0_serialNumber(cert->get())), now, 1}}, 1,
-                         now - 10, now + 3600);
+    auto crl = issue_crl(root.cert.get(), root.key.get(), {{serial_bytes(X509_get0_serialNumber(cert->get())), now, 1}},
+                         1, now - 10, now + 3600);
     ASSERT_TRUE(crl.ok());
     EXPECT_EQ(X509_CRL_verify(crl->get(), X509_get0_pubkey(root.cert.get())), 1);
     StorePtr store(X509_STORE_new());

@@ -260,11 +260,14 @@ TEST(Config, SemanticChecks) {
                                  "identity = \"kds.operator.example\"\n", "");
     EXPECT_NE(parse_error(no_kds).find("needs a [kds] section"), std::string::npos) << parse_error(no_kds);
     // cmp = true without a [cmp] server
-    std::string no_cmp = replace(replace(kGood, "[cmp]\n", ""), "url = \"http://127.0.0.1:8829/.well-known/cmp/p/henb\"\n", "");
-    EXPECT_NE(parse_error(no_cmp).find("cmp = true but there is no [cmp] server"), std::string::npos) << parse_error(no_cmp);
+    std::string no_cmp =
+        replace(replace(kGood, "[cmp]\n", ""), "url = \"http://127.0.0.1:8829/.well-known/cmp/p/henb\"\n", "");
+    EXPECT_NE(parse_error(no_cmp).find("cmp = true but there is no [cmp] server"), std::string::npos)
+        << parse_error(no_cmp);
     // neighbour that is not a [[henb]] and has no identity
-    EXPECT_NE(parse_error(replace(kGood, "name = \"a1\"\n  auth", "name = \"zz\"\n  auth")).find("is not a [[henb]] here"),
-              std::string::npos);
+    EXPECT_NE(
+        parse_error(replace(kGood, "name = \"a1\"\n  auth", "name = \"zz\"\n  auth")).find("is not a [[henb]] here"),
+        std::string::npos);
     // self-neighbour
     EXPECT_NE(parse_error(replace(kGood, "name = \"a1\"\n  auth", "name = \"b1\"\n  auth")).find("lists itself"),
               std::string::npos);

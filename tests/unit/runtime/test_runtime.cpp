@@ -77,7 +77,8 @@ public:
     const Counters& counters() const override { return ctr; }
     void add_event(ike::Event e) { m_events.push_back(std::move(e)); }
     bool throw_in_list_sas = false;
-    void set_key_logger(std::function<void(const ike::IkeSaKeys&)>, std::function<void(const ChildSaParams&)>) override {}
+    void set_key_logger(std::function<void(const ike::IkeSaKeys&)>,
+                        std::function<void(const ChildSaParams&)>) override {}
 
 private:
     std::vector<ike::Datagram> m_out;
@@ -344,7 +345,7 @@ TEST(IkeRuntime, ControlSocketCommands) {
     std::string dir = temp_dir("ctl");
     opts.control_socket = dir + "/ctl.sock";
     Harness h(opts, [](FakeEngine& e) { e.sas.push_back(sample_sa(7)); });
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(::stat(opts.control_socket.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0077, 0u) << "control socket must not be accessible to others";
 
@@ -356,7 +357,8 @@ TEST(IkeRuntime, ControlSocketCommands) {
     EXPECT_EQ(sas[0]["children"][0]["spi_in"], "c0ffee01");
     EXPECT_EQ(sas[0]["children"][0]["ts_local"][0], "198.51.100.0/24[sctp/36422]");
     std::string text = format_sas(sas);
-    EXPECT_NE(text.find("peer-b: #7, ESTABLISHED, IKEv2, 1122334455667788_i* 99aabbccddeeff00_r"), std::string::npos) << text;
+    EXPECT_NE(text.find("peer-b: #7, ESTABLISHED, IKEv2, 1122334455667788_i* 99aabbccddeeff00_r"), std::string::npos)
+        << text;
     EXPECT_NE(text.find("local  'a.example.org' @ 192.0.2.1[4500]"), std::string::npos) << text;
     EXPECT_NE(text.find("AES_GCM_16_128/PRF_HMAC_SHA2_256/ECP_256"), std::string::npos) << text;
     EXPECT_NE(text.find("x2c: #1, reqid 1, INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16_128"), std::string::npos) << text;
@@ -379,9 +381,8 @@ TEST(IkeRuntime, ControlSocketCommands) {
     EXPECT_NE(unk.error().detail().find("unknown command 'frobnicate'"), std::string::npos);
     EXPECT_TRUE(control_request(opts.control_socket, {{"cmd", "terminate"}, {"ike_sa_id", 7}}).ok());
 
-    auto calls = h.on_loop([](FakeEngine& e) {
-        return std::make_tuple(e.initiated, e.rekeyed, e.child_rekeyed, e.deleted);
-    });
+    auto calls =
+        h.on_loop([](FakeEngine& e) { return std::make_tuple(e.initiated, e.rekeyed, e.child_rekeyed, e.deleted); });
     EXPECT_EQ(std::get<0>(calls), std::vector<std::string>{"peer-b"});
     EXPECT_EQ(std::get<1>(calls), std::vector<uint64_t>{7});
     ASSERT_EQ(std::get<2>(calls).size(), 1u);
@@ -569,12 +570,15 @@ TEST(KeyLog, WiresharkUatLines) {
     p.keys_out.integ_key = SecureBytes(BytesView(hex("dd")));
     auto lines = esp_uat_lines(p);
     ASSERT_EQ(lines.size(), 2u);
-    EXPECT_EQ(lines[0], "\"IPv4\",\"192.0.2.2\",\"192.0.2.1\",\"0xc0ffee01\",\"AES-CBC [RFC3602]\",\"0xaa\","
-                        "\"HMAC-SHA-256-128 [RFC4868]\",\"0xbb\"");
-    EXPECT_EQ(lines[1], "\"IPv4\",\"192.0.2.1\",\"192.0.2.2\",\"0xc0ffee02\",\"AES-CBC [RFC3602]\",\"0xcc\","
-                        "\"HMAC-SHA-256-128 [RFC4868]\",\"0xdd\"");
+    EXPECT_EQ(lines[0],
+              "\"IPv4\",\"192.0.2.2\",\"192.0.2.1\",\"0xc0ffee01\",\"AES-CBC [RFC3602]\",\"0xaa\","
+              "\"HMAC-SHA-256-128 [RFC4868]\",\"0xbb\"");
+    EXPECT_EQ(lines[1],
+              "\"IPv4\",\"192.0.2.1\",\"192.0.2.2\",\"0xc0ffee02\",\"AES-CBC [RFC3602]\",\"0xcc\","
+              "\"HMAC-SHA-256-128 [RFC4868]\",\"0xdd\"");
     p.cipher = EspCipher::AesGcm16_256;
-    EXPECT_NE(esp_uat_lines(p)[0].find("\"AES-GCM with 16 octet ICV [RFC4106]\",\"0xaa\",\"NULL\",\"\""), std::string::npos);
+    EXPECT_NE(esp_uat_lines(p)[0].find("\"AES-GCM with 16 octet ICV [RFC4106]\",\"0xaa\",\"NULL\",\"\""),
+              std::string::npos);
 }
 
 TEST(KeyLog, FilesAreWrittenPrivatelyAndAccumulate) {
@@ -591,7 +595,7 @@ TEST(KeyLog, FilesAreWrittenPrivatelyAndAccumulate) {
     p.local_addr = *IpAddress::parse("2001:db8::1");
     p.remote_addr = *IpAddress::parse("2001:db8::2");
     ASSERT_TRUE((*w)->add_child_sa(p).ok());
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(::stat((*w)->ike_table_path().c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
     ASSERT_EQ(::stat((*w)->esp_table_path().c_str(), &st), 0);

@@ -36,8 +36,9 @@ int free_port() {
     return ntohs(a.sin_port);
 }
 
-
-void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+void write(const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+}
 
 // A CA, a delegated OCSP responder (id-kp-OCSPSigning) and three leaves: good (in the index),
 // revoked (in the index, revoked), unknown (not in the index); `openssl ocsp` answers for them.

@@ -21,9 +21,15 @@ using test::Issued;
 namespace {
 
 constexpr int64_t kDay = 86400;
-int64_t now() { return static_cast<int64_t>(::time(nullptr)); }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-VerifyFailure failure_of(const Error& e) { return static_cast<VerifyFailure>(e.code()); }
+int64_t now() {
+    return static_cast<int64_t>(::time(nullptr));
+}
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
+VerifyFailure failure_of(const Error& e) {
+    return static_cast<VerifyFailure>(e.code());
+}
 
 struct TempDir {
     std::string path;
@@ -83,7 +89,7 @@ TEST_F(Revocation, RevocationAfterReloadTakesEffectWithoutRestart) {
     RevocationChecker rc(config());
     ASSERT_TRUE(rc.start().ok());
     ASSERT_TRUE(rc.check(chain(bad), now()).ok());
-    serve({bad.cert});  // the CA revokes it and publishes a new CRL
+    serve({bad.cert});                              // the CA revokes it and publishes a new CRL
     EXPECT_TRUE(rc.check(chain(bad), now()).ok());  // the cached CRL is still current
     ASSERT_TRUE(rc.reload().ok());                  // SIGHUP / reload-crls
     ASSERT_TRUE(rc.wait_idle(5000));

@@ -21,25 +21,29 @@ namespace {
 constexpr int64_t kT0 = 1'800'000'000;  // 2027-01-15: the "now" of these tests
 constexpr int64_t kDay = 86400;
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
 
-VerifyFailure failure_of(const Error& e) { return static_cast<VerifyFailure>(e.code()); }
+VerifyFailure failure_of(const Error& e) {
+    return static_cast<VerifyFailure>(e.code());
+}
 
 // Two independent roots (vendor A, operator B), an intermediate under A, leaves under both.
 struct Pki {
-    Issued root_a = test::make_root("CN=Vendor A Root,O=Vendor A", KeyType::EcP256, kT0 - 400 * kDay,
-                                    kT0 + 3650 * kDay);
-    Issued root_b = test::make_root("CN=Operator Root,O=Operator", KeyType::EcP384, kT0 - 400 * kDay,
-                                    kT0 + 3650 * kDay);
-    Issued inter_a = test::make_cert(root_a, "CN=Vendor A HeNB CA,O=Vendor A", {}, KeyType::EcP256,
-                                     kT0 - 300 * kDay, kT0 + 2000 * kDay, true);
-    Issued leaf_a = test::make_cert(inter_a, "CN=henb1.vendor-a.example,O=Vendor A",
-                                    {"DNS:HeNB1.Vendor-A.example", "IP:192.0.2.10", "IP:2001:db8::10",
-                                     "email:ops@vendor-a.example"},
-                                    KeyType::EcP256, kT0 - 10 * kDay, kT0 + 365 * kDay);
-    Issued leaf_b = test::make_cert(root_b, "CN=henb2.operator.example,O=Operator",
-                                    {"henb2.operator.example", "198.51.100.20"}, KeyType::Rsa2048,
-                                    kT0 - 10 * kDay, kT0 + 365 * kDay);
+    Issued root_a =
+        test::make_root("CN=Vendor A Root,O=Vendor A", KeyType::EcP256, kT0 - 400 * kDay, kT0 + 3650 * kDay);
+    Issued root_b =
+        test::make_root("CN=Operator Root,O=Operator", KeyType::EcP384, kT0 - 400 * kDay, kT0 + 3650 * kDay);
+    Issued inter_a = test::make_cert(root_a, "CN=Vendor A HeNB CA,O=Vendor A", {}, KeyType::EcP256, kT0 - 300 * kDay,
+                                     kT0 + 2000 * kDay, true);
+    Issued leaf_a = test::make_cert(
+        inter_a, "CN=henb1.vendor-a.example,O=Vendor A",
+        {"DNS:HeNB1.Vendor-A.example", "IP:192.0.2.10", "IP:2001:db8::10", "email:ops@vendor-a.example"},
+        KeyType::EcP256, kT0 - 10 * kDay, kT0 + 365 * kDay);
+    Issued leaf_b =
+        test::make_cert(root_b, "CN=henb2.operator.example,O=Operator", {"henb2.operator.example", "198.51.100.20"},
+                        KeyType::Rsa2048, kT0 - 10 * kDay, kT0 + 365 * kDay);
 
     TrustStore store() const {
         TrustStore ts;
@@ -277,9 +281,8 @@ TEST(TrustStore, AnchorAddedAfterFirstVerifyIsSeen) {
 }
 
 TEST(TrustStore, CrlChangesAfterFirstVerifyTakeEffect) {
-    auto victim = test::make_cert(pki().root_b, "CN=later-revoked.operator.example",
-                                  {"later-revoked.operator.example"}, KeyType::EcP256, kT0 - 10 * kDay,
-                                  kT0 + 100 * kDay);
+    auto victim = test::make_cert(pki().root_b, "CN=later-revoked.operator.example", {"later-revoked.operator.example"},
+                                  KeyType::EcP256, kT0 - 10 * kDay, kT0 + 100 * kDay);
     auto revoking_crl = test::make_crl(pki().root_b, {victim.cert}, kT0 - kDay, kT0 + 7 * kDay);
 
     TrustStore ts;
@@ -384,8 +387,8 @@ TEST(Identity, Ipv4AndIpv6) {
     EXPECT_EQ(failure_of(v4.error()), VerifyFailure::IdMismatch);
     EXPECT_TRUE(contains(v4.error().detail(), "192.0.2.11")) << v4.error().detail();
     EXPECT_FALSE(match_identity(leaf, IdType::Ipv6Addr, IpAddress::parse("2001:db8::11")->view()).ok());
-    EXPECT_FALSE(match_identity(leaf, IdType::Ipv4Addr, hex("c00002")).ok());       // wrong length
-    EXPECT_FALSE(match_identity(leaf, IdType::Ipv6Addr, hex("c000020a")).ok());     // v4 bytes as v6
+    EXPECT_FALSE(match_identity(leaf, IdType::Ipv4Addr, hex("c00002")).ok());    // wrong length
+    EXPECT_FALSE(match_identity(leaf, IdType::Ipv6Addr, hex("c000020a")).ok());  // v4 bytes as v6
     EXPECT_TRUE(match_identity(pki().leaf_b.cert, IdType::Ipv4Addr, hex("c6336414")).ok());
 }
 
@@ -417,8 +420,8 @@ std::vector<Issued> cache_certs(size_t n) {
     std::vector<Issued> out;
     for (size_t i = 0; i < n; ++i)
         out.push_back(test::make_cert(pki().root_b, "CN=c" + std::to_string(i) + ".operator.example",
-                                      {"c" + std::to_string(i) + ".operator.example"}, KeyType::EcP256,
-                                      kT0 - 10 * kDay, kT0 + 100 * kDay));
+                                      {"c" + std::to_string(i) + ".operator.example"}, KeyType::EcP256, kT0 - 10 * kDay,
+                                      kT0 + 100 * kDay));
     return out;
 }
 
@@ -618,13 +621,13 @@ void expect_parse_like_openssl(const Bytes& der, bool fast) {
 TEST(FromDer, EndEntityEcAndRsaSkipTheDecoderAndMatchOpenSsl) {
     expect_parse_like_openssl(pki().leaf_a.cert.der(), true);  // P-256, under an intermediate
     expect_parse_like_openssl(pki().leaf_b.cert.der(), true);  // RSA 2048
-    auto p384 = test::make_cert(pki().root_b, "CN=p384.operator.example", {"p384.operator.example"},
-                                KeyType::EcP384, kT0 - kDay, kT0 + 30 * kDay);
+    auto p384 = test::make_cert(pki().root_b, "CN=p384.operator.example", {"p384.operator.example"}, KeyType::EcP384,
+                                kT0 - kDay, kT0 + 30 * kDay);
     expect_parse_like_openssl(p384.cert.der(), true);
 }
 
 TEST(FromDer, CaCertificatesAndOtherKeysTakeTheOrdinaryPath) {
-    expect_parse_like_openssl(pki().root_a.cert.der(), false);   // CA: its key verifies others
+    expect_parse_like_openssl(pki().root_a.cert.der(), false);  // CA: its key verifies others
     expect_parse_like_openssl(pki().inter_a.cert.der(), false);
     auto ed = test::make_cert(pki().root_a, "CN=ed.vendor-a.example", {"ed.vendor-a.example"}, KeyType::Ed25519,
                               kT0 - kDay, kT0 + 30 * kDay);

@@ -21,9 +21,8 @@ ChildSa& ChildSaTable::attach(IkeSa& sa, ChildSa child) {
     auto [it, fresh] = m_owner.emplace(child.spi_in, sa.id);
     if (!fresh) {
         // Cannot happen (inbound SPIs are unique, moves detach first); check_indexes() reports it.
-        m_log->error(
-            "Child SA {:08x}: inbound SPI already indexed under IKE SA #{}, attached to #{}",
-            child.spi_in, it->second, sa.id);
+        m_log->error("Child SA {:08x}: inbound SPI already indexed under IKE SA #{}, attached to #{}", child.spi_in,
+                     it->second, sa.id);
         it->second = sa.id;
     }
     sa.children.push_back(std::move(child));
@@ -37,8 +36,7 @@ ChildSa ChildSaTable::detach(IkeSa& sa, std::vector<ChildSa>::iterator it) {
     if (o != m_owner.end() && o->second == sa.id)
         m_owner.erase(o);
     else
-        m_log->error("Child SA {:08x}: not indexed under IKE SA #{} when detached", c.spi_in,
-                     sa.id);
+        m_log->error("Child SA {:08x}: not indexed under IKE SA #{} when detached", c.spi_in, sa.id);
     return c;
 }
 
@@ -69,14 +67,12 @@ Status ChildSaTable::set_state(const IkeSa& sa, ChildSa& c, ChildSa::St to) {
     }
     if (!legal) {
         m_counters.inc("ike.child.illegal_transition");
-        std::string what =
-            fmt::format("IKE SA #{}: Child SA {} {:08x}: illegal transition {} -> {}", sa.id,
-                        c.name, c.spi_in, state_name(from), state_name(to));
+        std::string what = fmt::format("IKE SA #{}: Child SA {} {:08x}: illegal transition {} -> {}", sa.id, c.name,
+                                       c.spi_in, state_name(from), state_name(to));
         m_log->error("{} refused (ike.child.illegal_transition)", what);
         return Error(ErrorDomain::Ike, 0, what);
     }
-    m_log->debug("IKE SA #{}: Child SA {} {:08x}: {} -> {}", sa.id, c.name, c.spi_in,
-                 state_name(from), state_name(to));
+    m_log->debug("IKE SA #{}: Child SA {} {:08x}: {} -> {}", sa.id, c.name, c.spi_in, state_name(from), state_name(to));
     c.m_st = to;
     return {};
 }

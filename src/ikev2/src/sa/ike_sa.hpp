@@ -33,8 +33,7 @@ struct ChildSa {
     // The state, written only by ChildSaTable::set_state().
     St st() const { return m_st; }
     bool installed = false;
-    bool down_reported =
-        false;  // ChildSaDown already raised (hard expiry): the delete completes quietly
+    bool down_reported = false;  // ChildSaDown already raised (hard expiry): the delete completes quietly
     // Set when we answered the peer's REKEY_SA for this child while our own rekey of it was
     // pending (RFC 7296 2.8 collision): the child we created and the nonces of their exchange.
     uint32_t collision_spi_in = 0;
@@ -83,7 +82,7 @@ struct IkeSa {
 
     bool peer_frag = false;
     bool peer_sent_hashes = false;
-    bool peer_asked_ocsp = false;     // the responder's IKE_SA_INIT CERTREQ had encoding 14 (RFC 4806)
+    bool peer_asked_ocsp = false;  // the responder's IKE_SA_INIT CERTREQ had encoding 14 (RFC 4806)
     std::vector<uint16_t> peer_hashes;
     std::vector<Bytes> peer_certreq;  // SHA-1 SPKI hashes from the peer's CERTREQs, no duplicates
 

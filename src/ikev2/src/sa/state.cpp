@@ -34,8 +34,7 @@ bool legal(SaState from, SaState to) {
     if (to == SaState::Destroyed) return true;
     switch (from) {
         case SaState::Created:
-            return to == SaState::Connecting || to == SaState::Established ||
-                   to == SaState::Deleting;
+            return to == SaState::Connecting || to == SaState::Established || to == SaState::Deleting;
         case SaState::Connecting:
             return to == SaState::Established || to == SaState::Deleting;
         case SaState::Established:
@@ -58,18 +57,16 @@ Status EngineImpl::transition(IkeSa& sa, SaState to, Millis now) {
     if (from == to) return {};
     if (!legal(from, to)) {
         m_counters.inc("ike.sa.illegal_transition");
-        std::string what = fmt::format("IKE SA #{} ({}): illegal transition {} -> {}", sa.id,
-                                       peer(sa).name, state_name(from), state_name(to));
+        std::string what = fmt::format("IKE SA #{} ({}): illegal transition {} -> {}", sa.id, peer(sa).name,
+                                       state_name(from), state_name(to));
         m_log->error("{} refused (ike.sa.illegal_transition)", what);
         return Error(ErrorDomain::Ike, 0, what);
     }
-    m_log->info("IKE SA #{} ({}): {} -> {}", sa.id, peer(sa).name, state_name(from),
-                state_name(to));
+    m_log->info("IKE SA #{} ({}): {} -> {}", sa.id, peer(sa).name, state_name(from), state_name(to));
     // Leaving / entering CONNECTING as responder: the half-open accounting (cookies, limits).
     if (!sa.initiator && from == SaState::Connecting) {
         --m_half_open;
-        if (auto it = m_half_open_by_source.find(sa.half_open_source);
-            it != m_half_open_by_source.end())
+        if (auto it = m_half_open_by_source.find(sa.half_open_source); it != m_half_open_by_source.end())
             if (--it->second == 0) m_half_open_by_source.erase(it);
         sa.half_open_source.clear();
     }

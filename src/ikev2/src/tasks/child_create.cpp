@@ -107,7 +107,8 @@ struct ChildCreateTask final : Task {
                 e.queue_exchange(sa, std::move(retry), now);
                 return {};
             }
-            e.event(sa, Event::Kind::NegotiationFailed, notify::InvalidKePayload, "child " + c.name + ": unacceptable PFS group");
+            e.event(sa, Event::Kind::NegotiationFailed, notify::InvalidKePayload,
+                    "child " + c.name + ": unacceptable PFS group");
             return Error(ErrorDomain::Ike, notify::InvalidKePayload, "unacceptable PFS group");
         }
         if (auto* err = in.error()) {
@@ -155,9 +156,9 @@ struct ChildCreateTask final : Task {
             const KePayload* ke = in.find<KePayload>(PayloadType::KE);
             if (!ke) return refused(syntax_error(std::string(where) + ": no KE payload"));
             if (ke->group != static_cast<uint16_t>(dh->group()))
-                return refused(Error(ErrorDomain::Ike, notify::NoProposalChosen,
-                                     std::string(where) + ": KE group " + std::to_string(ke->group) +
-                                         " is not the chosen one"));
+                return refused(
+                    Error(ErrorDomain::Ike, notify::NoProposalChosen,
+                          std::string(where) + ": KE group " + std::to_string(ke->group) + " is not the chosen one"));
             auto sh = dh->derive(ke->data);
             if (!sh.ok()) return refused(syntax_error(std::string(where) + ": KE data: " + sh.error().detail()));
             g_ir = std::move(sh).value();
@@ -179,7 +180,7 @@ struct ChildCreateTask final : Task {
         child.esn = choice->esn;
         child.pfs = dh ? std::optional<crypto::DhGroup>(dh->group()) : std::nullopt;
         child.mode = (c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode)) ? IpsecMode::Transport
-                                                                                                  : IpsecMode::Tunnel;
+                                                                                             : IpsecMode::Tunnel;
         child.ts_local = ts_l;
         child.ts_remote = ts_r;
         child.established_at = now;
@@ -192,7 +193,8 @@ struct ChildCreateTask final : Task {
         child.replaces_spi_in = rekey_of;
         auto st = e.install_child(sa, child, *keys, true);
         if (!st.ok()) {
-            e.event(sa, Event::Kind::NegotiationFailed, 0, "child " + c.name + ": install failed: " + st.error().detail());
+            e.event(sa, Event::Kind::NegotiationFailed, 0,
+                    "child " + c.name + ": install failed: " + st.error().detail());
             give_up(e, sa, now);
             return st;
         }
@@ -205,11 +207,13 @@ struct ChildCreateTask final : Task {
             const Bytes& ours = lowest(n_i, nr);
             const Bytes& theirs = lowest(old->collision_ni, old->collision_nr);
             if (less(ours, theirs)) {
-                e.m_log->info("IKE SA #{}: Child rekey collision on {:08x}: ours has the lowest nonce, closing ours {:08x}",
-                              sa.id, rekey_of, spi);
+                e.m_log->info(
+                    "IKE SA #{}: Child rekey collision on {:08x}: ours has the lowest nonce, closing ours {:08x}",
+                    sa.id, rekey_of, spi);
                 (void)e.set_child_state(sa, *old, ChildSa::St::Rekeyed);  // the peer deletes it
                 e.event(sa, Event::Kind::ChildSaRekeyed, 0,
-                        c.name + fmt::format(" {:08x} -> {:08x} (collision, peer's wins)", rekey_of, old->collision_spi_in));
+                        c.name +
+                            fmt::format(" {:08x} -> {:08x} (collision, peer's wins)", rekey_of, old->collision_spi_in));
                 ChildSa* mine = e.child_by_in(sa, spi);
                 if (mine) (void)e.set_child_state(sa, *mine, ChildSa::St::Deleting);
                 e.queue_exchange(sa, make_delete_child_exchange({spi}), now);
@@ -307,7 +311,8 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const Checked& in
             (void)as_in;
             return reply_error(notify::ChildSaNotFound, {});
         }
-        if (old->st() == ChildSa::St::Rekeyed || old->st() == ChildSa::St::Deleting) return reply_error(notify::TemporaryFailure);
+        if (old->st() == ChildSa::St::Rekeyed || old->st() == ChildSa::St::Deleting)
+            return reply_error(notify::TemporaryFailure);
     }
     // A Child SA request: its purpose rule adds TSi and TSr.
     auto child_in = check_rules(purpose_rule(ResponsePurpose::CreateChildRequest), in.all());
@@ -377,13 +382,15 @@ void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const Checked& in
                 m_log->info("IKE SA #{}: Child rekey collision on {:08x}", sa.id, old_spi);
             } else {
                 (void)set_child_state(sa, *old, ChildSa::St::Rekeyed);
-                event(sa, Event::Kind::ChildSaRekeyed, 0, c.name + fmt::format(" {:08x} -> {:08x}", old_spi, child.spi_in));
+                event(sa, Event::Kind::ChildSaRekeyed, 0,
+                      c.name + fmt::format(" {:08x} -> {:08x}", old_spi, child.spi_in));
             }
         }
         std::vector<Payload> out;
         out.push_back({PayloadType::SA, false, SaPayload{{child_choice_to_wire(*choice, child.spi_in)}}});
         out.push_back({PayloadType::Nonce, false, NoncePayload{nr}});
-        if (dh) out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(dh->group()), dh->public_value()}});
+        if (dh)
+            out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(dh->group()), dh->public_value()}});
         out.push_back({PayloadType::TSi, false, TsPayload{n_i}});
         out.push_back({PayloadType::TSr, false, TsPayload{n_r}});
         if (transport) out.push_back(notify_payload(notify::UseTransportMode));

@@ -10,10 +10,8 @@ namespace x2sec::ike::task_util {
 
 using namespace wire;
 
-inline Payload notify_payload(uint16_t type, Bytes data = {}, ProtocolId proto = ProtocolId::None,
-                              Bytes spi = {}) {
-    return Payload{PayloadType::Notify, false,
-                   NotifyPayload{proto, std::move(spi), type, std::move(data)}};
+inline Payload notify_payload(uint16_t type, Bytes data = {}, ProtocolId proto = ProtocolId::None, Bytes spi = {}) {
+    return Payload{PayloadType::Notify, false, NotifyPayload{proto, std::move(spi), type, std::move(data)}};
 }
 
 inline Bytes spi4(uint32_t s) {
@@ -25,9 +23,7 @@ inline Bytes spi8(uint64_t s) {
     return w.take();
 }
 inline uint32_t read_spi4(BytesView b) {
-    return b.size() == 4
-               ? (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | b[3]
-               : 0;
+    return b.size() == 4 ? (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | b[3] : 0;
 }
 inline uint64_t read_spi8(BytesView b) {
     if (b.size() != 8) return 0;

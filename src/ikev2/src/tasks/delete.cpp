@@ -120,9 +120,10 @@ Exchange make_delete_refused_child_exchange(std::vector<uint32_t> spis_in) {
 
 void EngineImpl::queue_delete_spi(IkeSa& sa, uint32_t spi_in, Millis now) {
     m_counters.inc("ike.tx.delete_refused_child");
-    m_log->warn("IKE SA #{} ({}): asking {} to delete the Child SA it created for our refused request (our SPI "
-                "{:08x}) (ike.tx.delete_refused_child)",
-                sa.id, peer(sa).name, sa.remote.to_string(), spi_in);
+    m_log->warn(
+        "IKE SA #{} ({}): asking {} to delete the Child SA it created for our refused request (our SPI "
+        "{:08x}) (ike.tx.delete_refused_child)",
+        sa.id, peer(sa).name, sa.remote.to_string(), spi_in);
     queue_exchange(sa, make_delete_refused_child_exchange({spi_in}), now);
 }
 

@@ -25,7 +25,8 @@ struct InvalidMidNotifyTask final : Task {
     Status build(EngineImpl&, IkeSa&, std::vector<Payload>& out, Millis) override {
         Bytes data{static_cast<uint8_t>(bad_mid >> 24), static_cast<uint8_t>(bad_mid >> 16),
                    static_cast<uint8_t>(bad_mid >> 8), static_cast<uint8_t>(bad_mid)};
-        out.push_back({PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify::InvalidMessageId, data}});
+        out.push_back(
+            {PayloadType::Notify, false, NotifyPayload{ProtocolId::None, {}, notify::InvalidMessageId, data}});
         return {};
     }
     Status process(EngineImpl&, IkeSa& sa, const Checked&, Millis) override {
@@ -37,7 +38,9 @@ struct InvalidMidNotifyTask final : Task {
 
 }  // namespace
 
-Exchange make_dpd_exchange() { return exchange_of(ExchangeType::Informational, std::make_unique<DpdTask>()); }
+Exchange make_dpd_exchange() {
+    return exchange_of(ExchangeType::Informational, std::make_unique<DpdTask>());
+}
 
 Exchange make_invalid_mid_exchange(uint32_t bad_mid) {
     auto t = std::make_unique<InvalidMidNotifyTask>();

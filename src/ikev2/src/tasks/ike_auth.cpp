@@ -36,7 +36,8 @@ struct IkeAuthTask final : Task {
         }
         ocsp_content::add_certreq(p, out);  // RFC 4806
         if (p.remote_id)
-            out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.remote_id->type), p.remote_id->data}});
+            out.push_back(
+                {PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.remote_id->type), p.remote_id->data}});
         // RFC 7296 2.4, as strongSwan does: the first IKE SA to this peer says so.
         if (p.unique != UniquePolicy::Never && !e.has_contact(sa)) {
             out.push_back(notify_payload(notify::InitialContact));
@@ -93,7 +94,8 @@ Status EngineImpl::build_auth(IkeSa& sa, std::vector<Payload>& out) {
         if (!p.private_key || p.cert_chain.empty())
             return Error(ErrorDomain::Pki, auth_failure::NoCredentials, "no private key or certificate configured");
         auto scheme = crypto::default_sig_scheme(p.private_key->public_key());
-        if (!sa.peer_sent_hashes && (scheme == crypto::SigScheme::RsaPssSha256 || scheme == crypto::SigScheme::RsaPkcs1Sha256)) {
+        if (!sa.peer_sent_hashes &&
+            (scheme == crypto::SigScheme::RsaPssSha256 || scheme == crypto::SigScheme::RsaPkcs1Sha256)) {
             // A peer without RFC 7427 support gets method 1 (RSA PKCS#1 v1.5 with SHA-1).
             auth.method = 1;
             X2SEC_TRY(auto sig, p.private_key->sign(crypto::SigScheme::RsaPkcs1Sha1, octets));
@@ -118,23 +120,27 @@ Status EngineImpl::verify_auth(IkeSa& sa, const Checked& in, bool peer_is_initia
     if (p.remote_id && !(*p.remote_id == peer_id))
         return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::IdMismatch),
                      "peer identity " + peer_id.to_string() + " is not the configured " + p.remote_id->to_string());
-    Bytes octets = signed_octets(*sa.prf, peer_is_initiator ? sa.sk_pi : sa.sk_pr,
-                                 peer_is_initiator ? sa.init_req : sa.init_resp, peer_is_initiator ? sa.nr : sa.ni,
-                                 id.id_type, id.data);
+    Bytes octets =
+        signed_octets(*sa.prf, peer_is_initiator ? sa.sk_pi : sa.sk_pr, peer_is_initiator ? sa.init_req : sa.init_resp,
+                      peer_is_initiator ? sa.nr : sa.ni, id.id_type, id.data);
     if (auth.method == 2) {
         if (p.remote_auth != AuthMethod::Psk)
-            return Error(ErrorDomain::Pki, auth_failure::MethodMismatch, "peer used a pre-shared key, a certificate is required");
+            return Error(ErrorDomain::Pki, auth_failure::MethodMismatch,
+                         "peer used a pre-shared key, a certificate is required");
         if (p.psk.empty()) return Error(ErrorDomain::Pki, auth_failure::NoCredentials, "no pre-shared key configured");
         SecureBytes expect = psk_auth(*sa.prf, p.psk, octets);
         if (!ct_equal(expect, auth.data))
-            return Error(ErrorDomain::Pki, auth_failure::PskMismatch, "pre-shared key mismatch: the peer's AUTH does not verify");
+            return Error(ErrorDomain::Pki, auth_failure::PskMismatch,
+                         "pre-shared key mismatch: the peer's AUTH does not verify");
         sa.remote_auth_desc = "pre-shared key";
         return {};
     }
     if (auth.method != 1 && auth.method != 14)
-        return Error(ErrorDomain::Pki, auth_failure::MethodMismatch, "unsupported AUTH method " + std::to_string(auth.method));
+        return Error(ErrorDomain::Pki, auth_failure::MethodMismatch,
+                     "unsupported AUTH method " + std::to_string(auth.method));
     if (p.remote_auth != AuthMethod::Certificate)
-        return Error(ErrorDomain::Pki, auth_failure::MethodMismatch, "peer used a signature, a pre-shared key is required");
+        return Error(ErrorDomain::Pki, auth_failure::MethodMismatch,
+                     "peer used a signature, a pre-shared key is required");
     std::vector<x509::Certificate> certs;
     for (const auto& pp : in.all())
         if (auto* c = pp.as<CertPayload>()) {
@@ -150,7 +156,8 @@ Status EngineImpl::verify_auth(IkeSa& sa, const Checked& in, bool peer_is_initia
     if (certs.empty())
         return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::UntrustedCa), "peer sent no certificate");
     if (!p.trust || p.trust->empty())
-        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::UntrustedCa), "no trust anchors configured");
+        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::UntrustedCa),
+                     "no trust anchors configured");
     std::vector<x509::Certificate> inter(certs.begin() + 1, certs.end());
     auto chain = p.trust->verify(certs[0], inter, unix_now(), ocsp_content::settles_leaf(p, in.all()));
     if (!chain.ok()) {
@@ -159,7 +166,8 @@ Status EngineImpl::verify_auth(IkeSa& sa, const Checked& in, bool peer_is_initia
     }
     X2SEC_TRY_STATUS(ocsp_content::check(*this, sa, p, *chain, in.all(), unix_now()));  // RFC 4806
     auto idm = x509::match_identity(certs[0], static_cast<x509::IdType>(id.id_type), id.data);
-    if (!idm.ok()) return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::IdMismatch), idm.error().detail());
+    if (!idm.ok())
+        return Error(ErrorDomain::Pki, static_cast<int>(x509::VerifyFailure::IdMismatch), idm.error().detail());
     crypto::SigScheme scheme = crypto::SigScheme::RsaPkcs1Sha1;
     Bytes sig;
     if (auth.method == 14) {
@@ -214,14 +222,16 @@ void EngineImpl::enforce_unique(IkeSa& sa, bool initial_contact, Millis now) {
         if (!o) continue;
         if (initial_contact) {
             m_counters.inc("ike.auth.initial_contact_deleted");
-            m_log->warn("IKE SA #{} ({}): INITIAL_CONTACT from {} ({}): deleting IKE SA #{} and its {} Child SA(s) "
-                        "(ike.auth.initial_contact_deleted)",
-                        sa.id, p.name, sa.remote.to_string(), sa.remote_id_text, id, o->children.size());
+            m_log->warn(
+                "IKE SA #{} ({}): INITIAL_CONTACT from {} ({}): deleting IKE SA #{} and its {} Child SA(s) "
+                "(ike.auth.initial_contact_deleted)",
+                sa.id, p.name, sa.remote.to_string(), sa.remote_id_text, id, o->children.size());
         } else {
             m_counters.inc("ike.auth.unique_replaced");
-            m_log->warn("IKE SA #{} ({}): {} authenticated again from {}: replacing IKE SA #{} and its {} Child SA(s) "
-                        "(unique = replace, ike.auth.unique_replaced)",
-                        sa.id, p.name, sa.remote_id_text, sa.remote.to_string(), id, o->children.size());
+            m_log->warn(
+                "IKE SA #{} ({}): {} authenticated again from {}: replacing IKE SA #{} and its {} Child SA(s) "
+                "(unique = replace, ike.auth.unique_replaced)",
+                sa.id, p.name, sa.remote_id_text, sa.remote.to_string(), id, o->children.size());
             // The peer may still hold it (a second device with these identities): tell it.
             send_one_shot_request(*o, {Payload{PayloadType::Delete, false, DeletePayload{ProtocolId::Ike, 0, {}}}});
         }
@@ -256,7 +266,8 @@ Status EngineImpl::select_peer(IkeSa& sa, const Checked& in) {
             return;
         }
         if (idr && !(c.local_id == *idr)) rank += 1;
-        if (!best || rank < best_rank || (rank == best_rank && (score > best_score || (score == best_score && i < *best)))) {
+        if (!best || rank < best_rank ||
+            (rank == best_rank && (score > best_score || (score == best_score && i < *best)))) {
             best = i;
             best_rank = rank;
             best_score = score;
@@ -280,7 +291,8 @@ Status EngineImpl::select_peer(IkeSa& sa, const Checked& in) {
         m_counters.inc("ike.auth.proposal_mismatch");
         return Error(ErrorDomain::Ike, auth_failure::ProposalMismatch,
                      "peer config(s) " + no_proposal + " for identity " + idi.to_string() + " from " +
-                         sa.remote.to_string() + " do not accept the IKE proposal " + ike_algs_name(sa.algs) + " chosen at IKE_SA_INIT (candidates: " + candidate_names() + ")");
+                         sa.remote.to_string() + " do not accept the IKE proposal " + ike_algs_name(sa.algs) +
+                         " chosen at IKE_SA_INIT (candidates: " + candidate_names() + ")");
     }
     if (!best) {
         sa.remote_id_text = idi.to_string();
@@ -355,9 +367,10 @@ void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const Checked& in, Mi
     bool child_asked = sa_p || tsi_p || tsr_p;
     if (child_asked && !(sa_p && tsi_p && tsr_p)) {
         count("invalid_syntax.ike_auth_request");
-        m_log->error("IKE SA #{} ({}): IKE_AUTH request from {} asks for a Child SA without all of SA, TSi and TSr; "
-                     "no Child SA (ike.rx.invalid_syntax.ike_auth_request)",
-                     sa.id, p.name, sa.remote.to_string());
+        m_log->error(
+            "IKE SA #{} ({}): IKE_AUTH request from {} asks for a Child SA without all of SA, TSi and TSr; "
+            "no Child SA (ike.rx.invalid_syntax.ike_auth_request)",
+            sa.id, p.name, sa.remote.to_string());
         event(sa, Event::Kind::NegotiationFailed, notify::InvalidSyntax, "first Child SA: SA, TSi or TSr missing");
         out.push_back(notify_payload(notify::InvalidSyntax));
     }

@@ -49,7 +49,8 @@ std::vector<Payload> EngineImpl::natd_payloads(const IkeSa& sa, const Endpoint& 
     return out;
 }
 
-void EngineImpl::process_natd(IkeSa& sa, const std::vector<Payload>& pl, const Endpoint& local, const Endpoint& remote) {
+void EngineImpl::process_natd(IkeSa& sa, const std::vector<Payload>& pl, const Endpoint& local,
+                              const Endpoint& remote) {
     bool any_src = false, src_match = false, any_dst = false, dst_match = false;
     Bytes want_src = natd_hash(sa.spi_i, sa.spi_r, remote), want_dst = natd_hash(sa.spi_i, sa.spi_r, local);
     for (const auto& p : pl) {
@@ -84,7 +85,8 @@ void EngineImpl::float_ports(IkeSa& sa) {
 
 Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf) {
     X2SEC_TRY(auto prf, crypto::Prf::create(sa.algs.prf));
-    SecureBytes seed = old_sk_d ? rekey_skeyseed(*old_prf, *old_sk_d, g_ir, sa.ni, sa.nr) : skeyseed(prf, sa.ni, sa.nr, g_ir);
+    SecureBytes seed =
+        old_sk_d ? rekey_skeyseed(*old_prf, *old_sk_d, g_ir, sa.ni, sa.nr) : skeyseed(prf, sa.ni, sa.nr, g_ir);
     X2SEC_TRY(auto keys, derive_ike_keys(sa.algs, seed, sa.ni, sa.nr, sa.spi_i, sa.spi_r));
     auto integ = sa.algs.integ;
     X2SEC_TRY(auto ci, crypto::SkCipher::create(sa.algs.encr.id, sa.algs.encr.key_bits, integ, keys.sk_ei, keys.sk_ai));
@@ -102,10 +104,18 @@ Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_
         else
             k.encr_name = "AES-CBC-" + std::to_string(sa.algs.encr.key_bits) + " [RFC3602]";
         switch (integ) {
-            case crypto::IntegId::None: k.integ_name = "NONE [RFC4306]"; break;
-            case crypto::IntegId::HmacSha2_256_128: k.integ_name = "HMAC_SHA2_256_128 [RFC4868]"; break;
-            case crypto::IntegId::HmacSha2_384_192: k.integ_name = "HMAC_SHA2_384_192 [RFC4868]"; break;
-            case crypto::IntegId::HmacSha2_512_256: k.integ_name = "HMAC_SHA2_512_256 [RFC4868]"; break;
+            case crypto::IntegId::None:
+                k.integ_name = "NONE [RFC4306]";
+                break;
+            case crypto::IntegId::HmacSha2_256_128:
+                k.integ_name = "HMAC_SHA2_256_128 [RFC4868]";
+                break;
+            case crypto::IntegId::HmacSha2_384_192:
+                k.integ_name = "HMAC_SHA2_384_192 [RFC4868]";
+                break;
+            case crypto::IntegId::HmacSha2_512_256:
+                k.integ_name = "HMAC_SHA2_512_256 [RFC4868]";
+                break;
         }
         m_on_ike_keys(k);
     }
@@ -165,7 +175,8 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         }
         if (sa->init_req == d.data && !sa->init_resp.empty()) {
             count("retransmit");
-            m_log->info("IKE SA #{}: retransmitted IKE_SA_INIT from {}, resending response", sa->id, d.remote.to_string());
+            m_log->info("IKE SA #{}: retransmitted IKE_SA_INIT from {}, resending response", sa->id,
+                        d.remote.to_string());
             Datagram out{d.local, d.remote, sa->init_resp, d.non_esp_marker};
             m_out.push_back(std::move(out));
         } else {
@@ -213,7 +224,8 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
         if (c) {
             valid = ct_equal(c->data, cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret, m_cookie_version)) ||
                     (!m_cookie_secret_old.empty() &&
-                     ct_equal(c->data, cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret_old, m_cookie_version - 1)));
+                     ct_equal(c->data,
+                              cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret_old, m_cookie_version - 1)));
             if (!valid) count("bad_cookie");
         }
         if (!valid) {
@@ -223,7 +235,8 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
                 m_log->info("{} half-open IKE SAs: demanding a COOKIE from {} ({} COOKIEs sent so far)",
                             half_open_count(), d.remote.to_string(), n);
             else
-                m_log->debug("{} half-open IKE SAs: demanding a COOKIE from {}", half_open_count(), d.remote.to_string());
+                m_log->debug("{} half-open IKE SAs: demanding a COOKIE from {}", half_open_count(),
+                             d.remote.to_string());
             send_unprotected_notify(d, h, notify::Cookie,
                                     cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret, m_cookie_version));
             return;
@@ -243,7 +256,8 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             m_log->debug("dropped IKE_SA_INIT from {}: {} ({})", d.remote.to_string(), why, name);
     };
     if (half_open_count() >= m_config.max_half_open) {
-        cap_drop("dropped.half_open_cap", fmt::format("{} half-open IKE SAs, the cap (max_half_open)", half_open_count()));
+        cap_drop("dropped.half_open_cap",
+                 fmt::format("{} half-open IKE SAs, the cap (max_half_open)", half_open_count()));
         return;
     }
     if (auto it = m_half_open_by_source.find(source_key(d.remote.addr));
@@ -329,16 +343,19 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             SaPayload out_sa;
             out_sa.proposals.push_back(ike_proposal_to_wire(chosen, number, {}));
             r.payloads.push_back({PayloadType::SA, false, out_sa});
-            r.payloads.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(sa.algs.dh), sa.dh->public_value()}});
+            r.payloads.push_back(
+                {PayloadType::KE, false, KePayload{static_cast<uint16_t>(sa.algs.dh), sa.dh->public_value()}});
             r.payloads.push_back({PayloadType::Nonce, false, NoncePayload{sa.nr}});
             for (auto& p : natd_payloads(sa, d.local, d.remote)) r.payloads.push_back(std::move(p));
             if (pc.remote_auth == AuthMethod::Certificate && pc.trust && !pc.trust->empty() && pc.send_certreq) {
                 CertReqPayload cr;
-                for (const auto& hsh : pc.trust->anchor_spki_sha1s()) cr.data.insert(cr.data.end(), hsh.begin(), hsh.end());
+                for (const auto& hsh : pc.trust->anchor_spki_sha1s())
+                    cr.data.insert(cr.data.end(), hsh.begin(), hsh.end());
                 r.payloads.push_back({PayloadType::CERTREQ, false, cr});
             }
             ocsp_content::add_certreq(pc, r.payloads);  // RFC 4806: the initiator's OCSP response
-            if (pc.fragmentation && sa.peer_frag) r.payloads.push_back(notify_payload(notify::Ikev2FragmentationSupported));
+            if (pc.fragmentation && sa.peer_frag)
+                r.payloads.push_back(notify_payload(notify::Ikev2FragmentationSupported));
             sa.peer_frag = sa.peer_frag && pc.fragmentation;
             r.payloads.push_back(notify_payload(notify::SignatureHashAlgorithms, hex("000200030004")));
             order_payloads(*find_rule(ExchangeType::IkeSaInit, true), r.payloads);
@@ -427,7 +444,8 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
     }
     if (const NotifyPayload* n = in->error()) {
         sa->outstanding.reset();
-        event(*sa, Event::Kind::NegotiationFailed, n->type, std::string("IKE_SA_INIT answered ") + notify::name(n->type));
+        event(*sa, Event::Kind::NegotiationFailed, n->type,
+              std::string("IKE_SA_INIT answered ") + notify::name(n->type));
         destroy(*sa, now, true, notify::name(n->type));
         return;
     }
@@ -519,6 +537,8 @@ struct IkeInitTask final : Task {
 
 }  // namespace
 
-Exchange make_ike_init_exchange() { return exchange_of(ExchangeType::IkeSaInit, std::make_unique<IkeInitTask>()); }
+Exchange make_ike_init_exchange() {
+    return exchange_of(ExchangeType::IkeSaInit, std::make_unique<IkeInitTask>());
+}
 
 }  // namespace x2sec::ike

@@ -44,7 +44,8 @@ struct IkeRekeyTask final : Task {
         offered = s;
         out.push_back({PayloadType::SA, false, std::move(s)});
         out.push_back({PayloadType::Nonce, false, NoncePayload{sa.rekey.ni}});
-        out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(sa.algs.dh), sa.rekey.dh->public_value()}});
+        out.push_back(
+            {PayloadType::KE, false, KePayload{static_cast<uint16_t>(sa.algs.dh), sa.rekey.dh->public_value()}});
         return e.transition(sa, SaState::Rekeying, now);
     }
     void abort(EngineImpl& e, IkeSa& sa, Millis now) override {
@@ -136,7 +137,8 @@ struct IkeRekeyTask final : Task {
             const Bytes& ours_low = lowest(ns.ni, ns.nr);
             const Bytes& theirs_low = lowest(sa.rekey.their_ni, sa.rekey.their_nr);
             if (theirs && less(ours_low, theirs_low)) {
-                e.m_log->info("IKE SA #{}: IKE rekey collision: ours (#{}) has the lowest nonce and is closed", sa.id, ns.id);
+                e.m_log->info("IKE SA #{}: IKE rekey collision: ours (#{}) has the lowest nonce and is closed", sa.id,
+                              ns.id);
                 (void)e.transition(ns, SaState::Established, now);  // up (announced down when deleted)
                 (void)e.transition(sa, SaState::Established, now);  // legal from REKEYING
                 adopt_theirs(e, sa, now);
@@ -176,7 +178,9 @@ Exchange make_rekey_ike_exchange() {
     return exchange_of(ExchangeType::CreateChildSa, std::make_unique<IkeRekeyTask>());
 }
 
-void adopt_peer_rekey(EngineImpl& e, IkeSa& sa, Millis now) { IkeRekeyTask::adopt_theirs(e, sa, now); }
+void adopt_peer_rekey(EngineImpl& e, IkeSa& sa, Millis now) {
+    IkeRekeyTask::adopt_theirs(e, sa, now);
+}
 
 void EngineImpl::finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now) {
     move_children(old_sa, ns);

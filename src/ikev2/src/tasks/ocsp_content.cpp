@@ -11,9 +11,12 @@ namespace x2sec::ike {
 
 const char* to_string(OcspStapling s) {
     switch (s) {
-        case OcspStapling::Off: return "off";
-        case OcspStapling::Request: return "request";
-        case OcspStapling::Require: return "require";
+        case OcspStapling::Off:
+            return "off";
+        case OcspStapling::Request:
+            return "request";
+        case OcspStapling::Require:
+            return "require";
     }
     return "?";
 }
@@ -71,7 +74,9 @@ Result<Bytes> own_response(EngineImpl& e, const PeerConfig& p, int64_t now) {
     return ans.response_der;
 }
 
-Error fail(x509::VerifyFailure f, std::string why) { return Error(ErrorDomain::Pki, static_cast<int>(f), std::move(why)); }
+Error fail(x509::VerifyFailure f, std::string why) {
+    return Error(ErrorDomain::Pki, static_cast<int>(f), std::move(why));
+}
 
 }  // namespace
 
@@ -93,9 +98,10 @@ void add_staple(EngineImpl& e, const IkeSa& sa, const PeerConfig& p, bool asked,
     auto der = own_response(e, p, e.unix_now());
     if (!der.ok() || der->empty()) {
         e.m_counters.inc("ike.ocsp.staple_unavailable");
-        e.m_log->warn("IKE SA #{} ({}): peer asks for our OCSP response, none to send: {} "
-                      "(ike.ocsp.staple_unavailable)",
-                      sa.id, p.name, der.ok() ? std::string("empty file") : der.error().detail());
+        e.m_log->warn(
+            "IKE SA #{} ({}): peer asks for our OCSP response, none to send: {} "
+            "(ike.ocsp.staple_unavailable)",
+            sa.id, p.name, der.ok() ? std::string("empty file") : der.error().detail());
         return;
     }
     e.m_counters.inc("ike.ocsp.staple_sent");
@@ -154,7 +160,8 @@ Status check(EngineImpl& e, const IkeSa& sa, const PeerConfig& p, const x509::Ve
                               std::to_string(ans->revoked_at) + ", reason " + std::to_string(ans->reason) + ")";
             return fail(x509::VerifyFailure::Revoked, why);
         }
-        case x509::OcspStatus::Unknown: break;
+        case x509::OcspStatus::Unknown:
+            break;
     }
     e.m_counters.inc("ike.ocsp.staple_unknown");
     return fallback("stapled OCSP response says 'unknown'");

@@ -5,7 +5,9 @@
 
 namespace x2sec::ike::wire {
 
-Error syntax_error(std::string detail) { return Error(ErrorDomain::Ike, notify::InvalidSyntax, std::move(detail)); }
+Error syntax_error(std::string detail) {
+    return Error(ErrorDomain::Ike, notify::InvalidSyntax, std::move(detail));
+}
 
 Error critical_error(uint8_t payload_type, std::string detail) {
     return Error(ErrorDomain::Ike, notify::UnsupportedCriticalPayload,
@@ -18,7 +20,8 @@ std::optional<uint8_t> critical_payload_type(const Error& e) {
     auto pos = e.detail().find(key);
     if (pos == std::string::npos) return std::nullopt;
     int v = 0;
-    for (size_t i = pos + key.size(); i < e.detail().size() && std::isdigit(static_cast<unsigned char>(e.detail()[i])); ++i)
+    for (size_t i = pos + key.size(); i < e.detail().size() && std::isdigit(static_cast<unsigned char>(e.detail()[i]));
+         ++i)
         v = v * 10 + (e.detail()[i] - '0');
     if (v > 255) return std::nullopt;
     return static_cast<uint8_t>(v);
@@ -26,70 +29,122 @@ std::optional<uint8_t> critical_payload_type(const Error& e) {
 
 const char* to_string(ExchangeType e) {
     switch (e) {
-        case ExchangeType::IkeSaInit: return "IKE_SA_INIT";
-        case ExchangeType::IkeAuth: return "IKE_AUTH";
-        case ExchangeType::CreateChildSa: return "CREATE_CHILD_SA";
-        case ExchangeType::Informational: return "INFORMATIONAL";
+        case ExchangeType::IkeSaInit:
+            return "IKE_SA_INIT";
+        case ExchangeType::IkeAuth:
+            return "IKE_AUTH";
+        case ExchangeType::CreateChildSa:
+            return "CREATE_CHILD_SA";
+        case ExchangeType::Informational:
+            return "INFORMATIONAL";
     }
     return "EXCHANGE(?)";
 }
 
 const char* to_string(PayloadType p) {
     switch (p) {
-        case PayloadType::None: return "NONE";
-        case PayloadType::SA: return "SA";
-        case PayloadType::KE: return "KE";
-        case PayloadType::IDi: return "IDi";
-        case PayloadType::IDr: return "IDr";
-        case PayloadType::CERT: return "CERT";
-        case PayloadType::CERTREQ: return "CERTREQ";
-        case PayloadType::AUTH: return "AUTH";
-        case PayloadType::Nonce: return "No";
-        case PayloadType::Notify: return "N";
-        case PayloadType::Delete: return "D";
-        case PayloadType::VendorId: return "V";
-        case PayloadType::TSi: return "TSi";
-        case PayloadType::TSr: return "TSr";
-        case PayloadType::SK: return "SK";
-        case PayloadType::CP: return "CP";
-        case PayloadType::EAP: return "EAP";
-        case PayloadType::SKF: return "SKF";
+        case PayloadType::None:
+            return "NONE";
+        case PayloadType::SA:
+            return "SA";
+        case PayloadType::KE:
+            return "KE";
+        case PayloadType::IDi:
+            return "IDi";
+        case PayloadType::IDr:
+            return "IDr";
+        case PayloadType::CERT:
+            return "CERT";
+        case PayloadType::CERTREQ:
+            return "CERTREQ";
+        case PayloadType::AUTH:
+            return "AUTH";
+        case PayloadType::Nonce:
+            return "No";
+        case PayloadType::Notify:
+            return "N";
+        case PayloadType::Delete:
+            return "D";
+        case PayloadType::VendorId:
+            return "V";
+        case PayloadType::TSi:
+            return "TSi";
+        case PayloadType::TSr:
+            return "TSr";
+        case PayloadType::SK:
+            return "SK";
+        case PayloadType::CP:
+            return "CP";
+        case PayloadType::EAP:
+            return "EAP";
+        case PayloadType::SKF:
+            return "SKF";
     }
     return "?";
 }
 
 const char* notify::name(uint16_t type) {
     switch (type) {
-        case UnsupportedCriticalPayload: return "UNSUPPORTED_CRITICAL_PAYLOAD";
-        case InvalidIkeSpi: return "INVALID_IKE_SPI";
-        case InvalidMajorVersion: return "INVALID_MAJOR_VERSION";
-        case InvalidSyntax: return "INVALID_SYNTAX";
-        case InvalidMessageId: return "INVALID_MESSAGE_ID";
-        case InvalidSpi: return "INVALID_SPI";
-        case NoProposalChosen: return "NO_PROPOSAL_CHOSEN";
-        case InvalidKePayload: return "INVALID_KE_PAYLOAD";
-        case AuthenticationFailed: return "AUTHENTICATION_FAILED";
-        case SinglePairRequired: return "SINGLE_PAIR_REQUIRED";
-        case NoAdditionalSas: return "NO_ADDITIONAL_SAS";
-        case InternalAddressFailure: return "INTERNAL_ADDRESS_FAILURE";
-        case FailedCpRequired: return "FAILED_CP_REQUIRED";
-        case TsUnacceptable: return "TS_UNACCEPTABLE";
-        case InvalidSelectors: return "INVALID_SELECTORS";
-        case TemporaryFailure: return "TEMPORARY_FAILURE";
-        case ChildSaNotFound: return "CHILD_SA_NOT_FOUND";
-        case InitialContact: return "INITIAL_CONTACT";
-        case SetWindowSize: return "SET_WINDOW_SIZE";
-        case AdditionalTsPossible: return "ADDITIONAL_TS_POSSIBLE";
-        case NatDetectionSourceIp: return "NAT_DETECTION_SOURCE_IP";
-        case NatDetectionDestinationIp: return "NAT_DETECTION_DESTINATION_IP";
-        case Cookie: return "COOKIE";
-        case UseTransportMode: return "USE_TRANSPORT_MODE";
-        case RekeySa: return "REKEY_SA";
-        case EspTfcPaddingNotSupported: return "ESP_TFC_PADDING_NOT_SUPPORTED";
-        case NonFirstFragmentsAlso: return "NON_FIRST_FRAGMENTS_ALSO";
-        case MobikeSupported: return "MOBIKE_SUPPORTED";
-        case Ikev2FragmentationSupported: return "IKEV2_FRAGMENTATION_SUPPORTED";
-        case SignatureHashAlgorithms: return "SIGNATURE_HASH_ALGORITHMS";
+        case UnsupportedCriticalPayload:
+            return "UNSUPPORTED_CRITICAL_PAYLOAD";
+        case InvalidIkeSpi:
+            return "INVALID_IKE_SPI";
+        case InvalidMajorVersion:
+            return "INVALID_MAJOR_VERSION";
+        case InvalidSyntax:
+            return "INVALID_SYNTAX";
+        case InvalidMessageId:
+            return "INVALID_MESSAGE_ID";
+        case InvalidSpi:
+            return "INVALID_SPI";
+        case NoProposalChosen:
+            return "NO_PROPOSAL_CHOSEN";
+        case InvalidKePayload:
+            return "INVALID_KE_PAYLOAD";
+        case AuthenticationFailed:
+            return "AUTHENTICATION_FAILED";
+        case SinglePairRequired:
+            return "SINGLE_PAIR_REQUIRED";
+        case NoAdditionalSas:
+            return "NO_ADDITIONAL_SAS";
+        case InternalAddressFailure:
+            return "INTERNAL_ADDRESS_FAILURE";
+        case FailedCpRequired:
+            return "FAILED_CP_REQUIRED";
+        case TsUnacceptable:
+            return "TS_UNACCEPTABLE";
+        case InvalidSelectors:
+            return "INVALID_SELECTORS";
+        case TemporaryFailure:
+            return "TEMPORARY_FAILURE";
+        case ChildSaNotFound:
+            return "CHILD_SA_NOT_FOUND";
+        case InitialContact:
+            return "INITIAL_CONTACT";
+        case SetWindowSize:
+            return "SET_WINDOW_SIZE";
+        case AdditionalTsPossible:
+            return "ADDITIONAL_TS_POSSIBLE";
+        case NatDetectionSourceIp:
+            return "NAT_DETECTION_SOURCE_IP";
+        case NatDetectionDestinationIp:
+            return "NAT_DETECTION_DESTINATION_IP";
+        case Cookie:
+            return "COOKIE";
+        case UseTransportMode:
+            return "USE_TRANSPORT_MODE";
+        case RekeySa:
+            return "REKEY_SA";
+        case EspTfcPaddingNotSupported:
+            return "ESP_TFC_PADDING_NOT_SUPPORTED";
+        case NonFirstFragmentsAlso:
+            return "NON_FIRST_FRAGMENTS_ALSO";
+        case MobikeSupported:
+            return "MOBIKE_SUPPORTED";
+        case Ikev2FragmentationSupported:
+            return "IKEV2_FRAGMENTATION_SUPPORTED";
+        case SignatureHashAlgorithms:
+            return "SIGNATURE_HASH_ALGORITHMS";
     }
     return "NOTIFY(other)";
 }
@@ -206,7 +261,8 @@ Result<SaPayload> SaPayload::decode(Reader& r) {
             p.transforms.push_back(std::move(t));
         }
         if (!pr.ok()) return syntax_error("SA: proposal: " + pr.failure());
-        if (!pr.empty()) return syntax_error("SA: proposal has " + std::to_string(pr.remaining()) + " octets after its transforms");
+        if (!pr.empty())
+            return syntax_error("SA: proposal has " + std::to_string(pr.remaining()) + " octets after its transforms");
         sa.proposals.push_back(std::move(p));
         last_seen = last == 0;
     }
@@ -262,7 +318,8 @@ Status SaPayload::validate() const {
             return syntax_error("SA: IKE proposal SPI size " + std::to_string(p.spi.size()));
         if (p.protocol != ProtocolId::Ike && p.spi.size() != 4)
             return syntax_error("SA: ESP/AH proposal SPI size " + std::to_string(p.spi.size()));
-        if (p.transforms.empty()) return syntax_error("SA: proposal " + std::to_string(p.number) + " has no transforms");
+        if (p.transforms.empty())
+            return syntax_error("SA: proposal " + std::to_string(p.number) + " has no transforms");
         if (i > 0 && p.number != proposals[i - 1].number && p.number != proposals[i - 1].number + 1)
             return syntax_error("SA: proposal numbers not consecutive");
     }
@@ -302,8 +359,10 @@ void IdPayload::encode(Writer& w) const {
 }
 Status IdPayload::validate() const {
     if (data.empty()) return syntax_error("ID payload with empty identification data");
-    if (id_type == 1 && data.size() != 4) return syntax_error("ID_IPV4_ADDR of " + std::to_string(data.size()) + " octets");
-    if (id_type == 5 && data.size() != 16) return syntax_error("ID_IPV6_ADDR of " + std::to_string(data.size()) + " octets");
+    if (id_type == 1 && data.size() != 4)
+        return syntax_error("ID_IPV4_ADDR of " + std::to_string(data.size()) + " octets");
+    if (id_type == 5 && data.size() != 16)
+        return syntax_error("ID_IPV6_ADDR of " + std::to_string(data.size()) + " octets");
     return {};
 }
 
@@ -342,7 +401,8 @@ Status CertReqPayload::validate() const {
 std::vector<Bytes> CertReqPayload::hashes() const {
     std::vector<Bytes> out;
     if (encoding != 4) return out;
-    for (size_t i = 0; i + 20 <= data.size(); i += 20) out.emplace_back(data.begin() + long(i), data.begin() + long(i) + 20);
+    for (size_t i = 0; i + 20 <= data.size(); i += 20)
+        out.emplace_back(data.begin() + long(i), data.begin() + long(i) + 20);
     return out;
 }
 
@@ -368,7 +428,9 @@ Result<NoncePayload> NoncePayload::decode(Reader& r) {
     p.data = r.copy(r.remaining());
     return finish(r, std::move(p), "Nonce");
 }
-void NoncePayload::encode(Writer& w) const { w.bytes(data); }
+void NoncePayload::encode(Writer& w) const {
+    w.bytes(data);
+}
 Status NoncePayload::validate() const {
     if (data.size() < 16 || data.size() > 256)
         return syntax_error("nonce of " + std::to_string(data.size()) + " octets (must be 16..256)");
@@ -393,7 +455,8 @@ void NotifyPayload::encode(Writer& w) const {
 }
 Status NotifyPayload::validate() const {
     if (!spi.empty() && spi.size() != 4 && spi.size() != 8)
-        return syntax_error("Notify " + std::string(notify::name(type)) + " with SPI size " + std::to_string(spi.size()));
+        return syntax_error("Notify " + std::string(notify::name(type)) + " with SPI size " +
+                            std::to_string(spi.size()));
     if (type == notify::Cookie && (data.empty() || data.size() > 64))
         return syntax_error("COOKIE of " + std::to_string(data.size()) + " octets (must be 1..64)");
     if ((type == notify::NatDetectionSourceIp || type == notify::NatDetectionDestinationIp) && data.size() != 20)
@@ -402,8 +465,7 @@ Status NotifyPayload::validate() const {
         return syntax_error("INVALID_KE_PAYLOAD with " + std::to_string(data.size()) + " octets of data");
     if (type == notify::SignatureHashAlgorithms && data.size() % 2 != 0)
         return syntax_error("SIGNATURE_HASH_ALGORITHMS with odd length");
-    if (type == notify::RekeySa && spi.size() != 4)
-        return syntax_error("REKEY_SA without a 4-octet SPI");
+    if (type == notify::RekeySa && spi.size() != 4) return syntax_error("REKEY_SA without a 4-octet SPI");
     return {};
 }
 
@@ -441,8 +503,12 @@ Result<VendorIdPayload> VendorIdPayload::decode(Reader& r) {
     p.data = r.copy(r.remaining());
     return finish(r, std::move(p), "Vendor ID");
 }
-void VendorIdPayload::encode(Writer& w) const { w.bytes(data); }
-Status VendorIdPayload::validate() const { return {}; }
+void VendorIdPayload::encode(Writer& w) const {
+    w.bytes(data);
+}
+Status VendorIdPayload::validate() const {
+    return {};
+}
 
 Result<TsPayload> TsPayload::decode(Reader& r) {
     TsPayload p;
@@ -474,7 +540,8 @@ Result<TsPayload> TsPayload::decode(Reader& r) {
         }
         p.selectors.push_back(ts);
     }
-    if (r.ok() && !r.empty()) return syntax_error("TS: " + std::to_string(r.remaining()) + " octets after the selectors");
+    if (r.ok() && !r.empty())
+        return syntax_error("TS: " + std::to_string(r.remaining()) + " octets after the selectors");
     return finish(r, std::move(p), "TS");
 }
 void TsPayload::encode(Writer& w) const {
@@ -532,7 +599,9 @@ Result<SkPayload> SkPayload::decode(Reader& r) {
     p.data = r.copy(r.remaining());
     return finish(r, std::move(p), "SK");
 }
-void SkPayload::encode(Writer& w) const { w.bytes(data); }
+void SkPayload::encode(Writer& w) const {
+    w.bytes(data);
+}
 Status SkPayload::validate() const {
     if (data.empty()) return syntax_error("empty SK payload");
     return {};
@@ -578,23 +647,38 @@ bool is_known(uint8_t t) {
 
 Result<PayloadBody> decode_body(uint8_t type, Reader& r) {
     switch (static_cast<PayloadType>(type)) {
-        case PayloadType::SA: return decode_as<SaPayload>(r);
-        case PayloadType::KE: return decode_as<KePayload>(r);
+        case PayloadType::SA:
+            return decode_as<SaPayload>(r);
+        case PayloadType::KE:
+            return decode_as<KePayload>(r);
         case PayloadType::IDi:
-        case PayloadType::IDr: return decode_as<IdPayload>(r);
-        case PayloadType::CERT: return decode_as<CertPayload>(r);
-        case PayloadType::CERTREQ: return decode_as<CertReqPayload>(r);
-        case PayloadType::AUTH: return decode_as<AuthPayload>(r);
-        case PayloadType::Nonce: return decode_as<NoncePayload>(r);
-        case PayloadType::Notify: return decode_as<NotifyPayload>(r);
-        case PayloadType::Delete: return decode_as<DeletePayload>(r);
-        case PayloadType::VendorId: return decode_as<VendorIdPayload>(r);
+        case PayloadType::IDr:
+            return decode_as<IdPayload>(r);
+        case PayloadType::CERT:
+            return decode_as<CertPayload>(r);
+        case PayloadType::CERTREQ:
+            return decode_as<CertReqPayload>(r);
+        case PayloadType::AUTH:
+            return decode_as<AuthPayload>(r);
+        case PayloadType::Nonce:
+            return decode_as<NoncePayload>(r);
+        case PayloadType::Notify:
+            return decode_as<NotifyPayload>(r);
+        case PayloadType::Delete:
+            return decode_as<DeletePayload>(r);
+        case PayloadType::VendorId:
+            return decode_as<VendorIdPayload>(r);
         case PayloadType::TSi:
-        case PayloadType::TSr: return decode_as<TsPayload>(r);
-        case PayloadType::CP: return decode_as<CpPayload>(r);
-        case PayloadType::SK: return decode_as<SkPayload>(r);
-        case PayloadType::SKF: return decode_as<SkfPayload>(r);
-        default: break;
+        case PayloadType::TSr:
+            return decode_as<TsPayload>(r);
+        case PayloadType::CP:
+            return decode_as<CpPayload>(r);
+        case PayloadType::SK:
+            return decode_as<SkPayload>(r);
+        case PayloadType::SKF:
+            return decode_as<SkfPayload>(r);
+        default:
+            break;
     }
     UnknownPayload u;
     u.type = type;
@@ -683,8 +767,10 @@ uint8_t encode_chain(Writer& w, const std::vector<Payload>& payloads) {
         std::visit(
             [&](const auto& body) {
                 using T = std::decay_t<decltype(body)>;
-                if constexpr (std::is_same_v<T, UnknownPayload>) w.bytes(body.data);
-                else body.encode(w);
+                if constexpr (std::is_same_v<T, UnknownPayload>)
+                    w.bytes(body.data);
+                else
+                    body.encode(w);
             },
             p.body);
         w.patch(len, start);
@@ -713,15 +799,22 @@ Bytes Message::encode() const {
 namespace {
 const char* transform_type_name(TransformType t) {
     switch (t) {
-        case TransformType::Encr: return "ENCR";
-        case TransformType::Prf: return "PRF";
-        case TransformType::Integ: return "INTEG";
-        case TransformType::Dh: return "DH";
-        case TransformType::Esn: return "ESN";
+        case TransformType::Encr:
+            return "ENCR";
+        case TransformType::Prf:
+            return "PRF";
+        case TransformType::Integ:
+            return "INTEG";
+        case TransformType::Dh:
+            return "DH";
+        case TransformType::Esn:
+            return "ESN";
     }
     return "transform type ?";
 }
-Error not_chosen(std::string detail) { return Error(ErrorDomain::Ike, notify::NoProposalChosen, std::move(detail)); }
+Error not_chosen(std::string detail) {
+    return Error(ErrorDomain::Ike, notify::NoProposalChosen, std::move(detail));
+}
 }  // namespace
 
 Status check_chosen_proposal(const SaPayload& offered, const SaPayload& chosen, size_t spi_size) {
@@ -739,7 +832,8 @@ Status check_chosen_proposal(const SaPayload& offered, const SaPayload& chosen, 
     if (c.spi.size() != spi_size)
         return not_chosen("responder's proposal #" + std::to_string(c.number) + " has an SPI of " +
                           std::to_string(c.spi.size()) + " octets (must be " + std::to_string(spi_size) + ")");
-    for (auto t : {TransformType::Encr, TransformType::Prf, TransformType::Integ, TransformType::Dh, TransformType::Esn}) {
+    for (auto t :
+         {TransformType::Encr, TransformType::Prf, TransformType::Integ, TransformType::Dh, TransformType::Esn}) {
         size_t n_offered = 0, n_chosen = 0;
         for (const auto& x : o->transforms) n_offered += x.type == t;
         for (const auto& x : c.transforms) n_chosen += x.type == t;

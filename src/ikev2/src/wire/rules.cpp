@@ -99,17 +99,11 @@ const std::vector<ExchangeRule>& exchange_rules() {
         {ExchangeType::Informational,
          false,
          {"INFORMATIONAL request",
-          {{PT::Notify, Opt, 32},
-           {PT::Delete, Opt, 16},
-           {PT::VendorId, Opt, 16},
-           {PT::CP, Opt, 1}}}},
+          {{PT::Notify, Opt, 32}, {PT::Delete, Opt, 16}, {PT::VendorId, Opt, 16}, {PT::CP, Opt, 1}}}},
         {ExchangeType::Informational,
          true,
          {"INFORMATIONAL response",
-          {{PT::Notify, Opt, 32},
-           {PT::Delete, Opt, 16},
-           {PT::VendorId, Opt, 16},
-           {PT::CP, Opt, 1}}}},
+          {{PT::Notify, Opt, 32}, {PT::Delete, Opt, 16}, {PT::VendorId, Opt, 16}, {PT::CP, Opt, 1}}}},
     };
     return table;
 }
@@ -150,11 +144,7 @@ const std::vector<PurposeRule>& purpose_rules() {
           false}},
         {ResponsePurpose::CreateChildRequest,
          {"CREATE_CHILD_SA request",
-          {{PT::SA, Req, 1},
-           {PT::Nonce, Req, 1},
-           {PT::KE, Opt, 1},
-           {PT::TSi, Req, 1},
-           {PT::TSr, Req, 1}},
+          {{PT::SA, Req, 1}, {PT::Nonce, Req, 1}, {PT::KE, Opt, 1}, {PT::TSi, Req, 1}, {PT::TSr, Req, 1}},
           false}},
     };
     return table;
@@ -226,26 +216,23 @@ Result<Checked> check_rules(const MessageRule& rule, const std::vector<Payload>&
     for (const auto& p : payloads) {
         if (p.as<UnknownPayload>()) continue;
         if (p.type == PT::SK || p.type == PT::SKF)
-            return syntax_error(std::string(to_string(p.type)) +
-                                " payload inside an encrypted message");
+            return syntax_error(std::string(to_string(p.type)) + " payload inside an encrypted message");
         int row = row_of(rule, p);
         if (row < 0) {
             if (!rule.closed) continue;
-            return syntax_error(std::string(to_string(p.type)) + " payload not allowed in " +
-                                std::string(rule.name));
+            return syntax_error(std::string(to_string(p.type)) + " payload not allowed in " + std::string(rule.name));
         }
         const auto& r = rule.payloads[static_cast<size_t>(row)];
         if (++counts[static_cast<size_t>(row)] > r.max)
-            return syntax_error(std::string(rule.name) + " has more than " + std::to_string(r.max) +
-                                " " + row_name(r) + " payloads");
+            return syntax_error(std::string(rule.name) + " has more than " + std::to_string(r.max) + " " + row_name(r) +
+                                " payloads");
         if (r.presence == Presence::Sufficient && !c.m_answer) c.m_answer = &p;
     }
     for (size_t i = 0; i < rule.payloads.size(); ++i) {
         const auto& r = rule.payloads[i];
         if (r.presence != Presence::Required || counts[i] > 0) continue;
         c.m_complete = false;
-        if (!c.m_answer)
-            return syntax_error(std::string(rule.name) + ": no " + row_name(r) + " payload");
+        if (!c.m_answer) return syntax_error(std::string(rule.name) + ": no " + row_name(r) + " payload");
     }
     return c;
 }
@@ -260,9 +247,8 @@ void order_payloads(const MessageRule& rule, std::vector<Payload>& payloads) {
 }
 
 bool Checked::required(PayloadType t) const {
-    return std::any_of(m_rule->payloads.begin(), m_rule->payloads.end(), [&](const PayloadRule& r) {
-        return r.type == t && r.presence == Presence::Required;
-    });
+    return std::any_of(m_rule->payloads.begin(), m_rule->payloads.end(),
+                       [&](const PayloadRule& r) { return r.type == t && r.presence == Presence::Required; });
 }
 
 void Checked::missing(PayloadType t) const {

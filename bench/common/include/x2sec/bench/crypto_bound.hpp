@@ -22,10 +22,10 @@ struct BoundOptions {
 
 struct CryptoBound {
     size_t packet_size = 0;
-    double ecdh_p256_keygen_per_s = 0;  // EVP_PKEY_generate from a cached P-256 parameters key
-    double ecdh_p256_derive_per_s = 0;  // import the peer's point (on-curve check) + EVP_PKEY_derive, P-256
-    double ecdsa_p256_sign_per_s = 0;   // EVP_DigestSign SHA-256, P-256
-    double ecdsa_p256_verify_per_s = 0; // EVP_DigestVerify SHA-256, P-256
+    double ecdh_p256_keygen_per_s = 0;   // EVP_PKEY_generate from a cached P-256 parameters key
+    double ecdh_p256_derive_per_s = 0;   // import the peer's point (on-curve check) + EVP_PKEY_derive, P-256
+    double ecdsa_p256_sign_per_s = 0;    // EVP_DigestSign SHA-256, P-256
+    double ecdsa_p256_verify_per_s = 0;  // EVP_DigestVerify SHA-256, P-256
     double x25519_keygen_per_s = 0;
     double x25519_derive_per_s = 0;
     double aes128_gcm_bytes_per_s = 0;  // seal of packet_size octets, new IV each time

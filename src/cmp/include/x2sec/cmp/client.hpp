@@ -35,19 +35,19 @@ namespace x2sec::cmp {
 using Transfer = std::function<Result<Bytes>(BytesView request_der)>;
 
 struct TlsOptions {
-    std::vector<X509*> trust;       // roots for the server's TLS certificate (required for https)
-    X509* client_cert = nullptr;    // optional TLS client authentication
+    std::vector<X509*> trust;     // roots for the server's TLS certificate (required for https)
+    X509* client_cert = nullptr;  // optional TLS client authentication
     EVP_PKEY* client_key = nullptr;
 };
 
 struct ClientCommon {
-    std::string server_url;         // http://host:port/path or https://...
-    Transfer transfer;              // overrides server_url when set
+    std::string server_url;  // http://host:port/path or https://...
+    Transfer transfer;       // overrides server_url when set
     TlsOptions tls;
     int timeout_s = 30;
     std::vector<X509*> operator_roots;  // provisioned operator trust anchors
-    Bytes transaction_id;           // fixed transactionID (tests, replays); empty: fresh random
-    bool keep_alive = false;        // HTTP: one persistent connection for the transaction (ir + certConf)
+    Bytes transaction_id;               // fixed transactionID (tests, replays); empty: fresh random
+    bool keep_alive = false;            // HTTP: one persistent connection for the transaction (ir + certConf)
 };
 
 struct EnrollRequest : ClientCommon {
@@ -70,15 +70,15 @@ struct RenewRequest : ClientCommon {
 
 struct RevokeRequest : ClientCommon {
     EVP_PKEY* key = nullptr;
-    X509* cert = nullptr;            // the certificate to revoke, also the signer
+    X509* cert = nullptr;  // the certificate to revoke, also the signer
     std::vector<X509*> chain;
     int reason = 0;
 };
 
 struct Enrolled {
     pki::X509Ptr cert;
-    std::vector<pki::X509Ptr> chain;       // issuing CA .. operator root
-    pki::X509Ptr operator_root;            // the anchor the certificate was validated against
+    std::vector<pki::X509Ptr> chain;  // issuing CA .. operator root
+    pki::X509Ptr operator_root;       // the anchor the certificate was validated against
     std::vector<pki::X509Ptr> ca_pubs;
     std::vector<pki::X509Ptr> extra_certs;
 };
@@ -113,9 +113,9 @@ Status install_credential(const std::string& dir, EVP_PKEY* key, const Enrolled&
 struct OperatorCredential {
     pki::PkeyPtr key;
     pki::X509Ptr cert;
-    std::vector<pki::X509Ptr> chain;   // issuing CA(s), without the root
-    pki::X509Ptr root;                 // null when none was installed
-    std::string version;               // versions/<...>, or "legacy" for the flat layout
+    std::vector<pki::X509Ptr> chain;  // issuing CA(s), without the root
+    pki::X509Ptr root;                // null when none was installed
+    std::string version;              // versions/<...>, or "legacy" for the flat layout
 };
 // Reads <dir> as one unit: through `current` (resolved once, so a concurrent switch cannot mix
 // versions), else the flat legacy files operator.key / operator.crt / operator-root.crt.
@@ -132,9 +132,9 @@ struct RenewalWindow {
 Result<RenewalWindow> parse_renewal_window(std::string_view text);
 
 struct RenewalCheck {
-    bool due = false;       // inside the window (or expired)
-    bool expired = false;   // past notAfter: kur is impossible, re-enrol with ir
-    int64_t due_at = 0;     // when the window opens
+    bool due = false;      // inside the window (or expired)
+    bool expired = false;  // past notAfter: kur is impossible, re-enrol with ir
+    int64_t due_at = 0;    // when the window opens
     int64_t not_after = 0;
     std::string describe() const;  // "not due until 2027-09-01 12:00:00 UTC (...)" etc.
 };
@@ -149,8 +149,8 @@ bool needs_renewal(X509* cert, int64_t unix_now, double fraction = 0.8);
 // to call again.
 struct RenewalOutcome {
     bool renewed = false;
-    RenewalCheck check;          // of the certificate that was current before the call
-    pki::X509Ptr new_cert;       // when renewed
+    RenewalCheck check;     // of the certificate that was current before the call
+    pki::X509Ptr new_cert;  // when renewed
     int64_t next_check_at = 0;
 };
 Result<RenewalOutcome> renew_if_due(const std::string& dir, const ClientCommon& common, int64_t unix_now,

@@ -46,7 +46,7 @@ struct HttpOptions {
     // GET <ocsp_path>/<url-encoded base64 request>; answers application/ocsp-response.
     OcspResponder* ocsp = nullptr;
     std::string ocsp_path = "/ocsp";
-    bool serve_cmp = true;           // false: an OCSP (and CRL) listener only; CMP paths are 404
+    bool serve_cmp = true;  // false: an OCSP (and CRL) listener only; CMP paths are 404
     // HTTPS when set
     X509* tls_cert = nullptr;
     EVP_PKEY* tls_key = nullptr;

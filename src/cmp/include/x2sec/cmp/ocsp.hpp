@@ -31,12 +31,12 @@
 namespace x2sec::cmp {
 
 struct OcspConfig {
-    pki::X509Ptr ca_cert;                 // the issuing CA whose certificates are answered for
-    pki::X509Ptr signer_cert;             // delegated OCSP signer (issued by ca_cert)
+    pki::X509Ptr ca_cert;      // the issuing CA whose certificates are answered for
+    pki::X509Ptr signer_cert;  // delegated OCSP signer (issued by ca_cert)
     pki::PkeyPtr signer_key;
-    std::vector<pki::X509Ptr> extra;      // sent with the signer (the issuing CA if not a root)
-    int next_update_s = 3600;             // nextUpdate = thisUpdate + this (0: no nextUpdate)
-    int max_certs = 32;                   // CertIDs per request
+    std::vector<pki::X509Ptr> extra;  // sent with the signer (the issuing CA if not a root)
+    int next_update_s = 3600;         // nextUpdate = thisUpdate + this (0: no nextUpdate)
+    int max_certs = 32;               // CertIDs per request
 };
 
 class OcspResponder {

@@ -22,12 +22,12 @@ namespace x2sec::cmp {
 enum class Approval { Immediate, Manual };
 
 struct IssuanceProfile {
-    std::string name;                                // "" for the default profile
-    std::vector<std::string> dns = {"{identity}"};   // dNSName patterns; empty: dNSName not permitted
-    std::vector<std::string> ip;                     // iPAddress ranges; empty: not permitted
-    std::vector<std::string> uri;                    // URI patterns; empty: not permitted
-    std::vector<std::string> required;               // "dns" | "ip" | "uri" that must be requested
-    std::optional<int64_t> validity_days;            // overrides the server's policy
+    std::string name;                               // "" for the default profile
+    std::vector<std::string> dns = {"{identity}"};  // dNSName patterns; empty: dNSName not permitted
+    std::vector<std::string> ip;                    // iPAddress ranges; empty: not permitted
+    std::vector<std::string> uri;                   // URI patterns; empty: not permitted
+    std::vector<std::string> required;              // "dns" | "ip" | "uri" that must be requested
+    std::optional<int64_t> validity_days;           // overrides the server's policy
     Approval approval = Approval::Immediate;
     // Config errors: an unknown `required` type, a malformed CIDR, an empty pattern, a type
     // required but not permitted.
@@ -37,8 +37,8 @@ struct IssuanceProfile {
 // subjectAltNames of a certificate request, by type (ip in text form, e.g. "192.0.2.7").
 struct RequestedNames {
     std::vector<std::string> dns, ip, uri;
-    std::vector<std::string> other;                  // names of other GeneralName types present
-    std::vector<std::string> malformed;              // values that cannot be a name of their type
+    std::vector<std::string> other;      // names of other GeneralName types present
+    std::vector<std::string> malformed;  // values that cannot be a name of their type
 };
 
 // The outcome of checking a request against a profile: ok, or the PKIFailureInfo bit, the

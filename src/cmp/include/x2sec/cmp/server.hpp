@@ -32,11 +32,11 @@ struct ServerPolicy {
     bool allow_identity_mismatch = false;  // accept SANs other than the vendor identity
     bool grant_implicit_confirm = true;
     int64_t validity_days = 365;
-    std::vector<std::string> crl_urls;     // cRLDistributionPoints in issued certificates
-    std::vector<std::string> ocsp_urls;    // authorityInfoAccess id-ad-ocsp in issued certificates
-    int session_timeout_s = 300;           // unconfirmed certificates are revoked after this
-    int poll_interval_s = 5;               // checkAfter in pollRep while a request awaits approval
-    int64_t pending_timeout_s = 7 * 86400; // an in-memory polling session is dropped after this
+    std::vector<std::string> crl_urls;      // cRLDistributionPoints in issued certificates
+    std::vector<std::string> ocsp_urls;     // authorityInfoAccess id-ad-ocsp in issued certificates
+    int session_timeout_s = 300;            // unconfirmed certificates are revoked after this
+    int poll_interval_s = 5;                // checkAfter in pollRep while a request awaits approval
+    int64_t pending_timeout_s = 7 * 86400;  // an in-memory polling session is dropped after this
     // Identity policy of /.well-known/cmp and /pkix/ (dNSName = the node identity only).
     IssuanceProfile default_profile;
     // /.well-known/cmp/p/<name>; a request to a name not here is refused (badRequest).  "henb"
@@ -54,21 +54,21 @@ struct ServerPolicy {
 
 // What the caller (HTTP layer, tests) tells the server about one request.
 struct RequestContext {
-    std::string_view profile;              // from the path; "" = the default profile
-    int64_t now = 0;                       // unix seconds of the caller's clock: the server reads no clock
+    std::string_view profile;  // from the path; "" = the default profile
+    int64_t now = 0;           // unix seconds of the caller's clock: the server reads no clock
 };
 
 struct ServerConfig {
-    pki::X509Ptr ca_cert;                  // issuing CA
+    pki::X509Ptr ca_cert;  // issuing CA
     pki::PkeyPtr ca_key;
-    std::vector<pki::X509Ptr> ca_chain;    // issuing CA's issuers up to and including the operator root
-    pki::X509Ptr ra_cert;                  // CMP protection certificate (may be the CA itself)
+    std::vector<pki::X509Ptr> ca_chain;  // issuing CA's issuers up to and including the operator root
+    pki::X509Ptr ra_cert;                // CMP protection certificate (may be the CA itself)
     pki::PkeyPtr ra_key;
-    std::vector<pki::X509Ptr> ra_chain;    // RA certificate's issuers (may repeat ca_chain)
+    std::vector<pki::X509Ptr> ra_chain;  // RA certificate's issuers (may repeat ca_chain)
     std::vector<pki::X509Ptr> vendor_roots;
     ServerPolicy policy;
 
-    X509* operator_root() const;           // the self-signed end of ca_chain (or ca_cert)
+    X509* operator_root() const;  // the self-signed end of ca_chain (or ca_cert)
     // Loads an operator CA directory written by `x2sec pki init-operator-ca` (ca.*, chain.pem,
     // ra.*) and vendor root files.
     static Result<ServerConfig> from_ca_dir(const std::string& dir, const std::vector<std::string>& vendor_root_files);

@@ -18,14 +18,14 @@ struct CertRecord {
     Bytes serial;
     Bytes transaction_id;
     std::string subject;
-    std::string sans;        // comma separated dNSNames
-    std::string requester;   // subject of the certificate that authenticated the request
-    std::string body;        // "ir", "kur", "cr", "p10cr"
+    std::string sans;       // comma separated dNSNames
+    std::string requester;  // subject of the certificate that authenticated the request
+    std::string body;       // "ir", "kur", "cr", "p10cr"
     int64_t not_before = 0;
     int64_t not_after = 0;
     int64_t issued_at = 0;
     Bytes der;
-    std::string status;      // "unconfirmed", "confirmed", "implicit", "rejected-by-client", "aborted"
+    std::string status;  // "unconfirmed", "confirmed", "implicit", "rejected-by-client", "aborted"
     bool revoked = false;
     int64_t revoked_at = 0;
     int revocation_reason = 0;
@@ -40,12 +40,12 @@ struct StoreCounts {
 // A certificate request held for an operator's decision (profile approval = "manual").
 struct PendingRequest {
     Bytes transaction_id;
-    std::string profile;     // "" = default profile
-    std::string body;        // "ir", "cr", "p10cr", "kur"
+    std::string profile;  // "" = default profile
+    std::string body;     // "ir", "cr", "p10cr", "kur"
     std::string subject, sans, requester;
-    Bytes request_der;       // the original PKIMessage: any instance can answer the polls
+    Bytes request_der;  // the original PKIMessage: any instance can answer the polls
     int64_t created = 0;
-    std::string state;       // "pending" -> "approved" | "rejected"; "approved" -> "issued"
+    std::string state;  // "pending" -> "approved" | "rejected"; "approved" -> "issued"
     std::string decided_by, reason;
     int64_t decided_at = 0;
 };
@@ -54,7 +54,7 @@ struct PendingRequest {
 // (audit_entry_hash); each entry carries its predecessor's hash, so a rewritten or removed
 // entry breaks the chain (verify_audit_chain).
 struct AuditEntry {
-    int64_t seq = 0;         // 1, 2, ... assigned by the store
+    int64_t seq = 0;  // 1, 2, ... assigned by the store
     int64_t at = 0;
     std::string actor, action, object, reason;
     Bytes prev_hash, hash;

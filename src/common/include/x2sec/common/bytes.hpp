@@ -24,7 +24,9 @@ Bytes hex(std::string_view hex);
 inline BytesView as_bytes(std::string_view s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
-inline Bytes to_bytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
+inline Bytes to_bytes(std::string_view s) {
+    return Bytes(s.begin(), s.end());
+}
 inline Bytes concat(std::initializer_list<BytesView> parts) {
     Bytes out;
     size_t n = 0;
@@ -40,7 +42,9 @@ inline Bytes concat(std::initializer_list<BytesView> parts) {
 // UTF-8, surrogates, C1 controls, bidirectional overrides) becomes "\\xHH".  The mapping is
 // injective (distinct inputs give distinct texts) and the result is always valid UTF-8.
 std::string printable_text(BytesView data);
-inline std::string printable_text(std::string_view s) { return printable_text(as_bytes(s)); }
+inline std::string printable_text(std::string_view s) {
+    return printable_text(as_bytes(s));
+}
 
 // Constant-time equality (CRYPTO_memcmp); false when lengths differ.
 bool ct_equal(BytesView a, BytesView b);
@@ -58,11 +62,18 @@ public:
     SecureBytes(const SecureBytes& o) : m_data(o.m_data) {}
     SecureBytes(SecureBytes&& o) noexcept : m_data(std::move(o.m_data)) { o.wipe(); }
     SecureBytes& operator=(const SecureBytes& o) {
-        if (this != &o) { wipe(); m_data = o.m_data; }
+        if (this != &o) {
+            wipe();
+            m_data = o.m_data;
+        }
         return *this;
     }
     SecureBytes& operator=(SecureBytes&& o) noexcept {
-        if (this != &o) { wipe(); m_data = std::move(o.m_data); o.wipe(); }
+        if (this != &o) {
+            wipe();
+            m_data = std::move(o.m_data);
+            o.wipe();
+        }
         return *this;
     }
     ~SecureBytes() { wipe(); }

@@ -38,9 +38,8 @@ struct TrafficSelector {
     uint16_t end_port = 65535;
     IpAddress start_addr;
     IpAddress end_addr;
-    static TrafficSelector from_prefix(const IpAddress& addr, unsigned prefix_len,
-                                       uint8_t proto = 0, uint16_t port_lo = 0,
-                                       uint16_t port_hi = 65535);
+    static TrafficSelector from_prefix(const IpAddress& addr, unsigned prefix_len, uint8_t proto = 0,
+                                       uint16_t port_lo = 0, uint16_t port_hi = 65535);
     bool contains(const IpAddress& a, uint8_t proto, uint16_t port) const;
     std::string to_string() const;  // "192.0.2.0/24[udp/2152]" style
     auto operator<=>(const TrafficSelector&) const = default;
@@ -75,14 +74,14 @@ struct DirectionKeys {
 };
 
 struct ChildSaParams {
-    uint64_t ike_sa_id = 0;      // engine-local handle of the owning IKE SA
-    uint32_t reqid = 0;          // stable across rekeys of the same Child SA
-    uint32_t spi_in = 0;         // SPI we chose: peer sends to it
-    uint32_t spi_out = 0;        // SPI the peer chose
+    uint64_t ike_sa_id = 0;  // engine-local handle of the owning IKE SA
+    uint32_t reqid = 0;      // stable across rekeys of the same Child SA
+    uint32_t spi_in = 0;     // SPI we chose: peer sends to it
+    uint32_t spi_out = 0;    // SPI the peer chose
     EspCipher cipher = EspCipher::AesGcm16_128;
     bool esn = false;
     IpsecMode mode = IpsecMode::Tunnel;
-    IpAddress local_addr, remote_addr;  // outer (tunnel endpoint) addresses
+    IpAddress local_addr, remote_addr;               // outer (tunnel endpoint) addresses
     uint16_t local_port = 4500, remote_port = 4500;  // UDP encapsulation ports
     bool udp_encap = true;
     std::vector<TrafficSelector> ts_local, ts_remote;  // narrowed, as agreed

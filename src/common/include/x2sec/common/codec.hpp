@@ -21,7 +21,7 @@ public:
     uint64_t u64();
     BytesView bytes(size_t n);  // view into the input, empty on failure
     Bytes copy(size_t n);
-    BytesView rest();           // everything left
+    BytesView rest();  // everything left
     void skip(size_t n);
     // A sub-reader over the next n bytes (fails this reader if fewer are left).
     Reader sub(size_t n);
@@ -57,7 +57,10 @@ public:
 
     // Length back-patching: reserve a 16/32-bit field now, fill it in later with the number
     // of bytes from `from` (default: the field's own position) to the current end.
-    struct Mark { size_t field; size_t width; };
+    struct Mark {
+        size_t field;
+        size_t width;
+    };
     Mark reserve16() { return reserve(2); }
     Mark reserve32() { return reserve(4); }
     // Writes (size() - from) into the reserved field; `from` defaults to the field position.

@@ -72,13 +72,10 @@ private:
 class Registry {
 public:
     // Created with `bounds` on first use; later calls return the same histogram.
-    Histogram& histogram(std::string_view name,
-                         const std::vector<double>& bounds = latency_buckets());
+    Histogram& histogram(std::string_view name, const std::vector<double>& bounds = latency_buckets());
     void observe(std::string_view name, double v) { histogram(name).observe(v); }
     std::atomic<int64_t>& gauge(std::string_view name);
-    void set_gauge(std::string_view name, int64_t v) {
-        gauge(name).store(v, std::memory_order_relaxed);
-    }
+    void set_gauge(std::string_view name, int64_t v) { gauge(name).store(v, std::memory_order_relaxed); }
     std::map<std::string, Histogram::Snapshot> histograms() const;
     std::map<std::string, int64_t> gauges() const;
 
@@ -105,8 +102,7 @@ class Exposition {
 public:
     // A sample of family `name` (HELP/TYPE taken from the first add for that name; a later add
     // with another type is ignored, so one family never mixes types).
-    void add(std::string_view name, Type type, std::string_view help, const Labels& labels,
-             double value);
+    void add(std::string_view name, Type type, std::string_view help, const Labels& labels, double value);
     void add_histogram(std::string_view name, std::string_view help, const Labels& labels,
                        const Histogram::Snapshot& h);
     // Every counter of `c`, mapped by `rules`; `extra` labels on each sample.

@@ -19,7 +19,7 @@ enum class ErrorDomain {
     Ike,     // code = IKEv2 Notify error type (RFC 7296 3.10.1)
     Esp,
     Pki,
-    Cmp,     // code = PKIFailureInfo bit
+    Cmp,  // code = PKIFailureInfo bit
     Kds,
     Config,
     Io,
@@ -61,16 +61,31 @@ public:
     bool ok() const { return m_v.index() == 0; }
     explicit operator bool() const { return ok(); }
 
-    T& value() & { assert(ok()); return std::get<0>(m_v); }
-    const T& value() const& { assert(ok()); return std::get<0>(m_v); }
-    T&& value() && { assert(ok()); return std::get<0>(std::move(m_v)); }
+    T& value() & {
+        assert(ok());
+        return std::get<0>(m_v);
+    }
+    const T& value() const& {
+        assert(ok());
+        return std::get<0>(m_v);
+    }
+    T&& value() && {
+        assert(ok());
+        return std::get<0>(std::move(m_v));
+    }
     T& operator*() & { return value(); }
     const T& operator*() const& { return value(); }
     T* operator->() { return &value(); }
     const T* operator->() const { return &value(); }
 
-    const Error& error() const& { assert(!ok()); return std::get<1>(m_v); }
-    Error&& error() && { assert(!ok()); return std::get<1>(std::move(m_v)); }
+    const Error& error() const& {
+        assert(!ok());
+        return std::get<1>(m_v);
+    }
+    Error&& error() && {
+        assert(!ok());
+        return std::get<1>(std::move(m_v));
+    }
 
     T value_or(T fallback) const& { return ok() ? std::get<0>(m_v) : std::move(fallback); }
 
@@ -85,7 +100,10 @@ public:
     Result(Error error) : m_error(std::move(error)), m_ok(false) {}
     bool ok() const { return m_ok; }
     explicit operator bool() const { return m_ok; }
-    const Error& error() const { assert(!m_ok); return m_error; }
+    const Error& error() const {
+        assert(!m_ok);
+        return m_error;
+    }
 
 private:
     Error m_error;
@@ -94,20 +112,22 @@ private:
 
 using Status = Result<void>;
 
-inline Status ok_status() { return {}; }
+inline Status ok_status() {
+    return {};
+}
 
 }  // namespace x2sec
 
 // Propagate an error: X2SEC_TRY(auto v, expr);  or  X2SEC_TRY_STATUS(expr);
 #define X2SEC_CONCAT_INNER(a, b) a##b
 #define X2SEC_CONCAT(a, b) X2SEC_CONCAT_INNER(a, b)
-#define X2SEC_TRY_IMPL(tmp, decl, expr)              \
-    auto tmp = (expr);                               \
-    if (!tmp.ok()) return std::move(tmp).error();    \
+#define X2SEC_TRY_IMPL(tmp, decl, expr)           \
+    auto tmp = (expr);                            \
+    if (!tmp.ok()) return std::move(tmp).error(); \
     decl = std::move(tmp).value()
 #define X2SEC_TRY(decl, expr) X2SEC_TRY_IMPL(X2SEC_CONCAT(x2sec_try_, __LINE__), decl, expr)
-#define X2SEC_TRY_STATUS(expr)                                                   \
-    do {                                                                         \
-        auto x2sec_st = (expr);                                                  \
-        if (!x2sec_st.ok()) return x2sec_st.error();                             \
+#define X2SEC_TRY_STATUS(expr)                       \
+    do {                                             \
+        auto x2sec_st = (expr);                      \
+        if (!x2sec_st.ok()) return x2sec_st.error(); \
     } while (0)

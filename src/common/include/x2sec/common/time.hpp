@@ -13,7 +13,7 @@ using Millis = int64_t;
 class Clock {
 public:
     virtual ~Clock() = default;
-    virtual Millis now() const = 0;          // monotonic, for timers
+    virtual Millis now() const = 0;            // monotonic, for timers
     virtual int64_t unix_seconds() const = 0;  // wall clock, for certificate validity
 };
 

@@ -82,15 +82,15 @@ struct PeerEntry {
     Located<std::string> local_id;
     std::optional<Located<std::string>> remote_id;
     AuthKind local_auth = AuthKind::Certificate, remote_auth = AuthKind::Certificate;
-    std::optional<Located<std::string>> credential;      // name of a [credential.X]
-    std::vector<Located<std::string>> trust;             // anchor labels; empty = all anchors
-    std::optional<Located<std::string>> psk_hex;         // psk = "hex:..." / "0x..."
-    std::optional<Located<std::string>> psk_text;        // psk = "text:..." (UTF-8 octets)
-    std::optional<Located<std::string>> psk_file;        // raw octets of a file (absolute path)
+    std::optional<Located<std::string>> credential;  // name of a [credential.X]
+    std::vector<Located<std::string>> trust;         // anchor labels; empty = all anchors
+    std::optional<Located<std::string>> psk_hex;     // psk = "hex:..." / "0x..."
+    std::optional<Located<std::string>> psk_text;    // psk = "text:..." (UTF-8 octets)
+    std::optional<Located<std::string>> psk_file;    // raw octets of a file (absolute path)
     bool send_certreq = true;
-    std::optional<Located<std::string>> ocsp_stapling;   // "off" (default) | "request" | "require" (RFC 4806)
-    std::string ocsp_staple_file;                        // our DER OCSPResponse to staple ("" = AIA look-up)
-    std::optional<Located<std::string>> unique;          // "no" | "never" | "keep" | "replace" (default)
+    std::optional<Located<std::string>> ocsp_stapling;  // "off" (default) | "request" | "require" (RFC 4806)
+    std::string ocsp_staple_file;                       // our DER OCSPResponse to staple ("" = AIA look-up)
+    std::optional<Located<std::string>> unique;         // "no" | "never" | "keep" | "replace" (default)
     std::vector<Located<std::string>> ike_proposals;
     uint64_t ike_rekey_seconds = 14400;
     uint64_t dpd_interval_ms = 30000;
@@ -108,7 +108,7 @@ struct RuntimeSection {
     std::vector<IpAddress> listen;  // extra local addresses to bind (peers' local addrs always)
     std::string control_socket;     // "" = none unless given on the command line
     std::string log_level = "info";
-    std::string log_file;           // "" = stderr
+    std::string log_file;  // "" = stderr
 };
 
 struct EngineSection {
@@ -130,20 +130,20 @@ struct RevocationSection {
     // certificate without any CRL source; off: no revocation checking.  The old top-level
     // `crl_check = true` means require, `crl_check = false` off.
     RevocationMode mode = RevocationMode::Auto;
-    bool policy_soft = false;             // crl_policy = "hard" (default) | "soft"
-    bool fetch = true;                    // fetch the certificates' http:// distribution points
-    std::vector<std::string> crl_urls;    // fetched for every chain
+    bool policy_soft = false;           // crl_policy = "hard" (default) | "soft"
+    bool fetch = true;                  // fetch the certificates' http:// distribution points
+    std::vector<std::string> crl_urls;  // fetched for every chain
     int64_t fetch_timeout_ms = 5000;
     int64_t max_wait_ms = 1000;
     int64_t refresh_ms = 3600 * 1000;
     int64_t retry_ms = 30 * 1000;
     uint32_t max_crl_size = 1024 * 1024;
-    std::string cache_dir;                // absolute, "" = memory only
+    std::string cache_dir;  // absolute, "" = memory only
     // method = "crl" (default) | "ocsp" | "ocsp-then-crl": OCSP look-ups at the certificates'
     // authorityInfoAccess responders (see x509::RevocationMethod).
     std::string method = "crl";
-    bool ocsp_nonce = true;               // send a nonce and require it echoed
-    int64_t ocsp_max_age_ms = -1;         // refuse older answers (-1: no limit)
+    bool ocsp_nonce = true;        // send a nonce and require it echoed
+    int64_t ocsp_max_age_ms = -1;  // refuse older answers (-1: no limit)
     Location where;
 };
 

@@ -98,8 +98,8 @@ enum class IntegId : uint16_t {
 };
 // Encryption key length in KEYMAT: for GCM key + 4-octet salt (RFC 5282 7.1).
 size_t encr_keymat_size(EncrId e, unsigned key_bits);
-size_t integ_key_size(IntegId i);   // 32, 48, 64
-size_t integ_icv_size(IntegId i);   // 16, 24, 32
+size_t integ_key_size(IntegId i);  // 32, 48, 64
+size_t integ_icv_size(IntegId i);  // 16, 24, 32
 
 // Protects the SK payload (RFC 7296 3.14, RFC 5282).  seal() returns IV || ciphertext || ICV
 // where the plaintext is padded (padding octets then the pad-length octet) to the block size;
@@ -108,8 +108,7 @@ size_t integ_icv_size(IntegId i);   // 16, 24, 32
 // 64-bit counter per key (never reused); the CBC IV comes from the Rng.
 class SkCipher {
 public:
-    static Result<SkCipher> create(EncrId e, unsigned key_bits, IntegId i, SecureBytes enc_key,
-                                   SecureBytes integ_key);
+    static Result<SkCipher> create(EncrId e, unsigned key_bits, IntegId i, SecureBytes enc_key, SecureBytes integ_key);
     size_t iv_size() const;
     size_t icv_size() const;
     size_t block_size() const;
@@ -136,8 +135,8 @@ const char* key_type_name(KeyType t);
 
 // Signature schemes of IKEv2 AUTH method 14 (RFC 7427) and method 1 (RSA PKCS#1 v1.5 SHA-1).
 enum class SigScheme : uint8_t {
-    EcdsaSha256,   // ecdsa-with-SHA256 (P-256)
-    EcdsaSha384,   // ecdsa-with-SHA384 (P-384)
+    EcdsaSha256,  // ecdsa-with-SHA256 (P-256)
+    EcdsaSha384,  // ecdsa-with-SHA384 (P-384)
     EcdsaSha512,
     RsaPssSha256,  // RSASSA-PSS, MGF1 same hash, salt = hash length
     RsaPssSha384,

@@ -53,11 +53,11 @@ Result<Bytes> load_token_certificate(const std::string& uri);
 
 // What the token says about the private key the URI names.
 struct TokenKeyAttributes {
-    bool sensitive = false;         // CKA_SENSITIVE
-    bool extractable = true;        // CKA_EXTRACTABLE
-    bool always_sensitive = false;  // CKA_ALWAYS_SENSITIVE
-    bool never_extractable = false; // CKA_NEVER_EXTRACTABLE
-    bool value_readable = true;     // C_GetAttributeValue(CKA_VALUE / CKA_PRIVATE_EXPONENT) answered
+    bool sensitive = false;          // CKA_SENSITIVE
+    bool extractable = true;         // CKA_EXTRACTABLE
+    bool always_sensitive = false;   // CKA_ALWAYS_SENSITIVE
+    bool never_extractable = false;  // CKA_NEVER_EXTRACTABLE
+    bool value_readable = true;      // C_GetAttributeValue(CKA_VALUE / CKA_PRIVATE_EXPONENT) answered
 };
 Result<TokenKeyAttributes> token_key_attributes(const std::string& uri);
 

@@ -18,8 +18,7 @@ namespace x2sec::esp {
 class SaCipher {
 public:
     // encrypt: true for an outbound SA, false for an inbound one.
-    static Result<std::unique_ptr<SaCipher>> create(EspCipher cipher, const DirectionKeys& keys,
-                                                    bool encrypt);
+    static Result<std::unique_ptr<SaCipher>> create(EspCipher cipher, const DirectionKeys& keys, bool encrypt);
     ~SaCipher();
     SaCipher(const SaCipher&) = delete;
     SaCipher& operator=(const SaCipher&) = delete;
@@ -33,16 +32,13 @@ public:
 
     // AEAD (GCM): nonce = salt || iv(8); encrypts/decrypts data in place; the AAD is
     // SPI || seq (8 octets) or SPI || ESN (12 octets).
-    bool gcm_seal(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data,
-                  size_t len, uint8_t* icv);
-    bool gcm_open(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data,
-                  size_t len, const uint8_t* icv);
+    bool gcm_seal(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data, size_t len, uint8_t* icv);
+    bool gcm_open(const uint8_t* aad, size_t aad_len, const uint8_t* iv, uint8_t* data, size_t len, const uint8_t* icv);
     // Fast path for the data plane: the explicit IV comes from the provider's invocation
     // counter (RFC 4106 3.1: unique per key; random start, +1 per packet) and is written to
     // iv_out.  Avoids EVP_CipherInit_ex, whose parameter handling costs ~170 ns a packet on
     // OpenSSL 3.0.
-    bool gcm_seal_next(const uint8_t* aad, size_t aad_len, uint8_t* iv_out, uint8_t* data,
-                       size_t len, uint8_t* icv);
+    bool gcm_seal_next(const uint8_t* aad, size_t aad_len, uint8_t* iv_out, uint8_t* data, size_t len, uint8_t* icv);
     // CBC + HMAC: encrypt/decrypt in place with the given 16-octet IV; the ICV is computed
     // separately over the authenticated region (ESP header, IV, ciphertext, then the
     // high-order ESN octets if ESN is on).

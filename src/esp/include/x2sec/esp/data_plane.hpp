@@ -35,7 +35,7 @@ struct SaUsage {
 
 struct OutboundSa {
     uint32_t spi = 0;
-    uint32_t spi_in = 0;  // the Child SA's inbound SPI (its handle)
+    uint32_t spi_in = 0;           // the Child SA's inbound SPI (its handle)
     std::atomic<uint64_t> seq{0};  // last sequence number sent (written by the TX thread only)
     bool esn = false;
     IpsecMode mode = IpsecMode::Tunnel;

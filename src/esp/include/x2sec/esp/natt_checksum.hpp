@@ -23,8 +23,7 @@ uint16_t checksum_replace(uint16_t check, BytesView old_words, BytesView new_wor
 
 // The Internet checksum of a TCP/UDP segment with its IPv4/IPv6 pseudo-header (the checksum
 // field must be zero or is included as is).
-uint16_t transport_checksum(const IpAddress& src, const IpAddress& dst, uint8_t proto, const uint8_t* l4,
-                            size_t len);
+uint16_t transport_checksum(const IpAddress& src, const IpAddress& dst, uint8_t proto, const uint8_t* l4, size_t len);
 
 enum class ChecksumFix : uint8_t {
     None,         // not TCP/UDP, or UDP/IPv4 without a checksum, or too short to touch

@@ -69,9 +69,8 @@ inline constexpr size_t kMaxTailroom = 15 + 2 + 16;
 // payload_off - 8 - iv_len.  The IV must be iv_len() octets; for GCM, iv == nullptr takes
 // the next IV from the SA's invocation counter (SaCipher::gcm_seal_next).  Returns the length,
 // or 0 if buf is too small or OpenSSL failed.
-size_t seal(SaCipher& c, uint32_t spi, uint64_t seq, bool esn, const uint8_t* iv,
-            uint8_t next_header, std::span<uint8_t> buf, size_t payload_off,
-            size_t payload_len);
+size_t seal(SaCipher& c, uint32_t spi, uint64_t seq, bool esn, const uint8_t* iv, uint8_t next_header,
+            std::span<uint8_t> buf, size_t payload_off, size_t payload_len);
 
 struct OpenResult {
     bool ok = false;

@@ -62,13 +62,13 @@ struct IkeMessage {
 struct TunBackendOptions {
     std::string tun_name = "x2s0";
     int mtu = 1400;
-    IpAddress bind_addr;        // local outer address (any of the SAs' local_addr)
-    uint16_t port = 4500;       // UDP encapsulation port (shared with IKE)
-    size_t batch = 32;          // packets per recvmmsg/sendmmsg (offload mode: at least 128)
-    Millis tick_ms = 100;       // lifetime checks
-    Millis keepalive_ms = 0;    // NAT keepalives to every SA peer (0 = off; TS 29.139: 20 s)
+    IpAddress bind_addr;      // local outer address (any of the SAs' local_addr)
+    uint16_t port = 4500;     // UDP encapsulation port (shared with IKE)
+    size_t batch = 32;        // packets per recvmmsg/sendmmsg (offload mode: at least 128)
+    Millis tick_ms = 100;     // lifetime checks
+    Millis keepalive_ms = 0;  // NAT keepalives to every SA peer (0 = off; TS 29.139: 20 s)
     int socket_buffer = 4 << 20;
-    bool udp_offload = true;    // UDP GSO on send (UDP_SEGMENT), UDP GRO on receive
+    bool udp_offload = true;  // UDP GSO on send (UDP_SEGMENT), UDP GRO on receive
     // With a vnet TUN device: decrypted TCP segments of one flow leave as one TSO
     // super-packet per receive batch (TunCoalescer) instead of one write() each.
     bool tun_coalesce = true;
@@ -83,8 +83,7 @@ struct TunBackendOptions {
 
 class TunBackend {
 public:
-    static Result<std::unique_ptr<TunBackend>> create(DataPlane& dp, TunDevice tun,
-                                                      TunBackendOptions options);
+    static Result<std::unique_ptr<TunBackend>> create(DataPlane& dp, TunDevice tun, TunBackendOptions options);
     ~TunBackend();
     Status start();
     void stop();  // joins the threads; idempotent

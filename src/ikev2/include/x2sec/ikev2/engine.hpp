@@ -47,8 +47,8 @@ std::string to_string(const IkeProposal& p);
 // ESP proposal: "aes128gcm16", "aes256gcm16-esn", "aes128-sha256", "aes128gcm16-ecp256" (PFS).
 struct ChildProposal {
     std::vector<EspCipher> ciphers;
-    std::vector<bool> esn;                 // acceptable ESN choices, default {false}
-    std::vector<crypto::DhGroup> pfs;      // empty: no PFS
+    std::vector<bool> esn;             // acceptable ESN choices, default {false}
+    std::vector<crypto::DhGroup> pfs;  // empty: no PFS
 };
 Result<ChildProposal> parse_child_proposal(const std::string& text);
 std::string to_string(const ChildProposal& p);
@@ -71,8 +71,8 @@ struct ChildConfig {
     std::vector<TrafficSelector> local_ts, remote_ts;
     std::vector<ChildProposal> proposals;
     IpsecMode mode = IpsecMode::Tunnel;
-    Lifetime lifetime;            // data plane lifetimes (soft triggers rekey)
-    uint64_t rekey_seconds = 3600;   // engine-side rekey timer, 0 = none
+    Lifetime lifetime;              // data plane lifetimes (soft triggers rekey)
+    uint64_t rekey_seconds = 3600;  // engine-side rekey timer, 0 = none
     uint32_t replay_window = 1024;
 };
 
@@ -95,7 +95,8 @@ Result<OcspStapling> parse_ocsp_stapling(const std::string& text);
 struct PeerConfig {
     std::string name;
     IpAddress local_addr, remote_addr;
-    uint16_t local_port = 500, remote_port = 500;  // IKE ports; NAT-T floats to 4500 (or +4000 of a custom port pair, configurable below)
+    uint16_t local_port = 500,
+             remote_port = 500;  // IKE ports; NAT-T floats to 4500 (or +4000 of a custom port pair, configurable below)
     uint16_t local_natt_port = 4500, remote_natt_port = 4500;
     Identity local_id;
     std::optional<Identity> remote_id;  // nullopt: any identity the credentials allow
@@ -103,7 +104,7 @@ struct PeerConfig {
     AuthMethod remote_auth = AuthMethod::Certificate;
     SecureBytes psk;  // for AuthMethod::Psk (either direction)
     std::shared_ptr<const crypto::Signer> private_key;
-    std::vector<x509::Certificate> cert_chain;  // leaf first, then intermediates
+    std::vector<x509::Certificate> cert_chain;      // leaf first, then intermediates
     std::shared_ptr<const x509::TrustStore> trust;  // anchors for the peer's certificate
     bool send_certreq = true;
     OcspStapling ocsp_stapling = OcspStapling::Off;  // asking the peer for its OCSP response
@@ -120,9 +121,9 @@ struct PeerConfig {
     uint64_t ike_rekey_seconds = 14400;  // 0 = none
     uint64_t dpd_interval_ms = 30000;    // 0 = none
     bool fragmentation = true;
-    size_t fragment_size = 1280;         // path MTU the fragments must fit (IP datagram)
-    bool force_encap = false;            // behave as if behind NAT (float to 4500)
-    bool auto_initiate = false;          // runtime initiates at start
+    size_t fragment_size = 1280;  // path MTU the fragments must fit (IP datagram)
+    bool force_encap = false;     // behave as if behind NAT (float to 4500)
+    bool auto_initiate = false;   // runtime initiates at start
 };
 
 struct RetransmitConfig {
@@ -134,7 +135,7 @@ struct RetransmitConfig {
 struct EngineConfig {
     std::vector<PeerConfig> peers;
     RetransmitConfig retransmit;
-    uint32_t cookie_threshold = 50;     // half-open IKE SAs before the responder demands COOKIEs
+    uint32_t cookie_threshold = 50;  // half-open IKE SAs before the responder demands COOKIEs
     // Hard caps on half-open responder IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet), checked
     // after the COOKIE (so above cookie_threshold only initiators that can receive at their
     // source address count): overall, and per source address.  An IKE_SA_INIT over a cap is
@@ -181,9 +182,9 @@ struct Datagram {
 // that key.  Every trust store of the engine's peer configs is searched, the IKE SA's own
 // config first.
 struct CertReqAnchor {
-    Bytes spki_sha1;        // 20 octets, as received
-    std::string label;      // label of our trust anchor with this key; "" when not ours
-    std::string subject;    // that anchor's subject DN; "" when not ours
+    Bytes spki_sha1;      // 20 octets, as received
+    std::string label;    // label of our trust anchor with this key; "" when not ours
+    std::string subject;  // that anchor's subject DN; "" when not ours
     bool known() const { return !label.empty(); }
 };
 
@@ -195,16 +196,16 @@ struct Event {
         ChildSaUp,
         ChildSaDown,
         ChildSaRekeyed,
-        AuthFailed,     // detail says which check failed (untrusted CA, ID/SAN mismatch, ...)
-        PeerNotify,     // the peer sent an error notify; code = notify type
-        PeerDead,       // DPD or retransmission timeout
+        AuthFailed,  // detail says which check failed (untrusted CA, ID/SAN mismatch, ...)
+        PeerNotify,  // the peer sent an error notify; code = notify type
+        PeerDead,    // DPD or retransmission timeout
         NegotiationFailed,
-        PeerCertReq,    // the peer's CERTREQ payloads arrived; `certreq` lists the CAs it asked for
+        PeerCertReq,  // the peer's CERTREQ payloads arrived; `certreq` lists the CAs it asked for
     };
     Kind kind;
-    std::string peer;      // PeerConfig::name
+    std::string peer;  // PeerConfig::name
     uint64_t ike_sa_id = 0;
-    int code = 0;          // notify type, x509::VerifyFailure, ...
+    int code = 0;  // notify type, x509::VerifyFailure, ...
     std::string detail;
     std::vector<CertReqAnchor> certreq = {};  // Kind::PeerCertReq only
 };
@@ -226,24 +227,24 @@ struct ChildSaInfo {
     std::string name;
     uint32_t reqid = 0;
     uint32_t spi_in = 0, spi_out = 0;
-    std::string cipher;          // "AES_GCM_16_128"
+    std::string cipher;  // "AES_GCM_16_128"
     bool esn = false;
-    std::string pfs;             // DH group name or ""
+    std::string pfs;  // DH group name or ""
     std::vector<TrafficSelector> ts_local, ts_remote;
     Millis established_at = 0;
-    std::string state;           // "INSTALLED", "REKEYING", "DELETING"
+    std::string state;  // "INSTALLED", "REKEYING", "DELETING"
 };
 
 struct IkeSaInfo {
     uint64_t id = 0;
     std::string peer;
-    std::string state;           // "CONNECTING", "ESTABLISHED", "REKEYING", "DELETING"
+    std::string state;  // "CONNECTING", "ESTABLISHED", "REKEYING", "DELETING"
     bool initiator = false;
     uint64_t spi_i = 0, spi_r = 0;
     Endpoint local, remote;
     std::string local_id, remote_id;
-    std::string local_auth, remote_auth;   // "ECDSA-SHA256 certificate", "pre-shared key"
-    std::string encr, integ, prf, dh;      // algorithm names
+    std::string local_auth, remote_auth;  // "ECDSA-SHA256 certificate", "pre-shared key"
+    std::string encr, integ, prf, dh;     // algorithm names
     bool nat_local = false, nat_remote = false, encap = false;
     Millis established_at = 0;
     std::string peer_cert_subject;  // and the anchor it chained to

@@ -25,8 +25,7 @@ struct IkeKeys {
 // SKEYSEED = prf(Ni | Nr, g^ir)
 SecureBytes skeyseed(const crypto::Prf& prf, BytesView ni, BytesView nr, BytesView g_ir);
 // Rekeyed IKE SA (2.18): SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)
-SecureBytes rekey_skeyseed(const crypto::Prf& old_prf, BytesView sk_d_old, BytesView g_ir, BytesView ni,
-                           BytesView nr);
+SecureBytes rekey_skeyseed(const crypto::Prf& old_prf, BytesView sk_d_old, BytesView g_ir, BytesView ni, BytesView nr);
 // {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr)
 Result<IkeKeys> derive_ike_keys(const IkeAlgorithms& algs, BytesView skeyseed, BytesView ni, BytesView nr,
                                 uint64_t spi_i, uint64_t spi_r);

@@ -76,7 +76,9 @@ constexpr uint16_t MobikeSupported = 16396;
 constexpr uint16_t Ikev2FragmentationSupported = 16430;
 constexpr uint16_t SignatureHashAlgorithms = 16431;
 const char* name(uint16_t type);  // "INVALID_KE_PAYLOAD", or "NOTIFY(<n>)"
-inline bool is_error(uint16_t type) { return type < 16384; }
+inline bool is_error(uint16_t type) {
+    return type < 16384;
+}
 }  // namespace notify
 
 enum class ProtocolId : uint8_t { None = 0, Ike = 1, Ah = 2, Esp = 3 };
@@ -262,18 +264,22 @@ struct UnknownPayload {
     Bytes data;
 };
 
-using PayloadBody = std::variant<SaPayload, KePayload, IdPayload, CertPayload, CertReqPayload, AuthPayload,
-                                 NoncePayload, NotifyPayload, DeletePayload, VendorIdPayload, TsPayload,
-                                 CpPayload, SkPayload, SkfPayload, UnknownPayload>;
+using PayloadBody =
+    std::variant<SaPayload, KePayload, IdPayload, CertPayload, CertReqPayload, AuthPayload, NoncePayload, NotifyPayload,
+                 DeletePayload, VendorIdPayload, TsPayload, CpPayload, SkPayload, SkfPayload, UnknownPayload>;
 
 struct Payload {
     PayloadType type = PayloadType::None;
     bool critical = false;
     PayloadBody body;
     template <typename T>
-    const T* as() const { return std::get_if<T>(&body); }
+    const T* as() const {
+        return std::get_if<T>(&body);
+    }
     template <typename T>
-    T* as() { return std::get_if<T>(&body); }
+    T* as() {
+        return std::get_if<T>(&body);
+    }
 };
 
 // Decode a payload chain starting with `first` from r (to its end).  Unknown non-critical

@@ -28,7 +28,7 @@ namespace x2sec::kds {
 inline constexpr uint8_t kVersion = 1;
 inline constexpr size_t kHeaderSize = 8;
 inline constexpr size_t kMaxBody = 4096;
-inline constexpr size_t kKeySize = 32;    // 256-bit pairwise key
+inline constexpr size_t kKeySize = 32;  // 256-bit pairwise key
 inline constexpr size_t kKeyIdSize = 16;
 inline constexpr size_t kMaxIdentity = 253;  // an FQDN
 
@@ -46,22 +46,22 @@ enum class TlvType : uint16_t {
     Lifetime = 8,       // u32 seconds remaining
     IdentityA = 9,      // the pair, lexicographically smaller identity first
     IdentityB = 10,
-    Generation = 11,    // u32, 1 for the first key of a pair, +1 per rekey
-    ErrorCode = 12,     // u16
-    ErrorText = 13,     // UTF-8, <= 512 octets
+    Generation = 11,  // u32, 1 for the first key of a pair, +1 per rekey
+    ErrorCode = 12,   // u16
+    ErrorText = 13,   // UTF-8, <= 512 octets
 };
 
 enum class ErrorCode : uint16_t {
     Malformed = 1,
     UnsupportedVersion = 2,
-    UnknownClient = 3,       // the authenticated client identity is not a known H(e)NB
-    UnauthorisedPair = 4,    // the two nodes are not an authorised neighbour relation
-    IdentityMismatch = 5,    // Requester differs from the authenticated identity
+    UnknownClient = 3,     // the authenticated client identity is not a known H(e)NB
+    UnauthorisedPair = 4,  // the two nodes are not an authorised neighbour relation
+    IdentityMismatch = 5,  // Requester differs from the authenticated identity
     UnknownPeer = 6,
     Internal = 7,
-    CertificateRevoked = 8,     // the client certificate (or one of its CAs) is on a CRL
-    CertificateExpired = 9,     // outside its validity period (or not yet valid)
-    RevocationUnavailable = 10, // no current CRL for the client certificate (stale / unreachable, hard policy)
+    CertificateRevoked = 8,      // the client certificate (or one of its CAs) is on a CRL
+    CertificateExpired = 9,      // outside its validity period (or not yet valid)
+    RevocationUnavailable = 10,  // no current CRL for the client certificate (stale / unreachable, hard policy)
 };
 const char* to_string(ErrorCode c);
 
@@ -75,8 +75,8 @@ struct KeyRequest {
 
 struct KeyResponse {
     uint32_t request_id = 0;
-    Bytes key_id;           // kKeyIdSize octets
-    SecureBytes key;        // kKeySize octets, never logged
+    Bytes key_id;     // kKeyIdSize octets
+    SecureBytes key;  // kKeySize octets, never logged
     uint32_t lifetime_s = 0;
     uint32_t generation = 0;
     std::string identity_a, identity_b;

@@ -60,8 +60,7 @@ public:
     Server(ServerConfig config, Rng& rng);
 
     // Bytes in, bytes out.  `client_identity` is what the transport authenticated.
-    SecureBytes handle(std::string_view client_identity, BytesView request, Millis now,
-                       Outcome* outcome = nullptr);
+    SecureBytes handle(std::string_view client_identity, BytesView request, Millis now, Outcome* outcome = nullptr);
     // The same on a decoded request.
     Message handle_request(std::string_view client_identity, const KeyRequest& req, Millis now,
                            Outcome* outcome = nullptr);

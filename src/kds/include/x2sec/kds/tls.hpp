@@ -25,7 +25,7 @@
 namespace x2sec::net {
 class StreamServer;
 struct Request;
-}
+}  // namespace x2sec::net
 
 namespace x2sec::kds {
 
@@ -87,8 +87,8 @@ private:
 // One request over mutual TLS.  `server_name` is checked against the KDS certificate's SAN.
 // A KDS Error answer comes back as Error{Kds, code = ErrorCode, text}.
 Result<KeyResponse> fetch_key(const std::string& host, uint16_t port, const std::string& server_name,
-                              const TlsCredentials& creds, const KeyRequest& req,
-                              TransferStats* stats = nullptr, int timeout_ms = 5000);
+                              const TlsCredentials& creds, const KeyRequest& req, TransferStats* stats = nullptr,
+                              int timeout_ms = 5000);
 
 // The first SAN dNSName of a PEM/X509 certificate ("" if none); exposed for tests.
 std::string first_san_dns(const void* x509);

@@ -62,9 +62,8 @@ struct LoadOptions {
     unsigned ports_per_source = 256;  // UDP sockets per source address (ephemeral ports)
     size_t count = 100;               // total setups, one identity each
     size_t concurrency = 20;          // setups in flight at most
-    double rate = 0;  // setups started per second; 0 = as fast as concurrency allows
-    double duration_s =
-        120;  // time bound: nothing starts after it, in-flight ones are "unfinished"
+    double rate = 0;                  // setups started per second; 0 = as fast as concurrency allows
+    double duration_s = 120;          // time bound: nothing starts after it, in-flight ones are "unfinished"
     LoadAuth auth = LoadAuth::Cert;
     const Credentials* certs = nullptr;  // LoadAuth::Cert
     SecureBytes psk_base;                // LoadAuth::Psk
@@ -75,18 +74,18 @@ struct LoadOptions {
     bool rekey_child = false, rekey_ike = false, delete_after = false;
     Millis retransmit_timeout_ms = 2000;
     unsigned retransmit_tries = 3;
-    double hold_s = 0;  // after every setup finished: keep the SAs this long (DPD, rekeys)
+    double hold_s = 0;                         // after every setup finished: keep the SAs this long (DPD, rekeys)
     uint32_t responder_cookie_threshold = 50;  // only written to the responder config
-    std::ostream* progress = nullptr;  // one-line progress (\r-updated) when set
+    std::ostream* progress = nullptr;          // one-line progress (\r-updated) when set
 };
 
 struct LoadReport {
     size_t attempted = 0, succeeded = 0, failed = 0, unfinished = 0;
-    size_t child_rekeys = 0, ike_rekeys = 0, deletes = 0;  // completed post-setup operations
-    double seconds = 0;                                    // first start to last setup completed
-    double wall_seconds = 0;                               // whole run
-    double setups_per_s = 0;                               // succeeded / seconds
-    double generator_cpu_seconds = 0;  // this process's CPU time during the run (getrusage)
+    size_t child_rekeys = 0, ike_rekeys = 0, deletes = 0;   // completed post-setup operations
+    double seconds = 0;                                     // first start to last setup completed
+    double wall_seconds = 0;                                // whole run
+    double setups_per_s = 0;                                // succeeded / seconds
+    double generator_cpu_seconds = 0;                       // this process's CPU time during the run (getrusage)
     double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;  // IKE_SA_INIT sent -> Child SA up
     struct Reason {
         size_t count = 0;

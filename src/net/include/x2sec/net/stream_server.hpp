@@ -53,16 +53,16 @@ typedef struct x509_st X509;
 namespace x2sec::net {
 
 struct Limits {
-    int max_connections = 512;        // concurrent connections, all sources
-    int max_per_source = 32;          // concurrent connections from one source address
-    int request_deadline_ms = 10000;  // accept -> complete request (incl. TLS handshake); not extended by traffic
-    int write_deadline_ms = 10000;    // response ready -> written
-    int linger_ms = 1000;             // after the response: drain the client's unread bytes before closing
-    size_t max_request = 1 << 20;     // hard cap on buffered request octets (the framer's limits are lower)
-    int keep_alive_idle_ms = 0;       // > 0: persistent connections, idle at most this long between requests
+    int max_connections = 512;              // concurrent connections, all sources
+    int max_per_source = 32;                // concurrent connections from one source address
+    int request_deadline_ms = 10000;        // accept -> complete request (incl. TLS handshake); not extended by traffic
+    int write_deadline_ms = 10000;          // response ready -> written
+    int linger_ms = 1000;                   // after the response: drain the client's unread bytes before closing
+    size_t max_request = 1 << 20;           // hard cap on buffered request octets (the framer's limits are lower)
+    int keep_alive_idle_ms = 0;             // > 0: persistent connections, idle at most this long between requests
     int max_requests_per_connection = 100;  // with keep-alive: the last one is answered and the connection closed
-    int workers = 4;                  // handler threads
-    int backlog = 1024;               // listen(2) backlog
+    int workers = 4;                        // handler threads
+    int backlog = 1024;                     // listen(2) backlog
 };
 // Checks the limits are usable ("max_connections must be 1..65536", ...).
 Status validate(const Limits& l);
@@ -86,8 +86,8 @@ struct Frame {
 };
 
 struct Request {
-    Bytes data;                 // the complete request (Frame::size octets)
-    std::string peer;           // source address, e.g. "127.0.0.1" or "::1"
+    Bytes data;                       // the complete request (Frame::size octets)
+    std::string peer;                 // source address, e.g. "127.0.0.1" or "::1"
     std::shared_ptr<X509> peer_cert;  // TLS client certificate (verified by the handshake), if any
     // The handshake's verification outcome, for a protocol that authorises on it after the
     // handshake (a verify callback may let chosen errors through): X509_V_OK (0) or the error,

@@ -26,8 +26,8 @@ namespace x2sec::node {
 
 // What one phase cost on the wire, measured by whoever performed it.
 struct Measure {
-    size_t messages = 0;     // protocol messages (IKE, CMP, KDS, X2) in both directions
-    size_t bytes = 0;        // UDP/TCP payload octets in both directions
+    size_t messages = 0;  // protocol messages (IKE, CMP, KDS, X2) in both directions
+    size_t bytes = 0;     // UDP/TCP payload octets in both directions
     size_t round_trips = 0;
     double time_ms = 0;
     std::set<std::string> entities;  // network entities involved ("H(e)NB A", "RA/CA", ...)
@@ -58,8 +58,8 @@ struct NeighbourStatus {
     policy::Decision decision;
     LinkState state = LinkState::Idle;
     Credential credential = Credential::None;
-    std::string reason;           // why it is down / the last error
-    unsigned attempts = 0;        // failed attempts since the last success
+    std::string reason;     // why it is down / the last error
+    unsigned attempts = 0;  // failed attempts since the last success
     std::optional<Millis> next_retry_at;
     std::vector<StepRecord> steps;
     std::vector<PhaseRecord> phases;
@@ -69,7 +69,7 @@ struct NeighbourStatus {
     // Pairwise key (Solution 2): held only until the IKE SA is up, then wiped.
     SecureBytes psk;
     std::string psk_key_id;
-    std::string tunnel_detail;    // e.g. negotiated algorithms
+    std::string tunnel_detail;  // e.g. negotiated algorithms
 };
 
 // Why an IKE attempt failed, as far as the decision is concerned.
@@ -159,7 +159,7 @@ private:
     std::optional<Millis> m_backhaul_retry_at;
     std::string m_backhaul_reason;
     bool m_operator_cert = false;
-    bool m_redeciding = false;  // connect() re-runs prepare() with new observations
+    bool m_redeciding = false;               // connect() re-runs prepare() with new observations
     std::vector<PhaseRecord> m_node_phases;  // backhaul, enrolment (node-wide)
     std::vector<NeighbourStatus> m_neighbours;
 };

@@ -23,7 +23,7 @@ struct OsslFree {
     void operator()(X509_STORE_CTX* p) const { X509_STORE_CTX_free(p); }
     void operator()(BIO* p) const { BIO_free_all(p); }
     void operator()(ASN1_INTEGER* p) const { ASN1_INTEGER_free(p); }
-    void operator()(STACK_OF(X509)* p) const { sk_X509_pop_free(p, X509_free); }
+    void operator()(STACK_OF(X509) * p) const { sk_X509_pop_free(p, X509_free); }
 };
 using PkeyPtr = std::unique_ptr<EVP_PKEY, OsslFree>;
 using X509Ptr = std::unique_ptr<X509, OsslFree>;

@@ -48,17 +48,17 @@ const char* profile_name(Profile p);
 
 struct IssueRequest {
     Profile profile = Profile::BaseStation;
-    X509_NAME* subject = nullptr;         // borrowed
-    EVP_PKEY* public_key = nullptr;       // borrowed (a private key works as well)
-    std::vector<std::string> dns;         // subjectAltName dNSName
-    std::vector<std::string> ips;         // subjectAltName iPAddress (text form)
-    std::vector<std::string> uris;        // subjectAltName uniformResourceIdentifier
+    X509_NAME* subject = nullptr;    // borrowed
+    EVP_PKEY* public_key = nullptr;  // borrowed (a private key works as well)
+    std::vector<std::string> dns;    // subjectAltName dNSName
+    std::vector<std::string> ips;    // subjectAltName iPAddress (text form)
+    std::vector<std::string> uris;   // subjectAltName uniformResourceIdentifier
     int64_t validity_days = 365;
-    std::optional<int64_t> not_before;    // unix seconds; default now - 60 s
-    std::optional<int64_t> not_after;     // overrides validity_days
-    std::vector<std::string> crl_urls;    // cRLDistributionPoints (URI)
-    std::vector<std::string> ocsp_urls;   // authorityInfoAccess id-ad-ocsp (URI)
-    Bytes serial;                         // empty: random 16 bytes, positive
+    std::optional<int64_t> not_before;   // unix seconds; default now - 60 s
+    std::optional<int64_t> not_after;    // overrides validity_days
+    std::vector<std::string> crl_urls;   // cRLDistributionPoints (URI)
+    std::vector<std::string> ocsp_urls;  // authorityInfoAccess id-ad-ocsp (URI)
+    Bytes serial;                        // empty: random 16 bytes, positive
 };
 
 // Issues a certificate signed by issuer_key; issuer_cert null means self-signed (the subject
@@ -91,8 +91,8 @@ bool public_keys_equal(X509* x, EVP_PKEY* key);
 // Strict path validation at unix_time (0 = now): leaf against the anchors, with untrusted
 // intermediates.  On failure the Error code is the X509_V_ERR_* value and the detail names
 // the certificate and the reason.
-Status verify_chain(X509* leaf, const std::vector<X509*>& anchors,
-                    const std::vector<X509*>& untrusted, int64_t unix_time = 0);
+Status verify_chain(X509* leaf, const std::vector<X509*>& anchors, const std::vector<X509*>& untrusted,
+                    int64_t unix_time = 0);
 // The same against a trust store built once (make_trust_store) and shared: X509_STORE is
 // only read during verification (a fresh X509_STORE_CTX per call), so threads may share it
 // as long as nobody adds to it.

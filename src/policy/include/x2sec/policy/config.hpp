@@ -64,7 +64,7 @@ struct KdsClientConfig {
 
 struct NeighbourConfig {
     std::string name;
-    std::string identity;   // resolved from the [[henb]] of that name when omitted
+    std::string identity;  // resolved from the [[henb]] of that name when omitted
     HostPort address;
     bool enabled = true;
     IpsecPolicy ipsec = IpsecPolicy::Required;

@@ -38,8 +38,8 @@ const char* to_string(Action a);
 
 // What this node knows about itself.
 struct LocalFacts {
-    bool direct_interface = true;      // node-level switch
-    bool cmp_supported = false;        // Proposal 4: optional
+    bool direct_interface = true;  // node-level switch
+    bool cmp_supported = false;    // Proposal 4: optional
     bool cmp_server_configured = false;
     bool kds_configured = false;
     std::string current_cert_anchor;   // label of the anchor our current certificate chains to
@@ -49,7 +49,7 @@ struct LocalFacts {
 
 // What the neighbour's configuration says and what the peer has shown.
 struct PeerFacts {
-    bool direct_interface = true;             // per-neighbour switch
+    bool direct_interface = true;  // per-neighbour switch
     IpsecPolicy ipsec = IpsecPolicy::Required;
     AuthMode auth = AuthMode::Auto;
     // Label of the anchor the peer's certificate chains to, if known (configured hint or
@@ -58,17 +58,17 @@ struct PeerFacts {
     // Anchors the peer asked for in CERTREQ (labels of our known anchors that matched the
     // SHA-1 SPKI hashes).  nullopt: no CERTREQ seen yet.
     std::optional<std::vector<std::string>> certreq_anchors;
-    bool auth_failed_untrusted_ca = false;    // the peer or we rejected the chain: untrusted CA
-    std::optional<bool> peer_cmp_supported;   // hint from configuration
+    bool auth_failed_untrusted_ca = false;   // the peer or we rejected the chain: untrusted CA
+    std::optional<bool> peer_cmp_supported;  // hint from configuration
     bool peer_holds_operator_cert = false;
 };
 
 struct Decision {
     Action action = Action::Down;
-    std::string basis;                  // "Proposal 2 (same CA)", ...
-    std::vector<std::string> steps;     // the reasoning, in order
-    std::optional<std::string> warning; // shown prominently (IPsec off, ...)
-    std::string down_reason;            // for Action::Down
+    std::string basis;                   // "Proposal 2 (same CA)", ...
+    std::vector<std::string> steps;      // the reasoning, in order
+    std::optional<std::string> warning;  // shown prominently (IPsec off, ...)
+    std::string down_reason;             // for Action::Down
 };
 
 Decision decide(const LocalFacts& local, const PeerFacts& peer);

@@ -36,13 +36,13 @@ namespace x2sec::runtime {
 using NattFactory = std::function<Result<std::unique_ptr<NattTransport>>(const ike::Endpoint& local, Counters*)>;
 
 struct RuntimeOptions {
-    std::vector<IpAddress> listen;     // extra local addresses (wildcards allowed)
+    std::vector<IpAddress> listen;              // extra local addresses (wildcards allowed)
     uint16_t ike_port = 500, natt_port = 4500;  // ports for `listen` addresses
-    std::string control_socket;        // "" = no control socket
-    std::string keylog_dir;            // "" = no key log (debug only)
-    bool handle_signals = false;       // SIGINT/SIGTERM -> graceful stop (blocks them in this thread)
+    std::string control_socket;                 // "" = no control socket
+    std::string keylog_dir;                     // "" = no key log (debug only)
+    bool handle_signals = false;                // SIGINT/SIGTERM -> graceful stop (blocks them in this thread)
     Millis shutdown_grace_ms = 3000;
-    NattFactory natt_factory;          // default: PlainNattTransport::bind
+    NattFactory natt_factory;  // default: PlainNattTransport::bind
     // More counters for the control socket's "counters" reply (e.g. the ESP data plane's);
     // must outlive the runtime.
     std::vector<const Counters*> extra_counters;
@@ -57,8 +57,8 @@ public:
     // local_natt_port); fails naming the first address that cannot be bound.  `engine` is
     // usually EngineAdapter<ike::Engine> built from the same config.
     static Result<std::unique_ptr<IkeRuntime>> create(const ike::EngineConfig& config,
-                                                      std::unique_ptr<EngineApi> engine,
-                                                      RuntimeOptions options, const Clock& clock);
+                                                      std::unique_ptr<EngineApi> engine, RuntimeOptions options,
+                                                      const Clock& clock);
     ~IkeRuntime();
 
     // Runs until stop() or a signal; returns 0 after a clean shutdown.

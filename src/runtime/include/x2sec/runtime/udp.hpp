@@ -76,13 +76,10 @@ public:
 class PlainNattTransport final : public NattTransport {
 public:
     // counters may be null.
-    static Result<std::unique_ptr<PlainNattTransport>> bind(const ike::Endpoint& local,
-                                                            Counters* counters = nullptr);
+    static Result<std::unique_ptr<PlainNattTransport>> bind(const ike::Endpoint& local, Counters* counters = nullptr);
     ike::Endpoint local() const override { return m_socket.local(); }
     Status send_ike(const ike::Datagram& d) override;
-    void set_ike_receiver(std::function<void(ike::Datagram)> receiver) override {
-        m_receiver = std::move(receiver);
-    }
+    void set_ike_receiver(std::function<void(ike::Datagram)> receiver) override { m_receiver = std::move(receiver); }
     int poll_fd() const override { return m_socket.fd(); }
     void service() override;
 

@@ -17,13 +17,13 @@
 namespace x2sec::scenario {
 
 struct LabOptions {
-    std::string x2sec_binary;          // the x2sec executable to run in the namespaces
-    std::string workdir;               // empty: a fresh 0700 directory under /tmp
-    bool keep = false;                 // leave namespaces, processes and files up afterwards
-    std::vector<std::string> cases;    // empty: all (scenario1, scenario2, solution2, ipsec-off)
-    unsigned gtpu_datagrams = 8;       // GTP-U datagrams per direction per case
-    size_t tcp_bytes = 1u << 20;       // TCP transfer per case (initiator -> responder)
-    int wait_s = 15;                   // upper bound for one IKE exchange / process start
+    std::string x2sec_binary;        // the x2sec executable to run in the namespaces
+    std::string workdir;             // empty: a fresh 0700 directory under /tmp
+    bool keep = false;               // leave namespaces, processes and files up afterwards
+    std::vector<std::string> cases;  // empty: all (scenario1, scenario2, solution2, ipsec-off)
+    unsigned gtpu_datagrams = 8;     // GTP-U datagrams per direction per case
+    size_t tcp_bytes = 1u << 20;     // TCP transfer per case (initiator -> responder)
+    int wait_s = 15;                 // upper bound for one IKE exchange / process start
     // Faults (negative cases): the RA/CA is not running; the KDS has no authorised relation
     // for Solution 2's pair.  The neighbours must then stay DOWN with the reason — no plain X2.
     bool ra_down = false;

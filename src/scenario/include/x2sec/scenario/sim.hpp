@@ -34,7 +34,7 @@ struct SimRelation {
     unsigned a = 0, b = 0;  // node indexes; a initiates
     policy::IpsecPolicy ipsec = policy::IpsecPolicy::Required;
     policy::AuthMode auth = policy::AuthMode::Auto;
-    bool hint = false;        // each side configured with the other's anchor and CMP support
+    bool hint = false;  // each side configured with the other's anchor and CMP support
     bool kds_authorised = true;
 };
 
@@ -52,18 +52,18 @@ struct SimOptions {
     std::vector<SimNode> nodes;
     std::vector<SimRelation> relations;
 
-    bool certreq = true;            // engines send CERTREQ (off: peers are learnt from AUTH_FAILED only)
-    Millis latency_ms = 5;          // one way, H(e)NB <-> H(e)NB and H(e)NB <-> SeGW
-    Millis core_latency_ms = 2;     // one way, SeGW <-> RA/CA or KDS
-    Millis boot_spread_ms = 2000;   // nodes boot at seeded times in [0, spread)
-    Millis duration_ms = 600'000;   // the run stops at this virtual time
+    bool certreq = true;           // engines send CERTREQ (off: peers are learnt from AUTH_FAILED only)
+    Millis latency_ms = 5;         // one way, H(e)NB <-> H(e)NB and H(e)NB <-> SeGW
+    Millis core_latency_ms = 2;    // one way, SeGW <-> RA/CA or KDS
+    Millis boot_spread_ms = 2000;  // nodes boot at seeded times in [0, spread)
+    Millis duration_ms = 600'000;  // the run stops at this virtual time
     policy::Backoff backoff{1000, 60'000, 2.0};
     // Faults.
     std::optional<std::pair<Millis, Millis>> ra_down;  // [from, until) virtual ms
-    unsigned revoke = 0;             // operator certificates to revoke (first enrolled nodes)
+    unsigned revoke = 0;                               // operator certificates to revoke (first enrolled nodes)
     Millis revoke_at_ms = 120'000;
-    unsigned kds_refuse = 0;         // PSK relations the KDS does not authorise (generated topology)
-    bool keep_steps = false;         // keep every agent's steps in the report (tests)
+    unsigned kds_refuse = 0;  // PSK relations the KDS does not authorise (generated topology)
+    bool keep_steps = false;  // keep every agent's steps in the report (tests)
 };
 
 struct SimTraffic {
@@ -73,7 +73,7 @@ struct SimTraffic {
 struct SimRelationResult {
     unsigned a = 0, b = 0;
     std::string a_name, b_name;
-    std::string outcome;     // case label, or "down"
+    std::string outcome;  // case label, or "down"
     std::string state_a, state_b;
     std::string credential;  // what the tunnel uses
     std::string reason;      // when down: both sides' reasons
@@ -86,14 +86,14 @@ struct SimRelationResult {
 struct SimReport {
     uint64_t seed = 0;
     unsigned nodes = 0;
-    std::map<std::string, unsigned> cases;        // outcome label -> relations
-    std::map<std::string, unsigned> down_reasons; // reason class -> relations
-    std::map<std::string, SimTraffic> traffic;    // "ike-backhaul", "ike-direct", "cmp", "kds", "x2-esp", "x2-plain"
-    std::map<std::string, size_t> counters;       // enrolments, enrolment failures, kds keys, ...
-    std::vector<std::string> faults;              // what was injected, when
+    std::map<std::string, unsigned> cases;         // outcome label -> relations
+    std::map<std::string, unsigned> down_reasons;  // reason class -> relations
+    std::map<std::string, SimTraffic> traffic;     // "ike-backhaul", "ike-direct", "cmp", "kds", "x2-esp", "x2-plain"
+    std::map<std::string, size_t> counters;        // enrolments, enrolment failures, kds keys, ...
+    std::vector<std::string> faults;               // what was injected, when
     std::vector<SimRelationResult> relations;
-    bool converged = false;       // every relation settled before the end of the run
-    Millis converged_at_ms = 0;   // the last relation's settle time
+    bool converged = false;      // every relation settled before the end of the run
+    Millis converged_at_ms = 0;  // the last relation's settle time
     Millis ended_at_ms = 0;
     size_t x2_sent = 0, x2_delivered = 0;
 };

@@ -32,20 +32,20 @@ const char* to_string(OcspStatus s);
 
 struct OcspAnswer {
     OcspStatus status = OcspStatus::Unknown;
-    int reason = -1;            // CRLReason when revoked and given, else -1
-    int64_t revoked_at = 0;     // revocationTime (unix seconds) when revoked
+    int reason = -1;         // CRLReason when revoked and given, else -1
+    int64_t revoked_at = 0;  // revocationTime (unix seconds) when revoked
     int64_t this_update = 0;
-    int64_t next_update = 0;    // 0 when absent
-    Bytes response_der;         // the whole OCSPResponse (e.g. to send in IKEv2, RFC 4806)
+    int64_t next_update = 0;  // 0 when absent
+    Bytes response_der;       // the whole OCSPResponse (e.g. to send in IKEv2, RFC 4806)
 };
 
 struct OcspOptions {
-    int timeout_ms = 5000;       // one HTTP POST, connect to last octet (whole seconds, >= 1 s)
-    size_t max_size = 64 * 1024; // larger responses are refused
-    bool nonce = true;           // send a nonce (RFC 8954 length 32) in look-ups
-    bool require_nonce = true;   // with nonce: the response must echo it
-    int64_t max_skew_s = 300;    // clock tolerance for thisUpdate / nextUpdate
-    int64_t max_age_s = -1;      // thisUpdate no older than this (-1: no limit)
+    int timeout_ms = 5000;        // one HTTP POST, connect to last octet (whole seconds, >= 1 s)
+    size_t max_size = 64 * 1024;  // larger responses are refused
+    bool nonce = true;            // send a nonce (RFC 8954 length 32) in look-ups
+    bool require_nonce = true;    // with nonce: the response must echo it
+    int64_t max_skew_s = 300;     // clock tolerance for thisUpdate / nextUpdate
+    int64_t max_age_s = -1;       // thisUpdate no older than this (-1: no limit)
 };
 
 // The first http:// id-ad-ocsp URL of the certificate's authorityInfoAccess ("" if none).

@@ -50,21 +50,21 @@ enum class RevocationMethod { Crl, Ocsp, OcspThenCrl };
 const char* to_string(RevocationMethod m);
 
 struct RevocationConfig {
-    std::vector<std::string> crl_files;  // PEM or DER, reloaded when they change
-    std::vector<std::string> crl_urls;   // http:// URLs fetched for every chain (the KDS's RA/CA CRL)
+    std::vector<std::string> crl_files;     // PEM or DER, reloaded when they change
+    std::vector<std::string> crl_urls;      // http:// URLs fetched for every chain (the KDS's RA/CA CRL)
     bool fetch_distribution_points = true;  // use the certificates' http:// cRLDistributionPoints
-    bool require = false;                // a certificate without any CRL source fails (CrlUnavailable)
-    CrlPolicy policy = CrlPolicy::Hard;  // stale or unavailable CRL
-    int fetch_timeout_ms = 5000;         // one HTTP GET, connect to last octet (whole seconds, >= 1 s)
-    int max_wait_ms = 1000;              // longest check() waits for a fetch (0: never waits)
-    size_t max_crl_size = 1024 * 1024;   // larger responses are refused
-    int64_t refresh_s = 3600;            // refetch a URL after this even before its nextUpdate
-    int64_t retry_s = 30;                // after a failed fetch, no new try (nor wait) before this
-    std::string cache_dir;               // "" = memory only; else one DER file per URL, written atomically
-    bool background = true;              // false: no thread (tests drive poll() / fetches inline)
+    bool require = false;                   // a certificate without any CRL source fails (CrlUnavailable)
+    CrlPolicy policy = CrlPolicy::Hard;     // stale or unavailable CRL
+    int fetch_timeout_ms = 5000;            // one HTTP GET, connect to last octet (whole seconds, >= 1 s)
+    int max_wait_ms = 1000;                 // longest check() waits for a fetch (0: never waits)
+    size_t max_crl_size = 1024 * 1024;      // larger responses are refused
+    int64_t refresh_s = 3600;               // refetch a URL after this even before its nextUpdate
+    int64_t retry_s = 30;                   // after a failed fetch, no new try (nor wait) before this
+    std::string cache_dir;                  // "" = memory only; else one DER file per URL, written atomically
+    bool background = true;                 // false: no thread (tests drive poll() / fetches inline)
     RevocationMethod method = RevocationMethod::Crl;
-    bool ocsp_nonce = true;              // send a nonce and require it echoed
-    int64_t ocsp_max_age_s = -1;         // refuse answers whose thisUpdate is older (-1: no limit)
+    bool ocsp_nonce = true;       // send a nonce and require it echoed
+    int64_t ocsp_max_age_s = -1;  // refuse answers whose thisUpdate is older (-1: no limit)
 };
 
 // One HTTP/1.1 GET of a DER (or PEM) CRL, through OpenSSL's HTTP client (no proxy), bounded by

@@ -26,32 +26,34 @@ public:
     static Result<Certificate> from_pem(BytesView pem);
     // Every certificate of a PEM bundle, in file order.
     static Result<std::vector<Certificate>> load_pem_chain(const std::string& path);
-    static Certificate adopt(X509* x);  // takes ownership
+    static Certificate adopt(X509* x);               // takes ownership
     Status save_pem(const std::string& path) const;  // atomic
 
     Bytes der() const;
     std::string pem() const;
-    Bytes subject_der() const;       // DER Name, for ID_DER_ASN1_DN
-    std::string subject() const;     // RFC 2253 "CN=...,O=..."
+    Bytes subject_der() const;    // DER Name, for ID_DER_ASN1_DN
+    std::string subject() const;  // RFC 2253 "CN=...,O=..."
     std::string issuer() const;
     std::vector<std::string> san_dns() const;
     std::vector<IpAddress> san_ip() const;
     std::vector<std::string> san_email() const;
-    Bytes serial() const;            // big-endian
+    Bytes serial() const;  // big-endian
     std::string serial_hex() const;
-    int64_t not_before() const;      // unix seconds
+    int64_t not_before() const;  // unix seconds
     int64_t not_after() const;
     bool is_ca() const;
     bool self_signed() const;
     // SHA-1 of the DER SubjectPublicKeyInfo: what CERTREQ carries (RFC 7296 3.7).
     Bytes spki_sha1() const;
-    Bytes subject_key_id() const;    // empty when absent
+    Bytes subject_key_id() const;  // empty when absent
     std::vector<std::string> crl_distribution_points() const;
-    EVP_PKEY* public_key() const;    // owned by the certificate
+    EVP_PKEY* public_key() const;  // owned by the certificate
     X509* get() const { return m_x.get(); }
 
 private:
-    struct Free { void operator()(X509* x) const; };
+    struct Free {
+        void operator()(X509* x) const;
+    };
     std::shared_ptr<X509> m_x;
     // from_der's provider-native copy of an EC key (public_key() returns it; the X509 holds a
     // legacy one that OpenSSL would export to the provider on every signature check).
@@ -107,7 +109,7 @@ public:
     static Result<Crl> from_der(BytesView der);
     static Result<Crl> from_pem(BytesView pem);
     static Result<Crl> load(const std::string& path);  // PEM or DER
-    static Crl adopt(X509_CRL* crl);  // takes ownership
+    static Crl adopt(X509_CRL* crl);                   // takes ownership
     Bytes der() const;
     std::string pem() const;
     X509_CRL* get() const { return m_crl.get(); }
@@ -120,14 +122,14 @@ private:
 
 // Why a certificate was not accepted; AuthFailure::code() values.
 enum class VerifyFailure : int {
-    UntrustedCa = 1,    // no path to any configured anchor
-    Expired = 2,        // leaf or chain outside its validity at the given time
+    UntrustedCa = 1,  // no path to any configured anchor
+    Expired = 2,      // leaf or chain outside its validity at the given time
     NotYetValid = 3,
     Revoked = 4,
-    BadSignature = 5,   // a certificate signature in the chain does not verify
-    CrlUnavailable = 6, // CRL checking required but no CRL for an issuer
-    IdMismatch = 7,     // the peer's IKE ID is not in the certificate
-    BadUsage = 8,       // missing keyUsage digitalSignature / not an end-entity
+    BadSignature = 5,    // a certificate signature in the chain does not verify
+    CrlUnavailable = 6,  // CRL checking required but no CRL for an issuer
+    IdMismatch = 7,      // the peer's IKE ID is not in the certificate
+    BadUsage = 8,        // missing keyUsage digitalSignature / not an end-entity
     Other = 9,
 };
 const char* to_string(VerifyFailure f);
@@ -135,7 +137,7 @@ const char* to_string(VerifyFailure f);
 struct VerifiedChain {
     std::vector<Certificate> chain;  // leaf first, anchor last
     Certificate anchor;
-    std::string anchor_label;        // the name the anchor was added with ("vendor-a", "operator")
+    std::string anchor_label;  // the name the anchor was added with ("vendor-a", "operator")
 };
 
 // A set of trust anchors with labels, optional intermediates and CRLs.  verify() tries all
@@ -155,8 +157,7 @@ public:
     // leaf_revocation_settled: the leaf's status comes from elsewhere (an OCSP response stapled
     // in IKEv2, RFC 4806, checked by the caller): the revocation checker is asked only about the
     // rest of the chain.
-    Result<VerifiedChain> verify(const Certificate& leaf,
-                                 const std::vector<Certificate>& intermediates,
+    Result<VerifiedChain> verify(const Certificate& leaf, const std::vector<Certificate>& intermediates,
                                  int64_t unix_time, bool leaf_revocation_settled = false) const;
     // SHA-1 SPKI hashes of the anchors (for CERTREQ) and lookup by such a hash.
     std::vector<Bytes> anchor_spki_sha1s() const;
@@ -177,7 +178,7 @@ private:
     std::shared_ptr<X509_STORE> m_store;
     std::string m_store_error;  // why the last rebuild failed; reported by verify()
     std::vector<std::pair<std::string, Certificate>> m_anchors;
-    std::vector<Bytes> m_anchor_spki_sha1s;  // one per m_anchors entry, computed in add_anchor
+    std::vector<Bytes> m_anchor_spki_sha1s;      // one per m_anchors entry, computed in add_anchor
     std::vector<std::string> m_anchor_subjects;  // likewise
     std::vector<Crl> m_crls;
     bool m_crl_check = false;

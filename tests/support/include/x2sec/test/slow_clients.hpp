@@ -36,8 +36,8 @@ inline rlim_t raise_nofile(rlim_t want) {
 }
 
 struct SlowScript {
-    std::string upfront;                // sent right after connect
-    std::optional<char> trickle;        // then this octet every interval (nullopt: idle)
+    std::string upfront;          // sent right after connect
+    std::optional<char> trickle;  // then this octet every interval (nullopt: idle)
 };
 
 class SlowClients {

@@ -38,30 +38,27 @@ struct CertOptions {
     std::string extended_key_usage;  // e.g. "serverAuth,clientAuth"; empty = none
     std::vector<std::string> crl_urls;
     std::vector<std::string> ocsp_urls;  // authorityInfoAccess id-ad-ocsp
-    std::optional<uint64_t> serial;  // default: unique per process
+    std::optional<uint64_t> serial;      // default: unique per process
     // Certify this existing key instead of generating one (Issued::key is then empty).
     const EVP_PKEY* subject_key = nullptr;
 };
 
 // A self-signed CA certificate.
-Issued make_root(const std::string& name, crypto::KeyType type = crypto::KeyType::EcP256,
-                 int64_t not_before = 0, int64_t not_after = 0);
+Issued make_root(const std::string& name, crypto::KeyType type = crypto::KeyType::EcP256, int64_t not_before = 0,
+                 int64_t not_after = 0);
 Issued make_self_signed(const CertOptions& opts);
 // A certificate issued by issuer/issuer_key.
-Issued make_cert(const x509::Certificate& issuer, const crypto::PrivateKey& issuer_key,
-                 const std::string& subject, const std::vector<std::string>& sans,
-                 crypto::KeyType type = crypto::KeyType::EcP256, int64_t not_before = 0,
-                 int64_t not_after = 0, bool is_ca = false);
-Issued make_cert(const Issued& issuer, const std::string& subject,
-                 const std::vector<std::string>& sans = {},
-                 crypto::KeyType type = crypto::KeyType::EcP256, int64_t not_before = 0,
-                 int64_t not_after = 0, bool is_ca = false);
+Issued make_cert(const x509::Certificate& issuer, const crypto::PrivateKey& issuer_key, const std::string& subject,
+                 const std::vector<std::string>& sans, crypto::KeyType type = crypto::KeyType::EcP256,
+                 int64_t not_before = 0, int64_t not_after = 0, bool is_ca = false);
+Issued make_cert(const Issued& issuer, const std::string& subject, const std::vector<std::string>& sans = {},
+                 crypto::KeyType type = crypto::KeyType::EcP256, int64_t not_before = 0, int64_t not_after = 0,
+                 bool is_ca = false);
 Issued make_cert(const Issued& issuer, const CertOptions& opts);
-Issued make_cert(const x509::Certificate& issuer, const crypto::PrivateKey& issuer_key,
-                 const CertOptions& opts);
+Issued make_cert(const x509::Certificate& issuer, const crypto::PrivateKey& issuer_key, const CertOptions& opts);
 // A v2 CRL signed by issuer listing these certificates as revoked.  0 = now / now + 7 days.
-x509::Crl make_crl(const Issued& issuer, const std::vector<x509::Certificate>& revoked,
-                   int64_t this_update = 0, int64_t next_update = 0);
+x509::Crl make_crl(const Issued& issuer, const std::vector<x509::Certificate>& revoked, int64_t this_update = 0,
+                   int64_t next_update = 0);
 // The DER X.509 Name for "CN=a,O=b" text (as make_cert parses subjects).
 Bytes name_der(const std::string& subject);
 

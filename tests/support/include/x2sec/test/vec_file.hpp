@@ -30,7 +30,9 @@ struct VecRecord {
     bool has(const std::string& k) const { return fields.count(k) != 0; }
 };
 
-inline std::string vector_path(const std::string& name) { return std::string(X2SEC_VECTOR_DIR) + "/" + name; }
+inline std::string vector_path(const std::string& name) {
+    return std::string(X2SEC_VECTOR_DIR) + "/" + name;
+}
 
 inline std::vector<VecRecord> read_vec_file(const std::string& name) {
     std::ifstream in(vector_path(name));
