@@ -22,7 +22,9 @@ fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
 check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
 finish() { if [ "$FAILS" -ne 0 ]; then echo "$FAILS check(s) failed"; exit 1; fi; echo "all checks passed"; exit 0; }
 free_port() {  # a TCP/UDP port derived from the PID that nothing uses
-  local p=$(( 20000 + ($$ * 7 + ${1:-0} * 131) % 30000 ))
+  # Below Linux's ephemeral range (32768-60999), where the port 0 sockets of tests running at
+  # the same time would otherwise take the ports picked here before the daemons bind them.
+  local p=$(( 20000 + ($$ * 7 + ${1:-0} * 131) % 12000 ))
   while ss -ltnu | awk '{print $5}' | grep -q ":$p\$"; do p=$((p + 1)); done
   echo $p
 }
