@@ -8,7 +8,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins iproute2 curl iputils-ping iperf3 tcpdump tshark
-  netcat-openbsd procps python3 haproxy jq prometheus systemd
+  netcat-openbsd procps python3 haproxy jq prometheus systemd file
   softhsm2 libengine-pkcs11-openssl libp11-kit-dev opensc
 )
 missing=()
