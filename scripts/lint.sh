@@ -4,24 +4,30 @@
 # their own; findings in changed headers count everywhere), with the compile commands
 # of build/compile_commands.json (configure first: scripts/build.sh).
 #
-#   scripts/lint.sh [--format-only | --tidy-only] [BASE]
+#   scripts/lint.sh [--format-only | --tidy-only] [BASE] [-- PATH...]
 #
-# BASE (or $LINT_BASE): a commit to diff against; default the merge base of HEAD and HEAD~1
-# (the files of the last commit).  Files changed in the work tree count as changed too.
+# BASE: a commit to diff against; else $LINT_BASE; else the commit in .ci/lint-base (the last
+# landing on main, updated at each landing, so CI tidies every C++ file changed since then);
+# else HEAD~1.  Files changed in the work tree count as changed too.  PATHs (after --) limit
+# clang-tidy to the changed files under them.  clang-tidy runs on $(nproc) files at a time
+# ($LINT_JOBS overrides) and prints how long it took.
 # Exit status: 0 clean, 1 findings, 2 usage or missing tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=all
 base="${LINT_BASE:-}"
-for arg in "$@"; do
-  case "$arg" in
+paths=(src apps tests bench)
+while (($#)); do
+  case "$1" in
     --format-only) mode=format ;;
     --tidy-only) mode=tidy ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) echo "lint.sh: unknown option $arg" >&2; exit 2 ;;
-    *) base="$arg" ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --) shift; (($#)) && paths=("$@"); break ;;
+    -*) echo "lint.sh: unknown option $1" >&2; exit 2 ;;
+    *) base="$1" ;;
   esac
+  shift
 done
 
 find_tool() {
@@ -48,12 +54,19 @@ if [[ $mode != format ]]; then
   tidy=$(find_tool clang-tidy-14 clang-tidy) || { echo "lint.sh: clang-tidy not found (scripts/deps.sh installs clang-tidy-14)" >&2; exit 2; }
   db=build/compile_commands.json
   [[ -f $db ]] || { echo "lint.sh: $db is missing: configure first (scripts/build.sh)" >&2; exit 2; }
+  if [[ -z $base && -f .ci/lint-base ]]; then
+    base=$(tr -d '[:space:]' < .ci/lint-base)
+    if ! git rev-parse --verify --quiet "$base^{commit}" >/dev/null; then
+      echo "lint.sh: .ci/lint-base names $base, not in this clone's history: checking HEAD~1 only" >&2
+      base=
+    fi
+  fi
   if [[ -z $base ]]; then
     base=$(git merge-base HEAD HEAD~1 2>/dev/null) || { echo "lint.sh: no HEAD~1: give a BASE" >&2; exit 2; }
   fi
   git rev-parse --verify --quiet "$base^{commit}" >/dev/null || { echo "lint.sh: unknown base $base" >&2; exit 2; }
-  mapfile -t changed < <( { git diff --name-only --diff-filter=ACMR "$base" -- src apps tests bench;
-                            git ls-files --others --exclude-standard -- src apps tests bench; } |
+  mapfile -t changed < <( { git diff --name-only --diff-filter=ACMR "$base" -- "${paths[@]}";
+                            git ls-files --others --exclude-standard -- "${paths[@]}"; } |
                           grep -E '\.(cpp|cc|hpp|h)$' | sort -u)
   # Sources, and the headers of src/ (self-contained module headers) on their own; every changed
   # header is also checked where a linted source includes it (--header-filter below).
@@ -70,15 +83,18 @@ if [[ $mode != format ]]; then
   done
   echo "clang-tidy: ${#existing[@]} changed C++ files against $(git rev-parse --short "$base")"
   if ((${#existing[@]})); then
-    jobs=$(nproc 2>/dev/null || echo 2)
-    ((jobs > 2)) && jobs=2
+    jobs=${LINT_JOBS:-$(nproc 2>/dev/null || echo 2)}
     # Findings in headers count only for the headers that changed too.
     hdr_re='^$'
     for f in "${headers[@]}"; do
       hdr_re+="|^$(pwd)/${f//./\\.}\$"
     done
-    if ! printf '%s\0' "${existing[@]}" |
-         xargs -0 -n 1 -P "$jobs" "$tidy" -p build --quiet --header-filter="$hdr_re"; then
+    started=$SECONDS
+    tidy_rc=0
+    printf '%s\0' "${existing[@]}" |
+      xargs -0 -n 1 -P "$jobs" "$tidy" -p build --quiet --header-filter="$hdr_re" || tidy_rc=$?
+    echo "clang-tidy: ${#existing[@]} files in $((SECONDS - started)) s ($jobs in parallel)"
+    if ((tidy_rc)); then
       echo "clang-tidy: findings above" >&2
       status=1
     fi

@@ -7,7 +7,7 @@
 # under ASan+UBSan (scripts/sanitize-tests.sh, build-asan/); X2SEC_NO_SANITIZE=1 leaves that out.
 #
 # scripts/lint.sh runs after the build: clang-format over the whole tree (any difference fails the
-# run) and clang-tidy on the C++ files of the last commit; X2SEC_NO_LINT=1 leaves it out.
+# run) and clang-tidy on the C++ files changed since the last landing (.ci/lint-base); X2SEC_NO_LINT=1 leaves it out.
 #
 # With X2SEC_FORBID_SKIPS=1 (CI sets it) a skipped test fails the run unless it is listed, with
 # its reason, in tests/allowed-skips.txt: in CI every root, namespace and interop test must run.

@@ -1,6 +1,6 @@
 // `x2sec ca serve`: the operator RA/CA (CMPv2 over HTTP and HTTPS, CRL over HTTP).
 // Configuration from --config <toml> and/or flags (flags win); see docs/pki-cmp.md.
-#include <signal.h>
+#include <csignal>
 #include <ctime>
 #include <algorithm>
 #include <cctype>

@@ -40,7 +40,8 @@ std::vector<std::string> g_dns, g_ips, g_revoke;
 int64_t g_days = 0, g_nb_unix = 0, g_na_unix = 0;
 bool g_intermediate = false;
 
-int write_key_cert(const std::string& key_path, EVP_PKEY* key, const std::string& cert_path, std::vector<X509*> certs) {
+int write_key_cert(const std::string& key_path, EVP_PKEY* key, const std::string& cert_path,
+                   const std::vector<X509*>& certs) {
     if (key) {
         auto st = pki::save_private_key(key_path, key);
         if (!st) return fail(st.error());

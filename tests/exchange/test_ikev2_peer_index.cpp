@@ -3,6 +3,8 @@
 // ranks below an exact match, and update_peer re-indexes a replaced or added config.
 #include <gtest/gtest.h>
 
+#include <x2sec/test/psk_peers.hpp>
+
 #include "ikev2_harness.hpp"
 
 using namespace x2sec;
@@ -11,27 +13,10 @@ using namespace x2sec::test;
 
 namespace {
 
-Identity id(const std::string& s) {
-    return Identity::parse(s).value();
-}
-
-PeerConfig initiator(const std::string& local, const std::string& remote, const std::string& psk) {
-    auto p = base_peer(true);
-    p.local_id = id(local);
-    p.remote_id = id(remote);
-    p.psk = SecureBytes(as_bytes(psk));
-    return p;
-}
-
-PeerConfig responder(const std::string& name, std::optional<std::string> remote, const std::string& psk) {
-    auto p = base_peer(false);
+// A responder config of the SeGW (fqdn:segw.example) on 192.0.2.2 for peers on 192.0.2.1.
+PeerConfig responder(const std::string& name, const std::optional<std::string>& remote, const std::string& psk) {
+    auto p = psk_peer(base_peer(false), "fqdn:segw.example", remote, psk);
     p.name = name;
-    p.local_id = id("fqdn:segw.example");
-    if (remote)
-        p.remote_id = id(*remote);
-    else
-        p.remote_id.reset();
-    p.psk = SecureBytes(as_bytes(psk));
     return p;
 }
 
@@ -54,9 +39,7 @@ std::string auth_detail(const Node& n) {
 }
 
 EngineConfig with(PeerConfig p) {
-    EngineConfig c;
-    c.peers.push_back(std::move(p));
-    return c;
+    return engine_with({std::move(p)});
 }
 
 }  // namespace
@@ -64,7 +47,8 @@ EngineConfig with(PeerConfig p) {
 TEST(IkePeerIndex, ManyPskPeersEachLandsOnItsOwnConfig) {
     constexpr size_t n = 2000;
     for (size_t i : {size_t{0}, size_t{1}, size_t{977}, n - 1}) {
-        Pair p(with(initiator(henb(i), "fqdn:segw.example", "psk " + std::to_string(i))), many(n), 10 + i);
+        Pair p(with(psk_peer(base_peer(true), henb(i), "fqdn:segw.example", "psk " + std::to_string(i))), many(n),
+               10 + i);
         ASSERT_TRUE(p.connect()) << i << ": " << auth_detail(p.b);
         auto sb = p.b.engine->list_sas();
         ASSERT_EQ(sb.size(), 1u);
@@ -72,7 +56,8 @@ TEST(IkePeerIndex, ManyPskPeersEachLandsOnItsOwnConfig) {
         EXPECT_EQ(sb[0].remote_id, henb(i));
     }
     // An identity no config names falls to the catch-all (its PSK).
-    Pair p(with(initiator("fqdn:stranger.example", "fqdn:segw.example", "catch-all secret")), many(n), 7);
+    Pair p(with(psk_peer(base_peer(true), "fqdn:stranger.example", "fqdn:segw.example", "catch-all secret")), many(n),
+           7);
     ASSERT_TRUE(p.connect()) << auth_detail(p.b);
     EXPECT_EQ(p.b.engine->list_sas()[0].peer, "any");
 }
@@ -80,7 +65,7 @@ TEST(IkePeerIndex, ManyPskPeersEachLandsOnItsOwnConfig) {
 TEST(IkePeerIndex, UnknownIdentityWithoutCatchAllIsRefusedWithBoundedCandidateList) {
     EngineConfig c = many(50);
     c.peers.erase(c.peers.begin());  // no catch-all
-    Pair p(with(initiator("fqdn:stranger.example", "fqdn:segw.example", "x")), c, 3);
+    Pair p(with(psk_peer(base_peer(true), "fqdn:stranger.example", "fqdn:segw.example", "x")), c, 3);
     EXPECT_FALSE(p.connect());
     std::string d = auth_detail(p.b);
     EXPECT_NE(d.find("no peer config for identity fqdn:stranger.example"), std::string::npos) << d;
@@ -91,14 +76,14 @@ TEST(IkePeerIndex, UnknownIdentityWithoutCatchAllIsRefusedWithBoundedCandidateLi
 TEST(IkePeerIndex, UpdatePeerReindexesReplacedAndAddedConfigs) {
     EngineConfig c = many(100);
     c.peers.erase(c.peers.begin());
-    Pair p(with(initiator("fqdn:new-id.example", "fqdn:segw.example", "new psk")), c, 5);
+    Pair p(with(psk_peer(base_peer(true), "fqdn:new-id.example", "fqdn:segw.example", "new psk")), c, 5);
     // henb42 now requires another identity (replaced in place), and a new config is added.
     ASSERT_TRUE(p.b.engine->update_peer(responder("henb42", std::string("fqdn:new-id.example"), "new psk")).ok());
     ASSERT_TRUE(p.b.engine->update_peer(responder("added", henb(42), "psk 42")).ok());
     ASSERT_TRUE(p.connect()) << auth_detail(p.b);
     EXPECT_EQ(p.b.engine->list_sas()[0].peer, "henb42");
 
-    Pair q(with(initiator(henb(42), "fqdn:segw.example", "psk 42")), c, 6);
+    Pair q(with(psk_peer(base_peer(true), henb(42), "fqdn:segw.example", "psk 42")), c, 6);
     ASSERT_TRUE(q.b.engine->update_peer(responder("henb42", std::string("fqdn:new-id.example"), "new psk")).ok());
     ASSERT_TRUE(q.b.engine->update_peer(responder("added", henb(42), "psk 42")).ok());
     ASSERT_TRUE(q.connect()) << auth_detail(q.b);

@@ -3,6 +3,8 @@
 // matches any, below an exact match), preferring a local_id equal to the IDr it sent.
 #include <gtest/gtest.h>
 
+#include <x2sec/test/psk_peers.hpp>
+
 #include "ikev2_harness.hpp"
 
 using namespace x2sec;
@@ -11,37 +13,21 @@ using namespace x2sec::test;
 
 namespace {
 
-Identity id(const std::string& s) {
-    return Identity::parse(s).value();
-}
-
 // An initiator on 192.0.2.1 (base_peer(true)) with identity `local`, expecting `remote`.
 PeerConfig initiator(const std::string& local, const std::string& remote, const std::string& psk) {
-    auto p = base_peer(true);
-    p.local_id = id(local);
-    p.remote_id = id(remote);
-    p.psk = SecureBytes(as_bytes(psk));
-    return p;
+    return psk_peer(base_peer(true), local, remote, psk);
 }
 
 // A responder config on 192.0.2.2 for peers on 192.0.2.1 (the same address for every config).
-PeerConfig responder(const std::string& name, const std::string& local, std::optional<std::string> remote,
+PeerConfig responder(const std::string& name, const std::string& local, const std::optional<std::string>& remote,
                      const std::string& psk) {
-    auto p = base_peer(false);
+    auto p = psk_peer(base_peer(false), local, remote, psk);
     p.name = name;
-    p.local_id = id(local);
-    if (remote)
-        p.remote_id = id(*remote);
-    else
-        p.remote_id.reset();
-    p.psk = SecureBytes(as_bytes(psk));
     return p;
 }
 
 EngineConfig with(std::vector<PeerConfig> peers) {
-    EngineConfig c;
-    c.peers = std::move(peers);
-    return c;
+    return engine_with(std::move(peers));
 }
 
 std::string auth_detail(const Node& n) {

@@ -1,16 +1,22 @@
 // Writes the IKE, ESP and KDS wire vectors of tests/vectors/ from the deterministic engines:
 // two IKEv2 engines with fixed RNGs on a manual clock (tests/exchange/ikev2_harness.hpp) run
-// every exchange in both roles (and IKE_AUTH once more in fragments); ESP packets are sealed
+// every exchange in both roles (and IKE_AUTH once more in fragments, with ECDSA P-256 and
+// RSA-3072 certificates, after a COOKIE demand and after INVALID_KE_PAYLOAD); ESP packets are sealed
 // with fixed keys and IVs; KDS messages are encoded from fixed fields.  Negative vectors are
 // named mutations of positive ones, with the error the parser gives.  A program, not a test:
 //
 //   build/tests/wire/gen_wire_vectors tests/vectors
 //
-// then commit the .vec files; test_wire_vectors reads them back.
+// then commit the .vec files; test_wire_vectors reads them back.  `gen_wire_vectors --cmp-post`
+// prints the positive POST record of the hand-written cmp_http.vec.  The certificate records
+// differ from run to run (OpenSSL generates the keys and ECDSA / RSA-PSS signatures are
+// randomised); every other record is the same on each run.
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <openssl/cmp.h>
 #include <x2sec/esp/cipher.hpp>
 #include <x2sec/esp/packet.hpp>
 #include <x2sec/kds/protocol.hpp>
@@ -49,15 +55,94 @@ struct VecWriter {
 };
 
 // ---------------------------------------------------------------- IKE
-struct Captured {
-    std::string section, role, what;
-    Bytes data;
-};
-
 std::string ike_role(const wire::Header& h, bool from_a) {
     // The original initiator of the IKE SA is a; a request comes from the exchange's initiator.
     std::string sender = from_a ? "original initiator" : "original responder";
     return sender + (h.response() ? ", response" : ", request");
+}
+
+struct Captured {
+    std::string section, role, what;
+    Bytes data;
+    std::vector<std::pair<std::string, std::string>> extra;  // fields after Payloads
+};
+
+// The KE group and notify data of an IKE_SA_INIT message (for the COOKIE and INVALID_KE_PAYLOAD
+// records): "KeGroup" when it carries a KE payload, "NotifyData" of a lone notify (COOKIE,
+// INVALID_KE_PAYLOAD).
+void add_init_fields(Captured& c) {
+    auto m = wire::Message::decode(c.data).value();
+    for (const auto& pl : m.payloads)
+        if (const auto* ke = pl.as<wire::KePayload>()) c.extra.emplace_back("KeGroup", std::to_string(ke->group));
+    if (m.payloads.size() == 1)
+        if (const auto* n = m.payloads[0].as<wire::NotifyPayload>())
+            c.extra.emplace_back("NotifyData", to_hex(n->data));
+}
+
+// The decrypted inner chain of an encrypted (SK, AES-GCM-16) message, with the sender's SK_e:
+// "SkKey", "Inner" (payload list) and "InnerChain" (the plaintext without padding).
+void add_inner_fields(Captured& c, const std::map<std::pair<uint64_t, uint64_t>, IkeSaKeys>& keys) {
+    auto m = wire::Message::decode(c.data).value();
+    const auto* sk = m.payloads.empty() ? nullptr : m.payloads.back().as<wire::SkPayload>();
+    auto it = keys.find({m.header.spi_i, m.header.spi_r});
+    if (!sk || m.payloads.size() != 1 || it == keys.end()) throw std::runtime_error("no SK payload or keys");
+    const SecureBytes& key = m.header.initiator() ? it->second.sk_ei : it->second.sk_er;
+    auto cipher = crypto::SkCipher::create(crypto::EncrId::AesGcm16, static_cast<unsigned>((key.size() - 4) * 8),
+                                           crypto::IntegId::None, key, SecureBytes())
+                      .value();
+    BytesView aad(c.data.data(), wire::kHeaderSize + wire::kGenericHeaderSize);
+    Bytes pt = cipher.open(aad, sk->data).value();
+    auto inner = wire::decode_chain(pt, sk->inner_next).value();
+    c.extra.emplace_back("SkKey", to_hex(key.view()));
+    c.extra.emplace_back("Inner", wirevec::payload_list(inner));
+    c.extra.emplace_back("InnerChain", to_hex(pt));
+}
+
+// Both ends authenticate with certificates of `alg`: a's leaf under an intermediate it sends
+// along, b's directly under the root; both trust the root and send CERTREQ.  Unfragmented.
+void run_cert(pki::KeyAlg alg, const std::string& label, uint64_t seed, std::vector<Captured>& out) {
+    TestCa root = make_root("Vendor " + label, alg);
+    TestCa inter = make_intermediate(root, "Vendor " + label, alg);
+    Leaf la = make_leaf(inter, "a.henb.example", 1'700'000'000, 2'000'000'000, alg);
+    Leaf lb = make_leaf(root, "b.henb.example", 1'700'000'000, 2'000'000'000, alg);
+    auto trust = std::make_shared<x509::TrustStore>();
+    trust->add_anchor(root.certificate(), "vendor");
+    auto pa = base_peer(true), pb = base_peer(false);
+    use_cert(pa, la, {inter.certificate()}, trust);
+    use_cert(pb, lb, {}, trust);
+    pa.fragmentation = pb.fragmentation = false;
+    Pair p(pa, pb, seed);
+    std::map<std::pair<uint64_t, uint64_t>, IkeSaKeys> keys;
+    p.a.engine->set_key_logger([&](const IkeSaKeys& k) { keys[{k.spi_i, k.spi_r}] = k; }, nullptr);
+    if (!p.connect()) throw std::runtime_error("certificate " + label + ": IKE SA not established");
+    for (const auto& [from_a, d] : p.log) {
+        auto m = wire::Message::decode(d.data).value();
+        Captured c{std::string(wire::to_string(m.header.exchange)) + " certificate " + label,
+                   ike_role(m.header, from_a),
+                   "",
+                   d.data,
+                   {}};
+        if (m.header.exchange == wire::ExchangeType::IkeAuth) add_inner_fields(c, keys);
+        out.push_back(std::move(c));
+    }
+}
+
+// The IKE_SA_INIT messages of a connection between `ca` and `cb` (the first attempt refused
+// with a lone notify, then the retry), as section `section`.
+void run_init_retry(EngineConfig ca, EngineConfig cb, uint64_t seed, const std::string& section,
+                    std::vector<Captured>& out) {
+    Pair p(std::move(ca), std::move(cb), seed);
+    if (!p.connect()) throw std::runtime_error(section + ": IKE SA not established");
+    int attempt = 1;
+    for (const auto& [from_a, d] : p.log) {
+        auto m = wire::Message::decode(d.data).value();
+        if (m.header.exchange != wire::ExchangeType::IkeSaInit) continue;
+        Captured c{section, ike_role(m.header, from_a), "", d.data, {{"Attempt", std::to_string(attempt)}}};
+        add_init_fields(c);
+        if (m.header.response()) ++attempt;
+        out.push_back(std::move(c));
+    }
+    if (attempt != 3) throw std::runtime_error(section + ": expected two IKE_SA_INIT exchanges");
 }
 
 void capture(Pair& p, size_t from, const std::string& section, std::vector<Captured>& out) {
@@ -65,7 +150,7 @@ void capture(Pair& p, size_t from, const std::string& section, std::vector<Captu
         const auto& [from_a, d] = p.log[i];
         auto m = wire::Message::decode(d.data);
         if (!m.ok()) throw std::runtime_error("generated IKE message does not decode: " + m.error().detail());
-        out.push_back({section, ike_role(m->header, from_a), "", d.data});
+        out.push_back({section, ike_role(m->header, from_a), "", d.data, {}});
     }
 }
 
@@ -131,8 +216,28 @@ std::vector<Captured> run_ike() {
         for (const auto& [from_a, d] : p.log) {
             auto m = wire::Message::decode(d.data).value();
             if (m.header.exchange != wire::ExchangeType::IkeAuth) continue;
-            out.push_back({"IKE_AUTH fragments", ike_role(m.header, from_a), "", d.data});
+            out.push_back({"IKE_AUTH fragments", ike_role(m.header, from_a), "", d.data, {}});
         }
+    }
+    run_cert(pki::KeyAlg::EcP256, "ECDSA P-256", 11, out);
+    run_cert(pki::KeyAlg::Rsa3072, "RSA-3072", 13, out);
+    {
+        // The responder demands a COOKIE (RFC 7296 2.6) for every IKE_SA_INIT.
+        EngineConfig ca, cb;
+        ca.peers = {base_peer(true)};
+        cb.peers = {base_peer(false)};
+        cb.cookie_threshold = 0;
+        run_init_retry(std::move(ca), std::move(cb), 15, "IKE_SA_INIT COOKIE", out);
+    }
+    {
+        // The initiator guesses ECP-256, the responder accepts ECP-384 only (RFC 7296 1.2).
+        auto pa = base_peer(true), pb = base_peer(false);
+        pa.ike_proposals = {proposal("aes128gcm16-prfsha256-ecp256-ecp384")};
+        pb.ike_proposals = {proposal("aes128gcm16-prfsha256-ecp384")};
+        EngineConfig ca, cb;
+        ca.peers = {pa};
+        cb.peers = {pb};
+        run_init_retry(std::move(ca), std::move(cb), 17, "IKE_SA_INIT INVALID_KE_PAYLOAD", out);
     }
     return out;
 }
@@ -142,7 +247,11 @@ void write_ike(const std::string& dir) {
                 "# IKEv2 messages (RFC 7296, RFC 7383 fragments) as the engines put them on the wire:\n"
                 "# generated by tests/wire/gen_wire_vectors.cpp (fixed RNGs, manual clock; do not edit).\n"
                 "# Positive records: Message decodes, its fields are as listed, and it encodes to the same\n"
-                "# octets.  [Negative] records: Message fails to decode with Error (domain/notify) and an\n"
+                "# octets.  Optional fields: KeGroup (the KE payload's DH group), NotifyData (of a lone\n"
+                "# notify: COOKIE, INVALID_KE_PAYLOAD), Attempt (1: refused, 2: the retry); for encrypted\n"
+                "# certificate records SkKey (the sender's SK_e, AES-GCM-16 with salt): the SK payload\n"
+                "# opens to InnerChain, which decodes to the payloads Inner and encodes to the same octets.\n"
+                "# [Negative] records: Message fails to decode with Error (domain/notify) and an\n"
                 "# error detail containing Detail.\n");
     auto msgs = run_ike();
     for (const auto& c : msgs) {
@@ -150,19 +259,22 @@ void write_ike(const std::string& dir) {
         char spis[40];
         std::snprintf(spis, sizeof spis, "%016llx %016llx", (unsigned long long)m.header.spi_i,
                       (unsigned long long)m.header.spi_r);
-        w.record(c.section, {{"Role", c.role},
-                             {"Exchange", wire::to_string(m.header.exchange)},
-                             {"Flags", std::string(m.header.initiator() ? "I" : "") + (m.header.response() ? "R" : "")},
-                             {"MessageId", std::to_string(m.header.message_id)},
-                             {"Spis", spis},
-                             {"Payloads", wirevec::payload_list(m.payloads)},
-                             {"Message", to_hex(c.data)}});
+        std::vector<std::pair<std::string, std::string>> f = {
+            {"Role", c.role},
+            {"Exchange", wire::to_string(m.header.exchange)},
+            {"Flags", std::string(m.header.initiator() ? "I" : "") + (m.header.response() ? "R" : "")},
+            {"MessageId", std::to_string(m.header.message_id)},
+            {"Spis", spis},
+            {"Payloads", wirevec::payload_list(m.payloads)}};
+        f.insert(f.end(), c.extra.begin(), c.extra.end());
+        f.emplace_back("Message", to_hex(c.data));
+        w.record(c.section, f);
     }
     // Negative vectors: mutations of the first IKE_SA_INIT request and IKE_AUTH request.
     const Bytes init = msgs.at(0).data;
     Bytes auth;
     for (const auto& c : msgs)
-        if (c.section == "IKE_AUTH") {
+        if (c.section == "IKE_AUTH") {  // the PSK one
             auth = c.data;
             break;
         }
@@ -418,11 +530,58 @@ void write_kds(const std::string& dir) {
     }
 }
 
+// ---------------------------------------------------------------- CMP over HTTP
+// The positive POST record of the hand-written cmp_http.vec: a genm PKIMessage made by
+// OpenSSL's CMP client (MAC-protected with a reference and secret the RA does not know, so the
+// RA answers with a protected error message and opens no transaction), in a whole HTTP/1.1
+// request.  Printed to stdout (gen_wire_vectors --cmp-post) to be pasted into the file.
+OSSL_CMP_MSG* capture_request(OSSL_CMP_CTX* ctx, const OSSL_CMP_MSG* req) {
+    auto* out = static_cast<Bytes*>(OSSL_CMP_CTX_get_transfer_cb_arg(ctx));
+    unsigned char* der = nullptr;
+    const int n = i2d_OSSL_CMP_MSG(req, &der);
+    if (n > 0) out->assign(der, der + n);
+    OPENSSL_free(der);
+    return nullptr;  // no transfer: the message is all we want
+}
+
+int print_cmp_post() {
+    OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
+    if (!ctx) return 1;
+    Bytes der;
+    const std::string ref = "x2sec wire vector", secret = "not a secret the RA knows";
+    OSSL_CMP_CTX_set1_referenceValue(ctx, reinterpret_cast<const unsigned char*>(ref.data()), int(ref.size()));
+    OSSL_CMP_CTX_set1_secretValue(ctx, reinterpret_cast<const unsigned char*>(secret.data()), int(secret.size()));
+    OSSL_CMP_CTX_set_transfer_cb(ctx, capture_request);
+    OSSL_CMP_CTX_set_transfer_cb_arg(ctx, &der);
+    STACK_OF(OSSL_CMP_ITAV)* itavs = OSSL_CMP_exec_GENM_ses(ctx);
+    sk_OSSL_CMP_ITAV_pop_free(itavs, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    if (der.empty()) {
+        std::cerr << "gen_wire_vectors: no genm request captured\n";
+        return 1;
+    }
+    std::string body;
+    for (uint8_t b : der) {
+        char hex[5];
+        std::snprintf(hex, sizeof hex, "\\x%02x", b);
+        body += hex;
+    }
+    std::cout << "Name = genm PKIMessage (MAC-protected, unknown reference): answered with a CMP error message\n"
+              << "Request = POST /.well-known/cmp HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nContent-Type: "
+                 "application/pkixcmp\\r\\nContent-Length: "
+              << der.size() << "\\r\\nConnection: close\\r\\n\\r\\n"
+              << body << "\n"
+              << "Status = 200\nContentType = application/pkixcmp\nRequestPkiBody = genm\nResponsePkiBody = error\n";
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 2 && std::string(argv[1]) == "--cmp-post") return print_cmp_post();
     if (argc != 2) {
-        std::cerr << "usage: gen_wire_vectors DIR   (DIR: tests/vectors)\n";
+        std::cerr << "usage: gen_wire_vectors DIR   (DIR: tests/vectors)\n"
+                     "       gen_wire_vectors --cmp-post   (the positive POST record of cmp_http.vec)\n";
         return 2;
     }
     try {

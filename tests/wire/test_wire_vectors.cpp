@@ -3,6 +3,7 @@
 // the public parse/serialize APIs with their fields checked; negative records fail with the
 // error they name.
 #include <arpa/inet.h>
+#include <openssl/cmp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -13,11 +14,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <set>
 #include <x2sec/cmp/http.hpp>
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/server.hpp>
 #include <x2sec/cmp/store.hpp>
+#include <x2sec/crypto/crypto.hpp>
 #include <x2sec/esp/cipher.hpp>
 #include <x2sec/esp/packet.hpp>
 #include <x2sec/ikev2/wire.hpp>
@@ -42,6 +45,8 @@ TEST(WireVectors, IkeMessagesRoundTrip) {
     auto recs = read_vec_file(file);
     size_t positive = 0;
     std::set<std::string> sections, roles;
+    std::map<std::string, std::string> inner_payloads;  // "<section> / <role>" -> Inner
+    std::map<std::string, const VecRecord*> attempts;   // "<section> / <attempt> / <role>"
     for (const auto& r : recs) {
         if (r.section == "Negative") continue;
         SCOPED_TRACE(where(file, r));
@@ -59,6 +64,42 @@ TEST(WireVectors, IkeMessagesRoundTrip) {
         EXPECT_EQ(wirevec::payload_list(m->payloads), r.at("Payloads"));
         EXPECT_EQ(m->header.length, in.size());
         EXPECT_EQ(to_hex(m->encode()), to_hex(in));  // byte for byte
+        if (r.has("KeGroup")) {
+            const wire::KePayload* ke = nullptr;
+            for (const auto& p : m->payloads)
+                if (const auto* k = p.as<wire::KePayload>()) ke = k;
+            ASSERT_NE(ke, nullptr);
+            EXPECT_EQ(std::to_string(ke->group), r.at("KeGroup"));
+        }
+        if (r.has("NotifyData")) {
+            ASSERT_EQ(m->payloads.size(), 1u);
+            const auto* n = m->payloads[0].as<wire::NotifyPayload>();
+            ASSERT_NE(n, nullptr);
+            EXPECT_EQ(to_hex(n->data), r.at("NotifyData"));
+        }
+        if (r.has("SkKey")) {
+            // The encrypted body opens with the sender's SK_e to InnerChain, which decodes to the
+            // payloads listed and encodes to the same octets.
+            ASSERT_EQ(m->payloads.size(), 1u);
+            const auto* sk = m->payloads[0].as<wire::SkPayload>();
+            ASSERT_NE(sk, nullptr);
+            SecureBytes key(r.hex("SkKey"));
+            auto cipher =
+                crypto::SkCipher::create(crypto::EncrId::AesGcm16, static_cast<unsigned>((key.size() - 4) * 8),
+                                         crypto::IntegId::None, key, SecureBytes());
+            ASSERT_TRUE(cipher.ok()) << cipher.error().detail();
+            auto pt = cipher->open(BytesView(in.data(), wire::kHeaderSize + wire::kGenericHeaderSize), sk->data);
+            ASSERT_TRUE(pt.ok()) << pt.error().detail();
+            EXPECT_EQ(to_hex(*pt), r.at("InnerChain"));
+            auto inner = wire::decode_chain(*pt, sk->inner_next);
+            ASSERT_TRUE(inner.ok()) << inner.error().detail();
+            EXPECT_EQ(wirevec::payload_list(*inner), r.at("Inner"));
+            Writer w;
+            EXPECT_EQ(wire::encode_chain(w, *inner), sk->inner_next);
+            EXPECT_EQ(to_hex(w.data()), to_hex(*pt));  // byte for byte
+            inner_payloads[r.section + " / " + r.at("Role")] = r.at("Inner");
+        }
+        if (r.has("Attempt")) attempts[r.section + " / " + r.at("Attempt") + " / " + r.at("Role")] = &r;
         sections.insert(r.section);
         roles.insert(r.section + " / " + r.at("Role"));
         ++positive;
@@ -72,6 +113,46 @@ TEST(WireVectors, IkeMessagesRoundTrip) {
         for (const char* who : {"original initiator", "original responder"})
             for (const char* what : {"request", "response"})
                 EXPECT_TRUE(roles.count(std::string(s) + " / " + who + ", " + what)) << s << " " << who << " " << what;
+    // Certificate IKE_AUTH in both roles: the initiator sends its leaf, its intermediate and a
+    // CERTREQ, the responder its leaf; the responder's IKE_SA_INIT asks with a CERTREQ.
+    for (const char* alg : {"ECDSA P-256", "RSA-3072"}) {
+        SCOPED_TRACE(alg);
+        const std::string init = std::string("IKE_SA_INIT certificate ") + alg,
+                          auth = std::string("IKE_AUTH certificate ") + alg;
+        EXPECT_TRUE(sections.count(init));
+        EXPECT_TRUE(roles.count(init + " / original responder, response"));
+        EXPECT_EQ(inner_payloads[auth + " / original initiator, request"],
+                  "IDi CERT CERT CERTREQ IDr N(INITIAL_CONTACT) AUTH SA TSi TSr");
+        EXPECT_EQ(inner_payloads[auth + " / original responder, response"], "IDr CERT AUTH SA TSi TSr");
+    }
+    // A refused first IKE_SA_INIT (a lone COOKIE / INVALID_KE_PAYLOAD notify), then the retry.
+    const auto attempt = [&](const std::string& section, int n, const std::string& role) -> const VecRecord& {
+        auto it = attempts.find(section + " / " + std::to_string(n) + " / original " + role);
+        if (it == attempts.end())
+            throw std::runtime_error("no attempt " + std::to_string(n) + " " + role + " in " + section);
+        return *it->second;
+    };
+    {
+        const std::string s = "IKE_SA_INIT COOKIE";
+        const auto& demand = attempt(s, 1, "responder, response");
+        EXPECT_EQ(demand.at("Payloads"), "N(COOKIE)");
+        const auto& retry = attempt(s, 2, "initiator, request");
+        EXPECT_EQ(retry.at("Payloads").rfind("N(COOKIE) SA KE No", 0), 0u) << retry.at("Payloads");
+        // The retry echoes the cookie (RFC 7296 2.6) and keeps its SPI.
+        auto m = wire::Message::decode(retry.hex("Message")).value();
+        EXPECT_EQ(to_hex(m.payloads[0].as<wire::NotifyPayload>()->data), demand.at("NotifyData"));
+        EXPECT_EQ(retry.at("Spis"), attempt(s, 1, "initiator, request").at("Spis"));
+        EXPECT_EQ(attempt(s, 2, "responder, response").at("Payloads").rfind("SA KE No", 0), 0u);
+    }
+    {
+        const std::string s = "IKE_SA_INIT INVALID_KE_PAYLOAD";
+        EXPECT_EQ(attempt(s, 1, "initiator, request").at("KeGroup"), "19");
+        const auto& refusal = attempt(s, 1, "responder, response");
+        EXPECT_EQ(refusal.at("Payloads"), "N(INVALID_KE_PAYLOAD)");
+        EXPECT_EQ(refusal.at("NotifyData"), "0014");  // the group it accepts: ECP-384 (20)
+        EXPECT_EQ(attempt(s, 2, "initiator, request").at("KeGroup"), "20");
+        EXPECT_EQ(attempt(s, 2, "responder, response").at("KeGroup"), "20");
+    }
     EXPECT_GE(positive, 20u);
 }
 
@@ -295,6 +376,24 @@ HttpResponse exchange(int port, const std::string& request) {
     return r;
 }
 
+// A PKIMessage body (RFC 4210): decodes, has body type `type` ("genm", "error", ...), and
+// re-encodes to the same octets.
+void expect_pki_message(const std::string& der, const std::string& type) {
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    OSSL_CMP_MSG* m = d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size()));
+    ASSERT_NE(m, nullptr) << "not a PKIMessage";
+    EXPECT_EQ(p, reinterpret_cast<const unsigned char*>(der.data()) + der.size()) << "octets after the PKIMessage";
+    // PKIBody CHOICE tags (RFC 4210 5.1.2; OpenSSL 3.0 keeps its names for them internal)
+    static const std::map<std::string, int> kTypes = {{"genm", 21}, {"genp", 22}, {"error", 23}};
+    EXPECT_EQ(OSSL_CMP_MSG_get_bodytype(m), kTypes.at(type));
+    unsigned char* out = nullptr;
+    const int n = i2d_OSSL_CMP_MSG(m, &out);
+    ASSERT_GT(n, 0);
+    EXPECT_EQ(to_hex(BytesView(out, size_t(n))), to_hex(as_bytes(der)));  // byte for byte
+    OPENSSL_free(out);
+    OSSL_CMP_MSG_free(m);
+}
+
 cmp::LabPki& cmp_pki() {
     static cmp::LabPki p = cmp::make_lab_pki();
     return p;
@@ -315,7 +414,8 @@ TEST(WireVectors, CmpHttpFraming) {
     for (const auto& r : recs) {
         SCOPED_TRACE(where(file, r) + " " + r.at("Name"));
         const uint64_t before = r.has("Counter") ? server.counters().get(r.at("Counter")) : 0;
-        auto rsp = exchange(http.port(), unescape(r.at("Request")));
+        const std::string request = unescape(r.at("Request"));
+        auto rsp = exchange(http.port(), request);
         EXPECT_EQ(std::to_string(rsp.status), r.at("Status")) << rsp.head;
         if (r.section == "Negative") {
             if (r.has("Counter")) {
@@ -325,11 +425,19 @@ TEST(WireVectors, CmpHttpFraming) {
         } else {
             EXPECT_TRUE(rsp.framed) << rsp.head;
             EXPECT_EQ(header_value(rsp.head, "Content-Type"), r.at("ContentType"));
+            if (r.has("RequestPkiBody")) {
+                const auto end = request.find("\r\n\r\n");
+                ASSERT_NE(end, std::string::npos);
+                const std::string body = request.substr(end + 4);
+                EXPECT_EQ(header_value(request.substr(0, end + 2), "Content-Length"), std::to_string(body.size()));
+                expect_pki_message(body, r.at("RequestPkiBody"));
+            }
+            if (r.has("ResponsePkiBody")) expect_pki_message(rsp.body, r.at("ResponsePkiBody"));
             ++positive;
         }
     }
     EXPECT_EQ(store->counts()->transactions, 0);  // no refused request reached the CA
-    EXPECT_GE(positive, 1u);
+    EXPECT_GE(positive, 3u);
     EXPECT_GE(negative, 7u);
     http.stop();
 }

@@ -8,7 +8,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
-#include <signal.h>
+#include <csignal>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -190,6 +190,7 @@ struct RttCounter {
     bool last_was_write = false;
     size_t round_trips = 0;
 };
+// NOLINTNEXTLINE(readability-non-const-parameter): the signature of OpenSSL's BIO_callback_fn_ex
 long rtt_callback(BIO* b, int oper, const char*, size_t, int, long, int ret, size_t* processed) {
     auto* c = reinterpret_cast<RttCounter*>(BIO_get_callback_arg(b));
     if (!c) return ret;
@@ -203,8 +204,8 @@ long rtt_callback(BIO* b, int oper, const char*, size_t, int, long, int ret, siz
 
 }  // namespace
 
-std::string first_san_dns(const void* xv) {
-    auto* x = static_cast<X509*>(const_cast<void*>(xv));
+std::string first_san_dns(const void* x509) {
+    auto* x = static_cast<X509*>(const_cast<void*>(x509));
     auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
     std::string out;
     if (!names) return out;

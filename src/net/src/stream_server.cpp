@@ -1,6 +1,6 @@
 #include <arpa/inet.h>
 #include <pthread.h>
-#include <signal.h>
+#include <csignal>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -248,6 +248,7 @@ void StreamServer::flush_log(int64_t now) {
         }
 }
 
+// NOLINTNEXTLINE(readability-make-member-function-const): it changes the epoll set
 void StreamServer::want(Conn& c, uint32_t events) {
     if (events == 0) {
         if (c.registered) ::epoll_ctl(m_epoll, EPOLL_CTL_DEL, c.fd, nullptr);

@@ -47,7 +47,7 @@ const char* to_string(LinkState s) {
     return "?";
 }
 
-Agent::Agent(policy::DeploymentConfig config, std::string henb, Operations ops)
+Agent::Agent(policy::DeploymentConfig config, const std::string& henb, Operations ops)
     : m_config(std::move(config)), m_ops(std::move(ops)) {
     m_henb = m_config.henb(henb);
     if (!m_henb) throw std::invalid_argument("no [[henb]] named '" + henb + "'");

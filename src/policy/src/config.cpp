@@ -30,7 +30,7 @@ public:
     Error err(const toml::source_region& r, const std::string& what) const {
         return Error(ErrorDomain::Config, 0, where(r) + ": " + what);
     }
-    Status known_keys(const toml::table& t, const std::string& prefix, std::set<std::string> keys) const {
+    Status known_keys(const toml::table& t, const std::string& prefix, const std::set<std::string>& keys) const {
         for (auto& [k, v] : t)
             if (!keys.count(std::string(k.str())))
                 return err(k.source(), "unknown key '" + prefix + std::string(k.str()) + "'");

@@ -69,11 +69,11 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
                           ": X2 goes via the core network, nothing to protect here");
         return d;
     }
-    d.steps.push_back("direct interface enabled");
+    d.steps.emplace_back("direct interface enabled");
     if (peer.ipsec == IpsecPolicy::Off) {
         d.action = Action::PlainX2;
         d.basis = "Proposal 1 (IPsec optional)";
-        d.steps.push_back("IPsec policy 'off': operator relies on physical security of the link");
+        d.steps.emplace_back("IPsec policy 'off': operator relies on physical security of the link");
         d.warning = "IPsec is OFF for this neighbour by operator policy: X2 runs unprotected";
         return d;
     }
@@ -85,7 +85,7 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
         (peer.peer_holds_operator_cert || peer.peer_cert_anchor == local.operator_anchor)) {
         d.action = Action::IkeOperatorCert;
         d.basis = "Proposal 3 (operator certificates)";
-        d.steps.push_back("both nodes hold operator certificates: IKEv2 with operator certificates");
+        d.steps.emplace_back("both nodes hold operator certificates: IKEv2 with operator certificates");
         return d;
     }
     std::optional<bool> same_ca;
@@ -102,7 +102,7 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
     }
     if (peer.auth_failed_untrusted_ca) {
         same_ca = false;
-        d.steps.push_back("a previous IKE_AUTH failed with an untrusted CA: the chains do not share an anchor");
+        d.steps.emplace_back("a previous IKE_AUTH failed with an untrusted CA: the chains do not share an anchor");
     } else if (peer.certreq_anchors) {
         const auto& a = *peer.certreq_anchors;
         bool asks_ours = std::find(a.begin(), a.end(), local.current_cert_anchor) != a.end();
@@ -117,7 +117,7 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
     if (!same_ca) {
         d.action = Action::IkeCurrentCert;
         d.basis = "Proposal 2 (assume same CA until the peer shows otherwise)";
-        d.steps.push_back(
+        d.steps.emplace_back(
             "peer's CA not known yet: try IKEv2 with the current certificate; an untrusted-CA "
             "failure re-runs this decision");
         return d;
@@ -125,10 +125,10 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
     if (*same_ca) {
         d.action = Action::IkeCurrentCert;
         d.basis = "Proposal 2 (same CA)";
-        d.steps.push_back("same CA: IKEv2 with the current certificates, no further mechanism needed");
+        d.steps.emplace_back("same CA: IKEv2 with the current certificates, no further mechanism needed");
         return d;
     }
-    d.steps.push_back("different CAs: mutual authentication with the current certificates is impossible");
+    d.steps.emplace_back("different CAs: mutual authentication with the current certificates is impossible");
     if (certreq_names_operator == false) {
         // The peer does not trust the operator root either: an operator certificate (enrolled
         // or not) would be rejected too.
@@ -153,7 +153,7 @@ Decision decide(const LocalFacts& local, const PeerFacts& peer) {
         }
         d.action = Action::IkeOperatorCert;
         d.basis = "Proposal 3 (operator certificates)";
-        d.steps.push_back("an operator certificate is already enrolled: IKEv2 with it");
+        d.steps.emplace_back("an operator certificate is already enrolled: IKEv2 with it");
         return d;
     }
     if (local.cmp_supported && local.cmp_server_configured) {

@@ -117,9 +117,9 @@ Result<LabCredential> LabCa::issue(const std::string& fqdn, int64_t nb, int days
     return c;
 }
 
-Result<LabCredential> LabCa::issue_for_key(const std::string& fqdn, EVP_PKEY* k, SecureBytes key_ref, int64_t nb,
-                                           int days, bool server_auth) {
-    X509* x = new_cert(k, fqdn, "", nb, days);
+Result<LabCredential> LabCa::issue_for_key(const std::string& fqdn, EVP_PKEY* key, SecureBytes key_ref,
+                                           int64_t not_before_unix, int days, bool server_auth) {
+    X509* x = new_cert(key, fqdn, "", not_before_unix, days);
     X509_set_issuer_name(x, X509_get_subject_name(m_impl->root));
     bool ok = add_ext(x, m_impl->root, NID_basic_constraints, "critical,CA:FALSE") &&
               add_ext(x, m_impl->root, NID_key_usage, "critical,digitalSignature") &&

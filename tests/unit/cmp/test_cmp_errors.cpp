@@ -12,6 +12,7 @@
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/server.hpp>
+#include <x2sec/test/cmp_wire.hpp>
 
 using namespace x2sec;
 using namespace x2sec::cmp;
@@ -20,24 +21,6 @@ namespace {
 
 const char* kRealm = "henb.vendor-a.example";
 constexpr int kErrorBody = 23, kIpBody = 1, kRpBody = 12;
-
-struct Wire {
-    Bytes last_request, last_response;
-    std::function<Result<Bytes>(BytesView)> handle;
-};
-
-OSSL_CMP_MSG* wire_cb(OSSL_CMP_CTX* c, const OSSL_CMP_MSG* req) {
-    auto* w = static_cast<Wire*>(OSSL_CMP_CTX_get_transfer_cb_arg(c));
-    unsigned char* der = nullptr;
-    int n = i2d_OSSL_CMP_MSG(req, &der);
-    w->last_request.assign(der, der + n);
-    OPENSSL_free(der);
-    auto rsp = w->handle(w->last_request);
-    if (!rsp) return nullptr;
-    w->last_response = *rsp;
-    const unsigned char* p = rsp->data();
-    return d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(rsp->size()));
-}
 
 struct MsgFree {
     void operator()(OSSL_CMP_MSG* m) const { OSSL_CMP_MSG_free(m); }
@@ -68,7 +51,7 @@ struct ErrFixture : ::testing::Test {
     }
     std::unique_ptr<Store> store = std::move(open_sqlite_store(":memory:").value());
     std::unique_ptr<Server> server = std::make_unique<Server>(lab().server_config(), *store);
-    Wire wire;
+    test::CmpWire wire;
     ErrFixture() {
         wire.handle = [this](BytesView b) { return server->handle(b); };
     }
@@ -83,25 +66,13 @@ struct ErrFixture : ::testing::Test {
                 OSSL_CRMF_MSG* crm = nullptr, int type = OSSL_CMP_IR) {
         Outcome o;
         OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
-        OSSL_CMP_CTX_set_transfer_cb(ctx, wire_cb);
-        OSSL_CMP_CTX_set_transfer_cb_arg(ctx, &wire);
+        test::attach(ctx, wire);
         if (signer_cert) OSSL_CMP_CTX_set1_cert(ctx, signer_cert);
         if (signer_key) OSSL_CMP_CTX_set1_pkey(ctx, signer_key);
-        STACK_OF(X509)* sk = sk_X509_new_null();
-        for (X509* x : chain) {
-            X509_up_ref(x);
-            sk_X509_push(sk, x);
-        }
+        STACK_OF(X509)* sk = test::x509_stack(chain);
         OSSL_CMP_CTX_set1_extraCertsOut(ctx, sk);
         sk_X509_pop_free(sk, X509_free);
-        X509_STORE* ts = X509_STORE_new();
-        X509_STORE_add_cert(ts, lab().operator_root.cert.get());
-        OSSL_CMP_CTX_set0_trustedStore(ctx, ts);
-        STACK_OF(X509)* un = sk_X509_new_null();
-        X509_up_ref(lab().operator_issuing.cert.get());
-        sk_X509_push(un, lab().operator_issuing.cert.get());
-        OSSL_CMP_CTX_set1_untrusted(ctx, un);
-        sk_X509_pop_free(un, X509_free);
+        test::trust_operator_ca(ctx, lab());
         if (new_key) {
             EVP_PKEY_up_ref(new_key);
             OSSL_CMP_CTX_set0_newPkey(ctx, 1, new_key);
@@ -696,7 +667,7 @@ OSSL_CMP_MSG* wrong_tid_certconf_cb(OSSL_CMP_CTX* c, const OSSL_CMP_MSG* req) {
         ASN1_OCTET_STRING_free(os);
         if (OSSL_CMP_MSG_update_transactionID(c, const_cast<OSSL_CMP_MSG*>(req)) != 1) return nullptr;
     }
-    return wire_cb(c, req);
+    return test::cmp_wire_transfer(c, req);
 }
 }  // namespace
 

@@ -12,6 +12,7 @@
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/profile.hpp>
 #include <x2sec/cmp/server.hpp>
+#include <x2sec/test/cmp_wire.hpp>
 
 using namespace x2sec;
 using namespace x2sec::cmp;
@@ -24,24 +25,6 @@ constexpr int kErrorBody = 23, kIpBody = 1;
 LabPki& lab() {
     static LabPki p = make_lab_pki();
     return p;
-}
-
-struct Exchange {
-    std::function<Result<Bytes>(BytesView)> handle;
-    Bytes last_response;
-};
-
-OSSL_CMP_MSG* transfer(OSSL_CMP_CTX* c, const OSSL_CMP_MSG* req) {
-    auto* x = static_cast<Exchange*>(OSSL_CMP_CTX_get_transfer_cb_arg(c));
-    unsigned char* der = nullptr;
-    int n = i2d_OSSL_CMP_MSG(req, &der);
-    Bytes b(der, der + n);
-    OPENSSL_free(der);
-    auto rsp = x->handle(b);
-    if (!rsp) return nullptr;
-    x->last_response = *rsp;
-    const unsigned char* p = rsp->data();
-    return d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(rsp->size()));
 }
 
 struct Result_ {
@@ -94,32 +77,20 @@ struct ProfileFixture : ::testing::Test {
     // An ir (OpenSSL's client) signed by `dev` to `profile`, asking for `sans` (type, value).
     Result_ enrol(const LabCredential& dev, const std::string& profile, const std::string& cn,
                   const std::vector<std::pair<int, std::string>>& sans, int64_t at = 0) {
-        Exchange x;
+        test::CmpWire x;
         x.handle = [&](BytesView b) {
             if (route) return route(b, profile);
             return server->handle(b, RequestContext{profile, at ? at : now});
         };
         auto nk = pki::generate_key(pki::KeyAlg::EcP256).value();
         OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
-        OSSL_CMP_CTX_set_transfer_cb(ctx, transfer);
-        OSSL_CMP_CTX_set_transfer_cb_arg(ctx, &x);
+        test::attach(ctx, x);
         OSSL_CMP_CTX_set1_cert(ctx, dev.cert.get());
         OSSL_CMP_CTX_set1_pkey(ctx, dev.key.get());
-        STACK_OF(X509)* sk = sk_X509_new_null();
-        for (X509* c : dev.chain_ptrs()) {
-            X509_up_ref(c);
-            sk_X509_push(sk, c);
-        }
+        STACK_OF(X509)* sk = test::x509_stack(dev.chain_ptrs());
         OSSL_CMP_CTX_set1_untrusted(ctx, sk);
         sk_X509_pop_free(sk, X509_free);
-        X509_STORE* ts = X509_STORE_new();
-        X509_STORE_add_cert(ts, lab().operator_root.cert.get());
-        OSSL_CMP_CTX_set0_trustedStore(ctx, ts);
-        STACK_OF(X509)* un = sk_X509_new_null();
-        X509_up_ref(lab().operator_issuing.cert.get());
-        sk_X509_push(un, lab().operator_issuing.cert.get());
-        OSSL_CMP_CTX_set1_untrusted(ctx, un);
-        sk_X509_pop_free(un, X509_free);
+        test::trust_operator_ca(ctx, lab());
         EVP_PKEY_up_ref(nk.get());
         OSSL_CMP_CTX_set0_newPkey(ctx, 1, nk.get());
         if (!cn.empty()) {
@@ -436,21 +407,13 @@ ASN1_ITEM_TEMPLATE(TEST_CA_CERTS) = ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF,
 // OpenSSL's client decodes it; an infoType not served is left out.
 TEST_F(ProfileFixture, GenmAnswersCurrentCrlAndCaCerts) {
     auto dev = lab().device(lab().vendor_a, "0023a1b2c5c1", kRealm);
-    Exchange x;
+    test::CmpWire x;
     x.handle = [&](BytesView b) { return server->handle(b, RequestContext{"", now}); };
     OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
-    OSSL_CMP_CTX_set_transfer_cb(ctx, transfer);
-    OSSL_CMP_CTX_set_transfer_cb_arg(ctx, &x);
+    test::attach(ctx, x);
     OSSL_CMP_CTX_set1_cert(ctx, dev.cert.get());
     OSSL_CMP_CTX_set1_pkey(ctx, dev.key.get());
-    X509_STORE* ts = X509_STORE_new();
-    X509_STORE_add_cert(ts, lab().operator_root.cert.get());
-    OSSL_CMP_CTX_set0_trustedStore(ctx, ts);
-    STACK_OF(X509)* un = sk_X509_new_null();
-    X509_up_ref(lab().operator_issuing.cert.get());
-    sk_X509_push(un, lab().operator_issuing.cert.get());
-    OSSL_CMP_CTX_set1_untrusted(ctx, un);
-    sk_X509_pop_free(un, X509_free);
+    test::trust_operator_ca(ctx, lab());
     OSSL_CMP_CTX_push0_genm_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_nid2obj(NID_id_it_currentCRL), nullptr));
     OSSL_CMP_CTX_push0_genm_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_nid2obj(NID_id_it_signKeyPairTypes), nullptr));
     OSSL_CMP_CTX_push0_genm_ITAV(ctx, OSSL_CMP_ITAV_create(OBJ_txt2obj("1.3.6.1.5.5.7.4.17", 1), nullptr));

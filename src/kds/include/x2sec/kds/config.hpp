@@ -48,7 +48,6 @@ struct ServeConfig {
 };
 
 Result<ServeConfig> load_serve_config(const std::string& path);
-Result<ServeConfig> parse_serve_config(std::string_view toml_text, const std::string& source_name,
-                                       const std::string& base_dir);
+Result<ServeConfig> parse_serve_config(std::string_view text, const std::string& file, const std::string& base);
 
 }  // namespace x2sec::kds

@@ -101,7 +101,7 @@ struct Operations {
 
 class Agent {
 public:
-    Agent(policy::DeploymentConfig config, std::string henb, Operations ops);
+    Agent(policy::DeploymentConfig config, const std::string& henb, Operations ops);
 
     // Brings up the backhaul (once; retried with back-off on failure).  true when up.
     bool ensure_backhaul(Millis now);
@@ -109,30 +109,30 @@ public:
     // decision, enrols / fetches keys as required.  Neighbours end Ready, PlainX2, Disabled or
     // Down.
     void prepare(Millis now);
-    void prepare(const std::string& neighbour, Millis now);
+    void prepare(const std::string& name, Millis now);
     // Runs IKEv2 with a Ready neighbour.  On an untrusted-CA failure the decision is re-run
     // with that observation (e.g. enrol, then try again with operator certificates) — once per
     // call.  Returns the final state.
-    LinkState connect(const std::string& neighbour, Millis now);
+    LinkState connect(const std::string& name, Millis now);
     // prepare + connect for every due neighbour.
     void run(Millis now);
 
     // The responder side saw the peer's certificate fail (e.g. untrusted CA): remember it so
     // the next decision takes it into account, and drop a Ready state built on it.
-    void observe_peer_failure(const std::string& neighbour, bool untrusted_ca, Millis now);
+    void observe_peer_failure(const std::string& name, bool untrusted_ca, Millis now);
     // The peer named these anchors in a CERTREQ (e.g. in its IKE_AUTH request while we were
     // the responder): remember them for the next decision, and drop a Ready state that
     // presents a certificate the peer did not ask for.
-    void observe_certreq(const std::string& neighbour, const std::vector<std::string>& anchors, Millis now);
+    void observe_certreq(const std::string& name, const std::vector<std::string>& anchors, Millis now);
     // Before IKE_AUTH: nullopt when the peer's CERTREQ (anchor labels) names the anchor the
     // credential chains to (or the credential is a PSK, or the CERTREQ is empty); otherwise why
     // the attempt is pointless.  The IKE operation calls this after IKE_SA_INIT and abandons
     // the exchange (IkeFailure::aborted_on_certreq) rather than send a doomed IKE_AUTH.
     std::optional<std::string> certreq_mismatch(Credential c, const std::vector<std::string>& anchors) const;
     // Forget the tunnel (e.g. after a revocation or a deleted SA): the next run decides anew.
-    void reset(const std::string& neighbour);
+    void reset(const std::string& name);
     // Marks a neighbour Up from the responder side (the peer initiated).
-    void mark_up(const std::string& neighbour, Credential c, const std::string& detail, Millis now);
+    void mark_up(const std::string& name, Credential c, const std::string& detail, Millis now);
 
     const policy::HenbConfig& henb() const { return *m_henb; }
     bool backhaul_up() const { return m_backhaul_up; }
