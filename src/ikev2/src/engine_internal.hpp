@@ -1,4 +1,5 @@
-// Internal state of the IKEv2 engine: IKE SAs, Child SAs, tasks and the task manager.
+// Internal state of the IKEv2 engine: IKE SAs, Child SAs, tasks and the task manager.  Where each
+// member is defined: docs/ikev2.md "Source layout".
 #pragma once
 
 #include <deque>
@@ -197,17 +198,22 @@ public:
     // ike.auth.unique_replaced.
     void enforce_unique(IkeSa& sa, bool initial_contact, Millis now);
 
-    // responder handlers
+    // Answers a request through its responder tasks (tasks/*.cpp): every process_r, then every
+    // build_r, then the response goes out and every task's responded() runs.  A role returning
+    // an error has answered itself (answer_error) or decided nothing is sent.
+    void respond(IkeSa& sa, const Request& req, Exchange ex, Millis now);
+    // Answers `req` with an error notify alone (logged: "<exchange> refused: <notify>") and
+    // returns the error a responder role gives back to say so.
+    Error answer_error(IkeSa& sa, const Request& req, uint16_t notify_type, Bytes data = {});
+    // RFC 7296 2.21: a request missing a payload it needs (`why`) is answered INVALID_SYNTAX;
+    // counted ike.rx.invalid_syntax.<counter> and logged as an error naming the peer.
+    Error answer_invalid(IkeSa& sa, const Request& req, const Error& why, const char* counter);
     // IKE_AUTH responder: re-select sa.peer_idx by IDi (and IDr) among the configs whose
     // addresses matched the IKE_SA_INIT (sa.candidate_local / candidate_remote).
     Status select_peer(IkeSa& sa, const wire::Checked& in);
     // The address score of peers[i] for a datagram local <- remote (higher is better), or -1
     // if its addresses do not match.
     int address_score(const PeerConfig& p, const Endpoint& local, const Endpoint& remote) const;
-    void respond_ike_auth(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
-    void respond_create_child(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
-    void respond_rekey_ike(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
-    void respond_informational(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
 
     // shared pieces
     Status derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf);
@@ -217,6 +223,8 @@ public:
     Status build_auth(IkeSa& sa, std::vector<wire::Payload>& out);
     // `in` is complete under a rule requiring the peer's ID and AUTH.
     Status verify_auth(IkeSa& sa, const wire::Checked& in, bool peer_is_initiator);
+    // The one install path of a Child SA, for either role: the record (new_child_record) goes
+    // to the backend, is attached to `sa` and announced (Event::ChildSaUp).
     Status install_child(IkeSa& sa, ChildSa& child, const ChildKeys& keys, bool we_initiated);
     void remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, const std::string& why);
     ChildSa* child_by_in(IkeSa& sa, uint32_t spi_in);
@@ -240,7 +248,7 @@ public:
     void finish_ike_rekey(IkeSa& old_sa, IkeSa& new_sa, Millis now);
 };
 
-// Exchange builders (src/tasks/*.cpp, beside the task they carry).
+// Exchange builders (src/tasks/*.cpp, beside the task they carry): initiator exchanges...
 Exchange make_ike_init_exchange();
 Exchange make_ike_auth_exchange(size_t child_cfg);
 Exchange make_create_child_exchange(size_t child_cfg);
@@ -253,7 +261,12 @@ Exchange make_delete_refused_child_exchange(std::vector<uint32_t> spis_in);
 Exchange make_delete_ike_exchange();
 Exchange make_dpd_exchange();
 Exchange make_invalid_mid_exchange(uint32_t bad_mid);
-Exchange make_auth_failed_notify_exchange();
+
+// ... and the responder's tasks for a request (run by EngineImpl::respond).
+Exchange make_ike_auth_responder();
+// CREATE_CHILD_SA: an IKE SA rekey (IKE proposal), a Child SA rekey (REKEY_SA) or a new Child SA.
+Exchange make_create_child_responder(const wire::Checked& in);
+Exchange make_informational_responder();
 
 // Proposal helpers (proposals.cpp).
 wire::Proposal ike_proposal_to_wire(const IkeProposal& p, uint8_t number, BytesView spi);

@@ -19,7 +19,10 @@ Status EngineImpl::initiate(const std::string& name, Millis now) {
         sa.spi_i = new_ike_spi();
         index_spi(sa);
         X2SEC_TRY_STATUS(transition(sa, SaState::Connecting, now));
+        // Both exchanges of the setup, as strongSwan queues its tasks: IKE_AUTH (with the first
+        // Child SA when the peer has one) goes once IKE_SA_INIT is done.
         queue_exchange(sa, make_ike_init_exchange(), now);
+        queue_exchange(sa, make_ike_auth_exchange(p.children.empty() ? SIZE_MAX : 0), now);
         return {};
     }
     return Error(ErrorDomain::Config, 0, "no peer named '" + name + "'");

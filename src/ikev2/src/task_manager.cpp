@@ -149,7 +149,7 @@ void EngineImpl::start_next(IkeSa& sa, Millis now) {
         std::vector<Payload> payloads;
         bool failed = false;
         for (auto& t : ex.tasks) {
-            auto st = t->build(*this, sa, payloads, now);
+            auto st = t->build_i(*this, sa, payloads, now);
             if (!st.ok()) {
                 m_log->warn("IKE SA #{}: task {} not started: {}", sa.id, t->name(), st.error().to_string());
                 failed = true;
@@ -493,6 +493,7 @@ void EngineImpl::release_setup_state(IkeSa& sa) {
 
 void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, const Checked& in, Millis now) {
     sa.peer_mid++;
+    const Request req{h.exchange, h.message_id, in};
     switch (h.exchange) {
         case ExchangeType::IkeAuth:
             if (sa.initiator || sa.state != SaState::Connecting) {
@@ -500,7 +501,7 @@ void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, co
                 send_error_response(sa, h.exchange, h.message_id, notify::InvalidSyntax);
                 return;
             }
-            respond_ike_auth(sa, h.message_id, in, now);
+            respond(sa, req, make_ike_auth_responder(), now);
             if (sa.state == SaState::Established) release_setup_state(sa);
             return;
         case ExchangeType::CreateChildSa:
@@ -508,22 +509,44 @@ void EngineImpl::process_request(IkeSa& sa, const Datagram&, const Header& h, co
                 send_error_response(sa, h.exchange, h.message_id, notify::InvalidSyntax);
                 return;
             }
-            respond_create_child(sa, h.message_id, in, now);
+            // A rekeyed or deleting IKE SA creates nothing, neither a Child SA nor an IKE SA.
+            if (sa.state == SaState::Rekeyed || sa.state == SaState::Deleting) {
+                (void)answer_error(sa, req, notify::TemporaryFailure);
+                return;
+            }
+            respond(sa, req, make_create_child_responder(in), now);
             return;
         case ExchangeType::Informational:
             // Counted so a peer's liveness checks (RFC 7296 2.4: an empty INFORMATIONAL request)
-            // are visible in the counters and the log.
+            // are visible in the counters and the log (the dpd task's responder role).
             count("informational_request");
-            if (in.all().empty()) {
-                count("liveness_check");
-                m_log->debug("IKE SA #{} ({}): liveness check (empty INFORMATIONAL request #{}) from {}, answering",
-                             sa.id, peer(sa).name, h.message_id, sa.remote.to_string());
-            }
-            respond_informational(sa, h.message_id, in, now);
+            respond(sa, req, make_informational_responder(), now);
             return;
         default:
             return;
     }
+}
+
+void EngineImpl::respond(IkeSa& sa, const Request& req, Exchange ex, Millis now) {
+    for (auto& t : ex.tasks)
+        if (!t->process_r(*this, sa, req, now).ok()) return;  // answered (or nothing to send)
+    std::vector<Payload> out;
+    for (auto& t : ex.tasks)
+        if (!t->build_r(*this, sa, req, out, now).ok()) return;
+    send_response(sa, req.type, req.mid, out);
+    for (auto& t : ex.tasks) t->responded(*this, sa, now);
+}
+
+Error EngineImpl::answer_error(IkeSa& sa, const Request& req, uint16_t notify_type, Bytes data) {
+    m_log->info("IKE SA #{}: {} refused: {}", sa.id, to_string(req.type), notify::name(notify_type));
+    send_error_response(sa, req.type, req.mid, notify_type, std::move(data));
+    return Error(ErrorDomain::Ike, notify_type, std::string("answered ") + notify::name(notify_type));
+}
+
+Error EngineImpl::answer_invalid(IkeSa& sa, const Request& req, const Error& why, const char* counter) {
+    count(std::string("invalid_syntax.") + counter);
+    m_log->error("IKE SA #{} ({}): {} (ike.rx.invalid_syntax.{})", sa.id, peer(sa).name, why.detail(), counter);
+    return answer_error(sa, req, notify::InvalidSyntax);
 }
 
 namespace {
@@ -578,7 +601,7 @@ void EngineImpl::process_response(IkeSa& sa, const Header&, const Checked& in, M
                 continue;
             }
         }
-        auto st = t->process(*this, *cur, own ? **own : in, now);
+        auto st = t->process_i(*this, *cur, own ? **own : in, now);
         if (!st.ok() && !(st.error().domain() == ErrorDomain::Ike && st.error().code() == -1))  // -1: SA gone
             m_log->warn("IKE SA #{}: task {} failed: {}", id, t->name(), st.error().to_string());
     }

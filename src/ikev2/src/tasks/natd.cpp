@@ -1,6 +1,7 @@
-// NAT detection (RFC 7296 2.23), both roles: the NAT_DETECTION_SOURCE_IP / _DESTINATION_IP
-// notifies of IKE_SA_INIT (natd_payloads), their check against the addresses the message came
-// over (process_natd) and the float to the NAT-T ports (float_ports).
+// NAT detection (RFC 7296 2.23) in IKE_SA_INIT, both roles: the natd task writes the
+// NAT_DETECTION_SOURCE_IP / _DESTINATION_IP notifies (natd_payloads), checks the peer's against
+// the addresses the message came over (process_natd) and, as initiator, floats to the NAT-T
+// ports (float_ports) before IKE_AUTH.
 #include "common.hpp"
 
 namespace x2sec::ike {
@@ -61,6 +62,39 @@ void EngineImpl::float_ports(IkeSa& sa) {
     sa.remote.port = p.remote_natt_port;
     sa.natt_port = true;
     m_log->info("IKE SA #{}: switching to NAT-T ports {} -> {}", sa.id, sa.local.to_string(), sa.remote.to_string());
+}
+
+namespace {
+
+struct NatdTask final : Task {
+    const char* name() const override { return "natd"; }
+    Status build_i(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
+        for (auto& x : e.natd_payloads(sa, sa.local, sa.remote)) out.push_back(std::move(x));  // SPIr = 0
+        return {};
+    }
+    Status process_i(EngineImpl& e, IkeSa& sa, const Checked& in, Millis) override {
+        e.process_natd(sa, in.all(), sa.local, sa.remote);
+        e.float_ports(sa);
+        return {};
+    }
+    Status process_r(EngineImpl& e, IkeSa& sa, const Request& req, Millis) override {
+        // NAT-D in the request was computed with SPIr = 0.
+        uint64_t spi_r = sa.spi_r;
+        sa.spi_r = 0;
+        e.process_natd(sa, req.in.all(), sa.local, sa.remote);
+        sa.spi_r = spi_r;
+        return {};
+    }
+    Status build_r(EngineImpl& e, IkeSa& sa, const Request&, std::vector<Payload>& out, Millis) override {
+        for (auto& x : e.natd_payloads(sa, sa.local, sa.remote)) out.push_back(std::move(x));
+        return {};
+    }
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_natd_task() {
+    return std::make_unique<NatdTask>();
 }
 
 }  // namespace x2sec::ike
