@@ -8,7 +8,6 @@ namespace x2sec::ike {
 
 using namespace wire;
 
-
 Status EngineImpl::initiate(const std::string& name, Millis now) {
     for (size_t i = 0; i < m_config.peers.size(); ++i) {
         if (m_config.peers[i].name != name) continue;

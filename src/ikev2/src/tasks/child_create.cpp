@@ -138,8 +138,7 @@ struct ChildTask : Task {
             const auto& c = p.children[i];
             auto n_i = narrow(req_tsi, c.remote_ts), n_r = narrow(req_tsr, c.local_ts);
             if (n_i.empty() || n_r.empty()) continue;
-            auto choice =
-                select_child(c, *sa_p, true, ke ? std::optional<uint16_t>(ke->group) : std::nullopt, &wanted);
+            auto choice = select_child(c, *sa_p, true, ke ? std::optional<uint16_t>(ke->group) : std::nullopt, &wanted);
             if (!choice) {
                 error = notify::NoProposalChosen;
                 continue;
@@ -162,8 +161,8 @@ struct ChildTask : Task {
             uint32_t reqid = old ? old->reqid : 0;
             uint32_t spi_in = e.new_child_spi();
             bool transport = c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode);
-            ChildSa child = new_child_record(e, sa, i, *choice, spi_in, transport, n_r, n_i, choice->dh, old_spi,
-                                             reqid, now);
+            ChildSa child =
+                new_child_record(e, sa, i, *choice, spi_in, transport, n_r, n_i, choice->dh, old_spi, reqid, now);
             auto ist = e.install_child(sa, child, *keys, false);
             if (!ist.ok()) {
                 e.release_child_spi(child.spi_in);
@@ -256,7 +255,6 @@ struct ChildTask : Task {
         out.push_back(notify_payload(error));
         return {};
     }
-
 
     Status process_i(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
         const auto& p = e.peer(sa);

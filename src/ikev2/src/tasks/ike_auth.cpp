@@ -74,8 +74,7 @@ struct IkeAuthTask final : Task {
     Status process_r(EngineImpl& e, IkeSa& sa, const Request& req, Millis) override {
         verified = e.select_peer(sa, req.in);
         if (verified.ok()) verified = e.verify_auth(sa, req.in, true);
-        initial_contact =
-            req.in.notify(notify::InitialContact) != nullptr && e.peer(sa).unique != UniquePolicy::Never;
+        initial_contact = req.in.notify(notify::InitialContact) != nullptr && e.peer(sa).unique != UniquePolicy::Never;
         return {};
     }
     Status build_r(EngineImpl& e, IkeSa& sa, const Request& req, std::vector<Payload>& out, Millis now) override {
@@ -121,7 +120,6 @@ struct IkeAuthTask final : Task {
         e.destroy(sa, now, true, why);
         return answered_nothing();
     }
-
 };
 
 }  // namespace

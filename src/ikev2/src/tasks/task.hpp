@@ -1,5 +1,5 @@
-// Tasks (both roles of one exchange) and the per-IKE-SA state of the task manager (the exchange in flight, the queue, the
-// response cache, fragment reassembly).
+// Tasks (both roles of one exchange) and the per-IKE-SA state of the task manager (the exchange in flight, the queue,
+// the response cache, fragment reassembly).
 #pragma once
 
 #include <map>
