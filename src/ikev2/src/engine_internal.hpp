@@ -171,6 +171,11 @@ public:
     // answered with INVALID_MESSAGE_ID (in a new INFORMATIONAL request, rate limited) or dropped.
     void out_of_window_request(IkeSa& sa, const Datagram& d, const wire::Message& m, Millis now);
     void fail_outstanding(IkeSa& sa, Millis now, const std::string& why);
+    // Aborts the exchange in flight and the queued ones (their tasks undo what they started);
+    // whether one was in flight.
+    bool abandon_exchanges(IkeSa& sa, Millis now);
+    // The operations on an established IKE SA (operations.cpp): `make` builds the exchange.
+    Status queue_on(uint64_t id, Millis now, const std::function<Result<Exchange>(IkeSa&)>& make);
     // A response task `t` cannot use (why: an INVALID_SYNTAX, TS_UNACCEPTABLE or
     // NO_PROPOSAL_CHOSEN error): counted ike.rx.<invalid_syntax|ts_unacceptable|
     // no_proposal_chosen>.<purpose>, logged as an error naming the peer and what was wrong, and

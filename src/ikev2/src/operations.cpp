@@ -31,45 +31,53 @@ namespace {
 Error not_found(uint64_t id) {
     return Error(ErrorDomain::Ike, 0, "no established IKE SA #" + std::to_string(id));
 }
+Error no_child(uint32_t spi_in) {
+    return Error(ErrorDomain::Ike, 0, "no Child SA with inbound SPI " + std::to_string(spi_in));
+}
 }  // namespace
 
-Status EngineImpl::rekey_ike(uint64_t id, Millis now) {
+// What every operation on an established IKE SA does: find it, have `make` build the initiator
+// exchange (or refuse), queue it.
+Status EngineImpl::queue_on(uint64_t id, Millis now, const std::function<Result<Exchange>(IkeSa&)>& make) {
     IkeSa* sa = find_sa(id);
     if (!sa || sa->state != SaState::Established) return not_found(id);
-    queue_exchange(*sa, make_rekey_ike_exchange(), now);
+    X2SEC_TRY(auto ex, make(*sa));
+    queue_exchange(*sa, std::move(ex), now);
     return {};
+}
+
+Status EngineImpl::rekey_ike(uint64_t id, Millis now) {
+    return queue_on(id, now, [](IkeSa&) -> Result<Exchange> { return make_rekey_ike_exchange(); });
 }
 
 Status EngineImpl::rekey_child(uint64_t id, uint32_t spi_in, Millis now) {
-    IkeSa* sa = find_sa(id);
-    if (!sa || sa->state != SaState::Established) return not_found(id);
-    ChildSa* c = child_by_in(*sa, spi_in);
-    if (!c) return Error(ErrorDomain::Ike, 0, "no Child SA with inbound SPI " + std::to_string(spi_in));
-    if (c->st() != ChildSa::St::Installed)
-        return Error(ErrorDomain::Ike, 0, "Child SA is already rekeying or deleting");
-    queue_exchange(*sa, make_rekey_child_exchange(spi_in), now);
-    return {};
+    return queue_on(id, now, [&](IkeSa& sa) -> Result<Exchange> {
+        ChildSa* c = child_by_in(sa, spi_in);
+        if (!c) return no_child(spi_in);
+        if (c->st() != ChildSa::St::Installed)
+            return Error(ErrorDomain::Ike, 0, "Child SA is already rekeying or deleting");
+        return make_rekey_child_exchange(spi_in);
+    });
 }
 
 Status EngineImpl::create_child(uint64_t id, const std::string& name, Millis now) {
-    IkeSa* sa = find_sa(id);
-    if (!sa || sa->state != SaState::Established) return not_found(id);
-    const auto& p = peer(*sa);
-    for (size_t i = 0; i < p.children.size(); ++i)
-        if (p.children[i].name == name) {
-            queue_exchange(*sa, make_create_child_exchange(i), now);
-            return {};
-        }
-    return Error(ErrorDomain::Config, 0, "peer " + p.name + " has no child '" + name + "'");
+    return queue_on(id, now, [&](IkeSa& sa) -> Result<Exchange> {
+        const auto& p = peer(sa);
+        for (size_t i = 0; i < p.children.size(); ++i)
+            if (p.children[i].name == name) return make_create_child_exchange(i);
+        return Error(ErrorDomain::Config, 0, "peer " + p.name + " has no child '" + name + "'");
+    });
 }
 
 Status EngineImpl::delete_child(uint64_t id, uint32_t spi_in, Millis now) {
-    IkeSa* sa = find_sa(id);
-    if (!sa || sa->state != SaState::Established) return not_found(id);
-    if (!child_by_in(*sa, spi_in))
-        return Error(ErrorDomain::Ike, 0, "no Child SA with inbound SPI " + std::to_string(spi_in));
-    queue_exchange(*sa, make_delete_child_exchange({spi_in}), now);
-    return {};
+    return queue_on(id, now, [&](IkeSa& sa) -> Result<Exchange> {
+        if (!child_by_in(sa, spi_in)) return no_child(spi_in);
+        return make_delete_child_exchange({spi_in});
+    });
+}
+
+Status EngineImpl::send_dpd(uint64_t id, Millis now) {
+    return queue_on(id, now, [](IkeSa&) -> Result<Exchange> { return make_dpd_exchange(); });
 }
 
 Status EngineImpl::delete_ike(uint64_t id, Millis now) {
@@ -79,23 +87,9 @@ Status EngineImpl::delete_ike(uint64_t id, Millis now) {
         destroy(*sa, now, true, "deleted before establishment");
         return {};
     }
-    // A pending exchange is abandoned: the delete goes first.
-    if (sa->outstanding) {
-        for (auto& t : sa->outstanding->exchange.tasks) t->abort(*this, *sa, now);
-        sa->outstanding.reset();
-        sa->my_mid++;
-    }
-    for (auto& ex : sa->queue)
-        for (auto& t : ex.tasks) t->abort(*this, *sa, now);
-    sa->queue.clear();
+    // A pending exchange is abandoned (its Message ID used up): the delete goes first.
+    if (abandon_exchanges(*sa, now)) sa->my_mid++;
     queue_exchange(*sa, make_delete_ike_exchange(), now);
-    return {};
-}
-
-Status EngineImpl::send_dpd(uint64_t id, Millis now) {
-    IkeSa* sa = find_sa(id);
-    if (!sa || sa->state != SaState::Established) return not_found(id);
-    queue_exchange(*sa, make_dpd_exchange(), now);
     return {};
 }
 

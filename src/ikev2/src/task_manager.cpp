@@ -195,6 +195,18 @@ void EngineImpl::start_next(IkeSa& sa, Millis now) {
     }
 }
 
+bool EngineImpl::abandon_exchanges(IkeSa& sa, Millis now) {
+    bool had = sa.outstanding.has_value();
+    if (sa.outstanding) {
+        for (auto& t : sa.outstanding->exchange.tasks) t->abort(*this, sa, now);
+        sa.outstanding.reset();
+    }
+    for (auto& ex : sa.queue)
+        for (auto& t : ex.tasks) t->abort(*this, sa, now);
+    sa.queue.clear();
+    return had;
+}
+
 void EngineImpl::fail_outstanding(IkeSa& sa, Millis now, const std::string& why) {
     if (!sa.outstanding) return;
     for (auto& t : sa.outstanding->exchange.tasks) t->abort(*this, sa, now);

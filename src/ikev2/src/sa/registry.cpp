@@ -213,13 +213,7 @@ void EngineImpl::remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, con
 
 void EngineImpl::destroy(IkeSa& sa, Millis now, bool remove_children, const std::string& why) {
     if (sa.state == SaState::Destroyed) return;
-    if (sa.outstanding) {
-        for (auto& t : sa.outstanding->exchange.tasks) t->abort(*this, sa, now);
-        sa.outstanding.reset();
-    }
-    for (auto& ex : sa.queue)
-        for (auto& t : ex.tasks) t->abort(*this, sa, now);
-    sa.queue.clear();
+    abandon_exchanges(sa, now);
     if (remove_children) {
         std::vector<uint32_t> spis;
         for (auto& c : sa.children) spis.push_back(c.spi_in);
