@@ -182,8 +182,8 @@ Status Engine::rekey_ike(uint64_t id, Millis now) {
 Status Engine::rekey_child(uint64_t id, uint32_t spi, Millis now) {
     return rearmed(m_impl->e.rekey_child(id, spi, now));
 }
-Status Engine::create_child(uint64_t id, const std::string& n, Millis now) {
-    return rearmed(m_impl->e.create_child(id, n, now));
+Status Engine::create_child(uint64_t id, const std::string& child_name, Millis now) {
+    return rearmed(m_impl->e.create_child(id, child_name, now));
 }
 Status Engine::delete_child(uint64_t id, uint32_t spi, Millis now) {
     return rearmed(m_impl->e.delete_child(id, spi, now));

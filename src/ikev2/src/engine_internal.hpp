@@ -31,7 +31,7 @@ public:
     EngineImpl(EngineConfig config, ChildSaBackend& backend, Rng& rng);
 
     // facade
-    Status initiate(const std::string& peer, Millis now);
+    Status initiate(const std::string& name, Millis now);
     void handle_datagram(const Datagram& d, Millis now);
     void tick(Millis now);
     std::optional<Millis> next_deadline() const;
@@ -158,7 +158,7 @@ public:
     Result<std::vector<Bytes>> protect(IkeSa& sa, wire::Header h, std::vector<wire::Payload> payloads);
     void send_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, const std::vector<wire::Payload>& payloads);
     void send_error_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, uint16_t notify_type, Bytes data = {});
-    void send_unprotected_notify(const Datagram& d, const wire::Header& h, uint16_t notify_type, Bytes data);
+    void send_unprotected_notify(const Datagram& d, const wire::Header& req, uint16_t notify_type, Bytes data);
     void handle_init_request(const Datagram& d, wire::Message& m, Millis now);
     void handle_init_response(const Datagram& d, wire::Message& m, Millis now);
     void handle_protected(const Datagram& d, wire::Message& m, Millis now);
@@ -221,11 +221,11 @@ public:
     int address_score(const PeerConfig& p, const Endpoint& local, const Endpoint& remote) const;
 
     // shared pieces
-    Status derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf);
+    Status derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf) const;
     std::vector<wire::Payload> natd_payloads(const IkeSa& sa, const Endpoint& local, const Endpoint& remote) const;
     void process_natd(IkeSa& sa, const std::vector<wire::Payload>& pl, const Endpoint& local, const Endpoint& remote);
     void float_ports(IkeSa& sa);
-    Status build_auth(IkeSa& sa, std::vector<wire::Payload>& out);
+    Status build_auth(IkeSa& sa, std::vector<wire::Payload>& out) const;
     // `in` is complete under a rule requiring the peer's ID and AUTH.
     Status verify_auth(IkeSa& sa, const wire::Checked& in, bool peer_is_initiator);
     // The one install path of a Child SA, for either role: the record (new_child_record) goes
@@ -250,7 +250,7 @@ public:
     void note_certreq(IkeSa& sa, const std::vector<wire::Payload>& pl);
     // sa.peer_certreq mapped to our trust anchors (the SA's config's store first).
     std::vector<CertReqAnchor> map_certreq(const IkeSa& sa) const;
-    void finish_ike_rekey(IkeSa& old_sa, IkeSa& new_sa, Millis now);
+    void finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now);
 };
 
 // Exchange builders (src/tasks/*.cpp, beside the task they carry): initiator exchanges...
@@ -262,7 +262,7 @@ Exchange make_rekey_ike_exchange();
 Exchange make_delete_child_exchange(std::vector<uint32_t> spis_in);
 // A DELETE of inbound SPIs no Child SA of ours holds (refused responses); the SPIs stay
 // reserved until the exchange ends.
-Exchange make_delete_refused_child_exchange(std::vector<uint32_t> spis_in);
+Exchange make_delete_refused_child_exchange(const std::vector<uint32_t>& spis_in);
 Exchange make_delete_ike_exchange();
 Exchange make_dpd_exchange();
 Exchange make_invalid_mid_exchange(uint32_t bad_mid);

@@ -169,7 +169,7 @@ Exchange make_delete_child_exchange(std::vector<uint32_t> spis_in) {
     return exchange_of(ExchangeType::Informational, std::move(t));
 }
 
-Exchange make_delete_refused_child_exchange(std::vector<uint32_t> spis_in) {
+Exchange make_delete_refused_child_exchange(const std::vector<uint32_t>& spis_in) {
     Exchange ex;
     ex.type = ExchangeType::Informational;
     for (uint32_t s : spis_in) {

@@ -124,7 +124,7 @@ struct IkeAuthTask final : Task {
 
 }  // namespace
 
-Status EngineImpl::build_auth(IkeSa& sa, std::vector<Payload>& out) {
+Status EngineImpl::build_auth(IkeSa& sa, std::vector<Payload>& out) const {
     const auto& p = peer(sa);
     Bytes octets = signed_octets(*sa.prf, sa.initiator ? sa.sk_pi : sa.sk_pr, sa.initiator ? sa.init_req : sa.init_resp,
                                  sa.initiator ? sa.nr : sa.ni, static_cast<uint8_t>(p.local_id.type), p.local_id.data);
@@ -206,7 +206,7 @@ Status EngineImpl::verify_auth(IkeSa& sa, const Checked& in, bool peer_is_initia
     std::vector<x509::Certificate> inter(certs.begin() + 1, certs.end());
     auto chain = p.trust->verify(certs[0], inter, unix_now(), ocsp_content::settles_leaf(p, in.all()));
     if (!chain.ok()) {
-        Error e = chain.error();
+        const Error& e = chain.error();
         return Error(ErrorDomain::Pki, e.code(), "certificate " + certs[0].subject() + ": " + e.detail());
     }
     X2SEC_TRY_STATUS(ocsp_content::check(*this, sa, p, *chain, in.all(), unix_now()));  // RFC 4806

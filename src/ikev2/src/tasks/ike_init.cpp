@@ -36,7 +36,8 @@ int EngineImpl::address_score(const PeerConfig& p, const Endpoint& local, const 
     return score;
 }
 
-Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf) {
+Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d,
+                              const crypto::Prf* old_prf) const {
     X2SEC_TRY(auto prf, crypto::Prf::create(sa.algs.prf));
     SecureBytes seed =
         old_sk_d ? rekey_skeyseed(*old_prf, *old_sk_d, g_ir, sa.ni, sa.nr) : skeyseed(prf, sa.ni, sa.nr, g_ir);
@@ -72,7 +73,7 @@ Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_
         }
         m_on_ike_keys(k);
     }
-    sa.prf = std::move(prf);
+    sa.prf = prf;
     sa.sk_d = std::move(keys.sk_d);
     sa.sk_pi = std::move(keys.sk_pi);
     sa.sk_pr = std::move(keys.sk_pr);
