@@ -1,4 +1,5 @@
-// Internal state of the IKEv2 engine: IKE SAs, Child SAs, tasks and the task manager.
+// Internal state of the IKEv2 engine: IKE SAs, Child SAs, tasks and the task manager.  Where each
+// member is defined: docs/ikev2.md "Source layout".
 #pragma once
 
 #include <deque>
@@ -30,7 +31,7 @@ public:
     EngineImpl(EngineConfig config, ChildSaBackend& backend, Rng& rng);
 
     // facade
-    Status initiate(const std::string& peer, Millis now);
+    Status initiate(const std::string& name, Millis now);
     void handle_datagram(const Datagram& d, Millis now);
     void tick(Millis now);
     std::optional<Millis> next_deadline() const;
@@ -157,7 +158,7 @@ public:
     Result<std::vector<Bytes>> protect(IkeSa& sa, wire::Header h, std::vector<wire::Payload> payloads);
     void send_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, const std::vector<wire::Payload>& payloads);
     void send_error_response(IkeSa& sa, wire::ExchangeType type, uint32_t mid, uint16_t notify_type, Bytes data = {});
-    void send_unprotected_notify(const Datagram& d, const wire::Header& h, uint16_t notify_type, Bytes data);
+    void send_unprotected_notify(const Datagram& d, const wire::Header& req, uint16_t notify_type, Bytes data);
     void handle_init_request(const Datagram& d, wire::Message& m, Millis now);
     void handle_init_response(const Datagram& d, wire::Message& m, Millis now);
     void handle_protected(const Datagram& d, wire::Message& m, Millis now);
@@ -170,6 +171,11 @@ public:
     // answered with INVALID_MESSAGE_ID (in a new INFORMATIONAL request, rate limited) or dropped.
     void out_of_window_request(IkeSa& sa, const Datagram& d, const wire::Message& m, Millis now);
     void fail_outstanding(IkeSa& sa, Millis now, const std::string& why);
+    // Aborts the exchange in flight and the queued ones (their tasks undo what they started);
+    // whether one was in flight.
+    bool abandon_exchanges(IkeSa& sa, Millis now);
+    // The operations on an established IKE SA (operations.cpp): `make` builds the exchange.
+    Status queue_on(uint64_t id, Millis now, const std::function<Result<Exchange>(IkeSa&)>& make);
     // A response task `t` cannot use (why: an INVALID_SYNTAX, TS_UNACCEPTABLE or
     // NO_PROPOSAL_CHOSEN error): counted ike.rx.<invalid_syntax|ts_unacceptable|
     // no_proposal_chosen>.<purpose>, logged as an error naming the peer and what was wrong, and
@@ -197,26 +203,33 @@ public:
     // ike.auth.unique_replaced.
     void enforce_unique(IkeSa& sa, bool initial_contact, Millis now);
 
-    // responder handlers
+    // Answers a request through its responder tasks (tasks/*.cpp): every process_r, then every
+    // build_r, then the response goes out and every task's responded() runs.  A role returning
+    // an error has answered itself (answer_error) or decided nothing is sent.
+    void respond(IkeSa& sa, const Request& req, Exchange ex, Millis now);
+    // Answers `req` with an error notify alone (logged: "<exchange> refused: <notify>") and
+    // returns the error a responder role gives back to say so.
+    Error answer_error(IkeSa& sa, const Request& req, uint16_t notify_type, Bytes data = {});
+    // RFC 7296 2.21: a request missing a payload it needs (`why`) is answered INVALID_SYNTAX;
+    // counted ike.rx.invalid_syntax.<counter> and logged as an error naming the peer.
+    Error answer_invalid(IkeSa& sa, const Request& req, const Error& why, const char* counter);
     // IKE_AUTH responder: re-select sa.peer_idx by IDi (and IDr) among the configs whose
     // addresses matched the IKE_SA_INIT (sa.candidate_local / candidate_remote).
     Status select_peer(IkeSa& sa, const wire::Checked& in);
     // The address score of peers[i] for a datagram local <- remote (higher is better), or -1
     // if its addresses do not match.
     int address_score(const PeerConfig& p, const Endpoint& local, const Endpoint& remote) const;
-    void respond_ike_auth(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
-    void respond_create_child(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
-    void respond_rekey_ike(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
-    void respond_informational(IkeSa& sa, uint32_t mid, const wire::Checked& in, Millis now);
 
     // shared pieces
-    Status derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf);
+    Status derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf) const;
     std::vector<wire::Payload> natd_payloads(const IkeSa& sa, const Endpoint& local, const Endpoint& remote) const;
     void process_natd(IkeSa& sa, const std::vector<wire::Payload>& pl, const Endpoint& local, const Endpoint& remote);
     void float_ports(IkeSa& sa);
-    Status build_auth(IkeSa& sa, std::vector<wire::Payload>& out);
+    Status build_auth(IkeSa& sa, std::vector<wire::Payload>& out) const;
     // `in` is complete under a rule requiring the peer's ID and AUTH.
     Status verify_auth(IkeSa& sa, const wire::Checked& in, bool peer_is_initiator);
+    // The one install path of a Child SA, for either role: the record (new_child_record) goes
+    // to the backend, is attached to `sa` and announced (Event::ChildSaUp).
     Status install_child(IkeSa& sa, ChildSa& child, const ChildKeys& keys, bool we_initiated);
     void remove_child(IkeSa& sa, uint32_t spi_in, bool notify_event, const std::string& why);
     ChildSa* child_by_in(IkeSa& sa, uint32_t spi_in);
@@ -237,10 +250,10 @@ public:
     void note_certreq(IkeSa& sa, const std::vector<wire::Payload>& pl);
     // sa.peer_certreq mapped to our trust anchors (the SA's config's store first).
     std::vector<CertReqAnchor> map_certreq(const IkeSa& sa) const;
-    void finish_ike_rekey(IkeSa& old_sa, IkeSa& new_sa, Millis now);
+    void finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now);
 };
 
-// Exchange builders (src/tasks/*.cpp, beside the task they carry).
+// Exchange builders (src/tasks/*.cpp, beside the task they carry): initiator exchanges...
 Exchange make_ike_init_exchange();
 Exchange make_ike_auth_exchange(size_t child_cfg);
 Exchange make_create_child_exchange(size_t child_cfg);
@@ -249,11 +262,16 @@ Exchange make_rekey_ike_exchange();
 Exchange make_delete_child_exchange(std::vector<uint32_t> spis_in);
 // A DELETE of inbound SPIs no Child SA of ours holds (refused responses); the SPIs stay
 // reserved until the exchange ends.
-Exchange make_delete_refused_child_exchange(std::vector<uint32_t> spis_in);
+Exchange make_delete_refused_child_exchange(const std::vector<uint32_t>& spis_in);
 Exchange make_delete_ike_exchange();
 Exchange make_dpd_exchange();
 Exchange make_invalid_mid_exchange(uint32_t bad_mid);
-Exchange make_auth_failed_notify_exchange();
+
+// ... and the responder's tasks for a request (run by EngineImpl::respond).
+Exchange make_ike_auth_responder();
+// CREATE_CHILD_SA: an IKE SA rekey (IKE proposal), a Child SA rekey (REKEY_SA) or a new Child SA.
+Exchange make_create_child_responder(const wire::Checked& in);
+Exchange make_informational_responder();
 
 // Proposal helpers (proposals.cpp).
 wire::Proposal ike_proposal_to_wire(const IkeProposal& p, uint8_t number, BytesView spi);

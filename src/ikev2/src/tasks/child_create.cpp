@@ -1,6 +1,8 @@
-// Child SAs, both roles: the child_create / child_rekey task (initiator: the first Child SA in
-// IKE_AUTH, another one or a rekey in CREATE_CHILD_SA), respond_create_child (responder), and
-// install_child, the one place a Child SA is installed and attached for either role.
+// Child SAs, both roles: the child_create task (the first Child SA in IKE_AUTH, another one in
+// CREATE_CHILD_SA) and the child_rekey task (the rekey of a Child SA in CREATE_CHILD_SA), each
+// as initiator (build_i / process_i) and responder (process_r / build_r) over the code they
+// share (ChildTask); new_child_record and install_child, the one place a Child SA is assembled
+// and installed for either role.
 #include "common.hpp"
 
 namespace x2sec::ike {
@@ -10,8 +12,10 @@ using namespace task_util;
 
 namespace {
 
-// child_create: the first Child SA in IKE_AUTH, another one, or a rekey (CREATE_CHILD_SA).
-struct ChildCreateTask final : Task {
+// What child_create and child_rekey share: as initiator a new Child SA (rekey_of 0) or the rekey
+// of the one with inbound SPI rekey_of; as responder the Child SA the request asks for (a
+// rekey when the request names one in REKEY_SA: the child_rekey task).
+struct ChildTask : Task {
     size_t cfg = 0;
     bool in_auth = false;
     uint32_t rekey_of = 0;  // old child's inbound SPI
@@ -21,7 +25,11 @@ struct ChildCreateTask final : Task {
     std::optional<crypto::DhGroup> group_override;
     std::vector<TrafficSelector> tsi, tsr;
     SaPayload offered;  // our SA payload as sent, for check_chosen_proposal
-    const char* name() const override { return rekey_of ? "child_rekey" : "child_create"; }
+    // responder: the Child SA being rekeyed (its inbound SPI, 0 for a new one) and the
+    // request's selectors (process_r)
+    bool rekey = false;  // the child_rekey task
+    uint32_t old_spi = 0;
+    std::vector<TrafficSelector> req_tsi, req_tsr;
     std::optional<ResponsePurpose> purpose() const override {
         return in_auth ? ResponsePurpose::AuthChild : ResponsePurpose::CreateChild;
     }
@@ -41,7 +49,7 @@ struct ChildCreateTask final : Task {
         if (mine != 0 && e.child_owner(mine) == nullptr) e.queue_delete_spi(sa, mine, now);
     }
 
-    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
+    Status build_i(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
         const auto& p = e.peer(sa);
         if (rekey_of) {
             ChildSa* old = e.child_by_in(sa, rekey_of);
@@ -93,7 +101,162 @@ struct ChildCreateTask final : Task {
 
     uint32_t reserved_child_spi() const override { return spi; }
 
-    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
+    // Responder.  In IKE_AUTH the first Child SA is read and set up in build_r, after the ike_auth
+    // task authenticated the peer; in CREATE_CHILD_SA (SA and Nonce required by the exchange's
+    // rule) process_r checks the request and build_r selects and installs.
+    Status process_r(EngineImpl& e, IkeSa& sa, const Request& req, Millis) override {
+        if (in_auth) return {};
+        if (rekey) {
+            const NotifyPayload* rk = req.in.notify(notify::RekeySa);  // the dispatch's reason
+            if (!rk || rk->protocol != ProtocolId::Esp) return e.answer_error(sa, req, notify::NoProposalChosen);
+            ChildSa* old = e.child_by_out(sa, read_spi4(rk->spi));
+            if (!old) return e.answer_error(sa, req, notify::ChildSaNotFound);
+            if (old->st() == ChildSa::St::Rekeyed || old->st() == ChildSa::St::Deleting)
+                return e.answer_error(sa, req, notify::TemporaryFailure);
+            old_spi = old->spi_in;
+        }
+        // A Child SA request: its purpose rule adds TSi and TSr.
+        auto child_in = check_rules(purpose_rule(ResponsePurpose::CreateChildRequest), req.in.all());
+        if (!child_in.ok()) return e.answer_invalid(sa, req, child_in.error(), "create_child_request");
+        req_tsi = child_in->get<TsPayload>(PayloadType::TSi).selectors;
+        req_tsr = child_in->get<TsPayload>(PayloadType::TSr).selectors;
+        return {};
+    }
+
+    Status build_r(EngineImpl& e, IkeSa& sa, const Request& req, std::vector<Payload>& out, Millis now) override {
+        if (in_auth) return build_r_auth(e, sa, req, out, now);
+        const auto& p = e.peer(sa);
+        const auto& in = req.in;
+        const SaPayload* sa_p = &in.get<SaPayload>(PayloadType::SA);
+        const NoncePayload* ni_p = &in.get<NoncePayload>(PayloadType::Nonce);
+        const KePayload* ke = in.find<KePayload>(PayloadType::KE);
+        ChildSa* old = old_spi ? e.child_by_in(sa, old_spi) : nullptr;
+        uint16_t error = notify::TsUnacceptable;
+        std::optional<crypto::DhGroup> wanted;
+        for (size_t i = 0; i < p.children.size(); ++i) {
+            if (old && i != old->cfg) continue;
+            const auto& c = p.children[i];
+            auto n_i = narrow(req_tsi, c.remote_ts), n_r = narrow(req_tsr, c.local_ts);
+            if (n_i.empty() || n_r.empty()) continue;
+            auto choice = select_child(c, *sa_p, true, ke ? std::optional<uint16_t>(ke->group) : std::nullopt, &wanted);
+            if (!choice) {
+                error = notify::NoProposalChosen;
+                continue;
+            }
+            std::optional<crypto::DhKeyPair> kp;
+            std::optional<SecureBytes> g_ir;
+            if (choice->dh) {
+                auto made = e.make_dh(*choice->dh);
+                if (!made.ok()) return e.answer_error(sa, req, notify::TemporaryFailure);
+                auto shared = made->derive(ke->data);
+                if (!shared.ok()) return e.answer_error(sa, req, notify::InvalidSyntax);
+                kp = std::move(made).value();
+                g_ir = std::move(shared).value();
+            }
+            Bytes nr = e.make_nonce();
+            std::optional<BytesView> gv;
+            if (g_ir) gv = g_ir->view();
+            auto keys = derive_child_keys(*sa.prf, sa.sk_d, choice->cipher, gv, ni_p->data, nr);
+            if (!keys.ok()) return e.answer_error(sa, req, notify::TemporaryFailure);
+            uint32_t reqid = old ? old->reqid : 0;
+            uint32_t spi_in = e.new_child_spi();
+            bool transport = c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode);
+            ChildSa child =
+                new_child_record(e, sa, i, *choice, spi_in, transport, n_r, n_i, choice->dh, old_spi, reqid, now);
+            auto ist = e.install_child(sa, child, *keys, false);
+            if (!ist.ok()) {
+                e.release_child_spi(child.spi_in);
+                return e.answer_error(sa, req, notify::TemporaryFailure);
+            }
+            if (old_spi) {
+                old = e.child_by_in(sa, old_spi);  // again: install_child() appended to sa.children
+                if (!old) {
+                    e.m_log->error("IKE SA #{}: Child SA {:08x} being rekeyed is gone", sa.id, old_spi);
+                } else if (old->st() == ChildSa::St::Rekeying) {
+                    old->collision_spi_in = child.spi_in;
+                    old->collision_ni = ni_p->data;
+                    old->collision_nr = nr;
+                    e.m_log->info("IKE SA #{}: Child rekey collision on {:08x}", sa.id, old_spi);
+                } else {
+                    (void)e.set_child_state(sa, *old, ChildSa::St::Rekeyed);
+                    e.event(sa, Event::Kind::ChildSaRekeyed, 0,
+                            c.name + fmt::format(" {:08x} -> {:08x}", old_spi, child.spi_in));
+                }
+            }
+            out.push_back({PayloadType::SA, false, SaPayload{{child_choice_to_wire(*choice, child.spi_in)}}});
+            out.push_back({PayloadType::Nonce, false, NoncePayload{nr}});
+            if (kp)
+                out.push_back(
+                    {PayloadType::KE, false, KePayload{static_cast<uint16_t>(kp->group()), kp->public_value()}});
+            out.push_back({PayloadType::TSi, false, TsPayload{n_i}});
+            out.push_back({PayloadType::TSr, false, TsPayload{n_r}});
+            if (transport) out.push_back(notify_payload(notify::UseTransportMode));
+            return {};
+        }
+        if (wanted) {
+            uint16_t g = static_cast<uint16_t>(*wanted);
+            return e.answer_error(sa, req, notify::InvalidKePayload, Bytes{uint8_t(g >> 8), uint8_t(g)});
+        }
+        return e.answer_error(sa, req, error);
+    }
+
+    // The first Child SA, in the IKE_AUTH response: SA, TSi and TSr together, or none of them.
+    // What is refused is an error notify beside the authenticated IKE SA's payloads.
+    static Status build_r_auth(EngineImpl& e, IkeSa& sa, const Request& req, std::vector<Payload>& out, Millis now) {
+        const auto& p = e.peer(sa);
+        const auto& in = req.in;
+        const SaPayload* sa_p = in.find<SaPayload>(PayloadType::SA);
+        const TsPayload* tsi_p = in.find<TsPayload>(PayloadType::TSi);
+        const TsPayload* tsr_p = in.find<TsPayload>(PayloadType::TSr);
+        bool child_asked = sa_p || tsi_p || tsr_p;
+        if (child_asked && !(sa_p && tsi_p && tsr_p)) {
+            e.count("invalid_syntax.ike_auth_request");
+            e.m_log->error(
+                "IKE SA #{} ({}): IKE_AUTH request from {} asks for a Child SA without all of SA, TSi and TSr; "
+                "no Child SA (ike.rx.invalid_syntax.ike_auth_request)",
+                sa.id, p.name, sa.remote.to_string());
+            e.event(sa, Event::Kind::NegotiationFailed, notify::InvalidSyntax,
+                    "first Child SA: SA, TSi or TSr missing");
+            out.push_back(notify_payload(notify::InvalidSyntax));
+        }
+        if (!(sa_p && tsi_p && tsr_p)) return {};
+        const auto& tsi = tsi_p->selectors;
+        const auto& tsr = tsr_p->selectors;
+        uint16_t error = notify::TsUnacceptable;
+        for (size_t i = 0; i < p.children.size(); ++i) {
+            const auto& c = p.children[i];
+            auto ni = narrow(tsi, c.remote_ts), nr = narrow(tsr, c.local_ts);
+            if (ni.empty() || nr.empty()) continue;
+            auto choice = select_child(c, *sa_p, false, std::nullopt, nullptr);
+            if (!choice) {
+                error = notify::NoProposalChosen;
+                continue;
+            }
+            auto keys = derive_child_keys(*sa.prf, sa.sk_d, choice->cipher, std::nullopt, sa.ni, sa.nr);
+            if (!keys.ok()) break;
+            uint32_t spi_in = e.new_child_spi();
+            bool transport = c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode);
+            ChildSa child = new_child_record(e, sa, i, *choice, spi_in, transport, nr, ni, std::nullopt, 0, 0, now);
+            auto ist = e.install_child(sa, child, *keys, false);
+            if (!ist.ok()) {
+                e.release_child_spi(child.spi_in);
+                error = notify::TemporaryFailure;
+                e.m_log->error("IKE SA #{}: Child SA install failed: {}", sa.id, ist.error().to_string());
+                break;
+            }
+            out.push_back({PayloadType::SA, false, SaPayload{{child_choice_to_wire(*choice, child.spi_in)}}});
+            out.push_back({PayloadType::TSi, false, TsPayload{ni}});
+            out.push_back({PayloadType::TSr, false, TsPayload{nr}});
+            if (transport) out.push_back(notify_payload(notify::UseTransportMode));
+            return {};
+        }
+        e.m_log->warn("IKE SA #{}: first Child SA refused: {}", sa.id, notify::name(error));
+        e.event(sa, Event::Kind::NegotiationFailed, error, std::string("first Child SA: ") + notify::name(error));
+        out.push_back(notify_payload(error));
+        return {};
+    }
+
+    Status process_i(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
         const auto& p = e.peer(sa);
         const auto& c = p.children[cfg];
         if (auto* ike = in.notify(notify::InvalidKePayload); ike && !in_auth && !group_override) {
@@ -103,7 +266,7 @@ struct ChildCreateTask final : Task {
             abort(e, sa, now);
             if (ok) {
                 auto retry = rekey_of ? make_rekey_child_exchange(rekey_of) : make_create_child_exchange(cfg);
-                static_cast<ChildCreateTask*>(retry.tasks[0].get())->group_override = g;
+                static_cast<ChildTask*>(retry.tasks[0].get())->group_override = g;
                 e.queue_exchange(sa, std::move(retry), now);
                 return {};
             }
@@ -171,26 +334,11 @@ struct ChildCreateTask final : Task {
             give_up(e, sa, now);
             return keys.error();
         }
-        ChildSa child;
-        child.name = c.name;
-        child.cfg = cfg;
-        child.spi_in = spi;
-        child.spi_out = choice->peer_spi;
-        child.cipher = choice->cipher;
-        child.esn = choice->esn;
-        child.pfs = dh ? std::optional<crypto::DhGroup>(dh->group()) : std::nullopt;
-        child.mode = (c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode)) ? IpsecMode::Transport
-                                                                                             : IpsecMode::Tunnel;
-        child.ts_local = ts_l;
-        child.ts_remote = ts_r;
-        child.established_at = now;
-        if (c.rekey_seconds) {
-            Millis base = static_cast<Millis>(c.rekey_seconds) * 1000;
-            child.rekey_at = now + base - static_cast<Millis>(e.m_rng.u32() % (base / 10 + 1));
-        }
-        ChildSa* old = rekey_of ? e.child_by_in(sa, rekey_of) : nullptr;
-        child.reqid = old ? old->reqid : e.m_next_reqid++;
-        child.replaces_spi_in = rekey_of;
+        bool transport = c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode);
+        std::optional<crypto::DhGroup> pfs = dh ? std::optional<crypto::DhGroup>(dh->group()) : std::nullopt;
+        const ChildSa* replaced = rekey_of ? e.child_by_in(sa, rekey_of) : nullptr;
+        ChildSa child = new_child_record(e, sa, cfg, *choice, spi, transport, ts_l, ts_r, pfs, rekey_of,
+                                         replaced ? replaced->reqid : 0, now);
         auto st = e.install_child(sa, child, *keys, true);
         if (!st.ok()) {
             e.event(sa, Event::Kind::NegotiationFailed, 0,
@@ -199,7 +347,7 @@ struct ChildCreateTask final : Task {
             return st;
         }
         if (!rekey_of) return {};
-        old = e.child_by_in(sa, rekey_of);
+        ChildSa* old = e.child_by_in(sa, rekey_of);
         if (!old) return {};
         if (old->collision_spi_in) {
             // RFC 7296 2.8: the SA created with the lowest of the four nonces is redundant and is
@@ -227,6 +375,15 @@ struct ChildCreateTask final : Task {
         e.queue_exchange(sa, make_delete_child_exchange({rekey_of}), now);
         return {};
     }
+};
+
+struct ChildCreateTask final : ChildTask {
+    const char* name() const override { return "child_create"; }
+};
+
+struct ChildRekeyTask final : ChildTask {
+    ChildRekeyTask() { rekey = true; }
+    const char* name() const override { return "child_rekey"; }
 };
 
 }  // namespace
@@ -265,143 +422,59 @@ Status EngineImpl::install_child(IkeSa& sa, ChildSa& child, const ChildKeys& key
     return {};
 }
 
-std::unique_ptr<Task> make_child_task(size_t cfg, uint32_t rekey_of, bool in_auth) {
+ChildSa new_child_record(EngineImpl& e, const IkeSa& sa, size_t cfg, const ChildChoice& choice, uint32_t spi_in,
+                         bool transport, std::vector<TrafficSelector> ts_local, std::vector<TrafficSelector> ts_remote,
+                         std::optional<crypto::DhGroup> pfs, uint32_t replaces_spi_in, uint32_t reqid, Millis now) {
+    const auto& c = e.peer(sa).children[cfg];
+    ChildSa child;
+    child.name = c.name;
+    child.cfg = cfg;
+    child.reqid = reqid ? reqid : e.m_next_reqid++;
+    child.spi_in = spi_in;
+    child.spi_out = choice.peer_spi;
+    child.cipher = choice.cipher;
+    child.esn = choice.esn;
+    child.pfs = pfs;
+    child.mode = transport ? IpsecMode::Transport : IpsecMode::Tunnel;
+    child.ts_local = std::move(ts_local);
+    child.ts_remote = std::move(ts_remote);
+    child.established_at = now;
+    if (c.rekey_seconds) {
+        Millis base = static_cast<Millis>(c.rekey_seconds) * 1000;
+        child.rekey_at = now + base - static_cast<Millis>(e.m_rng.u32() % (base / 10 + 1));
+    }
+    child.replaces_spi_in = replaces_spi_in;
+    return child;
+}
+
+std::unique_ptr<Task> make_child_task(size_t cfg, bool in_auth) {
     auto t = std::make_unique<ChildCreateTask>();
     t->cfg = cfg;
-    t->rekey_of = rekey_of;
     t->in_auth = in_auth;
     return t;
 }
 
+std::unique_ptr<Task> make_child_rekey_responder() {
+    return std::make_unique<ChildRekeyTask>();
+}
+
 Exchange make_create_child_exchange(size_t child_cfg) {
-    return exchange_of(ExchangeType::CreateChildSa, make_child_task(child_cfg, 0, false));
+    return exchange_of(ExchangeType::CreateChildSa, make_child_task(child_cfg, false));
 }
 
 Exchange make_rekey_child_exchange(uint32_t old_spi_in) {
-    return exchange_of(ExchangeType::CreateChildSa, make_child_task(0, old_spi_in, false));
+    auto t = std::make_unique<ChildRekeyTask>();
+    t->rekey_of = old_spi_in;
+    return exchange_of(ExchangeType::CreateChildSa, std::move(t));
 }
 
-void EngineImpl::respond_create_child(IkeSa& sa, uint32_t mid, const Checked& in, Millis now) {
-    const auto& p = peer(sa);
-    auto reply_error = [&](uint16_t code, Bytes data = {}) {
-        m_log->info("IKE SA #{}: CREATE_CHILD_SA refused: {}", sa.id, notify::name(code));
-        send_error_response(sa, ExchangeType::CreateChildSa, mid, code, std::move(data));
-    };
-    // RFC 7296 2.21: a request missing a payload it needs is answered INVALID_SYNTAX.
-    auto invalid = [&](const Error& err) {
-        count("invalid_syntax.create_child_request");
-        m_log->error("IKE SA #{} ({}): {} (ike.rx.invalid_syntax.create_child_request)", sa.id, p.name, err.detail());
-        reply_error(notify::InvalidSyntax);
-    };
-    // SA and Nonce: required by the exchange's rule.
-    const SaPayload* sa_p = &in.get<SaPayload>(PayloadType::SA);
-    const NoncePayload* ni_p = &in.get<NoncePayload>(PayloadType::Nonce);
-    const KePayload* ke = in.find<KePayload>(PayloadType::KE);
-    bool ike_rekey = !sa_p->proposals.empty() && sa_p->proposals[0].protocol == ProtocolId::Ike;
-    if (sa.state == SaState::Rekeyed || sa.state == SaState::Deleting) return reply_error(notify::TemporaryFailure);
-    if (ike_rekey) return respond_rekey_ike(sa, mid, in, now);
-
-    // Child SA: new or rekey.
-    ChildSa* old = nullptr;
-    if (auto* rk = in.notify(notify::RekeySa)) {
-        if (rk->protocol != ProtocolId::Esp) return reply_error(notify::NoProposalChosen);
-        old = child_by_out(sa, read_spi4(rk->spi));
-        if (!old) {
-            ChildSa* as_in = nullptr;
-            (void)as_in;
-            return reply_error(notify::ChildSaNotFound, {});
-        }
-        if (old->st() == ChildSa::St::Rekeyed || old->st() == ChildSa::St::Deleting)
-            return reply_error(notify::TemporaryFailure);
-    }
-    // A Child SA request: its purpose rule adds TSi and TSr.
-    auto child_in = check_rules(purpose_rule(ResponsePurpose::CreateChildRequest), in.all());
-    if (!child_in.ok()) return invalid(child_in.error());
-    const auto& tsi = child_in->get<TsPayload>(PayloadType::TSi).selectors;
-    const auto& tsr = child_in->get<TsPayload>(PayloadType::TSr).selectors;
-    uint16_t error = notify::TsUnacceptable;
-    std::optional<crypto::DhGroup> wanted;
-    for (size_t i = 0; i < p.children.size(); ++i) {
-        if (old && i != old->cfg) continue;
-        const auto& c = p.children[i];
-        auto n_i = narrow(tsi, c.remote_ts), n_r = narrow(tsr, c.local_ts);
-        if (n_i.empty() || n_r.empty()) continue;
-        auto choice = select_child(c, *sa_p, true, ke ? std::optional<uint16_t>(ke->group) : std::nullopt, &wanted);
-        if (!choice) {
-            error = notify::NoProposalChosen;
-            continue;
-        }
-        std::optional<crypto::DhKeyPair> dh;
-        std::optional<SecureBytes> g_ir;
-        if (choice->dh) {
-            auto kp = make_dh(*choice->dh);
-            if (!kp.ok()) return reply_error(notify::TemporaryFailure);
-            auto s = kp->derive(ke->data);
-            if (!s.ok()) return reply_error(notify::InvalidSyntax);
-            dh = std::move(kp).value();
-            g_ir = std::move(s).value();
-        }
-        Bytes nr = make_nonce();
-        std::optional<BytesView> gv;
-        if (g_ir) gv = g_ir->view();
-        auto keys = derive_child_keys(*sa.prf, sa.sk_d, choice->cipher, gv, ni_p->data, nr);
-        if (!keys.ok()) return reply_error(notify::TemporaryFailure);
-        ChildSa child;
-        child.name = c.name;
-        child.cfg = i;
-        child.reqid = old ? old->reqid : m_next_reqid++;
-        child.spi_in = new_child_spi();
-        child.spi_out = choice->peer_spi;
-        child.cipher = choice->cipher;
-        child.esn = choice->esn;
-        child.pfs = choice->dh;
-        bool transport = c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode);
-        child.mode = transport ? IpsecMode::Transport : IpsecMode::Tunnel;
-        child.ts_local = n_r;
-        child.ts_remote = n_i;
-        child.established_at = now;
-        if (c.rekey_seconds) {
-            Millis base = static_cast<Millis>(c.rekey_seconds) * 1000;
-            child.rekey_at = now + base - static_cast<Millis>(m_rng.u32() % (base / 10 + 1));
-        }
-        uint32_t old_spi = old ? old->spi_in : 0;
-        child.replaces_spi_in = old_spi;
-        auto ist = install_child(sa, child, *keys, false);
-        if (!ist.ok()) {
-            release_child_spi(child.spi_in);
-            return reply_error(notify::TemporaryFailure);
-        }
-        if (old_spi) {
-            old = child_by_in(sa, old_spi);  // again: install_child() appended to sa.children
-            if (!old) {
-                m_log->error("IKE SA #{}: Child SA {:08x} being rekeyed is gone", sa.id, old_spi);
-            } else if (old->st() == ChildSa::St::Rekeying) {
-                old->collision_spi_in = child.spi_in;
-                old->collision_ni = ni_p->data;
-                old->collision_nr = nr;
-                m_log->info("IKE SA #{}: Child rekey collision on {:08x}", sa.id, old_spi);
-            } else {
-                (void)set_child_state(sa, *old, ChildSa::St::Rekeyed);
-                event(sa, Event::Kind::ChildSaRekeyed, 0,
-                      c.name + fmt::format(" {:08x} -> {:08x}", old_spi, child.spi_in));
-            }
-        }
-        std::vector<Payload> out;
-        out.push_back({PayloadType::SA, false, SaPayload{{child_choice_to_wire(*choice, child.spi_in)}}});
-        out.push_back({PayloadType::Nonce, false, NoncePayload{nr}});
-        if (dh)
-            out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(dh->group()), dh->public_value()}});
-        out.push_back({PayloadType::TSi, false, TsPayload{n_i}});
-        out.push_back({PayloadType::TSr, false, TsPayload{n_r}});
-        if (transport) out.push_back(notify_payload(notify::UseTransportMode));
-        send_response(sa, ExchangeType::CreateChildSa, mid, out);
-        return;
-    }
-    if (wanted) {
-        uint16_t g = static_cast<uint16_t>(*wanted);
-        return reply_error(notify::InvalidKePayload, Bytes{uint8_t(g >> 8), uint8_t(g)});
-    }
-    reply_error(error);
+// The CREATE_CHILD_SA request's task, by what it asks for.
+Exchange make_create_child_responder(const Checked& in) {
+    const auto& sa_p = in.get<SaPayload>(PayloadType::SA);  // required by the exchange's rule
+    if (!sa_p.proposals.empty() && sa_p.proposals[0].protocol == ProtocolId::Ike)
+        return exchange_of(ExchangeType::CreateChildSa, make_ike_rekey_responder());
+    if (in.notify(notify::RekeySa)) return exchange_of(ExchangeType::CreateChildSa, make_child_rekey_responder());
+    return exchange_of(ExchangeType::CreateChildSa, make_child_task(0, false));
 }
 
 }  // namespace x2sec::ike

@@ -31,6 +31,11 @@ inline uint64_t read_spi8(BytesView b) {
     return r.u64();
 }
 
+// What a responder role returns when the SA is gone and nothing more is to be sent.
+inline Error answered_nothing() {
+    return Error(ErrorDomain::Ike, -2, "nothing to answer");
+}
+
 inline Error sa_gone() {
     return Error(ErrorDomain::Ike, -1, "IKE SA destroyed");
 }
@@ -62,10 +67,33 @@ Exchange exchange_of(ExchangeType type, std::unique_ptr<Tasks>... tasks) {
 }  // namespace x2sec::ike::task_util
 
 namespace x2sec::ike {
-// The child_create task (tasks/child_create.cpp): a new Child SA (in IKE_AUTH when in_auth),
-// or the rekey of the one with inbound SPI rekey_of.
-std::unique_ptr<Task> make_child_task(size_t cfg, uint32_t rekey_of, bool in_auth);
+// The child_create task (tasks/child_create.cpp): a new Child SA, in IKE_AUTH when in_auth.
+// (The child_rekey task's initiator exchange is make_rekey_child_exchange.)
+std::unique_ptr<Task> make_child_task(size_t cfg, bool in_auth);
+// The cert task (tasks/cert.cpp): CERTREQ in IKE_SA_INIT (in_init), CERT and CERTREQ in IKE_AUTH.
+std::unique_ptr<Task> make_cert_task(bool in_init);
+// The natd task (tasks/natd.cpp): NAT detection in IKE_SA_INIT.
+std::unique_ptr<Task> make_natd_task();
+// The dpd and notify tasks (tasks/dpd.cpp).
+std::unique_ptr<Task> make_dpd_task();
+std::unique_ptr<Task> make_notify_task();
+// The ike_auth task (tasks/ike_auth.cpp).
+std::unique_ptr<Task> make_auth_task();
+// The child_rekey task, responder role (tasks/child_create.cpp).
+std::unique_ptr<Task> make_child_rekey_responder();
+// The ike_rekey task, responder role (tasks/ike_rekey.cpp).
+std::unique_ptr<Task> make_ike_rekey_responder();
 // Our IKE rekey failed or the SA goes while it was pending, but we answered the peer's: that
 // IKE SA takes over (tasks/ike_rekey.cpp).
 void adopt_peer_rekey(EngineImpl& e, IkeSa& sa, Millis now);
+// The peer deleted the IKE SA (an IKE DELETE, or AUTHENTICATION_FAILED after we thought it up):
+// it goes now that the response is sent (tasks/delete.cpp).
+void ike_deleted_by_peer(EngineImpl& e, IkeSa& sa, Millis now);
+// The Child SA record for either role (tasks/child_create.cpp): config `cfg`'s name, the reqid
+// of the Child SA it replaces (or a new one), the SPIs and transforms chosen, the mode, the
+// selectors and, when the config rekeys, the rekey time with up to 10 % jitter.
+// reqid 0: a new one; replaces_spi_in: the inbound SPI of the Child SA a rekey replaces, or 0.
+ChildSa new_child_record(EngineImpl& e, const IkeSa& sa, size_t cfg, const ChildChoice& choice, uint32_t spi_in,
+                         bool transport, std::vector<TrafficSelector> ts_local, std::vector<TrafficSelector> ts_remote,
+                         std::optional<crypto::DhGroup> pfs, uint32_t replaces_spi_in, uint32_t reqid, Millis now);
 }  // namespace x2sec::ike

@@ -1,6 +1,8 @@
-// IKE_AUTH, both roles: the ike_auth task (cert + auth, initiator) and respond_ike_auth
-// (responder: peer-config selection by identity, authentication, unique identities); the first
-// Child SA is the child_create task (tasks/child_create.cpp) / respond_ike_auth.
+// IKE_AUTH authentication, both roles: the ike_auth task (initiator: IDi, IDr, INITIAL_CONTACT,
+// AUTH and the check of the responder's; responder: peer-config selection by identity, the
+// check of the initiator's AUTH, unique identities, IDr and AUTH).  The exchange also carries
+// the cert task (tasks/cert.cpp) and the first Child SA's child_create task
+// (tasks/child_create.cpp).
 #include "common.hpp"
 #include "ocsp_content.hpp"
 
@@ -11,8 +13,9 @@ using namespace task_util;
 
 namespace {
 
-// cert + auth tasks of IKE_AUTH (initiator).
 struct IkeAuthTask final : Task {
+    Status verified;  // responder: the outcome of peer-config selection and of the peer's AUTH check
+    bool initial_contact = false;
     const char* name() const override { return "ike_auth"; }
     std::optional<ResponsePurpose> purpose() const override { return ResponsePurpose::IkeAuth; }
     // The responder's IKE_AUTH is unusable: the IKE SA cannot be authenticated.  The peer is
@@ -23,18 +26,9 @@ struct IkeAuthTask final : Task {
         e.send_one_shot_request(sa, {Payload{PayloadType::Delete, false, DeletePayload{ProtocolId::Ike, 0, {}}}});
         e.destroy(sa, now, true, "IKE_AUTH response refused");
     }
-    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
+    Status build_i(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
         const auto& p = e.peer(sa);
         out.push_back({PayloadType::IDi, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
-        if (p.local_auth == AuthMethod::Certificate)
-            for (const auto& c : p.cert_chain) out.push_back({PayloadType::CERT, false, CertPayload{4, c.der()}});
-        ocsp_content::add_staple(e, sa, p, sa.peer_asked_ocsp, out);  // RFC 4806: the IKE_SA_INIT CERTREQ asked
-        if (p.remote_auth == AuthMethod::Certificate && p.send_certreq && p.trust && !p.trust->empty()) {
-            CertReqPayload cr;
-            for (const auto& h : p.trust->anchor_spki_sha1s()) cr.data.insert(cr.data.end(), h.begin(), h.end());
-            out.push_back({PayloadType::CERTREQ, false, cr});
-        }
-        ocsp_content::add_certreq(p, out);  // RFC 4806
         if (p.remote_id)
             out.push_back(
                 {PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.remote_id->type), p.remote_id->data}});
@@ -50,7 +44,7 @@ struct IkeAuthTask final : Task {
         }
         return {};
     }
-    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
+    Status process_i(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
         if (in.notify(notify::AuthenticationFailed)) {
             e.event(sa, Event::Kind::AuthFailed, auth_failure::PeerRejected, "peer answered AUTHENTICATION_FAILED");
             e.destroy(sa, now, true, "authentication failed");
@@ -75,11 +69,62 @@ struct IkeAuthTask final : Task {
         }
         return e.transition(sa, SaState::Established, now);  // up: IkeSaUp, rekey timer
     }
+    // Responder: the peer config by identity, then the initiator's AUTH (answered in build_r, after
+    // the cert task noted the request's CERTREQ either way).
+    Status process_r(EngineImpl& e, IkeSa& sa, const Request& req, Millis) override {
+        verified = e.select_peer(sa, req.in);
+        if (verified.ok()) verified = e.verify_auth(sa, req.in, true);
+        initial_contact = req.in.notify(notify::InitialContact) != nullptr && e.peer(sa).unique != UniquePolicy::Never;
+        return {};
+    }
+    Status build_r(EngineImpl& e, IkeSa& sa, const Request& req, std::vector<Payload>& out, Millis now) override {
+        const auto& p = e.peer(sa);
+        if (!verified.ok()) {
+            const Error& why = verified.error();
+            e.m_counters.inc("ike.auth.failed");
+            e.m_log->warn("IKE SA #{} ({}): authentication of {} failed: {}", sa.id, p.name, sa.remote.to_string(),
+                          why.detail());
+            e.event(sa, Event::Kind::AuthFailed, why.code(), why.detail());
+            return refuse_auth(e, sa, req, now, "authentication failed");
+        }
+        // Unique identities: with `keep`, a second IKE SA for the same identities is refused
+        // unless the peer says (INITIAL_CONTACT) it holds no other.
+        if (initial_contact) e.count("initial_contact");
+        if (p.unique == UniquePolicy::Keep && !initial_contact) {
+            auto others = e.same_identities(sa, false);
+            if (!others.empty()) {
+                e.m_counters.inc("ike.auth.unique_keep_refused");
+                std::string why = fmt::format("IKE SA #{} already holds the identities {} <-> {} (unique = keep)",
+                                              others.front(), sa.local_id_text, sa.remote_id_text);
+                e.m_log->warn("IKE SA #{} ({}): refused: {} (ike.auth.unique_keep_refused)", sa.id, p.name, why);
+                e.event(sa, Event::Kind::AuthFailed, auth_failure::PeerRejected, why);
+                return refuse_auth(e, sa, req, now, "unique = keep");
+            }
+        }
+        out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
+        auto ast = e.build_auth(sa, out);
+        if (!ast.ok()) {
+            e.event(sa, Event::Kind::AuthFailed, ast.error().code(), ast.error().detail());
+            return refuse_auth(e, sa, req, now, "no credentials");
+        }
+        if (auto up = e.transition(sa, SaState::Established, now); !up.ok()) {  // up: IkeSaUp, rekey timer
+            e.send_error_response(sa, ExchangeType::IkeAuth, req.mid, notify::InvalidSyntax);
+            return up;
+        }
+        e.enforce_unique(sa, initial_contact, now);
+        return {};
+    }
+    // AUTHENTICATION_FAILED alone, and the IKE SA goes.
+    static Status refuse_auth(EngineImpl& e, IkeSa& sa, const Request& req, Millis now, const char* why) {
+        e.send_error_response(sa, ExchangeType::IkeAuth, req.mid, notify::AuthenticationFailed);
+        e.destroy(sa, now, true, why);
+        return answered_nothing();
+    }
 };
 
 }  // namespace
 
-Status EngineImpl::build_auth(IkeSa& sa, std::vector<Payload>& out) {
+Status EngineImpl::build_auth(IkeSa& sa, std::vector<Payload>& out) const {
     const auto& p = peer(sa);
     Bytes octets = signed_octets(*sa.prf, sa.initiator ? sa.sk_pi : sa.sk_pr, sa.initiator ? sa.init_req : sa.init_resp,
                                  sa.initiator ? sa.nr : sa.ni, static_cast<uint8_t>(p.local_id.type), p.local_id.data);
@@ -161,7 +206,7 @@ Status EngineImpl::verify_auth(IkeSa& sa, const Checked& in, bool peer_is_initia
     std::vector<x509::Certificate> inter(certs.begin() + 1, certs.end());
     auto chain = p.trust->verify(certs[0], inter, unix_now(), ocsp_content::settles_leaf(p, in.all()));
     if (!chain.ok()) {
-        Error e = chain.error();
+        const Error& e = chain.error();
         return Error(ErrorDomain::Pki, e.code(), "certificate " + certs[0].subject() + ": " + e.detail());
     }
     X2SEC_TRY_STATUS(ocsp_content::check(*this, sa, p, *chain, in.all(), unix_now()));  // RFC 4806
@@ -193,8 +238,15 @@ Status EngineImpl::verify_auth(IkeSa& sa, const Checked& in, bool peer_is_initia
 }
 
 Exchange make_ike_auth_exchange(size_t child_cfg) {
-    if (child_cfg == SIZE_MAX) return exchange_of(ExchangeType::IkeAuth, std::make_unique<IkeAuthTask>());
-    return exchange_of(ExchangeType::IkeAuth, std::make_unique<IkeAuthTask>(), make_child_task(child_cfg, 0, true));
+    if (child_cfg == SIZE_MAX)
+        return exchange_of(ExchangeType::IkeAuth, std::make_unique<IkeAuthTask>(), make_cert_task(false));
+    return exchange_of(ExchangeType::IkeAuth, std::make_unique<IkeAuthTask>(), make_cert_task(false),
+                       make_child_task(child_cfg, true));
+}
+
+Exchange make_ike_auth_responder() {
+    return exchange_of(ExchangeType::IkeAuth, std::make_unique<IkeAuthTask>(), make_cert_task(false),
+                       make_child_task(0, true));
 }
 
 std::vector<uint64_t> EngineImpl::same_identities(const IkeSa& sa, bool responder_only) {
@@ -308,125 +360,6 @@ Status EngineImpl::select_peer(IkeSa& sa, const Checked& in) {
         sa.local_id_text = peer(sa).local_id.to_string();
     }
     return {};
-}
-
-void EngineImpl::respond_ike_auth(IkeSa& sa, uint32_t mid, const Checked& in, Millis now) {
-    auto st = select_peer(sa, in);
-    const auto& p = peer(sa);
-    // Before authentication, so the node agent learns the CAs even when authentication fails.
-    note_certreq(sa, in.all());
-    if (st.ok()) st = verify_auth(sa, in, true);
-    if (!st.ok()) {
-        m_counters.inc("ike.auth.failed");
-        m_log->warn("IKE SA #{} ({}): authentication of {} failed: {}", sa.id, p.name, sa.remote.to_string(),
-                    st.error().detail());
-        event(sa, Event::Kind::AuthFailed, st.error().code(), st.error().detail());
-        send_error_response(sa, ExchangeType::IkeAuth, mid, notify::AuthenticationFailed);
-        destroy(sa, now, true, "authentication failed");
-        return;
-    }
-    // Unique identities: with `keep`, a second IKE SA for the same identities is refused
-    // unless the peer says (INITIAL_CONTACT) it holds no other.
-    bool initial_contact = in.notify(notify::InitialContact) != nullptr && p.unique != UniquePolicy::Never;
-    if (initial_contact) count("initial_contact");
-    if (p.unique == UniquePolicy::Keep && !initial_contact) {
-        auto others = same_identities(sa, false);
-        if (!others.empty()) {
-            m_counters.inc("ike.auth.unique_keep_refused");
-            std::string why = fmt::format("IKE SA #{} already holds the identities {} <-> {} (unique = keep)",
-                                          others.front(), sa.local_id_text, sa.remote_id_text);
-            m_log->warn("IKE SA #{} ({}): refused: {} (ike.auth.unique_keep_refused)", sa.id, p.name, why);
-            event(sa, Event::Kind::AuthFailed, auth_failure::PeerRejected, why);
-            send_error_response(sa, ExchangeType::IkeAuth, mid, notify::AuthenticationFailed);
-            destroy(sa, now, true, "unique = keep");
-            return;
-        }
-    }
-    std::vector<Payload> out;
-    out.push_back({PayloadType::IDr, false, IdPayload{static_cast<uint8_t>(p.local_id.type), p.local_id.data}});
-    if (p.local_auth == AuthMethod::Certificate)
-        for (const auto& c : p.cert_chain) out.push_back({PayloadType::CERT, false, CertPayload{4, c.der()}});
-    ocsp_content::add_staple(*this, sa, p, ocsp_content::asks(in.all()), out);  // RFC 4806: asked for by the CERTREQ
-    auto ast = build_auth(sa, out);
-    if (!ast.ok()) {
-        event(sa, Event::Kind::AuthFailed, ast.error().code(), ast.error().detail());
-        send_error_response(sa, ExchangeType::IkeAuth, mid, notify::AuthenticationFailed);
-        destroy(sa, now, true, "no credentials");
-        return;
-    }
-    if (auto up = transition(sa, SaState::Established, now); !up.ok()) {  // up: IkeSaUp, rekey timer
-        send_error_response(sa, ExchangeType::IkeAuth, mid, notify::InvalidSyntax);
-        return;
-    }
-    enforce_unique(sa, initial_contact, now);
-
-    // The first Child SA: SA, TSi and TSr together, or none of them.
-    const SaPayload* sa_p = in.find<SaPayload>(PayloadType::SA);
-    const TsPayload* tsi_p = in.find<TsPayload>(PayloadType::TSi);
-    const TsPayload* tsr_p = in.find<TsPayload>(PayloadType::TSr);
-    bool child_asked = sa_p || tsi_p || tsr_p;
-    if (child_asked && !(sa_p && tsi_p && tsr_p)) {
-        count("invalid_syntax.ike_auth_request");
-        m_log->error(
-            "IKE SA #{} ({}): IKE_AUTH request from {} asks for a Child SA without all of SA, TSi and TSr; "
-            "no Child SA (ike.rx.invalid_syntax.ike_auth_request)",
-            sa.id, p.name, sa.remote.to_string());
-        event(sa, Event::Kind::NegotiationFailed, notify::InvalidSyntax, "first Child SA: SA, TSi or TSr missing");
-        out.push_back(notify_payload(notify::InvalidSyntax));
-    }
-    if (sa_p && tsi_p && tsr_p) {
-        const auto& tsi = tsi_p->selectors;
-        const auto& tsr = tsr_p->selectors;
-        uint16_t error = notify::TsUnacceptable;
-        bool done = false;
-        for (size_t i = 0; i < p.children.size() && !done; ++i) {
-            const auto& c = p.children[i];
-            auto ni = narrow(tsi, c.remote_ts), nr = narrow(tsr, c.local_ts);
-            if (ni.empty() || nr.empty()) continue;
-            auto choice = select_child(c, *sa_p, false, std::nullopt, nullptr);
-            if (!choice) {
-                error = notify::NoProposalChosen;
-                continue;
-            }
-            auto keys = derive_child_keys(*sa.prf, sa.sk_d, choice->cipher, std::nullopt, sa.ni, sa.nr);
-            if (!keys.ok()) break;
-            ChildSa child;
-            child.name = c.name;
-            child.cfg = i;
-            child.reqid = m_next_reqid++;
-            child.spi_in = new_child_spi();
-            child.spi_out = choice->peer_spi;
-            child.cipher = choice->cipher;
-            child.esn = choice->esn;
-            bool transport = c.mode == IpsecMode::Transport && in.notify(notify::UseTransportMode);
-            child.mode = transport ? IpsecMode::Transport : IpsecMode::Tunnel;
-            child.ts_local = nr;
-            child.ts_remote = ni;
-            child.established_at = now;
-            if (c.rekey_seconds) {
-                Millis base = static_cast<Millis>(c.rekey_seconds) * 1000;
-                child.rekey_at = now + base - static_cast<Millis>(m_rng.u32() % (base / 10 + 1));
-            }
-            auto ist = install_child(sa, child, *keys, false);
-            if (!ist.ok()) {
-                release_child_spi(child.spi_in);
-                error = notify::TemporaryFailure;
-                m_log->error("IKE SA #{}: Child SA install failed: {}", sa.id, ist.error().to_string());
-                break;
-            }
-            out.push_back({PayloadType::SA, false, SaPayload{{child_choice_to_wire(*choice, child.spi_in)}}});
-            out.push_back({PayloadType::TSi, false, TsPayload{ni}});
-            out.push_back({PayloadType::TSr, false, TsPayload{nr}});
-            if (transport) out.push_back(notify_payload(notify::UseTransportMode));
-            done = true;
-        }
-        if (!done) {
-            m_log->warn("IKE SA #{}: first Child SA refused: {}", sa.id, notify::name(error));
-            event(sa, Event::Kind::NegotiationFailed, error, std::string("first Child SA: ") + notify::name(error));
-            out.push_back(notify_payload(error));
-        }
-    }
-    send_response(sa, ExchangeType::IkeAuth, mid, out);
 }
 
 }  // namespace x2sec::ike

@@ -1,7 +1,9 @@
-// IKE_SA_INIT, both roles: the ike_init task (initiator: request, response) with the handling of
-// COOKIE / INVALID_KE_PAYLOAD answers (handle_init_response), the responder (handle_init_request:
-// cookies, proposal selection, INVALID_KE_PAYLOAD, half-open limits), the natd pieces (NAT
-// detection, the float to 4500) and IKE key derivation.
+// IKE_SA_INIT, both roles: the ike_init task (initiator: SA, KE, Nonce and the check of the
+// responder's; responder: the new IKE SA's DH and keys, the chosen SA, KE and Nonce), what comes
+// before it (initiator: COOKIE / INVALID_KE_PAYLOAD answers, handle_init_response; responder:
+// retransmissions, cookies, half-open limits and proposal selection before any state is
+// created, handle_init_request) and IKE key derivation.  The exchange also carries the natd
+// task (tasks/natd.cpp) and the cert task's CERTREQ (tasks/cert.cpp).
 #include "common.hpp"
 #include "ocsp_content.hpp"
 
@@ -10,16 +12,9 @@ namespace x2sec::ike {
 using namespace wire;
 using namespace task_util;
 
-namespace {
+Exchange make_ike_init_responder(const Datagram& d, const Header& h, uint8_t number);
 
-Bytes natd_hash(uint64_t spi_i, uint64_t spi_r, const Endpoint& e) {
-    Writer w;
-    w.u64(spi_i);
-    w.u64(spi_r);
-    w.bytes(e.addr.view());
-    w.u16(e.port);
-    return crypto::digest(crypto::Hash::Sha1, w.data());
-}
+namespace {
 
 bool addr_matches(const IpAddress& configured, const IpAddress& actual) {
     if (configured == IpAddress{} || configured == IpAddress{true, {}}) return true;  // unspecified: any
@@ -41,49 +36,8 @@ int EngineImpl::address_score(const PeerConfig& p, const Endpoint& local, const 
     return score;
 }
 
-std::vector<Payload> EngineImpl::natd_payloads(const IkeSa& sa, const Endpoint& local, const Endpoint& remote) const {
-    std::vector<Payload> out;
-    Bytes src = peer(sa).force_encap ? const_cast<Rng&>(m_rng).bytes(20) : natd_hash(sa.spi_i, sa.spi_r, local);
-    out.push_back(notify_payload(notify::NatDetectionSourceIp, src));
-    out.push_back(notify_payload(notify::NatDetectionDestinationIp, natd_hash(sa.spi_i, sa.spi_r, remote)));
-    return out;
-}
-
-void EngineImpl::process_natd(IkeSa& sa, const std::vector<Payload>& pl, const Endpoint& local,
-                              const Endpoint& remote) {
-    bool any_src = false, src_match = false, any_dst = false, dst_match = false;
-    Bytes want_src = natd_hash(sa.spi_i, sa.spi_r, remote), want_dst = natd_hash(sa.spi_i, sa.spi_r, local);
-    for (const auto& p : pl) {
-        auto* n = p.as<NotifyPayload>();
-        if (!n) continue;
-        if (n->type == notify::NatDetectionSourceIp) {
-            any_src = true;
-            src_match |= ct_equal(n->data, want_src);
-        } else if (n->type == notify::NatDetectionDestinationIp) {
-            any_dst = true;
-            dst_match |= ct_equal(n->data, want_dst);
-        }
-    }
-    if (any_src && any_dst) {
-        sa.nat_remote = !src_match;
-        sa.nat_local = !dst_match;
-    }
-    sa.encap = sa.nat_local || sa.nat_remote || peer(sa).force_encap;
-    if (sa.nat_local || sa.nat_remote)
-        m_log->info("IKE SA #{}: NAT detected ({}{}), UDP encapsulation", sa.id, sa.nat_local ? "local " : "",
-                    sa.nat_remote ? "remote" : "");
-}
-
-void EngineImpl::float_ports(IkeSa& sa) {
-    if (!sa.encap || sa.natt_port) return;
-    const auto& p = peer(sa);
-    sa.local.port = p.local_natt_port;
-    sa.remote.port = p.remote_natt_port;
-    sa.natt_port = true;
-    m_log->info("IKE SA #{}: switching to NAT-T ports {} -> {}", sa.id, sa.local.to_string(), sa.remote.to_string());
-}
-
-Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d, const crypto::Prf* old_prf) {
+Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_sk_d,
+                              const crypto::Prf* old_prf) const {
     X2SEC_TRY(auto prf, crypto::Prf::create(sa.algs.prf));
     SecureBytes seed =
         old_sk_d ? rekey_skeyseed(*old_prf, *old_sk_d, g_ir, sa.ni, sa.nr) : skeyseed(prf, sa.ni, sa.nr, g_ir);
@@ -119,7 +73,7 @@ Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_
         }
         m_on_ike_keys(k);
     }
-    sa.prf = std::move(prf);
+    sa.prf = prf;
     sa.sk_d = std::move(keys.sk_d);
     sa.sk_pi = std::move(keys.sk_pi);
     sa.sk_pr = std::move(keys.sk_pr);
@@ -294,70 +248,19 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             sa.ni = nonce->data;
             sa.nr = make_nonce();
             sa.init_req = d.data;
-            (void)transition(sa, SaState::Connecting, now);  // CREATED -> CONNECTING: half-open
-            auto dh = make_dh(algs->dh);
-            if (!dh.ok()) {
-                m_log->error("IKE SA #{}: DH generation failed: {}", sa.id, dh.error().to_string());
-                destroy(sa, now, false, "internal error");
-                return;
-            }
-            auto g_ir = dh->derive(ke->data);
-            if (!g_ir.ok()) {
-                drop(d, "invalid_ke_data", g_ir.error().detail());
-                send_unprotected_notify(d, h, notify::InvalidSyntax, {});
-                destroy(sa, now, false, "bad KE data");
-                return;
-            }
-            sa.dh = std::move(dh).value();
-            sa.peer_frag = in->notify(notify::Ikev2FragmentationSupported) != nullptr;
-            if (auto* sh = in->notify(notify::SignatureHashAlgorithms)) {
-                sa.peer_sent_hashes = true;
-                for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
-                    sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
-            }
-            {
-                // NAT-D in the request was computed with SPIr = 0.
-                uint64_t spi_r = sa.spi_r;
-                sa.spi_r = 0;
-                process_natd(sa, m.payloads, d.local, d.remote);
-                sa.spi_r = spi_r;
-            }
-            auto st = derive_ike(sa, *g_ir, nullptr, nullptr);
-            if (!st.ok()) {
-                m_log->error("IKE SA #{}: key derivation failed: {}", sa.id, st.error().to_string());
-                send_unprotected_notify(d, h, notify::NoProposalChosen, {});
-                destroy(sa, now, false, "key derivation failed");
-                return;
-            }
-            IkeProposal chosen;
-            chosen.encr = {sa.algs.encr};
-            if (sa.algs.integ != crypto::IntegId::None) chosen.integ = {sa.algs.integ};
-            chosen.prf = {sa.algs.prf};
-            chosen.dh = {sa.algs.dh};
+            // The tasks of the exchange: what they read, then what they write.
+            const Request req{ExchangeType::IkeSaInit, 0, *in};
+            Exchange ex = make_ike_init_responder(d, h, number);
+            for (auto& t : ex.tasks)
+                if (!t->process_r(*this, sa, req, now).ok()) return;  // answered, the SA destroyed
             Message r;
             r.header.spi_i = sa.spi_i;
             r.header.spi_r = sa.spi_r;
             r.header.exchange = ExchangeType::IkeSaInit;
             r.header.flags = kFlagResponse;
             r.header.message_id = 0;
-            SaPayload out_sa;
-            out_sa.proposals.push_back(ike_proposal_to_wire(chosen, number, {}));
-            r.payloads.push_back({PayloadType::SA, false, out_sa});
-            r.payloads.push_back(
-                {PayloadType::KE, false, KePayload{static_cast<uint16_t>(sa.algs.dh), sa.dh->public_value()}});
-            r.payloads.push_back({PayloadType::Nonce, false, NoncePayload{sa.nr}});
-            for (auto& p : natd_payloads(sa, d.local, d.remote)) r.payloads.push_back(std::move(p));
-            if (pc.remote_auth == AuthMethod::Certificate && pc.trust && !pc.trust->empty() && pc.send_certreq) {
-                CertReqPayload cr;
-                for (const auto& hsh : pc.trust->anchor_spki_sha1s())
-                    cr.data.insert(cr.data.end(), hsh.begin(), hsh.end());
-                r.payloads.push_back({PayloadType::CERTREQ, false, cr});
-            }
-            ocsp_content::add_certreq(pc, r.payloads);  // RFC 4806: the initiator's OCSP response
-            if (pc.fragmentation && sa.peer_frag)
-                r.payloads.push_back(notify_payload(notify::Ikev2FragmentationSupported));
-            sa.peer_frag = sa.peer_frag && pc.fragmentation;
-            r.payloads.push_back(notify_payload(notify::SignatureHashAlgorithms, hex("000200030004")));
+            for (auto& t : ex.tasks)
+                if (!t->build_r(*this, sa, req, r.payloads, now).ok()) return;
             order_payloads(*find_rule(ExchangeType::IkeSaInit, true), r.payloads);
             sa.init_resp = r.encode();
             sa.peer_mid = 1;
@@ -463,14 +366,19 @@ void EngineImpl::handle_init_response(const Datagram& d, Message& m, Millis now)
 namespace {
 
 struct IkeInitTask final : Task {
-    SaPayload offered;  // our SA payload as sent, for check_chosen_proposal
+    SaPayload offered;  // initiator: our SA payload as sent, for check_chosen_proposal
+    // responder: the request's datagram and header (unprotected answers) and the number of the
+    // proposal chosen (handle_init_request, before the SA was created)
+    const Datagram* dgram = nullptr;
+    const Header* hdr = nullptr;
+    uint8_t number = 1;
     const char* name() const override { return "ike_init"; }
     std::optional<ResponsePurpose> purpose() const override { return ResponsePurpose::IkeSaInit; }
     void refuse(EngineImpl& e, IkeSa& sa, const Error& why, Millis now) override {
         e.event(sa, Event::Kind::NegotiationFailed, why.code(), why.detail());
         e.destroy(sa, now, true, why.detail());
     }
-    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
+    Status build_i(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
         const auto& p = e.peer(sa);
         crypto::DhGroup g = sa.dh ? sa.dh->group() : (sa.init_attempts ? sa.algs.dh : p.ike_proposals[0].dh[0]);
         if (!sa.dh || sa.dh->group() != g) {
@@ -486,13 +394,11 @@ struct IkeInitTask final : Task {
         out.push_back({PayloadType::SA, false, std::move(s)});
         out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(g), sa.dh->public_value()}});
         out.push_back({PayloadType::Nonce, false, NoncePayload{sa.ni}});
-        // natd task: NAT_DETECTION_* with SPIr = 0.
-        for (auto& x : e.natd_payloads(sa, sa.local, sa.remote)) out.push_back(std::move(x));
         if (p.fragmentation) out.push_back(notify_payload(notify::Ikev2FragmentationSupported));
         out.push_back(notify_payload(notify::SignatureHashAlgorithms, hex("000200030004")));
         return {};
     }
-    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
+    Status process_i(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
         const auto& p = e.peer(sa);
         auto refuse_as = [&](const Error& why) -> Status {
             e.refuse_response(sa, *this, ResponsePurpose::IkeSaInit, why, now);
@@ -522,14 +428,60 @@ struct IkeInitTask final : Task {
             for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
                 sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
         }
-        e.note_certreq(sa, in.all());
-        sa.peer_asked_ocsp = ocsp_content::asks(in.all());  // RFC 4806: staple in IKE_AUTH
-        e.process_natd(sa, in.all(), sa.local, sa.remote);
         auto st = e.derive_ike(sa, *g_ir, nullptr, nullptr);
         if (!st.ok()) return fail("key derivation failed: " + st.error().detail());
-        e.float_ports(sa);
         e.m_log->info("IKE SA #{} ({}): IKE_SA_INIT done: {}", sa.id, p.name, ike_algs_name(sa.algs));
-        e.queue_exchange(sa, make_ike_auth_exchange(p.children.empty() ? SIZE_MAX : 0), now);
+        return {};  // IKE_AUTH, queued by initiate(), goes next
+    }
+    // Responder: the SA was created by handle_init_request with the chosen algorithms and both
+    // nonces; its DH and keys.
+    Status process_r(EngineImpl& e, IkeSa& sa, const Request& req, Millis now) override {
+        const Datagram& d = *dgram;
+        (void)e.transition(sa, SaState::Connecting, now);  // CREATED -> CONNECTING: half-open
+        auto dh = e.make_dh(sa.algs.dh);
+        if (!dh.ok()) {
+            e.m_log->error("IKE SA #{}: DH generation failed: {}", sa.id, dh.error().to_string());
+            e.destroy(sa, now, false, "internal error");
+            return answered_nothing();
+        }
+        auto g_ir = dh->derive(req.in.get<KePayload>(PayloadType::KE).data);
+        if (!g_ir.ok()) {
+            e.drop(d, "invalid_ke_data", g_ir.error().detail());
+            e.send_unprotected_notify(d, *hdr, notify::InvalidSyntax, {});
+            e.destroy(sa, now, false, "bad KE data");
+            return answered_nothing();
+        }
+        sa.dh = std::move(dh).value();
+        sa.peer_frag = req.in.notify(notify::Ikev2FragmentationSupported) != nullptr;
+        if (auto* sh = req.in.notify(notify::SignatureHashAlgorithms)) {
+            sa.peer_sent_hashes = true;
+            for (size_t i = 0; i + 1 < sh->data.size(); i += 2)
+                sa.peer_hashes.push_back(static_cast<uint16_t>((sh->data[i] << 8) | sh->data[i + 1]));
+        }
+        auto st = e.derive_ike(sa, *g_ir, nullptr, nullptr);
+        if (!st.ok()) {
+            e.m_log->error("IKE SA #{}: key derivation failed: {}", sa.id, st.error().to_string());
+            e.send_unprotected_notify(d, *hdr, notify::NoProposalChosen, {});
+            e.destroy(sa, now, false, "key derivation failed");
+            return answered_nothing();
+        }
+        return {};
+    }
+    Status build_r(EngineImpl& e, IkeSa& sa, const Request&, std::vector<Payload>& out, Millis) override {
+        const auto& pc = e.peer(sa);
+        IkeProposal chosen;
+        chosen.encr = {sa.algs.encr};
+        if (sa.algs.integ != crypto::IntegId::None) chosen.integ = {sa.algs.integ};
+        chosen.prf = {sa.algs.prf};
+        chosen.dh = {sa.algs.dh};
+        SaPayload out_sa;
+        out_sa.proposals.push_back(ike_proposal_to_wire(chosen, number, {}));
+        out.push_back({PayloadType::SA, false, out_sa});
+        out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(sa.algs.dh), sa.dh->public_value()}});
+        out.push_back({PayloadType::Nonce, false, NoncePayload{sa.nr}});
+        if (pc.fragmentation && sa.peer_frag) out.push_back(notify_payload(notify::Ikev2FragmentationSupported));
+        sa.peer_frag = sa.peer_frag && pc.fragmentation;
+        out.push_back(notify_payload(notify::SignatureHashAlgorithms, hex("000200030004")));
         return {};
     }
     void abort(EngineImpl&, IkeSa&, Millis) override {}
@@ -537,8 +489,19 @@ struct IkeInitTask final : Task {
 
 }  // namespace
 
+// natd first: its notifies precede the others in the request as they always have, and the
+// float to the NAT-T ports happens before IKE_AUTH is built.
 Exchange make_ike_init_exchange() {
-    return exchange_of(ExchangeType::IkeSaInit, std::make_unique<IkeInitTask>());
+    return exchange_of(ExchangeType::IkeSaInit, make_natd_task(), std::make_unique<IkeInitTask>(),
+                       make_cert_task(true));
+}
+
+Exchange make_ike_init_responder(const Datagram& d, const Header& h, uint8_t number) {
+    auto init = std::make_unique<IkeInitTask>();
+    init->dgram = &d;
+    init->hdr = &h;
+    init->number = number;
+    return exchange_of(ExchangeType::IkeSaInit, make_natd_task(), std::move(init), make_cert_task(true));
 }
 
 }  // namespace x2sec::ike

@@ -1,5 +1,6 @@
-// IKE SA rekey (CREATE_CHILD_SA), both roles: the ike_rekey task (initiator, collisions per
-// RFC 7296 2.8), respond_rekey_ike (responder) and finish_ike_rekey.
+// IKE SA rekey (CREATE_CHILD_SA), both roles: the ike_rekey task (initiator: our rekey, and
+// collisions per RFC 7296 2.8; responder: the peer's rekey, a new IKE SA that takes over at once
+// or after our own in a collision) and finish_ike_rekey.
 #include "common.hpp"
 
 namespace x2sec::ike {
@@ -10,7 +11,11 @@ using namespace task_util;
 namespace {
 
 struct IkeRekeyTask final : Task {
-    SaPayload offered;  // our SA payload as sent, for check_chosen_proposal
+    SaPayload offered;  // initiator: our SA payload as sent, for check_chosen_proposal
+    // responder: what process_r chose from the request
+    IkeAlgorithms chosen_algs;
+    uint8_t number = 1;
+    uint64_t their_spi = 0;
     const char* name() const override { return "ike_rekey"; }
     std::optional<ResponsePurpose> purpose() const override { return ResponsePurpose::RekeyIke; }
     // Our rekey failed: the old IKE SA stays (or the peer's rekey we answered takes over), and
@@ -24,7 +29,7 @@ struct IkeRekeyTask final : Task {
         e.event(sa, Event::Kind::NegotiationFailed, why.code(), "IKE rekey refused: " + why.detail());
         if (sa.state != SaState::Destroyed) e.queue_exchange(sa, make_delete_ike_exchange(), now);
     }
-    Status build(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis now) override {
+    Status build_i(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis now) override {
         if (sa.state != SaState::Established) return Error(ErrorDomain::Ike, 0, "IKE SA not established");
         const auto& p = e.peer(sa);
         sa.rekey.new_spi = e.new_ike_spi();
@@ -66,7 +71,7 @@ struct IkeRekeyTask final : Task {
             e.event(*theirs, Event::Kind::IkeSaRekeyed, 0, "replaces IKE SA #" + std::to_string(sa.id));
         }
     }
-    Status process(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
+    Status process_i(EngineImpl& e, IkeSa& sa, const Checked& in, Millis now) override {
         if (auto* err = in.error()) {
             e.m_log->warn("IKE SA #{}: IKE rekey failed: {}", sa.id, notify::name(err->type));
             sa.rekey.dh.reset();
@@ -152,6 +157,73 @@ struct IkeRekeyTask final : Task {
         e.queue_exchange(sa, make_delete_ike_exchange(), now);
         return {};
     }
+    // The peer's IKE SA rekey (RFC 7296 1.3.2): SA and Nonce are required by the exchange's rule.
+    Status process_r(EngineImpl& e, IkeSa& sa, const Request& req, Millis) override {
+        const KePayload* ke = req.in.find<KePayload>(PayloadType::KE);
+        if (!ke)
+            return e.answer_invalid(sa, req, syntax_error("CREATE_CHILD_SA request (IKE SA rekey): no KE payload"),
+                                    "create_child_request");
+        if (sa.outstanding && sa.outstanding->exchange.type == ExchangeType::CreateChildSa &&
+            sa.state != SaState::Rekeying)
+            return e.answer_error(sa, req, notify::TemporaryFailure);  // a Child exchange of ours is in flight
+        const auto& sa_p = req.in.get<SaPayload>(PayloadType::SA);
+        crypto::DhGroup w = static_cast<crypto::DhGroup>(0);
+        auto algs = select_ike(e.peer(sa).ike_proposals, sa_p, ke->group, &number, &w);
+        if (!algs) {
+            if (static_cast<uint16_t>(w)) {
+                uint16_t g = static_cast<uint16_t>(w);
+                return e.answer_error(sa, req, notify::InvalidKePayload, Bytes{uint8_t(g >> 8), uint8_t(g)});
+            }
+            return e.answer_error(sa, req, notify::NoProposalChosen);
+        }
+        for (const auto& prop : sa_p.proposals)
+            if (prop.number == number) their_spi = read_spi8(prop.spi);
+        if (!their_spi) return e.answer_error(sa, req, notify::InvalidSyntax);
+        chosen_algs = *algs;
+        return {};
+    }
+    // The new IKE SA, CREATED until it takes over (at once, or after our own rekey in a collision).
+    Status build_r(EngineImpl& e, IkeSa& sa, const Request& req, std::vector<Payload>& out, Millis now) override {
+        const KePayload& ke = *req.in.find<KePayload>(PayloadType::KE);  // present: process_r
+        auto dh = e.make_dh(chosen_algs.dh);
+        if (!dh.ok()) return e.answer_error(sa, req, notify::TemporaryFailure);
+        auto g_ir = dh->derive(ke.data);
+        if (!g_ir.ok()) return e.answer_error(sa, req, notify::InvalidSyntax);
+        IkeSa& ns = e.new_sa(sa.peer_idx, false, now);
+        ns.spi_i = their_spi;
+        ns.spi_r = e.new_ike_spi();
+        e.index_spi(ns);
+        ns.algs = chosen_algs;
+        ns.ni = req.in.get<NoncePayload>(PayloadType::Nonce).data;
+        ns.nr = e.make_nonce();
+        copy_context(sa, ns);
+        ns.rekeyed_from = sa.id;
+        auto st = e.derive_ike(ns, *g_ir, &sa.sk_d, &*sa.prf);
+        if (!st.ok()) {
+            e.destroy(ns, now, false, "key derivation failed");
+            return e.answer_error(sa, req, notify::TemporaryFailure);
+        }
+        IkeProposal chosen;
+        chosen.encr = {chosen_algs.encr};
+        if (chosen_algs.integ != crypto::IntegId::None) chosen.integ = {chosen_algs.integ};
+        chosen.prf = {chosen_algs.prf};
+        chosen.dh = {chosen_algs.dh};
+        out.push_back({PayloadType::SA, false, SaPayload{{ike_proposal_to_wire(chosen, number, spi8(ns.spi_r))}}});
+        out.push_back({PayloadType::Nonce, false, NoncePayload{ns.nr}});
+        out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(chosen_algs.dh), dh->public_value()}});
+        if (sa.state == SaState::Rekeying) {
+            // Collision: decide when our own rekey completes.
+            e.m_log->info("IKE SA #{}: IKE rekey collision, answered the peer's (#{})", sa.id, ns.id);
+            sa.rekey.theirs_id = ns.id;
+            sa.rekey.their_ni = ns.ni;
+            sa.rekey.their_nr = ns.nr;
+            (void)e.transition(ns, SaState::Established, now);  // CREATED -> ESTABLISHED: up
+        } else {
+            // Abandon our queued rekeys of this SA; the new one takes over.
+            e.finish_ike_rekey(sa, ns, now);
+        }
+        return {};
+    }
     static void copy_context(const IkeSa& from, IkeSa& to) {
         to.local = from.local;
         to.remote = from.remote;
@@ -178,6 +250,10 @@ Exchange make_rekey_ike_exchange() {
     return exchange_of(ExchangeType::CreateChildSa, std::make_unique<IkeRekeyTask>());
 }
 
+std::unique_ptr<Task> make_ike_rekey_responder() {
+    return std::make_unique<IkeRekeyTask>();
+}
+
 void adopt_peer_rekey(EngineImpl& e, IkeSa& sa, Millis now) {
     IkeRekeyTask::adopt_theirs(e, sa, now);
 }
@@ -187,98 +263,6 @@ void EngineImpl::finish_ike_rekey(IkeSa& old_sa, IkeSa& ns, Millis now) {
     (void)transition(ns, SaState::Established, now);  // CREATED -> ESTABLISHED: up, rekey timer
     (void)transition(old_sa, SaState::Rekeyed, now);
     event(ns, Event::Kind::IkeSaRekeyed, 0, "replaces IKE SA #" + std::to_string(old_sa.id));
-}
-
-// The peer's IKE SA rekey (RFC 7296 1.3.2): a new IKE SA as responder, CREATED until it takes
-// over (at once, or after our own rekey in a collision).
-void EngineImpl::respond_rekey_ike(IkeSa& sa, uint32_t mid, const Checked& in, Millis now) {
-    const auto& p = peer(sa);
-    auto reply_error = [&](uint16_t code, Bytes data = {}) {
-        m_log->info("IKE SA #{}: CREATE_CHILD_SA refused: {}", sa.id, notify::name(code));
-        send_error_response(sa, ExchangeType::CreateChildSa, mid, code, std::move(data));
-    };
-    // RFC 7296 2.21: a request missing a payload it needs is answered INVALID_SYNTAX.
-    auto invalid = [&](const Error& err) {
-        count("invalid_syntax.create_child_request");
-        m_log->error("IKE SA #{} ({}): {} (ike.rx.invalid_syntax.create_child_request)", sa.id, p.name, err.detail());
-        reply_error(notify::InvalidSyntax);
-    };
-    // SA and Nonce: required by the exchange's rule.
-    const SaPayload* sa_p = &in.get<SaPayload>(PayloadType::SA);
-    const NoncePayload* ni_p = &in.get<NoncePayload>(PayloadType::Nonce);
-    const KePayload* ke = in.find<KePayload>(PayloadType::KE);
-    if (!ke) return invalid(syntax_error("CREATE_CHILD_SA request (IKE SA rekey): no KE payload"));
-    if (sa.outstanding && sa.outstanding->exchange.type == ExchangeType::CreateChildSa && sa.state != SaState::Rekeying)
-        return reply_error(notify::TemporaryFailure);  // a Child exchange of ours is in flight
-    uint8_t number = 1;
-    crypto::DhGroup w = static_cast<crypto::DhGroup>(0);
-    auto algs = select_ike(p.ike_proposals, *sa_p, ke->group, &number, &w);
-    if (!algs) {
-        if (static_cast<uint16_t>(w)) {
-            uint16_t g = static_cast<uint16_t>(w);
-            return reply_error(notify::InvalidKePayload, Bytes{uint8_t(g >> 8), uint8_t(g)});
-        }
-        return reply_error(notify::NoProposalChosen);
-    }
-    uint64_t their_spi = 0;
-    for (const auto& prop : sa_p->proposals)
-        if (prop.number == number) their_spi = read_spi8(prop.spi);
-    if (!their_spi) return reply_error(notify::InvalidSyntax);
-    auto dh = make_dh(algs->dh);
-    if (!dh.ok()) return reply_error(notify::TemporaryFailure);
-    auto g_ir = dh->derive(ke->data);
-    if (!g_ir.ok()) return reply_error(notify::InvalidSyntax);
-    IkeSa& ns = new_sa(sa.peer_idx, false, now);
-    ns.spi_i = their_spi;
-    ns.spi_r = new_ike_spi();
-    index_spi(ns);
-    ns.algs = *algs;
-    ns.ni = ni_p->data;
-    ns.nr = make_nonce();
-    ns.local = sa.local;
-    ns.remote = sa.remote;
-    ns.natt_port = sa.natt_port;
-    ns.nat_local = sa.nat_local;
-    ns.nat_remote = sa.nat_remote;
-    ns.encap = sa.encap;
-    ns.peer_frag = sa.peer_frag;
-    ns.peer_sent_hashes = sa.peer_sent_hashes;
-    ns.peer_hashes = sa.peer_hashes;
-    ns.local_id_text = sa.local_id_text;
-    ns.remote_id_text = sa.remote_id_text;
-    ns.local_auth_desc = sa.local_auth_desc;
-    ns.remote_auth_desc = sa.remote_auth_desc;
-    ns.peer_cert_subject_der = sa.peer_cert_subject_der;
-    ns.peer_cert_anchor = sa.peer_cert_anchor;
-    ns.peer_certreq = sa.peer_certreq;
-    ns.rekeyed_from = sa.id;
-    auto st = derive_ike(ns, *g_ir, &sa.sk_d, &*sa.prf);
-    if (!st.ok()) {
-        destroy(ns, now, false, "key derivation failed");
-        return reply_error(notify::TemporaryFailure);
-    }
-    IkeProposal chosen;
-    chosen.encr = {algs->encr};
-    if (algs->integ != crypto::IntegId::None) chosen.integ = {algs->integ};
-    chosen.prf = {algs->prf};
-    chosen.dh = {algs->dh};
-    std::vector<Payload> out;
-    out.push_back({PayloadType::SA, false, SaPayload{{ike_proposal_to_wire(chosen, number, spi8(ns.spi_r))}}});
-    out.push_back({PayloadType::Nonce, false, NoncePayload{ns.nr}});
-    out.push_back({PayloadType::KE, false, KePayload{static_cast<uint16_t>(algs->dh), dh->public_value()}});
-    if (sa.state == SaState::Rekeying) {
-        // Collision: decide when our own rekey completes.
-        m_log->info("IKE SA #{}: IKE rekey collision, answered the peer's (#{})", sa.id, ns.id);
-        sa.rekey.theirs_id = ns.id;
-        sa.rekey.their_ni = ns.ni;
-        sa.rekey.their_nr = ns.nr;
-        (void)transition(ns, SaState::Established, now);  // CREATED -> ESTABLISHED: up
-    } else {
-        // Abandon our queued rekeys of this SA; the new one takes over.
-        finish_ike_rekey(sa, ns, now);
-    }
-    send_response(sa, ExchangeType::CreateChildSa, mid, out);
-    return;
 }
 
 }  // namespace x2sec::ike
