@@ -262,7 +262,6 @@ Result<OcspAnswer> ocsp_verify_response(BytesView der, const Certificate& cert, 
     return verify(resp.get(), nullptr, id.get(), cert, issuer, opt, now, "stapled response");
 }
 
-
 Result<OcspSignerInfo> ocsp_response_signer(BytesView der, const Certificate& issuer,
                                             const std::vector<Certificate>& known, int64_t now) {
     const unsigned char* p = der.data();
@@ -272,14 +271,16 @@ Result<OcspSignerInfo> ocsp_response_signer(BytesView der, const Certificate& is
         return unavailable("not a DER OCSPResponse");
     }
     const int rs = OCSP_response_status(resp.get());
-    if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL) return unavailable(std::string("responseStatus ") + OCSP_response_status_str(rs));
+    if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL)
+        return unavailable(std::string("responseStatus ") + OCSP_response_status_str(rs));
     BasicPtr bs(OCSP_response_get1_basic(resp.get()));
     if (!bs) return unavailable("not a BasicOCSPResponse");
     StackPtr extra = stack_of(&issuer, known);
     X509* s = nullptr;
     if (!extra || OCSP_resp_get0_signer(bs.get(), &s, extra.get()) != 1 || s == nullptr)
-        return unavailable("the response's signer (responderID) is neither among its certificates nor the issuer "
-                           "nor a configured responder");
+        return unavailable(
+            "the response's signer (responderID) is neither among its certificates nor the issuer "
+            "nor a configured responder");
     OcspSignerInfo info;
     info.cert = shared_cert(s);
     // The signature with this key only (no chain: that is the question answered below).

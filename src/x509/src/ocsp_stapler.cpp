@@ -86,9 +86,9 @@ struct OcspStapler::Impl {
             s.fetched_at = t;
             s.valid_until = s.answer.next_update > 0 ? s.answer.next_update : t + cfg.refresh_s;
             e.next_fetch = next_after_success(s.answer, t);
-            lg->info("OCSP response for our certificate '{}' (serial {}) from {}: {}, valid until {}; next fetch in {} s",
-                     cert.subject(), cert.serial_hex(), url, to_string(s.answer.status), s.valid_until,
-                     e.next_fetch - t);
+            lg->info(
+                "OCSP response for our certificate '{}' (serial {}) from {}: {}, valid until {}; next fetch in {} s",
+                cert.subject(), cert.serial_hex(), url, to_string(s.answer.status), s.valid_until, e.next_fetch - t);
             e.staple = std::move(s);
             e.error.clear();
         } else {
@@ -97,9 +97,10 @@ struct OcspStapler::Impl {
             e.next_fetch = t + std::max<int64_t>(1, cfg.retry_s);
             if (e.staple && t <= e.staple->valid_until + cfg.max_skew_s) {
                 count("x509.ocsp.staple_kept");
-                lg->warn("OCSP response for our certificate '{}': {}; keeping the previous one (valid until {}), "
-                         "retry in {} s (x509.ocsp.staple_fetch_failed)",
-                         cert.subject(), e.error, e.staple->valid_until, e.next_fetch - t);
+                lg->warn(
+                    "OCSP response for our certificate '{}': {}; keeping the previous one (valid until {}), "
+                    "retry in {} s (x509.ocsp.staple_fetch_failed)",
+                    cert.subject(), e.error, e.staple->valid_until, e.next_fetch - t);
             } else {
                 if (e.staple) {
                     count("x509.ocsp.staple_expired");

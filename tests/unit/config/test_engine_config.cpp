@@ -318,7 +318,8 @@ TEST(EngineConfig, OcspStapling) {
 }
 
 TEST(EngineConfig, OcspResponders) {
-    auto r = build(cert_peer("ocsp_stapling = \"request\"\nocsp_responders = [\"operator-root.pem\", \"vendor-root.pem\"]"));
+    auto r =
+        build(cert_peer("ocsp_stapling = \"request\"\nocsp_responders = [\"operator-root.pem\", \"vendor-root.pem\"]"));
     ASSERT_TRUE(r.ok()) << r.error().detail();
     const auto& p = r->engine.peers[0];
     ASSERT_EQ(p.ocsp_responders.size(), 2u);  // file order: their key hashes go in the CERTREQ in this order

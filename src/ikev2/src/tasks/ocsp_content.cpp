@@ -58,7 +58,8 @@ Result<Bytes> own_response(const PeerConfig& p, const std::optional<x509::Certif
         X2SEC_TRY_STATUS(p.ocsp_stapler->add(leaf, *issuer));
     }
     if (auto s = p.ocsp_stapler->current(leaf, now)) return std::move(s->der);
-    return Error(ErrorDomain::Pki, 0, "no current OCSP response for our certificate: " + p.ocsp_stapler->last_error(leaf));
+    return Error(ErrorDomain::Pki, 0,
+                 "no current OCSP response for our certificate: " + p.ocsp_stapler->last_error(leaf));
 }
 
 Error fail(x509::VerifyFailure f, std::string why) {
@@ -110,9 +111,10 @@ void add_staple(EngineImpl& e, const IkeSa& sa, const PeerConfig& p, const Asked
     // our CA authorised (no hash needed), or by a responder whose key hash it listed.
     if (!issuer) {
         e.m_counters.inc("ike.ocsp.staple_signer_unknown");
-        e.m_log->warn("IKE SA #{} ({}): OCSP response not sent: the issuer of our certificate is not known "
-                      "(ike.ocsp.staple_signer_unknown)",
-                      sa.id, p.name);
+        e.m_log->warn(
+            "IKE SA #{} ({}): OCSP response not sent: the issuer of our certificate is not known "
+            "(ike.ocsp.staple_signer_unknown)",
+            sa.id, p.name);
         return;
     }
     auto who = x509::ocsp_response_signer(*der, *issuer, p.ocsp_responders, now);

@@ -93,7 +93,7 @@ struct PeerEntry {
     // PEM files of OCSP responder certificates trusted for the peer's certificate (RFC 4806
     // CERTREQ hashes, RFC 6960 2.2 "Trusted Responder"); paths resolved.
     std::vector<Located<std::string>> ocsp_responders;
-    std::optional<Located<std::string>> unique;         // "no" | "never" | "keep" | "replace" (default)
+    std::optional<Located<std::string>> unique;  // "no" | "never" | "keep" | "replace" (default)
     std::vector<Located<std::string>> ike_proposals;
     uint64_t ike_rekey_seconds = 14400;
     uint64_t dpd_interval_ms = 30000;
