@@ -6,7 +6,7 @@
 // certificate.
 #include <gtest/gtest.h>
 #include <openssl/ocsp.h>
-#include <stdlib.h>
+#include <cstdlib>
 
 #include <filesystem>
 #include <x2sec/common/file.hpp>
@@ -89,7 +89,7 @@ struct IkeOcspContent : ::testing::Test {
     }
     void TearDown() override { std::filesystem::remove_all(dir); }
 
-    void staple(const Bytes& der) { ASSERT_TRUE(write_file_atomic(staple_file, der).ok()); }
+    void staple(const Bytes& der) const { ASSERT_TRUE(write_file_atomic(staple_file, der).ok()); }
 
     // The H(e)NB checks the SeGW's revocation (CRL at its cRLDistributionPoint, hard policy)
     // unless a stapled response settles it; the SeGW checks nothing.

@@ -13,7 +13,7 @@
 #include <netinet/in.h>
 #include <openssl/ocsp.h>
 #include <openssl/sha.h>
-#include <signal.h>
+#include <csignal>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -155,10 +155,11 @@ struct IkeOcspStaple : ::testing::Test {
     }
     void TearDown() override { std::filesystem::remove_all(dir); }
 
-    void staple(const Bytes& der) { ASSERT_TRUE(write_file_atomic(staple_file, der).ok()); }
+    void staple(const Bytes& der) const { ASSERT_TRUE(write_file_atomic(staple_file, der).ok()); }
 
     // fragments = false: whole messages, so that Tamper can rewrite the IKE_AUTH response.
-    std::unique_ptr<Pair> pair(OcspStapling mode, std::vector<x509::Certificate> responders, bool fragments = true) {
+    std::unique_ptr<Pair> pair(OcspStapling mode, std::vector<x509::Certificate> responders,
+                               bool fragments = true) const {
         auto pa = base_peer(true), pb = base_peer(false);
         pa.fragmentation = pb.fragmentation = fragments;
         use_cert(pa, henb, {}, store());
@@ -288,7 +289,7 @@ int free_port() {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ADD_FAILURE() << "bind 127.0.0.1:0";
     socklen_t len = sizeof a;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
     ::close(fd);

@@ -208,7 +208,7 @@ struct Builder {
                 secure_zero(b->data(), b->size());
             }
         }
-        if (pc.psk.size() > 0 && pc.psk.size() < 16)
+        if (!pc.psk.empty() && pc.psk.size() < 16)
             log::get("config")->warn("peer '{}': the pre-shared key has only {} octets; use at least 16 random octets",
                                      p.name, pc.psk.size());
         if (p.credential) {

@@ -45,6 +45,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/crypto/ossl_ptr.hpp>
 
 namespace x2sec::x509::detail {
 
@@ -138,10 +139,7 @@ const EC_GROUP* affine_group(int curve) {
     return g != nullptr ? g : crypto::cached_ec_group(curve);
 }
 
-struct PkeyFree {
-    void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using PkeyPtr = crypto::OsslPtr<EVP_PKEY, EVP_PKEY_free>;
 
 // A legacy EVP_PKEY for the SubjectPublicKeyInfo, or nullptr when this path does not handle it.
 // For EC keys also the provider-native key the AUTH check uses (a legacy EC key would be

@@ -1,6 +1,6 @@
 // OcspStapler, see ocsp_stapler.hpp.
 #include <pthread.h>
-#include <signal.h>
+#include <csignal>
 
 #include <algorithm>
 #include <chrono>
