@@ -63,7 +63,7 @@ const OSSL_ALGORITHM* digests_only(void* /*provctx*/, int operation_id, int* no_
     return kNoAlgorithms;
 }
 
-const OSSL_DISPATCH kDispatch[] = {{OSSL_FUNC_PROVIDER_QUERY_OPERATION, reinterpret_cast<void (*)(void)>(digests_only)},
+const OSSL_DISPATCH kDispatch[] = {{OSSL_FUNC_PROVIDER_QUERY_OPERATION, reinterpret_cast<void (*)()>(digests_only)},
                                    {0, nullptr}};
 
 int digests_only_init(const OSSL_CORE_HANDLE* /*handle*/, const OSSL_DISPATCH* /*in*/, const OSSL_DISPATCH** out,
