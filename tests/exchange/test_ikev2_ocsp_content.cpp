@@ -6,7 +6,7 @@
 // certificate.
 #include <gtest/gtest.h>
 #include <openssl/ocsp.h>
-#include <stdlib.h>
+#include <cstdlib>
 
 #include <filesystem>
 #include <x2sec/common/file.hpp>
@@ -89,7 +89,7 @@ struct IkeOcspContent : ::testing::Test {
     }
     void TearDown() override { std::filesystem::remove_all(dir); }
 
-    void staple(const Bytes& der) { ASSERT_TRUE(write_file_atomic(staple_file, der).ok()); }
+    void staple(const Bytes& der) const { ASSERT_TRUE(write_file_atomic(staple_file, der).ok()); }
 
     // The H(e)NB checks the SeGW's revocation (CRL at its cRLDistributionPoint, hard policy)
     // unless a stapled response settles it; the SeGW checks nothing.
@@ -193,20 +193,23 @@ TEST_F(IkeOcspContent, MissingResponseWhenRequiredIsRefused) {
 }
 
 TEST_F(IkeOcspContent, GarbageOrStaleResponseIsRefusedAndTheEngineCarriesOn) {
+    // A file that is no OCSPResponse: the SeGW cannot tell who signed it, so it does not send it
+    // (the receiver's handling of garbage on the wire: IkeOcspStaple.GarbageOnTheWireIsRefused).
     staple(Bytes{0x30, 0x03, 0x0a, 0x01, 0x00, 0xde, 0xad});
     auto p = pair(OcspStapling::Request);
-    EXPECT_FALSE(p->connect());
-    EXPECT_EQ(p->a.counter("ike.ocsp.staple_invalid"), 1u);
-    EXPECT_NE(why(p->a).find("stapled OCSP response (CERT encoding 14) refused"), std::string::npos) << why(p->a);
+    EXPECT_FALSE(p->connect());  // no staple: the CRL check runs and finds no CRL
+    EXPECT_EQ(p->b.counter("ike.ocsp.staple_signer_unknown"), 1u);
+    EXPECT_EQ(p->b.counter("ike.ocsp.staple_sent"), 0u);
+    EXPECT_EQ(code(p->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why(p->a);
     expect_refused_by_initiator(*p);
 
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD, kNow - 2 * 86400, kNow - 86400));  // expired
     EXPECT_FALSE(p->connect());
-    EXPECT_EQ(p->a.counter("ike.ocsp.staple_invalid"), 2u);
+    EXPECT_EQ(p->a.counter("ike.ocsp.staple_invalid"), 1u);
 
     staple(ocsp_response(henb, V_OCSP_CERTSTATUS_GOOD));  // about another certificate
     EXPECT_FALSE(p->connect());
-    EXPECT_EQ(p->a.counter("ike.ocsp.staple_invalid"), 3u);
+    EXPECT_EQ(p->a.counter("ike.ocsp.staple_invalid"), 2u);
 
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD));  // the same engines, now a good response
     EXPECT_TRUE(p->connect()) << why(p->a);

@@ -1,3 +1,4 @@
+#include <openssl/x509v3.h>
 #include <x2sec/crypto/pkcs11.hpp>
 #include <x2sec/config/engine_config.hpp>
 
@@ -5,6 +6,8 @@
 #include <map>
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
+#include <x2sec/x509/ocsp.hpp>
+#include <x2sec/x509/ocsp_stapler.hpp>
 
 namespace x2sec::config {
 
@@ -22,6 +25,43 @@ struct Builder {
     std::map<std::string, Cred> creds;
     std::map<std::string, std::shared_ptr<const x509::TrustStore>> stores;  // by joined labels
     std::shared_ptr<x509::RevocationChecker> revocation;
+    std::shared_ptr<x509::OcspStapler> stapler;  // our own OCSP responses (RFC 4806), one for all peers
+
+    // The issuer of our certificate chain[0]: the next one of the credential's chain, or an anchor.
+    std::optional<x509::Certificate> issuer_of(const std::vector<x509::Certificate>& chain) const {
+        if (chain.size() > 1) return chain[1];
+        for (const auto& [label, certs] : anchors)
+            for (const auto& [l, c] : certs)
+                if (X509_check_issued(c.get(), chain[0].get()) == X509_V_OK) return c;
+        return std::nullopt;
+    }
+
+    // Our certificate's OCSP response, fetched in the background from its AIA URL, for a peer
+    // that may ask for it (CERTREQ encoding 14) and has no ocsp_staple_file.
+    void use_stapler(const PeerEntry& p, ike::PeerConfig& pc) {
+        if (pc.local_auth != ike::AuthMethod::Certificate || !pc.ocsp_staple_file.empty() || pc.cert_chain.empty())
+            return;
+        const auto& leaf = pc.cert_chain.front();
+        if (x509::ocsp_url(leaf).empty()) return;  // nothing to fetch: no response to staple
+        auto issuer = issuer_of(pc.cert_chain);
+        if (!issuer) {
+            log::get("config")->warn(
+                "peer '{}': our certificate names an OCSP responder, but its issuer is neither in the credential's "
+                "chain nor a trust anchor: no OCSP response to staple",
+                p.name);
+            return;
+        }
+        if (!stapler) {
+            const RevocationSection& r = f.revocation;
+            x509::OcspStaplerConfig sc;
+            sc.fetch_timeout_ms = static_cast<int>(std::min<int64_t>(r.fetch_timeout_ms, 600'000));
+            sc.refresh_s = std::max<int64_t>(1, r.refresh_ms / 1000);
+            sc.retry_s = std::max<int64_t>(1, r.retry_ms / 1000);
+            stapler = std::make_shared<x509::OcspStapler>(sc);
+        }
+        (void)stapler->add(leaf, *issuer);  // has an OCSP URL: cannot fail
+        pc.ocsp_stapler = stapler;
+    }
 
     void make_revocation() {
         const RevocationSection& r = f.revocation;
@@ -188,6 +228,17 @@ struct Builder {
         if (p.remote_auth == AuthKind::Certificate) pc.trust = store_for(p.trust);
         pc.send_certreq = p.send_certreq;
         pc.ocsp_staple_file = p.ocsp_staple_file;
+        for (const auto& rf : p.ocsp_responders) {
+            auto certs = x509::Certificate::load_pem_chain(rf.value);
+            if (!certs)
+                d.error(rf.where, "peer '" + p.name + "': ocsp_responders: cannot load '" + rf.value +
+                                      "': " + certs.error().detail());
+            else if (certs->empty())
+                d.error(rf.where, "peer '" + p.name + "': ocsp_responders: '" + rf.value + "' holds no certificate");
+            else
+                for (auto& c : *certs) pc.ocsp_responders.push_back(std::move(c));
+        }
+        use_stapler(p, pc);
         if (p.ocsp_stapling) {
             auto o = ike::parse_ocsp_stapling(p.ocsp_stapling->value);
             if (!o)
@@ -241,7 +292,7 @@ struct Builder {
 }  // namespace
 
 Result<LoadedConfig> build_engine_config(const FileConfig& f) {
-    Builder b{f, {}, {}, {}, {}, {}, {}};
+    Builder b{f, {}, {}, {}, {}, {}, {}, {}};
     b.load_anchors();
     if (b.d.empty()) b.make_revocation();
     b.load_credentials();

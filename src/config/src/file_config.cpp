@@ -577,6 +577,7 @@ private:
         if (auto s = r.str("unique")) p.unique = Located<std::string>{s->value, s->where};
         if (auto s = r.str("ocsp_stapling")) p.ocsp_stapling = Located<std::string>{s->value, s->where};
         if (auto s = r.str("ocsp_staple_file")) p.ocsp_staple_file = resolve(s->value);
+        for (auto& f : r.strings("ocsp_responders")) p.ocsp_responders.push_back({resolve(f.value), f.where});
         p.ike_proposals = r.strings("ike_proposals");
         if (!r.has("ike_proposals")) p.ike_proposals.push_back({"aes128gcm16-prfsha256-ecp256", p.where});
         if (auto v = r.duration_ms("ike_rekey")) p.ike_rekey_seconds = static_cast<uint64_t>(*v / 1000);

@@ -8,16 +8,12 @@
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/crypto/ossl_ptr.hpp>
 
 namespace x2sec::crypto::detail {
 
 template <auto Fn>
-struct Deleter {
-    template <typename T>
-    void operator()(T* p) const {
-        Fn(p);
-    }
-};
+using Deleter = OsslDeleter<Fn>;  // x2sec/crypto/ossl_ptr.hpp, shared with src/x509
 
 using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
 using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, Deleter<EVP_PKEY_CTX_free>>;

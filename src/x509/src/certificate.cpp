@@ -5,6 +5,7 @@
 #include <openssl/x509v3.h>
 #include <x2sec/common/file.hpp>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/crypto/ossl_ptr.hpp>
 #include <x2sec/x509/x509.hpp>
 
 #include "der_parse.hpp"
@@ -13,10 +14,7 @@ namespace x2sec::x509 {
 
 namespace {
 
-struct BioFree {
-    void operator()(BIO* b) const { BIO_free_all(b); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
+using BioPtr = crypto::OsslPtr<BIO, BIO_free_all>;
 
 Error pki_error(const std::string& what) {
     return Error(ErrorDomain::Pki, static_cast<int>(VerifyFailure::Other),
@@ -39,10 +37,7 @@ int64_t asn1_time_to_unix(const ASN1_TIME* t) {
     return static_cast<int64_t>(timegm(&tm));
 }
 
-struct GeneralNamesFree {
-    void operator()(GENERAL_NAMES* g) const { GENERAL_NAMES_free(g); }
-};
-using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, GeneralNamesFree>;
+using GeneralNamesPtr = crypto::OsslPtr<GENERAL_NAMES, GENERAL_NAMES_free>;
 
 GeneralNamesPtr sans_of(X509* x) {
     return GeneralNamesPtr(static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr)));
@@ -262,15 +257,9 @@ EVP_PKEY* Certificate::public_key() const {
 
 // ---------------------------------------------------------------- Crl
 
-namespace {
-struct CrlFree {
-    void operator()(X509_CRL* c) const { X509_CRL_free(c); }
-};
-}  // namespace
-
 Crl Crl::adopt(X509_CRL* c) {
     Crl out;
-    out.m_crl = std::shared_ptr<X509_CRL>(c, CrlFree{});
+    out.m_crl = std::shared_ptr<X509_CRL>(c, crypto::OsslDeleter<X509_CRL_free>{});
     return out;
 }
 

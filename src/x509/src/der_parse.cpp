@@ -45,6 +45,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/crypto/ossl_ptr.hpp>
 
 namespace x2sec::x509::detail {
 
@@ -62,7 +63,7 @@ const OSSL_ALGORITHM* digests_only(void* /*provctx*/, int operation_id, int* no_
     return kNoAlgorithms;
 }
 
-const OSSL_DISPATCH kDispatch[] = {{OSSL_FUNC_PROVIDER_QUERY_OPERATION, reinterpret_cast<void (*)(void)>(digests_only)},
+const OSSL_DISPATCH kDispatch[] = {{OSSL_FUNC_PROVIDER_QUERY_OPERATION, reinterpret_cast<void (*)()>(digests_only)},
                                    {0, nullptr}};
 
 int digests_only_init(const OSSL_CORE_HANDLE* /*handle*/, const OSSL_DISPATCH* /*in*/, const OSSL_DISPATCH** out,
@@ -138,10 +139,7 @@ const EC_GROUP* affine_group(int curve) {
     return g != nullptr ? g : crypto::cached_ec_group(curve);
 }
 
-struct PkeyFree {
-    void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using PkeyPtr = crypto::OsslPtr<EVP_PKEY, EVP_PKEY_free>;
 
 // A legacy EVP_PKEY for the SubjectPublicKeyInfo, or nullptr when this path does not handle it.
 // For EC keys also the provider-native key the AUTH check uses (a legacy EC key would be

@@ -6,25 +6,26 @@
 #include <ctime>
 #include <memory>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/crypto/ossl_ptr.hpp>
 #include <x2sec/x509/ocsp.hpp>
 
 namespace x2sec::x509 {
 
 namespace {
 
-template <auto F>
-struct Del {
-    template <typename T>
-    void operator()(T* p) const {
-        F(p);
-    }
-};
-using ReqPtr = std::unique_ptr<OCSP_REQUEST, Del<OCSP_REQUEST_free>>;
-using RespPtr = std::unique_ptr<OCSP_RESPONSE, Del<OCSP_RESPONSE_free>>;
-using BasicPtr = std::unique_ptr<OCSP_BASICRESP, Del<OCSP_BASICRESP_free>>;
-using IdPtr = std::unique_ptr<OCSP_CERTID, Del<OCSP_CERTID_free>>;
-using StorePtr = std::unique_ptr<X509_STORE, Del<X509_STORE_free>>;
-using BioPtr = std::unique_ptr<BIO, Del<BIO_free_all>>;
+using crypto::OsslPtr;
+
+void free_x509_stack(STACK_OF(X509) * s) {
+    sk_X509_free(s);  // the stack only: its certificates are borrowed
+}
+
+using ReqPtr = OsslPtr<OCSP_REQUEST, OCSP_REQUEST_free>;
+using RespPtr = OsslPtr<OCSP_RESPONSE, OCSP_RESPONSE_free>;
+using BasicPtr = OsslPtr<OCSP_BASICRESP, OCSP_BASICRESP_free>;
+using IdPtr = OsslPtr<OCSP_CERTID, OCSP_CERTID_free>;
+using StorePtr = OsslPtr<X509_STORE, X509_STORE_free>;
+using BioPtr = OsslPtr<BIO, BIO_free_all>;
+using StackPtr = OsslPtr<STACK_OF(X509), free_x509_stack>;
 
 Error unavailable(const std::string& what) {
     return Error(ErrorDomain::Pki, static_cast<int>(VerifyFailure::CrlUnavailable), "OCSP: " + what);
@@ -42,6 +43,63 @@ std::string cert_name(const Certificate& c) {
     return buf;
 }
 
+// A stack borrowing `first` (if any) and `rest`.
+StackPtr stack_of(const Certificate* first, const std::vector<Certificate>& rest) {
+    StackPtr sk(sk_X509_new_null());
+    if (!sk) return sk;
+    if (first != nullptr) sk_X509_push(sk.get(), first->get());
+    for (const auto& c : rest) sk_X509_push(sk.get(), c.get());
+    return sk;
+}
+
+Certificate shared_cert(X509* x) {
+    X509_up_ref(x);
+    return Certificate::adopt(x);
+}
+
+// RFC 6960 2.2 (a) and (c): signed by the issuer, or by a responder certificate the issuer
+// issued for OCSP signing; its chain is checked against the issuer alone (partial chain), at
+// `now`.  On success `signer` is the signing certificate.
+bool verify_by_issuer(OCSP_BASICRESP* bs, const Certificate& issuer, int64_t now, X509*& signer, std::string& why) {
+    StorePtr store(X509_STORE_new());
+    if (!store || X509_STORE_add_cert(store.get(), issuer.get()) != 1) {
+        why = "cannot build the certificate store";
+        return false;
+    }
+    X509_VERIFY_PARAM* vp = X509_STORE_get0_param(store.get());
+    X509_VERIFY_PARAM_set_flags(vp, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_USE_CHECK_TIME);
+    X509_VERIFY_PARAM_set_time(vp, static_cast<time_t>(now));
+    StackPtr extra = stack_of(&issuer, {});
+    ERR_clear_error();
+    if (!extra || OCSP_basic_verify(bs, extra.get(), store.get(), 0) != 1) {
+        why = crypto::openssl_errors();
+        return false;
+    }
+    signer = nullptr;
+    return OCSP_resp_get0_signer(bs, &signer, extra.get()) == 1 && signer != nullptr;
+}
+
+// RFC 6960 2.2 (b): signed by one of `trusted`, looked up by the responderID among those only
+// (never the response's own certificates), valid at `now`.
+const Certificate* verify_by_trusted(OCSP_BASICRESP* bs, const std::vector<Certificate>& trusted, int64_t now,
+                                     std::string& why) {
+    StorePtr store(X509_STORE_new());
+    if (!store) return nullptr;
+    for (const auto& t : trusted) {
+        StackPtr one = stack_of(&t, {});
+        ERR_clear_error();
+        if (!one || OCSP_basic_verify(bs, one.get(), store.get(), OCSP_NOINTERN | OCSP_TRUSTOTHER) != 1) continue;
+        ERR_clear_error();
+        if (now < t.not_before() || now > t.not_after()) {
+            why = "the trusted responder certificate '" + t.subject() + "' is not valid now";
+            return nullptr;
+        }
+        return &t;
+    }
+    ERR_clear_error();
+    return nullptr;
+}
+
 Result<OcspAnswer> verify(OCSP_RESPONSE* resp, OCSP_REQUEST* req, OCSP_CERTID* id, const Certificate& cert,
                           const Certificate& issuer, const OcspOptions& opt, int64_t now, const std::string& from) {
     const int rs = OCSP_response_status(resp);
@@ -56,24 +114,25 @@ Result<OcspAnswer> verify(OCSP_RESPONSE* resp, OCSP_REQUEST* req, OCSP_CERTID* i
         if (opt.nonce && opt.require_nonce && n != 1)
             return unavailable(from + ": the response does not echo the nonce");
     }
-    // The signer must be the issuer, or a responder certificate the issuer issued for OCSP
-    // signing; its chain is checked against the issuer alone (partial chain), at `now`.
-    StorePtr store(X509_STORE_new());
-    if (!store || X509_STORE_add_cert(store.get(), issuer.get()) != 1) return unavailable("store");
-    X509_VERIFY_PARAM* vp = X509_STORE_get0_param(store.get());
-    X509_VERIFY_PARAM_set_flags(vp, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_USE_CHECK_TIME);
-    X509_VERIFY_PARAM_set_time(vp, static_cast<time_t>(now));
-    STACK_OF(X509)* extra = sk_X509_new_null();
-    sk_X509_push(extra, issuer.get());
-    ERR_clear_error();
-    const int v = OCSP_basic_verify(bs.get(), extra, store.get(), 0);
-    sk_X509_free(extra);
-    if (v != 1) return unavailable(from + ": response signature or signer not authorised: " + crypto::openssl_errors());
+    OcspAnswer a;
+    X509* signer = nullptr;
+    std::string why, trusted_why;
+    if (verify_by_issuer(bs.get(), issuer, now, signer, why)) {
+        a.signer = X509_cmp(signer, issuer.get()) == 0 ? OcspSigner::Issuer : OcspSigner::Delegated;
+        a.signer_spki_sha1 = shared_cert(signer).spki_sha1();
+    } else if (const Certificate* t = verify_by_trusted(bs.get(), opt.trusted_responders, now, trusted_why)) {
+        a.signer = OcspSigner::Trusted;
+        a.signer_spki_sha1 = t->spki_sha1();
+    } else {
+        std::string detail = from + ": response signature or signer not authorised: " + why;
+        if (!opt.trusted_responders.empty())
+            detail += trusted_why.empty() ? "; nor signed by a configured trusted responder" : "; " + trusted_why;
+        return unavailable(detail);
+    }
     int status = -1, reason = -1;
     ASN1_GENERALIZEDTIME *rev = nullptr, *thisu = nullptr, *nextu = nullptr;
     if (OCSP_resp_find_status(bs.get(), id, &status, &reason, &rev, &thisu, &nextu) != 1)
         return unavailable(from + ": no answer for " + cert_name(cert) + " in the response");
-    OcspAnswer a;
     a.this_update = unix_of(thisu);
     a.next_update = nextu ? unix_of(nextu) : 0;
     if (a.this_update == 0) return unavailable(from + ": bad thisUpdate");
@@ -116,6 +175,18 @@ const char* to_string(OcspStatus s) {
             return "revoked";
         case OcspStatus::Unknown:
             return "unknown";
+    }
+    return "?";
+}
+
+const char* to_string(OcspSigner s) {
+    switch (s) {
+        case OcspSigner::Issuer:
+            return "issuer";
+        case OcspSigner::Delegated:
+            return "delegated responder";
+        case OcspSigner::Trusted:
+            return "trusted responder";
     }
     return "?";
 }
@@ -189,6 +260,45 @@ Result<OcspAnswer> ocsp_verify_response(BytesView der, const Certificate& cert, 
     IdPtr id = cert_id(cert, issuer);
     if (!id) return unavailable("CertID");
     return verify(resp.get(), nullptr, id.get(), cert, issuer, opt, now, "stapled response");
+}
+
+Result<OcspSignerInfo> ocsp_response_signer(BytesView der, const Certificate& issuer,
+                                            const std::vector<Certificate>& known, int64_t now) {
+    const unsigned char* p = der.data();
+    RespPtr resp(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(der.size())));
+    if (!resp || p != der.data() + der.size()) {
+        ERR_clear_error();
+        return unavailable("not a DER OCSPResponse");
+    }
+    const int rs = OCSP_response_status(resp.get());
+    if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL)
+        return unavailable(std::string("responseStatus ") + OCSP_response_status_str(rs));
+    BasicPtr bs(OCSP_response_get1_basic(resp.get()));
+    if (!bs) return unavailable("not a BasicOCSPResponse");
+    StackPtr extra = stack_of(&issuer, known);
+    X509* s = nullptr;
+    if (!extra || OCSP_resp_get0_signer(bs.get(), &s, extra.get()) != 1 || s == nullptr)
+        return unavailable(
+            "the response's signer (responderID) is neither among its certificates nor the issuer "
+            "nor a configured responder");
+    OcspSignerInfo info;
+    info.cert = shared_cert(s);
+    // The signature with this key only (no chain: that is the question answered below).
+    StorePtr none(X509_STORE_new());
+    StackPtr one = stack_of(&*info.cert, {});
+    ERR_clear_error();
+    if (!none || !one || OCSP_basic_verify(bs.get(), one.get(), none.get(), OCSP_NOINTERN | OCSP_TRUSTOTHER) != 1) {
+        ERR_clear_error();
+        return unavailable("the response's signature does not verify with the key of its signer '" +
+                           info.cert->subject() + "'");
+    }
+    info.spki_sha1 = info.cert->spki_sha1();
+    info.by_issuer = X509_cmp(s, issuer.get()) == 0;
+    X509* authorised = nullptr;
+    std::string why;
+    info.ca_authorised = verify_by_issuer(bs.get(), issuer, now, authorised, why);
+    ERR_clear_error();
+    return info;
 }
 
 }  // namespace x2sec::x509

@@ -23,6 +23,7 @@
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/crypto/ossl_ptr.hpp>
 #include <x2sec/x509/ocsp.hpp>
 #include <x2sec/x509/revocation.hpp>
 
@@ -71,10 +72,6 @@ bool fetchable_url(std::string_view u) {
     return true;
 }
 
-struct BioFree {
-    void operator()(BIO* b) const { BIO_free_all(b); }
-};
-
 }  // namespace
 
 Result<Crl> fetch_crl_http(const std::string& url, int timeout_ms, size_t max_size) {
@@ -84,8 +81,9 @@ Result<Crl> fetch_crl_http(const std::string& url, int timeout_ms, size_t max_si
     const int timeout_s = std::max(1, (timeout_ms + 999) / 1000);
     ERR_clear_error();
     // proxy "" = no proxy (NULL would take http_proxy from the environment).
-    std::unique_ptr<BIO, BioFree> body(OSSL_HTTP_get(url.c_str(), "", nullptr, nullptr, nullptr, nullptr, nullptr, 0,
-                                                     nullptr, nullptr, 1 /* expect ASN.1 */, max_size, timeout_s));
+    crypto::OsslPtr<BIO, BIO_free_all> body(OSSL_HTTP_get(url.c_str(), "", nullptr, nullptr, nullptr, nullptr, nullptr,
+                                                          0, nullptr, nullptr, 1 /* expect ASN.1 */, max_size,
+                                                          timeout_s));
     if (!body) {
         std::string why = crypto::openssl_errors();
         return Error(ErrorDomain::Pki, static_cast<int>(VerifyFailure::CrlUnavailable),

@@ -5,6 +5,7 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/crypto/ossl_ptr.hpp>
 #include <x2sec/x509/revocation.hpp>
 #include <x2sec/x509/x509.hpp>
 
@@ -85,13 +86,7 @@ std::string subject_of(X509* x) {
     return Certificate::adopt(x).subject();
 }
 
-struct StoreFree {
-    void operator()(X509_STORE* s) const { X509_STORE_free(s); }
-};
-struct StoreCtxFree {
-    void operator()(X509_STORE_CTX* s) const { X509_STORE_CTX_free(s); }
-};
-struct StackFree {
+struct StackFree {  // sk_X509_free is a macro: no function to hand to OsslDeleter
     void operator()(STACK_OF(X509) * s) const { sk_X509_free(s); }
 };
 
@@ -114,7 +109,7 @@ void TrustStore::add_crl(const Crl& crl) {
 void TrustStore::rebuild_store() {
     m_store.reset();
     m_store_error.clear();
-    std::shared_ptr<X509_STORE> store(X509_STORE_new(), StoreFree());
+    std::shared_ptr<X509_STORE> store(X509_STORE_new(), crypto::OsslDeleter<X509_STORE_free>());
     if (!store) {
         m_store_error = "out of memory";
         return;
@@ -145,7 +140,7 @@ Result<VerifiedChain> TrustStore::verify(const Certificate& leaf, const std::vec
 
     if (!m_store) return fail(VerifyFailure::Other, m_store_error.empty() ? "trust store not built" : m_store_error);
     std::shared_ptr<X509_STORE> store = m_store;  // kept alive for this call
-    std::unique_ptr<X509_STORE_CTX, StoreCtxFree> ctx(X509_STORE_CTX_new());
+    crypto::OsslPtr<X509_STORE_CTX, X509_STORE_CTX_free> ctx(X509_STORE_CTX_new());
     std::unique_ptr<STACK_OF(X509), StackFree> untrusted(sk_X509_new_null());
     if (!ctx || !untrusted) return fail(VerifyFailure::Other, "out of memory");
     for (const auto& c : intermediates) {

@@ -316,3 +316,19 @@ TEST(EngineConfig, OcspStapling) {
     EXPECT_NE(r.error().detail().find("ocsp_stapling 'maybe' is not off, request or require"), std::string::npos)
         << r.error().detail();
 }
+
+TEST(EngineConfig, OcspResponders) {
+    auto r =
+        build(cert_peer("ocsp_stapling = \"request\"\nocsp_responders = [\"operator-root.pem\", \"vendor-root.pem\"]"));
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    const auto& p = r->engine.peers[0];
+    ASSERT_EQ(p.ocsp_responders.size(), 2u);  // file order: their key hashes go in the CERTREQ in this order
+    EXPECT_EQ(p.ocsp_responders[0].spki_sha1(), p.trust->anchors()[0].second.spki_sha1());  // operator
+    EXPECT_FALSE(p.ocsp_stapler);  // henb-a.pem names no OCSP responder (AIA): nothing to fetch
+    r = build(cert_peer("ocsp_responders = [\"missing-responder.pem\"]"));
+    ASSERT_FALSE(r.ok());
+    const std::string e = r.error().detail();
+    EXPECT_NE(e.find("e.toml:"), std::string::npos) << e;
+    EXPECT_NE(e.find("peer 'b': ocsp_responders: cannot load"), std::string::npos) << e;
+    EXPECT_NE(e.find("missing-responder.pem"), std::string::npos) << e;
+}

@@ -3,7 +3,7 @@
 // verified on its own, and a tampered one.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <signal.h>
+#include <csignal>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +29,7 @@ int free_port() {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ADD_FAILURE() << "bind 127.0.0.1:0";
     socklen_t len = sizeof a;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
     ::close(fd);
@@ -166,6 +166,49 @@ TEST_F(Responder, ResponderOfAnotherCaIsNotAuthorised) {
     auto r = ocsp_lookup(foreign.cert, ca2.cert, url, OcspOptions{}, now());
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code(), static_cast<int>(VerifyFailure::CrlUnavailable));
+}
+
+// RFC 6960 2.2 (b): the same answer is accepted when its signer is configured as a Trusted
+// Responder (the requester trusts its key, whatever CA 2 says).
+TEST_F(Responder, TrustedResponderIsAcceptedForAnyCa) {
+    test::Issued ca2 = test::make_root("Other CA");
+    test::CertOptions o2;
+    o2.subject = "good.example";
+    o2.serial = 0x1001;
+    auto foreign = test::make_cert(ca2, o2);
+    OcspOptions o;
+    o.trusted_responders = {ca.cert};  // not the signer: still refused
+    auto refused = ocsp_lookup(foreign.cert, ca2.cert, url, o, now());
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().detail().find("nor signed by a configured trusted responder"), std::string::npos)
+        << refused.error().detail();
+    o.trusted_responders = {ca.cert, signer->cert};
+    auto r = ocsp_lookup(foreign.cert, ca2.cert, url, o, now());
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    EXPECT_EQ(r->signer, OcspSigner::Trusted);
+    EXPECT_EQ(r->signer_spki_sha1, signer->cert.spki_sha1());
+    // For CA 1's own certificate the same signer is a delegated responder.
+    auto g = ocsp_lookup(good->cert, ca.cert, url, o, now());
+    ASSERT_TRUE(g.ok()) << g.error().detail();
+    EXPECT_EQ(g->signer, OcspSigner::Delegated);
+}
+
+// Who signed a response, as the side that staples it sees it (RFC 4806).
+TEST_F(Responder, SignerOfAResponseIsFoundWithoutTrustingIt) {
+    auto g = ocsp_lookup(good->cert, ca.cert, url, OcspOptions{}, now());
+    ASSERT_TRUE(g.ok()) << g.error().detail();
+    auto s = ocsp_response_signer(g->response_der, ca.cert, {}, now());
+    ASSERT_TRUE(s.ok()) << s.error().detail();
+    ASSERT_TRUE(s->cert.has_value());
+    EXPECT_EQ(s->cert->der(), signer->cert.der());  // included in the response by openssl ocsp
+    EXPECT_EQ(s->spki_sha1, signer->cert.spki_sha1());
+    EXPECT_FALSE(s->by_issuer);
+    EXPECT_TRUE(s->ca_authorised);
+    test::Issued ca2 = test::make_root("Other CA");
+    auto other = ocsp_response_signer(g->response_der, ca2.cert, {}, now());  // CA 2 authorised nobody
+    ASSERT_TRUE(other.ok()) << other.error().detail();
+    EXPECT_FALSE(other->ca_authorised);
+    EXPECT_FALSE(ocsp_response_signer(Bytes{0x30, 0x03, 0x0a, 0x01, 0x00}, ca.cert, {}, now()).ok());
 }
 
 TEST(Ocsp, UnreachableResponderIsUnavailable) {

@@ -82,7 +82,9 @@ struct IkeSa {
 
     bool peer_frag = false;
     bool peer_sent_hashes = false;
-    bool peer_asked_ocsp = false;  // the responder's IKE_SA_INIT CERTREQ had encoding 14 (RFC 4806)
+    // The responder's IKE_SA_INIT CERTREQ of encoding 14 (RFC 4806), when it sent one: the key
+    // hashes of the OCSP responders it trusts (maybe none).
+    std::optional<std::vector<Bytes>> peer_asked_ocsp;
     std::vector<uint16_t> peer_hashes;
     std::vector<Bytes> peer_certreq;  // SHA-1 SPKI hashes from the peer's CERTREQs, no duplicates
 

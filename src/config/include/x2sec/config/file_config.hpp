@@ -90,7 +90,10 @@ struct PeerEntry {
     bool send_certreq = true;
     std::optional<Located<std::string>> ocsp_stapling;  // "off" (default) | "request" | "require" (RFC 4806)
     std::string ocsp_staple_file;                       // our DER OCSPResponse to staple ("" = AIA look-up)
-    std::optional<Located<std::string>> unique;         // "no" | "never" | "keep" | "replace" (default)
+    // PEM files of OCSP responder certificates trusted for the peer's certificate (RFC 4806
+    // CERTREQ hashes, RFC 6960 2.2 "Trusted Responder"); paths resolved.
+    std::vector<Located<std::string>> ocsp_responders;
+    std::optional<Located<std::string>> unique;  // "no" | "never" | "keep" | "replace" (default)
     std::vector<Located<std::string>> ike_proposals;
     uint64_t ike_rekey_seconds = 14400;
     uint64_t dpd_interval_ms = 30000;

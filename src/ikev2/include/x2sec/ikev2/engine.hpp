@@ -24,6 +24,10 @@
 #include <x2sec/crypto/crypto.hpp>
 #include <x2sec/x509/x509.hpp>
 
+namespace x2sec::x509 {
+class OcspStapler;  // x2sec/x509/ocsp_stapler.hpp
+}
+
 namespace x2sec::ike {
 
 // ---------------------------------------------------------------- configuration
@@ -109,9 +113,14 @@ struct PeerConfig {
     bool send_certreq = true;
     OcspStapling ocsp_stapling = OcspStapling::Off;  // asking the peer for its OCSP response
     // Our own OCSP response, sent (CERT encoding 14) when the peer's CERTREQ asks for it: this
-    // DER file when set (read at each use), else looked up at our certificate's AIA OCSP URL
-    // and cached until its nextUpdate.
+    // DER file when set (read at each use), else what ocsp_stapler has cached (fetched from our
+    // certificate's AIA OCSP URL in the background; the exchange never waits for it).
     std::string ocsp_staple_file;
+    std::shared_ptr<x509::OcspStapler> ocsp_stapler;
+    // OCSP responders trusted for the peer's certificate whatever its CA authorised (RFC 6960
+    // 2.2 "Trusted Responder"): their key hashes go in our CERTREQ of encoding 14 (RFC 4806),
+    // and a stapled response one of them signed is accepted.
+    std::vector<x509::Certificate> ocsp_responders;
     // Responder: other IKE SAs the peer initiated with the same pair of identities (the SeGW
     // facing a rebooted H(e)NB).  Initiator: INITIAL_CONTACT is sent in IKE_AUTH on the first
     // IKE SA to this peer unless Never.

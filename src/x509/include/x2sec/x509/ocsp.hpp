@@ -7,7 +7,10 @@
 //   * responseStatus is successful and it is a BasicOCSPResponse;
 //   * it is signed by the certificate's issuer, or by a responder certificate the issuer issued
 //     with extendedKeyUsage id-kp-OCSPSigning (OCSP_basic_verify: signer authorised), whose
-//     chain verifies to the issuer at `now`;
+//     chain verifies to the issuer at `now`, or by one of OcspOptions::trusted_responders (RFC
+//     6960 2.2 "a Trusted Responder whose public key is trusted by the requester": the
+//     signature is checked with that certificate's key, the certificate must be valid at `now`,
+//     nothing else about it is asked);
 //   * it carries a SingleResponse for exactly this certificate (CertID over the issuer name and
 //     key, SHA-1 as RFC 5019 asks);
 //   * thisUpdate <= now + max_skew_s and (nextUpdate absent or now <= nextUpdate + max_skew_s),
@@ -19,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 #include <x2sec/common/bytes.hpp>
@@ -30,6 +34,11 @@ namespace x2sec::x509 {
 enum class OcspStatus { Good, Revoked, Unknown };
 const char* to_string(OcspStatus s);
 
+// Who signed an accepted response (RFC 6960 2.2): the certificate's issuer, a responder the
+// issuer authorised (id-kp-OCSPSigning), or a responder the verifier trusts by configuration.
+enum class OcspSigner { Issuer, Delegated, Trusted };
+const char* to_string(OcspSigner s);
+
 struct OcspAnswer {
     OcspStatus status = OcspStatus::Unknown;
     int reason = -1;         // CRLReason when revoked and given, else -1
@@ -37,6 +46,8 @@ struct OcspAnswer {
     int64_t this_update = 0;
     int64_t next_update = 0;  // 0 when absent
     Bytes response_der;       // the whole OCSPResponse (e.g. to send in IKEv2, RFC 4806)
+    OcspSigner signer = OcspSigner::Issuer;
+    Bytes signer_spki_sha1;  // SHA-1 of the signer certificate's DER SubjectPublicKeyInfo
 };
 
 struct OcspOptions {
@@ -46,7 +57,23 @@ struct OcspOptions {
     bool require_nonce = true;    // with nonce: the response must echo it
     int64_t max_skew_s = 300;     // clock tolerance for thisUpdate / nextUpdate
     int64_t max_age_s = -1;       // thisUpdate no older than this (-1: no limit)
+    // Responders trusted for any certificate without the issuer's authorisation (see above).
+    std::vector<Certificate> trusted_responders;
 };
+
+// The signer of a response, found without trusting it: the certificate among the response's
+// own certificates, `issuer` and `known` that its responderID names and whose key verifies the
+// signature.  ca_authorised: it is `issuer`, or a responder `issuer` authorised
+// (id-kp-OCSPSigning, chain to `issuer` valid at `now`).  Used by the side that staples a
+// response (RFC 4806) to see whether the peer can accept it.
+struct OcspSignerInfo {
+    std::optional<Certificate> cert;
+    Bytes spki_sha1;  // SHA-1 of its DER SubjectPublicKeyInfo (as RFC 4806 CERTREQ lists them)
+    bool by_issuer = false;
+    bool ca_authorised = false;
+};
+Result<OcspSignerInfo> ocsp_response_signer(BytesView der, const Certificate& issuer,
+                                            const std::vector<Certificate>& known, int64_t now);
 
 // The first http:// id-ad-ocsp URL of the certificate's authorityInfoAccess ("" if none).
 std::string ocsp_url(const Certificate& cert);
