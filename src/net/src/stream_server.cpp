@@ -408,7 +408,7 @@ void StreamServer::do_handshake(Conn& c, int64_t now) {
     m_count(m_opts.counter_prefix + ".tls.handshake_failed");
     std::string why = m_proto.handshake_failed(c.ssl);
     ERR_clear_error();
-    refuse_log("tls_handshake", why + " (from " + c.peer + ")", now);
+    refuse_log("tls_handshake " + why, why + " (from " + c.peer + ")", now);  // rate-limited per reason
     close_conn(c.id);
 }
 
