@@ -10,6 +10,7 @@
 #    (cmp.http.tls.client_cert_missing / client_cert_rejected) and logged with the reason;
 #  * `x2sec enroll --tls-cert --tls-key pkcs11:...`: the H(e)NB's TLS client key in its token.
 source "$(dirname "$0")/common.sh"
+wait_grep() { for _ in $(seq 100); do grep -q "$1" "$2" && return 0; sleep 0.05; done; return 1; }
 P11MOD=/usr/lib/softhsm/libsofthsm2.so
 if [ ! -f $P11MOD ] || ! command -v softhsm2-util >/dev/null || ! command -v pkcs11-tool >/dev/null; then
   echo "SKIP: softhsm2 / opensc not installed (scripts/deps.sh installs them)"; exit 77
@@ -74,8 +75,8 @@ check "issued certificate chains to the operator root" openssl verify -CAfile op
 ossl_ir new2.key tls2.crt > ir_notls.log 2>&1 && fail "no TLS client certificate accepted" || pass "no TLS client certificate: refused"
 ossl_ir new2.key tls2.crt -tls_cert devb.pem -tls_key devb.key > ir_foreign.log 2>&1 \
   && fail "TLS client certificate of another vendor accepted" || pass "TLS client certificate of another vendor: refused"
-check "log: missing client certificate named" grep -q "no client certificate (client_auth = require)" server.log
-check "log: foreign client certificate named" grep -q "TLS handshake refused: client certificate rejected: self-signed certificate in certificate chain" server.log
+check "log: missing client certificate named" wait_grep "no client certificate (client_auth = require)" server.log
+check "log: foreign client certificate named" wait_grep "TLS handshake refused: client certificate rejected: self-signed certificate in certificate chain" server.log
 curl -s -o crl.der http://127.0.0.1:$HTTP/crl
 check "CRL signed by the token CA key" bash -c "openssl crl -inform DER -in crl.der -noout -CAfile op/ca.crt 2>&1 | grep -q 'verify OK'"
 

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <openssl/cmp.h>
 
+#include <chrono>
 #include <ctime>
+#include <thread>
 #include <filesystem>
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/http.hpp>
@@ -266,6 +268,9 @@ TEST_F(TokenCmp, TlsClientKeyInTokenEnrolsAgainstRequireMode) {
     r.tls.client_chain.clear();
     r.timeout_s = 5;
     EXPECT_FALSE(Client::enroll(r).ok());
+    // counted on the server's loop thread after the alert went out: wait for it (bounded)
+    for (int i = 0; i < 200 && server->counters().get("cmp.http.tls.client_cert_missing") < 1; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     EXPECT_EQ(server->counters().get("cmp.http.tls.client_cert_missing"), 1u);
     http.stop();
     expect_never_leaves(tls_key.get());

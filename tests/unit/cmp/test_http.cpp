@@ -19,6 +19,7 @@
 #include <functional>
 #include <iostream>
 #include <numeric>
+#include <thread>
 
 using namespace x2sec;
 using namespace x2sec::cmp;
@@ -49,6 +50,13 @@ std::string raw_http(int port, const std::string& data, bool half_close = true) 
     while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
     ::close(fd);
     return out;
+}
+
+// A refused TLS handshake is counted on the server's loop thread after the alert went out, so
+// the client may see its error first: wait (bounded) for the counter to reach `want`.
+uint64_t counter_reaching(Counters& c, const std::string& name, uint64_t want) {
+    for (int i = 0; i < 200 && c.get(name) < want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return c.get(name);
 }
 
 int status_of(const std::string& rsp) {
@@ -750,15 +758,15 @@ TEST_F(HttpFixture, TlsClientAuthRequireRefusesMissingAndForeignCertificates) {
     // no client certificate
     auto e = Client::enroll(r);
     ASSERT_FALSE(e.ok());
-    EXPECT_EQ(server->counters().get("cmp.http.tls.client_cert_missing"), 1u);
-    EXPECT_GE(server->counters().get("cmp.http.tls.handshake_failed"), 1u);
+    EXPECT_EQ(counter_reaching(server->counters(), "cmp.http.tls.client_cert_missing", 1), 1u);
+    EXPECT_GE(counter_reaching(server->counters(), "cmp.http.tls.handshake_failed", 1), 1u);
     // a certificate of another CA (vendor B is not in client_ca)
     auto foreign = lab().device(lab().vendor_b, "0023a1b2c402", "henb.vendor-b.example");
     r.tls.client_cert = foreign.cert.get();
     r.tls.client_key = foreign.key.get();
     e = Client::enroll(r);
     ASSERT_FALSE(e.ok());
-    EXPECT_EQ(server->counters().get("cmp.http.tls.client_cert_rejected"), 1u);
+    EXPECT_EQ(counter_reaching(server->counters(), "cmp.http.tls.client_cert_rejected", 1), 1u);
     EXPECT_EQ(certs(), 0);
     EXPECT_EQ(server->counters().get("http.ok.cmp"), 0u);
     // the vendor device certificate (chains to client_ca): enrolled
@@ -794,7 +802,7 @@ TEST_F(HttpFixture, TlsClientAuthOptionalAcceptsNoCertificateButRejectsAForeignO
     r2.tls.client_key = foreign.key.get();
     r2.timeout_s = 5;
     EXPECT_FALSE(Client::enroll(r2).ok());
-    EXPECT_EQ(server->counters().get("cmp.http.tls.client_cert_rejected"), 1u);
+    EXPECT_EQ(counter_reaching(server->counters(), "cmp.http.tls.client_cert_rejected", 1), 1u);
     EXPECT_EQ(certs(), 1);
 }
 
@@ -853,7 +861,7 @@ TEST_F(HttpFixture, ReloadSwitchesClientAuthForNewHandshakesAndRefusesABadOne) {
     r3.tls.trust = {lab().operator_root.cert.get()};
     r3.timeout_s = 5;
     EXPECT_FALSE(Client::enroll(r3).ok());  // now required
-    EXPECT_EQ(server->counters().get("cmp.http.tls.client_cert_missing"), 1u);
+    EXPECT_EQ(counter_reaching(server->counters(), "cmp.http.tls.client_cert_missing", 1), 1u);
     r3.tls.client_cert = dev.cert.get();
     r3.tls.client_key = dev.key.get();
     ASSERT_TRUE(Client::enroll(r3).ok());
