@@ -209,7 +209,8 @@ Result<cmp::HttpOptions> make_http(const CaOpts& c) {
     h.bind = c.bind;
     h.port = c.port;
     h.threads = c.threads;
-    if (c.max_body < 1 || c.max_header < 1) return Error(ErrorDomain::Config, 0, "max_body and max_header must be positive");
+    if (c.max_body < 1 || c.max_header < 1)
+        return Error(ErrorDomain::Config, 0, "max_body and max_header must be positive");
     h.max_body = static_cast<size_t>(c.max_body);
     h.max_header = static_cast<size_t>(c.max_header);
     h.max_connections = c.max_connections;
@@ -523,7 +524,8 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
     serve->add_option("--tls-key", o.tls_key, "TLS server key (file or pkcs11: URI)");
     serve->add_option("--tls-client-auth", o.tls_client_auth,
                       "TLS client certificates on the HTTPS listener: none | optional | require");
-    serve->add_option("--tls-client-ca", o.tls_client_ca, "trust anchors for TLS client certificates (PEM), repeatable");
+    serve->add_option("--tls-client-ca", o.tls_client_ca,
+                      "trust anchors for TLS client certificates (PEM), repeatable");
     serve->add_option("--tls-verify-depth", o.tls_verify_depth, "most intermediates in a TLS client chain");
     serve->add_option("--threads", o.threads, "worker threads per listener");
     serve->add_option("--max-body", o.max_body, "largest accepted request body (larger: 413)");

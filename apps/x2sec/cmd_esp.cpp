@@ -376,8 +376,8 @@ int run_esp(const EspOpts& o) {
         bridge.attach(rt->get());
         // SIGHUP: CRLs, then the peers and their Child SA policies (as `ike run`); SAs kept.
         auto revocation = std::make_shared<app::CurrentRevocation>(cfg->revocation);
-        app::PeerReload peer_reload{o.ike_config, cfg->engine.peers, rt->get(), engine_ptr, &reload_counters,
-                                    revocation};
+        app::PeerReload peer_reload{o.ike_config, cfg->engine.peers, rt->get(),
+                                    engine_ptr,   &reload_counters,  revocation};
         peer_reload.log_level = cfg->runtime.log_level;
         app::CrlReloadOnHup hup(revocation, peer_reload);
         int rc = (*rt)->run();

@@ -44,10 +44,10 @@ Runner setup_ike_load(CLI::App* sub);
 
 namespace {
 
+using nlohmann::json;
 using x2sec::app::CrlReloadOnHup;
 using x2sec::app::CurrentRevocation;
 using x2sec::app::PeerReload;
-using nlohmann::json;
 using x2sec::runtime::control_request;
 
 const char* kDefaultControl = "/run/x2sec/ike.sock";

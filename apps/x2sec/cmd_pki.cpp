@@ -34,8 +34,8 @@ int fail(const Error& e) {
     return 1;
 }
 
-std::string g_key_token, g_root_key_token, g_alg = "p256", g_dir, g_name, g_out_key, g_out_cert, g_crl_url, g_eui, g_realm, g_subject,
-                         g_show_file;
+std::string g_key_token, g_root_key_token, g_alg = "p256", g_dir, g_name, g_out_key, g_out_cert, g_crl_url, g_eui,
+                                           g_realm, g_subject, g_show_file;
 std::vector<std::string> g_dns, g_ips, g_revoke;
 int64_t g_days = 0, g_nb_unix = 0, g_na_unix = 0;
 bool g_intermediate = false;

@@ -373,8 +373,8 @@ Result<HttpOptions::ClientAuth> parse_client_auth(std::string_view s) {
     if (s == "none") return HttpOptions::ClientAuth::None;
     if (s == "optional") return HttpOptions::ClientAuth::Optional;
     if (s == "require") return HttpOptions::ClientAuth::Require;
-    return Error(ErrorDomain::Config, 0, "client_auth must be \"none\", \"optional\" or \"require\", not \"" +
-                                             std::string(s) + "\"");
+    return Error(ErrorDomain::Config, 0,
+                 "client_auth must be \"none\", \"optional\" or \"require\", not \"" + std::string(s) + "\"");
 }
 
 const char* to_string(HttpOptions::ClientAuth a) {
@@ -537,10 +537,10 @@ Status HttpServer::reload(const HttpOptions& next) {
     m_opts.client_auth = next.client_auth;
     m_opts.client_ca = next.client_ca;
     m_opts.verify_depth = next.verify_depth;
-    log::get("cmp")->info("{} server on {}:{}: reloaded (max {} connections, {} per source, max_body {}{})",
-                          m_ssl_ctx ? "CMP HTTPS" : "CMP HTTP", m_opts.bind, port(), m_opts.max_connections,
-                          m_opts.max_per_source, m_opts.max_body,
-                          m_ssl_ctx ? std::string(", TLS client_auth ") + to_string(m_opts.client_auth) : std::string());
+    log::get("cmp")->info(
+        "{} server on {}:{}: reloaded (max {} connections, {} per source, max_body {}{})",
+        m_ssl_ctx ? "CMP HTTPS" : "CMP HTTP", m_opts.bind, port(), m_opts.max_connections, m_opts.max_per_source,
+        m_opts.max_body, m_ssl_ctx ? std::string(", TLS client_auth ") + to_string(m_opts.client_auth) : std::string());
     return ok_status();
 }
 

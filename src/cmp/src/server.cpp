@@ -123,7 +123,8 @@ struct Session {
     int rr_reason = 0;  // CRLReason from the rr's crlEntryDetails (0: none given)
     int64_t created = 0;
     int64_t now = 0;  // the caller's time of the message being processed
-    std::shared_ptr<const ServerPolicy> policy;  // the policy the transaction started under (holds `profile`)
+    // The policy the transaction started under (holds `profile`).
+    std::shared_ptr<const ServerPolicy> policy;
     const IssuanceProfile* profile = nullptr;
     X509Ptr issued;
     std::string body;
