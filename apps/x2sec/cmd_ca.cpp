@@ -256,15 +256,15 @@ Status make_https(const CaOpts& c, cmp::HttpOptions& t, TlsMaterial& m) {
 // What a reload cannot change (reported, left as running).
 std::vector<std::string> restart_needed(const CaOpts& a, const CaOpts& b) {
     std::vector<std::string> v;
-    if (a.ca_dir != b.ca_dir) v.push_back("[ca] dir");
-    if (a.store != b.store) v.push_back("[ca] store");
-    if (a.vendor_roots != b.vendor_roots) v.push_back("[ca] vendor_roots");
-    if (a.bind != b.bind || a.port != b.port || a.threads != b.threads) v.push_back("[http] bind/port/threads");
-    if (a.tls_port != b.tls_port) v.push_back("[https] port");
-    if (a.metrics_listen != b.metrics_listen) v.push_back("[metrics] listen");
+    if (a.ca_dir != b.ca_dir) v.emplace_back("[ca] dir");
+    if (a.store != b.store) v.emplace_back("[ca] store");
+    if (a.vendor_roots != b.vendor_roots) v.emplace_back("[ca] vendor_roots");
+    if (a.bind != b.bind || a.port != b.port || a.threads != b.threads) v.emplace_back("[http] bind/port/threads");
+    if (a.tls_port != b.tls_port) v.emplace_back("[https] port");
+    if (a.metrics_listen != b.metrics_listen) v.emplace_back("[metrics] listen");
     if (a.ocsp_bind != b.ocsp_bind || a.ocsp_port != b.ocsp_port || a.ocsp_path != b.ocsp_path ||
         a.ocsp_signer_days != b.ocsp_signer_days || a.ocsp_next_update_s != b.ocsp_next_update_s)
-        v.push_back("[ocsp] bind/port/path/signer_validity_days/next_update_s");
+        v.emplace_back("[ocsp] bind/port/path/signer_validity_days/next_update_s");
     return v;
 }
 }  // namespace

@@ -157,6 +157,7 @@ struct PeerReload {
                 lg->warn("SIGHUP: peer '{}' is no longer in {} but stays until a restart", r.name, path);
         auto* eng = engine;
         auto* cs = counters;
+        const bool applied_any = !apply.empty();  // `apply` moves into the job below
         rt->post([eng, cs, apply = std::move(apply)](x2sec::runtime::EngineApi&, x2sec::Millis) {
             for (const auto& p : apply)
                 if (auto st = eng->update_peer(p); !st) {
@@ -167,7 +168,7 @@ struct PeerReload {
         });
         // The applied peers' trust stores ask the new configuration's checker: CRL reloads
         // (SIGHUP, reload-crls) go to it from now on.
-        if (!apply.empty()) revocation->set(cfg->revocation);
+        if (applied_any) revocation->set(cfg->revocation);
         counters->inc("runtime.reload.ok");
     }
 };
