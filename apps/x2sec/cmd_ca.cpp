@@ -689,6 +689,7 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         auto reload = [&]() -> Status {
             CaOpts next = cli;
             if (!o.config.empty()) X2SEC_TRY_STATUS(load_toml(next, o.config, *serve));
+            const auto needs_restart = restart_needed(o, next);  // before the running values are put back
             X2SEC_TRY(auto pol, make_policy(next, base_policy));
             X2SEC_TRY(auto nh, make_http(next));
             // What needs a restart stays as running (warned below).
@@ -714,7 +715,7 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
             if (https) X2SEC_TRY_STATUS(https->reload(nt));
             if (ocsp_http) X2SEC_TRY_STATUS(ocsp_http->reload(no));
             if (https) tls = std::move(next_tls);  // the old credential: held by the old TLS context
-            for (auto& what : restart_needed(o, next))
+            for (const auto& what : needs_restart)
                 log::get("cmp")->warn("SIGHUP: {} changed: needs a restart, left as running", what);
             CaOpts applied = next;
             // remember what runs (restart-only settings as they were)
