@@ -351,7 +351,7 @@ private:
         const std::string& p = m_opts.ocsp_path;
         return path == p || path.rfind(p + "/", 0) == 0;
     }
-    static net::Frame reject(int code, const std::string& msg, const char* counter, std::string why = {},
+    static net::Frame reject(int code, const std::string& msg, const char* counter, const std::string& why = {},
                              std::string_view allow = "POST") {
         net::Frame f;
         f.kind = net::Frame::Reject;
