@@ -26,6 +26,10 @@ struct CaOpts {
     std::string config, ca_dir, store = "ca.db", bind = "127.0.0.1", port_file, tls_cert, tls_key, crl_url;
     std::string metrics_listen;  // [metrics] listen / --metrics-listen: Prometheus /metrics ("" = off)
     std::vector<std::string> vendor_roots;
+    // TLS client authentication on the HTTPS listener ([https] client_auth, client_ca, verify_depth)
+    std::string tls_client_auth = "none";
+    std::vector<std::string> tls_client_ca;
+    int tls_verify_depth = 4;
     int port = 8080, tls_port = -1, threads = 8;
     int64_t max_body = 64 * 1024, validity_days = 365, max_header = 16 * 1024;
     int poll_interval_s = 5;
@@ -137,6 +141,22 @@ Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
     set("--tls-port", c.tls_port, t["https"]["port"].value<int>());
     set("--tls-cert", c.tls_cert, t["https"]["cert"].value<std::string>());
     set("--tls-key", c.tls_key, t["https"]["key"].value<std::string>());
+    set("--tls-client-auth", c.tls_client_auth, t["https"]["client_auth"].value<std::string>());
+    set("--tls-verify-depth", c.tls_verify_depth, t["https"]["verify_depth"].value<int>());
+    if (sub.count("--tls-client-ca") == 0) {
+        if (auto one = t["https"]["client_ca"].value<std::string>()) {
+            c.tls_client_ca = {*one};
+        } else if (auto* arr = t["https"]["client_ca"].as_array()) {
+            c.tls_client_ca.clear();
+            for (auto& v : *arr) {
+                auto f = v.value<std::string>();
+                if (!f) return Error(ErrorDomain::Config, 0, path + ": [https] client_ca must be a file or files");
+                c.tls_client_ca.push_back(*f);
+            }
+        } else if (t["https"]["client_ca"]) {
+            return Error(ErrorDomain::Config, 0, path + ": [https] client_ca must be a file or files");
+        }
+    }
     set("--crl-url", c.crl_url, t["policy"]["crl_url"].value<std::string>());
     set("--metrics-listen", c.metrics_listen, t["metrics"]["listen"].value<std::string>());
     set("--validity-days", c.validity_days, t["policy"]["validity_days"].value<int64_t>());
@@ -164,6 +184,88 @@ Status load_toml(CaOpts& c, const std::string& path, CLI::App& sub) {
         return Error(ErrorDomain::Config, 0, path + ": [profiles] must be a table of [profiles.<name>] tables");
     }
     return ok_status();
+}
+
+// The issuance policy the options give, over `base` (the CA directory's defaults).
+Result<cmp::ServerPolicy> make_policy(const CaOpts& c, cmp::ServerPolicy p) {
+    p.allow_identity_mismatch = c.allow_mismatch;
+    p.grant_implicit_confirm = !c.no_implicit;
+    if (c.validity_days < 1) return Error(ErrorDomain::Config, 0, "validity_days must be positive");
+    p.validity_days = c.validity_days;
+    if (c.session_timeout_s < 1) return Error(ErrorDomain::Config, 0, "--session-timeout-s must be positive");
+    p.session_timeout_s = c.session_timeout_s;
+    if (!c.crl_url.empty()) p.crl_urls = {c.crl_url};
+    if (!c.ocsp_url.empty()) p.ocsp_urls = {c.ocsp_url};
+    if (c.default_profile) p.default_profile = *c.default_profile;
+    for (auto& [name, prof] : c.profiles) p.profiles[name] = prof;  // over the built-in "henb"
+    if (c.poll_interval_s < 1) return Error(ErrorDomain::Config, 0, "poll_interval_s must be >= 1");
+    p.poll_interval_s = c.poll_interval_s;
+    return p;
+}
+
+// The HTTP listener options (limits) the options give.
+Result<cmp::HttpOptions> make_http(const CaOpts& c) {
+    cmp::HttpOptions h;
+    h.bind = c.bind;
+    h.port = c.port;
+    h.threads = c.threads;
+    if (c.max_body < 1 || c.max_header < 1)
+        return Error(ErrorDomain::Config, 0, "max_body and max_header must be positive");
+    h.max_body = static_cast<size_t>(c.max_body);
+    h.max_header = static_cast<size_t>(c.max_header);
+    h.max_connections = c.max_connections;
+    h.max_per_source = c.max_per_source;
+    h.request_timeout_ms = c.request_timeout_ms;
+    h.write_timeout_ms = c.write_timeout_ms;
+    h.keep_alive_idle_ms = c.keep_alive_idle_ms;
+    h.max_requests_per_connection = c.max_keep_alive_requests;
+    return h;
+}
+
+// The HTTPS listener's credential and client-CA, kept alive while a listener uses them.
+struct TlsMaterial {
+    pki::X509Ptr cert;
+    pki::PkeyPtr key;
+    std::vector<pki::X509Ptr> chain, client_ca;
+};
+
+// `t` (the HTTP options) with the HTTPS port, credential and client authentication.
+Status make_https(const CaOpts& c, cmp::HttpOptions& t, TlsMaterial& m) {
+    X2SEC_TRY(auto certs, pki::load_certs_pem(c.tls_cert.empty() ? c.ca_dir + "/ra.crt" : c.tls_cert));
+    X2SEC_TRY(m.key, pki::load_private_key(c.tls_key.empty() ? c.ca_dir + "/ra.key" : c.tls_key));
+    m.cert = std::move(certs.front());
+    t.port = c.tls_port;
+    t.tls_cert = m.cert.get();
+    t.tls_key = m.key.get();
+    for (size_t i = 1; i < certs.size(); ++i) {
+        m.chain.push_back(std::move(certs[i]));
+        t.tls_chain.push_back(m.chain.back().get());
+    }
+    X2SEC_TRY(t.client_auth, cmp::parse_client_auth(c.tls_client_auth));
+    for (auto& f : c.tls_client_ca) {
+        X2SEC_TRY(auto v, pki::load_certs_pem(f));
+        for (auto& x : v) {
+            t.client_ca.push_back(x.get());
+            m.client_ca.push_back(std::move(x));
+        }
+    }
+    t.verify_depth = c.tls_verify_depth;
+    return ok_status();
+}
+
+// What a reload cannot change (reported, left as running).
+std::vector<std::string> restart_needed(const CaOpts& a, const CaOpts& b) {
+    std::vector<std::string> v;
+    if (a.ca_dir != b.ca_dir) v.emplace_back("[ca] dir");
+    if (a.store != b.store) v.emplace_back("[ca] store");
+    if (a.vendor_roots != b.vendor_roots) v.emplace_back("[ca] vendor_roots");
+    if (a.bind != b.bind || a.port != b.port || a.threads != b.threads) v.emplace_back("[http] bind/port/threads");
+    if (a.tls_port != b.tls_port) v.emplace_back("[https] port");
+    if (a.metrics_listen != b.metrics_listen) v.emplace_back("[metrics] listen");
+    if (a.ocsp_bind != b.ocsp_bind || a.ocsp_port != b.ocsp_port || a.ocsp_path != b.ocsp_path ||
+        a.ocsp_signer_days != b.ocsp_signer_days || a.ocsp_next_update_s != b.ocsp_next_update_s)
+        v.emplace_back("[ocsp] bind/port/path/signer_validity_days/next_update_s");
+    return v;
 }
 }  // namespace
 
@@ -419,7 +521,12 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
     serve->add_option("--port", o.port, "HTTP port (0: ephemeral)");
     serve->add_option("--tls-port", o.tls_port, "HTTPS port (needs --tls-cert/--tls-key; default: RA credential)");
     serve->add_option("--tls-cert", o.tls_cert, "TLS server certificate chain (PEM)");
-    serve->add_option("--tls-key", o.tls_key, "TLS server key");
+    serve->add_option("--tls-key", o.tls_key, "TLS server key (file or pkcs11: URI)");
+    serve->add_option("--tls-client-auth", o.tls_client_auth,
+                      "TLS client certificates on the HTTPS listener: none | optional | require");
+    serve->add_option("--tls-client-ca", o.tls_client_ca,
+                      "trust anchors for TLS client certificates (PEM), repeatable");
+    serve->add_option("--tls-verify-depth", o.tls_verify_depth, "most intermediates in a TLS client chain");
     serve->add_option("--threads", o.threads, "worker threads per listener");
     serve->add_option("--max-body", o.max_body, "largest accepted request body (larger: 413)");
     serve->add_option("--max-header", o.max_header, "largest request line + header block (larger: 431)");
@@ -491,18 +598,16 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
     return [serve, admin]() -> int {
         if (!serve->parsed()) return admin();
         log::set_level(o.log_level);
+        const CaOpts cli = o;  // the flags: a reload reads the file again under them
         if (!o.config.empty())
             if (auto st = load_toml(o, o.config, *serve); !st) return fail(st.error().detail());
         if (o.ca_dir.empty()) return fail("--ca-dir (or [ca] dir) is required");
         auto cfg = cmp::ServerConfig::from_ca_dir(o.ca_dir, o.vendor_roots);
         if (!cfg) return fail(cfg.error().detail());
-        cfg->policy.allow_identity_mismatch = o.allow_mismatch;
-        cfg->policy.grant_implicit_confirm = !o.no_implicit;
-        cfg->policy.validity_days = o.validity_days;
-        if (o.session_timeout_s < 1) return fail("--session-timeout-s must be positive");
-        cfg->policy.session_timeout_s = o.session_timeout_s;
-        if (!o.crl_url.empty()) cfg->policy.crl_urls = {o.crl_url};
-        if (!o.ocsp_url.empty()) cfg->policy.ocsp_urls = {o.ocsp_url};
+        const cmp::ServerPolicy base_policy = cfg->policy;
+        auto policy = make_policy(o, base_policy);
+        if (!policy) return fail(policy.error().detail());
+        cfg->policy = std::move(*policy);
         cmp::OcspConfig ocsp_cfg;
         if (o.ocsp_port >= 0) {
             if (auto st = cmp::ensure_ocsp_signer(o.ca_dir, cfg->ca_cert.get(), cfg->ca_key.get(), ocsp_cfg,
@@ -512,10 +617,8 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
             if (o.ocsp_next_update_s < 0) return fail("--ocsp-next-update-s must be 0 or positive");
             ocsp_cfg.next_update_s = o.ocsp_next_update_s;
         }
-        if (o.default_profile) cfg->policy.default_profile = *o.default_profile;
-        for (auto& [name, p] : o.profiles) cfg->policy.profiles[name] = p;  // over the built-in "henb"
-        if (o.poll_interval_s < 1) return fail("poll_interval_s must be >= 1");
-        cfg->policy.poll_interval_s = o.poll_interval_s;
+        if (o.tls_client_auth != "none" && o.tls_port < 0)
+            return fail("[https] client_auth needs the HTTPS listener ([https] port / --tls-port)");
         auto store = cmp::open_store(o.store);
         if (!store) return fail(store.error().detail());
         // Block the signals before any thread starts so that only sigwait sees them.
@@ -526,40 +629,16 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         sigaddset(&set, SIGHUP);
         pthread_sigmask(SIG_BLOCK, &set, nullptr);
         cmp::Server server(std::move(*cfg), **store);
-        cmp::HttpOptions h;
-        h.bind = o.bind;
-        h.port = o.port;
-        h.threads = o.threads;
-        if (o.max_body < 1 || o.max_header < 1) return fail("--max-body and --max-header must be positive");
-        h.max_body = static_cast<size_t>(o.max_body);
-        h.max_header = static_cast<size_t>(o.max_header);
-        h.max_connections = o.max_connections;
-        h.max_per_source = o.max_per_source;
-        h.request_timeout_ms = o.request_timeout_ms;
-        h.write_timeout_ms = o.write_timeout_ms;
-        h.keep_alive_idle_ms = o.keep_alive_idle_ms;
-        h.max_requests_per_connection = o.max_keep_alive_requests;
+        auto hopt = make_http(o);
+        if (!hopt) return fail(hopt.error().detail());
+        cmp::HttpOptions h = *hopt;
         cmp::HttpServer http(server, h);
         if (auto st = http.start(); !st) return fail(st.error().detail());
         std::unique_ptr<cmp::HttpServer> https;
-        pki::X509Ptr tls_cert;
-        pki::PkeyPtr tls_key;
-        std::vector<pki::X509Ptr> tls_chain;
+        auto tls = std::make_unique<TlsMaterial>();
         if (o.tls_port >= 0) {
-            auto certs = pki::load_certs_pem(o.tls_cert.empty() ? o.ca_dir + "/ra.crt" : o.tls_cert);
-            if (!certs) return fail(certs.error().detail());
-            auto key = pki::load_private_key(o.tls_key.empty() ? o.ca_dir + "/ra.key" : o.tls_key);
-            if (!key) return fail(key.error().detail());
-            tls_cert = std::move(certs->front());
-            tls_key = std::move(*key);
             cmp::HttpOptions t = h;
-            t.port = o.tls_port;
-            t.tls_cert = tls_cert.get();
-            t.tls_key = tls_key.get();
-            for (size_t i = 1; i < certs->size(); ++i) {
-                tls_chain.push_back(std::move((*certs)[i]));
-                t.tls_chain.push_back(tls_chain.back().get());
-            }
+            if (auto st = make_https(o, t, *tls); !st) return fail(st.error().detail());
             https = std::make_unique<cmp::HttpServer>(server, t);
             if (auto st = https->start(); !st) return fail(st.error().detail());
         }
@@ -580,15 +659,17 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         if (!metrics) return fail(metrics.error().detail());
         std::unique_ptr<cmp::OcspResponder> ocsp;
         std::unique_ptr<cmp::HttpServer> ocsp_http;
-        if (o.ocsp_port >= 0) {
-            ocsp = std::make_unique<cmp::OcspResponder>(std::move(ocsp_cfg), **store, server.counters());
-            cmp::HttpOptions oh = h;
+        auto ocsp_opts = [&](cmp::HttpOptions oh) {
             oh.bind = o.ocsp_bind;
             oh.port = o.ocsp_port;
             oh.ocsp = ocsp.get();
             oh.ocsp_path = o.ocsp_path;
             oh.serve_cmp = false;
-            ocsp_http = std::make_unique<cmp::HttpServer>(server, oh);
+            return oh;
+        };
+        if (o.ocsp_port >= 0) {
+            ocsp = std::make_unique<cmp::OcspResponder>(std::move(ocsp_cfg), **store, server.counters());
+            ocsp_http = std::make_unique<cmp::HttpServer>(server, ocsp_opts(h));
             if (auto st = ocsp_http->start(); !st) return fail("OCSP: " + st.error().detail());
         }
         if (!o.port_file.empty())
@@ -600,13 +681,72 @@ static app::Command reg("ca", "Operator RA/CA: CMPv2 server (3GPP vendor-certifi
         for (auto& [name, p] : server.config().policy.profiles)
             std::cout << "; profile " << name << " at /.well-known/cmp/p/" << name;
         std::cout << std::endl;
+        // SIGHUP: the file is read again (under the same flags) and, if all of it is usable,
+        // applied: the issuance policy and profiles (new transactions; open ones finish under
+        // theirs), the HTTP limits of every listener and the HTTPS credential and client
+        // authentication (new connections; open ones and their TLS sessions are kept).  A file
+        // that does not load, or a part of it that does not work, changes nothing.
+        auto reload = [&]() -> Status {
+            CaOpts next = cli;
+            if (!o.config.empty()) X2SEC_TRY_STATUS(load_toml(next, o.config, *serve));
+            const auto needs_restart = restart_needed(o, next);  // before the running values are put back
+            X2SEC_TRY(auto pol, make_policy(next, base_policy));
+            X2SEC_TRY(auto nh, make_http(next));
+            // What needs a restart stays as running (warned below).
+            nh.bind = h.bind;
+            nh.port = http.port();
+            nh.threads = h.threads;
+            auto next_tls = std::make_unique<TlsMaterial>();
+            cmp::HttpOptions nt = nh;
+            if (https) {
+                next.tls_port = o.tls_port;
+                X2SEC_TRY_STATUS(make_https(next, nt, *next_tls));
+                nt.port = https->port();
+            } else if (next.tls_client_auth != "none") {
+                return Error(ErrorDomain::Config, 0, "[https] client_auth needs the HTTPS listener (restart)");
+            }
+            cmp::HttpOptions no = ocsp_opts(nh);
+            if (ocsp_http) no.port = ocsp_http->port();
+            X2SEC_TRY_STATUS(http.check_reload(nh));
+            if (https) X2SEC_TRY_STATUS(https->check_reload(nt));
+            if (ocsp_http) X2SEC_TRY_STATUS(ocsp_http->check_reload(no));
+            X2SEC_TRY_STATUS(server.set_policy(std::move(pol)));
+            X2SEC_TRY_STATUS(http.reload(nh));
+            if (https) X2SEC_TRY_STATUS(https->reload(nt));
+            if (ocsp_http) X2SEC_TRY_STATUS(ocsp_http->reload(no));
+            if (https) tls = std::move(next_tls);  // the old credential: held by the old TLS context
+            for (const auto& what : needs_restart)
+                log::get("cmp")->warn("SIGHUP: {} changed: needs a restart, left as running", what);
+            CaOpts applied = next;
+            // remember what runs (restart-only settings as they were)
+            applied.ca_dir = o.ca_dir;
+            applied.store = o.store;
+            applied.vendor_roots = o.vendor_roots;
+            applied.bind = o.bind;
+            applied.port = o.port;
+            applied.threads = o.threads;
+            applied.tls_port = o.tls_port;
+            applied.metrics_listen = o.metrics_listen;
+            applied.ocsp_bind = o.ocsp_bind;
+            applied.ocsp_port = o.ocsp_port;
+            applied.ocsp_path = o.ocsp_path;
+            applied.ocsp_signer_days = o.ocsp_signer_days;
+            applied.ocsp_next_update_s = o.ocsp_next_update_s;
+            o = std::move(applied);
+            return ok_status();
+        };
         int sig = 0;
-        // SIGHUP must not end the RA/CA (the default action would): the CA key, certificates,
-        // vendor roots and policy are read at start only, so a SIGHUP is logged and counted
-        // (cmp.reload.unsupported) and the daemon goes on; restart it to apply changes.
         while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
-            server.counters().inc("cmp.reload.unsupported");
-            log::get("cmp")->warn("SIGHUP: ca serve has no live reload; restart it to apply a changed configuration");
+            if (auto st = reload(); !st) {
+                server.counters().inc("cmp.reload.failed");
+                log::get("cmp")->error("SIGHUP: configuration not reloaded, the running one is kept: {}",
+                                       st.error().detail());
+                continue;
+            }
+            server.counters().inc("cmp.reload.ok");
+            auto pol = server.policy();
+            log::get("cmp")->info("SIGHUP: configuration reloaded ({} profile(s), max_body {}, client_auth {})",
+                                  pol->profiles.size(), o.max_body, o.tls_client_auth);
         }
         http.stop();
         if (https) https->stop();

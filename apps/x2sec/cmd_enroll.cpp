@@ -17,7 +17,7 @@ namespace {
 struct EnrollOpts {
     std::string server, vendor_key, vendor_cert, dir = ".", eui, realm, identity, subject, operator_root, tls_trust,
                                                  alg = "p256", log_level = "warn", new_key, renew_before = "20%",
-                                                 key_token;
+                                                 key_token, tls_cert, tls_key;
     bool implicit = false, renew = false, revoke = false, if_needed = false, keep_alive = false;
     int timeout = 30;
 } o;
@@ -38,6 +38,9 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
     sub.add_option("--subject", o.subject, "requested subject (default /CN=<identity>)");
     sub.add_option("--operator-root", o.operator_root, "provisioned operator root (default: 3GPP in-band rule for ir)");
     sub.add_option("--tls-trust", o.tls_trust, "trust anchors for an https server (PEM)");
+    sub.add_option("--tls-cert", o.tls_cert,
+                   "TLS client certificate (+ chain, PEM) for an https server that asks for one");
+    sub.add_option("--tls-key", o.tls_key, "TLS client key: a key file or a pkcs11: URI (with --tls-cert)");
     sub.add_option("--dir", o.dir, "operator credential directory")->capture_default_str();
     sub.add_option("--alg", o.alg, "new key algorithm")->capture_default_str();
     sub.add_option("--new-key", o.new_key, "use this key pair (file or pkcs11: URI) instead of generating one");
@@ -73,6 +76,18 @@ static app::Command reg("enroll", "H(e)NB: enrol/renew/revoke the operator certi
             if (auto st = load_all(o.tls_trust, common.tls.trust); !st) return fail(st.error());
         if (!o.operator_root.empty())
             if (auto st = load_all(o.operator_root, common.operator_roots); !st) return fail(st.error());
+        pki::PkeyPtr tls_key;
+        if (o.tls_cert.empty() != o.tls_key.empty()) return fail(Error("--tls-cert and --tls-key go together"));
+        if (!o.tls_cert.empty()) {
+            std::vector<X509*> tc;
+            if (auto st = load_all(o.tls_cert, tc); !st) return fail(st.error());
+            auto k = pki::load_private_key(o.tls_key);
+            if (!k) return fail(k.error());
+            tls_key = std::move(*k);
+            common.tls.client_cert = tc.front();
+            common.tls.client_chain.assign(tc.begin() + 1, tc.end());
+            common.tls.client_key = tls_key.get();
+        }
 
         if (o.renew || o.revoke) {
             // The current credential, read as one unit (through `current`, or the flat

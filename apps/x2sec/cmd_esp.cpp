@@ -27,6 +27,7 @@
 #include <x2sec/runtime/ike_runtime.hpp>
 
 #include "daemon_metrics.hpp"
+#include "ike_reload.hpp"
 #include "registry.hpp"
 
 namespace {
@@ -233,12 +234,17 @@ std::string handle_command(const std::string& line, const EspOpts& o, esp::DataP
 
 int run_esp(const EspOpts& o) {
     // Signals go to the signalfd of this thread; block them before starting threads.
+    // SIGHUP is blocked in every thread as well: with --ike-config it reloads the configuration
+    // (app::CrlReloadOnHup takes it), with static keys it is logged and ignored (the keys are
+    // command-line options: nothing to reload) instead of ending the tunnel.
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-    int sfd = ::signalfd(-1, &sigs, SFD_CLOEXEC);
+    sigset_t all = sigs;
+    sigaddset(&all, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    int sfd = ::signalfd(-1, o.ike_config.empty() ? &all : &sigs, SFD_CLOEXEC);
 
     Counters counters;
     esp::DataPlane dp(counters);
@@ -302,6 +308,7 @@ int run_esp(const EspOpts& o) {
     // /metrics: the data plane's counters and per-Child SA traffic (DataPlane::status() is
     // thread-safe), collected on the metrics listener's own thread.
     Counters metrics_counters;
+    Counters reload_counters;  // runtime.reload.* (SIGHUP with --ike-config)
     std::unique_ptr<net::MetricsServer> metrics;
     auto start_metrics = [&](const std::string& listen, const std::string& where) {
         auto m = app::start_metrics(
@@ -314,6 +321,7 @@ int run_esp(const EspOpts& o) {
                 app::add_child_sa_traffic(e, dp.status());
                 e.add_counters(counters, app::metric_rules());
                 e.add_counters(metrics_counters, app::metric_rules());
+                e.add_counters(reload_counters, app::metric_rules());
                 e.add_registry(metrics::registry(), app::metric_rules());
                 return e.text();
             },
@@ -356,7 +364,9 @@ int run_esp(const EspOpts& o) {
         // rekey, hard -> delete) through the bridge.
         esp::RuntimeEventBridge bridge(dp);
         ro.extra_counters.push_back(&counters);
+        ro.extra_counters.push_back(&reload_counters);  // `x2sec ike counters`
         auto engine = std::make_unique<runtime::EngineAdapter<ike::Engine>>(cfg->engine, bridge, os_rng());
+        ike::Engine* engine_ptr = &engine->engine();  // SIGHUP's update_peer, on the runtime's loop only
         auto rt = runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
         if (!rt) {
             std::cerr << "x2sec esp: " << rt.error().detail() << "\n";
@@ -364,6 +374,12 @@ int run_esp(const EspOpts& o) {
             return 1;
         }
         bridge.attach(rt->get());
+        // SIGHUP: CRLs, then the peers and their Child SA policies (as `ike run`); SAs kept.
+        auto revocation = std::make_shared<app::CurrentRevocation>(cfg->revocation);
+        app::PeerReload peer_reload{o.ike_config, cfg->engine.peers, rt->get(),
+                                    engine_ptr,   &reload_counters,  revocation};
+        peer_reload.log_level = cfg->runtime.log_level;
+        app::CrlReloadOnHup hup(revocation, peer_reload);
         int rc = (*rt)->run();
         bridge.attach(nullptr);
         (*backend)->stop();
@@ -376,7 +392,15 @@ int run_esp(const EspOpts& o) {
     while (!quit) {
         pollfd p[2] = {{sfd, POLLIN, 0}, {stdin_open ? 0 : -1, POLLIN, 0}};
         if (::poll(p, 2, -1) < 0) continue;
-        if (p[0].revents) break;
+        if (p[0].revents) {
+            signalfd_siginfo si{};
+            if (::read(sfd, &si, sizeof si) == static_cast<ssize_t>(sizeof si) && si.ssi_signo == SIGHUP) {
+                counters.inc("esp.reload.static_keys");
+                log::get("esp")->info("SIGHUP: static keys from the command line, nothing to reload; SAs kept");
+                continue;
+            }
+            break;
+        }
         if (p[1].revents) {
             char buf[4096];
             ssize_t n = ::read(0, buf, sizeof(buf));

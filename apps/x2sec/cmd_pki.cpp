@@ -34,8 +34,8 @@ int fail(const Error& e) {
     return 1;
 }
 
-std::string g_key_token, g_alg = "p256", g_dir, g_name, g_out_key, g_out_cert, g_crl_url, g_eui, g_realm, g_subject,
-                         g_show_file;
+std::string g_key_token, g_root_key_token, g_alg = "p256", g_dir, g_name, g_out_key, g_out_cert, g_crl_url, g_eui,
+                                           g_realm, g_subject, g_show_file;
 std::vector<std::string> g_dns, g_ips, g_revoke;
 int64_t g_days = 0, g_nb_unix = 0, g_na_unix = 0;
 bool g_intermediate = false;
@@ -51,14 +51,16 @@ int write_key_cert(const std::string& key_path, EVP_PKEY* key, const std::string
     return 0;
 }
 
+// `key_token` (a pkcs11: URI): the CA signing key (ca.key) is generated in that token and ca.key
+// holds its URI; `root_token` the same for the root key of an intermediate set-up (root.key).
 Status make_ca(const std::string& dir, const std::string& name, pki::KeyAlg alg, int64_t days, bool intermediate,
-               const std::string& crl_url) {
+               const std::string& crl_url, const std::string& key_token, const std::string& root_token) {
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) return Error(ErrorDomain::Io, 0, "cannot create " + dir + ": " + ec.message());
     if (fs::exists(dir + "/ca.key"))
         return Error(ErrorDomain::Pki, 0, dir + "/ca.key exists; refusing to overwrite a CA");
-    X2SEC_TRY(auto root_key, pki::generate_key(alg));
+    X2SEC_TRY(auto root_key, pki::generate_key(alg, intermediate ? root_token : key_token));
     X2SEC_TRY(auto root_name, pki::parse_name("/O=" + name + "/CN=" + name + " Root CA"));
     pki::IssueRequest r;
     r.profile = pki::Profile::RootCa;
@@ -74,7 +76,7 @@ Status make_ca(const std::string& dir, const std::string& name, pki::KeyAlg alg,
         return ok_status();
     }
     X2SEC_TRY_STATUS(pki::save_private_key(dir + "/root.key", root_key.get()));
-    X2SEC_TRY(auto ica_key, pki::generate_key(alg));
+    X2SEC_TRY(auto ica_key, pki::generate_key(alg, key_token));
     X2SEC_TRY(auto ica_name, pki::parse_name("/O=" + name + "/CN=" + name + " Issuing CA"));
     pki::IssueRequest i;
     i.profile = pki::Profile::IntermediateCa;
@@ -106,6 +108,10 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
     vca->add_option("--name", g_name, "vendor name (O= and CN prefix)")->required();
     vca->add_option("--alg", g_alg, "key algorithm")->capture_default_str();
     vca->add_option("--days", g_days, "validity in days (default 7300)");
+    const char* ca_token_help =
+        "generate the CA signing key inside this PKCS#11 token (pkcs11: URI, object= is the label): sensitive, "
+        "never extractable, sign only; ca.key then holds the key's URI";
+    vca->add_option("--key-token", g_key_token, ca_token_help);
 
     auto* oca =
         sub.add_subcommand("init-operator-ca", "Create the operator root (+ issuing CA) and the CMP RA certificate");
@@ -116,6 +122,9 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
     oca->add_flag("--intermediate", g_intermediate, "issue from an intermediate CA under the root");
     oca->add_option("--crl-url", g_crl_url, "cRLDistributionPoints URL put in issued certificates");
     oca->add_option("--ra-dns", g_dns, "dNSName of the CMP RA/CA server certificate");
+    oca->add_option("--key-token", g_key_token, ca_token_help);
+    oca->add_option("--root-key-token", g_root_key_token,
+                    "with --intermediate: generate the root key in this token too (default: root.key file, 0600)");
 
     auto* dev = sub.add_subcommand("issue-device", "Issue a vendor device certificate <EUI-48>.<realm>");
     dev->add_option("--ca-dir", g_dir, "vendor CA directory")->required();
@@ -164,7 +173,10 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
         }
         if (vca->parsed() || oca->parsed()) {
             bool op = oca->parsed();
-            auto st = make_ca(g_dir, g_name, *alg, g_days ? g_days : 7300, op && g_intermediate, g_crl_url);
+            if (!g_root_key_token.empty() && !(op && g_intermediate))
+                return fail(Error("--root-key-token needs init-operator-ca --intermediate"));
+            auto st = make_ca(g_dir, g_name, *alg, g_days ? g_days : 7300, op && g_intermediate, g_crl_url, g_key_token,
+                              g_root_key_token);
             if (!st) return fail(st.error());
             if (op) {
                 auto ca = load_ca_dir(g_dir);
@@ -186,7 +198,8 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
                 for (auto& c : ca->chain) certs.push_back(c.get());
                 if (int rc = write_key_cert(g_dir + "/ra.key", ra_key->get(), g_dir + "/ra.crt", certs)) return rc;
             }
-            std::cout << "created " << (op ? "operator" : "vendor") << " CA in " << g_dir << "\n";
+            std::cout << "created " << (op ? "operator" : "vendor") << " CA in " << g_dir
+                      << (g_key_token.empty() ? "" : " (CA key in the token; ca.key holds its URI)") << "\n";
             return 0;
         }
         if (dev->parsed() || srv->parsed()) {

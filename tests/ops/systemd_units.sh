@@ -36,5 +36,5 @@ check "ike: bounding set NET_BIND_SERVICE + NET_ADMIN" test "$(caps CapabilityBo
 check "esp: bounding set NET_ADMIN + NET_BIND_SERVICE" test "$(caps CapabilityBoundingSet x2sec-esp.service)" = "CAP_NET_ADMIN CAP_NET_BIND_SERVICE"
 check "ca: no capabilities" test -z "$(caps CapabilityBoundingSet x2sec-ca.service)"
 check "kds: no capabilities" test -z "$(caps CapabilityBoundingSet x2sec-kds.service)"
-for u in ike kds; do check "$u: ExecReload sends SIGHUP" grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' "$SRC/packaging/systemd/x2sec-$u.service"; done
+for u in ike kds ca esp; do check "$u: ExecReload sends SIGHUP" grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' "$SRC/packaging/systemd/x2sec-$u.service"; done
 finish

@@ -189,9 +189,16 @@ Result<Ctx> make_ctx(const ClientCommon& cc, EVP_PKEY* key, X509* cert, const st
             SSL_CTX_set_verify(c.tls->ctx, SSL_VERIFY_PEER, nullptr);
             X509_STORE* ts = SSL_CTX_get_cert_store(c.tls->ctx);
             for (X509* x : cc.tls.trust) X509_STORE_add_cert(ts, x);
-            if (cc.tls.client_cert && cc.tls.client_key) {
-                SSL_CTX_use_certificate(c.tls->ctx, cc.tls.client_cert);
-                SSL_CTX_use_PrivateKey(c.tls->ctx, cc.tls.client_key);
+            if ((cc.tls.client_cert == nullptr) != (cc.tls.client_key == nullptr))
+                return Error(ErrorDomain::Config, 0, "a TLS client certificate needs its key and the other way round");
+            if (cc.tls.client_cert) {
+                if (SSL_CTX_use_certificate(c.tls->ctx, cc.tls.client_cert) != 1 ||
+                    SSL_CTX_use_PrivateKey(c.tls->ctx, cc.tls.client_key) != 1 ||
+                    SSL_CTX_check_private_key(c.tls->ctx) != 1)
+                    return pki::ossl_error(ErrorDomain::Crypto, "TLS client certificate and key");
+                for (X509* x : cc.tls.client_chain)
+                    if (SSL_CTX_add1_chain_cert(c.tls->ctx, x) != 1)
+                        return pki::ossl_error(ErrorDomain::Crypto, "TLS client chain");
             }
             OSSL_CMP_CTX_set_http_cb(ctx, tls_http_cb);
             OSSL_CMP_CTX_set_http_cb_arg(ctx, c.tls.get());

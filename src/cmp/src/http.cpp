@@ -185,6 +185,13 @@ class HttpServer::Proto final : public net::Protocol {
 public:
     Proto(Server& server, const HttpOptions& o, bool tls) : m_server(server), m_opts(o), m_tls(tls) {}
 
+    // On the event-loop thread (frame() and refusal() run there): the limits they read.
+    void set_limits(const HttpOptions& o) {
+        m_opts.max_body = o.max_body;
+        m_opts.max_header = o.max_header;
+        m_opts.request_timeout_ms = o.request_timeout_ms;
+    }
+
     net::Frame frame(BytesView in, net::FrameState& st, bool eof) override {
         if (st.need) {
             if (in.size() >= st.need) return complete(st.need);
@@ -315,8 +322,18 @@ public:
         return {};
     }
 
-    std::string handshake_failed(SSL*) override {
+    std::string handshake_failed(SSL* ssl) override {
         unsigned long e = ERR_peek_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+            m_server.counters().inc("cmp.http.tls.client_cert_missing");
+            return "TLS handshake refused: no client certificate (client_auth = require)";
+        }
+        if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+            m_server.counters().inc("cmp.http.tls.client_cert_rejected");
+            long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_ERR_UNSPECIFIED;
+            return std::string("TLS handshake refused: client certificate rejected: ") +
+                   X509_verify_cert_error_string(vr) + " (client_ca)";
+        }
         char buf[256] = "no error detail";
         if (e) ERR_error_string_n(e, buf, sizeof buf);
         return std::string("TLS handshake failed: ") + buf;
@@ -334,7 +351,7 @@ private:
         const std::string& p = m_opts.ocsp_path;
         return path == p || path.rfind(p + "/", 0) == 0;
     }
-    static net::Frame reject(int code, const std::string& msg, const char* counter, std::string why = {},
+    static net::Frame reject(int code, const std::string& msg, const char* counter, const std::string& why = {},
                              std::string_view allow = "POST") {
         net::Frame f;
         f.kind = net::Frame::Reject;
@@ -351,6 +368,57 @@ private:
     HttpOptions m_opts;
     bool m_tls;
 };
+
+Result<HttpOptions::ClientAuth> parse_client_auth(std::string_view s) {
+    if (s == "none") return HttpOptions::ClientAuth::None;
+    if (s == "optional") return HttpOptions::ClientAuth::Optional;
+    if (s == "require") return HttpOptions::ClientAuth::Require;
+    return Error(ErrorDomain::Config, 0,
+                 "client_auth must be \"none\", \"optional\" or \"require\", not \"" + std::string(s) + "\"");
+}
+
+const char* to_string(HttpOptions::ClientAuth a) {
+    switch (a) {
+        case HttpOptions::ClientAuth::None:
+            return "none";
+        case HttpOptions::ClientAuth::Optional:
+            return "optional";
+        case HttpOptions::ClientAuth::Require:
+            return "require";
+    }
+    return "?";
+}
+
+Result<SSL_CTX*> HttpServer::make_ssl_ctx(const HttpOptions& o) {
+    if (!o.tls_cert || !o.tls_key) return Error(ErrorDomain::Config, 0, "HTTPS needs a TLS certificate and key");
+    if (o.client_auth != HttpOptions::ClientAuth::None && o.client_ca.empty())
+        return Error(ErrorDomain::Config, 0,
+                     std::string("client_auth = ") + to_string(o.client_auth) + " needs client_ca trust anchors");
+    if (o.verify_depth < 0 || o.verify_depth > 16) return Error(ErrorDomain::Config, 0, "verify_depth must be 0..16");
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+    if (!ctx) return pki::ossl_error(ErrorDomain::Crypto, "SSL_CTX_new");
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate(ctx.get(), o.tls_cert) != 1 || SSL_CTX_use_PrivateKey(ctx.get(), o.tls_key) != 1 ||
+        SSL_CTX_check_private_key(ctx.get()) != 1)
+        return pki::ossl_error(ErrorDomain::Crypto, "TLS server credential");
+    for (X509* x : o.tls_chain)
+        if (SSL_CTX_add1_chain_cert(ctx.get(), x) != 1) return pki::ossl_error(ErrorDomain::Crypto, "TLS chain");
+    if (o.client_auth != HttpOptions::ClientAuth::None) {
+        X509_STORE* st = SSL_CTX_get_cert_store(ctx.get());
+        for (X509* x : o.client_ca) {
+            if (X509_STORE_add_cert(st, x) != 1) return pki::ossl_error(ErrorDomain::Crypto, "client_ca");
+            if (SSL_CTX_add_client_CA(ctx.get(), x) != 1) return pki::ossl_error(ErrorDomain::Crypto, "client_ca");
+        }
+        int mode = SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE;
+        if (o.client_auth == HttpOptions::ClientAuth::Require) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        SSL_CTX_set_verify(ctx.get(), mode, nullptr);
+        SSL_CTX_set_verify_depth(ctx.get(), o.verify_depth);
+        // A session is resumed only in the context (client-CA set) it was made in.
+        static const unsigned char kSid[] = "x2sec-cmp";
+        SSL_CTX_set_session_id_context(ctx.get(), kSid, sizeof kSid - 1);
+    }
+    return ctx.release();
+}
 
 net::Limits HttpServer::limits_of(const HttpOptions& o) {
     net::Limits l;
@@ -380,16 +448,9 @@ Status HttpServer::start() {
                         m_opts.ocsp_path == m_opts.crl_path))
         return Error(ErrorDomain::Config, 0, "OCSP path must be /<name> (no trailing /) and not the CRL path");
     if (m_opts.tls_cert && m_opts.tls_key && !m_ssl_ctx) {
-        m_ssl_ctx = SSL_CTX_new(TLS_server_method());
-        SSL_CTX_set_min_proto_version(m_ssl_ctx, TLS1_2_VERSION);
-        if (SSL_CTX_use_certificate(m_ssl_ctx, m_opts.tls_cert) != 1 ||
-            SSL_CTX_use_PrivateKey(m_ssl_ctx, m_opts.tls_key) != 1)
-            return pki::ossl_error(ErrorDomain::Crypto, "TLS server credential");
-        for (X509* x : m_opts.tls_chain) {
-            X509_up_ref(x);
-            SSL_CTX_add1_chain_cert(m_ssl_ctx, x);
-            X509_free(x);
-        }
+        X2SEC_TRY(m_ssl_ctx, make_ssl_ctx(m_opts));
+    } else if (!m_opts.tls_cert && m_opts.client_auth != HttpOptions::ClientAuth::None) {
+        return Error(ErrorDomain::Config, 0, "client_auth needs HTTPS (a TLS certificate and key)");
     }
     m_proto = std::make_unique<Proto>(m_server, m_opts, m_ssl_ctx != nullptr);
     net::ServerOptions so;
@@ -406,9 +467,80 @@ Status HttpServer::start() {
         m_net.reset();
         return st;
     }
-    log::get("cmp")->info("{} server listening on {}:{} (max {} connections, {} per source, request deadline {} ms)",
-                          so.name, m_opts.bind, m_net->port(), m_opts.max_connections, m_opts.max_per_source,
-                          m_opts.request_timeout_ms);
+    log::get("cmp")->info(
+        "{} server listening on {}:{} (max {} connections, {} per source, request deadline {} ms{})", so.name,
+        m_opts.bind, m_net->port(), m_opts.max_connections, m_opts.max_per_source, m_opts.request_timeout_ms,
+        m_ssl_ctx ? std::string(", TLS client_auth ") + to_string(m_opts.client_auth) : std::string());
+    return ok_status();
+}
+
+Status HttpServer::check_reload(const HttpOptions& next) const {
+    auto restart = [](const std::string& what) {
+        return Error(ErrorDomain::Config, 0, what + " changed: needs a restart");
+    };
+    if (next.bind != m_opts.bind) return restart("bind address");
+    if (next.port != m_opts.port && next.port != 0 && m_opts.port != 0) return restart("port");
+    if (next.threads != m_opts.threads) return restart("threads");
+    if (next.crl_path != m_opts.crl_path || next.ocsp_path != m_opts.ocsp_path || next.serve_cmp != m_opts.serve_cmp ||
+        (next.ocsp == nullptr) != (m_opts.ocsp == nullptr))
+        return restart("paths or OCSP");
+    if ((next.tls_cert != nullptr) != (m_ssl_ctx != nullptr)) return restart("HTTP/HTTPS");
+    if (next.max_header < 64 || next.max_header > (1u << 20))
+        return Error(ErrorDomain::Config, 0, "max_header must be 64..1048576 octets");
+    if (next.max_body < 1 || next.max_body > (64u << 20))
+        return Error(ErrorDomain::Config, 0, "max_body must be 1..67108864 octets");
+    net::Limits l = limits_of(next);
+    l.workers = limits_of(m_opts).workers;
+    X2SEC_TRY_STATUS(net::validate(l));
+    if (m_ssl_ctx) {
+        X2SEC_TRY(auto* ctx, make_ssl_ctx(next));
+        SSL_CTX_free(ctx);
+    }
+    return ok_status();
+}
+
+Status HttpServer::reload(const HttpOptions& next) {
+    X2SEC_TRY_STATUS(check_reload(next));
+    net::Limits l = limits_of(next);
+    l.workers = limits_of(m_opts).workers;
+    SSL_CTX* ctx = nullptr;
+    if (m_ssl_ctx) {
+        X2SEC_TRY(ctx, make_ssl_ctx(next));
+    }
+    if (!m_net) return Error(ErrorDomain::Config, 0, "server not running");
+    Status applied = ok_status();
+    m_net->run_in_loop([&] {
+        applied = m_net->set_limits(l);
+        if (!applied) return;
+        if (ctx) m_net->set_tls(ctx);
+        m_proto->set_limits(next);
+    });
+    if (!applied) {
+        SSL_CTX_free(ctx);
+        return applied;
+    }
+    if (ctx) {
+        SSL_CTX_free(m_ssl_ctx);  // the event loop holds its own reference until it switched
+        m_ssl_ctx = ctx;
+    }
+    m_opts.max_body = next.max_body;
+    m_opts.max_header = next.max_header;
+    m_opts.max_connections = next.max_connections;
+    m_opts.max_per_source = next.max_per_source;
+    m_opts.request_timeout_ms = next.request_timeout_ms;
+    m_opts.write_timeout_ms = next.write_timeout_ms;
+    m_opts.keep_alive_idle_ms = next.keep_alive_idle_ms;
+    m_opts.max_requests_per_connection = next.max_requests_per_connection;
+    m_opts.tls_cert = next.tls_cert;
+    m_opts.tls_key = next.tls_key;
+    m_opts.tls_chain = next.tls_chain;
+    m_opts.client_auth = next.client_auth;
+    m_opts.client_ca = next.client_ca;
+    m_opts.verify_depth = next.verify_depth;
+    log::get("cmp")->info(
+        "{} server on {}:{}: reloaded (max {} connections, {} per source, max_body {}{})",
+        m_ssl_ctx ? "CMP HTTPS" : "CMP HTTP", m_opts.bind, port(), m_opts.max_connections, m_opts.max_per_source,
+        m_opts.max_body, m_ssl_ctx ? std::string(", TLS client_auth ") + to_string(m_opts.client_auth) : std::string());
     return ok_status();
 }
 

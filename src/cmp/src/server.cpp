@@ -123,6 +123,8 @@ struct Session {
     int rr_reason = 0;  // CRLReason from the rr's crlEntryDetails (0: none given)
     int64_t created = 0;
     int64_t now = 0;  // the caller's time of the message being processed
+    // The policy the transaction started under (holds `profile`).
+    std::shared_ptr<const ServerPolicy> policy;
     const IssuanceProfile* profile = nullptr;
     X509Ptr issued;
     std::string body;
@@ -150,8 +152,17 @@ struct Server::Impl {
     std::atomic<bool> crl_dirty{true};
     std::atomic<int64_t> last_sweep{0};
     std::shared_ptr<spdlog::logger> lg = log::get("cmp");
+    // The policy new transactions start under (Server::set_policy replaces it; a transaction
+    // keeps the one it started with).  cfg.policy is the one at construction.
+    mutable std::mutex policy_mu;
+    std::shared_ptr<const ServerPolicy> policy_now;
+    std::shared_ptr<const ServerPolicy> policy() const {
+        std::lock_guard lk(policy_mu);
+        return policy_now;
+    }
 
-    Impl(ServerConfig c, Store& s, Counters& k) : cfg(std::move(c)), store(s), counters(k) {
+    Impl(ServerConfig c, Store& s, Counters& k)
+        : cfg(std::move(c)), store(s), counters(k), policy_now(std::make_shared<const ServerPolicy>(cfg.policy)) {
         std::vector<X509*> ra;
         for (auto& x : cfg.ra_chain) ra.push_back(x.get());
         for (auto& x : cfg.ca_chain) ra.push_back(x.get());
@@ -179,7 +190,8 @@ struct Server::Impl {
             if (X509_cmp(x.get(), cfg.ca_cert.get()) != 0) v.push_back(x.get());
         return v;
     }
-    std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now);
+    std::shared_ptr<Session> make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now,
+                                          std::shared_ptr<const ServerPolicy> pol);
     // A pollReq for a held request this instance has no session for (another instance took
     // the request, or this one restarted): a session rebuilt from the store, or nullptr.
     std::shared_ptr<Session> resume_pending(X509* signer, const std::vector<X509*>& untrusted, const Bytes& tid,
@@ -342,7 +354,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
             return rejection(s->reject_bit, s->reject_text);
         }
     }
-    const auto& pol = im.cfg.policy;
+    const auto& pol = *s->policy;
     const IssuanceProfile& prof = *s->profile;
     std::string cn_text;
     if (int idx = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1; idx >= 0) {
@@ -687,7 +699,7 @@ int cb_pollreq(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, OSSL_CMP_MSG** c
     }
     const PendingRequest& pr = **p;
     if (pr.state == "pending") {
-        *check_after = im.cfg.policy.poll_interval_s;
+        *check_after = im.policy()->poll_interval_s;
         im.counters.inc("cmp.approval.poll_waiting");
         return 1;
     }
@@ -711,8 +723,10 @@ int cb_pollreq(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, OSSL_CMP_MSG** c
 
 }  // namespace
 
-std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now) {
+std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kind, const Bytes& tid, int64_t now,
+                                                    std::shared_ptr<const ServerPolicy> pol) {
     auto s = std::make_shared<Session>();
+    s->policy = std::move(pol);
     s->impl = this;
     s->kind = kind;
     s->tid = tid;
@@ -723,7 +737,7 @@ std::shared_ptr<Session> Server::Impl::make_session(X509* signer, SignerKind kin
     configure_ctx(ctx);
     if (signer) OSSL_CMP_CTX_set1_srvCert(ctx, signer);  // the peer's certificate, pinned
     OSSL_CMP_SRV_CTX_init(s->srv, s.get(), cb_cert_request, cb_rr, cb_genm, cb_error, cb_certconf, cb_pollreq);
-    OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(s->srv, cfg.policy.grant_implicit_confirm ? 1 : 0);
+    OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(s->srv, s->policy->grant_implicit_confirm ? 1 : 0);
     OSSL_CMP_SRV_CTX_set_send_unprotected_errors(s->srv, 0);
     OSSL_CMP_SRV_CTX_set_accept_unprotected(s->srv, 0);
     OSSL_CMP_SRV_CTX_set_accept_raverified(s->srv, 0);
@@ -736,7 +750,8 @@ std::shared_ptr<Session> Server::Impl::resume_pending(X509* signer, const std::v
     if (!p.ok() || !p->has_value()) return nullptr;
     const PendingRequest& pr = **p;
     if (pr.state == "issued" || pr.requester != requester_of(signer)) return nullptr;
-    const IssuanceProfile* prof = cfg.policy.find_profile(pr.profile);
+    auto pol = policy();
+    const IssuanceProfile* prof = pol->find_profile(pr.profile);
     if (!prof) return nullptr;
     bool op = pr.body == "kur";
     auto chain = op ? pki::verify_chain(signer, operator_store.get(), operator_untrusted, now)
@@ -744,7 +759,7 @@ std::shared_ptr<Session> Server::Impl::resume_pending(X509* signer, const std::v
     if (!chain.ok()) return nullptr;
     std::lock_guard lk(sessions_mu);
     if (auto it = sessions.find(tid); it != sessions.end()) return it->second;
-    auto s = make_session(signer, op ? SignerKind::Operator : SignerKind::Vendor, tid, now);
+    auto s = make_session(signer, op ? SignerKind::Operator : SignerKind::Vendor, tid, now, pol);
     s->profile = prof;
     s->body = pr.body;
     s->waiting = true;
@@ -838,11 +853,12 @@ Result<Bytes> Server::Impl::error_response(const OSSL_CMP_MSG* req, int bit, con
 }
 
 void Server::Impl::purge_expired(int64_t now) {
+    auto pol = policy();
     std::vector<std::shared_ptr<Session>> dead;
     {
         std::lock_guard lk(sessions_mu);
         for (auto it = sessions.begin(); it != sessions.end();) {
-            int64_t limit = it->second->waiting ? cfg.policy.pending_timeout_s : cfg.policy.session_timeout_s;
+            int64_t limit = it->second->waiting ? pol->pending_timeout_s : pol->session_timeout_s;
             if (now - it->second->created > limit) {
                 dead.push_back(it->second);
                 it = sessions.erase(it);
@@ -863,17 +879,17 @@ void Server::Impl::purge_expired(int64_t now) {
     // The same in the store for every instance: certificates left unconfirmed by a session that
     // no process holds any more (an instance killed between ip and certConf).  At most every
     // quarter of the session timeout (1..30 s), so it costs no write per request.
-    int64_t every = std::clamp<int64_t>(cfg.policy.session_timeout_s / 4, 1, 30);
+    int64_t every = std::clamp<int64_t>(pol->session_timeout_s / 4, 1, 30);
     int64_t last = last_sweep.load();
     if (now - last >= every && last_sweep.compare_exchange_strong(last, now)) {
-        auto swept = store.expire_unconfirmed(now - cfg.policy.session_timeout_s, now);
+        auto swept = store.expire_unconfirmed(now - pol->session_timeout_s, now);
         if (!swept) {
             lg->warn("store: sweeping unconfirmed certificates: {}", swept.error().detail());
         } else if (!swept->empty()) {
             crl_dirty = true;
             counters.inc("cmp.session.swept", swept->size());
             lg->info("revoked {} certificate(s) left unconfirmed for over {} s (first serial {})", swept->size(),
-                     cfg.policy.session_timeout_s, to_hex(swept->front()));
+                     pol->session_timeout_s, to_hex(swept->front()));
         }
     }
 }
@@ -882,6 +898,20 @@ Server::Server(ServerConfig cfg, Store& store) : m_impl(std::make_unique<Impl>(s
 Server::~Server() = default;
 const ServerConfig& Server::config() const {
     return m_impl->cfg;
+}
+std::shared_ptr<const ServerPolicy> Server::policy() const {
+    return m_impl->policy();
+}
+Status Server::set_policy(ServerPolicy p) {
+    if (auto st = p.default_profile.validate(); !st) return st;
+    for (auto& [name, prof] : p.profiles)
+        if (auto st = prof.validate(); !st) return st;
+    if (p.session_timeout_s < 1 || p.poll_interval_s < 1 || p.validity_days < 1)
+        return Error(ErrorDomain::Config, 0, "session_timeout_s, poll_interval_s and validity_days must be positive");
+    auto next = std::make_shared<const ServerPolicy>(std::move(p));
+    std::lock_guard lk(m_impl->policy_mu);
+    m_impl->policy_now = std::move(next);
+    return ok_status();
 }
 size_t Server::open_sessions() const {
     std::lock_guard lk(m_impl->sessions_mu);
@@ -958,7 +988,8 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     for (auto& c : extra) untrusted.push_back(c.get());
 
     std::shared_ptr<Session> s;
-    const IssuanceProfile* profile = im.cfg.policy.find_profile(rc.profile);
+    auto pol = im.policy();
+    const IssuanceProfile* profile = pol->find_profile(rc.profile);
     if (new_transaction_body(bt)) {
         if (!profile)
             return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest,
@@ -1004,7 +1035,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
             if (im.sessions.count(tid) || *in_store)
                 return refuse(OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
                               "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
-            s = im.make_session(signer, kind, tid, now);
+            s = im.make_session(signer, kind, tid, now, pol);
             s->rr_reason = rr_reason;
             s->profile = profile;
             im.sessions[tid] = s;

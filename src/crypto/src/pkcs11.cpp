@@ -363,9 +363,10 @@ Result<TokenKey> generate_token_key(const std::string& uri, KeyType type) {
         {CKA_LABEL, label.data(), label.size()}, {CKA_ID, id, sizeof(id)},
     };
     std::vector<CK_ATTRIBUTE> priv = {
-        {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &yes, sizeof(yes)},        {CKA_SENSITIVE, &yes, sizeof(yes)},
-        {CKA_EXTRACTABLE, &no, sizeof(no)}, {CKA_SIGN, &yes, sizeof(yes)},           {CKA_DECRYPT, &no, sizeof(no)},
-        {CKA_DERIVE, &no, sizeof(no)},      {CKA_LABEL, label.data(), label.size()}, {CKA_ID, id, sizeof(id)},
+        {CKA_TOKEN, &yes, sizeof(yes)},          {CKA_PRIVATE, &yes, sizeof(yes)}, {CKA_SENSITIVE, &yes, sizeof(yes)},
+        {CKA_EXTRACTABLE, &no, sizeof(no)},      {CKA_SIGN, &yes, sizeof(yes)},    {CKA_DECRYPT, &no, sizeof(no)},
+        {CKA_DERIVE, &no, sizeof(no)},           {CKA_UNWRAP, &no, sizeof(no)},    {CKA_SIGN_RECOVER, &no, sizeof(no)},
+        {CKA_LABEL, label.data(), label.size()}, {CKA_ID, id, sizeof(id)},
     };
     Bytes ec_params;
     CK_ULONG bits = 0;

@@ -186,11 +186,48 @@ void StreamServer::stop() {
     m_per_source.clear();
     m_jobs.clear();
     m_done.clear();
+    m_posted.clear();
     m_open = 0;
     ::close(m_listen);
     ::close(m_epoll);
     ::close(m_wake);
     m_listen = m_epoll = m_wake = -1;
+}
+
+void StreamServer::run_in_loop(const std::function<void()>& fn) {
+    if (m_listen < 0 || !m_loop.joinable()) return fn();
+    std::mutex done_mu;
+    std::condition_variable done_cv;
+    bool done = false;
+    {
+        std::lock_guard lock(m_mutex);
+        m_posted.emplace_back([&] {
+            fn();
+            std::lock_guard l2(done_mu);
+            done = true;
+            done_cv.notify_all();
+        });
+    }
+    uint64_t one = 1;
+    (void)!::write(m_wake, &one, sizeof one);
+    std::unique_lock lock(done_mu);
+    while (!done && !m_stop.load()) done_cv.wait_for(lock, std::chrono::milliseconds(kTickMs));
+}
+
+Status StreamServer::set_limits(const Limits& l) {
+    Limits next = l;
+    next.workers = m_opts.limits.workers;
+    next.backlog = m_opts.limits.backlog;
+    X2SEC_TRY_STATUS(validate(next));
+    m_opts.limits = next;
+    return ok_status();
+}
+
+void StreamServer::set_tls(SSL_CTX* ctx) {
+    if (ctx == nullptr || ctx == m_opts.tls) return;
+    SSL_CTX_up_ref(ctx);
+    if (m_opts.tls) SSL_CTX_free(m_opts.tls);  // connections hold their own reference (SSL_new)
+    m_opts.tls = ctx;
 }
 
 void StreamServer::worker() {
@@ -372,7 +409,7 @@ void StreamServer::do_handshake(Conn& c, int64_t now) {
     m_count(m_opts.counter_prefix + ".tls.handshake_failed");
     std::string why = m_proto.handshake_failed(c.ssl);
     ERR_clear_error();
-    refuse_log("tls_handshake", why + " (from " + c.peer + ")", now);
+    refuse_log("tls_handshake " + why, why + " (from " + c.peer + ")", now);  // rate-limited per reason
     close_conn(c.id);
 }
 
@@ -666,6 +703,12 @@ void StreamServer::loop() {
             } else if (id == kWakeId) {
                 uint64_t v;
                 (void)!::read(m_wake, &v, sizeof v);
+                std::vector<std::function<void()>> posted;
+                {
+                    std::lock_guard lock(m_mutex);
+                    posted.swap(m_posted);
+                }
+                for (auto& fn : posted) fn();
                 collect_done(now);
             } else {
                 auto it = m_conns.find(id);

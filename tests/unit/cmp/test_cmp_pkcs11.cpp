@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <openssl/cmp.h>
 
+#include <chrono>
 #include <ctime>
+#include <thread>
 #include <filesystem>
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/http.hpp>
@@ -222,4 +224,54 @@ TEST_F(TokenCmp, CaAndRaSigningKeysInToken) {
     http.stop();
     expect_never_leaves(ca_key.get());
     expect_never_leaves(ra_key.get());
+}
+
+// TLS client authentication to the RA/CA with the H(e)NB's TLS key in its token: the server
+// requires a client certificate (client_ca = the vendor root), the device key that signs the
+// TLS handshake (CertificateVerify) is a token key, and the enrolment succeeds.
+TEST_F(TokenCmp, TlsClientKeyInTokenEnrolsAgainstRequireMode) {
+    NEED_HSM();
+    auto tls_key = token_key(hsm->uri("henb2", "tls-client"));
+    ASSERT_TRUE(tls_key);
+    LabCredential dev = device_for(tls_key.get(), "0023a1b2c410");
+    HttpOptions ho;
+    ho.threads = 2;
+    ho.tls_cert = lab().ra.cert.get();
+    ho.tls_key = lab().ra.key.get();
+    ho.tls_chain = {lab().operator_issuing.cert.get()};
+    ho.client_auth = HttpOptions::ClientAuth::Require;
+    ho.client_ca = {lab().vendor_a.cert.get()};
+    HttpServer http(*server, ho);
+    ASSERT_TRUE(http.start().ok());
+    auto nk = token_key(hsm->uri("henb2", "operator-tls"));
+    ASSERT_TRUE(nk);
+    EnrollRequest r;
+    r.server_url = "https://127.0.0.1:" + std::to_string(http.port()) + "/.well-known/cmp";
+    r.tls.trust = {lab().operator_root.cert.get()};
+    r.tls.client_cert = dev.cert.get();
+    r.tls.client_key = tls_key.get();
+    r.tls.client_chain = {lab().vendor_a.cert.get()};
+    r.timeout_s = 10;
+    r.auth_key = tls_key.get();
+    r.auth_cert = dev.cert.get();
+    r.auth_chain = dev.chain_ptrs();
+    r.new_key = nk.get();
+    r.subject = "/CN=0023a1b2c410.henb.vendor-a.example";
+    r.dns = {"0023a1b2c410.henb.vendor-a.example"};
+    auto e = Client::enroll(r);
+    ASSERT_TRUE(e.ok()) << e.error().detail();
+    EXPECT_EQ(server->counters().get("cmp.http.tls.handshake_failed"), 0u);
+    EXPECT_EQ(store->counts()->certificates, 1);
+    // without the client certificate the same server refuses the handshake
+    r.tls.client_cert = nullptr;
+    r.tls.client_key = nullptr;
+    r.tls.client_chain.clear();
+    r.timeout_s = 5;
+    EXPECT_FALSE(Client::enroll(r).ok());
+    // counted on the server's loop thread after the alert went out: wait for it (bounded)
+    for (int i = 0; i < 200 && server->counters().get("cmp.http.tls.client_cert_missing") < 1; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(server->counters().get("cmp.http.tls.client_cert_missing"), 1u);
+    http.stop();
+    expect_never_leaves(tls_key.get());
 }

@@ -19,6 +19,7 @@
 #include <functional>
 #include <iostream>
 #include <numeric>
+#include <thread>
 
 using namespace x2sec;
 using namespace x2sec::cmp;
@@ -49,6 +50,13 @@ std::string raw_http(int port, const std::string& data, bool half_close = true) 
     while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
     ::close(fd);
     return out;
+}
+
+// A refused TLS handshake is counted on the server's loop thread after the alert went out, so
+// the client may see its error first: wait (bounded) for the counter to reach `want`.
+uint64_t counter_reaching(Counters& c, const std::string& name, uint64_t want) {
+    for (int i = 0; i < 200 && c.get(name) < want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return c.get(name);
 }
 
 int status_of(const std::string& rsp) {
@@ -731,4 +739,131 @@ TEST_F(HttpFixture, X2secClientEnrolsOverOnePersistentConnection) {
         EXPECT_EQ(server->counters().get("cmp.http.keepalive.reused"), reused0 + 1);
         http->stop();
     }
+}
+
+// TLS client authentication: client_auth = require refuses a handshake without a client
+// certificate and one from another CA (each counted, nothing reaches the CA), accepts a
+// certificate that chains to client_ca; optional lets a client without one in.
+TEST_F(HttpFixture, TlsClientAuthRequireRefusesMissingAndForeignCertificates) {
+    start(true, [](HttpOptions& o) {
+        o.client_auth = HttpOptions::ClientAuth::Require;
+        o.client_ca = {lab().vendor_a.cert.get()};
+    });
+    const std::string url = "https://127.0.0.1:" + std::to_string(http->port()) + "/.well-known/cmp";
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c401", "henb.vendor-a.example");
+    auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
+    auto r = req(dev, k.get(), "0023a1b2c401.henb.vendor-a.example", url);
+    r.tls.trust = {lab().operator_root.cert.get()};
+    r.timeout_s = 5;
+    // no client certificate
+    auto e = Client::enroll(r);
+    ASSERT_FALSE(e.ok());
+    EXPECT_EQ(counter_reaching(server->counters(), "cmp.http.tls.client_cert_missing", 1), 1u);
+    EXPECT_GE(counter_reaching(server->counters(), "cmp.http.tls.handshake_failed", 1), 1u);
+    // a certificate of another CA (vendor B is not in client_ca)
+    auto foreign = lab().device(lab().vendor_b, "0023a1b2c402", "henb.vendor-b.example");
+    r.tls.client_cert = foreign.cert.get();
+    r.tls.client_key = foreign.key.get();
+    e = Client::enroll(r);
+    ASSERT_FALSE(e.ok());
+    EXPECT_EQ(counter_reaching(server->counters(), "cmp.http.tls.client_cert_rejected", 1), 1u);
+    EXPECT_EQ(certs(), 0);
+    EXPECT_EQ(server->counters().get("http.ok.cmp"), 0u);
+    // the vendor device certificate (chains to client_ca): enrolled
+    r.tls.client_cert = dev.cert.get();
+    r.tls.client_key = dev.key.get();
+    e = Client::enroll(r);
+    ASSERT_TRUE(e.ok()) << e.error().detail();
+    EXPECT_EQ(certs(), 1);
+    // a key that does not belong to the certificate is refused by the client before sending
+    r.tls.client_key = foreign.key.get();
+    e = Client::enroll(r);
+    ASSERT_FALSE(e.ok());
+    EXPECT_NE(e.error().detail().find("TLS client certificate and key"), std::string::npos) << e.error().detail();
+}
+
+TEST_F(HttpFixture, TlsClientAuthOptionalAcceptsNoCertificateButRejectsAForeignOne) {
+    start(true, [](HttpOptions& o) {
+        o.client_auth = HttpOptions::ClientAuth::Optional;
+        o.client_ca = {lab().vendor_a.cert.get()};
+    });
+    const std::string url = "https://127.0.0.1:" + std::to_string(http->port()) + "/.well-known/cmp";
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c403", "henb.vendor-a.example");
+    auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
+    auto r = req(dev, k.get(), "0023a1b2c403.henb.vendor-a.example", url);
+    r.tls.trust = {lab().operator_root.cert.get()};
+    auto e = Client::enroll(r);
+    ASSERT_TRUE(e.ok()) << e.error().detail();
+    auto foreign = lab().device(lab().vendor_b, "0023a1b2c404", "henb.vendor-b.example");
+    auto k2 = pki::generate_key(pki::KeyAlg::EcP256).value();
+    auto r2 = req(dev, k2.get(), "0023a1b2c403.henb.vendor-a.example", url);
+    r2.tls.trust = {lab().operator_root.cert.get()};
+    r2.tls.client_cert = foreign.cert.get();
+    r2.tls.client_key = foreign.key.get();
+    r2.timeout_s = 5;
+    EXPECT_FALSE(Client::enroll(r2).ok());
+    EXPECT_EQ(counter_reaching(server->counters(), "cmp.http.tls.client_cert_rejected", 1), 1u);
+    EXPECT_EQ(certs(), 1);
+}
+
+TEST_F(HttpFixture, TlsClientAuthConfigurationErrors) {
+    HttpOptions o;
+    o.tls_cert = lab().ra.cert.get();
+    o.tls_key = lab().ra.key.get();
+    o.client_auth = HttpOptions::ClientAuth::Require;  // without client_ca
+    HttpServer h(*server, o);
+    auto st = h.start();
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.error().detail().find("client_ca"), std::string::npos) << st.error().detail();
+    HttpOptions plain;
+    plain.client_auth = HttpOptions::ClientAuth::Optional;  // on plain HTTP
+    plain.client_ca = {lab().vendor_a.cert.get()};
+    HttpServer h2(*server, plain);
+    EXPECT_FALSE(h2.start().ok());
+    EXPECT_FALSE(parse_client_auth("mandatory").ok());
+    EXPECT_EQ(parse_client_auth("require").value(), HttpOptions::ClientAuth::Require);
+}
+
+// reload(): new handshakes use the new client-CA and limits; a connection opened before (kept
+// alive) keeps working; a reload that cannot work changes nothing.
+TEST_F(HttpFixture, ReloadSwitchesClientAuthForNewHandshakesAndRefusesABadOne) {
+    start(true);
+    const std::string url = "https://127.0.0.1:" + std::to_string(http->port()) + "/.well-known/cmp";
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c405", "henb.vendor-a.example");
+    auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
+    auto r = req(dev, k.get(), "0023a1b2c405.henb.vendor-a.example", url);
+    r.tls.trust = {lab().operator_root.cert.get()};
+    r.timeout_s = 5;
+    ASSERT_TRUE(Client::enroll(r).ok());  // no client certificate needed yet
+    HttpOptions next;
+    next.threads = 4;
+    next.max_body = 8192;
+    next.request_timeout_ms = 2000;
+    next.tls_cert = lab().ra.cert.get();
+    next.tls_key = lab().ra.key.get();
+    next.tls_chain = {lab().operator_issuing.cert.get()};
+    next.client_auth = HttpOptions::ClientAuth::Require;
+    HttpOptions bad = next;  // require without client_ca: refused, nothing changes
+    auto st = http->reload(bad);
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.error().detail().find("client_ca"), std::string::npos);
+    auto k2 = pki::generate_key(pki::KeyAlg::EcP256).value();
+    auto r2 = req(dev, k2.get(), "0023a1b2c405.henb.vendor-a.example", url);
+    r2.tls.trust = {lab().operator_root.cert.get()};
+    ASSERT_TRUE(Client::enroll(r2).ok());
+    HttpOptions moved = next;
+    moved.threads = 8;
+    EXPECT_FALSE(http->reload(moved).ok());  // threads need a restart
+    next.client_ca = {lab().vendor_a.cert.get()};
+    ASSERT_TRUE(http->reload(next).ok());
+    auto k3 = pki::generate_key(pki::KeyAlg::EcP256).value();
+    auto r3 = req(dev, k3.get(), "0023a1b2c405.henb.vendor-a.example", url);
+    r3.tls.trust = {lab().operator_root.cert.get()};
+    r3.timeout_s = 5;
+    EXPECT_FALSE(Client::enroll(r3).ok());  // now required
+    EXPECT_EQ(counter_reaching(server->counters(), "cmp.http.tls.client_cert_missing", 1), 1u);
+    r3.tls.client_cert = dev.cert.get();
+    r3.tls.client_key = dev.key.get();
+    ASSERT_TRUE(Client::enroll(r3).ok());
+    EXPECT_EQ(certs(), 3);
 }

@@ -36,8 +36,9 @@ using Transfer = std::function<Result<Bytes>(BytesView request_der)>;
 
 struct TlsOptions {
     std::vector<X509*> trust;     // roots for the server's TLS certificate (required for https)
-    X509* client_cert = nullptr;  // optional TLS client authentication
+    X509* client_cert = nullptr;  // optional TLS client authentication (key: a file key or a token key)
     EVP_PKEY* client_key = nullptr;
+    std::vector<X509*> client_chain;  // intermediates sent after client_cert
 };
 
 struct ClientCommon {

@@ -14,6 +14,16 @@
 // (431) and the body (Content-Length required, 411; over `max_body` 413, not read).  Counted
 // `cmp.http.rejected.{too_many_connections,per_source,deadline,write_deadline,header_too_large,
 // body_too_large,busy}` and `cmp.http.tls.handshake_failed`.
+//
+// TLS client authentication (HTTPS): `client_auth` None (no certificate requested), Optional
+// (requested from the clients; one that is sent must verify against `client_ca`), Require (the
+// handshake is refused without a certificate that verifies).  A refused handshake is logged with
+// its reason and counted `cmp.http.tls.client_cert_missing` / `cmp.http.tls.client_cert_rejected`
+// (beside `cmp.http.tls.handshake_failed`).
+//
+// reload(): new limits (max_body, max_header, connection limits, timeouts, keep-alive) and a new
+// TLS credential / client-CA / client_auth apply to connections accepted (and requests framed)
+// from then on; open connections, their TLS sessions and requests in the workers are kept.
 #pragma once
 
 #include <atomic>
@@ -51,7 +61,16 @@ struct HttpOptions {
     X509* tls_cert = nullptr;
     EVP_PKEY* tls_key = nullptr;
     std::vector<X509*> tls_chain;
+    // TLS client authentication (HTTPS only)
+    enum class ClientAuth { None, Optional, Require };
+    ClientAuth client_auth = ClientAuth::None;
+    std::vector<X509*> client_ca;  // trust anchors for client certificates (required unless None)
+    int verify_depth = 4;          // most intermediates between a client certificate and its anchor
 };
+
+// "none" | "optional" | "require"
+Result<HttpOptions::ClientAuth> parse_client_auth(std::string_view s);
+const char* to_string(HttpOptions::ClientAuth a);
 
 class HttpServer {
 public:
@@ -61,6 +80,12 @@ public:
     HttpServer& operator=(const HttpServer&) = delete;
     Status start();
     void stop();
+    // Applies the reloadable part of `next` (see above) to new connections and requests; a
+    // change that needs a restart (bind, port, threads, paths, OCSP, HTTP <-> HTTPS) or an
+    // unusable option refuses the whole reload and changes nothing.
+    Status reload(const HttpOptions& next);
+    // The checks of reload() without applying anything.
+    Status check_reload(const HttpOptions& next) const;
     int port() const { return m_net ? m_net->port() : 0; }
     bool tls() const { return m_ssl_ctx != nullptr; }
     // Connections currently held (all states) and accepted since start.
@@ -68,6 +93,8 @@ public:
     size_t accepted() const { return m_net ? m_net->accepted() : 0; }
     // The limits the options give (for validation and the event loop).
     static net::Limits limits_of(const HttpOptions& o);
+    // The TLS server context the options give (credential, chain, client authentication).
+    static Result<struct ssl_ctx_st*> make_ssl_ctx(const HttpOptions& o);
 
 private:
     class Proto;

@@ -97,7 +97,14 @@ public:
     Status revoke(BytesView serial, int reason);
 
     Counters& counters() { return m_counters; }
+    // The configuration given at construction (its `policy` is the initial one).
     const ServerConfig& config() const;
+    // The policy new transactions start under, and its replacement (a configuration reload):
+    // transactions already open (certConf pending, held for approval in memory) finish under the
+    // policy they started with; a request resumed from the store (approval) uses the current one.
+    // Refused (nothing changed) when a profile or value is invalid.
+    std::shared_ptr<const ServerPolicy> policy() const;
+    Status set_policy(ServerPolicy p);
     size_t open_sessions() const;
 
     struct Impl;

@@ -29,6 +29,11 @@
 // starts a new `request_deadline_ms`.  The framing is per connection (`FrameState`) and octets
 // after a request stay with the connection, so pipelined requests are answered in order, one at
 // a time.  Requests on a reused connection are counted `<prefix>.keepalive.reused`.
+//
+// Live changes (a configuration reload): run_in_loop() runs a function on the event-loop thread
+// between events; in it set_limits() and set_tls() replace the limits and the TLS context for
+// what comes next (connections accepted, requests framed, deadlines started from then on).
+// Open connections keep their TLS session; the number of workers and the backlog stay.
 #pragma once
 
 #include <atomic>
@@ -142,6 +147,13 @@ public:
     int port() const { return m_port; }
     size_t accepted() const { return m_accepted.load(); }
     size_t open_connections() const { return m_open.load(); }
+    // Runs `fn` on the event-loop thread and returns once it ran (at once, on this thread, when
+    // the server is not running).
+    void run_in_loop(const std::function<void()>& fn);
+    // Only inside run_in_loop (or before start): new limits (`workers` and `backlog` are kept)
+    // and a new TLS context (a reference is taken) for new connections.
+    Status set_limits(const Limits& l);
+    void set_tls(SSL_CTX* ctx);
 
 private:
     struct Conn;
@@ -191,6 +203,7 @@ private:
     std::condition_variable m_cv;
     std::deque<Job> m_jobs;
     std::vector<std::pair<uint64_t, Reply>> m_done;
+    std::vector<std::function<void()>> m_posted;
     std::atomic<size_t> m_accepted{0}, m_open{0};
 };
 
