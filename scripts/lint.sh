@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lint: clang-format over src apps tests bench (dry run: any difference is an error), and
 # clang-tidy (.clang-tidy) on the C++ files changed against a base (sources, and src/ headers on
-# their own; findings in changed headers count everywhere), with the compile commands
+# their own) on the lines changed since that base (new files whole), with the compile commands
 # of build/compile_commands.json (configure first: scripts/build.sh).
 #
 #   scripts/lint.sh [--format-only | --tidy-only] [BASE] [-- PATH...]
@@ -89,10 +89,30 @@ if [[ $mode != format ]]; then
     for f in "${headers[@]}"; do
       hdr_re+="|^$(pwd)/${f//./\\.}\$"
     done
+    # Findings count on the lines the change added or modified (clang-tidy's -line-filter, as
+    # clang-tidy-diff does): code a change only moves past is not held to checks added after it
+    # was written; a new file counts whole.
+    line_filter=$(git diff -U0 --diff-filter=ACMR "$base" -- "${changed[@]}" | python3 -c '
+import json, os, re, sys
+ranges, name = {}, None
+for line in sys.stdin:
+    if line.startswith("+++ "):
+        name = line[4:].strip()
+        name = os.path.join(os.getcwd(), name[2:]) if name.startswith("b/") else None
+    elif line.startswith("@@") and name:
+        m = re.match(r"@@ -\S+ \+(\d+)(?:,(\d+))? @@", line)
+        start, count = int(m.group(1)), int(m.group(2) or "1")
+        if count:
+            ranges.setdefault(name, []).append([start, start + count - 1])
+for f in sys.argv[1:]:
+    ranges.setdefault(os.path.join(os.getcwd(), f), [[1, 10**7]])
+print(json.dumps([{"name": k, "lines": v} for k, v in ranges.items()]))
+' $(git ls-files --others --exclude-standard -- "${paths[@]}" | grep -E '\.(cpp|cc|hpp|h)$'))
     started=$SECONDS
     tidy_rc=0
     printf '%s\0' "${existing[@]}" |
-      xargs -0 -n 1 -P "$jobs" "$tidy" -p build --quiet --header-filter="$hdr_re" || tidy_rc=$?
+      xargs -0 -n 1 -P "$jobs" "$tidy" -p build --quiet --header-filter="$hdr_re" --line-filter="$line_filter" ||
+      tidy_rc=$?
     echo "clang-tidy: ${#existing[@]} files in $((SECONDS - started)) s ($jobs in parallel)"
     if ((tidy_rc)); then
       echo "clang-tidy: findings above" >&2
