@@ -80,7 +80,7 @@ Load run_inproc(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_P
                 EnrollRequest r;
                 r.transfer = [&](BytesView m) {
                     auto a = Clock::now();
-                    auto rsp = server.handle(m);
+                    auto rsp = server.handle(m, cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))});
                     server_us += std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a).count();
                     return rsp;
                 };

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <openssl/evp.h>
 #include <x2sec/cmp/profile.hpp>
+#include <x2sec/pki/pki.hpp>
 
 namespace x2sec::cmp {
 
@@ -85,6 +87,41 @@ std::string profile_label(const IssuanceProfile& p) {
 
 }  // namespace
 
+std::string expand_pattern(const std::string& pattern, const std::string& identity) {
+    return expand(pattern, identity);
+}
+
+std::string key_type_of(EVP_PKEY* key) {
+    if (!key) return "";
+    if (EVP_PKEY_is_a(key, "EC")) {
+        char curve[64] = {};
+        size_t len = 0;
+        if (!EVP_PKEY_get_utf8_string_param(key, "group", curve, sizeof curve, &len)) return "";
+        std::string c(curve, len);
+        return c == "prime256v1" || c == "P-256" ? "p256" : c == "secp384r1" || c == "P-384" ? "p384" : "";
+    }
+    if (EVP_PKEY_is_a(key, "RSA")) {
+        int bits = EVP_PKEY_get_bits(key);
+        return bits == 2048 ? "rsa2048" : bits == 3072 ? "rsa3072" : "";
+    }
+    return "";
+}
+
+ProfileVerdict check_key_type(const IssuanceProfile& p, EVP_PKEY* key) {
+    if (p.key_types.empty()) return {};
+    std::string have = key_type_of(key);
+    for (auto& k : p.key_types) {
+        auto want = pki::parse_key_alg(k);
+        if (want.ok() && !have.empty() && pki::parse_key_alg(have).ok() && *pki::parse_key_alg(have) == *want) return {};
+    }
+    std::string list;
+    for (auto& k : p.key_types) list += (list.empty() ? "" : ", ") + k;
+    return ProfileVerdict{OSSL_CMP_PKIFAILUREINFO_badAlg,
+                          "public key type " + (have.empty() ? std::string("(not P-256, P-384, RSA-2048/3072)") : have) +
+                              " is not permitted by " + profile_label(p) + " (" + list + ")",
+                          "key_type"};
+}
+
 bool match_dns_pattern(const std::string& pattern, const std::string& value, const std::string& identity) {
     std::string p = lower(expand(pattern, identity)), v = lower(value);
     return glob(p.c_str(), v.c_str(), '.');
@@ -119,6 +156,8 @@ Status IssuanceProfile::validate() const {
     for (auto* v : {&dns, &uri})
         for (auto& p : *v)
             if (p.empty()) return Error(ErrorDomain::Config, 0, where + ": empty pattern");
+    for (auto& k : key_types)
+        if (auto a = pki::parse_key_alg(k); !a) return Error(ErrorDomain::Config, 0, where + ": key_types: " + a.error().detail());
     if (validity_days && *validity_days < 1)
         return Error(ErrorDomain::Config, 0, where + ": validity_days must be >= 1");
     return ok_status();

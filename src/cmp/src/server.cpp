@@ -1,4 +1,5 @@
 #include <arpa/inet.h>
+#include <unistd.h>
 #include <openssl/cmp.h>
 #include <openssl/asn1t.h>
 #include <openssl/cmp_util.h>
@@ -48,6 +49,18 @@ Result<ServerConfig> ServerConfig::from_ca_dir(const std::string& dir,
         for (auto& r : roots) c.vendor_roots.push_back(std::move(r));
     }
     if (c.vendor_roots.empty()) return Error(ErrorDomain::Config, 0, "no vendor root configured");
+    const std::string up = dir + "/root-update/";
+    if (::access((up + "newwithnew.crt").c_str(), F_OK) == 0) {
+        RootKeyUpdate u;
+        X2SEC_TRY(u.new_with_new, pki::load_cert(up + "newwithnew.crt"));
+        X2SEC_TRY(u.new_with_old, pki::load_cert(up + "newwithold.crt"));
+        if (::access((up + "oldwithnew.crt").c_str(), F_OK) == 0) {
+            X2SEC_TRY(u.old_with_new, pki::load_cert(up + "oldwithnew.crt"));
+        }
+        if (auto st = check_root_key_update(u); !st)
+            return Error(ErrorDomain::Config, 0, up + ": " + st.error().detail());
+        c.root_update = std::move(u);
+    }
     return c;
 }
 
@@ -274,6 +287,10 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     } ext_guard{p10exts};
     if (!key) {
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "certTemplate has no publicKey", "bad_cert_template");
+        return rejection(s->reject_bit, s->reject_text);
+    }
+    if (auto kv = check_key_type(*s->profile, key.get()); !kv.ok()) {
+        im.reject(*s, kv.fail_bit, kv.text, kv.counter);
         return rejection(s->reject_bit, s->reject_text);
     }
 
@@ -525,7 +542,6 @@ typedef STACK_OF(X509) X2SEC_CA_CERTS;
 ASN1_ITEM_TEMPLATE(X2SEC_CA_CERTS) = ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
     ASN1_ITEM_TEMPLATE_END(X2SEC_CA_CERTS)
 
-        const char* kIdItCaCerts = "1.3.6.1.5.5.7.4.17";
 
 OSSL_CMP_ITAV* itav_ca_certs(const std::vector<X509*>& certs) {
     auto sk = pki::make_stack(certs);
@@ -565,9 +581,9 @@ OSSL_CMP_ITAV* itav_current_crl(const Bytes& der) {
     return itav;
 }
 
-// genm (RFC 9483 4.3): currentCRL (id-it-currentCRL, RFC 4210 5.3.19.6) is answered with the
-// issuing CA's current CRL; other infoTypes OpenSSL 3.0 cannot represent are left out of the
-// genp (RFC 4210 5.3.19: the responder may omit what it does not support).
+// genm (RFC 9483 4.3): caCerts, rootCaCert -> rootCaKeyUpdate, certReqTemplate and
+// currentCRL (RFC 4210 5.3.19.6) are answered; other infoTypes are left out of the genp
+// (RFC 4210 5.3.19: the responder may omit what it does not support).
 int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_ITAV) * in,
             STACK_OF(OSSL_CMP_ITAV) * *out) {
     auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
@@ -575,41 +591,79 @@ int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_
     if (s->reject_bit >= 0) return 0;
     *out = sk_OSSL_CMP_ITAV_new_null();
     if (!*out) return 0;
+    auto give_up = [&]() {
+        sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
+        *out = nullptr;
+        return 0;
+    };
+    auto push = [&](OSSL_CMP_ITAV* itav) {
+        if (itav && sk_OSSL_CMP_ITAV_push(*out, itav)) return true;
+        OSSL_CMP_ITAV_free(itav);
+        return false;
+    };
     for (int i = 0; i < sk_OSSL_CMP_ITAV_num(in); ++i) {
-        const ASN1_OBJECT* type = OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i));
-        int nid = OBJ_obj2nid(type);
-        char oid_text[80] = "?";
-        OBJ_obj2txt(oid_text, sizeof oid_text, type, 1);
-        if (std::string_view(oid_text) == kIdItCaCerts) {
+        const OSSL_CMP_ITAV* req = sk_OSSL_CMP_ITAV_value(in, i);
+        int nid = OBJ_obj2nid(OSSL_CMP_ITAV_get0_type(req));
+        const std::string oid = itav_oid(req);
+        if (oid == kIdItCaCerts) {
             // the issuing CA and its chain up to the operator root
-            OSSL_CMP_ITAV* itav = itav_ca_certs(im.issued_chain_with_ca());
-            if (!itav || !sk_OSSL_CMP_ITAV_push(*out, itav)) {
-                OSSL_CMP_ITAV_free(itav);
-                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
-                *out = nullptr;
-                return 0;
-            }
+            if (!push(itav_ca_certs(im.issued_chain_with_ca()))) return give_up();
             im.counters.inc("cmp.genm.ca_certs");
+        } else if (oid == kIdItRootCaCert) {
+            // RFC 9483 4.3.2: the value (optional) is the root the EE trusts now; the answer is
+            // rootCaKeyUpdate with the new root and the link certificates, or without a value
+            // when there is no update for that root.
+            auto val = itav_value_der(req);
+            pki::X509Ptr old_root;
+            if (val.ok() && val->has_value()) {
+                auto c = decode_certificate(**val);
+                if (c.ok()) old_root = std::move(*c);
+                else val = c.error();
+            }
+            if (!val.ok()) {
+                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badDataFormat, "genm rootCaCert: " + val.error().detail(),
+                          "bad_genm_value");
+                ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "rootCaCert value does not decode");
+                return give_up();
+            }
+            const auto& up = im.cfg.root_update;
+            bool applies = up && (!old_root || is_old_root_of(*up, old_root.get()));
+            X2SEC_ROOTCAKEYUPDATE v{};
+            if (applies) {
+                v.newWithNew = up->new_with_new.get();
+                v.newWithOld = up->new_with_old.get();
+                v.oldWithNew = up->old_with_new.get();
+            }
+            ItavPtr itav = make_itav(kIdItRootCaKeyUpdate, ASN1_ITEM_rptr(X2SEC_ROOTCAKEYUPDATE), applies ? &v : nullptr);
+            if (!push(itav.release())) return give_up();
+            im.counters.inc(applies ? "cmp.genm.root_ca_key_update" : "cmp.genm.root_ca_key_update.none");
+        } else if (oid == kIdItCertReqTemplate) {
+            // RFC 9483 4.3.3: the request path's profile for this requester's identity; without
+            // an identity there is no template (value absent).
+            std::vector<std::string> ids;
+            if (s->kind == SignerKind::Vendor) {
+                ids = pki::node_identities(s->signer.get());
+            } else {
+                for (auto& d : pki::san_dns(s->signer.get())) ids.push_back(lower(d));
+            }
+            auto t = make_cert_req_template(*s->profile, ids);
+            if (!t.ok()) im.lg->info("genm certReqTemplate: no template: {}", t.error().detail());
+            ItavPtr itav = make_itav(kIdItCertReqTemplate, ASN1_ITEM_rptr(X2SEC_CERTREQTEMPLATE),
+                                     t.ok() ? t->get() : nullptr);
+            if (!push(itav.release())) return give_up();
+            im.counters.inc(t.ok() ? "cmp.genm.cert_req_template" : "cmp.genm.cert_req_template.none");
         } else if (nid == NID_id_it_currentCRL) {
             auto crl = im.current_crl(s->now);
             if (!crl) {
                 im.lg->warn("genm currentCRL: {}", crl.error().detail());
                 ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "CRL unavailable");
-                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
-                *out = nullptr;
-                return 0;
+                return give_up();
             }
-            OSSL_CMP_ITAV* itav = itav_current_crl(*crl);
-            if (!itav || !sk_OSSL_CMP_ITAV_push(*out, itav)) {
-                OSSL_CMP_ITAV_free(itav);
-                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
-                *out = nullptr;
-                return 0;
-            }
+            if (!push(itav_current_crl(*crl))) return give_up();
             im.counters.inc("cmp.genm.current_crl");
         } else {
             im.counters.inc("cmp.genm.unsupported");
-            im.lg->info("genm infoType {} not served", oid_text);
+            im.lg->info("genm infoType {} not served", oid);
         }
     }
     (void)im.store.record_transaction(s->tid, "genm", "answered");
@@ -888,10 +942,6 @@ size_t Server::open_sessions() const {
     return m_impl->sessions.size();
 }
 
-Result<Bytes> Server::handle(BytesView der) {
-    return handle(der, RequestContext{"", static_cast<int64_t>(std::time(nullptr))});
-}
-
 Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     auto& im = *m_impl;
     m_counters.inc("cmp.rx.messages");
@@ -1073,10 +1123,6 @@ Status Server::revoke(BytesView serial, int reason, int64_t now) {
     X2SEC_TRY_STATUS(m_impl->store.revoke(serial, reason, now));
     m_impl->crl_dirty = true;
     return ok_status();
-}
-
-Result<Bytes> Server::crl_der() {
-    return crl_der(static_cast<int64_t>(std::time(nullptr)));
 }
 
 Result<Bytes> Server::crl_der(int64_t now) {

@@ -10,6 +10,13 @@
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/server.hpp>
 
+namespace {
+// The system clock's time, for tests that exchange messages as they happen.
+x2sec::cmp::RequestContext wall_clock_request() {
+    return x2sec::cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))};
+}
+}  // namespace
+
 using namespace x2sec;
 using namespace x2sec::cmp;
 namespace fs = std::filesystem;
@@ -37,7 +44,7 @@ struct CredFixture : ::testing::Test {
     Transfer transfer() {
         return [this](BytesView b) {
             ++transfers;
-            return server->handle(b);
+            return server->handle(b, wall_clock_request());
         };
     }
     // An operator certificate enrolled for a fresh key.
