@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 #include <sqlite3.h>
 #include <x2sec/cmp/store.hpp>
@@ -452,4 +453,76 @@ TEST(StoreOpen, ConninfoPasswordIsRedacted) {
         EXPECT_EQ(p.error().detail().find("hunter2"), std::string::npos) << p.error().detail();
         EXPECT_NE(p.error().detail().find("***"), std::string::npos) << p.error().detail();
     }
+}
+
+// The server (or a network) drops the store's PostgreSQL connection: the statement that sees the
+// break fails, and the next call of *every* method re-establishes the connection and works (the
+// pending/audit methods included, not only the older ones).
+TEST(StorePostgres, EveryMethodReconnectsAfterTheConnectionBroke) {
+    if (!pg().started) GTEST_SKIP() << "PostgreSQL store tests skipped: " << pg().skip_reason;
+    std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
+                                  " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, "
+                                  "transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
+    ASSERT_EQ(std::system(drop.c_str()), 0);
+    auto opened = open_postgres_store(pg().conninfo);
+    ASSERT_TRUE(opened.ok()) << opened.error().detail();
+    Store& store = **opened;
+    // every other backend of the cluster terminated (the store's connection among them)
+    std::string kill = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
+                                  " -U postgres -d postgres -c 'SELECT pg_terminate_backend(pid) FROM "
+                                  "pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = "
+                                  "$$client backend$$' >/dev/null 2>&1");
+    PendingRequest p;
+    p.transaction_id = Bytes(16, 0x51);
+    p.body = "ir";
+    p.subject = "CN=n";
+    p.requester = "CN=dev";
+    p.request_der = Bytes{0x30, 0x00};
+    p.created = 100;
+    CertRecord r;
+    r.serial = Bytes(16, 0x52);
+    r.transaction_id = Bytes(16, 0x52);
+    r.subject = "CN=n";
+    r.body = "ir";
+    r.der = Bytes{0x30, 0x00};
+    r.status = "unconfirmed";
+    auto builder = [](int64_t, const std::vector<pki::Revoked>&) -> Result<Bytes> { return Bytes{0x30, 0x00}; };
+    // Each method after a break: it may fail once, then the same call must succeed.  Writes are
+    // first made to fail by the break and then retried, so each one is done exactly once.
+    std::vector<std::pair<const char*, std::function<bool()>>> calls = {
+        {"record_pending", [&] { return store.record_pending(p).ok(); }},
+        {"find_pending", [&] { return store.find_pending(p.transaction_id).ok(); }},
+        {"list_pending", [&] { return store.list_pending().ok(); }},
+        {"decide_pending",
+         [&] {
+             auto st = store.decide_pending(p.transaction_id, true, "alice", "ok", 101);
+             return st.ok() || st.error().code() == 3;  // decided by the failed-looking first try
+         }},
+        {"set_pending_state", [&] { return store.set_pending_state(p.transaction_id, "issued").ok(); }},
+        {"append_audit", [&] { return store.append_audit({0, 102, "ra", "test", "x", "", {}, {}}).ok(); }},
+        {"audit_log", [&] { return store.audit_log().ok(); }},
+        {"record_issued",
+         [&] {
+             auto st = store.record_issued(r);
+             return st.ok() || st.error().code() == 1;
+         }},
+        {"set_status", [&] { return store.set_status(r.transaction_id, "confirmed").ok(); }},
+        {"list_certificates", [&] { return store.list_certificates().ok(); }},
+        {"revoked", [&] { return store.revoked().ok(); }},
+        {"counts", [&] { return store.counts().ok(); }},
+        {"next_crl_number", [&] { return store.next_crl_number().ok(); }},
+        {"current_crl", [&] { return store.current_crl(200, 3600, builder).ok(); }},
+        {"transaction_exists", [&] { return store.transaction_exists(r.transaction_id).ok(); }},
+    };
+    for (auto& [name, call] : calls) {
+        ASSERT_EQ(std::system(kill.c_str()), 0);
+        (void)call();  // the call that meets the dead connection
+        EXPECT_TRUE(call()) << name << " did not reconnect after the connection broke";
+    }
+    auto log = store.audit_log();
+    ASSERT_TRUE(log.ok());
+    EXPECT_TRUE(verify_audit_chain(*log).ok());
+    auto pend = store.find_pending(p.transaction_id);
+    ASSERT_TRUE(pend.ok() && pend->has_value());
+    EXPECT_EQ((*pend)->state, "issued");
 }
