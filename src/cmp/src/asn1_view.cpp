@@ -26,7 +26,7 @@ typedef struct {
     ASN1_TYPE* header;
     ASN1_TYPE* body;
     ASN1_BIT_STRING* protection;
-    STACK_OF(X509) * extraCerts;
+    STACK_OF(ASN1_TYPE) * extraCerts;  // kept as DER: the caller decodes (or finds) each certificate
 } X2S_PKIMESSAGE;
 // RFC 4210 5.1.1 PKIHeader (EXPLICIT tags, as in OpenSSL's cmp_asn.c).
 typedef struct {
@@ -119,7 +119,7 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
                         ASN1_SIMPLE(X2S_PKIMESSAGE, header, ASN1_ANY),
                         ASN1_SIMPLE(X2S_PKIMESSAGE, body, ASN1_ANY),
                         ASN1_EXP_OPT(X2S_PKIMESSAGE, protection, ASN1_BIT_STRING, 0),
-                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, X509, 1),
+                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE)
 
                         ASN1_SEQUENCE(X2S_PKIHEADER) =
@@ -251,8 +251,8 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
         return pki::PkeyPtr(key);
     }
 
-    std::vector<pki::X509Ptr> extra_certs(BytesView der_message) {
-        std::vector<pki::X509Ptr> out;
+    std::vector<Bytes> extra_certs_der(BytesView der_message) {
+        std::vector<Bytes> out;
         const unsigned char* p = der_message.data();
         auto* m = reinterpret_cast<X2S_PKIMESSAGE*>(
             ASN1_item_d2i(nullptr, &p, static_cast<long>(der_message.size()), ASN1_ITEM_rptr(X2S_PKIMESSAGE)));
@@ -260,8 +260,16 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
             ERR_clear_error();
             return out;
         }
-        for (int i = 0; m->extraCerts && i < sk_X509_num(m->extraCerts); ++i)
-            out.push_back(pki::up_ref(sk_X509_value(m->extraCerts, i)));
+        for (int i = 0; m->extraCerts && i < sk_ASN1_TYPE_num(m->extraCerts); ++i) {
+            ASN1_TYPE* t = sk_ASN1_TYPE_value(m->extraCerts, i);
+            // ASN1_ANY keeps a constructed value (a Certificate is a SEQUENCE) as its whole DER
+            if (ASN1_TYPE_get(t) != V_ASN1_SEQUENCE || !t->value.sequence) {
+                out.clear();
+                break;
+            }
+            const unsigned char* d = ASN1_STRING_get0_data(t->value.sequence);
+            out.emplace_back(d, d + ASN1_STRING_length(t->value.sequence));
+        }
         ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(m), ASN1_ITEM_rptr(X2S_PKIMESSAGE));
         return out;
     }

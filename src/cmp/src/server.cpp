@@ -159,6 +159,35 @@ struct Server::Impl {
     pki::StorePtr vendor_store, operator_store;
     std::mutex sessions_mu;
     std::map<Bytes, std::shared_ptr<Session>> sessions;
+    // Certificates of extraCerts decoded once (OpenSSL 3.0 decodes each public key through its
+    // provider decoders, the most expensive step of reading a message): the same vendor chain
+    // comes with every request of a vendor's devices, the same device certificate with every
+    // message of a transaction.  Keyed by the whole DER, so a hit is the identical certificate;
+    // shared read-only (X509 is reference counted); bounded: emptied when it reaches kCertCacheMax.
+    static constexpr size_t kCertCacheMax = 4096;
+    std::mutex cert_cache_mu;
+    std::map<Bytes, X509Ptr> cert_cache;
+    // The certificate for `der` (decoded, or from the cache); nullptr when it does not decode.
+    X509Ptr certificate(const Bytes& der) {
+        {
+            std::lock_guard lk(cert_cache_mu);
+            if (auto it = cert_cache.find(der); it != cert_cache.end()) {
+                counters.inc("cmp.cert_cache.hit");
+                return pki::up_ref(it->second.get());
+            }
+        }
+        const unsigned char* p = der.data();
+        X509Ptr x(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+        if (!x || p != der.data() + der.size()) {
+            ERR_clear_error();
+            return nullptr;
+        }
+        counters.inc("cmp.cert_cache.miss");
+        std::lock_guard lk(cert_cache_mu);
+        if (cert_cache.size() >= kCertCacheMax) cert_cache.clear();
+        cert_cache.emplace(der, pki::up_ref(x.get()));
+        return x;
+    }
     std::mutex crl_mu;
     std::atomic<bool> crl_dirty{true};
     std::atomic<int64_t> last_sweep{0};
@@ -983,7 +1012,15 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
 
     // Which certificate signed the message: try the extraCerts (3GPP: the signer first)
     // with each one pinned; the one whose key verifies the protection is the signer.
-    auto extra = detail::extra_certs(der);
+    std::vector<X509Ptr> extra;
+    for (auto& d : detail::extra_certs_der(der)) {
+        auto x = im.certificate(d);
+        if (!x) {
+            extra.clear();  // a malformed certificate: as if the message had none
+            break;
+        }
+        extra.push_back(std::move(x));
+    }
     X509* signer = nullptr;
     {
         CtxPtr v(OSSL_CMP_CTX_new(nullptr, nullptr));

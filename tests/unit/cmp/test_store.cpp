@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -525,4 +527,74 @@ TEST(StorePostgres, EveryMethodReconnectsAfterTheConnectionBroke) {
     auto pend = store.find_pending(p.transaction_id);
     ASSERT_TRUE(pend.ok() && pend->has_value());
     EXPECT_EQ((*pend)->state, "issued");
+}
+
+// Group commit (SQLite): writes that arrive while another write holds the database share one
+// transaction and one fsync, and each still succeeds or fails on its own: a duplicate
+// transactionID in the batch fails alone (code 1), the others are committed.  The database's
+// write lock is held by a second connection while the writers start, so they queue up behind the
+// first one.
+TEST(StoreSqlite, GroupCommitSharesOneTransactionAndKeepsEachResult) {
+    std::string path = "/tmp/x2sec-store-" + std::to_string(getpid()) + "-group-commit.db";
+    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+    auto opened = open_sqlite_store(path);
+    ASSERT_TRUE(opened.ok()) << opened.error().detail();
+    auto& store = **opened;
+    auto rec = [](uint8_t serial, uint8_t tid) {
+        CertRecord r;
+        r.serial = Bytes(16, serial);
+        r.transaction_id = Bytes(16, tid);
+        r.subject = "CN=node";
+        r.sans = "n.example";
+        r.requester = "CN=dev";
+        r.body = "ir";
+        r.der = Bytes{0x30, 0x00};
+        r.status = "unconfirmed";
+        return r;
+    };
+    ASSERT_TRUE(store.record_issued(rec(0x10, 0x10)).ok());
+    const uint64_t before = store.write_commits();
+    EXPECT_EQ(before, 1u);
+
+    sqlite3* other = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+    constexpr int kWriters = 8;
+    std::atomic<int> started{0};
+    std::vector<Status> results(kWriters);
+    std::vector<std::thread> ts;
+    for (int i = 0; i < kWriters; ++i)
+        ts.emplace_back([&, i] {
+            // writers 2 and 5 reuse the first record's transactionID
+            auto r = rec(static_cast<uint8_t>(0x20 + i), (i == 2 || i == 5) ? 0x10 : static_cast<uint8_t>(0x20 + i));
+            ++started;
+            results[static_cast<size_t>(i)] = store.record_issued(r);
+        });
+    while (started < kWriters) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let them reach the queue
+    ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+    for (auto& t : ts) t.join();
+    sqlite3_close(other);
+
+    for (int i = 0; i < kWriters; ++i) {
+        if (i == 2 || i == 5) {
+            ASSERT_FALSE(results[static_cast<size_t>(i)].ok()) << i;
+            EXPECT_EQ(results[static_cast<size_t>(i)].error().code(), 1) << results[static_cast<size_t>(i)].error().detail();
+            EXPECT_FALSE(store.find_by_serial(Bytes(16, static_cast<uint8_t>(0x20 + i)))->has_value()) << i;
+        } else {
+            EXPECT_TRUE(results[static_cast<size_t>(i)].ok()) << i << ": " << results[static_cast<size_t>(i)].error().detail();
+            EXPECT_TRUE(store.find_by_serial(Bytes(16, static_cast<uint8_t>(0x20 + i)))->has_value()) << i;
+        }
+    }
+    EXPECT_EQ(store.counts()->certificates, 1 + kWriters - 2);
+    const uint64_t commits = store.write_commits() - before;
+    EXPECT_GE(commits, 1u);
+    EXPECT_LT(commits, static_cast<uint64_t>(kWriters)) << "the queued writes did not share a transaction";
+    // what was reported committed is in the file: a fresh handle sees it
+    opened->reset();
+    auto again = open_sqlite_store(path);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ((*again)->counts()->certificates, 1 + kWriters - 2);
+    again->reset();
+    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
 }
