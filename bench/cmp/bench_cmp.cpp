@@ -292,12 +292,16 @@ int main(int argc, char** argv) {
         double x = 0, m = 0;
     };
     std::map<std::string, Pair> ratio;
+    std::map<std::string, double> commits_per;  // SQLite write transactions (fsyncs) per enrolment
     for (int n : {1, clients}) {
         if (n == 1 && clients == 1 && ratio.size()) break;
         for (bool implicit : {false, true}) {
             std::string mode = implicit ? "ir, implicitConfirm" : "ir+certConf";
+            uint64_t c0 = store->write_commits();
             Load x = run_load(lab, devs, new_key.get(), xurl, n, seconds, implicit, ids);
             row("x2sec ca, SQLite store (" + mode + ")", n, x);
+            if (x.ok) commits_per[mode + ", " + std::to_string(n) + " client(s)"] =
+                static_cast<double>(store->write_commits() - c0) / x.ok;
             pid_t mp = start_mock(implicit);
             Load m = run_load(lab, devs, new_key.get(), murl, n, seconds, implicit, mock_ids);
             stop_mock(mp);
@@ -350,6 +354,8 @@ int main(int argc, char** argv) {
                 per_srv - x2sec_us - (per_srv - per_srv_mem));
     std::printf("  client (x2sec Client)             %8.0f us\n", per_total - per_srv);
     std::printf("  HTTP + event loop + worker hand-off %6.0f us  (HTTP run minus in-process run)\n", per_http);
+    std::printf("durable commits (WAL fsyncs) per enrolment, SQLite store (group commit shares them):\n");
+    for (auto& [k, v] : commits_per) std::printf("  %-36s %5.2f\n", k.c_str(), v);
     std::printf("\nratios (targets, issue 13 item 5):\n");
     if (auto it = ratio.find("ir+certConf, 1 client(s)"); it != ratio.end() && it->second.m > 0)
         std::printf("  x2sec / openssl mock, ir+certConf, 1 client     %6.2f  (target >= 2)\n",

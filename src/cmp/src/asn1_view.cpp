@@ -43,6 +43,11 @@ typedef struct {
     STACK_OF(ASN1_UTF8STRING) * freeText;
     STACK_OF(ASN1_TYPE) * generalInfo;
 } X2S_PKIHEADER;
+// RFC 4210 InfoTypeAndValue, the elements of generalInfo.
+typedef struct {
+    ASN1_OBJECT* type;
+    ASN1_TYPE* value;
+} X2S_ITAV;
 typedef struct {
     X2S_PKIHEADER* header;
     ASN1_TYPE* body;
@@ -137,6 +142,11 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
                                 ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, freeText, ASN1_UTF8STRING, 7),
                                 ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, generalInfo, ASN1_ANY, 8),
 } ASN1_SEQUENCE_END(X2S_PKIHEADER)
+
+ASN1_SEQUENCE(X2S_ITAV) = {
+    ASN1_SIMPLE(X2S_ITAV, type, ASN1_OBJECT),
+    ASN1_OPT(X2S_ITAV, value, ASN1_ANY),
+} ASN1_SEQUENCE_END(X2S_ITAV)
 
                                 ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
                                     {
@@ -316,7 +326,16 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
     ProtectionAlg protection_alg(BytesView der) {
         Mirror<X2S_PKIMESSAGE_HDR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_HDR), der.data(), der.size());
         if (!m.v || !m.v->header) return {};
-        return describe_alg(m.v->header->protectionAlg);
+        ProtectionAlg r = describe_alg(m.v->header->protectionAlg);
+        STACK_OF(ASN1_TYPE)* gi = m.v->header->generalInfo;
+        for (int i = 0; gi && i < sk_ASN1_TYPE_num(gi); ++i) {
+            ASN1_TYPE* t = sk_ASN1_TYPE_value(gi, i);
+            if (ASN1_TYPE_get(t) != V_ASN1_SEQUENCE || !t->value.sequence) continue;
+            Mirror<X2S_ITAV> itav(ASN1_ITEM_rptr(X2S_ITAV), ASN1_STRING_get0_data(t->value.sequence),
+                                  static_cast<size_t>(ASN1_STRING_length(t->value.sequence)));
+            if (itav.v && OBJ_obj2nid(itav.v->type) == NID_id_it_implicitConfirm) r.implicit_confirm = true;
+        }
+        return r;
     }
 
     ProtectionAlg popo_signature_alg(const OSSL_CRMF_MSG* crm) {

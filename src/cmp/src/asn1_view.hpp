@@ -27,6 +27,7 @@ struct ProtectionAlg {
     bool present = false;
     int nid = NID_undef;  // signature or MAC algorithm OID
     std::string name;     // its short name, or the dotted OID
+    bool implicit_confirm = false;  // (protection_alg only) generalInfo carries id-it-implicitConfirm
 };
 ProtectionAlg protection_alg(BytesView der_message);
 

@@ -143,6 +143,8 @@ struct Session {
     bool approved = false;             // the operator approved the held request
     std::string operator_rejection;    // the operator rejected it (reason)
     bool registered = false;           // present in the session map
+    bool implicit_asked = false;       // the request's generalInfo asks for implicitConfirm
+    bool recorded_implicit = false;    // the issued certificate was recorded as `implicit` at once
     bool done = false;
     ~Session() { OSSL_CMP_SRV_CTX_free(srv); }
 };
@@ -482,7 +484,12 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     rec.not_after = pki::not_after(cert->get());
     rec.issued_at = s->now;
     rec.der = pki::cert_der(cert->get());
-    rec.status = "unconfirmed";
+    // OpenSSL grants implicitConfirm exactly when the request asks for it and the policy allows
+    // it (and a certificate is issued): then the record is written as `implicit` in the same
+    // durable write instead of a second one after the answer is built (handle() corrects it if
+    // OpenSSL's answer turns out otherwise).  Polled (approved) requests keep the two steps.
+    s->recorded_implicit = s->implicit_asked && im.cfg.policy.grant_implicit_confirm && !s->approved;
+    rec.status = s->recorded_implicit ? "implicit" : "unconfirmed";
     auto st = im.store.record_issued(rec);
     // A serial already recorded (code 4: by another instance; 16 random octets, so only a broken
     // RNG repeats one) is never reused: the certificate is issued again with a new serial.
@@ -1093,6 +1100,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
                               "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
             s = im.make_session(signer, kind, tid, now);
             s->rr_reason = rr_reason;
+            s->implicit_asked = palg.implicit_confirm;
             s->profile = profile;
             im.sessions[tid] = s;
             s->registered = true;
@@ -1122,9 +1130,19 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
         rsp.reset(OSSL_CMP_SRV_process_request(s->srv, req.get()));
         if (s->issued && !s->done && (bt == kIr || bt == kCr || bt == kP10cr || bt == kKur || bt == kPollReq)) {
             OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
-            if (OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM) == 1) {
-                (void)im.store.set_status(tid, "implicit");
+            bool answered = rsp && OSSL_CMP_MSG_get_bodytype(rsp.get()) != kError;
+            if (OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM) == 1 && answered) {
+                if (!s->recorded_implicit) (void)im.store.set_status(tid, "implicit");
                 m_counters.inc("cmp.implicit_confirm");
+                s->done = true;
+            } else if (s->recorded_implicit && answered) {
+                (void)im.store.set_status(tid, "unconfirmed");  // OpenSSL did not grant it: certConf follows
+                s->recorded_implicit = false;
+            } else if (s->recorded_implicit) {
+                // recorded as accepted, but the client gets no certificate: withdraw it
+                (void)im.store.set_status(tid, "aborted");
+                (void)im.store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, now);
+                im.crl_dirty = true;
                 s->done = true;
             }
         } else if (!s->waiting) {  // a held request stays open for its polls

@@ -107,8 +107,11 @@ TEST_F(Fixture, SecondVendorAndProvisionedRootWithImplicitConfirm) {
     auto r = request(dev, nk.get(), "0200c0ffee01.henb.vendor-b.example");
     r.operator_roots = {lab().operator_root.cert.get()};
     r.implicit_confirm = true;
+    const uint64_t commits = store->write_commits();
     auto e = Client::enroll(r);
     ASSERT_TRUE(e.ok()) << e.error().detail();
+    // one durable write for the whole transaction: certificate, transaction and `implicit` together
+    EXPECT_EQ(store->write_commits() - commits, 1u);
     auto rec = store->find_by_serial(pki::serial_bytes(X509_get0_serialNumber(e->cert.get())));
     ASSERT_TRUE(rec.ok() && rec->has_value());
     EXPECT_EQ((*rec)->status, "implicit");
