@@ -99,8 +99,11 @@ Result<cmp::IssuanceProfile> parse_profile(const std::string& path, const std::s
             else
                 return Error(ErrorDomain::Config, 0, where + ": approval must be \"immediate\" or \"manual\"");
         } else {
-            return Error(ErrorDomain::Config, 0,
-                         where + ": unknown key '" + key + "' (dns, ip, uri, required, key_types, validity_days, approval)");
+            std::string msg = where;
+            msg.append(": unknown key '")
+                .append(key)
+                .append("' (dns, ip, uri, required, key_types, validity_days, approval)");
+            return Error(ErrorDomain::Config, 0, msg);
         }
     }
     if (auto st = p.validate(); !st) return Error(ErrorDomain::Config, 0, path + ": " + st.error().detail());

@@ -1,11 +1,11 @@
 // Usage: bench_cmp [clients=8] [seconds=5] [server_threads=8]
 //        bench_cmp inproc [clients=1] [seconds=5] [memory|sqlite]   (for a profiler)
 #include <openssl/evp.h>
-#include <signal.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -37,6 +37,7 @@ Load timed_loop(int clients, double seconds, const std::function<Result<bool>(in
     std::atomic<int> ok{0}, failed{0};
     std::atomic<bool> stop{false};
     std::vector<std::thread> ts;
+    ts.reserve(static_cast<size_t>(clients));
     auto t0 = Clock::now();
     for (int c = 0; c < clients; ++c)
         ts.emplace_back([&, c] {
@@ -85,7 +86,8 @@ Result<bool> enrol(const EnrollRequest& r) {
 Load run_load(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_PKEY* new_key, const std::string& url,
               int clients, double seconds, bool implicit, const std::vector<std::string>& ids) {
     return timed_loop(clients, seconds, [&](int c) {
-        EnrollRequest r = enrol_request(lab, devs[static_cast<size_t>(c)], new_key, ids[static_cast<size_t>(c)], implicit);
+        EnrollRequest r =
+            enrol_request(lab, devs[static_cast<size_t>(c)], new_key, ids[static_cast<size_t>(c)], implicit);
         r.server_url = url;
         return enrol(r);
     });
@@ -246,8 +248,9 @@ int main(int argc, char** argv) {
                                              "-rsp_cert",       path("rsp.crt"),
                                              "-rsp_capubs",     path("root.crt"),
                                              "-rsp_extracerts", path("extra.crt")};
-            if (implicit) args.push_back("-grant_implicitconf");
+            if (implicit) args.emplace_back("-grant_implicitconf");
             std::vector<char*> av;
+            av.reserve(args.size() + 1);
             for (auto& a : args) av.push_back(a.data());
             av.push_back(nullptr);
             execvp("openssl", av.data());
@@ -294,14 +297,15 @@ int main(int argc, char** argv) {
     std::map<std::string, Pair> ratio;
     std::map<std::string, double> commits_per;  // SQLite write transactions (fsyncs) per enrolment
     for (int n : {1, clients}) {
-        if (n == 1 && clients == 1 && ratio.size()) break;
+        if (n == 1 && clients == 1 && !ratio.empty()) break;
         for (bool implicit : {false, true}) {
             std::string mode = implicit ? "ir, implicitConfirm" : "ir+certConf";
             uint64_t c0 = store->write_commits();
             Load x = run_load(lab, devs, new_key.get(), xurl, n, seconds, implicit, ids);
             row("x2sec ca, SQLite store (" + mode + ")", n, x);
-            if (x.ok) commits_per[mode + ", " + std::to_string(n) + " client(s)"] =
-                static_cast<double>(store->write_commits() - c0) / x.ok;
+            if (x.ok)
+                commits_per[mode + ", " + std::to_string(n) + " client(s)"] =
+                    static_cast<double>(store->write_commits() - c0) / x.ok;
             pid_t mp = start_mock(implicit);
             Load m = run_load(lab, devs, new_key.get(), murl, n, seconds, implicit, mock_ids);
             stop_mock(mp);

@@ -143,103 +143,115 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
                                 ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, generalInfo, ASN1_ANY, 8),
 } ASN1_SEQUENCE_END(X2S_PKIHEADER)
 
-ASN1_SEQUENCE(X2S_ITAV) = {
-    ASN1_SIMPLE(X2S_ITAV, type, ASN1_OBJECT),
-    ASN1_OPT(X2S_ITAV, value, ASN1_ANY),
+                                ASN1_SEQUENCE(X2S_ITAV) =
+                                    {
+                                        ASN1_SIMPLE(X2S_ITAV, type, ASN1_OBJECT),
+                                        ASN1_OPT(X2S_ITAV, value, ASN1_ANY),
 } ASN1_SEQUENCE_END(X2S_ITAV)
 
-                                ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
-                                    {
-                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
-                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
-                                        ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING, 0),
-                                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts, ASN1_ANY, 1),
+                                        ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
+                                            {
+                                                ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
+                                                ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
+                                                ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING, 0),
+                                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts, ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_HDR)
 
-                                        ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) =
-                                            {
-                                                ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY, poposkInput, ASN1_ANY, 0),
-                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier, X509_ALGOR),
-                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature, ASN1_BIT_STRING),
+                                                ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) =
+                                                    {
+                                                        ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY, poposkInput,
+                                                                                 ASN1_ANY, 0),
+                                                        ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier,
+                                                                    X509_ALGOR),
+                                                        ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature, ASN1_BIT_STRING),
 } ASN1_SEQUENCE_END(X2S_POPOSIGNINGKEY)
 
-                                                ASN1_CHOICE(X2S_POPO) =
-                                                    {
-                                                        ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL, 0),
-                                                        ASN1_IMP(X2S_POPO, value.signature, X2S_POPOSIGNINGKEY, 1),
-                                                        ASN1_EXP(X2S_POPO, value.keyEncipherment, ASN1_ANY, 2),
-                                                        ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY, 3),
+                                                        ASN1_CHOICE(X2S_POPO) =
+                                                            {
+                                                                ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL, 0),
+                                                                ASN1_IMP(X2S_POPO, value.signature, X2S_POPOSIGNINGKEY,
+                                                                         1),
+                                                                ASN1_EXP(X2S_POPO, value.keyEncipherment, ASN1_ANY, 2),
+                                                                ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY, 3),
 } ASN1_CHOICE_END(X2S_POPO)
 
-                                                        ASN1_SEQUENCE(X2S_CERTREQMSG) =
-                                                            {
-                                                                ASN1_SIMPLE(X2S_CERTREQMSG, certReq, ASN1_ANY),
-                                                                ASN1_OPT(X2S_CERTREQMSG, popo, X2S_POPO),
-                                                                ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG, regInfo, ASN1_ANY),
+                                                                ASN1_SEQUENCE(X2S_CERTREQMSG) =
+                                                                    {
+                                                                        ASN1_SIMPLE(X2S_CERTREQMSG, certReq, ASN1_ANY),
+                                                                        ASN1_OPT(X2S_CERTREQMSG, popo, X2S_POPO),
+                                                                        ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG, regInfo,
+                                                                                             ASN1_ANY),
 } ASN1_SEQUENCE_END(X2S_CERTREQMSG)
 
-                                                                ASN1_SEQUENCE(X2S_REVDETAILS) =
-                                                                    {
-                                                                        ASN1_SIMPLE(X2S_REVDETAILS, certDetails,
-                                                                                    X2S_CERT_TEMPLATE),
-                                                                        ASN1_SEQUENCE_OF_OPT(X2S_REVDETAILS,
-                                                                                             crlEntryDetails,
-                                                                                             X509_EXTENSION),
+                                                                        ASN1_SEQUENCE(X2S_REVDETAILS) =
+                                                                            {
+                                                                                ASN1_SIMPLE(X2S_REVDETAILS, certDetails,
+                                                                                            X2S_CERT_TEMPLATE),
+                                                                                ASN1_SEQUENCE_OF_OPT(X2S_REVDETAILS,
+                                                                                                     crlEntryDetails,
+                                                                                                     X509_EXTENSION),
 } ASN1_SEQUENCE_END(X2S_REVDETAILS)
 
-                                                                        ASN1_SEQUENCE(X2S_PKIMESSAGE_RR) =
-                                                                            {
-                                                                                ASN1_SIMPLE(X2S_PKIMESSAGE_RR, header,
-                                                                                            ASN1_ANY),
-                                                                                ASN1_EXP_SEQUENCE_OF(X2S_PKIMESSAGE_RR,
-                                                                                                     body,
-                                                                                                     X2S_REVDETAILS,
-                                                                                                     11),
-                                                                                ASN1_EXP_OPT(X2S_PKIMESSAGE_RR,
-                                                                                             protection,
-                                                                                             ASN1_BIT_STRING, 0),
-                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
-                                                                                    X2S_PKIMESSAGE_RR, extraCerts,
-                                                                                    ASN1_ANY, 1),
+                                                                                ASN1_SEQUENCE(X2S_PKIMESSAGE_RR) =
+                                                                                    {
+                                                                                        ASN1_SIMPLE(X2S_PKIMESSAGE_RR,
+                                                                                                    header, ASN1_ANY),
+                                                                                        ASN1_EXP_SEQUENCE_OF(
+                                                                                            X2S_PKIMESSAGE_RR, body,
+                                                                                            X2S_REVDETAILS, 11),
+                                                                                        ASN1_EXP_OPT(X2S_PKIMESSAGE_RR,
+                                                                                                     protection,
+                                                                                                     ASN1_BIT_STRING,
+                                                                                                     0),
+                                                                                        ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                            X2S_PKIMESSAGE_RR,
+                                                                                            extraCerts, ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_RR)
 
-                                                                                ASN1_SEQUENCE(X2S_ERRORMSGCONTENT) =
-                                                                                    {
-                                                                                        ASN1_SIMPLE(X2S_ERRORMSGCONTENT,
-                                                                                                    pKIStatusInfo,
-                                                                                                    OSSL_CMP_PKISI),
-                                                                                        ASN1_OPT(X2S_ERRORMSGCONTENT,
-                                                                                                 errorCode,
-                                                                                                 ASN1_INTEGER),
-                                                                                        ASN1_SEQUENCE_OF_OPT(
-                                                                                            X2S_ERRORMSGCONTENT,
-                                                                                            errorDetails,
-                                                                                            ASN1_UTF8STRING),
-} ASN1_SEQUENCE_END(X2S_ERRORMSGCONTENT)
-
                                                                                         ASN1_SEQUENCE(
-                                                                                            X2S_PKIMESSAGE_ERR) =
+                                                                                            X2S_ERRORMSGCONTENT) =
                                                                                             {
                                                                                                 ASN1_SIMPLE(
-                                                                                                    X2S_PKIMESSAGE_ERR,
-                                                                                                    header, ASN1_ANY),
-                                                                                                ASN1_EXP(
-                                                                                                    X2S_PKIMESSAGE_ERR,
-                                                                                                    body,
                                                                                                     X2S_ERRORMSGCONTENT,
-                                                                                                    23),
-                                                                                                ASN1_EXP_OPT(
-                                                                                                    X2S_PKIMESSAGE_ERR,
-                                                                                                    protection,
-                                                                                                    ASN1_BIT_STRING, 0),
-                                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
-                                                                                                    X2S_PKIMESSAGE_ERR,
-                                                                                                    extraCerts,
-                                                                                                    ASN1_ANY, 1),
+                                                                                                    pKIStatusInfo,
+                                                                                                    OSSL_CMP_PKISI),
+                                                                                                ASN1_OPT(
+                                                                                                    X2S_ERRORMSGCONTENT,
+                                                                                                    errorCode,
+                                                                                                    ASN1_INTEGER),
+                                                                                                ASN1_SEQUENCE_OF_OPT(
+                                                                                                    X2S_ERRORMSGCONTENT,
+                                                                                                    errorDetails,
+                                                                                                    ASN1_UTF8STRING),
+} ASN1_SEQUENCE_END(X2S_ERRORMSGCONTENT)
+
+                                                                                                ASN1_SEQUENCE(
+                                                                                                    X2S_PKIMESSAGE_ERR) =
+                                                                                                    {
+                                                                                                        ASN1_SIMPLE(
+                                                                                                            X2S_PKIMESSAGE_ERR,
+                                                                                                            header,
+                                                                                                            ASN1_ANY),
+                                                                                                        ASN1_EXP(
+                                                                                                            X2S_PKIMESSAGE_ERR,
+                                                                                                            body,
+                                                                                                            X2S_ERRORMSGCONTENT,
+                                                                                                            23),
+                                                                                                        ASN1_EXP_OPT(
+                                                                                                            X2S_PKIMESSAGE_ERR,
+                                                                                                            protection,
+                                                                                                            ASN1_BIT_STRING,
+                                                                                                            0),
+                                                                                                        ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                                            X2S_PKIMESSAGE_ERR,
+                                                                                                            extraCerts,
+                                                                                                            ASN1_ANY,
+                                                                                                            1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_ERR)
 
-                                                                                                namespace x2sec::cmp::
-                                                                                                    detail {
+                                                                                                        namespace x2sec::
+                                                                                                            cmp::
+                                                                                                                detail {
     pki::PkeyPtr template_public_key(const OSSL_CRMF_MSG* crm) {
         if (!crm) return nullptr;
         OSSL_CRMF_CERTTEMPLATE* tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);

@@ -25,8 +25,8 @@ std::vector<Bytes> extra_certs_der(BytesView der_message);
 struct ProtectionAlg {
     bool ok = false;
     bool present = false;
-    int nid = NID_undef;  // signature or MAC algorithm OID
-    std::string name;     // its short name, or the dotted OID
+    int nid = NID_undef;            // signature or MAC algorithm OID
+    std::string name;               // its short name, or the dotted OID
     bool implicit_confirm = false;  // (protection_alg only) generalInfo carries id-it-implicitConfirm
 };
 ProtectionAlg protection_alg(BytesView der_message);

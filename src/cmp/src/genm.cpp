@@ -5,27 +5,6 @@
 #include <algorithm>
 #include <x2sec/cmp/genm.hpp>
 
-// OpenSSL ASN.1 templates for the value types (genm.hpp); the CMP module of RFC 9480 uses
-// EXPLICIT tags, so the tagged optional fields are ASN1_EXP_OPT.
-ASN1_SEQUENCE(X2SEC_ROOTCAKEYUPDATE) = {
-    ASN1_SIMPLE(X2SEC_ROOTCAKEYUPDATE, newWithNew, X509),
-    ASN1_EXP_OPT(X2SEC_ROOTCAKEYUPDATE, newWithOld, X509, 0),
-    ASN1_EXP_OPT(X2SEC_ROOTCAKEYUPDATE, oldWithNew, X509, 1),
-} ASN1_SEQUENCE_END(X2SEC_ROOTCAKEYUPDATE)
-IMPLEMENT_ASN1_FUNCTIONS(X2SEC_ROOTCAKEYUPDATE)
-
-ASN1_SEQUENCE(X2SEC_ATAV) = {
-    ASN1_SIMPLE(X2SEC_ATAV, type, ASN1_OBJECT),
-    ASN1_SIMPLE(X2SEC_ATAV, value, ASN1_ANY),
-} ASN1_SEQUENCE_END(X2SEC_ATAV)
-IMPLEMENT_ASN1_FUNCTIONS(X2SEC_ATAV)
-
-ASN1_SEQUENCE(X2SEC_CERTREQTEMPLATE) = {
-    ASN1_SIMPLE(X2SEC_CERTREQTEMPLATE, certTemplate, OSSL_CRMF_CERTTEMPLATE),
-    ASN1_SEQUENCE_OF_OPT(X2SEC_CERTREQTEMPLATE, keySpec, X2SEC_ATAV),
-} ASN1_SEQUENCE_END(X2SEC_CERTREQTEMPLATE)
-IMPLEMENT_ASN1_FUNCTIONS(X2SEC_CERTREQTEMPLATE)
-
 namespace x2sec::cmp {
 
 namespace {
@@ -39,8 +18,7 @@ Error genm_error(const std::string& what) {
 template <class T>
 Result<T*> decode_all(BytesView der, const ASN1_ITEM* item, const char* what) {
     const unsigned char* p = der.data();
-    auto* v = static_cast<T*>(
-        static_cast<void*>(ASN1_item_d2i(nullptr, &p, static_cast<long>(der.size()), item)));
+    auto* v = static_cast<T*>(static_cast<void*>(ASN1_item_d2i(nullptr, &p, static_cast<long>(der.size()), item)));
     if (!v) return genm_error(std::string(what) + " does not decode");
     if (p != der.data() + der.size()) {
         ASN1_item_free(static_cast<ASN1_VALUE*>(static_cast<void*>(v)), item);
@@ -77,9 +55,8 @@ Own<X2SEC_ATAV> key_control(pki::KeyAlg alg) {
         return a;
     }
     Own<X509_ALGOR> ai(X509_ALGOR_new());
-    if (!ai ||
-        !X509_ALGOR_set0(ai.get(), OBJ_nid2obj(NID_X9_62_id_ecPublicKey), V_ASN1_OBJECT,
-                         OBJ_nid2obj(alg == pki::KeyAlg::EcP256 ? NID_X9_62_prime256v1 : NID_secp384r1)))
+    if (!ai || !X509_ALGOR_set0(ai.get(), OBJ_nid2obj(NID_X9_62_id_ecPublicKey), V_ASN1_OBJECT,
+                                OBJ_nid2obj(alg == pki::KeyAlg::EcP256 ? NID_X9_62_prime256v1 : NID_secp384r1)))
         return nullptr;
     ASN1_OBJECT_free(a->type);
     a->type = OBJ_txt2obj(kIdRegCtrlAlgId, 1);
@@ -126,14 +103,14 @@ Result<std::optional<Bytes>> itav_value_der(const OSSL_CMP_ITAV* itav) {
 }
 
 Result<RootCaKeyUpdatePtr> decode_root_ca_key_update(BytesView der) {
-    X2SEC_TRY(auto* v, decode_all<X2SEC_ROOTCAKEYUPDATE>(der, ASN1_ITEM_rptr(X2SEC_ROOTCAKEYUPDATE),
-                                                        "RootCaKeyUpdateContent"));
+    X2SEC_TRY(auto* v,
+              decode_all<X2SEC_ROOTCAKEYUPDATE>(der, ASN1_ITEM_rptr(X2SEC_ROOTCAKEYUPDATE), "RootCaKeyUpdateContent"));
     return RootCaKeyUpdatePtr(v);
 }
 
 Result<CertReqTemplatePtr> decode_cert_req_template(BytesView der) {
-    X2SEC_TRY(auto* v, decode_all<X2SEC_CERTREQTEMPLATE>(der, ASN1_ITEM_rptr(X2SEC_CERTREQTEMPLATE),
-                                                        "CertReqTemplateContent"));
+    X2SEC_TRY(auto* v,
+              decode_all<X2SEC_CERTREQTEMPLATE>(der, ASN1_ITEM_rptr(X2SEC_CERTREQTEMPLATE), "CertReqTemplateContent"));
     return CertReqTemplatePtr(v);
 }
 
@@ -156,8 +133,7 @@ Status check_root_key_update(const RootKeyUpdate& u) {
     if (X509_verify(no, X509_get0_pubkey(no)) == 1)
         return Error(ErrorDomain::Config, 0, "root key update: newWithOld is signed by the new key, not the old one");
     if (X509* on = u.old_with_new.get()) {
-        if (X509_verify(on, new_key) != 1 ||
-            X509_NAME_cmp(X509_get_issuer_name(on), X509_get_subject_name(nn)) != 0)
+        if (X509_verify(on, new_key) != 1 || X509_NAME_cmp(X509_get_issuer_name(on), X509_get_subject_name(nn)) != 0)
             return Error(ErrorDomain::Config, 0, "root key update: oldWithNew is not signed by the new root key");
         if (X509_NAME_cmp(X509_get_subject_name(on), X509_get_issuer_name(no)) != 0)
             return Error(ErrorDomain::Config, 0,
@@ -267,3 +243,26 @@ Result<CertReqTemplatePtr> make_cert_req_template(const IssuanceProfile& p,
 }
 
 }  // namespace x2sec::cmp
+
+// clang-format off
+// OpenSSL ASN.1 templates for the value types (genm.hpp); the CMP module of RFC 9480 uses
+// EXPLICIT tags, so the tagged optional fields are ASN1_EXP_OPT.
+ASN1_SEQUENCE(X2SEC_ROOTCAKEYUPDATE) = {
+    ASN1_SIMPLE(X2SEC_ROOTCAKEYUPDATE, newWithNew, X509),
+    ASN1_EXP_OPT(X2SEC_ROOTCAKEYUPDATE, newWithOld, X509, 0),
+    ASN1_EXP_OPT(X2SEC_ROOTCAKEYUPDATE, oldWithNew, X509, 1),
+} ASN1_SEQUENCE_END(X2SEC_ROOTCAKEYUPDATE)
+IMPLEMENT_ASN1_FUNCTIONS(X2SEC_ROOTCAKEYUPDATE)
+
+ASN1_SEQUENCE(X2SEC_ATAV) = {
+    ASN1_SIMPLE(X2SEC_ATAV, type, ASN1_OBJECT),
+    ASN1_SIMPLE(X2SEC_ATAV, value, ASN1_ANY),
+} ASN1_SEQUENCE_END(X2SEC_ATAV)
+IMPLEMENT_ASN1_FUNCTIONS(X2SEC_ATAV)
+
+ASN1_SEQUENCE(X2SEC_CERTREQTEMPLATE) = {
+    ASN1_SIMPLE(X2SEC_CERTREQTEMPLATE, certTemplate, OSSL_CRMF_CERTTEMPLATE),
+    ASN1_SEQUENCE_OF_OPT(X2SEC_CERTREQTEMPLATE, keySpec, X2SEC_ATAV),
+} ASN1_SEQUENCE_END(X2SEC_CERTREQTEMPLATE)
+IMPLEMENT_ASN1_FUNCTIONS(X2SEC_CERTREQTEMPLATE)
+    // clang-format on

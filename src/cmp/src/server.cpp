@@ -331,7 +331,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         X509_EXTENSION* e = sk_X509_EXTENSION_value(exts, i);
         if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) != NID_subject_alt_name) continue;
         auto* names = static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(e));
-        if (!names) req_names.malformed.push_back("extension (does not decode)");
+        if (!names) req_names.malformed.emplace_back("extension (does not decode)");
         for (int j = 0; names && j < sk_GENERAL_NAME_num(names); ++j) {
             GENERAL_NAME* g = sk_GENERAL_NAME_value(names, j);
             auto text = [](const ASN1_STRING* a) {
@@ -352,11 +352,11 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
                 if (!fam || !inet_ntop(fam, ASN1_STRING_get0_data(a), buf, sizeof buf))
                     req_names.malformed.push_back("iPAddress of " + std::to_string(len) + " octets");
                 else
-                    req_names.ip.push_back(buf);
+                    req_names.ip.emplace_back(buf);
             } else if (g->type == GEN_URI) {
                 std::string u = text(g->d.uniformResourceIdentifier);
                 if (!pki::valid_uri(u))
-                    req_names.malformed.push_back("URI (not an absolute URI of printable ASCII)");
+                    req_names.malformed.emplace_back("URI (not an absolute URI of printable ASCII)");
                 else
                     req_names.uri.push_back(u);
             } else {
@@ -369,7 +369,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
                                                "uniformResourceIdentifier",
                                                "iPAddress",
                                                "registeredID"};
-                req_names.other.push_back(g->type >= 0 && g->type <= 8 ? kNames[g->type] : "unknown");
+                req_names.other.emplace_back(g->type >= 0 && g->type <= 8 ? kNames[g->type] : "unknown");
             }
         }
         GENERAL_NAMES_free(names);
@@ -429,7 +429,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
             for (auto& d : req_dns) p.sans += (p.sans.empty() ? "" : ",") + d;
             for (auto& a : req_names.ip) p.sans += (p.sans.empty() ? "IP:" : ",IP:") + a;
             for (auto& u : req_names.uri) p.sans += (p.sans.empty() ? "URI:" : ",URI:") + u;
-            p.requester = im.requester_of(s->signer.get());
+            p.requester = Server::Impl::requester_of(s->signer.get());
             unsigned char* der = nullptr;
             int n = i2d_OSSL_CMP_MSG(req, &der);
             if (n > 0) p.request_der.assign(der, der + n);
@@ -478,7 +478,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     for (auto& d : req_dns) rec.sans += (rec.sans.empty() ? "" : ",") + d;
     for (auto& a : req_names.ip) rec.sans += (rec.sans.empty() ? "IP:" : ",IP:") + a;
     for (auto& u : req_names.uri) rec.sans += (rec.sans.empty() ? "URI:" : ",URI:") + u;
-    rec.requester = im.requester_of(s->signer.get());
+    rec.requester = Server::Impl::requester_of(s->signer.get());
     rec.body = s->body;
     rec.not_before = pki::not_before(cert->get());
     rec.not_after = pki::not_after(cert->get());
@@ -576,10 +576,10 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
 // template, so the value is an ASN1_TYPE holding that SEQUENCE).
 typedef STACK_OF(X509) X2SEC_CA_CERTS;
 ASN1_ITEM_TEMPLATE(X2SEC_CA_CERTS) = ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
-    ASN1_ITEM_TEMPLATE_END(X2SEC_CA_CERTS)
+                                         ASN1_ITEM_TEMPLATE_END(X2SEC_CA_CERTS)
 
-
-OSSL_CMP_ITAV* itav_ca_certs(const std::vector<X509*>& certs) {
+                                             OSSL_CMP_ITAV
+                                     * itav_ca_certs(const std::vector<X509*>& certs) {
     auto sk = pki::make_stack(certs);
     unsigned char* der = nullptr;
     int n = ASN1_item_i2d(reinterpret_cast<ASN1_VALUE*>(sk.get()), &der, ASN1_ITEM_rptr(X2SEC_CA_CERTS));
@@ -653,8 +653,10 @@ int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_
             pki::X509Ptr old_root;
             if (val.ok() && val->has_value()) {
                 auto c = decode_certificate(**val);
-                if (c.ok()) old_root = std::move(*c);
-                else val = c.error();
+                if (c.ok())
+                    old_root = std::move(*c);
+                else
+                    val = c.error();
             }
             if (!val.ok()) {
                 im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badDataFormat, "genm rootCaCert: " + val.error().detail(),
@@ -670,7 +672,8 @@ int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_
                 v.newWithOld = up->new_with_old.get();
                 v.oldWithNew = up->old_with_new.get();
             }
-            ItavPtr itav = make_itav(kIdItRootCaKeyUpdate, ASN1_ITEM_rptr(X2SEC_ROOTCAKEYUPDATE), applies ? &v : nullptr);
+            ItavPtr itav =
+                make_itav(kIdItRootCaKeyUpdate, ASN1_ITEM_rptr(X2SEC_ROOTCAKEYUPDATE), applies ? &v : nullptr);
             if (!push(itav.release())) return give_up();
             im.counters.inc(applies ? "cmp.genm.root_ca_key_update" : "cmp.genm.root_ca_key_update.none");
         } else if (oid == kIdItCertReqTemplate) {
@@ -684,8 +687,8 @@ int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_
             }
             auto t = make_cert_req_template(*s->profile, ids);
             if (!t.ok()) im.lg->info("genm certReqTemplate: no template: {}", t.error().detail());
-            ItavPtr itav = make_itav(kIdItCertReqTemplate, ASN1_ITEM_rptr(X2SEC_CERTREQTEMPLATE),
-                                     t.ok() ? t->get() : nullptr);
+            ItavPtr itav =
+                make_itav(kIdItCertReqTemplate, ASN1_ITEM_rptr(X2SEC_CERTREQTEMPLATE), t.ok() ? t->get() : nullptr);
             if (!push(itav.release())) return give_up();
             im.counters.inc(t.ok() ? "cmp.genm.cert_req_template" : "cmp.genm.cert_req_template.none");
         } else if (nid == NID_id_it_currentCRL) {
@@ -1049,6 +1052,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
                           : "message protection does not verify with the signer certificate in extraCerts",
                       "bad_message_check");
     std::vector<X509*> untrusted;
+    untrusted.reserve(extra.size());
     for (auto& c : extra) untrusted.push_back(c.get());
 
     std::shared_ptr<Session> s;

@@ -235,6 +235,7 @@ public:
                 "JOIN transactions t ON t.tid = c.tid ORDER BY c.issued_at, c.serial");
         if (!ok(r)) return err("query");
         std::vector<CertRecord> out;
+        out.reserve(static_cast<size_t>(PQntuples(r.get())));
         for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(cert_row(r.get(), i));
         return out;
     }
@@ -325,6 +326,7 @@ public:
             auto r = run("SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
             if (!ok(r)) return err("query");
             std::vector<pki::Revoked> list;
+            list.reserve(static_cast<size_t>(PQntuples(r.get())));
             for (int i = 0; i < PQntuples(r.get()); ++i)
                 list.push_back(
                     {bytes(r.get(), i, 0), be64(PQgetvalue(r.get(), i, 1)), be32(PQgetvalue(r.get(), i, 2))});
@@ -342,6 +344,7 @@ public:
         auto r = run("SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
         if (!ok(r)) return err("query");
         std::vector<pki::Revoked> out;
+        out.reserve(static_cast<size_t>(PQntuples(r.get())));
         for (int i = 0; i < PQntuples(r.get()); ++i)
             out.push_back({bytes(r.get(), i, 0), be64(PQgetvalue(r.get(), i, 1)), be32(PQgetvalue(r.get(), i, 2))});
         return out;
@@ -426,6 +429,7 @@ public:
         auto r = run((std::string(kPendingCols) + "ORDER BY created, tid").c_str());
         if (!ok(r)) return err("query");
         std::vector<PendingRequest> out;
+        out.reserve(static_cast<size_t>(PQntuples(r.get())));
         for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(pending_row(r.get(), i));
         return out;
     }
@@ -464,6 +468,7 @@ public:
         if (!ok(r)) return err("query");
         std::vector<AuditEntry> out;
         PGresult* g = r.get();
+        out.reserve(static_cast<size_t>(PQntuples(g)));
         for (int i = 0; i < PQntuples(g); ++i)
             out.push_back({be64(PQgetvalue(g, i, 0)), be64(PQgetvalue(g, i, 1)), text(g, i, 2), text(g, i, 3),
                            text(g, i, 4), text(g, i, 5), bytes(g, i, 6), bytes(g, i, 7)});

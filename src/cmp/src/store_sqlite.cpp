@@ -232,8 +232,7 @@ public:
                 if (rc == SQLITE_DONE)
                     return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
                 if (rc != SQLITE_ROW) return err("query");
-                if (q.col_i64(0))
-                    return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
+                if (q.col_i64(0)) return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
             }
             {
                 Stmt u(m_db,
@@ -255,7 +254,7 @@ public:
     Result<std::vector<Bytes>> expire_unconfirmed(int64_t before, int64_t now) override {
         std::lock_guard lk(m_mu);
         Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
+        if (!txn.begun()) return txn.begun().error();
         std::vector<Bytes> serials;
         {
             Stmt q(m_db,
@@ -285,7 +284,7 @@ public:
     Result<Bytes> current_crl(int64_t now, int64_t max_age, const CrlBuilder& build) override {
         std::lock_guard lk(m_mu);
         Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
+        if (!txn.begun()) return txn.begun().error();
         int64_t rev_seq = 0, crl_seq = -1, built = 0;
         Bytes der;
         {
@@ -348,7 +347,7 @@ public:
     Result<int64_t> next_crl_number() override {
         std::lock_guard lk(m_mu);
         Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
+        if (!txn.begun()) return txn.begun().error();
         X2SEC_TRY_STATUS(exec("UPDATE crl_number SET n = n + 1 WHERE id = 1"));
         int64_t n = 0;
         {

@@ -34,7 +34,7 @@ struct Fixture : ::testing::Test {
     void SetUp() override { server = std::make_unique<Server>(lab().server_config(), *store); }
     void reconfigure(ServerPolicy pol) {
         auto cfg = lab().server_config();
-        cfg.policy = pol;
+        cfg.policy = std::move(pol);
         server = std::make_unique<Server>(std::move(cfg), *store);
     }
     Transfer transfer() {
@@ -52,8 +52,8 @@ struct Fixture : ::testing::Test {
         r.operator_roots = {lab().operator_root.cert.get()};  // provisioned (the usual case)
         return r;
     }
-    int64_t certs() { return store->counts()->certificates; }
-    int64_t transactions() { return store->counts()->transactions; }
+    int64_t certs() const { return store->counts()->certificates; }
+    int64_t transactions() const { return store->counts()->transactions; }
 };
 
 pki::PkeyPtr p256() {
@@ -391,6 +391,7 @@ TEST_F(Fixture, ConcurrentEnrolmentsGetUniqueSerials) {
     std::mutex mu;
     std::set<std::string> serials;
     std::atomic<int> failures{0};
+    ts.reserve(kThreads);
     for (int t = 0; t < kThreads; ++t)
         ts.emplace_back([&, t] {
             for (int i = 0; i < kEach; ++i) {

@@ -27,7 +27,7 @@ using namespace x2sec::cmp;
 namespace {
 
 const char* kRealm = "henb.vendor-a.example";
-constexpr int kErrorBody = 23, kIpBody = 1, kRpBody = 12;
+constexpr int kErrorBody = 23, kIpBody = 1;
 
 struct Wire {
     Bytes last_request, last_response;
@@ -80,9 +80,9 @@ struct ErrFixture : ::testing::Test {
     ErrFixture() {
         wire.handle = [this](BytesView b) { return server->handle(b, wall_clock_request()); };
     }
-    int64_t certs() { return store->counts()->certificates; }
-    int64_t transactions() { return store->counts()->transactions; }
-    uint64_t counter(const std::string& n) { return server->counters().get(n); }
+    int64_t certs() const { return store->counts()->certificates; }
+    int64_t transactions() const { return store->counts()->transactions; }
+    uint64_t counter(const std::string& n) const { return server->counters().get(n); }
 
     // One raw OpenSSL client exchange (ir unless told otherwise).  `tweak` adjusts the
     // context; `crm` replaces the generated CertReqMsg.

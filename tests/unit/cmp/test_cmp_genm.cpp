@@ -69,8 +69,8 @@ struct GenmFixture : ::testing::Test {
     void make_server(bool with_update) {
         ServerConfig c = lab().server_config();
         if (with_update)
-            c.root_update = RootKeyUpdate{dup(rollover().new_with_new), dup(rollover().new_with_old),
-                                          dup(rollover().old_with_new)};
+            c.root_update =
+                RootKeyUpdate{dup(rollover().new_with_new), dup(rollover().new_with_old), dup(rollover().old_with_new)};
         IssuanceProfile odu;
         odu.name = "odu";
         odu.ip = {"192.0.2.0/24"};
@@ -85,7 +85,7 @@ struct GenmFixture : ::testing::Test {
         server = std::make_unique<Server>(std::move(c), *store);
         wire.handle = [this](BytesView b) { return server->handle(b, RequestContext{profile, now}); };
     }
-    uint64_t counter(const std::string& n) { return server->counters().get(n); }
+    uint64_t counter(const std::string& n) const { return server->counters().get(n); }
 
     Ctx client(const LabCredential& dev) {
         Ctx ctx(OSSL_CMP_CTX_new(nullptr, nullptr));

@@ -66,7 +66,7 @@ struct CredFixture : ::testing::Test {
     }
     std::string serial_in(const std::string& path) { return pki::serial_hex(pki::load_cert(path).value().get()); }
     // Whatever a reader with configured file paths sees is a matching pair.
-    void expect_consistent_paths(const std::string& want_serial) {
+    void expect_consistent_paths(const std::string& want_serial) const {
         auto k = pki::load_private_key(dir + "/operator.key");
         auto c = pki::load_cert(dir + "/operator.crt");
         ASSERT_TRUE(k.ok() && c.ok());
@@ -74,14 +74,14 @@ struct CredFixture : ::testing::Test {
         EXPECT_EQ(pki::serial_hex(c->get()), want_serial);
     }
     // install_credential killed (exit 42) just before step `at`, in a child process.
-    void crash_install_before(const char* at, EVP_PKEY* key, const Enrolled& e) {
+    void crash_install_before(const char* at, EVP_PKEY* key, const Enrolled& e) const {
         InstallOptions crash;
         crash.before_step = [at](std::string_view s) {
             if (s == at) ::_exit(42);
         };
         EXPECT_EXIT((void)install_credential(dir, key, e, crash), ::testing::ExitedWithCode(42), "");
     }
-    int versions() {
+    int versions() const {
         int n = 0;
         for (auto& e : fs::directory_iterator(dir + "/versions")) n += e.is_directory() ? 1 : 0;
         return n;

@@ -132,7 +132,7 @@ struct OcspFixture : ::testing::Test {
         OReq req = request(cert, id, nonce, md);
         return check(ocsp->respond(der_of(req.get())), req.get(), id.get());
     }
-    uint64_t count(const char* n) { return server->counters().get(n); }
+    uint64_t count(const char* n) const { return server->counters().get(n); }
 };
 
 }  // namespace

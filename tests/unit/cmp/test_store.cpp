@@ -180,6 +180,7 @@ TEST_P(StoreTest, RevocationAndCrlNumbers) {
 TEST_P(StoreTest, ConcurrentWritersKeepUniqueness) {
     std::vector<std::thread> ts;
     std::atomic<int> ok{0};
+    ts.reserve(4);
     for (int t = 0; t < 4; ++t)
         ts.emplace_back([&, t] {
             for (int i = 0; i < 25; ++i) {
@@ -348,6 +349,7 @@ TEST_P(StoreTest, CurrentCrlIsOneForAllHandlesAndItsNumberOnlyGrows) {
         std::lock_guard lk(bm);
         return build(n, rv);
     };
+    ts.reserve(2);
     for (int t = 0; t < 2; ++t)
         ts.emplace_back([&, t] {
             Store& s = t ? *other : *store;
@@ -501,7 +503,10 @@ TEST(StorePostgres, EveryMethodReconnectsAfterTheConnectionBroke) {
              return st.ok() || st.error().code() == 3;  // decided by the failed-looking first try
          }},
         {"set_pending_state", [&] { return store.set_pending_state(p.transaction_id, "issued").ok(); }},
-        {"append_audit", [&] { return store.append_audit({0, 102, "ra", "test", "x", "", {}, {}}).ok(); }},
+        {"append_audit",
+         [&] {
+             return store.append_audit({0, 102, "ra", "test", "x", "", {}, {}}).ok();
+         }},
         {"audit_log", [&] { return store.audit_log().ok(); }},
         {"record_issued",
          [&] {
@@ -563,6 +568,7 @@ TEST(StoreSqlite, GroupCommitSharesOneTransactionAndKeepsEachResult) {
     std::atomic<int> started{0};
     std::vector<Status> results(kWriters);
     std::vector<std::thread> ts;
+    ts.reserve(kWriters);
     for (int i = 0; i < kWriters; ++i)
         ts.emplace_back([&, i] {
             // writers 2 and 5 reuse the first record's transactionID
@@ -579,10 +585,12 @@ TEST(StoreSqlite, GroupCommitSharesOneTransactionAndKeepsEachResult) {
     for (int i = 0; i < kWriters; ++i) {
         if (i == 2 || i == 5) {
             ASSERT_FALSE(results[static_cast<size_t>(i)].ok()) << i;
-            EXPECT_EQ(results[static_cast<size_t>(i)].error().code(), 1) << results[static_cast<size_t>(i)].error().detail();
+            EXPECT_EQ(results[static_cast<size_t>(i)].error().code(), 1)
+                << results[static_cast<size_t>(i)].error().detail();
             EXPECT_FALSE(store.find_by_serial(Bytes(16, static_cast<uint8_t>(0x20 + i)))->has_value()) << i;
         } else {
-            EXPECT_TRUE(results[static_cast<size_t>(i)].ok()) << i << ": " << results[static_cast<size_t>(i)].error().detail();
+            EXPECT_TRUE(results[static_cast<size_t>(i)].ok())
+                << i << ": " << results[static_cast<size_t>(i)].error().detail();
             EXPECT_TRUE(store.find_by_serial(Bytes(16, static_cast<uint8_t>(0x20 + i)))->has_value()) << i;
         }
     }

@@ -108,7 +108,6 @@ Result<RootKeyUpdate> make_root_key_update(X509* old_root, EVP_PKEY* old_key, EV
 // a URI (the pattern with the placeholders filled in, or empty when it has a `*`) when it
 // requires one; keySpec: an id-regCtrl-algId per permitted EC key type (id-ecPublicKey with
 // the curve) and an id-regCtrl-rsaKeyLen per RSA size, absent when the profile permits any.
-Result<CertReqTemplatePtr> make_cert_req_template(const IssuanceProfile& p,
-                                                  const std::vector<std::string>& identities);
+Result<CertReqTemplatePtr> make_cert_req_template(const IssuanceProfile& p, const std::vector<std::string>& identities);
 
 }  // namespace x2sec::cmp
