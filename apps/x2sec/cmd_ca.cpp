@@ -88,6 +88,8 @@ Result<cmp::IssuanceProfile> parse_profile(const std::string& path, const std::s
             X2SEC_TRY_STATUS(strings("uri", p.uri));
         else if (key == "required")
             X2SEC_TRY_STATUS(strings("required", p.required));
+        else if (key == "key_types")
+            X2SEC_TRY_STATUS(strings("key_types", p.key_types));
         else if (key == "validity_days") {
             auto d = v.value<int64_t>();
             if (!d) return Error(ErrorDomain::Config, 0, where + ": validity_days must be an integer");
@@ -101,8 +103,11 @@ Result<cmp::IssuanceProfile> parse_profile(const std::string& path, const std::s
             else
                 return Error(ErrorDomain::Config, 0, where + ": approval must be \"immediate\" or \"manual\"");
         } else {
-            return Error(ErrorDomain::Config, 0,
-                         where + ": unknown key '" + key + "' (dns, ip, uri, required, validity_days, approval)");
+            std::string msg = where;
+            msg.append(": unknown key '")
+                .append(key)
+                .append("' (dns, ip, uri, required, key_types, validity_days, approval)");
+            return Error(ErrorDomain::Config, 0, msg);
         }
     }
     if (auto st = p.validate(); !st) return Error(ErrorDomain::Config, 0, path + ": " + st.error().detail());

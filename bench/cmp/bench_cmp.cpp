@@ -1,13 +1,16 @@
 // Usage: bench_cmp [clients=8] [seconds=5] [server_threads=8]
+//        bench_cmp inproc [clients=1] [seconds=5] [memory|sqlite]   (for a profiler)
 #include <openssl/evp.h>
-#include <signal.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -28,31 +31,23 @@ struct Load {
     double rate() const { return seconds > 0 ? ok / seconds : 0; }
 };
 
-// N client threads, each enrolling over HTTP in a loop for `seconds`.
-Load run_load(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_PKEY* new_key, const std::string& url,
-              int clients, double seconds, bool implicit, const std::vector<std::string>& ids) {
+// `clients` threads, each calling once(c) (one enrolment; true when it succeeded) in a loop
+// until `seconds` have passed; the first failure's reason is printed.
+Load timed_loop(int clients, double seconds, const std::function<Result<bool>(int)>& once) {
     std::atomic<int> ok{0}, failed{0};
     std::atomic<bool> stop{false};
     std::vector<std::thread> ts;
+    ts.reserve(static_cast<size_t>(clients));
     auto t0 = Clock::now();
     for (int c = 0; c < clients; ++c)
         ts.emplace_back([&, c] {
             while (!stop) {
-                EnrollRequest r;
-                r.server_url = url;
-                r.auth_key = devs[static_cast<size_t>(c)].key.get();
-                r.auth_cert = devs[static_cast<size_t>(c)].cert.get();
-                r.auth_chain = devs[static_cast<size_t>(c)].chain_ptrs();
-                r.new_key = new_key;
-                r.subject = "/CN=" + ids[static_cast<size_t>(c)];
-                r.dns = {ids[static_cast<size_t>(c)]};
-                r.operator_roots = {lab.operator_root.cert.get()};
-                r.implicit_confirm = implicit;
-                r.timeout_s = 10;
-                auto e = Client::enroll(r);
-                if (!e && failed.fetch_add(1) == 0)
+                auto e = once(c);
+                if (e) {
+                    ++ok;
+                } else if (failed.fetch_add(1) == 0) {
                     std::fprintf(stderr, "  first failure: %s\n", e.error().detail().c_str());
-                if (e) ++ok;
+                }
             }
         });
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
@@ -65,46 +60,54 @@ Load run_load(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_PKE
     return l;
 }
 
+// One ir (+ certConf unless implicit) of device `dev` for identity `id`.
+EnrollRequest enrol_request(const LabPki& lab, const LabCredential& dev, EVP_PKEY* new_key, const std::string& id,
+                            bool implicit) {
+    EnrollRequest r;
+    r.auth_key = dev.key.get();
+    r.auth_cert = dev.cert.get();
+    r.auth_chain = dev.chain_ptrs();
+    r.new_key = new_key;
+    r.subject = "/CN=" + id;
+    r.dns = {id};
+    r.operator_roots = {lab.operator_root.cert.get()};
+    r.implicit_confirm = implicit;
+    r.timeout_s = 10;
+    return r;
+}
+
+Result<bool> enrol(const EnrollRequest& r) {
+    auto e = Client::enroll(r);
+    if (!e) return e.error();
+    return true;
+}
+
+// N client threads, each enrolling over HTTP in a loop for `seconds`.
+Load run_load(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_PKEY* new_key, const std::string& url,
+              int clients, double seconds, bool implicit, const std::vector<std::string>& ids) {
+    return timed_loop(clients, seconds, [&](int c) {
+        EnrollRequest r =
+            enrol_request(lab, devs[static_cast<size_t>(c)], new_key, ids[static_cast<size_t>(c)], implicit);
+        r.server_url = url;
+        return enrol(r);
+    });
+}
+
 // In process (no HTTP): N client threads calling Server::handle directly; `server_us` gets the
 // time spent inside handle() (the whole server path: parsing, OpenSSL's checks, chain building,
 // issuing, signing, the store), summed over all calls.
 Load run_inproc(const LabPki& lab, const std::vector<LabCredential>& devs, EVP_PKEY* new_key, Server& server,
                 int clients, double seconds, const std::vector<std::string>& ids, std::atomic<int64_t>& server_us) {
-    std::atomic<int> ok{0}, failed{0};
-    std::atomic<bool> stop{false};
-    std::vector<std::thread> ts;
-    auto t0 = Clock::now();
-    for (int c = 0; c < clients; ++c)
-        ts.emplace_back([&, c] {
-            while (!stop) {
-                EnrollRequest r;
-                r.transfer = [&](BytesView m) {
-                    auto a = Clock::now();
-                    auto rsp = server.handle(m);
-                    server_us += std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a).count();
-                    return rsp;
-                };
-                r.auth_key = devs[static_cast<size_t>(c)].key.get();
-                r.auth_cert = devs[static_cast<size_t>(c)].cert.get();
-                r.auth_chain = devs[static_cast<size_t>(c)].chain_ptrs();
-                r.new_key = new_key;
-                r.subject = "/CN=" + ids[static_cast<size_t>(c)];
-                r.dns = {ids[static_cast<size_t>(c)]};
-                r.operator_roots = {lab.operator_root.cert.get()};
-                if (Client::enroll(r))
-                    ++ok;
-                else
-                    ++failed;
-            }
-        });
-    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-    stop = true;
-    for (auto& t : ts) t.join();
-    Load l;
-    l.ok = ok;
-    l.failed = failed;
-    l.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    return l;
+    return timed_loop(clients, seconds, [&](int c) {
+        EnrollRequest r = enrol_request(lab, devs[static_cast<size_t>(c)], new_key, ids[static_cast<size_t>(c)], false);
+        r.transfer = [&](BytesView m) {
+            auto a = Clock::now();
+            auto rsp = server.handle(m, cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))});
+            server_us += std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a).count();
+            return rsp;
+        };
+        return enrol(r);
+    });
 }
 
 // Median time of one P-256 ECDSA-SHA256 sign and verify (OpenSSL EVP), microseconds.
@@ -143,11 +146,41 @@ int free_port() {
 
 }  // namespace
 
+// `bench_cmp inproc [clients=1] [seconds=5] [memory|sqlite]`: only the in-process enrolments
+// (no HTTP, no mock), for a profiler (perf record / valgrind --tool=callgrind).
+int inproc_only(int argc, char** argv) {
+    int clients = argc > 2 ? std::atoi(argv[2]) : 1;
+    double seconds = argc > 3 ? std::atof(argv[3]) : 5;
+    bool durable = argc > 4 && std::string(argv[4]) == "sqlite";
+    auto lab = make_lab_pki();
+    std::vector<LabCredential> devs;
+    std::vector<std::string> ids;
+    for (int c = 0; c < clients; ++c) {
+        char eui[24];
+        std::snprintf(eui, sizeof eui, "02aa0000%04x", static_cast<unsigned>(c) & 0xffffu);
+        devs.push_back(lab.device(lab.vendor_a, eui, "henb.vendor-a.example"));
+        ids.push_back(std::string(eui) + ".henb.vendor-a.example");
+    }
+    auto new_key = pki::generate_key(pki::KeyAlg::EcP256).value();
+    auto path = "/tmp/x2sec-bench-cmp-" + std::to_string(getpid()) + ".db";
+    auto store = open_sqlite_store(durable ? path : ":memory:").value();
+    Server server(lab.server_config(), *store);
+    std::atomic<int64_t> srv_us{0};
+    Load l = run_inproc(lab, devs, new_key.get(), server, clients, seconds, ids, srv_us);
+    std::printf("in process, %s store, %d client(s): %.1f enrol/s (%d ok, %d failed), server %.0f us per enrolment\n",
+                durable ? "SQLite" : "in-memory", clients, l.rate(), l.ok, l.failed,
+                l.ok ? static_cast<double>(srv_us.load()) / l.ok : 0.0);
+    store.reset();
+    for (auto* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+    return 0;
+}
+
 int main(int argc, char** argv) {
+    log::set_level("error");
+    if (argc > 1 && std::string(argv[1]) == "inproc") return inproc_only(argc, argv);
     int clients = argc > 1 ? std::atoi(argv[1]) : 8;
     double seconds = argc > 2 ? std::atof(argv[2]) : 5;
     int server_threads = argc > 3 ? std::atoi(argv[3]) : 8;
-    log::set_level("error");
     signal(SIGPIPE, SIG_IGN);
     std::cout << "bench_cmp: " << clients << " concurrent clients, " << seconds << " s per run, P-256, loopback, "
               << std::thread::hardware_concurrency() << " cores\n";
@@ -215,8 +248,9 @@ int main(int argc, char** argv) {
                                              "-rsp_cert",       path("rsp.crt"),
                                              "-rsp_capubs",     path("root.crt"),
                                              "-rsp_extracerts", path("extra.crt")};
-            if (implicit) args.push_back("-grant_implicitconf");
+            if (implicit) args.emplace_back("-grant_implicitconf");
             std::vector<char*> av;
+            av.reserve(args.size() + 1);
             for (auto& a : args) av.push_back(a.data());
             av.push_back(nullptr);
             execvp("openssl", av.data());
@@ -261,12 +295,17 @@ int main(int argc, char** argv) {
         double x = 0, m = 0;
     };
     std::map<std::string, Pair> ratio;
+    std::map<std::string, double> commits_per;  // SQLite write transactions (fsyncs) per enrolment
     for (int n : {1, clients}) {
-        if (n == 1 && clients == 1 && ratio.size()) break;
+        if (n == 1 && clients == 1 && !ratio.empty()) break;
         for (bool implicit : {false, true}) {
             std::string mode = implicit ? "ir, implicitConfirm" : "ir+certConf";
+            uint64_t c0 = store->write_commits();
             Load x = run_load(lab, devs, new_key.get(), xurl, n, seconds, implicit, ids);
             row("x2sec ca, SQLite store (" + mode + ")", n, x);
+            if (x.ok)
+                commits_per[mode + ", " + std::to_string(n) + " client(s)"] =
+                    static_cast<double>(store->write_commits() - c0) / x.ok;
             pid_t mp = start_mock(implicit);
             Load m = run_load(lab, devs, new_key.get(), murl, n, seconds, implicit, mock_ids);
             stop_mock(mp);
@@ -319,6 +358,8 @@ int main(int argc, char** argv) {
                 per_srv - x2sec_us - (per_srv - per_srv_mem));
     std::printf("  client (x2sec Client)             %8.0f us\n", per_total - per_srv);
     std::printf("  HTTP + event loop + worker hand-off %6.0f us  (HTTP run minus in-process run)\n", per_http);
+    std::printf("durable commits (WAL fsyncs) per enrolment, SQLite store (group commit shares them):\n");
+    for (auto& [k, v] : commits_per) std::printf("  %-36s %5.2f\n", k.c_str(), v);
     std::printf("\nratios (targets, issue 13 item 5):\n");
     if (auto it = ratio.find("ir+certConf, 1 client(s)"); it != ratio.end() && it->second.m > 0)
         std::printf("  x2sec / openssl mock, ir+certConf, 1 client     %6.2f  (target >= 2)\n",

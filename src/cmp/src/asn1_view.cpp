@@ -26,7 +26,7 @@ typedef struct {
     ASN1_TYPE* header;
     ASN1_TYPE* body;
     ASN1_BIT_STRING* protection;
-    STACK_OF(X509) * extraCerts;
+    STACK_OF(ASN1_TYPE) * extraCerts;  // kept as DER: the caller decodes (or finds) each certificate
 } X2S_PKIMESSAGE;
 // RFC 4210 5.1.1 PKIHeader (EXPLICIT tags, as in OpenSSL's cmp_asn.c).
 typedef struct {
@@ -43,6 +43,11 @@ typedef struct {
     STACK_OF(ASN1_UTF8STRING) * freeText;
     STACK_OF(ASN1_TYPE) * generalInfo;
 } X2S_PKIHEADER;
+// RFC 4210 InfoTypeAndValue, the elements of generalInfo.
+typedef struct {
+    ASN1_OBJECT* type;
+    ASN1_TYPE* value;
+} X2S_ITAV;
 typedef struct {
     X2S_PKIHEADER* header;
     ASN1_TYPE* body;
@@ -119,7 +124,7 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
                         ASN1_SIMPLE(X2S_PKIMESSAGE, header, ASN1_ANY),
                         ASN1_SIMPLE(X2S_PKIMESSAGE, body, ASN1_ANY),
                         ASN1_EXP_OPT(X2S_PKIMESSAGE, protection, ASN1_BIT_STRING, 0),
-                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, X509, 1),
+                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE)
 
                         ASN1_SEQUENCE(X2S_PKIHEADER) =
@@ -138,98 +143,115 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
                                 ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, generalInfo, ASN1_ANY, 8),
 } ASN1_SEQUENCE_END(X2S_PKIHEADER)
 
-                                ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
+                                ASN1_SEQUENCE(X2S_ITAV) =
                                     {
-                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
-                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
-                                        ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING, 0),
-                                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts, ASN1_ANY, 1),
+                                        ASN1_SIMPLE(X2S_ITAV, type, ASN1_OBJECT),
+                                        ASN1_OPT(X2S_ITAV, value, ASN1_ANY),
+} ASN1_SEQUENCE_END(X2S_ITAV)
+
+                                        ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
+                                            {
+                                                ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
+                                                ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
+                                                ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING, 0),
+                                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts, ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_HDR)
 
-                                        ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) =
-                                            {
-                                                ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY, poposkInput, ASN1_ANY, 0),
-                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier, X509_ALGOR),
-                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature, ASN1_BIT_STRING),
+                                                ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) =
+                                                    {
+                                                        ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY, poposkInput,
+                                                                                 ASN1_ANY, 0),
+                                                        ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier,
+                                                                    X509_ALGOR),
+                                                        ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature, ASN1_BIT_STRING),
 } ASN1_SEQUENCE_END(X2S_POPOSIGNINGKEY)
 
-                                                ASN1_CHOICE(X2S_POPO) =
-                                                    {
-                                                        ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL, 0),
-                                                        ASN1_IMP(X2S_POPO, value.signature, X2S_POPOSIGNINGKEY, 1),
-                                                        ASN1_EXP(X2S_POPO, value.keyEncipherment, ASN1_ANY, 2),
-                                                        ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY, 3),
+                                                        ASN1_CHOICE(X2S_POPO) =
+                                                            {
+                                                                ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL, 0),
+                                                                ASN1_IMP(X2S_POPO, value.signature, X2S_POPOSIGNINGKEY,
+                                                                         1),
+                                                                ASN1_EXP(X2S_POPO, value.keyEncipherment, ASN1_ANY, 2),
+                                                                ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY, 3),
 } ASN1_CHOICE_END(X2S_POPO)
 
-                                                        ASN1_SEQUENCE(X2S_CERTREQMSG) =
-                                                            {
-                                                                ASN1_SIMPLE(X2S_CERTREQMSG, certReq, ASN1_ANY),
-                                                                ASN1_OPT(X2S_CERTREQMSG, popo, X2S_POPO),
-                                                                ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG, regInfo, ASN1_ANY),
+                                                                ASN1_SEQUENCE(X2S_CERTREQMSG) =
+                                                                    {
+                                                                        ASN1_SIMPLE(X2S_CERTREQMSG, certReq, ASN1_ANY),
+                                                                        ASN1_OPT(X2S_CERTREQMSG, popo, X2S_POPO),
+                                                                        ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG, regInfo,
+                                                                                             ASN1_ANY),
 } ASN1_SEQUENCE_END(X2S_CERTREQMSG)
 
-                                                                ASN1_SEQUENCE(X2S_REVDETAILS) =
-                                                                    {
-                                                                        ASN1_SIMPLE(X2S_REVDETAILS, certDetails,
-                                                                                    X2S_CERT_TEMPLATE),
-                                                                        ASN1_SEQUENCE_OF_OPT(X2S_REVDETAILS,
-                                                                                             crlEntryDetails,
-                                                                                             X509_EXTENSION),
+                                                                        ASN1_SEQUENCE(X2S_REVDETAILS) =
+                                                                            {
+                                                                                ASN1_SIMPLE(X2S_REVDETAILS, certDetails,
+                                                                                            X2S_CERT_TEMPLATE),
+                                                                                ASN1_SEQUENCE_OF_OPT(X2S_REVDETAILS,
+                                                                                                     crlEntryDetails,
+                                                                                                     X509_EXTENSION),
 } ASN1_SEQUENCE_END(X2S_REVDETAILS)
 
-                                                                        ASN1_SEQUENCE(X2S_PKIMESSAGE_RR) =
-                                                                            {
-                                                                                ASN1_SIMPLE(X2S_PKIMESSAGE_RR, header,
-                                                                                            ASN1_ANY),
-                                                                                ASN1_EXP_SEQUENCE_OF(X2S_PKIMESSAGE_RR,
-                                                                                                     body,
-                                                                                                     X2S_REVDETAILS,
-                                                                                                     11),
-                                                                                ASN1_EXP_OPT(X2S_PKIMESSAGE_RR,
-                                                                                             protection,
-                                                                                             ASN1_BIT_STRING, 0),
-                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
-                                                                                    X2S_PKIMESSAGE_RR, extraCerts,
-                                                                                    ASN1_ANY, 1),
+                                                                                ASN1_SEQUENCE(X2S_PKIMESSAGE_RR) =
+                                                                                    {
+                                                                                        ASN1_SIMPLE(X2S_PKIMESSAGE_RR,
+                                                                                                    header, ASN1_ANY),
+                                                                                        ASN1_EXP_SEQUENCE_OF(
+                                                                                            X2S_PKIMESSAGE_RR, body,
+                                                                                            X2S_REVDETAILS, 11),
+                                                                                        ASN1_EXP_OPT(X2S_PKIMESSAGE_RR,
+                                                                                                     protection,
+                                                                                                     ASN1_BIT_STRING,
+                                                                                                     0),
+                                                                                        ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                            X2S_PKIMESSAGE_RR,
+                                                                                            extraCerts, ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_RR)
 
-                                                                                ASN1_SEQUENCE(X2S_ERRORMSGCONTENT) =
-                                                                                    {
-                                                                                        ASN1_SIMPLE(X2S_ERRORMSGCONTENT,
-                                                                                                    pKIStatusInfo,
-                                                                                                    OSSL_CMP_PKISI),
-                                                                                        ASN1_OPT(X2S_ERRORMSGCONTENT,
-                                                                                                 errorCode,
-                                                                                                 ASN1_INTEGER),
-                                                                                        ASN1_SEQUENCE_OF_OPT(
-                                                                                            X2S_ERRORMSGCONTENT,
-                                                                                            errorDetails,
-                                                                                            ASN1_UTF8STRING),
-} ASN1_SEQUENCE_END(X2S_ERRORMSGCONTENT)
-
                                                                                         ASN1_SEQUENCE(
-                                                                                            X2S_PKIMESSAGE_ERR) =
+                                                                                            X2S_ERRORMSGCONTENT) =
                                                                                             {
                                                                                                 ASN1_SIMPLE(
-                                                                                                    X2S_PKIMESSAGE_ERR,
-                                                                                                    header, ASN1_ANY),
-                                                                                                ASN1_EXP(
-                                                                                                    X2S_PKIMESSAGE_ERR,
-                                                                                                    body,
                                                                                                     X2S_ERRORMSGCONTENT,
-                                                                                                    23),
-                                                                                                ASN1_EXP_OPT(
-                                                                                                    X2S_PKIMESSAGE_ERR,
-                                                                                                    protection,
-                                                                                                    ASN1_BIT_STRING, 0),
-                                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
-                                                                                                    X2S_PKIMESSAGE_ERR,
-                                                                                                    extraCerts,
-                                                                                                    ASN1_ANY, 1),
+                                                                                                    pKIStatusInfo,
+                                                                                                    OSSL_CMP_PKISI),
+                                                                                                ASN1_OPT(
+                                                                                                    X2S_ERRORMSGCONTENT,
+                                                                                                    errorCode,
+                                                                                                    ASN1_INTEGER),
+                                                                                                ASN1_SEQUENCE_OF_OPT(
+                                                                                                    X2S_ERRORMSGCONTENT,
+                                                                                                    errorDetails,
+                                                                                                    ASN1_UTF8STRING),
+} ASN1_SEQUENCE_END(X2S_ERRORMSGCONTENT)
+
+                                                                                                ASN1_SEQUENCE(
+                                                                                                    X2S_PKIMESSAGE_ERR) =
+                                                                                                    {
+                                                                                                        ASN1_SIMPLE(
+                                                                                                            X2S_PKIMESSAGE_ERR,
+                                                                                                            header,
+                                                                                                            ASN1_ANY),
+                                                                                                        ASN1_EXP(
+                                                                                                            X2S_PKIMESSAGE_ERR,
+                                                                                                            body,
+                                                                                                            X2S_ERRORMSGCONTENT,
+                                                                                                            23),
+                                                                                                        ASN1_EXP_OPT(
+                                                                                                            X2S_PKIMESSAGE_ERR,
+                                                                                                            protection,
+                                                                                                            ASN1_BIT_STRING,
+                                                                                                            0),
+                                                                                                        ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                                            X2S_PKIMESSAGE_ERR,
+                                                                                                            extraCerts,
+                                                                                                            ASN1_ANY,
+                                                                                                            1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_ERR)
 
-                                                                                                namespace x2sec::cmp::
-                                                                                                    detail {
+                                                                                                        namespace x2sec::
+                                                                                                            cmp::
+                                                                                                                detail {
     pki::PkeyPtr template_public_key(const OSSL_CRMF_MSG* crm) {
         if (!crm) return nullptr;
         OSSL_CRMF_CERTTEMPLATE* tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);
@@ -251,8 +273,8 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
         return pki::PkeyPtr(key);
     }
 
-    std::vector<pki::X509Ptr> extra_certs(BytesView der_message) {
-        std::vector<pki::X509Ptr> out;
+    std::vector<Bytes> extra_certs_der(BytesView der_message) {
+        std::vector<Bytes> out;
         const unsigned char* p = der_message.data();
         auto* m = reinterpret_cast<X2S_PKIMESSAGE*>(
             ASN1_item_d2i(nullptr, &p, static_cast<long>(der_message.size()), ASN1_ITEM_rptr(X2S_PKIMESSAGE)));
@@ -260,8 +282,16 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
             ERR_clear_error();
             return out;
         }
-        for (int i = 0; m->extraCerts && i < sk_X509_num(m->extraCerts); ++i)
-            out.push_back(pki::up_ref(sk_X509_value(m->extraCerts, i)));
+        for (int i = 0; m->extraCerts && i < sk_ASN1_TYPE_num(m->extraCerts); ++i) {
+            ASN1_TYPE* t = sk_ASN1_TYPE_value(m->extraCerts, i);
+            // ASN1_ANY keeps a constructed value (a Certificate is a SEQUENCE) as its whole DER
+            if (ASN1_TYPE_get(t) != V_ASN1_SEQUENCE || !t->value.sequence) {
+                out.clear();
+                break;
+            }
+            const unsigned char* d = ASN1_STRING_get0_data(t->value.sequence);
+            out.emplace_back(d, d + ASN1_STRING_length(t->value.sequence));
+        }
         ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(m), ASN1_ITEM_rptr(X2S_PKIMESSAGE));
         return out;
     }
@@ -308,7 +338,16 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
     ProtectionAlg protection_alg(BytesView der) {
         Mirror<X2S_PKIMESSAGE_HDR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_HDR), der.data(), der.size());
         if (!m.v || !m.v->header) return {};
-        return describe_alg(m.v->header->protectionAlg);
+        ProtectionAlg r = describe_alg(m.v->header->protectionAlg);
+        STACK_OF(ASN1_TYPE)* gi = m.v->header->generalInfo;
+        for (int i = 0; gi && i < sk_ASN1_TYPE_num(gi); ++i) {
+            ASN1_TYPE* t = sk_ASN1_TYPE_value(gi, i);
+            if (ASN1_TYPE_get(t) != V_ASN1_SEQUENCE || !t->value.sequence) continue;
+            Mirror<X2S_ITAV> itav(ASN1_ITEM_rptr(X2S_ITAV), ASN1_STRING_get0_data(t->value.sequence),
+                                  static_cast<size_t>(ASN1_STRING_length(t->value.sequence)));
+            if (itav.v && OBJ_obj2nid(itav.v->type) == NID_id_it_implicitConfirm) r.implicit_confirm = true;
+        }
+        return r;
     }
 
     ProtectionAlg popo_signature_alg(const OSSL_CRMF_MSG* crm) {

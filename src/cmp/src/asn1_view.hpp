@@ -16,16 +16,18 @@ namespace x2sec::cmp::detail {
 
 // The publicKey of the CertTemplate of a CertReqMsg (null when absent or malformed).
 pki::PkeyPtr template_public_key(const OSSL_CRMF_MSG* crm);
-// The extraCerts of a DER PKIMessage, in message order (empty when none or malformed).
-std::vector<pki::X509Ptr> extra_certs(BytesView der_message);
+// The DER of each of the extraCerts of a DER PKIMessage, in message order (empty when none or
+// the message is malformed); decoding them is the caller's (Server: through its certificate cache).
+std::vector<Bytes> extra_certs_der(BytesView der_message);
 
 // The header's protectionAlg of a DER PKIMessage: its OID as a NID (NID_undef when the
 // message is unprotected); `ok` false when the header does not decode.
 struct ProtectionAlg {
     bool ok = false;
     bool present = false;
-    int nid = NID_undef;  // signature or MAC algorithm OID
-    std::string name;     // its short name, or the dotted OID
+    int nid = NID_undef;            // signature or MAC algorithm OID
+    std::string name;               // its short name, or the dotted OID
+    bool implicit_confirm = false;  // (protection_alg only) generalInfo carries id-it-implicitConfirm
 };
 ProtectionAlg protection_alg(BytesView der_message);
 

@@ -3,11 +3,22 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <string_view>
+#include <openssl/evp.h>
 #include <x2sec/cmp/profile.hpp>
+#include <x2sec/pki/pki.hpp>
 
 namespace x2sec::cmp {
 
 namespace {
+
+// Text joined with one allocation (error messages built inside loops).
+template <class... T>
+std::string cat(const T&... parts) {
+    std::string out;
+    (out.append(std::string_view(parts)), ...);
+    return out;
+}
 
 std::string lower(std::string s) {
     for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -85,6 +96,43 @@ std::string profile_label(const IssuanceProfile& p) {
 
 }  // namespace
 
+std::string expand_pattern(const std::string& pattern, const std::string& identity) {
+    return expand(pattern, identity);
+}
+
+std::string key_type_of(EVP_PKEY* key) {
+    if (!key) return "";
+    if (EVP_PKEY_is_a(key, "EC")) {
+        char curve[64] = {};
+        size_t len = 0;
+        if (!EVP_PKEY_get_utf8_string_param(key, "group", curve, sizeof curve, &len)) return "";
+        std::string c(curve, len);
+        return c == "prime256v1" || c == "P-256" ? "p256" : c == "secp384r1" || c == "P-384" ? "p384" : "";
+    }
+    if (EVP_PKEY_is_a(key, "RSA")) {
+        int bits = EVP_PKEY_get_bits(key);
+        return bits == 2048 ? "rsa2048" : bits == 3072 ? "rsa3072" : "";
+    }
+    return "";
+}
+
+ProfileVerdict check_key_type(const IssuanceProfile& p, EVP_PKEY* key) {
+    if (p.key_types.empty()) return {};
+    std::string have = key_type_of(key);
+    for (auto& k : p.key_types) {
+        auto want = pki::parse_key_alg(k);
+        if (want.ok() && !have.empty() && pki::parse_key_alg(have).ok() && *pki::parse_key_alg(have) == *want)
+            return {};
+    }
+    std::string list;
+    for (auto& k : p.key_types) list += (list.empty() ? "" : ", ") + k;
+    return ProfileVerdict{OSSL_CMP_PKIFAILUREINFO_badAlg,
+                          "public key type " +
+                              (have.empty() ? std::string("(not P-256, P-384, RSA-2048/3072)") : have) +
+                              " is not permitted by " + profile_label(p) + " (" + list + ")",
+                          "key_type"};
+}
+
 bool match_dns_pattern(const std::string& pattern, const std::string& value, const std::string& identity) {
     std::string p = lower(expand(pattern, identity)), v = lower(value);
     return glob(p.c_str(), v.c_str(), '.');
@@ -110,15 +158,18 @@ Status IssuanceProfile::validate() const {
     std::string where = profile_label(*this);
     for (auto& r : required) {
         if (r != "dns" && r != "ip" && r != "uri")
-            return Error(ErrorDomain::Config, 0, where + ": required type '" + r + "' is not dns, ip or uri");
+            return Error(ErrorDomain::Config, 0, cat(where, ": required type '", r, "' is not dns, ip or uri"));
         if ((r == "dns" && dns.empty()) || (r == "ip" && ip.empty()) || (r == "uri" && uri.empty()))
-            return Error(ErrorDomain::Config, 0, where + ": " + r + " is required but no " + r + " value is permitted");
+            return Error(ErrorDomain::Config, 0, cat(where, ": ", r, " is required but no ", r, " value is permitted"));
     }
     for (auto& c : ip)
         if (auto r = parse_cidr(c); !r) return Error(ErrorDomain::Config, 0, where + ": ip: " + r.error().detail());
     for (auto* v : {&dns, &uri})
         for (auto& p : *v)
             if (p.empty()) return Error(ErrorDomain::Config, 0, where + ": empty pattern");
+    for (auto& k : key_types)
+        if (auto a = pki::parse_key_alg(k); !a)
+            return Error(ErrorDomain::Config, 0, where + ": key_types: " + a.error().detail());
     if (validity_days && *validity_days < 1)
         return Error(ErrorDomain::Config, 0, where + ": validity_days must be >= 1");
     return ok_status();
@@ -166,8 +217,8 @@ ProfileVerdict check_request(const IssuanceProfile& p, const RequestedNames& nam
     for (auto& d : names.dns)
         if (!dns_ok(d))
             return refuse(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "requested identity " + d + " does not match the signer's identity " + identities.front() +
-                              " under " + where,
+                          cat("requested identity ", d, " does not match the signer's identity ", identities.front(),
+                              " under ", where),
                           "identity_mismatch");
     for (auto& ip : names.ip) {
         bool ok = false;
@@ -175,7 +226,7 @@ ProfileVerdict check_request(const IssuanceProfile& p, const RequestedNames& nam
             if (auto in = ip_in_range(r, ip); in && *in) ok = true;
         if (!ok)
             return refuse(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                          "requested iPAddress " + ip + " is outside the ranges of " + where, "san_not_allowed");
+                          cat("requested iPAddress ", ip, " is outside the ranges of ", where), "san_not_allowed");
     }
     for (auto& u : names.uri) {
         bool ok = any_identity([&](const std::string& id) {
@@ -185,7 +236,7 @@ ProfileVerdict check_request(const IssuanceProfile& p, const RequestedNames& nam
         if (!ok)
             return refuse(
                 OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                "requested URI " + u + " does not match the patterns of " + where + " for " + identities.front(),
+                cat("requested URI ", u, " does not match the patterns of ", where, " for ", identities.front()),
                 "san_not_allowed");
     }
     if (!subject_cn.empty()) {

@@ -1,4 +1,5 @@
 #include <arpa/inet.h>
+#include <unistd.h>
 #include <openssl/cmp.h>
 #include <openssl/asn1t.h>
 #include <openssl/cmp_util.h>
@@ -48,6 +49,18 @@ Result<ServerConfig> ServerConfig::from_ca_dir(const std::string& dir,
         for (auto& r : roots) c.vendor_roots.push_back(std::move(r));
     }
     if (c.vendor_roots.empty()) return Error(ErrorDomain::Config, 0, "no vendor root configured");
+    const std::string up = dir + "/root-update/";
+    if (::access((up + "newwithnew.crt").c_str(), F_OK) == 0) {
+        RootKeyUpdate u;
+        X2SEC_TRY(u.new_with_new, pki::load_cert(up + "newwithnew.crt"));
+        X2SEC_TRY(u.new_with_old, pki::load_cert(up + "newwithold.crt"));
+        if (::access((up + "oldwithnew.crt").c_str(), F_OK) == 0) {
+            X2SEC_TRY(u.old_with_new, pki::load_cert(up + "oldwithnew.crt"));
+        }
+        if (auto st = check_root_key_update(u); !st)
+            return Error(ErrorDomain::Config, 0, up + ": " + st.error().detail());
+        c.root_update = std::move(u);
+    }
     return c;
 }
 
@@ -132,6 +145,8 @@ struct Session {
     bool approved = false;             // the operator approved the held request
     std::string operator_rejection;    // the operator rejected it (reason)
     bool registered = false;           // present in the session map
+    bool implicit_asked = false;       // the request's generalInfo asks for implicitConfirm
+    bool recorded_implicit = false;    // the issued certificate was recorded as `implicit` at once
     bool done = false;
     ~Session() { OSSL_CMP_SRV_CTX_free(srv); }
 };
@@ -148,6 +163,35 @@ struct Server::Impl {
     pki::StorePtr vendor_store, operator_store;
     std::mutex sessions_mu;
     std::map<Bytes, std::shared_ptr<Session>> sessions;
+    // Certificates of extraCerts decoded once (OpenSSL 3.0 decodes each public key through its
+    // provider decoders, the most expensive step of reading a message): the same vendor chain
+    // comes with every request of a vendor's devices, the same device certificate with every
+    // message of a transaction.  Keyed by the whole DER, so a hit is the identical certificate;
+    // shared read-only (X509 is reference counted); bounded: emptied when it reaches kCertCacheMax.
+    static constexpr size_t kCertCacheMax = 4096;
+    std::mutex cert_cache_mu;
+    std::map<Bytes, X509Ptr> cert_cache;
+    // The certificate for `der` (decoded, or from the cache); nullptr when it does not decode.
+    X509Ptr certificate(const Bytes& der) {
+        {
+            std::lock_guard lk(cert_cache_mu);
+            if (auto it = cert_cache.find(der); it != cert_cache.end()) {
+                counters.inc("cmp.cert_cache.hit");
+                return pki::up_ref(it->second.get());
+            }
+        }
+        const unsigned char* p = der.data();
+        X509Ptr x(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+        if (!x || p != der.data() + der.size()) {
+            ERR_clear_error();
+            return nullptr;
+        }
+        counters.inc("cmp.cert_cache.miss");
+        std::lock_guard lk(cert_cache_mu);
+        if (cert_cache.size() >= kCertCacheMax) cert_cache.clear();
+        cert_cache.emplace(der, pki::up_ref(x.get()));
+        return x;
+    }
     std::mutex crl_mu;
     std::atomic<bool> crl_dirty{true};
     std::atomic<int64_t> last_sweep{0};
@@ -288,6 +332,10 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "certTemplate has no publicKey", "bad_cert_template");
         return rejection(s->reject_bit, s->reject_text);
     }
+    if (auto kv = check_key_type(*s->profile, key.get()); !kv.ok()) {
+        im.reject(*s, kv.fail_bit, kv.text, kv.counter);
+        return rejection(s->reject_bit, s->reject_text);
+    }
 
     // Requested subjectAltNames by type; the profile decides which types and values are allowed.
     RequestedNames req_names;
@@ -295,7 +343,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
         X509_EXTENSION* e = sk_X509_EXTENSION_value(exts, i);
         if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) != NID_subject_alt_name) continue;
         auto* names = static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(e));
-        if (!names) req_names.malformed.push_back("extension (does not decode)");
+        if (!names) req_names.malformed.emplace_back("extension (does not decode)");
         for (int j = 0; names && j < sk_GENERAL_NAME_num(names); ++j) {
             GENERAL_NAME* g = sk_GENERAL_NAME_value(names, j);
             auto text = [](const ASN1_STRING* a) {
@@ -316,11 +364,11 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
                 if (!fam || !inet_ntop(fam, ASN1_STRING_get0_data(a), buf, sizeof buf))
                     req_names.malformed.push_back("iPAddress of " + std::to_string(len) + " octets");
                 else
-                    req_names.ip.push_back(buf);
+                    req_names.ip.emplace_back(buf);
             } else if (g->type == GEN_URI) {
                 std::string u = text(g->d.uniformResourceIdentifier);
                 if (!pki::valid_uri(u))
-                    req_names.malformed.push_back("URI (not an absolute URI of printable ASCII)");
+                    req_names.malformed.emplace_back("URI (not an absolute URI of printable ASCII)");
                 else
                     req_names.uri.push_back(u);
             } else {
@@ -333,7 +381,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
                                                "uniformResourceIdentifier",
                                                "iPAddress",
                                                "registeredID"};
-                req_names.other.push_back(g->type >= 0 && g->type <= 8 ? kNames[g->type] : "unknown");
+                req_names.other.emplace_back(g->type >= 0 && g->type <= 8 ? kNames[g->type] : "unknown");
             }
         }
         GENERAL_NAMES_free(names);
@@ -393,7 +441,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
             for (auto& d : req_dns) p.sans += (p.sans.empty() ? "" : ",") + d;
             for (auto& a : req_names.ip) p.sans += (p.sans.empty() ? "IP:" : ",IP:") + a;
             for (auto& u : req_names.uri) p.sans += (p.sans.empty() ? "URI:" : ",URI:") + u;
-            p.requester = im.requester_of(s->signer.get());
+            p.requester = Server::Impl::requester_of(s->signer.get());
             unsigned char* der = nullptr;
             int n = i2d_OSSL_CMP_MSG(req, &der);
             if (n > 0) p.request_der.assign(der, der + n);
@@ -442,13 +490,18 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     for (auto& d : req_dns) rec.sans += (rec.sans.empty() ? "" : ",") + d;
     for (auto& a : req_names.ip) rec.sans += (rec.sans.empty() ? "IP:" : ",IP:") + a;
     for (auto& u : req_names.uri) rec.sans += (rec.sans.empty() ? "URI:" : ",URI:") + u;
-    rec.requester = im.requester_of(s->signer.get());
+    rec.requester = Server::Impl::requester_of(s->signer.get());
     rec.body = s->body;
     rec.not_before = pki::not_before(cert->get());
     rec.not_after = pki::not_after(cert->get());
     rec.issued_at = s->now;
     rec.der = pki::cert_der(cert->get());
-    rec.status = "unconfirmed";
+    // OpenSSL grants implicitConfirm exactly when the request asks for it and the policy allows
+    // it (and a certificate is issued): then the record is written as `implicit` in the same
+    // durable write instead of a second one after the answer is built (handle() corrects it if
+    // OpenSSL's answer turns out otherwise).  Polled (approved) requests keep the two steps.
+    s->recorded_implicit = s->implicit_asked && im.cfg.policy.grant_implicit_confirm && !s->approved;
+    rec.status = s->recorded_implicit ? "implicit" : "unconfirmed";
     auto st = im.store.record_issued(rec);
     // A serial already recorded (code 4: by another instance; 16 random octets, so only a broken
     // RNG repeats one) is never reused: the certificate is issued again with a new serial.
@@ -535,11 +588,10 @@ OSSL_CMP_PKISI* cb_rr(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const X509_NAM
 // template, so the value is an ASN1_TYPE holding that SEQUENCE).
 typedef STACK_OF(X509) X2SEC_CA_CERTS;
 ASN1_ITEM_TEMPLATE(X2SEC_CA_CERTS) = ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SEQUENCE_OF, 0, caCerts, X509)
-    ASN1_ITEM_TEMPLATE_END(X2SEC_CA_CERTS)
+                                         ASN1_ITEM_TEMPLATE_END(X2SEC_CA_CERTS)
 
-        const char* kIdItCaCerts = "1.3.6.1.5.5.7.4.17";
-
-OSSL_CMP_ITAV* itav_ca_certs(const std::vector<X509*>& certs) {
+                                             OSSL_CMP_ITAV
+                                     * itav_ca_certs(const std::vector<X509*>& certs) {
     auto sk = pki::make_stack(certs);
     unsigned char* der = nullptr;
     int n = ASN1_item_i2d(reinterpret_cast<ASN1_VALUE*>(sk.get()), &der, ASN1_ITEM_rptr(X2SEC_CA_CERTS));
@@ -577,9 +629,9 @@ OSSL_CMP_ITAV* itav_current_crl(const Bytes& der) {
     return itav;
 }
 
-// genm (RFC 9483 4.3): currentCRL (id-it-currentCRL, RFC 4210 5.3.19.6) is answered with the
-// issuing CA's current CRL; other infoTypes OpenSSL 3.0 cannot represent are left out of the
-// genp (RFC 4210 5.3.19: the responder may omit what it does not support).
+// genm (RFC 9483 4.3): caCerts, rootCaCert -> rootCaKeyUpdate, certReqTemplate and
+// currentCRL (RFC 4210 5.3.19.6) are answered; other infoTypes are left out of the genp
+// (RFC 4210 5.3.19: the responder may omit what it does not support).
 int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_ITAV) * in,
             STACK_OF(OSSL_CMP_ITAV) * *out) {
     auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
@@ -587,41 +639,82 @@ int cb_genm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const STACK_OF(OSSL_CMP_
     if (s->reject_bit >= 0) return 0;
     *out = sk_OSSL_CMP_ITAV_new_null();
     if (!*out) return 0;
+    auto give_up = [&]() {
+        sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
+        *out = nullptr;
+        return 0;
+    };
+    auto push = [&](OSSL_CMP_ITAV* itav) {
+        if (itav && sk_OSSL_CMP_ITAV_push(*out, itav)) return true;
+        OSSL_CMP_ITAV_free(itav);
+        return false;
+    };
     for (int i = 0; i < sk_OSSL_CMP_ITAV_num(in); ++i) {
-        const ASN1_OBJECT* type = OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i));
-        int nid = OBJ_obj2nid(type);
-        char oid_text[80] = "?";
-        OBJ_obj2txt(oid_text, sizeof oid_text, type, 1);
-        if (std::string_view(oid_text) == kIdItCaCerts) {
+        const OSSL_CMP_ITAV* req = sk_OSSL_CMP_ITAV_value(in, i);
+        int nid = OBJ_obj2nid(OSSL_CMP_ITAV_get0_type(req));
+        const std::string oid = itav_oid(req);
+        if (oid == kIdItCaCerts) {
             // the issuing CA and its chain up to the operator root
-            OSSL_CMP_ITAV* itav = itav_ca_certs(im.issued_chain_with_ca());
-            if (!itav || !sk_OSSL_CMP_ITAV_push(*out, itav)) {
-                OSSL_CMP_ITAV_free(itav);
-                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
-                *out = nullptr;
-                return 0;
-            }
+            if (!push(itav_ca_certs(im.issued_chain_with_ca()))) return give_up();
             im.counters.inc("cmp.genm.ca_certs");
+        } else if (oid == kIdItRootCaCert) {
+            // RFC 9483 4.3.2: the value (optional) is the root the EE trusts now; the answer is
+            // rootCaKeyUpdate with the new root and the link certificates, or without a value
+            // when there is no update for that root.
+            auto val = itav_value_der(req);
+            pki::X509Ptr old_root;
+            if (val.ok() && val->has_value()) {
+                auto c = decode_certificate(**val);
+                if (c.ok())
+                    old_root = std::move(*c);
+                else
+                    val = c.error();
+            }
+            if (!val.ok()) {
+                im.reject(*s, OSSL_CMP_PKIFAILUREINFO_badDataFormat, "genm rootCaCert: " + val.error().detail(),
+                          "bad_genm_value");
+                ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "rootCaCert value does not decode");
+                return give_up();
+            }
+            const auto& up = im.cfg.root_update;
+            bool applies = up && (!old_root || is_old_root_of(*up, old_root.get()));
+            X2SEC_ROOTCAKEYUPDATE v{};
+            if (applies) {
+                v.newWithNew = up->new_with_new.get();
+                v.newWithOld = up->new_with_old.get();
+                v.oldWithNew = up->old_with_new.get();
+            }
+            ItavPtr itav =
+                make_itav(kIdItRootCaKeyUpdate, ASN1_ITEM_rptr(X2SEC_ROOTCAKEYUPDATE), applies ? &v : nullptr);
+            if (!push(itav.release())) return give_up();
+            im.counters.inc(applies ? "cmp.genm.root_ca_key_update" : "cmp.genm.root_ca_key_update.none");
+        } else if (oid == kIdItCertReqTemplate) {
+            // RFC 9483 4.3.3: the request path's profile for this requester's identity; without
+            // an identity there is no template (value absent).
+            std::vector<std::string> ids;
+            if (s->kind == SignerKind::Vendor) {
+                ids = pki::node_identities(s->signer.get());
+            } else {
+                for (auto& d : pki::san_dns(s->signer.get())) ids.push_back(lower(d));
+            }
+            auto t = make_cert_req_template(*s->profile, ids);
+            if (!t.ok()) im.lg->info("genm certReqTemplate: no template: {}", t.error().detail());
+            ItavPtr itav =
+                make_itav(kIdItCertReqTemplate, ASN1_ITEM_rptr(X2SEC_CERTREQTEMPLATE), t.ok() ? t->get() : nullptr);
+            if (!push(itav.release())) return give_up();
+            im.counters.inc(t.ok() ? "cmp.genm.cert_req_template" : "cmp.genm.cert_req_template.none");
         } else if (nid == NID_id_it_currentCRL) {
             auto crl = im.current_crl(s->now);
             if (!crl) {
                 im.lg->warn("genm currentCRL: {}", crl.error().detail());
                 ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "CRL unavailable");
-                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
-                *out = nullptr;
-                return 0;
+                return give_up();
             }
-            OSSL_CMP_ITAV* itav = itav_current_crl(*crl);
-            if (!itav || !sk_OSSL_CMP_ITAV_push(*out, itav)) {
-                OSSL_CMP_ITAV_free(itav);
-                sk_OSSL_CMP_ITAV_pop_free(*out, OSSL_CMP_ITAV_free);
-                *out = nullptr;
-                return 0;
-            }
+            if (!push(itav_current_crl(*crl))) return give_up();
             im.counters.inc("cmp.genm.current_crl");
         } else {
             im.counters.inc("cmp.genm.unsupported");
-            im.lg->info("genm infoType {} not served", oid_text);
+            im.lg->info("genm infoType {} not served", oid);
         }
     }
     (void)im.store.record_transaction(s->tid, "genm", "answered");
@@ -918,10 +1011,6 @@ size_t Server::open_sessions() const {
     return m_impl->sessions.size();
 }
 
-Result<Bytes> Server::handle(BytesView der) {
-    return handle(der, RequestContext{"", static_cast<int64_t>(std::time(nullptr))});
-}
-
 Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     auto& im = *m_impl;
     m_counters.inc("cmp.rx.messages");
@@ -963,7 +1052,15 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
 
     // Which certificate signed the message: try the extraCerts (3GPP: the signer first)
     // with each one pinned; the one whose key verifies the protection is the signer.
-    auto extra = detail::extra_certs(der);
+    std::vector<X509Ptr> extra;
+    for (auto& d : detail::extra_certs_der(der)) {
+        auto x = im.certificate(d);
+        if (!x) {
+            extra.clear();  // a malformed certificate: as if the message had none
+            break;
+        }
+        extra.push_back(std::move(x));
+    }
     X509* signer = nullptr;
     {
         CtxPtr v(OSSL_CMP_CTX_new(nullptr, nullptr));
@@ -985,6 +1082,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
                           : "message protection does not verify with the signer certificate in extraCerts",
                       "bad_message_check");
     std::vector<X509*> untrusted;
+    untrusted.reserve(extra.size());
     for (auto& c : extra) untrusted.push_back(c.get());
 
     std::shared_ptr<Session> s;
@@ -1037,6 +1135,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
                               "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
             s = im.make_session(signer, kind, tid, now, pol);
             s->rr_reason = rr_reason;
+            s->implicit_asked = palg.implicit_confirm;
             s->profile = profile;
             im.sessions[tid] = s;
             s->registered = true;
@@ -1066,9 +1165,19 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
         rsp.reset(OSSL_CMP_SRV_process_request(s->srv, req.get()));
         if (s->issued && !s->done && (bt == kIr || bt == kCr || bt == kP10cr || bt == kKur || bt == kPollReq)) {
             OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
-            if (OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM) == 1) {
-                (void)im.store.set_status(tid, "implicit");
+            bool answered = rsp && OSSL_CMP_MSG_get_bodytype(rsp.get()) != kError;
+            if (OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM) == 1 && answered) {
+                if (!s->recorded_implicit) (void)im.store.set_status(tid, "implicit");
                 m_counters.inc("cmp.implicit_confirm");
+                s->done = true;
+            } else if (s->recorded_implicit && answered) {
+                (void)im.store.set_status(tid, "unconfirmed");  // OpenSSL did not grant it: certConf follows
+                s->recorded_implicit = false;
+            } else if (s->recorded_implicit) {
+                // recorded as accepted, but the client gets no certificate: withdraw it
+                (void)im.store.set_status(tid, "aborted");
+                (void)im.store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, now);
+                im.crl_dirty = true;
                 s->done = true;
             }
         } else if (!s->waiting) {  // a held request stays open for its polls
@@ -1104,10 +1213,6 @@ Status Server::revoke(BytesView serial, int reason, int64_t now) {
     X2SEC_TRY_STATUS(m_impl->store.revoke(serial, reason, now));
     m_impl->crl_dirty = true;
     return ok_status();
-}
-
-Result<Bytes> Server::crl_der() {
-    return crl_der(static_cast<int64_t>(std::time(nullptr)));
 }
 
 Result<Bytes> Server::crl_der(int64_t now) {

@@ -112,7 +112,16 @@ public:
     // A connection that broke (server restarted, network) is re-established once, outside a
     // transaction, before the next statement; the statement that saw the break has failed.
     void reconnect_if_broken() {
-        if (PQstatus(m_c) == CONNECTION_BAD) PQreset(m_c);
+        if (PQstatus(m_c) != CONNECTION_BAD) return;
+        PQreset(m_c);
+        if (PQstatus(m_c) == CONNECTION_OK) (void)exec("SET client_min_messages = warning");  // session setting
+    }
+    // Every method takes the connection through here: the lock, then a broken connection
+    // re-established before its first statement (so no method keeps failing on a dead one).
+    std::unique_lock<std::mutex> use() {
+        std::unique_lock lk(m_mu);
+        reconnect_if_broken();
+        return lk;
     }
     Status exec(const char* sql) {
         Res r(PQexec(m_c, sql));
@@ -138,8 +147,7 @@ public:
     }
 
     Status record_issued(const CertRecord& r) override {
-        std::lock_guard lk(m_mu);
-        reconnect_if_broken();
+        auto lk = use();
         X2SEC_TRY_STATUS(exec("BEGIN"));
         auto t = run("INSERT INTO transactions(tid, body, status, created) VALUES($1,$2,$3,$4)",
                      Params().bin(r.transaction_id).txt(r.body).txt(r.status).num(r.issued_at));
@@ -169,8 +177,7 @@ public:
         return exec("COMMIT");
     }
     Status record_transaction(BytesView tid, const std::string& body, const std::string& status) override {
-        std::lock_guard lk(m_mu);
-        reconnect_if_broken();
+        auto lk = use();
         auto t = run("INSERT INTO transactions(tid, body, status, created) VALUES($1,$2,$3,$4)",
                      Params().bin(tid).txt(body).txt(status).num(static_cast<int64_t>(std::time(nullptr))));
         if (!ok(t))
@@ -178,22 +185,20 @@ public:
         return ok_status();
     }
     Result<bool> transaction_exists(BytesView tid) override {
-        std::lock_guard lk(m_mu);
-        reconnect_if_broken();
+        auto lk = use();
         auto r = run("SELECT 1 FROM transactions WHERE tid = $1 UNION ALL SELECT 1 FROM pending WHERE tid = $1",
                      Params().bin(tid));
         if (!ok(r)) return err("query");
         return PQntuples(r.get()) > 0;
     }
     Status set_status(BytesView tid, const std::string& status) override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         auto r = run("UPDATE transactions SET status = $1 WHERE tid = $2", Params().txt(status).bin(tid));
         if (!ok(r)) return err("update status");
         return ok_status();
     }
     Result<std::optional<CertRecord>> find(const char* where, BytesView key) {
-        std::lock_guard lk(m_mu);
-        reconnect_if_broken();
+        auto lk = use();
         std::string sql = std::string(
                               "SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, "
                               "c.issued_at, c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body "
@@ -223,13 +228,14 @@ public:
         return c;
     }
     Result<std::vector<CertRecord>> list_certificates() override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         auto r =
             run("SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, c.issued_at, "
                 "c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body FROM certificates c "
                 "JOIN transactions t ON t.tid = c.tid ORDER BY c.issued_at, c.serial");
         if (!ok(r)) return err("query");
         std::vector<CertRecord> out;
+        out.reserve(static_cast<size_t>(PQntuples(r.get())));
         for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(cert_row(r.get(), i));
         return out;
     }
@@ -241,7 +247,6 @@ public:
     // Runs body inside BEGIN .. COMMIT; any failure rolls back.
     template <class F>
     auto in_txn(F&& body) -> decltype(body()) {
-        reconnect_if_broken();
         if (auto st = exec("BEGIN"); !st) return st.error();
         auto r = body();
         if (!r) {
@@ -256,7 +261,7 @@ public:
     }
 
     Status revoke(BytesView serial, int reason, int64_t when) override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         // The check, the update and the revocation sequence in one transaction, the row locked:
         // another instance cannot revoke in between.
         return in_txn([&]() -> Status {
@@ -277,7 +282,7 @@ public:
     }
 
     Result<std::vector<Bytes>> expire_unconfirmed(int64_t before, int64_t now) override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         return in_txn([&]() -> Result<std::vector<Bytes>> {
             // One statement marks the transactions; the certificates of exactly those are revoked.
             auto t =
@@ -303,8 +308,7 @@ public:
     }
 
     Result<Bytes> current_crl(int64_t now, int64_t max_age, const CrlBuilder& build) override {
-        std::lock_guard lk(m_mu);
-        reconnect_if_broken();
+        auto lk = use();
         auto fresh = [&](PGresult* q) {
             return be64(PQgetvalue(q, 0, 0)) == be64(PQgetvalue(q, 0, 1)) && !PQgetisnull(q, 0, 3) &&
                    now - be64(PQgetvalue(q, 0, 2)) < max_age;
@@ -322,6 +326,7 @@ public:
             auto r = run("SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
             if (!ok(r)) return err("query");
             std::vector<pki::Revoked> list;
+            list.reserve(static_cast<size_t>(PQntuples(r.get())));
             for (int i = 0; i < PQntuples(r.get()); ++i)
                 list.push_back(
                     {bytes(r.get(), i, 0), be64(PQgetvalue(r.get(), i, 1)), be32(PQgetvalue(r.get(), i, 2))});
@@ -335,16 +340,17 @@ public:
         });
     }
     Result<std::vector<pki::Revoked>> revoked() override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         auto r = run("SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
         if (!ok(r)) return err("query");
         std::vector<pki::Revoked> out;
+        out.reserve(static_cast<size_t>(PQntuples(r.get())));
         for (int i = 0; i < PQntuples(r.get()); ++i)
             out.push_back({bytes(r.get(), i, 0), be64(PQgetvalue(r.get(), i, 1)), be32(PQgetvalue(r.get(), i, 2))});
         return out;
     }
     Result<StoreCounts> counts() override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         auto r =
             run("SELECT (SELECT COUNT(*) FROM certificates), (SELECT COUNT(*) FROM transactions), "
                 "(SELECT COUNT(*) FROM certificates WHERE revoked = 1)");
@@ -353,7 +359,7 @@ public:
                            be64(PQgetvalue(r.get(), 0, 2))};
     }
     Result<int64_t> next_crl_number() override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         auto r = run("UPDATE crl_number SET n = n + 1 WHERE id = 1 RETURNING n");
         if (!ok(r) || PQntuples(r.get()) != 1) return err("crl number");
         return be64(PQgetvalue(r.get(), 0, 0));
@@ -361,7 +367,7 @@ public:
     std::string kind() const override { return "postgresql"; }
 
     Status record_pending(const PendingRequest& p) override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         X2SEC_TRY_STATUS(exec("BEGIN"));
         auto body = [&]() -> Status {
             auto q = run("SELECT 1 FROM transactions WHERE tid = $1", Params().bin(p.transaction_id));
@@ -412,23 +418,24 @@ public:
         "SELECT tid, profile, body, subject, sans, requester, request, created, state, decided_by, reason, decided_at "
         "FROM pending ";
     Result<std::optional<PendingRequest>> find_pending(BytesView tid) override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         auto r = run((std::string(kPendingCols) + "WHERE tid = $1").c_str(), Params().bin(tid));
         if (!ok(r)) return err("query");
         if (PQntuples(r.get()) == 0) return std::optional<PendingRequest>();
         return std::optional<PendingRequest>(pending_row(r.get(), 0));
     }
     Result<std::vector<PendingRequest>> list_pending() override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         auto r = run((std::string(kPendingCols) + "ORDER BY created, tid").c_str());
         if (!ok(r)) return err("query");
         std::vector<PendingRequest> out;
+        out.reserve(static_cast<size_t>(PQntuples(r.get())));
         for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(pending_row(r.get(), i));
         return out;
     }
     Status decide_pending(BytesView tid, bool approve, const std::string& actor, const std::string& reason,
                           int64_t when) override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         X2SEC_TRY_STATUS(exec("BEGIN"));
         auto body = [&]() -> Status {
             auto q = run("SELECT state FROM pending WHERE tid = $1 FOR UPDATE", Params().bin(tid));
@@ -445,22 +452,23 @@ public:
         return finish(body());
     }
     Status set_pending_state(BytesView tid, const std::string& state) override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         auto u = run("UPDATE pending SET state = $1 WHERE tid = $2", Params().txt(state).bin(tid));
         if (!ok(u)) return err("update pending");
         return ok_status();
     }
     Status append_audit(const AuditEntry& e) override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         X2SEC_TRY_STATUS(exec("BEGIN"));
         return finish(append_audit_locked(e));
     }
     Result<std::vector<AuditEntry>> audit_log() override {
-        std::lock_guard lk(m_mu);
+        auto lk = use();
         auto r = run("SELECT seq, at, actor, action, object, reason, prev_hash, hash FROM audit ORDER BY seq");
         if (!ok(r)) return err("query");
         std::vector<AuditEntry> out;
         PGresult* g = r.get();
+        out.reserve(static_cast<size_t>(PQntuples(g)));
         for (int i = 0; i < PQntuples(g); ++i)
             out.push_back({be64(PQgetvalue(g, i, 0)), be64(PQgetvalue(g, i, 1)), text(g, i, 2), text(g, i, 3),
                            text(g, i, 4), text(g, i, 5), bytes(g, i, 6), bytes(g, i, 7)});

@@ -1,6 +1,10 @@
 #include <sqlite3.h>
+#include <atomic>
+#include <condition_variable>
 #include <ctime>
+#include <functional>
 #include <mutex>
+#include <vector>
 #include <x2sec/cmp/store.hpp>
 
 namespace x2sec::cmp {
@@ -103,11 +107,17 @@ private:
 
 class SqliteStore final : public Store {
 public:
-    explicit SqliteStore(sqlite3* db) : m_db(db) {}
-    ~SqliteStore() override { sqlite3_close(m_db); }
+    // rdb: a second connection to the same file for reads (WAL lets them run while a write
+    // commits), or null (":memory:": one connection for everything).
+    SqliteStore(sqlite3* db, sqlite3* rdb) : m_db(db), m_rdb(rdb ? rdb : db), m_rmu(rdb ? &m_read_mu : &m_mu) {}
+    ~SqliteStore() override {
+        if (m_rdb != m_db) sqlite3_close(m_rdb);
+        sqlite3_close(m_db);
+    }
 
-    Error err(const std::string& what, int code = 0) {
-        return Error(ErrorDomain::Io, code, "sqlite: " + what + ": " + sqlite3_errmsg(m_db));
+    Error err(const std::string& what, int code = 0) { return err_on(m_db, what, code); }
+    static Error err_on(sqlite3* db, const std::string& what, int code = 0) {
+        return Error(ErrorDomain::Io, code, "sqlite: " + what + ": " + sqlite3_errmsg(db));
     }
     Status exec(const char* sql) {
         char* msg = nullptr;
@@ -120,47 +130,48 @@ public:
     }
 
     Status record_issued(const CertRecord& r) override {
-        std::lock_guard lk(m_mu);
-        Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
-        Stmt t(m_db, "INSERT INTO transactions(tid, body, status, created) VALUES(?,?,?,?)");
-        t.blob(1, r.transaction_id).text(2, r.body).text(3, r.status).i64(4, r.issued_at);
-        if (int rc = t.step(); rc != SQLITE_DONE)
-            return rc == SQLITE_CONSTRAINT ? err("transactionID already recorded", 1) : err("record transaction");
-        Stmt c(m_db,
-               "INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, "
-               "issued_at, der) VALUES(?,?,?,?,?,?,?,?,?)");
-        c.blob(1, r.serial).blob(2, r.transaction_id).text(3, r.subject).text(4, r.sans).text(5, r.requester);
-        c.i64(6, r.not_before).i64(7, r.not_after).i64(8, r.issued_at).blob(9, r.der);
-        if (int rc = c.step(); rc != SQLITE_DONE)
-            return rc == SQLITE_CONSTRAINT ? err("serial already recorded", 4) : err("record certificate");
-        return txn.commit();
+        return write([&]() -> Status {
+            Stmt t(m_db, "INSERT INTO transactions(tid, body, status, created) VALUES(?,?,?,?)");
+            t.blob(1, r.transaction_id).text(2, r.body).text(3, r.status).i64(4, r.issued_at);
+            if (int rc = t.step(); rc != SQLITE_DONE)
+                return rc == SQLITE_CONSTRAINT ? err("transactionID already recorded", 1) : err("record transaction");
+            Stmt c(m_db,
+                   "INSERT INTO certificates(serial, tid, subject, sans, requester, not_before, not_after, "
+                   "issued_at, der) VALUES(?,?,?,?,?,?,?,?,?)");
+            c.blob(1, r.serial).blob(2, r.transaction_id).text(3, r.subject).text(4, r.sans).text(5, r.requester);
+            c.i64(6, r.not_before).i64(7, r.not_after).i64(8, r.issued_at).blob(9, r.der);
+            if (int rc = c.step(); rc != SQLITE_DONE)
+                return rc == SQLITE_CONSTRAINT ? err("serial already recorded", 4) : err("record certificate");
+            return ok_status();
+        });
     }
 
     Status record_transaction(BytesView tid, const std::string& body, const std::string& status) override {
-        std::lock_guard lk(m_mu);
-        Stmt t(m_db, "INSERT INTO transactions(tid, body, status, created) VALUES(?,?,?,?)");
-        t.blob(1, tid).text(2, body).text(3, status).i64(4, static_cast<int64_t>(std::time(nullptr)));
-        if (t.step() != SQLITE_DONE) return err("transactionID already recorded", 1);
-        return ok_status();
+        return write([&]() -> Status {
+            Stmt t(m_db, "INSERT INTO transactions(tid, body, status, created) VALUES(?,?,?,?)");
+            t.blob(1, tid).text(2, body).text(3, status).i64(4, static_cast<int64_t>(std::time(nullptr)));
+            if (t.step() != SQLITE_DONE) return err("transactionID already recorded", 1);
+            return ok_status();
+        });
     }
 
     Result<bool> transaction_exists(BytesView tid) override {
-        std::lock_guard lk(m_mu);
-        Stmt s(m_db, "SELECT 1 FROM transactions WHERE tid = ?1 UNION ALL SELECT 1 FROM pending WHERE tid = ?1");
+        std::lock_guard lk(*m_rmu);
+        Stmt s(m_rdb, "SELECT 1 FROM transactions WHERE tid = ?1 UNION ALL SELECT 1 FROM pending WHERE tid = ?1");
         s.blob(1, tid);
         int rc = s.step();
         if (rc == SQLITE_ROW) return true;
         if (rc == SQLITE_DONE) return false;
-        return err("query");
+        return err_on(m_rdb, "query");
     }
 
     Status set_status(BytesView tid, const std::string& status) override {
-        std::lock_guard lk(m_mu);
-        Stmt s(m_db, "UPDATE transactions SET status = ? WHERE tid = ?");
-        s.text(1, status).blob(2, tid);
-        if (s.step() != SQLITE_DONE) return err("update status");
-        return ok_status();
+        return write([&]() -> Status {
+            Stmt s(m_db, "UPDATE transactions SET status = ? WHERE tid = ?");
+            s.text(1, status).blob(2, tid);
+            if (s.step() != SQLITE_DONE) return err("update status");
+            return ok_status();
+        });
     }
 
     static CertRecord row(Stmt& s) {
@@ -182,57 +193,56 @@ public:
         return r;
     }
     Result<std::optional<CertRecord>> find(const char* where, BytesView key) {
-        std::lock_guard lk(m_mu);
+        std::lock_guard lk(*m_rmu);
         std::string sql = std::string(
                               "SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, "
                               "c.issued_at, c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body "
                               "FROM certificates c JOIN transactions t ON t.tid = c.tid WHERE ") +
                           where;
-        Stmt s(m_db, sql.c_str());
+        Stmt s(m_rdb, sql.c_str());
         s.blob(1, key);
         int rc = s.step();
         if (rc == SQLITE_ROW) return std::optional<CertRecord>(row(s));
         if (rc == SQLITE_DONE) return std::optional<CertRecord>();
-        return err("query");
+        return err_on(m_rdb, "query");
     }
     Result<std::optional<CertRecord>> find_by_serial(BytesView serial) override { return find("c.serial = ?", serial); }
     Result<std::vector<CertRecord>> list_certificates() override {
-        std::lock_guard lk(m_mu);
-        Stmt s(m_db,
+        std::lock_guard lk(*m_rmu);
+        Stmt s(m_rdb,
                "SELECT c.serial, c.tid, c.subject, c.sans, c.requester, c.not_before, c.not_after, c.issued_at, "
                "c.der, c.revoked, c.revoked_at, c.reason, t.status, t.body FROM certificates c "
                "JOIN transactions t ON t.tid = c.tid ORDER BY c.issued_at, c.serial");
         std::vector<CertRecord> out;
         int rc;
         while ((rc = s.step()) == SQLITE_ROW) out.push_back(row(s));
-        if (rc != SQLITE_DONE) return err("query");
+        if (rc != SQLITE_DONE) return err_on(m_rdb, "query");
         return out;
     }
     Result<std::optional<CertRecord>> find_by_transaction(BytesView tid) override { return find("c.tid = ?", tid); }
 
     Status revoke(BytesView serial, int reason, int64_t when) override {
-        std::lock_guard lk(m_mu);
         // The check and the update in one transaction: another RA/CA process sharing the file
         // cannot revoke in between.
-        Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
-        {
-            Stmt q(m_db, "SELECT revoked FROM certificates WHERE serial = ?");
-            q.blob(1, serial);
-            int rc = q.step();
-            if (rc == SQLITE_DONE)
-                return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
-            if (rc != SQLITE_ROW) return err("query");
-            if (q.col_i64(0)) return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
-        }
-        {
-            Stmt s(m_db,
-                   "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ? WHERE serial = ? AND revoked = 0");
-            s.i64(1, when).i64(2, reason).blob(3, serial);
-            if (s.step() != SQLITE_DONE) return err("revoke");
-        }
-        X2SEC_TRY_STATUS(bump_revocations());
-        return txn.commit();
+        return write([&]() -> Status {
+            {
+                Stmt q(m_db, "SELECT revoked FROM certificates WHERE serial = ?");
+                q.blob(1, serial);
+                int rc = q.step();
+                if (rc == SQLITE_DONE)
+                    return Error(ErrorDomain::Pki, 2, "serial " + to_hex(serial) + " was not issued here");
+                if (rc != SQLITE_ROW) return err("query");
+                if (q.col_i64(0)) return Error(ErrorDomain::Pki, 3, "serial " + to_hex(serial) + " is already revoked");
+            }
+            {
+                Stmt u(m_db,
+                       "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ? WHERE serial = ? AND revoked = "
+                       "0");
+                u.i64(1, when).i64(2, reason).blob(3, serial);
+                if (u.step() != SQLITE_DONE) return err("revoke");
+            }
+            return bump_revocations();
+        });
     }
 
     Status bump_revocations() {
@@ -244,7 +254,7 @@ public:
     Result<std::vector<Bytes>> expire_unconfirmed(int64_t before, int64_t now) override {
         std::lock_guard lk(m_mu);
         Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
+        if (!txn.begun()) return txn.begun().error();
         std::vector<Bytes> serials;
         {
             Stmt q(m_db,
@@ -274,7 +284,7 @@ public:
     Result<Bytes> current_crl(int64_t now, int64_t max_age, const CrlBuilder& build) override {
         std::lock_guard lk(m_mu);
         Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
+        if (!txn.begun()) return txn.begun().error();
         int64_t rev_seq = 0, crl_seq = -1, built = 0;
         Bytes der;
         {
@@ -311,23 +321,23 @@ public:
     }
 
     Result<std::vector<pki::Revoked>> revoked() override {
-        std::lock_guard lk(m_mu);
-        Stmt s(m_db, "SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
+        std::lock_guard lk(*m_rmu);
+        Stmt s(m_rdb, "SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 ORDER BY serial");
         std::vector<pki::Revoked> out;
         int rc;
         while ((rc = s.step()) == SQLITE_ROW)
             out.push_back({s.col_blob(0), s.col_i64(1), static_cast<int>(s.col_i64(2))});
-        if (rc != SQLITE_DONE) return err("query");
+        if (rc != SQLITE_DONE) return err_on(m_rdb, "query");
         return out;
     }
 
     Result<StoreCounts> counts() override {
-        std::lock_guard lk(m_mu);
+        std::lock_guard lk(*m_rmu);
         StoreCounts c;
-        Stmt a(m_db,
+        Stmt a(m_rdb,
                "SELECT (SELECT COUNT(*) FROM certificates), (SELECT COUNT(*) FROM transactions), "
                "(SELECT COUNT(*) FROM certificates WHERE revoked = 1)");
-        if (a.step() != SQLITE_ROW) return err("count");
+        if (a.step() != SQLITE_ROW) return err_on(m_rdb, "count");
         c.certificates = a.col_i64(0);
         c.transactions = a.col_i64(1);
         c.revoked = a.col_i64(2);
@@ -337,7 +347,7 @@ public:
     Result<int64_t> next_crl_number() override {
         std::lock_guard lk(m_mu);
         Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
+        if (!txn.begun()) return txn.begun().error();
         X2SEC_TRY_STATUS(exec("UPDATE crl_number SET n = n + 1 WHERE id = 1"));
         int64_t n = 0;
         {
@@ -350,32 +360,31 @@ public:
     }
 
     std::string kind() const override { return "sqlite"; }
+    uint64_t write_commits() const override { return m_batches.load(std::memory_order_relaxed); }
 
     Status record_pending(const PendingRequest& p) override {
-        std::lock_guard lk(m_mu);
-        Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
-        {
-            Stmt q(m_db, "SELECT 1 FROM transactions WHERE tid = ?");
-            q.blob(1, p.transaction_id);
-            if (q.step() == SQLITE_ROW) return Error(ErrorDomain::Io, 1, "sqlite: transactionID already recorded");
-        }
-        Stmt s(m_db,
-               "INSERT INTO pending(tid, profile, body, subject, sans, requester, request, created, state) "
-               "VALUES(?,?,?,?,?,?,?,?,'pending')");
-        s.blob(1, p.transaction_id).text(2, p.profile).text(3, p.body).text(4, p.subject).text(5, p.sans);
-        s.text(6, p.requester).blob(7, p.request_der).i64(8, p.created);
-        if (s.step() != SQLITE_DONE) return err("transactionID already pending", 1);
-        X2SEC_TRY_STATUS(append_audit_locked({0,
-                                              p.created,
-                                              p.requester,
-                                              "hold",
-                                              to_hex(p.transaction_id),
-                                              "profile " + (p.profile.empty() ? std::string("default") : p.profile) +
-                                                  " requires approval: " + p.subject + " " + p.sans,
-                                              {},
-                                              {}}));
-        return txn.commit();
+        return write([&]() -> Status {
+            {
+                Stmt q(m_db, "SELECT 1 FROM transactions WHERE tid = ?");
+                q.blob(1, p.transaction_id);
+                if (q.step() == SQLITE_ROW) return Error(ErrorDomain::Io, 1, "sqlite: transactionID already recorded");
+            }
+            Stmt s(m_db,
+                   "INSERT INTO pending(tid, profile, body, subject, sans, requester, request, created, state) "
+                   "VALUES(?,?,?,?,?,?,?,?,'pending')");
+            s.blob(1, p.transaction_id).text(2, p.profile).text(3, p.body).text(4, p.subject).text(5, p.sans);
+            s.text(6, p.requester).blob(7, p.request_der).i64(8, p.created);
+            if (s.step() != SQLITE_DONE) return err("transactionID already pending", 1);
+            return append_audit_locked({0,
+                                        p.created,
+                                        p.requester,
+                                        "hold",
+                                        to_hex(p.transaction_id),
+                                        "profile " + (p.profile.empty() ? std::string("default") : p.profile) +
+                                            " requires approval: " + p.subject + " " + p.sans,
+                                        {},
+                                        {}});
+        });
     }
     static const char* pending_cols() {
         return "SELECT tid, profile, body, subject, sans, requester, request, created, state, decided_by, reason, "
@@ -398,75 +407,130 @@ public:
         return p;
     }
     Result<std::optional<PendingRequest>> find_pending(BytesView tid) override {
-        std::lock_guard lk(m_mu);
-        Stmt s(m_db, (std::string(pending_cols()) + "WHERE tid = ?").c_str());
+        std::lock_guard lk(*m_rmu);
+        Stmt s(m_rdb, (std::string(pending_cols()) + "WHERE tid = ?").c_str());
         s.blob(1, tid);
         int rc = s.step();
         if (rc == SQLITE_ROW) return std::optional<PendingRequest>(pending_row(s));
         if (rc == SQLITE_DONE) return std::optional<PendingRequest>();
-        return err("query");
+        return err_on(m_rdb, "query");
     }
     Result<std::vector<PendingRequest>> list_pending() override {
-        std::lock_guard lk(m_mu);
-        Stmt s(m_db, (std::string(pending_cols()) + "ORDER BY created, tid").c_str());
+        std::lock_guard lk(*m_rmu);
+        Stmt s(m_rdb, (std::string(pending_cols()) + "ORDER BY created, tid").c_str());
         std::vector<PendingRequest> out;
         int rc;
         while ((rc = s.step()) == SQLITE_ROW) out.push_back(pending_row(s));
-        if (rc != SQLITE_DONE) return err("query");
+        if (rc != SQLITE_DONE) return err_on(m_rdb, "query");
         return out;
     }
     Status decide_pending(BytesView tid, bool approve, const std::string& actor, const std::string& reason,
                           int64_t when) override {
-        std::lock_guard lk(m_mu);
-        Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
-        {
-            Stmt q(m_db, "SELECT state FROM pending WHERE tid = ?");
-            q.blob(1, tid);
-            int rc = q.step();
-            if (rc == SQLITE_DONE) return Error(ErrorDomain::Pki, 2, "no request " + to_hex(tid) + " awaits approval");
-            if (rc != SQLITE_ROW) return err("query");
-            if (q.col_text(0) != "pending")
-                return Error(ErrorDomain::Pki, 3, "request " + to_hex(tid) + " is already " + q.col_text(0));
-        }
-        {
-            Stmt u(m_db,
-                   "UPDATE pending SET state = ?, decided_by = ?, reason = ?, decided_at = ? WHERE tid = ? "
-                   "AND state = 'pending'");
-            u.text(1, approve ? "approved" : "rejected").text(2, actor).text(3, reason).i64(4, when).blob(5, tid);
-            if (u.step() != SQLITE_DONE) return err("decide");
-        }
-        X2SEC_TRY_STATUS(
-            append_audit_locked({0, when, actor, approve ? "approve" : "reject", to_hex(tid), reason, {}, {}}));
-        return txn.commit();
+        return write([&]() -> Status {
+            {
+                Stmt q(m_db, "SELECT state FROM pending WHERE tid = ?");
+                q.blob(1, tid);
+                int rc = q.step();
+                if (rc == SQLITE_DONE)
+                    return Error(ErrorDomain::Pki, 2, "no request " + to_hex(tid) + " awaits approval");
+                if (rc != SQLITE_ROW) return err("query");
+                if (q.col_text(0) != "pending")
+                    return Error(ErrorDomain::Pki, 3, "request " + to_hex(tid) + " is already " + q.col_text(0));
+            }
+            {
+                Stmt u(m_db,
+                       "UPDATE pending SET state = ?, decided_by = ?, reason = ?, decided_at = ? WHERE tid = ? "
+                       "AND state = 'pending'");
+                u.text(1, approve ? "approved" : "rejected").text(2, actor).text(3, reason).i64(4, when).blob(5, tid);
+                if (u.step() != SQLITE_DONE) return err("decide");
+            }
+            return append_audit_locked({0, when, actor, approve ? "approve" : "reject", to_hex(tid), reason, {}, {}});
+        });
     }
     Status set_pending_state(BytesView tid, const std::string& state) override {
-        std::lock_guard lk(m_mu);
-        Stmt u(m_db, "UPDATE pending SET state = ? WHERE tid = ?");
-        u.text(1, state).blob(2, tid);
-        if (u.step() != SQLITE_DONE) return err("update pending");
-        return ok_status();
+        return write([&]() -> Status {
+            Stmt u(m_db, "UPDATE pending SET state = ? WHERE tid = ?");
+            u.text(1, state).blob(2, tid);
+            if (u.step() != SQLITE_DONE) return err("update pending");
+            return ok_status();
+        });
     }
     Status append_audit(const AuditEntry& e) override {
-        std::lock_guard lk(m_mu);
-        Transaction txn(m_db);
-        X2SEC_TRY_STATUS(txn.begun());
-        X2SEC_TRY_STATUS(append_audit_locked(e));
-        return txn.commit();
+        return write([&]() -> Status { return append_audit_locked(e); });
     }
     Result<std::vector<AuditEntry>> audit_log() override {
-        std::lock_guard lk(m_mu);
-        Stmt s(m_db, "SELECT seq, at, actor, action, object, reason, prev_hash, hash FROM audit ORDER BY seq");
+        std::lock_guard lk(*m_rmu);
+        Stmt s(m_rdb, "SELECT seq, at, actor, action, object, reason, prev_hash, hash FROM audit ORDER BY seq");
         std::vector<AuditEntry> out;
         int rc;
         while ((rc = s.step()) == SQLITE_ROW)
             out.push_back({s.col_i64(0), s.col_i64(1), s.col_text(2), s.col_text(3), s.col_text(4), s.col_text(5),
                            s.col_blob(6), s.col_blob(7)});
-        if (rc != SQLITE_DONE) return err("query");
+        if (rc != SQLITE_DONE) return err_on(m_rdb, "query");
         return out;
     }
 
 private:
+    // Group commit: concurrent writes share one SQLite transaction, so one WAL fsync.  A writer
+    // queues its body; the first writer that finds no commit in progress becomes the leader: it
+    // takes every queued write, runs each inside its own SAVEPOINT (a failing write is rolled
+    // back alone and its error returned to its caller, the others go on), COMMITs once and
+    // wakes them all.  Writes queued meanwhile form the next batch.  Every caller returns only
+    // after the COMMIT that holds its write (synchronous=FULL: durable) or with an error, and a
+    // failed COMMIT fails every write of the batch (all rolled back).
+    struct WriteOp {
+        const std::function<Status()>* body;
+        Status result;
+        bool done = false;
+    };
+    Status write(const std::function<Status()>& body) {
+        WriteOp op{&body, ok_status()};
+        std::unique_lock lk(m_q_mu);
+        m_queue.push_back(&op);
+        while (!op.done) {
+            if (m_leading) {
+                m_q_cv.wait(lk);
+                continue;
+            }
+            m_leading = true;
+            std::vector<WriteOp*> batch;
+            batch.swap(m_queue);
+            lk.unlock();
+            run_batch(batch);
+            lk.lock();
+            for (auto* o : batch) o->done = true;
+            m_leading = false;
+            m_q_cv.notify_all();
+        }
+        return op.result;
+    }
+    void run_batch(const std::vector<WriteOp*>& batch) {
+        std::lock_guard lk(m_mu);
+        Transaction txn(m_db);
+        if (!txn.begun()) {
+            for (auto* o : batch) o->result = txn.begun().error();
+            return;
+        }
+        for (auto* o : batch) {
+            if (auto sp = exec("SAVEPOINT w"); !sp) {
+                o->result = sp.error();
+                continue;
+            }
+            o->result = (*o->body)();
+            Status undo = o->result ? ok_status() : exec("ROLLBACK TO w");
+            Status rel = exec("RELEASE w");
+            if (!undo || !rel) {  // the savepoint could not be undone: nothing of this batch is kept
+                Error e = !undo ? undo.error() : rel.error();
+                for (auto* x : batch) x->result = e;
+                return;  // txn rolls back
+            }
+        }
+        if (auto c = txn.commit(); !c)
+            for (auto* o : batch)
+                if (o->result) o->result = c.error();
+        m_batches.fetch_add(1, std::memory_order_relaxed);
+    }
+
     // Inside a write transaction (BEGIN IMMEDIATE holds the database's write lock, so two
     // processes cannot append with the same predecessor).
     Status append_audit_locked(AuditEntry e) {
@@ -494,7 +558,15 @@ private:
         return ok_status();
     }
     sqlite3* m_db;
-    std::mutex m_mu;
+    sqlite3* m_rdb;
+    std::mutex m_mu;       // m_db: writes, and the CRL / sweep transactions
+    std::mutex m_read_mu;  // m_rdb when it is a connection of its own
+    std::mutex* m_rmu;
+    std::mutex m_q_mu;  // the group-commit queue
+    std::condition_variable m_q_cv;
+    std::vector<WriteOp*> m_queue;
+    bool m_leading = false;
+    std::atomic<uint64_t> m_batches{0};
 };
 
 }  // namespace
@@ -508,10 +580,30 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path) {
         return Error(ErrorDomain::Io, 0, "cannot open store " + path + ": " + m);
     }
     sqlite3_busy_timeout(db, 5000);
-    auto s = std::make_unique<SqliteStore>(db);
-    X2SEC_TRY_STATUS(s->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
-    X2SEC_TRY_STATUS(s->exec(kSchema));
-    return std::unique_ptr<Store>(std::move(s));
+    char* msg = nullptr;
+    int rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", nullptr,
+                          nullptr, &msg);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, kSchema, nullptr, nullptr, &msg);
+    if (rc != SQLITE_OK) {
+        std::string m = msg ? msg : sqlite3_errmsg(db);
+        sqlite3_free(msg);
+        sqlite3_close(db);
+        return Error(ErrorDomain::Io, 0, "sqlite: " + path + ": " + m);
+    }
+    // Reads on a connection of their own (WAL: they see the last commit and do not wait for a
+    // write's fsync); an in-memory database exists only in its one connection.
+    sqlite3* rdb = nullptr;
+    bool memory = path == ":memory:" || path.empty() || path.find("mode=memory") != std::string::npos;
+    if (!memory) {
+        if (sqlite3_open_v2(path.c_str(), &rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+            std::string m = rdb ? sqlite3_errmsg(rdb) : "out of memory";
+            sqlite3_close(rdb);
+            sqlite3_close(db);
+            return Error(ErrorDomain::Io, 0, "cannot open store " + path + " for reading: " + m);
+        }
+        sqlite3_busy_timeout(rdb, 5000);
+    }
+    return std::unique_ptr<Store>(std::make_unique<SqliteStore>(db, rdb));
 }
 
 Result<std::unique_ptr<Store>> open_store(const std::string& url) {

@@ -23,6 +23,8 @@ const char* profile_name(Profile p) {
             return "server";
         case Profile::OcspSigner:
             return "ocsp-signer";
+        case Profile::RootLink:
+            return "root-link";
     }
     return "?";
 }
@@ -126,7 +128,8 @@ bool valid_uri(std::string_view u) {
 Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EVP_PKEY* issuer_key) {
     if (!req.subject || !req.public_key || !issuer_key)
         return Error(ErrorDomain::Pki, 0, "issue_certificate: subject, public key and issuer key are required");
-    bool ca = req.profile == Profile::RootCa || req.profile == Profile::IntermediateCa;
+    bool ca =
+        req.profile == Profile::RootCa || req.profile == Profile::IntermediateCa || req.profile == Profile::RootLink;
     if (req.profile == Profile::RootCa && issuer_cert)
         return Error(ErrorDomain::Pki, 0, "a root CA certificate is self-signed (no issuer certificate)");
     if (req.profile != Profile::RootCa && !issuer_cert)

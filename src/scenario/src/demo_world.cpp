@@ -1,6 +1,7 @@
 #include "demo_world.hpp"
 
 #include <chrono>
+#include <ctime>
 #include <optional>
 #include <set>
 #include <x2sec/common/file.hpp>
@@ -593,7 +594,7 @@ CaseReport World::run_case(const std::string& id, const std::string& title, cons
         auto st = serial ? m_impl->cmp_server->revoke(*serial, 1) : Status(Error("bad serial"));
         c.steps.push_back("[operator] revoked " + b + "'s operator certificate (serial " + m_creds[b].op_serial_hex +
                           "): " + (st.ok() ? "ok" : st.error().detail()));
-        auto crl = m_impl->cmp_server->crl_der();
+        auto crl = m_impl->cmp_server->crl_der(static_cast<int64_t>(std::time(nullptr)));
         if (crl.ok()) {
             m_crl_der = *crl;
             c.steps.push_back("[operator] CRL published (" + std::to_string(crl->size()) + " bytes); " + a +

@@ -2,6 +2,7 @@
 #include <x2sec/scenario/sim.hpp>
 
 #include <algorithm>
+#include <ctime>
 #include <functional>
 #include <iomanip>
 #include <queue>
@@ -520,7 +521,7 @@ Result<Enrolled> SimWorld::enrol(const policy::HenbConfig& h) {
         msgs += 1;
         bytes += req.size();
         m_now += rtt_core();
-        X2SEC_TRY(auto resp, m_ra->handle(req));
+        X2SEC_TRY(auto resp, m_ra->handle(req, cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))}));
         msgs += 1;
         bytes += resp.size();
         return resp;
@@ -731,7 +732,7 @@ void SimWorld::revoke_now() {
         m_faults.push_back("t=" + std::to_string(m_now / 1000) + " s: no operator certificate to revoke");
         return;
     }
-    auto crl = m_ra->crl_der();
+    auto crl = m_ra->crl_der(static_cast<int64_t>(std::time(nullptr)));
     if (!crl.ok()) {
         m_faults.push_back("CRL unavailable: " + crl.error().detail());
         return;

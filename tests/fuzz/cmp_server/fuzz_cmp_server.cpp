@@ -15,11 +15,19 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <cstdlib>
+#include <ctime>
 #include <memory>
 #include <string>
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/server.hpp>
 #include <x2sec/cmp/store.hpp>
+
+namespace {
+// The system clock's time, for tests that exchange messages as they happen.
+x2sec::cmp::RequestContext wall_clock_request() {
+    return x2sec::cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))};
+}
+}  // namespace
 
 using namespace x2sec;
 
@@ -59,7 +67,7 @@ OSSL_CMP_MSG* transfer(OSSL_CMP_CTX*, const OSSL_CMP_MSG* req) {
     unsigned char* der = nullptr;
     int n = i2d_OSSL_CMP_MSG(req, &der);
     if (n <= 0) return nullptr;
-    auto r = world().server->handle(BytesView(der, static_cast<size_t>(n)));
+    auto r = world().server->handle(BytesView(der, static_cast<size_t>(n)), wall_clock_request());
     OPENSSL_free(der);
     check_answer(r);
     if (!r) return nullptr;
@@ -136,7 +144,7 @@ void patched_ir(BytesView rest) {
     // A fresh RA each time: the real ir's transactionID is not burnt by an earlier input.
     auto store = std::move(cmp::open_sqlite_store(":memory:").value());
     cmp::Server server(world().lab.server_config(), *store);
-    check_answer(server.handle(m));
+    check_answer(server.handle(m, wall_clock_request()));
 }
 
 }  // namespace
@@ -149,7 +157,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     else if (data[0] & 2)
         patched_ir(rest);
     else
-        check_answer(world().server->handle(rest));
+        check_answer(world().server->handle(rest, wall_clock_request()));
     ERR_clear_error();
     return 0;
 }

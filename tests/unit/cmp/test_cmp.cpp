@@ -10,6 +10,13 @@
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/server.hpp>
 
+namespace {
+// The system clock's time, for tests that exchange messages as they happen.
+x2sec::cmp::RequestContext wall_clock_request() {
+    return x2sec::cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))};
+}
+}  // namespace
+
 using namespace x2sec;
 using namespace x2sec::cmp;
 
@@ -27,11 +34,11 @@ struct Fixture : ::testing::Test {
     void SetUp() override { server = std::make_unique<Server>(lab().server_config(), *store); }
     void reconfigure(ServerPolicy pol) {
         auto cfg = lab().server_config();
-        cfg.policy = pol;
+        cfg.policy = std::move(pol);
         server = std::make_unique<Server>(std::move(cfg), *store);
     }
     Transfer transfer() {
-        return [this](BytesView req) { return server->handle(req); };
+        return [this](BytesView req) { return server->handle(req, wall_clock_request()); };
     }
     EnrollRequest request(const LabCredential& dev, EVP_PKEY* new_key, const std::string& id) {
         EnrollRequest r;
@@ -45,8 +52,8 @@ struct Fixture : ::testing::Test {
         r.operator_roots = {lab().operator_root.cert.get()};  // provisioned (the usual case)
         return r;
     }
-    int64_t certs() { return store->counts()->certificates; }
-    int64_t transactions() { return store->counts()->transactions; }
+    int64_t certs() const { return store->counts()->certificates; }
+    int64_t transactions() const { return store->counts()->transactions; }
 };
 
 pki::PkeyPtr p256() {
@@ -100,8 +107,11 @@ TEST_F(Fixture, SecondVendorAndProvisionedRootWithImplicitConfirm) {
     auto r = request(dev, nk.get(), "0200c0ffee01.henb.vendor-b.example");
     r.operator_roots = {lab().operator_root.cert.get()};
     r.implicit_confirm = true;
+    const uint64_t commits = store->write_commits();
     auto e = Client::enroll(r);
     ASSERT_TRUE(e.ok()) << e.error().detail();
+    // one durable write for the whole transaction: certificate, transaction and `implicit` together
+    EXPECT_EQ(store->write_commits() - commits, 1u);
     auto rec = store->find_by_serial(pki::serial_bytes(X509_get0_serialNumber(e->cert.get())));
     ASSERT_TRUE(rec.ok() && rec->has_value());
     EXPECT_EQ((*rec)->status, "implicit");
@@ -302,7 +312,7 @@ TEST_F(Fixture, KurRenewsAndRrRevokes) {
     EXPECT_EQ(again.error().code(), OSSL_CMP_PKIFAILUREINFO_certRevoked) << again.error().detail();
 
     // CRL lists it
-    auto crl_der = server->crl_der();
+    auto crl_der = server->crl_der(wall_clock_request().now);
     ASSERT_TRUE(crl_der.ok());
     const unsigned char* p = crl_der->data();
     X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(crl_der->size()));
@@ -314,8 +324,8 @@ TEST_F(Fixture, KurRenewsAndRrRevokes) {
 }
 
 TEST_F(Fixture, GarbageIsNotACmpMessage) {
-    EXPECT_FALSE(server->handle(to_bytes("hello")).ok());
-    EXPECT_FALSE(server->handle(Bytes{}).ok());
+    EXPECT_FALSE(server->handle(to_bytes("hello"), wall_clock_request()).ok());
+    EXPECT_FALSE(server->handle(Bytes{}, wall_clock_request()).ok());
     EXPECT_EQ(server->counters().get("cmp.rx.bad_der"), 2u);
     // truncated real message
     auto dev = lab().device(lab().vendor_a, "0023a1b2c3dc", kRealmA);
@@ -329,7 +339,7 @@ TEST_F(Fixture, GarbageIsNotACmpMessage) {
     EXPECT_FALSE(Client::enroll(r).ok());
     ASSERT_GT(captured.size(), 100u);
     captured.resize(captured.size() - 10);
-    EXPECT_FALSE(server->handle(captured).ok());
+    EXPECT_FALSE(server->handle(captured, wall_clock_request()).ok());
     EXPECT_EQ(certs(), 0);
 }
 
@@ -344,7 +354,7 @@ TEST_F(Fixture, TamperedMessageAnsweredWithError) {
         auto pos = s.find("0023a1b2c3dd.henb", 0);
         pos = s.find("0023a1b2c3dd.henb", pos + 1);  // skip the header sender
         if (pos != std::string::npos) m[pos] ^= 1;
-        return server->handle(m);
+        return server->handle(m, wall_clock_request());
     };
     auto e = Client::enroll(r);
     ASSERT_FALSE(e.ok());
@@ -364,7 +374,7 @@ TEST_F(Fixture, CertConfFromAnotherSignerRefused) {
     r.transaction_id = Bytes(16, 0x77);
     r.transfer = [&](BytesView req) -> Result<Bytes> {
         if (++n == 2) return Error("drop certConf");
-        return server->handle(req);
+        return server->handle(req, wall_clock_request());
     };
     EXPECT_FALSE(Client::enroll(r).ok());
     EXPECT_EQ(server->open_sessions(), 1u);
@@ -381,6 +391,7 @@ TEST_F(Fixture, ConcurrentEnrolmentsGetUniqueSerials) {
     std::mutex mu;
     std::set<std::string> serials;
     std::atomic<int> failures{0};
+    ts.reserve(kThreads);
     for (int t = 0; t < kThreads; ++t)
         ts.emplace_back([&, t] {
             for (int i = 0; i < kEach; ++i) {

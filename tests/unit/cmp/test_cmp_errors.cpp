@@ -4,6 +4,7 @@
 // failures (weak POP, unacceptable revocation reason) are a rejection in ip/rp.  Nothing is
 // written to the store, and each rejection is counted.
 #include <gtest/gtest.h>
+#include <ctime>
 #include <openssl/cmp.h>
 #include <openssl/crmf.h>
 #include <functional>
@@ -14,13 +15,20 @@
 #include <x2sec/cmp/server.hpp>
 #include <x2sec/test/cmp_wire.hpp>
 
+namespace {
+// The system clock's time, for tests that exchange messages as they happen.
+x2sec::cmp::RequestContext wall_clock_request() {
+    return x2sec::cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))};
+}
+}  // namespace
+
 using namespace x2sec;
 using namespace x2sec::cmp;
 
 namespace {
 
 const char* kRealm = "henb.vendor-a.example";
-constexpr int kErrorBody = 23, kIpBody = 1, kRpBody = 12;
+constexpr int kErrorBody = 23, kIpBody = 1;
 
 struct MsgFree {
     void operator()(OSSL_CMP_MSG* m) const { OSSL_CMP_MSG_free(m); }
@@ -53,11 +61,11 @@ struct ErrFixture : ::testing::Test {
     std::unique_ptr<Server> server = std::make_unique<Server>(lab().server_config(), *store);
     test::CmpWire wire;
     ErrFixture() {
-        wire.handle = [this](BytesView b) { return server->handle(b); };
+        wire.handle = [this](BytesView b) { return server->handle(b, wall_clock_request()); };
     }
-    int64_t certs() { return store->counts()->certificates; }
-    int64_t transactions() { return store->counts()->transactions; }
-    uint64_t counter(const std::string& n) { return server->counters().get(n); }
+    int64_t certs() const { return store->counts()->certificates; }
+    int64_t transactions() const { return store->counts()->transactions; }
+    uint64_t counter(const std::string& n) const { return server->counters().get(n); }
 
     // One raw OpenSSL client exchange (ir unless told otherwise).  `tweak` adjusts the
     // context; `crm` replaces the generated CertReqMsg.
@@ -157,7 +165,7 @@ TEST_F(ErrFixture, TamperedProtectionIsBadMessageCheck) {
         auto pos = s.find(id);
         pos = s.find(id, pos + 1);  // the template's CN, covered by the protection
         if (pos != std::string::npos) m[pos] ^= 1;
-        return server->handle(m);
+        return server->handle(m, wall_clock_request());
     };
     auto o = run_device(dev, nk.get(), id);
     EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_badMessageCheck);
@@ -312,11 +320,11 @@ TEST_F(ErrFixture, CertConfWithoutTransactionIsBadRequestError) {
             // rewrite nothing: send the certConf under a fresh server (no session there)
             Store& st = *store;
             Server fresh(lab().server_config(), st);
-            auto r = fresh.handle(req);
+            auto r = fresh.handle(req, wall_clock_request());
             EXPECT_EQ(fresh.counters().get("cmp.reject.no_transaction"), 1u);
             return r;
         }
-        return server->handle(req);
+        return server->handle(req, wall_clock_request());
     };
     auto o = run_device(dev, nk.get(), std::string("0023a1b2c40d.") + kRealm);
     EXPECT_ERROR_WITH(o, OSSL_CMP_PKIFAILUREINFO_badRequest);
@@ -342,7 +350,7 @@ struct RrFixture : ErrFixture {
     void SetUp() override {
         auto dev = lab().device(lab().vendor_a, "0023a1b2c4f0", kRealm);
         EnrollRequest r;
-        r.transfer = [this](BytesView b) { return server->handle(b); };
+        r.transfer = [this](BytesView b) { return server->handle(b, wall_clock_request()); };
         r.auth_key = dev.key.get();
         r.auth_cert = dev.cert.get();
         r.auth_chain = dev.chain_ptrs();
@@ -356,7 +364,7 @@ struct RrFixture : ErrFixture {
     }
     Status revoke(int reason) {
         RevokeRequest rr;
-        rr.transfer = [this](BytesView b) { return server->handle(b); };
+        rr.transfer = [this](BytesView b) { return server->handle(b, wall_clock_request()); };
         rr.operator_roots = {lab().operator_root.cert.get()};
         rr.key = key.get();
         rr.cert = e.cert.get();
@@ -366,7 +374,7 @@ struct RrFixture : ErrFixture {
     }
     // The reasonCode of our certificate's entry in the served CRL (-1: no reasonCode, -2: not listed).
     int crl_reason() {
-        auto der = server->crl_der();
+        auto der = server->crl_der(wall_clock_request().now);
         if (!der) return -3;
         const unsigned char* p = der->data();
         X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(der->size()));
@@ -536,7 +544,7 @@ TEST_F(ErrFixture, EveryTruncationAndBitFlipOfAnIrIsRefused) {
     size_t refused = 0, errors = 0, granted_unprotected_part = 0;
     std::map<std::string, size_t> failures;
     for (size_t n = 0; n < ir.size(); ++n) {
-        auto v = judge(lab(), server->handle(BytesView(ir.data(), n)));
+        auto v = judge(lab(), server->handle(BytesView(ir.data(), n), wall_clock_request()));
         ASSERT_FALSE(v.granted) << "ir cut to " << n << " was granted";
         ASSERT_TRUE(v.refused || v.cmp_error) << "ir cut to " << n << ": " << v.why;
         (v.refused ? refused : errors)++;
@@ -544,7 +552,7 @@ TEST_F(ErrFixture, EveryTruncationAndBitFlipOfAnIrIsRefused) {
     for (size_t i = 0; i < ir.size(); ++i) {
         Bytes m = ir;
         m[i] ^= static_cast<uint8_t>(1u << (i % 8));
-        auto v = judge(lab(), server->handle(m));
+        auto v = judge(lab(), server->handle(m, wall_clock_request()));
         if (v.granted) {
             // Only a flip in an extraCert the server does not need (it holds the chain itself)
             // can leave a request valid; the signed part never.
@@ -568,7 +576,7 @@ TEST_F(ErrFixture, EveryTruncationAndBitFlipOfAnIrIsRefused) {
     EXPECT_GT(counter("cmp.reject.bad_message_check"), 0u);
     EXPECT_EQ(certs(), int64_t(granted_unprotected_part));
 
-    wire.handle = [this](BytesView b) { return server->handle(b); };
+    wire.handle = [this](BytesView b) { return server->handle(b, wall_clock_request()); };
     auto ok = run_device(lab().device(lab().vendor_a, "0023a1b2c421", kRealm), nk.get(),
                          std::string("0023a1b2c421.") + kRealm);
     EXPECT_TRUE(ok.enrolled) << ok.status_text;
@@ -582,7 +590,7 @@ TEST_F(ErrFixture, ReplayedIrAndCertConfAreRefused) {
     std::vector<Bytes> sent;
     wire.handle = [&](BytesView req) -> Result<Bytes> {
         sent.emplace_back(req.begin(), req.end());
-        return server->handle(req);
+        return server->handle(req, wall_clock_request());
     };
     auto o = run_device(dev, nk.get(), std::string("0023a1b2c422.") + kRealm);
     ASSERT_TRUE(o.enrolled) << o.status_text;
@@ -590,7 +598,7 @@ TEST_F(ErrFixture, ReplayedIrAndCertConfAreRefused) {
     ASSERT_EQ(certs(), 1);
 
     auto expect_error = [&](Server& s, const Bytes& req, const char* failure, const char* what) {
-        auto v = judge(lab(), s.handle(req));
+        auto v = judge(lab(), s.handle(req, wall_clock_request()));
         EXPECT_FALSE(v.granted) << what;
         EXPECT_TRUE(v.cmp_error) << what << ": " << v.why;
         EXPECT_NE(v.why.find(std::string("PKIFailureInfo: ") + failure), std::string::npos) << what << ": " << v.why;
@@ -623,7 +631,7 @@ TEST_F(ErrFixture, InvalidUtf8AndOversizedSubjectAreRefused) {
         auto pos = text.find(id);
         pos = text.find(id, pos + 1);  // the template's CN (the first is the signer's certificate)
         if (pos != std::string::npos) m[pos] = 0xff, m[pos + 1] = 0xfe;
-        auto r = server->handle(m);
+        auto r = server->handle(m, wall_clock_request());
         parsed = r.ok();
         if (!r.ok()) refusal = r.error().detail();
         return r;
@@ -634,7 +642,7 @@ TEST_F(ErrFixture, InvalidUtf8AndOversizedSubjectAreRefused) {
     EXPECT_NE(refusal.find("not a DER PKIMessage"), std::string::npos) << refusal;
     EXPECT_EQ(counter("cmp.rx.bad_der"), 1u);
 
-    wire.handle = [this](BytesView b) { return server->handle(b); };
+    wire.handle = [this](BytesView b) { return server->handle(b, wall_clock_request()); };
     const std::string big(300, 'a');  // pki::parse_name refuses it, so set it through OpenSSL directly
     o = run_device(dev, nk.get(), "", [&](OSSL_CMP_CTX* c) {
         X509_NAME* n = X509_NAME_new();

@@ -16,6 +16,13 @@
 #include <x2sec/crypto/pkcs11.hpp>
 #include <x2sec/test/softhsm.hpp>
 
+namespace {
+// The system clock's time, for tests that exchange messages as they happen.
+x2sec::cmp::RequestContext wall_clock_request() {
+    return x2sec::cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))};
+}
+}  // namespace
+
 using namespace x2sec;
 using namespace x2sec::cmp;
 
@@ -82,7 +89,7 @@ struct TokenCmp : ::testing::Test {
         std::filesystem::remove_all(dir, ec);
     }
     Transfer transfer() {
-        return [this](BytesView req) { return server->handle(req); };
+        return [this](BytesView req) { return server->handle(req, wall_clock_request()); };
     }
 };
 
@@ -214,7 +221,7 @@ TEST_F(TokenCmp, CaAndRaSigningKeysInToken) {
     EXPECT_TRUE(pki::verify_chain(e->cert.get(), {lab().operator_root.cert.get()}, {ca_cert->get()}).ok());
     EXPECT_EQ(X509_verify(e->cert.get(), ca_key.get()), 1);
     // The CRL is signed in the token as well.
-    auto crl = server->crl_der();
+    auto crl = server->crl_der(wall_clock_request().now);
     ASSERT_TRUE(crl.ok()) << crl.error().detail();
     const unsigned char* p = crl->data();
     X509_CRL* c = d2i_X509_CRL(nullptr, &p, static_cast<long>(crl->size()));

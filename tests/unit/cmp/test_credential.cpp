@@ -10,6 +10,13 @@
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/server.hpp>
 
+namespace {
+// The system clock's time, for tests that exchange messages as they happen.
+x2sec::cmp::RequestContext wall_clock_request() {
+    return x2sec::cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))};
+}
+}  // namespace
+
 using namespace x2sec;
 using namespace x2sec::cmp;
 namespace fs = std::filesystem;
@@ -37,7 +44,7 @@ struct CredFixture : ::testing::Test {
     Transfer transfer() {
         return [this](BytesView b) {
             ++transfers;
-            return server->handle(b);
+            return server->handle(b, wall_clock_request());
         };
     }
     // An operator certificate enrolled for a fresh key.
@@ -59,7 +66,7 @@ struct CredFixture : ::testing::Test {
     }
     std::string serial_in(const std::string& path) { return pki::serial_hex(pki::load_cert(path).value().get()); }
     // Whatever a reader with configured file paths sees is a matching pair.
-    void expect_consistent_paths(const std::string& want_serial) {
+    void expect_consistent_paths(const std::string& want_serial) const {
         auto k = pki::load_private_key(dir + "/operator.key");
         auto c = pki::load_cert(dir + "/operator.crt");
         ASSERT_TRUE(k.ok() && c.ok());
@@ -67,14 +74,14 @@ struct CredFixture : ::testing::Test {
         EXPECT_EQ(pki::serial_hex(c->get()), want_serial);
     }
     // install_credential killed (exit 42) just before step `at`, in a child process.
-    void crash_install_before(const char* at, EVP_PKEY* key, const Enrolled& e) {
+    void crash_install_before(const char* at, EVP_PKEY* key, const Enrolled& e) const {
         InstallOptions crash;
         crash.before_step = [at](std::string_view s) {
             if (s == at) ::_exit(42);
         };
         EXPECT_EXIT((void)install_credential(dir, key, e, crash), ::testing::ExitedWithCode(42), "");
     }
-    int versions() {
+    int versions() const {
         int n = 0;
         for (auto& e : fs::directory_iterator(dir + "/versions")) n += e.is_directory() ? 1 : 0;
         return n;

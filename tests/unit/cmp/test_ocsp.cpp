@@ -2,6 +2,7 @@
 // in process and over HTTP (POST and GET), against the RA/CA store.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <ctime>
 #include <netinet/in.h>
 #include <openssl/ocsp.h>
 #include <sys/socket.h>
@@ -13,6 +14,13 @@
 #include <x2sec/cmp/ocsp.hpp>
 
 #include <filesystem>
+
+namespace {
+// The system clock's time, for tests that exchange messages as they happen.
+x2sec::cmp::RequestContext wall_clock_request() {
+    return x2sec::cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))};
+}
+}  // namespace
 
 using namespace x2sec;
 using namespace x2sec::cmp;
@@ -95,7 +103,7 @@ struct OcspFixture : ::testing::Test {
         auto dev = lab().device(lab().vendor_a, eui, "henb.vendor-a.example");
         auto k = pki::generate_key(pki::KeyAlg::EcP256).value();
         EnrollRequest r;
-        r.transfer = [this](BytesView m) { return server->handle(m); };
+        r.transfer = [this](BytesView m) { return server->handle(m, wall_clock_request()); };
         r.auth_key = dev.key.get();
         r.auth_cert = dev.cert.get();
         r.auth_chain = dev.chain_ptrs();
@@ -124,7 +132,7 @@ struct OcspFixture : ::testing::Test {
         OReq req = request(cert, id, nonce, md);
         return check(ocsp->respond(der_of(req.get())), req.get(), id.get());
     }
-    uint64_t count(const char* n) { return server->counters().get(n); }
+    uint64_t count(const char* n) const { return server->counters().get(n); }
 };
 
 }  // namespace

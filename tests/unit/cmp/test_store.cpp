@@ -4,9 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 #include <sqlite3.h>
 #include <x2sec/cmp/store.hpp>
@@ -177,6 +180,7 @@ TEST_P(StoreTest, RevocationAndCrlNumbers) {
 TEST_P(StoreTest, ConcurrentWritersKeepUniqueness) {
     std::vector<std::thread> ts;
     std::atomic<int> ok{0};
+    ts.reserve(4);
     for (int t = 0; t < 4; ++t)
         ts.emplace_back([&, t] {
             for (int i = 0; i < 25; ++i) {
@@ -345,6 +349,7 @@ TEST_P(StoreTest, CurrentCrlIsOneForAllHandlesAndItsNumberOnlyGrows) {
         std::lock_guard lk(bm);
         return build(n, rv);
     };
+    ts.reserve(2);
     for (int t = 0; t < 2; ++t)
         ts.emplace_back([&, t] {
             Store& s = t ? *other : *store;
@@ -452,4 +457,152 @@ TEST(StoreOpen, ConninfoPasswordIsRedacted) {
         EXPECT_EQ(p.error().detail().find("hunter2"), std::string::npos) << p.error().detail();
         EXPECT_NE(p.error().detail().find("***"), std::string::npos) << p.error().detail();
     }
+}
+
+// The server (or a network) drops the store's PostgreSQL connection: the statement that sees the
+// break fails, and the next call of *every* method re-establishes the connection and works (the
+// pending/audit methods included, not only the older ones).
+TEST(StorePostgres, EveryMethodReconnectsAfterTheConnectionBroke) {
+    if (!pg().started) GTEST_SKIP() << "PostgreSQL store tests skipped: " << pg().skip_reason;
+    std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
+                                  " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, "
+                                  "transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
+    ASSERT_EQ(std::system(drop.c_str()), 0);
+    auto opened = open_postgres_store(pg().conninfo);
+    ASSERT_TRUE(opened.ok()) << opened.error().detail();
+    Store& store = **opened;
+    // every other backend of the cluster terminated (the store's connection among them)
+    std::string kill = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
+                                  " -U postgres -d postgres -c 'SELECT pg_terminate_backend(pid) FROM "
+                                  "pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = "
+                                  "$$client backend$$' >/dev/null 2>&1");
+    PendingRequest p;
+    p.transaction_id = Bytes(16, 0x51);
+    p.body = "ir";
+    p.subject = "CN=n";
+    p.requester = "CN=dev";
+    p.request_der = Bytes{0x30, 0x00};
+    p.created = 100;
+    CertRecord r;
+    r.serial = Bytes(16, 0x52);
+    r.transaction_id = Bytes(16, 0x52);
+    r.subject = "CN=n";
+    r.body = "ir";
+    r.der = Bytes{0x30, 0x00};
+    r.status = "unconfirmed";
+    auto builder = [](int64_t, const std::vector<pki::Revoked>&) -> Result<Bytes> { return Bytes{0x30, 0x00}; };
+    // Each method after a break: it may fail once, then the same call must succeed.  Writes are
+    // first made to fail by the break and then retried, so each one is done exactly once.
+    std::vector<std::pair<const char*, std::function<bool()>>> calls = {
+        {"record_pending", [&] { return store.record_pending(p).ok(); }},
+        {"find_pending", [&] { return store.find_pending(p.transaction_id).ok(); }},
+        {"list_pending", [&] { return store.list_pending().ok(); }},
+        {"decide_pending",
+         [&] {
+             auto st = store.decide_pending(p.transaction_id, true, "alice", "ok", 101);
+             return st.ok() || st.error().code() == 3;  // decided by the failed-looking first try
+         }},
+        {"set_pending_state", [&] { return store.set_pending_state(p.transaction_id, "issued").ok(); }},
+        {"append_audit",
+         [&] {
+             return store.append_audit({0, 102, "ra", "test", "x", "", {}, {}}).ok();
+         }},
+        {"audit_log", [&] { return store.audit_log().ok(); }},
+        {"record_issued",
+         [&] {
+             auto st = store.record_issued(r);
+             return st.ok() || st.error().code() == 1;
+         }},
+        {"set_status", [&] { return store.set_status(r.transaction_id, "confirmed").ok(); }},
+        {"list_certificates", [&] { return store.list_certificates().ok(); }},
+        {"revoked", [&] { return store.revoked().ok(); }},
+        {"counts", [&] { return store.counts().ok(); }},
+        {"next_crl_number", [&] { return store.next_crl_number().ok(); }},
+        {"current_crl", [&] { return store.current_crl(200, 3600, builder).ok(); }},
+        {"transaction_exists", [&] { return store.transaction_exists(r.transaction_id).ok(); }},
+    };
+    for (auto& [name, call] : calls) {
+        ASSERT_EQ(std::system(kill.c_str()), 0);
+        (void)call();  // the call that meets the dead connection
+        EXPECT_TRUE(call()) << name << " did not reconnect after the connection broke";
+    }
+    auto log = store.audit_log();
+    ASSERT_TRUE(log.ok());
+    EXPECT_TRUE(verify_audit_chain(*log).ok());
+    auto pend = store.find_pending(p.transaction_id);
+    ASSERT_TRUE(pend.ok() && pend->has_value());
+    EXPECT_EQ((*pend)->state, "issued");
+}
+
+// Group commit (SQLite): writes that arrive while another write holds the database share one
+// transaction and one fsync, and each still succeeds or fails on its own: a duplicate
+// transactionID in the batch fails alone (code 1), the others are committed.  The database's
+// write lock is held by a second connection while the writers start, so they queue up behind the
+// first one.
+TEST(StoreSqlite, GroupCommitSharesOneTransactionAndKeepsEachResult) {
+    std::string path = "/tmp/x2sec-store-" + std::to_string(getpid()) + "-group-commit.db";
+    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+    auto opened = open_sqlite_store(path);
+    ASSERT_TRUE(opened.ok()) << opened.error().detail();
+    auto& store = **opened;
+    auto rec = [](uint8_t serial, uint8_t tid) {
+        CertRecord r;
+        r.serial = Bytes(16, serial);
+        r.transaction_id = Bytes(16, tid);
+        r.subject = "CN=node";
+        r.sans = "n.example";
+        r.requester = "CN=dev";
+        r.body = "ir";
+        r.der = Bytes{0x30, 0x00};
+        r.status = "unconfirmed";
+        return r;
+    };
+    ASSERT_TRUE(store.record_issued(rec(0x10, 0x10)).ok());
+    const uint64_t before = store.write_commits();
+    EXPECT_EQ(before, 1u);
+
+    sqlite3* other = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+    constexpr int kWriters = 8;
+    std::atomic<int> started{0};
+    std::vector<Status> results(kWriters);
+    std::vector<std::thread> ts;
+    ts.reserve(kWriters);
+    for (int i = 0; i < kWriters; ++i)
+        ts.emplace_back([&, i] {
+            // writers 2 and 5 reuse the first record's transactionID
+            auto r = rec(static_cast<uint8_t>(0x20 + i), (i == 2 || i == 5) ? 0x10 : static_cast<uint8_t>(0x20 + i));
+            ++started;
+            results[static_cast<size_t>(i)] = store.record_issued(r);
+        });
+    while (started < kWriters) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let them reach the queue
+    ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+    for (auto& t : ts) t.join();
+    sqlite3_close(other);
+
+    for (int i = 0; i < kWriters; ++i) {
+        if (i == 2 || i == 5) {
+            ASSERT_FALSE(results[static_cast<size_t>(i)].ok()) << i;
+            EXPECT_EQ(results[static_cast<size_t>(i)].error().code(), 1)
+                << results[static_cast<size_t>(i)].error().detail();
+            EXPECT_FALSE(store.find_by_serial(Bytes(16, static_cast<uint8_t>(0x20 + i)))->has_value()) << i;
+        } else {
+            EXPECT_TRUE(results[static_cast<size_t>(i)].ok())
+                << i << ": " << results[static_cast<size_t>(i)].error().detail();
+            EXPECT_TRUE(store.find_by_serial(Bytes(16, static_cast<uint8_t>(0x20 + i)))->has_value()) << i;
+        }
+    }
+    EXPECT_EQ(store.counts()->certificates, 1 + kWriters - 2);
+    const uint64_t commits = store.write_commits() - before;
+    EXPECT_GE(commits, 1u);
+    EXPECT_LT(commits, static_cast<uint64_t>(kWriters)) << "the queued writes did not share a transaction";
+    // what was reported committed is in the file: a fresh handle sees it
+    opened->reset();
+    auto again = open_sqlite_store(path);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ((*again)->counts()->certificates, 1 + kWriters - 2);
+    again->reset();
+    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
 }

@@ -75,7 +75,9 @@ struct KdsRevocation : ::testing::Test {
         auto dev = lab().device(lab().vendor_a, eui, kRealm);
         h.key = pki::generate_key(pki::KeyAlg::EcP256).value();
         cmp::EnrollRequest r;
-        r.transfer = [this](BytesView b) { return ca->handle(b); };
+        r.transfer = [this](BytesView b) {
+            return ca->handle(b, x2sec::cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))});
+        };
         r.auth_key = dev.key.get();
         r.auth_cert = dev.cert.get();
         r.auth_chain = dev.chain_ptrs();
@@ -94,7 +96,9 @@ struct KdsRevocation : ::testing::Test {
     // CMP rr signed by the H(e)NB's own operator credential: the CA's real revocation path.
     Status revoke(const Henb& h) {
         cmp::RevokeRequest rr;
-        rr.transfer = [this](BytesView b) { return ca->handle(b); };
+        rr.transfer = [this](BytesView b) {
+            return ca->handle(b, x2sec::cmp::RequestContext{"", static_cast<int64_t>(std::time(nullptr))});
+        };
         rr.operator_roots = {lab().operator_root.cert.get()};
         rr.key = h.key.get();
         rr.cert = h.cred.cert.get();

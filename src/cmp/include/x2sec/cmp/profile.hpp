@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <vector>
+#include <openssl/types.h>
 #include <x2sec/common/result.hpp>
 
 namespace x2sec::cmp {
@@ -29,6 +30,9 @@ struct IssuanceProfile {
     std::vector<std::string> required;              // "dns" | "ip" | "uri" that must be requested
     std::optional<int64_t> validity_days;           // overrides the server's policy
     Approval approval = Approval::Immediate;
+    // Key types a request may carry ("p256", "p384", "rsa2048", "rsa3072"; pki::parse_key_alg
+    // names); empty: any key the CA can certify.  Announced in the certReqTemplate (keySpec).
+    std::vector<std::string> key_types;
     // Config errors: an unknown `required` type, a malformed CIDR, an empty pattern, a type
     // required but not permitted.
     Status validate() const;
@@ -56,9 +60,17 @@ struct ProfileVerdict {
 ProfileVerdict check_request(const IssuanceProfile& p, const RequestedNames& names, const std::string& subject_cn,
                              const std::vector<std::string>& identities, bool check_values);
 
+// The requested public key against the profile's key_types: badAlg (cmp.reject.key_type)
+// when the profile does not permit it.
+ProfileVerdict check_key_type(const IssuanceProfile& p, EVP_PKEY* key);
+// "p256", "p384", "rsa2048", "rsa3072" for the key, "" for any other.
+std::string key_type_of(EVP_PKEY* key);
+
 // Pattern primitives (exposed for tests).
 bool match_dns_pattern(const std::string& pattern, const std::string& value, const std::string& identity);
 bool match_uri_pattern(const std::string& pattern, const std::string& value, const std::string& identity);
 Result<bool> ip_in_range(const std::string& cidr, const std::string& ip);
+// A pattern with {identity}, {eui} and {realm} filled in (a `*` stays).
+std::string expand_pattern(const std::string& pattern, const std::string& identity);
 
 }  // namespace x2sec::cmp

@@ -21,6 +21,7 @@
 #include <map>
 #include <string_view>
 #include <vector>
+#include <x2sec/cmp/genm.hpp>
 #include <x2sec/cmp/profile.hpp>
 #include <x2sec/cmp/store.hpp>
 #include <x2sec/common/counters.hpp>
@@ -67,10 +68,15 @@ struct ServerConfig {
     std::vector<pki::X509Ptr> ra_chain;  // RA certificate's issuers (may repeat ca_chain)
     std::vector<pki::X509Ptr> vendor_roots;
     ServerPolicy policy;
+    // A root CA key update to announce (genm rootCaCert -> genp rootCaKeyUpdate, RFC 9483
+    // 4.3.2) to end entities trusting the old root (the one whose key signed newWithOld).
+    std::optional<RootKeyUpdate> root_update;
 
     X509* operator_root() const;  // the self-signed end of ca_chain (or ca_cert)
     // Loads an operator CA directory written by `x2sec pki init-operator-ca` (ca.*, chain.pem,
-    // ra.*) and vendor root files.
+    // ra.*) and vendor root files; a root key update from <dir>/root-update/newwithnew.crt,
+    // newwithold.crt and (optional) oldwithnew.crt when newwithnew.crt exists (checked with
+    // check_root_key_update).
     static Result<ServerConfig> from_ca_dir(const std::string& dir, const std::vector<std::string>& vendor_root_files);
 };
 
@@ -86,12 +92,9 @@ public:
     // PKIMessage at all (the HTTP layer answers 400); every CMP-level failure is a response.
     // Thread-safe: transactions are independent.
     Result<Bytes> handle(BytesView request_der, const RequestContext& rc);
-    // The default profile at the system clock's time (tests, tools; the one clock read).
-    Result<Bytes> handle(BytesView request_der);
 
     // Current CRL of the issuing CA (DER) at `now`, regenerated when revocations changed.
     Result<Bytes> crl_der(int64_t now);
-    Result<Bytes> crl_der();
     // Revocation by the operator (CLI / tests), same bookkeeping as an rr.
     Status revoke(BytesView serial, int reason, int64_t now);
     Status revoke(BytesView serial, int reason);

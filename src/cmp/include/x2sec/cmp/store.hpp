@@ -111,6 +111,9 @@ public:
     // serves the newest CRL.
     using CrlBuilder = std::function<Result<Bytes>(int64_t number, const std::vector<pki::Revoked>& revoked)>;
     virtual Result<Bytes> current_crl(int64_t now, int64_t max_age, const CrlBuilder& build) = 0;
+    // Write transactions committed so far by this handle (SQLite's group commit: concurrent
+    // writes share one; benchmarks and tests), 0 when the backend does not count them.
+    virtual uint64_t write_commits() const { return 0; }
 };
 
 // path: file name (":memory:" for tests).

@@ -43,6 +43,8 @@ enum class Profile {
     Server,          // SeGW / RA / TLS server: digitalSignature, serverAuth + clientAuth
     OcspSigner,      // delegated OCSP responder (RFC 6960 4.2.2.2): digitalSignature, id-kp-OCSPSigning,
                      // id-pkix-ocsp-nocheck (so keep it short-lived)
+    RootLink,        // root CA key update link certificate (RFC 4210 4.4: newWithOld / oldWithNew): as
+                     // RootCa (no pathLen), one root's name and key signed by the other root's key
 };
 const char* profile_name(Profile p);
 
