@@ -229,6 +229,7 @@ struct Builder {
         }
         pc.ike_rekey_seconds = p.ike_rekey_seconds;
         pc.dpd_interval_ms = p.dpd_interval_ms;
+        pc.dpd_jitter_percent = p.dpd_jitter_percent;
         pc.fragmentation = p.fragmentation;
         pc.fragment_size = p.fragment_size;
         pc.force_encap = p.force_encap;

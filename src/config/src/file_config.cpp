@@ -581,6 +581,7 @@ private:
         if (!r.has("ike_proposals")) p.ike_proposals.push_back({"aes128gcm16-prfsha256-ecp256", p.where});
         if (auto v = r.duration_ms("ike_rekey")) p.ike_rekey_seconds = static_cast<uint64_t>(*v / 1000);
         if (auto v = r.duration_ms("dpd_interval")) p.dpd_interval_ms = static_cast<uint64_t>(*v);
+        if (auto v = r.integer("dpd_jitter", 0, 100)) p.dpd_jitter_percent = static_cast<uint32_t>(*v);
         if (auto b = r.boolean("fragmentation")) p.fragmentation = *b;
         if (auto v = r.integer("fragment_size", 576, 65535)) p.fragment_size = static_cast<uint32_t>(*v);
         if (auto b = r.boolean("force_encap")) p.force_encap = *b;

@@ -6,6 +6,7 @@
 #include <x2sec/common/metrics.hpp>
 
 #include "engine_internal.hpp"
+#include "sa/timer_jitter.hpp"
 
 namespace x2sec::ike {
 
@@ -1004,8 +1005,9 @@ void EngineImpl::run_timers(IkeSa& sa_ref, Millis now) {
             break;  // children vector may change
         }
     if (p.dpd_interval_ms && !sa->outstanding && sa->queue.empty() &&
-        now - sa->last_rx >= static_cast<Millis>(p.dpd_interval_ms)) {
-        sa->last_rx = now;  // one DPD per interval
+        now - sa->last_rx >= sa->dpd_wait) {
+        sa->last_rx = now;  // one DPD per interval, the next one with its own jitter
+        sa->dpd_wait = jittered(static_cast<Millis>(p.dpd_interval_ms), p.dpd_jitter_percent, m_rng.u32());
         queue_exchange(*sa, make_dpd_exchange(), now);
     }
 }
@@ -1024,7 +1026,7 @@ std::optional<Millis> EngineImpl::sa_deadline(const IkeSa& sa) const {
         if (c.rekey_at && c.st() == ChildSa::St::Installed) consider(c.rekey_at);
     const auto& p = m_config.peers[sa.peer_idx];
     if (p.dpd_interval_ms && !sa.outstanding && sa.queue.empty())
-        consider(sa.last_rx + static_cast<Millis>(p.dpd_interval_ms));
+        consider(sa.last_rx + sa.dpd_wait);
     return best;
 }
 

@@ -101,6 +101,8 @@ struct IkeSa {
     // established_at and up(): set by transition() on entering ESTABLISHED from CONNECTING or
     // CREATED (its entry effect), never elsewhere.  up(): the SA has come up (was announced).
     Millis created_at = 0, established_at = 0, rekey_at = 0, last_rx = 0;
+    // The liveness check is due dpd_wait after last_rx (dpd_interval with its jitter, sa/timer_jitter.hpp).
+    Millis dpd_wait = 0;
     bool up() const { return m_up; }
 
 private:

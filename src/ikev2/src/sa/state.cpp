@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "../engine_internal.hpp"
+#include "timer_jitter.hpp"
 
 namespace x2sec::ike {
 
@@ -84,6 +85,8 @@ Status EngineImpl::transition(IkeSa& sa, SaState to, Millis now) {
         sa.m_up = true;
         sa.established_at = now;
         schedule_rekeys(sa, now);
+        const auto& pc = peer(sa);
+        sa.dpd_wait = jittered(static_cast<Millis>(pc.dpd_interval_ms), pc.dpd_jitter_percent, m_rng.u32());
         if (from == SaState::Connecting)
             event(sa, Event::Kind::IkeSaUp, 0, sa.local_id_text + " <-> " + sa.remote_id_text);
     }

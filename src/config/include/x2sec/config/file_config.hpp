@@ -94,6 +94,7 @@ struct PeerEntry {
     std::vector<Located<std::string>> ike_proposals;
     uint64_t ike_rekey_seconds = 14400;
     uint64_t dpd_interval_ms = 30000;
+    uint32_t dpd_jitter_percent = 10;  // dpd_jitter: each check dpd_interval - U(0, this % of it)
     bool fragmentation = true;
     uint32_t fragment_size = 1280;
     bool force_encap = false;
