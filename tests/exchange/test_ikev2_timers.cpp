@@ -17,7 +17,7 @@ using namespace x2sec::test;
 TEST(IkeTimers, ManySasDpdFiresOnceEachAtTheDeadline) {
     auto pa = base_peer(true), pb = base_peer(false);
     pa.dpd_interval_ms = 10000;
-    pa.dpd_jitter_percent = 0;  // exact deadlines (the jitter: DpdOfSasUpAtTheSameInstantIsSpread)
+    pa.dpd_jitter_percent = 0;     // exact deadlines (the jitter: DpdOfSasUpAtTheSameInstantIsSpread)
     pb.unique = UniquePolicy::No;  // 40 IKE SAs with the same identities, all kept
     Pair p(pa, pb);
     constexpr size_t kSas = 40;

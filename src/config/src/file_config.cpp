@@ -445,6 +445,7 @@ private:
         }
         if (auto v = r.number("retransmit_backoff", 1.0, 10.0)) e.retransmit_backoff = *v;
         if (auto v = r.integer("retransmit_tries", 0, 100)) e.retransmit_tries = static_cast<uint32_t>(*v);
+        if (auto v = r.integer("retransmit_jitter", 0, 100)) e.retransmit_jitter_percent = static_cast<uint32_t>(*v);
         if (auto v = r.integer("cookie_threshold", 0, 1'000'000)) e.cookie_threshold = static_cast<uint32_t>(*v);
         if (auto v = r.integer("max_half_open", 1, 10'000'000)) e.max_half_open = static_cast<uint32_t>(*v);
         if (auto v = r.integer("max_half_open_per_source", 1, 10'000'000))

@@ -124,6 +124,8 @@ public:
     Endpoint candidate_local, candidate_remote;
     // Responder, while half-open: the source address counted in m_half_open_by_source.
     std::string half_open_source;
+    // ... and when it is next checked for expiry (sa/half_open_expiry.hpp).
+    Millis half_open_until = 0;
     // INVALID_MESSAGE_ID notifies (RFC 7296 2.3): when we last sent one, and whether one is
     // queued or outstanding (at most one at a time).
     std::optional<Millis> invalid_mid_notified_at;

@@ -115,6 +115,7 @@ struct RuntimeSection {
 struct EngineSection {
     int64_t retransmit_timeout_ms = 4000;
     double retransmit_backoff = 1.8;
+    uint32_t retransmit_jitter_percent = 0;  // retransmit_jitter: each wait shortened by U(0, this %)
     uint32_t retransmit_tries = 5;
     uint32_t cookie_threshold = 50;
     uint32_t max_half_open = 5000;

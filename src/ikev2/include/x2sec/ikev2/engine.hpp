@@ -134,6 +134,9 @@ struct RetransmitConfig {
     Millis timeout_ms = 4000;  // first retransmission
     double backoff = 1.8;      // multiplier per try
     unsigned tries = 5;        // then the SA is deleted and an event raised
+    // Each wait is shortened by U(0, this percent of it), so initiators that started together
+    // (H(e)NBs after a power cut) do not retransmit in lockstep; 0 = exact.
+    uint32_t jitter_percent = 0;
 };
 
 struct EngineConfig {
