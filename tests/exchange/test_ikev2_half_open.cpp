@@ -98,7 +98,7 @@ struct Flood {
         for (const auto& s : p.b.engine->list_sas()) n += s.state == "CONNECTING";
         return n;
     }
-    void figures(const char* what) {
+    void figures(const char* what) const {
         std::cout << "[ figures ] " << what << ": " << kFlood << " IKE_SA_INIT sent, half-open held " << half_open()
                   << ", COOKIEs sent " << p.b.counter("ike.tx.cookie") << ", dropped at the cap "
                   << p.b.counter("ike.rx.dropped.half_open_cap") << ", dropped at the per-source cap "

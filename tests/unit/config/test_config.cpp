@@ -186,7 +186,7 @@ TEST(ConfigFile, WrongTypesAndRanges) {
 
 TEST(ConfigFile, AuthRequirements) {
     std::string text = kMinimal;
-    text.erase(text.find("psk = "), text.find("\n", text.find("psk = ")) - text.find("psk = "));
+    text.erase(text.find("psk = "), text.find('\n', text.find("psk = ")) - text.find("psk = "));
     EXPECT_NE(error_of(text).find("t.toml:2:1: peer 'p': PSK authentication needs 'psk' or 'psk_file'"),
               std::string::npos);
 
