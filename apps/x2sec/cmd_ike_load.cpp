@@ -197,6 +197,9 @@ Runner setup_ike_load(CLI::App* sub) {
         ->capture_default_str();
     sub->add_option("--retransmit-tries", o.retransmit_tries, "retransmissions before a setup times out")
         ->capture_default_str();
+    sub->add_option("--retransmit-jitter", o.retransmit_jitter_percent,
+                    "percent: each retransmission wait shortened by a random 0..N % (initiators out of step)")
+        ->check(CLI::Range(0u, 100u));
     sub->add_option("--write-responder-config", c->write_config,
                     "write the x2sec responder TOML for these identities/credentials to FILE (0600) and exit");
     sub->add_option("--hold", o.hold_s, "seconds to keep the SAs after the last setup (answering DPD and rekeys)")

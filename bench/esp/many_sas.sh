@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 X2SEC=$(readlink -f "$X2SEC")
-NA=pb-ea-$$ NB=pb-eb-$$
+NA=${X2SEC_BENCH_NS_PREFIX:-pb}-ea-$$ NB=${X2SEC_BENCH_NS_PREFIX:-pb}-eb-$$
 DIR=$(mktemp -d /tmp/pb-esp.XXXXXX)
 PIDS=()
 log() { echo "[$(date +%T)] $*" >&2; }

@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
 done
 X2SEC=$(readlink -f "$X2SEC")
 read -r GCORE RCORE <<<"$CORES"
-NS=pb-ike-$$
+NS=${X2SEC_BENCH_NS_PREFIX:-pb}-ike-$$
 DIR=$(mktemp -d /tmp/pb-ike.XXXXXX)
 RESP_PID=
 log() { echo "[$(date +%T)] $*" >&2; }

@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
 done
 X2SEC=$(readlink -f "$X2SEC")
 HERE=$(cd "$(dirname "$0")" && pwd)
-NR=pb-fr-$$ NG=pb-fg-$$
+NR=${X2SEC_BENCH_NS_PREFIX:-pb}-fr-$$ NG=${X2SEC_BENCH_NS_PREFIX:-pb}-fg-$$
 DIR=$(mktemp -d /tmp/pb-flood.XXXXXX)
 RESP_PID= FLOOD_PID=
 log() { echo "[$(date +%T)] $*" >&2; }

@@ -14,13 +14,14 @@
 #                     (max_half_open, per source): time until all are up, none left half-open
 #   options: --x2sec PATH --count N --certs DIR (default /dev/shm/pb-scale-certs; created once,
 #            reused) --hold S --child-rekey S --dpd S --concurrency C --max-half-open N
-#            --half-open-timeout S (powercut; default 30) --timeout S --smoke (tiny counts, for CI; asserts nothing about speed)
+#            --half-open-timeout S (powercut; default 30) --retransmit-jitter PCT (powercut initiators; default 20)
+#            --timeout S --smoke (tiny counts, for CI; asserts nothing about speed)
 #   exit: 0 every setup up and held, 1 otherwise, 2 bad usage, 77 cannot run here
 set -euo pipefail
 MODE=${1:-}; shift || true
 case "$MODE" in hold|powercut) ;; *) echo "usage: $0 hold|powercut [options]" >&2; exit 2 ;; esac
 X2SEC=build/apps/x2sec COUNT=50000 CERTS=/dev/shm/pb-scale-certs HOLD=0 CHILD_REKEY=0 DPD=0 CONC=200
-MAX_HO=5000 TMO=1200 SMOKE=0 HO_TMO=30
+MAX_HO=5000 TMO=1200 SMOKE=0 HO_TMO=30 RJIT=20
 while [ $# -gt 0 ]; do
   case "$1" in
     --x2sec) X2SEC=$2; shift ;;
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
     --concurrency) CONC=$2; shift ;;
     --max-half-open) MAX_HO=$2; shift ;;
     --half-open-timeout) HO_TMO=$2; shift ;;
+    --retransmit-jitter) RJIT=$2; shift ;;
     --timeout) TMO=$2; shift ;;
     --smoke) SMOKE=1; COUNT=20; HOLD=4; CHILD_REKEY=3; DPD=2; CONC=5; MAX_HO=8; TMO=30 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 X2SEC=$(readlink -f "$X2SEC")
-NS=pb-segw-$$
+NS=${X2SEC_BENCH_NS_PREFIX:-pb}-segw-$$
 DIR=$(mktemp -d /tmp/pb-segw.XXXXXX)
 [ "$SMOKE" = 1 ] && CERTS=$DIR/certs
 RESP_PID=
@@ -77,7 +79,7 @@ else
   SRC=127.2.0.1-127.2.0.250
   PORTS=$(( (COUNT + 249) / 250 )); [ "$PORTS" -gt 64 ] && PORTS=64   # <= 16000 sockets
 fi
-gen() { timeout "$((TMO + 60))" ip netns exec "$NS" "$X2SEC" ike load --target 127.0.0.1:500 --auth cert --certs "$CERTS" "$@"; }
+gen() { timeout "$((TMO + 900))" ip netns exec "$NS" "$X2SEC" ike load --target 127.0.0.1:500 --auth cert --certs "$CERTS" "$@"; }
 
 log "credentials for $COUNT initiators in $CERTS (issued once, reused)"
 gen --count "$COUNT" --write-responder-config "$DIR/responder.toml" >/dev/null
@@ -102,7 +104,7 @@ ctr() { "$X2SEC" ike counters --control "$DIR/ike.sock" 2>/dev/null; }
 M0=$(rss)
 L0=$(cut -d' ' -f1-3 /proc/loadavg)
 args=(--count "$COUNT" --concurrency "$CONC" --source "$SRC" --ports "$PORTS" --duration "$TMO" --json --quiet)
-[ "$MODE" = powercut ] && args+=(--retransmit-tries 10 --retransmit-timeout 1000)
+[ "$MODE" = powercut ] && args+=(--retransmit-tries 10 --retransmit-timeout 1000 --retransmit-jitter "$RJIT")
 # Per-second counters of the responder while the load runs (and while it is held).
 ( while :; do echo "$(date +%s.%N) $(ctr | tr -d ' \n')"; sleep 1; done ) >"$DIR/samples.txt" 2>/dev/null &
 SAMPLER=$!
@@ -114,6 +116,8 @@ kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLE
 M1=$(rss)
 L1=$(cut -d' ' -f1-3 /proc/loadavg)
 "$X2SEC" ike list-sas --control "$DIR/ike.sock" --json >"$DIR/sas.json" 2>/dev/null || echo '[]' >"$DIR/sas.json"
+# UDP drops in the namespace (the responder's socket overflowing: RcvbufErrors).
+ip netns exec "$NS" awk '/^Udp:/ {if (!h) {split($0, k); h = 1} else for (i = 2; i <= NF; i++) printf "%s %s ", k[i], $i} END {print ""}' /proc/net/snmp >"$DIR/udp.txt" || true
 cp "$DIR/resp.err" "$DIR/resp.err.keep" 2>/dev/null || true
 python3 - "$MODE" "$DIR" "$M0" "$M1" "$COUNT" "$L0" "$L1" "$HOLD" <<'PY'
 import json, sys, collections
@@ -136,6 +140,10 @@ for k, v in j.get("failures", {}).items():
 print(f"responder holds {est} ESTABLISHED IKE SAs with a Child SA; other states: {dict(other) or 'none'}")
 print(f"responder RSS {int(m0) / 1024:.1f} -> {int(m1) / 1024:.1f} MiB: {(int(m1) - int(m0)) * 1024 / max(est, 1):.0f} B per IKE SA held")
 print(f"load average {l0} -> {l1}")
+try:
+    print("UDP in the namespace: " + open(f"{d}/udp.txt").read().strip())
+except Exception:
+    pass
 # Counters over time: setups (esp.sa.installed) and, after the setups, rekeys per second.
 rows = []
 for line in open(f"{d}/samples.txt"):
@@ -145,7 +153,7 @@ for line in open(f"{d}/samples.txt"):
     except Exception:
         pass
 keys = ["esp.sa.installed", "ike.tx.cookie", "ike.rx.dropped.half_open_cap", "ike.rx.dropped.half_open_cap_per_source",
-        "ike.half_open_expired", "ike.tx.retransmit", "ike.rx.retransmit"]
+        "ike.half_open_expired", "ike.half_open_extended", "ike.rx.invalid_ike_spi", "ike.tx.retransmit", "ike.rx.retransmit"]
 if rows:
     last = rows[-1][1]
     print("responder counters at the end: " + ", ".join(f"{k} {last.get(k, 0)}" for k in keys))

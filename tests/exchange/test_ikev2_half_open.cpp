@@ -98,7 +98,7 @@ struct Flood {
         for (const auto& s : p.b.engine->list_sas()) n += s.state == "CONNECTING";
         return n;
     }
-    void figures(const char* what) {
+    void figures(const char* what) const {
         std::cout << "[ figures ] " << what << ": " << kFlood << " IKE_SA_INIT sent, half-open held " << half_open()
                   << ", COOKIEs sent " << p.b.counter("ike.tx.cookie") << ", dropped at the cap "
                   << p.b.counter("ike.rx.dropped.half_open_cap") << ", dropped at the per-source cap "
@@ -159,6 +159,63 @@ TEST(IkeHalfOpen, OverallCapHoldsAndFreesWhenHalfOpenSasExpire) {
     EXPECT_TRUE(f.p.established());
     EXPECT_EQ(f.half_open(), 0u);
     EXPECT_TRUE(f.p.b.engine->check_indexes().ok());
+}
+
+// A SeGW after a power cut: half-open SAs wait for the responder to get to their IKE_AUTH.  While
+// the responder is loaded (cookie_threshold half-open SAs or more) and keeps bringing SAs up,
+// half-open SAs are kept past half_open_timeout (up to 4 x), so their initiators are not
+// stranded; once nothing comes up for 2 s they expire as before (sa/half_open_expiry.hpp).
+struct Busy : Flood {
+    Busy(uint32_t cookie_threshold) : Flood(responder(cookie_threshold, 500, 8)) {
+        for (int i = 0; i < 100; ++i) send_init(source(i), true);  // 100 waiting half-open SAs
+        EXPECT_EQ(half_open(), 100u);
+    }
+    // One second: the legitimate initiator brings one IKE SA up (each replaces the last).
+    void serve_one_second() {
+        EXPECT_TRUE(p.a.engine->initiate("to-b", p.clock.now()).ok());
+        p.pump();
+        p.advance(1000);
+        p.pump();
+    }
+    uint64_t expired() const { return p.b.counter("ike.half_open_expired"); }
+};
+
+TEST(IkeHalfOpen, LoadedResponderThatKeepsServingKeepsHalfOpenSasPastTheTimeout) {
+    Busy f(50);
+    for (int s = 0; s < 15; ++s) f.serve_one_second();  // 15 s > half_open_timeout 10 s
+    EXPECT_EQ(f.half_open(), 100u);
+    EXPECT_EQ(f.expired(), 0u);
+    EXPECT_EQ(f.p.b.counter("ike.half_open_extended"), 100u);  // once per SA
+    EXPECT_GE(f.p.b.count(Event::Kind::IkeSaUp), 15u);
+    // The responder stops bringing SAs up (the last came up 1 s ago): more than 2 s after the
+    // last one (checked every second) they expire.
+    f.p.advance(1000);
+    f.p.pump();
+    EXPECT_EQ(f.half_open(), 100u);
+    f.p.advance(1000);
+    f.p.pump();
+    EXPECT_EQ(f.half_open(), 0u);
+    EXPECT_EQ(f.expired(), 100u);
+    EXPECT_TRUE(f.p.b.engine->check_indexes().ok());
+}
+
+TEST(IkeHalfOpen, KeptAtMostFourTimesTheTimeout) {
+    Busy f(50);
+    for (int s = 0; s < 39; ++s) f.serve_one_second();
+    EXPECT_EQ(f.half_open(), 100u);
+    f.serve_one_second();  // 40 s = 4 x half_open_timeout
+    EXPECT_EQ(f.half_open(), 0u);
+    EXPECT_EQ(f.expired(), 100u);
+}
+
+TEST(IkeHalfOpen, BelowTheCookieThresholdHalfOpenSasExpireOnTimeEvenWhileServing) {
+    Busy f(500);  // 100 half-open SAs: not loaded
+    for (int s = 0; s < 9; ++s) f.serve_one_second();
+    EXPECT_EQ(f.half_open(), 100u);
+    f.serve_one_second();  // 10 s
+    EXPECT_EQ(f.half_open(), 0u);
+    EXPECT_EQ(f.expired(), 100u);
+    EXPECT_EQ(f.p.b.counter("ike.half_open_extended"), 0u);
 }
 
 }  // namespace

@@ -280,6 +280,7 @@ struct Builder {
         }
         pc.ike_rekey_seconds = p.ike_rekey_seconds;
         pc.dpd_interval_ms = p.dpd_interval_ms;
+        pc.dpd_jitter_percent = p.dpd_jitter_percent;
         pc.fragmentation = p.fragmentation;
         pc.fragment_size = p.fragment_size;
         pc.force_encap = p.force_encap;
@@ -309,6 +310,7 @@ Result<LoadedConfig> build_engine_config(const FileConfig& f) {
     out.engine.retransmit.timeout_ms = f.engine.retransmit_timeout_ms;
     out.engine.retransmit.backoff = f.engine.retransmit_backoff;
     out.engine.retransmit.tries = f.engine.retransmit_tries;
+    out.engine.retransmit.jitter_percent = f.engine.retransmit_jitter_percent;
     out.engine.cookie_threshold = f.engine.cookie_threshold;
     out.engine.max_half_open = f.engine.max_half_open;
     out.engine.max_half_open_per_source = f.engine.max_half_open_per_source;

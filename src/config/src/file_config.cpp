@@ -445,6 +445,7 @@ private:
         }
         if (auto v = r.number("retransmit_backoff", 1.0, 10.0)) e.retransmit_backoff = *v;
         if (auto v = r.integer("retransmit_tries", 0, 100)) e.retransmit_tries = static_cast<uint32_t>(*v);
+        if (auto v = r.integer("retransmit_jitter", 0, 100)) e.retransmit_jitter_percent = static_cast<uint32_t>(*v);
         if (auto v = r.integer("cookie_threshold", 0, 1'000'000)) e.cookie_threshold = static_cast<uint32_t>(*v);
         if (auto v = r.integer("max_half_open", 1, 10'000'000)) e.max_half_open = static_cast<uint32_t>(*v);
         if (auto v = r.integer("max_half_open_per_source", 1, 10'000'000))
@@ -582,6 +583,7 @@ private:
         if (!r.has("ike_proposals")) p.ike_proposals.push_back({"aes128gcm16-prfsha256-ecp256", p.where});
         if (auto v = r.duration_ms("ike_rekey")) p.ike_rekey_seconds = static_cast<uint64_t>(*v / 1000);
         if (auto v = r.duration_ms("dpd_interval")) p.dpd_interval_ms = static_cast<uint64_t>(*v);
+        if (auto v = r.integer("dpd_jitter", 0, 100)) p.dpd_jitter_percent = static_cast<uint32_t>(*v);
         if (auto b = r.boolean("fragmentation")) p.fragmentation = *b;
         if (auto v = r.integer("fragment_size", 576, 65535)) p.fragment_size = static_cast<uint32_t>(*v);
         if (auto b = r.boolean("force_encap")) p.force_encap = *b;

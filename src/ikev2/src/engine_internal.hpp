@@ -20,6 +20,7 @@
 #include <x2sec/ikev2/wire.hpp>
 
 #include "sa/child_sa_table.hpp"
+#include "sa/half_open_expiry.hpp"
 #include "sa/ike_sa.hpp"
 #include "sa/peer_index.hpp"
 #include "tasks/task.hpp"
@@ -84,6 +85,7 @@ public:
     // Half-open responder SAs per source address (IkeSa::half_open_source), for
     // EngineConfig::max_half_open_per_source; entries go when they reach 0.
     std::unordered_map<std::string, size_t> m_half_open_by_source;
+    HalfOpenOrder m_half_open_order;  // when half-open SAs expire (sa/half_open_expiry.hpp)
     static std::string source_key(const IpAddress& a);
     // Timers: a min-heap of (deadline, IKE SA id), one live entry per SA (IkeSa::armed_at);
     // entries whose deadline no longer equals armed_at, or whose SA is gone, are stale and

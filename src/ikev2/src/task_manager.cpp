@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "engine_internal.hpp"
+#include "sa/timer_jitter.hpp"
 
 namespace x2sec::ike {
 
@@ -188,7 +189,7 @@ void EngineImpl::start_next(IkeSa& sa, Millis now) {
             o.packets = std::move(packets).value();
         }
         o.exchange = std::move(ex);
-        o.next_retransmit = now + m_config.retransmit.timeout_ms;
+        o.next_retransmit = now + jittered(m_config.retransmit.timeout_ms, m_config.retransmit.jitter_percent, m_rng);
         m_log->debug("IKE SA #{}: sending {} request #{}", sa.id, to_string(o.exchange.type), o.mid);
         send_packets(sa, o.packets);
         sa.outstanding = std::move(o);

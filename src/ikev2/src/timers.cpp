@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine_internal.hpp"
+#include "sa/timer_jitter.hpp"
 
 namespace x2sec::ike {
 
@@ -39,13 +40,23 @@ void EngineImpl::run_timers(IkeSa& sa_ref, Millis now) {
         }
         ++o.tries;
         double factor = std::pow(m_config.retransmit.backoff, static_cast<double>(o.tries));
-        o.next_retransmit = now + static_cast<Millis>(static_cast<double>(m_config.retransmit.timeout_ms) * factor);
+        o.next_retransmit =
+            now + jittered(static_cast<Millis>(static_cast<double>(m_config.retransmit.timeout_ms) * factor),
+                           m_config.retransmit.jitter_percent, m_rng);
         m_counters.inc("ike.tx.retransmit");
         m_log->info("IKE SA #{}: retransmit {} #{} (try {})", sa->id, to_string(o.exchange.type), o.mid, o.tries);
         send_packets(*sa, o.packets);
     }
     // Half-open expiry.
-    if (sa->state == SaState::Connecting && !sa->initiator && now - sa->created_at >= m_config.half_open_timeout_ms) {
+    if (sa->state == SaState::Connecting && !sa->initiator && now >= sa->half_open_until) {
+        if (!m_half_open_order.expires(now, now - sa->created_at, m_config.half_open_timeout_ms,
+                                       half_open_count() >= m_config.cookie_threshold)) {
+            // The responder has not served the SAs ahead of it yet: counted once per SA.
+            if (sa->half_open_until == sa->created_at + m_config.half_open_timeout_ms)
+                m_counters.inc("ike.half_open_extended");
+            sa->half_open_until = now + HalfOpenOrder::kRecheckMs;
+            return;
+        }
         m_counters.inc("ike.half_open_expired");
         destroy(*sa, now, true, "half-open timeout");
         return;
@@ -64,9 +75,9 @@ void EngineImpl::run_timers(IkeSa& sa_ref, Millis now) {
             (void)rekey_child(sa->id, spi, now);
             break;  // children vector may change
         }
-    if (p.dpd_interval_ms && !sa->outstanding && sa->queue.empty() &&
-        now - sa->last_rx >= static_cast<Millis>(p.dpd_interval_ms)) {
-        sa->last_rx = now;  // one DPD per interval
+    if (p.dpd_interval_ms && !sa->outstanding && sa->queue.empty() && now - sa->last_rx >= sa->dpd_wait) {
+        sa->last_rx = now;  // one DPD per interval, the next one with its own jitter
+        sa->dpd_wait = jittered(static_cast<Millis>(p.dpd_interval_ms), p.dpd_jitter_percent, m_rng);
         queue_exchange(*sa, make_dpd_exchange(), now);
     }
 }
@@ -78,14 +89,13 @@ std::optional<Millis> EngineImpl::sa_deadline(const IkeSa& sa) const {
     };
     if (sa.state == SaState::Destroyed) return best;
     if (sa.outstanding) consider(sa.outstanding->next_retransmit);
-    if (sa.state == SaState::Connecting && !sa.initiator) consider(sa.created_at + m_config.half_open_timeout_ms);
+    if (sa.state == SaState::Connecting && !sa.initiator) consider(sa.half_open_until);
     if (sa.state != SaState::Established) return best;
     if (sa.rekey_at) consider(sa.rekey_at);
     for (const auto& c : sa.children)
         if (c.rekey_at && c.st() == ChildSa::St::Installed) consider(c.rekey_at);
     const auto& p = m_config.peers[sa.peer_idx];
-    if (p.dpd_interval_ms && !sa.outstanding && sa.queue.empty())
-        consider(sa.last_rx + static_cast<Millis>(p.dpd_interval_ms));
+    if (p.dpd_interval_ms && !sa.outstanding && sa.queue.empty()) consider(sa.last_rx + sa.dpd_wait);
     return best;
 }
 

@@ -115,6 +115,7 @@ Result<LoadReport> run_load(const LoadOptions& o) {
     ike::EngineConfig cfg;
     cfg.retransmit.timeout_ms = o.retransmit_timeout_ms;
     cfg.retransmit.tries = o.retransmit_tries;
+    cfg.retransmit.jitter_percent = o.retransmit_jitter_percent;
     cfg.peers.reserve(o.count);
     for (size_t i = 0; i < o.count; ++i) {
         ike::PeerConfig p;

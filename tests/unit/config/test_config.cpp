@@ -79,6 +79,8 @@ TEST(ConfigFile, GoodFileParsesEveryField) {
     ASSERT_EQ(b.ike_proposals.size(), 2u);
     EXPECT_EQ(b.ike_rekey_seconds, 4u * 3600);
     EXPECT_EQ(b.dpd_interval_ms, 30000u);
+    EXPECT_EQ(b.dpd_jitter_percent, 20u);
+    EXPECT_EQ(c.peers[1].dpd_jitter_percent, 10u);  // the default
     EXPECT_TRUE(b.auto_initiate);
     ASSERT_EQ(b.children.size(), 2u);
     EXPECT_EQ(b.children[0].name, "x2c");  // file order kept: the first child goes in IKE_AUTH
@@ -172,6 +174,11 @@ TEST(ConfigFile, WrongTypesAndRanges) {
     EXPECT_NE(error_of(std::string("[engine]\nretransmit_timeout = \"4 fortnights\"\n") + kMinimal)
                   .find("t.toml:2:22: duration"),
               std::string::npos);
+    {
+        std::string text = kMinimal;
+        text.insert(text.find("  [[peer.child]]"), "dpd_jitter = 101\n");
+        EXPECT_NE(error_of(text).find("'dpd_jitter' = 101 is out of range [0, 100]"), std::string::npos);
+    }
     std::string text = kMinimal;
     text.replace(text.find("auth = \"psk\""), 12, "auth = \"eap\"");
     EXPECT_NE(error_of(text).find("'auth' must be \"cert\" or \"psk\", not 'eap'"), std::string::npos);
@@ -179,7 +186,7 @@ TEST(ConfigFile, WrongTypesAndRanges) {
 
 TEST(ConfigFile, AuthRequirements) {
     std::string text = kMinimal;
-    text.erase(text.find("psk = "), text.find("\n", text.find("psk = ")) - text.find("psk = "));
+    text.erase(text.find("psk = "), text.find('\n', text.find("psk = ")) - text.find("psk = "));
     EXPECT_NE(error_of(text).find("t.toml:2:1: peer 'p': PSK authentication needs 'psk' or 'psk_file'"),
               std::string::npos);
 

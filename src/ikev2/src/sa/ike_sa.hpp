@@ -103,6 +103,8 @@ struct IkeSa {
     // established_at and up(): set by transition() on entering ESTABLISHED from CONNECTING or
     // CREATED (its entry effect), never elsewhere.  up(): the SA has come up (was announced).
     Millis created_at = 0, established_at = 0, rekey_at = 0, last_rx = 0;
+    // The liveness check is due dpd_wait after last_rx (dpd_interval with its jitter, sa/timer_jitter.hpp).
+    Millis dpd_wait = 0;
     bool up() const { return m_up; }
 
 private:
@@ -124,6 +126,8 @@ public:
     Endpoint candidate_local, candidate_remote;
     // Responder, while half-open: the source address counted in m_half_open_by_source.
     std::string half_open_source;
+    // ... and when it is next checked for expiry (sa/half_open_expiry.hpp).
+    Millis half_open_until = 0;
     // INVALID_MESSAGE_ID notifies (RFC 7296 2.3): when we last sent one, and whether one is
     // queued or outstanding (at most one at a time).
     std::optional<Millis> invalid_mid_notified_at;

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "../engine_internal.hpp"
+#include "timer_jitter.hpp"
 
 namespace x2sec::ike {
 
@@ -69,11 +70,13 @@ Status EngineImpl::transition(IkeSa& sa, SaState to, Millis now) {
         if (auto it = m_half_open_by_source.find(sa.half_open_source); it != m_half_open_by_source.end())
             if (--it->second == 0) m_half_open_by_source.erase(it);
         sa.half_open_source.clear();
+        if (to == SaState::Established) m_half_open_order.served(now);
     }
     if (!sa.initiator && to == SaState::Connecting) {
         ++m_half_open;
         sa.half_open_source = source_key(sa.remote.addr);
         ++m_half_open_by_source[sa.half_open_source];
+        sa.half_open_until = now + m_config.half_open_timeout_ms;
     }
     sa.state = to;
     touch(sa);
@@ -84,6 +87,8 @@ Status EngineImpl::transition(IkeSa& sa, SaState to, Millis now) {
         sa.m_up = true;
         sa.established_at = now;
         schedule_rekeys(sa, now);
+        const auto& pc = peer(sa);
+        sa.dpd_wait = jittered(static_cast<Millis>(pc.dpd_interval_ms), pc.dpd_jitter_percent, m_rng);
         if (from == SaState::Connecting)
             event(sa, Event::Kind::IkeSaUp, 0, sa.local_id_text + " <-> " + sa.remote_id_text);
     }

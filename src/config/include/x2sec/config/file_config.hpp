@@ -97,6 +97,7 @@ struct PeerEntry {
     std::vector<Located<std::string>> ike_proposals;
     uint64_t ike_rekey_seconds = 14400;
     uint64_t dpd_interval_ms = 30000;
+    uint32_t dpd_jitter_percent = 10;  // dpd_jitter: each check dpd_interval - U(0, this % of it)
     bool fragmentation = true;
     uint32_t fragment_size = 1280;
     bool force_encap = false;
@@ -117,6 +118,7 @@ struct RuntimeSection {
 struct EngineSection {
     int64_t retransmit_timeout_ms = 4000;
     double retransmit_backoff = 1.8;
+    uint32_t retransmit_jitter_percent = 0;  // retransmit_jitter: each wait shortened by U(0, this %)
     uint32_t retransmit_tries = 5;
     uint32_t cookie_threshold = 50;
     uint32_t max_half_open = 5000;

@@ -129,6 +129,10 @@ struct PeerConfig {
     std::vector<ChildConfig> children;   // the first is created in IKE_AUTH
     uint64_t ike_rekey_seconds = 14400;  // 0 = none
     uint64_t dpd_interval_ms = 30000;    // 0 = none
+    // Each liveness check is due dpd_interval minus U(0, this percent of it) after the last
+    // datagram from the peer (drawn anew for every check), so SAs that came up together do not
+    // check together; 0 = exactly dpd_interval.
+    uint32_t dpd_jitter_percent = 10;
     bool fragmentation = true;
     size_t fragment_size = 1280;  // path MTU the fragments must fit (IP datagram)
     bool force_encap = false;     // behave as if behind NAT (float to 4500)
@@ -139,6 +143,9 @@ struct RetransmitConfig {
     Millis timeout_ms = 4000;  // first retransmission
     double backoff = 1.8;      // multiplier per try
     unsigned tries = 5;        // then the SA is deleted and an event raised
+    // Each wait is shortened by U(0, this percent of it), so initiators that started together
+    // (H(e)NBs after a power cut) do not retransmit in lockstep; 0 = exact.
+    uint32_t jitter_percent = 0;
 };
 
 struct EngineConfig {

@@ -74,6 +74,7 @@ struct LoadOptions {
     bool rekey_child = false, rekey_ike = false, delete_after = false;
     Millis retransmit_timeout_ms = 2000;
     unsigned retransmit_tries = 3;
+    uint32_t retransmit_jitter_percent = 0;    // each wait shortened by U(0, this %) (RetransmitConfig)
     double hold_s = 0;                         // after every setup finished: keep the SAs this long (DPD, rekeys)
     uint32_t responder_cookie_threshold = 50;  // only written to the responder config
     std::ostream* progress = nullptr;          // one-line progress (\r-updated) when set
