@@ -352,20 +352,19 @@ int run_esp(const EspOpts& o) {
         ro.handle_signals = true;
         ro.natt_factory = esp::make_natt_factory(**backend);
         SystemClock clock;
-        // Lifetime events from the data plane wake the runtime's loop (soft -> CREATE_CHILD_SA
-        // rekey, hard -> delete) through the bridge.
-        esp::RuntimeEventBridge bridge(dp);
         ro.extra_counters.push_back(&counters);
-        auto engine = std::make_unique<runtime::EngineAdapter<ike::Engine>>(cfg->engine, bridge, os_rng());
+        auto engine = std::make_unique<runtime::EngineAdapter<ike::Engine>>(cfg->engine, dp, os_rng());
         auto rt = runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
         if (!rt) {
             std::cerr << "x2sec esp: " << rt.error().detail() << "\n";
             (*backend)->stop();
             return 1;
         }
-        bridge.attach(rt->get());
+        // Lifetime events from the data plane's threads are queued for the runtime's loop, which
+        // wakes and hands them to the engine (soft -> CREATE_CHILD_SA rekey, hard -> delete).
+        dp.set_events((*rt)->child_sa_events());
         int rc = (*rt)->run();
-        bridge.attach(nullptr);
+        dp.set_events({});
         (*backend)->stop();
         std::cerr << status_json(dp).dump() << "\n";
         return rc;

@@ -5,7 +5,6 @@
 #include <list>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <queue>
 #include <set>
@@ -34,6 +33,7 @@ public:
     void handle_datagram(const Datagram& d, Millis now);
     void tick(Millis now);
     std::optional<Millis> next_deadline() const;
+    void child_sa_expired(uint32_t spi_in, ChildSaExpiry kind, Millis now);
     Status rekey_ike(uint64_t id, Millis now);
     Status rekey_child(uint64_t id, uint32_t spi_in, Millis now);
     Status create_child(uint64_t id, const std::string& name, Millis now);
@@ -116,8 +116,6 @@ public:
     void run_timers(IkeSa& sa, Millis now);
     uint64_t m_next_id = 1;
     uint32_t m_next_reqid = 1;
-    std::mutex m_expired_mutex;
-    std::vector<uint32_t> m_soft_expired, m_hard_expired;
 
     // cookies
     Bytes m_cookie_secret, m_cookie_secret_old;
