@@ -154,13 +154,13 @@ uint64_t EngineImpl::new_ike_spi() {
 }
 
 Result<crypto::DhKeyPair> EngineImpl::make_dh(crypto::DhGroup g) {
-    // With the OS RNG the key pair comes from OpenSSL's keygen, which draws from the same DRBG
-    // OsRng reads and, for the EC groups, starts from the cached curve (from_private below
-    // would import the key with EVP_PKEY_fromdata, which rebuilds the EC_GROUP, ~10 us per SA).
-    // An injected RNG (tests) gets keys derived from its output, so exchanges replay exactly.
-    if (dynamic_cast<const OsRng*>(&m_rng) != nullptr) return crypto::DhKeyPair::generate(g);
+    // One path for every Rng: the private value is drawn from the injected Rng (OsRng, i.e.
+    // OpenSSL's DRBG, in production; a seeded DeterministicRng in tests, so exchanges replay
+    // exactly) and turned into a key pair by DhKeyPair::from_private, which for the EC groups
+    // is OpenSSL's keygen from the cached curve fed that value (no EC_GROUP rebuild).
     size_t len = 32;
     if (g == crypto::DhGroup::Ecp384) len = 48;
+    Error last = Error(ErrorDomain::Crypto, 0, "no DH key pair");
     for (int attempt = 0; attempt < 4; ++attempt) {
         SecureBytes priv(len);
         m_rng.fill(priv.span());
@@ -168,8 +168,10 @@ Result<crypto::DhKeyPair> EngineImpl::make_dh(crypto::DhGroup g) {
         if (g == crypto::DhGroup::Modp2048) priv[0] |= 0x80;                                // a full 256-bit exponent
         auto kp = crypto::DhKeyPair::from_private(g, priv);
         if (kp.ok()) return kp;
+        last = std::move(kp).error();  // only an all-zero draw (or OpenSSL failing) gets here
     }
-    return crypto::DhKeyPair::generate(g);
+    m_counters.inc("ike.dh.keygen_failed");
+    return last;
 }
 
 uint32_t EngineImpl::new_child_spi() {

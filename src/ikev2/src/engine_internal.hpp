@@ -224,7 +224,8 @@ public:
     void release_child_spi(uint32_t spi) { m_child_spis.erase(spi); }
     uint64_t new_ike_spi();
     Bytes make_nonce() { return m_rng.bytes(32); }
-    // DH key pairs from the injected Rng (so a DeterministicRng replays whole exchanges).
+    // DH key pairs from the injected Rng, the same code for OsRng and a DeterministicRng (which
+    // so replays whole exchanges).
     Result<crypto::DhKeyPair> make_dh(crypto::DhGroup g);
     Bytes cookie_for(BytesView ni, const Endpoint& remote, uint64_t spi_i, const Bytes& secret, uint32_t version) const;
     void rotate_cookie_secret(Millis now);
