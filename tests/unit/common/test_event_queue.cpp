@@ -61,7 +61,9 @@ TEST(ChildSaEventQueue, ManyProducersNothingLostAndTheLoopWakes) {
     EXPECT_GE(wakeups, 1u);
     for (uint32_t t = 0; t < kThreads; ++t) EXPECT_EQ(next[t], kEach);
     // Drained: the eventfd is quiet again (a last wake-up may be spurious: take() says empty).
-    if (readable(fd, 0)) EXPECT_TRUE(q.take().empty());
+    if (readable(fd, 0)) {
+        EXPECT_TRUE(q.take().empty());
+    }
     EXPECT_FALSE(readable(fd, 0));
     EXPECT_EQ(q.pending(), 0u);
 }
