@@ -360,12 +360,9 @@ int run_esp(const EspOpts& o) {
         ro.handle_signals = true;
         ro.natt_factory = esp::make_natt_factory(**backend);
         SystemClock clock;
-        // Lifetime events from the data plane wake the runtime's loop (soft -> CREATE_CHILD_SA
-        // rekey, hard -> delete) through the bridge.
-        esp::RuntimeEventBridge bridge(dp);
         ro.extra_counters.push_back(&counters);
         ro.extra_counters.push_back(&reload_counters);  // `x2sec ike counters`
-        auto engine = std::make_unique<runtime::EngineAdapter<ike::Engine>>(cfg->engine, bridge, os_rng());
+        auto engine = std::make_unique<runtime::EngineAdapter<ike::Engine>>(cfg->engine, dp, os_rng());
         ike::Engine* engine_ptr = &engine->engine();  // SIGHUP's update_peer, on the runtime's loop only
         auto rt = runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
         if (!rt) {
@@ -373,15 +370,17 @@ int run_esp(const EspOpts& o) {
             (*backend)->stop();
             return 1;
         }
-        bridge.attach(rt->get());
         // SIGHUP: CRLs, then the peers and their Child SA policies (as `ike run`); SAs kept.
         auto revocation = std::make_shared<app::CurrentRevocation>(cfg->revocation);
         app::PeerReload peer_reload{o.ike_config, cfg->engine.peers, rt->get(),
                                     engine_ptr,   &reload_counters,  revocation};
         peer_reload.log_level = cfg->runtime.log_level;
         app::CrlReloadOnHup hup(revocation, peer_reload);
+        // Lifetime events from the data plane's threads are queued for the runtime's loop, which
+        // wakes and hands them to the engine (soft -> CREATE_CHILD_SA rekey, hard -> delete).
+        dp.set_events((*rt)->child_sa_events());
         int rc = (*rt)->run();
-        bridge.attach(nullptr);
+        dp.set_events({});
         (*backend)->stop();
         std::cerr << status_json(dp).dump() << "\n";
         return rc;

@@ -318,35 +318,7 @@ int cmd_check(const Options& o) {
     return 0;
 }
 
-// Data-plane lifetime events arrive on the data plane's threads; the engine is single-threaded,
-// so they are posted to the runtime's loop.  Wraps the real backend between engine and data plane.
-class LoopBackend final : public x2sec::ChildSaBackend {
-public:
-    explicit LoopBackend(x2sec::ChildSaBackend& inner) : m_inner(inner) {}
-    x2sec::Status install(const x2sec::ChildSaParams& p) override { return m_inner.install(p); }
-    x2sec::Status remove(uint32_t spi) override { return m_inner.remove(spi); }
-    x2sec::Status set_outbound(uint32_t a, uint32_t b) override { return m_inner.set_outbound(a, b); }
-    void set_events(x2sec::ChildSaEvents ev) override {
-        m_engine_events = std::move(ev);
-        m_inner.set_events({[this](uint32_t spi) {
-                                post([this, spi] {
-                                    if (m_engine_events.soft_expired) m_engine_events.soft_expired(spi);
-                                });
-                            },
-                            [this](uint32_t spi) {
-                                post([this, spi] {
-                                    if (m_engine_events.hard_expired) m_engine_events.hard_expired(spi);
-                                });
-                            }});
-    }
-    std::function<void(std::function<void()>)> poster;  // set once the runtime exists
 
-private:
-    void post(std::function<void()> f) const {
-        if (poster) poster(std::move(f));
-    }
-    x2sec::ChildSaBackend& m_inner;
-    x2sec::ChildSaEvents m_engine_events;
 };
 
 int cmd_run(const Options& o) {
@@ -455,10 +427,9 @@ int cmd_run(const Options& o) {
     }
     if (inner == &memory_backend)
         lg->info("Child SAs are recorded in memory only (no ESP data plane; --dataplane tun adds one)");
-    LoopBackend backend(*inner);
     x2sec::SystemClock clock;
     auto engine =
-        std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, backend, x2sec::os_rng());
+        std::make_unique<x2sec::runtime::EngineAdapter<x2sec::ike::Engine>>(cfg->engine, *inner, x2sec::os_rng());
     const x2sec::Counters& engine_counters = engine->engine().counters();  // thread-safe, lives with the engine
     x2sec::ike::Engine* engine_ptr = &engine->engine();                    // for SIGHUP's update_peer, on the loop only
     auto rt = x2sec::runtime::IkeRuntime::create(cfg->engine, std::move(engine), ro, clock);
@@ -472,9 +443,9 @@ int cmd_run(const Options& o) {
     peer_reload.log_level = cfg->runtime.log_level;
     // Takes SIGHUP (CRLs, then the peers); declared after everything it uses, so it stops first.
     CrlReloadOnHup hup(current_revocation, peer_reload);
-    backend.poster = [rtp](std::function<void()> f) {
-        rtp->post([f = std::move(f)](x2sec::runtime::EngineApi&, x2sec::Millis) { f(); });
-    };
+    // Data-plane lifetime events arrive on the data plane's threads; the runtime queues them and
+    // its loop hands them to the (single-threaded) engine.
+    inner->set_events(rtp->child_sa_events());
     // /metrics ([metrics] listen): counters read directly (thread-safe), the SA list taken on the
     // loop by a posted job that the scrape waits for at most 2 s, so a scrape never blocks the loop.
     x2sec::Counters metrics_counters;
@@ -513,7 +484,7 @@ int cmd_run(const Options& o) {
     lg->info("x2sec IKE daemon running with {} peer(s), control socket {}", cfg->engine.peers.size(),
              ro.control_socket);
     int rc = (*rt)->run();
-    backend.poster = nullptr;
+    inner->set_events({});
     if (tun_backend) {
         tun_backend->stop();
         nlohmann::json c = nlohmann::json::object();

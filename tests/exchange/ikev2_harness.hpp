@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 #include <x2sec/common/child_sa.hpp>
+#include <x2sec/common/event_queue.hpp>
 #include <x2sec/common/rng.hpp>
 #include <x2sec/common/time.hpp>
 #include <x2sec/crypto/crypto.hpp>
@@ -92,6 +93,9 @@ struct TestBackend final : ChildSaBackend {
 struct Node {
     EngineConfig cfg;
     TestBackend backend;
+    // The backend's lifetime events, queued for the harness's loop (advance() hands them to the
+    // engine, as the runtime's loop does).
+    ChildSaEventQueue expiries;
     std::unique_ptr<DeterministicRng> rng;
     std::unique_ptr<Engine> engine;
     std::vector<Event> events;
@@ -134,6 +138,8 @@ struct Pair {
         b.rng = std::make_unique<DeterministicRng>(seed * 2 + 1);
         a.engine = std::make_unique<Engine>(a.cfg, a.backend, *a.rng);
         b.engine = std::make_unique<Engine>(b.cfg, b.backend, *b.rng);
+        a.backend.set_events(a.expiries.events());
+        b.backend.set_events(b.expiries.events());
     }
 
     // Carries datagrams until neither side has anything to send.  Returns the number carried.
@@ -168,6 +174,8 @@ struct Pair {
     }
     void advance(Millis ms) {
         clock.advance(ms);
+        a.expiries.deliver(*a.engine, clock.now());
+        b.expiries.deliver(*b.engine, clock.now());
         a.engine->tick(clock.now());
         b.engine->tick(clock.now());
     }

@@ -144,6 +144,10 @@ size_t esp_integ_key_size(EspCipher c) {
     return 0;
 }
 
+const char* to_string(ChildSaExpiry e) {
+    return e == ChildSaExpiry::Hard ? "hard" : "soft";
+}
+
 Status MemoryChildSaBackend::install(const ChildSaParams& params) {
     std::lock_guard lock(m_mutex);
     if (m_sas.count(params.spi_in))

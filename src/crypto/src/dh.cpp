@@ -77,8 +77,8 @@ BnPtr rfc3526_prime() {
 }
 
 // Builds an EVP_PKEY from OSSL params (KEYPAIR or PUBLIC_KEY selection).
-PkeyPtr from_params(const char* alg, OSSL_PARAM* params, int selection) {
-    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, alg, nullptr));
+PkeyPtr from_params(const char* alg, OSSL_PARAM* params, int selection, OSSL_LIB_CTX* libctx = nullptr) {
+    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(libctx, alg, nullptr));
     if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1) return nullptr;
     EVP_PKEY* pkey = nullptr;
     if (EVP_PKEY_fromdata(ctx.get(), &pkey, selection, params) != 1) return nullptr;
@@ -112,10 +112,13 @@ PkeyPtr ec_key(DhGroup g, const BIGNUM* priv, BytesView uncompressed_point) {
 
 // Per-curve objects built once per process and afterwards only read, so engines on several
 // threads share them: the EC_GROUP (EC_GROUP_new_by_curve_name recomputes the Montgomery
-// constants, about 10 us) and a parameters-only EVP_PKEY used as a template for peer keys.
+// constants, about 10 us) and a parameters-only EVP_PKEY used as a template for peer keys;
+// the same template in scalar_libctx() for our DH keys and their peers' (dh_params: keygen
+// from it copies the group, so from_private never rebuilds it).
 struct EcCurveCache {
     EC_GROUP* group = nullptr;
     EVP_PKEY* params = nullptr;
+    EVP_PKEY* dh_params = nullptr;  // in scalar_libctx(); nullptr: DH keys the slower default way
 };
 
 EcCurveCache make_curve_cache(DhGroup g) {
@@ -125,6 +128,8 @@ EcCurveCache make_curve_cache(DhGroup g) {
         OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>(ec_curve(g)), 0),
         OSSL_PARAM_construct_end()};
     c.params = from_params("EC", params, EVP_PKEY_KEY_PARAMETERS).release();
+    if (OSSL_LIB_CTX* sctx = scalar_libctx())
+        c.dh_params = from_params("EC", params, EVP_PKEY_KEY_PARAMETERS, sctx).release();
     openssl_errors();
     return c;  // never freed: process-lifetime, like OpenSSL's own method caches
 }
@@ -139,10 +144,12 @@ const EcCurveCache& curve_cache(DhGroup g) {
 // the point set on it.  EVP_PKEY_set1_encoded_public_key decodes with EC_POINT_oct2point,
 // which rejects points that are not on the curve, exactly like EVP_PKEY_fromdata did; it only
 // skips rebuilding the EC_GROUP from its name (EVP_PKEY_fromdata took ~18 us, this ~5 us).
-PkeyPtr ec_peer_key(DhGroup g, BytesView uncompressed_point) {
+// for_dh: in the library context of our DH keys (derive needs both keys in one).
+PkeyPtr ec_peer_key(DhGroup g, BytesView uncompressed_point, bool for_dh = false) {
     const EcCurveCache& c = curve_cache(g);
-    if (c.params == nullptr) return ec_key(g, nullptr, uncompressed_point);  // fall back: fromdata
-    PkeyPtr k(EVP_PKEY_dup(c.params));
+    EVP_PKEY* tmpl = for_dh && c.dh_params ? c.dh_params : c.params;
+    if (tmpl == nullptr) return ec_key(g, nullptr, uncompressed_point);  // fall back: fromdata
+    PkeyPtr k(EVP_PKEY_dup(tmpl));
     if (!k || EVP_PKEY_set1_encoded_public_key(k.get(), uncompressed_point.data(), uncompressed_point.size()) != 1)
         return nullptr;
     return k;
@@ -214,43 +221,7 @@ DhKeyPair::~DhKeyPair() {
 }
 
 Result<DhKeyPair> DhKeyPair::generate(DhGroup g) {
-    PkeyPtr key;
-    switch (g) {
-        case DhGroup::Modp2048: {
-            PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "DH", nullptr));
-            if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1) return dh_error(g, "keygen init");
-            OSSL_PARAM params[2] = {
-                OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>("modp_2048"), 0),
-                OSSL_PARAM_construct_end()};
-            if (EVP_PKEY_CTX_set_params(ctx.get(), params) != 1) return dh_error(g, "setting group");
-            EVP_PKEY* k = nullptr;
-            if (EVP_PKEY_generate(ctx.get(), &k) != 1) return dh_error(g, "keygen");
-            key.reset(k);
-            break;
-        }
-        case DhGroup::Ecp256:
-        case DhGroup::Ecp384: {
-            // A keygen context made from the cached parameters key copies its EC_GROUP;
-            // EVP_PKEY_Q_keygen would rebuild it from the curve name (~10 us).
-            const EcCurveCache& c = curve_cache(g);
-            if (c.params == nullptr) {
-                key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", ec_curve(g)));
-                break;
-            }
-            PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, c.params, nullptr));
-            EVP_PKEY* k = nullptr;
-            if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1 || EVP_PKEY_generate(ctx.get(), &k) != 1)
-                return dh_error(g, "keygen");
-            key.reset(k);
-            break;
-        }
-        case DhGroup::Curve25519:
-            key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519"));
-            break;
-        default:
-            return unsupported_group(g);
-    }
-    return adopt(g, key.release(), "keygen");
+    return generate(g, os_rng());
 }
 
 Result<DhKeyPair> DhKeyPair::generate(DhGroup g, Rng& rng) {
@@ -311,6 +282,23 @@ Result<DhKeyPair> DhKeyPair::from_private(DhGroup g, BytesView priv) {
             if (!grp || !d || !bctx) return dh_error(g, "allocating");
             if (BN_is_zero(d.get()) || BN_cmp(d.get(), EC_GROUP_get0_order(grp)) >= 0)
                 return Error(ErrorDomain::Crypto, 0, std::string(dh_group_name(g)) + ": private value out of range");
+            if (const EcCurveCache& c = curve_cache(g); c.dh_params != nullptr) {
+                // OpenSSL's keygen from the cached template, fed this scalar (scalar_rand.cpp):
+                // the same key as importing it, without rebuilding the EC_GROUP.
+                SecureBytes scalar(ec_coord(g));
+                if (BN_bn2binpad(d.get(), scalar.data(), static_cast<int>(scalar.size())) < 0)
+                    return dh_error(g, "encoding private value");
+                ScalarFeed feed(scalar.view());
+                PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(scalar_libctx(), c.dh_params, nullptr));
+                EVP_PKEY* k = nullptr;
+                if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1 || EVP_PKEY_generate(ctx.get(), &k) != 1)
+                    return dh_error(g, "keygen from the private value");
+                key.reset(k);
+                if (!feed.consumed())
+                    return Error(ErrorDomain::Crypto, 0,
+                                 std::string(dh_group_name(g)) + ": keygen did not take the private value");
+                break;
+            }
             BN_set_flags(d.get(), BN_FLG_CONSTTIME);
             EcPointPtr q(EC_POINT_new(grp));
             if (!q || EC_POINT_mul(grp, q.get(), d.get(), nullptr, nullptr, bctx.get()) != 1)
@@ -376,7 +364,7 @@ Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
             point.reserve(peer.size() + 1);
             point.push_back(0x04);
             point.insert(point.end(), peer.begin(), peer.end());
-            peer_key = ec_peer_key(g, point);
+            peer_key = ec_peer_key(g, point, true);
             if (!peer_key) return dh_invalid(g, "not a point on the curve");
             break;
         }
@@ -385,7 +373,9 @@ Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
             if (!peer_key) return dh_invalid(g, "rejected by OpenSSL: " + openssl_errors());
             break;
     }
-    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, m_key, nullptr));
+    // Our EC keys live in scalar_libctx() (from_private); the exchange runs there too.
+    OSSL_LIB_CTX* libctx = is_ecp(g) && curve_cache(g).dh_params != nullptr ? scalar_libctx() : nullptr;
+    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(libctx, m_key, nullptr));
     if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1) return dh_error(g, "derive init");
     if (g == DhGroup::Modp2048 && EVP_PKEY_CTX_set_dh_pad(ctx.get(), 1) != 1) return dh_error(g, "setting padding");
     // MODP: OpenSSL's full public-key check on top of our range check (y^q = 1 mod p, so y

@@ -25,30 +25,6 @@ void EspNattTransport::set_ike_receiver(std::function<void(ike::Datagram)> recei
     });
 }
 
-void RuntimeEventBridge::set_events(ChildSaEvents events) {
-    {
-        std::lock_guard lock(m_mutex);
-        m_engine_events = std::move(events);
-    }
-    m_inner.set_events({[this](uint32_t spi) { deliver(true, spi); }, [this](uint32_t spi) { deliver(false, spi); }});
-}
-
-void RuntimeEventBridge::attach(runtime::IkeRuntime* rt) {
-    std::lock_guard lock(m_mutex);
-    m_runtime = rt;
-}
-
-void RuntimeEventBridge::deliver(bool soft, uint32_t spi) {
-    std::lock_guard lock(m_mutex);
-    auto handler = soft ? m_engine_events.soft_expired : m_engine_events.hard_expired;
-    if (!handler) return;
-    if (!m_runtime) {
-        handler(spi);
-        return;
-    }
-    m_runtime->post([handler = std::move(handler), spi](runtime::EngineApi&, Millis) { handler(spi); });
-}
-
 runtime::NattFactory make_natt_factory(TunBackend& backend) {
     return
         [&backend](const ike::Endpoint& local, Counters* counters) -> Result<std::unique_ptr<runtime::NattTransport>> {

@@ -17,27 +17,17 @@ EngineImpl::EngineImpl(EngineConfig config, ChildSaBackend& backend, Rng& rng)
       m_rng(rng),
       m_log(log::get("ike")),
       m_children(m_counters, m_log) {
-    ChildSaEvents ev;
-    ev.soft_expired = [this](uint32_t spi) {
-        std::lock_guard lock(m_expired_mutex);
-        m_soft_expired.push_back(spi);
-    };
-    ev.hard_expired = [this](uint32_t spi) {
-        std::lock_guard lock(m_expired_mutex);
-        m_hard_expired.push_back(spi);
-    };
-    m_backend.set_events(std::move(ev));
     m_peer_index.rebuild(m_config.peers);
 }
 
 Result<crypto::DhKeyPair> EngineImpl::make_dh(crypto::DhGroup g) {
-    // With the OS RNG the key pair comes from OpenSSL's keygen, which draws from the same DRBG
-    // OsRng reads and, for the EC groups, starts from the cached curve (from_private below
-    // would import the key with EVP_PKEY_fromdata, which rebuilds the EC_GROUP, ~10 us per SA).
-    // An injected RNG (tests) gets keys derived from its output, so exchanges replay exactly.
-    if (dynamic_cast<const OsRng*>(&m_rng) != nullptr) return crypto::DhKeyPair::generate(g);
+    // One path for every Rng: the private value is drawn from the injected Rng (OsRng, i.e.
+    // OpenSSL's DRBG, in production; a seeded DeterministicRng in tests, so exchanges replay
+    // exactly) and turned into a key pair by DhKeyPair::from_private, which for the EC groups
+    // is OpenSSL's keygen from the cached curve fed that value (no EC_GROUP rebuild).
     size_t len = 32;
     if (g == crypto::DhGroup::Ecp384) len = 48;
+    Error last = Error(ErrorDomain::Crypto, 0, "no DH key pair");
     for (int attempt = 0; attempt < 4; ++attempt) {
         SecureBytes priv(len);
         m_rng.fill(priv.span());
@@ -45,64 +35,54 @@ Result<crypto::DhKeyPair> EngineImpl::make_dh(crypto::DhGroup g) {
         if (g == crypto::DhGroup::Modp2048) priv[0] |= 0x80;                                // a full 256-bit exponent
         auto kp = crypto::DhKeyPair::from_private(g, priv);
         if (kp.ok()) return kp;
+        last = std::move(kp).error();  // only an all-zero draw (or OpenSSL failing) gets here
     }
-    return crypto::DhKeyPair::generate(g);
+    m_counters.inc("ike.dh.keygen_failed");
+    return last;
 }
 
-void EngineImpl::tick(Millis now) {
-    std::vector<uint32_t> soft, hard;
-    {
-        std::lock_guard lock(m_expired_mutex);
-        soft.swap(m_soft_expired);
-        hard.swap(m_hard_expired);
+void EngineImpl::child_sa_expired(uint32_t spi, ChildSaExpiry kind, Millis now) {
+    // Lifetime events from the data plane (delivered by the loop that drives the engine, on its
+    // thread) name the inbound SPI: the owner index finds the IKE SA.  An SPI no IKE SA holds
+    // (already deleted or rekeyed away, or never ours) is ignored, counted and logged.
+    IkeSa* sa = child_owner(spi);
+    ChildSa* c = sa ? child_by_in(*sa, spi) : nullptr;
+    if (!c) {
+        m_counters.inc("ike.child.expired_unknown_spi");
+        m_log->warn(
+            "data plane reported the {} lifetime of inbound SPI {:08x} expired: no such Child SA, ignored "
+            "(ike.child.expired_unknown_spi)",
+            to_string(kind), spi);
+        return;
     }
-    // Lifetime events from the data plane name the inbound SPI: the owner index finds the IKE
-    // SA.  An SPI no IKE SA holds (already deleted or rekeyed away, or never ours) is ignored,
-    // counted and logged.
-    auto owner_of = [&](uint32_t spi, const char* what) -> std::pair<IkeSa*, ChildSa*> {
-        IkeSa* sa = child_owner(spi);
-        ChildSa* c = sa ? child_by_in(*sa, spi) : nullptr;
-        if (!c) {
-            m_counters.inc("ike.child.expired_unknown_spi");
-            m_log->warn(
-                "data plane reported the {} lifetime of inbound SPI {:08x} expired: no such Child SA, ignored "
-                "(ike.child.expired_unknown_spi)",
-                what, spi);
-            return {nullptr, nullptr};
-        }
-        return {sa, c};
-    };
-    for (uint32_t spi : soft) {
-        auto [sa, c] = owner_of(spi, "soft");
-        if (!c) continue;
+    if (kind == ChildSaExpiry::Soft) {
         m_counters.inc("ike.child.soft_expired");
         if (c->st() != ChildSa::St::Installed || sa->state != SaState::Established) {
             m_log->info("IKE SA #{}: Child SA {} {:08x}: soft lifetime expired while {} / IKE SA {}, no rekey", sa->id,
                         c->name, spi, c->st() == ChildSa::St::Rekeying ? "rekeying" : "not installed",
                         state_name(sa->state));
-            continue;
+            return;
         }
         m_log->info("IKE SA #{}: Child SA {} {:08x}: soft lifetime expired, rekeying", sa->id, c->name, spi);
         c->rekey_at = 0;
         (void)rekey_child(sa->id, spi, now);
+        return;
     }
-    for (uint32_t spi : hard) {
-        auto [sa, c] = owner_of(spi, "hard");
-        if (!c) continue;
-        m_counters.inc("ike.child.hard_expired");
-        c->installed = false;  // the data plane removed it
-        touch(*sa);
-        if (sa->state != SaState::Established) {
-            remove_child(*sa, spi, true, "(hard lifetime expired)");
-            continue;
-        }
-        // Tell the peer: the Child SA stays (uninstalled) until the delete is answered, so the
-        // INFORMATIONAL exchange still finds it.
-        event(*sa, Event::Kind::ChildSaDown, 0, c->name + " (hard lifetime expired)");
-        c->down_reported = true;
-        queue_exchange(*sa, make_delete_child_exchange({spi}), now);
+    m_counters.inc("ike.child.hard_expired");
+    c->installed = false;  // the data plane removed it
+    touch(*sa);
+    if (sa->state != SaState::Established) {
+        remove_child(*sa, spi, true, "(hard lifetime expired)");
+        return;
     }
+    // Tell the peer: the Child SA stays (uninstalled) until the delete is answered, so the
+    // INFORMATIONAL exchange still finds it.
+    event(*sa, Event::Kind::ChildSaDown, 0, c->name + " (hard lifetime expired)");
+    c->down_reported = true;
+    queue_exchange(*sa, make_delete_child_exchange({spi}), now);
+}
 
+void EngineImpl::tick(Millis now) {
     if (m_cookie_rotated_at >= 0 && now - m_cookie_rotated_at >= m_config.cookie_secret_lifetime_ms)
         rotate_cookie_secret(now);
 
@@ -135,10 +115,6 @@ std::optional<Millis> EngineImpl::next_deadline() const {
     auto consider = [&](Millis t) {
         if (!best || t < *best) best = t;
     };
-    {
-        std::lock_guard lock(const_cast<std::mutex&>(m_expired_mutex));
-        if (!m_soft_expired.empty() || !m_hard_expired.empty()) consider(0);
-    }
     if (!m_destroyed.empty()) consider(0);
     settle_timers();
     if (!m_timers.empty()) consider(m_timers.top().at);
@@ -169,6 +145,10 @@ void Engine::tick(Millis now) {
 }
 std::optional<Millis> Engine::next_deadline() const {
     return m_impl->e.next_deadline();
+}
+void Engine::child_sa_expired(uint32_t spi_in, ChildSaExpiry kind, Millis now) {
+    m_impl->e.child_sa_expired(spi_in, kind, now);
+    m_impl->e.rearm();
 }
 std::vector<Datagram> Engine::take_outgoing() {
     return std::exchange(m_impl->e.m_out, {});

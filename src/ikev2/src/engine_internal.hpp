@@ -6,7 +6,6 @@
 #include <list>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <queue>
 #include <set>
@@ -36,6 +35,7 @@ public:
     void handle_datagram(const Datagram& d, Millis now);
     void tick(Millis now);
     std::optional<Millis> next_deadline() const;
+    void child_sa_expired(uint32_t spi_in, ChildSaExpiry kind, Millis now);
     Status rekey_ike(uint64_t id, Millis now);
     Status rekey_child(uint64_t id, uint32_t spi_in, Millis now);
     Status create_child(uint64_t id, const std::string& name, Millis now);
@@ -119,8 +119,6 @@ public:
     void run_timers(IkeSa& sa, Millis now);
     uint64_t m_next_id = 1;
     uint32_t m_next_reqid = 1;
-    std::mutex m_expired_mutex;
-    std::vector<uint32_t> m_soft_expired, m_hard_expired;
 
     // cookies
     Bytes m_cookie_secret, m_cookie_secret_old;
@@ -241,7 +239,8 @@ public:
     void release_child_spi(uint32_t spi) { m_child_spis.erase(spi); }
     uint64_t new_ike_spi();
     Bytes make_nonce() { return m_rng.bytes(32); }
-    // DH key pairs from the injected Rng (so a DeterministicRng replays whole exchanges).
+    // DH key pairs from the injected Rng, the same code for OsRng and a DeterministicRng (which
+    // so replays whole exchanges).
     Result<crypto::DhKeyPair> make_dh(crypto::DhGroup g);
     Bytes cookie_for(BytesView ni, const Endpoint& remote, uint64_t spi_i, const Bytes& secret, uint32_t version) const;
     void rotate_cookie_secret(Millis now);

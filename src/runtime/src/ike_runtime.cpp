@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdint>
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
@@ -61,6 +62,14 @@ IkeRuntime::IkeRuntime(const ike::EngineConfig& config, std::unique_ptr<EngineAp
       m_engine(*m_engine_ptr) {}
 
 IkeRuntime::~IkeRuntime() {
+    if (m_worker.joinable()) {
+        {
+            std::lock_guard lock(m_mutex);
+            m_worker_stop = true;
+        }
+        m_worker_cv.notify_all();
+        m_worker.join();
+    }
     for (const auto& c : m_control_conns) ::close(c.fd);
     for (int fd : {m_wake_fd, m_signal_fd, m_control_fd})
         if (fd >= 0) ::close(fd);
@@ -106,6 +115,8 @@ Status IkeRuntime::open_sockets() {
     }
     m_wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (m_wake_fd < 0) return Error(ErrorDomain::Io, errno, std::string("eventfd: ") + std::strerror(errno));
+    if (m_child_events.fd() < 0)
+        return Error(ErrorDomain::Io, 0, "eventfd for the data plane's Child SA events could not be created");
     if (m_opts.handle_signals) {
         sigset_t set;
         sigemptyset(&set);
@@ -398,17 +409,13 @@ bool IkeRuntime::service_control(ControlConn& c) {
             }
             c.in.append(buf, static_cast<size_t>(r));
         }
-        std::string payload = control_reply(c.in.substr(4, n));
-        if (payload.size() > kMaxControlFrame) {
-            m_counters.inc("runtime.control.error");
-            payload = control_dump(nlohmann::json{{"ok", false}, {"error", "reply too large"}});
-        }
-        uint32_t len = static_cast<uint32_t>(payload.size());
-        c.out = {char(len >> 24), char(len >> 16), char(len >> 8), char(len)};
-        c.out += payload;
-        c.replying = true;
+        std::string request = c.in.substr(4, n);
         std::string().swap(c.in);
+        if (defer_list_sas(c, request)) return true;  // the worker builds the reply
+        c.out = frame_reply(control_reply(request));
+        c.replying = true;
     }
+    if (c.waiting) return true;
     while (c.sent < c.out.size()) {
         ssize_t w = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) continue;
@@ -420,6 +427,70 @@ bool IkeRuntime::service_control(ControlConn& c) {
         c.sent += static_cast<size_t>(w);
     }
     return false;  // reply written
+}
+
+std::string IkeRuntime::frame_reply(std::string payload) {
+    if (payload.size() > kMaxControlFrame) {
+        m_counters.inc("runtime.control.error");
+        payload = control_dump(nlohmann::json{{"ok", false}, {"error", "reply too large"}});
+    }
+    uint32_t len = static_cast<uint32_t>(payload.size());
+    std::string out = {char(len >> 24), char(len >> 16), char(len >> 8), char(len)};
+    out += payload;
+    return out;
+}
+
+bool IkeRuntime::defer_list_sas(ControlConn& c, const std::string& request) {
+    auto j = nlohmann::json::parse(request, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return false;
+    auto cmd = j.find("cmd");
+    if (cmd == j.end() || !cmd->is_string() || cmd->get_ref<const std::string&>() != "list-sas") return false;
+    // The snapshot is the only part on the loop: plain records, no JSON.
+    std::vector<ike::IkeSaInfo> sas;
+    try {
+        sas = m_engine.list_sas();
+    } catch (const std::exception&) {
+        return false;  // answered the ordinary way, which reports the error
+    }
+    Millis now = m_clock.now();
+    c.waiting = true;
+    start_reply_job(c.id, [this, sas = std::move(sas), now]() -> std::string {
+        try {
+            return frame_reply(control_dump(nlohmann::json{{"ok", true}, {"sas", sas_to_json(sas, now)}}));
+        } catch (const std::exception& e) {
+            m_counters.inc("runtime.control.error");
+            logger()->error("control request 'list-sas' failed: {}", e.what());
+            return frame_reply(
+                control_dump(nlohmann::json{{"ok", false}, {"error", std::string("internal error: ") + e.what()}}));
+        }
+    });
+    return true;
+}
+
+void IkeRuntime::start_reply_job(uint64_t conn_id, std::function<std::string()> job) {
+    {
+        std::lock_guard lock(m_mutex);
+        m_jobs.emplace_back(conn_id, std::move(job));
+    }
+    if (!m_worker.joinable()) m_worker = std::thread([this] { reply_worker(); });
+    m_worker_cv.notify_one();
+}
+
+void IkeRuntime::reply_worker() {
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+        m_worker_cv.wait(lock, [&] { return m_worker_stop || !m_jobs.empty(); });
+        if (m_worker_stop) return;
+        auto [id, job] = std::move(m_jobs.front());
+        m_jobs.pop_front();
+        lock.unlock();
+        std::string out = job();
+        lock.lock();
+        m_replies.emplace_back(id, std::move(out));
+        lock.unlock();
+        wake();
+        lock.lock();
+    }
 }
 
 void IkeRuntime::accept_control(Millis now) {
@@ -437,6 +508,7 @@ void IkeRuntime::accept_control(Millis now) {
         }
         ControlConn c;
         c.fd = fd;
+        c.id = m_next_conn_id++;
         c.deadline = now + kControlDeadlineMs;
         if (service_control(c))
             m_control_conns.push_back(std::move(c));
@@ -458,11 +530,22 @@ int IkeRuntime::run() {
         // Queued datagrams and calls from other threads.
         std::deque<ike::Datagram> rx;
         std::deque<PendingCall> calls;
+        std::vector<std::pair<uint64_t, std::string>> replies;
         {
             std::lock_guard lock(m_mutex);
             rx.swap(m_rx);
             calls.swap(m_calls);
+            replies.swap(m_replies);
         }
+        // Replies the worker built: written from here as the sockets take them (a connection
+        // closed meanwhile, at its deadline, has its reply dropped).
+        for (auto& [id, out] : replies)
+            for (auto& c : m_control_conns)
+                if (c.id == id && c.waiting) {
+                    c.out = std::move(out);
+                    c.waiting = false;
+                    c.replying = true;
+                }
         for (auto& d : rx) {
             m_counters.inc(d.non_esp_marker ? "runtime.rx.ike_natt" : "runtime.rx.ike");
             m_engine.handle_datagram(d, now);
@@ -471,6 +554,8 @@ int IkeRuntime::run() {
             c.fn(m_engine, now);
             if (c.done) c.done->set_value();
         }
+        // Lifetime events from the data plane's threads: soft -> rekey, hard -> delete, at once.
+        if (size_t n = m_child_events.deliver(m_engine, now); n != 0) m_counters.inc("runtime.child_sa_events", n);
         if (m_stop_requested && !m_stopping) begin_shutdown(now);
         m_engine.tick(now);
         flush_engine(now);
@@ -490,6 +575,7 @@ int IkeRuntime::run() {
 
         fds.clear();
         fds.push_back({m_wake_fd, POLLIN, 0});
+        fds.push_back({m_child_events.fd(), POLLIN, 0});  // drained at the top of the loop
         if (m_signal_fd >= 0) fds.push_back({m_signal_fd, POLLIN, 0});
         if (m_control_fd >= 0) fds.push_back({m_control_fd, POLLIN, 0});
         size_t first_ike = fds.size();
@@ -501,9 +587,16 @@ int IkeRuntime::run() {
                 fds.push_back({t->poll_fd(), POLLIN, 0});
                 polled_natt.push_back(t.get());
             }
+        // Connections waiting for the reply worker are not polled (a hang-up would wake the loop
+        // at once, again and again); their deadline still applies.
         size_t first_ctl = fds.size();
-        for (const auto& c : m_control_conns)
+        std::vector<size_t> polled_ctl(m_control_conns.size(), SIZE_MAX);
+        for (size_t k = 0; k < m_control_conns.size(); ++k) {
+            const auto& c = m_control_conns[k];
+            if (c.waiting) continue;
+            polled_ctl[k] = fds.size() - first_ctl;
             fds.push_back({c.fd, static_cast<short>(c.replying ? POLLOUT : POLLIN), 0});
+        }
         int n = ::poll(fds.data(), fds.size(), static_cast<int>(timeout));
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -518,10 +611,13 @@ int IkeRuntime::run() {
             for (size_t k = 0; k < m_control_conns.size(); ++k) {
                 auto& c = m_control_conns[k];
                 bool alive = true;
-                if (n > 0 && fds[first_ctl + k].revents != 0) alive = service_control(c);
+                if (n > 0 && polled_ctl[k] != SIZE_MAX && fds[first_ctl + polled_ctl[k]].revents != 0)
+                    alive = service_control(c);
                 if (alive && t >= c.deadline) {
                     m_counters.inc("runtime.control.timeout");
-                    logger()->debug("control client: deadline passed {}, closing", c.replying ? "writing" : "reading");
+                    logger()->debug("control client: deadline passed {}, closing", c.waiting ? "waiting for its reply"
+                                                                                   : c.replying ? "writing"
+                                                                                                : "reading");
                     alive = false;
                 }
                 if (alive)
@@ -537,6 +633,7 @@ int IkeRuntime::run() {
             uint64_t v;
             [[maybe_unused]] auto r = ::read(m_wake_fd, &v, sizeof v);
         }
+        ++i;  // the Child SA event queue: take() at the top of the loop resets it
         if (m_signal_fd >= 0 && (fds[i++].revents & POLLIN)) {
             signalfd_siginfo si;
             if (::read(m_signal_fd, &si, sizeof si) == sizeof si) {

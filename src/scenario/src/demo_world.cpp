@@ -4,6 +4,7 @@
 #include <ctime>
 #include <optional>
 #include <set>
+#include <x2sec/common/event_queue.hpp>
 #include <x2sec/common/file.hpp>
 #include <x2sec/common/log.hpp>
 #include <x2sec/scenario/x2_traffic.hpp>
@@ -152,6 +153,7 @@ struct World::Impl {
     struct Node {
         std::unique_ptr<Counters> counters;
         std::unique_ptr<ChildSaBackend> backend;
+        std::unique_ptr<ChildSaEventQueue> expiries;  // the data plane's lifetime events, for the loop
         std::unique_ptr<ike::Engine> engine;
         std::vector<ike::Event> events;
         uint16_t ike_port = 0, natt_port = 0;
@@ -163,6 +165,7 @@ struct World::Impl {
     void pump_once() {
         Millis t = now();
         for (auto& [name, n] : nodes) {
+            n.expiries->deliver(*n.engine, t);
             n.engine->tick(t);
             for (auto& d : n.engine->take_outgoing()) {
                 Bytes wire = d.data;
@@ -336,6 +339,8 @@ Status World::start(const policy::DeploymentConfig& cfg) {
         ec.retransmit.timeout_ms = 1000;
         ec.retransmit.tries = 3;
         n.engine = std::make_unique<ike::Engine>(ec, *n.backend, m_impl->rng);
+        n.expiries = std::make_unique<ChildSaEventQueue>();
+        n.backend->set_events(n.expiries->events());
         n.ike_port = port;
         n.natt_port = uint16_t(port + 1);
         X2SEC_TRY_STATUS(m_impl->net.open(n.ike_port).ok() ? Status{} : Status(m_impl->net.open(n.ike_port).error()));

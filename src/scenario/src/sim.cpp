@@ -7,6 +7,7 @@
 #include <iomanip>
 #include <queue>
 #include <sstream>
+#include <x2sec/common/event_queue.hpp>
 #include <x2sec/common/log.hpp>
 #include <x2sec/common/rng.hpp>
 #include <x2sec/node/agent.hpp>
@@ -181,6 +182,7 @@ private:
         SimNode cfg;
         std::unique_ptr<Counters> counters;
         std::unique_ptr<esp::DataPlane> dp;
+        std::unique_ptr<ChildSaEventQueue> expiries;  // dp's lifetime events, delivered on the sim's loop
         std::unique_ptr<DeterministicRng> rng;
         std::unique_ptr<ike::Engine> engine;
         std::vector<ike::Event> events;
@@ -216,6 +218,7 @@ private:
     LabCredential m_segw_cred;
     std::unique_ptr<Counters> m_segw_counters;
     std::unique_ptr<esp::DataPlane> m_segw_dp;
+    std::unique_ptr<ChildSaEventQueue> m_segw_expiries;
     std::unique_ptr<DeterministicRng> m_segw_rng;
     std::unique_ptr<ike::Engine> m_segw;
     std::vector<ike::Event> m_segw_events;
@@ -330,6 +333,8 @@ Status SimWorld::build() {
         to_segw.fragmentation = false;
         ec.peers.push_back(to_segw);
         n.engine = std::make_unique<ike::Engine>(ec, *n.dp, *n.rng);
+        n.expiries = std::make_unique<ChildSaEventQueue>();
+        n.dp->set_events(n.expiries->events());
         // The SeGW's configuration for this node: any address (the SeGW does not know where
         // a node connects from), told apart from the others by IDi at IKE_AUTH.
         X2SEC_TRY(auto from_node,
@@ -345,6 +350,8 @@ Status SimWorld::build() {
     m_segw_dp = std::make_unique<esp::DataPlane>(*m_segw_counters);
     m_segw_rng = std::make_unique<DeterministicRng>(m_opt.seed * 7919ULL + 17);
     m_segw = std::make_unique<ike::Engine>(segw_ec, *m_segw_dp, *m_segw_rng);
+    m_segw_expiries = std::make_unique<ChildSaEventQueue>();
+    m_segw_dp->set_events(m_segw_expiries->events());
 
     // ---------------------------------------------------------------- agents
     for (unsigned i = 0; i < m_nodes.size(); ++i) {
@@ -390,6 +397,8 @@ bool SimWorld::exchange(unsigned a, std::optional<unsigned> b, const std::string
     Node& na = m_nodes[a];
     ike::Engine& ea = *na.engine;
     ike::Engine& eb = b ? *m_nodes[*b].engine : *m_segw;
+    ChildSaEventQueue& qa = *na.expiries;
+    ChildSaEventQueue& qb = b ? *m_nodes[*b].expiries : *m_segw_expiries;
     std::vector<ike::Event>& va = na.events;
     std::vector<ike::Event>& vb = b ? m_nodes[*b].events : m_segw_events;
     const IpAddress& addr_b = b ? m_nodes[*b].addr : kSegwAddr;
@@ -408,6 +417,8 @@ bool SimWorld::exchange(unsigned a, std::optional<unsigned> b, const std::string
         q.push({m_now + m_opt.latency_ms, seq++, std::move(d)});
     };
     auto collect = [&] {
+        qa.deliver(ea, m_now);
+        qb.deliver(eb, m_now);
         for (auto& d : ea.take_outgoing()) send(std::move(d));
         for (auto& d : eb.take_outgoing()) send(std::move(d));
         for (auto& e : ea.take_events()) va.push_back(std::move(e));

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 #include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/obj_mac.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <atomic>
@@ -215,6 +217,62 @@ TEST(Dh, EcCurveCacheIsSharedSafelyBetweenThreads) {
             });
         for (auto& th : threads) th.join();
         EXPECT_EQ(failures.load(), 0);
+    }
+}
+
+namespace {
+// x || y of scalar * G, computed with the EC_POINT API (not through DhKeyPair).
+Bytes ec_point_of(DhGroup g, BytesView scalar) {
+    EC_GROUP* grp = EC_GROUP_new_by_curve_name(g == DhGroup::Ecp256 ? NID_X9_62_prime256v1 : NID_secp384r1);
+    BIGNUM* d = BN_bin2bn(scalar.data(), static_cast<int>(scalar.size()), nullptr);
+    EC_POINT* q = EC_POINT_new(grp);
+    uint8_t buf[1 + 2 * 48];
+    size_t len = 0;
+    if (grp && d && q && EC_POINT_mul(grp, q, d, nullptr, nullptr, nullptr) == 1)
+        len = EC_POINT_point2oct(grp, q, POINT_CONVERSION_UNCOMPRESSED, buf, sizeof buf, nullptr);
+    EC_POINT_free(q);
+    BN_free(d);
+    EC_GROUP_free(grp);
+    return len > 1 ? Bytes(buf + 1, buf + len) : Bytes{};
+}
+}  // namespace
+
+// from_private for the EC groups is OpenSSL's keygen fed the scalar (one path for production
+// and seeded tests): the key must be exactly scalar * G, also with several threads making keys
+// at once (the feed is per thread), at the ends of the range, and for short big-endian input.
+TEST(Dh, EcFromPrivateIsExactlyTheScalarOnEveryThread) {
+    for (auto g : {DhGroup::Ecp256, DhGroup::Ecp384}) {
+        SCOPED_TRACE(dh_group_name(g));
+        const size_t n = dh_public_size(g) / 2;
+        Bytes order_minus_1 = g == DhGroup::Ecp256
+                                  ? *from_hex("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632550")
+                                  : *from_hex(
+                                        "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf"
+                                        "581a0db248b0a77aecec196accc52972");
+        for (const Bytes& k : {Bytes{1}, Bytes{2}, order_minus_1}) {
+            auto kp = DhKeyPair::from_private(g, k);
+            ASSERT_TRUE(kp.ok()) << kp.error().detail();
+            EXPECT_EQ(kp->public_value(), ec_point_of(g, k));
+        }
+        std::atomic<int> wrong{0}, failed{0};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t)
+            threads.emplace_back([&, t] {
+                DeterministicRng rng(1000 + t);
+                for (int i = 0; i < 20; ++i) {
+                    Bytes k = rng.bytes(n);
+                    k[0] &= 0x7f;
+                    auto kp = DhKeyPair::from_private(g, k);
+                    if (!kp.ok()) {
+                        ++failed;
+                        continue;
+                    }
+                    if (kp->public_value() != ec_point_of(g, k)) ++wrong;
+                }
+            });
+        for (auto& th : threads) th.join();
+        EXPECT_EQ(failed.load(), 0);
+        EXPECT_EQ(wrong.load(), 0);
     }
 }
 

@@ -5,8 +5,11 @@
 // CREATE_CHILD_SA, and the traffic that flows the whole time must arrive complete, in order,
 // with no ESP drop.  A hard limit without a soft one removes the Child SA on both sides.
 #include <gtest/gtest.h>
+
 #include <cstring>
 #include <memory>
+#include <thread>
+#include <x2sec/common/event_queue.hpp>
 #include <x2sec/common/rng.hpp>
 #include <x2sec/common/time.hpp>
 #include <x2sec/esp/memory_backend.hpp>
@@ -72,6 +75,7 @@ struct Side {
     MemoryEndpoint ep{dp};
     DeterministicRng rng;
     EngineConfig cfg;
+    ChildSaEventQueue expiries;  // the data plane's lifetime events, for the engine's loop
     std::unique_ptr<Engine> engine;
     std::vector<Event> events;
     std::vector<uint32_t> received;  // sequence numbers of delivered packets
@@ -98,6 +102,8 @@ struct World {
         b.cfg.peers = {peer(false, life_b)};
         a.engine = std::make_unique<Engine>(a.cfg, a.dp, a.rng);  // the DataPlane is the backend
         b.engine = std::make_unique<Engine>(b.cfg, b.dp, b.rng);
+        a.dp.set_events(a.expiries.events());
+        b.dp.set_events(b.expiries.events());
         a.ep.connect(b.ep);
         b.ep.connect(a.ep);
         for (Side* s : {&a, &b}) {
@@ -130,11 +136,18 @@ struct World {
         for (auto& e : a.engine->take_events()) a.events.push_back(e);
         for (auto& e : b.engine->take_events()) b.events.push_back(e);
     }
-    // What the backends' RX threads and the runtime loop do every few ms.
+    // What the backends' RX threads and the runtime loop do every few ms: the data planes tick
+    // on a thread of their own (where their lifetime events are raised), the loop takes the
+    // queued events and hands them to its engine.
     void tick(Millis ms) {
         clock.advance(ms);
-        a.dp.tick(clock.now());
-        b.dp.tick(clock.now());
+        std::thread data_plane([&] {
+            a.dp.tick(clock.now());
+            b.dp.tick(clock.now());
+        });
+        data_plane.join();
+        a.expiries.deliver(*a.engine, clock.now());
+        b.expiries.deliver(*b.engine, clock.now());
         a.engine->tick(clock.now());
         b.engine->tick(clock.now());
         pump();

@@ -49,6 +49,12 @@ public:
     }
     void tick(Millis) override {}
     std::optional<Millis> next_deadline() const override { return std::nullopt; }
+    std::vector<ChildSaExpired> expired;      // child_sa_expired() calls, in order
+    std::vector<std::thread::id> expired_on;  // and the thread each ran on
+    void child_sa_expired(uint32_t spi, ChildSaExpiry kind, Millis) override {
+        expired.push_back({spi, kind});
+        expired_on.push_back(std::this_thread::get_id());
+    }
     std::vector<ike::Datagram> take_outgoing() override { return std::exchange(m_out, {}); }
     std::vector<ike::Event> take_events() override { return std::exchange(m_events, {}); }
     Status rekey_ike(uint64_t id, Millis) override {
@@ -626,6 +632,48 @@ TEST(IkeRuntime, PostRunsOnTheLoopWithoutBlocking) {
     ASSERT_EQ(ran, 1);
     EXPECT_EQ(loop_id, h.thread.get_id());
     EXPECT_EQ(h.on_loop([](FakeEngine& e) { return e.initiated; }), std::vector<std::string>{"from-dataplane"});
+}
+
+// The data plane's lifetime events, raised on its own threads, reach the engine on the loop's
+// thread, each once, in the order each thread raised them.
+TEST(IkeRuntime, DataPlaneEventsReachTheEngineOnItsLoop) {
+    Harness h;
+    ChildSaEvents ev = h.rt->child_sa_events();
+    constexpr uint32_t kThreads = 4, kEach = 200;
+    std::vector<std::thread> producers;
+    for (uint32_t t = 0; t < kThreads; ++t)
+        producers.emplace_back([&, t] {
+            for (uint32_t i = 0; i < kEach; ++i) {
+                uint32_t spi = (t + 1) << 16 | i;
+                if (i % 2)
+                    ev.hard_expired(spi);
+                else
+                    ev.soft_expired(spi);
+            }
+        });
+    for (auto& p : producers) p.join();
+    size_t got = 0;
+    for (int i = 0; i < 400 && got < kThreads * kEach; ++i) {
+        got = h.on_loop([](FakeEngine& e) { return e.expired.size(); });
+        if (got < kThreads * kEach) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    auto expired = h.on_loop([](FakeEngine& e) { return e.expired; });
+    auto on = h.on_loop([](FakeEngine& e) { return e.expired_on; });
+    ASSERT_EQ(expired.size(), size_t{kThreads * kEach});
+    std::vector<uint32_t> next(kThreads, 0);
+    for (size_t k = 0; k < expired.size(); ++k) {
+        uint32_t t = (expired[k].spi_in >> 16) - 1, i = expired[k].spi_in & 0xffff;
+        ASSERT_LT(t, kThreads);
+        EXPECT_EQ(i, next[t]++) << "thread " << t << " out of order";
+        EXPECT_EQ(expired[k].kind, i % 2 ? ChildSaExpiry::Hard : ChildSaExpiry::Soft);
+        EXPECT_EQ(on[k], h.thread.get_id());
+    }
+    EXPECT_EQ(h.rt->counters().get("runtime.child_sa_events"), uint64_t{kThreads * kEach});
+    // After the runtime is gone the callbacks are still safe to call (the event is dropped).
+    h.rt->stop();
+    h.thread.join();
+    h.rt.reset();
+    ev.soft_expired(1);
 }
 
 // A client that connects, asks for a big list-sas and never reads the reply (and one that

@@ -1,8 +1,11 @@
 // The contract between the IKEv2 engine (which negotiates Child SAs) and a data plane (which
 // carries ESP): the engine hands over a ChildSaParams on install and an SPI pair on delete;
 // the data plane reports lifetime expiry and sequence-number exhaustion back through
-// ChildSaEvents so the engine can rekey.  The ESP module implements ChildSaBackend with TUN
-// and in-memory backends; MemoryChildSaBackend here just records calls.
+// ChildSaEvents so the engine can rekey.  Those callbacks run on the data plane's threads; the
+// loop that drives the engine connects them to a ChildSaEventQueue (event_queue.hpp) and hands
+// what it takes to ike::Engine::child_sa_expired() on its own thread.  The ESP module
+// implements ChildSaBackend with TUN and in-memory backends; MemoryChildSaBackend here just
+// records calls.
 #pragma once
 
 #include <array>
@@ -91,7 +94,18 @@ struct ChildSaParams {
     std::string name;  // connection/child name for status output
 };
 
-// Data-plane notifications to the IKE side.
+// Which lifetime of a Child SA ran out: soft (please rekey) or hard (the data plane removed it).
+enum class ChildSaExpiry : uint8_t { Soft, Hard };
+const char* to_string(ChildSaExpiry e);
+
+// One data-plane notification, as queued for the IKE loop.
+struct ChildSaExpired {
+    uint32_t spi_in = 0;
+    ChildSaExpiry kind = ChildSaExpiry::Soft;
+    bool operator==(const ChildSaExpired&) const = default;
+};
+
+// Data-plane notifications to the IKE side (called on the data plane's threads).
 struct ChildSaEvents {
     std::function<void(uint32_t spi_in)> soft_expired;  // please rekey
     std::function<void(uint32_t spi_in)> hard_expired;  // SA removed

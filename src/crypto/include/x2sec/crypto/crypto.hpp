@@ -57,13 +57,13 @@ bool dh_group_supported(uint16_t iana_id);
 
 class DhKeyPair {
 public:
-    static Result<DhKeyPair> generate(DhGroup g);
-    // The private value drawn from an injected Rng (exchange tests replay with a
-    // DeterministicRng): X25519 32 octets; ECP a scalar in [1, n-1] by rejection sampling;
-    // MODP a 256-bit exponent.  Use the Rng-less overload outside tests.
+    static Result<DhKeyPair> generate(DhGroup g);  // generate(g, os_rng())
+    // The private value from an Rng (OsRng in production, a DeterministicRng in tests: one
+    // path): X25519 32 octets; ECP a scalar in [1, n-1] by rejection sampling; MODP a 256-bit
+    // exponent; then from_private.
     static Result<DhKeyPair> generate(DhGroup g, Rng& rng);
-    // For test vectors (RFC 5903, RFC 7748): a fixed private value (big-endian scalar for
-    // MODP/ECP, the 32-byte little-endian scalar for X25519).
+    // A key pair with this private value (big-endian scalar for MODP/ECP, 32-byte little-endian
+    // X25519 scalar; vectors RFC 5903, 7748).  ECP: keygen fed the scalar (docs/crypto.md).
     static Result<DhKeyPair> from_private(DhGroup g, BytesView priv);
     DhGroup group() const { return m_group; }
     // KE payload encoding: MODP left-padded to the prime length; ECP x || y (RFC 5903 7);

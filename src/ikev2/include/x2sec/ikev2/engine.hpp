@@ -1,9 +1,13 @@
 // x2sec::ike — the sans-I/O IKEv2 engine facade (RFC 7296).  The engine never opens a socket
 // or reads a clock: the runtime (or a test, or the simulator) hands it datagrams and the
 // current time, and takes back datagrams to send, the next deadline and events.  Child SAs go
-// to a ChildSaBackend (ESP data plane, or MemoryChildSaBackend in tests).
+// to a ChildSaBackend (ESP data plane, or MemoryChildSaBackend in tests).  The engine is
+// single-threaded and holds no lock: every call comes from the loop that owns it, including
+// the data plane's lifetime events, which that loop takes from a ChildSaEventQueue
+// (x2sec/common/event_queue.hpp) and passes to child_sa_expired().
 //
 //   runtime loop:  engine.handle_datagram(d, now); engine.tick(now);
+//                  expiries.deliver(engine, now);   // engine.child_sa_expired(spi, kind, now)
 //                  for (auto& out : engine.take_outgoing()) send(out);
 //                  for (auto& ev : engine.take_events()) ...;
 //                  poll(timeout = engine.next_deadline() - now)
@@ -295,6 +299,11 @@ public:
     // Run due timers (retransmissions, rekeys, DPD, half-open expiry).
     void tick(Millis now);
     std::optional<Millis> next_deadline() const;
+    // The data plane reports that a lifetime of the Child SA with this inbound SPI ran out:
+    // soft -> CREATE_CHILD_SA rekey (if the Child SA is installed and idle), hard -> the Child
+    // SA is gone from the data plane and is deleted with the peer.  An unknown SPI is ignored
+    // (counted ike.child.expired_unknown_spi).  Called on the engine's loop, like the rest.
+    void child_sa_expired(uint32_t spi_in, ChildSaExpiry kind, Millis now);
     std::vector<Datagram> take_outgoing();
     std::vector<Event> take_events();
 

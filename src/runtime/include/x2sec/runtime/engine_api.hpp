@@ -15,6 +15,7 @@ public:
     virtual void handle_datagram(const ike::Datagram& d, Millis now) = 0;
     virtual void tick(Millis now) = 0;
     virtual std::optional<Millis> next_deadline() const = 0;
+    virtual void child_sa_expired(uint32_t spi_in, ChildSaExpiry kind, Millis now) = 0;
     virtual std::vector<ike::Datagram> take_outgoing() = 0;
     virtual std::vector<ike::Event> take_events() = 0;
     virtual Status rekey_ike(uint64_t ike_sa_id, Millis now) = 0;
@@ -39,6 +40,7 @@ public:
     void handle_datagram(const ike::Datagram& d, Millis now) override { m_e.handle_datagram(d, now); }
     void tick(Millis now) override { m_e.tick(now); }
     std::optional<Millis> next_deadline() const override { return m_e.next_deadline(); }
+    void child_sa_expired(uint32_t spi, ChildSaExpiry k, Millis now) override { m_e.child_sa_expired(spi, k, now); }
     std::vector<ike::Datagram> take_outgoing() override { return m_e.take_outgoing(); }
     std::vector<ike::Event> take_events() override { return m_e.take_events(); }
     Status rekey_ike(uint64_t id, Millis now) override { return m_e.rekey_ike(id, now); }

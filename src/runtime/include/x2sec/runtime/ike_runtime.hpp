@@ -2,9 +2,11 @@
 //
 // One thread runs the loop: poll() over the IKE sockets (port 500 style, plain), the NAT-T
 // transports (port 4500 style, non-ESP marker), the control socket, a signalfd and a wake-up
-// eventfd; engine.tick() runs at engine.next_deadline().  On SIGINT/SIGTERM (or stop()), every
-// IKE SA is deleted with an INFORMATIONAL exchange, the loop waits for the peers' answers (at
-// most shutdown_grace_ms) and returns.
+// eventfd; engine.tick() runs at engine.next_deadline().  The data plane's lifetime events come
+// through the runtime's ChildSaEventQueue (child_sa_events(), to be given to the data plane's
+// set_events): its eventfd wakes the loop, which hands them to engine.child_sa_expired().  On SIGINT/SIGTERM (or
+// stop()), every IKE SA is deleted with an INFORMATIONAL exchange, the loop waits for the peers' answers (at most
+// shutdown_grace_ms) and returns.
 //
 // Sockets: for every peer, (local_addr, local_port) plain and (local_addr, local_natt_port)
 // NAT-T; plus every `listen` address with the default ports.  The NAT-T transport is created by
@@ -13,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <future>
@@ -21,9 +24,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 #include <x2sec/common/child_sa.hpp>
 #include <x2sec/common/counters.hpp>
+#include <x2sec/common/event_queue.hpp>
 #include <x2sec/common/rng.hpp>
 #include <x2sec/common/time.hpp>
 #include <x2sec/ikev2/engine.hpp>
@@ -71,6 +76,10 @@ public:
     // Thread-safe, non-blocking: run fn on the loop thread soon (e.g. data-plane lifetime
     // events that must reach the engine from the data plane's own thread).
     void post(std::function<void(EngineApi&, Millis now)> fn);
+    // Callbacks for the data plane's ChildSaBackend::set_events: thread-safe and non-blocking,
+    // they queue the event and wake the loop, which calls engine.child_sa_expired() on its
+    // thread.  They stay safe to call after the runtime is gone (the event is dropped then).
+    ChildSaEvents child_sa_events() const { return m_child_events.events(); }
 
     // Local endpoints bound (for tests that bind port 0).
     std::vector<ike::Endpoint> ike_endpoints() const;
@@ -93,15 +102,34 @@ private:
     // Control clients are served from the loop without blocking it: non-blocking sockets, a
     // request read and a reply written as far as the socket takes them, each connection closed
     // at its deadline (a client that never sends or never reads costs nothing but its slot).
+    // A `list-sas` reply (which with 10,000 SAs is megabytes of JSON) is not built on the loop:
+    // the loop takes the SA snapshot (engine.list_sas()) and the reply worker thread turns it
+    // into JSON and frames it; the connection waits (not polled) until the framed reply comes
+    // back through m_replies and the loop writes it.
     struct ControlConn {
         int fd = -1;
+        uint64_t id = 0;
         std::string in, out;  // request bytes so far; the framed reply
         size_t sent = 0;
         bool replying = false;
+        bool waiting = false;  // the reply worker is building `out`
         Millis deadline = 0;
     };
     void accept_control(Millis now);
     std::string control_reply(const std::string& request);
+    // The framed reply (length prefix), or a framed "reply too large" error.
+    std::string frame_reply(std::string payload);
+    // A list-sas request: snapshot on the loop, reply built by the worker.  False when the
+    // request is not list-sas (answered the ordinary way).
+    bool defer_list_sas(ControlConn& c, const std::string& request);
+    void start_reply_job(uint64_t conn_id, std::function<std::string()> job);
+    void reply_worker();
+    uint64_t m_next_conn_id = 1;
+    std::thread m_worker;  // started with the first deferred reply
+    std::condition_variable m_worker_cv;
+    bool m_worker_stop = false;                                            // guarded by m_mutex
+    std::deque<std::pair<uint64_t, std::function<std::string()>>> m_jobs;  // guarded by m_mutex
+    std::vector<std::pair<uint64_t, std::string>> m_replies;               // guarded by m_mutex
     // Progress on one connection; false when it is finished (or failed) and is to be closed.
     bool service_control(ControlConn& c);
     std::vector<ControlConn> m_control_conns;
@@ -117,13 +145,14 @@ private:
     std::unique_ptr<KeyLogWriter> m_keylog;
     int m_wake_fd = -1, m_signal_fd = -1, m_control_fd = -1;
 
-    std::mutex m_mutex;  // guards m_rx, m_calls
+    std::mutex m_mutex;  // guards m_rx, m_calls and the reply worker's queues
     std::deque<ike::Datagram> m_rx;
     struct PendingCall {
         std::function<void(EngineApi&, Millis)> fn;
         std::shared_ptr<std::promise<void>> done;
     };
     std::deque<PendingCall> m_calls;
+    ChildSaEventQueue m_child_events;  // data plane -> engine, drained on the loop
     std::atomic<bool> m_stop_requested{false};
     bool m_stopping = false;
     Millis m_stop_deadline = 0;
