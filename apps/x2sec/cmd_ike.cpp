@@ -318,9 +318,6 @@ int cmd_check(const Options& o) {
     return 0;
 }
 
-
-};
-
 int cmd_run(const Options& o) {
     CrlReloadOnHup::block_daemon_signals();  // before any thread starts (the CRL fetch thread blocks all signals)
     auto cfg = load_config(o);
