@@ -28,7 +28,7 @@ void add_certs(const PeerConfig& p, std::vector<Payload>& out) {
 }
 
 struct CertTask final : Task {
-    bool in_init = false;     // IKE_SA_INIT (CERTREQ only), else IKE_AUTH
+    bool in_init = false;            // IKE_SA_INIT (CERTREQ only), else IKE_AUTH
     ocsp_content::Asked asked_ocsp;  // responder: the IKE_AUTH request's encoding-14 CERTREQ (its responder hashes)
     const char* name() const override { return "cert"; }
     Status build_i(EngineImpl& e, IkeSa& sa, std::vector<Payload>& out, Millis) override {
