@@ -70,6 +70,10 @@ const std::vector<Rule>& metric_rules() {
         {"kds.conn.", "x2sec_kds_connections_total", "kind", "KDS connections refused by the server's limits"},
         // Revocation checks (ike run, kds serve)
         {"x509.crl.", "x2sec_crl_checks_total", "result", "Certificate revocation (CRL) checks and fetches, by result"},
+        {"x509.ocsp.", "x2sec_ocsp_checks_total", "result",
+         "OCSP look-ups at the AIA responder and fetches of our own response to staple, by result"},
+        {"ike.ocsp.", "x2sec_ike_ocsp_staple_total", "kind",
+         "OCSP responses in IKE_AUTH (RFC 4806): stapled by us and received from the peer, by outcome"},
         // The metrics listener
         {"metrics.http.scrapes", "x2sec_metrics_scrapes_total", "", "Scrapes of /metrics answered"},
         {"metrics.http.", "x2sec_metrics_http_refused_total", "reason", "Requests to the metrics listener refused"},
