@@ -74,7 +74,7 @@ const OSSL_PARAM* rand_gettable_ctx_params(void*, void*) {
 
 template <typename F>
 void (*fn(F f))(void) {
-    return reinterpret_cast<void (*)(void)>(f);
+    return reinterpret_cast<void (*)()>(f);
 }
 
 const OSSL_DISPATCH* rand_functions() {

@@ -541,10 +541,11 @@ int IkeRuntime::run() {
         // closed meanwhile, at its deadline, has its reply dropped).
         for (auto& [id, out] : replies)
             for (auto& c : m_control_conns)
-                if (c.id == id && c.waiting) {
+                if (c.id == id && c.waiting) {  // ids are unique: one connection at most
                     c.out = std::move(out);
                     c.waiting = false;
                     c.replying = true;
+                    break;
                 }
         for (auto& d : rx) {
             m_counters.inc(d.non_esp_marker ? "runtime.rx.ike_natt" : "runtime.rx.ike");

@@ -256,6 +256,7 @@ TEST(Dh, EcFromPrivateIsExactlyTheScalarOnEveryThread) {
         }
         std::atomic<int> wrong{0}, failed{0};
         std::vector<std::thread> threads;
+        threads.reserve(4);
         for (int t = 0; t < 4; ++t)
             threads.emplace_back([&, t] {
                 DeterministicRng rng(1000 + t);
