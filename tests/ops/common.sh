@@ -5,6 +5,7 @@ X2SEC=${1:?usage: $0 path/to/x2sec}
 X2SEC=$(readlink -f "$X2SEC")
 BUILD_DIR=${2:+$(readlink -f "$2")}  # the build directory (deb_package.sh)
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+source "$SRC/tests/support/ports.sh"
 D=$(mktemp -d /tmp/x2sec-ops.XXXXXX)
 PIDS=()
 cleanup() {
@@ -21,14 +22,6 @@ pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
 check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
 finish() { if [ "$FAILS" -ne 0 ]; then echo "$FAILS check(s) failed"; exit 1; fi; echo "all checks passed"; exit 0; }
-free_port() {  # a TCP/UDP port derived from the PID that nothing uses
-  # Below Linux's ephemeral range (32768-60999), where the port 0 sockets of tests running at
-  # the same time would otherwise take the ports picked here before the daemons bind them.
-  local p=$(( 20000 + ($$ * 7 + ${1:-0} * 131) % 12000 ))
-  while ss -ltnu | awk '{print $5}' | grep -q ":$p\$"; do p=$((p + 1)); done
-  echo $p
-}
-wait_port() { for _ in $(seq 200); do ss -ltn | awk '{print $4}' | grep -q ":$1\$" && return 0; sleep 0.05; done; return 1; }
 wait_file() { for _ in $(seq 200); do [ -e "$1" ] && return 0; sleep 0.05; done; return 1; }
 
 # ike_pair NAME_A NAME_B PORT_BASE [EXTRA_A] [EXTRA_B]: writes $D/a.toml and $D/b.toml, two
