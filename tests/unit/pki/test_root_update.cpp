@@ -3,7 +3,7 @@
 // X509_verify_cert, key file 0600, nothing half-written), and --activate on an intermediate CA.
 #include <gtest/gtest.h>
 #include <openssl/x509v3.h>
-#include <signal.h>
+#include <csignal>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -123,7 +123,7 @@ mode_t file_mode(const std::string& p) {
 size_t temp_dirs(const std::string& dir) {
     size_t n = 0;
     for (auto& e : fs::directory_iterator(dir))
-        if (e.path().filename().string().rfind(".", 0) == 0) ++n;
+        if (e.path().filename().string().rfind('.', 0) == 0) ++n;
     return n;
 }
 
