@@ -2,11 +2,14 @@
 //
 // A CA directory holds: ca.key + ca.crt (the issuing CA), root.crt (the self-signed root),
 // chain.pem (issuing CA up to the root, issuing CA first) and, for operators, ra.key + ra.crt
-// (the CMP RA/CA protection certificate) and crl.pem.
+// (the CMP RA/CA protection certificate) and crl.pem; after `pki root-update`, root-update/
+// (newwithnew.crt, newwithold.crt, oldwithnew.crt, root.key: the prepared root CA key update)
+// and, after `pki root-update --activate`, root-old/ (the files the new root replaced).
 #include <filesystem>
 #include <iostream>
 #include <x2sec/common/file.hpp>
 #include <x2sec/pki/pki.hpp>
+#include <x2sec/pki/root_update.hpp>
 
 #include "registry.hpp"
 
@@ -38,7 +41,7 @@ std::string g_key_token, g_root_key_token, g_alg = "p256", g_dir, g_name, g_out_
                                            g_realm, g_subject, g_show_file;
 std::vector<std::string> g_dns, g_ips, g_revoke;
 int64_t g_days = 0, g_nb_unix = 0, g_na_unix = 0;
-bool g_intermediate = false;
+bool g_intermediate = false, g_activate = false;
 
 int write_key_cert(const std::string& key_path, EVP_PKEY* key, const std::string& cert_path,
                    const std::vector<X509*>& certs) {
@@ -126,6 +129,22 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
     oca->add_option("--root-key-token", g_root_key_token,
                     "with --intermediate: generate the root key in this token too (default: root.key file, 0600)");
 
+    auto* rup = sub.add_subcommand(
+        "root-update",
+        "Root CA key update (RFC 4210 4.4): a new root key, the new root and the link certificates newWithOld and "
+        "oldWithNew in <ca-dir>/root-update/ (announced by `ca serve` on genm rootCaCert); --activate then makes "
+        "the new root the CA's root");
+    rup->add_option("--ca-dir", g_dir, "operator CA directory")->required();
+    rup->add_option("--alg", g_alg, "new root key algorithm")->capture_default_str();
+    rup->add_option("--days", g_days, "new root validity in days (default 7300)");
+    rup->add_option("--subject", g_subject, "new root's subject (default: the old root's)");
+    rup->add_option("--key-token", g_key_token,
+                    "generate the new root key inside this PKCS#11 token (pkcs11: URI, object= is the label); "
+                    "root-update/root.key then holds the key's URI");
+    rup->add_flag("--activate", g_activate,
+                  "switch the CA to the prepared new root: the issuing CA certified by it, the old files kept in "
+                  "<ca-dir>/root-old/ (needs an --intermediate CA)");
+
     auto* dev = sub.add_subcommand("issue-device", "Issue a vendor device certificate <EUI-48>.<realm>");
     dev->add_option("--ca-dir", g_dir, "vendor CA directory")->required();
     dev->add_option("--eui", g_eui, "EUI-48 (12 hex digits, ':' allowed)")->required();
@@ -159,7 +178,7 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
     auto* show = sub.add_subcommand("show", "Print a certificate file");
     show->add_option("file", g_show_file, "PEM file")->required();
 
-    return [&sub, keygen, vca, oca, dev, srv, crl, show]() -> int {
+    return [&sub, keygen, vca, oca, rup, dev, srv, crl, show]() -> int {
         auto alg = pki::parse_key_alg(g_alg);
         if (!alg) return fail(alg.error());
         if (keygen->parsed()) {
@@ -200,6 +219,31 @@ static app::Command reg("pki", "Vendor/operator PKI: CAs, device and server cert
             }
             std::cout << "created " << (op ? "operator" : "vendor") << " CA in " << g_dir
                       << (g_key_token.empty() ? "" : " (CA key in the token; ca.key holds its URI)") << "\n";
+            return 0;
+        }
+        if (rup->parsed()) {
+            const std::string up = g_dir + "/" + pki::kRootUpdateDir;
+            if (g_activate) {
+                if (!g_key_token.empty() || !g_subject.empty() || g_days != 0)
+                    return fail(Error("--activate takes only --ca-dir (the new root was made by `root-update`)"));
+                auto st = pki::activate_root_update(g_dir);
+                if (!st) return fail(st.error());
+                std::cout << "activated the new root of " << up << " in " << g_dir << " (previous root, key and "
+                          << "chain in " << g_dir << "/" << pki::kRootOldDir
+                          << "); restart every `x2sec ca serve` of this CA\n";
+                return 0;
+            }
+            pki::RootUpdateOptions o;
+            o.alg = *alg;
+            o.key_token = g_key_token;
+            o.subject = g_subject;
+            o.validity_days = g_days ? g_days : 7300;
+            auto st = pki::create_root_update(g_dir, o);
+            if (!st) return fail(st.error());
+            std::cout << "prepared a root CA key update in " << up << " (" << pki::kNewWithNewFile << ", "
+                      << pki::kNewWithOldFile << ", " << pki::kOldWithNewFile << ", " << pki::kNewRootKeyFile
+                      << (g_key_token.empty() ? " 0600" : ": the key's URI, the key is in the token")
+                      << "); `x2sec ca serve` announces it after a restart\n";
             return 0;
         }
         if (dev->parsed() || srv->parsed()) {

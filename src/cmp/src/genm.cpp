@@ -4,6 +4,7 @@
 #include <openssl/x509v3.h>
 #include <algorithm>
 #include <x2sec/cmp/genm.hpp>
+#include <x2sec/pki/root_update.hpp>
 
 namespace x2sec::cmp {
 
@@ -154,27 +155,9 @@ bool is_old_root_of(const RootKeyUpdate& u, X509* old_root) {
 
 Result<RootKeyUpdate> make_root_key_update(X509* old_root, EVP_PKEY* old_key, EVP_PKEY* new_key,
                                            const std::string& new_subject, int64_t not_before, int64_t validity_days) {
-    pki::NamePtr subject;
-    if (!new_subject.empty()) {
-        X2SEC_TRY(subject, pki::parse_name(new_subject));
-    } else {
-        subject.reset(X509_NAME_dup(X509_get_subject_name(old_root)));
-        if (!subject) return genm_error("cannot copy the old root's name");
-    }
-    RootKeyUpdate u;
-    pki::IssueRequest r;
-    r.profile = pki::Profile::RootCa;
-    r.subject = subject.get();
-    r.public_key = new_key;
-    r.not_before = not_before;
-    r.validity_days = validity_days;
-    X2SEC_TRY(u.new_with_new, pki::issue_certificate(r, nullptr, new_key));
-    r.profile = pki::Profile::RootLink;
-    X2SEC_TRY(u.new_with_old, pki::issue_certificate(r, old_root, old_key));
-    pki::IssueRequest o = r;
-    o.subject = X509_get_subject_name(old_root);
-    o.public_key = X509_get0_pubkey(old_root);
-    X2SEC_TRY(u.old_with_new, pki::issue_certificate(o, u.new_with_new.get(), new_key));
+    // pki::make_root_update (what `x2sec pki root-update` writes) makes the three certificates.
+    X2SEC_TRY(auto m, pki::make_root_update(old_root, old_key, new_key, new_subject, not_before + 60, validity_days));
+    RootKeyUpdate u{std::move(m.new_with_new), std::move(m.new_with_old), std::move(m.old_with_new)};
     X2SEC_TRY_STATUS(check_root_key_update(u));
     return u;
 }

@@ -220,11 +220,24 @@ struct Server::Impl {
         operator_store = pki::make_trust_store(operator_anchors);
     }
 
-    std::vector<X509*> issued_chain() const {  // issuing CA up to the operator root
+    // newWithOld once `x2sec pki root-update --activate` made newWithNew the operator root, else null.
+    X509* active_root_link() const {
+        if (!cfg.root_update || X509_cmp(cfg.root_update->new_with_new.get(), cfg.operator_root()) != 0) return nullptr;
+        return cfg.root_update->new_with_old.get();
+    }
+    // Issuing CA up to the operator root; after an activated root key update newWithOld comes
+    // before the new root, so that an EE trusting the old root builds its chain through it
+    // (OpenSSL takes the first fitting issuer among the untrusted certificates, and the
+    // self-signed new root would end that EE's chain untrusted).
+    std::vector<X509*> issued_chain() const {
         std::vector<X509*> v;
         if (X509_check_issued(cfg.ca_cert.get(), cfg.ca_cert.get()) != X509_V_OK || cfg.ca_chain.empty())
             v.push_back(cfg.ca_cert.get());
-        for (auto& x : cfg.ca_chain) v.push_back(x.get());
+        X509* link = active_root_link();
+        for (auto& x : cfg.ca_chain) {
+            if (link && x.get() == cfg.operator_root()) v.push_back(link);
+            v.push_back(x.get());
+        }
         return v;
     }
 
@@ -884,7 +897,12 @@ void Server::Impl::configure_ctx(OSSL_CMP_CTX* ctx) const {
     OSSL_CMP_CTX_set1_cert(ctx, cfg.ra_cert.get());
     OSSL_CMP_CTX_set1_pkey(ctx, cfg.ra_key.get());
     OSSL_CMP_CTX_set1_untrusted(ctx, ra_untrusted.get());
-    auto extra = pki::make_stack({cfg.operator_root()});
+    std::vector<X509*> extra_certs;
+    // After `x2sec pki root-update --activate`, end entities that still trust the old root
+    // validate our messages through newWithOld (RFC 4210 4.4); before the root, as in issued_chain.
+    if (X509* link = active_root_link()) extra_certs.push_back(link);
+    extra_certs.push_back(cfg.operator_root());
+    auto extra = pki::make_stack(extra_certs);
     OSSL_CMP_CTX_set1_extraCertsOut(ctx, extra.get());
 }
 

@@ -97,5 +97,22 @@ check "counted: cmp.http.tls.client_cert_missing = 2" grep -q "cmp.http.tls.clie
 check "counted: cmp.http.tls.client_cert_rejected = 1" grep -q "cmp.http.tls.client_cert_rejected = 1" server.log
 check "store: two certificates" test "$(sqlite3 $D/ca.db "SELECT COUNT(*) FROM certificates")" = 2
 check "no private key file for the CA anywhere" bash -c "! grep -rl 'PRIVATE KEY' op/ca.key"
+
+# root CA key update with the new root key in the token (`pki root-update --key-token`), then
+# --activate: the issuing CA (its key in the token too) re-certified by the token's new root key
+cp op/root.crt old-root.crt
+$X2SEC pki root-update --ca-dir op --key-token "pkcs11:token=ca;object=root2?pin-source=file:$D/pin" > ru.log 2>&1 \
+  && pass "pki root-update --key-token" || { fail "pki root-update --key-token"; cat ru.log; }
+check "root-update/root.key holds the token URI, no key material, 0600" bash -c \
+  "grep -q '^pkcs11:.*object=root2' op/root-update/root.key && ! grep -q 'PRIVATE KEY' op/root-update/root.key && test \$(stat -c %a op/root-update/root.key) = 600"
+check "newWithOld (signed by the old root key) validates under the old root" \
+  openssl verify -CAfile old-root.crt op/root-update/newwithold.crt
+check "oldWithNew (signed by the token key) validates under the new root" \
+  openssl verify -CAfile op/root-update/newwithnew.crt op/root-update/oldwithnew.crt
+$X2SEC pki root-update --ca-dir op --activate > act.log 2>&1 && pass "pki root-update --activate (token keys)" ||
+  { fail "root-update --activate with token keys"; cat act.log; }
+check "the issuing CA is certified by the new (token) root" openssl verify -CAfile op/root.crt op/ca.crt
+check "root.key now holds the new root's token URI" grep -q '^pkcs11:.*object=root2' op/root.key
+check "the enrolled certificate chains to the new root" openssl verify -CAfile op/root.crt -untrusted op/ca.crt henb/operator.crt
 echo "failures: $FAILS"
 exit $((FAILS > 0))

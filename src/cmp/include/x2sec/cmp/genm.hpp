@@ -97,7 +97,9 @@ Status check_root_key_update(const RootKeyUpdate& u);
 // Whether `old_root` is the root newWithOld was signed with (its key verifies it).
 bool is_old_root_of(const RootKeyUpdate& u, X509* old_root);
 // Makes the new root (Profile::RootCa, subject of the old root unless `new_subject` is given)
-// for `new_key` and both link certificates, valid from `not_before` for `validity_days`.
+// for `new_key` (valid from `not_before` for `validity_days`) and both link certificates (from
+// `not_before` until the old root expires): pki::make_root_update, checked with
+// check_root_key_update.
 Result<RootKeyUpdate> make_root_key_update(X509* old_root, EVP_PKEY* old_key, EVP_PKEY* new_key,
                                            const std::string& new_subject, int64_t not_before, int64_t validity_days);
 
