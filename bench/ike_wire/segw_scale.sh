@@ -153,7 +153,9 @@ for line in open(f"{d}/samples.txt"):
     except Exception:
         pass
 keys = ["esp.sa.installed", "ike.tx.cookie", "ike.rx.dropped.half_open_cap", "ike.rx.dropped.half_open_cap_per_source",
-        "ike.half_open_expired", "ike.half_open_extended", "ike.rx.invalid_ike_spi", "ike.tx.retransmit", "ike.rx.retransmit"]
+        "ike.half_open_expired", "ike.half_open_extended", "ike.rx.invalid_ike_spi", "ike.tx.retransmit", "ike.rx.retransmit",
+        "runtime.rx.ike", "runtime.rx.init_shed", "runtime.rx.init_stale", "runtime.rx.known_shed", "runtime.rx.queue_peak",
+        "runtime.rx.recvmmsg", "runtime.rx.batch_full"]
 if rows:
     last = rows[-1][1]
     print("responder counters at the end: " + ", ".join(f"{k} {last.get(k, 0)}" for k in keys))
