@@ -46,13 +46,13 @@ using NattFactory = std::function<Result<std::unique_ptr<NattTransport>>(const i
 // IKE_SA_INITs, so a backlog of new initiators cannot make the kernel drop the IKE_AUTHs of the
 // SAs already half open.  New IKE_SA_INITs beyond what the responder gets to are shed (counted).
 struct RxPolicy {
-    size_t serve_budget = 256;  // datagrams served per loop iteration, then timers and control run
-    Millis serve_slice_ms = 50;  // and for at most this long
-    Millis drain_every_ms = 2;   // while serving, the sockets are drained again this often
-    size_t drain_budget = 1024;  // datagrams taken from the sockets per drain at most
-    size_t max_queued_inits = 4096;  // new IKE_SA_INITs waiting; the oldest beyond it is shed
-    Millis max_init_wait_ms = 1000;  // a new IKE_SA_INIT that waited longer is shed (the
-                                     // initiator has retransmitted by then)
+    size_t serve_budget = 256;        // datagrams served per loop iteration, then timers and control run
+    Millis serve_slice_ms = 50;       // and for at most this long
+    Millis drain_every_ms = 2;        // while serving, the sockets are drained again this often
+    size_t drain_budget = 1024;       // datagrams taken from the sockets per drain at most
+    size_t max_queued_inits = 4096;   // new IKE_SA_INITs waiting; the oldest beyond it is shed
+    Millis max_init_wait_ms = 1000;   // a new IKE_SA_INIT that waited longer is shed (the
+                                      // initiator has retransmitted by then)
     size_t max_queued_known = 16384;  // messages of existing SAs waiting; the oldest beyond it is shed
 };
 
@@ -170,8 +170,8 @@ private:
     Counters m_counters;
     std::vector<UdpSocket> m_ike_sockets;
     BatchReceiver m_batch;
-    std::vector<UdpSocket::Received> m_batch_out;     // reused by drain_rx()
-    std::deque<Queued> m_rx_known, m_rx_new;          // the receive queue, loop thread only
+    std::vector<UdpSocket::Received> m_batch_out;  // reused by drain_rx()
+    std::deque<Queued> m_rx_known, m_rx_new;       // the receive queue, loop thread only
     Millis m_last_drain = 0;
     std::vector<std::unique_ptr<NattTransport>> m_natt;
     std::unique_ptr<KeyLogWriter> m_keylog;
