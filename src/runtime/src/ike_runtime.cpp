@@ -196,6 +196,93 @@ void IkeRuntime::enqueue_rx(ike::Datagram d) {
     wake();
 }
 
+void IkeRuntime::queue_rx(ike::Datagram d, Millis now) {
+    RxHeader h = classify_ike(d.data);
+    if (h.cls == RxClass::NotIke) {
+        m_counters.inc("runtime.rx.not_ike");
+        logger()->debug("dropping {}-octet datagram from {}: shorter than the IKE header (28 octets)", d.data.size(),
+                        d.remote.to_string());
+        return;
+    }
+    bool known = h.cls == RxClass::Known;
+    auto& q = known ? m_rx_known : m_rx_new;
+    size_t cap = std::max<size_t>(1, known ? m_opts.rx.max_queued_known : m_opts.rx.max_queued_inits);
+    // Over the bound the oldest goes: its initiator is the likeliest to have retransmitted.
+    while (q.size() >= cap) {
+        q.pop_front();
+        m_counters.inc(known ? "runtime.rx.known_shed" : "runtime.rx.init_shed");
+    }
+    q.push_back({std::move(d), now});
+    auto& peak = m_counters.counter("runtime.rx.queue_peak");  // high-water mark, written on the loop only
+    uint64_t waiting = m_rx_known.size() + m_rx_new.size();
+    if (waiting > peak.load(std::memory_order_relaxed)) peak.store(waiting, std::memory_order_relaxed);
+}
+
+void IkeRuntime::drain_rx() {
+    Millis now = m_clock.now();
+    m_last_drain = now;
+    size_t budget = m_opts.rx.drain_budget;
+    for (auto& s : m_ike_sockets) {
+        while (budget > 0) {
+            m_batch_out.clear();
+            BatchReceiver::Stats st;
+            auto r = m_batch.receive(s, m_batch_out, budget, st);
+            if (!r) {
+                m_counters.inc("runtime.rx.error");
+                logger()->warn("IKE socket {}: {}", s.local().to_string(), r.error().detail());
+                break;
+            }
+            if (st.calls) m_counters.inc("runtime.rx.recvmmsg");
+            if (st.full) m_counters.inc("runtime.rx.batch_full");
+            if (st.truncated) m_counters.inc("runtime.rx.truncated", st.truncated);
+            budget -= std::min(budget, *r + st.truncated);
+            for (auto& rx : m_batch_out) {
+                m_counters.inc("runtime.rx.ike");
+                queue_rx(ike::Datagram{rx.local, rx.remote, std::move(rx.data), false}, now);
+            }
+            if (!st.full) break;  // the socket is empty
+        }
+    }
+    // The NAT-T transports the runtime polls itself hand their IKE messages to m_rx, as the data
+    // plane's threads do.
+    for (auto& t : m_natt)
+        if (t->poll_fd() >= 0) t->service();
+    std::deque<ike::Datagram> rx;
+    {
+        std::lock_guard lock(m_mutex);
+        rx.swap(m_rx);
+    }
+    for (auto& d : rx) {
+        m_counters.inc(d.non_esp_marker ? "runtime.rx.ike_natt" : "runtime.rx.ike");
+        queue_rx(std::move(d), now);
+    }
+}
+
+void IkeRuntime::serve_rx() {
+    const RxPolicy& p = m_opts.rx;
+    Millis start = m_clock.now();
+    size_t served = 0;
+    while (rx_pending() && served < p.serve_budget) {
+        Millis now = m_clock.now();
+        if (served > 0 && now - start >= p.serve_slice_ms) break;
+        if (now - m_last_drain >= p.drain_every_ms) drain_rx();  // the kernel's queue must not overflow meanwhile
+        Queued q;
+        if (!m_rx_known.empty()) {
+            q = std::move(m_rx_known.front());
+            m_rx_known.pop_front();
+        } else {
+            q = std::move(m_rx_new.front());
+            m_rx_new.pop_front();
+            if (now - q.arrived > p.max_init_wait_ms) {
+                m_counters.inc("runtime.rx.init_stale");
+                continue;
+            }
+        }
+        m_engine.handle_datagram(q.d, now);
+        ++served;
+    }
+}
+
 void IkeRuntime::stop() {
     m_stop_requested = true;
     wake();
@@ -527,13 +614,11 @@ int IkeRuntime::run() {
     std::vector<pollfd> fds;
     for (;;) {
         now = m_clock.now();
-        // Queued datagrams and calls from other threads.
-        std::deque<ike::Datagram> rx;
+        // Calls from other threads and the replies the worker built.
         std::deque<PendingCall> calls;
         std::vector<std::pair<uint64_t, std::string>> replies;
         {
             std::lock_guard lock(m_mutex);
-            rx.swap(m_rx);
             calls.swap(m_calls);
             replies.swap(m_replies);
         }
@@ -547,10 +632,16 @@ int IkeRuntime::run() {
                     c.replying = true;
                     break;
                 }
-        for (auto& d : rx) {
-            m_counters.inc(d.non_esp_marker ? "runtime.rx.ike_natt" : "runtime.rx.ike");
-            m_engine.handle_datagram(d, now);
+        // Received datagrams, within the receive policy's budget (the rest waits for the next
+        // round, after the timers and the control socket).
+        bool thread_rx = false;
+        {
+            std::lock_guard lock(m_mutex);
+            thread_rx = !m_rx.empty();
         }
+        if (thread_rx) drain_rx();
+        serve_rx();
+        now = m_clock.now();
         for (auto& c : calls) {
             c.fn(m_engine, now);
             if (c.done) c.done->set_value();
@@ -570,6 +661,7 @@ int IkeRuntime::run() {
         }
         Millis timeout = kMaxPollMs;
         if (auto dl = m_engine.next_deadline()) timeout = std::clamp<Millis>(*dl - now, 0, kMaxPollMs);
+        if (rx_pending()) timeout = 0;  // more queued than one round serves
         if (m_stopping) timeout = std::min<Millis>(timeout, std::max<Millis>(0, m_stop_deadline - now));
         for (const auto& c : m_control_conns)
             timeout = std::min<Millis>(timeout, std::max<Millis>(0, c.deadline - now));
@@ -581,13 +673,8 @@ int IkeRuntime::run() {
         if (m_control_fd >= 0) fds.push_back({m_control_fd, POLLIN, 0});
         size_t first_ike = fds.size();
         for (const auto& s : m_ike_sockets) fds.push_back({s.fd(), POLLIN, 0});
-        size_t first_natt = fds.size();
-        std::vector<NattTransport*> polled_natt;
         for (auto& t : m_natt)
-            if (t->poll_fd() >= 0) {
-                fds.push_back({t->poll_fd(), POLLIN, 0});
-                polled_natt.push_back(t.get());
-            }
+            if (t->poll_fd() >= 0) fds.push_back({t->poll_fd(), POLLIN, 0});
         // Connections waiting for the reply worker are not polled (a hang-up would wake the loop
         // at once, again and again); their deadline still applies.
         size_t first_ctl = fds.size();
@@ -647,26 +734,10 @@ int IkeRuntime::run() {
             }
         }
         if (m_control_fd >= 0 && (fds[i++].revents & POLLIN)) accept_control(m_clock.now());
-        for (size_t k = 0; k < m_ike_sockets.size(); ++k) {
-            if (!(fds[first_ike + k].revents & POLLIN)) continue;
-            for (int burst = 0; burst < 64; ++burst) {
-                auto r = m_ike_sockets[k].receive();
-                if (!r) {
-                    logger()->warn("IKE socket {}: {}", m_ike_sockets[k].local().to_string(), r.error().detail());
-                    break;
-                }
-                if (!r->has_value()) break;
-                auto& rx1 = **r;
-                ike::Datagram d;
-                d.local = rx1.local;
-                d.remote = rx1.remote;
-                d.data = std::move(rx1.data);
-                m_counters.inc("runtime.rx.ike");
-                m_engine.handle_datagram(d, m_clock.now());
-            }
-        }
-        for (size_t k = 0; k < polled_natt.size(); ++k)
-            if (fds[first_natt + k].revents & POLLIN) polled_natt[k]->service();
+        // Readable sockets: drained into the receive queue (served at the top of the loop).
+        bool readable = false;
+        for (size_t k = first_ike; k < first_ctl; ++k) readable = readable || (fds[k].revents & POLLIN);
+        if (readable) drain_rx();
     }
     logger()->info("stopped");
     return 0;

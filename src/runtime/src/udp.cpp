@@ -1,12 +1,15 @@
 #include <x2sec/runtime/udp.hpp>
 
+#include <algorithm>
 #include <arpa/inet.h>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <x2sec/common/codec.hpp>
 #include <x2sec/common/log.hpp>
 
 namespace x2sec::runtime {
@@ -54,7 +57,45 @@ ike::Endpoint from_sockaddr(const sockaddr_storage& ss) {
     return e;
 }
 
+// The local address the datagram was sent to, from IP_PKTINFO / IPV6_PKTINFO.
+void learn_local(msghdr& msg, ike::Endpoint& local) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            in_pktinfo pi;
+            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            std::memcpy(local.addr.bytes.data(), &pi.ipi_addr, 4);
+            local.addr.v6 = false;
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            in6_pktinfo pi;
+            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            std::memcpy(local.addr.bytes.data(), &pi.ipi6_addr, 16);
+            local.addr.v6 = true;
+        }
+    }
+}
+
+constexpr size_t kBufSize = 65536;  // larger than any UDP payload over IPv4 or (non-jumbo) IPv6
+constexpr size_t kCmsgSize = 128;   // one IP_PKTINFO / IPV6_PKTINFO
+constexpr uint8_t kIkeHeaderSize = 28;
+constexpr uint8_t kIkeFlagResponse = 0x20;
+
 }  // namespace
+
+RxHeader classify_ike(BytesView datagram) {
+    RxHeader h;
+    if (datagram.size() < kIkeHeaderSize) return h;  // NotIke
+    Reader r(datagram);
+    h.spi_i = r.u64();
+    h.spi_r = r.u64();
+    r.skip(1);  // next payload
+    r.skip(1);  // version: the engine answers other major versions (RFC 7296 2.5)
+    h.exchange = r.u8();
+    h.flags = r.u8();
+    h.message_id = r.u32();
+    if (!r.ok()) return RxHeader{};
+    h.cls = (h.flags & kIkeFlagResponse) || h.spi_r != 0 ? RxClass::Known : RxClass::NewInit;
+    return h;
+}
 
 NattKind classify_natt(BytesView p) {
     if (p.size() == 1 && p[0] == 0xFF) return NattKind::Keepalive;
@@ -80,9 +121,12 @@ Result<UdpSocket> UdpSocket::bind(const ike::Endpoint& local) {
     // A SeGW after a power cut gets thousands of IKE_SA_INITs at once: the default receive
     // buffer (~212 KiB, a few hundred datagrams with their overhead) overflows and every lost
     // request costs its initiator a retransmission timeout.  Ask for 4 MiB (the kernel caps it
-    // at net.core.rmem_max; docs/bench-ike.md "Power cut").
+    // at net.core.rmem_max unless
+    // the process may force it; docs/bench-ike.md "Power cut").
+    // SO_RCVBUFFORCE (CAP_NET_ADMIN, e.g. the daemon as root) is not capped by rmem_max.
     int rcvbuf = 4 << 20;
-    ::setsockopt(s.m_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (::setsockopt(s.m_fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) != 0)
+        ::setsockopt(s.m_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     sockaddr_storage ss;
     socklen_t len = to_sockaddr(local, ss);
     if (::bind(s.m_fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) return io_error("bind UDP " + local.to_string());
@@ -170,20 +214,57 @@ Result<std::optional<UdpSocket::Received>> UdpSocket::receive() const {
     r.data.resize(static_cast<size_t>(n));
     r.remote = from_sockaddr(ss);
     r.local = m_local;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
-            in_pktinfo pi;
-            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
-            std::memcpy(r.local.addr.bytes.data(), &pi.ipi_addr, 4);
-            r.local.addr.v6 = false;
-        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
-            in6_pktinfo pi;
-            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
-            std::memcpy(r.local.addr.bytes.data(), &pi.ipi6_addr, 16);
-            r.local.addr.v6 = true;
-        }
-    }
+    learn_local(msg, r.local);
     return std::optional<Received>(std::move(r));
+}
+
+BatchReceiver::BatchReceiver() : m_buf(new uint8_t[kBatch * kBufSize]) {}  // not zeroed: pages touched as used
+
+Result<size_t> BatchReceiver::receive(const UdpSocket& s, std::vector<UdpSocket::Received>& out, size_t max,
+                                      Stats& stats) {
+    size_t want = std::min(max, kBatch);
+    if (want == 0) return size_t{0};
+    std::array<mmsghdr, kBatch> msgs{};
+    std::array<iovec, kBatch> iovs{};
+    std::array<sockaddr_storage, kBatch> names{};
+    struct alignas(cmsghdr) Cmsg {
+        unsigned char b[kCmsgSize];
+    };
+    std::array<Cmsg, kBatch> cbufs{};
+    for (size_t i = 0; i < want; ++i) {
+        iovs[i] = {m_buf.get() + i * kBufSize, kBufSize};
+        msgs[i].msg_hdr.msg_name = &names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof names[i];
+        msgs[i].msg_hdr.msg_iov = &iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_control = cbufs[i].b;
+        msgs[i].msg_hdr.msg_controllen = sizeof cbufs[i].b;
+    }
+    int n = ::recvmmsg(s.fd(), msgs.data(), static_cast<unsigned>(want), MSG_DONTWAIT, nullptr);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return size_t{0};
+        return io_error("recvmmsg");
+    }
+    if (n == 0) return size_t{0};
+    ++stats.calls;
+    if (static_cast<size_t>(n) == want) ++stats.full;
+    size_t appended = 0;
+    for (int i = 0; i < n; ++i) {
+        auto& m = msgs[static_cast<size_t>(i)];
+        if (m.msg_hdr.msg_flags & MSG_TRUNC) {
+            ++stats.truncated;
+            continue;
+        }
+        UdpSocket::Received r;
+        const uint8_t* p = m_buf.get() + static_cast<size_t>(i) * kBufSize;
+        r.data.assign(p, p + std::min<size_t>(m.msg_len, kBufSize));
+        r.remote = from_sockaddr(names[static_cast<size_t>(i)]);
+        r.local = s.local();
+        learn_local(m.msg_hdr, r.local);
+        out.push_back(std::move(r));
+        ++appended;
+    }
+    return appended;
 }
 
 Result<std::unique_ptr<PlainNattTransport>> PlainNattTransport::bind(const ike::Endpoint& local, Counters* counters) {

@@ -277,7 +277,7 @@ TEST_F(IkeLoad, WrongPskIsReportedAsAuthFailure) {
     EXPECT_EQ(rep->succeeded, 0u);
     EXPECT_EQ(rep->failed, 30u) << rep->to_text();
     ASSERT_EQ(rep->failures.count("auth: peer_rejected"), 1u) << rep->to_text();
-    EXPECT_EQ(rep->failures.at("auth: peer_rejected").count, 30u);
+    EXPECT_EQ(rep->failures.at("auth: peer_rejected").count, 30u) << rep->to_text();
     EXPECT_NE(rep->to_text().find("auth: peer_rejected"), std::string::npos);
     EXPECT_EQ(r.established(), 0u);
     fs::remove_all(dir);

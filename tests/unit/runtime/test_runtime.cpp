@@ -3,6 +3,7 @@
 // shutdown on stop() and on SIGTERM, and the debug key log files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <csignal>
 #include <filesystem>
@@ -12,6 +13,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <cstring>
+#include <future>
+#include <random>
 #include <thread>
 #include <unistd.h>
 #include <x2sec/common/file.hpp>
@@ -33,6 +36,7 @@ public:
     std::vector<std::pair<uint64_t, uint32_t>> child_rekeyed, child_deleted;
     std::vector<ike::IkeSaInfo> sas;
     bool stubborn = false;  // deletes never complete (peer does not answer)
+    int delay_ms = 0;       // each datagram costs this long (a busy responder)
     Counters ctr;
 
     Status initiate(const std::string& peer, Millis) override {
@@ -41,6 +45,7 @@ public:
         return {};
     }
     void handle_datagram(const ike::Datagram& d, Millis) override {
+        if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
         received.push_back(d);
         ike::Datagram r = d;
         r.data = to_bytes("re:");
@@ -134,6 +139,28 @@ ike::EngineConfig loopback_config() {
     p.local_natt_port = 0;
     cfg.peers.push_back(p);
     return cfg;
+}
+
+// An IKE header (RFC 7296 3.1) and a body: what the runtime's receive queue classifies.
+Bytes ike_msg(uint64_t spi_i, uint64_t spi_r, uint8_t exchange, uint8_t flags, uint32_t mid, BytesView body) {
+    Bytes b;
+    auto be = [&](uint64_t v, int n) {
+        for (int i = n - 1; i >= 0; --i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    };
+    be(spi_i, 8);
+    be(spi_r, 8);
+    b.push_back(0);     // next payload
+    b.push_back(0x20);  // version 2.0
+    b.push_back(exchange);
+    b.push_back(flags);
+    be(mid, 4);
+    be(28 + body.size(), 4);
+    b.insert(b.end(), body.begin(), body.end());
+    return b;
+}
+constexpr uint8_t kIkeSaInit = 34, kIkeAuth = 35, kInformational = 37, kInitiator = 0x08, kResponse = 0x20;
+Bytes ike_msg(std::string_view body) {
+    return ike_msg(0x0102030405060708ULL, 0x1112131415161718ULL, kIkeAuth, kInitiator, 1, as_bytes(body));
 }
 
 std::string temp_dir(const std::string& tag) {
@@ -271,10 +298,10 @@ TEST(UdpSocket, BindFailureNamesTheAddress) {
 TEST(IkeRuntime, PlainPortDeliversAndRepliesWithoutMarker) {
     Harness h;
     Client c;
-    c.send_to(h.ike_port(), to_bytes("hello"));
+    c.send_to(h.ike_port(), ike_msg("hello"));
     auto reply = c.recv();
     ASSERT_TRUE(reply);
-    EXPECT_EQ(*reply, to_bytes("re:hello"));
+    EXPECT_EQ(*reply, concat({as_bytes("re:"), ike_msg("hello")}));
     auto rx = h.on_loop([](FakeEngine& e) { return e.received; });
     ASSERT_EQ(rx.size(), 1u);
     EXPECT_FALSE(rx[0].non_esp_marker);
@@ -289,14 +316,14 @@ TEST(IkeRuntime, NattPortStripsAndAddsMarkerIgnoresKeepalivesCountsEsp) {
     c.send_to(h.natt_port(), hex("ff"));                  // NAT keepalive
     c.send_to(h.natt_port(), hex("c0ffee010000000100"));  // ESP, no data plane here
     c.send_to(h.natt_port(), hex("0000"));                // too short for anything
-    c.send_to(h.natt_port(), concat({hex("00000000"), as_bytes("ike")}));
+    c.send_to(h.natt_port(), concat({hex("00000000"), ike_msg("ike")}));
     auto reply = c.recv();
     ASSERT_TRUE(reply);
-    EXPECT_EQ(*reply, concat({hex("00000000"), as_bytes("re:ike")}));
+    EXPECT_EQ(*reply, concat({hex("00000000"), as_bytes("re:"), ike_msg("ike")}));
     auto rx = h.on_loop([](FakeEngine& e) { return e.received; });
     ASSERT_EQ(rx.size(), 1u);  // only the IKE message reached the engine
     EXPECT_TRUE(rx[0].non_esp_marker);
-    EXPECT_EQ(rx[0].data, to_bytes("ike"));
+    EXPECT_EQ(rx[0].data, ike_msg("ike"));
     EXPECT_EQ(rx[0].local.port, h.natt_port());
     EXPECT_EQ(h.rt->counters().get("runtime.rx.natt_keepalive"), 1u);
     EXPECT_EQ(h.rt->counters().get("runtime.rx.esp_without_dataplane"), 1u);
@@ -333,7 +360,7 @@ TEST(IkeRuntime, CustomNattTransportReceivesIkeSends) {
     ike::Datagram d;
     d.local = transport->ep;
     d.remote = {IpAddress::v4(127, 0, 0, 1), 4501};
-    d.data = to_bytes("from-dataplane");
+    d.data = ike_msg("from-dataplane");
     d.non_esp_marker = true;
     transport->rx(d);  // as the data plane's thread would
     for (int i = 0; i < 200; ++i) {
@@ -342,7 +369,7 @@ TEST(IkeRuntime, CustomNattTransportReceivesIkeSends) {
     }
     auto out = h.on_loop([&](FakeEngine&) { return sent; });
     ASSERT_EQ(out.size(), 1u);
-    EXPECT_EQ(out[0].data, to_bytes("re:from-dataplane"));
+    EXPECT_EQ(out[0].data, concat({as_bytes("re:"), ike_msg("from-dataplane")}));
     EXPECT_TRUE(out[0].non_esp_marker);
 }
 
@@ -706,4 +733,153 @@ TEST(IkeRuntime, UnreadControlClientDoesNotBlockTheLoop) {
     }
     ::close(silent);
     ::close(stalled);
+}
+
+// ------------------------------------------------------------------ the receive queue
+
+TEST(RxClassify, HeaderFieldsAndClasses) {
+    // A new IKE_SA_INIT: responder SPI zero, a request.
+    auto h = classify_ike(ike_msg(0xa1, 0, kIkeSaInit, kInitiator, 0, {}));
+    EXPECT_EQ(h.cls, RxClass::NewInit);
+    EXPECT_EQ(h.spi_i, 0xa1u);
+    EXPECT_EQ(h.exchange, kIkeSaInit);
+    // IKE_AUTH of a half-open SA, INFORMATIONAL of an established one: known.
+    h = classify_ike(ike_msg(0xa1, 0xb2, kIkeAuth, kInitiator, 1, as_bytes("x")));
+    EXPECT_EQ(h.cls, RxClass::Known);
+    EXPECT_EQ(h.spi_r, 0xb2u);
+    EXPECT_EQ(h.message_id, 1u);
+    EXPECT_EQ(h.flags, kInitiator);
+    EXPECT_EQ(classify_ike(ike_msg(0xa1, 0xb2, kInformational, 0, 7, {})).cls, RxClass::Known);
+    // A responder's COOKIE / INVALID_KE answer carries responder SPI zero but is a response: it
+    // belongs to the initiator's own SA.
+    EXPECT_EQ(classify_ike(ike_msg(0xa1, 0, kIkeSaInit, kResponse, 0, {})).cls, RxClass::Known);
+    // The length field is not used: a header claiming 4 GiB or 0 octets classifies the same.
+    Bytes lying = ike_msg(0xa1, 0xb2, kIkeAuth, kInitiator, 1, {});
+    for (int i = 24; i < 28; ++i) lying[static_cast<size_t>(i)] = 0xff;
+    EXPECT_EQ(classify_ike(lying).cls, RxClass::Known);
+    for (int i = 24; i < 28; ++i) lying[static_cast<size_t>(i)] = 0;
+    EXPECT_EQ(classify_ike(lying).cls, RxClass::Known);
+}
+
+TEST(RxClassify, TruncatedAndGarbageDatagrams) {
+    Bytes full = ike_msg(0xa1, 0xb2, kIkeAuth, kInitiator, 1, {});
+    for (size_t n = 0; n < 28; ++n) {
+        auto h = classify_ike(BytesView(full.data(), n));
+        EXPECT_EQ(h.cls, RxClass::NotIke) << n << " octets";
+        EXPECT_EQ(h.spi_i, 0u);
+    }
+    // Anything of header size is classified from its bytes (the engine judges the rest),
+    // whatever they are; never a crash.
+    std::mt19937 prng(15);  // fixed seed: reproducible
+    for (int i = 0; i < 2000; ++i) {
+        Bytes junk(28 + static_cast<size_t>(i % 100));
+        for (auto& b : junk) b = static_cast<uint8_t>(prng());
+        if (i % 3 == 0) std::fill(junk.begin() + 8, junk.begin() + 16, 0);  // responder SPI zero
+        auto h = classify_ike(junk);
+        bool spi_r_zero = std::all_of(junk.begin() + 8, junk.begin() + 16, [](uint8_t b) { return b == 0; });
+        EXPECT_EQ(h.cls, !(junk[19] & kResponse) && spi_r_zero ? RxClass::NewInit : RxClass::Known);
+    }
+}
+
+// Datagrams that cannot be IKE are dropped at the runtime with a counter, never given to the
+// engine; the loop goes on serving.
+TEST(IkeRuntime, DatagramsShorterThanTheIkeHeaderAreCountedAndDropped) {
+    Harness h;
+    Client c;
+    for (size_t n : {0, 1, 4, 27}) c.send_to(h.ike_port(), Bytes(n, 0xee));
+    c.send_to(h.natt_port(), concat({hex("00000000"), Bytes(20, 0xee)}));  // IKE behind the marker, runt
+    c.send_to(h.ike_port(), ike_msg("after"));
+    auto reply = c.recv();
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(*reply, concat({as_bytes("re:"), ike_msg("after")}));
+    for (int i = 0; i < 200 && h.rt->counters().get("runtime.rx.not_ike") < 5; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.not_ike"), 5u);
+    auto rx = h.on_loop([](FakeEngine& e) { return e.received; });
+    ASSERT_EQ(rx.size(), 1u);
+    EXPECT_EQ(rx[0].data, ike_msg("after"));
+}
+
+// A power cut in miniature: while the loop is busy, the socket fills with new IKE_SA_INITs and
+// IKE_AUTHs of SAs the responder holds.  Every IKE_AUTH is served, before any IKE_SA_INIT; the
+// IKE_SA_INITs beyond the queue's bound are shed (oldest first) and counted; nothing is lost in
+// the kernel.
+TEST(IkeRuntime, BacklogServesKnownSasFirstAndShedsNewInitsBeyondTheBound) {
+    constexpr uint32_t kInits = 150, kAuths = 40, kMaxInits = 50;
+    RuntimeOptions opts;
+    opts.rx.max_queued_inits = kMaxInits;
+    opts.rx.max_init_wait_ms = 60'000;  // only the count bound here
+    Harness h(opts);
+    Client c;
+    std::promise<void> release;
+    std::shared_future<void> go = release.get_future().share();
+    std::promise<void> blocked;
+    h.rt->post([&, go](EngineApi&, Millis) {
+        blocked.set_value();
+        go.wait();  // the loop is busy: nothing is read meanwhile
+    });
+    blocked.get_future().wait();
+    // Interleaved, as the initiators' messages arrive: one IKE_AUTH after every few IKE_SA_INITs.
+    uint32_t a = 0;
+    for (uint32_t i = 0; i < kInits; ++i) {
+        c.send_to(h.ike_port(), ike_msg(0x1000 + i, 0, kIkeSaInit, kInitiator, 0, as_bytes("init")));
+        if (i % 3 == 2 && a < kAuths) {
+            c.send_to(h.ike_port(), ike_msg(0x2000 + a, 0x3000 + a, kIkeAuth, kInitiator, 1, as_bytes("auth")));
+            ++a;
+        }
+    }
+    ASSERT_EQ(a, kAuths);
+    release.set_value();
+    size_t want = kAuths + kMaxInits;
+    std::vector<ike::Datagram> rx;
+    for (int i = 0; i < 400 && rx.size() < want; ++i) {
+        rx = h.on_loop([](FakeEngine& e) { return e.received; });
+        if (rx.size() < want) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(rx.size(), want);
+    for (size_t k = 0; k < rx.size(); ++k) {
+        auto hd = classify_ike(rx[k].data);
+        if (k < kAuths) {
+            EXPECT_EQ(hd.exchange, kIkeAuth) << k;
+            EXPECT_EQ(hd.spi_i, 0x2000 + k) << "IKE_AUTHs in arrival order";
+        } else {
+            EXPECT_EQ(hd.exchange, kIkeSaInit) << k;
+            // The newest kMaxInits were kept.
+            EXPECT_EQ(hd.spi_i, 0x1000 + (kInits - kMaxInits) + (k - kAuths)) << k;
+        }
+    }
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.init_shed"), uint64_t{kInits - kMaxInits});
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.known_shed"), 0u);
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.ike"), uint64_t{kInits + kAuths});
+    EXPECT_GE(h.rt->counters().get("runtime.rx.queue_peak"), uint64_t{kAuths + kMaxInits});
+    EXPECT_GE(h.rt->counters().get("runtime.rx.batch_full"), 1u) << "190 datagrams waiting fill a 64-datagram batch";
+}
+
+// New IKE_SA_INITs that wait behind the known SAs' work longer than max_init_wait_ms are shed
+// when their turn comes (their initiators have retransmitted meanwhile).
+TEST(IkeRuntime, NewInitsWaitingBehindKnownSasTooLongAreShedAsStale) {
+    constexpr uint32_t kInits = 10, kAuths = 20;
+    RuntimeOptions opts;
+    opts.rx.max_init_wait_ms = 30;
+    Harness h(opts, [](FakeEngine& e) { e.delay_ms = 5; });  // >= 100 ms of IKE_AUTH work
+    Client c;
+    std::promise<void> release;
+    std::shared_future<void> go = release.get_future().share();
+    std::promise<void> blocked;
+    h.rt->post([&, go](EngineApi&, Millis) {
+        blocked.set_value();
+        go.wait();
+    });
+    blocked.get_future().wait();
+    for (uint32_t i = 0; i < kInits; ++i)
+        c.send_to(h.ike_port(), ike_msg(0x1000 + i, 0, kIkeSaInit, kInitiator, 0, {}));
+    for (uint32_t i = 0; i < kAuths; ++i)
+        c.send_to(h.ike_port(), ike_msg(0x2000 + i, 0x3000 + i, kIkeAuth, kInitiator, 1, {}));
+    release.set_value();
+    for (int i = 0; i < 400 && h.rt->counters().get("runtime.rx.init_stale") < kInits; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.init_stale"), uint64_t{kInits});
+    auto rx = h.on_loop([](FakeEngine& e) { return e.received; });
+    ASSERT_EQ(rx.size(), size_t{kAuths});
+    for (const auto& d : rx) EXPECT_EQ(classify_ike(d.data).exchange, kIkeAuth);
 }

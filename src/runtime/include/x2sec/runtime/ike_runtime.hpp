@@ -40,6 +40,22 @@ namespace x2sec::runtime {
 
 using NattFactory = std::function<Result<std::unique_ptr<NattTransport>>(const ike::Endpoint& local, Counters*)>;
 
+// The receive queue (docs/ikev2.md "Receive queue"): the IKE sockets are drained with
+// recvmmsg into a user-space queue in two classes by the IKE header (classify_ike): messages of
+// SAs that may exist (IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL, responses) are served before new
+// IKE_SA_INITs, so a backlog of new initiators cannot make the kernel drop the IKE_AUTHs of the
+// SAs already half open.  New IKE_SA_INITs beyond what the responder gets to are shed (counted).
+struct RxPolicy {
+    size_t serve_budget = 256;        // datagrams served per loop iteration, then timers and control run
+    Millis serve_slice_ms = 50;       // and for at most this long
+    Millis drain_every_ms = 2;        // while serving, the sockets are drained again this often
+    size_t drain_budget = 1024;       // datagrams taken from the sockets per drain at most
+    size_t max_queued_inits = 4096;   // new IKE_SA_INITs waiting; the oldest beyond it is shed
+    Millis max_init_wait_ms = 1000;   // a new IKE_SA_INIT that waited longer is shed (the
+                                      // initiator has retransmitted by then)
+    size_t max_queued_known = 16384;  // messages of existing SAs waiting; the oldest beyond it is shed
+};
+
 struct RuntimeOptions {
     std::vector<IpAddress> listen;              // extra local addresses (wildcards allowed)
     uint16_t ike_port = 500, natt_port = 4500;  // ports for `listen` addresses
@@ -54,6 +70,7 @@ struct RuntimeOptions {
     // More control commands ({"cmd": NAME} -> {"ok": true} or {"ok": false, "error": ...}),
     // run on the runtime's thread; e.g. "reload-crls".  Must not block.
     std::map<std::string, std::function<Status()>> extra_commands;
+    RxPolicy rx;
 };
 
 class IkeRuntime {
@@ -97,6 +114,17 @@ private:
     void send(const ike::Datagram& d);
     void flush_engine(Millis now);
     void enqueue_rx(ike::Datagram d);
+    // The receive queue (see RxPolicy).  drain_rx() takes what the sockets (and the NAT-T
+    // transports' queue m_rx) hold into it; serve_rx() hands it to the engine, known SAs first,
+    // within the policy's budget, draining again as it goes.
+    struct Queued {
+        ike::Datagram d;
+        Millis arrived = 0;
+    };
+    void drain_rx();
+    void queue_rx(ike::Datagram d, Millis now);
+    void serve_rx();
+    bool rx_pending() const { return !m_rx_known.empty() || !m_rx_new.empty(); }
     void wake();
     void begin_shutdown(Millis now);
     // Control clients are served from the loop without blocking it: non-blocking sockets, a
@@ -141,6 +169,10 @@ private:
     EngineApi& m_engine;
     Counters m_counters;
     std::vector<UdpSocket> m_ike_sockets;
+    BatchReceiver m_batch;
+    std::vector<UdpSocket::Received> m_batch_out;  // reused by drain_rx()
+    std::deque<Queued> m_rx_known, m_rx_new;       // the receive queue, loop thread only
+    Millis m_last_drain = 0;
     std::vector<std::unique_ptr<NattTransport>> m_natt;
     std::unique_ptr<KeyLogWriter> m_keylog;
     int m_wake_fd = -1, m_signal_fd = -1, m_control_fd = -1;

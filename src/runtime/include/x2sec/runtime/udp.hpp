@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <x2sec/common/bytes.hpp>
@@ -17,6 +18,24 @@ namespace x2sec::runtime {
 // What arrived on a NAT-T port (RFC 3948 2.2): classification of one UDP payload.
 enum class NattKind { Ike, Esp, Keepalive, Invalid };
 NattKind classify_natt(BytesView payload);
+
+// What the runtime's receive queue makes of one IKE datagram, from the fixed IKE header only
+// (RFC 7296 3.1, read with checked accessors; the length field is neither trusted nor used, the
+// engine checks it): whether it belongs to an IKE SA that may exist (served first when the
+// responder is behind) or would start a new one.
+enum class RxClass {
+    Known,    // a response, or a request with a non-zero responder SPI (IKE_AUTH, CREATE_CHILD_SA,
+              // INFORMATIONAL of an SA)
+    NewInit,  // a request with responder SPI zero: a new IKE_SA_INIT (or one the engine refuses)
+    NotIke,   // shorter than the IKE header: dropped before it reaches the engine
+};
+struct RxHeader {
+    RxClass cls = RxClass::NotIke;
+    uint64_t spi_i = 0, spi_r = 0;
+    uint8_t exchange = 0, flags = 0;
+    uint32_t message_id = 0;
+};
+RxHeader classify_ike(BytesView datagram);
 
 // A bound, non-blocking UDP socket (IPv4 or IPv6; IPv6 sockets are V6ONLY).  When bound to the
 // wildcard address it learns each datagram's local address from IP_PKTINFO/IPV6_PKTINFO and
@@ -47,6 +66,26 @@ private:
     int m_fd = -1;
     ike::Endpoint m_local;
     bool m_wildcard = false;
+};
+
+// Drains a UDP socket with recvmmsg(2): up to kBatch datagrams per system call into buffers it
+// owns (64 KiB each, allocated once, so no datagram is cut short), each copied out at its own
+// size.  One per runtime loop; not thread-safe.
+class BatchReceiver {
+public:
+    static constexpr size_t kBatch = 64;
+    BatchReceiver();
+    struct Stats {
+        uint64_t calls = 0;      // recvmmsg calls that returned datagrams
+        uint64_t full = 0;       // of them, calls that filled the batch (more was waiting)
+        uint64_t truncated = 0;  // datagrams larger than the buffer (MSG_TRUNC): dropped
+    };
+    // Appends what is pending, at most `max` datagrams, to `out`; returns how many were
+    // appended (0 when nothing was pending).  Errors other than EAGAIN/EINTR are returned.
+    Result<size_t> receive(const UdpSocket& s, std::vector<UdpSocket::Received>& out, size_t max, Stats& stats);
+
+private:
+    std::unique_ptr<uint8_t[]> m_buf;  // kBatch x kBufSize
 };
 
 // The port-4500 socket as seen by the IKE runtime.  The ESP data plane owns this socket on
