@@ -1,8 +1,20 @@
 // FileConfig -> ike::EngineConfig with real files: keys, certificate chains, labelled trust
 // anchors, PSK files; errors keep their file:line:col.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <thread>
 #include <x2sec/config/engine_config.hpp>
+#include <x2sec/test/ports.hpp>
+#include <x2sec/test/test_pki.hpp>
+#include <x2sec/x509/ocsp_stapler.hpp>
 
 using namespace x2sec;
 using namespace x2sec::config;
@@ -331,4 +343,75 @@ TEST(EngineConfig, OcspResponders) {
     EXPECT_NE(e.find("e.toml:"), std::string::npos) << e;
     EXPECT_NE(e.find("peer 'b': ocsp_responders: cannot load"), std::string::npos) << e;
     EXPECT_NE(e.find("missing-responder.pem"), std::string::npos) << e;
+}
+
+// A certificate peer whose certificate names an OCSP responder (AIA) gets the stapler, but
+// loading the configuration starts no fetch thread (`ike check-config` and the tests that load
+// a configuration must not wait for a responder); the daemon's runtime starts it, and dropping
+// the configuration then does not wait for the fetch in flight at a silent responder.
+TEST(EngineConfig, OcspStaplerIsNotStartedByLoading) {
+    const uint16_t port = test::free_tcp_port(5);
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::listen(fd, 4), 0);  // never accepted: a request goes unanswered
+
+    char t[] = "/tmp/x2sec-engine-config-XXXXXX";
+    ASSERT_NE(::mkdtemp(t), nullptr);
+    const std::string dir = t;
+    test::Issued ca = test::make_root("Stapling Operator");
+    test::CertOptions o;
+    o.subject = "henb-a.example.org";
+    o.sans = {"DNS:henb-a.example.org"};
+    o.ocsp_urls = {"http://127.0.0.1:" + std::to_string(port) + "/"};
+    auto leaf = test::make_cert(ca, o);
+    ASSERT_TRUE(ca.cert.save_pem(dir + "/ca.pem").ok());
+    ASSERT_TRUE(leaf.cert.save_pem(dir + "/leaf.pem").ok());
+    ASSERT_TRUE(leaf.key.save(dir + "/leaf.key").ok());
+    const std::string text = R"(
+[revocation]
+fetch_timeout = "8s"
+[[trust_anchor]]
+label = "operator"
+file = "ca.pem"
+[[credential]]
+name = "own"
+key = "leaf.key"
+certs = ["leaf.pem"]
+[[peer]]
+name = "b"
+local_addr = "192.0.2.1"
+remote_addr = "192.0.2.2"
+local_id = "fqdn:henb-a.example.org"
+remote_id = "henb-b.example.org"
+credential = "own"
+  [[peer.child]]
+  name = "x2c"
+  local_ts = "198.51.100.0/24"
+  remote_ts = "203.0.113.0/24"
+)";
+    auto f = parse_string(text, "e.toml", dir);
+    ASSERT_TRUE(f.ok()) << f.error().detail();
+    auto r = std::make_unique<LoadedConfig>(build_engine_config(*f).value());
+    std::filesystem::remove_all(dir);
+    x509::OcspStapler* stapler = r->engine.peers.at(0).ocsp_stapler.get();
+    ASSERT_NE(stapler, nullptr) << "the AIA of our certificate names a responder";
+    EXPECT_FALSE(stapler->started());
+    pollfd pending{fd, POLLIN, 0};
+    EXPECT_EQ(::poll(&pending, 1, 500), 0) << "loading the configuration fetched";
+
+    stapler->start();  // as IkeRuntime::create does
+    EXPECT_TRUE(stapler->started());
+    ASSERT_EQ(::poll(&pending, 1, 10000), 1) << "no fetch after start()";  // connected: in the backlog
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));           // the POST is sent, waiting
+    const auto t0 = std::chrono::steady_clock::now();
+    r.reset();  // the last owner of the stapler: its destructor runs here
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(ms, 2000) << "dropping the configuration waited for the fetch in flight (timeout 8 s)";
+    ::close(fd);
 }
