@@ -10,17 +10,17 @@
 //    the responder unreachable or silent, refresh before nextUpdate and keeping a response
 //    while a refresh fails.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <openssl/ocsp.h>
 #include <openssl/sha.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <x2sec/common/file.hpp>
 #include <x2sec/test/ocsp.hpp>
+#include <x2sec/test/ports.hpp>
 #include <x2sec/x509/ocsp_stapler.hpp>
 #include <x2sec/x509/revocation.hpp>
 
@@ -329,13 +329,7 @@ TEST_F(IkeOcspAia, RevokedAnswerStapledMakesThePeerRefuse) {
 // staple while the fetch is still running; the fetch then fails with a named error.
 TEST_F(IkeOcspAia, SilentOrUnreachableResponderNeverHoldsTheExchange) {
     stop_responder();
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(fd, 4), 0);  // never accepted: the POST goes unanswered
+    auto silent = std::make_unique<SilentListener>(static_cast<uint16_t>(port));  // the POST goes unanswered
     x509::OcspStaplerConfig c;
     c.fetch_timeout_ms = 8000;  // far longer than the exchange below takes
     auto s = std::make_shared<x509::OcspStapler>(c);
@@ -350,7 +344,7 @@ TEST_F(IkeOcspAia, SilentOrUnreachableResponderNeverHoldsTheExchange) {
     ASSERT_TRUE(s->wait_idle(20000));
     EXPECT_EQ(s->counters().get("x509.ocsp.staple_fetch_failed"), 1u);
     EXPECT_NE(s->last_error(good->certificate()).find(url), std::string::npos) << s->last_error(good->certificate());
-    ::close(fd);
+    silent.reset();
 
     // Nothing listens now (connection refused): another failure, counted, same engines.
     x509::OcspStaplerConfig c2;

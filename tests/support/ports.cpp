@@ -1,12 +1,16 @@
 // free_tcp_port(), see x2sec/test/ports.hpp.
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <x2sec/test/ports.hpp>
 
 namespace x2sec::test {
@@ -83,6 +87,28 @@ std::optional<uint16_t> start_on_free_port(unsigned slot, const std::function<bo
 
 std::string unused_http_url(unsigned slot, const std::string& path) {
     return "http://127.0.0.1:" + std::to_string(free_tcp_port(slot)) + path;
+}
+
+SilentListener::SilentListener(uint16_t port) : m_port(port) {
+    m_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    if (m_fd < 0 || ::bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(m_fd, 4) != 0) {
+        const std::string why = std::strerror(errno);
+        if (m_fd >= 0) ::close(m_fd);
+        throw std::runtime_error("silent listener on 127.0.0.1:" + std::to_string(port) + ": " + why);
+    }
+}
+
+SilentListener::~SilentListener() {
+    ::close(m_fd);
+}
+
+bool SilentListener::connection_pending(int timeout_ms) const {
+    pollfd p{m_fd, POLLIN, 0};
+    return ::poll(&p, 1, timeout_ms) == 1;
 }
 
 }  // namespace x2sec::test

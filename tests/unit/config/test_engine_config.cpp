@@ -1,10 +1,6 @@
 // FileConfig -> ike::EngineConfig with real files: keys, certificate chains, labelled trust
 // anchors, PSK files; errors keep their file:line:col.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -350,15 +346,7 @@ TEST(EngineConfig, OcspResponders) {
 // a configuration must not wait for a responder); the daemon's runtime starts it, and dropping
 // the configuration then does not wait for the fetch in flight at a silent responder.
 TEST(EngineConfig, OcspStaplerIsNotStartedByLoading) {
-    const uint16_t port = test::free_tcp_port(5);
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(fd, 4), 0);  // never accepted: a request goes unanswered
+    const test::SilentListener silent(test::free_tcp_port(5));
 
     char t[] = "/tmp/x2sec-engine-config-XXXXXX";
     ASSERT_NE(::mkdtemp(t), nullptr);
@@ -367,7 +355,7 @@ TEST(EngineConfig, OcspStaplerIsNotStartedByLoading) {
     test::CertOptions o;
     o.subject = "henb-a.example.org";
     o.sans = {"DNS:henb-a.example.org"};
-    o.ocsp_urls = {"http://127.0.0.1:" + std::to_string(port) + "/"};
+    o.ocsp_urls = {silent.url()};
     auto leaf = test::make_cert(ca, o);
     ASSERT_TRUE(ca.cert.save_pem(dir + "/ca.pem").ok());
     ASSERT_TRUE(leaf.cert.save_pem(dir + "/leaf.pem").ok());
@@ -401,17 +389,15 @@ credential = "own"
     x509::OcspStapler* stapler = r->engine.peers.at(0).ocsp_stapler.get();
     ASSERT_NE(stapler, nullptr) << "the AIA of our certificate names a responder";
     EXPECT_FALSE(stapler->started());
-    pollfd pending{fd, POLLIN, 0};
-    EXPECT_EQ(::poll(&pending, 1, 500), 0) << "loading the configuration fetched";
+    EXPECT_FALSE(silent.connection_pending(500)) << "loading the configuration fetched";
 
     stapler->start();  // as IkeRuntime::create does
     EXPECT_TRUE(stapler->started());
-    ASSERT_EQ(::poll(&pending, 1, 10000), 1) << "no fetch after start()";  // connected: in the backlog
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));           // the POST is sent, waiting
+    ASSERT_TRUE(silent.connection_pending(10000)) << "no fetch after start()";  // connected: in the backlog
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));                // the POST is sent, waiting
     const auto t0 = std::chrono::steady_clock::now();
     r.reset();  // the last owner of the stapler: its destructor runs here
     const auto ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_LT(ms, 2000) << "dropping the configuration waited for the fetch in flight (timeout 8 s)";
-    ::close(fd);
 }

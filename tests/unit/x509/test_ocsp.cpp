@@ -3,10 +3,6 @@
 // verified on its own, and a tampered one; the OcspStapler's thread (start(), destructor) and
 // cancelled look-ups.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <ctime>
@@ -250,41 +246,30 @@ TEST_F(Responder, UnreachableResponderGoesToPolicyOrToTheCrls) {
 // configuration does not), and its destructor abandons a fetch in flight at a silent responder
 // (connection accepted by the kernel, never answered) instead of waiting for the fetch timeout.
 TEST(OcspStaplerThread, NoFetchBeforeStartAndAFetchInFlightDoesNotHoldTheDestructor) {
-    const uint16_t port = test::free_tcp_port(3);
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(fd, 4), 0);  // never accepted: a request goes unanswered
+    const test::SilentListener silent(test::free_tcp_port(3));
 
     test::Issued ca = test::make_root("Stapler CA");
     test::CertOptions o;
     o.subject = "segw.example";
-    o.ocsp_urls = {"http://127.0.0.1:" + std::to_string(port) + "/"};
+    o.ocsp_urls = {silent.url()};
     auto leaf = test::make_cert(ca, o);
     OcspStaplerConfig c;
     c.fetch_timeout_ms = 8000;  // far longer than the bound below
     auto s = std::make_unique<OcspStapler>(c);
     ASSERT_TRUE(s->add(leaf.cert, ca.cert).ok());
     EXPECT_FALSE(s->started());
-    pollfd pending{fd, POLLIN, 0};
-    EXPECT_EQ(::poll(&pending, 1, 500), 0) << "a fetch before start()";
+    EXPECT_FALSE(silent.connection_pending(500)) << "a fetch before start()";
     EXPECT_EQ(s->last_error(leaf.cert), "not fetched yet");
 
     s->start();
     EXPECT_TRUE(s->started());
-    pending.revents = 0;
-    ASSERT_EQ(::poll(&pending, 1, 10000), 1) << "no fetch after start()";  // connected: in the backlog
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));           // the POST is sent, waiting
+    ASSERT_TRUE(silent.connection_pending(10000)) << "no fetch after start()";  // connected: in the backlog
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));                // the POST is sent, waiting
     const auto t0 = std::chrono::steady_clock::now();
     s.reset();
     const auto ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_LT(ms, 2000) << "the destructor waited for the fetch in flight";
-    ::close(fd);
 }
 
 TEST(OcspStaplerThread, CancelledLookUpFailsAtOnceAndNamesTheUrl) {

@@ -28,4 +28,24 @@ std::optional<uint16_t> start_on_free_port(unsigned slot, const std::function<bo
 // "http://127.0.0.1:<port>/" for a port where nothing listens (free_tcp_port(slot)).
 std::string unused_http_url(unsigned slot = 0, const std::string& path = "/");
 
+// A silent responder: a TCP listener on 127.0.0.1:port that never accepts, so connections
+// complete in the kernel's backlog and every request goes unanswered.  Throws
+// std::runtime_error when the port cannot be bound.
+class SilentListener {
+public:
+    explicit SilentListener(uint16_t port);
+    ~SilentListener();
+    SilentListener(const SilentListener&) = delete;
+    SilentListener& operator=(const SilentListener&) = delete;
+
+    uint16_t port() const { return m_port; }
+    std::string url() const { return "http://127.0.0.1:" + std::to_string(m_port) + "/"; }
+    // Whether a connection waits in the backlog within timeout_ms (someone connected).
+    bool connection_pending(int timeout_ms) const;
+
+private:
+    int m_fd = -1;
+    uint16_t m_port = 0;
+};
+
 }  // namespace x2sec::test
