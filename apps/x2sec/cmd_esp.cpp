@@ -17,6 +17,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <string>
+#include <tuple>
 #include <x2sec/common/log.hpp>
 #include <x2sec/esp/tun_backend.hpp>
 #include <x2sec/common/rng.hpp>
@@ -457,12 +459,13 @@ static x2sec::app::Command reg(
         sub.add_option("--replay-window", o->replay_window, "anti-replay window")->capture_default_str();
         sub.add_option("--batch", o->batch, "packets per recvmmsg/sendmmsg")->capture_default_str();
         sub.add_option("--keepalive", o->keepalive, "NAT keepalive interval in seconds (0 = off)");
-        sub.add_option("--soft-packets", o->soft_packets, "soft lifetime (packets)");
-        sub.add_option("--hard-packets", o->hard_packets, "hard lifetime (packets)");
-        sub.add_option("--soft-bytes", o->soft_bytes, "soft lifetime (bytes)");
-        sub.add_option("--hard-bytes", o->hard_bytes, "hard lifetime (bytes)");
-        sub.add_option("--soft-seconds", o->soft_seconds, "soft lifetime (seconds)");
-        sub.add_option("--hard-seconds", o->hard_seconds, "hard lifetime (seconds)");
+        // --soft-<unit> / --hard-<unit>: the static SA's lifetimes.
+        for (auto [unit, soft, hard] : {std::tuple{"packets", &o->soft_packets, &o->hard_packets},
+                                        std::tuple{"bytes", &o->soft_bytes, &o->hard_bytes},
+                                        std::tuple{"seconds", &o->soft_seconds, &o->hard_seconds}}) {
+            sub.add_option(std::string("--soft-") + unit, *soft, std::string("soft lifetime (") + unit + ")");
+            sub.add_option(std::string("--hard-") + unit, *hard, std::string("hard lifetime (") + unit + ")");
+        }
         sub.add_flag("--no-offload", o->no_offload, "no offloads: plain TUN (no IFF_VNET_HDR/TSO) and no UDP GSO/GRO");
         sub.add_flag("--no-coalesce", o->no_coalesce,
                      "write every decrypted packet to the TUN device on its own (no TSO super-packets)");

@@ -1,6 +1,7 @@
 // `x2sec sim`: many H(e)NBs with mixed vendors and policies on a virtual clock (see
 // src/node/include/x2sec/scenario/sim.hpp and docs/node.md).
 #include <iostream>
+#include <tuple>
 #include <x2sec/common/log.hpp>
 #include <x2sec/scenario/sim.hpp>
 
@@ -19,11 +20,14 @@ static x2sec::app::Command reg(
         app.add_option("--nodes", o->node_count, "Number of H(e)NBs, 2..500 (default 50)");
         app.add_option("--degree", o->degree, "Neighbour relations per node, even, 2..16 (default 4)");
         app.add_option("--vendors", o->vendors, "Number of vendors (root CAs), 1..6 (default 3)");
-        app.add_option("--cmp-share", o->cmp_share, "Share of nodes supporting CMPv2 (default 0.7)");
-        app.add_option("--ipsec-off-share", o->ipsec_off_share, "Share of relations with IPsec off (default 0.1)");
-        app.add_option("--psk-share", o->psk_share, "Share of relations with psk-from-network (default 0.15)");
-        app.add_option("--hint-share", o->hint_share,
-                       "Share of certificate relations configured with the peer's anchor (default 0.5)");
+        // Shares (0..1, checked by run_sim): --<what>-share.
+        for (auto [flag, share, help] :
+             {std::tuple{"--cmp-share", &o->cmp_share, "Share of nodes supporting CMPv2 (default 0.7)"},
+              std::tuple{"--ipsec-off-share", &o->ipsec_off_share, "Share of relations with IPsec off (default 0.1)"},
+              std::tuple{"--psk-share", &o->psk_share, "Share of relations with psk-from-network (default 0.15)"},
+              std::tuple{"--hint-share", &o->hint_share,
+                         "Share of certificate relations configured with the peer's anchor (default 0.5)"}})
+            app.add_option(flag, *share, help);
         app.add_flag("--no-certreq", *no_certreq, "Engines send no CERTREQ: peers are learnt from AUTH_FAILED only");
         app.add_option("--latency-ms", o->latency_ms, "One-way latency between nodes and to the SeGW (default 5)");
         app.add_option("--duration", *duration, "Virtual seconds to run (default 600)");

@@ -307,22 +307,62 @@ struct Leaf {
     x509::Certificate certificate() const { return x509::Certificate::from_der(pki::cert_der(cert.get())).value(); }
 };
 
-inline Leaf make_leaf(const TestCa& issuer, const std::string& fqdn, int64_t not_before = 1'700'000'000,
-                      int64_t not_after = 2'000'000'000, pki::KeyAlg alg = pki::KeyAlg::EcP256) {
+// What a leaf may carry besides its name: validity, key, the revocation URLs a revocation test
+// points at (cRLDistributionPoints, authorityInfoAccess id-ad-ocsp) and a chosen serial.
+struct LeafOptions {
+    int64_t not_before = 1'700'000'000;
+    int64_t not_after = 2'000'000'000;
+    pki::KeyAlg alg = pki::KeyAlg::EcP256;
+    std::vector<std::string> crl_urls;
+    std::vector<std::string> ocsp_urls;
+    Bytes serial;  // empty: random
+};
+
+inline Leaf make_leaf(const TestCa& issuer, const std::string& fqdn, const LeafOptions& o) {
     Leaf l;
-    l.key = pki::generate_key(alg).value();
+    l.key = pki::generate_key(o.alg).value();
     auto n = name(fqdn, "x2sec test");
     pki::IssueRequest r;
     r.profile = pki::Profile::BaseStation;
     r.subject = n.get();
     r.public_key = l.key.get();
     r.dns = {fqdn};
-    r.not_before = not_before;
-    r.not_after = not_after;
+    r.crl_urls = o.crl_urls;
+    r.ocsp_urls = o.ocsp_urls;
+    r.serial = o.serial;
+    r.not_before = o.not_before;
+    r.not_after = o.not_after;
     l.cert = pki::issue_certificate(r, issuer.cert.get(), issuer.key.get()).value();
     auto pem = pki::private_key_pem(l.key.get()).value();
     l.signer = std::make_shared<crypto::PrivateKey>(crypto::PrivateKey::from_pem(pem).value());
     return l;
+}
+
+inline Leaf make_leaf(const TestCa& issuer, const std::string& fqdn, int64_t not_before = 1'700'000'000,
+                      int64_t not_after = 2'000'000'000, pki::KeyAlg alg = pki::KeyAlg::EcP256) {
+    LeafOptions o;
+    o.not_before = not_before;
+    o.not_after = not_after;
+    o.alg = alg;
+    return make_leaf(issuer, fqdn, o);
+}
+
+// A leaf whose cRLDistributionPoints names crl_url (the CRL a revocation checker fetches).
+inline Leaf make_leaf_with_cdp(const TestCa& issuer, const std::string& fqdn, const std::string& crl_url) {
+    LeafOptions o;
+    o.crl_urls = {crl_url};
+    return make_leaf(issuer, fqdn, o);
+}
+
+// Why a node refused (its first AuthFailed event), for assertion messages ("" when it did not);
+// and that event's code, -1 when there was none.
+inline std::string why_failed(const Node& n) {
+    const Event* f = n.find(Event::Kind::AuthFailed);
+    return f ? f->detail : "";
+}
+inline int failure_code(const Node& n) {
+    const Event* f = n.find(Event::Kind::AuthFailed);
+    return f ? f->code : -1;
 }
 
 // Switches a peer config to certificate authentication.

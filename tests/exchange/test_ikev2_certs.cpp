@@ -53,17 +53,6 @@ struct TwoVendors {
     }
 };
 
-// Why a node refused (its first AuthFailed event), for assertion messages; and its code, -1
-// when there was none.
-std::string why_failed(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->detail : "";
-}
-int failure_code(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->code : -1;
-}
-
 // Both ends with RSA-3072 leaves issued by `issuer`, trusting `root` (labelled `label`), each
 // sending its leaf and `chain_a` / `chain_b`: large enough IKE_AUTH messages to fragment.
 std::pair<PeerConfig, PeerConfig> rsa_ends(const TestCa& root, const TestCa& issuer, const std::string& label,

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <x2sec/common/file.hpp>
 #include <x2sec/test/http_server.hpp>
+#include <x2sec/test/ocsp.hpp>
 #include <x2sec/x509/revocation.hpp>
 
 #include "ikev2_harness.hpp"
@@ -28,54 +29,18 @@ const TestCa& ca() {
     return c;
 }
 
-Leaf leaf_with_cdp(const std::string& fqdn, const std::string& crl_url) {
-    Leaf l;
-    l.key = pki::generate_key(pki::KeyAlg::EcP256).value();
-    auto n = name(fqdn, "x2sec test");
-    pki::IssueRequest r;
-    r.profile = pki::Profile::BaseStation;
-    r.subject = n.get();
-    r.public_key = l.key.get();
-    r.dns = {fqdn};
-    r.crl_urls = {crl_url};
-    r.not_before = 1'700'000'000;
-    r.not_after = 2'000'000'000;
-    l.cert = pki::issue_certificate(r, ca().cert.get(), ca().key.get()).value();
-    auto pem = pki::private_key_pem(l.key.get()).value();
-    l.signer = std::make_shared<crypto::PrivateKey>(crypto::PrivateKey::from_pem(pem).value());
-    return l;
-}
-
 // A DER OCSPResponse about `l` signed by the CA: status V_OCSP_CERTSTATUS_*.
 Bytes ocsp_response(const Leaf& l, int status, int64_t this_update = kNow - 3600, int64_t next_update = kNow + 86400) {
-    OCSP_CERTID* id = OCSP_cert_to_id(EVP_sha1(), l.cert.get(), ca().cert.get());
-    OCSP_BASICRESP* bs = OCSP_BASICRESP_new();
-    ASN1_TIME* tu = ASN1_TIME_set(nullptr, static_cast<time_t>(this_update));
-    ASN1_TIME* nu = ASN1_TIME_set(nullptr, static_cast<time_t>(next_update));
-    ASN1_TIME* rt = ASN1_TIME_set(nullptr, static_cast<time_t>(kNow - 7200));
-    bool revoked = status == V_OCSP_CERTSTATUS_REVOKED;
-    EXPECT_NE(OCSP_basic_add1_status(bs, id, status, revoked ? OCSP_REVOKED_STATUS_KEYCOMPROMISE : 0,
-                                     revoked ? rt : nullptr, tu, nu),
-              nullptr);
-    EXPECT_EQ(OCSP_basic_sign(bs, ca().cert.get(), ca().key.get(), EVP_sha256(), nullptr, 0), 1);
-    OCSP_RESPONSE* resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
-    unsigned char* der = nullptr;
-    int n = i2d_OCSP_RESPONSE(resp, &der);
-    Bytes out(der, der + (n > 0 ? n : 0));
-    OPENSSL_free(der);
-    OCSP_RESPONSE_free(resp);
-    OCSP_BASICRESP_free(bs);
-    OCSP_CERTID_free(id);
-    ASN1_TIME_free(tu);
-    ASN1_TIME_free(nu);
-    ASN1_TIME_free(rt);
-    return out;
+    Bytes der = make_ocsp_response(l.cert.get(), ca().cert.get(), status, ca().cert.get(), ca().key.get(), this_update,
+                                   next_update, kNow - 7200);
+    EXPECT_FALSE(der.empty()) << "signing the OCSP response";
+    return der;
 }
 
 struct IkeOcspContent : ::testing::Test {
     HttpBodyServer http;  // the CRL server named by every certificate here
-    Leaf henb = leaf_with_cdp("a.henb.example", http.url());
-    Leaf segw = leaf_with_cdp("b.henb.example", http.url());  // base_peer ids
+    Leaf henb = make_leaf_with_cdp(ca(), "a.henb.example", http.url());
+    Leaf segw = make_leaf_with_cdp(ca(), "b.henb.example", http.url());  // base_peer ids
     std::shared_ptr<x509::RevocationChecker> checker;
     std::string dir;
     std::string staple_file;
@@ -114,15 +79,6 @@ struct IkeOcspContent : ::testing::Test {
     uint64_t crl(const std::string& n) const { return checker->counters().get(n); }
 };
 
-std::string why(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->detail : "";
-}
-int code(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->code : -1;
-}
-
 // The initiator refused the responder: nothing is left installed on either side.
 void expect_refused_by_initiator(const Pair& p) {
     EXPECT_TRUE(p.a.engine->list_sas().empty());
@@ -135,7 +91,7 @@ void expect_refused_by_initiator(const Pair& p) {
 TEST_F(IkeOcspContent, GoodStapledResponseEstablishesWithoutAnyFetch) {
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD));
     auto p = pair(OcspStapling::Require);
-    EXPECT_TRUE(p->connect()) << why(p->a);
+    EXPECT_TRUE(p->connect()) << why_failed(p->a);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_good"), 1u);
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_sent"), 1u);
     EXPECT_EQ(http.requests(), 0u);  // no CRL (nor OCSP) fetch
@@ -147,7 +103,7 @@ TEST_F(IkeOcspContent, WithoutStaplingTheCrlIsFetchedAndItsAbsenceRefuses) {
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD));
     auto p = pair(OcspStapling::Off);  // no CERTREQ 14: the SeGW sends no response
     EXPECT_FALSE(p->connect());
-    EXPECT_EQ(code(p->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why(p->a);
+    EXPECT_EQ(failure_code(p->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why_failed(p->a);
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_sent"), 0u);
     EXPECT_GE(http.requests(), 1u);
 }
@@ -156,8 +112,8 @@ TEST_F(IkeOcspContent, RevokedStapledResponseFailsAuthentication) {
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_REVOKED));
     auto p = pair(OcspStapling::Request);
     EXPECT_FALSE(p->connect());
-    EXPECT_EQ(code(p->a), static_cast<int>(x509::VerifyFailure::Revoked)) << why(p->a);
-    EXPECT_NE(why(p->a).find("revoked (stapled OCSP response"), std::string::npos) << why(p->a);
+    EXPECT_EQ(failure_code(p->a), static_cast<int>(x509::VerifyFailure::Revoked)) << why_failed(p->a);
+    EXPECT_NE(why_failed(p->a).find("revoked (stapled OCSP response"), std::string::npos) << why_failed(p->a);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_revoked"), 1u);
     expect_refused_by_initiator(*p);
     EXPECT_EQ(http.requests(), 0u);
@@ -167,7 +123,7 @@ TEST_F(IkeOcspContent, UnknownFallsBackToTheCrlUnderRequestAndIsRefusedUnderRequ
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_UNKNOWN));
     auto req = pair(OcspStapling::Request);
     EXPECT_FALSE(req->connect());  // the fallback CRL fetch finds no CRL (hard policy)
-    EXPECT_EQ(code(req->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why(req->a);
+    EXPECT_EQ(failure_code(req->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why_failed(req->a);
     EXPECT_EQ(req->a.counter("ike.ocsp.staple_unknown"), 1u);
     EXPECT_GE(http.requests(), 1u);
     EXPECT_EQ(crl("x509.crl.unavailable"), 1u);
@@ -175,8 +131,9 @@ TEST_F(IkeOcspContent, UnknownFallsBackToTheCrlUnderRequestAndIsRefusedUnderRequ
     const uint64_t fetched = http.requests();
     auto strict = pair(OcspStapling::Require);
     EXPECT_FALSE(strict->connect());
-    EXPECT_EQ(code(strict->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why(strict->a);
-    EXPECT_NE(why(strict->a).find("'unknown' (ocsp_stapling = require)"), std::string::npos) << why(strict->a);
+    EXPECT_EQ(failure_code(strict->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why_failed(strict->a);
+    EXPECT_NE(why_failed(strict->a).find("'unknown' (ocsp_stapling = require)"), std::string::npos)
+        << why_failed(strict->a);
     EXPECT_EQ(http.requests(), fetched);  // no fallback fetch
     expect_refused_by_initiator(*strict);
 }
@@ -186,9 +143,9 @@ TEST_F(IkeOcspContent, MissingResponseWhenRequiredIsRefused) {
     EXPECT_FALSE(p->connect());
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_unavailable"), 1u);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_missing"), 1u);
-    EXPECT_NE(why(p->a).find("peer sent no OCSP response (CERT encoding 14) (ocsp_stapling = require)"),
+    EXPECT_NE(why_failed(p->a).find("peer sent no OCSP response (CERT encoding 14) (ocsp_stapling = require)"),
               std::string::npos)
-        << why(p->a);
+        << why_failed(p->a);
     expect_refused_by_initiator(*p);
 }
 
@@ -200,7 +157,7 @@ TEST_F(IkeOcspContent, GarbageOrStaleResponseIsRefusedAndTheEngineCarriesOn) {
     EXPECT_FALSE(p->connect());  // no staple: the CRL check runs and finds no CRL
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_signer_unknown"), 1u);
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_sent"), 0u);
-    EXPECT_EQ(code(p->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why(p->a);
+    EXPECT_EQ(failure_code(p->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why_failed(p->a);
     expect_refused_by_initiator(*p);
 
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD, kNow - 2 * 86400, kNow - 86400));  // expired
@@ -212,7 +169,7 @@ TEST_F(IkeOcspContent, GarbageOrStaleResponseIsRefusedAndTheEngineCarriesOn) {
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_invalid"), 2u);
 
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD));  // the same engines, now a good response
-    EXPECT_TRUE(p->connect()) << why(p->a);
+    EXPECT_TRUE(p->connect()) << why_failed(p->a);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_good"), 1u);
 }
 
@@ -237,14 +194,14 @@ TEST_F(IkeOcspContent, ResponderAsksInIkeSaInitAndTheInitiatorStaples) {
         return std::make_unique<Pair>(pa, pb);
     };
     auto good = make(ocsp_response(henb, V_OCSP_CERTSTATUS_GOOD));
-    EXPECT_TRUE(good->connect()) << why(good->b);
+    EXPECT_TRUE(good->connect()) << why_failed(good->b);
     EXPECT_EQ(good->a.counter("ike.ocsp.staple_sent"), 1u);
     EXPECT_EQ(good->b.counter("ike.ocsp.staple_good"), 1u);
     EXPECT_EQ(http.requests(), 0u);
 
     auto revoked = make(ocsp_response(henb, V_OCSP_CERTSTATUS_REVOKED));
     EXPECT_FALSE(revoked->connect());
-    EXPECT_EQ(code(revoked->b), static_cast<int>(x509::VerifyFailure::Revoked)) << why(revoked->b);
+    EXPECT_EQ(failure_code(revoked->b), static_cast<int>(x509::VerifyFailure::Revoked)) << why_failed(revoked->b);
     EXPECT_EQ(revoked->b.counter("ike.ocsp.staple_revoked"), 1u);
     expect_refused_by_responder(*revoked);
 }

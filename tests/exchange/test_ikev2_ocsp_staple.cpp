@@ -10,21 +10,17 @@
 //    the responder unreachable or silent, refresh before nextUpdate and keeping a response
 //    while a refresh fails.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <openssl/ocsp.h>
 #include <openssl/sha.h>
-#include <csignal>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
-#include <thread>
+#include <memory>
+#include <optional>
 #include <x2sec/common/file.hpp>
+#include <x2sec/test/ocsp.hpp>
+#include <x2sec/test/ports.hpp>
 #include <x2sec/x509/ocsp_stapler.hpp>
 #include <x2sec/x509/revocation.hpp>
 
@@ -44,22 +40,10 @@ const TestCa& ca() {
 }
 
 Leaf leaf_for(const std::string& fqdn, const std::vector<std::string>& ocsp_urls = {}, Bytes serial = {}) {
-    Leaf l;
-    l.key = pki::generate_key(pki::KeyAlg::EcP256).value();
-    auto n = name(fqdn, "x2sec test");
-    pki::IssueRequest r;
-    r.profile = pki::Profile::BaseStation;
-    r.subject = n.get();
-    r.public_key = l.key.get();
-    r.dns = {fqdn};
-    r.ocsp_urls = ocsp_urls;
-    r.serial = std::move(serial);
-    r.not_before = 1'700'000'000;
-    r.not_after = 2'000'000'000;
-    l.cert = pki::issue_certificate(r, ca().cert.get(), ca().key.get()).value();
-    auto pem = pki::private_key_pem(l.key.get()).value();
-    l.signer = std::make_shared<crypto::PrivateKey>(crypto::PrivateKey::from_pem(pem).value());
-    return l;
+    LeafOptions o;
+    o.ocsp_urls = ocsp_urls;
+    o.serial = std::move(serial);
+    return make_leaf(ca(), fqdn, o);
 }
 
 // An OCSP signing certificate: delegated by ca() (id-kp-OCSPSigning), or a third party's own
@@ -88,28 +72,10 @@ Responder responder(const std::string& cn, bool delegated) {
 // A DER OCSPResponse about `l` (status V_OCSP_CERTSTATUS_*) signed by signer_cert/signer_key,
 // which it includes.
 Bytes ocsp_response(const Leaf& l, int status, X509* signer_cert, EVP_PKEY* signer_key) {
-    OCSP_CERTID* id = OCSP_cert_to_id(EVP_sha1(), l.cert.get(), ca().cert.get());
-    OCSP_BASICRESP* bs = OCSP_BASICRESP_new();
-    ASN1_TIME* tu = ASN1_TIME_set(nullptr, static_cast<time_t>(kNow - 3600));
-    ASN1_TIME* nu = ASN1_TIME_set(nullptr, static_cast<time_t>(kNow + 86400));
-    ASN1_TIME* rt = ASN1_TIME_set(nullptr, static_cast<time_t>(kNow - 7200));
-    const bool revoked = status == V_OCSP_CERTSTATUS_REVOKED;
-    EXPECT_NE(OCSP_basic_add1_status(bs, id, status, revoked ? OCSP_REVOKED_STATUS_KEYCOMPROMISE : 0,
-                                     revoked ? rt : nullptr, tu, nu),
-              nullptr);
-    EXPECT_EQ(OCSP_basic_sign(bs, signer_cert, signer_key, EVP_sha256(), nullptr, 0), 1);
-    OCSP_RESPONSE* resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
-    unsigned char* der = nullptr;
-    const int n = i2d_OCSP_RESPONSE(resp, &der);
-    Bytes out(der, der + (n > 0 ? n : 0));
-    OPENSSL_free(der);
-    OCSP_RESPONSE_free(resp);
-    OCSP_BASICRESP_free(bs);
-    OCSP_CERTID_free(id);
-    ASN1_TIME_free(tu);
-    ASN1_TIME_free(nu);
-    ASN1_TIME_free(rt);
-    return out;
+    Bytes der = make_ocsp_response(l.cert.get(), ca().cert.get(), status, signer_cert, signer_key, kNow - 3600,
+                                   kNow + 86400, kNow - 7200);
+    EXPECT_FALSE(der.empty()) << "signing the OCSP response";
+    return der;
 }
 
 // SHA-1 of the DER SubjectPublicKeyInfo, computed here independently of x509::Certificate.
@@ -120,15 +86,6 @@ Bytes spki_sha1(X509* x) {
     SHA1(der, static_cast<size_t>(n > 0 ? n : 0), h.data());
     OPENSSL_free(der);
     return h;
-}
-
-std::string why(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->detail : "";
-}
-int code(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->code : -1;
 }
 
 std::shared_ptr<x509::TrustStore> store() {
@@ -192,7 +149,7 @@ TEST_F(IkeOcspStaple, CertReqCarriesTheTrustedRespondersKeyHashes) {
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD, third.cert.get(), third.key.get()));
     auto p = pair(OcspStapling::Require, {third.certificate(), other.certificate()});
     CertReqSpy spy(*p);
-    EXPECT_TRUE(p->connect()) << why(p->a);
+    EXPECT_TRUE(p->connect()) << why_failed(p->a);
     ASSERT_EQ(spy.seen.size(), 1u);
     Bytes want = spki_sha1(third.cert.get());
     Bytes h2 = spki_sha1(other.cert.get());
@@ -207,7 +164,7 @@ TEST_F(IkeOcspStaple, WithoutRespondersTheCertReqListsNone) {
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD, ca().cert.get(), ca().key.get()));
     auto p = pair(OcspStapling::Require, {});
     CertReqSpy spy(*p);
-    EXPECT_TRUE(p->connect()) << why(p->a);
+    EXPECT_TRUE(p->connect()) << why_failed(p->a);
     ASSERT_EQ(spy.seen.size(), 1u);
     EXPECT_TRUE(spy.seen[0].empty());
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_signer_ca"), 1u);  // RFC 4806 3.1 case (a): no hash needed
@@ -221,7 +178,7 @@ TEST_F(IkeOcspStaple, StapleFromAnUnlistedResponderIsNotSent) {
     EXPECT_EQ(none->b.counter("ike.ocsp.staple_signer_not_listed"), 1u);
     EXPECT_EQ(none->b.counter("ike.ocsp.staple_sent"), 0u);
     EXPECT_EQ(none->a.counter("ike.ocsp.staple_missing"), 1u);
-    EXPECT_NE(why(none->a).find("peer sent no OCSP response"), std::string::npos) << why(none->a);
+    EXPECT_NE(why_failed(none->a).find("peer sent no OCSP response"), std::string::npos) << why_failed(none->a);
 
     auto wrong = pair(OcspStapling::Require, {other.certificate()});  // lists another responder
     EXPECT_FALSE(wrong->connect());
@@ -229,7 +186,7 @@ TEST_F(IkeOcspStaple, StapleFromAnUnlistedResponderIsNotSent) {
     EXPECT_EQ(wrong->a.counter("ike.ocsp.staple_missing"), 1u);
 
     auto listed = pair(OcspStapling::Require, {other.certificate(), third.certificate()});
-    EXPECT_TRUE(listed->connect()) << why(listed->a);
+    EXPECT_TRUE(listed->connect()) << why_failed(listed->a);
     EXPECT_EQ(listed->b.counter("ike.ocsp.staple_signer_listed"), 1u);
     EXPECT_EQ(listed->a.counter("ike.ocsp.staple_trusted_responder"), 1u);
 }
@@ -237,7 +194,7 @@ TEST_F(IkeOcspStaple, StapleFromAnUnlistedResponderIsNotSent) {
 TEST_F(IkeOcspStaple, OurCasResponsesAreSentWhateverTheList) {
     staple(ocsp_response(segw, V_OCSP_CERTSTATUS_GOOD, delegated.cert.get(), delegated.key.get()));
     auto p = pair(OcspStapling::Require, {third.certificate()});  // RFC 4806 3.1 case (c)
-    EXPECT_TRUE(p->connect()) << why(p->a);
+    EXPECT_TRUE(p->connect()) << why_failed(p->a);
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_signer_delegated"), 1u);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_trusted_responder"), 0u);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_good"), 1u);
@@ -259,8 +216,9 @@ TEST_F(IkeOcspStaple, ResponseOfAnUnlistedResponderOnTheWireIsRefused) {
     EXPECT_FALSE(p->connect());
     EXPECT_EQ(t.edited, 1u);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_invalid"), 1u);
-    EXPECT_EQ(code(p->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why(p->a);
-    EXPECT_NE(why(p->a).find("nor signed by a configured trusted responder"), std::string::npos) << why(p->a);
+    EXPECT_EQ(failure_code(p->a), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why_failed(p->a);
+    EXPECT_NE(why_failed(p->a).find("nor signed by a configured trusted responder"), std::string::npos)
+        << why_failed(p->a);
     EXPECT_TRUE(p->a.engine->list_sas().empty());
 }
 
@@ -277,95 +235,46 @@ TEST_F(IkeOcspStaple, GarbageOnTheWireIsRefused) {
     t.attach(*p);
     EXPECT_FALSE(p->connect());
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_invalid"), 1u);
-    EXPECT_NE(why(p->a).find("stapled OCSP response (CERT encoding 14) refused"), std::string::npos) << why(p->a);
+    EXPECT_NE(why_failed(p->a).find("stapled OCSP response (CERT encoding 14) refused"), std::string::npos)
+        << why_failed(p->a);
 }
 
 // ---------------------------------------------------------------- from the AIA responder
 
 namespace {
 
-int free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ADD_FAILURE() << "bind 127.0.0.1:0";
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
-void write_text(const std::string& path, const std::string& text) {
-    std::ofstream(path) << text;
-}
-
 // `openssl ocsp -port` for ca(), signing with a delegated responder; the SeGW's certificate
 // names it in its AIA.  Serial 5E01 is good, 5E02 revoked.
 struct IkeOcspAia : ::testing::Test {
-    std::string dir, url;
+    std::optional<OpensslOcspResponder> server;
+    std::string url;
     int port = 0;
-    pid_t pid = -1;
     std::optional<Leaf> henb, good, revoked;
 
     void SetUp() override {
-        if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl CLI not installed";
-        char t[] = "/tmp/x2sec-ocsp-aia-XXXXXX";
-        ASSERT_NE(mkdtemp(t), nullptr);
-        dir = t;
-        port = free_port();
-        url = "http://127.0.0.1:" + std::to_string(port) + "/";
+        if (!OpensslOcspResponder::available()) GTEST_SKIP() << "openssl CLI not installed";
+        Responder signer = responder("Stapling OCSP", true);
+        server.emplace(pki::cert_pem(ca().cert.get()), pki::cert_pem(signer.cert.get()),
+                       pki::private_key_pem(signer.key.get()).value().view(),
+                       std::vector<OpensslOcspResponder::Entry>{{"5E01", "/CN=b.henb.example", false},
+                                                                {"5E02", "/CN=b.henb.example", true}});
+        const std::string started = server->start(1);
+        ASSERT_EQ(started, "") << "openssl ocsp did not start";
+        port = server->port();
+        url = server->url();  // the certificates name the port it runs on
         henb = leaf_for("a.henb.example");
         good = leaf_for("b.henb.example", {url}, Bytes{0x5e, 0x01});
         revoked = leaf_for("b.henb.example", {url}, Bytes{0x5e, 0x02});
-        Responder signer = responder("Stapling OCSP", true);
-        write_text(dir + "/ca.pem", pki::cert_pem(ca().cert.get()));
-        write_text(dir + "/rsigner.pem", pki::cert_pem(signer.cert.get()));
-        ASSERT_TRUE(pki::save_private_key(dir + "/rkey.pem", signer.key.get()).ok());
-        write_text(dir + "/index.txt",
-                   "V\t391231235959Z\t\t5E01\tunknown\t/CN=b.henb.example\n"
-                   "R\t391231235959Z\t240101000000Z,keyCompromise\t5E02\tunknown\t/CN=b.henb.example\n");
-        write_text(dir + "/index.txt.attr", "unique_subject = no\n");
-        start_responder();
     }
-    void start_responder() {
-        const std::string log = dir + "/ocsp.log";
-        std::filesystem::remove(log);
-        pid = fork();
-        if (pid == 0) {
-            if (std::freopen(log.c_str(), "w", stderr) == nullptr) _exit(126);
-            const std::string p = std::to_string(port);
-            ::execlp("openssl", "openssl", "ocsp", "-index", (dir + "/index.txt").c_str(), "-port", p.c_str(),
-                     "-rsigner", (dir + "/rsigner.pem").c_str(), "-rkey", (dir + "/rkey.pem").c_str(), "-CA",
-                     (dir + "/ca.pem").c_str(), "-nmin", "10", "-ignore_err", "-out", "/dev/null", nullptr);
-            _exit(127);
-        }
-        // Ready once it says so (a probing connect would hold up the single-threaded responder).
-        auto ready = [&] {
-            std::ifstream f(log);
-            std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-            return text.find("waiting for OCSP client connections") != std::string::npos;
-        };
-        for (int i = 0; i < 200 && !ready(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        ASSERT_TRUE(ready()) << "openssl ocsp did not start";
-    }
-    void stop_responder() {
-        if (pid > 0) {
-            ::kill(pid, SIGTERM);
-            ::waitpid(pid, nullptr, 0);
-            pid = -1;
-        }
-    }
-    void TearDown() override {
-        stop_responder();
-        std::error_code ec;
-        if (!dir.empty()) std::filesystem::remove_all(dir, ec);
-    }
+    void stop_responder() { server->stop(); }
+    void TearDown() override { server.reset(); }
 
     static std::shared_ptr<x509::OcspStapler> stapler() {
         x509::OcspStaplerConfig c;
         c.fetch_timeout_ms = 2000;
-        return std::make_shared<x509::OcspStapler>(c);
+        auto s = std::make_shared<x509::OcspStapler>(c);
+        s->start();  // as the daemon's runtime does
+        return s;
     }
 
     // The H(e)NB requires the SeGW's response; the SeGW staples from `s`.  The harness clock
@@ -391,7 +300,7 @@ TEST_F(IkeOcspAia, GoodResponseFetchedInTheBackgroundIsStapled) {
     EXPECT_EQ(s->counters().get("x509.ocsp.staple_fetch_ok"), 1u) << s->last_error(good->certificate());
     stop_responder();  // the exchange uses what is cached: no look-up now
     auto p = pair(*good, s);
-    EXPECT_TRUE(p->connect()) << why(p->a);
+    EXPECT_TRUE(p->connect()) << why_failed(p->a);
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_sent"), 1u);
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_signer_delegated"), 1u);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_good"), 1u);
@@ -410,8 +319,8 @@ TEST_F(IkeOcspAia, RevokedAnswerStapledMakesThePeerRefuse) {
     EXPECT_FALSE(p->connect());
     EXPECT_EQ(p->b.counter("ike.ocsp.staple_sent"), 1u);
     EXPECT_EQ(p->a.counter("ike.ocsp.staple_revoked"), 1u);
-    EXPECT_EQ(code(p->a), static_cast<int>(x509::VerifyFailure::Revoked)) << why(p->a);
-    EXPECT_NE(why(p->a).find("revoked (stapled OCSP response"), std::string::npos) << why(p->a);
+    EXPECT_EQ(failure_code(p->a), static_cast<int>(x509::VerifyFailure::Revoked)) << why_failed(p->a);
+    EXPECT_NE(why_failed(p->a).find("revoked (stapled OCSP response"), std::string::npos) << why_failed(p->a);
     EXPECT_TRUE(p->a.engine->list_sas().empty());
     EXPECT_TRUE(p->b.engine->list_sas().empty());
 }
@@ -420,16 +329,11 @@ TEST_F(IkeOcspAia, RevokedAnswerStapledMakesThePeerRefuse) {
 // staple while the fetch is still running; the fetch then fails with a named error.
 TEST_F(IkeOcspAia, SilentOrUnreachableResponderNeverHoldsTheExchange) {
     stop_responder();
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(fd, 4), 0);  // never accepted: the POST goes unanswered
+    auto silent = std::make_unique<SilentListener>(static_cast<uint16_t>(port));  // the POST goes unanswered
     x509::OcspStaplerConfig c;
     c.fetch_timeout_ms = 8000;  // far longer than the exchange below takes
     auto s = std::make_shared<x509::OcspStapler>(c);
+    s->start();
     ASSERT_TRUE(s->add(good->certificate(), ca().certificate()).ok());
     auto p = pair(*good, s);
     EXPECT_FALSE(p->connect());  // the H(e)NB requires a response; none is cached yet
@@ -440,12 +344,13 @@ TEST_F(IkeOcspAia, SilentOrUnreachableResponderNeverHoldsTheExchange) {
     ASSERT_TRUE(s->wait_idle(20000));
     EXPECT_EQ(s->counters().get("x509.ocsp.staple_fetch_failed"), 1u);
     EXPECT_NE(s->last_error(good->certificate()).find(url), std::string::npos) << s->last_error(good->certificate());
-    ::close(fd);
+    silent.reset();
 
     // Nothing listens now (connection refused): another failure, counted, same engines.
     x509::OcspStaplerConfig c2;
     c2.fetch_timeout_ms = 1000;
     auto s2 = std::make_shared<x509::OcspStapler>(c2);
+    s2->start();
     ASSERT_TRUE(s2->add(good->certificate(), ca().certificate()).ok());
     ASSERT_TRUE(s2->wait_idle(20000));
     EXPECT_EQ(s2->counters().get("x509.ocsp.staple_fetch_failed"), 1u);

@@ -33,11 +33,6 @@ EngineConfig many(size_t n) {
     return c;
 }
 
-std::string auth_detail(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->detail : "";
-}
-
 EngineConfig with(PeerConfig p) {
     return engine_with({std::move(p)});
 }
@@ -49,7 +44,7 @@ TEST(IkePeerIndex, ManyPskPeersEachLandsOnItsOwnConfig) {
     for (size_t i : {size_t{0}, size_t{1}, size_t{977}, n - 1}) {
         Pair p(with(psk_peer(base_peer(true), henb(i), "fqdn:segw.example", "psk " + std::to_string(i))), many(n),
                10 + i);
-        ASSERT_TRUE(p.connect()) << i << ": " << auth_detail(p.b);
+        ASSERT_TRUE(p.connect()) << i << ": " << why_failed(p.b);
         auto sb = p.b.engine->list_sas();
         ASSERT_EQ(sb.size(), 1u);
         EXPECT_EQ(sb[0].peer, "henb" + std::to_string(i));
@@ -58,7 +53,7 @@ TEST(IkePeerIndex, ManyPskPeersEachLandsOnItsOwnConfig) {
     // An identity no config names falls to the catch-all (its PSK).
     Pair p(with(psk_peer(base_peer(true), "fqdn:stranger.example", "fqdn:segw.example", "catch-all secret")), many(n),
            7);
-    ASSERT_TRUE(p.connect()) << auth_detail(p.b);
+    ASSERT_TRUE(p.connect()) << why_failed(p.b);
     EXPECT_EQ(p.b.engine->list_sas()[0].peer, "any");
 }
 
@@ -67,7 +62,7 @@ TEST(IkePeerIndex, UnknownIdentityWithoutCatchAllIsRefusedWithBoundedCandidateLi
     c.peers.erase(c.peers.begin());  // no catch-all
     Pair p(with(psk_peer(base_peer(true), "fqdn:stranger.example", "fqdn:segw.example", "x")), c, 3);
     EXPECT_FALSE(p.connect());
-    std::string d = auth_detail(p.b);
+    std::string d = why_failed(p.b);
     EXPECT_NE(d.find("no peer config for identity fqdn:stranger.example"), std::string::npos) << d;
     EXPECT_NE(d.find("and 42 more"), std::string::npos) << d;
     EXPECT_EQ(p.b.engine->counters().get("ike.auth.no_peer_config"), 1u);
@@ -80,12 +75,12 @@ TEST(IkePeerIndex, UpdatePeerReindexesReplacedAndAddedConfigs) {
     // henb42 now requires another identity (replaced in place), and a new config is added.
     ASSERT_TRUE(p.b.engine->update_peer(responder("henb42", std::string("fqdn:new-id.example"), "new psk")).ok());
     ASSERT_TRUE(p.b.engine->update_peer(responder("added", henb(42), "psk 42")).ok());
-    ASSERT_TRUE(p.connect()) << auth_detail(p.b);
+    ASSERT_TRUE(p.connect()) << why_failed(p.b);
     EXPECT_EQ(p.b.engine->list_sas()[0].peer, "henb42");
 
     Pair q(with(psk_peer(base_peer(true), henb(42), "fqdn:segw.example", "psk 42")), c, 6);
     ASSERT_TRUE(q.b.engine->update_peer(responder("henb42", std::string("fqdn:new-id.example"), "new psk")).ok());
     ASSERT_TRUE(q.b.engine->update_peer(responder("added", henb(42), "psk 42")).ok());
-    ASSERT_TRUE(q.connect()) << auth_detail(q.b);
+    ASSERT_TRUE(q.connect()) << why_failed(q.b);
     EXPECT_EQ(q.b.engine->list_sas()[0].peer, "added");
 }

@@ -30,11 +30,6 @@ EngineConfig with(std::vector<PeerConfig> peers) {
     return engine_with(std::move(peers));
 }
 
-std::string auth_detail(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->detail : "";
-}
-
 }  // namespace
 
 TEST(IkePeerSelect, PskEachInitiatorLandsOnItsOwnConfig) {
@@ -42,7 +37,7 @@ TEST(IkePeerSelect, PskEachInitiatorLandsOnItsOwnConfig) {
                                     responder("to-a2", "fqdn:b2.henb.example", "fqdn:a2.henb.example", "secret two")};
     {
         Pair p(with({initiator("fqdn:a1.henb.example", "fqdn:b1.henb.example", "secret one")}), with(resp), 1);
-        ASSERT_TRUE(p.connect()) << auth_detail(p.b);
+        ASSERT_TRUE(p.connect()) << why_failed(p.b);
         auto sb = p.b.engine->list_sas();
         EXPECT_EQ(sb[0].peer, "to-a1");
         EXPECT_EQ(sb[0].local_id, "fqdn:b1.henb.example");
@@ -52,7 +47,7 @@ TEST(IkePeerSelect, PskEachInitiatorLandsOnItsOwnConfig) {
         // The second config: IDi selects it although the first matches the addresses too; its
         // PSK and local_id (the IDr a2 expects) are used.
         Pair p(with({initiator("fqdn:a2.henb.example", "fqdn:b2.henb.example", "secret two")}), with(resp), 2);
-        ASSERT_TRUE(p.connect()) << auth_detail(p.b);
+        ASSERT_TRUE(p.connect()) << why_failed(p.b);
         auto sb = p.b.engine->list_sas();
         EXPECT_EQ(sb[0].peer, "to-a2");
         EXPECT_EQ(sb[0].local_id, "fqdn:b2.henb.example");
@@ -72,19 +67,19 @@ TEST(IkePeerSelect, ExactRemoteIdBeatsWildcardAndIdrIsPreferred) {
                                     responder("to-a2", "fqdn:b2.henb.example", "fqdn:a2.henb.example", "secret two")};
     {
         Pair p(with({initiator("fqdn:a2.henb.example", "fqdn:b2.henb.example", "secret two")}), with(resp), 3);
-        ASSERT_TRUE(p.connect()) << auth_detail(p.b);
+        ASSERT_TRUE(p.connect()) << why_failed(p.b);
         EXPECT_EQ(p.b.engine->list_sas()[0].peer, "to-a2");
     }
     {
         Pair p(with({initiator("fqdn:a9.henb.example", "fqdn:b1.henb.example", "catch-all secret")}), with(resp), 4);
-        ASSERT_TRUE(p.connect()) << auth_detail(p.b);
+        ASSERT_TRUE(p.connect()) << why_failed(p.b);
         EXPECT_EQ(p.b.engine->list_sas()[0].peer, "any");
     }
     // Two catch-alls: the IDr the initiator sent picks the one with that local_id.
     std::vector<PeerConfig> two_any = {responder("any-1", "fqdn:b1.henb.example", std::nullopt, "s1"),
                                        responder("any-2", "fqdn:b2.henb.example", std::nullopt, "s2")};
     Pair p(with({initiator("fqdn:a3.henb.example", "fqdn:b2.henb.example", "s2")}), with(two_any), 5);
-    ASSERT_TRUE(p.connect()) << auth_detail(p.b);
+    ASSERT_TRUE(p.connect()) << why_failed(p.b);
     EXPECT_EQ(p.b.engine->list_sas()[0].peer, "any-2");
 }
 
@@ -109,7 +104,7 @@ TEST(IkePeerSelect, CertificateEachInitiatorLandsOnItsOwnConfig) {
             i.children[0].remote_ts = {TrafficSelector::from_prefix(IpAddress::v4(203, 0, 113, 22), 32)};
         }
         Pair p(with({i}), with({r1, r2}), 10 + static_cast<uint64_t>(which));
-        ASSERT_TRUE(p.connect()) << which << ": " << auth_detail(p.b);
+        ASSERT_TRUE(p.connect()) << which << ": " << why_failed(p.b);
         auto sb = p.b.engine->list_sas();
         EXPECT_EQ(sb[0].peer, which == 1 ? "to-a1" : "to-a2");
         EXPECT_NE(sb[0].peer_cert_subject.find(which == 1 ? "a1.henb.example" : "a2.henb.example"), std::string::npos);

@@ -23,24 +23,6 @@ const TestCa& ca() {
     return c;
 }
 
-Leaf leaf_with_cdp(const std::string& fqdn, const std::string& crl_url) {
-    Leaf l;
-    l.key = pki::generate_key(pki::KeyAlg::EcP256).value();
-    auto n = name(fqdn, "x2sec test");
-    pki::IssueRequest r;
-    r.profile = pki::Profile::BaseStation;
-    r.subject = n.get();
-    r.public_key = l.key.get();
-    r.dns = {fqdn};
-    r.crl_urls = {crl_url};
-    r.not_before = 1'700'000'000;
-    r.not_after = 2'000'000'000;
-    l.cert = pki::issue_certificate(r, ca().cert.get(), ca().key.get()).value();
-    auto pem = pki::private_key_pem(l.key.get()).value();
-    l.signer = std::make_shared<crypto::PrivateKey>(crypto::PrivateKey::from_pem(pem).value());
-    return l;
-}
-
 Bytes crl_der(const std::vector<const Leaf*>& revoked, int64_t this_update = kNow - 3600,
               int64_t next_update = kNow + 86400) {
     std::vector<pki::Revoked> rv;
@@ -58,9 +40,9 @@ Bytes crl_der(const std::vector<const Leaf*>& revoked, int64_t this_update = kNo
 
 struct IkeRevocation : ::testing::Test {
     HttpBodyServer http;
-    Leaf revoked = leaf_with_cdp("a.henb.example", http.url());
-    Leaf valid = leaf_with_cdp("a.henb.example", http.url());
-    Leaf segw = leaf_with_cdp("b.henb.example", http.url());
+    Leaf revoked = make_leaf_with_cdp(ca(), "a.henb.example", http.url());
+    Leaf valid = make_leaf_with_cdp(ca(), "a.henb.example", http.url());
+    Leaf segw = make_leaf_with_cdp(ca(), "b.henb.example", http.url());
     std::shared_ptr<x509::RevocationChecker> checker;
 
     std::shared_ptr<x509::TrustStore> trust(x509::CrlPolicy policy = x509::CrlPolicy::Hard) {
@@ -88,15 +70,6 @@ struct IkeRevocation : ::testing::Test {
     uint64_t counter(const std::string& n) const { return checker->counters().get(n); }
 };
 
-std::string why(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->detail : "";
-}
-int code(const Node& n) {
-    auto* f = n.find(Event::Kind::AuthFailed);
-    return f ? f->code : -1;
-}
-
 }  // namespace
 
 TEST_F(IkeRevocation, RevokedPeerFailsAuthValidPeerOfTheSameCaSucceeds) {
@@ -104,14 +77,15 @@ TEST_F(IkeRevocation, RevokedPeerFailsAuthValidPeerOfTheSameCaSucceeds) {
     auto t = trust();
     auto bad = pair(revoked, t);
     EXPECT_FALSE(bad->connect());
-    EXPECT_EQ(code(bad->b), static_cast<int>(x509::VerifyFailure::Revoked)) << why(bad->b);
-    EXPECT_NE(why(bad->b).find("serial " + revoked.certificate().serial_hex() + ") revoked at"), std::string::npos)
-        << why(bad->b);
+    EXPECT_EQ(failure_code(bad->b), static_cast<int>(x509::VerifyFailure::Revoked)) << why_failed(bad->b);
+    EXPECT_NE(why_failed(bad->b).find("serial " + revoked.certificate().serial_hex() + ") revoked at"),
+              std::string::npos)
+        << why_failed(bad->b);
     expect_refused_by_responder(*bad);  // the initiator was sent AUTHENTICATION_FAILED
     EXPECT_EQ(counter("x509.crl.revoked_peer"), 1u);
 
     auto good = pair(valid, t);
-    EXPECT_TRUE(good->connect()) << why(good->b);
+    EXPECT_TRUE(good->connect()) << why_failed(good->b);
     EXPECT_EQ(counter("x509.crl.checked"), 1u);
     EXPECT_EQ(counter("x509.crl.fetch_ok"), 1u);  // one fetch served both authentications
 }
@@ -120,43 +94,43 @@ TEST_F(IkeRevocation, CertificateRevokedLaterIsRefusedAfterTheCrlReload) {
     http.set_body(crl_der({}));
     auto t = trust();
     auto before = pair(revoked, t);
-    ASSERT_TRUE(before->connect()) << why(before->b);
+    ASSERT_TRUE(before->connect()) << why_failed(before->b);
     http.set_body(crl_der({&revoked}));   // the CA revokes it
     ASSERT_TRUE(checker->reload().ok());  // SIGHUP / reload-crls
     ASSERT_TRUE(checker->wait_idle(5000));
     auto after = pair(revoked, t);
     EXPECT_FALSE(after->connect());
-    EXPECT_EQ(code(after->b), static_cast<int>(x509::VerifyFailure::Revoked)) << why(after->b);
+    EXPECT_EQ(failure_code(after->b), static_cast<int>(x509::VerifyFailure::Revoked)) << why_failed(after->b);
     expect_refused_by_responder(*after);
     auto other = pair(valid, t);
-    EXPECT_TRUE(other->connect()) << why(other->b);
+    EXPECT_TRUE(other->connect()) << why_failed(other->b);
 }
 
 TEST_F(IkeRevocation, StaleCrlHardPolicyRefusesSoftPolicyAccepts) {
     http.set_body(crl_der({}, kNow - 2 * 86400, kNow - 86400));
     auto hard = pair(valid, trust(x509::CrlPolicy::Hard));
     EXPECT_FALSE(hard->connect());
-    EXPECT_EQ(code(hard->b), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why(hard->b);
-    EXPECT_NE(why(hard->b).find("stale"), std::string::npos) << why(hard->b);
+    EXPECT_EQ(failure_code(hard->b), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why_failed(hard->b);
+    EXPECT_NE(why_failed(hard->b).find("stale"), std::string::npos) << why_failed(hard->b);
     expect_refused_by_responder(*hard);
     EXPECT_EQ(counter("x509.crl.stale"), 1u);
 
     auto soft = pair(valid, trust(x509::CrlPolicy::Soft));
-    EXPECT_TRUE(soft->connect()) << why(soft->b);
+    EXPECT_TRUE(soft->connect()) << why_failed(soft->b);
     EXPECT_EQ(counter("x509.crl.stale"), 1u);
     EXPECT_EQ(counter("x509.crl.soft_accepted"), 1u);
 }
 
 TEST_F(IkeRevocation, UnreachableCrlHardPolicyRefusesSoftPolicyAccepts) {
-    Leaf far = leaf_with_cdp("a.henb.example", HttpBodyServer::unreachable_url());
+    Leaf far = make_leaf_with_cdp(ca(), "a.henb.example", HttpBodyServer::unreachable_url());
     auto hard = pair(far, trust(x509::CrlPolicy::Hard));
     EXPECT_FALSE(hard->connect());
-    EXPECT_EQ(code(hard->b), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why(hard->b);
+    EXPECT_EQ(failure_code(hard->b), static_cast<int>(x509::VerifyFailure::CrlUnavailable)) << why_failed(hard->b);
     expect_refused_by_responder(*hard);
     EXPECT_EQ(counter("x509.crl.fetch_failed"), 1u);
     EXPECT_EQ(counter("x509.crl.unavailable"), 1u);
 
     auto soft = pair(far, trust(x509::CrlPolicy::Soft));
-    EXPECT_TRUE(soft->connect()) << why(soft->b);
+    EXPECT_TRUE(soft->connect()) << why_failed(soft->b);
     EXPECT_EQ(counter("x509.crl.soft_accepted"), 1u);
 }

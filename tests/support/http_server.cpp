@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <x2sec/test/http_server.hpp>
+#include <x2sec/test/ports.hpp>
 
 namespace x2sec::test {
 
@@ -62,10 +63,8 @@ void HttpBodyServer::set_status(int status) {
 }
 
 std::string HttpBodyServer::unreachable_url() {
-    uint16_t port = 0;
-    int fd = bind_loopback(&port);
-    ::close(fd);  // nothing listens there now
-    return "http://127.0.0.1:" + std::to_string(port) + "/crl";
+    // Not a port-0 port bound and released: another test's socket may take that one meanwhile.
+    return unused_http_url(900, "/crl");
 }
 
 void HttpBodyServer::run() {

@@ -39,6 +39,21 @@ std::string where(const std::string& file, const VecRecord& r) {
     return file + ":" + std::to_string(r.line) + " [" + r.section + "]";
 }
 
+// Runs check(r) on every record of `file` in its Negative section (negative) or in the other
+// sections, each under a trace naming the record (negative ones also by their Name), and
+// expects at least `min` of them.
+template <class Check>
+void each_record(const std::string& file, bool negative, size_t min, const Check& check) {
+    size_t n = 0;
+    for (const auto& r : read_vec_file(file)) {
+        if ((r.section == "Negative") != negative) continue;
+        SCOPED_TRACE(negative ? where(file, r) + " " + r.at("Name") : where(file, r));
+        check(r);
+        ++n;
+    }
+    EXPECT_GE(n, min) << file;
+}
+
 // ---------------------------------------------------------------- IKE
 TEST(WireVectors, IkeMessagesRoundTrip) {
     const std::string file = "ike_messages.vec";
@@ -158,18 +173,12 @@ TEST(WireVectors, IkeMessagesRoundTrip) {
 
 TEST(WireVectors, IkeNegativeMessagesFailWithTheNamedError) {
     const std::string file = "ike_messages.vec";
-    auto recs = read_vec_file(file);
-    size_t n = 0;
-    for (const auto& r : recs) {
-        if (r.section != "Negative") continue;
-        SCOPED_TRACE(where(file, r) + " " + r.at("Name"));
+    each_record(file, true, 5, [&](const VecRecord& r) {
         auto m = wire::Message::decode(r.hex("Message"));
         ASSERT_FALSE(m.ok());
         EXPECT_EQ(wirevec::error_name(m.error()), r.at("Error"));
         EXPECT_NE(m.error().detail().find(r.at("Detail")), std::string::npos) << m.error().detail();
-        ++n;
-    }
-    EXPECT_GE(n, 5u);
+    });
 }
 
 // ---------------------------------------------------------------- ESP
@@ -182,11 +191,7 @@ EspCipher cipher_named(const std::string& s) {
 
 TEST(WireVectors, EspPacketsRoundTrip) {
     const std::string file = "esp_packets.vec";
-    auto recs = read_vec_file(file);
-    size_t n = 0;
-    for (const auto& r : recs) {
-        if (r.section == "Negative") continue;
-        SCOPED_TRACE(where(file, r));
+    each_record(file, false, 12, [&](const VecRecord& r) {
         const EspCipher c = cipher_named(r.at("Cipher"));
         DirectionKeys k{SecureBytes(r.hex("EncKey")), SecureBytes(r.hex("IntegKey"))};
         const Bytes pkt = r.hex("Packet"), pt = r.hex("Plaintext"), iv = r.hex("Iv");
@@ -211,37 +216,25 @@ TEST(WireVectors, EspPacketsRoundTrip) {
         ASSERT_GT(len, 0u);
         const size_t start = esp::kMaxHeadroom - 8 - out->iv_len();
         EXPECT_EQ(to_hex(BytesView(buf.data() + start, len)), to_hex(pkt));  // byte for byte
-        ++n;
-    }
-    EXPECT_GE(n, 12u);
+    });
 }
 
 TEST(WireVectors, EspNegativePacketsFailWithTheNamedDropReason) {
     const std::string file = "esp_packets.vec";
-    auto recs = read_vec_file(file);
-    size_t n = 0;
-    for (const auto& r : recs) {
-        if (r.section != "Negative") continue;
-        SCOPED_TRACE(where(file, r) + " " + r.at("Name"));
+    each_record(file, true, 8, [&](const VecRecord& r) {
         DirectionKeys k{SecureBytes(r.hex("EncKey")), SecureBytes(r.hex("IntegKey"))};
         auto in = esp::SaCipher::create(cipher_named(r.at("Cipher")), k, false).value();
         Bytes pkt = r.hex("Packet");
         auto o = esp::open(*in, false, std::stoull(r.at("Seq")), pkt);
         ASSERT_FALSE(o.ok);
         EXPECT_EQ(esp::to_string(o.reason), r.at("Error"));
-        ++n;
-    }
-    EXPECT_GE(n, 8u);
+    });
 }
 
 // ---------------------------------------------------------------- KDS
 TEST(WireVectors, KdsMessagesRoundTrip) {
     const std::string file = "kds_messages.vec";
-    auto recs = read_vec_file(file);
-    size_t n = 0;
-    for (const auto& r : recs) {
-        if (r.section == "Negative") continue;
-        SCOPED_TRACE(where(file, r));
+    each_record(file, false, 4, [&](const VecRecord& r) {
         const Bytes in = r.hex("Message");
         auto m = kds::decode(in);
         ASSERT_TRUE(m.ok()) << m.error().detail();
@@ -273,25 +266,17 @@ TEST(WireVectors, KdsMessagesRoundTrip) {
         EXPECT_EQ(*sz, in.size());
         SecureBytes out = kds::encode(*m);
         EXPECT_EQ(to_hex(out.view()), to_hex(in));  // byte for byte
-        ++n;
-    }
-    EXPECT_GE(n, 4u);
+    });
 }
 
 TEST(WireVectors, KdsNegativeMessagesFailWithTheNamedError) {
     const std::string file = "kds_messages.vec";
-    auto recs = read_vec_file(file);
-    size_t n = 0;
-    for (const auto& r : recs) {
-        if (r.section != "Negative") continue;
-        SCOPED_TRACE(where(file, r) + " " + r.at("Name"));
+    each_record(file, true, 4, [&](const VecRecord& r) {
         auto m = kds::decode(r.hex("Message"));
         ASSERT_FALSE(m.ok());
         EXPECT_EQ(wirevec::error_name(m.error()), r.at("Error"));
         EXPECT_NE(m.error().detail().find(r.at("Detail")), std::string::npos) << m.error().detail();
-        ++n;
-    }
-    EXPECT_GE(n, 4u);
+    });
 }
 
 // ---------------------------------------------------------------- CMP over HTTP

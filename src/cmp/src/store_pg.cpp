@@ -7,6 +7,8 @@
 #include <mutex>
 #include <x2sec/cmp/store.hpp>
 
+#include "store_audit.hpp"
+
 namespace x2sec::cmp {
 namespace {
 
@@ -386,15 +388,7 @@ public:
                         .bin(p.request_der)
                         .num(p.created));
             if (!ok(r)) return err("transactionID already pending", 1);
-            return append_audit_locked({0,
-                                        p.created,
-                                        p.requester,
-                                        "hold",
-                                        to_hex(p.transaction_id),
-                                        "profile " + (p.profile.empty() ? std::string("default") : p.profile) +
-                                            " requires approval: " + p.subject + " " + p.sans,
-                                        {},
-                                        {}});
+            return append_audit_locked(hold_audit_entry(p));
         };
         return finish(body());
     }

@@ -7,6 +7,8 @@
 #include <vector>
 #include <x2sec/cmp/store.hpp>
 
+#include "store_audit.hpp"
+
 namespace x2sec::cmp {
 namespace {
 
@@ -375,15 +377,7 @@ public:
             s.blob(1, p.transaction_id).text(2, p.profile).text(3, p.body).text(4, p.subject).text(5, p.sans);
             s.text(6, p.requester).blob(7, p.request_der).i64(8, p.created);
             if (s.step() != SQLITE_DONE) return err("transactionID already pending", 1);
-            return append_audit_locked({0,
-                                        p.created,
-                                        p.requester,
-                                        "hold",
-                                        to_hex(p.transaction_id),
-                                        "profile " + (p.profile.empty() ? std::string("default") : p.profile) +
-                                            " requires approval: " + p.subject + " " + p.sans,
-                                        {},
-                                        {}});
+            return append_audit_locked(hold_audit_entry(p));
         });
     }
     static const char* pending_cols() {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <x2sec/common/log.hpp>
 #include <x2sec/runtime/control.hpp>
+#include <x2sec/x509/ocsp_stapler.hpp>
 
 namespace x2sec::runtime {
 
@@ -81,6 +82,10 @@ Result<std::unique_ptr<IkeRuntime>> IkeRuntime::create(const ike::EngineConfig& 
                                                        const Clock& clock) {
     std::unique_ptr<IkeRuntime> rt(new IkeRuntime(config, std::move(engine), std::move(options), clock));
     X2SEC_TRY_STATUS(rt->open_sockets());
+    // Our own OCSP responses (RFC 4806) are fetched by a running daemon only: loading a
+    // configuration registers the certificates but starts no thread.
+    for (const auto& p : config.peers)
+        if (p.ocsp_stapler) p.ocsp_stapler->start();
     return rt;
 }
 

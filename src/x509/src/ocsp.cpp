@@ -2,6 +2,7 @@
 #include <openssl/http.h>
 #include <openssl/ocsp.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <ctime>
 #include <memory>
@@ -191,6 +192,30 @@ const char* to_string(OcspSigner s) {
     return "?";
 }
 
+void OcspCancel::cancel() {
+    std::lock_guard lk(m_mu);
+    m_cancelled = true;
+    if (m_fd >= 0) ::shutdown(m_fd, SHUT_RDWR);  // the exchange's wait ends, its read fails
+}
+
+bool OcspCancel::cancelled() const {
+    std::lock_guard lk(m_mu);
+    return m_cancelled;
+}
+
+bool OcspCancel::attach(int fd) {
+    std::lock_guard lk(m_mu);
+    if (m_cancelled) return false;
+    m_fd = fd;
+    return true;
+}
+
+bool OcspCancel::detach() {
+    std::lock_guard lk(m_mu);
+    m_fd = -1;  // before the socket is closed: never a shutdown() of a reused descriptor
+    return m_cancelled;
+}
+
 std::string ocsp_url(const Certificate& cert) {
     STACK_OF(OPENSSL_STRING)* urls = X509_get1_ocsp(cert.get());
     std::string out;
@@ -233,10 +258,33 @@ Result<OcspAnswer> ocsp_lookup(const Certificate& cert, const Certificate& issue
     if (!body) return unavailable("encoding the request");
     const int timeout_s = std::max(1, (opt.timeout_ms + 999) / 1000);
     ERR_clear_error();
-    // proxy "" = no proxy (NULL would take http_proxy from the environment).
-    BioPtr rsp(OSSL_HTTP_transfer(nullptr, h.c_str(), p.c_str(), pa.c_str(), 0, "", nullptr, nullptr, nullptr, nullptr,
-                                  nullptr, 0, nullptr, "application/ocsp-request", body.get(),
-                                  "application/ocsp-response", 1, opt.max_size, timeout_s, 0));
+    BioPtr rsp;
+    if (opt.cancel == nullptr) {
+        // proxy "" = no proxy (NULL would take http_proxy from the environment).
+        rsp.reset(OSSL_HTTP_transfer(nullptr, h.c_str(), p.c_str(), pa.c_str(), 0, "", nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, 0, nullptr, "application/ocsp-request", body.get(),
+                                     "application/ocsp-response", 1, opt.max_size, timeout_s, 0));
+    } else {
+        // Our own connection (as OSSL_HTTP_open would make it; no proxy), so that cancel() can shut
+        // its socket down while the exchange waits for the responder.
+        if (opt.cancel->cancelled()) return unavailable(url + ": look-up cancelled");
+        BioPtr conn(BIO_new_connect(h.c_str()));
+        if (!conn || BIO_set_conn_port(conn.get(), p.c_str()) <= 0 || BIO_set_nbio(conn.get(), 1) <= 0)
+            return unavailable(url + ": " + crypto::openssl_errors());
+        if (BIO_do_connect_retry(conn.get(), timeout_s, -1) <= 0) {
+            std::string why = crypto::openssl_errors();
+            return unavailable(url + ": " + (why.empty() ? "cannot connect" : why));
+        }
+        int fd = -1;
+        if (BIO_get_fd(conn.get(), &fd) < 0 || !opt.cancel->attach(fd)) return unavailable(url + ": look-up cancelled");
+        rsp.reset(OSSL_HTTP_transfer(nullptr, h.c_str(), p.c_str(), pa.c_str(), 0, nullptr, nullptr, conn.get(),
+                                     nullptr, nullptr, nullptr, 0, nullptr, "application/ocsp-request", body.get(),
+                                     "application/ocsp-response", 1, opt.max_size, timeout_s, 0));
+        if (opt.cancel->detach() && !rsp) {
+            ERR_clear_error();
+            return unavailable(url + ": look-up cancelled");
+        }
+    }
     if (!rsp) {
         std::string why = crypto::openssl_errors();
         return unavailable(url + ": " + (why.empty() ? "no response" : why));

@@ -34,6 +34,7 @@ struct OcspStapler::Impl {
     std::map<Bytes, Entry> entries;           // by certificate DER
     bool stop = false;
     bool kicked = false;  // add(): look at the schedule again
+    OcspCancel cancel;    // the destructor abandons the fetch in flight
     std::thread thread;
 
     int64_t now() const { return cfg.unix_time ? cfg.unix_time() : static_cast<int64_t>(::time(nullptr)); }
@@ -69,6 +70,7 @@ struct OcspStapler::Impl {
         o.max_size = cfg.max_size;
         o.nonce = o.require_nonce = false;
         o.max_skew_s = cfg.max_skew_s;
+        o.cancel = &cancel;
         const int64_t t = now();
         auto r = ocsp_lookup(cert, issuer, url, o, t);
         lk.lock();
@@ -76,6 +78,10 @@ struct OcspStapler::Impl {
         if (it == entries.end()) return;
         Entry& e = it->second;
         e.in_flight = false;
+        if (stop) {  // abandoned by the destructor: nothing to count or log
+            cv_done.notify_all();
+            return;
+        }
         auto lg = log::get("x509");
         if (r.ok()) {
             count("x509.ocsp.staple_fetch_ok");
@@ -151,6 +157,7 @@ OcspStapler::~OcspStapler() {
         std::lock_guard lk(m_impl->mu);
         m_impl->stop = true;
     }
+    m_impl->cancel.cancel();  // a fetch in flight fails now, not at its timeout
     m_impl->cv_work.notify_all();
     if (m_impl->thread.joinable()) m_impl->thread.join();
 }
@@ -168,10 +175,21 @@ Status OcspStapler::add(const Certificate& cert, const Certificate& issuer, std:
         Impl::Entry e{cert, issuer, std::move(url), std::nullopt, "not fetched yet", 0, false};
         im.entries.emplace(std::move(key), std::move(e));
         im.kicked = true;
-        if (im.cfg.background && !im.thread.joinable()) im.thread = std::thread([&im] { im.worker(); });
     }
     im.cv_work.notify_all();
     return {};
+}
+
+void OcspStapler::start() {
+    auto& im = *m_impl;
+    std::lock_guard lk(im.mu);
+    if (im.cfg.background && !im.thread.joinable() && !im.stop) im.thread = std::thread([&im] { im.worker(); });
+}
+
+bool OcspStapler::started() const {
+    auto& im = *m_impl;
+    std::lock_guard lk(im.mu);
+    return im.thread.joinable();
 }
 
 std::optional<OcspStaple> OcspStapler::current(const Certificate& cert, int64_t now) const {

@@ -24,6 +24,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <x2sec/test/ike_daemons.hpp>
 
 namespace {
 
@@ -69,7 +70,7 @@ protected:
     std::string id, ns_a, ns_b, veth_a, dir;
     std::vector<pid_t> procs;
     pid_t capture = -1;
-    bool created = false;
+    x2sec::test::NetnsPair net;
 
     void SetUp() override {
         if (::geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces, TUN devices and a packet capture";
@@ -78,24 +79,11 @@ protected:
         if (::access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/net/tun";
         if (sh("ip -V") != 0) GTEST_SKIP() << "iproute2 `ip` not installed";
         id = std::to_string(::getpid());
-        ns_a = "x2wA" + id;
-        ns_b = "x2wB" + id;
-        if (sh("ip netns add " + ns_a) != 0 || sh("ip netns add " + ns_b) != 0) {
-            sh("ip netns del " + ns_a);
-            GTEST_SKIP() << "cannot create network namespaces here";
-        }
-        created = true;
-        std::string tail = id.substr(id.size() > 6 ? id.size() - 6 : 0);
-        veth_a = "x2wa" + tail;
-        std::string veth_b = "x2wb" + tail;
-        ASSERT_EQ(0,
-                  sh("ip link add " + veth_a + " netns " + ns_a + " type veth peer name " + veth_b + " netns " + ns_b));
-        ASSERT_EQ(0, sh("ip -n " + ns_a + " addr add 192.0.2.1/24 dev " + veth_a));
-        ASSERT_EQ(0, sh("ip -n " + ns_b + " addr add 192.0.2.2/24 dev " + veth_b));
-        for (auto& [ns, dev] : std::vector<std::pair<std::string, std::string>>{{ns_a, veth_a}, {ns_b, veth_b}}) {
-            ASSERT_EQ(0, sh("ip -n " + ns + " link set lo up"));
-            ASSERT_EQ(0, sh("ip -n " + ns + " link set " + dev + " up"));
-        }
+        if (!net.add("x2w", id)) GTEST_SKIP() << "cannot create network namespaces here";
+        ns_a = net.ns_a;
+        ns_b = net.ns_b;
+        veth_a = net.veth_a;
+        ASSERT_EQ(net.link(), "");
         dir = "/tmp/x2sec-wireshark-" + id;
         fs::create_directories(dir);
     }
@@ -103,10 +91,7 @@ protected:
         stop_capture();
         for (pid_t p : procs) ::kill(p, SIGTERM);
         for (pid_t p : procs) reap(p);
-        if (created) {
-            sh("ip netns del " + ns_a);
-            sh("ip netns del " + ns_b);
-        }
+        net.del();
         if (!dir.empty() && !HasFailure()) fs::remove_all(dir);
     }
     static void reap(pid_t p) {
@@ -157,20 +142,11 @@ protected:
             bool a = side == "A";
             std::string f = dir + "/" + side + ".toml";
             std::ofstream out(f);
-            out << "[runtime]\ncontrol_socket = \"" << sock(side) << "\"\n\n"
-                << "[[peer]]\nname = \"peer\"\n"
-                << "local_addr = \"" << (a ? "192.0.2.1" : "192.0.2.2") << "\"\n"
-                << "remote_addr = \"" << (a ? "192.0.2.2" : "192.0.2.1") << "\"\n"
-                << "local_id = \"fqdn:" << (a ? "a" : "b") << ".example.org\"\n"
-                << "remote_id = \"" << (a ? "b" : "a") << ".example.org\"\n"
-                << "auth = \"psk\"\npsk = \"hex:00112233445566778899aabbccddeeff\"\n"
-                << "ike_proposals = [\"aes128-sha256-prfsha256-ecp256\"]\n"
-                << "dpd_interval = \"" << (a ? "2s" : "0") << "\"\n"
-                << "force_encap = true\nauto_initiate = " << (a ? "true" : "false") << "\n\n"
-                << "  [[peer.child]]\n  name = \"x2\"\n"
-                << "  local_ts = \"" << (a ? "198.51.100.0/24" : "203.0.113.0/24") << "\"\n"
-                << "  remote_ts = \"" << (a ? "203.0.113.0/24" : "198.51.100.0/24") << "\"\n"
-                << "  esp_proposals = [\"" << GetParam() << "\"]\n";
+            out << x2sec::test::psk_daemon_toml(a, sock(side),
+                                                std::string("ike_proposals = [\"aes128-sha256-prfsha256-ecp256\"]\n") +
+                                                    "dpd_interval = \"" + (a ? "2s" : "0") + "\"\n" +
+                                                    "force_encap = true\n",
+                                                GetParam());
             out.close();
             pid_t pid = spawn({"ip",
                                "netns",

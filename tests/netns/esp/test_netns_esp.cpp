@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <x2sec/test/ike_daemons.hpp>
 
 namespace {
 
@@ -246,7 +247,7 @@ class EspNetns : public ::testing::Test {
 protected:
     std::string ns_a, ns_b;
     EspProc a, b;
-    bool created = false;
+    x2sec::test::NetnsPair net;
     bool plain_tun = false;  // --no-offload: no IFF_VNET_HDR/TSO
     bool raw_esp = false;    // --encap no: raw ESP (IP protocol 50) instead of ESP in UDP
     bool ike = false;        // Child SAs from the IKEv2 engine (--ike-config) instead of static keys
@@ -256,18 +257,7 @@ protected:
         bool a_side = side == "A";
         std::string f = dir + "/" + side + ".toml";
         std::ofstream out(f);
-        out << "[runtime]\ncontrol_socket = \"" << dir << "/" << side << ".sock\"\n\n"
-            << "[[peer]]\nname = \"peer\"\n"
-            << "local_addr = \"" << (a_side ? "192.0.2.1" : "192.0.2.2") << "\"\n"
-            << "remote_addr = \"" << (a_side ? "192.0.2.2" : "192.0.2.1") << "\"\n"
-            << "local_id = \"fqdn:" << (a_side ? "a" : "b") << ".example.org\"\n"
-            << "remote_id = \"" << (a_side ? "b" : "a") << ".example.org\"\n"
-            << "auth = \"psk\"\npsk = \"hex:00112233445566778899aabbccddeeff\"\n"
-            << "force_encap = true\nauto_initiate = " << (a_side ? "true" : "false") << "\n\n"
-            << "  [[peer.child]]\n  name = \"x2\"\n"
-            << "  local_ts = \"" << (a_side ? "198.51.100.0/24" : "203.0.113.0/24") << "\"\n"
-            << "  remote_ts = \"" << (a_side ? "203.0.113.0/24" : "198.51.100.0/24") << "\"\n"
-            << "  esp_proposals = [\"aes128gcm16\"]\n";
+        out << x2sec::test::psk_daemon_toml(a_side, dir + "/" + side + ".sock", "force_encap = true\n", "aes128gcm16");
         return f;
     }
 
@@ -276,20 +266,10 @@ protected:
         if (::access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/net/tun";
         if (sh("ip -V") != 0) GTEST_SKIP() << "iproute2 `ip` not installed";
         std::string id = std::to_string(::getpid());
-        ns_a = "x2sA" + id;
-        ns_b = "x2sB" + id;
-        if (sh("ip netns add " + ns_a) != 0 || sh("ip netns add " + ns_b) != 0)
-            GTEST_SKIP() << "cannot create network namespaces here";
-        created = true;
-        std::string va = "x2sa" + id.substr(id.size() > 6 ? id.size() - 6 : 0);
-        std::string vb = "x2sb" + id.substr(id.size() > 6 ? id.size() - 6 : 0);
-        ASSERT_EQ(0, sh("ip link add " + va + " netns " + ns_a + " type veth peer name " + vb + " netns " + ns_b));
-        ASSERT_EQ(0, sh("ip -n " + ns_a + " addr add 192.0.2.1/24 dev " + va));
-        ASSERT_EQ(0, sh("ip -n " + ns_b + " addr add 192.0.2.2/24 dev " + vb));
-        for (auto& [ns, dev] : std::vector<std::pair<std::string, std::string>>{{ns_a, va}, {ns_b, vb}}) {
-            ASSERT_EQ(0, sh("ip -n " + ns + " link set lo up"));
-            ASSERT_EQ(0, sh("ip -n " + ns + " link set " + dev + " up"));
-        }
+        if (!net.add("x2s", id)) GTEST_SKIP() << "cannot create network namespaces here";
+        ns_a = net.ns_a;
+        ns_b = net.ns_b;
+        ASSERT_EQ(net.link(), "");
         std::vector<std::string> extra;
         if (plain_tun) extra.push_back("--no-offload");
         if (raw_esp) {
@@ -331,10 +311,7 @@ protected:
     void TearDown() override {
         a.stop();
         b.stop();
-        if (created) {
-            sh("ip netns del " + ns_a);
-            sh("ip netns del " + ns_b);
-        }
+        net.del();
         if (!dir.empty()) std::filesystem::remove_all(dir);
     }
 
@@ -481,27 +458,17 @@ class EspNetnsIkeRun : public ::testing::Test {
 protected:
     std::string id, ns_a, ns_b, dir;
     std::vector<pid_t> procs;
-    bool created = false;
+    x2sec::test::NetnsPair net;
 
     void SetUp() override {
         if (::geteuid() != 0) GTEST_SKIP() << "needs root: creates network namespaces, a veth pair and TUN devices";
         if (::access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/net/tun";
         if (sh("ip -V") != 0) GTEST_SKIP() << "iproute2 `ip` not installed";
         id = std::to_string(::getpid());
-        ns_a = "x2sA" + id;
-        ns_b = "x2sB" + id;
-        if (sh("ip netns add " + ns_a) != 0 || sh("ip netns add " + ns_b) != 0)
-            GTEST_SKIP() << "cannot create network namespaces here";
-        created = true;
-        std::string tail = id.substr(id.size() > 6 ? id.size() - 6 : 0);
-        std::string va = "x2sa" + tail, vb = "x2sb" + tail;
-        ASSERT_EQ(0, sh("ip link add " + va + " netns " + ns_a + " type veth peer name " + vb + " netns " + ns_b));
-        ASSERT_EQ(0, sh("ip -n " + ns_a + " addr add 192.0.2.1/24 dev " + va));
-        ASSERT_EQ(0, sh("ip -n " + ns_b + " addr add 192.0.2.2/24 dev " + vb));
-        for (auto& [ns, dev] : std::vector<std::pair<std::string, std::string>>{{ns_a, va}, {ns_b, vb}}) {
-            ASSERT_EQ(0, sh("ip -n " + ns + " link set lo up"));
-            ASSERT_EQ(0, sh("ip -n " + ns + " link set " + dev + " up"));
-        }
+        if (!net.add("x2s", id)) GTEST_SKIP() << "cannot create network namespaces here";
+        ns_a = net.ns_a;
+        ns_b = net.ns_b;
+        ASSERT_EQ(net.link(), "");
         dir = "/tmp/x2sec-esp-ikerun-" + id;
         std::filesystem::create_directories(dir);
     }
@@ -518,10 +485,7 @@ protected:
                 ::waitpid(p, nullptr, 0);
             }
         }
-        if (created) {
-            sh("ip netns del " + ns_a);
-            sh("ip netns del " + ns_b);
-        }
+        net.del();
         if (!dir.empty() && !HasFailure()) std::filesystem::remove_all(dir);
     }
 
@@ -534,19 +498,7 @@ protected:
             bool a = side == "A";
             std::string f = dir + "/" + side + ".toml";
             std::ofstream out(f);
-            out << "[runtime]\ncontrol_socket = \"" << sock(side) << "\"\n\n"
-                << "[[peer]]\nname = \"peer\"\n"
-                << "local_addr = \"" << (a ? "192.0.2.1" : "192.0.2.2") << "\"\n"
-                << "remote_addr = \"" << (a ? "192.0.2.2" : "192.0.2.1") << "\"\n"
-                << "local_id = \"fqdn:" << (a ? "a" : "b") << ".example.org\"\n"
-                << "remote_id = \"" << (a ? "b" : "a") << ".example.org\"\n"
-                << "auth = \"psk\"\npsk = \"hex:00112233445566778899aabbccddeeff\"\n"
-                << extra_peer << "auto_initiate = " << (a ? "true" : "false") << "\n\n"
-                << "  [[peer.child]]\n  name = \"x2\"\n"
-                << "  local_ts = \"" << (a ? "198.51.100.0/24" : "203.0.113.0/24") << "\"\n"
-                << "  remote_ts = \"" << (a ? "203.0.113.0/24" : "198.51.100.0/24") << "\"\n"
-                << "  esp_proposals = [\"aes128gcm16\"]\n"
-                << life;
+            out << x2sec::test::psk_daemon_toml(a, sock(side), extra_peer, "aes128gcm16", life);
             out.close();
             std::vector<std::string> argv = {"ip",
                                              "netns",

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <thread>
 #include <sqlite3.h>
 #include <x2sec/cmp/store.hpp>
@@ -70,16 +71,49 @@ PgCluster& pg() {
     return c;
 }
 
+// A fresh SQLite file for one test, /tmp/x2sec-store-<pid>-<name>.db: it and its -wal / -shm
+// are removed before the test and when it ends.
+struct SqliteFile {
+    std::string path;
+    explicit SqliteFile(std::string name) {
+        std::replace(name.begin(), name.end(), '/', '_');
+        path = "/tmp/x2sec-store-" + std::to_string(getpid()) + "-" + name + ".db";
+        remove();
+    }
+    ~SqliteFile() { remove(); }
+    SqliteFile(const SqliteFile&) = delete;
+    SqliteFile& operator=(const SqliteFile&) = delete;
+    void remove() const {
+        for (const auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+    }
+};
+
+// An issued, unconfirmed certificate record with these serial / transactionID octets.
+CertRecord rec(uint8_t serial, uint8_t tid) {
+    CertRecord r;
+    r.serial = Bytes(16, serial);
+    r.transaction_id = Bytes(16, tid);
+    r.subject = "CN=node";
+    r.sans = "0023a1b2c3d4.henb.vendor-a.example";
+    r.requester = "CN=vendor device";
+    r.body = "ir";
+    r.not_before = 1000;
+    r.not_after = 2000;
+    r.issued_at = 1500;
+    r.der = Bytes{0x30, 0x00};
+    r.status = "unconfirmed";
+    return r;
+}
+
 class StoreTest : public ::testing::TestWithParam<std::string> {
 protected:
     std::unique_ptr<Store> store;
+    std::optional<SqliteFile> file;
     std::string path;
     void SetUp() override {
         if (GetParam() == "sqlite") {
-            std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-            std::replace(name.begin(), name.end(), '/', '_');
-            path = "/tmp/x2sec-store-" + std::to_string(getpid()) + "-" + name + ".db";
-            for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+            file.emplace(::testing::UnitTest::GetInstance()->current_test_info()->name());
+            path = file->path;
             auto s = open_sqlite_store(path);
             ASSERT_TRUE(s.ok()) << s.error().detail();
             store = std::move(s).value();
@@ -101,23 +135,7 @@ protected:
     }
     void TearDown() override {
         store.reset();
-        if (!path.empty())
-            for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
-    }
-    static CertRecord rec(uint8_t serial, uint8_t tid) {
-        CertRecord r;
-        r.serial = Bytes(16, serial);
-        r.transaction_id = Bytes(16, tid);
-        r.subject = "CN=node";
-        r.sans = "0023a1b2c3d4.henb.vendor-a.example";
-        r.requester = "CN=vendor device";
-        r.body = "ir";
-        r.not_before = 1000;
-        r.not_after = 2000;
-        r.issued_at = 1500;
-        r.der = Bytes{0x30, 0x00};
-        r.status = "unconfirmed";
-        return r;
+        file.reset();
     }
 };
 
@@ -384,8 +402,8 @@ TEST(StoreOpen, BadUrlsFailClearly) {
 // failed write is rolled back whole, another writer can take the lock at once, and the store keeps
 // working.
 TEST(StoreSqlite, FailedCommitRollsBackAndReleasesTheLock) {
-    std::string path = "/tmp/x2sec-store-" + std::to_string(getpid()) + "-failed-commit.db";
-    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+    const SqliteFile file("failed-commit");
+    const std::string& path = file.path;
     auto opened = open_sqlite_store(path);
     ASSERT_TRUE(opened.ok()) << opened.error().detail();
     auto& store = **opened;
@@ -406,15 +424,7 @@ TEST(StoreSqlite, FailedCommitRollsBackAndReleasesTheLock) {
             .first,
         SQLITE_OK);
 
-    CertRecord r;
-    r.serial = Bytes(16, 1);
-    r.transaction_id = Bytes(16, 1);
-    r.subject = "CN=node";
-    r.sans = "n.example";
-    r.requester = "CN=dev";
-    r.body = "ir";
-    r.der = Bytes{0x30, 0x00};
-    r.status = "unconfirmed";
+    const CertRecord r = rec(1, 1);
     auto st = store.record_issued(r);
     ASSERT_FALSE(st.ok()) << "the deferred foreign key should have failed the COMMIT";
     EXPECT_NE(st.error().detail().find("COMMIT"), std::string::npos) << st.error().detail();
@@ -435,7 +445,6 @@ TEST(StoreSqlite, FailedCommitRollsBackAndReleasesTheLock) {
     EXPECT_EQ(*n2, *n1 + 1);
     sqlite3_close(other);
     opened->reset();
-    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
 }
 
 // Passwords never reach an error message, in either conninfo form.
@@ -540,23 +549,11 @@ TEST(StorePostgres, EveryMethodReconnectsAfterTheConnectionBroke) {
 // write lock is held by a second connection while the writers start, so they queue up behind the
 // first one.
 TEST(StoreSqlite, GroupCommitSharesOneTransactionAndKeepsEachResult) {
-    std::string path = "/tmp/x2sec-store-" + std::to_string(getpid()) + "-group-commit.db";
-    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+    const SqliteFile file("group-commit");
+    const std::string& path = file.path;
     auto opened = open_sqlite_store(path);
     ASSERT_TRUE(opened.ok()) << opened.error().detail();
     auto& store = **opened;
-    auto rec = [](uint8_t serial, uint8_t tid) {
-        CertRecord r;
-        r.serial = Bytes(16, serial);
-        r.transaction_id = Bytes(16, tid);
-        r.subject = "CN=node";
-        r.sans = "n.example";
-        r.requester = "CN=dev";
-        r.body = "ir";
-        r.der = Bytes{0x30, 0x00};
-        r.status = "unconfirmed";
-        return r;
-    };
     ASSERT_TRUE(store.record_issued(rec(0x10, 0x10)).ok());
     const uint64_t before = store.write_commits();
     EXPECT_EQ(before, 1u);
@@ -604,5 +601,4 @@ TEST(StoreSqlite, GroupCommitSharesOneTransactionAndKeepsEachResult) {
     ASSERT_TRUE(again.ok());
     EXPECT_EQ((*again)->counts()->certificates, 1 + kWriters - 2);
     again->reset();
-    for (auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
 }

@@ -2,7 +2,15 @@
 // anchors, PSK files; errors keep their file:line:col.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <thread>
 #include <x2sec/config/engine_config.hpp>
+#include <x2sec/test/ports.hpp>
+#include <x2sec/test/test_pki.hpp>
+#include <x2sec/x509/ocsp_stapler.hpp>
 
 using namespace x2sec;
 using namespace x2sec::config;
@@ -331,4 +339,65 @@ TEST(EngineConfig, OcspResponders) {
     EXPECT_NE(e.find("e.toml:"), std::string::npos) << e;
     EXPECT_NE(e.find("peer 'b': ocsp_responders: cannot load"), std::string::npos) << e;
     EXPECT_NE(e.find("missing-responder.pem"), std::string::npos) << e;
+}
+
+// A certificate peer whose certificate names an OCSP responder (AIA) gets the stapler, but
+// loading the configuration starts no fetch thread (`ike check-config` and the tests that load
+// a configuration must not wait for a responder); the daemon's runtime starts it, and dropping
+// the configuration then does not wait for the fetch in flight at a silent responder.
+TEST(EngineConfig, OcspStaplerIsNotStartedByLoading) {
+    const test::SilentListener silent(test::free_tcp_port(5));
+
+    char t[] = "/tmp/x2sec-engine-config-XXXXXX";
+    ASSERT_NE(::mkdtemp(t), nullptr);
+    const std::string dir = t;
+    test::Issued ca = test::make_root("Stapling Operator");
+    test::CertOptions o;
+    o.subject = "henb-a.example.org";
+    o.sans = {"DNS:henb-a.example.org"};
+    o.ocsp_urls = {silent.url()};
+    auto leaf = test::make_cert(ca, o);
+    ASSERT_TRUE(ca.cert.save_pem(dir + "/ca.pem").ok());
+    ASSERT_TRUE(leaf.cert.save_pem(dir + "/leaf.pem").ok());
+    ASSERT_TRUE(leaf.key.save(dir + "/leaf.key").ok());
+    const std::string text = R"(
+[revocation]
+fetch_timeout = "8s"
+[[trust_anchor]]
+label = "operator"
+file = "ca.pem"
+[[credential]]
+name = "own"
+key = "leaf.key"
+certs = ["leaf.pem"]
+[[peer]]
+name = "b"
+local_addr = "192.0.2.1"
+remote_addr = "192.0.2.2"
+local_id = "fqdn:henb-a.example.org"
+remote_id = "henb-b.example.org"
+credential = "own"
+  [[peer.child]]
+  name = "x2c"
+  local_ts = "198.51.100.0/24"
+  remote_ts = "203.0.113.0/24"
+)";
+    auto f = parse_string(text, "e.toml", dir);
+    ASSERT_TRUE(f.ok()) << f.error().detail();
+    auto r = std::make_unique<LoadedConfig>(build_engine_config(*f).value());
+    std::filesystem::remove_all(dir);
+    x509::OcspStapler* stapler = r->engine.peers.at(0).ocsp_stapler.get();
+    ASSERT_NE(stapler, nullptr) << "the AIA of our certificate names a responder";
+    EXPECT_FALSE(stapler->started());
+    EXPECT_FALSE(silent.connection_pending(500)) << "loading the configuration fetched";
+
+    stapler->start();  // as IkeRuntime::create does
+    EXPECT_TRUE(stapler->started());
+    ASSERT_TRUE(silent.connection_pending(10000)) << "no fetch after start()";  // connected: in the backlog
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));                // the POST is sent, waiting
+    const auto t0 = std::chrono::steady_clock::now();
+    r.reset();  // the last owner of the stapler: its destructor runs here
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(ms, 2000) << "dropping the configuration waited for the fetch in flight (timeout 8 s)";
 }

@@ -45,6 +45,20 @@ std::string sa_init_hex() {
     return h;
 }
 
+// The hex of an IKEv2 header for the negative tests: SPIs 0011223344556677 / 0, version 2.0,
+// INFORMATIONAL (37), flags 08 (initiator), message ID 1, length 0 (with_length() sets it),
+// first payload `next` (a hex octet).
+std::string informational_header(const std::string& next) {
+    return "0011223344556677"
+           "0000000000000000" +
+           next +
+           "20"
+           "25"
+           "08"
+           "00000001"
+           "00000000";
+}
+
 Bytes with_length(Bytes b) {
     uint32_t n = static_cast<uint32_t>(b.size());
     b[24] = uint8_t(n >> 24);
@@ -220,15 +234,7 @@ TEST(WireNegative, PayloadLengthsAndSubstructures) {
 
 TEST(WireNegative, UnknownPayloads) {
     // Non-critical unknown payload type 200 between Nonce-less chain: skipped and kept.
-    std::string base =
-        "0011223344556677"
-        "0000000000000000"
-        "c8"
-        "20"
-        "25"
-        "08"
-        "00000001"
-        "00000000";
+    const std::string base = informational_header("c8");
     Bytes skip = with_length(hex(base + "29000008"
                                         "deadbeef"
                                         "00000008"
@@ -250,29 +256,13 @@ TEST(WireNegative, UnknownPayloads) {
 }
 
 TEST(WireNegative, TrailingGarbageAndSkNotLast) {
-    std::string base =
-        "0011223344556677"
-        "0000000000000000"
-        "29"
-        "20"
-        "25"
-        "08"
-        "00000001"
-        "00000000";
+    const std::string base = informational_header("29");
     auto e = Message::decode(with_length(hex(base + "00000008"
                                                     "00004000"
                                                     "ffff")));
     ASSERT_FALSE(e.ok());
     EXPECT_EQ(e.error().code(), notify::InvalidSyntax);
-    std::string sk =
-        "0011223344556677"
-        "0000000000000000"
-        "2e"
-        "20"
-        "25"
-        "08"
-        "00000001"
-        "00000000";
+    const std::string sk = informational_header("2e");
     auto e2 = Message::decode(with_length(hex(sk + "29000008"
                                                    "01020304"
                                                    "00000008"
@@ -282,15 +272,7 @@ TEST(WireNegative, TrailingGarbageAndSkNotLast) {
 }
 
 TEST(WireNegative, PayloadValidation) {
-    std::string base =
-        "0011223344556677"
-        "0000000000000000"
-        "29"
-        "20"
-        "25"
-        "08"
-        "00000001"
-        "00000000";
+    const std::string base = informational_header("29");
     // COOKIE with 65 octets.
     auto c = Message::decode(with_length(hex(base +
                                              "0000004d"
@@ -299,30 +281,14 @@ TEST(WireNegative, PayloadValidation) {
     ASSERT_FALSE(c.ok());
     EXPECT_EQ(c.error().code(), notify::InvalidSyntax);
     // Delete with SPI count not matching.
-    std::string d =
-        "0011223344556677"
-        "0000000000000000"
-        "2a"
-        "20"
-        "25"
-        "08"
-        "00000001"
-        "00000000";
+    const std::string d = informational_header("2a");
     auto del = Message::decode(with_length(hex(d + "0000000c"
                                                    "03040002"
                                                    "01020304")));
     ASSERT_FALSE(del.ok());
     EXPECT_EQ(del.error().code(), notify::InvalidSyntax);
     // TS with an unknown selector type.
-    std::string ts =
-        "0011223344556677"
-        "0000000000000000"
-        "2c"
-        "20"
-        "25"
-        "08"
-        "00000001"
-        "00000000";
+    const std::string ts = informational_header("2c");
     auto t = Message::decode(with_length(hex(ts + "00000018"
                                                   "01000000"
                                                   "09000010"

@@ -1,22 +1,19 @@
 // OCSP look-ups (RFC 6960) against `openssl ocsp -port` on loopback: a good, a revoked and an
 // unknown answer, a responder that is not running, an unauthorised signer, a stapled response
-// verified on its own, and a tampered one.
+// verified on its own, and a tampered one; the OcspStapler's thread (start(), destructor) and
+// cancelled look-ups.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <csignal>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <ctime>
-#include <filesystem>
-#include <fstream>
+#include <memory>
 #include <optional>
 #include <thread>
+#include <x2sec/test/ocsp.hpp>
+#include <x2sec/test/ports.hpp>
 #include <x2sec/test/test_pki.hpp>
 #include <x2sec/x509/ocsp.hpp>
+#include <x2sec/x509/ocsp_stapler.hpp>
 #include <x2sec/x509/revocation.hpp>
 
 using namespace x2sec;
@@ -24,30 +21,13 @@ using namespace x2sec::x509;
 
 namespace {
 
-int free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ADD_FAILURE() << "bind 127.0.0.1:0";
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
-void write(const std::string& path, const std::string& text) {
-    std::ofstream(path) << text;
-}
-
 // A CA, a delegated OCSP responder (id-kp-OCSPSigning) and three leaves: good (in the index),
 // revoked (in the index, revoked), unknown (not in the index); `openssl ocsp` answers for them.
 struct Responder : ::testing::Test {
     test::Issued ca = test::make_root("OCSP Test CA");
     std::optional<test::Issued> signer, good, revoked, unknown;
-    std::string dir, url;
-    int port = 0;
-    pid_t pid = -1;
+    std::optional<test::OpensslOcspResponder> responder;
+    std::string url;
 
     test::Issued leaf(const std::string& cn, uint64_t serial) {
         test::CertOptions o;
@@ -58,53 +38,22 @@ struct Responder : ::testing::Test {
     }
 
     void SetUp() override {
-        if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl CLI not installed";
-        char t[] = "/tmp/x2sec-ocsp-XXXXXX";
-        ASSERT_NE(mkdtemp(t), nullptr);
-        dir = t;
-        port = free_port();
-        url = "http://127.0.0.1:" + std::to_string(port) + "/";
+        if (!test::OpensslOcspResponder::available()) GTEST_SKIP() << "openssl CLI not installed";
         test::CertOptions so;
         so.subject = "OCSP Responder";
         so.extended_key_usage = "OCSPSigning";
         signer = test::make_cert(ca, so);
+        responder.emplace(ca.cert.pem(), signer->cert.pem(), signer->key.to_pem().view(),
+                          std::vector<test::OpensslOcspResponder::Entry>{{"1001", "/CN=good.example", false},
+                                                                         {"1002", "/CN=revoked.example", true}});
+        const std::string started = responder->start(0);
+        ASSERT_EQ(started, "") << "openssl ocsp did not start";
+        url = responder->url();  // the leaves name the port it runs on
         good = leaf("good.example", 0x1001);
         revoked = leaf("revoked.example", 0x1002);
         unknown = leaf("unknown.example", 0x1003);
-        ASSERT_TRUE(ca.cert.save_pem(dir + "/ca.pem").ok());
-        ASSERT_TRUE(signer->cert.save_pem(dir + "/rsigner.pem").ok());
-        ASSERT_TRUE(signer->key.save(dir + "/rkey.pem").ok());
-        write(dir + "/index.txt",
-              "V\t391231235959Z\t\t1001\tunknown\t/CN=good.example\n"
-              "R\t391231235959Z\t240101000000Z,keyCompromise\t1002\tunknown\t/CN=revoked.example\n");
-        write(dir + "/index.txt.attr", "unique_subject = no\n");
-        const std::string log = dir + "/ocsp.log";
-        pid = fork();
-        if (pid == 0) {
-            if (std::freopen(log.c_str(), "w", stderr) == nullptr) _exit(126);
-            const std::string p = std::to_string(port);
-            ::execlp("openssl", "openssl", "ocsp", "-index", (dir + "/index.txt").c_str(), "-port", p.c_str(),
-                     "-rsigner", (dir + "/rsigner.pem").c_str(), "-rkey", (dir + "/rkey.pem").c_str(), "-CA",
-                     (dir + "/ca.pem").c_str(), "-nmin", "10", "-ignore_err", "-out", "/dev/null", nullptr);
-            _exit(127);
-        }
-        // Ready once it says so (a probing connect would hold up the single-threaded responder).
-        auto ready = [&] {
-            std::ifstream f(log);
-            std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-            return text.find("waiting for OCSP client connections") != std::string::npos;
-        };
-        for (int i = 0; i < 200 && !ready(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        ASSERT_TRUE(ready()) << "openssl ocsp did not start";
     }
-    void TearDown() override {
-        if (pid > 0) {
-            ::kill(pid, SIGTERM);
-            ::waitpid(pid, nullptr, 0);
-        }
-        std::error_code ec;
-        if (!dir.empty()) std::filesystem::remove_all(dir, ec);
-    }
+    void TearDown() override { responder.reset(); }
     static int64_t now() { return static_cast<int64_t>(std::time(nullptr)); }
 };
 
@@ -216,7 +165,7 @@ TEST(Ocsp, UnreachableResponderIsUnavailable) {
     auto leaf = test::make_cert(ca, "leaf.example");
     OcspOptions o;
     o.timeout_ms = 1000;
-    const std::string url = "http://127.0.0.1:" + std::to_string(free_port()) + "/";
+    const std::string url = test::unused_http_url(2);
     auto r = ocsp_lookup(leaf.cert, ca.cert, url, o, static_cast<int64_t>(std::time(nullptr)));
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code(), static_cast<int>(VerifyFailure::CrlUnavailable));
@@ -258,17 +207,13 @@ TEST_F(Responder, CheckerUsesOcspForGoodRevokedUnknownAndCaches) {
     EXPECT_EQ(rc.counters().get("x509.ocsp.revoked"), 1u);
     EXPECT_EQ(rc.counters().get("x509.ocsp.unknown"), 1u);
     // The good answer is cached until its nextUpdate: with the responder gone it still holds.
-    ::kill(pid, SIGTERM);
-    ::waitpid(pid, nullptr, 0);
-    pid = -1;
+    responder->stop();
     EXPECT_TRUE(rc.check({good->cert, ca.cert}, now(), &v).ok());
     EXPECT_EQ(rc.counters().get("x509.ocsp.cache_hit"), 1u);
 }
 
 TEST_F(Responder, UnreachableResponderGoesToPolicyOrToTheCrls) {
-    ::kill(pid, SIGTERM);
-    ::waitpid(pid, nullptr, 0);
-    pid = -1;
+    responder->stop();
     RevocationChecker::Verdict v;
     {
         RevocationChecker hard(ocsp_config(RevocationMethod::Ocsp));
@@ -295,4 +240,48 @@ TEST_F(Responder, UnreachableResponderGoesToPolicyOrToTheCrls) {
         ASSERT_FALSE(st.ok());
         EXPECT_NE(st.error().detail().find("no CRL"), std::string::npos) << st.error().detail();
     }
+}
+
+// The stapler's thread runs only after start() (the daemon's runtime calls it; loading a
+// configuration does not), and its destructor abandons a fetch in flight at a silent responder
+// (connection accepted by the kernel, never answered) instead of waiting for the fetch timeout.
+TEST(OcspStaplerThread, NoFetchBeforeStartAndAFetchInFlightDoesNotHoldTheDestructor) {
+    const test::SilentListener silent(test::free_tcp_port(3));
+
+    test::Issued ca = test::make_root("Stapler CA");
+    test::CertOptions o;
+    o.subject = "segw.example";
+    o.ocsp_urls = {silent.url()};
+    auto leaf = test::make_cert(ca, o);
+    OcspStaplerConfig c;
+    c.fetch_timeout_ms = 8000;  // far longer than the bound below
+    auto s = std::make_unique<OcspStapler>(c);
+    ASSERT_TRUE(s->add(leaf.cert, ca.cert).ok());
+    EXPECT_FALSE(s->started());
+    EXPECT_FALSE(silent.connection_pending(500)) << "a fetch before start()";
+    EXPECT_EQ(s->last_error(leaf.cert), "not fetched yet");
+
+    s->start();
+    EXPECT_TRUE(s->started());
+    ASSERT_TRUE(silent.connection_pending(10000)) << "no fetch after start()";  // connected: in the backlog
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));                // the POST is sent, waiting
+    const auto t0 = std::chrono::steady_clock::now();
+    s.reset();
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(ms, 2000) << "the destructor waited for the fetch in flight";
+}
+
+TEST(OcspStaplerThread, CancelledLookUpFailsAtOnceAndNamesTheUrl) {
+    test::Issued ca = test::make_root("Cancel CA");
+    auto leaf = test::make_cert(ca, "leaf.example");
+    OcspCancel cancel;
+    cancel.cancel();
+    OcspOptions o;
+    o.cancel = &cancel;
+    const std::string url = test::unused_http_url(4);
+    auto r = ocsp_lookup(leaf.cert, ca.cert, url, o, static_cast<int64_t>(std::time(nullptr)));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), static_cast<int>(VerifyFailure::CrlUnavailable));
+    EXPECT_NE(r.error().detail().find(url + ": look-up cancelled"), std::string::npos) << r.error().detail();
 }

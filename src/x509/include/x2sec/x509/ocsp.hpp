@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,6 +51,25 @@ struct OcspAnswer {
     Bytes signer_spki_sha1;  // SHA-1 of the signer certificate's DER SubjectPublicKeyInfo
 };
 
+// Lets another thread abandon a look-up in flight (OcspOptions::cancel): cancel() shuts the
+// look-up's connection down, so that it fails at once instead of at its timeout (a silent
+// responder); a look-up that starts after cancel() fails at once.  The connect itself is
+// bounded by the timeout only.
+class OcspCancel {
+public:
+    void cancel();
+    bool cancelled() const;
+    // For ocsp_lookup: the connected socket of the look-up in flight (false: already
+    // cancelled, do not go on), and the end of its use (true: cancel() came meanwhile).
+    bool attach(int fd);
+    bool detach();
+
+private:
+    mutable std::mutex m_mu;
+    int m_fd = -1;
+    bool m_cancelled = false;
+};
+
 struct OcspOptions {
     int timeout_ms = 5000;        // one HTTP POST, connect to last octet (whole seconds, >= 1 s)
     size_t max_size = 64 * 1024;  // larger responses are refused
@@ -59,6 +79,7 @@ struct OcspOptions {
     int64_t max_age_s = -1;       // thisUpdate no older than this (-1: no limit)
     // Responders trusted for any certificate without the issuer's authorisation (see above).
     std::vector<Certificate> trusted_responders;
+    OcspCancel* cancel = nullptr;  // look-ups only: see OcspCancel (not owned)
 };
 
 // The signer of a response, found without trusting it: the certificate among the response's

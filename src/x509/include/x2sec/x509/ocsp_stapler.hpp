@@ -2,6 +2,10 @@
 // (RFC 4806 CERT encoding 14), fetched from the responder named in each certificate's
 // authorityInfoAccess (id-ad-ocsp) by a background thread, cached, and refreshed before their
 // nextUpdate.  The IKE loop only reads the cache (current()): it never waits for a fetch.
+// The thread runs only after start(): the daemon's runtime calls it (IkeRuntime::create), so
+// that loading a configuration (`ike check-config`, tests) fetches nothing and leaves no thread
+// to wait for.  The destructor abandons a fetch in flight (OcspCancel: its connection is shut
+// down) instead of waiting for the fetch timeout.
 //
 // Fetching: ocsp_lookup (ocsp.hpp) without a nonce (the response is replayed to every peer
 // that asks, RFC 5019 style), verified against the certificate's issuer like any look-up.  A
@@ -51,6 +55,11 @@ public:
     ~OcspStapler();
     OcspStapler(const OcspStapler&) = delete;
     OcspStapler& operator=(const OcspStapler&) = delete;
+
+    // Starts the background thread (cfg.background; nothing otherwise): the certificates added
+    // so far and later ones are fetched from now on.  Calling it again changes nothing.
+    void start();
+    bool started() const;  // the thread runs
 
     // Registers one of our certificates (issued by `issuer`) and queues its first fetch.
     // url "": the certificate's http:// id-ad-ocsp URL; an error (naming the certificate) when

@@ -25,7 +25,7 @@ public:
     void set_status(int status);  // e.g. 404: answers that status with an empty body
     uint64_t requests() const { return m_requests.load(); }
 
-    // A URL on 127.0.0.1 where nothing listens (a port bound and released).
+    // A URL on 127.0.0.1 where nothing listens (x2sec::test::unused_http_url, ports.hpp).
     static std::string unreachable_url();
 
 private:
