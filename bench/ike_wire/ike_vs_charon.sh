@@ -16,12 +16,15 @@
 #     --cores "G R"        generator core, responder core (default "0 1")
 #     --timeout S          time bound of each load run (default 300)
 #     --smoke              tiny counts (CI: checks the script works, asserts nothing about speed)
+#     --perf DIR           also record CPU profiles (perf record --call-graph dwarf) of the responder
+#                          (DIR/<responder>-<auth>.resp.data) and the generator (.gen.data); the
+#                          profiler costs CPU: figures of a --perf run are not comparable
 #   exit: 0 all runs complete (every setup up), 1 a run failed, 2 bad usage, 77 cannot run here
 #
 # Namespace: pb-ike-<pid> (loopback only: responder 127.0.0.1:500, generator 127.0.0.2-9).
 set -euo pipefail
 X2SEC=build/apps/x2sec COUNT=2000 CONC=50 AUTHS="cert psk" RESPONDERS="x2sec charon" BOUND_S=3
-CORES="0 1" TMO=300 SMOKE=0
+CORES="0 1" TMO=300 SMOKE=0 PERF_DIR=
 while [ $# -gt 0 ]; do
   case "$1" in
     --x2sec) X2SEC=$2; shift ;;
@@ -33,6 +36,7 @@ while [ $# -gt 0 ]; do
     --cores) CORES=$2; shift ;;
     --timeout) TMO=$2; shift ;;
     --smoke) SMOKE=1; COUNT=6; CONC=3; BOUND_S=1; TMO=30 ;;
+    --perf) PERF_DIR=$2; shift ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
   shift
@@ -51,6 +55,12 @@ HAVE_CHARON=0
 [ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null &&
   [ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ] && HAVE_CHARON=1
 [ -c /dev/net/tun ] || { echo "SKIP: needs /dev/net/tun" >&2; exit 77; }
+if [ -n "$PERF_DIR" ]; then
+  command -v perf >/dev/null || { echo "--perf needs perf (linux-perf)" >&2; exit 2; }
+  mkdir -p "$PERF_DIR"
+  PERF_DIR=$(readlink -f "$PERF_DIR")
+fi
+PERF_REC=(perf record -q -F 997 --call-graph dwarf,16384)
 [ "$(nproc)" -gt "$RCORE" ] && [ "$(nproc)" -gt "$GCORE" ] || CORES="0 0" GCORE=0 RCORE=0
 
 stop_resp() {  # the responder we started, by pid
@@ -92,8 +102,11 @@ log "openssl speed (core $RCORE): ecdsap256 sign $SIGN/s verify $VERIFY/s, ecdhp
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of the whole process
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 HZ=$(getconf CLK_TCK)
+GEN_PERF=  # set to a perf.data path: the generator runs under perf record
 gen() {  # the load generator on its core
-  timeout "$((TMO + 30))" taskset -c "$GCORE" ip netns exec "$NS" "$X2SEC" ike load --target 127.0.0.1:500 "$@"
+  local pre=()
+  [ -n "$GEN_PERF" ] && pre=("${PERF_REC[@]}" -o "$GEN_PERF" --)
+  timeout "$((TMO + 30))" taskset -c "$GCORE" "${pre[@]}" ip netns exec "$NS" "$X2SEC" ike load --target 127.0.0.1:500 "$@"
 }
 creds() {  # $1 = auth: credentials + both responder configs
   local a=$1 d=$DIR/$1
@@ -180,7 +193,16 @@ run_one() {  # $1 = responder, $2 = auth
   local args=(--auth "$a" --count "$COUNT" --concurrency "$CONC" --source 127.0.0.2-127.0.0.9 --ports 64
               --duration "$TMO" --json --quiet)
   if [ "$a" = cert ]; then args+=(--certs "$DIR/$a/certs"); else args+=(--psk-base-file "$DIR/psk-base"); fi
+  local perf_pid=
+  if [ -n "$PERF_DIR" ]; then  # the responder's profile over the load only; perf itself on the generator's core
+    taskset -c "$GCORE" "${PERF_REC[@]}" -p "$pid" -o "$PERF_DIR/$r-$a.resp.data" 2>"$PERF_DIR/$r-$a.resp.err" &
+    perf_pid=$!
+    GEN_PERF=$PERF_DIR/$r-$a.gen.data
+    sleep 1
+  fi
   gen "${args[@]}" >"$DIR/$r-$a.json" 2>"$DIR/$r-$a.err" || true
+  GEN_PERF=
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; fi
   c1=$(cpu_ticks "$pid"); m1=$(rss_kb "$pid")
   load="$load-$(cut -d' ' -f1 /proc/loadavg)"
   up=$("${r}_count" "$a" || echo 0)

@@ -1,5 +1,7 @@
 // RFC 7296 2.4 INITIAL_CONTACT and the unique-identity policy (PeerConfig::unique): a rebooted
 // initiator that re-initiates leaves the responder with one IKE SA, not a pile.
+#include <set>
+
 #include "ikev2_harness.hpp"
 
 namespace x2sec::test {
@@ -100,6 +102,7 @@ TEST(IkeUnique, NoAndNeverKeepDuplicates) {
         EXPECT_EQ(established(p.b), 4u);
         EXPECT_EQ(p.b.counter("ike.auth.initial_contact_deleted"), 0u);
         EXPECT_EQ(p.b.counter("ike.auth.unique_replaced"), 0u);
+        EXPECT_TRUE(p.b.engine->check_indexes().ok());
     }
 }
 
@@ -139,6 +142,48 @@ TEST(IkeUnique, SimultaneousInitiationsDoNotDeleteEachOther) {
     EXPECT_EQ(established(p.a), 2u);
     EXPECT_EQ(established(p.b), 2u);
     EXPECT_EQ(p.a.counter("ike.auth.unique_replaced") + p.b.counter("ike.auth.unique_replaced"), 0u);
+    EXPECT_TRUE(p.a.engine->check_indexes().ok());
+    EXPECT_TRUE(p.b.engine->check_indexes().ok());
+}
+
+TEST(IkeUnique, ManyIdentitiesEachReplaceOnlyTheirOwn) {
+    // Three initiator identities to one responder config accepting any identity: the first IKE SA
+    // of each carries INITIAL_CONTACT (the per-config count of a), the second of each replaces
+    // only its own identity's first (the identities index of b), never another identity's.
+    EngineConfig ca, cb;
+    for (int i = 0; i < 3; ++i) {
+        auto pa = base_peer(true);
+        pa.name = "to-b-" + std::to_string(i);
+        pa.local_id = Identity::parse("fqdn:n" + std::to_string(i) + ".henb.example").value();
+        ca.peers.push_back(pa);
+    }
+    auto pb = base_peer(false);
+    pb.remote_id.reset();
+    cb.peers = {pb};
+    Pair p(ca, cb, 5);
+    for (int round = 0; round < 2; ++round)
+        for (int i = 0; i < 3; ++i) {
+            ASSERT_TRUE(p.a.engine->initiate("to-b-" + std::to_string(i), p.clock.now()).ok());
+            p.pump();
+            p.advance(10);
+            p.pump();
+            EXPECT_TRUE(p.a.engine->check_indexes().ok()) << p.a.engine->check_indexes().error().detail();
+            EXPECT_TRUE(p.b.engine->check_indexes().ok()) << p.b.engine->check_indexes().error().detail();
+        }
+    EXPECT_EQ(p.a.counter("ike.tx.initial_contact"), 3u);
+    EXPECT_EQ(p.b.counter("ike.auth.unique_replaced"), 3u);
+    EXPECT_EQ(p.b.counter("ike.auth.initial_contact_deleted"), 0u);
+    std::set<std::string> ids;
+    for (const auto& s : p.b.engine->list_sas()) {
+        EXPECT_EQ(s.state, "ESTABLISHED");
+        ids.insert(s.remote_id);
+    }
+    EXPECT_EQ(ids.size(), 3u);
+    EXPECT_EQ(p.b.engine->list_sas().size(), 3u);
+    p.advance(1000);
+    p.pump();
+    EXPECT_EQ(established(p.a), 3u);  // the replaced ones deleted by b's DELETE
+    EXPECT_TRUE(p.a.engine->check_indexes().ok());
 }
 
 }  // namespace

@@ -64,6 +64,15 @@ public:
     std::unordered_map<uint64_t, uint64_t> m_by_spi;
     std::unordered_map<std::string, uint64_t> m_by_init;
     std::unordered_set<uint32_t> m_child_spis;
+    // Unique identities and INITIAL_CONTACT without walking every SA (at 2,000 SAs the walks
+    // were 16 % of a responder's and 10 % of an initiator's CPU per setup): the SAs that have
+    // come up, by a hash of (local_id_text, remote_id_text) (IkeSa::identities_hash; entered on
+    // coming up, left on DESTROYED; equal texts are compared on look-up), and the number of SAs
+    // not DESTROYED per peer config (IkeSa::peer_idx changes only through set_peer_idx()).
+    std::unordered_multimap<uint64_t, uint64_t> m_by_identities;
+    std::vector<size_t> m_live_by_peer;
+    static uint64_t identities_hash(const IkeSa& sa);
+    void set_peer_idx(IkeSa& sa, size_t peer_idx);
     // The Child SA table: inbound SPI of every Child SA held in some IkeSa::children -> that
     // IKE SA's id, exactly (attach_child() / detach_child() go through it, the only places
     // that change IkeSa::children), and the one writer of Child SA states (set_child_state).

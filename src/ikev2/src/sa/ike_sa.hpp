@@ -113,6 +113,9 @@ private:
 
 public:
     std::string local_id_text, remote_id_text, local_auth_desc, remote_auth_desc;
+    // The key of this SA's EngineImpl::m_by_identities entry while it has one (set when the SA
+    // comes up, from the identity texts, which do not change after that).
+    std::optional<uint64_t> identities_hash;
     // The peer certificate's subject as DER, formatted only when the SA is listed (RFC 2253
     // formatting costs more than the DER copy, ~5 us, on every authentication).
     Bytes peer_cert_subject_der;

@@ -132,6 +132,29 @@ Status EngineImpl::check_indexes() const {
     if (m_child_spis.size() != held + reserved)
         return bad(fmt::format("{} inbound Child SPIs handed out, but {} Child SAs held and {} reserved in flight",
                                m_child_spis.size(), held, reserved));
+    // The identities index holds exactly the SAs that came up and are not DESTROYED, under the
+    // hash of their identities; the per-config counts are those of the SAs not DESTROYED.
+    size_t identified = 0;
+    std::vector<size_t> live(m_config.peers.size(), 0);
+    for (const auto& [id, sa] : m_sas) {
+        if (sa->state != SaState::Destroyed) ++live.at(sa->peer_idx);
+        const bool want = sa->up() && sa->state != SaState::Destroyed;
+        if (want != sa->identities_hash.has_value())
+            return bad(fmt::format("IKE SA #{} is {} the identities index", id, want ? "missing from" : "still in"));
+        if (!want) continue;
+        ++identified;
+        if (*sa->identities_hash != identities_hash(*sa))
+            return bad(fmt::format("IKE SA #{}: its identities changed after it came up", id));
+        auto [b, e] = m_by_identities.equal_range(*sa->identities_hash);
+        if (std::none_of(b, e, [&, i = id](const auto& kv) { return kv.second == i; }))
+            return bad(fmt::format("IKE SA #{} has no entry in the identities index", id));
+    }
+    if (identified != m_by_identities.size())
+        return bad(fmt::format("{} identities index entries for {} SAs up", m_by_identities.size(), identified));
+    for (size_t i = 0; i < live.size(); ++i)
+        if (live[i] != (i < m_live_by_peer.size() ? m_live_by_peer[i] : 0))
+            return bad(fmt::format("peer config #{}: {} SAs counted, {} held", i,
+                                   i < m_live_by_peer.size() ? m_live_by_peer[i] : 0, live[i]));
     return {};
 }
 
@@ -162,10 +185,28 @@ IkeSa& EngineImpl::new_sa(size_t peer_idx, bool initiator, Millis now) {
     sa->local = Endpoint{p.local_addr, p.local_port};
     sa->remote = Endpoint{p.remote_addr, p.remote_port};
     sa->local_id_text = p.local_id.to_string();
+    if (m_live_by_peer.size() < m_config.peers.size()) m_live_by_peer.resize(m_config.peers.size());
+    ++m_live_by_peer[peer_idx];
     IkeSa& ref = *sa;
     m_sas.emplace(ref.id, std::move(sa));
     touch(ref);
     return ref;
+}
+
+void EngineImpl::set_peer_idx(IkeSa& sa, size_t peer_idx) {
+    if (sa.peer_idx == peer_idx) return;
+    if (sa.state != SaState::Destroyed) {
+        if (m_live_by_peer.size() < m_config.peers.size()) m_live_by_peer.resize(m_config.peers.size());
+        --m_live_by_peer[sa.peer_idx];
+        ++m_live_by_peer[peer_idx];
+    }
+    sa.peer_idx = peer_idx;
+}
+
+uint64_t EngineImpl::identities_hash(const IkeSa& sa) {
+    const uint64_t l = std::hash<std::string>{}(sa.local_id_text);
+    const uint64_t r = std::hash<std::string>{}(sa.remote_id_text);
+    return l ^ (r + 0x9e3779b97f4a7c15ULL + (l << 6) + (l >> 2));
 }
 
 void EngineImpl::event(const IkeSa& sa, Event::Kind k, int code, std::string detail) {

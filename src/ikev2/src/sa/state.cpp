@@ -91,8 +91,24 @@ Status EngineImpl::transition(IkeSa& sa, SaState to, Millis now) {
         sa.dpd_wait = jittered(static_cast<Millis>(pc.dpd_interval_ms), pc.dpd_jitter_percent, m_rng);
         if (from == SaState::Connecting)
             event(sa, Event::Kind::IkeSaUp, 0, sa.local_id_text + " <-> " + sa.remote_id_text);
+        if (!sa.identities_hash) {
+            sa.identities_hash = identities_hash(sa);
+            m_by_identities.emplace(*sa.identities_hash, sa.id);
+        }
     }
-    if (to == SaState::Destroyed) m_destroyed.push_back(sa.id);
+    if (to == SaState::Destroyed) {
+        m_destroyed.push_back(sa.id);
+        if (sa.identities_hash) {
+            auto [b, e] = m_by_identities.equal_range(*sa.identities_hash);
+            for (auto it = b; it != e; ++it)
+                if (it->second == sa.id) {
+                    m_by_identities.erase(it);
+                    break;
+                }
+            sa.identities_hash.reset();
+        }
+        --m_live_by_peer[sa.peer_idx];
+    }
     return {};
 }
 

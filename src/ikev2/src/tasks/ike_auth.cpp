@@ -251,19 +251,23 @@ Exchange make_ike_auth_responder() {
 
 std::vector<uint64_t> EngineImpl::same_identities(const IkeSa& sa, bool responder_only) {
     std::vector<uint64_t> out;
-    for (const auto& [id, o] : m_sas) {
-        if (id == sa.id || !o->up()) continue;
-        if (o->state != SaState::Established && o->state != SaState::Rekeying) continue;
-        if (responder_only && o->initiator) continue;
-        if (o->local_id_text == sa.local_id_text && o->remote_id_text == sa.remote_id_text) out.push_back(id);
+    auto [b, e] = m_by_identities.equal_range(identities_hash(sa));
+    for (auto it = b; it != e; ++it) {
+        const uint64_t id = it->second;
+        auto found = m_sas.find(id);
+        if (id == sa.id || found == m_sas.end()) continue;
+        const IkeSa& o = *found->second;
+        if (!o.up() || (o.state != SaState::Established && o.state != SaState::Rekeying)) continue;
+        if (responder_only && o.initiator) continue;
+        if (o.local_id_text == sa.local_id_text && o.remote_id_text == sa.remote_id_text) out.push_back(id);
     }
+    std::sort(out.begin(), out.end());  // oldest first, as the walk over m_sas gave them
     return out;
 }
 
 bool EngineImpl::has_contact(const IkeSa& sa) const {
-    for (const auto& [id, o] : m_sas)
-        if (id != sa.id && o->peer_idx == sa.peer_idx && o->state != SaState::Destroyed) return true;
-    return false;
+    const size_t live = sa.peer_idx < m_live_by_peer.size() ? m_live_by_peer[sa.peer_idx] : 0;
+    return live > (sa.state != SaState::Destroyed ? 1 : 0);
 }
 
 void EngineImpl::enforce_unique(IkeSa& sa, bool initial_contact, Millis now) {
@@ -356,7 +360,7 @@ Status EngineImpl::select_peer(IkeSa& sa, const Checked& in) {
     if (*best != sa.peer_idx) {
         m_log->info("IKE SA #{}: peer config {} selected for {} (was {})", sa.id, m_config.peers[*best].name,
                     idi.to_string(), peer(sa).name);
-        sa.peer_idx = *best;
+        set_peer_idx(sa, *best);
         sa.local_id_text = peer(sa).local_id.to_string();
     }
     return {};
