@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -57,13 +58,20 @@ std::vector<std::string> lab_namespaces(const std::string& prefix) {
 
 // Processes whose command line mentions `needle` (the lab's working directory).
 int processes_mentioning(const std::string& needle) {
-    int n = 0;
-    for (auto& e : std::filesystem::directory_iterator("/proc")) {
-        std::ifstream c(e.path() / "cmdline");
-        std::string s((std::istreambuf_iterator<char>(c)), {});
-        if (s.find(needle) != std::string::npos) ++n;
+    // Processes come and go while /proc is read: the non-throwing iterator, so a vanished entry
+    // ends nothing but its own line (a throwing increment aborted this test once in a full run).
+    // A scan cut short by an error is made again, so a leftover process is never missed.
+    for (int attempt = 0;; ++attempt) {
+        int n = 0;
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
+            std::ifstream c(it->path() / "cmdline");
+            std::string s((std::istreambuf_iterator<char>(c)), {});
+            if (s.find(needle) != std::string::npos) ++n;
+        }
+        if (!ec) return n;
+        if (attempt == 5) throw std::runtime_error("cannot read /proc: " + ec.message());
     }
-    return n;
 }
 
 class Lab : public ::testing::Test {
@@ -166,7 +174,17 @@ TEST_F(Lab, SigtermInTheMiddleTearsEverythingDown) {
     ASSERT_GT(pid, 0);
     struct RemoveDir {
         std::string d;
-        ~RemoveDir() { std::filesystem::remove_all(d); }
+        ~RemoveDir() {
+            // Never throw from a destructor (that is std::terminate: this test once ended in
+            // SIGABRT when a daemon wrote its last lines into the directory while it was being
+            // removed); try again instead.
+            for (int i = 0; i < 5; ++i) {
+                std::error_code ec;
+                std::filesystem::remove_all(d, ec);
+                if (!ec) break;
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+        }
     } remove_dir{dir};
     std::string prefix = "x2slab" + std::to_string(pid) + "-";
     // Wait until the H(e)NBs' backhaul processes run (the lab is in the middle of its work).
