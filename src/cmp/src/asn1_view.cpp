@@ -118,153 +118,167 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
                 ASN1_SIMPLE(X2S_SPKI, subjectPublicKey, ASN1_BIT_STRING),
 } ASN1_SEQUENCE_END(X2S_SPKI)
 
-        ASN1_SEQUENCE(X2S_CERT_TEMPLATE) =
-            {
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, version, ASN1_INTEGER, 0),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, serialNumber, ASN1_INTEGER, 1),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, signingAlg, X509_ALGOR, 2),
-                ASN1_EXP_OPT(X2S_CERT_TEMPLATE, issuer, X509_NAME, 3),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, validity, X2S_OPTIONAL_VALIDITY, 4),
-                ASN1_EXP_OPT(X2S_CERT_TEMPLATE, subject, X509_NAME, 5),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, publicKey, X2S_SPKI, 6),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, issuerUID, ASN1_BIT_STRING, 7),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, subjectUID, ASN1_BIT_STRING, 8),
-                ASN1_IMP_SEQUENCE_OF_OPT(X2S_CERT_TEMPLATE, extensions, X509_EXTENSION, 9),
+                ASN1_SEQUENCE(X2S_CERT_TEMPLATE) =
+                    {
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, version, ASN1_INTEGER, 0),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, serialNumber, ASN1_INTEGER, 1),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, signingAlg, X509_ALGOR, 2),
+                        ASN1_EXP_OPT(X2S_CERT_TEMPLATE, issuer, X509_NAME, 3),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, validity, X2S_OPTIONAL_VALIDITY, 4),
+                        ASN1_EXP_OPT(X2S_CERT_TEMPLATE, subject, X509_NAME, 5),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, publicKey, X2S_SPKI, 6),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, issuerUID, ASN1_BIT_STRING, 7),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, subjectUID, ASN1_BIT_STRING, 8),
+                        ASN1_IMP_SEQUENCE_OF_OPT(X2S_CERT_TEMPLATE, extensions, X509_EXTENSION, 9),
 } ASN1_SEQUENCE_END(X2S_CERT_TEMPLATE)
 
-                ASN1_SEQUENCE(X2S_PKIMESSAGE) =
-                    {
-                        ASN1_SIMPLE(X2S_PKIMESSAGE, header, ASN1_ANY),
-                        ASN1_SIMPLE(X2S_PKIMESSAGE, body, ASN1_ANY),
-                        ASN1_EXP_OPT(X2S_PKIMESSAGE, protection, ASN1_BIT_STRING, 0),
-                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, ASN1_ANY, 1),
+                        ASN1_SEQUENCE(X2S_PKIMESSAGE) =
+                            {
+                                ASN1_SIMPLE(X2S_PKIMESSAGE, header, ASN1_ANY),
+                                ASN1_SIMPLE(X2S_PKIMESSAGE, body, ASN1_ANY),
+                                ASN1_EXP_OPT(X2S_PKIMESSAGE, protection, ASN1_BIT_STRING, 0),
+                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE)
 
-                        ASN1_SEQUENCE(X2S_PKIHEADER) =
-                            {
-                                ASN1_SIMPLE(X2S_PKIHEADER, pvno, ASN1_INTEGER),
-                                ASN1_SIMPLE(X2S_PKIHEADER, sender, GENERAL_NAME),
-                                ASN1_SIMPLE(X2S_PKIHEADER, recipient, GENERAL_NAME),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, messageTime, ASN1_GENERALIZEDTIME, 0),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, protectionAlg, X509_ALGOR, 1),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, senderKID, ASN1_OCTET_STRING, 2),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, recipKID, ASN1_OCTET_STRING, 3),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, transactionID, ASN1_OCTET_STRING, 4),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, senderNonce, ASN1_OCTET_STRING, 5),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, recipNonce, ASN1_OCTET_STRING, 6),
-                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, freeText, ASN1_UTF8STRING, 7),
-                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, generalInfo, ASN1_ANY, 8),
+                                ASN1_SEQUENCE(X2S_PKIHEADER) =
+                                    {
+                                        ASN1_SIMPLE(X2S_PKIHEADER, pvno, ASN1_INTEGER),
+                                        ASN1_SIMPLE(X2S_PKIHEADER, sender, GENERAL_NAME),
+                                        ASN1_SIMPLE(X2S_PKIHEADER, recipient, GENERAL_NAME),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, messageTime, ASN1_GENERALIZEDTIME, 0),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, protectionAlg, X509_ALGOR, 1),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, senderKID, ASN1_OCTET_STRING, 2),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, recipKID, ASN1_OCTET_STRING, 3),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, transactionID, ASN1_OCTET_STRING, 4),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, senderNonce, ASN1_OCTET_STRING, 5),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, recipNonce, ASN1_OCTET_STRING, 6),
+                                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, freeText, ASN1_UTF8STRING, 7),
+                                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, generalInfo, ASN1_ANY, 8),
 } ASN1_SEQUENCE_END(X2S_PKIHEADER)
 
-                                ASN1_SEQUENCE(X2S_ITAV) =
-                                    {
-                                        ASN1_SIMPLE(X2S_ITAV, type, ASN1_OBJECT),
-                                        ASN1_OPT(X2S_ITAV, value, ASN1_ANY),
+                                        ASN1_SEQUENCE(X2S_ITAV) =
+                                            {
+                                                ASN1_SIMPLE(X2S_ITAV, type, ASN1_OBJECT),
+                                                ASN1_OPT(X2S_ITAV, value, ASN1_ANY),
 } ASN1_SEQUENCE_END(X2S_ITAV)
 
-                                        ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
-                                            {
-                                                ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
-                                                ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
-                                                ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING, 0),
-                                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts, ASN1_ANY, 1),
+                                                ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
+                                                    {
+                                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
+                                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
+                                                        ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING,
+                                                                     0),
+                                                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts,
+                                                                                 ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_HDR)
 
-                                                ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) =
-                                                    {
-                                                        ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY, poposkInput,
-                                                                                 ASN1_ANY, 0),
-                                                        ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier,
-                                                                    X509_ALGOR),
-                                                        ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature, ASN1_BIT_STRING),
+                                                        ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) =
+                                                            {
+                                                                ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY,
+                                                                                         poposkInput, ASN1_ANY, 0),
+                                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier,
+                                                                            X509_ALGOR),
+                                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature,
+                                                                            ASN1_BIT_STRING),
 } ASN1_SEQUENCE_END(X2S_POPOSIGNINGKEY)
 
-                                                        ASN1_CHOICE(X2S_POPO) =
-                                                            {
-                                                                ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL, 0),
-                                                                ASN1_IMP(X2S_POPO, value.signature, X2S_POPOSIGNINGKEY,
-                                                                         1),
-                                                                ASN1_EXP(X2S_POPO, value.keyEncipherment, ASN1_ANY, 2),
-                                                                ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY, 3),
+                                                                ASN1_CHOICE(X2S_POPO) =
+                                                                    {
+                                                                        ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL,
+                                                                                 0),
+                                                                        ASN1_IMP(X2S_POPO, value.signature,
+                                                                                 X2S_POPOSIGNINGKEY, 1),
+                                                                        ASN1_EXP(X2S_POPO, value.keyEncipherment,
+                                                                                 ASN1_ANY, 2),
+                                                                        ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY,
+                                                                                 3),
 } ASN1_CHOICE_END(X2S_POPO)
 
-                                                                ASN1_SEQUENCE(X2S_CERTREQMSG) =
-                                                                    {
-                                                                        ASN1_SIMPLE(X2S_CERTREQMSG, certReq, ASN1_ANY),
-                                                                        ASN1_OPT(X2S_CERTREQMSG, popo, X2S_POPO),
-                                                                        ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG, regInfo,
-                                                                                             ASN1_ANY),
+                                                                        ASN1_SEQUENCE(X2S_CERTREQMSG) =
+                                                                            {
+                                                                                ASN1_SIMPLE(X2S_CERTREQMSG, certReq,
+                                                                                            ASN1_ANY),
+                                                                                ASN1_OPT(X2S_CERTREQMSG, popo,
+                                                                                         X2S_POPO),
+                                                                                ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG,
+                                                                                                     regInfo, ASN1_ANY),
 } ASN1_SEQUENCE_END(X2S_CERTREQMSG)
 
-                                                                        ASN1_SEQUENCE(X2S_REVDETAILS) =
-                                                                            {
-                                                                                ASN1_SIMPLE(X2S_REVDETAILS, certDetails,
-                                                                                            X2S_CERT_TEMPLATE),
-                                                                                ASN1_SEQUENCE_OF_OPT(X2S_REVDETAILS,
-                                                                                                     crlEntryDetails,
-                                                                                                     X509_EXTENSION),
+                                                                                ASN1_SEQUENCE(X2S_REVDETAILS) =
+                                                                                    {
+                                                                                        ASN1_SIMPLE(X2S_REVDETAILS,
+                                                                                                    certDetails,
+                                                                                                    X2S_CERT_TEMPLATE),
+                                                                                        ASN1_SEQUENCE_OF_OPT(
+                                                                                            X2S_REVDETAILS,
+                                                                                            crlEntryDetails,
+                                                                                            X509_EXTENSION),
 } ASN1_SEQUENCE_END(X2S_REVDETAILS)
 
-                                                                                ASN1_SEQUENCE(X2S_PKIMESSAGE_RR) =
-                                                                                    {
-                                                                                        ASN1_SIMPLE(X2S_PKIMESSAGE_RR,
-                                                                                                    header, ASN1_ANY),
-                                                                                        ASN1_EXP_SEQUENCE_OF(
-                                                                                            X2S_PKIMESSAGE_RR, body,
-                                                                                            X2S_REVDETAILS, 11),
-                                                                                        ASN1_EXP_OPT(X2S_PKIMESSAGE_RR,
-                                                                                                     protection,
-                                                                                                     ASN1_BIT_STRING,
-                                                                                                     0),
-                                                                                        ASN1_EXP_SEQUENCE_OF_OPT(
-                                                                                            X2S_PKIMESSAGE_RR,
-                                                                                            extraCerts, ASN1_ANY, 1),
-} ASN1_SEQUENCE_END(X2S_PKIMESSAGE_RR)
-
                                                                                         ASN1_SEQUENCE(
-                                                                                            X2S_ERRORMSGCONTENT) =
+                                                                                            X2S_PKIMESSAGE_RR) =
                                                                                             {
                                                                                                 ASN1_SIMPLE(
-                                                                                                    X2S_ERRORMSGCONTENT,
-                                                                                                    pKIStatusInfo,
-                                                                                                    OSSL_CMP_PKISI),
-                                                                                                ASN1_OPT(
-                                                                                                    X2S_ERRORMSGCONTENT,
-                                                                                                    errorCode,
-                                                                                                    ASN1_INTEGER),
-                                                                                                ASN1_SEQUENCE_OF_OPT(
-                                                                                                    X2S_ERRORMSGCONTENT,
-                                                                                                    errorDetails,
-                                                                                                    ASN1_UTF8STRING),
-} ASN1_SEQUENCE_END(X2S_ERRORMSGCONTENT)
+                                                                                                    X2S_PKIMESSAGE_RR,
+                                                                                                    header, ASN1_ANY),
+                                                                                                ASN1_EXP_SEQUENCE_OF(
+                                                                                                    X2S_PKIMESSAGE_RR,
+                                                                                                    body,
+                                                                                                    X2S_REVDETAILS, 11),
+                                                                                                ASN1_EXP_OPT(
+                                                                                                    X2S_PKIMESSAGE_RR,
+                                                                                                    protection,
+                                                                                                    ASN1_BIT_STRING, 0),
+                                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                                    X2S_PKIMESSAGE_RR,
+                                                                                                    extraCerts,
+                                                                                                    ASN1_ANY, 1),
+} ASN1_SEQUENCE_END(X2S_PKIMESSAGE_RR)
 
                                                                                                 ASN1_SEQUENCE(
-                                                                                                    X2S_PKIMESSAGE_ERR) =
+                                                                                                    X2S_ERRORMSGCONTENT) =
                                                                                                     {
                                                                                                         ASN1_SIMPLE(
-                                                                                                            X2S_PKIMESSAGE_ERR,
-                                                                                                            header,
-                                                                                                            ASN1_ANY),
-                                                                                                        ASN1_EXP(
-                                                                                                            X2S_PKIMESSAGE_ERR,
-                                                                                                            body,
                                                                                                             X2S_ERRORMSGCONTENT,
-                                                                                                            23),
-                                                                                                        ASN1_EXP_OPT(
-                                                                                                            X2S_PKIMESSAGE_ERR,
-                                                                                                            protection,
-                                                                                                            ASN1_BIT_STRING,
-                                                                                                            0),
-                                                                                                        ASN1_EXP_SEQUENCE_OF_OPT(
-                                                                                                            X2S_PKIMESSAGE_ERR,
-                                                                                                            extraCerts,
-                                                                                                            ASN1_ANY,
-                                                                                                            1),
+                                                                                                            pKIStatusInfo,
+                                                                                                            OSSL_CMP_PKISI),
+                                                                                                        ASN1_OPT(
+                                                                                                            X2S_ERRORMSGCONTENT,
+                                                                                                            errorCode,
+                                                                                                            ASN1_INTEGER),
+                                                                                                        ASN1_SEQUENCE_OF_OPT(
+                                                                                                            X2S_ERRORMSGCONTENT,
+                                                                                                            errorDetails,
+                                                                                                            ASN1_UTF8STRING),
+} ASN1_SEQUENCE_END(X2S_ERRORMSGCONTENT)
+
+                                                                                                        ASN1_SEQUENCE(
+                                                                                                            X2S_PKIMESSAGE_ERR) =
+                                                                                                            {
+                                                                                                                ASN1_SIMPLE(
+                                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                                    header,
+                                                                                                                    ASN1_ANY),
+                                                                                                                ASN1_EXP(
+                                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                                    body,
+                                                                                                                    X2S_ERRORMSGCONTENT,
+                                                                                                                    23),
+                                                                                                                ASN1_EXP_OPT(
+                                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                                    protection,
+                                                                                                                    ASN1_BIT_STRING,
+                                                                                                                    0),
+                                                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                                    extraCerts,
+                                                                                                                    ASN1_ANY,
+                                                                                                                    1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_ERR)
 
-                                                                                                        namespace x2sec::
-                                                                                                            cmp::
-                                                                                                                detail {
+                                                                                                                namespace x2sec::
+                                                                                                                    cmp::
+                                                                                                                        detail {
     namespace {
 
     // An EC public key on a named curve from its point; null for anything else.
