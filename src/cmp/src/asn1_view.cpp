@@ -1,6 +1,8 @@
 #include "asn1_view.hpp"
 
 #include <openssl/asn1t.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 
 // ---- RFC 4211 CertTemplate, mirrored field for field (tags and tagging as in RFC 4211 and
 // OpenSSL's crmf_asn.c) so that a re-encoded OSSL_CRMF_CERTTEMPLATE decodes into it.
@@ -9,6 +11,11 @@ typedef struct {
     ASN1_TIME* notBefore;
     ASN1_TIME* notAfter;
 } X2S_OPTIONAL_VALIDITY;
+// SubjectPublicKeyInfo with the key as its BIT STRING (X509_PUBKEY would decode it).
+typedef struct {
+    X509_ALGOR* algorithm;
+    ASN1_BIT_STRING* subjectPublicKey;
+} X2S_SPKI;
 typedef struct {
     ASN1_INTEGER* version;
     ASN1_INTEGER* serialNumber;
@@ -16,7 +23,7 @@ typedef struct {
     X509_NAME* issuer;
     X2S_OPTIONAL_VALIDITY* validity;
     X509_NAME* subject;
-    X509_PUBKEY* publicKey;
+    X2S_SPKI* publicKey;
     ASN1_BIT_STRING* issuerUID;
     ASN1_BIT_STRING* subjectUID;
     STACK_OF(X509_EXTENSION) * extensions;
@@ -105,194 +112,235 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
         ASN1_EXP_OPT(X2S_OPTIONAL_VALIDITY, notAfter, ASN1_TIME, 1),
 } ASN1_SEQUENCE_END(X2S_OPTIONAL_VALIDITY)
 
-        ASN1_SEQUENCE(X2S_CERT_TEMPLATE) =
+        ASN1_SEQUENCE(X2S_SPKI) =
             {
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, version, ASN1_INTEGER, 0),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, serialNumber, ASN1_INTEGER, 1),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, signingAlg, X509_ALGOR, 2),
-                ASN1_EXP_OPT(X2S_CERT_TEMPLATE, issuer, X509_NAME, 3),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, validity, X2S_OPTIONAL_VALIDITY, 4),
-                ASN1_EXP_OPT(X2S_CERT_TEMPLATE, subject, X509_NAME, 5),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, publicKey, X509_PUBKEY, 6),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, issuerUID, ASN1_BIT_STRING, 7),
-                ASN1_IMP_OPT(X2S_CERT_TEMPLATE, subjectUID, ASN1_BIT_STRING, 8),
-                ASN1_IMP_SEQUENCE_OF_OPT(X2S_CERT_TEMPLATE, extensions, X509_EXTENSION, 9),
+                ASN1_SIMPLE(X2S_SPKI, algorithm, X509_ALGOR),
+                ASN1_SIMPLE(X2S_SPKI, subjectPublicKey, ASN1_BIT_STRING),
+} ASN1_SEQUENCE_END(X2S_SPKI)
+
+                ASN1_SEQUENCE(X2S_CERT_TEMPLATE) =
+                    {
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, version, ASN1_INTEGER, 0),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, serialNumber, ASN1_INTEGER, 1),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, signingAlg, X509_ALGOR, 2),
+                        ASN1_EXP_OPT(X2S_CERT_TEMPLATE, issuer, X509_NAME, 3),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, validity, X2S_OPTIONAL_VALIDITY, 4),
+                        ASN1_EXP_OPT(X2S_CERT_TEMPLATE, subject, X509_NAME, 5),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, publicKey, X2S_SPKI, 6),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, issuerUID, ASN1_BIT_STRING, 7),
+                        ASN1_IMP_OPT(X2S_CERT_TEMPLATE, subjectUID, ASN1_BIT_STRING, 8),
+                        ASN1_IMP_SEQUENCE_OF_OPT(X2S_CERT_TEMPLATE, extensions, X509_EXTENSION, 9),
 } ASN1_SEQUENCE_END(X2S_CERT_TEMPLATE)
 
-                ASN1_SEQUENCE(X2S_PKIMESSAGE) =
-                    {
-                        ASN1_SIMPLE(X2S_PKIMESSAGE, header, ASN1_ANY),
-                        ASN1_SIMPLE(X2S_PKIMESSAGE, body, ASN1_ANY),
-                        ASN1_EXP_OPT(X2S_PKIMESSAGE, protection, ASN1_BIT_STRING, 0),
-                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, ASN1_ANY, 1),
+                        ASN1_SEQUENCE(X2S_PKIMESSAGE) =
+                            {
+                                ASN1_SIMPLE(X2S_PKIMESSAGE, header, ASN1_ANY),
+                                ASN1_SIMPLE(X2S_PKIMESSAGE, body, ASN1_ANY),
+                                ASN1_EXP_OPT(X2S_PKIMESSAGE, protection, ASN1_BIT_STRING, 0),
+                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE, extraCerts, ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE)
 
-                        ASN1_SEQUENCE(X2S_PKIHEADER) =
-                            {
-                                ASN1_SIMPLE(X2S_PKIHEADER, pvno, ASN1_INTEGER),
-                                ASN1_SIMPLE(X2S_PKIHEADER, sender, GENERAL_NAME),
-                                ASN1_SIMPLE(X2S_PKIHEADER, recipient, GENERAL_NAME),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, messageTime, ASN1_GENERALIZEDTIME, 0),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, protectionAlg, X509_ALGOR, 1),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, senderKID, ASN1_OCTET_STRING, 2),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, recipKID, ASN1_OCTET_STRING, 3),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, transactionID, ASN1_OCTET_STRING, 4),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, senderNonce, ASN1_OCTET_STRING, 5),
-                                ASN1_EXP_OPT(X2S_PKIHEADER, recipNonce, ASN1_OCTET_STRING, 6),
-                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, freeText, ASN1_UTF8STRING, 7),
-                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, generalInfo, ASN1_ANY, 8),
+                                ASN1_SEQUENCE(X2S_PKIHEADER) =
+                                    {
+                                        ASN1_SIMPLE(X2S_PKIHEADER, pvno, ASN1_INTEGER),
+                                        ASN1_SIMPLE(X2S_PKIHEADER, sender, GENERAL_NAME),
+                                        ASN1_SIMPLE(X2S_PKIHEADER, recipient, GENERAL_NAME),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, messageTime, ASN1_GENERALIZEDTIME, 0),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, protectionAlg, X509_ALGOR, 1),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, senderKID, ASN1_OCTET_STRING, 2),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, recipKID, ASN1_OCTET_STRING, 3),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, transactionID, ASN1_OCTET_STRING, 4),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, senderNonce, ASN1_OCTET_STRING, 5),
+                                        ASN1_EXP_OPT(X2S_PKIHEADER, recipNonce, ASN1_OCTET_STRING, 6),
+                                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, freeText, ASN1_UTF8STRING, 7),
+                                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIHEADER, generalInfo, ASN1_ANY, 8),
 } ASN1_SEQUENCE_END(X2S_PKIHEADER)
 
-                                ASN1_SEQUENCE(X2S_ITAV) =
-                                    {
-                                        ASN1_SIMPLE(X2S_ITAV, type, ASN1_OBJECT),
-                                        ASN1_OPT(X2S_ITAV, value, ASN1_ANY),
+                                        ASN1_SEQUENCE(X2S_ITAV) =
+                                            {
+                                                ASN1_SIMPLE(X2S_ITAV, type, ASN1_OBJECT),
+                                                ASN1_OPT(X2S_ITAV, value, ASN1_ANY),
 } ASN1_SEQUENCE_END(X2S_ITAV)
 
-                                        ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
-                                            {
-                                                ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
-                                                ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
-                                                ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING, 0),
-                                                ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts, ASN1_ANY, 1),
+                                                ASN1_SEQUENCE(X2S_PKIMESSAGE_HDR) =
+                                                    {
+                                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, header, X2S_PKIHEADER),
+                                                        ASN1_SIMPLE(X2S_PKIMESSAGE_HDR, body, ASN1_ANY),
+                                                        ASN1_EXP_OPT(X2S_PKIMESSAGE_HDR, protection, ASN1_BIT_STRING,
+                                                                     0),
+                                                        ASN1_EXP_SEQUENCE_OF_OPT(X2S_PKIMESSAGE_HDR, extraCerts,
+                                                                                 ASN1_ANY, 1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_HDR)
 
-                                                ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) =
-                                                    {
-                                                        ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY, poposkInput,
-                                                                                 ASN1_ANY, 0),
-                                                        ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier,
-                                                                    X509_ALGOR),
-                                                        ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature, ASN1_BIT_STRING),
+                                                        ASN1_SEQUENCE(X2S_POPOSIGNINGKEY) =
+                                                            {
+                                                                ASN1_IMP_SEQUENCE_OF_OPT(X2S_POPOSIGNINGKEY,
+                                                                                         poposkInput, ASN1_ANY, 0),
+                                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, algorithmIdentifier,
+                                                                            X509_ALGOR),
+                                                                ASN1_SIMPLE(X2S_POPOSIGNINGKEY, signature,
+                                                                            ASN1_BIT_STRING),
 } ASN1_SEQUENCE_END(X2S_POPOSIGNINGKEY)
 
-                                                        ASN1_CHOICE(X2S_POPO) =
-                                                            {
-                                                                ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL, 0),
-                                                                ASN1_IMP(X2S_POPO, value.signature, X2S_POPOSIGNINGKEY,
-                                                                         1),
-                                                                ASN1_EXP(X2S_POPO, value.keyEncipherment, ASN1_ANY, 2),
-                                                                ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY, 3),
+                                                                ASN1_CHOICE(X2S_POPO) =
+                                                                    {
+                                                                        ASN1_IMP(X2S_POPO, value.raVerified, ASN1_NULL,
+                                                                                 0),
+                                                                        ASN1_IMP(X2S_POPO, value.signature,
+                                                                                 X2S_POPOSIGNINGKEY, 1),
+                                                                        ASN1_EXP(X2S_POPO, value.keyEncipherment,
+                                                                                 ASN1_ANY, 2),
+                                                                        ASN1_EXP(X2S_POPO, value.keyAgreement, ASN1_ANY,
+                                                                                 3),
 } ASN1_CHOICE_END(X2S_POPO)
 
-                                                                ASN1_SEQUENCE(X2S_CERTREQMSG) =
-                                                                    {
-                                                                        ASN1_SIMPLE(X2S_CERTREQMSG, certReq, ASN1_ANY),
-                                                                        ASN1_OPT(X2S_CERTREQMSG, popo, X2S_POPO),
-                                                                        ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG, regInfo,
-                                                                                             ASN1_ANY),
+                                                                        ASN1_SEQUENCE(X2S_CERTREQMSG) =
+                                                                            {
+                                                                                ASN1_SIMPLE(X2S_CERTREQMSG, certReq,
+                                                                                            ASN1_ANY),
+                                                                                ASN1_OPT(X2S_CERTREQMSG, popo,
+                                                                                         X2S_POPO),
+                                                                                ASN1_SEQUENCE_OF_OPT(X2S_CERTREQMSG,
+                                                                                                     regInfo, ASN1_ANY),
 } ASN1_SEQUENCE_END(X2S_CERTREQMSG)
 
-                                                                        ASN1_SEQUENCE(X2S_REVDETAILS) =
-                                                                            {
-                                                                                ASN1_SIMPLE(X2S_REVDETAILS, certDetails,
-                                                                                            X2S_CERT_TEMPLATE),
-                                                                                ASN1_SEQUENCE_OF_OPT(X2S_REVDETAILS,
-                                                                                                     crlEntryDetails,
-                                                                                                     X509_EXTENSION),
+                                                                                ASN1_SEQUENCE(X2S_REVDETAILS) =
+                                                                                    {
+                                                                                        ASN1_SIMPLE(X2S_REVDETAILS,
+                                                                                                    certDetails,
+                                                                                                    X2S_CERT_TEMPLATE),
+                                                                                        ASN1_SEQUENCE_OF_OPT(
+                                                                                            X2S_REVDETAILS,
+                                                                                            crlEntryDetails,
+                                                                                            X509_EXTENSION),
 } ASN1_SEQUENCE_END(X2S_REVDETAILS)
 
-                                                                                ASN1_SEQUENCE(X2S_PKIMESSAGE_RR) =
-                                                                                    {
-                                                                                        ASN1_SIMPLE(X2S_PKIMESSAGE_RR,
-                                                                                                    header, ASN1_ANY),
-                                                                                        ASN1_EXP_SEQUENCE_OF(
-                                                                                            X2S_PKIMESSAGE_RR, body,
-                                                                                            X2S_REVDETAILS, 11),
-                                                                                        ASN1_EXP_OPT(X2S_PKIMESSAGE_RR,
-                                                                                                     protection,
-                                                                                                     ASN1_BIT_STRING,
-                                                                                                     0),
-                                                                                        ASN1_EXP_SEQUENCE_OF_OPT(
-                                                                                            X2S_PKIMESSAGE_RR,
-                                                                                            extraCerts, ASN1_ANY, 1),
-} ASN1_SEQUENCE_END(X2S_PKIMESSAGE_RR)
-
                                                                                         ASN1_SEQUENCE(
-                                                                                            X2S_ERRORMSGCONTENT) =
+                                                                                            X2S_PKIMESSAGE_RR) =
                                                                                             {
                                                                                                 ASN1_SIMPLE(
-                                                                                                    X2S_ERRORMSGCONTENT,
-                                                                                                    pKIStatusInfo,
-                                                                                                    OSSL_CMP_PKISI),
-                                                                                                ASN1_OPT(
-                                                                                                    X2S_ERRORMSGCONTENT,
-                                                                                                    errorCode,
-                                                                                                    ASN1_INTEGER),
-                                                                                                ASN1_SEQUENCE_OF_OPT(
-                                                                                                    X2S_ERRORMSGCONTENT,
-                                                                                                    errorDetails,
-                                                                                                    ASN1_UTF8STRING),
-} ASN1_SEQUENCE_END(X2S_ERRORMSGCONTENT)
+                                                                                                    X2S_PKIMESSAGE_RR,
+                                                                                                    header, ASN1_ANY),
+                                                                                                ASN1_EXP_SEQUENCE_OF(
+                                                                                                    X2S_PKIMESSAGE_RR,
+                                                                                                    body,
+                                                                                                    X2S_REVDETAILS, 11),
+                                                                                                ASN1_EXP_OPT(
+                                                                                                    X2S_PKIMESSAGE_RR,
+                                                                                                    protection,
+                                                                                                    ASN1_BIT_STRING, 0),
+                                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                                    X2S_PKIMESSAGE_RR,
+                                                                                                    extraCerts,
+                                                                                                    ASN1_ANY, 1),
+} ASN1_SEQUENCE_END(X2S_PKIMESSAGE_RR)
 
                                                                                                 ASN1_SEQUENCE(
-                                                                                                    X2S_PKIMESSAGE_ERR) =
+                                                                                                    X2S_ERRORMSGCONTENT) =
                                                                                                     {
                                                                                                         ASN1_SIMPLE(
-                                                                                                            X2S_PKIMESSAGE_ERR,
-                                                                                                            header,
-                                                                                                            ASN1_ANY),
-                                                                                                        ASN1_EXP(
-                                                                                                            X2S_PKIMESSAGE_ERR,
-                                                                                                            body,
                                                                                                             X2S_ERRORMSGCONTENT,
-                                                                                                            23),
-                                                                                                        ASN1_EXP_OPT(
-                                                                                                            X2S_PKIMESSAGE_ERR,
-                                                                                                            protection,
-                                                                                                            ASN1_BIT_STRING,
-                                                                                                            0),
-                                                                                                        ASN1_EXP_SEQUENCE_OF_OPT(
-                                                                                                            X2S_PKIMESSAGE_ERR,
-                                                                                                            extraCerts,
-                                                                                                            ASN1_ANY,
-                                                                                                            1),
+                                                                                                            pKIStatusInfo,
+                                                                                                            OSSL_CMP_PKISI),
+                                                                                                        ASN1_OPT(
+                                                                                                            X2S_ERRORMSGCONTENT,
+                                                                                                            errorCode,
+                                                                                                            ASN1_INTEGER),
+                                                                                                        ASN1_SEQUENCE_OF_OPT(
+                                                                                                            X2S_ERRORMSGCONTENT,
+                                                                                                            errorDetails,
+                                                                                                            ASN1_UTF8STRING),
+} ASN1_SEQUENCE_END(X2S_ERRORMSGCONTENT)
+
+                                                                                                        ASN1_SEQUENCE(
+                                                                                                            X2S_PKIMESSAGE_ERR) =
+                                                                                                            {
+                                                                                                                ASN1_SIMPLE(
+                                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                                    header,
+                                                                                                                    ASN1_ANY),
+                                                                                                                ASN1_EXP(
+                                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                                    body,
+                                                                                                                    X2S_ERRORMSGCONTENT,
+                                                                                                                    23),
+                                                                                                                ASN1_EXP_OPT(
+                                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                                    protection,
+                                                                                                                    ASN1_BIT_STRING,
+                                                                                                                    0),
+                                                                                                                ASN1_EXP_SEQUENCE_OF_OPT(
+                                                                                                                    X2S_PKIMESSAGE_ERR,
+                                                                                                                    extraCerts,
+                                                                                                                    ASN1_ANY,
+                                                                                                                    1),
 } ASN1_SEQUENCE_END(X2S_PKIMESSAGE_ERR)
 
-                                                                                                        namespace x2sec::
-                                                                                                            cmp::
-                                                                                                                detail {
-    pki::PkeyPtr template_public_key(const OSSL_CRMF_MSG* crm) {
-        if (!crm) return nullptr;
+                                                                                                                namespace x2sec::
+                                                                                                                    cmp::
+                                                                                                                        detail {
+    namespace {
+
+    // An EC public key on a named curve from its point; null for anything else.
+    pki::PkeyPtr ec_key_from_point(const X2S_SPKI& spki) {
+        const ASN1_OBJECT* oid = nullptr;
+        int ptype = V_ASN1_UNDEF;
+        const void* pval = nullptr;
+        X509_ALGOR_get0(&oid, &ptype, &pval, spki.algorithm);
+        if (OBJ_obj2nid(oid) != NID_X9_62_id_ecPublicKey || ptype != V_ASN1_OBJECT) return nullptr;
+        int curve = OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(pval));
+        const char* group = curve == NID_undef ? nullptr : OBJ_nid2sn(curve);
+        const ASN1_BIT_STRING* bits = spki.subjectPublicKey;
+        if (!group || !bits || (bits->flags & 0x07) != 0 || ASN1_STRING_length(bits) < 1) return nullptr;
+        std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(
+            EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr), EVP_PKEY_CTX_free);
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>(group), 0),
+            OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, const_cast<unsigned char*>(bits->data),
+                                              static_cast<size_t>(bits->length)),
+            OSSL_PARAM_construct_end()};
+        EVP_PKEY* key = nullptr;
+        if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+            EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+            ERR_clear_error();
+            return nullptr;
+        }
+        return pki::PkeyPtr(key);
+    }
+
+    }  // namespace
+
+    TemplateKey template_public_key(const OSSL_CRMF_MSG* crm) {
+        TemplateKey out;
+        if (!crm) return out;
         OSSL_CRMF_CERTTEMPLATE* tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);
-        if (!tmpl) return nullptr;
+        if (!tmpl) return out;
         unsigned char* der = nullptr;
         int n = i2d_OSSL_CRMF_CERTTEMPLATE(tmpl, &der);
-        if (n <= 0) return nullptr;
+        if (n <= 0) return out;
         const unsigned char* p = der;
         auto* mirror =
             reinterpret_cast<X2S_CERT_TEMPLATE*>(ASN1_item_d2i(nullptr, &p, n, ASN1_ITEM_rptr(X2S_CERT_TEMPLATE)));
         OPENSSL_free(der);
-        if (!mirror) {
-            ERR_clear_error();
-            return nullptr;
-        }
-        EVP_PKEY* key = mirror->publicKey ? X509_PUBKEY_get(mirror->publicKey) : nullptr;
-        ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(mirror), ASN1_ITEM_rptr(X2S_CERT_TEMPLATE));
-        ERR_clear_error();
-        return pki::PkeyPtr(key);
-    }
-
-    std::vector<Bytes> extra_certs_der(BytesView der_message) {
-        std::vector<Bytes> out;
-        const unsigned char* p = der_message.data();
-        auto* m = reinterpret_cast<X2S_PKIMESSAGE*>(
-            ASN1_item_d2i(nullptr, &p, static_cast<long>(der_message.size()), ASN1_ITEM_rptr(X2S_PKIMESSAGE)));
-        if (!m) {
+        if (!mirror || !mirror->publicKey) {
+            ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(mirror), ASN1_ITEM_rptr(X2S_CERT_TEMPLATE));
             ERR_clear_error();
             return out;
         }
-        for (int i = 0; m->extraCerts && i < sk_ASN1_TYPE_num(m->extraCerts); ++i) {
-            ASN1_TYPE* t = sk_ASN1_TYPE_value(m->extraCerts, i);
-            // ASN1_ANY keeps a constructed value (a Certificate is a SEQUENCE) as its whole DER
-            if (ASN1_TYPE_get(t) != V_ASN1_SEQUENCE || !t->value.sequence) {
-                out.clear();
-                break;
+        unsigned char* spki = nullptr;
+        int sn = ASN1_item_i2d(reinterpret_cast<ASN1_VALUE*>(mirror->publicKey), &spki, ASN1_ITEM_rptr(X2S_SPKI));
+        if (sn > 0) {
+            out.spki.assign(spki, spki + sn);
+            out.key = ec_key_from_point(*mirror->publicKey);
+            if (!out.key) {  // other key types: OpenSSL's decoders
+                const unsigned char* q = spki;
+                out.key.reset(d2i_PUBKEY(nullptr, &q, sn));
             }
-            const unsigned char* d = ASN1_STRING_get0_data(t->value.sequence);
-            out.emplace_back(d, d + ASN1_STRING_length(t->value.sequence));
         }
-        ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(m), ASN1_ITEM_rptr(X2S_PKIMESSAGE));
+        OPENSSL_free(spki);
+        ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(mirror), ASN1_ITEM_rptr(X2S_CERT_TEMPLATE));
+        ERR_clear_error();
+        if (!out.key) out.spki.clear();
         return out;
     }
 
@@ -335,19 +383,54 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
 
     }  // namespace
 
-    ProtectionAlg protection_alg(BytesView der) {
-        Mirror<X2S_PKIMESSAGE_HDR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_HDR), der.data(), der.size());
-        if (!m.v || !m.v->header) return {};
-        ProtectionAlg r = describe_alg(m.v->header->protectionAlg);
-        STACK_OF(ASN1_TYPE)* gi = m.v->header->generalInfo;
-        for (int i = 0; gi && i < sk_ASN1_TYPE_num(gi); ++i) {
-            ASN1_TYPE* t = sk_ASN1_TYPE_value(gi, i);
-            if (ASN1_TYPE_get(t) != V_ASN1_SEQUENCE || !t->value.sequence) continue;
-            Mirror<X2S_ITAV> itav(ASN1_ITEM_rptr(X2S_ITAV), ASN1_STRING_get0_data(t->value.sequence),
-                                  static_cast<size_t>(ASN1_STRING_length(t->value.sequence)));
-            if (itav.v && OBJ_obj2nid(itav.v->type) == NID_id_it_implicitConfirm) r.implicit_confirm = true;
+    MessageView view_message(BytesView der) {
+        MessageView v;
+        Mirror<X2S_PKIMESSAGE> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE), der.data(), der.size());
+        if (!m.v) return v;
+        v.ok = true;
+        if (m.v->header && ASN1_TYPE_get(m.v->header) == V_ASN1_SEQUENCE && m.v->header->value.sequence) {
+            // The header's own DER (ASN1_ANY keeps a constructed value whole), read as a PKIHeader.
+            const ASN1_STRING* h = m.v->header->value.sequence;
+            Mirror<X2S_PKIHEADER> hdr(ASN1_ITEM_rptr(X2S_PKIHEADER), ASN1_STRING_get0_data(h),
+                                      static_cast<size_t>(ASN1_STRING_length(h)));
+            if (hdr.v) {
+                v.protection = describe_alg(hdr.v->protectionAlg);
+                STACK_OF(ASN1_TYPE)* gi = hdr.v->generalInfo;
+                for (int i = 0; gi && i < sk_ASN1_TYPE_num(gi); ++i) {
+                    ASN1_TYPE* t = sk_ASN1_TYPE_value(gi, i);
+                    if (ASN1_TYPE_get(t) != V_ASN1_SEQUENCE || !t->value.sequence) continue;
+                    Mirror<X2S_ITAV> itav(ASN1_ITEM_rptr(X2S_ITAV), ASN1_STRING_get0_data(t->value.sequence),
+                                          static_cast<size_t>(ASN1_STRING_length(t->value.sequence)));
+                    if (itav.v && OBJ_obj2nid(itav.v->type) == NID_id_it_implicitConfirm)
+                        v.protection.implicit_confirm = true;
+                }
+            }
         }
-        return r;
+        for (int i = 0; m.v->extraCerts && i < sk_ASN1_TYPE_num(m.v->extraCerts); ++i) {
+            ASN1_TYPE* t = sk_ASN1_TYPE_value(m.v->extraCerts, i);
+            if (ASN1_TYPE_get(t) != V_ASN1_SEQUENCE || !t->value.sequence) {
+                v.extra_certs.clear();
+                break;
+            }
+            const unsigned char* d = ASN1_STRING_get0_data(t->value.sequence);
+            v.extra_certs.emplace_back(d, d + ASN1_STRING_length(t->value.sequence));
+        }
+        if (!m.v->extraCerts) {
+            v.without_extra_certs.assign(der.begin(), der.end());
+            return v;
+        }
+        sk_ASN1_TYPE_pop_free(m.v->extraCerts, ASN1_TYPE_free);
+        m.v->extraCerts = nullptr;
+        unsigned char* out = nullptr;
+        int n = ASN1_item_i2d(reinterpret_cast<ASN1_VALUE*>(m.v), &out, ASN1_ITEM_rptr(X2S_PKIMESSAGE));
+        if (n <= 0) {
+            ERR_clear_error();
+            v.ok = false;
+            return v;
+        }
+        v.without_extra_certs.assign(out, out + n);
+        OPENSSL_free(out);
+        return v;
     }
 
     ProtectionAlg popo_signature_alg(const OSSL_CRMF_MSG* crm) {

@@ -14,22 +14,40 @@
 
 namespace x2sec::cmp::detail {
 
-// The publicKey of the CertTemplate of a CertReqMsg (null when absent or malformed).
-pki::PkeyPtr template_public_key(const OSSL_CRMF_MSG* crm);
-// The DER of each of the extraCerts of a DER PKIMessage, in message order (empty when none or
-// the message is malformed); decoding them is the caller's (Server: through its certificate cache).
-std::vector<Bytes> extra_certs_der(BytesView der_message);
+// The publicKey of the CertTemplate of a CertReqMsg: the key (null when absent or malformed)
+// and its DER SubjectPublicKeyInfo as the request carries it.  An EC key on a named curve is
+// imported from its point (EVP_PKEY_fromdata, which checks that the point is on the curve)
+// instead of through OpenSSL 3.0's provider decoders, which cost ten signatures per key.
+struct TemplateKey {
+    pki::PkeyPtr key;
+    Bytes spki;
+};
+TemplateKey template_public_key(const OSSL_CRMF_MSG* crm);
 
-// The header's protectionAlg of a DER PKIMessage: its OID as a NID (NID_undef when the
-// message is unprotected); `ok` false when the header does not decode.
+// The header's protectionAlg of a PKIMessage: its OID as a NID (NID_undef when the message is
+// unprotected); `ok` false when the header does not decode.
 struct ProtectionAlg {
     bool ok = false;
     bool present = false;
     int nid = NID_undef;            // signature or MAC algorithm OID
     std::string name;               // its short name, or the dotted OID
-    bool implicit_confirm = false;  // (protection_alg only) generalInfo carries id-it-implicitConfirm
+    bool implicit_confirm = false;  // (view_message only) generalInfo carries id-it-implicitConfirm
 };
-ProtectionAlg protection_alg(BytesView der_message);
+
+// One pass over a DER PKIMessage (OpenSSL's template engine, certificates kept as DER): `ok`
+// false when it is not one PKIMessage without trailing bytes.  extra_certs: the DER of each
+// of the extraCerts in message order (empty when none, or when one is not a SEQUENCE);
+// decoding them is the caller's (Server: through its certificate cache).  without_extra_certs:
+// the same message with its extraCerts left out, header, body and protection as they came
+// (the protection covers header and body only, RFC 4210 5.1.3), so that OpenSSL decodes no
+// certificate a second time.
+struct MessageView {
+    bool ok = false;
+    ProtectionAlg protection;  // .ok false when the header does not decode
+    std::vector<Bytes> extra_certs;
+    Bytes without_extra_certs;
+};
+MessageView view_message(BytesView der_message);
 
 // The signature AlgorithmIdentifier of a CertReqMsg's POPOSigningKey: present = false when the
 // POP is not a signature (raVerified, keyEncipherment, ...) or absent.

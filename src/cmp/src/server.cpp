@@ -136,6 +136,7 @@ struct Session {
     int rr_reason = 0;  // CRLReason from the rr's crlEntryDetails (0: none given)
     int64_t created = 0;
     int64_t now = 0;  // the caller's time of the message being processed
+    BytesView der;    // that message as it came (with its extraCerts), while it is processed
     // The policy the transaction started under (holds `profile`).
     std::shared_ptr<const ServerPolicy> policy;
     const IssuanceProfile* profile = nullptr;
@@ -324,13 +325,16 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
 
     const X509_NAME* subject = nullptr;
     pki::PkeyPtr key;
+    Bytes spki;  // the template's SubjectPublicKeyInfo, certified as it came (ir/cr/kur)
     const STACK_OF(X509_EXTENSION)* exts = nullptr;
     STACK_OF(X509_EXTENSION)* p10exts = nullptr;
     if (crm) {
         OSSL_CRMF_CERTTEMPLATE* tmpl = OSSL_CRMF_MSG_get0_tmpl(crm);
         subject = OSSL_CRMF_CERTTEMPLATE_get0_subject(tmpl);
         exts = OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl);
-        key = detail::template_public_key(crm);
+        auto tk = detail::template_public_key(crm);
+        key = std::move(tk.key);
+        spki = std::move(tk.spki);
     } else if (p10cr) {
         subject = X509_REQ_get_subject_name(p10cr);
         key = pki::up_ref(X509_REQ_get0_pubkey(const_cast<X509_REQ*>(p10cr)));
@@ -455,13 +459,11 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
             for (auto& a : req_names.ip) p.sans += (p.sans.empty() ? "IP:" : ",IP:") + a;
             for (auto& u : req_names.uri) p.sans += (p.sans.empty() ? "URI:" : ",URI:") + u;
             p.requester = Server::Impl::requester_of(s->signer.get());
-            unsigned char* der = nullptr;
-            int n = i2d_OSSL_CMP_MSG(req, &der);
-            if (n > 0) p.request_der.assign(der, der + n);
-            OPENSSL_free(der);
+            // The request as it came (OpenSSL was given it without its extraCerts).
+            p.request_der.assign(s->der.begin(), s->der.end());
             p.created = s->now;
-            auto st =
-                n > 0 ? im.store.record_pending(p) : Status(Error(ErrorDomain::Cmp, 0, "cannot encode the request"));
+            auto st = !p.request_der.empty() ? im.store.record_pending(p)
+                                             : Status(Error(ErrorDomain::Cmp, 0, "no request to hold"));
             if (!st) {
                 bool dup = st.error().code() == 1;
                 im.reject(*s, dup ? OSSL_CMP_PKIFAILUREINFO_transactionIdInUse : OSSL_CMP_PKIFAILUREINFO_systemFailure,
@@ -482,6 +484,7 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     ir.profile = pki::Profile::BaseStation;
     ir.subject = const_cast<X509_NAME*>(subject);
     ir.public_key = key.get();
+    ir.public_key_spki = spki;
     ir.dns = req_dns;
     ir.ips = req_names.ip;
     ir.uris = req_names.uri;
@@ -878,7 +881,9 @@ std::shared_ptr<Session> Server::Impl::resume_pending(X509* signer, const std::v
     {
         std::lock_guard slk(s->mu);
         s->now = now;
+        s->der = pr.request_der;
         MsgPtr ignored(OSSL_CMP_SRV_process_request(s->srv, orig.get()));
+        s->der = {};
         ERR_clear_error();
         if (!ignored || s->reject_bit >= 0) return nullptr;
         // The client's pollReq answers the other instance's senderNonce, which this one never
@@ -1032,8 +1037,26 @@ size_t Server::open_sessions() const {
 Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     auto& im = *m_impl;
     m_counters.inc("cmp.rx.messages");
-    const unsigned char* p = der.data();
-    MsgPtr req(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size())));
+    // The message is read once as DER (header, extraCerts as DER), and OpenSSL decodes it
+    // without its extraCerts: OpenSSL 3.0 decodes each certificate's public key through its
+    // provider decoders, the most expensive step of reading a message, and the certificates are
+    // taken from the cache below instead (the signer is pinned; OpenSSL's own checks never need
+    // the message's copies).  A message the view cannot read is decoded as it came, so that
+    // OpenSSL's verdict on it stands.
+    auto view = detail::view_message(der);
+    MsgPtr req;
+    const unsigned char* p = nullptr;
+    if (view.ok) {
+        const Bytes& lean = view.without_extra_certs;
+        p = lean.data();
+        req.reset(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(lean.size())));
+        if (req && p != lean.data() + lean.size()) req.reset();
+        if (req) p = der.data() + der.size();
+    }
+    if (!req) {  // as it came: OpenSSL's verdict on it stands
+        p = der.data();
+        req.reset(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size())));
+    }
     if (!req || p != der.data() + der.size()) {
         ERR_clear_error();
         m_counters.inc("cmp.rx.bad_der");
@@ -1052,7 +1075,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
 
     // Message-level checks first; a failure is answered with a protected `error` carrying
     // the PKIFailureInfo, and nothing is recorded.
-    auto palg = detail::protection_alg(der);
+    const auto& palg = view.protection;
     if (!palg.ok) return refuse(OSSL_CMP_PKIFAILUREINFO_badDataFormat, "PKIHeader does not decode", "bad_header");
     if (!palg.present)
         return refuse(OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
@@ -1071,7 +1094,7 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     // Which certificate signed the message: try the extraCerts (3GPP: the signer first)
     // with each one pinned; the one whose key verifies the protection is the signer.
     std::vector<X509Ptr> extra;
-    for (auto& d : detail::extra_certs_der(der)) {
+    for (auto& d : view.extra_certs) {
         auto x = im.certificate(d);
         if (!x) {
             extra.clear();  // a malformed certificate: as if the message had none
@@ -1180,7 +1203,9 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     {
         std::lock_guard lk(s->mu);
         s->now = now;
+        s->der = der;
         rsp.reset(OSSL_CMP_SRV_process_request(s->srv, req.get()));
+        s->der = {};
         if (s->issued && !s->done && (bt == kIr || bt == kCr || bt == kP10cr || bt == kKur || bt == kPollReq)) {
             OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
             bool answered = rsp && OSSL_CMP_MSG_get_bodytype(rsp.get()) != kError;
@@ -1220,6 +1245,17 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
     if (n <= 0) return Error(ErrorDomain::Cmp, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cannot encode the CMP response");
     Bytes b(out, out + n);
     OPENSSL_free(out);
+    if (rbt == kPkiConf) {
+        // The pkiConf closes a transaction whose ip already carried our certificates: RFC 9483
+        // 3.3 lets later messages of a transaction omit them (the client keeps the signer it
+        // validated for the ip; OpenSSL's client does), and each certificate is a public-key
+        // decode for the client.  The protection does not cover extraCerts.
+        auto v = detail::view_message(b);
+        if (v.ok) {
+            m_counters.inc("cmp.tx.pkiconf_lean");
+            return std::move(v.without_extra_certs);
+        }
+    }
     return b;
 }
 

@@ -3,7 +3,10 @@
 #include <condition_variable>
 #include <ctime>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 #include <x2sec/cmp/store.hpp>
 
@@ -38,10 +41,63 @@ INSERT OR IGNORE INTO crl_state(id) VALUES (1);
 CREATE INDEX IF NOT EXISTS transactions_status ON transactions(status, created);
 )sql";
 
+// Prepared statements kept per connection and SQL text, so that a
+// request does not parse its SQL again: a statement is taken out while a Stmt uses it (under
+// the connection's lock) and put back reset; forget() finalizes a connection's before it closes.
+class StmtCache {
+public:
+    static sqlite3_stmt* take(sqlite3* db, const char* sql) {
+        std::lock_guard lk(mu());
+        auto& m = map();
+        auto it = m.find(std::make_pair(db, std::string(sql)));
+        if (it == m.end()) return nullptr;
+        sqlite3_stmt* s = it->second;
+        m.erase(it);
+        return s;
+    }
+    static void give(sqlite3* db, const char* sql, sqlite3_stmt* s) {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        std::lock_guard lk(mu());
+        if (!map().emplace(std::make_pair(db, std::string(sql)), s).second) sqlite3_finalize(s);  // a second copy
+    }
+    static void forget(sqlite3* db) {
+        std::lock_guard lk(mu());
+        auto& m = map();
+        for (auto it = m.begin(); it != m.end();) {
+            if (it->first.first == db) {
+                sqlite3_finalize(it->second);
+                it = m.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+private:
+    static std::mutex& mu() {
+        static auto* m = new std::mutex();
+        return *m;
+    }
+    // Never destroyed: a store that outlives static destruction (a static one) still finds it.
+    static std::map<std::pair<sqlite3*, std::string>, sqlite3_stmt*>& map() {
+        static auto* m = new std::map<std::pair<sqlite3*, std::string>, sqlite3_stmt*>();
+        return *m;
+    }
+};
+
 class Stmt {
 public:
-    Stmt(sqlite3* db, const char* sql) { m_rc = sqlite3_prepare_v2(db, sql, -1, &m_s, nullptr); }
-    ~Stmt() { sqlite3_finalize(m_s); }
+    Stmt(sqlite3* db, const char* sql) : m_db(db), m_sql(sql) {  // sql: copied for the cache
+        m_s = StmtCache::take(db, sql);
+        m_rc = m_s ? SQLITE_OK : sqlite3_prepare_v2(db, sql, -1, &m_s, nullptr);
+    }
+    ~Stmt() {
+        if (m_rc == SQLITE_OK && m_s)
+            StmtCache::give(m_db, m_sql.c_str(), m_s);
+        else
+            sqlite3_finalize(m_s);
+    }
     Stmt(const Stmt&) = delete;
     Stmt& operator=(const Stmt&) = delete;
     bool ok() const { return m_rc == SQLITE_OK; }
@@ -70,6 +126,8 @@ public:
     int64_t col_i64(int i) { return sqlite3_column_int64(m_s, i); }
 
 private:
+    sqlite3* m_db;
+    std::string m_sql;
     sqlite3_stmt* m_s = nullptr;
     int m_rc;
 };
@@ -113,7 +171,11 @@ public:
     // commits), or null (":memory:": one connection for everything).
     SqliteStore(sqlite3* db, sqlite3* rdb) : m_db(db), m_rdb(rdb ? rdb : db), m_rmu(rdb ? &m_read_mu : &m_mu) {}
     ~SqliteStore() override {
-        if (m_rdb != m_db) sqlite3_close(m_rdb);
+        if (m_rdb != m_db) {
+            StmtCache::forget(m_rdb);
+            sqlite3_close(m_rdb);
+        }
+        StmtCache::forget(m_db);
         sqlite3_close(m_db);
     }
 

@@ -1,4 +1,5 @@
 #include <arpa/inet.h>
+#include <openssl/asn1t.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -7,7 +8,62 @@
 #include <x2sec/common/file.hpp>
 #include <x2sec/pki/pki.hpp>
 
+// RFC 5280 SubjectPublicKeyInfo with the key left as its BIT STRING (X509_PUBKEY's template
+// decodes the key through the provider decoders, which is what set_spki avoids); its ASN.1
+// item is defined at the end of this file.
+extern "C" {
+typedef struct {
+    X509_ALGOR* algorithm;
+    ASN1_BIT_STRING* subject_public_key;
+} X2S_PKI_SPKI;
+}
+DECLARE_ASN1_ITEM(X2S_PKI_SPKI)
+
 namespace x2sec::pki {
+namespace {
+
+// The certificate's SubjectPublicKeyInfo set from DER without decoding the key (the encoding is
+// copied field for field: algorithm, parameters, key bits).
+Status set_spki(X509* cert, BytesView der) {
+    const unsigned char* p = der.data();
+    auto* spki = reinterpret_cast<X2S_PKI_SPKI*>(
+        ASN1_item_d2i(nullptr, &p, static_cast<long>(der.size()), ASN1_ITEM_rptr(X2S_PKI_SPKI)));
+    struct Free {
+        X2S_PKI_SPKI* s;
+        ~Free() { ASN1_item_free(reinterpret_cast<ASN1_VALUE*>(s), ASN1_ITEM_rptr(X2S_PKI_SPKI)); }
+    } guard{spki};
+    if (!spki || p != der.data() + der.size() || (spki->subject_public_key->flags & 0x07) != 0) {
+        ERR_clear_error();
+        return Error(ErrorDomain::Pki, 0, "public key: not a DER SubjectPublicKeyInfo");
+    }
+    const ASN1_OBJECT* oid = nullptr;
+    int ptype = V_ASN1_UNDEF;
+    const void* pval = nullptr;
+    X509_ALGOR_get0(&oid, &ptype, &pval, spki->algorithm);
+    void* param = nullptr;
+    if (ptype == V_ASN1_OBJECT)
+        param = OBJ_dup(static_cast<const ASN1_OBJECT*>(pval));
+    else if (ptype != V_ASN1_UNDEF && ptype != V_ASN1_NULL && pval)
+        param = ASN1_STRING_dup(static_cast<const ASN1_STRING*>(pval));
+    ASN1_OBJECT* alg = OBJ_dup(oid);
+    int n = ASN1_STRING_length(spki->subject_public_key);
+    auto* bits = static_cast<unsigned char*>(
+        OPENSSL_memdup(ASN1_STRING_get0_data(spki->subject_public_key), static_cast<size_t>(n > 0 ? n : 1)));
+    bool need_param = ptype != V_ASN1_UNDEF && ptype != V_ASN1_NULL;
+    if (!alg || !bits || (need_param && !param) ||
+        !X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), alg, ptype, param, bits, n)) {
+        ASN1_OBJECT_free(alg);
+        OPENSSL_free(bits);
+        if (ptype == V_ASN1_OBJECT)
+            ASN1_OBJECT_free(static_cast<ASN1_OBJECT*>(param));
+        else
+            ASN1_STRING_free(static_cast<ASN1_STRING*>(param));
+        return ossl_error(ErrorDomain::Pki, "setting public key");
+    }
+    return ok_status();
+}
+
+}  // namespace
 
 const char* profile_name(Profile p) {
     switch (p) {
@@ -126,7 +182,7 @@ bool valid_uri(std::string_view u) {
 }
 
 Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EVP_PKEY* issuer_key) {
-    if (!req.subject || !req.public_key || !issuer_key)
+    if (!req.subject || (!req.public_key && req.public_key_spki.empty()) || !issuer_key)
         return Error(ErrorDomain::Pki, 0, "issue_certificate: subject, public key and issuer key are required");
     bool ca =
         req.profile == Profile::RootCa || req.profile == Profile::IntermediateCa || req.profile == Profile::RootLink;
@@ -157,7 +213,11 @@ Result<X509Ptr> issue_certificate(const IssueRequest& req, X509* issuer_cert, EV
     if (na <= nb) return Error(ErrorDomain::Pki, 0, "notAfter must be later than notBefore");
     ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(nb));
     ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(na));
-    if (!X509_set_pubkey(cert.get(), req.public_key)) return ossl_error(ErrorDomain::Pki, "setting public key");
+    if (!req.public_key_spki.empty()) {
+        X2SEC_TRY_STATUS(set_spki(cert.get(), req.public_key_spki));
+    } else if (!X509_set_pubkey(cert.get(), req.public_key)) {
+        return ossl_error(ErrorDomain::Pki, "setting public key");
+    }
 
     X509* iss = issuer_cert ? issuer_cert : cert.get();
     if (ca) {
@@ -321,3 +381,8 @@ Status verify_chain(X509* leaf, X509_STORE* store, const std::vector<X509*>& unt
 }
 
 }  // namespace x2sec::pki
+
+ASN1_SEQUENCE(X2S_PKI_SPKI) = {
+    ASN1_SIMPLE(X2S_PKI_SPKI, algorithm, X509_ALGOR),
+    ASN1_SIMPLE(X2S_PKI_SPKI, subject_public_key, ASN1_BIT_STRING),
+} ASN1_SEQUENCE_END(X2S_PKI_SPKI)

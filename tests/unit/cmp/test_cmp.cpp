@@ -429,3 +429,40 @@ TEST(CmpClient, UrlParsingAndRenewalTiming) {
     EXPECT_FALSE(needs_renewal(root.cert.get(), nb + (na - nb) / 2));
     EXPECT_TRUE(needs_renewal(root.cert.get(), nb + (na - nb) * 9 / 10));
 }
+
+// The server decodes no certificate twice (OpenSSL gets the request without its extraCerts,
+// the template key is imported from its point): the enrolment still works end to end, the
+// issued certificate carries exactly the requested key, the ip carries the RA's certificates
+// and the pkiConf none (RFC 9483 3.3: later messages of a transaction may leave them out).
+TEST_F(Fixture, IpCarriesCertificatesPkiConfNoneAndTheTemplateKeyIsCertified) {
+    auto dev = lab().device(lab().vendor_a, "0023a1b2c3e5", kRealmA);
+    auto nk = p256();
+    const std::string id = "0023a1b2c3e5.henb.vendor-a.example";
+    auto r = request(dev, nk.get(), id);
+    std::vector<size_t> sizes;  // of each answer
+    std::vector<int> bodies;
+    r.transfer = [&](BytesView req) -> Result<Bytes> {
+        auto rsp = server->handle(req, wall_clock_request());
+        if (rsp) {
+            const unsigned char* p = rsp->data();
+            OSSL_CMP_MSG* m = d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(rsp->size()));
+            bodies.push_back(m ? OSSL_CMP_MSG_get_bodytype(m) : -1);
+            sizes.push_back(rsp->size());
+            OSSL_CMP_MSG_free(m);
+        }
+        return rsp;
+    };
+    auto e = Client::enroll(r);
+    ASSERT_TRUE(e.ok()) << e.error().detail();
+    ASSERT_EQ(bodies.size(), 2u);
+    EXPECT_EQ(bodies[0], 1);   // ip (RFC 4210 5.1.2; OpenSSL 3.0 keeps the names internal)
+    EXPECT_EQ(bodies[1], 19);  // pkiConf
+    EXPECT_TRUE(pki::public_keys_equal(e->cert.get(), nk.get()));
+    EXPECT_FALSE(e->extra_certs.empty());  // the ip's: RA certificate and chain
+    EXPECT_EQ(server->counters().get("cmp.tx.pkiconf_lean"), 1u);
+    // A pkiConf with the RA certificate and its chain would be over a kilobyte; without, a
+    // header, an empty body and a signature.
+    EXPECT_LT(sizes[1], 600u);
+    EXPECT_GT(sizes[0], 1500u);
+    EXPECT_EQ(server->counters().get("cmp.certconf.accepted"), 1u);
+}
