@@ -95,7 +95,10 @@ std::optional<json> request(const Options& o, const json& req) {
         std::cerr << "x2sec ike " << req.value("cmd", "") << ": " << sock.error().detail() << "\n";
         return std::nullopt;
     }
-    auto r = control_request(*sock, req);
+    // list-sas: the daemon's worker builds every frame before the first is sent (~1.5 s per
+    // 50,000 SAs on an idle core), so the first read may wait longer than other replies.
+    const int timeout_ms = req.value("cmd", "") == "list-sas" ? 60000 : 10000;
+    auto r = control_request(*sock, req, timeout_ms);
     if (!r) {
         std::cerr << "x2sec ike " << req.value("cmd", "") << ": " << r.error().detail() << "\n";
         return std::nullopt;

@@ -12,8 +12,9 @@
 #     MODE powercut   --count N initiators start at once (concurrency = N), one source address
 #                     each, against cookies (cookie_threshold 50) and the half-open caps
 #                     (max_half_open, per source): time until all are up, none left half-open
-#   options: --x2sec PATH --count N --certs DIR (default /dev/shm/pb-scale-certs; created once,
-#            reused) --hold S --child-rekey S --dpd S --concurrency C --max-half-open N
+#   options: --x2sec PATH --count N --auth cert|psk (default cert; psk: per-identity PSKs derived
+#            from a random base, no certificates to issue or load) --certs DIR (default
+#            /dev/shm/pb-scale-certs; created once, reused) --hold S --child-rekey S --dpd S --concurrency C --max-half-open N
 #            --half-open-timeout S (powercut; default 30) --retransmit-jitter PCT (powercut initiators; default 20)
 #            --timeout S --smoke (tiny counts, for CI; asserts nothing about speed)
 #   exit: 0 every setup up and held, 1 otherwise, 2 bad usage, 77 cannot run here
@@ -21,12 +22,13 @@ set -euo pipefail
 MODE=${1:-}; shift || true
 case "$MODE" in hold|powercut) ;; *) echo "usage: $0 hold|powercut [options]" >&2; exit 2 ;; esac
 X2SEC=build/apps/x2sec COUNT=50000 CERTS=/dev/shm/pb-scale-certs HOLD=0 CHILD_REKEY=0 DPD=0 CONC=200
-MAX_HO=5000 TMO=1200 SMOKE=0 HO_TMO=30 RJIT=20
+MAX_HO=5000 TMO=1200 SMOKE=0 HO_TMO=30 RJIT=20 AUTH=cert
 while [ $# -gt 0 ]; do
   case "$1" in
     --x2sec) X2SEC=$2; shift ;;
     --count) COUNT=$2; shift ;;
     --certs) CERTS=$2; shift ;;
+    --auth) AUTH=$2; shift; case "$AUTH" in cert|psk) ;; *) echo "--auth cert|psk" >&2; exit 2 ;; esac ;;
     --hold) HOLD=$2; shift ;;
     --child-rekey) CHILD_REKEY=$2; shift ;;
     --dpd) DPD=$2; shift ;;
@@ -79,9 +81,15 @@ else
   SRC=127.2.0.1-127.2.0.250
   PORTS=$(( (COUNT + 249) / 250 )); [ "$PORTS" -gt 64 ] && PORTS=64   # <= 16000 sockets
 fi
-gen() { timeout "$((TMO + 900))" ip netns exec "$NS" "$X2SEC" ike load --target 127.0.0.1:500 --auth cert --certs "$CERTS" "$@"; }
+if [ "$AUTH" = psk ]; then
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/psk-base"
+  CRED=(--auth psk --psk-base-file "$DIR/psk-base")
+else
+  CRED=(--auth cert --certs "$CERTS")
+fi
+gen() { timeout "$((TMO + 900))" ip netns exec "$NS" "$X2SEC" ike load --target 127.0.0.1:500 "${CRED[@]}" "$@"; }
 
-log "credentials for $COUNT initiators in $CERTS (issued once, reused)"
+if [ "$AUTH" = psk ]; then log "PSKs for $COUNT initiators"; else log "credentials for $COUNT initiators in $CERTS (issued once, reused)"; fi
 gen --count "$COUNT" --write-responder-config "$DIR/responder.toml" >/dev/null
 T=$DIR/responder.toml
 if [ "$MODE" = powercut ]; then
@@ -96,12 +104,17 @@ rm -f "$DIR/ike.sock"
 ip netns exec "$NS" "$X2SEC" ike run --config "$T" --control "$DIR/ike.sock" --dataplane tun --tun pbs0 \
   --shutdown-grace 0 >"$DIR/resp.out" 2>"$DIR/resp.err" </dev/null &
 RESP_PID=$!
-for _ in $(seq 200); do [ -S "$DIR/ike.sock" ] && break; sleep 0.05; done
+# (with --auth psk the config holds one [[peer]] per initiator: 50,000 take a while to load)
+T_START=$(date +%s)
+for _ in $(seq 12000); do [ -S "$DIR/ike.sock" ] && break; kill -0 "$RESP_PID" 2>/dev/null || break; sleep 0.05; done
+log "responder up after $(($(date +%s) - T_START)) s"
 [ -S "$DIR/ike.sock" ] || { log "responder did not start: $(tail -3 "$DIR/resp.err")"; exit 1; }
 sleep 0.5
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$RESP_PID/status"; }
 ctr() { "$X2SEC" ike counters --control "$DIR/ike.sock" 2>/dev/null; }
 M0=$(rss)
+cpu() { awk '{print $14 + $15}' "/proc/$RESP_PID/stat"; }   # utime + stime, clock ticks
+C0=$(cpu)
 L0=$(cut -d' ' -f1-3 /proc/loadavg)
 args=(--count "$COUNT" --concurrency "$CONC" --source "$SRC" --ports "$PORTS" --duration "$TMO" --json --quiet)
 [ "$MODE" = powercut ] && args+=(--retransmit-tries 10 --retransmit-timeout 1000 --retransmit-jitter "$RJIT")
@@ -114,14 +127,15 @@ if [ "$MODE" = hold ] && [ "$HOLD" != 0 ]; then args+=(--hold "$HOLD"); fi
 gen "${args[@]}" >"$DIR/load.json" 2>"$DIR/load.err" || true
 kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
 M1=$(rss)
+C1=$(cpu)
 L1=$(cut -d' ' -f1-3 /proc/loadavg)
 "$X2SEC" ike list-sas --control "$DIR/ike.sock" --json >"$DIR/sas.json" 2>"$DIR/sas.err" || echo '[]' >"$DIR/sas.json"
 # UDP drops in the namespace (the responder's socket overflowing: RcvbufErrors).
 ip netns exec "$NS" awk '/^Udp:/ {if (!h) {split($0, k); h = 1} else for (i = 2; i <= NF; i++) printf "%s %s ", k[i], $i} END {print ""}' /proc/net/snmp >"$DIR/udp.txt" || true
 cp "$DIR/resp.err" "$DIR/resp.err.keep" 2>/dev/null || true
-python3 - "$MODE" "$DIR" "$M0" "$M1" "$COUNT" "$L0" "$L1" "$HOLD" <<'PY'
+python3 - "$MODE" "$DIR" "$M0" "$M1" "$COUNT" "$L0" "$L1" "$HOLD" "$((C1 - C0))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys, collections
-mode, d, m0, m1, count, l0, l1, hold = sys.argv[1:]
+mode, d, m0, m1, count, l0, l1, hold, ticks, hz = sys.argv[1:]
 count = int(count)
 try:
     j = json.load(open(f"{d}/load.json"))
@@ -145,6 +159,8 @@ print(f"responder holds {est} ESTABLISHED IKE SAs with a Child SA; other states:
 if not sas and sas_err:
     print(f"  (list-sas failed: {sas_err[-300:]}; see the counters below)")
 print(f"responder RSS {int(m0) / 1024:.1f} -> {int(m1) / 1024:.1f} MiB: {(int(m1) - int(m0)) * 1024 / max(est, 1):.0f} B per IKE SA held")
+cpu_s = int(ticks) / int(hz)
+print(f"responder CPU {cpu_s:.1f} s over the run ({cpu_s * 1e6 / max(ok, 1):.0f} us per setup, hold and DPD included)")
 print(f"load average {l0} -> {l1}")
 try:
     print("UDP in the namespace: " + open(f"{d}/udp.txt").read().strip())

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <sstream>
+#include <string_view>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -96,63 +97,116 @@ Result<nlohmann::json> control_request(const std::string& path, const nlohmann::
     if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
         return io_error("connecting to the x2sec IKE daemon at " + path + " (is `x2sec ike run` running?)");
     X2SEC_TRY_STATUS(write_frame(fd, control_dump(request)));
-    X2SEC_TRY(std::string reply, read_frame(fd));
-    auto j = nlohmann::json::parse(reply, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return Error(ErrorDomain::Io, 0, "malformed reply from the daemon");
-    if (!j.value("ok", false)) return Error(ErrorDomain::Generic, 0, j.value("error", std::string("request failed")));
-    return j;
+    // One frame, or (a list-sas reply) frames with "more":true, then the last: their "sas"
+    // lists are joined into the first frame's.
+    nlohmann::json out;
+    size_t total = 0;
+    for (size_t frames = 0;; ++frames) {
+        X2SEC_TRY(std::string reply, read_frame(fd));
+        total += reply.size();
+        if (total > kMaxControlReply)
+            return Error(ErrorDomain::Io, 0,
+                         "reply from the daemon exceeds " + std::to_string(kMaxControlReply) + " octets");
+        auto j = nlohmann::json::parse(reply, nullptr, false);
+        if (j.is_discarded() || !j.is_object()) return Error(ErrorDomain::Io, 0, "malformed reply from the daemon");
+        auto ok = j.find("ok");
+        if (ok == j.end() || !ok->is_boolean() || !ok->get<bool>()) {
+            auto err = j.find("error");
+            return Error(ErrorDomain::Generic, 0,
+                         err != j.end() && err->is_string() ? err->get<std::string>() : std::string("request failed"));
+        }
+        auto more = j.find("more");
+        bool has_more = more != j.end() && more->is_boolean() && more->get<bool>();
+        if (has_more || frames > 0) {
+            auto sas = j.find("sas");
+            if (sas == j.end() || !sas->is_array())
+                return Error(ErrorDomain::Io, 0, "malformed reply from the daemon: a continued reply without 'sas'");
+        }
+        if (frames == 0) {
+            out = std::move(j);
+        } else {
+            auto& dst = out["sas"];
+            for (auto& s : j["sas"]) dst.push_back(std::move(s));
+        }
+        if (!has_more) break;
+    }
+    out.erase("more");
+    return out;
 }
 
-nlohmann::json sas_to_json(const std::vector<ike::IkeSaInfo>& sas, Millis now) {
+nlohmann::json sa_to_json(const ike::IkeSaInfo& s, Millis now) {
     auto ts_list = [](const std::vector<TrafficSelector>& v) {
         nlohmann::json a = nlohmann::json::array();
         for (const auto& t : v) a.push_back(t.to_string());
         return a;
     };
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& s : sas) {
-        nlohmann::json j;
-        j["id"] = s.id;
-        j["peer"] = s.peer;
-        j["state"] = s.state;
-        j["initiator"] = s.initiator;
-        j["spi_i"] = hex64(s.spi_i);
-        j["spi_r"] = hex64(s.spi_r);
-        j["local"] = {{"addr", s.local.addr.to_string()}, {"port", s.local.port}, {"id", s.local_id}};
-        j["remote"] = {{"addr", s.remote.addr.to_string()}, {"port", s.remote.port}, {"id", s.remote_id}};
-        j["local_auth"] = s.local_auth;
-        j["remote_auth"] = s.remote_auth;
-        j["encr"] = s.encr;
-        j["integ"] = s.integ;
-        j["prf"] = s.prf;
-        j["dh"] = s.dh;
-        j["nat_local"] = s.nat_local;
-        j["nat_remote"] = s.nat_remote;
-        j["encap"] = s.encap;
-        j["established_seconds"] =
-            s.established_at > 0 && now >= s.established_at ? (now - s.established_at) / 1000 : 0;
-        j["peer_cert_subject"] = s.peer_cert_subject;
-        j["peer_cert_anchor"] = s.peer_cert_anchor;
-        nlohmann::json children = nlohmann::json::array();
-        for (const auto& c : s.children) {
-            nlohmann::json cj;
-            cj["name"] = c.name;
-            cj["reqid"] = c.reqid;
-            cj["state"] = c.state;
-            cj["spi_in"] = hex32(c.spi_in);
-            cj["spi_out"] = hex32(c.spi_out);
-            cj["cipher"] = c.cipher;
-            cj["esn"] = c.esn;
-            cj["pfs"] = c.pfs;
-            cj["ts_local"] = ts_list(c.ts_local);
-            cj["ts_remote"] = ts_list(c.ts_remote);
-            cj["established_seconds"] =
-                c.established_at > 0 && now >= c.established_at ? (now - c.established_at) / 1000 : 0;
-            children.push_back(std::move(cj));
-        }
-        j["children"] = std::move(children);
-        out.push_back(std::move(j));
+    nlohmann::json j;
+    j["id"] = s.id;
+    j["peer"] = s.peer;
+    j["state"] = s.state;
+    j["initiator"] = s.initiator;
+    j["spi_i"] = hex64(s.spi_i);
+    j["spi_r"] = hex64(s.spi_r);
+    j["local"] = {{"addr", s.local.addr.to_string()}, {"port", s.local.port}, {"id", s.local_id}};
+    j["remote"] = {{"addr", s.remote.addr.to_string()}, {"port", s.remote.port}, {"id", s.remote_id}};
+    j["local_auth"] = s.local_auth;
+    j["remote_auth"] = s.remote_auth;
+    j["encr"] = s.encr;
+    j["integ"] = s.integ;
+    j["prf"] = s.prf;
+    j["dh"] = s.dh;
+    j["nat_local"] = s.nat_local;
+    j["nat_remote"] = s.nat_remote;
+    j["encap"] = s.encap;
+    j["established_seconds"] = s.established_at > 0 && now >= s.established_at ? (now - s.established_at) / 1000 : 0;
+    j["peer_cert_subject"] = s.peer_cert_subject;
+    j["peer_cert_anchor"] = s.peer_cert_anchor;
+    nlohmann::json children = nlohmann::json::array();
+    for (const auto& c : s.children) {
+        nlohmann::json cj;
+        cj["name"] = c.name;
+        cj["reqid"] = c.reqid;
+        cj["state"] = c.state;
+        cj["spi_in"] = hex32(c.spi_in);
+        cj["spi_out"] = hex32(c.spi_out);
+        cj["cipher"] = c.cipher;
+        cj["esn"] = c.esn;
+        cj["pfs"] = c.pfs;
+        cj["ts_local"] = ts_list(c.ts_local);
+        cj["ts_remote"] = ts_list(c.ts_remote);
+        cj["established_seconds"] =
+            c.established_at > 0 && now >= c.established_at ? (now - c.established_at) / 1000 : 0;
+        children.push_back(std::move(cj));
     }
+    j["children"] = std::move(children);
+    return j;
+}
+
+nlohmann::json sas_to_json(const std::vector<ike::IkeSaInfo>& sas, Millis now) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& s : sas) out.push_back(sa_to_json(s, now));
+    return out;
+}
+
+std::vector<std::string> list_sas_payloads(const std::vector<ike::IkeSaInfo>& sas, Millis now, size_t chunk_octets) {
+    constexpr std::string_view kHead = R"({"ok":true,"sas":[)";
+    std::vector<std::string> out;
+    std::string cur(kHead);
+    size_t in_cur = 0;
+    for (const auto& s : sas) {
+        std::string one = control_dump(sa_to_json(s, now));
+        if (in_cur > 0 && cur.size() - kHead.size() + one.size() > chunk_octets) {
+            cur += R"(],"more":true})";
+            out.push_back(std::move(cur));
+            cur = kHead;
+            in_cur = 0;
+        }
+        if (in_cur > 0) cur += ',';
+        cur += one;
+        ++in_cur;
+    }
+    cur += "]}";
+    out.push_back(std::move(cur));
     return out;
 }
 

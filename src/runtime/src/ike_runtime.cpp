@@ -23,6 +23,9 @@ namespace {
 
 constexpr size_t kMaxEvents = 512;
 constexpr Millis kMaxPollMs = 1000;
+// A control client's idle bound: from its connect until the request is read, and from the reply
+// being ready (and from each write that made progress) until the next write goes through.
+constexpr Millis kControlDeadlineMs = 5000;
 
 auto logger() {
     return log::get("runtime");
@@ -521,6 +524,7 @@ bool IkeRuntime::service_control(ControlConn& c) {
             return false;
         }
         c.sent += static_cast<size_t>(w);
+        c.deadline = m_clock.now() + kControlDeadlineMs;  // a client that keeps reading keeps its connection
     }
     return false;  // reply written
 }
@@ -552,7 +556,10 @@ bool IkeRuntime::defer_list_sas(ControlConn& c, const std::string& request) {
     c.waiting = true;
     start_reply_job(c.id, [this, sas = std::move(sas), now]() -> std::string {
         try {
-            return frame_reply(control_dump(nlohmann::json{{"ok", true}, {"sas", sas_to_json(sas, now)}}));
+            // Any number of SAs: as many frames as it takes (control.hpp), written in one go.
+            std::string out;
+            for (auto& p : list_sas_payloads(sas, now)) out += frame_reply(std::move(p));
+            return out;
         } catch (const std::exception& e) {
             m_counters.inc("runtime.control.error");
             logger()->error("control request 'list-sas' failed: {}", e.what());
@@ -591,7 +598,6 @@ void IkeRuntime::reply_worker() {
 
 void IkeRuntime::accept_control(Millis now) {
     constexpr size_t kMaxControlClients = 16;
-    constexpr Millis kControlDeadlineMs = 5000;
     for (;;) {
         int fd = ::accept4(m_control_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) return;
@@ -639,6 +645,7 @@ int IkeRuntime::run() {
                     c.out = std::move(out);
                     c.waiting = false;
                     c.replying = true;
+                    c.deadline = now + kControlDeadlineMs;  // the worker's time is not the client's
                     break;
                 }
         // Received datagrams, within the receive policy's budget (the rest waits for the next
@@ -673,7 +680,7 @@ int IkeRuntime::run() {
         if (rx_pending()) timeout = 0;  // more queued than one round serves
         if (m_stopping) timeout = std::min<Millis>(timeout, std::max<Millis>(0, m_stop_deadline - now));
         for (const auto& c : m_control_conns)
-            timeout = std::min<Millis>(timeout, std::max<Millis>(0, c.deadline - now));
+            if (!c.waiting) timeout = std::min<Millis>(timeout, std::max<Millis>(0, c.deadline - now));
 
         fds.clear();
         fds.push_back({m_wake_fd, POLLIN, 0});
@@ -710,11 +717,9 @@ int IkeRuntime::run() {
                 bool alive = true;
                 if (n > 0 && polled_ctl[k] != SIZE_MAX && fds[first_ctl + polled_ctl[k]].revents != 0)
                     alive = service_control(c);
-                if (alive && t >= c.deadline) {
+                if (alive && !c.waiting && t >= c.deadline) {
                     m_counters.inc("runtime.control.timeout");
-                    logger()->debug("control client: deadline passed {}, closing", c.waiting ? "waiting for its reply"
-                                                                                   : c.replying ? "writing"
-                                                                                                : "reading");
+                    logger()->debug("control client: deadline passed {}, closing", c.replying ? "writing" : "reading");
                     alive = false;
                 }
                 if (alive)

@@ -883,3 +883,110 @@ TEST(IkeRuntime, NewInitsWaitingBehindKnownSasTooLongAreShedAsStale) {
     ASSERT_EQ(rx.size(), size_t{kAuths});
     for (const auto& d : rx) EXPECT_EQ(classify_ike(d.data).exchange, kIkeAuth);
 }
+
+namespace {
+
+// SAs as a SeGW holds them: distinct peers, identities, SPIs and selectors.
+std::vector<ike::IkeSaInfo> many_sas(uint64_t n) {
+    std::vector<ike::IkeSaInfo> v;
+    v.reserve(n);
+    for (uint64_t i = 1; i <= n; ++i) {
+        auto s = sample_sa(i);
+        s.peer = "henb-" + std::to_string(i);
+        s.remote_id = "henb-" + std::to_string(i) + ".example.org";
+        s.spi_i = 0x1000000000000000ULL + i;
+        s.children[0].spi_in = static_cast<uint32_t>(0xc0000000U + i);
+        v.push_back(std::move(s));
+    }
+    return v;
+}
+
+}  // namespace
+
+// A list-sas reply of any size is split into frames below the frame cap, each a complete JSON
+// object; together they hold every SA once, in order, and only the last has no "more".
+TEST(ControlProtocol, ListSasPayloadsStayUnderTheFrameCap) {
+    for (uint64_t n : {uint64_t{0}, uint64_t{1}, uint64_t{10000}, uint64_t{50000}}) {
+        auto payloads = list_sas_payloads(many_sas(n), 5000);
+        ASSERT_FALSE(payloads.empty()) << n;
+        uint64_t next = 1;
+        size_t octets = 0;
+        for (size_t k = 0; k < payloads.size(); ++k) {
+            const auto& p = payloads[k];
+            octets += p.size();
+            EXPECT_LE(p.size(), kMaxControlFrame) << n << " SAs, frame " << k;
+            auto j = nlohmann::json::parse(p, nullptr, false);
+            ASSERT_TRUE(j.is_object()) << n << " SAs, frame " << k << " is not JSON";
+            EXPECT_EQ(j.value("ok", false), true);
+            EXPECT_EQ(j.value("more", false), k + 1 < payloads.size()) << n << " SAs, frame " << k;
+            for (const auto& s : j["sas"]) EXPECT_EQ(s.value("id", uint64_t(0)), next++);
+        }
+        EXPECT_EQ(next, n + 1) << "SAs in the payloads";
+        if (n == 10000) {
+            // The reason for frames: one reply with 10,000 SAs is more than the cap.
+            EXPECT_GT(octets, kMaxControlFrame) << octets / n << " octets per SA";
+            std::cout << "list-sas JSON: " << octets / n << " octets per SA (one Child SA), " << payloads.size()
+                      << " frames for " << n << " SAs\n";
+        }
+    }
+    // At least one SA per frame, however small the chunk.
+    auto one_each = list_sas_payloads(many_sas(3), 5000, 1);
+    EXPECT_EQ(one_each.size(), 3u);
+}
+
+// 50,000 SAs (some 35 MB of JSON) through the real control path: the loop takes the snapshot,
+// the worker frames it, the client reassembles every SA; and the daemon still answers others.
+TEST(IkeRuntime, ListSasOf50000SasArrivesComplete) {
+    constexpr uint64_t kSas = 50000;
+    RuntimeOptions opts;
+    std::string dir = temp_dir("ctl-50k");
+    opts.control_socket = dir + "/ctl.sock";
+    Harness h(opts, [](FakeEngine& e) { e.sas = many_sas(kSas); });
+    auto r = control_request(opts.control_socket, {{"cmd", "list-sas"}}, 30000);
+    ASSERT_TRUE(r.ok()) << r.error().detail();
+    const auto& sas = (*r)["sas"];
+    ASSERT_EQ(sas.size(), kSas);
+    EXPECT_FALSE(r->contains("more"));
+    for (uint64_t i = 0; i < kSas; ++i) {
+        ASSERT_EQ(sas[i].value("id", uint64_t(0)), i + 1);
+        ASSERT_EQ(sas[i].value("peer", std::string()), "henb-" + std::to_string(i + 1));
+    }
+    EXPECT_EQ(sas[kSas - 1]["children"][0]["spi_in"], "c000c350");
+    std::string text = format_sas(sas);
+    EXPECT_NE(text.find("henb-50000: #50000, ESTABLISHED"), std::string::npos);
+    std::cout << "list-sas of " << kSas << " SAs: " << control_dump(sas).size() / kSas << " octets of JSON and "
+              << text.size() / kSas << " of text per SA\n";
+    EXPECT_TRUE(control_request(opts.control_socket, {{"cmd", "counters"}}).ok());
+    h.on_loop([](FakeEngine& e) { return std::exchange(e.sas, {}).size(); });  // no 50,000 deletes at stop
+    std::filesystem::remove_all(dir);
+}
+
+// The client reassembles only well-formed continuations: a continued frame without a list, or
+// one that says ok=false, is an error, not a partial list.
+TEST(ControlProtocol, ClientRejectsBrokenContinuations) {
+    std::string dir = temp_dir("ctl-cont");
+    std::string path = dir + "/ctl.sock";
+    for (const auto& second :
+         {std::string(R"({"ok":true})"), std::string(R"({"ok":false,"error":"gone"})"), std::string("not json")}) {
+        int ls = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+        ::unlink(path.c_str());
+        ASSERT_EQ(::bind(ls, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+        ASSERT_EQ(::listen(ls, 1), 0);
+        std::thread server([&] {
+            int c = ::accept(ls, nullptr, nullptr);
+            if (c < 0) return;
+            (void)read_frame(c);
+            (void)write_frame(c, R"({"ok":true,"sas":[{"id":1}],"more":true})");
+            (void)write_frame(c, second);
+            ::close(c);
+        });
+        auto r = control_request(path, {{"cmd", "list-sas"}}, 2000);
+        server.join();
+        ::close(ls);
+        EXPECT_FALSE(r.ok()) << "accepted a continuation " << second;
+    }
+    std::filesystem::remove_all(dir);
+}

@@ -1,7 +1,8 @@
 // The IKE daemon's control socket: a unix stream socket; each connection carries one request
 // and one response, each a 4-octet big-endian length followed by that many octets of JSON.
 //
-//   {"cmd":"list-sas"}                                  -> {"ok":true,"sas":[...]}
+//   {"cmd":"list-sas"}                                  -> {"ok":true,"sas":[...]}, in one or more
+//                                                        frames (below)
 //   {"cmd":"initiate","peer":"henb-b"}                  -> {"ok":true}
 //   {"cmd":"terminate","peer":"henb-b"}                 (or "ike_sa_id":N; "child":"x2" deletes
 //                                                        only that Child SA)
@@ -12,6 +13,12 @@
 // Errors: {"ok":false,"error":"what went wrong"}.  No request can end the daemon: a request
 // that fails unexpectedly is answered with an error and counted (runtime.control.error; one
 // that is not JSON or has wrong field types: runtime.control.bad_request).
+//
+// No frame is larger than kMaxControlFrame (a defence against a bad peer on the socket), but
+// a list-sas reply has no size limit: with tens of thousands of SAs (some 700 octets of JSON
+// each) it is streamed as several frames on the same connection, each a complete JSON object
+// {"ok":true,"sas":[...],"more":true} holding the next SAs of one snapshot, the last one
+// without "more".  control_request() reads them all and returns one reply with every SA.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -24,6 +31,10 @@
 namespace x2sec::runtime {
 
 constexpr size_t kMaxControlFrame = 4 * 1024 * 1024;
+// SA JSON octets per list-sas frame (the frame closes before the SA that would pass this).
+constexpr size_t kListSasChunk = 1024 * 1024;
+// The client's bound on a whole multi-frame reply (over a million SAs).
+constexpr size_t kMaxControlReply = size_t{1} << 30;
 
 // JSON text for the wire: never throws; a string that is not valid UTF-8 (which must not
 // happen: peer-supplied octets are escaped with printable_text where they become text) has
@@ -39,7 +50,13 @@ Result<nlohmann::json> control_request(const std::string& socket_path, const nlo
                                        int timeout_ms = 10000);
 
 // SA list <-> JSON; `now` turns established_at into an age in seconds.
+nlohmann::json sa_to_json(const ike::IkeSaInfo& s, Millis now);
 nlohmann::json sas_to_json(const std::vector<ike::IkeSaInfo>& sas, Millis now);
+// The payloads (unframed) of a list-sas reply: {"ok":true,"sas":[...],"more":true} objects of
+// at most `chunk_octets` of SA JSON each (but at least one SA), the last without "more"; one
+// payload with an empty list when there are no SAs.
+std::vector<std::string> list_sas_payloads(const std::vector<ike::IkeSaInfo>& sas, Millis now,
+                                           size_t chunk_octets = kListSasChunk);
 // `swanctl --list-sas` style text from the JSON above.
 std::string format_sas(const nlohmann::json& sas);
 nlohmann::json event_to_json(const ike::Event& e, uint64_t seq);

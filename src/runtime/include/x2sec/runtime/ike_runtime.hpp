@@ -132,8 +132,10 @@ private:
     // at its deadline (a client that never sends or never reads costs nothing but its slot).
     // A `list-sas` reply (which with 10,000 SAs is megabytes of JSON) is not built on the loop:
     // the loop takes the SA snapshot (engine.list_sas()) and the reply worker thread turns it
-    // into JSON and frames it; the connection waits (not polled) until the framed reply comes
-    // back through m_replies and the loop writes it.
+    // into JSON frames (as many as the SA count needs, control.hpp); the connection waits (not
+    // polled, no deadline: the worker always answers) until the frames come back through
+    // m_replies and the loop writes them, the deadline restarting with each write that goes
+    // through.
     struct ControlConn {
         int fd = -1;
         uint64_t id = 0;
@@ -141,7 +143,7 @@ private:
         size_t sent = 0;
         bool replying = false;
         bool waiting = false;  // the reply worker is building `out`
-        Millis deadline = 0;
+        Millis deadline = 0;   // closed when passed (not while waiting)
     };
     void accept_control(Millis now);
     std::string control_reply(const std::string& request);
