@@ -51,8 +51,14 @@ genm() {  # trusted-root rspout
   OPENSSL_CONF=$D/oids.cnf openssl cmp -cmd genm -infotype rootCaCert -server $URL -cert dev.pem -key dev.key \
     -trusted $1 -rspout $2 > $2.log 2>&1
 }
-hexof() { tr -d '\n' < <(xxd -p "$1"); }
-derhex() { openssl x509 -in "$1" -outform DER | xxd -p | tr -d '\n'; }
+# Hex with coreutils' od (xxd is not in a minimal Debian 12).  An empty conversion must never
+# become an empty grep pattern (which matches anything): derhex then prints a marker no hex has.
+hex() { od -An -v -tx1 | tr -d ' \n'; }
+hexof() { hex < "$1"; }
+derhex() {
+  local h; h=$(openssl x509 -in "$1" -outform DER | hex)
+  if [ -z "$h" ]; then echo "derhex: no DER from $1" >&2; echo "no-der-from-$1"; else echo "$h"; fi
+}
 check_genp() {  # rspout what
   local g; g=$(hexof $1)
   # id-it-rootCaKeyUpdate 1.3.6.1.5.5.7.4.18: OBJECT IDENTIFIER 06 08 2b 06 01 05 05 07 04 12
