@@ -9,12 +9,14 @@
 #include <filesystem>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <cstring>
 #include <future>
 #include <random>
+#include <set>
 #include <thread>
 #include <unistd.h>
 #include <x2sec/common/file.hpp>
@@ -324,6 +326,29 @@ TEST(UdpSocket, BindFailureNamesTheAddress) {
     auto a = UdpSocket::bind({*IpAddress::parse("192.0.2.123"), 0});  // not configured here
     ASSERT_FALSE(a.ok());
     EXPECT_NE(a.error().detail().find("192.0.2.123"), std::string::npos) << a.error().detail();
+}
+
+// An ephemeral port is this socket's alone: no other socket, ephemeral or bound to that port,
+// shares it (with SO_REUSEADDR on both, Linux gave a load generator's port-0 socket the port of
+// a responder's socket in the same process, which then received the responder's datagrams).
+TEST(UdpSocket, EphemeralPortsAreNotShared) {
+    auto a = UdpSocket::bind({IpAddress::v4(127, 0, 0, 1), 0});
+    ASSERT_TRUE(a.ok()) << a.error().detail();
+    auto b = UdpSocket::bind({IpAddress::v4(127, 0, 0, 1), a->local().port});
+    EXPECT_FALSE(b.ok()) << "a second socket took the ephemeral port " << a->local().port;
+    // Many at once (about 20 pairs among 1000 used to share a port).
+    rlimit rl{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+    const size_t n = std::min<size_t>(1000, rl.rlim_cur > 64 ? rl.rlim_cur - 64 : 0);
+    if (n < 500) GTEST_SKIP() << "open-files limit " << rl.rlim_cur << " is too low for the many-sockets part";
+    std::vector<UdpSocket> socks;
+    std::set<uint16_t> ports;
+    for (size_t i = 0; i < n; ++i) {
+        auto s = UdpSocket::bind({IpAddress::v4(127, 0, 0, 1), 0});
+        ASSERT_TRUE(s.ok()) << s.error().detail();
+        EXPECT_TRUE(ports.insert(s->local().port).second) << "port " << s->local().port << " handed out twice";
+        socks.push_back(std::move(*s));
+    }
 }
 
 TEST(IkeRuntime, PlainPortDeliversAndRepliesWithoutMarker) {
