@@ -31,6 +31,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 X2SEC=$(readlink -f "$X2SEC")
+. "$(dirname "$(readlink -f "$0")")/../../tests/support/charon.sh"
 NA=${X2SEC_BENCH_NS_PREFIX:-pb}-ea-$$ NB=${X2SEC_BENCH_NS_PREFIX:-pb}-eb-$$
 DIR=$(mktemp -d /tmp/pb-esp.XXXXXX)
 PIDS=()
@@ -124,44 +125,9 @@ cleanup
 
 # ---------------------------------------------------------------- charon with kernel-libipsec
 RESULTS_C=$DIR/results-charon.txt; : >"$RESULTS_C"
-if [ "$CHARON" = 1 ] && { [ ! -x /usr/lib/ipsec/charon ] || ! command -v swanctl >/dev/null ||
-  [ ! -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]; }; then
+if [ "$CHARON" = 1 ] && ! charon_available; then
   log "charon: strongSwan with kernel-libipsec not installed, its rows are left out"; CHARON=0
 fi
-charon_conf() {  # $1 = dir
-  mkdir -p "$1/run" "$1/swanctl"
-  cat >"$1/strongswan.conf" <<CONF
-charon {
-  load = random nonce openssl kdf pem pkcs1 pkcs8 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
-  port = 500
-  port_nat_t = 4500
-  install_routes = no
-  install_virtual_ip = no
-  ikesa_table_size = 4096
-  ikesa_table_segments = 16
-  plugins {
-    vici {
-      socket = unix:///run/charon.vici
-    }
-  }
-  filelog {
-    log {
-      path = $1/charon.log
-      default = ${CHARON_LOG:-0}
-      flush_line = yes
-    }
-  }
-  syslog {
-    daemon {
-      default = -1
-    }
-  }
-}
-swanctl {
-  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey
-}
-CONF
-}
 # charon A's swanctl.conf: the measured pair, N-1 host pairs, 200 children per connection.
 charon_a_conf() {  # $1 = N
   python3 - "$1" <<'PY'
@@ -265,7 +231,9 @@ for N in $([ "$CHARON" = 1 ] && echo "$SAS"); do
   for i in $(seq 1 $((N - 1))); do echo "addr add 10.2.$((i >> 8)).$((i & 255))/32 dev lo"; done | ip -n $NB -batch -
   CP=()
   for s in A B; do
-    d=$DIR/c$s; rm -rf "$d"; charon_conf "$d"
+    d=$DIR/c$s; rm -rf "$d"
+    charon_write_conf "$d" --swanctl-load "$CHARON_SWANCTL_PLUGINS" --log "default = ${CHARON_LOG:-0}" \
+      --log "flush_line = yes" "install_routes = no" "ikesa_table_size = 4096" "ikesa_table_segments = 16"
     if [ $s = A ]; then ns=$NA; charon_a_conf "$N" >"$d/swanctl/swanctl.conf"; else ns=$NB; charon_b_conf >"$d/swanctl/swanctl.conf"; fi
     STRONGSWAN_CONF=$d/strongswan.conf ip netns exec $ns \
       sh -c "mount --bind $d/run /run && exec /usr/lib/ipsec/charon" >"$d/charon.out" 2>&1 </dev/null &

@@ -18,7 +18,7 @@ DIR=$(mktemp -d /tmp/x2sec-bench.XXXXXX)
 PIDS=()
 log() { echo "[$(date +%T)] $*" >&2; }
 # charon in a namespace: shared with tests/netns/esp/charon_interop.sh
-. "$(dirname "$(readlink -f "$0")")/../../tests/netns/esp/charon_netns.sh"
+. "$(dirname "$(readlink -f "$0")")/../../tests/support/charon.sh"
 
 stop_pid() {  # stop one process we started (by pid), wait for it
   local p=$1
@@ -92,7 +92,7 @@ if charon_available; then
     d=$DIR/$n
     if [ $n = A ]; then L=192.0.2.1 R=192.0.2.2 LT=198.51.100.0/24 RT=203.0.113.0/24 LI=a.example.org RI=b.example.org
     else L=192.0.2.2 R=192.0.2.1 LT=203.0.113.0/24 RT=198.51.100.0/24 LI=b.example.org RI=a.example.org; fi
-    charon_write_conf $d 1
+    charon_write_conf $d --log "default = 1" --log "ike = 1"
     # Same IDs on both sides, so the secret's id-a/id-b pair matches either way.
     charon_write_swanctl $d net $L $R $LI $RI $LT $RT $ESP x2sec-benchmark-only-psk yes
     PIDS+=($(charon_start x2sb$n $d))

@@ -42,6 +42,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 X2SEC=$(readlink -f "$X2SEC")
+. "$(dirname "$(readlink -f "$0")")/../../tests/support/charon.sh"
 read -r GCORE RCORE <<<"$CORES"
 NS=${X2SEC_BENCH_NS_PREFIX:-pb}-ike-$$
 DIR=$(mktemp -d /tmp/pb-ike.XXXXXX)
@@ -52,8 +53,7 @@ log() { echo "[$(date +%T)] $*" >&2; }
 [ -x "$X2SEC" ] || { echo "x2sec binary not found: $X2SEC" >&2; exit 2; }
 command -v taskset >/dev/null && command -v openssl >/dev/null || { echo "SKIP: needs taskset and openssl" >&2; exit 77; }
 HAVE_CHARON=0
-[ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null &&
-  [ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ] && HAVE_CHARON=1
+charon_available && HAVE_CHARON=1
 [ -c /dev/net/tun ] || { echo "SKIP: needs /dev/net/tun" >&2; exit 77; }
 if [ -n "$PERF_DIR" ]; then
   command -v perf >/dev/null || { echo "--perf needs perf (linux-perf)" >&2; exit 2; }
@@ -121,40 +121,11 @@ creds() {  # $1 = auth: credentials + both responder configs
     cp "$d/certs/responder.pem" "$d/charon/swanctl/x509/"
     install -m 0600 "$d/certs/responder.key" "$d/charon/swanctl/private/"
   fi
-  cat >"$d/charon/strongswan.conf" <<CONF
-charon {
-  load = random nonce openssl kdf pem pkcs1 pkcs8 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
-  port = 500
-  port_nat_t = 4500
-  install_routes = no
-  install_virtual_ip = no
-  # tuned as strongSwan's documentation advises for many SAs (defaults: table size 1, cookies at
-  # 30 half-open, 5 half-open per source)
-  ikesa_table_size = 4096
-  ikesa_table_segments = 16
-  cookie_threshold = 1000000
-  block_threshold = 1000000
-  plugins {
-    vici {
-      socket = unix:///run/charon.vici
-    }
-  }
-  filelog {
-    log {
-      path = $d/charon/charon.log
-      default = ${CHARON_LOG:--1}
-    }
-  }
-  syslog {
-    daemon {
-      default = -1
-    }
-  }
-}
-swanctl {
-  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey
-}
-CONF
+  # charon tuned as strongSwan's documentation advises for many SAs (defaults: table size 1,
+  # cookies at 30 half-open, 5 half-open per source)
+  charon_write_conf "$d/charon" --swanctl-load "$CHARON_SWANCTL_PLUGINS" --log "default = ${CHARON_LOG:--1}" \
+    "install_routes = no" "ikesa_table_size = 4096" "ikesa_table_segments = 16" \
+    "cookie_threshold = 1000000" "block_threshold = 1000000"
 }
 sw() { STRONGSWAN_CONF=$1/strongswan.conf timeout 60 swanctl "${@:2}" --uri "unix://$1/run/charon.vici"; }
 

@@ -7,6 +7,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
+#include <openssl/pem.h>
+#include <x2sec/common/file.hpp>
 #include <x2sec/loadgen/ike_load.hpp>
 #include <x2sec/pki/pki.hpp>
 
@@ -65,25 +68,45 @@ Result<pki::X509Ptr> issue(const std::string& cn, const std::string& dns, pki::P
     return pki::issue_certificate(r, ca_cert, ca_key);
 }
 
+// A private key and its certificate, as the engine uses them.
+struct Pair {
+    std::shared_ptr<crypto::PrivateKey> key;
+    x509::Certificate cert;
+};
+
 // Issues a key and certificate into base.pem / base.key (key first, so a certificate on disk
-// always has its key).
-Status issue_pair(const std::string& base, const std::string& dns, pki::Profile profile, X509* ca_cert,
-                  EVP_PKEY* ca_key) {
+// always has its key) and keeps both: nothing is read back.
+Result<Pair> issue_pair(const std::string& base, const std::string& dns, pki::Profile profile, X509* ca_cert,
+                        EVP_PKEY* ca_key) {
     X2SEC_TRY(auto key, pki::generate_key(pki::KeyAlg::EcP256));
     X2SEC_TRY(auto cert, issue(dns, dns, profile, key.get(), ca_cert, ca_key));
     X2SEC_TRY_STATUS(pki::save_private_key(base + ".key", key.get()));
-    return pki::save_certs_pem(base + ".pem", {cert.get()});
+    X2SEC_TRY_STATUS(pki::save_certs_pem(base + ".pem", {cert.get()}));
+    return Pair{std::make_shared<crypto::PrivateKey>(crypto::PrivateKey::adopt(key.release())),
+                x509::Certificate::adopt(cert.release())};
 }
 
-Result<x509::Certificate> to_x509(X509* x) {
-    return x509::Certificate::from_der(pki::cert_der(x));
+// The first certificate of a PEM file, parsed once: the PEM block is only base64-decoded here,
+// and Certificate::from_der parses the DER (its fast path for EC keys).
+Result<x509::Certificate> load_certificate(const std::string& path) {
+    X2SEC_TRY(auto pem, read_file(path, 1 << 20));
+    pki::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    if (!bio) return Error(path + ": out of memory");
+    unsigned char* der = nullptr;
+    long len = 0;
+    if (PEM_bytes_read_bio(&der, &len, nullptr, PEM_STRING_X509, bio.get(), nullptr, nullptr) != 1) {
+        ERR_clear_error();
+        return Error(path + ": no PEM certificate");
+    }
+    auto cert = x509::Certificate::from_der(BytesView(der, static_cast<size_t>(len)));
+    OPENSSL_free(der);
+    if (!cert) return Error(cert.error()).context(path);
+    return cert;
 }
 
-Result<std::shared_ptr<crypto::PrivateKey>> load_key(const std::string& path) {
-    X2SEC_TRY(auto pk, pki::load_private_key(path));
-    X2SEC_TRY(auto pem, pki::private_key_pem(pk.get()));
-    X2SEC_TRY(auto key, crypto::PrivateKey::from_pem(pem));
-    return std::make_shared<crypto::PrivateKey>(std::move(key));
+bool has_dns_name(const x509::Certificate& c, const std::string& name) {
+    auto sans = c.san_dns();
+    return std::find(sans.begin(), sans.end(), name) != sans.end();
 }
 
 }  // namespace
@@ -97,18 +120,19 @@ Result<Credentials> prepare_certs(const std::string& dir_in, size_t count, const
     if (ec) return Error((dir / "initiators").string() + ": " + ec.message());
     const std::string ca_pem = (dir / "ca.pem").string(), ca_key_path = (dir / "ca.key").string();
     pki::PkeyPtr ca_key;
-    pki::X509Ptr ca_cert;
+    std::optional<x509::Certificate> ca;
     if (!fs::exists(ca_pem)) {
         X2SEC_TRY(auto k, pki::generate_key(pki::KeyAlg::EcP256));
         X2SEC_TRY(auto c, issue("x2sec load CA", "", pki::Profile::RootCa, k.get(), nullptr, k.get()));
         X2SEC_TRY_STATUS(pki::save_private_key(ca_key_path, k.get()));
         X2SEC_TRY_STATUS(pki::save_certs_pem(ca_pem, {c.get()}));
         ca_key = std::move(k);
-        ca_cert = std::move(c);
+        ca = x509::Certificate::adopt(c.release());
     } else {
-        X2SEC_TRY(auto c, pki::load_cert(ca_pem));
-        ca_cert = std::move(c);
+        X2SEC_TRY(auto c, load_certificate(ca_pem));
+        ca = std::move(c);
     }
+    X509* const ca_cert = ca->get();  // the issuer of whatever is missing (shared with the trust anchor)
     // The CA key is read only when something is missing.
     auto need_ca_key = [&]() -> Status {
         if (ca_key) return {};
@@ -123,16 +147,14 @@ Result<Credentials> prepare_certs(const std::string& dir_in, size_t count, const
     c.dir = dir.string();
     c.responder_id = responder_id;
     c.trust = std::make_shared<x509::TrustStore>();
-    X2SEC_TRY(auto anchor, to_x509(ca_cert.get()));
-    c.trust->add_anchor(anchor, "load-ca");
+    c.trust->add_anchor(*ca, "load-ca");
     const std::string rbase = (dir / "responder").string();
     if (!fs::exists(rbase + ".pem")) {
         X2SEC_TRY_STATUS(need_ca_key());
-        X2SEC_TRY_STATUS(issue_pair(rbase, responder_id, pki::Profile::Server, ca_cert.get(), ca_key.get()));
+        X2SEC_TRY_STATUS(issue_pair(rbase, responder_id, pki::Profile::Server, ca_cert, ca_key.get()));
     } else {
-        X2SEC_TRY(auto rc, pki::load_cert(rbase + ".pem"));
-        auto sans = pki::san_dns(rc.get());
-        if (std::find(sans.begin(), sans.end(), responder_id) == sans.end())
+        X2SEC_TRY(auto rc, load_certificate(rbase + ".pem"));
+        if (!has_dns_name(rc, responder_id))
             return Error(rbase + ".pem: not a certificate for the responder identity " + responder_id);
     }
     c.initiators.reserve(count);
@@ -141,15 +163,18 @@ Result<Credentials> prepare_certs(const std::string& dir_in, size_t count, const
         const std::string base = (dir / "initiators" / std::to_string(i)).string();
         if (!fs::exists(base + ".pem") || !fs::exists(base + ".key")) {
             X2SEC_TRY_STATUS(need_ca_key());
-            X2SEC_TRY_STATUS(issue_pair(base, id, pki::Profile::BaseStation, ca_cert.get(), ca_key.get()));
+            X2SEC_TRY(auto issued, issue_pair(base, id, pki::Profile::BaseStation, ca_cert, ca_key.get()));
+            c.initiators.push_back({id, std::move(issued.key), std::move(issued.cert)});
+            continue;
         }
-        X2SEC_TRY(auto x, pki::load_cert(base + ".pem"));
-        auto sans = pki::san_dns(x.get());
-        if (std::find(sans.begin(), sans.end(), id) == sans.end())
+        X2SEC_TRY(auto cert, load_certificate(base + ".pem"));
+        if (!has_dns_name(cert, id))
             return Error(base + ".pem: expected a certificate for " + id + " (realm or numbering differs)");
-        X2SEC_TRY(auto cert, to_x509(x.get()));
-        X2SEC_TRY(auto key, load_key(base + ".key"));
-        c.initiators.push_back({id, std::move(key), std::move(cert)});
+        X2SEC_TRY(auto key, crypto::PrivateKey::load(base + ".key"));
+        // 0 or -1: another key or key type (-2: cannot be compared, e.g. a key in a token).
+        if (const int same = EVP_PKEY_eq(cert.public_key(), key.get()); same == 0 || same == -1)
+            return Error(base + ".key: not the key of " + base + ".pem");
+        c.initiators.push_back({id, std::make_shared<crypto::PrivateKey>(std::move(key)), std::move(cert)});
     }
     return c;
 }

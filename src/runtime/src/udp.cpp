@@ -117,7 +117,11 @@ Result<UdpSocket> UdpSocket::bind(const ike::Endpoint& local) {
     } else {
         ::setsockopt(s.m_fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
     }
-    ::setsockopt(s.m_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    // SO_REUSEADDR only for a given port: with it on both sockets, Linux hands out for port 0 an
+    // ephemeral port that another SO_REUSEADDR socket on the same address already holds, and the
+    // datagrams for that port then reach only one of the two (a load generator's socket took a
+    // responder's IKE port in the same process and answered its initiators' IKE_SA_INITs).
+    if (local.port != 0) ::setsockopt(s.m_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     // A SeGW after a power cut gets thousands of IKE_SA_INITs at once: the default receive
     // buffer (~212 KiB, a few hundred datagrams with their overhead) overflows and every lost
     // request costs its initiator a retransmission timeout.  Ask for 4 MiB (the kernel caps it

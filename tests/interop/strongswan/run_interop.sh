@@ -43,6 +43,7 @@ set -uo pipefail
 CASE=${1:?case}
 X2SEC=${2:?x2sec binary}
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../../support/charon.sh"
 CHARON=/usr/lib/ipsec/charon
 TAG=$$
 NS_X=x2sX$TAG NS_C=x2sC$TAG
@@ -171,44 +172,15 @@ fi
 mk_charon() {
   local d=$BASE/$1
   mkdir -p $d/run $d/swanctl/{x509,x509ca,private}
-  cat > $d/strongswan.conf <<SEOF
-charon {
-  load = random nonce pem pkcs1 pkcs8 x509 revocation constraints pubkey openssl kdf kernel-libipsec kernel-netlink socket-default vici
-  port = 500
-  port_nat_t = 4500
-  fragment_size = $CH_FRAG_SIZE
-  install_routes = yes
-  install_virtual_ip = no
-  retransmit_tries = $CH_RTRIES
-  retransmit_timeout = $CH_RTO
-  retransmit_base = $CH_RBASE
-  plugins {
-    vici {
-      socket = unix:///run/charon.vici
-    }
-  }
-  filelog {
-    charon {
-      path = $d/charon.log
-      time_format = %T
-      ike_name = yes
-      default = 1
-      ike = 2
-      enc = 1
-      cfg = 2
-      flush_line = yes
-    }
-  }
-  syslog {
-    daemon {
-      default = -1
-    }
-  }
-}
-swanctl {
-  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey
-}
-SEOF
+  # Not $CHARON_PLUGINS: x509, pkcs1 and pkcs8 come before openssl here, and revocation and
+  # constraints are loaded.
+  local plugins="random nonce pem pkcs1 pkcs8 x509 revocation constraints pubkey openssl kdf"
+  charon_write_conf $d --load "$plugins kernel-libipsec kernel-netlink socket-default vici" \
+    --swanctl-load "$CHARON_SWANCTL_PLUGINS" \
+    --log "time_format = %T" --log "ike_name = yes" --log "default = 1" --log "ike = 2" --log "enc = 1" --log "cfg = 2" \
+    --log "flush_line = yes" \
+    "fragment_size = $CH_FRAG_SIZE" "install_routes = yes" \
+    "retransmit_tries = $CH_RTRIES" "retransmit_timeout = $CH_RTO" "retransmit_base = $CH_RBASE"
   local la lr secrets=""
   if [ "$MODE" = cert ]; then
     cp $BASE/pki/ca.crt $d/swanctl/x509ca/; cp $BASE/pki/$8.crt $d/swanctl/x509/; cp $BASE/pki/$8.key $d/swanctl/private/

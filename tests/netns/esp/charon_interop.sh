@@ -21,7 +21,7 @@ cleanup() {
   rm -rf $D
 }
 trap cleanup EXIT
-. "$(dirname "$(readlink -f "$0")")/charon_netns.sh"
+. "$(dirname "$(readlink -f "$0")")/../../support/charon.sh"
 charon_available || { echo "SKIP: strongSwan charon with kernel-libipsec not installed"; exit 77; }
 command -v nc >/dev/null || { echo "SKIP: nc (netcat-openbsd) not installed"; exit 77; }
 ip netns add $NA && ip netns add $NB || { echo "SKIP: cannot create network namespaces"; exit 77; }
@@ -29,7 +29,7 @@ ip link add x2sva netns $NA type veth peer name x2svb netns $NB
 ip -n $NA addr add 192.0.2.1/24 dev x2sva; ip -n $NB addr add 192.0.2.2/24 dev x2svb
 for x in "$NA x2sva" "$NB x2svb"; do set -- $x; ip -n $1 link set lo up; ip -n $1 link set $2 up; done
 ip -n $NB addr add 203.0.113.1/32 dev lo
-charon_write_conf $D 2
+charon_write_conf $D --log "default = 1" --log "ike = 2"
 charon_write_swanctl $D x2 192.0.2.2 192.0.2.1 b.example.org a.example.org 203.0.113.0/24 198.51.100.0/24 \
   aes128gcm16 0x00112233445566778899aabbccddeeff yes
 PIDS+=($(charon_start $NB $D))

@@ -95,6 +95,19 @@ TEST(SecureBytes, CopiesMovesAndWipes) {
     SecureBytes a(hex("0102030405"));
     SecureBytes b = a;
     EXPECT_TRUE(ct_equal(a, b));
+    // The copy is its own storage: changing or clearing one leaves the other as it was.
+    EXPECT_NE(b.data(), a.data());
+    b[0] = 0xff;
+    EXPECT_EQ(a[0], 1);
+    b.clear();
+    EXPECT_TRUE(b.empty());
+    EXPECT_TRUE(ct_equal(a, hex("0102030405")));
+    {
+        SecureBytes copy(a);  // the copy constructor, and the copy's destructor
+        EXPECT_TRUE(ct_equal(copy, a));
+        copy[1] = 0;
+    }
+    EXPECT_TRUE(ct_equal(a, hex("0102030405"))) << "the copy's changes and wipe are its own";
     SecureBytes c = std::move(a);
     EXPECT_TRUE(a.empty());
     EXPECT_EQ(c.slice(1, 2).size(), 2u);

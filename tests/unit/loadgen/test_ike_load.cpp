@@ -263,6 +263,52 @@ TEST_F(IkeLoad, CertLoadWithCookiesRekeysAndDeletes) {
     fs::remove_all(dir);
 }
 
+TEST_F(IkeLoad, CertificateDirectoryIsReadBackWithMatchingKeys) {
+    auto dir = temp_dir("certdir");
+    const std::string certs = (dir / "certs").string(), realm = "load.x2sec.example";
+    const std::string rid = "responder.load.x2sec.example";
+    auto issued = loadgen::prepare_certs(certs, 3, realm, rid);  // issued: kept as made, not read back
+    ASSERT_TRUE(issued.ok()) << issued.error().detail();
+    auto loaded = loadgen::prepare_certs(certs, 3, realm, rid);  // read from the files
+    ASSERT_TRUE(loaded.ok()) << loaded.error().detail();
+    for (size_t i = 0; i < 3; ++i) {
+        const auto& a = issued->initiators[i];
+        const auto& b = loaded->initiators[i];
+        EXPECT_EQ(b.identity, loadgen::initiator_identity(i, realm));
+        EXPECT_EQ(a.cert.der(), b.cert.der()) << i;
+        EXPECT_EQ(b.cert.san_dns(), std::vector<std::string>{b.identity});
+        // Each key is the one of its certificate, issued or loaded: it signs what the certificate verifies.
+        const Bytes msg = to_bytes("octets " + std::to_string(i));
+        for (const auto* ini : {&a, &b}) {
+            auto sig = ini->key->sign(crypto::SigScheme::EcdsaSha256, msg);
+            ASSERT_TRUE(sig.ok()) << sig.error().detail();
+            EXPECT_TRUE(
+                crypto::verify_signature(ini->cert.public_key(), crypto::SigScheme::EcdsaSha256, msg, *sig).ok());
+        }
+    }
+    // The trust anchor is the CA on disk: both verify the initiators' certificates.
+    EXPECT_TRUE(loaded->trust->verify(loaded->initiators[2].cert, {}, ::time(nullptr)).ok());
+    EXPECT_TRUE(issued->trust->verify(loaded->initiators[2].cert, {}, ::time(nullptr)).ok());
+
+    // A key file that is not its certificate's, and a certificate file without a certificate,
+    // are errors naming the file.
+    const fs::path k0 = dir / "certs/initiators/0.key", k1 = dir / "certs/initiators/1.key";
+    fs::rename(k0, dir / "k0");
+    fs::copy_file(k1, k0);
+    auto swapped = loadgen::prepare_certs(certs, 3, realm, rid);
+    ASSERT_FALSE(swapped.ok());
+    EXPECT_NE(swapped.error().detail().find("0.key: not the key of"), std::string::npos) << swapped.error().detail();
+    fs::remove(k0);
+    fs::rename(dir / "k0", k0);
+    ASSERT_TRUE(loadgen::prepare_certs(certs, 3, realm, rid).ok());
+    std::ofstream(dir / "certs/initiators/2.pem") << "not a certificate\n";
+    auto garbled = loadgen::prepare_certs(certs, 3, realm, rid);
+    ASSERT_FALSE(garbled.ok());
+    EXPECT_NE(garbled.error().detail().find("2.pem: no PEM certificate"), std::string::npos)
+        << garbled.error().detail();
+    fs::remove_all(dir);
+}
+
 TEST_F(IkeLoad, WrongPskIsReportedAsAuthFailure) {
     auto dir = temp_dir("wrongpsk");
     LoadOptions o = base_options(30);

@@ -9,12 +9,14 @@
 #include <filesystem>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <cstring>
 #include <future>
 #include <random>
+#include <set>
 #include <thread>
 #include <unistd.h>
 #include <x2sec/common/file.hpp>
@@ -205,6 +207,35 @@ struct Client {
     }
 };
 
+// Holds the runtime's loop busy from construction until release() (or destruction, so that a
+// failed assertion cannot leave the loop blocked and the Harness's stop() waiting on it): a
+// posted task that waits, so meanwhile nothing is read and datagrams pile up in the socket.
+// Declare it after the Harness: it is released before the runtime stops.
+class LoopBlock {
+public:
+    explicit LoopBlock(IkeRuntime& rt) {
+        rt.post([this, go = m_go](EngineApi&, Millis) {
+            m_blocked.set_value();
+            go.wait();
+        });
+        m_blocked.get_future().wait();  // the loop is in the task now
+    }
+    LoopBlock(const LoopBlock&) = delete;
+    LoopBlock& operator=(const LoopBlock&) = delete;
+    ~LoopBlock() { release(); }
+    void release() {
+        if (m_released) return;
+        m_released = true;
+        m_release.set_value();
+    }
+
+private:
+    std::promise<void> m_release;
+    std::shared_future<void> m_go = m_release.get_future().share();
+    std::promise<void> m_blocked;
+    bool m_released = false;
+};
+
 struct Harness {
     FakeEngine* engine = nullptr;
     std::unique_ptr<IkeRuntime> rt;
@@ -229,6 +260,8 @@ struct Harness {
     }
     uint16_t ike_port() const { return rt->ike_endpoints().at(0).port; }
     uint16_t natt_port() const { return rt->natt_endpoints().at(0).port; }
+    // The loop is busy (reads nothing) until the returned handle is released.
+    [[nodiscard]] LoopBlock block_loop() const { return LoopBlock(*rt); }
     template <typename F>
     auto on_loop(F f) {
         decltype(f(*engine)) out{};
@@ -293,6 +326,29 @@ TEST(UdpSocket, BindFailureNamesTheAddress) {
     auto a = UdpSocket::bind({*IpAddress::parse("192.0.2.123"), 0});  // not configured here
     ASSERT_FALSE(a.ok());
     EXPECT_NE(a.error().detail().find("192.0.2.123"), std::string::npos) << a.error().detail();
+}
+
+// An ephemeral port is this socket's alone: no other socket, ephemeral or bound to that port,
+// shares it (with SO_REUSEADDR on both, Linux gave a load generator's port-0 socket the port of
+// a responder's socket in the same process, which then received the responder's datagrams).
+TEST(UdpSocket, EphemeralPortsAreNotShared) {
+    auto a = UdpSocket::bind({IpAddress::v4(127, 0, 0, 1), 0});
+    ASSERT_TRUE(a.ok()) << a.error().detail();
+    auto b = UdpSocket::bind({IpAddress::v4(127, 0, 0, 1), a->local().port});
+    EXPECT_FALSE(b.ok()) << "a second socket took the ephemeral port " << a->local().port;
+    // Many at once (about 20 pairs among 1000 used to share a port).
+    rlimit rl{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+    const size_t n = std::min<size_t>(1000, rl.rlim_cur > 64 ? rl.rlim_cur - 64 : 0);
+    if (n < 500) GTEST_SKIP() << "open-files limit " << rl.rlim_cur << " is too low for the many-sockets part";
+    std::vector<UdpSocket> socks;
+    std::set<uint16_t> ports;
+    for (size_t i = 0; i < n; ++i) {
+        auto s = UdpSocket::bind({IpAddress::v4(127, 0, 0, 1), 0});
+        ASSERT_TRUE(s.ok()) << s.error().detail();
+        EXPECT_TRUE(ports.insert(s->local().port).second) << "port " << s->local().port << " handed out twice";
+        socks.push_back(std::move(*s));
+    }
 }
 
 TEST(IkeRuntime, PlainPortDeliversAndRepliesWithoutMarker) {
@@ -811,14 +867,7 @@ TEST(IkeRuntime, BacklogServesKnownSasFirstAndShedsNewInitsBeyondTheBound) {
     opts.rx.max_init_wait_ms = 60'000;  // only the count bound here
     Harness h(opts);
     Client c;
-    std::promise<void> release;
-    std::shared_future<void> go = release.get_future().share();
-    std::promise<void> blocked;
-    h.rt->post([&, go](EngineApi&, Millis) {
-        blocked.set_value();
-        go.wait();  // the loop is busy: nothing is read meanwhile
-    });
-    blocked.get_future().wait();
+    auto blocked = h.block_loop();  // the loop is busy: nothing is read meanwhile
     // Interleaved, as the initiators' messages arrive: one IKE_AUTH after every few IKE_SA_INITs.
     uint32_t a = 0;
     for (uint32_t i = 0; i < kInits; ++i) {
@@ -829,7 +878,7 @@ TEST(IkeRuntime, BacklogServesKnownSasFirstAndShedsNewInitsBeyondTheBound) {
         }
     }
     ASSERT_EQ(a, kAuths);
-    release.set_value();
+    blocked.release();
     size_t want = kAuths + kMaxInits;
     std::vector<ike::Datagram> rx;
     for (int i = 0; i < 400 && rx.size() < want; ++i) {
@@ -863,19 +912,12 @@ TEST(IkeRuntime, NewInitsWaitingBehindKnownSasTooLongAreShedAsStale) {
     opts.rx.max_init_wait_ms = 30;
     Harness h(opts, [](FakeEngine& e) { e.delay_ms = 5; });  // >= 100 ms of IKE_AUTH work
     Client c;
-    std::promise<void> release;
-    std::shared_future<void> go = release.get_future().share();
-    std::promise<void> blocked;
-    h.rt->post([&, go](EngineApi&, Millis) {
-        blocked.set_value();
-        go.wait();
-    });
-    blocked.get_future().wait();
+    auto blocked = h.block_loop();
     for (uint32_t i = 0; i < kInits; ++i)
         c.send_to(h.ike_port(), ike_msg(0x1000 + i, 0, kIkeSaInit, kInitiator, 0, {}));
     for (uint32_t i = 0; i < kAuths; ++i)
         c.send_to(h.ike_port(), ike_msg(0x2000 + i, 0x3000 + i, kIkeAuth, kInitiator, 1, {}));
-    release.set_value();
+    blocked.release();
     for (int i = 0; i < 400 && h.rt->counters().get("runtime.rx.init_stale") < kInits; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     EXPECT_EQ(h.rt->counters().get("runtime.rx.init_stale"), uint64_t{kInits});

@@ -59,7 +59,8 @@ public:
     SecureBytes() = default;
     explicit SecureBytes(size_t n) : m_data(n, 0) {}
     explicit SecureBytes(BytesView v) : m_data(v.begin(), v.end()) {}
-    SecureBytes(const SecureBytes& o) : m_data(o.m_data) {}
+    // A copy is a second buffer with the same octets (the copy wipes its own in its destructor).
+    SecureBytes(const SecureBytes& o) = default;
     SecureBytes(SecureBytes&& o) noexcept : m_data(std::move(o.m_data)) { o.wipe(); }
     SecureBytes& operator=(const SecureBytes& o) {
         if (this != &o) {
