@@ -16,6 +16,7 @@
 
 #include "registry.hpp"
 
+#include <x2sec/common/bytes.hpp>
 #include <x2sec/common/log.hpp>
 #include <x2sec/loadgen/ike_load.hpp>
 
@@ -123,7 +124,10 @@ int run(LoadCli& c) {
             return 2;
         }
         c.o.psk_base = SecureBytes(BytesView(reinterpret_cast<const uint8_t*>(base.data()), base.size()));
-        std::fill(base.begin(), base.end(), '\0');
+        // The secret's plain copies are wiped (a store into memory about to be freed may be elided;
+        // secure_zero's may not): the one read from the file and the option's own.
+        secure_zero(base.data(), base.size());
+        secure_zero(c.psk_base.data(), c.psk_base.size());
     }
     if (!c.write_config.empty() || !c.write_charon.empty()) {
         if (!c.write_charon.empty()) {

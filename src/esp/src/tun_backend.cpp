@@ -176,7 +176,9 @@ Result<std::unique_ptr<TunBackend>> TunBackend::create(DataPlane& dp, TunDevice 
     b->m_udp = ::socket(a.v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (b->m_udp < 0) return io_error("UDP socket");
     int one = 1;
-    ::setsockopt(b->m_udp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    // SO_REUSEADDR only for a given port (a restart while the old socket lingers): on an ephemeral
+    // (port 0) bind Linux may then hand out a port another SO_REUSEADDR socket holds (UdpSocket too).
+    if (b->m_opts.port != 0) ::setsockopt(b->m_udp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (a.v6) ::setsockopt(b->m_udp, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     int sz = b->m_opts.socket_buffer;
     ::setsockopt(b->m_udp, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
