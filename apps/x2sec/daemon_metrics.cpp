@@ -52,7 +52,11 @@ const std::vector<Rule>& metric_rules() {
         {"cmp.failinfo.", "x2sec_cmp_rejections_by_failinfo_total", "failinfo",
          "CMP requests rejected, by the PKIFailureInfo bit sent (RFC 4210 names)"},
         {"cmp.reject.", "x2sec_cmp_rejections_total", "reason", "CMP requests rejected, by x2sec's reason"},
-        {"cmp.certconf.", "x2sec_cmp_certconf_total", "outcome", "certConf messages, accepted or rejected"},
+        {"cmp.certconf.", "x2sec_cmp_certconf_total", "outcome",
+         "certConf messages: accepted, rejected, not_open (no open transaction anywhere), closed_elsewhere, ..."},
+        {"cmp.session.", "x2sec_cmp_sessions_total", "event",
+         "Transactions waiting for certConf: resumed (from the store, on another instance than the ip's), "
+         "closed_elsewhere, timeout, swept"},
         {"cmp.rx.messages", "x2sec_cmp_messages_total", "", "CMP messages received"},
         {"cmp.request_seconds", "x2sec_cmp_request_seconds", "", "Time to handle one CMP request, seconds"},
         {"cmp.rx.", "x2sec_cmp_rx_total", "kind", "CMP messages refused before handling, by reason"},

@@ -433,6 +433,14 @@ ASN1_SEQUENCE(X2S_OPTIONAL_VALIDITY) =
         return v;
     }
 
+    Bytes sender_nonce(BytesView der) {
+        Mirror<X2S_PKIMESSAGE_HDR> m(ASN1_ITEM_rptr(X2S_PKIMESSAGE_HDR), der.data(), der.size());
+        if (!m.v || !m.v->header || !m.v->header->senderNonce) return {};
+        const ASN1_OCTET_STRING* n = m.v->header->senderNonce;
+        const unsigned char* d = ASN1_STRING_get0_data(n);
+        return Bytes(d, d + ASN1_STRING_length(n));
+    }
+
     ProtectionAlg popo_signature_alg(const OSSL_CRMF_MSG* crm) {
         if (!crm) return {};
         unsigned char* der = nullptr;

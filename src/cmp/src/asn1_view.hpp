@@ -49,6 +49,10 @@ struct MessageView {
 };
 MessageView view_message(BytesView der_message);
 
+// The header's senderNonce of a DER PKIMessage (empty when absent or when it does not decode);
+// extraCerts and body are not decoded.
+Bytes sender_nonce(BytesView der_message);
+
 // The signature AlgorithmIdentifier of a CertReqMsg's POPOSigningKey: present = false when the
 // POP is not a signature (raVerified, keyEncipherment, ...) or absent.
 ProtectionAlg popo_signature_alg(const OSSL_CRMF_MSG* crm);

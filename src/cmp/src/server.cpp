@@ -146,8 +146,13 @@ struct Session {
     bool approved = false;             // the operator approved the held request
     std::string operator_rejection;    // the operator rejected it (reason)
     bool registered = false;           // present in the session map
-    bool implicit_asked = false;       // the request's generalInfo asks for implicitConfirm
-    bool recorded_implicit = false;    // the issued certificate was recorded as `implicit` at once
+    // A certificate issued by cb_cert_request, recorded by handle() once the answer is built
+    // (with its senderNonce, for a certConf taken by another instance) in one durable write.
+    std::optional<CertRecord> to_record;
+    Bytes approved_request;  // the held request an approval issues (stored as the open request)
+    // Set while a session is rebuilt from the store (resume_unconfirmed): cb_cert_request answers
+    // the stored request with this certificate, issued and recorded before, and checks nothing.
+    X509Ptr replay_cert;
     bool done = false;
     ~Session() { OSSL_CMP_SRV_CTX_free(srv); }
 };
@@ -254,6 +259,22 @@ struct Server::Impl {
     // the request, or this one restarted): a session rebuilt from the store, or nullptr.
     std::shared_ptr<Session> resume_pending(X509* signer, const std::vector<X509*>& untrusted, const Bytes& tid,
                                             int64_t now);
+    // A certConf for a transaction this instance has no session for (another instance answered
+    // its ir/cr/p10cr/kur, or this one restarted): the waiting session rebuilt from the store's
+    // open request, after the checks of the original path.  s null and bit < 0: nothing open
+    // (not_open when the store holds no open request for the tid).
+    struct Resumed {
+        std::shared_ptr<Session> s;
+        int bit = -1;
+        std::string text;
+        const char* counter = nullptr;
+        bool not_open = false;
+    };
+    Resumed resume_unconfirmed(const OSSL_CMP_MSG* certconf, X509* signer, const std::vector<X509*>& untrusted,
+                               const Bytes& tid, int64_t now);
+    // After OpenSSL answered a certificate request with s.to_record: the record, in one durable
+    // write (`implicit`, or `unconfirmed` with the open request and `answer`'s senderNonce).
+    Status record_answered(Session& s, bool implicit, const Bytes& answer);
     static std::string requester_of(X509* signer) {
         return pki::name_to_string(X509_get_subject_name(signer)) + " #" + pki::serial_hex(signer);
     }
@@ -285,6 +306,13 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     auto* s = static_cast<Session*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
     auto& im = *s->impl;
     int bt = OSSL_CMP_MSG_get_bodytype(req);
+    if (s->replay_cert) {
+        s->issued = pki::up_ref(s->replay_cert.get());
+        *certOut = pki::up_ref(s->replay_cert.get()).release();
+        *chainOut = pki::make_stack(im.issued_chain()).release();
+        *caPubs = pki::make_stack({im.cfg.operator_root()}).release();
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, nullptr);
+    }
     // certReqId belongs to a CertReqMsg (ir/cr/kur: one message, id 0, RFC 9483 4.1.1).  A p10cr
     // carries a PKCS#10 request and no certReqId at all; the value OpenSSL passes for it is the
     // one it will write into the cp (-1 since OpenSSL 3.0.8, RFC 9483 4.1.4), so it is not checked.
@@ -512,46 +540,9 @@ OSSL_CMP_PKISI* cb_cert_request(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, 
     rec.not_after = pki::not_after(cert->get());
     rec.issued_at = s->now;
     rec.der = pki::cert_der(cert->get());
-    // OpenSSL grants implicitConfirm exactly when the request asks for it and the policy allows
-    // it (and a certificate is issued): then the record is written as `implicit` in the same
-    // durable write instead of a second one after the answer is built (handle() corrects it if
-    // OpenSSL's answer turns out otherwise).  Polled (approved) requests keep the two steps.
-    s->recorded_implicit = s->implicit_asked && im.cfg.policy.grant_implicit_confirm && !s->approved;
-    rec.status = s->recorded_implicit ? "implicit" : "unconfirmed";
-    auto st = im.store.record_issued(rec);
-    // A serial already recorded (code 4: by another instance; 16 random octets, so only a broken
-    // RNG repeats one) is never reused: the certificate is issued again with a new serial.
-    for (int retry = 0; !st && st.error().code() == 4 && retry < 3; ++retry) {
-        im.counters.inc("cmp.store.serial_collision");
-        auto again = pki::issue_certificate(ir, im.cfg.ca_cert.get(), im.cfg.ca_key.get());
-        if (!again) break;
-        cert = std::move(again);
-        rec.serial = pki::serial_bytes(X509_get0_serialNumber(cert->get()));
-        rec.der = pki::cert_der(cert->get());
-        st = im.store.record_issued(rec);
-    }
-    if (!st) {
-        bool dup = st.error().code() == 1;
-        im.reject(*s, dup ? OSSL_CMP_PKIFAILUREINFO_transactionIdInUse : OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                  dup ? "transactionID already used" : "store unavailable", dup ? "transaction_id_in_use" : "store");
-        im.lg->warn("store: {}", st.error().detail());
-        return rejection(s->reject_bit, s->reject_text);
-    }
-    im.counters.inc("cmp.issued");
-    if (s->approved) {
-        (void)im.store.set_pending_state(s->tid, "issued");
-        (void)im.store.append_audit({0,
-                                     s->now,
-                                     "ra",
-                                     "issue",
-                                     to_hex(s->tid),
-                                     "approved request issued as serial " + to_hex(rec.serial),
-                                     {},
-                                     {}});
-        s->waiting = false;
-    }
-    im.lg->info("issued {} serial {} to {} ({}) for {} under {}", s->body, to_hex(rec.serial), rec.subject, rec.sans,
-                rec.requester, prof.name.empty() ? std::string("the default profile") : "profile " + prof.name);
+    // Recorded by handle() once the answer is built: as `implicit` when OpenSSL granted
+    // implicitConfirm, else `unconfirmed` with the request and the answer's senderNonce.
+    s->to_record = std::move(rec);
     s->issued = pki::up_ref(cert->get());
     *certOut = cert->release();
     *chainOut = pki::make_stack(im.issued_chain()).release();
@@ -745,9 +736,9 @@ void cb_error(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, const OSSL_CMP_PKISI* 
     s->impl->lg->info("client sent error for transaction {}: {}", to_hex(s->tid), txt ? txt : "?");
     s->impl->counters.inc("cmp.rx.client_error");
     if (s->issued && s->reject_bit < 0) {
-        (void)s->impl->store.set_status(s->tid, "aborted");
-        (void)s->impl->store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, s->now);
-        s->impl->crl_dirty = true;
+        auto closed = s->impl->store.revoke_unconfirmed(s->tid, "aborted", 5, s->now);
+        if (closed.ok() && *closed) s->impl->crl_dirty = true;
+        if (closed.ok() && !*closed) s->impl->counters.inc("cmp.session.closed_elsewhere");
     }
     s->done = true;
 }
@@ -777,16 +768,31 @@ int cb_certconf(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, const ASN1_OCTE
         const char* txt = OSSL_CMP_snprint_PKIStatusInfo(si, buf, sizeof buf);
         client_rejected = txt && std::string_view(txt).find("rejection") != std::string_view::npos;
     }
+    // Closed only from `unconfirmed`: of two instances given the certConf (a retransmission
+    // through a per-request load balancer) one closes it, the other refuses.
+    auto closed = client_rejected ? im.store.revoke_unconfirmed(s->tid, "rejected-by-client", 5, s->now)
+                                  : im.store.close_unconfirmed(s->tid, "confirmed");
+    s->done = true;
+    if (!closed.ok()) {
+        im.lg->warn("store: closing transaction {}: {}", to_hex(s->tid), closed.error().detail());
+        im.counters.inc("cmp.certconf.store_failed");
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "store unavailable");
+        return 0;
+    }
+    if (!*closed) {
+        im.counters.inc("cmp.certconf.closed_elsewhere");
+        im.counters.inc("cmp.session.closed_elsewhere");
+        im.lg->info("certConf for transaction {}: already closed (by another instance, or it timed out)",
+                    to_hex(s->tid));
+        ERR_raise_data(ERR_LIB_CMP, CMP_R_ERROR_PROCESSING_MESSAGE, "transaction is no longer open");
+        return 0;
+    }
     if (client_rejected) {
-        (void)im.store.set_status(s->tid, "rejected-by-client");
-        (void)im.store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, s->now);
         im.crl_dirty = true;
         im.counters.inc("cmp.certconf.rejected");
     } else {
-        (void)im.store.set_status(s->tid, "confirmed");
         im.counters.inc("cmp.certconf.accepted");
     }
-    s->done = true;
     return 1;
 }
 
@@ -820,6 +826,7 @@ int cb_pollreq(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG*, int, OSSL_CMP_MSG** c
     }
     if (pr.state == "approved") {
         s->approved = true;
+        s->approved_request = pr.request_der;
         im.counters.inc("cmp.approval.approved");
     } else {
         s->operator_rejection = pr.reason.empty() ? std::string("no reason given") : pr.reason;
@@ -895,6 +902,147 @@ std::shared_ptr<Session> Server::Impl::resume_pending(X509* signer, const std::v
     s->registered = true;
     counters.inc("cmp.approval.resumed");
     return s;
+}
+
+Status Server::Impl::record_answered(Session& s, bool implicit, const Bytes& answer) {
+    CertRecord rec = std::move(*s.to_record);
+    s.to_record.reset();
+    rec.status = implicit ? "implicit" : "unconfirmed";
+    if (!implicit) {
+        const Bytes& req = s.approved ? s.approved_request : Bytes(s.der.begin(), s.der.end());
+        rec.open_request = req;
+        rec.open_nonce = detail::sender_nonce(answer);
+        if (rec.open_request.empty() || rec.open_nonce.empty())
+            return Error(ErrorDomain::Cmp, 0, "no request or senderNonce to keep for the certConf");
+    }
+    X2SEC_TRY_STATUS(store.record_issued(rec));
+    counters.inc("cmp.issued");
+    if (s.approved) {
+        (void)store.set_pending_state(s.tid, "issued");
+        (void)store.append_audit({0,
+                                  s.now,
+                                  "ra",
+                                  "issue",
+                                  to_hex(s.tid),
+                                  "approved request issued as serial " + to_hex(rec.serial),
+                                  {},
+                                  {}});
+        s.waiting = false;
+    }
+    const std::string& pname = s.profile ? s.profile->name : std::string();
+    lg->info("issued {} serial {} to {} ({}) for {} under {}", s.body, to_hex(rec.serial), rec.subject, rec.sans,
+             rec.requester, pname.empty() ? std::string("the default profile") : "profile " + pname);
+    return ok_status();
+}
+
+Server::Impl::Resumed Server::Impl::resume_unconfirmed(const OSSL_CMP_MSG* certconf, X509* signer,
+                                                       const std::vector<X509*>& untrusted, const Bytes& tid,
+                                                       int64_t now) {
+    auto fail = [](int bit, std::string text, const char* counter) {
+        Resumed r;
+        r.bit = bit;
+        r.text = std::move(text);
+        r.counter = counter;
+        return r;
+    };
+    auto open = store.find_open_request(tid);
+    if (!open.ok()) return fail(OSSL_CMP_PKIFAILUREINFO_systemUnavail, "store unavailable", "store");
+    if (!open->has_value()) {
+        Resumed r;
+        r.not_open = true;
+        return r;
+    }
+    auto rec = store.find_by_transaction(tid);
+    if (!rec.ok()) return fail(OSSL_CMP_PKIFAILUREINFO_systemUnavail, "store unavailable", "store");
+    if (!rec->has_value() || (*rec)->revoked || (*rec)->status != "unconfirmed") {
+        Resumed r;
+        r.not_open = true;
+        return r;
+    }
+    const OpenRequest& o = **open;
+    const CertRecord& cr = **rec;
+    // The signer is pinned: the certConf must come from the certificate that signed the request.
+    if (cr.requester != requester_of(signer)) return {};
+    // The certConf answers our ip/cp/kup: its recipNonce is that message's senderNonce.
+    const ASN1_OCTET_STRING* rn = OSSL_CMP_HDR_get0_recipNonce(OSSL_CMP_MSG_get0_header(certconf));
+    if (!rn || Bytes(ASN1_STRING_get0_data(rn), ASN1_STRING_get0_data(rn) + ASN1_STRING_length(rn)) != o.nonce)
+        return fail(OSSL_CMP_PKIFAILUREINFO_badRecipientNonce,
+                    "recipNonce of the certConf does not answer the ip/cp/kup of transaction " + to_hex(tid),
+                    "bad_recip_nonce");
+    // The signer's chain, as the original request was checked (at the certConf's time): a vendor
+    // root for ir/cr/p10cr (with the request's extraCerts), the operator root for kur.
+    auto v = detail::view_message(o.request_der);
+    if (!v.ok) return fail(OSSL_CMP_PKIFAILUREINFO_systemFailure, "stored request does not decode", "resume_failed");
+    std::vector<X509Ptr> req_extra;
+    std::vector<X509*> chain_untrusted(untrusted);
+    for (auto& d : v.extra_certs)
+        if (auto x = certificate(d)) {
+            chain_untrusted.push_back(x.get());
+            req_extra.push_back(std::move(x));
+        }
+    const bool op = cr.body == "kur";
+    auto chain = op ? pki::verify_chain(signer, operator_store.get(), operator_untrusted, now)
+                    : pki::verify_chain(signer, vendor_store.get(), chain_untrusted, now);
+    if (!chain.ok())
+        return fail(OSSL_CMP_PKIFAILUREINFO_signerNotTrusted,
+                    std::string(op ? "operator" : "vendor") + " certificate not accepted: " + chain.error().detail(),
+                    "signer_not_trusted");
+    if (op) {
+        auto srec = store.find_by_serial(pki::serial_bytes(X509_get0_serialNumber(signer)));
+        if (!srec.ok()) return fail(OSSL_CMP_PKIFAILUREINFO_systemUnavail, "store unavailable", "store");
+        if (srec->has_value() && (*srec)->revoked)
+            return fail(OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                        "the signing operator certificate (serial " + pki::serial_hex(signer) + ") is revoked",
+                        "signer_revoked");
+    }
+    auto cert = certificate(cr.der);
+    const unsigned char* d = v.without_extra_certs.data();
+    MsgPtr orig(d2i_OSSL_CMP_MSG(nullptr, &d, static_cast<long>(v.without_extra_certs.size())));
+    if (!cert || !orig) {
+        ERR_clear_error();
+        return fail(OSSL_CMP_PKIFAILUREINFO_systemFailure, "stored request or certificate does not decode",
+                    "resume_failed");
+    }
+    auto s = make_session(signer, op ? SignerKind::Operator : SignerKind::Vendor, tid, o.created, policy());
+    s->profile = &s->policy->default_profile;
+    s->body = cr.body;
+    s->replay_cert = pki::up_ref(cert.get());
+    OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(s->srv, 0);
+    {
+        // OpenSSL's server context keeps the transaction's state (transactionID, certReqId)
+        // from the request it answered: the stored request goes through it again, its
+        // protection verified with the pinned signer, and is answered with the certificate
+        // issued before (cb_cert_request records nothing); the answer is discarded.  Then the
+        // senderNonce is the stored one, so OpenSSL checks the certConf's recipNonce too.
+        std::lock_guard slk(s->mu);
+        s->now = now;
+        s->der = o.request_der;
+        MsgPtr ignored(OSSL_CMP_SRV_process_request(s->srv, orig.get()));
+        s->der = {};
+        s->replay_cert.reset();
+        ERR_clear_error();
+        if (!ignored || OSSL_CMP_MSG_get_bodytype(ignored.get()) == kError || s->reject_bit >= 0 || !s->issued)
+            return fail(OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                        "the stored request of transaction " + to_hex(tid) + " does not verify with the signer",
+                        "resume_failed");
+        ASN1_OCTET_STRING* n = ASN1_OCTET_STRING_new();
+        bool set = n && ASN1_OCTET_STRING_set(n, o.nonce.data(), static_cast<int>(o.nonce.size())) &&
+                   OSSL_CMP_CTX_set1_senderNonce(OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv), n);
+        ASN1_OCTET_STRING_free(n);
+        if (!set) return fail(OSSL_CMP_PKIFAILUREINFO_systemFailure, "cannot set the senderNonce", "resume_failed");
+    }
+    Resumed r;
+    std::lock_guard lk(sessions_mu);
+    if (auto it = sessions.find(tid); it != sessions.end()) {
+        if (it->second->signer && X509_cmp(signer, it->second->signer.get()) == 0) r.s = it->second;
+        return r;
+    }
+    sessions[tid] = s;
+    s->registered = true;
+    counters.inc("cmp.session.resumed");
+    lg->info("transaction {} resumed from the store for its certConf", to_hex(tid));
+    r.s = std::move(s);
+    return r;
 }
 
 void Server::Impl::configure_ctx(OSSL_CMP_CTX* ctx) const {
@@ -986,10 +1134,17 @@ void Server::Impl::purge_expired(int64_t now) {
     for (auto& s : dead) {
         std::lock_guard lk(s->mu);
         if (s->issued && !s->done) {
-            (void)store.set_status(s->tid, "unconfirmed-timeout");
-            (void)store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, now);
-            crl_dirty = true;
-            counters.inc("cmp.session.timeout");
+            // Revoked only while the store still says unconfirmed: another instance may have
+            // taken the certConf (per-request load balancing); then the session just ends.
+            auto closed = store.revoke_unconfirmed(s->tid, "unconfirmed-timeout", 5, now);
+            if (!closed.ok()) {
+                lg->warn("store: timing out transaction {}: {}", to_hex(s->tid), closed.error().detail());
+            } else if (*closed) {
+                crl_dirty = true;
+                counters.inc("cmp.session.timeout");
+            } else {
+                counters.inc("cmp.session.closed_elsewhere");
+            }
         }
     }
     // The same in the store for every instance: certificates left unconfirmed by a session that
@@ -1176,7 +1331,6 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
                               "transactionID " + to_hex(tid) + " is already in use", "transaction_id_in_use");
             s = im.make_session(signer, kind, tid, now, pol);
             s->rr_reason = rr_reason;
-            s->implicit_asked = palg.implicit_confirm;
             s->profile = profile;
             im.sessions[tid] = s;
             s->registered = true;
@@ -1194,35 +1348,76 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
                 s = it->second;
         }
         if (!s && bt == kPollReq && !tid.empty()) s = im.resume_pending(signer, untrusted, tid, now);
+        if (!s && bt == kCertConf && !tid.empty()) {
+            auto r = im.resume_unconfirmed(req.get(), signer, untrusted, tid, now);
+            if (r.bit >= 0) {
+                m_counters.inc("cmp.certconf.resume_refused");
+                return refuse(r.bit, r.text, r.counter);
+            }
+            if (r.not_open) m_counters.inc("cmp.certconf.not_open");
+            s = std::move(r.s);
+        }
         if (!s)
             return refuse(OSSL_CMP_PKIFAILUREINFO_badRequest, "no open transaction " + to_hex(tid) + " for this signer",
                           "no_transaction");
     }
 
     MsgPtr rsp;
+    Bytes encoded;                        // rsp as DER, when a certificate was recorded with it
+    std::optional<Result<Bytes>> failed;  // the store refused the record: this error answers
     {
         std::lock_guard lk(s->mu);
         s->now = now;
         s->der = der;
-        rsp.reset(OSSL_CMP_SRV_process_request(s->srv, req.get()));
-        s->der = {};
-        if (s->issued && !s->done && (bt == kIr || bt == kCr || bt == kP10cr || bt == kKur || bt == kPollReq)) {
-            OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
+        const bool cert_request = bt == kIr || bt == kCr || bt == kP10cr || bt == kKur || bt == kPollReq;
+        for (int attempt = 0;; ++attempt) {
+            s->to_record.reset();
+            rsp.reset(OSSL_CMP_SRV_process_request(s->srv, req.get()));
+            if (!s->to_record) break;
+            // A certificate was issued: recorded now that the answer (and its senderNonce) exists,
+            // as `implicit` when OpenSSL granted implicitConfirm, in one durable write.
             bool answered = rsp && OSSL_CMP_MSG_get_bodytype(rsp.get()) != kError;
-            if (OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM) == 1 && answered) {
-                if (!s->recorded_implicit) (void)im.store.set_status(tid, "implicit");
-                m_counters.inc("cmp.implicit_confirm");
-                s->done = true;
-            } else if (s->recorded_implicit && answered) {
-                (void)im.store.set_status(tid, "unconfirmed");  // OpenSSL did not grant it: certConf follows
-                s->recorded_implicit = false;
-            } else if (s->recorded_implicit) {
-                // recorded as accepted, but the client gets no certificate: withdraw it
-                (void)im.store.set_status(tid, "aborted");
-                (void)im.store.revoke(pki::serial_bytes(X509_get0_serialNumber(s->issued.get())), 5, now);
-                im.crl_dirty = true;
-                s->done = true;
+            if (!answered) {  // the client gets no certificate: nothing is recorded
+                s->to_record.reset();
+                s->issued.reset();
+                break;
             }
+            OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(s->srv);
+            bool implicit = OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM) == 1;
+            unsigned char* out = nullptr;
+            int n = i2d_OSSL_CMP_MSG(rsp.get(), &out);
+            encoded = n > 0 ? Bytes(out, out + n) : Bytes{};
+            OPENSSL_free(out);
+            auto st = encoded.empty() ? Status(Error(ErrorDomain::Cmp, 0, "cannot encode the CMP response"))
+                                      : im.record_answered(*s, implicit, encoded);
+            if (st) {
+                if (implicit) {
+                    m_counters.inc("cmp.implicit_confirm");
+                    s->done = true;
+                }
+                break;
+            }
+            s->to_record.reset();
+            s->issued.reset();
+            encoded.clear();
+            // A serial already recorded (code 4: by another instance; 16 random octets, so only a
+            // broken RNG repeats one) is never reused: the request is answered again, with a new
+            // certificate (OpenSSL starts the transaction afresh for an ir/cr/p10cr/kur).
+            if (st.error().code() == 4 && bt != kPollReq && attempt < 3) {
+                m_counters.inc("cmp.store.serial_collision");
+                continue;
+            }
+            bool dup = st.error().code() == 1;
+            im.lg->warn("store: {}", st.error().detail());
+            failed = im.error_response(
+                req.get(), dup ? OSSL_CMP_PKIFAILUREINFO_transactionIdInUse : OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                dup ? "transactionID already used" : "store unavailable", dup ? "transaction_id_in_use" : "store");
+            s->done = !s->waiting;
+            break;
+        }
+        s->der = {};
+        if (s->issued && !s->done && cert_request) {
+            // open until its certConf
         } else if (!s->waiting) {  // a held request stays open for its polls
             s->done = true;
         }
@@ -1234,17 +1429,22 @@ Result<Bytes> Server::handle(BytesView der, const RequestContext& rc) {
         if (it != im.sessions.end() && it->second == s) im.sessions.erase(it);
     }
     ERR_clear_error();
+    if (failed) return std::move(*failed);
     if (!rsp) {
         m_counters.inc("cmp.tx.no_response");
         return Error(ErrorDomain::Cmp, OSSL_CMP_PKIFAILUREINFO_systemFailure, "OpenSSL produced no CMP response");
     }
     int rbt = OSSL_CMP_MSG_get_bodytype(rsp.get());
     if (rbt == kError) m_counters.inc("cmp.tx.error");
-    unsigned char* out = nullptr;
-    int n = i2d_OSSL_CMP_MSG(rsp.get(), &out);
-    if (n <= 0) return Error(ErrorDomain::Cmp, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cannot encode the CMP response");
-    Bytes b(out, out + n);
-    OPENSSL_free(out);
+    Bytes b = std::move(encoded);
+    if (b.empty()) {
+        unsigned char* out = nullptr;
+        int n = i2d_OSSL_CMP_MSG(rsp.get(), &out);
+        if (n <= 0)
+            return Error(ErrorDomain::Cmp, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cannot encode the CMP response");
+        b.assign(out, out + n);
+        OPENSSL_free(out);
+    }
     if (rbt == kPkiConf) {
         // The pkiConf closes a transaction whose ip already carried our certificates: RFC 9483
         // 3.3 lets later messages of a transaction omit them (the client keeps the signer it

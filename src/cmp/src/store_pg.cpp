@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), rev
   crl_seq BIGINT NOT NULL DEFAULT -1, built BIGINT NOT NULL DEFAULT 0, der BYTEA);
 INSERT INTO crl_state(id) VALUES (1) ON CONFLICT DO NOTHING;
 CREATE INDEX IF NOT EXISTS transactions_status ON transactions(status, created);
+CREATE TABLE IF NOT EXISTS open_requests (
+  tid BYTEA PRIMARY KEY REFERENCES transactions(tid), request BYTEA NOT NULL, nonce BYTEA NOT NULL,
+  created BIGINT NOT NULL);
 )sql";
 
 // SQLSTATE 23505: unique_violation (a primary key already present).
@@ -176,7 +179,59 @@ public:
             (void)exec("ROLLBACK");
             return e;
         }
-        return exec("COMMIT");
+        if (r.status == "unconfirmed" && !r.open_request.empty()) {
+            auto o = run("INSERT INTO open_requests(tid, request, nonce, created) VALUES($1,$2,$3,$4)",
+                         Params().bin(r.transaction_id).bin(r.open_request).bin(r.open_nonce).num(r.issued_at));
+            if (!ok(o)) {
+                auto e = err("record open request");
+                (void)exec("ROLLBACK");
+                return e;
+            }
+        }
+        if (auto st = exec("COMMIT"); !st) {
+            (void)exec("ROLLBACK");
+            return st;
+        }
+        return ok_status();
+    }
+    Result<std::optional<OpenRequest>> find_open_request(BytesView tid) override {
+        auto lk = use();
+        auto r =
+            run("SELECT o.request, o.nonce, o.created FROM open_requests o JOIN transactions t ON t.tid = o.tid "
+                "WHERE o.tid = $1 AND t.status = 'unconfirmed'",
+                Params().bin(tid));
+        if (!ok(r)) return err("query");
+        if (PQntuples(r.get()) == 0) return std::optional<OpenRequest>();
+        OpenRequest o;
+        o.transaction_id.assign(tid.begin(), tid.end());
+        o.request_der = bytes(r.get(), 0, 0);
+        o.nonce = bytes(r.get(), 0, 1);
+        o.created = be64(PQgetvalue(r.get(), 0, 2));
+        return std::optional<OpenRequest>(std::move(o));
+    }
+    // One statement each (data-modifying CTEs run as one unit): the status changes only from
+    // `unconfirmed`, so of two instances racing to close a transaction exactly one sees a row.
+    Result<bool> close_unconfirmed(BytesView tid, const std::string& status) override {
+        auto lk = use();
+        auto r = run(
+            "WITH u AS (UPDATE transactions SET status = $1 WHERE tid = $2 AND status = 'unconfirmed' RETURNING tid), "
+            "d AS (DELETE FROM open_requests WHERE tid IN (SELECT tid FROM u)) SELECT tid FROM u",
+            Params().txt(status).bin(tid));
+        if (!ok(r)) return err("close transaction");
+        return PQntuples(r.get()) > 0;
+    }
+    Result<bool> revoke_unconfirmed(BytesView tid, const std::string& status, int reason, int64_t when) override {
+        auto lk = use();
+        auto r = run(
+            "WITH u AS (UPDATE transactions SET status = $1 WHERE tid = $2 AND status = 'unconfirmed' RETURNING tid), "
+            "d AS (DELETE FROM open_requests WHERE tid IN (SELECT tid FROM u)), "
+            "c AS (UPDATE certificates SET revoked = 1, revoked_at = $3, reason = $4 WHERE revoked = 0 AND tid IN "
+            "(SELECT tid FROM u) RETURNING serial), "
+            "b AS (UPDATE crl_state SET rev_seq = rev_seq + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM c)) "
+            "SELECT tid FROM u",
+            Params().txt(status).bin(tid).num(when).num(reason));
+        if (!ok(r)) return err("revoke unconfirmed");
+        return PQntuples(r.get()) > 0;
     }
     Status record_transaction(BytesView tid, const std::string& body, const std::string& status) override {
         auto lk = use();
@@ -294,6 +349,11 @@ public:
             if (!ok(t)) return err("expire");
             std::vector<Bytes> serials;
             if (PQntuples(t.get()) == 0) return serials;
+            auto d =
+                run("DELETE FROM open_requests WHERE tid IN (SELECT tid FROM transactions WHERE status = "
+                    "'unconfirmed-timeout' AND created < $1)",
+                    Params().num(before));
+            if (!ok(d)) return err("expire");
             auto c =
                 run("UPDATE certificates SET revoked = 1, revoked_at = $1, reason = 5 WHERE revoked = 0 AND tid IN "
                     "(SELECT tid FROM transactions WHERE status = 'unconfirmed-timeout' AND created < $2) "

@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), rev
   crl_seq INTEGER NOT NULL DEFAULT -1, built INTEGER NOT NULL DEFAULT 0, der BLOB);
 INSERT OR IGNORE INTO crl_state(id) VALUES (1);
 CREATE INDEX IF NOT EXISTS transactions_status ON transactions(status, created);
+CREATE TABLE IF NOT EXISTS open_requests (
+  tid BLOB PRIMARY KEY REFERENCES transactions(tid), request BLOB NOT NULL, nonce BLOB NOT NULL,
+  created INTEGER NOT NULL);
 )sql";
 
 // Prepared statements kept per connection and SQL text, so that a
@@ -206,8 +209,66 @@ public:
             c.i64(6, r.not_before).i64(7, r.not_after).i64(8, r.issued_at).blob(9, r.der);
             if (int rc = c.step(); rc != SQLITE_DONE)
                 return rc == SQLITE_CONSTRAINT ? err("serial already recorded", 4) : err("record certificate");
+            if (r.status == "unconfirmed" && !r.open_request.empty()) {
+                Stmt o(m_db, "INSERT INTO open_requests(tid, request, nonce, created) VALUES(?,?,?,?)");
+                o.blob(1, r.transaction_id).blob(2, r.open_request).blob(3, r.open_nonce).i64(4, r.issued_at);
+                if (o.step() != SQLITE_DONE) return err("record open request");
+            }
             return ok_status();
         });
+    }
+
+    Result<std::optional<OpenRequest>> find_open_request(BytesView tid) override {
+        std::lock_guard lk(*m_rmu);
+        Stmt s(m_rdb,
+               "SELECT o.request, o.nonce, o.created FROM open_requests o JOIN transactions t ON t.tid = o.tid "
+               "WHERE o.tid = ? AND t.status = 'unconfirmed'");
+        s.blob(1, tid);
+        int rc = s.step();
+        if (rc == SQLITE_DONE) return std::optional<OpenRequest>();
+        if (rc != SQLITE_ROW) return err_on(m_rdb, "query");
+        OpenRequest o;
+        o.transaction_id.assign(tid.begin(), tid.end());
+        o.request_der = s.col_blob(0);
+        o.nonce = s.col_blob(1);
+        o.created = s.col_i64(2);
+        return std::optional<OpenRequest>(std::move(o));
+    }
+
+    // Inside a write: unconfirmed -> status, the open request removed; false when not unconfirmed.
+    Result<bool> close_locked(BytesView tid, const std::string& status) {
+        Stmt u(m_db, "UPDATE transactions SET status = ? WHERE tid = ? AND status = 'unconfirmed'");
+        u.text(1, status).blob(2, tid);
+        if (u.step() != SQLITE_DONE) return err("update status");
+        if (sqlite3_changes(m_db) == 0) return false;
+        Stmt d(m_db, "DELETE FROM open_requests WHERE tid = ?");
+        d.blob(1, tid);
+        if (d.step() != SQLITE_DONE) return err("close open request");
+        return true;
+    }
+
+    Result<bool> close_unconfirmed(BytesView tid, const std::string& status) override {
+        bool changed = false;
+        X2SEC_TRY_STATUS(write([&]() -> Status {
+            X2SEC_TRY(changed, close_locked(tid, status));
+            return ok_status();
+        }));
+        return changed;
+    }
+
+    Result<bool> revoke_unconfirmed(BytesView tid, const std::string& status, int reason, int64_t when) override {
+        bool changed = false;
+        X2SEC_TRY_STATUS(write([&]() -> Status {
+            X2SEC_TRY(changed, close_locked(tid, status));
+            if (!changed) return ok_status();
+            Stmt u(m_db,
+                   "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ? WHERE tid = ? AND revoked = 0");
+            u.i64(1, when).i64(2, reason).blob(3, tid);
+            if (u.step() != SQLITE_DONE) return err("revoke");
+            if (sqlite3_changes(m_db) == 0) return ok_status();
+            return bump_revocations();
+        }));
+        return changed;
     }
 
     Status record_transaction(BytesView tid, const std::string& body, const std::string& status) override {
@@ -335,6 +396,13 @@ public:
                    "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = 5 WHERE serial = ? AND revoked = 0");
             u.i64(1, now).blob(2, sn);
             if (u.step() != SQLITE_DONE) return err("revoke");
+        }
+        {
+            Stmt d(m_db,
+                   "DELETE FROM open_requests WHERE tid IN (SELECT tid FROM transactions WHERE status = "
+                   "'unconfirmed' AND created < ?)");
+            d.i64(1, before);
+            if (d.step() != SQLITE_DONE) return err("close open requests");
         }
         Stmt t(m_db,
                "UPDATE transactions SET status = 'unconfirmed-timeout' WHERE status = 'unconfirmed' AND created < ?");

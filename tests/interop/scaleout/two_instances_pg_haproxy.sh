@@ -1,12 +1,15 @@
 #!/bin/bash
 # Two `x2sec ca serve` processes on one PostgreSQL 15 (a private cluster: initdb + pg_ctl on a
-# unix socket in a temporary directory) behind HAProxy round-robin on loopback; N concurrent
+# unix socket in a temporary directory) behind HAProxy round-robin on loopback (LB=http, the
+# default: balanced request by request, so a certConf usually reaches the other instance than
+# its ir and is resumed there from the store; LB=tcp: per connection); N concurrent
 # `openssl cmp` and `x2sec enroll` clients; one instance killed with SIGKILL while transactions
 # are in flight.  Asserts: no duplicate serial, every certificate a client holds has its store
 # record and its confirmation (status confirmed, not revoked), every failed attempt ended with a
 # clear error and a retry (a new transaction) succeeded, certificates left unconfirmed by the
 # dead instance are revoked by the survivor after the session timeout, CRL numbers never go down
-# across the instances and every CRL lists every revocation made before it.
+# across the instances and every CRL lists every revocation made before it; with LB=http, that
+# transactions were resumed on the instance that did not answer their ir.
 #   usage: two_instances_pg_haproxy.sh path/to/x2sec [test|bench]
 #   bench: enrolments/s through HAProxy with 1 and with 2 instances (not a timed test)
 # Exit 77 (skipped) when haproxy or PostgreSQL 15 is not installed.
@@ -18,6 +21,8 @@ command -v haproxy >/dev/null || { echo "SKIP: haproxy not installed (scripts/de
 NCLI=${NCLI:-8}          # concurrent clients
 PER=${PER:-4}            # enrolments per client (test mode)
 TIMEOUT_S=4              # session timeout of both instances
+LB=${LB:-http}           # HAProxy mode: http (per request) or tcp (per connection)
+case $LB in http|tcp) ;; *) echo "LB must be http or tcp (got $LB)"; exit 2 ;; esac
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 chmod 755 "$D"
 mkdir -p "$D/pg" out
@@ -34,7 +39,7 @@ as_pg $PGBIN/createdb -h "$D/pg" -U postgres x2sec
 STORE="postgresql:host=$D/pg dbname=x2sec user=postgres"
 psqlq() { $PGBIN/psql -h "$D/pg" -U postgres -d x2sec -At -c "$1"; }
 
-P1=$(free_port 11); P2=$(free_port 12); PH=$(free_port 13)
+P1=$(free_port 11); P2=$(free_port 12); PH=$(free_port 13); M1=$(free_port 14); M2=$(free_port 15)
 $X2SEC pki init-vendor-ca --dir va --name "Vendor A" >/dev/null
 $X2SEC pki init-operator-ca --dir op --name Operator --intermediate --crl-url http://127.0.0.1:$PH/crl >/dev/null
 for c in $(seq 1 $NCLI); do
@@ -43,9 +48,9 @@ for c in $(seq 1 $NCLI); do
   $X2SEC pki keygen --out new$c.key >/dev/null
 done
 
-start_inst() {  # name port
+start_inst() {  # name port metrics-port
   $X2SEC ca serve --ca-dir op --vendor-root va/root.crt --store "$STORE" --port $2 --threads 4 \
-    --session-timeout-s $TIMEOUT_S --crl-url http://127.0.0.1:$PH/crl --log-level warn > inst-$1.log 2>&1 &
+    --metrics-listen 127.0.0.1:$3 --session-timeout-s $TIMEOUT_S --crl-url http://127.0.0.1:$PH/crl --log-level warn > inst-$1.log 2>&1 &
   local pid=$!; PIDS+=($pid); eval "PID_$1=$pid"
   wait_port $2 || { echo "instance $1 did not start"; exit 1; }
 }
@@ -54,12 +59,13 @@ start_haproxy() {  # servers...
 global
   maxconn 512
 defaults
-  mode tcp
+  mode $LB
   timeout connect 1s
   timeout client 30s
   timeout server 30s
   retries 2
   option redispatch
+$([ "$LB" = http ] && printf '  option http-server-close\n  http-reuse never\n  timeout http-request 10s')
 frontend cmp
   bind 127.0.0.1:$PH
   default_backend ras
@@ -75,8 +81,9 @@ P_a=$P1; P_b=$P2
 URL=127.0.0.1:$PH/.well-known/cmp
 
 # One enrolment of client c (odd: openssl cmp, even: x2sec enroll), attempt k.  Both keep the
-# transaction (ir + certConf) on one persistent connection, which HAProxy (mode tcp) keeps on one
-# instance: the transaction state lives in that instance.
+# transaction (ir + certConf) on one persistent connection: HAProxy in mode tcp keeps it on one
+# instance, in mode http (http-server-close) it balances each request, so the certConf goes to
+# the next instance, which resumes the transaction from the store.
 enrol() {  # c j k -> 0 and out/<c>-<j>.crt, or 1 and out/<c>-<j>-<k>.log
   local c=$1 j=$2 k=$3 id; id=$(printf '0023a1b2%04x' $c).henb.vendor-a.example
   if [ $((c % 2)) = 1 ]; then
@@ -105,6 +112,11 @@ client() {  # c: PER enrolments, up to 3 attempts each
   done
 }
 
+# x2sec_cmp_sessions_total{event="resumed"} of the instance whose metrics listen on port $1
+resumed() {
+  curl -sf http://127.0.0.1:$1/metrics | awk '/^x2sec_cmp_sessions_total\{.*event="resumed"/ { n += $NF } END { print n + 0 }'
+}
+
 if [ "$MODE" = bench ]; then
   bench() {  # label servers...
     local label=$1; shift
@@ -118,15 +130,16 @@ if [ "$MODE" = bench ]; then
     awk -v ok=$ok -v ns=$((t1 - t0)) -v l="$label" -v n=$NCLI \
       'BEGIN { printf "%-32s clients %2d  enrolments %4d  %.1f s  %.1f enrol/s\n", l, n, ok, ns/1e9, ok/(ns/1e9) }'
   }
-  start_inst a $P1; start_inst b $P2
-  echo "load: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
-  bench "HAProxy -> 1 instance" a
-  bench "HAProxy -> 2 instances" a b
+  start_inst a $P1 $M1; start_inst b $P2 $M2
+  echo "HAProxy mode $LB; load: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
+  bench "HAProxy ($LB) -> 1 instance" a
+  bench "HAProxy ($LB) -> 2 instances" a b
+  echo "resumed on the other instance: a $(resumed $M1), b $(resumed $M2); load now: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "(clients are openssl cmp / x2sec enroll processes on the same cores: the figures include their start-up)"
   exit 0
 fi
 
-start_inst a $P1; start_inst b $P2; start_haproxy a b
+start_inst a $P1 $M1; start_inst b $P2 $M2; start_haproxy a b
 
 # ---- 1. CRL numbers across the instances while revocations happen
 for c in 1 2 3; do enrol $c 0 1 || fail "warm-up enrolment $c"; done
@@ -144,6 +157,8 @@ for c in 1 2 3; do
 done
 check "CRL numbers never went down over $n fetches from both instances and the balancer (last $last)" test $mono = 1
 check "one CRL number per revocation (3 revocations: $last)" test "$last" -le 4
+warm_resumed=$(( $(resumed $M1) + $(resumed $M2) ))
+echo "  HAProxy mode $LB: $warm_resumed of the 3 warm-up transactions resumed on the other instance"
 
 # ---- 2. N concurrent clients; instance a killed with SIGKILL in the middle
 rm -f results.txt failed.txt
@@ -160,6 +175,14 @@ check "every failed attempt had a clear error" test "$unclear" = 0
 [ "$unclear" = 0 ] || grep -l . out/*-*-*.log | head -3 | xargs -r tail -n 3
 grep -v ' ok 1$' results.txt | sed 's/^/  result: /' || true
 [ -s failed.txt ] && for f in $(cat failed.txt); do grep -h -E "$CLEAR" $f | tail -n 1 | cut -c1-160; done | sort | uniq -c | sed 's/^/  failure: /' || true
+
+resumed_b=$(resumed $M2)
+if [ "$LB" = http ]; then
+  check "transactions were resumed on the instance that did not answer their ir (warm-up $warm_resumed, b $resumed_b)" \
+    test $((warm_resumed + resumed_b)) -gt 0
+else
+  echo "  resumed (mode tcp, expected 0): warm-up $warm_resumed, b $resumed_b"
+fi
 
 # ---- 3. the store after the kill
 sleep $((TIMEOUT_S + 1))
@@ -185,7 +208,7 @@ check "orphans of the killed instance ($orphans) are revoked" \
 echo "  store: $(psqlq 'SELECT COUNT(*) FROM certificates') certificates, $(psqlq "SELECT COUNT(*) FROM transactions WHERE status='confirmed'") confirmed, $orphans unconfirmed-timeout, $(psqlq 'SELECT COUNT(*) FROM certificates WHERE revoked = 1') revoked"
 
 # ---- 4. the killed instance restarts and serves the same (newest) CRL
-start_inst a $P1
+start_inst a $P1 $M1
 curl -sf http://127.0.0.1:$P1/crl -o crl-a.der && curl -sf http://127.0.0.1:$P2/crl -o crl-b.der || fail "CRL after restart"
 na=$(( $(openssl crl -inform DER -in crl-a.der -noout -crlnumber | sed 's/.*=//') ))
 nb=$(( $(openssl crl -inform DER -in crl-b.der -noout -crlnumber | sed 's/.*=//') ))

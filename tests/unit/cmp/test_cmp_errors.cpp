@@ -317,11 +317,15 @@ TEST_F(ErrFixture, CertConfWithoutTransactionIsBadRequestError) {
     int n = 0;
     wire.handle = [&](BytesView req) -> Result<Bytes> {
         if (++n == 2) {
-            // rewrite nothing: send the certConf under a fresh server (no session there)
-            Store& st = *store;
-            Server fresh(lab().server_config(), st);
+            // rewrite nothing: send the certConf to a fresh server on another store (no session
+            // there, and no open request either: a server on the same store would resume it,
+            // test_cmp_resume.cpp)
+            auto other = open_sqlite_store(":memory:");
+            EXPECT_TRUE(other.ok());
+            Server fresh(lab().server_config(), **other);
             auto r = fresh.handle(req, wall_clock_request());
             EXPECT_EQ(fresh.counters().get("cmp.reject.no_transaction"), 1u);
+            EXPECT_EQ(fresh.counters().get("cmp.certconf.not_open"), 1u);
             return r;
         }
         return server->handle(req, wall_clock_request());

@@ -124,9 +124,10 @@ protected:
                 auto s = open_postgres_store(pg().conninfo);
                 ASSERT_TRUE(s.ok()) << s.error().detail();
             }
-            std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, "
-                                          "transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
+            std::string drop =
+                pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
+                           " -U postgres -d postgres -c 'DROP TABLE IF EXISTS open_requests, certificates, "
+                           "transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
             ASSERT_EQ(std::system(drop.c_str()), 0);
             auto s = open_postgres_store(pg().conninfo);
             ASSERT_TRUE(s.ok()) << s.error().detail();
@@ -329,6 +330,89 @@ TEST_P(StoreTest, ExpireUnconfirmedRevokesOnlyStaleUnconfirmedOnce) {
     EXPECT_TRUE(store->expire_unconfirmed(2000, 6001)->empty());
 }
 
+// The open request of an unconfirmed transaction is written with its record (one write) and
+// found by any handle; it closes exactly once: a second close (another instance) changes
+// nothing, and a revocation of an unconfirmed transaction happens only while it is unconfirmed.
+TEST_P(StoreTest, OpenRequestsAreRecordedWithTheCertificateAndCloseOnce) {
+    std::unique_ptr<Store> other;  // a second handle: another instance on the same store
+    if (GetParam() == "sqlite")
+        other = std::move(open_sqlite_store(path).value());
+    else
+        other = std::move(open_postgres_store(pg().conninfo).value());
+    auto a = rec(1, 1);
+    a.open_request = Bytes{0x30, 0x03, 0x02, 0x01, 0x07};
+    a.open_nonce = Bytes(16, 0xAB);
+    uint64_t commits = store->write_commits();
+    ASSERT_TRUE(store->record_issued(a).ok());
+    if (GetParam() == "sqlite") {
+        EXPECT_EQ(store->write_commits(), commits + 1);  // one durable write
+    }
+    auto o = other->find_open_request(a.transaction_id);
+    ASSERT_TRUE(o.ok()) << o.error().detail();
+    ASSERT_TRUE(o->has_value());
+    EXPECT_EQ((*o)->request_der, a.open_request);
+    EXPECT_EQ((*o)->nonce, a.open_nonce);
+    EXPECT_EQ((*o)->created, a.issued_at);
+    EXPECT_FALSE(store->find_open_request(Bytes(16, 9))->has_value());
+    // implicit (or without a request): no open request
+    auto b = rec(2, 2);
+    b.status = "implicit";
+    b.open_request = a.open_request;
+    b.open_nonce = a.open_nonce;
+    ASSERT_TRUE(store->record_issued(b).ok());
+    EXPECT_FALSE(store->find_open_request(b.transaction_id)->has_value());
+
+    auto first = other->close_unconfirmed(a.transaction_id, "confirmed");
+    ASSERT_TRUE(first.ok()) << first.error().detail();
+    EXPECT_TRUE(*first);
+    auto second = store->close_unconfirmed(a.transaction_id, "confirmed");
+    ASSERT_TRUE(second.ok());
+    EXPECT_FALSE(*second);
+    EXPECT_FALSE(*store->revoke_unconfirmed(a.transaction_id, "unconfirmed-timeout", 5, 3000));
+    auto ra = *store->find_by_transaction(a.transaction_id);
+    EXPECT_EQ(ra->status, "confirmed");
+    EXPECT_FALSE(ra->revoked);
+    EXPECT_FALSE(store->find_open_request(a.transaction_id)->has_value());
+    EXPECT_FALSE(*store->close_unconfirmed(b.transaction_id, "confirmed"));  // implicit: not unconfirmed
+    EXPECT_FALSE(*store->close_unconfirmed(Bytes(16, 9), "confirmed"));      // unknown
+
+    // an unconfirmed one is revoked once, with the CRL's revocation sequence bumped
+    auto c = rec(3, 3);
+    c.open_request = a.open_request;
+    c.open_nonce = a.open_nonce;
+    ASSERT_TRUE(store->record_issued(c).ok());
+    int crl_builds = 0;
+    auto builder = [&](int64_t, const std::vector<pki::Revoked>&) -> Result<Bytes> {
+        ++crl_builds;
+        return Bytes{0x30, 0x00};
+    };
+    ASSERT_TRUE(store->current_crl(3000, 3600, builder).ok());
+    auto rv = other->revoke_unconfirmed(c.transaction_id, "unconfirmed-timeout", 5, 3001);
+    ASSERT_TRUE(rv.ok()) << rv.error().detail();
+    EXPECT_TRUE(*rv);
+    EXPECT_FALSE(*store->revoke_unconfirmed(c.transaction_id, "unconfirmed-timeout", 5, 3002));
+    EXPECT_FALSE(*store->close_unconfirmed(c.transaction_id, "confirmed"));
+    auto rc = *store->find_by_serial(c.serial);
+    EXPECT_TRUE(rc->revoked);
+    EXPECT_EQ(rc->revoked_at, 3001);
+    EXPECT_EQ(rc->revocation_reason, 5);
+    EXPECT_EQ(rc->status, "unconfirmed-timeout");
+    EXPECT_FALSE(store->find_open_request(c.transaction_id)->has_value());
+    ASSERT_TRUE(store->current_crl(3003, 3600, builder).ok());
+    EXPECT_EQ(crl_builds, 2);  // the revocation made the stored CRL stale
+
+    // the sweep closes the open requests of what it expires
+    auto d = rec(4, 4);
+    d.open_request = a.open_request;
+    d.open_nonce = a.open_nonce;
+    ASSERT_TRUE(store->record_issued(d).ok());
+    auto swept = other->expire_unconfirmed(2000, 6000);
+    ASSERT_TRUE(swept.ok()) << swept.error().detail();
+    ASSERT_EQ(swept->size(), 1u);
+    EXPECT_FALSE(store->find_open_request(d.transaction_id)->has_value());
+    EXPECT_FALSE(*store->close_unconfirmed(d.transaction_id, "confirmed"));
+}
+
 TEST_P(StoreTest, CurrentCrlIsOneForAllHandlesAndItsNumberOnlyGrows) {
     std::unique_ptr<Store> other;
     if (GetParam() == "sqlite")
@@ -474,7 +558,7 @@ TEST(StoreOpen, ConninfoPasswordIsRedacted) {
 TEST(StorePostgres, EveryMethodReconnectsAfterTheConnectionBroke) {
     if (!pg().started) GTEST_SKIP() << "PostgreSQL store tests skipped: " << pg().skip_reason;
     std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                                  " -U postgres -d postgres -c 'DROP TABLE IF EXISTS certificates, "
+                                  " -U postgres -d postgres -c 'DROP TABLE IF EXISTS open_requests, certificates, "
                                   "transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
     ASSERT_EQ(std::system(drop.c_str()), 0);
     auto opened = open_postgres_store(pg().conninfo);
@@ -529,6 +613,10 @@ TEST(StorePostgres, EveryMethodReconnectsAfterTheConnectionBroke) {
         {"next_crl_number", [&] { return store.next_crl_number().ok(); }},
         {"current_crl", [&] { return store.current_crl(200, 3600, builder).ok(); }},
         {"transaction_exists", [&] { return store.transaction_exists(r.transaction_id).ok(); }},
+        {"find_open_request", [&] { return store.find_open_request(r.transaction_id).ok(); }},
+        {"close_unconfirmed", [&] { return store.close_unconfirmed(r.transaction_id, "confirmed").ok(); }},
+        {"revoke_unconfirmed",
+         [&] { return store.revoke_unconfirmed(r.transaction_id, "unconfirmed-timeout", 5, 300).ok(); }},
     };
     for (auto& [name, call] : calls) {
         ASSERT_EQ(std::system(kill.c_str()), 0);

@@ -29,6 +29,20 @@ struct CertRecord {
     bool revoked = false;
     int64_t revoked_at = 0;
     int revocation_reason = 0;
+    // Written by record_issued into open_requests (same transaction) when status is
+    // "unconfirmed" and request is not empty: the request message as it came (DER) and our
+    // senderNonce of the ip/cp/kup, so that any instance can finish the transaction (certConf).
+    Bytes open_request;
+    Bytes open_nonce;
+};
+
+// A transaction whose certificate awaits its certConf (issue 13 item 4: any instance sharing
+// the store can take the certConf).
+struct OpenRequest {
+    Bytes transaction_id;
+    Bytes request_der;  // the ir/cr/p10cr/kur (or the approved request) as it came
+    Bytes nonce;        // our senderNonce of the ip/cp/kup: the certConf's recipNonce
+    int64_t created = 0;
 };
 
 struct StoreCounts {
@@ -104,6 +118,15 @@ public:
     // (cessationOfOperation) at `now`, in one transaction, by whichever instance runs it
     // first.  Returns their serials.
     virtual Result<std::vector<Bytes>> expire_unconfirmed(int64_t before, int64_t now) = 0;
+    // The open request of an `unconfirmed` transaction (none once it is closed).
+    virtual Result<std::optional<OpenRequest>> find_open_request(BytesView tid) = 0;
+    // unconfirmed -> `status` and its open request removed, in one transaction; true when this
+    // call made the change, false when the transaction was no longer unconfirmed (another
+    // instance confirmed or revoked it, or it is unknown).  So a transaction closes once.
+    virtual Result<bool> close_unconfirmed(BytesView tid, const std::string& status) = 0;
+    // The same, and the transaction's certificate revoked (reason, when) with it; false (nothing
+    // changed) when the transaction was no longer unconfirmed.
+    virtual Result<bool> revoke_unconfirmed(BytesView tid, const std::string& status, int reason, int64_t when) = 0;
     // The current CRL, one for all instances: when a revocation was recorded since the stored
     // CRL was built, or it is `max_age` old, `build(number, revoked)` makes a new one with the
     // next CRL number and it is stored; otherwise the stored DER is returned.  Serialised in the
