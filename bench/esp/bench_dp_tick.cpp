@@ -9,6 +9,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <x2sec/common/log.hpp>
 #include <x2sec/esp/data_plane.hpp>
 
 using namespace x2sec;
@@ -77,4 +78,11 @@ void BM_TickNoneDue(benchmark::State& st) {
 
 BENCHMARK(BM_TickNoneDue)->Arg(1)->Arg(10000)->Arg(50000)->Unit(benchmark::kMicrosecond);
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    log::set_level("warn");  // one "installed" line per SA otherwise
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
