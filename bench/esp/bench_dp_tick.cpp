@@ -67,11 +67,14 @@ Plane& plane(size_t n) {
 
 void BM_TickNoneDue(benchmark::State& st) {
     Plane& p = plane(size_t(st.range(0)));
+    const uint64_t examined = p.dp.tick_examined();
     for (auto _ : st) {
         p.now += 100;  // 100 ms per tick, as the TUN backend does
         p.dp.tick(p.now);
     }
     st.counters["sas"] = double(p.dp.sa_count());
+    st.counters["examined/tick"] =
+        benchmark::Counter(double(p.dp.tick_examined() - examined), benchmark::Counter::kAvgIterations);
 }
 
 }  // namespace

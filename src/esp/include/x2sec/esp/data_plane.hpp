@@ -6,8 +6,10 @@
 //
 // Threading: install/remove/set_outbound/tick may run on any thread (exclusive lock).
 // protect() may run on one thread at a time and unprotect() on one thread at a time (they
-// touch disjoint state: outbound vs inbound SAs), concurrently with each other.
-// ChildSaEvents callbacks are called from tick() and from the packet paths.
+// touch disjoint state: outbound vs inbound SAs, but for a short list of SAs that crossed a
+// byte/packet/sequence limit, under its own mutex), concurrently with each other.
+// ChildSaEvents callbacks are called from tick(), outside the lock; the packet paths only
+// flag the SA for the next tick.
 #pragma once
 
 #include <atomic>
