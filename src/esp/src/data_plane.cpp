@@ -3,7 +3,9 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <mutex>
+#include <unordered_set>
 #include <x2sec/common/log.hpp>
 #include <x2sec/esp/data_plane.hpp>
 #include <x2sec/esp/natt_checksum.hpp>
@@ -19,12 +21,32 @@ struct DataPlane::Child {
     InboundSa in;
     OutboundSa out;
     uint64_t seq_limit = 0;
-    Millis installed_at = -1;
+    Millis installed_at = -1;  // the first tick after install
+    Millis queued_at = -1;     // when its live entry in m_deadlines is due; -1: none
+    bool soft_timed = false;   // the soft time limit has been reached
+    uint64_t examined_in = 0;  // the tick (m_tick_serial) that last examined it
     std::atomic<bool> soft_pending{false}, soft_fired{false}, hard_pending{false};
     Child(uint32_t window, bool esn) : in(window, esn) {}
 };
 
 namespace {
+
+// The first time limit of l after `from` (ms), counted from `start`; -1: none.  Saturating:
+// a limit beyond the clock's range never falls due (as `age >= limit` never held).
+Millis limit_at(uint64_t seconds, Millis start) {
+    if (seconds == 0 || start < 0) return -1;
+    const Millis max = std::numeric_limits<Millis>::max();
+    if (seconds > uint64_t(max - start) / 1000) return -1;
+    return start + Millis(seconds) * 1000;
+}
+
+// Min-heap order of m_deadlines: earliest first, ties by install order.
+struct Later {
+    template <typename D>
+    bool operator()(const D& a, const D& b) const {
+        return a.at != b.at ? a.at > b.at : a.sa.order > b.sa.order;
+    }
+};
 
 bool ts_match(const std::vector<TrafficSelector>& list, const IpAddress& a, uint8_t proto, uint16_t port) {
     for (const auto& ts : list)
@@ -114,6 +136,7 @@ Status DataPlane::install(const ChildSaParams& p) {
     static std::atomic<uint64_t> order{0};
     c->install_order = ++order;
     m_sad.emplace(p.spi_in, c);
+    m_unstarted.push_back({p.spi_in, c->install_order});
     auto it = std::find_if(m_spd.begin(), m_spd.end(), [&](const Policy& pol) { return pol.key == c->policy_key; });
     if (it == m_spd.end()) {
         Policy pol;
@@ -140,6 +163,11 @@ Status DataPlane::remove_locked(uint32_t spi_in) {
     if (it == m_sad.end()) return Error(ErrorDomain::Esp, 0, "no such inbound SPI: " + std::to_string(spi_in));
     std::shared_ptr<Child> c = it->second;
     m_sad.erase(it);
+    if (c->queued_at >= 0) {
+        c->queued_at = -1;
+        ++m_deadlines_stale;
+    }
+    compact_locked();
     std::shared_ptr<Child> next;  // the newest SA left for the same policy: c was rekeyed
     for (auto& [spi, other] : m_sad)
         if (other->policy_key == c->policy_key && (!next || other->install_order > next->install_order)) next = other;
@@ -155,7 +183,10 @@ Status DataPlane::remove_locked(uint32_t spi_in) {
     }
     const Millis now = m_now.load(std::memory_order_relaxed);
     purge_draining_locked(now);
-    if (next) m_draining[spi_in] = Draining{c, now + kRekeyDrainMs};
+    if (next) {
+        m_draining[spi_in] = Draining{c, now + kRekeyDrainMs};
+        m_drain_queue.push_back({now + kRekeyDrainMs, {spi_in, c->install_order}});
+    }
     m_counters.inc("esp.sa.removed");
     log::get("esp")->info("removed Child SA in {:08x} out {:08x}", c->in.spi, c->out.spi);
     return {};
@@ -168,8 +199,35 @@ void DataPlane::observe(Millis now) {
 }
 
 void DataPlane::purge_draining_locked(Millis now) {
-    for (auto it = m_draining.begin(); it != m_draining.end();)
-        it = it->second.until <= now ? m_draining.erase(it) : std::next(it);
+    while (!m_drain_queue.empty() && m_drain_queue.front().until <= now) {
+        const DrainEntry e = m_drain_queue.front();
+        m_drain_queue.pop_front();
+        // Skip it if that SPI was installed again (the new SA owns it) or drains another SA.
+        auto it = m_draining.find(e.sa.spi);
+        if (it != m_draining.end() && it->second.child->install_order == e.sa.order && it->second.until <= now)
+            m_draining.erase(it);
+    }
+}
+
+void DataPlane::compact_locked() {
+    // Stale deadlines of removed SAs: dropped once they are more than half of the heap, so it
+    // holds at most twice the live ones plus a constant, at O(1) amortized per removal.
+    if (m_deadlines_stale > 1024 && m_deadlines_stale * 2 > m_deadlines.size()) {
+        auto live = [&](const Deadline& d) {
+            auto it = m_sad.find(d.sa.spi);
+            return it != m_sad.end() && it->second->install_order == d.sa.order && it->second->queued_at == d.at;
+        };
+        std::erase_if(m_deadlines, [&](const Deadline& d) { return !live(d); });
+        std::make_heap(m_deadlines.begin(), m_deadlines.end(), Later{});
+        m_deadlines_stale = 0;
+    }
+    // Installed and removed again without a tick in between (a data plane nobody ticks).
+    if (m_unstarted.size() > 2 * m_sad.size() + 1024) {
+        std::erase_if(m_unstarted, [&](const SaRef& r) {
+            auto it = m_sad.find(r.spi);
+            return it == m_sad.end() || it->second->install_order != r.order;
+        });
+    }
 }
 
 Status DataPlane::remove(uint32_t spi_in) {
@@ -199,10 +257,17 @@ void DataPlane::check_soft(Child& c, bool outbound) {
     uint64_t bytes = u.bytes.load(std::memory_order_relaxed);
     uint64_t packets = u.packets.load(std::memory_order_relaxed);
     if ((l.hard_bytes && bytes >= l.hard_bytes) || (l.hard_packets && packets >= l.hard_packets))
-        c.hard_pending.store(true, std::memory_order_relaxed);
+        raise(c, c.hard_pending);
     else if (!c.soft_fired.load(std::memory_order_relaxed) &&
              ((l.soft_bytes && bytes >= l.soft_bytes) || (l.soft_packets && packets >= l.soft_packets)))
-        c.soft_pending.store(true, std::memory_order_relaxed);
+        raise(c, c.soft_pending);
+}
+
+void DataPlane::raise(Child& c, std::atomic<bool>& flag) {
+    // protect() and unprotect() may raise the same flag at once: exchange() lets one queue it.
+    if (flag.load(std::memory_order_relaxed) || flag.exchange(true, std::memory_order_relaxed)) return;
+    std::lock_guard lock(m_flag_mutex);
+    m_flagged.push_back({c.in.spi, c.install_order});
 }
 
 namespace {
@@ -271,7 +336,7 @@ DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_le
     if (c.hard_pending.load(std::memory_order_relaxed)) return fail(DropReason::Expired);
     uint64_t last = o.seq.load(std::memory_order_relaxed);
     if (last >= c.seq_limit) {
-        c.soft_pending.store(true, std::memory_order_relaxed);
+        raise(c, c.soft_pending);
         return fail(DropReason::SeqExhausted);
     }
     size_t payload_off = kMaxHeadroom, payload_len = f.total_len;
@@ -296,7 +361,7 @@ DataPlane::ProtectResult DataPlane::protect(std::span<uint8_t> buf, size_t ip_le
     o.usage.bytes.fetch_add(payload_len, std::memory_order_relaxed);
     o.usage.packets.fetch_add(1, std::memory_order_relaxed);
     if (c.seq_limit - seq <= m_options.seq_soft_margin && !c.soft_fired.load(std::memory_order_relaxed))
-        c.soft_pending.store(true, std::memory_order_relaxed);
+        raise(c, c.soft_pending);
     if (c.lifetime.soft_bytes | c.lifetime.hard_bytes | c.lifetime.soft_packets | c.lifetime.hard_packets)
         check_soft(c, true);
     m_tx_packets.fetch_add(1, std::memory_order_relaxed);
@@ -426,25 +491,73 @@ DataPlane::UnprotectResult DataPlane::unprotect(std::span<uint8_t> buf, size_t o
     return r;
 }
 
+void DataPlane::examine_locked(Child& c, Millis now, std::vector<uint32_t>& soft, std::vector<uint32_t>& hard) {
+    // Met twice in one tick (say due and flagged): its event is raised once.
+    const bool first = c.examined_in != m_tick_serial;
+    c.examined_in = m_tick_serial;
+    m_tick_examined.fetch_add(1, std::memory_order_relaxed);
+    if (c.installed_at < 0) c.installed_at = now;
+    const Lifetime& l = c.lifetime;
+    const Millis soft_at = limit_at(l.soft_seconds, c.installed_at), hard_at = limit_at(l.hard_seconds, c.installed_at);
+    if (hard_at >= 0 && now >= hard_at) c.hard_pending = true;
+    if (soft_at >= 0 && now >= soft_at) {
+        c.soft_pending = true;
+        c.soft_timed = true;
+    }
+    if (c.hard_pending) {
+        if (first) hard.push_back(c.in.spi);
+        return;  // removed by the caller
+    }
+    if (first && c.soft_pending && !c.soft_fired) {
+        c.soft_fired = true;
+        soft.push_back(c.in.spi);
+    }
+    if (c.queued_at >= 0) return;  // its next deadline is queued already
+    Millis next = hard_at;
+    if (soft_at >= 0 && !c.soft_timed && (next < 0 || soft_at < next)) next = soft_at;
+    if (next < 0) return;  // no time limits
+    c.queued_at = next;
+    m_deadlines.push_back({next, {c.in.spi, c.install_order}});
+    std::push_heap(m_deadlines.begin(), m_deadlines.end(), Later{});
+}
+
 void DataPlane::tick(Millis now) {
     observe(now);
     std::vector<uint32_t> soft, hard;
     {
         std::unique_lock lock(m_mutex);
         purge_draining_locked(now);
-        for (auto& [spi, c] : m_sad) {
-            if (c->installed_at < 0) c->installed_at = now;
-            Millis age = now - c->installed_at;
-            const Lifetime& l = c->lifetime;
-            if (l.hard_seconds && age >= Millis(l.hard_seconds) * 1000) c->hard_pending = true;
-            if (l.soft_seconds && age >= Millis(l.soft_seconds) * 1000) c->soft_pending = true;
-            if (c->hard_pending) {
-                hard.push_back(spi);
-            } else if (c->soft_pending && !c->soft_fired) {
-                c->soft_fired = true;
-                soft.push_back(spi);
+        ++m_tick_serial;
+        auto child = [&](const SaRef& r) -> Child* {
+            auto it = m_sad.find(r.spi);
+            return it != m_sad.end() && it->second->install_order == r.order ? it->second.get() : nullptr;
+        };
+        // Lifetimes start now for the SAs installed since the last tick.
+        for (const SaRef& r : m_unstarted)
+            if (Child* c = child(r)) examine_locked(*c, now, soft, hard);
+        m_unstarted.clear();
+        // Time deadlines due, earliest first.
+        while (!m_deadlines.empty() && m_deadlines.front().at <= now) {
+            std::pop_heap(m_deadlines.begin(), m_deadlines.end(), Later{});
+            const Deadline d = m_deadlines.back();
+            m_deadlines.pop_back();
+            Child* c = child(d.sa);
+            if (c == nullptr || c->queued_at != d.at) {  // removed (or rekeyed away) since
+                m_tick_examined.fetch_add(1, std::memory_order_relaxed);
+                if (m_deadlines_stale > 0) --m_deadlines_stale;
+                continue;
             }
+            c->queued_at = -1;
+            examine_locked(*c, now, soft, hard);
         }
+        // Byte, packet and sequence-number limits the data path crossed since the last tick.
+        std::vector<SaRef> flagged;
+        {
+            std::lock_guard flock(m_flag_mutex);
+            flagged.swap(m_flagged);
+        }
+        for (const SaRef& r : flagged)
+            if (Child* c = child(r)) examine_locked(*c, now, soft, hard);
         for (uint32_t spi : hard) (void)remove_locked(spi);
     }
     if (soft.empty() && hard.empty()) return;
@@ -476,14 +589,19 @@ Status DataPlane::set_outbound_seq(uint32_t spi_in, uint64_t seq) {
 std::vector<ChildSaStatus> DataPlane::status() const {
     std::shared_lock lock(m_mutex);
     std::vector<ChildSaStatus> out;
+    out.reserve(m_sad.size());
+    // The SAs carrying outbound traffic, once: a look-up per SA instead of a walk over the SPD
+    // (the TUN backend calls status() for NAT keepalives; 10,000 SAs made that 10^8 steps).
+    std::unordered_set<const Child*> active;
+    active.reserve(m_spd.size());
+    for (const auto& p : m_spd) active.insert(p.active.get());
     for (const auto& [spi, c] : m_sad) {
         ChildSaStatus s;
         s.spi_in = spi;
         s.spi_out = c->out.spi;
         s.reqid = c->reqid;
         s.name = c->name;
-        for (const auto& p : m_spd)
-            if (p.active == c) s.outbound_active = true;
+        s.outbound_active = active.count(c.get()) != 0;
         s.in_bytes = c->in.usage.bytes;
         s.in_packets = c->in.usage.packets;
         s.out_bytes = c->out.usage.bytes;
@@ -504,6 +622,11 @@ std::vector<ChildSaStatus> DataPlane::status() const {
 size_t DataPlane::sa_count() const {
     std::shared_lock lock(m_mutex);
     return m_sad.size();
+}
+
+size_t DataPlane::draining_count() const {
+    std::shared_lock lock(m_mutex);
+    return m_draining.size();
 }
 
 }  // namespace x2sec::esp

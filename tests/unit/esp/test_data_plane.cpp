@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 #include <cstring>
+#include <map>
+#include <set>
 #include <x2sec/common/time.hpp>
 #include <x2sec/esp/memory_backend.hpp>
 
@@ -522,4 +524,211 @@ TEST(DataPlane, FlowCacheFollowsPolicyChanges) {
     EXPECT_EQ(last_spi_out(wire), 0x200007u);
     EXPECT_TRUE(t.ea.send(pkt));
     EXPECT_EQ(last_spi_out(wire), 0x22u);
+}
+
+// ---------------------------------------------------------------- lifetime scheduling
+// tick() pops only the SAs whose time deadline is due (a min-heap, stale entries of removed
+// SAs skipped), plus those the data path flagged; tick_examined() counts what it looked at.
+
+namespace {
+
+struct Events {
+    std::vector<std::pair<Millis, uint32_t>> soft, hard;  // (tick time, spi)
+    Millis now = 0;
+    ChildSaEvents handlers() {
+        return {[this](uint32_t s) { soft.emplace_back(now, s); }, [this](uint32_t s) { hard.emplace_back(now, s); }};
+    }
+    void tick(DataPlane& dp, Millis t) {
+        now = t;
+        dp.tick(t);
+    }
+};
+
+ChildSaParams timed(uint32_t spi, uint64_t soft_s, uint64_t hard_s, uint32_t reqid = 0) {
+    ChildSaParams p = pair_params(spi, spi + 0x10000000u, EspCipher::AesGcm16_128, reqid ? reqid : spi).first;
+    p.lifetime.soft_seconds = soft_s;
+    p.lifetime.hard_seconds = hard_s;
+    return p;
+}
+
+}  // namespace
+
+TEST(DataPlaneLifetimeOrder, ManySasFireInDeadlineOrderEachOnceSoftThenHard) {
+    Counters c;
+    DataPlane dp(c);
+    Events ev;
+    dp.set_events(ev.handlers());
+    // 300 SAs, installed in an order unrelated to their deadlines: soft after 1..300 s
+    // (a permutation), hard 50 s after the soft one; 0 s and no limit mixed in.
+    std::map<uint32_t, std::pair<Millis, Millis>> want;  // spi -> (soft at, hard at), ms
+    const Millis start = 5000;
+    for (uint32_t i = 0; i < 300; ++i) {
+        const uint32_t spi = 0x1000 + i;
+        const uint64_t soft_s = 1 + (i * 7919u) % 300;
+        ASSERT_TRUE(dp.install(timed(spi, soft_s, soft_s + 50)).ok());
+        want[spi] = {start + Millis(soft_s) * 1000, start + Millis(soft_s + 50) * 1000};
+    }
+    ASSERT_TRUE(dp.install(timed(0x9000, 0, 0)).ok());  // no time limits: never fires
+    ev.tick(dp, start);                                 // lifetimes start at the first tick
+    EXPECT_TRUE(ev.soft.empty());
+    for (Millis t = start + 100; t <= start + 400'000; t += 100) ev.tick(dp, t);
+    ASSERT_EQ(ev.soft.size(), 300u);
+    ASSERT_EQ(ev.hard.size(), 300u);
+    std::set<uint32_t> soft_seen, hard_seen;
+    for (size_t i = 0; i < ev.soft.size(); ++i) {
+        auto [t, spi] = ev.soft[i];
+        ASSERT_TRUE(want.count(spi)) << std::hex << spi;
+        EXPECT_EQ(t, want[spi].first) << std::hex << spi;  // at the first tick at or after it
+        EXPECT_TRUE(soft_seen.insert(spi).second) << "soft twice " << std::hex << spi;
+        if (i > 0) {
+            EXPECT_LE(ev.soft[i - 1].first, t);
+        }
+    }
+    for (size_t i = 0; i < ev.hard.size(); ++i) {
+        auto [t, spi] = ev.hard[i];
+        EXPECT_EQ(t, want[spi].second) << std::hex << spi;
+        EXPECT_TRUE(hard_seen.insert(spi).second) << "hard twice " << std::hex << spi;
+        EXPECT_TRUE(soft_seen.count(spi)) << "hard before soft " << std::hex << spi;
+        if (i > 0) {
+            EXPECT_LE(ev.hard[i - 1].first, t);
+        }
+    }
+    EXPECT_EQ(dp.sa_count(), 1u);  // the untimed one
+    EXPECT_EQ(c.get("esp.sa.soft_expired"), 300u);
+    EXPECT_EQ(c.get("esp.sa.hard_expired"), 300u);
+}
+
+TEST(DataPlaneLifetimeOrder, DueInOneTickFireInDeadlineOrder) {
+    Counters c;
+    DataPlane dp(c);
+    Events ev;
+    dp.set_events(ev.handlers());
+    // Installed latest deadline first; one tick long after all soft limits (none hard).
+    for (uint32_t i = 0; i < 50; ++i) ASSERT_TRUE(dp.install(timed(0x2000 + i, 100 - i, 1000)).ok());
+    ev.tick(dp, 0);
+    ev.tick(dp, 200'000);
+    ASSERT_EQ(ev.soft.size(), 50u);
+    for (uint32_t i = 0; i < 50; ++i) EXPECT_EQ(ev.soft[i].second, 0x2000 + 49 - i) << i;
+    EXPECT_TRUE(ev.hard.empty());
+    // A tick past both limits of an SA raises hard only, as a walk over all SAs did.
+    ASSERT_TRUE(dp.install(timed(0x3000, 10, 20)).ok());
+    ev.tick(dp, 300'000);
+    ev.tick(dp, 400'000);
+    EXPECT_EQ(ev.soft.size(), 50u);
+    ASSERT_EQ(ev.hard.size(), 1u);
+    EXPECT_EQ(ev.hard[0].second, 0x3000u);
+}
+
+TEST(DataPlaneLifetimeOrder, RemovedSaNeverFires) {
+    Counters c;
+    DataPlane dp(c);
+    Events ev;
+    dp.set_events(ev.handlers());
+    for (uint32_t i = 0; i < 100; ++i) ASSERT_TRUE(dp.install(timed(0x100 + i, 10, 20)).ok());
+    ev.tick(dp, 0);
+    for (uint32_t i = 0; i < 100; i += 2) ASSERT_TRUE(dp.remove(0x100 + i).ok());
+    // Removed before its first tick too.
+    ASSERT_TRUE(dp.install(timed(0x500, 1, 2)).ok());
+    ASSERT_TRUE(dp.remove(0x500).ok());
+    for (Millis t = 100; t <= 30'000; t += 100) ev.tick(dp, t);
+    ASSERT_EQ(ev.soft.size(), 50u);
+    ASSERT_EQ(ev.hard.size(), 50u);
+    for (auto& [t, spi] : ev.soft) EXPECT_EQ((spi - 0x100) % 2, 1u) << std::hex << spi;
+    for (auto& [t, spi] : ev.hard) EXPECT_EQ((spi - 0x100) % 2, 1u) << std::hex << spi;
+    EXPECT_EQ(dp.sa_count(), 0u);
+}
+
+// An SPI handed out again: the removed SA's queued deadline must not fire the new one early.
+TEST(DataPlaneLifetimeOrder, ReusedSpiKeepsItsOwnDeadlines) {
+    Counters c;
+    DataPlane dp(c);
+    Events ev;
+    dp.set_events(ev.handlers());
+    ASSERT_TRUE(dp.install(timed(0x77, 10, 20)).ok());
+    ev.tick(dp, 0);
+    ASSERT_TRUE(dp.remove(0x77).ok());
+    ASSERT_TRUE(dp.install(timed(0x77, 30, 40)).ok());
+    ev.tick(dp, 1000);  // the new SA's lifetime starts here
+    for (Millis t = 1100; t <= 30'900; t += 100) ev.tick(dp, t);
+    EXPECT_TRUE(ev.soft.empty());
+    ev.tick(dp, 31'000);
+    ASSERT_EQ(ev.soft.size(), 1u);
+    EXPECT_EQ(ev.soft[0].second, 0x77u);
+    for (Millis t = 31'100; t <= 41'000; t += 100) ev.tick(dp, t);
+    ASSERT_EQ(ev.hard.size(), 1u);
+    EXPECT_EQ(ev.hard[0].first, 41'000);
+}
+
+TEST(DataPlaneLifetimeOrder, RekeyedAwaySaIsDroppedAfterItsGracePeriod) {
+    Pair t;
+    t.install(pair_params(0xc1, 0xc2));
+    bool in_flight = true;
+    t.ea.on_wire = [&](Bytes&) { return !in_flight; };
+    const Bytes p = ipv4("198.51.100.1", "203.0.113.1", 17, 1, 2, 10, 9);
+    EXPECT_FALSE(t.ea.send(p, 10'000));
+    const Bytes late = t.ea.last_datagram();
+    in_flight = false;
+    t.install(pair_params(0xd1, 0xd2, EspCipher::AesGcm16_128, 1, 77));
+    ASSERT_TRUE(t.a.set_outbound(0xc1, 0xd1).ok());
+    t.b.tick(10'000);
+    ASSERT_TRUE(t.b.remove(0xc2).ok());  // rekeyed away at 10 s: drains until 12 s
+    EXPECT_EQ(t.b.draining_count(), 1u);
+    t.b.tick(10'000 + kRekeyDrainMs - 1);
+    EXPECT_EQ(t.b.draining_count(), 1u);
+    ASSERT_TRUE(t.eb.receive(late, 10'000 + kRekeyDrainMs - 1));
+    EXPECT_EQ(t.cb.get("esp.rx.after_rekey"), 1u);
+    t.b.tick(10'000 + kRekeyDrainMs);
+    EXPECT_EQ(t.b.draining_count(), 0u);
+    // Removed without a successor: not kept at all.
+    ASSERT_TRUE(t.b.remove(0xd2).ok());
+    EXPECT_EQ(t.b.draining_count(), 0u);
+    EXPECT_EQ(t.b.sa_count(), 0u);
+}
+
+TEST(DataPlaneLifetimeOrder, TenThousandSasNoneDueExamineNone) {
+    Pair t;
+    const uint32_t n = 10'000;
+    for (uint32_t i = 0; i < n; ++i) {
+        auto p = pair_params(0x10000 + i, 0x20000 + i, EspCipher::AesGcm16_128, i + 1);
+        p.first.lifetime.soft_seconds = 3600 + i % 100;
+        p.first.lifetime.hard_seconds = 7200;
+        p.first.lifetime.soft_packets = 3;
+        ASSERT_TRUE(t.a.install(p.first).ok());
+    }
+    std::vector<uint32_t> soft;
+    t.a.set_events({[&](uint32_t s) { soft.push_back(s); }, {}});
+    t.a.tick(0);  // starts every lifetime: each SA once
+    EXPECT_EQ(t.a.tick_examined(), n);
+    for (Millis now = 100; now <= 10'000; now += 100) t.a.tick(now);
+    EXPECT_EQ(t.a.tick_examined(), n);  // 100 ticks, nothing due: no SA looked at
+    // A packet limit crossed on the data path: the next tick examines that SA only.  The SPD
+    // holds 10,000 policies with the same selectors; the first installed one carries it.
+    Bytes pkt = ipv4("198.51.100.1", "203.0.113.1", 17, 1, 2, 10);
+    for (int i = 0; i < 3; ++i) (void)t.ea.send(pkt, 10'000);
+    t.a.tick(10'100);
+    EXPECT_EQ(soft, std::vector<uint32_t>{0x10000});
+    EXPECT_EQ(t.a.tick_examined(), n + 1);
+    t.a.tick(10'200);
+    EXPECT_EQ(t.a.tick_examined(), n + 1);
+    // The first soft time limit (3600 s, every 100th SA): those 100 SAs and no other.
+    t.a.tick(3'600'000);
+    EXPECT_EQ(t.a.tick_examined(), n + 1 + 100);
+    EXPECT_EQ(soft.size(), 1u + 99);  // 0x10000 had fired already
+}
+
+TEST(DataPlaneLifetimeOrder, StaleDeadlinesOfRemovedSasAreCompacted) {
+    Counters c;
+    DataPlane dp(c);
+    const uint32_t n = 3000;
+    for (uint32_t i = 0; i < n; ++i) ASSERT_TRUE(dp.install(timed(0x40000 + i, 100, 200)).ok());
+    dp.tick(0);
+    EXPECT_EQ(dp.tick_examined(), n);
+    for (uint32_t i = 0; i < n; ++i) ASSERT_TRUE(dp.remove(0x40000 + i).ok());
+    // When the removed SAs' deadlines pass, fewer stale entries than removals are left.
+    dp.tick(100'000);
+    const uint64_t stale = dp.tick_examined() - n;
+    EXPECT_GT(stale, 0u);
+    EXPECT_LE(stale, 1024u);
+    dp.tick(200'000);
+    EXPECT_EQ(dp.tick_examined(), n + stale);
 }

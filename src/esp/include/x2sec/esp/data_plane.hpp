@@ -6,13 +6,17 @@
 //
 // Threading: install/remove/set_outbound/tick may run on any thread (exclusive lock).
 // protect() may run on one thread at a time and unprotect() on one thread at a time (they
-// touch disjoint state: outbound vs inbound SAs), concurrently with each other.
-// ChildSaEvents callbacks are called from tick() and from the packet paths.
+// touch disjoint state: outbound vs inbound SAs, but for a short list of SAs that crossed a
+// byte/packet/sequence limit, under its own mutex), concurrently with each other.
+// ChildSaEvents callbacks are called from tick(), outside the lock; the packet paths only
+// flag the SA for the next tick.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <shared_mutex>
 #include <span>
@@ -118,8 +122,13 @@ public:
     // For transport mode off must be >= 40 so the IP header can be rebuilt in front.
     UnprotectResult unprotect(std::span<uint8_t> buf, size_t off, size_t len, Millis now);
 
-    // Time-based lifetimes and deferred hard expiry; call every few hundred ms.
+    // Time-based lifetimes and deferred hard expiry; call every few hundred ms.  Its work is
+    // proportional to the SAs that need it (a time deadline due, a byte/packet/sequence limit
+    // crossed on the data path, installed since the last tick), not to the SAs installed.
     void tick(Millis now);
+    // SAs tick() has examined so far (each due deadline, stale ones included, each SA flagged
+    // by the data path or newly installed): tests and benchmarks see tick's work through it.
+    uint64_t tick_examined() const { return m_tick_examined.load(std::memory_order_relaxed); }
 
     // Set the last outbound sequence number of a Child SA (tests of sequence exhaustion, and
     // restoring state); the next packet uses seq + 1.
@@ -127,6 +136,9 @@ public:
 
     std::vector<ChildSaStatus> status() const;
     size_t sa_count() const;
+    // Rekeyed-away SAs kept for packets in flight; each is dropped by the first tick() or
+    // remove() at or after the end of its kRekeyDrainMs.
+    size_t draining_count() const;
     Counters& counters() { return m_counters; }
 
 private:
@@ -137,9 +149,15 @@ private:
         std::shared_ptr<Child> active;  // outbound SA in use
     };
     void drop(DropReason r) { m_drop[static_cast<size_t>(r)]->fetch_add(1, std::memory_order_relaxed); }
-    void expire_locked(Millis now, std::vector<uint32_t>& soft, std::vector<uint32_t>& hard);
     Status remove_locked(uint32_t spi_in);
     void check_soft(Child& c, bool outbound);
+    // Sets a soft/hard pending flag from the data path (shared lock); the first time it is set
+    // the SA goes on m_flagged for the next tick.
+    void raise(Child& c, std::atomic<bool>& flag);
+    // What tick() does for one SA that needs it (unique lock): the time checks, then the
+    // soft or hard event, then the SA's next time deadline.
+    void examine_locked(Child& c, Millis now, std::vector<uint32_t>& soft, std::vector<uint32_t>& hard);
+    void compact_locked();
 
     Counters& m_counters;
     DataPlaneOptions m_options;
@@ -154,6 +172,35 @@ private:
     };
     std::unordered_map<uint32_t, Draining> m_draining;  // by inbound SPI
     void purge_draining_locked(Millis now);
+    // Lifetime scheduling (docs/esp.md "How lifetimes are scheduled"), all under the unique
+    // lock but m_flagged.  A Child SA is named by (inbound SPI, install_order): the SPI finds
+    // it in m_sad, the order (unique per install) tells an SA removed since, or an SPI handed
+    // out again, from the one meant; such stale entries are skipped when met (lazy deletion).
+    struct SaRef {
+        uint32_t spi = 0;
+        uint64_t order = 0;
+    };
+    // Time deadlines, a min-heap by (time, install_order): at most one live entry per SA, for
+    // its next soft or hard time limit (Child::queued_at); removed SAs leave stale entries,
+    // dropped by compact_locked() when they outnumber the live ones.
+    struct Deadline {
+        Millis at = 0;
+        SaRef sa;
+    };
+    std::vector<Deadline> m_deadlines;
+    size_t m_deadlines_stale = 0;
+    std::vector<SaRef> m_unstarted;  // installed since the last tick: lifetimes start there
+    std::mutex m_flag_mutex;         // protect()/unprotect() append under the shared lock
+    std::vector<SaRef> m_flagged;    // a data-path limit crossed: hard/soft pending set
+    // Draining SAs in the order they were removed; their `until` never decreases (m_now + a
+    // constant), so the front is the next to go.
+    struct DrainEntry {
+        Millis until = 0;
+        SaRef sa;
+    };
+    std::deque<DrainEntry> m_drain_queue;
+    uint64_t m_tick_serial = 0;
+    std::atomic<uint64_t> m_tick_examined{0};
     // The latest time a caller passed in (protect/unprotect/tick): remove() has no time of its
     // own (ChildSaBackend), so a rekeyed-away SA drains until this + kRekeyDrainMs.
     void observe(Millis now);
