@@ -2,6 +2,8 @@
 #include <cstdlib>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/objects.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdexcept>
@@ -22,64 +24,92 @@ EVP_PKEY* keygen(const char* alg, const char* group) {
     return k;
 }
 
-// A parameters-only key for an EC curve: the template both the cheapest keygen and the cheapest
-// peer-key import start from (x2sec's DhKeyPair keeps one per curve for the process).
-EVP_PKEY* ec_params_key(const char* group) {
-    OSSL_PARAM params[2] = {OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>(group), 0),
-                            OSSL_PARAM_construct_end()};
-    EVP_PKEY_CTX* pc = EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr);
-    EVP_PKEY* k = nullptr;
-    check(pc && EVP_PKEY_fromdata_init(pc) == 1 && EVP_PKEY_fromdata(pc, &k, EVP_PKEY_KEY_PARAMETERS, params) == 1,
-          "EC parameters");
-    EVP_PKEY_CTX_free(pc);
-    return k;
-}
+// The EC primitives the cheapest way OpenSSL offers, which is how x2sec's DhKeyPair does them
+// since 2026-12-08: the key is a scalar on one cached EC_GROUP, keygen d*G plus its
+// uncompressed encoding, derive the peer's point decoded (EC_POINT_oct2point: rejects points
+// off the curve) times d and its x coordinate (no EVP_PKEY: each would copy the group).  Until
+// then DhKeyPair and this bound used EVP keys from a cached parameters key (keygen context,
+// EVP_PKEY_dup + set1_encoded_public_key), ~4 us (keygen) and ~7 us (derive) more each.
+struct EcCurve {
+    EC_GROUP* group = nullptr;
+    BIGNUM* d = nullptr;
+    BN_CTX* bctx = nullptr;
+    explicit EcCurve(const char* name) {
+        const int nist = EC_curve_nist2nid(name);
+        group = EC_GROUP_new_by_curve_name(nist != NID_undef ? nist : OBJ_sn2nid(name));
+        d = BN_secure_new();
+        bctx = BN_CTX_secure_new();
+        check(group && d && bctx && BN_rand_range(d, EC_GROUP_get0_order(group)) == 1 && !BN_is_zero(d), "EC curve");
+        BN_set_flags(d, BN_FLG_CONSTTIME);
+    }
+    ~EcCurve() {
+        BN_CTX_free(bctx);
+        BN_clear_free(d);
+        EC_GROUP_free(group);
+    }
+    EcCurve(const EcCurve&) = delete;
+    EcCurve& operator=(const EcCurve&) = delete;
+    size_t encode(const EC_POINT* p, unsigned char* out, size_t cap) const {
+        return EC_POINT_point2oct(group, p, POINT_CONVERSION_UNCOMPRESSED, out, cap, bctx);
+    }
+};
 
-// An ephemeral key pair, the cheapest way the EVP API offers: for EC a keygen context made from
-// a cached parameters key (EVP_PKEY_Q_keygen would also rebuild the EC_GROUP from its name,
-// ~10 us that a responder need not spend).
+// An ephemeral key pair: EVP for X25519 / MODP, d*G on a cached curve for EC (above).
 double keygen_rate(const char* alg, const char* group, double seconds) {
     if (group == nullptr) return ops_per_second([&] { EVP_PKEY_free(keygen(alg, group)); }, seconds);
-    EVP_PKEY* params = ec_params_key(group);
-    const double r = ops_per_second(
+    EcCurve c(group);
+    unsigned char out[1 + 2 * 66];
+    return ops_per_second(
         [&] {
-            EVP_PKEY_CTX* c = EVP_PKEY_CTX_new_from_pkey(nullptr, params, nullptr);
-            EVP_PKEY* k = nullptr;
-            check(c && EVP_PKEY_keygen_init(c) == 1 && EVP_PKEY_generate(c, &k) == 1, "keygen");
-            EVP_PKEY_CTX_free(c);
-            EVP_PKEY_free(k);
+            BIGNUM* k = BN_secure_new();
+            EC_POINT* q = EC_POINT_new(c.group);
+            check(k && q && BN_rand_range(k, EC_GROUP_get0_order(c.group)) == 1, "keygen scalar");
+            BN_set_flags(k, BN_FLG_CONSTTIME);
+            check(EC_POINT_mul(c.group, q, k, nullptr, nullptr, c.bctx) == 1 && c.encode(q, out, sizeof(out)) > 0,
+                  "keygen");
+            EC_POINT_free(q);
+            BN_clear_free(k);
         },
         seconds);
-    EVP_PKEY_free(params);
-    return r;
 }
 
 // A responder's share of the key exchange: decode the peer's public value from its wire form
-// (for EC, which includes OpenSSL's on-curve check) and derive the shared secret.  The EC point
-// is imported the cheapest way: a copy of a cached parameters key with the encoded point set on
-// it (EVP_PKEY_set1_encoded_public_key -> EC_POINT_oct2point, which rejects points off the
-// curve).  Until 2026-11-29 this used EVP_PKEY_fromdata with the group name, which rebuilds
-// the EC_GROUP every time (~13 us more per derive); x2sec's DhKeyPair::derive no longer pays
-// that, so neither does the bound.
+// (for EC, which includes OpenSSL's on-curve check) and derive the shared secret.
 double derive_rate(const char* alg, const char* group, double seconds) {
+    if (group != nullptr) {
+        EcCurve c(group);
+        unsigned char pub[1 + 2 * 66];
+        EC_POINT* peer_pub = EC_POINT_new(c.group);
+        check(peer_pub && EC_POINT_mul(c.group, peer_pub, c.d, nullptr, nullptr, c.bctx) == 1, "peer key");
+        const size_t pub_len = c.encode(peer_pub, pub, sizeof(pub));
+        EC_POINT_free(peer_pub);
+        check(pub_len > 0, "encoding public key");
+        const double r = ops_per_second(
+            [&] {
+                EC_POINT* q = EC_POINT_new(c.group);
+                EC_POINT* shared = EC_POINT_new(c.group);
+                BIGNUM* x = BN_secure_new();
+                check(q && shared && x && EC_POINT_oct2point(c.group, q, pub, pub_len, c.bctx) == 1 &&
+                          EC_POINT_mul(c.group, shared, nullptr, q, c.d, c.bctx) == 1 &&
+                          EC_POINT_get_affine_coordinates(c.group, shared, x, nullptr, c.bctx) == 1,
+                      "derive");
+                BN_clear_free(x);
+                EC_POINT_free(shared);
+                EC_POINT_free(q);
+            },
+            seconds);
+        return r;
+    }
     EVP_PKEY* a = keygen(alg, group);
     EVP_PKEY* b = keygen(alg, group);
-    EVP_PKEY* params = group != nullptr ? ec_params_key(group) : nullptr;
     unsigned char pub[200];
-    size_t pub_len = 0;
-    check(EVP_PKEY_get_octet_string_param(b, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pub, sizeof(pub), &pub_len) == 1,
-          "encoding public key");
+    size_t pub_len = sizeof(pub);
+    check(EVP_PKEY_get_raw_public_key(b, pub, &pub_len) == 1, "encoding public key");
     unsigned char out[64];
     const double r = ops_per_second(
         [&] {
-            EVP_PKEY* peer = nullptr;
-            if (params != nullptr) {
-                peer = EVP_PKEY_dup(params);
-                check(peer && EVP_PKEY_set1_encoded_public_key(peer, pub, pub_len) == 1, "decoding peer key");
-            } else {
-                peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_get_base_id(b), nullptr, pub, pub_len);
-                check(peer != nullptr, "decoding peer key");
-            }
+            EVP_PKEY* peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_get_base_id(b), nullptr, pub, pub_len);
+            check(peer != nullptr, "decoding peer key");
             EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_pkey(nullptr, a, nullptr);
             size_t len = sizeof(out);
             check(ctx && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer_ex(ctx, peer, 0) == 1 &&
@@ -89,7 +119,6 @@ double derive_rate(const char* alg, const char* group, double seconds) {
             EVP_PKEY_free(peer);
         },
         seconds);
-    EVP_PKEY_free(params);
     EVP_PKEY_free(a);
     EVP_PKEY_free(b);
     return r;

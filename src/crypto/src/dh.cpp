@@ -112,13 +112,12 @@ PkeyPtr ec_key(DhGroup g, const BIGNUM* priv, BytesView uncompressed_point) {
 
 // Per-curve objects built once per process and afterwards only read, so engines on several
 // threads share them: the EC_GROUP (EC_GROUP_new_by_curve_name recomputes the Montgomery
-// constants, about 10 us) and a parameters-only EVP_PKEY used as a template for peer keys;
-// the same template in scalar_libctx() for our DH keys and their peers' (dh_params: keygen
-// from it copies the group, so from_private never rebuilds it).
+// constants, about 10 us), on which our DH keys live as bare scalars (see DhKeyPair below), and
+// a parameters-only EVP_PKEY used as a template for peers' signature keys
+// (ec_public_key_from_point).
 struct EcCurveCache {
     EC_GROUP* group = nullptr;
     EVP_PKEY* params = nullptr;
-    EVP_PKEY* dh_params = nullptr;  // in scalar_libctx(); nullptr: DH keys the slower default way
 };
 
 EcCurveCache make_curve_cache(DhGroup g) {
@@ -128,8 +127,6 @@ EcCurveCache make_curve_cache(DhGroup g) {
         OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>(ec_curve(g)), 0),
         OSSL_PARAM_construct_end()};
     c.params = from_params("EC", params, EVP_PKEY_KEY_PARAMETERS).release();
-    if (OSSL_LIB_CTX* sctx = scalar_libctx())
-        c.dh_params = from_params("EC", params, EVP_PKEY_KEY_PARAMETERS, sctx).release();
     openssl_errors();
     return c;  // never freed: process-lifetime, like OpenSSL's own method caches
 }
@@ -140,16 +137,14 @@ const EcCurveCache& curve_cache(DhGroup g) {
     return g == DhGroup::Ecp384 ? p384 : p256;
 }
 
-// The peer's public key from its uncompressed point: a copy of the cached parameters key with
+// A peer's public key from its uncompressed point: a copy of the cached parameters key with
 // the point set on it.  EVP_PKEY_set1_encoded_public_key decodes with EC_POINT_oct2point,
 // which rejects points that are not on the curve, exactly like EVP_PKEY_fromdata did; it only
 // skips rebuilding the EC_GROUP from its name (EVP_PKEY_fromdata took ~18 us, this ~5 us).
-// for_dh: in the library context of our DH keys (derive needs both keys in one).
-PkeyPtr ec_peer_key(DhGroup g, BytesView uncompressed_point, bool for_dh = false) {
+PkeyPtr ec_peer_key(DhGroup g, BytesView uncompressed_point) {
     const EcCurveCache& c = curve_cache(g);
-    EVP_PKEY* tmpl = for_dh && c.dh_params ? c.dh_params : c.params;
-    if (tmpl == nullptr) return ec_key(g, nullptr, uncompressed_point);  // fall back: fromdata
-    PkeyPtr k(EVP_PKEY_dup(tmpl));
+    if (c.params == nullptr) return ec_key(g, nullptr, uncompressed_point);  // fall back: fromdata
+    PkeyPtr k(EVP_PKEY_dup(c.params));
     if (!k || EVP_PKEY_set1_encoded_public_key(k.get(), uncompressed_point.data(), uncompressed_point.size()) != 1)
         return nullptr;
     return k;
@@ -201,23 +196,29 @@ Result<Bytes> encode_public(DhGroup g, EVP_PKEY* key) {
 
 }  // namespace
 
-DhKeyPair::DhKeyPair(DhKeyPair&& o) noexcept : m_group(o.m_group), m_key(o.m_key), m_public(std::move(o.m_public)) {
+DhKeyPair::DhKeyPair(DhKeyPair&& o) noexcept
+    : m_group(o.m_group), m_key(o.m_key), m_scalar(o.m_scalar), m_public(std::move(o.m_public)) {
     o.m_key = nullptr;
+    o.m_scalar = nullptr;
 }
 
 DhKeyPair& DhKeyPair::operator=(DhKeyPair&& o) noexcept {
     if (this != &o) {
         EVP_PKEY_free(m_key);
+        BN_clear_free(m_scalar);
         m_group = o.m_group;
         m_key = o.m_key;
+        m_scalar = o.m_scalar;
         m_public = std::move(o.m_public);
         o.m_key = nullptr;
+        o.m_scalar = nullptr;
     }
     return *this;
 }
 
 DhKeyPair::~DhKeyPair() {
     EVP_PKEY_free(m_key);
+    BN_clear_free(m_scalar);
 }
 
 Result<DhKeyPair> DhKeyPair::generate(DhGroup g) {
@@ -276,44 +277,28 @@ Result<DhKeyPair> DhKeyPair::from_private(DhGroup g, BytesView priv) {
         }
         case DhGroup::Ecp256:
         case DhGroup::Ecp384: {
+            // The key is the scalar d on the cached group and the KE value d*G, computed by
+            // EC_POINT_mul as OpenSSL's own EC keygen does (ec_generate_key: the same call on a
+            // copy of the same group, with d flagged constant-time), without an EVP_PKEY around
+            // it: a provider key would copy the group into every key and every peer key.
             const EC_GROUP* grp = curve_cache(g).group;
-            BnPtr d(BN_bin2bn(priv.data(), static_cast<int>(priv.size()), nullptr));
+            BnPtr d(BN_secure_new());
             BnCtxPtr bctx(BN_CTX_secure_new());
-            if (!grp || !d || !bctx) return dh_error(g, "allocating");
+            if (!grp || !d || !bctx || BN_bin2bn(priv.data(), static_cast<int>(priv.size()), d.get()) == nullptr)
+                return dh_error(g, "allocating");
             if (BN_is_zero(d.get()) || BN_cmp(d.get(), EC_GROUP_get0_order(grp)) >= 0)
                 return Error(ErrorDomain::Crypto, 0, std::string(dh_group_name(g)) + ": private value out of range");
-            if (const EcCurveCache& c = curve_cache(g); c.dh_params != nullptr) {
-                // OpenSSL's keygen from the cached template, fed this scalar (scalar_rand.cpp):
-                // the same key as importing it, without rebuilding the EC_GROUP.
-                SecureBytes scalar(ec_coord(g));
-                if (BN_bn2binpad(d.get(), scalar.data(), static_cast<int>(scalar.size())) < 0)
-                    return dh_error(g, "encoding private value");
-                ScalarFeed feed(scalar.view());
-                PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(scalar_libctx(), c.dh_params, nullptr));
-                EVP_PKEY* k = nullptr;
-                if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1 || EVP_PKEY_generate(ctx.get(), &k) != 1)
-                    return dh_error(g, "keygen from the private value");
-                key.reset(k);
-                if (!feed.consumed())
-                    return Error(ErrorDomain::Crypto, 0,
-                                 std::string(dh_group_name(g)) + ": keygen did not take the private value");
-                break;
-            }
             BN_set_flags(d.get(), BN_FLG_CONSTTIME);
             EcPointPtr q(EC_POINT_new(grp));
             if (!q || EC_POINT_mul(grp, q.get(), d.get(), nullptr, nullptr, bctx.get()) != 1)
                 return dh_error(g, "computing public value");
             uint8_t buf[1 + 2 * 66];
             size_t len = EC_POINT_point2oct(grp, q.get(), POINT_CONVERSION_UNCOMPRESSED, buf, sizeof(buf), bctx.get());
-            if (len == 0) return dh_error(g, "encoding public value");
-            key = ec_key(g, d.get(), BytesView(buf, len));
-            if (!key) return dh_error(g, "importing private value");
-            // The KE value is the point just computed (x || y without the 0x04 prefix); reading
-            // it back from the key would only cost another provider round trip.
+            if (len != 1 + dh_public_size(g) || buf[0] != 0x04) return dh_error(g, "encoding public value");
             DhKeyPair kp;
             kp.m_group = g;
-            kp.m_key = key.release();
-            kp.m_public.assign(buf + 1, buf + len);
+            kp.m_scalar = d.release();
+            kp.m_public.assign(buf + 1, buf + len);  // x || y without the 0x04 prefix (RFC 5903 7)
             return kp;
         }
         case DhGroup::Curve25519:
@@ -339,7 +324,8 @@ Result<DhKeyPair> DhKeyPair::adopt(DhGroup g, EVP_PKEY* key, const char* what) {
 
 Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
     const DhGroup g = m_group;
-    if (m_key == nullptr) return Error(ErrorDomain::Crypto, 0, "DH: key pair is empty (moved from)");
+    if (m_key == nullptr && m_scalar == nullptr)
+        return Error(ErrorDomain::Crypto, 0, "DH: key pair is empty (moved from)");
     if (peer.size() != dh_public_size(g))
         return dh_invalid(g,
                           "length " + std::to_string(peer.size()) + ", expected " + std::to_string(dh_public_size(g)));
@@ -359,30 +345,19 @@ Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
             break;
         }
         case DhGroup::Ecp256:
-        case DhGroup::Ecp384: {
-            Bytes point;
-            point.reserve(peer.size() + 1);
-            point.push_back(0x04);
-            point.insert(point.end(), peer.begin(), peer.end());
-            peer_key = ec_peer_key(g, point, true);
-            if (!peer_key) return dh_invalid(g, "not a point on the curve");
-            break;
-        }
+        case DhGroup::Ecp384:
+            return derive_ecp(peer);
         case DhGroup::Curve25519:
             peer_key.reset(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, peer.data(), peer.size()));
             if (!peer_key) return dh_invalid(g, "rejected by OpenSSL: " + openssl_errors());
             break;
     }
-    // Our EC keys live in scalar_libctx() (from_private); the exchange runs there too.
-    OSSL_LIB_CTX* libctx = is_ecp(g) && curve_cache(g).dh_params != nullptr ? scalar_libctx() : nullptr;
-    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(libctx, m_key, nullptr));
+    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, m_key, nullptr));
     if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1) return dh_error(g, "derive init");
     if (g == DhGroup::Modp2048 && EVP_PKEY_CTX_set_dh_pad(ctx.get(), 1) != 1) return dh_error(g, "setting padding");
     // MODP: OpenSSL's full public-key check on top of our range check (y^q = 1 mod p, so y
-    // is in the prime-order subgroup).  ECP: decoding x||y into a key already rejected points
-    // off the curve, and P-256/P-384 have cofactor 1, so OpenSSL's extra order check (a second
-    // scalar multiplication) adds nothing.  X25519: nothing to check besides the all-zero
-    // result below.
+    // is in the prime-order subgroup).  X25519: nothing to check besides the all-zero result
+    // below.
     const int validate = g == DhGroup::Modp2048 ? 1 : 0;
     if (EVP_PKEY_derive_set_peer_ex(ctx.get(), peer_key.get(), validate) != 1)
         return dh_invalid(g, "public key check failed");
@@ -394,12 +369,43 @@ Result<SecureBytes> DhKeyPair::derive(BytesView peer) const {
         return dh_error(g, "derive");
     }
     secret.resize(len);
-    const size_t want = g == DhGroup::Modp2048 ? 256 : is_ecp(g) ? ec_coord(g) : 32;
+    const size_t want = g == DhGroup::Modp2048 ? 256 : 32;
     if (secret.size() != want)
         return Error(ErrorDomain::Crypto, 0, std::string(dh_group_name(g)) + ": unexpected shared secret length");
     uint8_t acc = 0;
     for (size_t i = 0; i < secret.size(); ++i) acc |= secret[i];
     if (acc == 0) return dh_invalid(g, "shared secret is all-zero");
+    return secret;
+}
+
+// ECP: what OpenSSL's ECDH (ossl_ecdh_simple_compute_key) does, on the cached group: decode the
+// peer's point with EC_POINT_oct2point, which rejects coordinates not below p and points off
+// the curve (EC_POINT_set_affine_coordinates checks); P-256 and P-384 have cofactor 1, so a
+// point on the curve is in the prime-order group and OpenSSL's order check (a second scalar
+// multiplication) adds nothing.  Then d * Q (constant-time in d) and its x coordinate, padded to
+// the field size (RFC 5903 9).
+Result<SecureBytes> DhKeyPair::derive_ecp(BytesView peer) const {
+    const DhGroup g = m_group;
+    const EC_GROUP* grp = curve_cache(g).group;
+    if (grp == nullptr || m_scalar == nullptr) return dh_error(g, "curve");
+    uint8_t buf[1 + 2 * 66];
+    if (peer.size() + 1 > sizeof(buf)) return dh_invalid(g, "length");
+    buf[0] = 0x04;
+    std::copy(peer.begin(), peer.end(), buf + 1);
+    BnCtxPtr bctx(BN_CTX_secure_new());
+    EcPointPtr q(EC_POINT_new(grp));
+    EcPointPtr shared(EC_POINT_new(grp));
+    BnPtr x(BN_secure_new());
+    if (!bctx || !q || !shared || !x) return dh_error(g, "allocating");
+    if (EC_POINT_oct2point(grp, q.get(), buf, peer.size() + 1, bctx.get()) != 1)
+        return dh_invalid(g, "not a point on the curve");
+    if (EC_POINT_mul(grp, shared.get(), nullptr, q.get(), m_scalar, bctx.get()) != 1) return dh_error(g, "derive");
+    if (EC_POINT_is_at_infinity(grp, shared.get()) == 1) return dh_invalid(g, "shared point is at infinity");
+    if (EC_POINT_get_affine_coordinates(grp, shared.get(), x.get(), nullptr, bctx.get()) != 1)
+        return dh_error(g, "derive (affine coordinates)");
+    SecureBytes secret(ec_coord(g));
+    if (BN_bn2binpad(x.get(), secret.data(), static_cast<int>(secret.size())) != static_cast<int>(secret.size()))
+        return dh_error(g, "encoding the shared secret");
     return secret;
 }
 

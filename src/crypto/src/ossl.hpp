@@ -29,29 +29,4 @@ const EVP_MD* evp_md(Hash h);
 
 using EcPointPtr = std::unique_ptr<EC_POINT, Deleter<EC_POINT_clear_free>>;
 
-// The library context in which EC keygen takes a given scalar (scalar_rand.cpp); nullptr if it
-// could not be set up.  Keys made in it are used (derive, peer keys) in it too.
-OSSL_LIB_CTX* scalar_libctx();
-
-// While alive, the calling thread's first random request in scalar_libctx() is answered with
-// `scalar` (which must stay valid); consumed() tells whether keygen took exactly it.
-struct ScalarFeedState {
-    const uint8_t* data = nullptr;
-    size_t size = 0;
-    bool consumed = false;  // the first request took exactly `size` octets
-    bool mismatch = false;  // the first request asked for another size
-};
-class ScalarFeed {
-public:
-    explicit ScalarFeed(BytesView scalar);
-    ~ScalarFeed();
-    ScalarFeed(const ScalarFeed&) = delete;
-    ScalarFeed& operator=(const ScalarFeed&) = delete;
-    bool consumed() const { return m_state.consumed && !m_state.mismatch; }
-
-private:
-    ScalarFeedState m_state;
-    ScalarFeedState* m_prev;
-};
-
 }  // namespace x2sec::crypto::detail

@@ -342,6 +342,17 @@ TEST(Dh, RejectsInvalidEcpValues) {
         EXPECT_TRUE(contains(r.error().detail(), "not a point on the curve")) << r.error().detail();
         EXPECT_FALSE(kp.derive(Bytes(dh_public_size(g), 0)).ok());  // (0,0) is not on the curve
         EXPECT_FALSE(kp.derive(Bytes(dh_public_size(g), 0xaa)).ok());
+        // Coordinates must be field elements: x = p (with the y of a point on the curve) is
+        // not reduced modulo p for the check.
+        Bytes unreduced = other.public_value();
+        const Bytes prime = g == DhGroup::Ecp256
+                                ? hex("ffffffff00000001000000000000000000000000ffffffffffffffffffffffff")
+                                : hex("ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+                                      "fffffffffffffffeffffffff0000000000000000ffffffff");
+        std::copy(prime.begin(), prime.end(), unreduced.begin());
+        auto u = kp.derive(unreduced);
+        ASSERT_FALSE(u.ok());
+        EXPECT_TRUE(contains(u.error().detail(), "not a point on the curve")) << u.error().detail();
         // The SEC 1 tagged form (0x04 || x || y) is not the IKE encoding.
         Bytes tagged = concat({hex("04"), other.public_value()});
         auto t = kp.derive(tagged);

@@ -15,6 +15,7 @@
 
 typedef struct evp_pkey_st EVP_PKEY;
 typedef struct ec_group_st EC_GROUP;
+typedef struct bignum_st BIGNUM;
 
 namespace x2sec::crypto {
 
@@ -63,7 +64,7 @@ public:
     // exponent; then from_private.
     static Result<DhKeyPair> generate(DhGroup g, Rng& rng);
     // A key pair with this private value (big-endian scalar for MODP/ECP, 32-byte little-endian
-    // X25519 scalar; vectors RFC 5903, 7748).  ECP: keygen fed the scalar (docs/crypto.md).
+    // X25519 scalar; vectors RFC 5903, 7748).  ECP: d * G on the cached curve (docs/crypto.md).
     static Result<DhKeyPair> from_private(DhGroup g, BytesView priv);
     DhGroup group() const { return m_group; }
     // KE payload encoding: MODP left-padded to the prime length; ECP x || y (RFC 5903 7);
@@ -82,8 +83,10 @@ private:
     DhKeyPair() = default;
     // Takes ownership of a key pair OpenSSL made or imported; its KE value read from the key.
     static Result<DhKeyPair> adopt(DhGroup g, EVP_PKEY* key, const char* what);
+    Result<SecureBytes> derive_ecp(BytesView peer_public) const;
     DhGroup m_group = DhGroup::Ecp256;
-    EVP_PKEY* m_key = nullptr;
+    EVP_PKEY* m_key = nullptr;   // MODP, X25519
+    BIGNUM* m_scalar = nullptr;  // ECP: the private scalar on the cached curve (secure heap, cleared on free)
     Bytes m_public;
 };
 
