@@ -136,9 +136,9 @@ Status DataPlane::install(const ChildSaParams& p) {
     static std::atomic<uint64_t> order{0};
     c->install_order = ++order;
     m_sad.emplace(p.spi_in, c);
+    m_sas_of_policy[c->policy_key].push_back(p.spi_in);
     m_unstarted.push_back({p.spi_in, c->install_order});
-    auto it = std::find_if(m_spd.begin(), m_spd.end(), [&](const Policy& pol) { return pol.key == c->policy_key; });
-    if (it == m_spd.end()) {
+    if (!m_spd_index.count(c->policy_key)) {
         Policy pol;
         pol.key = c->policy_key;
         pol.ts_local = p.ts_local;
@@ -148,6 +148,7 @@ Status DataPlane::install(const ChildSaParams& p) {
             pol.ts_remote.push_back(TrafficSelector::from_prefix(p.remote_addr, p.remote_addr.v6 ? 128 : 32));
         }
         pol.active = c;
+        m_spd_index.emplace(pol.key, m_spd.size());
         m_spd.push_back(std::move(pol));
         spd_changed();
     }
@@ -169,17 +170,24 @@ Status DataPlane::remove_locked(uint32_t spi_in) {
     }
     compact_locked();
     std::shared_ptr<Child> next;  // the newest SA left for the same policy: c was rekeyed
-    for (auto& [spi, other] : m_sad)
-        if (other->policy_key == c->policy_key && (!next || other->install_order > next->install_order)) next = other;
-    for (auto p = m_spd.begin(); p != m_spd.end(); ++p) {
-        if (p->active != c) continue;
+    if (auto sp = m_sas_of_policy.find(c->policy_key); sp != m_sas_of_policy.end()) {
+        auto& spis = sp->second;
+        spis.erase(std::remove(spis.begin(), spis.end(), spi_in), spis.end());
+        for (uint32_t spi : spis)
+            if (auto o = m_sad.find(spi); o != m_sad.end() && (!next || o->second->install_order > next->install_order))
+                next = o->second;
+        if (spis.empty()) m_sas_of_policy.erase(sp);
+    }
+    if (auto pi = m_spd_index.find(c->policy_key); pi != m_spd_index.end() && m_spd[pi->second].active == c) {
         if (next) {
-            p->active = next;
+            m_spd[pi->second].active = next;
         } else {
-            m_spd.erase(p);
+            const size_t idx = pi->second;
+            m_spd_index.erase(pi);
+            m_spd.erase(m_spd.begin() + static_cast<std::ptrdiff_t>(idx));
+            for (size_t i = idx; i < m_spd.size(); ++i) m_spd_index[m_spd[i].key] = i;
             spd_changed();
         }
-        break;
     }
     const Millis now = m_now.load(std::memory_order_relaxed);
     purge_draining_locked(now);
@@ -240,13 +248,11 @@ Status DataPlane::set_outbound(uint32_t old_spi_in, uint32_t new_spi_in) {
     auto it = m_sad.find(new_spi_in);
     if (it == m_sad.end())
         return Error(ErrorDomain::Esp, 0, "set_outbound: no such inbound SPI: " + std::to_string(new_spi_in));
-    for (auto& p : m_spd) {
-        if (p.key == it->second->policy_key) {
-            p.active = it->second;
-            m_counters.inc("esp.sa.outbound_switched");
-            log::get("esp")->info("outbound switched from Child SA {:08x} to {:08x}", old_spi_in, new_spi_in);
-            return {};
-        }
+    if (auto pi = m_spd_index.find(it->second->policy_key); pi != m_spd_index.end()) {
+        m_spd[pi->second].active = it->second;
+        m_counters.inc("esp.sa.outbound_switched");
+        log::get("esp")->info("outbound switched from Child SA {:08x} to {:08x}", old_spi_in, new_spi_in);
+        return {};
     }
     return Error(ErrorDomain::Esp, 0, "set_outbound: no policy for SPI " + std::to_string(new_spi_in));
 }
@@ -627,6 +633,30 @@ size_t DataPlane::sa_count() const {
 size_t DataPlane::draining_count() const {
     std::shared_lock lock(m_mutex);
     return m_draining.size();
+}
+
+std::string DataPlane::check_indexes() const {
+    std::shared_lock lock(m_mutex);
+    if (m_spd_index.size() != m_spd.size())
+        return "SPD index has " + std::to_string(m_spd_index.size()) + " entries, SPD " + std::to_string(m_spd.size());
+    for (size_t i = 0; i < m_spd.size(); ++i) {
+        auto pi = m_spd_index.find(m_spd[i].key);
+        if (pi == m_spd_index.end() || pi->second != i)
+            return "SPD index misses policy " + std::to_string(m_spd[i].key);
+    }
+    size_t indexed = 0;
+    for (const auto& [key, spis] : m_sas_of_policy) {
+        if (spis.empty()) return "empty SA list for policy " + std::to_string(key);
+        for (uint32_t spi : spis) {
+            auto it = m_sad.find(spi);
+            if (it == m_sad.end() || it->second->policy_key != key)
+                return "SA index names SPI " + std::to_string(spi) + " wrongly";
+        }
+        indexed += spis.size();
+    }
+    if (indexed != m_sad.size())
+        return "SA index has " + std::to_string(indexed) + " SPIs, SAD " + std::to_string(m_sad.size());
+    return {};
 }
 
 }  // namespace x2sec::esp

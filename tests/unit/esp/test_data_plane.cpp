@@ -440,6 +440,52 @@ TEST(DataPlane, RemovingTheActiveSaFallsBackToTheNewest) {
     EXPECT_EQ(load_be32(t.ea.last_datagram().data()), 0xf2u);
 }
 
+// install/remove/set_outbound find the policy and the SAs of a policy through indexes, not by
+// walking the SPD and the SAD: many policies, rekeys (two SAs per policy), removals in every
+// order, and the traffic still leaves on the SA the old walk would have picked.
+TEST(DataPlane, PolicyAndSaIndexesFollowInstallsRekeysAndRemovals) {
+    Pair t;
+    const uint32_t n = 300;
+    for (uint32_t i = 0; i < n; ++i) t.install(pair_params(0x1000 + i, 0x2000 + i, EspCipher::AesGcm16_128, i + 1));
+    ASSERT_EQ(t.a.check_indexes(), "");
+    // Rekey every third policy: a second SA under the same reqid, outbound switched to it.
+    for (uint32_t i = 0; i < n; i += 3) {
+        t.install(pair_params(0x5000 + i, 0x6000 + i, EspCipher::AesGcm16_128, i + 1, 9));
+        ASSERT_TRUE(t.a.set_outbound(0x1000 + i, 0x5000 + i).ok());
+    }
+    ASSERT_EQ(t.a.check_indexes(), "");
+    EXPECT_EQ(t.a.sa_count(), n + n / 3);
+    // Policy 1 (reqid 1, the first of 300 with the same selectors) carries the traffic: its
+    // rekeyed SA 0x5000 sends.
+    Bytes pkt = ipv4("198.51.100.1", "203.0.113.1", 17, 1, 2, 10);
+    ASSERT_TRUE(t.ea.send(pkt));
+    EXPECT_EQ(load_be32(t.ea.last_datagram().data()), 0x6000u);
+    // Removing the new SA of a rekeyed policy falls back to the old one; removing the old SA
+    // of another keeps the new; removing a policy's only SA removes the policy, and the next
+    // policy in SPD order takes the traffic.
+    ASSERT_TRUE(t.a.remove(0x5000).ok());
+    ASSERT_EQ(t.a.check_indexes(), "");
+    ASSERT_TRUE(t.ea.send(pkt));
+    EXPECT_EQ(load_be32(t.ea.last_datagram().data()), 0x2000u);
+    ASSERT_TRUE(t.a.remove(0x1000).ok());
+    ASSERT_EQ(t.a.check_indexes(), "");
+    ASSERT_TRUE(t.ea.send(pkt));
+    EXPECT_EQ(load_be32(t.ea.last_datagram().data()), 0x2001u);                    // reqid 2, never rekeyed
+    for (uint32_t i = 3; i < n; i += 3) ASSERT_TRUE(t.a.remove(0x1000 + i).ok());  // old SAs of the rekeyed
+    ASSERT_EQ(t.a.check_indexes(), "");
+    for (uint32_t i = n - 1; i >= 1; --i) {  // everything else, newest policy first
+        const uint32_t spi = i % 3 == 0 ? 0x5000 + i : 0x1000 + i;
+        ASSERT_TRUE(t.a.remove(spi).ok()) << std::hex << spi;
+        if (i % 50 == 0) {
+            ASSERT_EQ(t.a.check_indexes(), "");
+        }
+    }
+    EXPECT_EQ(t.a.sa_count(), 0u);
+    EXPECT_EQ(t.a.check_indexes(), "");
+    EXPECT_FALSE(t.ea.send(pkt));  // no policy left
+    EXPECT_FALSE(t.a.remove(0x1001).ok());
+}
+
 TEST(DataPlane, InstallErrors) {
     Counters c;
     DataPlane dp(c);
