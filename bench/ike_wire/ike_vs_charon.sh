@@ -18,7 +18,7 @@
 #     --smoke              tiny counts (CI: checks the script works, asserts nothing about speed)
 #     --perf DIR           also record CPU profiles (perf record --call-graph dwarf) of the responder
 #                          (DIR/<responder>-<auth>.resp.data) and the generator (.gen.data); the
-#                          profiler costs CPU: figures of a --perf run are not comparable
+#                          profiler costs CPU: figures of a --perf run are not comparable; X2SEC_PERF_FREQ sets the sampling rate (default 997 Hz)
 #   exit: 0 all runs complete (every setup up), 1 a run failed, 2 bad usage, 77 cannot run here
 #
 # Namespace: pb-ike-<pid> (loopback only: responder 127.0.0.1:500, generator 127.0.0.2-9).
@@ -60,7 +60,7 @@ if [ -n "$PERF_DIR" ]; then
   mkdir -p "$PERF_DIR"
   PERF_DIR=$(readlink -f "$PERF_DIR")
 fi
-PERF_REC=(perf record -q -F 997 --call-graph dwarf,16384)
+PERF_REC=(perf record -q -F "${X2SEC_PERF_FREQ:-997}" --call-graph dwarf,16384)  # X2SEC_PERF_FREQ: sampling rate
 [ "$(nproc)" -gt "$RCORE" ] && [ "$(nproc)" -gt "$GCORE" ] || CORES="0 0" GCORE=0 RCORE=0
 
 stop_resp() {  # the responder we started, by pid
