@@ -9,68 +9,24 @@
 #include <openssl/cmp.h>
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <ctime>
-#include <filesystem>
+#include <optional>
 #include <thread>
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/server.hpp>
+#include <x2sec/test/store_backends.hpp>
 
 using namespace x2sec;
 using namespace x2sec::cmp;
-namespace fs = std::filesystem;
 
 namespace {
 
 const char* kRealmA = "henb.vendor-a.example";
-const char* kPgBin = "/usr/lib/postgresql/15/bin";
 constexpr int kPkiConf = 19, kError = 23;
 
-struct PgCluster {
-    std::string dir, conninfo, skip_reason;
-    bool started = false;
-    std::string as_pg(const std::string& cmd) const { return getuid() == 0 ? "runuser -u postgres -- " + cmd : cmd; }
-    PgCluster() {
-        if (!fs::exists(std::string(kPgBin) + "/initdb")) {
-            skip_reason = "PostgreSQL 15 is not installed (postgresql-15)";
-            return;
-        }
-        if (getuid() == 0 && std::system("id postgres >/dev/null 2>&1") != 0) {
-            skip_reason = "running as root and there is no 'postgres' user to run the cluster";
-            return;
-        }
-        dir = "/tmp/x2sec-pg-resume-" + std::to_string(getpid());
-        fs::create_directories(dir);
-        if (getuid() == 0 && std::system(("chown postgres " + dir).c_str()) != 0) {
-            skip_reason = "cannot chown the cluster directory to postgres";
-            return;
-        }
-        std::string init = as_pg(std::string(kPgBin) + "/initdb -A trust -U postgres -D " + dir + "/data >" + dir +
-                                 "/initdb.log 2>&1");
-        if (std::system(init.c_str()) != 0) {
-            skip_reason = "initdb failed (see " + dir + "/initdb.log)";
-            return;
-        }
-        std::string start = as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -l " + dir +
-                                  "/pg.log -w -t 30 -o \"-k " + dir + " -h '' -F\" start >/dev/null 2>&1");
-        if (std::system(start.c_str()) != 0) {
-            skip_reason = "pg_ctl start failed (see " + dir + "/pg.log)";
-            return;
-        }
-        started = true;
-        conninfo = "host=" + dir + " dbname=postgres user=postgres";
-    }
-    ~PgCluster() {
-        if (started)
-            (void)std::system(
-                as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -m immediate stop >/dev/null 2>&1").c_str());
-        if (!dir.empty()) fs::remove_all(dir);
-    }
-};
-
-PgCluster& pg() {
-    static PgCluster c;
+test::PgCluster& pg() {
+    static test::PgCluster c("/tmp/x2sec-pg-resume-" + std::to_string(getpid()));
     return c;
 }
 
@@ -90,6 +46,7 @@ int body_type(const Result<Bytes>& rsp) {
 
 class Resume : public ::testing::TestWithParam<std::string> {
 protected:
+    std::optional<test::SqliteFile> file;
     std::string path;
     // Each instance has its own store handle, as two processes would.
     std::unique_ptr<Store> store_a, store_b;
@@ -101,18 +58,12 @@ protected:
     }
     void SetUp() override {
         if (GetParam() == "sqlite") {
-            path = "/tmp/x2sec-resume-" + std::to_string(getpid()) + "-" +
-                   ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db";
-            std::replace(path.begin() + 5, path.end(), '/', '_');
-            remove_file();
+            file.emplace(::testing::UnitTest::GetInstance()->current_test_info()->name(), "x2sec-resume");
+            path = file->path;
         } else {
             if (!pg().started) GTEST_SKIP() << "PostgreSQL resume tests skipped: " << pg().skip_reason;
             { ASSERT_TRUE(open_postgres_store(pg().conninfo).ok()); }
-            std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS open_requests, "
-                                          "certificates, transactions, crl_number, crl_state, pending, audit' "
-                                          ">/dev/null 2>&1");
-            ASSERT_EQ(std::system(drop.c_str()), 0);
+            ASSERT_EQ(pg().drop_store_tables(), 0);
         }
         auto sa = open();
         ASSERT_TRUE(sa.ok()) << sa.error().detail();
@@ -128,10 +79,7 @@ protected:
         b.reset();
         store_a.reset();
         store_b.reset();
-        if (!path.empty()) remove_file();
-    }
-    void remove_file() const {
-        for (const auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+        file.reset();
     }
 
     // An enrolment whose n-th message (1: ir, 2: certConf) goes to servers[n-1] (null: dropped,
