@@ -44,6 +44,36 @@ int body_type(const Result<Bytes>& rsp) {
     return bt;
 }
 
+enum class ExtraCerts { Keep, Replace };
+
+// `cert_conf` (a certConf as the client sent it, or an altered copy) protected anew by `signer`
+// for the transaction `tid`, in *resigned.  ExtraCerts::Replace drops the original's
+// extraCerts, so that the signer's own certificate goes in.  Call it in ASSERT_NO_FATAL_FAILURE.
+void resign_cert_conf(const Bytes& cert_conf, const Bytes& tid, const LabCredential& signer, ExtraCerts extra,
+                      Bytes* resigned) {
+    const unsigned char* p = cert_conf.data();
+    OSSL_CMP_MSG* msg = d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(cert_conf.size()));
+    ASSERT_NE(msg, nullptr);
+    OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
+    ASN1_OCTET_STRING* t = ASN1_OCTET_STRING_new();
+    ASSERT_TRUE(ASN1_OCTET_STRING_set(t, tid.data(), static_cast<int>(tid.size())));
+    ASSERT_EQ(OSSL_CMP_CTX_set1_transactionID(ctx, t), 1);
+    ASN1_OCTET_STRING_free(t);
+    ASSERT_EQ(OSSL_CMP_CTX_set1_cert(ctx, signer.cert.get()), 1);
+    ASSERT_EQ(OSSL_CMP_CTX_set1_pkey(ctx, signer.key.get()), 1);
+    if (extra == ExtraCerts::Replace) {
+        ASSERT_EQ(OSSL_CMP_CTX_set1_extraCertsOut(ctx, nullptr), 1);
+    }
+    ASSERT_EQ(OSSL_CMP_MSG_update_transactionID(ctx, msg), 1);
+    unsigned char* out = nullptr;
+    int n = i2d_OSSL_CMP_MSG(msg, &out);
+    ASSERT_GT(n, 0);
+    *resigned = Bytes(out, out + n);
+    OPENSSL_free(out);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_MSG_free(msg);
+}
+
 class Resume : public ::testing::TestWithParam<std::string> {
 protected:
     std::optional<test::SqliteFile> file;
@@ -231,24 +261,8 @@ TEST_P(Resume, CertConfWithAnotherRecipNonceIsRefused) {
     auto at = std::search(forged.begin(), forged.end(), nonce.begin(), nonce.end());
     ASSERT_NE(at, forged.end());
     at[5] ^= 0x01;
-    const unsigned char* p = forged.data();
-    OSSL_CMP_MSG* msg = d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(forged.size()));
-    ASSERT_NE(msg, nullptr);
-    OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
-    ASN1_OCTET_STRING* t = ASN1_OCTET_STRING_new();
-    ASSERT_TRUE(ASN1_OCTET_STRING_set(t, tid.data(), static_cast<int>(tid.size())));
-    ASSERT_EQ(OSSL_CMP_CTX_set1_transactionID(ctx, t), 1);
-    ASN1_OCTET_STRING_free(t);
-    ASSERT_EQ(OSSL_CMP_CTX_set1_cert(ctx, dev.cert.get()), 1);
-    ASSERT_EQ(OSSL_CMP_CTX_set1_pkey(ctx, dev.key.get()), 1);
-    ASSERT_EQ(OSSL_CMP_MSG_update_transactionID(ctx, msg), 1);  // protected again with the device key
-    unsigned char* out = nullptr;
-    int n = i2d_OSSL_CMP_MSG(msg, &out);
-    ASSERT_GT(n, 0);
-    Bytes resigned(out, out + n);
-    OPENSSL_free(out);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_MSG_free(msg);
+    Bytes resigned;  // protected again with the device key
+    ASSERT_NO_FATAL_FAILURE(resign_cert_conf(forged, tid, dev, ExtraCerts::Keep, &resigned));
     ASSERT_NE(resigned, run.sent[1]);
 
     EXPECT_EQ(body_type(b->handle(resigned, RequestContext{"", now})), kError);
@@ -268,26 +282,9 @@ TEST_P(Resume, CertConfFromAnotherSignerIsNotResumed) {
     auto run = enroll("0023a1b2c40a", tid, {a.get(), nullptr});
     ASSERT_EQ(run.sent.size(), 2u);
     auto other = lab().device(lab().vendor_a, "0023a1b2c40b", kRealmA);
-    const unsigned char* p = run.sent[1].data();
-    OSSL_CMP_MSG* msg = d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(run.sent[1].size()));
-    ASSERT_NE(msg, nullptr);
-    OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
-    ASN1_OCTET_STRING* t = ASN1_OCTET_STRING_new();
-    ASSERT_TRUE(ASN1_OCTET_STRING_set(t, tid.data(), static_cast<int>(tid.size())));
-    ASSERT_EQ(OSSL_CMP_CTX_set1_transactionID(ctx, t), 1);
-    ASN1_OCTET_STRING_free(t);
-    ASSERT_EQ(OSSL_CMP_CTX_set1_cert(ctx, other.cert.get()), 1);
-    ASSERT_EQ(OSSL_CMP_CTX_set1_pkey(ctx, other.key.get()), 1);
     // its own certificate as the signer (the original's extraCerts are replaced)
-    ASSERT_EQ(OSSL_CMP_CTX_set1_extraCertsOut(ctx, nullptr), 1);
-    ASSERT_EQ(OSSL_CMP_MSG_update_transactionID(ctx, msg), 1);
-    unsigned char* out = nullptr;
-    int n = i2d_OSSL_CMP_MSG(msg, &out);
-    ASSERT_GT(n, 0);
-    Bytes resigned(out, out + n);
-    OPENSSL_free(out);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_MSG_free(msg);
+    Bytes resigned;
+    ASSERT_NO_FATAL_FAILURE(resign_cert_conf(run.sent[1], tid, other, ExtraCerts::Replace, &resigned));
     EXPECT_EQ(body_type(b->handle(resigned, RequestContext{"", now})), kError);
     EXPECT_EQ(b->counters().get("cmp.session.resumed"), 0u);
     EXPECT_EQ(record(tid).status, "unconfirmed");
