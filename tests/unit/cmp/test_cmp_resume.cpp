@@ -9,68 +9,24 @@
 #include <openssl/cmp.h>
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <ctime>
-#include <filesystem>
+#include <optional>
 #include <thread>
 #include <x2sec/cmp/client.hpp>
 #include <x2sec/cmp/lab_pki.hpp>
 #include <x2sec/cmp/server.hpp>
+#include <x2sec/test/store_backends.hpp>
 
 using namespace x2sec;
 using namespace x2sec::cmp;
-namespace fs = std::filesystem;
 
 namespace {
 
 const char* kRealmA = "henb.vendor-a.example";
-const char* kPgBin = "/usr/lib/postgresql/15/bin";
 constexpr int kPkiConf = 19, kError = 23;
 
-struct PgCluster {
-    std::string dir, conninfo, skip_reason;
-    bool started = false;
-    std::string as_pg(const std::string& cmd) const { return getuid() == 0 ? "runuser -u postgres -- " + cmd : cmd; }
-    PgCluster() {
-        if (!fs::exists(std::string(kPgBin) + "/initdb")) {
-            skip_reason = "PostgreSQL 15 is not installed (postgresql-15)";
-            return;
-        }
-        if (getuid() == 0 && std::system("id postgres >/dev/null 2>&1") != 0) {
-            skip_reason = "running as root and there is no 'postgres' user to run the cluster";
-            return;
-        }
-        dir = "/tmp/x2sec-pg-resume-" + std::to_string(getpid());
-        fs::create_directories(dir);
-        if (getuid() == 0 && std::system(("chown postgres " + dir).c_str()) != 0) {
-            skip_reason = "cannot chown the cluster directory to postgres";
-            return;
-        }
-        std::string init = as_pg(std::string(kPgBin) + "/initdb -A trust -U postgres -D " + dir + "/data >" + dir +
-                                 "/initdb.log 2>&1");
-        if (std::system(init.c_str()) != 0) {
-            skip_reason = "initdb failed (see " + dir + "/initdb.log)";
-            return;
-        }
-        std::string start = as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -l " + dir +
-                                  "/pg.log -w -t 30 -o \"-k " + dir + " -h '' -F\" start >/dev/null 2>&1");
-        if (std::system(start.c_str()) != 0) {
-            skip_reason = "pg_ctl start failed (see " + dir + "/pg.log)";
-            return;
-        }
-        started = true;
-        conninfo = "host=" + dir + " dbname=postgres user=postgres";
-    }
-    ~PgCluster() {
-        if (started)
-            (void)std::system(
-                as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -m immediate stop >/dev/null 2>&1").c_str());
-        if (!dir.empty()) fs::remove_all(dir);
-    }
-};
-
-PgCluster& pg() {
-    static PgCluster c;
+test::PgCluster& pg() {
+    static test::PgCluster c("/tmp/x2sec-pg-resume-" + std::to_string(getpid()));
     return c;
 }
 
@@ -88,8 +44,39 @@ int body_type(const Result<Bytes>& rsp) {
     return bt;
 }
 
+enum class ExtraCerts { Keep, Replace };
+
+// `cert_conf` (a certConf as the client sent it, or an altered copy) protected anew by `signer`
+// for the transaction `tid`, in *resigned.  ExtraCerts::Replace drops the original's
+// extraCerts, so that the signer's own certificate goes in.  Call it in ASSERT_NO_FATAL_FAILURE.
+void resign_cert_conf(const Bytes& cert_conf, const Bytes& tid, const LabCredential& signer, ExtraCerts extra,
+                      Bytes* resigned) {
+    const unsigned char* p = cert_conf.data();
+    OSSL_CMP_MSG* msg = d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(cert_conf.size()));
+    ASSERT_NE(msg, nullptr);
+    OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
+    ASN1_OCTET_STRING* t = ASN1_OCTET_STRING_new();
+    ASSERT_TRUE(ASN1_OCTET_STRING_set(t, tid.data(), static_cast<int>(tid.size())));
+    ASSERT_EQ(OSSL_CMP_CTX_set1_transactionID(ctx, t), 1);
+    ASN1_OCTET_STRING_free(t);
+    ASSERT_EQ(OSSL_CMP_CTX_set1_cert(ctx, signer.cert.get()), 1);
+    ASSERT_EQ(OSSL_CMP_CTX_set1_pkey(ctx, signer.key.get()), 1);
+    if (extra == ExtraCerts::Replace) {
+        ASSERT_EQ(OSSL_CMP_CTX_set1_extraCertsOut(ctx, nullptr), 1);
+    }
+    ASSERT_EQ(OSSL_CMP_MSG_update_transactionID(ctx, msg), 1);
+    unsigned char* out = nullptr;
+    int n = i2d_OSSL_CMP_MSG(msg, &out);
+    ASSERT_GT(n, 0);
+    *resigned = Bytes(out, out + n);
+    OPENSSL_free(out);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_MSG_free(msg);
+}
+
 class Resume : public ::testing::TestWithParam<std::string> {
 protected:
+    std::optional<test::SqliteFile> file;
     std::string path;
     // Each instance has its own store handle, as two processes would.
     std::unique_ptr<Store> store_a, store_b;
@@ -101,18 +88,12 @@ protected:
     }
     void SetUp() override {
         if (GetParam() == "sqlite") {
-            path = "/tmp/x2sec-resume-" + std::to_string(getpid()) + "-" +
-                   ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db";
-            std::replace(path.begin() + 5, path.end(), '/', '_');
-            remove_file();
+            file.emplace(::testing::UnitTest::GetInstance()->current_test_info()->name(), "x2sec-resume");
+            path = file->path;
         } else {
             if (!pg().started) GTEST_SKIP() << "PostgreSQL resume tests skipped: " << pg().skip_reason;
             { ASSERT_TRUE(open_postgres_store(pg().conninfo).ok()); }
-            std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                                          " -U postgres -d postgres -c 'DROP TABLE IF EXISTS open_requests, "
-                                          "certificates, transactions, crl_number, crl_state, pending, audit' "
-                                          ">/dev/null 2>&1");
-            ASSERT_EQ(std::system(drop.c_str()), 0);
+            ASSERT_EQ(pg().drop_store_tables(), 0);
         }
         auto sa = open();
         ASSERT_TRUE(sa.ok()) << sa.error().detail();
@@ -128,10 +109,7 @@ protected:
         b.reset();
         store_a.reset();
         store_b.reset();
-        if (!path.empty()) remove_file();
-    }
-    void remove_file() const {
-        for (const auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
+        file.reset();
     }
 
     // An enrolment whose n-th message (1: ir, 2: certConf) goes to servers[n-1] (null: dropped,
@@ -283,24 +261,8 @@ TEST_P(Resume, CertConfWithAnotherRecipNonceIsRefused) {
     auto at = std::search(forged.begin(), forged.end(), nonce.begin(), nonce.end());
     ASSERT_NE(at, forged.end());
     at[5] ^= 0x01;
-    const unsigned char* p = forged.data();
-    OSSL_CMP_MSG* msg = d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(forged.size()));
-    ASSERT_NE(msg, nullptr);
-    OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
-    ASN1_OCTET_STRING* t = ASN1_OCTET_STRING_new();
-    ASSERT_TRUE(ASN1_OCTET_STRING_set(t, tid.data(), static_cast<int>(tid.size())));
-    ASSERT_EQ(OSSL_CMP_CTX_set1_transactionID(ctx, t), 1);
-    ASN1_OCTET_STRING_free(t);
-    ASSERT_EQ(OSSL_CMP_CTX_set1_cert(ctx, dev.cert.get()), 1);
-    ASSERT_EQ(OSSL_CMP_CTX_set1_pkey(ctx, dev.key.get()), 1);
-    ASSERT_EQ(OSSL_CMP_MSG_update_transactionID(ctx, msg), 1);  // protected again with the device key
-    unsigned char* out = nullptr;
-    int n = i2d_OSSL_CMP_MSG(msg, &out);
-    ASSERT_GT(n, 0);
-    Bytes resigned(out, out + n);
-    OPENSSL_free(out);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_MSG_free(msg);
+    Bytes resigned;  // protected again with the device key
+    ASSERT_NO_FATAL_FAILURE(resign_cert_conf(forged, tid, dev, ExtraCerts::Keep, &resigned));
     ASSERT_NE(resigned, run.sent[1]);
 
     EXPECT_EQ(body_type(b->handle(resigned, RequestContext{"", now})), kError);
@@ -320,26 +282,9 @@ TEST_P(Resume, CertConfFromAnotherSignerIsNotResumed) {
     auto run = enroll("0023a1b2c40a", tid, {a.get(), nullptr});
     ASSERT_EQ(run.sent.size(), 2u);
     auto other = lab().device(lab().vendor_a, "0023a1b2c40b", kRealmA);
-    const unsigned char* p = run.sent[1].data();
-    OSSL_CMP_MSG* msg = d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(run.sent[1].size()));
-    ASSERT_NE(msg, nullptr);
-    OSSL_CMP_CTX* ctx = OSSL_CMP_CTX_new(nullptr, nullptr);
-    ASN1_OCTET_STRING* t = ASN1_OCTET_STRING_new();
-    ASSERT_TRUE(ASN1_OCTET_STRING_set(t, tid.data(), static_cast<int>(tid.size())));
-    ASSERT_EQ(OSSL_CMP_CTX_set1_transactionID(ctx, t), 1);
-    ASN1_OCTET_STRING_free(t);
-    ASSERT_EQ(OSSL_CMP_CTX_set1_cert(ctx, other.cert.get()), 1);
-    ASSERT_EQ(OSSL_CMP_CTX_set1_pkey(ctx, other.key.get()), 1);
     // its own certificate as the signer (the original's extraCerts are replaced)
-    ASSERT_EQ(OSSL_CMP_CTX_set1_extraCertsOut(ctx, nullptr), 1);
-    ASSERT_EQ(OSSL_CMP_MSG_update_transactionID(ctx, msg), 1);
-    unsigned char* out = nullptr;
-    int n = i2d_OSSL_CMP_MSG(msg, &out);
-    ASSERT_GT(n, 0);
-    Bytes resigned(out, out + n);
-    OPENSSL_free(out);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_MSG_free(msg);
+    Bytes resigned;
+    ASSERT_NO_FATAL_FAILURE(resign_cert_conf(run.sent[1], tid, other, ExtraCerts::Replace, &resigned));
     EXPECT_EQ(body_type(b->handle(resigned, RequestContext{"", now})), kError);
     EXPECT_EQ(b->counters().get("cmp.session.resumed"), 0u);
     EXPECT_EQ(record(tid).status, "unconfirmed");

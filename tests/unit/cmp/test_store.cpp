@@ -1,92 +1,28 @@
 // The same store tests on SQLite and on PostgreSQL 15 (a throwaway cluster on a unix socket in
 // a temporary directory, started by the fixture; skipped with a reason when it cannot run).
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 #include <unistd.h>
-#include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <optional>
 #include <thread>
 #include <sqlite3.h>
 #include <x2sec/cmp/store.hpp>
+#include <x2sec/test/store_backends.hpp>
 
 using namespace x2sec;
 using namespace x2sec::cmp;
-namespace fs = std::filesystem;
 
 namespace {
 
-const char* kPgBin = "/usr/lib/postgresql/15/bin";
+using test::SqliteFile;
 
 // One PostgreSQL cluster for the whole test program.
-struct PgCluster {
-    std::string dir, conninfo, skip_reason;
-    bool started = false;
-    std::string as_pg(const std::string& cmd) const { return getuid() == 0 ? "runuser -u postgres -- " + cmd : cmd; }
-    PgCluster() {
-        if (!fs::exists(std::string(kPgBin) + "/initdb")) {
-            skip_reason = "PostgreSQL 15 is not installed (postgresql-15)";
-            return;
-        }
-        if (getuid() == 0 && std::system("id postgres >/dev/null 2>&1") != 0) {
-            skip_reason = "running as root and there is no 'postgres' user to run the cluster";
-            return;
-        }
-        dir = "/tmp/x2sec-pg-" + std::to_string(getpid());
-        fs::create_directories(dir);
-        if (getuid() == 0 && std::system(("chown postgres " + dir).c_str()) != 0) {
-            skip_reason = "cannot chown the cluster directory to postgres";
-            return;
-        }
-        std::string init = as_pg(std::string(kPgBin) + "/initdb -A trust -U postgres -D " + dir + "/data >" + dir +
-                                 "/initdb.log 2>&1");
-        if (std::system(init.c_str()) != 0) {
-            skip_reason = "initdb failed (see " + dir + "/initdb.log)";
-            return;
-        }
-        std::string start = as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -l " + dir +
-                                  "/pg.log -w -t 30 -o \"-k " + dir + " -h '' -F\" start >/dev/null 2>&1");
-        if (std::system(start.c_str()) != 0) {
-            skip_reason = "pg_ctl start failed (see " + dir + "/pg.log)";
-            return;
-        }
-        started = true;
-        conninfo = "host=" + dir + " dbname=postgres user=postgres";
-    }
-    ~PgCluster() {
-        if (started)
-            (void)std::system(
-                as_pg(std::string(kPgBin) + "/pg_ctl -D " + dir + "/data -m immediate stop >/dev/null 2>&1").c_str());
-        if (!dir.empty()) fs::remove_all(dir);
-    }
-};
-
-PgCluster& pg() {
-    static PgCluster c;
+test::PgCluster& pg() {
+    static test::PgCluster c("/tmp/x2sec-pg-" + std::to_string(getpid()));
     return c;
 }
-
-// A fresh SQLite file for one test, /tmp/x2sec-store-<pid>-<name>.db: it and its -wal / -shm
-// are removed before the test and when it ends.
-struct SqliteFile {
-    std::string path;
-    explicit SqliteFile(std::string name) {
-        std::replace(name.begin(), name.end(), '/', '_');
-        path = "/tmp/x2sec-store-" + std::to_string(getpid()) + "-" + name + ".db";
-        remove();
-    }
-    ~SqliteFile() { remove(); }
-    SqliteFile(const SqliteFile&) = delete;
-    SqliteFile& operator=(const SqliteFile&) = delete;
-    void remove() const {
-        for (const auto* s : {"", "-wal", "-shm"}) fs::remove(path + s);
-    }
-};
 
 // An issued, unconfirmed certificate record with these serial / transactionID octets.
 CertRecord rec(uint8_t serial, uint8_t tid) {
@@ -124,11 +60,7 @@ protected:
                 auto s = open_postgres_store(pg().conninfo);
                 ASSERT_TRUE(s.ok()) << s.error().detail();
             }
-            std::string drop =
-                pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                           " -U postgres -d postgres -c 'DROP TABLE IF EXISTS open_requests, certificates, "
-                           "transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
-            ASSERT_EQ(std::system(drop.c_str()), 0);
+            ASSERT_EQ(pg().drop_store_tables(), 0);
             auto s = open_postgres_store(pg().conninfo);
             ASSERT_TRUE(s.ok()) << s.error().detail();
             store = std::move(s).value();
@@ -557,18 +489,16 @@ TEST(StoreOpen, ConninfoPasswordIsRedacted) {
 // pending/audit methods included, not only the older ones).
 TEST(StorePostgres, EveryMethodReconnectsAfterTheConnectionBroke) {
     if (!pg().started) GTEST_SKIP() << "PostgreSQL store tests skipped: " << pg().skip_reason;
-    std::string drop = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                                  " -U postgres -d postgres -c 'DROP TABLE IF EXISTS open_requests, certificates, "
-                                  "transactions, crl_number, crl_state, pending, audit' >/dev/null 2>&1");
-    ASSERT_EQ(std::system(drop.c_str()), 0);
+    ASSERT_EQ(pg().drop_store_tables(), 0);
     auto opened = open_postgres_store(pg().conninfo);
     ASSERT_TRUE(opened.ok()) << opened.error().detail();
     Store& store = **opened;
     // every other backend of the cluster terminated (the store's connection among them)
-    std::string kill = pg().as_pg(std::string(kPgBin) + "/psql -q -h " + pg().dir +
-                                  " -U postgres -d postgres -c 'SELECT pg_terminate_backend(pid) FROM "
-                                  "pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = "
-                                  "$$client backend$$' >/dev/null 2>&1");
+    auto kill = [] {
+        return pg().psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+            "backend_type = $$client backend$$");
+    };
     PendingRequest p;
     p.transaction_id = Bytes(16, 0x51);
     p.body = "ir";
@@ -619,7 +549,7 @@ TEST(StorePostgres, EveryMethodReconnectsAfterTheConnectionBroke) {
          [&] { return store.revoke_unconfirmed(r.transaction_id, "unconfirmed-timeout", 5, 300).ok(); }},
     };
     for (auto& [name, call] : calls) {
-        ASSERT_EQ(std::system(kill.c_str()), 0);
+        ASSERT_EQ(kill(), 0);
         (void)call();  // the call that meets the dead connection
         EXPECT_TRUE(call()) << name << " did not reconnect after the connection broke";
     }
