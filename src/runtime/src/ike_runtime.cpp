@@ -212,17 +212,39 @@ void IkeRuntime::queue_rx(ike::Datagram d, Millis now) {
                         d.remote.to_string());
         return;
     }
-    bool known = h.cls == RxClass::Known;
-    auto& q = known ? m_rx_known : m_rx_new;
-    size_t cap = std::max<size_t>(1, known ? m_opts.rx.max_queued_known : m_opts.rx.max_queued_inits);
+    if (h.cls == RxClass::NewInit) {
+        // Whether it carries a COOKIE the engine handed out (a walk over the payload headers and
+        // one SHA-256 at most; the engine checks it again when it handles the request).
+        switch (m_engine.check_init_cookie(d)) {
+            case ike::CookieCheck::Valid:
+                h.cls = RxClass::CookieInit;
+                m_counters.inc("runtime.rx.cookie_init");
+                break;
+            case ike::CookieCheck::Bad:
+                m_counters.inc("runtime.rx.cookie_bad");
+                break;
+            case ike::CookieCheck::Malformed:
+                m_counters.inc("runtime.rx.init_malformed");
+                break;
+            case ike::CookieCheck::None:
+                break;
+        }
+    }
+    auto& q = h.cls == RxClass::Known ? m_rx_known : h.cls == RxClass::CookieInit ? m_rx_cookie : m_rx_new;
+    const char* shed = h.cls == RxClass::Known        ? "runtime.rx.known_shed"
+                       : h.cls == RxClass::CookieInit ? "runtime.rx.cookie_shed"
+                                                      : "runtime.rx.init_shed";
+    size_t cap = std::max<size_t>(1, h.cls == RxClass::Known        ? m_opts.rx.max_queued_known
+                                     : h.cls == RxClass::CookieInit ? m_opts.rx.max_queued_cookie_inits
+                                                                    : m_opts.rx.max_queued_inits);
     // Over the bound the oldest goes: its initiator is the likeliest to have retransmitted.
     while (q.size() >= cap) {
         q.pop_front();
-        m_counters.inc(known ? "runtime.rx.known_shed" : "runtime.rx.init_shed");
+        m_counters.inc(shed);
     }
     q.push_back({std::move(d), now});
     auto& peak = m_counters.counter("runtime.rx.queue_peak");  // high-water mark, written on the loop only
-    uint64_t waiting = m_rx_known.size() + m_rx_new.size();
+    uint64_t waiting = m_rx_known.size() + m_rx_cookie.size() + m_rx_new.size();
     if (waiting > peak.load(std::memory_order_relaxed)) peak.store(waiting, std::memory_order_relaxed);
 }
 
@@ -278,6 +300,13 @@ void IkeRuntime::serve_rx() {
         if (!m_rx_known.empty()) {
             q = std::move(m_rx_known.front());
             m_rx_known.pop_front();
+        } else if (!m_rx_cookie.empty()) {
+            q = std::move(m_rx_cookie.front());
+            m_rx_cookie.pop_front();
+            if (now - q.arrived > p.max_init_wait_ms) {
+                m_counters.inc("runtime.rx.cookie_stale");
+                continue;
+            }
         } else {
             q = std::move(m_rx_new.front());
             m_rx_new.pop_front();

@@ -45,6 +45,9 @@ using NattFactory = std::function<Result<std::unique_ptr<NattTransport>>(const i
 // SAs that may exist (IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL, responses) are served before new
 // IKE_SA_INITs, so a backlog of new initiators cannot make the kernel drop the IKE_AUTHs of the
 // SAs already half open.  New IKE_SA_INITs beyond what the responder gets to are shed (counted).
+// A third class between the two: a new IKE_SA_INIT whose COOKIE the engine verifies
+// (EngineApi::check_init_cookie): its initiator has shown it receives at its address, so a
+// spoofed flood of plain IKE_SA_INITs does not delay it.
 struct RxPolicy {
     size_t serve_budget = 256;        // datagrams served per loop iteration, then timers and control run
     Millis serve_slice_ms = 50;       // and for at most this long
@@ -54,6 +57,8 @@ struct RxPolicy {
     Millis max_init_wait_ms = 1000;   // a new IKE_SA_INIT that waited longer is shed (the
                                       // initiator has retransmitted by then)
     size_t max_queued_known = 16384;  // messages of existing SAs waiting; the oldest beyond it is shed
+    // IKE_SA_INITs with a valid COOKIE waiting; the oldest beyond it is shed (they go stale as above too)
+    size_t max_queued_cookie_inits = 1024;
 };
 
 struct RuntimeOptions {
@@ -124,7 +129,7 @@ private:
     void drain_rx();
     void queue_rx(ike::Datagram d, Millis now);
     void serve_rx();
-    bool rx_pending() const { return !m_rx_known.empty() || !m_rx_new.empty(); }
+    bool rx_pending() const { return !m_rx_known.empty() || !m_rx_cookie.empty() || !m_rx_new.empty(); }
     void wake();
     void begin_shutdown(Millis now);
     // Control clients are served from the loop without blocking it: non-blocking sockets, a
@@ -173,7 +178,8 @@ private:
     std::vector<UdpSocket> m_ike_sockets;
     BatchReceiver m_batch;
     std::vector<UdpSocket::Received> m_batch_out;  // reused by drain_rx()
-    std::deque<Queued> m_rx_known, m_rx_new;       // the receive queue, loop thread only
+    // The receive queue, loop thread only.
+    std::deque<Queued> m_rx_known, m_rx_cookie, m_rx_new;
     Millis m_last_drain = 0;
     std::vector<std::unique_ptr<NattTransport>> m_natt;
     std::unique_ptr<KeyLogWriter> m_keylog;
