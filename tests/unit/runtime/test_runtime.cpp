@@ -976,6 +976,73 @@ TEST(IkeRuntime, InitWithAValidCookieIsServedBeforeAQueueOfPlainInits) {
     EXPECT_TRUE(plain.count(0x5000));
 }
 
+// A new IKE_SA_INIT the queue shed (over its bound) and that comes again from the same address
+// with the same SPIi is a retransmission — a spoofed flood sends every SPIi once — and is served
+// before the plain ones that wait; one that was served, not shed, comes again as a plain one.
+TEST(IkeRuntime, RetransmittedInitThatWasShedIsServedBeforePlainInits) {
+    constexpr uint32_t kInits = 120, kMaxInits = 100;
+    RuntimeOptions opts;
+    opts.rx.max_queued_inits = kMaxInits;
+    opts.rx.max_init_wait_ms = 60'000;
+    Harness h(opts);
+    Client c;
+    auto init = [](uint64_t spi) { return ike_msg(spi, 0, kIkeSaInit, kInitiator, 0, as_bytes("init")); };
+    auto served = [&](size_t want) {
+        std::vector<ike::Datagram> rx;
+        for (int i = 0; i < 400 && rx.size() < want; ++i) {
+            rx = h.on_loop([](FakeEngine& e) { return e.received; });
+            if (rx.size() < want) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        return rx;
+    };
+    {
+        auto blocked = h.block_loop();
+        for (uint32_t i = 0; i < kInits; ++i) c.send_to(h.ike_port(), init(0x1000 + i));
+    }
+    ASSERT_EQ(served(kMaxInits).size(), size_t{kMaxInits});
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.init_shed"), uint64_t{kInits - kMaxInits});  // 0x1000..0x1013
+    {
+        auto blocked = h.block_loop();
+        for (uint32_t i = 0; i < 50; ++i) c.send_to(h.ike_port(), init(0x2000 + i));
+        c.send_to(h.ike_port(), init(0x1005));  // shed before: a retransmission
+        c.send_to(h.ike_port(), init(0x1050));  // served before: plain
+    }
+    auto rx = served(kMaxInits + 52);
+    ASSERT_EQ(rx.size(), size_t{kMaxInits + 52});
+    EXPECT_EQ(classify_ike(rx[kMaxInits].data).spi_i, 0x1005u) << "the retransmission first";
+    for (size_t k = kMaxInits + 1; k < rx.size(); ++k) EXPECT_NE(classify_ike(rx[k].data).spi_i, 0x1005u) << k;
+    EXPECT_EQ(classify_ike(rx.back().data).spi_i, 0x1050u) << "in arrival order among the plain ones";
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.init_retry"), 1u);
+    // The same SPIi from another address is not that initiator's retransmission.
+    auto before = h.rt->counters().get("runtime.rx.init_retry");
+    ShedFilter f(7);
+    f.add(IpAddress::v4(192, 0, 2, 1), 0x1005, 0);
+    EXPECT_TRUE(f.contains(IpAddress::v4(192, 0, 2, 1), 0x1005));
+    EXPECT_FALSE(f.contains(IpAddress::v4(192, 0, 2, 2), 0x1005));
+    EXPECT_FALSE(f.contains(IpAddress::v4(192, 0, 2, 1), 0x1006));
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.init_retry"), before);
+}
+
+// The filter forgets: a key stays one to two generations (by count and by age).
+TEST(RxClassify, ShedFilterGenerations) {
+    ShedFilter f(11, 16, 100, 1000);
+    const IpAddress a = IpAddress::v4(198, 51, 100, 1);
+    f.add(a, 1, 0);
+    for (uint64_t k = 0; k < 99; ++k) f.add(a, 1000 + k, 0);  // fills the first generation
+    EXPECT_TRUE(f.contains(a, 1));
+    f.add(a, 2, 0);  // a new generation: 1 is in the old one
+    EXPECT_TRUE(f.contains(a, 1));
+    EXPECT_TRUE(f.contains(a, 2));
+    f.add(a, 3, 1000);  // by age: another generation, 1 is gone, 2 is old
+    EXPECT_FALSE(f.contains(a, 1));
+    EXPECT_TRUE(f.contains(a, 2));
+    EXPECT_EQ(f.generations(), 2u);
+    // Keys that were never added: false positives stay rare at this fill (200 of 65536 bits).
+    size_t fp = 0;
+    for (uint64_t k = 0; k < 10000; ++k) fp += f.contains(IpAddress::v4(203, 0, 113, 9), k);
+    EXPECT_LT(fp, 20u);
+}
+
 // New IKE_SA_INITs that wait behind the known SAs' work longer than max_init_wait_ms are shed
 // when their turn comes (their initiators have retransmitted meanwhile).
 TEST(IkeRuntime, NewInitsWaitingBehindKnownSasTooLongAreShedAsStale) {
