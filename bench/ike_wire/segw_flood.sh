@@ -107,7 +107,7 @@ line = (f"{name:<12} legit {j['succeeded']}/{j['attempted']} up, {j['setups_per_
         f"{c.get('ike.half_open_expired', 0)}; rx init_shed {c.get('runtime.rx.init_shed', 0)}, init_stale "
         f"{c.get('runtime.rx.init_stale', 0)}, cookie_init {c.get('runtime.rx.cookie_init', 0)}, cookie_bad "
         f"{c.get('runtime.rx.cookie_bad', 0)}, cookie_shed/stale {c.get('runtime.rx.cookie_shed', 0)}/"
-        f"{c.get('runtime.rx.cookie_stale', 0)}, init_retry {c.get('runtime.rx.init_retry', 0)}; load {load}")
+        f"{c.get('runtime.rx.cookie_stale', 0)}; load {load}")
 if f:
     line += f"; flood {f.get('sent', 0)} spoofed IKE_SA_INIT in {f.get('seconds', 0)} s = {f.get('pps', 0):.0f}/s"
 print(line)

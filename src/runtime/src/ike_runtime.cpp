@@ -227,46 +227,24 @@ void IkeRuntime::queue_rx(ike::Datagram d, Millis now) {
                 m_counters.inc("runtime.rx.init_malformed");
                 break;
             case ike::CookieCheck::None:
-                // A plain one the queue shed before: its initiator retransmits, a spoofed flood
-                // would not.
-                if (m_shed.contains(d.remote.addr, h.spi_i)) {
-                    h.cls = RxClass::RetryInit;
-                    m_counters.inc("runtime.rx.init_retry");
-                }
                 break;
         }
     }
-    struct Class {
-        std::deque<Queued>* q;
-        size_t cap;
-        const char* shed;
-    };
-    Class c{};
-    switch (h.cls) {
-        case RxClass::Known:
-            c = {&m_rx_known, m_opts.rx.max_queued_known, "runtime.rx.known_shed"};
-            break;
-        case RxClass::CookieInit:
-            c = {&m_rx_cookie, m_opts.rx.max_queued_cookie_inits, "runtime.rx.cookie_shed"};
-            break;
-        case RxClass::RetryInit:
-            c = {&m_rx_retry, m_opts.rx.max_queued_retry_inits, "runtime.rx.retry_shed"};
-            break;
-        case RxClass::NewInit:
-        case RxClass::NotIke:
-            c = {&m_rx_new, m_opts.rx.max_queued_inits, "runtime.rx.init_shed"};
-            break;
-    }
-    auto& q = *c.q;
+    auto& q = h.cls == RxClass::Known ? m_rx_known : h.cls == RxClass::CookieInit ? m_rx_cookie : m_rx_new;
+    const char* shed = h.cls == RxClass::Known        ? "runtime.rx.known_shed"
+                       : h.cls == RxClass::CookieInit ? "runtime.rx.cookie_shed"
+                                                      : "runtime.rx.init_shed";
+    size_t cap = std::max<size_t>(1, h.cls == RxClass::Known        ? m_opts.rx.max_queued_known
+                                     : h.cls == RxClass::CookieInit ? m_opts.rx.max_queued_cookie_inits
+                                                                    : m_opts.rx.max_queued_inits);
     // Over the bound the oldest goes: its initiator is the likeliest to have retransmitted.
-    while (q.size() >= std::max<size_t>(1, c.cap)) {
-        if (c.q == &m_rx_new) m_shed.add(q.front().d.remote.addr, q.front().spi_i, now);
+    while (q.size() >= cap) {
         q.pop_front();
-        m_counters.inc(c.shed);
+        m_counters.inc(shed);
     }
-    q.push_back({std::move(d), now, h.spi_i});
+    q.push_back({std::move(d), now});
     auto& peak = m_counters.counter("runtime.rx.queue_peak");  // high-water mark, written on the loop only
-    uint64_t waiting = m_rx_known.size() + m_rx_cookie.size() + m_rx_retry.size() + m_rx_new.size();
+    uint64_t waiting = m_rx_known.size() + m_rx_cookie.size() + m_rx_new.size();
     if (waiting > peak.load(std::memory_order_relaxed)) peak.store(waiting, std::memory_order_relaxed);
 }
 
@@ -329,19 +307,11 @@ void IkeRuntime::serve_rx() {
                 m_counters.inc("runtime.rx.cookie_stale");
                 continue;
             }
-        } else if (!m_rx_retry.empty()) {
-            q = std::move(m_rx_retry.front());
-            m_rx_retry.pop_front();
-            if (now - q.arrived > p.max_init_wait_ms) {
-                m_counters.inc("runtime.rx.retry_stale");
-                continue;
-            }
         } else {
             q = std::move(m_rx_new.front());
             m_rx_new.pop_front();
             if (now - q.arrived > p.max_init_wait_ms) {
                 m_counters.inc("runtime.rx.init_stale");
-                m_shed.add(q.d.remote.addr, q.spi_i, now);
                 continue;
             }
         }

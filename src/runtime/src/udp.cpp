@@ -97,59 +97,6 @@ RxHeader classify_ike(BytesView datagram) {
     return h;
 }
 
-namespace {
-uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-}  // namespace
-
-ShedFilter::ShedFilter(uint64_t seed, unsigned bits_log2, size_t max_entries, Millis max_age_ms)
-    : m_seed(seed),
-      m_mask((uint64_t{1} << bits_log2) - 1),
-      m_max_entries(std::max<size_t>(1, max_entries)),
-      m_max_age_ms(max_age_ms),
-      m_cur((size_t{1} << bits_log2) / 64 + 1, 0),
-      m_old(m_cur.size(), 0) {}
-
-uint64_t ShedFilter::hash(const IpAddress& addr, uint64_t spi_i) const {
-    uint64_t h = mix64(m_seed ^ spi_i);
-    BytesView a = addr.view();
-    for (size_t i = 0; i < a.size(); i += 8) {
-        uint64_t w = 0;
-        for (size_t k = i; k < std::min(a.size(), i + 8); ++k) w = (w << 8) | a[k];
-        h = mix64(h ^ w);
-    }
-    return h;
-}
-
-bool ShedFilter::test(const std::vector<uint64_t>& bits, uint64_t h) const {
-    uint64_t b1 = h & m_mask, b2 = (h >> 32) & m_mask;
-    return ((bits[b1 / 64] >> (b1 % 64)) & 1) && ((bits[b2 / 64] >> (b2 % 64)) & 1);
-}
-
-void ShedFilter::add(const IpAddress& addr, uint64_t spi_i, Millis now) {
-    if (m_started < 0) m_started = now;
-    if (m_entries >= m_max_entries || now - m_started >= m_max_age_ms) {
-        m_old.swap(m_cur);
-        std::fill(m_cur.begin(), m_cur.end(), 0);
-        m_entries = 0;
-        m_started = now;
-        ++m_generations;
-    }
-    uint64_t h = hash(addr, spi_i);
-    uint64_t b1 = h & m_mask, b2 = (h >> 32) & m_mask;
-    m_cur[b1 / 64] |= uint64_t{1} << (b1 % 64);
-    m_cur[b2 / 64] |= uint64_t{1} << (b2 % 64);
-    ++m_entries;
-}
-
-bool ShedFilter::contains(const IpAddress& addr, uint64_t spi_i) const {
-    uint64_t h = hash(addr, spi_i);
-    return test(m_cur, h) || test(m_old, h);
-}
-
 NattKind classify_natt(BytesView p) {
     if (p.size() == 1 && p[0] == 0xFF) return NattKind::Keepalive;
     if (p.size() >= 4 && p[0] == 0 && p[1] == 0 && p[2] == 0 && p[3] == 0)

@@ -47,9 +47,7 @@ using NattFactory = std::function<Result<std::unique_ptr<NattTransport>>(const i
 // SAs already half open.  New IKE_SA_INITs beyond what the responder gets to are shed (counted).
 // A third class between the two: a new IKE_SA_INIT whose COOKIE the engine verifies
 // (EngineApi::check_init_cookie): its initiator has shown it receives at its address, so a
-// spoofed flood of plain IKE_SA_INITs does not delay it.  And a fourth, after that one: a new
-// IKE_SA_INIT the queue shed before (ShedFilter: same source address and SPIi), i.e. a
-// legitimate initiator's retransmission, which a spoofed flood does not send.
+// spoofed flood of plain IKE_SA_INITs does not delay it.
 struct RxPolicy {
     size_t serve_budget = 256;        // datagrams served per loop iteration, then timers and control run
     Millis serve_slice_ms = 50;       // and for at most this long
@@ -61,8 +59,6 @@ struct RxPolicy {
     size_t max_queued_known = 16384;  // messages of existing SAs waiting; the oldest beyond it is shed
     // IKE_SA_INITs with a valid COOKIE waiting; the oldest beyond it is shed (they go stale as above too)
     size_t max_queued_cookie_inits = 1024;
-    // Retransmitted IKE_SA_INITs (shed before) waiting; the oldest beyond it is shed
-    size_t max_queued_retry_inits = 1024;
 };
 
 struct RuntimeOptions {
@@ -129,14 +125,11 @@ private:
     struct Queued {
         ike::Datagram d;
         Millis arrived = 0;
-        uint64_t spi_i = 0;
     };
     void drain_rx();
     void queue_rx(ike::Datagram d, Millis now);
     void serve_rx();
-    bool rx_pending() const {
-        return !m_rx_known.empty() || !m_rx_cookie.empty() || !m_rx_retry.empty() || !m_rx_new.empty();
-    }
+    bool rx_pending() const { return !m_rx_known.empty() || !m_rx_cookie.empty() || !m_rx_new.empty(); }
     void wake();
     void begin_shutdown(Millis now);
     // Control clients are served from the loop without blocking it: non-blocking sockets, a
@@ -186,8 +179,7 @@ private:
     BatchReceiver m_batch;
     std::vector<UdpSocket::Received> m_batch_out;  // reused by drain_rx()
     // The receive queue, loop thread only.
-    std::deque<Queued> m_rx_known, m_rx_cookie, m_rx_retry, m_rx_new;
-    ShedFilter m_shed{OsRng().u64()};  // plain new IKE_SA_INITs shed (init_shed, init_stale) lately
+    std::deque<Queued> m_rx_known, m_rx_cookie, m_rx_new;
     Millis m_last_drain = 0;
     std::vector<std::unique_ptr<NattTransport>> m_natt;
     std::unique_ptr<KeyLogWriter> m_keylog;

@@ -7,7 +7,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <vector>
 #include <x2sec/common/bytes.hpp>
 #include <x2sec/common/child_sa.hpp>
 #include <x2sec/common/counters.hpp>
@@ -30,8 +29,6 @@ enum class RxClass {
     NewInit,     // a request with responder SPI zero: a new IKE_SA_INIT (or one the engine refuses)
     CookieInit,  // a NewInit that carries a COOKIE the engine verified (IkeRuntime::queue_rx
                  // decides it, not classify_ike, which reads the fixed header only)
-    RetryInit,   // a NewInit whose (source address, SPIi) the queue shed lately: a retransmission
-                 // (IkeRuntime::queue_rx decides it, from ShedFilter)
     NotIke,      // shorter than the IKE header: dropped before it reaches the engine
 };
 struct RxHeader {
@@ -41,35 +38,6 @@ struct RxHeader {
     uint32_t message_id = 0;
 };
 RxHeader classify_ike(BytesView datagram);
-
-// Which new IKE_SA_INITs the receive queue shed lately, by (source address, SPIi).  A legitimate
-// initiator retransmits its IKE_SA_INIT from the same address with the same SPIi; a spoofed
-// flood does not repeat (a new SPIi in every packet), so a request seen here again is served
-// before the plain ones (RxClass::RetryInit).  Two generations of a bit set with two probes
-// per key (2^bits_log2 bits each); the current generation becomes the old one when it holds
-// max_entries keys or is max_age_ms old, so a key stays one to two generations.  False
-// positives (a flood request taken for a retransmission: it is only served earlier) are about
-// 2 % at the entry bound; the key is hashed with a per-process random seed.
-class ShedFilter {
-public:
-    explicit ShedFilter(uint64_t seed, unsigned bits_log2 = 23, size_t max_entries = size_t{1} << 19,
-                        Millis max_age_ms = 8000);
-    void add(const IpAddress& addr, uint64_t spi_i, Millis now);
-    bool contains(const IpAddress& addr, uint64_t spi_i) const;
-    uint64_t generations() const { return m_generations; }
-
-private:
-    uint64_t hash(const IpAddress& addr, uint64_t spi_i) const;
-    bool test(const std::vector<uint64_t>& bits, uint64_t h) const;
-    uint64_t m_seed;
-    uint64_t m_mask;  // bit index mask
-    size_t m_max_entries;
-    Millis m_max_age_ms;
-    std::vector<uint64_t> m_cur, m_old;
-    size_t m_entries = 0;
-    Millis m_started = -1;
-    uint64_t m_generations = 0;
-};
 
 // A bound, non-blocking UDP socket (IPv4 or IPv6; IPv6 sockets are V6ONLY).  When bound to the
 // wildcard address it learns each datagram's local address from IP_PKTINFO/IPV6_PKTINFO and
