@@ -187,7 +187,7 @@ std::vector<ike::Endpoint> IkeRuntime::natt_endpoints() const {
     return v;
 }
 
-void IkeRuntime::wake() {
+void IkeRuntime::wake() const {
     uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(m_wake_fd, &one, sizeof one);
 }

@@ -130,7 +130,7 @@ private:
     void queue_rx(ike::Datagram d, Millis now);
     void serve_rx();
     bool rx_pending() const { return !m_rx_known.empty() || !m_rx_cookie.empty() || !m_rx_new.empty(); }
-    void wake();
+    void wake() const;
     void begin_shutdown(Millis now);
     // Control clients are served from the loop without blocking it: non-blocking sockets, a
     // request read and a reply written as far as the socket takes them, each connection closed
