@@ -190,11 +190,11 @@ std::string temp_dir(const std::string& tag) {
 // A client UDP socket on 127.0.0.1.
 struct Client {
     int fd;
-    Client() {
+    explicit Client(in_addr_t source = INADDR_LOOPBACK) {  // host order; 127.0.0.0/8 is all loopback
         fd = ::socket(AF_INET, SOCK_DGRAM, 0);
         sockaddr_in a{};
         a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_addr.s_addr = htonl(source);
         ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
     }
     ~Client() { ::close(fd); }
@@ -974,6 +974,46 @@ TEST(IkeRuntime, InitWithAValidCookieIsServedBeforeAQueueOfPlainInits) {
     // (which judges them) as plain IKE_SA_INITs.
     EXPECT_TRUE(plain.count(0x4000));
     EXPECT_TRUE(plain.count(0x5000));
+}
+
+// The plain new IKE_SA_INITs are fair over source addresses: a flood from one address fills the
+// bound, and a request from another address that arrived among it is neither shed nor waits
+// behind it — it is served on its source's first turn; what is shed is the flood's oldest.
+TEST(IkeRuntime, PlainInitsAreServedFairlyOverSourcesAndTheFattestSourceIsShed) {
+    constexpr uint32_t kFlood = 120, kMaxInits = 50;
+    RuntimeOptions opts;
+    opts.rx.max_queued_inits = kMaxInits;
+    opts.rx.max_init_wait_ms = 60'000;
+    Harness h(opts);
+    Client flood;                       // 127.0.0.1
+    Client legit(INADDR_LOOPBACK + 1);  // 127.0.0.2
+    {
+        auto blocked = h.block_loop();
+        for (uint32_t i = 0; i < kFlood; ++i) {
+            flood.send_to(h.ike_port(), ike_msg(0x1000 + i, 0, kIkeSaInit, kInitiator, 0, as_bytes("init")));
+            if (i == 30) legit.send_to(h.ike_port(), ike_msg(0x9000, 0, kIkeSaInit, kInitiator, 0, as_bytes("init")));
+        }
+    }
+    std::vector<ike::Datagram> rx;
+    for (int i = 0; i < 400 && rx.size() < kMaxInits; ++i) {
+        rx = h.on_loop([](FakeEngine& e) { return e.received; });
+        if (rx.size() < kMaxInits) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(rx.size(), size_t{kMaxInits});
+    size_t legit_at = rx.size();
+    for (size_t k = 0; k < rx.size(); ++k)
+        if (classify_ike(rx[k].data).spi_i == 0x9000) legit_at = k;
+    EXPECT_LE(legit_at, 1u) << "the other source's request: served on its first turn, not shed";
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.init_shed"), uint64_t{kFlood + 1 - kMaxInits});
+    // The flood's newest were kept, in order.
+    uint64_t last = 0;
+    for (const auto& d : rx) {
+        uint64_t spi = classify_ike(d.data).spi_i;
+        if (spi == 0x9000) continue;
+        EXPECT_GE(spi, 0x1000u + (kFlood - (kMaxInits - 1)));
+        EXPECT_GT(spi, last);
+        last = spi;
+    }
 }
 
 // New IKE_SA_INITs that wait behind the known SAs' work longer than max_init_wait_ms are shed
