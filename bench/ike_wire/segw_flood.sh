@@ -104,7 +104,10 @@ line = (f"{name:<12} legit {j['succeeded']}/{j['attempted']} up, {j['setups_per_
         f"{j['latency_ms']['p50']:.0f} ms, p99 {j['latency_ms']['p99']:.0f} ms; responder CPU {cpu:.2f} s; "
         f"cookies sent {c.get('ike.tx.cookie', 0)}, half-open cap drops {c.get('ike.rx.dropped.half_open_cap', 0)}"
         f"/{c.get('ike.rx.dropped.half_open_cap_per_source', 0)} per source, half-open expired "
-        f"{c.get('ike.half_open_expired', 0)}; load {load}")
+        f"{c.get('ike.half_open_expired', 0)}; rx init_shed {c.get('runtime.rx.init_shed', 0)}, init_stale "
+        f"{c.get('runtime.rx.init_stale', 0)}, cookie_init {c.get('runtime.rx.cookie_init', 0)}, cookie_bad "
+        f"{c.get('runtime.rx.cookie_bad', 0)}, cookie_shed/stale {c.get('runtime.rx.cookie_shed', 0)}/"
+        f"{c.get('runtime.rx.cookie_stale', 0)}; load {load}")
 if f:
     line += f"; flood {f.get('sent', 0)} spoofed IKE_SA_INIT in {f.get('seconds', 0)} s = {f.get('pps', 0):.0f}/s"
 print(line)

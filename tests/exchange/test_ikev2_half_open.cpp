@@ -3,6 +3,8 @@
 // COOKIEs are held at max_half_open_per_source and max_half_open, and a legitimate initiator
 // (which answers the COOKIE) still establishes.  The figures are printed ("[ figures ]") and
 // recorded in docs/ikev2.md.
+#include <random>
+
 #include "ikev2_harness.hpp"
 
 namespace x2sec::test {
@@ -216,6 +218,149 @@ TEST(IkeHalfOpen, BelowTheCookieThresholdHalfOpenSasExpireOnTimeEvenWhileServing
     EXPECT_EQ(f.half_open(), 0u);
     EXPECT_EQ(f.expired(), 100u);
     EXPECT_EQ(f.p.b.counter("ike.half_open_extended"), 0u);
+}
+
+// ------------------------------------------------------------------ the receive queue's COOKIE check
+// Engine::check_init_cookie (what the runtime asks before it queues a new IKE_SA_INIT, so one
+// with a valid COOKIE is served before a flood of plain ones) follows the engine's own rule:
+// same secrets, the previous secret still valid, the one before that not; malformed requests
+// are Malformed, never Valid, never a crash.
+
+struct CookieProbe : Flood {
+    static constexpr Millis kLifetime = 1000;
+    static EngineConfig config() {
+        auto c = Flood::responder(0, 500, 64);  // every IKE_SA_INIT without a COOKIE is asked for one
+        c.cookie_secret_lifetime_ms = kLifetime;
+        return c;
+    }
+    CookieProbe() : Flood(config()) {}
+    // The COOKIE the responder demands from src for a plain IKE_SA_INIT with this SPI.
+    Bytes demand(const IpAddress& src, uint64_t spi) {
+        auto& b = *p.b.engine;
+        b.handle_datagram(from(src, init_with(spi, nullptr)), p.clock.now());
+        auto out = b.take_outgoing();
+        EXPECT_EQ(out.size(), 1u);
+        if (out.empty()) return {};
+        auto m = wire::Message::decode(out[0].data);
+        EXPECT_TRUE(m.ok());
+        if (!m.ok()) return {};
+        const auto* c = wire::find_notify(m->payloads, wire::notify::Cookie);
+        EXPECT_NE(c, nullptr);
+        return c ? c->data : Bytes{};
+    }
+    CookieCheck check(const IpAddress& src, const Bytes& data) {
+        return p.b.engine->check_init_cookie(from(src, data));
+    }
+    // Handles the IKE_SA_INIT; true when the responder answered it with its SA (accepted), false
+    // when with a (new) COOKIE demand.
+    bool accepted(const IpAddress& src, const Bytes& data) {
+        auto& b = *p.b.engine;
+        b.handle_datagram(from(src, data), p.clock.now());
+        auto out = b.take_outgoing();
+        if (out.size() != 1) return false;
+        auto m = wire::Message::decode(out[0].data);
+        return m.ok() && !wire::find_notify(m->payloads, wire::notify::Cookie) &&
+               wire::find_payload(m->payloads, wire::PayloadType::SA);
+    }
+};
+
+const IpAddress kSrc = IpAddress::v4(198, 51, 100, 7);
+
+TEST(IkeCookie, ValidCookieIsRecognisedAndWrongOnesAreNot) {
+    CookieProbe f;
+    constexpr uint64_t kSpi = 0x7700'0000'0000'0001ull;
+    // Before the first IKE_SA_INIT there is no secret: nothing verifies.
+    Bytes guess(CookieJar::kCookieSize, 0x01);
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi, nullptr)), CookieCheck::None);
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi, &guess)), CookieCheck::Bad);
+    Bytes cookie = f.demand(kSrc, kSpi);
+    ASSERT_EQ(cookie.size(), CookieJar::kCookieSize);
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi, &cookie)), CookieCheck::Valid);
+    // One bit off, another initiator's address or SPI, a short one: bad.
+    Bytes flipped = cookie;
+    flipped.back() ^= 1;
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi, &flipped)), CookieCheck::Bad);
+    Bytes version_off = cookie;
+    version_off[3] ^= 1;
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi, &version_off)), CookieCheck::Bad);
+    EXPECT_EQ(f.check(IpAddress::v4(198, 51, 100, 8), f.init_with(kSpi, &cookie)), CookieCheck::Bad);
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi + 1, &cookie)), CookieCheck::Bad);
+    Bytes short_one(cookie.begin(), cookie.begin() + 8);
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi, &short_one)), CookieCheck::Bad);
+    // The check changed nothing; the engine agrees: the wrong one is refused, the right one taken.
+    EXPECT_EQ(f.p.b.counter("ike.rx.bad_cookie"), 0u);
+    EXPECT_FALSE(f.accepted(kSrc, f.init_with(kSpi, &flipped)));
+    EXPECT_EQ(f.p.b.counter("ike.rx.bad_cookie"), 1u);
+    EXPECT_TRUE(f.accepted(kSrc, f.init_with(kSpi, &cookie)));
+    EXPECT_EQ(f.half_open(), 1u);
+}
+
+TEST(IkeCookie, PreviousSecretIsValidTheOneBeforeIsNot) {
+    CookieProbe f;
+    constexpr uint64_t kSpi = 0x7800'0000'0000'0001ull;
+    Bytes c1 = f.demand(kSrc, kSpi), c2 = f.demand(kSrc, kSpi + 1);
+    f.p.advance(CookieProbe::kLifetime);  // one rotation: c1, c2 are of the previous secret
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi, &c1)), CookieCheck::Valid);
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi + 1, &c2)), CookieCheck::Valid);
+    EXPECT_TRUE(f.accepted(kSrc, f.init_with(kSpi + 1, &c2)));
+    Bytes c3 = f.demand(kSrc, kSpi + 2);  // of the current secret
+    ASSERT_EQ(c3.size(), CookieJar::kCookieSize);
+    EXPECT_NE(Bytes(c3.begin(), c3.begin() + 4), Bytes(c1.begin(), c1.begin() + 4)) << "a new secret version";
+    f.p.advance(CookieProbe::kLifetime);  // two rotations: c1's secret is gone, c3's is the previous one
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi, &c1)), CookieCheck::Bad);
+    EXPECT_EQ(f.check(kSrc, f.init_with(kSpi + 2, &c3)), CookieCheck::Valid);
+    uint64_t bad = f.p.b.counter("ike.rx.bad_cookie");
+    EXPECT_FALSE(f.accepted(kSrc, f.init_with(kSpi, &c1)));  // the engine's own check agrees
+    EXPECT_EQ(f.p.b.counter("ike.rx.bad_cookie"), bad + 1);
+    EXPECT_TRUE(f.accepted(kSrc, f.init_with(kSpi + 2, &c3)));
+}
+
+TEST(IkeCookie, TruncatedOrIncompleteInitsAreMalformedNeverValid) {
+    CookieProbe f;
+    constexpr uint64_t kSpi = 0x7900'0000'0000'0001ull;
+    Bytes cookie = f.demand(kSrc, kSpi);
+    Bytes full = f.init_with(kSpi, &cookie);
+    ASSERT_EQ(f.check(kSrc, full), CookieCheck::Valid);
+    // Every truncation: the header, or a payload running past the end.
+    for (size_t n = 0; n < full.size(); ++n)
+        EXPECT_EQ(f.check(kSrc, Bytes(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(n))),
+                  CookieCheck::Malformed)
+            << n << " of " << full.size() << " octets";
+    auto m = wire::Message::decode(full).value();
+    // A COOKIE but no Nonce (the COOKIE cannot be checked; the engine refuses it as invalid syntax).
+    auto no_nonce = m;
+    std::erase_if(no_nonce.payloads, [](const wire::Payload& p) { return p.type == wire::PayloadType::Nonce; });
+    ASSERT_EQ(no_nonce.payloads.size(), m.payloads.size() - 1);
+    EXPECT_EQ(f.check(kSrc, no_nonce.encode()), CookieCheck::Malformed);
+    // Two COOKIEs.
+    auto two = m;
+    two.payloads.insert(two.payloads.begin(), m.payloads.front());
+    EXPECT_EQ(f.check(kSrc, two.encode()), CookieCheck::Malformed);
+    // Not an IKE_SA_INIT request: a response, another exchange, a Message ID.
+    for (auto tweak :
+         {+[](wire::Message& x) { x.header.flags = static_cast<uint8_t>(x.header.flags | wire::kFlagResponse); },
+          +[](wire::Message& x) { x.header.exchange = wire::ExchangeType::IkeAuth; },
+          +[](wire::Message& x) { x.header.message_id = 1; }, +[](wire::Message& x) { x.header.spi_r = 5; }}) {
+        auto t = m;
+        tweak(t);
+        EXPECT_EQ(f.check(kSrc, t.encode()), CookieCheck::Malformed);
+    }
+    // A payload length field that lies (past the end, below the generic header).
+    for (uint16_t len : {uint16_t{0}, uint16_t{3}, uint16_t{0xffff}}) {
+        Bytes lying = full;
+        lying[28 + 2] = static_cast<uint8_t>(len >> 8);
+        lying[28 + 3] = static_cast<uint8_t>(len);
+        EXPECT_EQ(f.check(kSrc, lying), CookieCheck::Malformed) << len;
+    }
+    // Random bytes behind a valid IKE_SA_INIT header: never Valid, never a crash.
+    std::mt19937 prng(151);  // fixed seed: reproducible
+    for (int i = 0; i < 3000; ++i) {
+        Bytes junk(full.begin(), full.begin() + 28);
+        junk.resize(28 + static_cast<size_t>(prng() % 200));
+        for (size_t k = 28; k < junk.size(); ++k) junk[k] = static_cast<uint8_t>(prng());
+        if (i % 2) junk[16] = static_cast<uint8_t>(i % 4 ? 41 : 40);  // starts with a Notify or a Nonce
+        EXPECT_NE(f.check(kSrc, junk), CookieCheck::Valid);
+    }
 }
 
 }  // namespace

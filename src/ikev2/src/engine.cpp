@@ -83,8 +83,8 @@ void EngineImpl::child_sa_expired(uint32_t spi, ChildSaExpiry kind, Millis now) 
 }
 
 void EngineImpl::tick(Millis now) {
-    if (m_cookie_rotated_at >= 0 && now - m_cookie_rotated_at >= m_config.cookie_secret_lifetime_ms)
-        rotate_cookie_secret(now);
+    if (m_cookies.ready() && now - m_cookies.rotated_at() >= m_config.cookie_secret_lifetime_ms)
+        m_cookies.rotate(m_rng, now);
 
     // The SAs with a due timer, each once per tick (timers it makes due again run next tick).
     std::vector<uint64_t> due;
@@ -118,7 +118,7 @@ std::optional<Millis> EngineImpl::next_deadline() const {
     if (!m_destroyed.empty()) consider(0);
     settle_timers();
     if (!m_timers.empty()) consider(m_timers.top().at);
-    if (m_cookie_rotated_at >= 0) consider(m_cookie_rotated_at + m_config.cookie_secret_lifetime_ms);
+    if (m_cookies.ready()) consider(m_cookies.rotated_at() + m_config.cookie_secret_lifetime_ms);
     return best;
 }
 
@@ -176,6 +176,9 @@ Status Engine::send_dpd(uint64_t id, Millis now) {
 }
 std::vector<IkeSaInfo> Engine::list_sas() const {
     return m_impl->e.list_sas();
+}
+CookieCheck Engine::check_init_cookie(const Datagram& d) const {
+    return m_impl->e.check_init_cookie(d);
 }
 const Counters& Engine::counters() const {
     return m_impl->e.m_counters;

@@ -14,6 +14,7 @@
 #include <unordered_set>
 #include <vector>
 #include <x2sec/common/log.hpp>
+#include <x2sec/ikev2/cookie.hpp>
 #include <x2sec/ikev2/engine.hpp>
 #include <x2sec/ikev2/keymat.hpp>
 #include <x2sec/ikev2/wire.hpp>
@@ -129,10 +130,8 @@ public:
     uint64_t m_next_id = 1;
     uint32_t m_next_reqid = 1;
 
-    // cookies
-    Bytes m_cookie_secret, m_cookie_secret_old;
-    uint32_t m_cookie_version = 0;
-    Millis m_cookie_rotated_at = -1;
+    // cookies (also checked by the runtime's receive queue through Engine::check_init_cookie)
+    CookieJar m_cookies;
 
     // rate limit of unprotected INVALID_IKE_SPI / INVALID_MAJOR_VERSION answers (one-second windows)
     Millis m_unprot_window_start = -1;
@@ -251,8 +250,7 @@ public:
     // DH key pairs from the injected Rng, the same code for OsRng and a DeterministicRng (which
     // so replays whole exchanges).
     Result<crypto::DhKeyPair> make_dh(crypto::DhGroup g);
-    Bytes cookie_for(BytesView ni, const Endpoint& remote, uint64_t spi_i, const Bytes& secret, uint32_t version) const;
-    void rotate_cookie_secret(Millis now);
+    CookieCheck check_init_cookie(const Datagram& d) const;
     size_t half_open_count() const;
     void schedule_rekeys(IkeSa& sa, Millis now);
     // Records the hashes of the CERTREQ payloads in `pl` and raises Event::PeerCertReq (when

@@ -187,7 +187,7 @@ std::vector<ike::Endpoint> IkeRuntime::natt_endpoints() const {
     return v;
 }
 
-void IkeRuntime::wake() {
+void IkeRuntime::wake() const {
     uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(m_wake_fd, &one, sizeof one);
 }
@@ -212,18 +212,106 @@ void IkeRuntime::queue_rx(ike::Datagram d, Millis now) {
                         d.remote.to_string());
         return;
     }
-    bool known = h.cls == RxClass::Known;
-    auto& q = known ? m_rx_known : m_rx_new;
-    size_t cap = std::max<size_t>(1, known ? m_opts.rx.max_queued_known : m_opts.rx.max_queued_inits);
-    // Over the bound the oldest goes: its initiator is the likeliest to have retransmitted.
-    while (q.size() >= cap) {
-        q.pop_front();
-        m_counters.inc(known ? "runtime.rx.known_shed" : "runtime.rx.init_shed");
+    if (h.cls == RxClass::NewInit) {
+        // Whether it carries a COOKIE the engine handed out (a walk over the payload headers and
+        // one SHA-256 at most; the engine checks it again when it handles the request).
+        switch (m_engine.check_init_cookie(d)) {
+            case ike::CookieCheck::Valid:
+                h.cls = RxClass::CookieInit;
+                m_counters.inc("runtime.rx.cookie_init");
+                break;
+            case ike::CookieCheck::Bad:
+                m_counters.inc("runtime.rx.cookie_bad");
+                break;
+            case ike::CookieCheck::Malformed:
+                m_counters.inc("runtime.rx.init_malformed");
+                break;
+            case ike::CookieCheck::None:
+                break;
+        }
     }
-    q.push_back({std::move(d), now});
+    if (h.cls == RxClass::NewInit) {
+        size_t shed = m_rx_new.push({std::move(d), now}, std::max<size_t>(1, m_opts.rx.max_queued_inits));
+        if (shed) m_counters.inc("runtime.rx.init_shed", shed);
+    } else {
+        bool known = h.cls == RxClass::Known;
+        auto& q = known ? m_rx_known : m_rx_cookie;
+        size_t cap = std::max<size_t>(1, known ? m_opts.rx.max_queued_known : m_opts.rx.max_queued_cookie_inits);
+        // Over the bound the oldest goes: its initiator is the likeliest to have retransmitted.
+        while (q.size() >= cap) {
+            q.pop_front();
+            m_counters.inc(known ? "runtime.rx.known_shed" : "runtime.rx.cookie_shed");
+        }
+        q.push_back({std::move(d), now});
+    }
     auto& peak = m_counters.counter("runtime.rx.queue_peak");  // high-water mark, written on the loop only
-    uint64_t waiting = m_rx_known.size() + m_rx_new.size();
+    uint64_t waiting = m_rx_known.size() + m_rx_cookie.size() + m_rx_new.size();
     if (waiting > peak.load(std::memory_order_relaxed)) peak.store(waiting, std::memory_order_relaxed);
+}
+
+uint64_t IkeRuntime::SourceFairQueue::key(const IpAddress& a) const {
+    auto mix = [](uint64_t z) {  // splitmix64's finaliser
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+    };
+    uint64_t h = mix(m_seed ^ (a.v6 ? 6 : 4));
+    BytesView b = a.view();
+    for (size_t i = 0; i < b.size(); i += 8) {
+        uint64_t w = 0;
+        for (size_t k = i; k < std::min(b.size(), i + 8); ++k) w = (w << 8) | b[k];
+        h = mix(h ^ w);
+    }
+    return h;
+}
+
+std::unordered_map<uint64_t, IkeRuntime::SourceFairQueue::Flow>::iterator IkeRuntime::SourceFairQueue::front() {
+    while (!m_rr.empty()) {
+        auto it = m_flows.find(m_rr.front().first);
+        if (it != m_flows.end() && it->second.turn == m_rr.front().second) return it;
+        m_rr.pop_front();  // the source's requests were all shed since
+    }
+    return m_flows.end();
+}
+
+size_t IkeRuntime::SourceFairQueue::push(Queued q, size_t cap) {
+    size_t shed = 0;
+    uint64_t k = key(q.d.remote.addr);
+    Flow& f = m_flows[k];
+    if (f.q.empty()) {
+        f.turn = m_next_turn++;
+        m_rr.emplace_back(k, f.turn);
+    }
+    f.q.push_back(std::move(q));
+    ++m_size;
+    auto fat = m_flows.find(m_fat);
+    if (fat == m_flows.end() || f.q.size() > fat->second.q.size()) m_fat = k;
+    while (m_size > cap) {
+        fat = m_flows.find(m_fat);
+        // Every source has one request waiting (a flood from as many addresses as the bound):
+        // the one whose turn is next loses it, the oldest, as a plain FIFO would.
+        if (fat == m_flows.end() || fat->second.q.size() <= 1) fat = front();
+        fat->second.q.pop_front();
+        --m_size;
+        ++shed;
+        if (fat->second.q.empty()) m_flows.erase(fat);  // its turn in m_rr is stale now
+    }
+    return shed;
+}
+
+IkeRuntime::Queued IkeRuntime::SourceFairQueue::pop() {
+    auto it = front();
+    m_rr.pop_front();
+    Queued q = std::move(it->second.q.front());
+    it->second.q.pop_front();
+    --m_size;
+    if (it->second.q.empty()) {
+        m_flows.erase(it);
+    } else {
+        it->second.turn = m_next_turn++;  // its next request waits for the next round
+        m_rr.emplace_back(it->first, it->second.turn);
+    }
+    return q;
 }
 
 void IkeRuntime::drain_rx() {
@@ -278,9 +366,15 @@ void IkeRuntime::serve_rx() {
         if (!m_rx_known.empty()) {
             q = std::move(m_rx_known.front());
             m_rx_known.pop_front();
+        } else if (!m_rx_cookie.empty()) {
+            q = std::move(m_rx_cookie.front());
+            m_rx_cookie.pop_front();
+            if (now - q.arrived > p.max_init_wait_ms) {
+                m_counters.inc("runtime.rx.cookie_stale");
+                continue;
+            }
         } else {
-            q = std::move(m_rx_new.front());
-            m_rx_new.pop_front();
+            q = m_rx_new.pop();
             if (now - q.arrived > p.max_init_wait_ms) {
                 m_counters.inc("runtime.rx.init_stale");
                 continue;

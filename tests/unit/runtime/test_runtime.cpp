@@ -88,6 +88,21 @@ public:
         return sas;
     }
     const Counters& counters() const override { return ctr; }
+    // Scripted COOKIE check: by the body behind the IKE header ("cookie-ok", "cookie-bad",
+    // "malformed"; anything else carries no COOKIE).  Calls are counted.
+    mutable size_t cookie_checks = 0;
+    ike::CookieCheck check_init_cookie(const ike::Datagram& d) const override {
+        ++cookie_checks;
+        auto body = [&](std::string_view want) {
+            return d.data.size() == 28 + want.size() &&
+                   std::equal(want.begin(), want.end(), d.data.begin() + 28,
+                              [](char a, uint8_t b) { return static_cast<uint8_t>(a) == b; });
+        };
+        if (body("cookie-ok")) return ike::CookieCheck::Valid;
+        if (body("cookie-bad")) return ike::CookieCheck::Bad;
+        if (body("malformed")) return ike::CookieCheck::Malformed;
+        return ike::CookieCheck::None;
+    }
     void add_event(ike::Event e) { m_events.push_back(std::move(e)); }
     bool throw_in_list_sas = false;
     void set_key_logger(std::function<void(const ike::IkeSaKeys&)>,
@@ -175,11 +190,11 @@ std::string temp_dir(const std::string& tag) {
 // A client UDP socket on 127.0.0.1.
 struct Client {
     int fd;
-    Client() {
+    explicit Client(in_addr_t source = INADDR_LOOPBACK) {  // host order; 127.0.0.0/8 is all loopback
         fd = ::socket(AF_INET, SOCK_DGRAM, 0);
         sockaddr_in a{};
         a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_addr.s_addr = htonl(source);
         ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
     }
     ~Client() { ::close(fd); }
@@ -902,6 +917,103 @@ TEST(IkeRuntime, BacklogServesKnownSasFirstAndShedsNewInitsBeyondTheBound) {
     EXPECT_EQ(h.rt->counters().get("runtime.rx.ike"), uint64_t{kInits + kAuths});
     EXPECT_GE(h.rt->counters().get("runtime.rx.queue_peak"), uint64_t{kAuths + kMaxInits});
     EXPECT_GE(h.rt->counters().get("runtime.rx.batch_full"), 1u) << "190 datagrams waiting fill a 64-datagram batch";
+}
+
+// A queue full of plain new IKE_SA_INITs (a spoofed flood) does not delay an IKE_SA_INIT whose
+// COOKIE the engine verifies: it is served right after the known SAs' messages, before every
+// plain one that arrived earlier.  A bad COOKIE or a malformed request is not prioritised (and
+// counted); the COOKIE class has its own bound.
+TEST(IkeRuntime, InitWithAValidCookieIsServedBeforeAQueueOfPlainInits) {
+    constexpr uint32_t kPlain = 120, kMaxInits = 100, kCookies = 3, kMaxCookies = 2;
+    RuntimeOptions opts;
+    opts.rx.max_queued_inits = kMaxInits;
+    opts.rx.max_queued_cookie_inits = kMaxCookies;
+    opts.rx.max_init_wait_ms = 60'000;  // only the order here
+    Harness h(opts);
+    Client c;
+    auto blocked = h.block_loop();
+    for (uint32_t i = 0; i < kPlain; ++i) {
+        c.send_to(h.ike_port(), ike_msg(0x1000 + i, 0, kIkeSaInit, kInitiator, 0, as_bytes("init")));
+        if (i == 60) c.send_to(h.ike_port(), ike_msg(0x4000, 0, kIkeSaInit, kInitiator, 0, as_bytes("cookie-bad")));
+        if (i == 70) c.send_to(h.ike_port(), ike_msg(0x5000, 0, kIkeSaInit, kInitiator, 0, as_bytes("malformed")));
+    }
+    // The legitimate initiators' second IKE_SA_INITs, behind the flood; and one IKE_AUTH.
+    for (uint32_t i = 0; i < kCookies; ++i)
+        c.send_to(h.ike_port(), ike_msg(0x3000 + i, 0, kIkeSaInit, kInitiator, 0, as_bytes("cookie-ok")));
+    c.send_to(h.ike_port(), ike_msg(0x2000, 0x2001, kIkeAuth, kInitiator, 1, as_bytes("auth")));
+    blocked.release();
+    size_t want = 1 + kMaxCookies + kMaxInits;
+    std::vector<ike::Datagram> rx;
+    for (int i = 0; i < 400 && rx.size() < want; ++i) {
+        rx = h.on_loop([](FakeEngine& e) { return e.received; });
+        if (rx.size() < want) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(rx.size(), want);
+    EXPECT_EQ(classify_ike(rx[0].data).exchange, kIkeAuth);
+    // The newest kMaxCookies COOKIE IKE_SA_INITs, in arrival order, before any plain one.
+    for (uint32_t k = 0; k < kMaxCookies; ++k)
+        EXPECT_EQ(classify_ike(rx[1 + k].data).spi_i, 0x3000 + (kCookies - kMaxCookies) + k) << k;
+    // Then the plain ones (the bad COOKIE and the malformed one among them, where they arrived).
+    std::set<uint64_t> plain;
+    for (size_t k = 1 + kMaxCookies; k < rx.size(); ++k) {
+        auto hd = classify_ike(rx[k].data);
+        EXPECT_EQ(hd.exchange, kIkeSaInit) << k;
+        EXPECT_FALSE(hd.spi_i >= 0x3000 && hd.spi_i < 0x3000 + kCookies)
+            << k << ": a COOKIE IKE_SA_INIT after a plain one";
+        plain.insert(hd.spi_i);
+    }
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.cookie_init"), uint64_t{kCookies});
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.cookie_shed"), uint64_t{kCookies - kMaxCookies});
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.cookie_bad"), 1u);
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.init_malformed"), 1u);
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.init_shed"), uint64_t{kPlain + 2 - kMaxInits});
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.cookie_stale"), 0u);
+    // Every new IKE_SA_INIT was checked once; the IKE_AUTH was not.
+    EXPECT_EQ(h.on_loop([](FakeEngine& e) { return e.cookie_checks; }), size_t{kPlain + 2 + kCookies});
+    // The bad-COOKIE and the malformed one are among the newest 100 kept: handed to the engine
+    // (which judges them) as plain IKE_SA_INITs.
+    EXPECT_TRUE(plain.count(0x4000));
+    EXPECT_TRUE(plain.count(0x5000));
+}
+
+// The plain new IKE_SA_INITs are fair over source addresses: a flood from one address fills the
+// bound, and a request from another address that arrived among it is neither shed nor waits
+// behind it — it is served on its source's first turn; what is shed is the flood's oldest.
+TEST(IkeRuntime, PlainInitsAreServedFairlyOverSourcesAndTheFattestSourceIsShed) {
+    constexpr uint32_t kFlood = 120, kMaxInits = 50;
+    RuntimeOptions opts;
+    opts.rx.max_queued_inits = kMaxInits;
+    opts.rx.max_init_wait_ms = 60'000;
+    Harness h(opts);
+    Client flood;                       // 127.0.0.1
+    Client legit(INADDR_LOOPBACK + 1);  // 127.0.0.2
+    {
+        auto blocked = h.block_loop();
+        for (uint32_t i = 0; i < kFlood; ++i) {
+            flood.send_to(h.ike_port(), ike_msg(0x1000 + i, 0, kIkeSaInit, kInitiator, 0, as_bytes("init")));
+            if (i == 30) legit.send_to(h.ike_port(), ike_msg(0x9000, 0, kIkeSaInit, kInitiator, 0, as_bytes("init")));
+        }
+    }
+    std::vector<ike::Datagram> rx;
+    for (int i = 0; i < 400 && rx.size() < kMaxInits; ++i) {
+        rx = h.on_loop([](FakeEngine& e) { return e.received; });
+        if (rx.size() < kMaxInits) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(rx.size(), size_t{kMaxInits});
+    size_t legit_at = rx.size();
+    for (size_t k = 0; k < rx.size(); ++k)
+        if (classify_ike(rx[k].data).spi_i == 0x9000) legit_at = k;
+    EXPECT_LE(legit_at, 1u) << "the other source's request: served on its first turn, not shed";
+    EXPECT_EQ(h.rt->counters().get("runtime.rx.init_shed"), uint64_t{kFlood + 1 - kMaxInits});
+    // The flood's newest were kept, in order.
+    uint64_t last = 0;
+    for (const auto& d : rx) {
+        uint64_t spi = classify_ike(d.data).spi_i;
+        if (spi == 0x9000) continue;
+        EXPECT_GE(spi, 0x1000u + (kFlood - (kMaxInits - 1)));
+        EXPECT_GT(spi, last);
+        last = spi;
+    }
 }
 
 // New IKE_SA_INITs that wait behind the known SAs' work longer than max_init_wait_ms are shed

@@ -89,26 +89,13 @@ Status EngineImpl::derive_ike(IkeSa& sa, BytesView g_ir, const SecureBytes* old_
 
 // ---------------------------------------------------------------- cookies (RFC 7296 2.6)
 
-void EngineImpl::rotate_cookie_secret(Millis now) {
-    m_cookie_secret_old = m_cookie_secret;
-    m_cookie_secret = m_rng.bytes(32);
-    ++m_cookie_version;
-    m_cookie_rotated_at = now;
-}
-
-// Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)
-Bytes EngineImpl::cookie_for(BytesView ni, const Endpoint& remote, uint64_t spi_i, const Bytes& secret,
-                             uint32_t version) const {
-    Writer w;
-    w.bytes(ni);
-    w.bytes(remote.addr.view());
-    w.u64(spi_i);
-    w.bytes(secret);
-    Bytes h = crypto::digest(crypto::Hash::Sha256, w.data());
-    Writer c;
-    c.u32(version);
-    c.bytes(h);
-    return c.take();
+// The secret and the COOKIE itself: CookieJar (cookie.cpp), shared with the runtime's receive
+// queue, which asks check_init_cookie() before the request is queued.
+CookieCheck EngineImpl::check_init_cookie(const Datagram& d) const {
+    InitCookieFields f = peek_init_cookie(d.data);
+    if (f.malformed) return CookieCheck::Malformed;
+    if (f.cookie.empty()) return CookieCheck::None;
+    return m_cookies.valid(f.cookie, f.nonce, d.remote.addr, f.spi_i) ? CookieCheck::Valid : CookieCheck::Bad;
 }
 
 // ---------------------------------------------------------------- responder
@@ -171,15 +158,12 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
     // Required by the rule table (checked above).
     const NoncePayload* nonce = &in->get<NoncePayload>(PayloadType::Nonce);
     // Cookies above the half-open threshold.
-    if (m_cookie_rotated_at < 0) rotate_cookie_secret(now);
+    if (!m_cookies.ready()) m_cookies.rotate(m_rng, now);
     if (half_open_count() >= m_config.cookie_threshold) {
         const NotifyPayload* c = in->notify(notify::Cookie);
         bool valid = false;
         if (c) {
-            valid = ct_equal(c->data, cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret, m_cookie_version)) ||
-                    (!m_cookie_secret_old.empty() &&
-                     ct_equal(c->data,
-                              cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret_old, m_cookie_version - 1)));
+            valid = m_cookies.valid(c->data, nonce->data, d.remote.addr, h.spi_i);
             if (!valid) count("bad_cookie");
         }
         if (!valid) {
@@ -191,8 +175,7 @@ void EngineImpl::handle_init_request(const Datagram& d, Message& m, Millis now) 
             else
                 m_log->debug("{} half-open IKE SAs: demanding a COOKIE from {}", half_open_count(),
                              d.remote.to_string());
-            send_unprotected_notify(d, h, notify::Cookie,
-                                    cookie_for(nonce->data, d.remote, h.spi_i, m_cookie_secret, m_cookie_version));
+            send_unprotected_notify(d, h, notify::Cookie, m_cookies.make(nonce->data, d.remote.addr, h.spi_i));
             return;
         }
     }

@@ -26,6 +26,7 @@
 #include <x2sec/common/rng.hpp>
 #include <x2sec/common/time.hpp>
 #include <x2sec/crypto/crypto.hpp>
+#include <x2sec/ikev2/cookie.hpp>
 #include <x2sec/x509/x509.hpp>
 
 namespace x2sec::x509 {
@@ -316,6 +317,11 @@ public:
     Status send_dpd(uint64_t ike_sa_id, Millis now);
 
     std::vector<IkeSaInfo> list_sas() const;
+    // For the runtime's receive queue, before the datagram is queued: whether an IKE_SA_INIT
+    // request carries a COOKIE this engine handed out (same secrets and rule as the engine's
+    // own check above cookie_threshold, which still runs when the request is handled).  A walk
+    // over the generic payload headers and one SHA-256 at most; changes nothing.
+    CookieCheck check_init_cookie(const Datagram& d) const;
     const Counters& counters() const;
     // Self-check for tests: the engine's internal indexes (inbound Child SPI -> owning IKE
     // SA, SPIs handed out) agree exactly with its SAs.  The error names the first mismatch.

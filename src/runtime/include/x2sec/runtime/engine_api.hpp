@@ -25,6 +25,9 @@ public:
     virtual Status delete_ike(uint64_t ike_sa_id, Millis now) = 0;
     virtual std::vector<ike::IkeSaInfo> list_sas() const = 0;
     virtual const Counters& counters() const = 0;
+    // The receive queue's COOKIE check of a new IKE_SA_INIT (ike::Engine::check_init_cookie);
+    // an engine without COOKIEs says None (every new IKE_SA_INIT is a plain one).
+    virtual ike::CookieCheck check_init_cookie(const ike::Datagram&) const { return ike::CookieCheck::None; }
     virtual void set_key_logger(std::function<void(const ike::IkeSaKeys&)> on_ike_keys,
                                 std::function<void(const ChildSaParams&)> on_child_keys) = 0;
 };
@@ -50,6 +53,7 @@ public:
     Status delete_ike(uint64_t id, Millis now) override { return m_e.delete_ike(id, now); }
     std::vector<ike::IkeSaInfo> list_sas() const override { return m_e.list_sas(); }
     const Counters& counters() const override { return m_e.counters(); }
+    ike::CookieCheck check_init_cookie(const ike::Datagram& d) const override { return m_e.check_init_cookie(d); }
     void set_key_logger(std::function<void(const ike::IkeSaKeys&)> a,
                         std::function<void(const ChildSaParams&)> b) override {
         m_e.set_key_logger(std::move(a), std::move(b));

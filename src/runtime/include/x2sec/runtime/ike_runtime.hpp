@@ -25,6 +25,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 #include <x2sec/common/child_sa.hpp>
 #include <x2sec/common/counters.hpp>
@@ -45,15 +46,21 @@ using NattFactory = std::function<Result<std::unique_ptr<NattTransport>>(const i
 // SAs that may exist (IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL, responses) are served before new
 // IKE_SA_INITs, so a backlog of new initiators cannot make the kernel drop the IKE_AUTHs of the
 // SAs already half open.  New IKE_SA_INITs beyond what the responder gets to are shed (counted).
+// A third class between the two: a new IKE_SA_INIT whose COOKIE the engine verifies
+// (EngineApi::check_init_cookie): its initiator has shown it receives at its address, so a
+// spoofed flood of plain IKE_SA_INITs does not delay it.
 struct RxPolicy {
     size_t serve_budget = 256;        // datagrams served per loop iteration, then timers and control run
     Millis serve_slice_ms = 50;       // and for at most this long
     Millis drain_every_ms = 2;        // while serving, the sockets are drained again this often
     size_t drain_budget = 1024;       // datagrams taken from the sockets per drain at most
-    size_t max_queued_inits = 4096;   // new IKE_SA_INITs waiting; the oldest beyond it is shed
+    size_t max_queued_inits = 4096;   // new IKE_SA_INITs waiting; beyond it the oldest of the
+                                      // source with the most waiting is shed (SourceFairQueue)
     Millis max_init_wait_ms = 1000;   // a new IKE_SA_INIT that waited longer is shed (the
                                       // initiator has retransmitted by then)
     size_t max_queued_known = 16384;  // messages of existing SAs waiting; the oldest beyond it is shed
+    // IKE_SA_INITs with a valid COOKIE waiting; the oldest beyond it is shed (they go stale as above too)
+    size_t max_queued_cookie_inits = 1024;
 };
 
 struct RuntimeOptions {
@@ -121,11 +128,39 @@ private:
         ike::Datagram d;
         Millis arrived = 0;
     };
+    // The plain new IKE_SA_INITs, fair over source addresses: served round-robin, one request
+    // per source with requests waiting per turn; over the bound the oldest request of the
+    // source with the most waiting is shed.  A spoofed flood from many addresses then costs a
+    // legitimate source (one or two requests waiting) its turn's wait, not its request.
+    class SourceFairQueue {
+    public:
+        explicit SourceFairQueue(uint64_t seed) : m_seed(seed) {}
+        bool empty() const { return m_size == 0; }
+        size_t size() const { return m_size; }
+        // Queues q; returns how many requests were shed to stay within cap.
+        size_t push(Queued q, size_t cap);
+        Queued pop();  // not empty()
+
+    private:
+        uint64_t key(const IpAddress& a) const;
+        struct Flow {
+            std::deque<Queued> q;
+            uint64_t turn = 0;  // its entry in m_rr (entries of a source's earlier flows are stale)
+        };
+        // The source whose turn is next (dropping stale turns), or m_flows.end().
+        std::unordered_map<uint64_t, Flow>::iterator front();
+        uint64_t m_seed;
+        std::unordered_map<uint64_t, Flow> m_flows;
+        std::deque<std::pair<uint64_t, uint64_t>> m_rr;  // (source, turn) in turn order
+        uint64_t m_next_turn = 1;
+        uint64_t m_fat = 0;  // the source with the most waiting (approximately)
+        size_t m_size = 0;
+    };
     void drain_rx();
     void queue_rx(ike::Datagram d, Millis now);
     void serve_rx();
-    bool rx_pending() const { return !m_rx_known.empty() || !m_rx_new.empty(); }
-    void wake();
+    bool rx_pending() const { return !m_rx_known.empty() || !m_rx_cookie.empty() || !m_rx_new.empty(); }
+    void wake() const;
     void begin_shutdown(Millis now);
     // Control clients are served from the loop without blocking it: non-blocking sockets, a
     // request read and a reply written as far as the socket takes them, each connection closed
@@ -173,7 +208,9 @@ private:
     std::vector<UdpSocket> m_ike_sockets;
     BatchReceiver m_batch;
     std::vector<UdpSocket::Received> m_batch_out;  // reused by drain_rx()
-    std::deque<Queued> m_rx_known, m_rx_new;       // the receive queue, loop thread only
+    // The receive queue, loop thread only.
+    std::deque<Queued> m_rx_known, m_rx_cookie;
+    SourceFairQueue m_rx_new{OsRng().u64()};
     Millis m_last_drain = 0;
     std::vector<std::unique_ptr<NattTransport>> m_natt;
     std::unique_ptr<KeyLogWriter> m_keylog;

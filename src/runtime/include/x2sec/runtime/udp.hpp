@@ -24,10 +24,12 @@ NattKind classify_natt(BytesView payload);
 // engine checks it): whether it belongs to an IKE SA that may exist (served first when the
 // responder is behind) or would start a new one.
 enum class RxClass {
-    Known,    // a response, or a request with a non-zero responder SPI (IKE_AUTH, CREATE_CHILD_SA,
-              // INFORMATIONAL of an SA)
-    NewInit,  // a request with responder SPI zero: a new IKE_SA_INIT (or one the engine refuses)
-    NotIke,   // shorter than the IKE header: dropped before it reaches the engine
+    Known,       // a response, or a request with a non-zero responder SPI (IKE_AUTH, CREATE_CHILD_SA,
+                 // INFORMATIONAL of an SA)
+    NewInit,     // a request with responder SPI zero: a new IKE_SA_INIT (or one the engine refuses)
+    CookieInit,  // a NewInit that carries a COOKIE the engine verified (IkeRuntime::queue_rx
+                 // decides it, not classify_ike, which reads the fixed header only)
+    NotIke,      // shorter than the IKE header: dropped before it reaches the engine
 };
 struct RxHeader {
     RxClass cls = RxClass::NotIke;
