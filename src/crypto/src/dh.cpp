@@ -45,10 +45,6 @@ bool dh_group_supported(uint16_t iana_id) {
 
 namespace {
 
-bool is_ecp(DhGroup g) {
-    return g == DhGroup::Ecp256 || g == DhGroup::Ecp384;
-}
-
 const char* ec_curve(DhGroup g) {
     return g == DhGroup::Ecp256 ? "prime256v1" : "secp384r1";
 }
@@ -97,17 +93,18 @@ PkeyPtr modp_key(const BIGNUM* priv, const BIGNUM* pub) {
     return from_params("DH", params.get(), priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY);
 }
 
-PkeyPtr ec_key(DhGroup g, const BIGNUM* priv, BytesView uncompressed_point) {
+// A public EC key from its uncompressed point (EVP_PKEY_fromdata: rebuilds the EC_GROUP; only
+// when the cached parameters key could not be made).
+PkeyPtr ec_public_key(DhGroup g, BytesView uncompressed_point) {
     ParamBldPtr bld(OSSL_PARAM_BLD_new());
     if (!bld) return nullptr;
     if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, ec_curve(g), 0) != 1 ||
         OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, uncompressed_point.data(),
                                          uncompressed_point.size()) != 1)
         return nullptr;
-    if (priv != nullptr && OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1) return nullptr;
     ParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
     if (!params) return nullptr;
-    return from_params("EC", params.get(), priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY);
+    return from_params("EC", params.get(), EVP_PKEY_PUBLIC_KEY);
 }
 
 // Per-curve objects built once per process and afterwards only read, so engines on several
@@ -143,7 +140,7 @@ const EcCurveCache& curve_cache(DhGroup g) {
 // skips rebuilding the EC_GROUP from its name (EVP_PKEY_fromdata took ~18 us, this ~5 us).
 PkeyPtr ec_peer_key(DhGroup g, BytesView uncompressed_point) {
     const EcCurveCache& c = curve_cache(g);
-    if (c.params == nullptr) return ec_key(g, nullptr, uncompressed_point);  // fall back: fromdata
+    if (c.params == nullptr) return ec_public_key(g, uncompressed_point);
     PkeyPtr k(EVP_PKEY_dup(c.params));
     if (!k || EVP_PKEY_set1_encoded_public_key(k.get(), uncompressed_point.data(), uncompressed_point.size()) != 1)
         return nullptr;
@@ -167,7 +164,7 @@ EVP_PKEY* ec_public_key_from_point(int curve_nid, BytesView encoded_point) {
 
 namespace {
 
-// The KE payload encoding of our own public key.
+// The KE payload encoding of our own public key (MODP, X25519: ECP keys are not EVP keys).
 Result<Bytes> encode_public(DhGroup g, EVP_PKEY* key) {
     if (g == DhGroup::Modp2048) {
         BIGNUM* pub = nullptr;
@@ -177,16 +174,6 @@ Result<Bytes> encode_public(DhGroup g, EVP_PKEY* key) {
         if (BN_bn2binpad(pub, out.data(), static_cast<int>(out.size())) != 256)
             return dh_error(g, "encoding public key");
         return out;
-    }
-    if (is_ecp(g)) {
-        uint8_t buf[1 + 2 * 66];
-        size_t len = 0;
-        if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, buf, sizeof(buf), &len) != 1)
-            return dh_error(g, "reading public key");
-        if (len != 1 + dh_public_size(g) || buf[0] != 0x04)
-            return Error(ErrorDomain::Crypto, 0,
-                         std::string(dh_group_name(g)) + ": public key is not an uncompressed point");
-        return Bytes(buf + 1, buf + len);
     }
     Bytes out(32);
     size_t len = out.size();
