@@ -2,10 +2,12 @@
 #include <fstream>
 #include <iterator>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -120,6 +122,46 @@ TEST(Rng, DeterministicIsRepeatable) {
     DeterministicRng a(7), b(7), c(8);
     EXPECT_EQ(a.bytes(40), b.bytes(40));
     EXPECT_NE(a.bytes(16), c.bytes(16));
+}
+
+// OsRng serves small requests from a per-thread block of RAND_bytes output (rng.cpp): no two
+// draws may share octets, across block refills, sizes, threads and a fork.
+TEST(Rng, OsRngNeverHandsOutTheSameOctetsTwice) {
+    OsRng rng;
+    std::set<Bytes> seen;
+    // 2000 draws of 8..64 octets walk over many block refills, leftovers and the direct path.
+    for (size_t i = 0; i < 2000; ++i) {
+        const size_t n = 8 + (i % 8) * 8 + (i % 97 == 0 ? 300 : 0);
+        Bytes b = rng.bytes(n);
+        ASSERT_EQ(b.size(), n);
+        ASSERT_TRUE(seen.insert(Bytes(b.begin(), b.begin() + 8)).second) << "draw " << i << " repeats an earlier one";
+    }
+    Bytes other;
+    std::thread([&] { other = OsRng().bytes(32); }).join();
+    Bytes mine = rng.bytes(32);
+    EXPECT_NE(other, mine);
+    EXPECT_EQ(seen.count(Bytes(other.begin(), other.begin() + 8)), 0u);
+}
+
+TEST(Rng, OsRngForkedChildDoesNotRepeatItsParent) {
+    OsRng rng;
+    (void)rng.bytes(16);  // the block now holds unread octets the child would inherit
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        Bytes b = OsRng().bytes(32);
+        _exit(write(fds[1], b.data(), b.size()) == 32 ? 0 : 1);
+    }
+    close(fds[1]);
+    Bytes child(32);
+    ASSERT_EQ(read(fds[0], child.data(), child.size()), 32);
+    close(fds[0]);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_NE(child, rng.bytes(32)) << "the child handed out its parent's buffered octets";
 }
 
 TEST(Counters, CountByName) {

@@ -25,6 +25,8 @@ public:
 };
 
 // OpenSSL's RAND_bytes (aborts the process if the DRBG fails: there is no safe fallback).
+// Requests under 256 octets are served from a per-thread 1 KiB block of its output, wiped as
+// it is handed out and emptied in a forked child (rng.cpp).
 class OsRng final : public Rng {
 public:
     void fill(std::span<uint8_t> out) override;
