@@ -11,7 +11,7 @@ namespace x2sec::crypto {
 
 namespace {
 
-const EVP_MD* md_of(Hash h) {
+const EVP_MD* implicit_md(Hash h) {
     switch (h) {
         case Hash::Sha1:
             return EVP_sha1();
@@ -23,6 +23,22 @@ const EVP_MD* md_of(Hash h) {
             return EVP_sha512();
     }
     return EVP_sha256();
+}
+
+// Explicitly fetched digests, once per process (immutable, shared between threads): OpenSSL 3.0
+// fetches the implementation of an EVP_sha1()-style digest from the method store on every
+// EVP_DigestInit, which doubles the cost of a short digest (NAT_DETECTION, CERTREQ hashes:
+// 0.50 us against 0.24 us for SHA-1 of 64 octets).  The built-in object is the fallback.
+const EVP_MD* fetch_md(Hash h, const char* name) {
+    EVP_MD* md = EVP_MD_fetch(nullptr, name, nullptr);
+    return md != nullptr ? md : implicit_md(h);
+}
+
+const EVP_MD* md_of(Hash h) {
+    static const EVP_MD* const t[4] = {fetch_md(Hash::Sha1, "SHA1"), fetch_md(Hash::Sha256, "SHA256"),
+                                       fetch_md(Hash::Sha384, "SHA384"), fetch_md(Hash::Sha512, "SHA512")};
+    const auto i = static_cast<size_t>(h);
+    return i < 4 ? t[i] : implicit_md(h);
 }
 
 // Fetched once per process; EVP_MAC objects are immutable and shareable between threads.

@@ -25,24 +25,38 @@ Hash integ_hash(IntegId i) {
     }
 }
 
+// Explicitly fetched ciphers, once per process (immutable, shared between threads): OpenSSL 3.0
+// fetches the implementation of an EVP_aes_128_gcm()-style cipher from the method store on
+// every EVP_EncryptInit_ex, i.e. on every SK payload.  The built-in object is the fallback.
+const EVP_CIPHER* fetched(const char* name, const EVP_CIPHER* builtin) {
+    EVP_CIPHER* c = EVP_CIPHER_fetch(nullptr, name, nullptr);
+    return c != nullptr ? c : builtin;
+}
+
 const EVP_CIPHER* cipher_of(EncrId e, unsigned bits) {
     if (e == EncrId::AesGcm16) {
+        static const EVP_CIPHER* const gcm[3] = {fetched("AES-128-GCM", EVP_aes_128_gcm()),
+                                                 fetched("AES-192-GCM", EVP_aes_192_gcm()),
+                                                 fetched("AES-256-GCM", EVP_aes_256_gcm())};
         switch (bits) {
             case 128:
-                return EVP_aes_128_gcm();
+                return gcm[0];
             case 192:
-                return EVP_aes_192_gcm();
+                return gcm[1];
             case 256:
-                return EVP_aes_256_gcm();
+                return gcm[2];
         }
     } else if (e == EncrId::AesCbc) {
+        static const EVP_CIPHER* const cbc[3] = {fetched("AES-128-CBC", EVP_aes_128_cbc()),
+                                                 fetched("AES-192-CBC", EVP_aes_192_cbc()),
+                                                 fetched("AES-256-CBC", EVP_aes_256_cbc())};
         switch (bits) {
             case 128:
-                return EVP_aes_128_cbc();
+                return cbc[0];
             case 192:
-                return EVP_aes_192_cbc();
+                return cbc[1];
             case 256:
-                return EVP_aes_256_cbc();
+                return cbc[2];
         }
     }
     return nullptr;

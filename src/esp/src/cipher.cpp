@@ -34,6 +34,32 @@ const char* cipher_name(EspCipher c) {
     return "";
 }
 
+// Fetched once per process and never freed (immutable, shared by every SA and thread): a fetch
+// by name is a method-store lookup, and every SA install made two.  nullptr if unavailable.
+const EVP_CIPHER* fetched_cipher(EspCipher c) {
+    static const EVP_CIPHER* const t[4] = {
+        EVP_CIPHER_fetch(nullptr, cipher_name(EspCipher::AesGcm16_128), nullptr),
+        EVP_CIPHER_fetch(nullptr, cipher_name(EspCipher::AesGcm16_256), nullptr),
+        EVP_CIPHER_fetch(nullptr, cipher_name(EspCipher::AesCbc128_HmacSha256_128), nullptr),
+        EVP_CIPHER_fetch(nullptr, cipher_name(EspCipher::AesCbc256_HmacSha256_128), nullptr)};
+    switch (c) {
+        case EspCipher::AesGcm16_128:
+            return t[0];
+        case EspCipher::AesGcm16_256:
+            return t[1];
+        case EspCipher::AesCbc128_HmacSha256_128:
+            return t[2];
+        case EspCipher::AesCbc256_HmacSha256_128:
+            return t[3];
+    }
+    return nullptr;
+}
+
+const EVP_MAC* fetched_hmac() {
+    static const EVP_MAC* const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    return mac;
+}
+
 bool is_gcm(EspCipher c) {
     return c == EspCipher::AesGcm16_128 || c == EspCipher::AesGcm16_256;
 }
@@ -55,14 +81,11 @@ Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const Direc
     s->m_cipher = cipher;
     s->m_aead = is_gcm(cipher);
     s->m_encrypt = encrypt;
-    EVP_CIPHER* evp = EVP_CIPHER_fetch(nullptr, cipher_name(cipher), nullptr);
+    const EVP_CIPHER* evp = fetched_cipher(cipher);
     if (!evp) return crypto_error(std::string("fetching ") + cipher_name(cipher));
     s->m_ctx = EVP_CIPHER_CTX_new();
-    size_t key_len = s->m_aead ? keys.enc_key.size() - 4 : keys.enc_key.size();
-    bool ok = s->m_ctx && EVP_CipherInit_ex(s->m_ctx, evp, nullptr, keys.enc_key.data(), nullptr, encrypt ? 1 : 0) == 1;
-    EVP_CIPHER_free(evp);  // the context keeps its own reference
-    if (!ok) return crypto_error("initialising the ESP cipher");
-    (void)key_len;
+    if (!s->m_ctx || EVP_CipherInit_ex(s->m_ctx, evp, nullptr, keys.enc_key.data(), nullptr, encrypt ? 1 : 0) != 1)
+        return crypto_error("initialising the ESP cipher");
     if (s->m_aead) {
         s->m_tag_param = new OSSL_PARAM[2];
         s->m_tag_param[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, s->m_tag, 16);
@@ -83,10 +106,9 @@ Result<std::unique_ptr<SaCipher>> SaCipher::create(EspCipher cipher, const Direc
         std::memcpy(s->m_salt, keys.enc_key.data() + keys.enc_key.size() - 4, 4);
     } else {
         EVP_CIPHER_CTX_set_padding(s->m_ctx, 0);
-        EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+        const EVP_MAC* mac = fetched_hmac();
         if (!mac) return crypto_error("fetching HMAC");
-        s->m_mac = EVP_MAC_CTX_new(mac);
-        EVP_MAC_free(mac);
+        s->m_mac = EVP_MAC_CTX_new(const_cast<EVP_MAC*>(mac));  // takes its own reference
         char digest[] = "SHA256";
         OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
                                OSSL_PARAM_construct_end()};
