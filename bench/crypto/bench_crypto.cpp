@@ -9,6 +9,7 @@
 #include <openssl/rand.h>
 #include <vector>
 #include <x2sec/bench/crypto_bound.hpp>
+#include <x2sec/common/rng.hpp>
 #include <x2sec/crypto/crypto.hpp>
 
 using namespace x2sec;
@@ -216,6 +217,47 @@ void Raw_HmacOneShot(benchmark::State& st) {
 BENCHMARK(Ours_PrfPlusKeymat);
 BENCHMARK(Ours_Hmac);
 BENCHMARK(Raw_HmacOneShot);
+
+// ------------------------------------------------------------------ randomness, short digests
+
+// What an IKE setup draws: SPIs, nonces, IVs, DH scalars (8-32 octets each, ~10 per setup).
+void Ours_OsRngSmall(benchmark::State& st) {
+    OsRng rng;
+    uint8_t b[64];
+    for (auto _ : st) {
+        rng.fill(std::span<uint8_t>(b, static_cast<size_t>(st.range(0))));
+        benchmark::DoNotOptimize(b);
+    }
+}
+
+void Raw_RandBytesSmall(benchmark::State& st) {
+    unsigned char b[64];
+    for (auto _ : st) {
+        RAND_bytes(b, static_cast<int>(st.range(0)));
+        benchmark::DoNotOptimize(b);
+    }
+}
+
+// NAT_DETECTION and CERTREQ hashes: SHA-1 over a few dozen octets.
+void Ours_Sha1Short(benchmark::State& st) {
+    const Bytes data(64, 9);
+    for (auto _ : st) benchmark::DoNotOptimize(digest(Hash::Sha1, data));
+}
+
+void Raw_Sha1ShortImplicitFetch(benchmark::State& st) {
+    const std::vector<unsigned char> data(64, 9);
+    unsigned char out[20];
+    unsigned int len = 0;
+    for (auto _ : st) {
+        EVP_Digest(data.data(), data.size(), out, &len, EVP_sha1(), nullptr);
+        benchmark::DoNotOptimize(out);
+    }
+}
+
+BENCHMARK(Ours_OsRngSmall)->Arg(8)->Arg(32);
+BENCHMARK(Raw_RandBytesSmall)->Arg(8)->Arg(32);
+BENCHMARK(Ours_Sha1Short);
+BENCHMARK(Raw_Sha1ShortImplicitFetch);
 
 }  // namespace
 
