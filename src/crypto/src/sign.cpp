@@ -147,11 +147,38 @@ Status init_md_ctx(EVP_MD_CTX* mctx, EVP_PKEY* key, SigScheme s, bool sign) {
     return {};
 }
 
+// ECDSA signs the digest of the message, so hashing with the process's fetched digest and
+// signing the digest (EVP_PKEY_sign / EVP_PKEY_verify) gives the signature EVP_DigestSign would,
+// DER ECDSA-Sig-Value, without the two fetches of the digest by name that EVP_DigestSignInit
+// makes in OpenSSL 3.0 (one in EVP, one in the signature provider): ~3 us of a ~25 us sign.
+Result<Bytes> ecdsa_sign_digest(EVP_PKEY* key, SigScheme s, BytesView data) {
+    const Bytes dg = digest(sig_scheme_hash(s), data);
+    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key, nullptr));
+    size_t len = 0;
+    if (!ctx || EVP_PKEY_sign_init(ctx.get()) != 1 ||
+        EVP_PKEY_sign(ctx.get(), nullptr, &len, dg.data(), dg.size()) != 1)
+        return crypto_error(std::string(sig_scheme_name(s)) + ": sign (length)");
+    Bytes sig(len);
+    if (EVP_PKEY_sign(ctx.get(), sig.data(), &len, dg.data(), dg.size()) != 1)
+        return crypto_error(std::string(sig_scheme_name(s)) + ": sign");
+    sig.resize(len);
+    return sig;
+}
+
+bool ecdsa_verify_digest(const EVP_PKEY* key, SigScheme s, BytesView data, BytesView signature) {
+    const Bytes dg = digest(sig_scheme_hash(s), data);
+    // OpenSSL takes a non-const key only to bump its reference count.
+    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, const_cast<EVP_PKEY*>(key), nullptr));
+    return ctx && EVP_PKEY_verify_init(ctx.get()) == 1 &&
+           EVP_PKEY_verify(ctx.get(), signature.data(), signature.size(), dg.data(), dg.size()) == 1;
+}
+
 Result<Bytes> sign_with(EVP_PKEY* key, SigScheme s, BytesView data) {
     if (key == nullptr) return Error(ErrorDomain::Crypto, 0, "sign: no key");
     if (!key_fits(key, s))
         return Error(ErrorDomain::Crypto, 0,
                      std::string(sig_scheme_name(s)) + ": cannot sign with a " + EVP_PKEY_get0_type_name(key) + " key");
+    if (family(s) == Family::Ecdsa) return ecdsa_sign_digest(key, s, data);
     MdCtxPtr mctx(EVP_MD_CTX_new());
     if (!mctx) return crypto_error("sign: context");
     X2SEC_TRY_STATUS(init_md_ctx(mctx.get(), key, s, true));
@@ -350,6 +377,11 @@ Status verify_signature(const EVP_PKEY* key, SigScheme s, BytesView data, BytesV
     if (!key_fits(key, s))
         return Error(ErrorDomain::Crypto, 0,
                      name + " signature cannot be made by a " + EVP_PKEY_get0_type_name(key) + " key");
+    if (family(s) == Family::Ecdsa) {
+        if (ecdsa_verify_digest(key, s, data, signature)) return {};
+        openssl_errors();
+        return Error(ErrorDomain::Crypto, 0, name + " signature does not verify");
+    }
     MdCtxPtr mctx(EVP_MD_CTX_new());
     if (!mctx) return crypto_error("verify: context");
     // OpenSSL takes a non-const key only to bump its reference count.
