@@ -15,6 +15,9 @@
 #     --bound-seconds S    openssl speed -seconds (default 3)
 #     --cores "G R"        generator core, responder core (default "0 1")
 #     --timeout S          time bound of each load run (default 300)
+#     --repeat N           N rounds (default 1), each measuring the bound again and then running every
+#                          responder and auth; with N > 1 the medians per responder and auth follow the
+#                          table (this machine's speed drifts: one round's ratio is one sample)
 #     --smoke              tiny counts (CI: checks the script works, asserts nothing about speed)
 #     --perf DIR           also record CPU profiles (perf record --call-graph dwarf) of the responder
 #                          (DIR/<responder>-<auth>.resp.data) and the generator (.gen.data); the
@@ -24,7 +27,7 @@
 # Namespace: pb-ike-<pid> (loopback only: responder 127.0.0.1:500, generator 127.0.0.2-9).
 set -euo pipefail
 X2SEC=build/apps/x2sec COUNT=2000 CONC=50 AUTHS="cert psk" RESPONDERS="x2sec charon" BOUND_S=3
-CORES="0 1" TMO=300 SMOKE=0 PERF_DIR=
+CORES="0 1" TMO=300 SMOKE=0 PERF_DIR= REPEAT=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --x2sec) X2SEC=$2; shift ;;
@@ -35,12 +38,14 @@ while [ $# -gt 0 ]; do
     --bound-seconds) BOUND_S=$2; shift ;;
     --cores) CORES=$2; shift ;;
     --timeout) TMO=$2; shift ;;
+    --repeat) REPEAT=$2; shift ;;
     --smoke) SMOKE=1; COUNT=6; CONC=3; BOUND_S=1; TMO=30 ;;
     --perf) PERF_DIR=$2; shift ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
   shift
 done
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat takes a positive count, got '$REPEAT'" >&2; exit 2; }
 X2SEC=$(readlink -f "$X2SEC")
 . "$(dirname "$(readlink -f "$0")")/../../tests/support/charon.sh"
 read -r GCORE RCORE <<<"$CORES"
@@ -89,14 +94,16 @@ ip -n "$NS" addr add 10.255.255.254/32 dev lo
 # The responder's unavoidable OpenSSL work per setup: certificates — one ECDH keygen (timed as one
 # ECDSA sign: both are one fixed-base scalar multiplication), one ECDH derive, one ECDSA sign
 # (its AUTH), two ECDSA verifies (the initiator's AUTH and its certificate); PSK — keygen + derive.
-taskset -c "$RCORE" openssl speed -seconds "$BOUND_S" ecdsap256 ecdhp256 >"$DIR/speed.txt" 2>/dev/null
-SIGN=$(awk '/ecdsa \(nistp256\)/ {print $(NF-1)}' "$DIR/speed.txt" | tail -1)
-VERIFY=$(awk '/ecdsa \(nistp256\)/ {print $NF}' "$DIR/speed.txt" | tail -1)
-ECDH=$(awk '/ecdh \(nistp256\)/ {print $NF}' "$DIR/speed.txt" | tail -1)
-[ -n "$SIGN" ] && [ -n "$VERIFY" ] && [ -n "$ECDH" ] || { echo "cannot parse openssl speed:" >&2; cat "$DIR/speed.txt" >&2; exit 1; }
-BOUND_CERT=$(awk -v s="$SIGN" -v v="$VERIFY" -v d="$ECDH" 'BEGIN {printf "%.1f", 1 / (2 / s + 2 / v + 1 / d)}')
-BOUND_PSK=$(awk -v s="$SIGN" -v d="$ECDH" 'BEGIN {printf "%.1f", 1 / (1 / s + 1 / d)}')
-log "openssl speed (core $RCORE): ecdsap256 sign $SIGN/s verify $VERIFY/s, ecdhp256 $ECDH/s -> bound cert $BOUND_CERT/s, psk $BOUND_PSK/s"
+measure_bound() {  # sets SIGN VERIFY ECDH BOUND_CERT BOUND_PSK
+  taskset -c "$RCORE" openssl speed -seconds "$BOUND_S" ecdsap256 ecdhp256 >"$DIR/speed.txt" 2>/dev/null
+  SIGN=$(awk '/ecdsa \(nistp256\)/ {print $(NF-1)}' "$DIR/speed.txt" | tail -1)
+  VERIFY=$(awk '/ecdsa \(nistp256\)/ {print $NF}' "$DIR/speed.txt" | tail -1)
+  ECDH=$(awk '/ecdh \(nistp256\)/ {print $NF}' "$DIR/speed.txt" | tail -1)
+  [ -n "$SIGN" ] && [ -n "$VERIFY" ] && [ -n "$ECDH" ] || { echo "cannot parse openssl speed:" >&2; cat "$DIR/speed.txt" >&2; exit 1; }
+  BOUND_CERT=$(awk -v s="$SIGN" -v v="$VERIFY" -v d="$ECDH" 'BEGIN {printf "%.1f", 1 / (2 / s + 2 / v + 1 / d)}')
+  BOUND_PSK=$(awk -v s="$SIGN" -v d="$ECDH" 'BEGIN {printf "%.1f", 1 / (1 / s + 1 / d)}')
+  log "openssl speed (core $RCORE): ecdsap256 sign $SIGN/s verify $VERIFY/s, ecdhp256 $ECDH/s -> bound cert $BOUND_CERT/s, psk $BOUND_PSK/s"
+}
 
 # ---------------------------------------------------------------- helpers
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of the whole process
@@ -142,6 +149,7 @@ x2sec_count() { "$X2SEC" ike list-sas --control "$DIR/$1/ike.sock" --json 2>/dev
   python3 -c 'import json,sys; s=json.load(sys.stdin); s=s.get("sas",s) if isinstance(s,dict) else s; print(sum(1 for x in s if x.get("state")=="ESTABLISHED" and len(x.get("children",[]))==1))'; }
 start_charon() {  # $1 = auth
   local d=$DIR/$1/charon
+  rm -f "$d/run/charon.vici" "$d/run/charon.pid"  # an earlier round's: wait for this charon's own
   STRONGSWAN_CONF=$d/strongswan.conf taskset -c "$RCORE" ip netns exec "$NS" \
     sh -c "mount --bind $d/run /run && exec /usr/lib/ipsec/charon" >"$d/charon.out" 2>&1 </dev/null &
   RESP_PID=$!
@@ -156,7 +164,7 @@ RESULTS=$DIR/results.txt
 FAILED=0
 run_one() {  # $1 = responder, $2 = auth
   local r=$1 a=$2 pid c0 c1 m0 m1 up load
-  "start_$r" "$a" || { FAILED=1; return 0; }
+  "start_$r" "$a" || { FAILED=1; stop_resp; return 0; }
   pid=$RESP_PID
   sleep 0.5
   c0=$(cpu_ticks "$pid"); m0=$(rss_kb "$pid")
@@ -178,9 +186,12 @@ run_one() {  # $1 = responder, $2 = auth
   load="$load-$(cut -d' ' -f1 /proc/loadavg)"
   up=$("${r}_count" "$a" || echo 0)
   stop_resp
-  python3 - "$DIR/$r-$a.json" "$r" "$a" "$c0" "$c1" "$HZ" "$m0" "$m1" "${up:-0}" "$load" >>"$RESULTS" <<'PY' || FAILED=1
+  local bound=$BOUND_PSK
+  [ "$a" = cert ] && bound=$BOUND_CERT
+  python3 - "$DIR/$r-$a.json" "$r" "$a" "$c0" "$c1" "$HZ" "$m0" "$m1" "${up:-0}" "$load" "$ROUND" "$bound" \
+    "$SIGN" "$VERIFY" "$ECDH" >>"$RESULTS" <<'PY' || FAILED=1
 import json, sys
-f, r, a, c0, c1, hz, m0, m1, up, load = sys.argv[1:]
+f, r, a, c0, c1, hz, m0, m1, up, load, rnd, bound, sign, verify, ecdh = sys.argv[1:]
 try:
     j = json.load(open(f))
 except Exception as e:
@@ -192,53 +203,74 @@ rss = (int(m1) - int(m0)) * 1024 / ok if ok else float("nan")
 for k, v in j.get("failures", {}).items():
     print(f"  {r} {a} failed: {v['count']} {k} (e.g. {v['example']})", file=sys.stderr)
 print(f'{r} {a} {j["attempted"]} {ok} {j["setups_per_s"]:.1f} {j["latency_ms"]["p50"]:.1f} '
-      f'{j["latency_ms"]["p99"]:.1f} {cpu:.2f} {per:.3f} {rss:.0f} {up} {load} {j["generator_cpu_seconds"]:.2f}')
+      f'{j["latency_ms"]["p99"]:.1f} {cpu:.2f} {per:.3f} {rss:.0f} {up} {load} {j["generator_cpu_seconds"]:.2f} '
+      f'{rnd} {bound} {sign} {verify} {ecdh}')
 sys.exit(0 if ok == j["attempted"] and int(up) == ok else 1)
 PY
   tail -1 "$RESULTS" >&2
 }
 
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/psk-base"
-for a in $AUTHS; do
-  creds "$a"
-  for r in $RESPONDERS; do
-    if [ "$r" = charon ] && [ "$HAVE_CHARON" = 0 ]; then log "charon with kernel-libipsec not installed: skipped"; continue; fi
-    log "$r responder, $a, $COUNT setups, concurrency $CONC (generator core $GCORE, responder core $RCORE)"
-    run_one "$r" "$a"
+for a in $AUTHS; do creds "$a"; done
+for ROUND in $(seq "$REPEAT"); do
+  [ "$REPEAT" -gt 1 ] && log "round $ROUND of $REPEAT"
+  measure_bound
+  for a in $AUTHS; do
+    for r in $RESPONDERS; do
+      if [ "$r" = charon ] && [ "$HAVE_CHARON" = 0 ]; then log "charon with kernel-libipsec not installed: skipped"; continue; fi
+      log "$r responder, $a, $COUNT setups, concurrency $CONC (generator core $GCORE, responder core $RCORE)"
+      run_one "$r" "$a"
+    done
   done
 done
 
 # ---------------------------------------------------------------- the table
-python3 - "$RESULTS" "$BOUND_CERT" "$BOUND_PSK" "$SIGN" "$VERIFY" "$ECDH" "$(nproc)" <<'PY'
-import sys
-res, bc, bp, sign, verify, ecdh, ncpu = sys.argv[1:]
-bound = {"cert": float(bc), "psk": float(bp)}
-rows = {}
+python3 - "$RESULTS" "$(nproc)" <<'PY'
+import statistics, sys
+res, ncpu = sys.argv[1:]
+rows = []
 for line in open(res):
     f = line.split()
-    if len(f) < 13:
+    if len(f) < 18:
         print("  " + line.strip()); continue
-    rows[(f[0], f[1])] = dict(att=int(f[2]), ok=int(f[3]), rate=float(f[4]), p50=float(f[5]), p99=float(f[6]),
-                              cpu=float(f[7]), per=float(f[8]), rss=float(f[9]), held=int(f[10]), load=f[11],
-                              gcpu=float(f[12]))
-print(f"\nopenssl speed (responder core): ecdsap256 sign {sign}/s verify {verify}/s, ecdhp256 {ecdh}/s; "
-      f"{ncpu} CPUs")
-print(f"crypto bound per responder core: cert {bc} setups/s (keygen+derive+sign+2 verify), psk {bp} (keygen+derive)")
-hdr = f'{"responder":<8} {"auth":<5} {"up/tried":>11} {"setups/s":>9} {"p50 ms":>8} {"p99 ms":>8} ' \
-      f'{"CPU ms/setup":>12} {"1/CPU /s":>9} {"% bound":>8} {"RSS B/SA":>9} {"held":>6} {"load":>11}'
+    v = dict(r=f[0], a=f[1], att=int(f[2]), ok=int(f[3]), rate=float(f[4]), p50=float(f[5]), p99=float(f[6]),
+             cpu=float(f[7]), per=float(f[8]), rss=float(f[9]), held=int(f[10]), load=f[11], gcpu=float(f[12]),
+             round=int(f[13]), bound=float(f[14]), sign=f[15], verify=f[16], ecdh=f[17])
+    v["cap"] = 1e3 / v["per"] if v["per"] > 0 else 0
+    v["pct"] = 100 * v["cap"] / v["bound"] if v["bound"] > 0 else 0
+    rows.append(v)
+rounds = sorted({v["round"] for v in rows})
+print(f"\n{ncpu} CPUs; the crypto bound per responder core, from openssl speed on that core before each round: "
+      "cert = keygen+derive+sign+2 verify, psk = keygen+derive")
+for n in rounds:
+    v = next(x for x in rows if x["round"] == n)
+    print(f'round {n}: ecdsap256 sign {v["sign"]}/s verify {v["verify"]}/s, ecdhp256 {v["ecdh"]}/s')
+hdr = f'{"round":>5} {"responder":<8} {"auth":<5} {"up/tried":>11} {"setups/s":>9} {"p50 ms":>8} {"p99 ms":>8} ' \
+      f'{"CPU ms/setup":>12} {"1/CPU /s":>9} {"bound /s":>9} {"% bound":>8} {"RSS B/SA":>9} {"held":>6} {"load":>11}'
 print(hdr)
-for (r, a), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0] != "x2sec")):
-    cap = 1e3 / v["per"] if v["per"] > 0 else 0
-    print(f'{r:<8} {a:<5} {str(v["ok"]) + "/" + str(v["att"]):>11} {v["rate"]:>9.1f} {v["p50"]:>8.1f} {v["p99"]:>8.1f} '
-          f'{v["per"]:>12.3f} {cap:>9.0f} {100 * cap / bound[a]:>7.1f}% {v["rss"]:>9.0f} {v["held"]:>6} {v["load"]:>11}')
+order = lambda v: (v["a"], v["r"] != "x2sec", v["round"])
+for v in sorted(rows, key=order):
+    print(f'{v["round"]:>5} {v["r"]:<8} {v["a"]:<5} {str(v["ok"]) + "/" + str(v["att"]):>11} {v["rate"]:>9.1f} '
+          f'{v["p50"]:>8.1f} {v["p99"]:>8.1f} {v["per"]:>12.3f} {v["cap"]:>9.0f} {v["bound"]:>9.1f} {v["pct"]:>7.1f}% '
+          f'{v["rss"]:>9.0f} {v["held"]:>6} {v["load"]:>11}')
+med = {}
+for key in sorted({(v["r"], v["a"]) for v in rows}, key=lambda k: (k[1], k[0] != "x2sec")):
+    g = [v for v in rows if (v["r"], v["a"]) == key]
+    med[key] = {k: statistics.median(x[k] for x in g) for k in ("rate", "per", "pct", "rss")}
+    if len(rounds) > 1:
+        m = med[key]
+        print(f'median of {len(g)} rounds, {key[0]} {key[1]}: {m["rate"]:.1f} setups/s, {m["per"]:.3f} ms CPU per setup, '
+              f'{m["pct"]:.1f} % of the bound (rounds {min(x["pct"] for x in g):.1f}-{max(x["pct"] for x in g):.1f} %), '
+              f'RSS {m["rss"]:.0f} B/SA')
 for a in ("cert", "psk"):
-    x, c = rows.get(("x2sec", a)), rows.get(("charon", a))
+    x, c = med.get(("x2sec", a)), med.get(("charon", a))
     if x and c and x["per"] > 0 and c["per"] > 0 and c["rate"] > 0:
-        print(f'ratio x2sec/charon, {a}: setups/s {x["rate"] / c["rate"]:.2f}x, responder CPU per setup '
-              f'{c["per"] / x["per"]:.2f}x less, RSS per SA {x["rss"] / c["rss"] if c["rss"] else float("nan"):.2f}')
+        print(f'ratio x2sec/charon, {a}{" (medians)" if len(rounds) > 1 else ""}: setups/s {x["rate"] / c["rate"]:.2f}x, '
+              f'responder CPU per setup {c["per"] / x["per"]:.2f}x less, '
+              f'RSS per SA {x["rss"] / c["rss"] if c["rss"] else float("nan"):.2f}')
 print("setups/s: generator's rate (first IKE_SA_INIT .. last Child SA up); CPU ms/setup: responder utime+stime "
       "(/proc/<pid>/stat) / setups; 1/CPU: setups/s one responder core sustains at that cost; % bound: 1/CPU "
-      "over the openssl-speed bound; RSS B/SA: responder VmRSS growth / IKE SAs held; load: 1-min load "
-      "average at start-end of the run")
+      "over the openssl-speed bound of the same round; RSS B/SA: responder VmRSS growth / IKE SAs held; load: "
+      "1-min load average at start-end of the run")
 PY
 exit $FAILED
