@@ -147,10 +147,6 @@ Status init_md_ctx(EVP_MD_CTX* mctx, EVP_PKEY* key, SigScheme s, bool sign) {
     return {};
 }
 
-// ECDSA signs the digest of the message, so hashing with the process's fetched digest and
-// signing the digest (EVP_PKEY_sign / EVP_PKEY_verify) gives the signature EVP_DigestSign would,
-// DER ECDSA-Sig-Value, without the two fetches of the digest by name that EVP_DigestSignInit
-// makes in OpenSSL 3.0 (one in EVP, one in the signature provider): ~3 us of a ~25 us sign.
 // OpenSSL's two-pass signing: `op(nullptr, &len)` asks for the maximum length, `op(buf, &len)`
 // signs and sets the actual one.
 template <typename Op>
@@ -163,6 +159,10 @@ Result<Bytes> two_pass_sign(SigScheme s, Op op) {
     return sig;
 }
 
+// ECDSA signs the digest of the message, so hashing with the process's fetched digest and
+// signing the digest (EVP_PKEY_sign / EVP_PKEY_verify) gives the signature EVP_DigestSign would,
+// DER ECDSA-Sig-Value, without the two fetches of the digest by name that EVP_DigestSignInit
+// makes in OpenSSL 3.0 (one in EVP, one in the signature provider): ~3 us of a ~25 us sign.
 Result<Bytes> ecdsa_sign_digest(EVP_PKEY* key, SigScheme s, BytesView data) {
     const Bytes dg = digest(sig_scheme_hash(s), data);
     PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key, nullptr));
