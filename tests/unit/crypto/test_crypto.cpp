@@ -757,6 +757,45 @@ TEST(Signature, UnknownOrMalformedAlgorithmIdentifiers) {
     EXPECT_FALSE(salt20.ok());
 }
 
+// ECDSA signs and verifies the digest (EVP_PKEY_sign/verify, sign.cpp): its signatures must be
+// exactly what EVP_DigestSign/EVP_DigestVerify make and accept, and the DER check stays strict.
+TEST(Signature, EcdsaOverTheDigestInteroperatesWithEvpDigestSign) {
+    struct Case {
+        KeyType kt;
+        SigScheme scheme;
+        const char* md;
+    };
+    for (const Case& c : {Case{KeyType::EcP256, SigScheme::EcdsaSha256, "SHA256"},
+                          Case{KeyType::EcP384, SigScheme::EcdsaSha384, "SHA384"},
+                          Case{KeyType::EcP384, SigScheme::EcdsaSha512, "SHA512"}}) {
+        SCOPED_TRACE(sig_scheme_name(c.scheme));
+        const PrivateKey& key = cached_key(c.kt);
+        const Bytes data = to_bytes("ResponderSignedOctets");
+        Bytes ours = key.sign(c.scheme, data).value();
+        // OpenSSL's one-shot verify accepts ours ...
+        EVP_MD_CTX* v = EVP_MD_CTX_new();
+        ASSERT_EQ(EVP_DigestVerifyInit_ex(v, nullptr, c.md, nullptr, nullptr, key.get(), nullptr), 1);
+        EXPECT_EQ(EVP_DigestVerify(v, ours.data(), ours.size(), data.data(), data.size()), 1);
+        EVP_MD_CTX_free(v);
+        // ... and we accept OpenSSL's one-shot signature.
+        EVP_MD_CTX* sctx = EVP_MD_CTX_new();
+        ASSERT_EQ(EVP_DigestSignInit_ex(sctx, nullptr, c.md, nullptr, nullptr, key.get(), nullptr), 1);
+        size_t len = 0;
+        ASSERT_EQ(EVP_DigestSign(sctx, nullptr, &len, data.data(), data.size()), 1);
+        Bytes theirs(len);
+        ASSERT_EQ(EVP_DigestSign(sctx, theirs.data(), &len, data.data(), data.size()), 1);
+        theirs.resize(len);
+        EVP_MD_CTX_free(sctx);
+        EXPECT_TRUE(verify_signature(key.public_key(), c.scheme, data, theirs).ok());
+        // A trailing octet after the DER, or the digest of another hash, does not verify.
+        Bytes trailing = ours;
+        trailing.push_back(0);
+        EXPECT_FALSE(verify_signature(key.public_key(), c.scheme, data, trailing).ok());
+        const SigScheme other = c.scheme == SigScheme::EcdsaSha256 ? SigScheme::EcdsaSha384 : SigScheme::EcdsaSha256;
+        EXPECT_FALSE(verify_signature(key.public_key(), other, data, ours).ok());
+    }
+}
+
 TEST(Signature, SchemeMustFitTheKey) {
     const PrivateKey& ec = cached_key(KeyType::EcP256);
     auto r = ec.sign(SigScheme::RsaPssSha256, to_bytes("x"));
